@@ -1,0 +1,138 @@
+# pgwarden build. Non-recursive: sources are found by location, so adding a module, a unit
+# suite (tests/unit/test_*.c) or a fuzz target (tests/fuzz/fuzz_*.c) needs no edit here.
+# Areas with their own build steps (BPF skeleton, vm-tests, benchmarks, integration) keep
+# them in mk/*.mk.
+#
+#   make            build everything into $(BUILD)
+#   make test       install missing packages, build, run every suite (what CI runs)
+#   make demo       install missing packages, build, show a session through pgwarden
+#   make sanitize   unit and integration suites under ASan + UBSan
+#   make bench      side-by-side benchmarks, writes docs/BENCHMARKS.md
+#   make install    PREFIX=/usr/local DESTDIR=
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD ?= build
+SAN ?= 0
+
+CC ?= cc
+CLANG ?= clang
+PKG_CONFIG ?= pkg-config
+PKGS := libbpf openssl yaml-0.1 jansson libmicrohttpd ncursesw libnl-route-3.0 libnl-3.0 \
+	libnftables libnetfilter_queue libmnl
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+	-Wno-unused-parameter -Werror
+CFLAGS ?= -O2 -g
+ifeq ($(SAN),1)
+CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+PG_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(WARN) -Iuserspace -Ibpf -I$(BUILD)/gen \
+	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lpthread
+
+LIB_SRCS := $(sort $(wildcard userspace/*/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/libpgwarden.a
+
+DAEMON := $(BUILD)/pgwardend
+CTL := $(BUILD)/pgwardenctl
+TOP := $(BUILD)/pgwarden-top
+BINS := $(DAEMON) $(CTL) $(TOP)
+
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 15
+
+# Generated headers (the BPF skeleton) every object may include; mk/bpf.mk adds to it.
+GENERATED :=
+
+.PHONY: all deps test demo check-unit check-fuzz check-integration sanitize install clean \
+	fuzz-build bench vm-test check-e2e
+all: $(BINS)
+
+include $(sort $(wildcard mk/*.mk))
+
+deps:
+	@sh scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c | $(GENERATED)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(DAEMON): $(BUILD)/obj/userspace/pgwardend.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PG_LIBS)
+
+$(CTL): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/pgwardenctl/*.c)) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PG_LIBS)
+
+$(TOP): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/pgwarden-top/*.c)) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PG_LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PG_LIBS) -lcmocka
+
+check-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; (cd tests/unit && ../../$$t); done
+
+# libFuzzer targets: clang, with the library sources compiled again for coverage.
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -std=gnu11 -D_GNU_SOURCE \
+	-Iuserspace -Ibpf -I$(BUILD)/gen $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
+$(BUILD)/fuzzobj/%.o: %.c | $(GENERATED)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -c $< -o $@
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(PG_LIBS)
+fuzz-build: $(FUZZ_BINS)
+
+# Each target runs from its seed corpus (tests/fuzz/corpus/NAME) into a scratch copy, so
+# findings never dirty the tree; a crash fails the run and leaves the reproducer in $(BUILD).
+check-fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); \
+	  work=$(BUILD)/fuzz/work-$$n; rm -rf $$work; mkdir -p $$work; \
+	  [ -d tests/fuzz/corpus/$$n ] && cp -r tests/fuzz/corpus/$$n/. $$work/; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -artifact_prefix=$(BUILD)/fuzz/$$n- \
+	      -print_final_stats=0 $$work >$(BUILD)/fuzz/$$n.log 2>&1 || \
+	      { tail -n 40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	  grep -E '^Done|^#[0-9]+ *DONE' $(BUILD)/fuzz/$$n.log | tail -n 1; done
+
+sanitize:
+	$(MAKE) BUILD=build/san SAN=1 all check-unit check-integration
+
+test: deps
+	$(MAKE) all
+	$(MAKE) check-unit
+	$(MAKE) check-fuzz
+	$(MAKE) check-integration
+	$(MAKE) sanitize
+	$(MAKE) check-e2e
+	$(MAKE) vm-test
+
+demo: deps
+	$(MAKE) all
+	sh scripts/demo.sh $(BUILD)
+
+install: $(BINS)
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(DAEMON) $(CTL) $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 $(TOP) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 man/pgwardend.8 man/pgwardenctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 0644 man/pgwarden-top.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/userspace/pgwardend.d

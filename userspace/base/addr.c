@@ -1,0 +1,112 @@
+/* addr: numeric socket address parsing and formatting (see addr.h). */
+#include "base/addr.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int addr_parse_port(const char *s, in_port_t *port)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > 65535)
+		return -EINVAL;
+	*port = htons((in_port_t)v);
+	return 0;
+}
+
+int addr_parse(const char *text, struct addr *out)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon;
+	size_t hlen;
+	in_port_t port;
+
+	memset(out, 0, sizeof(*out));
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&out->ss;
+
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		hlen = (size_t)(close - text - 1);
+		if (hlen >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text + 1, hlen);
+		host[hlen] = '\0';
+		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1 || addr_parse_port(close + 2, &port))
+			return -EINVAL;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = port;
+		out->len = sizeof(*s6);
+		return 0;
+	}
+	colon = strrchr(text, ':');
+	if (!colon)
+		return -EINVAL;
+	hlen = (size_t)(colon - text);
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&out->ss;
+
+	if (strcmp(host, "*") == 0)
+		s4->sin_addr.s_addr = htonl(INADDR_ANY);
+	else if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+		return -EINVAL;
+	if (addr_parse_port(colon + 1, &port))
+		return -EINVAL;
+	s4->sin_family = AF_INET;
+	s4->sin_port = port;
+	out->len = sizeof(*s4);
+	return 0;
+}
+
+const char *addr_format(const struct sockaddr *sa, char *buf, size_t n)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		snprintf(buf, n, "%s:%u", host, ntohs(s4->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		snprintf(buf, n, "[%s]:%u", host, ntohs(s6->sin6_port));
+	} else if (sa->sa_family == AF_UNIX) {
+		snprintf(buf, n, "unix");
+	} else {
+		snprintf(buf, n, "unknown");
+	}
+	return buf;
+}
+
+bool addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family)
+		return false;
+	if (a->sa_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return false;
+}

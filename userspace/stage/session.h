@@ -1,0 +1,73 @@
+/*
+ * session: the identity and counters of one client session, as every inspection stage,
+ * log line and admin listing sees them.
+ *
+ * Written only by the connection's worker thread. Strings are owned by the session and
+ * immutable once set; counters may be read by the admin thread without locks (64-bit
+ * aligned loads are atomic on the architectures pgwarden supports; a slightly stale value
+ * is fine for a listing).
+ */
+#ifndef PGWARDEN_SESSION_H
+#define PGWARDEN_SESSION_H
+
+#include "base/addr.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SESSION_ID_LEN 16
+#define SESSION_ID_HEXLEN (SESSION_ID_LEN * 2)
+
+/* The local process that opened a steered connection, as the kernel recorded it. */
+struct session_process {
+	bool known;
+	uint32_t pid;
+	uint32_t tgid;
+	uint32_t uid;
+	uint32_t gid;
+	uint64_t cgroup_id;
+	char comm[16];
+};
+
+enum session_route {
+	SESSION_ROUTE_EXPLICIT = 0, /* client dialled pgwarden's listen address */
+	SESSION_ROUTE_STEERED,      /* local client redirected by the cgroup hooks */
+	SESSION_ROUTE_TPROXY,       /* remote client redirected by nftables TPROXY */
+};
+
+struct session {
+	uint8_t id[SESSION_ID_LEN];
+	char id_hex[SESSION_ID_HEXLEN + 1];
+	enum session_route route;
+	struct addr client;     /* the peer of the accepted socket */
+	struct addr dialled;    /* the address the client connected to */
+	struct addr upstream;   /* where pgwarden forwards */
+	struct session_process process;
+	uint64_t start_wall_ns;
+	uint64_t start_mono_ns;
+	/* From the StartupMessage (NULL until it arrives). */
+	char *user;
+	char *database;
+	char *application_name;
+	uint32_t protocol;
+	bool replication;
+	/* From the server. */
+	uint32_t backend_pid;
+	bool authenticated;
+	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
+	/* Counters. */
+	uint64_t bytes_from_client;
+	uint64_t bytes_from_server;
+	uint64_t statements; /* Query and Execute messages forwarded */
+	const char *end_reason; /* static text, set once when the session ends */
+};
+
+/* Fill id and id_hex from the CSPRNG. 0 or -EIO. */
+int session_new_id(struct session *s) __attribute__((warn_unused_result));
+
+/* Release owned strings; the struct itself belongs to the caller. */
+void session_release(struct session *s);
+
+const char *session_route_to_str(enum session_route r);
+
+#endif
