@@ -8,12 +8,21 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #define ADDR_STRLEN 64 /* "[" INET6_ADDRSTRLEN "]:65535" and a NUL */
 
+/* Big enough for IPv4 and IPv6 (28 bytes, not sockaddr_storage's 128): a session holds
+ * several addresses, and idle sessions must stay small. */
+union addr_storage {
+	struct sockaddr sa;
+	struct sockaddr_in in4;
+	struct sockaddr_in6 in6;
+};
+
 struct addr {
-	struct sockaddr_storage ss;
+	union addr_storage ss; /* pass &a.ss as struct sockaddr * with len = sizeof(a.ss) */
 	socklen_t len;
 };
 

@@ -7,7 +7,18 @@
  * file accepts is also a flag (--listen, --upstream, ...): one table describes both.
  *
  * Errors are one line naming the file, line and key ("pgwarden.yaml:7: timeouts.startup:
- * expected a duration like 30s, 500ms or 2m").
+ * expected a duration like 30s, 500ms or 2m, got \"10x\""). A load either applies the
+ * whole file or, on any error, leaves the config exactly as it was.
+ *
+ * Flags: every key is also the flag "--" + key with '.' and '_' turned into '-'
+ * (timeouts.startup → --timeouts-startup, buffer_size → --buffer-size). config_set() takes
+ * either spelling, without the leading dashes. Sources apply in this order: defaults
+ * (config_new), the file (config_load_file), then flags (config_set), so flags win. For
+ * "listen", the first flag replaces the file's addresses and repeated flags add to them.
+ *
+ * Reload contract: listen, workers, admin_socket and metrics_listen are bound once at start
+ * (config_restart_required() names them); every other key applies to sessions that start
+ * after the reload.
  */
 #ifndef PGWARDEN_CONFIG_H
 #define PGWARDEN_CONFIG_H
@@ -18,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define CONFIG_MAX_LISTEN 8
 #define CONFIG_ERR_MAX 512
@@ -39,7 +51,17 @@ struct config {
 	enum log_level log_level;
 	char *admin_socket;   /* admin Unix socket path */
 	char *metrics_listen; /* "127.0.0.1:9187"; NULL: metrics off */
+	bool listen_from_flag; /* listen[] came from config_set(): a further flag appends */
 };
+
+/* Hard caps on what the loader reads, whatever the file says. The accepted structure is at
+ * most two levels deep (the top mapping, then "timeouts" or a "listen" list), so anything
+ * nested deeper is rejected at its first event. */
+#define CONFIG_MAX_FILE_SIZE (1024 * 1024)
+
+/* PostgreSQL's own cap on a message body (PQ_LARGE_MESSAGE_LIMIT = MaxAllocSize - 1): no
+ * server accepts more, so the relay never needs to. */
+#define CONFIG_PG_MAX_MESSAGE_SIZE 0x3fffffffu
 
 /* A config holding every default. NULL on ENOMEM. */
 struct config *config_new(void);
@@ -68,6 +90,50 @@ extern const char *const config_keys[];
 
 void config_ref(struct config *cfg);
 void config_unref(struct config *cfg); /* frees at zero */
+
+/*
+ * Same as config_load_file() for a document already in memory (len bytes, no NUL needed);
+ * name is what error messages call it. For tests, fuzzing, and the admin socket.
+ */
+int config_load_buffer(struct config *cfg, const char *name, const char *data, size_t len,
+		       char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* The canonical key ("timeouts.startup") for a key or flag name ("timeouts-startup",
+ * without dashes); NULL when there is no such setting. */
+const char *config_key_lookup(const char *name);
+
+/* Write the flag spelling of key ("timeouts-startup") into buf; returns buf, or NULL when
+ * the key is unknown or buf too small. */
+const char *config_flag_name(const char *key, char *buf, size_t n);
+
+/*
+ * The current value of one setting as the file would spell it ("60s", "32KiB",
+ * "127.0.0.1:6432, [::1]:6432", "" for an unset address). 0, or -ENOENT for an unknown
+ * key, -ENOSPC when buf is too small.
+ */
+int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
+	__attribute__((warn_unused_result));
+
+/* The whole config as a YAML document that config_load_file() reads back to the same
+ * values (for --check-config and the admin socket). 0, or -EIO on a write error. */
+int config_write_yaml(const struct config *cfg, FILE *out)
+	__attribute__((warn_unused_result));
+
+/* Every flag with its argument, default and a line of help, for --help. */
+void config_usage(FILE *out);
+
+/* The first key that differs between old and new and is bound only at start (listen,
+ * workers, admin_socket, metrics_listen); NULL when a reload can apply new as is. */
+const char *config_restart_required(const struct config *old, const struct config *new_cfg);
+
+/*
+ * Value parsers shared by the loader, the flags and the tests. Durations: digits with an
+ * optional unit ms, s, m or h (no unit: seconds). Sizes: digits with an optional unit B,
+ * KiB, MiB or GiB (no unit: bytes). No sign, spaces or fractions.
+ * 0, -EINVAL when the text is malformed, -ERANGE when it does not fit in 64 bits.
+ */
+int config_parse_duration(const char *text, uint64_t *ms) __attribute__((warn_unused_result));
+int config_parse_size(const char *text, uint64_t *bytes) __attribute__((warn_unused_result));
 
 #define CONFIG_DEFAULT_ADMIN_SOCKET "/run/pgwarden/admin.sock"
 

@@ -93,6 +93,16 @@
 #define PROTO_CANCEL_KEY_MAX 256    /* protocol 3.2 caps the cancel key at 256 bytes */
 #define PROTO_SMALL_MESSAGE_LIMIT 10000 /* PostgreSQL's PQ_SMALL_MESSAGE_LIMIT */
 
+/*
+ * Further limits, as PostgreSQL applies them. Like PostgreSQL's own, the message limits
+ * count the int32 length field but not the type byte, so the largest body is limit - 4.
+ */
+#define PROTO_LARGE_MESSAGE_LIMIT 0x3ffffffe /* PQ_LARGE_MESSAGE_LIMIT: MaxAllocSize - 1 */
+#define PROTO_AUTH_MESSAGE_LIMIT 65535       /* PG_MAX_AUTH_TOKEN_LENGTH, for 'p' messages */
+#define PROTO_MAX_BODY (0x7fffffffu - 4)     /* the length field is a signed int32 */
+#define PROTO_CANCEL_KEY_MIN 4               /* 3.0 keys are exactly 4 bytes */
+#define PROTO_NAMEDATALEN 64                 /* role and database names: at most 63 bytes */
+
 enum proto_dir {
 	PROTO_FRONTEND = 0, /* sent by the client */
 	PROTO_BACKEND = 1,  /* sent by the server */
@@ -114,7 +124,11 @@ enum proto_status {
 	PROTO_ERR_BUFFER = -7,     /* writer: output buffer too small */
 };
 
-/* Fixed text for a negative proto_status, suitable for an ErrorResponse message field. */
+/*
+ * Fixed text for a negative proto_status, suitable for an ErrorResponse message field
+ * (SQLSTATE 08P01, protocol_violation). Texts follow PostgreSQL's own wording, e.g.
+ * PROTO_ERR_FORMAT is "invalid message format". Never NULL, for any int.
+ */
 const char *proto_err_str(int status);
 
 /* One framed message: type and body (the bytes after the length field). */
@@ -131,6 +145,22 @@ struct proto_msg {
  * is at least 4; the body is at most max_body, and at most the type's own limit where
  * PostgreSQL has one (fixed-size messages must have exactly their size; small frontend
  * messages obey PROTO_SMALL_MESSAGE_LIMIT).
+ *
+ * In detail, in this order:
+ *   - n == 0: PROTO_NEED_MORE. The type byte is judged as soon as it arrives (as
+ *     PostgreSQL's SocketBackend does), so garbage is refused before a length is awaited:
+ *     PROTO_ERR_TYPE.
+ *   - n < 5: PROTO_NEED_MORE.
+ *   - length field below 4 or negative as an int32: PROTO_ERR_LENGTH.
+ *   - body shorter than the smallest well-formed message of the type (e.g. ReadyForQuery
+ *     without its status byte, Query without its terminator): PROTO_ERR_LENGTH.
+ *   - body longer than the type allows (fixed-size messages; frontend Close, Describe,
+ *     Execute, Flush, Sync, Terminate, CopyDone, CopyFail at PROTO_SMALL_MESSAGE_LIMIT;
+ *     'p' at PROTO_AUTH_MESSAGE_LIMIT; everything else at PROTO_LARGE_MESSAGE_LIMIT
+ *     frontend, PROTO_MAX_BODY backend) or than max_body: PROTO_ERR_TOO_LONG.
+ * Backend messages get no libpq-style 30000-byte rule: other drivers accept longer ones,
+ * and max_body already bounds what the relay buffers.
+ * Cost: one table lookup and a few compares; safe to run on every message.
  */
 int proto_frame(const uint8_t *p, size_t n, enum proto_dir dir, uint32_t max_body,
 		struct proto_msg *out);
@@ -144,7 +174,16 @@ const char *proto_type_name(enum proto_dir dir, uint8_t type);
 /*
  * Validate a whole message body against the layout of its type (every field inside the
  * length, strings terminated, counts that agree with the bytes, no trailing bytes).
- * Returns PROTO_OK or PROTO_ERR_FORMAT.
+ * Returns PROTO_OK or PROTO_ERR_FORMAT (PROTO_ERR_TYPE for a type not defined for dir).
+ * m->body must hold all m->body_len bytes. Beyond layout it checks the enumerations a
+ * reader depends on: format codes 0/1, Close/Describe target 'S'/'P', ReadyForQuery status
+ * 'I'/'T'/'E', Bind/FunctionCall format counts of 0, 1 or the parameter count, value lengths
+ * >= -1, known authentication codes (SASL: at least one mechanism, then an empty string),
+ * BackendKeyData keys of 4..256 bytes. Counts in Int16 fields are unsigned, as PostgreSQL
+ * and libpq read them. A frontend 'p' is GSSResponse, PasswordMessage,
+ * SASLInitialResponse or SASLResponse depending on the authentication exchange, which this
+ * function cannot see, so any body is accepted: use proto_read_password() or
+ * proto_read_sasl_initial() where the exchange is known.
  */
 int proto_validate(enum proto_dir dir, const struct proto_msg *m);
 
@@ -161,6 +200,11 @@ enum proto_startup_kind {
  * Frame a startup-family packet at p[0..n): needs 8 bytes; sets *len (the whole packet,
  * length field included). Returns PROTO_OK, PROTO_NEED_MORE, PROTO_ERR_LENGTH (below 8) or
  * PROTO_ERR_TOO_LONG (above PROTO_STARTUP_MAX_LEN).
+ * The length is judged as soon as its 4 bytes are in, so a bad one never waits for more.
+ * PostgreSQL itself allows 4 bytes more (it caps the length minus its own field at
+ * 10000); the whole-packet cap here keeps buffers of PROTO_STARTUP_MAX_LEN sufficient.
+ * A direct-TLS client starts with a ClientHello, not a length: check
+ * proto_startup_is_tls() first.
  */
 int proto_startup_frame(const uint8_t *p, size_t n, uint32_t *len);
 
@@ -175,10 +219,12 @@ struct proto_startup {
 	enum proto_startup_kind kind;
 	uint32_t code; /* protocol version or request code */
 	/* StartupMessage: views into the packet, valid as long as the packet bytes are. */
-	const char *user;
-	const char *database; /* defaults to user when absent, as the server does */
+	const char *user;     /* the last "user" parameter, as the server takes it */
+	const char *database; /* defaults to user when absent or empty, as the server does;
+			       * "" for a physical replication connection (no database) */
 	const char *application_name; /* NULL when absent */
-	bool replication;             /* a "replication" parameter is present */
+	bool replication; /* a walsender connection: "replication" is true-ish or "database",
+			   * read as the server reads it (false when absent or false-ish) */
 	unsigned nparams;
 	struct proto_param params[PROTO_STARTUP_MAX_PARAMS];
 	/* CancelRequest */
@@ -192,6 +238,21 @@ struct proto_startup {
  * StartupMessage: major version 3 (any minor: the server negotiates), name/value pairs of
  * NUL-terminated strings ending in one NUL, a "user" parameter. SSL/GSSENC requests: exactly
  * 8 bytes. CancelRequest: pid plus a key of 4..PROTO_CANCEL_KEY_MAX bytes.
+ *
+ * Returns PROTO_OK or:
+ *   PROTO_ERR_LENGTH    len below 8, length field != len, CancelRequest key below 4 bytes;
+ *   PROTO_ERR_TOO_LONG  len above PROTO_STARTUP_MAX_LEN, cancel key above 256 bytes,
+ *                       SSL/GSSENC request longer than 8 bytes;
+ *   PROTO_ERR_VERSION   StartupMessage with a major version other than 3 (out->code set);
+ *   PROTO_ERR_STARTUP   parameter list not terminated exactly at the last byte, a name
+ *                       without a value, more than PROTO_STARTUP_MAX_PARAMS parameters,
+ *                       no or empty "user", a "replication" value the server would refuse,
+ *                       or a user or database name of PROTO_NAMEDATALEN bytes or more.
+ * Duplicate parameters are accepted and the last one wins, exactly as PostgreSQL does, so
+ * that user/database here are the ones the server will use. PostgreSQL would truncate an
+ * over-long role or database name to 63 bytes; a policy matched against the untruncated
+ * name could then be bypassed, so such names are refused instead.
+ * proto_startup_explain() gives PostgreSQL's own text and SQLSTATE for a failure.
  */
 int proto_startup_parse(const uint8_t *p, uint32_t len, struct proto_startup *out);
 
@@ -213,6 +274,7 @@ static inline void proto_cursor_init(struct proto_cursor *c, const uint8_t *p, s
 
 uint8_t proto_get_u8(struct proto_cursor *c);
 uint16_t proto_get_u16(struct proto_cursor *c);
+int16_t proto_get_i16(struct proto_cursor *c);
 uint32_t proto_get_u32(struct proto_cursor *c);
 int32_t proto_get_i32(struct proto_cursor *c);
 /* A NUL-terminated string inside the cursor; NULL (and err) when unterminated. */
@@ -239,6 +301,12 @@ static inline void proto_write_u32(uint8_t *p, uint32_t v)
 
 /* ---- typed readers (each validates its message completely) ------------------------- */
 
+/*
+ * Every typed reader below returns PROTO_OK, PROTO_ERR_TYPE when m is not the message it
+ * reads, or PROTO_ERR_FORMAT (as proto_validate() would). Outputs are set only on
+ * PROTO_OK; strings and byte pointers are views into m->body.
+ */
+
 /* 'R': the request code; for SASL the mechanism list is left to proto_auth_sasl_next(). */
 int proto_read_auth(const struct proto_msg *m, uint32_t *code);
 
@@ -253,7 +321,10 @@ int proto_read_ready(const struct proto_msg *m, uint8_t *tx_status);
 int proto_read_parameter_status(const struct proto_msg *m, const char **name,
 				const char **value);
 
-/* 'v': newest minor version the server supports and the count of unrecognised options. */
+/*
+ * 'v': newest minor version the server supports and the count of unrecognised options.
+ * The message carries a whole version number; its major must be 3.
+ */
 int proto_read_negotiate(const struct proto_msg *m, uint32_t *minor, uint32_t *noptions);
 
 /* 'E'/'N' backend: the fields a log line or a test needs. Absent fields are NULL. */
@@ -312,7 +383,53 @@ struct proto_datarow_iter {
 int proto_datarow_begin(const struct proto_msg *m, struct proto_datarow_iter *it);
 int proto_datarow_next(struct proto_datarow_iter *it, const uint8_t **value, int32_t *len);
 
+/* ---- additions: authentication exchange, startup helpers ------------------------- */
+
+/* 'R' SASL (code 10): walk the mechanism names. */
+struct proto_sasl_iter {
+	struct proto_cursor c;
+};
+/* PROTO_OK when m is a valid AuthenticationSASL, else as proto_read_auth(). */
+int proto_auth_sasl_begin(const struct proto_msg *m, struct proto_sasl_iter *it);
+/* 1 and *mech set, 0 after the last mechanism, or < 0. */
+int proto_auth_sasl_next(struct proto_sasl_iter *it, const char **mech);
+
+/*
+ * 'R': the bytes after the request code: the MD5 salt (4 bytes), GSS/SSPI continuation
+ * data, SASLContinue/SASLFinal data, the SASL mechanism list; empty for the other codes.
+ */
+int proto_read_auth_data(const struct proto_msg *m, uint32_t *code, const uint8_t **data,
+			 uint32_t *len);
+
+/* 'p' as PasswordMessage: exactly one NUL-terminated string (cleartext or MD5 hash). */
+int proto_read_password(const struct proto_msg *m, const char **password);
+
+/* 'p' as SASLInitialResponse: mechanism, then data (NULL and -1 when the client sent none). */
+int proto_read_sasl_initial(const struct proto_msg *m, const char **mechanism,
+			    const uint8_t **data, int32_t *len);
+
+/*
+ * Does a new connection start with a TLS handshake record (direct SSL, PostgreSQL 17+)
+ * rather than a startup packet? PostgreSQL decides on the first byte, 0x16; so does this.
+ * False when n == 0.
+ */
+bool proto_startup_is_tls(const uint8_t *p, size_t n);
+
+/*
+ * Explain why proto_startup_parse() refused p[0..len): PostgreSQL's own message text for
+ * the failure (formatted into msg[0..cap), always NUL-terminated when cap > 0) and its
+ * SQLSTATE (e.g. "08P01"; "28000" for a missing user; "0A000" for an unsupported
+ * version). Returns the same status proto_startup_parse() returns; on PROTO_OK msg is "".
+ */
+int proto_startup_explain(const uint8_t *p, uint32_t len, char *msg, size_t cap,
+			  const char **sqlstate);
+
 /* ---- writers: return bytes written or PROTO_ERR_BUFFER ---------------------------- */
+/*
+ * Arguments a message cannot carry (a NULL or over-long string, a SQLSTATE that is not
+ * five characters, a key outside 4..256 bytes, a status that is not 'I'/'T'/'E') give
+ * PROTO_ERR_FORMAT and write nothing. Nothing is written either on PROTO_ERR_BUFFER.
+ */
 
 /*
  * ErrorResponse with S and V = severity, C = sqlstate, M = message, the fields a libpq
@@ -334,5 +451,40 @@ int proto_write_terminate(uint8_t *out, size_t cap);
 
 /* ReadyForQuery 'Z' with tx_status. */
 int proto_write_ready(uint8_t *out, size_t cap, uint8_t tx_status);
+
+/* ---- additional writers ---------------------------------------------------------- */
+
+/*
+ * StartupMessage with version and the given name/value pairs (used to log in upstream).
+ * Fails with PROTO_ERR_FORMAT when the packet would exceed PROTO_STARTUP_MAX_LEN.
+ */
+int proto_write_startup(uint8_t *out, size_t cap, uint32_t version,
+			const struct proto_param *params, unsigned nparams);
+
+/* SSLRequest / GSSENCRequest (8 bytes). */
+int proto_write_ssl_request(uint8_t *out, size_t cap);
+int proto_write_gssenc_request(uint8_t *out, size_t cap);
+
+/* Authentication request 'R' with code and the bytes that follow it (data may be NULL if
+ * len is 0). The layout the code requires is checked as proto_read_auth() checks it. */
+int proto_write_auth(uint8_t *out, size_t cap, uint32_t code, const uint8_t *data,
+		     uint32_t len);
+
+/* PasswordMessage 'p' with a NUL-terminated password. */
+int proto_write_password(uint8_t *out, size_t cap, const char *password);
+
+/* SASLInitialResponse 'p': mechanism and data (data NULL: length -1, no data). */
+int proto_write_sasl_initial(uint8_t *out, size_t cap, const char *mechanism,
+			     const uint8_t *data, uint32_t len);
+
+/* SASLResponse 'p': raw data. */
+int proto_write_sasl_response(uint8_t *out, size_t cap, const uint8_t *data, uint32_t len);
+
+/* ParameterStatus 'S' (backend). */
+int proto_write_parameter_status(uint8_t *out, size_t cap, const char *name,
+				 const char *value);
+
+/* Query 'Q' (frontend), e.g. the catalog query masking needs. */
+int proto_write_query(uint8_t *out, size_t cap, const char *sql);
 
 #endif /* PGWARDEN_PROTO_H */

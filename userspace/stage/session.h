@@ -59,7 +59,7 @@ struct session {
 	uint64_t bytes_from_client;
 	uint64_t bytes_from_server;
 	uint64_t statements; /* Query and Execute messages forwarded */
-	const char *end_reason; /* static text, set once when the session ends */
+	char end_reason[64]; /* why the session ended, set once */
 };
 
 /* Fill id and id_hex from the CSPRNG. 0 or -EIO. */

@@ -44,7 +44,6 @@ static inline void typeset_union(struct proto_typeset *into, const struct proto_
 
 enum stage_verdict {
 	STAGE_FORWARD = 0,
-	STAGE_DENY,  /* refuse this message: the client gets an ErrorResponse, session lives */
 	STAGE_CLOSE, /* end the session: the client gets a FATAL ErrorResponse */
 };
 
@@ -56,7 +55,7 @@ struct stage_result {
 	char message[STAGE_MESSAGE_MAX];
 };
 
-/* Set a DENY or CLOSE verdict with its SQLSTATE and message. */
+/* Set a CLOSE verdict with its SQLSTATE and message. */
 void stage_result_set(struct stage_result *r, enum stage_verdict v, const char *sqlstate,
 		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 

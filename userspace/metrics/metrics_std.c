@@ -1,0 +1,95 @@
+/* metrics_std: names, help and label values of the standard families (see metrics_std.h). */
+#include "metrics/metrics_std.h"
+
+
+const char *const metrics_std_state_names[MSTATE_COUNT + 1] = {
+	[MSTATE_STARTUP] = "startup",   [MSTATE_AUTH] = "auth",   [MSTATE_CONNECTING] = "connecting",
+	[MSTATE_READY] = "ready",       [MSTATE_BUSY] = "busy",   [MSTATE_COPY] = "copy",
+	[MSTATE_CLOSING] = "closing",   [MSTATE_COUNT] = NULL,
+};
+
+const char *const metrics_std_refuse_names[MREFUSE_COUNT + 1] = {
+	[MREFUSE_MAX_CONNECTIONS] = "max_connections",
+	[MREFUSE_POLICY] = "policy",
+	[MREFUSE_AUTH] = "auth",
+	[MREFUSE_TLS] = "tls",
+	[MREFUSE_PROTOCOL] = "protocol",
+	[MREFUSE_RATE_LIMIT] = "rate_limit",
+	[MREFUSE_UPSTREAM] = "upstream",
+	[MREFUSE_TIMEOUT] = "timeout",
+	[MREFUSE_SHUTDOWN] = "shutdown",
+	[MREFUSE_COUNT] = NULL,
+};
+
+const char *const metrics_std_stmt_names[MSTMT_COUNT + 1] = {
+	[MSTMT_READ] = "read",         [MSTMT_WRITE] = "write",
+	[MSTMT_DDL] = "ddl",           [MSTMT_DCL] = "dcl",
+	[MSTMT_ADMIN] = "admin",       [MSTMT_COPY] = "copy",
+	[MSTMT_FUNCTION] = "function", [MSTMT_TRANSACTION] = "transaction",
+	[MSTMT_OTHER] = "other",       [MSTMT_COUNT] = NULL,
+};
+
+const char *const metrics_std_direction_names[MDIR_COUNT + 1] = {
+	[MDIR_FROM_CLIENT] = "from_client",
+	[MDIR_FROM_SERVER] = "from_server",
+	[MDIR_COUNT] = NULL,
+};
+
+/* 100µs, 250µs, 500µs, 1ms, 2.5ms, 5ms, 10ms, 25ms, 50ms, 100ms, 250ms, 500ms, 1s, 2.5s, 5s,
+ * 10s: a local round trip lands in the first buckets, a slow report in the last. */
+const uint64_t metrics_std_latency_bounds_ns[] = {
+	100000ULL,    250000ULL,    500000ULL,    1000000ULL,    2500000ULL,    5000000ULL,
+	10000000ULL,  25000000ULL,  50000000ULL,  100000000ULL,  250000000ULL,  500000000ULL,
+	1000000000ULL, 2500000000ULL, 5000000000ULL, 10000000000ULL,
+};
+const unsigned metrics_std_latency_nbounds =
+	sizeof(metrics_std_latency_bounds_ns) / sizeof(metrics_std_latency_bounds_ns[0]);
+
+int metrics_std_register(struct metrics_registry *r, struct metrics_std *m)
+{
+#define REG(field, call)               \
+	do {                           \
+		int id_ = (call);      \
+		if (id_ < 0)           \
+			return id_;    \
+		m->field = id_;        \
+	} while (0)
+
+	REG(sessions, metrics_gauge_new(r, "pgwarden_sessions",
+					"Client sessions currently open, by connection state.",
+					"state", metrics_std_state_names));
+	REG(accepted, metrics_counter_new(r, "pgwarden_connections_accepted_total",
+					  "Client connections accepted by the relay.", NULL, NULL));
+	REG(refused, metrics_counter_new(r, "pgwarden_connections_refused_total",
+					 "Client connections refused or ended before the session "
+					 "was established, by reason.",
+					 "reason", metrics_std_refuse_names));
+	REG(sessions_killed, metrics_counter_new(r, "pgwarden_sessions_killed_total",
+						 "Sessions ended by an operator through the admin "
+						 "socket.",
+						 NULL, NULL));
+	REG(statements, metrics_counter_new(r, "pgwarden_statements_total",
+					    "Statements forwarded to the server, by class.", "type",
+					    metrics_std_stmt_names));
+	REG(statement_errors, metrics_counter_new(r, "pgwarden_statement_errors_total",
+						  "ErrorResponse messages sent to clients (from the "
+						  "server or the relay).",
+						  NULL, NULL));
+	REG(query_duration,
+	    metrics_histogram_new(r, "pgwarden_query_duration_seconds",
+				  "Client-observed statement latency: from the statement arriving "
+				  "at the relay to ReadyForQuery leaving it.",
+				  NULL, NULL, metrics_std_latency_bounds_ns,
+				  metrics_std_latency_nbounds, 1e-9));
+	REG(upstream_duration,
+	    metrics_histogram_new(r, "pgwarden_upstream_duration_seconds",
+				  "Server latency: from a statement forwarded upstream to the "
+				  "server's ReadyForQuery.",
+				  NULL, NULL, metrics_std_latency_bounds_ns,
+				  metrics_std_latency_nbounds, 1e-9));
+	REG(bytes, metrics_counter_new(r, "pgwarden_bytes_total",
+				       "Bytes relayed, by the side that sent them.", "direction",
+				       metrics_std_direction_names));
+#undef REG
+	return 0;
+}

@@ -1,0 +1,87 @@
+/*
+ * metrics_std: the families every pgwardend exposes, registered in one place so names,
+ * help texts, label values and bucket bounds are consistent and documented together.
+ *
+ * The relay indexes labels with the enums below; their order is the order of the exposed
+ * label values (metrics_std_*_names). A capability that lands later (policy, masking,
+ * audit) registers its own families next to these before the first shard is created.
+ */
+#ifndef PGWARDEN_METRICS_STD_H
+#define PGWARDEN_METRICS_STD_H
+
+#include "metrics/metrics.h"
+
+/* pgwarden_sessions{state=...}: gauge, sessions currently in each state. */
+enum metrics_session_state {
+	MSTATE_STARTUP = 0, /* before the StartupMessage (SSLRequest, TLS handshake included) */
+	MSTATE_AUTH,        /* authenticating (client side or upstream) */
+	MSTATE_CONNECTING,  /* upstream TCP/TLS connect */
+	MSTATE_READY,       /* idle: last ReadyForQuery seen, nothing in flight */
+	MSTATE_BUSY,        /* a query or extended-protocol pipeline in flight */
+	MSTATE_COPY,        /* COPY IN / OUT / BOTH */
+	MSTATE_CLOSING,
+	MSTATE_COUNT,
+};
+
+/* pgwarden_connections_refused_total{reason=...}. */
+enum metrics_refuse_reason {
+	MREFUSE_MAX_CONNECTIONS = 0, /* max_connections reached */
+	MREFUSE_POLICY,              /* a policy rule denied the connection */
+	MREFUSE_AUTH,                /* authentication failed or method not acceptable */
+	MREFUSE_TLS,                 /* TLS required, handshake failed, bad certificate */
+	MREFUSE_PROTOCOL,            /* malformed startup, unsupported protocol version */
+	MREFUSE_RATE_LIMIT,          /* per-source connection rate */
+	MREFUSE_UPSTREAM,            /* upstream unreachable or refused */
+	MREFUSE_TIMEOUT,             /* startup/auth did not finish in time */
+	MREFUSE_SHUTDOWN,            /* daemon draining */
+	MREFUSE_COUNT,
+};
+
+/* pgwarden_statements_total{type=...}: the SQL classifier's classes. */
+enum metrics_stmt_type {
+	MSTMT_READ = 0,
+	MSTMT_WRITE,
+	MSTMT_DDL,
+	MSTMT_DCL,
+	MSTMT_ADMIN,
+	MSTMT_COPY,
+	MSTMT_FUNCTION,    /* FunctionCall message or a bare function call */
+	MSTMT_TRANSACTION, /* BEGIN, COMMIT, ROLLBACK, SAVEPOINT */
+	MSTMT_OTHER,       /* not classified (SET, SHOW, DISCARD, ... or classifier absent) */
+	MSTMT_COUNT,
+};
+
+/* pgwarden_bytes_total{direction=...}. */
+enum metrics_direction {
+	MDIR_FROM_CLIENT = 0,
+	MDIR_FROM_SERVER,
+	MDIR_COUNT,
+};
+
+extern const char *const metrics_std_state_names[MSTATE_COUNT + 1];
+extern const char *const metrics_std_refuse_names[MREFUSE_COUNT + 1];
+extern const char *const metrics_std_stmt_names[MSTMT_COUNT + 1];
+extern const char *const metrics_std_direction_names[MDIR_COUNT + 1];
+
+/* Family ids of the standard metrics (see metrics_std.c for names and help). */
+struct metrics_std {
+	int sessions;             /* gauge {state} */
+	int accepted;             /* counter: pgwarden_connections_accepted_total */
+	int refused;              /* counter {reason} */
+	int sessions_killed;      /* counter: pgwarden_sessions_killed_total (admin kill) */
+	int statements;           /* counter {type} */
+	int statement_errors;     /* counter: pgwarden_statement_errors_total (ErrorResponse) */
+	int query_duration;       /* histogram (ns): statement sent → ReadyForQuery to client */
+	int upstream_duration;    /* histogram (ns): forwarded upstream → server ReadyForQuery */
+	int bytes;                /* counter {direction} */
+};
+
+/* Register the standard families into r. 0 or the first registration error. */
+int metrics_std_register(struct metrics_registry *r, struct metrics_std *out)
+	__attribute__((warn_unused_result));
+
+/* Latency buckets, in nanoseconds: 100µs .. 10s. */
+extern const uint64_t metrics_std_latency_bounds_ns[];
+extern const unsigned metrics_std_latency_nbounds;
+
+#endif

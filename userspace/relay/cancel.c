@@ -1,0 +1,132 @@
+/* cancel: issued cancel keys → server cancel keys (see cancel.h). */
+#include "relay/cancel.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CANCEL_BUCKETS 4096 /* power of two; chains stay short at tens of thousands of sessions */
+
+/* Sized to its keys (8 bytes for protocol 3.0), not to the 3.2 maximum: one per session. */
+struct cancel_entry {
+	struct cancel_entry *next;
+	struct cancel_entry **pprev;
+	struct addr upstream;
+	uint32_t pid;
+	uint32_t key_len;
+	uint8_t keys[]; /* client key, then server key */
+};
+
+static size_t cancel_entry_size(uint32_t key_len)
+{
+	return sizeof(struct cancel_entry) + 2 * (size_t)key_len;
+}
+
+struct cancel_map {
+	pthread_mutex_t lock;
+	struct cancel_entry *buckets[CANCEL_BUCKETS];
+};
+
+static unsigned cancel_bucket(uint32_t pid)
+{
+	/* Server pids are small sequential integers: spread them with a multiplicative hash. */
+	return (pid * 2654435761u) >> 20 & (CANCEL_BUCKETS - 1);
+}
+
+struct cancel_map *cancel_map_new(void)
+{
+	struct cancel_map *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	pthread_mutex_init(&m->lock, NULL);
+	return m;
+}
+
+void cancel_map_free(struct cancel_map *m)
+{
+	if (!m)
+		return;
+	for (unsigned i = 0; i < CANCEL_BUCKETS; i++) {
+		while (m->buckets[i]) {
+			struct cancel_entry *e = m->buckets[i];
+
+			m->buckets[i] = e->next;
+			OPENSSL_cleanse(e, cancel_entry_size(e->key_len));
+			free(e);
+		}
+	}
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream, uint32_t pid,
+		       const uint8_t *server_key, uint32_t key_len, uint8_t *client_key)
+{
+	struct cancel_entry *e, **head;
+
+	if (key_len == 0 || key_len > PROTO_CANCEL_KEY_MAX)
+		return NULL;
+	e = calloc(1, cancel_entry_size(key_len));
+	if (!e)
+		return NULL;
+	if (RAND_bytes(e->keys, (int)key_len) != 1) {
+		free(e);
+		return NULL;
+	}
+	e->upstream = *upstream;
+	e->pid = pid;
+	e->key_len = key_len;
+	memcpy(e->keys + key_len, server_key, key_len);
+	memcpy(client_key, e->keys, key_len);
+
+	pthread_mutex_lock(&m->lock);
+	head = &m->buckets[cancel_bucket(pid)];
+	e->next = *head;
+	if (e->next)
+		e->next->pprev = &e->next;
+	e->pprev = head;
+	*head = e;
+	pthread_mutex_unlock(&m->lock);
+	return e;
+}
+
+bool cancel_map_lookup(struct cancel_map *m, uint32_t pid, const uint8_t *client_key,
+		       uint32_t key_len, struct cancel_target *out)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&m->lock);
+	for (struct cancel_entry *e = m->buckets[cancel_bucket(pid)]; e; e = e->next) {
+		if (e->pid != pid || e->key_len != key_len)
+			continue;
+		if (CRYPTO_memcmp(e->keys, client_key, key_len) == 0) {
+			out->upstream = e->upstream;
+			out->pid = pid;
+			out->key_len = key_len;
+			memcpy(out->server_key, e->keys + key_len, key_len);
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return found;
+}
+
+void cancel_map_remove(struct cancel_map *m, void *handle)
+{
+	struct cancel_entry *e = handle;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&m->lock);
+	*e->pprev = e->next;
+	if (e->next)
+		e->next->pprev = e->pprev;
+	pthread_mutex_unlock(&m->lock);
+	OPENSSL_cleanse(e, cancel_entry_size(e->key_len));
+	free(e);
+}

@@ -1,0 +1,46 @@
+/*
+ * cancel: the map from the cancel keys pgwarden issued to clients to the servers' own keys.
+ *
+ * A client's BackendKeyData keeps the server's process id (so pg_backend_pid() and NOTIFY
+ * sender pids still match what the client was told) but carries a random secret pgwarden
+ * made. A CancelRequest is forwarded only when its (pid, secret) matches an entry, and then
+ * with the server's secret, to the server that session uses. The server's secret never
+ * leaves pgwarden. Shared by all workers: one mutex, taken at login, cancel and session
+ * end only, never per message.
+ */
+#ifndef PGWARDEN_CANCEL_H
+#define PGWARDEN_CANCEL_H
+
+#include "base/addr.h"
+#include "proto/proto.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct cancel_map;
+
+struct cancel_target {
+	struct addr upstream;
+	uint32_t pid;
+	uint32_t key_len;
+	uint8_t server_key[PROTO_CANCEL_KEY_MAX];
+};
+
+struct cancel_map *cancel_map_new(void);
+void cancel_map_free(struct cancel_map *m);
+
+/*
+ * Record a session's server key and issue the client's key (same length, from the CSPRNG)
+ * into client_key. Returns an opaque handle for cancel_map_remove(), or NULL (ENOMEM/EIO).
+ */
+void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream, uint32_t pid,
+		       const uint8_t *server_key, uint32_t key_len, uint8_t *client_key)
+	__attribute__((warn_unused_result));
+
+/* Find the server key for a client's CancelRequest; compares keys in constant time. */
+bool cancel_map_lookup(struct cancel_map *m, uint32_t pid, const uint8_t *client_key,
+		       uint32_t key_len, struct cancel_target *out);
+
+void cancel_map_remove(struct cancel_map *m, void *handle);
+
+#endif

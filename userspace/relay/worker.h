@@ -1,0 +1,61 @@
+/*
+ * worker: one thread, one epoll loop, one SO_REUSEPORT listener per listen address, and the
+ * connections it accepted. A connection never changes worker, so the data path takes no
+ * locks. Other threads talk to a worker only through worker_post() (a mailbox drained on
+ * the worker's own loop).
+ */
+#ifndef PGWARDEN_WORKER_H
+#define PGWARDEN_WORKER_H
+
+#include "base/buf.h"
+#include "config/config.h"
+#include "loop/loop.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct relay;
+struct conn;
+
+struct worker_listener {
+	struct loop_watch watch;
+	struct worker *worker;
+	int fd;
+};
+
+enum worker_cmd {
+	WORKER_CMD_DRAIN = 1, /* stop accepting; close sessions after timeouts.drain */
+	WORKER_CMD_STOP,      /* end the loop now (after drain) */
+};
+
+struct worker {
+	unsigned id;
+	pthread_t thread;
+	struct relay *relay;
+	struct loop loop;
+	struct worker_listener listeners[CONFIG_MAX_LISTEN];
+	unsigned nlisteners;
+	struct buf_pool pool;
+	struct buf *scratch; /* shared read buffer: bytes that leave at once never get copied */
+	struct conn *conns;  /* intrusive list of live connections */
+	uint32_t nconns;
+	pthread_mutex_t lock; /* guards conns list membership for readers on other threads */
+	struct loop_timer accept_retry; /* re-enable accepting after EMFILE/ENFILE */
+	struct loop_timer drain_timer;
+	bool draining;
+	uint32_t pending_cmds; /* atomic bit set of enum worker_cmd */
+};
+
+/*
+ * Create a worker with listeners bound (SO_REUSEPORT) on every listen address of cfg.
+ * 0 or -errno with a one-line message logged.
+ */
+int worker_create(struct worker **out, unsigned id, struct relay *relay,
+		  const struct config *cfg) __attribute__((warn_unused_result));
+int worker_start(struct worker *w) __attribute__((warn_unused_result));
+void worker_post(struct worker *w, enum worker_cmd cmd);
+void worker_join(struct worker *w);
+void worker_destroy(struct worker *w);
+
+#endif

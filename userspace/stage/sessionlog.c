@@ -1,0 +1,73 @@
+/*
+ * sessionlog: the first inspection stage. One structured line when a session's identity is
+ * known (the StartupMessage arrived) and one when it ends, with its traffic and the reason.
+ * It asks for no messages, so it costs nothing on the data path.
+ */
+#include "base/clock.h"
+#include "base/log.h"
+#include "stage/stage.h"
+
+static void sessionlog_addr(struct log_line *l, const char *key, const struct addr *a)
+{
+	char text[ADDR_STRLEN];
+
+	if (a->len)
+		log_kv_str(l, key, addr_format((const struct sockaddr *)&a->ss, text, sizeof(text)));
+}
+
+static void sessionlog_start(void *state, const struct session *s, struct stage_result *r)
+{
+	struct log_line l;
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	log_line_begin(&l, LOG_INFO, "session_start");
+	log_kv_str(&l, "session", s->id_hex);
+	log_kv_str(&l, "route", session_route_to_str(s->route));
+	sessionlog_addr(&l, "peer", &s->client);
+	sessionlog_addr(&l, "dialled", &s->dialled);
+	sessionlog_addr(&l, "upstream", &s->upstream);
+	if (s->process.known) {
+		log_kv_u64(&l, "pid", s->process.tgid);
+		log_kv_u64(&l, "uid", s->process.uid);
+		log_kv_u64(&l, "gid", s->process.gid);
+		log_kv_str(&l, "comm", s->process.comm);
+		log_kv_u64(&l, "cgroup_id", s->process.cgroup_id);
+	}
+	log_kv_str(&l, "user", s->user);
+	log_kv_str(&l, "database", s->database);
+	log_kv_str(&l, "application_name", s->application_name);
+	log_kv_str(&l, "protocol", s->protocol == PROTO_VERSION_3_2 ? "3.2" : "3.0");
+	if (s->replication)
+		log_kv_u64(&l, "replication", 1);
+	log_line_end(&l);
+}
+
+static void sessionlog_end(void *state, const struct session *s)
+{
+	struct log_line l;
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	log_line_begin(&l, LOG_INFO, "session_end");
+	log_kv_str(&l, "session", s->id_hex);
+	sessionlog_addr(&l, "peer", &s->client);
+	log_kv_str(&l, "user", s->user);
+	log_kv_str(&l, "database", s->database);
+	log_kv_str(&l, "application_name", s->application_name);
+	if (s->backend_pid)
+		log_kv_u64(&l, "backend_pid", s->backend_pid);
+	log_kv_u64(&l, "authenticated", s->authenticated);
+	log_kv_u64(&l, "statements", s->statements);
+	log_kv_u64(&l, "bytes_from_client", s->bytes_from_client);
+	log_kv_u64(&l, "bytes_from_server", s->bytes_from_server);
+	log_kv_u64(&l, "duration_ms", (clock_mono_ns() - s->start_mono_ns) / NSEC_PER_MSEC);
+	log_kv_str(&l, "reason", s->end_reason[0] ? s->end_reason : "unknown");
+	log_line_end(&l);
+}
+
+const struct stage_ops sessionlog_stage = {
+	.name = "sessionlog",
+	.session_start = sessionlog_start,
+	.session_end = sessionlog_end,
+};
