@@ -30,4 +30,16 @@ void proto_msg_cursor(struct proto_cursor *c, const struct proto_msg *m);
  * 1/0, case-insensitive)? Sets *value. */
 bool proto_parse_bool(const char *s, bool *value);
 
+/* Readers' common start and end: check the type and get a cursor; check exact consumption.
+ * PROTO_OK, PROTO_ERR_TYPE or PROTO_ERR_FORMAT. */
+int proto_reader_begin(const struct proto_msg *m, uint8_t t, struct proto_cursor *c);
+int proto_reader_end(const struct proto_cursor *c);
+
+/* Layout pieces shared by Bind and FunctionCall, false on any error (c->err set or a value
+ * out of range): n format codes of 0 or 1; n values of Int32 length (-1 NULL) + bytes;
+ * formats then values, the format count 0, 1 or the value count. */
+bool proto_cursor_formats(struct proto_cursor *c, uint16_t n);
+bool proto_cursor_values(struct proto_cursor *c, uint16_t n);
+bool proto_cursor_params(struct proto_cursor *c, uint16_t *nvalues);
+
 #endif

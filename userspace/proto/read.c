@@ -12,7 +12,7 @@
 #include <string.h>
 
 /* Start reading m as a message of type t. */
-static int reader_begin(const struct proto_msg *m, uint8_t t, struct proto_cursor *c)
+int proto_reader_begin(const struct proto_msg *m, uint8_t t, struct proto_cursor *c)
 {
 	if (m->type != t)
 		return PROTO_ERR_TYPE;
@@ -22,7 +22,7 @@ static int reader_begin(const struct proto_msg *m, uint8_t t, struct proto_curso
 	return PROTO_OK;
 }
 
-static int reader_end(const struct proto_cursor *c)
+int proto_reader_end(const struct proto_cursor *c)
 {
 	return proto_cursor_done(c) ? PROTO_OK : PROTO_ERR_FORMAT;
 }
@@ -43,7 +43,7 @@ static uint32_t cursor_left(const struct proto_cursor *c)
 static int auth_parse(const struct proto_msg *m, uint32_t *code, struct proto_cursor *rest)
 {
 	struct proto_cursor c;
-	int rc = reader_begin(m, PqMsg_AuthenticationRequest, &c);
+	int rc = proto_reader_begin(m, PqMsg_AuthenticationRequest, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
@@ -57,10 +57,10 @@ static int auth_parse(const struct proto_msg *m, uint32_t *code, struct proto_cu
 	case AUTH_REQ_PASSWORD:
 	case AUTH_REQ_GSS:
 	case AUTH_REQ_SSPI:
-		return reader_end(&c);
+		return proto_reader_end(&c);
 	case AUTH_REQ_MD5:
 		proto_get_bytes(&c, 4); /* salt */
-		return reader_end(&c);
+		return proto_reader_end(&c);
 	case AUTH_REQ_GSS_CONT:
 	case AUTH_REQ_SASL_CONT:
 	case AUTH_REQ_SASL_FIN:
@@ -75,7 +75,7 @@ static int auth_parse(const struct proto_msg *m, uint32_t *code, struct proto_cu
 			n++;
 		if (!mech || n == 0)
 			return PROTO_ERR_FORMAT;
-		return reader_end(&c);
+		return proto_reader_end(&c);
 	}
 	}
 	return PROTO_ERR_FORMAT;
@@ -137,12 +137,12 @@ int proto_read_password(const struct proto_msg *m, const char **password)
 {
 	struct proto_cursor c;
 	const char *s;
-	int rc = reader_begin(m, PqMsg_PasswordMessage, &c);
+	int rc = proto_reader_begin(m, PqMsg_PasswordMessage, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
 	s = proto_get_cstr(&c);
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*password = s;
 	return PROTO_OK;
@@ -155,7 +155,7 @@ int proto_read_sasl_initial(const struct proto_msg *m, const char **mechanism,
 	const char *mech;
 	const uint8_t *d = NULL;
 	int32_t n;
-	int rc = reader_begin(m, PqMsg_SASLInitialResponse, &c);
+	int rc = proto_reader_begin(m, PqMsg_SASLInitialResponse, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
@@ -165,7 +165,7 @@ int proto_read_sasl_initial(const struct proto_msg *m, const char **mechanism,
 		return PROTO_ERR_FORMAT;
 	if (n >= 0)
 		d = proto_get_bytes(&c, (size_t)n);
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*mechanism = mech;
 	*data = d;
@@ -180,7 +180,7 @@ int proto_read_backend_key(const struct proto_msg *m, uint32_t *pid, const uint8
 {
 	struct proto_cursor c;
 	uint32_t p, n;
-	int rc = reader_begin(m, PqMsg_BackendKeyData, &c);
+	int rc = proto_reader_begin(m, PqMsg_BackendKeyData, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
@@ -198,12 +198,12 @@ int proto_read_ready(const struct proto_msg *m, uint8_t *tx_status)
 {
 	struct proto_cursor c;
 	uint8_t s;
-	int rc = reader_begin(m, PqMsg_ReadyForQuery, &c);
+	int rc = proto_reader_begin(m, PqMsg_ReadyForQuery, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
 	s = proto_get_u8(&c);
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	if (s != 'I' && s != 'T' && s != 'E')
 		return PROTO_ERR_FORMAT;
@@ -216,13 +216,13 @@ int proto_read_parameter_status(const struct proto_msg *m, const char **name,
 {
 	struct proto_cursor c;
 	const char *n, *v;
-	int rc = reader_begin(m, PqMsg_ParameterStatus, &c);
+	int rc = proto_reader_begin(m, PqMsg_ParameterStatus, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
 	n = proto_get_cstr(&c);
 	v = proto_get_cstr(&c);
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*name = n;
 	*value = v;
@@ -234,7 +234,7 @@ int proto_read_negotiate(const struct proto_msg *m, uint32_t *minor, uint32_t *n
 	struct proto_cursor c;
 	uint32_t version;
 	int32_t n;
-	int rc = reader_begin(m, PqMsg_NegotiateProtocolVersion, &c);
+	int rc = proto_reader_begin(m, PqMsg_NegotiateProtocolVersion, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
@@ -247,7 +247,7 @@ int proto_read_negotiate(const struct proto_msg *m, uint32_t *minor, uint32_t *n
 		return PROTO_ERR_FORMAT;
 	for (int32_t i = 0; i < n; i++)
 		proto_get_cstr(&c);
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*minor = PROTO_VERSION_MINOR(version);
 	*noptions = (uint32_t)n;
@@ -265,7 +265,7 @@ int proto_read_error(const struct proto_msg *m, struct proto_error_fields *out)
 
 	if (m->type != PqMsg_ErrorResponse && m->type != PqMsg_NoticeResponse)
 		return PROTO_ERR_TYPE;
-	if ((rc = reader_begin(m, m->type, &c)) != PROTO_OK)
+	if ((rc = proto_reader_begin(m, m->type, &c)) != PROTO_OK)
 		return rc;
 	/* (code byte, string) pairs up to a zero byte. Unknown codes are skipped, as the
 	 * protocol asks of frontends; a repeated code keeps its last value. */
@@ -298,7 +298,7 @@ int proto_read_error(const struct proto_msg *m, struct proto_error_fields *out)
 			break;
 		}
 	}
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	if (!f.severity)
 		f.severity = severity_s;
@@ -312,12 +312,12 @@ int proto_read_query(const struct proto_msg *m, const char **sql)
 {
 	struct proto_cursor c;
 	const char *s;
-	int rc = reader_begin(m, PqMsg_Query, &c);
+	int rc = proto_reader_begin(m, PqMsg_Query, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
 	s = proto_get_cstr(&c);
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*sql = s;
 	return PROTO_OK;
@@ -329,7 +329,7 @@ int proto_read_parse(const struct proto_msg *m, const char **stmt, const char **
 	struct proto_cursor c;
 	const char *st, *q;
 	uint16_t n;
-	int rc = reader_begin(m, PqMsg_Parse, &c);
+	int rc = proto_reader_begin(m, PqMsg_Parse, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
@@ -337,7 +337,7 @@ int proto_read_parse(const struct proto_msg *m, const char **stmt, const char **
 	q = proto_get_cstr(&c);
 	n = proto_get_u16(&c);
 	proto_get_bytes(&c, (size_t)n * 4); /* parameter type OIDs */
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*stmt = st;
 	*sql = q;
@@ -346,7 +346,7 @@ int proto_read_parse(const struct proto_msg *m, const char **stmt, const char **
 }
 
 /* n format codes, each 0 (text) or 1 (binary). */
-static bool read_formats(struct proto_cursor *c, uint16_t n)
+bool proto_cursor_formats(struct proto_cursor *c, uint16_t n)
 {
 	for (uint16_t i = 0; i < n; i++) {
 		int16_t f = proto_get_i16(c);
@@ -358,7 +358,7 @@ static bool read_formats(struct proto_cursor *c, uint16_t n)
 }
 
 /* n values, each an Int32 length (-1: NULL) and that many bytes. */
-static bool read_values(struct proto_cursor *c, uint16_t n)
+bool proto_cursor_values(struct proto_cursor *c, uint16_t n)
 {
 	for (uint16_t i = 0; i < n; i++) {
 		int32_t len = proto_get_i32(c);
@@ -375,17 +375,17 @@ static bool read_values(struct proto_cursor *c, uint16_t n)
  * Parameter formats then parameter values, as in Bind and FunctionCall: the format count
  * must be 0 (all text), 1 (one for all) or the value count, as PostgreSQL requires.
  */
-static bool read_params(struct proto_cursor *c, uint16_t *nvalues)
+bool proto_cursor_params(struct proto_cursor *c, uint16_t *nvalues)
 {
 	uint16_t nfmt = proto_get_u16(c), n;
 
-	if (c->err || !read_formats(c, nfmt))
+	if (c->err || !proto_cursor_formats(c, nfmt))
 		return false;
 	n = proto_get_u16(c);
 	if (c->err || (nfmt > 1 && nfmt != n))
 		return false;
 	*nvalues = n;
-	return read_values(c, n);
+	return proto_cursor_values(c, n);
 }
 
 int proto_read_bind(const struct proto_msg *m, const char **portal, const char **stmt,
@@ -394,39 +394,23 @@ int proto_read_bind(const struct proto_msg *m, const char **portal, const char *
 	struct proto_cursor c;
 	const char *po, *st;
 	uint16_t n, nres;
-	int rc = reader_begin(m, PqMsg_Bind, &c);
+	int rc = proto_reader_begin(m, PqMsg_Bind, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
 	po = proto_get_cstr(&c);
 	st = proto_get_cstr(&c);
-	if (c.err || !read_params(&c, &n))
+	if (c.err || !proto_cursor_params(&c, &n))
 		return PROTO_ERR_FORMAT;
 	nres = proto_get_u16(&c);
-	if (c.err || !read_formats(&c, nres))
+	if (c.err || !proto_cursor_formats(&c, nres))
 		return PROTO_ERR_FORMAT;
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*portal = po;
 	*stmt = st;
 	*nparams = n;
 	return PROTO_OK;
-}
-
-/* FunctionCall 'F' (validation only: stages see it through proto_validate()). */
-int proto_check_function_call(const struct proto_msg *m);
-int proto_check_function_call(const struct proto_msg *m)
-{
-	struct proto_cursor c;
-	uint16_t n;
-	int rc = reader_begin(m, PqMsg_FunctionCall, &c);
-
-	if (rc != PROTO_OK)
-		return rc;
-	proto_get_u32(&c); /* function OID */
-	if (c.err || !read_params(&c, &n) || !read_formats(&c, 1))
-		return PROTO_ERR_FORMAT;
-	return reader_end(&c);
 }
 
 /* ---- results ---------------------------------------------------------------------- */
@@ -441,7 +425,7 @@ int proto_read_copy_response(const struct proto_msg *m, uint8_t *format, uint16_
 	if (m->type != PqMsg_CopyInResponse && m->type != PqMsg_CopyOutResponse &&
 	    m->type != PqMsg_CopyBothResponse)
 		return PROTO_ERR_TYPE;
-	if ((rc = reader_begin(m, m->type, &c)) != PROTO_OK)
+	if ((rc = proto_reader_begin(m, m->type, &c)) != PROTO_OK)
 		return rc;
 	f = proto_get_u8(&c);
 	n = proto_get_u16(&c);
@@ -454,7 +438,7 @@ int proto_read_copy_response(const struct proto_msg *m, uint8_t *format, uint16_
 		if (c.err || (cf != 0 && cf != 1) || (f == 0 && cf != 0))
 			return PROTO_ERR_FORMAT;
 	}
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*format = f;
 	*ncols = n;
@@ -465,12 +449,12 @@ int proto_read_command_complete(const struct proto_msg *m, const char **tag)
 {
 	struct proto_cursor c;
 	const char *t;
-	int rc = reader_begin(m, PqMsg_CommandComplete, &c);
+	int rc = proto_reader_begin(m, PqMsg_CommandComplete, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
 	t = proto_get_cstr(&c);
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	*tag = t;
 	return PROTO_OK;
@@ -495,7 +479,7 @@ int proto_rowdesc_begin(const struct proto_msg *m, struct proto_rowdesc_iter *it
 	struct proto_column col;
 	struct proto_cursor c;
 	uint16_t n;
-	int rc = reader_begin(m, PqMsg_RowDescription, &c);
+	int rc = proto_reader_begin(m, PqMsg_RowDescription, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
@@ -508,7 +492,7 @@ int proto_rowdesc_begin(const struct proto_msg *m, struct proto_rowdesc_iter *it
 	for (uint16_t i = 0; i < n; i++)
 		if (!read_column(&c, &col))
 			return PROTO_ERR_FORMAT;
-	if ((rc = reader_end(&c)) != PROTO_OK)
+	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
 	it->ncols = n;
 	it->index = 0;
@@ -531,7 +515,7 @@ int proto_datarow_begin(const struct proto_msg *m, struct proto_datarow_iter *it
 {
 	struct proto_cursor c;
 	uint16_t n;
-	int rc = reader_begin(m, PqMsg_DataRow, &c);
+	int rc = proto_reader_begin(m, PqMsg_DataRow, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
@@ -540,7 +524,7 @@ int proto_datarow_begin(const struct proto_msg *m, struct proto_datarow_iter *it
 		return PROTO_ERR_FORMAT;
 	it->c = c;
 	/* One pass over the lengths (not the values) to validate the whole row first. */
-	if (!read_values(&c, n) || (rc = reader_end(&c)) != PROTO_OK)
+	if (!proto_cursor_values(&c, n) || (rc = proto_reader_end(&c)) != PROTO_OK)
 		return PROTO_ERR_FORMAT;
 	it->ncols = n;
 	it->index = 0;
