@@ -19,7 +19,7 @@ struct metrics_family {
 	uint32_t per_value; /* slots per label value: 1, or nbounds + 2 for a histogram */
 	uint64_t bounds[METRICS_MAX_BUCKETS];
 	unsigned nbounds;
-	double scale;
+	double per_unit;
 };
 
 struct metrics_collector {
@@ -121,7 +121,7 @@ static bool name_taken(const struct metrics_registry *r, const char *name)
 
 static int family_add(struct metrics_registry *r, enum metrics_type type, const char *name,
 		      const char *help, const char *label, const char *const *values,
-		      const uint64_t *bounds, unsigned nbounds, double scale)
+		      const uint64_t *bounds, unsigned nbounds, double per_unit)
 {
 	struct metrics_family *f;
 	unsigned nvalues = 1;
@@ -141,7 +141,7 @@ static int family_add(struct metrics_registry *r, enum metrics_type type, const 
 		return -EINVAL;
 	}
 	if (type == METRICS_HISTOGRAM) {
-		if (nbounds == 0 || nbounds > METRICS_MAX_BUCKETS || !bounds || !(scale > 0))
+		if (nbounds == 0 || nbounds > METRICS_MAX_BUCKETS || !bounds || !(per_unit > 0))
 			return -EINVAL;
 		for (unsigned i = 1; i < nbounds; i++)
 			if (bounds[i] <= bounds[i - 1])
@@ -174,7 +174,7 @@ static int family_add(struct metrics_registry *r, enum metrics_type type, const 
 	if (type == METRICS_HISTOGRAM) {
 		memcpy(f->bounds, bounds, nbounds * sizeof(*bounds));
 		f->nbounds = nbounds;
-		f->scale = scale;
+		f->per_unit = per_unit;
 		f->per_value = nbounds + 2; /* buckets incl. +Inf, then the sum */
 	}
 	r->base[id] = r->nslots;
@@ -200,10 +200,10 @@ int metrics_gauge_new(struct metrics_registry *r, const char *name, const char *
 
 int metrics_histogram_new(struct metrics_registry *r, const char *name, const char *help,
 			  const char *label, const char *const *values, const uint64_t *bounds,
-			  unsigned nbounds, double scale)
+			  unsigned nbounds, double per_unit)
 {
 	return family_add(r, METRICS_HISTOGRAM, name, help, label, values, bounds, nbounds,
-			  scale);
+			  per_unit);
 }
 
 int metrics_collector_add(struct metrics_registry *r,
@@ -340,6 +340,8 @@ const char *metrics_format_double(double v, char *buf, size_t n)
 		snprintf(buf, n, "NaN");
 	} else if (isinf(v)) {
 		snprintf(buf, n, v > 0 ? "+Inf" : "-Inf");
+	} else if (v == (double)(int64_t)v && v > -1e15 && v < 1e15) {
+		snprintf(buf, n, "%lld", (long long)v);
 	} else {
 		/* Shortest precision that reads back exactly: "0.005", not "0.0050000000000000001". */
 		for (int prec = 1; prec <= 17; prec++) {
@@ -413,7 +415,7 @@ static void render_family(struct metrics_registry *r, unsigned id, FILE *out)
 			for (unsigned b = 0; b <= f->nbounds; b++) {
 				cum += slot_sum(r, base + b);
 				if (b < f->nbounds)
-					metrics_format_double((double)f->bounds[b] * f->scale, num,
+					metrics_format_double((double)f->bounds[b] / f->per_unit, num,
 							      sizeof(num));
 				else
 					snprintf(num, sizeof(num), "+Inf");
@@ -424,8 +426,8 @@ static void render_family(struct metrics_registry *r, unsigned id, FILE *out)
 			fprintf(out, "%s_sum", f->name);
 			put_labels(out, f->label, lv, NULL);
 			fprintf(out, " %s\n",
-				metrics_format_double((double)slot_sum(r, base + f->nbounds + 1) *
-							      f->scale,
+				metrics_format_double((double)slot_sum(r, base + f->nbounds + 1) /
+							      f->per_unit,
 						      num, sizeof(num)));
 			fprintf(out, "%s_count", f->name);
 			put_labels(out, f->label, lv, NULL);

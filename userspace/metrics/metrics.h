@@ -18,7 +18,8 @@
  * callbacks run on the scrape thread that emit whole families through metrics_writer.
  *
  * Histogram observations are unsigned integers in a family-defined unit (nanoseconds for
- * the *_seconds families); `scale` converts to the exposed base unit (1e-9 for seconds).
+ * the *_seconds families); `per_unit` is how many of them make one exposed base unit (1e9
+ * nanoseconds per second). Dividing, not multiplying by 1e-9, keeps 0.001 exact.
  */
 #ifndef PGWARDEN_METRICS_H
 #define PGWARDEN_METRICS_H
@@ -73,10 +74,10 @@ int metrics_gauge_new(struct metrics_registry *r, const char *name, const char *
 		      const char *label, const char *const *values)
 	__attribute__((warn_unused_result));
 /* bounds: nbounds strictly increasing upper bounds in observation units (1..32); +Inf is
- * implicit. scale turns an observation into the exposed unit (1e-9 for ns → seconds). */
+ * implicit. per_unit observations make one exposed unit (1e9 for ns → seconds). */
 int metrics_histogram_new(struct metrics_registry *r, const char *name, const char *help,
 			  const char *label, const char *const *values, const uint64_t *bounds,
-			  unsigned nbounds, double scale) __attribute__((warn_unused_result));
+			  unsigned nbounds, double per_unit) __attribute__((warn_unused_result));
 
 /* A collector emits families that live outside the shards. It runs on the scrape thread
  * and must not block for long. Up to 16 collectors; 0, -EINVAL or -ENOSPC. */

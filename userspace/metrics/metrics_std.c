@@ -80,13 +80,13 @@ int metrics_std_register(struct metrics_registry *r, struct metrics_std *m)
 				  "Client-observed statement latency: from the statement arriving "
 				  "at the relay to ReadyForQuery leaving it.",
 				  NULL, NULL, metrics_std_latency_bounds_ns,
-				  metrics_std_latency_nbounds, 1e-9));
+				  metrics_std_latency_nbounds, 1e9));
 	REG(upstream_duration,
 	    metrics_histogram_new(r, "pgwarden_upstream_duration_seconds",
 				  "Server latency: from a statement forwarded upstream to the "
 				  "server's ReadyForQuery.",
 				  NULL, NULL, metrics_std_latency_bounds_ns,
-				  metrics_std_latency_nbounds, 1e-9));
+				  metrics_std_latency_nbounds, 1e9));
 	REG(bytes, metrics_counter_new(r, "pgwarden_bytes_total",
 				       "Bytes relayed, by the side that sent them.", "direction",
 				       metrics_std_direction_names));
