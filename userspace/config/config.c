@@ -1176,7 +1176,8 @@ int config_load_buffer(struct config *cfg, const char *name, const char *data, s
 	int rc;
 
 	if (len > CONFIG_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d KiB", name, CONFIG_MAX_FILE_SIZE / 1024);
+		errf(err, errlen, "%s: larger than %d MiB, the limit for a config file", name,
+		     CONFIG_MAX_FILE_SIZE / (1024 * 1024));
 		return -1;
 	}
 	nul = memchr(data, '\0', len);
@@ -1230,7 +1231,8 @@ static int read_file(const char *path, char **out, size_t *out_len, char *err, s
 		goto err_close;
 	}
 	if (S_ISREG(stbuf.st_mode) && stbuf.st_size > CONFIG_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d KiB", path, CONFIG_MAX_FILE_SIZE / 1024);
+		errf(err, errlen, "%s: larger than %d MiB, the limit for a config file", path,
+		     CONFIG_MAX_FILE_SIZE / (1024 * 1024));
 		goto err_close;
 	}
 	buf = malloc(cap);
@@ -1252,7 +1254,8 @@ static int read_file(const char *path, char **out, size_t *out_len, char *err, s
 		len += (size_t)n;
 	}
 	if (len > CONFIG_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d KiB", path, CONFIG_MAX_FILE_SIZE / 1024);
+		errf(err, errlen, "%s: larger than %d MiB, the limit for a config file", path,
+		     CONFIG_MAX_FILE_SIZE / (1024 * 1024));
 		goto err_free;
 	}
 	close(fd);
@@ -1284,23 +1287,16 @@ int config_load_file(struct config *cfg, const char *path, char *err, size_t err
 /* a and b are the same port and a listener on a would accept a connection made to b. */
 static bool addr_overlaps(const struct addr *a, const struct addr *b)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
-
-	if (addr_equal(sa, (const struct sockaddr *)&b->ss))
+	if (addr_equal(&a->ss.sa, &b->ss.sa))
 		return true;
-	if (sa->sa_family != b->ss.ss_family)
+	if (a->ss.sa.sa_family != b->ss.sa.sa_family)
 		return false;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == htonl(INADDR_ANY);
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-
-		return x->sin6_port == y->sin6_port &&
-		       memcmp(&x->sin6_addr, &in6addr_any, sizeof(in6addr_any)) == 0;
-	}
+	if (a->ss.sa.sa_family == AF_INET)
+		return a->ss.in4.sin_port == b->ss.in4.sin_port &&
+		       a->ss.in4.sin_addr.s_addr == htonl(INADDR_ANY);
+	if (a->ss.sa.sa_family == AF_INET6)
+		return a->ss.in6.sin6_port == b->ss.in6.sin6_port &&
+		       memcmp(&a->ss.in6.sin6_addr, &in6addr_any, sizeof(in6addr_any)) == 0;
 	return false;
 }
 
