@@ -1,0 +1,376 @@
+"""report: turns results.json (what bench/run.py measured) into docs/BENCHMARKS.md.
+
+Every number in the report is computed here from the recorded runs; nothing is typed in.
+Medians are over rounds, shown with the min..max of the rounds, and each ratio to direct is
+the median of per-round ratios (the relay and direct measured minutes apart in the same
+round, not a median divided by a median), so a busy minute on the shared machine hits both
+sides of a ratio instead of one.
+"""
+
+import statistics
+
+RELAYS = ["pgwarden", "pgbouncer", "haproxy", "steered"]
+ORDER = ["direct"] + RELAYS
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def span(xs, fmt):
+    """'median (min..max)' with fmt for each, or the median alone for a single run."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "–"
+    m = fmt % statistics.median(xs)
+    if len(xs) == 1:
+        return m
+    return "%s (%s..%s)" % (m, fmt % min(xs), fmt % max(xs))
+
+
+def f(x, fmt):
+    return "–" if x is None else fmt % x
+
+
+def by(rows, **kw):
+    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+
+
+def round_ratios(rows, target, key, **cell):
+    """Per-round target/direct ratios of key for one cell."""
+    out = []
+    for r in by(rows, target=target, **cell):
+        d = by(rows, target="direct", round=r["round"], **cell)
+        if d and d[0].get(key) and r.get(key) is not None:
+            out.append(r[key] / d[0][key])
+    return out
+
+
+def verdict(ok):
+    if ok is None:
+        return "not measured"
+    return "**met**" if ok else "**not met**"
+
+
+# ------------------------------------------------------------------------------------------
+# goals from issue #2, each judged only from what this run measured
+
+
+def goals(res):
+    tps, stream, idle = res["tps"], res["stream"], res["idle"]
+    cells = sorted({(r["mode"], r["clients"]) for r in tps},
+                   key=lambda c: (["simple", "extended", "prepared"].index(c[0])
+                                  if c[0] in ("simple", "extended", "prepared") else 9, c[1]))
+    rows = []
+
+    # 1. TPS at least PgBouncer's and HAProxy's in every cell (medians over rounds).
+    worst, ok, measured = None, True, False
+    for mode, clients in cells:
+        pw = med([r["tps"] for r in by(tps, target="pgwarden", mode=mode, clients=clients)])
+        for other in ("pgbouncer", "haproxy"):
+            o = med([r["tps"] for r in by(tps, target=other, mode=mode, clients=clients)])
+            if pw is None or o is None:
+                continue
+            measured = True
+            ratio = pw / o
+            if ratio < 1.0:
+                ok = False
+            if worst is None or ratio < worst[0]:
+                worst = (ratio, mode, clients, other)
+    detail = "–"
+    if worst:
+        detail = "lowest: %s -c %d, pgwarden at %.2f× %s's median TPS" % (
+            worst[1], worst[2], worst[0], worst[3])
+    rows.append(("pgwarden TPS ≥ PgBouncer's and HAProxy's in every cell", detail,
+                 verdict(ok if measured else None)))
+
+    # 2. Relay CPU per transaction at most 0.6 of PgBouncer's, every cell.
+    worst, ok, measured = None, True, False
+    for mode, clients in cells:
+        pw = med([r.get("cpu_ms_per_1k_tx") for r in
+                  by(tps, target="pgwarden", mode=mode, clients=clients)])
+        pb = med([r.get("cpu_ms_per_1k_tx") for r in
+                  by(tps, target="pgbouncer", mode=mode, clients=clients)])
+        if pw is None or not pb:
+            continue
+        measured = True
+        ratio = pw / pb
+        if ratio > 0.6:
+            ok = False
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, mode, clients, pw, pb)
+    detail = "–"
+    if worst:
+        detail = "highest: %s -c %d, %.2f vs %.2f ms per 1,000 tx = %.2f× PgBouncer's" % (
+            worst[1], worst[2], worst[3], worst[4], worst[0])
+    rows.append(("pgwarden CPU per transaction ≤ 0.6× PgBouncer's", detail,
+                 verdict(ok if measured else None)))
+
+    # 3. At most 2 KiB RSS per idle logged-in session.
+    pw = [r for r in idle if r["target"] == "pgwarden" and "kib_per_conn" in r]
+    if pw:
+        r = pw[-1]
+        full = r["connections"] == r["requested"]
+        rows.append(("pgwarden ≤ 2 KiB RSS per idle session",
+                     "%.2f KiB per session over %d sessions%s" % (
+                         r["kib_per_conn"], r["connections"],
+                         "" if full else " (only %d of %d opened)" % (r["connections"],
+                                                                    r["requested"])),
+                     verdict(full and r["kib_per_conn"] <= 2.0)))
+    else:
+        rows.append(("pgwarden ≤ 2 KiB RSS per idle session", "–", verdict(None)))
+
+    # 4. Streaming CPU per byte at most HAProxy's, RSS within 16 MiB of idle.
+    parts, ok, measured = [], True, False
+    for kind in ("copy", "select"):
+        pw = med([r.get("cpu_ns_per_byte") for r in by(stream, target="pgwarden", kind=kind)])
+        hp = med([r.get("cpu_ns_per_byte") for r in by(stream, target="haproxy", kind=kind)])
+        if pw is None or hp is None:
+            continue
+        measured = True
+        if pw > hp:
+            ok = False
+        parts.append("%s %.2f vs HAProxy %.2f ns/B" % (kind.upper(), pw, hp))
+    pw_runs = by(stream, target="pgwarden")
+    if pw_runs:
+        base = min(r["rss_idle_kib"] for r in pw_runs)
+        growth = max(r["rss_peak_kib"] for r in pw_runs) - base
+        if growth > 16 * 1024:
+            ok = False
+        parts.append("RSS peak %.1f MiB above idle" % (growth / 1024.0))
+    rows.append(("pgwarden streaming CPU per byte ≤ HAProxy's, RSS within 16 MiB of idle",
+                 "; ".join(parts) or "–", verdict(ok if measured else None)))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# sections
+
+
+def tps_table(tps, out):
+    out.append("| mode | clients | target | TPS median (min..max) | mean latency ms "
+               "| ratio to direct | relay CPU ms / 1,000 tx |")
+    out.append("|---|---:|---|---:|---:|---:|---:|")
+    modes = [m for m in ("simple", "extended", "prepared") if by(tps, mode=m)]
+    for mode in modes:
+        for clients in sorted({r["clients"] for r in by(tps, mode=mode)}):
+            for t in ORDER:
+                rows = by(tps, target=t, mode=mode, clients=clients)
+                if not rows:
+                    continue
+                ratio = "1" if t == "direct" else f(med(round_ratios(
+                    tps, t, "tps", mode=mode, clients=clients)), "%.2f")
+                cpu = "–" if t == "direct" else span(
+                    [r.get("cpu_ms_per_1k_tx") for r in rows], "%.1f")
+                out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+                    mode, clients, t, span([r["tps"] for r in rows], "%.0f"),
+                    span([r["latency_ms"] for r in rows], "%.3f"), ratio, cpu))
+
+
+def connect_table(rows_all, out):
+    out.append("| target | sessions/s median (min..max) | mean connection time ms "
+               "| mean latency ms | ratio to direct | relay CPU ms / 1,000 sessions |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for t in ORDER:
+        rows = by(rows_all, target=t)
+        if not rows:
+            continue
+        ratio = "1" if t == "direct" else f(med(round_ratios(rows_all, t, "tps")), "%.2f")
+        cpu = "–" if t == "direct" else span([r.get("cpu_ms_per_1k_tx") for r in rows],
+                                             "%.1f")
+        out.append("| %s | %s | %s | %s | %s | %s |" % (
+            t, span([r["tps"] for r in rows], "%.0f"),
+            span([r.get("conn_ms") for r in rows], "%.3f"),
+            span([r["latency_ms"] for r in rows], "%.3f"), ratio, cpu))
+
+
+def stream_table(stream, out):
+    out.append("| transfer | target | MiB received | MiB/s median (min..max) "
+               "| relay CPU ns / byte | RSS idle MiB | RSS peak MiB | peak − idle MiB |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for kind in ("copy", "select"):
+        for t in ORDER:
+            rows = by(stream, target=t, kind=kind)
+            if not rows:
+                continue
+            mib = "%.1f" % (med([r["bytes"] for r in rows]) / 1048576.0)
+            if t == "direct":
+                relay = ["–"] * 4
+            else:
+                idle = min(r["rss_idle_kib"] for r in rows)
+                peak = max(r["rss_peak_kib"] for r in rows)
+                relay = [span([r["cpu_ns_per_byte"] for r in rows], "%.2f"),
+                         "%.1f" % (idle / 1024.0), "%.1f" % (peak / 1024.0),
+                         "%.1f" % ((peak - idle) / 1024.0)]
+            out.append("| %s | %s | %s | %s | %s |" % (
+                "COPY TO STDOUT" if kind == "copy" else "SELECT", t, mib,
+                span([r["mib_per_s"] for r in rows], "%.0f"), " | ".join(relay)))
+
+
+def idle_table(idle, out):
+    out.append("| target | sessions held | RSS idle MiB | RSS holding them MiB "
+               "| KiB per session | RSS after closing MiB | time to open s |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for r in idle:
+        out.append("| %s | %d of %d | %s | %s | %s | %s | %s |" % (
+            r["target"], r["connections"], r["requested"],
+            f(r["rss_idle_kib"] and r["rss_idle_kib"] / 1024.0, "%.1f"),
+            f(r["rss_held_kib"] and r["rss_held_kib"] / 1024.0, "%.1f"),
+            f(r.get("kib_per_conn"), "%.2f"),
+            f(r["rss_after_close_kib"] and r["rss_after_close_kib"] / 1024.0, "%.1f"),
+            f(r.get("login_s"), "%.1f")))
+
+
+def noise(tps):
+    """How far direct's TPS moved between rounds in the same cell: the run's own noise."""
+    worst = None
+    for key in sorted({(r["mode"], r["clients"]) for r in tps}):
+        xs = [r["tps"] for r in by(tps, target="direct", mode=key[0], clients=key[1])]
+        if len(xs) > 1 and min(xs) > 0:
+            spread = max(xs) / min(xs) - 1.0
+            if worst is None or spread > worst[0]:
+                worst = (spread, key)
+    return worst
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def write(res, path):
+    env, s = res.get("env", {}), res["settings"]
+    out = []
+    out.append("# pgwarden benchmarks")
+    out.append("")
+    out.append("Generated by `make bench` (bench/run.py, bench/report.py) on %s at git %s. "
+               "Every number below was measured by that run; to refresh, run `make bench` "
+               "and commit the file it writes. Raw per-run numbers: "
+               "`$(BUILD)/results.json`." % (env.get("date_utc", "?"), env.get("git_head", "?")))
+    if s.get("quick"):
+        out.append("")
+        out.append("**Quick mode (BENCH_QUICK=1): one short round, for development only; "
+                   "these numbers are too noisy to quote.**")
+    out.append("")
+    out.append("## Machine and noise")
+    out.append("")
+    vers = env.get("versions", {})
+    out.append("- Machine: %s CPUs (%s), %s MiB RAM, kernel %s, %s" % (
+        env.get("nproc"), env.get("cpu_model"), env.get("mem_total_mib"), env.get("kernel"),
+        env.get("os")))
+    out.append("- %s; PgBouncer: %s; HAProxy: %s; pgwardend: %s" % (
+        env.get("postgres"), vers.get("pgbouncer", "not run"), vers.get("haproxy", "not run"),
+        vers.get("pgwarden") or ("built from git %s" % env.get("git_head")
+                                 if "pgwarden" in vers else "not run")))
+    out.append("- Server settings: %s" % ", ".join(
+        "%s=%s" % kv for kv in sorted(env.get("pg_settings", {}).items())))
+    la_b, la_a = env.get("loadavg_before"), env.get("loadavg_after")
+    out.append("- Load average (1/5/15 min) before the run: %s; after: %s. The machine is "
+               "shared with other engineers' builds and tests, and these clients, "
+               "PostgreSQL and the relay all share its %s CPUs." % (
+                   " / ".join("%.2f" % x for x in la_b) if la_b else "?",
+                   " / ".join("%.2f" % x for x in la_a) if la_a else "?", env.get("nproc")))
+    n = noise(res["tps"])
+    if n:
+        out.append("- Noise: direct's own TPS moved by up to %.0f%% between rounds (%s -c %d)."
+                   " Differences smaller than that between targets are not findings." % (
+                       n[0] * 100, n[1][0], n[1][1]))
+    out.append("- Run: %d round(s), %d s per pgbench cell, scale %d, %s-row streams, %s idle "
+               "sessions; took %s s." % (s["rounds"], s["seconds"], s["scale"],
+                                           "{:,}".format(s["stream_rows"]),
+                                           "{:,}".format(s["idle_conns"]),
+                                           env.get("duration_s", "?")))
+    out.append("")
+
+    out.append("## Goals (issue #2) against this run")
+    out.append("")
+    out.append("| goal | measured | verdict |")
+    out.append("|---|---|---|")
+    for g in goals(res):
+        out.append("| %s | %s | %s |" % g)
+    out.append("")
+
+    if res.get("unavailable") or res.get("incidents"):
+        out.append("## Problems during the run")
+        out.append("")
+        for name, why in sorted(res.get("unavailable", {}).items()):
+            out.append("- **%s not measured**: %s" % (name, why.strip().splitlines()[0]))
+        for inc in res.get("incidents", []):
+            out.append("- **%s**: %s" % (inc["target"], inc["scenario"].strip()
+                                         .replace("\n", " / ")))
+            tail = (inc.get("log_tail") or "").strip()
+            if tail:
+                out.append("")
+                out.append("  ```")
+                out.extend("  " + line for line in tail.splitlines()[-8:])
+                out.append("  ```")
+        out.append("")
+
+    out.append("## Method")
+    out.append("")
+    out.append(
+        "A throwaway PostgreSQL 15 cluster (127.0.0.1 only, scram-sha-256, fsync on) is "
+        "initialised with `pgbench -i -s %d`. In front of it: **pgwarden** (`pgwardend` in "
+        "explicit mode, default worker count, passthrough authentication), **PgBouncer** "
+        "(session mode, SCRAM with the verifier from pg_authid in its userlist, "
+        "max_client_conn 2000, default_pool_size 1050) and **HAProxy** (mode tcp, one "
+        "backend; no protocol awareness, the floor for any relay). Clients use plaintext "
+        "(sslmode=disable) everywhere so all targets carry the same bytes. Relay CPU is "
+        "utime+stime of the relay process (all threads) from /proc/PID/stat, read before "
+        "and after each run; it includes session setup at the start of the run. Direct "
+        "has no relay, so no relay CPU." % s["scale"])
+    out.append("")
+    out.append(
+        "Rounds are interleaved: in round r every cell is run for every target, targets in "
+        "an order that rotates with the round and the cell, so slow minutes on the shared "
+        "machine fall on all targets alike. A one-second warm-up per target precedes round "
+        "1 (PostgreSQL's cache, PgBouncer's server pool). Tables give the median over rounds "
+        "with min..max; *ratio to direct* is the median of the per-round ratios.")
+    out.append("")
+
+    out.append("## 1. Select-only throughput (pgbench -S)")
+    out.append("")
+    out.append("`pgbench -n -S -M MODE -c C -j J -T %d` (J = 1 for one client, else %s). "
+               "Mean latency is pgbench's `latency average`." % (
+                   s["seconds"], env.get("nproc")))
+    out.append("")
+    tps_table(res["tps"], out)
+    out.append("")
+
+    out.append("## 2. Streaming")
+    out.append("")
+    out.append(
+        "One session per transfer runs `COPY (SELECT g, md5(g::text) FROM generate_series(1, "
+        "%d) g) TO STDOUT`, or the same SELECT, through the target. The client "
+        "(bench/pgwire.py) counts every byte it receives after sending the query up to "
+        "ReadyForQuery; CPU per byte is the relay's CPU during the transfer divided by that "
+        "count. RSS is sampled from /proc/PID/status every 100 ms during the transfer; idle is "
+        "the lowest RSS before any transfer, peak the highest seen during any." % (
+            s["stream_rows"]))
+    out.append("")
+    stream_table(res["stream"], out)
+    out.append("")
+
+    out.append("## 3. Connection setup (pgbench -C)")
+    out.append("")
+    out.append(
+        "`pgbench -n -S -M simple -C -c 8 -j %s -T %d`: every transaction opens, logs in "
+        "(SCRAM) and closes a session, so sessions/s is the TPS. pgwarden here is explicit "
+        "mode (clients dial its port); a `steered` row appears once the steering target is "
+        "wired in (bench/README.md)." % (env.get("nproc"), s["seconds"]))
+    out.append("")
+    connect_table(res["connect"], out)
+    out.append("")
+
+    out.append("## 4. Idle sessions")
+    out.append("")
+    out.append(
+        "A psycopg (libpq) client opens %s sessions through the relay, logs each in, runs one "
+        "query on the first and the last, and holds them idle for 2 s. KiB per session = "
+        "(RSS holding them − RSS idle) / sessions. PgBouncer in session mode holds a server "
+        "connection per client, as pgwarden does." % "{:,}".format(s["idle_conns"]))
+    out.append("")
+    idle_table(res["idle"], out)
+    out.append("")
+
+    with open(path, "w") as fh:
+        fh.write("\n".join(out))

@@ -1,0 +1,606 @@
+#!/usr/bin/python3
+"""pgwarden side-by-side benchmark: direct PostgreSQL vs pgwardend vs PgBouncer vs HAProxy.
+
+    make bench                      full run, writes docs/BENCHMARKS.md (~20 minutes)
+    make bench BENCH_QUICK=1        1 round of 2 s cells, writes $(BUILD)/BENCHMARKS-quick.md
+    bench/run.py --daemon build/bench/pgwardend --work build/bench    (what make runs)
+
+Sections (each a function below, each result saved to results.json as soon as it exists):
+  tps      pgbench -S, modes x client counts x targets, interleaved round by round
+  stream   2M-row COPY TO STDOUT and SELECT: relay CPU ns per byte, RSS during
+  connect  pgbench -C (a new session per transaction): direct vs pgwarden [vs steered]
+  idle     relay RSS with 1,000 idle logged-in sessions
+
+Why interleave: the machine is shared, so load from other users comes and goes. Running
+every target for a cell back to back, in an order that rotates each round, spreads that load
+over all targets alike, and the ratio to direct is taken within the same round before the
+median is taken across rounds.
+
+Knobs (environment): BENCH_QUICK, BENCH_ROUNDS, BENCH_SECONDS, BENCH_TARGETS, BENCH_SECTIONS,
+BENCH_MODES, BENCH_CLIENTS, BENCH_SCALE, BENCH_STREAM_ROWS, BENCH_IDLE_CONNS,
+BENCH_PGWARDEN_ARGS, BENCH_STEERED, BENCH_OUT. See bench/README.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import pwd
+import re
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pgwire  # noqa: E402
+import report  # noqa: E402
+import targets as T  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ALL_TARGETS = ["direct", "pgwarden", "pgbouncer", "haproxy"]
+ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def env_list(name, default):
+    v = os.environ.get(name, "").strip()
+    return [x.strip() for x in v.split(",") if x.strip()] if v else list(default)
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "").strip()
+    return int(v) if v else default
+
+
+class Settings:
+    def __init__(self, args):
+        self.quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+        self.rounds = env_int("BENCH_ROUNDS", 1 if self.quick else 3)
+        self.seconds = env_int("BENCH_SECONDS", 2 if self.quick else 5)
+        self.targets = env_list("BENCH_TARGETS", ALL_TARGETS)
+        if "direct" not in self.targets:
+            self.targets.insert(0, "direct")  # every ratio needs it
+        self.sections = env_list("BENCH_SECTIONS", ALL_SECTIONS)
+        self.modes = env_list("BENCH_MODES", ["simple", "extended", "prepared"])
+        self.clients = [int(c) for c in env_list("BENCH_CLIENTS", ["1", "8", "64"])]
+        self.scale = env_int("BENCH_SCALE", 10)
+        self.stream_rows = env_int("BENCH_STREAM_ROWS", 2000000)
+        self.idle_conns = env_int("BENCH_IDLE_CONNS", 1000)
+        self.pgwarden_args = shlex.split(os.environ.get("BENCH_PGWARDEN_ARGS", ""))
+        self.steered = os.environ.get("BENCH_STEERED", "") not in ("", "0")
+        self.daemon = os.path.abspath(args.daemon)
+        self.work = os.path.abspath(args.work)
+        default_out = os.path.join(self.work, "BENCHMARKS-quick.md") if self.quick \
+            else os.path.join(REPO_ROOT, "docs", "BENCHMARKS.md")
+        self.out = os.environ.get("BENCH_OUT") or args.out or default_out
+
+    def as_dict(self):
+        return dict(self.__dict__)
+
+
+# ------------------------------------------------------------------------------------------
+# /proc sampling
+
+
+def cpu_seconds(pid):
+    """utime + stime of the whole process (all its threads, live and exited), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
+class RssSampler(threading.Thread):
+    """VmRSS every 100 ms while a transfer runs; keeps the peak and the count."""
+
+    def __init__(self, pid, period=0.1):
+        super().__init__(daemon=True)
+        self.pid, self.period = pid, period
+        self.peak, self.samples = 0, 0
+        self._stop_ev = threading.Event()
+
+    def run(self):
+        while not self._stop_ev.is_set():
+            try:
+                self.peak = max(self.peak, rss_kib(self.pid))
+                self.samples += 1
+            except (OSError, RuntimeError):
+                return
+            self._stop_ev.wait(self.period)
+
+    def stop(self):
+        self._stop_ev.set()
+        self.join()
+        try:  # one more sample, so a transfer shorter than a period still has one
+            self.peak = max(self.peak, rss_kib(self.pid))
+            self.samples += 1
+        except (OSError, RuntimeError):
+            pass
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+
+
+class Bench:
+    def __init__(self, s):
+        self.s = s
+        self.targets = {}
+        self.unavailable = {}  # target name -> why
+        self.incidents = []    # what went wrong in a relay, with the exact scenario
+        self.results = {"settings": s.as_dict(), "tps": [], "stream": [], "connect": [],
+                        "idle": [], "incidents": self.incidents,
+                        "unavailable": self.unavailable}
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def save(self):
+        path = os.path.join(self.s.work, "results.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.results, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+    def relay_died(self, target, scenario):
+        """Record the exact scenario a relay failed in, keep its log tail, and restart it so
+        the remaining cells still run. A relay that cannot restart leaves the run."""
+        status = target.proc.returncode if target.proc else None
+        self.incidents.append({"target": target.name, "scenario": scenario,
+                               "exit_status": status, "log_tail": T.tail(target.log, 30)})
+        log("INCIDENT %s: %s (exit status %s)" % (target.name, scenario, status))
+        target.stop()
+        try:
+            target.start()
+        except T.TargetError as e:
+            self.unavailable[target.name] = "restart failed after: %s (%s)" % (scenario, e)
+            del self.targets[target.name]
+        self.save()
+
+    def rotated(self, names, k):
+        names = [n for n in names if n in self.targets]
+        k %= max(1, len(names))
+        return names[k:] + names[:k]
+
+    # -- setup --------------------------------------------------------------------------
+
+    def setup(self):
+        s = self.s
+        self.rundir = tempfile.mkdtemp(prefix="pgwarden-bench-run-")
+        pw = pwd.getpwnam("postgres")
+        os.chown(self.rundir, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.rundir, 0o755)
+        self.cluster = T.Cluster(self.rundir)
+        log("starting PostgreSQL in %s" % self.cluster.dir)
+        self.cluster.start()
+        self.cluster.psql("CREATE DATABASE %s" % T.DATABASE, database="postgres")
+        log("pgbench -i -s %d" % s.scale)
+        r = subprocess.run(["pgbench", "-i", "-q", "-s", str(s.scale), "-h", T.HOST, "-p",
+                            str(self.cluster.port), T.DATABASE], env=self.cluster.client_env(),
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise T.TargetError("pgbench -i failed: " + r.stderr)
+        self.cluster.psql("VACUUM ANALYZE")
+
+        makers = {
+            "direct": lambda: T.DirectTarget(self.cluster, self.rundir),
+            "pgwarden": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
+                                                 s.pgwarden_args),
+            "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
+            "haproxy": lambda: T.HaproxyTarget(self.cluster, self.rundir),
+            "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon),
+        }
+        names = list(s.targets)
+        if s.steered and "steered" not in names:
+            names.append("steered")
+        for name in names:
+            if name not in makers:
+                raise SystemExit("unknown target %r (BENCH_TARGETS)" % name)
+            if name in ("pgwarden", "steered") and not os.access(s.daemon, os.X_OK):
+                self.unavailable[name] = "%s is not built" % s.daemon
+                continue
+            t = makers[name]()
+            try:
+                t.start()
+                self.targets[name] = t
+                log("%s listening on %d%s" % (name, t.port,
+                                                " (pid %d)" % t.pid if t.is_relay else ""))
+            except T.TargetError as e:
+                t.stop()
+                self.unavailable[name] = str(e)
+                log("%s unavailable: %s" % (name, e))
+
+        self.results["env"] = {
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M UTC"),
+            "nproc": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "mem_total_mib": mem_total_mib(),
+            "kernel": platform.release(),
+            "os": os_release(),
+            "postgres": T.version_of_postgres(),
+            "versions": {n: t.version() for n, t in self.targets.items() if t.is_relay},
+            "loadavg_before": loadavg(),
+            "git_head": git_head(),
+            "pg_settings": {k: self.cluster.psql("SHOW %s" % k) for k in
+                            ("max_connections", "shared_buffers", "fsync",
+                             "password_encryption")},
+        }
+        self.save()
+
+    def teardown(self):
+        for t in list(self.targets.values()):
+            try:
+                t.stop()
+            except Exception as e:  # keep stopping the rest
+                log("stopping %s: %s" % (t.name, e))
+        if getattr(self, "cluster", None):
+            self.cluster.stop()
+            logs = os.path.join(self.s.work, "bench-logs")
+            os.makedirs(logs, exist_ok=True)
+            for d in (self.rundir, self.cluster.dir):
+                for f in os.listdir(d):
+                    if f.endswith(".log"):
+                        shutil.copy(os.path.join(d, f), logs)
+            self.cluster.remove()
+        if getattr(self, "rundir", None):
+            shutil.rmtree(self.rundir, ignore_errors=True)
+
+    # -- pgbench ------------------------------------------------------------------------
+
+    def pgbench(self, target, mode, clients, seconds, connect=False):
+        """One pgbench run; returns its numbers, or None if it failed (incident recorded)."""
+        jobs = 1 if clients == 1 else min(clients, os.cpu_count() or 2)
+        argv = ["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(jobs),
+                "-T", str(seconds), "-h", T.HOST, "-p", str(target.port)]
+        if connect:
+            argv.append("-C")
+        argv.append(T.DATABASE)
+        scenario = "pgbench %s" % " ".join(argv[1:])
+        cpu0 = cpu_seconds(target.pid) if target.is_relay else None
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run(argv, env=self.cluster.client_env(), capture_output=True,
+                               text=True, timeout=seconds + 120)
+        except subprocess.TimeoutExpired:
+            if target.is_relay:
+                self.relay_died(target, scenario + ": hung (no result after %ds)"
+                                % (seconds + 120))
+            return None
+        wall = time.monotonic() - t0
+        out = r.stdout + r.stderr
+        alive = target.alive()
+        cpu1 = cpu_seconds(target.pid) if target.is_relay and alive else None
+        tx = re_int(r"number of transactions actually processed: (\d+)", out)
+        failed = re_int(r"number of failed transactions: (\d+)", out) or 0
+        if r.returncode != 0 or not alive or not tx:
+            why = "exit %d" % r.returncode if alive else "relay exited"
+            detail = "\n".join(out.strip().splitlines()[-6:])
+            if target.is_relay and not alive:
+                self.relay_died(target, "%s: %s: %s" % (scenario, why, detail))
+            elif target.is_relay:
+                self.incidents.append({"target": target.name,
+                                       "scenario": "%s: %s" % (scenario, why),
+                                       "client_output": detail,
+                                       "log_tail": T.tail(target.log, 30)})
+                log("INCIDENT %s: %s: %s" % (target.name, scenario, detail))
+            else:
+                log("direct run failed: %s\n%s" % (scenario, detail))
+            return None
+        res = {
+            "tps": re_float(r"tps = ([\d.]+)", out),
+            "latency_ms": re_float(r"latency average = ([\d.]+) ms", out),
+            "conn_ms": re_float(r"average connection time = ([\d.]+) ms", out),
+            "transactions": tx,
+            "failed": failed,
+            "wall_s": round(wall, 3),
+        }
+        if target.is_relay:
+            res["relay_cpu_s"] = round(cpu1 - cpu0, 3)
+            res["cpu_ms_per_1k_tx"] = (cpu1 - cpu0) * 1000.0 / tx * 1000.0
+        return res
+
+    def section_tps(self):
+        s = self.s
+        cells = [(m, c) for m in s.modes for c in s.clients]
+        names = [n for n in ALL_TARGETS if n in self.targets]
+        # Warm up once: fills PostgreSQL's buffers and PgBouncer's server pool, so round 1
+        # is not charged for what later rounds get for free.
+        for n in names:
+            self.pgbench(self.targets[n], "simple", max(s.clients), 1)
+        for rnd in range(s.rounds):
+            for k, (mode, clients) in enumerate(cells):
+                for name in self.rotated(names, rnd + k):
+                    t = self.targets[name]
+                    res = self.pgbench(t, mode, clients, s.seconds)
+                    if res is None:
+                        continue
+                    res.update(round=rnd, target=name, mode=mode, clients=clients)
+                    self.results["tps"].append(res)
+                    log("tps r%d %-8s c=%-3d %-9s %9.0f tps %7.3f ms%s" % (
+                        rnd + 1, mode, clients, name, res["tps"], res["latency_ms"],
+                        "  %.1f ms cpu/1k tx" % res["cpu_ms_per_1k_tx"]
+                        if "cpu_ms_per_1k_tx" in res else ""))
+                self.save()
+
+    def section_connect(self):
+        s = self.s
+        names = [n for n in ("direct", "pgwarden", "steered") if n in self.targets]
+        for rnd in range(s.rounds):
+            for name in self.rotated(names, rnd):
+                res = self.pgbench(self.targets[name], "simple", 8, s.seconds, connect=True)
+                if res is None:
+                    continue
+                res.update(round=rnd, target=name, mode="simple", clients=8)
+                self.results["connect"].append(res)
+                log("connect r%d %-9s %7.0f tps, %.3f ms/connection" % (
+                    rnd + 1, name, res["tps"], res["conn_ms"] or float("nan")))
+            self.save()
+
+    # -- streaming ----------------------------------------------------------------------
+
+    def stream_sql(self, kind):
+        rows = ("SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, %d) AS g"
+                % self.s.stream_rows)
+        return "COPY (%s) TO STDOUT" % rows if kind == "copy" else rows
+
+    def stream_once(self, target, kind):
+        scenario = "%d-row %s through one session" % (self.s.stream_rows, kind.upper())
+        relay = target.is_relay
+        idle = rss_kib(target.pid) if relay else None
+        try:
+            conn = pgwire.Conn(T.HOST, target.port, T.USER, T.DATABASE,
+                               self.cluster.password)
+        except (OSError, pgwire.PgError) as e:
+            if relay:
+                self.incidents.append({"target": target.name, "scenario": "login before "
+                                       + scenario, "error": str(e)})
+            return None
+        sampler = RssSampler(target.pid) if relay else None
+        try:
+            if sampler:
+                sampler.start()
+            cpu0 = cpu_seconds(target.pid) if relay else None
+            t0 = time.monotonic()
+            nbytes = conn.stream(self.stream_sql(kind))
+            wall = time.monotonic() - t0
+            cpu1 = cpu_seconds(target.pid) if relay else None
+        except (OSError, pgwire.PgError) as e:
+            if sampler:
+                sampler.stop()
+            conn.sock.close()
+            if relay and not target.alive():
+                self.relay_died(target, scenario + ": " + str(e))
+            elif relay:
+                self.incidents.append({"target": target.name, "scenario": scenario,
+                                       "error": str(e), "log_tail": T.tail(target.log, 30)})
+            return None
+        if sampler:
+            sampler.stop()
+        conn.close()
+        res = {"bytes": nbytes, "wall_s": round(wall, 3),
+               "mib_per_s": nbytes / wall / 1048576.0}
+        if relay:
+            res.update(relay_cpu_s=round(cpu1 - cpu0, 3),
+                       cpu_ns_per_byte=(cpu1 - cpu0) * 1e9 / nbytes,
+                       rss_idle_kib=idle, rss_peak_kib=sampler.peak,
+                       rss_samples=sampler.samples)
+        return res
+
+    def section_stream(self):
+        names = [n for n in ALL_TARGETS if n in self.targets]
+        for rnd in range(self.s.rounds):
+            for kind in ("copy", "select"):
+                for name in self.rotated(names, rnd):
+                    res = self.stream_once(self.targets[name], kind)
+                    if res is None:
+                        continue
+                    res.update(round=rnd, target=name, kind=kind)
+                    self.results["stream"].append(res)
+                    log("stream r%d %-6s %-9s %6.1f MiB in %5.2fs%s" % (
+                        rnd + 1, kind, name, res["bytes"] / 1048576.0, res["wall_s"],
+                        "  %.2f ns/B, RSS %d -> peak %d KiB" % (
+                            res["cpu_ns_per_byte"], res["rss_idle_kib"],
+                            res["rss_peak_kib"]) if "cpu_ns_per_byte" in res else ""))
+                self.save()
+
+    # -- idle memory --------------------------------------------------------------------
+
+    def section_idle(self):
+        import psycopg  # Debian's python3-psycopg (libpq underneath)
+
+        n = self.s.idle_conns
+        # PgBouncer keeps the server connections it opened for this test in its pool, so it
+        # goes last: the relays before it need those PostgreSQL slots.
+        order = [x for x in ("pgwarden", "haproxy", "pgbouncer", "steered") if x in
+                 self.targets]
+        for name in order:
+            t = self.targets[name]
+            self.cluster.wait_backends_below(100)
+            time.sleep(1.0)
+            idle = rss_kib(t.pid)
+            conns = []
+            err = None
+            t0 = time.monotonic()
+            try:
+                for _ in range(n):
+                    conns.append(psycopg.connect(
+                        host=T.HOST, port=t.port, user=T.USER, dbname=T.DATABASE,
+                        password=self.cluster.password, sslmode="disable",
+                        gssencmode="disable", autocommit=True, connect_timeout=30))
+            except psycopg.Error as e:
+                err = str(e).strip()
+            opened = len(conns)
+            login_s = time.monotonic() - t0
+            # Prove the sessions are logged in and usable, then let them sit idle.
+            if conns:
+                conns[0].execute("SELECT 1").fetchone()
+                conns[-1].execute("SELECT 1").fetchone()
+            time.sleep(2.0)
+            held = rss_kib(t.pid) if t.alive() else None
+            for c in conns:
+                c.close()
+            time.sleep(1.0)
+            after = rss_kib(t.pid) if t.alive() else None
+            if err or held is None:
+                scenario = "opening %d idle sessions: failed after %d: %s" % (n, opened, err)
+                if not t.alive():
+                    self.relay_died(t, scenario)
+                else:
+                    self.incidents.append({"target": name, "scenario": scenario,
+                                           "log_tail": T.tail(t.log, 30)})
+            res = {"target": name, "connections": opened, "requested": n,
+                   "rss_idle_kib": idle, "rss_held_kib": held, "rss_after_close_kib": after,
+                   "login_s": round(login_s, 2)}
+            if held is not None and opened:
+                res["kib_per_conn"] = (held - idle) / opened
+            self.results["idle"].append(res)
+            log("idle %-9s %d sessions: RSS %s -> %s KiB (%s KiB/session), after close %s" % (
+                name, opened, idle, held,
+                "%.2f" % res["kib_per_conn"] if "kib_per_conn" in res else "?", after))
+            self.save()
+
+    # -- main ---------------------------------------------------------------------------
+
+    def run(self):
+        s = self.s
+        t0 = time.monotonic()
+        self.setup()
+        for section in s.sections:
+            if section not in ALL_SECTIONS:
+                raise SystemExit("unknown section %r (BENCH_SECTIONS)" % section)
+        for section in ALL_SECTIONS:  # fixed order: idle last (see section_idle)
+            if section in s.sections:
+                log("section %s" % section)
+                getattr(self, "section_" + section)()
+        self.results["env"]["loadavg_after"] = loadavg()
+        self.results["env"]["duration_s"] = round(time.monotonic() - t0)
+        self.save()
+
+
+# ------------------------------------------------------------------------------------------
+# small helpers
+
+
+def re_float(pattern, text):
+    m = re.search(pattern, text)
+    return float(m.group(1)) if m else None
+
+
+def re_int(pattern, text):
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def mem_total_mib():
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) // 1024
+
+
+def os_release():
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return ""
+
+
+def git_head():
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                       text=True)
+    return r.stdout.strip()
+
+
+def raise_nofile():
+    """1,000 client sockets here, and relays holding two fds per session, need more than
+    the default 1,024; children inherit the raised soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < 4 * 1000 + 100:
+        log("warning: RLIMIT_NOFILE hard limit %d is low for the idle test" % want)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--daemon", default="build/pgwardend", help="pgwardend binary")
+    ap.add_argument("--work", default="build/bench", help="results.json and logs go here")
+    ap.add_argument("--out", help="report path (default docs/BENCHMARKS.md; quick mode: "
+                    "WORK/BENCHMARKS-quick.md)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the report from WORK/results.json without running")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench: run as root (PostgreSQL and the relays run as postgres)")
+    s = Settings(args)
+    os.makedirs(s.work, exist_ok=True)
+    if args.report_only:
+        with open(os.path.join(s.work, "results.json")) as f:
+            results = json.load(f)
+        report.write(results, s.out)
+        log("wrote %s" % s.out)
+        return
+
+    # SIGTERM/SIGHUP (make killed, terminal closed) unwind like ^C, so teardown runs.
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    raise_nofile()
+
+    b = Bench(s)
+    try:
+        b.run()
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything this run started")
+        b.teardown()
+        raise SystemExit(130)
+    except BaseException:
+        b.teardown()
+        raise
+    b.teardown()
+    report.write(b.results, s.out)
+    log("wrote %s (raw numbers: %s)" % (s.out, os.path.join(s.work, "results.json")))
+    if b.incidents:
+        log("%d relay incident(s), see the report" % len(b.incidents))
+
+
+if __name__ == "__main__":
+    main()

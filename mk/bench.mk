@@ -1,0 +1,22 @@
+# Side-by-side benchmarks: direct PostgreSQL, pgwardend, PgBouncer, HAProxy (bench/README.md).
+#
+#   make bench                    full run (~20 min), writes docs/BENCHMARKS.md
+#   make bench BENCH_QUICK=1      1 round of 2 s cells, writes $(BUILD)/bench/BENCHMARKS-quick.md
+#   make bench-report             rewrite the report from the last run's results.json
+#
+# Knobs are environment variables read by bench/run.py (BENCH_ROUNDS, BENCH_SECONDS,
+# BENCH_TARGETS, BENCH_SECTIONS, ...); make passes command-line variables through to it.
+# Debian's python3 on purpose: psycopg comes from python3-psycopg, and a pyenv or venv
+# python first on PATH would not see it.
+
+BENCH_PYTHON ?= /usr/bin/python3
+BENCH_WORK ?= $(BUILD)/bench
+
+.PHONY: bench bench-report
+bench: $(DAEMON)
+	@sh scripts/install-deps.sh
+	@mkdir -p $(BENCH_WORK)
+	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --work $(BENCH_WORK)
+
+bench-report:
+	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --work $(BENCH_WORK) --report-only
