@@ -1,0 +1,144 @@
+#!/bin/sh
+# Fetches one stock Debian kernel into the vm-test cache and prints the directory that holds
+# it: root/ (the unpacked .deb: boot/vmlinuz-*, lib/modules/<release>/...), vmlinux (the
+# uncompressed ELF, booted through qemu's PVH entry) and release (the `uname -r` string).
+#
+#   fetch-kernel.sh SUITE METAPACKAGE      e.g. fetch-kernel.sh trixie linux-image-amd64
+#
+# The kernel is never installed on the host. apt runs with a private source list, index and
+# package cache per suite under $VM_CACHE/apt/SUITE, so any suite on the host's Debian mirror
+# (bookworm-backports, trixie, ...) works without touching the host's apt configuration. The
+# mirror URI is read at run time from the host's sources: it is never written in the repo.
+#
+# The metapackage is resolved to the exact image package (linux-image-amd64 ->
+# linux-image-6.1.0-NN-amd64) on every run whose index is fresh, so the test follows Debian's
+# current ABI instead of pinning one that will vanish from the mirror. With no network, the
+# newest kernel already in the cache for that suite and metapackage is used, with a warning.
+set -eu
+
+suite=${1:?usage: fetch-kernel.sh SUITE METAPACKAGE}
+meta=${2:?usage: fetch-kernel.sh SUITE METAPACKAGE}
+cache=${VM_CACHE:-/tmp/pgwarden-vm-cache}
+# Index age (seconds) after which apt-get update runs again. A day keeps warm runs offline.
+max_age=${VM_APT_MAX_AGE:-86400}
+here=$(cd "$(dirname "$0")" && pwd)
+
+log() { echo "fetch-kernel: $suite/$meta: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+aptdir=$cache/apt/$suite
+mkdir -p "$aptdir/sources.list.d" "$aptdir/lists/partial" "$aptdir/cache/archives/partial" \
+	"$cache/debs" "$cache/kernels" "$cache/resolved"
+
+# One fetch at a time per cache: two runs unpacking the same kernel would corrupt it.
+exec 9>"$cache/lock"
+flock 9
+
+apt_opts="-o Dir::Etc::SourceList=$aptdir/sources.list
+ -o Dir::Etc::SourceParts=$aptdir/sources.list.d
+ -o Dir::State::Lists=$aptdir/lists
+ -o Dir::Cache=$aptdir/cache
+ -o Acquire::Languages=none
+ -o APT::Sandbox::User=root
+ -o Debug::NoLocking=1"
+
+mirror_uri() {
+	# First URI of a deb822 or one-line source for the Debian archive itself (not security).
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -r "$f" ] || continue
+		awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' "$f"
+	done | head -n 1 | grep . && return 0
+	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+		awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' |
+		head -n 1 | grep .
+}
+
+update_index() {
+	uri=$(mirror_uri) || die "no Debian mirror found in /etc/apt/sources*"
+	: >"$aptdir/sources.list"
+	cat >"$aptdir/sources.list.d/kernel.sources" <<-EOF
+		Types: deb
+		URIs: $uri
+		Suites: $suite
+		Components: main
+		Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+	EOF
+	log "updating package index"
+	# shellcheck disable=SC2086
+	apt-get -q $apt_opts update >"$aptdir/update.log" 2>&1 &&
+		! grep -q '^\(E\|W\): ' "$aptdir/update.log" && touch "$aptdir/updated"
+}
+
+index_fresh() {
+	[ -f "$aptdir/updated" ] || return 1
+	age=$(($(date +%s) - $(stat -c %Y "$aptdir/updated")))
+	[ "$age" -lt "$max_age" ]
+}
+
+# Prints "PACKAGE VERSION" of the image package the metapackage currently depends on.
+resolve() {
+	# shellcheck disable=SC2086
+	pkg=$(apt-cache $apt_opts depends "$meta" 2>/dev/null |
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+	[ -n "$pkg" ] || return 1
+	# shellcheck disable=SC2086
+	ver=$(apt-cache $apt_opts show --no-all-versions "$pkg" 2>/dev/null |
+		awk '$1 == "Version:" { print $2; exit }')
+	[ -n "$ver" ] || return 1
+	echo "$pkg $ver"
+}
+
+# Unpacks PACKAGE VERSION into the cache unless it is already complete there.
+unpack() {
+	pkg=$1 ver=$2
+	dir=$cache/kernels/${pkg}_$ver
+	[ -f "$dir/complete" ] && { echo "$dir"; return 0; }
+	deb=$cache/debs/${pkg}_$ver.deb
+	if [ ! -s "$deb" ]; then
+		log "downloading $pkg $ver"
+		# apt-get download writes into the working directory; go through a temporary name
+		# so an interrupted download is never mistaken for a complete one.
+		tmp=$(mktemp -d "$cache/debs/dl.XXXXXX")
+		# shellcheck disable=SC2086
+		(cd "$tmp" && apt-get -q $apt_opts download "$pkg=$ver" >"$tmp/log" 2>&1) ||
+			{ cat "$tmp/log" >&2; rm -rf "$tmp"; return 1; }
+		mv "$tmp"/*.deb "$deb"
+		rm -rf "$tmp"
+	fi
+	log "unpacking $pkg $ver"
+	rm -rf "$dir"
+	mkdir -p "$dir/root"
+	dpkg-deb -x "$deb" "$dir/root"
+	# The .deb is only needed to unpack; the tree is what the runs use.
+	rm -f "$deb"
+	vmlinuz=$(ls "$dir"/root/boot/vmlinuz-* 2>/dev/null | head -n 1)
+	[ -n "$vmlinuz" ] || die "$pkg has no /boot/vmlinuz-*"
+	basename "$vmlinuz" | sed 's/^vmlinuz-//' >"$dir/release"
+	sh "$here/extract-vmlinux.sh" "$vmlinuz" "$dir/vmlinux"
+	touch "$dir/complete"
+	echo "$dir"
+}
+
+index_fresh || update_index || log "index update failed (see $aptdir/update.log)"
+
+resolved=$cache/resolved/$suite-$meta
+if pv=$(resolve); then
+	echo "$pv" >"$resolved"
+elif [ -s "$resolved" ]; then
+	pv=$(cat "$resolved")
+	log "cannot resolve $meta from the index; using the last resolved kernel: $pv"
+else
+	die "cannot resolve $meta in $suite (see $aptdir/update.log)"
+fi
+
+# shellcheck disable=SC2086
+set -- $pv
+if ! unpack "$1" "$2"; then
+	# The index may name an ABI the mirror has dropped since: refresh once and retry.
+	update_index || die "index update failed (see $aptdir/update.log)"
+	pv=$(resolve) || die "cannot resolve $meta in $suite"
+	echo "$pv" >"$resolved"
+	# shellcheck disable=SC2086
+	set -- $pv
+	unpack "$1" "$2" || die "cannot download $1 $2"
+fi
