@@ -55,6 +55,10 @@ int worker_create(struct worker **out, unsigned id, struct relay *relay,
 		  const struct config *cfg) __attribute__((warn_unused_result));
 int worker_start(struct worker *w) __attribute__((warn_unused_result));
 void worker_post(struct worker *w, enum worker_cmd cmd);
+
+/* Connection list membership (worker thread only; takes w->lock for outside readers). */
+void worker_conn_link(struct worker *w, struct conn *c);
+void worker_conn_unlink(struct worker *w, struct conn *c);
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
 

@@ -1,0 +1,338 @@
+/*
+ * pgwardend: the relay daemon's main thread.
+ *
+ * It owns configuration (file + flags, reload on SIGHUP), signals (through a signalfd, so
+ * no handler ever runs inside a worker), the process limits, and the workers' lifecycle:
+ * start, drain on SIGTERM/SIGINT, join. Workers own the data path.
+ */
+#include "base/log.h"
+#include "config/config.h"
+#include "relay/cancel.h"
+#include "relay/relay.h"
+#include "relay/worker.h"
+#include "stage/stage.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define PGWARDEN_VERSION "0.1.0"
+
+struct options {
+	const char *config_path;
+	bool check_only;
+	/* --KEY VALUE pairs in order, re-applied over the file on every reload. */
+	const char **keys;
+	const char **values;
+	unsigned nflags;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: pgwardend [--config FILE] [--listen ADDR]... [--upstream ADDR] [--KEY VALUE]...\n"
+		"       pgwardend --check-config FILE [--KEY VALUE]...\n"
+		"       pgwardend --help | --version\n\n"
+		"Relays PostgreSQL connections between clients and a server, applying pgwarden's\n"
+		"inspection stages. Flags override the file. SIGHUP reloads, SIGTERM drains.\n\n");
+	config_usage(out);
+}
+
+/* 0, 1 (exit 0 now: --help/--version), or -1 (usage error, message printed). */
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	o->keys = calloc((size_t)argc, sizeof(*o->keys));
+	o->values = calloc((size_t)argc, sizeof(*o->values));
+	if (!o->keys || !o->values) {
+		fprintf(stderr, "pgwardend: out of memory\n");
+		return -1;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *value;
+		char name[128];
+		const char *eq;
+
+		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+			usage(stdout);
+			return 1;
+		}
+		if (strcmp(arg, "--version") == 0) {
+			printf("pgwardend %s\n", PGWARDEN_VERSION);
+			return 1;
+		}
+		if (strncmp(arg, "--", 2) != 0) {
+			fprintf(stderr, "pgwardend: unexpected argument '%s' (try --help)\n", arg);
+			return -1;
+		}
+		eq = strchr(arg, '=');
+		if (eq) {
+			snprintf(name, sizeof(name), "%.*s", (int)(eq - arg - 2), arg + 2);
+			value = eq + 1;
+		} else {
+			snprintf(name, sizeof(name), "%s", arg + 2);
+			if (strcmp(name, "check-config") != 0 && strcmp(name, "config") != 0 &&
+			    !config_key_lookup(name)) {
+				fprintf(stderr, "pgwardend: unknown flag '%s' (try --help)\n", arg);
+				return -1;
+			}
+			if (i + 1 >= argc) {
+				fprintf(stderr, "pgwardend: %s needs a value\n", arg);
+				return -1;
+			}
+			value = argv[++i];
+		}
+		if (strcmp(name, "config") == 0 || strcmp(name, "check-config") == 0) {
+			o->config_path = value;
+			o->check_only |= strcmp(name, "check-config") == 0;
+			continue;
+		}
+		if (!config_key_lookup(name)) {
+			fprintf(stderr, "pgwardend: unknown flag '--%s' (try --help)\n", name);
+			return -1;
+		}
+		o->keys[o->nflags] = config_key_lookup(name);
+		o->values[o->nflags++] = value;
+	}
+	return 0;
+}
+
+/* Defaults, then the file, then the flags. NULL with a one-line message in err. */
+static struct config *load_config(const struct options *o, char *err, size_t errlen)
+{
+	struct config *cfg = config_new();
+
+	if (!cfg) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (o->config_path && config_load_file(cfg, o->config_path, err, errlen))
+		goto err_free;
+	for (unsigned i = 0; i < o->nflags; i++) {
+		char text[CONFIG_ERR_MAX];
+
+		if (config_set(cfg, o->keys[i], o->values[i], text, sizeof(text))) {
+			snprintf(err, errlen, "--%.60s: %.400s", o->keys[i], text);
+			goto err_free;
+		}
+	}
+	if (config_validate(cfg, err, errlen))
+		goto err_free;
+	return cfg;
+
+err_free:
+	config_unref(cfg);
+	return NULL;
+}
+
+/* PgBouncer hangs new clients silently at 1,024 descriptors; raise the soft limit to the
+ * hard one and say what we got, because each session needs two. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rlim_t before = rl.rlim_cur;
+
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warn("limits", "could not raise the open-file limit from %llu: %s",
+			 (unsigned long long)before, strerror(errno));
+		return;
+	}
+	log_info("limits", "open-file limit raised from %llu to %llu (about %llu sessions)",
+		 (unsigned long long)before, (unsigned long long)rl.rlim_cur,
+		 (unsigned long long)(rl.rlim_cur / 2));
+}
+
+static void reload(struct relay *r, const struct options *o)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg, *old;
+	const char *restart;
+
+	cfg = load_config(o, err, sizeof(err));
+	if (!cfg) {
+		log_error("reload", "keeping the running configuration: %s", err);
+		return;
+	}
+	old = relay_config_acquire(r);
+	restart = config_restart_required(old, cfg);
+	if (restart)
+		log_warn("reload", "%s changed: it takes effect only after a restart", restart);
+	config_unref(old);
+	relay_config_publish(r, cfg);
+	log_info("reload", "configuration reloaded%s%s", o->config_path ? " from " : "",
+		 o->config_path ? o->config_path : "");
+}
+
+static unsigned worker_count(const struct config *cfg)
+{
+	long n = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 0 ? (unsigned)n : 1;
+}
+
+static int start_workers(struct relay *r, const struct config *cfg)
+{
+	unsigned n = worker_count(cfg);
+	int err;
+
+	r->workers = calloc(n, sizeof(*r->workers));
+	if (!r->workers)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++) {
+		err = worker_create(&r->workers[i], i, r, cfg);
+		if (err)
+			return err;
+		r->nworkers++;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		err = worker_start(r->workers[i]);
+		if (err) {
+			log_error("start", "cannot start worker %u: %s", i, strerror(-err));
+			/* Workers already running must be told to stop before we return. */
+			for (unsigned j = 0; j < i; j++)
+				worker_post(r->workers[j], WORKER_CMD_STOP);
+			for (unsigned j = 0; j < i; j++)
+				worker_join(r->workers[j]);
+			return err;
+		}
+	}
+	return 0;
+}
+
+static void log_started(const struct config *cfg, unsigned nworkers)
+{
+	struct log_line l;
+	char text[ADDR_STRLEN];
+
+	log_line_begin(&l, LOG_INFO, "started");
+	log_kv_str(&l, "version", PGWARDEN_VERSION);
+	for (unsigned i = 0; i < cfg->nlisten; i++)
+		log_kv_str(&l, "listen", addr_format(&cfg->listen[i].ss.sa, text, sizeof(text)));
+	log_kv_str(&l, "upstream", addr_format(&cfg->upstream.ss.sa, text, sizeof(text)));
+	log_kv_u64(&l, "workers", nworkers);
+	log_kv_u64(&l, "pid", (uint64_t)getpid());
+	log_line_end(&l);
+}
+
+/* Wait for signals until the workers have drained. */
+static void main_loop(struct relay *r, const struct options *o, int sigfd)
+{
+	bool draining = false;
+
+	for (;;) {
+		struct signalfd_siginfo si;
+		ssize_t n = read(sigfd, &si, sizeof(si));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof(si)) {
+			log_error("signals", "signalfd read failed: %s", strerror(errno));
+			return;
+		}
+		switch (si.ssi_signo) {
+		case SIGHUP:
+			reload(r, o);
+			break;
+		case SIGTERM:
+		case SIGINT:
+			if (draining) {
+				log_info("shutdown", "already draining; send SIGKILL to stop at once");
+				break;
+			}
+			draining = true;
+			__atomic_store_n(&r->draining, true, __ATOMIC_RELEASE);
+			log_info("shutdown", "%s: no new connections; draining sessions",
+				 strsignal((int)si.ssi_signo));
+			for (unsigned i = 0; i < r->nworkers; i++)
+				worker_post(r->workers[i], WORKER_CMD_DRAIN);
+			return;
+		default:
+			break;
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {0};
+	struct relay r = {0};
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg;
+	sigset_t sigs;
+	int sigfd, rc, status = 1;
+
+	rc = parse_args(argc, argv, &o);
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	if (o.check_only && !o.config_path) {
+		fprintf(stderr, "pgwardend: --check-config needs a file\n");
+		return 2;
+	}
+	cfg = load_config(&o, err, sizeof(err));
+	if (!cfg) {
+		fprintf(stderr, "pgwardend: %s\n", err);
+		return o.check_only ? 1 : 2;
+	}
+	if (o.check_only) {
+		printf("%s: configuration is valid\n", o.config_path);
+		config_unref(cfg);
+		return 0;
+	}
+
+	/* Block before any thread exists so every worker inherits the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sigfd < 0) {
+		fprintf(stderr, "pgwardend: signalfd: %s\n", strerror(errno));
+		config_unref(cfg);
+		return 1;
+	}
+
+	pthread_mutex_init(&r.config_lock, NULL);
+	relay_config_publish(&r, cfg); /* the relay owns the loaded reference now */
+	raise_nofile();
+	r.cancels = cancel_map_new();
+	if (!r.cancels || stage_pipeline_add(&r.pipeline, &sessionlog_stage)) {
+		log_error("start", "out of memory");
+		goto out;
+	}
+	rc = start_workers(&r, cfg);
+	if (rc) {
+		log_error("start", "cannot start: %s", strerror(-rc));
+		goto out;
+	}
+	log_started(cfg, r.nworkers);
+
+	main_loop(&r, &o, sigfd);
+	if (!__atomic_load_n(&r.draining, __ATOMIC_ACQUIRE))
+		for (unsigned i = 0; i < r.nworkers; i++)
+			worker_post(r.workers[i], WORKER_CMD_STOP);
+	for (unsigned i = 0; i < r.nworkers; i++)
+		worker_join(r.workers[i]);
+	log_info("shutdown", "all sessions ended; exiting");
+	status = 0;
+out:
+	for (unsigned i = 0; i < r.nworkers; i++)
+		worker_destroy(r.workers[i]);
+	free(r.workers);
+	cancel_map_free(r.cancels);
+	config_unref(r.config);
+	close(sigfd);
+	free(o.keys);
+	free(o.values);
+	return status;
+}

@@ -1,0 +1,1174 @@
+/*
+ * conn: the connection state machine (see conn.h for the picture).
+ *
+ * Data path per direction (conn_pump): send what is framed, read, frame, send. Reads go into
+ * the worker's scratch buffer; only bytes that cannot leave at once (a partial message, or a
+ * destination whose socket buffer is full) are copied into a pooled per-direction buffer,
+ * and that buffer goes back to the pool as soon as it is empty. While a direction holds
+ * unsent bytes its source is not read: backpressure, never unbounded buffering.
+ */
+#include "relay/conn.h"
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "config/config.h"
+#include "proto/proto.h"
+#include "relay/cancel.h"
+#include "relay/relay.h"
+#include "relay/worker.h"
+#include "stage/stage.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Messages the relay itself must see whole (all small, none on the bulk data path). */
+#define CONN_INSPECT_MAX (1u << 20)
+#define SQLSTATE_PROTOCOL_VIOLATION "08P01"
+#define SQLSTATE_CONNECTION_FAILURE "08006"
+#define SQLSTATE_TOO_MANY_CONNECTIONS "53300"
+#define SQLSTATE_ADMIN_SHUTDOWN "57P01"
+
+#define STARTUP_SEEN_SSL 1
+#define STARTUP_SEEN_GSSENC 2
+
+static const char *const conn_state_names[CONN_STATE_COUNT] = {
+	[CONN_STARTUP] = "startup",   [CONN_CONNECTING] = "connecting", [CONN_AUTH] = "auth",
+	[CONN_READY] = "idle",        [CONN_BUSY] = "active",           [CONN_COPY_IN] = "copy_in",
+	[CONN_COPY_OUT] = "copy_out", [CONN_COPY_BOTH] = "copy_both",   [CONN_CANCEL] = "cancel",
+	[CONN_CLOSING] = "closing",   [CONN_CLOSED] = "closed",
+};
+
+const char *conn_state_to_str(enum conn_state s)
+{
+	return (unsigned)s < CONN_STATE_COUNT ? conn_state_names[s] : "unknown";
+}
+
+static struct proto_typeset conn_backend_inspect; /* fixed at first use, read-only after */
+
+static void conn_init_types(void)
+{
+	static const uint8_t backend[] = {
+		PqMsg_AuthenticationRequest, PqMsg_BackendKeyData,  PqMsg_ReadyForQuery,
+		PqMsg_ErrorResponse,         PqMsg_CopyInResponse,  PqMsg_CopyOutResponse,
+		PqMsg_CopyBothResponse,      PqMsg_NegotiateProtocolVersion,
+	};
+
+	for (size_t i = 0; i < sizeof(backend); i++)
+		typeset_add(&conn_backend_inspect, backend[i]);
+}
+
+static pthread_once_t conn_types_once = PTHREAD_ONCE_INIT;
+
+static void conn_run(struct conn *c);
+static void conn_close(struct conn *c, const char *reason);
+static void conn_timer_update(struct conn *c);
+
+/* The single writer of c->state. */
+static void conn_set_state(struct conn *c, enum conn_state s)
+{
+	if (c->state == s)
+		return;
+	log_debug("conn_state", "session=%s %s -> %s", c->session.id_hex,
+		  conn_state_to_str(c->state), conn_state_to_str(s));
+	c->state = s;
+}
+
+static bool conn_logged_in(const struct conn *c)
+{
+	return c->state >= CONN_READY && c->state <= CONN_COPY_BOTH;
+}
+
+static void conn_set_reason(struct conn *c, const char *reason)
+{
+	if (!c->session.end_reason[0])
+		snprintf(c->session.end_reason, sizeof(c->session.end_reason), "%s", reason);
+}
+
+/* ---- buffers ------------------------------------------------------------------------ */
+
+static struct buf_pool *conn_pool(struct conn *c)
+{
+	return &c->worker->pool;
+}
+
+/* Give a buffer back; the worker's scratch buffer is only emptied, never pooled. */
+static void conn_buf_put(struct conn *c, struct buf *b)
+{
+	if (b == c->worker->scratch)
+		b->head = b->tail = 0;
+	else
+		buf_put(conn_pool(c), b);
+}
+
+static void conn_dir_release(struct conn *c, struct conn_dir *d)
+{
+	if (d->buf) {
+		conn_buf_put(c, d->buf);
+		d->buf = NULL;
+	}
+	d->framed = 0;
+}
+
+/* Make sure d->buf exists and can take `extra` more bytes at its tail. 0 or -ENOMEM. */
+static int conn_dir_reserve(struct conn *c, struct conn_dir *d, uint32_t extra)
+{
+	struct buf *nb;
+	uint32_t need;
+
+	if (!d->buf) {
+		d->buf = buf_get_cap(conn_pool(c), extra);
+		return d->buf ? 0 : -ENOMEM;
+	}
+	if (buf_room(d->buf) >= extra)
+		return 0;
+	buf_compact(d->buf);
+	if (buf_room(d->buf) >= extra)
+		return 0;
+	need = buf_len(d->buf) + extra;
+	nb = buf_get_cap(conn_pool(c), need);
+	if (!nb)
+		return -ENOMEM;
+	memcpy(nb->data, d->buf->data + d->buf->head, buf_len(d->buf));
+	nb->tail = buf_len(d->buf);
+	conn_buf_put(c, d->buf);
+	d->buf = nb;
+	return 0;
+}
+
+/*
+ * Put bytes the proxy itself says into a stream, after what is already framed and before
+ * any partial message: only called with the stream at a message boundary.
+ */
+static int conn_inject(struct conn *c, enum conn_dir_id id, const uint8_t *bytes, uint32_t n)
+{
+	struct conn_dir *d = &c->dir[id];
+	uint8_t *at;
+	uint32_t rest;
+
+	if (conn_dir_reserve(c, d, n))
+		return -ENOMEM;
+	at = d->buf->data + d->buf->head + d->framed;
+	rest = buf_len(d->buf) - d->framed;
+	memmove(at + n, at, rest);
+	memcpy(at, bytes, n);
+	d->buf->tail += n;
+	d->framed += n;
+	return 0;
+}
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+/*
+ * End the session. The client hears `severity sqlstate: message` when its stream is at a
+ * message boundary and the server has not already said its own last word; the server hears
+ * Terminate when the client stream is at a boundary after login. Then both sides are
+ * flushed and closed.
+ */
+static void conn_fail(struct conn *c, const char *sqlstate, const char *message,
+		      const char *reason)
+{
+	struct conn_dir *s2c = &c->dir[CONN_S2C], *c2s = &c->dir[CONN_C2S];
+	uint8_t msg[512];
+	int n;
+
+	if (c->state >= CONN_CLOSING)
+		return;
+	conn_set_reason(c, reason);
+	log_debug("conn_fail", "session=%s sqlstate=%s %s", c->session.id_hex, sqlstate, message);
+
+	/* A partial server message cannot be finished: drop it, and say nothing mid-message. */
+	if (s2c->buf)
+		s2c->buf->tail = s2c->buf->head + s2c->framed;
+	if (s2c->stream_left == 0 && !c->server_sent_fatal && c->state != CONN_CANCEL &&
+	    !c->dir[CONN_C2S].eof) {
+		n = proto_write_error(msg, sizeof(msg), "FATAL", sqlstate, message);
+		if (n > 0 && conn_inject(c, CONN_S2C, msg, (uint32_t)n))
+			log_warn("conn_fail", "session=%s no memory for the final error",
+				 c->session.id_hex);
+	}
+	/* Unframed client bytes are never forwarded: that is what failed. */
+	if (c2s->buf)
+		c2s->buf->tail = c2s->buf->head + c2s->framed;
+	if (c2s->stream_left == 0 && conn_logged_in(c) && c->upstream_fd >= 0) {
+		n = proto_write_terminate(msg, sizeof(msg));
+		if (n > 0 && conn_inject(c, CONN_C2S, msg, (uint32_t)n))
+			log_debug("conn_fail", "session=%s no memory for Terminate", c->session.id_hex);
+	} else if (c2s->stream_left) {
+		/* The server holds half a message it will never get the rest of. */
+		conn_dir_release(c, c2s);
+	}
+	conn_set_state(c, CONN_CLOSING);
+}
+
+void conn_terminate(struct conn *c, const char *sqlstate, const char *message,
+		    const char *reason)
+{
+	conn_fail(c, sqlstate, message, reason);
+	conn_run(c);
+}
+
+static void conn_fail_proto(struct conn *c, int status, const char *who)
+{
+	char text[160];
+
+	snprintf(text, sizeof(text), "%s: %s", who, proto_err_str(status));
+	conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION, text, text);
+}
+
+/* ---- upstream ------------------------------------------------------------------------ */
+
+static void conn_upstream_event(struct loop *loop, struct loop_watch *w, uint32_t events);
+static void conn_client_event(struct loop *loop, struct loop_watch *w, uint32_t events);
+
+static int conn_socket_for(const struct addr *a)
+{
+	int one = 1;
+	int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (a->ss.sa.sa_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+/* Start a non-blocking connect to `to`; completion arrives as an upstream event. */
+static int conn_upstream_connect(struct conn *c, const struct addr *to)
+{
+	int fd = conn_socket_for(to);
+	int err;
+
+	if (fd < 0)
+		return fd;
+	if (connect(fd, &to->ss.sa, to->len) < 0 && errno != EINPROGRESS) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	err = loop_add(&c->worker->loop, &c->upstream_watch, fd,
+		       EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	c->upstream_fd = fd;
+	c->upstream_writable = false;
+	c->connect_deadline = c->worker->loop.now + c->config->connect_timeout_ms * NSEC_PER_MSEC;
+	return 0;
+}
+
+static void conn_upstream_connected(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	char text[200], where[ADDR_STRLEN];
+
+	if (getsockopt(c->upstream_fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err == EINPROGRESS || err == EALREADY)
+		return;
+	if (err) {
+		const struct addr *to = c->state == CONN_CANCEL ? NULL : &c->session.upstream;
+
+		snprintf(text, sizeof(text), "could not connect to the database server at %s: %s",
+			 to ? addr_format(&to->ss.sa, where, sizeof(where)) : "cancel target",
+			 strerror(err));
+		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, text, "upstream connect failed");
+		return;
+	}
+	c->upstream_writable = true;
+	if (c->state == CONN_CONNECTING)
+		conn_set_state(c, CONN_AUTH);
+}
+
+/* ---- the startup family ------------------------------------------------------------- */
+
+static char *conn_strdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* The client's CancelRequest (already consumed from the stream) with its pid and key. */
+static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key,
+				uint32_t key_len)
+{
+	struct relay *r = c->worker->relay;
+	struct cancel_target t;
+	uint8_t pkt[PROTO_STARTUP_HEADER_LEN + 4 + PROTO_CANCEL_KEY_MAX];
+	int n, err;
+
+	conn_set_state(c, CONN_CANCEL);
+	if (!cancel_map_lookup(r->cancels, pid, key, key_len, &t)) {
+		/* Like the server: a wrong key gets no answer and cancels nothing. */
+		log_info("cancel_refused", "pid=%u no session holds this cancel key", pid);
+		conn_close(c, "cancel key did not match");
+		return;
+	}
+	n = proto_write_cancel(pkt, sizeof(pkt), t.pid, t.server_key, t.key_len);
+	err = n > 0 ? conn_upstream_connect(c, &t.upstream) : -EINVAL;
+	if (!err)
+		err = conn_inject(c, CONN_C2S, pkt, (uint32_t)n);
+	if (err) {
+		log_warn("cancel_failed", "pid=%u could not reach the server: %s", t.pid,
+			 strerror(-err));
+		conn_close(c, "cancel forward failed");
+		return;
+	}
+	c->session.backend_pid = t.pid;
+	log_info("cancel_forwarded", "pid=%u", t.pid);
+}
+
+static int conn_startup_message(struct conn *c, const struct proto_startup *st)
+{
+	struct session *s = &c->session;
+	const struct stage_pipeline *p = &c->worker->relay->pipeline;
+	struct stage_result res;
+	int err;
+
+	s->user = conn_strdup(st->user);
+	s->database = conn_strdup(st->database);
+	s->application_name = conn_strdup(st->application_name);
+	if (!s->user || !s->database || (st->application_name && !s->application_name)) {
+		conn_fail(c, "53200", "out of memory", "out of memory");
+		return -ENOMEM;
+	}
+	s->protocol = st->code;
+	s->replication = st->replication;
+	if (p->state_size) {
+		c->stage_state = calloc(1, p->state_size);
+		if (!c->stage_state) {
+			conn_fail(c, "53200", "out of memory", "out of memory");
+			return -ENOMEM;
+		}
+	}
+	c->session_started = true;
+	stage_session_start(p, c->stage_state, s, &res);
+	if (res.verdict != STAGE_FORWARD) {
+		conn_fail(c, res.sqlstate, res.message, "refused at session start");
+		return -EPERM;
+	}
+	err = conn_upstream_connect(c, &s->upstream);
+	if (err) {
+		char text[200], where[ADDR_STRLEN];
+
+		snprintf(text, sizeof(text), "could not connect to the database server at %s: %s",
+			 addr_format(&s->upstream.ss.sa, where, sizeof(where)), strerror(-err));
+		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, text, "upstream connect failed");
+		return err;
+	}
+	conn_set_state(c, CONN_CONNECTING);
+	return 0;
+}
+
+/*
+ * Frame one startup-family packet at the start of the unframed bytes. Returns 1 when the
+ * packet was handled and framing may go on, 0 to stop framing, < 0 after a failure.
+ */
+static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, uint32_t avail)
+{
+	struct proto_startup st;
+	uint32_t len;
+	int r = proto_startup_frame(p, avail, &len);
+	uint8_t no = 'N';
+
+	if (r == PROTO_NEED_MORE)
+		return 0;
+	if (r < 0) {
+		conn_fail_proto(c, r, "invalid startup packet");
+		return -EPROTO;
+	}
+	if (avail < len) {
+		d->need = len;
+		return 0;
+	}
+	d->need = 0;
+	r = proto_startup_parse(p, len, &st);
+	if (r < 0) {
+		conn_fail_proto(c, r, "invalid startup packet");
+		return -EPROTO;
+	}
+	switch (st.kind) {
+	case PROTO_SSL_REQUEST:
+	case PROTO_GSSENC_REQUEST: {
+		uint8_t bit = st.kind == PROTO_SSL_REQUEST ? STARTUP_SEEN_SSL : STARTUP_SEEN_GSSENC;
+
+		if (c->startup_requests & bit) {
+			conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
+				  "invalid startup packet: encryption was already negotiated",
+				  "repeated encryption request");
+			return -EPROTO;
+		}
+		c->startup_requests |= bit;
+		/* Encryption is not offered yet: the request is answered and not forwarded. */
+		d->buf->head += len;
+		if (conn_inject(c, CONN_S2C, &no, 1)) {
+			conn_close(c, "out of memory");
+			return -ENOMEM;
+		}
+		return 1;
+	}
+	case PROTO_CANCEL_REQUEST: {
+		uint8_t key[PROTO_CANCEL_KEY_MAX];
+		uint32_t key_len = st.cancel_key_len;
+
+		/* Consume the client's packet first: only the rewritten one may ever leave. */
+		memcpy(key, st.cancel_key, key_len);
+		d->buf->head += len;
+		conn_cancel_request(c, st.cancel_pid, key, key_len);
+		return 0;
+	}
+	case PROTO_STARTUP_MESSAGE:
+		/* The packet goes upstream exactly as sent. */
+		d->framed += len;
+		return conn_startup_message(c, &st) ? -EPROTO : 0;
+	}
+	return 0;
+}
+
+/* ---- framing: client → server ------------------------------------------------------- */
+
+static bool conn_frontend_allowed(const struct conn *c, uint8_t type)
+{
+	if (c->state == CONN_AUTH)
+		return type == PqMsg_PasswordMessage || type == PqMsg_Terminate;
+	return type != PqMsg_PasswordMessage;
+}
+
+/* Bookkeeping for a client message about to be forwarded. */
+static void conn_frontend_seen(struct conn *c, uint8_t type)
+{
+	switch (type) {
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+		c->session.statements += type == PqMsg_Query;
+		c->pending++;
+		break;
+	case PqMsg_Sync:
+		c->pending++;
+		break;
+	case PqMsg_Execute:
+		c->session.statements++;
+		break;
+	case PqMsg_CopyDone:
+	case PqMsg_CopyFail:
+		if (c->state == CONN_COPY_IN)
+			conn_set_state(c, CONN_BUSY);
+		break;
+	default:
+		break;
+	}
+	if (c->state == CONN_READY && c->pending)
+		conn_set_state(c, CONN_BUSY);
+}
+
+static int conn_frame_c2s(struct conn *c, struct conn_dir *d)
+{
+	const struct stage_pipeline *p = &c->worker->relay->pipeline;
+	struct buf *b = d->buf;
+
+	while (d->framed < buf_len(b)) {
+		uint8_t *at = b->data + b->head + d->framed;
+		uint32_t avail = buf_len(b) - d->framed, total;
+		struct proto_msg m;
+		int r;
+
+		if (d->stream_left) {
+			uint32_t take = avail < d->stream_left ? avail : d->stream_left;
+
+			d->framed += take;
+			d->stream_left -= take;
+			continue;
+		}
+		if (c->state == CONN_STARTUP) {
+			r = conn_frame_startup(c, d, at, avail);
+			if (r <= 0)
+				return r;
+			continue;
+		}
+		if (c->state == CONN_CONNECTING || c->state == CONN_CANCEL)
+			return 0; /* nothing may pass until the server has spoken */
+		if (c->state >= CONN_CLOSING) {
+			b->tail = b->head + d->framed; /* bytes after Terminate go nowhere */
+			return 0;
+		}
+		r = proto_frame(at, avail, PROTO_FRONTEND, c->config->max_message_size, &m);
+		if (r == PROTO_NEED_MORE)
+			return 0;
+		if (r < 0) {
+			conn_fail_proto(c, r, "invalid message from client");
+			return -EPROTO;
+		}
+		if (!conn_frontend_allowed(c, m.type)) {
+			char text[120];
+
+			snprintf(text, sizeof(text), "invalid frontend message type %d in state %s",
+				 m.type, conn_state_to_str(c->state));
+			conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION, text, "invalid message type");
+			return -EPROTO;
+		}
+		total = PROTO_HEADER_LEN + m.body_len;
+		if (typeset_has(&p->frontend_types, m.type)) {
+			struct stage_result res;
+
+			if (total > CONN_INSPECT_MAX) {
+				conn_fail(c, "54000", "message too large for inspection",
+					  "message too large for inspection");
+				return -EMSGSIZE;
+			}
+			if (avail < total) {
+				d->need = total;
+				return 0;
+			}
+			d->need = 0;
+			stage_frontend(p, c->stage_state, &c->session, &m, &res);
+			if (res.verdict != STAGE_FORWARD) {
+				conn_fail(c, res.sqlstate, res.message, "closed by policy");
+				return -EPERM;
+			}
+		}
+		conn_frontend_seen(c, m.type);
+		if (m.type == PqMsg_Terminate) {
+			d->framed += total;
+			b->tail = b->head + d->framed;
+			conn_set_reason(c, "client terminated");
+			conn_set_state(c, CONN_CLOSING);
+			return 0;
+		}
+		if (avail >= total) {
+			d->framed += total;
+		} else {
+			d->framed += avail;
+			d->stream_left = total - avail;
+		}
+	}
+	return 0;
+}
+
+/* ---- framing: server → client ------------------------------------------------------- */
+
+static bool conn_backend_allowed(const struct conn *c, uint8_t type)
+{
+	if (c->state == CONN_AUTH)
+		return type == PqMsg_AuthenticationRequest || type == PqMsg_ErrorResponse ||
+		       type == PqMsg_NoticeResponse || type == PqMsg_NegotiateProtocolVersion ||
+		       type == PqMsg_ParameterStatus || type == PqMsg_BackendKeyData ||
+		       type == PqMsg_ReadyForQuery;
+	return type != PqMsg_AuthenticationRequest && type != PqMsg_BackendKeyData;
+}
+
+/* A whole server message the relay inspects. 0, or < 0 after failing the connection. */
+static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *body)
+{
+	struct proto_error_fields ef;
+	uint32_t code, pid, key_len;
+	const uint8_t *key;
+	uint8_t tx;
+	int r = PROTO_OK;
+
+	switch (m->type) {
+	case PqMsg_AuthenticationRequest:
+		r = proto_read_auth(m, &code);
+		if (r == PROTO_OK && code == AUTH_REQ_OK)
+			c->session.authenticated = true;
+		break;
+	case PqMsg_BackendKeyData:
+		r = proto_read_backend_key(m, &pid, &key, &key_len);
+		if (r != PROTO_OK)
+			break;
+		/* The client gets the server's pid and a key only pgwarden can map back. */
+		c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, &c->session.upstream,
+						    pid, key, key_len, body + 4);
+		if (!c->cancel_handle) {
+			conn_fail(c, "53200", "could not issue a cancel key", "out of memory");
+			return -ENOMEM;
+		}
+		c->session.backend_pid = pid;
+		break;
+	case PqMsg_ReadyForQuery:
+		r = proto_read_ready(m, &tx);
+		if (r != PROTO_OK)
+			break;
+		c->session.tx_status = tx;
+		if (c->pending)
+			c->pending--;
+		if (c->state == CONN_AUTH)
+			c->pending = 0;
+		conn_set_state(c, c->pending ? CONN_BUSY : CONN_READY);
+		break;
+	case PqMsg_ErrorResponse:
+		r = proto_read_error(m, &ef);
+		if (r == PROTO_OK && ef.severity &&
+		    (strcmp(ef.severity, "FATAL") == 0 || strcmp(ef.severity, "PANIC") == 0)) {
+			c->server_sent_fatal = true;
+			if (!c->session.end_reason[0])
+				snprintf(c->session.end_reason, sizeof(c->session.end_reason),
+					 "server FATAL %s", ef.sqlstate ? ef.sqlstate : "");
+		}
+		break;
+	case PqMsg_CopyInResponse:
+		conn_set_state(c, CONN_COPY_IN);
+		break;
+	case PqMsg_CopyOutResponse:
+		conn_set_state(c, CONN_COPY_OUT);
+		break;
+	case PqMsg_CopyBothResponse:
+		conn_set_state(c, CONN_COPY_BOTH);
+		break;
+	default:
+		break;
+	}
+	if (r < 0) {
+		conn_fail_proto(c, r, "invalid message from server");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int conn_frame_s2c(struct conn *c, struct conn_dir *d)
+{
+	const struct stage_pipeline *p = &c->worker->relay->pipeline;
+	struct buf *b = d->buf;
+
+	while (d->framed < buf_len(b)) {
+		uint8_t *at = b->data + b->head + d->framed;
+		uint32_t avail = buf_len(b) - d->framed, total;
+		struct proto_msg m;
+		bool relay_wants, stage_wants;
+		int r;
+
+		if (d->stream_left) {
+			uint32_t take = avail < d->stream_left ? avail : d->stream_left;
+
+			d->framed += take;
+			d->stream_left -= take;
+			continue;
+		}
+		if (c->state >= CONN_CLOSING)
+			return 0;
+		r = proto_frame(at, avail, PROTO_BACKEND, c->config->max_message_size, &m);
+		if (r == PROTO_NEED_MORE)
+			return 0;
+		if (r < 0 || !conn_backend_allowed(c, m.type)) {
+			conn_fail_proto(c, r < 0 ? r : PROTO_ERR_TYPE, "invalid message from server");
+			return -EPROTO;
+		}
+		total = PROTO_HEADER_LEN + m.body_len;
+		relay_wants = typeset_has(&conn_backend_inspect, m.type) && total <= CONN_INSPECT_MAX;
+		stage_wants = typeset_has(&p->backend_types, m.type);
+		if (relay_wants || stage_wants) {
+			if (stage_wants && total > CONN_INSPECT_MAX) {
+				conn_fail(c, "54000", "server message too large for inspection",
+					  "message too large for inspection");
+				return -EMSGSIZE;
+			}
+			if (avail < total) {
+				d->need = total;
+				return 0;
+			}
+			d->need = 0;
+			m.body = at + PROTO_HEADER_LEN;
+			if (relay_wants && conn_backend_message(c, &m, at + PROTO_HEADER_LEN))
+				return -EPROTO;
+			if (stage_wants) {
+				struct stage_result res;
+
+				stage_backend(p, c->stage_state, &c->session, &m, &res);
+				if (res.verdict != STAGE_FORWARD) {
+					conn_fail(c, res.sqlstate, res.message, "closed by policy");
+					return -EPERM;
+				}
+			}
+		} else if (m.type == PqMsg_CopyDone && c->state == CONN_COPY_OUT) {
+			conn_set_state(c, CONN_BUSY);
+		}
+		if (avail >= total) {
+			d->framed += total;
+		} else {
+			d->framed += avail;
+			d->stream_left = total - avail;
+		}
+	}
+	return 0;
+}
+
+/* ---- pumping ------------------------------------------------------------------------ */
+
+static int conn_src_fd(const struct conn *c, enum conn_dir_id id)
+{
+	return id == CONN_C2S ? c->client_fd : c->upstream_fd;
+}
+
+static int conn_dst_fd(const struct conn *c, enum conn_dir_id id)
+{
+	return id == CONN_C2S ? c->upstream_fd : c->client_fd;
+}
+
+static bool *conn_dst_writable(struct conn *c, enum conn_dir_id id)
+{
+	return id == CONN_C2S ? &c->upstream_writable : &c->client_writable;
+}
+
+/*
+ * Send the framed bytes of d. Returns 0 when all left, 1 when the destination is full (or
+ * not connected yet), < 0 when the destination failed.
+ */
+static int conn_flush(struct conn *c, enum conn_dir_id id)
+{
+	struct conn_dir *d = &c->dir[id];
+	int fd = conn_dst_fd(c, id);
+	bool *writable = conn_dst_writable(c, id);
+
+	while (d->buf && d->framed) {
+		ssize_t n;
+
+		if (fd < 0 || !*writable)
+			return 1;
+		n = send(fd, d->buf->data + d->buf->head, d->framed, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				*writable = false;
+				return 1;
+			}
+			return -errno;
+		}
+		d->buf->head += (uint32_t)n;
+		d->framed -= (uint32_t)n;
+		if (d->framed) {
+			*writable = false; /* a short send means the socket buffer is full */
+			return 1;
+		}
+	}
+	if (d->buf && buf_len(d->buf) == 0)
+		conn_dir_release(c, d);
+	return 0;
+}
+
+/* Read once from the source of d into the scratch buffer or d's own buffer. */
+static ssize_t conn_read(struct conn *c, enum conn_dir_id id)
+{
+	struct conn_dir *d = &c->dir[id];
+	struct buf *scratch = c->worker->scratch;
+	uint32_t room;
+	ssize_t n;
+
+	if (!d->buf) {
+		scratch->head = scratch->tail = 0;
+		d->buf = scratch;
+	} else {
+		buf_compact(d->buf);
+		/* A message that must be seen whole gets a buffer it fits in. */
+		if (d->need && d->buf->cap < d->framed + d->need &&
+		    conn_dir_reserve(c, d, d->framed + d->need - buf_len(d->buf)))
+			return -ENOMEM;
+	}
+	room = buf_room(d->buf);
+	if (!room)
+		return -ENOBUFS; /* bytes that may not pass yet fill the buffer: wait */
+	do {
+		n = recv(conn_src_fd(c, id), d->buf->data + d->buf->tail, room, MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		d->buf->tail += (uint32_t)n;
+		/* Edge-triggered: a short read drained the socket, unless a hang-up is pending. */
+		if ((uint32_t)n < room && !d->hup)
+			d->can_read = false;
+		if (id == CONN_C2S) {
+			c->session.bytes_from_client += (uint64_t)n;
+			c->last_client_read = c->worker->loop.now;
+		} else {
+			c->session.bytes_from_server += (uint64_t)n;
+		}
+	} else if (n == 0) {
+		d->eof = true;
+		d->can_read = false;
+	} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		d->can_read = false;
+	} else {
+		n = -errno;
+		d->eof = true;
+		d->can_read = false;
+	}
+	return n;
+}
+
+/* After a pass over d: bytes still in the scratch buffer move to a buffer of d's own. */
+static int conn_settle(struct conn *c, struct conn_dir *d)
+{
+	struct buf *scratch = c->worker->scratch;
+	uint32_t len;
+
+	if (d->buf != scratch)
+		return 0;
+	len = buf_len(scratch);
+	d->buf = NULL;
+	if (!len)
+		return 0;
+	d->buf = buf_get_cap(conn_pool(c), len > d->need ? len : d->need);
+	if (!d->buf)
+		return -ENOMEM;
+	memcpy(d->buf->data, scratch->data + scratch->head, len);
+	d->buf->tail = len;
+	scratch->head = scratch->tail = 0;
+	return 0;
+}
+
+static int conn_frame(struct conn *c, enum conn_dir_id id)
+{
+	return id == CONN_C2S ? conn_frame_c2s(c, &c->dir[id]) : conn_frame_s2c(c, &c->dir[id]);
+}
+
+static const char *conn_lost_reason(enum conn_dir_id id)
+{
+	return id == CONN_C2S ? "server connection lost" : "client connection lost";
+}
+
+/*
+ * Move one direction forward as far as it can go: send, frame what is unframed (also bytes
+ * that waited for a state change), read. Stops when the source is drained, the destination
+ * is full, or the connection is closing.
+ */
+static void conn_pump(struct conn *c, enum conn_dir_id id)
+{
+	struct conn_dir *d = &c->dir[id];
+	int r;
+
+	for (;;) {
+		r = conn_flush(c, id);
+		if (r < 0) {
+			conn_close(c, conn_lost_reason(id));
+			return;
+		}
+		if (r > 0 || c->state >= CONN_CLOSING)
+			break;
+		if (d->buf && buf_len(d->buf) > d->framed) {
+			uint32_t framed = d->framed, head = d->buf->head, tail = d->buf->tail;
+
+			r = conn_frame(c, id);
+			if (c->state == CONN_CLOSED)
+				return;
+			if (r < 0)
+				break;
+			if (d->framed != framed || d->buf->head != head || d->buf->tail != tail ||
+			    c->state >= CONN_CLOSING)
+				continue; /* progress: send it */
+		}
+		if (!d->can_read || d->eof || conn_src_fd(c, id) < 0)
+			break;
+		if (conn_read(c, id) <= 0)
+			break;
+	}
+	if (conn_settle(c, d))
+		conn_close(c, "out of memory");
+}
+
+/* A source reached end of stream (or failed): decide what the other side hears. */
+static void conn_handle_eof(struct conn *c)
+{
+	struct conn_dir *c2s = &c->dir[CONN_C2S], *s2c = &c->dir[CONN_S2C];
+
+	if (s2c->eof) {
+		/* The server went away. Unless it said why itself, the client hears 08006. */
+		conn_fail(c, SQLSTATE_CONNECTION_FAILURE,
+			  "server closed the connection unexpectedly",
+			  c->server_sent_fatal ? "server closed after FATAL" : "server closed");
+		return;
+	}
+	if (c2s->eof) {
+		conn_set_reason(c, c->state == CONN_STARTUP && !c->session_started
+					   ? "client closed before startup"
+					   : "client closed without Terminate");
+		/* Nothing is owed to a client that left; the server gets a clean Terminate. */
+		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, "client closed", "client closed");
+	}
+}
+
+static bool conn_has_output(const struct conn *c)
+{
+	return (c->dir[CONN_C2S].buf && c->dir[CONN_C2S].framed && c->upstream_fd >= 0) ||
+	       (c->dir[CONN_S2C].buf && c->dir[CONN_S2C].framed);
+}
+
+static void conn_run(struct conn *c)
+{
+	enum conn_state before;
+
+	/* Repeat while the state moves: a failure or a login can unblock the other side. */
+	do {
+		before = c->state;
+		conn_pump(c, CONN_C2S);
+		if (c->state == CONN_CLOSED)
+			return;
+		conn_pump(c, CONN_S2C);
+		if (c->state == CONN_CLOSED)
+			return;
+		if ((c->dir[CONN_C2S].eof || c->dir[CONN_S2C].eof) && c->state < CONN_CANCEL)
+			conn_handle_eof(c);
+	} while (c->state != before);
+
+	if (c->state == CONN_CLOSING && !conn_has_output(c)) {
+		conn_close(c, "closed");
+		return;
+	}
+	if (c->state == CONN_CANCEL && c->upstream_writable && !conn_has_output(c) &&
+	    c->dir[CONN_S2C].eof) {
+		conn_close(c, "cancel forwarded");
+		return;
+	}
+	conn_timer_update(c);
+}
+
+/* ---- events -------------------------------------------------------------------------- */
+
+static void conn_client_event(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+	struct conn *c = container_of(w, struct conn, client_watch);
+	struct conn_dir *d = &c->dir[CONN_C2S];
+
+	if (c->state == CONN_CLOSED)
+		return;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		d->can_read = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		d->hup = true;
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+		c->client_writable = true;
+	conn_run(c);
+}
+
+static void conn_upstream_event(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+	struct conn *c = container_of(w, struct conn, upstream_watch);
+	struct conn_dir *d = &c->dir[CONN_S2C];
+
+	if (c->state == CONN_CLOSED)
+		return;
+	if (!c->upstream_writable && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) &&
+	    (c->state == CONN_CONNECTING || c->state == CONN_CANCEL)) {
+		conn_upstream_connected(c);
+	} else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+		c->upstream_writable = true;
+	}
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		d->can_read = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		d->hup = true;
+	conn_run(c);
+}
+
+/* ---- timers -------------------------------------------------------------------------- */
+
+/* The earliest moment something about c must be decided; UINT64_MAX when none. */
+static uint64_t conn_next_deadline(const struct conn *c)
+{
+	const struct conn_dir *d = &c->dir[CONN_C2S];
+	uint64_t deadline = UINT64_MAX;
+
+	if (c->state <= CONN_AUTH || c->state == CONN_CANCEL)
+		deadline = c->startup_deadline;
+	if (c->upstream_fd >= 0 && !c->upstream_writable &&
+	    (c->state == CONN_CONNECTING || c->state == CONN_CANCEL) && c->connect_deadline < deadline)
+		deadline = c->connect_deadline;
+	/* A half-sent client message, and pgwarden waiting on the client, not the server. */
+	if (conn_logged_in(c) && (d->stream_left || (d->buf && buf_len(d->buf) > d->framed)) &&
+	    !(d->buf && d->framed)) {
+		uint64_t t = c->last_client_read + c->config->message_timeout_ms * NSEC_PER_MSEC;
+
+		if (t < deadline)
+			deadline = t;
+	}
+	return deadline;
+}
+
+static void conn_timer_update(struct conn *c)
+{
+	struct loop *loop = &c->worker->loop;
+	uint64_t deadline = conn_next_deadline(c);
+
+	if (deadline == UINT64_MAX) {
+		loop_timer_cancel(loop, &c->timer);
+		return;
+	}
+	/* Lazy: an armed timer that fires early re-checks; only an earlier deadline re-arms. */
+	if (loop_timer_armed(&c->timer) && c->timer.deadline <= deadline)
+		return;
+	if (loop_timer_arm(loop, &c->timer, deadline))
+		conn_close(c, "out of memory");
+}
+
+static void conn_timer_fired(struct loop *loop, struct loop_timer *t)
+{
+	struct conn *c = container_of(t, struct conn, timer);
+	uint64_t deadline = conn_next_deadline(c);
+
+	if (c->state >= CONN_CLOSING)
+		return;
+	if (deadline > loop->now) {
+		conn_timer_update(c);
+		return;
+	}
+	if (c->state == CONN_CONNECTING && loop->now >= c->connect_deadline) {
+		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, "timeout connecting to the database server",
+			  "upstream connect timeout");
+	} else if (c->state <= CONN_AUTH) {
+		conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
+			  c->state == CONN_STARTUP ? "timeout waiting for the startup packet"
+						   : "timeout during authentication",
+			  "startup timeout");
+	} else if (c->state == CONN_CANCEL) {
+		conn_close(c, "cancel timeout");
+	} else {
+		conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
+			  "timeout: the client sent an incomplete message and went silent",
+			  "incomplete message timeout");
+	}
+	conn_run(c);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static void conn_free(struct loop *loop, struct loop_deferred *dfr)
+{
+	struct conn *c = container_of(dfr, struct conn, free_later);
+
+	session_release(&c->session);
+	free(c->stage_state);
+	config_unref(c->config);
+	free(c);
+}
+
+/* The end of a connection that never became a session: a cancel, or a refused client. */
+static void conn_log_sessionless(const struct conn *c, bool was_cancel)
+{
+	struct log_line l;
+	char peer[ADDR_STRLEN];
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	log_line_begin(&l, LOG_INFO, was_cancel ? "cancel_end" : "connection_rejected");
+	log_kv_str(&l, "session", c->session.id_hex);
+	log_kv_str(&l, "peer", addr_format(&c->session.client.ss.sa, peer, sizeof(peer)));
+	log_kv_u64(&l, "bytes_from_client", c->session.bytes_from_client);
+	log_kv_str(&l, "reason", c->session.end_reason);
+	log_line_end(&l);
+}
+
+static void conn_close(struct conn *c, const char *reason)
+{
+	struct worker *w = c->worker;
+	struct relay *r = w->relay;
+	bool was_cancel = c->state == CONN_CANCEL;
+
+	if (c->state == CONN_CLOSED)
+		return;
+	conn_set_reason(c, reason);
+	conn_set_state(c, CONN_CLOSED);
+	loop_timer_cancel(&w->loop, &c->timer);
+	if (c->session_started)
+		stage_session_end(&r->pipeline, c->stage_state, &c->session);
+	else
+		conn_log_sessionless(c, was_cancel);
+	cancel_map_remove(r->cancels, c->cancel_handle);
+	c->cancel_handle = NULL;
+	loop_del(&w->loop, &c->client_watch);
+	close(c->client_fd);
+	c->client_fd = -1;
+	if (c->upstream_fd >= 0) {
+		loop_del(&w->loop, &c->upstream_watch);
+		close(c->upstream_fd);
+		c->upstream_fd = -1;
+	}
+	for (int i = 0; i < 2; i++)
+		if (c->dir[i].buf != w->scratch)
+			conn_dir_release(c, &c->dir[i]);
+	c->dir[0].buf = c->dir[1].buf = NULL;
+	worker_conn_unlink(w, c);
+	relay_conn_release(r);
+	loop_defer(&w->loop, &c->free_later);
+}
+
+/* Refuse a connection before any state exists for it: best effort, never blocks. */
+static void conn_refuse_now(int fd, const char *sqlstate, const char *message)
+{
+	uint8_t msg[256];
+	int n = proto_write_error(msg, sizeof(msg), "FATAL", sqlstate, message);
+
+	if (n > 0 && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("refuse", "could not tell the client: %s", strerror(errno));
+	close(fd);
+}
+
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len)
+{
+	struct relay *r = w->relay;
+	struct config *cfg = relay_config_acquire(r);
+	struct conn *c;
+	int one = 1, err;
+
+	pthread_once(&conn_types_once, conn_init_types);
+	if (!relay_conn_reserve(r, cfg->max_connections)) {
+		char text[ADDR_STRLEN];
+
+		log_warn("connection_refused", "peer=%s reason=max_connections (%u) reached",
+			 addr_format(peer, text, sizeof(text)), cfg->max_connections);
+		conn_refuse_now(fd, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already");
+		config_unref(cfg);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || session_new_id(&c->session)) {
+		free(c);
+		relay_conn_release(r);
+		config_unref(cfg);
+		conn_refuse_now(fd, "53200", "out of memory");
+		return;
+	}
+	c->worker = w;
+	c->config = cfg;
+	c->client_fd = fd;
+	c->upstream_fd = -1;
+	c->client_writable = true;
+	c->state = CONN_STARTUP;
+	c->timer.cb = conn_timer_fired;
+	c->free_later.cb = conn_free;
+	c->client_watch.cb = conn_client_event;
+	c->upstream_watch.cb = conn_upstream_event;
+	c->startup_deadline = w->loop.now + cfg->startup_timeout_ms * NSEC_PER_MSEC;
+	c->last_client_read = w->loop.now;
+
+	struct session *s = &c->session;
+
+	s->route = SESSION_ROUTE_EXPLICIT;
+	s->start_wall_ns = clock_wall_ns();
+	s->start_mono_ns = clock_mono_ns();
+	memcpy(&s->client.ss, peer, peer_len < sizeof(s->client.ss) ? peer_len : sizeof(s->client.ss));
+	s->client.len = peer_len;
+	s->dialled.len = sizeof(s->dialled.ss);
+	if (getsockname(fd, &s->dialled.ss.sa, &s->dialled.len) < 0)
+		s->dialled.len = 0;
+	s->upstream = cfg->upstream;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	err = loop_add(&w->loop, &c->client_watch, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+	if (err) {
+		log_warn("accept", "cannot watch client socket: %s", strerror(-err));
+		relay_conn_release(r);
+		config_unref(cfg);
+		free(c);
+		close(fd);
+		return;
+	}
+	worker_conn_link(w, c);
+	conn_timer_update(c);
+}

@@ -1,0 +1,98 @@
+/*
+ * conn: THE connection state machine — one client connection, its upstream connection, and
+ * the two byte streams between them.
+ *
+ *   STARTUP ──StartupMessage──▶ CONNECTING ──connected──▶ AUTH ──first ReadyForQuery──▶ READY
+ *      │ SSLRequest/GSSENCRequest: answer 'N', stay            READY ⇄ BUSY ⇄ COPY_IN/OUT/BOTH
+ *      └ CancelRequest ──▶ CANCEL (forward the mapped key, then close)
+ *   any state ──error, Terminate, kill, drain──▶ CLOSING (flush the last bytes) ──▶ CLOSED
+ *
+ * conn_set_state() is the only writer of the state. Every decision is taken on a framed
+ * message boundary, never on a read() boundary. Bodies of messages nobody must inspect are
+ * streamed by count in constant memory; a connection holds a buffer only while it has bytes
+ * that could not leave at once (a partial message, or a peer that is not reading).
+ */
+#ifndef PGWARDEN_CONN_H
+#define PGWARDEN_CONN_H
+
+#include "base/buf.h"
+#include "loop/loop.h"
+#include "stage/session.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct worker;
+struct config;
+
+enum conn_state {
+	CONN_STATE_FIRST = 0,
+	CONN_STARTUP = CONN_STATE_FIRST,
+	CONN_CONNECTING,
+	CONN_AUTH,
+	CONN_READY,
+	CONN_BUSY,
+	CONN_COPY_IN,
+	CONN_COPY_OUT,
+	CONN_COPY_BOTH,
+	CONN_CANCEL,
+	CONN_CLOSING,
+	CONN_CLOSED,
+	CONN_STATE_COUNT
+};
+
+const char *conn_state_to_str(enum conn_state s);
+
+enum conn_dir_id {
+	CONN_C2S = 0, /* client → server */
+	CONN_S2C = 1, /* server → client */
+};
+
+/* One byte stream. Bytes [buf->head, buf->head + framed) are whole-message-checked and may
+ * be sent; the rest await framing. */
+struct conn_dir {
+	struct buf *buf;      /* NULL while every byte read has left */
+	uint32_t framed;
+	uint32_t stream_left; /* body bytes of the current message still to pass by count */
+	uint32_t need;        /* bytes the next message needs whole (0: no constraint) */
+	bool can_read;        /* edge-triggered: the source may have bytes */
+	bool hup;             /* the source hung up: read until EOF, not until a short read */
+	bool eof;
+};
+
+struct conn {
+	struct conn *prev, *next; /* worker's list */
+	struct worker *worker;
+	struct config *config; /* snapshot taken at accept */
+	enum conn_state state;
+	int client_fd;
+	int upstream_fd;
+	bool client_writable;
+	bool upstream_writable;
+	bool server_sent_fatal; /* the server's last word was a FATAL: add nothing after it */
+	uint8_t startup_requests; /* SSL/GSSENC requests already answered */
+	uint32_t pending; /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet seen */
+	struct conn_dir dir[2];
+	struct loop_watch client_watch;
+	struct loop_watch upstream_watch;
+	struct loop_timer timer;
+	struct loop_deferred free_later;
+	uint64_t startup_deadline; /* monotonic ns; until READY */
+	uint64_t connect_deadline; /* monotonic ns; while the upstream connect is in progress */
+	uint64_t last_client_read; /* monotonic ns */
+	void *cancel_handle;
+	void *stage_state;
+	bool session_started;
+	struct session session;
+};
+
+/* Take ownership of an accepted, non-blocking client socket. On failure the socket is
+ * closed and the reason logged. */
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len);
+
+/* End the session with FATAL sqlstate/message (at a message boundary) and close. */
+void conn_terminate(struct conn *c, const char *sqlstate, const char *message,
+		    const char *reason);
+
+#endif

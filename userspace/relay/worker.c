@@ -1,0 +1,265 @@
+/* worker: one thread, one loop, its listeners and its connections (see worker.h). */
+#include "relay/worker.h"
+
+#include "base/log.h"
+#include "relay/conn.h"
+#include "relay/relay.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define WORKER_POOL_MAX_FREE 8 /* pooled buffers kept per worker beyond those in use */
+#define WORKER_ACCEPT_RETRY_NS (100 * 1000 * 1000ULL)
+#define WORKER_LISTEN_BACKLOG 4096
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+void worker_conn_link(struct worker *w, struct conn *c)
+{
+	pthread_mutex_lock(&w->lock);
+	c->prev = NULL;
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void worker_maybe_finish(struct worker *w)
+{
+	if (w->draining && w->nconns == 0)
+		loop_stop(&w->loop);
+}
+
+void worker_conn_unlink(struct worker *w, struct conn *c)
+{
+	pthread_mutex_lock(&w->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	w->nconns--;
+	pthread_mutex_unlock(&w->lock);
+	worker_maybe_finish(w);
+}
+
+static void worker_accept(struct worker *w, struct worker_listener *l)
+{
+	for (;;) {
+		struct addr peer = {.len = sizeof(peer.ss)};
+		int fd = accept4(l->fd, &peer.ss.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0) {
+			conn_accept(w, fd, &peer.ss.sa, peer.len);
+			continue;
+		}
+		switch (errno) {
+		case EINTR:
+		case ECONNABORTED:
+			continue;
+		case EAGAIN:
+			return;
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
+			/* Edge-triggered: the backlog will not signal again, so come back on a
+			 * timer instead of leaving clients hanging in it. */
+			log_warn("accept", "worker=%u out of descriptors or memory (%s); retrying in 100ms",
+				 w->id, strerror(errno));
+			if (loop_timer_arm(&w->loop, &w->accept_retry,
+					   w->loop.now + WORKER_ACCEPT_RETRY_NS))
+				log_error("accept", "worker=%u cannot arm the accept retry", w->id);
+			return;
+		default:
+			log_error("accept", "worker=%u accept failed: %s", w->id, strerror(errno));
+			return;
+		}
+	}
+}
+
+static void worker_listener_event(struct loop *loop, struct loop_watch *watch, uint32_t events)
+{
+	struct worker_listener *l = container_of(watch, struct worker_listener, watch);
+
+	if (!l->worker->draining)
+		worker_accept(l->worker, l);
+}
+
+static void worker_accept_retry(struct loop *loop, struct loop_timer *t)
+{
+	struct worker *w = container_of(t, struct worker, accept_retry);
+
+	for (unsigned i = 0; i < w->nlisteners && !w->draining; i++)
+		worker_accept(w, &w->listeners[i]);
+}
+
+static void worker_close_listeners(struct worker *w)
+{
+	for (unsigned i = 0; i < w->nlisteners; i++) {
+		if (w->listeners[i].fd < 0)
+			continue;
+		loop_del(&w->loop, &w->listeners[i].watch);
+		close(w->listeners[i].fd);
+		w->listeners[i].fd = -1;
+	}
+}
+
+static void worker_drain_expired(struct loop *loop, struct loop_timer *t)
+{
+	struct worker *w = container_of(t, struct worker, drain_timer);
+	struct conn *c = w->conns;
+
+	if (c)
+		log_info("drain", "worker=%u drain timeout: closing %u sessions", w->id, w->nconns);
+	while (c) {
+		struct conn *next = c->next; /* conn_terminate may unlink c */
+
+		conn_terminate(c, "57P01", "terminating connection due to administrator command",
+			       "shutdown");
+		c = next;
+	}
+}
+
+static void worker_on_wake(struct loop *loop)
+{
+	struct worker *w = loop->owner;
+	uint32_t cmds = __atomic_exchange_n(&w->pending_cmds, 0, __ATOMIC_ACQ_REL);
+
+	if (cmds & (1u << WORKER_CMD_DRAIN) && !w->draining) {
+		struct config *cfg = relay_config_acquire(w->relay);
+
+		w->draining = true;
+		worker_close_listeners(w);
+		if (loop_timer_arm(loop, &w->drain_timer,
+				   loop->now + cfg->drain_timeout_ms * 1000000ULL))
+			worker_drain_expired(loop, &w->drain_timer);
+		config_unref(cfg);
+		worker_maybe_finish(w);
+	}
+	if (cmds & (1u << WORKER_CMD_STOP))
+		loop_stop(loop);
+}
+
+void worker_post(struct worker *w, enum worker_cmd cmd)
+{
+	__atomic_or_fetch(&w->pending_cmds, 1u << cmd, __ATOMIC_ACQ_REL);
+	loop_wake(&w->loop);
+}
+
+static int worker_listen(struct worker *w, struct worker_listener *l, const struct addr *a)
+{
+	char text[ADDR_STRLEN];
+	int one = 1, fd, err;
+
+	fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* Every worker binds the same address; the kernel spreads new connections. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto err_close;
+	if (a->ss.sa.sa_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+		goto err_close;
+	if (bind(fd, &a->ss.sa, a->len) < 0 || listen(fd, WORKER_LISTEN_BACKLOG) < 0)
+		goto err_close;
+	l->worker = w;
+	l->watch.cb = worker_listener_event;
+	err = loop_add(&w->loop, &l->watch, fd, EPOLLIN);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	l->fd = fd;
+	return 0;
+
+err_close:
+	err = -errno;
+	log_error("listen", "cannot listen on %s: %s",
+		  addr_format(&a->ss.sa, text, sizeof(text)), strerror(errno));
+	close(fd);
+	return err;
+}
+
+int worker_create(struct worker **out, unsigned id, struct relay *relay,
+		  const struct config *cfg)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	int err;
+
+	if (!w)
+		return -ENOMEM;
+	w->id = id;
+	w->relay = relay;
+	pthread_mutex_init(&w->lock, NULL);
+	buf_pool_init(&w->pool, cfg->buffer_size, WORKER_POOL_MAX_FREE);
+	w->scratch = buf_get(&w->pool);
+	if (!w->scratch) {
+		err = -ENOMEM;
+		goto err_free;
+	}
+	err = loop_init(&w->loop, worker_on_wake, w);
+	if (err)
+		goto err_scratch;
+	w->accept_retry.cb = worker_accept_retry;
+	w->drain_timer.cb = worker_drain_expired;
+	for (unsigned i = 0; i < cfg->nlisten; i++) {
+		err = worker_listen(w, &w->listeners[i], &cfg->listen[i]);
+		if (err)
+			goto err_listeners;
+		w->nlisteners++;
+	}
+	*out = w;
+	return 0;
+
+err_listeners:
+	worker_close_listeners(w);
+	loop_destroy(&w->loop);
+err_scratch:
+	buf_put(&w->pool, w->scratch);
+err_free:
+	buf_pool_destroy(&w->pool);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+	return err;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	int err = loop_run(&w->loop);
+
+	if (err)
+		log_error("worker", "worker=%u event loop failed: %s", w->id, strerror(-err));
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	int err = pthread_create(&w->thread, NULL, worker_main, w);
+
+	return -err;
+}
+
+void worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+}
+
+void worker_destroy(struct worker *w)
+{
+	worker_close_listeners(w);
+	loop_destroy(&w->loop);
+	buf_put(&w->pool, w->scratch);
+	buf_pool_destroy(&w->pool);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
