@@ -1,0 +1,570 @@
+/*
+ * Admin socket: the JSON protocol as an operator's tool sees it. Malformed requests get a
+ * JSON error and never a crash; the server keeps its socket private, bounds requests and
+ * clients, and streams events to subscribers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "admin/admin.h"
+#include "admin/admin_client.h"
+#include "base/clock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define LIVE_ID "00112233445566778899aabbccddeeff"
+
+struct mock {
+	struct session s[2];
+	unsigned nsessions;
+	char killed[SESSION_ID_HEXLEN + 1];
+	int kills;
+	bool reload_fails;
+	int reloads;
+};
+
+static int mock_sessions(void *ctx, json_t *arr)
+{
+	struct mock *m = ctx;
+	struct admin_session_view v = {.state = "ready", .last_latency_ns = -1};
+
+	for (unsigned i = 0; i < m->nsessions; i++)
+		json_array_append_new(arr, admin_session_json(&m->s[i], &v));
+	return 0;
+}
+
+static int mock_kill(void *ctx, const char *id)
+{
+	struct mock *m = ctx;
+
+	for (unsigned i = 0; i < m->nsessions; i++) {
+		if (strcmp(m->s[i].id_hex, id) == 0) {
+			snprintf(m->killed, sizeof(m->killed), "%s", id);
+			m->kills++;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static int mock_reload(void *ctx, char *err, size_t n)
+{
+	struct mock *m = ctx;
+
+	m->reloads++;
+	if (m->reload_fails) {
+		snprintf(err, n, "pgwarden.yaml:3: workers: expected a number");
+		return -1;
+	}
+	return 0;
+}
+
+static int mock_status(void *ctx, json_t *obj)
+{
+	json_object_set_new(obj, "version", json_string("test"));
+	json_object_set_new(obj, "workers", json_integer(2));
+	return 0;
+}
+
+static const struct admin_ops mock_ops = {
+	.sessions = mock_sessions,
+	.kill = mock_kill,
+	.reload = mock_reload,
+	.status = mock_status,
+};
+
+static void mock_init(struct mock *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->nsessions = 1;
+	snprintf(m->s[0].id_hex, sizeof(m->s[0].id_hex), "%s", LIVE_ID);
+	m->s[0].route = SESSION_ROUTE_STEERED;
+	assert_int_equal(addr_parse("127.0.0.1:40000", &m->s[0].client), 0);
+	m->s[0].process.known = true;
+	m->s[0].process.pid = 4242;
+	m->s[0].process.uid = 1000;
+	memcpy(m->s[0].process.comm, "psql", 5);
+	m->s[0].user = strdup("alice");
+	m->s[0].database = strdup("shop");
+	m->s[0].statements = 12;
+	m->s[0].bytes_from_client = 300;
+	m->s[0].bytes_from_server = 4000;
+	m->s[0].protocol = 3 << 16;
+	m->s[0].tx_status = 'I';
+	m->s[0].start_mono_ns = clock_mono_ns();
+	m->s[0].start_wall_ns = clock_wall_ns();
+}
+
+static void mock_release(struct mock *m)
+{
+	for (unsigned i = 0; i < 2; i++)
+		session_release(&m->s[i]);
+}
+
+/* ---- protocol, table-driven ---------------------------------------------------------- */
+
+static const char *reply_code(json_t *r)
+{
+	if (json_is_true(json_object_get(r, "ok")))
+		return "ok";
+	return json_string_value(json_object_get(json_object_get(r, "error"), "code"));
+}
+
+static void check_line(struct mock *m, const char *req, size_t len, const char *want,
+		       const char *where)
+{
+	int cmd;
+	char *out = admin_handle_line(&mock_ops, m, req, len, &cmd);
+	json_t *r;
+	size_t n;
+
+	assert_non_null(out);
+	n = strlen(out);
+	/* Exactly one line, newline-terminated, a JSON object with a boolean "ok". */
+	assert_true(n > 1 && out[n - 1] == '\n');
+	assert_null(memchr(out, '\n', n - 1));
+	r = json_loads(out, 0, NULL);
+	if (!r || !json_is_boolean(json_object_get(r, "ok")))
+		fail_msg("%s: reply is not a JSON object with \"ok\": %s", where, out);
+	if (strcmp(reply_code(r) ? reply_code(r) : "(none)", want) != 0)
+		fail_msg("%s: want %s, got %s", where, want, out);
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		json_t *msg = json_object_get(json_object_get(r, "error"), "message");
+
+		if (!json_is_string(msg) || !json_string_length(msg))
+			fail_msg("%s: error without a message: %s", where, out);
+	}
+	json_decref(r);
+	free(out);
+}
+
+static void test_protocol_cases(void **state)
+{
+	FILE *f = fopen("test_admin_protocol.cases", "r");
+	char line[4096];
+	int lineno = 0, ncases = 0;
+	struct mock m;
+
+	assert_non_null(f);
+	mock_init(&m);
+	while (fgets(line, sizeof(line), f)) {
+		char *tab, where[64];
+		size_t len;
+
+		lineno++;
+		len = strcspn(line, "\n");
+		line[len] = '\0';
+		if (len == 0 || line[0] == '#')
+			continue;
+		tab = strchr(line, '\t');
+		assert_non_null(tab);
+		*tab = '\0';
+		snprintf(where, sizeof(where), "test_admin_protocol.cases:%d", lineno);
+		check_line(&m, tab + 1, strlen(tab + 1), line, where);
+		ncases++;
+	}
+	fclose(f);
+	assert_true(ncases >= 40);
+	assert_int_equal(m.kills, 2); /* both spellings of the live id, nothing else */
+	mock_release(&m);
+}
+
+static void test_protocol_binary_input(void **state)
+{
+	static const char nul[] = "{\"cmd\":\"status\"}\0{\"cmd\":\"kill\"}";
+	static const char bad_utf8[] = "{\"cmd\":\"\xff\xfe\"}";
+	struct mock m;
+	char *big;
+
+	mock_init(&m);
+	check_line(&m, nul, sizeof(nul) - 1, "bad_json", "embedded NUL");
+	check_line(&m, bad_utf8, sizeof(bad_utf8) - 1, "bad_json", "invalid UTF-8");
+	check_line(&m, "{\"cmd\":\"status\"}\r", 17, "ok", "CRLF");
+	big = malloc(100000);
+	memset(big, '[', 100000);
+	check_line(&m, big, 100000, "bad_json", "deep nesting");
+	free(big);
+	mock_release(&m);
+}
+
+static void test_reply_contents(void **state)
+{
+	struct mock m;
+	json_t *r, *s, *p;
+	char *out;
+	int cmd;
+
+	mock_init(&m);
+	out = admin_handle_line(&mock_ops, &m, "{\"cmd\":\"sessions\",\"id\":\"q1\"}", 28, &cmd);
+	assert_int_equal(cmd, ADMIN_CMD_SESSIONS);
+	r = json_loads(out, 0, NULL);
+	free(out);
+	assert_string_equal(json_string_value(json_object_get(r, "id")), "q1");
+	assert_int_equal(json_array_size(json_object_get(r, "sessions")), 1);
+	s = json_array_get(json_object_get(r, "sessions"), 0);
+	assert_string_equal(json_string_value(json_object_get(s, "id")), LIVE_ID);
+	assert_string_equal(json_string_value(json_object_get(s, "route")), "steered");
+	assert_string_equal(json_string_value(json_object_get(s, "client")), "127.0.0.1:40000");
+	assert_string_equal(json_string_value(json_object_get(s, "user")), "alice");
+	assert_string_equal(json_string_value(json_object_get(s, "database")), "shop");
+	assert_string_equal(json_string_value(json_object_get(s, "state")), "ready");
+	assert_string_equal(json_string_value(json_object_get(s, "protocol")), "3.0");
+	assert_string_equal(json_string_value(json_object_get(s, "tx_status")), "I");
+	assert_int_equal(json_integer_value(json_object_get(s, "statements")), 12);
+	assert_int_equal(json_integer_value(json_object_get(s, "bytes_from_client")), 300);
+	assert_int_equal(json_integer_value(json_object_get(s, "bytes_from_server")), 4000);
+	assert_true(json_is_null(json_object_get(s, "last_latency_seconds")));
+	assert_true(json_is_null(json_object_get(s, "tls")));
+	assert_true(json_is_null(json_object_get(s, "application_name")));
+	p = json_object_get(s, "process");
+	assert_int_equal(json_integer_value(json_object_get(p, "pid")), 4242);
+	assert_string_equal(json_string_value(json_object_get(p, "comm")), "psql");
+	json_decref(r);
+
+	m.reload_fails = true;
+	out = admin_handle_line(&mock_ops, &m, "{\"cmd\":\"reload\"}", 16, &cmd);
+	r = json_loads(out, 0, NULL);
+	free(out);
+	assert_string_equal(reply_code(r), "reload_failed");
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r, "error"),
+								 "message")),
+			       "workers: expected a number"));
+	json_decref(r);
+
+	/* A daemon without a kill callback says so instead of pretending. */
+	{
+		struct admin_ops none = {0};
+
+		out = admin_handle_line(&none, &m, "{\"cmd\":\"kill\",\"session\":\"" LIVE_ID "\"}",
+					strlen("{\"cmd\":\"kill\",\"session\":\"" LIVE_ID "\"}"), &cmd);
+		r = json_loads(out, 0, NULL);
+		free(out);
+		assert_string_equal(reply_code(r), "unsupported");
+		json_decref(r);
+	}
+	mock_release(&m);
+}
+
+static void test_json_text(void **state)
+{
+	json_t *j;
+
+	j = admin_json_text("caf\xc3\xa9", 100);
+	assert_string_equal(json_string_value(j), "caf\xc3\xa9");
+	json_decref(j);
+	/* Invalid bytes, an overlong '/', a surrogate: each becomes U+FFFD. */
+	j = admin_json_text("a\xff" "b\xc0\xaf" "c\xed\xa0\x80", 100);
+	assert_string_equal(json_string_value(j), "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd"
+						  "c\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	json_decref(j);
+	/* Cut at max bytes without splitting a character. */
+	j = admin_json_text("ab\xc3\xa9", 3);
+	assert_string_equal(json_string_value(j), "ab");
+	json_decref(j);
+	j = admin_json_text(NULL, 10);
+	assert_true(json_is_null(j));
+}
+
+/* ---- the server ------------------------------------------------------------------------ */
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct mock m;
+	struct admin_server *srv;
+};
+
+static int server_setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct admin_server_config cfg = {0};
+	char err[256];
+
+	snprintf(f->dir, sizeof(f->dir), "/tmp/pgw-admin-test-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	/* A directory the server must create, 0700. */
+	snprintf(f->path, sizeof(f->path), "%s/run/admin.sock", f->dir);
+	mock_init(&f->m);
+	cfg.path = f->path;
+	cfg.max_clients = 3;
+	cfg.max_request = 1024;
+	if (admin_server_start(&cfg, &mock_ops, &f->m, &f->srv, err, sizeof(err)) != 0) {
+		fprintf(stderr, "admin_server_start: %s\n", err);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int server_teardown(void **state)
+{
+	struct fixture *f = *state;
+	char run[160];
+
+	admin_server_stop(f->srv);
+	mock_release(&f->m);
+	snprintf(run, sizeof(run), "%s/run", f->dir);
+	rmdir(run);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static json_t *call(struct admin_conn *c, const char *text)
+{
+	json_t *req = json_loads(text, 0, NULL), *reply = NULL;
+
+	assert_non_null(req);
+	assert_int_equal(admin_conn_call(c, req, &reply, 5000, NULL, NULL), 0);
+	json_decref(req);
+	return reply;
+}
+
+/* Send raw bytes and read one reply line. */
+static json_t *raw(int fd, const char *bytes, size_t n)
+{
+	char buf[4096];
+	size_t len = 0;
+
+	assert_int_equal(send(fd, bytes, n, MSG_NOSIGNAL), (ssize_t)n);
+	while (len < sizeof(buf) - 1) {
+		ssize_t r = recv(fd, buf + len, 1, 0);
+
+		if (r <= 0)
+			break;
+		len++;
+		if (buf[len - 1] == '\n')
+			break;
+	}
+	buf[len] = '\0';
+	return json_loads(buf, 0, NULL);
+}
+
+static int raw_connect(const char *path)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	return fd;
+}
+
+static void test_server_socket_is_private(void **state)
+{
+	struct fixture *f = *state;
+	struct admin_server_config cfg = {.path = f->path};
+	struct admin_server *second;
+	char run[160], err[256];
+	struct stat st;
+
+	assert_int_equal(lstat(f->path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0600);
+	snprintf(run, sizeof(run), "%s/run", f->dir);
+	assert_int_equal(stat(run, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	/* A second daemon on the same path is refused, and the first keeps its socket. */
+	assert_int_equal(admin_server_start(&cfg, &mock_ops, &f->m, &second, err, sizeof(err)),
+			 -EADDRINUSE);
+	assert_non_null(strstr(err, "in use"));
+	assert_int_equal(lstat(f->path, &st), 0);
+}
+
+static void test_server_requests(void **state)
+{
+	struct fixture *f = *state;
+	struct admin_conn *c;
+	json_t *r, *st;
+	int fd;
+
+	assert_int_equal(admin_conn_open(f->path, 1000, &c), 0);
+	r = call(c, "{\"cmd\":\"status\"}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	st = json_object_get(r, "status");
+	assert_string_equal(json_string_value(json_object_get(st, "version")), "test");
+	assert_int_equal(json_integer_value(json_object_get(st, "pid")), getpid());
+	assert_int_equal(json_integer_value(json_object_get(st, "protocol")), ADMIN_PROTOCOL_VERSION);
+	assert_int_equal(json_integer_value(json_object_get(st, "admin_clients")), 1);
+	assert_string_equal(json_string_value(json_object_get(st, "admin_socket")), f->path);
+	json_decref(r);
+
+	r = call(c, "{\"cmd\":\"kill\",\"session\":\"" LIVE_ID "\"}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_string_equal(f->m.killed, LIVE_ID);
+	json_decref(r);
+
+	/* Garbage on a live connection: a JSON error, and the connection still works. */
+	fd = raw_connect(f->path);
+	r = raw(fd, "this is not json\n", 17);
+	assert_non_null(r);
+	assert_string_equal(reply_code(r), "bad_json");
+	json_decref(r);
+	r = raw(fd, "\n", 1);
+	assert_string_equal(reply_code(r), "bad_request");
+	json_decref(r);
+	/* Two requests in one write, answered in order. */
+	r = raw(fd, "{\"cmd\":\"ping\",\"id\":1}\n{\"cmd\":\"ping\",\"id\":2}\n", 44);
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 1);
+	json_decref(r);
+	r = raw(fd, "", 0);
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 2);
+	json_decref(r);
+	close(fd);
+	admin_conn_close(c);
+}
+
+static void test_server_bounds(void **state)
+{
+	struct fixture *f = *state;
+	char big[2048];
+	int fds[3], extra;
+	ssize_t n;
+	json_t *r;
+	char b;
+
+	/* A request longer than max_request: an error, then the server hangs up. */
+	fds[0] = raw_connect(f->path);
+	memset(big, 'x', sizeof(big));
+	r = raw(fds[0], big, sizeof(big));
+	assert_non_null(r);
+	assert_string_equal(reply_code(r), "too_large");
+	json_decref(r);
+	/* Hung up: EOF, or a reset because the rest of the line was never read. */
+	n = recv(fds[0], &b, 1, 0);
+	assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
+	close(fds[0]);
+
+	/* max_clients = 3: the fourth is told why and closed. */
+	for (int i = 0; i < 3; i++) {
+		fds[i] = raw_connect(f->path);
+		r = raw(fds[i], "{\"cmd\":\"ping\"}\n", 15);
+		assert_string_equal(reply_code(r), "ok");
+		json_decref(r);
+	}
+	extra = raw_connect(f->path);
+	r = raw(extra, "", 0);
+	assert_non_null(r);
+	assert_string_equal(reply_code(r), "too_many_clients");
+	json_decref(r);
+	close(extra);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+}
+
+static void test_server_events(void **state)
+{
+	struct fixture *f = *state;
+	struct admin_conn *sub;
+	json_t *r, *ev = NULL;
+	uint64_t deadline;
+
+	assert_false(admin_server_has_subscribers(f->srv));
+	assert_int_equal(admin_conn_open(f->path, 1000, &sub), 0);
+	r = call(sub, "{\"cmd\":\"subscribe\"}");
+	assert_true(json_is_true(json_object_get(r, "subscribed")));
+	json_decref(r);
+	deadline = clock_mono_ns() + 5 * NSEC_PER_SEC;
+	while (!admin_server_has_subscribers(f->srv) && clock_mono_ns() < deadline)
+		usleep(1000);
+	assert_true(admin_server_has_subscribers(f->srv));
+
+	admin_server_publish(f->srv, "session_start",
+			     json_pack("{s:o}", "session",
+				       admin_session_json(&f->m.s[0], NULL)));
+	assert_int_equal(admin_conn_next(sub, &ev, 5000), 0);
+	assert_string_equal(json_string_value(json_object_get(ev, "event")), "session_start");
+	assert_non_null(json_string_value(json_object_get(ev, "time")));
+	assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "session"),
+							      "id")),
+			    LIVE_ID);
+	json_decref(ev);
+
+	/* A kill through another client shows up on the stream too. */
+	{
+		struct admin_conn *c;
+
+		assert_int_equal(admin_conn_open(f->path, 1000, &c), 0);
+		r = call(c, "{\"cmd\":\"kill\",\"session\":\"" LIVE_ID "\"}");
+		json_decref(r);
+		admin_conn_close(c);
+	}
+	assert_int_equal(admin_conn_next(sub, &ev, 5000), 0);
+	assert_string_equal(json_string_value(json_object_get(ev, "event")), "session_kill");
+	assert_string_equal(json_string_value(json_object_get(ev, "session")), LIVE_ID);
+	json_decref(ev);
+
+	admin_conn_close(sub);
+	deadline = clock_mono_ns() + 5 * NSEC_PER_SEC;
+	while (admin_server_has_subscribers(f->srv) && clock_mono_ns() < deadline)
+		usleep(1000);
+	assert_false(admin_server_has_subscribers(f->srv));
+	/* Nobody listening: publishing is a no-op that frees its argument. */
+	admin_server_publish(f->srv, "session_end", json_pack("{s:s}", "x", "y"));
+}
+
+static void test_server_stale_socket_and_cleanup(void **state)
+{
+	char dir[] = "/tmp/pgw-admin-stale-XXXXXX", path[100], err[256];
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct admin_server_config cfg = {0};
+	struct admin_server *srv;
+	struct mock m;
+	struct stat st;
+	int fd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/admin.sock", dir);
+	/* A socket left behind by a daemon that died: bound, never listening. */
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(strlen(path) < sizeof(sun.sun_path));
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	close(fd);
+	mock_init(&m);
+	cfg.path = path;
+	assert_int_equal(admin_server_start(&cfg, &mock_ops, &m, &srv, err, sizeof(err)), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	admin_server_stop(srv);
+	assert_int_equal(stat(path, &st), -1);
+
+	/* A regular file where the socket should be is not ours to remove. */
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	assert_true(admin_server_start(&cfg, &mock_ops, &m, &srv, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "not a socket"));
+	unlink(path);
+	rmdir(dir);
+	mock_release(&m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_protocol_cases),
+		cmocka_unit_test(test_protocol_binary_input),
+		cmocka_unit_test(test_reply_contents),
+		cmocka_unit_test(test_json_text),
+		cmocka_unit_test_setup_teardown(test_server_socket_is_private, server_setup,
+						server_teardown),
+		cmocka_unit_test_setup_teardown(test_server_requests, server_setup, server_teardown),
+		cmocka_unit_test_setup_teardown(test_server_bounds, server_setup, server_teardown),
+		cmocka_unit_test_setup_teardown(test_server_events, server_setup, server_teardown),
+		cmocka_unit_test(test_server_stale_socket_and_cleanup),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

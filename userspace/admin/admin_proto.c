@@ -1,0 +1,332 @@
+/*
+ * admin_proto: the admin request grammar and reply building, with no sockets and no
+ * threads, so unit tests and the fuzzer reach every branch a peer can.
+ *
+ * A request is one JSON object: {"cmd": NAME, "id": any scalar (optional), ...arguments}.
+ * Unknown keys are errors rather than ignored: a typo in "session" must not turn a kill
+ * into a no-op that looks like success.
+ */
+#include "admin/admin.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const admin_cmd_names[ADMIN_CMD_COUNT] = {
+	[ADMIN_CMD_STATUS] = "status",       [ADMIN_CMD_SESSIONS] = "sessions",
+	[ADMIN_CMD_KILL] = "kill",           [ADMIN_CMD_RELOAD] = "reload",
+	[ADMIN_CMD_SUBSCRIBE] = "subscribe", [ADMIN_CMD_UNSUBSCRIBE] = "unsubscribe",
+	[ADMIN_CMD_PING] = "ping",
+};
+
+const char *admin_cmd_to_str(enum admin_cmd c)
+{
+	return (unsigned)c < ADMIN_CMD_COUNT ? admin_cmd_names[c] : "unknown";
+}
+
+json_t *admin_error(const char *code, const char *msg, const json_t *id)
+{
+	json_t *err = json_pack("{s:s, s:s}", "code", code, "message", msg);
+	json_t *r;
+
+	if (!err)
+		return NULL;
+	r = json_pack("{s:b, s:o}", "ok", 0, "error", err);
+	if (r && id)
+		json_object_set(r, "id", (json_t *)id);
+	return r;
+}
+
+static json_t *errorf(const char *code, const json_t *id, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static json_t *errorf(const char *code, const json_t *id, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return admin_error(code, msg, id);
+}
+
+/* Which keys each command accepts besides "cmd" and "id". */
+static bool key_allowed(enum admin_cmd cmd, const char *key)
+{
+	if (strcmp(key, "cmd") == 0 || strcmp(key, "id") == 0)
+		return true;
+	return cmd == ADMIN_CMD_KILL && strcmp(key, "session") == 0;
+}
+
+/* A session id: 32 hex digits, either case; stored lowercase. */
+static bool parse_session_id(const char *s, char out[SESSION_ID_HEXLEN + 1])
+{
+	size_t n = strlen(s);
+
+	if (n != SESSION_ID_HEXLEN)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c >= 'A' && c <= 'F')
+			c = (char)(c - 'A' + 'a');
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+		out[i] = c;
+	}
+	out[n] = '\0';
+	return true;
+}
+
+int admin_request_parse(const char *line, size_t len, struct admin_request *req, json_t **reply)
+{
+	json_error_t jerr;
+	json_t *root, *cmd, *id, *value;
+	const char *key, *name;
+	int c;
+
+	memset(req, 0, sizeof(*req));
+	*reply = NULL;
+	if (len > 0 && line[len - 1] == '\r')
+		len--; /* tolerate CRLF from hand-typed sessions (socat, nc -U) */
+	if (len == 0) {
+		*reply = admin_error("bad_request", "empty request; send one JSON object per line",
+				     NULL);
+		return -EINVAL;
+	}
+	/* Jansson stops at an embedded NUL and rejects "\u0000" in strings by default. */
+	if (memchr(line, '\0', len)) {
+		*reply = admin_error("bad_json", "request contains a NUL byte", NULL);
+		return -EINVAL;
+	}
+	root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (!root) {
+		*reply = errorf("bad_json", NULL, "malformed JSON at column %d: %s", jerr.column,
+				jerr.text);
+		return -EINVAL;
+	}
+	if (!json_is_object(root)) {
+		*reply = admin_error("bad_request", "a request is a JSON object", NULL);
+		goto err_free;
+	}
+	id = json_object_get(root, "id");
+	if (id && !(json_is_string(id) || json_is_integer(id))) {
+		*reply = admin_error("bad_request", "\"id\" must be a string or an integer", NULL);
+		goto err_free;
+	}
+	cmd = json_object_get(root, "cmd");
+	if (!cmd || !json_is_string(cmd)) {
+		*reply = admin_error("bad_request", "missing string field \"cmd\"", id);
+		goto err_free;
+	}
+	name = json_string_value(cmd);
+	for (c = 0; c < ADMIN_CMD_COUNT; c++)
+		if (strcmp(name, admin_cmd_names[c]) == 0)
+			break;
+	if (c == ADMIN_CMD_COUNT) {
+		*reply = errorf("unknown_command", id,
+				"unknown command \"%.64s\" (status, sessions, kill, reload, "
+				"subscribe, unsubscribe, ping)",
+				name);
+		goto err_free;
+	}
+	req->cmd = (enum admin_cmd)c;
+	json_object_foreach(root, key, value) {
+		if (!key_allowed(req->cmd, key)) {
+			*reply = errorf("bad_request", id, "%s: unknown field \"%.64s\"", name, key);
+			goto err_free;
+		}
+	}
+	if (req->cmd == ADMIN_CMD_KILL) {
+		json_t *sid = json_object_get(root, "session");
+
+		if (!sid || !json_is_string(sid)) {
+			*reply = admin_error("bad_request", "kill: missing string field \"session\"",
+					     id);
+			goto err_free;
+		}
+		if (!parse_session_id(json_string_value(sid), req->session)) {
+			*reply = admin_error("bad_request",
+					     "kill: \"session\" must be a session id of 32 hex digits",
+					     id);
+			goto err_free;
+		}
+	}
+	if (id)
+		req->id = json_incref(id);
+	json_decref(root);
+	return 0;
+
+err_free:
+	json_decref(root);
+	if (!*reply)
+		*reply = admin_error("internal", "out of memory", NULL);
+	return -EINVAL;
+}
+
+void admin_request_release(struct admin_request *req)
+{
+	json_decref(req->id);
+	req->id = NULL;
+}
+
+static json_t *ok_reply(const struct admin_request *req)
+{
+	json_t *r = json_pack("{s:b}", "ok", 1);
+
+	if (r && req->id)
+		json_object_set(r, "id", req->id);
+	return r;
+}
+
+static json_t *callback_error(const struct admin_request *req, int err)
+{
+	return errorf("failed", req->id, "%s: %s", admin_cmd_to_str(req->cmd), strerror(-err));
+}
+
+static json_t *exec_status(const struct admin_ops *ops, void *ctx,
+			   const struct admin_request *req)
+{
+	json_t *st = json_object(), *r;
+	int err;
+
+	if (!st)
+		return NULL;
+	json_object_set_new(st, "protocol", json_integer(ADMIN_PROTOCOL_VERSION));
+	if (ops->status) {
+		err = ops->status(ctx, st);
+		if (err) {
+			json_decref(st);
+			return callback_error(req, err);
+		}
+	}
+	r = ok_reply(req);
+	if (r)
+		json_object_set_new(r, "status", st);
+	else
+		json_decref(st);
+	return r;
+}
+
+static json_t *exec_sessions(const struct admin_ops *ops, void *ctx,
+			     const struct admin_request *req)
+{
+	json_t *arr, *r;
+	int err;
+
+	if (!ops->sessions)
+		return admin_error("unsupported", "sessions: not available in this daemon", req->id);
+	arr = json_array();
+	if (!arr)
+		return NULL;
+	err = ops->sessions(ctx, arr);
+	if (err) {
+		json_decref(arr);
+		return callback_error(req, err);
+	}
+	r = ok_reply(req);
+	if (r)
+		json_object_set_new(r, "sessions", arr);
+	else
+		json_decref(arr);
+	return r;
+}
+
+static json_t *exec_kill(const struct admin_ops *ops, void *ctx, const struct admin_request *req)
+{
+	json_t *r;
+	int err;
+
+	if (!ops->kill)
+		return admin_error("unsupported", "kill: not available in this daemon", req->id);
+	err = ops->kill(ctx, req->session);
+	if (err == -ENOENT)
+		return errorf("not_found", req->id, "kill: no live session %s", req->session);
+	if (err)
+		return callback_error(req, err);
+	r = ok_reply(req);
+	if (r)
+		json_object_set_new(r, "session", json_string(req->session));
+	return r;
+}
+
+static json_t *exec_reload(const struct admin_ops *ops, void *ctx,
+			   const struct admin_request *req)
+{
+	char msg[512] = "";
+
+	if (!ops->reload)
+		return admin_error("unsupported", "reload: not available in this daemon", req->id);
+	if (ops->reload(ctx, msg, sizeof(msg)) != 0)
+		return errorf("reload_failed", req->id, "%s",
+			      msg[0] ? msg : "reload failed (no reason given)");
+	return ok_reply(req);
+}
+
+json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin_request *req)
+{
+	json_t *r;
+
+	switch (req->cmd) {
+	case ADMIN_CMD_STATUS:
+		return exec_status(ops, ctx, req);
+	case ADMIN_CMD_SESSIONS:
+		return exec_sessions(ops, ctx, req);
+	case ADMIN_CMD_KILL:
+		return exec_kill(ops, ctx, req);
+	case ADMIN_CMD_RELOAD:
+		return exec_reload(ops, ctx, req);
+	case ADMIN_CMD_SUBSCRIBE:
+	case ADMIN_CMD_UNSUBSCRIBE:
+		r = ok_reply(req);
+		if (r)
+			json_object_set_new(r, "subscribed",
+					    json_boolean(req->cmd == ADMIN_CMD_SUBSCRIBE));
+		return r;
+	case ADMIN_CMD_PING:
+		r = ok_reply(req);
+		if (r)
+			json_object_set_new(r, "protocol", json_integer(ADMIN_PROTOCOL_VERSION));
+		return r;
+	case ADMIN_CMD_COUNT:
+		break;
+	}
+	return admin_error("unknown_command", "unknown command", req->id);
+}
+
+char *admin_handle_line(const struct admin_ops *ops, void *ctx, const char *line, size_t len,
+			int *cmd)
+{
+	struct admin_request req;
+	json_t *reply;
+	char *text;
+	size_t n;
+
+	*cmd = -1;
+	if (admin_request_parse(line, len, &req, &reply) == 0) {
+		*cmd = (int)req.cmd;
+		reply = admin_execute(ops, ctx, &req);
+		admin_request_release(&req);
+	}
+	if (!reply)
+		return NULL;
+	/* Compact, one line: JSON_COMPACT never emits a raw newline (strings escape them). */
+	text = json_dumps(reply, JSON_COMPACT | JSON_ENSURE_ASCII);
+	json_decref(reply);
+	if (!text)
+		return NULL;
+	n = strlen(text);
+	{
+		char *line_out = realloc(text, n + 2);
+
+		if (!line_out) {
+			free(text);
+			return NULL;
+		}
+		line_out[n] = '\n';
+		line_out[n + 1] = '\0';
+		return line_out;
+	}
+}
