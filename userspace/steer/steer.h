@@ -1,0 +1,193 @@
+/*
+ * steer: kernel-assisted steering of PostgreSQL connections into the relay.
+ *
+ * Two halves share this header.
+ *
+ * The control half (pgwardenctl attach/detach/status, or pgwardend itself in fail-open mode)
+ * owns kernel state: the BPF hooks of bpf/steer.bpf.c on one cgroup v2 directory, their maps,
+ * the nftables table "inet <instance>" for TPROXY and the fwmark rule + local route table for
+ * it. Everything an attach creates is named after the instance ("pgwarden" unless told), so
+ * detach and status find it again, including leftovers of a crashed attach.
+ *
+ *   fail-closed (default)  links and maps are pinned under /sys/fs/bpf/<instance>. They
+ *                          outlive every process: with the relay down, connections to a
+ *                          protected destination go to a dead listener and are refused.
+ *   fail-open              nothing is pinned; the links live exactly as long as the process
+ *                          holding their file descriptors (pgwardend), so if it dies the
+ *                          kernel drops them and clients reach PostgreSQL directly.
+ *
+ * The data half (pgwardend's workers) reads what the hooks recorded: for each accepted
+ * connection, the route it took (explicit, steered, TPROXY), the address the client dialled
+ * and, for steered connections, the process that dialled it. Lookups are one BPF map lookup
+ * and one delete; safe from any thread.
+ *
+ * Errors: functions return 0 or -errno; the control half also writes one line for the
+ * operator into err (no trailing newline, no "pgwardenctl:" prefix).
+ */
+#ifndef PGWARDEN_STEER_H
+#define PGWARDEN_STEER_H
+
+#include "base/addr.h"
+#include "stage/session.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define STEER_DEFAULT_INSTANCE "pgwarden"
+#define STEER_BPFFS "/sys/fs/bpf"
+#define STEER_INSTANCE_MAX 32
+#define STEER_MAX_PORTS 16
+#define STEER_MAX_ADDRS 16
+#define STEER_MAX_UNIX 4
+#define STEER_ERR_MAX 512
+
+/* SO_MARK of the relay's own sockets (upstream connections): the hooks and the nft rules skip
+ * them. The TPROXY mark routes diverted packets to the local table. Both are configurable;
+ * the defaults spell "PG". */
+#define STEER_DEFAULT_RELAY_MARK 0x5047u
+#define STEER_DEFAULT_TPROXY_MARK 0x5048u
+#define STEER_DEFAULT_ROUTE_TABLE 20552u /* 0x5048 */
+#define STEER_DEFAULT_RULE_PRIORITY 20552u
+
+/* What to steer, where to, how. Zero-initialise, then fill; steer_opts_init() sets defaults. */
+struct steer_opts {
+	char instance[STEER_INSTANCE_MAX]; /* names the pin dir and the nft table */
+	const char *cgroup;     /* cgroup v2 directory; NULL or "" = the cgroup2 root */
+	uint16_t ports[STEER_MAX_PORTS]; /* protected ports, host order */
+	unsigned nports;
+	/* Protected addresses (port ignored). None: any address of either family. */
+	struct addr addresses[STEER_MAX_ADDRS];
+	unsigned naddresses;
+	/* The relay's steered-connection listeners, one per family (either may be absent; a
+	 * protected destination of a family with no relay is refused, not let through). */
+	struct addr relay[2];
+	unsigned nrelay;
+	/* TPROXY for remote clients: the relay's IP_TRANSPARENT listener port (0 = off). */
+	uint16_t tproxy_port;
+	/* Unix-socket steering (kernel >= 6.7): protected socket paths and the relay's own. */
+	const char *unix_paths[STEER_MAX_UNIX];
+	unsigned nunix;
+	const char *unix_relay; /* NULL: Unix steering off */
+	uint32_t relay_mark;
+	uint32_t tproxy_mark;
+	uint32_t route_table;
+	uint32_t rule_priority;
+	bool fail_open;
+	bool check_relay; /* refuse to attach unless the relay answers on every relay address */
+};
+
+/* An attach's kernel objects as held by this process (fail-open: the owner of the links). */
+struct steer_handle;
+
+void steer_opts_init(struct steer_opts *o);
+
+/* Parse a --port value (1..65535) / --address value (numeric IPv4 or IPv6, optional
+ * brackets). 0 or -EINVAL. */
+int steer_parse_port(const char *text, uint16_t *port) __attribute__((warn_unused_result));
+int steer_parse_ip(const char *text, struct addr *out) __attribute__((warn_unused_result));
+
+/*
+ * Find the cgroup v2 mount point in a mounts table (/proc/self/mounts format) into out
+ * (octal escapes such as \040 decoded). 0, -ENOENT when there is none, -ENAMETOOLONG.
+ */
+int steer_find_mount(FILE *mounts, const char *fstype, char *out, size_t n)
+	__attribute__((warn_unused_result));
+
+/*
+ * Attach (or, when already attached to the same cgroup with this ABI, update in place).
+ * Cleans up a stale pin dir / nft table / rule from a crash first. On failure nothing is
+ * left attached. fail-open: *out receives the handle that owns the links (required);
+ * fail-closed: out may be NULL (the pins hold everything).
+ */
+int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *err,
+		 size_t errlen) __attribute__((warn_unused_result));
+
+/* Release the handle. For a fail-open attach this detaches (the links close with it). */
+void steer_handle_close(struct steer_handle *h);
+
+/*
+ * Fail-open hand-over across exec(): make the handle's link (and map) fds survive exec and
+ * describe them as "fd,fd,..." in buf, for PGWARDEN_STEER_FDS. 0 or -errno.
+ */
+int steer_handle_export_fds(struct steer_handle *h, char *buf, size_t n)
+	__attribute__((warn_unused_result));
+
+/*
+ * Detach the instance: every link (pinned, or held by a live process: those are detached
+ * by id), the pin dir, the nft table, the fwmark rule and route table. Leaves established
+ * connections alone. 0 (also when there was nothing), or -errno with err set.
+ */
+int steer_detach(const char *instance, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/*
+ * Everything status shows, as a JSON object (jansson json_t *; NULL on ENOMEM): attached,
+ * mode, cgroup, programs, links, maps, counters, nft table, rule, route table, unix
+ * coverage, leftovers. See docs/STEERING.md for the fields.
+ */
+void *steer_status_json(const char *instance);
+
+/* ---- data half: pgwardend ---- */
+
+struct steer_origin;
+
+/*
+ * Open the pinned maps of a fail-closed attach of instance (NULL = default). -ENOENT when
+ * not attached (the relay then runs in explicit mode only), other -errno on failure.
+ */
+int steer_origin_open(const char *instance, struct steer_origin **out)
+	__attribute__((warn_unused_result));
+/* The same over a fail-open handle this process owns. */
+int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
+	__attribute__((warn_unused_result));
+void steer_origin_close(struct steer_origin *o);
+
+/* The relay mark the attach configured (for steer_upstream_prepare()). */
+uint32_t steer_origin_relay_mark(const struct steer_origin *o);
+
+/*
+ * Classify an accepted connection and fill s->route, s->client, s->dialled and, for
+ * steered connections, s->process. listen is the address of the listener that accepted
+ * it, peer and local what accept() and getsockname() returned (local differs from listen
+ * only for TPROXY). o may be NULL (not attached: explicit or TPROXY only).
+ *   SESSION_ROUTE_STEERED  the hooks' record, found by 4-tuple and removed
+ *   SESSION_ROUTE_TPROXY   local is not the listener's address: it is the dialled one
+ *   SESSION_ROUTE_EXPLICIT anything else; dialled = listen
+ * Returns 0 (a missing record is not an error: the connection is then explicit).
+ */
+int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *listen,
+			const struct addr *peer, const struct addr *local, struct session *s)
+	__attribute__((warn_unused_result));
+
+/*
+ * A connection accepted on the relay's Unix listener (connect_unix steering): s->process
+ * from SO_PEERCRED (pid, uid, gid: kernel-filled) plus comm and cgroup from /proc (best
+ * effort); route STEERED when the attach steers Unix sockets, else EXPLICIT. s->client and
+ * s->dialled are left alone (struct addr holds IP addresses only).
+ */
+void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s);
+
+/*
+ * Prepare an unconnected upstream socket before connect(): set SO_MARK = mark (so neither
+ * the BPF hooks nor the nft rules capture it), and, when transparent_source is true and
+ * the session's client address can be used as the source (a TPROXY'd remote client),
+ * IP_TRANSPARENT + bind to the client's address so the server sees the real client.
+ * Returns 0 when the real client address is used, 1 when not (why gets a static reason:
+ * "loopback client", "explicit route", "disabled"), -errno when a setsockopt failed.
+ */
+int steer_upstream_prepare(int fd, const struct session *s, uint32_t mark,
+			   bool transparent_source, const char **why)
+	__attribute__((warn_unused_result));
+
+/* A non-blocking listening TCP socket with IP_TRANSPARENT (and SO_REUSEADDR, SO_REUSEPORT
+ * when reuseport) bound to a, for TPROXY. fd or -errno. */
+int steer_listen_transparent(const struct addr *a, int backlog, bool reuseport)
+	__attribute__((warn_unused_result));
+
+/* A non-blocking listening Unix socket at path (an existing socket file is replaced),
+ * mode 0666 so every local client can reach it, for connect_unix steering. fd or -errno. */
+int steer_listen_unix(const char *path, int backlog) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,50 @@
+/* steer_internal: what the steer module's files share and nothing outside it needs. */
+#ifndef PGWARDEN_STEER_INTERNAL_H
+#define PGWARDEN_STEER_INTERNAL_H
+
+#include "steer/steer.h"
+
+#include <linux/types.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The kernel ABI. By path: "steer.h" alone would find this module's own header first. */
+#include "../../bpf/steer.h"
+
+/* BPF_CGROUP_UNIX_CONNECT, absent from the 6.1 uapi headers Debian 12 builds against. */
+#define STEER_ATTACH_UNIX_CONNECT 49
+
+/* nftables (steer_net.c). */
+int steer_nft_ruleset(const struct steer_opts *o, char *buf, size_t n);
+int steer_nft_apply(const struct steer_opts *o, char *err, size_t errlen);
+int steer_nft_delete(const char *instance);
+bool steer_nft_present(const char *instance);
+
+/* Policy routing for TPROXY (steer_net.c). */
+int steer_route_apply(uint32_t mark, uint32_t table, uint32_t prio, char *err, size_t errlen);
+int steer_route_delete(uint32_t mark, uint32_t table, uint32_t prio);
+int steer_route_scan(uint32_t mark, uint32_t table, unsigned *rules, unsigned *routes);
+
+/* libbpf's messages into the project log (steer_attach.c); idempotent. */
+void steer_libbpf_log_init(void);
+
+/* True when the running kernel has cgroup/connect_unix (steer_attach.c). */
+bool steer_probe_connect_unix(void);
+
+struct bpf_link_info;
+struct bpf_prog_info;
+
+/* Live pgw_ links whose config map names instance, pinned or held by a process. */
+int steer_instance_links(const char *instance, __u32 *link_ids, unsigned max, unsigned *n);
+/* The link's info, its program's info and, for a pgwarden program, its config. 0/-ENOENT. */
+int steer_link_config(int link_fd, struct bpf_link_info *li, struct bpf_prog_info *pi,
+		      struct pgw_config *c);
+/* The pinned instance's config. 0, -ENOENT, -EPROTO (another ABI). */
+int steer_pinned_config(const char *instance, struct pgw_config *c);
+/* The config and origin-tuple map fds of a handle (owned by the handle). */
+int steer_handle_map_fds(struct steer_handle *h, int *cfg_fd, int *tup_fd);
+/* Path of a pinned object of instance (name NULL: the pin dir). */
+void steer_pin_path(char *buf, size_t n, const char *instance, const char *name);
+
+#endif

@@ -1,0 +1,392 @@
+/*
+ * steer_origin: the relay's side of steering. For each accepted connection: which route it
+ * took, what the client dialled, and (steered) which process dialled it; for each upstream
+ * socket: the relay mark and, where it can, the client's own source address.
+ *
+ * The origin record is read and deleted by the worker that accepted the connection (one
+ * lookup, one delete on an LRU hash: no locks of ours, the map is safe from any thread).
+ * A steered connection whose record is missing cannot be told from an explicit one on the
+ * same listener: it is treated as explicit (forwarded to the configured upstream, policy
+ * applies as usual), never as a guess at the destination.
+ */
+#include "steer/steer_internal.h"
+
+#include "base/log.h"
+
+#include <bpf/bpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+struct steer_origin {
+	int cfg_fd;
+	int tup_fd;
+	bool owns_fds;
+	uint32_t relay_mark;
+	bool unix_on;
+};
+
+static int origin_init(struct steer_origin **out, int cfg_fd, int tup_fd, bool owns)
+{
+	struct steer_origin *o;
+	struct pgw_config c;
+	__u32 zero = 0;
+
+	if (bpf_map_lookup_elem(cfg_fd, &zero, &c))
+		return -errno;
+	if (c.abi_version != PGW_STEER_ABI_VERSION)
+		return -EPROTO;
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	o->cfg_fd = cfg_fd;
+	o->tup_fd = tup_fd;
+	o->owns_fds = owns;
+	o->relay_mark = c.relay_mark;
+	o->unix_on = (c.flags & PGW_CFG_UNIX) != 0;
+	*out = o;
+	return 0;
+}
+
+int steer_origin_open(const char *instance, struct steer_origin **out)
+{
+	char path[256];
+	int cfd, tfd, rc;
+
+	*out = NULL;
+	steer_libbpf_log_init();
+	steer_pin_path(path, sizeof(path), instance ? instance : STEER_DEFAULT_INSTANCE,
+		       PGW_STR(PGW_MAP_CONFIG));
+	cfd = bpf_obj_get(path);
+	if (cfd < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	steer_pin_path(path, sizeof(path), instance ? instance : STEER_DEFAULT_INSTANCE,
+		       PGW_STR(PGW_MAP_ORIGIN_TUP));
+	tfd = bpf_obj_get(path);
+	if (tfd < 0) {
+		rc = -errno;
+		close(cfd);
+		return rc;
+	}
+	rc = origin_init(out, cfd, tfd, true);
+	if (rc) {
+		close(cfd);
+		close(tfd);
+	}
+	return rc;
+}
+
+int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
+{
+	int cfd, tfd;
+
+	*out = NULL;
+	steer_handle_map_fds(h, &cfd, &tfd);
+	return origin_init(out, cfd, tfd, false);
+}
+
+void steer_origin_close(struct steer_origin *o)
+{
+	if (!o)
+		return;
+	if (o->owns_fds) {
+		close(o->cfg_fd);
+		close(o->tup_fd);
+	}
+	free(o);
+}
+
+uint32_t steer_origin_relay_mark(const struct steer_origin *o)
+{
+	return o ? o->relay_mark : 0;
+}
+
+/* Family, address words and port of a socket address, v4-mapped folded to IPv4 (the BPF
+ * side keys a dual-stack socket's IPv4 connection the same way). False if not IP. */
+static bool addr_words(const struct addr *a, __u8 *family, __u32 w[4], __u16 *port)
+{
+	memset(w, 0, 16);
+	if (a->ss.sa.sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
+
+		*family = PGW_AF_INET;
+		w[0] = s4->sin_addr.s_addr;
+		*port = s4->sin_port;
+		return true;
+	}
+	if (a->ss.sa.sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
+
+		*port = s6->sin6_port;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			*family = PGW_AF_INET;
+			memcpy(&w[0], &s6->sin6_addr.s6_addr[12], 4);
+		} else {
+			*family = PGW_AF_INET6;
+			memcpy(w, &s6->sin6_addr, 16);
+		}
+		return true;
+	}
+	return false;
+}
+
+static void origin_dst(const struct pgw_origin *r, struct addr *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (r->family == PGW_AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&out->ss;
+
+		s4->sin_family = AF_INET;
+		s4->sin_addr.s_addr = r->dst_addr[0];
+		s4->sin_port = r->dst_port;
+		out->len = sizeof(*s4);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&out->ss;
+
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, r->dst_addr, 16);
+		s6->sin6_port = r->dst_port;
+		out->len = sizeof(*s6);
+	}
+}
+
+static bool addr_is_any(const struct addr *a)
+{
+	if (a->ss.sa.sa_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+	if (a->ss.sa.sa_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+	return false;
+}
+
+/* The process behind a Unix-socket peer: SO_PEERCRED (kernel-filled), comm and cgroup from
+ * /proc (best effort: the process may already be gone). */
+static void unix_peer_process(int fd, struct session_process *p)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	char path[64], line[512];
+	FILE *f;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0)
+		return;
+	p->known = true;
+	p->pid = p->tgid = (uint32_t)cr.pid;
+	p->uid = cr.uid;
+	p->gid = cr.gid;
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)cr.pid);
+	f = fopen(path, "re");
+	if (f) {
+		if (fgets(p->comm, sizeof(p->comm), f))
+			p->comm[strcspn(p->comm, "\n")] = '\0';
+		fclose(f);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)cr.pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char root[256], cg[1024];
+		struct stat st;
+		FILE *m;
+
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		m = fopen("/proc/self/mounts", "re");
+		if (!m)
+			break;
+		if (steer_find_mount(m, "cgroup2", root, sizeof(root)) == 0) {
+			snprintf(cg, sizeof(cg), "%s%s", root, line + 3);
+			if (stat(cg, &st) == 0)
+				p->cgroup_id = (uint64_t)st.st_ino;
+		}
+		fclose(m);
+		break;
+	}
+	fclose(f);
+}
+
+int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *listen,
+			const struct addr *peer, const struct addr *local, struct session *s)
+{
+	struct pgw_tuple t;
+	struct pgw_origin r;
+	__u16 lport, pport;
+	__u8 lfam;
+
+	s->client = *peer;
+	s->route = SESSION_ROUTE_EXPLICIT;
+	s->dialled = *listen;
+	memset(&s->process, 0, sizeof(s->process));
+
+	memset(&t, 0, sizeof(t));
+	if (!addr_words(peer, &t.family, t.client_addr, &pport) ||
+	    !addr_words(local, &lfam, t.relay_addr, &lport))
+		return 0;
+	t.client_port = pport;
+	t.relay_port = lport;
+	if (o && lfam == t.family && bpf_map_lookup_elem(o->tup_fd, &t, &r) == 0) {
+		/* Consumed: the 4-tuple may be reused by a later connection. */
+		bpf_map_delete_elem(o->tup_fd, &t);
+		s->route = SESSION_ROUTE_STEERED;
+		origin_dst(&r, &s->dialled);
+		s->process.known = true;
+		s->process.pid = r.pid;
+		s->process.tgid = r.tgid;
+		s->process.uid = r.uid;
+		s->process.gid = r.gid;
+		s->process.cgroup_id = r.cgroup_id;
+		memcpy(s->process.comm, r.comm, sizeof(s->process.comm));
+		s->process.comm[sizeof(s->process.comm) - 1] = '\0';
+		return 0;
+	}
+	/* TPROXY: the accepted socket's local end is the destination the client dialled, not
+	 * the listener's address (a protected port never equals the TPROXY port). */
+	{
+		__u8 f2;
+		__u32 w2[4];
+		__u16 listen_port;
+
+		if (!addr_words(listen, &f2, w2, &listen_port))
+			return 0;
+		if (lport != listen_port ||
+		    (!addr_is_any(listen) && (f2 != lfam || memcmp(w2, t.relay_addr, 16) != 0))) {
+			s->route = SESSION_ROUTE_TPROXY;
+			s->dialled = *local;
+		}
+	}
+	return 0;
+}
+
+void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
+{
+	s->route = o && o->unix_on ? SESSION_ROUTE_STEERED : SESSION_ROUTE_EXPLICIT;
+	memset(&s->process, 0, sizeof(s->process));
+	unix_peer_process(fd, &s->process);
+}
+
+static bool addr_is_loopback(const struct addr *a)
+{
+	if (a->ss.sa.sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+	if (a->ss.sa.sa_family == AF_INET6) {
+		const struct in6_addr *in = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+
+		if (IN6_IS_ADDR_LOOPBACK(in))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(in) && in->s6_addr[12] == 127;
+	}
+	return false;
+}
+
+int steer_upstream_prepare(int fd, const struct session *s, uint32_t mark,
+			   bool transparent_source, const char **why)
+{
+	const struct addr *c = &s->client;
+	struct addr src;
+	int one = 1;
+
+	*why = NULL;
+	if (mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
+		return -errno;
+	if (!transparent_source) {
+		*why = "disabled";
+		return 1;
+	}
+	if (s->route == SESSION_ROUTE_EXPLICIT) {
+		*why = "explicit route";
+		return 1;
+	}
+	if (c->ss.sa.sa_family != AF_INET && c->ss.sa.sa_family != AF_INET6) {
+		*why = "not an IP client";
+		return 1;
+	}
+	if (addr_is_loopback(c)) {
+		/* The server would see 127.0.0.1 either way, and the client's own 4-tuple is
+		 * taken by its steered connection. */
+		*why = "loopback client";
+		return 1;
+	}
+	/* The client's address with a fresh port: its own port is in use by the accepted
+	 * TPROXY socket's mirror 4-tuple, which would capture our packets to the server. */
+	src = *c;
+	if (src.ss.sa.sa_family == AF_INET) {
+		((struct sockaddr_in *)&src.ss)->sin_port = 0;
+		if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)))
+			return -errno;
+	} else {
+		((struct sockaddr_in6 *)&src.ss)->sin6_port = 0;
+		if (setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)))
+			return -errno;
+	}
+	/* Pick the port at connect(), so only the full 4-tuple must be unique. */
+	setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&src.ss, src.len) != 0)
+		return -errno;
+	return 0;
+}
+
+int steer_listen_transparent(const struct addr *a, int backlog, bool reuseport)
+{
+	int one = 1, rc;
+	int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))))
+		goto err_close;
+	if (a->ss.sa.sa_family == AF_INET6) {
+		if (setsockopt(fd, SOL_IPV6, IPV6_V6ONLY, &one, sizeof(one)) ||
+		    setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)))
+			goto err_close;
+	} else if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))) {
+		goto err_close;
+	}
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) || listen(fd, backlog))
+		goto err_close;
+	return fd;
+err_close:
+	rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int steer_listen_unix(const char *path, int backlog)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd, rc;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sun.sun_path, path, strlen(path));
+	/* Replace a socket left by an earlier run, never another kind of file. */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return -EEXIST;
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (const struct sockaddr *)&sun, sizeof(sun)) || chmod(path, 0666) ||
+	    listen(fd, backlog)) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
