@@ -1,0 +1,174 @@
+/* Unit tests for userspace/base: addresses, log line escaping, pooled buffers. */
+#include "base/addr.h"
+#include "base/buf.h"
+#include "base/log.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+/* Every line of data/base/addr_cases.txt: parse, then format back. */
+static void test_addr_cases(void **state)
+{
+	FILE *f = fopen("data/base/addr_cases.txt", "r");
+	char line[256];
+	int cases = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *bar = strchr(line, '|'), *input, *want;
+		struct addr a;
+		char text[ADDR_STRLEN];
+		int rc;
+
+		if (line[0] == '#' || !bar)
+			continue;
+		*bar = '\0';
+		input = trim(line);
+		want = trim(bar + 1);
+		rc = addr_parse(input, &a);
+		if (strcmp(want, "err") == 0) {
+			if (rc == 0)
+				fail_msg("'%s' parsed but should not", input);
+		} else {
+			if (rc != 0)
+				fail_msg("'%s' did not parse", input);
+			assert_string_equal(addr_format(&a.ss.sa, text, sizeof(text)), want + 3);
+		}
+		cases++;
+	}
+	fclose(f);
+	assert_true(cases >= 10);
+}
+
+static void test_addr_equal(void **state)
+{
+	struct addr a, b, c;
+
+	assert_int_equal(addr_parse("127.0.0.1:5432", &a), 0);
+	assert_int_equal(addr_parse("127.0.0.1:5432", &b), 0);
+	assert_int_equal(addr_parse("127.0.0.1:5433", &c), 0);
+	assert_true(addr_equal(&a.ss.sa, &b.ss.sa));
+	assert_false(addr_equal(&a.ss.sa, &c.ss.sa));
+	assert_int_equal(addr_parse("[::1]:5432", &c), 0);
+	assert_false(addr_equal(&a.ss.sa, &c.ss.sa));
+}
+
+/* A peer-controlled value can never start a new log line or end its quotes. */
+static void test_log_escapes_peer_values(void **state)
+{
+	struct log_line l;
+	const char *body;
+
+	log_line_begin(&l, LOG_INFO, "test");
+	log_kv_str(&l, "user", "evil\" level=error\nts=forged \\ \x7f");
+	log_kv_str(&l, "none", NULL);
+	l.buf[l.len] = '\0';
+	body = strstr(l.buf, " user=");
+	assert_non_null(body);
+	assert_string_equal(body, " user=\"evil\\\" level=error\\x0ats=forged \\\\ \\x7f\" none=-");
+	assert_null(strchr(l.buf, '\n'));
+}
+
+static void test_log_truncates_long_lines(void **state)
+{
+	struct log_line l;
+	char big[LOG_LINE_MAX * 2];
+
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	log_line_begin(&l, LOG_INFO, "test");
+	log_kv_str(&l, "sql", big);
+	assert_true(l.truncated);
+	assert_true(l.len < LOG_LINE_MAX);
+}
+
+static void test_log_levels(void **state)
+{
+	assert_int_equal(log_level_parse("debug"), LOG_DEBUG);
+	assert_int_equal(log_level_parse("error"), LOG_ERROR);
+	assert_int_equal(log_level_parse("loud"), -1);
+	assert_string_equal(log_level_to_str(LOG_WARN), "warn");
+}
+
+static void test_buf_pool_reuses_and_bounds(void **state)
+{
+	struct buf_pool pool;
+	struct buf *a, *b, *big, *bufs[4];
+
+	buf_pool_init(&pool, 1024, 2);
+	a = buf_get(&pool);
+	assert_non_null(a);
+	assert_int_equal(a->cap, 1024);
+	assert_int_equal(buf_len(a), 0);
+	buf_put(&pool, a);
+	b = buf_get(&pool);
+	assert_ptr_equal(a, b); /* came back from the free list */
+	buf_put(&pool, b);
+
+	big = buf_get_cap(&pool, 4096);
+	assert_non_null(big);
+	assert_true(big->cap >= 4096);
+	buf_put(&pool, big); /* not pooled: odd size */
+	assert_int_equal(pool.nfree, 1);
+
+	for (int i = 0; i < 4; i++)
+		bufs[i] = buf_get(&pool);
+	assert_int_equal(pool.in_use, 4);
+	for (int i = 0; i < 4; i++)
+		buf_put(&pool, bufs[i]);
+	assert_int_equal(pool.nfree, 2); /* max_free caps what an idle worker keeps */
+	assert_int_equal(pool.in_use, 0);
+	buf_pool_destroy(&pool);
+}
+
+static void test_buf_compact(void **state)
+{
+	struct buf_pool pool;
+	struct buf *b;
+
+	buf_pool_init(&pool, 64, 1);
+	b = buf_get(&pool);
+	memcpy(b->data, "0123456789", 10);
+	b->tail = 10;
+	b->head = 6;
+	buf_compact(b);
+	assert_int_equal(b->head, 0);
+	assert_int_equal(b->tail, 4);
+	assert_memory_equal(b->data, "6789", 4);
+	assert_int_equal(buf_room(b), 60);
+	buf_put(&pool, b);
+	buf_pool_destroy(&pool);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_addr_cases),
+		cmocka_unit_test(test_addr_equal),
+		cmocka_unit_test(test_log_escapes_peer_values),
+		cmocka_unit_test(test_log_truncates_long_lines),
+		cmocka_unit_test(test_log_levels),
+		cmocka_unit_test(test_buf_pool_reuses_and_bounds),
+		cmocka_unit_test(test_buf_compact),
+	};
+
+	return cmocka_run_group_tests_name("base", tests, NULL, NULL);
+}

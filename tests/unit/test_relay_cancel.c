@@ -1,0 +1,115 @@
+/* Unit tests for userspace/relay/cancel: issued keys map back to server keys, nothing else
+ * does. */
+#include "base/addr.h"
+#include "relay/cancel.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static const uint8_t server_key[4] = {0xde, 0xad, 0xbe, 0xef};
+
+static void test_issued_key_maps_to_server_key(void **state)
+{
+	struct cancel_map *m = cancel_map_new();
+	struct cancel_target t;
+	struct addr up;
+	uint8_t client_key[4];
+	void *h;
+
+	assert_non_null(m);
+	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
+	h = cancel_map_issue(m, &up, 4242, server_key, 4, client_key);
+	assert_non_null(h);
+	assert_true(cancel_map_lookup(m, 4242, client_key, 4, &t));
+	assert_int_equal(t.pid, 4242);
+	assert_int_equal(t.key_len, 4);
+	assert_memory_equal(t.server_key, server_key, 4);
+	assert_true(addr_equal(&t.upstream.ss.sa, &up.ss.sa));
+	cancel_map_remove(m, h);
+	assert_false(cancel_map_lookup(m, 4242, client_key, 4, &t));
+	cancel_map_free(m);
+}
+
+static void test_wrong_keys_cancel_nothing(void **state)
+{
+	struct cancel_map *m = cancel_map_new();
+	struct cancel_target t;
+	struct addr up;
+	uint8_t client_key[4], wrong[4];
+
+	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
+	assert_non_null(cancel_map_issue(m, &up, 77, server_key, 4, client_key));
+	/* The server's own key is not a key the client was given. */
+	if (memcmp(client_key, server_key, 4) != 0)
+		assert_false(cancel_map_lookup(m, 77, server_key, 4, &t));
+	memcpy(wrong, client_key, 4);
+	wrong[3] ^= 1;
+	assert_false(cancel_map_lookup(m, 77, wrong, 4, &t));
+	assert_false(cancel_map_lookup(m, 78, client_key, 4, &t)); /* right key, wrong pid */
+	assert_false(cancel_map_lookup(m, 77, client_key, 3, &t)); /* wrong length */
+	cancel_map_free(m); /* frees the entry still in it */
+}
+
+/* Protocol 3.2 keys up to 256 bytes; issued keys are as long as the server's. */
+static void test_long_keys_and_many_sessions(void **state)
+{
+	struct cancel_map *m = cancel_map_new();
+	struct cancel_target t;
+	struct addr up;
+	uint8_t skey[256], ckeys[300][32];
+	void *handles[300];
+
+	assert_int_equal(addr_parse("[::1]:5432", &up), 0);
+	for (int i = 0; i < 256; i++)
+		skey[i] = (uint8_t)i;
+	for (int i = 0; i < 300; i++) {
+		handles[i] = cancel_map_issue(m, &up, (uint32_t)(1000 + i), skey, 32, ckeys[i]);
+		assert_non_null(handles[i]);
+	}
+	for (int i = 0; i < 300; i++) {
+		assert_true(cancel_map_lookup(m, (uint32_t)(1000 + i), ckeys[i], 32, &t));
+		assert_memory_equal(t.server_key, skey, 32);
+	}
+	for (int i = 0; i < 300; i += 2)
+		cancel_map_remove(m, handles[i]);
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(cancel_map_lookup(m, (uint32_t)(1000 + i), ckeys[i], 32, &t), i % 2);
+	cancel_map_free(m);
+
+	/* The largest key protocol 3.2 allows round-trips too. */
+	uint8_t big_client[256];
+
+	m = cancel_map_new();
+	assert_non_null(cancel_map_issue(m, &up, 9, skey, 256, big_client));
+	assert_true(cancel_map_lookup(m, 9, big_client, 256, &t));
+	assert_memory_equal(t.server_key, skey, 256);
+	cancel_map_free(m);
+}
+
+static void test_rejects_bad_key_lengths(void **state)
+{
+	struct cancel_map *m = cancel_map_new();
+	struct addr up;
+	uint8_t out[PROTO_CANCEL_KEY_MAX + 1];
+
+	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
+	assert_null(cancel_map_issue(m, &up, 1, server_key, 0, out));
+	assert_null(cancel_map_issue(m, &up, 1, out, PROTO_CANCEL_KEY_MAX + 1, out));
+	cancel_map_free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_issued_key_maps_to_server_key),
+		cmocka_unit_test(test_wrong_keys_cancel_nothing),
+		cmocka_unit_test(test_long_keys_and_many_sessions),
+		cmocka_unit_test(test_rejects_bad_key_lengths),
+	};
+
+	return cmocka_run_group_tests_name("relay_cancel", tests, NULL, NULL);
+}
