@@ -857,8 +857,10 @@ static int loader_scalar(struct loader *ld, const struct setting *st, const yaml
 	return 0;
 }
 
-/* The value of setting st: one scalar, or for "listen" also a list of scalars. */
-static int loader_value(struct loader *ld, const struct setting *st)
+/* The value of setting st, whose key is on key_line: one scalar, or for "listen" also a
+ * list of scalars. A value of the wrong shape is reported on the key's line, where the
+ * operator will look; a bad scalar on its own line (list items have their own). */
+static int loader_value(struct loader *ld, const struct setting *st, unsigned key_line)
 {
 	yaml_event_t ev;
 	int rc = -1;
@@ -888,10 +890,9 @@ static int loader_value(struct loader *ld, const struct setting *st)
 				break;
 		}
 	} else if (ev.type == YAML_ALIAS_EVENT) {
-		rc = loader_fail(ld, mark_line(&ev.start_mark), st->key,
-				 "aliases (*name) are not supported");
+		rc = loader_fail(ld, key_line, st->key, "aliases (*name) are not supported");
 	} else {
-		rc = loader_fail(ld, mark_line(&ev.start_mark), st->key, "expected %s, got %s",
+		rc = loader_fail(ld, key_line, st->key, "expected %s, got %s",
 				 type_infos[st->type].what, event_kind(&ev));
 	}
 	yaml_event_delete(&ev);
@@ -940,6 +941,12 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 		memcpy(full + plen, key, klen);
 		full[plen + klen] = '\0';
 		st = setting_by_key(full, plen + klen);
+		/* The file nests groups; "timeouts.startup" at the top is a flag's idea of a key. */
+		if (st && group < 0 && group_len(st->key)) {
+			return loader_fail(ld, line, st->key, "unknown key (nest it: %.*s: {%s: ...})",
+					   (int)group_len(st->key), st->key,
+					   st->key + group_len(st->key) + 1);
+		}
 		if (!st && group < 0)
 			g = group_by_name(key, klen);
 	}
@@ -950,7 +957,7 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 			return loader_fail(ld, line, st->key, "duplicate key (first set on line %u)",
 					   ld->key_line[i]);
 		ld->key_line[i] = line;
-		return loader_value(ld, st);
+		return loader_value(ld, st, line);
 	}
 	if (g >= 0) {
 		char members[128], gname[CONFIG_KEY_MAX];
@@ -966,7 +973,7 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 		if (loader_next(ld, &val))
 			return -1;
 		if (val.type != YAML_MAPPING_START_EVENT) {
-			rc = loader_fail(ld, mark_line(&val.start_mark), gname,
+			rc = loader_fail(ld, line, gname,
 					 "expected a mapping of %s, got %s",
 					 group_members((size_t)g, members, sizeof(members)),
 					 val.type == YAML_SCALAR_EVENT && scalar_is_null(&val) ?

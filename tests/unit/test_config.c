@@ -1,0 +1,990 @@
+/*
+ * config unit tests: defaults, every key through the file and through config_set, the
+ * value parsers, every class of error with the exact line an operator would see, and the
+ * docs kept in step with the settings table.
+ *
+ * Most file cases are data: tests/unit/data/config/NAME.yaml with NAME.expect beside it,
+ * read at run time (cwd is tests/unit). An .expect file holds:
+ *
+ *   load: ok                      or   load: error <the exact message>
+ *   <key> = <value>               config_get() after a successful load (any number)
+ *   validate: ok                  or   validate: error <the exact message>
+ *
+ * Lines starting with '#' are comments. Every case is also loaded through
+ * config_load_buffer() and must give the same result.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "config/config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CASE_DIR "data/config"
+#define VALUE_MAX 1024
+
+static size_t nkeys(void)
+{
+	size_t n = 0;
+
+	while (config_keys[n])
+		n++;
+	return n;
+}
+
+static void assert_get(const struct config *cfg, const char *key, const char *want)
+{
+	char got[VALUE_MAX];
+
+	assert_int_equal(config_get(cfg, key, got, sizeof(got)), 0);
+	if (strcmp(got, want) != 0)
+		fail_msg("%s: got \"%s\", want \"%s\"", key, got, want);
+}
+
+static void assert_set_ok(struct config *cfg, const char *key, const char *value)
+{
+	char err[CONFIG_ERR_MAX] = "";
+
+	if (config_set(cfg, key, value, err, sizeof(err)) != 0)
+		fail_msg("config_set(%s, %s): %s", key, value, err);
+}
+
+static void assert_set_err(struct config *cfg, const char *key, const char *value,
+			   const char *want)
+{
+	char err[CONFIG_ERR_MAX] = "";
+
+	if (config_set(cfg, key, value, err, sizeof(err)) == 0)
+		fail_msg("config_set(%s, %s) succeeded, want \"%s\"", key, value, want);
+	if (strcmp(err, want) != 0)
+		fail_msg("config_set(%s, %s): got \"%s\", want \"%s\"", key, value, err, want);
+}
+
+/* Every key's formatted value, joined, to compare two configs or one config over time. */
+static char *snapshot(const struct config *cfg)
+{
+	size_t cap = 8192, len = 0;
+	char *s = malloc(cap);
+
+	assert_non_null(s);
+	s[0] = '\0';
+	for (size_t i = 0; config_keys[i]; i++) {
+		char v[VALUE_MAX];
+		int w;
+
+		assert_int_equal(config_get(cfg, config_keys[i], v, sizeof(v)), 0);
+		w = snprintf(s + len, cap - len, "%s=%s\n", config_keys[i], v);
+		assert_true(w > 0 && (size_t)w < cap - len);
+		len += (size_t)w;
+	}
+	return s;
+}
+
+static char *read_whole(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *data = NULL;
+	size_t cap = 0, n = 0;
+
+	if (!f)
+		return NULL;
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 4096;
+			data = realloc(data, cap + 1);
+			assert_non_null(data);
+		}
+		size_t r = fread(data + n, 1, cap - n, f);
+
+		n += r;
+		if (r == 0)
+			break;
+	}
+	fclose(f);
+	data[n] = '\0';
+	*len = n;
+	return data;
+}
+
+/* ---- defaults and flags ------------------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+	struct config *cfg = config_new();
+	char err[CONFIG_ERR_MAX];
+
+	assert_non_null(cfg);
+	assert_int_equal(cfg->refcount, 1);
+	assert_int_equal(cfg->nlisten, 0);
+	assert_false(cfg->has_upstream);
+	assert_int_equal(cfg->workers, 0);
+	assert_int_equal(cfg->buffer_size, 32 * 1024);
+	assert_int_equal(cfg->max_message_size, 0x3fffffff);
+	assert_int_equal(cfg->max_connections, 10000);
+	assert_int_equal(cfg->startup_timeout_ms, 60000);
+	assert_int_equal(cfg->message_timeout_ms, 30000);
+	assert_int_equal(cfg->connect_timeout_ms, 10000);
+	assert_int_equal(cfg->drain_timeout_ms, 30000);
+	assert_int_equal(cfg->log_level, LOG_INFO);
+	assert_string_equal(cfg->admin_socket, CONFIG_DEFAULT_ADMIN_SOCKET);
+	assert_null(cfg->metrics_listen);
+
+	assert_get(cfg, "listen", "");
+	assert_get(cfg, "upstream", "");
+	assert_get(cfg, "buffer_size", "32KiB");
+	assert_get(cfg, "max_message_size", "1073741823");
+	assert_get(cfg, "timeouts.startup", "1m");
+	assert_get(cfg, "log_level", "info");
+	assert_get(cfg, "metrics_listen", "");
+
+	/* Defaults alone are not a working config: where to listen and forward is required. */
+	assert_int_equal(config_validate(cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "listen: at least one listen address is required");
+	config_unref(cfg);
+}
+
+struct set_case {
+	const char *key;   /* as passed to config_set: key or flag spelling */
+	const char *value;
+	const char *want;  /* config_get() afterwards */
+};
+
+static void test_set_every_key(void **state)
+{
+	static const struct set_case cases[] = {
+		{"listen", "127.0.0.1:6432", "127.0.0.1:6432"},
+		{"upstream", "[::1]:5432", "[::1]:5432"},
+		{"workers", "4", "4"},
+		{"buffer_size", "64KiB", "64KiB"},
+		{"max_message_size", "16MiB", "16MiB"},
+		{"max_connections", "500", "500"},
+		{"timeouts.startup", "45s", "45s"},
+		{"timeouts.message", "1500ms", "1500ms"},
+		{"timeouts.connect", "2m", "2m"},
+		{"timeouts.drain", "0", "0s"},
+		{"log_level", "debug", "debug"},
+		{"admin_socket", "/tmp/pgw.sock", "/tmp/pgw.sock"},
+		{"metrics_listen", "127.0.0.1:9187", "127.0.0.1:9187"},
+		/* flag spellings */
+		{"buffer-size", "4096", "4KiB"},
+		{"max-message-size", "8192", "8KiB"},
+		{"max-connections", "1", "1"},
+		{"timeouts-startup", "600", "10m"},
+		{"timeouts-message", "100ms", "100ms"},
+		{"timeouts-connect", "10m", "10m"},
+		{"timeouts-drain", "3600", "1h"},
+		{"log-level", "error", "error"},
+		{"admin-socket", "/run/x.sock", "/run/x.sock"},
+		{"metrics-listen", "*:9187", "0.0.0.0:9187"},
+		{"metrics-listen", "off", ""},
+		{"metrics_listen", "", ""},
+		{"upstream", "10.0.0.5:5432", "10.0.0.5:5432"},
+	};
+	struct config *cfg = config_new();
+	size_t covered = 0;
+
+	assert_non_null(cfg);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_set_ok(cfg, cases[i].key, cases[i].value);
+		assert_get(cfg, cases[i].key, cases[i].want);
+	}
+	/* Every key in the table was exercised above, in at least one spelling. */
+	for (size_t k = 0; config_keys[k]; k++)
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+			if (strcmp(config_key_lookup(cases[i].key), config_keys[k]) == 0) {
+				covered++;
+				break;
+			}
+	assert_int_equal(covered, nkeys());
+
+	assert_int_equal(cfg->workers, 4);
+	assert_int_equal(cfg->message_timeout_ms, 100);
+	assert_int_equal(cfg->drain_timeout_ms, 3600 * 1000);
+	assert_int_equal(cfg->log_level, LOG_ERROR);
+	assert_true(cfg->has_upstream);
+	assert_null(cfg->metrics_listen);
+	config_unref(cfg);
+}
+
+static void test_set_errors(void **state)
+{
+	static const struct {
+		const char *key, *value, *want;
+	} cases[] = {
+		{"nope", "1", "nope: unknown key"},
+		{"timeouts", "1s", "timeouts: unknown key"},
+		{"timeouts_startup", "1s", "timeouts_startup: unknown key"},
+		{"--listen", "1.2.3.4:5", "--listen: unknown key"},
+		{"workers", "-1", "workers: expected a whole number, got \"-1\""},
+		{"workers", "4x", "workers: expected a whole number, got \"4x\""},
+		{"workers", "1025", "workers: \"1025\" is out of range (0 to 1024)"},
+		{"workers", "99999999999999999999999", "workers: \"99999999999999999999999\" is out of range (0 to 1024)"},
+		{"max-connections", "0", "max-connections: \"0\" is out of range (1 to 1000000)"},
+		{"buffer_size", "4095", "buffer_size: \"4095\" is out of range (4KiB to 1MiB)"},
+		{"buffer_size", "2MiB", "buffer_size: \"2MiB\" is out of range (4KiB to 1MiB)"},
+		{"buffer_size", "32kb", "buffer_size: expected a size like 32KiB, 1MiB or a number of bytes, got \"32kb\""},
+		{"max_message_size", "1GiB", "max_message_size: \"1GiB\" is out of range (8KiB to 1073741823)"},
+		{"max_message_size", "8191", "max_message_size: \"8191\" is out of range (8KiB to 1073741823)"},
+		{"timeouts.startup", "10x", "timeouts.startup: expected a duration like 30s, 500ms or 2m, got \"10x\""},
+		{"timeouts.startup", "999ms", "timeouts.startup: \"999ms\" is out of range (1s to 10m)"},
+		{"timeouts.startup", "11m", "timeouts.startup: \"11m\" is out of range (1s to 10m)"},
+		{"timeouts-connect", "0", "timeouts-connect: \"0\" is out of range (100ms to 10m)"},
+		{"timeouts.drain", "2h", "timeouts.drain: \"2h\" is out of range (0s to 1h)"},
+		{"log_level", "verbose", "log_level: expected one of error, warn, info, debug, got \"verbose\""},
+		{"log_level", "", "log_level: expected one of error, warn, info, debug, got \"\""},
+		{"listen", "localhost:6432", "listen: expected an address like 127.0.0.1:6432, [::1]:6432 or *:6432, got \"localhost:6432\""},
+		{"upstream", "127.0.0.1", "upstream: expected an address like 127.0.0.1:5432 or [::1]:5432, got \"127.0.0.1\""},
+		{"upstream", "1.2.3.4:65536", "upstream: expected an address like 127.0.0.1:5432 or [::1]:5432, got \"1.2.3.4:65536\""},
+		{"metrics_listen", "[::1]", "metrics_listen: expected an address like 127.0.0.1:9187, or off, got \"[::1]\""},
+		{"admin_socket", "run/admin.sock", "admin_socket: expected an absolute path, got \"run/admin.sock\""},
+		{"admin_socket", "/tmp/a\nb", "admin_socket: expected an absolute path, got \"/tmp/a\\x0ab\""},
+		{"admin_socket", "/tmp/\xff", "admin_socket: expected an absolute path, got \"/tmp/\\xff\""},
+		{"admin_socket", "/" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		 "admin_socket: path is longer than 107 bytes"},
+	};
+	struct config *cfg = config_new();
+	char *before;
+
+	assert_non_null(cfg);
+	assert_set_ok(cfg, "upstream", "127.0.0.1:5432");
+	before = snapshot(cfg);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_set_err(cfg, cases[i].key, cases[i].value, cases[i].want);
+	/* A rejected value leaves the config exactly as it was. */
+	char *after = snapshot(cfg);
+
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+
+	/* A missing flag argument, and an error buffer too small for the message. */
+	char err[CONFIG_ERR_MAX], tiny[8];
+
+	assert_int_equal(config_set(cfg, "workers", NULL, err, sizeof(err)), -1);
+	assert_string_equal(err, "workers: missing value");
+	assert_int_equal(config_set(cfg, "workers", "x", tiny, sizeof(tiny)), -1);
+	assert_string_equal(tiny, "workers");
+	assert_int_equal(config_set(cfg, "workers", "x", NULL, 0), -1);
+	config_unref(cfg);
+}
+
+static void test_flag_names(void **state)
+{
+	char buf[64], tiny[4];
+
+	assert_string_equal(config_key_lookup("timeouts-startup"), "timeouts.startup");
+	assert_string_equal(config_key_lookup("timeouts.startup"), "timeouts.startup");
+	assert_string_equal(config_key_lookup("buffer-size"), "buffer_size");
+	assert_string_equal(config_key_lookup("metrics-listen"), "metrics_listen");
+	assert_null(config_key_lookup("timeouts_startup")); /* mixed spellings are not flags */
+	assert_null(config_key_lookup("buffer.size"));
+	assert_null(config_key_lookup("timeouts"));
+	assert_null(config_key_lookup("config"));
+	assert_null(config_key_lookup(""));
+	assert_null(config_key_lookup(NULL));
+	assert_string_equal(config_flag_name("timeouts.drain", buf, sizeof(buf)), "timeouts-drain");
+	assert_string_equal(config_flag_name("log-level", buf, sizeof(buf)), "log-level");
+	assert_null(config_flag_name("nope", buf, sizeof(buf)));
+	assert_null(config_flag_name("workers", tiny, sizeof(tiny)));
+	/* Every key's flag maps back to it. */
+	for (size_t i = 0; config_keys[i]; i++) {
+		assert_non_null(config_flag_name(config_keys[i], buf, sizeof(buf)));
+		assert_null(strchr(buf, '.'));
+		assert_null(strchr(buf, '_'));
+		assert_string_equal(config_key_lookup(buf), config_keys[i]);
+	}
+}
+
+static void test_listen_flags_override_file(void **state)
+{
+	static const char file[] = "listen:\n  - 10.0.0.1:6432\n  - 10.0.0.2:6432\n";
+	struct config *cfg = config_new();
+	char err[CONFIG_ERR_MAX];
+
+	assert_non_null(cfg);
+	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
+	assert_get(cfg, "listen", "10.0.0.1:6432, 10.0.0.2:6432");
+	/* The first flag replaces the file's list; later flags add to it. */
+	assert_set_ok(cfg, "listen", "127.0.0.1:7000");
+	assert_get(cfg, "listen", "127.0.0.1:7000");
+	assert_set_ok(cfg, "listen", "[::1]:7000");
+	assert_get(cfg, "listen", "127.0.0.1:7000, [::1]:7000");
+	/* A bad first flag must not have cleared the list. */
+	struct config *other = config_new();
+
+	assert_non_null(other);
+	assert_int_equal(config_load_buffer(other, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
+	assert_int_equal(config_set(other, "listen", "bogus", err, sizeof(err)), -1);
+	assert_get(other, "listen", "10.0.0.1:6432, 10.0.0.2:6432");
+	config_unref(other);
+
+	for (int i = 2; i < CONFIG_MAX_LISTEN; i++) {
+		char a[32];
+
+		snprintf(a, sizeof(a), "127.0.0.1:%d", 7000 + i);
+		assert_set_ok(cfg, "listen", a);
+	}
+	assert_int_equal(cfg->nlisten, CONFIG_MAX_LISTEN);
+	assert_set_err(cfg, "listen", "127.0.0.1:9999", "listen: more than 8 addresses");
+	assert_int_equal(cfg->nlisten, CONFIG_MAX_LISTEN);
+	/* Loading the file again (a reload) makes the file's list current again. */
+	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
+	assert_get(cfg, "listen", "10.0.0.1:6432, 10.0.0.2:6432");
+	assert_false(cfg->listen_from_flag);
+	config_unref(cfg);
+}
+
+/* ---- value parsers ------------------------------------------------------------------ */
+
+struct parse_case {
+	const char *text;
+	int rc;
+	uint64_t value;
+};
+
+static void test_parse_duration(void **state)
+{
+	static const struct parse_case cases[] = {
+		{"0", 0, 0},
+		{"30", 0, 30000},
+		{"30s", 0, 30000},
+		{"500ms", 0, 500},
+		{"2m", 0, 120000},
+		{"1h", 0, 3600000},
+		{"007s", 0, 7000},
+		{"0ms", 0, 0},
+		{"18446744073709551615ms", 0, UINT64_MAX},
+		{"18446744073709551616ms", -ERANGE, 0},
+		{"18446744073709551s", 0, 18446744073709551000ULL},
+		{"18446744073709552s", -ERANGE, 0},
+		{"5124095576030h", 0, 5124095576030ULL * 3600000},
+		{"5124095576031h", -ERANGE, 0},
+		{"99999999999999999999999h", -ERANGE, 0},
+		{"99999999999999999999999x", -EINVAL, 0}, /* the bad unit is the better report */
+		{"", -EINVAL, 0},
+		{"s", -EINVAL, 0},
+		{"10x", -EINVAL, 0},
+		{" 5s", -EINVAL, 0},
+		{"5s ", -EINVAL, 0},
+		{"5 s", -EINVAL, 0},
+		{"-5s", -EINVAL, 0},
+		{"+5s", -EINVAL, 0},
+		{"1.5s", -EINVAL, 0},
+		{"5S", -EINVAL, 0},
+		{"5sec", -EINVAL, 0},
+		{"5min", -EINVAL, 0},
+		{"1d", -EINVAL, 0},
+		{"0x10", -EINVAL, 0},
+		{"1h30m", -EINVAL, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 12345;
+		int rc = config_parse_duration(cases[i].text, &v);
+
+		if (rc != cases[i].rc)
+			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
+		if (rc == 0 && v != cases[i].value)
+			fail_msg("\"%s\": %llu, want %llu", cases[i].text, (unsigned long long)v,
+				 (unsigned long long)cases[i].value);
+		if (rc != 0 && v != 12345)
+			fail_msg("\"%s\": output written on error", cases[i].text);
+	}
+}
+
+static void test_parse_size(void **state)
+{
+	static const struct parse_case cases[] = {
+		{"0", 0, 0},
+		{"4096", 0, 4096},
+		{"4096B", 0, 4096},
+		{"32KiB", 0, 32768},
+		{"1MiB", 0, 1048576},
+		{"1GiB", 0, 1073741824},
+		{"17179869183GiB", 0, 17179869183ULL << 30},
+		{"17179869184GiB", -ERANGE, 0},
+		{"18446744073709551615", 0, UINT64_MAX},
+		{"18446744073709551616", -ERANGE, 0},
+		{"", -EINVAL, 0},
+		{"KiB", -EINVAL, 0},
+		{"32kb", -EINVAL, 0},
+		{"32KB", -EINVAL, 0},
+		{"32K", -EINVAL, 0},
+		{"32kib", -EINVAL, 0},
+		{"1TiB", -EINVAL, 0},
+		{" 32KiB", -EINVAL, 0},
+		{"32 KiB", -EINVAL, 0},
+		{"-1", -EINVAL, 0},
+		{"1.5MiB", -EINVAL, 0},
+		{"1e6", -EINVAL, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 12345;
+		int rc = config_parse_size(cases[i].text, &v);
+
+		if (rc != cases[i].rc)
+			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
+		if (rc == 0 && v != cases[i].value)
+			fail_msg("\"%s\": %llu, want %llu", cases[i].text, (unsigned long long)v,
+				 (unsigned long long)cases[i].value);
+		if (rc != 0 && v != 12345)
+			fail_msg("\"%s\": output written on error", cases[i].text);
+	}
+}
+
+/* ---- case files --------------------------------------------------------------------- */
+
+/* Run one case; returns the number of mismatches, each printed. */
+static int run_case(const char *yaml_name)
+{
+	char path[512], expect_path[512], err[CONFIG_ERR_MAX], err2[CONFIG_ERR_MAX];
+	char *line = NULL;
+	size_t cap = 0, len = 0, base_len = strlen(yaml_name) - strlen(".yaml");
+	struct config *cfg = config_new(), *cfg2 = config_new();
+	int failures = 0, load_rc, load_rc2, load_lines = 0, validate_lines = 0;
+	FILE *expect;
+	char *data, *before, *after;
+
+	assert_non_null(cfg);
+	assert_non_null(cfg2);
+	snprintf(path, sizeof(path), CASE_DIR "/%s", yaml_name);
+	snprintf(expect_path, sizeof(expect_path), CASE_DIR "/%.*s.expect", (int)base_len,
+		 yaml_name);
+	expect = fopen(expect_path, "r");
+	if (!expect) {
+		print_error("%s: no expectation file %s\n", yaml_name, expect_path);
+		config_unref(cfg);
+		config_unref(cfg2);
+		return 1;
+	}
+
+	before = snapshot(cfg);
+	err[0] = '\0';
+	load_rc = config_load_file(cfg, path, err, sizeof(err));
+	/* The in-memory entry point must agree with the file one. */
+	data = read_whole(path, &len);
+	assert_non_null(data);
+	err2[0] = '\0';
+	load_rc2 = config_load_buffer(cfg2, path, data, len, err2, sizeof(err2));
+	free(data);
+	if (load_rc != load_rc2 || strcmp(err, err2) != 0) {
+		print_error("%s: file and buffer loads differ: \"%s\" vs \"%s\"\n", yaml_name, err,
+			    err2);
+		failures++;
+	}
+	if (load_rc != 0) {
+		/* A failed load leaves no trace. */
+		after = snapshot(cfg);
+		if (strcmp(before, after) != 0) {
+			print_error("%s: failed load changed the config\n", yaml_name);
+			failures++;
+		}
+		free(after);
+	}
+	free(before);
+
+	while (getline(&line, &cap, expect) > 0) {
+		char *eq, got[VALUE_MAX];
+
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] == '#' || line[0] == '\0')
+			continue;
+		if (strncmp(line, "load: ", 6) == 0) {
+			const char *want = line + 6;
+
+			load_lines++;
+			if (strcmp(want, "ok") == 0 && load_rc != 0) {
+				print_error("%s: load failed: %s\n", yaml_name, err);
+				failures++;
+			} else if (strncmp(want, "error ", 6) == 0 &&
+				   (load_rc == 0 || strcmp(err, want + 6) != 0)) {
+				print_error("%s: load: got \"%s\"\n%*swant \"%s\"\n", yaml_name,
+					    load_rc ? err : "ok", (int)strlen(yaml_name) + 2, "",
+					    want + 6);
+				failures++;
+			} else if (strcmp(want, "ok") != 0 && strncmp(want, "error ", 6) != 0) {
+				print_error("%s: bad load line \"%s\"\n", expect_path, line);
+				failures++;
+			}
+		} else if (strncmp(line, "validate: ", 10) == 0) {
+			const char *want = line + 10;
+			int vrc;
+
+			validate_lines++;
+			if (load_rc != 0) {
+				print_error("%s: validate expected after a failed load\n", yaml_name);
+				failures++;
+				continue;
+			}
+			err[0] = '\0';
+			vrc = config_validate(cfg, err, sizeof(err));
+			if ((strcmp(want, "ok") == 0 && vrc != 0) ||
+			    (strcmp(want, "ok") != 0 &&
+			     (vrc == 0 || strncmp(want, "error ", 6) != 0 || strcmp(err, want + 6) != 0))) {
+				print_error("%s: validate: got \"%s\", want \"%s\"\n", yaml_name,
+					    vrc ? err : "ok", want);
+				failures++;
+			}
+		} else if ((eq = strstr(line, " = ")) != NULL) {
+			*eq = '\0';
+			if (load_rc != 0) {
+				print_error("%s: value checks after a failed load\n", yaml_name);
+				failures++;
+			} else if (config_get(cfg, line, got, sizeof(got)) != 0) {
+				print_error("%s: unknown key %s\n", expect_path, line);
+				failures++;
+			} else if (strcmp(got, eq + 3) != 0) {
+				print_error("%s: %s: got \"%s\", want \"%s\"\n", yaml_name, line, got,
+					    eq + 3);
+				failures++;
+			}
+		} else {
+			print_error("%s: cannot read line \"%s\"\n", expect_path, line);
+			failures++;
+		}
+	}
+	free(line);
+	fclose(expect);
+	if (load_lines != 1 || (load_rc == 0 && validate_lines != 1)) {
+		print_error("%s: needs one load line, and one validate line when the load is ok\n",
+			    expect_path);
+		failures++;
+	}
+	config_unref(cfg);
+	config_unref(cfg2);
+	return failures;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void test_case_files(void **state)
+{
+	DIR *dir = opendir(CASE_DIR);
+	struct dirent *de;
+	char *names[512];
+	size_t n = 0;
+	int failures = 0;
+
+	assert_non_null(dir);
+	while ((de = readdir(dir)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		if (len > 5 && strcmp(de->d_name + len - 5, ".yaml") == 0) {
+			assert_true(n < sizeof(names) / sizeof(names[0]));
+			names[n] = strdup(de->d_name);
+			assert_non_null(names[n]);
+			n++;
+		}
+	}
+	closedir(dir);
+	qsort(names, n, sizeof(names[0]), cmp_names);
+	assert_true(n >= 40); /* the directory is where it should be, and populated */
+	for (size_t i = 0; i < n; i++) {
+		failures += run_case(names[i]);
+		free(names[i]);
+	}
+	if (failures)
+		fail_msg("%d case file mismatches", failures);
+}
+
+/* ---- file-level errors -------------------------------------------------------------- */
+
+/* A temporary file holding len bytes of fill, with a newline every 64 bytes. */
+static void make_file(char *path, size_t pathlen, size_t len, char fill)
+{
+	FILE *f;
+
+	snprintf(path, pathlen, "/tmp/test_config_XXXXXX");
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	for (size_t i = 0; i < len; i++)
+		fputc(i % 64 == 63 ? '\n' : fill, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void test_file_errors(void **state)
+{
+	struct config *cfg = config_new();
+	char err[CONFIG_ERR_MAX], path[64], want[CONFIG_ERR_MAX];
+
+	assert_non_null(cfg);
+	assert_int_equal(config_load_file(cfg, "data/config/no-such-file.yaml", err, sizeof(err)), -1);
+	assert_string_equal(err, "data/config/no-such-file.yaml: No such file or directory");
+	assert_int_equal(config_load_file(cfg, "data/config", err, sizeof(err)), -1);
+	assert_string_equal(err, "data/config: is a directory");
+
+	/* Exactly the cap is read (and here is all comment, so empty); one byte more is not. */
+	make_file(path, sizeof(path), CONFIG_MAX_FILE_SIZE, '#');
+	assert_int_equal(config_load_file(cfg, path, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s: file is empty (no settings)", path);
+	assert_string_equal(err, want);
+	unlink(path);
+	make_file(path, sizeof(path), CONFIG_MAX_FILE_SIZE + 1, '#');
+	assert_int_equal(config_load_file(cfg, path, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s: larger than 1 MiB, the limit for a config file", path);
+	assert_string_equal(err, want);
+	unlink(path);
+
+	/* A stream that does not report its size is capped while reading. */
+	if (access("/dev/zero", R_OK) == 0) {
+		assert_int_equal(config_load_file(cfg, "/dev/zero", err, sizeof(err)), -1);
+		assert_string_equal(err, "/dev/zero: larger than 1 MiB, the limit for a config file");
+	}
+
+	/* The buffer entry point has the same cap. */
+	char *big = malloc(CONFIG_MAX_FILE_SIZE + 1);
+
+	assert_non_null(big);
+	memset(big, '#', CONFIG_MAX_FILE_SIZE + 1);
+	assert_int_equal(config_load_buffer(cfg, "big", big, CONFIG_MAX_FILE_SIZE + 1, err,
+					    sizeof(err)), -1);
+	assert_string_equal(err, "big: larger than 1 MiB, the limit for a config file");
+	free(big);
+	config_unref(cfg);
+}
+
+static void test_failed_load_leaves_config_unchanged(void **state)
+{
+	/* Every kind of value is set before the error on the last line. */
+	static const char file[] = "listen: 10.1.1.1:1\n"
+				   "upstream: 10.1.1.1:2\n"
+				   "workers: 7\n"
+				   "buffer_size: 8KiB\n"
+				   "timeouts: {startup: 5s, drain: 1s}\n"
+				   "log_level: warn\n"
+				   "admin_socket: /x.sock\n"
+				   "metrics_listen: 127.0.0.1:1\n"
+				   "max_connections: 0\n";
+	struct config *cfg = config_new();
+	char err[CONFIG_ERR_MAX], *before, *after;
+
+	assert_non_null(cfg);
+	assert_set_ok(cfg, "listen", "127.0.0.1:6432");
+	assert_set_ok(cfg, "metrics_listen", "127.0.0.1:9187");
+	before = snapshot(cfg);
+	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), -1);
+	assert_string_equal(err, "t.yaml:9: max_connections: \"0\" is out of range (1 to 1000000)");
+	after = snapshot(cfg);
+	assert_string_equal(before, after);
+	assert_true(cfg->listen_from_flag);
+	free(before);
+	free(after);
+	config_unref(cfg);
+}
+
+/* ---- cross-field checks ------------------------------------------------------------- */
+
+static void test_validate(void **state)
+{
+	static const struct {
+		const char *settings[6][2];
+		const char *want; /* NULL: valid */
+	} cases[] = {
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}}, NULL},
+		{{{"upstream", "127.0.0.1:5432"}}, "listen: at least one listen address is required"},
+		{{{"listen", "127.0.0.1:6432"}}, "upstream: an upstream address is required"},
+		{{{"listen", "127.0.0.1:6432"}, {"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}},
+		 "listen: 127.0.0.1:6432 is listed twice"},
+		{{{"listen", "127.0.0.1:5432"}, {"upstream", "127.0.0.1:5432"}},
+		 "upstream: 127.0.0.1:5432 is also a listen address; the relay would connect to itself"},
+		{{{"listen", "*:5432"}, {"upstream", "10.0.0.5:5432"}},
+		 "upstream: 10.0.0.5:5432 is also a listen address; the relay would connect to itself"},
+		{{{"listen", "[::]:5432"}, {"upstream", "[::1]:5432"}},
+		 "upstream: [::1]:5432 is also a listen address; the relay would connect to itself"},
+		/* Same port, different host or family: fine. */
+		{{{"listen", "127.0.0.2:5432"}, {"listen", "[::]:5432"}, {"upstream", "127.0.0.1:5432"}}, NULL},
+		{{{"listen", "*:6432"}, {"upstream", "127.0.0.1:5432"}, {"buffer_size", "64KiB"},
+		  {"max_message_size", "32KiB"}},
+		 "max_message_size: 32KiB is smaller than buffer_size (64KiB)"},
+		{{{"listen", "*:6432"}, {"upstream", "127.0.0.1:5432"}, {"buffer_size", "64KiB"},
+		  {"max_message_size", "64KiB"}},
+		 NULL},
+		{{{"listen", "*:6432"}, {"upstream", "127.0.0.1:5432"}, {"metrics_listen", "127.0.0.1:6432"}},
+		 "metrics_listen: 127.0.0.1:6432 is also a listen address"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"metrics_listen", "*:6432"}},
+		 "metrics_listen: 0.0.0.0:6432 is also a listen address"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"metrics_listen", "127.0.0.1:9187"}},
+		 NULL},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *cfg = config_new();
+		char err[CONFIG_ERR_MAX] = "";
+		int rc;
+
+		assert_non_null(cfg);
+		for (size_t k = 0; k < 6 && cases[i].settings[k][0]; k++)
+			assert_set_ok(cfg, cases[i].settings[k][0], cases[i].settings[k][1]);
+		rc = config_validate(cfg, err, sizeof(err));
+		if (!cases[i].want && rc != 0)
+			fail_msg("case %zu: %s", i, err);
+		if (cases[i].want && (rc == 0 || strcmp(err, cases[i].want) != 0))
+			fail_msg("case %zu: got \"%s\", want \"%s\"", i, rc ? err : "ok", cases[i].want);
+		config_unref(cfg);
+	}
+}
+
+/* ---- output, reload, lifetime ------------------------------------------------------- */
+
+static char *write_to_string(const struct config *cfg, size_t *len)
+{
+	char *text = NULL;
+	FILE *f = open_memstream(&text, len);
+
+	assert_non_null(f);
+	assert_int_equal(config_write_yaml(cfg, f), 0);
+	assert_int_equal(fclose(f), 0);
+	return text;
+}
+
+static void test_write_reads_back(void **state)
+{
+	struct config *cfg = config_new(), *back = config_new();
+	char err[CONFIG_ERR_MAX], *text, *a, *b;
+	size_t len;
+
+	assert_non_null(cfg);
+	assert_non_null(back);
+	/* Defaults (no listen, no upstream) read back as defaults. */
+	text = write_to_string(cfg, &len);
+	assert_int_equal(config_load_buffer(back, "written", text, len, err, sizeof(err)), 0);
+	a = snapshot(cfg);
+	b = snapshot(back);
+	assert_string_equal(a, b);
+	free(text);
+	free(a);
+	free(b);
+
+	/* Every key away from its default, including a path that needs YAML quoting. */
+	assert_set_ok(cfg, "listen", "127.0.0.1:6432");
+	assert_set_ok(cfg, "listen", "[::1]:6432");
+	assert_set_ok(cfg, "listen", "*:7432");
+	assert_set_ok(cfg, "upstream", "[fe80::1]:5432");
+	assert_set_ok(cfg, "workers", "3");
+	assert_set_ok(cfg, "buffer_size", "12345");
+	assert_set_ok(cfg, "max_message_size", "512MiB");
+	assert_set_ok(cfg, "max_connections", "77");
+	assert_set_ok(cfg, "timeouts.startup", "90s");
+	assert_set_ok(cfg, "timeouts.message", "2500ms");
+	assert_set_ok(cfg, "timeouts.connect", "1m");
+	assert_set_ok(cfg, "timeouts.drain", "0");
+	assert_set_ok(cfg, "log_level", "warn");
+	assert_set_ok(cfg, "admin_socket", "/run/pgw \"a\\b\": #x/é.sock");
+	assert_set_ok(cfg, "metrics_listen", "[::1]:9187");
+	text = write_to_string(cfg, &len);
+	assert_int_equal(config_load_buffer(back, "written", text, len, err, sizeof(err)), 0);
+	a = snapshot(cfg);
+	b = snapshot(back);
+	assert_string_equal(a, b);
+	assert_non_null(strstr(text, "timeouts:\n  startup: 90s\n"));
+	free(text);
+	free(a);
+	free(b);
+	config_unref(cfg);
+	config_unref(back);
+}
+
+static void test_usage_lists_every_flag(void **state)
+{
+	char *text = NULL, flag[80], name[64];
+	size_t len;
+	FILE *f = open_memstream(&text, &len);
+
+	assert_non_null(f);
+	config_usage(f);
+	assert_int_equal(fclose(f), 0);
+	for (size_t i = 0; config_keys[i]; i++) {
+		assert_non_null(config_flag_name(config_keys[i], name, sizeof(name)));
+		snprintf(flag, sizeof(flag), "  --%s ", name);
+		if (!strstr(text, flag))
+			fail_msg("--help lacks %s", flag);
+	}
+	assert_non_null(strstr(text, "--timeouts-startup DURATION"));
+	assert_non_null(strstr(text, "(default: 32KiB)"));
+	free(text);
+}
+
+static void test_restart_required(void **state)
+{
+	static const struct {
+		const char *key, *value;
+		bool restart;
+	} cases[] = {
+		{"listen", "127.0.0.1:7000", true},
+		{"workers", "2", true},
+		{"admin_socket", "/tmp/other.sock", true},
+		{"metrics_listen", "127.0.0.1:9187", true},
+		{"upstream", "127.0.0.1:5433", false},
+		{"buffer_size", "64KiB", false},
+		{"max_message_size", "1MiB", false},
+		{"max_connections", "5", false},
+		{"timeouts.startup", "5s", false},
+		{"timeouts.message", "5s", false},
+		{"timeouts.connect", "5s", false},
+		{"timeouts.drain", "5s", false},
+		{"log_level", "debug", false},
+	};
+	struct config *old = config_new();
+
+	assert_non_null(old);
+	assert_set_ok(old, "listen", "127.0.0.1:6432");
+	assert_set_ok(old, "upstream", "127.0.0.1:5432");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *cfg = config_new();
+		const char *why;
+
+		assert_non_null(cfg);
+		assert_set_ok(cfg, "listen", "127.0.0.1:6432");
+		assert_set_ok(cfg, "upstream", "127.0.0.1:5432");
+		assert_null(config_restart_required(old, cfg));
+		assert_set_ok(cfg, cases[i].key, cases[i].value);
+		why = config_restart_required(old, cfg);
+		if (cases[i].restart)
+			assert_string_equal(why, cases[i].key);
+		else
+			assert_null(why);
+		config_unref(cfg);
+	}
+	assert_int_equal(sizeof(cases) / sizeof(cases[0]), nkeys());
+	config_unref(old);
+}
+
+static void test_refcount(void **state)
+{
+	struct config *cfg = config_new();
+
+	assert_non_null(cfg);
+	assert_set_ok(cfg, "metrics_listen", "127.0.0.1:9187"); /* an owned string to free */
+	config_ref(cfg);
+	config_ref(cfg);
+	assert_int_equal(__atomic_load_n(&cfg->refcount, __ATOMIC_RELAXED), 3);
+	config_unref(cfg);
+	config_unref(cfg);
+	assert_int_equal(__atomic_load_n(&cfg->refcount, __ATOMIC_RELAXED), 1);
+	config_unref(cfg); /* freed here: LeakSanitizer checks nothing is left */
+	config_unref(NULL);
+}
+
+static void test_get_errors(void **state)
+{
+	struct config *cfg = config_new();
+	char small[4];
+
+	assert_non_null(cfg);
+	assert_int_equal(config_get(cfg, "nope", small, sizeof(small)), -ENOENT);
+	assert_int_equal(config_get(cfg, "admin_socket", small, sizeof(small)), -ENOSPC);
+	assert_int_equal(config_get(cfg, "buffer_size", small, sizeof(small)), -ENOSPC);
+	assert_int_equal(config_get(cfg, "workers", small, sizeof(small)), 0);
+	assert_string_equal(small, "0");
+	config_unref(cfg);
+}
+
+/* ---- the shipped example and docs --------------------------------------------------- */
+
+static void test_example_config_is_valid(void **state)
+{
+	struct config *cfg = config_new();
+	char err[CONFIG_ERR_MAX];
+
+	assert_non_null(cfg);
+	if (config_load_file(cfg, "../../etc/pgwarden.yaml", err, sizeof(err)))
+		fail_msg("%s", err);
+	if (config_validate(cfg, err, sizeof(err)))
+		fail_msg("etc/pgwarden.yaml: %s", err);
+	config_unref(cfg);
+}
+
+/* Every key, its flag, and its default appear in docs/CONFIG.md and man/pgwardend.8, so
+ * that adding a setting without documenting it fails here. */
+static void test_docs_cover_every_key(void **state)
+{
+	size_t mdlen, manlen;
+	char *md = read_whole("../../docs/CONFIG.md", &mdlen);
+	char *man = read_whole("../../man/pgwardend.8", &manlen);
+	char *usage = NULL;
+	size_t ulen;
+	FILE *f;
+
+	assert_non_null(md);
+	assert_non_null(man);
+	f = open_memstream(&usage, &ulen);
+	assert_non_null(f);
+	config_usage(f);
+	assert_int_equal(fclose(f), 0);
+	for (size_t i = 0; config_keys[i]; i++) {
+		char flag[80], name[64], roff[160], want[100];
+		const char *def;
+		size_t o = 0;
+
+		assert_non_null(config_flag_name(config_keys[i], name, sizeof(name)));
+		snprintf(flag, sizeof(flag), "--%s", name);
+		snprintf(want, sizeof(want), "`%s`", config_keys[i]);
+		if (!strstr(md, want))
+			fail_msg("docs/CONFIG.md does not document %s", want);
+		if (!strstr(md, flag))
+			fail_msg("docs/CONFIG.md does not mention %s", flag);
+		/* roff spells each '-' of a flag as "\-". */
+		for (const char *p = flag; *p && o + 3 < sizeof(roff); p++) {
+			if (*p == '-')
+				roff[o++] = '\\';
+			roff[o++] = *p;
+		}
+		roff[o] = '\0';
+		if (!strstr(man, roff))
+			fail_msg("man/pgwardend.8 does not mention %s", roff);
+		/* The default --help prints is the one the docs state. */
+		snprintf(want, sizeof(want), "  --%s ", name);
+		def = strstr(usage, want);
+		assert_non_null(def);
+		def = strstr(def, "(default: ");
+		assert_non_null(def);
+		def += strlen("(default: ");
+		snprintf(want, sizeof(want), "%.*s", (int)strcspn(def, ")"), def);
+		if (strcmp(want, "none") != 0 && strcmp(want, "off") != 0 && !strstr(md, want))
+			fail_msg("docs/CONFIG.md does not state %s's default %s", config_keys[i], want);
+	}
+	free(md);
+	free(man);
+	free(usage);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_set_every_key),
+		cmocka_unit_test(test_set_errors),
+		cmocka_unit_test(test_flag_names),
+		cmocka_unit_test(test_listen_flags_override_file),
+		cmocka_unit_test(test_parse_duration),
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_case_files),
+		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_failed_load_leaves_config_unchanged),
+		cmocka_unit_test(test_validate),
+		cmocka_unit_test(test_write_reads_back),
+		cmocka_unit_test(test_usage_lists_every_flag),
+		cmocka_unit_test(test_restart_required),
+		cmocka_unit_test(test_refcount),
+		cmocka_unit_test(test_get_errors),
+		cmocka_unit_test(test_example_config_is_valid),
+		cmocka_unit_test(test_docs_cover_every_key),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
