@@ -389,7 +389,8 @@ int proto_datarow_next(struct proto_datarow_iter *it, const uint8_t **value, int
 struct proto_sasl_iter {
 	struct proto_cursor c;
 };
-/* PROTO_OK when m is a valid AuthenticationSASL, else as proto_read_auth(). */
+/* PROTO_OK when m is a valid AuthenticationSASL; PROTO_ERR_TYPE for another message or
+ * another authentication code; PROTO_ERR_FORMAT when malformed. */
 int proto_auth_sasl_begin(const struct proto_msg *m, struct proto_sasl_iter *it);
 /* 1 and *mech set, 0 after the last mechanism, or < 0. */
 int proto_auth_sasl_next(struct proto_sasl_iter *it, const char **mech);

@@ -115,8 +115,8 @@ int proto_auth_sasl_begin(const struct proto_msg *m, struct proto_sasl_iter *it)
 
 	if (rc != PROTO_OK)
 		return rc;
-	if (code != AUTH_REQ_SASL)
-		return PROTO_ERR_FORMAT;
+	if (code != AUTH_REQ_SASL) /* a valid message, just not this one */
+		return PROTO_ERR_TYPE;
 	it->c = rest;
 	return PROTO_OK;
 }
