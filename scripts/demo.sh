@@ -1,0 +1,94 @@
+#!/bin/sh
+# `make demo`: a real session through pgwarden, start to finish, then everything it started
+# is stopped again.
+#
+#   make demo                                  throwaway PostgreSQL on loopback
+#   PGWARDEN_DEMO_UPSTREAM=127.0.0.1:5432 \
+#   PGWARDEN_DEMO_USER=me PGWARDEN_DEMO_PASSWORD=... PGWARDEN_DEMO_DB=mydb make demo
+#                                              an existing server instead
+set -eu
+
+build=${1:-build}
+top=$(cd "$(dirname "$0")/.." && pwd)
+daemon="$top/$build/pgwardend"
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+work=$(mktemp -d /tmp/pgwarden-demo.XXXXXX)
+relay_pid=""
+cluster=""
+
+cleanup() {
+	[ -n "$relay_pid" ] && kill -TERM "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null || true
+	[ -n "$cluster" ] && runuser -u postgres -- "$pgbin/pg_ctl" -D "$cluster" -m fast -w stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# A free loopback port, chosen by the kernel.
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+if [ -n "${PGWARDEN_DEMO_UPSTREAM:-}" ]; then
+	upstream=$PGWARDEN_DEMO_UPSTREAM
+	user=${PGWARDEN_DEMO_USER:-postgres}
+	password=${PGWARDEN_DEMO_PASSWORD:-}
+	db=${PGWARDEN_DEMO_DB:-postgres}
+	say "Using the PostgreSQL server at $upstream"
+else
+	user=demo
+	password=demo-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+	db=demo
+	port=$(free_port)
+	cluster=$work/cluster
+	say "Starting a throwaway PostgreSQL on 127.0.0.1:$port (scram-sha-256)"
+	chown postgres "$work"
+	printf '%s\n' "$password" >"$work/pw"
+	chown postgres "$work/pw"
+	runuser -u postgres -- "$pgbin/initdb" -D "$cluster" -U "$user" --pwfile="$work/pw" \
+		--auth=scram-sha-256 >/dev/null
+	runuser -u postgres -- "$pgbin/pg_ctl" -D "$cluster" -l "$work/postgres.log" -w \
+		-o "-p $port -k $work -c listen_addresses=127.0.0.1" start >/dev/null
+	PGPASSWORD=$password psql -q -h 127.0.0.1 -p "$port" -U "$user" -d postgres \
+		-c "CREATE DATABASE $db" >/dev/null
+	upstream=127.0.0.1:$port
+fi
+
+listen_port=$(free_port)
+say "Starting pgwardend: listen 127.0.0.1:$listen_port, upstream $upstream"
+"$daemon" --listen "127.0.0.1:$listen_port" --upstream "$upstream" 2>"$work/pgwardend.log" &
+relay_pid=$!
+for _ in $(seq 50); do
+	grep -q 'event=started' "$work/pgwardend.log" 2>/dev/null && break
+	kill -0 "$relay_pid" 2>/dev/null || { cat "$work/pgwardend.log"; exit 1; }
+	sleep 0.1
+done
+cat "$work/pgwardend.log"
+
+say "A psql session through pgwarden"
+export PGPASSWORD="$password"
+PGAPPNAME=pgwarden-demo psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" \
+	-v ON_ERROR_STOP=1 <<'SQL'
+\set ECHO queries
+CREATE TABLE IF NOT EXISTS patients (id int PRIMARY KEY, name text, ssn text);
+INSERT INTO patients VALUES (1, 'Ada Lovelace', '078-05-1120'), (2, 'Alan Turing', '219-09-9999')
+  ON CONFLICT (id) DO NOTHING;
+SELECT id, name, ssn FROM patients ORDER BY id;
+SELECT pg_backend_pid() AS server_pid, inet_client_addr() AS server_sees_client;
+DROP TABLE patients;
+SQL
+
+say "A statement the server rejects: its error reaches the client unchanged"
+psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" -c "SELECT 1/0" || true
+
+say "pgwarden's session log for these sessions"
+sleep 0.2
+grep -E 'event=session_(start|end)' "$work/pgwardend.log" || true
+
+say "Draining pgwardend (SIGTERM)"
+kill -TERM "$relay_pid"
+wait "$relay_pid" || true
+relay_pid=""
+tail -n 2 "$work/pgwardend.log"
+say "Demo finished; everything it started has been stopped."
