@@ -27,7 +27,8 @@ const char *admin_cmd_to_str(enum admin_cmd c)
 
 json_t *admin_error(const char *code, const char *msg, const json_t *id)
 {
-	json_t *err = json_pack("{s:s, s:s}", "code", code, "message", msg);
+	/* Messages quote the peer's bytes (parser errors, unknown names): keep them UTF-8. */
+	json_t *err = json_pack("{s:s, s:o}", "code", code, "message", admin_json_text(msg, 1024));
 	json_t *r;
 
 	if (!err)

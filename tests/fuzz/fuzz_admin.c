@@ -1,0 +1,101 @@
+/*
+ * fuzz_admin: the admin request parser and dispatcher (admin_handle_line) on arbitrary
+ * bytes, plus the peer-text sanitiser (admin_json_text).
+ *
+ * Invariants checked on every input: a reply always comes back; it is exactly one
+ * newline-terminated line; it parses as a JSON object whose "ok" is a boolean; an error
+ * carries a code and a message; a kill reaches the daemon only with a well-formed id.
+ */
+#include "admin/admin.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int kills;
+
+static int f_sessions(void *ctx, json_t *arr)
+{
+	struct session s;
+
+	memset(&s, 0, sizeof(s));
+	memcpy(s.id_hex, "00112233445566778899aabbccddeeff", SESSION_ID_HEXLEN + 1);
+	s.user = (char *)ctx; /* the input's text as a hostile user name */
+	json_array_append_new(arr, admin_session_json(&s, NULL));
+	return 0;
+}
+
+static int f_kill(void *ctx, const char *id)
+{
+	if (strlen(id) != SESSION_ID_HEXLEN || strspn(id, "0123456789abcdef") != SESSION_ID_HEXLEN)
+		abort(); /* the parser let a malformed id through */
+	kills++;
+	return id[0] == '0' ? 0 : -ENOENT;
+}
+
+static int f_reload(void *ctx, char *err, size_t n)
+{
+	snprintf(err, n, "no");
+	return -1;
+}
+
+static int f_status(void *ctx, json_t *obj)
+{
+	return json_object_set_new(obj, "version", json_string("fuzz")) ? -ENOMEM : 0;
+}
+
+static const struct admin_ops ops = {
+	.sessions = f_sessions, .kill = f_kill, .reload = f_reload, .status = f_status,
+};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *text = malloc(size + 1);
+	char *out;
+	json_t *r, *ok, *err;
+	size_t n;
+	int cmd;
+
+	if (!text)
+		return 0;
+	memcpy(text, data, size);
+	text[size] = '\0';
+
+	out = admin_handle_line(&ops, text, text, size, &cmd);
+	if (!out)
+		abort();
+	n = strlen(out);
+	if (n < 2 || out[n - 1] != '\n' || memchr(out, '\n', n - 1))
+		abort();
+	r = json_loadb(out, n - 1, 0, NULL);
+	if (!r || !json_is_object(r))
+		abort();
+	ok = json_object_get(r, "ok");
+	if (!json_is_boolean(ok))
+		abort();
+	if (json_is_false(ok)) {
+		err = json_object_get(r, "error");
+		if (!json_is_string(json_object_get(err, "code")) ||
+		    !json_is_string(json_object_get(err, "message")))
+			abort();
+		if (cmd != -1 && cmd != ADMIN_CMD_KILL && cmd != ADMIN_CMD_RELOAD)
+			abort(); /* only kill and reload can fail once parsed, with these ops */
+	}
+	json_decref(r);
+	free(out);
+
+	/* Any bytes, any cut: always a valid JSON string. */
+	r = admin_json_text(text, size % 64);
+	if (!r || !json_is_string(r))
+		abort();
+	out = json_dumps(r, JSON_ENCODE_ANY);
+	if (!out)
+		abort();
+	free(out);
+	json_decref(r);
+	free(text);
+	return 0;
+}
