@@ -279,9 +279,16 @@ static __always_inline int steer_connect6(struct bpf_sock_addr *ctx)
 /* getpeername: a steered socket reports the destination it dialled. */
 static __always_inline void steer_peername(struct bpf_sock_addr *ctx, bool v6)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct pgw_origin *o = bpf_map_lookup_elem(&PGW_MAP_ORIGIN_CK, &cookie);
+	struct pgw_origin *o;
+	__u64 cookie;
 
+	/* Every program checks the config: a link is then traceable to its instance (user
+	 * space reads the instance name from the config map of the link's program), and a
+	 * config of another ABI switches the whole object off. */
+	if (!config_get())
+		return;
+	cookie = bpf_get_socket_cookie(ctx);
+	o = bpf_map_lookup_elem(&PGW_MAP_ORIGIN_CK, &cookie);
 	if (!o)
 		return;
 	if (!v6) {
@@ -350,6 +357,8 @@ static __always_inline void steer_sockops(struct bpf_sock_ops *skops)
 	struct pgw_tuple t;
 
 	if (skops->family != PGW_AF_INET && skops->family != PGW_AF_INET6)
+		return;
+	if (!config_get())
 		return;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:

@@ -630,6 +630,71 @@ static int pinned_update(const struct steer_opts *o, const struct pgw_config *cf
 	return rc;
 }
 
+/*
+ * Replace the programs behind the pinned links with this binary's, atomically per link
+ * (BPF_LINK_UPDATE), reusing the pinned maps so origin records of connections in flight
+ * survive. An upgraded pgwardenctl re-attaching therefore runs its own BPF code without a
+ * moment unsteered. 0 or -errno (the old programs then stay in place).
+ */
+static int pinned_upgrade(const char *instance, bool want_unix, char *err, size_t errlen)
+{
+	struct steer *skel = steer__open();
+	struct bpf_map *m;
+	char path[256];
+	int rc = 0;
+
+	if (!skel) {
+		seterr(err, errlen, "cannot open the BPF object: %s", strerror(errno));
+		return -errno;
+	}
+	bpf_object__for_each_map(m, skel->obj) {
+		int fd;
+
+		if (strncmp(bpf_map__name(m), PGW_PROG_PREFIX, strlen(PGW_PROG_PREFIX)) != 0)
+			continue;
+		pin_path(path, sizeof(path), instance, bpf_map__name(m));
+		fd = bpf_obj_get(path);
+		if (fd < 0) {
+			rc = -errno;
+			break;
+		}
+		rc = bpf_map__reuse_fd(m, fd);
+		close(fd);
+		if (rc)
+			break;
+	}
+	if (rc) {
+		seterr(err, errlen, "cannot reuse the pinned maps: %s", strerror(-rc));
+		goto out;
+	}
+	bpf_program__set_expected_attach_type(skel->progs.pgw_connect_unix,
+					      (enum bpf_attach_type)STEER_ATTACH_UNIX_CONNECT);
+	bpf_program__set_autoload(skel->progs.pgw_connect_unix, want_unix);
+	rc = steer__load(skel);
+	if (rc) {
+		seterr(err, errlen, "cannot load the BPF programs: %s%s", strerror(-rc), errhint(-rc));
+		goto out;
+	}
+	for (int i = 0; i < SP_COUNT && !rc; i++) {
+		int fd;
+
+		if (i == SP_CONNECT_UNIX && !want_unix)
+			continue;
+		pin_path(path, sizeof(path), instance, prog_pin_names[i]);
+		fd = bpf_obj_get(path);
+		if (fd < 0 || bpf_link_update(fd, bpf_program__fd(skel_prog(skel, (enum steer_prog)i)),
+					      NULL)) {
+			rc = -errno;
+			seterr(err, errlen, "cannot update link %s: %s", path, strerror(errno));
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+out:
+	steer__destroy(skel); /* the links hold the programs they now run */
+	return rc;
+}
+
 /* Live pgw_ links whose config names this instance, pinned or held by a process. */
 static int instance_links(const char *instance, __u32 *link_ids, unsigned max, unsigned *n);
 
@@ -682,6 +747,8 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	    pinned_links_live(o->instance, cgroup_id, (old.flags & PGW_CFG_UNIX) != 0) &&
 	    ((old.flags & PGW_CFG_UNIX) != 0) == want_unix) {
 		rc = pinned_update(o, &cfg, err, errlen);
+		if (!rc)
+			rc = pinned_upgrade(o->instance, want_unix, err, errlen);
 		if (!rc && o->tproxy_port) {
 			rc = steer_nft_apply(o, err, errlen);
 			if (!rc)

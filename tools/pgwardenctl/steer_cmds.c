@@ -1,0 +1,327 @@
+/*
+ * steer_cmds: pgwardenctl attach, detach and the steering half of status. Thin: flags into
+ * struct steer_opts, one call into userspace/steer, one line on error. The instance name
+ * (pin dir /sys/fs/bpf/NAME, nft table inet NAME) is --instance, else $PGWARDEN_INSTANCE,
+ * else "pgwarden"; tests use their own so they never touch a real attach.
+ */
+#include "ctl.h"
+
+#include "base/log.h"
+#include "steer/steer.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *default_instance(void)
+{
+	const char *e = getenv("PGWARDEN_INSTANCE");
+
+	return e && *e ? e : STEER_DEFAULT_INSTANCE;
+}
+
+static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("pgwardenctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+static int parse_u32(const char *s, uint32_t *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 0);
+	if (errno || *end || end == s || v > 0xffffffffUL)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+enum {
+	OPT_TPROXY_PORT = 256,
+	OPT_UNIX_SOCKET,
+	OPT_UNIX_RELAY,
+	OPT_RELAY_MARK,
+	OPT_TPROXY_MARK,
+	OPT_ROUTE_TABLE,
+	OPT_INSTANCE,
+	OPT_NO_RELAY_CHECK,
+};
+
+static const struct option attach_opts[] = {
+	{"port", required_argument, NULL, 'p'},
+	{"address", required_argument, NULL, 'a'},
+	{"cgroup", required_argument, NULL, 'c'},
+	{"relay", required_argument, NULL, 'r'},
+	{"fail-open", no_argument, NULL, 'o'},
+	{"tproxy-port", required_argument, NULL, OPT_TPROXY_PORT},
+	{"unix-socket", required_argument, NULL, OPT_UNIX_SOCKET},
+	{"unix-relay", required_argument, NULL, OPT_UNIX_RELAY},
+	{"relay-mark", required_argument, NULL, OPT_RELAY_MARK},
+	{"tproxy-mark", required_argument, NULL, OPT_TPROXY_MARK},
+	{"route-table", required_argument, NULL, OPT_ROUTE_TABLE},
+	{"instance", required_argument, NULL, OPT_INSTANCE},
+	{"no-relay-check", no_argument, NULL, OPT_NO_RELAY_CHECK},
+	{NULL, 0, NULL, 0},
+};
+
+/*
+ * attach [--port P]... [--address A]... [--relay ADDR]... [--cgroup PATH] [--fail-open]
+ *        [--tproxy-port P] [--unix-socket PATH --unix-relay PATH] [--instance NAME]
+ *        [-- PROGRAM ARGS...]
+ *
+ * Fail-open hands the links to a process: with "-- PROGRAM ARGS", pgwardenctl attaches and
+ * then exec()s PROGRAM (pgwardend) with the link fds inherited and listed in
+ * PGWARDEN_STEER_FDS, so the steering lives exactly as long as that process. The relay check
+ * is skipped there: the relay is the program about to start.
+ */
+int ctl_attach(int argc, char **argv)
+{
+	struct steer_opts o;
+	struct steer_handle *h = NULL;
+	char err[STEER_ERR_MAX];
+	char **exec_argv = NULL;
+	int c, rc;
+
+	steer_opts_init(&o);
+	snprintf(o.instance, sizeof(o.instance), "%s", default_instance());
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+", attach_opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (o.nports >= STEER_MAX_PORTS)
+				return fail(CTL_EXIT_USAGE, "at most %d --port", STEER_MAX_PORTS);
+			if (steer_parse_port(optarg, &o.ports[o.nports]))
+				return fail(CTL_EXIT_USAGE, "--port: expected 1-65535, got '%s'", optarg);
+			o.nports++;
+			break;
+		case 'a':
+			if (o.naddresses >= STEER_MAX_ADDRS)
+				return fail(CTL_EXIT_USAGE, "at most %d --address", STEER_MAX_ADDRS);
+			if (steer_parse_ip(optarg, &o.addresses[o.naddresses]))
+				return fail(CTL_EXIT_USAGE, "--address: expected a numeric IPv4 or IPv6 "
+					    "address, got '%s'", optarg);
+			o.naddresses++;
+			break;
+		case 'c':
+			o.cgroup = optarg;
+			break;
+		case 'r':
+			if (o.nrelay >= 2)
+				return fail(CTL_EXIT_USAGE, "at most two --relay (one IPv4, one IPv6)");
+			if (addr_parse(optarg, &o.relay[o.nrelay]))
+				return fail(CTL_EXIT_USAGE, "--relay: expected HOST:PORT or [V6]:PORT, got '%s'",
+					    optarg);
+			o.nrelay++;
+			break;
+		case 'o':
+			o.fail_open = true;
+			break;
+		case OPT_TPROXY_PORT:
+			if (steer_parse_port(optarg, &o.tproxy_port))
+				return fail(CTL_EXIT_USAGE, "--tproxy-port: expected 1-65535, got '%s'", optarg);
+			break;
+		case OPT_UNIX_SOCKET:
+			if (o.nunix >= STEER_MAX_UNIX)
+				return fail(CTL_EXIT_USAGE, "at most %d --unix-socket", STEER_MAX_UNIX);
+			o.unix_paths[o.nunix++] = optarg;
+			break;
+		case OPT_UNIX_RELAY:
+			o.unix_relay = optarg;
+			break;
+		case OPT_RELAY_MARK:
+			if (parse_u32(optarg, &o.relay_mark))
+				return fail(CTL_EXIT_USAGE, "--relay-mark: expected a number, got '%s'", optarg);
+			break;
+		case OPT_TPROXY_MARK:
+			if (parse_u32(optarg, &o.tproxy_mark))
+				return fail(CTL_EXIT_USAGE, "--tproxy-mark: expected a number, got '%s'", optarg);
+			break;
+		case OPT_ROUTE_TABLE:
+			if (parse_u32(optarg, &o.route_table) || o.route_table == 0 || o.route_table >= 253)
+				if (o.route_table < 256)
+					return fail(CTL_EXIT_USAGE, "--route-table: expected a free table id "
+						    "(256 or more, or 1-252), got '%s'", optarg);
+			break;
+		case OPT_INSTANCE:
+			if (strlen(optarg) >= sizeof(o.instance))
+				return fail(CTL_EXIT_USAGE, "--instance: name too long");
+			snprintf(o.instance, sizeof(o.instance), "%s", optarg);
+			break;
+		case OPT_NO_RELAY_CHECK:
+			o.check_relay = false;
+			break;
+		default:
+			return fail(CTL_EXIT_USAGE, "attach: unknown or incomplete option '%s'",
+				    argv[optind - 1]);
+		}
+	}
+	if (optind < argc) {
+		if (strcmp(argv[optind - 1], "--") != 0)
+			return fail(CTL_EXIT_USAGE, "attach: unexpected argument '%s'", argv[optind]);
+		exec_argv = &argv[optind];
+	}
+	if (exec_argv && !o.fail_open)
+		return fail(CTL_EXIT_USAGE, "attach: '-- PROGRAM' hands the links to PROGRAM and needs "
+			    "--fail-open");
+	if (o.fail_open && !exec_argv)
+		return fail(CTL_EXIT_USAGE,
+			    "attach --fail-open: the links must belong to pgwardend, which outlives this "
+			    "command; run 'pgwardenctl attach --fail-open ... -- pgwardend ARGS' (or let "
+			    "pgwardend attach at start)");
+	if (exec_argv)
+		o.check_relay = false;
+
+	rc = steer_attach(&o, o.fail_open ? &h : NULL, err, sizeof(err));
+	if (rc)
+		return fail(rc == -ECONNREFUSED || rc == -ETIMEDOUT ? CTL_EXIT_DOWN : CTL_EXIT_FAIL,
+			    "attach: %s", err);
+	if (!exec_argv) {
+		printf("attached (fail-closed): instance %s\n", o.instance);
+		return CTL_EXIT_OK;
+	}
+	{
+		char fds[128];
+
+		rc = steer_handle_export_fds(h, fds, sizeof(fds));
+		if (rc || setenv("PGWARDEN_STEER_FDS", fds, 1)) {
+			steer_handle_close(h);
+			return fail(CTL_EXIT_FAIL, "attach: cannot hand the links over: %s",
+				    strerror(rc ? -rc : errno));
+		}
+		log_warn("steer_fail_open", "fail-open: steering lives as long as pid %d (%s)",
+			 (int)getpid(), exec_argv[0]);
+		execvp(exec_argv[0], exec_argv);
+		rc = errno;
+		steer_handle_close(h); /* detaches: nothing outlives a failed hand-over */
+		return fail(CTL_EXIT_FAIL, "attach: cannot run %s: %s (steering detached)", exec_argv[0],
+			    strerror(rc));
+	}
+}
+
+int ctl_detach(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"instance", required_argument, NULL, OPT_INSTANCE},
+		{NULL, 0, NULL, 0},
+	};
+	char instance[STEER_INSTANCE_MAX], err[STEER_ERR_MAX];
+	int c;
+
+	snprintf(instance, sizeof(instance), "%s", default_instance());
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		if (c != OPT_INSTANCE || strlen(optarg) >= sizeof(instance))
+			return fail(CTL_EXIT_USAGE, "detach: unknown or bad option '%s'", argv[optind - 1]);
+		snprintf(instance, sizeof(instance), "%s", optarg);
+	}
+	if (optind < argc)
+		return fail(CTL_EXIT_USAGE, "detach: unexpected argument '%s'", argv[optind]);
+	if (steer_detach(instance, err, sizeof(err)))
+		return fail(CTL_EXIT_FAIL, "detach: %s", err);
+	printf("detached: instance %s\n", instance);
+	return CTL_EXIT_OK;
+}
+
+static void print_list(const char *label, json_t *arr)
+{
+	size_t i;
+	json_t *v;
+
+	printf("  %-14s", label);
+	if (!json_array_size(arr))
+		printf(" -");
+	json_array_foreach(arr, i, v)
+		printf("%s%s", i ? ", " : " ", json_string_value(v) ? json_string_value(v) : "?");
+	printf("\n");
+}
+
+static void print_human(json_t *st)
+{
+	json_t *links = json_object_get(st, "links"), *v, *t = json_object_get(st, "tproxy");
+	json_t *u = json_object_get(st, "unix"), *ctr = json_object_get(st, "counters");
+	const char *key;
+	size_t i;
+
+	printf("steering: %s (%s), instance %s\n",
+	       json_is_true(json_object_get(st, "attached")) ? "attached" : "not attached",
+	       json_string_value(json_object_get(st, "mode")),
+	       json_string_value(json_object_get(st, "instance")));
+	if (json_object_get(st, "cgroup_id"))
+		printf("  %-14s %lld\n", "cgroup id",
+		       (long long)json_integer_value(json_object_get(st, "cgroup_id")));
+	print_list("relay", json_object_get(st, "relay"));
+	print_list("protected", json_object_get(st, "protected"));
+	json_array_foreach(links, i, v) {
+		json_t *held = json_object_get(v, "held_by");
+
+		printf("  link %-9lld %s %s (prog %lld) %s", (long long)json_integer_value(
+			       json_object_get(v, "link_id")),
+		       json_string_value(json_object_get(v, "hook")),
+		       json_string_value(json_object_get(v, "program")),
+		       (long long)json_integer_value(json_object_get(v, "prog_id")),
+		       json_is_true(json_object_get(v, "pinned")) ? "pinned" : "held by pid");
+		if (held) {
+			size_t k;
+			json_t *p;
+
+			json_array_foreach(held, k, p)
+				printf("%s%lld", k ? "," : " ", (long long)json_integer_value(p));
+		}
+		printf("\n");
+	}
+	json_array_foreach(json_object_get(st, "maps"), i, v) {
+		printf("  map %-15s id %lld", json_string_value(json_object_get(v, "name")),
+		       (long long)json_integer_value(json_object_get(v, "id")));
+		if (json_object_get(v, "entries"))
+			printf(", %lld entries", (long long)json_integer_value(json_object_get(v, "entries")));
+		printf("\n");
+	}
+	json_object_foreach(ctr, key, v)
+		printf("  %-22s %lld\n", key, (long long)json_integer_value(v));
+	printf("  nft table      %s: %s\n", json_string_value(json_object_get(t, "nft_table")),
+	       json_is_true(json_object_get(t, "nft_table_present")) ? "present" : "absent");
+	printf("  policy route   fwmark %s -> table %lld: %lld rules, %lld routes\n",
+	       json_string_value(json_object_get(t, "fwmark")),
+	       (long long)json_integer_value(json_object_get(t, "route_table")),
+	       (long long)json_integer_value(json_object_get(t, "fwmark_rules")),
+	       (long long)json_integer_value(json_object_get(t, "local_routes")));
+	printf("  unix sockets   %s\n", json_is_true(json_object_get(u, "steered")) ? "steered" :
+	       json_string_value(json_object_get(u, "note")));
+	print_list("leftovers", json_object_get(st, "leftovers"));
+}
+
+int ctl_status_steering(bool json, void *json_out)
+{
+	json_t *st = steer_status_json(default_instance());
+
+	if (!st)
+		return fail(CTL_EXIT_FAIL, "status: out of memory");
+	if (json && json_out) {
+		json_object_set_new((json_t *)json_out, "steering", st);
+		return CTL_EXIT_OK;
+	}
+	if (json) {
+		json_dumpf(st, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+		fputc('\n', stdout);
+	} else {
+		print_human(st);
+	}
+	json_decref(st);
+	return CTL_EXIT_OK;
+}
