@@ -88,7 +88,7 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_DURATION] = {"a duration", "expected a duration like 30s, 500ms or 2m"},
 	[ST_LOG_LEVEL] = {"a log level", "expected one of error, warn, info, debug"},
 	[ST_PATH] = {"a path", "expected an absolute path"},
-	[ST_OPT_ADDR] = {"an address", "expected an address like 127.0.0.1:9187, or off"},
+	[ST_OPT_ADDR] = {"an address", "expected a loopback address like 127.0.0.1:9187, or off"},
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
@@ -106,7 +106,8 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	S("workers", .type = ST_COUNT, FIELD(workers), .min = 0, .max = 1024, .def = 0,          \
 	  .restart = true, .arg = "N", .help = "worker threads; 0 means one per online CPU")     \
 	S("buffer_size", .type = ST_SIZE, FIELD(buffer_size), .min = 4 * KIB, .max = MIB,        \
-	  .def = 32 * KIB, .arg = "SIZE", .help = "bytes buffered per direction per connection") \
+	  .def = 32 * KIB, .restart = true, .arg = "SIZE",                                       \
+	  .help = "bytes buffered per direction per connection")                                 \
 	S("max_message_size", .type = ST_SIZE, FIELD(max_message_size), .min = 8 * KIB,          \
 	  .max = CONFIG_PG_MAX_MESSAGE_SIZE, .def = CONFIG_PG_MAX_MESSAGE_SIZE, .arg = "SIZE",   \
 	  .help = "largest protocol message body accepted from either side")                     \
@@ -389,6 +390,16 @@ static bool printable_utf8(const char *s)
 
 /* ---- applying one value ------------------------------------------------------------- */
 
+/* 127.0.0.0/8 or ::1: the only places an unauthenticated endpoint may listen. */
+static bool addr_is_loopback(const struct addr *a)
+{
+	if (a->ss.sa.sa_family == AF_INET)
+		return (ntohl(a->ss.in4.sin_addr.s_addr) >> 24) == 127;
+	if (a->ss.sa.sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&a->ss.in6.sin6_addr);
+	return false;
+}
+
 /* How a value reaches apply_value(): from a flag, or from the file as a whole value or as
  * one item of a "listen" list. */
 enum value_source {
@@ -527,7 +538,17 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		/* Stored in canonical form so that equal addresses compare equal as text. */
 		char canon[ADDR_STRLEN];
 
-		copy = strdup(addr_format((struct sockaddr *)&a.ss, canon, sizeof(canon)));
+		addr_format(&a.ss.sa, canon, sizeof(canon));
+		/* Same rule as metrics_http_start(), checked here so --check-config and a
+		 * reload report it with its line instead of failing later. */
+		if (!addr_is_loopback(&a)) {
+			errf(problem, n,
+			     "%s is not a loopback address (the endpoint has no authentication; "
+			     "scrape through a local agent)",
+			     canon);
+			return -1;
+		}
+		copy = strdup(canon);
 		if (!copy)
 			goto err_nomem;
 		free(*str_field(cfg, st));

@@ -16,9 +16,9 @@
  * (config_new), the file (config_load_file), then flags (config_set), so flags win. For
  * "listen", the first flag replaces the file's addresses and repeated flags add to them.
  *
- * Reload contract: listen, workers, admin_socket and metrics_listen are bound once at start
- * (config_restart_required() names them); every other key applies to sessions that start
- * after the reload.
+ * Reload contract: listen, workers, buffer_size, admin_socket and metrics_listen are bound
+ * once at start (config_restart_required() names them); every other key applies to
+ * sessions that start after the reload (log_level at once).
  */
 #ifndef PGWARDEN_CONFIG_H
 #define PGWARDEN_CONFIG_H
@@ -123,7 +123,8 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 void config_usage(FILE *out);
 
 /* The first key that differs between old and new and is bound only at start (listen,
- * workers, admin_socket, metrics_listen); NULL when a reload can apply new as is. */
+ * workers, buffer_size, admin_socket, metrics_listen); NULL when a reload can apply new
+ * as is. */
 const char *config_restart_required(const struct config *old, const struct config *new_cfg);
 
 /*
