@@ -158,6 +158,37 @@ def wait_for_port(host, port, timeout, proc=None, what="server"):
                        % (what, host, port, timeout, last))
 
 
+def _proc_net_listening(port):
+    """True if some socket in this network namespace listens on TCP port (any address)."""
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    # local_address is HEXIP:HEXPORT; state 0A is TCP_LISTEN.
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_for_listen(port, timeout, proc=None, what="server"):
+    """Wait until something listens on port, without connecting to it: a probe connection
+    would show up in the daemon's log and metrics as a client that never sent a startup
+    packet, which tests counting sessions must not have to ignore."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("%s exited with status %s before listening"
+                               % (what, proc.returncode))
+        if _proc_net_listening(port):
+            return
+        time.sleep(0.05)
+    raise TimeoutError("%s did not listen on port %d within %.0fs" % (what, port, timeout))
+
+
 def conninfo(**params):
     """A libpq conninfo string; values are quoted so spaces and quotes survive."""
     parts = []
@@ -416,7 +447,7 @@ class Relay(Endpoint):
                                              stdout=log, stderr=subprocess.STDOUT, env=env,
                                              start_new_session=True)
             try:
-                wait_for_port(self.host, self.port, timeout, self.proc, "pgwardend")
+                wait_for_listen(self.port, timeout, self.proc, "pgwardend")
                 return self
             except RuntimeError as e:  # exited early
                 last = "%s\nargv: %s\n%s" % (e, " ".join(self.argv), self.log_tail())
