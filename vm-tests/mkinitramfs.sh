@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the initramfs a vm-test guest boots: busybox, vm-tests/init as /init, the guest's
-# kernel modules in dependency order, nft and ip (iproute2) with the shared libraries they
-# link, and the static test program.
+# kernel modules in dependency order, and the test program, nft and ip (iproute2) with the
+# shared libraries they link.
 #
 #   mkinitramfs.sh KERNEL_DIR TEST_BINARY OUTPUT
 #
@@ -17,7 +17,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # What the guest loads. Dependencies are added automatically; softdeps are not declared in
 # modinfo's depends=, so they are listed here: crc32c_generic must precede nf_tables, or
 # libcrc32c fails to load and nft reports "cache initialization failed".
-GUEST_MODULES="crc32c_generic veth nft_tproxy"
+# The rest is what pgwarden's nft table uses (tproxy, socket, ct) and the test's veth pair.
+GUEST_MODULES="crc32c_generic veth nft_tproxy nft_socket nft_ct"
 
 release=$(cat "$kdir/release")
 moddir=
@@ -36,19 +37,24 @@ cp /bin/busybox "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
 cp "$here/init" "$stage/init"
 chmod 0755 "$stage/init"
-cp "$test_bin" "$stage/bin/steer_test"
-
-# Dynamically linked tools go in with every library ldd names, at the same paths, so the
-# guest's loader finds them in its default multiarch directories. They live in /usr/sbin,
-# ahead of busybox's applets of the same name on the guest's PATH.
-for tool in nft ip; do
-	path=$(PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v "$tool") ||
-		{ echo "mkinitramfs: $tool not installed on the host" >&2; exit 1; }
-	cp -L "$path" "$stage/usr/sbin/$tool"
-	ldd "$path" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r lib; do
+# Dynamically linked programs go in with every library ldd names, at the same paths, so
+# the guest's loader finds them in its default multiarch directories. (The test program
+# cannot be static: Debian ships libnftables as a shared library only.)
+add_program() {
+	cp -L "$1" "$stage$2"
+	ldd "$1" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r lib; do
 		mkdir -p "$stage$(dirname "$lib")"
 		cp -L "$lib" "$stage$lib"
 	done
+}
+
+add_program "$test_bin" /bin/steer_test
+# nft and ip go in /usr/sbin; init calls them by path, since busybox's sh prefers its own
+# applets of the same name.
+for tool in nft ip; do
+	path=$(PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v "$tool") ||
+		{ echo "mkinitramfs: $tool not installed on the host" >&2; exit 1; }
+	add_program "$path" "/usr/sbin/$tool"
 done
 
 # Module index: name (with '-' folded to '_', as modinfo and depends= spell it) -> file.

@@ -67,7 +67,7 @@ run_kernel() {
 		echo "vm-test: $name ($release): FAIL: no result line in ${secs}s (qemu exit $rc)"
 	elif [ "${result#PASS kernel=$release }" = "$result" ]; then
 		# Not PASS, or PASS from a kernel other than the one we booted.
-		echo "vm-test: $name ($release): FAIL in ${secs}s: $result"
+		echo "vm-test: $name ($release): FAIL in ${secs}s: ${result#FAIL }"
 	else
 		echo "vm-test: $name ($release): PASS in ${secs}s: ${result#PASS kernel=$release }"
 		return 0

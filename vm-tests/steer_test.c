@@ -1,28 +1,42 @@
 /*
- * steer_test.c: the test a vm-test guest runs (a static binary started by vm-tests/init).
+ * steer_test.c: the test a vm-test guest runs (started by vm-tests/init as PID 1's child).
  *
- * On whatever stock kernel the guest booted, it proves that
- *   load     the steering object's skeleton loads and passes this kernel's verifier, with
- *            connect_unix loaded exactly where the kernel has it (6.7+; feature probe);
- *   attach   every loaded program attaches to a cgroup v2 the test creates;
- *   steer    a client in that cgroup that dials a protected address reaches the relay's
- *            listener instead, and bytes flow;
- *   peername the client's getpeername() reports the address it dialled, not the relay;
- *   core     the process identity recorded in the kernel is the client's (a CO-RE read of
- *            task_struct that is only right if relocation against this kernel's BTF worked);
- *   tproxy   a client in another network namespace, across a veth pair, that dials a
- *            non-local address:port is delivered by the nft TPROXY rule (set up by init) to
- *            an IP_TRANSPARENT listener, whose getsockname() is the dialled address.
+ * It drives pgwarden's own steering code (userspace/steer, which loads bpf/steer.bpf.c
+ * through its skeleton and programs nftables and policy routing) on whatever stock kernel
+ * the guest booted, acting as the relay, and proves:
+ *   attach       steer_attach() (fail-closed, pinned): the object loads and passes this
+ *                kernel's verifier, every hook attaches to a cgroup v2 the test made, the
+ *                nft table and fwmark routing are installed through libnftables / libnl;
+ *   connect_unix the Unix-socket hook is attached exactly where the kernel has it (6.7+),
+ *                as the kernel itself reports for the cgroup;
+ *   steer        a client in the cgroup that dials the protected address reaches the
+ *                relay's listener instead, and bytes flow;
+ *   peername     that client's getpeername() reports the address it dialled;
+ *   origin       the relay finds the connection's record by 4-tuple (sockops re-keyed it)
+ *                with the dialled address and the client's pid and comm;
+ *   unix         (6.7+) a client that connects to the protected Unix socket path, where
+ *                nothing listens, reaches the relay's Unix listener;
+ *   tproxy       a client in another network namespace, across a veth pair, that dials the
+ *                protected address (not an address of this guest) is delivered by the nft
+ *                TPROXY rule to the relay's IP_TRANSPARENT listener, and the relay sees the
+ *                dialled address and the client's real address;
+ *   detach       steer_detach() leaves no hook on the cgroup.
  *
- * It prints diagnostics as "vm-test: ..." lines and then exactly one result line, which the
- * host parses:
- *   PGW-VMTEST-RESULT: PASS|FAIL kernel=<release> connect_unix=loaded|not-loaded <check>=ok|FAIL...
+ * It prints diagnostics ("vm-test: ...", pgwarden's own log lines) and then exactly one
+ * result line, which the host parses:
+ *   PGW-VMTEST-RESULT: PASS|FAIL kernel=<release> connect_unix=loaded|not-loaded <check>=...
  * The exit status is 0 only on PASS. A guest that prints no result line is a failure too.
  *
- * Usage (all addresses IPv4, from init, which also wrote the matching nft rule):
- *   steer_test TPROXY_NETNS TPROXY_DIALLED_ADDR TPROXY_PORT TPROXY_LISTEN_PORT CLIENT_ADDR
+ * Usage (from init, which made the namespace, the veth pair and the client's address):
+ *   steer_test NETNS_PATH CLIENT_ADDR
  */
+#include "base/addr.h"
+#include "base/log.h"
+#include "stage/session.h"
+#include "steer/steer.h"
+
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -35,43 +49,51 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-
-#include "probe.skel.h"
-
-/* The protected destination a cgroup client dials (TEST-NET-1: never routable, so only the
- * BPF rewrite can make the connection succeed) and where the relay listens. */
-#define STEER_DIALLED_ADDR "192.0.2.10"
-#define STEER_DIALLED_PORT 5432
-#define STEER_RELAY_ADDR "127.0.0.1"
-#define STEER_RELAY_PORT 15432
-#define TEST_CGROUP_NAME "pgw-vmtest"
+/* The protected PostgreSQL address (TEST-NET-1: no interface of the guest has it, so only
+ * steering can make a connection to it succeed) and the relay's listeners. */
+#define PROTECTED_ADDR "192.0.2.10"
+#define PROTECTED_PORT 5432
+#define RELAY_ADDR "127.0.0.1"
+#define RELAY_PORT 15432
+#define TPROXY_PORT 15433
+#define UNIX_PROTECTED "/run/postgresql/.s.PGSQL.5432"
+#define UNIX_RELAY "/run/pgw-vmtest/relay.sock"
+#define TEST_INSTANCE "pgw-vmtest"
+#define TEST_CGROUP "pgw-vmtest"
 /* TCG under load is slow: generous, but bounded well inside the host's boot timeout. */
 #define IO_TIMEOUT_MS 20000
 /* BPF_CGROUP_UNIX_CONNECT (uapi, Linux 6.7): newer than libbpf 1.1's headers. */
 #define ATTACH_CGROUP_UNIX_CONNECT 49
 
 enum check {
-	CHECK_LOAD = 0,
-	CHECK_ATTACH,
+	CHECK_ATTACH = 0,
+	CHECK_CONNECT_UNIX,
 	CHECK_STEER,
 	CHECK_PEERNAME,
-	CHECK_CORE,
+	CHECK_ORIGIN,
+	CHECK_UNIX,
 	CHECK_TPROXY,
+	CHECK_DETACH,
 	CHECK_COUNT,
 };
 
 static const char *const check_names[CHECK_COUNT] = {
-	"load", "attach", "steer", "peername", "core", "tproxy",
+	"attach", "connect_unix_probe", "steer", "peername", "origin", "unix", "tproxy", "detach",
 };
 
-/* 0 = not run, 1 = ok, -1 = failed. */
+/* 0 = not run, 1 = ok, -1 = failed. A check that does not apply to this kernel is marked
+ * skipped and does not count. */
 static int check_state[CHECK_COUNT];
+static bool check_skipped[CHECK_COUNT];
+
+static struct utsname uts;
+static const char *connect_unix_state = "unknown";
+static bool reported;
 
 static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void note(const char *fmt, ...)
@@ -86,21 +108,46 @@ static void note(const char *fmt, ...)
 	fflush(stdout);
 }
 
+/*
+ * Prints the result line (once) and returns whether every applicable check passed. Also
+ * registered with atexit(): a library that calls exit() in the middle of the test (libnftables
+ * does when the kernel has no nf_tables netlink) still leaves a FAIL line naming how far the
+ * test got, instead of silence.
+ */
+static bool report(void)
+{
+	bool pass = true;
+
+	if (reported)
+		return false;
+	reported = true;
+	for (int i = 0; i < CHECK_COUNT; i++)
+		if (check_state[i] != 1 && !check_skipped[i])
+			pass = false;
+	printf("PGW-VMTEST-RESULT: %s kernel=%s connect_unix=%s", pass ? "PASS" : "FAIL",
+	       uts.release, connect_unix_state);
+	for (int i = 0; i < CHECK_COUNT; i++)
+		printf(" %s=%s", check_names[i],
+		       check_skipped[i] ? "n/a" :
+		       check_state[i] == 1 ? "ok" : check_state[i] < 0 ? "FAIL" : "not-run");
+	printf("\n");
+	fflush(stdout);
+	return pass;
+}
+
+static void report_at_exit(void)
+{
+	if (!reported)
+		note("exit() called before the test finished");
+	report();
+}
+
 /* Records the outcome of a check; a failed check stays failed. Returns ok. */
 static bool check_set(enum check c, bool ok)
 {
 	if (check_state[c] >= 0)
 		check_state[c] = ok ? 1 : -1;
 	return ok;
-}
-
-static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	/* Warnings carry the verifier log of a rejected program: exactly what a failure needs. */
-	if (level == LIBBPF_DEBUG)
-		return 0;
-	fputs("vm-test: libbpf: ", stdout);
-	return vfprintf(stdout, fmt, ap);
 }
 
 static bool kernel_at_least(const char *release, int major, int minor)
@@ -112,82 +159,32 @@ static bool kernel_at_least(const char *release, int major, int minor)
 	return ma > major || (ma == major && mi >= minor);
 }
 
-/* Feature probe: can this kernel load a cgroup/connect_unix program? A trivial program is
- * loaded with that expected attach type; kernels before 6.7 reject the type with EINVAL. */
-static bool kernel_has_connect_unix(void)
+static void addr_set4(struct addr *a, const char *ip, int port)
 {
-	const struct bpf_insn insns[] = {
-		{ .code = 0xb7, .dst_reg = 0, .imm = 1 }, /* r0 = 1 (allow) */
-		{ .code = 0x95 },                          /* exit */
-	};
-	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = ATTACH_CGROUP_UNIX_CONNECT);
-	int fd;
-
-	fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "pgw_probe_unix", "GPL", insns,
-			   sizeof(insns) / sizeof(insns[0]), &opts);
-	if (fd < 0)
-		return false;
-	close(fd);
-	return true;
+	memset(a, 0, sizeof(*a));
+	a->ss.in4.sin_family = AF_INET;
+	a->ss.in4.sin_port = htons(port);
+	inet_pton(AF_INET, ip, &a->ss.in4.sin_addr);
+	a->len = sizeof(a->ss.in4);
 }
 
-/* Finds the cgroup v2 mount in /proc/self/mounts (init mounts one; hosts differ). */
-static int cgroup2_mount(char *buf, size_t len)
+static const char *addr_str(const struct addr *a, char *buf)
 {
-	char dev[256], dir[256], type[64];
-	FILE *f = fopen("/proc/self/mounts", "re");
-	int rc = -ENOENT;
-
-	if (!f)
-		return -errno;
-	while (fscanf(f, "%255s %255s %63s %*[^\n]", dev, dir, type) == 3) {
-		if (strcmp(type, "cgroup2") == 0) {
-			snprintf(buf, len, "%s", dir);
-			rc = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return rc;
+	return addr_format(&a->ss.sa, buf, ADDR_STRLEN);
 }
 
-static int make_sockaddr(struct sockaddr_in *sa, const char *addr, int port)
+/* A listening socket bound to sa; transparent sets IP_TRANSPARENT (the TPROXY target). */
+static int listen_on(const struct sockaddr *sa, socklen_t len, bool transparent)
 {
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_port = htons(port);
-	return inet_pton(AF_INET, addr, &sa->sin_addr) == 1 ? 0 : -EINVAL;
-}
-
-static const char *sockaddr_str(const struct sockaddr_in *sa, char *buf, size_t len)
-{
-	char a[INET_ADDRSTRLEN];
-
-	inet_ntop(AF_INET, &sa->sin_addr, a, sizeof(a));
-	snprintf(buf, len, "%s:%u", a, ntohs(sa->sin_port));
-	return buf;
-}
-
-static bool sockaddr_equal(const struct sockaddr_in *a, const struct sockaddr_in *b)
-{
-	return a->sin_addr.s_addr == b->sin_addr.s_addr && a->sin_port == b->sin_port;
-}
-
-/* A listening TCP socket on addr:port; transparent sets IP_TRANSPARENT (TPROXY target). */
-static int listen_on(const char *addr, int port, bool transparent)
-{
-	struct sockaddr_in sa;
 	int one = 1;
-	int fd;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	if (make_sockaddr(&sa, addr, port) < 0)
-		return -EINVAL;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	if ((sa->sa_family != AF_UNIX &&
+	     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
 	    (transparent && setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0) ||
-	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+	    bind(fd, sa, len) < 0 || listen(fd, 8) < 0) {
 		int err = -errno;
 
 		close(fd);
@@ -196,8 +193,8 @@ static int listen_on(const char *addr, int port, bool transparent)
 	return fd;
 }
 
-/* Accepts one connection within IO_TIMEOUT_MS. Returns the fd or -errno (-ETIMEDOUT). */
-static int accept_within(int lfd)
+/* Accepts one connection within IO_TIMEOUT_MS into peer. Returns the fd or -errno. */
+static int accept_within(int lfd, struct addr *peer)
 {
 	struct pollfd p = { .fd = lfd, .events = POLLIN };
 	int n = poll(&p, 1, IO_TIMEOUT_MS);
@@ -207,7 +204,9 @@ static int accept_within(int lfd)
 		return -ETIMEDOUT;
 	if (n < 0)
 		return -errno;
-	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	memset(peer, 0, sizeof(*peer));
+	peer->len = sizeof(peer->ss);
+	fd = accept4(lfd, &peer->ss.sa, &peer->len, SOCK_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -221,31 +220,32 @@ static bool read_byte(int fd, char want)
 }
 
 /*
- * Client side, in a forked child: connect to dialled, check getpeername() (when
- * want_peername), send one byte, wait for the peer to close. Exit status 0 = ok,
+ * Client side, in a forked child: connect to sa, check getpeername() against want_peer
+ * (when not NULL), send one byte, stay until the relay closes. Exit status 0 = ok,
  * 1 = connect or I/O failed, 2 = getpeername mismatch.
  */
-static void client_run(const struct sockaddr_in *dialled, bool want_peername)
+static void client_run(const struct sockaddr *sa, socklen_t len, const struct addr *want_peer)
 {
-	struct sockaddr_in peer;
-	socklen_t len = sizeof(peer);
-	char a[64], b[64];
+	struct addr peer;
+	char a[ADDR_STRLEN], b[ADDR_STRLEN];
 	int fd;
 
 	alarm(IO_TIMEOUT_MS / 1000 + 5);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (const struct sockaddr *)dialled, sizeof(*dialled)) < 0) {
-		note("client: connect %s: %s", sockaddr_str(dialled, a, sizeof(a)), strerror(errno));
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, sa, len) < 0) {
+		note("client: connect: %s", strerror(errno));
 		_exit(1);
 	}
-	if (want_peername) {
-		if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0) {
+	if (want_peer) {
+		memset(&peer, 0, sizeof(peer));
+		peer.len = sizeof(peer.ss);
+		if (getpeername(fd, &peer.ss.sa, &peer.len) < 0) {
 			note("client: getpeername: %s", strerror(errno));
 			_exit(2);
 		}
-		if (!sockaddr_equal(&peer, dialled)) {
-			note("client: getpeername says %s, dialled %s",
-			     sockaddr_str(&peer, a, sizeof(a)), sockaddr_str(dialled, b, sizeof(b)));
+		if (!addr_equal(&peer.ss.sa, &want_peer->ss.sa)) {
+			note("client: getpeername says %s, dialled %s", addr_str(&peer, a),
+			     addr_str(want_peer, b));
 			_exit(2);
 		}
 	}
@@ -253,7 +253,6 @@ static void client_run(const struct sockaddr_in *dialled, bool want_peername)
 		note("client: write: %s", strerror(errno));
 		_exit(1);
 	}
-	/* Stay connected until the listener side has inspected the connection. */
 	if (read(fd, a, 1) < 0)
 		_exit(1);
 	_exit(0);
@@ -264,15 +263,15 @@ static int client_wait(pid_t pid)
 {
 	int status;
 
-	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
 		return -1;
 	return WEXITSTATUS(status);
 }
 
-/* Joins the given cgroup (by its directory) so our connects go through its hooks. */
+/* Moves the calling process into the cgroup directory dir. 0 or -errno. */
 static int cgroup_join(const char *dir)
 {
-	char path[512], pid[32];
+	char path[600], pid[32];
 	int fd, n, rc = 0;
 
 	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
@@ -286,208 +285,254 @@ static int cgroup_join(const char *dir)
 	return rc;
 }
 
-/* Attaches every loaded program of the object to the cgroup. */
-static bool attach_all(struct bpf_object *obj, int cgroup_fd)
+/* Forks a client that joins the cgroup (when cgdir is set) or the network namespace (when
+ * netns is set) and runs client_run(). */
+static pid_t client_start(const char *cgdir, const char *netns, const struct sockaddr *sa,
+			  socklen_t len, const struct addr *want_peer)
 {
-	struct bpf_program *prog;
-	bool ok = true;
+	pid_t pid = fork();
+	int rc, fd;
 
-	bpf_object__for_each_program(prog, obj) {
-		if (!bpf_program__autoload(prog))
-			continue;
-		/* The skeleton's destroy() frees the links; we only check they were made. */
-		if (!bpf_program__attach_cgroup(prog, cgroup_fd)) {
-			note("attach %s: %s", bpf_program__name(prog), strerror(errno));
-			ok = false;
-		}
+	if (pid != 0)
+		return pid;
+	if (cgdir && (rc = cgroup_join(cgdir)) < 0) {
+		note("client: join %s: %s", cgdir, strerror(-rc));
+		_exit(1);
 	}
-	return ok;
-}
-
-/* The BPF half: load, attach to a fresh cgroup, steer one connection from a child in it. */
-static void test_steering(const char *release, const char **connect_unix)
-{
-	struct sockaddr_in dialled, relay;
-	char cgroot[256], cgdir[300], a[64];
-	struct probe_bpf *skel = NULL;
-	int cgroup_fd = -1, lfd = -1, cfd = -1;
-	bool has_unix;
-	pid_t pid;
-	int rc;
-
-	make_sockaddr(&dialled, STEER_DIALLED_ADDR, STEER_DIALLED_PORT);
-	make_sockaddr(&relay, STEER_RELAY_ADDR, STEER_RELAY_PORT);
-
-	has_unix = kernel_has_connect_unix();
-	*connect_unix = has_unix ? "loaded" : "not-loaded";
-	if (has_unix != kernel_at_least(release, 6, 7)) {
-		note("connect_unix probe says %s on %s", has_unix ? "present" : "absent", release);
-		check_set(CHECK_LOAD, false);
-	}
-
-	skel = probe_bpf__open();
-	if (!check_set(CHECK_LOAD, skel != NULL)) {
-		note("open skeleton: %s", strerror(errno));
-		goto out;
-	}
-	skel->rodata->dialled_addr = dialled.sin_addr.s_addr;
-	skel->rodata->dialled_port = dialled.sin_port;
-	skel->rodata->relay_addr = relay.sin_addr.s_addr;
-	skel->rodata->relay_port = relay.sin_port;
-	bpf_program__set_type(skel->progs.probe_connect_unix, BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
-	bpf_program__set_expected_attach_type(skel->progs.probe_connect_unix,
-					      ATTACH_CGROUP_UNIX_CONNECT);
-	bpf_program__set_autoload(skel->progs.probe_connect_unix, has_unix);
-	rc = probe_bpf__load(skel);
-	if (!check_set(CHECK_LOAD, rc == 0)) {
-		note("load: %s", strerror(-rc));
-		goto out;
-	}
-
-	rc = cgroup2_mount(cgroot, sizeof(cgroot));
-	if (rc < 0) {
-		note("no cgroup2 mount: %s", strerror(-rc));
-		check_set(CHECK_ATTACH, false);
-		goto out;
-	}
-	snprintf(cgdir, sizeof(cgdir), "%s/%s", cgroot, TEST_CGROUP_NAME);
-	if (mkdir(cgdir, 0755) < 0 && errno != EEXIST) {
-		note("mkdir %s: %s", cgdir, strerror(errno));
-		check_set(CHECK_ATTACH, false);
-		goto out;
-	}
-	cgroup_fd = open(cgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (!check_set(CHECK_ATTACH, cgroup_fd >= 0 && attach_all(skel->obj, cgroup_fd)))
-		goto out;
-
-	lfd = listen_on(STEER_RELAY_ADDR, STEER_RELAY_PORT, false);
-	if (lfd < 0) {
-		note("relay listen: %s", strerror(-lfd));
-		check_set(CHECK_STEER, false);
-		goto out;
-	}
-	pid = fork();
-	if (pid == 0) {
-		rc = cgroup_join(cgdir);
-		if (rc < 0) {
-			note("client: join %s: %s", cgdir, strerror(-rc));
+	if (netns) {
+		fd = open(netns, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
+			note("client: enter %s: %s", netns, strerror(errno));
 			_exit(1);
 		}
-		client_run(&dialled, true);
 	}
-	cfd = accept_within(lfd);
-	if (cfd < 0)
-		note("relay: no connection steered from %s: %s", sockaddr_str(&dialled, a, sizeof(a)),
-		     strerror(-cfd));
-	check_set(CHECK_STEER, cfd >= 0 && read_byte(cfd, 'x'));
-	if (cfd >= 0)
-		check_set(CHECK_CORE, skel->bss->steered_tgid == (__u32)pid &&
-					      skel->bss->steered_count == 1);
-	if (check_state[CHECK_CORE] < 0)
-		note("kernel recorded tgid %u (%u steers), client is %d", skel->bss->steered_tgid,
-		     skel->bss->steered_count, (int)pid);
-	if (cfd >= 0)
-		close(cfd); /* lets the client finish */
+	client_run(sa, len, want_peer);
+	return -1; /* not reached */
+}
+
+/* How many programs of this attach type the kernel has on the cgroup; -errno if it cannot
+ * say (kernels without the attach type answer EINVAL). */
+static int cgroup_prog_count(int cg_fd, enum bpf_attach_type type)
+{
+	__u32 ids[16], cnt = 16;
+
+	if (bpf_prog_query(cg_fd, type, 0, NULL, ids, &cnt) < 0)
+		return -errno;
+	return (int)cnt;
+}
+
+struct relay {
+	struct steer_origin *origin;
+	int tcp_fd, tproxy_fd, unix_fd;
+	struct addr tcp, tproxy;
+	char cgdir[600];
+	pid_t client_pid;
+};
+
+/* Local client in the cgroup → protected TCP address → relay's TCP listener. */
+static void test_steer(struct relay *r)
+{
+	struct addr dialled, peer, local;
+	struct session s;
+	char a[ADDR_STRLEN], b[ADDR_STRLEN];
+	pid_t pid;
+	int fd, rc;
+
+	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
+	pid = client_start(r->cgdir, NULL, &dialled.ss.sa, dialled.len, &dialled);
+	fd = accept_within(r->tcp_fd, &peer);
+	if (fd < 0) {
+		note("steer: nothing reached the relay from a client dialling %s: %s",
+		     addr_str(&dialled, a), strerror(-fd));
+		check_set(CHECK_STEER, false);
+	} else {
+		check_set(CHECK_STEER, read_byte(fd, 'x'));
+		memset(&local, 0, sizeof(local));
+		local.len = sizeof(local.ss);
+		memset(&s, 0, sizeof(s));
+		rc = getsockname(fd, &local.ss.sa, &local.len) < 0 ? -errno :
+		     steer_origin_lookup(r->origin, fd, &r->tcp, &peer, &local, &s);
+		if (rc < 0)
+			note("origin: lookup: %s", strerror(-rc));
+		else if (s.route != SESSION_ROUTE_STEERED || !addr_equal(&s.dialled.ss.sa, &dialled.ss.sa) ||
+			 !s.process.known || s.process.tgid != (uint32_t)pid ||
+			 strcmp(s.process.comm, "steer_test") != 0) {
+			note("origin: route %s, dialled %s, process %s tgid %u comm '%s' (client %d)",
+			     session_route_to_str(s.route), addr_str(&s.dialled, b),
+			     s.process.known ? "known" : "unknown", s.process.tgid, s.process.comm,
+			     (int)pid);
+			rc = -EPROTO;
+		}
+		check_set(CHECK_ORIGIN, rc == 0);
+		close(fd); /* lets the client finish */
+	}
 	rc = client_wait(pid);
 	check_set(CHECK_PEERNAME, rc == 0);
-	if (rc == 1)
+	if (rc != 0 && rc != 2)
 		check_set(CHECK_STEER, false);
-out:
-	if (lfd >= 0)
-		close(lfd);
-	if (cgroup_fd >= 0)
-		close(cgroup_fd);
-	probe_bpf__destroy(skel);
 }
 
-/* The nft half: a client in netns dials a non-local address; TPROXY delivers it to us. */
-static void test_tproxy(const char *netns, const char *dialled_addr, int dialled_port,
-			int listen_port, const char *client_addr)
+/* Local client in the cgroup → protected Unix path (nothing listens there) → relay. */
+static void test_unix(struct relay *r)
 {
-	struct sockaddr_in dialled, local, peer, client;
-	socklen_t len;
-	char a[64], b[64];
-	int lfd, cfd, nsfd;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct addr peer;
 	pid_t pid;
-	bool ok;
+	int fd;
 
-	if (make_sockaddr(&dialled, dialled_addr, dialled_port) < 0 ||
-	    make_sockaddr(&client, client_addr, 0) < 0) {
-		note("tproxy: bad address argument");
-		check_set(CHECK_TPROXY, false);
-		return;
-	}
-	lfd = listen_on("0.0.0.0", listen_port, true);
-	if (lfd < 0) {
-		note("tproxy: transparent listen on port %d: %s", listen_port, strerror(-lfd));
-		check_set(CHECK_TPROXY, false);
-		return;
-	}
-	pid = fork();
-	if (pid == 0) {
-		nsfd = open(netns, O_RDONLY | O_CLOEXEC);
-		if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
-			note("tproxy client: enter %s: %s", netns, strerror(errno));
-			_exit(1);
-		}
-		/* No BPF hook in that namespace's path: getpeername is the plain peer. */
-		client_run(&dialled, false);
-	}
-	cfd = accept_within(lfd);
-	if (cfd < 0) {
-		note("tproxy: nothing delivered for %s: %s", sockaddr_str(&dialled, a, sizeof(a)),
-		     strerror(-cfd));
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", UNIX_PROTECTED);
+	pid = client_start(r->cgdir, NULL, (struct sockaddr *)&sun, sizeof(sun), NULL);
+	fd = accept_within(r->unix_fd, &peer);
+	if (fd < 0)
+		note("unix: nothing reached the relay from a client of %s: %s", UNIX_PROTECTED,
+		     strerror(-fd));
+	check_set(CHECK_UNIX, fd >= 0 && read_byte(fd, 'x'));
+	if (fd >= 0)
+		close(fd);
+	if (client_wait(pid) != 0)
+		check_set(CHECK_UNIX, false);
+}
+
+/* Remote client in netns → protected address over the veth → TPROXY → relay. */
+static void test_tproxy(struct relay *r, const char *netns, const char *client_addr)
+{
+	struct addr dialled, client, peer, local;
+	struct session s;
+	char a[ADDR_STRLEN], b[ADDR_STRLEN];
+	bool ok;
+	pid_t pid;
+	int fd;
+
+	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
+	addr_set4(&client, client_addr, 0);
+	pid = client_start(NULL, netns, &dialled.ss.sa, dialled.len, NULL);
+	fd = accept_within(r->tproxy_fd, &peer);
+	if (fd < 0) {
+		note("tproxy: nothing delivered for %s: %s", addr_str(&dialled, a), strerror(-fd));
 		ok = false;
 	} else {
-		len = sizeof(local);
-		ok = getsockname(cfd, (struct sockaddr *)&local, &len) == 0 &&
-		     sockaddr_equal(&local, &dialled);
+		memset(&local, 0, sizeof(local));
+		local.len = sizeof(local.ss);
+		memset(&s, 0, sizeof(s));
+		ok = getsockname(fd, &local.ss.sa, &local.len) == 0 &&
+		     steer_origin_lookup(r->origin, fd, &r->tproxy, &peer, &local, &s) == 0 &&
+		     s.route == SESSION_ROUTE_TPROXY && addr_equal(&s.dialled.ss.sa, &dialled.ss.sa) &&
+		     peer.ss.in4.sin_addr.s_addr == client.ss.in4.sin_addr.s_addr;
 		if (!ok)
-			note("tproxy: getsockname says %s, client dialled %s",
-			     sockaddr_str(&local, a, sizeof(a)), sockaddr_str(&dialled, b, sizeof(b)));
-		len = sizeof(peer);
-		if (getpeername(cfd, (struct sockaddr *)&peer, &len) < 0 ||
-		    peer.sin_addr.s_addr != client.sin_addr.s_addr) {
-			note("tproxy: peer is %s, expected the client %s",
-			     sockaddr_str(&peer, a, sizeof(a)), client_addr);
-			ok = false;
-		}
-		ok = read_byte(cfd, 'x') && ok;
-		close(cfd);
+			note("tproxy: route %s, dialled %s, client %s (expected %s from %s)",
+			     session_route_to_str(s.route), addr_str(&s.dialled, a), addr_str(&peer, b),
+			     PROTECTED_ADDR, client_addr);
+		ok = read_byte(fd, 'x') && ok;
+		close(fd);
 	}
 	if (client_wait(pid) != 0)
 		ok = false;
-	close(lfd);
 	check_set(CHECK_TPROXY, ok);
+}
+
+static int relay_listen(struct relay *r)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+	addr_set4(&r->tcp, RELAY_ADDR, RELAY_PORT);
+	addr_set4(&r->tproxy, "0.0.0.0", TPROXY_PORT);
+	r->tcp_fd = listen_on(&r->tcp.ss.sa, r->tcp.len, false);
+	if (r->tcp_fd < 0)
+		return r->tcp_fd;
+	r->tproxy_fd = listen_on(&r->tproxy.ss.sa, r->tproxy.len, true);
+	if (r->tproxy_fd < 0)
+		return r->tproxy_fd;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", UNIX_RELAY);
+	mkdir("/run/pgw-vmtest", 0755);
+	mkdir("/run/postgresql", 0755);
+	r->unix_fd = listen_on((struct sockaddr *)&sun, sizeof(sun), false);
+	return r->unix_fd < 0 ? r->unix_fd : 0;
 }
 
 int main(int argc, char **argv)
 {
-	const char *connect_unix = "unknown";
-	struct utsname u;
-	bool pass = true;
-	int i;
+	struct relay r = { .tcp_fd = -1, .tproxy_fd = -1, .unix_fd = -1 };
+	const char *unix_paths[] = { UNIX_PROTECTED };
+	struct steer_handle *handle = NULL;
+	char err[STEER_ERR_MAX], cgroot[512];
+	struct steer_opts o;
+	bool want_unix;
+	FILE *mounts;
+	int rc, cg_fd = -1, n;
 
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s NETNS DIALLED_ADDR PORT LISTEN_PORT CLIENT_ADDR\n", argv[0]);
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s NETNS_PATH CLIENT_ADDR\n", argv[0]);
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	uname(&u);
-	libbpf_set_print(libbpf_print);
+	uname(&uts);
+	atexit(report_at_exit);
+	want_unix = kernel_at_least(uts.release, 6, 7);
+	check_skipped[CHECK_UNIX] = !want_unix;
+	log_set_level(LOG_WARN); /* libbpf's warnings carry a rejected program's verifier log */
 
-	test_steering(u.release, &connect_unix);
-	test_tproxy(argv[1], argv[2], atoi(argv[3]), atoi(argv[4]), argv[5]);
+	mounts = fopen("/proc/self/mounts", "re");
+	rc = mounts ? steer_find_mount(mounts, "cgroup2", cgroot, sizeof(cgroot)) : -errno;
+	if (mounts)
+		fclose(mounts);
+	if (rc == 0) {
+		snprintf(r.cgdir, sizeof(r.cgdir), "%s/%s", cgroot, TEST_CGROUP);
+		if (mkdir(r.cgdir, 0755) < 0 && errno != EEXIST)
+			rc = -errno;
+	}
+	if (rc == 0)
+		rc = relay_listen(&r);
+	if (rc < 0) {
+		note("setup (cgroup %s, relay listeners): %s", r.cgdir, strerror(-rc));
+		goto out;
+	}
 
-	for (i = 0; i < CHECK_COUNT; i++)
-		if (check_state[i] != 1)
-			pass = false;
-	printf("PGW-VMTEST-RESULT: %s kernel=%s connect_unix=%s", pass ? "PASS" : "FAIL",
-	       u.release, connect_unix);
-	for (i = 0; i < CHECK_COUNT; i++)
-		printf(" %s=%s", check_names[i],
-		       check_state[i] == 1 ? "ok" : check_state[i] < 0 ? "FAIL" : "not-run");
-	printf("\n");
-	fflush(stdout);
-	return pass ? 0 : 1;
+	steer_opts_init(&o);
+	snprintf(o.instance, sizeof(o.instance), "%s", TEST_INSTANCE);
+	o.cgroup = TEST_CGROUP;
+	o.ports[o.nports++] = PROTECTED_PORT;
+	addr_set4(&o.addresses[o.naddresses++], PROTECTED_ADDR, 0);
+	o.relay[o.nrelay++] = r.tcp;
+	o.tproxy_port = TPROXY_PORT;
+	o.unix_paths[o.nunix++] = unix_paths[0];
+	o.unix_relay = UNIX_RELAY;
+	o.check_relay = false; /* its probe connection would sit in our accept queue */
+	rc = steer_attach(&o, &handle, err, sizeof(err));
+	if (!check_set(CHECK_ATTACH, rc == 0)) {
+		note("attach: %s", err);
+		goto out;
+	}
+	rc = steer_origin_open(TEST_INSTANCE, &r.origin);
+	if (!check_set(CHECK_ATTACH, rc == 0)) {
+		note("origin maps of %s: %s", TEST_INSTANCE, strerror(-rc));
+		goto detach;
+	}
+
+	cg_fd = open(r.cgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	n = cg_fd < 0 ? -errno : cgroup_prog_count(cg_fd, ATTACH_CGROUP_UNIX_CONNECT);
+	connect_unix_state = n > 0 ? "loaded" : "not-loaded";
+	if (!check_set(CHECK_CONNECT_UNIX, (n > 0) == want_unix))
+		note("kernel %s reports %d connect_unix programs on the cgroup (%s)", uts.release, n,
+		     n < 0 ? strerror(-n) : "count");
+
+	test_steer(&r);
+	if (want_unix)
+		test_unix(&r);
+	test_tproxy(&r, argv[1], argv[2]);
+
+detach:
+	steer_origin_close(r.origin);
+	steer_handle_close(handle);
+	rc = steer_detach(TEST_INSTANCE, err, sizeof(err));
+	if (rc < 0)
+		note("detach: %s", err);
+	n = cg_fd < 0 ? 0 : cgroup_prog_count(cg_fd, BPF_CGROUP_INET4_CONNECT);
+	if (n != 0)
+		note("detach left %d connect4 programs on the cgroup", n);
+	check_set(CHECK_DETACH, rc == 0 && n == 0);
+	if (cg_fd >= 0)
+		close(cg_fd);
+
+out:
+	return report() ? 0 : 1;
 }
