@@ -1,0 +1,528 @@
+/*
+ * Unit tests for userspace/steer: the mounts-table reader, --port/--address parsing and the
+ * nftables ruleset text (pure, run everywhere), then the module against the real kernel
+ * (root only, skipped with a reason elsewhere): attach to a cgroup this test creates, steer a
+ * child process's connect(), and read it back the way pgwardend will, through
+ * steer_origin_lookup(). Every cgroup and attach the test makes is removed in teardown,
+ * also when an assertion fails.
+ */
+#include "steer/steer_internal.h"
+
+#include "base/addr.h"
+#include "stage/session.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+/* Each data/steer/mounts/NAME.txt starts with "# want: PATH" or "# want: ENOENT". */
+static void test_find_mount_cases(void **state)
+{
+	DIR *d = opendir("data/steer/mounts");
+	struct dirent *e;
+	int cases = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d))) {
+		char path[512], first[256], got[256], want[256];
+		FILE *f;
+		int rc;
+
+		if (!strstr(e->d_name, ".txt"))
+			continue;
+		snprintf(path, sizeof(path), "data/steer/mounts/%s", e->d_name);
+		f = fopen(path, "r");
+		assert_non_null(f);
+		assert_non_null(fgets(first, sizeof(first), f));
+		assert_int_equal(strncmp(first, "# want: ", 8), 0);
+		snprintf(want, sizeof(want), "%s", first + 8);
+		want[strcspn(want, "\n")] = '\0';
+		rc = steer_find_mount(f, "cgroup2", got, sizeof(got));
+		fclose(f);
+		if (strcmp(want, "ENOENT") == 0) {
+			if (rc != -ENOENT)
+				fail_msg("%s: want ENOENT, got rc %d (%s)", e->d_name, rc, rc ? "" : got);
+		} else {
+			if (rc != 0)
+				fail_msg("%s: want %s, got rc %d", e->d_name, want, rc);
+			if (strcmp(got, want) != 0)
+				fail_msg("%s: want '%s', got '%s'", e->d_name, want, got);
+		}
+		cases++;
+	}
+	closedir(d);
+	assert_true(cases >= 6);
+}
+
+static void test_find_mount_too_long(void **state)
+{
+	const char text[] = "cgroup2 /a/very/long/mount/point cgroup2 rw 0 0\n";
+	FILE *f = fmemopen((void *)text, sizeof(text) - 1, "r");
+	char small[8];
+
+	assert_non_null(f);
+	assert_int_equal(steer_find_mount(f, "cgroup2", small, sizeof(small)), -ENAMETOOLONG);
+	fclose(f);
+}
+
+static void test_port_cases(void **state)
+{
+	FILE *f = fopen("data/steer/ports.txt", "r");
+	char line[256];
+	int cases = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *bar = strchr(line, '|'), *in, *want;
+		uint16_t port = 0;
+		int rc;
+
+		if (line[0] == '#' || !bar)
+			continue;
+		*bar = '\0';
+		in = trim(line);
+		want = trim(bar + 1);
+		rc = steer_parse_port(in, &port);
+		if (strcmp(want, "err") == 0) {
+			if (rc != -EINVAL)
+				fail_msg("port '%s' accepted", in);
+		} else {
+			if (rc != 0)
+				fail_msg("port '%s' refused", in);
+			assert_int_equal(port, atoi(want));
+		}
+		cases++;
+	}
+	fclose(f);
+	assert_true(cases >= 8);
+}
+
+static void test_ip_cases(void **state)
+{
+	FILE *f = fopen("data/steer/ips.txt", "r");
+	char line[256];
+	int cases = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *bar = strchr(line, '|'), *in, *want, text[INET6_ADDRSTRLEN], got[80];
+		struct addr a;
+		int rc;
+
+		if (line[0] == '#' || !bar)
+			continue;
+		*bar = '\0';
+		in = trim(line);
+		want = trim(bar + 1);
+		rc = steer_parse_ip(in, &a);
+		if (strcmp(want, "err") == 0) {
+			if (rc != -EINVAL)
+				fail_msg("address '%s' accepted", in);
+			cases++;
+			continue;
+		}
+		if (rc != 0)
+			fail_msg("address '%s' refused", in);
+		if (a.ss.sa.sa_family == AF_INET)
+			inet_ntop(AF_INET, &a.ss.in4.sin_addr, text, sizeof(text));
+		else
+			inet_ntop(AF_INET6, &a.ss.in6.sin6_addr, text, sizeof(text));
+		snprintf(got, sizeof(got), "%c %s", a.ss.sa.sa_family == AF_INET ? '4' : '6', text);
+		assert_string_equal(got, want);
+		cases++;
+	}
+	fclose(f);
+	assert_true(cases >= 10);
+}
+
+/* The ruleset replaces the table atomically and diverts only what it should. */
+static void test_nft_ruleset(void **state)
+{
+	struct steer_opts o;
+	char buf[8192];
+
+	steer_opts_init(&o);
+	snprintf(o.instance, sizeof(o.instance), "pgw_t");
+	o.ports[o.nports++] = 5432;
+	o.ports[o.nports++] = 5433;
+	o.tproxy_port = 6433;
+	assert_int_equal(steer_nft_ruleset(&o, buf, sizeof(buf)), 0);
+	/* add + delete + define in one buffer: one transaction, no window without rules. */
+	assert_non_null(strstr(buf, "add table inet pgw_t\ndelete table inet pgw_t\ntable inet pgw_t {"));
+	assert_non_null(strstr(buf, "iif != \"lo\" meta nfproto ipv4 tcp dport { 5432, 5433 } "
+				    "tproxy ip to :6433 meta mark set 0x5048 accept"));
+	assert_non_null(strstr(buf, "tproxy ip6 to :6433"));
+	assert_non_null(strstr(buf, "meta mark 0x5047 ct mark set 0x5047"));
+	assert_non_null(strstr(buf, "ct direction reply ct mark 0x5047 meta mark set 0x5048"));
+
+	/* With only IPv4 addresses, no IPv6 rule at all. */
+	assert_int_equal(steer_parse_ip("10.1.2.3", &o.addresses[o.naddresses++]), 0);
+	assert_int_equal(steer_nft_ruleset(&o, buf, sizeof(buf)), 0);
+	assert_non_null(strstr(buf, "ip daddr { 10.1.2.3 } tcp dport { 5432, 5433 }"));
+	assert_null(strstr(buf, "tproxy ip6"));
+
+	/* Too small a buffer is an error, never a cut ruleset. */
+	assert_int_equal(steer_nft_ruleset(&o, buf, 64), -ENOSPC);
+}
+
+/* ---- against the kernel (root) ---- */
+
+struct live {
+	char cgroup[512];
+	char instance[STEER_INSTANCE_MAX];
+	int relay_fd;
+	struct addr relay;
+	uint16_t protected_port;
+	pid_t child;
+	bool attached;
+};
+
+static int live_setup(void **state)
+{
+	struct live *L;
+	char root[256];
+	FILE *m;
+	socklen_t len;
+
+	if (geteuid() != 0) {
+		print_message("skip: steering tests need root\n");
+		*state = NULL;
+		return 0;
+	}
+	m = fopen("/proc/self/mounts", "r");
+	if (!m || steer_find_mount(m, "cgroup2", root, sizeof(root)) != 0) {
+		if (m)
+			fclose(m);
+		print_message("skip: no cgroup v2 mount\n");
+		*state = NULL;
+		return 0;
+	}
+	fclose(m);
+	L = calloc(1, sizeof(*L));
+	assert_non_null(L);
+	snprintf(L->cgroup, sizeof(L->cgroup), "%s/pgw-unit-%d", root, (int)getpid());
+	snprintf(L->instance, sizeof(L->instance), "pgw_unit_%d", (int)getpid());
+	if (mkdir(L->cgroup, 0755) != 0) {
+		free(L);
+		fail_msg("cannot create test cgroup: %s", strerror(errno));
+	}
+	L->relay_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	L->relay.ss.in4.sin_family = AF_INET;
+	L->relay.ss.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	L->relay.len = sizeof(L->relay.ss.in4);
+	assert_int_equal(bind(L->relay_fd, &L->relay.ss.sa, L->relay.len), 0);
+	assert_int_equal(listen(L->relay_fd, 8), 0);
+	len = sizeof(L->relay.ss);
+	assert_int_equal(getsockname(L->relay_fd, &L->relay.ss.sa, &len), 0);
+	/* Never actually dialled: the hook rewrites it before any packet leaves. */
+	L->protected_port = 9;
+	*state = L;
+	return 0;
+}
+
+static int live_teardown(void **state)
+{
+	struct live *L = *state;
+	char err[STEER_ERR_MAX];
+
+	if (!L)
+		return 0;
+	if (L->child > 0) {
+		kill(L->child, SIGKILL);
+		waitpid(L->child, NULL, 0);
+	}
+	if (steer_detach(L->instance, err, sizeof(err)) != 0)
+		print_message("detach: %s\n", err);
+	close(L->relay_fd);
+	if (rmdir(L->cgroup) != 0)
+		print_message("cannot remove %s: %s\n", L->cgroup, strerror(errno));
+	free(L);
+	return 0;
+}
+
+static void live_opts(struct live *L, struct steer_opts *o)
+{
+	steer_opts_init(o);
+	snprintf(o->instance, sizeof(o->instance), "%s", L->instance);
+	o->cgroup = L->cgroup;
+	o->ports[o->nports++] = L->protected_port;
+	o->relay[o->nrelay++] = L->relay;
+}
+
+/* A child joins the test cgroup, names itself, dials 127.0.0.1:protected and reports its
+ * getpeername() through the pipe; it then waits until killed, holding the connection. */
+static pid_t spawn_client(struct live *L, int report_fd)
+{
+	pid_t pid = fork();
+
+	if (pid != 0)
+		return pid;
+	char path[600], pidtxt[32], line[128];
+	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(L->protected_port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in peer;
+	socklen_t len = sizeof(peer);
+	int fd, cg;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", L->cgroup);
+	cg = open(path, O_WRONLY);
+	snprintf(pidtxt, sizeof(pidtxt), "%d", (int)getpid());
+	if (cg < 0 || write(cg, pidtxt, strlen(pidtxt)) < 0)
+		_exit(10);
+	close(cg);
+	prctl(PR_SET_NAME, "pgw-unit-cli");
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+		snprintf(line, sizeof(line), "connect %s\n", strerror(errno));
+	} else {
+		struct sockaddr_in me;
+		socklen_t mlen = sizeof(me);
+
+		getpeername(fd, (struct sockaddr *)&peer, &len);
+		getsockname(fd, (struct sockaddr *)&me, &mlen);
+		snprintf(line, sizeof(line), "peer %u local %u\n", ntohs(peer.sin_port),
+			 ntohs(me.sin_port));
+	}
+	if (write(report_fd, line, strlen(line)) < 0)
+		_exit(11);
+	pause();
+	_exit(0);
+}
+
+static void test_live_steer_and_lookup(void **state)
+{
+	struct live *L = *state;
+	struct steer_opts o;
+	struct steer_origin *orig = NULL;
+	struct session s;
+	struct addr peer, local;
+	char err[STEER_ERR_MAX], line[128] = "";
+	int pfd[2], cfd, rc;
+	socklen_t len;
+	const char *why;
+
+	if (!L)
+		skip();
+	live_opts(L, &o);
+	rc = steer_attach(&o, NULL, err, sizeof(err));
+	if (rc)
+		fail_msg("attach: %s", err);
+	/* Idempotent: a second attach with the same options succeeds in place. */
+	rc = steer_attach(&o, NULL, err, sizeof(err));
+	if (rc)
+		fail_msg("second attach: %s", err);
+
+	assert_int_equal(pipe(pfd), 0);
+	L->child = spawn_client(L, pfd[1]);
+	close(pfd[1]);
+	assert_true(read(pfd[0], line, sizeof(line) - 1) > 0);
+	close(pfd[0]);
+	/* The client sees the port it dialled, not the relay's. */
+	unsigned got_peer = 0, client_port = 0;
+
+	if (sscanf(line, "peer %u local %u", &got_peer, &client_port) != 2)
+		fail_msg("client: %s", line);
+	assert_int_equal(got_peer, L->protected_port);
+
+	/* attach's relay check connected too: accept until the client's connection. */
+	for (;;) {
+		peer.len = sizeof(peer.ss);
+		cfd = accept(L->relay_fd, &peer.ss.sa, &peer.len);
+		assert_true(cfd >= 0);
+		if (ntohs(peer.ss.in4.sin_port) == client_port)
+			break;
+		close(cfd);
+	}
+	local.len = sizeof(local.ss);
+	assert_int_equal(getsockname(cfd, &local.ss.sa, &local.len), 0);
+
+	assert_int_equal(steer_origin_open(L->instance, &orig), 0);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(steer_origin_lookup(orig, cfd, &L->relay, &peer, &local, &s), 0);
+	assert_int_equal(s.route, SESSION_ROUTE_STEERED);
+	assert_int_equal(s.dialled.ss.sa.sa_family, AF_INET);
+	assert_int_equal(ntohs(s.dialled.ss.in4.sin_port), L->protected_port);
+	assert_int_equal(ntohl(s.dialled.ss.in4.sin_addr.s_addr), INADDR_LOOPBACK);
+	assert_true(s.process.known);
+	assert_int_equal(s.process.tgid, (uint32_t)L->child);
+	assert_int_equal(s.process.uid, 0);
+	assert_string_equal(s.process.comm, "pgw-unit-cli");
+	assert_true(s.process.cgroup_id != 0);
+
+	/* Consumed: a second lookup of the same tuple finds nothing and says explicit. */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(steer_origin_lookup(orig, cfd, &L->relay, &peer, &local, &s), 0);
+	assert_int_equal(s.route, SESSION_ROUTE_EXPLICIT);
+
+	/* The upstream socket gets the relay mark; a loopback client cannot be impersonated. */
+	s.route = SESSION_ROUTE_STEERED;
+	int up = socket(AF_INET, SOCK_STREAM, 0);
+	uint32_t mark = 0;
+
+	len = sizeof(mark);
+	rc = steer_upstream_prepare(up, &s, steer_origin_relay_mark(orig), true, &why);
+	assert_int_equal(rc, 1);
+	assert_string_equal(why, "loopback client");
+	assert_int_equal(getsockopt(up, SOL_SOCKET, SO_MARK, &mark, &len), 0);
+	assert_int_equal(mark, STEER_DEFAULT_RELAY_MARK);
+	close(up);
+	close(cfd);
+	steer_origin_close(orig);
+
+	/* Status sees it, fail-closed, pinned, with the steering counted. */
+	json_t *st = steer_status_json(L->instance);
+
+	assert_non_null(st);
+	assert_true(json_is_true(json_object_get(st, "attached")));
+	assert_string_equal(json_string_value(json_object_get(st, "mode")), "fail-closed");
+	assert_true(json_array_size(json_object_get(st, "links")) >= 5);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "counters"),
+							    "steered_ipv4")), 1);
+	assert_int_equal(json_array_size(json_object_get(st, "leftovers")), 0);
+	json_decref(st);
+
+	/* A TPROXY'd connection: local end is not the listener's address. */
+	struct addr listen_any = L->relay, tp_local = L->relay;
+
+	listen_any.ss.in4.sin_addr.s_addr = htonl(INADDR_ANY);
+	tp_local.ss.in4.sin_port = htons(5432);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(steer_origin_lookup(NULL, -1, &listen_any, &peer, &tp_local, &s), 0);
+	assert_int_equal(s.route, SESSION_ROUTE_TPROXY);
+	assert_int_equal(ntohs(s.dialled.ss.in4.sin_port), 5432);
+
+	assert_int_equal(steer_detach(L->instance, err, sizeof(err)), 0);
+	st = steer_status_json(L->instance);
+	assert_false(json_is_true(json_object_get(st, "attached")));
+	assert_int_equal(json_array_size(json_object_get(st, "leftovers")), 0);
+	json_decref(st);
+}
+
+/* A relay that is not listening: one error line, and nothing attached. */
+static void test_live_relay_down(void **state)
+{
+	struct live *L = *state;
+	struct steer_opts o;
+	char err[STEER_ERR_MAX] = "", pdir[256];
+	struct stat st;
+
+	if (!L)
+		skip();
+	live_opts(L, &o);
+	close(L->relay_fd);
+	L->relay_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* closed listener */
+	assert_int_not_equal(steer_attach(&o, NULL, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "relay is not listening"));
+	assert_null(strchr(err, '\n'));
+	steer_pin_path(pdir, sizeof(pdir), L->instance, NULL);
+	assert_int_not_equal(stat(pdir, &st), 0);
+	json_t *s = steer_status_json(L->instance);
+
+	assert_false(json_is_true(json_object_get(s, "attached")));
+	assert_int_equal(json_array_size(json_object_get(s, "links")), 0);
+	json_decref(s);
+}
+
+/* Fail-open: the links live exactly as long as the handle. */
+static void test_live_fail_open(void **state)
+{
+	struct live *L = *state;
+	struct steer_opts o;
+	struct steer_handle *h = NULL;
+	char err[STEER_ERR_MAX];
+	json_t *s;
+
+	if (!L)
+		skip();
+	live_opts(L, &o);
+	o.fail_open = true;
+	if (steer_attach(&o, &h, err, sizeof(err)) != 0)
+		fail_msg("attach --fail-open: %s", err);
+	s = steer_status_json(L->instance);
+	assert_string_equal(json_string_value(json_object_get(s, "mode")), "fail-open");
+	assert_false(json_is_true(json_object_get(s, "pin_dir_present")));
+	json_decref(s);
+	steer_handle_close(h);
+	s = steer_status_json(L->instance);
+	assert_false(json_is_true(json_object_get(s, "attached")));
+	json_decref(s);
+}
+
+/* A stale pin dir (as a crash between pin and link would leave) is cleaned by attach. */
+static void test_live_stale_pins(void **state)
+{
+	struct live *L = *state;
+	struct steer_opts o;
+	char err[STEER_ERR_MAX], pdir[256], junk[300];
+	json_t *s;
+	int fd;
+
+	if (!L)
+		skip();
+	steer_pin_path(pdir, sizeof(pdir), L->instance, NULL);
+	live_opts(L, &o);
+	if (steer_attach(&o, NULL, err, sizeof(err)) != 0)
+		fail_msg("attach: %s", err);
+	assert_int_equal(steer_detach(L->instance, err, sizeof(err)), 0);
+	/* Leave a pin dir with a foreign file as a crash would, then attach again. */
+	assert_int_equal(mkdir(pdir, 0700), 0);
+	snprintf(junk, sizeof(junk), "%s/link_connect4", pdir);
+	fd = open(junk, O_CREAT | O_WRONLY, 0600); /* bpffs may refuse regular files: fine */
+	if (fd >= 0)
+		close(fd);
+	s = steer_status_json(L->instance);
+	assert_int_equal(json_array_size(json_object_get(s, "leftovers")), 1);
+	json_decref(s);
+	if (steer_attach(&o, NULL, err, sizeof(err)) != 0)
+		fail_msg("attach over a stale pin dir: %s", err);
+	s = steer_status_json(L->instance);
+	assert_true(json_is_true(json_object_get(s, "attached")));
+	assert_int_equal(json_array_size(json_object_get(s, "leftovers")), 0);
+	json_decref(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_find_mount_cases),
+		cmocka_unit_test(test_find_mount_too_long),
+		cmocka_unit_test(test_port_cases),
+		cmocka_unit_test(test_ip_cases),
+		cmocka_unit_test(test_nft_ruleset),
+		cmocka_unit_test_setup_teardown(test_live_steer_and_lookup, live_setup, live_teardown),
+		cmocka_unit_test_setup_teardown(test_live_relay_down, live_setup, live_teardown),
+		cmocka_unit_test_setup_teardown(test_live_fail_open, live_setup, live_teardown),
+		cmocka_unit_test_setup_teardown(test_live_stale_pins, live_setup, live_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
