@@ -142,6 +142,15 @@ int steer_origin_open(const char *instance, struct steer_origin **out)
 /* The same over a fail-open handle this process owns. */
 int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
 	__attribute__((warn_unused_result));
+/*
+ * Fail-open hand-over, daemon side: fds is $PGWARDEN_STEER_FDS as set by
+ * `pgwardenctl attach --fail-open ... -- pgwardend ...`. Marks the inherited link fds
+ * close-on-exec (the daemon's children must not keep steering alive), keeps them open for
+ * the life of the process, and opens the origin maps through them. -ENOENT when fds is
+ * NULL/empty, -EBADF when an fd is not a BPF link.
+ */
+int steer_origin_adopt(const char *fds, struct steer_origin **out)
+	__attribute__((warn_unused_result));
 void steer_origin_close(struct steer_origin *o);
 
 /* The relay mark the attach configured (for steer_upstream_prepare()). */

@@ -96,6 +96,80 @@ int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
 	return origin_init(out, cfd, tfd, false);
 }
 
+/* The map of a program by name, as a new fd, or -ENOENT. */
+static int prog_map_by_name(__u32 prog_id, const char *name)
+{
+	struct bpf_prog_info pi = {};
+	__u32 len = sizeof(pi), ids[16];
+	int pfd = bpf_prog_get_fd_by_id(prog_id), found = -ENOENT;
+
+	if (pfd < 0)
+		return -errno;
+	pi.nr_map_ids = 16;
+	pi.map_ids = (__u64)(unsigned long)ids;
+	if (bpf_obj_get_info_by_fd(pfd, &pi, &len) == 0)
+		for (__u32 i = 0; i < pi.nr_map_ids && i < 16 && found < 0; i++) {
+			struct bpf_map_info mi = {};
+			__u32 ml = sizeof(mi);
+			int mfd = bpf_map_get_fd_by_id(ids[i]);
+
+			if (mfd < 0)
+				continue;
+			if (bpf_obj_get_info_by_fd(mfd, &mi, &ml) == 0 && strcmp(mi.name, name) == 0)
+				found = mfd;
+			else
+				close(mfd);
+		}
+	close(pfd);
+	return found;
+}
+
+int steer_origin_adopt(const char *fds, struct steer_origin **out)
+{
+	int cfd = -ENOENT, tfd = -ENOENT, rc, n = 0;
+	const char *p = fds;
+
+	*out = NULL;
+	if (!fds || !*fds)
+		return -ENOENT;
+	steer_libbpf_log_init();
+	while (*p) {
+		char *end;
+		long fd = strtol(p, &end, 10);
+		struct bpf_link_info li = {};
+		__u32 len = sizeof(li);
+
+		if (end == p || fd < 0 || fd > 65535 || (*end && *end != ','))
+			return -EINVAL;
+		p = *end ? end + 1 : end;
+		/* Ours now: no child of the daemon may keep steering alive after it dies. */
+		if (fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0 ||
+		    bpf_obj_get_info_by_fd((int)fd, &li, &len) != 0)
+			return -EBADF;
+		n++;
+		if (cfd < 0)
+			cfd = prog_map_by_name(li.prog_id, PGW_STR(PGW_MAP_CONFIG));
+		if (tfd < 0)
+			tfd = prog_map_by_name(li.prog_id, PGW_STR(PGW_MAP_ORIGIN_TUP));
+	}
+	if (cfd < 0 || tfd < 0) {
+		rc = -ENOENT;
+		goto err;
+	}
+	rc = origin_init(out, cfd, tfd, true);
+	if (rc)
+		goto err;
+	log_warn("steer_fail_open", "fail-open: this process holds %d steering links; if it dies, "
+		 "clients reach PostgreSQL directly", n);
+	return 0;
+err:
+	if (cfd >= 0)
+		close(cfd);
+	if (tfd >= 0)
+		close(tfd);
+	return rc;
+}
+
 void steer_origin_close(struct steer_origin *o)
 {
 	if (!o)
