@@ -141,7 +141,7 @@ const char *proto_err_str(int status)
 	case PROTO_ERR_VERSION:
 		return "unsupported frontend protocol: server supports 3.0 to 3.2";
 	case PROTO_ERR_STARTUP:
-		return "invalid startup packet";
+		return "invalid startup packet parameters";
 	case PROTO_ERR_BUFFER:
 		return "message too large for the output buffer";
 	}

@@ -103,6 +103,7 @@ static int parse_cancel(const uint8_t *p, uint32_t len, struct proto_startup *ou
 	out->cancel_pid = proto_read_u32(p + 8);
 	out->cancel_key = p + 12;
 	out->cancel_key_len = key_len;
+	*why = SR_OK;
 	return PROTO_OK;
 }
 
