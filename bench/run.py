@@ -271,8 +271,9 @@ class Bench:
 
     # -- pgbench ------------------------------------------------------------------------
 
-    def pgbench(self, target, mode, clients, seconds, connect=False):
-        """One pgbench run; returns its numbers, or None if it failed (incident recorded)."""
+    def pgbench(self, target, mode, clients, seconds, connect=False, warmup=False):
+        """One pgbench run; returns its numbers, or None if it failed (incident recorded,
+        except for a warm-up that merely ran out of time while its clients logged in)."""
         jobs = 1 if clients == 1 else min(clients, os.cpu_count() or 2)
         argv = ["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(jobs),
                 "-T", str(seconds), "-h", T.HOST, "-p", str(target.port)]
@@ -296,8 +297,15 @@ class Bench:
         cpu1 = cpu_seconds(target.pid) if target.is_relay and alive else None
         tx = re_int(r"number of transactions actually processed: (\d+)", out)
         failed = re_int(r"number of failed transactions: (\d+)", out) or 0
+        if warmup and alive:
+            return None
         if r.returncode != 0 or not alive or not tx:
             why = "exit %d" % r.returncode if alive else "relay exited"
+            if alive and r.returncode == 0 and tx == 0 and not failed:
+                # pgbench's -T clock includes its logins: on a busy machine C SCRAM logins
+                # through a slow-to-accept target can use up a short cell entirely.
+                why = "no transaction completed within -T %d (the %d logins took longer)" % (
+                    seconds, clients)
             detail = "\n".join(out.strip().splitlines()[-6:])
             if target.is_relay and not alive:
                 self.relay_died(target, "%s: %s: %s" % (scenario, why, detail))
@@ -328,9 +336,10 @@ class Bench:
         cells = [(m, c) for m in s.modes for c in s.clients]
         names = [n for n in ALL_TARGETS if n in self.targets]
         # Warm up once: fills PostgreSQL's buffers and PgBouncer's server pool, so round 1
-        # is not charged for what later rounds get for free.
+        # is not charged for what later rounds get for free. Long enough for the largest
+        # client count to finish its SCRAM logins on a busy machine.
         for n in names:
-            self.pgbench(self.targets[n], "simple", max(s.clients), 1)
+            self.pgbench(self.targets[n], "simple", max(s.clients), 3, warmup=True)
         for rnd in range(s.rounds):
             for k, (mode, clients) in enumerate(cells):
                 for name in self.rotated(names, rnd + k):
