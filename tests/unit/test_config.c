@@ -273,6 +273,8 @@ static void test_set_errors(void **state)
 
 	assert_int_equal(config_set(cfg, "workers", NULL, err, sizeof(err)), -1);
 	assert_string_equal(err, "workers: missing value");
+	assert_int_equal(config_set(cfg, NULL, "1", err, sizeof(err)), -1);
+	assert_string_equal(err, "missing key");
 	assert_int_equal(config_set(cfg, "workers", "x", tiny, sizeof(tiny)), -1);
 	assert_string_equal(tiny, "workers");
 	assert_int_equal(config_set(cfg, "workers", "x", NULL, 0), -1);

@@ -167,6 +167,11 @@ static const char *quote(const char *s, size_t len, char *out, size_t n)
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
 
+	if (n < 4) { /* no room for even "..." */
+		if (n)
+			out[0] = '\0';
+		return out;
+	}
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		size_t need = (c == '"' || c == '\\') ? 2 : (c < 0x20 || c >= 0x7f) ? 4 : 1;
@@ -744,8 +749,13 @@ int config_set(struct config *cfg, const char *key, const char *value, char *err
 	       size_t errlen)
 {
 	char problem[PROBLEM_MAX], q[QUOTE_MAX];
-	const struct setting *st = setting_by_name(key);
+	const struct setting *st;
 
+	if (!key) {
+		errf(err, errlen, "missing key");
+		return -1;
+	}
+	st = setting_by_name(key);
 	if (!st) {
 		errf(err, errlen, "%s: unknown key", quote(key, strlen(key), q, sizeof(q)));
 		return -1;
