@@ -3,7 +3,10 @@
  *
  * A loaded config is an immutable snapshot. The main thread builds a new one on SIGHUP and
  * publishes it; each connection takes a reference when it starts and drops it when it
- * ends, so a reload never changes the rules under a live session's feet. Every key the
+ * ends, so a reload never changes the rules under a live session's feet. Hence
+ * config_load_*() and config_set() are for a config no other thread can see yet; the
+ * readers (config_get, config_validate, config_write_yaml, config_restart_required) are
+ * safe on a published one. Every key the
  * file accepts is also a flag (--listen, --upstream, ...): one table describes both.
  *
  * Errors are one line naming the file, line and key ("pgwarden.yaml:7: timeouts.startup:
