@@ -359,25 +359,24 @@ static void draw_detail(struct top_app *a, int y0, int h)
 	else
 		snprintf(buf, sizeof(buf), "tls: none (plaintext)");
 	put_line(y++, buf, A_NORMAL);
-	snprintf(buf, sizeof(buf), "started %s  statements %lld  errors %lld  in %lld B  out %lld B  last latency %s",
+	snprintf(buf, sizeof(buf), "started %s  stmts %lld  errors %lld  in %lld B  out %lld B",
 		 S("started_at"), (long long)json_integer_value(json_object_get(s, "statements")),
 		 (long long)json_integer_value(json_object_get(s, "errors")),
 		 (long long)json_integer_value(json_object_get(s, "bytes_from_client")),
-		 (long long)json_integer_value(json_object_get(s, "bytes_from_server")),
-		 json_is_number(json_object_get(s, "last_latency_seconds")) ? "" : "-");
-	if (json_is_number(json_object_get(s, "last_latency_seconds"))) {
-		size_t n = strlen(buf);
-
-		snprintf(buf + n, sizeof(buf) - n, "%.3f ms",
-			 json_number_value(json_object_get(s, "last_latency_seconds")) * 1000);
-	}
+		 (long long)json_integer_value(json_object_get(s, "bytes_from_server")));
 	put_line(y++, buf, A_NORMAL);
 	/* The statement, wrapped over what is left of the pane. */
 	{
 		const char *st = a->m.rows[a->m.view[i]].last;
 		size_t len = strlen(st), off = 0;
 
-		put_line(y++, "last statement:", A_BOLD);
+		if (json_is_number(json_object_get(s, "last_latency_seconds")))
+			snprintf(buf, sizeof(buf), "last statement (latency %.3f ms):",
+				 json_number_value(json_object_get(s, "last_latency_seconds")) *
+					 1000);
+		else
+			snprintf(buf, sizeof(buf), "last statement:");
+		put_line(y++, buf, A_BOLD);
 		while (off < len && y < y0 + h && COLS > 0) {
 			put_line(y++, st + off, A_NORMAL);
 			off += (size_t)COLS;
@@ -458,10 +457,10 @@ static void draw(struct top_app *a)
 		snprintf(msg, sizeof(msg), "Kill session %.8s? The client gets 57P01. [y/N]",
 			 a->kill_id);
 		put_line(3, msg, A_BOLD | A_REVERSE);
-	} else if (a->message[0] && now_s() < a->message_until) {
-		put_line(3, a->message, a->message_error ? A_BOLD | A_REVERSE : A_NORMAL);
 	} else if (a->down) {
 		put_line(3, a->down_msg, A_BOLD | A_REVERSE);
+	} else if (a->message[0] && now_s() < a->message_until) {
+		put_line(3, a->message, a->message_error ? A_BOLD | A_REVERSE : A_NORMAL);
 	}
 	top_layout_compute(&lay, COLS);
 	top_format_header(&lay, a->m.sort, a->m.reverse, line, sizeof(line));
@@ -498,7 +497,7 @@ static void draw(struct top_app *a)
 			 A_DIM);
 	if (a->detail)
 		draw_detail(a, bottom, TOP_DETAIL_LINES);
-	put_line(LINES - 1, "q quit  Enter detail  k kill  / filter  u d p  c clear  < > sort  r rev  s delay  h help",
+	put_line(LINES - 1, "q quit Enter detail k kill / filter u d p c clear <> sort r rev s delay h help",
 		 A_DIM);
 	refresh();
 }

@@ -388,19 +388,18 @@ void top_layout_compute(struct top_layout *l, int cols)
 
 	for (int i = 0; i < TOP_COL_COUNT; i++)
 		fixed += col_width[i] + 1;
-	/* The last statement gets at least 9 columns at 80; beyond that, split the surplus
-	 * between who/user/db (up to a point) and the statement. */
+	/* The last statement gets at least 9 columns at 80; beyond that, who/user/db take a
+	 * share of the surplus (capped) and the statement the rest. */
 	extra = cols - fixed - 9;
 	if (extra < 0)
 		extra = 0;
 	for (int i = 0; i < TOP_COL_COUNT; i++) {
 		int w = col_width[i];
 
-		if (i == TOP_COL_WHO || i == TOP_COL_USER || i == TOP_COL_DB) {
-			int add = extra / 4 > 12 ? 12 : extra / 4;
-
-			w += add;
-		}
+		if (i == TOP_COL_WHO)
+			w += extra / 3 > 10 ? 10 : extra / 3;
+		else if (i == TOP_COL_USER || i == TOP_COL_DB)
+			w += extra / 6 > 6 ? 6 : extra / 6;
 		l->start[i] = pos;
 		l->width[i] = w;
 		pos += w + 1;
