@@ -185,6 +185,8 @@ int ctl_attach(int argc, char **argv)
 			    "pgwardend attach at start)");
 	if (exec_argv)
 		o.check_relay = false;
+	if (steer_opts_check(&o, err, sizeof(err)))
+		return fail(CTL_EXIT_USAGE, "attach: %s", err);
 
 	rc = steer_attach(&o, o.fail_open ? &h : NULL, err, sizeof(err));
 	if (rc)

@@ -88,6 +88,11 @@ void steer_opts_init(struct steer_opts *o);
 int steer_parse_port(const char *text, uint16_t *port) __attribute__((warn_unused_result));
 int steer_parse_ip(const char *text, struct addr *out) __attribute__((warn_unused_result));
 
+/* Check the options alone (no kernel state): ports, relays, marks, loops. 0 or -EINVAL
+ * with the reason in err. steer_attach() runs it too. */
+int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /*
  * Find the cgroup v2 mount point in a mounts table (/proc/self/mounts format) into out
  * (octal escapes such as \040 decoded). 0, -ENOENT when there is none, -ENAMETOOLONG.

@@ -387,7 +387,7 @@ static int unix_sync(int map_fd, const struct steer_opts *o)
 
 /* ---- options ---- */
 
-static int opts_check(const struct steer_opts *o, char *err, size_t errlen)
+int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 {
 	bool fam4 = false, fam6 = false;
 
@@ -714,7 +714,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	if (out)
 		*out = NULL;
 	steer_libbpf_log_init();
-	rc = opts_check(o, err, errlen);
+	rc = steer_opts_check(o, err, errlen);
 	if (rc)
 		return rc;
 	if (o->fail_open && !out) {
