@@ -1,0 +1,578 @@
+"""Faults: what pgwardend does when a client sends bytes it must not, when the upstream
+server fails, and when the operator signals the daemon (SIGTERM drain, SIGHUP reload).
+
+Bad-input tests run against a FakeServer upstream that records every byte it receives, so
+"the upstream never sees the bad bytes" is checked on the bytes themselves. Each one also
+opens a healthy psycopg session through the same relay before the bad input and uses it
+afterwards: one misbehaving client must not disturb the others.
+
+Where a test needs an answer "promptly" it gives the relay timeouts far longer than the
+test's own bounded wait: a relay that waited for the bytes (instead of deciding on the
+header) would then hit the test's bound and fail, without the test measuring time.
+"""
+
+import signal
+import socket
+import struct
+import threading
+
+import psycopg
+import pytest
+
+import wire
+
+# Far longer than any wait in this file: an answer that arrives must come from the relay's
+# decision, not from one of these timeouts firing.
+LONG_TIMEOUTS = ["--timeouts-startup", "300s", "--timeouts-message", "300s",
+                 "--timeouts-connect", "300s"]
+MAX_MESSAGE = 65536
+WAIT = 30.0  # bound for every wait on the relay; a hang guard, not a performance goal
+
+
+# ---- fixtures and helpers -------------------------------------------------------------------
+
+@pytest.fixture
+def fake():
+    """A well-behaved FakeServer (logs anyone in, echoes queries) to put behind the relay."""
+    server = wire.FakeServer()
+    yield server
+    server.stop()
+    assert not server.errors, "fake server handler failed: %r" % server.errors
+
+
+@pytest.fixture
+def guarded(relay_factory, fake):
+    """A relay in front of `fake` with a 64 KiB message cap and very long timeouts."""
+    return relay_factory(upstream=fake.address,
+                         extra_args=["--max-message-size", str(MAX_MESSAGE)] + LONG_TIMEOUTS)
+
+
+class Bystander:
+    """A healthy psycopg session through the relay, opened before a fault and checked after
+    it: the relay must keep serving other sessions."""
+
+    def __init__(self, relay, echo):
+        self.echo = echo  # the upstream is a FakeServer that echoes the SQL back
+        self.conn = psycopg.connect(relay.dsn(application_name="bystander"), autocommit=True)
+        self.check()
+
+    def check(self):
+        sql = "SELECT 'still alive'"
+        rows = self.conn.execute(sql).fetchall()
+        assert rows == [(sql,) if self.echo else ("still alive",)]
+
+    def close(self):
+        self.conn.close()
+
+
+def raw_login(relay, application_name, **kw):
+    """A raw session through the relay, logged in; asserts the login reached ReadyForQuery."""
+    conn = wire.Conn(relay.host, relay.port, timeout=WAIT)
+    msgs = conn.login(relay.user, relay.password, relay.dbname,
+                      params={"application_name": application_name}, **kw)
+    assert msgs[-1].type == "Z", "login through the relay failed: %r" % msgs
+    return conn
+
+
+def expect_protocol_violation(conn):
+    """The relay answered with exactly one FATAL 08P01 ErrorResponse and closed."""
+    msgs, rest = conn.read_to_close(WAIT)
+    assert rest == b"", "partial message before close: %s" % wire.short(rest)
+    assert [m.type for m in msgs] == ["E"], "expected one ErrorResponse, got %r" % msgs
+    fields = msgs[0].error_fields()
+    assert fields.get("C") == "08P01", fields
+    assert fields.get("S") == "FATAL", fields
+    assert fields.get("M"), "the error must say what was wrong: %r" % fields
+    return fields
+
+
+def expect_error_or_silent_close(conn, sqlstates=("08P01",)):
+    """For input the relay rejects before a protocol version is agreed, PostgreSQL itself
+    closes without a word; the relay may do the same or send one FATAL ErrorResponse.
+    Anything else (other messages, a partial message, a connection left open) fails."""
+    msgs, rest = conn.read_to_close(WAIT)
+    assert rest == b"", "partial message before close: %s" % wire.short(rest)
+    if not msgs:
+        return None
+    assert [m.type for m in msgs] == ["E"], "expected at most one ErrorResponse: %r" % msgs
+    fields = msgs[0].error_fields()
+    assert fields.get("C") in sqlstates, fields
+    assert fields.get("S") == "FATAL", fields
+    return fields
+
+
+def assert_upstream_saw_only(fc, allowed_types=("X",)):
+    """The upstream connection of a session received, after its startup packet, only whole
+    messages of the allowed types: none of the client's bad bytes got through."""
+    msgs, rest = wire.frontend_messages_after_startup(fc)
+    assert rest == b"", "upstream received a partial message: %s" % wire.short(rest)
+    assert all(m.type in allowed_types for m in msgs), \
+        "upstream received %r; only %r allowed" % (msgs, allowed_types)
+
+
+def new_upstream_bytes(fake, before):
+    """Bytes received by upstream connections accepted after the first `before` ones."""
+    return b"".join(fc.received_bytes() for fc in fake.connections()[before:])
+
+
+def session_id_for(relay, application_name):
+    start = relay.wait_for_log(lambda d: d.get("event") == "session_start"
+                               and d.get("application_name") == application_name, WAIT)
+    return start["session"]
+
+
+# ---- bad input after login ------------------------------------------------------------------
+
+def run_bad_message(relay, fake, name, bad):
+    """Log in raw, send `bad`, expect FATAL 08P01 and a close; the upstream must not have
+    received any of it; a bystander session keeps working."""
+    bystander = Bystander(relay, echo=True)
+    try:
+        with raw_login(relay, name) as conn:
+            conn.send(bad)
+            fields = expect_protocol_violation(conn)
+        fc = wire.session_conn(fake, name)
+        assert fc is not None, "the session never reached the upstream"
+        assert fc.closed.wait(WAIT), "relay kept the upstream connection open"
+        assert_upstream_saw_only(fc)
+        bystander.check()
+    finally:
+        bystander.close()
+    return fields
+
+
+def test_message_length_below_four_is_rejected(guarded, fake):
+    # A length of 3 cannot even cover the length field itself.
+    run_bad_message(guarded, fake, "len-below-4", wire.header("Q", 3) + b"SELECT 1\0")
+
+
+def test_message_length_zero_is_rejected(guarded, fake):
+    run_bad_message(guarded, fake, "len-zero", wire.header("Q", 0))
+
+
+def test_oversized_message_rejected_on_its_header(guarded, fake):
+    # Only the 5-byte header claiming 1 MiB is sent: the relay must refuse on the header
+    # (its message timeout is 300 s, our wait 30 s), not buffer towards 1 MiB.
+    run_bad_message(guarded, fake, "too-long", wire.header("Q", 1024 * 1024 + 4))
+
+
+def test_oversized_message_body_never_buffered(guarded, fake):
+    """Keep sending the body of a 64 MiB Parse after its header: the relay must cut the
+    client off rather than buffer it, so its resident memory does not follow the flood."""
+    bystander = Bystander(guarded, echo=True)
+    try:
+        rss_before = wire.process_rss_kb(guarded.proc.pid)
+        with raw_login(guarded, "flood") as conn:
+            conn.send(wire.header("P", 64 * 1024 * 1024))
+            chunk = b"\xa5" * 65536
+            sent = 0
+            conn.sock.settimeout(WAIT)
+            # 32 MiB at most; a relay that buffered it would grow far past the bound below.
+            while sent < 32 * 1024 * 1024 and conn.try_send(chunk):
+                sent += len(chunk)
+                if sent % (1024 * 1024) == 0:
+                    rss = wire.process_rss_kb(guarded.proc.pid)
+                    assert rss - rss_before < 8 * 1024, \
+                        "relay RSS grew %d KiB while a client streamed an oversized body" \
+                        % (rss - rss_before)
+            try:
+                msgs, _ = conn.read_to_close(WAIT)
+            except (ConnectionResetError, wire.ConnectionClosed):
+                msgs = []  # reset with unread data on the relay's side: also a refusal
+        rss_after = wire.process_rss_kb(guarded.proc.pid)
+        assert rss_after - rss_before < 8 * 1024, (rss_before, rss_after)
+        errors = [m.error_fields() for m in msgs if m.type == "E"]
+        assert all(e.get("C") == "08P01" for e in errors), errors
+        fc = wire.session_conn(fake, "flood")
+        assert fc is not None and fc.closed.wait(WAIT)
+        assert_upstream_saw_only(fc)
+        bystander.check()
+    finally:
+        bystander.close()
+
+
+def test_unknown_message_type_after_login(guarded, fake):
+    fields = run_bad_message(guarded, fake, "unknown-type", wire.msg("z", b"bad-bytes\0"))
+    print("relay said:", fields.get("M"))
+
+
+def test_password_message_after_login_is_rejected(guarded, fake):
+    # 'p' is only valid while authenticating; afterwards it is a protocol violation.
+    run_bad_message(guarded, fake, "late-password", wire.password_message("pw-after-login"))
+
+
+def test_backend_only_type_from_client_is_rejected(guarded, fake):
+    # 'T' (RowDescription) exists in the protocol, but only from the server.
+    run_bad_message(guarded, fake, "backend-type", wire.row_description(["x"]))
+
+
+def test_bytes_after_terminate_never_reach_upstream(guarded, fake):
+    bystander = Bystander(guarded, echo=True)
+    try:
+        with raw_login(guarded, "after-terminate") as conn:
+            # One write: Terminate immediately followed by a Query.
+            conn.send(wire.terminate() + wire.query("SELECT 'after terminate'"))
+            msgs, rest = conn.read_to_close(WAIT)
+        # After Terminate the protocol allows no answer: the relay just closes.
+        assert msgs == [] and rest == b"", "relay answered after Terminate: %r" % msgs
+        fc = wire.session_conn(fake, "after-terminate")
+        assert fc is not None and fc.closed.wait(WAIT)
+        received = fc.received_bytes()
+        assert b"after terminate" not in received, wire.short(received)
+        assert_upstream_saw_only(fc, ("X",))
+        bystander.check()
+    finally:
+        bystander.close()
+
+
+# ---- bad startup packets --------------------------------------------------------------------
+
+def run_bad_startup(relay, fake, payload, sqlstates=("08P01",)):
+    """Send `payload` as the first bytes of a connection. The relay refuses (one FATAL
+    ErrorResponse or a silent close, see expect_error_or_silent_close), no byte of it
+    reaches the upstream, and a bystander keeps working."""
+    bystander = Bystander(relay, echo=True)
+    try:
+        before = len(fake.connections())
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+            conn.send(payload)
+            fields = expect_error_or_silent_close(conn, sqlstates)
+        leaked = new_upstream_bytes(fake, before)
+        assert leaked == b"", "bad startup bytes reached upstream: %s" % wire.short(leaked)
+        bystander.check()
+    finally:
+        bystander.close()
+    return fields
+
+
+@pytest.mark.parametrize("length", [0, 4, 7])
+def test_startup_length_below_eight(guarded, fake, length):
+    # Eight bytes are on the wire (enough to frame), but the length field says < 8.
+    run_bad_startup(guarded, fake, struct.pack("!II", length, wire.version(3, 0)))
+
+
+def test_startup_header_claiming_over_10000_bytes(guarded, fake):
+    # Only the 8-byte header: the relay must refuse without waiting for 20,000 bytes.
+    run_bad_startup(guarded, fake, struct.pack("!II", 20000, wire.version(3, 0)))
+
+
+def test_startup_packet_over_10000_bytes(guarded, fake):
+    pkt = wire.startup_message({"user": "pgw", "application_name": "x" * 10000})
+    assert len(pkt) > 10000
+    run_bad_startup(guarded, fake, pkt)
+
+
+@pytest.mark.parametrize("major,minor", [(2, 0), (4, 0), (1234, 5681)])
+def test_unsupported_protocol_version(guarded, fake, major, minor):
+    """PostgreSQL answers an unsupported version with FATAL 0A000 ("unsupported frontend
+    protocol"); the relay may say the same or 08P01, but it must answer with an error (a
+    version was sent, so a v3 ErrorResponse is what libpq expects) and forward nothing."""
+    bystander = Bystander(guarded, echo=True)
+    try:
+        before = len(fake.connections())
+        pkt = wire.startup_message({"user": "pgw", "database": "pgw"}, wire.version(major, minor))
+        with wire.Conn(guarded.host, guarded.port, timeout=WAIT) as conn:
+            conn.send(pkt)
+            msgs, rest = conn.read_to_close(WAIT)
+        assert rest == b"" and [m.type for m in msgs] == ["E"], msgs
+        fields = msgs[0].error_fields()
+        assert fields.get("C") in ("08P01", "0A000") and fields.get("S") == "FATAL", fields
+        leaked = new_upstream_bytes(fake, before)
+        assert leaked == b"", "startup bytes reached upstream: %s" % wire.short(leaked)
+        bystander.check()
+    finally:
+        bystander.close()
+
+
+def test_startup_message_without_user(guarded, fake):
+    # PostgreSQL: FATAL 28000 "no PostgreSQL user name specified in startup packet".
+    run_bad_startup(guarded, fake, wire.startup_message({"database": "pgw"}),
+                    sqlstates=("08P01", "28000"))
+
+
+def test_startup_parameters_not_terminated(guarded, fake):
+    body = struct.pack("!I", wire.version(3, 0)) + b"user\0pgw\0database\0pgw"  # no NULs
+    run_bad_startup(guarded, fake, struct.pack("!I", len(body) + 4) + body)
+
+
+# ---- silent peers ---------------------------------------------------------------------------
+
+def test_half_message_then_silence_times_out(relay_factory, fake):
+    relay = relay_factory(upstream=fake.address,
+                          extra_args=["--timeouts-message", "1s", "--timeouts-startup", "300s"])
+    bystander = Bystander(relay, echo=True)
+    try:
+        with raw_login(relay, "half-message") as conn:
+            session = session_id_for(relay, "half-message")
+            # A Query header promising 100 bytes, then 10 of them, then nothing.
+            conn.send(wire.header("Q", 104) + b"SELECT 'ha")
+            expect_protocol_violation(conn)
+        end = relay.wait_for_log(lambda d: d.get("event") == "session_end"
+                                 and d.get("session") == session, WAIT)
+        print("session_end:", end)
+        bystander.check()  # the bystander was idle well past 1 s between messages: fine
+    finally:
+        bystander.close()
+
+
+def test_half_startup_packet_then_silence_times_out(relay_factory, fake):
+    relay = relay_factory(upstream=fake.address,
+                          extra_args=["--timeouts-startup", "1s", "--timeouts-message", "300s"])
+    before = len(fake.connections())
+    pkt = wire.startup_message({"user": "pgw", "database": "pgw"})
+    with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+        conn.send(pkt[:len(pkt) // 2])
+        # Before a whole startup packet there is no agreed protocol: an 08P01 FATAL or a
+        # silent close are both acceptable; staying open is not.
+        expect_error_or_silent_close(conn, ("08P01", "57P01", "08006"))
+    leaked = new_upstream_bytes(fake, before)
+    assert leaked == b"", "startup bytes reached upstream: %s" % wire.short(leaked)
+
+
+def test_no_bytes_at_all_times_out(relay_factory, fake):
+    relay = relay_factory(upstream=fake.address, extra_args=["--timeouts-startup", "1s"])
+    with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+        expect_error_or_silent_close(conn, ("08P01", "57P01", "08006"))
+
+
+# ---- upstream faults ------------------------------------------------------------------------
+
+def expect_upstream_failure(conn):
+    """One FATAL 08006 ErrorResponse with a message, then close."""
+    msgs, rest = conn.read_to_close(WAIT)
+    assert rest == b"", rest
+    errors = [m for m in msgs if m.type == "E"]
+    assert errors, "no ErrorResponse before the close: %r" % msgs
+    assert msgs[-1].type == "E", "error must be the last message: %r" % msgs
+    fields = errors[-1].error_fields()
+    assert fields.get("C") == "08006", fields
+    assert fields.get("S") == "FATAL", fields
+    assert len(fields.get("M", "")) > 10, "the message must explain the failure: %r" % fields
+    print("relay said:", fields["M"])
+    return fields
+
+
+def test_upstream_down(relay_factory):
+    """Nothing listens on the upstream port: FATAL 08006 right after the startup packet
+    (the relay's connect timeout is 300 s, so this is the refusal, not a timeout)."""
+    relay = relay_factory(upstream=("127.0.0.1", wire.free_port()), extra_args=LONG_TIMEOUTS)
+    with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+        conn.send(wire.startup_message({"user": "pgw", "database": "pgw"}))
+        expect_upstream_failure(conn)
+    # libpq shows it as an ordinary connection failure with the same SQLSTATE.
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(relay.dsn())
+    assert info.value.sqlstate == "08006", info.value
+
+
+def test_upstream_closes_during_startup(relay_factory):
+    def close_after_startup(fc):
+        fc.read_startup()
+        # Return: FakeServer closes the connection without answering.
+
+    with wire.FakeServer(close_after_startup) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+            conn.send(wire.startup_message({"user": "pgw", "database": "pgw"}))
+            expect_upstream_failure(conn)
+        assert server.wait_for_connections(1, "startup")
+
+
+def test_upstream_refusal_reaches_client_unchanged(relay_factory):
+    refusal = wire.error_response("53300", "sorry, too many clients already", "FATAL",
+                                  F="postinit.c", L="123", R="InitPostgres")
+
+    def refuse(fc):
+        fc.read_startup()
+        fc.send(refusal)
+
+    with wire.FakeServer(refuse) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+            conn.send(wire.startup_message({"user": "pgw", "database": "pgw"}))
+            msgs, rest = conn.read_to_close(WAIT)
+        assert rest == b""
+        assert [m.raw for m in msgs] == [refusal], msgs
+
+
+def test_upstream_dies_between_messages(relay_factory):
+    """The server logs in, reads a Query and dies before answering: the client is at a
+    clean message boundary, so it gets FATAL 08006 and a close."""
+    got_query = threading.Event()
+
+    def die_on_query(fc):
+        fc.read_startup()
+        wire.login_ok(fc)
+        m = fc.read_message()
+        if m.type == "Q":
+            got_query.set()
+
+    with wire.FakeServer(die_on_query) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with raw_login(relay, "dies") as conn:
+            conn.send(wire.query("SELECT 1"))
+            expect_upstream_failure(conn)
+        assert got_query.is_set()
+
+
+def test_upstream_dies_mid_message(relay_factory):
+    """The server dies after sending part of a RowDescription: the client cannot be told
+    anything in-band any more, so the relay must close the connection (not hang, not send
+    a ReadyForQuery)."""
+    def die_mid_message(fc):
+        fc.read_startup()
+        wire.login_ok(fc)
+        fc.read_message()
+        fc.send(wire.row_description(["a", "b"])[:9])
+
+    with wire.FakeServer(die_mid_message) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with raw_login(relay, "dies-mid") as conn:
+            conn.send(wire.query("SELECT 1"))
+            msgs, rest = conn.read_to_close(WAIT)
+        assert "Z" not in [m.type for m in msgs], msgs
+        assert "T" not in [m.type for m in msgs], "relay invented a RowDescription: %r" % msgs
+
+
+def test_upstream_connect_timeout(relay_factory):
+    """The upstream's accept queue is full, so its SYNs go unanswered: the relay gives up
+    after timeouts.connect (1 s; the kernel alone would keep trying for minutes)."""
+    listener = wire.FullBacklogListener()
+    try:
+        relay = relay_factory(upstream=listener.address,
+                              extra_args=["--timeouts-connect", "1s", "--timeouts-startup",
+                                          "300s"])
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+            conn.send(wire.startup_message({"user": "pgw", "database": "pgw"}))
+            expect_upstream_failure(conn)
+    finally:
+        listener.close()
+
+
+def test_upstream_never_answers_startup(relay_factory):
+    """The server accepts and reads the StartupMessage but never answers: timeouts.startup
+    ends the session, the client hears about it, the upstream socket is closed too."""
+    def silent(fc):
+        fc.read_startup()
+        fc.drain_until_close(120)
+
+    with wire.FakeServer(silent) as server:
+        relay = relay_factory(upstream=server.address,
+                              extra_args=["--timeouts-startup", "1s", "--timeouts-connect",
+                                          "300s"])
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+            conn.send(wire.startup_message({"user": "pgw", "database": "pgw"}))
+            msgs, rest = conn.read_to_close(WAIT)
+        assert rest == b"" and [m.type for m in msgs] == ["E"], msgs
+        fields = msgs[0].error_fields()
+        assert fields.get("S") == "FATAL" and fields.get("C", "").startswith("08"), fields
+        fc = server.connections()[0]
+        assert fc.closed.wait(WAIT), "relay kept the silent upstream connection open"
+        assert fc.eof, "the upstream connection was not closed by the relay"
+
+
+# ---- signals ---------------------------------------------------------------------------------
+
+def connect_refused(relay):
+    """True when a new TCP connection to the relay is refused or closed unanswered."""
+    try:
+        with wire.Conn(relay.host, relay.port, timeout=5) as conn:
+            conn.send(wire.startup_message({"user": relay.user, "database": relay.dbname}))
+            msgs, _ = conn.read_to_close(5)
+            return not any(m.type == "R" for m in msgs)
+    except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, wire.ConnectionClosed):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_sigterm_drains_busy_session(relay_factory, pg):
+    relay = relay_factory(upstream=(pg.host, pg.port), extra_args=["--timeouts-drain", "120s"])
+    idle = psycopg.connect(relay.dsn(application_name="drain-idle"), autocommit=True)
+    busy = psycopg.connect(relay.dsn(application_name="drain-busy"), autocommit=True)
+    result = {}
+
+    def run_busy():
+        try:
+            result["rows"] = busy.execute("SELECT 'done' FROM pg_sleep(3)").fetchall()
+        except Exception as exc:  # reported by the assertion below
+            result["error"] = exc
+
+    worker = threading.Thread(target=run_busy)
+    try:
+        worker.start()
+        # The signal must land while the query runs: wait until the server shows it.
+        assert wire.wait_until(lambda: pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'drain-busy' "
+            "AND state = 'active'").strip() == "1", WAIT)
+        relay.signal(signal.SIGTERM)
+        assert wire.wait_until(lambda: connect_refused(relay), WAIT), \
+            "relay still accepts new sessions after SIGTERM"
+        worker.join(WAIT)
+        assert not worker.is_alive()
+        assert "error" not in result, "busy session broken by the drain: %r" % result
+        assert result["rows"] == [("done",)]
+        assert relay.proc.poll() is None, "relay exited while sessions were open"
+    finally:
+        idle.close()
+        busy.close()
+        worker.join(WAIT)
+    relay.proc.wait(WAIT)
+    assert relay.proc.returncode == 0, relay.log_tail()
+
+
+def test_sigterm_drain_timeout_sends_57p01(relay_factory, fake):
+    relay = relay_factory(upstream=fake.address, extra_args=["--timeouts-drain", "1s"])
+    with raw_login(relay, "stays-open") as conn:
+        relay.signal(signal.SIGTERM)
+        msgs, rest = conn.read_to_close(WAIT)
+    assert rest == b"" and [m.type for m in msgs] == ["E"], msgs
+    fields = msgs[0].error_fields()
+    assert fields.get("C") == "57P01" and fields.get("S") == "FATAL", fields
+    relay.proc.wait(WAIT)
+    assert relay.proc.returncode == 0, relay.log_tail()
+
+
+def test_sighup_reloads_log_level(relay_factory, fake):
+    relay = relay_factory(upstream=fake.address, config_text="log_level: info\n")
+    assert relay.config_path, "relay_factory did not write a config file"
+
+    def debug_lines():
+        return [d for d in relay.log_lines() if d.get("level") == "debug"]
+
+    with raw_login(relay, "before-reload") as conn:
+        conn.query("SELECT 1")
+    assert debug_lines() == [], "debug lines at log_level info"
+
+    with open(relay.config_path, "w") as f:
+        f.write("log_level: debug\n")
+    relay.signal(signal.SIGHUP)
+    assert relay.proc.poll() is None, "relay exited on SIGHUP"
+    # SIGHUP is handled asynchronously: retry a session every half second until one logs at
+    # debug (bounded).
+    assert wire.wait_until(lambda: _session_then(relay, "after-reload", debug_lines), WAIT,
+                           interval=0.5), relay.log_tail()
+
+    def error_count():
+        return len([d for d in relay.log_lines() if d.get("level") == "error"])
+
+    errors_before = error_count()
+    with open(relay.config_path, "w") as f:
+        f.write("log_level: [this is not, a level\n")
+    relay.signal(signal.SIGHUP)
+    assert wire.wait_until(lambda: error_count() > errors_before, WAIT), \
+        "no error logged for an invalid config file\n" + relay.log_tail()
+    assert relay.proc.poll() is None, "relay exited on an invalid config file"
+    # The old (debug) config stays: a new session still logs at debug, and works.
+    count = len(debug_lines())
+    with raw_login(relay, "after-bad-reload") as conn:
+        assert conn.query_values("SELECT 'x'") == [["SELECT 'x'"]]
+    assert wire.wait_until(lambda: len(debug_lines()) > count, WAIT), relay.log_tail()
+    assert relay.proc.poll() is None
+
+
+def _session_then(relay, name, probe):
+    assert relay.proc.poll() is None, "relay exited:\n" + relay.log_tail()
+    with raw_login(relay, name) as conn:
+        conn.query("SELECT 1")
+    return probe()
