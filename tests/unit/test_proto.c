@@ -434,37 +434,40 @@ static bool msg_equal(const struct proto_msg *a, const uint8_t *a_base,
 	       a->body - a_base == b->body - b_base;
 }
 
-/* Feed the message one byte at a time (fresh exact-size buffers): NEED_MORE until the
- * answer for the whole message, then that answer with the same framing. */
+/*
+ * Feed the message one byte at a time (fresh exact-size buffers): NEED_MORE until the
+ * answer for the whole message, then that answer with the same framing. The answer must
+ * come as early as the contract says: a bad type byte on the first byte, anything else
+ * once the 5-byte header is in (never waiting for the body).
+ */
 static void frame_bytewise(const struct case_line *cl, enum proto_dir dir, uint32_t max_body,
 			   int want, const struct proto_msg *whole, const uint8_t *whole_p)
 {
-	bool decided = false;
-
 	uint8_t *all = exact_copy(cl->msg, cl->len);
+	bool decided = false;
 
 	for (size_t k = 0; k <= cl->len; k++) {
 		uint8_t *p = prefix(all, k);
 		struct proto_msg m = { 0 };
 		int st = proto_frame(p, k, dir, max_body, &m);
-		bool bad = false;
+		const char *why = NULL;
 
-		if (st == PROTO_NEED_MORE && !decided)
-			goto next;
-		decided = true;
-		if (st != want) {
-			fail_case(cl, "after %zu of %zu bytes: %s, then %s for the whole", k, cl->len,
-				  status_name(st), status_name(want));
-			bad = true;
-		} else if (st == PROTO_OK && !msg_equal(&m, p, whole, whole_p)) {
-			fail_case(cl, "after %zu bytes: framing differs from the whole message", k);
-			bad = true;
+		if (st != PROTO_NEED_MORE || decided) {
+			if (!decided && k != (want == PROTO_ERR_TYPE ? 1 : PROTO_HEADER_LEN))
+				why = "decided later than it could";
+			else if (st != want)
+				why = "answer differs from the one for the whole message";
+			else if (st == PROTO_OK && !msg_equal(&m, p, whole, whole_p))
+				why = "framing differs from the whole message";
+			decided = true;
 		}
-next:
 		if (p != all)
 			free(p);
-		if (bad)
+		if (why) {
+			fail_case(cl, "after %zu of %zu bytes: %s (%s, whole: %s)", k, cl->len, why,
+				  status_name(st), status_name(want));
 			break;
+		}
 	}
 	free(all);
 	if (!decided && want != PROTO_NEED_MORE)
@@ -592,6 +595,11 @@ static void startup_bytewise(const struct case_line *cl, int want, uint32_t want
 			free(p);
 		if (st == PROTO_NEED_MORE && !decided)
 			continue;
+		/* A length is judged on its 4 bytes; OK needs the 8-byte header. */
+		if (!decided && k != (want == PROTO_OK ? PROTO_STARTUP_HEADER_LEN : 4)) {
+			fail_case(cl, "decided after %zu bytes, not as soon as it could", k);
+			break;
+		}
 		decided = true;
 		if (st != want || (st == PROTO_OK && len != want_len)) {
 			fail_case(cl, "after %zu of %zu bytes: %s (len %u), whole: %s (len %u)", k,

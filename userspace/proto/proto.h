@@ -310,7 +310,11 @@ static inline void proto_write_u32(uint8_t *p, uint32_t v)
 /* 'R': the request code; for SASL the mechanism list is left to proto_auth_sasl_next(). */
 int proto_read_auth(const struct proto_msg *m, uint32_t *code);
 
-/* 'K': process id and cancel key (4 bytes in 3.0, 4..256 in 3.2). */
+/*
+ * 'K': process id and cancel key (4 bytes in 3.0, 4..256 in 3.2). The message does not
+ * say which protocol the session speaks, so any key of 4..256 bytes is accepted; a caller
+ * that negotiated 3.0 checks *key_len == 4 itself.
+ */
 int proto_read_backend_key(const struct proto_msg *m, uint32_t *pid, const uint8_t **key,
 			   uint32_t *key_len);
 
