@@ -14,6 +14,10 @@
  *   peername     that client's getpeername() reports the address it dialled;
  *   origin       the relay finds the connection's record by 4-tuple (sockops re-keyed it)
  *                with the dialled address and the client's pid and comm;
+ *   ipv6         steer, peername and origin again for an IPv6 client and relay;
+ *   relay_mark   a socket carrying the relay's SO_MARK (its upstream connections) that
+ *                dials the protected address from inside the cgroup is not redirected: the
+ *                relay can never loop into itself;
  *   unix         (6.7+) a client that connects to the protected Unix socket path, where
  *                nothing listens, reaches the relay's Unix listener;
  *   tproxy       a client in another network namespace, across a veth pair, that dials the
@@ -57,8 +61,10 @@
 /* The protected PostgreSQL address (TEST-NET-1: no interface of the guest has it, so only
  * steering can make a connection to it succeed) and the relay's listeners. */
 #define PROTECTED_ADDR "192.0.2.10"
+#define PROTECTED_ADDR6 "2001:db8::10"
 #define PROTECTED_PORT 5432
 #define RELAY_ADDR "127.0.0.1"
+#define RELAY_ADDR6 "::1"
 #define RELAY_PORT 15432
 #define TPROXY_PORT 15433
 #define UNIX_PROTECTED "/run/postgresql/.s.PGSQL.5432"
@@ -76,6 +82,8 @@ enum check {
 	CHECK_STEER,
 	CHECK_PEERNAME,
 	CHECK_ORIGIN,
+	CHECK_IPV6,
+	CHECK_RELAY_MARK,
 	CHECK_UNIX,
 	CHECK_TPROXY,
 	CHECK_DETACH,
@@ -83,7 +91,8 @@ enum check {
 };
 
 static const char *const check_names[CHECK_COUNT] = {
-	"attach", "connect_unix_probe", "steer", "peername", "origin", "unix", "tproxy", "detach",
+	"attach", "connect_unix_probe", "steer", "peername", "origin", "ipv6",
+	"relay_mark", "unix", "tproxy", "detach",
 };
 
 /* 0 = not run, 1 = ok, -1 = failed. A check that does not apply to this kernel is marked
@@ -166,6 +175,15 @@ static void addr_set4(struct addr *a, const char *ip, int port)
 	a->ss.in4.sin_port = htons(port);
 	inet_pton(AF_INET, ip, &a->ss.in4.sin_addr);
 	a->len = sizeof(a->ss.in4);
+}
+
+static void addr_set6(struct addr *a, const char *ip, int port)
+{
+	memset(a, 0, sizeof(*a));
+	a->ss.in6.sin6_family = AF_INET6;
+	a->ss.in6.sin6_port = htons(port);
+	inet_pton(AF_INET6, ip, &a->ss.in6.sin6_addr);
+	a->len = sizeof(a->ss.in6);
 }
 
 static const char *addr_str(const struct addr *a, char *buf)
@@ -323,53 +341,111 @@ static int cgroup_prog_count(int cg_fd, enum bpf_attach_type type)
 
 struct relay {
 	struct steer_origin *origin;
-	int tcp_fd, tproxy_fd, unix_fd;
-	struct addr tcp, tproxy;
+	int tcp_fd, tcp6_fd, tproxy_fd, unix_fd;
+	struct addr tcp, tcp6, tproxy;
 	char cgdir[600];
 	pid_t client_pid;
 };
 
-/* Local client in the cgroup → protected TCP address → relay's TCP listener. */
-static void test_steer(struct relay *r)
+struct steer_outcome {
+	bool steered;  /* the connection reached the relay listener and a byte arrived */
+	bool peername; /* the client saw the dialled address */
+	bool origin;   /* the relay found the kernel's record of it */
+};
+
+/* Local client in the cgroup dials `dialled` → the relay's listener lfd (bound to listen). */
+static struct steer_outcome steer_one(struct relay *r, const struct addr *dialled, int lfd,
+				      const struct addr *listen)
 {
-	struct addr dialled, peer, local;
+	struct steer_outcome out = { false, false, false };
+	struct addr peer, local;
 	struct session s;
 	char a[ADDR_STRLEN], b[ADDR_STRLEN];
 	pid_t pid;
 	int fd, rc;
 
-	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
-	pid = client_start(r->cgdir, NULL, &dialled.ss.sa, dialled.len, &dialled);
-	fd = accept_within(r->tcp_fd, &peer);
+	pid = client_start(r->cgdir, NULL, &dialled->ss.sa, dialled->len, dialled);
+	fd = accept_within(lfd, &peer);
 	if (fd < 0) {
 		note("steer: nothing reached the relay from a client dialling %s: %s",
-		     addr_str(&dialled, a), strerror(-fd));
-		check_set(CHECK_STEER, false);
+		     addr_str(dialled, a), strerror(-fd));
 	} else {
-		check_set(CHECK_STEER, read_byte(fd, 'x'));
+		out.steered = read_byte(fd, 'x');
 		memset(&local, 0, sizeof(local));
 		local.len = sizeof(local.ss);
 		memset(&s, 0, sizeof(s));
 		rc = getsockname(fd, &local.ss.sa, &local.len) < 0 ? -errno :
-		     steer_origin_lookup(r->origin, fd, &r->tcp, &peer, &local, &s);
+		     steer_origin_lookup(r->origin, fd, listen, &peer, &local, &s);
 		if (rc < 0)
 			note("origin: lookup: %s", strerror(-rc));
-		else if (s.route != SESSION_ROUTE_STEERED || !addr_equal(&s.dialled.ss.sa, &dialled.ss.sa) ||
+		else if (s.route != SESSION_ROUTE_STEERED || !addr_equal(&s.dialled.ss.sa, &dialled->ss.sa) ||
 			 !s.process.known || s.process.tgid != (uint32_t)pid ||
-			 strcmp(s.process.comm, "steer_test") != 0) {
-			note("origin: route %s, dialled %s, process %s tgid %u comm '%s' (client %d)",
-			     session_route_to_str(s.route), addr_str(&s.dialled, b),
+			 strcmp(s.process.comm, "steer_test") != 0)
+			note("origin: route %s, dialled %s, process %s tgid %u comm '%s' (client %d "
+			     "dialled %s)", session_route_to_str(s.route), addr_str(&s.dialled, b),
 			     s.process.known ? "known" : "unknown", s.process.tgid, s.process.comm,
-			     (int)pid);
-			rc = -EPROTO;
-		}
-		check_set(CHECK_ORIGIN, rc == 0);
+			     (int)pid, addr_str(dialled, a));
+		else
+			out.origin = true;
 		close(fd); /* lets the client finish */
 	}
 	rc = client_wait(pid);
-	check_set(CHECK_PEERNAME, rc == 0);
+	out.peername = rc == 0;
 	if (rc != 0 && rc != 2)
-		check_set(CHECK_STEER, false);
+		out.steered = false;
+	return out;
+}
+
+static void test_steer(struct relay *r)
+{
+	struct steer_outcome v4, v6;
+	struct addr d4, d6;
+
+	addr_set4(&d4, PROTECTED_ADDR, PROTECTED_PORT);
+	v4 = steer_one(r, &d4, r->tcp_fd, &r->tcp);
+	check_set(CHECK_STEER, v4.steered);
+	check_set(CHECK_PEERNAME, v4.peername);
+	check_set(CHECK_ORIGIN, v4.origin);
+	addr_set6(&d6, PROTECTED_ADDR6, PROTECTED_PORT);
+	v6 = steer_one(r, &d6, r->tcp6_fd, &r->tcp6);
+	check_set(CHECK_IPV6, v6.steered && v6.peername && v6.origin);
+}
+
+/*
+ * A process in the cgroup whose socket carries the relay mark dials the protected address.
+ * Not redirected, it goes where routing sends it: nowhere (the guest has no route to
+ * TEST-NET-1), so connect() fails at once. Redirected, it would reach the relay.
+ */
+static void test_relay_mark(struct relay *r, uint32_t mark)
+{
+	struct pollfd p = { .fd = r->tcp_fd, .events = POLLIN };
+	struct addr dialled;
+	pid_t pid;
+	int fd, rc;
+
+	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
+	pid = fork();
+	if (pid == 0) {
+		alarm(IO_TIMEOUT_MS / 1000 + 5);
+		rc = cgroup_join(r->cgdir);
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (rc < 0 || fd < 0 || setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) {
+			note("relay_mark: client setup: %s", strerror(rc < 0 ? -rc : errno));
+			_exit(1);
+		}
+		if (connect(fd, &dialled.ss.sa, dialled.len) == 0) {
+			note("relay_mark: a socket with the relay mark was steered");
+			_exit(3);
+		}
+		_exit(errno == ENETUNREACH ? 0 : (note("relay_mark: connect: %s", strerror(errno)), 1));
+	}
+	rc = client_wait(pid);
+	/* Whatever the client saw, nothing may be waiting on the relay's listener. */
+	if (poll(&p, 1, 0) != 0) {
+		note("relay_mark: the relay has a connection it should not");
+		rc = -1;
+	}
+	check_set(CHECK_RELAY_MARK, rc == 0);
 }
 
 /* Local client in the cgroup → protected Unix path (nothing listens there) → relay. */
@@ -435,10 +511,14 @@ static int relay_listen(struct relay *r)
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 
 	addr_set4(&r->tcp, RELAY_ADDR, RELAY_PORT);
+	addr_set6(&r->tcp6, RELAY_ADDR6, RELAY_PORT);
 	addr_set4(&r->tproxy, "0.0.0.0", TPROXY_PORT);
 	r->tcp_fd = listen_on(&r->tcp.ss.sa, r->tcp.len, false);
 	if (r->tcp_fd < 0)
 		return r->tcp_fd;
+	r->tcp6_fd = listen_on(&r->tcp6.ss.sa, r->tcp6.len, false);
+	if (r->tcp6_fd < 0)
+		return r->tcp6_fd;
 	r->tproxy_fd = listen_on(&r->tproxy.ss.sa, r->tproxy.len, true);
 	if (r->tproxy_fd < 0)
 		return r->tproxy_fd;
@@ -451,7 +531,7 @@ static int relay_listen(struct relay *r)
 
 int main(int argc, char **argv)
 {
-	struct relay r = { .tcp_fd = -1, .tproxy_fd = -1, .unix_fd = -1 };
+	struct relay r = { .tcp_fd = -1, .tcp6_fd = -1, .tproxy_fd = -1, .unix_fd = -1 };
 	const char *unix_paths[] = { UNIX_PROTECTED };
 	struct steer_handle *handle = NULL;
 	char err[STEER_ERR_MAX], cgroot[512];
@@ -492,7 +572,9 @@ int main(int argc, char **argv)
 	o.cgroup = TEST_CGROUP;
 	o.ports[o.nports++] = PROTECTED_PORT;
 	addr_set4(&o.addresses[o.naddresses++], PROTECTED_ADDR, 0);
+	addr_set6(&o.addresses[o.naddresses++], PROTECTED_ADDR6, 0);
 	o.relay[o.nrelay++] = r.tcp;
+	o.relay[o.nrelay++] = r.tcp6;
 	o.tproxy_port = TPROXY_PORT;
 	o.unix_paths[o.nunix++] = unix_paths[0];
 	o.unix_relay = UNIX_RELAY;
@@ -516,6 +598,7 @@ int main(int argc, char **argv)
 		     n < 0 ? strerror(-n) : "count");
 
 	test_steer(&r);
+	test_relay_mark(&r, o.relay_mark);
 	if (want_unix)
 		test_unix(&r);
 	test_tproxy(&r, argv[1], argv[2]);
