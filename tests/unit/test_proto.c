@@ -19,6 +19,8 @@
  *   frame.txt    <dir F|B> <max_body|-> <proto_frame status> <proto_validate status|->
  *   startup.txt  <proto_startup_frame status> <proto_startup_parse status|-> key=value...
  *   readers.txt  <reader> <status> key=value...
+ *   captures.txt <file> <F|B> key=value...   (no message part: the bytes are real
+ *                PostgreSQL traffic in capture/<file>, see the file's header)
  *
  * Every case is also fed one byte at a time: the answer must be PROTO_NEED_MORE until it
  * is the same as for the whole input, and must stay that. Inputs are copied into heap
@@ -978,6 +980,120 @@ static void test_reader_cases(void **state)
 	assert_int_equal(failures, 0);
 }
 
+/* ---- real traffic --------------------------------------------------------------- */
+
+static uint8_t *read_file(const char *name, size_t *n)
+{
+	char path[256];
+	uint8_t *b = NULL;
+	FILE *f;
+	long len;
+
+	snprintf(path, sizeof(path), DATA_DIR "capture/%s", name);
+	f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+		b = malloc(len ? (size_t)len : 1);
+		if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
+			free(b);
+			b = NULL;
+		}
+		*n = (size_t)len;
+	}
+	fclose(f);
+	return b;
+}
+
+/* One recorded stream: startup packet (frontend), then messages up to the exact end. */
+static void check_capture(const struct case_line *cl, const uint8_t *b, size_t n,
+			  enum proto_dir dir)
+{
+	char types[8192];
+	size_t off = 0, nt = 0;
+
+	if (dir == PROTO_FRONTEND) {
+		struct proto_startup st;
+		uint32_t len;
+
+		if (proto_startup_frame(b, n, &len) != PROTO_OK || len > n ||
+		    proto_startup_parse(b, len, &st) != PROTO_OK) {
+			fail_case(cl, "startup packet refused");
+			return;
+		}
+		expect_str(cl, 2, "user", st.user);
+		expect_str(cl, 2, "database", st.database);
+		expect_str(cl, 2, "app", st.application_name);
+		expect_num(cl, 2, "repl", st.replication);
+		off = len;
+	}
+	while (off < n) {
+		struct proto_msg m;
+		int st = proto_frame(b + off, n - off, dir, PROTO_MAX_BODY, &m);
+
+		if (st != PROTO_OK || m.body_len > n - off - PROTO_HEADER_LEN) {
+			fail_case(cl, "offset %zu: %s", off,
+				  st != PROTO_OK ? proto_err_str(st) : "stream ends inside a message");
+			return;
+		}
+		if ((st = proto_validate(dir, &m)) != PROTO_OK) {
+			fail_case(cl, "offset %zu: %s %s", off, proto_type_name(dir, m.type),
+				  proto_err_str(st));
+			return;
+		}
+		if (nt + 1 < sizeof(types))
+			types[nt++] = (char)m.type;
+		off += PROTO_HEADER_LEN + m.body_len;
+	}
+	types[nt] = 0;
+	expect_str(cl, 2, "types", types);
+}
+
+static void test_capture_cases(void **state)
+{
+	static uint8_t msgbuf[MAX_MSG];
+	static char line[MAX_LINE];
+	unsigned lineno = 0, ncases = 0;
+	struct case_line cl;
+	FILE *f = open_case_file("captures.txt");
+
+	(void)state;
+	failures = 0;
+	/* captures.txt lines have no '|': give each one an empty message part. */
+	while (fgets(line, MAX_LINE, f)) {
+		char *p = line;
+		uint8_t *b;
+		size_t n = 0;
+
+		lineno++;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '#' || *p == 0)
+			continue;
+		memset(&cl, 0, sizeof(cl));
+		cl.file = "captures.txt";
+		cl.lineno = lineno;
+		cl.msg = msgbuf;
+		if (!split_fields(p, &cl) || cl.nfields < 3 ||
+		    (strcmp(cl.fields[1], "F") && strcmp(cl.fields[1], "B"))) {
+			fail_case(&cl, "want: file F|B key=value...");
+			continue;
+		}
+		ncases++;
+		b = read_file(cl.fields[0], &n);
+		if (!b) {
+			fail_case(&cl, "cannot read capture/%s", cl.fields[0]);
+			continue;
+		}
+		check_capture(&cl, b, n, cl.fields[1][0] == 'F' ? PROTO_FRONTEND : PROTO_BACKEND);
+		free(b);
+	}
+	fclose(f);
+	if (ncases < 20)
+		fail_msg("captures.txt: only %u captures", ncases);
+	assert_int_equal(failures, 0);
+}
+
 /* ---- cursor ----------------------------------------------------------------------- */
 
 static void test_cursor_bounds(void **state)
@@ -1352,6 +1468,7 @@ int main(void)
 		cmocka_unit_test(test_frame_cases),
 		cmocka_unit_test(test_startup_cases),
 		cmocka_unit_test(test_reader_cases),
+		cmocka_unit_test(test_capture_cases),
 		cmocka_unit_test(test_cursor_bounds),
 		cmocka_unit_test(test_type_tables),
 		cmocka_unit_test(test_err_str),
