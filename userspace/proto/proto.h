@@ -11,6 +11,16 @@
  *
  * The relay frames with proto_frame()/proto_startup_frame() on every message and streams
  * bodies by count; it calls a typed reader only for messages it must inspect.
+ *
+ * Where PostgreSQL has a rule (limits, duplicate startup parameters, the format-count
+ * rule of Bind, error texts) the codec follows the server, so that what pgwarden decides
+ * about is what the server will act on; where following it would let a policy see
+ * something other than what the server uses, the codec refuses instead and says so below.
+ *
+ * Files: frame.c (type tables, proto_frame, texts), cursor.c (bounded getters),
+ * startup.c (startup family), read.c (typed readers, walkers), validate.c
+ * (proto_validate), write.c (writers). Tests: tests/unit/test_proto.c with the cases in
+ * tests/unit/data/proto/, fuzz targets tests/fuzz/fuzz_proto.c and fuzz_startup.c.
  */
 #ifndef PGWARDEN_PROTO_H
 #define PGWARDEN_PROTO_H
@@ -258,7 +268,11 @@ int proto_startup_parse(const uint8_t *p, uint32_t len, struct proto_startup *ou
 
 /* ---- bounded cursor ----------------------------------------------------------------- */
 
-/* A read cursor; any read past the end sets err and returns zero/NULL, never faults. */
+/*
+ * A read cursor; any read past the end sets err and returns zero/NULL, never faults.
+ * Once err is set every later read fails too, so a layout can be read whole and the
+ * cursor tested once. Integers are big-endian (network order). p must not be NULL.
+ */
 struct proto_cursor {
 	const uint8_t *p;
 	const uint8_t *end;
