@@ -353,7 +353,7 @@ static void test_live_steer_and_lookup(void **state)
 		fail_msg("client: %s", line);
 	assert_int_equal(got_peer, L->protected_port);
 
-	/* attach's relay check connected too: accept until the client's connection. */
+	/* Accept until the client's connection: on a shared host another process may probe the port. */
 	for (;;) {
 		peer.len = sizeof(peer.ss);
 		cfd = accept(L->relay_fd, &peer.ss.sa, &peer.len);
