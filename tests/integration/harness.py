@@ -26,6 +26,9 @@ PG_BINDIR = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
 # Generous bounds: the test machine is shared, and sanitizer builds are several times slower.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+# Test relays drain for this long on SIGTERM unless a test sets its own: the daemon's default
+# (30s) would make every teardown with a lingering session cost half a minute.
+TEST_DRAIN = "5s"
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +190,28 @@ def wait_for_listen(port, timeout, proc=None, what="server"):
             return
         time.sleep(0.05)
     raise TimeoutError("%s did not listen on port %d within %.0fs" % (what, port, timeout))
+
+
+def parse_duration(text):
+    """Seconds in a pgwardend duration: digits and a unit ms, s, m or h; bare digits are
+    seconds (config_parse_duration in userspace/config/config.c)."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(text))
+    if not m:
+        raise ValueError("not a duration: %r" % (text,))
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def _flag_value(args, flag):
+    """The value after the last occurrence of flag in args (or of flag=VALUE), or None."""
+    value = None
+    args = list(args)
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
 
 
 def conninfo(**params):
@@ -417,6 +442,9 @@ class Relay(Endpoint):
         self.log_path = None
         self.argv = None
         self.killed = False  # True when stop() had to SIGKILL
+        self.signals_sent = set()  # through .signal(): a death by one of these is no crash
+        self.drain_seconds = 30.0
+        self.stop_timeout = None
 
     def _argv(self):
         host, pg_port = self.upstream
@@ -431,6 +459,11 @@ class Relay(Endpoint):
             self.config_path is not None and "admin_socket" in open(self.config_path).read())
         if not sets_admin:
             argv += ["--admin-socket", os.path.join(self.workdir, "admin-%d.sock" % self.port)]
+        drain = _flag_value(self.extra_args, "--timeouts-drain")
+        if drain is None and not (self.config_path and "drain" in open(self.config_path).read()):
+            drain = TEST_DRAIN
+            argv += ["--timeouts-drain", drain]
+        self.drain_seconds = parse_duration(drain) if drain is not None else 30.0
         return argv + self.extra_args
 
     def start(self, timeout=START_TIMEOUT):
@@ -511,17 +544,23 @@ class Relay(Endpoint):
 
     def signal(self, sig):
         if self.proc and self.proc.poll() is None:
+            self.signals_sent.add(int(sig))
             self.proc.send_signal(sig)
 
-    def stop(self, timeout=STOP_TIMEOUT, check=True):
-        """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit status.
+    def stop(self, timeout=None, check=True):
+        """SIGTERM, wait up to timeout (default: the drain timeout plus STOP_TIMEOUT), then
+        SIGKILL. Returns the exit status.
 
-        With check, raises AssertionError if the daemon crashed (died of a signal we did not
-        send) or its output holds a sanitizer report.
+        With check, raises AssertionError if the daemon crashed (died of a signal the test
+        did not send), outlived the bound after SIGTERM, or printed a sanitizer report.
         """
         if self.proc is None:
             return None
+        if timeout is None:
+            timeout = self.drain_seconds + STOP_TIMEOUT
+        self.stop_timeout = timeout
         if self.proc.poll() is None:
+            self.signals_sent.add(int(signal.SIGTERM))
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
@@ -540,8 +579,10 @@ class Relay(Endpoint):
         if reports:
             problems.append("sanitizer report in pgwardend output:\n  " + "\n  ".join(reports[:10]))
         rc = self.proc.returncode if self.proc else None
-        if rc is not None and rc < 0 and not (self.killed and rc == -signal.SIGKILL) \
-                and rc != -signal.SIGTERM:
+        if self.killed:
+            problems.append("pgwardend did not exit within %.0fs of SIGTERM (drain timeout "
+                            "%.1fs); killed" % (self.stop_timeout, self.drain_seconds))
+        elif rc is not None and rc < 0 and -rc not in self.signals_sent:
             problems.append("pgwardend died of signal %d (%s)"
                             % (-rc, signal.Signals(-rc).name))
         if problems:

@@ -4,7 +4,10 @@ If these fail, no scenario result can be trusted."""
 
 import hashlib
 import os
+import signal
 import socket
+import sys
+import textwrap
 import threading
 
 import psycopg
@@ -110,3 +113,68 @@ def test_cluster_fixture(pg):
     # IPv6 loopback is served too.
     with psycopg.connect(pg.dsn(host="::1")) as conn:
         assert conn.execute("SELECT inet_server_addr()").fetchone()[0].version == 6
+
+
+def test_parse_duration():
+    assert harness.parse_duration("500ms") == 0.5
+    assert harness.parse_duration("5s") == 5.0
+    assert harness.parse_duration("2m") == 120.0
+    assert harness.parse_duration("7") == 7.0
+    with pytest.raises(ValueError):
+        harness.parse_duration("1.5s")
+
+
+# A stand-in daemon that listens like pgwardend and then misbehaves in a chosen way, to show
+# that Relay.stop() reports crashes, hangs and sanitizer output instead of hiding them.
+FAKE_DAEMON = textwrap.dedent("""\
+    import os, signal, socket, sys, time
+    mode = sys.argv[1]
+    host, port = sys.argv[sys.argv.index("--listen") + 1].rsplit(":", 1)
+    s = socket.socket(); s.bind((host, int(port))); s.listen(8)
+    def on_term(*_):
+        if mode == "abort":
+            os.abort()
+        if mode == "asan":
+            sys.stderr.write("==1==ERROR: AddressSanitizer: heap-buffer-overflow\\n")
+            sys.stderr.flush()
+        if mode != "hang":
+            sys.exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+    while True:
+        time.sleep(0.1)
+""")
+
+
+@pytest.mark.parametrize("mode,problem", [
+    ("clean", None),
+    ("abort", r"died of signal 6 \(SIGABRT\)"),
+    ("asan", "sanitizer report"),
+    ("hang", "did not exit within"),
+])
+def test_relay_stop_reports_problems(tmp_path, pg, mode, problem):
+    script = tmp_path / "fake_daemon.py"
+    script.write_text(FAKE_DAEMON)
+    wrapper = tmp_path / "fake_daemon.sh"
+    wrapper.write_text("#!/bin/sh\nexec %s %s %s \"$@\"\n" % (sys.executable, script, mode))
+    wrapper.chmod(0o755)
+    r = harness.Relay(str(wrapper), (pg.host, pg.port), pg, str(tmp_path),
+                      extra_args=["--timeouts-drain", "1s"]).start()
+    assert r.drain_seconds == 1.0
+    if problem is None:
+        assert r.stop(timeout=20) == 0
+        return
+    with pytest.raises(AssertionError, match=problem):
+        r.stop(timeout=3)
+
+
+def test_relay_signal_sent_by_test_is_no_crash(tmp_path, pg):
+    """A daemon the test itself killed (fault tests do) is not reported as a crash."""
+    script = tmp_path / "fake_daemon.py"
+    script.write_text(FAKE_DAEMON)
+    wrapper = tmp_path / "fake_daemon.sh"
+    wrapper.write_text("#!/bin/sh\nexec %s %s clean \"$@\"\n" % (sys.executable, script))
+    wrapper.chmod(0o755)
+    r = harness.Relay(str(wrapper), (pg.host, pg.port), pg, str(tmp_path)).start()
+    r.signal(signal.SIGKILL)
+    r.proc.wait(20)
+    assert r.stop() == -signal.SIGKILL
