@@ -59,6 +59,7 @@ enum {
 	OPT_ROUTE_TABLE,
 	OPT_INSTANCE,
 	OPT_NO_RELAY_CHECK,
+	OPT_WAIT,
 };
 
 static const struct option attach_opts[] = {
@@ -75,13 +76,14 @@ static const struct option attach_opts[] = {
 	{"route-table", required_argument, NULL, OPT_ROUTE_TABLE},
 	{"instance", required_argument, NULL, OPT_INSTANCE},
 	{"no-relay-check", no_argument, NULL, OPT_NO_RELAY_CHECK},
+	{"wait", required_argument, NULL, OPT_WAIT},
 	{NULL, 0, NULL, 0},
 };
 
 /*
  * attach [--port P]... [--address A]... [--relay ADDR]... [--cgroup PATH] [--fail-open]
  *        [--tproxy-port P] [--unix-socket PATH --unix-relay PATH] [--instance NAME]
- *        [-- PROGRAM ARGS...]
+ *        [--wait SECONDS] [-- PROGRAM ARGS...]
  *
  * Fail-open hands the links to a process: with "-- PROGRAM ARGS", pgwardenctl attaches and
  * then exec()s PROGRAM (pgwardend) with the link fds inherited and listed in
@@ -152,10 +154,11 @@ int ctl_attach(int argc, char **argv)
 				return fail(CTL_EXIT_USAGE, "--tproxy-mark: expected a number, got '%s'", optarg);
 			break;
 		case OPT_ROUTE_TABLE:
-			if (parse_u32(optarg, &o.route_table) || o.route_table == 0 || o.route_table >= 253)
-				if (o.route_table < 256)
-					return fail(CTL_EXIT_USAGE, "--route-table: expected a free table id "
-						    "(256 or more, or 1-252), got '%s'", optarg);
+			/* 0 and 253-255 are the kernel's unspec, default, main and local tables. */
+			if (parse_u32(optarg, &o.route_table) || o.route_table == 0 ||
+			    (o.route_table >= 253 && o.route_table <= 255))
+				return fail(CTL_EXIT_USAGE, "--route-table: expected a free table id "
+					    "(1-252 or 256 and up), got '%s'", optarg);
 			break;
 		case OPT_INSTANCE:
 			if (strlen(optarg) >= sizeof(o.instance))
@@ -165,6 +168,15 @@ int ctl_attach(int argc, char **argv)
 		case OPT_NO_RELAY_CHECK:
 			o.check_relay = false;
 			break;
+		case OPT_WAIT: {
+			uint32_t secs;
+
+			if (parse_u32(optarg, &secs) || secs > 3600)
+				return fail(CTL_EXIT_USAGE, "--wait: expected seconds (0-3600), got '%s'",
+					    optarg);
+			o.relay_wait_ms = secs * 1000;
+			break;
+		}
 		default:
 			return fail(CTL_EXIT_USAGE, "attach: unknown or incomplete option '%s'",
 				    argv[optind - 1]);

@@ -75,7 +75,8 @@ struct steer_opts {
 	uint32_t route_table;
 	uint32_t rule_priority;
 	bool fail_open;
-	bool check_relay; /* refuse to attach unless the relay answers on every relay address */
+	bool check_relay; /* refuse to attach unless the relay listens on every relay address */
+	unsigned relay_wait_ms; /* how long to wait for the relay to listen (0: not at all) */
 };
 
 /* An attach's kernel objects as held by this process (fail-open: the owner of the links). */

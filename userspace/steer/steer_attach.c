@@ -760,7 +760,13 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		return cg_fd;
 	if (o->check_relay)
 		for (unsigned i = 0; i < o->nrelay; i++) {
-			rc = relay_check(&o->relay[i], err, errlen);
+			/* A relay still starting (systemd's ExecStartPost) gets relay_wait_ms. */
+			for (unsigned waited = 0;; waited += 100) {
+				rc = relay_check(&o->relay[i], err, errlen);
+				if (rc == 0 || waited >= o->relay_wait_ms)
+					break;
+				usleep(100 * 1000);
+			}
 			if (rc)
 				goto err_close_cg;
 		}
