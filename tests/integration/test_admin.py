@@ -242,7 +242,7 @@ def test_sessions_appear_with_identity_and_counters_then_disappear(admin_relay, 
         assert s["protocol"] == "3.0"
         assert s["authenticated"] is True
         assert s["backend_pid"] == backend_pid
-        assert s["state"] == "ready"
+        assert s["state"] == "idle"
         assert s["tx_status"] == "I"
         assert s["statements"] == 6
         assert s["bytes_from_client"] > 0 and s["bytes_from_server"] > 0
@@ -449,7 +449,7 @@ def test_metrics_scrape_parses_and_counters_move(relay_factory):
     assert fams["pgwarden_query_duration_seconds"].type == "histogram"
     assert fams["pgwarden_upstream_duration_seconds"].type == "histogram"
     states = {dict(l).get("state") for (n, l) in before if n == "pgwarden_sessions"}
-    assert {"ready", "busy"} <= states
+    assert {"idle", "active"} <= states
 
     conns = [_connect(relay) for _ in range(3)]
     try:

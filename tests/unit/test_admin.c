@@ -37,7 +37,7 @@ struct mock {
 static int mock_sessions(void *ctx, json_t *arr)
 {
 	struct mock *m = ctx;
-	struct admin_session_view v = {.state = "ready", .last_latency_ns = -1};
+	struct admin_session_view v = {.state = "idle", .last_latency_ns = -1};
 
 	for (unsigned i = 0; i < m->nsessions; i++)
 		json_array_append_new(arr, admin_session_json(&m->s[i], &v));
@@ -218,7 +218,7 @@ static void test_reply_contents(void **state)
 	assert_string_equal(json_string_value(json_object_get(s, "client")), "127.0.0.1:40000");
 	assert_string_equal(json_string_value(json_object_get(s, "user")), "alice");
 	assert_string_equal(json_string_value(json_object_get(s, "database")), "shop");
-	assert_string_equal(json_string_value(json_object_get(s, "state")), "ready");
+	assert_string_equal(json_string_value(json_object_get(s, "state")), "idle");
 	assert_string_equal(json_string_value(json_object_get(s, "protocol")), "3.0");
 	assert_string_equal(json_string_value(json_object_get(s, "tx_status")), "I");
 	assert_int_equal(json_integer_value(json_object_get(s, "statements")), 12);

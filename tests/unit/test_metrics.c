@@ -180,15 +180,15 @@ static void test_std_families(void **state)
 	metrics_inc(s, m.accepted, 0);
 	metrics_inc(s, m.refused, MREFUSE_MAX_CONNECTIONS);
 	metrics_inc(s, m.statements, MSTMT_READ);
-	metrics_gauge_add(s, m.sessions, MSTATE_READY, 1);
+	metrics_gauge_add(s, m.sessions, MSTATE_IDLE, 1);
 	metrics_observe(s, m.query_duration, 0, 300000);
 	text = metrics_render_string(r, NULL);
 	assert_non_null(strstr(text, "\npgwarden_connections_accepted_total 1\n"));
 	assert_non_null(strstr(text,
 		"\npgwarden_connections_refused_total{reason=\"max_connections\"} 1\n"));
 	assert_non_null(strstr(text, "\npgwarden_statements_total{type=\"read\"} 1\n"));
-	assert_non_null(strstr(text, "\npgwarden_sessions{state=\"ready\"} 1\n"));
-	assert_non_null(strstr(text, "\npgwarden_sessions{state=\"busy\"} 0\n"));
+	assert_non_null(strstr(text, "\npgwarden_sessions{state=\"idle\"} 1\n"));
+	assert_non_null(strstr(text, "\npgwarden_sessions{state=\"active\"} 0\n"));
 	assert_non_null(strstr(text,
 		"\npgwarden_query_duration_seconds_bucket{le=\"0.00025\"} 0\n"
 		"pgwarden_query_duration_seconds_bucket{le=\"0.0005\"} 1\n"));

@@ -242,8 +242,8 @@ static void header_lines(struct top_app *a, char l[3][512])
 		if (json_is_integer(json_object_get(st, "errors")))
 			errors = json_integer_value(json_object_get(st, "errors"));
 	}
-	snprintf(l[1], 512, "Sessions: %u (%u ready, %u busy), %u shown  St/s %s  In %s/s  Out %s/s  Errors %lld",
-		 a->m.totals.sessions, a->m.totals.by_state_ready, a->m.totals.by_state_busy,
+	snprintf(l[1], 512, "Sessions: %u (%u idle, %u active), %u shown  St/s %s  In %s/s  Out %s/s  Errors %lld",
+		 a->m.totals.sessions, a->m.totals.by_state_idle, a->m.totals.by_state_active,
 		 a->m.totals.shown, top_fmt_rate(a->m.totals.qps, r1, sizeof(r1)),
 		 top_fmt_rate(a->m.totals.bps_in, r2, sizeof(r2)),
 		 top_fmt_rate(a->m.totals.bps_out, r3, sizeof(r3)), errors);

@@ -62,8 +62,8 @@ struct top_filter {
 struct top_totals {
 	unsigned sessions;
 	unsigned shown;
-	unsigned by_state_ready;
-	unsigned by_state_busy;
+	unsigned by_state_idle;   /* conn state "idle": waiting for the client */
+	unsigned by_state_active; /* "active" or copying */
 	double qps;
 	double bps_in;
 	double bps_out;

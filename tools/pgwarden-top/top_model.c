@@ -169,10 +169,10 @@ int top_model_update(struct top_model *m, json_t *sessions, double t)
 		tot.bps_in += in > 0 ? in : 0;
 		tot.bps_out += out > 0 ? out : 0;
 		tot.errors += r->errors;
-		if (!strcmp(r->state, "ready"))
-			tot.by_state_ready++;
-		else if (!strcmp(r->state, "busy") || !strncmp(r->state, "copy", 4))
-			tot.by_state_busy++;
+		if (!strcmp(r->state, "idle"))
+			tot.by_state_idle++;
+		else if (!strcmp(r->state, "active") || !strncmp(r->state, "copy", 4))
+			tot.by_state_active++;
 	}
 	qsort(rows, k, sizeof(*rows), cmp_id);
 	rows_free(m->rows, m->n);

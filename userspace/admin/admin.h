@@ -104,7 +104,7 @@ const char *admin_server_path(const struct admin_server *srv);
 
 /* What the relay knows about a session beyond struct session. Strings may be NULL. */
 struct admin_session_view {
-	const char *state;          /* conn state name: "startup", "auth", "ready", "busy", ... */
+	const char *state;          /* conn_state_to_str(): "startup", "auth", "idle", "active", ... */
 	const char *last_statement; /* the current or last statement, normalised if available */
 	int64_t last_latency_ns;    /* client-observed latency of the last statement; -1: none */
 	uint64_t now_mono_ns;       /* clock_mono_ns() once per listing; 0: read it here */

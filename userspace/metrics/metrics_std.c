@@ -3,9 +3,9 @@
 
 
 const char *const metrics_std_state_names[MSTATE_COUNT + 1] = {
-	[MSTATE_STARTUP] = "startup",   [MSTATE_AUTH] = "auth",   [MSTATE_CONNECTING] = "connecting",
-	[MSTATE_READY] = "ready",       [MSTATE_BUSY] = "busy",   [MSTATE_COPY] = "copy",
-	[MSTATE_CLOSING] = "closing",   [MSTATE_COUNT] = NULL,
+	[MSTATE_STARTUP] = "startup", [MSTATE_CONNECTING] = "connecting", [MSTATE_AUTH] = "auth",
+	[MSTATE_IDLE] = "idle",       [MSTATE_ACTIVE] = "active",         [MSTATE_COPY] = "copy",
+	[MSTATE_CANCEL] = "cancel",   [MSTATE_CLOSING] = "closing",       [MSTATE_COUNT] = NULL,
 };
 
 const char *const metrics_std_refuse_names[MREFUSE_COUNT + 1] = {

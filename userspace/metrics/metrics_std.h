@@ -11,14 +11,17 @@
 
 #include "metrics/metrics.h"
 
-/* pgwarden_sessions{state=...}: gauge, sessions currently in each state. */
+/* pgwarden_sessions{state=...}: gauge, sessions currently in each state. The label values
+ * are conn_state_to_str()'s names (what the admin listing shows), with the three COPY
+ * states folded into "copy". */
 enum metrics_session_state {
 	MSTATE_STARTUP = 0, /* before the StartupMessage (SSLRequest, TLS handshake included) */
-	MSTATE_AUTH,        /* authenticating (client side or upstream) */
 	MSTATE_CONNECTING,  /* upstream TCP/TLS connect */
-	MSTATE_READY,       /* idle: last ReadyForQuery seen, nothing in flight */
-	MSTATE_BUSY,        /* a query or extended-protocol pipeline in flight */
+	MSTATE_AUTH,        /* authenticating (client side or upstream) */
+	MSTATE_IDLE,        /* last ReadyForQuery seen, nothing in flight */
+	MSTATE_ACTIVE,      /* a query or extended-protocol pipeline in flight */
 	MSTATE_COPY,        /* COPY IN / OUT / BOTH */
+	MSTATE_CANCEL,      /* a CancelRequest connection being forwarded */
 	MSTATE_CLOSING,
 	MSTATE_COUNT,
 };
