@@ -33,8 +33,11 @@ case "$magic" in
 fd377a585a00) payload | xz -dc >"$out.tmp" ;;
 28b52ffd*) payload | zstd -dcq >"$out.tmp" ;;
 1f8b*) payload | gzip -dc >"$out.tmp" ;;
+# LZ4 legacy frames (Debian's cloud kernels); the lz4 tool is optional on the host, and
+# fetch-kernel.sh boots the compressed image where this fails.
+02214c18*) payload | lz4 -dc >"$out.tmp" ;;
 *) echo "extract-vmlinux: unknown payload compression (magic $magic) in $img" >&2; exit 1 ;;
-esac
+esac || { rm -f "$out.tmp"; echo "extract-vmlinux: cannot decompress the payload of $img" >&2; exit 1; }
 
 [ "$(head -c 4 "$out.tmp" | od -An -t x1 | tr -d ' \n')" = "7f454c46" ] ||
 	{ rm -f "$out.tmp"; echo "extract-vmlinux: payload of $img is not an ELF image" >&2; exit 1; }

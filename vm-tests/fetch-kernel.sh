@@ -1,7 +1,8 @@
 #!/bin/sh
 # Fetches one stock Debian kernel into the vm-test cache and prints the directory that holds
-# it: root/ (the unpacked .deb: boot/vmlinuz-*, lib/modules/<release>/...), vmlinux (the
-# uncompressed ELF, booted through qemu's PVH entry) and release (the `uname -r` string).
+# it: root/ (the unpacked .deb: boot/vmlinuz-*, lib/modules/<release>/...), kernel (what
+# qemu boots: the uncompressed ELF vmlinux for qemu's PVH entry, or the compressed image
+# where the host cannot decompress it) and release (the `uname -r` string).
 #
 #   fetch-kernel.sh SUITE METAPACKAGE      e.g. fetch-kernel.sh trixie linux-image-amd64
 #
@@ -13,7 +14,7 @@
 # The metapackage is resolved to the exact image package (linux-image-amd64 ->
 # linux-image-6.1.0-NN-amd64) on every run whose index is fresh, so the test follows Debian's
 # current ABI instead of pinning one that will vanish from the mirror. With no network, the
-# newest kernel already in the cache for that suite and metapackage is used, with a warning.
+# kernel last resolved for that suite and metapackage is used from the cache, with a warning.
 set -eu
 
 suite=${1:?usage: fetch-kernel.sh SUITE METAPACKAGE}
@@ -88,36 +89,48 @@ resolve() {
 	echo "$pkg $ver"
 }
 
-# Unpacks PACKAGE VERSION into the cache unless it is already complete there.
-unpack() {
-	pkg=$1 ver=$2
-	dir=$cache/kernels/${pkg}_$ver
-	[ -f "$dir/complete" ] && { echo "$dir"; return 0; }
-	deb=$cache/debs/${pkg}_$ver.deb
-	if [ ! -s "$deb" ]; then
-		log "downloading $pkg $ver"
-		# apt-get download writes into the working directory; go through a temporary name
-		# so an interrupted download is never mistaken for a complete one.
-		tmp=$(mktemp -d "$cache/debs/dl.XXXXXX")
-		# shellcheck disable=SC2086
-		(cd "$tmp" && apt-get -q $apt_opts download "$pkg=$ver" >"$tmp/log" 2>&1) ||
-			{ cat "$tmp/log" >&2; rm -rf "$tmp"; return 1; }
-		mv "$tmp"/*.deb "$deb"
+# Downloads PACKAGE VERSION to $cache/debs unless it is there. Fails when the mirror no
+# longer has it.
+download() {
+	deb=$cache/debs/${1}_$2.deb
+	[ -s "$deb" ] && return 0
+	log "downloading $1 $2"
+	# apt-get download writes into the working directory; go through a temporary directory
+	# so an interrupted download is never mistaken for a complete one.
+	tmp=$(mktemp -d "$cache/debs/dl.XXXXXX")
+	# shellcheck disable=SC2086
+	if ! (cd "$tmp" && apt-get -q $apt_opts download "$1=$2" >"$tmp/log" 2>&1); then
+		cat "$tmp/log" >&2
 		rm -rf "$tmp"
+		return 1
 	fi
-	log "unpacking $pkg $ver"
+	mv "$tmp"/*.deb "$deb"
+	rm -rf "$tmp"
+}
+
+# Unpacks the downloaded PACKAGE VERSION into its cache directory and prepares the image
+# qemu boots: the ELF vmlinux where the host can decompress the payload, else the
+# compressed image itself (it boots too, only slower).
+unpack() {
+	dir=$cache/kernels/${1}_$2
+	log "unpacking $1 $2"
 	rm -rf "$dir"
 	mkdir -p "$dir/root"
-	dpkg-deb -x "$deb" "$dir/root"
+	dpkg-deb -x "$cache/debs/${1}_$2.deb" "$dir/root" || die "cannot unpack ${1}_$2.deb"
 	# The .deb is only needed to unpack; the tree is what the runs use.
-	rm -f "$deb"
+	rm -f "$cache/debs/${1}_$2.deb"
 	vmlinuz=$(ls "$dir"/root/boot/vmlinuz-* 2>/dev/null | head -n 1)
-	[ -n "$vmlinuz" ] || die "$pkg has no /boot/vmlinuz-*"
+	[ -n "$vmlinuz" ] || die "$1 has no /boot/vmlinuz-*"
 	basename "$vmlinuz" | sed 's/^vmlinuz-//' >"$dir/release"
-	sh "$here/extract-vmlinux.sh" "$vmlinuz" "$dir/vmlinux"
+	if ! sh "$here/extract-vmlinux.sh" "$vmlinuz" "$dir/kernel"; then
+		log "booting the compressed image (no ELF vmlinux: slower boot)"
+		ln -s "${vmlinuz#"$dir"/}" "$dir/kernel"
+	fi
 	touch "$dir/complete"
-	echo "$dir"
 }
+
+# A kernel is ready once unpack() finished (an interrupted one is redone).
+ready() { [ -f "$cache/kernels/${1}_$2/complete" ] && [ -e "$cache/kernels/${1}_$2/kernel" ]; }
 
 index_fresh || update_index || log "index update failed (see $aptdir/update.log)"
 
@@ -133,12 +146,16 @@ fi
 
 # shellcheck disable=SC2086
 set -- $pv
-if ! unpack "$1" "$2"; then
-	# The index may name an ABI the mirror has dropped since: refresh once and retry.
-	update_index || die "index update failed (see $aptdir/update.log)"
-	pv=$(resolve) || die "cannot resolve $meta in $suite"
-	echo "$pv" >"$resolved"
-	# shellcheck disable=SC2086
-	set -- $pv
-	unpack "$1" "$2" || die "cannot download $1 $2"
+if ! ready "$1" "$2"; then
+	if ! download "$1" "$2"; then
+		# The index may name an ABI the mirror has dropped since: refresh once and retry.
+		update_index || die "index update failed (see $aptdir/update.log)"
+		pv=$(resolve) || die "cannot resolve $meta in $suite"
+		echo "$pv" >"$resolved"
+		# shellcheck disable=SC2086
+		set -- $pv
+		download "$1" "$2" || die "cannot download $1 $2"
+	fi
+	ready "$1" "$2" || unpack "$1" "$2"
 fi
+echo "$cache/kernels/${1}_$2"

@@ -29,9 +29,9 @@ show_log() {
 	echo "----"
 }
 
-# TCG, not KVM: /dev/kvm on these machines cannot run stock kernels (see README.md). The
-# ELF vmlinux boots through the PVH entry, skipping the emulated decompressor. q35, not
-# microvm, which hangs on 6.12.
+# TCG, not KVM: /dev/kvm on these machines cannot run stock kernels (see README.md). An ELF
+# vmlinux boots through the PVH entry, skipping the emulated decompressor. q35, not microvm,
+# which hangs on 6.12.
 boot() {
 	timeout --kill-after=5 "$timeout_s" "$qemu" -nodefaults -no-user-config -display none \
 		-no-reboot -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 512M \
@@ -56,7 +56,7 @@ run_kernel() {
 	fi
 
 	start=$(now)
-	boot "$kdir/vmlinux" "$initrd" >"$log" 2>&1
+	boot "$kdir/kernel" "$initrd" >"$log" 2>&1
 	rc=$?
 	secs=$(elapsed "$start" "$(now)")
 	result=$(tr -d '\r' <"$log" | grep -m 1 '^PGW-VMTEST-RESULT: ' | sed 's/^PGW-VMTEST-RESULT: //')
