@@ -11,10 +11,12 @@
 
 #include "admin/admin.h"
 #include "admin/admin_client.h"
+#include "admin/admin_text.h"
 #include "base/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,6 +276,59 @@ static void test_json_text(void **state)
 	json_decref(j);
 	j = admin_json_text(NULL, 10);
 	assert_true(json_is_null(j));
+}
+
+/* A worker rewriting the statement while the listing reads it: never a mix of two. */
+static int text_stop;
+
+static void *text_writer(void *arg)
+{
+	struct admin_text *t = arg;
+	char a[200], b[120];
+
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	/* A worker rewrites the text once per statement, not in a tight loop: pause a little
+	 * between writes so reads both race writes and complete between them. */
+	while (!__atomic_load_n(&text_stop, __ATOMIC_RELAXED)) {
+		admin_text_set(t, a, sizeof(a));
+		for (volatile int k = 0; k < 500; k++)
+			;
+		admin_text_set(t, b, sizeof(b));
+		for (volatile int k = 0; k < 500; k++)
+			;
+	}
+	return NULL;
+}
+
+static void test_text_seqlock(void **state)
+{
+	static struct admin_text t;
+	pthread_t th;
+	char out[ADMIN_TEXT_MAX];
+	unsigned seen_a = 0, seen_b = 0;
+
+	admin_text_set(&t, "SELECT 1", 8);
+	assert_int_equal(admin_text_get(&t, out, sizeof(out)), 8);
+	assert_string_equal(out, "SELECT 1");
+	assert_int_equal(admin_text_get(&t, out, 4), 3); /* cut to the reader's buffer */
+	assert_string_equal(out, "SEL");
+	assert_int_equal(pthread_create(&th, NULL, text_writer, &t), 0);
+	for (int i = 0; i < 200000; i++) {
+		size_t n = admin_text_get(&t, out, sizeof(out));
+
+		if (n == 0)
+			continue;
+		if (n == 200 && strspn(out, "a") == 200)
+			seen_a++;
+		else if (n == 120 && strspn(out, "b") == 120)
+			seen_b++;
+		else if (!(n == 8 && !strcmp(out, "SELECT 1")))
+			fail_msg("torn read: %zu bytes \"%.40s...\"", n, out);
+	}
+	__atomic_store_n(&text_stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	assert_true(seen_a + seen_b > 0);
 }
 
 /* ---- the server ------------------------------------------------------------------------ */
@@ -559,6 +614,7 @@ int main(void)
 		cmocka_unit_test(test_protocol_binary_input),
 		cmocka_unit_test(test_reply_contents),
 		cmocka_unit_test(test_json_text),
+		cmocka_unit_test(test_text_seqlock),
 		cmocka_unit_test_setup_teardown(test_server_socket_is_private, server_setup,
 						server_teardown),
 		cmocka_unit_test_setup_teardown(test_server_requests, server_setup, server_teardown),
