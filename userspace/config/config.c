@@ -801,6 +801,39 @@ static unsigned mark_line(const yaml_mark_t *m)
 	return (unsigned)m->line + 1;
 }
 
+/*
+ * Whether 1-based line holds an address YAML cannot read unquoted: "[::1]:6432" starts a
+ * flow list and "*:6432" an alias, and libyaml's own message for either ("did not find
+ * expected node content") does not lead an operator to the fix.
+ */
+static bool line_has_bare_address(const char *data, size_t len, unsigned line)
+{
+	size_t i = 0, end;
+	unsigned at = 1;
+
+	while (at < line && i < len) {
+		if (data[i] == '\n' || (data[i] == '\r' && (i + 1 >= len || data[i + 1] != '\n')))
+			at++;
+		i++;
+	}
+	for (end = i; end < len && data[end] != '\n' && data[end] != '\r'; end++)
+		;
+	for (; i < end; i++) {
+		if (data[i] == '*' && i + 2 < end && data[i + 1] == ':' && data[i + 2] >= '0' &&
+		    data[i + 2] <= '9')
+			return true;
+		if (data[i] == '[') {
+			size_t k = i + 1;
+
+			while (k < end && (strchr("0123456789abcdefABCDEF:.", data[k]) != NULL))
+				k++;
+			if (k > i + 1 && k + 1 < end && data[k] == ']' && data[k + 1] == ':')
+				return true;
+		}
+	}
+	return false;
+}
+
 static const char *event_kind(const yaml_event_t *ev)
 {
 	switch (ev->type) {
@@ -851,6 +884,7 @@ static int loader_fail(struct loader *ld, unsigned line, const char *key, const 
 static int loader_next(struct loader *ld, yaml_event_t *ev)
 {
 	const yaml_parser_t *p = &ld->parser;
+	const char *hint;
 
 	if (yaml_parser_parse(&ld->parser, ev))
 		return 0;
@@ -862,14 +896,20 @@ static int loader_next(struct loader *ld, yaml_event_t *ev)
 		return loader_fail(ld, line_at(ld->data, ld->len, p->problem_offset), NULL,
 				   "invalid input: %s", p->problem ? p->problem : "unreadable");
 	default:
-		if (p->context)
-			return loader_fail(ld, mark_line(&p->problem_mark), NULL,
-					   "YAML syntax error: %s (%s on line %u)",
-					   p->problem ? p->problem : "invalid", p->context,
-					   mark_line(&p->context_mark));
-		return loader_fail(ld, mark_line(&p->problem_mark), NULL, "YAML syntax error: %s",
-				   p->problem ? p->problem : "invalid");
+		break;
 	}
+	hint = line_has_bare_address(ld->data, ld->len, mark_line(&p->problem_mark)) ||
+			       (p->context &&
+				line_has_bare_address(ld->data, ld->len, mark_line(&p->context_mark))) ?
+		       "; quote IPv6 and * addresses, e.g. \"[::1]:6432\"" :
+		       "";
+	if (p->context)
+		return loader_fail(ld, mark_line(&p->problem_mark), NULL,
+				   "YAML syntax error: %s (%s on line %u)%s",
+				   p->problem ? p->problem : "invalid", p->context,
+				   mark_line(&p->context_mark), hint);
+	return loader_fail(ld, mark_line(&p->problem_mark), NULL, "YAML syntax error: %s%s",
+			   p->problem ? p->problem : "invalid", hint);
 }
 
 /* Apply one scalar event to setting st. */
