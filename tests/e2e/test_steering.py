@@ -291,6 +291,14 @@ def test_bad_input(pg, instance, cgroup, relay_factory):
 
     relay = relay_factory()
     good = ["--relay", "127.0.0.1:%d" % relay.port, "--cgroup", cgroup.path]
+    # No permission: one line, nothing attached.
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        instance.path, "attach", "--port", str(pg.port)] + good,
+                       capture_output=True, text=True, env=instance.env(), timeout=60)
+    assert r.returncode == 1, r
+    assert r.stderr.count("\n") == 1 and "needs root" in r.stderr, r.stderr
+    assert instance.status()["attached"] is False
+
     r = instance.run("attach", *good, check=False)
     assert r.returncode == 2 and "no --port" in r.stderr
     r = instance.run("attach", "--port", "0", *good, check=False)

@@ -326,6 +326,16 @@ int ctl_status_steering(bool json, void *json_out)
 
 	if (!st)
 		return fail(CTL_EXIT_FAIL, "status: out of memory");
+	if (json_object_get(st, "error")) {
+		int rc = fail(CTL_EXIT_FAIL, "status: %s",
+			      json_string_value(json_object_get(st, "error")));
+
+		if (json && json_out)
+			json_object_set_new((json_t *)json_out, "steering", st);
+		else
+			json_decref(st);
+		return rc;
+	}
 	if (json && json_out) {
 		json_object_set_new((json_t *)json_out, "steering", st);
 		return CTL_EXIT_OK;

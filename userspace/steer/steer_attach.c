@@ -538,6 +538,18 @@ static const char *errhint(int e)
 	return "";
 }
 
+/* Walking the kernel's BPF objects needs CAP_SYS_ADMIN; without it every query looks like
+ * "nothing attached", which detach and status must not report as success. */
+int steer_bpf_access(char *err, size_t errlen)
+{
+	__u32 id = 0;
+
+	if (bpf_link_get_next_id(0, &id) == 0 || errno == ENOENT)
+		return 0;
+	seterr(err, errlen, "cannot inspect BPF links: %s%s", strerror(errno), errhint(errno));
+	return -errno;
+}
+
 void steer_handle_close(struct steer_handle *h)
 {
 	if (!h)
@@ -755,6 +767,9 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		seterr(err, errlen, "fail-open needs a process to own the links");
 		return -EINVAL;
 	}
+	rc = steer_bpf_access(err, errlen);
+	if (rc)
+		return rc;
 	cg_fd = cgroup_open(o->cgroup, cgpath, sizeof(cgpath), &cgroup_id, err, errlen);
 	if (cg_fd < 0)
 		return cg_fd;
@@ -1086,6 +1101,8 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 		seterr(err, errlen, "bad instance name '%s'", instance);
 		return -EINVAL;
 	}
+	if (steer_bpf_access(err, errlen))
+		return -EPERM;
 	have_cfg = pinned_config(instance, &c) == 0;
 	/* Links held by a process (fail-open) or pinned: detach by id, whoever holds them. */
 	instance_links(instance, ids, 64, &n);

@@ -29,6 +29,9 @@ int steer_route_scan(uint32_t mark, uint32_t table, unsigned *rules, unsigned *r
 /* libbpf's messages into the project log (steer_attach.c); idempotent. */
 void steer_libbpf_log_init(void);
 
+/* 0 when this process may walk BPF objects, else -errno with a message (steer_attach.c). */
+int steer_bpf_access(char *err, size_t errlen);
+
 /* True when the running kernel has cgroup/connect_unix (steer_attach.c). */
 bool steer_probe_connect_unix(void);
 

@@ -234,6 +234,17 @@ void *steer_status_json(const char *instance)
 		instance = STEER_DEFAULT_INSTANCE;
 	steer_libbpf_log_init();
 	json_object_set_new(root, "instance", json_string(instance));
+	{
+		char err[STEER_ERR_MAX];
+
+		if (steer_bpf_access(err, sizeof(err))) {
+			/* Without access every answer would be "not attached": say so instead. */
+			json_object_set_new(root, "error", json_string(err));
+			json_decref(links);
+			json_decref(leftovers);
+			return root;
+		}
+	}
 	steer_pin_path(pdir, sizeof(pdir), instance, NULL);
 	pinned_dir = stat(pdir, &st) == 0;
 	json_object_set_new(root, "pin_dir", json_string(pdir));
