@@ -119,7 +119,10 @@ unpack() {
 	dpkg-deb -x "$cache/debs/${1}_$2.deb" "$dir/root" || die "cannot unpack ${1}_$2.deb"
 	# The .deb is only needed to unpack; the tree is what the runs use.
 	rm -f "$cache/debs/${1}_$2.deb"
-	vmlinuz=$(ls "$dir"/root/boot/vmlinuz-* 2>/dev/null | head -n 1)
+	vmlinuz=
+	for f in "$dir"/root/boot/vmlinuz-*; do
+		[ -f "$f" ] && vmlinuz=$f
+	done
 	[ -n "$vmlinuz" ] || die "$1 has no /boot/vmlinuz-*"
 	basename "$vmlinuz" | sed 's/^vmlinuz-//' >"$dir/release"
 	if ! sh "$here/extract-vmlinux.sh" "$vmlinuz" "$dir/kernel"; then

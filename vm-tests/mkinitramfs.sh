@@ -67,9 +67,9 @@ builtin=$(sed 's/.*\///; s/\.ko$//; s/-/_/g' "$moddir/modules.builtin")
 is_builtin() { echo "$builtin" | grep -qx "$1"; }
 
 # Puts module $1 (decompressed) into the stage, after its dependencies. Depth-first, so
-# load-order lists every module after everything it depends on.
-add_module() {
-	local name file ko dep
+# load-order lists every module after everything it depends on. The body is a subshell so
+# each level of the recursion keeps its own variables (POSIX sh has no `local`).
+add_module() (
 	name=$1
 	grep -qx "$name.ko" "$stage/lib/modules/load-order" 2>/dev/null && return 0
 	is_builtin "$name" && return 0
@@ -85,7 +85,7 @@ add_module() {
 		add_module "$(echo "$dep" | tr '-' '_')" || return 1
 	done
 	echo "$name.ko" >>"$stage/lib/modules/load-order"
-}
+)
 
 : >"$stage/lib/modules/load-order"
 for m in $GUEST_MODULES; do

@@ -65,11 +65,11 @@ run_kernel() {
 		echo "vm-test: $name ($release): FAIL: no poweroff within ${timeout_s}s${result:+ ($result)}"
 	elif [ -z "$result" ]; then
 		echo "vm-test: $name ($release): FAIL: no result line in ${secs}s (qemu exit $rc)"
-	elif [ "${result#PASS kernel=$release }" = "$result" ]; then
+	elif [ "${result#PASS kernel="$release" }" = "$result" ]; then
 		# Not PASS, or PASS from a kernel other than the one we booted.
 		echo "vm-test: $name ($release): FAIL in ${secs}s: ${result#FAIL }"
 	else
-		echo "vm-test: $name ($release): PASS in ${secs}s: ${result#PASS kernel=$release }"
+		echo "vm-test: $name ($release): PASS in ${secs}s: ${result#PASS kernel="$release" }"
 		return 0
 	fi
 	show_log "$log"
