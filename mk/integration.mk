@@ -17,8 +17,10 @@ INTEGRATION_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 endif
 
-# pytest exits 5 when it collected no tests: a suite that silently ran nothing is a failure.
-check-integration: $(DAEMON)
+# The admin and pgwarden-top scenarios drive the tools found beside the daemon, so all three
+# are built. pytest exits 5 when it collected no tests: a suite that silently ran nothing is a
+# failure.
+check-integration: $(DAEMON) $(CTL) $(TOP)
 	@PGWARDEND=$(abspath $(DAEMON)) $(INTEGRATION_ENV) \
 		$(INTEGRATION_PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/integration; \
 	rc=$$?; \
