@@ -98,13 +98,15 @@ fuzz-build: $(FUZZ_BINS)
 
 # Each target runs from its seed corpus (tests/fuzz/corpus/NAME) into a scratch copy, so
 # findings never dirty the tree; a crash fails the run and leaves the reproducer in $(BUILD).
+# tests/fuzz/NAME.flags, when present, adds libFuzzer flags for that target.
 check-fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); \
 	  work=$(BUILD)/fuzz/work-$$n; rm -rf $$work; mkdir -p $$work; \
 	  [ -d tests/fuzz/corpus/$$n ] && cp -r tests/fuzz/corpus/$$n/. $$work/; \
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  flags=$$(cat tests/fuzz/$$n.flags 2>/dev/null || true); \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -artifact_prefix=$(BUILD)/fuzz/$$n- \
-	      -print_final_stats=0 $$work >$(BUILD)/fuzz/$$n.log 2>&1 || \
+	      -print_final_stats=0 $$flags $$work >$(BUILD)/fuzz/$$n.log 2>&1 || \
 	      { tail -n 40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
 	  grep -E '^Done|^#[0-9]+ *DONE' $(BUILD)/fuzz/$$n.log | tail -n 1; done
 

@@ -168,6 +168,25 @@ static int conn_inject(struct conn *c, enum conn_dir_id id, const uint8_t *bytes
 
 /* ---- errors ------------------------------------------------------------------------ */
 
+/* Connected, authenticated or beyond, and not known to be gone. */
+static bool conn_upstream_usable(const struct conn *c)
+{
+	return c->upstream_fd >= 0 && c->state >= CONN_AUTH && c->state != CONN_CANCEL &&
+	       !c->dir[CONN_S2C].eof;
+}
+
+/* Close the upstream socket now; bytes still meant for it are dropped. */
+static void conn_upstream_drop(struct conn *c)
+{
+	if (c->upstream_fd >= 0) {
+		loop_del(&c->worker->loop, &c->upstream_watch);
+		close(c->upstream_fd);
+		c->upstream_fd = -1;
+	}
+	conn_dir_release(c, &c->dir[CONN_C2S]);
+	c->dir[CONN_C2S].stream_left = 0;
+}
+
 /*
  * End the session. The client hears `severity sqlstate: message` when its stream is at a
  * message boundary and the server has not already said its own last word; the server hears
@@ -199,13 +218,14 @@ static void conn_fail(struct conn *c, const char *sqlstate, const char *message,
 	/* Unframed client bytes are never forwarded: that is what failed. */
 	if (c2s->buf)
 		c2s->buf->tail = c2s->buf->head + c2s->framed;
-	if (c2s->stream_left == 0 && conn_logged_in(c) && c->upstream_fd >= 0) {
+	if (!conn_upstream_usable(c) || c2s->stream_left) {
+		/* Not connected, gone, or holding half a message it will never get the rest
+		 * of: nothing more goes upstream. */
+		conn_upstream_drop(c);
+	} else if (conn_logged_in(c)) {
 		n = proto_write_terminate(msg, sizeof(msg));
 		if (n > 0 && conn_inject(c, CONN_C2S, msg, (uint32_t)n))
 			log_debug("conn_fail", "session=%s no memory for Terminate", c->session.id_hex);
-	} else if (c2s->stream_left) {
-		/* The server holds half a message it will never get the rest of. */
-		conn_dir_release(c, c2s);
 	}
 	conn_set_state(c, CONN_CLOSING);
 }
@@ -378,9 +398,15 @@ static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, ui
 {
 	struct proto_startup st;
 	uint32_t len;
-	int r = proto_startup_frame(p, avail, &len);
 	uint8_t no = 'N';
+	int r;
 
+	if (proto_startup_is_tls(p, avail)) {
+		/* A direct-TLS ClientHello: it would not understand an ErrorResponse. */
+		conn_close(c, "direct TLS connection refused: TLS is not enabled");
+		return -EPROTO;
+	}
+	r = proto_startup_frame(p, avail, &len);
 	if (r == PROTO_NEED_MORE)
 		return 0;
 	if (r < 0) {
@@ -394,7 +420,14 @@ static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, ui
 	d->need = 0;
 	r = proto_startup_parse(p, len, &st);
 	if (r < 0) {
-		conn_fail_proto(c, r, "invalid startup packet");
+		char text[256];
+		const char *sqlstate = SQLSTATE_PROTOCOL_VIOLATION;
+
+		/* PostgreSQL's own words for a refused startup packet; an unknown protocol
+		 * version is a protocol violation (08P01) whatever the server would say. */
+		proto_startup_explain(p, len, text, sizeof(text), &sqlstate);
+		conn_fail(c, r == PROTO_ERR_VERSION ? SQLSTATE_PROTOCOL_VIOLATION : sqlstate, text,
+			  "invalid startup packet");
 		return -EPROTO;
 	}
 	switch (st.kind) {
@@ -585,6 +618,11 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 		r = proto_read_backend_key(m, &pid, &key, &key_len);
 		if (r != PROTO_OK)
 			break;
+		/* Protocol 3.0 keys are exactly 4 bytes; longer ones exist only from 3.2 on. */
+		if (PROTO_VERSION_MINOR(c->session.protocol) < 2 && key_len != 4) {
+			r = PROTO_ERR_FORMAT;
+			break;
+		}
 		/* The client gets the server's pid and a key only pgwarden can map back. */
 		c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, &c->session.upstream,
 						    pid, key, key_len, body + 4);
