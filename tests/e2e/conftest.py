@@ -185,7 +185,8 @@ def cgroup():
 
 
 @pytest.fixture
-def relay_factory(pg, pgwardend_bin, tmp_path, request):
+def relay_factory(pg, pgwardend_bin, tmp_path, request, instance):
+    """pgwardend reads the test's instance (PGWARDEN_INSTANCE), as pgwardenctl does."""
     started = []
 
     def start(listen6=False, extra_args=()):
@@ -195,7 +196,7 @@ def relay_factory(pg, pgwardend_bin, tmp_path, request):
             port6 = harness.free_port("::1")
             extra += ["--listen", "[::1]:%d" % port6]
         r = harness.Relay(pgwardend_bin, (pg.host, pg.port), pg, str(tmp_path), workers=1,
-                          extra_args=extra)
+                          extra_args=extra, env={"PGWARDEN_INSTANCE": instance.instance})
         started.append(r)
         r.start()
         r.port6 = port6

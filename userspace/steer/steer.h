@@ -140,8 +140,12 @@ void *steer_status_json(const char *instance);
 struct steer_origin;
 
 /*
- * Open the pinned maps of a fail-closed attach of instance (NULL = default). -ENOENT when
- * not attached (the relay then runs in explicit mode only), other -errno on failure.
+ * A lookup handle for a fail-closed (pinned) attach of instance (NULL: $PGWARDEN_INSTANCE,
+ * else "pgwarden"). Open one per worker: a handle is not thread-safe. The handle finds the
+ * pinned maps by itself when they appear (attach after the daemon started) or are replaced
+ * (detach, attach), checking at most every 100 ms while not attached and every second on a
+ * lookup miss. Returns 0, or -ENOENT when not attached *yet* (*out is still a valid handle:
+ * keep it), or another -errno (then *out is NULL).
  */
 int steer_origin_open(const char *instance, struct steer_origin **out)
 	__attribute__((warn_unused_result));
@@ -159,7 +163,8 @@ int steer_origin_adopt(const char *fds, struct steer_origin **out)
 	__attribute__((warn_unused_result));
 void steer_origin_close(struct steer_origin *o);
 
-/* The relay mark the attach configured (for steer_upstream_prepare()). */
+/* The relay mark the attach configured, or STEER_DEFAULT_RELAY_MARK before any attach was
+ * seen (for steer_upstream_prepare()). */
 uint32_t steer_origin_relay_mark(const struct steer_origin *o);
 
 /*
@@ -169,7 +174,7 @@ uint32_t steer_origin_relay_mark(const struct steer_origin *o);
  * only for TPROXY). o may be NULL (not attached: explicit or TPROXY only).
  *   SESSION_ROUTE_STEERED  the hooks' record, found by 4-tuple and removed
  *   SESSION_ROUTE_TPROXY   local is not the listener's address: it is the dialled one
- *   SESSION_ROUTE_EXPLICIT anything else; dialled = listen
+ *   SESSION_ROUTE_EXPLICIT anything else; dialled = local (the address it connected to)
  * Returns 0 (a missing record is not an error: the connection is then explicit).
  */
 int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *listen,

@@ -11,6 +11,7 @@
  */
 #include "steer/steer_internal.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 
 #include <bpf/bpf.h>
@@ -29,62 +30,174 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
+/*
+ * One per worker (no locks: the handle's refresh state is the worker's). A handle opened by
+ * instance name re-finds the pinned maps by itself: when they are not there yet (the daemon
+ * starts before `pgwardenctl attach` runs, as under systemd's ExecStartPost), and when a
+ * detach and a new attach replaced them. Both are checked at most every
+ * STEER_REFRESH_*_NS, and only on a lookup that found nothing, so a steady steered load costs
+ * no extra syscall.
+ */
+#define STEER_REFRESH_CLOSED_NS (100 * NSEC_PER_MSEC)
+#define STEER_REFRESH_MISS_NS (1000 * NSEC_PER_MSEC)
+
 struct steer_origin {
+	char instance[STEER_INSTANCE_MAX]; /* "" for handles over fds (fail-open) */
 	int cfg_fd;
 	int tup_fd;
 	bool owns_fds;
+	__u32 cfg_map_id;      /* of the open config map: a new attach makes a new one */
+	uint64_t next_refresh_ns;
 	uint32_t relay_mark;
 	bool unix_on;
 };
 
-static int origin_init(struct steer_origin **out, int cfg_fd, int tup_fd, bool owns)
+static void origin_drop_maps(struct steer_origin *o)
 {
-	struct steer_origin *o;
+	if (o->owns_fds) {
+		if (o->cfg_fd >= 0)
+			close(o->cfg_fd);
+		if (o->tup_fd >= 0)
+			close(o->tup_fd);
+	}
+	o->cfg_fd = o->tup_fd = -1;
+	o->cfg_map_id = 0;
+}
+
+/* Read what the attach configured. 0, or -errno (-EPROTO: another ABI). */
+static int origin_read_config(struct steer_origin *o)
+{
 	struct pgw_config c;
 	__u32 zero = 0;
 
-	if (bpf_map_lookup_elem(cfg_fd, &zero, &c))
+	if (bpf_map_lookup_elem(o->cfg_fd, &zero, &c))
 		return -errno;
 	if (c.abi_version != PGW_STEER_ABI_VERSION)
 		return -EPROTO;
+	o->relay_mark = c.relay_mark;
+	o->unix_on = (c.flags & PGW_CFG_UNIX) != 0;
+	return 0;
+}
+
+static __u32 map_id_of(int fd)
+{
+	struct bpf_map_info mi = {};
+	__u32 len = sizeof(mi);
+
+	return bpf_obj_get_info_by_fd(fd, &mi, &len) == 0 ? mi.id : 0;
+}
+
+/* (Re)open the instance's pinned maps if they are not the ones we hold. 0, -ENOENT when not
+ * attached, other -errno. */
+static int origin_refresh(struct steer_origin *o)
+{
+	char path[256];
+	int cfd, tfd, rc;
+	__u32 id;
+
+	steer_pin_path(path, sizeof(path), o->instance, PGW_STR(PGW_MAP_CONFIG));
+	cfd = bpf_obj_get(path);
+	if (cfd < 0) {
+		rc = -errno;
+		origin_drop_maps(o);
+		return rc;
+	}
+	id = map_id_of(cfd);
+	if (id && id == o->cfg_map_id) {
+		close(cfd);
+		return 0;
+	}
+	steer_pin_path(path, sizeof(path), o->instance, PGW_STR(PGW_MAP_ORIGIN_TUP));
+	tfd = bpf_obj_get(path);
+	if (tfd < 0) {
+		rc = -errno;
+		close(cfd);
+		origin_drop_maps(o);
+		return rc;
+	}
+	origin_drop_maps(o);
+	o->cfg_fd = cfd;
+	o->tup_fd = tfd;
+	o->cfg_map_id = id;
+	rc = origin_read_config(o);
+	if (rc)
+		origin_drop_maps(o);
+	else
+		log_info("steer", "steering state of instance %s opened", o->instance);
+	return rc;
+}
+
+/* Before a lookup (closed handle) or after a miss (open one): refresh if it is time. True
+ * when the handle now holds different maps than before. */
+static bool origin_maybe_refresh(struct steer_origin *o, bool miss)
+{
+	__u32 before = o->cfg_map_id;
+	uint64_t now;
+
+	if (!o->instance[0])
+		return false; /* a fail-open handle: its maps live as long as the process */
+	if (o->cfg_fd >= 0 && !miss)
+		return false;
+	now = clock_mono_ns();
+	if (now < o->next_refresh_ns)
+		return false;
+	o->next_refresh_ns = now + (o->cfg_fd >= 0 ? STEER_REFRESH_MISS_NS : STEER_REFRESH_CLOSED_NS);
+	origin_refresh(o);
+	return o->cfg_map_id != before && o->cfg_fd >= 0;
+}
+
+static const char *env_instance(void)
+{
+	const char *e = getenv("PGWARDEN_INSTANCE");
+
+	return e && *e ? e : STEER_DEFAULT_INSTANCE;
+}
+
+int steer_origin_open(const char *instance, struct steer_origin **out)
+{
+	struct steer_origin *o;
+	int rc;
+
+	*out = NULL;
+	steer_libbpf_log_init();
+	if (!instance)
+		instance = env_instance();
+	if (strlen(instance) >= STEER_INSTANCE_MAX)
+		return -EINVAL;
 	o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	snprintf(o->instance, sizeof(o->instance), "%s", instance);
+	o->cfg_fd = o->tup_fd = -1;
+	o->owns_fds = true;
+	o->next_refresh_ns = clock_mono_ns() + STEER_REFRESH_CLOSED_NS;
+	rc = origin_refresh(o);
+	if (rc && rc != -ENOENT) {
+		free(o);
+		return rc;
+	}
+	*out = o;
+	return rc; /* -ENOENT: not attached yet, the handle will pick the attach up */
+}
+
+static int origin_over_fds(struct steer_origin **out, int cfg_fd, int tup_fd, bool owns)
+{
+	struct steer_origin *o = calloc(1, sizeof(*o));
+	int rc;
+
 	if (!o)
 		return -ENOMEM;
 	o->cfg_fd = cfg_fd;
 	o->tup_fd = tup_fd;
 	o->owns_fds = owns;
-	o->relay_mark = c.relay_mark;
-	o->unix_on = (c.flags & PGW_CFG_UNIX) != 0;
-	*out = o;
-	return 0;
-}
-
-int steer_origin_open(const char *instance, struct steer_origin **out)
-{
-	char path[256];
-	int cfd, tfd, rc;
-
-	*out = NULL;
-	steer_libbpf_log_init();
-	steer_pin_path(path, sizeof(path), instance ? instance : STEER_DEFAULT_INSTANCE,
-		       PGW_STR(PGW_MAP_CONFIG));
-	cfd = bpf_obj_get(path);
-	if (cfd < 0)
-		return errno == ENOENT ? -ENOENT : -errno;
-	steer_pin_path(path, sizeof(path), instance ? instance : STEER_DEFAULT_INSTANCE,
-		       PGW_STR(PGW_MAP_ORIGIN_TUP));
-	tfd = bpf_obj_get(path);
-	if (tfd < 0) {
-		rc = -errno;
-		close(cfd);
+	o->cfg_map_id = map_id_of(cfg_fd);
+	rc = origin_read_config(o);
+	if (rc) {
+		free(o);
 		return rc;
 	}
-	rc = origin_init(out, cfd, tfd, true);
-	if (rc) {
-		close(cfd);
-		close(tfd);
-	}
-	return rc;
+	*out = o;
+	return 0;
 }
 
 int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
@@ -93,7 +206,7 @@ int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
 
 	*out = NULL;
 	steer_handle_map_fds(h, &cfd, &tfd);
-	return origin_init(out, cfd, tfd, false);
+	return origin_over_fds(out, cfd, tfd, false);
 }
 
 /* The map of a program by name, as a new fd, or -ENOENT. */
@@ -156,7 +269,7 @@ int steer_origin_adopt(const char *fds, struct steer_origin **out)
 		rc = -ENOENT;
 		goto err;
 	}
-	rc = origin_init(out, cfd, tfd, true);
+	rc = origin_over_fds(out, cfd, tfd, true);
 	if (rc)
 		goto err;
 	log_warn("steer_fail_open", "fail-open: this process holds %d steering links; if it dies, "
@@ -174,16 +287,15 @@ void steer_origin_close(struct steer_origin *o)
 {
 	if (!o)
 		return;
-	if (o->owns_fds) {
-		close(o->cfg_fd);
-		close(o->tup_fd);
-	}
+	origin_drop_maps(o);
 	free(o);
 }
 
 uint32_t steer_origin_relay_mark(const struct steer_origin *o)
 {
-	return o ? o->relay_mark : 0;
+	/* Marked even before an attach is seen: an unmarked upstream socket of a relay inside
+	 * the attached cgroup would be steered back into the relay. */
+	return o && o->relay_mark ? o->relay_mark : STEER_DEFAULT_RELAY_MARK;
 }
 
 /* Family, address words and port of a socket address, v4-mapped folded to IPv4 (the BPF
@@ -299,10 +411,11 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 	struct pgw_origin r;
 	__u16 lport, pport;
 	__u8 lfam;
+	bool found = false;
 
 	s->client = *peer;
 	s->route = SESSION_ROUTE_EXPLICIT;
-	s->dialled = *listen;
+	s->dialled = *local;
 	memset(&s->process, 0, sizeof(s->process));
 
 	memset(&t, 0, sizeof(t));
@@ -311,7 +424,14 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 		return 0;
 	t.client_port = pport;
 	t.relay_port = lport;
-	if (o && lfam == t.family && bpf_map_lookup_elem(o->tup_fd, &t, &r) == 0) {
+	if (o && lfam == t.family) {
+		origin_maybe_refresh(o, false);
+		found = o->tup_fd >= 0 && bpf_map_lookup_elem(o->tup_fd, &t, &r) == 0;
+		/* A miss may mean our maps are stale (detached and attached again). */
+		if (!found && origin_maybe_refresh(o, true))
+			found = o->tup_fd >= 0 && bpf_map_lookup_elem(o->tup_fd, &t, &r) == 0;
+	}
+	if (found) {
 		/* Consumed: the 4-tuple may be reused by a later connection. */
 		bpf_map_delete_elem(o->tup_fd, &t);
 		s->route = SESSION_ROUTE_STEERED;
