@@ -969,39 +969,41 @@ static void conn_run(struct conn *c)
 
 /* ---- events -------------------------------------------------------------------------- */
 
+/* What an epoll event says about one socket: its stream may be read, it may be written. */
+static void conn_note_event(struct conn_dir *source, bool *writable, uint32_t events)
+{
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		source->can_read = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		source->hup = true;
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+		*writable = true;
+}
+
 static void conn_client_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 {
 	struct conn *c = container_of(w, struct conn, client_watch);
-	struct conn_dir *d = &c->dir[CONN_C2S];
 
 	if (c->state == CONN_CLOSED)
 		return;
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		d->can_read = true;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		d->hup = true;
-	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-		c->client_writable = true;
+	conn_note_event(&c->dir[CONN_C2S], &c->client_writable, events);
 	conn_run(c);
 }
 
 static void conn_upstream_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 {
 	struct conn *c = container_of(w, struct conn, upstream_watch);
-	struct conn_dir *d = &c->dir[CONN_S2C];
+	bool connecting = !c->upstream_writable &&
+			  (c->state == CONN_CONNECTING || c->state == CONN_CANCEL);
 
 	if (c->state == CONN_CLOSED)
 		return;
-	if (!c->upstream_writable && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) &&
-	    (c->state == CONN_CONNECTING || c->state == CONN_CANCEL)) {
+	conn_note_event(&c->dir[CONN_S2C], &c->upstream_writable, events);
+	/* The first writable event of a non-blocking connect carries its outcome. */
+	if (connecting && c->upstream_writable) {
+		c->upstream_writable = false;
 		conn_upstream_connected(c);
-	} else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-		c->upstream_writable = true;
 	}
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		d->can_read = true;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		d->hup = true;
 	conn_run(c);
 }
 
