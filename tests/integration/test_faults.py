@@ -47,6 +47,14 @@ def guarded(relay_factory, fake):
                          extra_args=["--max-message-size", str(MAX_MESSAGE)] + LONG_TIMEOUTS)
 
 
+@pytest.fixture(params=["whole", "bytewise"])
+def bytewise(request):
+    """How the misbehaving client writes: whole messages (usually one read for the relay)
+    or one byte per send() (see wire.Conn), so a check taken at a read() boundary instead
+    of a message boundary shows (STYLE.md rule 3)."""
+    return request.param == "bytewise"
+
+
 class Bystander:
     """A healthy psycopg session through the relay, opened before a fault and checked after
     it: the relay must keep serving other sessions."""
@@ -65,9 +73,10 @@ class Bystander:
         self.conn.close()
 
 
-def raw_login(relay, application_name, **kw):
-    """A raw session through the relay, logged in; asserts the login reached ReadyForQuery."""
-    conn = wire.Conn(relay.host, relay.port, timeout=WAIT)
+def raw_login(relay, application_name, bytewise=False, **kw):
+    """A raw session through the relay, logged in; asserts the login reached
+    ReadyForQuery."""
+    conn = wire.Conn(relay.host, relay.port, timeout=WAIT, bytewise=bytewise)
     msgs = conn.login(relay.user, relay.password, relay.dbname,
                       params={"application_name": application_name}, **kw)
     assert msgs[-1].type == "Z", "login through the relay failed: %r" % msgs
@@ -123,12 +132,12 @@ def session_id_for(relay, application_name):
 
 # ---- bad input after login ------------------------------------------------------------------
 
-def run_bad_message(relay, fake, name, bad):
+def run_bad_message(relay, fake, name, bad, bytewise=False):
     """Log in raw, send `bad`, expect FATAL 08P01 and a close; the upstream must not have
     received any of it; a bystander session keeps working."""
     bystander = Bystander(relay, echo=True)
     try:
-        with raw_login(relay, name) as conn:
+        with raw_login(relay, name, bytewise) as conn:
             conn.send(bad)
             fields = expect_protocol_violation(conn)
         fc = wire.session_conn(fake, name)
@@ -141,19 +150,20 @@ def run_bad_message(relay, fake, name, bad):
     return fields
 
 
-def test_message_length_below_four_is_rejected(guarded, fake):
+def test_message_length_below_four_is_rejected(guarded, fake, bytewise):
     # A length of 3 cannot even cover the length field itself.
-    run_bad_message(guarded, fake, "len-below-4", wire.header("Q", 3) + b"SELECT 1\0")
+    run_bad_message(guarded, fake, "len-below-4", wire.header("Q", 3) + b"SELECT 1\0",
+                    bytewise)
 
 
-def test_message_length_zero_is_rejected(guarded, fake):
-    run_bad_message(guarded, fake, "len-zero", wire.header("Q", 0))
+def test_message_length_zero_is_rejected(guarded, fake, bytewise):
+    run_bad_message(guarded, fake, "len-zero", wire.header("Q", 0), bytewise)
 
 
-def test_oversized_message_rejected_on_its_header(guarded, fake):
+def test_oversized_message_rejected_on_its_header(guarded, fake, bytewise):
     # Only the 5-byte header claiming 1 MiB is sent: the relay must refuse on the header
     # (its message timeout is 300 s, our wait 30 s), not buffer towards 1 MiB.
-    run_bad_message(guarded, fake, "too-long", wire.header("Q", 1024 * 1024 + 4))
+    run_bad_message(guarded, fake, "too-long", wire.header("Q", 1024 * 1024 + 4), bytewise)
 
 
 def test_oversized_message_body_never_buffered(guarded, fake):
@@ -191,25 +201,43 @@ def test_oversized_message_body_never_buffered(guarded, fake):
         bystander.close()
 
 
-def test_unknown_message_type_after_login(guarded, fake):
-    fields = run_bad_message(guarded, fake, "unknown-type", wire.msg("z", b"bad-bytes\0"))
+def test_unknown_message_type_after_login(guarded, fake, bytewise):
+    fields = run_bad_message(guarded, fake, "unknown-type", wire.msg("z", b"bad-bytes\0"),
+                             bytewise)
     print("relay said:", fields.get("M"))
 
 
-def test_password_message_after_login_is_rejected(guarded, fake):
+def test_password_message_after_login_is_rejected(guarded, fake, bytewise):
     # 'p' is only valid while authenticating; afterwards it is a protocol violation.
-    run_bad_message(guarded, fake, "late-password", wire.password_message("pw-after-login"))
+    run_bad_message(guarded, fake, "late-password", wire.password_message("pw-after-login"),
+                    bytewise)
 
 
-def test_backend_only_type_from_client_is_rejected(guarded, fake):
+def test_backend_only_type_from_client_is_rejected(guarded, fake, bytewise):
     # 'T' (RowDescription) exists in the protocol, but only from the server.
-    run_bad_message(guarded, fake, "backend-type", wire.row_description(["x"]))
+    run_bad_message(guarded, fake, "backend-type", wire.row_description(["x"]), bytewise)
 
 
-def test_bytes_after_terminate_never_reach_upstream(guarded, fake):
+def test_fixed_size_message_with_extra_body_is_rejected(guarded, fake, bytewise):
+    # Sync has no body; PostgreSQL rejects one with a body ("invalid message format").
+    run_bad_message(guarded, fake, "fat-sync", wire.msg("S", b"extra"), bytewise)
+
+
+def test_message_at_the_cap_passes_and_one_byte_over_fails(guarded, fake):
+    """--max-message-size bounds the body (the bytes after the length field): a Query body
+    of exactly 65536 bytes is forwarded, 65537 is refused."""
+    at_cap = b"SELECT '" + b"x" * (MAX_MESSAGE - 10) + b"'"
+    assert len(wire.query(at_cap)) - 5 == MAX_MESSAGE
+    with raw_login(guarded, "at-cap") as conn:
+        rows = conn.query_values(at_cap)
+        assert rows == [[at_cap[:wire.ECHO_LIMIT].decode()]]
+    run_bad_message(guarded, fake, "over-cap", wire.query(at_cap + b" "))
+
+
+def test_bytes_after_terminate_never_reach_upstream(guarded, fake, bytewise):
     bystander = Bystander(guarded, echo=True)
     try:
-        with raw_login(guarded, "after-terminate") as conn:
+        with raw_login(guarded, "after-terminate", bytewise) as conn:
             # One write: Terminate immediately followed by a Query.
             conn.send(wire.terminate() + wire.query("SELECT 'after terminate'"))
             msgs, rest = conn.read_to_close(WAIT)
@@ -227,14 +255,14 @@ def test_bytes_after_terminate_never_reach_upstream(guarded, fake):
 
 # ---- bad startup packets --------------------------------------------------------------------
 
-def run_bad_startup(relay, fake, payload, sqlstates=("08P01",)):
+def run_bad_startup(relay, fake, payload, bytewise, sqlstates=("08P01",)):
     """Send `payload` as the first bytes of a connection. The relay refuses (one FATAL
     ErrorResponse or a silent close, see expect_error_or_silent_close), no byte of it
     reaches the upstream, and a bystander keeps working."""
     bystander = Bystander(relay, echo=True)
     try:
         before = len(fake.connections())
-        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+        with wire.Conn(relay.host, relay.port, timeout=WAIT, bytewise=bytewise) as conn:
             conn.send(payload)
             fields = expect_error_or_silent_close(conn, sqlstates)
         leaked = new_upstream_bytes(fake, before)
@@ -246,24 +274,24 @@ def run_bad_startup(relay, fake, payload, sqlstates=("08P01",)):
 
 
 @pytest.mark.parametrize("length", [0, 4, 7])
-def test_startup_length_below_eight(guarded, fake, length):
+def test_startup_length_below_eight(guarded, fake, bytewise, length):
     # Eight bytes are on the wire (enough to frame), but the length field says < 8.
-    run_bad_startup(guarded, fake, struct.pack("!II", length, wire.version(3, 0)))
+    run_bad_startup(guarded, fake, struct.pack("!II", length, wire.version(3, 0)), bytewise)
 
 
-def test_startup_header_claiming_over_10000_bytes(guarded, fake):
+def test_startup_header_claiming_over_10000_bytes(guarded, fake, bytewise):
     # Only the 8-byte header: the relay must refuse without waiting for 20,000 bytes.
-    run_bad_startup(guarded, fake, struct.pack("!II", 20000, wire.version(3, 0)))
+    run_bad_startup(guarded, fake, struct.pack("!II", 20000, wire.version(3, 0)), bytewise)
 
 
-def test_startup_packet_over_10000_bytes(guarded, fake):
+def test_startup_packet_over_10000_bytes(guarded, fake, bytewise):
     pkt = wire.startup_message({"user": "pgw", "application_name": "x" * 10000})
     assert len(pkt) > 10000
-    run_bad_startup(guarded, fake, pkt)
+    run_bad_startup(guarded, fake, pkt, bytewise)
 
 
 @pytest.mark.parametrize("major,minor", [(2, 0), (4, 0), (1234, 5681)])
-def test_unsupported_protocol_version(guarded, fake, major, minor):
+def test_unsupported_protocol_version(guarded, fake, bytewise, major, minor):
     """PostgreSQL answers an unsupported version with FATAL 0A000 ("unsupported frontend
     protocol"); the relay may say the same or 08P01, but it must answer with an error (a
     version was sent, so a v3 ErrorResponse is what libpq expects) and forward nothing."""
@@ -271,10 +299,11 @@ def test_unsupported_protocol_version(guarded, fake, major, minor):
     try:
         before = len(fake.connections())
         pkt = wire.startup_message({"user": "pgw", "database": "pgw"}, wire.version(major, minor))
-        with wire.Conn(guarded.host, guarded.port, timeout=WAIT) as conn:
+        with wire.Conn(guarded.host, guarded.port, timeout=WAIT, bytewise=bytewise) as conn:
             conn.send(pkt)
             msgs, rest = conn.read_to_close(WAIT)
         assert rest == b"" and [m.type for m in msgs] == ["E"], msgs
+        print("relay said:", msgs[0].error_fields())
         fields = msgs[0].error_fields()
         assert fields.get("C") in ("08P01", "0A000") and fields.get("S") == "FATAL", fields
         leaked = new_upstream_bytes(fake, before)
@@ -284,15 +313,26 @@ def test_unsupported_protocol_version(guarded, fake, major, minor):
         bystander.close()
 
 
-def test_startup_message_without_user(guarded, fake):
+def test_startup_message_without_user(guarded, fake, bytewise):
     # PostgreSQL: FATAL 28000 "no PostgreSQL user name specified in startup packet".
-    run_bad_startup(guarded, fake, wire.startup_message({"database": "pgw"}),
+    run_bad_startup(guarded, fake, wire.startup_message({"database": "pgw"}), bytewise,
                     sqlstates=("08P01", "28000"))
 
 
-def test_startup_parameters_not_terminated(guarded, fake):
+def test_startup_parameters_not_terminated(guarded, fake, bytewise):
     body = struct.pack("!I", wire.version(3, 0)) + b"user\0pgw\0database\0pgw"  # no NULs
-    run_bad_startup(guarded, fake, struct.pack("!I", len(body) + 4) + body)
+    run_bad_startup(guarded, fake, struct.pack("!I", len(body) + 4) + body, bytewise)
+
+
+def test_cancel_request_with_bad_length(guarded, fake, bytewise):
+    # A CancelRequest must carry a pid and a key of at least 4 bytes: 12 bytes is too short.
+    run_bad_startup(guarded, fake, struct.pack("!III", 12, wire.CANCEL_REQUEST_CODE, 4242),
+                    bytewise)
+
+
+def test_ssl_request_with_a_body(guarded, fake, bytewise):
+    # SSLRequest is exactly 8 bytes; one claiming 12 is malformed.
+    run_bad_startup(guarded, fake, struct.pack("!III", 12, wire.SSL_REQUEST_CODE, 0), bytewise)
 
 
 # ---- silent peers ---------------------------------------------------------------------------
@@ -309,7 +349,9 @@ def test_half_message_then_silence_times_out(relay_factory, fake):
             expect_protocol_violation(conn)
         end = relay.wait_for_log(lambda d: d.get("event") == "session_end"
                                  and d.get("session") == session, WAIT)
-        print("session_end:", end)
+        # The log says why the session ended, and counts what the client sent.
+        assert end.get("reason"), end
+        assert int(end["bytes_from_client"]) > 0, end
         bystander.check()  # the bystander was idle well past 1 s between messages: fine
     finally:
         bystander.close()
@@ -358,11 +400,12 @@ def test_upstream_down(relay_factory):
     relay = relay_factory(upstream=("127.0.0.1", wire.free_port()), extra_args=LONG_TIMEOUTS)
     with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
         conn.send(wire.startup_message({"user": "pgw", "database": "pgw"}))
-        expect_upstream_failure(conn)
-    # libpq shows it as an ordinary connection failure with the same SQLSTATE.
+        fields = expect_upstream_failure(conn)
+    # libpq shows the relay's FATAL text as the connection failure (psycopg 3.1 sets no
+    # sqlstate on connection errors, so the text is what a user sees).
     with pytest.raises(psycopg.OperationalError) as info:
         psycopg.connect(relay.dsn())
-    assert info.value.sqlstate == "08006", info.value
+    assert "FATAL" in str(info.value) and fields["M"] in str(info.value), info.value
 
 
 def test_upstream_closes_during_startup(relay_factory):
@@ -432,6 +475,52 @@ def test_upstream_dies_mid_message(relay_factory):
             msgs, rest = conn.read_to_close(WAIT)
         assert "Z" not in [m.type for m in msgs], msgs
         assert "T" not in [m.type for m in msgs], "relay invented a RowDescription: %r" % msgs
+
+
+def test_upstream_protocol_violation_not_forwarded(relay_factory):
+    """The server answers a Query with a message type no server sends: the client must not
+    receive those bytes; the session ends with a FATAL error."""
+    def garbage(fc):
+        fc.read_startup()
+        wire.login_ok(fc)
+        fc.read_message()
+        fc.send(wire.msg("!", b"garbage from upstream"))
+        fc.drain_until_close(120)
+
+    with wire.FakeServer(garbage) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with raw_login(relay, "upstream-garbage") as conn:
+            conn.send(wire.query("SELECT 1"))
+            msgs, rest = conn.read_to_close(WAIT)
+        assert b"garbage from upstream" not in rest
+        assert [m.type for m in msgs] == ["E"], msgs
+        fields = msgs[0].error_fields()
+        assert fields.get("S") == "FATAL" and fields.get("C", "")[:2] in ("08", "XX"), fields
+        assert server.connections()[0].closed.wait(WAIT)
+
+
+def test_upstream_message_over_cap_not_forwarded(relay_factory):
+    """A DataRow larger than --max-message-size from the server is not passed on (not even
+    its first bytes as a message); the client gets a FATAL error instead."""
+    def huge_row(fc):
+        fc.read_startup()
+        wire.login_ok(fc)
+        fc.read_message()
+        fc.send(wire.row_description(["big"]) + wire.data_row(["y" * (2 * MAX_MESSAGE)]) +
+                wire.command_complete("SELECT 1") + wire.ready_for_query())
+        fc.drain_until_close(120)
+
+    with wire.FakeServer(huge_row) as server:
+        relay = relay_factory(upstream=server.address,
+                              extra_args=["--max-message-size", str(MAX_MESSAGE)] + LONG_TIMEOUTS)
+        with raw_login(relay, "upstream-huge") as conn:
+            conn.send(wire.query("SELECT big"))
+            msgs, rest = conn.read_to_close(WAIT)
+        types = [m.type for m in msgs]
+        assert "D" not in types and "Z" not in types, msgs
+        assert rest == b"", "partial message forwarded: %s" % wire.short(rest)
+        assert types and types[-1] == "E", msgs
+        assert msgs[-1].error_fields().get("S") == "FATAL", msgs[-1].error_fields()
 
 
 def test_upstream_connect_timeout(relay_factory):

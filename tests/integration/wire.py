@@ -431,11 +431,20 @@ class ScramClient:
 # ---- raw client connection -----------------------------------------------------------------
 
 class Conn:
-    """A raw client connection: send bytes, read framed backend messages with timeouts."""
+    """A raw client connection: send bytes, read framed backend messages with timeouts.
 
-    def __init__(self, host, port, timeout=DEFAULT_TIMEOUT):
+    bytewise=True sends every byte in its own send() with TCP_NODELAY and a short pause, so
+    the peer almost always sees each byte in a separate read(): a peer that decides at a
+    read() boundary instead of a message boundary shows up (STYLE.md rule 3). Unlike a
+    forwarding middlebox this keeps whatever the peer answered before it closed (our own
+    receive queue survives the RST its close may cause), so the answer can be checked."""
+
+    BYTEWISE_PAUSE = 0.002
+
+    def __init__(self, host, port, timeout=DEFAULT_TIMEOUT, bytewise=False):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.bytewise = bytewise
         self.buf = b""
         self.eof = False
         self.timeout = timeout
@@ -458,7 +467,15 @@ class Conn:
         self.close()
 
     def send(self, data):
-        self.sock.sendall(data)
+        if not self.bytewise:
+            self.sock.sendall(data)
+            return
+        for i in range(len(data)):
+            # A peer that has closed (say, after a protocol violation) stops the stream; what
+            # it said before closing is still ours to read.
+            if not self.try_send(data[i:i + 1]):
+                return
+            time.sleep(self.BYTEWISE_PAUSE)
 
     def try_send(self, data):
         """Send what the peer lets us send; False once it has closed or reset."""
@@ -719,9 +736,13 @@ def login_ok(fc, pid=4242, key=0xDEADBEEF, parameters=STANDARD_PARAMETERS):
     fc.send(out)
 
 
+ECHO_LIMIT = 200
+
+
 def serve_queries(fc, timeout=FAKE_TIMEOUT):
     """A tiny query engine for a logged-in FakeConn, enough for psycopg and raw tests:
-    every simple Query answers one text row holding the query text; the extended protocol
+    every simple Query answers one text row holding the query text (its first ECHO_LIMIT
+    bytes); the extended protocol
     answers ParseComplete/BindComplete/NoData/an empty CommandComplete; Terminate ends."""
     while True:
         try:
@@ -732,11 +753,12 @@ def serve_queries(fc, timeout=FAKE_TIMEOUT):
             fc.drain_until_close(2.0)
             return
         if m.type == "Q":
-            sql = m.body[:-1].decode()
-            if sql.strip() == "":
+            sql = m.body[:-1]
+            if sql.strip() == b"":
                 fc.send(empty_query_response() + ready_for_query())
             else:
-                fc.send(row_description(["echo"]) + data_row([sql]) +
+                # Echo at most ECHO_LIMIT bytes, so a huge query gets a small answer.
+                fc.send(row_description(["echo"]) + data_row([sql[:ECHO_LIMIT]]) +
                         command_complete("SELECT 1") + ready_for_query())
         elif m.type == "P":
             fc.send(msg("1"))
@@ -760,8 +782,7 @@ def default_handler(fc):
     """A well-behaved server: log in, then answer queries (see serve_queries)."""
     pkt = fc.read_startup()
     if pkt["kind"] == "cancel":
-        fc.drain_until_close(2.0)
-        return
+        return  # recorded; like PostgreSQL, close without a reply
     login_ok(fc)
     serve_queries(fc)
 
