@@ -281,29 +281,39 @@ def test_sessions_table_output(admin_relay, ctl):
 
 
 def test_kill_ends_that_session_only(admin_relay, ctl):
-    import psycopg
+    import wire
     relay, sock = admin_relay
-    victim = _connect(relay, application_name="itest-kill-victim")
+    # The victim speaks the protocol by hand so the test sees the exact ErrorResponse
+    # (libpq folds a FATAL that arrives with the close into a connection error without
+    # its SQLSTATE, for PostgreSQL's own pg_terminate_backend as well).
+    victim = wire.Conn(relay.host, relay.port)
     bystander = _connect(relay, application_name="itest-kill-bystander")
     try:
-        victim.execute("SELECT 1")
+        msgs = victim.login(relay.user, relay.password, relay.dbname,
+                            params={"application_name": "itest-kill-victim"})
+        assert msgs[-1].type == "Z", msgs
         bystander.execute("SELECT 1")
-        sessions = wait_until(lambda: (lambda l: l if len(_find(l, application_name="itest-kill-victim")) == 1
-                                       and len(_find(l, application_name="itest-kill-bystander")) == 1 else None)(
-                                  ctl_sessions(ctl, sock)), what="both sessions listed")
+        # Mid-statement: the kill must not wait for the statement to finish.
+        victim.send(wire.query("SELECT pg_sleep(60)"))
+        sessions = wait_until(
+            lambda: (lambda l: l if _find(l, application_name="itest-kill-victim", state="active")
+                     and _find(l, application_name="itest-kill-bystander") else None)(
+                ctl_sessions(ctl, sock)),
+            what="victim active and bystander listed")
         vid = _find(sessions, application_name="itest-kill-victim")[0]["id"]
         bid = _find(sessions, application_name="itest-kill-bystander")[0]["id"]
+        assert vid != bid
 
+        t0 = time.monotonic()
         r = run_ctl(ctl, sock, "kill", vid)
         assert vid in r.stdout
-
-        with pytest.raises(psycopg.Error) as ei:
-            # The FATAL may already be waiting on the socket; the next command reads it.
-            for _ in range(50):
-                victim.execute("SELECT 1")
-                time.sleep(0.1)
-        assert ei.value.sqlstate == "57P01", repr(ei.value)
-        assert "administrator" in str(ei.value)
+        msgs, _rest = victim.read_to_close(timeout=30)
+        assert time.monotonic() - t0 < 30
+        errors = [m.error_fields() for m in msgs if m.type == "E"]
+        assert errors, "the client got no ErrorResponse before the close: %r" % msgs
+        assert errors[-1]["S"] == "FATAL"
+        assert errors[-1]["C"] == "57P01"
+        assert errors[-1]["M"] == "terminating connection due to administrator command"
 
         # The bystander is untouched and still listed; the victim is gone.
         assert bystander.execute("SELECT 2").fetchone() == (2,)
@@ -313,6 +323,23 @@ def test_kill_ends_that_session_only(admin_relay, ctl):
     finally:
         victim.close()
         bystander.close()
+
+
+def test_kill_idle_session_tells_the_client(admin_relay, ctl):
+    import psycopg
+    relay, sock = admin_relay
+    with _connect(relay, application_name="itest-kill-idle") as conn:
+        conn.execute("SELECT 1")
+        s = wait_until(lambda: _find(ctl_sessions(ctl, sock), application_name="itest-kill-idle",
+                                     state="idle"), what="idle session listed")[0]
+        run_ctl(ctl, sock, "kill", s["id"])
+        # Idle, the FATAL waits on the socket; the next command reads it (libpq reports it
+        # as the connection's error message rather than a result with a SQLSTATE).
+        with pytest.raises(psycopg.OperationalError) as ei:
+            for _ in range(100):
+                conn.execute("SELECT 1")
+                time.sleep(0.1)
+        assert "terminating connection due to administrator command" in str(ei.value)
 
 
 def test_kill_by_prefix_and_unknown_id(admin_relay, ctl):

@@ -441,7 +441,7 @@ static void draw(struct top_app *a)
 	}
 	erase();
 	if (COLS < 40 || LINES < 10) {
-		put_line(0, "pgwarden-top: terminal too small (need 40x10)", A_BOLD);
+		put_line(0, "too small: need 40x10", A_BOLD);
 		refresh();
 		return;
 	}
