@@ -324,7 +324,9 @@ def test_bad_input(pg, instance, cgroup, relay_factory):
 def test_status_human_and_stale_cleanup(pg, instance, cgroup, relay_factory):
     relay = relay_factory()
     attach(instance, pg, relay, cgroup)
-    text = instance.run("status").stdout
+    # Exit 3 when no daemon answers on the default admin socket: the steering part is
+    # printed either way.
+    text = instance.run("status", check=False).stdout
     assert "steering: attached (fail-closed)" in text
     assert "*:%d" % pg.port in text
     # A crash between runs: links detached behind our back, pins left. status names the

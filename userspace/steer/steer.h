@@ -149,7 +149,8 @@ struct steer_origin;
  */
 int steer_origin_open(const char *instance, struct steer_origin **out)
 	__attribute__((warn_unused_result));
-/* The same over a fail-open handle this process owns. */
+/* The same over a fail-open handle this process owns. Handles over fds (this one and
+ * steer_origin_adopt()'s) never refresh: they may be shared by all workers. */
 int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
 	__attribute__((warn_unused_result));
 /*
