@@ -60,7 +60,38 @@ enum {
 	OPT_INSTANCE,
 	OPT_NO_RELAY_CHECK,
 	OPT_WAIT,
+	OPT_HELP,
 };
+
+static const char attach_usage[] =
+	"usage: pgwardenctl attach --port P [--port P]... --relay ADDR [--relay ADDR] [options]\n"
+	"       pgwardenctl attach --fail-open ... -- PROGRAM [ARGS]...\n"
+	"\n"
+	"Steer connections to protected PostgreSQL ports through pgwardend.\n"
+	"\n"
+	"  --port P              protected port (repeatable)\n"
+	"  --address A           protect only this address, IPv4 or IPv6 (repeatable; default: any)\n"
+	"  --relay ADDR          where pgwardend listens for steered clients, one per family\n"
+	"                        (127.0.0.1:6432, [::1]:6432); a protected destination of a family\n"
+	"                        without a relay is refused\n"
+	"  --cgroup PATH         cgroup v2 directory whose processes are steered (default: the\n"
+	"                        cgroup2 root, i.e. every process)\n"
+	"  --tproxy-port P       also divert remote clients (nftables TPROXY) to pgwardend's\n"
+	"                        IP_TRANSPARENT listener on port P\n"
+	"  --unix-socket PATH    protected Unix socket (kernel 6.7+; repeatable)\n"
+	"  --unix-relay PATH     pgwardend's Unix listener for those clients\n"
+	"  --fail-open           steering lives as long as PROGRAM (pgwardend), which this command\n"
+	"                        becomes; default is fail-closed (pinned, survives the daemon)\n"
+	"  --wait SECONDS        wait up to SECONDS for the relay to listen (default: 0)\n"
+	"  --relay-mark N        SO_MARK of pgwardend's own sockets (default 0x5047)\n"
+	"  --tproxy-mark N       mark of diverted packets (default 0x5048)\n"
+	"  --route-table N       policy routing table for TPROXY (default 20552)\n"
+	"  --instance NAME       pin dir /sys/fs/bpf/NAME and nft table inet NAME\n"
+	"                        (default $PGWARDEN_INSTANCE or pgwarden)\n"
+	"\n"
+	"Attach is idempotent: run again to change ports or relays in place.\n"
+	"Exit: 0 attached, 1 failed (nothing left half attached), 2 bad flags, 3 relay not\n"
+	"listening.\n";
 
 static const struct option attach_opts[] = {
 	{"port", required_argument, NULL, 'p'},
@@ -77,6 +108,7 @@ static const struct option attach_opts[] = {
 	{"instance", required_argument, NULL, OPT_INSTANCE},
 	{"no-relay-check", no_argument, NULL, OPT_NO_RELAY_CHECK},
 	{"wait", required_argument, NULL, OPT_WAIT},
+	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
 
@@ -168,6 +200,9 @@ int ctl_attach(int argc, char **argv)
 		case OPT_NO_RELAY_CHECK:
 			o.check_relay = false;
 			break;
+		case OPT_HELP:
+			fputs(attach_usage, stdout);
+			return CTL_EXIT_OK;
 		case OPT_WAIT: {
 			uint32_t secs;
 
@@ -231,6 +266,7 @@ int ctl_detach(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"instance", required_argument, NULL, OPT_INSTANCE},
+		{"help", no_argument, NULL, OPT_HELP},
 		{NULL, 0, NULL, 0},
 	};
 	char instance[STEER_INSTANCE_MAX], err[STEER_ERR_MAX];
@@ -240,6 +276,13 @@ int ctl_detach(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		if (c == OPT_HELP) {
+			fputs("usage: pgwardenctl detach [--instance NAME]\n\n"
+			      "Remove every hook, pin, nft rule and route of the instance; established\n"
+			      "connections are left alone. Links held by a running fail-open pgwardend\n"
+			      "are detached too.\n", stdout);
+			return CTL_EXIT_OK;
+		}
 		if (c != OPT_INSTANCE || strlen(optarg) >= sizeof(instance))
 			return fail(CTL_EXIT_USAGE, "detach: unknown or bad option '%s'", argv[optind - 1]);
 		snprintf(instance, sizeof(instance), "%s", optarg);
