@@ -20,6 +20,10 @@ import wire
 
 WAIT = 30.0  # bound for every wait; a hang guard, not a performance goal
 
+# Tests marked RELAYED take the conftest `target` fixture and run twice: through pgwardend,
+# and through a byte relay in front of pgwardend (every byte its own read for the daemon).
+RELAYED = pytest.mark.targets("pgwarden", "pgwarden-bytewise")
+
 
 def raw_session(endpoint, application_name="pgw-edge", **kw):
     """A raw wire.Conn logged in to endpoint (the cluster or a relay); asserts success."""
@@ -66,14 +70,15 @@ def test_ssl_request_refused_then_startup(relay):
         assert conn.query_values("SELECT 'after ssl'") == [["after ssl"]]
 
 
-def test_gssenc_then_ssl_then_startup(relay):
+@RELAYED
+def test_gssenc_then_ssl_then_startup(target):
     # libpq's own order with gssencmode=prefer and sslmode=prefer: GSSENC, then SSL.
-    with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+    with wire.Conn(target.host, target.port, timeout=WAIT) as conn:
         conn.send(wire.gssenc_request())
         assert conn.recv_bytes(1) == b"N"
         conn.send(wire.ssl_request())
         assert conn.recv_bytes(1) == b"N"
-        assert conn.login(relay.user, relay.password, relay.dbname)[-1].type == "Z"
+        assert conn.login(target.user, target.password, target.dbname)[-1].type == "Z"
 
 
 def psql_failure(endpoint, **dsn):
@@ -180,11 +185,12 @@ def test_login_errors_identical_to_direct(pg, relay, case):
 
 @pytest.mark.parametrize("options", [{}, {"_pq_.pgw_unknown_option": "on"}],
                          ids=["plain", "with-_pq_-option"])
-def test_protocol_3_2_negotiation_matches_direct(pg, relay, options):
+@RELAYED
+def test_protocol_3_2_negotiation_matches_direct(pg, target, options):
     """A 3.2 StartupMessage: PostgreSQL 15 answers NegotiateProtocolVersion (3.0, plus any
     _pq_ options it did not recognise) and carries on. The relay must not change that."""
     answers = {}
-    for name, endpoint in (("direct", pg), ("relay", relay)):
+    for name, endpoint in (("direct", pg), ("relay", target)):
         with wire.Conn(endpoint.host, endpoint.port, timeout=WAIT) as conn:
             msgs = conn.login(endpoint.user, endpoint.password, endpoint.dbname,
                               params=dict(options), proto=wire.version(3, 2))
@@ -372,6 +378,10 @@ ERROR_STATEMENTS = [
     "ROLLBACK",
     "SELECT set_config('no_such_setting', 'x', false)",           # 42704? (no dot: error)
     "SELECT ARRAY[1, 2] || ARRAY[[1, 2, 3]]",                     # 2202E
+    b"SELECT '\xc3\x28'",                                         # 22021 invalid UTF-8
+    "",                                                           # EmptyQueryResponse
+    "SELECT 1; SELEC 2; SELECT 3",                                # result, then 42601
+    "SELECT E'\\x' || chr(0)",                                   # 54000 null character
 ]
 
 
@@ -382,7 +392,8 @@ def error_schema(pg):
     pg.psql("DROP SCHEMA IF EXISTS edge CASCADE; DROP ROLE IF EXISTS pgw_edge_nopriv;")
 
 
-def test_error_responses_identical_to_direct(pg, relay, error_schema):
+@RELAYED
+def test_error_responses_identical_to_direct(pg, target, error_schema):
     """Every message (ErrorResponse and NoticeResponse fields included, DataRows before an
     error, ReadyForQuery status) is byte-identical directly and through the relay."""
     # lock_timeout needs a lock someone else holds: a direct session keeps edge.locked
@@ -392,7 +403,7 @@ def test_error_responses_identical_to_direct(pg, relay, error_schema):
     mismatches = []
     errors_seen = 0
     try:
-        with raw_session(pg, "edge-errors") as direct, raw_session(relay, "edge-errors") as via:
+        with raw_session(pg, "edge-errors") as direct, raw_session(target, "edge-errors") as via:
             for sql in ERROR_STATEMENTS:
                 want = [m.raw for m in direct.query(sql, WAIT)]
                 got = [m.raw for m in via.query(sql, WAIT)]
@@ -430,11 +441,12 @@ EXTENDED_CASES = [
 
 
 @pytest.mark.parametrize("name,messages", EXTENDED_CASES, ids=[c[0] for c in EXTENDED_CASES])
-def test_extended_protocol_errors_identical_to_direct(pg, relay, name, messages):
+@RELAYED
+def test_extended_protocol_errors_identical_to_direct(pg, target, name, messages):
     """Errors in the extended protocol: the server discards to Sync, then answers
     ReadyForQuery; the relay must pass that through unchanged."""
     results = {}
-    for label, endpoint in (("direct", pg), ("relay", relay)):
+    for label, endpoint in (("direct", pg), ("relay", target)):
         with raw_session(endpoint, "edge-extended") as conn:
             conn.send(b"".join(messages) + wire.sync())
             results[label] = [m.raw for m in conn.recv_until("Z", WAIT)]
@@ -483,3 +495,75 @@ def test_socket_level_half_close_after_terminate(relay):
         conn.sock.shutdown(socket.SHUT_WR)
         msgs, rest = conn.read_to_close(WAIT)
         assert msgs == [] and rest == b""
+
+
+@RELAYED
+def test_async_messages_reach_idle_client(pg, target):
+    """NotificationResponse and NoticeResponse can arrive while the client is idle, not in
+    answer to anything it sent: the relay must pass them on without waiting for the client
+    to speak first."""
+    with raw_session(target, "edge-listen") as listener:
+        listener.query_values("LISTEN pgw_edge_channel")
+        pg.psql("NOTIFY pgw_edge_channel, 'payload from elsewhere'")
+        m = listener.recv_message(WAIT)
+        assert m.type == "A", m
+        (sender_pid,) = struct.unpack("!I", m.body[:4])
+        channel, payload, rest = m.body[4:].split(b"\0", 2)
+        assert (channel, payload, rest) == (b"pgw_edge_channel", b"payload from elsewhere", b"")
+        assert sender_pid != listener.backend_pid
+        # A ParameterStatus after SET arrives in the same stream, in order.
+        msgs = listener.query("SET application_name = 'edge-renamed'")
+        assert ("application_name", "edge-renamed") in [m.parameter() for m in msgs
+                                                        if m.type == "S"]
+
+
+@RELAYED
+def test_copy_messages_outside_copy_are_ignored_like_postgres(pg, target):
+    """PostgreSQL accepts and ignores CopyData/CopyDone/CopyFail outside COPY (a client may
+    still be sending after a COPY failed); the relay must not be stricter."""
+    stray = wire.msg("d", b"stray row\n") + wire.msg("c") + wire.msg("f", b"stray fail\0")
+    results = {}
+    for label, endpoint in (("direct", pg), ("relay", target)):
+        with raw_session(endpoint, "edge-stray-copy") as conn:
+            conn.send(stray)
+            results[label] = [m.raw for m in conn.query("SELECT 'after stray copy'")]
+    assert results["relay"] == results["direct"]
+
+
+@RELAYED
+def test_copy_round_trip_with_errors_identical(pg, target, error_schema):
+    """COPY FROM STDIN with a bad row: the server's error (with its COPY context line)
+    reaches the client unchanged, and COPY TO STDOUT streams the same bytes."""
+    results = {}
+    for label, endpoint in (("direct", pg), ("relay", target)):
+        with raw_session(endpoint, "edge-copy") as conn:
+            conn.send(wire.query("COPY edge.child FROM STDIN"))
+            out = conn.recv_until("GEZ", WAIT)
+            assert out[-1].type == "G", out
+            conn.send(wire.msg("d", b"10\t1\n11\tnot-a-number\n") + wire.msg("c"))
+            failed = [m.raw for m in conn.recv_until("Z", WAIT)]
+            copied = [m.raw for m in conn.query("COPY (SELECT g, g * 2 FROM "
+                                                "generate_series(1, 500) g) TO STDOUT")]
+            results[label] = (failed, copied)
+    assert wire.first_error([wire.split_messages(r)[0][0] for r in results["direct"][0]])
+    assert results["relay"] == results["direct"]
+
+
+@RELAYED
+def test_pipelined_queries_in_one_write(pg, target):
+    """Many messages in one write (simple queries, an extended batch with two Syncs and
+    an error in between): every answer arrives, in order, identical to direct."""
+    batch = b"".join(wire.query("SELECT %d" % i) for i in range(20))
+    batch += (wire.parse("SELECT $1::int + 1") + wire.bind(["41"]) + wire.execute() +
+              wire.sync() + wire.parse("SELECT 1/$1::int") + wire.bind(["0"]) +
+              wire.execute() + wire.bind(["7"]) + wire.execute() + wire.sync() +
+              wire.query("SELECT 'tail'"))
+    results = {}
+    for label, endpoint in (("direct", pg), ("relay", target)):
+        with raw_session(endpoint, "edge-pipeline") as conn:
+            conn.send(batch)
+            msgs = []
+            while sum(1 for m in msgs if m.type == "Z") < 23:
+                msgs.append(conn.recv_message(WAIT))
+            results[label] = [m.raw for m in msgs]
+    assert results["relay"] == results["direct"]

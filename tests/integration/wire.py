@@ -655,7 +655,12 @@ class FakeConn:
     def _fill(self, timeout):
         if self.eof:
             raise ConnectionClosed("client closed")
-        r, _, _ = select.select([self.sock], [], [], timeout)
+        if self.sock.fileno() < 0:  # FakeServer.stop() closed it under the handler
+            raise ConnectionClosed("fake server stopped")
+        try:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+        except (ValueError, OSError):
+            raise ConnectionClosed("fake server stopped")
         if not r:
             raise socket.timeout("fake server: nothing received")
         try:
