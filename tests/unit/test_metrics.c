@@ -7,6 +7,7 @@
 
 #include "metrics/metrics.h"
 #include "metrics/metrics_http.h"
+#include "metrics/metrics_steer.h"
 #include "metrics/metrics_std.h"
 
 #include <arpa/inet.h>
@@ -200,6 +201,21 @@ static void test_std_families(void **state)
 	metrics_registry_free(r);
 }
 
+/* An instance that was never attached: reported as detached, never an error. */
+static void test_steer_collector(void **state)
+{
+	struct metrics_registry *r = metrics_registry_new();
+	char *text;
+
+	assert_int_equal(metrics_steer_register(r, "pgwunitnone"), 0);
+	text = metrics_render_string(r, NULL);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "# TYPE pgwarden_steer_attached gauge\npgwarden_steer_attached 0\n"));
+	assert_non_null(strstr(text, "# TYPE pgwarden_steer_leftovers gauge\n"));
+	free(text);
+	metrics_registry_free(r);
+}
+
 /* One HTTP/1.0 request over loopback; returns the whole response (malloc'd). */
 static char *http_get(const char *addr_text, const char *request)
 {
@@ -274,6 +290,7 @@ int main(void)
 		cmocka_unit_test(test_format_double),
 		cmocka_unit_test(test_std_families),
 		cmocka_unit_test(test_http_endpoint),
+		cmocka_unit_test(test_steer_collector),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
