@@ -13,7 +13,7 @@
 #ifndef PGWARDEN_BPF_STEER_H
 #define PGWARDEN_BPF_STEER_H
 
-#define PGW_STEER_ABI_VERSION 1
+#define PGW_STEER_ABI_VERSION 2
 
 /* Map names (BPF object names are at most 15 characters). Macros, so a test build can rename
  * them; user space finds pinned maps by these names under the pin directory. */
@@ -42,6 +42,7 @@
 #define PGW_CFG_RELAY6 (1u << 1)  /* relay6_* is set: IPv6 steering on */
 #define PGW_CFG_UNIX (1u << 2)    /* unix_relay_path is set: Unix-socket steering on */
 #define PGW_CFG_FAIL_OPEN (1u << 3) /* informational: links owned by a process, not pinned */
+#define PGW_CFG_GATE (1u << 4)      /* informational: admission gate queue in gate_queue */
 
 /* The single entry of the pgw_config array map. Also what detach and status read back to
  * learn what an attach made (instance, marks, route table), pinned or not. */
@@ -54,7 +55,7 @@ struct pgw_config {
 	__u16 relay4_port;  /* network order */
 	__u16 relay6_port;  /* network order */
 	__u16 tproxy_port;  /* host order; 0: no TPROXY rules */
-	__u16 pad0;
+	__u16 gate_queue;   /* NFQUEUE number of the admission gate (with PGW_CFG_GATE) */
 	__u64 cgroup_id;    /* the cgroup the hooks are attached to */
 	__u32 tproxy_mark;
 	__u32 route_table;

@@ -312,6 +312,20 @@ def test_bad_input(pg, instance, cgroup, relay_factory):
     assert r.returncode == 2 and "loop" in r.stderr
     assert instance.status()["attached"] is False
 
+    # The admission gate needs nft's queue expression. Where the kernel has none (this
+    # host's), the attach says so and leaves nothing behind: no half-attached hooks.
+    r = instance.run("attach", "--port", str(pg.port), "--gate-queue", "4243", *good,
+                     check=False)
+    if r.returncode == 0:
+        st = instance.status()
+        assert st["gate"] == {"enabled": True, "queue": 4243}, st
+        instance.run("detach")
+    else:
+        assert r.returncode == 1 and "queue" in r.stderr, r.stderr
+        st = instance.status()
+        assert st["attached"] is False and st["links"] == [] and st["leftovers"] == []
+        assert st["tproxy"]["nft_table_present"] is False
+
     # Attached once; a second attach elsewhere is refused, the first stays intact.
     instance.run("attach", "--port", str(pg.port), *good)
     r = instance.run("attach", "--port", str(pg.port), "--relay", "127.0.0.1:%d" % relay.port,

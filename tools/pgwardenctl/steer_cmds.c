@@ -61,6 +61,7 @@ enum {
 	OPT_NO_RELAY_CHECK,
 	OPT_WAIT,
 	OPT_HELP,
+	OPT_GATE_QUEUE,
 };
 
 static const char attach_usage[] =
@@ -78,6 +79,10 @@ static const char attach_usage[] =
 	"                        cgroup2 root, i.e. every process)\n"
 	"  --tproxy-port P       also divert remote clients (nftables TPROXY) to pgwardend's\n"
 	"                        IP_TRANSPARENT listener on port P\n"
+	"  --gate-queue N        admission gate: new connections from the network wait in\n"
+	"                        NFQUEUE N for pgwardend's verdict (needs the nft queue\n"
+	"                        expression; without a reader they are dropped, or accepted\n"
+	"                        with --fail-open)\n"
 	"  --unix-socket PATH    protected Unix socket (kernel 6.7+; repeatable)\n"
 	"  --unix-relay PATH     pgwardend's Unix listener for those clients\n"
 	"  --fail-open           steering lives as long as PROGRAM (pgwardend), which this command\n"
@@ -109,6 +114,7 @@ static const struct option attach_opts[] = {
 	{"no-relay-check", no_argument, NULL, OPT_NO_RELAY_CHECK},
 	{"wait", required_argument, NULL, OPT_WAIT},
 	{"help", no_argument, NULL, OPT_HELP},
+	{"gate-queue", required_argument, NULL, OPT_GATE_QUEUE},
 	{NULL, 0, NULL, 0},
 };
 
@@ -203,6 +209,16 @@ int ctl_attach(int argc, char **argv)
 		case OPT_HELP:
 			fputs(attach_usage, stdout);
 			return CTL_EXIT_OK;
+		case OPT_GATE_QUEUE: {
+			uint32_t q;
+
+			if (parse_u32(optarg, &q) || q > 65535)
+				return fail(CTL_EXIT_USAGE, "--gate-queue: expected 0-65535, got '%s'",
+					    optarg);
+			o.gate = true;
+			o.gate_queue = (uint16_t)q;
+			break;
+		}
 		case OPT_WAIT: {
 			uint32_t secs;
 
@@ -358,6 +374,10 @@ static void print_human(json_t *st)
 	       (long long)json_integer_value(json_object_get(t, "route_table")),
 	       (long long)json_integer_value(json_object_get(t, "fwmark_rules")),
 	       (long long)json_integer_value(json_object_get(t, "local_routes")));
+	if (json_is_true(json_object_get(json_object_get(st, "gate"), "enabled")))
+		printf("  admission gate NFQUEUE %lld\n",
+		       (long long)json_integer_value(json_object_get(json_object_get(st, "gate"),
+								     "queue")));
 	printf("  unix sockets   %s\n", json_is_true(json_object_get(u, "steered")) ? "steered" :
 	       json_string_value(json_object_get(u, "note")));
 	print_list("leftovers", json_object_get(st, "leftovers"));

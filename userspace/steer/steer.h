@@ -75,6 +75,10 @@ struct steer_opts {
 	uint32_t route_table;
 	uint32_t rule_priority;
 	bool fail_open;
+	/* Admission gate: new SYNs to protected ports (from the network) go to this NFQUEUE,
+	 * read by pgwardend (steer_gate_*). Off unless gate is set. */
+	bool gate;
+	uint16_t gate_queue;
 	bool check_relay; /* refuse to attach unless the relay listens on every relay address */
 	unsigned relay_wait_ms; /* how long to wait for the relay to listen (0: not at all) */
 };
@@ -210,5 +214,57 @@ int steer_listen_transparent(const struct addr *a, int backlog, bool reuseport)
 /* A non-blocking listening Unix socket at path (an existing socket file is replaced),
  * mode 0666 so every local client can reach it, for connect_unix steering. fd or -errno. */
 int steer_listen_unix(const char *path, int backlog) __attribute__((warn_unused_result));
+
+/* ---- admission gate: pgwardend ---- */
+
+#define STEER_GATE_MAX_DENY 64
+
+/* An address range; IPv4 is kept as ::ffff:a.b.c.d with bits counted from the front. */
+struct steer_cidr {
+	uint8_t addr[16];
+	uint8_t bits;
+	bool v4;
+};
+
+/* "10.0.0.0/8", "192.0.2.7", "fd00::/8". 0 or -EINVAL. */
+int steer_cidr_parse(const char *text, struct steer_cidr *out) __attribute__((warn_unused_result));
+bool steer_cidr_match(const struct steer_cidr *c, const uint8_t addr[16]);
+
+struct steer_gate_opts {
+	uint16_t queue_num;   /* as given to attach --gate-queue */
+	double rate_per_sec;  /* new connections per second per source address; 0: no limit */
+	uint32_t burst;       /* bucket size; required when rate_per_sec > 0 */
+	uint32_t max_sources; /* tracked source addresses (rounded up to a power of two) */
+	struct steer_cidr deny[STEER_GATE_MAX_DENY];
+	unsigned ndeny;
+};
+
+enum steer_gate_verdict {
+	STEER_GATE_ACCEPT = 0,
+	STEER_GATE_DENY_LIST,
+	STEER_GATE_DENY_RATE,
+};
+
+struct steer_gate_stats {
+	uint64_t accepted;
+	uint64_t denied_list;
+	uint64_t denied_rate;
+};
+
+struct steer_gate;
+
+/* The decision state alone (no queue yet): unit tests and steer_gate_open() use it. */
+int steer_gate_new(const struct steer_gate_opts *o, struct steer_gate **out)
+	__attribute__((warn_unused_result));
+/* Bind the NFQUEUE (needs CAP_NET_ADMIN). 0 or -errno; then poll steer_gate_fd() for
+ * EPOLLIN and call steer_gate_dispatch(), which gives every queued SYN its verdict. */
+int steer_gate_open(struct steer_gate *g) __attribute__((warn_unused_result));
+int steer_gate_fd(const struct steer_gate *g);
+int steer_gate_dispatch(struct steer_gate *g);
+/* One decision for a SYN from src (16 bytes, IPv4 mapped) at now_ns. */
+enum steer_gate_verdict steer_gate_decide(struct steer_gate *g, const uint8_t src[16],
+					  uint64_t now_ns);
+void steer_gate_stats_get(const struct steer_gate *g, struct steer_gate_stats *out);
+void steer_gate_close(struct steer_gate *g);
 
 #endif

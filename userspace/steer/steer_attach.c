@@ -312,6 +312,10 @@ static int config_build(const struct steer_opts *o, uint64_t cgroup_id, bool uni
 	c->relay_mark = o->relay_mark;
 	c->cgroup_id = cgroup_id;
 	c->tproxy_port = o->tproxy_port;
+	if (o->gate) {
+		c->flags |= PGW_CFG_GATE;
+		c->gate_queue = o->gate_queue;
+	}
 	c->tproxy_mark = o->tproxy_mark;
 	c->route_table = o->route_table;
 	c->rule_priority = o->rule_priority;
@@ -801,18 +805,22 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	if (rc == 0 && !o->fail_open && old.cgroup_id == cgroup_id &&
 	    pinned_links_live(o->instance, cgroup_id, (old.flags & PGW_CFG_UNIX) != 0) &&
 	    ((old.flags & PGW_CFG_UNIX) != 0) == want_unix) {
-		rc = pinned_update(o, &cfg, err, errlen);
+		/* nftables first: it is the step most likely to be refused (a kernel without
+		 * the queue expression), and it is one transaction, so a refusal changes
+		 * nothing. */
+		if (o->tproxy_port || o->gate)
+			rc = steer_nft_apply(o, err, errlen);
+		else
+			steer_nft_delete(o->instance);
+		if (!rc && o->tproxy_port)
+			rc = steer_route_apply(o->tproxy_mark, o->route_table, o->rule_priority, err,
+					       errlen);
+		else if (!rc && old.tproxy_port)
+			steer_route_delete(old.tproxy_mark, old.route_table, old.rule_priority);
+		if (!rc)
+			rc = pinned_update(o, &cfg, err, errlen);
 		if (!rc)
 			rc = pinned_upgrade(o->instance, want_unix, err, errlen);
-		if (!rc && o->tproxy_port) {
-			rc = steer_nft_apply(o, err, errlen);
-			if (!rc)
-				rc = steer_route_apply(o->tproxy_mark, o->route_table, o->rule_priority,
-						       err, errlen);
-		} else if (!rc && old.tproxy_port) {
-			steer_nft_delete(o->instance);
-			steer_route_delete(old.tproxy_mark, old.route_table, old.rule_priority);
-		}
 		close(cg_fd);
 		if (!rc)
 			log_info("steer_attach", "already attached to %s: configuration updated", cgpath);
@@ -955,20 +963,22 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		}
 	}
 
-	if (o->tproxy_port) {
+	if (o->tproxy_port || o->gate) {
 		rc = steer_nft_apply(o, err, errlen);
 		if (rc)
 			goto err_handle;
 		h->nft = true;
+	}
+	if (o->tproxy_port) {
 		rc = steer_route_apply(o->tproxy_mark, o->route_table, o->rule_priority, err, errlen);
 		if (rc)
 			goto err_handle;
 		h->route = true;
 	}
 
-	log_info("steer_attach", "attached %s to %s (cgroup id %llu), %u protected keys%s%s",
+	log_info("steer_attach", "attached %s to %s (cgroup id %llu), %u protected keys%s%s%s",
 		 o->fail_open ? "fail-open" : "fail-closed", cgpath, (unsigned long long)cgroup_id,
-		 nkeys, o->tproxy_port ? ", TPROXY on" : "",
+		 nkeys, o->tproxy_port ? ", TPROXY on" : "", o->gate ? ", admission gate on" : "",
 		 want_unix ? ", Unix sockets steered" : "");
 	if (out)
 		*out = h;

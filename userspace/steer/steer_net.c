@@ -105,37 +105,50 @@ int steer_nft_ruleset(const struct steer_opts *o, char *buf, size_t n)
 			bprintf(a6, sizeof(a6), &l6, "%s%s", n6++ ? ", " : "", host);
 		}
 	}
-	bprintf(buf, n, &len,
-		"add table inet %s\n"
-		"delete table inet %s\n"
-		"table inet %s {\n"
-		"  chain prerouting {\n"
-		"    type filter hook prerouting priority mangle; policy accept;\n"
-		"    iif != \"lo\" meta l4proto tcp socket transparent 1 meta mark set 0x%x accept\n",
-		o->instance, o->instance, o->instance, o->tproxy_mark);
-	/* With addresses given, only those of the named family are diverted; with none, every
-	 * address of both families. */
-	if (o->naddresses == 0 || n4)
+	bprintf(buf, n, &len, "add table inet %s\ndelete table inet %s\ntable inet %s {\n",
+		o->instance, o->instance, o->instance);
+	if (o->tproxy_port) {
 		bprintf(buf, n, &len,
-			"    iif != \"lo\" meta nfproto ipv4 %s%s%stcp dport { %s } "
-			"tproxy ip to :%u meta mark set 0x%x accept\n",
-			n4 ? "ip daddr { " : "", n4 ? a4 : "", n4 ? " } " : "", ports, o->tproxy_port,
+			"  chain prerouting {\n"
+			"    type filter hook prerouting priority mangle; policy accept;\n"
+			"    iif != \"lo\" meta l4proto tcp socket transparent 1 meta mark set 0x%x "
+			"accept\n",
 			o->tproxy_mark);
-	if (o->naddresses == 0 || n6)
+		/* With addresses given, only those of the named family are diverted; with none,
+		 * every address of both families. */
+		if (o->naddresses == 0 || n4)
+			bprintf(buf, n, &len,
+				"    iif != \"lo\" meta nfproto ipv4 %s%s%stcp dport { %s } "
+				"tproxy ip to :%u meta mark set 0x%x accept\n",
+				n4 ? "ip daddr { " : "", n4 ? a4 : "", n4 ? " } " : "", ports,
+				o->tproxy_port, o->tproxy_mark);
+		if (o->naddresses == 0 || n6)
+			bprintf(buf, n, &len,
+				"    iif != \"lo\" meta nfproto ipv6 %s%s%stcp dport { %s } "
+				"tproxy ip6 to :%u meta mark set 0x%x accept\n",
+				n6 ? "ip6 daddr { " : "", n6 ? a6 : "", n6 ? " } " : "", ports,
+				o->tproxy_port, o->tproxy_mark);
 		bprintf(buf, n, &len,
-			"    iif != \"lo\" meta nfproto ipv6 %s%s%stcp dport { %s } "
-			"tproxy ip6 to :%u meta mark set 0x%x accept\n",
-			n6 ? "ip6 daddr { " : "", n6 ? a6 : "", n6 ? " } " : "", ports, o->tproxy_port,
-			o->tproxy_mark);
-	if (!bprintf(buf, n, &len,
-		     "  }\n"
-		     "  chain output {\n"
-		     "    type route hook output priority mangle; policy accept;\n"
-		     "    meta mark 0x%x ct mark set 0x%x\n"
-		     "    ct direction reply ct mark 0x%x meta mark set 0x%x\n"
-		     "  }\n"
-		     "}\n",
-		     o->relay_mark, o->relay_mark, o->relay_mark, o->tproxy_mark))
+			"  }\n"
+			"  chain output {\n"
+			"    type route hook output priority mangle; policy accept;\n"
+			"    meta mark 0x%x ct mark set 0x%x\n"
+			"    ct direction reply ct mark 0x%x meta mark set 0x%x\n"
+			"  }\n",
+			o->relay_mark, o->relay_mark, o->relay_mark, o->tproxy_mark);
+	}
+	if (o->gate)
+		/* New connections only (SYN without ACK), from the network only, before any
+		 * socket exists. "bypass" (accept when nobody reads the queue) only in
+		 * fail-open mode: fail-closed drops them until pgwardend reads again. */
+		bprintf(buf, n, &len,
+			"  chain gate {\n"
+			"    type filter hook input priority filter; policy accept;\n"
+			"    iif != \"lo\" tcp dport { %s } tcp flags & (syn | ack) == syn "
+			"queue num %u%s\n"
+			"  }\n",
+			ports, o->gate_queue, o->fail_open ? " bypass" : "");
+	if (!bprintf(buf, n, &len, "}\n"))
 		return -ENOSPC;
 	return 0;
 }
@@ -149,7 +162,14 @@ int steer_nft_apply(const struct steer_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "nftables: ruleset too large");
 		return rc;
 	}
-	return nft_run(cmd, err, errlen);
+	rc = nft_run(cmd, err, errlen);
+	if (rc && o->gate && strstr(err, "No such file or directory")) {
+		/* The likeliest cause: a kernel without the nft queue expression. */
+		snprintf(err, errlen, "nftables: cannot add the admission gate's queue rule: this "
+			 "kernel has no nft queue expression (CONFIG_NFT_QUEUE); the xt NFQUEUE "
+			 "fallback is not built in");
+	}
+	return rc;
 }
 
 int steer_nft_delete(const char *instance)

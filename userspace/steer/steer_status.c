@@ -339,6 +339,12 @@ void *steer_status_json(const char *instance)
 		json_object_set_new(root, "relay", relay);
 		snprintf(mark, sizeof(mark), "0x%x", c.relay_mark);
 		json_object_set_new(root, "relay_mark", json_string(mark));
+		json_t *gate = json_object();
+
+		json_object_set_new(gate, "enabled", json_boolean((c.flags & PGW_CFG_GATE) != 0));
+		if (c.flags & PGW_CFG_GATE)
+			json_object_set_new(gate, "queue", json_integer(c.gate_queue));
+		json_object_set_new(root, "gate", gate);
 		if (c.flags & PGW_CFG_UNIX)
 			json_object_set_new(root, "unix_relay",
 					    json_stringn(c.unix_relay_path, c.unix_relay_path_len));
@@ -380,8 +386,9 @@ void *steer_status_json(const char *instance)
 		json_object_set_new(t, "local_routes", json_integer(routes));
 		json_object_set_new(root, "tproxy", t);
 		bool want = attached && have_cfg && c.tproxy_port;
+		bool want_nft = attached && have_cfg && (c.tproxy_port || (c.flags & PGW_CFG_GATE));
 
-		if (nft && !want) {
+		if (nft && !want_nft) {
 			snprintf(path, sizeof(path), "nft table inet %s without a live attach", instance);
 			json_array_append_new(leftovers, json_string(path));
 		}
