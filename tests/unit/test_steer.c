@@ -13,6 +13,7 @@
 #include "stage/session.h"
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -623,15 +624,55 @@ static void test_live_stale_pins(void **state)
 	fd = open(junk, O_CREAT | O_WRONLY, 0600); /* bpffs may refuse regular files: fine */
 	if (fd >= 0)
 		close(fd);
+	/* ...and an nft table of the instance, as a crashed TPROXY attach would. */
+	struct steer_opts t = o;
+
+	t.tproxy_port = 6999;
+	assert_int_equal(steer_nft_apply(&t, err, sizeof(err)), 0);
+	assert_true(steer_nft_present(L->instance));
 	s = steer_status_json(L->instance);
-	assert_int_equal(json_array_size(json_object_get(s, "leftovers")), 1);
+	assert_int_equal(json_array_size(json_object_get(s, "leftovers")), 2);
 	json_decref(s);
 	if (steer_attach(&o, NULL, err, sizeof(err)) != 0)
 		fail_msg("attach over a stale pin dir: %s", err);
+	assert_false(steer_nft_present(L->instance));
 	s = steer_status_json(L->instance);
 	assert_true(json_is_true(json_object_get(s, "attached")));
 	assert_int_equal(json_array_size(json_object_get(s, "leftovers")), 0);
 	json_decref(s);
+}
+
+/* Someone else's connect4 program on the cgroup may steer the same ports: attach refuses,
+ * names it, and attaches nothing. */
+static void test_live_foreign_program(void **state)
+{
+	struct live *L = *state;
+	const struct bpf_insn insns[] = {
+		{.code = 0xb7, .dst_reg = 0, .imm = 1}, /* r0 = 1 */
+		{.code = 0x95},                         /* exit */
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, lo, .expected_attach_type = BPF_CGROUP_INET4_CONNECT);
+	struct steer_opts o;
+	char err[STEER_ERR_MAX] = "";
+	int pfd, cfd;
+	json_t *s;
+
+	if (!L)
+		skip();
+	pfd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "other_lb", "GPL", insns, 2, &lo);
+	assert_true(pfd >= 0);
+	cfd = open(L->cgroup, O_RDONLY | O_DIRECTORY);
+	assert_true(cfd >= 0);
+	assert_int_equal(bpf_prog_attach(pfd, cfd, BPF_CGROUP_INET4_CONNECT, BPF_F_ALLOW_MULTI), 0);
+	live_opts(L, &o);
+	assert_int_equal(steer_attach(&o, NULL, err, sizeof(err)), -EBUSY);
+	assert_non_null(strstr(err, "other_lb"));
+	s = steer_status_json(L->instance);
+	assert_false(json_is_true(json_object_get(s, "attached")));
+	json_decref(s);
+	assert_int_equal(bpf_prog_detach2(pfd, cfd, BPF_CGROUP_INET4_CONNECT), 0);
+	close(cfd);
+	close(pfd);
 }
 
 /* Non-blocking connect from src to 127.0.0.1:port; true when it completes within ms. */
@@ -743,6 +784,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_live_relay_down, live_setup, live_teardown),
 		cmocka_unit_test_setup_teardown(test_live_fail_open, live_setup, live_teardown),
 		cmocka_unit_test_setup_teardown(test_live_stale_pins, live_setup, live_teardown),
+		cmocka_unit_test_setup_teardown(test_live_foreign_program, live_setup, live_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
