@@ -269,6 +269,11 @@ def write(res, path):
                "PostgreSQL and the relay all share its %s CPUs." % (
                    " / ".join("%.2f" % x for x in la_b) if la_b else "?",
                    " / ".join("%.2f" % x for x in la_a) if la_a else "?", env.get("nproc")))
+    loads = [x["loadavg"][0] for x in res.get("load", [])]
+    if loads:
+        out.append("- 1-minute load average at the start of each round: %.1f to %.1f "
+                   "(%d samples; above %s means something else wanted the CPUs too)." % (
+                       min(loads), max(loads), len(loads), env.get("nproc")))
     n = noise(res["tps"])
     if n:
         out.append("- Noise: direct's own TPS moved by up to %.0f%% between rounds (%s -c %d)."

@@ -341,6 +341,7 @@ class Bench:
         for n in names:
             self.pgbench(self.targets[n], "simple", max(s.clients), 3, warmup=True)
         for rnd in range(s.rounds):
+            self.note_load("tps", rnd)
             for k, (mode, clients) in enumerate(cells):
                 for name in self.rotated(names, rnd + k):
                     t = self.targets[name]
@@ -359,6 +360,7 @@ class Bench:
         s = self.s
         names = [n for n in ("direct", "pgwarden", "steered") if n in self.targets]
         for rnd in range(s.rounds):
+            self.note_load("connect", rnd)
             for name in self.rotated(names, rnd):
                 res = self.pgbench(self.targets[name], "simple", 8, s.seconds, connect=True)
                 if res is None:
@@ -422,6 +424,7 @@ class Bench:
     def section_stream(self):
         names = [n for n in ALL_TARGETS if n in self.targets]
         for rnd in range(self.s.rounds):
+            self.note_load("stream", rnd)
             for kind in ("copy", "select"):
                 for name in self.rotated(names, rnd):
                     res = self.stream_once(self.targets[name], kind)
@@ -429,12 +432,31 @@ class Bench:
                         continue
                     res.update(round=rnd, target=name, kind=kind)
                     self.results["stream"].append(res)
+                    self.check_stream_bytes(res)
                     log("stream r%d %-6s %-9s %6.1f MiB in %5.2fs%s" % (
                         rnd + 1, kind, name, res["bytes"] / 1048576.0, res["wall_s"],
                         "  %.2f ns/B, RSS %d -> peak %d KiB" % (
                             res["cpu_ns_per_byte"], res["rss_idle_kib"],
                             res["rss_peak_kib"]) if "cpu_ns_per_byte" in res else ""))
                 self.save()
+
+    def check_stream_bytes(self, res):
+        """A relay forwards results byte for byte, so after the query is sent its client must
+        receive exactly what direct's did. A difference is a relay bug worth a line."""
+        direct = [r for r in self.results["stream"] if r["target"] == "direct"
+                  and r["kind"] == res["kind"]]
+        if res["target"] == "direct" or not direct or direct[0]["bytes"] == res["bytes"]:
+            return
+        self.incidents.append({"target": res["target"], "scenario": "%d-row %s: the client "
+                               "received %d bytes, direct's client %d" % (
+                                   self.s.stream_rows, res["kind"].upper(), res["bytes"],
+                                   direct[0]["bytes"])})
+        log("INCIDENT %s" % self.incidents[-1]["scenario"])
+
+    def note_load(self, section, rnd):
+        """Load average at the start of every round: how busy the shared machine was."""
+        self.results.setdefault("load", []).append(
+            {"section": section, "round": rnd, "loadavg": loadavg()})
 
     # -- idle memory --------------------------------------------------------------------
 
