@@ -87,6 +87,7 @@ struct admin_server {
 /* ---- output ----------------------------------------------------------------------- */
 
 static void client_close(struct admin_client *c);
+static void client_arm_idle(struct admin_client *c);
 
 static int out_reserve(struct admin_client *c, size_t n)
 {
@@ -218,8 +219,10 @@ static void client_handle_line(struct admin_client *c, const char *line, size_t 
 		else
 			reply = admin_execute(srv->ops, srv->ctx, &req);
 		if (reply && json_is_true(json_object_get(reply, "ok"))) {
-			if (req.cmd == ADMIN_CMD_SUBSCRIBE || req.cmd == ADMIN_CMD_UNSUBSCRIBE)
+			if (req.cmd == ADMIN_CMD_SUBSCRIBE || req.cmd == ADMIN_CMD_UNSUBSCRIBE) {
 				set_subscribed(c, req.cmd == ADMIN_CMD_SUBSCRIBE);
+				client_arm_idle(c); /* subscribers are never idle */
+			}
 			if (req.cmd == ADMIN_CMD_KILL || req.cmd == ADMIN_CMD_RELOAD) {
 				struct log_line l;
 
