@@ -11,6 +11,7 @@ test's own bounded wait: a relay that waited for the bytes (instead of deciding 
 header) would then hit the test's bound and fail, without the test measuring time.
 """
 
+import os
 import signal
 import socket
 import struct
@@ -335,7 +336,33 @@ def test_ssl_request_with_a_body(guarded, fake, bytewise):
     run_bad_startup(guarded, fake, struct.pack("!III", 12, wire.SSL_REQUEST_CODE, 0), bytewise)
 
 
+def test_second_ssl_request_is_refused(guarded, fake, bytewise):
+    """After an SSLRequest was answered 'N', another SSLRequest is not a valid startup
+    packet (PostgreSQL: FATAL 0A000 "unsupported frontend protocol 1234.5679")."""
+    before = len(fake.connections())
+    with wire.Conn(guarded.host, guarded.port, timeout=WAIT, bytewise=bytewise) as conn:
+        conn.send(wire.ssl_request())
+        assert conn.recv_bytes(1) == b"N"
+        conn.send(wire.ssl_request())
+        fields = expect_error_or_silent_close(conn, ("08P01", "0A000"))
+        print("relay said:", fields)
+    leaked = new_upstream_bytes(fake, before)
+    assert leaked == b"", "startup bytes reached upstream: %s" % wire.short(leaked)
+
+
 # ---- silent peers ---------------------------------------------------------------------------
+
+
+def test_timeouts_do_not_touch_idle_or_slow_sessions(relay_factory, pg):
+    """timeouts.message bounds a message that has started to arrive and timeouts.startup
+    bounds the login: neither may end a logged-in session that is idle between messages,
+    nor one waiting for a slow server answer."""
+    relay = relay_factory(extra_args=["--timeouts-message", "1s", "--timeouts-startup", "1s"])
+    with raw_login(relay, "idle-and-slow") as conn:
+        assert conn.query_values("SELECT 'slow' FROM pg_sleep(2.5)") == [["slow"]]
+        # Idle well past both timeouts (a bounded sleep, not a timing assertion).
+        threading.Event().wait(2.5)
+        assert conn.query_values("SELECT 'still here'") == [["still here"]]
 
 def test_half_message_then_silence_times_out(relay_factory, fake):
     relay = relay_factory(upstream=fake.address,
@@ -665,3 +692,120 @@ def _session_then(relay, name, probe):
     with raw_login(relay, name) as conn:
         conn.query("SELECT 1")
     return probe()
+
+
+# ---- resources: file descriptors, memory, upstream sockets -----------------------------------
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_failed_sessions_leak_no_descriptors(guarded, fake):
+    """Sessions that end every wrong way (bad startup, bad message, a client vanishing
+    before, during and after login, half a message then a close) leave no file descriptor
+    behind: the relay's count returns to where it was."""
+    bystander = Bystander(guarded, echo=True)
+    try:
+        baseline = open_fds(guarded.proc.pid)
+        startup = wire.startup_message({"user": "pgw", "database": "pgw"})
+        for i in range(10):
+            with wire.Conn(guarded.host, guarded.port, timeout=WAIT) as conn:
+                pass  # connect, close at once
+            with wire.Conn(guarded.host, guarded.port, timeout=WAIT) as conn:
+                conn.send(startup[:7])  # half a startup packet, then gone
+            with wire.Conn(guarded.host, guarded.port, timeout=WAIT) as conn:
+                conn.send(startup)  # gone before reading the login answer
+            with wire.Conn(guarded.host, guarded.port, timeout=WAIT) as conn:
+                conn.send(struct.pack("!II", 4, 0))
+                expect_error_or_silent_close(conn)
+            with raw_login(guarded, "leak-%d" % i) as conn:
+                conn.send(wire.msg("z", b"x"))
+                expect_protocol_violation(conn)
+            with raw_login(guarded, "leak-half-%d" % i) as conn:
+                conn.send(wire.header("Q", 100) + b"SEL")  # half a message, then gone
+        assert wire.wait_until(lambda: open_fds(guarded.proc.pid) <= baseline, WAIT), \
+            "relay holds %d descriptors, %d before the failed sessions" % (
+                open_fds(guarded.proc.pid), baseline)
+        bystander.check()
+    finally:
+        bystander.close()
+
+
+def big_result_server(rows, row_size, progress):
+    """A FakeServer handler answering the first Query with `rows` DataRows of row_size
+    bytes; progress["sent"] counts bytes handed to the kernel, so a test can see the
+    server being held back."""
+    row = wire.data_row(["r" * row_size])
+
+    def handler(fc):
+        fc.read_startup()
+        wire.login_ok(fc)
+        fc.read_message()
+        fc.send(wire.row_description(["payload"]))
+        for _ in range(rows):
+            fc.send(row)
+            progress["sent"] += len(row)
+        fc.send(wire.command_complete("SELECT %d" % rows) + wire.ready_for_query())
+        progress["done"] = True
+        wire.serve_queries(fc)
+
+    return handler
+
+
+def wait_for_stall(progress, settle=1.0, timeout=WAIT):
+    """Wait until the server's byte count stops moving for `settle` seconds (it is blocked
+    on a full socket) or it finished; bounded by timeout."""
+    last = [-1]
+
+    def stalled():
+        now = progress["sent"]
+        if progress.get("done"):
+            return True
+        moved = now != last[0]
+        last[0] = now
+        return not moved
+
+    return wire.wait_until(stalled, timeout, interval=settle)
+
+
+def test_slow_reader_gets_backpressure_not_buffering(relay_factory):
+    """A client that stops reading a 64 MiB result: the relay must stop reading the server
+    (its memory stays flat) rather than buffer the result; once the client reads again,
+    every row arrives intact."""
+    rows, row_size = 8192, 8192
+    progress = {"sent": 0}
+    with wire.FakeServer(big_result_server(rows, row_size, progress)) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with raw_login(relay, "slow-reader") as conn:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            rss_before = wire.process_rss_kb(relay.proc.pid)
+            conn.send(wire.query("SELECT payload"))
+            assert wait_for_stall(progress), "server never settled"
+            total = rows * (row_size + 11)
+            assert not progress.get("done") and progress["sent"] < total, \
+                "the whole result left the server while the client read nothing"
+            growth = wire.process_rss_kb(relay.proc.pid) - rss_before
+            assert growth < 16 * 1024, "relay RSS grew %d KiB holding a stalled result" % growth
+            count = 0
+            while True:
+                m = conn.recv_message(WAIT)
+                if m.type == "D":
+                    assert m.body == wire.data_row(["r" * row_size])[5:]
+                    count += 1
+                elif m.type == "Z":
+                    break
+            assert count == rows
+
+
+def test_client_gone_mid_result_closes_upstream(relay_factory):
+    """The client disappears while the server streams a large result: the relay closes the
+    upstream connection too (a real server's backend would otherwise run on)."""
+    progress = {"sent": 0}
+    with wire.FakeServer(big_result_server(8192, 8192, progress)) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with raw_login(relay, "vanishing-reader") as conn:
+            conn.send(wire.query("SELECT payload"))
+            assert conn.recv_message(WAIT).type == "T"
+        fc = wire.session_conn(server, "vanishing-reader")
+        assert fc.closed.wait(WAIT), "upstream connection still open after the client left"
+        assert not progress.get("done")

@@ -316,7 +316,11 @@ def test_psycopg_cancel_through_relay(pg, relay):
         assert conn.execute("SELECT 'usable after cancel'").fetchone() == ("usable after cancel",)
 
 
-def test_raw_cancel_through_relay(pg, relay):
+@RELAYED
+def test_raw_cancel_through_relay(pg, target):
+    """A CancelRequest written by hand (and, through the byte relay, arriving a byte at a
+    time) cancels the running query: 57014, and the session goes on."""
+    relay = target
     with raw_session(relay, "edge-raw-cancel") as conn:
         conn.send(wire.query("SELECT pg_sleep(30)"))
         assert wire.wait_until(lambda: pg.psql(
@@ -326,6 +330,7 @@ def test_raw_cancel_through_relay(pg, relay):
         msgs = conn.recv_until("Z", WAIT)
         err = wire.first_error(msgs)
         assert err is not None and err.error_fields()["C"] == "57014", msgs
+        assert conn.query_values("SELECT 'after cancel'") == [["after cancel"]]
 
 
 # ---- error fidelity ----------------------------------------------------------------------------
