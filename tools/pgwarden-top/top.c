@@ -129,15 +129,22 @@ static int call(struct top_app *a, json_t *req, json_t **reply)
 	int err;
 
 	*reply = NULL;
-	if (!a->conn) {
-		err = admin_conn_open(a->socket, timeout, &a->conn);
-		if (err) {
-			json_decref(req);
-			go_down(a, err);
-			return err;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		bool fresh = !a->conn;
+
+		if (!a->conn) {
+			err = admin_conn_open(a->socket, timeout, &a->conn);
+			if (err)
+				break;
 		}
+		err = admin_conn_call(a->conn, req, reply, timeout, NULL, NULL);
+		if (!err || fresh || err == -ETIMEDOUT)
+			break;
+		/* A kept connection the daemon closed meanwhile (idle timeout, restart): one
+		 * retry on a new one before calling the daemon down. */
+		admin_conn_close(a->conn);
+		a->conn = NULL;
 	}
-	err = admin_conn_call(a->conn, req, reply, timeout, NULL, NULL);
 	json_decref(req);
 	if (err)
 		go_down(a, err);
@@ -691,6 +698,13 @@ static int run_curses(struct top_app *a)
 	bool quit = false;
 	int devnull, saved_err;
 
+	SCREEN *scr = newterm(NULL, stdout, stdin);
+
+	if (!scr) {
+		fprintf(stderr, "pgwarden-top: cannot use this terminal (TERM=%s); try -b for batch "
+				"output\n", getenv("TERM") ? getenv("TERM") : "unset");
+		return 1;
+	}
 	/* Library chatter (libbpf, the logger) on stderr would tear the screen: silence it while
 	 * curses owns the terminal; problems show on the message line instead. */
 	saved_err = dup(STDERR_FILENO);
@@ -698,12 +712,6 @@ static int run_curses(struct top_app *a)
 	if (devnull >= 0) {
 		dup2(devnull, STDERR_FILENO);
 		close(devnull);
-	}
-	if (!initscr()) {
-		if (saved_err >= 0)
-			dup2(saved_err, STDERR_FILENO);
-		fprintf(stderr, "pgwarden-top: cannot initialise the terminal\n");
-		return 1;
 	}
 	set_escdelay(25);
 	cbreak();
@@ -730,6 +738,7 @@ static int run_curses(struct top_app *a)
 			next = 0;
 	}
 	endwin();
+	delscreen(scr);
 	if (saved_err >= 0) {
 		dup2(saved_err, STDERR_FILENO);
 		close(saved_err);
