@@ -572,3 +572,74 @@ def test_pipelined_queries_in_one_write(pg, target):
                 msgs.append(conn.recv_message(WAIT))
             results[label] = [m.raw for m in msgs]
     assert results["relay"] == results["direct"]
+
+
+def test_many_startup_parameters_like_postgres(pg, relay):
+    """PostgreSQL puts no limit on the number of startup parameters beyond the 10,000-byte
+    packet cap; 100 custom settings (about 1.1 kB) log in directly, so they must through
+    the relay too, and every one must arrive."""
+    params = {"pgw.p%d" % i: "v%d" % i for i in range(100)}
+    for endpoint in (pg, relay):
+        with wire.Conn(endpoint.host, endpoint.port, timeout=WAIT) as conn:
+            msgs = conn.login(endpoint.user, endpoint.password, endpoint.dbname, params=params)
+            err = wire.first_error(msgs)
+            assert err is None, "%s:%s refused: %r" % (endpoint.host, endpoint.port,
+                                                     err.error_fields())
+            assert conn.query_values("SELECT current_setting('pgw.p0'), "
+                                     "current_setting('pgw.p99')") == [["v0", "v99"]]
+
+
+def test_database_defaults_to_user(relay):
+    """Without a database parameter the server uses the user name; the relay's session log
+    says the same (the test role and database are both pgw)."""
+    with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+        msgs = conn.login(relay.user, relay.password, None,
+                          params={"application_name": "edge-nodb"})
+        assert msgs[-1].type == "Z", msgs
+        assert conn.query_values("SELECT current_database()") == [[relay.user]]
+    start = relay.wait_for_log(lambda d: d.get("event") == "session_start"
+                               and d.get("application_name") == "edge-nodb", WAIT)
+    assert start.get("database") == relay.user, start
+
+
+def long_key_server(key):
+    """A FakeServer handler that behaves like a PostgreSQL 18 server: it accepts protocol
+    3.2 without NegotiateProtocolVersion and sends a long (3.2) cancel key."""
+    def handler(fc):
+        pkt = fc.read_startup()
+        if pkt["kind"] == "cancel":
+            return
+        wire.login_ok(fc, pid=FAKE_PID, key=key)
+        wire.serve_queries(fc)
+    return handler
+
+
+def test_protocol_3_2_long_cancel_key_is_mapped(relay_factory):
+    """Protocol 3.2 allows cancel keys of up to 256 bytes (PostgreSQL 18 sends 32): the
+    client gets a mapped key, and its CancelRequest reaches the server carrying the
+    server's full 32-byte key."""
+    server_key = bytes(range(0xA0, 0xC0))  # 32 bytes
+    with wire.FakeServer(long_key_server(server_key)) as fake:
+        relay = relay_factory(upstream=fake.address)
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+            msgs = conn.login("pgw", None, "pgw", params={"application_name": "edge-3.2-key"},
+                              proto=wire.version(3, 2))
+            assert msgs[-1].type == "Z", msgs
+            assert conn.backend_pid == FAKE_PID
+            assert 4 <= len(conn.backend_key) <= 256
+            assert server_key not in conn.backend_key, "server key reached the client"
+            send_cancel(relay, conn.backend_pid, conn.backend_key)
+            assert fake.wait_for_connections(1, "cancel", WAIT), "no CancelRequest forwarded"
+            assert cancels(fake) == [(FAKE_PID, server_key)]
+
+
+def test_cancel_honoured_whichever_worker_accepts_it(relay_factory, keyed_fake):
+    """Cancel connections land on any worker's listener (SO_REUSEPORT); the key map must be
+    visible to all of them: eight cancels, eight forwarded."""
+    relay = relay_factory(upstream=keyed_fake.address, workers=2)
+    with raw_session(relay, "edge-cancel-workers") as conn:
+        for i in range(1, 9):
+            send_cancel(relay, conn.backend_pid, conn.backend_key)
+            assert keyed_fake.wait_for_connections(i, "cancel", WAIT), \
+                "cancel %d of 8 was not forwarded" % i
+        assert set(cancels(keyed_fake)) == {(FAKE_PID, struct.pack("!I", FAKE_KEY))}
