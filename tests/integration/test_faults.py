@@ -809,3 +809,106 @@ def test_client_gone_mid_result_closes_upstream(relay_factory):
         fc = wire.session_conn(server, "vanishing-reader")
         assert fc.closed.wait(WAIT), "upstream connection still open after the client left"
         assert not progress.get("done")
+
+
+# ---- reload and limits, continued ---------------------------------------------------------------
+
+def wait_for_reload(relay, count_before):
+    """Wait for one more `event=reload` info line than count_before (bounded)."""
+    def reloads():
+        return [d for d in relay.log_lines() if d.get("event") == "reload"
+                and d.get("level") == "info"]
+    assert wire.wait_until(lambda: len(reloads()) > count_before, WAIT), \
+        "no reload logged\n" + relay.log_tail()
+
+
+def reload_count(relay):
+    return len([d for d in relay.log_lines() if d.get("event") == "reload"
+                and d.get("level") == "info"])
+
+
+def test_sighup_new_timeouts_apply_to_new_sessions_only(relay_factory, fake):
+    """A reloaded timeouts.message governs sessions that start after the reload; a session
+    that started before keeps the snapshot it started with (config.h)."""
+    relay = relay_factory(upstream=fake.address,
+                          config_text="timeouts:\n  message: 300s\n  startup: 300s\n")
+    with raw_login(relay, "before-timeout-reload") as old:
+        before = reload_count(relay)
+        with open(relay.config_path, "w") as f:
+            f.write("timeouts:\n  message: 1s\n  startup: 300s\n")
+        relay.signal(signal.SIGHUP)
+        wait_for_reload(relay, before)
+        query = wire.query("SELECT 'sent in two halves'")
+        first, second = query[:12], query[12:]
+        with raw_login(relay, "after-timeout-reload") as new:
+            old.send(first)
+            new.send(first)
+            # 1 s now applies to the new session (the old 300 s would outlast our bound).
+            expect_protocol_violation(new)
+        # The old session is still waiting for the rest of its message under its 300 s.
+        with pytest.raises(socket.timeout):
+            old.recv_message(2.0)
+        old.send(second)
+        rows = [m.data_row() for m in old.recv_until("Z", WAIT) if m.type == "D"]
+        assert rows == [["SELECT 'sent in two halves'"]]
+
+
+def test_sighup_flags_still_override_the_file(relay_factory, fake):
+    """Flags are re-applied over the file on every reload: with --log-level info on the
+    command line, a file that says debug changes nothing."""
+    relay = relay_factory(upstream=fake.address, config_text="log_level: info\n",
+                          extra_args=["--log-level", "info"])
+    before = reload_count(relay)
+    with open(relay.config_path, "w") as f:
+        f.write("log_level: debug\n")
+    relay.signal(signal.SIGHUP)
+    wait_for_reload(relay, before)
+    with raw_login(relay, "flag-wins") as conn:
+        conn.query("SELECT 1")
+    relay.wait_for_log(lambda d: d.get("event") == "session_start"
+                       and d.get("application_name") == "flag-wins", WAIT)
+    assert [d for d in relay.log_lines() if d.get("level") == "debug"] == []
+
+
+def test_max_connections_refuses_with_53300_and_recovers(relay_factory, fake):
+    relay = relay_factory(upstream=fake.address, extra_args=["--max-connections", "2"])
+    with raw_login(relay, "slot-1") as one, raw_login(relay, "slot-2") as two:
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as third:
+            msgs = third.login("pgw", None, "pgw", params={"application_name": "slot-3"})
+            assert [m.type for m in msgs] == ["E"], msgs
+            fields = msgs[0].error_fields()
+            assert fields.get("C") == "53300" and fields.get("S") == "FATAL", fields
+            more, rest = third.read_to_close(WAIT)
+            assert more == [] and rest == b""
+        assert wire.session_conn(fake, "slot-3", timeout=0.5) is None, \
+            "a refused session reached the upstream"
+        assert one.query_values("SELECT 1") == [["SELECT 1"]]
+        two.send(wire.terminate())
+        two.read_to_close(WAIT)
+
+        # The freed slot is usable again (the relay may take a moment to count the close).
+        def fourth_logs_in():
+            with wire.Conn(relay.host, relay.port, timeout=WAIT) as c:
+                return c.login("pgw", None, "pgw")[-1].type == "Z"
+        assert wire.wait_until(fourth_logs_in, WAIT, interval=0.2)
+
+
+def test_sigterm_closes_sessions_still_logging_in(relay_factory, pg):
+    """SIGTERM while one client has sent half a startup packet and another stopped in the
+    middle of SCRAM: after timeouts.drain both are closed and the process exits."""
+    relay = relay_factory(upstream=(pg.host, pg.port),
+                          extra_args=["--timeouts-drain", "1s", "--timeouts-startup", "300s"])
+    startup = wire.startup_message({"user": pg.user, "database": pg.dbname})
+    with wire.Conn(relay.host, relay.port, timeout=WAIT) as half, \
+            wire.Conn(relay.host, relay.port, timeout=WAIT) as mid_auth:
+        half.send(startup[:10])
+        mid_auth.send(startup)
+        m = mid_auth.recv_message(WAIT)
+        assert m.type == "R" and m.auth_code() == wire.AUTH_SASL, m
+        relay.signal(signal.SIGTERM)
+        for conn in (half, mid_auth):
+            msgs, rest = conn.read_to_close(WAIT)
+            assert rest == b""
+            assert all(m.type == "E" and m.error_fields()["S"] == "FATAL" for m in msgs), msgs
+    relay.proc.wait(WAIT)
+    assert relay.proc.returncode == 0, relay.log_tail()
