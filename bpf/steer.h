@@ -43,6 +43,7 @@
 #define PGW_CFG_UNIX (1u << 2)    /* unix_relay_path is set: Unix-socket steering on */
 #define PGW_CFG_FAIL_OPEN (1u << 3) /* informational: links owned by a process, not pinned */
 #define PGW_CFG_GATE (1u << 4)      /* informational: admission gate queue in gate_queue */
+#define PGW_CFG_GATE_XT (1u << 5)   /* the gate's rule is xt NFQUEUE (legacy iptables), not nft */
 
 /* The single entry of the pgw_config array map. Also what detach and status read back to
  * learn what an attach made (instance, marks, route table), pinned or not. */

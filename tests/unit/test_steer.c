@@ -675,8 +675,8 @@ static void test_live_foreign_program(void **state)
 	close(pfd);
 }
 
-/* Non-blocking connect from src to 127.0.0.1:port; true when it completes within ms. */
-static bool connects_within(const char *src, uint16_t port, int ms)
+/* Non-blocking connect from src to dst:port; true when it completes within ms. */
+static bool connects_within(const char *src, const char *dst, uint16_t port, int ms)
 {
 	struct sockaddr_in s = {.sin_family = AF_INET}, d = {.sin_family = AF_INET,
 							    .sin_port = htons(port)};
@@ -687,7 +687,7 @@ static bool connects_within(const char *src, uint16_t port, int ms)
 	bool ok;
 
 	inet_pton(AF_INET, src, &s.sin_addr);
-	inet_pton(AF_INET, "127.0.0.1", &d.sin_addr);
+	inet_pton(AF_INET, dst, &d.sin_addr);
 	if (bind(fd, (struct sockaddr *)&s, sizeof(s)) ||
 	    (connect(fd, (struct sockaddr *)&d, sizeof(d)) && errno != EINPROGRESS)) {
 		close(fd);
@@ -697,6 +697,25 @@ static bool connects_within(const char *src, uint16_t port, int ms)
 	     err == 0;
 	close(fd);
 	return ok;
+}
+
+/* In a child that joins the client namespace: the connect's outcome as the exit status. */
+static bool remote_connects(const char *ns, const char *src, int ms)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid == 0) {
+		char path[128];
+		int fd;
+
+		snprintf(path, sizeof(path), "/run/netns/%s", ns);
+		fd = open(path, O_RDONLY);
+		if (fd < 0 || setns(fd, CLONE_NEWNET) != 0)
+			_exit(2);
+		_exit(connects_within(src, "10.203.0.1", 7, ms) ? 0 : 1);
+	}
+	return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 static void *gate_thread(void *arg)
@@ -713,57 +732,101 @@ static void *gate_thread(void *arg)
 	return NULL;
 }
 
-/* The reader against the kernel: in a private network namespace (gone when the child
- * exits), SYNs to a port are queued with the xt NFQUEUE target (this host's kernel has no
- * nft queue; steer_net.c's nft rule is the production path) and get the gate's verdicts. */
+/* The whole gate against the kernel, in a private network namespace (gone with the child)
+ * joined by a veth pair to a client namespace: the queue rule as attach installs it on this
+ * host (steer_xtq_apply(): xt NFQUEUE, since this kernel has no nft queue), SYNs from the
+ * network queued to the reader, verdicts by rate and deny list. */
 static void test_live_gate(void **state)
 {
+	char ns[32], cmd[700];
 	pid_t pid;
 	int status;
 
 	if (geteuid() != 0)
 		skip();
+	snprintf(ns, sizeof(ns), "pgwgate%d", (int)getpid());
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct steer_gate_opts go = {.queue_num = 4242, .rate_per_sec = 0.5, .burst = 2,
 					     .max_sources = 64};
+		struct steer_opts o;
 		struct steer_gate *g;
 		struct steer_gate_stats st;
+		char err[STEER_ERR_MAX];
 		pthread_t th;
-		int lfd, one = 1;
+		int lfd, one = 1, rc = 0;
 		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(7)};
 
 		if (unshare(CLONE_NEWNET) != 0)
 			_exit(77);
-		if (system("ip link set lo up && ip addr add 127.0.0.2/8 dev lo 2>/dev/null; "
-			   "iptables-legacy -A INPUT -p tcp --dport 7 --syn "
-			   "-j NFQUEUE --queue-num 4242 2>/dev/null") != 0)
+		snprintf(cmd, sizeof(cmd),
+			 "ip link set lo up && ip netns add %s && "
+			 "ip link add pgwgA type veth peer name pgwgB netns %s && "
+			 "ip addr add 10.203.0.1/29 dev pgwgA && ip link set pgwgA up && "
+			 "ip -n %s addr add 10.203.0.2/29 dev pgwgB && "
+			 "ip -n %s addr add 10.203.0.3/29 dev pgwgB && ip -n %s link set pgwgB up",
+			 ns, ns, ns, ns, ns);
+		if (system(cmd) != 0)
 			_exit(77);
-		if (steer_cidr_parse("127.0.0.2/32", &go.deny[go.ndeny++]) ||
-		    steer_gate_new(&go, &g) || steer_gate_open(g))
-			_exit(2);
+		steer_opts_init(&o);
+		snprintf(o.instance, sizeof(o.instance), "pgw_gate_%d", (int)getpid());
+		o.ports[o.nports++] = 7;
+		o.gate = true;
+		o.gate_queue = go.queue_num;
+		if (steer_xtq_apply(&o, err, sizeof(err)) != 0) {
+			fprintf(stderr, "%s\n", err);
+			rc = 77;
+			goto out;
+		}
+		if (steer_cidr_parse("10.203.0.3/32", &go.deny[go.ndeny++]) ||
+		    steer_gate_new(&go, &g) || steer_gate_open(g)) {
+			rc = 2;
+			goto out;
+		}
 		lfd = socket(AF_INET, SOCK_STREAM, 0);
 		setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 16))
-			_exit(3);
+		if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 16)) {
+			rc = 3;
+			goto out;
+		}
 		pthread_create(&th, NULL, gate_thread, g);
-		/* Burst of two, then over the rate; the denied source never gets in. */
-		if (!connects_within("127.0.0.1", 7, 2000) || !connects_within("127.0.0.1", 7, 2000))
-			_exit(4);
-		if (connects_within("127.0.0.1", 7, 500))
-			_exit(5);
-		if (connects_within("127.0.0.2", 7, 500))
-			_exit(6);
+		/* Local clients (through lo) are never queued. */
+		for (int i = 0; i < 4 && !rc; i++)
+			if (!connects_within("10.203.0.1", "10.203.0.1", 7, 2000))
+				rc = 4;
+		/* From the network: a burst of two, then over the rate; a denied source never. */
+		if (!rc && (!remote_connects(ns, "10.203.0.2", 3000) ||
+			    !remote_connects(ns, "10.203.0.2", 3000)))
+			rc = 5;
+		if (!rc && remote_connects(ns, "10.203.0.2", 500))
+			rc = 6;
+		if (!rc && remote_connects(ns, "10.203.0.3", 500))
+			rc = 7;
 		steer_gate_stats_get(g, &st);
-		if (st.accepted != 2 || st.denied_rate != 1 || st.denied_list != 1)
-			_exit(7);
-		_exit(0);
+		if (!rc && (st.accepted != 2 || st.denied_rate != 1 || st.denied_list != 1))
+			rc = 8;
+		/* Detach's part: the chain and the jump go, the table stays usable. */
+		if (!rc && (!steer_xtq_present(o.instance) ||
+			    steer_xtq_delete(o.instance, err, sizeof(err)) ||
+			    steer_xtq_present(o.instance)))
+			rc = 9;
+		if (!rc && !remote_connects(ns, "10.203.0.3", 2000))
+			rc = 10;
+out:
+		snprintf(cmd, sizeof(cmd), "ip netns del %s", ns);
+		if (system(cmd) != 0)
+			rc = rc ? rc : 11;
+		_exit(rc);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
+	/* Whatever happened in the child, the client namespace must not outlive it. */
+	snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null", ns);
+	if (system(cmd) == 0)
+		print_message("removed a left-over namespace %s\n", ns);
 	assert_true(WIFEXITED(status));
 	if (WEXITSTATUS(status) == 77) {
-		print_message("skip: no private netns or iptables-legacy NFQUEUE here\n");
+		print_message("skip: no private netns, veth or legacy iptables here\n");
 		skip();
 	}
 	assert_int_equal(WEXITSTATUS(status), 0);

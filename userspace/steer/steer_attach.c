@@ -64,6 +64,7 @@ struct steer_handle {
 	bool fail_open;
 	bool pinned;
 	bool nft;
+	bool xt; /* the gate's rule is the xt fallback */
 	bool route;
 	char instance[STEER_INSTANCE_MAX];
 	uint32_t tproxy_mark, route_table, rule_priority;
@@ -561,8 +562,12 @@ void steer_handle_close(struct steer_handle *h)
 	for (int i = 0; i < SP_COUNT; i++)
 		bpf_link__destroy(h->links[i]); /* pinned links stay attached: the pin holds them */
 	if (h->fail_open) {
+		char ignore[STEER_ERR_MAX];
+
 		if (h->nft)
 			steer_nft_delete(h->instance);
+		if (h->xt)
+			steer_xtq_delete(h->instance, ignore, sizeof(ignore));
 		if (h->route)
 			steer_route_delete(h->tproxy_mark, h->route_table, h->rule_priority);
 	}
@@ -748,6 +753,45 @@ out:
 /* Live pgw_ links whose config names this instance, pinned or held by a process. */
 static int instance_links(const char *instance, __u32 *link_ids, unsigned max, unsigned *n);
 
+/*
+ * The instance's netfilter rules: the nft table (TPROXY, and the gate's queue rule), or, on
+ * a kernel without nft queue, the table without it plus the xt NFQUEUE fallback. *xt says
+ * which the gate got. 0 or -errno with err set.
+ */
+static int rules_apply(const struct steer_opts *o, bool *xt, char *err, size_t errlen)
+{
+	struct steer_opts plain = *o;
+	char ignore[STEER_ERR_MAX];
+	int rc;
+
+	*xt = false;
+	if (!o->tproxy_port && !o->gate) {
+		steer_nft_delete(o->instance);
+		if (steer_xtq_present(o->instance))
+			steer_xtq_delete(o->instance, ignore, sizeof(ignore));
+		return 0;
+	}
+	rc = steer_nft_apply(o, err, errlen);
+	if (rc != -EOPNOTSUPP) {
+		if (rc == 0 && steer_xtq_present(o->instance))
+			steer_xtq_delete(o->instance, ignore, sizeof(ignore));
+		return rc;
+	}
+	plain.gate = false;
+	if (plain.tproxy_port) {
+		rc = steer_nft_apply(&plain, err, errlen);
+		if (rc)
+			return rc;
+	} else {
+		steer_nft_delete(o->instance); /* a gate-only table that was refused: nothing */
+	}
+	rc = steer_xtq_apply(o, err, errlen);
+	if (rc)
+		return rc;
+	*xt = true;
+	return 0;
+}
+
 int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *err,
 		 size_t errlen)
 {
@@ -808,10 +852,11 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		/* nftables first: it is the step most likely to be refused (a kernel without
 		 * the queue expression), and it is one transaction, so a refusal changes
 		 * nothing. */
-		if (o->tproxy_port || o->gate)
-			rc = steer_nft_apply(o, err, errlen);
-		else
-			steer_nft_delete(o->instance);
+		bool xt;
+
+		rc = rules_apply(o, &xt, err, errlen);
+		if (xt)
+			cfg.flags |= PGW_CFG_GATE_XT;
 		if (!rc && o->tproxy_port)
 			rc = steer_route_apply(o->tproxy_mark, o->route_table, o->rule_priority, err,
 					       errlen);
@@ -964,10 +1009,20 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	}
 
 	if (o->tproxy_port || o->gate) {
-		rc = steer_nft_apply(o, err, errlen);
+		h->nft = true; /* from here on, undo removes whatever part was made */
+		rc = rules_apply(o, &h->xt, err, errlen);
 		if (rc)
 			goto err_handle;
-		h->nft = true;
+		if (h->xt) {
+			cfg.flags |= PGW_CFG_GATE_XT;
+			if (bpf_map__update_elem(h->skel->maps.pgw_config, &zero, sizeof(zero), &cfg,
+						 sizeof(cfg), BPF_ANY)) {
+				rc = -errno;
+				seterr(err, errlen, "cannot record the gate in the config map: %s",
+				       strerror(errno));
+				goto err_handle;
+			}
+		}
 	}
 	if (o->tproxy_port) {
 		rc = steer_route_apply(o->tproxy_mark, o->route_table, o->rule_priority, err, errlen);
@@ -988,8 +1043,13 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 
 err_handle:
 	/* Undo in reverse: rules, routes, links (destroying an unpinned link detaches it), pins. */
-	if (h->nft)
+	if (h->nft) {
+		char ignore[STEER_ERR_MAX];
+
 		steer_nft_delete(o->instance);
+		if (o->gate && steer_xtq_present(o->instance))
+			steer_xtq_delete(o->instance, ignore, sizeof(ignore));
+	}
 	if (h->route || o->tproxy_port)
 		steer_route_delete(o->tproxy_mark, o->route_table, o->rule_priority);
 	for (int i = 0; i < SP_COUNT; i++) {
@@ -1136,6 +1196,12 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 	}
 	pins_remove(instance);
 	steer_nft_delete(instance);
+	if (steer_xtq_present(instance)) {
+		char xerr[STEER_ERR_MAX];
+
+		if (steer_xtq_delete(instance, xerr, sizeof(xerr)))
+			log_warn("steer_detach", "%s", xerr);
+	}
 	if (have_cfg)
 		steer_route_delete(c.tproxy_mark, c.route_table, c.rule_priority);
 	else

@@ -17,9 +17,18 @@
 
 /* nftables (steer_net.c). */
 int steer_nft_ruleset(const struct steer_opts *o, char *buf, size_t n);
+/* 0, or -errno with err set; -EOPNOTSUPP when only the gate's queue rule was refused (a
+ * kernel without nft queue). */
 int steer_nft_apply(const struct steer_opts *o, char *err, size_t errlen);
 int steer_nft_delete(const char *instance);
 bool steer_nft_present(const char *instance);
+
+/* The admission gate's rule through the xt NFQUEUE target, for kernels without nft queue
+ * (steer_xtq.c). */
+int steer_xtq_apply(const struct steer_opts *o, char *err, size_t errlen);
+int steer_xtq_delete(const char *instance, char *err, size_t errlen);
+bool steer_xtq_present(const char *instance);
+void steer_xtq_chain(const char *instance, char *out, size_t n);
 
 /* Policy routing for TPROXY (steer_net.c). */
 int steer_route_apply(uint32_t mark, uint32_t table, uint32_t prio, char *err, size_t errlen);

@@ -164,10 +164,10 @@ int steer_nft_apply(const struct steer_opts *o, char *err, size_t errlen)
 	}
 	rc = nft_run(cmd, err, errlen);
 	if (rc && o->gate && strstr(err, "No such file or directory")) {
-		/* The likeliest cause: a kernel without the nft queue expression. */
-		snprintf(err, errlen, "nftables: cannot add the admission gate's queue rule: this "
-			 "kernel has no nft queue expression (CONFIG_NFT_QUEUE); the xt NFQUEUE "
-			 "fallback is not built in");
+		/* The kernel knows no expression in the rule: the queue is the one expression
+		 * a kernel may lack (CONFIG_NFT_QUEUE); the caller retries without it. */
+		snprintf(err, errlen, "nftables: this kernel has no nft queue expression");
+		return -EOPNOTSUPP;
 	}
 	return rc;
 }

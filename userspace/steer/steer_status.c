@@ -342,8 +342,12 @@ void *steer_status_json(const char *instance)
 		json_t *gate = json_object();
 
 		json_object_set_new(gate, "enabled", json_boolean((c.flags & PGW_CFG_GATE) != 0));
-		if (c.flags & PGW_CFG_GATE)
+		if (c.flags & PGW_CFG_GATE) {
 			json_object_set_new(gate, "queue", json_integer(c.gate_queue));
+			json_object_set_new(gate, "rule", json_string(
+				(c.flags & PGW_CFG_GATE_XT) ? "xt NFQUEUE (iptables filter INPUT)"
+							    : "nft queue"));
+		}
 		json_object_set_new(root, "gate", gate);
 		if (c.flags & PGW_CFG_UNIX)
 			json_object_set_new(root, "unix_relay",
@@ -397,6 +401,14 @@ void *steer_status_json(const char *instance)
 				 rtable);
 			json_array_append_new(leftovers, json_string(path));
 		}
+	}
+	if (steer_xtq_present(instance) &&
+	    !(attached && have_cfg && (c.flags & PGW_CFG_GATE_XT))) {
+		char chain[32];
+
+		steer_xtq_chain(instance, chain, sizeof(chain));
+		snprintf(path, sizeof(path), "iptables chain %s without a live attach", chain);
+		json_array_append_new(leftovers, json_string(path));
 	}
 	if (pinned_dir && (!attached || !all_pinned)) {
 		snprintf(path, sizeof(path), "pin dir %s without live links", pdir);
