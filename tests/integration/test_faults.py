@@ -254,6 +254,29 @@ def test_bytes_after_terminate_never_reach_upstream(guarded, fake, bytewise):
         bystander.close()
 
 
+def test_query_while_authenticating_is_rejected(relay_factory, bytewise):
+    """The server asked for SASL; the client sends a Query instead of a SASL response.
+    Only 'p' messages are valid while authenticating (PostgreSQL: FATAL 08P01 "expected
+    SASL response"): the client gets FATAL 08P01 and the Query never reaches the server."""
+    def ask_for_sasl(fc):
+        fc.read_startup()
+        fc.send(wire.auth_request(wire.AUTH_SASL, wire.cstr("SCRAM-SHA-256") + b"\0"))
+        fc.drain_until_close(120)
+
+    with wire.FakeServer(ask_for_sasl) as server:
+        relay = relay_factory(upstream=server.address, extra_args=LONG_TIMEOUTS)
+        with wire.Conn(relay.host, relay.port, timeout=WAIT, bytewise=bytewise) as conn:
+            conn.send(wire.startup_message({"user": "pgw", "database": "pgw",
+                                            "application_name": "query-in-auth"}))
+            m = conn.recv_message(WAIT)
+            assert m.type == "R" and m.auth_code() == wire.AUTH_SASL, m
+            conn.send(wire.query("SELECT 'not yet'"))
+            expect_protocol_violation(conn)
+        fc = wire.session_conn(server, "query-in-auth")
+        assert fc.closed.wait(WAIT)
+        assert b"not yet" not in fc.received_bytes()
+
+
 # ---- bad startup packets --------------------------------------------------------------------
 
 def run_bad_startup(relay, fake, payload, bytewise, sqlstates=("08P01",)):

@@ -643,3 +643,99 @@ def test_cancel_honoured_whichever_worker_accepts_it(relay_factory, keyed_fake):
             assert keyed_fake.wait_for_connections(i, "cancel", WAIT), \
                 "cancel %d of 8 was not forwarded" % i
         assert set(cancels(keyed_fake)) == {(FAKE_PID, struct.pack("!I", FAKE_KEY))}
+
+
+# ---- several startup packets or messages in one write ---------------------------------------
+
+@RELAYED
+@pytest.mark.parametrize("request_packet", [wire.ssl_request(), wire.gssenc_request()],
+                         ids=["ssl", "gssenc"])
+def test_request_and_startup_in_one_write(pg, target, request_packet):
+    """A client may write its SSL/GSSENC request and, expecting 'N', the StartupMessage
+    right behind it. Once 'N' is answered the buffered StartupMessage is a plain one and
+    must be processed, not dropped or mistaken for TLS bytes."""
+    with wire.Conn(target.host, target.port, timeout=WAIT) as conn:
+        conn.send(request_packet + wire.startup_message({"user": target.user,
+                                                          "database": target.dbname}))
+        assert conn.recv_bytes(1) == b"N"
+        msgs = conn.continue_login(target.user, target.password)
+        assert msgs[-1].type == "Z", msgs
+
+
+def test_startup_and_query_in_one_write(relay_factory):
+    """With trust authentication a client can send StartupMessage and its first Query in
+    one write, and PostgreSQL answers both (it reads the Query only after AuthenticationOk;
+    checked against a trust line in pg_hba, which the shared SCRAM-only cluster lacks, so
+    the server here is a FakeServer that trusts). Through the relay the Query must reach
+    the server after the startup, exactly once: a relay that judges it before the server
+    has chosen its authentication method is stricter than PostgreSQL."""
+    with wire.FakeServer() as fake:
+        relay = relay_factory(upstream=fake.address)
+        with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+            conn.send(wire.startup_message({"user": "pgw", "database": "pgw",
+                                            "application_name": "edge-eager"}) +
+                      wire.query("SELECT 'eager'"))
+            assert conn.continue_login("pgw", None)[-1].type == "Z"
+            rows = [m.data_row() for m in conn.recv_until("Z", WAIT) if m.type == "D"]
+            assert rows == [["SELECT 'eager'"]]
+        fc = wire.session_conn(fake, "edge-eager")
+        assert fc.closed.wait(WAIT)
+        msgs, rest = wire.frontend_messages_after_startup(fc)
+        assert [m.type for m in msgs] == ["Q", "X"] or [m.type for m in msgs] == ["Q"], msgs
+
+
+@RELAYED
+def test_function_call_identical_to_direct(pg, target):
+    """The fast-path FunctionCall message ('F', used by libpq's large-object API) and its
+    FunctionCallResponse, including an error from a bad argument."""
+    int4abs = 1397  # pg_proc OID of abs(integer), fixed in the catalog since forever
+    def function_call(arg):
+        body = struct.pack("!IHHH", int4abs, 1, 1, 1)  # one binary format, one argument
+        body += struct.pack("!i", 4) + struct.pack("!i", arg) + struct.pack("!H", 1)
+        return wire.msg("F", body)
+
+    results = {}
+    for label, endpoint in (("direct", pg), ("relay", target)):
+        with raw_session(endpoint, "edge-fastpath") as conn:
+            conn.send(function_call(-42))
+            ok = [m.raw for m in conn.recv_until("Z", WAIT)]
+            conn.send(function_call(-2147483648))  # abs(INT_MIN): integer out of range
+            failed = [m.raw for m in conn.recv_until("Z", WAIT)]
+            results[label] = (ok, failed)
+    ok = [wire.split_messages(r)[0][0] for r in results["direct"][0]]
+    assert ok[0].type == "V" and ok[0].body == struct.pack("!ii", 4, 42), ok
+    assert results["relay"] == results["direct"]
+
+
+@RELAYED
+def test_logical_replication_streams_through_copy_both(pg, target):
+    """A logical replication connection: CREATE_REPLICATION_SLOT, START_REPLICATION enters
+    CopyBoth; a change made elsewhere arrives as XLogData inside CopyData, a standby status
+    update goes the other way, and CopyDone ends the stream cleanly."""
+    slot = "pgw_edge_slot_%d" % os.getpid()
+    with raw_session(target, "edge-walsender", params={"replication": "database"}) as conn:
+        rows = conn.query_values("CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL test_decoding"
+                                 % slot)
+        assert rows and rows[0][0] == slot
+        conn.send(wire.query("START_REPLICATION SLOT %s LOGICAL 0/0" % slot))
+        m = conn.recv_message(WAIT)
+        assert m.type == "W", m  # CopyBothResponse
+        pg.psql("CREATE TABLE IF NOT EXISTS pgw_edge_repl (v text);"
+                "INSERT INTO pgw_edge_repl VALUES ('through the relay')")
+        seen = b""
+        while b"through the relay" not in seen:
+            m = conn.recv_message(WAIT)
+            assert m.type == "d", m
+            if m.body[:1] == b"w":  # XLogData: 'w', start, end, time, payload
+                seen += m.body[25:]
+            elif m.body[:1] == b"k" and m.body[-1:] == b"\x01":  # keepalive asking a reply
+                pass
+        # Standby status update: 'r', written/flushed/applied LSNs, clock, no reply asked.
+        conn.send(wire.msg("d", b"r" + struct.pack("!QQQqB", 0, 0, 0, 0, 0)))
+        conn.send(wire.msg("c"))  # CopyDone from our side ends the stream
+        msgs = conn.recv_until("Z", WAIT)
+        types = [m.type for m in msgs]
+        assert "E" not in types, [m.error_fields() for m in msgs if m.type == "E"]
+        assert "c" in types, types
+    assert b"INSERT" in seen and b"pgw_edge_repl" in seen
+    pg.psql("DROP TABLE IF EXISTS pgw_edge_repl")
