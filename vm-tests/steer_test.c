@@ -24,6 +24,7 @@
  *                protected address (not an address of this guest) is delivered by the nft
  *                TPROXY rule to the relay's IP_TRANSPARENT listener, and the relay sees the
  *                dialled address and the client's real address;
+ *   tproxy6      the same over IPv6 (the table's "tproxy ip6" rule, IPv6 policy routing);
  *   detach       steer_detach() leaves no hook on the cgroup.
  *
  * It prints diagnostics ("vm-test: ...", pgwarden's own log lines) and then exactly one
@@ -31,8 +32,8 @@
  *   PGW-VMTEST-RESULT: PASS|FAIL kernel=<release> connect_unix=loaded|not-loaded <check>=...
  * The exit status is 0 only on PASS. A guest that prints no result line is a failure too.
  *
- * Usage (from init, which made the namespace, the veth pair and the client's address):
- *   steer_test NETNS_PATH CLIENT_ADDR
+ * Usage (from init, which made the namespace, the veth pair and the client's addresses):
+ *   steer_test NETNS_PATH CLIENT_ADDR CLIENT_ADDR6
  */
 #include "base/addr.h"
 #include "base/log.h"
@@ -86,13 +87,15 @@ enum check {
 	CHECK_RELAY_MARK,
 	CHECK_UNIX,
 	CHECK_TPROXY,
+	CHECK_TPROXY6,
 	CHECK_DETACH,
 	CHECK_COUNT,
 };
 
 static const char *const check_names[CHECK_COUNT] = {
 	"attach", "connect_unix_probe", "steer", "peername", "origin", "ipv6",
-	"relay_mark", "unix", "tproxy", "detach",
+	"relay_mark", "unix", "tproxy", "tproxy6",
+	"detach",
 };
 
 /* 0 = not run, 1 = ok, -1 = failed. A check that does not apply to this kernel is marked
@@ -191,9 +194,11 @@ static const char *addr_str(const struct addr *a, char *buf)
 	return addr_format(&a->ss.sa, buf, ADDR_STRLEN);
 }
 
-/* A listening socket bound to sa; transparent sets IP_TRANSPARENT (the TPROXY target). */
+/* A listening socket bound to sa; transparent sets IP(V6)_TRANSPARENT (the TPROXY
+ * target). IPv6 sockets are v6-only, so [::]:P and 0.0.0.0:P can both be bound. */
 static int listen_on(const struct sockaddr *sa, socklen_t len, bool transparent)
 {
+	bool v6 = sa->sa_family == AF_INET6;
 	int one = 1;
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -201,7 +206,10 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, bool transparent)
 		return -errno;
 	if ((sa->sa_family != AF_UNIX &&
 	     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
-	    (transparent && setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0) ||
+	    (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+	    (transparent && !v6 && setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0) ||
+	    (transparent && v6 &&
+	     setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)) < 0) ||
 	    bind(fd, sa, len) < 0 || listen(fd, 8) < 0) {
 		int err = -errno;
 
@@ -341,8 +349,8 @@ static int cgroup_prog_count(int cg_fd, enum bpf_attach_type type)
 
 struct relay {
 	struct steer_origin *origin;
-	int tcp_fd, tcp6_fd, tproxy_fd, unix_fd;
-	struct addr tcp, tcp6, tproxy;
+	int tcp_fd, tcp6_fd, tproxy_fd, tproxy6_fd, unix_fd;
+	struct addr tcp, tcp6, tproxy, tproxy6;
 	char cgdir[600];
 	pid_t client_pid;
 };
@@ -469,41 +477,61 @@ static void test_unix(struct relay *r)
 		check_set(CHECK_UNIX, false);
 }
 
-/* Remote client in netns → protected address over the veth → TPROXY → relay. */
-static void test_tproxy(struct relay *r, const char *netns, const char *client_addr)
+/* Remote client in netns dials `dialled` over the veth → TPROXY → the relay's transparent
+ * listener lfd (bound to listen). The relay must see the dialled address and the client's
+ * own address (client_ip, port ignored). */
+static bool tproxy_one(struct relay *r, const char *netns, const struct addr *dialled,
+		       const struct addr *client_ip, int lfd, const struct addr *listen)
 {
-	struct addr dialled, client, peer, local;
+	struct addr peer, local, peer_ip;
 	struct session s;
-	char a[ADDR_STRLEN], b[ADDR_STRLEN];
+	char a[ADDR_STRLEN], b[ADDR_STRLEN], c[ADDR_STRLEN];
 	bool ok;
 	pid_t pid;
 	int fd;
 
-	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
-	addr_set4(&client, client_addr, 0);
-	pid = client_start(NULL, netns, &dialled.ss.sa, dialled.len, NULL);
-	fd = accept_within(r->tproxy_fd, &peer);
+	pid = client_start(NULL, netns, &dialled->ss.sa, dialled->len, NULL);
+	fd = accept_within(lfd, &peer);
 	if (fd < 0) {
-		note("tproxy: nothing delivered for %s: %s", addr_str(&dialled, a), strerror(-fd));
+		note("tproxy: nothing delivered for %s: %s", addr_str(dialled, a), strerror(-fd));
 		ok = false;
 	} else {
 		memset(&local, 0, sizeof(local));
 		local.len = sizeof(local.ss);
 		memset(&s, 0, sizeof(s));
+		peer_ip = peer;
+		if (peer_ip.ss.sa.sa_family == AF_INET6)
+			peer_ip.ss.in6.sin6_port = 0;
+		else
+			peer_ip.ss.in4.sin_port = 0;
 		ok = getsockname(fd, &local.ss.sa, &local.len) == 0 &&
-		     steer_origin_lookup(r->origin, fd, &r->tproxy, &peer, &local, &s) == 0 &&
-		     s.route == SESSION_ROUTE_TPROXY && addr_equal(&s.dialled.ss.sa, &dialled.ss.sa) &&
-		     peer.ss.in4.sin_addr.s_addr == client.ss.in4.sin_addr.s_addr;
+		     steer_origin_lookup(r->origin, fd, listen, &peer, &local, &s) == 0 &&
+		     s.route == SESSION_ROUTE_TPROXY && addr_equal(&s.dialled.ss.sa, &dialled->ss.sa) &&
+		     addr_equal(&peer_ip.ss.sa, &client_ip->ss.sa);
 		if (!ok)
 			note("tproxy: route %s, dialled %s, client %s (expected %s from %s)",
 			     session_route_to_str(s.route), addr_str(&s.dialled, a), addr_str(&peer, b),
-			     PROTECTED_ADDR, client_addr);
+			     addr_str(dialled, c), addr_str(client_ip, a));
 		ok = read_byte(fd, 'x') && ok;
 		close(fd);
 	}
 	if (client_wait(pid) != 0)
 		ok = false;
-	check_set(CHECK_TPROXY, ok);
+	return ok;
+}
+
+static void test_tproxy(struct relay *r, const char *netns, const char *client4,
+			const char *client6)
+{
+	struct addr dialled, client;
+
+	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
+	addr_set4(&client, client4, 0);
+	check_set(CHECK_TPROXY, tproxy_one(r, netns, &dialled, &client, r->tproxy_fd, &r->tproxy));
+	addr_set6(&dialled, PROTECTED_ADDR6, PROTECTED_PORT);
+	addr_set6(&client, client6, 0);
+	check_set(CHECK_TPROXY6,
+		  tproxy_one(r, netns, &dialled, &client, r->tproxy6_fd, &r->tproxy6));
 }
 
 static int relay_listen(struct relay *r)
@@ -513,6 +541,7 @@ static int relay_listen(struct relay *r)
 	addr_set4(&r->tcp, RELAY_ADDR, RELAY_PORT);
 	addr_set6(&r->tcp6, RELAY_ADDR6, RELAY_PORT);
 	addr_set4(&r->tproxy, "0.0.0.0", TPROXY_PORT);
+	addr_set6(&r->tproxy6, "::", TPROXY_PORT);
 	r->tcp_fd = listen_on(&r->tcp.ss.sa, r->tcp.len, false);
 	if (r->tcp_fd < 0)
 		return r->tcp_fd;
@@ -522,6 +551,9 @@ static int relay_listen(struct relay *r)
 	r->tproxy_fd = listen_on(&r->tproxy.ss.sa, r->tproxy.len, true);
 	if (r->tproxy_fd < 0)
 		return r->tproxy_fd;
+	r->tproxy6_fd = listen_on(&r->tproxy6.ss.sa, r->tproxy6.len, true);
+	if (r->tproxy6_fd < 0)
+		return r->tproxy6_fd;
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", UNIX_RELAY);
 	mkdir("/run/pgw-vmtest", 0755);
 	mkdir("/run/postgresql", 0755);
@@ -531,7 +563,8 @@ static int relay_listen(struct relay *r)
 
 int main(int argc, char **argv)
 {
-	struct relay r = { .tcp_fd = -1, .tcp6_fd = -1, .tproxy_fd = -1, .unix_fd = -1 };
+	struct relay r = { .tcp_fd = -1, .tcp6_fd = -1, .tproxy_fd = -1, .tproxy6_fd = -1,
+			   .unix_fd = -1 };
 	const char *unix_paths[] = { UNIX_PROTECTED };
 	struct steer_handle *handle = NULL;
 	char err[STEER_ERR_MAX], cgroot[512];
@@ -540,8 +573,8 @@ int main(int argc, char **argv)
 	FILE *mounts;
 	int rc, cg_fd = -1, n;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s NETNS_PATH CLIENT_ADDR\n", argv[0]);
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s NETNS_PATH CLIENT_ADDR CLIENT_ADDR6\n", argv[0]);
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -601,7 +634,7 @@ int main(int argc, char **argv)
 	test_relay_mark(&r, o.relay_mark);
 	if (want_unix)
 		test_unix(&r);
-	test_tproxy(&r, argv[1], argv[2]);
+	test_tproxy(&r, argv[1], argv[2], argv[3]);
 
 detach:
 	steer_origin_close(r.origin);
