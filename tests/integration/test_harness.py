@@ -97,6 +97,46 @@ def test_byte_relay_is_exact_and_bytewise(byte_relay_factory):
     assert br.sends == br.bytes_forwarded
 
 
+def test_byte_relay_passes_data_then_reset(byte_relay_factory):
+    """A server that answers and closes with unread input (its kernel sends RST, as a relay
+    rejecting a client does) must reach the client answer first, then the reset: the byte
+    relay may not drop what it still holds when the reset arrives."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    answer = b"E" * 5000
+    got_request = threading.Event()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.recv(1)  # leave the rest unread: close() then sends RST
+        got_request.set()
+        conn.sendall(answer)
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    br = byte_relay_factory(srv.getsockname(), chunk=1)
+    received = bytearray()
+    with socket.create_connection((br.host, br.port), timeout=60) as c:
+        c.sendall(b"0123456789")
+        assert got_request.wait(60)
+        ending = "eof"
+        while True:
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:
+                ending = "reset"
+                break
+            if not chunk:
+                break
+            received += chunk
+    t.join(60)
+    assert bytes(received) == answer
+    assert ending == "reset"
+
+
 def test_cluster_fixture(pg):
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         row = conn.execute("SELECT current_user, current_database(), "
