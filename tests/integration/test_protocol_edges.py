@@ -739,3 +739,41 @@ def test_logical_replication_streams_through_copy_both(pg, target):
         assert "c" in types, types
     assert b"INSERT" in seen and b"pgw_edge_repl" in seen
     pg.psql("DROP TABLE IF EXISTS pgw_edge_repl")
+
+
+# ---- sizes PostgreSQL accepts ---------------------------------------------------------------------
+
+def test_startup_packet_of_exactly_10000_bytes(pg, relay):
+    """10,000 bytes is PostgreSQL's limit, inclusive: a packet of exactly that size logs in
+    directly and through the relay."""
+    base = {"user": pg.user, "database": pg.dbname, "application_name": ""}
+    pad = 10000 - len(wire.startup_message(base))
+    params = dict(base, application_name="p" * pad)
+    assert len(wire.startup_message(params)) == 10000
+    for endpoint in (pg, relay):
+        with wire.Conn(endpoint.host, endpoint.port, timeout=WAIT) as conn:
+            conn.send(wire.startup_message(params))
+            msgs = conn.continue_login(endpoint.user, endpoint.password)
+            assert msgs[-1].type == "Z", (endpoint.port, msgs)
+
+
+# Through pgwardend only: a byte relay would take many seconds per megabyte.
+@pytest.mark.targets("pgwarden")
+@pytest.mark.parametrize("sql", [
+    "DO $$ BEGIN RAISE EXCEPTION '%', repeat('e', 300000) USING DETAIL = repeat('d', 300000); "
+    "END $$",
+    "DO $$ BEGIN RAISE NOTICE '%', repeat('n', 300000); END $$",
+    "SELECT length('" + "q" * 2000000 + "')",
+    "SELECT " + ", ".join("%d AS c%d" % (i, i) for i in range(1600)),
+], ids=["600k-error", "300k-notice", "2M-query", "1600-columns"])
+def test_large_inspected_messages_identical_to_direct(pg, target, sql):
+    """Messages the relay may buffer to inspect (ErrorResponse, NoticeResponse, Query,
+    RowDescription) at sizes PostgreSQL produces and accepts, well beyond a small buffer:
+    they pass unchanged."""
+    results = {}
+    for label, endpoint in (("direct", pg), ("relay", target)):
+        with raw_session(endpoint, "edge-large") as conn:
+            results[label] = [m.raw for m in conn.query(sql, WAIT * 2)]
+    assert len(results["direct"]) >= 2
+    assert results["relay"] == results["direct"], (describe(results["direct"])[:3],
+                                                   describe(results["relay"])[:3])
