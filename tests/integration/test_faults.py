@@ -935,3 +935,97 @@ def test_sigterm_closes_sessions_still_logging_in(relay_factory, pg):
             assert all(m.type == "E" and m.error_fields()["S"] == "FATAL" for m in msgs), msgs
     relay.proc.wait(WAIT)
     assert relay.proc.returncode == 0, relay.log_tail()
+
+
+# ---- ends the server or the operator chooses ------------------------------------------------------
+
+def active_sessions(pg, application_name):
+    return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'"
+                       % application_name).strip())
+
+
+def test_drain_timeout_ends_server_sessions_too(relay_factory, pg):
+    """A session in an open transaction outlives --timeouts-drain: the client gets FATAL
+    57P01, and its server backend goes away as well (its transaction rolled back, its
+    locks released), so no orphan is left behind the exited relay."""
+    relay = relay_factory(upstream=(pg.host, pg.port), extra_args=["--timeouts-drain", "1s"])
+    pg.psql("CREATE TABLE IF NOT EXISTS pgw_drain_probe (v int)")
+    try:
+        with raw_login(relay, "drain-in-txn") as conn:
+            conn.query_values("BEGIN")
+            conn.query_values("LOCK TABLE pgw_drain_probe IN ACCESS EXCLUSIVE MODE")
+            relay.signal(signal.SIGTERM)
+            msgs, rest = conn.read_to_close(WAIT)
+            assert rest == b"" and [m.type for m in msgs] == ["E"], msgs
+            assert msgs[0].error_fields()["C"] == "57P01", msgs[0].error_fields()
+        relay.proc.wait(WAIT)
+        assert wire.wait_until(lambda: active_sessions(pg, "drain-in-txn") == 0, WAIT), \
+            "the server still runs the drained session's backend"
+        # The lock is gone with it: a direct session can take it at once.
+        pg.psql("SET lock_timeout = '5s'; LOCK TABLE pgw_drain_probe IN ACCESS EXCLUSIVE MODE")
+    finally:
+        pg.psql("DROP TABLE IF EXISTS pgw_drain_probe")
+
+
+def test_drain_never_splices_fatal_into_a_message(relay_factory):
+    """The server has sent half a DataRow and stalls when the drain timeout expires: the
+    relay cannot put an ErrorResponse inside that message, so the client sees a clean
+    prefix of the real message and then the close, never other bytes spliced in."""
+    row = wire.data_row(["z" * 200])
+
+    def stall_mid_row(fc):
+        fc.read_startup()
+        wire.login_ok(fc)
+        fc.read_message()
+        fc.send(wire.row_description(["z"]) + row[:50])
+        fc.drain_until_close(120)
+
+    with wire.FakeServer(stall_mid_row) as server:
+        relay = relay_factory(upstream=server.address, extra_args=["--timeouts-drain", "1s"])
+        with raw_login(relay, "drain-mid-row") as conn:
+            conn.send(wire.query("SELECT z"))
+            assert conn.recv_message(WAIT).type == "T"
+            relay.signal(signal.SIGTERM)
+            msgs, rest = conn.read_to_close(WAIT)
+        # Whatever arrived after the RowDescription must be a prefix of the real DataRow.
+        received = b"".join(m.raw for m in msgs) + rest
+        assert row.startswith(received), "bytes spliced into a message: %s" % wire.short(received)
+        relay.proc.wait(WAIT)
+
+
+def test_server_fatal_reaches_client_unchanged(relay_factory, pg):
+    """The server ends a session (pg_terminate_backend): its FATAL 57P01 reaches the
+    client byte for byte as it does on a direct connection, then the connection closes."""
+    relay = relay_factory(upstream=(pg.host, pg.port))
+    seen = {}
+    for label, endpoint in (("direct", pg), ("relay", relay)):
+        name = "terminated-%s" % label
+        with raw_login(endpoint, name) as conn:
+            (pid,) = conn.query_values("SELECT pg_backend_pid()")[0]
+            pg.psql("SELECT pg_terminate_backend(%s)" % pid)
+            msgs, rest = conn.read_to_close(WAIT)
+            assert rest == b""
+            seen[label] = [m.raw for m in msgs]
+    assert seen["direct"] and seen["relay"] == seen["direct"], seen
+
+
+def test_message_trickling_slower_than_the_timeout_is_cut(relay_factory, fake):
+    """timeouts.message bounds a whole message, not the gap between bytes: a client that
+    trickles one Query byte every 10 ms (about 5 s in all, against 1 s) is cut off."""
+    relay = relay_factory(upstream=fake.address,
+                          extra_args=["--timeouts-message", "1s", "--timeouts-startup", "300s"])
+    with raw_login(relay, "trickle") as conn:
+        query = wire.query("SELECT '" + "t" * 480 + "'")
+        for i in range(len(query)):
+            if not conn.try_send(query[i:i + 1]):
+                break
+            threading.Event().wait(0.01)
+        first = conn.recv_message(WAIT)
+        assert first.type == "E", \
+            "a Query that took about 5 s to arrive was accepted (timeouts.message 1 s): %r" % first
+        fields = first.error_fields()
+        assert fields.get("C") == "08P01" and fields.get("S") == "FATAL", fields
+        assert conn.read_to_close(WAIT) == ([], b"")
+    fc = wire.session_conn(fake, "trickle")
+    assert fc.closed.wait(WAIT)
+    assert_upstream_saw_only(fc)
