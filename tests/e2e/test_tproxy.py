@@ -11,6 +11,7 @@ steer_listen_transparent() do, so this tests the kernel half on its own.
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -94,12 +95,43 @@ def test_remote_client_through_tproxy(veth_pg, netns, instance, cgroup, tproxy_r
     assert "error" not in local, local
     assert local["server_saw"] == [netns.host_ip, local["local"][1]]
 
+    # Fail-closed holds for remote clients too: with the relay gone, a new connection from
+    # the network is refused, not let through to the server.
+    relay4.stop()
+    relay6.stop()
+    for host in (netns.host_ip, netns.host_ip6):
+        c = clients(pg, host, pg.port, netns=netns.name, hold=False).finish()
+        assert "error" in c and "refused" in c["error"].lower(), c
+
     instance.run("detach")
     st = instance.status()
     assert st["tproxy"]["nft_table_present"] is False
     assert st["tproxy"]["fwmark_rules"] == 0 and st["tproxy"]["local_routes"] == 0
     # Detached: the namespace client reaches the server directly.
-    seen_before = len(relay4.seen)
     c = clients(pg, netns.host_ip, pg.port, netns=netns.name, hold=False).finish()
     assert c["server_saw"] == [netns.client_ip, c["local"][1]]
-    assert len(relay4.seen) == seen_before
+
+
+def test_remote_client_fail_open(veth_pg, netns, instance, cgroup, clients):
+    """--fail-open: the links belong to a process (here a stand-in for pgwardend); with no
+    relay listening, remote clients reach the server directly."""
+    pg = veth_pg
+    port = harness.free_port()
+    holder = subprocess.Popen([instance.path, "attach", "--fail-open", "--port", str(pg.port),
+                               "--relay", "127.0.0.1:%d" % port, "--tproxy-port", str(port),
+                               "--cgroup", cgroup.path, "--", "sleep", "600"],
+                              env=instance.env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not instance.status()["attached"]:
+            assert holder.poll() is None and time.monotonic() < deadline, "attach failed"
+            time.sleep(0.1)
+        st = instance.status()
+        assert st["mode"] == "fail-open" and st["tproxy"]["nft_table_present"] is True
+        c = clients(pg, netns.host_ip, pg.port, netns=netns.name, hold=False).finish()
+        assert "error" not in c, c
+        assert c["server_saw"] == [netns.client_ip, c["local"][1]]
+    finally:
+        holder.kill()
+        holder.wait(30)

@@ -187,6 +187,11 @@ static void test_nft_ruleset(void **state)
 				    "tproxy ip to :6433 meta mark set 0x5048 accept"));
 	assert_non_null(strstr(buf, "tproxy ip6 to :6433"));
 	assert_non_null(strstr(buf, "meta mark 0x5047 ct mark set 0x5047"));
+	/* Fail-closed for remote clients: undiverted new connections are refused. */
+	assert_non_null(strstr(buf, "  chain input {\n    type filter hook input priority filter; "
+				    "policy accept;\n    iif != \"lo\" meta nfproto ipv4 tcp dport "
+				    "{ 5432, 5433 } tcp flags & (syn | ack) == syn meta mark != 0x5048 "
+				    "reject with tcp reset\n"));
 	assert_non_null(strstr(buf, "ct direction reply ct mark 0x5047 meta mark set 0x5048"));
 
 	/* With only IPv4 addresses, no IPv6 rule at all. */
@@ -202,18 +207,19 @@ static void test_nft_ruleset(void **state)
 	o.gate = true;
 	o.gate_queue = 7;
 	assert_int_equal(steer_nft_ruleset(&o, buf, sizeof(buf)), 0);
-	assert_non_null(strstr(buf, "chain gate {\n    type filter hook input priority filter; "
-				    "policy accept;\n    iif != \"lo\" tcp dport { 5432, 5433 } "
+	assert_non_null(strstr(buf, "    iif != \"lo\" tcp dport { 5432, 5433 } "
 				    "tcp flags & (syn | ack) == syn queue num 7\n"));
 	o.fail_open = true;
 	assert_int_equal(steer_nft_ruleset(&o, buf, sizeof(buf)), 0);
 	assert_non_null(strstr(buf, "queue num 7 bypass\n"));
+	assert_null(strstr(buf, "reject")); /* fail-open: a dead relay means direct */
 	/* Gate without TPROXY: no prerouting or output chain at all. */
 	o.tproxy_port = 0;
 	assert_int_equal(steer_nft_ruleset(&o, buf, sizeof(buf)), 0);
 	assert_null(strstr(buf, "tproxy"));
 	assert_null(strstr(buf, "chain output"));
-	assert_non_null(strstr(buf, "chain gate"));
+	assert_non_null(strstr(buf, "chain input"));
+	assert_null(strstr(buf, "reject"));
 }
 
 static void ip16(const char *text, uint8_t out[16])

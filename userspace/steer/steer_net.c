@@ -137,17 +137,40 @@ int steer_nft_ruleset(const struct steer_opts *o, char *buf, size_t n)
 			"  }\n",
 			o->relay_mark, o->relay_mark, o->relay_mark, o->tproxy_mark);
 	}
-	if (o->gate)
-		/* New connections only (SYN without ACK), from the network only, before any
-		 * socket exists. "bypass" (accept when nobody reads the queue) only in
-		 * fail-open mode: fail-closed drops them until pgwardend reads again. */
+	if ((o->tproxy_port && !o->fail_open) || o->gate) {
 		bprintf(buf, n, &len,
-			"  chain gate {\n"
-			"    type filter hook input priority filter; policy accept;\n"
-			"    iif != \"lo\" tcp dport { %s } tcp flags & (syn | ack) == syn "
-			"queue num %u%s\n"
-			"  }\n",
-			ports, o->gate_queue, o->fail_open ? " bypass" : "");
+			"  chain input {\n"
+			"    type filter hook input priority filter; policy accept;\n");
+		/* Fail-closed for remote clients too: when no transparent listener takes a new
+		 * connection, tproxy does not match and the SYN would go on to the server
+		 * itself. Diverted SYNs carry the TPROXY mark; any other new connection from
+		 * the network to a protected destination is refused, like a local one. */
+		if (o->tproxy_port && !o->fail_open) {
+			if (o->naddresses == 0 || n4)
+				bprintf(buf, n, &len,
+					"    iif != \"lo\" meta nfproto ipv4 %s%s%stcp dport { %s } "
+					"tcp flags & (syn | ack) == syn meta mark != 0x%x "
+					"reject with tcp reset\n",
+					n4 ? "ip daddr { " : "", n4 ? a4 : "", n4 ? " } " : "", ports,
+					o->tproxy_mark);
+			if (o->naddresses == 0 || n6)
+				bprintf(buf, n, &len,
+					"    iif != \"lo\" meta nfproto ipv6 %s%s%stcp dport { %s } "
+					"tcp flags & (syn | ack) == syn meta mark != 0x%x "
+					"reject with tcp reset\n",
+					n6 ? "ip6 daddr { " : "", n6 ? a6 : "", n6 ? " } " : "", ports,
+					o->tproxy_mark);
+		}
+		/* The admission gate: new connections only (SYN without ACK), from the network
+		 * only, before any socket exists. "bypass" (accept when nobody reads the queue)
+		 * only in fail-open mode: fail-closed drops them until pgwardend reads again. */
+		if (o->gate)
+			bprintf(buf, n, &len,
+				"    iif != \"lo\" tcp dport { %s } tcp flags & (syn | ack) == syn "
+				"queue num %u%s\n",
+				ports, o->gate_queue, o->fail_open ? " bypass" : "");
+		bprintf(buf, n, &len, "  }\n");
+	}
 	if (!bprintf(buf, n, &len, "}\n"))
 		return -ENOSPC;
 	return 0;
