@@ -28,10 +28,18 @@ struct options {
 	const char *config_path;
 	bool check_only;
 	/* --KEY VALUE pairs in order, re-applied over the file on every reload. */
-	const char **keys;
+	char **keys; /* owned */
 	const char **values;
 	unsigned nflags;
 };
+
+static void options_free(struct options *o)
+{
+	for (unsigned i = 0; i < o->nflags; i++)
+		free(o->keys[i]);
+	free(o->keys);
+	free(o->values);
+}
 
 static void usage(FILE *out)
 {
@@ -96,7 +104,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 			fprintf(stderr, "pgwardend: unknown flag '--%s' (try --help)\n", name);
 			return -1;
 		}
-		o->keys[o->nflags] = config_key_lookup(name);
+		/* Kept as typed, so errors name the flag the operator wrote. */
+		o->keys[o->nflags] = strdup(name);
+		if (!o->keys[o->nflags]) {
+			fprintf(stderr, "pgwardend: out of memory\n");
+			return -1;
+		}
 		o->values[o->nflags++] = value;
 	}
 	return 0;
@@ -117,7 +130,8 @@ static struct config *load_config(const struct options *o, char *err, size_t err
 		char text[CONFIG_ERR_MAX];
 
 		if (config_set(cfg, o->keys[i], o->values[i], text, sizeof(text))) {
-			snprintf(err, errlen, "--%.60s: %.400s", o->keys[i], text);
+			/* text names the key as given: "timeouts-startup: ..." */
+			snprintf(err, errlen, "--%.450s", text);
 			goto err_free;
 		}
 	}
@@ -223,16 +237,31 @@ static void log_started(const struct config *cfg, unsigned nworkers)
 	log_line_end(&l);
 }
 
-/* Wait for signals until the workers have drained. */
+static bool workers_finished(const struct relay *r)
+{
+	for (unsigned i = 0; i < r->nworkers; i++)
+		if (!worker_finished(r->workers[i]))
+			return false;
+	return true;
+}
+
+/* Handle signals until a drain has finished (or the signal source fails). */
 static void main_loop(struct relay *r, const struct options *o, int sigfd)
 {
 	bool draining = false;
 
 	for (;;) {
+		struct pollfd pfd = {.fd = sigfd, .events = POLLIN};
 		struct signalfd_siginfo si;
-		ssize_t n = read(sigfd, &si, sizeof(si));
+		ssize_t n;
 
-		if (n < 0 && errno == EINTR)
+		/* While draining, look at the workers a few times a second. */
+		if (draining && workers_finished(r))
+			return;
+		if (poll(&pfd, 1, draining ? 200 : -1) == 0)
+			continue;
+		n = read(sigfd, &si, sizeof(si));
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n != (ssize_t)sizeof(si)) {
 			log_error("signals", "signalfd read failed: %s", strerror(errno));
@@ -245,7 +274,10 @@ static void main_loop(struct relay *r, const struct options *o, int sigfd)
 		case SIGTERM:
 		case SIGINT:
 			if (draining) {
-				log_info("shutdown", "already draining; send SIGKILL to stop at once");
+				log_info("shutdown", "%s while draining: closing the remaining sessions now",
+					 strsignal((int)si.ssi_signo));
+				for (unsigned i = 0; i < r->nworkers; i++)
+					worker_post(r->workers[i], WORKER_CMD_DRAIN_NOW);
 				break;
 			}
 			draining = true;
@@ -254,7 +286,7 @@ static void main_loop(struct relay *r, const struct options *o, int sigfd)
 				 strsignal((int)si.ssi_signo));
 			for (unsigned i = 0; i < r->nworkers; i++)
 				worker_post(r->workers[i], WORKER_CMD_DRAIN);
-			return;
+			break;
 		default:
 			break;
 		}
@@ -271,21 +303,25 @@ int main(int argc, char **argv)
 	int sigfd, rc, status = 1;
 
 	rc = parse_args(argc, argv, &o);
-	if (rc)
+	if (rc) {
+		options_free(&o);
 		return rc > 0 ? 0 : 2;
+	}
 	if (o.check_only && !o.config_path) {
 		fprintf(stderr, "pgwardend: --check-config needs a file\n");
+		options_free(&o);
 		return 2;
 	}
 	cfg = load_config(&o, err, sizeof(err));
-	if (!cfg) {
-		fprintf(stderr, "pgwardend: %s\n", err);
-		return o.check_only ? 1 : 2;
-	}
-	if (o.check_only) {
-		printf("%s: configuration is valid\n", o.config_path);
+	if (!cfg || o.check_only) {
+		if (cfg)
+			printf("%s: configuration is valid\n", o.config_path);
+		else
+			fprintf(stderr, "pgwardend: %s\n", err);
+		status = cfg ? 0 : o.check_only ? 1 : 2;
 		config_unref(cfg);
-		return 0;
+		options_free(&o);
+		return status;
 	}
 
 	/* Block before any thread exists so every worker inherits the mask. */
@@ -299,6 +335,7 @@ int main(int argc, char **argv)
 	if (sigfd < 0) {
 		fprintf(stderr, "pgwardend: signalfd: %s\n", strerror(errno));
 		config_unref(cfg);
+		options_free(&o);
 		return 1;
 	}
 
@@ -332,7 +369,6 @@ out:
 	cancel_map_free(r.cancels);
 	config_unref(r.config);
 	close(sigfd);
-	free(o.keys);
-	free(o.values);
+	options_free(&o);
 	return status;
 }

@@ -50,7 +50,10 @@ static void check_startup_message(const uint8_t *p, uint32_t len,
 	CHECK(st->database && strlen(st->database) < PROTO_NAMEDATALEN);
 	CHECK(st->database[0] == '\0' || cstr_inside(st->database, p, len));
 	CHECK(!st->application_name || cstr_inside(st->application_name, p, len));
-	CHECK(st->nparams >= 1 && st->nparams <= PROTO_STARTUP_MAX_PARAMS);
+	CHECK(st->nparams >= 1);
+	/* Only packets whose every parameter is in the view can be re-encoded from it. */
+	if (st->nparams > PROTO_STARTUP_MAX_PARAMS)
+		return;
 	for (unsigned i = 0; i < st->nparams; i++) {
 		CHECK(cstr_inside(st->params[i].name, p, len) && st->params[i].name[0]);
 		CHECK(cstr_inside(st->params[i].value, p, len));

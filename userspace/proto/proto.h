@@ -235,8 +235,8 @@ struct proto_startup {
 	const char *application_name; /* NULL when absent */
 	bool replication; /* a walsender connection: "replication" is true-ish or "database",
 			   * read as the server reads it (false when absent or false-ish) */
-	unsigned nparams;
-	struct proto_param params[PROTO_STARTUP_MAX_PARAMS];
+	unsigned nparams; /* every parameter in the packet */
+	struct proto_param params[PROTO_STARTUP_MAX_PARAMS]; /* the first ones of them */
 	/* CancelRequest */
 	uint32_t cancel_pid;
 	const uint8_t *cancel_key;
@@ -255,7 +255,7 @@ struct proto_startup {
  *                       SSL/GSSENC request longer than 8 bytes;
  *   PROTO_ERR_VERSION   StartupMessage with a major version other than 3 (out->code set);
  *   PROTO_ERR_STARTUP   parameter list not terminated exactly at the last byte, a name
- *                       without a value, more than PROTO_STARTUP_MAX_PARAMS parameters,
+ *                       without a value,
  *                       no or empty "user", a "replication" value the server would refuse,
  *                       or a user or database name of PROTO_NAMEDATALEN bytes or more.
  * Duplicate parameters are accepted and the last one wins, exactly as PostgreSQL does, so

@@ -21,7 +21,6 @@ enum startup_reason {
 	SR_CANCEL_KEY,    /* cancel key outside 4..256 */
 	SR_VERSION,
 	SR_LAYOUT,        /* terminator not exactly at the end / name without value */
-	SR_TOO_MANY,
 	SR_NO_USER,
 	SR_REPLICATION,
 	SR_USER_TOO_LONG,
@@ -139,12 +138,12 @@ static int parse_params(const uint8_t *p, uint32_t len, struct proto_startup *ou
 		}
 		off = (uint32_t)(value_end - p) + 1;
 
-		if (out->nparams == PROTO_STARTUP_MAX_PARAMS) {
-			*why = SR_TOO_MANY;
-			return PROTO_ERR_STARTUP;
+		/* PostgreSQL takes any number of parameters within the packet's 10,000 bytes;
+		 * so does pgwarden, and keeps a view of the first PROTO_STARTUP_MAX_PARAMS. */
+		if (out->nparams < PROTO_STARTUP_MAX_PARAMS) {
+			out->params[out->nparams].name = name;
+			out->params[out->nparams].value = value;
 		}
-		out->params[out->nparams].name = name;
-		out->params[out->nparams].value = value;
 		out->nparams++;
 
 		/* Later duplicates replace earlier ones, as in ProcessStartupPacket. */
@@ -274,10 +273,6 @@ int proto_startup_explain(const uint8_t *p, uint32_t len, char *msg, size_t cap,
 		return status;
 	case SR_LAYOUT:
 		text = "invalid startup packet layout: expected terminator as last byte";
-		break;
-	case SR_TOO_MANY:
-		*sqlstate = "54000"; /* program_limit_exceeded */
-		text = "too many parameters in startup packet";
 		break;
 	case SR_NO_USER:
 		*sqlstate = "28000"; /* invalid_authorization_specification */

@@ -470,11 +470,28 @@ static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, ui
 
 /* ---- framing: client → server ------------------------------------------------------- */
 
-static bool conn_frontend_allowed(const struct conn *c, uint8_t type)
+enum conn_admit {
+	CONN_ADMIT_FORWARD,
+	CONN_ADMIT_WAIT,    /* valid, but not before login completes */
+	CONN_ADMIT_INVALID, /* a protocol violation in this state */
+};
+
+/*
+ * May this client message pass now? During authentication only answers to the server's
+ * request may. A client that pipelined its first queries behind the StartupMessage (fine
+ * with trust authentication) is held until login completes, as the server would read them.
+ */
+static enum conn_admit conn_frontend_admit(const struct conn *c, uint8_t type)
 {
-	if (c->state == CONN_AUTH)
-		return type == PqMsg_PasswordMessage || type == PqMsg_Terminate;
-	return type != PqMsg_PasswordMessage;
+	bool answering = c->auth_requested && !c->session.authenticated;
+
+	if (c->state != CONN_AUTH)
+		return type == PqMsg_PasswordMessage ? CONN_ADMIT_INVALID : CONN_ADMIT_FORWARD;
+	if (type == PqMsg_Terminate)
+		return CONN_ADMIT_FORWARD;
+	if (type == PqMsg_PasswordMessage)
+		return answering ? CONN_ADMIT_FORWARD : CONN_ADMIT_INVALID;
+	return answering ? CONN_ADMIT_INVALID : CONN_ADMIT_WAIT;
 }
 
 /* Bookkeeping for a client message about to be forwarded. */
@@ -504,14 +521,43 @@ static void conn_frontend_seen(struct conn *c, uint8_t type)
 		conn_set_state(c, CONN_BUSY);
 }
 
+static int conn_frame_c2s_messages(struct conn *c, struct conn_dir *d,
+				   const struct stage_pipeline *p, struct buf *b);
+
+/*
+ * The client's message at the framing point is incomplete: its clock starts when it was
+ * first seen incomplete, not at the last read, so trickling bytes does not extend it.
+ */
+static void conn_client_message_open(struct conn *c)
+{
+	if (!c->msg_open) {
+		c->msg_open = true;
+		c->msg_start = c->worker->loop.now;
+	}
+}
+
 static int conn_frame_c2s(struct conn *c, struct conn_dir *d)
 {
 	const struct stage_pipeline *p = &c->worker->relay->pipeline;
-	struct buf *b = d->buf;
+	int r = conn_frame_c2s_messages(c, d, p, d->buf);
 
+	/* A failure may have replaced or released the buffer: look again, not at b. */
+	if (c->state >= CONN_CLOSING)
+		return r;
+	if (d->stream_left || (d->buf && buf_len(d->buf) > d->framed))
+		conn_client_message_open(c);
+	else
+		c->msg_open = false;
+	return r;
+}
+
+static int conn_frame_c2s_messages(struct conn *c, struct conn_dir *d,
+				   const struct stage_pipeline *p, struct buf *b)
+{
 	while (d->framed < buf_len(b)) {
 		uint8_t *at = b->data + b->head + d->framed;
 		uint32_t avail = buf_len(b) - d->framed, total;
+		enum conn_admit admit;
 		struct proto_msg m;
 		int r;
 
@@ -520,6 +566,8 @@ static int conn_frame_c2s(struct conn *c, struct conn_dir *d)
 
 			d->framed += take;
 			d->stream_left -= take;
+			if (!d->stream_left)
+				c->msg_open = false;
 			continue;
 		}
 		if (c->state == CONN_STARTUP) {
@@ -541,7 +589,10 @@ static int conn_frame_c2s(struct conn *c, struct conn_dir *d)
 			conn_fail_proto(c, r, "invalid message from client");
 			return -EPROTO;
 		}
-		if (!conn_frontend_allowed(c, m.type)) {
+		admit = conn_frontend_admit(c, m.type);
+		if (admit == CONN_ADMIT_WAIT)
+			return 0;
+		if (admit == CONN_ADMIT_INVALID) {
 			char text[120];
 
 			snprintf(text, sizeof(text), "invalid frontend message type %d in state %s",
@@ -550,6 +601,14 @@ static int conn_frame_c2s(struct conn *c, struct conn_dir *d)
 			return -EPROTO;
 		}
 		total = PROTO_HEADER_LEN + m.body_len;
+		/* A client message that fits in one buffer leaves only whole: a slow or
+		 * stalled client never leaves the server holding half a message. Larger ones
+		 * (COPY data, big parameters) stream by count. */
+		if (avail < total && total <= c->config->buffer_size) {
+			d->need = total;
+			return 0;
+		}
+		d->need = 0;
 		if (typeset_has(&p->frontend_types, m.type)) {
 			struct stage_result res;
 
@@ -579,6 +638,7 @@ static int conn_frame_c2s(struct conn *c, struct conn_dir *d)
 		}
 		if (avail >= total) {
 			d->framed += total;
+			c->msg_open = false;
 		} else {
 			d->framed += avail;
 			d->stream_left = total - avail;
@@ -613,6 +673,8 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 		r = proto_read_auth(m, &code);
 		if (r == PROTO_OK && code == AUTH_REQ_OK)
 			c->session.authenticated = true;
+		else if (r == PROTO_OK)
+			c->auth_requested = code != AUTH_REQ_SASL_FIN;
 		break;
 	case PqMsg_BackendKeyData:
 		r = proto_read_backend_key(m, &pid, &key, &key_len);
@@ -824,7 +886,6 @@ static ssize_t conn_read(struct conn *c, enum conn_dir_id id)
 			d->can_read = false;
 		if (id == CONN_C2S) {
 			c->session.bytes_from_client += (uint64_t)n;
-			c->last_client_read = c->worker->loop.now;
 		} else {
 			c->session.bytes_from_server += (uint64_t)n;
 		}
@@ -1021,9 +1082,8 @@ static uint64_t conn_next_deadline(const struct conn *c)
 	    (c->state == CONN_CONNECTING || c->state == CONN_CANCEL) && c->connect_deadline < deadline)
 		deadline = c->connect_deadline;
 	/* A half-sent client message, and pgwarden waiting on the client, not the server. */
-	if (conn_logged_in(c) && (d->stream_left || (d->buf && buf_len(d->buf) > d->framed)) &&
-	    !(d->buf && d->framed)) {
-		uint64_t t = c->last_client_read + c->config->message_timeout_ms * NSEC_PER_MSEC;
+	if (conn_logged_in(c) && c->msg_open && !(d->buf && d->framed)) {
+		uint64_t t = c->msg_start + c->config->message_timeout_ms * NSEC_PER_MSEC;
 
 		if (t < deadline)
 			deadline = t;
@@ -1185,7 +1245,6 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	c->client_watch.cb = conn_client_event;
 	c->upstream_watch.cb = conn_upstream_event;
 	c->startup_deadline = w->loop.now + cfg->startup_timeout_ms * NSEC_PER_MSEC;
-	c->last_client_read = w->loop.now;
 
 	struct session *s = &c->session;
 

@@ -71,6 +71,7 @@ struct conn {
 	bool client_writable;
 	bool upstream_writable;
 	bool server_sent_fatal; /* the server's last word was a FATAL: add nothing after it */
+	bool auth_requested;    /* the server's last Authentication message awaits an answer */
 	uint8_t startup_requests; /* SSL/GSSENC requests already answered */
 	uint32_t pending; /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet seen */
 	struct conn_dir dir[2];
@@ -80,7 +81,8 @@ struct conn {
 	struct loop_deferred free_later;
 	uint64_t startup_deadline; /* monotonic ns; until READY */
 	uint64_t connect_deadline; /* monotonic ns; while the upstream connect is in progress */
-	uint64_t last_client_read; /* monotonic ns */
+	uint64_t msg_start;        /* monotonic ns: the client's incomplete message was first seen */
+	bool msg_open;             /* the client stream is inside a message */
 	void *cancel_handle;
 	void *stage_state;
 	bool session_started;

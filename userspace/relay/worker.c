@@ -144,6 +144,10 @@ static void worker_on_wake(struct loop *loop)
 		config_unref(cfg);
 		worker_maybe_finish(w);
 	}
+	if (cmds & (1u << WORKER_CMD_DRAIN_NOW) && w->draining) {
+		loop_timer_cancel(loop, &w->drain_timer);
+		worker_drain_expired(loop, &w->drain_timer);
+	}
 	if (cmds & (1u << WORKER_CMD_STOP))
 		loop_stop(loop);
 }
@@ -239,6 +243,7 @@ static void *worker_main(void *arg)
 
 	if (err)
 		log_error("worker", "worker=%u event loop failed: %s", w->id, strerror(-err));
+	__atomic_store_n(&w->finished, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -247,6 +252,11 @@ int worker_start(struct worker *w)
 	int err = pthread_create(&w->thread, NULL, worker_main, w);
 
 	return -err;
+}
+
+bool worker_finished(const struct worker *w)
+{
+	return __atomic_load_n(&w->finished, __ATOMIC_ACQUIRE);
 }
 
 void worker_join(struct worker *w)

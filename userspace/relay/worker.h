@@ -25,8 +25,9 @@ struct worker_listener {
 };
 
 enum worker_cmd {
-	WORKER_CMD_DRAIN = 1, /* stop accepting; close sessions after timeouts.drain */
-	WORKER_CMD_STOP,      /* end the loop now (after drain) */
+	WORKER_CMD_DRAIN = 1,  /* stop accepting; close sessions after timeouts.drain */
+	WORKER_CMD_DRAIN_NOW,  /* close the remaining sessions now (a second SIGTERM) */
+	WORKER_CMD_STOP,       /* end the loop now (start-up failure) */
 };
 
 struct worker {
@@ -45,6 +46,7 @@ struct worker {
 	struct loop_timer drain_timer;
 	bool draining;
 	uint32_t pending_cmds; /* atomic bit set of enum worker_cmd */
+	bool finished;         /* atomic: the loop has returned */
 };
 
 /*
@@ -60,6 +62,8 @@ void worker_post(struct worker *w, enum worker_cmd cmd);
 void worker_conn_link(struct worker *w, struct conn *c);
 void worker_conn_unlink(struct worker *w, struct conn *c);
 void worker_join(struct worker *w);
+/* Has the worker's loop ended? Any thread. */
+bool worker_finished(const struct worker *w);
 void worker_destroy(struct worker *w);
 
 #endif
