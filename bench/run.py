@@ -8,7 +8,8 @@
 Sections (each a function below, each result saved to results.json as soon as it exists):
   tps      pgbench -S, modes x client counts x targets, interleaved round by round
   stream   2M-row COPY TO STDOUT and SELECT: relay CPU ns per byte, RSS during
-  connect  pgbench -C (a new session per transaction): direct vs pgwarden [vs steered]
+  connect  pgbench -C (a new session per transaction): direct vs pgwarden vs HAProxy
+           [vs steered]
   idle     relay RSS with 1,000 idle logged-in sessions
 
 Why interleave: the machine is shared, so load from other users comes and goes. Running
@@ -237,6 +238,7 @@ class Bench:
             "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
                 "%Y-%m-%d %H:%M UTC"),
             "nproc": os.cpu_count(),
+            "clk_tck": CLK_TCK,
             "cpu_model": cpu_model(),
             "mem_total_mib": mem_total_mib(),
             "kernel": platform.release(),
@@ -358,7 +360,9 @@ class Bench:
 
     def section_connect(self):
         s = self.s
-        names = [n for n in ("direct", "pgwarden", "steered") if n in self.targets]
+        # HAProxy rides along as the floor: what any TCP relay pays per new session (accept,
+        # upstream connect, teardown), so pgwarden's per-session CPU has a yardstick.
+        names = [n for n in ("direct", "pgwarden", "haproxy", "steered") if n in self.targets]
         for rnd in range(s.rounds):
             self.note_load("connect", rnd)
             for name in self.rotated(names, rnd):
