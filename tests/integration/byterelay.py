@@ -96,6 +96,8 @@ class ByteRelay:
         # Counters a test may look at (only the loop thread writes them).
         self.connections = 0
         self.bytes_forwarded = 0
+        self.bytes_from_client = 0    # received from clients, over all connections
+        self.bytes_from_upstream = 0  # received from the target
         self.sends = 0
         self.upstream_failures = 0
         self.thread = threading.Thread(target=self._run, name="byterelay:%d" % self.port,
@@ -202,6 +204,10 @@ class ByteRelay:
             d.eof = True
         else:
             d.buf += data
+            if d.src is pair.client:
+                self.bytes_from_client += len(data)
+            else:
+                self.bytes_from_upstream += len(data)
         self._write(pair, d)
 
     def _write(self, pair, d):
@@ -254,6 +260,10 @@ class ByteRelay:
             if not data:
                 break
             from_dead.buf += data
+            if dead is pair.client:
+                self.bytes_from_client += len(data)
+            else:
+                self.bytes_from_upstream += len(data)
         from_dead.eof = True
         from_dead.reset = True
         self._unregister(pair, dead)

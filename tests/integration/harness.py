@@ -445,6 +445,7 @@ class Relay(Endpoint):
         self.signals_sent = set()  # through .signal(): a death by one of these is no crash
         self.drain_seconds = 30.0
         self.stop_timeout = None
+        self._health_reported = False  # a problem is reported once, not again at teardown
 
     def _argv(self):
         host, pg_port = self.upstream
@@ -574,6 +575,8 @@ class Relay(Endpoint):
         return rc
 
     def check_health(self):
+        if self._health_reported:
+            return
         problems = []
         reports = sanitizer_reports(self.raw_log())
         if reports:
@@ -586,6 +589,7 @@ class Relay(Endpoint):
             problems.append("pgwardend died of signal %d (%s)"
                             % (-rc, signal.Signals(-rc).name))
         if problems:
+            self._health_reported = True
             raise AssertionError("\n".join(problems) + "\nargv: %s\n%s"
                                  % (" ".join(self.argv or []), self.log_tail(80)))
 

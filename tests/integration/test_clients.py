@@ -16,9 +16,11 @@ machine (about 0.3-0.5 MB/s one byte at a time); each place says so.
 import datetime
 import decimal
 import hashlib
+import os
 import random
 import re
 import select
+import socket
 import subprocess
 import threading
 import time
@@ -446,3 +448,129 @@ def test_bind_65535_parameters(target):
         prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements "
                                 "WHERE statement LIKE 'SELECT count(*), sum(x)%%'").fetchone()[0]
         assert prepared >= 1
+
+
+# --------------------------------------------------------------------------------------------
+# what pgwardend says about the sessions it carried
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out after %.0fs waiting for %s" % (timeout,
+                                                                                     what)
+        time.sleep(0.05)
+
+
+# An application_name that tries to forge a second log line and carries every character class
+# log_kv_str() escapes; the server itself would mangle non-ASCII, but the relay logs what
+# the client sent.
+FORGERY = 'x" level=error event=forged\nts=0 event=session_end reason="fake" \\ \t ü ✓'
+
+
+@pytest.mark.targets("pgwarden", "pgwarden-bytewise")
+def test_session_log_identity_and_bytes(target):
+    """session_start / session_end for a real client carry its identity exactly (a hostile
+    application_name cannot forge a line), the backend pid it got, and byte counts equal
+    to what crossed the wire (counted independently by the byte relay when bytewise)."""
+    relay = target.relay
+    # No SSL negotiation: the relay answers SSLRequest itself ('N'), a byte that is neither
+    # from the server nor forwarded, which would blur the exact byte comparison below.
+    with psycopg.connect(target.dsn(application_name=FORGERY, sslmode="disable",
+                                    gssencmode="disable"), autocommit=True) as conn:
+        backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        for _ in range(3):
+            conn.execute("SELECT repeat('r', 10000)").fetchone()
+        local = socket.socket(fileno=os.dup(conn.fileno())).getsockname()
+
+    start = relay.wait_for_log(lambda d: d.get("event") == "session_start"
+                               and d.get("application_name") == FORGERY)
+    sid = start["session"]
+    assert re.fullmatch(r"[0-9a-f]{32}", sid), sid
+    assert (start.get("user"), start.get("database")) == ("pgw", "pgw")
+    end = relay.wait_for_log({"event": "session_end", "session": sid})
+    assert end.get("application_name") == FORGERY
+    assert int(end["backend_pid"]) == backend_pid
+    assert int(end["duration_ms"]) >= 0
+    assert not [d for d in relay.log_lines() if d.get("event") == "forged"
+                or d.get("reason") == "fake"]
+    assert relay.raw_log().count(sid) == 2 or all(
+        ln.startswith("ts=") for ln in relay.raw_log().splitlines() if sid in ln)
+
+    if target.byte_relay is None:
+        # The peer the relay names is this client's own socket.
+        assert start["peer"] == "%s:%d" % local
+    else:
+        br = target.byte_relay
+        _wait(lambda: not br.pairs, 30, "the byte relay to see the session close")
+        assert int(end["bytes_from_client"]) == br.bytes_from_client
+        assert int(end["bytes_from_server"]) == br.bytes_from_upstream
+
+
+def _vm_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for pid %d" % (field, pid))
+
+
+@pytest.mark.targets("pgwarden")
+def test_slow_reader_backpressure(target, pg):
+    """A client that stops reading a huge result must stall the server (it blocks writing,
+    wait_event ClientWrite), not grow the relay's memory; other sessions keep working."""
+    relay = target.relay
+    rss_before = _vm_kib(relay.proc.pid, "VmRSS")
+    # 2 GB of COPY output: far more than every socket buffer on the path together.
+    sql = b"COPY (SELECT repeat('b', 1000) FROM generate_series(1, 2000000)) TO STDOUT"
+    stalled = _connect(target)
+    try:
+        backend_pid = stalled.execute("SELECT pg_backend_pid()").fetchone()[0]
+        # libpq sends the query and reads nothing back until asked: a client that stops
+        # reading, from the relay's point of view.
+        stalled.pgconn.send_query(sql)
+
+        def blocked_on_client():
+            row = pg.psql("SELECT state || ',' || coalesce(wait_event, '') FROM "
+                          "pg_stat_activity WHERE pid = %d" % backend_pid).strip()
+            return row == "active,ClientWrite"
+
+        _wait(blocked_on_client, 120,
+              "the backend to block on ClientWrite (the relay kept reading with nobody "
+              "reading from it?)")
+        # Sample again later: a blocked backend stays blocked, and the relay's memory stays
+        # where it was while it is.
+        time.sleep(1)
+        assert blocked_on_client()
+        grown_mib = (_vm_kib(relay.proc.pid, "VmRSS") - rss_before) / 1024
+        assert grown_mib < 64, "relay grew by %.0f MiB holding a stalled result" % grown_mib
+
+        # The stall is that session's alone.
+        for i in range(4):
+            with _connect(target) as other:
+                assert other.execute("SELECT %s::int * 2", [i]).fetchone() == (i * 2,)
+    finally:
+        # Not `with`: leaving the block would first try to end the COPY the client never read.
+        stalled.close()
+    # Closing the stalled client ends its server session too.
+    _wait(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE pid = %d"
+                          % backend_pid).strip() == "0", 60, "the stalled backend to end")
+
+
+def test_drain_ends_a_session_whose_client_stopped_reading(relay_factory, pg):
+    """SIGTERM while a client sits on an unread result: when the drain timeout closes that
+    session the daemon must exit, not wait forever to flush bytes nobody will read."""
+    relay = relay_factory(extra_args=["--timeouts-drain", "2s"])
+    stalled = psycopg.connect(relay.dsn(), autocommit=True)
+    try:
+        backend_pid = stalled.execute("SELECT pg_backend_pid()").fetchone()[0]
+        stalled.pgconn.send_query(
+            b"COPY (SELECT repeat('b', 1000) FROM generate_series(1, 2000000)) TO STDOUT")
+        _wait(lambda: pg.psql("SELECT wait_event FROM pg_stat_activity WHERE pid = %d"
+                              % backend_pid).strip() == "ClientWrite", 120,
+              "the backend to block on ClientWrite")
+        # stop() fails the test if the daemon is still running 30s after its 2s drain.
+        relay.stop()
+        assert relay.proc.returncode == 0, relay.log_tail()
+    finally:
+        stalled.close()

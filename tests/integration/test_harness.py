@@ -94,6 +94,7 @@ def test_byte_relay_is_exact_and_bytewise(byte_relay_factory):
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     # Both directions went one byte per send().
     assert br.bytes_forwarded == 2 * len(payload)
+    assert br.bytes_from_client == br.bytes_from_upstream == len(payload)
     assert br.sends == br.bytes_forwarded
 
 
