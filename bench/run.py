@@ -578,9 +578,15 @@ def os_release():
 
 
 def git_head():
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                       text=True)
-    return r.stdout.strip()
+    """HEAD, plus a note when the relay was built from a tree with uncommitted changes to
+    its sources (several engineers share the tree), so the report names what it measured."""
+    r = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"],
+                       capture_output=True, text=True)
+    head = r.stdout.strip()
+    d = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--", "userspace"],
+                       capture_output=True, text=True)
+    dirty = len([x for x in d.stdout.splitlines() if x.strip()])
+    return head + (" + %d uncommitted file(s) under userspace/" % dirty if dirty else "")
 
 
 def raise_nofile():
