@@ -37,7 +37,11 @@ fd377a585a00) payload | xz -dc >"$out.tmp" ;;
 # fetch-kernel.sh boots the compressed image where this fails.
 02214c18*) payload | lz4 -dc >"$out.tmp" ;;
 *) echo "extract-vmlinux: unknown payload compression (magic $magic) in $img" >&2; exit 1 ;;
-esac || { rm -f "$out.tmp"; echo "extract-vmlinux: cannot decompress the payload of $img" >&2; exit 1; }
+esac || {
+	rm -f "$out.tmp"
+	echo "extract-vmlinux: cannot decompress the payload of $img" >&2
+	exit 1
+}
 
 [ "$(head -c 4 "$out.tmp" | od -An -t x1 | tr -d ' \n')" = "7f454c46" ] ||
 	{ rm -f "$out.tmp"; echo "extract-vmlinux: payload of $img is not an ELF image" >&2; exit 1; }

@@ -49,9 +49,10 @@ mirror_uri() {
 		[ -r "$f" ] || continue
 		awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' "$f"
 	done | head -n 1 | grep . && return 0
-	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-		awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' |
-		head -n 1 | grep .
+	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '
+		$1 == "deb" && $0 !~ /security/ {
+			for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit }
+		}' | head -n 1 | grep .
 }
 
 update_index() {

@@ -7,7 +7,8 @@
  *   attach       steer_attach() (fail-closed, pinned): the object loads and passes this
  *                kernel's verifier, every hook attaches to a cgroup v2 the test made, the
  *                nft table and fwmark routing are installed through libnftables / libnl;
- *   connect_unix the Unix-socket hook is attached exactly where the kernel has it (6.7+),
+ *   connect_unix_probe
+ *                the Unix-socket hook is attached exactly where the kernel has it (6.7+),
  *                as the kernel itself reports for the cgroup;
  *   steer        a client in the cgroup that dials the protected address reaches the
  *                relay's listener instead, and bytes flow;
@@ -72,8 +73,9 @@
 #define UNIX_RELAY "/run/pgw-vmtest/relay.sock"
 #define TEST_INSTANCE "pgw-vmtest"
 #define TEST_CGROUP "pgw-vmtest"
-/* TCG under load is slow: generous, but bounded well inside the host's boot timeout. */
-#define IO_TIMEOUT_MS 20000
+/* TCG under load is slow: generous, yet five of them (every check timing out) still end
+ * well inside the host's 120 s boot timeout, so a failing guest still reports. */
+#define IO_TIMEOUT_MS 10000
 /* BPF_CGROUP_UNIX_CONNECT (uapi, Linux 6.7): newer than libbpf 1.1's headers. */
 #define ATTACH_CGROUP_UNIX_CONNECT 49
 
