@@ -17,9 +17,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 # What the guest loads. Dependencies are added automatically; softdeps are not declared in
 # modinfo's depends=, so they are listed here: crc32c_generic must precede nf_tables, or
 # libcrc32c fails to load and nft reports "cache initialization failed".
-# The rest is what pgwarden's nft table uses (tproxy, socket, ct, reject) and the test's veth
-# pair.
-GUEST_MODULES="crc32c_generic veth nft_tproxy nft_socket nft_ct nft_reject_inet"
+# The rest is what pgwarden's nft table uses (tproxy, socket, ct, reject, and queue with its
+# netlink handler for the admission gate) and the test's veth pair.
+GUEST_MODULES="crc32c_generic veth nft_tproxy nft_socket nft_ct nft_reject_inet nft_queue
+nfnetlink_queue"
 
 release=$(cat "$kdir/release")
 moddir=

@@ -26,6 +26,10 @@
  *                TPROXY rule to the relay's IP_TRANSPARENT listener, and the relay sees the
  *                dialled address and the client's real address;
  *   tproxy6      the same over IPv6 (the table's "tproxy ip6" rule, IPv6 policy routing);
+ *   gate         the admission gate is on (fail-closed) with its nft queue rule, not the xt
+ *                fallback, and a reader (steer_gate, libnetfilter_queue) decides every new
+ *                remote SYN: the tproxy clients above only got through because it accepted
+ *                them, and a client from a denied source address gets no connection;
  *   detach       steer_detach() leaves no hook on the cgroup.
  *
  * It prints diagnostics ("vm-test: ...", pgwarden's own log lines) and then exactly one
@@ -33,8 +37,9 @@
  *   PGW-VMTEST-RESULT: PASS|FAIL kernel=<release> connect_unix=loaded|not-loaded <check>=...
  * The exit status is 0 only on PASS. A guest that prints no result line is a failure too.
  *
- * Usage (from init, which made the namespace, the veth pair and the client's addresses):
- *   steer_test NETNS_PATH CLIENT_ADDR CLIENT_ADDR6
+ * Usage (from init, which made the namespace, the veth pair and the client's addresses; the
+ * remote client also has DENIED_ADDR, which the gate's deny list names):
+ *   steer_test NETNS_PATH CLIENT_ADDR CLIENT_ADDR6 DENIED_ADDR
  */
 #include "base/addr.h"
 #include "base/log.h"
@@ -45,9 +50,11 @@
 #include <bpf/bpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -69,6 +76,9 @@
 #define RELAY_ADDR6 "::1"
 #define RELAY_PORT 15432
 #define TPROXY_PORT 15433
+#define GATE_QUEUE 7
+/* How long a client from a denied source waits for a connection that must not come. */
+#define GATE_DENIED_WAIT_MS 3000
 #define UNIX_PROTECTED "/run/postgresql/.s.PGSQL.5432"
 #define UNIX_RELAY "/run/pgw-vmtest/relay.sock"
 #define TEST_INSTANCE "pgw-vmtest"
@@ -90,6 +100,7 @@ enum check {
 	CHECK_UNIX,
 	CHECK_TPROXY,
 	CHECK_TPROXY6,
+	CHECK_GATE,
 	CHECK_DETACH,
 	CHECK_COUNT,
 };
@@ -97,7 +108,7 @@ enum check {
 static const char *const check_names[CHECK_COUNT] = {
 	"attach", "connect_unix_probe", "steer", "peername", "origin", "ipv6",
 	"relay_mark", "unix", "tproxy", "tproxy6",
-	"detach",
+	"gate", "detach",
 };
 
 /* 0 = not run, 1 = ok, -1 = failed. A check that does not apply to this kernel is marked
@@ -536,6 +547,119 @@ static void test_tproxy(struct relay *r, const char *netns, const char *client4,
 		  tproxy_one(r, netns, &dialled, &client, r->tproxy6_fd, &r->tproxy6));
 }
 
+/*
+ * The admission gate's reader, as pgwardend runs it, in a child process so it answers
+ * queued SYNs while this process blocks in accept(). Its deny list holds denied_addr.
+ * Returns the child's pid once the queue is bound, or -1 (the reason is printed).
+ */
+static pid_t gate_start(const char *denied_addr)
+{
+	struct steer_gate_opts go = { .queue_num = GATE_QUEUE, .max_sources = 64 };
+	struct steer_gate *g;
+	int ready[2];
+	char c = 0;
+	pid_t pid;
+
+	if (steer_cidr_parse(denied_addr, &go.deny[go.ndeny++]) < 0 || pipe(ready) < 0) {
+		note("gate: setup: %s", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		struct pollfd p;
+		int rc;
+
+		close(ready[0]);
+		rc = steer_gate_new(&go, &g);
+		if (rc == 0)
+			rc = steer_gate_open(g);
+		if (rc < 0) {
+			note("gate: cannot read queue %d: %s", GATE_QUEUE, strerror(-rc));
+			_exit(1);
+		}
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		p.fd = steer_gate_fd(g);
+		p.events = POLLIN;
+		for (;;) /* until the parent's SIGTERM */
+			if (poll(&p, 1, -1) == 1)
+				steer_gate_dispatch(g);
+	}
+	close(ready[1]);
+	if (pid < 0 || read(ready[0], &c, 1) != 1) {
+		close(ready[0]);
+		client_wait(pid);
+		return -1;
+	}
+	close(ready[0]);
+	return pid;
+}
+
+static void gate_stop(pid_t pid)
+{
+	if (pid > 0) {
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+	}
+}
+
+/* The attach put the gate's rule in nft (stock Debian kernels have nft queue), as status
+ * reports it. */
+static bool gate_rule_is_nft(void)
+{
+	json_t *st = steer_status_json(TEST_INSTANCE);
+	const char *rule = json_string_value(json_object_get(json_object_get(st, "gate"), "rule"));
+	bool ok = rule && strcmp(rule, "nft queue") == 0;
+
+	if (!ok)
+		note("gate: status reports the gate rule as '%s', expected 'nft queue'",
+		     rule ? rule : "(none)");
+	json_decref(st);
+	return ok;
+}
+
+/* A remote client from the denied source dials the protected address: the gate drops its
+ * SYN, so within GATE_DENIED_WAIT_MS it has no connection and the relay has nothing. */
+static bool gate_denies(struct relay *r, const char *netns, const char *denied_addr)
+{
+	struct pollfd lp = { .fd = r->tproxy_fd, .events = POLLIN };
+	struct addr dialled, src;
+	int rc;
+	pid_t pid;
+
+	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
+	addr_set4(&src, denied_addr, 0);
+	pid = fork();
+	if (pid == 0) {
+		struct pollfd p = { .events = POLLOUT };
+		int fd, nsfd = open(netns, O_RDONLY | O_CLOEXEC);
+
+		if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0 ||
+		    (fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
+		    bind(fd, &src.ss.sa, src.len) < 0) {
+			note("gate: denied client setup: %s", strerror(errno));
+			_exit(1);
+		}
+		if (connect(fd, &dialled.ss.sa, dialled.len) == 0) {
+			note("gate: a client from a denied source connected at once");
+			_exit(3);
+		}
+		p.fd = fd;
+		if (errno != EINPROGRESS || poll(&p, 1, GATE_DENIED_WAIT_MS) != 0) {
+			note("gate: a client from a denied source was answered (connect: %s)",
+			     errno == EINPROGRESS ? "completed" : strerror(errno));
+			_exit(3);
+		}
+		_exit(0);
+	}
+	rc = client_wait(pid);
+	if (poll(&lp, 1, 0) != 0) {
+		note("gate: the relay accepted a connection from a denied source");
+		rc = -1;
+	}
+	return rc == 0;
+}
+
 static int relay_listen(struct relay *r)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -574,9 +698,11 @@ int main(int argc, char **argv)
 	bool want_unix;
 	FILE *mounts;
 	int rc, cg_fd = -1, n;
+	pid_t gate_pid;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: %s NETNS_PATH CLIENT_ADDR CLIENT_ADDR6\n", argv[0]);
+	if (argc != 5) {
+		fprintf(stderr, "usage: %s NETNS_PATH CLIENT_ADDR CLIENT_ADDR6 DENIED_ADDR\n",
+			argv[0]);
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -613,7 +739,9 @@ int main(int argc, char **argv)
 	o.tproxy_port = TPROXY_PORT;
 	o.unix_paths[o.nunix++] = unix_paths[0];
 	o.unix_relay = UNIX_RELAY;
-	o.check_relay = false; /* its probe connection would sit in our accept queue */
+	o.check_relay = false; /* the listeners are ours, and already there */
+	o.gate = true;
+	o.gate_queue = GATE_QUEUE;
 	rc = steer_attach(&o, &handle, err, sizeof(err));
 	if (!check_set(CHECK_ATTACH, rc == 0)) {
 		note("attach: %s", err);
@@ -636,7 +764,14 @@ int main(int argc, char **argv)
 	test_relay_mark(&r, o.relay_mark);
 	if (want_unix)
 		test_unix(&r);
+	/* Fail-closed: with the gate on and nobody reading its queue, no remote SYN gets
+	 * through, so the reader runs before the TPROXY clients dial. */
+	gate_pid = gate_start(argv[4]);
+	check_set(CHECK_GATE, gate_pid > 0 && gate_rule_is_nft());
 	test_tproxy(&r, argv[1], argv[2], argv[3]);
+	if (gate_pid > 0)
+		check_set(CHECK_GATE, gate_denies(&r, argv[1], argv[4]));
+	gate_stop(gate_pid);
 
 detach:
 	steer_origin_close(r.origin);
