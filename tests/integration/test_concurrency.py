@@ -12,6 +12,8 @@ Waits are bounded hang guards, never performance assertions.
 import asyncio
 import hashlib
 import random
+import re
+import subprocess
 import threading
 import time
 
@@ -168,3 +170,64 @@ def test_concurrent_sessions_do_not_mix(target):
         t.join(300)
     assert not any(t.is_alive() for t in threads), "a session hung for over 300s"
     assert not errors, "\n".join(errors[:20])
+
+
+# --------------------------------------------------------------------------------------------
+# behind a connection pooler
+
+
+@pytest.fixture
+def bouncer_factory():
+    from pgbouncer import PgBouncer
+    started = []
+
+    def start(server, creds, **kw):
+        b = PgBouncer(server, creds, **kw).start()
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+def _pgbench(endpoint, args, timeout=600):
+    return subprocess.run(["pgbench"] + args, env=endpoint.env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.targets("direct", "pgwarden")
+def test_pgbouncer_transaction_pooling(target, pg, bouncer_factory):
+    """16 pgbench clients through PgBouncer in transaction mode, multiplexed onto a pool of
+    4 server connections that are pgwardend sessions: every transaction commits, the bank
+    balances, and the relay saw only the pool's few long-lived sessions."""
+    pool = 4
+    bouncer = bouncer_factory((target.host, target.port), pg, pool_size=pool)
+    init = _pgbench(bouncer, ["-i", "-q", "-s", "1", "-I", "dtGvp"])
+    assert init.returncode == 0, init.stdout + init.stderr
+    clients, per_client, total = 16, 40, 0
+    # Named prepared statements do not survive transaction pooling (PgBouncer 1.18), so
+    # simple and extended (unnamed statements) are the protocols applications use here.
+    for mode in ("simple", "extended"):
+        r = _pgbench(bouncer, ["-n", "-c", str(clients), "-j", "2", "-t", str(per_client),
+                               "-M", mode, "-b", "tpcb-like"])
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, "pgbench -M %s through pgbouncer failed:\n%s\n%s" % (
+            mode, out, bouncer.log_tail())
+        m = re.search(r"number of transactions actually processed: (\d+)/(\d+)", out)
+        assert m and int(m.group(1)) == int(m.group(2)) == clients * per_client, out
+        total += int(m.group(1))
+        row = pg.psql("SELECT (SELECT sum(abalance) FROM pgbench_accounts),"
+                      " (SELECT sum(bbalance) FROM pgbench_branches),"
+                      " (SELECT sum(tbalance) FROM pgbench_tellers),"
+                      " (SELECT coalesce(sum(delta), 0) FROM pgbench_history),"
+                      " (SELECT count(*) FROM pgbench_history)").strip()
+        a, b, t, d, n = (int(x) for x in row.split("|"))
+        assert a == b == t == d and n == total, (mode, row)
+
+    if target.relay is not None:
+        sessions = {d["session"] for d in target.relay.log_lines()
+                    if d.get("event") == "session_start"}
+        # pgbench -i's own connections also come through the pool; one pool serves all.
+        assert 1 <= len(sessions) <= pool, "relay saw %d sessions for a pool of %d" % (
+            len(sessions), pool)
