@@ -161,8 +161,9 @@ def wait_for_port(host, port, timeout, proc=None, what="server"):
                        % (what, host, port, timeout, last))
 
 
-def _proc_net_listening(port):
-    """True if some socket in this network namespace listens on TCP port (any address)."""
+def _listening_inodes(port):
+    """Socket inodes listening on TCP port (any address) in this network namespace."""
+    inodes = set()
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(path) as f:
@@ -171,22 +172,42 @@ def _proc_net_listening(port):
                     fields = line.split()
                     # local_address is HEXIP:HEXPORT; state 0A is TCP_LISTEN.
                     if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        return True
+                        inodes.add(fields[9])
         except OSError:
             continue
+    return inodes
+
+
+def _owns_socket(pid, inodes):
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
     return False
 
 
-def wait_for_listen(port, timeout, proc=None, what="server"):
+def wait_for_listen(port, timeout, proc=None, what="server", owner_pid=None):
     """Wait until something listens on port, without connecting to it: a probe connection
     would show up in the daemon's log and metrics as a client that never sent a startup
-    packet, which tests counting sessions must not have to ignore."""
+    packet, which tests counting sessions must not have to ignore.
+
+    With owner_pid, the listening socket must be that process's, so a stranger that took
+    the port between our probe and the daemon's bind is not mistaken for the daemon.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("%s exited with status %s before listening"
                                % (what, proc.returncode))
-        if _proc_net_listening(port):
+        inodes = _listening_inodes(port)
+        if inodes and (owner_pid is None or _owns_socket(owner_pid, inodes)):
             return
         time.sleep(0.05)
     raise TimeoutError("%s did not listen on port %d within %.0fs" % (what, port, timeout))
@@ -481,7 +502,8 @@ class Relay(Endpoint):
                                              stdout=log, stderr=subprocess.STDOUT, env=env,
                                              start_new_session=True)
             try:
-                wait_for_listen(self.port, timeout, self.proc, "pgwardend")
+                wait_for_listen(self.port, timeout, self.proc, "pgwardend",
+                                owner_pid=self.proc.pid)
                 return self
             except RuntimeError as e:  # exited early
                 last = "%s\nargv: %s\n%s" % (e, " ".join(self.argv), self.log_tail())
