@@ -3,7 +3,7 @@
  * in tests/unit/data/sql/, plus generated inputs (very long, every byte value).
  *
  * Case files are plain text, one case per line, fields separated by '|' (write a literal
- * pipe as \|). Fields are trimmed; escapes inside fields: \n \r \t \\ \| \0 \xHH \s (a
+ * pipe as \|). Fields are trimmed; escapes inside fields: \n \r \t \f \\ \| \0 \xHH \s (a
  * space, for leading/trailing ones). Lines starting with '#' and blank lines are ignored.
  *
  *   cases.txt  input | normalised | class[:c1,c2,...]
@@ -98,6 +98,7 @@ static bool parse_line(char *raw, struct line *l)
 			case 'n': out[n++] = '\n'; break;
 			case 'r': out[n++] = '\r'; break;
 			case 't': out[n++] = '\t'; break;
+			case 'f': out[n++] = '\f'; break;
 			case 's': out[n++] = ' '; break;
 			case '0': out[n++] = '\0'; break;
 			case 'x':
@@ -335,7 +336,7 @@ static void case_lex(struct line *l)
 		if (t.off < prev_end || t.off + t.len > len)
 			fail_case(l, "token [%zu,+%zu) out of order or bounds", t.off, t.len);
 		prev_end = t.off + t.len;
-		if (t.kind == SQL_TOK_EOF && !t.flags)
+		if (t.kind == SQL_TOK_EOF && !(t.flags & SQL_TOKF_UNTERMINATED))
 			break;
 		tok_str(&t, ts, sizeof(ts));
 		gn += (size_t)snprintf(got + gn, sizeof(got) - gn, "%s%s", gn ? " " : "", ts);

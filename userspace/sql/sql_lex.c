@@ -266,9 +266,16 @@ static size_t scan_number(const struct sql_lexer *lx, size_t i, unsigned *flags)
 				break;
 			}
 		}
-		if (digits == 0) /* {hexfail}: 0x or 0x_ with no digit */
+		/* No digit ({hexfail}), or identifier characters after the digits: scan.l's
+		 * longest match is then {decinteger}{identifier}, "0" plus "x1g": one junk token
+		 * over the whole run. */
+		if (digits == 0 || (j < lx->len && is_ident_cont(at(lx, j)))) {
+			j = i + 1;
+			while (j < lx->len && is_ident_cont(at(lx, j)))
+				j++;
 			*flags |= SQL_TOKF_INVALID;
-		return junk(lx, j, flags);
+		}
+		return j;
 	}
 
 	size_t j = is_digit(at(lx, i)) ? dec_run(lx, i) : i;

@@ -151,6 +151,10 @@ int sql_normalize(const char *sql, size_t len, unsigned opts, char *out, size_t 
 	if (!sql)
 		len = 0;
 	k = max_param(sql, len, opts);
+	/* Single pass with a rollback point: safe is the output length after the last token
+	 * that still leaves room for the marker. Tokens are written while they fit at all;
+	 * the first that does not rolls the output back to safe and marks it. */
+	size_t safe = 0;
 	sql_lex_init(&lx, sql, len, opts);
 	sql_lex_next(&lx, &t);
 	while (t.kind != SQL_TOK_EOF) {
@@ -159,8 +163,7 @@ int sql_normalize(const char *sql, size_t len, unsigned opts, char *out, size_t 
 		size_t n = t.len;
 		bool clean = true;
 
-		/* The next token first: a UNICODE literal swallows its UESCAPE clause, and the
-		 * truncation check needs to know whether this token is the last. */
+		/* A UNICODE literal swallows its UESCAPE clause: look at the next token first. */
 		sql_lex_next(&lx, &next);
 		if (tok_is_literal(&t)) {
 			if ((t.flags & SQL_TOKF_UNICODE) && t.kind == SQL_TOK_STRING)
@@ -173,11 +176,10 @@ int sql_normalize(const char *sql, size_t len, unsigned opts, char *out, size_t 
 		bool space = o.len > 0 && ((t.flags & SQL_TOKF_SPACE_BEFORE) ||
 					   /* $1 glued to an identifier would read as one */
 					   (ident_char_at_end(&o) && is_identish((unsigned char)text[0])));
-		size_t need = (space ? 1 : 0) + n;
 		size_t room = cap - 1 - o.len; /* bytes left before the NUL */
-		bool last = next.kind == SQL_TOK_EOF;
 
-		if (need > room || (!last && need + sizeof(marker) - 1 > room)) {
+		if ((space ? 1 : 0) + n > room) {
+			o.len = safe;
 			rc = -ENOSPC;
 			break;
 		}
@@ -189,6 +191,8 @@ int sql_normalize(const char *sql, size_t len, unsigned opts, char *out, size_t 
 			memcpy(o.b + o.len, text, n);
 			o.len += n;
 		}
+		if (o.len + sizeof(marker) - 1 <= cap - 1)
+			safe = o.len;
 		t = next;
 	}
 	if (rc == -ENOSPC) {
