@@ -137,4 +137,5 @@ install: $(BINS)
 clean:
 	rm -rf build
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/obj/userspace/pgwardend.d
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/userspace/pgwardend.d \
+	$(patsubst %.c,$(BUILD)/obj/%.d,$(wildcard tools/*/*.c) $(UNIT_SRCS))

@@ -5,7 +5,13 @@
  * no handler ever runs inside a worker), the process limits, and the workers' lifecycle:
  * start, drain on SIGTERM/SIGINT, join. Workers own the data path.
  */
+#include "admin/admin.h"
+#include "base/clock.h"
 #include "base/log.h"
+#include "metrics/metrics_http.h"
+#include "metrics/metrics_std.h"
+#include "metrics/metrics_steer.h"
+#include "relay/conn.h"
 #include "config/config.h"
 #include "relay/cancel.h"
 #include "relay/relay.h"
@@ -165,16 +171,20 @@ static void raise_nofile(void)
 		 (unsigned long long)(rl.rlim_cur / 2));
 }
 
-static void reload(struct relay *r, const struct options *o)
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* SIGHUP (main thread) and the admin socket's reload (admin thread) both land here. */
+static int reload_checked(struct relay *r, const struct options *o, char *err, size_t errlen)
 {
-	char err[CONFIG_ERR_MAX];
 	struct config *cfg, *old;
 	const char *restart;
 
-	cfg = load_config(o, err, sizeof(err));
+	pthread_mutex_lock(&reload_lock);
+	cfg = load_config(o, err, errlen);
 	if (!cfg) {
 		log_error("reload", "keeping the running configuration: %s", err);
-		return;
+		pthread_mutex_unlock(&reload_lock);
+		return -1;
 	}
 	old = relay_config_acquire(r);
 	restart = config_restart_required(old, cfg);
@@ -184,7 +194,91 @@ static void reload(struct relay *r, const struct options *o)
 	relay_config_publish(r, cfg);
 	log_info("reload", "configuration reloaded%s%s", o->config_path ? " from " : "",
 		 o->config_path ? o->config_path : "");
+	pthread_mutex_unlock(&reload_lock);
+	return 0;
 }
+
+static void reload(struct relay *r, const struct options *o)
+{
+	char err[CONFIG_ERR_MAX];
+
+	(void)reload_checked(r, o, err, sizeof(err));
+}
+
+/* ---- admin socket callbacks (admin thread) ---- */
+
+struct daemon_ctx {
+	struct relay *relay;
+	const struct options *opts;
+};
+
+static int admin_sessions_cb(void *ctx, json_t *arr)
+{
+	struct relay *r = ((struct daemon_ctx *)ctx)->relay;
+	uint64_t now = clock_mono_ns();
+
+	for (unsigned i = 0; i < r->nworkers; i++) {
+		struct worker *w = r->workers[i];
+
+		pthread_mutex_lock(&w->lock);
+		for (struct conn *c = w->conns; c; c = c->next) {
+			if (!__atomic_load_n(&c->session_started, __ATOMIC_ACQUIRE))
+				continue;
+			if (json_array_append_new(arr, conn_admin_json(c, now))) {
+				pthread_mutex_unlock(&w->lock);
+				return -ENOMEM;
+			}
+		}
+		pthread_mutex_unlock(&w->lock);
+	}
+	return 0;
+}
+
+static int admin_kill_cb(void *ctx, const char *id)
+{
+	struct relay *r = ((struct daemon_ctx *)ctx)->relay;
+
+	for (unsigned i = 0; i < r->nworkers; i++) {
+		int err = worker_post_kill(r->workers[i], id);
+
+		if (err != -ENOENT)
+			return err;
+	}
+	return -ENOENT;
+}
+
+static int admin_reload_cb(void *ctx, char *err, size_t n)
+{
+	struct daemon_ctx *d = ctx;
+
+	return reload_checked(d->relay, d->opts, err, n);
+}
+
+static int admin_status_cb(void *ctx, json_t *obj)
+{
+	struct relay *r = ((struct daemon_ctx *)ctx)->relay;
+	uint64_t refused = 0;
+
+	for (unsigned i = 0; i < MREFUSE_COUNT; i++)
+		refused += metrics_value(r->metrics, r->mstd.refused, i);
+	json_object_set_new(obj, "version", json_string(PGWARDEN_VERSION));
+	json_object_set_new(obj, "workers", json_integer(r->nworkers));
+	json_object_set_new(obj, "sessions",
+			    json_integer(__atomic_load_n(&r->connections, __ATOMIC_RELAXED)));
+	json_object_set_new(obj, "connections_accepted",
+			    json_integer((json_int_t)metrics_value(r->metrics, r->mstd.accepted, 0)));
+	json_object_set_new(obj, "connections_refused", json_integer((json_int_t)refused));
+	json_object_set_new(obj, "errors", json_integer((json_int_t)metrics_value(
+						   r->metrics, r->mstd.statement_errors, 0)));
+	return 0;
+}
+
+static const struct admin_ops daemon_admin_ops = {
+	.sessions = admin_sessions_cb,
+	.kill = admin_kill_cb,
+	.reload = admin_reload_cb,
+	.status = admin_status_cb,
+};
 
 static unsigned worker_count(const struct config *cfg)
 {
@@ -297,6 +391,9 @@ int main(int argc, char **argv)
 {
 	struct options o = {0};
 	struct relay r = {0};
+	struct daemon_ctx dctx = {.relay = &r, .opts = &o};
+	struct admin_server *admin = NULL;
+	struct metrics_http *http = NULL;
 	char err[CONFIG_ERR_MAX];
 	struct config *cfg;
 	sigset_t sigs;
@@ -347,14 +444,41 @@ int main(int argc, char **argv)
 		log_error("start", "out of memory");
 		goto out;
 	}
+	r.metrics = metrics_registry_new();
+	if (!r.metrics || metrics_std_register(r.metrics, &r.mstd) ||
+	    metrics_steer_register(r.metrics, NULL)) {
+		log_error("start", "metrics registry: out of memory");
+		goto out;
+	}
 	rc = start_workers(&r, cfg);
 	if (rc) {
 		log_error("start", "cannot start: %s", strerror(-rc));
 		goto out;
 	}
 	log_started(cfg, r.nworkers);
+	{
+		struct admin_server_config acfg = {.path = cfg->admin_socket};
+
+		if (admin_server_start(&acfg, &daemon_admin_ops, &dctx, &admin, err, sizeof(err))) {
+			log_error("start", "%s", err);
+			goto out_stop;
+		}
+		__atomic_store_n(&r.admin, admin, __ATOMIC_RELEASE);
+		if (cfg->metrics_listen) {
+			char where[ADDR_STRLEN];
+
+			http = metrics_http_start(r.metrics, cfg->metrics_listen, err, sizeof(err));
+			if (!http) {
+				log_error("start", "%s", err);
+				goto out_stop;
+			}
+			log_info("metrics_listen", "metrics on http://%s/metrics",
+				 metrics_http_address(http, where, sizeof(where)));
+		}
+	}
 
 	main_loop(&r, &o, sigfd);
+out_stop:
 	if (!__atomic_load_n(&r.draining, __ATOMIC_ACQUIRE))
 		for (unsigned i = 0; i < r.nworkers; i++)
 			worker_post(r.workers[i], WORKER_CMD_STOP);
@@ -362,11 +486,19 @@ int main(int argc, char **argv)
 		worker_join(r.workers[i]);
 	log_info("shutdown", "all sessions ended; exiting");
 	status = 0;
+	metrics_http_stop(http);
+	http = NULL;
+	__atomic_store_n(&r.admin, NULL, __ATOMIC_RELEASE);
+	admin_server_stop(admin);
+	admin = NULL;
 out:
+	metrics_http_stop(http);
+	admin_server_stop(admin);
 	for (unsigned i = 0; i < r.nworkers; i++)
 		worker_destroy(r.workers[i]);
 	free(r.workers);
 	cancel_map_free(r.cancels);
+	metrics_registry_free(r.metrics);
 	config_unref(r.config);
 	close(sigfd);
 	options_free(&o);

@@ -9,6 +9,7 @@
  */
 #include "relay/conn.h"
 
+#include "admin/admin.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "config/config.h"
@@ -73,14 +74,105 @@ static void conn_run(struct conn *c);
 static void conn_close(struct conn *c, const char *reason);
 static void conn_timer_update(struct conn *c);
 
+/*
+ * A connection that is winding down (CLOSING, or a client that said goodbye) gets a bounded
+ * time to deliver its last bytes: a peer that stops reading cannot pin it, nor a drain.
+ */
+#define CONN_LINGER_MAX_MS 5000
+
+static uint64_t conn_linger_ns(const struct conn *c)
+{
+	uint64_t ms = c->config->message_timeout_ms < CONN_LINGER_MAX_MS ? c->config->message_timeout_ms
+									 : CONN_LINGER_MAX_MS;
+
+	return ms * NSEC_PER_MSEC;
+}
+
+static void conn_linger(struct conn *c)
+{
+	if (!c->linger_deadline)
+		c->linger_deadline = c->worker->loop.now + conn_linger_ns(c);
+}
+
+/* The metrics label of a state: the three COPY states fold into one. */
+static unsigned conn_mstate(enum conn_state s)
+{
+	switch (s) {
+	case CONN_STARTUP:
+		return MSTATE_STARTUP;
+	case CONN_CONNECTING:
+		return MSTATE_CONNECTING;
+	case CONN_AUTH:
+		return MSTATE_AUTH;
+	case CONN_READY:
+		return MSTATE_IDLE;
+	case CONN_BUSY:
+		return MSTATE_ACTIVE;
+	case CONN_COPY_IN:
+	case CONN_COPY_OUT:
+	case CONN_COPY_BOTH:
+		return MSTATE_COPY;
+	case CONN_CANCEL:
+		return MSTATE_CANCEL;
+	default:
+		return MSTATE_CLOSING;
+	}
+}
+
+/* This worker's metrics shard and the families' ids. */
+static struct metrics_shard *conn_metrics(const struct conn *c)
+{
+	return c->worker->metrics;
+}
+
+static const struct metrics_std *conn_mstd(const struct conn *c)
+{
+	return &c->worker->relay->mstd;
+}
+
 /* The single writer of c->state. */
 static void conn_set_state(struct conn *c, enum conn_state s)
 {
+	struct metrics_shard *m = conn_metrics(c);
+
 	if (c->state == s)
 		return;
 	log_debug("conn_state", "session=%s %s -> %s", c->session.id_hex,
 		  conn_state_to_str(c->state), conn_state_to_str(s));
-	c->state = s;
+	if (m) {
+		metrics_gauge_add(m, conn_mstd(c)->sessions, conn_mstate(c->state), -1);
+		if (s != CONN_CLOSED)
+			metrics_gauge_add(m, conn_mstd(c)->sessions, conn_mstate(s), 1);
+	}
+	__atomic_store_n(&c->state, s, __ATOMIC_RELAXED); /* the admin listing reads it */
+	if (s == CONN_CLOSING)
+		conn_linger(c);
+}
+
+json_t *conn_admin_json(struct conn *c, uint64_t now)
+{
+	char stmt[ADMIN_TEXT_MAX];
+	struct admin_session_view v = {
+		.state = conn_state_to_str(__atomic_load_n(&c->state, __ATOMIC_RELAXED)),
+		.last_statement = stmt,
+		.last_latency_ns = __atomic_load_n(&c->last_latency_ns, __ATOMIC_RELAXED),
+		.now_mono_ns = now,
+		.errors = __atomic_load_n(&c->errors, __ATOMIC_RELAXED),
+	};
+
+	if (!admin_text_get(&c->last_statement, stmt, sizeof(stmt)))
+		v.last_statement = NULL;
+	return admin_session_json(&c->session, &v);
+}
+
+/* Tell live tools (admin "subscribe") about a session; one atomic load when nobody listens. */
+static void conn_publish(struct conn *c, const char *event)
+{
+	struct admin_server *a = __atomic_load_n(&c->worker->relay->admin, __ATOMIC_ACQUIRE);
+
+	if (admin_server_has_subscribers(a))
+		admin_server_publish(a, event,
+				     json_pack("{s:o}", "session", conn_admin_json(c, clock_mono_ns())));
 }
 
 static bool conn_logged_in(const struct conn *c)
@@ -172,10 +264,25 @@ static int conn_inject(struct conn *c, enum conn_dir_id id, const uint8_t *bytes
 static bool conn_upstream_usable(const struct conn *c)
 {
 	return c->upstream_fd >= 0 && c->state >= CONN_AUTH && c->state != CONN_CANCEL &&
-	       !c->dir[CONN_S2C].eof;
+	       !c->dir[CONN_S2C].eof && !c->upstream_broken;
 }
 
 /* Close the upstream socket now; bytes still meant for it are dropped. */
+static void conn_upstream_drop(struct conn *c);
+
+/*
+ * A send upstream failed (the server reset or closed). Its last words (a FATAL saying why)
+ * may still be in the socket: stop sending, keep reading it until EOF.
+ */
+static void conn_upstream_broke(struct conn *c)
+{
+	c->upstream_broken = true;
+	conn_dir_release(c, &c->dir[CONN_C2S]);
+	c->dir[CONN_C2S].stream_left = 0;
+	c->dir[CONN_S2C].can_read = true;
+	c->dir[CONN_S2C].hup = true;
+}
+
 static void conn_upstream_drop(struct conn *c)
 {
 	if (c->upstream_fd >= 0) {
@@ -233,6 +340,10 @@ static void conn_fail(struct conn *c, const char *sqlstate, const char *message,
 void conn_terminate(struct conn *c, const char *sqlstate, const char *message,
 		    const char *reason)
 {
+	if (c->state >= CONN_CLOSING || c->client_done) {
+		conn_close(c, reason); /* nothing more is owed to anyone */
+		return;
+	}
 	conn_fail(c, sqlstate, message, reason);
 	conn_run(c);
 }
@@ -362,6 +473,14 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 		conn_fail(c, "53200", "out of memory", "out of memory");
 		return -ENOMEM;
 	}
+	if (!relay_session_reserve(c->worker->relay, c->config->max_connections)) {
+		log_warn("connection_refused", "session=%s reason=max_connections (%u) reached",
+			 s->id_hex, c->config->max_connections);
+		conn_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already",
+			  "max_connections reached");
+		return -EAGAIN;
+	}
+	c->holds_session = true;
 	s->protocol = st->code;
 	s->replication = st->replication;
 	if (p->state_size) {
@@ -371,7 +490,8 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 			return -ENOMEM;
 		}
 	}
-	c->session_started = true;
+	__atomic_store_n(&c->session_started, true, __ATOMIC_RELEASE);
+	conn_publish(c, "session_start");
 	stage_session_start(p, c->stage_state, s, &res);
 	if (res.verdict != STAGE_FORWARD) {
 		conn_fail(c, res.sqlstate, res.message, "refused at session start");
@@ -494,20 +614,45 @@ static enum conn_admit conn_frontend_admit(const struct conn *c, uint8_t type)
 	return answering ? CONN_ADMIT_INVALID : CONN_ADMIT_WAIT;
 }
 
+/* The statement text the admin listing shows (the start of it: ADMIN_TEXT_MAX bytes). */
+static void conn_note_statement(struct conn *c, const struct proto_msg *m)
+{
+	const char *sql = NULL, *name;
+	uint16_t nparams;
+	int r = m->type == PqMsg_Query ? proto_read_query(m, &sql)
+				       : proto_read_parse(m, &name, &sql, &nparams);
+
+	if (r == PROTO_OK)
+		admin_text_set(&c->last_statement, sql, strnlen(sql, ADMIN_TEXT_MAX));
+}
+
 /* Bookkeeping for a client message about to be forwarded. */
 static void conn_frontend_seen(struct conn *c, uint8_t type)
 {
+	struct metrics_shard *m = conn_metrics(c);
+
+	if (m && (type == PqMsg_Query || type == PqMsg_Execute))
+		metrics_inc(m, conn_mstd(c)->statements, MSTMT_OTHER);
+	if (!c->busy_since &&
+	    (type == PqMsg_Query || type == PqMsg_Execute || type == PqMsg_FunctionCall))
+		c->busy_since = c->worker->loop.now;
 	switch (type) {
 	case PqMsg_Query:
 	case PqMsg_FunctionCall:
 		c->session.statements += type == PqMsg_Query;
 		c->pending++;
+		c->syncs_since_exec = 0;
 		break;
 	case PqMsg_Sync:
-		c->pending++;
+		/* The server ignores a Sync it reads in COPY IN mode: it owes no answer. */
+		if (c->state != CONN_COPY_IN) {
+			c->pending++;
+			c->syncs_since_exec++;
+		}
 		break;
 	case PqMsg_Execute:
 		c->session.statements++;
+		c->syncs_since_exec = 0;
 		break;
 	case PqMsg_CopyDone:
 	case PqMsg_CopyFail:
@@ -628,12 +773,16 @@ static int conn_frame_c2s_messages(struct conn *c, struct conn_dir *d,
 				return -EPERM;
 			}
 		}
+		if ((m.type == PqMsg_Query || m.type == PqMsg_Parse) && avail >= total)
+			conn_note_statement(c, &m);
 		conn_frontend_seen(c, m.type);
 		if (m.type == PqMsg_Terminate) {
+			/* Forward it and drop whatever follows; answers to what the client sent
+			 * before it still reach the client until the server closes. */
 			d->framed += total;
 			b->tail = b->head + d->framed;
 			conn_set_reason(c, "client terminated");
-			conn_set_state(c, CONN_CLOSING);
+			c->client_done = true;
 			return 0;
 		}
 		if (avail >= total) {
@@ -685,6 +834,10 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 			r = PROTO_ERR_FORMAT;
 			break;
 		}
+		if (c->cancel_handle) {
+			r = PROTO_ERR_FORMAT; /* a second key would orphan the first mapping */
+			break;
+		}
 		/* The client gets the server's pid and a key only pgwarden can map back. */
 		c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, &c->session.upstream,
 						    pid, key, key_len, body + 4);
@@ -703,9 +856,24 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 			c->pending--;
 		if (c->state == CONN_AUTH)
 			c->pending = 0;
+		if (!c->pending && c->busy_since && conn_logged_in(c)) {
+			uint64_t took = c->worker->loop.now - c->busy_since;
+
+			__atomic_store_n(&c->last_latency_ns, (int64_t)took, __ATOMIC_RELAXED);
+			if (conn_metrics(c)) {
+				metrics_observe(conn_metrics(c), conn_mstd(c)->query_duration, 0, took);
+				if (c->upstream_since)
+					metrics_observe(conn_metrics(c), conn_mstd(c)->upstream_duration, 0,
+							c->worker->loop.now - c->upstream_since);
+			}
+			c->busy_since = c->upstream_since = 0;
+		}
 		conn_set_state(c, c->pending ? CONN_BUSY : CONN_READY);
 		break;
 	case PqMsg_ErrorResponse:
+		__atomic_store_n(&c->errors, c->errors + 1, __ATOMIC_RELAXED);
+		if (conn_metrics(c))
+			metrics_inc(conn_metrics(c), conn_mstd(c)->statement_errors, 0);
 		r = proto_read_error(m, &ef);
 		if (r == PROTO_OK && ef.severity &&
 		    (strcmp(ef.severity, "FATAL") == 0 || strcmp(ef.severity, "PANIC") == 0)) {
@@ -716,6 +884,10 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 		}
 		break;
 	case PqMsg_CopyInResponse:
+		/* Syncs pipelined behind the COPY's Execute reach the server in COPY IN mode,
+		 * where it ignores them. */
+		c->pending -= c->syncs_since_exec < c->pending ? c->syncs_since_exec : c->pending;
+		c->syncs_since_exec = 0;
 		conn_set_state(c, CONN_COPY_IN);
 		break;
 	case PqMsg_CopyOutResponse:
@@ -818,6 +990,13 @@ static bool *conn_dst_writable(struct conn *c, enum conn_dir_id id)
 	return id == CONN_C2S ? &c->upstream_writable : &c->client_writable;
 }
 
+/* Remember when the client stopped taking bytes (its socket buffer is full). */
+static void conn_note_blocked(struct conn *c, enum conn_dir_id id)
+{
+	if (id == CONN_S2C && !c->client_blocked_since)
+		c->client_blocked_since = c->worker->loop.now;
+}
+
 /*
  * Send the framed bytes of d. Returns 0 when all left, 1 when the destination is full (or
  * not connected yet), < 0 when the destination failed.
@@ -839,6 +1018,7 @@ static int conn_flush(struct conn *c, enum conn_dir_id id)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				*writable = false;
+				conn_note_blocked(c, id);
 				return 1;
 			}
 			return -errno;
@@ -847,9 +1027,14 @@ static int conn_flush(struct conn *c, enum conn_dir_id id)
 		d->framed -= (uint32_t)n;
 		if (d->framed) {
 			*writable = false; /* a short send means the socket buffer is full */
+			conn_note_blocked(c, id);
 			return 1;
 		}
 	}
+	if (id == CONN_S2C)
+		c->client_blocked_since = 0;
+	else if (c->busy_since && !c->upstream_since)
+		c->upstream_since = c->worker->loop.now;
 	if (d->buf && buf_len(d->buf) == 0)
 		conn_dir_release(c, d);
 	return 0;
@@ -884,11 +1069,13 @@ static ssize_t conn_read(struct conn *c, enum conn_dir_id id)
 		/* Edge-triggered: a short read drained the socket, unless a hang-up is pending. */
 		if ((uint32_t)n < room && !d->hup)
 			d->can_read = false;
-		if (id == CONN_C2S) {
+		if (id == CONN_C2S)
 			c->session.bytes_from_client += (uint64_t)n;
-		} else {
+		else
 			c->session.bytes_from_server += (uint64_t)n;
-		}
+		if (conn_metrics(c))
+			metrics_add(conn_metrics(c), conn_mstd(c)->bytes,
+				    id == CONN_C2S ? MDIR_FROM_CLIENT : MDIR_FROM_SERVER, (uint64_t)n);
 	} else if (n == 0) {
 		d->eof = true;
 		d->can_read = false;
@@ -941,15 +1128,21 @@ static const char *conn_lost_reason(enum conn_dir_id id)
 static void conn_pump(struct conn *c, enum conn_dir_id id)
 {
 	struct conn_dir *d = &c->dir[id];
+	/* Nothing more is read from a client whose bytes have nowhere to go. */
+	bool source_closed = id == CONN_C2S && (c->client_done || c->upstream_broken);
 	int r;
 
 	for (;;) {
 		r = conn_flush(c, id);
+		if (r < 0 && id == CONN_C2S) {
+			conn_upstream_broke(c);
+			break;
+		}
 		if (r < 0) {
 			conn_close(c, conn_lost_reason(id));
 			return;
 		}
-		if (r > 0 || c->state >= CONN_CLOSING)
+		if (r > 0 || c->state >= CONN_CLOSING || source_closed)
 			break;
 		if (d->buf && buf_len(d->buf) > d->framed) {
 			uint32_t framed = d->framed, head = d->buf->head, tail = d->buf->tail;
@@ -967,9 +1160,17 @@ static void conn_pump(struct conn *c, enum conn_dir_id id)
 			break;
 		if (conn_read(c, id) <= 0)
 			break;
+		source_closed = id == CONN_C2S && (c->client_done || c->upstream_broken);
 	}
 	if (conn_settle(c, d))
 		conn_close(c, "out of memory");
+}
+
+/* Wind down without a word to the client: it already said goodbye, or has gone. */
+static void conn_finish(struct conn *c)
+{
+	conn_upstream_drop(c);
+	conn_set_state(c, CONN_CLOSING);
 }
 
 /* A source reached end of stream (or failed): decide what the other side hears. */
@@ -978,19 +1179,34 @@ static void conn_handle_eof(struct conn *c)
 	struct conn_dir *c2s = &c->dir[CONN_C2S], *s2c = &c->dir[CONN_S2C];
 
 	if (s2c->eof) {
+		if (c->client_done) {
+			conn_finish(c); /* the server closed after the client's goodbye */
+			return;
+		}
 		/* The server went away. Unless it said why itself, the client hears 08006. */
 		conn_fail(c, SQLSTATE_CONNECTION_FAILURE,
 			  "server closed the connection unexpectedly",
 			  c->server_sent_fatal ? "server closed after FATAL" : "server closed");
 		return;
 	}
-	if (c2s->eof) {
-		conn_set_reason(c, c->state == CONN_STARTUP && !c->session_started
-					   ? "client closed before startup"
-					   : "client closed without Terminate");
-		/* Nothing is owed to a client that left; the server gets a clean Terminate. */
-		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, "client closed", "client closed");
+	if (!c2s->eof || c->client_done)
+		return;
+	conn_set_reason(c, c->state == CONN_STARTUP && !c->session_started
+				   ? "client closed before startup"
+				   : "client closed without Terminate");
+	if (conn_logged_in(c) && conn_upstream_usable(c) && !c2s->stream_left &&
+	    !(c2s->buf && buf_len(c2s->buf) > c2s->framed)) {
+		/* A client that half-closed may still read the answers it is owed: say
+		 * Terminate for it and let the server finish. */
+		uint8_t x[PROTO_HEADER_LEN];
+		int n = proto_write_terminate(x, sizeof(x));
+
+		if (n > 0 && conn_inject(c, CONN_C2S, x, (uint32_t)n) == 0) {
+			c->client_done = true;
+			return;
+		}
 	}
+	conn_fail(c, SQLSTATE_CONNECTION_FAILURE, "client closed", "client closed");
 }
 
 static bool conn_has_output(const struct conn *c)
@@ -1002,10 +1218,12 @@ static bool conn_has_output(const struct conn *c)
 static void conn_run(struct conn *c)
 {
 	enum conn_state before;
+	bool done_before;
 
 	/* Repeat while the state moves: a failure or a login can unblock the other side. */
 	do {
 		before = c->state;
+		done_before = c->client_done;
 		conn_pump(c, CONN_C2S);
 		if (c->state == CONN_CLOSED)
 			return;
@@ -1014,7 +1232,7 @@ static void conn_run(struct conn *c)
 			return;
 		if ((c->dir[CONN_C2S].eof || c->dir[CONN_S2C].eof) && c->state < CONN_CANCEL)
 			conn_handle_eof(c);
-	} while (c->state != before);
+	} while (c->state != before || c->client_done != done_before);
 
 	if (c->state == CONN_CLOSING && !conn_has_output(c)) {
 		conn_close(c, "closed");
@@ -1081,8 +1299,18 @@ static uint64_t conn_next_deadline(const struct conn *c)
 	if (c->upstream_fd >= 0 && !c->upstream_writable &&
 	    (c->state == CONN_CONNECTING || c->state == CONN_CANCEL) && c->connect_deadline < deadline)
 		deadline = c->connect_deadline;
+	if (c->state == CONN_CLOSING && c->linger_deadline < deadline)
+		deadline = c->linger_deadline;
+	/* A client that said goodbye is owed the server's answers, however long the server
+	 * takes; but one that also stopped reading them has given up on them. */
+	if (c->client_done && c->client_blocked_since) {
+		uint64_t t = c->client_blocked_since + conn_linger_ns(c);
+
+		if (t < deadline)
+			deadline = t;
+	}
 	/* A half-sent client message, and pgwarden waiting on the client, not the server. */
-	if (conn_logged_in(c) && c->msg_open && !(d->buf && d->framed)) {
+	if (conn_logged_in(c) && !c->client_done && c->msg_open && !(d->buf && d->framed)) {
 		uint64_t t = c->msg_start + c->config->message_timeout_ms * NSEC_PER_MSEC;
 
 		if (t < deadline)
@@ -1112,10 +1340,14 @@ static void conn_timer_fired(struct loop *loop, struct loop_timer *t)
 	struct conn *c = container_of(t, struct conn, timer);
 	uint64_t deadline = conn_next_deadline(c);
 
-	if (c->state >= CONN_CLOSING)
+	if (c->state == CONN_CLOSED)
 		return;
 	if (deadline > loop->now) {
 		conn_timer_update(c);
+		return;
+	}
+	if (c->state == CONN_CLOSING || c->client_done) {
+		conn_close(c, "peer stopped reading while closing");
 		return;
 	}
 	if (c->state == CONN_CONNECTING && loop->now >= c->connect_deadline) {
@@ -1175,9 +1407,10 @@ static void conn_close(struct conn *c, const char *reason)
 	conn_set_reason(c, reason);
 	conn_set_state(c, CONN_CLOSED);
 	loop_timer_cancel(&w->loop, &c->timer);
-	if (c->session_started)
+	if (c->session_started) {
 		stage_session_end(&r->pipeline, c->stage_state, &c->session);
-	else
+		conn_publish(c, "session_end");
+	} else
 		conn_log_sessionless(c, was_cancel);
 	cancel_map_remove(r->cancels, c->cancel_handle);
 	c->cancel_handle = NULL;
@@ -1194,6 +1427,8 @@ static void conn_close(struct conn *c, const char *reason)
 			conn_dir_release(c, &c->dir[i]);
 	c->dir[0].buf = c->dir[1].buf = NULL;
 	worker_conn_unlink(w, c);
+	if (c->holds_session)
+		relay_session_release(r);
 	relay_conn_release(r);
 	loop_defer(&w->loop, &c->free_later);
 }
@@ -1222,6 +1457,8 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 
 		log_warn("connection_refused", "peer=%s reason=max_connections (%u) reached",
 			 addr_format(peer, text, sizeof(text)), cfg->max_connections);
+		if (w->metrics)
+			metrics_inc(w->metrics, r->mstd.refused, MREFUSE_MAX_CONNECTIONS);
 		conn_refuse_now(fd, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already");
 		config_unref(cfg);
 		return;
@@ -1240,6 +1477,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	c->upstream_fd = -1;
 	c->client_writable = true;
 	c->state = CONN_STARTUP;
+	c->last_latency_ns = -1;
 	c->timer.cb = conn_timer_fired;
 	c->free_later.cb = conn_free;
 	c->client_watch.cb = conn_client_event;
@@ -1267,6 +1505,10 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 		free(c);
 		close(fd);
 		return;
+	}
+	if (w->metrics) {
+		metrics_inc(w->metrics, r->mstd.accepted, 0);
+		metrics_gauge_add(w->metrics, r->mstd.sessions, MSTATE_STARTUP, 1);
 	}
 	worker_conn_link(w, c);
 	conn_timer_update(c);

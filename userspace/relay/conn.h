@@ -15,6 +15,7 @@
 #ifndef PGWARDEN_CONN_H
 #define PGWARDEN_CONN_H
 
+#include "admin/admin_text.h"
 #include "base/buf.h"
 #include "loop/loop.h"
 #include "stage/session.h"
@@ -72,6 +73,11 @@ struct conn {
 	bool upstream_writable;
 	bool server_sent_fatal; /* the server's last word was a FATAL: add nothing after it */
 	bool auth_requested;    /* the server's last Authentication message awaits an answer */
+	bool client_done;       /* the client said goodbye: read nothing more from it, but give it
+				 * the server's remaining answers until the server closes */
+	bool upstream_broken;   /* a send upstream failed: send nothing more, read its last words */
+	bool holds_session;     /* counts against max_connections */
+	uint32_t syncs_since_exec; /* Syncs forwarded since the last Execute or Query */
 	uint8_t startup_requests; /* SSL/GSSENC requests already answered */
 	uint32_t pending; /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet seen */
 	struct conn_dir dir[2];
@@ -81,13 +87,26 @@ struct conn {
 	struct loop_deferred free_later;
 	uint64_t startup_deadline; /* monotonic ns; until READY */
 	uint64_t connect_deadline; /* monotonic ns; while the upstream connect is in progress */
+	uint64_t linger_deadline;  /* monotonic ns; CLOSING ends by then at the latest */
+	uint64_t client_blocked_since; /* monotonic ns: the client stopped taking bytes; 0: it takes */
 	uint64_t msg_start;        /* monotonic ns: the client's incomplete message was first seen */
 	bool msg_open;             /* the client stream is inside a message */
 	void *cancel_handle;
 	void *stage_state;
 	bool session_started;
 	struct session session;
+	/* For the admin listing and metrics. */
+	uint64_t busy_since;     /* monotonic ns when the in-flight work started; 0: idle */
+	uint64_t upstream_since; /* monotonic ns when it had all left for the server; 0: not yet */
+	int64_t last_latency_ns; /* -1 before the first statement completes */
+	uint64_t errors;         /* ErrorResponses sent to the client */
+	struct admin_text last_statement;
 };
+
+/* The session as the admin socket lists it (docs/ADMIN.md). Any thread, under the owning
+ * worker's lock; NULL on ENOMEM. */
+struct json_t;
+struct json_t *conn_admin_json(struct conn *c, uint64_t now_mono_ns);
 
 /* Take ownership of an accepted, non-blocking client socket. On failure the socket is
  * closed and the reason logged. */

@@ -9,6 +9,7 @@
 #define PGWARDEN_RELAY_H
 
 #include "config/config.h"
+#include "metrics/metrics_std.h"
 #include "relay/cancel.h"
 #include "stage/stage.h"
 
@@ -17,16 +18,21 @@
 #include <stdint.h>
 
 struct worker;
+struct admin_server;
 
 struct relay {
 	pthread_mutex_t config_lock;
 	struct config *config; /* current snapshot; guarded by config_lock */
 	struct stage_pipeline pipeline;
 	struct cancel_map *cancels;
-	uint32_t connections; /* atomic: client connections open across workers */
+	uint32_t connections; /* atomic: client sockets open across workers, of every kind */
+	uint32_t sessions;    /* atomic: of those, sessions past their StartupMessage */
 	bool draining;        /* atomic */
 	struct worker **workers;
 	unsigned nworkers;
+	struct admin_server *admin;      /* atomic: set once the admin socket is up; events go here */
+	struct metrics_registry *metrics; /* families registered before workers start */
+	struct metrics_std mstd;
 };
 
 /* Take a reference to the current config snapshot; release with config_unref(). */
@@ -35,8 +41,16 @@ struct config *relay_config_acquire(struct relay *r);
 /* Publish a new snapshot (takes over the caller's reference). */
 void relay_config_publish(struct relay *r, struct config *cfg);
 
-/* Reserve a connection slot under max_connections; false when full. */
+/*
+ * Two budgets. A session (a StartupMessage was accepted) counts against max_connections.
+ * Every accepted socket also counts against a slightly larger socket budget, so that
+ * CancelRequests and clients still in startup are served when the sessions are all taken
+ * (PostgreSQL, too, answers a cancel at its connection limit), while a flood of sockets
+ * that never start stays bounded.
+ */
 bool relay_conn_reserve(struct relay *r, uint32_t max_connections);
 void relay_conn_release(struct relay *r);
+bool relay_session_reserve(struct relay *r, uint32_t max_connections);
+void relay_session_release(struct relay *r);
 
 #endif

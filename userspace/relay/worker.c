@@ -63,6 +63,16 @@ static void worker_accept(struct worker *w, struct worker_listener *l)
 		switch (errno) {
 		case EINTR:
 		case ECONNABORTED:
+		/* accept(2): errors of the pending connection itself; the next one may be fine. */
+		case EPROTO:
+		case ENETDOWN:
+		case ENOPROTOOPT:
+		case EHOSTDOWN:
+		case ENONET:
+		case EHOSTUNREACH:
+		case EOPNOTSUPP:
+		case ENETUNREACH:
+		case EPERM:
 			continue;
 		case EAGAIN:
 			return;
@@ -148,8 +158,51 @@ static void worker_on_wake(struct loop *loop)
 		loop_timer_cancel(loop, &w->drain_timer);
 		worker_drain_expired(loop, &w->drain_timer);
 	}
+	if (cmds & (1u << WORKER_CMD_KILL)) {
+		char ids[WORKER_KILL_MAX][SESSION_ID_HEXLEN + 1];
+		unsigned n;
+
+		pthread_mutex_lock(&w->lock);
+		n = w->nkills;
+		memcpy(ids, w->kill_ids, sizeof(ids[0]) * n);
+		w->nkills = 0;
+		pthread_mutex_unlock(&w->lock);
+		for (unsigned i = 0; i < n; i++) {
+			for (struct conn *c = w->conns; c; c = c->next) {
+				if (strcmp(c->session.id_hex, ids[i]) == 0) {
+					if (w->metrics)
+						metrics_inc(w->metrics, w->relay->mstd.sessions_killed, 0);
+					conn_terminate(c, "57P01",
+						       "terminating connection due to administrator command",
+						       "admin_kill");
+					break;
+				}
+			}
+		}
+	}
 	if (cmds & (1u << WORKER_CMD_STOP))
 		loop_stop(loop);
+}
+
+int worker_post_kill(struct worker *w, const char *id)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&w->lock);
+	for (struct conn *c = w->conns; c; c = c->next)
+		if (strcmp(c->session.id_hex, id) == 0)
+			found = true;
+	if (found && w->nkills >= WORKER_KILL_MAX) {
+		pthread_mutex_unlock(&w->lock);
+		return -ENOSPC;
+	}
+	if (found)
+		memcpy(w->kill_ids[w->nkills++], id, SESSION_ID_HEXLEN + 1);
+	pthread_mutex_unlock(&w->lock);
+	if (!found)
+		return -ENOENT;
+	worker_post(w, WORKER_CMD_KILL);
+	return 0;
 }
 
 void worker_post(struct worker *w, enum worker_cmd cmd)
@@ -213,6 +266,13 @@ int worker_create(struct worker **out, unsigned id, struct relay *relay,
 	err = loop_init(&w->loop, worker_on_wake, w);
 	if (err)
 		goto err_scratch;
+	if (relay->metrics) {
+		w->metrics = metrics_shard_new(relay->metrics);
+		if (!w->metrics) {
+			err = -ENOMEM;
+			goto err_listeners;
+		}
+	}
 	w->accept_retry.cb = worker_accept_retry;
 	w->drain_timer.cb = worker_drain_expired;
 	for (unsigned i = 0; i < cfg->nlisten; i++) {
@@ -225,6 +285,7 @@ int worker_create(struct worker **out, unsigned id, struct relay *relay,
 	return 0;
 
 err_listeners:
+	metrics_shard_free(w->metrics);
 	worker_close_listeners(w);
 	loop_destroy(&w->loop);
 err_scratch:
@@ -267,6 +328,7 @@ void worker_join(struct worker *w)
 void worker_destroy(struct worker *w)
 {
 	worker_close_listeners(w);
+	metrics_shard_free(w->metrics);
 	loop_destroy(&w->loop);
 	buf_put(&w->pool, w->scratch);
 	buf_pool_destroy(&w->pool);

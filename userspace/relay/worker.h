@@ -10,6 +10,8 @@
 #include "base/buf.h"
 #include "config/config.h"
 #include "loop/loop.h"
+#include "metrics/metrics.h"
+#include "stage/session.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -28,7 +30,10 @@ enum worker_cmd {
 	WORKER_CMD_DRAIN = 1,  /* stop accepting; close sessions after timeouts.drain */
 	WORKER_CMD_DRAIN_NOW,  /* close the remaining sessions now (a second SIGTERM) */
 	WORKER_CMD_STOP,       /* end the loop now (start-up failure) */
+	WORKER_CMD_KILL,       /* end the sessions in kill_ids (admin socket) */
 };
+
+#define WORKER_KILL_MAX 64
 
 struct worker {
 	unsigned id;
@@ -47,7 +52,15 @@ struct worker {
 	bool draining;
 	uint32_t pending_cmds; /* atomic bit set of enum worker_cmd */
 	bool finished;         /* atomic: the loop has returned */
+	struct metrics_shard *metrics; /* this worker's counters */
+	/* Kill mailbox, under lock: ids posted by the admin thread. */
+	char kill_ids[WORKER_KILL_MAX][SESSION_ID_HEXLEN + 1];
+	unsigned nkills;
 };
+
+/* From any thread: ask w to end session id if it owns it. 0, -ENOENT (not on this worker),
+ * -ENOSPC (mailbox full). */
+int worker_post_kill(struct worker *w, const char *id);
 
 /*
  * Create a worker with listeners bound (SO_REUSEPORT) on every listen address of cfg.
