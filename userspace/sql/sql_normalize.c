@@ -85,7 +85,7 @@ static uint64_t max_param(const char *sql, size_t len, unsigned opts)
 	struct sql_token t;
 	uint64_t max = 0;
 
-	if (!memchr(sql, '$', len))
+	if (len == 0 || !memchr(sql, '$', len))
 		return 0;
 	sql_lex_init(&lx, sql, len, opts);
 	for (sql_lex_next(&lx, &t); t.kind != SQL_TOK_EOF; sql_lex_next(&lx, &t)) {

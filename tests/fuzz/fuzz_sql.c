@@ -1,0 +1,202 @@
+/*
+ * fuzz_sql: the SQL lexer, splitter, normaliser and classifier on arbitrary bytes.
+ *
+ * Input: one control byte, then the SQL text. Bit 0 of the control byte turns on
+ * SQL_LEX_BACKSLASH_QUOTES (standard_conforming_strings off); the other bits pick a small
+ * output capacity (0..127) for the normaliser's truncation paths.
+ *
+ * Invariants (abort on violation, so libFuzzer reports them):
+ *   - lexing: tokens lie inside the input, in order, never overlap, each makes progress;
+ *     EOF is sticky; the number of tokens is at most the input length;
+ *   - split: pieces start at 0, follow each other without gaps, the last ends at the end
+ *     of input; each statement's text lies inside its piece and starts and ends on a token;
+ *     no statements only when the input has no token but ';';
+ *   - normalise (small and large buffers): 0 / -ENOSPC / -EINVAL as documented, output
+ *     NUL-terminated inside the buffer, bytes past it untouched, clean UTF-8 without
+ *     control characters, deterministic, and a truncated output is marked; a fitting
+ *     output is a prefix-consistent: the small result, unless truncated, equals the large;
+ *   - classify: a class in range, the mask holds the primary (UNKNOWN: mask 0), and every
+ *     split statement classifies the same with its trailing ';' or without.
+ * The text is copied into an exact-size heap block so ASan sees any read past it.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sql/sql.h"
+
+#define CHECK(cond)                                                                       \
+	do {                                                                              \
+		if (!(cond)) {                                                            \
+			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, \
+				__LINE__);                                                \
+			abort();                                                          \
+		}                                                                         \
+	} while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define BIG 8192
+#define GUARD 16
+
+static bool clean_utf8(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+
+	for (size_t i = 0; i < n;) {
+		unsigned char c = u[i];
+		size_t k;
+
+		if (c < 0x20 || c == 0x7f)
+			return false;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		k = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+		if (k == 0 || c > 0xf4 || i + k > n)
+			return false;
+		for (size_t j = 1; j < k; j++)
+			if ((u[i + j] & 0xc0) != 0x80)
+				return false;
+		i += k;
+	}
+	return true;
+}
+
+static int normalise_checked(const char *sql, size_t len, unsigned opts, char *buf,
+			     size_t cap)
+{
+	size_t olen = 12345;
+	int rc;
+
+	memset(buf, 'Z', cap + GUARD);
+	rc = sql_normalize(sql, len, opts, buf, cap, &olen);
+	for (size_t i = cap; i < cap + GUARD; i++)
+		CHECK(buf[i] == 'Z');
+	if (cap == 0) {
+		CHECK(rc == -EINVAL && olen == 0);
+		return rc;
+	}
+	CHECK(rc == 0 || rc == -ENOSPC);
+	CHECK(olen < cap && buf[olen] == '\0' && strlen(buf) == olen);
+	CHECK(clean_utf8(buf, olen));
+	if (rc == -ENOSPC && cap > 4) {
+		CHECK(olen >= 3 && !memcmp(buf + olen - 3, "...", 3));
+	}
+	return rc;
+}
+
+static void check_lex(const char *sql, size_t len, unsigned opts)
+{
+	struct sql_lexer lx;
+	struct sql_token t;
+	size_t prev_end = 0, count = 0;
+
+	sql_lex_init(&lx, sql, len, opts);
+	for (;;) {
+		sql_lex_next(&lx, &t);
+		CHECK(t.off >= prev_end && t.off <= len && t.len <= len - t.off);
+		CHECK((unsigned)t.kind < SQL_TOK_COUNT);
+		if (t.kind == SQL_TOK_EOF) {
+			CHECK(t.len == 0 && t.off == len);
+			break;
+		}
+		CHECK(t.len > 0);
+		prev_end = t.off + t.len;
+		CHECK(++count <= len);
+	}
+	sql_lex_next(&lx, &t);
+	CHECK(t.kind == SQL_TOK_EOF);
+}
+
+static void check_split(const char *sql, size_t len, unsigned opts, char *buf)
+{
+	struct sql_splitter sp;
+	struct sql_stmt st;
+	size_t covered = 0, n = 0;
+
+	sql_split_init(&sp, sql, len, opts);
+	while (sql_split_next(&sp, &st)) {
+		uint32_t m1, m2;
+
+		CHECK(st.off == covered);
+		CHECK(st.len > 0 && st.len <= len - st.off);
+		CHECK(st.text_off >= st.off && st.text_len > 0 &&
+		      st.text_off + st.text_len <= st.off + st.len);
+		covered = st.off + st.len;
+		CHECK(++n <= len);
+
+		/* The statement text starts on a token and ends on one. */
+		struct sql_lexer lx;
+		struct sql_token t;
+		sql_lex_init(&lx, sql, len, opts);
+		lx.pos = st.text_off;
+		sql_lex_next(&lx, &t);
+		CHECK(t.off == st.text_off);
+
+		enum sql_class c1 = sql_classify(sql + st.text_off, st.text_len, opts, &m1);
+		enum sql_class c2 = sql_classify(sql + st.off, st.len, opts, &m2);
+		CHECK((unsigned)c1 < SQL_CLASS_COUNT);
+		CHECK(c1 == SQL_CLASS_UNKNOWN ? m1 == 0 : (m1 & SQL_CLASS_BIT(c1)) != 0);
+		/* The piece (with separators, comments around it) classifies the same, unless
+		 * the text alone cut a token (the statement ended inside an open comment). */
+		if (!(st.flags & SQL_STMTF_UNTERMINATED))
+			CHECK(c1 == c2 && m1 == m2);
+		(void)normalise_checked(sql + st.text_off, st.text_len, opts, buf, 64);
+	}
+	if (n)
+		CHECK(covered == len);
+	else {
+		struct sql_lexer lx;
+		struct sql_token t;
+
+		sql_lex_init(&lx, sql, len, opts);
+		do
+			sql_lex_next(&lx, &t);
+		while (t.kind == SQL_TOK_SEMI);
+		CHECK(t.kind == SQL_TOK_EOF);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static char big[BIG + GUARD], big2[BIG + GUARD], small[128 + GUARD];
+	unsigned opts, cap;
+	char *sql;
+	size_t len;
+
+	if (size < 1)
+		return 0;
+	opts = (data[0] & 1) ? SQL_LEX_BACKSLASH_QUOTES : 0;
+	cap = data[0] >> 1;
+	len = size - 1;
+	sql = malloc(len ? len : 1);
+	if (!sql)
+		return 0;
+	memcpy(sql, data + 1, len);
+
+	check_lex(sql, len, opts);
+	check_split(sql, len, opts, big);
+
+	int rbig = normalise_checked(sql, len, opts, big, BIG);
+	int rbig2 = normalise_checked(sql, len, opts, big2, BIG);
+	CHECK(rbig == rbig2 && strcmp(big, big2) == 0);
+	int rsmall = normalise_checked(sql, len, opts, small, cap);
+	if (rsmall == 0 && rbig == 0)
+		CHECK(strcmp(small, big) == 0);
+	if (rbig == 0 && cap > 0 && strlen(big) < cap)
+		CHECK(rsmall == 0);
+
+	uint32_t mask;
+	enum sql_class c = sql_classify(sql, len, opts, &mask);
+	CHECK((unsigned)c < SQL_CLASS_COUNT);
+	CHECK(c == SQL_CLASS_UNKNOWN ? mask == 0 : (mask & SQL_CLASS_BIT(c)) != 0);
+	CHECK(sql_class_to_str(c) != NULL);
+	CHECK((unsigned)sql_class_metric(c) < MSTMT_COUNT);
+
+	free(sql);
+	return 0;
+}
