@@ -13,6 +13,7 @@
  * nesting is an error at its first event.
  */
 #include "config/config.h"
+#include "steer/steer.h" /* STEER_DEFAULT_INSTANCE, STEER_INSTANCE_MAX: one definition */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -47,9 +48,11 @@
 #define PROBLEM_MAX 256
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as 32 bits");
+_Static_assert(sizeof(STEER_DEFAULT_INSTANCE) > 1 && sizeof(STEER_DEFAULT_INSTANCE) <= STEER_INSTANCE_MAX,
+	       "the default steer_instance must pass the steer_instance check");
 
 enum setting_type {
-	ST_LISTEN,    /* struct addr listen[CONFIG_MAX_LISTEN] + nlisten */
+	ST_ADDR_LIST, /* struct addr X[CONFIG_MAX_LISTEN] + unsigned nX + bool X_from_flag */
 	ST_ADDR,      /* struct addr, with a bool at set_offset saying it is present */
 	ST_COUNT,     /* unsigned 32-bit integer */
 	ST_SIZE,      /* bytes, 32-bit */
@@ -57,6 +60,8 @@ enum setting_type {
 	ST_LOG_LEVEL, /* enum log_level */
 	ST_PATH,      /* owned absolute path; never NULL */
 	ST_OPT_ADDR,  /* owned "host:port" text in canonical form; NULL: off */
+	ST_BOOL,      /* bool */
+	ST_INSTANCE,  /* owned steering instance name: 1..STEER_INSTANCE_MAX-1 of [A-Za-z0-9_-] */
 	ST_TYPE_COUNT,
 };
 
@@ -66,9 +71,11 @@ struct setting {
 	size_t offset;       /* of the field in struct config */
 	size_t width;        /* sizeof the field, for the integer types */
 	size_t set_offset;   /* ST_ADDR: the bool that says the address was given */
+	size_t count_offset; /* ST_ADDR_LIST: the unsigned count of addresses */
+	size_t flag_offset;  /* ST_ADDR_LIST: the bool "the list came from config_set()" */
 	uint64_t min, max;   /* integer types: accepted range, inclusive */
-	uint64_t def;        /* integer types: the default */
-	const char *def_str; /* ST_PATH, ST_LOG_LEVEL: the default as text */
+	uint64_t def;        /* integer types, ST_BOOL: the default */
+	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE: the default as text */
 	bool restart;        /* bound once at start; a reload cannot change it */
 	const char *arg;     /* metavariable in --help */
 	const char *help;
@@ -80,7 +87,7 @@ struct type_info {
 };
 
 static const struct type_info type_infos[ST_TYPE_COUNT] = {
-	[ST_LISTEN] = {"an address or a list of addresses",
+	[ST_ADDR_LIST] = {"an address or a list of addresses",
 		       "expected an address like 127.0.0.1:6432, [::1]:6432 or *:6432"},
 	[ST_ADDR] = {"an address", "expected an address like 127.0.0.1:5432 or [::1]:5432"},
 	[ST_COUNT] = {"a whole number", "expected a whole number"},
@@ -89,17 +96,30 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_LOG_LEVEL] = {"a log level", "expected one of error, warn, info, debug"},
 	[ST_PATH] = {"a path", "expected an absolute path"},
 	[ST_OPT_ADDR] = {"an address", "expected a loopback address like 127.0.0.1:9187, or off"},
+	[ST_BOOL] = {"true or false", "expected true or false (also yes/no, on/off, 1/0)"},
+	[ST_INSTANCE] = {"a name", "expected 1 to 31 letters, digits, _ or -"},
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
+/* An address list f: its array, its count nf and its bool f_from_flag. */
+#define ADDR_LIST(f)                                                                             \
+	.type = ST_ADDR_LIST, FIELD(f), .count_offset = offsetof(struct config, n##f),           \
+	.flag_offset = offsetof(struct config, f##_from_flag)
 
 /*
  * THE table. Order is the order of --help, config_keys[] and config_write_yaml(); keys of
  * one group must be adjacent. Bounds and defaults are justified in docs/CONFIG.md.
  */
 #define CONFIG_SETTINGS(S)                                                                       \
-	S("listen", .type = ST_LISTEN, FIELD(listen), .restart = true, .arg = "ADDR",            \
+	S("listen", ADDR_LIST(listen), .restart = true, .arg = "ADDR",                           \
 	  .help = "address the relay accepts clients on; repeat for several")                    \
+	S("tproxy_listen", ADDR_LIST(tproxy_listen), .restart = true, .arg = "ADDR",             \
+	  .help = "IP_TRANSPARENT listener for remote clients diverted by nftables TPROXY "     \
+		  "(pgwardenctl attach --tproxy-port); repeat for several")                      \
+	S("transparent_source", .type = ST_BOOL, FIELD(transparent_source), .def = true,         \
+	  .arg = "BOOL",                                                                         \
+	  .help = "connect upstream from the client's own address for TPROXY'd remote clients " \
+		  "(IP_TRANSPARENT), so pg_hba.conf and pg_stat_activity see the real client")   \
 	S("upstream", .type = ST_ADDR, FIELD(upstream),                                          \
 	  .set_offset = offsetof(struct config, has_upstream), .arg = "ADDR",                    \
 	  .help = "PostgreSQL server for connections that carry no original destination")        \
@@ -132,7 +152,11 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .def_str = CONFIG_DEFAULT_ADMIN_SOCKET, .arg = "PATH",                                 \
 	  .help = "admin Unix socket (pgwardenctl)")                                             \
 	S("metrics_listen", .type = ST_OPT_ADDR, FIELD(metrics_listen), .restart = true,         \
-	  .arg = "ADDR", .help = "Prometheus metrics HTTP endpoint; off when unset")
+	  .arg = "ADDR", .help = "Prometheus metrics HTTP endpoint; off when unset")             \
+	S("steer_instance", .type = ST_INSTANCE, FIELD(steer_instance), .restart = true,         \
+	  .def_str = STEER_DEFAULT_INSTANCE, .arg = "NAME",                                      \
+	  .help = "name of the steering attach (pgwardenctl attach --instance) whose BPF maps "  \
+		  "pgwardend reads")
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,
@@ -240,6 +264,38 @@ static char **str_field(struct config *cfg, const struct setting *st)
 static char *const *cstr_field(const struct config *cfg, const struct setting *st)
 {
 	return (char *const *)cfield(cfg, st);
+}
+
+/* Types whose field is an owned char * (freed, cloned and adopted with the config). */
+static bool type_is_owned_str(enum setting_type t)
+{
+	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_INSTANCE;
+}
+
+/* An ST_ADDR_LIST setting's array, count and from-flag bool. */
+static struct addr *list_addrs(struct config *cfg, const struct setting *st)
+{
+	return (struct addr *)field(cfg, st);
+}
+
+static const struct addr *clist_addrs(const struct config *cfg, const struct setting *st)
+{
+	return (const struct addr *)cfield(cfg, st);
+}
+
+static unsigned *list_count(struct config *cfg, const struct setting *st)
+{
+	return (unsigned *)((char *)cfg + st->count_offset);
+}
+
+static unsigned clist_count(const struct config *cfg, const struct setting *st)
+{
+	return *(const unsigned *)((const char *)cfg + st->count_offset);
+}
+
+static bool *list_from_flag(struct config *cfg, const struct setting *st)
+{
+	return (bool *)((char *)cfg + st->flag_offset);
 }
 
 /* ---- value parsers ------------------------------------------------------------------ */
@@ -406,16 +462,18 @@ static bool addr_is_loopback(const struct addr *a)
 }
 
 /* How a value reaches apply_value(): from a flag, or from the file as a whole value or as
- * one item of a "listen" list. */
+ * one item of an address list ("listen", "tproxy_listen"). */
 enum value_source {
 	FROM_FLAG,
 	FROM_FILE,
 	FROM_FILE_ITEM,
 };
 
-static int apply_listen(struct config *cfg, const struct setting *st, const char *text,
-			enum value_source src, char *problem, size_t n)
+static int apply_addr_list(struct config *cfg, const struct setting *st, const char *text,
+			   enum value_source src, char *problem, size_t n)
 {
+	unsigned *count = list_count(cfg, st);
+	bool *from_flag = list_from_flag(cfg, st);
 	char q[QUOTE_MAX];
 	struct addr a;
 
@@ -426,15 +484,44 @@ static int apply_listen(struct config *cfg, const struct setting *st, const char
 	}
 	/* Flags override the file: the first --listen replaces the file's list. A whole value
 	 * in the file replaces everything before it; list items were cleared by the loader. */
-	if ((src == FROM_FLAG && !cfg->listen_from_flag) || src == FROM_FILE)
-		cfg->nlisten = 0;
-	if (cfg->nlisten >= CONFIG_MAX_LISTEN) {
+	if ((src == FROM_FLAG && !*from_flag) || src == FROM_FILE)
+		*count = 0;
+	if (*count >= CONFIG_MAX_LISTEN) {
 		errf(problem, n, "more than %d addresses", CONFIG_MAX_LISTEN);
 		return -1;
 	}
-	cfg->listen[cfg->nlisten++] = a;
-	cfg->listen_from_flag = src == FROM_FLAG;
+	list_addrs(cfg, st)[(*count)++] = a;
+	*from_flag = src == FROM_FLAG;
 	return 0;
+}
+
+/* PostgreSQL's and YAML 1.1's spellings of a boolean, in any case. 1, 0, or -1. */
+static int parse_bool(const char *text)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+		if (strcasecmp(text, yes[i]) == 0)
+			return 1;
+		if (strcasecmp(text, no[i]) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* What steer_attach accepts as an instance name (it names a bpffs dir and an nft table). */
+static bool instance_name_valid(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len >= STEER_INSTANCE_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return false;
+	return true;
 }
 
 static int apply_uint(struct config *cfg, const struct setting *st, const char *text,
@@ -487,8 +574,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		return -1;
 	}
 	switch (st->type) {
-	case ST_LISTEN:
-		return apply_listen(cfg, st, text, src, problem, n);
+	case ST_ADDR_LIST:
+		return apply_addr_list(cfg, st, text, src, problem, n);
 	case ST_ADDR:
 		if (addr_parse(text, &a)) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
@@ -554,6 +641,27 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			return -1;
 		}
 		copy = strdup(canon);
+		if (!copy)
+			goto err_nomem;
+		free(*str_field(cfg, st));
+		*str_field(cfg, st) = copy;
+		return 0;
+	case ST_BOOL:
+		level = parse_bool(text);
+		if (level < 0) {
+			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		*(bool *)field(cfg, st) = level == 1;
+		return 0;
+	case ST_INSTANCE:
+		if (!instance_name_valid(text)) {
+			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		copy = strdup(text);
 		if (!copy)
 			goto err_nomem;
 		free(*str_field(cfg, st));
@@ -647,7 +755,7 @@ static void config_free(struct config *cfg)
 	if (!cfg)
 		return;
 	for (size_t i = 0; i < NSETTINGS; i++)
-		if (settings[i].type == ST_PATH || settings[i].type == ST_OPT_ADDR)
+		if (type_is_owned_str(settings[i].type))
 			free(*str_field(cfg, &settings[i]));
 	free(cfg);
 }
@@ -671,14 +779,18 @@ struct config *config_new(void)
 		case ST_LOG_LEVEL:
 			*(enum log_level *)field(cfg, st) = (enum log_level)st->def;
 			break;
+		case ST_BOOL:
+			*(bool *)field(cfg, st) = st->def != 0;
+			break;
 		case ST_PATH:
+		case ST_INSTANCE:
 			*str_field(cfg, st) = strdup(st->def_str);
 			if (!*str_field(cfg, st)) {
 				config_free(cfg);
 				return NULL;
 			}
 			break;
-		case ST_LISTEN:
+		case ST_ADDR_LIST:
 		case ST_ADDR:
 		case ST_OPT_ADDR:
 		case ST_TYPE_COUNT:
@@ -698,13 +810,13 @@ static struct config *config_clone(const struct config *src)
 	memcpy(cfg, src, sizeof(*cfg));
 	cfg->refcount = 1;
 	for (size_t i = 0; i < NSETTINGS; i++)
-		if (settings[i].type == ST_PATH || settings[i].type == ST_OPT_ADDR)
+		if (type_is_owned_str(settings[i].type))
 			*str_field(cfg, &settings[i]) = NULL;
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *st = &settings[i];
 		const char *s;
 
-		if (st->type != ST_PATH && st->type != ST_OPT_ADDR)
+		if (!type_is_owned_str(st->type))
 			continue;
 		s = *cstr_field(src, st);
 		if (s && !(*str_field(cfg, st) = strdup(s))) {
@@ -721,7 +833,7 @@ static void config_adopt(struct config *to, struct config *from)
 	int refcount = to->refcount;
 
 	for (size_t i = 0; i < NSETTINGS; i++)
-		if (settings[i].type == ST_PATH || settings[i].type == ST_OPT_ADDR)
+		if (type_is_owned_str(settings[i].type))
 			free(*str_field(to, &settings[i]));
 	memcpy(to, from, sizeof(*to));
 	to->refcount = refcount;
@@ -928,7 +1040,7 @@ static int loader_scalar(struct loader *ld, const struct setting *st, const yaml
 	return 0;
 }
 
-/* The value of setting st, whose key is on key_line: one scalar, or for "listen" also a
+/* The value of setting st, whose key is on key_line: one scalar, or for an address list also a
  * list of scalars. A value of the wrong shape is reported on the key's line, where the
  * operator will look; a bad scalar on its own line (list items have their own). */
 static int loader_value(struct loader *ld, const struct setting *st, unsigned key_line)
@@ -940,10 +1052,10 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 		return -1;
 	if (ev.type == YAML_SCALAR_EVENT) {
 		rc = loader_scalar(ld, st, &ev, FROM_FILE);
-	} else if (ev.type == YAML_SEQUENCE_START_EVENT && st->type == ST_LISTEN) {
+	} else if (ev.type == YAML_SEQUENCE_START_EVENT && st->type == ST_ADDR_LIST) {
 		/* The file's list replaces whatever was there, even when it is empty. */
-		ld->cfg->nlisten = 0;
-		ld->cfg->listen_from_flag = false;
+		*list_count(ld->cfg, st) = 0;
+		*list_from_flag(ld->cfg, st) = false;
 		for (;;) {
 			yaml_event_delete(&ev);
 			if (loader_next(ld, &ev))
@@ -1378,6 +1490,32 @@ static bool addr_overlaps(const struct addr *a, const struct addr *b)
 	return false;
 }
 
+/* Checks shared by the address lists (listen, tproxy_listen): no address twice, and none
+ * the upstream connection would reach. */
+static int validate_addr_list(const char *key, const struct addr *list, unsigned n,
+			      const struct config *cfg, char *err, size_t errlen)
+{
+	char a[ADDR_STRLEN];
+
+	for (unsigned i = 0; i < n; i++) {
+		for (unsigned j = 0; j < i; j++) {
+			if (addr_equal(&list[i].ss.sa, &list[j].ss.sa)) {
+				errf(err, errlen, "%s: %s is listed twice", key,
+				     addr_format(&list[i].ss.sa, a, sizeof(a)));
+				return -1;
+			}
+		}
+		/* The relay would accept its own upstream connections, forever. */
+		if (addr_overlaps(&list[i], &cfg->upstream)) {
+			errf(err, errlen,
+			     "upstream: %s is also a %s address; the relay would connect to itself",
+			     addr_format(&cfg->upstream.ss.sa, a, sizeof(a)), key);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	char a[ADDR_STRLEN], b[32], c[32];
@@ -1390,22 +1528,20 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 		errf(err, errlen, "upstream: an upstream address is required");
 		return -1;
 	}
-	for (unsigned i = 0; i < cfg->nlisten; i++) {
-		for (unsigned j = 0; j < i; j++) {
-			if (addr_equal((const struct sockaddr *)&cfg->listen[i].ss,
-				       (const struct sockaddr *)&cfg->listen[j].ss)) {
-				errf(err, errlen, "listen: %s is listed twice",
-				     addr_format((const struct sockaddr *)&cfg->listen[i].ss, a,
-						 sizeof(a)));
+	if (validate_addr_list("listen", cfg->listen, cfg->nlisten, cfg, err, errlen) ||
+	    validate_addr_list("tproxy_listen", cfg->tproxy_listen, cfg->ntproxy_listen, cfg, err,
+			       errlen))
+		return -1;
+	/* Two sockets on one address: the second bind fails at start, or, with a wildcard, one
+	 * listener takes connections meant for the other. */
+	for (unsigned i = 0; i < cfg->ntproxy_listen; i++) {
+		for (unsigned j = 0; j < cfg->nlisten; j++) {
+			if (addr_overlaps(&cfg->tproxy_listen[i], &cfg->listen[j]) ||
+			    addr_overlaps(&cfg->listen[j], &cfg->tproxy_listen[i])) {
+				errf(err, errlen, "tproxy_listen: %s is also a listen address",
+				     addr_format(&cfg->tproxy_listen[i].ss.sa, a, sizeof(a)));
 				return -1;
 			}
-		}
-		/* The relay would accept its own upstream connections, forever. */
-		if (addr_overlaps(&cfg->listen[i], &cfg->upstream)) {
-			errf(err, errlen,
-			     "upstream: %s is also a listen address; the relay would connect to itself",
-			     addr_format((const struct sockaddr *)&cfg->upstream.ss, a, sizeof(a)));
-			return -1;
 		}
 	}
 	/* Smaller than one buffer is never deliberate: it is 8KiB written for 8MiB. */
@@ -1429,6 +1565,14 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 				return -1;
 			}
 		}
+		for (unsigned i = 0; i < cfg->ntproxy_listen; i++) {
+			if (addr_overlaps(&cfg->tproxy_listen[i], &m) ||
+			    addr_overlaps(&m, &cfg->tproxy_listen[i])) {
+				errf(err, errlen, "metrics_listen: %s is also a tproxy_listen address",
+				     cfg->metrics_listen);
+				return -1;
+			}
+		}
 	}
 	return 0;
 }
@@ -1446,13 +1590,13 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 		return -ENOSPC;
 	buf[0] = '\0';
 	switch (st->type) {
-	case ST_LISTEN: {
+	case ST_ADDR_LIST: {
+		const struct addr *list = clist_addrs(cfg, st);
 		size_t o = 0;
 
-		for (unsigned i = 0; i < cfg->nlisten; i++) {
+		for (unsigned i = 0; i < clist_count(cfg, st); i++) {
 			w = snprintf(buf + o, n - o, "%s%s", i ? ", " : "",
-				     addr_format((const struct sockaddr *)&cfg->listen[i].ss, a,
-						 sizeof(a)));
+				     addr_format(&list[i].ss.sa, a, sizeof(a)));
 			if (w < 0 || (size_t)w >= n - o)
 				return -ENOSPC;
 			o += (size_t)w;
@@ -1476,8 +1620,12 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_LOG_LEVEL:
 		s = log_level_to_str(*(const enum log_level *)cfield(cfg, st));
 		break;
+	case ST_BOOL:
+		s = *(const bool *)cfield(cfg, st) ? "true" : "false";
+		break;
 	case ST_PATH:
 	case ST_OPT_ADDR:
+	case ST_INSTANCE:
 		s = *cstr_field(cfg, st);
 		break;
 	case ST_TYPE_COUNT:
@@ -1522,21 +1670,25 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 			indent = "  ";
 		}
 		switch (st->type) {
-		case ST_LISTEN:
-			if (cfg->nlisten == 0)
+		case ST_ADDR_LIST: {
+			const struct addr *list = clist_addrs(cfg, st);
+			unsigned count = clist_count(cfg, st);
+
+			if (count == 0)
 				fprintf(out, "%s%s: []\n", indent, name);
 			else
 				fprintf(out, "%s%s:\n", indent, name);
-			for (unsigned k = 0; k < cfg->nlisten; k++) {
+			for (unsigned k = 0; k < count; k++) {
 				fprintf(out, "%s  - ", indent);
-				write_quoted(out, addr_format((const struct sockaddr *)&cfg->listen[k].ss,
-							      a, sizeof(a)));
+				write_quoted(out, addr_format(&list[k].ss.sa, a, sizeof(a)));
 				fputc('\n', out);
 			}
 			break;
+		}
 		case ST_ADDR:
 		case ST_PATH:
 		case ST_OPT_ADDR:
+		case ST_INSTANCE: /* quoted: "null" or "true" is a name too */
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
 			if (!val[0]) {
@@ -1556,6 +1708,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_SIZE:
 		case ST_DURATION:
 		case ST_LOG_LEVEL:
+		case ST_BOOL:
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
 			fprintf(out, "%s%s: %s\n", indent, name, val);
@@ -1579,7 +1732,10 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 		return format_uint(st, st->def, buf, n);
 	case ST_LOG_LEVEL:
 	case ST_PATH:
+	case ST_INSTANCE:
 		return st->def_str;
+	case ST_BOOL:
+		return st->def ? "true" : "false";
 	case ST_OPT_ADDR:
 		return "off";
 	default:

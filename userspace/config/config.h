@@ -17,11 +17,13 @@
  * (timeouts.startup → --timeouts-startup, buffer_size → --buffer-size). config_set() takes
  * either spelling, without the leading dashes. Sources apply in this order: defaults
  * (config_new), the file (config_load_file), then flags (config_set), so flags win. For
- * "listen", the first flag replaces the file's addresses and repeated flags add to them.
+ * the address lists "listen" and "tproxy_listen", the first flag replaces the file's
+ * addresses and repeated flags add to them.
  *
- * Reload contract: listen, workers, buffer_size, admin_socket and metrics_listen are bound
- * once at start (config_restart_required() names them); every other key applies to
- * sessions that start after the reload (log_level at once).
+ * Reload contract: listen, tproxy_listen, workers, buffer_size, admin_socket,
+ * metrics_listen and steer_instance are bound once at start (config_restart_required()
+ * names them); every other key (transparent_source included) applies to sessions that
+ * start after the reload (log_level at once).
  */
 #ifndef PGWARDEN_CONFIG_H
 #define PGWARDEN_CONFIG_H
@@ -41,6 +43,14 @@ struct config {
 	int refcount; /* atomic; starts at 1, owned by whoever loaded it */
 	struct addr listen[CONFIG_MAX_LISTEN];
 	unsigned nlisten;
+	/* IP_TRANSPARENT listeners for remote clients diverted by nftables TPROXY
+	 * (pgwardenctl attach --tproxy-port); none by default. Never equal to a listen
+	 * address or the upstream (config_validate). */
+	struct addr tproxy_listen[CONFIG_MAX_LISTEN];
+	unsigned ntproxy_listen;
+	/* For TPROXY'd remote clients, connect upstream from the client's own address
+	 * (IP_TRANSPARENT) so the server sees the real client. Default true. */
+	bool transparent_source;
 	struct addr upstream;
 	bool has_upstream;
 	unsigned workers;           /* 0: one per online CPU */
@@ -54,11 +64,16 @@ struct config {
 	enum log_level log_level;
 	char *admin_socket;   /* admin Unix socket path */
 	char *metrics_listen; /* "127.0.0.1:9187"; NULL: metrics off */
-	bool listen_from_flag; /* listen[] came from config_set(): a further flag appends */
+	/* Name of the steering attach (pgwardenctl attach --instance) whose BPF maps are read:
+	 * 1..31 of [A-Za-z0-9_-]; never NULL; default STEER_DEFAULT_INSTANCE ("pgwarden"). */
+	char *steer_instance;
+	/* The list came from config_set(): a further flag appends instead of replacing. */
+	bool listen_from_flag;
+	bool tproxy_listen_from_flag;
 };
 
 /* Hard caps on what the loader reads, whatever the file says. The accepted structure is at
- * most two levels deep (the top mapping, then "timeouts" or a "listen" list), so anything
+ * most two levels deep (the top mapping, then "timeouts" or an address list), so anything
  * nested deeper is rejected at its first event. */
 #define CONFIG_MAX_FILE_SIZE (1024 * 1024)
 
@@ -126,8 +141,8 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 void config_usage(FILE *out);
 
 /* The first key that differs between old and new and is bound only at start (listen,
- * workers, buffer_size, admin_socket, metrics_listen); NULL when a reload can apply new
- * as is. */
+ * tproxy_listen, workers, buffer_size, admin_socket, metrics_listen, steer_instance); NULL
+ * when a reload can apply new as is. */
 const char *config_restart_required(const struct config *old, const struct config *new_cfg);
 
 /*
