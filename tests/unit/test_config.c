@@ -136,8 +136,16 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->log_level, LOG_INFO);
 	assert_string_equal(cfg->admin_socket, CONFIG_DEFAULT_ADMIN_SOCKET);
 	assert_null(cfg->metrics_listen);
+	assert_int_equal(cfg->ntproxy_listen, 0);
+	assert_true(cfg->transparent_source);
+	assert_string_equal(cfg->steer_instance, "pgwarden");
+	assert_false(cfg->listen_from_flag);
+	assert_false(cfg->tproxy_listen_from_flag);
 
 	assert_get(cfg, "listen", "");
+	assert_get(cfg, "tproxy_listen", "");
+	assert_get(cfg, "transparent_source", "true");
+	assert_get(cfg, "steer_instance", "pgwarden");
 	assert_get(cfg, "upstream", "");
 	assert_get(cfg, "buffer_size", "32KiB");
 	assert_get(cfg, "max_message_size", "1073741823");
@@ -173,6 +181,9 @@ static void test_set_every_key(void **state)
 		{"log_level", "debug", "debug"},
 		{"admin_socket", "/tmp/pgw.sock", "/tmp/pgw.sock"},
 		{"metrics_listen", "127.0.0.1:9187", "127.0.0.1:9187"},
+		{"tproxy_listen", "0.0.0.0:6433", "0.0.0.0:6433"},
+		{"transparent_source", "false", "false"},
+		{"steer_instance", "pg-prod_2", "pg-prod_2"},
 		/* flag spellings */
 		{"buffer-size", "4096", "4KiB"},
 		{"max-message-size", "8192", "8KiB"},
@@ -187,6 +198,19 @@ static void test_set_every_key(void **state)
 		{"metrics-listen", "off", ""},
 		{"metrics_listen", "", ""},
 		{"upstream", "10.0.0.5:5432", "10.0.0.5:5432"},
+		{"tproxy-listen", "[::]:6433", "0.0.0.0:6433, [::]:6433"},
+		/* every spelling of a boolean PostgreSQL and YAML 1.1 share, in any case */
+		{"transparent-source", "true", "true"},
+		{"transparent-source", "no", "false"},
+		{"transparent-source", "YES", "true"},
+		{"transparent-source", "off", "false"},
+		{"transparent-source", "On", "true"},
+		{"transparent-source", "0", "false"},
+		{"transparent-source", "1", "true"},
+		{"transparent-source", "FALSE", "false"},
+		{"steer-instance", "a", "a"},
+		{"steer-instance", "abcdefghijklmnopqrstuvwxyz01234", "abcdefghijklmnopqrstuvwxyz01234"},
+		{"steer-instance", "null", "null"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -211,6 +235,10 @@ static void test_set_every_key(void **state)
 	assert_int_equal(cfg->log_level, LOG_ERROR);
 	assert_true(cfg->has_upstream);
 	assert_null(cfg->metrics_listen);
+	assert_int_equal(cfg->ntproxy_listen, 2);
+	assert_true(cfg->tproxy_listen_from_flag);
+	assert_false(cfg->transparent_source);
+	assert_string_equal(cfg->steer_instance, "null");
 	config_unref(cfg);
 }
 
@@ -252,6 +280,19 @@ static void test_set_errors(void **state)
 		{"admin_socket", "/tmp/\xff", "admin_socket: expected an absolute path, got \"/tmp/\\xff\""},
 		{"admin_socket", "/" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 		 "admin_socket: path is longer than 107 bytes"},
+		{"tproxy_listen", "localhost:6433", "tproxy_listen: expected an address like 127.0.0.1:6432, [::1]:6432 or *:6432, got \"localhost:6433\""},
+		{"tproxy-listen", "[::]", "tproxy-listen: expected an address like 127.0.0.1:6432, [::1]:6432 or *:6432, got \"[::]\""},
+		{"transparent_source", "maybe", "transparent_source: expected true or false (or yes/no, on/off, 1/0), got \"maybe\""},
+		{"transparent_source", "", "transparent_source: expected true or false (or yes/no, on/off, 1/0), got \"\""},
+		{"transparent_source", "2", "transparent_source: expected true or false (or yes/no, on/off, 1/0), got \"2\""},
+		{"transparent_source", "tru", "transparent_source: expected true or false (or yes/no, on/off, 1/0), got \"tru\""},
+		{"transparent-source", "true ", "transparent-source: expected true or false (or yes/no, on/off, 1/0), got \"true \""},
+		{"steer_instance", "", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"\""},
+		{"steer_instance", "abcdefghijklmnopqrstuvwxyz012345", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"abcdefghijklmnopqrstuvwxyz012345\""},
+		{"steer_instance", "pg.prod", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"pg.prod\""},
+		{"steer_instance", "../x", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"../x\""},
+		{"steer-instance", "pg prod", "steer-instance: expected 1 to 31 letters, digits, _ or -, got \"pg prod\""},
+		{"steer-instance", "pg\xc3\xa9", "steer-instance: expected 1 to 31 letters, digits, _ or -, got \"pg\\xc3\\xa9\""},
 	};
 	struct config *cfg = config_new();
 	char *before;
@@ -289,6 +330,9 @@ static void test_flag_names(void **state)
 	assert_string_equal(config_key_lookup("timeouts.startup"), "timeouts.startup");
 	assert_string_equal(config_key_lookup("buffer-size"), "buffer_size");
 	assert_string_equal(config_key_lookup("metrics-listen"), "metrics_listen");
+	assert_string_equal(config_key_lookup("tproxy-listen"), "tproxy_listen");
+	assert_string_equal(config_key_lookup("transparent-source"), "transparent_source");
+	assert_string_equal(config_key_lookup("steer-instance"), "steer_instance");
 	assert_null(config_key_lookup("timeouts_startup")); /* mixed spellings are not flags */
 	assert_null(config_key_lookup("buffer.size"));
 	assert_null(config_key_lookup("timeouts"));
@@ -308,43 +352,70 @@ static void test_flag_names(void **state)
 	}
 }
 
-static void test_listen_flags_override_file(void **state)
+/* The address lists share one mechanism; each keeps its own "came from a flag" state. */
+static unsigned list_count(const struct config *cfg, const char *key)
 {
-	static const char file[] = "listen:\n  - 10.0.0.1:6432\n  - 10.0.0.2:6432\n";
+	return strcmp(key, "listen") == 0 ? cfg->nlisten : cfg->ntproxy_listen;
+}
+
+static bool list_from_flag(const struct config *cfg, const char *key)
+{
+	return strcmp(key, "listen") == 0 ? cfg->listen_from_flag : cfg->tproxy_listen_from_flag;
+}
+
+static void check_list_flags_override_file(const char *key, const char *other_key)
+{
+	char file[256], err[CONFIG_ERR_MAX], want[64];
 	struct config *cfg = config_new();
-	char err[CONFIG_ERR_MAX];
 
 	assert_non_null(cfg);
+	snprintf(file, sizeof(file), "%s:\n  - 10.0.0.1:6432\n  - 10.0.0.2:6432\n%s: 10.0.0.9:1\n",
+		 key, other_key);
 	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
-	assert_get(cfg, "listen", "10.0.0.1:6432, 10.0.0.2:6432");
+	assert_get(cfg, key, "10.0.0.1:6432, 10.0.0.2:6432");
 	/* The first flag replaces the file's list; later flags add to it. */
-	assert_set_ok(cfg, "listen", "127.0.0.1:7000");
-	assert_get(cfg, "listen", "127.0.0.1:7000");
-	assert_set_ok(cfg, "listen", "[::1]:7000");
-	assert_get(cfg, "listen", "127.0.0.1:7000, [::1]:7000");
+	assert_set_ok(cfg, key, "127.0.0.1:7000");
+	assert_get(cfg, key, "127.0.0.1:7000");
+	assert_set_ok(cfg, key, "[::1]:7000");
+	assert_get(cfg, key, "127.0.0.1:7000, [::1]:7000");
+	/* The other list is untouched, and its first flag still replaces its file value. */
+	assert_get(cfg, other_key, "10.0.0.9:1");
+	assert_false(list_from_flag(cfg, other_key));
+	assert_set_ok(cfg, other_key, "10.0.0.8:1");
+	assert_get(cfg, other_key, "10.0.0.8:1");
+	assert_get(cfg, key, "127.0.0.1:7000, [::1]:7000");
 	/* A bad first flag must not have cleared the list. */
 	struct config *other = config_new();
 
 	assert_non_null(other);
 	assert_int_equal(config_load_buffer(other, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
-	assert_int_equal(config_set(other, "listen", "bogus", err, sizeof(err)), -1);
-	assert_get(other, "listen", "10.0.0.1:6432, 10.0.0.2:6432");
+	assert_int_equal(config_set(other, key, "bogus", err, sizeof(err)), -1);
+	assert_get(other, key, "10.0.0.1:6432, 10.0.0.2:6432");
 	config_unref(other);
 
 	for (int i = 2; i < CONFIG_MAX_LISTEN; i++) {
 		char a[32];
 
 		snprintf(a, sizeof(a), "127.0.0.1:%d", 7000 + i);
-		assert_set_ok(cfg, "listen", a);
+		assert_set_ok(cfg, key, a);
 	}
-	assert_int_equal(cfg->nlisten, CONFIG_MAX_LISTEN);
-	assert_set_err(cfg, "listen", "127.0.0.1:9999", "listen: more than 8 addresses");
-	assert_int_equal(cfg->nlisten, CONFIG_MAX_LISTEN);
-	/* Loading the file again (a reload) makes the file's list current again. */
+	assert_int_equal(list_count(cfg, key), CONFIG_MAX_LISTEN);
+	snprintf(want, sizeof(want), "%s: more than 8 addresses", key);
+	assert_set_err(cfg, key, "127.0.0.1:9999", want);
+	assert_int_equal(list_count(cfg, key), CONFIG_MAX_LISTEN);
+	/* Loading the file again (a reload) makes the file's lists current again. */
 	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
-	assert_get(cfg, "listen", "10.0.0.1:6432, 10.0.0.2:6432");
-	assert_false(cfg->listen_from_flag);
+	assert_get(cfg, key, "10.0.0.1:6432, 10.0.0.2:6432");
+	assert_get(cfg, other_key, "10.0.0.9:1");
+	assert_false(list_from_flag(cfg, key));
+	assert_false(list_from_flag(cfg, other_key));
 	config_unref(cfg);
+}
+
+static void test_listen_flags_override_file(void **state)
+{
+	check_list_flags_override_file("listen", "tproxy_listen");
+	check_list_flags_override_file("tproxy_listen", "listen");
 }
 
 /* ---- value parsers ------------------------------------------------------------------ */
@@ -674,6 +745,9 @@ static void test_failed_load_leaves_config_unchanged(void **state)
 				   "log_level: warn\n"
 				   "admin_socket: /x.sock\n"
 				   "metrics_listen: 127.0.0.1:1\n"
+				   "tproxy_listen: [10.1.1.1:3, 10.1.1.1:4]\n"
+				   "transparent_source: off\n"
+				   "steer_instance: other\n"
 				   "max_connections: 0\n";
 	struct config *cfg = config_new();
 	char err[CONFIG_ERR_MAX], *before, *after;
@@ -681,12 +755,14 @@ static void test_failed_load_leaves_config_unchanged(void **state)
 	assert_non_null(cfg);
 	assert_set_ok(cfg, "listen", "127.0.0.1:6432");
 	assert_set_ok(cfg, "metrics_listen", "127.0.0.1:9187");
+	assert_set_ok(cfg, "tproxy_listen", "0.0.0.0:6433");
 	before = snapshot(cfg);
 	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), -1);
-	assert_string_equal(err, "t.yaml:9: max_connections: \"0\" is out of range (1 to 1000000)");
+	assert_string_equal(err, "t.yaml:12: max_connections: \"0\" is out of range (1 to 1000000)");
 	after = snapshot(cfg);
 	assert_string_equal(before, after);
 	assert_true(cfg->listen_from_flag);
+	assert_true(cfg->tproxy_listen_from_flag);
 	free(before);
 	free(after);
 	config_unref(cfg);
@@ -726,6 +802,29 @@ static void test_validate(void **state)
 		{{{"listen", "[::]:6432"}, {"upstream", "127.0.0.1:5432"}, {"metrics_listen", "127.0.0.2:6432"}},
 		 NULL},
 		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"metrics_listen", "127.0.0.1:9187"}},
+		 NULL},
+		/* tproxy_listen: its own addresses, not a listen address, not the upstream. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "0.0.0.0:6433"},
+		  {"tproxy_listen", "[::]:6433"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "127.0.0.1:6432"}},
+		 "tproxy_listen: 127.0.0.1:6432 is also a listen address"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "*:6432"}},
+		 "tproxy_listen: 0.0.0.0:6432 is also a listen address"},
+		{{{"listen", "[::]:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "[::1]:6432"}},
+		 "tproxy_listen: [::1]:6432 is also a listen address"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "127.0.0.1:6433"},
+		  {"tproxy_listen", "127.0.0.1:6433"}},
+		 "tproxy_listen: 127.0.0.1:6433 is listed twice"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "127.0.0.1:5432"}},
+		 "upstream: 127.0.0.1:5432 is also a tproxy_listen address; the relay would connect to itself"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "10.0.0.5:5432"}, {"tproxy_listen", "*:5432"}},
+		 "upstream: 10.0.0.5:5432 is also a tproxy_listen address; the relay would connect to itself"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "*:9187"},
+		  {"metrics_listen", "127.0.0.1:9187"}},
+		 "metrics_listen: 127.0.0.1:9187 is also a tproxy_listen address"},
+		/* Same port as a listen address on another host: fine. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "10.0.0.1:6432"}},
 		 NULL},
 	};
 
@@ -793,12 +892,22 @@ static void test_write_reads_back(void **state)
 	assert_set_ok(cfg, "log_level", "warn");
 	assert_set_ok(cfg, "admin_socket", "/run/pgw \"a\\b\": #x/é.sock");
 	assert_set_ok(cfg, "metrics_listen", "[::1]:9187");
+	assert_set_ok(cfg, "tproxy_listen", "0.0.0.0:6433");
+	assert_set_ok(cfg, "tproxy_listen", "[::]:6433");
+	assert_set_ok(cfg, "transparent_source", "off");
+	assert_set_ok(cfg, "steer_instance", "null"); /* must be written quoted to read back */
 	text = write_to_string(cfg, &len);
 	assert_int_equal(config_load_buffer(back, "written", text, len, err, sizeof(err)), 0);
 	a = snapshot(cfg);
 	b = snapshot(back);
 	assert_string_equal(a, b);
 	assert_non_null(strstr(text, "timeouts:\n  startup: 90s\n"));
+	assert_non_null(strstr(text, "tproxy_listen:\n  - \"0.0.0.0:6433\"\n  - \"[::]:6433\"\n"));
+	assert_non_null(strstr(text, "transparent_source: false\n"));
+	assert_non_null(strstr(text, "steer_instance: \"null\"\n"));
+	assert_false(back->transparent_source);
+	assert_int_equal(back->ntproxy_listen, 2);
+	assert_false(back->tproxy_listen_from_flag);
 	free(text);
 	free(a);
 	free(b);
@@ -845,6 +954,9 @@ static void test_restart_required(void **state)
 		{"timeouts.connect", "5s", false},
 		{"timeouts.drain", "5s", false},
 		{"log_level", "debug", false},
+		{"tproxy_listen", "0.0.0.0:6433", true},
+		{"transparent_source", "false", false},
+		{"steer_instance", "other", true},
 	};
 	struct config *old = config_new();
 
@@ -876,7 +988,8 @@ static void test_refcount(void **state)
 	struct config *cfg = config_new();
 
 	assert_non_null(cfg);
-	assert_set_ok(cfg, "metrics_listen", "127.0.0.1:9187"); /* an owned string to free */
+	assert_set_ok(cfg, "metrics_listen", "127.0.0.1:9187"); /* owned strings to free */
+	assert_set_ok(cfg, "steer_instance", "other");
 	config_ref(cfg);
 	config_ref(cfg);
 	assert_int_equal(__atomic_load_n(&cfg->refcount, __ATOMIC_RELAXED), 3);
@@ -896,6 +1009,10 @@ static void test_get_errors(void **state)
 	assert_int_equal(config_get(cfg, "nope", small, sizeof(small)), -ENOENT);
 	assert_int_equal(config_get(cfg, "admin_socket", small, sizeof(small)), -ENOSPC);
 	assert_int_equal(config_get(cfg, "buffer_size", small, sizeof(small)), -ENOSPC);
+	assert_int_equal(config_get(cfg, "steer_instance", small, sizeof(small)), -ENOSPC);
+	assert_int_equal(config_get(cfg, "transparent_source", small, sizeof(small)), -ENOSPC);
+	assert_set_ok(cfg, "tproxy_listen", "127.0.0.1:6433");
+	assert_int_equal(config_get(cfg, "tproxy_listen", small, sizeof(small)), -ENOSPC);
 	assert_int_equal(config_get(cfg, "workers", small, sizeof(small)), 0);
 	assert_string_equal(small, "0");
 	config_unref(cfg);

@@ -96,7 +96,7 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_LOG_LEVEL] = {"a log level", "expected one of error, warn, info, debug"},
 	[ST_PATH] = {"a path", "expected an absolute path"},
 	[ST_OPT_ADDR] = {"an address", "expected a loopback address like 127.0.0.1:9187, or off"},
-	[ST_BOOL] = {"true or false", "expected true or false (also yes/no, on/off, 1/0)"},
+	[ST_BOOL] = {"true or false", "expected true or false (or yes/no, on/off, 1/0)"},
 	[ST_INSTANCE] = {"a name", "expected 1 to 31 letters, digits, _ or -"},
 };
 
