@@ -8,40 +8,69 @@
 
 #include <string.h>
 
+/* Character classes, one table lookup per byte on the hot path (GNU range designators). */
+enum {
+	C_SPACE = 0x01,	      /* [ \t\n\r\f] */
+	C_NEWLINE = 0x02,     /* [\n\r] */
+	C_DIGIT = 0x04,	      /* [0-9] */
+	C_IDENT_START = 0x08, /* [A-Za-z\200-\377_] */
+	C_DOLLAR = 0x10,      /* $: continues an identifier, not a dollar-quote tag */
+	C_OP = 0x20,	      /* op_chars: ~ ! @ # ^ & | ` ? + - * / % < > = */
+	C_OP_SPECIAL = 0x40,  /* ~ ! @ # ^ & | ` ? %: an operator holding one may end in +/- */
+	C_PUNCT = 0x80,	      /* , ( ) [ ] . : */
+};
+
+static const uint8_t cclass[256] = {
+	[' '] = C_SPACE, ['\t'] = C_SPACE, ['\f'] = C_SPACE,
+	['\n'] = C_SPACE | C_NEWLINE, ['\r'] = C_SPACE | C_NEWLINE,
+	['0' ... '9'] = C_DIGIT,
+	['a' ... 'z'] = C_IDENT_START, ['A' ... 'Z'] = C_IDENT_START, ['_'] = C_IDENT_START,
+	[0x80 ... 0xff] = C_IDENT_START,
+	['$'] = C_DOLLAR,
+	[','] = C_PUNCT, ['('] = C_PUNCT, [')'] = C_PUNCT, ['['] = C_PUNCT, [']'] = C_PUNCT,
+	['.'] = C_PUNCT, [':'] = C_PUNCT,
+	['+'] = C_OP, ['-'] = C_OP, ['*'] = C_OP, ['/'] = C_OP, ['<'] = C_OP, ['>'] = C_OP,
+	['='] = C_OP,
+	['~'] = C_OP | C_OP_SPECIAL, ['!'] = C_OP | C_OP_SPECIAL, ['@'] = C_OP | C_OP_SPECIAL,
+	['#'] = C_OP | C_OP_SPECIAL, ['^'] = C_OP | C_OP_SPECIAL, ['&'] = C_OP | C_OP_SPECIAL,
+	['|'] = C_OP | C_OP_SPECIAL, ['`'] = C_OP | C_OP_SPECIAL, ['?'] = C_OP | C_OP_SPECIAL,
+	['%'] = C_OP | C_OP_SPECIAL,
+};
+
 static bool is_space(unsigned char c)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+	return cclass[c] & C_SPACE;
 }
 
 static bool is_newline(unsigned char c)
 {
-	return c == '\n' || c == '\r';
+	return cclass[c] & C_NEWLINE;
 }
 
 static bool is_digit(unsigned char c)
 {
-	return c >= '0' && c <= '9';
+	return cclass[c] & C_DIGIT;
 }
 
 static bool is_ident_start(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+	return cclass[c] & C_IDENT_START;
 }
 
 static bool is_ident_cont(unsigned char c)
 {
-	return is_ident_start(c) || is_digit(c) || c == '$';
+	return cclass[c] & (C_IDENT_START | C_DIGIT | C_DOLLAR);
 }
 
 /* dolq_cont: an identifier character other than '$'. */
 static bool is_dolq_cont(unsigned char c)
 {
-	return is_ident_start(c) || is_digit(c);
+	return cclass[c] & (C_IDENT_START | C_DIGIT);
 }
 
 static bool is_op_char(unsigned char c)
 {
-	return c != 0 && strchr("~!@#^&|`?+-*/%<>=", c) != NULL;
+	return cclass[c] & C_OP;
 }
 
 static bool is_radix_digit(unsigned char c, unsigned radix)
@@ -320,7 +349,7 @@ static size_t scan_operator(const struct sql_lexer *lx, size_t i)
 		j++;
 	}
 	for (size_t k = i; k < j; k++)
-		if (strchr("~!@#^&|`?%", at(lx, k)))
+		if (cclass[at(lx, k)] & C_OP_SPECIAL)
 			special = true;
 	if (!special)
 		while (j - i > 1 && (at(lx, j - 1) == '+' || at(lx, j - 1) == '-'))
@@ -441,7 +470,7 @@ quoted_ident:;
 	} else if (c == '.' && c1 == '.' && has1) {
 		t->kind = SQL_TOK_PUNCT; /* .. */
 		end = i + 2;
-	} else if (strchr(",()[].:", c) && c != 0) {
+	} else if (cclass[c] & C_PUNCT) {
 		t->kind = SQL_TOK_PUNCT;
 		end = i + 1;
 	} else if (is_op_char(c)) {
@@ -460,9 +489,16 @@ quoted_ident:;
 
 bool sql_tok_is(const struct sql_lexer *lx, const struct sql_token *t, const char *kw)
 {
-	size_t n = strlen(kw);
+	size_t n;
 
-	if (t->kind != SQL_TOK_IDENT || t->len != n)
+	/* First byte before strlen: the classifier asks this for most identifiers it
+	 * meets, and nearly every answer is no. kw is lower case; '|0x20' folds A-Z and maps
+	 * no other byte onto a lower-case letter. */
+	if (t->kind != SQL_TOK_IDENT || t->len == 0 ||
+	    ((unsigned char)lx->sql[t->off] | 0x20) != (unsigned char)kw[0])
+		return false;
+	n = strlen(kw);
+	if (t->len != n)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)lx->sql[t->off + i];

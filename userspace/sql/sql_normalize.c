@@ -72,6 +72,23 @@ static void put_clean(struct norm_out *o, const char *s, size_t n)
 	}
 }
 
+/* "$k" into num (24 bytes hold "$" and any uint64_t); returns its length. Not snprintf:
+ * this runs once per literal on the data path. */
+static size_t param_text(char *num, uint64_t k)
+{
+	char tmp[20];
+	size_t n = 0, len = 0;
+
+	do {
+		tmp[n++] = (char)('0' + k % 10);
+		k /= 10;
+	} while (k);
+	num[len++] = '$';
+	while (n)
+		num[len++] = tmp[--n];
+	return len;
+}
+
 static bool tok_is_literal(const struct sql_token *t)
 {
 	return t->kind == SQL_TOK_STRING || t->kind == SQL_TOK_BITSTRING ||
@@ -168,7 +185,7 @@ int sql_normalize(const char *sql, size_t len, unsigned opts, char *out, size_t 
 		if (tok_is_literal(&t)) {
 			if ((t.flags & SQL_TOKF_UNICODE) && t.kind == SQL_TOK_STRING)
 				skip_uescape(&lx, &next);
-			n = (size_t)snprintf(num, sizeof(num), "$%llu", (unsigned long long)++k);
+			n = param_text(num, ++k);
 			text = num;
 			clean = false;
 		}
