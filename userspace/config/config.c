@@ -646,15 +646,17 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		free(*str_field(cfg, st));
 		*str_field(cfg, st) = copy;
 		return 0;
-	case ST_BOOL:
-		level = parse_bool(text);
-		if (level < 0) {
+	case ST_BOOL: {
+		int truth = parse_bool(text);
+
+		if (truth < 0) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
 			     quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
-		*(bool *)field(cfg, st) = level == 1;
+		*(bool *)field(cfg, st) = truth == 1;
 		return 0;
+	}
 	case ST_INSTANCE:
 		if (!instance_name_valid(text)) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
