@@ -15,8 +15,14 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 work=$(mktemp -d /tmp/pgwarden-demo.XXXXXX)
 relay_pid=""
 cluster=""
+cgroup=""
+instance=pgwdemo$$
 
 cleanup() {
+	if [ -n "$cgroup" ]; then
+		"$top/$build/pgwardenctl" detach --instance "$instance" >/dev/null 2>&1 || true
+		rmdir "$cgroup" 2>/dev/null || true
+	fi
 	[ -n "$relay_pid" ] && kill -TERM "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null || true
 	[ -n "$cluster" ] && runuser -u postgres -- "$pgbin/pg_ctl" -D "$cluster" -m fast -w stop >/dev/null 2>&1 || true
 	rm -rf "$work"
@@ -57,7 +63,8 @@ fi
 
 listen_port=$(free_port)
 say "Starting pgwardend: listen 127.0.0.1:$listen_port, upstream $upstream"
-"$daemon" --listen "127.0.0.1:$listen_port" --upstream "$upstream" 2>"$work/pgwardend.log" &
+"$daemon" --listen "127.0.0.1:$listen_port" --upstream "$upstream" \
+	--admin-socket "$work/admin.sock" --steer-instance "$instance" 2>"$work/pgwardend.log" &
 relay_pid=$!
 for _ in $(seq 50); do
 	grep -q 'event=started' "$work/pgwardend.log" 2>/dev/null && break
@@ -85,6 +92,41 @@ psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" -c "SELECT 1/0" || true
 say "pgwarden's session log for these sessions"
 sleep 0.2
 grep -E 'event=session_(start|end)' "$work/pgwardend.log" || true
+
+say "Transparent mode: attach to a throwaway cgroup and connect to PostgreSQL's own port"
+cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+upstream_port=${upstream##*:}
+if [ -z "$cg2" ]; then
+	echo "(skipped: no cgroup v2 mount on this host)"
+else
+	cgroup=$cg2/pgwarden-demo-$$
+	mkdir "$cgroup"
+	if "$top/$build/pgwardenctl" attach --instance "$instance" --cgroup "$cgroup" \
+		--port "$upstream_port" --relay "127.0.0.1:$listen_port"; then
+		echo "psql in that cgroup dials ${upstream%:*}:$upstream_port, the server itself:"
+		PGAPPNAME=pgwarden-demo-steered sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
+			sh "$cgroup" psql -h "${upstream%:*}" -p "$upstream_port" -U "$user" -d "$db" \
+			-c "SELECT inet_server_port() AS server_port, current_user"
+		sleep 0.2
+		echo "pgwarden saw it, with the process the kernel recorded:"
+		grep 'event=session_start' "$work/pgwardend.log" | grep 'route="steered"' || true
+		"$top/$build/pgwardenctl" detach --instance "$instance"
+	else
+		echo "(attach failed: see the line above; explicit mode still works)"
+	fi
+	rmdir "$cgroup" 2>/dev/null || true
+	cgroup=""
+fi
+
+say "The live view: pgwardenctl sessions and pgwarden-top (one snapshot)"
+PGAPPNAME=pgwarden-demo-live psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" \
+	-c "SELECT pg_sleep(3)" >/dev/null &
+live=$!
+sleep 1
+"$top/$build/pgwardenctl" --socket "$work/admin.sock" sessions || true
+"$top/$build/pgwarden-top" --socket "$work/admin.sock" -b -n 1 --width 120 || true
+wait "$live" || true
+echo "While pgwardend runs, the live screen is: pgwarden-top --socket $work/admin.sock"
 
 say "Draining pgwardend (SIGTERM)"
 kill -TERM "$relay_pid"

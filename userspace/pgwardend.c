@@ -17,6 +17,7 @@
 #include "relay/relay.h"
 #include "relay/worker.h"
 #include "stage/stage.h"
+#include "steer/steer.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -439,6 +440,15 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&r.config_lock, NULL);
 	relay_config_publish(&r, cfg); /* the relay owns the loaded reference now */
 	raise_nofile();
+	/* Fail-open: pgwardenctl attach handed over the hooks' links; they live as long as we do. */
+	if (getenv("PGWARDEN_STEER_FDS")) {
+		rc = steer_origin_adopt(getenv("PGWARDEN_STEER_FDS"), &r.steer_shared);
+		if (rc) {
+			log_error("start", "cannot adopt the fail-open steering links: %s", strerror(-rc));
+			goto out;
+		}
+		log_warn("steer", "fail-open: if pgwardend stops, clients reach PostgreSQL directly");
+	}
 	r.cancels = cancel_map_new();
 	if (!r.cancels || stage_pipeline_add(&r.pipeline, &sessionlog_stage)) {
 		log_error("start", "out of memory");
@@ -498,6 +508,7 @@ out:
 		worker_destroy(r.workers[i]);
 	free(r.workers);
 	cancel_map_free(r.cancels);
+	steer_origin_close(r.steer_shared);
 	metrics_registry_free(r.metrics);
 	config_unref(r.config);
 	close(sigfd);

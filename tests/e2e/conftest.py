@@ -186,17 +186,18 @@ def cgroup():
 
 @pytest.fixture
 def relay_factory(pg, pgwardend_bin, tmp_path, request, instance):
-    """pgwardend reads the test's instance (PGWARDEN_INSTANCE), as pgwardenctl does."""
+    """pgwardend reads the test's steering instance (--steer-instance), the one the test's
+    pgwardenctl attaches (PGWARDEN_INSTANCE)."""
     started = []
 
     def start(listen6=False, extra_args=()):
-        extra = list(extra_args)
+        extra = ["--steer-instance", instance.instance] + list(extra_args)
         port6 = None
         if listen6:
             port6 = harness.free_port("::1")
             extra += ["--listen", "[::1]:%d" % port6]
         r = harness.Relay(pgwardend_bin, (pg.host, pg.port), pg, str(tmp_path), workers=1,
-                          extra_args=extra, env={"PGWARDEN_INSTANCE": instance.instance})
+                          extra_args=extra)
         started.append(r)
         r.start()
         r.port6 = port6

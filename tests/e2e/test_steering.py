@@ -6,9 +6,9 @@ upstream socket as its peer, and the client's getpeername() still says what it d
 client anywhere else, or any client after detach, reaches the server directly: the server
 then sees the client's own port.
 
-Identity: once pgwardend calls steer_origin_lookup() its session_start line carries
-route=steered and the process; until then the record the relay would read is checked in the
-kernel map, where the hooks left it.
+Identity: pgwardend reads the hooks' record (steer_origin_lookup()) at accept, and its
+session_start line carries route=steered, the dialled address and the process the kernel
+recorded; the same record is checked in the kernel map too.
 """
 
 import json
@@ -57,24 +57,14 @@ def origin_records(instance):
 
 
 def assert_identity(instance, cgroup, log, client, dialled_port, uid):
-    """The relay knows who connected: from its log once it reads the origin map, else from
-    the record in the map itself (keyed by the client's port as the relay sees it)."""
-    if log.get("route") == "steered":
-        assert int(log["pid"]) == client.result["pid"]
-        assert int(log["uid"]) == uid
-        assert log["comm"] == os.path.basename(sys.executable)[:15]
-        assert log["dialled"].endswith(":%d" % dialled_port)
-        return
-    assert log.get("route") == "explicit", log  # relay without the lookup wired in yet
-    want_port = socket.htons(client.result["local"][1])
-    recs = [r for r in origin_records(instance) if r["key"]["client_port"] == want_port]
-    assert len(recs) == 1, origin_records(instance)
-    v = recs[0]["value"]
-    assert v["tgid"] == client.result["pid"]
-    assert v["uid"] == uid
-    assert v["comm"] == os.path.basename(sys.executable)[:15]
-    assert socket.ntohs(v["dst_port"]) == dialled_port
-    assert v["cgroup_id"] == os.stat(cgroup.path).st_ino
+    """The relay knows who connected, as the kernel recorded it at connect(): its session
+    log names the route, the dialled address, the process and its cgroup."""
+    assert log.get("route") == "steered", log
+    assert int(log["pid"]) == client.result["pid"]
+    assert int(log["uid"]) == uid
+    assert log["comm"] == os.path.basename(sys.executable)[:15]
+    assert log["dialled"].endswith(":%d" % dialled_port)
+    assert int(log["cgroup_id"]) == os.stat(cgroup.path).st_ino
 
 
 def test_local_client_steered_ipv4(pg, instance, cgroup, relay_factory, clients):

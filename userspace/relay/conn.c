@@ -18,6 +18,7 @@
 #include "relay/relay.h"
 #include "relay/worker.h"
 #include "stage/stage.h"
+#include "steer/steer.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -373,6 +374,31 @@ static int conn_socket_for(const struct addr *a)
 	return fd;
 }
 
+/*
+ * Before connecting upstream: the relay's mark keeps the steering hooks and nft rules from
+ * sending pgwarden's own connection back into pgwarden, and a TPROXY'd client's own address
+ * as the source lets the server see the real client. 0 or -errno.
+ */
+static int conn_upstream_prepare(struct conn *c, int fd)
+{
+	struct steer_origin *so = c->worker->steer;
+	const char *why = NULL;
+	int r;
+
+	if (!so)
+		return 0;
+	r = steer_upstream_prepare(fd, &c->session, steer_origin_relay_mark(so),
+				   c->config->transparent_source, &why);
+	if (r == -EPERM && c->session.route == SESSION_ROUTE_EXPLICIT)
+		return 0; /* unprivileged and explicit: nothing to protect against */
+	if (r < 0)
+		return r;
+	if (r > 0 && c->session.route == SESSION_ROUTE_TPROXY)
+		log_info("upstream_source", "session=%s the server sees pgwarden's address, not the "
+			 "client's: %s", c->session.id_hex, why ? why : "unknown");
+	return 0;
+}
+
 /* Start a non-blocking connect to `to`; completion arrives as an upstream event. */
 static int conn_upstream_connect(struct conn *c, const struct addr *to)
 {
@@ -381,6 +407,11 @@ static int conn_upstream_connect(struct conn *c, const struct addr *to)
 
 	if (fd < 0)
 		return fd;
+	err = conn_upstream_prepare(c, fd);
+	if (err) {
+		close(fd);
+		return err;
+	}
 	if (connect(fd, &to->ss.sa, to->len) < 0 && errno != EINPROGRESS) {
 		err = -errno;
 		close(fd);
@@ -1444,7 +1475,27 @@ static void conn_refuse_now(int fd, const char *sqlstate, const char *message)
 	close(fd);
 }
 
-void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len)
+/*
+ * Where the client meant to go and who it is, as the kernel recorded it. A steered or
+ * TPROXY'd connection goes on to the address it dialled; an explicit one to the upstream.
+ */
+static void conn_classify(struct conn *c, const struct worker_listener *l, int fd)
+{
+	struct session *s = &c->session;
+	struct addr local = s->dialled;
+	int err;
+
+	if (!c->worker->steer && !l->transparent)
+		return;
+	err = steer_origin_lookup(c->worker->steer, fd, &l->addr, &s->client, &local, s);
+	if (err)
+		log_warn("steer", "session=%s origin lookup failed: %s", s->id_hex, strerror(-err));
+	if (s->route != SESSION_ROUTE_EXPLICIT)
+		s->upstream = s->dialled;
+}
+
+void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
+		 const struct sockaddr *peer, socklen_t peer_len)
 {
 	struct relay *r = w->relay;
 	struct config *cfg = relay_config_acquire(r);
@@ -1495,6 +1546,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	if (getsockname(fd, &s->dialled.ss.sa, &s->dialled.len) < 0)
 		s->dialled.len = 0;
 	s->upstream = cfg->upstream;
+	conn_classify(c, l, fd);
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	err = loop_add(&w->loop, &c->client_watch, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);

@@ -110,7 +110,9 @@ struct json_t *conn_admin_json(struct conn *c, uint64_t now_mono_ns);
 
 /* Take ownership of an accepted, non-blocking client socket. On failure the socket is
  * closed and the reason logged. */
-void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len);
+struct worker_listener;
+void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
+		 const struct sockaddr *peer, socklen_t peer_len);
 
 /* End the session with FATAL sqlstate/message (at a message boundary) and close. */
 void conn_terminate(struct conn *c, const char *sqlstate, const char *message,

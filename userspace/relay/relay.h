@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 struct worker;
+struct steer_origin;
 struct admin_server;
 
 struct relay {
@@ -28,6 +29,7 @@ struct relay {
 	uint32_t connections; /* atomic: client sockets open across workers, of every kind */
 	uint32_t sessions;    /* atomic: of those, sessions past their StartupMessage */
 	bool draining;        /* atomic */
+	struct steer_origin *steer_shared; /* fail-open: the links' fds handed over by pgwardenctl */
 	struct worker **workers;
 	unsigned nworkers;
 	struct admin_server *admin;      /* atomic: set once the admin socket is up; events go here */

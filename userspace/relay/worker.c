@@ -4,6 +4,7 @@
 #include "base/log.h"
 #include "relay/conn.h"
 #include "relay/relay.h"
+#include "steer/steer.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -57,7 +58,7 @@ static void worker_accept(struct worker *w, struct worker_listener *l)
 		int fd = accept4(l->fd, &peer.ss.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd >= 0) {
-			conn_accept(w, fd, &peer.ss.sa, peer.len);
+			conn_accept(w, l, fd, &peer.ss.sa, peer.len);
 			continue;
 		}
 		switch (errno) {
@@ -211,24 +212,25 @@ void worker_post(struct worker *w, enum worker_cmd cmd)
 	loop_wake(&w->loop);
 }
 
-static int worker_listen(struct worker *w, struct worker_listener *l, const struct addr *a)
+static int worker_listen_socket(const struct addr *a);
+
+static int worker_listen(struct worker *w, struct worker_listener *l, const struct addr *a,
+			 bool transparent)
 {
 	char text[ADDR_STRLEN];
-	int one = 1, fd, err;
+	int fd, err;
 
-	fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	/* Every worker binds the same address; the kernel spreads new connections. */
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-		goto err_close;
-	if (a->ss.sa.sa_family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
-		goto err_close;
-	if (bind(fd, &a->ss.sa, a->len) < 0 || listen(fd, WORKER_LISTEN_BACKLOG) < 0)
-		goto err_close;
+	fd = transparent ? steer_listen_transparent(a, WORKER_LISTEN_BACKLOG, true)
+			 : worker_listen_socket(a);
+	if (fd < 0) {
+		log_error("listen", "cannot listen on %s%s: %s",
+			  addr_format(&a->ss.sa, text, sizeof(text)),
+			  transparent ? " (transparent)" : "", strerror(-fd));
+		return fd;
+	}
 	l->worker = w;
+	l->addr = *a;
+	l->transparent = transparent;
 	l->watch.cb = worker_listener_event;
 	err = loop_add(&w->loop, &l->watch, fd, EPOLLIN);
 	if (err) {
@@ -237,13 +239,50 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 	}
 	l->fd = fd;
 	return 0;
+}
 
-err_close:
-	err = -errno;
-	log_error("listen", "cannot listen on %s: %s",
-		  addr_format(&a->ss.sa, text, sizeof(text)), strerror(errno));
-	close(fd);
-	return err;
+/* A plain non-blocking listener; every worker binds the same address and the kernel
+ * spreads new connections (SO_REUSEPORT). fd or -errno. */
+static int worker_listen_socket(const struct addr *a)
+{
+	int one = 1, fd, err;
+
+	fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    (a->ss.sa.sa_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+	    bind(fd, &a->ss.sa, a->len) < 0 || listen(fd, WORKER_LISTEN_BACKLOG) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/*
+ * The worker's view of the steering maps. Not attached (yet) is fine: the handle notices
+ * an attach later. Any other failure leaves the worker in explicit mode, said loudly.
+ */
+static void worker_open_steer(struct worker *w, const struct config *cfg)
+{
+	int err;
+
+	if (w->relay->steer_shared) {
+		w->steer = w->relay->steer_shared;
+		return;
+	}
+	err = steer_origin_open(cfg->steer_instance, &w->steer);
+	if (err && err != -ENOENT) {
+		if (w->id == 0)
+			log_warn("steer", "steering lookups unavailable (%s): steered connections "
+				 "will be treated as explicit", strerror(-err));
+		w->steer = NULL;
+		return;
+	}
+	w->steer_owned = true;
 }
 
 int worker_create(struct worker **out, unsigned id, struct relay *relay,
@@ -275,12 +314,17 @@ int worker_create(struct worker **out, unsigned id, struct relay *relay,
 	}
 	w->accept_retry.cb = worker_accept_retry;
 	w->drain_timer.cb = worker_drain_expired;
-	for (unsigned i = 0; i < cfg->nlisten; i++) {
-		err = worker_listen(w, &w->listeners[i], &cfg->listen[i]);
+	for (unsigned i = 0; i < cfg->nlisten + cfg->ntproxy_listen; i++) {
+		bool transparent = i >= cfg->nlisten;
+		const struct addr *a = transparent ? &cfg->tproxy_listen[i - cfg->nlisten]
+						   : &cfg->listen[i];
+
+		err = worker_listen(w, &w->listeners[i], a, transparent);
 		if (err)
 			goto err_listeners;
 		w->nlisteners++;
 	}
+	worker_open_steer(w, cfg);
 	*out = w;
 	return 0;
 
@@ -328,6 +372,8 @@ void worker_join(struct worker *w)
 void worker_destroy(struct worker *w)
 {
 	worker_close_listeners(w);
+	if (w->steer_owned)
+		steer_origin_close(w->steer);
 	metrics_shard_free(w->metrics);
 	loop_destroy(&w->loop);
 	buf_put(&w->pool, w->scratch);

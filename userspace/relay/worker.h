@@ -23,6 +23,8 @@ struct conn;
 struct worker_listener {
 	struct loop_watch watch;
 	struct worker *worker;
+	struct addr addr;  /* what it is bound to */
+	bool transparent;  /* IP_TRANSPARENT, for nftables TPROXY */
 	int fd;
 };
 
@@ -40,7 +42,11 @@ struct worker {
 	pthread_t thread;
 	struct relay *relay;
 	struct loop loop;
-	struct worker_listener listeners[CONFIG_MAX_LISTEN];
+	struct worker_listener listeners[2 * CONFIG_MAX_LISTEN]; /* listen, then tproxy_listen */
+	/* Where steered and TPROXY'd connections were going, and who opened them. The
+	 * worker's own handle (not thread-safe), or the process's shared fail-open one. */
+	struct steer_origin *steer;
+	bool steer_owned;
 	unsigned nlisteners;
 	struct buf_pool pool;
 	struct buf *scratch; /* shared read buffer: bytes that leave at once never get copied */
