@@ -5,7 +5,6 @@
 #include "sql/sql.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 struct norm_out {
