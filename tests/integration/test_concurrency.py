@@ -231,3 +231,41 @@ def test_pgbouncer_transaction_pooling(target, pg, bouncer_factory):
         # pgbench -i's own connections also come through the pool; one pool serves all.
         assert 1 <= len(sessions) <= pool, "relay saw %d sessions for a pool of %d" % (
             len(sessions), pool)
+
+
+def test_connection_per_transaction(target, pg):
+    """pgbench -C: a new connection (startup, SCRAM, one transaction, Terminate) per
+    transaction, from several clients at once. Every one succeeds, and every session the
+    relay opened for them it also closed, upstream included."""
+    per_client = 15 if target.bytewise else 40
+    clients = 6
+    init = _pgbench(target, ["-i", "-q", "-s", "1", "-I", "dtGvp"])
+    assert init.returncode == 0, init.stdout + init.stderr
+    app = "pgw-conn-per-tx"
+    env_target = target.env(PGAPPNAME=app)
+    r = subprocess.run(["pgbench", "-n", "-C", "-c", str(clients), "-j", "2",
+                        "-t", str(per_client), "-S"], env=env_target, capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    m = re.search(r"number of transactions actually processed: (\d+)/(\d+)", out)
+    assert m and int(m.group(1)) == int(m.group(2)) == clients * per_client, out
+    left = _wait_server_sessions_gone(pg, app)
+    assert not left, "%d server sessions outlived their clients" % len(left)
+
+    if target.relay is not None:
+        relay = target.relay
+        # At least one session per transaction (pgbench may open more, e.g. to check the
+        # tables exist); each that started must also have ended.
+        deadline = time.monotonic() + 60
+        while True:
+            lines = relay.log_lines()
+            starts = {d["session"] for d in lines if d.get("event") == "session_start"
+                      and d.get("application_name") == app}
+            ends = {d["session"] for d in lines if d.get("event") == "session_end"
+                    and d.get("application_name") == app}
+            if starts <= ends or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(starts) >= clients * per_client
+        assert starts == ends, "%d sessions never logged an end" % len(starts - ends)
