@@ -574,3 +574,55 @@ def test_drain_ends_a_session_whose_client_stopped_reading(relay_factory, pg):
         assert relay.proc.returncode == 0, relay.log_tail()
     finally:
         stalled.close()
+
+
+def test_transactions_cursors_and_auto_prepare(target):
+    """What ORMs do all day: transactions with savepoints and a rolled-back error, a
+    server-side (named) cursor fetched in batches, and psycopg's automatic prepared
+    statements (Parse once, then Bind/Execute by name). The transaction status each
+    ReadyForQuery carries must reach the client intact."""
+    TS = psycopg.pq.TransactionStatus
+    with _connect(target, autocommit=False, prepare_threshold=2) as conn:
+        conn.execute("CREATE TEMP TABLE tx(id int PRIMARY KEY, note text) ON COMMIT PRESERVE ROWS")
+        conn.commit()
+        assert conn.info.transaction_status == TS.IDLE
+        conn.execute("INSERT INTO tx VALUES (1, 'kept')")
+        assert conn.info.transaction_status == TS.INTRANS
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            with conn.transaction():  # a savepoint inside the open transaction
+                conn.execute("INSERT INTO tx VALUES (2, 'rolled back with its savepoint')")
+                conn.execute("INSERT INTO tx VALUES (1, 'duplicate')")
+        assert conn.info.transaction_status == TS.INTRANS  # only the savepoint was lost
+        conn.execute("INSERT INTO tx VALUES (3, 'kept too')")
+        conn.commit()
+
+        # An error outside a savepoint: the transaction is failed until rollback.
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        assert conn.info.transaction_status == TS.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        assert conn.info.transaction_status == TS.IDLE
+        assert conn.execute("SELECT array_agg(id ORDER BY id) FROM tx").fetchone() == ([1, 3],)
+        conn.rollback()
+
+        # Auto-prepare: from the second execution on, the statement runs by name.
+        for i in range(6):
+            assert conn.execute("SELECT %s::int + 1, 'p'", [i]).fetchone() == (i + 1, "p")
+        names = conn.execute("SELECT count(*) FROM pg_prepared_statements "
+                             "WHERE statement LIKE 'SELECT $1::int + 1%%'").fetchone()[0]
+        assert names == 1
+        conn.rollback()
+
+        # Named cursor: DECLARE, then FETCH in batches.
+        with conn.cursor(name="big_cursor") as cur:
+            cur.itersize = 700
+            cur.execute("SELECT g, md5(g::text) FROM generate_series(1, 5000) AS g")
+            seen = 0
+            for n, digest in cur:
+                seen += 1
+                assert n == seen and digest == hashlib.md5(b"%d" % n).hexdigest()
+        assert seen == 5000
+        conn.commit()
+        assert conn.info.transaction_status == TS.IDLE
