@@ -3,7 +3,8 @@ cgroup and run as another user before it connects.
 
 Prints one JSON line: its pid, the socket's local and peer address as it sees them
 (getsockname/getpeername), the answer to a query, and what the server saw as the client
-(inet_client_addr/inet_client_port); or {"error": ...}. With --hold it keeps the session open
+(inet_client_addr/inet_client_port), and with --sql the rows of one more query (as strings,
+for comparing with a direct run); or {"error": ...}. With --hold it keeps the session open
 until a line arrives on stdin, so the test can inspect the kernel and the relay meanwhile.
 """
 
@@ -27,6 +28,7 @@ def main():
     ap.add_argument("--cgroup")
     ap.add_argument("--user")
     ap.add_argument("--hold", action="store_true")
+    ap.add_argument("--sql")
     a = ap.parse_args()
 
     if a.cgroup:
@@ -55,6 +57,9 @@ def main():
     out["answer"] = row[0]
     out["server_saw"] = [row[1], row[2]]
     out["server_port"] = row[3]
+    if a.sql:
+        out["rows"] = [[None if v is None else str(v) for v in r]
+                       for r in conn.execute(a.sql).fetchall()]
     print(json.dumps(out), flush=True)
     if a.hold:
         sys.stdin.readline()

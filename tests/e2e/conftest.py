@@ -7,9 +7,11 @@
                     is left in the kernel
     cgroup          a fresh cgroup v2 directory under the host's cgroup2 mount; its processes
                     are killed and the directory removed at teardown
-    relay_factory   pgwardend processes (explicit mode) on loopback, stopped at teardown
+    relay_factory   pgwardend processes on loopback (plus whatever listeners a test adds),
+                    reading the test's steering instance, stopped at teardown
     netns           a network namespace joined to the host by a veth pair, addresses in
-                    10.201.0.0/16 and fd00:7067::/64, removed at teardown
+                    the benchmarking ranges 198.18.0.0/15 and 2001:2::/48 (RFC 2544,
+                    RFC 5180: never routed anywhere), removed at teardown
 
 Kernel state is only ever created for a cgroup, a namespace or an instance the test made:
 never the root cgroup, never the default instance "pgwarden".
@@ -184,20 +186,36 @@ def cgroup():
         cg.remove()
 
 
+class WrappedRelay(harness.Relay):
+    """A Relay started through a launcher: wrap(relay) gives the argv in front of
+    pgwardend's (e.g. `pgwardenctl attach --fail-open ... --`, which exec()s the daemon, so
+    the pid is still the daemon's), computed once the relay's listen port is known."""
+
+    def __init__(self, *args, wrap=None, **kw):
+        super().__init__(*args, **kw)
+        self.wrap = wrap
+
+    def _argv(self):
+        argv = super()._argv()
+        return (list(self.wrap(self)) if self.wrap else []) + argv
+
+
 @pytest.fixture
-def relay_factory(pg, pgwardend_bin, tmp_path, request, instance):
+def relay_factory(pgwardend_bin, tmp_path, request, instance):
     """pgwardend reads the test's steering instance (--steer-instance), the one the test's
-    pgwardenctl attaches (PGWARDEN_INSTANCE)."""
+    pgwardenctl attaches (PGWARDEN_INSTANCE). Its upstream (and the credentials) are the
+    session cluster `pg` unless the test names another cluster."""
     started = []
 
-    def start(listen6=False, extra_args=()):
+    def start(listen6=False, extra_args=(), upstream=None, wrap=None, env=None):
+        cluster = upstream if upstream is not None else request.getfixturevalue("pg")
         extra = ["--steer-instance", instance.instance] + list(extra_args)
         port6 = None
         if listen6:
             port6 = harness.free_port("::1")
             extra += ["--listen", "[::1]:%d" % port6]
-        r = harness.Relay(pgwardend_bin, (pg.host, pg.port), pg, str(tmp_path), workers=1,
-                          extra_args=extra)
+        r = WrappedRelay(pgwardend_bin, (cluster.host, cluster.port), cluster, str(tmp_path),
+                         workers=1, extra_args=extra, wrap=wrap, env=env)
         started.append(r)
         r.start()
         r.port6 = port6
@@ -216,9 +234,11 @@ class Client:
     another user, connected and holding the session until finish()."""
 
     def __init__(self, pg, host, port, cgroup=None, user=None, mark=None, hold=True,
-                 netns=None):
+                 netns=None, sql=None):
         argv = [sys.executable, CLIENT, "--host", host, "--port", str(port), "--dbuser", pg.user,
                 "--password", pg.password, "--dbname", pg.dbname]
+        if sql:
+            argv += ["--sql", sql]
         if cgroup:
             argv += ["--cgroup", cgroup.path]
         if user:
@@ -282,11 +302,13 @@ class Netns:
         self.name = "pgwe2e%d_%d" % (n, _counter[0])
         self.host_if = "pgwh%d%d" % (n, _counter[0])
         self.ns_if = "pgwc%d%d" % (n, _counter[0])
-        sub = (os.getpid() + _counter[0]) % 250 + 1
-        self.host_ip = "10.201.%d.1" % sub
-        self.client_ip = "10.201.%d.2" % sub
-        self.host_ip6 = "fd00:7067:%x::1" % sub
-        self.client_ip6 = "fd00:7067:%x::2" % sub
+        # A /30 and a /64 of the benchmarking ranges per namespace: addresses no real network
+        # uses, so neither the host's routes nor its neighbours ever see them.
+        sub = ((os.getpid() * 7 + _counter[0]) % 16383) * 4
+        self.host_ip = "198.18.%d.%d" % (sub >> 8, (sub & 0xff) + 1)
+        self.client_ip = "198.18.%d.%d" % (sub >> 8, (sub & 0xff) + 2)
+        self.host_ip6 = "2001:2:0:%x::1" % (sub >> 2)
+        self.client_ip6 = "2001:2:0:%x::2" % (sub >> 2)
         self.created = False
 
     def create(self):
