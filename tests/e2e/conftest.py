@@ -97,11 +97,20 @@ def unique(prefix):
 
 
 class Ctl:
-    """pgwardenctl with PGWARDEN_INSTANCE set to the test's instance."""
+    """pgwardenctl with PGWARDEN_INSTANCE set to the test's instance, and a TPROXY mark and
+    route table of its own (tproxy_args()): the defaults are shared by every instance on the
+    host, so a test using them would add and remove a real attach's fwmark rule and routes."""
 
     def __init__(self, path, instance):
         self.path = path
         self.instance = instance
+        tag = ((os.getpid() & 0xffff) << 4) | (_counter[0] & 0xf)
+        self.tproxy_mark = 0x70000000 | tag
+        self.route_table = 0x70000000 | tag
+
+    def tproxy_args(self, port):
+        return ["--tproxy-port", str(port), "--tproxy-mark", "0x%x" % self.tproxy_mark,
+                "--route-table", str(self.route_table)]
 
     def env(self):
         env = dict(os.environ)
@@ -128,14 +137,25 @@ class Ctl:
         return doc.get("steering", doc)
 
 
-def kernel_leftovers(instance):
-    """Anything of instance still in the kernel (independent of pgwardenctl)."""
+def kernel_leftovers(ctl):
+    """Anything of the instance still in the kernel (independent of pgwardenctl): pins, nft
+    table, and the fwmark rules and routes of its own mark and table."""
+    instance = ctl.instance
     left = []
     if os.path.exists("/sys/fs/bpf/%s" % instance):
         left.append("pin dir /sys/fs/bpf/%s" % instance)
     r = subprocess.run(["nft", "list", "table", "inet", instance], capture_output=True)
     if r.returncode == 0:
         left.append("nft table inet %s" % instance)
+    for fam in ("-4", "-6"):
+        rules = subprocess.run(["ip", fam, "rule", "show"], capture_output=True,
+                               text=True).stdout
+        if ("fwmark 0x%x " % ctl.tproxy_mark) in rules:
+            left.append("ip %s rule fwmark 0x%x" % (fam, ctl.tproxy_mark))
+        routes = subprocess.run(["ip", fam, "route", "show", "table", str(ctl.route_table)],
+                                capture_output=True, text=True).stdout
+        if routes.strip():
+            left.append("ip %s routes in table %d" % (fam, ctl.route_table))
     out = subprocess.run(["bpftool", "link", "show", "-j"], capture_output=True, text=True)
     return left, out.stdout
 
@@ -146,7 +166,7 @@ def instance(pgwardenctl_bin, request):
     ctl = Ctl(pgwardenctl_bin, name)
     yield ctl
     r = ctl.run("detach", check=False)
-    left, _ = kernel_leftovers(name)
+    left, _ = kernel_leftovers(ctl)
     if r.returncode != 0 or left:
         pytest.fail("teardown: detach exit %d (%s), leftovers %s"
                     % (r.returncode, r.stderr.strip(), left), pytrace=False)

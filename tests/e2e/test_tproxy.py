@@ -118,10 +118,12 @@ def test_remote_client_through_pgwardend(veth_pg, netns, instance, cgroup, relay
     relay = relay_factory(upstream=pg, extra_args=tproxy_listen(tport))
     assert tport != relay.port
     instance.run("attach", "--port", str(pg.port), "--relay", "127.0.0.1:%d" % relay.port,
-                 "--tproxy-port", str(tport), "--cgroup", cgroup.path)
+                 "--cgroup", cgroup.path, *instance.tproxy_args(tport))
     st = instance.status()
     t = st["tproxy"]
     assert t["nft_table_present"] is True and t["port"] == tport
+    assert t["fwmark"] == "0x%x" % instance.tproxy_mark
+    assert t["route_table"] == instance.route_table
     assert t["fwmark_rules"] == 2 and t["local_routes"] == 2  # one of each per family
 
     # The reference: the same query straight to the server from the host.
@@ -172,8 +174,8 @@ def test_remote_client_fail_open(veth_pg, netns, instance, cgroup, relay_factory
 
     def attach_fail_open(relay):
         return [instance.path, "attach", "--fail-open", "--port", str(pg.port),
-                "--relay", "127.0.0.1:%d" % relay.port, "--tproxy-port", str(tport),
-                "--cgroup", cgroup.path, "--"]
+                "--relay", "127.0.0.1:%d" % relay.port, "--cgroup", cgroup.path,
+                *instance.tproxy_args(tport), "--"]
 
     relay = relay_factory(upstream=pg, extra_args=tproxy_listen(tport),
                           wrap=attach_fail_open, env=instance.env())
@@ -199,9 +201,22 @@ def test_remote_client_fail_open(veth_pg, netns, instance, cgroup, relay_factory
         c = clients(pg, host, pg.port, netns=netns.name, hold=False).finish()
         assert "error" not in c, c
         assert c["server_saw"] == [client_ip, c["local"][1]]
-    # The nft table and routes outlive a killed fail-open daemon (harmless: no transparent
-    # listener, no reject rule); status lists them, and the instance fixture's detach
-    # removes them.
+    # The nft table and the routing outlive a killed fail-open daemon (harmless: no
+    # transparent listener, no reject rule). With the BPF config gone with the links, the
+    # table's comment still names the mark and route table: status lists all of it as
+    # leftovers, and detach removes all of it (the fixture checks the kernel afterwards).
+    t = st["tproxy"]
+    assert t["nft_table_present"] is True
+    assert t["fwmark"] == "0x%x" % instance.tproxy_mark, t
+    assert t["route_table"] == instance.route_table, t
+    assert t["fwmark_rules"] == 2 and t["local_routes"] == 2, t
+    assert "nft table inet %s without a live attach" % instance.instance in st["leftovers"]
+    assert ("fwmark rule/route table %d without a live attach" % instance.route_table
+            in st["leftovers"]), st["leftovers"]
+    instance.run("detach")
+    t = instance.status()["tproxy"]
+    assert t["nft_table_present"] is False
+    assert t["fwmark_rules"] == 0 and t["local_routes"] == 0, t
 
 
 def test_transparent_source_off(veth_pg, netns, instance, cgroup, relay_factory, clients):
@@ -212,7 +227,7 @@ def test_transparent_source_off(veth_pg, netns, instance, cgroup, relay_factory,
     relay = relay_factory(upstream=pg,
                           extra_args=tproxy_listen(tport) + ["--transparent-source", "false"])
     instance.run("attach", "--port", str(pg.port), "--relay", "127.0.0.1:%d" % relay.port,
-                 "--tproxy-port", str(tport), "--cgroup", cgroup.path)
+                 "--cgroup", cgroup.path, *instance.tproxy_args(tport))
 
     for family, host, client_ip in families(netns):
         c = clients(pg, host, pg.port, netns=netns.name, hold=False).finish()

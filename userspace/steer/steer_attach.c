@@ -907,7 +907,11 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 			pins_remove(o->instance);
 		}
 		if (steer_nft_present(o->instance)) {
+			uint32_t mark, table, prio;
+
 			log_warn("steer_stale", "removing stale nft table inet %s", o->instance);
+			if (steer_nft_routing(o->instance, &mark, &table, &prio) == 0)
+				steer_route_delete(mark, table, prio);
 			steer_nft_delete(o->instance);
 		}
 		if (rc == 0)
@@ -1162,7 +1166,7 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 	struct pgw_config c;
 	__u32 ids[64];
 	unsigned n = 0;
-	bool have_cfg;
+	bool have_cfg, left;
 
 	steer_libbpf_log_init();
 	if (!instance)
@@ -1194,7 +1198,20 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 		}
 		close(fd);
 	}
+	{
+		char pdir[256];
+		struct stat st;
+
+		pin_path(pdir, sizeof(pdir), instance, NULL);
+		left = n > 0 || stat(pdir, &st) == 0 || steer_nft_present(instance);
+	}
 	pins_remove(instance);
+	if (!have_cfg) {
+		/* No links and no pins (a fail-open daemon that died): the nft table it left
+		 * still names the routing it used. */
+		have_cfg = steer_nft_routing(instance, &c.tproxy_mark, &c.route_table,
+					     &c.rule_priority) == 0;
+	}
 	steer_nft_delete(instance);
 	if (steer_xtq_present(instance)) {
 		char xerr[STEER_ERR_MAX];
@@ -1204,7 +1221,10 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 	}
 	if (have_cfg)
 		steer_route_delete(c.tproxy_mark, c.route_table, c.rule_priority);
-	else
+	else if (left)
+		/* Something of the instance but no record of its routing (an older attach):
+		 * the defaults. With nothing of it left, the default rule and routes belong to
+		 * another instance (the host's own attach, say) and stay. */
 		steer_route_delete(STEER_DEFAULT_TPROXY_MARK, STEER_DEFAULT_ROUTE_TABLE,
 				   STEER_DEFAULT_RULE_PRIORITY);
 	log_info("steer_detach", "detached instance %s (%u links)", instance, n);

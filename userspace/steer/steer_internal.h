@@ -22,6 +22,13 @@ int steer_nft_ruleset(const struct steer_opts *o, char *buf, size_t n);
 int steer_nft_apply(const struct steer_opts *o, char *err, size_t errlen);
 int steer_nft_delete(const char *instance);
 bool steer_nft_present(const char *instance);
+/* The TPROXY mark, route table and rule priority an attach recorded in its nft table (the
+ * table's comment): for cleaning up after a fail-open daemon that died, whose BPF config
+ * went with its links. 0, or -ENOENT when there is no such table or comment. */
+int steer_nft_routing(const char *instance, uint32_t *mark, uint32_t *table, uint32_t *prio);
+/* The same from a `list table` output (unit tests). */
+int steer_nft_routing_parse(const char *listing, uint32_t *mark, uint32_t *table,
+			    uint32_t *prio);
 
 /* The admission gate's rule through the xt NFQUEUE target, for kernels without nft queue
  * (steer_xtq.c). */

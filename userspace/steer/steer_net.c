@@ -20,6 +20,11 @@
  *                           on the conntrack entry, and route the server's replies (which
  *                           are addressed to a foreign client address when the relay used
  *                           the client's own source) back into the local stack, to the relay.
+ *   table comment           the TPROXY mark, route table and rule priority the routing half
+ *                           uses. A fail-open attach's table outlives a killed daemon while
+ *                           its links (and with them the BPF config) are gone: detach,
+ *                           status and the next attach read them here, so routing made with
+ *                           non-default values is found and removed too.
  */
 #include "steer/steer_internal.h"
 
@@ -38,8 +43,12 @@
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
 
-/* Run one nft command buffer; on failure the first line of nft's error goes into err. */
-static int nft_run(const char *cmd, char *err, size_t errlen)
+/* The table comment naming the routing half's parameters (see above). */
+#define NFT_ROUTING_COMMENT "pgwarden tproxy_mark=0x%x route_table=%u rule_priority=%u"
+
+/* Run one nft command buffer; on failure the first line of nft's error goes into err. With
+ * out, nft's output is copied there (truncated to outlen - 1 bytes, NUL-terminated). */
+static int nft_run_out(const char *cmd, char *err, size_t errlen, char *out, size_t outlen)
 {
 	struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
 	int rc;
@@ -59,8 +68,18 @@ static int nft_run(const char *cmd, char *err, size_t errlen)
 		nft_ctx_free(nft);
 		return -EIO;
 	}
+	if (out && outlen) {
+		const char *o = nft_ctx_get_output_buffer(nft);
+
+		snprintf(out, outlen, "%s", o ? o : "");
+	}
 	nft_ctx_free(nft);
 	return 0;
+}
+
+static int nft_run(const char *cmd, char *err, size_t errlen)
+{
+	return nft_run_out(cmd, err, errlen, NULL, 0);
 }
 
 /* Append to a fixed buffer; false once it would overflow. */
@@ -108,6 +127,8 @@ int steer_nft_ruleset(const struct steer_opts *o, char *buf, size_t n)
 	bprintf(buf, n, &len, "add table inet %s\ndelete table inet %s\ntable inet %s {\n",
 		o->instance, o->instance, o->instance);
 	if (o->tproxy_port) {
+		bprintf(buf, n, &len, "  comment \"" NFT_ROUTING_COMMENT "\"\n", o->tproxy_mark,
+			o->route_table, o->rule_priority);
 		bprintf(buf, n, &len,
 			"  chain prerouting {\n"
 			"    type filter hook prerouting priority mangle; policy accept;\n"
@@ -210,6 +231,30 @@ bool steer_nft_present(const char *instance)
 
 	snprintf(cmd, sizeof(cmd), "list table inet %s", instance);
 	return nft_run(cmd, err, sizeof(err)) == 0;
+}
+
+int steer_nft_routing_parse(const char *listing, uint32_t *mark, uint32_t *table,
+			    uint32_t *prio)
+{
+	const char *p = listing ? strstr(listing, "comment \"pgwarden tproxy_mark=") : NULL;
+	unsigned m, t, r;
+
+	if (!p || sscanf(p, "comment \"" NFT_ROUTING_COMMENT "\"", &m, &t, &r) != 3)
+		return -ENOENT;
+	*mark = m;
+	*table = t;
+	*prio = r;
+	return 0;
+}
+
+int steer_nft_routing(const char *instance, uint32_t *mark, uint32_t *table, uint32_t *prio)
+{
+	char cmd[128], err[STEER_ERR_MAX], out[8192];
+
+	snprintf(cmd, sizeof(cmd), "list table inet %s", instance);
+	if (nft_run_out(cmd, err, sizeof(err), out, sizeof(out)) != 0)
+		return -ENOENT;
+	return steer_nft_routing_parse(out, mark, table, prio);
 }
 
 static struct nl_sock *route_sock(void)

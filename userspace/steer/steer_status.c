@@ -377,10 +377,20 @@ void *steer_status_json(const char *instance)
 		unsigned rules = 0, routes = 0;
 		uint32_t tmark = have_cfg ? c.tproxy_mark : STEER_DEFAULT_TPROXY_MARK;
 		uint32_t rtable = have_cfg ? c.route_table : STEER_DEFAULT_ROUTE_TABLE;
+		uint32_t rprio;
+
+		/* No config (a killed fail-open daemon): its nft table names its routing. With
+		 * nothing of the instance left at all, the default mark and table are not its
+		 * own (another instance's attach uses them): they are not scanned. */
+		bool mine = have_cfg || nft || pinned_dir || n > 0;
+
+		if (!have_cfg && nft)
+			steer_nft_routing(instance, &tmark, &rtable, &rprio);
 
 		snprintf(tbl, sizeof(tbl), "inet %s", instance);
 		snprintf(mk, sizeof(mk), "0x%x", tmark);
-		steer_route_scan(tmark, rtable, &rules, &routes);
+		if (mine)
+			steer_route_scan(tmark, rtable, &rules, &routes);
 		json_object_set_new(t, "port", json_integer(have_cfg ? c.tproxy_port : 0));
 		json_object_set_new(t, "nft_table", json_string(tbl));
 		json_object_set_new(t, "nft_table_present", json_boolean(nft));
