@@ -340,8 +340,8 @@ static bool workers_finished(const struct relay *r)
 	return true;
 }
 
-/* Handle signals until a drain has finished (or the signal source fails). */
-static void main_loop(struct relay *r, const struct options *o, int sigfd)
+/* Handle signals until a drain has finished: 0, or -1 when the signal source failed. */
+static int main_loop(struct relay *r, const struct options *o, int sigfd)
 {
 	bool draining = false;
 
@@ -352,7 +352,7 @@ static void main_loop(struct relay *r, const struct options *o, int sigfd)
 
 		/* While draining, look at the workers a few times a second. */
 		if (draining && workers_finished(r))
-			return;
+			return 0;
 		if (poll(&pfd, 1, draining ? 200 : -1) == 0)
 			continue;
 		n = read(sigfd, &si, sizeof(si));
@@ -360,7 +360,7 @@ static void main_loop(struct relay *r, const struct options *o, int sigfd)
 			continue;
 		if (n != (ssize_t)sizeof(si)) {
 			log_error("signals", "signalfd read failed: %s", strerror(errno));
-			return;
+			return -1;
 		}
 		switch (si.ssi_signo) {
 		case SIGHUP:
@@ -487,15 +487,17 @@ int main(int argc, char **argv)
 		}
 	}
 
-	main_loop(&r, &o, sigfd);
+	status = main_loop(&r, &o, sigfd) ? 1 : 0;
 out_stop:
 	if (!__atomic_load_n(&r.draining, __ATOMIC_ACQUIRE))
 		for (unsigned i = 0; i < r.nworkers; i++)
 			worker_post(r.workers[i], WORKER_CMD_STOP);
 	for (unsigned i = 0; i < r.nworkers; i++)
 		worker_join(r.workers[i]);
-	log_info("shutdown", "all sessions ended; exiting");
-	status = 0;
+	if (status)
+		log_error("shutdown", "stopped after a failure; exit status 1");
+	else
+		log_info("shutdown", "all sessions ended; exiting");
 	metrics_http_stop(http);
 	http = NULL;
 	__atomic_store_n(&r.admin, NULL, __ATOMIC_RELEASE);

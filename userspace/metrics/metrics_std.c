@@ -26,7 +26,8 @@ const char *const metrics_std_stmt_names[MSTMT_COUNT + 1] = {
 	[MSTMT_DDL] = "ddl",           [MSTMT_DCL] = "dcl",
 	[MSTMT_ADMIN] = "admin",       [MSTMT_COPY] = "copy",
 	[MSTMT_FUNCTION] = "function", [MSTMT_TRANSACTION] = "transaction",
-	[MSTMT_OTHER] = "other",       [MSTMT_COUNT] = NULL,
+	[MSTMT_OTHER] = "other",       [MSTMT_UNKNOWN] = "unknown",
+	[MSTMT_COUNT] = NULL,
 };
 
 const char *const metrics_std_direction_names[MDIR_COUNT + 1] = {

@@ -50,7 +50,8 @@ enum metrics_stmt_type {
 	MSTMT_COPY,
 	MSTMT_FUNCTION,    /* FunctionCall message or a bare function call */
 	MSTMT_TRANSACTION, /* BEGIN, COMMIT, ROLLBACK, SAVEPOINT */
-	MSTMT_OTHER,       /* not classified (SET, SHOW, DISCARD, ... or classifier absent) */
+	MSTMT_OTHER,       /* SET, SHOW, DISCARD, LISTEN, ... (sql.h lists them) */
+	MSTMT_UNKNOWN,     /* the SQL classifier could not classify it (policy will deny these) */
 	MSTMT_COUNT,
 };
 

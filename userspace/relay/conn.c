@@ -18,6 +18,7 @@
 #include "relay/relay.h"
 #include "relay/worker.h"
 #include "stage/stage.h"
+#include "sql/sql.h"
 #include "steer/steer.h"
 
 #include <errno.h>
@@ -161,8 +162,14 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		.errors = __atomic_load_n(&c->errors, __ATOMIC_RELAXED),
 	};
 
-	if (!admin_text_get(&c->last_statement, stmt, sizeof(stmt)))
+	char normalised[ADMIN_TEXT_MAX];
+	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
+
+	/* Literals leave the listing here, on the admin thread, never on the data path. */
+	if (!len)
 		v.last_statement = NULL;
+	else if (sql_normalize(stmt, len, 0, normalised, sizeof(normalised), NULL) != -EINVAL)
+		v.last_statement = normalised;
 	return admin_session_json(&c->session, &v);
 }
 
@@ -645,16 +652,98 @@ static enum conn_admit conn_frontend_admit(const struct conn *c, uint8_t type)
 	return answering ? CONN_ADMIT_INVALID : CONN_ADMIT_WAIT;
 }
 
-/* The statement text the admin listing shows (the start of it: ADMIN_TEXT_MAX bytes). */
+/* FNV-1a: prepared statement names are short and chosen by the client, not an adversary
+ * of the cache (a collision only mislabels a metric). */
+static uint64_t conn_name_hash(const char *name)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * 1099511628211ULL;
+	return h;
+}
+
+static void conn_stmt_remember(struct conn *c, const char *name, enum sql_class cls)
+{
+	uint64_t h;
+
+	if (!name[0]) {
+		c->unnamed_class = (uint8_t)cls;
+		return;
+	}
+	h = conn_name_hash(name);
+	for (unsigned i = 0; i < CONN_STMT_CACHE; i++)
+		if (c->stmt_cache[i].name_hash == h) {
+			c->stmt_cache[i].cls = (uint8_t)cls;
+			return;
+		}
+	c->stmt_cache[c->stmt_cache_next].name_hash = h;
+	c->stmt_cache[c->stmt_cache_next].cls = (uint8_t)cls;
+	c->stmt_cache_next = (uint8_t)((c->stmt_cache_next + 1) % CONN_STMT_CACHE);
+}
+
+static enum sql_class conn_stmt_class(const struct conn *c, const char *name)
+{
+	uint64_t h;
+
+	if (!name[0])
+		return (enum sql_class)c->unnamed_class;
+	h = conn_name_hash(name);
+	for (unsigned i = 0; i < CONN_STMT_CACHE; i++)
+		if (c->stmt_cache[i].name_hash == h)
+			return (enum sql_class)c->stmt_cache[i].cls;
+	return SQL_CLASS_OTHER; /* evicted, or prepared before pgwarden saw it */
+}
+
+static void conn_count_statement(struct conn *c, enum sql_class cls)
+{
+	if (conn_metrics(c))
+		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, sql_class_metric(cls));
+}
+
+/*
+ * What a whole Query or Parse says: its text for the admin listing (the start of it), and
+ * its statements' classes for statements_total (Query: now, each statement; Parse: when its
+ * portals are executed).
+ */
 static void conn_note_statement(struct conn *c, const struct proto_msg *m)
 {
-	const char *sql = NULL, *name;
+	const char *sql = NULL, *name = "";
 	uint16_t nparams;
 	int r = m->type == PqMsg_Query ? proto_read_query(m, &sql)
 				       : proto_read_parse(m, &name, &sql, &nparams);
+	size_t len;
 
-	if (r == PROTO_OK)
-		admin_text_set(&c->last_statement, sql, strnlen(sql, ADMIN_TEXT_MAX));
+	if (r != PROTO_OK)
+		return;
+	len = strlen(sql);
+	admin_text_set(&c->last_statement, sql, len < ADMIN_TEXT_MAX ? len : ADMIN_TEXT_MAX);
+	if (m->type == PqMsg_Parse) {
+		conn_stmt_remember(c, name, sql_classify(sql, len, 0, NULL));
+		return;
+	}
+	struct sql_splitter sp;
+	struct sql_stmt st;
+
+	sql_split_init(&sp, sql, len, 0);
+	while (sql_split_next(&sp, &st))
+		conn_count_statement(c, sql_classify(sql + st.off, st.len, 0, NULL));
+}
+
+/* Bind names the statement its portal runs; only the start of a (possibly huge) Bind is
+ * needed, so it is read from whatever bytes are at hand. */
+static void conn_note_bind(struct conn *c, const uint8_t *at, uint32_t avail)
+{
+	const char *portal = (const char *)at + PROTO_HEADER_LEN, *stmt, *end;
+	const char *limit = (const char *)at + avail;
+
+	c->portal_class = SQL_CLASS_OTHER;
+	end = memchr(portal, 0, (size_t)(limit - portal));
+	if (!end)
+		return;
+	stmt = end + 1;
+	if (stmt < limit && memchr(stmt, 0, (size_t)(limit - stmt)))
+		c->portal_class = (uint8_t)conn_stmt_class(c, stmt);
 }
 
 /* Bookkeeping for a client message about to be forwarded. */
@@ -662,8 +751,10 @@ static void conn_frontend_seen(struct conn *c, uint8_t type)
 {
 	struct metrics_shard *m = conn_metrics(c);
 
-	if (m && (type == PqMsg_Query || type == PqMsg_Execute))
-		metrics_inc(m, conn_mstd(c)->statements, MSTMT_OTHER);
+	if (type == PqMsg_Execute)
+		conn_count_statement(c, (enum sql_class)c->portal_class);
+	else if (m && type == PqMsg_FunctionCall)
+		metrics_inc(m, conn_mstd(c)->statements, MSTMT_FUNCTION);
 	if (!c->busy_since &&
 	    (type == PqMsg_Query || type == PqMsg_Execute || type == PqMsg_FunctionCall))
 		c->busy_since = c->worker->loop.now;
@@ -804,8 +895,14 @@ static int conn_frame_c2s_messages(struct conn *c, struct conn_dir *d,
 				return -EPERM;
 			}
 		}
-		if ((m.type == PqMsg_Query || m.type == PqMsg_Parse) && avail >= total)
+		if ((m.type == PqMsg_Query || m.type == PqMsg_Parse) && avail >= total) {
+			m.body = at + PROTO_HEADER_LEN;
 			conn_note_statement(c, &m);
+		} else if (m.type == PqMsg_Query) {
+			conn_count_statement(c, SQL_CLASS_UNKNOWN); /* too large to hold: streamed */
+		} else if (m.type == PqMsg_Bind) {
+			conn_note_bind(c, at, avail);
+		}
 		conn_frontend_seen(c, m.type);
 		if (m.type == PqMsg_Terminate) {
 			/* Forward it and drop whatever follows; answers to what the client sent
@@ -1529,6 +1626,7 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 	c->client_writable = true;
 	c->state = CONN_STARTUP;
 	c->last_latency_ns = -1;
+	c->unnamed_class = c->portal_class = SQL_CLASS_OTHER;
 	c->timer.cb = conn_timer_fired;
 	c->free_later.cb = conn_free;
 	c->client_watch.cb = conn_client_event;

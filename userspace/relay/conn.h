@@ -27,6 +27,8 @@
 struct worker;
 struct config;
 
+#define CONN_STMT_CACHE 8
+
 enum conn_state {
 	CONN_STATE_FIRST = 0,
 	CONN_STARTUP = CONN_STATE_FIRST,
@@ -101,6 +103,16 @@ struct conn {
 	int64_t last_latency_ns; /* -1 before the first statement completes */
 	uint64_t errors;         /* ErrorResponses sent to the client */
 	struct admin_text last_statement;
+	/* Statement classes for statements_total, in bounded memory: the unnamed prepared
+	 * statement, the last few named ones (by name hash), and the class of the portal
+	 * the last Bind made, which its Execute counts. */
+	uint8_t unnamed_class;
+	uint8_t portal_class;
+	uint8_t stmt_cache_next;
+	struct {
+		uint64_t name_hash;
+		uint8_t cls;
+	} stmt_cache[CONN_STMT_CACHE];
 };
 
 /* The session as the admin socket lists it (docs/ADMIN.md). Any thread, under the owning

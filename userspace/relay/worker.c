@@ -213,6 +213,7 @@ void worker_post(struct worker *w, enum worker_cmd cmd)
 }
 
 static int worker_listen_socket(const struct addr *a);
+static int worker_address_unclaimed(const struct addr *a);
 
 static int worker_listen(struct worker *w, struct worker_listener *l, const struct addr *a,
 			 bool transparent)
@@ -220,8 +221,10 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 	char text[ADDR_STRLEN];
 	int fd, err;
 
-	fd = transparent ? steer_listen_transparent(a, WORKER_LISTEN_BACKLOG, true)
-			 : worker_listen_socket(a);
+	fd = w->id == 0 && !transparent ? worker_address_unclaimed(a) : 0;
+	if (fd == 0)
+		fd = transparent ? steer_listen_transparent(a, WORKER_LISTEN_BACKLOG, true)
+				 : worker_listen_socket(a);
 	if (fd < 0) {
 		log_error("listen", "cannot listen on %s%s: %s",
 			  addr_format(&a->ss.sa, text, sizeof(text)),
@@ -239,6 +242,27 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 	}
 	l->fd = fd;
 	return 0;
+}
+
+/*
+ * SO_REUSEPORT lets any process of the same user bind the address too, and the kernel
+ * would then split clients between the two daemons without a word. Before the first
+ * worker binds, a plain bind (no SO_REUSEPORT) proves nobody else holds the address.
+ */
+static int worker_address_unclaimed(const struct addr *a)
+{
+	int one = 1, err = 0;
+	int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if ((a->ss.sa.sa_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, &a->ss.sa, a->len) < 0)
+		err = -errno;
+	close(fd);
+	return err;
 }
 
 /* A plain non-blocking listener; every worker binds the same address and the kernel

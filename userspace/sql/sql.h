@@ -165,7 +165,7 @@ enum sql_class {
 	SQL_CLASS_FUNCTION = MSTMT_FUNCTION,
 	SQL_CLASS_TRANSACTION = MSTMT_TRANSACTION,
 	SQL_CLASS_OTHER = MSTMT_OTHER,
-	SQL_CLASS_UNKNOWN = MSTMT_COUNT, /* empty, unterminated, lexically invalid, several
+	SQL_CLASS_UNKNOWN = MSTMT_UNKNOWN, /* empty, unterminated, lexically invalid, several
 					  * statements, or not a statement we know */
 	SQL_CLASS_COUNT,
 };
@@ -208,8 +208,7 @@ enum sql_class sql_classify(const char *sql, size_t len, unsigned opts, uint32_t
 /* "read", "write", ... (the metric's label values), "unknown". */
 const char *sql_class_to_str(enum sql_class c);
 
-/* The statements_total label for c: itself, UNKNOWN counted as OTHER until the metric
- * grows an "unknown" label. */
+/* The statements_total label for c: itself (the metric has a label for every class). */
 enum metrics_stmt_type sql_class_metric(enum sql_class c);
 
 /*

@@ -456,12 +456,10 @@ enum sql_class sql_classify(const char *sql, size_t len, unsigned opts, uint32_t
 
 const char *sql_class_to_str(enum sql_class c)
 {
-	if ((unsigned)c < MSTMT_COUNT)
-		return metrics_std_stmt_names[c];
-	return c == SQL_CLASS_UNKNOWN ? "unknown" : "?";
+	return (unsigned)c < MSTMT_COUNT ? metrics_std_stmt_names[c] : "?";
 }
 
 enum metrics_stmt_type sql_class_metric(enum sql_class c)
 {
-	return (unsigned)c < MSTMT_COUNT ? (enum metrics_stmt_type)c : MSTMT_OTHER;
+	return (unsigned)c < MSTMT_COUNT ? (enum metrics_stmt_type)c : MSTMT_UNKNOWN;
 }
