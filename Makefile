@@ -8,7 +8,7 @@
 #   make demo       install missing packages, build, show a session through pgwarden
 #   make sanitize   unit and integration suites under ASan + UBSan
 #   make bench      side-by-side benchmarks, writes docs/BENCHMARKS.md
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, systemd unit, example)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -133,6 +133,10 @@ install: $(BINS)
 	install -m 0755 $(TOP) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 man/pgwardend.8 man/pgwardenctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 0644 man/pgwarden-top.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/doc/pgwarden
+	sed 's|/usr/local/sbin/|$(PREFIX)/sbin/|g' systemd/pgwardend.service \
+		>$(DESTDIR)$(PREFIX)/lib/systemd/system/pgwardend.service
+	install -m 0644 etc/pgwarden.yaml $(DESTDIR)$(PREFIX)/share/doc/pgwarden/pgwarden.yaml.example
 
 clean:
 	rm -rf build
