@@ -7,11 +7,15 @@ routed back to the relay (conntrack mark + fwmark rule + local route table). The
 therefore sees the real client address, and the results are those of a direct run.
 """
 
+import os
 import signal
+import sys
 
 import pytest
 
 import harness
+
+NO_BPF_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_bpf_exec.py")
 
 # A result of a few hundred KiB: more than one relay buffer, in both directions' worth of
 # messages, compared row for row with the same query run directly.
@@ -241,3 +245,30 @@ def test_transparent_source_off(veth_pg, netns, instance, cgroup, relay_factory,
         why = upstream_source_lines(relay, log)
         assert len(why) == 1 and why[0]["level"] == "info", why
         assert "not the client's: disabled" in why[0]["msg"], why
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "pgwardend lacks it: conn_upstream_prepare() (userspace/relay/conn.c) returns before "
+    "steer_upstream_prepare() when the worker has no steering handle, so a TPROXY'd "
+    "session connects unmarked from the relay's address and nothing is logged"))
+def test_tproxy_without_steering_maps(veth_pg, netns, instance, cgroup, relay_factory,
+                                      clients):
+    """pgwardend that cannot open the steering maps (bpf(2) refused, as for a daemon without
+    CAP_BPF where unprivileged BPF is disabled) still takes TPROXY'd connections (they are
+    classified by getsockname(), no map needed); the server must still see the client, or
+    the log must say why not."""
+    pg = veth_pg
+    tport = tproxy_port()
+    relay = relay_factory(upstream=pg, extra_args=tproxy_listen(tport),
+                          wrap=lambda r: [sys.executable, NO_BPF_EXEC])
+    relay.wait_for_log({"event": "steer", "level": "warn"})
+    instance.run("attach", "--port", str(pg.port), "--relay", "127.0.0.1:%d" % relay.port,
+                 "--cgroup", cgroup.path, *instance.tproxy_args(tport))
+
+    for family, host, client_ip in families(netns):
+        c = clients(pg, host, pg.port, netns=netns.name, hold=False).finish()
+        assert "error" not in c, c
+        log = session_of(relay, client_ip, c)
+        assert log["route"] == "tproxy", log
+        assert c["server_saw"][0] == client_ip or upstream_source_lines(relay, log), (
+            family, c, "server saw the relay's address and the log does not say why")
