@@ -247,10 +247,6 @@ def test_transparent_source_off(veth_pg, netns, instance, cgroup, relay_factory,
         assert "not the client's: disabled" in why[0]["msg"], why
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pgwardend lacks it: conn_upstream_prepare() (userspace/relay/conn.c) returns before "
-    "steer_upstream_prepare() when the worker has no steering handle, so a TPROXY'd "
-    "session connects unmarked from the relay's address and nothing is logged"))
 def test_tproxy_without_steering_maps(veth_pg, netns, instance, cgroup, relay_factory,
                                       clients):
     """pgwardend that cannot open the steering maps (bpf(2) refused, as for a daemon without

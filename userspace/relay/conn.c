@@ -392,7 +392,9 @@ static int conn_upstream_prepare(struct conn *c, int fd)
 	const char *why = NULL;
 	int r;
 
-	if (!so)
+	/* Without the maps (no CAP_BPF, say) a TPROXY'd session is still one: it gets the
+	 * relay's (default) mark and the client's address like any other. */
+	if (!so && c->session.route == SESSION_ROUTE_EXPLICIT)
 		return 0;
 	r = steer_upstream_prepare(fd, &c->session, steer_origin_relay_mark(so),
 				   c->config->transparent_source, &why);
