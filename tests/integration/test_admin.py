@@ -511,6 +511,46 @@ def test_metrics_scrape_parses_and_counters_move(relay_factory):
     assert _sum(after, "pgwarden_query_duration_seconds_sum") > 0
 
 
+def test_metrics_count_statement_classes_and_refusal_reasons(relay_factory):
+    """statements_total follows the SQL classifier (simple and extended protocol), and each
+    way a connection can be turned away moves its own refused_total reason."""
+    import psycopg
+    import struct
+
+    port, args = metrics_port_args()
+    relay = relay_factory(extra_args=args + ["--timeouts-startup", "1s"])
+    wait_metrics(port, relay)
+    _, before = _scrape(port)
+
+    with _connect(relay) as c:
+        c.execute("CREATE TEMP TABLE t (a int)")                       # ddl
+        c.execute("INSERT INTO t VALUES (%s)", (1,))                   # write, extended
+        c.execute("SELECT a FROM t WHERE a = %s", (1,), prepare=True)  # read, named
+        c.execute("SELECT a FROM t WHERE a = %s", (1,), prepare=True)  # read again
+        c.execute("BEGIN; SELECT 1; COMMIT")                           # transaction x2, read
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(relay.dsn(password="wrong"), connect_timeout=10)  # auth
+    with socket.create_connection((relay.host, relay.port), timeout=10) as s:
+        s.sendall(struct.pack("!II", 8, 4 << 16))                      # protocol 4.0
+        s.recv(1024)
+    with socket.create_connection((relay.host, relay.port), timeout=10) as s:
+        s.sendall(struct.pack("!I", 64))                               # half a startup
+        s.recv(1024)                                                   # timeout closes it
+
+    def moved():
+        _, after = _scrape(port)
+
+        def delta(name, **labels):
+            return _sum(after, name, **labels) - _sum(before, name, **labels)
+        want = {("ddl",): 1, ("write",): 1, ("read",): 3, ("transaction",): 2}
+        ok = all(delta("pgwarden_statements_total", type=t[0]) == n for t, n in want.items())
+        ok = ok and all(delta("pgwarden_connections_refused_total", reason=r) == 1
+                        for r in ("auth", "protocol", "timeout"))
+        return after if ok else None
+
+    wait_until(moved, what="statement classes and refusal reasons to be counted")
+
+
 def test_metrics_endpoint_rejects_other_paths(relay_factory):
     import urllib.error
     import urllib.request

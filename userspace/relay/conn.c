@@ -132,6 +132,15 @@ static const struct metrics_std *conn_mstd(const struct conn *c)
 	return &c->worker->relay->mstd;
 }
 
+/* A connection that never became a working session is a refusal; each counts once. */
+static void conn_refused(struct conn *c, enum metrics_refuse_reason why)
+{
+	if (c->refusal_counted || conn_metrics(c) == NULL)
+		return;
+	c->refusal_counted = true;
+	metrics_inc(conn_metrics(c), conn_mstd(c)->refused, why);
+}
+
 /* The single writer of c->state. */
 static void conn_set_state(struct conn *c, enum conn_state s)
 {
@@ -454,6 +463,7 @@ static void conn_upstream_connected(struct conn *c)
 		snprintf(text, sizeof(text), "could not connect to the database server at %s: %s",
 			 to ? addr_format(&to->ss.sa, where, sizeof(where)) : "cancel target",
 			 strerror(err));
+		conn_refused(c, MREFUSE_UPSTREAM);
 		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, text, "upstream connect failed");
 		return;
 	}
@@ -518,6 +528,7 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 			 s->id_hex, c->config->max_connections);
 		conn_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already",
 			  "max_connections reached");
+		conn_refused(c, MREFUSE_MAX_CONNECTIONS);
 		return -EAGAIN;
 	}
 	c->holds_session = true;
@@ -543,6 +554,7 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 
 		snprintf(text, sizeof(text), "could not connect to the database server at %s: %s",
 			 addr_format(&s->upstream.ss.sa, where, sizeof(where)), strerror(-err));
+		conn_refused(c, MREFUSE_UPSTREAM);
 		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, text, "upstream connect failed");
 		return err;
 	}
@@ -563,6 +575,7 @@ static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, ui
 
 	if (proto_startup_is_tls(p, avail)) {
 		/* A direct-TLS ClientHello: it would not understand an ErrorResponse. */
+		conn_refused(c, MREFUSE_TLS);
 		conn_close(c, "direct TLS connection refused: TLS is not enabled");
 		return -EPROTO;
 	}
@@ -570,6 +583,7 @@ static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, ui
 	if (r == PROTO_NEED_MORE)
 		return 0;
 	if (r < 0) {
+		conn_refused(c, MREFUSE_PROTOCOL);
 		conn_fail_proto(c, r, "invalid startup packet");
 		return -EPROTO;
 	}
@@ -588,6 +602,7 @@ static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, ui
 		proto_startup_explain(p, len, text, sizeof(text), &sqlstate);
 		conn_fail(c, r == PROTO_ERR_VERSION ? SQLSTATE_PROTOCOL_VIOLATION : sqlstate, text,
 			  "invalid startup packet");
+		conn_refused(c, MREFUSE_PROTOCOL);
 		return -EPROTO;
 	}
 	switch (st.kind) {
@@ -1011,6 +1026,12 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 			if (!c->session.end_reason[0])
 				snprintf(c->session.end_reason, sizeof(c->session.end_reason),
 					 "server FATAL %s", ef.sqlstate ? ef.sqlstate : "");
+			/* The server turning a login away (bad password, unknown role or
+			 * database, no pg_hba entry, its own connection limit). */
+			if (c->state == CONN_AUTH)
+				conn_refused(c, ef.sqlstate && strcmp(ef.sqlstate, "53300") == 0
+							? MREFUSE_MAX_CONNECTIONS
+							: MREFUSE_AUTH);
 		}
 		break;
 	case PqMsg_CopyInResponse:
@@ -1483,11 +1504,13 @@ static void conn_timer_fired(struct loop *loop, struct loop_timer *t)
 	if (c->state == CONN_CONNECTING && loop->now >= c->connect_deadline) {
 		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, "timeout connecting to the database server",
 			  "upstream connect timeout");
+		conn_refused(c, MREFUSE_UPSTREAM);
 	} else if (c->state <= CONN_AUTH) {
 		conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
 			  c->state == CONN_STARTUP ? "timeout waiting for the startup packet"
 						   : "timeout during authentication",
 			  "startup timeout");
+		conn_refused(c, MREFUSE_TIMEOUT);
 	} else if (c->state == CONN_CANCEL) {
 		conn_close(c, "cancel timeout");
 	} else {

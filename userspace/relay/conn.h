@@ -79,6 +79,7 @@ struct conn {
 				 * the server's remaining answers until the server closes */
 	bool upstream_broken;   /* a send upstream failed: send nothing more, read its last words */
 	bool holds_session;     /* counts against max_connections */
+	bool refusal_counted;   /* connections_refused_total has this one */
 	uint32_t syncs_since_exec; /* Syncs forwarded since the last Execute or Query */
 	uint8_t startup_requests; /* SSL/GSSENC requests already answered */
 	uint32_t pending; /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet seen */
