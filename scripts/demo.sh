@@ -110,6 +110,9 @@ else
 		sleep 0.2
 		echo "pgwarden saw it, with the process the kernel recorded:"
 		grep 'event=session_start' "$work/pgwardend.log" | grep 'route="steered"' || true
+		echo "pgwardenctl status while attached:"
+		PGWARDEN_INSTANCE=$instance "$top/$build/pgwardenctl" --socket "$work/admin.sock" \
+			status || true
 		"$top/$build/pgwardenctl" detach --instance "$instance"
 	else
 		echo "(attach failed: see the line above; explicit mode still works)"

@@ -271,6 +271,17 @@ static int admin_status_cb(void *ctx, json_t *obj)
 	json_object_set_new(obj, "connections_refused", json_integer((json_int_t)refused));
 	json_object_set_new(obj, "errors", json_integer((json_int_t)metrics_value(
 						   r->metrics, r->mstd.statement_errors, 0)));
+	/* Does the server see the real client? (steered and TPROXY'd sessions) */
+	json_object_set_new(obj, "upstream_from_client_address",
+			    json_integer((json_int_t)__atomic_load_n(&r->upstream_from_client,
+								     __ATOMIC_RELAXED)));
+	json_object_set_new(obj, "upstream_from_pgwarden_address",
+			    json_integer((json_int_t)__atomic_load_n(&r->upstream_from_relay,
+								     __ATOMIC_RELAXED)));
+	const char *why = __atomic_load_n(&r->upstream_from_relay_why, __ATOMIC_RELAXED);
+
+	if (why)
+		json_object_set_new(obj, "upstream_from_pgwarden_because", json_string(why));
 	return 0;
 }
 

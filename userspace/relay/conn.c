@@ -391,6 +391,32 @@ static int conn_socket_for(const struct addr *a)
 }
 
 /*
+ * Whether the server will see the real client. Remote (TPROXY) clients where it does not
+ * are worth a line each; local steered clients all share the reason, so it is said once
+ * per worker. Both are counted for `pgwardenctl status`.
+ */
+static void conn_note_upstream_source(struct conn *c, bool client_address, const char *why)
+{
+	struct relay *r = c->worker->relay;
+
+	if (client_address) {
+		__atomic_add_fetch(&r->upstream_from_client, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	why = why ? why : "unknown";
+	__atomic_add_fetch(&r->upstream_from_relay, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&r->upstream_from_relay_why, why, __ATOMIC_RELAXED);
+	if (c->session.route == SESSION_ROUTE_TPROXY) {
+		log_info("upstream_source", "session=%s the server sees pgwarden's address, not the "
+			 "client's: %s", c->session.id_hex, why);
+	} else if (!c->worker->told_relay_source) {
+		c->worker->told_relay_source = true;
+		log_info("upstream_source", "steered local clients reach the server from pgwarden's "
+			 "address, not their own (%s); their identity is in the session log", why);
+	}
+}
+
+/*
  * Before connecting upstream: the relay's mark keeps the steering hooks and nft rules from
  * sending pgwarden's own connection back into pgwarden, and a TPROXY'd client's own address
  * as the source lets the server see the real client. 0 or -errno.
@@ -411,9 +437,8 @@ static int conn_upstream_prepare(struct conn *c, int fd)
 		return 0; /* unprivileged and explicit: nothing to protect against */
 	if (r < 0)
 		return r;
-	if (r > 0 && c->session.route == SESSION_ROUTE_TPROXY)
-		log_info("upstream_source", "session=%s the server sees pgwarden's address, not the "
-			 "client's: %s", c->session.id_hex, why ? why : "unknown");
+	if (c->session.route != SESSION_ROUTE_EXPLICIT)
+		conn_note_upstream_source(c, r == 0, why);
 	return 0;
 }
 

@@ -29,6 +29,12 @@ struct relay {
 	uint32_t connections; /* atomic: client sockets open across workers, of every kind */
 	uint32_t sessions;    /* atomic: of those, sessions past their StartupMessage */
 	bool draining;        /* atomic */
+	/* Steered and TPROXY'd sessions by the source address of their upstream connection:
+	 * the client's own (the server sees the real client), or pgwarden's, and why (a static
+	 * text from steer_upstream_prepare(), e.g. "loopback client"). Atomics; for status. */
+	uint64_t upstream_from_client;
+	uint64_t upstream_from_relay;
+	const char *upstream_from_relay_why;
 	struct steer_origin *steer_shared; /* fail-open: the links' fds handed over by pgwardenctl */
 	struct worker **workers;
 	unsigned nworkers;

@@ -47,6 +47,7 @@ struct worker {
 	 * worker's own handle (not thread-safe), or the process's shared fail-open one. */
 	struct steer_origin *steer;
 	bool steer_owned;
+	bool told_relay_source; /* logged once that local clients reach the server as pgwarden */
 	unsigned nlisteners;
 	struct buf_pool pool;
 	struct buf *scratch; /* shared read buffer: bytes that leave at once never get copied */
