@@ -308,19 +308,25 @@ int proto_read_error(const struct proto_msg *m, struct proto_error_fields *out)
 
 /* ---- queries ---------------------------------------------------------------------- */
 
-int proto_read_query(const struct proto_msg *m, const char **sql)
+/* A message whose whole body is one NUL-terminated string (Query, CommandComplete). */
+static int proto_read_one_cstr(const struct proto_msg *m, uint8_t type, const char **out)
 {
 	struct proto_cursor c;
 	const char *s;
-	int rc = proto_reader_begin(m, PqMsg_Query, &c);
+	int rc = proto_reader_begin(m, type, &c);
 
 	if (rc != PROTO_OK)
 		return rc;
 	s = proto_get_cstr(&c);
 	if ((rc = proto_reader_end(&c)) != PROTO_OK)
 		return rc;
-	*sql = s;
+	*out = s;
 	return PROTO_OK;
+}
+
+int proto_read_query(const struct proto_msg *m, const char **sql)
+{
+	return proto_read_one_cstr(m, PqMsg_Query, sql);
 }
 
 int proto_read_parse(const struct proto_msg *m, const char **stmt, const char **sql,
@@ -447,17 +453,7 @@ int proto_read_copy_response(const struct proto_msg *m, uint8_t *format, uint16_
 
 int proto_read_command_complete(const struct proto_msg *m, const char **tag)
 {
-	struct proto_cursor c;
-	const char *t;
-	int rc = proto_reader_begin(m, PqMsg_CommandComplete, &c);
-
-	if (rc != PROTO_OK)
-		return rc;
-	t = proto_get_cstr(&c);
-	if ((rc = proto_reader_end(&c)) != PROTO_OK)
-		return rc;
-	*tag = t;
-	return PROTO_OK;
+	return proto_read_one_cstr(m, PqMsg_CommandComplete, tag);
 }
 
 /* ---- RowDescription walk ---------------------------------------------------------- */

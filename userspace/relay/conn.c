@@ -670,6 +670,25 @@ static int conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p, ui
 
 /* ---- framing: client → server ------------------------------------------------------- */
 
+/*
+ * A message somebody must inspect is held until it is whole, up to CONN_INSPECT_MAX.
+ * Returns 0 when it is all here, 1 to wait for the rest, < 0 after failing the session.
+ */
+static int conn_hold_whole(struct conn *c, struct conn_dir *d, uint32_t total, uint32_t avail,
+			   const char *too_large)
+{
+	if (total > CONN_INSPECT_MAX) {
+		conn_fail(c, "54000", too_large, "message too large for inspection");
+		return -EMSGSIZE;
+	}
+	if (avail < total) {
+		d->need = total;
+		return 1;
+	}
+	d->need = 0;
+	return 0;
+}
+
 enum conn_admit {
 	CONN_ADMIT_FORWARD,
 	CONN_ADMIT_WAIT,    /* valid, but not before login completes */
@@ -921,16 +940,9 @@ static int conn_frame_c2s_messages(struct conn *c, struct conn_dir *d,
 		if (typeset_has(&p->frontend_types, m.type)) {
 			struct stage_result res;
 
-			if (total > CONN_INSPECT_MAX) {
-				conn_fail(c, "54000", "message too large for inspection",
-					  "message too large for inspection");
-				return -EMSGSIZE;
-			}
-			if (avail < total) {
-				d->need = total;
-				return 0;
-			}
-			d->need = 0;
+			r = conn_hold_whole(c, d, total, avail, "message too large for inspection");
+			if (r)
+				return r > 0 ? 0 : r;
 			stage_frontend(p, c->stage_state, &c->session, &m, &res);
 			if (res.verdict != STAGE_FORWARD) {
 				conn_fail(c, res.sqlstate, res.message, "closed by policy");
@@ -1114,16 +1126,10 @@ static int conn_frame_s2c(struct conn *c, struct conn_dir *d)
 		relay_wants = typeset_has(&conn_backend_inspect, m.type) && total <= CONN_INSPECT_MAX;
 		stage_wants = typeset_has(&p->backend_types, m.type);
 		if (relay_wants || stage_wants) {
-			if (stage_wants && total > CONN_INSPECT_MAX) {
-				conn_fail(c, "54000", "server message too large for inspection",
-					  "message too large for inspection");
-				return -EMSGSIZE;
-			}
-			if (avail < total) {
-				d->need = total;
-				return 0;
-			}
-			d->need = 0;
+			r = conn_hold_whole(c, d, total, avail,
+					    "server message too large for inspection");
+			if (r)
+				return r > 0 ? 0 : r;
 			m.body = at + PROTO_HEADER_LEN;
 			if (relay_wants && conn_backend_message(c, &m, at + PROTO_HEADER_LEN))
 				return -EPROTO;
