@@ -255,15 +255,34 @@ static int admin_reload_cb(void *ctx, char *err, size_t n)
 	return reload_checked(d->relay, d->opts, err, n);
 }
 
+/* Where the running configuration listens and forwards, as status shows it. */
+static void status_config(struct relay *r, const struct options *o, json_t *obj)
+{
+	struct config *cfg = relay_config_acquire(r);
+	json_t *listen = json_array();
+	char text[ADDR_STRLEN];
+
+	for (unsigned i = 0; listen && i < cfg->nlisten; i++)
+		json_array_append_new(listen, json_string(addr_format(&cfg->listen[i].ss.sa, text,
+								      sizeof(text))));
+	json_object_set_new(obj, "listen", listen ? listen : json_null());
+	json_object_set_new(obj, "upstream",
+			    json_string(addr_format(&cfg->upstream.ss.sa, text, sizeof(text))));
+	json_object_set_new(obj, "config", o->config_path ? json_string(o->config_path) : json_null());
+	config_unref(cfg);
+}
+
 static int admin_status_cb(void *ctx, json_t *obj)
 {
-	struct relay *r = ((struct daemon_ctx *)ctx)->relay;
+	struct daemon_ctx *d = ctx;
+	struct relay *r = d->relay;
 	uint64_t refused = 0;
 
 	for (unsigned i = 0; i < MREFUSE_COUNT; i++)
 		refused += metrics_value(r->metrics, r->mstd.refused, i);
 	json_object_set_new(obj, "version", json_string(PGWARDEN_VERSION));
 	json_object_set_new(obj, "workers", json_integer(r->nworkers));
+	status_config(r, d->opts, obj);
 	json_object_set_new(obj, "sessions",
 			    json_integer(__atomic_load_n(&r->connections, __ATOMIC_RELAXED)));
 	json_object_set_new(obj, "connections_accepted",
