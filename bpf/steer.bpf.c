@@ -179,12 +179,39 @@ static __always_inline bool is_v4mapped(const __u32 a[4])
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
+/*
+ * The one steering decision of connect4/6: 1 to rewrite the destination to the relay (the
+ * origin is recorded), 0 to let the connect through untouched (not protected, or the relay's
+ * own socket), -EPERM to refuse (no relay for this family, or no room for the record).
+ */
+static __always_inline int steer_decide(struct bpf_sock_addr *ctx, struct pgw_config *cfg,
+					__u8 family, __u32 dst[4], __u16 port, __u32 relay_flag,
+					__u8 origin_flags)
+{
+	if (!protected_lookup(family, dst, port))
+		return 0;
+	if (sock_is_relay(ctx, cfg)) {
+		stat_inc(PGW_STAT_SKIP_MARK);
+		return 0;
+	}
+	if (!(cfg->flags & relay_flag)) {
+		stat_inc(PGW_STAT_NO_RELAY);
+		return -EPERM;
+	}
+	if (origin_record(ctx, family, dst, port, origin_flags)) {
+		stat_inc(PGW_STAT_ORIGIN_FAIL);
+		return -EPERM;
+	}
+	return 1;
+}
+
 /* connect4: 0 to proceed (steered or not ours), -EPERM to refuse. */
 static __always_inline int steer_connect4(struct bpf_sock_addr *ctx)
 {
 	struct pgw_config *cfg;
 	__u32 dst[4] = {};
 	__u16 port;
+	int r;
 
 	if (ctx->type != PGW_SOCK_STREAM)
 		return 0;
@@ -193,20 +220,9 @@ static __always_inline int steer_connect4(struct bpf_sock_addr *ctx)
 		return 0;
 	dst[0] = ctx->user_ip4;
 	port = (__u16)ctx->user_port;
-	if (!protected_lookup(PGW_AF_INET, dst, port))
-		return 0;
-	if (sock_is_relay(ctx, cfg)) {
-		stat_inc(PGW_STAT_SKIP_MARK);
-		return 0;
-	}
-	if (!(cfg->flags & PGW_CFG_RELAY4)) {
-		stat_inc(PGW_STAT_NO_RELAY);
-		return -EPERM;
-	}
-	if (origin_record(ctx, PGW_AF_INET, dst, port, 0)) {
-		stat_inc(PGW_STAT_ORIGIN_FAIL);
-		return -EPERM;
-	}
+	r = steer_decide(ctx, cfg, PGW_AF_INET, dst, port, PGW_CFG_RELAY4, 0);
+	if (r <= 0)
+		return r;
 	ctx->user_ip4 = cfg->relay4_addr;
 	ctx->user_port = cfg->relay4_port;
 	stat_inc(PGW_STAT_STEERED4);
@@ -220,6 +236,7 @@ static __always_inline int steer_connect6(struct bpf_sock_addr *ctx)
 	struct pgw_config *cfg;
 	__u32 dst[4];
 	__u16 port;
+	int r;
 
 	if (ctx->type != PGW_SOCK_STREAM)
 		return 0;
@@ -234,39 +251,18 @@ static __always_inline int steer_connect6(struct bpf_sock_addr *ctx)
 	if (is_v4mapped(dst)) {
 		__u32 dst4[4] = {dst[3], 0, 0, 0};
 
-		if (!protected_lookup(PGW_AF_INET, dst4, port))
-			return 0;
-		if (sock_is_relay(ctx, cfg)) {
-			stat_inc(PGW_STAT_SKIP_MARK);
-			return 0;
-		}
-		if (!(cfg->flags & PGW_CFG_RELAY4)) {
-			stat_inc(PGW_STAT_NO_RELAY);
-			return -EPERM;
-		}
-		if (origin_record(ctx, PGW_AF_INET, dst4, port, PGW_ORIGIN_V4MAPPED)) {
-			stat_inc(PGW_STAT_ORIGIN_FAIL);
-			return -EPERM;
-		}
+		r = steer_decide(ctx, cfg, PGW_AF_INET, dst4, port, PGW_CFG_RELAY4,
+				 PGW_ORIGIN_V4MAPPED);
+		if (r <= 0)
+			return r;
 		ctx->user_ip6[3] = cfg->relay4_addr;
 		ctx->user_port = cfg->relay4_port;
 		stat_inc(PGW_STAT_STEERED6);
 		return 0;
 	}
-	if (!protected_lookup(PGW_AF_INET6, dst, port))
-		return 0;
-	if (sock_is_relay(ctx, cfg)) {
-		stat_inc(PGW_STAT_SKIP_MARK);
-		return 0;
-	}
-	if (!(cfg->flags & PGW_CFG_RELAY6)) {
-		stat_inc(PGW_STAT_NO_RELAY);
-		return -EPERM;
-	}
-	if (origin_record(ctx, PGW_AF_INET6, dst, port, 0)) {
-		stat_inc(PGW_STAT_ORIGIN_FAIL);
-		return -EPERM;
-	}
+	r = steer_decide(ctx, cfg, PGW_AF_INET6, dst, port, PGW_CFG_RELAY6, 0);
+	if (r <= 0)
+		return r;
 	ctx->user_ip6[0] = cfg->relay6_addr[0];
 	ctx->user_ip6[1] = cfg->relay6_addr[1];
 	ctx->user_ip6[2] = cfg->relay6_addr[2];
