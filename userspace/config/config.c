@@ -261,6 +261,18 @@ static char **str_field(struct config *cfg, const struct setting *st)
 	return (char **)field(cfg, st);
 }
 
+/* Replace an owned string field with a copy of text. 0 or -ENOMEM (field unchanged). */
+static int set_owned_str(struct config *cfg, const struct setting *st, const char *text)
+{
+	char *copy = strdup(text);
+
+	if (!copy)
+		return -ENOMEM;
+	free(*str_field(cfg, st));
+	*str_field(cfg, st) = copy;
+	return 0;
+}
+
 static char *const *cstr_field(const struct config *cfg, const struct setting *st)
 {
 	return (char *const *)cfield(cfg, st);
@@ -566,7 +578,6 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 {
 	char q[QUOTE_MAX];
 	struct addr a;
-	char *copy;
 	int level;
 
 	if (is_null && st->type != ST_OPT_ADDR) {
@@ -610,11 +621,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			     sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -1;
 		}
-		copy = strdup(text);
-		if (!copy)
+		if (set_owned_str(cfg, st, text))
 			goto err_nomem;
-		free(*str_field(cfg, st));
-		*str_field(cfg, st) = copy;
 		return 0;
 	case ST_OPT_ADDR:
 		if (is_null || text[0] == '\0' || strcmp(text, "off") == 0) {
@@ -640,11 +648,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			     canon);
 			return -1;
 		}
-		copy = strdup(canon);
-		if (!copy)
+		if (set_owned_str(cfg, st, canon))
 			goto err_nomem;
-		free(*str_field(cfg, st));
-		*str_field(cfg, st) = copy;
 		return 0;
 	case ST_BOOL: {
 		int truth = parse_bool(text);
@@ -663,11 +668,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			     quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
-		copy = strdup(text);
-		if (!copy)
+		if (set_owned_str(cfg, st, text))
 			goto err_nomem;
-		free(*str_field(cfg, st));
-		*str_field(cfg, st) = copy;
 		return 0;
 	case ST_TYPE_COUNT:
 		break;
