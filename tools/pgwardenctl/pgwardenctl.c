@@ -76,27 +76,49 @@ static int parse_positive(const char *s, long max, long *out)
  * Parse the common flags of a daemon command; positional arguments are left at
  * argv[optind..]. Returns -1 when parsing succeeded, else the exit code to return.
  */
+#define GLOBAL_FLAG_NOT_MINE (-2)
+
+/*
+ * The flags every command takes, before or after its name (--socket, --json, --timeout),
+ * for the option getopt_long() just returned in c: -1 when applied, an exit code when its
+ * value is bad, GLOBAL_FLAG_NOT_MINE for any other option.
+ */
+static int global_flag(int c)
+{
+	long v;
+
+	switch (c) {
+	case OPT_SOCKET:
+		g.socket = optarg;
+		return -1;
+	case OPT_JSON:
+		g.json = true;
+		return -1;
+	case OPT_TIMEOUT:
+		if (parse_positive(optarg, 3600, &v))
+			return fail(CTL_EXIT_USAGE, "--timeout: expected seconds (1-3600), got \"%s\"",
+				    optarg);
+		g.timeout_ms = (int)v * 1000;
+		return -1;
+	default:
+		return GLOBAL_FLAG_NOT_MINE;
+	}
+}
+
 static int parse_common(int argc, char **argv, const char *synopsis, long *count)
 {
-	int c;
-	long v;
+	int c, rc;
 
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+h", common_opts, NULL)) != -1) {
+		rc = global_flag(c);
+		if (rc != GLOBAL_FLAG_NOT_MINE) {
+			if (rc >= 0)
+				return rc;
+			continue;
+		}
 		switch (c) {
-		case OPT_SOCKET:
-			g.socket = optarg;
-			break;
-		case OPT_JSON:
-			g.json = true;
-			break;
-		case OPT_TIMEOUT:
-			if (parse_positive(optarg, 3600, &v))
-				return fail(CTL_EXIT_USAGE, "--timeout: expected seconds (1-3600), got \"%s\"",
-					    optarg);
-			g.timeout_ms = (int)v * 1000;
-			break;
 		case OPT_COUNT:
 			if (!count || parse_positive(optarg, 1000000000, count))
 				return fail(CTL_EXIT_USAGE, "%s: unexpected or bad --count", argv[0]);
@@ -510,8 +532,7 @@ static int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	int c;
-	long v;
+	int c, rc;
 
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	/* Global flags before the command; the command parses its own after it. */
@@ -524,19 +545,13 @@ int main(int argc, char **argv)
 					{"version", no_argument, NULL, 'V'},
 					{NULL, 0, NULL, 0}},
 				NULL)) != -1) {
+		rc = global_flag(c);
+		if (rc != GLOBAL_FLAG_NOT_MINE) {
+			if (rc >= 0)
+				return rc;
+			continue;
+		}
 		switch (c) {
-		case OPT_SOCKET:
-			g.socket = optarg;
-			break;
-		case OPT_JSON:
-			g.json = true;
-			break;
-		case OPT_TIMEOUT:
-			if (parse_positive(optarg, 3600, &v))
-				return fail(CTL_EXIT_USAGE, "--timeout: expected seconds (1-3600), got \"%s\"",
-					    optarg);
-			g.timeout_ms = (int)v * 1000;
-			break;
 		case 'h':
 			usage(stdout);
 			return CTL_EXIT_OK;
