@@ -268,6 +268,10 @@ static void status_config(struct relay *r, const struct options *o, json_t *obj)
 	json_object_set_new(obj, "listen", listen ? listen : json_null());
 	json_object_set_new(obj, "upstream",
 			    json_string(addr_format(&cfg->upstream.ss.sa, text, sizeof(text))));
+	json_object_set_new(obj, "unix_listen",
+			    cfg->unix_listen ? json_string(cfg->unix_listen) : json_null());
+	json_object_set_new(obj, "unix_upstream",
+			    cfg->unix_upstream ? json_string(cfg->unix_upstream) : json_null());
 	json_object_set_new(obj, "config", o->config_path ? json_string(o->config_path) : json_null());
 	config_unref(cfg);
 }
@@ -356,7 +360,11 @@ static void log_started(const struct config *cfg, unsigned nworkers)
 	log_kv_str(&l, "version", PGWARDEN_VERSION);
 	for (unsigned i = 0; i < cfg->nlisten; i++)
 		log_kv_str(&l, "listen", addr_format(&cfg->listen[i].ss.sa, text, sizeof(text)));
+	if (cfg->unix_listen)
+		log_kv_str(&l, "unix_listen", cfg->unix_listen);
 	log_kv_str(&l, "upstream", addr_format(&cfg->upstream.ss.sa, text, sizeof(text)));
+	if (cfg->unix_upstream)
+		log_kv_str(&l, "unix_upstream", cfg->unix_upstream);
 	log_kv_u64(&l, "workers", nworkers);
 	log_kv_u64(&l, "pid", (uint64_t)getpid());
 	log_line_end(&l);
@@ -467,7 +475,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	pthread_mutex_init(&r.config_lock, NULL);
+	relay_init(&r);
 	relay_config_publish(&r, cfg); /* the relay owns the loaded reference now */
 	raise_nofile();
 	/* Fail-open: pgwardenctl attach handed over the hooks' links; they live as long as we do. */
@@ -490,6 +498,8 @@ int main(int argc, char **argv)
 		log_error("start", "metrics registry: out of memory");
 		goto out;
 	}
+	if (cfg->unix_listen && relay_unix_listener_open(&r, cfg->unix_listen))
+		goto out;
 	rc = start_workers(&r, cfg);
 	if (rc) {
 		log_error("start", "cannot start: %s", strerror(-rc));
@@ -539,6 +549,7 @@ out:
 	for (unsigned i = 0; i < r.nworkers; i++)
 		worker_destroy(r.workers[i]);
 	free(r.workers);
+	relay_unix_listener_close(&r);
 	cancel_map_free(r.cancels);
 	steer_origin_close(r.steer_shared);
 	metrics_registry_free(r.metrics);

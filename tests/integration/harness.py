@@ -346,6 +346,7 @@ class PgCluster(Endpoint):
         with open(os.path.join(self.datadir, "pg_hba.conf"), "w") as f:
             f.write("# written by tests/integration/harness.py\n"
                     "local all postgres peer\n"
+                    "local all pgw scram-sha-256\n"
                     "host all all 127.0.0.1/32 scram-sha-256\n"
                     "host all all ::1/128 scram-sha-256\n"
                     "host replication all 127.0.0.1/32 scram-sha-256\n")

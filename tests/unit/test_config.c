@@ -184,6 +184,8 @@ static void test_set_every_key(void **state)
 		{"tproxy_listen", "0.0.0.0:6433", "0.0.0.0:6433"},
 		{"transparent_source", "false", "false"},
 		{"steer_instance", "pg-prod_2", "pg-prod_2"},
+		{"unix_listen", "/run/pgwarden/.s.PGSQL.5432", "/run/pgwarden/.s.PGSQL.5432"},
+		{"unix_upstream", "/var/run/postgresql/.s.PGSQL.5432", "/var/run/postgresql/.s.PGSQL.5432"},
 		/* flag spellings */
 		{"buffer-size", "4096", "4KiB"},
 		{"max-message-size", "8192", "8KiB"},
@@ -211,6 +213,9 @@ static void test_set_every_key(void **state)
 		{"steer-instance", "a", "a"},
 		{"steer-instance", "abcdefghijklmnopqrstuvwxyz01234", "abcdefghijklmnopqrstuvwxyz01234"},
 		{"steer-instance", "null", "null"},
+		{"unix-upstream", "off", ""},
+		{"unix-listen", "", ""},
+		{"unix-listen", "/tmp/x/.s.PGSQL.6432", "/tmp/x/.s.PGSQL.6432"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -239,6 +244,8 @@ static void test_set_every_key(void **state)
 	assert_true(cfg->tproxy_listen_from_flag);
 	assert_false(cfg->transparent_source);
 	assert_string_equal(cfg->steer_instance, "null");
+	assert_string_equal(cfg->unix_listen, "/tmp/x/.s.PGSQL.6432");
+	assert_null(cfg->unix_upstream);
 	config_unref(cfg);
 }
 
@@ -293,6 +300,9 @@ static void test_set_errors(void **state)
 		{"steer_instance", "../x", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"../x\""},
 		{"steer-instance", "pg prod", "steer-instance: expected 1 to 31 letters, digits, _ or -, got \"pg prod\""},
 		{"steer-instance", "pg\xc3\xa9", "steer-instance: expected 1 to 31 letters, digits, _ or -, got \"pg\\xc3\\xa9\""},
+		{"unix_listen", "run/.s.PGSQL.5432", "unix_listen: expected an absolute path, or off, got \"run/.s.PGSQL.5432\""},
+		{"unix-upstream", "/" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		 "unix-upstream: path is longer than 107 bytes"},
 	};
 	struct config *cfg = config_new();
 	char *before;
@@ -826,6 +836,19 @@ static void test_validate(void **state)
 		/* Same port as a listen address on another host: fine. */
 		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"tproxy_listen", "10.0.0.1:6432"}},
 		 NULL},
+		/* The Unix listener: its upstream only with it, never itself or the admin socket. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"unix_listen", "/run/pgw/.s.PGSQL.5432"}, {"unix_upstream", "/run/postgresql/.s.PGSQL.5432"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"unix_upstream", "/run/postgresql/.s.PGSQL.5432"}},
+		 "unix_upstream: set, but unix_listen is not (only clients of the relay's Unix listener go to unix_upstream)"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"unix_listen", "/run/pg/.s.PGSQL.5432"}, {"unix_upstream", "/run/pg/.s.PGSQL.5432"}},
+		 "unix_upstream: /run/pg/.s.PGSQL.5432 is also unix_listen; the relay would connect to itself"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"unix_listen", "/run/a.sock"}, {"admin_socket", "/run/a.sock"}},
+		 "unix_listen: /run/a.sock is also admin_socket"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -957,6 +980,8 @@ static void test_restart_required(void **state)
 		{"tproxy_listen", "0.0.0.0:6433", true},
 		{"transparent_source", "false", false},
 		{"steer_instance", "other", true},
+		{"unix_listen", "/run/pgwarden/.s.PGSQL.5432", true},
+		{"unix_upstream", "/var/run/postgresql/.s.PGSQL.5432", false},
 	};
 	struct config *old = config_new();
 

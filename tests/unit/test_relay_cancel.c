@@ -22,13 +22,14 @@ static void test_issued_key_maps_to_server_key(void **state)
 
 	assert_non_null(m);
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	h = cancel_map_issue(m, &up, 4242, server_key, 4, client_key);
+	h = cancel_map_issue(m, &up, NULL, 4242, server_key, 4, client_key);
 	assert_non_null(h);
 	assert_true(cancel_map_lookup(m, 4242, client_key, 4, &t));
 	assert_int_equal(t.pid, 4242);
 	assert_int_equal(t.key_len, 4);
 	assert_memory_equal(t.server_key, server_key, 4);
 	assert_true(addr_equal(&t.upstream.ss.sa, &up.ss.sa));
+	assert_string_equal(t.upstream_unix, "");
 	cancel_map_remove(m, h);
 	assert_false(cancel_map_lookup(m, 4242, client_key, 4, &t));
 	cancel_map_free(m);
@@ -42,7 +43,7 @@ static void test_wrong_keys_cancel_nothing(void **state)
 	uint8_t client_key[4], wrong[4];
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	assert_non_null(cancel_map_issue(m, &up, 77, server_key, 4, client_key));
+	assert_non_null(cancel_map_issue(m, &up, NULL, 77, server_key, 4, client_key));
 	/* The server's own key is not a key the client was given. */
 	if (memcmp(client_key, server_key, 4) != 0)
 		assert_false(cancel_map_lookup(m, 77, server_key, 4, &t));
@@ -67,7 +68,7 @@ static void test_long_keys_and_many_sessions(void **state)
 	for (int i = 0; i < 256; i++)
 		skey[i] = (uint8_t)i;
 	for (int i = 0; i < 300; i++) {
-		handles[i] = cancel_map_issue(m, &up, (uint32_t)(1000 + i), skey, 32, ckeys[i]);
+		handles[i] = cancel_map_issue(m, &up, NULL, (uint32_t)(1000 + i), skey, 32, ckeys[i]);
 		assert_non_null(handles[i]);
 	}
 	for (int i = 0; i < 300; i++) {
@@ -84,7 +85,7 @@ static void test_long_keys_and_many_sessions(void **state)
 	uint8_t big_client[256];
 
 	m = cancel_map_new();
-	assert_non_null(cancel_map_issue(m, &up, 9, skey, 256, big_client));
+	assert_non_null(cancel_map_issue(m, &up, NULL, 9, skey, 256, big_client));
 	assert_true(cancel_map_lookup(m, 9, big_client, 256, &t));
 	assert_memory_equal(t.server_key, skey, 256);
 	cancel_map_free(m);
@@ -97,8 +98,44 @@ static void test_rejects_bad_key_lengths(void **state)
 	uint8_t out[PROTO_CANCEL_KEY_MAX + 1];
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	assert_null(cancel_map_issue(m, &up, 1, server_key, 0, out));
-	assert_null(cancel_map_issue(m, &up, 1, out, PROTO_CANCEL_KEY_MAX + 1, out));
+	assert_null(cancel_map_issue(m, &up, NULL, 1, server_key, 0, out));
+	assert_null(cancel_map_issue(m, &up, NULL, 1, out, PROTO_CANCEL_KEY_MAX + 1, out));
+	cancel_map_free(m);
+}
+
+/* A session on PostgreSQL's Unix socket is cancelled there, and the path's copy belongs to
+ * the map: the caller's buffer may change or go. Keys next to the path stay intact. */
+static void test_unix_upstream_target(void **state)
+{
+	struct cancel_map *m = cancel_map_new();
+	struct cancel_target t;
+	struct addr up = {0};
+	char path[CANCEL_UNIX_PATH_MAX + 1];
+	uint8_t skey[32], ckey[32];
+	void *h;
+
+	assert_non_null(m);
+	for (unsigned i = 0; i < sizeof(skey); i++)
+		skey[i] = (uint8_t)(0xa0 + i);
+	strcpy(path, "/var/run/postgresql/.s.PGSQL.5432");
+	h = cancel_map_issue(m, &up, path, 31337, skey, 32, ckey);
+	assert_non_null(h);
+	memset(path, 'x', 20);
+	assert_true(cancel_map_lookup(m, 31337, ckey, 32, &t));
+	assert_string_equal(t.upstream_unix, "/var/run/postgresql/.s.PGSQL.5432");
+	assert_memory_equal(t.server_key, skey, 32);
+	cancel_map_remove(m, h);
+
+	/* The longest path sun_path holds, and one byte more. */
+	memset(path, 'p', CANCEL_UNIX_PATH_MAX - 1);
+	path[0] = '/';
+	path[CANCEL_UNIX_PATH_MAX - 1] = '\0';
+	assert_non_null(cancel_map_issue(m, &up, path, 1, skey, 4, ckey));
+	assert_true(cancel_map_lookup(m, 1, ckey, 4, &t));
+	assert_string_equal(t.upstream_unix, path);
+	path[CANCEL_UNIX_PATH_MAX - 1] = 'p';
+	path[CANCEL_UNIX_PATH_MAX] = '\0';
+	assert_null(cancel_map_issue(m, &up, path, 2, skey, 4, ckey));
 	cancel_map_free(m);
 }
 
@@ -109,6 +146,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_keys_cancel_nothing),
 		cmocka_unit_test(test_long_keys_and_many_sessions),
 		cmocka_unit_test(test_rejects_bad_key_lengths),
+		cmocka_unit_test(test_unix_upstream_target),
 	};
 
 	return cmocka_run_group_tests_name("relay_cancel", tests, NULL, NULL);

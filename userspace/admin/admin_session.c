@@ -151,6 +151,7 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	json_t *o = json_object();
 	char proto[32];
 	char tx[2] = {(char)s->tx_status, '\0'};
+	char upstream[SESSION_UPSTREAM_STRLEN];
 
 	if (!o)
 		return NULL;
@@ -158,7 +159,8 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	set(o, "route", json_string(session_route_to_str(s->route)));
 	set(o, "client", addr_json(&s->client));
 	set(o, "dialled", addr_json(&s->dialled));
-	set(o, "upstream", addr_json(&s->upstream));
+	session_upstream_text(s, upstream, sizeof(upstream));
+	set(o, "upstream", upstream[0] ? json_string(upstream) : json_null());
 	set(o, "process", process_json(&s->process));
 	set(o, "user", admin_json_text(s->user, ADMIN_STATEMENT_MAX));
 	set(o, "database", admin_json_text(s->database, ADMIN_STATEMENT_MAX));

@@ -60,6 +60,7 @@ enum setting_type {
 	ST_LOG_LEVEL, /* enum log_level */
 	ST_PATH,      /* owned absolute path; never NULL */
 	ST_OPT_ADDR,  /* owned "host:port" text in canonical form; NULL: off */
+	ST_OPT_PATH,  /* owned absolute path; NULL: off */
 	ST_BOOL,      /* bool */
 	ST_INSTANCE,  /* owned steering instance name: 1..STEER_INSTANCE_MAX-1 of [A-Za-z0-9_-] */
 	ST_TYPE_COUNT,
@@ -96,6 +97,7 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_LOG_LEVEL] = {"a log level", "expected one of error, warn, info, debug"},
 	[ST_PATH] = {"a path", "expected an absolute path"},
 	[ST_OPT_ADDR] = {"an address", "expected a loopback address like 127.0.0.1:9187, or off"},
+	[ST_OPT_PATH] = {"a path", "expected an absolute path, or off"},
 	[ST_BOOL] = {"true or false", "expected true or false (or yes/no, on/off, 1/0)"},
 	[ST_INSTANCE] = {"a name", "expected 1 to 31 letters, digits, _ or -"},
 };
@@ -156,7 +158,14 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	S("steer_instance", .type = ST_INSTANCE, FIELD(steer_instance), .restart = true,         \
 	  .def_str = STEER_DEFAULT_INSTANCE, .arg = "NAME",                                      \
 	  .help = "name of the steering attach (pgwardenctl attach --instance) whose BPF maps "  \
-		  "pgwardend reads")
+		  "pgwardend reads")                                                             \
+	S("unix_listen", .type = ST_OPT_PATH, FIELD(unix_listen), .restart = true,               \
+	  .arg = "PATH",                                                                         \
+	  .help = "Unix socket the relay accepts clients on (pgwardenctl attach --unix-relay); " \
+		  "off when unset")                                                              \
+	S("unix_upstream", .type = ST_OPT_PATH, FIELD(unix_upstream), .arg = "PATH",             \
+	  .help = "PostgreSQL's Unix socket, for clients that came in on unix_listen; unset: "  \
+		  "they go to upstream")
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,
@@ -281,7 +290,13 @@ static char *const *cstr_field(const struct config *cfg, const struct setting *s
 /* Types whose field is an owned char * (freed, cloned and adopted with the config). */
 static bool type_is_owned_str(enum setting_type t)
 {
-	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_INSTANCE;
+	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE;
+}
+
+/* Types that may be unset (NULL), written "off", "~" or left empty. */
+static bool type_is_optional(enum setting_type t)
+{
+	return t == ST_OPT_ADDR || t == ST_OPT_PATH;
 }
 
 /* An ST_ADDR_LIST setting's array, count and from-flag bool. */
@@ -580,7 +595,12 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	struct addr a;
 	int level;
 
-	if (is_null && st->type != ST_OPT_ADDR) {
+	if (type_is_optional(st->type) && (is_null || text[0] == '\0' || strcmp(text, "off") == 0)) {
+		free(*str_field(cfg, st));
+		*str_field(cfg, st) = NULL;
+		return 0;
+	}
+	if (is_null) {
 		errf(problem, n, "missing value (%s)", type_infos[st->type].expected);
 		return -1;
 	}
@@ -610,6 +630,7 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		*(enum log_level *)field(cfg, st) = (enum log_level)level;
 		return 0;
 	case ST_PATH:
+	case ST_OPT_PATH:
 		if (text[0] != '/' || !printable_utf8(text)) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
 			     quote(text, strlen(text), q, sizeof(q)));
@@ -625,11 +646,6 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			goto err_nomem;
 		return 0;
 	case ST_OPT_ADDR:
-		if (is_null || text[0] == '\0' || strcmp(text, "off") == 0) {
-			free(*str_field(cfg, st));
-			*str_field(cfg, st) = NULL;
-			return 0;
-		}
 		if (addr_parse(text, &a)) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
 			     quote(text, strlen(text), q, sizeof(q)));
@@ -797,6 +813,7 @@ struct config *config_new(void)
 		case ST_ADDR_LIST:
 		case ST_ADDR:
 		case ST_OPT_ADDR:
+		case ST_OPT_PATH:
 		case ST_TYPE_COUNT:
 			break; /* no default: calloc's zero is "not set" */
 		}
@@ -1555,6 +1572,24 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 		     format_size(cfg->buffer_size, c, sizeof(c)));
 		return -1;
 	}
+	if (cfg->unix_upstream && !cfg->unix_listen) {
+		errf(err, errlen, "unix_upstream: set, but unix_listen is not (only clients of the "
+		     "relay's Unix listener go to unix_upstream)");
+		return -1;
+	}
+	if (cfg->unix_listen) {
+		/* Either would have the relay accept its own connections, or take the admin
+		 * socket's place. */
+		if (cfg->unix_upstream && strcmp(cfg->unix_listen, cfg->unix_upstream) == 0) {
+			errf(err, errlen, "unix_upstream: %s is also unix_listen; the relay would "
+			     "connect to itself", cfg->unix_upstream);
+			return -1;
+		}
+		if (strcmp(cfg->unix_listen, cfg->admin_socket) == 0) {
+			errf(err, errlen, "unix_listen: %s is also admin_socket", cfg->unix_listen);
+			return -1;
+		}
+	}
 	if (cfg->metrics_listen) {
 		struct addr m;
 
@@ -1629,6 +1664,7 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 		break;
 	case ST_PATH:
 	case ST_OPT_ADDR:
+	case ST_OPT_PATH:
 	case ST_INSTANCE:
 		s = *cstr_field(cfg, st);
 		break;
@@ -1692,13 +1728,14 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_ADDR:
 		case ST_PATH:
 		case ST_OPT_ADDR:
+		case ST_OPT_PATH:
 		case ST_INSTANCE: /* quoted: "null" or "true" is a name too */
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
 			if (!val[0]) {
-				/* Unset: null reads back as "off" for an optional address; a
+				/* Unset: null reads back as "off" for an optional setting; a
 				 * required one is left out so that loading keeps it unset. */
-				if (st->type == ST_OPT_ADDR)
+				if (type_is_optional(st->type))
 					fprintf(out, "%s%s: ~\n", indent, name);
 				else
 					fprintf(out, "%s# %s: (not set)\n", indent, name);
@@ -1741,6 +1778,7 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 	case ST_BOOL:
 		return st->def ? "true" : "false";
 	case ST_OPT_ADDR:
+	case ST_OPT_PATH:
 		return "off";
 	default:
 		return "none";

@@ -21,9 +21,10 @@
  * addresses and repeated flags add to them.
  *
  * Reload contract: listen, tproxy_listen, workers, buffer_size, admin_socket,
- * metrics_listen and steer_instance are bound once at start (config_restart_required()
- * names them); every other key (transparent_source included) applies to sessions that
- * start after the reload (log_level at once).
+ * metrics_listen, steer_instance and unix_listen are bound once at start
+ * (config_restart_required() names them); every other key (transparent_source and
+ * unix_upstream included) applies to sessions that start after the reload (log_level at
+ * once).
  */
 #ifndef PGWARDEN_CONFIG_H
 #define PGWARDEN_CONFIG_H
@@ -67,6 +68,11 @@ struct config {
 	/* Name of the steering attach (pgwardenctl attach --instance) whose BPF maps are read:
 	 * 1..31 of [A-Za-z0-9_-]; never NULL; default STEER_DEFAULT_INSTANCE ("pgwarden"). */
 	char *steer_instance;
+	/* The relay's Unix-socket listener (connect_unix steering delivers local clients of
+	 * PostgreSQL's socket here, pgwardenctl attach --unix-relay); NULL: off. Its clients
+	 * go to unix_upstream, PostgreSQL's own socket, or to upstream when that is unset. */
+	char *unix_listen;
+	char *unix_upstream;
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;

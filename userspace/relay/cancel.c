@@ -10,19 +10,21 @@
 
 #define CANCEL_BUCKETS 4096 /* power of two; chains stay short at tens of thousands of sessions */
 
-/* Sized to its keys (8 bytes for protocol 3.0), not to the 3.2 maximum: one per session. */
+/* Sized to its keys (8 bytes for protocol 3.0), not to the 3.2 maximum, and to its Unix
+ * path if any: one per session. */
 struct cancel_entry {
 	struct cancel_entry *next;
 	struct cancel_entry **pprev;
 	struct addr upstream;
 	uint32_t pid;
 	uint32_t key_len;
-	uint8_t keys[]; /* client key, then server key */
+	uint32_t unix_len; /* bytes of the Unix path after the keys, with its NUL; 0: TCP */
+	uint8_t data[];    /* client key, server key, then the Unix path */
 };
 
-static size_t cancel_entry_size(uint32_t key_len)
+static size_t cancel_entry_size(uint32_t key_len, uint32_t unix_len)
 {
-	return sizeof(struct cancel_entry) + 2 * (size_t)key_len;
+	return sizeof(struct cancel_entry) + 2 * (size_t)key_len + unix_len;
 }
 
 struct cancel_map {
@@ -55,7 +57,7 @@ void cancel_map_free(struct cancel_map *m)
 			struct cancel_entry *e = m->buckets[i];
 
 			m->buckets[i] = e->next;
-			OPENSSL_cleanse(e, cancel_entry_size(e->key_len));
+			OPENSSL_cleanse(e, cancel_entry_size(e->key_len, e->unix_len));
 			free(e);
 		}
 	}
@@ -63,25 +65,30 @@ void cancel_map_free(struct cancel_map *m)
 	free(m);
 }
 
-void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream, uint32_t pid,
-		       const uint8_t *server_key, uint32_t key_len, uint8_t *client_key)
+void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream,
+		       const char *upstream_unix, uint32_t pid, const uint8_t *server_key,
+		       uint32_t key_len, uint8_t *client_key)
 {
+	size_t unix_len = upstream_unix ? strlen(upstream_unix) + 1 : 0;
 	struct cancel_entry *e, **head;
 
-	if (key_len == 0 || key_len > PROTO_CANCEL_KEY_MAX)
+	if (key_len == 0 || key_len > PROTO_CANCEL_KEY_MAX || unix_len > CANCEL_UNIX_PATH_MAX)
 		return NULL;
-	e = calloc(1, cancel_entry_size(key_len));
+	e = calloc(1, cancel_entry_size(key_len, (uint32_t)unix_len));
 	if (!e)
 		return NULL;
-	if (RAND_bytes(e->keys, (int)key_len) != 1) {
+	if (RAND_bytes(e->data, (int)key_len) != 1) {
 		free(e);
 		return NULL;
 	}
 	e->upstream = *upstream;
 	e->pid = pid;
 	e->key_len = key_len;
-	memcpy(e->keys + key_len, server_key, key_len);
-	memcpy(client_key, e->keys, key_len);
+	e->unix_len = (uint32_t)unix_len;
+	memcpy(e->data + key_len, server_key, key_len);
+	if (unix_len)
+		memcpy(e->data + 2 * key_len, upstream_unix, unix_len);
+	memcpy(client_key, e->data, key_len);
 
 	pthread_mutex_lock(&m->lock);
 	head = &m->buckets[cancel_bucket(pid)];
@@ -103,11 +110,14 @@ bool cancel_map_lookup(struct cancel_map *m, uint32_t pid, const uint8_t *client
 	for (struct cancel_entry *e = m->buckets[cancel_bucket(pid)]; e; e = e->next) {
 		if (e->pid != pid || e->key_len != key_len)
 			continue;
-		if (CRYPTO_memcmp(e->keys, client_key, key_len) == 0) {
+		if (CRYPTO_memcmp(e->data, client_key, key_len) == 0) {
 			out->upstream = e->upstream;
+			out->upstream_unix[0] = '\0';
+			if (e->unix_len)
+				memcpy(out->upstream_unix, e->data + 2 * key_len, e->unix_len);
 			out->pid = pid;
 			out->key_len = key_len;
-			memcpy(out->server_key, e->keys + key_len, key_len);
+			memcpy(out->server_key, e->data + key_len, key_len);
 			found = true;
 			break;
 		}
@@ -127,6 +137,6 @@ void cancel_map_remove(struct cancel_map *m, void *handle)
 	if (e->next)
 		e->next->pprev = e->pprev;
 	pthread_mutex_unlock(&m->lock);
-	OPENSSL_cleanse(e, cancel_entry_size(e->key_len));
+	OPENSSL_cleanse(e, cancel_entry_size(e->key_len, e->unix_len));
 	free(e);
 }

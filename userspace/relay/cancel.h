@@ -16,11 +16,15 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/un.h>
 
 struct cancel_map;
 
+#define CANCEL_UNIX_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
+
 struct cancel_target {
 	struct addr upstream;
+	char upstream_unix[CANCEL_UNIX_PATH_MAX]; /* PostgreSQL's Unix socket; "": TCP upstream */
 	uint32_t pid;
 	uint32_t key_len;
 	uint8_t server_key[PROTO_CANCEL_KEY_MAX];
@@ -31,11 +35,13 @@ void cancel_map_free(struct cancel_map *m);
 
 /*
  * Record a session's server key and issue the client's key (same length, from the CSPRNG)
- * into client_key. Returns an opaque handle for cancel_map_remove(), or NULL (ENOMEM/EIO).
+ * into client_key. The server is upstream_unix when not NULL (the entry keeps a copy),
+ * else upstream. Returns an opaque handle for cancel_map_remove(), or NULL (ENOMEM/EIO,
+ * or EINVAL: a key or path too long).
  */
-void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream, uint32_t pid,
-		       const uint8_t *server_key, uint32_t key_len, uint8_t *client_key)
-	__attribute__((warn_unused_result));
+void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream,
+		       const char *upstream_unix, uint32_t pid, const uint8_t *server_key,
+		       uint32_t key_len, uint8_t *client_key) __attribute__((warn_unused_result));
 
 /* Find the server key for a client's CancelRequest; compares keys in constant time. */
 bool cancel_map_lookup(struct cancel_map *m, uint32_t pid, const uint8_t *client_key,

@@ -378,14 +378,14 @@ static void conn_fail_proto(struct conn *c, int status, const char *who)
 static void conn_upstream_event(struct loop *loop, struct loop_watch *w, uint32_t events);
 static void conn_client_event(struct loop *loop, struct loop_watch *w, uint32_t events);
 
-static int conn_socket_for(const struct addr *a)
+static int conn_socket_for(int family)
 {
 	int one = 1;
-	int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
 		return -errno;
-	if (a->ss.sa.sa_family != AF_UNIX)
+	if (family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return fd;
 }
@@ -419,47 +419,51 @@ static void conn_note_upstream_source(struct conn *c, bool client_address, const
 /*
  * Before connecting upstream: the relay's mark keeps the steering hooks and nft rules from
  * sending pgwarden's own connection back into pgwarden, and a TPROXY'd client's own address
- * as the source lets the server see the real client. 0 or -errno.
+ * as the source lets the server see the real client. 0 when the server will see the
+ * client's address, 1 when pgwarden's (why set), -errno.
  */
-static int conn_upstream_prepare(struct conn *c, int fd)
+static int conn_upstream_prepare(struct conn *c, int fd, const char **why)
 {
 	struct steer_origin *so = c->worker->steer;
-	const char *why = NULL;
 	int r;
 
 	/* Without the maps (no CAP_BPF, say) a TPROXY'd session is still one: it gets the
 	 * relay's (default) mark and the client's address like any other. */
+	*why = "explicit route";
 	if (!so && c->session.route == SESSION_ROUTE_EXPLICIT)
-		return 0;
+		return 1;
 	r = steer_upstream_prepare(fd, &c->session, steer_origin_relay_mark(so),
-				   c->config->transparent_source, &why);
+				   c->config->transparent_source, why);
 	if (r == -EPERM && c->session.route == SESSION_ROUTE_EXPLICIT)
-		return 0; /* unprivileged and explicit: nothing to protect against */
-	if (r < 0)
-		return r;
-	if (c->session.route != SESSION_ROUTE_EXPLICIT)
-		conn_note_upstream_source(c, r == 0, why);
-	return 0;
+		return 1; /* unprivileged and explicit: nothing to protect against */
+	return r;
 }
 
-/* Start a non-blocking connect to `to`; completion arrives as an upstream event. */
-static int conn_upstream_connect(struct conn *c, const struct addr *to)
+/*
+ * Start a non-blocking connect to the server: PostgreSQL's Unix socket at unix_path when
+ * given, else `to`. Completion arrives as an upstream event. The server sees the real
+ * client where it can: its address over TCP (TPROXY), its uid and gid over a Unix socket.
+ */
+static int conn_upstream_connect(struct conn *c, const struct addr *to, const char *unix_path)
 {
-	int fd = conn_socket_for(to);
-	int err;
+	int fd = conn_socket_for(unix_path ? AF_UNIX : to->ss.sa.sa_family);
+	const char *why = NULL;
+	int r, err;
 
 	if (fd < 0)
 		return fd;
-	err = conn_upstream_prepare(c, fd);
-	if (err) {
+	r = conn_upstream_prepare(c, fd, &why);
+	if (r >= 0 && unix_path)
+		r = steer_upstream_connect_unix(fd, unix_path, &c->session,
+						c->config->transparent_source, &why);
+	else if (r >= 0 && connect(fd, &to->ss.sa, to->len) < 0 && errno != EINPROGRESS)
+		r = -errno;
+	if (r < 0) {
 		close(fd);
-		return err;
+		return r;
 	}
-	if (connect(fd, &to->ss.sa, to->len) < 0 && errno != EINPROGRESS) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
+	if (c->session.route != SESSION_ROUTE_EXPLICIT)
+		conn_note_upstream_source(c, r == 0, why);
 	err = loop_add(&c->worker->loop, &c->upstream_watch, fd,
 		       EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 	if (err) {
@@ -476,17 +480,17 @@ static void conn_upstream_connected(struct conn *c)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
-	char text[200], where[ADDR_STRLEN];
+	char text[300], where[SESSION_UPSTREAM_STRLEN];
 
 	if (getsockopt(c->upstream_fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err == EINPROGRESS || err == EALREADY)
 		return;
 	if (err) {
-		const struct addr *to = c->state == CONN_CANCEL ? NULL : &c->session.upstream;
-
 		snprintf(text, sizeof(text), "could not connect to the database server at %s: %s",
-			 to ? addr_format(&to->ss.sa, where, sizeof(where)) : "cancel target",
+			 c->state == CONN_CANCEL
+				 ? "cancel target"
+				 : session_upstream_text(&c->session, where, sizeof(where)),
 			 strerror(err));
 		conn_refused(c, MREFUSE_UPSTREAM);
 		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, text, "upstream connect failed");
@@ -521,7 +525,9 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 		return;
 	}
 	n = proto_write_cancel(pkt, sizeof(pkt), t.pid, t.server_key, t.key_len);
-	err = n > 0 ? conn_upstream_connect(c, &t.upstream) : -EINVAL;
+	err = n > 0 ? conn_upstream_connect(c, &t.upstream,
+					    t.upstream_unix[0] ? t.upstream_unix : NULL)
+		    : -EINVAL;
 	if (!err)
 		err = conn_inject(c, CONN_C2S, pkt, (uint32_t)n);
 	if (err) {
@@ -573,12 +579,12 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 		conn_fail(c, res.sqlstate, res.message, "refused at session start");
 		return -EPERM;
 	}
-	err = conn_upstream_connect(c, &s->upstream);
+	err = conn_upstream_connect(c, &s->upstream, s->upstream_unix);
 	if (err) {
-		char text[200], where[ADDR_STRLEN];
+		char text[300], where[SESSION_UPSTREAM_STRLEN];
 
 		snprintf(text, sizeof(text), "could not connect to the database server at %s: %s",
-			 addr_format(&s->upstream.ss.sa, where, sizeof(where)), strerror(-err));
+			 session_upstream_text(s, where, sizeof(where)), strerror(-err));
 		conn_refused(c, MREFUSE_UPSTREAM);
 		conn_fail(c, SQLSTATE_CONNECTION_FAILURE, text, "upstream connect failed");
 		return err;
@@ -1022,6 +1028,7 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 		}
 		/* The client gets the server's pid and a key only pgwarden can map back. */
 		c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, &c->session.upstream,
+						    c->session.upstream_unix,
 						    pid, key, key_len, body + 4);
 		if (!c->cancel_handle) {
 			conn_fail(c, "53200", "could not issue a cancel key", "out of memory");
@@ -1638,6 +1645,10 @@ static void conn_classify(struct conn *c, const struct worker_listener *l, int f
 	struct addr local = s->dialled;
 	int err;
 
+	if (l->unix_socket) {
+		steer_origin_lookup_unix(c->worker->steer, fd, s);
+		return;
+	}
 	if (!c->worker->steer && !l->transparent)
 		return;
 	err = steer_origin_lookup(c->worker->steer, fd, &l->addr, &s->client, &local, s);
@@ -1694,15 +1705,27 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 	s->route = SESSION_ROUTE_EXPLICIT;
 	s->start_wall_ns = clock_wall_ns();
 	s->start_mono_ns = clock_mono_ns();
-	memcpy(&s->client.ss, peer, peer_len < sizeof(s->client.ss) ? peer_len : sizeof(s->client.ss));
-	s->client.len = peer_len;
-	s->dialled.len = sizeof(s->dialled.ss);
-	if (getsockname(fd, &s->dialled.ss.sa, &s->dialled.len) < 0)
-		s->dialled.len = 0;
 	s->upstream = cfg->upstream;
+	if (l->unix_socket) {
+		/* Its peer has no address and the path it dialled is not recorded; who it is
+		 * comes from its credentials (conn_classify). */
+		s->client.ss.sa.sa_family = AF_UNIX;
+		s->client.len = sizeof(sa_family_t);
+		if (cfg->unix_upstream) {
+			s->upstream_unix = cfg->unix_upstream;
+			s->upstream.len = 0;
+		}
+	} else {
+		memcpy(&s->client.ss, peer,
+		       peer_len < sizeof(s->client.ss) ? peer_len : sizeof(s->client.ss));
+		s->client.len = peer_len;
+		s->dialled.len = sizeof(s->dialled.ss);
+		if (getsockname(fd, &s->dialled.ss.sa, &s->dialled.len) < 0)
+			s->dialled.len = 0;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
 	conn_classify(c, l, fd);
 
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	err = loop_add(&w->loop, &c->client_watch, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 	if (err) {
 		log_warn("accept", "cannot watch client socket: %s", strerror(-err));

@@ -1,6 +1,69 @@
 /* relay: process-wide shared context (see relay.h). */
 #include "relay/relay.h"
 
+#include "base/log.h"
+#include "steer/steer.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RELAY_UNIX_BACKLOG 4096
+
+void relay_init(struct relay *r)
+{
+	pthread_mutex_init(&r->config_lock, NULL);
+	r->unix_listener.fd = -1;
+}
+
+int relay_unix_listener_open(struct relay *r, const char *path)
+{
+	struct relay_unix_listener *u = &r->unix_listener;
+	struct stat st;
+	int fd = steer_listen_unix(path, RELAY_UNIX_BACKLOG);
+
+	if (fd < 0) {
+		log_error("listen", "cannot listen on unix:%s: %s", path,
+			  fd == -EADDRINUSE ? "another process accepts connections there"
+			  : fd == -EEXIST	? "a file that is not a socket is in the way"
+					       : strerror(-fd));
+		return fd;
+	}
+	u->path = strdup(path);
+	if (!u->path || stat(path, &st) != 0) {
+		int err = u->path ? -errno : -ENOMEM;
+
+		log_error("listen", "cannot listen on unix:%s: %s", path, strerror(-err));
+		unlink(path);
+		close(fd);
+		free(u->path);
+		u->path = NULL;
+		return err;
+	}
+	u->dev = st.st_dev;
+	u->ino = st.st_ino;
+	u->fd = fd;
+	return 0;
+}
+
+void relay_unix_listener_close(struct relay *r)
+{
+	struct relay_unix_listener *u = &r->unix_listener;
+	struct stat st;
+
+	if (u->fd < 0)
+		return;
+	/* Another daemon may have replaced a file we left; never remove that one. */
+	if (lstat(u->path, &st) == 0 && st.st_dev == u->dev && st.st_ino == u->ino)
+		unlink(u->path);
+	close(u->fd);
+	u->fd = -1;
+	free(u->path);
+	u->path = NULL;
+}
+
 struct config *relay_config_acquire(struct relay *r)
 {
 	struct config *cfg;

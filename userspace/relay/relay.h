@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct worker;
 struct steer_origin;
@@ -36,12 +37,29 @@ struct relay {
 	uint64_t upstream_from_relay;
 	const char *upstream_from_relay_why;
 	struct steer_origin *steer_shared; /* fail-open: the links' fds handed over by pgwardenctl */
+	/* The Unix listener (unix_listen). Unix sockets have no SO_REUSEPORT spreading, so the
+	 * one socket is watched by every worker (EPOLLEXCLUSIVE) and owned here. */
+	struct relay_unix_listener {
+		int fd; /* -1: none */
+		char *path;
+		dev_t dev; /* the socket file we made, so that only it is removed at exit */
+		ino_t ino;
+	} unix_listener;
 	struct worker **workers;
 	unsigned nworkers;
 	struct admin_server *admin;      /* atomic: set once the admin socket is up; events go here */
 	struct metrics_registry *metrics; /* families registered before workers start */
 	struct metrics_std mstd;
 };
+
+/* Zero-initialise, then call this before anything else. */
+void relay_init(struct relay *r);
+
+/* Open the Unix listener at path before the workers start. 0 or -errno (logged). */
+int relay_unix_listener_open(struct relay *r, const char *path)
+	__attribute__((warn_unused_result));
+/* After the workers have stopped: close it and remove its socket file, if still ours. */
+void relay_unix_listener_close(struct relay *r);
 
 /* Take a reference to the current config snapshot; release with config_unref(). */
 struct config *relay_config_acquire(struct relay *r);

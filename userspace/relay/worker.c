@@ -118,7 +118,8 @@ static void worker_close_listeners(struct worker *w)
 		if (w->listeners[i].fd < 0)
 			continue;
 		loop_del(&w->loop, &w->listeners[i].watch);
-		close(w->listeners[i].fd);
+		if (!w->listeners[i].unix_socket)
+			close(w->listeners[i].fd);
 		w->listeners[i].fd = -1;
 	}
 }
@@ -245,6 +246,27 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 }
 
 /*
+ * The relay's one Unix listener, watched by every worker. EPOLLEXCLUSIVE wakes one worker
+ * (or a few) per connection instead of all of them; whoever wakes accepts until EAGAIN, so
+ * a connection is never left behind when two race for it.
+ */
+static int worker_watch_unix(struct worker *w, struct worker_listener *l, int fd)
+{
+	int err;
+
+	l->worker = w;
+	l->unix_socket = true;
+	l->watch.cb = worker_listener_event;
+	err = loop_add(&w->loop, &l->watch, fd, EPOLLIN | EPOLLEXCLUSIVE);
+	if (err) {
+		log_error("listen", "cannot watch the Unix listener: %s", strerror(-err));
+		return err;
+	}
+	l->fd = fd;
+	return 0;
+}
+
+/*
  * SO_REUSEPORT lets any process of the same user bind the address too, and the kernel
  * would then split clients between the two daemons without a word. Before the first
  * worker binds, a plain bind (no SO_REUSEPORT) proves nobody else holds the address.
@@ -344,6 +366,12 @@ int worker_create(struct worker **out, unsigned id, struct relay *relay,
 						   : &cfg->listen[i];
 
 		err = worker_listen(w, &w->listeners[i], a, transparent);
+		if (err)
+			goto err_listeners;
+		w->nlisteners++;
+	}
+	if (relay->unix_listener.fd >= 0) {
+		err = worker_watch_unix(w, &w->listeners[w->nlisteners], relay->unix_listener.fd);
 		if (err)
 			goto err_listeners;
 		w->nlisteners++;

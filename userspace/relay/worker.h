@@ -23,9 +23,10 @@ struct conn;
 struct worker_listener {
 	struct loop_watch watch;
 	struct worker *worker;
-	struct addr addr;  /* what it is bound to */
+	struct addr addr;  /* what it is bound to (not for unix_socket) */
 	bool transparent;  /* IP_TRANSPARENT, for nftables TPROXY */
-	int fd;
+	bool unix_socket;  /* the relay's Unix listener: every worker watches the one socket */
+	int fd;            /* owned, except the Unix listener's (struct relay's) */
 };
 
 enum worker_cmd {
@@ -42,7 +43,8 @@ struct worker {
 	pthread_t thread;
 	struct relay *relay;
 	struct loop loop;
-	struct worker_listener listeners[2 * CONFIG_MAX_LISTEN]; /* listen, then tproxy_listen */
+	/* listen, then tproxy_listen, then the Unix listener */
+	struct worker_listener listeners[2 * CONFIG_MAX_LISTEN + 1];
 	/* Where steered and TPROXY'd connections were going, and who opened them. The
 	 * worker's own handle (not thread-safe), or the process's shared fail-open one. */
 	struct steer_origin *steer;

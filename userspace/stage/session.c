@@ -3,7 +3,13 @@
 
 #include <errno.h>
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/un.h>
+
+_Static_assert(SESSION_UPSTREAM_STRLEN >= sizeof("unix:") + sizeof(((struct sockaddr_un *)0)->sun_path),
+	       "a Unix upstream's text fits");
+_Static_assert(SESSION_UPSTREAM_STRLEN >= ADDR_STRLEN, "an address's text fits");
 
 int session_new_id(struct session *s)
 {
@@ -38,4 +44,15 @@ const char *session_route_to_str(enum session_route r)
 		return "tproxy";
 	}
 	return "unknown";
+}
+
+const char *session_upstream_text(const struct session *s, char *buf, size_t n)
+{
+	if (s->upstream_unix)
+		snprintf(buf, n, "unix:%s", s->upstream_unix);
+	else if (s->upstream.len)
+		addr_format(&s->upstream.ss.sa, buf, n);
+	else if (n)
+		buf[0] = '\0';
+	return buf;
 }

@@ -13,10 +13,13 @@
 #include "base/addr.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define SESSION_ID_LEN 16
 #define SESSION_ID_HEXLEN (SESSION_ID_LEN * 2)
+/* "unix:" and a sun_path, or an address: what session_upstream_text() writes. */
+#define SESSION_UPSTREAM_STRLEN (sizeof("unix:") + 108)
 
 /* The local process that opened a steered connection, as the kernel recorded it. */
 struct session_process {
@@ -41,7 +44,10 @@ struct session {
 	enum session_route route;
 	struct addr client;     /* the peer of the accepted socket */
 	struct addr dialled;    /* the address the client connected to */
-	struct addr upstream;   /* where pgwarden forwards */
+	struct addr upstream;   /* where pgwarden forwards, unless upstream_unix is set */
+	/* PostgreSQL's Unix socket for a client of the relay's Unix listener: the connection's
+	 * config snapshot owns the text (unix_upstream), and outlives the session. */
+	const char *upstream_unix;
 	struct session_process process;
 	uint64_t start_wall_ns;
 	uint64_t start_mono_ns;
@@ -69,5 +75,9 @@ int session_new_id(struct session *s) __attribute__((warn_unused_result));
 void session_release(struct session *s);
 
 const char *session_route_to_str(enum session_route r);
+
+/* Where the session goes, as logs and listings show it: "unix:/path" or "host:port";
+ * "" when not known. buf has SESSION_UPSTREAM_STRLEN bytes; returns buf. */
+const char *session_upstream_text(const struct session *s, char *buf, size_t n);
 
 #endif

@@ -17,6 +17,7 @@ static void sessionlog_addr(struct log_line *l, const char *key, const struct ad
 
 static void sessionlog_start(void *state, const struct session *s, struct stage_result *r)
 {
+	char upstream[SESSION_UPSTREAM_STRLEN];
 	struct log_line l;
 
 	if (!log_enabled(LOG_INFO))
@@ -26,7 +27,8 @@ static void sessionlog_start(void *state, const struct session *s, struct stage_
 	log_kv_str(&l, "route", session_route_to_str(s->route));
 	sessionlog_addr(&l, "peer", &s->client);
 	sessionlog_addr(&l, "dialled", &s->dialled);
-	sessionlog_addr(&l, "upstream", &s->upstream);
+	if (session_upstream_text(s, upstream, sizeof(upstream))[0])
+		log_kv_str(&l, "upstream", upstream);
 	if (s->process.known) {
 		log_kv_u64(&l, "pid", s->process.tgid);
 		log_kv_u64(&l, "uid", s->process.uid);

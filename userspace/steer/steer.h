@@ -211,9 +211,22 @@ int steer_upstream_prepare(int fd, const struct session *s, uint32_t mark,
 int steer_listen_transparent(const struct addr *a, int backlog, bool reuseport)
 	__attribute__((warn_unused_result));
 
-/* A non-blocking listening Unix socket at path (an existing socket file is replaced),
- * mode 0666 so every local client can reach it, for connect_unix steering. fd or -errno. */
+/* A non-blocking listening Unix socket at path, mode 0666 so every local client can reach
+ * it, for connect_unix steering. A socket file left by an earlier run is replaced; one that
+ * something still accepts on is -EADDRINUSE, another kind of file -EEXIST. fd or -errno. */
 int steer_listen_unix(const char *path, int backlog) __attribute__((warn_unused_result));
+
+/*
+ * Connect a Unix upstream socket (marked by steer_upstream_prepare() first) to PostgreSQL's
+ * socket at path. With as_client, and the client's credentials known (SO_PEERCRED), connect()
+ * runs with the client's uid and gid as this thread's effective ids, so that the server's
+ * peer authentication sees the client, as it would without pgwarden; the thread's own ids
+ * are back before this returns. A Unix connect completes at once or fails: a full listen
+ * backlog is -EAGAIN, as a direct client is told. Returns 0 when connected as the client,
+ * 1 when connected as pgwardend (why gets a static reason), -errno when connect() failed.
+ */
+int steer_upstream_connect_unix(int fd, const char *path, const struct session *s,
+				bool as_client, const char **why) __attribute__((warn_unused_result));
 
 /* ---- admission gate: pgwardend ---- */
 

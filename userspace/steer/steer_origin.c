@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -504,7 +505,7 @@ int steer_upstream_prepare(int fd, const struct session *s, uint32_t mark,
 		return 1;
 	}
 	if (c->ss.sa.sa_family != AF_INET && c->ss.sa.sa_family != AF_INET6) {
-		*why = "not an IP client";
+		*why = c->ss.sa.sa_family == AF_UNIX ? "Unix-socket client" : "not an IP client";
 		return 1;
 	}
 	if (addr_is_loopback(c)) {
@@ -530,6 +531,71 @@ int steer_upstream_prepare(int fd, const struct session *s, uint32_t mark,
 	if (bind(fd, (const struct sockaddr *)&src.ss, src.len) != 0)
 		return -errno;
 	return 0;
+}
+
+/*
+ * This thread's effective ids, and only this thread's: the raw system calls, because
+ * glibc's setresuid() and setresgid() change every thread of the process. Group first, while
+ * the thread still has the privilege to change it. 0 or -errno.
+ */
+static int thread_set_effective_ids(uid_t uid, gid_t gid)
+{
+	if (syscall(SYS_setresgid, (gid_t)-1, gid, (gid_t)-1) != 0)
+		return -errno;
+	if (syscall(SYS_setresuid, (uid_t)-1, uid, (uid_t)-1) != 0)
+		return -errno;
+	return 0;
+}
+
+/* Back to the ids the thread had. Only the saved ids are restored, which is always allowed;
+ * a thread that could not get back its own ids must not go on serving anyone. */
+static void thread_restore_effective_ids(uid_t uid, gid_t gid)
+{
+	if (syscall(SYS_setresuid, (uid_t)-1, uid, (uid_t)-1) != 0 ||
+	    syscall(SYS_setresgid, (gid_t)-1, gid, (gid_t)-1) != 0) {
+		log_error("upstream_source", "cannot restore this thread's user and group ids "
+			  "(%s); stopping", strerror(errno));
+		abort();
+	}
+}
+
+int steer_upstream_connect_unix(int fd, const char *path, const struct session *s,
+				bool as_client, const char **why)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	size_t len = strlen(path);
+	uid_t euid = geteuid();
+	gid_t egid = getegid();
+	bool switched = false;
+	int rc = 0;
+
+	*why = NULL;
+	if (len >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sun.sun_path, path, len);
+	if (!as_client) {
+		*why = "disabled";
+	} else if (!s->process.known) {
+		*why = "client credentials unknown";
+	} else if (s->process.uid != euid || s->process.gid != egid) {
+		rc = thread_set_effective_ids(s->process.uid, s->process.gid);
+		if (rc) {
+			/* The group may have changed before the user failed to. */
+			thread_restore_effective_ids(euid, egid);
+			*why = rc == -EPERM ? "pgwardend may not take another user's ids" :
+					      "cannot take the client's ids";
+		}
+		switched = rc == 0;
+	}
+	/* A Unix connect either completes at once or fails: EAGAIN means PostgreSQL's listen
+	 * backlog is full, which a direct client is told too. */
+	rc = connect(fd, (const struct sockaddr *)&sun,
+		     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1)) ? -errno : 0;
+	if (switched)
+		thread_restore_effective_ids(euid, egid);
+	if (rc)
+		return rc;
+	return *why ? 1 : 0;
 }
 
 int steer_listen_transparent(const struct addr *a, int backlog, bool reuseport)
@@ -558,6 +624,22 @@ err_close:
 	return rc;
 }
 
+/* -EADDRINUSE when something accepts connections at sun, 0 when nothing does. */
+static int unix_socket_in_use(const struct sockaddr_un *sun)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int rc;
+
+	if (fd < 0)
+		return -errno;
+	/* A full backlog (EAGAIN) has a listener too. */
+	rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 || errno == EAGAIN
+		     ? -EADDRINUSE
+		     : 0;
+	close(fd);
+	return rc;
+}
+
 int steer_listen_unix(const char *path, int backlog)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -567,10 +649,14 @@ int steer_listen_unix(const char *path, int backlog)
 	if (strlen(path) >= sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(sun.sun_path, path, strlen(path));
-	/* Replace a socket left by an earlier run, never another kind of file. */
+	/* Replace a socket left by an earlier run, never another kind of file, and never a
+	 * socket somebody still accepts on (a second pgwardend, or PostgreSQL itself). */
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
 			return -EEXIST;
+		rc = unix_socket_in_use(&sun);
+		if (rc)
+			return rc;
 		unlink(path);
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
