@@ -13,10 +13,13 @@ recorded; the same record is checked in the kernel map too.
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -229,43 +232,60 @@ def test_fail_open_when_daemon_dies(pg, instance, cgroup, pgwardend_bin, tmp_pat
             daemon.wait(30)
 
 
-def test_unix_socket_clients(pg, instance, cgroup, relay_factory, tmp_path):
-    """connect_unix (kernel >= 6.7): a client of the server's Unix socket lands on the
-    relay's Unix listener instead."""
-    relay = relay_factory()
-    if not instance.status()["unix"]["kernel_supports_connect_unix"]:
-        pytest.skip("kernel has no cgroup/connect_unix (needs 6.7)")
+def test_unix_socket_clients(pg, instance, cgroup, relay_factory):
+    """connect_unix (kernel >= 6.7): a local client of PostgreSQL's own Unix socket lands on
+    pgwardend's Unix listener and reaches the server through it, identified by its
+    credentials; peer authentication still sees the client's own user. Outside the cgroup,
+    and after detach, the same path reaches PostgreSQL directly."""
+    relay_dir = tempfile.mkdtemp(prefix="pgwarden-e2e-unix-")
+    os.chmod(relay_dir, 0o755)
     pg_sock = os.path.join(pg.sockdir, ".s.PGSQL.%d" % pg.port)
-    relay_sock = str(tmp_path / "relay.sock")
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(relay_sock)
-    os.chmod(relay_sock, 0o666)
-    lst.listen(4)
+    relay_sock = os.path.join(relay_dir, "relay.sock")
+    pw = pwd.getpwnam("postgres")
+
+    def psql_in_cgroup():
+        # Joins the cgroup as root, then becomes postgres: exec keeps the cgroup.
+        return subprocess.run(
+            ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup.path,
+             "setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--init-groups",
+             os.path.join(pg.bindir, "psql"), "-X", "-A", "-t", "-h", pg.sockdir,
+             "-p", str(pg.port), "-U", "postgres", "-d", "postgres",
+             "-c", "SELECT current_user"],
+            capture_output=True, text=True, timeout=60)
+
+    def unix_sessions():
+        return [d for d in relay.log_lines()
+                if d.get("event") == "session_start" and d.get("peer") == "unix"]
+
     try:
+        relay = relay_factory(extra_args=["--unix-listen", relay_sock,
+                                          "--unix-upstream", pg_sock])
+        if not instance.status()["unix"]["kernel_supports_connect_unix"]:
+            pytest.skip("kernel has no cgroup/connect_unix (needs 6.7)")
         attach(instance, pg, relay, cgroup, "--unix-socket", pg_sock, "--unix-relay", relay_sock)
         assert instance.status()["unix"]["steered"] is True
-        code = ("import os, socket, sys\n"
-                "open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()))\n"
-                "s = socket.socket(socket.AF_UNIX)\n"
-                "s.connect(sys.argv[2])\n"
-                "print(s.recv(5).decode())\n")
-        p = subprocess.Popen([sys.executable, "-c", code, cgroup.path, pg_sock],
-                             stdout=subprocess.PIPE, text=True)
-        lst.settimeout(20)
-        conn, _ = lst.accept()
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        pid = int.from_bytes(creds[:4], "little")
-        assert pid == p.pid
-        conn.sendall(b"relay")
-        out, _ = p.communicate(timeout=20)
-        assert out.strip() == "relay"
-        conn.close()
+
+        r = psql_in_cgroup()
+        assert r.returncode == 0 and r.stdout.strip() == "postgres", r.stderr
+        log = relay.wait_for_log({"event": "session_start", "peer": "unix"})
+        assert log["route"] == "steered", log
+        assert log["comm"] == "psql"
+        assert int(log["uid"]) == pw.pw_uid
+        assert int(log["cgroup_id"]) == os.stat(cgroup.path).st_ino
+        assert log["upstream"] == "unix:" + pg_sock
         assert instance.status()["counters"]["steered_unix"] == 1
-        # Outside the cgroup the same path still reaches PostgreSQL.
-        r = pg._admin_psql("SELECT 7")
-        assert r.strip() == "7"
+
+        # Outside the cgroup the same path still reaches PostgreSQL, not the relay.
+        assert pg._admin_psql("SELECT 7").strip() == "7"
+        assert len(unix_sessions()) == 1
+
+        # After detach the client in the cgroup goes straight to the server.
+        instance.run("detach")
+        r = psql_in_cgroup()
+        assert r.returncode == 0 and r.stdout.strip() == "postgres", r.stderr
+        assert len(unix_sessions()) == 1
     finally:
-        lst.close()
+        shutil.rmtree(relay_dir, ignore_errors=True)
 
 
 def test_bad_input(pg, instance, cgroup, relay_factory):

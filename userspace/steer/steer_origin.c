@@ -467,7 +467,15 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 
 void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
 {
-	s->route = o && o->unix_on ? SESSION_ROUTE_STEERED : SESSION_ROUTE_EXPLICIT;
+	/* No per-connection record to miss here: look for a new attach (or a detach) as a
+	 * miss would, and read whether it steers Unix sockets now (an attach may change that
+	 * in place). */
+	if (o) {
+		origin_maybe_refresh(o, true);
+		if (o->cfg_fd >= 0 && origin_read_config(o))
+			o->unix_on = false;
+	}
+	s->route = o && o->cfg_fd >= 0 && o->unix_on ? SESSION_ROUTE_STEERED : SESSION_ROUTE_EXPLICIT;
 	memset(&s->process, 0, sizeof(s->process));
 	unix_peer_process(fd, &s->process);
 }
