@@ -321,6 +321,15 @@ def test_bad_input(pg, instance, cgroup, relay_factory):
     r = instance.run("attach", "--port", str(relay.port), *good, check=False)
     assert r.returncode == 2 and "loop" in r.stderr
     assert instance.status()["attached"] is False
+    if instance.status()["unix"]["kernel_supports_connect_unix"]:
+        # The Unix relay is checked like the TCP one: nothing accepts there, nothing attached.
+        dead_sock = "/run/pgwarden-e2e-%d-none.sock" % os.getpid()
+        r = instance.run("attach", "--port", str(pg.port), "--unix-socket",
+                         os.path.join(pg.sockdir, ".s.PGSQL.%d" % pg.port),
+                         "--unix-relay", dead_sock, *good, check=False)
+        assert r.returncode == 3, r
+        assert "relay is not listening on unix:%s" % dead_sock in r.stderr, r.stderr
+        assert instance.status()["attached"] is False
 
     # The admission gate: nft's queue rule where the kernel has the expression, else the xt
     # NFQUEUE fallback (this host). Either way detach removes it.

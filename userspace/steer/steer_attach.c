@@ -278,16 +278,46 @@ static bool relay_listening(const struct addr *a)
 	return false;
 }
 
+/* Whether a Unix stream socket listens at path, from /proc/net/unix (read, like the TCP
+ * check, without connecting: a probe connection would be a session to the relay). */
+static bool relay_unix_listening(const char *path)
+{
+	char line[512 + PGW_UNIX_PATH_MAX];
+	FILE *f = fopen("/proc/net/unix", "re");
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long flags, type, state;
+		int off = -1;
+
+		/* Num: RefCount Protocol Flags Type St Inode Path */
+		if (sscanf(line, "%*s %*s %*s %lx %lx %lx %*s %n", &flags, &type, &state, &off) != 3 ||
+		    off < 0)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		found = (flags & 0x10000) /* __SO_ACCEPTCON */ && type == SOCK_STREAM &&
+			strcmp(line + off, path) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
 /* The relay must be listening before anything is attached: steering into a dead listener is
- * the fail-closed outcome of a crash, not something to set up on purpose. */
-static int relay_check(const struct addr *a, char *err, size_t errlen)
+ * the fail-closed outcome of a crash, not something to set up on purpose. a or unix_path. */
+static int relay_check(const struct addr *a, const char *unix_path, char *err, size_t errlen)
 {
 	char text[ADDR_STRLEN];
 
-	if (relay_listening(a))
+	if (unix_path ? relay_unix_listening(unix_path) : relay_listening(a))
 		return 0;
-	seterr(err, errlen, "relay is not listening on %s: start pgwardend first",
-	       addr_format(&a->ss.sa, text, sizeof(text)));
+	if (unix_path)
+		seterr(err, errlen, "relay is not listening on unix:%s: start pgwardend with "
+		       "unix_listen first", unix_path);
+	else
+		seterr(err, errlen, "relay is not listening on %s: start pgwardend first",
+		       addr_format(&a->ss.sa, text, sizeof(text)));
 	return -ECONNREFUSED;
 }
 
@@ -821,11 +851,16 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	cg_fd = cgroup_open(o->cgroup, cgpath, sizeof(cgpath), &cgroup_id, err, errlen);
 	if (cg_fd < 0)
 		return cg_fd;
+	want_unix = o->nunix > 0 && steer_probe_connect_unix();
+	/* Every relay listener the hooks will send clients to; the Unix one only where the
+	 * kernel can steer Unix sockets at all. */
 	if (o->check_relay)
-		for (unsigned i = 0; i < o->nrelay; i++) {
+		for (unsigned i = 0; i < o->nrelay + (want_unix ? 1 : 0); i++) {
+			const char *unix_path = i == o->nrelay ? o->unix_relay : NULL;
+
 			/* A relay still starting (systemd's ExecStartPost) gets relay_wait_ms. */
 			for (unsigned waited = 0;; waited += 100) {
-				rc = relay_check(&o->relay[i], err, errlen);
+				rc = relay_check(&o->relay[i < o->nrelay ? i : 0], unix_path, err, errlen);
 				if (rc == 0 || waited >= o->relay_wait_ms)
 					break;
 				usleep(100 * 1000);
@@ -833,7 +868,6 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 			if (rc)
 				goto err_close_cg;
 		}
-	want_unix = o->nunix > 0 && steer_probe_connect_unix();
 	if (o->nunix > 0 && !want_unix)
 		log_warn("steer_unix_uncovered",
 			 "kernel has no cgroup/connect_unix (needs 6.7): Unix-socket clients are not "
