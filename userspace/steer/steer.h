@@ -232,6 +232,9 @@ struct steer_cidr {
 /* "10.0.0.0/8", "192.0.2.7", "fd00::/8". 0 or -EINVAL. Host bits are kept as written:
  * steer_cidr_mask() says what the range really is. */
 int steer_cidr_parse(const char *text, struct steer_cidr *out) __attribute__((warn_unused_result));
+/* Whether addr (16 bytes, IPv4 mapped) is in c. An IPv6 range shorter than /96 never
+ * matches an IPv4 address ("::/0" is every IPv6 client); ::ffff:a.b.c.d/N (N >= 96) is the
+ * IPv4 range a.b.c.d/(N-96). */
 bool steer_cidr_match(const struct steer_cidr *c, const uint8_t addr[16]);
 /* Clear the bits after the prefix ("10.1.2.3/8" becomes "10.0.0.0/8"). */
 void steer_cidr_mask(struct steer_cidr *c);

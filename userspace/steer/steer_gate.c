@@ -96,10 +96,22 @@ int steer_cidr_parse(const char *text, struct steer_cidr *out)
 	return 0;
 }
 
+/* ::ffff:a.b.c.d: how an IPv4 source is kept. */
+static bool addr_is_v4(const uint8_t addr[16])
+{
+	static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	return memcmp(addr, prefix, sizeof(prefix)) == 0;
+}
+
 bool steer_cidr_match(const struct steer_cidr *c, const uint8_t addr[16])
 {
 	unsigned full = c->bits / 8, rest = c->bits % 8;
 
+	/* An IPv6 range shorter than /96 ("::/0") means IPv6 clients, as in ip6tables; it
+	 * would otherwise also cover every IPv4 client through the mapped form. */
+	if (!c->v4 && c->bits < 96 && addr_is_v4(addr))
+		return false;
 	if (memcmp(c->addr, addr, full) != 0)
 		return false;
 	if (rest) {
