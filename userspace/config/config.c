@@ -42,14 +42,15 @@
 #define CONFIG_KEY_MAX 64
 /* How much of a peer-supplied key or value an error message quotes. */
 #define QUOTE_MAX 64
-/* Room for one formatted value: the longest list (CONFIG_MAX_LISTEN addresses or
- * STEER_GATE_MAX_DENY ranges) joined by ", ". */
-#define LIST_TEXT_MAX(n, each) ((n) * ((each) + 2) + 1)
-#define VALUE_MAX                                                                                	(LIST_TEXT_MAX(CONFIG_MAX_LISTEN, ADDR_STRLEN) >                                         			 LIST_TEXT_MAX(STEER_GATE_MAX_DENY, STEER_CIDR_STRLEN) ?                 		 LIST_TEXT_MAX(CONFIG_MAX_LISTEN, ADDR_STRLEN) :                                 		 LIST_TEXT_MAX(STEER_GATE_MAX_DENY, STEER_CIDR_STRLEN))
+/* Room for one formatted value: the longest list, STEER_GATE_MAX_DENY ranges, joined by
+ * ", " (the assert below keeps the address lists shorter). */
+#define VALUE_MAX (STEER_GATE_MAX_DENY * (STEER_CIDR_STRLEN + 2) + 1)
 /* Problem text before the "FILE:LINE: KEY: " prefix is added. */
 #define PROBLEM_MAX 256
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as 32 bits");
+_Static_assert(CONFIG_MAX_LISTEN * (ADDR_STRLEN + 2) + 1 <= VALUE_MAX,
+	       "an address list must fit in VALUE_MAX");
 _Static_assert(sizeof(STEER_DEFAULT_INSTANCE) > 1 && sizeof(STEER_DEFAULT_INSTANCE) <= STEER_INSTANCE_MAX,
 	       "the default steer_instance must pass the steer_instance check");
 
@@ -122,9 +123,9 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
  * one group must be adjacent. Bounds and defaults are justified in docs/CONFIG.md.
  */
 #define CONFIG_SETTINGS(S)                                                                       \
-	S("listen", LIST(ST_ADDR_LIST, listen), .restart = true, .arg = "ADDR",                           \
+	S("listen", LIST(ST_ADDR_LIST, listen), .restart = true, .arg = "ADDR",                  \
 	  .help = "address the relay accepts clients on; repeat for several")                    \
-	S("tproxy_listen", LIST(ST_ADDR_LIST, tproxy_listen), .restart = true, .arg = "ADDR",             \
+	S("tproxy_listen", LIST(ST_ADDR_LIST, tproxy_listen), .restart = true, .arg = "ADDR",    \
 	  .help = "IP_TRANSPARENT listener for remote clients diverted by nftables TPROXY "     \
 		  "(pgwardenctl attach --tproxy-port); repeat for several")                      \
 	S("transparent_source", .type = ST_BOOL, FIELD(transparent_source), .def = true,         \

@@ -140,8 +140,8 @@ const char *config_flag_name(const char *key, char *buf, size_t n);
 
 /*
  * The current value of one setting as the file would spell it ("60s", "32KiB", "10/s",
- * "127.0.0.1:6432, [::1]:6432", "" for an unset address, "off" for an unset gate.queue). 0, or -ENOENT for an unknown
- * key, -ENOSPC when buf is too small.
+ * "127.0.0.1:6432, [::1]:6432", "" for an unset address, "off" for an unset gate.queue).
+ * 0, or -ENOENT for an unknown key, -ENOSPC when buf is too small.
  */
 int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	__attribute__((warn_unused_result));

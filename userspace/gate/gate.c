@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,22 +213,25 @@ json_t *gate_status_json(const struct gate *g, const struct config *cfg)
 
 	if (!obj || !deny || config_get(cfg, "gate.rate", rate, sizeof(rate)))
 		goto err;
-	for (unsigned i = 0; i < cfg->ngate_deny; i++)
-		if (json_array_append_new(deny, json_string(steer_cidr_format(&cfg->gate_deny[i],
-									      range, sizeof(range)))))
+	for (unsigned i = 0; i < cfg->ngate_deny; i++) {
+		steer_cidr_format(&cfg->gate_deny[i], range, sizeof(range));
+		if (json_array_append_new(deny, json_string(range)))
 			goto err;
+	}
 	gate_stats(g, &st);
-	if (json_object_set_new(obj, "queue", json_integer(g->queue)) ||
+	/* deny first: from here on obj owns it, or jansson released it when the set failed. */
+	if (json_object_set_new(obj, "deny", deny) ||
+	    json_object_set_new(obj, "queue", json_integer(g->queue)) ||
 	    json_object_set_new(obj, "rate", json_string(rate)) ||
 	    json_object_set_new(obj, "burst", json_integer(cfg->gate_burst)) ||
 	    json_object_set_new(obj, "max_sources", json_integer(g->max_sources)) ||
-	    json_object_set_new(obj, "deny", deny) ||
 	    json_object_set_new(obj, "accepted", json_integer((json_int_t)st.accepted)) ||
 	    json_object_set_new(obj, "denied_list", json_integer((json_int_t)st.denied_list)) ||
 	    json_object_set_new(obj, "denied_rate", json_integer((json_int_t)st.denied_rate)) ||
-	    json_object_set_new(obj, "queue_overruns", json_integer((json_int_t)st.queue_overruns))) {
+	    json_object_set_new(obj, "queue_overruns",
+				json_integer((json_int_t)st.queue_overruns))) {
 		json_decref(obj);
-		return NULL; /* deny belongs to obj already, or was released by the failed set */
+		return NULL;
 	}
 	return obj;
 err:

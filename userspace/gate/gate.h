@@ -20,13 +20,14 @@
 #ifndef PGWARDEN_GATE_H
 #define PGWARDEN_GATE_H
 
+#include "base/clock.h"
 #include "config/config.h"
 #include "steer/steer.h"
 
 #include <jansson.h>
 #include <stdint.h>
 
-#define GATE_LOG_INTERVAL_NS (10ULL * 1000000000ULL)
+#define GATE_LOG_INTERVAL_NS (10 * NSEC_PER_SEC)
 
 struct gate;
 

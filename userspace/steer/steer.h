@@ -273,8 +273,8 @@ struct steer_gate;
 int steer_gate_new(const struct steer_gate_opts *o, struct steer_gate **out)
 	__attribute__((warn_unused_result));
 /* Bind the NFQUEUE (needs CAP_NET_ADMIN). 0 or -errno (-EPERM also when another process
- * reads that queue); then poll steer_gate_fd() for EPOLLIN and call steer_gate_dispatch(), which gives
- * every queued SYN its verdict. */
+ * reads that queue); then poll steer_gate_fd() for EPOLLIN and call steer_gate_dispatch(),
+ * which gives every queued SYN its verdict. */
 int steer_gate_open(struct steer_gate *g) __attribute__((warn_unused_result));
 int steer_gate_fd(const struct steer_gate *g);
 /* Verdicts for what is queued, at most a bounded batch per call. 0, or -errno when the
