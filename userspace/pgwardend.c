@@ -2,8 +2,9 @@
  * pgwardend: the relay daemon's main thread.
  *
  * It owns configuration (file + flags, reload on SIGHUP), signals (through a signalfd, so
- * no handler ever runs inside a worker), the process limits, and the workers' lifecycle:
- * start, drain on SIGTERM/SIGINT, join. Workers own the data path.
+ * no handler ever runs inside a worker), the process limits, the admission gate's queue
+ * (when gate.queue is set: SYNs are decided here, before any worker sees a connection), and
+ * the workers' lifecycle: start, drain on SIGTERM/SIGINT, join. Workers own the data path.
  */
 #include "admin/admin.h"
 #include "base/clock.h"
@@ -13,6 +14,7 @@
 #include "metrics/metrics_steer.h"
 #include "relay/conn.h"
 #include "config/config.h"
+#include "gate/gate.h"
 #include "relay/cancel.h"
 #include "relay/relay.h"
 #include "relay/worker.h"
@@ -211,6 +213,7 @@ static void reload(struct relay *r, const struct options *o)
 struct daemon_ctx {
 	struct relay *relay;
 	const struct options *opts;
+	struct gate *gate; /* NULL: no admission gate; set before the admin socket starts */
 };
 
 static int admin_sessions_cb(void *ctx, json_t *arr)
@@ -305,6 +308,17 @@ static int admin_status_cb(void *ctx, json_t *obj)
 
 	if (why)
 		json_object_set_new(obj, "upstream_from_pgwarden_because", json_string(why));
+	if (d->gate) {
+		struct config *cfg = relay_config_acquire(r);
+		json_t *gate = gate_status_json(d->gate, cfg);
+
+		config_unref(cfg);
+		if (!gate)
+			return -ENOMEM;
+		json_object_set_new(obj, "gate", gate);
+	} else {
+		json_object_set_new(obj, "gate", json_null());
+	}
 	return 0;
 }
 
@@ -378,20 +392,65 @@ static bool workers_finished(const struct relay *r)
 	return true;
 }
 
-/* Handle signals until a drain has finished: 0, or -1 when the signal source failed. */
-static int main_loop(struct relay *r, const struct options *o, int sigfd)
+/* The gate's turn after a wake-up: verdicts for the queued SYNs (with the limits of the
+ * current snapshot) when the queue is readable, then the refusal summary if one is due.
+ * 0, or -1 when the queue failed. *timeout becomes the summary's poll timeout. */
+static int gate_turn(struct gate *g, struct relay *r, short revents, int *timeout)
+{
+	int err = 0;
+
+	if (revents) {
+		struct config *cfg = relay_config_acquire(r);
+
+		err = gate_dispatch(g, cfg);
+		config_unref(cfg);
+	}
+	*timeout = gate_log_due(g, clock_mono_ns());
+	if (err) {
+		/* The kernel keeps queueing and, unread, drops: fail-closed (or bypassed, if
+		 * the attach was fail-open) until a restart binds the queue again. */
+		log_error("gate", "reading the admission gate's queue failed: %s", strerror(-err));
+		return -1;
+	}
+	return 0;
+}
+
+/* The shorter of two poll timeouts (-1: none). */
+static int timeout_min(int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
+
+/* Handle signals, and the admission gate's queue when there is one, until a drain has
+ * finished: 0, or -1 when the signal source or the gate's queue failed. */
+static int main_loop(struct relay *r, const struct options *o, int sigfd, struct gate *gate)
 {
 	bool draining = false;
+	int gate_timeout = -1;
 
 	for (;;) {
-		struct pollfd pfd = {.fd = sigfd, .events = POLLIN};
+		struct pollfd pfd[2] = {
+			{.fd = sigfd, .events = POLLIN},
+			{.fd = gate ? gate_fd(gate) : -1, .events = POLLIN},
+		};
 		struct signalfd_siginfo si;
 		ssize_t n;
 
 		/* While draining, look at the workers a few times a second. */
 		if (draining && workers_finished(r))
 			return 0;
-		if (poll(&pfd, 1, draining ? 200 : -1) == 0)
+		if (poll(pfd, 2, timeout_min(draining ? 200 : -1, gate_timeout)) < 0 &&
+		    errno != EINTR) {
+			log_error("signals", "poll failed: %s", strerror(errno));
+			return -1;
+		}
+		if (gate && gate_turn(gate, r, pfd[1].revents, &gate_timeout))
+			return -1;
+		if (!(pfd[0].revents & POLLIN))
 			continue;
 		n = read(sigfd, &si, sizeof(si));
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
@@ -431,6 +490,7 @@ int main(int argc, char **argv)
 	struct options o = {0};
 	struct relay r = {0};
 	struct daemon_ctx dctx = {.relay = &r, .opts = &o};
+	struct gate *gate = NULL;
 	struct admin_server *admin = NULL;
 	struct metrics_http *http = NULL;
 	char err[CONFIG_ERR_MAX];
@@ -500,6 +560,22 @@ int main(int argc, char **argv)
 	}
 	if (cfg->unix_listen && relay_unix_listener_open(&r, cfg->unix_listen))
 		goto out;
+	/* Before the workers: a queue that cannot be read is a configuration error, reported
+	 * before anything listens, and its counters must be registered before the first
+	 * metrics shard freezes the registry. */
+	if (cfg->gate_enabled) {
+		rc = gate_open(cfg, &gate, err, sizeof(err));
+		if (rc) {
+			log_error("start", "%s", err);
+			goto out;
+		}
+		rc = metrics_steer_gate_register(r.metrics, gate_steer(gate));
+		if (rc) {
+			log_error("start", "metrics registry: %s", strerror(-rc));
+			goto out;
+		}
+		dctx.gate = gate;
+	}
 	rc = start_workers(&r, cfg);
 	if (rc) {
 		log_error("start", "cannot start: %s", strerror(-rc));
@@ -527,7 +603,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	status = main_loop(&r, &o, sigfd) ? 1 : 0;
+	status = main_loop(&r, &o, sigfd, gate) ? 1 : 0;
 out_stop:
 	if (!__atomic_load_n(&r.draining, __ATOMIC_ACQUIRE))
 		for (unsigned i = 0; i < r.nworkers; i++)
@@ -551,6 +627,8 @@ out:
 	free(r.workers);
 	relay_unix_listener_close(&r);
 	cancel_map_free(r.cancels);
+	/* After the admin socket and the metrics endpoint, which read its counters. */
+	gate_close(gate);
 	steer_origin_close(r.steer_shared);
 	metrics_registry_free(r.metrics);
 	config_unref(r.config);

@@ -7,11 +7,14 @@
                     is left in the kernel
     cgroup          a fresh cgroup v2 directory under the host's cgroup2 mount; its processes
                     are killed and the directory removed at teardown
-    relay_factory   pgwardend processes on loopback (plus whatever listeners a test adds),
-                    reading the test's steering instance, stopped at teardown
+    relay_factory   pgwardend processes on loopback (plus whatever listeners a test adds,
+                    and optionally a config file to rewrite for a reload), reading the
+                    test's steering instance, stopped at teardown
     netns           a network namespace joined to the host by a veth pair, addresses in
                     the benchmarking ranges 198.18.0.0/15 and 2001:2::/48 (RFC 2544,
                     RFC 5180: never routed anywhere), removed at teardown
+    veth_pg         a throwaway PostgreSQL 15 cluster that also listens on the host end of
+                    netns's veth pair and admits the namespace's addresses (remote.py)
 
 Kernel state is only ever created for a cgroup, a namespace or an instance the test made:
 never the root cgroup, never the default instance "pgwarden".
@@ -30,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import harness  # noqa: E402
+from remote import VethCluster  # noqa: E402
 
 CLIENT = os.path.join(HERE, "client.py")
 
@@ -227,7 +231,8 @@ def relay_factory(pgwardend_bin, tmp_path, request, instance):
     session cluster `pg` unless the test names another cluster."""
     started = []
 
-    def start(listen6=False, extra_args=(), upstream=None, wrap=None, env=None):
+    def start(listen6=False, extra_args=(), upstream=None, wrap=None, env=None,
+              config_text=None):
         cluster = upstream if upstream is not None else request.getfixturevalue("pg")
         extra = ["--steer-instance", instance.instance] + list(extra_args)
         port6 = None
@@ -235,7 +240,8 @@ def relay_factory(pgwardend_bin, tmp_path, request, instance):
             port6 = harness.free_port("::1")
             extra += ["--listen", "[::1]:%d" % port6]
         r = WrappedRelay(pgwardend_bin, (cluster.host, cluster.port), cluster, str(tmp_path),
-                         workers=1, extra_args=extra, wrap=wrap, env=env)
+                         workers=1, extra_args=extra, wrap=wrap, env=env,
+                         config_text=config_text)
         started.append(r)
         r.start()
         r.port6 = port6
@@ -361,3 +367,13 @@ def netns():
         ns.remove()
         left = sh("ip", "netns", "list", check=False).stdout
         assert ns.name not in left, "netns %s left behind" % ns.name
+
+
+@pytest.fixture
+def veth_pg(netns):
+    cluster = VethCluster(netns)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -11,9 +11,7 @@ import os
 import signal
 import sys
 
-import pytest
-
-import harness
+from remote import families, hostport, session_of, tproxy_listen, tproxy_port
 
 NO_BPF_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_bpf_exec.py")
 
@@ -21,65 +19,6 @@ NO_BPF_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_bpf_e
 # messages, compared row for row with the same query run directly.
 SQL = ("SELECT g, md5(g::text), repeat(chr(65 + g % 26), g % 300), g::numeric / 7 "
        "FROM generate_series(1, 3000) g ORDER BY g")
-
-
-class VethCluster(harness.PgCluster):
-    """The throwaway cluster, also listening on the host end of the test's veth pair and
-    accepting the namespace's addresses (and the host end's, for the relay's own address)
-    in pg_hba.conf."""
-
-    def __init__(self, ns):
-        super().__init__(max_connections=50)
-        self.ns = ns
-
-    def _write_conf(self):
-        super()._write_conf()
-        path = self.datadir + "/postgresql.auto.conf"
-        with open(path, "a") as f:
-            f.write("listen_addresses = '127.0.0.1,::1,%s,%s'\n"
-                    % (self.ns.host_ip, self.ns.host_ip6))
-        with open(self.datadir + "/pg_hba.conf", "a") as f:
-            for a in (self.ns.client_ip, self.ns.host_ip):
-                f.write("host all all %s/32 scram-sha-256\n" % a)
-            for a in (self.ns.client_ip6, self.ns.host_ip6):
-                f.write("host all all %s/128 scram-sha-256\n" % a)
-
-
-@pytest.fixture
-def veth_pg(netns):
-    cluster = VethCluster(netns)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-def hostport(host, port):
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
-def tproxy_listen(port):
-    """pgwardend's transparent listeners on the attach's --tproxy-port, both families."""
-    return ["--tproxy-listen", "0.0.0.0:%d" % port, "--tproxy-listen", "[::]:%d" % port]
-
-
-def tproxy_port(relay_port=None):
-    while True:
-        p = harness.free_port()
-        if p != relay_port:
-            return p
-
-
-def families(ns):
-    return (("ipv4", ns.host_ip, ns.client_ip), ("ipv6", ns.host_ip6, ns.client_ip6))
-
-
-def session_of(relay, client_ip, client):
-    """The relay's session_start line for this client connection (by its address:port)."""
-    peer = hostport(client_ip, client["local"][1])
-    return relay.wait_for_log(lambda d: d.get("event") == "session_start" and
-                              d.get("peer") == peer)
 
 
 def sessions_from(relay, client_ip, client):

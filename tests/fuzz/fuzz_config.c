@@ -20,7 +20,7 @@
 #include <string.h>
 
 #define FUZZ_NAME "fuzz.yaml"
-#define SNAP_MAX 8192
+#define SNAP_MAX 16384
 
 static void check(int ok, const char *what)
 {
@@ -37,7 +37,7 @@ static void snapshot(const struct config *cfg, char *snap)
 
 	snap[0] = '\0';
 	for (size_t i = 0; config_keys[i]; i++) {
-		char v[1024];
+		char v[4096]; /* 64 deny ranges fit */
 		int w;
 
 		check(config_get(cfg, config_keys[i], v, sizeof(v)) == 0, "config_get failed");

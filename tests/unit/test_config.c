@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #define CASE_DIR "data/config"
-#define VALUE_MAX 1024
+#define VALUE_MAX 4096 /* 64 deny ranges fit */
 
 static size_t nkeys(void)
 {
@@ -71,7 +71,7 @@ static void assert_set_err(struct config *cfg, const char *key, const char *valu
 /* Every key's formatted value, joined, to compare two configs or one config over time. */
 static char *snapshot(const struct config *cfg)
 {
-	size_t cap = 8192, len = 0;
+	size_t cap = 16384, len = 0;
 	char *s = malloc(cap);
 
 	assert_non_null(s);
@@ -141,6 +141,13 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->steer_instance, "pgwarden");
 	assert_false(cfg->listen_from_flag);
 	assert_false(cfg->tproxy_listen_from_flag);
+	/* The admission gate is off unless asked for. */
+	assert_false(cfg->gate_enabled);
+	assert_int_equal(cfg->gate_rate_per_hour, 0);
+	assert_int_equal(cfg->gate_burst, 0);
+	assert_int_equal(cfg->gate_max_sources, 65536);
+	assert_int_equal(cfg->ngate_deny, 0);
+	assert_false(cfg->gate_deny_from_flag);
 
 	assert_get(cfg, "listen", "");
 	assert_get(cfg, "tproxy_listen", "");
@@ -152,6 +159,9 @@ static void test_defaults(void **state)
 	assert_get(cfg, "timeouts.startup", "1m");
 	assert_get(cfg, "log_level", "info");
 	assert_get(cfg, "metrics_listen", "");
+	assert_get(cfg, "gate.queue", "off");
+	assert_get(cfg, "gate.rate", "0/s");
+	assert_get(cfg, "gate.deny", "");
 
 	/* Defaults alone are not a working config: where to listen and forward is required. */
 	assert_int_equal(config_validate(cfg, err, sizeof(err)), -1);
@@ -216,6 +226,27 @@ static void test_set_every_key(void **state)
 		{"unix-upstream", "off", ""},
 		{"unix-listen", "", ""},
 		{"unix-listen", "/tmp/x/.s.PGSQL.6432", "/tmp/x/.s.PGSQL.6432"},
+		{"gate.queue", "4243", "4243"},
+		{"gate-queue", "0", "0"},
+		{"gate-queue", "65535", "65535"},
+		{"gate-queue", "off", "off"},
+		{"gate-queue", "", "off"},
+		{"gate-queue", "7", "7"},
+		{"gate.rate", "10/s", "10/s"},
+		{"gate-rate", "30/m", "30/m"},
+		{"gate-rate", "120/m", "2/s"},
+		{"gate-rate", "90/h", "90/h"},
+		{"gate-rate", "5", "5/s"},
+		{"gate-rate", "1000000/s", "1000000/s"},
+		{"gate-rate", "0/h", "0/s"},
+		{"gate.burst", "20", "20"},
+		{"gate-burst", "1000000", "1000000"},
+		{"gate.max_sources", "64", "64"},
+		{"gate-max-sources", "1048576", "1048576"},
+		{"gate.deny", "10.0.0.0/8", "10.0.0.0/8"},
+		{"gate-deny", "fd00::/8", "10.0.0.0/8, fd00::/8"}, /* a further flag adds */
+		{"gate-deny", "192.0.2.7", "10.0.0.0/8, fd00::/8, 192.0.2.7/32"},
+		{"gate-deny", "::ffff:198.51.100.0/120", "10.0.0.0/8, fd00::/8, 192.0.2.7/32, ::ffff:198.51.100.0/120"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -246,6 +277,16 @@ static void test_set_every_key(void **state)
 	assert_string_equal(cfg->steer_instance, "null");
 	assert_string_equal(cfg->unix_listen, "/tmp/x/.s.PGSQL.6432");
 	assert_null(cfg->unix_upstream);
+	assert_true(cfg->gate_enabled);
+	assert_int_equal(cfg->gate_queue, 7);
+	assert_int_equal(cfg->gate_rate_per_hour, 0);
+	assert_int_equal(cfg->gate_burst, 1000000);
+	assert_int_equal(cfg->gate_max_sources, 1048576);
+	assert_int_equal(cfg->ngate_deny, 4);
+	assert_true(cfg->gate_deny_from_flag);
+	assert_true(cfg->gate_deny[0].v4);
+	assert_int_equal(cfg->gate_deny[0].bits, 96 + 8);
+	assert_false(cfg->gate_deny[1].v4);
 	config_unref(cfg);
 }
 
@@ -303,6 +344,33 @@ static void test_set_errors(void **state)
 		{"unix_listen", "run/.s.PGSQL.5432", "unix_listen: expected an absolute path, or off, got \"run/.s.PGSQL.5432\""},
 		{"unix-upstream", "/" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 		 "unix-upstream: path is longer than 107 bytes"},
+		{"gate.queue", "65536", "gate.queue: \"65536\" is out of range (0 to 65535)"},
+		{"gate-queue", "-1", "gate-queue: expected a whole number, or off, got \"-1\""},
+		{"gate-queue", "on", "gate-queue: expected a whole number, or off, got \"on\""},
+		{"gate-queue", "1 ", "gate-queue: expected a whole number, or off, got \"1 \""},
+		{"gate.rate", "10/d", "gate.rate: expected a rate like 10/s, 30/m or 100/h, got \"10/d\""},
+		{"gate-rate", "10 /s", "gate-rate: expected a rate like 10/s, 30/m or 100/h, got \"10 /s\""},
+		{"gate-rate", "1.5/s", "gate-rate: expected a rate like 10/s, 30/m or 100/h, got \"1.5/s\""},
+		{"gate-rate", "10/S", "gate-rate: expected a rate like 10/s, 30/m or 100/h, got \"10/S\""},
+		{"gate-rate", "/s", "gate-rate: expected a rate like 10/s, 30/m or 100/h, got \"/s\""},
+		{"gate-rate", "-1/s", "gate-rate: expected a rate like 10/s, 30/m or 100/h, got \"-1/s\""},
+		{"gate-rate", "1000001/s", "gate-rate: \"1000001/s\" is out of range (0/s to 1000000/s)"},
+		{"gate-rate", "99999999999999999999/h", "gate-rate: \"99999999999999999999/h\" is out of range (0/s to 1000000/s)"},
+		{"gate.burst", "1000001", "gate.burst: \"1000001\" is out of range (0 to 1000000)"},
+		{"gate-burst", "x", "gate-burst: expected a whole number, got \"x\""},
+		{"gate.max_sources", "63", "gate.max_sources: \"63\" is out of range (64 to 1048576)"},
+		{"gate-max-sources", "1048577", "gate-max-sources: \"1048577\" is out of range (64 to 1048576)"},
+		{"gate.deny", "", "gate.deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"\""},
+		{"gate-deny", "10.0.0.0/33", "gate-deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"10.0.0.0/33\""},
+		{"gate-deny", "10.0.0.0/", "gate-deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"10.0.0.0/\""},
+		{"gate-deny", "10.0.0.0/+8", "gate-deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"10.0.0.0/+8\""},
+		{"gate-deny", "10.0.0.0/8 ", "gate-deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"10.0.0.0/8 \""},
+		{"gate-deny", "[::1]", "gate-deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"[::1]\""},
+		{"gate-deny", "10.0.0.1:5432", "gate-deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"10.0.0.1:5432\""},
+		{"gate-deny", "localhost", "gate-deny: expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8, got \"localhost\""},
+		{"gate-deny", "10.1.2.3/8", "gate-deny: \"10.1.2.3/8\" has host bits set (the range is 10.0.0.0/8)"},
+		{"gate-deny", "192.0.2.129/25", "gate-deny: \"192.0.2.129/25\" has host bits set (the range is 192.0.2.128/25)"},
+		{"gate-deny", "fd00::1/64", "gate-deny: \"fd00::1/64\" has host bits set (the range is fd00::/64)"},
 	};
 	struct config *cfg = config_new();
 	char *before;
@@ -343,6 +411,10 @@ static void test_flag_names(void **state)
 	assert_string_equal(config_key_lookup("tproxy-listen"), "tproxy_listen");
 	assert_string_equal(config_key_lookup("transparent-source"), "transparent_source");
 	assert_string_equal(config_key_lookup("steer-instance"), "steer_instance");
+	assert_string_equal(config_key_lookup("gate-queue"), "gate.queue");
+	assert_string_equal(config_key_lookup("gate-max-sources"), "gate.max_sources");
+	assert_null(config_key_lookup("gate-max_sources"));
+	assert_null(config_key_lookup("gate"));
 	assert_null(config_key_lookup("timeouts_startup")); /* mixed spellings are not flags */
 	assert_null(config_key_lookup("buffer.size"));
 	assert_null(config_key_lookup("timeouts"));
@@ -362,70 +434,114 @@ static void test_flag_names(void **state)
 	}
 }
 
-/* The address lists share one mechanism; each keeps its own "came from a flag" state. */
+/* The lists share one mechanism; each keeps its own "came from a flag" state. */
 static unsigned list_count(const struct config *cfg, const char *key)
 {
-	return strcmp(key, "listen") == 0 ? cfg->nlisten : cfg->ntproxy_listen;
+	if (strcmp(key, "listen") == 0)
+		return cfg->nlisten;
+	if (strcmp(key, "tproxy_listen") == 0)
+		return cfg->ntproxy_listen;
+	assert_string_equal(key, "gate.deny");
+	return cfg->ngate_deny;
 }
 
 static bool list_from_flag(const struct config *cfg, const char *key)
 {
-	return strcmp(key, "listen") == 0 ? cfg->listen_from_flag : cfg->tproxy_listen_from_flag;
+	if (strcmp(key, "listen") == 0)
+		return cfg->listen_from_flag;
+	if (strcmp(key, "tproxy_listen") == 0)
+		return cfg->tproxy_listen_from_flag;
+	assert_string_equal(key, "gate.deny");
+	return cfg->gate_deny_from_flag;
 }
 
-static void check_list_flags_override_file(const char *key, const char *other_key)
+/* The i-th of as many distinct valid items as a list holds. */
+static const char *addr_item(unsigned i, char *buf, size_t n)
 {
-	char file[256], err[CONFIG_ERR_MAX], want[64];
+	snprintf(buf, n, "127.0.0.1:%u", 7000 + i);
+	return buf;
+}
+
+static const char *range_item(unsigned i, char *buf, size_t n)
+{
+	snprintf(buf, n, "10.%u.0.0/16", i);
+	return buf;
+}
+
+struct list_case {
+	const char *key, *other_key; /* other_key: an address list */
+	const char *file;            /* gives key two items and other_key "10.0.0.9:1" */
+	const char *file_items;      /* key's two items as config_get() shows them */
+	const char *(*item)(unsigned i, char *buf, size_t n);
+	unsigned max;
+	const char *too_many;
+};
+
+static void check_list_flags_override_file(const struct list_case *lc)
+{
+	char err[CONFIG_ERR_MAX], want[VALUE_MAX], a[64], b[64];
 	struct config *cfg = config_new();
 
 	assert_non_null(cfg);
-	snprintf(file, sizeof(file), "%s:\n  - 10.0.0.1:6432\n  - 10.0.0.2:6432\n%s: 10.0.0.9:1\n",
-		 key, other_key);
-	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
-	assert_get(cfg, key, "10.0.0.1:6432, 10.0.0.2:6432");
+	assert_int_equal(config_load_buffer(cfg, "t.yaml", lc->file, strlen(lc->file), err,
+					    sizeof(err)), 0);
+	assert_get(cfg, lc->key, lc->file_items);
 	/* The first flag replaces the file's list; later flags add to it. */
-	assert_set_ok(cfg, key, "127.0.0.1:7000");
-	assert_get(cfg, key, "127.0.0.1:7000");
-	assert_set_ok(cfg, key, "[::1]:7000");
-	assert_get(cfg, key, "127.0.0.1:7000, [::1]:7000");
+	assert_set_ok(cfg, lc->key, lc->item(0, a, sizeof(a)));
+	assert_get(cfg, lc->key, a);
+	assert_set_ok(cfg, lc->key, lc->item(1, b, sizeof(b)));
+	snprintf(want, sizeof(want), "%s, %s", a, b);
+	assert_get(cfg, lc->key, want);
 	/* The other list is untouched, and its first flag still replaces its file value. */
-	assert_get(cfg, other_key, "10.0.0.9:1");
-	assert_false(list_from_flag(cfg, other_key));
-	assert_set_ok(cfg, other_key, "10.0.0.8:1");
-	assert_get(cfg, other_key, "10.0.0.8:1");
-	assert_get(cfg, key, "127.0.0.1:7000, [::1]:7000");
+	assert_get(cfg, lc->other_key, "10.0.0.9:1");
+	assert_false(list_from_flag(cfg, lc->other_key));
+	assert_set_ok(cfg, lc->other_key, "10.0.0.8:1");
+	assert_get(cfg, lc->other_key, "10.0.0.8:1");
+	assert_get(cfg, lc->key, want);
 	/* A bad first flag must not have cleared the list. */
 	struct config *other = config_new();
 
 	assert_non_null(other);
-	assert_int_equal(config_load_buffer(other, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
-	assert_int_equal(config_set(other, key, "bogus", err, sizeof(err)), -1);
-	assert_get(other, key, "10.0.0.1:6432, 10.0.0.2:6432");
+	assert_int_equal(config_load_buffer(other, "t.yaml", lc->file, strlen(lc->file), err,
+					    sizeof(err)), 0);
+	assert_int_equal(config_set(other, lc->key, "bogus", err, sizeof(err)), -1);
+	assert_get(other, lc->key, lc->file_items);
 	config_unref(other);
 
-	for (int i = 2; i < CONFIG_MAX_LISTEN; i++) {
-		char a[32];
-
-		snprintf(a, sizeof(a), "127.0.0.1:%d", 7000 + i);
-		assert_set_ok(cfg, key, a);
-	}
-	assert_int_equal(list_count(cfg, key), CONFIG_MAX_LISTEN);
-	snprintf(want, sizeof(want), "%s: more than 8 addresses", key);
-	assert_set_err(cfg, key, "127.0.0.1:9999", want);
-	assert_int_equal(list_count(cfg, key), CONFIG_MAX_LISTEN);
+	for (unsigned i = 2; i < lc->max; i++)
+		assert_set_ok(cfg, lc->key, lc->item(i, a, sizeof(a)));
+	assert_int_equal(list_count(cfg, lc->key), lc->max);
+	snprintf(want, sizeof(want), "%s: %s", lc->key, lc->too_many);
+	assert_set_err(cfg, lc->key, lc->item(lc->max, a, sizeof(a)), want);
+	assert_int_equal(list_count(cfg, lc->key), lc->max);
 	/* Loading the file again (a reload) makes the file's lists current again. */
-	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), 0);
-	assert_get(cfg, key, "10.0.0.1:6432, 10.0.0.2:6432");
-	assert_get(cfg, other_key, "10.0.0.9:1");
-	assert_false(list_from_flag(cfg, key));
-	assert_false(list_from_flag(cfg, other_key));
+	assert_int_equal(config_load_buffer(cfg, "t.yaml", lc->file, strlen(lc->file), err,
+					    sizeof(err)), 0);
+	assert_get(cfg, lc->key, lc->file_items);
+	assert_get(cfg, lc->other_key, "10.0.0.9:1");
+	assert_false(list_from_flag(cfg, lc->key));
+	assert_false(list_from_flag(cfg, lc->other_key));
 	config_unref(cfg);
 }
 
-static void test_listen_flags_override_file(void **state)
+static void test_list_flags_override_file(void **state)
 {
-	check_list_flags_override_file("listen", "tproxy_listen");
-	check_list_flags_override_file("tproxy_listen", "listen");
+	static const struct list_case cases[] = {
+		{"listen", "tproxy_listen",
+		 "listen:\n  - 10.0.0.1:6432\n  - 10.0.0.2:6432\ntproxy_listen: 10.0.0.9:1\n",
+		 "10.0.0.1:6432, 10.0.0.2:6432", addr_item, CONFIG_MAX_LISTEN, "more than 8 addresses"},
+		{"tproxy_listen", "listen",
+		 "tproxy_listen:\n  - 10.0.0.1:6432\n  - 10.0.0.2:6432\nlisten: 10.0.0.9:1\n",
+		 "10.0.0.1:6432, 10.0.0.2:6432", addr_item, CONFIG_MAX_LISTEN, "more than 8 addresses"},
+		/* A list inside a group. */
+		{"gate.deny", "listen",
+		 "gate:\n  queue: 1\n  deny:\n    - 192.0.2.0/24\n    - 198.51.100.7\nlisten: 10.0.0.9:1\n",
+		 "192.0.2.0/24, 198.51.100.7/32", range_item, STEER_GATE_MAX_DENY,
+		 "more than 64 ranges"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		check_list_flags_override_file(&cases[i]);
 }
 
 /* ---- value parsers ------------------------------------------------------------------ */
@@ -516,6 +632,48 @@ static void test_parse_size(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint64_t v = 12345;
 		int rc = config_parse_size(cases[i].text, &v);
+
+		if (rc != cases[i].rc)
+			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
+		if (rc == 0 && v != cases[i].value)
+			fail_msg("\"%s\": %llu, want %llu", cases[i].text, (unsigned long long)v,
+				 (unsigned long long)cases[i].value);
+		if (rc != 0 && v != 12345)
+			fail_msg("\"%s\": output written on error", cases[i].text);
+	}
+}
+
+static void test_parse_rate(void **state)
+{
+	static const struct parse_case cases[] = {
+		{"0", 0, 0},
+		{"10", 0, 36000},
+		{"10/s", 0, 36000},
+		{"30/m", 0, 1800},
+		{"100/h", 0, 100},
+		{"1/h", 0, 1},
+		{"007/m", 0, 420},
+		{"5124095576030431/s", 0, 5124095576030431ULL * 3600},
+		{"5124095576030432/s", -ERANGE, 0},
+		{"18446744073709551615/h", 0, UINT64_MAX},
+		{"18446744073709551616/h", -ERANGE, 0},
+		{"99999999999999999999999/x", -EINVAL, 0}, /* the bad unit is the better report */
+		{"", -EINVAL, 0},
+		{"/s", -EINVAL, 0},
+		{"10/", -EINVAL, 0},
+		{"10s", -EINVAL, 0},
+		{"10/sec", -EINVAL, 0},
+		{"10/d", -EINVAL, 0},
+		{"10/S", -EINVAL, 0},
+		{"10 /s", -EINVAL, 0},
+		{"-1/s", -EINVAL, 0},
+		{"0.5/s", -EINVAL, 0},
+		{"1/2s", -EINVAL, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 12345;
+		int rc = config_parse_rate(cases[i].text, &v);
 
 		if (rc != cases[i].rc)
 			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
@@ -758,6 +916,8 @@ static void test_failed_load_leaves_config_unchanged(void **state)
 				   "tproxy_listen: [10.1.1.1:3, 10.1.1.1:4]\n"
 				   "transparent_source: off\n"
 				   "steer_instance: other\n"
+				   "gate: {queue: 3, rate: 1/m, burst: 2, max_sources: 99,\n"
+				   "       deny: [10.0.0.0/8]}\n"
 				   "max_connections: 0\n";
 	struct config *cfg = config_new();
 	char err[CONFIG_ERR_MAX], *before, *after;
@@ -766,13 +926,15 @@ static void test_failed_load_leaves_config_unchanged(void **state)
 	assert_set_ok(cfg, "listen", "127.0.0.1:6432");
 	assert_set_ok(cfg, "metrics_listen", "127.0.0.1:9187");
 	assert_set_ok(cfg, "tproxy_listen", "0.0.0.0:6433");
+	assert_set_ok(cfg, "gate.deny", "192.0.2.0/24");
 	before = snapshot(cfg);
 	assert_int_equal(config_load_buffer(cfg, "t.yaml", file, strlen(file), err, sizeof(err)), -1);
-	assert_string_equal(err, "t.yaml:12: max_connections: \"0\" is out of range (1 to 1000000)");
+	assert_string_equal(err, "t.yaml:14: max_connections: \"0\" is out of range (1 to 1000000)");
 	after = snapshot(cfg);
 	assert_string_equal(before, after);
 	assert_true(cfg->listen_from_flag);
 	assert_true(cfg->tproxy_listen_from_flag);
+	assert_true(cfg->gate_deny_from_flag);
 	free(before);
 	free(after);
 	config_unref(cfg);
@@ -849,6 +1011,34 @@ static void test_validate(void **state)
 		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
 		  {"unix_listen", "/run/a.sock"}, {"admin_socket", "/run/a.sock"}},
 		 "unix_listen: /run/a.sock is also admin_socket"},
+		/* The admission gate: limits need the queue, a rate needs a burst and the other
+		 * way round, no range twice. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"},
+		  {"gate.rate", "10/s"}, {"gate.burst", "5"}, {"gate.deny", "10.0.0.0/8"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.max_sources", "128"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.rate", "10/s"},
+		  {"gate.burst", "5"}},
+		 "gate.rate: the admission gate is off; set gate.queue to the queue of pgwardenctl attach --gate-queue"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.deny", "10.0.0.0/8"},
+		  {"gate.queue", "off"}},
+		 "gate.deny: the admission gate is off; set gate.queue to the queue of pgwardenctl attach --gate-queue"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"},
+		  {"gate.rate", "1/h"}},
+		 "gate.burst: required with gate.rate (how many new connections a source may make at once)"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"},
+		  {"gate.burst", "3"}},
+		 "gate.burst: set without gate.rate (a burst limits nothing alone)"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"},
+		  {"gate.deny", "fd00::/8"}, {"gate.deny", "10.0.0.0/8"}, {"gate.deny", "fd00::/8"}},
+		 "gate.deny: fd00::/8 is listed twice"},
+		/* An IPv4 range and its IPv4-mapped IPv6 spelling are one range. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"},
+		  {"gate.deny", "10.0.0.0/8"}, {"gate.deny", "::ffff:10.0.0.0/104"}},
+		 "gate.deny: ::ffff:10.0.0.0/104 is listed twice"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -919,6 +1109,12 @@ static void test_write_reads_back(void **state)
 	assert_set_ok(cfg, "tproxy_listen", "[::]:6433");
 	assert_set_ok(cfg, "transparent_source", "off");
 	assert_set_ok(cfg, "steer_instance", "null"); /* must be written quoted to read back */
+	assert_set_ok(cfg, "gate.queue", "0");
+	assert_set_ok(cfg, "gate.rate", "90/h");
+	assert_set_ok(cfg, "gate.burst", "3");
+	assert_set_ok(cfg, "gate.max_sources", "100");
+	assert_set_ok(cfg, "gate.deny", "10.0.0.0/8");
+	assert_set_ok(cfg, "gate.deny", "::/0");
 	text = write_to_string(cfg, &len);
 	assert_int_equal(config_load_buffer(back, "written", text, len, err, sizeof(err)), 0);
 	a = snapshot(cfg);
@@ -928,6 +1124,10 @@ static void test_write_reads_back(void **state)
 	assert_non_null(strstr(text, "tproxy_listen:\n  - \"0.0.0.0:6433\"\n  - \"[::]:6433\"\n"));
 	assert_non_null(strstr(text, "transparent_source: false\n"));
 	assert_non_null(strstr(text, "steer_instance: \"null\"\n"));
+	assert_non_null(strstr(text, "gate:\n  queue: 0\n  rate: 90/h\n  burst: 3\n  max_sources: 100\n"
+				     "  deny:\n    - \"10.0.0.0/8\"\n    - \"::/0\"\n"));
+	assert_true(back->gate_enabled);
+	assert_int_equal(back->ngate_deny, 2);
 	assert_false(back->transparent_source);
 	assert_int_equal(back->ntproxy_listen, 2);
 	assert_false(back->tproxy_listen_from_flag);
@@ -982,6 +1182,11 @@ static void test_restart_required(void **state)
 		{"steer_instance", "other", true},
 		{"unix_listen", "/run/pgwarden/.s.PGSQL.5432", true},
 		{"unix_upstream", "/var/run/postgresql/.s.PGSQL.5432", false},
+		{"gate.queue", "4243", true},
+		{"gate.rate", "10/s", false},
+		{"gate.burst", "5", false},
+		{"gate.max_sources", "128", true},
+		{"gate.deny", "10.0.0.0/8", false},
 	};
 	struct config *old = config_new();
 
@@ -1015,6 +1220,7 @@ static void test_refcount(void **state)
 	assert_non_null(cfg);
 	assert_set_ok(cfg, "metrics_listen", "127.0.0.1:9187"); /* owned strings to free */
 	assert_set_ok(cfg, "steer_instance", "other");
+	assert_set_ok(cfg, "gate.deny", "10.0.0.0/8");
 	config_ref(cfg);
 	config_ref(cfg);
 	assert_int_equal(__atomic_load_n(&cfg->refcount, __ATOMIC_RELAXED), 3);
@@ -1038,6 +1244,12 @@ static void test_get_errors(void **state)
 	assert_int_equal(config_get(cfg, "transparent_source", small, sizeof(small)), -ENOSPC);
 	assert_set_ok(cfg, "tproxy_listen", "127.0.0.1:6433");
 	assert_int_equal(config_get(cfg, "tproxy_listen", small, sizeof(small)), -ENOSPC);
+	assert_int_equal(config_get(cfg, "gate.rate", small, sizeof(small)), 0);
+	assert_string_equal(small, "0/s");
+	assert_set_ok(cfg, "gate.queue", "1234");
+	assert_int_equal(config_get(cfg, "gate.queue", small, sizeof(small)), -ENOSPC);
+	assert_set_ok(cfg, "gate.deny", "10.0.0.0/8");
+	assert_int_equal(config_get(cfg, "gate.deny", small, sizeof(small)), -ENOSPC);
 	assert_int_equal(config_get(cfg, "workers", small, sizeof(small)), 0);
 	assert_string_equal(small, "0");
 	config_unref(cfg);
@@ -1119,9 +1331,10 @@ int main(void)
 		cmocka_unit_test(test_set_every_key),
 		cmocka_unit_test(test_set_errors),
 		cmocka_unit_test(test_flag_names),
-		cmocka_unit_test(test_listen_flags_override_file),
+		cmocka_unit_test(test_list_flags_override_file),
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_parse_rate),
 		cmocka_unit_test(test_case_files),
 		cmocka_unit_test(test_file_errors),
 		cmocka_unit_test(test_failed_load_leaves_config_unchanged),

@@ -9,6 +9,7 @@
 #include "metrics/metrics_http.h"
 #include "metrics/metrics_steer.h"
 #include "metrics/metrics_std.h"
+#include "steer/steer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -216,6 +217,36 @@ static void test_steer_collector(void **state)
 	metrics_registry_free(r);
 }
 
+/* The admission gate's counters as a scrape reads them: by verdict, and the overruns. */
+static void test_gate_collector(void **state)
+{
+	struct steer_gate_opts go = {.rate_per_sec = 1, .burst = 2, .max_sources = 64};
+	struct metrics_registry *r = metrics_registry_new();
+	struct steer_gate *g;
+	uint8_t a[16] = {[10] = 0xff, [11] = 0xff, [12] = 10, [15] = 1};
+	uint8_t d[16] = {[10] = 0xff, [11] = 0xff, [12] = 192, [13] = 0, [14] = 2, [15] = 7};
+	char *text;
+
+	assert_non_null(r);
+	assert_int_equal(steer_cidr_parse("192.0.2.0/24", &go.deny[go.ndeny++]), 0);
+	assert_int_equal(steer_gate_new(&go, &g), 0);
+	for (int i = 0; i < 5; i++) /* 2 within the burst, 3 over the rate */
+		steer_gate_decide(g, a, 1000000000ULL);
+	steer_gate_decide(g, d, 1000000000ULL);
+	assert_int_equal(metrics_steer_gate_register(r, g), 0);
+	text = metrics_render_string(r, NULL);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "# TYPE pgwarden_gate_syns_total counter\n"
+				     "pgwarden_gate_syns_total{verdict=\"accepted\"} 2\n"
+				     "pgwarden_gate_syns_total{verdict=\"denied_list\"} 1\n"
+				     "pgwarden_gate_syns_total{verdict=\"denied_rate\"} 3\n"));
+	assert_non_null(strstr(text, "# TYPE pgwarden_gate_queue_overruns_total counter\n"
+				     "pgwarden_gate_queue_overruns_total 0\n"));
+	free(text);
+	metrics_registry_free(r);
+	steer_gate_close(g);
+}
+
 /* One HTTP/1.0 request over loopback; returns the whole response (malloc'd). */
 static char *http_get(const char *addr_text, const char *request)
 {
@@ -291,6 +322,7 @@ int main(void)
 		cmocka_unit_test(test_std_families),
 		cmocka_unit_test(test_http_endpoint),
 		cmocka_unit_test(test_steer_collector),
+		cmocka_unit_test(test_gate_collector),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

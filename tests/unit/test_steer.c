@@ -230,7 +230,8 @@ static void ip16(const char *text, uint8_t out[16])
 	memcpy(out, c.addr, 16);
 }
 
-/* Each line of data/steer/cidrs.txt: CIDR | address | match or nomatch (or CIDR | err). */
+/* Each line of data/steer/cidrs.txt: CIDR | address | match or nomatch, or a CIDR alone,
+ * which must not parse. */
 static void test_cidr_cases(void **state)
 {
 	FILE *f = fopen("data/steer/cidrs.txt", "r");
@@ -243,17 +244,19 @@ static void test_cidr_cases(void **state)
 		struct steer_cidr c;
 		uint8_t a[16];
 
-		if (line[0] == '#' || !p1)
+		if (line[0] == '#' || !*trim(line))
 			continue;
-		*p1 = '\0';
-		cidr = trim(line);
-		p2 = strchr(p1 + 1, '|');
-		if (!p2) {
-			if (steer_cidr_parse(cidr, &c) != -EINVAL)
-				fail_msg("'%s' parsed but should not", cidr);
+		if (!p1) { /* a CIDR alone: must not parse */
+			if (steer_cidr_parse(trim(line), &c) != -EINVAL)
+				fail_msg("'%s' parsed but should not", trim(line));
 			cases++;
 			continue;
 		}
+		*p1 = '\0';
+		cidr = trim(line);
+		p2 = strchr(p1 + 1, '|');
+		if (!p2)
+			fail_msg("data/steer/cidrs.txt: cannot read '%s'", cidr);
 		*p2 = '\0';
 		addr = trim(p1 + 1);
 		want = trim(p2 + 1);
@@ -262,6 +265,53 @@ static void test_cidr_cases(void **state)
 		ip16(addr, a);
 		if (steer_cidr_match(&c, a) != (strcmp(want, "match") == 0))
 			fail_msg("%s vs %s: want %s", cidr, addr, want);
+		cases++;
+	}
+	fclose(f);
+	assert_true(cases >= 18);
+}
+
+/* Each line of data/steer/cidr_format.txt: CIDR | formatted | formatted after masking, or
+ * CIDR | err | err for text that must not parse. What pgwardend's config writes back and
+ * how it names the range a CIDR with host bits really is. */
+static void test_cidr_format_cases(void **state)
+{
+	FILE *f = fopen("data/steer/cidr_format.txt", "r");
+	char line[256], buf[STEER_CIDR_STRLEN];
+	int cases = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *p1 = strchr(line, '|'), *p2 = p1 ? strchr(p1 + 1, '|') : NULL;
+		char *text, *want, *want_masked;
+		struct steer_cidr c;
+
+		if (line[0] == '#' || !*trim(line))
+			continue;
+		if (!p2)
+			fail_msg("data/steer/cidr_format.txt: cannot read '%s'", line);
+		*p1 = *p2 = '\0';
+		text = trim(line);
+		want = trim(p1 + 1);
+		want_masked = trim(p2 + 1);
+		if (strcmp(want, "err") == 0) {
+			if (steer_cidr_parse(text, &c) != -EINVAL)
+				fail_msg("'%s' parsed but should not", text);
+			cases++;
+			continue;
+		}
+		if (steer_cidr_parse(text, &c) != 0)
+			fail_msg("'%s' did not parse", text);
+		if (strcmp(steer_cidr_format(&c, buf, sizeof(buf)), want) != 0)
+			fail_msg("'%s' formats as '%s', want '%s'", text, buf, want);
+		steer_cidr_mask(&c);
+		if (strcmp(steer_cidr_format(&c, buf, sizeof(buf)), want_masked) != 0)
+			fail_msg("'%s' masked is '%s', want '%s'", text, buf, want_masked);
+		/* The formatted text reads back as the same range. */
+		struct steer_cidr back;
+
+		assert_int_equal(steer_cidr_parse(buf, &back), 0);
+		assert_memory_equal(&back, &c, sizeof(c));
 		cases++;
 	}
 	fclose(f);
@@ -319,6 +369,78 @@ static void test_gate_decisions(void **state)
 	/* Bad options. */
 	go.burst = 0;
 	assert_int_equal(steer_gate_new(&go, &g), -EINVAL);
+}
+
+/* New limits (a reload) hold for the next SYN; sources keep their buckets, capped at the
+ * new burst; the latest refusal is remembered for the log summary. */
+static void test_gate_reconfigure(void **state)
+{
+	struct steer_gate_opts go = {.max_sources = 64}, bad;
+	struct steer_gate *g;
+	struct steer_gate_stats st;
+	enum steer_gate_verdict why;
+	uint8_t a[16], b[16], seen[16];
+	uint64_t t = 1000 * NSEC_PER_SEC;
+
+	ip16("10.0.0.1", a);
+	ip16("2001:db8::7", b);
+	assert_int_equal(steer_gate_new(&go, &g), 0);
+	assert_false(steer_gate_last_denied(g, seen, &why));
+	/* No limits: everything passes, and no bucket is kept. */
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(steer_gate_decide(g, a, t), STEER_GATE_ACCEPT);
+
+	/* A rate appears: a's bucket starts full at the burst. */
+	go.rate_per_sec = 1;
+	go.burst = 4;
+	assert_int_equal(steer_gate_reconfigure(g, &go), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(steer_gate_decide(g, a, t), STEER_GATE_ACCEPT);
+	assert_int_equal(steer_gate_decide(g, a, t), STEER_GATE_DENY_RATE);
+	assert_true(steer_gate_last_denied(g, seen, &why));
+	assert_memory_equal(seen, a, 16);
+	assert_int_equal(why, STEER_GATE_DENY_RATE);
+
+	/* A lower burst caps a bucket that refilled past it. */
+	go.burst = 2;
+	assert_int_equal(steer_gate_reconfigure(g, &go), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(steer_gate_decide(g, a, t + 100 * NSEC_PER_SEC), STEER_GATE_ACCEPT);
+	assert_int_equal(steer_gate_decide(g, a, t + 100 * NSEC_PER_SEC), STEER_GATE_DENY_RATE);
+
+	/* A deny range added by a reload holds at once; removed, the source is back. */
+	assert_int_equal(steer_cidr_parse("2001:db8::/32", &go.deny[go.ndeny++]), 0);
+	assert_int_equal(steer_gate_reconfigure(g, &go), 0);
+	assert_int_equal(steer_gate_decide(g, b, t), STEER_GATE_DENY_LIST);
+	assert_true(steer_gate_last_denied(g, seen, &why));
+	assert_memory_equal(seen, b, 16);
+	assert_int_equal(why, STEER_GATE_DENY_LIST);
+	go.ndeny = 0;
+	go.rate_per_sec = 0;
+	go.burst = 0;
+	assert_int_equal(steer_gate_reconfigure(g, &go), 0);
+	assert_int_equal(steer_gate_decide(g, b, t), STEER_GATE_ACCEPT);
+	assert_int_equal(steer_gate_decide(g, a, t), STEER_GATE_ACCEPT);
+
+	/* Invalid limits are refused and change nothing. */
+	bad = go;
+	bad.rate_per_sec = 5;
+	bad.burst = 0;
+	assert_int_equal(steer_gate_reconfigure(g, &bad), -EINVAL);
+	bad = go;
+	bad.ndeny = STEER_GATE_MAX_DENY + 1;
+	assert_int_equal(steer_gate_reconfigure(g, &bad), -EINVAL);
+	bad.ndeny = 0;
+	bad.rate_per_sec = -1;
+	assert_int_equal(steer_gate_reconfigure(g, &bad), -EINVAL);
+	assert_int_equal(steer_gate_decide(g, a, t), STEER_GATE_ACCEPT);
+
+	steer_gate_stats_get(g, &st);
+	assert_int_equal(st.accepted, 10 + 4 + 2 + 3);
+	assert_int_equal(st.denied_rate, 2);
+	assert_int_equal(st.denied_list, 1);
+	assert_int_equal(st.queue_overruns, 0);
+	steer_gate_close(g);
 }
 
 /* ---- against the kernel (root) ---- */
@@ -847,6 +969,8 @@ int main(void)
 		cmocka_unit_test(test_ip_cases),
 		cmocka_unit_test(test_nft_ruleset),
 		cmocka_unit_test(test_cidr_cases),
+		cmocka_unit_test(test_cidr_format_cases),
+		cmocka_unit_test(test_gate_reconfigure),
 		cmocka_unit_test(test_gate_decisions),
 		cmocka_unit_test(test_live_gate),
 		cmocka_unit_test_setup_teardown(test_live_steer_and_lookup, live_setup, live_teardown),

@@ -9,8 +9,8 @@
  *
  * The loader uses libyaml's event API rather than its document API: it never builds a tree,
  * it stops at the first error, and it refuses aliases, so a hostile file cannot make it
- * expand or recurse. The accepted structure is at most two levels deep, and any deeper
- * nesting is an error at its first event.
+ * expand or recurse. The accepted structure is at most three levels deep (a list inside a
+ * group: gate.deny), and any deeper nesting is an error at its first event.
  */
 #include "config/config.h"
 #include "steer/steer.h" /* STEER_DEFAULT_INSTANCE, STEER_INSTANCE_MAX: one definition */
@@ -42,19 +42,25 @@
 #define CONFIG_KEY_MAX 64
 /* How much of a peer-supplied key or value an error message quotes. */
 #define QUOTE_MAX 64
-/* Room for one formatted value: CONFIG_MAX_LISTEN addresses joined by ", ". */
-#define VALUE_MAX (CONFIG_MAX_LISTEN * (ADDR_STRLEN + 2) + 1)
+/* Room for one formatted value: the longest list, STEER_GATE_MAX_DENY ranges, joined by
+ * ", " (the assert below keeps the address lists shorter). */
+#define VALUE_MAX (STEER_GATE_MAX_DENY * (STEER_CIDR_STRLEN + 2) + 1)
 /* Problem text before the "FILE:LINE: KEY: " prefix is added. */
 #define PROBLEM_MAX 256
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as 32 bits");
+_Static_assert(CONFIG_MAX_LISTEN * (ADDR_STRLEN + 2) + 1 <= VALUE_MAX,
+	       "an address list must fit in VALUE_MAX");
 _Static_assert(sizeof(STEER_DEFAULT_INSTANCE) > 1 && sizeof(STEER_DEFAULT_INSTANCE) <= STEER_INSTANCE_MAX,
 	       "the default steer_instance must pass the steer_instance check");
 
 enum setting_type {
 	ST_ADDR_LIST, /* struct addr X[CONFIG_MAX_LISTEN] + unsigned nX + bool X_from_flag */
+	ST_CIDR_LIST, /* struct steer_cidr X[STEER_GATE_MAX_DENY], nX, X_from_flag likewise */
 	ST_ADDR,      /* struct addr, with a bool at set_offset saying it is present */
 	ST_COUNT,     /* unsigned 32-bit integer */
+	ST_OPT_COUNT, /* unsigned 32-bit integer, with a bool at set_offset; unset: off */
+	ST_RATE,      /* events per hour per source, 64-bit (written per second, minute or hour) */
 	ST_SIZE,      /* bytes, 32-bit */
 	ST_DURATION,  /* milliseconds, 64-bit */
 	ST_LOG_LEVEL, /* enum log_level */
@@ -71,9 +77,9 @@ struct setting {
 	enum setting_type type;
 	size_t offset;       /* of the field in struct config */
 	size_t width;        /* sizeof the field, for the integer types */
-	size_t set_offset;   /* ST_ADDR: the bool that says the address was given */
-	size_t count_offset; /* ST_ADDR_LIST: the unsigned count of addresses */
-	size_t flag_offset;  /* ST_ADDR_LIST: the bool "the list came from config_set()" */
+	size_t set_offset;   /* ST_ADDR, ST_OPT_COUNT: the bool that says the value was given */
+	size_t count_offset; /* lists: the unsigned count of items */
+	size_t flag_offset;  /* lists: the bool "the list came from config_set()" */
 	uint64_t min, max;   /* integer types: accepted range, inclusive */
 	uint64_t def;        /* integer types, ST_BOOL: the default */
 	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE: the default as text */
@@ -90,8 +96,12 @@ struct type_info {
 static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_ADDR_LIST] = {"an address or a list of addresses",
 		       "expected an address like 127.0.0.1:6432, [::1]:6432 or *:6432"},
+	[ST_CIDR_LIST] = {"an address range or a list of them",
+		       "expected an address range like 10.0.0.0/8, 192.0.2.7 or fd00::/8"},
 	[ST_ADDR] = {"an address", "expected an address like 127.0.0.1:5432 or [::1]:5432"},
 	[ST_COUNT] = {"a whole number", "expected a whole number"},
+	[ST_OPT_COUNT] = {"a whole number", "expected a whole number, or off"},
+	[ST_RATE] = {"a rate", "expected a rate like 10/s, 30/m or 100/h"},
 	[ST_SIZE] = {"a size", "expected a size like 32KiB, 1MiB or a number of bytes"},
 	[ST_DURATION] = {"a duration", "expected a duration like 30s, 500ms or 2m"},
 	[ST_LOG_LEVEL] = {"a log level", "expected one of error, warn, info, debug"},
@@ -103,19 +113,21 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
-/* An address list f: its array, its count nf and its bool f_from_flag. */
-#define ADDR_LIST(f)                                                                             \
-	.type = ST_ADDR_LIST, FIELD(f), .count_offset = offsetof(struct config, n##f),           \
+/* A list f of type t: its array, its count nf and its bool f_from_flag. */
+#define LIST(t, f)                                                                               \
+	.type = t, FIELD(f), .count_offset = offsetof(struct config, n##f),                      \
 	.flag_offset = offsetof(struct config, f##_from_flag)
+#define RATE_PER_S UINT64_C(3600) /* ST_RATE counts per hour */
+#define RATE_PER_M UINT64_C(60)
 
 /*
  * THE table. Order is the order of --help, config_keys[] and config_write_yaml(); keys of
  * one group must be adjacent. Bounds and defaults are justified in docs/CONFIG.md.
  */
 #define CONFIG_SETTINGS(S)                                                                       \
-	S("listen", ADDR_LIST(listen), .restart = true, .arg = "ADDR",                           \
+	S("listen", LIST(ST_ADDR_LIST, listen), .restart = true, .arg = "ADDR",                  \
 	  .help = "address the relay accepts clients on; repeat for several")                    \
-	S("tproxy_listen", ADDR_LIST(tproxy_listen), .restart = true, .arg = "ADDR",             \
+	S("tproxy_listen", LIST(ST_ADDR_LIST, tproxy_listen), .restart = true, .arg = "ADDR",    \
 	  .help = "IP_TRANSPARENT listener for remote clients diverted by nftables TPROXY "     \
 		  "(pgwardenctl attach --tproxy-port); repeat for several")                      \
 	S("transparent_source", .type = ST_BOOL, FIELD(transparent_source), .def = true,         \
@@ -165,7 +177,25 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 		  "off when unset")                                                              \
 	S("unix_upstream", .type = ST_OPT_PATH, FIELD(unix_upstream), .arg = "PATH",             \
 	  .help = "PostgreSQL's Unix socket, for clients that came in on unix_listen; unset: "  \
-		  "they go to upstream")
+		  "they go to upstream")                                                         \
+	S("gate.queue", .type = ST_OPT_COUNT, FIELD(gate_queue),                                 \
+	  .set_offset = offsetof(struct config, gate_enabled), .min = 0, .max = 65535,           \
+	  .restart = true, .arg = "N",                                                           \
+	  .help = "admission gate: the NFQUEUE pgwardend reads, as given to pgwardenctl attach " \
+		  "--gate-queue; off: no gate")                                                  \
+	S("gate.rate", .type = ST_RATE, FIELD(gate_rate_per_hour), .min = 0,                     \
+	  .max = 1000000 * RATE_PER_S, .def = 0, .arg = "RATE",                                  \
+	  .help = "new connections per source address, like 10/s, 30/m or 100/h; 0: no limit")  \
+	S("gate.burst", .type = ST_COUNT, FIELD(gate_burst), .min = 0, .max = 1000000,           \
+	  .def = 0, .arg = "N",                                                                  \
+	  .help = "new connections a source may make at once before gate.rate holds it back; "   \
+		  "required with gate.rate")                                                     \
+	S("gate.max_sources", .type = ST_COUNT, FIELD(gate_max_sources), .min = 64,              \
+	  .max = 1048576, .def = 65536, .restart = true, .arg = "N",                             \
+	  .help = "source addresses the rate limit remembers (32 bytes each); the least "        \
+		  "recently seen is forgotten first")                                            \
+	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
+	  .help = "source address range whose new connections are dropped; repeat for several")
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,
@@ -293,21 +323,43 @@ static bool type_is_owned_str(enum setting_type t)
 	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE;
 }
 
-/* Types that may be unset (NULL), written "off", "~" or left empty. */
+/* Types that may be unset, written "off", "~" or left empty (value_is_off()). */
 static bool type_is_optional(enum setting_type t)
 {
-	return t == ST_OPT_ADDR || t == ST_OPT_PATH;
+	return t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_OPT_COUNT;
 }
 
-/* An ST_ADDR_LIST setting's array, count and from-flag bool. */
-static struct addr *list_addrs(struct config *cfg, const struct setting *st)
+/*
+ * What a list setting holds. The lists share everything else: a single value or a YAML list
+ * in the file, the first flag replacing the file's items and later flags adding to them, a
+ * fixed capacity, and one canonical spelling per item.
+ */
+struct list_kind {
+	size_t item_size;
+	unsigned max;
+	const char *item;  /* "an address": for "expected an address, got a mapping" */
+	const char *items; /* "addresses": for "more than 8 addresses" */
+	/* text into *item: 0, or -1 with the problem (no key prefix) in problem. */
+	int (*parse)(const char *text, void *item, char *problem, size_t n);
+	/* *item as the file spells it, in ITEM_STRLEN bytes; returns buf. */
+	const char *(*format)(const void *item, char *buf, size_t n);
+};
+
+/* Room for one formatted list item. */
+#define ITEM_STRLEN ADDR_STRLEN
+_Static_assert(STEER_CIDR_STRLEN <= ITEM_STRLEN, "a range must fit where an address fits");
+
+static const struct list_kind *list_kind_of(enum setting_type t);
+
+/* A list setting's item i, count and from-flag bool. */
+static void *list_item(struct config *cfg, const struct setting *st, unsigned i)
 {
-	return (struct addr *)field(cfg, st);
+	return (char *)field(cfg, st) + (size_t)i * list_kind_of(st->type)->item_size;
 }
 
-static const struct addr *clist_addrs(const struct config *cfg, const struct setting *st)
+static const void *clist_item(const struct config *cfg, const struct setting *st, unsigned i)
 {
-	return (const struct addr *)cfield(cfg, st);
+	return (const char *)cfield(cfg, st) + (size_t)i * list_kind_of(st->type)->item_size;
 }
 
 static unsigned *list_count(struct config *cfg, const struct setting *st)
@@ -399,6 +451,26 @@ int config_parse_size(const char *text, uint64_t *bytes)
 	return parse_with_units(text, units, ARRAY_SIZE(units), bytes);
 }
 
+int config_parse_rate(const char *text, uint64_t *per_hour)
+{
+	static const struct unit units[] = {
+		{"", RATE_PER_S}, {"/s", RATE_PER_S}, {"/m", RATE_PER_M}, {"/h", 1},
+	};
+
+	return parse_with_units(text, units, ARRAY_SIZE(units), per_hour);
+}
+
+static const char *format_rate(uint64_t per_hour, char *buf, size_t n)
+{
+	if (per_hour % RATE_PER_S == 0)
+		snprintf(buf, n, "%" PRIu64 "/s", per_hour / RATE_PER_S);
+	else if (per_hour % RATE_PER_M == 0)
+		snprintf(buf, n, "%" PRIu64 "/m", per_hour / RATE_PER_M);
+	else
+		snprintf(buf, n, "%" PRIu64 "/h", per_hour);
+	return buf;
+}
+
 static const char *format_duration(uint64_t ms, char *buf, size_t n)
 {
 	if (ms != 0 && ms % MS_PER_H == 0)
@@ -431,6 +503,8 @@ static const char *format_uint(const struct setting *st, uint64_t v, char *buf, 
 		return format_duration(v, buf, n);
 	if (st->type == ST_SIZE)
 		return format_size(v, buf, n);
+	if (st->type == ST_RATE)
+		return format_rate(v, buf, n);
 	snprintf(buf, n, "%" PRIu64, v);
 	return buf;
 }
@@ -489,35 +563,105 @@ static bool addr_is_loopback(const struct addr *a)
 }
 
 /* How a value reaches apply_value(): from a flag, or from the file as a whole value or as
- * one item of an address list ("listen", "tproxy_listen"). */
+ * one item of a list ("listen", "tproxy_listen", "gate.deny"). */
 enum value_source {
 	FROM_FLAG,
 	FROM_FILE,
 	FROM_FILE_ITEM,
 };
 
-static int apply_addr_list(struct config *cfg, const struct setting *st, const char *text,
-			   enum value_source src, char *problem, size_t n)
+static int parse_addr_item(const char *text, void *item, char *problem, size_t n)
 {
-	unsigned *count = list_count(cfg, st);
-	bool *from_flag = list_from_flag(cfg, st);
 	char q[QUOTE_MAX];
-	struct addr a;
 
-	if (addr_parse(text, &a)) {
-		errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+	if (addr_parse(text, item) == 0)
+		return 0;
+	errf(problem, n, "%s, got \"%s\"", type_infos[ST_ADDR_LIST].expected,
+	     quote(text, strlen(text), q, sizeof(q)));
+	return -1;
+}
+
+static const char *format_addr_item(const void *item, char *buf, size_t n)
+{
+	return addr_format(&((const struct addr *)item)->ss.sa, buf, n);
+}
+
+/* A range with host bits set ("10.1.2.3/8") is refused: it is far more often a slip for /24
+ * or /32 than a way to write 10.0.0.0/8, and a deny list must say plainly what it denies. */
+static int parse_cidr_item(const char *text, void *item, char *problem, size_t n)
+{
+	struct steer_cidr *c = item, net;
+	char q[QUOTE_MAX], range[STEER_CIDR_STRLEN];
+
+	if (steer_cidr_parse(text, c)) {
+		errf(problem, n, "%s, got \"%s\"", type_infos[ST_CIDR_LIST].expected,
 		     quote(text, strlen(text), q, sizeof(q)));
 		return -1;
 	}
+	net = *c;
+	steer_cidr_mask(&net);
+	if (memcmp(net.addr, c->addr, sizeof(net.addr)) != 0) {
+		errf(problem, n, "\"%s\" has host bits set (the range is %s)",
+		     quote(text, strlen(text), q, sizeof(q)),
+		     steer_cidr_format(&net, range, sizeof(range)));
+		return -1;
+	}
+	return 0;
+}
+
+static const char *format_cidr_item(const void *item, char *buf, size_t n)
+{
+	return steer_cidr_format(item, buf, n);
+}
+
+/* Room for one item of any list, parsed before it is stored. */
+union list_item_buf {
+	struct addr addr;
+	struct steer_cidr cidr;
+};
+
+static const struct list_kind addr_list_kind = {
+	.item_size = sizeof(struct addr), .max = CONFIG_MAX_LISTEN, .item = "an address",
+	.items = "addresses", .parse = parse_addr_item, .format = format_addr_item,
+};
+static const struct list_kind cidr_list_kind = {
+	.item_size = sizeof(struct steer_cidr), .max = STEER_GATE_MAX_DENY,
+	.item = "an address range", .items = "ranges", .parse = parse_cidr_item,
+	.format = format_cidr_item,
+};
+
+/* The kind of a list type; NULL for every other type. */
+static const struct list_kind *list_kind_of(enum setting_type t)
+{
+	switch (t) {
+	case ST_ADDR_LIST:
+		return &addr_list_kind;
+	case ST_CIDR_LIST:
+		return &cidr_list_kind;
+	default:
+		return NULL;
+	}
+}
+
+static int apply_list(struct config *cfg, const struct setting *st, const char *text,
+		      enum value_source src, char *problem, size_t n)
+{
+	const struct list_kind *k = list_kind_of(st->type);
+	unsigned *count = list_count(cfg, st);
+	bool *from_flag = list_from_flag(cfg, st);
+	union list_item_buf item;
+
+	if (k->parse(text, &item, problem, n))
+		return -1;
 	/* Flags override the file: the first --listen replaces the file's list. A whole value
 	 * in the file replaces everything before it; list items were cleared by the loader. */
 	if ((src == FROM_FLAG && !*from_flag) || src == FROM_FILE)
 		*count = 0;
-	if (*count >= CONFIG_MAX_LISTEN) {
-		errf(problem, n, "more than %d addresses", CONFIG_MAX_LISTEN);
+	if (*count >= k->max) {
+		errf(problem, n, "more than %u %s", k->max, k->items);
 		return -1;
 	}
-	list_addrs(cfg, st)[(*count)++] = a;
+	memcpy(list_item(cfg, st, (*count)++), &item, k->item_size);
 	*from_flag = src == FROM_FLAG;
 	return 0;
 }
@@ -563,6 +707,8 @@ static int apply_uint(struct config *cfg, const struct setting *st, const char *
 		rc = config_parse_duration(text, &v);
 	} else if (st->type == ST_SIZE) {
 		rc = config_parse_size(text, &v);
+	} else if (st->type == ST_RATE) {
+		rc = config_parse_rate(text, &v);
 	} else {
 		rc = parse_digits(text, &v, &end);
 		if (rc != -EINVAL && *end)
@@ -583,6 +729,12 @@ static int apply_uint(struct config *cfg, const struct setting *st, const char *
 	return 0;
 }
 
+/* The optional settings' (ST_OPT_*) spellings of "not set": null, empty or "off". */
+static bool value_is_off(const char *text, bool is_null)
+{
+	return is_null || text[0] == '\0' || strcmp(text, "off") == 0;
+}
+
 /*
  * Parse text as the setting st and store it in cfg. is_null: the file said "~", "null" or
  * nothing at all. Either the value is stored whole or cfg is left as it was and a problem
@@ -595,18 +747,20 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	struct addr a;
 	int level;
 
-	if (type_is_optional(st->type) && (is_null || text[0] == '\0' || strcmp(text, "off") == 0)) {
+	/* An optional text setting turned off (ST_OPT_COUNT has its own "set" flag). */
+	if (type_is_optional(st->type) && type_is_owned_str(st->type) && value_is_off(text, is_null)) {
 		free(*str_field(cfg, st));
 		*str_field(cfg, st) = NULL;
 		return 0;
 	}
-	if (is_null) {
+	if (is_null && !type_is_optional(st->type)) {
 		errf(problem, n, "missing value (%s)", type_infos[st->type].expected);
 		return -1;
 	}
 	switch (st->type) {
 	case ST_ADDR_LIST:
-		return apply_addr_list(cfg, st, text, src, problem, n);
+	case ST_CIDR_LIST:
+		return apply_list(cfg, st, text, src, problem, n);
 	case ST_ADDR:
 		if (addr_parse(text, &a)) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
@@ -619,7 +773,21 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	case ST_COUNT:
 	case ST_SIZE:
 	case ST_DURATION:
+	case ST_RATE:
 		return apply_uint(cfg, st, text, problem, n);
+	case ST_OPT_COUNT: {
+		bool *set = (bool *)((char *)cfg + st->set_offset);
+
+		if (value_is_off(text, is_null)) {
+			put_uint(cfg, st, 0);
+			*set = false;
+			return 0;
+		}
+		if (apply_uint(cfg, st, text, problem, n))
+			return -1;
+		*set = true;
+		return 0;
+	}
 	case ST_LOG_LEVEL:
 		level = log_level_parse(text);
 		if (level < 0) {
@@ -794,6 +962,7 @@ struct config *config_new(void)
 		case ST_COUNT:
 		case ST_SIZE:
 		case ST_DURATION:
+		case ST_RATE:
 			put_uint(cfg, st, st->def);
 			break;
 		case ST_LOG_LEVEL:
@@ -811,9 +980,11 @@ struct config *config_new(void)
 			}
 			break;
 		case ST_ADDR_LIST:
+		case ST_CIDR_LIST:
 		case ST_ADDR:
 		case ST_OPT_ADDR:
 		case ST_OPT_PATH:
+		case ST_OPT_COUNT:
 		case ST_TYPE_COUNT:
 			break; /* no default: calloc's zero is "not set" */
 		}
@@ -936,7 +1107,8 @@ static unsigned mark_line(const yaml_mark_t *m)
 
 /*
  * Whether 1-based line holds an address YAML cannot read unquoted: "[::1]:6432" starts a
- * flow list and "*:6432" an alias, and libyaml's own message for either ("did not find
+ * flow list, "*:6432" an alias, and a range such as "::/0" inside a flow list ("[::/0]",
+ * "[a, ::/0]") reads as a key indicator; libyaml's own message for each ("did not find
  * expected node content") does not lead an operator to the fix.
  */
 static bool line_has_bare_address(const char *data, size_t len, unsigned line)
@@ -955,6 +1127,14 @@ static bool line_has_bare_address(const char *data, size_t len, unsigned line)
 		if (data[i] == '*' && i + 2 < end && data[i + 1] == ':' && data[i + 2] >= '0' &&
 		    data[i + 2] <= '9')
 			return true;
+		if (data[i] == '[' || data[i] == ',') {
+			size_t k = i + 1;
+
+			while (k < end && data[k] == ' ')
+				k++;
+			if (k + 1 < end && data[k] == ':' && data[k + 1] == ':')
+				return true;
+		}
 		if (data[i] == '[') {
 			size_t k = i + 1;
 
@@ -1061,7 +1241,7 @@ static int loader_scalar(struct loader *ld, const struct setting *st, const yaml
 	return 0;
 }
 
-/* The value of setting st, whose key is on key_line: one scalar, or for an address list also a
+/* The value of setting st, whose key is on key_line: one scalar, or for a list setting also a
  * list of scalars. A value of the wrong shape is reported on the key's line, where the
  * operator will look; a bad scalar on its own line (list items have their own). */
 static int loader_value(struct loader *ld, const struct setting *st, unsigned key_line)
@@ -1073,7 +1253,7 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 		return -1;
 	if (ev.type == YAML_SCALAR_EVENT) {
 		rc = loader_scalar(ld, st, &ev, FROM_FILE);
-	} else if (ev.type == YAML_SEQUENCE_START_EVENT && st->type == ST_ADDR_LIST) {
+	} else if (ev.type == YAML_SEQUENCE_START_EVENT && list_kind_of(st->type)) {
 		/* The file's list replaces whatever was there, even when it is empty. */
 		*list_count(ld->cfg, st) = 0;
 		*list_from_flag(ld->cfg, st) = false;
@@ -1087,7 +1267,8 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 			}
 			if (ev.type != YAML_SCALAR_EVENT) {
 				rc = loader_fail(ld, mark_line(&ev.start_mark), st->key,
-						 "expected an address, got %s", event_kind(&ev));
+						 "expected %s, got %s", list_kind_of(st->type)->item,
+						 event_kind(&ev));
 				break;
 			}
 			if (loader_scalar(ld, st, &ev, FROM_FILE_ITEM))
@@ -1537,6 +1718,42 @@ static int validate_addr_list(const char *key, const struct addr *list, unsigned
 	return 0;
 }
 
+/* The admission gate's settings make sense together: limits only with a queue to read
+ * (otherwise they would look enforced and not be), a burst with a rate and only then, no
+ * range twice. */
+static int validate_gate(const struct config *cfg, char *err, size_t errlen)
+{
+	char a[STEER_CIDR_STRLEN];
+
+	if (!cfg->gate_enabled && (cfg->gate_rate_per_hour || cfg->ngate_deny)) {
+		errf(err, errlen,
+		     "%s: the admission gate is off; set gate.queue to the queue of "
+		     "pgwardenctl attach --gate-queue",
+		     cfg->gate_rate_per_hour ? "gate.rate" : "gate.deny");
+		return -1;
+	}
+	if (cfg->gate_rate_per_hour && !cfg->gate_burst) {
+		errf(err, errlen, "gate.burst: required with gate.rate (how many new connections a "
+				  "source may make at once)");
+		return -1;
+	}
+	if (!cfg->gate_rate_per_hour && cfg->gate_burst) {
+		errf(err, errlen, "gate.burst: set without gate.rate (a burst limits nothing alone)");
+		return -1;
+	}
+	for (unsigned i = 0; i < cfg->ngate_deny; i++) {
+		for (unsigned j = 0; j < i; j++) {
+			if (cfg->gate_deny[i].bits == cfg->gate_deny[j].bits &&
+			    memcmp(cfg->gate_deny[i].addr, cfg->gate_deny[j].addr, 16) == 0) {
+				errf(err, errlen, "gate.deny: %s is listed twice",
+				     steer_cidr_format(&cfg->gate_deny[i], a, sizeof(a)));
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	char a[ADDR_STRLEN], b[32], c[32];
@@ -1613,13 +1830,13 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 			}
 		}
 	}
-	return 0;
+	return validate_gate(cfg, err, errlen);
 }
 
 int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 {
 	const struct setting *st = key ? setting_by_name(key) : NULL;
-	char a[ADDR_STRLEN];
+	char a[ITEM_STRLEN], num[32];
 	const char *s = NULL;
 	int w = 0;
 
@@ -1629,13 +1846,14 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 		return -ENOSPC;
 	buf[0] = '\0';
 	switch (st->type) {
-	case ST_ADDR_LIST: {
-		const struct addr *list = clist_addrs(cfg, st);
+	case ST_ADDR_LIST:
+	case ST_CIDR_LIST: {
+		const struct list_kind *k = list_kind_of(st->type);
 		size_t o = 0;
 
 		for (unsigned i = 0; i < clist_count(cfg, st); i++) {
 			w = snprintf(buf + o, n - o, "%s%s", i ? ", " : "",
-				     addr_format(&list[i].ss.sa, a, sizeof(a)));
+				     k->format(clist_item(cfg, st, i), a, sizeof(a)));
 			if (w < 0 || (size_t)w >= n - o)
 				return -ENOSPC;
 			o += (size_t)w;
@@ -1649,13 +1867,15 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 		break;
 	case ST_COUNT:
 	case ST_SIZE:
-	case ST_DURATION: {
-		char num[32];
-
+	case ST_DURATION:
+	case ST_RATE:
 		s = format_uint(st, get_uint(cfg, st), num, sizeof(num));
-		w = snprintf(buf, n, "%s", s);
-		return w < 0 || (size_t)w >= n ? -ENOSPC : 0;
-	}
+		break;
+	case ST_OPT_COUNT:
+		s = *(const bool *)((const char *)cfg + st->set_offset) ?
+			    format_uint(st, get_uint(cfg, st), num, sizeof(num)) :
+			    "off";
+		break;
 	case ST_LOG_LEVEL:
 		s = log_level_to_str(*(const enum log_level *)cfield(cfg, st));
 		break;
@@ -1690,7 +1910,7 @@ static void write_quoted(FILE *out, const char *s)
 
 int config_write_yaml(const struct config *cfg, FILE *out)
 {
-	char val[VALUE_MAX], a[ADDR_STRLEN];
+	char val[VALUE_MAX], a[ITEM_STRLEN];
 	const char *group = NULL;
 	size_t glen = 0;
 
@@ -1710,8 +1930,9 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 			indent = "  ";
 		}
 		switch (st->type) {
-		case ST_ADDR_LIST: {
-			const struct addr *list = clist_addrs(cfg, st);
+		case ST_ADDR_LIST:
+		case ST_CIDR_LIST: {
+			const struct list_kind *kind = list_kind_of(st->type);
 			unsigned count = clist_count(cfg, st);
 
 			if (count == 0)
@@ -1720,7 +1941,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 				fprintf(out, "%s%s:\n", indent, name);
 			for (unsigned k = 0; k < count; k++) {
 				fprintf(out, "%s  - ", indent);
-				write_quoted(out, addr_format(&list[k].ss.sa, a, sizeof(a)));
+				write_quoted(out, kind->format(clist_item(cfg, st, k), a, sizeof(a)));
 				fputc('\n', out);
 			}
 			break;
@@ -1746,8 +1967,10 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 			fputc('\n', out);
 			break;
 		case ST_COUNT:
+		case ST_OPT_COUNT: /* "off" reads back as off */
 		case ST_SIZE:
 		case ST_DURATION:
+		case ST_RATE:
 		case ST_LOG_LEVEL:
 		case ST_BOOL:
 			if (config_get(cfg, st->key, val, sizeof(val)))
@@ -1770,6 +1993,7 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 	case ST_COUNT:
 	case ST_SIZE:
 	case ST_DURATION:
+	case ST_RATE:
 		return format_uint(st, st->def, buf, n);
 	case ST_LOG_LEVEL:
 	case ST_PATH:
@@ -1779,6 +2003,7 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 		return st->def ? "true" : "false";
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
+	case ST_OPT_COUNT:
 		return "off";
 	default:
 		return "none";

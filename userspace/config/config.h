@@ -17,20 +17,22 @@
  * (timeouts.startup → --timeouts-startup, buffer_size → --buffer-size). config_set() takes
  * either spelling, without the leading dashes. Sources apply in this order: defaults
  * (config_new), the file (config_load_file), then flags (config_set), so flags win. For
- * the address lists "listen" and "tproxy_listen", the first flag replaces the file's
- * addresses and repeated flags add to them.
+ * the lists "listen", "tproxy_listen" and "gate.deny", the first flag replaces the file's
+ * items and repeated flags add to them.
  *
  * Reload contract: listen, tproxy_listen, workers, buffer_size, admin_socket,
- * metrics_listen, steer_instance and unix_listen are bound once at start
- * (config_restart_required() names them); every other key (transparent_source and
- * unix_upstream included) applies to sessions that start after the reload (log_level at
- * once).
+ * metrics_listen, steer_instance, unix_listen, gate.queue and gate.max_sources are bound
+ * once at start (config_restart_required() names them); gate.rate, gate.burst and
+ * gate.deny apply to the SYNs that arrive after the reload; every other key
+ * (transparent_source and unix_upstream included) applies to sessions that start after
+ * the reload (log_level at once).
  */
 #ifndef PGWARDEN_CONFIG_H
 #define PGWARDEN_CONFIG_H
 
 #include "base/addr.h"
 #include "base/log.h"
+#include "steer/steer.h" /* struct steer_cidr, STEER_GATE_MAX_DENY */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,14 +75,26 @@ struct config {
 	 * go to unix_upstream, PostgreSQL's own socket, or to upstream when that is unset. */
 	char *unix_listen;
 	char *unix_upstream;
+	/* The admission gate (docs/STEERING.md): pgwardend reads NFQUEUE gate_queue, the queue
+	 * pgwardenctl attach --gate-queue sends new connections from the network to, and drops
+	 * a SYN whose source is in gate_deny or over its rate. Off unless gate_enabled. */
+	bool gate_enabled;
+	uint32_t gate_queue;          /* 0..65535 */
+	uint64_t gate_rate_per_hour;  /* new connections per source; 0: no rate limit */
+	uint32_t gate_burst;          /* token bucket size; set exactly when a rate is */
+	uint32_t gate_max_sources;    /* sources the rate limit remembers */
+	struct steer_cidr gate_deny[STEER_GATE_MAX_DENY]; /* host bits clear, none twice */
+	unsigned ngate_deny;
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;
+	bool gate_deny_from_flag;
 };
 
 /* Hard caps on what the loader reads, whatever the file says. The accepted structure is at
- * most two levels deep (the top mapping, then "timeouts" or an address list), so anything
- * nested deeper is rejected at its first event. */
+ * most three levels deep (the top mapping, a group such as "timeouts" or "gate", a list such
+ * as "listen" or "gate.deny"); structure the table does not describe is rejected where it
+ * starts. */
 #define CONFIG_MAX_FILE_SIZE (1024 * 1024)
 
 /* PostgreSQL's own cap on a message body (PQ_LARGE_MESSAGE_LIMIT = MaxAllocSize - 1): no
@@ -131,9 +145,9 @@ const char *config_key_lookup(const char *name);
 const char *config_flag_name(const char *key, char *buf, size_t n);
 
 /*
- * The current value of one setting as the file would spell it ("60s", "32KiB",
- * "127.0.0.1:6432, [::1]:6432", "" for an unset address). 0, or -ENOENT for an unknown
- * key, -ENOSPC when buf is too small.
+ * The current value of one setting as the file would spell it ("60s", "32KiB", "10/s",
+ * "127.0.0.1:6432, [::1]:6432", "" for an unset address, "off" for an unset gate.queue).
+ * 0, or -ENOENT for an unknown key, -ENOSPC when buf is too small.
  */
 int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	__attribute__((warn_unused_result));
@@ -147,8 +161,8 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 void config_usage(FILE *out);
 
 /* The first key that differs between old and new and is bound only at start (listen,
- * tproxy_listen, workers, buffer_size, admin_socket, metrics_listen, steer_instance); NULL
- * when a reload can apply new as is. */
+ * tproxy_listen, workers, buffer_size, admin_socket, metrics_listen, steer_instance,
+ * gate.queue, gate.max_sources); NULL when a reload can apply new as is. */
 const char *config_restart_required(const struct config *old, const struct config *new_cfg);
 
 /*
@@ -159,6 +173,9 @@ const char *config_restart_required(const struct config *old, const struct confi
  */
 int config_parse_duration(const char *text, uint64_t *ms) __attribute__((warn_unused_result));
 int config_parse_size(const char *text, uint64_t *bytes) __attribute__((warn_unused_result));
+/* Rates: digits with an optional unit /s, /m or /h (no unit: per second), into events per
+ * hour, so that 1/h and 1000000/s are both whole numbers. Same rules and returns. */
+int config_parse_rate(const char *text, uint64_t *per_hour) __attribute__((warn_unused_result));
 
 #define CONFIG_DEFAULT_ADMIN_SOCKET "/run/pgwarden/admin.sock"
 

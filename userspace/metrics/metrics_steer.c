@@ -1,4 +1,5 @@
-/* metrics_steer: steering counters as Prometheus families (see metrics_steer.h). */
+/* metrics_steer: steering and admission gate counters as Prometheus families (see
+ * metrics_steer.h). */
 #include "metrics/metrics_steer.h"
 
 #include "steer/steer.h"
@@ -44,4 +45,27 @@ void metrics_steer_collect(void *ctx, struct metrics_writer *w)
 int metrics_steer_register(struct metrics_registry *r, const char *instance)
 {
 	return metrics_collector_add(r, metrics_steer_collect, (void *)instance);
+}
+
+static void gate_collect(void *ctx, struct metrics_writer *w)
+{
+	struct steer_gate_stats st;
+
+	steer_gate_stats_get(ctx, &st);
+	metrics_writer_family(w, "pgwarden_gate_syns_total", METRICS_COUNTER,
+			      "New connections from the network decided by the admission gate, "
+			      "by verdict.");
+	metrics_writer_sample(w, "verdict", "accepted", (double)st.accepted);
+	metrics_writer_sample(w, "verdict", "denied_list", (double)st.denied_list);
+	metrics_writer_sample(w, "verdict", "denied_rate", (double)st.denied_rate);
+	metrics_writer_family(w, "pgwarden_gate_queue_overruns_total", METRICS_COUNTER,
+			      "Times the admission gate's queue overran: SYNs lost undecided, so "
+			      "dropped (their clients retry).");
+	metrics_writer_sample(w, NULL, NULL, (double)st.queue_overruns);
+}
+
+int metrics_steer_gate_register(struct metrics_registry *r, const struct steer_gate *g)
+{
+	/* The collector only reads the gate's counters, which any thread may. */
+	return metrics_collector_add(r, gate_collect, (void *)g);
 }

@@ -8,6 +8,9 @@
  *   pgwarden_steer_events_total{event=}  counter steered_ipv4, steered_ipv6, skipped_relay_mark,
  *                                                refused_no_relay, ... (docs/STEERING.md)
  *   pgwarden_steer_leftovers             gauge   stale pins, tables, rules awaiting cleanup
+ *
+ * and, when pgwardend reads the admission gate's queue, a second collector for the gate's
+ * counters (metrics_steer_gate_register()).
  */
 #ifndef PGWARDEN_METRICS_STEER_H
 #define PGWARDEN_METRICS_STEER_H
@@ -21,5 +24,20 @@ int metrics_steer_register(struct metrics_registry *r, const char *instance)
 
 /* The collector itself (ctx: the instance name or NULL), for tests. */
 void metrics_steer_collect(void *ctx, struct metrics_writer *w);
+
+struct steer_gate;
+
+/*
+ * The admission gate's counters (pgwardend reads the queue; docs/STEERING.md), read at
+ * scrape time from the gate, which must outlive the registry's scrapes:
+ *
+ *   pgwarden_gate_syns_total{verdict=}   counter accepted, denied_list, denied_rate
+ *   pgwarden_gate_queue_overruns_total   counter times the queue overran (SYNs lost
+ *                                                undecided, so dropped)
+ *
+ * 0 or -errno from metrics_collector_add().
+ */
+int metrics_steer_gate_register(struct metrics_registry *r, const struct steer_gate *g)
+	__attribute__((warn_unused_result));
 
 #endif

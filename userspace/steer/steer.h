@@ -239,9 +239,21 @@ struct steer_cidr {
 	bool v4;
 };
 
-/* "10.0.0.0/8", "192.0.2.7", "fd00::/8". 0 or -EINVAL. */
+/* Room for a formatted range: the longest IPv6 text, "/128" and the NUL. */
+#define STEER_CIDR_STRLEN (46 + 4)
+
+/* "10.0.0.0/8", "192.0.2.7", "fd00::/8". 0 or -EINVAL. Host bits are kept as written:
+ * steer_cidr_mask() says what the range really is. */
 int steer_cidr_parse(const char *text, struct steer_cidr *out) __attribute__((warn_unused_result));
+/* Whether addr (16 bytes, IPv4 mapped) is in c. An IPv6 range shorter than /96 never
+ * matches an IPv4 address ("::/0" is every IPv6 client); ::ffff:a.b.c.d/N (N >= 96) is the
+ * IPv4 range a.b.c.d/(N-96). */
 bool steer_cidr_match(const struct steer_cidr *c, const uint8_t addr[16]);
+/* Clear the bits after the prefix ("10.1.2.3/8" becomes "10.0.0.0/8"). */
+void steer_cidr_mask(struct steer_cidr *c);
+/* "10.0.0.0/8", "fd00::/8": always with the prefix length, IPv4 ranges as IPv4. Returns buf
+ * (STEER_CIDR_STRLEN bytes are always enough). */
+const char *steer_cidr_format(const struct steer_cidr *c, char *buf, size_t n);
 
 struct steer_gate_opts {
 	uint16_t queue_num;   /* as given to attach --gate-queue */
@@ -262,22 +274,43 @@ struct steer_gate_stats {
 	uint64_t accepted;
 	uint64_t denied_list;
 	uint64_t denied_rate;
+	/* Times the kernel reported the queue's socket overrun (ENOBUFS): queued SYNs were
+	 * lost unread, so they got no verdict and were dropped (their clients retry). */
+	uint64_t queue_overruns;
 };
 
 struct steer_gate;
 
-/* The decision state alone (no queue yet): unit tests and steer_gate_open() use it. */
+/* The decision state alone (no queue yet): unit tests and steer_gate_open() use it.
+ * 0, -EINVAL (rate < 0, rate without burst, too many deny ranges) or -ENOMEM. */
 int steer_gate_new(const struct steer_gate_opts *o, struct steer_gate **out)
 	__attribute__((warn_unused_result));
-/* Bind the NFQUEUE (needs CAP_NET_ADMIN). 0 or -errno; then poll steer_gate_fd() for
- * EPOLLIN and call steer_gate_dispatch(), which gives every queued SYN its verdict. */
+/* Bind the NFQUEUE (needs CAP_NET_ADMIN). 0 or -errno (-EPERM also when another process
+ * reads that queue); then poll steer_gate_fd() for EPOLLIN and call steer_gate_dispatch(),
+ * which gives every queued SYN its verdict. */
 int steer_gate_open(struct steer_gate *g) __attribute__((warn_unused_result));
 int steer_gate_fd(const struct steer_gate *g);
-int steer_gate_dispatch(struct steer_gate *g);
+/* Verdicts for what is queued, at most a bounded batch per call. 0, or -errno when the
+ * queue's socket failed (the gate cannot read any more). Never logs per packet: a flood
+ * must not become a log flood; the owner summarises (steer_gate_last_denied()). */
+int steer_gate_dispatch(struct steer_gate *g) __attribute__((warn_unused_result));
+/*
+ * Take new limits (rate_per_sec, burst, deny) for the SYNs that come next; queue_num and
+ * max_sources stay as they were given to steer_gate_new(). Sources keep their buckets,
+ * capped at the new burst. 0 or -EINVAL (as steer_gate_new(); the gate is unchanged).
+ */
+int steer_gate_reconfigure(struct steer_gate *g, const struct steer_gate_opts *o)
+	__attribute__((warn_unused_result));
 /* One decision for a SYN from src (16 bytes, IPv4 mapped) at now_ns. */
 enum steer_gate_verdict steer_gate_decide(struct steer_gate *g, const uint8_t src[16],
 					  uint64_t now_ns);
+/* The counters so far. Safe from any thread (each is written by the gate's owner alone and
+ * read without tearing), so a scrape or a status request may call it at any time. */
 void steer_gate_stats_get(const struct steer_gate *g, struct steer_gate_stats *out);
+/* The source and reason of the latest refusal; false when nothing was refused yet. The
+ * owner's thread only. */
+bool steer_gate_last_denied(const struct steer_gate *g, uint8_t src[16],
+			    enum steer_gate_verdict *why);
 void steer_gate_close(struct steer_gate *g);
 
 #endif

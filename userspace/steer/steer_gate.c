@@ -10,7 +10,9 @@
  * Memory is bounded: sources live in a fixed open-addressing table; when a probe window is
  * full the least recently seen source in it is replaced, so a spoofed-source flood costs
  * the table's size and no more. Single-threaded: the thread that owns the gate's fd calls
- * steer_gate_dispatch() when it is readable.
+ * steer_gate_dispatch() when it is readable; only the counters may be read from elsewhere.
+ * Nothing is logged per packet (a SYN flood must not become a log flood): the owner
+ * summarises from the counters and steer_gate_last_denied().
  *
  * With no reader the kernel drops queued packets (fail-closed) unless the rule was made with
  * "bypass", which attach does only in fail-open mode.
@@ -18,13 +20,13 @@
 #include "steer/steer_internal.h"
 
 #include "base/clock.h"
-#include "base/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
 #include <linux/netfilter.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -45,8 +47,17 @@ struct steer_gate {
 	struct nfq_handle *h;
 	struct nfq_q_handle *qh;
 	int fd;
+	/* Single writer (the owner), any reader: relaxed atomic loads and stores, as in a
+	 * metrics shard (stat_inc()). */
 	struct steer_gate_stats stats;
+	uint8_t last_denied[16];
+	enum steer_gate_verdict last_why; /* STEER_GATE_ACCEPT: nothing denied yet */
 };
+
+static void stat_inc(uint64_t *v)
+{
+	__atomic_store_n(v, __atomic_load_n(v, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
 
 int steer_cidr_parse(const char *text, struct steer_cidr *out)
 {
@@ -85,10 +96,22 @@ int steer_cidr_parse(const char *text, struct steer_cidr *out)
 	return 0;
 }
 
+/* ::ffff:a.b.c.d: how an IPv4 source is kept. */
+static bool addr_is_v4(const uint8_t addr[16])
+{
+	static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	return memcmp(addr, prefix, sizeof(prefix)) == 0;
+}
+
 bool steer_cidr_match(const struct steer_cidr *c, const uint8_t addr[16])
 {
 	unsigned full = c->bits / 8, rest = c->bits % 8;
 
+	/* An IPv6 range shorter than /96 ("::/0") means IPv6 clients, as in ip6tables; it
+	 * would otherwise also cover every IPv4 client through the mapped form. */
+	if (!c->v4 && c->bits < 96 && addr_is_v4(addr))
+		return false;
 	if (memcmp(c->addr, addr, full) != 0)
 		return false;
 	if (rest) {
@@ -98,6 +121,29 @@ bool steer_cidr_match(const struct steer_cidr *c, const uint8_t addr[16])
 			return false;
 	}
 	return true;
+}
+
+void steer_cidr_mask(struct steer_cidr *c)
+{
+	unsigned full = c->bits / 8, rest = c->bits % 8;
+
+	if (full >= sizeof(c->addr))
+		return;
+	if (rest)
+		c->addr[full++] &= (uint8_t)(0xff << (8 - rest));
+	memset(c->addr + full, 0, sizeof(c->addr) - full);
+}
+
+const char *steer_cidr_format(const struct steer_cidr *c, char *buf, size_t n)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (c->v4)
+		inet_ntop(AF_INET, c->addr + 12, host, sizeof(host));
+	else
+		inet_ntop(AF_INET6, c->addr, host, sizeof(host));
+	snprintf(buf, n, "%s/%u", host, c->v4 ? c->bits - 96u : c->bits);
+	return buf;
 }
 
 static uint32_t addr_hash(const uint8_t a[16])
@@ -110,14 +156,19 @@ static uint32_t addr_hash(const uint8_t a[16])
 	return h;
 }
 
+static bool opts_valid(const struct steer_gate_opts *o)
+{
+	return o->rate_per_sec >= 0 && (o->rate_per_sec == 0 || o->burst > 0) &&
+	       o->ndeny <= STEER_GATE_MAX_DENY;
+}
+
 int steer_gate_new(const struct steer_gate_opts *o, struct steer_gate **out)
 {
 	struct steer_gate *g;
 	uint32_t size = 64;
 
 	*out = NULL;
-	if (o->rate_per_sec < 0 || (o->rate_per_sec > 0 && o->burst == 0) ||
-	    o->ndeny > STEER_GATE_MAX_DENY)
+	if (!opts_valid(o))
 		return -EINVAL;
 	while (size < o->max_sources && size < (1u << 24))
 		size <<= 1;
@@ -136,6 +187,29 @@ int steer_gate_new(const struct steer_gate_opts *o, struct steer_gate **out)
 	return 0;
 }
 
+int steer_gate_reconfigure(struct steer_gate *g, const struct steer_gate_opts *o)
+{
+	if (!opts_valid(o))
+		return -EINVAL;
+	/* A bucket fuller than the new burst is capped at its next decision, so a lower burst
+	 * holds at once and nothing else needs walking. */
+	g->o.rate_per_sec = o->rate_per_sec;
+	g->o.burst = o->burst;
+	memcpy(g->o.deny, o->deny, o->ndeny * sizeof(o->deny[0]));
+	g->o.ndeny = o->ndeny;
+	return 0;
+}
+
+/* Count a refusal and remember it as the latest. */
+static enum steer_gate_verdict deny(struct steer_gate *g, const uint8_t src[16],
+				    enum steer_gate_verdict why)
+{
+	stat_inc(why == STEER_GATE_DENY_LIST ? &g->stats.denied_list : &g->stats.denied_rate);
+	memcpy(g->last_denied, src, sizeof(g->last_denied));
+	g->last_why = why;
+	return why;
+}
+
 enum steer_gate_verdict steer_gate_decide(struct steer_gate *g, const uint8_t src[16],
 					  uint64_t now_ns)
 {
@@ -143,12 +217,10 @@ enum steer_gate_verdict steer_gate_decide(struct steer_gate *g, const uint8_t sr
 	uint32_t h;
 
 	for (unsigned i = 0; i < g->o.ndeny; i++)
-		if (steer_cidr_match(&g->o.deny[i], src)) {
-			g->stats.denied_list++;
-			return STEER_GATE_DENY_LIST;
-		}
+		if (steer_cidr_match(&g->o.deny[i], src))
+			return deny(g, src, STEER_GATE_DENY_LIST);
 	if (g->o.rate_per_sec <= 0) {
-		g->stats.accepted++;
+		stat_inc(&g->stats.accepted);
 		return STEER_GATE_ACCEPT;
 	}
 	h = addr_hash(src);
@@ -179,11 +251,10 @@ enum steer_gate_verdict steer_gate_decide(struct steer_gate *g, const uint8_t sr
 		slot->last_ns = 1;
 	if (slot->tokens >= 1.0) {
 		slot->tokens -= 1.0;
-		g->stats.accepted++;
+		stat_inc(&g->stats.accepted);
 		return STEER_GATE_ACCEPT;
 	}
-	g->stats.denied_rate++;
-	return STEER_GATE_DENY_RATE;
+	return deny(g, src, STEER_GATE_DENY_RATE);
 }
 
 /* The source address of an IPv4 or IPv6 packet as 16 bytes; false when too short. */
@@ -215,19 +286,9 @@ static int gate_packet(struct nfq_q_handle *qh, struct nfgenmsg *msg, struct nfq
 	if (!ph)
 		return 0;
 	len = nfq_get_payload(nfa, &payload);
-	if (packet_source(payload, len, src)) {
-		enum steer_gate_verdict v = steer_gate_decide(g, src, clock_mono_ns());
-
-		if (v != STEER_GATE_ACCEPT) {
-			char text[INET6_ADDRSTRLEN];
-
-			verdict = NF_DROP;
-			if (log_enabled(LOG_DEBUG))
-				log_debug("gate_drop", "source=%s reason=%s",
-					  inet_ntop(AF_INET6, src, text, sizeof(text)),
-					  v == STEER_GATE_DENY_LIST ? "deny_list" : "rate");
-		}
-	}
+	if (packet_source(payload, len, src) &&
+	    steer_gate_decide(g, src, clock_mono_ns()) != STEER_GATE_ACCEPT)
+		verdict = NF_DROP;
 	/* An unparsable packet is accepted: the gate limits, it does not parse protocols the
 	 * queue rule cannot send it. */
 	return nfq_set_verdict(qh, ntohl(ph->packet_id), verdict, 0, NULL);
@@ -252,8 +313,6 @@ int steer_gate_open(struct steer_gate *g)
 	if (fl < 0 || fcntl(g->fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
 	    fcntl(g->fd, F_SETFD, FD_CLOEXEC) < 0)
 		goto err;
-	log_info("gate", "admission gate reading queue %u (rate %.1f/s burst %u per source, %u "
-		 "deny ranges)", g->o.queue_num, g->o.rate_per_sec, g->o.burst, g->o.ndeny);
 	return 0;
 err:
 	{
@@ -286,8 +345,7 @@ int steer_gate_dispatch(struct steer_gate *g)
 				return 0;
 			if (errno == ENOBUFS) { /* the kernel dropped some: they were queued, so
 						 * with no verdict they are gone (fail-closed) */
-				log_warn("gate", "queue %u overran; some SYNs were dropped",
-					 g->o.queue_num);
+				stat_inc(&g->stats.queue_overruns);
 				continue;
 			}
 			return -errno;
@@ -299,7 +357,20 @@ int steer_gate_dispatch(struct steer_gate *g)
 
 void steer_gate_stats_get(const struct steer_gate *g, struct steer_gate_stats *out)
 {
-	*out = g->stats;
+	out->accepted = __atomic_load_n(&g->stats.accepted, __ATOMIC_RELAXED);
+	out->denied_list = __atomic_load_n(&g->stats.denied_list, __ATOMIC_RELAXED);
+	out->denied_rate = __atomic_load_n(&g->stats.denied_rate, __ATOMIC_RELAXED);
+	out->queue_overruns = __atomic_load_n(&g->stats.queue_overruns, __ATOMIC_RELAXED);
+}
+
+bool steer_gate_last_denied(const struct steer_gate *g, uint8_t src[16],
+			    enum steer_gate_verdict *why)
+{
+	if (g->last_why == STEER_GATE_ACCEPT)
+		return false;
+	memcpy(src, g->last_denied, sizeof(g->last_denied));
+	*why = g->last_why;
+	return true;
 }
 
 void steer_gate_close(struct steer_gate *g)
