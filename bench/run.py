@@ -11,7 +11,8 @@ Sections (each a function below, each result saved to results.json as soon as it
   stream   2M-row COPY TO STDOUT and SELECT: relay CPU ns per byte, RSS during
   connect  pgbench -C (a new session per transaction): direct vs pgwarden (explicit) vs
            steered (pgbench in a throwaway cgroup dialling PostgreSQL's own port, the BPF
-           hooks steering it into a pgwardend) vs HAProxy
+           hooks steering it into a pgwardend) vs HAProxy; then bench/connprobe.py, the
+           steering cost alone (no login), steered vs explicit through the same relay
   idle     relay RSS with 1,000 idle logged-in sessions
 
 Why interleave: the machine is shared, so load from other users comes and goes. Running
@@ -21,7 +22,8 @@ median is taken across rounds.
 
 Knobs (environment): BENCH_QUICK, BENCH_ROUNDS, BENCH_SECONDS, BENCH_TARGETS, BENCH_SECTIONS,
 BENCH_MODES, BENCH_CLIENTS, BENCH_SCALE, BENCH_STREAM_ROWS, BENCH_IDLE_CONNS,
-BENCH_PGWARDEN_ARGS, BENCH_STEERED, BENCH_OUT. See bench/README.md.
+BENCH_PGWARDEN_ARGS, BENCH_STEERED, BENCH_PROBE_BLOCKS, BENCH_PROBE_CONNS, BENCH_OUT.
+See bench/README.md.
 """
 
 import argparse
@@ -35,6 +37,7 @@ import resource
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +51,7 @@ import report  # noqa: E402
 import targets as T  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_TARGETS = ["direct", "pgwarden", "pgbouncer", "haproxy"]
 ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
@@ -81,6 +85,8 @@ class Settings:
         self.scale = env_int("BENCH_SCALE", 10)
         self.stream_rows = env_int("BENCH_STREAM_ROWS", 2000000)
         self.idle_conns = env_int("BENCH_IDLE_CONNS", 1000)
+        self.probe_blocks = env_int("BENCH_PROBE_BLOCKS", 4 if self.quick else 10)
+        self.probe_conns = env_int("BENCH_PROBE_CONNS", 500)
         self.pgwarden_args = shlex.split(os.environ.get("BENCH_PGWARDEN_ARGS", ""))
         # steered in the connect section: "auto" (default) measures it where the machine
         # can steer and says why not elsewhere; "1" makes a failure to steer end the run;
@@ -164,7 +170,7 @@ class Bench:
         self.unavailable = {}  # target name -> why
         self.incidents = []    # what went wrong in a relay, with the exact scenario
         self.results = {"settings": s.as_dict(), "tps": [], "stream": [], "connect": [],
-                        "idle": [], "incidents": self.incidents,
+                        "probe": [], "idle": [], "incidents": self.incidents,
                         "unavailable": self.unavailable}
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -441,6 +447,77 @@ class Bench:
                     ", %d connects steered" % res["steering"]["steered_ipv4"]
                     if "steering" in res else ""))
             self.save()
+            self.steering_probe(rnd)
+
+    def steering_probe(self, rnd):
+        """Steering's own cost per connection, at microsecond resolution: bench/connprobe.py
+        (connect, SSLRequest, answer, close; no login) against the steered target's
+        pgwardend, once dialling its port from outside the cgroup (explicit) and once
+        dialling PostgreSQL's port from inside (steered, rewritten to the same listener).
+        Same relay process, same client code: the difference is the BPF hooks plus the
+        relay's lookup. Blocks alternate between the two legs, the first leg alternating
+        with the round, so a busy second on the machine lands on both."""
+        t = self.targets.get("steered")
+        if t is None:
+            return
+        s = self.s
+        legs = {"explicit": (t.relay_port, None), "steered": (t.port, t.client_preexec())}
+        order = ["explicit", "steered"] if rnd % 2 == 0 else ["steered", "explicit"]
+        blocks = {"explicit": [], "steered": []}
+        cpu = {"explicit": 0.0, "steered": 0.0}
+        scenario = "connprobe: %d blocks of %d connections per leg" % (s.probe_blocks,
+                                                                        s.probe_conns)
+        try:
+            snap = t.steering_snapshot()
+        except T.TargetError as e:
+            self.incidents.append({"target": t.name, "scenario": "%s: %s" % (scenario, e)})
+            return
+        for _ in range(s.probe_blocks):
+            for leg in order:
+                port, pre = legs[leg]
+                c0 = cpu_seconds(t.pid)
+                try:
+                    r = subprocess.run([sys.executable, PROBE, T.HOST, str(port),
+                                        str(s.probe_conns)], capture_output=True, text=True,
+                                       timeout=300, preexec_fn=pre)
+                except subprocess.TimeoutExpired:
+                    r = None
+                if r is None or r.returncode != 0 or not t.alive():
+                    why = "timed out" if r is None else (r.stdout + r.stderr).strip()[-300:]
+                    if not t.alive():
+                        self.relay_died(t, "%s, %s leg: %s" % (scenario, leg, why))
+                    else:
+                        self.incidents.append({"target": t.name, "scenario": "%s, %s leg: %s"
+                                               % (scenario, leg, why),
+                                               "log_tail": T.tail(t.log, 30)})
+                        log("INCIDENT %s: %s, %s leg: %s" % (t.name, scenario, leg, why))
+                    return
+                cpu[leg] += cpu_seconds(t.pid) - c0
+                blocks[leg].append(json.loads(r.stdout))
+        n = s.probe_blocks * s.probe_conns
+        try:
+            proof, why = t.steering_check(snap, n)
+        except T.TargetError as e:
+            proof, why = None, str(e)
+        if why:
+            self.incidents.append({"target": t.name, "scenario": "%s: steering check failed, "
+                                   "result discarded: %s" % (scenario, why)})
+            log("INCIDENT %s: %s: %s" % (t.name, scenario, why))
+            return
+        res = {"round": rnd, "connections_per_leg": n, "first_leg": order[0],
+               "steering": proof}
+        for leg in ("explicit", "steered"):
+            res[leg] = {"block_median_us": [b["median_us"] for b in blocks[leg]],
+                        "block_mean_us": [b["mean_us"] for b in blocks[leg]],
+                        "median_us": statistics.median(b["median_us"] for b in blocks[leg]),
+                        "relay_cpu_s": round(cpu[leg], 3),
+                        "relay_cpu_us_per_conn": cpu[leg] * 1e6 / n}
+        self.results["probe"].append(res)
+        self.save()
+        log("probe r%d explicit %.1f us, steered %.1f us per connection (block medians' "
+            "median; %d connects steered)" % (rnd + 1, res["explicit"]["median_us"],
+                                              res["steered"]["median_us"],
+                                              proof["steered_ipv4"]))
 
     # -- streaming ----------------------------------------------------------------------
 
