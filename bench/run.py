@@ -85,8 +85,8 @@ class Settings:
         self.scale = env_int("BENCH_SCALE", 10)
         self.stream_rows = env_int("BENCH_STREAM_ROWS", 2000000)
         self.idle_conns = env_int("BENCH_IDLE_CONNS", 1000)
-        self.probe_blocks = env_int("BENCH_PROBE_BLOCKS", 4 if self.quick else 10)
-        self.probe_conns = env_int("BENCH_PROBE_CONNS", 500)
+        self.probe_blocks = env_int("BENCH_PROBE_BLOCKS", 40 if self.quick else 100)
+        self.probe_conns = env_int("BENCH_PROBE_CONNS", 100)
         self.pgwarden_args = shlex.split(os.environ.get("BENCH_PGWARDEN_ARGS", ""))
         # steered in the connect section: "auto" (default) measures it where the machine
         # can steer and says why not elsewhere; "1" makes a failure to steer end the run;
@@ -453,19 +453,14 @@ class Bench:
     def steering_probe(self, rnd):
         """Steering's own cost per connection, at microsecond resolution: bench/connprobe.py
         (connect, SSLRequest, answer, close; no login) against the steered target's
-        pgwardend, once dialling its port from outside the cgroup (explicit) and once
-        dialling PostgreSQL's port from inside (steered, rewritten to the same listener).
-        Same relay process, same client code: the difference is the BPF hooks plus the
-        relay's lookup. Blocks alternate between the two legs, the first leg alternating
-        with the round, so a busy second on the machine lands on both."""
+        pgwardend, dialling its listener from outside the cgroup (explicit) and PostgreSQL's
+        port from inside (steered, rewritten to the same listener), one process alternating
+        short blocks of the two in ABBA order. Same relay, same client process: the
+        difference is the BPF hooks plus the relay's lookup."""
         t = self.targets.get("steered")
         if t is None:
             return
         s = self.s
-        legs = {"explicit": (t.relay_port, None), "steered": (t.port, t.client_preexec())}
-        order = ["explicit", "steered"] if rnd % 2 == 0 else ["steered", "explicit"]
-        blocks = {"explicit": [], "steered": []}
-        cpu = {"explicit": 0.0, "steered": 0.0}
         scenario = "connprobe: %d blocks of %d connections per leg" % (s.probe_blocks,
                                                                         s.probe_conns)
         try:
@@ -473,28 +468,27 @@ class Bench:
         except T.TargetError as e:
             self.incidents.append({"target": t.name, "scenario": "%s: %s" % (scenario, e)})
             return
-        for _ in range(s.probe_blocks):
-            for leg in order:
-                port, pre = legs[leg]
-                c0 = cpu_seconds(t.pid)
-                try:
-                    r = subprocess.run([sys.executable, PROBE, T.HOST, str(port),
-                                        str(s.probe_conns)], capture_output=True, text=True,
-                                       timeout=300, preexec_fn=pre)
-                except subprocess.TimeoutExpired:
-                    r = None
-                if r is None or r.returncode != 0 or not t.alive():
-                    why = "timed out" if r is None else (r.stdout + r.stderr).strip()[-300:]
-                    if not t.alive():
-                        self.relay_died(t, "%s, %s leg: %s" % (scenario, leg, why))
-                    else:
-                        self.incidents.append({"target": t.name, "scenario": "%s, %s leg: %s"
-                                               % (scenario, leg, why),
-                                               "log_tail": T.tail(t.log, 30)})
-                        log("INCIDENT %s: %s, %s leg: %s" % (t.name, scenario, leg, why))
-                    return
-                cpu[leg] += cpu_seconds(t.pid) - c0
-                blocks[leg].append(json.loads(r.stdout))
+        argv = [sys.executable, PROBE, T.HOST, str(t.relay_port), str(t.port), t.cgroup,
+                str(t.pid), str(s.probe_blocks), str(s.probe_conns)]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+            out = json.loads(r.stdout) if r.stdout.strip() else {"error": r.stderr.strip()}
+            failed = out.get("error") if r.returncode == 0 else (
+                out.get("error") or "exit %d: %s" % (r.returncode, r.stderr.strip()[-300:]))
+        except subprocess.TimeoutExpired:
+            failed = "no result within 600 s"
+        except ValueError:
+            failed = "output is not JSON: %s" % (r.stdout + r.stderr).strip()[-300:]
+        if failed or not t.alive():
+            failed = failed or "relay exited"
+            if not t.alive():
+                self.relay_died(t, "%s: %s" % (scenario, failed))
+            else:
+                self.incidents.append({"target": t.name, "scenario": "%s: %s" % (scenario,
+                                                                                  failed),
+                                       "log_tail": T.tail(t.log, 30)})
+                log("INCIDENT %s: %s: %s" % (t.name, scenario, failed))
+            return
         n = s.probe_blocks * s.probe_conns
         try:
             proof, why = t.steering_check(snap, n)
@@ -505,20 +499,21 @@ class Bench:
                                    "result discarded: %s" % (scenario, why)})
             log("INCIDENT %s: %s: %s" % (t.name, scenario, why))
             return
-        res = {"round": rnd, "connections_per_leg": n, "first_leg": order[0],
-               "steering": proof}
+        res = {"round": rnd, "connections_per_leg": n, "steering": proof}
         for leg in ("explicit", "steered"):
-            res[leg] = {"block_median_us": [b["median_us"] for b in blocks[leg]],
-                        "block_mean_us": [b["mean_us"] for b in blocks[leg]],
-                        "median_us": statistics.median(b["median_us"] for b in blocks[leg]),
-                        "relay_cpu_s": round(cpu[leg], 3),
-                        "relay_cpu_us_per_conn": cpu[leg] * 1e6 / n}
+            o = out[leg]
+            o["median_us"] = statistics.median(o["block_median_us"])
+            o["relay_cpu_s"] = round(o["relay_cpu_s"], 3)
+            o["relay_cpu_us_per_conn"] = o["relay_cpu_s"] * 1e6 / n
+            res[leg] = o
         self.results["probe"].append(res)
         self.save()
-        log("probe r%d explicit %.1f us, steered %.1f us per connection (block medians' "
-            "median; %d connects steered)" % (rnd + 1, res["explicit"]["median_us"],
-                                              res["steered"]["median_us"],
-                                              proof["steered_ipv4"]))
+        pairs = [st - ex for ex, st in zip(res["explicit"]["block_median_us"],
+                                           res["steered"]["block_median_us"])]
+        log("probe r%d steered - explicit %+.1f us per connection (median of %d block pairs; "
+            "explicit's median block %.1f us; %d connects steered)" % (
+                rnd + 1, statistics.median(pairs), len(pairs),
+                res["explicit"]["median_us"], proof["steered_ipv4"]))
 
     # -- streaming ----------------------------------------------------------------------
 
