@@ -103,8 +103,13 @@ def goals(res):
             worst = (ratio, mode, clients, pw, pb)
     detail = "–"
     if worst:
-        detail = "highest: %s -c %d, %.2f vs %.2f ms per 1,000 tx = %.2f× PgBouncer's" % (
-            worst[1], worst[2], worst[3], worst[4], worst[0])
+        # The rounds' min..max beside the medians: a verdict that turns on a margin inside
+        # them is noise, and the reader should see that without opening the tables.
+        runs = [span([r.get("cpu_ms_per_1k_tx") for r in by(tps, target=t, mode=worst[1],
+                                                             clients=worst[2])], "%.2f")
+                for t in ("pgwarden", "pgbouncer")]
+        detail = "highest: %s -c %d, %s vs %s ms per 1,000 tx = %.2f× PgBouncer's" % (
+            worst[1], worst[2], runs[0], runs[1], worst[0])
     rows.append(("pgwarden CPU per transaction ≤ 0.6× PgBouncer's", detail,
                  verdict(ok if measured else None)))
 
@@ -132,7 +137,12 @@ def goals(res):
         measured = True
         if pw > hp:
             ok = False
-        parts.append("%s %.2f vs HAProxy %.2f ns/B" % (kind.upper(), pw, hp))
+        parts.append("%s %s vs HAProxy %s ns/B" % (
+            kind.upper(),
+            span([r.get("cpu_ns_per_byte") for r in by(stream, target="pgwarden", kind=kind)],
+                 "%.2f"),
+            span([r.get("cpu_ns_per_byte") for r in by(stream, target="haproxy", kind=kind)],
+                 "%.2f")))
     pw_runs = by(stream, target="pgwarden")
     if pw_runs:
         base = min(r["rss_idle_kib"] for r in pw_runs)
@@ -518,9 +528,10 @@ def write(res, path):
     out.append("")
     if n:
         out.append("Verdicts compare medians exactly as measured. Where a verdict turns on a "
-                   "margin smaller than direct's own %.0f%% round-to-round spread above, "
-                   "the run cannot tell the targets apart in that cell; rerun on a quiet "
-                   "machine before acting on it." % (n[0] * 100))
+                   "margin smaller than the rounds' own spread (direct's TPS moved by up to "
+                   "%.0f%% between rounds; CPU figures show their rounds' min..max in "
+                   "brackets), the run cannot tell the targets apart there; rerun on a "
+                   "quiet machine before acting on it." % (n[0] * 100))
         out.append("")
 
     if res.get("connect") or res.get("probe"):
