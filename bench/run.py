@@ -3,13 +3,16 @@
 
     make bench                      full run, writes docs/BENCHMARKS.md (~20 minutes)
     make bench BENCH_QUICK=1        1 round of 2 s cells, writes $(BUILD)/BENCHMARKS-quick.md
-    bench/run.py --daemon build/bench/pgwardend --work build/bench    (what make runs)
+    bench/run.py --daemon build/bench/pgwardend --ctl build/bench/pgwardenctl \
+        --work build/bench                                         (what make runs)
 
 Sections (each a function below, each result saved to results.json as soon as it exists):
   tps      pgbench -S, modes x client counts x targets, interleaved round by round
   stream   2M-row COPY TO STDOUT and SELECT: relay CPU ns per byte, RSS during
-  connect  pgbench -C (a new session per transaction): direct vs pgwarden vs HAProxy
-           [vs steered]
+  connect  pgbench -C (a new session per transaction): direct vs pgwarden (explicit) vs
+           steered (pgbench in a throwaway cgroup dialling PostgreSQL's own port, the BPF
+           hooks steering it into a pgwardend) vs HAProxy; then bench/connprobe.py, the
+           steering cost alone (no login), steered vs explicit through the same relay
   idle     relay RSS with 1,000 idle logged-in sessions
 
 Why interleave: the machine is shared, so load from other users comes and goes. Running
@@ -19,7 +22,8 @@ median is taken across rounds.
 
 Knobs (environment): BENCH_QUICK, BENCH_ROUNDS, BENCH_SECONDS, BENCH_TARGETS, BENCH_SECTIONS,
 BENCH_MODES, BENCH_CLIENTS, BENCH_SCALE, BENCH_STREAM_ROWS, BENCH_IDLE_CONNS,
-BENCH_PGWARDEN_ARGS, BENCH_STEERED, BENCH_OUT. See bench/README.md.
+BENCH_PGWARDEN_ARGS, BENCH_STEERED, BENCH_PROBE_BLOCKS, BENCH_PROBE_CONNS, BENCH_OUT.
+See bench/README.md.
 """
 
 import argparse
@@ -33,6 +37,7 @@ import resource
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +51,7 @@ import report  # noqa: E402
 import targets as T  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_TARGETS = ["direct", "pgwarden", "pgbouncer", "haproxy"]
 ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
@@ -79,9 +85,19 @@ class Settings:
         self.scale = env_int("BENCH_SCALE", 10)
         self.stream_rows = env_int("BENCH_STREAM_ROWS", 2000000)
         self.idle_conns = env_int("BENCH_IDLE_CONNS", 1000)
+        self.probe_blocks = env_int("BENCH_PROBE_BLOCKS", 40 if self.quick else 100)
+        self.probe_conns = env_int("BENCH_PROBE_CONNS", 100)
         self.pgwarden_args = shlex.split(os.environ.get("BENCH_PGWARDEN_ARGS", ""))
-        self.steered = os.environ.get("BENCH_STEERED", "") not in ("", "0")
+        # steered in the connect section: "auto" (default) measures it where the machine
+        # can steer and says why not elsewhere; "1" makes a failure to steer end the run;
+        # "0" leaves it out.
+        v = os.environ.get("BENCH_STEERED", "").strip().lower()
+        self.steered = {"": "auto", "auto": "auto", "0": "off", "1": "required"}.get(v)
+        if self.steered is None:
+            raise SystemExit("BENCH_STEERED must be 0, 1 or auto, not %r" % v)
         self.daemon = os.path.abspath(args.daemon)
+        self.ctl = os.path.abspath(args.ctl or os.path.join(os.path.dirname(self.daemon),
+                                                            "pgwardenctl"))
         self.work = os.path.abspath(args.work)
         default_out = os.path.join(self.work, "BENCHMARKS-quick.md") if self.quick \
             else os.path.join(REPO_ROOT, "docs", "BENCHMARKS.md")
@@ -154,7 +170,7 @@ class Bench:
         self.unavailable = {}  # target name -> why
         self.incidents = []    # what went wrong in a relay, with the exact scenario
         self.results = {"settings": s.as_dict(), "tps": [], "stream": [], "connect": [],
-                        "idle": [], "incidents": self.incidents,
+                        "probe": [], "idle": [], "incidents": self.incidents,
                         "unavailable": self.unavailable}
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -173,7 +189,10 @@ class Bench:
         self.incidents.append({"target": target.name, "scenario": scenario,
                                "exit_status": status, "log_tail": T.tail(target.log, 30)})
         log("INCIDENT %s: %s (exit status %s)" % (target.name, scenario, status))
-        target.stop()
+        try:
+            target.stop()
+        except T.TargetError as e:
+            log("stopping %s after the incident: %s" % (target.name, e))
         try:
             target.start()
         except T.TargetError as e:
@@ -212,10 +231,11 @@ class Bench:
                                                  s.pgwarden_args),
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
             "haproxy": lambda: T.HaproxyTarget(self.cluster, self.rundir),
-            "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon),
+            "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon, s.ctl,
+                                               s.pgwarden_args),
         }
         names = list(s.targets)
-        if s.steered and "steered" not in names:
+        if s.steered != "off" and "connect" in s.sections and "steered" not in names:
             names.append("steered")
         for name in names:
             if name not in makers:
@@ -227,12 +247,37 @@ class Bench:
             try:
                 t.start()
                 self.targets[name] = t
-                log("%s listening on %d%s" % (name, t.port,
-                                                " (pid %d)" % t.pid if t.is_relay else ""))
+                if name == "steered":
+                    log("steered: clients dial %s:%d from cgroup %s, steered into pgwardend "
+                        "on %d (pid %d, instance %s)" % (T.HOST, t.port, t.cgroup,
+                                                         t.relay_port, t.pid, t.instance))
+                else:
+                    log("%s listening on %d%s" % (name, t.port, " (pid %d)" % t.pid
+                                                  if t.is_relay else ""))
             except T.TargetError as e:
-                t.stop()
+                try:
+                    t.stop()
+                except T.TargetError as e2:
+                    log("stopping %s: %s" % (name, e2))
                 self.unavailable[name] = str(e)
                 log("%s unavailable: %s" % (name, e))
+        if "steered" in self.unavailable and s.steered == "required":
+            raise T.TargetError("BENCH_STEERED=1 and the steered target cannot run: %s"
+                                % self.unavailable["steered"])
+        if "steered" in self.targets:
+            t = self.targets["steered"]
+            # What the steered cells ran through, for the report's method paragraph.
+            self.results["steered"] = {"instance": t.instance, "cgroup": t.cgroup,
+                                       "relay_port": t.relay_port, "pg_port": t.port}
+            # Stream and idle clients run inside this process, which stays outside the
+            # steering cgroup: there they would reach PostgreSQL directly. Worth a line in
+            # the report only when BENCH_TARGETS asked for steered everywhere.
+            for sec in ("stream", "idle"):
+                if sec in s.sections and "steered" in s.targets:
+                    self.results.setdefault("not_in_section", {})[sec] = (
+                        "steered is measured in tps (if in BENCH_TARGETS) and connect only: "
+                        "the %s clients run inside the driver, outside the steering cgroup"
+                        % sec)
 
         self.results["env"] = {
             "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
@@ -283,11 +328,21 @@ class Bench:
             argv.append("-C")
         argv.append(T.DATABASE)
         scenario = "pgbench %s" % " ".join(argv[1:])
+        if target.name == "steered":
+            scenario += " (from the steering cgroup)"
+        try:
+            snap = target.steering_snapshot()
+        except T.TargetError as e:
+            self.incidents.append({"target": target.name, "scenario": "%s: before the run: %s"
+                                   % (scenario, e)})
+            log("INCIDENT %s: %s" % (target.name, e))
+            return None
         cpu0 = cpu_seconds(target.pid) if target.is_relay else None
         t0 = time.monotonic()
         try:
             r = subprocess.run(argv, env=self.cluster.client_env(), capture_output=True,
-                               text=True, timeout=seconds + 120)
+                               text=True, timeout=seconds + 120,
+                               preexec_fn=target.client_preexec())
         except subprocess.TimeoutExpired:
             if target.is_relay:
                 self.relay_died(target, scenario + ": hung (no result after %ds)"
@@ -331,12 +386,27 @@ class Bench:
         if target.is_relay:
             res["relay_cpu_s"] = round(cpu1 - cpu0, 3)
             res["cpu_ms_per_1k_tx"] = (cpu1 - cpu0) * 1000.0 / tx * 1000.0
+        if snap is not None:
+            # A steered run that went anywhere but through the relay must not be reported.
+            try:
+                proof, why = target.steering_check(snap, tx)
+            except T.TargetError as e:
+                proof, why = None, str(e)
+            if why:
+                self.incidents.append({"target": target.name, "scenario": "%s: steering "
+                                       "check failed, result discarded: %s" % (scenario, why),
+                                       "log_tail": T.tail(target.log, 30)})
+                log("INCIDENT %s: %s: %s" % (target.name, scenario, why))
+                return None
+            res["steering"] = proof
         return res
 
     def section_tps(self):
         s = self.s
         cells = [(m, c) for m in s.modes for c in s.clients]
-        names = [n for n in ALL_TARGETS if n in self.targets]
+        # steered only when asked for by name: by default it is a connect-section target.
+        names = [n for n in ALL_TARGETS + ["steered"] if n in self.targets and
+                 (n != "steered" or n in s.targets)]
         # Warm up once: fills PostgreSQL's buffers and PgBouncer's server pool, so round 1
         # is not charged for what later rounds get for free. Long enough for the largest
         # client count to finish its SCRAM logins on a busy machine.
@@ -362,7 +432,9 @@ class Bench:
         s = self.s
         # HAProxy rides along as the floor: what any TCP relay pays per new session (accept,
         # upstream connect, teardown), so pgwarden's per-session CPU has a yardstick.
-        names = [n for n in ("direct", "pgwarden", "haproxy", "steered") if n in self.targets]
+        # steered sits next to pgwarden in the rotation: their difference is the steering
+        # cost, so they should share the machine's minute as closely as the rotation allows.
+        names = [n for n in ("direct", "pgwarden", "steered", "haproxy") if n in self.targets]
         for rnd in range(s.rounds):
             self.note_load("connect", rnd)
             for name in self.rotated(names, rnd):
@@ -371,9 +443,77 @@ class Bench:
                     continue
                 res.update(round=rnd, target=name, mode="simple", clients=8)
                 self.results["connect"].append(res)
-                log("connect r%d %-9s %7.0f tps, %.3f ms/connection" % (
-                    rnd + 1, name, res["tps"], res["conn_ms"] or float("nan")))
+                log("connect r%d %-9s %7.0f tps, %.3f ms/connection%s" % (
+                    rnd + 1, name, res["tps"], res["conn_ms"] or float("nan"),
+                    ", %d connects steered" % res["steering"]["steered_ipv4"]
+                    if "steering" in res else ""))
             self.save()
+            self.steering_probe(rnd)
+
+    def steering_probe(self, rnd):
+        """Steering's own cost per connection, at microsecond resolution: bench/connprobe.py
+        (connect, SSLRequest, answer, close; no login) against the steered target's
+        pgwardend, dialling its listener from outside the cgroup (explicit) and PostgreSQL's
+        port from inside (steered, rewritten to the same listener), one process alternating
+        short blocks of the two in ABBA order. Same relay, same client process: the
+        difference is the BPF hooks plus the relay's lookup."""
+        t = self.targets.get("steered")
+        if t is None:
+            return
+        s = self.s
+        scenario = "connprobe: %d blocks of %d connections per leg" % (s.probe_blocks,
+                                                                        s.probe_conns)
+        try:
+            snap = t.steering_snapshot()
+        except T.TargetError as e:
+            self.incidents.append({"target": t.name, "scenario": "%s: %s" % (scenario, e)})
+            return
+        argv = [sys.executable, PROBE, T.HOST, str(t.relay_port), str(t.port), t.cgroup,
+                str(t.pid), str(s.probe_blocks), str(s.probe_conns)]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+            out = json.loads(r.stdout) if r.stdout.strip() else {"error": r.stderr.strip()}
+            failed = out.get("error") if r.returncode == 0 else (
+                out.get("error") or "exit %d: %s" % (r.returncode, r.stderr.strip()[-300:]))
+        except subprocess.TimeoutExpired:
+            failed = "no result within 600 s"
+        except ValueError:
+            failed = "output is not JSON: %s" % (r.stdout + r.stderr).strip()[-300:]
+        if failed or not t.alive():
+            failed = failed or "relay exited"
+            if not t.alive():
+                self.relay_died(t, "%s: %s" % (scenario, failed))
+            else:
+                self.incidents.append({"target": t.name, "scenario": "%s: %s" % (scenario,
+                                                                                  failed),
+                                       "log_tail": T.tail(t.log, 30)})
+                log("INCIDENT %s: %s: %s" % (t.name, scenario, failed))
+            return
+        n = s.probe_blocks * s.probe_conns
+        try:
+            proof, why = t.steering_check(snap, n)
+        except T.TargetError as e:
+            proof, why = None, str(e)
+        if why:
+            self.incidents.append({"target": t.name, "scenario": "%s: steering check failed, "
+                                   "result discarded: %s" % (scenario, why)})
+            log("INCIDENT %s: %s: %s" % (t.name, scenario, why))
+            return
+        res = {"round": rnd, "connections_per_leg": n, "steering": proof}
+        for leg in ("explicit", "steered"):
+            o = out[leg]
+            o["median_us"] = statistics.median(o["block_median_us"])
+            o["relay_cpu_s"] = round(o["relay_cpu_s"], 3)
+            o["relay_cpu_us_per_conn"] = o["relay_cpu_s"] * 1e6 / n
+            res[leg] = o
+        self.results["probe"].append(res)
+        self.save()
+        pairs = [st - ex for ex, st in zip(res["explicit"]["block_median_us"],
+                                           res["steered"]["block_median_us"])]
+        log("probe r%d steered - explicit %+.1f us per connection (median of %d block pairs; "
+            "explicit's median block %.1f us; %d connects steered)" % (
+                rnd + 1, statistics.median(pairs), len(pairs),
+                res["explicit"]["median_us"], proof["steered_ipv4"]))
 
     # -- streaming ----------------------------------------------------------------------
 
@@ -470,8 +610,7 @@ class Bench:
         n = self.s.idle_conns
         # PgBouncer keeps the server connections it opened for this test in its pool, so it
         # goes last: the relays before it need those PostgreSQL slots.
-        order = [x for x in ("pgwarden", "haproxy", "pgbouncer", "steered") if x in
-                 self.targets]
+        order = [x for x in ("pgwarden", "haproxy", "pgbouncer") if x in self.targets]
         for name in order:
             t = self.targets[name]
             self.cluster.wait_backends_below(100)
@@ -602,6 +741,7 @@ def raise_nofile():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--daemon", default="build/pgwardend", help="pgwardend binary")
+    ap.add_argument("--ctl", help="pgwardenctl binary (default: beside --daemon)")
     ap.add_argument("--work", default="build/bench", help="results.json and logs go here")
     ap.add_argument("--out", help="report path (default docs/BENCHMARKS.md; quick mode: "
                     "WORK/BENCHMARKS-quick.md)")

@@ -1,7 +1,8 @@
 """targets: the throwaway PostgreSQL cluster and every relay the benchmark puts in front of it.
 
 A target is something a client can dial: `direct` (PostgreSQL itself), `pgwarden`,
-`pgbouncer`, `haproxy`, and later `steered` (see SteeredTarget). Each relay is one process
+`pgbouncer`, `haproxy`, and `steered` (pgwardend reached through the BPF steering hooks,
+see SteeredTarget). Each relay is one process
 whose pid the driver samples for CPU time and RSS, so every relay is started in the
 foreground (no daemonising, no wrapper like runuser in between) and the pid we hold is the
 relay's own.
@@ -12,6 +13,7 @@ deployed (it owns BPF and nftables state). Ports are picked outside the kernel's
 range (32768-60999) so other engineers' clients never collide with our listeners.
 """
 
+import json
 import os
 import pwd
 import random
@@ -19,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -264,6 +267,21 @@ class Target:
     def version(self):
         return ""
 
+    # Steering hooks for the driver; only SteeredTarget has anything to say.
+
+    def client_preexec(self):
+        """A preexec_fn that puts a client subprocess where it must run, or None."""
+        return None
+
+    def steering_snapshot(self):
+        """State to compare after a run (steering counters), or None."""
+        return None
+
+    def steering_check(self, before, sessions):
+        """(proof, None) if the run's sessions went the way the target claims, else
+        (None, why)."""
+        return None, None
+
 
 class DirectTarget(Target):
     """PostgreSQL itself: the baseline every ratio is taken against. No relay CPU."""
@@ -388,27 +406,313 @@ class HaproxyTarget(Target):
         return r.stdout.splitlines()[0] if r.stdout else ""
 
 
-class SteeredTarget(Target):
-    """HOOK for the steering work: pgwardend reached *transparently*.
+def cgroup2_root():
+    """The cgroup v2 mount point, from /proc/self/mounts (hybrid hosts mount it at
+    /sys/fs/cgroup/unified), or None."""
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return fields[1].replace("\\040", " ")
+    except OSError:
+        pass
+    return None
 
-    Clients dial PostgreSQL's own port (self.port = cluster.port) while pgwardend's BPF
-    hooks steer the connection into the relay. To add it, implement start() to launch
-    pgwardend with steering attached to a cgroup that contains the benchmark's clients
-    (and not PostgreSQL), set self.proc to the pgwardend process, and stop() to detach.
-    Then run with BENCH_STEERED=1: the connection-setup section adds it beside `direct` and
-    `pgwarden`, and the other sections pick it up via BENCH_TARGETS. Until then it reports
-    itself as unavailable and the run goes on without it. See bench/README.md.
+
+def steering_unsupported():
+    """Why this machine cannot run the steered target, or None. Attach itself reports
+    anything finer (a verifier refusal, a foreign connect4 program) in its one line."""
+    if os.geteuid() != 0:
+        return "steering needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+    if cgroup2_root() is None:
+        return "no cgroup v2 mount in /proc/self/mounts (steering needs cgroup v2)"
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "kernel without BTF (/sys/kernel/btf/vmlinux), the BPF object cannot load"
+    return None
+
+
+class SteeredTarget(PgwardenTarget):
+    """pgwardend reached *transparently*: clients dial PostgreSQL's own address and port
+    (self.port = cluster.port) and the BPF cgroup hooks steer each connect() into the relay.
+
+    Only processes in a throwaway cgroup v2 directory this target creates are steered: the
+    driver puts pgbench there through client_preexec(), never itself, PostgreSQL or the
+    other relays (PgBouncer's and HAProxy's upstream connections must not be steered). The
+    attach uses an instance of its own (pin dir, nft table) and its own TPROXY mark and route
+    table numbers, so its detach can never remove another attach's state; it asks for no
+    TPROXY, so nothing is added to nftables or the routing tables anyway.
+
+    Proof that the traffic really went through the relay, not straight to PostgreSQL:
+      * pgwardend's --upstream is a loopback port this target holds bound and never
+        listens on: a session pgwardend does not classify as steered has nowhere to go and
+        fails, so a successful login through it is a steered one;
+      * start() holds one probe session from inside the cgroup and finds it in
+        `pgwardenctl sessions` with route=steered and the probe's pid;
+      * steering_check() compares the hooks' steered_ipv4 counter before and after every
+        run with the sessions pgbench completed.
+    stop() detaches, stops what it started by pid, removes the cgroup and checks that the
+    kernel holds nothing of the instance; start() calls it on any failure, so every exit
+    path goes through it.
     """
 
     name = "steered"
-    as_postgres = False
 
-    def __init__(self, cluster, workdir, daemon):
-        super().__init__(cluster, workdir)
-        self.daemon = daemon
+    def __init__(self, cluster, workdir, daemon, ctl, extra_args=()):
+        super().__init__(cluster, workdir, daemon, extra_args)
+        self.ctl = ctl
+        tag = os.getpid() & 0xffffff
+        # STEER_INSTANCE_MAX is 32 with the NUL; "pgwb" + pid + 4 hex fits.
+        self.instance = "pgwb%d_%s" % (os.getpid(), os.urandom(2).hex())
+        self.tproxy_mark = 0x62000000 | tag
+        self.route_table = 0x62000000 | tag
+        self.admin = os.path.join(workdir, "steered-admin.sock")
+        self.relay_port = None
+        self.cgroup = None
+        self.attach_tried = False
+        self._blackhole = None
+        self._probe = None
+
+    # -- the pieces -------------------------------------------------------------------
+
+    def ctl_run(self, *args, check=True):
+        env = dict(os.environ, PGWARDEN_INSTANCE=self.instance)
+        r = subprocess.run([self.ctl, "--socket", self.admin] + list(args), env=env,
+                           capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            msg = (r.stderr.strip() or r.stdout.strip()).splitlines()
+            raise TargetError("steered: pgwardenctl %s: exit %d: %s" % (
+                args[0], r.returncode, msg[-1] if msg else ""))
+        return r
+
+    def status(self):
+        """The instance's steering status (pgwardenctl status --json, steering part)."""
+        r = self.ctl_run("status", "--json", check=False)
+        try:
+            doc = json.loads(r.stdout)
+        except ValueError:
+            raise TargetError("steered: status --json is not JSON (exit %d): %s"
+                              % (r.returncode, (r.stderr or r.stdout).strip()[:200]))
+        return doc.get("steering", doc)
+
+    def argv(self):
+        return [self.daemon, "--listen", "%s:%d" % (HOST, self.relay_port),
+                "--upstream", "%s:%d" % (HOST, self._blackhole.getsockname()[1]),
+                "--steer-instance", self.instance,
+                "--max-connections", "2000", "--log-level", "warn",
+                "--admin-socket", self.admin] + self.extra_args
+
+    def _hold_dead_port(self):
+        """A loopback port bound and never listened on: connecting to it is refused, and
+        nobody else can listen on it while we hold it."""
+        for _ in range(200):
+            s = socket.socket()
+            try:
+                s.bind((HOST, random.randint(20000, 32000)))
+                self._blackhole = s
+                return
+            except OSError:
+                s.close()
+        raise TargetError("steered: no free port in 20000-32000 for the dead upstream")
+
+    def _make_cgroup(self):
+        root = cgroup2_root()
+        path = os.path.join(root, "pgwarden-bench-" + self.instance)
+        if os.path.realpath(path) == os.path.realpath(root):
+            raise TargetError("steered: refusing to attach to the root cgroup")
+        os.mkdir(path)
+        self.cgroup = path
+
+    def cgroup_pids(self):
+        try:
+            with open(os.path.join(self.cgroup, "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+    def client_preexec(self):
+        """For subprocess: the child joins the steering cgroup before it execs the client,
+        so its very first connect() is steered (threads it starts later inherit it)."""
+        procs = os.path.join(self.cgroup, "cgroup.procs")
+
+        def join():
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
+        return join
+
+    def _probe_session(self):
+        """One login from inside the cgroup to PostgreSQL's own port, held while
+        pgwardend's session list is read: it must be there, route=steered, our pid."""
+        code = ("import os, sys\n"
+                "sys.path.insert(0, sys.argv[1])\n"
+                "import pgwire\n"
+                "c = pgwire.Conn(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5],\n"
+                "                os.environ['PGPASSWORD'], timeout=30)\n"
+                "c.stream('SELECT 1')\n"
+                "print('ok', flush=True)\n"
+                "sys.stdin.read()\n"
+                "c.close()\n")
+        self._probe = subprocess.Popen(
+            [sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), HOST,
+             str(self.cluster.port), USER, DATABASE], env=self.cluster.client_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, preexec_fn=self.client_preexec())
+        try:
+            line = self._probe.stdout.readline().strip()
+            if line != "ok":
+                self._probe.kill()
+                _, err = self._probe.communicate(timeout=30)
+                raise TargetError("steered: a login from inside the cgroup failed: %s\n%s"
+                                  % ((err.strip().splitlines() or ["?"])[-1],
+                                     tail(self.log)))
+            r = self.ctl_run("sessions", "--json")
+            doc = json.loads(r.stdout)
+            sessions = doc.get("sessions", doc) if isinstance(doc, dict) else doc
+            mine = [s for s in sessions if (s.get("process") or {}).get("pid")
+                    == self._probe.pid or (s.get("process") or {}).get("tgid")
+                    == self._probe.pid]
+            if not mine or mine[0].get("route") != "steered":
+                raise TargetError("steered: the probe session (pid %d) is not in pgwardend's "
+                                  "sessions as route=steered: %s" % (
+                                      self._probe.pid, json.dumps(mine or sessions)[:400]))
+        finally:
+            if self._probe.poll() is None:
+                self._probe.stdin.close()
+                try:
+                    self._probe.wait(30)
+                except subprocess.TimeoutExpired:
+                    self._probe.kill()
+                    self._probe.wait()
+            self._probe = None
+
+    # -- the target -------------------------------------------------------------------
 
     def start(self):
-        raise TargetError("steered: not implemented yet (bench/targets.py SteeredTarget)")
+        why = steering_unsupported()
+        if why:
+            raise TargetError("steered: " + why)
+        if not os.access(self.ctl, os.X_OK):
+            raise TargetError("steered: %s is not built" % self.ctl)
+        try:
+            self._hold_dead_port()
+            for attempt in range(5):
+                self.relay_port = free_port()
+                self._spawn(self.argv(), as_postgres=False)
+                try:
+                    wait_port(self.relay_port, self.proc, self.name)
+                    break
+                except TargetError:
+                    log = tail(self.log, 40)
+                    super(PgwardenTarget, self).stop()
+                    if "in use" not in log:
+                        raise
+            else:
+                raise TargetError("steered: no free port after 5 attempts")
+            self.port = self.cluster.port  # clients dial the real server
+            self._make_cgroup()
+            self.attach_tried = True
+            self.ctl_run("attach", "--instance", self.instance,
+                         "--port", str(self.cluster.port),
+                         "--relay", "%s:%d" % (HOST, self.relay_port),
+                         "--cgroup", self.cgroup,
+                         "--tproxy-mark", "0x%x" % self.tproxy_mark,
+                         "--route-table", str(self.route_table))
+            st = self.status()
+            if not st.get("attached"):
+                raise TargetError("steered: attach exited 0 but status says not attached: %s"
+                                  % json.dumps(st)[:300])
+            self._probe_session()
+        except BaseException as e:
+            # Undo what was done; a failure to undo is added to the reason, never put in
+            # its place.
+            try:
+                self.stop()
+            except TargetError as e2:
+                if isinstance(e, (TargetError, OSError)):
+                    raise TargetError("%s; cleaning up: %s" % (e, e2)) from e
+                raise
+            if isinstance(e, OSError):
+                raise TargetError("steered: %s" % e) from e
+            raise
+
+    def steering_snapshot(self):
+        st = self.status()
+        return {"attached": bool(st.get("attached")),
+                "counters": dict(st.get("counters") or {})}
+
+    def steering_check(self, before, sessions):
+        """(proof, None) when the hooks steered at least as many connects as the run
+        completed sessions, else (None, why). Any session that was not steered would have
+        failed (the dead upstream), so the count is the remaining gap to close."""
+        after = self.steering_snapshot()
+        if not after["attached"]:
+            return None, "steering was not attached after the run"
+        c0, c1 = before["counters"], after["counters"]
+        steered = c1.get("steered_ipv4", 0) - c0.get("steered_ipv4", 0)
+        rekeyed = c1.get("rekeyed_established", 0) - c0.get("rekeyed_established", 0)
+        proof = {"steered_ipv4": steered, "rekeyed_established": rekeyed,
+                 "sessions": sessions}
+        if steered < sessions or rekeyed < sessions:
+            return None, ("the hooks steered %d connects (%d established) for %d sessions: "
+                          "the run did not go through the relay" % (steered, rekeyed,
+                                                                    sessions))
+        return proof, None
+
+    def stop(self):
+        """Undo start() in reverse, whatever state it reached; every step runs even when an
+        earlier one failed, and a failure is raised at the end."""
+        problems = []
+        if self._probe is not None and self._probe.poll() is None:
+            self._probe.kill()
+            self._probe.wait()
+        self._probe = None
+        if self.cgroup:
+            # Only the driver's clients are ever put here: a client still inside after its
+            # run (an interrupted pgbench) is ours to end.
+            for _ in range(50):
+                pids = self.cgroup_pids()
+                if not pids:
+                    break
+                for p in pids:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.1)
+        if self.attach_tried:
+            try:
+                self.ctl_run("detach", "--instance", self.instance)
+            except (TargetError, OSError, subprocess.TimeoutExpired) as e:
+                problems.append(str(e))
+        super().stop()  # pgwardend, by its pid
+        if self.cgroup:
+            try:
+                os.rmdir(self.cgroup)
+                self.cgroup = None
+            except OSError as e:
+                problems.append("cannot remove cgroup %s: %s" % (self.cgroup, e))
+        if self.attach_tried:
+            self.attach_tried = False
+            left = []
+            if os.path.exists("/sys/fs/bpf/%s" % self.instance):
+                left.append("pin dir /sys/fs/bpf/%s" % self.instance)
+            try:
+                st = self.status()
+                if st.get("attached") or st.get("links"):
+                    left.append("links %s" % st.get("links"))
+                left += ["%s" % x for x in st.get("leftovers") or []]
+            except TargetError as e:
+                left.append(str(e))
+            if left:
+                problems.append("instance %s left behind: %s" % (self.instance, left))
+        if self._blackhole is not None:
+            self._blackhole.close()
+            self._blackhole = None
+        if problems:
+            raise TargetError("steered: stop: " + "; ".join(problems))
 
 
 def version_of_postgres():

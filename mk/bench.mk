@@ -1,4 +1,5 @@
-# Side-by-side benchmarks: direct PostgreSQL, pgwardend, PgBouncer, HAProxy (bench/README.md).
+# Side-by-side benchmarks: direct PostgreSQL, pgwardend (explicit and steered), PgBouncer,
+# HAProxy (bench/README.md).
 #
 #   make bench                    full run (~20 min), writes docs/BENCHMARKS.md
 #   make bench BENCH_QUICK=1      1 round of 2 s cells, writes $(BUILD)/bench/BENCHMARKS-quick.md
@@ -13,10 +14,12 @@ BENCH_PYTHON ?= /usr/bin/python3
 BENCH_WORK ?= $(BUILD)/bench
 
 .PHONY: bench bench-report
-bench: $(DAEMON)
+# pgwardenctl too: the connect section's `steered` target attaches the BPF steering hooks
+# with it (BENCH_STEERED=0 leaves that target out).
+bench: $(DAEMON) $(CTL)
 	@sh scripts/install-deps.sh
 	@mkdir -p $(BENCH_WORK)
-	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --work $(BENCH_WORK)
+	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --ctl $(CTL) --work $(BENCH_WORK)
 
 bench-report:
-	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --work $(BENCH_WORK) --report-only
+	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --ctl $(CTL) --work $(BENCH_WORK) --report-only
