@@ -552,6 +552,24 @@ struct parse_case {
 	uint64_t value;
 };
 
+/* Each case's result from parse; on an error the output must be left alone. */
+static void run_parse_cases(int (*parse)(const char *, uint64_t *), const struct parse_case *cases,
+			    size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = 12345;
+		int rc = parse(cases[i].text, &v);
+
+		if (rc != cases[i].rc)
+			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
+		if (rc == 0 && v != cases[i].value)
+			fail_msg("\"%s\": %llu, want %llu", cases[i].text, (unsigned long long)v,
+				 (unsigned long long)cases[i].value);
+		if (rc != 0 && v != 12345)
+			fail_msg("\"%s\": output written on error", cases[i].text);
+	}
+}
+
 static void test_parse_duration(void **state)
 {
 	static const struct parse_case cases[] = {
@@ -588,18 +606,7 @@ static void test_parse_duration(void **state)
 		{"1h30m", -EINVAL, 0},
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		uint64_t v = 12345;
-		int rc = config_parse_duration(cases[i].text, &v);
-
-		if (rc != cases[i].rc)
-			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
-		if (rc == 0 && v != cases[i].value)
-			fail_msg("\"%s\": %llu, want %llu", cases[i].text, (unsigned long long)v,
-				 (unsigned long long)cases[i].value);
-		if (rc != 0 && v != 12345)
-			fail_msg("\"%s\": output written on error", cases[i].text);
-	}
+	run_parse_cases(config_parse_duration, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_parse_size(void **state)
@@ -629,18 +636,7 @@ static void test_parse_size(void **state)
 		{"1e6", -EINVAL, 0},
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		uint64_t v = 12345;
-		int rc = config_parse_size(cases[i].text, &v);
-
-		if (rc != cases[i].rc)
-			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
-		if (rc == 0 && v != cases[i].value)
-			fail_msg("\"%s\": %llu, want %llu", cases[i].text, (unsigned long long)v,
-				 (unsigned long long)cases[i].value);
-		if (rc != 0 && v != 12345)
-			fail_msg("\"%s\": output written on error", cases[i].text);
-	}
+	run_parse_cases(config_parse_size, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_parse_rate(void **state)
@@ -671,18 +667,7 @@ static void test_parse_rate(void **state)
 		{"1/2s", -EINVAL, 0},
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		uint64_t v = 12345;
-		int rc = config_parse_rate(cases[i].text, &v);
-
-		if (rc != cases[i].rc)
-			fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
-		if (rc == 0 && v != cases[i].value)
-			fail_msg("\"%s\": %llu, want %llu", cases[i].text, (unsigned long long)v,
-				 (unsigned long long)cases[i].value);
-		if (rc != 0 && v != 12345)
-			fail_msg("\"%s\": output written on error", cases[i].text);
-	}
+	run_parse_cases(config_parse_rate, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 /* ---- case files --------------------------------------------------------------------- */
