@@ -581,9 +581,15 @@ static pid_t gate_start(const char *denied_addr)
 			_exit(1);
 		p.fd = steer_gate_fd(g);
 		p.events = POLLIN;
-		for (;;) /* until the parent's SIGTERM */
-			if (poll(&p, 1, -1) == 1)
-				steer_gate_dispatch(g);
+		for (;;) { /* until the parent's SIGTERM */
+			if (poll(&p, 1, -1) != 1)
+				continue;
+			rc = steer_gate_dispatch(g);
+			if (rc < 0) {
+				note("gate: reading queue %d failed: %s", GATE_QUEUE, strerror(-rc));
+				_exit(1);
+			}
+		}
 	}
 	close(ready[1]);
 	if (pid < 0 || read(ready[0], &c, 1) != 1) {
