@@ -387,19 +387,27 @@ class Bench:
             res["relay_cpu_s"] = round(cpu1 - cpu0, 3)
             res["cpu_ms_per_1k_tx"] = (cpu1 - cpu0) * 1000.0 / tx * 1000.0
         if snap is not None:
-            # A steered run that went anywhere but through the relay must not be reported.
-            try:
-                proof, why = target.steering_check(snap, tx)
-            except T.TargetError as e:
-                proof, why = None, str(e)
-            if why:
-                self.incidents.append({"target": target.name, "scenario": "%s: steering "
-                                       "check failed, result discarded: %s" % (scenario, why),
-                                       "log_tail": T.tail(target.log, 30)})
-                log("INCIDENT %s: %s: %s" % (target.name, scenario, why))
+            proof = self.steering_proof(target, snap, tx, scenario)
+            if proof is None:
                 return None
             res["steering"] = proof
         return res
+
+    def steering_proof(self, target, snap, sessions, scenario):
+        """The steered target's proof that `sessions` went through the relay since snap, or
+        None after recording an incident: a steered result that went anywhere but through
+        the relay must not be reported."""
+        try:
+            proof, why = target.steering_check(snap, sessions)
+        except T.TargetError as e:
+            proof, why = None, str(e)
+        if not why:
+            return proof
+        self.incidents.append({"target": target.name, "scenario": "%s: steering check failed, "
+                               "result discarded: %s" % (scenario, why),
+                               "log_tail": T.tail(target.log, 30)})
+        log("INCIDENT %s: %s: %s" % (target.name, scenario, why))
+        return None
 
     def section_tps(self):
         s = self.s
@@ -490,14 +498,8 @@ class Bench:
                 log("INCIDENT %s: %s: %s" % (t.name, scenario, failed))
             return
         n = s.probe_blocks * s.probe_conns
-        try:
-            proof, why = t.steering_check(snap, n)
-        except T.TargetError as e:
-            proof, why = None, str(e)
-        if why:
-            self.incidents.append({"target": t.name, "scenario": "%s: steering check failed, "
-                                   "result discarded: %s" % (scenario, why)})
-            log("INCIDENT %s: %s: %s" % (t.name, scenario, why))
+        proof = self.steering_proof(t, snap, n, scenario)
+        if proof is None:
             return
         res = {"round": rnd, "connections_per_leg": n, "steering": proof}
         for leg in ("explicit", "steered"):
