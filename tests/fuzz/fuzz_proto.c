@@ -22,16 +22,7 @@
 
 #include "proto/proto.h"
 
-#define CHECK(cond)                                                                       \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, \
-				__LINE__);                                                \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_check.h"
 
 static bool inside(const void *p, size_t n, const uint8_t *base, size_t len)
 {

@@ -27,16 +27,7 @@
 
 #include "sql/sql.h"
 
-#define CHECK(cond)                                                                       \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, \
-				__LINE__);                                                \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_check.h"
 
 #define BIG 8192
 #define GUARD 16

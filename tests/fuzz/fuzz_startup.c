@@ -19,16 +19,7 @@
 
 #include "proto/proto.h"
 
-#define CHECK(cond)                                                                       \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, \
-				__LINE__);                                                \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_check.h"
 
 /* s is a string that starts and ends (with its NUL) inside p[0..len). */
 static bool cstr_inside(const char *s, const uint8_t *p, uint32_t len)

@@ -12,17 +12,7 @@
 
 #include <cmocka.h>
 
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\n'))
-		*--e = '\0';
-	return s;
-}
+#include "case_file.h"
 
 /* Every line of data/base/addr_cases.txt: parse, then format back. */
 static void test_addr_cases(void **state)

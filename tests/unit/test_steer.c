@@ -37,17 +37,7 @@
 
 #include <cmocka.h>
 
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\n'))
-		*--e = '\0';
-	return s;
-}
+#include "case_file.h"
 
 /* Each data/steer/mounts/NAME.txt starts with "# want: PATH" or "# want: ENOENT". */
 static void test_find_mount_cases(void **state)

@@ -18,6 +18,9 @@ enum ctl_exit {
 	CTL_EXIT_DOWN = 3,  /* pgwardend is not running / admin socket unreachable */
 };
 
+/* One line on stderr, "pgwardenctl: " and the message; returns code. */
+int ctl_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 struct ctl_command {
 	const char *name;
 	const char *synopsis; /* flags and arguments, for usage */

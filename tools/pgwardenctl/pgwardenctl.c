@@ -33,8 +33,7 @@ struct ctl_globals {
 
 static struct ctl_globals g = {.timeout_ms = 10000};
 
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int code, const char *fmt, ...)
+int ctl_fail(int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -96,7 +95,7 @@ static int global_flag(int c)
 		return -1;
 	case OPT_TIMEOUT:
 		if (parse_positive(optarg, 3600, &v))
-			return fail(CTL_EXIT_USAGE, "--timeout: expected seconds (1-3600), got \"%s\"",
+			return ctl_fail(CTL_EXIT_USAGE, "--timeout: expected seconds (1-3600), got \"%s\"",
 				    optarg);
 		g.timeout_ms = (int)v * 1000;
 		return -1;
@@ -105,7 +104,10 @@ static int global_flag(int c)
 	}
 }
 
-static int parse_common(int argc, char **argv, const char *synopsis, long *count)
+/* The flags every daemon command shares; a command without operands refuses any. -1 to go
+ * on (optind at the first operand), else the exit code. */
+static int parse_common(int argc, char **argv, const char *synopsis, long *count,
+			bool takes_operands)
 {
 	int c, rc;
 
@@ -121,16 +123,18 @@ static int parse_common(int argc, char **argv, const char *synopsis, long *count
 		switch (c) {
 		case OPT_COUNT:
 			if (!count || parse_positive(optarg, 1000000000, count))
-				return fail(CTL_EXIT_USAGE, "%s: unexpected or bad --count", argv[0]);
+				return ctl_fail(CTL_EXIT_USAGE, "%s: unexpected or bad --count", argv[0]);
 			break;
 		case 'h':
 			printf("usage: pgwardenctl %s %s\n", argv[0], synopsis);
 			return CTL_EXIT_OK;
 		default:
-			return fail(CTL_EXIT_USAGE, "%s: unknown option \"%s\" (usage: pgwardenctl %s %s)",
+			return ctl_fail(CTL_EXIT_USAGE, "%s: unknown option \"%s\" (usage: pgwardenctl %s %s)",
 				    argv[0], argv[optind - 1], argv[0], synopsis);
 		}
 	}
+	if (!takes_operands && optind < argc)
+		return ctl_fail(CTL_EXIT_USAGE, "%s: unexpected argument \"%s\"", argv[0], argv[optind]);
 	return -1;
 }
 
@@ -144,20 +148,20 @@ static const char *socket_path(void)
 static int down_or_fail(int err, const char *what)
 {
 	if (err == -EACCES || err == -EPERM)
-		return fail(CTL_EXIT_FAIL, "%s: permission denied on %s (the admin socket is root-only)",
+		return ctl_fail(CTL_EXIT_FAIL, "%s: permission denied on %s (the admin socket is root-only)",
 			    what, socket_path());
 	if (err == -ENOENT || err == -ECONNREFUSED || err == -ENOTDIR)
-		return fail(CTL_EXIT_DOWN, "%s: pgwardend is not running (no admin socket at %s)",
+		return ctl_fail(CTL_EXIT_DOWN, "%s: pgwardend is not running (no admin socket at %s)",
 			    what, socket_path());
 	if (err == -ETIMEDOUT)
-		return fail(CTL_EXIT_DOWN, "%s: pgwardend did not answer within %d s on %s", what,
+		return ctl_fail(CTL_EXIT_DOWN, "%s: pgwardend did not answer within %d s on %s", what,
 			    g.timeout_ms / 1000, socket_path());
 	if (err == -EPIPE || err == -ECONNRESET)
-		return fail(CTL_EXIT_DOWN, "%s: pgwardend closed the admin connection on %s", what,
+		return ctl_fail(CTL_EXIT_DOWN, "%s: pgwardend closed the admin connection on %s", what,
 			    socket_path());
 	if (err == -EPROTO)
-		return fail(CTL_EXIT_FAIL, "%s: unexpected reply from %s", what, socket_path());
-	return fail(CTL_EXIT_FAIL, "%s: %s: %s", what, socket_path(), strerror(-err));
+		return ctl_fail(CTL_EXIT_FAIL, "%s: unexpected reply from %s", what, socket_path());
+	return ctl_fail(CTL_EXIT_FAIL, "%s: %s: %s", what, socket_path(), strerror(-err));
 }
 
 /* One request, one reply. On failure the error is printed and the exit code returned;
@@ -182,7 +186,7 @@ static int request(json_t *req, json_t **reply, const char *what)
 	if (admin_reply_error(*reply, buf, sizeof(buf))) {
 		json_decref(*reply);
 		*reply = NULL;
-		return fail(CTL_EXIT_FAIL, "%s: %s", what, buf);
+		return ctl_fail(CTL_EXIT_FAIL, "%s: %s", what, buf);
 	}
 	return -1;
 }
@@ -295,11 +299,9 @@ static int cmd_status(int argc, char **argv)
 	json_t *reply = NULL, *out;
 	int rc, steer_rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL);
+	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
 	if (rc >= 0)
 		return rc;
-	if (optind < argc)
-		return fail(CTL_EXIT_USAGE, "status: unexpected argument \"%s\"", argv[optind]);
 	rc = request(json_pack("{s:s}", "cmd", "status"), &reply, "status");
 	if (g.json) {
 		out = json_object();
@@ -324,18 +326,16 @@ static int cmd_sessions(int argc, char **argv)
 	size_t i;
 	int rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL);
+	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
 	if (rc >= 0)
 		return rc;
-	if (optind < argc)
-		return fail(CTL_EXIT_USAGE, "sessions: unexpected argument \"%s\"", argv[optind]);
 	rc = request(json_pack("{s:s}", "cmd", "sessions"), &reply, "sessions");
 	if (rc >= 0)
 		return rc;
 	arr = json_object_get(reply, "sessions");
 	if (!json_is_array(arr)) {
 		json_decref(reply);
-		return fail(CTL_EXIT_FAIL, "sessions: reply has no session list");
+		return ctl_fail(CTL_EXIT_FAIL, "sessions: reply has no session list");
 	}
 	if (g.json) {
 		print_json(arr);
@@ -373,7 +373,7 @@ static int resolve_session(const char *arg, char out[SESSION_ID_HEXLEN + 1])
 	int rc, matches = 0;
 
 	if (n < 4 || n > SESSION_ID_HEXLEN || strspn(arg, "0123456789abcdefABCDEF") != n)
-		return fail(CTL_EXIT_USAGE,
+		return ctl_fail(CTL_EXIT_USAGE,
 			    "kill: \"%s\" is not a session id (32 hex digits, or a unique prefix "
 			    "of at least 4)",
 			    arg);
@@ -394,9 +394,9 @@ static int resolve_session(const char *arg, char out[SESSION_ID_HEXLEN + 1])
 	}
 	json_decref(reply);
 	if (matches == 0)
-		return fail(CTL_EXIT_FAIL, "kill: no live session starts with %s", arg);
+		return ctl_fail(CTL_EXIT_FAIL, "kill: no live session starts with %s", arg);
 	if (matches > 1)
-		return fail(CTL_EXIT_FAIL, "kill: %d sessions start with %s; give more digits",
+		return ctl_fail(CTL_EXIT_FAIL, "kill: %d sessions start with %s; give more digits",
 			    matches, arg);
 	return -1;
 }
@@ -407,11 +407,11 @@ static int cmd_kill(int argc, char **argv)
 	json_t *reply;
 	int rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH] SESSION", NULL);
+	rc = parse_common(argc, argv, "[--json] [--socket PATH] SESSION", NULL, true);
 	if (rc >= 0)
 		return rc;
 	if (argc - optind != 1)
-		return fail(CTL_EXIT_USAGE, "kill: expected one session id (usage: pgwardenctl kill "
+		return ctl_fail(CTL_EXIT_USAGE, "kill: expected one session id (usage: pgwardenctl kill "
 					    "SESSION)");
 	rc = resolve_session(argv[optind], id);
 	if (rc >= 0)
@@ -432,11 +432,9 @@ static int cmd_reload(int argc, char **argv)
 	json_t *reply;
 	int rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL);
+	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
 	if (rc >= 0)
 		return rc;
-	if (optind < argc)
-		return fail(CTL_EXIT_USAGE, "reload: unexpected argument \"%s\"", argv[optind]);
 	rc = request(json_pack("{s:s}", "cmd", "reload"), &reply, "reload");
 	if (rc >= 0)
 		return rc;
@@ -457,11 +455,9 @@ static int cmd_events(int argc, char **argv)
 	char buf[512];
 	int rc, err;
 
-	rc = parse_common(argc, argv, "[--count N] [--socket PATH]", &count);
+	rc = parse_common(argc, argv, "[--count N] [--socket PATH]", &count, false);
 	if (rc >= 0)
 		return rc;
-	if (optind < argc)
-		return fail(CTL_EXIT_USAGE, "events: unexpected argument \"%s\"", argv[optind]);
 	err = admin_conn_open(socket_path(), g.timeout_ms, &c);
 	if (err)
 		return down_or_fail(err, "events");
@@ -475,7 +471,7 @@ static int cmd_events(int argc, char **argv)
 	if (admin_reply_error(reply, buf, sizeof(buf))) {
 		json_decref(reply);
 		admin_conn_close(c);
-		return fail(CTL_EXIT_FAIL, "events: %s", buf);
+		return ctl_fail(CTL_EXIT_FAIL, "events: %s", buf);
 	}
 	json_decref(reply);
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -560,7 +556,7 @@ int main(int argc, char **argv)
 			       ADMIN_PROTOCOL_VERSION);
 			return CTL_EXIT_OK;
 		default:
-			fail(CTL_EXIT_USAGE, "unknown option \"%s\"", argv[optind - 1]);
+			ctl_fail(CTL_EXIT_USAGE, "unknown option \"%s\"", argv[optind - 1]);
 			usage(stderr);
 			return CTL_EXIT_USAGE;
 		}
@@ -579,5 +575,5 @@ int main(int argc, char **argv)
 			return commands[i].run(subc, sub);
 		}
 	}
-	return fail(CTL_EXIT_USAGE, "unknown command \"%s\" (try pgwardenctl help)", argv[optind]);
+	return ctl_fail(CTL_EXIT_USAGE, "unknown command \"%s\" (try pgwardenctl help)", argv[optind]);
 }

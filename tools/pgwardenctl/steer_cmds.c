@@ -24,18 +24,6 @@ static const char *default_instance(void)
 	return e && *e ? e : STEER_DEFAULT_INSTANCE;
 }
 
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("pgwardenctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
 
 static int parse_u32(const char *s, uint32_t *out)
 {
@@ -144,16 +132,16 @@ int ctl_attach(int argc, char **argv)
 		switch (c) {
 		case 'p':
 			if (o.nports >= STEER_MAX_PORTS)
-				return fail(CTL_EXIT_USAGE, "at most %d --port", STEER_MAX_PORTS);
+				return ctl_fail(CTL_EXIT_USAGE, "at most %d --port", STEER_MAX_PORTS);
 			if (steer_parse_port(optarg, &o.ports[o.nports]))
-				return fail(CTL_EXIT_USAGE, "--port: expected 1-65535, got '%s'", optarg);
+				return ctl_fail(CTL_EXIT_USAGE, "--port: expected 1-65535, got '%s'", optarg);
 			o.nports++;
 			break;
 		case 'a':
 			if (o.naddresses >= STEER_MAX_ADDRS)
-				return fail(CTL_EXIT_USAGE, "at most %d --address", STEER_MAX_ADDRS);
+				return ctl_fail(CTL_EXIT_USAGE, "at most %d --address", STEER_MAX_ADDRS);
 			if (steer_parse_ip(optarg, &o.addresses[o.naddresses]))
-				return fail(CTL_EXIT_USAGE, "--address: expected a numeric IPv4 or IPv6 "
+				return ctl_fail(CTL_EXIT_USAGE, "--address: expected a numeric IPv4 or IPv6 "
 					    "address, got '%s'", optarg);
 			o.naddresses++;
 			break;
@@ -162,9 +150,9 @@ int ctl_attach(int argc, char **argv)
 			break;
 		case 'r':
 			if (o.nrelay >= 2)
-				return fail(CTL_EXIT_USAGE, "at most two --relay (one IPv4, one IPv6)");
+				return ctl_fail(CTL_EXIT_USAGE, "at most two --relay (one IPv4, one IPv6)");
 			if (addr_parse(optarg, &o.relay[o.nrelay]))
-				return fail(CTL_EXIT_USAGE, "--relay: expected HOST:PORT or [V6]:PORT, got '%s'",
+				return ctl_fail(CTL_EXIT_USAGE, "--relay: expected HOST:PORT or [V6]:PORT, got '%s'",
 					    optarg);
 			o.nrelay++;
 			break;
@@ -173,11 +161,11 @@ int ctl_attach(int argc, char **argv)
 			break;
 		case OPT_TPROXY_PORT:
 			if (steer_parse_port(optarg, &o.tproxy_port))
-				return fail(CTL_EXIT_USAGE, "--tproxy-port: expected 1-65535, got '%s'", optarg);
+				return ctl_fail(CTL_EXIT_USAGE, "--tproxy-port: expected 1-65535, got '%s'", optarg);
 			break;
 		case OPT_UNIX_SOCKET:
 			if (o.nunix >= STEER_MAX_UNIX)
-				return fail(CTL_EXIT_USAGE, "at most %d --unix-socket", STEER_MAX_UNIX);
+				return ctl_fail(CTL_EXIT_USAGE, "at most %d --unix-socket", STEER_MAX_UNIX);
 			o.unix_paths[o.nunix++] = optarg;
 			break;
 		case OPT_UNIX_RELAY:
@@ -185,22 +173,22 @@ int ctl_attach(int argc, char **argv)
 			break;
 		case OPT_RELAY_MARK:
 			if (parse_u32(optarg, &o.relay_mark))
-				return fail(CTL_EXIT_USAGE, "--relay-mark: expected a number, got '%s'", optarg);
+				return ctl_fail(CTL_EXIT_USAGE, "--relay-mark: expected a number, got '%s'", optarg);
 			break;
 		case OPT_TPROXY_MARK:
 			if (parse_u32(optarg, &o.tproxy_mark))
-				return fail(CTL_EXIT_USAGE, "--tproxy-mark: expected a number, got '%s'", optarg);
+				return ctl_fail(CTL_EXIT_USAGE, "--tproxy-mark: expected a number, got '%s'", optarg);
 			break;
 		case OPT_ROUTE_TABLE:
 			/* 0 and 253-255 are the kernel's unspec, default, main and local tables. */
 			if (parse_u32(optarg, &o.route_table) || o.route_table == 0 ||
 			    (o.route_table >= 253 && o.route_table <= 255))
-				return fail(CTL_EXIT_USAGE, "--route-table: expected a free table id "
+				return ctl_fail(CTL_EXIT_USAGE, "--route-table: expected a free table id "
 					    "(1-252 or 256 and up), got '%s'", optarg);
 			break;
 		case OPT_INSTANCE:
 			if (strlen(optarg) >= sizeof(o.instance))
-				return fail(CTL_EXIT_USAGE, "--instance: name too long");
+				return ctl_fail(CTL_EXIT_USAGE, "--instance: name too long");
 			snprintf(o.instance, sizeof(o.instance), "%s", optarg);
 			break;
 		case OPT_NO_RELAY_CHECK:
@@ -213,7 +201,7 @@ int ctl_attach(int argc, char **argv)
 			uint32_t q;
 
 			if (parse_u32(optarg, &q) || q > 65535)
-				return fail(CTL_EXIT_USAGE, "--gate-queue: expected 0-65535, got '%s'",
+				return ctl_fail(CTL_EXIT_USAGE, "--gate-queue: expected 0-65535, got '%s'",
 					    optarg);
 			o.gate = true;
 			o.gate_queue = (uint16_t)q;
@@ -223,37 +211,37 @@ int ctl_attach(int argc, char **argv)
 			uint32_t secs;
 
 			if (parse_u32(optarg, &secs) || secs > 3600)
-				return fail(CTL_EXIT_USAGE, "--wait: expected seconds (0-3600), got '%s'",
+				return ctl_fail(CTL_EXIT_USAGE, "--wait: expected seconds (0-3600), got '%s'",
 					    optarg);
 			o.relay_wait_ms = secs * 1000;
 			break;
 		}
 		default:
-			return fail(CTL_EXIT_USAGE, "attach: unknown or incomplete option '%s'",
+			return ctl_fail(CTL_EXIT_USAGE, "attach: unknown or incomplete option '%s'",
 				    argv[optind - 1]);
 		}
 	}
 	if (optind < argc) {
 		if (strcmp(argv[optind - 1], "--") != 0)
-			return fail(CTL_EXIT_USAGE, "attach: unexpected argument '%s'", argv[optind]);
+			return ctl_fail(CTL_EXIT_USAGE, "attach: unexpected argument '%s'", argv[optind]);
 		exec_argv = &argv[optind];
 	}
 	if (exec_argv && !o.fail_open)
-		return fail(CTL_EXIT_USAGE, "attach: '-- PROGRAM' hands the links to PROGRAM and needs "
+		return ctl_fail(CTL_EXIT_USAGE, "attach: '-- PROGRAM' hands the links to PROGRAM and needs "
 			    "--fail-open");
 	if (o.fail_open && !exec_argv)
-		return fail(CTL_EXIT_USAGE,
+		return ctl_fail(CTL_EXIT_USAGE,
 			    "attach --fail-open: the links must belong to pgwardend, which outlives this "
 			    "command; run 'pgwardenctl attach --fail-open ... -- pgwardend ARGS' (or let "
 			    "pgwardend attach at start)");
 	if (exec_argv)
 		o.check_relay = false;
 	if (steer_opts_check(&o, err, sizeof(err)))
-		return fail(CTL_EXIT_USAGE, "attach: %s", err);
+		return ctl_fail(CTL_EXIT_USAGE, "attach: %s", err);
 
 	rc = steer_attach(&o, o.fail_open ? &h : NULL, err, sizeof(err));
 	if (rc)
-		return fail(rc == -ECONNREFUSED || rc == -ETIMEDOUT ? CTL_EXIT_DOWN : CTL_EXIT_FAIL,
+		return ctl_fail(rc == -ECONNREFUSED || rc == -ETIMEDOUT ? CTL_EXIT_DOWN : CTL_EXIT_FAIL,
 			    "attach: %s", err);
 	if (!exec_argv) {
 		printf("attached (fail-closed): instance %s\n", o.instance);
@@ -265,7 +253,7 @@ int ctl_attach(int argc, char **argv)
 		rc = steer_handle_export_fds(h, fds, sizeof(fds));
 		if (rc || setenv("PGWARDEN_STEER_FDS", fds, 1)) {
 			steer_handle_close(h);
-			return fail(CTL_EXIT_FAIL, "attach: cannot hand the links over: %s",
+			return ctl_fail(CTL_EXIT_FAIL, "attach: cannot hand the links over: %s",
 				    strerror(rc ? -rc : errno));
 		}
 		log_warn("steer_fail_open", "fail-open: steering lives as long as pid %d (%s)",
@@ -273,7 +261,7 @@ int ctl_attach(int argc, char **argv)
 		execvp(exec_argv[0], exec_argv);
 		rc = errno;
 		steer_handle_close(h); /* detaches: nothing outlives a failed hand-over */
-		return fail(CTL_EXIT_FAIL, "attach: cannot run %s: %s (steering detached)", exec_argv[0],
+		return ctl_fail(CTL_EXIT_FAIL, "attach: cannot run %s: %s (steering detached)", exec_argv[0],
 			    strerror(rc));
 	}
 }
@@ -300,13 +288,13 @@ int ctl_detach(int argc, char **argv)
 			return CTL_EXIT_OK;
 		}
 		if (c != OPT_INSTANCE || strlen(optarg) >= sizeof(instance))
-			return fail(CTL_EXIT_USAGE, "detach: unknown or bad option '%s'", argv[optind - 1]);
+			return ctl_fail(CTL_EXIT_USAGE, "detach: unknown or bad option '%s'", argv[optind - 1]);
 		snprintf(instance, sizeof(instance), "%s", optarg);
 	}
 	if (optind < argc)
-		return fail(CTL_EXIT_USAGE, "detach: unexpected argument '%s'", argv[optind]);
+		return ctl_fail(CTL_EXIT_USAGE, "detach: unexpected argument '%s'", argv[optind]);
 	if (steer_detach(instance, err, sizeof(err)))
-		return fail(CTL_EXIT_FAIL, "detach: %s", err);
+		return ctl_fail(CTL_EXIT_FAIL, "detach: %s", err);
 	printf("detached: instance %s\n", instance);
 	return CTL_EXIT_OK;
 }
@@ -388,9 +376,9 @@ int ctl_status_steering(bool json, void *json_out)
 	json_t *st = steer_status_json(default_instance());
 
 	if (!st)
-		return fail(CTL_EXIT_FAIL, "status: out of memory");
+		return ctl_fail(CTL_EXIT_FAIL, "status: out of memory");
 	if (json_object_get(st, "error")) {
-		int rc = fail(CTL_EXIT_FAIL, "status: %s",
+		int rc = ctl_fail(CTL_EXIT_FAIL, "status: %s",
 			      json_string_value(json_object_get(st, "error")));
 
 		if (json && json_out)
