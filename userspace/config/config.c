@@ -132,8 +132,9 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 		  "(pgwardenctl attach --tproxy-port); repeat for several")                      \
 	S("transparent_source", .type = ST_BOOL, FIELD(transparent_source), .def = true,         \
 	  .arg = "BOOL",                                                                         \
-	  .help = "connect upstream from the client's own address for TPROXY'd remote clients " \
-		  "(IP_TRANSPARENT), so pg_hba.conf and pg_stat_activity see the real client")   \
+	  .help = "connect upstream as the client: from its own address for TPROXY'd remote "   \
+		  "clients (IP_TRANSPARENT), with its uid and gid on unix_upstream; so "          \
+		  "pg_hba.conf and pg_stat_activity see the real client")                         \
 	S("upstream", .type = ST_ADDR, FIELD(upstream),                                          \
 	  .set_offset = offsetof(struct config, has_upstream), .arg = "ADDR",                    \
 	  .help = "PostgreSQL server for connections that carry no original destination")        \

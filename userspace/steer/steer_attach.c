@@ -305,13 +305,21 @@ static bool relay_unix_listening(const char *path)
 }
 
 /* The relay must be listening before anything is attached: steering into a dead listener is
- * the fail-closed outcome of a crash, not something to set up on purpose. a or unix_path. */
-static int relay_check(const struct addr *a, const char *unix_path, char *err, size_t errlen)
+ * the fail-closed outcome of a crash, not something to set up on purpose. The listener is
+ * unix_path when given, else a; a relay still starting (systemd's ExecStartPost) gets
+ * o->relay_wait_ms. */
+static int relay_check(const struct steer_opts *o, const struct addr *a, const char *unix_path,
+		       char *err, size_t errlen)
 {
 	char text[ADDR_STRLEN];
 
-	if (unix_path ? relay_unix_listening(unix_path) : relay_listening(a))
-		return 0;
+	for (unsigned waited = 0;; waited += 100) {
+		if (unix_path ? relay_unix_listening(unix_path) : relay_listening(a))
+			return 0;
+		if (waited >= o->relay_wait_ms)
+			break;
+		usleep(100 * 1000);
+	}
 	if (unix_path)
 		seterr(err, errlen, "relay is not listening on unix:%s: start pgwardend with "
 		       "unix_listen first", unix_path);
@@ -854,20 +862,13 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	want_unix = o->nunix > 0 && steer_probe_connect_unix();
 	/* Every relay listener the hooks will send clients to; the Unix one only where the
 	 * kernel can steer Unix sockets at all. */
-	if (o->check_relay)
-		for (unsigned i = 0; i < o->nrelay + (want_unix ? 1 : 0); i++) {
-			const char *unix_path = i == o->nrelay ? o->unix_relay : NULL;
-
-			/* A relay still starting (systemd's ExecStartPost) gets relay_wait_ms. */
-			for (unsigned waited = 0;; waited += 100) {
-				rc = relay_check(&o->relay[i < o->nrelay ? i : 0], unix_path, err, errlen);
-				if (rc == 0 || waited >= o->relay_wait_ms)
-					break;
-				usleep(100 * 1000);
-			}
-			if (rc)
-				goto err_close_cg;
-		}
+	rc = 0;
+	for (unsigned i = 0; o->check_relay && !rc && i < o->nrelay; i++)
+		rc = relay_check(o, &o->relay[i], NULL, err, errlen);
+	if (o->check_relay && !rc && want_unix)
+		rc = relay_check(o, NULL, o->unix_relay, err, errlen);
+	if (rc)
+		goto err_close_cg;
 	if (o->nunix > 0 && !want_unix)
 		log_warn("steer_unix_uncovered",
 			 "kernel has no cgroup/connect_unix (needs 6.7): Unix-socket clients are not "
