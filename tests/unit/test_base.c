@@ -2,6 +2,7 @@
 #include "base/addr.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "base/sanitize.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -75,6 +76,82 @@ static void test_log_escapes_peer_values(void **state)
 	assert_non_null(body);
 	assert_string_equal(body, " user=\"evil\\\" level=error\\x0ats=forged \\\\ \\x7f\" none=-");
 	assert_null(strchr(l.buf, '\n'));
+}
+
+/* Decode a case field: \xHH is a raw byte, \\ a backslash. Returns the length. */
+static size_t decode_field(const char *in, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	while (*in && n + 1 < cap) {
+		unsigned v;
+
+		if (in[0] == '\\' && in[1] == '\\') {
+			out[n++] = '\\';
+			in += 2;
+		} else if (in[0] == '\\' && in[1] == 'x' && sscanf(in + 2, "%2x", &v) == 1) {
+			out[n++] = (char)v;
+			in += 4;
+		} else {
+			out[n++] = *in++;
+		}
+	}
+	out[n] = '\0';
+	return n;
+}
+
+/* Every line of data/base/sanitize_cases.txt, then the properties every output has. */
+static void test_sanitize_cases(void **state)
+{
+	FILE *f = fopen("data/base/sanitize_cases.txt", "r");
+	char line[512];
+	int cases = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *f1 = line, *f2, *f3, in[256], want[256], out[512];
+		enum sanitize_for to;
+		size_t n, len;
+		bool cut;
+
+		if (line[0] == '#' || !(f2 = strchr(f1, '|')) || !(f3 = strchr(f2 + 1, '|')))
+			continue;
+		*f2++ = '\0';
+		*f3++ = '\0';
+		f1 = trim(f1);
+		to = strcmp(f1, "log") == 0 ? SANITIZE_LOG
+		     : strcmp(f1, "json") == 0 ? SANITIZE_JSON : SANITIZE_TERMINAL;
+		n = decode_field(trim(f2), in, sizeof(in));
+		decode_field(trim(f3), want, sizeof(want));
+		len = sanitize(out, sizeof(out), in, n, to, &cut);
+		if (strcmp(out, want) != 0)
+			fail_msg("case %d (%s): got '%s' want '%s'", cases + 1, f1, out, want);
+		assert_false(cut);
+		assert_int_equal(len, sanitize_len(in, n, to));
+		assert_int_equal(sanitize_is_clean(in, n, to), len == n && memcmp(out, in, n) == 0);
+		cases++;
+	}
+	fclose(f);
+	assert_true(cases >= 20);
+}
+
+/* A cut never splits an escape or a UTF-8 sequence, and always says so. */
+static void test_sanitize_truncates_whole_pieces(void **state)
+{
+	const char *in = "ab\x1b\xc3\xa9";
+	char out[8];
+	bool cut;
+
+	for (size_t cap = 1; cap <= 8; cap++) {
+		size_t len = sanitize(out, cap, in, strlen(in), SANITIZE_LOG, &cut);
+
+		assert_true(len < cap);
+		assert_int_equal(out[len], '\0');
+		if (len > 2)
+			assert_int_equal(len, 6); /* "ab" then the whole "\x1b" */
+		assert_true(cut == (cap <= 8));
+	}
+	assert_int_equal(sanitize(out, 0, in, 1, SANITIZE_LOG, &cut), 0);
 }
 
 static void test_log_truncates_long_lines(void **state)
@@ -155,6 +232,8 @@ int main(void)
 		cmocka_unit_test(test_addr_equal),
 		cmocka_unit_test(test_log_escapes_peer_values),
 		cmocka_unit_test(test_log_truncates_long_lines),
+		cmocka_unit_test(test_sanitize_cases),
+		cmocka_unit_test(test_sanitize_truncates_whole_pieces),
 		cmocka_unit_test(test_log_levels),
 		cmocka_unit_test(test_buf_pool_reuses_and_bounds),
 		cmocka_unit_test(test_buf_compact),

@@ -1,6 +1,8 @@
 /* log: structured logfmt lines on stderr (see log.h). */
 #include "base/log.h"
 
+#include "base/sanitize.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -77,7 +79,8 @@ void log_line_begin(struct log_line *l, enum log_level level, const char *event)
 
 void log_kv_str(struct log_line *l, const char *key, const char *value)
 {
-	static const char hex[] = "0123456789abcdef";
+	size_t room;
+	bool cut;
 
 	log_appendf(l, " %s=", key);
 	if (!value) {
@@ -85,22 +88,11 @@ void log_kv_str(struct log_line *l, const char *key, const char *value)
 		return;
 	}
 	log_append(l, "\"", 1);
-	for (const unsigned char *p = (const unsigned char *)value; *p && !l->truncated; p++) {
-		char esc[4];
-
-		if (*p == '"' || *p == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)*p;
-			log_append(l, esc, 2);
-		} else if (*p < 0x20 || *p == 0x7f) {
-			esc[0] = '\\';
-			esc[1] = 'x';
-			esc[2] = hex[*p >> 4];
-			esc[3] = hex[*p & 15];
-			log_append(l, esc, 4);
-		} else {
-			log_append(l, (const char *)p, 1);
-		}
+	/* Room for the closing quote stays reserved, so a cut value is still one value. */
+	room = sizeof(l->buf) - LOG_TAIL_RESERVE - l->len;
+	if (room > 1 && !l->truncated) {
+		l->len += sanitize_str(l->buf + l->len, room - 1, value, SANITIZE_LOG, &cut);
+		l->truncated |= cut;
 	}
 	log_append(l, "\"", 1);
 }

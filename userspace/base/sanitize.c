@@ -1,0 +1,161 @@
+/* sanitize: peer bytes made safe for logs, JSON and terminals (see sanitize.h). */
+#include "base/sanitize.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/*
+ * Length of the valid UTF-8 sequence at s[0..n), 0 when the byte at s is not the start of
+ * one (stray continuation byte, overlong form, surrogate, past U+10FFFF, cut short).
+ * *cp receives the code point.
+ */
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	size_t need;
+	uint32_t v;
+
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	}
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		need = 2;
+		v = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		need = 3;
+		v = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		need = 4;
+		v = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < need)
+		return 0;
+	for (size_t i = 1; i < need; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		v = v << 6 | (s[i] & 0x3f);
+	}
+	if ((need == 3 && (v < 0x800 || (v >= 0xd800 && v <= 0xdfff))) ||
+	    (need == 4 && (v < 0x10000 || v > 0x10ffff)))
+		return 0;
+	*cp = v;
+	return need;
+}
+
+/* Unicode format characters that can reorder, hide or split what a terminal shows. */
+static bool is_format_char(uint32_t cp)
+{
+	return (cp >= 0x200b && cp <= 0x200f) || /* zero-width space/joiners, LRM, RLM */
+	       (cp >= 0x2028 && cp <= 0x202e) || /* line/paragraph separators, bidi embeddings */
+	       (cp >= 0x2060 && cp <= 0x2069) || /* word joiner, invisible operators, isolates */
+	       cp == 0xfeff || cp == 0x061c;     /* BOM / zero-width no-break space, ALM */
+}
+
+static bool needs_escape(uint32_t cp, enum sanitize_for to)
+{
+	if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
+		return true;
+	return to == SANITIZE_TERMINAL && is_format_char(cp);
+}
+
+/*
+ * The safe form of the piece at s[0..n): sets *used (input bytes) and writes at most 16
+ * bytes to piece; returns their count.
+ */
+static size_t sanitize_piece(const unsigned char *s, size_t n, enum sanitize_for to,
+			     size_t *used, char piece[16])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint32_t cp = 0;
+	size_t k = utf8_decode(s, n, &cp), len = 0;
+
+	if (k == 1 && (cp == '\\' || (cp == '"' && to == SANITIZE_LOG))) {
+		piece[0] = '\\';
+		piece[1] = (char)cp;
+		*used = 1;
+		return 2;
+	}
+	if (k && !needs_escape(cp, to)) {
+		memcpy(piece, s, k);
+		*used = k;
+		return k;
+	}
+	/* Invalid: one byte at a time, so the next byte gets its own chance to start a valid
+	 * sequence. Valid but unsafe: every byte of the sequence. */
+	if (!k)
+		k = 1;
+	for (size_t i = 0; i < k; i++) {
+		piece[len++] = '\\';
+		piece[len++] = 'x';
+		piece[len++] = hex[s[i] >> 4];
+		piece[len++] = hex[s[i] & 15];
+	}
+	*used = k;
+	return len;
+}
+
+size_t sanitize(char *out, size_t cap, const char *in, size_t n, enum sanitize_for to,
+		bool *truncated)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t len = 0, i = 0;
+
+	if (truncated)
+		*truncated = false;
+	if (!cap)
+		return 0;
+	while (i < n) {
+		char piece[16];
+		size_t used, k = sanitize_piece(s + i, n - i, to, &used, piece);
+
+		if (len + k >= cap) {
+			if (truncated)
+				*truncated = true;
+			break;
+		}
+		memcpy(out + len, piece, k);
+		len += k;
+		i += used;
+	}
+	out[len] = '\0';
+	return len;
+}
+
+size_t sanitize_str(char *out, size_t cap, const char *in, enum sanitize_for to,
+		    bool *truncated)
+{
+	return sanitize(out, cap, in ? in : "", in ? strlen(in) : 0, to, truncated);
+}
+
+size_t sanitize_len(const char *in, size_t n, enum sanitize_for to)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t len = 0, i = 0;
+
+	while (i < n) {
+		char piece[16];
+		size_t used;
+
+		len += sanitize_piece(s + i, n - i, to, &used, piece);
+		i += used;
+	}
+	return len;
+}
+
+bool sanitize_is_clean(const char *in, size_t n, enum sanitize_for to)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t i = 0;
+
+	while (i < n) {
+		char piece[16];
+		size_t used, k = sanitize_piece(s + i, n - i, to, &used, piece);
+
+		if (k != used || memcmp(piece, s + i, k) != 0)
+			return false;
+		i += used;
+	}
+	return true;
+}
