@@ -43,7 +43,7 @@
  */
 #include "base/addr.h"
 #include "base/log.h"
-#include "stage/session.h"
+#include "session/session.h"
 #include "steer/steer.h"
 
 #include <arpa/inet.h>

@@ -1,61 +1,94 @@
-/* Unit tests for userspace/stage: pipeline order, type sets, per-stage state, verdicts. */
+/*
+ * Unit tests for userspace/stage and userspace/session: the pipeline's order and verdicts,
+ * decisions told to later stages, per-session interest, rewrite chaining, pause and resume,
+ * and the session's startup and server parameters. The connection-level behaviour of the
+ * verdicts (where a REJECT's error lands in a pipeline) is tested in test_conn.c.
+ */
+#include "proto/proto.h"
 #include "stage/stage.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
-static char trace[64];
+static char trace[128];
 
 static void trace_add(char c)
 {
 	size_t n = strlen(trace);
 
-	trace[n] = c;
-	trace[n + 1] = '\0';
+	if (n + 1 < sizeof(trace)) {
+		trace[n] = c;
+		trace[n + 1] = '\0';
+	}
 }
 
 struct counter_state {
 	int messages;
 	int ended;
+	int released;
+	int decisions;
+	char last_decider[16];
+	bool pause_next;
 };
 
-static void a_start(void *st, const struct session *s, struct stage_result *r)
+static void a_start(struct stage_ctx *ctx, struct stage_result *r)
 {
 	trace_add('a');
 }
 
-static void a_frontend(void *st, const struct session *s, const struct proto_msg *m,
-		       struct stage_result *r)
+static void a_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	((struct counter_state *)st)->messages++;
-	trace_add('A');
+	struct counter_state *st = ctx->state;
+
+	st->messages++;
+	trace_add(ctx->resumed ? 'R' : 'A');
+	if (st->pause_next && !ctx->resumed) {
+		st->pause_next = false;
+		stage_result_pause(r);
+	}
 }
 
-static void a_end(void *st, const struct session *s)
+static void a_notice(struct stage_ctx *ctx, const struct stage_note *n)
 {
-	((struct counter_state *)st)->ended++;
+	struct counter_state *st = ctx->state;
+
+	if (n->kind == STAGE_NOTE_DECISION) {
+		st->decisions++;
+		snprintf(st->last_decider, sizeof(st->last_decider), "%s", n->stage);
+	}
+}
+
+static void a_end(struct stage_ctx *ctx)
+{
+	((struct counter_state *)ctx->state)->ended++;
 	trace_add('x');
 }
 
-static void b_start(void *st, const struct session *s, struct stage_result *r)
+static void a_release(void *state)
+{
+	((struct counter_state *)state)->released++;
+}
+
+static void b_start(struct stage_ctx *ctx, struct stage_result *r)
 {
 	trace_add('b');
 }
 
-static void b_frontend(void *st, const struct session *s, const struct proto_msg *m,
-		       struct stage_result *r)
+static void b_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
 	trace_add('B');
 	if (m->type == PqMsg_Parse)
-		stage_result_set(r, STAGE_CLOSE, "42501", "rule %s refuses %c", "no-parse", m->type);
+		stage_result_set(r, STAGE_REJECT, "42501", "no-parse", "rule %s refuses %c",
+				 "no-parse", m->type);
 }
 
-static void b_end(void *st, const struct session *s)
+static void b_end(struct stage_ctx *ctx)
 {
 	trace_add('y');
 }
@@ -65,7 +98,9 @@ static struct stage_ops stage_a = {
 	.state_size = sizeof(struct counter_state),
 	.session_start = a_start,
 	.frontend = a_frontend,
+	.notice = a_notice,
 	.session_end = a_end,
+	.release = a_release,
 };
 
 static struct stage_ops stage_b = {
@@ -76,58 +111,260 @@ static struct stage_ops stage_b = {
 	.session_end = b_end,
 };
 
+static void setup_interest(void)
+{
+	memset(&stage_a.frontend_whole, 0, sizeof(stage_a.frontend_whole));
+	memset(&stage_b.frontend_whole, 0, sizeof(stage_b.frontend_whole));
+	typeset_add(&stage_a.frontend_whole, PqMsg_Query);
+	typeset_add(&stage_a.frontend_whole, PqMsg_Parse);
+	typeset_add(&stage_b.frontend_whole, PqMsg_Parse);
+}
+
 static void test_pipeline_runs_stages_in_order(void **state)
 {
 	struct stage_pipeline p = {0};
+	struct stage_chain ch;
 	struct stage_result r;
 	struct session s = {0};
-	unsigned char st[256] = {0};
 	struct proto_msg q = {.type = PqMsg_Query}, parse = {.type = PqMsg_Parse},
 			 sync = {.type = PqMsg_Sync};
 
-	typeset_add(&stage_a.frontend_types, PqMsg_Query);
-	typeset_add(&stage_a.frontend_types, PqMsg_Parse);
-	typeset_add(&stage_b.frontend_types, PqMsg_Parse);
+	setup_interest();
 	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
 	assert_int_equal(stage_pipeline_add(&p, &stage_b), 0);
-	assert_true(p.state_size <= sizeof(st));
-	/* The pipeline asks the relay for the union of what its stages want, nothing more. */
-	assert_true(typeset_has(&p.frontend_types, PqMsg_Query));
-	assert_true(typeset_has(&p.frontend_types, PqMsg_Parse));
-	assert_false(typeset_has(&p.frontend_types, PqMsg_Sync));
-	assert_false(typeset_has(&p.frontend_types, 200));
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	/* The connection asks for the union of what the stages want, nothing more. */
+	assert_true(stage_chain_wants(&ch, PROTO_FRONTEND, PqMsg_Query));
+	assert_true(stage_chain_wants(&ch, PROTO_FRONTEND, PqMsg_Parse));
+	assert_false(stage_chain_wants(&ch, PROTO_FRONTEND, PqMsg_Sync));
+	assert_false(stage_chain_wants(&ch, PROTO_BACKEND, PqMsg_Parse));
+	assert_false(stage_chain_wants(&ch, PROTO_FRONTEND, 200));
 
 	trace[0] = '\0';
-	stage_session_start(&p, st, &s, &r);
+	stage_run_session_start(&ch, 1, &r);
 	assert_int_equal(r.verdict, STAGE_FORWARD);
-	stage_frontend(&p, st, &s, &q, &r); /* only a wants Query */
+	stage_run_frontend(&ch, &q, 1, NULL, 1, &r); /* only a wants Query */
 	assert_int_equal(r.verdict, STAGE_FORWARD);
-	stage_frontend(&p, st, &s, &sync, &r); /* nobody wants Sync */
-	stage_frontend(&p, st, &s, &parse, &r);
-	assert_int_equal(r.verdict, STAGE_CLOSE);
+	stage_run_frontend(&ch, &sync, 2, NULL, 1, &r); /* nobody wants Sync */
+	stage_run_frontend(&ch, &parse, 3, NULL, 1, &r);
+	assert_int_equal(r.verdict, STAGE_REJECT);
 	assert_string_equal(r.sqlstate, "42501");
+	assert_string_equal(r.rule, "no-parse");
 	assert_string_equal(r.message, "rule no-parse refuses P");
-	stage_session_end(&p, st, &s);
+	struct counter_state *a = stage_chain_state(&ch, 0);
+
+	assert_int_equal(a->messages, 2);
+	stage_chain_end(&ch, true);
 	assert_string_equal(trace, "abAABxy");
-	/* Stage a's slice of the state block is its own. */
-	assert_int_equal(((struct counter_state *)st)->messages, 2);
-	assert_int_equal(((struct counter_state *)st)->ended, 1);
 }
 
-static void test_first_close_wins(void **state)
+/* A denial by an early stage is never silent: later stages hear of it. */
+static void test_decision_reaches_later_stages(void **state)
 {
 	struct stage_pipeline p = {0};
+	struct stage_chain ch;
 	struct stage_result r;
 	struct session s = {0};
-	unsigned char st[256] = {0};
 	struct proto_msg parse = {.type = PqMsg_Parse};
+	struct counter_state *a;
 
+	setup_interest();
 	assert_int_equal(stage_pipeline_add(&p, &stage_b), 0);
 	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
 	trace[0] = '\0';
-	stage_frontend(&p, st, &s, &parse, &r);
+	stage_run_frontend(&ch, &parse, 1, NULL, 1, &r);
+	assert_int_equal(r.verdict, STAGE_REJECT);
+	assert_string_equal(trace, "B"); /* a never judged what b refused ... */
+	a = stage_chain_state(&ch, 1);
+	assert_int_equal(a->decisions, 1); /* ... but was told */
+	assert_string_equal(a->last_decider, "b");
+	stage_chain_end(&ch, true);
+}
+
+/* Interest is per session: one session's change does not touch another's. */
+static void test_interest_is_per_session(void **state)
+{
+	struct stage_pipeline p = {0};
+	struct stage_chain one, two;
+	struct session s = {0};
+	struct stage_ctx ctx = {0};
+
+	setup_interest();
+	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
+	assert_int_equal(stage_chain_init(&one, &p, &s, NULL, NULL), 0);
+	assert_int_equal(stage_chain_init(&two, &p, &s, NULL, NULL), 0);
+	ctx.chain = &one;
+	ctx.index = 0;
+	assert_int_equal(stage_want(&ctx, PROTO_BACKEND, PqMsg_DataRow, STAGE_WHOLE), 0);
+	assert_int_equal(stage_want(&ctx, PROTO_FRONTEND, PqMsg_Query, STAGE_SKIP), 0);
+	assert_true(stage_chain_wants(&one, PROTO_BACKEND, PqMsg_DataRow));
+	assert_false(stage_chain_wants(&one, PROTO_FRONTEND, PqMsg_Query));
+	assert_false(stage_chain_wants(&two, PROTO_BACKEND, PqMsg_DataRow));
+	assert_true(stage_chain_wants(&two, PROTO_FRONTEND, PqMsg_Query));
+	/* Streaming: backend only, and one stage per type. */
+	assert_int_equal(stage_want(&ctx, PROTO_FRONTEND, PqMsg_Query, STAGE_STREAM), -EINVAL);
+	assert_int_equal(stage_want(&ctx, PROTO_BACKEND, PqMsg_DataRow, STAGE_STREAM), 0);
+	assert_true(stage_chain_streams(&one, PqMsg_DataRow));
+	assert_false(stage_chain_wants(&one, PROTO_BACKEND, PqMsg_DataRow));
+	stage_chain_end(&one, true);
+	stage_chain_end(&two, true);
+}
+
+static void test_stream_is_exclusive(void **state)
+{
+	struct stage_pipeline p = {0};
+	struct stage_chain ch;
+	struct session s = {0};
+	struct stage_ctx ctx = {0};
+
+	setup_interest();
+	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
+	assert_int_equal(stage_pipeline_add(&p, &stage_b), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	ctx.chain = &ch;
+	ctx.index = 0;
+	assert_int_equal(stage_want(&ctx, PROTO_BACKEND, PqMsg_DataRow, STAGE_STREAM), 0);
+	ctx.index = 1;
+	assert_int_equal(stage_want(&ctx, PROTO_BACKEND, PqMsg_DataRow, STAGE_STREAM), -EBUSY);
+	assert_int_equal(stage_want(&ctx, PROTO_BACKEND, PqMsg_CopyData, STAGE_STREAM), 0);
+	stage_chain_end(&ch, true);
+}
+
+/* A rewrite is what later stages judge. */
+static uint8_t rewritten[64];
+static uint32_t rewritten_len;
+
+static void rw_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
+{
+	rewritten_len = (uint32_t)proto_write_query(rewritten, sizeof(rewritten), "SELECT 2");
+	stage_result_rewrite(r, rewritten, rewritten_len);
+}
+
+static char seen_sql[64];
+
+static void see_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
+{
+	const char *sql;
+
+	if (proto_read_query(m, &sql) == PROTO_OK)
+		snprintf(seen_sql, sizeof(seen_sql), "%s", sql);
+}
+
+static void bad_rw_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
+			    struct stage_result *r)
+{
+	static const uint8_t bad[] = {'Q', 0, 0, 0, 99, 'x'};
+
+	stage_result_rewrite(r, bad, sizeof(bad));
+}
+
+static void test_rewrite_chains_and_is_checked(void **state)
+{
+	struct stage_ops rw = {.name = "rw", .frontend = rw_frontend};
+	struct stage_ops see = {.name = "see", .frontend = see_frontend};
+	struct stage_ops bad = {.name = "bad", .frontend = bad_rw_frontend};
+	struct stage_pipeline p = {0}, pbad = {0};
+	struct stage_chain ch;
+	struct stage_result r;
+	struct session s = {0};
+	uint8_t q[32];
+	struct proto_msg m = {.type = PqMsg_Query};
+	int n = proto_write_query(q, sizeof(q), "SELECT 1");
+
+	m.body = q + PROTO_HEADER_LEN;
+	m.body_len = (uint32_t)n - PROTO_HEADER_LEN;
+	typeset_add(&rw.frontend_whole, PqMsg_Query);
+	typeset_add(&see.frontend_whole, PqMsg_Query);
+	typeset_add(&bad.frontend_whole, PqMsg_Query);
+	assert_int_equal(stage_pipeline_add(&p, &rw), 0);
+	assert_int_equal(stage_pipeline_add(&p, &see), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	stage_run_frontend(&ch, &m, 1, NULL, 1, &r);
+	assert_int_equal(r.verdict, STAGE_REWRITE);
+	assert_int_equal(r.rewrite_len, rewritten_len);
+	assert_string_equal(seen_sql, "SELECT 2");
+	stage_chain_end(&ch, true);
+
+	/* A message whose length field disagrees with its size ends the session. */
+	assert_int_equal(stage_pipeline_add(&pbad, &bad), 0);
+	assert_int_equal(stage_chain_init(&ch, &pbad, &s, NULL, NULL), 0);
+	stage_run_frontend(&ch, &m, 1, NULL, 1, &r);
 	assert_int_equal(r.verdict, STAGE_CLOSE);
-	assert_string_equal(trace, "B"); /* a never saw a message b refused */
+	assert_string_equal(r.sqlstate, "XX000");
+	stage_chain_end(&ch, true);
+}
+
+/* A paused message is offered again to the stage that paused it, and only from there on. */
+static void test_pause_resumes_at_the_pausing_stage(void **state)
+{
+	struct stage_ops first = {.name = "first", .frontend = b_frontend};
+	struct stage_pipeline p = {0};
+	struct stage_chain ch;
+	struct stage_result r;
+	struct session s = {0};
+	struct proto_msg q = {.type = PqMsg_Query};
+	struct counter_state *a;
+
+	setup_interest();
+	typeset_add(&first.frontend_whole, PqMsg_Query);
+	assert_int_equal(stage_pipeline_add(&p, &first), 0);
+	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	a = stage_chain_state(&ch, 1);
+	a->pause_next = true;
+	trace[0] = '\0';
+	stage_run_frontend(&ch, &q, 7, NULL, 1, &r);
+	assert_int_equal(r.verdict, STAGE_PAUSE);
+	stage_run_frontend(&ch, &q, 7, NULL, 2, &r); /* the wake */
+	assert_int_equal(r.verdict, STAGE_FORWARD);
+	stage_run_frontend(&ch, &q, 8, NULL, 3, &r); /* the next message: from the start */
+	assert_string_equal(trace, "BARBA");
+	stage_chain_end(&ch, true);
+}
+
+/* Statement words go to the caller's array, one per stage. */
+static void word_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
+			  struct stage_result *r)
+{
+	if (ctx->stmt_word)
+		*ctx->stmt_word = 0x40u + ctx->index;
+}
+
+static void test_statement_words(void **state)
+{
+	struct stage_ops w = {.name = "w", .frontend = word_frontend};
+	struct stage_pipeline p = {0};
+	struct stage_chain ch;
+	struct stage_result r;
+	struct session s = {0};
+	struct proto_msg parse = {.type = PqMsg_Parse};
+	uint32_t words[STAGE_MAX] = {0};
+
+	typeset_add(&w.frontend_whole, PqMsg_Parse);
+	assert_int_equal(stage_pipeline_add(&p, &w), 0);
+	assert_int_equal(stage_pipeline_add(&p, &w), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	stage_run_frontend(&ch, &parse, 1, words, 1, &r);
+	assert_int_equal(words[0], 0x40);
+	assert_int_equal(words[1], 0x41);
+	stage_run_frontend(&ch, &parse, 2, NULL, 1, &r); /* no words wanted: no crash */
+	stage_chain_end(&ch, true);
+}
+
+static void test_release_runs_without_start(void **state)
+{
+	struct stage_pipeline p = {0};
+	struct stage_chain ch;
+	struct session s = {0};
+
+	setup_interest();
+	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	trace[0] = '\0';
+	stage_chain_end(&ch, false); /* never started: no session_end, but release */
+	assert_string_equal(trace, "");
+	stage_chain_end(&ch, false); /* twice is harmless */
 }
 
 static void test_pipeline_is_bounded(void **state)
@@ -150,13 +387,70 @@ static void test_session_ids_are_random_hex(void **state)
 	assert_memory_not_equal(a.id, b.id, SESSION_ID_LEN);
 }
 
+/* The session keeps every startup parameter, duplicates as the server reads them. */
+static void test_session_startup_params(void **state)
+{
+	static const struct proto_param params[] = {
+		{"user", "alice"}, {"options", "-c x=1"}, {"user", "bob"}, {"database", ""},
+	};
+	struct proto_startup st = {
+		.kind = PROTO_STARTUP_MESSAGE,
+		.code = PROTO_VERSION_3_0,
+		.user = "bob",
+		.database = "bob",
+		.nparams = 4,
+	};
+	struct session s = {0};
+
+	memcpy(st.params, params, sizeof(params));
+	assert_int_equal(session_set_startup(&s, &st), 0);
+	assert_string_equal(s.user, "bob");
+	assert_string_equal(s.database, "bob");
+	assert_null(s.application_name);
+	assert_string_equal(session_startup_param(&s, "user"), "bob");
+	assert_string_equal(session_startup_param(&s, "options"), "-c x=1");
+	assert_null(session_startup_param(&s, "nope"));
+	assert_int_equal(s.startup.nparams, 4);
+	assert_string_equal(s.startup.values[0], "alice");
+	assert_null(session_verified_user(&s)); /* claimed, not verified */
+	assert_int_equal(session_set_verified(&s, SESSION_AUTH_SCRAM, false, s.user), 0);
+	assert_string_equal(session_verified_user(&s), "bob");
+	assert_string_equal(session_auth_method_to_str(s.auth.method), "scram-sha-256");
+	session_release(&s);
+}
+
+static void test_session_server_params(void **state)
+{
+	struct session s = {0};
+
+	assert_null(session_server_param(&s, "client_encoding"));
+	assert_int_equal(session_set_server_param(&s, "client_encoding", "UTF8"), 0);
+	assert_int_equal(session_set_server_param(&s, "standard_conforming_strings", "on"), 0);
+	assert_int_equal(session_set_server_param(&s, "client_encoding", "SQL_ASCII"), 0);
+	assert_string_equal(session_server_param(&s, "client_encoding"), "SQL_ASCII");
+	assert_string_equal(session_server_param(&s, "standard_conforming_strings"), "on");
+	assert_int_equal(s.server_params_len, sizeof("standard_conforming_strings") +
+						      sizeof("on") + sizeof("client_encoding") +
+						      sizeof("SQL_ASCII"));
+	session_release(&s);
+	assert_null(session_server_param(&s, "client_encoding"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pipeline_runs_stages_in_order),
-		cmocka_unit_test(test_first_close_wins),
+		cmocka_unit_test(test_decision_reaches_later_stages),
+		cmocka_unit_test(test_interest_is_per_session),
+		cmocka_unit_test(test_stream_is_exclusive),
+		cmocka_unit_test(test_rewrite_chains_and_is_checked),
+		cmocka_unit_test(test_pause_resumes_at_the_pausing_stage),
+		cmocka_unit_test(test_statement_words),
+		cmocka_unit_test(test_release_runs_without_start),
 		cmocka_unit_test(test_pipeline_is_bounded),
 		cmocka_unit_test(test_session_ids_are_random_hex),
+		cmocka_unit_test(test_session_startup_params),
+		cmocka_unit_test(test_session_server_params),
 	};
 
 	return cmocka_run_group_tests_name("stage", tests, NULL, NULL);

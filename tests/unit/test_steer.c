@@ -10,7 +10,7 @@
 
 #include "base/addr.h"
 #include "base/clock.h"
-#include "stage/session.h"
+#include "session/session.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>

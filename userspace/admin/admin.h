@@ -23,7 +23,7 @@
 #ifndef PGWARDEN_ADMIN_H
 #define PGWARDEN_ADMIN_H
 
-#include "stage/session.h"
+#include "session/session.h"
 
 #include <jansson.h>
 #include <stdbool.h>

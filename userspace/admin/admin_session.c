@@ -173,7 +173,7 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	}
 	set(o, "replication", json_boolean(s->replication));
 	set(o, "backend_pid", s->backend_pid ? json_integer(s->backend_pid) : json_null());
-	set(o, "authenticated", json_boolean(s->authenticated));
+	set(o, "authenticated", json_boolean(s->auth.ok));
 	set(o, "auth_method", v && v->auth_method ? json_string(v->auth_method) : json_null());
 	set(o, "tx_status", tx[0] == 'I' || tx[0] == 'T' || tx[0] == 'E' ? json_string(tx)
 									   : json_null());

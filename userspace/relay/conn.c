@@ -503,11 +503,6 @@ static void conn_upstream_connected(struct conn *c)
 
 /* ---- the startup family ------------------------------------------------------------- */
 
-static char *conn_strdup(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
 /* The client's CancelRequest (already consumed from the stream) with its pid and key. */
 static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key,
 				uint32_t key_len)
@@ -547,10 +542,7 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 	struct stage_result res;
 	int err;
 
-	s->user = conn_strdup(st->user);
-	s->database = conn_strdup(st->database);
-	s->application_name = conn_strdup(st->application_name);
-	if (!s->user || !s->database || (st->application_name && !s->application_name)) {
+	if (session_set_startup(s, st)) {
 		conn_fail(c, "53200", "out of memory", "out of memory");
 		return -ENOMEM;
 	}
@@ -563,18 +555,13 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 		return -EAGAIN;
 	}
 	c->holds_session = true;
-	s->protocol = st->code;
-	s->replication = st->replication;
-	if (p->state_size) {
-		c->stage_state = calloc(1, p->state_size);
-		if (!c->stage_state) {
-			conn_fail(c, "53200", "out of memory", "out of memory");
-			return -ENOMEM;
-		}
+	if (stage_chain_init(&c->chain, p, s, NULL, NULL)) {
+		conn_fail(c, "53200", "out of memory", "out of memory");
+		return -ENOMEM;
 	}
 	__atomic_store_n(&c->session_started, true, __ATOMIC_RELEASE);
 	conn_publish(c, "session_start");
-	stage_session_start(p, c->stage_state, s, &res);
+	stage_run_session_start(&c->chain, c->worker->loop.now, &res);
 	if (res.verdict != STAGE_FORWARD) {
 		conn_fail(c, res.sqlstate, res.message, "refused at session start");
 		return -EPERM;
@@ -708,7 +695,7 @@ enum conn_admit {
  */
 static enum conn_admit conn_frontend_admit(const struct conn *c, uint8_t type)
 {
-	bool answering = c->auth_requested && !c->session.authenticated;
+	bool answering = c->auth_requested && !c->session.auth.ok;
 
 	if (c->state != CONN_AUTH)
 		return type == PqMsg_PasswordMessage ? CONN_ADMIT_INVALID : CONN_ADMIT_FORWARD;
@@ -943,13 +930,14 @@ static int conn_frame_c2s_messages(struct conn *c, struct conn_dir *d,
 			return 0;
 		}
 		d->need = 0;
-		if (typeset_has(&p->frontend_types, m.type)) {
+		if (c->chain.pipeline && stage_chain_wants(&c->chain, PROTO_FRONTEND, m.type)) {
 			struct stage_result res;
 
 			r = conn_hold_whole(c, d, total, avail, "message too large for inspection");
 			if (r)
 				return r > 0 ? 0 : r;
-			stage_frontend(p, c->stage_state, &c->session, &m, &res);
+			m.body = at + PROTO_HEADER_LEN;
+			stage_run_frontend(&c->chain, &m, 0, NULL, c->worker->loop.now, &res);
 			if (res.verdict != STAGE_FORWARD) {
 				conn_fail(c, res.sqlstate, res.message, "closed by policy");
 				return -EPERM;
@@ -1008,10 +996,27 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 	switch (m->type) {
 	case PqMsg_AuthenticationRequest:
 		r = proto_read_auth(m, &code);
-		if (r == PROTO_OK && code == AUTH_REQ_OK)
-			c->session.authenticated = true;
-		else if (r == PROTO_OK)
+		if (r == PROTO_OK && code == AUTH_REQ_OK) {
+			if (!c->session.auth.method)
+				c->session.auth.method = SESSION_AUTH_TRUST;
+			if (session_set_verified(&c->session, c->session.auth.method, false,
+						 c->session.user)) {
+				conn_fail(c, "53200", "out of memory", "out of memory");
+				return -ENOMEM;
+			}
+		} else if (r == PROTO_OK) {
 			c->auth_requested = code != AUTH_REQ_SASL_FIN;
+			if (code == AUTH_REQ_PASSWORD)
+				c->session.auth.method = SESSION_AUTH_PASSWORD;
+			else if (code == AUTH_REQ_MD5)
+				c->session.auth.method = SESSION_AUTH_MD5;
+			else if (code == AUTH_REQ_SASL)
+				c->session.auth.method = SESSION_AUTH_SCRAM;
+			else if (code == AUTH_REQ_GSS)
+				c->session.auth.method = SESSION_AUTH_GSS;
+			else if (code == AUTH_REQ_SSPI)
+				c->session.auth.method = SESSION_AUTH_SSPI;
+		}
 		break;
 	case PqMsg_BackendKeyData:
 		r = proto_read_backend_key(m, &pid, &key, &key_len);
@@ -1103,7 +1108,6 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 
 static int conn_frame_s2c(struct conn *c, struct conn_dir *d)
 {
-	const struct stage_pipeline *p = &c->worker->relay->pipeline;
 	struct buf *b = d->buf;
 
 	while (d->framed < buf_len(b)) {
@@ -1131,7 +1135,7 @@ static int conn_frame_s2c(struct conn *c, struct conn_dir *d)
 		}
 		total = PROTO_HEADER_LEN + m.body_len;
 		relay_wants = typeset_has(&conn_backend_inspect, m.type) && total <= CONN_INSPECT_MAX;
-		stage_wants = typeset_has(&p->backend_types, m.type);
+		stage_wants = c->chain.pipeline && stage_chain_wants(&c->chain, PROTO_BACKEND, m.type);
 		if (relay_wants || stage_wants) {
 			r = conn_hold_whole(c, d, total, avail,
 					    "server message too large for inspection");
@@ -1143,7 +1147,7 @@ static int conn_frame_s2c(struct conn *c, struct conn_dir *d)
 			if (stage_wants) {
 				struct stage_result res;
 
-				stage_backend(p, c->stage_state, &c->session, &m, &res);
+				stage_run_backend(&c->chain, &m, c->worker->loop.now, &res);
 				if (res.verdict != STAGE_FORWARD) {
 					conn_fail(c, res.sqlstate, res.message, "closed by policy");
 					return -EPERM;
@@ -1565,8 +1569,8 @@ static void conn_free(struct loop *loop, struct loop_deferred *dfr)
 {
 	struct conn *c = container_of(dfr, struct conn, free_later);
 
+	stage_chain_end(&c->chain, false);
 	session_release(&c->session);
-	free(c->stage_state);
 	config_unref(c->config);
 	free(c);
 }
@@ -1599,7 +1603,7 @@ static void conn_close(struct conn *c, const char *reason)
 	conn_set_state(c, CONN_CLOSED);
 	loop_timer_cancel(&w->loop, &c->timer);
 	if (c->session_started) {
-		stage_session_end(&r->pipeline, c->stage_state, &c->session);
+		stage_chain_end(&c->chain, true);
 		conn_publish(c, "session_end");
 	} else
 		conn_log_sessionless(c, was_cancel);

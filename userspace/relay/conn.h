@@ -18,7 +18,8 @@
 #include "admin/admin_text.h"
 #include "base/buf.h"
 #include "loop/loop.h"
-#include "stage/session.h"
+#include "session/session.h"
+#include "stage/stage.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -95,7 +96,7 @@ struct conn {
 	uint64_t msg_start;        /* monotonic ns: the client's incomplete message was first seen */
 	bool msg_open;             /* the client stream is inside a message */
 	void *cancel_handle;
-	void *stage_state;
+	struct stage_chain chain;
 	bool session_started;
 	struct session session;
 	/* For the admin listing and metrics. */

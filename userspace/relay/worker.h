@@ -11,7 +11,7 @@
 #include "config/config.h"
 #include "loop/loop.h"
 #include "metrics/metrics.h"
-#include "stage/session.h"
+#include "session/session.h"
 
 #include <pthread.h>
 #include <stdbool.h>

@@ -15,8 +15,9 @@ static void sessionlog_addr(struct log_line *l, const char *key, const struct ad
 		log_kv_str(l, key, addr_format((const struct sockaddr *)&a->ss, text, sizeof(text)));
 }
 
-static void sessionlog_start(void *state, const struct session *s, struct stage_result *r)
+static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 {
+	const struct session *s = ctx->session;
 	char upstream[SESSION_UPSTREAM_STRLEN];
 	struct log_line l;
 
@@ -45,8 +46,9 @@ static void sessionlog_start(void *state, const struct session *s, struct stage_
 	log_line_end(&l);
 }
 
-static void sessionlog_end(void *state, const struct session *s)
+static void sessionlog_end(struct stage_ctx *ctx)
 {
+	const struct session *s = ctx->session;
 	struct log_line l;
 
 	if (!log_enabled(LOG_INFO))
@@ -59,7 +61,7 @@ static void sessionlog_end(void *state, const struct session *s)
 	log_kv_str(&l, "application_name", s->application_name);
 	if (s->backend_pid)
 		log_kv_u64(&l, "backend_pid", s->backend_pid);
-	log_kv_u64(&l, "authenticated", s->authenticated);
+	log_kv_u64(&l, "authenticated", s->auth.ok);
 	log_kv_u64(&l, "statements", s->statements);
 	log_kv_u64(&l, "bytes_from_client", s->bytes_from_client);
 	log_kv_u64(&l, "bytes_from_server", s->bytes_from_server);

@@ -1,9 +1,10 @@
-/* stage: ordered pipeline of inspection stages (see stage.h). */
+/* stage: the ordered pipeline of inspection stages and its per-session run (see stage.h). */
 #include "stage/stage.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define STAGE_STATE_ALIGN 16
@@ -13,16 +14,47 @@ static size_t stage_align(size_t n)
 	return (n + STAGE_STATE_ALIGN - 1) & ~(size_t)(STAGE_STATE_ALIGN - 1);
 }
 
+const char *stage_verdict_to_str(enum stage_verdict v)
+{
+	static const char *const names[STAGE_VERDICT_COUNT] = {
+		[STAGE_FORWARD] = "forward", [STAGE_REWRITE] = "rewrite", [STAGE_REJECT] = "reject",
+		[STAGE_PAUSE] = "pause",     [STAGE_CLOSE] = "close",
+	};
+
+	return (unsigned)v < STAGE_VERDICT_COUNT ? names[v] : "unknown";
+}
+
 void stage_result_set(struct stage_result *r, enum stage_verdict v, const char *sqlstate,
-		      const char *fmt, ...)
+		      const char *rule, const char *fmt, ...)
 {
 	va_list ap;
 
 	r->verdict = v;
 	snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
+	snprintf(r->rule, sizeof(r->rule), "%s", rule ? rule : "");
 	va_start(ap, fmt);
 	vsnprintf(r->message, sizeof(r->message), fmt, ap);
 	va_end(ap);
+}
+
+void stage_result_rewrite(struct stage_result *r, const uint8_t *msg, uint32_t len)
+{
+	r->verdict = STAGE_REWRITE;
+	r->rewrite = msg;
+	r->rewrite_len = len;
+}
+
+void stage_result_pause(struct stage_result *r)
+{
+	r->verdict = STAGE_PAUSE;
+}
+
+static void stage_result_clear(struct stage_result *r)
+{
+	r->verdict = STAGE_FORWARD;
+	r->sqlstate[0] = r->message[0] = r->rule[0] = '\0';
+	r->rewrite = NULL;
+	r->rewrite_len = 0;
 }
 
 int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
@@ -31,73 +63,257 @@ int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
 		return -E2BIG;
 	p->stages[p->count++] = ops;
 	p->state_size += stage_align(ops->state_size);
-	typeset_union(&p->frontend_types, &ops->frontend_types);
-	typeset_union(&p->backend_types, &ops->backend_types);
 	return 0;
 }
 
-/*
- * Each stage's state is a slice of one per-session block, in pipeline order. Walking the
- * slices in the same order as stage_pipeline_add() summed them keeps offsets consistent.
- */
-#define STAGE_FOREACH(p, state, i, ops, st)                                                   \
-	for (size_t i##_off = 0, i = 0;                                                        \
-	     i < (p)->count && ((ops) = (p)->stages[i], (st) = (char *)(state) + i##_off, 1);   \
-	     i##_off += stage_align((p)->stages[i]->state_size), i++)
-
-void stage_session_start(const struct stage_pipeline *p, void *state, const struct session *s,
-			 struct stage_result *r)
+/* Each stage's state is a slice of one per-session block, in pipeline order. */
+void *stage_chain_state(const struct stage_chain *ch, unsigned index)
 {
-	const struct stage_ops *ops;
-	void *st;
+	size_t off = 0;
 
-	r->verdict = STAGE_FORWARD;
-	STAGE_FOREACH(p, state, i, ops, st) {
-		if (ops->session_start)
-			ops->session_start(st, s, r);
-		if (r->verdict != STAGE_FORWARD)
-			return;
+	for (unsigned i = 0; i < index; i++)
+		off += stage_align(ch->pipeline->stages[i]->state_size);
+	return (char *)ch->states + off;
+}
+
+static void stage_chain_recount(struct stage_chain *ch)
+{
+	memset(ch->any_whole, 0, sizeof(ch->any_whole));
+	memset(&ch->any_stream, 0, sizeof(ch->any_stream));
+	for (unsigned i = 0; i < ch->pipeline->count; i++) {
+		typeset_union(&ch->any_whole[PROTO_FRONTEND], &ch->want[PROTO_FRONTEND][i]);
+		typeset_union(&ch->any_whole[PROTO_BACKEND], &ch->want[PROTO_BACKEND][i]);
+		typeset_union(&ch->any_stream, &ch->stream[i]);
 	}
 }
 
-void stage_frontend(const struct stage_pipeline *p, void *state, const struct session *s,
-		    const struct proto_msg *m, struct stage_result *r)
+int stage_chain_init(struct stage_chain *ch, const struct stage_pipeline *p,
+		     const struct session *s, const struct stmt_table *stmts,
+		     const struct stage_waker *waker)
 {
-	const struct stage_ops *ops;
-	void *st;
-
-	r->verdict = STAGE_FORWARD;
-	STAGE_FOREACH(p, state, i, ops, st) {
-		if (ops->frontend && typeset_has(&ops->frontend_types, m->type))
-			ops->frontend(st, s, m, r);
-		if (r->verdict != STAGE_FORWARD)
-			return;
+	memset(ch, 0, sizeof(*ch));
+	ch->pipeline = p;
+	ch->session = s;
+	ch->stmts = stmts;
+	ch->waker = waker;
+	ch->paused_at = STAGE_MAX;
+	if (p->state_size) {
+		ch->states = calloc(1, p->state_size);
+		if (!ch->states)
+			return -ENOMEM;
 	}
+	for (unsigned i = 0; i < p->count; i++) {
+		ch->want[PROTO_FRONTEND][i] = p->stages[i]->frontend_whole;
+		ch->want[PROTO_BACKEND][i] = p->stages[i]->backend_whole;
+		ch->stream[i] = p->stages[i]->backend_stream;
+	}
+	stage_chain_recount(ch);
+	return 0;
 }
 
-void stage_backend(const struct stage_pipeline *p, void *state, const struct session *s,
-		   const struct proto_msg *m, struct stage_result *r)
+static void stage_ctx_init(struct stage_ctx *ctx, struct stage_chain *ch, unsigned index,
+			   uint64_t now)
 {
-	const struct stage_ops *ops;
-	void *st;
-
-	r->verdict = STAGE_FORWARD;
-	STAGE_FOREACH(p, state, i, ops, st) {
-		if (ops->backend && typeset_has(&ops->backend_types, m->type))
-			ops->backend(st, s, m, r);
-		if (r->verdict != STAGE_FORWARD)
-			return;
-	}
+	*ctx = (struct stage_ctx){
+		.session = ch->session,
+		.stmts = ch->stmts,
+		.state = stage_chain_state(ch, index),
+		.chain = ch,
+		.waker = ch->waker,
+		.index = index,
+		.now_ns = now,
+	};
 }
 
-void stage_session_end(const struct stage_pipeline *p, void *state, const struct session *s)
+void stage_chain_end(struct stage_chain *ch, bool started)
 {
-	const struct stage_ops *ops;
-	void *st;
+	const struct stage_pipeline *p = ch->pipeline;
+	struct stage_ctx ctx;
 
+	if (!p)
+		return;
 	/* Every stage hears the end, whatever an earlier one decided. */
-	STAGE_FOREACH(p, state, i, ops, st) {
-		if (ops->session_end)
-			ops->session_end(st, s);
+	for (unsigned i = 0; i < p->count && started; i++) {
+		if (!p->stages[i]->session_end)
+			continue;
+		stage_ctx_init(&ctx, ch, i, 0);
+		p->stages[i]->session_end(&ctx);
+	}
+	for (unsigned i = 0; i < p->count && ch->states; i++)
+		if (p->stages[i]->release)
+			p->stages[i]->release(stage_chain_state(ch, i));
+	free(ch->states);
+	ch->states = NULL;
+	ch->pipeline = NULL;
+}
+
+int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
+	       enum stage_interest how)
+{
+	struct stage_chain *ch = ctx->chain;
+	unsigned i = ctx->index;
+
+	if (how == STAGE_STREAM) {
+		if (dir != PROTO_BACKEND)
+			return -EINVAL;
+		for (unsigned j = 0; j < ch->pipeline->count; j++)
+			if (j != i && typeset_has(&ch->stream[j], type))
+				return -EBUSY;
+	}
+	typeset_del(&ch->want[dir][i], type);
+	if (dir == PROTO_BACKEND)
+		typeset_del(&ch->stream[i], type);
+	if (how == STAGE_WHOLE)
+		typeset_add(&ch->want[dir][i], type);
+	else if (how == STAGE_STREAM)
+		typeset_add(&ch->stream[i], type);
+	stage_chain_recount(ch);
+	return 0;
+}
+
+/* Tell every stage after `from` that stage `from` did not forward m. */
+static void stage_note_decision(struct stage_chain *ch, unsigned from, const struct proto_msg *m,
+				const struct stage_result *r, uint64_t now)
+{
+	struct stage_note n = {
+		.kind = STAGE_NOTE_DECISION,
+		.stage = ch->pipeline->stages[from]->name,
+		.result = r,
+		.msg = m,
+	};
+
+	for (unsigned i = from + 1; i < ch->pipeline->count; i++) {
+		struct stage_ctx ctx;
+
+		if (!ch->pipeline->stages[i]->notice)
+			continue;
+		stage_ctx_init(&ctx, ch, i, now);
+		ch->pipeline->stages[i]->notice(&ctx, &n);
+	}
+}
+
+void stage_run_session_start(struct stage_chain *ch, uint64_t now, struct stage_result *r)
+{
+	const struct stage_pipeline *p = ch->pipeline;
+
+	stage_result_clear(r);
+	for (unsigned i = 0; i < p->count; i++) {
+		struct stage_ctx ctx;
+
+		if (!p->stages[i]->session_start)
+			continue;
+		stage_ctx_init(&ctx, ch, i, now);
+		p->stages[i]->session_start(&ctx, r);
+		/* Only a refusal means anything here. */
+		if (r->verdict != STAGE_CLOSE) {
+			stage_result_clear(r);
+			continue;
+		}
+		stage_note_decision(ch, i, NULL, r, now);
+		return;
+	}
+}
+
+/*
+ * One message through the stages that want it, in order; a run after a PAUSE starts at the
+ * stage that paused. A REWRITE is what later stages judge; a bad one, and a REJECT of a
+ * server message (there is no request to answer), end the session instead.
+ */
+static void stage_run_msg(struct stage_chain *ch, enum proto_dir dir, const struct proto_msg *m,
+			  uint64_t request, uint32_t *stmt_words, uint64_t now,
+			  struct stage_result *r)
+{
+	const struct stage_pipeline *p = ch->pipeline;
+	struct proto_msg cur = *m;
+	unsigned first = ch->paused_at < p->count ? ch->paused_at : 0;
+	bool resumed = ch->paused_at < p->count;
+
+	ch->paused_at = STAGE_MAX;
+	stage_result_clear(r);
+	for (unsigned i = first; i < p->count; i++) {
+		const struct stage_ops *ops = p->stages[i];
+		void (*cb)(struct stage_ctx *, const struct proto_msg *, struct stage_result *) =
+			dir == PROTO_FRONTEND ? ops->frontend : ops->backend;
+		struct stage_ctx ctx;
+		struct stage_result mine;
+
+		if (!cb || !typeset_has(&ch->want[dir][i], cur.type))
+			continue;
+		stage_ctx_init(&ctx, ch, i, now);
+		ctx.request = request;
+		ctx.resumed = resumed && i == first;
+		ctx.stmt_word = stmt_words ? &stmt_words[i] : NULL;
+		stage_result_clear(&mine);
+		cb(&ctx, &cur, &mine);
+		if (mine.verdict == STAGE_FORWARD)
+			continue;
+		*r = mine;
+		if (mine.verdict == STAGE_PAUSE) {
+			ch->paused_at = i;
+			return;
+		}
+		if (mine.verdict == STAGE_REWRITE && mine.rewrite_len >= PROTO_HEADER_LEN &&
+		    proto_read_u32(mine.rewrite + 1) == mine.rewrite_len - 1) {
+			cur.type = mine.rewrite[0];
+			cur.body_len = mine.rewrite_len - PROTO_HEADER_LEN;
+			cur.body = mine.rewrite + PROTO_HEADER_LEN;
+			continue;
+		}
+		if (mine.verdict == STAGE_REWRITE)
+			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
+					 "stage %s produced an invalid message", ops->name);
+		else if (mine.verdict == STAGE_REJECT && dir == PROTO_BACKEND)
+			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
+					 "stage %s rejected a server message", ops->name);
+		stage_note_decision(ch, i, &cur, r, now);
+		return;
+	}
+}
+
+void stage_run_frontend(struct stage_chain *ch, const struct proto_msg *m, uint64_t request,
+			uint32_t *stmt_words, uint64_t now, struct stage_result *r)
+{
+	stage_run_msg(ch, PROTO_FRONTEND, m, request, stmt_words, now, r);
+}
+
+void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64_t now,
+		       struct stage_result *r)
+{
+	stage_run_msg(ch, PROTO_BACKEND, m, 0, NULL, now, r);
+}
+
+void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
+		      struct stage_result *r)
+{
+	const struct stage_pipeline *p = ch->pipeline;
+
+	stage_result_clear(r);
+	for (unsigned i = 0; i < p->count; i++) {
+		struct stage_ctx ctx;
+
+		if (!p->stages[i]->stream || !typeset_has(&ch->stream[i], st->type))
+			continue;
+		stage_ctx_init(&ctx, ch, i, now);
+		st->consumed = st->produced = 0;
+		p->stages[i]->stream(&ctx, st, r);
+		if (r->verdict != STAGE_FORWARD && r->verdict != STAGE_CLOSE)
+			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
+					 "stage %s gave verdict %s while streaming",
+					 p->stages[i]->name, stage_verdict_to_str(r->verdict));
+		return; /* one stage streams a type */
+	}
+}
+
+void stage_run_notice(struct stage_chain *ch, const struct stage_note *n, uint64_t now)
+{
+	const struct stage_pipeline *p = ch->pipeline;
+
+	for (unsigned i = 0; i < p->count; i++) {
+		struct stage_ctx ctx;
+
+		if (!p->stages[i]->notice)
+			continue;
+		stage_ctx_init(&ctx, ch, i, now);
+		p->stages[i]->notice(&ctx, n);
 	}
 }

@@ -1,24 +1,56 @@
 /*
- * stage: the inspection-stage interface and the pipeline that runs stages in order.
+ * stage: the inspection-stage contract, and the pipeline that runs stages in order.
  *
- * Policy, masking, audit and the session log are stages, not code inside the connection
- * state machine. A stage sees: session start (identity known: after the StartupMessage),
- * each whole message of the types it asked for (before it is forwarded), and session end.
- * It answers with a verdict; it never touches sockets or connection state. Stages run in
- * pipeline order; the first verdict other than FORWARD wins.
+ * Policy, masking, audit and the session log are stages, never code inside the connection
+ * state machine. A stage is a table of callbacks and a per-session state block. It sees:
+ *   - session_start: the client's identity as far as it is known (kernel-recorded route
+ *     and process, addresses, TLS, the claimed StartupMessage); a stage may refuse here;
+ *   - frontend / backend: each whole message of the types it wants, before it is
+ *     forwarded; or, for types it wants streamed, the message's header and then its body
+ *     piece by piece, to transform it in constant memory;
+ *   - notices: what happened that it did not decide itself (the login's result, another
+ *     stage's decision, an error that reached the client, a request that completed), so
+ *     that audit sees everything;
+ *   - session_end, always, whatever was decided before.
+ * It answers with a verdict and never touches sockets or connection state.
  *
- * Messages of types no stage asked for are streamed by count and never buffered whole, so
- * a stage's type sets are also its cost.
+ * Verdicts:
+ *   FORWARD  the message goes on unchanged.
+ *   REWRITE  the message is replaced by result.rewrite (a whole message, header
+ *            included; the relay checks its framing), lengths recomputed by the stage.
+ *   REJECT   client messages only: not forwarded; the client gets ERROR sqlstate/message
+ *            exactly where the server would have answered that message, behind every
+ *            reply still owed for earlier pipelined messages, and the session stays
+ *            usable. In an extended-protocol batch the rest up to Sync is skipped, and the
+ *            transaction ends up as after a server error (an open one is failed, 'E'),
+ *            because the relay makes the server itself fail at that point.
+ *   PAUSE    hold this message, and everything behind it in its direction, until the
+ *            stage calls stage_wake(); the message is then offered to the same stage
+ *            again with ctx->resumed set. Bytes already forwarded keep flowing.
+ *   CLOSE    end the session: the client gets FATAL sqlstate/message.
+ * The pipeline runs stages in order and stops at the first verdict that is not FORWARD
+ * (a REWRITE is passed on: later stages see the rewritten message). Every later stage is
+ * told the decision through a STAGE_NOTE_DECISION notice, so a denial is never silent.
+ *
+ * Interest is per session: stage_want() changes which message types a stage sees and how,
+ * from any of its callbacks. Types nobody wants stream through by count and are never
+ * buffered, so interest is also cost. A message wanted whole is held up to the
+ * connection's inspection limit; a larger one is refused (54000) rather than grown.
  */
 #ifndef PGWARDEN_STAGE_H
 #define PGWARDEN_STAGE_H
 
 #include "proto/proto.h"
-#include "stage/session.h"
+#include "session/session.h"
+#include "session/stmt.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define STAGE_MAX STMT_STAGE_WORDS
+#define STAGE_MESSAGE_MAX 256
+#define STAGE_RULE_MAX 64
 
 /* A set of message type bytes (all protocol types are 7-bit). */
 struct proto_typeset {
@@ -29,6 +61,12 @@ static inline void typeset_add(struct proto_typeset *s, uint8_t t)
 {
 	if (t < 128)
 		s->bits[t >> 6] |= 1ULL << (t & 63);
+}
+
+static inline void typeset_del(struct proto_typeset *s, uint8_t t)
+{
+	if (t < 128)
+		s->bits[t >> 6] &= ~(1ULL << (t & 63));
 }
 
 static inline bool typeset_has(const struct proto_typeset *s, uint8_t t)
@@ -44,58 +82,201 @@ static inline void typeset_union(struct proto_typeset *into, const struct proto_
 
 enum stage_verdict {
 	STAGE_FORWARD = 0,
-	STAGE_CLOSE, /* end the session: the client gets a FATAL ErrorResponse */
+	STAGE_REWRITE,
+	STAGE_REJECT,
+	STAGE_PAUSE,
+	STAGE_CLOSE,
+	STAGE_VERDICT_COUNT,
 };
 
-#define STAGE_MESSAGE_MAX 256
+const char *stage_verdict_to_str(enum stage_verdict v);
 
 struct stage_result {
 	enum stage_verdict verdict;
 	char sqlstate[6];
 	char message[STAGE_MESSAGE_MAX];
+	char rule[STAGE_RULE_MAX]; /* what decided (a policy rule's name), for logs and audit */
+	/* REWRITE: the replacement message, owned by the stage, valid until its next call. */
+	const uint8_t *rewrite;
+	uint32_t rewrite_len;
 };
 
-/* Set a CLOSE verdict with its SQLSTATE and message. */
+/* Set a REJECT or CLOSE verdict with its SQLSTATE and message; rule may be NULL. */
 void stage_result_set(struct stage_result *r, enum stage_verdict v, const char *sqlstate,
-		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+		      const char *rule, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* Set a REWRITE verdict. */
+void stage_result_rewrite(struct stage_result *r, const uint8_t *msg, uint32_t len);
+
+/* Set a PAUSE verdict. */
+void stage_result_pause(struct stage_result *r);
+
+enum stage_interest {
+	STAGE_SKIP = 0, /* not seen */
+	STAGE_WHOLE,    /* the whole message, before it is forwarded */
+	STAGE_STREAM,   /* the header, then the body in pieces (backend messages only); at most
+			 * one stage per type streams in a session */
+};
+
+struct stage_chain;
+struct stage_waker;
+
+/* What one callback sees. */
+struct stage_ctx {
+	const struct session *session;
+	const struct stmt_table *stmts; /* prepared statements and portals, as the server has them */
+	void *state;                    /* this stage's per-session block, zeroed at start */
+	struct stage_chain *chain;      /* for stage_want() */
+	const struct stage_waker *waker; /* for stage_wake() after a PAUSE */
+	unsigned index;                 /* this stage's position in the pipeline */
+	uint64_t now_ns;                /* the worker's monotonic clock for this event */
+	/* Frontend calls: the client request this message belongs to (the numbering that
+	 * STAGE_NOTE_REQUEST_DONE uses), and whether this call follows the stage's own PAUSE. */
+	uint64_t request;
+	bool resumed;
+	/* Parse, and a Query that is an SQL PREPARE: a word this stage may set for the
+	 * statement, kept in stmt_entry.words[index] once the server created it. NULL
+	 * otherwise. */
+	uint32_t *stmt_word;
+};
+
+/* Change what this stage sees of dir's type from the next message on. 0, or -EBUSY when
+ * another stage already streams that type in this session. */
+int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
+	       enum stage_interest how) __attribute__((warn_unused_result));
+
+/*
+ * Resume a paused message: safe from any thread, at any time (a session that has ended in
+ * the meantime is simply not found). Returns 0 or -ENOENT.
+ */
+int stage_wake(const struct stage_waker *w);
+
+/* A streamed backend message: the header was seen; body bytes arrive in order. */
+struct stage_stream {
+	uint8_t type;
+	uint32_t body_len;     /* of the message as the server sent it */
+	uint32_t body_offset;  /* body bytes consumed by earlier calls */
+	const uint8_t *in;     /* the next body bytes */
+	size_t in_len;
+	uint8_t *out;          /* room for output bytes */
+	size_t out_cap;
+	/* Set by the stage: input bytes consumed, output bytes produced. The stage writes the
+	 * whole replacement message, header included, over as many calls as it needs; it is
+	 * called again while input remains or it produced output. Consuming nothing and
+	 * producing nothing with input available is an error (the session closes). */
+	size_t consumed;
+	size_t produced;
+	bool done; /* set by the stage when the replacement message is complete */
+};
+
+enum stage_note_kind {
+	STAGE_NOTE_AUTH = 1,     /* the login finished: session->auth says how and whether */
+	STAGE_NOTE_DECISION,     /* a stage before this one did not FORWARD a message */
+	STAGE_NOTE_ERROR,        /* an ErrorResponse reached the client (server's or pgwarden's) */
+	STAGE_NOTE_REQUEST_DONE, /* a client request completed */
+	STAGE_NOTE_SERVER_PARAM, /* the server reported a parameter (ParameterStatus) */
+};
+
+struct stage_note {
+	enum stage_note_kind kind;
+	/* DECISION */
+	const char *stage;               /* the deciding stage's name */
+	const struct stage_result *result;
+	const struct proto_msg *msg;     /* the message decided on */
+	/* ERROR */
+	const char *severity;
+	const char *sqlstate;
+	const char *message;
+	bool from_relay;                 /* pgwarden raised it, not the server */
+	/* REQUEST_DONE: the request number frontend calls saw, the server's command tag
+	 * (NULL when the request ended in an error or had none), the rows it reported, and
+	 * how long from the request's first byte forwarded to its completion. */
+	uint64_t request;
+	const char *command_tag;
+	uint64_t rows;
+	uint64_t duration_ns;
+	/* SERVER_PARAM */
+	const char *name;
+	const char *value;
+};
 
 struct stage_ops {
 	const char *name;
-	struct proto_typeset frontend_types; /* whole client messages this stage must see */
-	struct proto_typeset backend_types;  /* whole server messages this stage must see */
 	size_t state_size; /* per-session state, zeroed, owned by the pipeline */
+	/* Interest every session starts with (stage_want() changes it per session). */
+	struct proto_typeset frontend_whole;
+	struct proto_typeset backend_whole;
+	struct proto_typeset backend_stream;
 	/* Each callback is optional. */
-	void (*session_start)(void *state, const struct session *s, struct stage_result *r);
-	void (*frontend)(void *state, const struct session *s, const struct proto_msg *m,
-			 struct stage_result *r);
-	void (*backend)(void *state, const struct session *s, const struct proto_msg *m,
-			struct stage_result *r);
-	void (*session_end)(void *state, const struct session *s);
+	void (*session_start)(struct stage_ctx *ctx, struct stage_result *r);
+	void (*frontend)(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r);
+	void (*backend)(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r);
+	void (*stream)(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r);
+	void (*notice)(struct stage_ctx *ctx, const struct stage_note *n);
+	void (*session_end)(struct stage_ctx *ctx);
+	/* Release what the state block holds (after session_end). */
+	void (*release)(void *state);
 };
-
-#define STAGE_MAX 8
 
 /* An ordered, immutable list of stages; built at start-up. */
 struct stage_pipeline {
 	const struct stage_ops *stages[STAGE_MAX];
 	unsigned count;
 	size_t state_size; /* sum of stage states, each aligned */
-	struct proto_typeset frontend_types;
-	struct proto_typeset backend_types;
 };
 
 /* 0 or -E2BIG when the pipeline is full. */
 int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
 	__attribute__((warn_unused_result));
 
-/* Per-session run of a pipeline. state is p->state_size bytes, zeroed by the caller. */
-void stage_session_start(const struct stage_pipeline *p, void *state, const struct session *s,
-			 struct stage_result *r);
-void stage_frontend(const struct stage_pipeline *p, void *state, const struct session *s,
-		    const struct proto_msg *m, struct stage_result *r);
-void stage_backend(const struct stage_pipeline *p, void *state, const struct session *s,
-		   const struct proto_msg *m, struct stage_result *r);
-void stage_session_end(const struct stage_pipeline *p, void *state, const struct session *s);
+/* The per-session run of a pipeline: interest, states, the waker. */
+struct stage_chain {
+	const struct stage_pipeline *pipeline;
+	struct proto_typeset want[2][STAGE_MAX];  /* [proto_dir][stage]: whole */
+	struct proto_typeset stream[STAGE_MAX];   /* backend, streamed */
+	struct proto_typeset any_whole[2];        /* unions, what the connection checks */
+	struct proto_typeset any_stream;
+	const struct session *session;
+	const struct stmt_table *stmts;
+	const struct stage_waker *waker;
+	unsigned paused_at; /* the stage that paused the held message; STAGE_MAX: none */
+	void *states;       /* one block, pipeline->state_size bytes */
+};
+
+/* Allocate the states and set the initial interest. 0 or -ENOMEM. */
+int stage_chain_init(struct stage_chain *ch, const struct stage_pipeline *p,
+		     const struct session *s, const struct stmt_table *stmts,
+		     const struct stage_waker *waker) __attribute__((warn_unused_result));
+/* The state block of the stage at index (for tests and diagnostics). */
+void *stage_chain_state(const struct stage_chain *ch, unsigned index);
+
+/* session_end to every stage (if started), release, free. */
+void stage_chain_end(struct stage_chain *ch, bool started);
+
+static inline bool stage_chain_wants(const struct stage_chain *ch, enum proto_dir dir,
+				     uint8_t type)
+{
+	return typeset_has(&ch->any_whole[dir], type);
+}
+
+static inline bool stage_chain_streams(const struct stage_chain *ch, uint8_t type)
+{
+	return typeset_has(&ch->any_stream, type);
+}
+
+/* Runs used by the connection; each sets *r (FORWARD when no stage objects). */
+void stage_run_session_start(struct stage_chain *ch, uint64_t now, struct stage_result *r);
+/* stmt_words (STAGE_MAX entries, NULL unless m is a Parse or an SQL PREPARE) receives what
+ * each stage wants kept with the statement. A run after a PAUSE starts at the stage that
+ * paused. */
+void stage_run_frontend(struct stage_chain *ch, const struct proto_msg *m, uint64_t request,
+			uint32_t *stmt_words, uint64_t now, struct stage_result *r);
+void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64_t now,
+		       struct stage_result *r);
+void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
+		      struct stage_result *r);
+void stage_run_notice(struct stage_chain *ch, const struct stage_note *n, uint64_t now);
 
 /* The session log: one line at session start, one at end. */
 extern const struct stage_ops sessionlog_stage;

@@ -28,7 +28,7 @@
 #define PGWARDEN_STEER_H
 
 #include "base/addr.h"
-#include "stage/session.h"
+#include "session/session.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,0 +1,122 @@
+/*
+ * transport_sock: plain TCP and Unix stream sockets (see transport.h), and the readiness
+ * bookkeeping every transport shares.
+ *
+ * Sockets are registered edge-triggered, so a readiness bit stays set until an operation
+ * proves it exhausted. For a stream socket a read shorter than the room it was given
+ * drained the receive queue (unless a hang-up is pending, when the relay must read on to
+ * the end of stream), and a short send filled the send buffer: both clear the bit without
+ * paying for a further system call that would only say EAGAIN.
+ */
+#include "relay/transport.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void transport_note_events(struct transport *t, uint32_t events)
+{
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		t->ready |= TRANSPORT_READ;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		t->hup = true;
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+		t->ready |= TRANSPORT_WRITE;
+}
+
+static ssize_t sock_read(struct transport *t, void *buf, size_t n)
+{
+	ssize_t r;
+
+	do {
+		r = recv(t->fd, buf, n, MSG_DONTWAIT);
+	} while (r < 0 && errno == EINTR);
+	if (r > 0) {
+		t->bytes_in += (uint64_t)r;
+		t->read_needs = 0;
+		if ((size_t)r < n && !t->hup) {
+			t->ready &= ~TRANSPORT_READ; /* drained: wait for the next edge */
+			t->read_needs = TRANSPORT_READ;
+		}
+		return r;
+	}
+	if (r == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		t->ready &= ~TRANSPORT_READ;
+		t->read_needs = TRANSPORT_READ;
+		return -EAGAIN;
+	}
+	return -errno;
+}
+
+static ssize_t sock_write(struct transport *t, const void *buf, size_t n)
+{
+	ssize_t r;
+
+	do {
+		r = send(t->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} while (r < 0 && errno == EINTR);
+	if (r > 0) {
+		t->bytes_out += (uint64_t)r;
+		t->write_needs = 0;
+		if ((size_t)r < n) {
+			t->ready &= ~TRANSPORT_WRITE; /* the send buffer is full */
+			t->write_needs = TRANSPORT_WRITE;
+		}
+		return r;
+	}
+	if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+		return -errno;
+	t->ready &= ~TRANSPORT_WRITE;
+	t->write_needs = TRANSPORT_WRITE;
+	return -EAGAIN;
+}
+
+static int sock_shutdown(struct transport *t)
+{
+	return shutdown(t->fd, SHUT_WR) < 0 && errno != ENOTCONN ? -errno : 0;
+}
+
+static void sock_destroy(struct transport *t)
+{
+	if (t->fd >= 0)
+		close(t->fd);
+	t->fd = -1;
+}
+
+static const struct transport_ops tcp_ops = {
+	.name = "tcp",
+	.read = sock_read,
+	.write = sock_write,
+	.shutdown = sock_shutdown,
+	.destroy = sock_destroy,
+};
+
+static const struct transport_ops unix_ops = {
+	.name = "unix",
+	.read = sock_read,
+	.write = sock_write,
+	.shutdown = sock_shutdown,
+	.destroy = sock_destroy,
+};
+
+void transport_sock_init(struct transport *t, int fd, bool unix_socket)
+{
+	*t = (struct transport){
+		.ops = unix_socket ? &unix_ops : &tcp_ops,
+		.fd = fd,
+		/* Writable until a send says otherwise; readable once the first edge says so,
+		 * but a read is attempted anyway (read_needs 0), which costs one EAGAIN. */
+		.ready = TRANSPORT_WRITE,
+	};
+}
+
+int transport_sock_release(struct transport *t)
+{
+	int fd = t->fd;
+
+	t->fd = -1;
+	return fd;
+}

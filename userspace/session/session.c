@@ -1,0 +1,209 @@
+/* session: identity of one client session (see session.h). */
+#include "session/session.h"
+
+#include "proto/proto.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+_Static_assert(SESSION_UPSTREAM_STRLEN >= sizeof("unix:") + sizeof(((struct sockaddr_un *)0)->sun_path),
+	       "a Unix upstream's text fits");
+_Static_assert(SESSION_UPSTREAM_STRLEN >= ADDR_STRLEN, "an address's text fits");
+
+int session_new_id(struct session *s)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (RAND_bytes(s->id, sizeof(s->id)) != 1)
+		return -EIO;
+	for (int i = 0; i < SESSION_ID_LEN; i++) {
+		s->id_hex[2 * i] = hex[s->id[i] >> 4];
+		s->id_hex[2 * i + 1] = hex[s->id[i] & 15];
+	}
+	s->id_hex[SESSION_ID_HEXLEN] = '\0';
+	return 0;
+}
+
+int session_set_startup(struct session *s, const struct proto_startup *st)
+{
+	size_t n = st->nparams < PROTO_STARTUP_MAX_PARAMS ? st->nparams : PROTO_STARTUP_MAX_PARAMS;
+	size_t slots = n ? n : 1, text = 0;
+	const char *ident[3] = {st->user, st->database, st->application_name};
+	char **names, *p, *copies[3] = {NULL, NULL, NULL};
+
+	for (size_t i = 0; i < n; i++)
+		text += strlen(st->params[i].name) + strlen(st->params[i].value) + 2;
+	for (size_t i = 0; i < 3; i++)
+		text += ident[i] ? strlen(ident[i]) + 1 : 0;
+	/* One allocation: two pointer arrays, the parameters' strings, then the three values
+	 * the parser resolved (the server's reading, even past the parameters kept here). */
+	names = malloc(2 * slots * sizeof(char *) + text);
+	if (!names)
+		return -ENOMEM;
+	free(s->startup.names);
+	s->startup.names = names;
+	s->startup.values = names + slots;
+	s->startup.nparams = (unsigned)n;
+	s->startup.protocol = st->code;
+	p = (char *)(s->startup.values + slots);
+	for (size_t i = 0; i < n; i++) {
+		size_t ln = strlen(st->params[i].name) + 1, lv = strlen(st->params[i].value) + 1;
+
+		s->startup.names[i] = memcpy(p, st->params[i].name, ln);
+		p += ln;
+		s->startup.values[i] = memcpy(p, st->params[i].value, lv);
+		p += lv;
+	}
+	for (size_t i = 0; i < 3; i++) {
+		if (!ident[i])
+			continue;
+		copies[i] = memcpy(p, ident[i], strlen(ident[i]) + 1);
+		p += strlen(ident[i]) + 1;
+	}
+	s->user = copies[0];
+	s->database = copies[1];
+	s->application_name = copies[2];
+	s->protocol = st->code;
+	s->replication = st->replication;
+	return 0;
+}
+
+const char *session_startup_param(const struct session *s, const char *name)
+{
+	/* The last one wins, as PostgreSQL reads duplicates. */
+	for (unsigned i = s->startup.nparams; i-- > 0;)
+		if (strcmp(s->startup.names[i], name) == 0)
+			return s->startup.values[i];
+	return NULL;
+}
+
+const char *session_server_param(const struct session *s, const char *name)
+{
+	const char *p = s->server_params, *end = p + s->server_params_len;
+
+	while (p && p < end) {
+		const char *value = p + strlen(p) + 1;
+
+		if (strcmp(p, name) == 0)
+			return value;
+		p = value + strlen(value) + 1;
+	}
+	return NULL;
+}
+
+int session_set_server_param(struct session *s, const char *name, const char *value)
+{
+	const char *old = session_server_param(s, name);
+	size_t ln = strlen(name) + 1, lv = strlen(value) + 1, keep = s->server_params_len;
+	char *block, *out;
+
+	if (old && strcmp(old, value) == 0)
+		return 0;
+	if (old)
+		keep -= ln + strlen(old) + 1;
+	if (keep + ln + lv > UINT32_MAX)
+		return -ENOMEM;
+	block = malloc(keep + ln + lv);
+	if (!block)
+		return -ENOMEM;
+	/* Copy every other pair, then the new one: a report replaces, never appends. */
+	out = block;
+	for (const char *p = s->server_params, *end = p + s->server_params_len; p && p < end;) {
+		size_t pn = strlen(p) + 1, pv = strlen(p + pn) + 1;
+
+		if (strcmp(p, name) != 0) {
+			memcpy(out, p, pn + pv);
+			out += pn + pv;
+		}
+		p += pn + pv;
+	}
+	memcpy(out, name, ln);
+	memcpy(out + ln, value, lv);
+	free(s->server_params);
+	s->server_params = block;
+	s->server_params_len = (uint32_t)(keep + ln + lv);
+	return 0;
+}
+
+int session_set_verified(struct session *s, enum session_auth_method method, bool at_relay,
+			 const char *user)
+{
+	char *copy = strdup(user);
+
+	if (!copy)
+		return -ENOMEM;
+	free(s->auth.verified_user);
+	s->auth.verified_user = copy;
+	s->auth.method = method;
+	s->auth.at_relay = at_relay;
+	s->auth.ok = true;
+	return 0;
+}
+
+static void session_tls_release(struct session_tls *t)
+{
+	free(t->peer_subject);
+	free(t->peer_identity);
+	t->peer_subject = t->peer_identity = NULL;
+}
+
+void session_release(struct session *s)
+{
+	free(s->startup.names);
+	s->startup.names = s->startup.values = NULL;
+	s->startup.nparams = 0;
+	s->user = s->database = s->application_name = NULL;
+	free(s->server_params);
+	s->server_params = NULL;
+	s->server_params_len = 0;
+	free(s->auth.verified_user);
+	s->auth.verified_user = NULL;
+	session_tls_release(&s->client_tls);
+	session_tls_release(&s->server_tls);
+}
+
+const char *session_auth_method_to_str(enum session_auth_method m)
+{
+	static const char *const names[SESSION_AUTH_METHOD_COUNT] = {
+		[SESSION_AUTH_PENDING] = "pending",
+		[SESSION_AUTH_TRUST] = "trust",
+		[SESSION_AUTH_PASSWORD] = "password",
+		[SESSION_AUTH_MD5] = "md5",
+		[SESSION_AUTH_SCRAM] = "scram-sha-256",
+		[SESSION_AUTH_SCRAM_PLUS] = "scram-sha-256-plus",
+		[SESSION_AUTH_CERT] = "cert",
+		[SESSION_AUTH_CERT_SCRAM] = "cert+scram-sha-256",
+		[SESSION_AUTH_GSS] = "gss",
+		[SESSION_AUTH_SSPI] = "sspi",
+	};
+
+	return (unsigned)m < SESSION_AUTH_METHOD_COUNT ? names[m] : "unknown";
+}
+
+const char *session_route_to_str(enum session_route r)
+{
+	switch (r) {
+	case SESSION_ROUTE_EXPLICIT:
+		return "explicit";
+	case SESSION_ROUTE_STEERED:
+		return "steered";
+	case SESSION_ROUTE_TPROXY:
+		return "tproxy";
+	}
+	return "unknown";
+}
+
+const char *session_upstream_text(const struct session *s, char *buf, size_t n)
+{
+	if (s->upstream_unix)
+		snprintf(buf, n, "unix:%s", s->upstream_unix);
+	else if (s->upstream.len)
+		addr_format(&s->upstream.ss.sa, buf, n);
+	else if (n)
+		buf[0] = '\0';
+	return buf;
+}
