@@ -50,7 +50,7 @@ static void a_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct 
 	trace_add(ctx->resumed ? 'R' : 'A');
 	if (st->pause_next && !ctx->resumed) {
 		st->pause_next = false;
-		stage_result_pause(r);
+		stage_result_pause(r, 0);
 	}
 }
 
@@ -141,7 +141,7 @@ static void test_pipeline_runs_stages_in_order(void **state)
 	assert_false(stage_chain_wants(&ch, PROTO_FRONTEND, 200));
 
 	trace[0] = '\0';
-	stage_run_session_start(&ch, 1, &r);
+	stage_run_session_start(&ch, NULL, 1, &r);
 	assert_int_equal(r.verdict, STAGE_FORWARD);
 	stage_run_frontend(&ch, &q, 1, NULL, 1, &r); /* only a wants Query */
 	assert_int_equal(r.verdict, STAGE_FORWARD);

@@ -561,7 +561,7 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 	}
 	__atomic_store_n(&c->session_started, true, __ATOMIC_RELEASE);
 	conn_publish(c, "session_start");
-	stage_run_session_start(&c->chain, c->worker->loop.now, &res);
+	stage_run_session_start(&c->chain, NULL, c->worker->loop.now, &res);
 	if (res.verdict != STAGE_FORWARD) {
 		conn_fail(c, res.sqlstate, res.message, "refused at session start");
 		return -EPERM;

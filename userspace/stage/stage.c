@@ -44,9 +44,10 @@ void stage_result_rewrite(struct stage_result *r, const uint8_t *msg, uint32_t l
 	r->rewrite_len = len;
 }
 
-void stage_result_pause(struct stage_result *r)
+void stage_result_pause(struct stage_result *r, uint64_t resume_at_ns)
 {
 	r->verdict = STAGE_PAUSE;
+	r->resume_at_ns = resume_at_ns;
 }
 
 static void stage_result_clear(struct stage_result *r)
@@ -55,6 +56,7 @@ static void stage_result_clear(struct stage_result *r)
 	r->sqlstate[0] = r->message[0] = r->rule[0] = '\0';
 	r->rewrite = NULL;
 	r->rewrite_len = 0;
+	r->resume_at_ns = 0;
 }
 
 int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
@@ -192,7 +194,8 @@ static void stage_note_decision(struct stage_chain *ch, unsigned from, const str
 	}
 }
 
-void stage_run_session_start(struct stage_chain *ch, uint64_t now, struct stage_result *r)
+void stage_run_session_start(struct stage_chain *ch, struct stage_limits *limits, uint64_t now,
+			     struct stage_result *r)
 {
 	const struct stage_pipeline *p = ch->pipeline;
 
@@ -203,6 +206,7 @@ void stage_run_session_start(struct stage_chain *ch, uint64_t now, struct stage_
 		if (!p->stages[i]->session_start)
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
+		ctx.limits = limits;
 		p->stages[i]->session_start(&ctx, r);
 		/* Only a refusal means anything here. */
 		if (r->verdict != STAGE_CLOSE) {
@@ -304,7 +308,8 @@ void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t 
 	}
 }
 
-void stage_run_notice(struct stage_chain *ch, const struct stage_note *n, uint64_t now)
+void stage_run_notice(struct stage_chain *ch, const struct stage_note *n,
+		      struct stage_limits *limits, uint64_t now)
 {
 	const struct stage_pipeline *p = ch->pipeline;
 
@@ -314,6 +319,7 @@ void stage_run_notice(struct stage_chain *ch, const struct stage_note *n, uint64
 		if (!p->stages[i]->notice)
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
+		ctx.limits = n->kind == STAGE_NOTE_AUTH ? limits : NULL;
 		p->stages[i]->notice(&ctx, n);
 	}
 }

@@ -25,8 +25,9 @@
  *            transaction ends up as after a server error (an open one is failed, 'E'),
  *            because the relay makes the server itself fail at that point.
  *   PAUSE    hold this message, and everything behind it in its direction, until the
- *            stage calls stage_wake(); the message is then offered to the same stage
- *            again with ctx->resumed set. Bytes already forwarded keep flowing.
+ *            stage calls stage_wake() or result.resume_at_ns passes (0: no deadline); the
+ *            message is then offered to the same stage again with ctx->resumed set. Bytes
+ *            already forwarded keep flowing.
  *   CLOSE    end the session: the client gets FATAL sqlstate/message.
  * The pipeline runs stages in order and stops at the first verdict that is not FORWARD
  * (a REWRITE is passed on: later stages see the rewritten message). Every later stage is
@@ -99,6 +100,19 @@ struct stage_result {
 	/* REWRITE: the replacement message, owned by the stage, valid until its next call. */
 	const uint8_t *rewrite;
 	uint32_t rewrite_len;
+	/* PAUSE: offer the message again at this monotonic time even if nobody wakes it. */
+	uint64_t resume_at_ns;
+};
+
+/*
+ * Per-session limits a stage may set (policy) from session_start and from the AUTH notice;
+ * the connection arms its timers from them. 0 means no limit. Each firing ends the session
+ * with PostgreSQL's code for it: idle 57P05, idle in transaction 25P03, lifetime 57P01.
+ */
+struct stage_limits {
+	uint64_t idle_ms;
+	uint64_t idle_in_transaction_ms;
+	uint64_t lifetime_ms;
 };
 
 /* Set a REJECT or CLOSE verdict with its SQLSTATE and message; rule may be NULL. */
@@ -109,8 +123,8 @@ void stage_result_set(struct stage_result *r, enum stage_verdict v, const char *
 /* Set a REWRITE verdict. */
 void stage_result_rewrite(struct stage_result *r, const uint8_t *msg, uint32_t len);
 
-/* Set a PAUSE verdict. */
-void stage_result_pause(struct stage_result *r);
+/* Set a PAUSE verdict; resume_at_ns 0: only stage_wake() resumes it. */
+void stage_result_pause(struct stage_result *r, uint64_t resume_at_ns);
 
 enum stage_interest {
 	STAGE_SKIP = 0, /* not seen */
@@ -139,6 +153,9 @@ struct stage_ctx {
 	 * statement, kept in stmt_entry.words[index] once the server created it. NULL
 	 * otherwise. */
 	uint32_t *stmt_word;
+	/* session_start and the AUTH notice: the session's limits, to tighten or set. NULL
+	 * otherwise. */
+	struct stage_limits *limits;
 };
 
 /* Change what this stage sees of dir's type from the next message on. 0, or -EBUSY when
@@ -266,7 +283,8 @@ static inline bool stage_chain_streams(const struct stage_chain *ch, uint8_t typ
 }
 
 /* Runs used by the connection; each sets *r (FORWARD when no stage objects). */
-void stage_run_session_start(struct stage_chain *ch, uint64_t now, struct stage_result *r);
+void stage_run_session_start(struct stage_chain *ch, struct stage_limits *limits, uint64_t now,
+			     struct stage_result *r);
 /* stmt_words (STAGE_MAX entries, NULL unless m is a Parse or an SQL PREPARE) receives what
  * each stage wants kept with the statement. A run after a PAUSE starts at the stage that
  * paused. */
@@ -276,7 +294,9 @@ void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64
 		       struct stage_result *r);
 void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
 		      struct stage_result *r);
-void stage_run_notice(struct stage_chain *ch, const struct stage_note *n, uint64_t now);
+/* limits: non-NULL with the AUTH notice, as for session_start. */
+void stage_run_notice(struct stage_chain *ch, const struct stage_note *n,
+		      struct stage_limits *limits, uint64_t now);
 
 /* The session log: one line at session start, one at end. */
 extern const struct stage_ops sessionlog_stage;
