@@ -149,6 +149,17 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	S("max_connections", .type = ST_COUNT, FIELD(max_connections), .min = 1,                 \
 	  .max = 1000000, .def = 10000, .arg = "N",                                              \
 	  .help = "client connections across all workers")                                       \
+	S("session.max_pipeline", .type = ST_COUNT, FIELD(max_pipeline), .min = 16,             \
+	  .max = 1000000, .def = 4096, .arg = "N",                                               \
+	  .help = "client requests a session may have in flight before pgwarden stops reading "  \
+		  "it until some are answered")                                                  \
+	S("session.max_prepared_statements", .type = ST_COUNT, FIELD(max_prepared_statements),   \
+	  .min = 1, .max = 10000000, .def = 10000, .arg = "N",                                   \
+	  .help = "prepared statements a session may hold; one more is refused with 53400")      \
+	S("session.max_prepared_bytes", .type = ST_SIZE, FIELD(max_prepared_bytes), .min = KIB,  \
+	  .max = GIB, .def = 16 * MIB, .arg = "SIZE",                                            \
+	  .help = "bytes of prepared statement names and texts a session may hold; more is "     \
+		  "refused with 53400")                                                          \
 	S("timeouts.startup", .type = ST_DURATION, FIELD(startup_timeout_ms), .min = MS_PER_S,   \
 	  .max = 10 * MS_PER_M, .def = 60 * MS_PER_S, .arg = "DURATION",                         \
 	  .help = "a client must finish startup and authentication within this")                 \

@@ -60,6 +60,10 @@ struct config {
 	uint32_t buffer_size;       /* bytes per direction buffer (default 32 KiB) */
 	uint32_t max_message_size;  /* largest message body accepted from either side */
 	uint32_t max_connections;   /* client connections across all workers */
+	/* Per session: requests in flight, and the prepared statements the relay remembers. */
+	uint32_t max_pipeline;
+	uint32_t max_prepared_statements;
+	uint64_t max_prepared_bytes;
 	uint64_t startup_timeout_ms;  /* client must finish startup and auth */
 	uint64_t message_timeout_ms;  /* a message started must be finished within this */
 	uint64_t connect_timeout_ms;  /* upstream TCP connect */

@@ -201,6 +201,13 @@ static void loop_run_deferred(struct loop *loop)
 	}
 }
 
+void loop_tick(struct loop *loop, uint64_t now)
+{
+	loop->now = now;
+	loop_run_timers(loop);
+	loop_run_deferred(loop);
+}
+
 void loop_wake(struct loop *loop)
 {
 	uint64_t one = 1;

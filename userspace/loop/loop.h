@@ -72,6 +72,10 @@ static inline bool loop_timer_armed(const struct loop_timer *t)
 /* Run d->cb at the end of this iteration (once, however often queued). */
 void loop_defer(struct loop *loop, struct loop_deferred *d);
 
+/* Set the clock to now and run the timers due and the deferred work, without waiting for
+ * events: what loop_run() does after each wait, for tests that drive time themselves. */
+void loop_tick(struct loop *loop, uint64_t now);
+
 /* Thread-safe: wake the loop and run its on_wake handler. */
 void loop_wake(struct loop *loop);
 

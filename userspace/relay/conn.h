@@ -1,16 +1,28 @@
 /*
- * conn: THE connection state machine — one client connection, its upstream connection, and
- * the two byte streams between them.
+ * conn: one client connection, its upstream connection, and the two byte streams between
+ * them, driven by ONE state machine.
  *
- *   STARTUP ──StartupMessage──▶ CONNECTING ──connected──▶ AUTH ──first ReadyForQuery──▶ READY
- *      │ SSLRequest/GSSENCRequest: answer 'N', stay            READY ⇄ BUSY ⇄ COPY_IN/OUT/BOTH
- *      └ CancelRequest ──▶ CANCEL (forward the mapped key, then close)
- *   any state ──error, Terminate, kill, drain──▶ CLOSING (flush the last bytes) ──▶ CLOSED
+ *   NEGOTIATE ──StartupMessage──▶ CONNECTING ──connected──▶ AUTH ⇄ AUTH_ANSWER
+ *      │ SSLRequest / GSSENCRequest: answered, stay            │ first ReadyForQuery
+ *      └ CancelRequest ──▶ CANCEL (the mapped key goes on)      ▼
+ *                                        READY ⇄ BUSY ⇄ COPY_IN / COPY_OUT / COPY_BOTH
+ *   logged in ──client Terminate or half-close──▶ FAREWELL (the server's last answers)
+ *   logged in ──a send to the server failed──▶ SERVER_GONE (read its last words)
+ *   any ──error, server FATAL, kill, drain, timeout──▶ CLOSING (flush) ──▶ CLOSED
  *
- * conn_set_state() is the only writer of the state. Every decision is taken on a framed
- * message boundary, never on a read() boundary. Bodies of messages nobody must inspect are
- * streamed by count in constant memory; a connection holds a buffer only while it has bytes
- * that could not leave at once (a partial message, or a peer that is not reading).
+ * The transitions are one table (conn_state.c), checked in conn_set_state(), the only
+ * writer of the state; each state names the deadline that bounds it. Framers report what
+ * they did; the phase code decides. Every decision is taken on a framed message boundary,
+ * never on a read() boundary. Bodies of messages nobody must inspect pass by count in
+ * constant memory; a connection holds a buffer only while it has bytes that could not leave
+ * at once. Which transport carries a leg (TCP, Unix, TLS) is the transport's business.
+ *
+ * Files: conn.c (lifecycle, events, the run loop), conn_state.c (the table, timers),
+ * conn_io.c (buffers, reading, sending), conn_frontend.c (client → server framing, the
+ * startup family, stages on client messages, rejects), conn_backend.c (server → client
+ * framing, the login as the server tells it, stages on server messages, streaming),
+ * conn_upstream.c (connecting to the server), conn_admin.c (the admin view), track.c (which
+ * answer belongs to which request).
  */
 #ifndef PGWARDEN_CONN_H
 #define PGWARDEN_CONN_H
@@ -18,6 +30,8 @@
 #include "admin/admin_text.h"
 #include "base/buf.h"
 #include "loop/loop.h"
+#include "relay/track.h"
+#include "relay/transport.h"
 #include "session/session.h"
 #include "stage/stage.h"
 
@@ -28,41 +42,69 @@
 struct worker;
 struct config;
 
-#define CONN_STMT_CACHE 8
-
 enum conn_state {
 	CONN_STATE_FIRST = 0,
-	CONN_STARTUP = CONN_STATE_FIRST,
-	CONN_CONNECTING,
-	CONN_AUTH,
-	CONN_READY,
+	CONN_NEGOTIATE = CONN_STATE_FIRST, /* startup-family packets */
+	CONN_CONNECTING,  /* connecting to the server */
+	CONN_AUTH,        /* the server's turn in the login */
+	CONN_AUTH_ANSWER, /* the client owes an answer to the server's request */
+	CONN_READY,       /* nothing owed: the last ReadyForQuery reached the client */
 	CONN_BUSY,
 	CONN_COPY_IN,
 	CONN_COPY_OUT,
 	CONN_COPY_BOTH,
-	CONN_CANCEL,
-	CONN_CLOSING,
+	CONN_CANCEL,      /* forwarding a CancelRequest */
+	CONN_FAREWELL,    /* the client said goodbye: it still gets what the server owes it */
+	CONN_SERVER_GONE, /* sending to the server failed: read its last words, then end */
+	CONN_CLOSING,     /* deliver the last bytes, then close */
 	CONN_CLOSED,
 	CONN_STATE_COUNT
 };
 
 const char *conn_state_to_str(enum conn_state s);
 
+/* Is `to` a legal next state after `from`? (The table conn_set_state() enforces.) */
+bool conn_transition_valid(enum conn_state from, enum conn_state to);
+
 enum conn_dir_id {
 	CONN_C2S = 0, /* client → server */
 	CONN_S2C = 1, /* server → client */
 };
 
-/* One byte stream. Bytes [buf->head, buf->head + framed) are whole-message-checked and may
- * be sent; the rest await framing. */
+/* Why a direction's framing has stopped at a message it has not judged yet. */
+enum conn_hold {
+	CONN_HOLD_NONE = 0,
+	CONN_HOLD_STAGE, /* a stage paused the message until woken (or resume_at) */
+};
+
+/*
+ * One byte stream. Invariant (asserted in debug and sanitizer builds): buf is NULL or
+ * 0 <= framed <= buf_len(buf); bytes [buf->head, buf->head + framed) may be sent as they are;
+ * the rest await framing. stream_left and skip_left are never both set.
+ */
 struct conn_dir {
 	struct buf *buf;      /* NULL while every byte read has left */
 	uint32_t framed;
 	uint32_t stream_left; /* body bytes of the current message still to pass by count */
+	uint32_t skip_left;   /* body bytes of the current message to drop unsent */
 	uint32_t need;        /* bytes the next message needs whole (0: no constraint) */
-	bool can_read;        /* edge-triggered: the source may have bytes */
-	bool hup;             /* the source hung up: read until EOF, not until a short read */
-	bool eof;
+	enum conn_hold hold;
+	bool eof;             /* the source ended (or failed) */
+	uint64_t msg_open_since; /* C2S: when the current incomplete message was first seen */
+};
+
+/* A server message a stage is rewriting as it streams (masking DataRow, CopyData). */
+struct conn_stream {
+	struct stage_stream st;
+	struct buf *out; /* replacement bytes not sent yet */
+	bool active;     /* the stage has the message: its body goes to the stage */
+};
+
+/* How another thread reaches a connection that paused for it: worker slot + generation. */
+struct stage_waker {
+	struct worker *worker;
+	uint32_t slot;
+	uint32_t gen;
 };
 
 struct conn {
@@ -70,34 +112,31 @@ struct conn {
 	struct worker *worker;
 	struct config *config; /* snapshot taken at accept */
 	enum conn_state state;
-	int client_fd;
-	int upstream_fd;
-	bool client_writable;
-	bool upstream_writable;
-	bool server_sent_fatal; /* the server's last word was a FATAL: add nothing after it */
-	bool auth_requested;    /* the server's last Authentication message awaits an answer */
-	bool client_done;       /* the client said goodbye: read nothing more from it, but give it
-				 * the server's remaining answers until the server closes */
-	bool upstream_broken;   /* a send upstream failed: send nothing more, read its last words */
-	bool holds_session;     /* counts against max_connections */
-	bool refusal_counted;   /* connections_refused_total has this one */
-	uint32_t syncs_since_exec; /* Syncs forwarded since the last Execute or Query */
-	uint8_t startup_requests; /* SSL/GSSENC requests already answered */
-	uint32_t pending; /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet seen */
-	struct conn_dir dir[2];
+	struct transport *client; /* the client leg's transport */
+	struct transport *server; /* the server leg's; NULL before the upstream connect */
+	struct transport client_sock; /* storage for the plain transports */
+	struct transport server_sock;
 	struct loop_watch client_watch;
-	struct loop_watch upstream_watch;
+	struct loop_watch server_watch;
+	struct conn_dir dir[2];
+	struct conn_stream stream;
+	struct track track;
+	struct stage_chain chain;
+	struct stage_limits limits;
+	struct stage_waker waker;
 	struct loop_timer timer;
 	struct loop_deferred free_later;
-	uint64_t startup_deadline; /* monotonic ns; until READY */
-	uint64_t connect_deadline; /* monotonic ns; while the upstream connect is in progress */
-	uint64_t linger_deadline;  /* monotonic ns; CLOSING ends by then at the latest */
-	uint64_t client_blocked_since; /* monotonic ns: the client stopped taking bytes; 0: it takes */
-	uint64_t msg_start;        /* monotonic ns: the client's incomplete message was first seen */
-	bool msg_open;             /* the client stream is inside a message */
+	uint64_t login_deadline;   /* monotonic ns: NEGOTIATE..AUTH_ANSWER and CANCEL end by then */
+	uint64_t connect_deadline; /* CONNECTING (and CANCEL's connect) ends by then */
+	uint64_t linger_deadline;  /* CLOSING ends by then at the latest */
+	uint64_t resume_at;        /* a stage's PAUSE ends by then (0: only a wake) */
+	uint64_t ready_since;      /* READY since (idle timeouts) */
+	uint64_t client_blocked_since; /* the client stopped taking bytes; 0: it takes */
+	uint8_t negotiated;        /* encryption requests answered (PostgreSQL's ssl/gss_done) */
+	bool holds_session;        /* counts against max_connections (owns a slot) */
+	bool refusal_counted;      /* connections_refused_total has this one */
+	bool session_started;      /* stages have seen session_start (atomic: admin reads) */
 	void *cancel_handle;
-	struct stage_chain chain;
-	bool session_started;
 	struct session session;
 	/* For the admin listing and metrics. */
 	uint64_t busy_since;     /* monotonic ns when the in-flight work started; 0: idle */
@@ -105,16 +144,6 @@ struct conn {
 	int64_t last_latency_ns; /* -1 before the first statement completes */
 	uint64_t errors;         /* ErrorResponses sent to the client */
 	struct admin_text last_statement;
-	/* Statement classes for statements_total, in bounded memory: the unnamed prepared
-	 * statement, the last few named ones (by name hash), and the class of the portal
-	 * the last Bind made, which its Execute counts. */
-	uint8_t unnamed_class;
-	uint8_t portal_class;
-	uint8_t stmt_cache_next;
-	struct {
-		uint64_t name_hash;
-		uint8_t cls;
-	} stmt_cache[CONN_STMT_CACHE];
 };
 
 /* The session as the admin socket lists it (docs/ADMIN.md). Any thread, under the owning
@@ -128,8 +157,23 @@ struct worker_listener;
 void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 		 const struct sockaddr *peer, socklen_t peer_len);
 
+/*
+ * Take ownership of a client transport (the accept path, and tests over a scripted fake
+ * transport). route and addresses are filled by the caller in *proto (a session template:
+ * id, route, client, dialled, upstream, process). 0, or -errno with t destroyed.
+ */
+int conn_start(struct worker *w, struct transport *t, const struct session *proto)
+	__attribute__((warn_unused_result));
+
 /* End the session with FATAL sqlstate/message (at a message boundary) and close. */
 void conn_terminate(struct conn *c, const char *sqlstate, const char *message,
 		    const char *reason);
+
+/* On the worker's thread: a stage's wake for the connection in slot (if still gen). */
+void conn_wake(struct worker *w, uint32_t slot, uint32_t gen);
+
+/* The loop saw events on one of the connection's legs (also what tests call). */
+void conn_client_events(struct conn *c, uint32_t events);
+void conn_server_events(struct conn *c, uint32_t events);
 
 #endif

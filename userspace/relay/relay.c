@@ -16,6 +16,7 @@ void relay_init(struct relay *r)
 {
 	pthread_mutex_init(&r->config_lock, NULL);
 	r->unix_listener.fd = -1;
+	r->connector = &relay_socket_connector;
 }
 
 int relay_unix_listener_open(struct relay *r, const char *path)

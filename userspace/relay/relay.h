@@ -21,11 +21,29 @@
 struct worker;
 struct steer_origin;
 struct admin_server;
+struct conn;
+struct transport;
+
+/*
+ * How the relay reaches a server: non-blocking sockets (conn_upstream.c) normally; the unit
+ * tests of the connection put a scripted one here.
+ */
+struct relay_connector {
+	/* Start connecting c's server leg to unix_path when given, else to `to`. On success
+	 * *out is the leg's transport (its fd is watched when >= 0). 0 or -errno. */
+	int (*start)(struct conn *c, const struct addr *to, const char *unix_path,
+		     struct transport **out);
+	/* The leg had an event while connecting: 0 connected, -EINPROGRESS, or -errno. */
+	int (*finish)(struct conn *c, struct transport *t);
+};
+
+extern const struct relay_connector relay_socket_connector;
 
 struct relay {
 	pthread_mutex_t config_lock;
 	struct config *config; /* current snapshot; guarded by config_lock */
 	struct stage_pipeline pipeline;
+	const struct relay_connector *connector;
 	struct cancel_map *cancels;
 	uint32_t connections; /* atomic: client sockets open across workers, of every kind */
 	uint32_t sessions;    /* atomic: of those, sessions past their StartupMessage */

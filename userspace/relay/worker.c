@@ -140,6 +140,130 @@ static void worker_drain_expired(struct loop *loop, struct loop_timer *t)
 	}
 }
 
+/* ---- slots and wakes ------------------------------------------------------------------ */
+
+#define WORKER_MIN_SLOTS 64
+
+/* Double the slots (and the wake arrays with them). Worker thread, under lock. */
+static int worker_slots_grow(struct worker *w)
+{
+	uint32_t n = w->nslots ? w->nslots * 2 : WORKER_MIN_SLOTS;
+	struct worker_slot *slots = realloc(w->slots, n * sizeof(*slots));
+	uint32_t *free_slots, *wakes, *spare;
+
+	if (!slots)
+		return -ENOMEM;
+	w->slots = slots;
+	free_slots = realloc(w->free_slots, n * sizeof(*free_slots));
+	if (free_slots)
+		w->free_slots = free_slots;
+	wakes = free_slots ? realloc(w->wakes, n * sizeof(*wakes)) : NULL;
+	if (wakes)
+		w->wakes = wakes;
+	spare = wakes ? realloc(w->wakes_spare, n * sizeof(*spare)) : NULL;
+	if (!spare)
+		return -ENOMEM; /* the arrays that did grow are fine to keep */
+	w->wakes_spare = spare;
+	memset(&w->slots[w->nslots], 0, (n - w->nslots) * sizeof(*slots));
+	for (uint32_t i = n; i > w->nslots; i--)
+		w->free_slots[w->nfree++] = i - 1;
+	w->nslots = n;
+	return 0;
+}
+
+int worker_slot_claim(struct worker *w, struct conn *c, struct stage_waker *waker)
+{
+	uint32_t slot;
+
+	pthread_mutex_lock(&w->lock);
+	if (!w->nfree && worker_slots_grow(w)) {
+		pthread_mutex_unlock(&w->lock);
+		return -ENOMEM;
+	}
+	slot = w->free_slots[--w->nfree];
+	w->slots[slot].conn = c;
+	w->slots[slot].gen++;
+	waker->worker = w;
+	waker->slot = slot;
+	waker->gen = w->slots[slot].gen;
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+void worker_slot_release(struct worker *w, uint32_t slot)
+{
+	pthread_mutex_lock(&w->lock);
+	if (slot < w->nslots && w->slots[slot].conn) {
+		w->slots[slot].conn = NULL;
+		w->slots[slot].gen++; /* a late wake names a generation that is gone */
+		w->free_slots[w->nfree++] = slot;
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+struct conn *worker_slot_conn(const struct worker *w, uint32_t slot, uint32_t gen)
+{
+	if (slot >= w->nslots || w->slots[slot].gen != gen)
+		return NULL;
+	return w->slots[slot].conn;
+}
+
+int stage_wake(const struct stage_waker *waker)
+{
+	struct worker *w = waker ? waker->worker : NULL;
+	struct worker_slot *s;
+	bool post = false;
+
+	if (!w)
+		return -ENOENT;
+	pthread_mutex_lock(&w->lock);
+	s = waker->slot < w->nslots ? &w->slots[waker->slot] : NULL;
+	if (s && s->conn && s->gen == waker->gen) {
+		if (!s->wake_queued) {
+			s->wake_queued = true;
+			w->wakes[w->nwakes++] = waker->slot;
+		}
+		post = true;
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (!post)
+		return -ENOENT;
+	worker_post(w, WORKER_CMD_WAKE);
+	return 0;
+}
+
+void worker_run_wakes(struct worker *w)
+{
+	uint32_t *batch, n, gens[64];
+
+	for (;;) {
+		pthread_mutex_lock(&w->lock);
+		n = w->nwakes;
+		if (!n) {
+			pthread_mutex_unlock(&w->lock);
+			return;
+		}
+		/* Take the batch out; wakes posted while it runs go to the other array. */
+		batch = w->wakes;
+		w->wakes = w->wakes_spare;
+		w->wakes_spare = batch;
+		w->nwakes = 0;
+		pthread_mutex_unlock(&w->lock);
+		for (uint32_t i = 0; i < n; i += 64) {
+			uint32_t k = n - i < 64 ? n - i : 64;
+
+			pthread_mutex_lock(&w->lock);
+			for (uint32_t j = 0; j < k; j++) {
+				w->slots[batch[i + j]].wake_queued = false;
+				gens[j] = w->slots[batch[i + j]].gen;
+			}
+			pthread_mutex_unlock(&w->lock);
+			for (uint32_t j = 0; j < k; j++)
+				conn_wake(w, batch[i + j], gens[j]);
+		}
+	}
+}
+
 static void worker_on_wake(struct loop *loop)
 {
 	struct worker *w = loop->owner;
@@ -182,6 +306,8 @@ static void worker_on_wake(struct loop *loop)
 			}
 		}
 	}
+	if (cmds & (1u << WORKER_CMD_WAKE))
+		worker_run_wakes(w);
 	if (cmds & (1u << WORKER_CMD_STOP))
 		loop_stop(loop);
 }
@@ -431,5 +557,9 @@ void worker_destroy(struct worker *w)
 	buf_put(&w->pool, w->scratch);
 	buf_pool_destroy(&w->pool);
 	pthread_mutex_destroy(&w->lock);
+	free(w->slots);
+	free(w->free_slots);
+	free(w->wakes);
+	free(w->wakes_spare);
 	free(w);
 }

@@ -34,6 +34,18 @@ enum worker_cmd {
 	WORKER_CMD_DRAIN_NOW,  /* close the remaining sessions now (a second SIGTERM) */
 	WORKER_CMD_STOP,       /* end the loop now (start-up failure) */
 	WORKER_CMD_KILL,       /* end the sessions in kill_ids (admin socket) */
+	WORKER_CMD_WAKE,       /* resume the connections in wakes (stage_wake) */
+};
+
+/*
+ * A connection's place in its worker, by which another thread names it (stage_wake) without
+ * holding a pointer that may have been freed: a wake carries (slot, generation), and a slot
+ * whose generation moved on belongs to somebody else.
+ */
+struct worker_slot {
+	struct conn *conn; /* NULL: free */
+	uint32_t gen;
+	bool wake_queued;  /* in wakes already: one pending wake per connection is enough */
 };
 
 #define WORKER_KILL_MAX 64
@@ -65,7 +77,28 @@ struct worker {
 	/* Kill mailbox, under lock: ids posted by the admin thread. */
 	char kill_ids[WORKER_KILL_MAX][SESSION_ID_HEXLEN + 1];
 	unsigned nkills;
+	/* Connection slots and the wake mailbox, under lock (written by the worker thread;
+	 * wakes posted from any thread). wakes holds at most one entry per slot, so it never
+	 * needs to grow when a wake is posted: it grows with the slots. */
+	struct worker_slot *slots;
+	uint32_t nslots;
+	uint32_t *free_slots; /* a stack of free slot numbers */
+	uint32_t nfree;
+	uint32_t *wakes, *wakes_spare;
+	uint32_t nwakes;
 };
+
+struct stage_waker;
+
+/* Worker thread: a slot for c; fills the waker that names it. 0 or -ENOMEM. */
+int worker_slot_claim(struct worker *w, struct conn *c, struct stage_waker *waker)
+	__attribute__((warn_unused_result));
+/* Worker thread: c is gone; wakes that name its slot find nobody. */
+void worker_slot_release(struct worker *w, uint32_t slot);
+/* Worker thread: the connection a wake names, or NULL. */
+struct conn *worker_slot_conn(const struct worker *w, uint32_t slot, uint32_t gen);
+/* Run the wakes posted so far (the worker's wake handler; tests call it directly). */
+void worker_run_wakes(struct worker *w);
 
 /* From any thread: ask w to end session id if it owns it. 0, -ENOENT (not on this worker),
  * -ENOSPC (mailbox full). */

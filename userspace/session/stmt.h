@@ -25,30 +25,81 @@
 #define STMT_STAGE_WORDS 8 /* == STAGE_MAX: one annotation word per stage */
 
 struct stmt_entry {
+	struct stmt_entry *next; /* hash chain */
 	char *name;       /* "" for the unnamed statement */
-	char *sql;        /* the statement text as the client sent it (NUL-terminated) */
+	char *sql;        /* the statement text (NULL unless a stage keeps texts, or the
+			   * message was too large to hold whole) */
 	uint32_t sql_len;
 	uint16_t nparams; /* parameter types the Parse declared */
+	uint8_t cls;      /* the relay's own classification (enum sql_class), for metrics */
 	bool sql_level;   /* made by SQL PREPARE (its text is the statement after AS) */
-	uint32_t refs;    /* portals bound from it, plus one while it is named */
+	uint32_t refs;    /* the table's own, plus one per portal bound from it */
 	uint32_t words[STMT_STAGE_WORDS];
 };
 
 struct stmt_portal {
+	struct stmt_portal *next;
 	char *name; /* "" for the unnamed portal */
 	struct stmt_entry *stmt;
 };
 
-struct stmt_table;
+/* Owned by the session's connection; zero-initialised is an empty table. */
+struct stmt_table {
+	struct stmt_entry **buckets;
+	uint32_t nbuckets; /* 0 or a power of two */
+	uint32_t count;
+	size_t bytes;      /* names and texts held */
+	struct stmt_portal *portals;
+	uint32_t max_count; /* limits; 0: none */
+	size_t max_bytes;
+};
 
 /* The statement name resolves to, or NULL (never prepared, or closed). */
-const struct stmt_entry *stmt_lookup(const struct stmt_table *t, const char *name);
+struct stmt_entry *stmt_lookup(const struct stmt_table *t, const char *name);
 
 /* The statement a portal was bound from, or NULL. */
-const struct stmt_entry *stmt_portal_lookup(const struct stmt_table *t, const char *portal);
+struct stmt_entry *stmt_portal_lookup(const struct stmt_table *t, const char *portal);
 
 /* Statements and text bytes held now (for listings and tests). */
-unsigned stmt_count(const struct stmt_table *t);
-size_t stmt_bytes(const struct stmt_table *t);
+static inline unsigned stmt_count(const struct stmt_table *t)
+{
+	return t->count;
+}
+
+static inline size_t stmt_bytes(const struct stmt_table *t)
+{
+	return t->bytes;
+}
+
+/* ---- the writer's side: the connection's request tracker only --------------------- */
+
+/*
+ * A statement the server has not confirmed yet (from a Parse or PREPARE on its way).
+ * stmt_new() makes one; stmt_commit() moves it into the table at the server's
+ * confirmation, replacing a statement of the same name; stmt_put() drops a reference.
+ */
+struct stmt_entry *stmt_new(const char *name, const char *sql, uint32_t sql_len,
+			    uint16_t nparams, bool sql_level) __attribute__((warn_unused_result));
+void stmt_commit(struct stmt_table *t, struct stmt_entry *e);
+void stmt_put(struct stmt_entry *e);
+
+/* Would one more statement of this name and text fit the limits? */
+bool stmt_fits(const struct stmt_table *t, const char *name, uint32_t sql_len);
+
+/* The server closed (Close 'S', DEALLOCATE) a statement. */
+void stmt_remove(struct stmt_table *t, const char *name);
+/* DEALLOCATE ALL, DISCARD ALL. */
+void stmt_remove_all(struct stmt_table *t);
+
+/* Bind confirmed: portal name now runs stmt (NULL when the statement was not known). 0 or
+ * -ENOMEM. */
+int stmt_portal_bind(struct stmt_table *t, const char *portal, struct stmt_entry *stmt)
+	__attribute__((warn_unused_result));
+void stmt_portal_close(struct stmt_table *t, const char *portal);
+/* The transaction ended: its portals are gone. */
+void stmt_portals_end(struct stmt_table *t);
+
+/* Free everything the table holds. */
+void stmt_table_release(struct stmt_table *t);
 
 #endif

@@ -213,6 +213,9 @@ struct stage_note {
 	const char *command_tag;
 	uint64_t rows;
 	uint64_t duration_ns;
+	bool failed;  /* the server answered it with an error */
+	bool skipped; /* the server skipped it after an earlier error in its batch */
+	const struct stmt_entry *stmt; /* Bind/Execute: the prepared statement it ran */
 	/* SERVER_PARAM */
 	const char *name;
 	const char *value;
@@ -221,6 +224,9 @@ struct stage_note {
 struct stage_ops {
 	const char *name;
 	size_t state_size; /* per-session state, zeroed, owned by the pipeline */
+	/* The stage reads prepared statements' texts (stmt_entry.sql): the relay keeps them
+	 * only when some stage does, since they cost memory per session. */
+	bool keep_statement_text;
 	/* Interest every session starts with (stage_want() changes it per session). */
 	struct proto_typeset frontend_whole;
 	struct proto_typeset backend_whole;
@@ -280,6 +286,12 @@ static inline bool stage_chain_wants(const struct stage_chain *ch, enum proto_di
 static inline bool stage_chain_streams(const struct stage_chain *ch, uint8_t type)
 {
 	return typeset_has(&ch->any_stream, type);
+}
+
+/* Does any stage stream any server message type in this session? */
+static inline bool stage_chain_streams_any(const struct stage_chain *ch)
+{
+	return ch->any_stream.bits[0] || ch->any_stream.bits[1];
 }
 
 /* Runs used by the connection; each sets *r (FORWARD when no stage objects). */

@@ -1,0 +1,1323 @@
+/*
+ * Unit tests for the connection state machine (userspace/relay/conn*.c, track.c) over the
+ * scripted fake transport: no sockets, no threads, time driven by the test. A fake server
+ * answers as PostgreSQL would; the test checks what each side receives, byte for byte, and
+ * the states the connection goes through.
+ *
+ * Covered: the transition table (every pair), the login and each phase, one-byte reads and
+ * writes, bytes held inside a transport, every timer, the stage contract at the connection
+ * (reject in simple and extended mode with the transaction status the server reports,
+ * earlier pipelined results intact; rewrite with a changed length; pause and resume by
+ * wake and by deadline; injected replies in protocol order; per-session interest;
+ * streaming rewrite; notices), the statement table and its limits, and the ways a
+ * session ends (server FATAL, client Terminate, a server that breaks).
+ */
+#include "proto/proto.h"
+#include "relay/conn.h"
+#include "relay/relay.h"
+#include "relay/worker.h"
+#include "stage/stage.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fake_transport.h"
+
+#define NS_PER_S 1000000000ULL
+
+/* ---- messages --------------------------------------------------------------------------- */
+
+struct msgs {
+	uint8_t b[16384];
+	size_t n;
+};
+
+static void put(struct msgs *m, uint8_t type, const void *body, size_t len)
+{
+	m->b[m->n] = type;
+	proto_write_u32(m->b + m->n + 1, (uint32_t)len + 4);
+	memcpy(m->b + m->n + 5, body, len);
+	m->n += 5 + len;
+}
+
+static size_t cat(uint8_t *p, const char *s)
+{
+	size_t n = strlen(s) + 1;
+
+	memcpy(p, s, n);
+	return n;
+}
+
+static void m_query(struct msgs *m, const char *sql)
+{
+	uint8_t b[1024];
+
+	put(m, 'Q', b, cat(b, sql));
+}
+
+static void m_parse(struct msgs *m, const char *name, const char *sql)
+{
+	uint8_t b[1024];
+	size_t n = cat(b, name);
+
+	n += cat(b + n, sql);
+	b[n++] = 0;
+	b[n++] = 0;
+	put(m, 'P', b, n);
+}
+
+static void m_bind(struct msgs *m, const char *portal, const char *stmt)
+{
+	uint8_t b[256];
+	size_t n = cat(b, portal);
+
+	n += cat(b + n, stmt);
+	memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
+	put(m, 'B', b, n + 6);
+}
+
+static void m_describe(struct msgs *m, char kind, const char *name)
+{
+	uint8_t b[256];
+
+	b[0] = (uint8_t)kind;
+	put(m, 'D', b, 1 + cat(b + 1, name));
+}
+
+static void m_execute(struct msgs *m, const char *portal)
+{
+	uint8_t b[256];
+	size_t n = cat(b, portal);
+
+	memset(b + n, 0, 4);
+	put(m, 'E', b, n + 4);
+}
+
+static void m_close(struct msgs *m, char kind, const char *name)
+{
+	uint8_t b[256];
+
+	b[0] = (uint8_t)kind;
+	put(m, 'C', b, 1 + cat(b + 1, name));
+}
+
+static void m_sync(struct msgs *m)
+{
+	put(m, 'S', NULL, 0);
+}
+
+static void m_terminate(struct msgs *m)
+{
+	put(m, 'X', NULL, 0);
+}
+
+static void r_auth(struct msgs *m, uint32_t code)
+{
+	uint8_t b[4];
+
+	proto_write_u32(b, code);
+	put(m, 'R', b, 4);
+}
+
+static void r_param(struct msgs *m, const char *name, const char *value)
+{
+	uint8_t b[256];
+	size_t n = cat(b, name);
+
+	put(m, 'S', b, n + cat(b + n, value));
+}
+
+static void r_key(struct msgs *m)
+{
+	uint8_t b[8] = {0, 0, 0x10, 0x92, 0xde, 0xad, 0xbe, 0xef};
+
+	put(m, 'K', b, 8);
+}
+
+static void r_ready(struct msgs *m, char tx)
+{
+	uint8_t b = (uint8_t)tx;
+
+	put(m, 'Z', &b, 1);
+}
+
+static void r_complete(struct msgs *m, const char *tag)
+{
+	uint8_t b[64];
+
+	put(m, 'C', b, cat(b, tag));
+}
+
+static void r_rowdesc(struct msgs *m)
+{
+	uint8_t b[64] = {0, 1};
+	size_t n = 2 + cat(b + 2, "c");
+
+	memset(b + n, 0, 18);
+	b[n + 7] = 25; /* type text */
+	b[n + 8] = 0xff;
+	b[n + 9] = 0xff;
+	b[n + 10] = 0xff;
+	b[n + 11] = 0xff;
+	put(m, 'T', b, n + 18);
+}
+
+static void r_datarow(struct msgs *m, const char *v)
+{
+	uint8_t b[1024] = {0, 1};
+	size_t n = strlen(v);
+
+	proto_write_u32(b + 2, (uint32_t)n);
+	memcpy(b + 6, v, n);
+	put(m, 'D', b, 6 + n);
+}
+
+static void r_error(struct msgs *m, const char *severity, const char *code, const char *text)
+{
+	int n = proto_write_error(m->b + m->n, sizeof(m->b) - m->n, severity, code, text);
+
+	assert_true(n > 0);
+	m->n += (size_t)n;
+}
+
+/* The type bytes of a run of messages: "1 2 T C Z" reads as "12TCZ". */
+static void types_of(const uint8_t *p, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	while (n >= 5 && o + 1 < cap) {
+		uint32_t len = proto_read_u32(p + 1) + 1;
+
+		out[o++] = (char)p[0];
+		assert_true(len <= n);
+		p += len;
+		n -= len;
+	}
+	assert_int_equal(n, 0);
+	out[o] = '\0';
+}
+
+/* The SQLSTATE of the first ErrorResponse in p[0..n), or "" when there is none. */
+static const char *first_error_code(const uint8_t *p, size_t n)
+{
+	static char code[6];
+
+	code[0] = '\0';
+	while (n >= 5) {
+		uint32_t len = proto_read_u32(p + 1) + 1;
+		struct proto_msg m = {.type = p[0], .body_len = len - 5, .body = p + 5};
+		struct proto_error_fields ef;
+
+		if (p[0] == 'E' && proto_read_error(&m, &ef) == PROTO_OK && ef.sqlstate) {
+			snprintf(code, sizeof(code), "%s", ef.sqlstate);
+			return code;
+		}
+		p += len;
+		n -= len;
+	}
+	return code;
+}
+
+/* The last ReadyForQuery's transaction status in p[0..n), or 0. */
+static char last_ready(const uint8_t *p, size_t n)
+{
+	char tx = 0;
+
+	while (n >= 5) {
+		uint32_t len = proto_read_u32(p + 1) + 1;
+
+		if (p[0] == 'Z')
+			tx = (char)p[5];
+		p += len;
+		n -= len;
+	}
+	return tx;
+}
+
+/* ---- test stages ------------------------------------------------------------------------ */
+
+/* "judge": refuses statements that mention "forbidden", rewrites "SELECT 1" into a longer
+ * statement, pauses "wait", streams DataRow for user "masked", wants DataRow whole for user
+ * "watched". */
+struct judge_state {
+	int datarows_seen;
+	uint8_t row[4096];
+	uint32_t row_len;
+	uint8_t outmsg[4096];
+	uint32_t out_len, out_pos;
+	bool built;
+};
+
+static uint8_t judge_rewrite[64];
+static uint64_t judge_resume_at;
+
+static const char *msg_sql(const struct proto_msg *m)
+{
+	const char *sql = NULL, *name;
+	uint16_t np;
+
+	if (m->type == 'Q' && proto_read_query(m, &sql) == PROTO_OK)
+		return sql;
+	if (m->type == 'P' && proto_read_parse(m, &name, &sql, &np) == PROTO_OK)
+		return sql;
+	return "";
+}
+
+static void judge_start(struct stage_ctx *ctx, struct stage_result *r)
+{
+	const char *u = ctx->session->user;
+
+	if (u && strcmp(u, "watched") == 0)
+		assert_int_equal(stage_want(ctx, PROTO_BACKEND, 'D', STAGE_WHOLE), 0);
+	if (u && strcmp(u, "masked") == 0)
+		assert_int_equal(stage_want(ctx, PROTO_BACKEND, 'D', STAGE_STREAM), 0);
+	if (u && strcmp(u, "idler") == 0)
+		ctx->limits->idle_ms = 1000;
+	if (u && strcmp(u, "refused") == 0)
+		stage_result_set(r, STAGE_CLOSE, "28000", "no-rule",
+				 "pgwarden: no rule admits user \"refused\"");
+}
+
+static void judge_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
+{
+	const char *sql = msg_sql(m);
+
+	if (strstr(sql, "forbidden")) {
+		stage_result_set(r, STAGE_REJECT, "42501", "no-forbidden",
+				 "pgwarden: statement denied by rule \"no-forbidden\"");
+	} else if (strcmp(sql, "SELECT 1") == 0) {
+		int n = proto_write_query(judge_rewrite, sizeof(judge_rewrite),
+					  "SELECT 1 + 100000 AS rewritten");
+
+		stage_result_rewrite(r, judge_rewrite, (uint32_t)n);
+	} else if (strcmp(sql, "wait") == 0 && !ctx->resumed) {
+		stage_result_pause(r, judge_resume_at);
+	}
+}
+
+static void judge_backend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
+{
+	((struct judge_state *)ctx->state)->datarows_seen += m->type == 'D';
+}
+
+/* Streaming: read the whole row, then answer with every value replaced by "masked". */
+static void judge_stream(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+{
+	struct judge_state *j = ctx->state;
+	size_t room;
+
+	if (!j->built) {
+		size_t take = st->in_len;
+
+		assert_true(j->row_len + take <= sizeof(j->row));
+		memcpy(j->row + j->row_len, st->in, take);
+		j->row_len += (uint32_t)take;
+		st->consumed = take;
+		if (st->body_offset + take == st->body_len) {
+			uint16_t ncols = (uint16_t)(j->row[0] << 8 | j->row[1]);
+			uint32_t in = 2, out = 7;
+
+			j->outmsg[0] = 'D';
+			j->outmsg[5] = j->row[0];
+			j->outmsg[6] = j->row[1];
+			for (uint16_t i = 0; i < ncols; i++) {
+				int32_t len = (int32_t)proto_read_u32(j->row + in);
+
+				in += 4 + (len > 0 ? (uint32_t)len : 0);
+				if (len < 0) {
+					proto_write_u32(j->outmsg + out, 0xffffffffu);
+					out += 4;
+					continue;
+				}
+				proto_write_u32(j->outmsg + out, 6);
+				memcpy(j->outmsg + out + 4, "masked", 6);
+				out += 10;
+			}
+			proto_write_u32(j->outmsg + 1, out - 1);
+			j->out_len = out;
+			j->out_pos = 0;
+			j->built = true;
+		}
+	}
+	if (!j->built)
+		return;
+	room = st->out_cap < j->out_len - j->out_pos ? st->out_cap : j->out_len - j->out_pos;
+	memcpy(st->out, j->outmsg + j->out_pos, room);
+	j->out_pos += (uint32_t)room;
+	st->produced = room;
+	if (j->out_pos == j->out_len) {
+		st->done = true;
+		j->built = false;
+		j->row_len = 0;
+	}
+}
+
+static struct stage_ops judge_stage = {
+	.name = "judge",
+	.state_size = sizeof(struct judge_state),
+	.session_start = judge_start,
+	.frontend = judge_frontend,
+	.backend = judge_backend,
+	.stream = judge_stream,
+};
+
+/* "rec": records what every stage must hear. */
+static struct {
+	int decisions, errors, done, auths, params, ended;
+	char last_decider[16], last_error[6], last_tag[32];
+	uint64_t last_rows;
+	uint64_t last_request;
+	int skipped;
+	char last_stmt[32];
+} rec;
+
+static void rec_notice(struct stage_ctx *ctx, const struct stage_note *n)
+{
+	switch (n->kind) {
+	case STAGE_NOTE_DECISION:
+		rec.decisions++;
+		snprintf(rec.last_decider, sizeof(rec.last_decider), "%s", n->stage);
+		break;
+	case STAGE_NOTE_ERROR:
+		rec.errors++;
+		snprintf(rec.last_error, sizeof(rec.last_error), "%s", n->sqlstate ? n->sqlstate : "");
+		break;
+	case STAGE_NOTE_REQUEST_DONE:
+		rec.done++;
+		rec.skipped += n->skipped;
+		rec.last_request = n->request;
+		if (n->stmt)
+			snprintf(rec.last_stmt, sizeof(rec.last_stmt), "%s", n->stmt->name);
+		if (n->command_tag) {
+			snprintf(rec.last_tag, sizeof(rec.last_tag), "%s", n->command_tag);
+			rec.last_rows = n->rows;
+		}
+		break;
+	case STAGE_NOTE_AUTH:
+		rec.auths++;
+		break;
+	case STAGE_NOTE_SERVER_PARAM:
+		rec.params++;
+		break;
+	}
+}
+
+static void rec_end(struct stage_ctx *ctx)
+{
+	rec.ended++;
+}
+
+static struct stage_ops rec_stage = {
+	.name = "rec",
+	.notice = rec_notice,
+	.session_end = rec_end,
+};
+
+/* ---- the fixture ------------------------------------------------------------------------ */
+
+static struct {
+	struct relay relay;
+	struct worker *w;
+	struct fake client, server;
+	bool connect_pending;
+	int connects;
+	uint64_t now;
+} F;
+
+static int fake_connect_start(struct conn *c, const struct addr *to, const char *unix_path,
+			      struct transport **out)
+{
+	fake_init(&F.server);
+	F.connects++;
+	*out = &F.server.t;
+	return 0;
+}
+
+static int fake_connect_finish(struct conn *c, struct transport *t)
+{
+	return F.connect_pending ? -EINPROGRESS : 0;
+}
+
+static const struct relay_connector fake_connector = {
+	.start = fake_connect_start,
+	.finish = fake_connect_finish,
+};
+
+static int setup(void **state)
+{
+	struct config *cfg = config_new();
+	char err[256];
+
+	memset(&F, 0, sizeof(F));
+	memset(&rec, 0, sizeof(rec));
+	judge_resume_at = 0;
+	relay_init(&F.relay);
+	F.relay.connector = &fake_connector;
+	F.relay.cancels = cancel_map_new();
+	assert_non_null(F.relay.cancels);
+	assert_int_equal(stage_pipeline_add(&F.relay.pipeline, &judge_stage), 0);
+	assert_int_equal(stage_pipeline_add(&F.relay.pipeline, &rec_stage), 0);
+	typeset_add(&judge_stage.frontend_whole, 'Q');
+	typeset_add(&judge_stage.frontend_whole, 'P');
+	assert_non_null(cfg);
+	assert_int_equal(config_set(cfg, "upstream", "127.0.0.1:5432", err, sizeof(err)), 0);
+	assert_int_equal(config_set(cfg, "session.max_prepared_statements", "3", err, sizeof(err)),
+			 0);
+	relay_config_publish(&F.relay, cfg);
+	assert_int_equal(worker_create(&F.w, 0, &F.relay, F.relay.config), 0);
+	F.now = 1000 * NS_PER_S;
+	F.w->loop.now = F.now;
+	fake_init(&F.client);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	/* Whatever is still open ends now; its memory goes at the deferred free. */
+	while (F.w->conns)
+		conn_terminate(F.w->conns, "57P01", "test over", "test over");
+	loop_tick(&F.w->loop, F.now);
+	worker_destroy(F.w);
+	cancel_map_free(F.relay.cancels);
+	config_unref(F.relay.config);
+	return 0;
+}
+
+static struct conn *the_conn(void)
+{
+	return F.w->conns;
+}
+
+static void tick(uint64_t ns)
+{
+	F.now += ns;
+	loop_tick(&F.w->loop, F.now);
+}
+
+static void client_sends(const struct msgs *m)
+{
+	fake_feed(&F.client, m->b, m->n);
+	if (the_conn())
+		conn_client_events(the_conn(), EPOLLIN);
+}
+
+static void server_sends(const struct msgs *m)
+{
+	fake_feed(&F.server, m->b, m->n);
+	if (the_conn())
+		conn_server_events(the_conn(), EPOLLIN);
+}
+
+static void startup_packet(struct msgs *m, const char *user)
+{
+	const struct proto_param params[] = {{"user", user}, {"database", "db"}};
+	int n = proto_write_startup(m->b + m->n, sizeof(m->b) - m->n, PROTO_VERSION_3_0, params, 2);
+
+	assert_true(n > 0);
+	m->n += (size_t)n;
+}
+
+/* A new connection whose client has sent its StartupMessage. */
+static struct conn *connect_client(const char *user)
+{
+	struct session proto = {0};
+	struct msgs m = {.n = 0};
+
+	assert_int_equal(session_new_id(&proto), 0);
+	proto.upstream = F.relay.config->upstream;
+	assert_int_equal(conn_start(F.w, &F.client.t, &proto), 0);
+	startup_packet(&m, user);
+	client_sends(&m);
+	return the_conn();
+}
+
+/* Connected, logged in with trust, READY. */
+static struct conn *login(const char *user)
+{
+	struct conn *c = connect_client(user);
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	char t[64];
+
+	assert_int_equal(c->state, CONN_CONNECTING);
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_AUTH);
+	r_auth(&m, AUTH_REQ_OK);
+	r_param(&m, "client_encoding", "UTF8");
+	r_key(&m);
+	r_ready(&m, 'I');
+	server_sends(&m);
+	assert_int_equal(c->state, CONN_READY);
+	types_of(p = F.client.out, fake_take(&F.client, &p), t, sizeof(t));
+	assert_string_equal(t, "RSKZ");
+	fake_take(&F.server, &p); /* the startup packet */
+	return c;
+}
+
+/* ---- the table -------------------------------------------------------------------------- */
+
+static void test_transition_table(void **state)
+{
+	/* The legal transitions, spelled out independently of conn_state.c. */
+	static const char *const legal[] = {
+		"startup>connecting", "startup>cancel", "startup>closing", "startup>closed",
+		"connecting>auth", "connecting>closing", "connecting>closed",
+	};
+	int legal_count = 0;
+
+	for (int from = CONN_STATE_FIRST; from < CONN_STATE_COUNT; from++) {
+		for (int to = CONN_STATE_FIRST; to < CONN_STATE_COUNT; to++) {
+			bool ok = conn_transition_valid(from, to);
+
+			legal_count += ok;
+			/* Nothing leaves CLOSED; CLOSING only closes. */
+			if (from == CONN_CLOSED)
+				assert_false(ok);
+			if (from == CONN_CLOSING)
+				assert_int_equal(ok, to == CONN_CLOSED);
+			/* Nothing comes back to the negotiation, nor skips the login. */
+			if (to == CONN_NEGOTIATE)
+				assert_false(ok);
+			if (to == CONN_READY)
+				assert_true(!ok || from == CONN_AUTH || from == CONN_BUSY ||
+					    from == CONN_COPY_IN || from == CONN_COPY_OUT ||
+					    from == CONN_COPY_BOTH);
+			/* Every live state can end. */
+			if (from < CONN_CLOSING)
+				assert_true(conn_transition_valid(from, CONN_CLOSING) &&
+					    conn_transition_valid(from, CONN_CLOSED));
+			/* A cancel never becomes a session. */
+			if (from == CONN_CANCEL)
+				assert_true(!ok || to >= CONN_CLOSING);
+		}
+	}
+	for (size_t i = 0; i < sizeof(legal) / sizeof(legal[0]); i++) {
+		char from[32], to[32];
+		int f = -1, t = -1;
+
+		assert_int_equal(sscanf(legal[i], "%31[^>]>%31s", from, to), 2);
+		for (int s = 0; s < CONN_STATE_COUNT; s++) {
+			if (f < 0 && strcmp(conn_state_to_str(s), from) == 0)
+				f = s;
+			if (t < 0 && strcmp(conn_state_to_str(s), to) == 0)
+				t = s;
+		}
+		assert_true(f >= 0 && t >= 0);
+		assert_true(conn_transition_valid(f, t));
+	}
+	assert_false(conn_transition_valid(CONN_READY, CONN_AUTH));
+	assert_false(conn_transition_valid(CONN_NEGOTIATE, CONN_READY));
+	assert_false(conn_transition_valid(CONN_CONNECTING, CONN_READY));
+	assert_false(conn_transition_valid(CONN_FAREWELL, CONN_READY));
+	assert_false(conn_transition_valid(CONN_STATE_COUNT, CONN_CLOSED));
+	assert_true(legal_count > 40 && legal_count < 90);
+	assert_string_equal(conn_state_to_str(CONN_STATE_COUNT), "unknown");
+}
+
+/* ---- phases ----------------------------------------------------------------------------- */
+
+static void test_login_phases_and_query(void **state)
+{
+	struct conn *c = connect_client("alice");
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	assert_int_equal(c->state, CONN_CONNECTING);
+	assert_int_equal(F.server.out_len, 0); /* nothing before the connect finished */
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_AUTH);
+	n = fake_take(&F.server, &p);
+	assert_int_equal(n, F.client.in_len); /* the startup packet, exactly as sent */
+	assert_memory_equal(p, F.client.in, n);
+	/* SCRAM-like: the server asks, the client answers, the server finishes. */
+	put(&m, 'R', "\0\0\0\x0aSCRAM-SHA-256\0", 19);
+	server_sends(&m);
+	assert_int_equal(c->state, CONN_AUTH_ANSWER);
+	m.n = 0;
+	put(&m, 'p', "SCRAM-SHA-256\0\0\0\0\0", 18);
+	client_sends(&m);
+	assert_int_equal(c->state, CONN_AUTH);
+	m.n = 0;
+	put(&m, 'R', "\0\0\0\x0cv=c2lnbmF0dXJl", 18);
+	server_sends(&m);
+	assert_int_equal(c->state, CONN_AUTH);
+	assert_false(c->session.auth.ok);
+	m.n = 0;
+	r_auth(&m, AUTH_REQ_OK);
+	r_key(&m);
+	r_ready(&m, 'I');
+	server_sends(&m);
+	assert_int_equal(c->state, CONN_READY);
+	assert_true(c->session.auth.ok);
+	assert_string_equal(c->session.auth.verified_user, "alice");
+	assert_int_equal(c->session.auth.method, SESSION_AUTH_SCRAM);
+	assert_int_equal(rec.auths, 1);
+	fake_take(&F.client, &p);
+	fake_take(&F.server, &p);
+
+	m.n = 0;
+	m_query(&m, "SELECT 2");
+	client_sends(&m);
+	assert_int_equal(c->state, CONN_BUSY);
+	n = fake_take(&F.server, &p);
+	assert_int_equal(n, m.n);
+	assert_memory_equal(p, m.b, n);
+	m.n = 0;
+	r_rowdesc(&m);
+	r_datarow(&m, "2");
+	r_complete(&m, "SELECT 1");
+	r_ready(&m, 'I');
+	server_sends(&m);
+	assert_int_equal(c->state, CONN_READY);
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, m.n);
+	assert_memory_equal(p, m.b, n); /* byte-exact */
+	assert_string_equal(rec.last_tag, "SELECT 1");
+	assert_int_equal(rec.last_rows, 1);
+	assert_int_equal(c->session.statements, 1);
+}
+
+/* Every byte read and written one at a time, both legs: the same bytes arrive. */
+static void test_one_byte_at_a_time(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	F.client.read_chunk = F.client.write_chunk = 1;
+	c = login("alice");
+	F.server.read_chunk = F.server.write_chunk = 1;
+	m_parse(&q, "", "SELECT $1::int");
+	m_bind(&q, "", "");
+	m_execute(&q, "");
+	m_sync(&q);
+	for (size_t i = 0; i < q.n; i++) {
+		fake_feed(&F.client, q.b + i, 1);
+		conn_client_events(c, EPOLLIN);
+	}
+	n = fake_take(&F.server, &p);
+	assert_int_equal(n, q.n);
+	assert_memory_equal(p, q.b, n);
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	r_datarow(&a, "7");
+	r_complete(&a, "SELECT 1");
+	r_ready(&a, 'I');
+	for (size_t i = 0; i < a.n; i++) {
+		fake_feed(&F.server, a.b + i, 1);
+		conn_server_events(c, EPOLLIN);
+		conn_client_events(c, EPOLLOUT);
+	}
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, a.n);
+	assert_memory_equal(p, a.b, n);
+	assert_int_equal(c->state, CONN_READY);
+}
+
+/* Bytes the transport holds (decrypted TLS records) are read without any socket event. */
+static void test_pending_bytes_held_by_the_transport(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0};
+	const uint8_t *p;
+
+	F.client.held = true;
+	F.client.t.ready = 0; /* no readiness: only pending says there is something */
+	F.client.read_chunk = 3;
+	m_query(&q, "SELECT 'held'");
+	fake_feed(&F.client, q.b, q.n);
+	conn_client_events(c, 0);
+	assert_int_equal(fake_take(&F.server, &p), q.n);
+	assert_memory_equal(p, q.b, q.n);
+}
+
+/* ---- timers ----------------------------------------------------------------------------- */
+
+static void test_startup_timeout(void **state)
+{
+	struct session proto = {0};
+	const uint8_t *p;
+	size_t n;
+
+	assert_int_equal(session_new_id(&proto), 0);
+	assert_int_equal(conn_start(F.w, &F.client.t, &proto), 0);
+	tick(59 * NS_PER_S);
+	assert_non_null(the_conn());
+	tick(2 * NS_PER_S);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_null(the_conn()); /* closed, and freed at the tick */
+}
+
+static void test_connect_timeout(void **state)
+{
+	const uint8_t *p;
+	size_t n;
+
+	F.connect_pending = true;
+	connect_client("alice");
+	conn_server_events(the_conn(), EPOLLOUT);
+	assert_int_equal(the_conn()->state, CONN_CONNECTING);
+	tick(11 * NS_PER_S);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08006");
+	assert_null(the_conn());
+	assert_int_equal(rec.ended, 1); /* the stages heard the end */
+}
+
+/* A client that starts a message and goes silent is cut off; a whole message is not. */
+static void test_message_timeout(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_query(&q, "SELECT 'half a message'");
+	fake_feed(&F.client, q.b, 7);
+	conn_client_events(c, EPOLLIN);
+	tick(29 * NS_PER_S);
+	assert_int_equal(c->state, CONN_READY);
+	tick(2 * NS_PER_S);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_null(the_conn());
+}
+
+/* A stage's limit arms the idle timer: the session ends with 57P05 after it. */
+static void test_idle_limit_from_a_stage(void **state)
+{
+	struct conn *c = login("idler");
+	const uint8_t *p;
+	size_t n;
+
+	assert_int_equal(c->limits.idle_ms, 1000);
+	tick(NS_PER_S / 2);
+	assert_non_null(the_conn());
+	tick(NS_PER_S);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "57P05");
+	n = fake_take(&F.server, &p);
+	assert_int_equal(p[0], 'X'); /* the server got a clean Terminate */
+}
+
+/* A client that stops reading while the session closes is not waited for forever. */
+static void test_linger_when_the_client_stops_reading(void **state)
+{
+	struct conn *c = login("alice");
+
+	F.client.write_room = 0;
+	conn_terminate(c, "57P01", "terminating connection due to administrator command",
+		       "admin_kill");
+	assert_int_equal(c->state, CONN_CLOSING);
+	tick(6 * NS_PER_S);
+	assert_null(the_conn());
+}
+
+/* ---- the stage contract at the connection ------------------------------------------------ */
+
+/* Simple protocol: the server gets a poison instead, the client the stage's error and the
+ * server's ReadyForQuery; the session goes on. */
+static void test_reject_simple_query(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+	char t[32];
+
+	m_query(&q, "DROP TABLE forbidden");
+	client_sends(&q);
+	n = fake_take(&F.server, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "DS"); /* Describe of a statement nobody has, then Sync */
+	assert_null(memmem(p, n, "forbidden", 9)); /* nothing of it reached the server */
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "EZ");
+	assert_string_equal(first_error_code(p, n), "42501");
+	assert_non_null(memmem(p, n, "no-forbidden", 12));
+	assert_int_equal(last_ready(p, n), 'I');
+	assert_int_equal(c->state, CONN_READY);
+	assert_int_equal(c->session.denied, 1);
+	assert_int_equal(rec.decisions, 1);
+	assert_string_equal(rec.last_decider, "judge");
+	assert_string_equal(rec.last_error, "42501");
+	/* Still usable. */
+	q.n = 0;
+	m_query(&q, "SELECT 3");
+	client_sends(&q);
+	assert_int_equal(fake_take(&F.server, &p), q.n);
+}
+
+/* Inside a transaction the refusal leaves it failed, as the server itself reports. */
+static void test_reject_in_transaction(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_query(&q, "BEGIN");
+	client_sends(&q);
+	r_complete(&a, "BEGIN");
+	r_ready(&a, 'T');
+	server_sends(&a);
+	fake_take(&F.client, &p);
+	fake_take(&F.server, &p);
+	q.n = a.n = 0;
+	m_query(&q, "DELETE FROM forbidden");
+	client_sends(&q);
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist");
+	r_ready(&a, 'E');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "42501");
+	assert_int_equal(last_ready(p, n), 'E');
+	assert_int_equal(c->session.tx_status, 'E');
+}
+
+/* Extended protocol: a refused Parse in the middle of a batch; what came before it arrives
+ * intact, the rest up to Sync is skipped by the server, and one ReadyForQuery ends it. */
+static void test_reject_in_an_extended_pipeline(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+	char t[32];
+
+	m_parse(&q, "", "INSERT INTO ok VALUES (1)");
+	m_bind(&q, "", "");
+	m_describe(&q, 'P', "");
+	m_execute(&q, "");
+	m_parse(&q, "s2", "INSERT INTO forbidden VALUES (2)");
+	m_bind(&q, "", "s2");
+	m_execute(&q, "");
+	m_sync(&q);
+	client_sends(&q);
+	n = fake_take(&F.server, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "PBDEDBES");
+	assert_null(memmem(p, n, "forbidden", 9));
+	/* The server runs the first four, fails at the poison, skips to Sync. */
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	put(&a, 'n', NULL, 0);
+	r_complete(&a, "INSERT 0 1");
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "12nCEZ");
+	assert_string_equal(first_error_code(p, n), "42501");
+	assert_int_equal(c->state, CONN_READY);
+	assert_null(stmt_lookup(&c->track.stmts, "s2")); /* never created */
+	assert_true(track_idle(&c->track));
+}
+
+/* Replies pgwarden makes land behind the answers still owed for earlier requests. */
+static void test_injected_reply_keeps_protocol_order(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+	char t[32];
+
+	m_query(&q, "SELECT 'one'");
+	m_query(&q, "SELECT forbidden");
+	m_query(&q, "SELECT 'three'");
+	client_sends(&q);
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, 0); /* nothing for the client before the server answers */
+	r_rowdesc(&a);
+	r_datarow(&a, "one");
+	r_complete(&a, "SELECT 1");
+	r_ready(&a, 'I');
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist");
+	r_ready(&a, 'I');
+	r_rowdesc(&a);
+	r_datarow(&a, "three");
+	r_complete(&a, "SELECT 1");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "TDCZEZTDCZ");
+	assert_non_null(memmem(p, n, "one", 3));
+	assert_true((const uint8_t *)memmem(p, n, "no-forbidden", 12) <
+		    (const uint8_t *)memmem(p, n, "three", 5));
+	assert_int_equal(c->state, CONN_READY);
+}
+
+/* A rewrite goes out with its own length, and is what the tracker follows. */
+static void test_rewrite_with_a_changed_length(void **state)
+{
+	login("alice");
+	struct msgs q = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+	struct proto_msg m;
+	const char *sql;
+
+	m_query(&q, "SELECT 1");
+	client_sends(&q);
+	n = fake_take(&F.server, &p);
+	assert_int_equal(proto_frame(p, n, PROTO_FRONTEND, 1 << 20, &m), PROTO_OK);
+	assert_int_equal(n, 5 + m.body_len);
+	m.body = p + 5;
+	assert_int_equal(proto_read_query(&m, &sql), PROTO_OK);
+	assert_string_equal(sql, "SELECT 1 + 100000 AS rewritten");
+}
+
+/* A paused message waits for its stage's wake; what follows waits behind it. */
+static void test_pause_and_wake(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0};
+	const uint8_t *p;
+
+	m_query(&q, "wait");
+	m_query(&q, "SELECT 'after'");
+	client_sends(&q);
+	assert_int_equal(fake_take(&F.server, &p), 0);
+	assert_int_equal(c->dir[CONN_C2S].hold, CONN_HOLD_STAGE);
+	tick(3600 * NS_PER_S); /* no deadline: a pause without one waits, and is no timeout */
+	assert_non_null(the_conn());
+	assert_int_equal(stage_wake(&c->waker), 0);
+	assert_int_equal(stage_wake(&c->waker), 0); /* a second wake before the first ran */
+	worker_run_wakes(F.w);
+	assert_int_equal(fake_take(&F.server, &p), q.n);
+}
+
+static void test_pause_until_a_deadline(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0};
+	const uint8_t *p;
+
+	judge_resume_at = F.now + NS_PER_S;
+	m_query(&q, "wait");
+	client_sends(&q);
+	assert_int_equal(fake_take(&F.server, &p), 0);
+	tick(NS_PER_S / 2);
+	assert_int_equal(fake_take(&F.server, &p), 0);
+	tick(NS_PER_S);
+	assert_int_equal(fake_take(&F.server, &p), q.n);
+	assert_int_equal(c->dir[CONN_C2S].hold, CONN_HOLD_NONE);
+}
+
+/* A wake for a session that has ended finds nobody, even when its slot is taken again. */
+static void test_wake_after_the_end(void **state)
+{
+	struct conn *c = login("alice");
+	struct stage_waker old = c->waker;
+
+	conn_terminate(c, "57P01", "bye", "test");
+	tick(0);
+	assert_null(the_conn());
+	fake_init(&F.client);
+	c = login("bob");
+	assert_int_equal(c->waker.slot, old.slot);
+	assert_int_not_equal(c->waker.gen, old.gen);
+	assert_int_equal(stage_wake(&old), -ENOENT);
+}
+
+/* Interest is per session: only the session whose stage asked sees its DataRows. */
+static void test_interest_per_session(void **state)
+{
+	struct conn *c = login("watched");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	struct judge_state *js;
+
+	m_query(&q, "SELECT 'x'");
+	client_sends(&q);
+	r_rowdesc(&a);
+	r_datarow(&a, "x");
+	r_datarow(&a, "y");
+	r_complete(&a, "SELECT 2");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	js = stage_chain_state(&c->chain, 0);
+	assert_int_equal(js->datarows_seen, 2);
+	assert_int_equal(fake_take(&F.client, &p), a.n);
+	assert_false(stage_chain_wants(&c->chain, PROTO_BACKEND, 'T'));
+}
+
+/* A stage streams DataRow: every value is rewritten with new lengths; the messages around
+ * keep their order and bytes. */
+static void test_streaming_rewrite(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0}, want = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	c = login("masked");
+	F.server.read_chunk = 3; /* the rows arrive in pieces */
+	m_query(&q, "SELECT ssn FROM people");
+	client_sends(&q);
+	r_rowdesc(&a);
+	r_datarow(&a, "123-45-6789");
+	r_datarow(&a, "987-65-4321 and a much longer value than the mask");
+	r_complete(&a, "SELECT 2");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	while (F.server.in_pos < F.server.in_len)
+		conn_server_events(c, EPOLLIN);
+	r_rowdesc(&want);
+	r_datarow(&want, "masked");
+	r_datarow(&want, "masked");
+	r_complete(&want, "SELECT 2");
+	r_ready(&want, 'I');
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(p, want.b, n);
+	assert_int_equal(c->state, CONN_READY);
+}
+
+/* ---- the statement table ------------------------------------------------------------------ */
+
+static void test_statement_table_follows_the_server(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_parse(&q, "s1", "SELECT 10");
+	m_parse(&q, "bad", "SELEKT");
+	m_sync(&q);
+	client_sends(&q);
+	assert_null(stmt_lookup(&c->track.stmts, "s1")); /* not before the server says so */
+	put(&a, '1', NULL, 0);
+	r_error(&a, "ERROR", "42601", "syntax error");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_non_null(stmt_lookup(&c->track.stmts, "s1"));
+	assert_null(stmt_lookup(&c->track.stmts, "bad"));
+	q.n = a.n = 0;
+	m_close(&q, 'S', "s1");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '3', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "s1"));
+	/* The limit (3 in this fixture): the fourth is refused in place, 53400. */
+	q.n = a.n = 0;
+	m_parse(&q, "a", "SELECT 10");
+	m_parse(&q, "b", "SELECT 10");
+	m_parse(&q, "c", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '1', NULL, 0);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	fake_take(&F.client, &p);
+	fake_take(&F.server, &p);
+	q.n = a.n = 0;
+	m_parse(&q, "d", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "53400");
+	assert_int_equal(stmt_count(&c->track.stmts), 3);
+	assert_int_equal(c->state, CONN_READY);
+}
+
+/* A Bind and an Execute pipelined behind their Parse run the statement that Parse makes,
+ * not the one the server had before; an error skips the rest of the batch, and what the
+ * client sends before its Sync is skipped too. */
+static void test_pipelined_statements_and_skips(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+
+	m_parse(&q, "old", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	q.n = a.n = 0;
+	m_parse(&q, "new", "SELECT 20");
+	m_bind(&q, "p", "new");
+	m_execute(&q, "p");
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	r_datarow(&a, "20");
+	r_complete(&a, "SELECT 1");
+	server_sends(&a);
+	assert_string_equal(rec.last_stmt, "new");
+	assert_int_equal(rec.last_rows, 1);
+	/* An error with no Sync sent yet: the server skips what comes until the Sync. */
+	q.n = a.n = 0;
+	m_execute(&q, "nope");
+	client_sends(&q);
+	r_error(&a, "ERROR", "34000", "portal \"nope\" does not exist");
+	server_sends(&a);
+	assert_true(c->track.skipping);
+	q.n = a.n = 0;
+	m_parse(&q, "skipped", "SELECT 30");
+	m_bind(&q, "", "skipped");
+	m_sync(&q);
+	client_sends(&q);
+	assert_int_equal(rec.skipped, 2);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(c->state, CONN_READY);
+	assert_null(stmt_lookup(&c->track.stmts, "skipped"));
+	assert_true(track_idle(&c->track));
+}
+
+/* A server answer that answers nothing the client asked: the server broke the protocol. */
+static void test_unexpected_answer_ends_the_session(void **state)
+{
+	login("alice");
+	struct msgs a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	put(&a, '1', NULL, 0);
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_true(the_conn() == NULL || the_conn()->state >= CONN_CLOSING);
+}
+
+/* ---- endings ---------------------------------------------------------------------------- */
+
+static void test_server_fatal_is_the_last_word(void **state)
+{
+	struct conn *c = connect_client("alice");
+	struct msgs a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+	char t[16];
+
+	conn_server_events(c, EPOLLOUT);
+	r_error(&a, "FATAL", "28P01", "password authentication failed for user \"alice\"");
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "E"); /* the server's own FATAL, and nothing after it */
+	assert_memory_equal(p, a.b, n);
+	assert_null(the_conn());
+	assert_int_equal(rec.auths, 1); /* the login's failure was told */
+}
+
+static void test_client_terminate_then_server_answers(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_query(&q, "SELECT 'last'");
+	m_terminate(&q);
+	m_query(&q, "SELECT 'after terminate'");
+	client_sends(&q);
+	assert_int_equal(c->state, CONN_FAREWELL);
+	n = fake_take(&F.server, &p);
+	assert_null(memmem(p, n, "after terminate", 15));
+	assert_int_equal(p[n - 5], 'X');
+	r_rowdesc(&a);
+	r_datarow(&a, "last");
+	r_complete(&a, "SELECT 1");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(fake_take(&F.client, &p), a.n); /* owed answers still arrive */
+	F.server.eof = true;
+	conn_server_events(c, EPOLLIN | EPOLLRDHUP);
+	tick(0);
+	assert_null(the_conn());
+}
+
+static void test_server_breaks_while_sending(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	F.server.fail_write = -ECONNRESET;
+	r_error(&a, "FATAL", "57P01", "terminating connection due to administrator command");
+	fake_feed(&F.server, a.b, a.n);
+	F.server.eof = true;
+	m_query(&q, "SELECT 1");
+	client_sends(&q);
+	conn_server_events(c, EPOLLIN | EPOLLRDHUP);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "57P01"); /* its last words reached the client */
+	tick(0);
+	assert_null(the_conn());
+}
+
+static void test_refused_at_session_start(void **state)
+{
+	const uint8_t *p;
+	size_t n;
+
+	connect_client("refused");
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "28000");
+	assert_int_equal(F.connects, 0); /* never connected upstream */
+	assert_int_equal(rec.decisions, 1);
+	tick(0);
+	assert_null(the_conn());
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_transition_table),
+		cmocka_unit_test_setup_teardown(test_login_phases_and_query, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_byte_at_a_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pending_bytes_held_by_the_transport, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_startup_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_message_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_limit_from_a_stage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_linger_when_the_client_stops_reading, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reject_simple_query, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reject_in_transaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reject_in_an_extended_pipeline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_injected_reply_keeps_protocol_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_until_a_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wake_after_the_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streaming_rewrite, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_table_follows_the_server, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipelined_statements_and_skips, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unexpected_answer_ends_the_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_fatal_is_the_last_word, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_terminate_then_server_answers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_breaks_while_sending, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_at_session_start, setup, teardown),
+	};
+
+	return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
+}

@@ -1,0 +1,27 @@
+/* conn_admin: a connection as the admin socket lists it (docs/ADMIN.md). */
+#include "relay/conn_internal.h"
+
+#include "admin/admin.h"
+#include "sql/sql.h"
+
+#include <errno.h>
+
+json_t *conn_admin_json(struct conn *c, uint64_t now)
+{
+	char stmt[ADMIN_TEXT_MAX], normalised[ADMIN_TEXT_MAX];
+	struct admin_session_view v = {
+		.state = conn_state_to_str(__atomic_load_n(&c->state, __ATOMIC_RELAXED)),
+		.last_statement = stmt,
+		.last_latency_ns = __atomic_load_n(&c->last_latency_ns, __ATOMIC_RELAXED),
+		.now_mono_ns = now,
+		.errors = __atomic_load_n(&c->errors, __ATOMIC_RELAXED),
+	};
+	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
+
+	/* Literals leave the listing here, on the admin thread, never on the data path. */
+	if (!len)
+		v.last_statement = NULL;
+	else if (sql_normalize(stmt, len, 0, normalised, sizeof(normalised), NULL) != -EINVAL)
+		v.last_statement = normalised;
+	return admin_session_json(&c->session, &v);
+}

@@ -1,0 +1,498 @@
+/*
+ * conn_frontend: the client → server stream. Frames the startup family (SSLRequest,
+ * GSSENCRequest, CancelRequest, StartupMessage) and every later message, admits each by the
+ * state, runs the stages on the messages they want, and carries out their verdicts: a
+ * rewrite is spliced in, a rejected message is replaced by the tracker's poison (so the
+ * server itself fails exactly there), a paused one holds the stream.
+ */
+#include "relay/conn_internal.h"
+
+#include "admin/admin.h"
+#include "base/log.h"
+#include "proto/proto.h"
+#include "relay/cancel.h"
+#include "sql/sql.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#define NEGOTIATED_SSL 1u
+#define NEGOTIATED_GSSENC 2u
+
+/* ---- the startup family ---------------------------------------------------------------- */
+
+/* The client's CancelRequest (already consumed from the stream) with its pid and key. */
+static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key,
+				uint32_t key_len)
+{
+	struct relay *r = c->worker->relay;
+	struct cancel_target t;
+	uint8_t pkt[PROTO_STARTUP_HEADER_LEN + 4 + PROTO_CANCEL_KEY_MAX];
+	int n, err;
+
+	conn_set_state(c, CONN_CANCEL);
+	if (!cancel_map_lookup(r->cancels, pid, key, key_len, &t)) {
+		/* Like the server: a wrong key gets no answer and cancels nothing. */
+		log_info("cancel_refused", "pid=%u no session holds this cancel key", pid);
+		conn_close(c, "cancel key did not match");
+		return;
+	}
+	n = proto_write_cancel(pkt, sizeof(pkt), t.pid, t.server_key, t.key_len);
+	err = n > 0 ? conn_upstream_start(c, &t.upstream,
+					  t.upstream_unix[0] ? t.upstream_unix : NULL)
+		    : -EINVAL;
+	if (!err)
+		err = conn_inject(c, CONN_C2S, pkt, (uint32_t)n);
+	if (err) {
+		log_warn("cancel_failed", "pid=%u could not reach the server: %s", t.pid,
+			 strerror(-err));
+		conn_close(c, "cancel forward failed");
+		return;
+	}
+	c->session.backend_pid = t.pid;
+	log_info("cancel_forwarded", "pid=%u", t.pid);
+}
+
+/*
+ * Frame one startup-family packet at the start of the unframed bytes: PostgreSQL's own
+ * negotiation (postmaster.c ProcessStartupPacket): an SSLRequest and a GSSENCRequest are
+ * each answered once, in either order, and the next packet must be a StartupMessage or a
+ * CancelRequest.
+ */
+static enum conn_step conn_frame_startup(struct conn *c, struct conn_dir *d, uint8_t *p,
+					 uint32_t avail)
+{
+	struct proto_startup st;
+	uint32_t len;
+	uint8_t no = 'N';
+	int r;
+
+	if (proto_startup_is_tls(p, avail)) {
+		/* A direct-TLS ClientHello: it would not understand an ErrorResponse. */
+		conn_refused(c, MREFUSE_TLS);
+		conn_close(c, "direct TLS connection refused: TLS is not enabled");
+		return CONN_STEP_FAILED;
+	}
+	r = proto_startup_frame(p, avail, &len);
+	if (r == PROTO_NEED_MORE)
+		return CONN_STEP_WAIT;
+	if (r < 0) {
+		conn_refused(c, MREFUSE_PROTOCOL);
+		conn_fail_proto(c, r, "invalid startup packet");
+		return CONN_STEP_FAILED;
+	}
+	if (avail < len) {
+		d->need = len;
+		return CONN_STEP_WAIT;
+	}
+	d->need = 0;
+	r = proto_startup_parse(p, len, &st);
+	if (r < 0) {
+		char text[256];
+		const char *sqlstate = SQLSTATE_PROTOCOL_VIOLATION;
+
+		/* PostgreSQL's own words for a refused startup packet; an unknown protocol
+		 * version is a protocol violation (08P01) whatever the server would say. */
+		proto_startup_explain(p, len, text, sizeof(text), &sqlstate);
+		conn_fail(c, r == PROTO_ERR_VERSION ? SQLSTATE_PROTOCOL_VIOLATION : sqlstate, text,
+			  "invalid startup packet");
+		conn_refused(c, MREFUSE_PROTOCOL);
+		return CONN_STEP_FAILED;
+	}
+	switch (st.kind) {
+	case PROTO_SSL_REQUEST:
+	case PROTO_GSSENC_REQUEST: {
+		uint8_t bit = st.kind == PROTO_SSL_REQUEST ? NEGOTIATED_SSL : NEGOTIATED_GSSENC;
+
+		if (c->negotiated & bit) {
+			conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
+				  "invalid startup packet: encryption was already negotiated",
+				  "repeated encryption request");
+			return CONN_STEP_FAILED;
+		}
+		c->negotiated |= bit;
+		/* Encryption is not offered: answered, not forwarded. */
+		conn_consume(d, len);
+		if (conn_inject(c, CONN_S2C, &no, 1)) {
+			conn_close(c, "out of memory");
+			return CONN_STEP_FAILED;
+		}
+		return CONN_STEP_PROGRESS;
+	}
+	case PROTO_CANCEL_REQUEST: {
+		uint8_t key[PROTO_CANCEL_KEY_MAX];
+		uint32_t key_len = st.cancel_key_len;
+
+		/* Consume the client's packet first: only the rewritten one may ever leave. */
+		memcpy(key, st.cancel_key, key_len);
+		conn_consume(d, len);
+		conn_cancel_request(c, st.cancel_pid, key, key_len);
+		return CONN_STEP_PROGRESS;
+	}
+	case PROTO_STARTUP_MESSAGE:
+		/* The packet goes upstream exactly as sent. */
+		d->framed += len;
+		return conn_session_begin(c, &st) ? CONN_STEP_FAILED : CONN_STEP_PROGRESS;
+	}
+	return CONN_STEP_WAIT;
+}
+
+/* ---- admission --------------------------------------------------------------------------- */
+
+enum conn_admit {
+	CONN_ADMIT_FORWARD,
+	CONN_ADMIT_WAIT,    /* valid, but not before login completes */
+	CONN_ADMIT_INVALID, /* a protocol violation in this state */
+};
+
+/*
+ * May this client message pass now? During the login only answers to the server's request
+ * may. A client that pipelined its first queries behind the StartupMessage (fine with trust
+ * authentication) is held until the login completes, as the server would read them.
+ */
+static enum conn_admit conn_frontend_admit(const struct conn *c, uint8_t type)
+{
+	switch (c->state) {
+	case CONN_AUTH:
+		if (type == PqMsg_Terminate)
+			return CONN_ADMIT_FORWARD;
+		return type == PqMsg_PasswordMessage ? CONN_ADMIT_INVALID : CONN_ADMIT_WAIT;
+	case CONN_AUTH_ANSWER:
+		return type == PqMsg_PasswordMessage || type == PqMsg_Terminate ? CONN_ADMIT_FORWARD
+										 : CONN_ADMIT_INVALID;
+	default:
+		return type == PqMsg_PasswordMessage ? CONN_ADMIT_INVALID : CONN_ADMIT_FORWARD;
+	}
+}
+
+/* ---- statement bookkeeping -------------------------------------------------------------- */
+
+static void conn_count_statement(struct conn *c, enum sql_class cls)
+{
+	if (conn_metrics(c))
+		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, sql_class_metric(cls));
+}
+
+/*
+ * A whole Query or Parse: its text for the admin listing (the start of it), and for a
+ * Query its statements' classes for statements_total (a Parse's class is counted when its
+ * portals are executed). Returns the Parse's class.
+ */
+static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg *m)
+{
+	const char *sql = NULL, *name = "";
+	uint16_t nparams;
+	int r = m->type == PqMsg_Query ? proto_read_query(m, &sql)
+				       : proto_read_parse(m, &name, &sql, &nparams);
+	struct sql_splitter sp;
+	struct sql_stmt st;
+	size_t len;
+
+	if (r != PROTO_OK)
+		return SQL_CLASS_UNKNOWN;
+	len = strlen(sql);
+	admin_text_set(&c->last_statement, sql, len < ADMIN_TEXT_MAX ? len : ADMIN_TEXT_MAX);
+	if (m->type == PqMsg_Parse)
+		return sql_classify(sql, len, 0, NULL);
+	sql_split_init(&sp, sql, len, 0);
+	while (sql_split_next(&sp, &st))
+		conn_count_statement(c, sql_classify(sql + st.off, st.len, 0, NULL));
+	return SQL_CLASS_UNKNOWN;
+}
+
+/* A client message is about to leave: what it changes. 0 or -ENOSPC / -ENOMEM (tracker). */
+static int conn_frontend_forwarding(struct conn *c, const uint8_t *at, uint32_t avail,
+				    uint32_t total, const uint32_t *words)
+{
+	uint8_t type = at[0];
+	uint8_t cls = SQL_CLASS_UNKNOWN;
+	int err;
+
+	if (!conn_logged_in(c)) {
+		if (c->state == CONN_AUTH_ANSWER && type == PqMsg_PasswordMessage)
+			conn_set_state(c, CONN_AUTH);
+		return 0;
+	}
+	if ((type == PqMsg_Query || type == PqMsg_Parse) && avail >= total) {
+		struct proto_msg m = {.type = type, .body_len = total - PROTO_HEADER_LEN,
+				      .body = at + PROTO_HEADER_LEN};
+
+		cls = (uint8_t)conn_note_statement(c, &m);
+	} else if (type == PqMsg_Query) {
+		conn_count_statement(c, SQL_CLASS_UNKNOWN); /* too large to hold: streamed */
+	}
+	if (track_answered(type, c->state == CONN_COPY_IN)) {
+		err = track_frontend(&c->track, at, avail, cls, words, conn_now(c));
+		if (err)
+			return err;
+	}
+	if (!c->busy_since &&
+	    (type == PqMsg_Query || type == PqMsg_Execute || type == PqMsg_FunctionCall))
+		c->busy_since = conn_now(c);
+	if (type == PqMsg_Query || type == PqMsg_Execute)
+		c->session.statements++;
+	if (c->state == CONN_COPY_IN && (type == PqMsg_CopyDone || type == PqMsg_CopyFail))
+		conn_set_state(c, CONN_BUSY);
+	if (c->state == CONN_READY && c->track.owed_ready)
+		conn_set_state(c, CONN_BUSY);
+	return 0;
+}
+
+/* ---- stage verdicts ------------------------------------------------------------------------ */
+
+/* Messages PostgreSQL answers with an error in place, so that a refusal keeps the session. */
+static bool conn_rejectable(uint8_t type)
+{
+	switch (type) {
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+	case PqMsg_Parse:
+	case PqMsg_Bind:
+	case PqMsg_Describe:
+	case PqMsg_Execute:
+	case PqMsg_Close:
+		return true;
+	default:
+		return false;
+	}
+}
+
+enum conn_step conn_stage_verdict_c2s(struct conn *c, const struct proto_msg *m,
+				      uint32_t total, uint32_t avail,
+				      const struct stage_result *r)
+{
+	uint8_t err[512], poison[128];
+	int elen, plen;
+
+	if (r->verdict == STAGE_CLOSE || !conn_rejectable(m->type) || !conn_logged_in(c)) {
+		conn_fail(c, r->sqlstate[0] ? r->sqlstate : SQLSTATE_INTERNAL, r->message,
+			  "closed by a stage");
+		return CONN_STEP_FAILED;
+	}
+	elen = proto_write_error(err, sizeof(err), "ERROR", r->sqlstate, r->message);
+	if (elen < 0) {
+		conn_fail(c, SQLSTATE_INTERNAL, "could not encode a refusal", "stage refusal");
+		return CONN_STEP_FAILED;
+	}
+	plen = track_reject(&c->track, m->type, err, (uint32_t)elen, conn_now(c), poison,
+			    sizeof(poison));
+	if (plen < 0 || conn_replace(c, CONN_C2S, total, avail, poison, (uint32_t)plen)) {
+		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
+		return CONN_STEP_FAILED;
+	}
+	c->session.denied++;
+	if (c->state == CONN_READY && c->track.owed_ready)
+		conn_set_state(c, CONN_BUSY);
+	return CONN_STEP_PROGRESS;
+}
+
+/* A message the stages want whole but which is larger than pgwarden inspects. */
+static enum conn_step conn_too_large(struct conn *c, const struct proto_msg *m, uint32_t total,
+				     uint32_t avail)
+{
+	struct stage_result r = {.verdict = STAGE_REJECT};
+
+	snprintf(r.sqlstate, sizeof(r.sqlstate), "%s", SQLSTATE_PROGRAM_LIMIT);
+	snprintf(r.message, sizeof(r.message),
+		 "pgwarden: %s message of %u bytes is larger than it can inspect (%u)",
+		 proto_type_name(PROTO_FRONTEND, m->type), total, CONN_INSPECT_MAX);
+	return conn_stage_verdict_c2s(c, m, total, avail, &r);
+}
+
+/* The statement limits: the Parse is refused in place and the session goes on. */
+static enum conn_step conn_too_many_statements(struct conn *c, const struct proto_msg *m,
+					       uint32_t total, uint32_t avail)
+{
+	struct stage_result r = {.verdict = STAGE_REJECT};
+
+	snprintf(r.sqlstate, sizeof(r.sqlstate), "53400");
+	snprintf(r.message, sizeof(r.message),
+		 "pgwarden: too many prepared statements in this session (limits: %u statements, "
+		 "%llu bytes)", c->config->max_prepared_statements,
+		 (unsigned long long)c->config->max_prepared_bytes);
+	return conn_stage_verdict_c2s(c, m, total, avail, &r);
+}
+
+/*
+ * Run the stages on the whole message at the framing point. Returns CONN_STEP_PROGRESS
+ * with *forward set when the message goes on as it is (words filled for a Parse), or the
+ * step taken otherwise (a rewrite or a refusal framed, a hold, a failure).
+ */
+static enum conn_step conn_frontend_stages(struct conn *c, struct conn_dir *d, struct proto_msg *m,
+					   uint32_t total, uint32_t *words, bool *forward)
+{
+	uint8_t *at = d->buf->data + d->buf->head + d->framed;
+	struct stage_result res;
+	int err;
+
+	*forward = false;
+	m->body = at + PROTO_HEADER_LEN;
+	stage_run_frontend(&c->chain, m, track_next_request(&c->track),
+			   m->type == PqMsg_Parse ? words : NULL, conn_now(c), &res);
+	switch (res.verdict) {
+	case STAGE_FORWARD:
+		*forward = true;
+		return CONN_STEP_PROGRESS;
+	case STAGE_REWRITE:
+		if (conn_replace(c, CONN_C2S, total, total, res.rewrite, res.rewrite_len))
+			break;
+		/* What leaves is the rewrite: that is what the tracker must know. */
+		at = d->buf->data + d->buf->head + d->framed - res.rewrite_len;
+		err = conn_frontend_forwarding(c, at, res.rewrite_len, res.rewrite_len, words);
+		if (err)
+			break;
+		return CONN_STEP_PROGRESS;
+	case STAGE_PAUSE:
+		d->hold = CONN_HOLD_STAGE;
+		c->resume_at = res.resume_at_ns;
+		return CONN_STEP_WAIT;
+	default:
+		return conn_stage_verdict_c2s(c, m, total, total, &res);
+	}
+	conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
+	return CONN_STEP_FAILED;
+}
+
+/* ---- framing ----------------------------------------------------------------------------- */
+
+/* One message at the framing point of a session past its startup packet. */
+static enum conn_step conn_frame_one(struct conn *c, struct conn_dir *d, uint8_t *at,
+				     uint32_t avail)
+{
+	uint32_t words[STAGE_MAX] = {0};
+	enum conn_admit admit;
+	struct proto_msg m;
+	uint32_t total;
+	int r;
+
+	r = proto_frame(at, avail, PROTO_FRONTEND, c->config->max_message_size, &m);
+	if (r == PROTO_NEED_MORE)
+		return CONN_STEP_WAIT;
+	if (r < 0) {
+		conn_fail_proto(c, r, "invalid message from client");
+		return CONN_STEP_FAILED;
+	}
+	admit = conn_frontend_admit(c, m.type);
+	if (admit == CONN_ADMIT_WAIT)
+		return CONN_STEP_WAIT;
+	if (admit == CONN_ADMIT_INVALID) {
+		char text[120];
+
+		snprintf(text, sizeof(text), "invalid frontend message type %d in state %s", m.type,
+			 conn_state_to_str(c->state));
+		conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION, text, "invalid message type");
+		return CONN_STEP_FAILED;
+	}
+	total = PROTO_HEADER_LEN + m.body_len;
+	/* A client message that fits in one buffer leaves only whole: a slow or stalled
+	 * client never leaves the server holding half a message. Larger ones (COPY data, big
+	 * parameters) stream by count. */
+	if (avail < total && total <= c->config->buffer_size) {
+		d->need = total;
+		return CONN_STEP_WAIT;
+	}
+	d->need = 0;
+	if (conn_logged_in(c) && stage_chain_wants(&c->chain, PROTO_FRONTEND, m.type)) {
+		enum conn_step s;
+		bool forward;
+
+		if (total > CONN_INSPECT_MAX)
+			return conn_too_large(c, &m, total, avail);
+		if (avail < total) {
+			d->need = total;
+			return CONN_STEP_WAIT;
+		}
+		s = conn_frontend_stages(c, d, &m, total, words, &forward);
+		if (!forward)
+			return s;
+	}
+	r = conn_frontend_forwarding(c, at, avail, total, words);
+	if (r == -ENOSPC)
+		return conn_too_many_statements(c, &m, total, avail);
+	if (r) {
+		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
+		return CONN_STEP_FAILED;
+	}
+	if (m.type == PqMsg_Terminate) {
+		/* Forward it and drop whatever follows; answers to what the client sent before
+		 * it still reach the client until the server closes. */
+		d->framed += total;
+		d->buf->tail = d->buf->head + d->framed;
+		conn_set_reason(c, "client terminated");
+		conn_set_state(c, c->server ? CONN_FAREWELL : CONN_CLOSING);
+		return CONN_STEP_PROGRESS;
+	}
+	if (avail >= total) {
+		d->framed += total;
+	} else {
+		d->framed += avail;
+		d->stream_left = total - avail;
+	}
+	return CONN_STEP_PROGRESS;
+}
+
+enum conn_step conn_frame_c2s(struct conn *c)
+{
+	struct conn_dir *d = &c->dir[CONN_C2S];
+	enum conn_step step = CONN_STEP_WAIT, s = CONN_STEP_WAIT;
+
+	while (d->buf && d->framed < buf_len(d->buf)) {
+		uint8_t *at = d->buf->data + d->buf->head + d->framed;
+		uint32_t avail = buf_len(d->buf) - d->framed;
+
+		if (d->skip_left) {
+			uint32_t n = avail < d->skip_left ? avail : d->skip_left;
+
+			conn_consume(d, n);
+			d->skip_left -= n;
+			step = CONN_STEP_PROGRESS;
+			continue;
+		}
+		if (d->stream_left) {
+			uint32_t n = avail < d->stream_left ? avail : d->stream_left;
+
+			d->framed += n;
+			d->stream_left -= n;
+			step = CONN_STEP_PROGRESS;
+			continue;
+		}
+		switch (c->state) {
+		case CONN_NEGOTIATE:
+			s = conn_frame_startup(c, d, at, avail);
+			break;
+		case CONN_CONNECTING:
+		case CONN_CANCEL:
+			s = CONN_STEP_WAIT; /* nothing may pass until the server has spoken */
+			break;
+		case CONN_FAREWELL:
+		case CONN_SERVER_GONE:
+		case CONN_CLOSING:
+		case CONN_CLOSED:
+			d->buf->tail = d->buf->head + d->framed; /* goes nowhere */
+			s = CONN_STEP_WAIT;
+			break;
+		default:
+			s = d->hold != CONN_HOLD_NONE ? CONN_STEP_WAIT : conn_frame_one(c, d, at, avail);
+			break;
+		}
+		if (s != CONN_STEP_PROGRESS)
+			break;
+		step = CONN_STEP_PROGRESS;
+		if (c->state >= CONN_CLOSING)
+			break;
+	}
+	if (s == CONN_STEP_FAILED)
+		return CONN_STEP_FAILED;
+	/* The clock of an incomplete client message starts when it was first seen incomplete,
+	 * not at the last read, so trickling bytes does not extend it. */
+	if (c->state < CONN_CLOSING) {
+		bool open = d->stream_left || (d->buf && buf_len(d->buf) > d->framed);
+
+		if (!open)
+			d->msg_open_since = 0;
+		else if (!d->msg_open_since)
+			d->msg_open_since = conn_now(c);
+	}
+	return step;
+}

@@ -1,0 +1,117 @@
+/*
+ * conn_internal: what the files of the connection (conn*.c) share with each other and with
+ * nothing else. Every function here runs on the connection's worker thread.
+ */
+#ifndef PGWARDEN_CONN_INTERNAL_H
+#define PGWARDEN_CONN_INTERNAL_H
+
+#include "config/config.h"
+#include "metrics/metrics_std.h"
+#include "relay/conn.h"
+#include "relay/relay.h"
+#include "relay/worker.h"
+
+#include <assert.h>
+#include <stddef.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Messages the relay itself must see whole are all small; anything bigger a stage wants
+ * whole is refused at this size rather than grown (54000). */
+#define CONN_INSPECT_MAX (1u << 20)
+
+#define SQLSTATE_PROTOCOL_VIOLATION "08P01"
+#define SQLSTATE_CONNECTION_FAILURE "08006"
+#define SQLSTATE_TOO_MANY_CONNECTIONS "53300"
+#define SQLSTATE_OUT_OF_MEMORY "53200"
+#define SQLSTATE_PROGRAM_LIMIT "54000"
+#define SQLSTATE_ADMIN_SHUTDOWN "57P01"
+#define SQLSTATE_IDLE_SESSION "57P05"
+#define SQLSTATE_IDLE_IN_TRANSACTION "25P03"
+#define SQLSTATE_INTERNAL "XX000"
+
+/* What one framing step did. */
+enum conn_step {
+	CONN_STEP_FAILED = -1, /* the connection failed (state is CLOSING or CLOSED now) */
+	CONN_STEP_WAIT = 0,    /* nothing more can be done until more bytes or an event */
+	CONN_STEP_PROGRESS = 1, /* bytes were framed, consumed, or the state moved */
+};
+
+/* ---- conn_state.c ---------------------------------------------------------------------- */
+void conn_set_state(struct conn *c, enum conn_state s);
+bool conn_logged_in(const struct conn *c);
+void conn_timer_update(struct conn *c);
+void conn_timer_fired(struct loop *loop, struct loop_timer *t);
+void conn_linger(struct conn *c);
+
+/* ---- conn.c ---------------------------------------------------------------------------- */
+void conn_run(struct conn *c);
+void conn_close(struct conn *c, const char *reason);
+void conn_fail(struct conn *c, const char *sqlstate, const char *message, const char *reason);
+void conn_fail_proto(struct conn *c, int status, const char *who);
+void conn_set_reason(struct conn *c, const char *reason);
+void conn_refused(struct conn *c, enum metrics_refuse_reason why);
+void conn_publish(struct conn *c, const char *event);
+void conn_note(struct conn *c, const struct stage_note *n);
+
+static inline struct metrics_shard *conn_metrics(const struct conn *c)
+{
+	return c->worker->metrics;
+}
+
+static inline const struct metrics_std *conn_mstd(const struct conn *c)
+{
+	return &c->worker->relay->mstd;
+}
+
+static inline uint64_t conn_now(const struct conn *c)
+{
+	return c->worker->loop.now;
+}
+
+/* ---- conn_io.c ------------------------------------------------------------------------- */
+void conn_dir_release(struct conn *c, struct conn_dir *d);
+int conn_dir_reserve(struct conn *c, struct conn_dir *d, uint32_t extra)
+	__attribute__((warn_unused_result));
+/* Put bytes pgwarden says itself at the framing point of a stream that is at a message
+ * boundary, framed (they leave next, after what is already framed). 0 or -ENOMEM. */
+int conn_inject(struct conn *c, enum conn_dir_id id, const uint8_t *bytes, uint32_t n)
+	__attribute__((warn_unused_result));
+/*
+ * Replace the message at the framing point (total bytes, of which avail are in the buffer)
+ * with bytes, framed; what of it has not arrived yet is dropped as it comes (skip_left).
+ * 0 or -ENOMEM.
+ */
+int conn_replace(struct conn *c, enum conn_dir_id id, uint32_t total, uint32_t avail,
+		 const uint8_t *bytes, uint32_t n) __attribute__((warn_unused_result));
+/* Does the server → client stream go through the stream buffer (a stage streams a type in
+ * this session, or bytes already wait there)? */
+bool conn_s2c_copying(const struct conn *c);
+/* Room for n more bytes in the stream buffer. 0 or -ENOMEM. */
+int conn_out_reserve(struct conn *c, uint32_t n) __attribute__((warn_unused_result));
+/* Consume n unframed bytes at the framing point without sending them. */
+void conn_consume(struct conn_dir *d, uint32_t n);
+bool conn_has_output(const struct conn *c);
+/* Move one direction as far as it can go; true when anything moved. */
+bool conn_pump(struct conn *c, enum conn_dir_id id);
+void conn_assert_dir(const struct conn_dir *d);
+
+/* ---- conn_frontend.c / conn_backend.c -------------------------------------------------- */
+enum conn_step conn_frame_c2s(struct conn *c);
+enum conn_step conn_frame_s2c(struct conn *c);
+/* A whole stage REJECT / CLOSE verdict on a client message at the framing point. */
+enum conn_step conn_stage_verdict_c2s(struct conn *c, const struct proto_msg *m,
+				      uint32_t total, uint32_t avail,
+				      const struct stage_result *r);
+/* Start the session for a StartupMessage (the packet is already framed). */
+int conn_session_begin(struct conn *c, const struct proto_startup *st);
+
+/* ---- conn_upstream.c ------------------------------------------------------------------- */
+int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_path)
+	__attribute__((warn_unused_result));
+/* The server leg's connect may have finished: true when it did (successfully or not). */
+bool conn_upstream_check(struct conn *c);
+void conn_upstream_drop(struct conn *c);
+bool conn_upstream_usable(const struct conn *c);
+
+#endif

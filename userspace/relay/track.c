@@ -1,0 +1,585 @@
+/* track: which server answer belongs to which client request (see track.h). */
+#include "relay/track.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRACK_MIN_CAP 8
+
+void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t max_stmt_bytes,
+		bool keep_text, const char *session_id_hex, track_done_fn done, void *arg)
+{
+	memset(t, 0, sizeof(*t));
+	t->max = max ? max : 1;
+	t->next_request = 1;
+	t->stmts.max_count = max_statements;
+	t->stmts.max_bytes = max_stmt_bytes;
+	t->keep_text = keep_text;
+	t->done = done;
+	t->done_arg = arg;
+	snprintf(t->poison_name, sizeof(t->poison_name), "pgwarden:denied:%s", session_id_hex);
+}
+
+static void track_entry_free(struct track_entry *e)
+{
+	stmt_put(e->stmt);
+	free(e->name);
+	free(e->reply);
+	memset(e, 0, sizeof(*e));
+}
+
+static struct track_entry *track_at(const struct track *t, uint32_t i)
+{
+	return &t->ring[(t->head + i) & (t->cap - 1)];
+}
+
+void track_release(struct track *t)
+{
+	for (uint32_t i = 0; i < t->count; i++)
+		track_entry_free(track_at(t, i));
+	free(t->ring);
+	t->ring = NULL;
+	t->cap = t->count = t->head = t->owed_ready = 0;
+	free(t->last_reply);
+	t->last_reply = NULL;
+	stmt_table_release(&t->stmts);
+}
+
+/* Room for one more entry; the ring grows by doubling and is freed when empty. */
+static struct track_entry *track_push(struct track *t, enum track_kind kind, uint64_t request,
+				      uint64_t now)
+{
+	struct track_entry *e;
+
+	if (t->count == t->cap) {
+		uint32_t cap = t->cap ? t->cap * 2 : TRACK_MIN_CAP;
+		struct track_entry *ring = calloc(cap, sizeof(*ring));
+
+		if (!ring)
+			return NULL;
+		for (uint32_t i = 0; i < t->count; i++)
+			ring[i] = *track_at(t, i);
+		free(t->ring);
+		t->ring = ring;
+		t->cap = cap;
+		t->head = 0;
+	}
+	e = track_at(t, t->count++);
+	memset(e, 0, sizeof(*e));
+	e->kind = (uint8_t)kind;
+	e->request = request;
+	e->started_ns = now;
+	if (kind == TRACK_QUERY || kind == TRACK_FUNCTION || kind == TRACK_SYNC)
+		t->owed_ready++;
+	return e;
+}
+
+static void track_pop(struct track *t)
+{
+	struct track_entry *e = track_at(t, 0);
+
+	if (e->kind == TRACK_QUERY || e->kind == TRACK_FUNCTION || e->kind == TRACK_SYNC)
+		t->owed_ready--;
+	track_entry_free(e);
+	t->head = (t->head + 1) & (t->cap - 1);
+	if (--t->count == 0) {
+		free(t->ring); /* an idle session holds no queue */
+		t->ring = NULL;
+		t->cap = t->head = 0;
+	}
+}
+
+bool track_answered(uint8_t type, bool copy_in)
+{
+	switch (type) {
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+	case PqMsg_Parse:
+	case PqMsg_Bind:
+	case PqMsg_Describe:
+	case PqMsg_Execute:
+	case PqMsg_Close:
+		return true;
+	case PqMsg_Sync:
+		return !copy_in;
+	default:
+		return false;
+	}
+}
+
+/* A NUL-terminated string inside [p, end), or NULL. */
+static const char *track_cstr(const uint8_t **p, const uint8_t *end)
+{
+	const uint8_t *z = *p < end ? memchr(*p, 0, (size_t)(end - *p)) : NULL;
+	const char *s = (const char *)*p;
+
+	if (!z)
+		return NULL;
+	*p = z + 1;
+	return s;
+}
+
+static void track_report(struct track *t, const struct track_entry *e, const char *tag,
+			 bool failed, bool skipped, bool final, uint64_t now);
+
+static enum track_kind track_kind_of(uint8_t type)
+{
+	switch (type) {
+	case PqMsg_Query:
+		return TRACK_QUERY;
+	case PqMsg_FunctionCall:
+		return TRACK_FUNCTION;
+	case PqMsg_Parse:
+		return TRACK_PARSE;
+	case PqMsg_Bind:
+		return TRACK_BIND;
+	case PqMsg_Describe:
+		return TRACK_DESCRIBE;
+	case PqMsg_Execute:
+		return TRACK_EXECUTE;
+	case PqMsg_Close:
+		return TRACK_CLOSE;
+	default:
+		return TRACK_SYNC;
+	}
+}
+
+/*
+ * What a name will mean to the server when this message arrives: the latest Parse (or
+ * Bind) of that name still on its way, else what the server has confirmed. Clients
+ * pipeline a Parse, its Bind and its Execute before any answer.
+ */
+static struct stmt_entry *track_statement_named(const struct track *t, const char *name)
+{
+	for (uint32_t i = t->count; i-- > 0;) {
+		const struct track_entry *e = track_at(t, i);
+
+		if (e->kind == TRACK_PARSE && e->stmt && strcmp(e->stmt->name, name) == 0)
+			return e->stmt;
+	}
+	return stmt_lookup(&t->stmts, name);
+}
+
+static struct stmt_entry *track_portal_named(const struct track *t, const char *portal)
+{
+	for (uint32_t i = t->count; i-- > 0;) {
+		const struct track_entry *e = track_at(t, i);
+
+		if (e->kind == TRACK_BIND && e->name && strcmp(e->name, portal) == 0)
+			return e->stmt;
+	}
+	return stmt_portal_lookup(&t->stmts, portal);
+}
+
+/* A message the server will skip (it is skipping to a Sync): it is answered by nothing. */
+static void track_skip(struct track *t, enum track_kind kind, uint64_t now)
+{
+	struct track_entry e = {.kind = (uint8_t)kind, .request = t->next_request++,
+				.started_ns = now};
+
+	track_report(t, &e, NULL, false, true, true, now);
+}
+
+int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t cls,
+		   const uint32_t *words, uint64_t now)
+{
+	uint32_t len = avail >= PROTO_HEADER_LEN ? proto_read_u32(head + 1) + 1 : 0;
+	const uint8_t *p = head + PROTO_HEADER_LEN, *end = head + (avail < len ? avail : len);
+	bool whole = len && avail >= len;
+	uint64_t request = t->next_request;
+	struct track_entry *e;
+	const char *a, *b;
+
+	if (t->skipping && head[0] != PqMsg_Sync) {
+		track_skip(t, track_kind_of(head[0]), now);
+		return 0;
+	}
+	switch (head[0]) {
+	case PqMsg_Query:
+		e = track_push(t, TRACK_QUERY, request, now);
+		break;
+	case PqMsg_FunctionCall:
+		e = track_push(t, TRACK_FUNCTION, request, now);
+		break;
+	case PqMsg_Sync:
+		e = track_push(t, TRACK_SYNC, request, now);
+		t->skipping = false;
+		break;
+	case PqMsg_Parse: {
+		struct stmt_entry *s = NULL;
+		uint16_t nparams = 0;
+
+		a = track_cstr(&p, end);
+		b = a ? track_cstr(&p, end) : NULL;
+		if (a && b && end - p >= 2)
+			nparams = (uint16_t)(p[0] << 8 | p[1]);
+		if (a && !stmt_fits(&t->stmts, a, b ? (uint32_t)strlen(b) : 0))
+			return -ENOSPC;
+		/* A Parse too large to hold whole still makes a statement; its text is then
+		 * unknown to pgwarden, which stages treat as "cannot tell". */
+		if (a) {
+			s = stmt_new(a, whole && b && t->keep_text ? b : NULL,
+				     b ? (uint32_t)strlen(b) : 0, nparams, false);
+			if (!s)
+				return -ENOMEM;
+			s->cls = cls;
+			if (words)
+				memcpy(s->words, words, sizeof(s->words));
+		}
+		e = track_push(t, TRACK_PARSE, request, now);
+		if (!e) {
+			stmt_put(s);
+			return -ENOMEM;
+		}
+		e->stmt = s;
+		break;
+	}
+	case PqMsg_Bind:
+		a = track_cstr(&p, end);
+		b = a ? track_cstr(&p, end) : NULL;
+		e = track_push(t, TRACK_BIND, request, now);
+		if (!e)
+			return -ENOMEM;
+		if (a && b) {
+			e->name = strdup(a);
+			if (!e->name)
+				return -ENOMEM;
+			e->stmt = track_statement_named(t, b);
+			if (e->stmt)
+				e->stmt->refs++;
+		}
+		break;
+	case PqMsg_Describe:
+	case PqMsg_Close:
+		e = track_push(t, head[0] == PqMsg_Describe ? TRACK_DESCRIBE : TRACK_CLOSE, request,
+			       now);
+		if (!e)
+			return -ENOMEM;
+		e->target = p < end ? *p++ : 0;
+		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end)) && !(e->name = strdup(a)))
+			return -ENOMEM;
+		break;
+	case PqMsg_Execute:
+		a = track_cstr(&p, end);
+		e = track_push(t, TRACK_EXECUTE, request, now);
+		if (e && a) {
+			e->stmt = track_portal_named(t, a);
+			if (e->stmt)
+				e->stmt->refs++;
+		}
+		break;
+	default:
+		return 0;
+	}
+	if (!e)
+		return -ENOMEM;
+	t->next_request++;
+	return 0;
+}
+
+/* Describe 'S' of a statement no client can have made: the server fails at that point. */
+static int track_poison_describe(const struct track *t, uint8_t *out, uint32_t cap)
+{
+	size_t n = strlen(t->poison_name) + 1;
+	uint32_t len = (uint32_t)(PROTO_HEADER_LEN + 1 + n);
+
+	if (len > cap)
+		return -ENOSPC;
+	out[0] = PqMsg_Describe;
+	proto_write_u32(out + 1, len - 1);
+	out[PROTO_HEADER_LEN] = 'S';
+	memcpy(out + PROTO_HEADER_LEN + 1, t->poison_name, n);
+	return (int)len;
+}
+
+int track_reject(struct track *t, uint8_t type, const uint8_t *reply, uint32_t reply_len,
+		 uint64_t now, uint8_t *poison, uint32_t cap)
+{
+	bool ends_with_sync = type == PqMsg_Query || type == PqMsg_FunctionCall;
+	uint64_t request = t->next_request;
+	struct track_entry *e;
+	int n;
+
+	if (t->skipping) {
+		track_skip(t, TRACK_POISON, now);
+		return 0;
+	}
+	n = track_poison_describe(t, poison, cap);
+	if (n < 0)
+		return n;
+	if (ends_with_sync) {
+		if ((uint32_t)n + PROTO_HEADER_LEN > cap)
+			return -ENOSPC;
+		poison[n] = PqMsg_Sync;
+		proto_write_u32(poison + n + 1, 4);
+		n += PROTO_HEADER_LEN;
+	}
+	e = track_push(t, TRACK_POISON, request, now);
+	if (!e)
+		return -ENOMEM;
+	e->reply = malloc(reply_len);
+	if (!e->reply) {
+		/* Keep the queue consistent: the poison goes out, so its entry must stay. */
+		return -ENOMEM;
+	}
+	memcpy(e->reply, reply, reply_len);
+	e->reply_len = reply_len;
+	if (ends_with_sync && !track_push(t, TRACK_SYNC, request, now))
+		return -ENOMEM;
+	t->next_request++;
+	return n;
+}
+
+/* The row count at the end of a command tag ("SELECT 5", "INSERT 0 3", "COPY 7"). */
+static uint64_t track_tag_rows(const char *tag)
+{
+	const char *sp = strrchr(tag, ' ');
+	uint64_t rows = 0;
+
+	if (!sp || !sp[1])
+		return 0;
+	for (const char *p = sp + 1; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return 0;
+		rows = rows * 10 + (uint64_t)(*p - '0');
+	}
+	return rows;
+}
+
+static void track_report(struct track *t, const struct track_entry *e, const char *tag,
+			 bool failed, bool skipped, bool final, uint64_t now)
+{
+	struct track_done d = {
+		.request = e->request,
+		.kind = (enum track_kind)e->kind,
+		.command_tag = tag,
+		.rows = tag ? track_tag_rows(tag) : 0,
+		.duration_ns = now - e->started_ns,
+		.failed = failed,
+		.skipped = skipped,
+		.final = final,
+		.stmt = e->stmt,
+		.part = e->parts,
+	};
+
+	if (t->done)
+		t->done(t->done_arg, &d);
+}
+
+/* The server confirmed the head entry: apply what it changes, report it, pop it. */
+static void track_complete(struct track *t, const char *tag, uint64_t now)
+{
+	struct track_entry *e = track_at(t, 0);
+
+	switch (e->kind) {
+	case TRACK_PARSE:
+		if (e->stmt) {
+			stmt_commit(&t->stmts, e->stmt);
+			e->stmt = NULL;
+		}
+		break;
+	case TRACK_BIND:
+		/* A portal whose statement pgwarden does not know is still a portal. */
+		if (e->name && stmt_portal_bind(&t->stmts, e->name, e->stmt))
+			stmt_portal_close(&t->stmts, e->name);
+		break;
+	case TRACK_CLOSE:
+		if (e->name && e->target == 'S')
+			stmt_remove(&t->stmts, e->name);
+		else if (e->name)
+			stmt_portal_close(&t->stmts, e->name);
+		break;
+	default:
+		break;
+	}
+	track_report(t, e, tag, false, false, true, now);
+	track_pop(t);
+}
+
+/* An error in an extended batch: the head failed, and the server skips to the next Sync. */
+static void track_fail_to_sync(struct track *t, uint64_t now)
+{
+	bool first = true;
+
+	while (t->count && track_at(t, 0)->kind != TRACK_SYNC) {
+		struct track_entry *e = track_at(t, 0);
+
+		/* A failed Parse of the unnamed statement still dropped the old one. */
+		if (first && e->kind == TRACK_PARSE && e->stmt && !e->stmt->name[0])
+			stmt_remove(&t->stmts, "");
+		track_report(t, e, NULL, first, !first, true, now);
+		first = false;
+		track_pop(t);
+	}
+	/* No Sync sent yet: the server skips what comes until it arrives. */
+	if (!t->count)
+		t->skipping = true;
+}
+
+static enum track_action track_error(struct track *t, uint64_t now, const uint8_t **reply,
+				     uint32_t *reply_len)
+{
+	struct track_entry *e;
+
+	if (!t->count)
+		return TRACK_PASS; /* not tied to a request (a FATAL at idle, say) */
+	e = track_at(t, 0);
+	switch (e->kind) {
+	case TRACK_QUERY:
+	case TRACK_FUNCTION:
+	case TRACK_SYNC:
+		/* Their ReadyForQuery is still owed; a Query's remaining statements are off. */
+		if (!e->errored) {
+			e->errored = true;
+			track_report(t, e, NULL, true, false, false, now);
+			e->parts++;
+		}
+		return TRACK_PASS;
+	case TRACK_POISON:
+		/* The failure pgwarden arranged: the client hears the stage's error instead. */
+		*reply = e->reply;
+		*reply_len = e->reply_len;
+		e->reply = NULL; /* handed over; freed at the next call */
+		track_fail_to_sync(t, now);
+		return TRACK_REPLACE;
+	default:
+		track_fail_to_sync(t, now);
+		return TRACK_PASS;
+	}
+}
+
+/* Does a server message of this type belong to the answer to a request of this kind? */
+static bool track_belongs(enum track_kind kind, uint8_t type)
+{
+	switch (type) {
+	case PqMsg_ParseComplete:
+		return kind == TRACK_PARSE;
+	case PqMsg_BindComplete:
+		return kind == TRACK_BIND;
+	case PqMsg_CloseComplete:
+		return kind == TRACK_CLOSE;
+	case PqMsg_ParameterDescription:
+	case PqMsg_NoData:
+		return kind == TRACK_DESCRIBE;
+	case PqMsg_RowDescription:
+		return kind == TRACK_DESCRIBE || kind == TRACK_QUERY;
+	case PqMsg_FunctionCallResponse:
+		return kind == TRACK_FUNCTION;
+	case PqMsg_ReadyForQuery:
+		return kind == TRACK_QUERY || kind == TRACK_FUNCTION || kind == TRACK_SYNC;
+	case PqMsg_DataRow:
+	case PqMsg_CommandComplete:
+	case PqMsg_EmptyQueryResponse:
+	case PqMsg_CopyInResponse:
+	case PqMsg_CopyOutResponse:
+	case PqMsg_CopyBothResponse:
+	case PqMsg_CopyData:
+	case PqMsg_CopyDone:
+		return kind == TRACK_QUERY || kind == TRACK_EXECUTE;
+	case PqMsg_PortalSuspended:
+		return kind == TRACK_EXECUTE;
+	default:
+		return false;
+	}
+}
+
+enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
+				const uint8_t **reply, uint32_t *reply_len)
+{
+	struct track_entry *e;
+	const char *tag = NULL;
+	uint8_t tx;
+
+	free(t->last_reply);
+	t->last_reply = NULL;
+	switch (m->type) {
+	case PqMsg_NoticeResponse:
+	case PqMsg_ParameterStatus:
+	case PqMsg_NotificationResponse:
+		return TRACK_PASS; /* asynchronous: they answer nothing */
+	case PqMsg_ErrorResponse: {
+		enum track_action a = track_error(t, now, reply, reply_len);
+
+		if (a == TRACK_REPLACE)
+			t->last_reply = (uint8_t *)*reply;
+		return a;
+	}
+	default:
+		break;
+	}
+	e = t->count ? track_at(t, 0) : NULL;
+	if (e && e->kind == TRACK_POISON) {
+		/* The poison statement exists after all (it cannot, but if it did): swallow its
+		 * description and answer with the stage's error where it would have ended. */
+		if (m->type == PqMsg_ParameterDescription)
+			return TRACK_DROP;
+		if (m->type != PqMsg_RowDescription && m->type != PqMsg_NoData)
+			return TRACK_INVALID;
+		*reply = t->last_reply = e->reply;
+		*reply_len = e->reply_len;
+		e->reply = NULL;
+		track_fail_to_sync(t, now);
+		return TRACK_REPLACE;
+	}
+	/* An answer to nothing, or to something else: the server and pgwarden disagree about
+	 * the conversation, and nothing it says can be attributed any more. */
+	if (!e || !track_belongs((enum track_kind)e->kind, m->type))
+		return TRACK_INVALID;
+	switch (m->type) {
+	case PqMsg_ParseComplete:
+	case PqMsg_BindComplete:
+	case PqMsg_CloseComplete:
+	case PqMsg_NoData:
+		track_complete(t, NULL, now);
+		return TRACK_PASS;
+	case PqMsg_RowDescription:
+		if (e->kind == TRACK_DESCRIBE)
+			track_complete(t, NULL, now);
+		return TRACK_PASS; /* a Query's RowDescription is part of its answer */
+	case PqMsg_CommandComplete:
+	case PqMsg_EmptyQueryResponse:
+	case PqMsg_PortalSuspended:
+		if (m->type == PqMsg_CommandComplete && proto_read_command_complete(m, &tag))
+			tag = NULL;
+		if (e->kind == TRACK_EXECUTE) {
+			track_complete(t, tag, now);
+		} else {
+			track_report(t, e, tag, false, false, false, now);
+			e->parts++;
+		}
+		return TRACK_PASS;
+	case PqMsg_FunctionCallResponse:
+		track_report(t, e, NULL, false, false, false, now);
+		return TRACK_PASS;
+	case PqMsg_ReadyForQuery:
+		if (proto_read_ready(m, &tx) == PROTO_OK && tx == 'I')
+			stmt_portals_end(&t->stmts); /* the transaction, and its portals, ended */
+		else
+			stmt_portal_close(&t->stmts, ""); /* Sync ends the unnamed portal too */
+		track_complete(t, NULL, now);
+		return TRACK_PASS;
+	default:
+		return TRACK_PASS; /* ParameterDescription, DataRow, copy traffic */
+	}
+}
+
+void track_copy_in(struct track *t)
+{
+	/* Rebuild the queue without the Syncs that follow the COPY's own request. */
+	for (uint32_t i = 1; i < t->count;) {
+		struct track_entry *e = track_at(t, i);
+
+		if (e->kind != TRACK_SYNC) {
+			i++;
+			continue;
+		}
+		t->owed_ready--;
+		track_entry_free(e);
+		for (uint32_t j = i; j + 1 < t->count; j++)
+			*track_at(t, j) = *track_at(t, j + 1);
+		memset(track_at(t, t->count - 1), 0, sizeof(struct track_entry));
+		t->count--;
+	}
+}

@@ -1,0 +1,167 @@
+/*
+ * track: the request tracker of one logged-in session. Every client message the server will
+ * answer is pushed when it is forwarded; every server message is matched against the oldest
+ * request still owed an answer. From that one queue come:
+ *   - replies pgwarden makes itself that land exactly where the server would have answered
+ *     (a rejected message is replaced by a "poison" message that makes the server fail at
+ *     that point, and the server's error is replaced by the stage's, so earlier pipelined
+ *     results arrive intact and the transaction ends up exactly as after a server error);
+ *   - each request's completion: command tag, rows, duration, or its error, or that the
+ *     server skipped it after an earlier error;
+ *   - the prepared statements and portals the server really has (session/stmt.h),
+ *     changed only at the server's confirmations;
+ *   - how many ReadyForQuery messages are still owed (READY vs BUSY).
+ *
+ * Protocol rules it follows (PostgreSQL's postgres.c): after an error in an extended-query
+ * batch the server skips every message up to Sync; a simple Query, a FunctionCall and a
+ * Sync each end with exactly one ReadyForQuery; Flush and the copy-in messages are not
+ * answered; Sync and Flush are ignored during copy-in. NoticeResponse, ParameterStatus and
+ * NotificationResponse can arrive at any time and answer nothing.
+ *
+ * The queue holds at most `max` requests; the caller stops reading the client when
+ * track_full() (backpressure: a client cannot make pgwarden remember without bound).
+ * Single-threaded: the connection's worker only.
+ */
+#ifndef PGWARDEN_TRACK_H
+#define PGWARDEN_TRACK_H
+
+#include "proto/proto.h"
+#include "session/stmt.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum track_kind {
+	TRACK_QUERY = 1,
+	TRACK_FUNCTION,
+	TRACK_PARSE,
+	TRACK_BIND,
+	TRACK_DESCRIBE,
+	TRACK_EXECUTE,
+	TRACK_CLOSE,
+	TRACK_SYNC,
+	TRACK_POISON, /* stands in for a rejected message: its answer is replaced */
+};
+
+struct track_entry {
+	uint8_t kind;          /* enum track_kind */
+	uint8_t target;        /* Describe/Close: 'S' or 'P' */
+	bool errored;          /* Query/Function/Sync: an error was reported, 'Z' still owed */
+	uint32_t parts;        /* Query: statements completed so far */
+	uint64_t request;
+	uint64_t started_ns;
+	struct stmt_entry *stmt; /* Parse: the statement to commit; Bind/Execute: what runs */
+	char *name;            /* Bind: portal; Close: the name; NULL otherwise */
+	uint8_t *reply;        /* POISON: the ErrorResponse that replaces the server's answer */
+	uint32_t reply_len;
+};
+
+/* What the connection hears back from the tracker (then it tells the stages). */
+struct track_done {
+	uint64_t request;
+	enum track_kind kind;
+	const char *command_tag; /* NULL when the request failed, was skipped or had none */
+	uint64_t rows;
+	uint64_t duration_ns;
+	bool failed;   /* the server answered it with an error */
+	bool skipped;  /* the server skipped it after an earlier error in its batch */
+	bool final;    /* the request needs no more answers (a Query: its ReadyForQuery) */
+	const struct stmt_entry *stmt; /* Execute/Bind: the statement it ran, if known */
+	unsigned part; /* Query: which statement of it (0-based) */
+};
+
+typedef void (*track_done_fn)(void *arg, const struct track_done *d);
+
+struct track {
+	struct track_entry *ring; /* cap entries, a power of two; NULL while empty */
+	uint32_t cap;
+	uint32_t head;
+	uint32_t count;
+	uint32_t max;
+	uint32_t owed_ready; /* ReadyForQuery messages still owed */
+	/* The server reported an error in an extended batch and skips every message up to
+	 * the next Sync, and that Sync has not been sent yet: what the client sends until
+	 * then is answered by nothing. */
+	bool skipping;
+	uint64_t next_request;
+	struct stmt_table stmts;
+	bool keep_text;      /* statement texts are kept (a stage wants them) */
+	char poison_name[64]; /* a statement name no client can know: the session's own */
+	uint8_t *last_reply;  /* what the last TRACK_REPLACE handed out; freed at the next call */
+	track_done_fn done;
+	void *done_arg;
+};
+
+/* max: requests in flight; session_id_hex names the poison statement. */
+void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t max_stmt_bytes,
+		bool keep_text, const char *session_id_hex, track_done_fn done, void *arg);
+void track_release(struct track *t);
+
+static inline bool track_full(const struct track *t)
+{
+	return t->count >= t->max;
+}
+
+static inline bool track_idle(const struct track *t)
+{
+	return t->count == 0;
+}
+
+/* The number the next tracked client message gets (what stages see as ctx->request). */
+static inline uint64_t track_next_request(const struct track *t)
+{
+	return t->next_request;
+}
+
+/*
+ * Is this client message one the server answers (so it would be tracked), given whether the
+ * server is in copy-in mode? Flush, Terminate and the copy messages are not.
+ */
+bool track_answered(uint8_t type, bool copy_in);
+
+/*
+ * A client message is being forwarded. head[0..avail) is the message from its type byte
+ * on (all of it when avail covers the length; otherwise its start, from which names are
+ * read where they fit). For a Parse: cls is the relay's classification (enum sql_class) and
+ * words (STMT_STAGE_WORDS, or NULL) what the stages want kept with the statement.
+ * 0, -ENOSPC when a Parse would exceed the statement limits (the caller rejects it instead,
+ * before anything is pushed), -ENOMEM.
+ */
+int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t cls,
+		   const uint32_t *words, uint64_t now) __attribute__((warn_unused_result));
+
+/*
+ * A client message was rejected: write into poison[cap] the message(s) that go to the
+ * server instead, and remember that reply (a whole ErrorResponse, copied) replaces its
+ * answer. For a Query or FunctionCall the poison ends with a Sync, as the original would
+ * have ended with a ReadyForQuery. While the server skips to a Sync the message would have
+ * been skipped too: nothing goes (0). Returns the poison's length, or -ENOMEM / -ENOSPC.
+ */
+int track_reject(struct track *t, uint8_t type, const uint8_t *reply, uint32_t reply_len,
+		 uint64_t now, uint8_t *poison, uint32_t cap) __attribute__((warn_unused_result));
+
+enum track_action {
+	TRACK_PASS = 0, /* forward the server's message */
+	TRACK_DROP,     /* an answer to a poison: do not forward */
+	TRACK_REPLACE,  /* forward *reply instead (the stage's error) */
+	TRACK_INVALID,  /* an answer to nothing owed, or of the wrong kind: the server broke the
+			 * protocol (the connection ends the session with 08P01) */
+};
+
+/*
+ * A server message arrived. m->body must be whole for CommandComplete, ReadyForQuery,
+ * ErrorResponse and the copy responses (the connection holds those whole anyway); for the
+ * others the type is enough. Calls the done callback for every request it completes.
+ * *reply and *reply_len are set for TRACK_REPLACE (owned by the tracker, valid until the
+ * next call).
+ */
+enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
+				const uint8_t **reply, uint32_t *reply_len);
+
+/*
+ * The server entered copy-in mode (CopyInResponse): Syncs the client pipelined behind the
+ * COPY reach the server while it copies, and it ignores them; they are owed nothing.
+ */
+void track_copy_in(struct track *t);
+
+#endif
