@@ -42,7 +42,8 @@ static void put(struct msgs *m, uint8_t type, const void *body, size_t len)
 {
 	m->b[m->n] = type;
 	proto_write_u32(m->b + m->n + 1, (uint32_t)len + 4);
-	memcpy(m->b + m->n + 5, body, len);
+	if (len)
+		memcpy(m->b + m->n + 5, body, len);
 	m->n += 5 + len;
 }
 

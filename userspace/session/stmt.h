@@ -4,12 +4,11 @@
  *
  * The connection's request tracker is the only writer, and it writes only what the server
  * confirmed: a Parse becomes a statement at its ParseComplete, a Close removes at its
- * CloseComplete, a Bind makes a portal at its BindComplete; SQL PREPARE, DEALLOCATE and
- * DISCARD take effect at their CommandComplete (PostgreSQL keeps SQL-level and protocol-
- * level prepared statements in one namespace, so one table holds both). Portals end with
- * their transaction (ReadyForQuery 'I') or a Close. Nothing is ever evicted silently: a
- * session that would hold more than the configured number of statements, or bytes of
- * statement text, has that Parse or PREPARE refused with an error.
+ * CloseComplete, a Bind makes a portal at its BindComplete. Portals end with their
+ * transaction (ReadyForQuery 'I') or a Close. Nothing is ever evicted silently: a session
+ * that would hold more than the configured number of statements, or bytes of statement
+ * text, has that Parse refused with an error. (PostgreSQL keeps SQL-level PREPARE in the
+ * same namespace; those are the SQL layer's to follow, and sql_level marks such entries.)
  *
  * Stages read the table during their callbacks (the connection's worker thread only) and
  * may keep one word per statement each (stmt_entry.words[stage index]) for what they
