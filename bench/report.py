@@ -10,7 +10,7 @@ sides of a ratio instead of one.
 import random
 import statistics
 
-RELAYS = ["pgwarden", "steered", "pgbouncer", "haproxy"]
+RELAYS = ["pgwarden", "baseline", "steered", "pgbouncer", "haproxy"]
 ORDER = ["direct"] + RELAYS
 
 
@@ -152,6 +152,44 @@ def goals(res):
         parts.append("RSS peak %.1f MiB above idle" % (growth / 1024.0))
     rows.append(("pgwarden streaming CPU per byte ≤ HAProxy's, RSS within 16 MiB of idle",
                  "; ".join(parts) or "–", verdict(ok if measured else None)))
+    return rows
+
+
+def baseline_goals(res):
+    """Issue #8: this build against the baseline build (BENCH_BASELINE), cell by cell, from
+    per-round ratios (both measured minutes apart in the same round)."""
+    tps = res["tps"]
+    rows = []
+    cells = sorted({(r["mode"], r["clients"]) for r in by(tps, target="baseline")})
+    if not cells:
+        return rows
+    rev = res.get("env", {}).get("baseline_rev") or "?"
+    for key, label, better in (("tps", "TPS", max), ("cpu_ms_per_1k_tx",
+                                                       "relay CPU per transaction", min)):
+        ratios = []
+        for mode, clients in cells:
+            per_round = []
+            for r in by(tps, target="pgwarden", mode=mode, clients=clients):
+                b = by(tps, target="baseline", mode=mode, clients=clients, round=r["round"])
+                if b and b[0].get(key) and r.get(key) is not None:
+                    per_round.append(r[key] / b[0][key])
+            if per_round:
+                ratios.append((med(per_round), mode, clients))
+        if not ratios:
+            continue
+        geo = 1.0
+        for x, _, _ in ratios:
+            geo *= x
+        geo **= 1.0 / len(ratios)
+        worst = min(ratios) if better is max else max(ratios)
+        # No worse: across the cells within 3% (the geometric mean), and no cell more than
+        # 10% off; single cells move by more than that between rounds on this machine.
+        ok = (geo >= 0.97 and worst[0] >= 0.90) if key == "tps" else \
+             (geo <= 1.03 and worst[0] <= 1.10)
+        rows.append(("%s no worse than the baseline (%s)" % (label, rev),
+                     "this build / baseline: %.3f× geometric mean over %d cells; worst %s "
+                     "-c %d at %.2f×" % (geo, len(ratios), worst[1], worst[2], worst[0]),
+                     verdict(ok)))
     return rows
 
 
@@ -494,6 +532,9 @@ def write(res, path):
         env.get("postgres"), vers.get("pgbouncer", "not run"), vers.get("haproxy", "not run"),
         vers.get("pgwarden") or ("built from git %s" % env.get("git_head")
                                  if "pgwarden" in vers else "not run")))
+    if env.get("baseline_rev"):
+        out.append("- baseline: pgwardend built from git %s, run beside this build with the "
+                   "same arguments" % env["baseline_rev"])
     out.append("- Server settings: %s" % ", ".join(
         "%s=%s" % kv for kv in sorted(env.get("pg_settings", {}).items())))
     la_b, la_a = env.get("loadavg_before"), env.get("loadavg_after")
@@ -532,6 +573,16 @@ def write(res, path):
                    "%.0f%% between rounds; CPU figures show their rounds' min..max in "
                    "brackets), the run cannot tell the targets apart there; rerun on a "
                    "quiet machine before acting on it." % (n[0] * 100))
+        out.append("")
+
+    bl = baseline_goals(res)
+    if bl:
+        out.append("## Against the baseline build (issue #8)")
+        out.append("")
+        out.append("| goal | measured | verdict |")
+        out.append("|---|---|---|")
+        for g in bl:
+            out.append("| %s | %s | %s |" % g)
         out.append("")
 
     if res.get("connect") or res.get("probe"):

@@ -53,7 +53,7 @@ import targets as T  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ["direct", "pgwarden", "pgbouncer", "haproxy"]
+ALL_TARGETS = ["direct", "pgwarden", "baseline", "pgbouncer", "haproxy"]
 ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
 
 
@@ -76,7 +76,12 @@ class Settings:
         self.quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
         self.rounds = env_int("BENCH_ROUNDS", 1 if self.quick else 3)
         self.seconds = env_int("BENCH_SECONDS", 2 if self.quick else 5)
-        self.targets = env_list("BENCH_TARGETS", ALL_TARGETS)
+        # baseline: pgwardend built from BENCH_BASELINE (mk/bench.mk), to measure what a
+        # change costs against the build before it, in the same run.
+        self.baseline = args.baseline_daemon
+        self.baseline_rev = args.baseline_rev
+        self.targets = env_list("BENCH_TARGETS", [t for t in ALL_TARGETS
+                                                  if t != "baseline" or self.baseline])
         if "direct" not in self.targets:
             self.targets.insert(0, "direct")  # every ratio needs it
         self.sections = env_list("BENCH_SECTIONS", ALL_SECTIONS)
@@ -229,6 +234,8 @@ class Bench:
             "direct": lambda: T.DirectTarget(self.cluster, self.rundir),
             "pgwarden": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
                                                  s.pgwarden_args),
+            "baseline": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.baseline,
+                                                 s.pgwarden_args, name="baseline"),
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
             "haproxy": lambda: T.HaproxyTarget(self.cluster, self.rundir),
             "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon, s.ctl,
@@ -242,6 +249,9 @@ class Bench:
                 raise SystemExit("unknown target %r (BENCH_TARGETS)" % name)
             if name in ("pgwarden", "steered") and not os.access(s.daemon, os.X_OK):
                 self.unavailable[name] = "%s is not built" % s.daemon
+                continue
+            if name == "baseline" and not (s.baseline and os.access(s.baseline, os.X_OK)):
+                self.unavailable[name] = "no baseline build (make bench BENCH_BASELINE=REV)"
                 continue
             t = makers[name]()
             try:
@@ -292,6 +302,7 @@ class Bench:
             "versions": {n: t.version() for n, t in self.targets.items() if t.is_relay},
             "loadavg_before": loadavg(),
             "git_head": git_head(),
+            "baseline_rev": s.baseline_rev,
             "pg_settings": {k: self.cluster.psql("SHOW %s" % k) for k in
                             ("max_connections", "shared_buffers", "fsync",
                              "password_encryption")},
@@ -744,6 +755,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--daemon", default="build/pgwardend", help="pgwardend binary")
     ap.add_argument("--ctl", help="pgwardenctl binary (default: beside --daemon)")
+    ap.add_argument("--baseline-daemon", help="pgwardend of an earlier build, run as the "
+                    "`baseline` target")
+    ap.add_argument("--baseline-rev", help="the git revision it was built from (for the report)")
     ap.add_argument("--work", default="build/bench", help="results.json and logs go here")
     ap.add_argument("--out", help="report path (default docs/BENCHMARKS.md; quick mode: "
                     "WORK/BENCHMARKS-quick.md)")

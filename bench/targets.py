@@ -305,10 +305,11 @@ class PgwardenTarget(Target):
     name = "pgwarden"
     as_postgres = False
 
-    def __init__(self, cluster, workdir, daemon, extra_args=()):
+    def __init__(self, cluster, workdir, daemon, extra_args=(), name="pgwarden"):
         super().__init__(cluster, workdir)
         self.daemon = daemon
         self.extra_args = list(extra_args)
+        self.name = name  # "baseline": an earlier build of pgwardend, measured beside it
 
     def argv(self):
         # max-connections above the idle test's 1,000; the admin socket in our temp dir so
@@ -316,7 +317,7 @@ class PgwardenTarget(Target):
         return [self.daemon, "--listen", "%s:%d" % (HOST, self.port),
                 "--upstream", "%s:%d" % (HOST, self.cluster.port),
                 "--max-connections", "2000", "--log-level", "warn",
-                "--admin-socket", os.path.join(self.workdir, "pgwarden-admin.sock")] \
+                "--admin-socket", os.path.join(self.workdir, "%s-admin.sock" % self.name)] \
             + self.extra_args
 
     def version(self):

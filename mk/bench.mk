@@ -16,10 +16,23 @@ BENCH_WORK ?= $(BUILD)/bench
 .PHONY: bench bench-report
 # pgwardenctl too: the connect section's `steered` target attaches the BPF steering hooks
 # with it (BENCH_STEERED=0 leaves that target out).
+# BENCH_BASELINE=REV also builds pgwardend from that git revision (an export of it under
+# $(BENCH_WORK), never the work tree) and measures it beside this build as `baseline`.
+BENCH_BASELINE ?=
+BASELINE_DIR := $(BENCH_WORK)/baseline
+BASELINE_ARGS := $(if $(BENCH_BASELINE),--baseline-daemon $(abspath $(BASELINE_DIR))/build/pgwardend \
+	--baseline-rev $(BENCH_BASELINE))
+
 bench: $(DAEMON) $(CTL)
 	@sh scripts/install-deps.sh
 	@mkdir -p $(BENCH_WORK)
-	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --ctl $(CTL) --work $(BENCH_WORK)
+	@if [ -n "$(BENCH_BASELINE)" ]; then \
+	  rm -rf $(BASELINE_DIR) && mkdir -p $(BASELINE_DIR) && \
+	  git archive --format=tar $(BENCH_BASELINE) | tar -x -C $(BASELINE_DIR) && \
+	  $(MAKE) -C $(BASELINE_DIR) build/pgwardend >$(BENCH_WORK)/baseline-build.log 2>&1 || \
+	  { tail -n 20 $(BENCH_WORK)/baseline-build.log; exit 1; }; fi
+	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --ctl $(CTL) --work $(BENCH_WORK) \
+		$(BASELINE_ARGS)
 
 bench-report:
 	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --ctl $(CTL) --work $(BENCH_WORK) --report-only

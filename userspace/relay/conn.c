@@ -135,6 +135,7 @@ static void conn_free(struct loop *loop, struct loop_deferred *dfr)
 
 	stage_chain_end(&c->chain, false);
 	track_release(&c->track);
+	free(c->stream.st);
 	session_release(&c->session);
 	config_unref(c->config);
 	free(c);

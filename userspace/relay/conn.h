@@ -95,9 +95,9 @@ struct conn_dir {
 
 /* A server message a stage is rewriting as it streams (masking DataRow, CopyData). */
 struct conn_stream {
-	struct stage_stream st;
-	struct buf *out; /* replacement bytes not sent yet */
-	bool active;     /* the stage has the message: its body goes to the stage */
+	struct stage_stream *st; /* allocated at the session's first streamed message */
+	struct buf *out;         /* replacement bytes not sent yet */
+	bool active;             /* the stage has the message: its body goes to the stage */
 };
 
 /* How another thread reaches a connection that paused for it: worker slot + generation. */

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -305,7 +306,7 @@ static int conn_backend_inspect_msg(struct conn *c, const struct proto_msg *m, u
 /* Feed the body at the framing point to the stage that streams this message. */
 static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 {
-	struct stage_stream *st = &c->stream.st;
+	struct stage_stream *st = c->stream.st;
 	struct stage_result res;
 	uint32_t avail = d->buf ? buf_len(d->buf) - d->framed : 0;
 	uint32_t left = st->body_len - st->body_offset;
@@ -347,10 +348,14 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 
 static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, const struct proto_msg *m)
 {
+	if (!c->stream.st && !(c->stream.st = malloc(sizeof(*c->stream.st)))) {
+		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
+		return CONN_STEP_FAILED;
+	}
 	c->stream.active = true;
-	memset(&c->stream.st, 0, sizeof(c->stream.st));
-	c->stream.st.type = m->type;
-	c->stream.st.body_len = m->body_len;
+	memset(c->stream.st, 0, sizeof(*c->stream.st));
+	c->stream.st->type = m->type;
+	c->stream.st->body_len = m->body_len;
 	conn_consume(d, PROTO_HEADER_LEN); /* the stage writes the header of what replaces it */
 	return CONN_STEP_PROGRESS;
 }

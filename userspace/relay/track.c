@@ -19,13 +19,22 @@ void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t m
 	t->keep_text = keep_text;
 	t->done = done;
 	t->done_arg = arg;
-	snprintf(t->poison_name, sizeof(t->poison_name), "pgwarden:denied:%s", session_id_hex);
+	t->session_id_hex = session_id_hex;
+}
+
+/* The unnamed portal or statement, by far the most common name: never allocated. */
+static char track_unnamed[1];
+
+static char *track_name_dup(const char *name)
+{
+	return name[0] ? strdup(name) : track_unnamed;
 }
 
 static void track_entry_free(struct track_entry *e)
 {
 	stmt_put(e->stmt);
-	free(e->name);
+	if (e->name != track_unnamed)
+		free(e->name);
 	free(e->reply);
 	memset(e, 0, sizeof(*e));
 }
@@ -243,7 +252,7 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		if (!e)
 			return -ENOMEM;
 		if (a && b) {
-			e->name = strdup(a);
+			e->name = track_name_dup(a);
 			if (!e->name)
 				return -ENOMEM;
 			e->stmt = track_statement_named(t, b);
@@ -258,7 +267,7 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		if (!e)
 			return -ENOMEM;
 		e->target = p < end ? *p++ : 0;
-		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end)) && !(e->name = strdup(a)))
+		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end)) && !(e->name = track_name_dup(a)))
 			return -ENOMEM;
 		break;
 	case PqMsg_Execute:
@@ -279,10 +288,12 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 	return 0;
 }
 
-/* Describe 'S' of a statement no client can have made: the server fails at that point. */
+/* Describe 'S' of a statement no client can have made (it names this session, whose id only
+ * operators see): the server fails at that point. */
 static int track_poison_describe(const struct track *t, uint8_t *out, uint32_t cap)
 {
-	size_t n = strlen(t->poison_name) + 1;
+	static const char prefix[] = "pgwarden:denied:";
+	size_t n = sizeof(prefix) - 1 + strlen(t->session_id_hex) + 1;
 	uint32_t len = (uint32_t)(PROTO_HEADER_LEN + 1 + n);
 
 	if (len > cap)
@@ -290,7 +301,8 @@ static int track_poison_describe(const struct track *t, uint8_t *out, uint32_t c
 	out[0] = PqMsg_Describe;
 	proto_write_u32(out + 1, len - 1);
 	out[PROTO_HEADER_LEN] = 'S';
-	memcpy(out + PROTO_HEADER_LEN + 1, t->poison_name, n);
+	memcpy(out + PROTO_HEADER_LEN + 1, prefix, sizeof(prefix) - 1);
+	memcpy(out + PROTO_HEADER_LEN + sizeof(prefix), t->session_id_hex, n - sizeof(prefix) + 1);
 	return (int)len;
 }
 

@@ -86,7 +86,7 @@ struct track {
 	uint64_t next_request;
 	struct stmt_table stmts;
 	bool keep_text;      /* statement texts are kept (a stage wants them) */
-	char poison_name[64]; /* a statement name no client can know: the session's own */
+	const char *session_id_hex; /* names the poison statement (owned by the session) */
 	uint8_t *last_reply;  /* what the last TRACK_REPLACE handed out; freed at the next call */
 	track_done_fn done;
 	void *done_arg;

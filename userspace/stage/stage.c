@@ -83,9 +83,9 @@ static void stage_chain_recount(struct stage_chain *ch)
 	memset(ch->any_whole, 0, sizeof(ch->any_whole));
 	memset(&ch->any_stream, 0, sizeof(ch->any_stream));
 	for (unsigned i = 0; i < ch->pipeline->count; i++) {
-		typeset_union(&ch->any_whole[PROTO_FRONTEND], &ch->want[PROTO_FRONTEND][i]);
-		typeset_union(&ch->any_whole[PROTO_BACKEND], &ch->want[PROTO_BACKEND][i]);
-		typeset_union(&ch->any_stream, &ch->stream[i]);
+		typeset_union(&ch->any_whole[PROTO_FRONTEND], &ch->interest[i].whole[PROTO_FRONTEND]);
+		typeset_union(&ch->any_whole[PROTO_BACKEND], &ch->interest[i].whole[PROTO_BACKEND]);
+		typeset_union(&ch->any_stream, &ch->interest[i].stream);
 	}
 }
 
@@ -99,15 +99,18 @@ int stage_chain_init(struct stage_chain *ch, const struct stage_pipeline *p,
 	ch->stmts = stmts;
 	ch->waker = waker;
 	ch->paused_at = STAGE_MAX;
-	if (p->state_size) {
-		ch->states = calloc(1, p->state_size);
-		if (!ch->states)
+	if (p->count) {
+		size_t head = stage_align(p->count * sizeof(*ch->interest));
+
+		ch->interest = calloc(1, head + p->state_size);
+		if (!ch->interest)
 			return -ENOMEM;
+		ch->states = (char *)ch->interest + head;
 	}
 	for (unsigned i = 0; i < p->count; i++) {
-		ch->want[PROTO_FRONTEND][i] = p->stages[i]->frontend_whole;
-		ch->want[PROTO_BACKEND][i] = p->stages[i]->backend_whole;
-		ch->stream[i] = p->stages[i]->backend_stream;
+		ch->interest[i].whole[PROTO_FRONTEND] = p->stages[i]->frontend_whole;
+		ch->interest[i].whole[PROTO_BACKEND] = p->stages[i]->backend_whole;
+		ch->interest[i].stream = p->stages[i]->backend_stream;
 	}
 	stage_chain_recount(ch);
 	return 0;
@@ -141,10 +144,11 @@ void stage_chain_end(struct stage_chain *ch, bool started)
 		stage_ctx_init(&ctx, ch, i, 0);
 		p->stages[i]->session_end(&ctx);
 	}
-	for (unsigned i = 0; i < p->count && ch->states; i++)
+	for (unsigned i = 0; i < p->count && ch->interest; i++)
 		if (p->stages[i]->release)
 			p->stages[i]->release(stage_chain_state(ch, i));
-	free(ch->states);
+	free(ch->interest);
+	ch->interest = NULL;
 	ch->states = NULL;
 	ch->pipeline = NULL;
 }
@@ -159,16 +163,16 @@ int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 		if (dir != PROTO_BACKEND)
 			return -EINVAL;
 		for (unsigned j = 0; j < ch->pipeline->count; j++)
-			if (j != i && typeset_has(&ch->stream[j], type))
+			if (j != i && typeset_has(&ch->interest[j].stream, type))
 				return -EBUSY;
 	}
-	typeset_del(&ch->want[dir][i], type);
+	typeset_del(&ch->interest[i].whole[dir], type);
 	if (dir == PROTO_BACKEND)
-		typeset_del(&ch->stream[i], type);
+		typeset_del(&ch->interest[i].stream, type);
 	if (how == STAGE_WHOLE)
-		typeset_add(&ch->want[dir][i], type);
+		typeset_add(&ch->interest[i].whole[dir], type);
 	else if (how == STAGE_STREAM)
-		typeset_add(&ch->stream[i], type);
+		typeset_add(&ch->interest[i].stream, type);
 	stage_chain_recount(ch);
 	return 0;
 }
@@ -241,7 +245,7 @@ static void stage_run_msg(struct stage_chain *ch, enum proto_dir dir, const stru
 		struct stage_ctx ctx;
 		struct stage_result mine;
 
-		if (!cb || !typeset_has(&ch->want[dir][i], cur.type))
+		if (!cb || !typeset_has(&ch->interest[i].whole[dir], cur.type))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
 		ctx.request = request;
@@ -295,7 +299,7 @@ void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t 
 	for (unsigned i = 0; i < p->count; i++) {
 		struct stage_ctx ctx;
 
-		if (!p->stages[i]->stream || !typeset_has(&ch->stream[i], st->type))
+		if (!p->stages[i]->stream || !typeset_has(&ch->interest[i].stream, st->type))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
 		st->consumed = st->produced = 0;

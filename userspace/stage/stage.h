@@ -253,18 +253,27 @@ struct stage_pipeline {
 int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
 	__attribute__((warn_unused_result));
 
-/* The per-session run of a pipeline: interest, states, the waker. */
+/* What one stage wants of one session. */
+struct stage_wants {
+	struct proto_typeset whole[2]; /* [proto_dir] */
+	struct proto_typeset stream;   /* backend, streamed */
+};
+
+/*
+ * The per-session run of a pipeline: interest, states, the waker. The interest of each
+ * stage and the stages' states live in one allocation sized by the pipeline, so a session
+ * pays only for the stages there are.
+ */
 struct stage_chain {
 	const struct stage_pipeline *pipeline;
-	struct proto_typeset want[2][STAGE_MAX];  /* [proto_dir][stage]: whole */
-	struct proto_typeset stream[STAGE_MAX];   /* backend, streamed */
-	struct proto_typeset any_whole[2];        /* unions, what the connection checks */
+	struct stage_wants *interest; /* pipeline->count entries; then the states */
+	struct proto_typeset any_whole[2]; /* unions, what the connection checks */
 	struct proto_typeset any_stream;
 	const struct session *session;
 	const struct stmt_table *stmts;
 	const struct stage_waker *waker;
 	unsigned paused_at; /* the stage that paused the held message; STAGE_MAX: none */
-	void *states;       /* one block, pipeline->state_size bytes */
+	void *states;       /* pipeline->state_size bytes, inside the interest allocation */
 };
 
 /* Allocate the states and set the initial interest. 0 or -ENOMEM. */
