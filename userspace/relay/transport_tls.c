@@ -181,7 +181,9 @@ static int tls_failure(struct tls_transport *tt, int ret, uint32_t *needs, const
 			tls_set_why(tt, "%s: %s", what, strerror(tt->sys_errno));
 			return -tt->sys_errno;
 		}
-		tls_set_why(tt, "%s: the peer closed the connection", what);
+		/* End of stream at the socket with no close_notify before it. */
+		tls_set_why(tt, "%s: the peer closed the connection without a TLS close_notify",
+			    what);
 		return -ECONNRESET;
 	default:
 		break;
@@ -190,6 +192,12 @@ static int tls_failure(struct tls_transport *tt, int ret, uint32_t *needs, const
 	if (tt->conn.renegotiate)
 		return -EPROTO; /* conn.why names it */
 	code = ERR_peek_last_error();
+	if (ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_PROTOCOL_IS_SHUTDOWN) {
+		/* Writing after either side's close_notify: nobody will read it. */
+		tls_set_why(tt, "%s: the TLS connection was shut down", what);
+		ERR_clear_error();
+		return -EPIPE;
+	}
 	if (ERR_GET_LIB(code) == ERR_LIB_SSL &&
 	    ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
 		tls_set_why(tt, "%s: the peer closed the connection without a TLS close_notify",
