@@ -241,8 +241,7 @@ static EVP_PKEY *key_load(const char *key, const char *path, char *err, size_t e
 	BIO_free(b);
 	if (!pkey)
 		errf(err, errlen,
-		     "%s: %s: no usable PEM private key in it (%s; encrypted keys are not "
-		     "supported)",
+		     "%s: %s: no unencrypted PEM private key in it (OpenSSL: %s)",
 		     key, path, openssl_reason());
 	return pkey;
 }
@@ -262,7 +261,7 @@ static int ctx_use_cert_key(SSL_CTX *ctx, const char *leg, const char *cert_path
 	if (rc)
 		return rc;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
-		errf(err, errlen, "%s: %s: no usable PEM certificate in it (%s)", cert_key,
+		errf(err, errlen, "%s: %s: no usable PEM certificate in it (OpenSSL: %s)", cert_key,
 		     cert_path, openssl_reason());
 		return -EINVAL;
 	}
@@ -283,7 +282,7 @@ static int ctx_use_cert_key(SSL_CTX *ctx, const char *leg, const char *cert_path
 	}
 	rc = SSL_CTX_use_PrivateKey(ctx, pkey) == 1 ? 0 : -EINVAL;
 	if (rc)
-		errf(err, errlen, "%s: %s: OpenSSL refuses the key (%s)", key_key, key_path,
+		errf(err, errlen, "%s: %s: OpenSSL refuses the key (OpenSSL: %s)", key_key, key_path,
 		     openssl_reason());
 	EVP_PKEY_free(pkey); /* ctx holds its own reference */
 	return rc;
@@ -310,7 +309,7 @@ static int ctx_use_ca_crl(SSL_CTX *ctx, const char *leg, const char *ca_path,
 	/* X509_load_cert_file() counts what it loaded: 0 means the file held no
 	 * certificate (a key, a CRL, or nothing in PEM). */
 	if (X509_load_cert_file(lookup, ca_path, X509_FILETYPE_PEM) <= 0) {
-		errf(err, errlen, "%s: %s: no PEM CA certificate in it (%s)", ca_key, ca_path,
+		errf(err, errlen, "%s: %s: no PEM CA certificate in it (OpenSSL: %s)", ca_key, ca_path,
 		     openssl_reason());
 		return -EINVAL;
 	}
@@ -319,7 +318,7 @@ static int ctx_use_ca_crl(SSL_CTX *ctx, const char *leg, const char *ca_path,
 		if (rc)
 			return rc;
 		if (X509_load_crl_file(lookup, crl_path, X509_FILETYPE_PEM) <= 0) {
-			errf(err, errlen, "%s: %s: no PEM CRL in it (%s)", crl_key, crl_path,
+			errf(err, errlen, "%s: %s: no PEM CRL in it (OpenSSL: %s)", crl_key, crl_path,
 			     openssl_reason());
 			return -EINVAL;
 		}
@@ -480,7 +479,7 @@ static SSL_CTX *ctx_client_leg(const struct config *cfg, char *err, size_t errle
 
 		/* The CA names tell a client which of its certificates to send. */
 		if (!names) {
-			errf(err, errlen, "tls.client.ca_file: %s: no CA names in it (%s)",
+			errf(err, errlen, "tls.client.ca_file: %s: no CA names in it (OpenSSL: %s)",
 			     cfg->tls_client_ca_file, openssl_reason());
 			goto err_free;
 		}

@@ -41,12 +41,22 @@ static void errf(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Where OpenSSL looks for provider modules, for the message that says none was found. */
-static const char *modules_dir(void)
+/* Where OpenSSL looks for provider modules, for the message that says none was found.
+ * OpenSSL_version() spells its build-time default 'MODULESDIR: "/path"'. */
+static const char *modules_dir(char *buf, size_t n)
 {
-	const char *env = getenv("OPENSSL_MODULES");
+	const char *env = getenv("OPENSSL_MODULES"), *v, *q;
 
-	return env && *env ? env : OpenSSL_version(OPENSSL_MODULES_DIR);
+	if (env && *env)
+		return env;
+	v = OpenSSL_version(OPENSSL_MODULES_DIR);
+	q = strchr(v, '"');
+	if (!q) {
+		snprintf(buf, n, "%s", v);
+		return buf;
+	}
+	snprintf(buf, n, "%.*s", (int)strcspn(q + 1, "\""), q + 1);
+	return buf;
 }
 
 /* OpenSSL's last error as text, for the end of a message; "" when none. */
@@ -69,10 +79,10 @@ static int fips_enable(char *err, size_t errlen)
 	 * tells them apart for the operator. */
 	fips = OSSL_PROVIDER_load(NULL, "fips");
 	if (!fips) {
-		char path[1024];
+		char path[1024], dir[900];
 		FILE *f;
 
-		snprintf(path, sizeof(path), "%s/fips.so", modules_dir());
+		snprintf(path, sizeof(path), "%s/fips.so", modules_dir(dir, sizeof(dir)));
 		f = fopen(path, "r");
 		if (!f) {
 			errf(err, errlen,
