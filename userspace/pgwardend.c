@@ -578,8 +578,23 @@ int main(int argc, char **argv)
 		struct tls_snapshot *tls = NULL;
 		const char *warning = NULL;
 
+		const char *offers = getenv("PGWARDEN_SERVER_OFFERS_TLS");
+
 		if (tls_process_init(cfg->tls_fips, &warning, err, sizeof(err)) ||
 		    tls_snapshot_build(cfg, &tls, err, sizeof(err))) {
+			config_unref(cfg);
+			cfg = NULL;
+		} else if (offers && !o.check_only &&
+			   cfg->tls_client_mode == CONFIG_TLS_CLIENT_DISABLE) {
+			/* pgwardenctl attach --fail-open found the server offering TLS and
+			 * handed over to us: without a certificate its TLS clients would break. */
+			snprintf(err, sizeof(err),
+				 "the server on %.64s offers TLS but tls.client.mode is disable: TLS "
+				 "clients would be refused or fall back to plaintext; give "
+				 "tls.client.cert_file and key_file the server's own (docs/TLS.md), or "
+				 "attach with --no-tls-check",
+				 offers);
+			tls_snapshot_unref(tls);
 			config_unref(cfg);
 			cfg = NULL;
 		} else {
