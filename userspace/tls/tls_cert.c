@@ -96,6 +96,12 @@ static int identity_from_san(X509 *cert, char **out, const char **why)
 			s = gn->d.uniformResourceIdentifier;
 		else
 			continue;
+		if (ASN1_STRING_length(s) <= 0) {
+			/* RFC 5280 4.2.1.6: a SAN is never an empty string. */
+			*why = "an empty subject alternative name";
+			rc = -EBADMSG;
+			goto out;
+		}
 		if (!ia5_printable(ASN1_STRING_get0_data(s), ASN1_STRING_length(s))) {
 			*why = "a subject alternative name with a NUL byte or a control character";
 			rc = -EBADMSG;
@@ -193,7 +199,8 @@ int tls_cert_subject(X509 *cert, char **out)
 		BIO_free(b);
 		return -ENOMEM;
 	}
-	memcpy(s, data, (size_t)len);
+	if (len)
+		memcpy(s, data, (size_t)len); /* an empty subject has no data at all */
 	s[len] = '\0';
 	BIO_free(b);
 	*out = s;
