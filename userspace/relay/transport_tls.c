@@ -231,6 +231,7 @@ static int tls_handshake(struct transport *t)
 	r = SSL_do_handshake(tt->conn.ssl);
 	if (r == 1) {
 		t->write_needs = 0;
+		t->read_needs = 0;
 		if (tls_conn_established(&tt->conn)) {
 			tt->failed = true;
 			return -EPROTO;
@@ -250,6 +251,8 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t n)
 
 	if (!tt->conn.established) {
 		r = tls_handshake(t);
+		if (r == -EAGAIN)
+			t->read_needs = t->write_needs; /* a read waits for what the handshake needs */
 		if (r)
 			return r;
 	}
