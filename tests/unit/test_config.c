@@ -1413,6 +1413,32 @@ static void test_example_config_is_valid(void **state)
 
 /* Every key, its flag, and its default appear in docs/CONFIG.md and man/pgwardend.8, so
  * that adding a setting without documenting it fails here. */
+/* The loader reads groups two deep (tls.client.mode) and the writer opens each group once:
+ * a deeper key could only be set by a flag, and a group split in two would be written as
+ * a duplicate key. */
+static void test_keys_nest_and_group(void **state)
+{
+	for (size_t i = 0; config_keys[i]; i++) {
+		const char *k = config_keys[i], *dot = strrchr(k, '.');
+		size_t dots = 0;
+
+		for (const char *p = k; *p; p++)
+			dots += *p == '.';
+		if (dots > 2)
+			fail_msg("%s nests deeper than the loader reads", k);
+		/* Once a later key leaves this key's group, no key after it may come back. */
+		for (size_t j = i + 1; dot && config_keys[j]; j++) {
+			if (strncmp(config_keys[j], k, (size_t)(dot - k) + 1) == 0)
+				continue;
+			for (size_t m = j + 1; config_keys[m]; m++)
+				if (strncmp(config_keys[m], k, (size_t)(dot - k) + 1) == 0)
+					fail_msg("%s is apart from its group (%.*s)", config_keys[m],
+						 (int)(dot - k), k);
+			break;
+		}
+	}
+}
+
 static void test_docs_cover_every_key(void **state)
 {
 	size_t mdlen, manlen;
@@ -1487,6 +1513,7 @@ int main(void)
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_get_errors),
 		cmocka_unit_test(test_example_config_is_valid),
+		cmocka_unit_test(test_keys_nest_and_group),
 		cmocka_unit_test(test_docs_cover_every_key),
 	};
 
