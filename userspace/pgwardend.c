@@ -20,6 +20,7 @@
 #include "relay/worker.h"
 #include "stage/stage.h"
 #include "steer/steer.h"
+#include "tls/tls.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -176,14 +177,44 @@ static void raise_nofile(void)
 
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/*
+ * The TLS snapshot sessions start with (tls/tls.h): built from the same config at start and
+ * on every reload, published together with it, so a reload whose certificate files are
+ * bad changes nothing. The connection core takes its reference with tls_store_acquire().
+ */
+static struct tls_store tls_store;
+
+static void tls_publish_log(const struct tls_snapshot *s)
+{
+	static const char *const client_modes[] = {"disable", "prefer", "require"};
+	static const char *const server_modes[] = {"disable", "prefer", "require", "verify-ca",
+						   "verify-full"};
+	struct log_line l;
+
+	log_line_begin(&l, LOG_INFO, "tls");
+	log_kv_str(&l, "client_mode", client_modes[s->client_mode]);
+	if (s->client_cert_subject) {
+		log_kv_str(&l, "client_certificate", s->client_cert_subject);
+		log_kv_str(&l, "client_certificate_sha256", s->client_cert_fingerprint);
+	}
+	log_kv_str(&l, "server_mode", server_modes[s->server_mode]);
+	log_kv_str(&l, "fips", tls_fips_enabled() ? "on" : "off");
+	log_line_end(&l);
+}
+
 /* SIGHUP (main thread) and the admin socket's reload (admin thread) both land here. */
 static int reload_checked(struct relay *r, const struct options *o, char *err, size_t errlen)
 {
 	struct config *cfg, *old;
+	struct tls_snapshot *tls = NULL;
 	const char *restart;
 
 	pthread_mutex_lock(&reload_lock);
 	cfg = load_config(o, err, errlen);
+	if (cfg && tls_snapshot_build(cfg, &tls, err, errlen)) {
+		config_unref(cfg);
+		cfg = NULL;
+	}
 	if (!cfg) {
 		log_error("reload", "keeping the running configuration: %s", err);
 		pthread_mutex_unlock(&reload_lock);
@@ -194,6 +225,8 @@ static int reload_checked(struct relay *r, const struct options *o, char *err, s
 	if (restart)
 		log_warn("reload", "%s changed: it takes effect only after a restart", restart);
 	config_unref(old);
+	tls_publish_log(tls);
+	tls_store_publish(&tls_store, tls);
 	relay_config_publish(r, cfg);
 	log_info("reload", "configuration reloaded%s%s", o->config_path ? " from " : "",
 		 o->config_path ? o->config_path : "");
@@ -279,6 +312,33 @@ static void status_config(struct relay *r, const struct options *o, json_t *obj)
 	config_unref(cfg);
 }
 
+/* What the running TLS snapshot does, for status (and pgwardenctl attach's check). */
+static json_t *status_tls(void)
+{
+	static const char *const client_modes[] = {"disable", "prefer", "require"};
+	static const char *const verify_modes[] = {"none", "optional", "required"};
+	static const char *const server_modes[] = {"disable", "prefer", "require", "verify-ca",
+						   "verify-full"};
+	struct tls_snapshot *s = tls_store_acquire(&tls_store);
+	json_t *o;
+
+	if (!s)
+		return json_null();
+	o = json_pack("{s:s, s:s, s:s, s:b}", "client_mode", client_modes[s->client_mode],
+		      "client_verify", verify_modes[s->client_verify], "server_mode",
+		      server_modes[s->server_mode], "fips", tls_fips_enabled());
+	if (o && s->client_cert_subject) {
+		json_object_set_new(o, "client_certificate", json_string(s->client_cert_subject));
+		json_object_set_new(o, "client_certificate_sha256",
+				    json_string(s->client_cert_fingerprint));
+	}
+	if (o)
+		json_object_set_new(o, "loaded_unix_ms",
+				    json_integer((json_int_t)(s->built_wall_ns / 1000000)));
+	tls_snapshot_unref(s);
+	return o ? o : json_null();
+}
+
 static int admin_status_cb(void *ctx, json_t *obj)
 {
 	struct daemon_ctx *d = ctx;
@@ -297,6 +357,8 @@ static int admin_status_cb(void *ctx, json_t *obj)
 	json_object_set_new(obj, "connections_refused", json_integer((json_int_t)refused));
 	json_object_set_new(obj, "errors", json_integer((json_int_t)metrics_value(
 						   r->metrics, r->mstd.statement_errors, 0)));
+	json_object_set_new(obj, "fips", json_boolean(tls_fips_enabled()));
+	json_object_set_new(obj, "tls", status_tls());
 	/* Does the server see the real client? (steered and TPROXY'd sessions) */
 	json_object_set_new(obj, "upstream_from_client_address",
 			    json_integer((json_int_t)__atomic_load_n(&r->upstream_from_client,
@@ -509,12 +571,47 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cfg = load_config(&o, err, sizeof(err));
+	/* Before any other cryptography: tls.fips must load its provider first or not at all,
+	 * and private keys go to the secure heap. Then the certificate files, so that
+	 * --check-config judges them too. */
+	if (cfg) {
+		struct tls_snapshot *tls = NULL;
+		const char *warning = NULL;
+
+		const char *offers = getenv("PGWARDEN_SERVER_OFFERS_TLS");
+
+		if (tls_process_init(cfg->tls_fips, &warning, err, sizeof(err)) ||
+		    tls_snapshot_build(cfg, &tls, err, sizeof(err))) {
+			config_unref(cfg);
+			cfg = NULL;
+		} else if (offers && !o.check_only &&
+			   cfg->tls_client_mode == CONFIG_TLS_CLIENT_DISABLE) {
+			/* pgwardenctl attach --fail-open found the server offering TLS and
+			 * handed over to us: without a certificate its TLS clients would break. */
+			snprintf(err, sizeof(err),
+				 "the server on %.64s offers TLS but tls.client.mode is disable: TLS "
+				 "clients would be refused or fall back to plaintext; give "
+				 "tls.client.cert_file and key_file the server's own (docs/TLS.md), or "
+				 "attach with --no-tls-check",
+				 offers);
+			tls_snapshot_unref(tls);
+			config_unref(cfg);
+			cfg = NULL;
+		} else {
+			if (warning)
+				log_warn("start", "%s", warning);
+			tls_store_init(&tls_store);
+			tls_store_publish(&tls_store, tls);
+		}
+	}
 	if (!cfg || o.check_only) {
 		if (cfg)
 			printf("%s: configuration is valid\n", o.config_path);
 		else
 			fprintf(stderr, "pgwardend: %s\n", err);
 		status = cfg ? 0 : o.check_only ? 1 : 2;
+		if (cfg)
+			tls_store_destroy(&tls_store);
 		config_unref(cfg);
 		options_free(&o);
 		return status;
@@ -537,6 +634,12 @@ int main(int argc, char **argv)
 
 	relay_init(&r);
 	relay_config_publish(&r, cfg); /* the relay owns the loaded reference now */
+	{
+		struct tls_snapshot *tls = tls_store_acquire(&tls_store);
+
+		tls_publish_log(tls);
+		tls_snapshot_unref(tls);
+	}
 	raise_nofile();
 	/* Fail-open: pgwardenctl attach handed over the hooks' links; they live as long as we do. */
 	if (getenv("PGWARDEN_STEER_FDS")) {
@@ -632,6 +735,7 @@ out:
 	steer_origin_close(r.steer_shared);
 	metrics_registry_free(r.metrics);
 	config_unref(r.config);
+	tls_store_destroy(&tls_store);
 	close(sigfd);
 	options_free(&o);
 	return status;

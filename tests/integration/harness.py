@@ -425,6 +425,30 @@ class PgCluster(Endpoint):
         if self.tmpdir and not os.environ.get("PGWARDEN_ITEST_KEEP"):
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
+    def enable_tls(self, cert, key, ca=None):
+        """Turn on the server's TLS (ssl = on) with this certificate and key, copied into
+        the data directory as the postgres user's own (PostgreSQL refuses a key others can
+        read). A reload applies it; new connections may then negotiate TLS."""
+        pw = pwd.getpwnam(self.OS_USER)
+        names = [("server.crt", cert), ("server.key", key)] + ([("root.crt", ca)] if ca else [])
+        for name, src in names:
+            dst = os.path.join(self.datadir, name)
+            shutil.copyfile(src, dst)
+            os.chown(dst, pw.pw_uid, pw.pw_gid)
+            os.chmod(dst, 0o600)
+        self._admin_psql("ALTER SYSTEM SET ssl = on")
+        self._admin_psql("ALTER SYSTEM SET ssl_cert_file = 'server.crt'")
+        self._admin_psql("ALTER SYSTEM SET ssl_key_file = 'server.key'")
+        if ca:
+            self._admin_psql("ALTER SYSTEM SET ssl_ca_file = 'root.crt'")
+        self._admin_psql("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while self._admin_psql("SHOW ssl").strip() != "on":
+            if time.monotonic() > deadline:
+                raise RuntimeError("ssl did not turn on:" + self._log_tail())
+            time.sleep(0.1)
+        return self
+
     def _log_tail(self, n=30):
         try:
             with open(self.log_path, errors="replace") as f:

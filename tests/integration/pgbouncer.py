@@ -21,13 +21,14 @@ OS_USER = "postgres"
 
 class PgBouncer(harness.Endpoint):
     def __init__(self, server, creds, pool_mode="transaction", pool_size=4,
-                 max_client_conn=200):
+                 max_client_conn=200, extra_ini=""):
         super().__init__("127.0.0.1", None, creds.user, creds.password, creds.dbname,
                          creds.bindir)
         self.server = server  # (host, port)
         self.pool_mode = pool_mode
         self.pool_size = pool_size
         self.max_client_conn = max_client_conn
+        self.extra_ini = extra_ini  # more [pgbouncer] settings (client_tls_*, ...)
         self.tmpdir = None
         self.proc = None
         self.log_path = None
@@ -64,7 +65,8 @@ class PgBouncer(harness.Endpoint):
                     "pidfile = %(dir)s/pgbouncer.pid\n"
                     "logfile = %(log)s\n"
                     "admin_users = %(user)s\n"
-                    % dict(db=self.dbname, sh=self.server[0], sp=self.server[1],
+                    "%(extra)s"
+                    % dict(extra=self.extra_ini, db=self.dbname, sh=self.server[0], sp=self.server[1],
                            port=self.port, users=users, mode=self.pool_mode,
                            pool=self.pool_size, maxc=self.max_client_conn, dir=self.tmpdir,
                            log=self.log_path, user=self.user))

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "case_file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #define CASE_DIR "data/config"
+#define CONFIG_LONGEST_FILE 4095 /* the longest path a TLS file setting accepts */
 #define VALUE_MAX 4096 /* 64 deny ranges fit */
 
 static size_t nkeys(void)
@@ -71,7 +73,7 @@ static void assert_set_err(struct config *cfg, const char *key, const char *valu
 /* Every key's formatted value, joined, to compare two configs or one config over time. */
 static char *snapshot(const struct config *cfg)
 {
-	size_t cap = 16384, len = 0;
+	size_t cap = 65536, len = 0;
 	char *s = malloc(cap);
 
 	assert_non_null(s);
@@ -162,6 +164,23 @@ static void test_defaults(void **state)
 	assert_get(cfg, "gate.queue", "off");
 	assert_get(cfg, "gate.rate", "0/s");
 	assert_get(cfg, "gate.deny", "");
+	/* TLS: off towards clients until a certificate is given, libpq's prefer upstream. */
+	assert_int_equal(cfg->tls_client_mode, CONFIG_TLS_CLIENT_DISABLE);
+	assert_int_equal(cfg->tls_client_verify, CONFIG_TLS_VERIFY_NONE);
+	assert_int_equal(cfg->tls_server_mode, CONFIG_TLS_SERVER_PREFER);
+	assert_int_equal(cfg->tls_min_version, CONFIG_TLS_V1_2);
+	assert_null(cfg->tls_client_cert_file);
+	assert_null(cfg->tls_server_name);
+	assert_false(cfg->tls_session_tickets);
+	assert_false(cfg->tls_fips);
+	assert_get(cfg, "tls.client.mode", "disable");
+	assert_get(cfg, "tls.server.mode", "prefer");
+	assert_get(cfg, "tls.client.cert_file", "");
+	assert_get(cfg, "tls.ciphers", "ECDHE+AESGCM:ECDHE+CHACHA20");
+	assert_get(cfg, "tls.ciphersuites",
+		   "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
+	assert_get(cfg, "tls.groups", "X25519:P-256:P-384");
+	assert_get(cfg, "tls.min_version", "TLSv1.2");
 
 	/* Defaults alone are not a working config: where to listen and forward is required. */
 	assert_int_equal(config_validate(cfg, err, sizeof(err)), -1);
@@ -250,6 +269,38 @@ static void test_set_every_key(void **state)
 		{"gate-deny", "fd00::/8", "10.0.0.0/8, fd00::/8"}, /* a further flag adds */
 		{"gate-deny", "192.0.2.7", "10.0.0.0/8, fd00::/8, 192.0.2.7/32"},
 		{"gate-deny", "::ffff:198.51.100.0/120", "10.0.0.0/8, fd00::/8, 192.0.2.7/32, ::ffff:198.51.100.0/120"},
+		/* TLS: choices are exact words; files and texts are kept as written */
+		{"tls.client.mode", "prefer", "prefer"},
+		{"tls-client-mode", "require", "require"},
+		{"tls-client-mode", "disable", "disable"},
+		{"tls.client.cert_file", "/etc/ssl/certs/pg.pem", "/etc/ssl/certs/pg.pem"},
+		{"tls-client-key-file", "/etc/ssl/private/pg.key", "/etc/ssl/private/pg.key"},
+		{"tls-client-ca-file", "/etc/pgwarden/clients-ca.pem", "/etc/pgwarden/clients-ca.pem"},
+		{"tls-client-crl-file", "/etc/pgwarden/clients.crl", "/etc/pgwarden/clients.crl"},
+		{"tls-client-crl-file", "off", ""},
+		{"tls.client.verify", "optional", "optional"},
+		{"tls-client-verify", "required", "required"},
+		{"tls-client-verify", "none", "none"},
+		{"tls.server.mode", "verify-full", "verify-full"},
+		{"tls-server-mode", "verify-ca", "verify-ca"},
+		{"tls-server-mode", "require", "require"},
+		{"tls-server-mode", "disable", "disable"},
+		{"tls-server-mode", "prefer", "prefer"},
+		{"tls.server.ca_file", "/etc/pgwarden/server-ca.pem", "/etc/pgwarden/server-ca.pem"},
+		{"tls-server-crl-file", "/etc/pgwarden/server.crl", "/etc/pgwarden/server.crl"},
+		{"tls-server-cert-file", "/etc/pgwarden/relay.pem", "/etc/pgwarden/relay.pem"},
+		{"tls-server-key-file", "/etc/pgwarden/relay.key", "/etc/pgwarden/relay.key"},
+		{"tls.server.server_name", "db.example.com", "db.example.com"},
+		{"tls-server-server-name", "10.0.0.5", "10.0.0.5"},
+		{"tls-server-server-name", "::1", "::1"},
+		{"tls-server-server-name", "off", ""},
+		{"tls.min_version", "TLSv1.3", "TLSv1.3"},
+		{"tls-min-version", "TLSv1.2", "TLSv1.2"},
+		{"tls.ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"},
+		{"tls-ciphersuites", "TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"},
+		{"tls-groups", "P-384:X25519", "P-384:X25519"},
+		{"tls.session_tickets", "yes", "true"},
+		{"tls-fips", "on", "true"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -292,6 +343,15 @@ static void test_set_every_key(void **state)
 	assert_false(cfg->gate_deny[1].v4);
 	config_unref(cfg);
 }
+
+/* 4095 characters after a leading '/': one too many for a TLS file path. */
+#define LONG_64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define LONG_1024 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 \
+	LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64
+#define LONG_4095 LONG_1024 LONG_1024 LONG_1024 \
+	LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 \
+	LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 LONG_64 \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 static void test_set_errors(void **state)
 {
@@ -374,6 +434,25 @@ static void test_set_errors(void **state)
 		{"gate-deny", "10.1.2.3/8", "gate-deny: \"10.1.2.3/8\" has host bits set (the range is 10.0.0.0/8)"},
 		{"gate-deny", "192.0.2.129/25", "gate-deny: \"192.0.2.129/25\" has host bits set (the range is 192.0.2.128/25)"},
 		{"gate-deny", "fd00::1/64", "gate-deny: \"fd00::1/64\" has host bits set (the range is fd00::/64)"},
+		{"tls.client.mode", "on", "tls.client.mode: expected one of disable, prefer, require, got \"on\""},
+		{"tls-client-mode", "Require", "tls-client-mode: expected one of disable, prefer, require, got \"Require\""},
+		{"tls-client-mode", "verify-full", "tls-client-mode: expected one of disable, prefer, require, got \"verify-full\""},
+		{"tls-client-verify", "yes", "tls-client-verify: expected one of none, optional, required, got \"yes\""},
+		{"tls-server-mode", "allow", "tls-server-mode: expected one of disable, prefer, require, verify-ca, verify-full, got \"allow\""},
+		{"tls-server-mode", "", "tls-server-mode: expected one of disable, prefer, require, verify-ca, verify-full, got \"\""},
+		{"tls-min-version", "TLSv1.1", "tls-min-version: expected one of TLSv1.2, TLSv1.3, got \"TLSv1.1\""},
+		{"tls-min-version", "1.2", "tls-min-version: expected one of TLSv1.2, TLSv1.3, got \"1.2\""},
+		{"tls.client.cert_file", "server.crt", "tls.client.cert_file: expected an absolute path, or off, got \"server.crt\""},
+		{"tls-client-key-file", "/tmp/a\nb", "tls-client-key-file: expected an absolute path, or off, got \"/tmp/a\\x0ab\""},
+		{"tls-server-server-name", "db_1.example.com", "tls-server-server-name: expected a host name like db.example.com or an IP address, got \"db_1.example.com\""},
+		{"tls-server-server-name", "10.0.0.256", "tls-server-server-name: expected a host name like db.example.com or an IP address, got \"10.0.0.256\""},
+		{"tls-server-server-name", "db.example.com.", "tls-server-server-name: expected a host name like db.example.com or an IP address, got \"db.example.com.\""},
+		{"tls.ciphers", "", "tls.ciphers: expected an OpenSSL list of names joined by ':' (letters, digits and +-!@=_.,), got \"\""},
+		{"tls-ciphers", "HIGH MEDIUM", "tls-ciphers: expected an OpenSSL list of names joined by ':' (letters, digits and +-!@=_.,), got \"HIGH MEDIUM\""},
+		{"tls-ciphersuites", "TLS_AES_256_GCM_SHA384\n", "tls-ciphersuites: expected an OpenSSL list of names joined by ':' (letters, digits and +-!@=_.,), got \"TLS_AES_256_GCM_SHA384\\x0a\""},
+		{"tls-groups", "X25519;P-256", "tls-groups: expected an OpenSSL list of names joined by ':' (letters, digits and +-!@=_.,), got \"X25519;P-256\""},
+		{"tls-fips", "fips", "tls-fips: expected true or false (or yes/no, on/off, 1/0), got \"fips\""},
+		{"tls-server-ca-file", "/" LONG_4095, "tls-server-ca-file: path is longer than 4095 bytes"},
 	};
 	struct config *cfg = config_new();
 	char *before;
@@ -640,6 +719,45 @@ static void test_parse_size(void **state)
 	};
 
 	run_parse_cases(config_parse_size, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* tls.server.server_name's syntax, from data/config/server_names.txt. */
+static void test_check_server_name(void **state)
+{
+	FILE *f = fopen(CASE_DIR "/server_names.txt", "r");
+	char line[512];
+	unsigned n = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *bar = strchr(line, '|'), *in, *want;
+		int rc;
+
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		assert_non_null(bar);
+		*bar = '\0';
+		in = trim(line);
+		want = trim(bar + 1);
+		rc = config_check_server_name(in);
+		if (strcmp(want, "ok") == 0 ? rc != 0 : rc != -EINVAL)
+			fail_msg("\"%s\": rc %d, want %s", in, rc, want);
+		n++;
+	}
+	fclose(f);
+	assert_true(n >= 20);
+	assert_int_equal(config_check_server_name(""), -EINVAL);
+	/* 253 characters is the most a name may have. */
+	char longest[300];
+
+	memset(longest, 'a', sizeof(longest));
+	for (size_t i = 63; i < 253; i += 64)
+		longest[i] = '.';
+	longest[253] = '\0';
+	assert_int_equal(config_check_server_name(longest), 0);
+	longest[253] = 'a';
+	longest[254] = '\0';
+	assert_int_equal(config_check_server_name(longest), -EINVAL);
 }
 
 static void test_parse_rate(void **state)
@@ -1103,6 +1221,20 @@ static void test_write_reads_back(void **state)
 	assert_set_ok(cfg, "gate.max_sources", "100");
 	assert_set_ok(cfg, "gate.deny", "10.0.0.0/8");
 	assert_set_ok(cfg, "gate.deny", "::/0");
+	/* TLS: nested two deep, the longest path a file setting takes, a quoted-looking text. */
+	char longest[CONFIG_LONGEST_FILE + 1];
+
+	memset(longest, 'k', sizeof(longest));
+	longest[0] = '/';
+	longest[CONFIG_LONGEST_FILE] = '\0';
+	assert_set_ok(cfg, "tls.client.mode", "require");
+	assert_set_ok(cfg, "tls.client.cert_file", "/etc/ssl/\"pg\" #1.pem");
+	assert_set_ok(cfg, "tls.client.key_file", longest);
+	assert_set_ok(cfg, "tls.server.mode", "verify-full");
+	assert_set_ok(cfg, "tls.server.server_name", "10.0.0.5");
+	assert_set_ok(cfg, "tls.min_version", "TLSv1.3");
+	assert_set_ok(cfg, "tls.ciphers", "ECDHE+AESGCM:!AES128");
+	assert_set_ok(cfg, "tls.fips", "true");
 	text = write_to_string(cfg, &len);
 	assert_int_equal(config_load_buffer(back, "written", text, len, err, sizeof(err)), 0);
 	a = snapshot(cfg);
@@ -1114,6 +1246,12 @@ static void test_write_reads_back(void **state)
 	assert_non_null(strstr(text, "steer_instance: \"null\"\n"));
 	assert_non_null(strstr(text, "gate:\n  queue: 0\n  rate: 90/h\n  burst: 3\n  max_sources: 100\n"
 				     "  deny:\n    - \"10.0.0.0/8\"\n    - \"::/0\"\n"));
+	assert_non_null(strstr(text, "tls:\n  client:\n    mode: require\n    cert_file: "
+				     "\"/etc/ssl/\\\"pg\\\" #1.pem\"\n"));
+	assert_non_null(strstr(text, "  server:\n    mode: verify-full\n"));
+	assert_non_null(strstr(text, "\n  min_version: TLSv1.3\n"));
+	assert_string_equal(back->tls_client_key_file, longest);
+	assert_true(back->tls_fips);
 	assert_true(back->gate_enabled);
 	assert_int_equal(back->ngate_deny, 2);
 	assert_false(back->transparent_source);
@@ -1178,6 +1316,24 @@ static void test_restart_required(void **state)
 		{"gate.burst", "5", false},
 		{"gate.max_sources", "128", true},
 		{"gate.deny", "10.0.0.0/8", false},
+		{"tls.client.mode", "prefer", false},
+		{"tls.client.cert_file", "/a.pem", false},
+		{"tls.client.key_file", "/a.key", false},
+		{"tls.client.ca_file", "/ca.pem", false},
+		{"tls.client.crl_file", "/ca.crl", false},
+		{"tls.client.verify", "required", false},
+		{"tls.server.mode", "verify-full", false},
+		{"tls.server.ca_file", "/sca.pem", false},
+		{"tls.server.crl_file", "/sca.crl", false},
+		{"tls.server.cert_file", "/c.pem", false},
+		{"tls.server.key_file", "/c.key", false},
+		{"tls.server.server_name", "db.example.com", false},
+		{"tls.min_version", "TLSv1.3", false},
+		{"tls.ciphers", "ECDHE+AESGCM", false},
+		{"tls.ciphersuites", "TLS_AES_128_GCM_SHA256", false},
+		{"tls.groups", "P-256", false},
+		{"tls.session_tickets", "true", false},
+		{"tls.fips", "true", true},
 	};
 	struct config *old = config_new();
 
@@ -1263,6 +1419,32 @@ static void test_example_config_is_valid(void **state)
 
 /* Every key, its flag, and its default appear in docs/CONFIG.md and man/pgwardend.8, so
  * that adding a setting without documenting it fails here. */
+/* The loader reads groups two deep (tls.client.mode) and the writer opens each group once:
+ * a deeper key could only be set by a flag, and a group split in two would be written as
+ * a duplicate key. */
+static void test_keys_nest_and_group(void **state)
+{
+	for (size_t i = 0; config_keys[i]; i++) {
+		const char *k = config_keys[i], *dot = strrchr(k, '.');
+		size_t dots = 0;
+
+		for (const char *p = k; *p; p++)
+			dots += *p == '.';
+		if (dots > 2)
+			fail_msg("%s nests deeper than the loader reads", k);
+		/* Once a later key leaves this key's group, no key after it may come back. */
+		for (size_t j = i + 1; dot && config_keys[j]; j++) {
+			if (strncmp(config_keys[j], k, (size_t)(dot - k) + 1) == 0)
+				continue;
+			for (size_t m = j + 1; config_keys[m]; m++)
+				if (strncmp(config_keys[m], k, (size_t)(dot - k) + 1) == 0)
+					fail_msg("%s is apart from its group (%.*s)", config_keys[m],
+						 (int)(dot - k), k);
+			break;
+		}
+	}
+}
+
 static void test_docs_cover_every_key(void **state)
 {
 	size_t mdlen, manlen;
@@ -1326,6 +1508,7 @@ int main(void)
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_rate),
+		cmocka_unit_test(test_check_server_name),
 		cmocka_unit_test(test_case_files),
 		cmocka_unit_test(test_file_errors),
 		cmocka_unit_test(test_failed_load_leaves_config_unchanged),
@@ -1336,6 +1519,7 @@ int main(void)
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_get_errors),
 		cmocka_unit_test(test_example_config_is_valid),
+		cmocka_unit_test(test_keys_nest_and_group),
 		cmocka_unit_test(test_docs_cover_every_key),
 	};
 

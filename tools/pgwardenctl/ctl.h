@@ -9,6 +9,7 @@
 #ifndef PGWARDEN_CTL_H
 #define PGWARDEN_CTL_H
 
+#include <jansson.h>
 #include <stdbool.h>
 
 enum ctl_exit {
@@ -27,6 +28,13 @@ struct ctl_command {
 	const char *summary;  /* one line */
 	int (*run)(int argc, char **argv);
 };
+
+/* The daemon's status object (the admin socket's "status" reply), for commands that need
+ * to know what pgwardend does. 0 with *status (caller decrefs), or -errno (no daemon). */
+int ctl_daemon_status(json_t **status);
+/* The admin socket path the daemon commands use (--socket, $PGWARDEN_ADMIN_SOCKET, or
+ * the default). */
+const char *ctl_admin_socket(void);
 
 /* Steering (tools/pgwardenctl/steer_cmds.c). */
 int ctl_attach(int argc, char **argv);

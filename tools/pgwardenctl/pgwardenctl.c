@@ -191,6 +191,31 @@ static int request(json_t *req, json_t **reply, const char *what)
 	return -1;
 }
 
+int ctl_daemon_status(json_t **status)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "status"), *reply = NULL;
+	struct admin_conn *c;
+	int err;
+
+	*status = NULL;
+	err = admin_conn_open(socket_path(), g.timeout_ms, &c);
+	if (!err) {
+		err = admin_conn_call(c, req, &reply, g.timeout_ms, NULL, NULL);
+		admin_conn_close(c);
+	}
+	json_decref(req);
+	if (err)
+		return err;
+	*status = json_incref(json_object_get(reply, "status"));
+	json_decref(reply);
+	return *status ? 0 : -EPROTO;
+}
+
+const char *ctl_admin_socket(void)
+{
+	return socket_path();
+}
+
 static void print_json(json_t *j)
 {
 	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);

@@ -7,8 +7,11 @@
 #include "ctl.h"
 
 #include "base/log.h"
+#include "base/sanitize.h"
 #include "steer/steer.h"
+#include "tls/tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -50,6 +53,7 @@ enum {
 	OPT_WAIT,
 	OPT_HELP,
 	OPT_GATE_QUEUE,
+	OPT_NO_TLS_CHECK,
 };
 
 static const char attach_usage[] =
@@ -81,6 +85,8 @@ static const char attach_usage[] =
 	"  --route-table N       policy routing table for TPROXY (default 20552)\n"
 	"  --instance NAME       pin dir /sys/fs/bpf/NAME and nft table inet NAME\n"
 	"                        (default $PGWARDEN_INSTANCE or pgwarden)\n"
+	"  --no-tls-check        attach even when the server offers TLS and pgwardend presents\n"
+	"                        no certificate to clients (their TLS would break)\n"
 	"\n"
 	"Attach is idempotent: run again to change ports or relays in place.\n"
 	"Exit: 0 attached, 1 failed (nothing left half attached), 2 bad flags, 3 relay not\n"
@@ -103,8 +109,105 @@ static const struct option attach_opts[] = {
 	{"wait", required_argument, NULL, OPT_WAIT},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"gate-queue", required_argument, NULL, OPT_GATE_QUEUE},
+	{"no-tls-check", no_argument, NULL, OPT_NO_TLS_CHECK},
 	{NULL, 0, NULL, 0},
 };
+
+/*
+ * Attach must not silently break TLS clients (docs/TLS.md). Steered clients reach pgwarden
+ * instead of the server; if the server offers TLS and pgwarden presents no certificate,
+ * pgwarden answers their SSLRequest with 'N': sslmode=require clients fail and prefer
+ * clients fall back to plaintext. So attach asks the server first (an SSLRequest on each
+ * protected port, on loopback unless --address names where; marked with the relay's mark
+ * so it reaches the server even while an earlier attach steers), then asks pgwardend.
+ */
+#define ATTACH_PROBE_TIMEOUT_MS 3000
+
+/* The first protected destination that offers TLS, into where (and its certificate's
+ * subject, made safe for a terminal). false when none does, or none could be asked (said
+ * on stderr: not checked is not the same as no). */
+static bool attach_server_offers_tls(const struct steer_opts *o, char *where, size_t wn,
+				     char *subject, size_t sn)
+{
+	for (unsigned p = 0; p < o->nports; p++) {
+		struct addr cand[STEER_MAX_ADDRS + 2];
+		unsigned n = 0;
+		bool answered = false;
+		char err[256] = "", a[ADDR_STRLEN];
+
+		if (o->naddresses) {
+			for (unsigned i = 0; i < o->naddresses; i++)
+				cand[n++] = o->addresses[i];
+		} else {
+			(void)!addr_parse("127.0.0.1:1", &cand[n++]);
+			(void)!addr_parse("[::1]:1", &cand[n++]);
+		}
+		for (unsigned i = 0; i < n && !answered; i++) {
+			char raw[TLS_SUBJECT_MAX + 1];
+			bool offers = false;
+			socklen_t len;
+
+			if (cand[i].ss.sa.sa_family == AF_INET6) {
+				cand[i].ss.in6.sin6_port = htons(o->ports[p]);
+				len = sizeof(cand[i].ss.in6);
+			} else {
+				cand[i].ss.in4.sin_port = htons(o->ports[p]);
+				len = sizeof(cand[i].ss.in4);
+			}
+			if (tls_probe_server(&cand[i].ss.sa, len, o->relay_mark, ATTACH_PROBE_TIMEOUT_MS,
+					     &offers, raw, sizeof(raw), err, sizeof(err)))
+				continue;
+			answered = true;
+			if (offers) {
+				addr_format(&cand[i].ss.sa, where, wn);
+				sanitize_str(subject, sn, raw, SANITIZE_TERMINAL, NULL);
+				return true;
+			}
+		}
+		if (!answered)
+			fprintf(stderr, "pgwardenctl: attach: warning: nothing on port %u answered an "
+				"SSLRequest (%s: %s); whether the server offers TLS is not checked\n",
+				o->ports[p], addr_format(&cand[n - 1].ss.sa, a, sizeof(a)), err);
+	}
+	return false;
+}
+
+/* -1 to go on attaching, or the exit code of a refusal. exec_mode: pgwardend is the
+ * program about to start (fail-open), so it is told instead and checks itself. */
+static int attach_tls_check(const struct steer_opts *o, bool exec_mode)
+{
+	char where[ADDR_STRLEN], subject[512] = "";
+	json_t *status = NULL;
+	const char *cert;
+	int rc;
+
+	if (!attach_server_offers_tls(o, where, sizeof(where), subject, sizeof(subject)))
+		return -1;
+	if (exec_mode) {
+		/* pgwardend refuses to start without a client-leg certificate when this is
+		 * set; the links it would hold die with it (fail-open: straight to the server). */
+		setenv("PGWARDEN_SERVER_OFFERS_TLS", where, 1);
+		return -1;
+	}
+	rc = ctl_daemon_status(&status);
+	if (rc)
+		return ctl_fail(CTL_EXIT_FAIL,
+				"attach: the server on %s offers TLS and pgwardend cannot be asked "
+				"whether it presents a certificate to clients (%s: %s); give "
+				"pgwardenctl --socket PATH, or --no-tls-check to attach anyway",
+				where, ctl_admin_socket(), strerror(-rc));
+	cert = json_string_value(json_object_get(json_object_get(status, "tls"),
+						 "client_certificate"));
+	json_decref(status);
+	if (cert)
+		return -1;
+	return ctl_fail(CTL_EXIT_FAIL,
+			"attach: the server on %s offers TLS%s%s%s but pgwardend presents no "
+			"certificate to clients (tls.client.mode is disable): TLS clients would be "
+			"refused or fall back to plaintext; give tls.client.cert_file and key_file "
+			"the server's own (docs/TLS.md), or pass --no-tls-check",
+			where, subject[0] ? " (certificate " : "", subject, subject[0] ? ")" : "");
+}
 
 /*
  * attach [--port P]... [--address A]... [--relay ADDR]... [--cgroup PATH] [--fail-open]
@@ -122,6 +225,7 @@ int ctl_attach(int argc, char **argv)
 	struct steer_handle *h = NULL;
 	char err[STEER_ERR_MAX];
 	char **exec_argv = NULL;
+	bool tls_check = true;
 	int c, rc;
 
 	steer_opts_init(&o);
@@ -194,6 +298,9 @@ int ctl_attach(int argc, char **argv)
 		case OPT_NO_RELAY_CHECK:
 			o.check_relay = false;
 			break;
+		case OPT_NO_TLS_CHECK:
+			tls_check = false;
+			break;
 		case OPT_HELP:
 			fputs(attach_usage, stdout);
 			return CTL_EXIT_OK;
@@ -238,6 +345,8 @@ int ctl_attach(int argc, char **argv)
 		o.check_relay = false;
 	if (steer_opts_check(&o, err, sizeof(err)))
 		return ctl_fail(CTL_EXIT_USAGE, "attach: %s", err);
+	if (tls_check && (rc = attach_tls_check(&o, exec_argv != NULL)) >= 0)
+		return rc;
 
 	rc = steer_attach(&o, o.fail_open ? &h : NULL, err, sizeof(err));
 	if (rc)

@@ -10,7 +10,8 @@
  * The loader uses libyaml's event API rather than its document API: it never builds a tree,
  * it stops at the first error, and it refuses aliases, so a hostile file cannot make it
  * expand or recurse. The accepted structure is at most three levels deep (a list inside a
- * group: gate.deny), and any deeper nesting is an error at its first event.
+ * group: gate.deny; a group inside a group: tls.client.mode), and any deeper nesting is an
+ * error at its first event.
  */
 #include "config/config.h"
 #include "steer/steer.h" /* STEER_DEFAULT_INSTANCE, STEER_INSTANCE_MAX: one definition */
@@ -40,11 +41,19 @@
 
 /* Longest key the table holds, with its group prefix ("timeouts.connect"), plus room. */
 #define CONFIG_KEY_MAX 64
+/* Groups nest at most this deep ("tls" holds "tls.client", which holds keys). */
+#define CONFIG_GROUP_DEPTH_MAX 2
+/* Longest file path a TLS setting accepts (PATH_MAX with its NUL). */
+#define CONFIG_FILE_PATH_MAX 4095
+/* Longest OpenSSL list (tls.ciphers, tls.ciphersuites, tls.groups). */
+#define CONFIG_OPENSSL_LIST_MAX 1024
 /* How much of a peer-supplied key or value an error message quotes. */
 #define QUOTE_MAX 64
 /* Room for one formatted value: the longest list, STEER_GATE_MAX_DENY ranges, joined by
  * ", " (the assert below keeps the address lists shorter). */
-#define VALUE_MAX (STEER_GATE_MAX_DENY * (STEER_CIDR_STRLEN + 2) + 1)
+#define VALUE_MAX (STEER_GATE_MAX_DENY * (STEER_CIDR_STRLEN + 2) + 1 > CONFIG_FILE_PATH_MAX + 1 ?     \
+			   STEER_GATE_MAX_DENY * (STEER_CIDR_STRLEN + 2) + 1 :                      \
+			   CONFIG_FILE_PATH_MAX + 1)
 /* Problem text before the "FILE:LINE: KEY: " prefix is added. */
 #define PROBLEM_MAX 256
 
@@ -69,6 +78,10 @@ enum setting_type {
 	ST_OPT_PATH,  /* owned absolute path; NULL: off */
 	ST_BOOL,      /* bool */
 	ST_INSTANCE,  /* owned steering instance name: 1..STEER_INSTANCE_MAX-1 of [A-Za-z0-9_-] */
+	ST_CHOICE,    /* an enum: the index of one of the words in choices[] */
+	ST_OPT_FILE,  /* owned absolute path of a file, up to CONFIG_FILE_PATH_MAX; NULL: off */
+	ST_TEXT,      /* owned text that check() accepts; never NULL */
+	ST_OPT_TEXT,  /* owned text that check() accepts; NULL: off */
 	ST_TYPE_COUNT,
 };
 
@@ -82,7 +95,10 @@ struct setting {
 	size_t flag_offset;  /* lists: the bool "the list came from config_set()" */
 	uint64_t min, max;   /* integer types: accepted range, inclusive */
 	uint64_t def;        /* integer types, ST_BOOL: the default */
-	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE: the default as text */
+	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE, ST_TEXT: the default */
+	const char *const *choices; /* ST_CHOICE: the words, NULL-terminated, in enum order */
+	/* ST_TEXT, ST_OPT_TEXT: 0, or -1 with what is wrong (no key prefix) in problem. */
+	int (*check)(const char *text, char *problem, size_t n);
 	bool restart;        /* bound once at start; a reload cannot change it */
 	const char *arg;     /* metavariable in --help */
 	const char *help;
@@ -110,6 +126,10 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_OPT_PATH] = {"a path", "expected an absolute path, or off"},
 	[ST_BOOL] = {"true or false", "expected true or false (or yes/no, on/off, 1/0)"},
 	[ST_INSTANCE] = {"a name", "expected 1 to 31 letters, digits, _ or -"},
+	[ST_CHOICE] = {"a word", "expected one of"}, /* followed by the choices */
+	[ST_OPT_FILE] = {"a path", "expected an absolute path, or off"},
+	[ST_TEXT] = {"a text", "expected a text"},
+	[ST_OPT_TEXT] = {"a text", "expected a text, or off"},
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
@@ -207,7 +227,77 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .help = "source addresses the rate limit remembers (32 bytes each); the least "        \
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
-	  .help = "source address range whose new connections are dropped; repeat for several")
+	  .help = "source address range whose new connections are dropped; repeat for several")  \
+	TLS_SETTINGS(S)
+
+/* TLS (docs/TLS.md), one block: the client leg, the server leg, then what both share. */
+#define TLS_SETTINGS(S)                                                                          \
+	S("tls.client.mode", .type = ST_CHOICE, FIELD(tls_client_mode),                          \
+	  .choices = tls_client_modes, .def = CONFIG_TLS_CLIENT_DISABLE, .arg = "MODE",          \
+	  .help = "TLS towards clients: disable (answer SSLRequest with N), prefer (offer TLS) "  \
+		  "or require (refuse plaintext sessions)")                                       \
+	S("tls.client.cert_file", .type = ST_OPT_FILE, FIELD(tls_client_cert_file),              \
+	  .arg = "PATH",                                                                         \
+	  .help = "certificate chain pgwarden presents to clients (PEM); the server's own keeps " \
+		  "verify-full and channel binding working")                                     \
+	S("tls.client.key_file", .type = ST_OPT_FILE, FIELD(tls_client_key_file), .arg = "PATH", \
+	  .help = "private key of tls.client.cert_file (PEM)")                                   \
+	S("tls.client.ca_file", .type = ST_OPT_FILE, FIELD(tls_client_ca_file), .arg = "PATH",   \
+	  .help = "CAs whose client certificates are accepted (PEM); needed by tls.client.verify") \
+	S("tls.client.crl_file", .type = ST_OPT_FILE, FIELD(tls_client_crl_file), .arg = "PATH", \
+	  .help = "revocation lists (PEM) for every CA of tls.client.ca_file")                   \
+	S("tls.client.verify", .type = ST_CHOICE, FIELD(tls_client_verify),                      \
+	  .choices = tls_verify_modes, .def = CONFIG_TLS_VERIFY_NONE, .arg = "MODE",             \
+	  .help = "client certificates: none, optional (one sent must verify) or required")      \
+	S("tls.server.mode", .type = ST_CHOICE, FIELD(tls_server_mode),                          \
+	  .choices = tls_server_modes, .def = CONFIG_TLS_SERVER_PREFER, .arg = "MODE",           \
+	  .help = "TLS towards PostgreSQL, as libpq's sslmode: disable, prefer, require, "       \
+		  "verify-ca or verify-full")                                                     \
+	S("tls.server.ca_file", .type = ST_OPT_FILE, FIELD(tls_server_ca_file), .arg = "PATH",   \
+	  .help = "CAs that sign the server's certificate (PEM); needed by verify-ca and "       \
+		  "verify-full")                                                                  \
+	S("tls.server.crl_file", .type = ST_OPT_FILE, FIELD(tls_server_crl_file), .arg = "PATH", \
+	  .help = "revocation lists (PEM) for every CA of tls.server.ca_file")                   \
+	S("tls.server.cert_file", .type = ST_OPT_FILE, FIELD(tls_server_cert_file),              \
+	  .arg = "PATH", .help = "client certificate pgwarden presents to the server (PEM)")     \
+	S("tls.server.key_file", .type = ST_OPT_FILE, FIELD(tls_server_key_file), .arg = "PATH", \
+	  .help = "private key of tls.server.cert_file (PEM)")                                   \
+	S("tls.server.server_name", .type = ST_OPT_TEXT, FIELD(tls_server_name),                 \
+	  .check = check_server_name_setting, .arg = "NAME",                                     \
+	  .help = "name sent as SNI and checked by verify-full; off: the upstream address")      \
+	S("tls.min_version", .type = ST_CHOICE, FIELD(tls_min_version), .choices = tls_versions, \
+	  .def = CONFIG_TLS_V1_2, .arg = "VERSION", .help = "TLSv1.2 or TLSv1.3, on both legs")  \
+	S("tls.ciphers", .type = ST_TEXT, FIELD(tls_ciphers), .check = check_openssl_list,       \
+	  .def_str = "ECDHE+AESGCM:ECDHE+CHACHA20", .arg = "LIST",                               \
+	  .help = "TLS 1.2 ciphers (OpenSSL syntax); each must be ECDHE with an AEAD cipher")    \
+	S("tls.ciphersuites", .type = ST_TEXT, FIELD(tls_ciphersuites),                          \
+	  .check = check_openssl_list,                                                           \
+	  .def_str = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", \
+	  .arg = "LIST", .help = "TLS 1.3 cipher suites (OpenSSL syntax)")                       \
+	S("tls.groups", .type = ST_TEXT, FIELD(tls_groups), .check = check_openssl_list,         \
+	  .def_str = "X25519:P-256:P-384", .arg = "LIST",                                        \
+	  .help = "key exchange groups (OpenSSL syntax)")                                        \
+	S("tls.session_tickets", .type = ST_BOOL, FIELD(tls_session_tickets), .def = false,      \
+	  .arg = "BOOL",                                                                         \
+	  .help = "let clients resume TLS sessions with tickets (keys in memory, new on reload)") \
+	S("tls.fips", .type = ST_BOOL, FIELD(tls_fips), .def = false, .restart = true,           \
+	  .arg = "BOOL",                                                                         \
+	  .help = "load OpenSSL's FIPS provider before any other crypto; refuse to start "      \
+		  "without one")
+
+static const char *const tls_client_modes[] = {"disable", "prefer", "require", NULL};
+static const char *const tls_verify_modes[] = {"none", "optional", "required", NULL};
+static const char *const tls_server_modes[] = {"disable", "prefer", "require", "verify-ca",
+					       "verify-full", NULL};
+static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
+_Static_assert(sizeof(enum config_tls_client_mode) == sizeof(uint32_t) &&
+		       sizeof(enum config_tls_verify) == sizeof(uint32_t) &&
+		       sizeof(enum config_tls_server_mode) == sizeof(uint32_t) &&
+		       sizeof(enum config_tls_version) == sizeof(uint32_t),
+	       "a choice is stored as 32 bits");
+
+static int check_server_name_setting(const char *text, char *problem, size_t n);
+static int check_openssl_list(const char *text, char *problem, size_t n);
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,
@@ -332,13 +422,54 @@ static char *const *cstr_field(const struct config *cfg, const struct setting *s
 /* Types whose field is an owned char * (freed, cloned and adopted with the config). */
 static bool type_is_owned_str(enum setting_type t)
 {
-	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE;
+	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE ||
+	       t == ST_OPT_FILE || t == ST_TEXT || t == ST_OPT_TEXT;
 }
 
 /* Types that may be unset, written "off", "~" or left empty (value_is_off()). */
 static bool type_is_optional(enum setting_type t)
 {
-	return t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_OPT_COUNT;
+	return t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_OPT_COUNT || t == ST_OPT_FILE ||
+	       t == ST_OPT_TEXT;
+}
+
+/* "disable, prefer, require": the words of a choice setting, for its messages. */
+static const char *choices_text(const struct setting *st, char *buf, size_t n)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; st->choices[i]; i++) {
+		int w = snprintf(buf + o, n - o, "%s%s", i ? ", " : "", st->choices[i]);
+
+		if (w < 0 || (size_t)w >= n - o)
+			break;
+		o += (size_t)w;
+	}
+	return buf;
+}
+
+/* What a malformed value of st is told: "expected a duration like 30s, ...". */
+static const char *setting_expected(const struct setting *st, char *buf, size_t n)
+{
+	char words[128];
+
+	if (st->type != ST_CHOICE)
+		return type_infos[st->type].expected;
+	snprintf(buf, n, "%s %s", type_infos[ST_CHOICE].expected,
+		 choices_text(st, words, sizeof(words)));
+	return buf;
+}
+
+/* What st holds, for "expected X, got a list". */
+static const char *setting_what(const struct setting *st, char *buf, size_t n)
+{
+	char words[128];
+
+	if (st->type != ST_CHOICE)
+		return type_infos[st->type].what;
+	snprintf(buf, n, "one of %s", choices_text(st, words, sizeof(words)));
+	return buf;
 }
 
 /*
@@ -472,6 +603,48 @@ int config_parse_rate(const char *text, uint64_t *per_hour)
 	return parse_with_units(text, units, ARRAY_SIZE(units), per_hour);
 }
 
+static bool ascii_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+int config_check_server_name(const char *text)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t len = strlen(text), label = 0;
+	bool label_numeric = true;
+
+	if (inet_pton(AF_INET, text, &a4) == 1 || inet_pton(AF_INET6, text, &a6) == 1)
+		return 0;
+	if (len == 0 || len > 253)
+		return -EINVAL;
+	for (size_t i = 0; i <= len; i++) {
+		char c = text[i];
+
+		if (c == '.' || c == '\0') {
+			if (label == 0 || text[i - 1] == '-')
+				return -EINVAL;
+			/* A numeric last label makes "10.0.0.256" a host name: refuse it, as
+			 * RFC 1123 does for top-level labels, so a mistyped address is caught. */
+			if (c == '\0' && label_numeric)
+				return -EINVAL;
+			label = 0;
+			label_numeric = true;
+			continue;
+		}
+		if (!ascii_alnum(c) && c != '-')
+			return -EINVAL;
+		if (label == 0 && c == '-')
+			return -EINVAL;
+		if (c < '0' || c > '9')
+			label_numeric = false;
+		if (++label > 63)
+			return -EINVAL;
+	}
+	return 0;
+}
+
 static const char *format_rate(uint64_t per_hour, char *buf, size_t n)
 {
 	if (per_hour % RATE_PER_S == 0)
@@ -563,6 +736,39 @@ static bool printable_utf8(const char *s)
 }
 
 /* ---- applying one value ------------------------------------------------------------- */
+
+static int check_server_name_setting(const char *text, char *problem, size_t n)
+{
+	char q[QUOTE_MAX];
+
+	if (config_check_server_name(text) == 0)
+		return 0;
+	errf(problem, n, "expected a host name like db.example.com or an IP address, got \"%s\"",
+	     quote(text, strlen(text), q, sizeof(q)));
+	return -1;
+}
+
+/* The syntax OpenSSL's cipher, suite and group lists share; whether the names exist is
+ * OpenSSL's to say, when tls_snapshot_build() applies them. */
+static int check_openssl_list(const char *text, char *problem, size_t n)
+{
+	static const char allowed[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				      "0123456789:+-!@=_.,";
+	size_t len = strlen(text);
+	char q[QUOTE_MAX];
+
+	if (len > CONFIG_OPENSSL_LIST_MAX) {
+		errf(problem, n, "longer than %d characters", CONFIG_OPENSSL_LIST_MAX);
+		return -1;
+	}
+	if (len == 0 || strspn(text, allowed) != len) {
+		errf(problem, n, "expected an OpenSSL list of names joined by ':' (letters, digits "
+				 "and +-!@=_.,), got \"%s\"",
+		     quote(text, len, q, sizeof(q)));
+		return -1;
+	}
+	return 0;
+}
 
 /* 127.0.0.0/8 or ::1: the only places an unauthenticated endpoint may listen. */
 static bool addr_is_loopback(const struct addr *a)
@@ -766,7 +972,9 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		return 0;
 	}
 	if (is_null && !type_is_optional(st->type)) {
-		errf(problem, n, "missing value (%s)", type_infos[st->type].expected);
+		char what[160];
+
+		errf(problem, n, "missing value (%s)", setting_expected(st, what, sizeof(what)));
 		return -1;
 	}
 	switch (st->type) {
@@ -867,6 +1075,39 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		if (set_owned_str(cfg, st, text))
 			goto err_nomem;
 		return 0;
+	case ST_CHOICE: {
+		char what[160];
+
+		for (size_t i = 0; st->choices[i]; i++) {
+			if (strcmp(text, st->choices[i]) == 0) {
+				put_uint(cfg, st, i);
+				return 0;
+			}
+		}
+		errf(problem, n, "%s, got \"%s\"", setting_expected(st, what, sizeof(what)),
+		     quote(text, strlen(text), q, sizeof(q)));
+		return -1;
+	}
+	case ST_OPT_FILE:
+		if (text[0] != '/' || !printable_utf8(text)) {
+			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		if (strlen(text) > CONFIG_FILE_PATH_MAX) {
+			errf(problem, n, "path is longer than %d bytes", CONFIG_FILE_PATH_MAX);
+			return -1;
+		}
+		if (set_owned_str(cfg, st, text))
+			goto err_nomem;
+		return 0;
+	case ST_TEXT:
+	case ST_OPT_TEXT:
+		if (st->check(text, problem, n))
+			return -1;
+		if (set_owned_str(cfg, st, text))
+			goto err_nomem;
+		return 0;
 	case ST_TYPE_COUNT:
 		break;
 	}
@@ -929,23 +1170,40 @@ const char *config_flag_name(const char *key, char *buf, size_t n)
 	return buf;
 }
 
-/* Length of the group prefix of key ("timeouts" in "timeouts.drain"); 0 when none. */
+/* Length of the group path of key: "timeouts" in "timeouts.drain", "tls.client" in
+ * "tls.client.mode"; 0 at the top level. */
 static size_t group_len(const char *key)
 {
-	const char *dot = strchr(key, '.');
+	const char *dot = strrchr(key, '.');
 
 	return dot ? (size_t)(dot - key) : 0;
 }
 
-/* Index of the first setting in group name[0, len), or -1 when no such group. */
+/* Does key lie inside the group g[0, glen), at any depth? */
+static bool key_in_group(const char *key, const char *g, size_t glen)
+{
+	return strncmp(key, g, glen) == 0 && key[glen] == '.';
+}
+
+/* Index of the first setting inside group name[0, len), or -1 when no such group. */
 static int group_by_name(const char *name, size_t len)
 {
 	if (len == 0)
 		return -1;
 	for (size_t i = 0; i < NSETTINGS; i++)
-		if (group_len(settings[i].key) == len && memcmp(settings[i].key, name, len) == 0)
+		if (key_in_group(settings[i].key, name, len))
 			return (int)i;
 	return -1;
+}
+
+/* How many groups deep path[0, len) is: 0 for "tls", 1 for "tls.client". */
+static size_t group_depth(const char *path, size_t len)
+{
+	size_t d = 0;
+
+	for (size_t i = 0; i < len; i++)
+		d += path[i] == '.';
+	return d;
 }
 
 /* ---- lifetime ----------------------------------------------------------------------- */
@@ -975,6 +1233,7 @@ struct config *config_new(void)
 		case ST_SIZE:
 		case ST_DURATION:
 		case ST_RATE:
+		case ST_CHOICE:
 			put_uint(cfg, st, st->def);
 			break;
 		case ST_LOG_LEVEL:
@@ -985,6 +1244,7 @@ struct config *config_new(void)
 			break;
 		case ST_PATH:
 		case ST_INSTANCE:
+		case ST_TEXT:
 			*str_field(cfg, st) = strdup(st->def_str);
 			if (!*str_field(cfg, st)) {
 				config_free(cfg);
@@ -997,6 +1257,8 @@ struct config *config_new(void)
 		case ST_OPT_ADDR:
 		case ST_OPT_PATH:
 		case ST_OPT_COUNT:
+		case ST_OPT_FILE:
+		case ST_OPT_TEXT:
 		case ST_TYPE_COUNT:
 			break; /* no default: calloc's zero is "not set" */
 		}
@@ -1098,7 +1360,9 @@ struct loader {
 	char *err;
 	size_t errlen;
 	unsigned key_line[NSETTINGS];   /* line a key was first set on; 0: not yet */
-	unsigned group_line[NSETTINGS]; /* by the index of the group's first key */
+	/* Line a group was opened on, by the index of its first key and its depth ("tls" and
+	 * "tls.client" share a first key). */
+	unsigned group_line[NSETTINGS][CONFIG_GROUP_DEPTH_MAX];
 };
 
 /* 1-based line of byte offset off; "\n", "\r\n" and a lone "\r" each end a line. */
@@ -1289,63 +1553,101 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 	} else if (ev.type == YAML_ALIAS_EVENT) {
 		rc = loader_fail(ld, key_line, st->key, "aliases (*name) are not supported");
 	} else {
+		char what[160];
+
 		rc = loader_fail(ld, key_line, st->key, "expected %s, got %s",
-				 type_infos[st->type].what, event_kind(&ev));
+				 setting_what(st, what, sizeof(what)), event_kind(&ev));
 	}
 	yaml_event_delete(&ev);
 	return rc;
 }
 
-/* "startup, message, connect, drain" for the group whose first setting is at index g. */
-static const char *group_members(size_t g, char *buf, size_t n)
+/* "startup, message, connect, drain": the names directly inside group g[0, glen) (keys and
+ * subgroups, each once; a subgroup's keys are adjacent in the table). */
+static const char *group_members(const char *g, size_t glen, char *buf, size_t n)
 {
-	size_t glen = group_len(settings[g].key), o = 0;
+	const char *last = NULL;
+	size_t last_len = 0, o = 0;
 
 	buf[0] = '\0';
-	for (size_t i = g; i < NSETTINGS && group_len(settings[i].key) == glen &&
-			   memcmp(settings[i].key, settings[g].key, glen) == 0;
-	     i++) {
-		int w = snprintf(buf + o, n - o, "%s%s", o ? ", " : "", settings[i].key + glen + 1);
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const char *child;
+		size_t clen;
+		int w;
 
+		if (!key_in_group(settings[i].key, g, glen))
+			continue;
+		child = settings[i].key + glen + 1;
+		clen = strcspn(child, ".");
+		if (last && clen == last_len && memcmp(child, last, clen) == 0)
+			continue;
+		w = snprintf(buf + o, n - o, "%s%.*s", o ? ", " : "", (int)clen, child);
 		if (w < 0 || (size_t)w >= n - o)
 			break;
 		o += (size_t)w;
+		last = child;
+		last_len = clen;
 	}
 	return buf;
 }
 
-static int loader_mapping(struct loader *ld, int group);
+/* "timeouts: {startup: ...}" for the dotted name "timeouts.startup": how to nest it. */
+static const char *nest_hint(const char *dotted, size_t len, char *buf, size_t n)
+{
+	size_t o = 0, opened = 0, start = 0;
+	int w;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && dotted[i] != '.')
+			continue;
+		w = snprintf(buf + o, n - o, "%s%.*s%s", opened ? "{" : "", (int)(i - start),
+			     dotted + start, i < len ? ": " : ": ...");
+		if (w < 0 || (size_t)w >= n - o)
+			return buf;
+		o += (size_t)w;
+		opened += i < len;
+		start = i + 1;
+	}
+	for (size_t i = 0; i < opened && o + 1 < n; i++) {
+		buf[o++] = '}';
+		buf[o] = '\0';
+	}
+	return buf;
+}
+
+static int loader_mapping(struct loader *ld, const char *group, size_t glen);
 
 /*
- * One key of a mapping: ev is its (already parsed) key event, group the index of the
- * enclosing group's first setting or -1 at the top level. Consumes the value.
+ * One key of a mapping: ev is its (already parsed) key event, group[0, glen) the path of the
+ * enclosing group ("", "timeouts", "tls.client"). Consumes the value.
  */
-static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
+static int loader_key(struct loader *ld, const yaml_event_t *ev, const char *group, size_t glen)
 {
-	char full[CONFIG_KEY_MAX], q[QUOTE_MAX];
+	char full[CONFIG_KEY_MAX], q[QUOTE_MAX], hint[2 * CONFIG_KEY_MAX];
 	const char *key = (const char *)ev->data.scalar.value;
-	size_t klen = ev->data.scalar.length, plen = 0;
+	size_t klen = ev->data.scalar.length, flen = 0;
 	unsigned line = mark_line(&ev->start_mark);
 	const struct setting *st = NULL;
 	int g = -1;
 
-	if (group >= 0) {
-		plen = group_len(settings[group].key) + 1;
-		memcpy(full, settings[group].key, plen); /* "timeouts." */
-	}
 	/* Keys longer than any the table holds, or holding a NUL, are simply unknown. */
-	if (plen + klen < sizeof(full) && !memchr(key, '\0', klen)) {
-		memcpy(full + plen, key, klen);
-		full[plen + klen] = '\0';
-		st = setting_by_key(full, plen + klen);
-		/* The file nests groups; "timeouts.startup" at the top is a flag's idea of a key. */
-		if (st && group < 0 && group_len(st->key)) {
-			return loader_fail(ld, line, st->key, "unknown key (nest it: %.*s: {%s: ...})",
-					   (int)group_len(st->key), st->key,
-					   st->key + group_len(st->key) + 1);
+	if (glen + 1 + klen < sizeof(full) && !memchr(key, '\0', klen)) {
+		if (glen) {
+			memcpy(full, group, glen); /* "timeouts." */
+			full[glen] = '.';
+			flen = glen + 1;
 		}
-		if (!st && group < 0)
-			g = group_by_name(key, klen);
+		memcpy(full + flen, key, klen);
+		flen += klen;
+		full[flen] = '\0';
+		st = setting_by_key(full, flen);
+		if (!st)
+			g = group_by_name(full, flen);
+		/* The file nests groups; "timeouts.startup" at the top is a flag's idea of a key. */
+		if ((st || g >= 0) && memchr(key, '.', klen))
+			return loader_fail(ld, line, st ? st->key : full, "unknown key (nest it: %s)",
+					   nest_hint(key, klen, hint, sizeof(hint)));
 	}
 	if (st) {
 		size_t i = (size_t)(st - settings);
@@ -1356,23 +1658,21 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 		ld->key_line[i] = line;
 		return loader_value(ld, st, line);
 	}
-	if (g >= 0) {
-		char members[128], gname[CONFIG_KEY_MAX];
+	if (g >= 0 && group_depth(full, flen) < CONFIG_GROUP_DEPTH_MAX) {
+		char members[256];
+		unsigned *opened = &ld->group_line[g][group_depth(full, flen)];
 		yaml_event_t val;
 		int rc;
 
-		memcpy(gname, key, klen);
-		gname[klen] = '\0';
-		if (ld->group_line[g])
-			return loader_fail(ld, line, gname, "duplicate key (first set on line %u)",
-					   ld->group_line[g]);
-		ld->group_line[g] = line;
+		if (*opened)
+			return loader_fail(ld, line, full, "duplicate key (first set on line %u)",
+					   *opened);
+		*opened = line;
 		if (loader_next(ld, &val))
 			return -1;
 		if (val.type != YAML_MAPPING_START_EVENT) {
-			rc = loader_fail(ld, line, gname,
-					 "expected a mapping of %s, got %s",
-					 group_members((size_t)g, members, sizeof(members)),
+			rc = loader_fail(ld, line, full, "expected a mapping of %s, got %s",
+					 group_members(full, flen, members, sizeof(members)),
 					 val.type == YAML_SCALAR_EVENT && scalar_is_null(&val) ?
 						 "nothing" :
 						 event_kind(&val));
@@ -1380,19 +1680,19 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 			return rc;
 		}
 		yaml_event_delete(&val);
-		return loader_mapping(ld, g);
+		return loader_mapping(ld, full, flen);
 	}
-	if (group >= 0) {
+	if (glen) {
 		char gq[QUOTE_MAX];
 
-		return loader_fail(ld, line, NULL, "%.*s.%s: unknown key", (int)(plen - 1),
-				   settings[group].key, quote(key, klen, gq, sizeof(gq)));
+		return loader_fail(ld, line, NULL, "%.*s.%s: unknown key", (int)glen, group,
+				   quote(key, klen, gq, sizeof(gq)));
 	}
 	return loader_fail(ld, line, quote(key, klen, q, sizeof(q)), "unknown key");
 }
 
 /* The entries of a mapping whose start event was consumed, up to its end event. */
-static int loader_mapping(struct loader *ld, int group)
+static int loader_mapping(struct loader *ld, const char *group, size_t glen)
 {
 	for (;;) {
 		yaml_event_t ev;
@@ -1408,7 +1708,7 @@ static int loader_mapping(struct loader *ld, int group)
 			rc = loader_fail(ld, mark_line(&ev.start_mark), NULL,
 					 "keys must be plain strings, got %s", event_kind(&ev));
 		else
-			rc = loader_key(ld, &ev, group);
+			rc = loader_key(ld, &ev, group, glen);
 		yaml_event_delete(&ev);
 		if (rc)
 			return rc;
@@ -1491,7 +1791,7 @@ static int loader_stream(struct loader *ld)
 				 "expected a mapping of settings at the top level, got %s",
 				 event_kind(&ev));
 	} else {
-		rc = loader_mapping(ld, -1);
+		rc = loader_mapping(ld, "", 0);
 	}
 	yaml_event_delete(&ev);
 	if (rc)
@@ -1766,6 +2066,95 @@ static int validate_gate(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* A certificate and its key come together: one without the other is a slip. */
+static int validate_cert_pair(const char *leg, const char *cert, const char *key, char *err,
+			      size_t errlen)
+{
+	if (cert && !key) {
+		errf(err, errlen, "tls.%s.cert_file: set, but tls.%s.key_file is not", leg, leg);
+		return -1;
+	}
+	if (key && !cert) {
+		errf(err, errlen, "tls.%s.key_file: set, but tls.%s.cert_file is not", leg, leg);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The TLS settings fit together. Like the gate's, a setting that would look enforced and not
+ * be is an error: a CA file with nothing verified against it, a client certificate check on
+ * a leg without TLS. Whether the files exist and match is tls_snapshot_build()'s to check.
+ */
+static int validate_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	static const char *const client_modes[] = {"disable", "prefer", "require"};
+	static const char *const verify_modes[] = {"none", "optional", "required"};
+	static const char *const server_modes[] = {"disable", "prefer", "require", "verify-ca",
+						   "verify-full"};
+	bool client_on = cfg->tls_client_mode != CONFIG_TLS_CLIENT_DISABLE;
+	bool server_on = cfg->tls_server_mode != CONFIG_TLS_SERVER_DISABLE;
+	bool server_verifies = cfg->tls_server_mode >= CONFIG_TLS_SERVER_VERIFY_CA;
+
+	if (validate_cert_pair("client", cfg->tls_client_cert_file, cfg->tls_client_key_file, err,
+			       errlen) ||
+	    validate_cert_pair("server", cfg->tls_server_cert_file, cfg->tls_server_key_file, err,
+			       errlen))
+		return -1;
+	if (client_on && !cfg->tls_client_cert_file) {
+		errf(err, errlen, "tls.client.mode: %s needs tls.client.cert_file and "
+				  "tls.client.key_file (the certificate pgwarden presents to clients)",
+		     client_modes[cfg->tls_client_mode]);
+		return -1;
+	}
+	if (!client_on && cfg->tls_client_verify != CONFIG_TLS_VERIFY_NONE) {
+		errf(err, errlen, "tls.client.verify: %s, but tls.client.mode is disable (no client "
+				  "certificate could be checked)",
+		     verify_modes[cfg->tls_client_verify]);
+		return -1;
+	}
+	if (cfg->tls_client_verify != CONFIG_TLS_VERIFY_NONE && !cfg->tls_client_ca_file) {
+		errf(err, errlen, "tls.client.verify: %s needs tls.client.ca_file (the CAs that sign "
+				  "client certificates)",
+		     verify_modes[cfg->tls_client_verify]);
+		return -1;
+	}
+	if (cfg->tls_client_verify == CONFIG_TLS_VERIFY_NONE && cfg->tls_client_ca_file) {
+		errf(err, errlen, "tls.client.ca_file: set, but tls.client.verify is none (client "
+				  "certificates would not be checked)");
+		return -1;
+	}
+	if (cfg->tls_client_crl_file && !cfg->tls_client_ca_file) {
+		errf(err, errlen, "tls.client.crl_file: set, but tls.client.ca_file is not");
+		return -1;
+	}
+	if (server_verifies && !cfg->tls_server_ca_file) {
+		errf(err, errlen, "tls.server.mode: %s needs tls.server.ca_file (the CAs that sign "
+				  "the server's certificate)",
+		     server_modes[cfg->tls_server_mode]);
+		return -1;
+	}
+	if (!server_verifies && cfg->tls_server_ca_file) {
+		errf(err, errlen, "tls.server.ca_file: set, but tls.server.mode %s does not verify the "
+				  "server (use verify-ca or verify-full)",
+		     server_modes[cfg->tls_server_mode]);
+		return -1;
+	}
+	if (cfg->tls_server_crl_file && !cfg->tls_server_ca_file) {
+		errf(err, errlen, "tls.server.crl_file: set, but tls.server.ca_file is not");
+		return -1;
+	}
+	if (!server_on && cfg->tls_server_cert_file) {
+		errf(err, errlen, "tls.server.cert_file: set, but tls.server.mode is disable");
+		return -1;
+	}
+	if (!server_on && cfg->tls_server_name) {
+		errf(err, errlen, "tls.server.server_name: set, but tls.server.mode is disable");
+		return -1;
+	}
+	return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	char a[ADDR_STRLEN], b[32], c[32];
@@ -1842,7 +2231,9 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 			}
 		}
 	}
-	return validate_gate(cfg, err, errlen);
+	if (validate_gate(cfg, err, errlen))
+		return -1;
+	return validate_tls(cfg, err, errlen);
 }
 
 int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
@@ -1891,6 +2282,9 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_LOG_LEVEL:
 		s = log_level_to_str(*(const enum log_level *)cfield(cfg, st));
 		break;
+	case ST_CHOICE:
+		s = st->choices[get_uint(cfg, st)];
+		break;
 	case ST_BOOL:
 		s = *(const bool *)cfield(cfg, st) ? "true" : "false";
 		break;
@@ -1898,6 +2292,9 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
 	case ST_INSTANCE:
+	case ST_OPT_FILE:
+	case ST_TEXT:
+	case ST_OPT_TEXT:
 		s = *cstr_field(cfg, st);
 		break;
 	case ST_TYPE_COUNT:
@@ -1920,27 +2317,47 @@ static void write_quoted(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+/* Length of the longest group path a[0, alen) and b[0, blen) share, in whole groups. */
+static size_t common_groups(const char *a, size_t alen, const char *b, size_t blen)
+{
+	size_t i = 0, common = 0;
+
+	while (i < alen && i < blen && a[i] == b[i]) {
+		i++;
+		if ((i == alen || a[i] == '.') && (i == blen || b[i] == '.'))
+			common = i;
+	}
+	return common;
+}
+
 int config_write_yaml(const struct config *cfg, FILE *out)
 {
+	static const char spaces[] = "        ";
 	char val[VALUE_MAX], a[ITEM_STRLEN];
-	const char *group = NULL;
+	const char *group = "";
 	size_t glen = 0;
 
 	fputs("# pgwardend configuration (written by pgwardend; see pgwardend(8))\n", out);
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *st = &settings[i];
-		size_t gl = group_len(st->key);
-		const char *name = st->key, *indent = "";
+		size_t gl = group_len(st->key), depth = group_depth(st->key, gl) + (gl ? 1 : 0);
+		size_t from = common_groups(group, glen, st->key, gl);
+		const char *name = st->key + (gl ? gl + 1 : 0);
+		const char *indent = spaces + sizeof(spaces) - 1 - 2 * depth;
 
-		if (gl && (!group || glen != gl || memcmp(group, st->key, gl) != 0)) {
-			fprintf(out, "%.*s:\n", (int)gl, st->key);
-			group = st->key;
-			glen = gl;
+		_Static_assert(sizeof(spaces) - 1 >= 2 * (CONFIG_GROUP_DEPTH_MAX + 1),
+			       "indentation for the deepest key");
+		/* Open the groups of this key that the previous key was not in. */
+		for (size_t start = from ? from + 1 : 0, k = start; from < gl && k <= gl; k++) {
+			if (k < gl && st->key[k] != '.')
+				continue;
+			fprintf(out, "%s%.*s:\n",
+				spaces + sizeof(spaces) - 1 - 2 * group_depth(st->key, start),
+				(int)(k - start), st->key + start);
+			start = k + 1;
 		}
-		if (gl) {
-			name = st->key + gl + 1;
-			indent = "  ";
-		}
+		group = st->key;
+		glen = gl;
 		switch (st->type) {
 		case ST_ADDR_LIST:
 		case ST_CIDR_LIST: {
@@ -1962,6 +2379,9 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_PATH:
 		case ST_OPT_ADDR:
 		case ST_OPT_PATH:
+		case ST_OPT_FILE:
+		case ST_TEXT:
+		case ST_OPT_TEXT:
 		case ST_INSTANCE: /* quoted: "null" or "true" is a name too */
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
@@ -1984,6 +2404,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_DURATION:
 		case ST_RATE:
 		case ST_LOG_LEVEL:
+		case ST_CHOICE:
 		case ST_BOOL:
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
@@ -2010,12 +2431,17 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 	case ST_LOG_LEVEL:
 	case ST_PATH:
 	case ST_INSTANCE:
+	case ST_TEXT:
 		return st->def_str;
+	case ST_CHOICE:
+		return st->choices[st->def];
 	case ST_BOOL:
 		return st->def ? "true" : "false";
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
 	case ST_OPT_COUNT:
+	case ST_OPT_FILE:
+	case ST_OPT_TEXT:
 		return "off";
 	default:
 		return "none";

@@ -21,11 +21,11 @@
  * items and repeated flags add to them.
  *
  * Reload contract: listen, tproxy_listen, workers, buffer_size, admin_socket,
- * metrics_listen, steer_instance, unix_listen, gate.queue and gate.max_sources are bound
- * once at start (config_restart_required() names them); gate.rate, gate.burst and
- * gate.deny apply to the SYNs that arrive after the reload; every other key
- * (transparent_source and unix_upstream included) applies to sessions that start after
- * the reload (log_level at once).
+ * metrics_listen, steer_instance, unix_listen, gate.queue, gate.max_sources and tls.fips
+ * are bound once at start (config_restart_required() names them); gate.rate, gate.burst
+ * and gate.deny apply to the SYNs that arrive after the reload; every other key
+ * (transparent_source, unix_upstream and the TLS files included) applies to sessions that
+ * start after the reload (log_level at once).
  */
 #ifndef PGWARDEN_CONFIG_H
 #define PGWARDEN_CONFIG_H
@@ -41,6 +41,34 @@
 
 #define CONFIG_MAX_LISTEN 8
 #define CONFIG_ERR_MAX 512
+
+/* TLS settings (docs/TLS.md). The config names the choices as the file spells them; the
+ * tls module maps them to OpenSSL. Each enum's order is its choice list's order in the
+ * settings table. */
+enum config_tls_client_mode {
+	CONFIG_TLS_CLIENT_DISABLE = 0, /* answer SSLRequest with 'N', refuse direct TLS */
+	CONFIG_TLS_CLIENT_PREFER,      /* offer TLS, accept plaintext */
+	CONFIG_TLS_CLIENT_REQUIRE,     /* refuse plaintext sessions (28000) */
+};
+
+enum config_tls_verify {
+	CONFIG_TLS_VERIFY_NONE = 0, /* ask for no client certificate */
+	CONFIG_TLS_VERIFY_OPTIONAL, /* ask; a certificate sent must verify */
+	CONFIG_TLS_VERIFY_REQUIRED, /* a client without a valid certificate is refused */
+};
+
+enum config_tls_server_mode { /* libpq's sslmode words, for pgwarden's upstream leg */
+	CONFIG_TLS_SERVER_DISABLE = 0,
+	CONFIG_TLS_SERVER_PREFER,
+	CONFIG_TLS_SERVER_REQUIRE,
+	CONFIG_TLS_SERVER_VERIFY_CA,
+	CONFIG_TLS_SERVER_VERIFY_FULL,
+};
+
+enum config_tls_version {
+	CONFIG_TLS_V1_2 = 0,
+	CONFIG_TLS_V1_3,
+};
 
 struct config {
 	int refcount; /* atomic; starts at 1, owned by whoever loaded it */
@@ -89,6 +117,28 @@ struct config {
 	uint32_t gate_max_sources;    /* sources the rate limit remembers */
 	struct steer_cidr gate_deny[STEER_GATE_MAX_DENY]; /* host bits clear, none twice */
 	unsigned ngate_deny;
+	/* TLS (docs/TLS.md). The client leg is the clients' connection to pgwarden, where
+	 * pgwarden is the TLS server; the server leg is pgwarden's connection to PostgreSQL,
+	 * where it is the TLS client. Paths are absolute and NULL when unset. config_validate()
+	 * checks that the settings fit together; tls_snapshot_build() checks the files. */
+	enum config_tls_client_mode tls_client_mode;
+	char *tls_client_cert_file; /* what pgwarden presents to clients */
+	char *tls_client_key_file;
+	char *tls_client_ca_file;   /* CAs that sign client certificates (mutual TLS) */
+	char *tls_client_crl_file;
+	enum config_tls_verify tls_client_verify;
+	enum config_tls_server_mode tls_server_mode;
+	char *tls_server_ca_file;   /* CAs that sign the server's certificate */
+	char *tls_server_crl_file;
+	char *tls_server_cert_file; /* pgwarden's client certificate towards the server */
+	char *tls_server_key_file;
+	char *tls_server_name;      /* SNI and verify-full host; NULL: the upstream address */
+	enum config_tls_version tls_min_version;
+	char *tls_ciphers;          /* TLS 1.2 cipher list; never NULL */
+	char *tls_ciphersuites;     /* TLS 1.3 suites; never NULL */
+	char *tls_groups;           /* key exchange groups; never NULL */
+	bool tls_session_tickets;
+	bool tls_fips;              /* bound at start: providers load before any other crypto */
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;
@@ -97,8 +147,8 @@ struct config {
 
 /* Hard caps on what the loader reads, whatever the file says. The accepted structure is at
  * most three levels deep (the top mapping, a group such as "timeouts" or "gate", a list such
- * as "listen" or "gate.deny"); structure the table does not describe is rejected where it
- * starts. */
+ * as "gate.deny" or a subgroup such as "tls.client"); structure the table does not describe
+ * is rejected where it starts. */
 #define CONFIG_MAX_FILE_SIZE (1024 * 1024)
 
 /* PostgreSQL's own cap on a message body (PQ_LARGE_MESSAGE_LIMIT = MaxAllocSize - 1): no
@@ -123,7 +173,8 @@ int config_set(struct config *cfg, const char *key, const char *value, char *err
 	       size_t errlen) __attribute__((warn_unused_result));
 
 /* Cross-field checks after all sources are applied (a listen address and an upstream
- * present, sizes consistent). 0, or -1 with a message in err. */
+ * present, sizes consistent, TLS settings that fit together). 0, or -1 with a message in
+ * err. */
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
@@ -166,7 +217,7 @@ void config_usage(FILE *out);
 
 /* The first key that differs between old and new and is bound only at start (listen,
  * tproxy_listen, workers, buffer_size, admin_socket, metrics_listen, steer_instance,
- * gate.queue, gate.max_sources); NULL when a reload can apply new as is. */
+ * gate.queue, gate.max_sources, tls.fips); NULL when a reload can apply new as is. */
 const char *config_restart_required(const struct config *old, const struct config *new_cfg);
 
 /*
@@ -180,6 +231,13 @@ int config_parse_size(const char *text, uint64_t *bytes) __attribute__((warn_unu
 /* Rates: digits with an optional unit /s, /m or /h (no unit: per second), into events per
  * hour, so that 1/h and 1000000/s are both whole numbers. Same rules and returns. */
 int config_parse_rate(const char *text, uint64_t *per_hour) __attribute__((warn_unused_result));
+
+/*
+ * The syntax of tls.server.server_name: a numeric IPv4 or IPv6 address, or a DNS name (labels of
+ * 1 to 63 letters, digits and '-', not starting or ending with '-', joined by '.', at most
+ * 253 characters, no trailing dot). 0, or -EINVAL.
+ */
+int config_check_server_name(const char *text) __attribute__((warn_unused_result));
 
 #define CONFIG_DEFAULT_ADMIN_SOCKET "/run/pgwarden/admin.sock"
 
