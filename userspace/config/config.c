@@ -14,6 +14,7 @@
  */
 #include "config/config.h"
 #include "steer/steer.h" /* STEER_DEFAULT_INSTANCE, STEER_INSTANCE_MAX: one definition */
+#include "auth/auth_types.h" /* auth_mode_names, auth_method_names */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +39,8 @@
 #define MS_PER_M (60 * MS_PER_S)
 #define MS_PER_H (60 * MS_PER_M)
 
+/* Groups nest at most this deep ("auth.lockout"). */
+#define CONFIG_MAX_GROUP_DEPTH 2
 /* Longest key the table holds, with its group prefix ("timeouts.connect"), plus room. */
 #define CONFIG_KEY_MAX 64
 /* How much of a peer-supplied key or value an error message quotes. */
@@ -69,6 +72,8 @@ enum setting_type {
 	ST_OPT_PATH,  /* owned absolute path; NULL: off */
 	ST_BOOL,      /* bool */
 	ST_INSTANCE,  /* owned steering instance name: 1..STEER_INSTANCE_MAX-1 of [A-Za-z0-9_-] */
+	ST_ENUM,      /* uint32_t index into names[] */
+	ST_SET,       /* uint32_t bits, bit i for names[i]; never empty */
 	ST_TYPE_COUNT,
 };
 
@@ -83,6 +88,7 @@ struct setting {
 	uint64_t min, max;   /* integer types: accepted range, inclusive */
 	uint64_t def;        /* integer types, ST_BOOL: the default */
 	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE: the default as text */
+	const char *const *names; /* ST_ENUM, ST_SET: the values, NULL-terminated */
 	bool restart;        /* bound once at start; a reload cannot change it */
 	const char *arg;     /* metavariable in --help */
 	const char *help;
@@ -110,6 +116,8 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_OPT_PATH] = {"a path", "expected an absolute path, or off"},
 	[ST_BOOL] = {"true or false", "expected true or false (or yes/no, on/off, 1/0)"},
 	[ST_INSTANCE] = {"a name", "expected 1 to 31 letters, digits, _ or -"},
+	[ST_ENUM] = {"one value", "expected one of"},
+	[ST_SET] = {"a list of values", "expected one or more of"},
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
@@ -196,7 +204,53 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .help = "source addresses the rate limit remembers (32 bytes each); the least "        \
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
-	  .help = "source address range whose new connections are dropped; repeat for several")
+	  .help = "source address range whose new connections are dropped; repeat for several") \
+	AUTH_SETTINGS(S)
+
+/* The auth.* block (docs/AUTH.md). */
+#define AUTH_SETTINGS(S)                                                                         \
+	S("auth.mode", .type = ST_ENUM, FIELD(auth_mode), .names = auth_mode_names,              \
+	  .def = AUTH_MODE_PASSTHROUGH, .arg = "MODE",                                           \
+	  .help = "passthrough: the server authenticates, pgwarden observes and enforces "      \
+		  "auth.server_methods; terminate: pgwarden authenticates clients itself and "    \
+		  "logs in upstream")                                                            \
+	S("auth.server_methods", .type = ST_SET, FIELD(auth_server_methods),                     \
+	  .names = auth_method_names, .def = AUTH_METHODS_ALL, .arg = "METHODS",                 \
+	  .help = "methods a server may ask for (comma-separated); any other is refused before " \
+		  "the client sends a secret")                                                   \
+	S("auth.users_file", .type = ST_OPT_PATH, FIELD(auth_users_file), .arg = "PATH",         \
+	  .help = "terminate mode: SCRAM-SHA-256 verifiers, PgBouncer's userlist format; off "  \
+		  "when unset")                                                                  \
+	S("auth.upstream_passwords", .type = ST_OPT_PATH, FIELD(auth_upstream_passwords),        \
+	  .arg = "PATH",                                                                         \
+	  .help = "terminate mode: passwords to log in upstream with, userlist format; users "   \
+		  "not in it log in with the ClientKey from their own proof")                    \
+	S("auth.cert_map", .type = ST_OPT_PATH, FIELD(auth_cert_map), .arg = "PATH",             \
+	  .help = "terminate mode: client-certificate identities to roles, pg_ident.conf's "     \
+		  "format; off when unset")                                                      \
+	S("auth.cert_map_name", .type = ST_INSTANCE, FIELD(auth_cert_map_name),                  \
+	  .def_str = "pgwarden", .arg = "NAME", .help = "the map of auth.cert_map that applies")  \
+	S("auth.require_cert_and_password", .type = ST_BOOL,                                     \
+	  FIELD(auth_require_cert_and_password), .def = false, .arg = "BOOL",                    \
+	  .help = "terminate mode: a mapped client certificate and the SCRAM password, both "    \
+		  "(two factors)")                                                               \
+	S("auth.mock_secret_file", .type = ST_OPT_PATH, FIELD(auth_mock_secret_file),            \
+	  .arg = "PATH",                                                                         \
+	  .help = "at least 32 secret bytes that make unknown users' SCRAM salts look real and "  \
+		  "stay the same across restarts; unset: random at each start")                  \
+	S("auth.lockout.failures", .type = ST_COUNT, FIELD(auth_lockout_failures), .min = 0,     \
+	  .max = 1000, .def = 10, .arg = "N",                                                    \
+	  .help = "failed logins of one user, or from one source, that lock it; 0: no lockout")  \
+	S("auth.lockout.window", .type = ST_DURATION, FIELD(auth_lockout_window_ms),             \
+	  .min = MS_PER_S, .max = 24 * MS_PER_H, .def = 15 * MS_PER_M, .arg = "DURATION",        \
+	  .help = "the failures must fall within this, counted from the first")                  \
+	S("auth.lockout.duration", .type = ST_DURATION, FIELD(auth_lockout_duration_ms),         \
+	  .min = MS_PER_S, .max = 7 * 24 * MS_PER_H, .def = 30 * MS_PER_M, .arg = "DURATION",    \
+	  .help = "how long a lock lasts (pgwardenctl unlock ends it sooner)")                   \
+	S("auth.lockout.max_entries", .type = ST_COUNT, FIELD(auth_lockout_max_entries),         \
+	  .min = 64, .max = 1048576, .def = 65536, .arg = "N",                                   \
+	  .help = "users and sources the lockout remembers (about 160 bytes each); the least "   \
+		  "recently failed unlocked one is forgotten first")
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,
@@ -551,6 +605,68 @@ static bool printable_utf8(const char *s)
 	return true;
 }
 
+/* ---- enumerations and sets ----------------------------------------------------------- */
+
+/* The names of st joined by ", ": all of them (all), or those whose bit is set in bits. */
+static const char *names_join(const struct setting *st, bool all, uint32_t bits, char *buf,
+			      size_t n)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; st->names[i]; i++) {
+		int w;
+
+		if (!all && !(bits & (1u << i)))
+			continue;
+		w = snprintf(buf + o, n - o, "%s%s", o ? ", " : "", st->names[i]);
+		if (w < 0 || (size_t)w >= n - o)
+			break;
+		o += (size_t)w;
+	}
+	return buf;
+}
+
+/* Index of name[0..len) in st->names (exact, lower case as written there), or -1. */
+static int name_index(const struct setting *st, const char *name, size_t len)
+{
+	for (unsigned i = 0; st->names[i]; i++)
+		if (strlen(st->names[i]) == len && memcmp(st->names[i], name, len) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* "a, b" or "a,b" into bits. 0, or -EINVAL (an unknown or empty item). */
+static int parse_set(const struct setting *st, const char *text, uint32_t *bits)
+{
+	const char *p = text;
+	uint32_t v = 0;
+
+	for (;;) {
+		const char *start, *end;
+		int i;
+
+		while (*p == ' ')
+			p++;
+		start = p;
+		while (*p && *p != ',' && *p != ' ')
+			p++;
+		end = p;
+		while (*p == ' ')
+			p++;
+		i = name_index(st, start, (size_t)(end - start));
+		if (i < 0)
+			return -EINVAL;
+		v |= 1u << i;
+		if (!*p)
+			break;
+		if (*p++ != ',')
+			return -EINVAL;
+	}
+	*bits = v;
+	return 0;
+}
+
 /* ---- applying one value ------------------------------------------------------------- */
 
 /* 127.0.0.0/8 or ::1: the only places an unauthenticated endpoint may listen. */
@@ -856,6 +972,35 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		if (set_owned_str(cfg, st, text))
 			goto err_nomem;
 		return 0;
+	case ST_ENUM: {
+		int i = name_index(st, text, strlen(text));
+		char all[VALUE_MAX];
+
+		if (i < 0) {
+			errf(problem, n, "%s %s, got \"%s\"", type_infos[st->type].expected,
+			     names_join(st, true, 0, all, sizeof(all)),
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		put_uint(cfg, st, (uint64_t)i);
+		return 0;
+	}
+	case ST_SET: {
+		char all[VALUE_MAX];
+		uint32_t bits;
+
+		if (parse_set(st, text, &bits)) {
+			errf(problem, n, "%s %s, got \"%s\"", type_infos[st->type].expected,
+			     names_join(st, true, 0, all, sizeof(all)),
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		/* Items of a list in the file add up; a whole value replaces. */
+		if (src == FROM_FILE_ITEM)
+			bits |= (uint32_t)get_uint(cfg, st);
+		put_uint(cfg, st, bits);
+		return 0;
+	}
 	case ST_TYPE_COUNT:
 		break;
 	}
@@ -918,21 +1063,33 @@ const char *config_flag_name(const char *key, char *buf, size_t n)
 	return buf;
 }
 
-/* Length of the group prefix of key ("timeouts" in "timeouts.drain"); 0 when none. */
+/* Length of the group path of key ("timeouts" in "timeouts.drain", "auth.lockout" in
+ * "auth.lockout.window"); 0 when none. */
 static size_t group_len(const char *key)
 {
-	const char *dot = strchr(key, '.');
+	const char *dot = strrchr(key, '.');
 
 	return dot ? (size_t)(dot - key) : 0;
 }
 
-/* Index of the first setting in group name[0, len), or -1 when no such group. */
+/* How many groups deep a group path is: 0 for "auth", 1 for "auth.lockout". */
+static unsigned group_depth(const char *path, size_t len)
+{
+	unsigned d = 0;
+
+	for (size_t i = 0; i < len; i++)
+		d += path[i] == '.';
+	return d;
+}
+
+/* Index of the first setting inside the group path name[0, len) (at any depth), or -1. */
 static int group_by_name(const char *name, size_t len)
 {
 	if (len == 0)
 		return -1;
 	for (size_t i = 0; i < NSETTINGS; i++)
-		if (group_len(settings[i].key) == len && memcmp(settings[i].key, name, len) == 0)
+		if (strlen(settings[i].key) > len && settings[i].key[len] == '.' &&
+		    memcmp(settings[i].key, name, len) == 0)
 			return (int)i;
 	return -1;
 }
@@ -964,6 +1121,8 @@ struct config *config_new(void)
 		case ST_SIZE:
 		case ST_DURATION:
 		case ST_RATE:
+		case ST_ENUM:
+		case ST_SET:
 			put_uint(cfg, st, st->def);
 			break;
 		case ST_LOG_LEVEL:
@@ -1087,7 +1246,9 @@ struct loader {
 	char *err;
 	size_t errlen;
 	unsigned key_line[NSETTINGS];   /* line a key was first set on; 0: not yet */
-	unsigned group_line[NSETTINGS]; /* by the index of the group's first key */
+	/* by the index of the group's first key, and its depth (a group and the group nested
+	 * first inside it share their first key) */
+	unsigned group_line[NSETTINGS][CONFIG_MAX_GROUP_DEPTH];
 };
 
 /* 1-based line of byte offset off; "\n", "\r\n" and a lone "\r" each end a line. */
@@ -1275,6 +1436,31 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 			if (loader_scalar(ld, st, &ev, FROM_FILE_ITEM))
 				break;
 		}
+	} else if (ev.type == YAML_SEQUENCE_START_EVENT && st->type == ST_SET) {
+		/* A list of names replaces the value; its items add up. */
+		put_uint(ld->cfg, st, 0);
+		for (;;) {
+			yaml_event_delete(&ev);
+			if (loader_next(ld, &ev))
+				return -1;
+			if (ev.type == YAML_SEQUENCE_END_EVENT) {
+				char all[VALUE_MAX];
+
+				rc = get_uint(ld->cfg, st) ?
+					     0 :
+					     loader_fail(ld, key_line, st->key, "%s %s, got an empty list",
+							 type_infos[st->type].expected,
+							 names_join(st, true, 0, all, sizeof(all)));
+				break;
+			}
+			if (ev.type != YAML_SCALAR_EVENT) {
+				rc = loader_fail(ld, mark_line(&ev.start_mark), st->key,
+						 "expected a name, got %s", event_kind(&ev));
+				break;
+			}
+			if (loader_scalar(ld, st, &ev, FROM_FILE_ITEM))
+				break;
+		}
 	} else if (ev.type == YAML_ALIAS_EVENT) {
 		rc = loader_fail(ld, key_line, st->key, "aliases (*name) are not supported");
 	} else {
@@ -1285,56 +1471,73 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 	return rc;
 }
 
-/* "startup, message, connect, drain" for the group whose first setting is at index g. */
-static const char *group_members(size_t g, char *buf, size_t n)
+/* "startup, message, connect, drain": the members of group path[0..plen) (settings and
+ * groups directly inside it). */
+static const char *group_members(const char *path, size_t plen, char *buf, size_t n)
 {
-	size_t glen = group_len(settings[g].key), o = 0;
+	const char *last = NULL;
+	size_t o = 0, last_len = 0;
 
 	buf[0] = '\0';
-	for (size_t i = g; i < NSETTINGS && group_len(settings[i].key) == glen &&
-			   memcmp(settings[i].key, settings[g].key, glen) == 0;
-	     i++) {
-		int w = snprintf(buf + o, n - o, "%s%s", o ? ", " : "", settings[i].key + glen + 1);
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const char *k = settings[i].key, *m;
+		size_t mlen;
+		int w;
 
+		if (strlen(k) <= plen || k[plen] != '.' || memcmp(k, path, plen) != 0)
+			continue;
+		m = k + plen + 1;
+		mlen = strcspn(m, ".");
+		if (last && last_len == mlen && memcmp(last, m, mlen) == 0)
+			continue; /* the next setting of a nested group already named */
+		w = snprintf(buf + o, n - o, "%s%.*s", o ? ", " : "", (int)mlen, m);
 		if (w < 0 || (size_t)w >= n - o)
 			break;
 		o += (size_t)w;
+		last = m;
+		last_len = mlen;
 	}
 	return buf;
 }
 
-static int loader_mapping(struct loader *ld, int group);
+static int loader_mapping(struct loader *ld, const char *prefix, size_t plen);
 
 /*
- * One key of a mapping: ev is its (already parsed) key event, group the index of the
- * enclosing group's first setting or -1 at the top level. Consumes the value.
+ * One key of a mapping: ev is its (already parsed) key event, prefix[0..plen) the path of
+ * the enclosing group ("timeouts", "auth.lockout"; empty at the top level). Consumes the
+ * value.
  */
-static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
+static int loader_key(struct loader *ld, const yaml_event_t *ev, const char *prefix, size_t plen)
 {
 	char full[CONFIG_KEY_MAX], q[QUOTE_MAX];
 	const char *key = (const char *)ev->data.scalar.value;
-	size_t klen = ev->data.scalar.length, plen = 0;
+	size_t klen = ev->data.scalar.length, flen = 0;
 	unsigned line = mark_line(&ev->start_mark);
 	const struct setting *st = NULL;
 	int g = -1;
 
-	if (group >= 0) {
-		plen = group_len(settings[group].key) + 1;
-		memcpy(full, settings[group].key, plen); /* "timeouts." */
-	}
 	/* Keys longer than any the table holds, or holding a NUL, are simply unknown. */
-	if (plen + klen < sizeof(full) && !memchr(key, '\0', klen)) {
-		memcpy(full + plen, key, klen);
-		full[plen + klen] = '\0';
-		st = setting_by_key(full, plen + klen);
-		/* The file nests groups; "timeouts.startup" at the top is a flag's idea of a key. */
-		if (st && group < 0 && group_len(st->key)) {
-			return loader_fail(ld, line, st->key, "unknown key (nest it: %.*s: {%s: ...})",
-					   (int)group_len(st->key), st->key,
-					   st->key + group_len(st->key) + 1);
+	if (plen + 1 + klen < sizeof(full) && !memchr(key, '\0', klen)) {
+		if (plen) {
+			memcpy(full, prefix, plen);
+			full[plen] = '.';
+			flen = plen + 1;
 		}
-		if (!st && group < 0)
-			g = group_by_name(key, klen);
+		memcpy(full + flen, key, klen);
+		flen += klen;
+		full[flen] = '\0';
+		st = setting_by_key(full, flen);
+		/* The file nests groups; "timeouts.startup" at the top (or "lockout.window" in
+		 * auth) is a flag's idea of a key. */
+		if (st && group_len(st->key) != plen) {
+			const char *rest = st->key + (plen ? plen + 1 : 0);
+			size_t gl = group_len(rest);
+
+			return loader_fail(ld, line, st->key, "unknown key (nest it: %.*s: {%s: ...})",
+					   (int)gl, rest, rest + gl + 1);
+		}
+		if (!st && !memchr(key, '.', klen))
+			g = group_by_name(full, flen);
 	}
 	if (st) {
 		size_t i = (size_t)(st - settings);
@@ -1345,23 +1548,21 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 		ld->key_line[i] = line;
 		return loader_value(ld, st, line);
 	}
-	if (g >= 0) {
-		char members[128], gname[CONFIG_KEY_MAX];
+	if (g >= 0 && group_depth(full, flen) < CONFIG_MAX_GROUP_DEPTH) {
+		char members[256];
+		unsigned *first = &ld->group_line[g][group_depth(full, flen)];
 		yaml_event_t val;
 		int rc;
 
-		memcpy(gname, key, klen);
-		gname[klen] = '\0';
-		if (ld->group_line[g])
-			return loader_fail(ld, line, gname, "duplicate key (first set on line %u)",
-					   ld->group_line[g]);
-		ld->group_line[g] = line;
+		if (*first)
+			return loader_fail(ld, line, full, "duplicate key (first set on line %u)", *first);
+		*first = line;
 		if (loader_next(ld, &val))
 			return -1;
 		if (val.type != YAML_MAPPING_START_EVENT) {
-			rc = loader_fail(ld, line, gname,
+			rc = loader_fail(ld, line, full,
 					 "expected a mapping of %s, got %s",
-					 group_members((size_t)g, members, sizeof(members)),
+					 group_members(full, flen, members, sizeof(members)),
 					 val.type == YAML_SCALAR_EVENT && scalar_is_null(&val) ?
 						 "nothing" :
 						 event_kind(&val));
@@ -1369,19 +1570,19 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 			return rc;
 		}
 		yaml_event_delete(&val);
-		return loader_mapping(ld, g);
+		return loader_mapping(ld, full, flen);
 	}
-	if (group >= 0) {
+	if (plen) {
 		char gq[QUOTE_MAX];
 
-		return loader_fail(ld, line, NULL, "%.*s.%s: unknown key", (int)(plen - 1),
-				   settings[group].key, quote(key, klen, gq, sizeof(gq)));
+		return loader_fail(ld, line, NULL, "%.*s.%s: unknown key", (int)plen, prefix,
+				   quote(key, klen, gq, sizeof(gq)));
 	}
 	return loader_fail(ld, line, quote(key, klen, q, sizeof(q)), "unknown key");
 }
 
 /* The entries of a mapping whose start event was consumed, up to its end event. */
-static int loader_mapping(struct loader *ld, int group)
+static int loader_mapping(struct loader *ld, const char *prefix, size_t plen)
 {
 	for (;;) {
 		yaml_event_t ev;
@@ -1397,7 +1598,7 @@ static int loader_mapping(struct loader *ld, int group)
 			rc = loader_fail(ld, mark_line(&ev.start_mark), NULL,
 					 "keys must be plain strings, got %s", event_kind(&ev));
 		else
-			rc = loader_key(ld, &ev, group);
+			rc = loader_key(ld, &ev, prefix, plen);
 		yaml_event_delete(&ev);
 		if (rc)
 			return rc;
@@ -1480,7 +1681,7 @@ static int loader_stream(struct loader *ld)
 				 "expected a mapping of settings at the top level, got %s",
 				 event_kind(&ev));
 	} else {
-		rc = loader_mapping(ld, -1);
+		rc = loader_mapping(ld, "", 0);
 	}
 	yaml_event_delete(&ev);
 	if (rc)
@@ -1755,6 +1956,48 @@ static int validate_gate(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* The auth.* settings make sense together: the terminate-mode files only with terminate
+ * mode (otherwise they would look enforced and not be), terminate mode with a way to
+ * authenticate, two factors with both. */
+static int validate_auth(const struct config *cfg, char *err, size_t errlen)
+{
+	static const struct {
+		const char *key;
+		size_t offset;
+	} terminate_only[] = {
+		{"auth.users_file", offsetof(struct config, auth_users_file)},
+		{"auth.upstream_passwords", offsetof(struct config, auth_upstream_passwords)},
+		{"auth.cert_map", offsetof(struct config, auth_cert_map)},
+	};
+
+	if (cfg->auth_mode != AUTH_MODE_TERMINATE) {
+		for (size_t i = 0; i < ARRAY_SIZE(terminate_only); i++) {
+			if (*(char *const *)((const char *)cfg + terminate_only[i].offset)) {
+				errf(err, errlen, "%s: only used with auth.mode: terminate",
+				     terminate_only[i].key);
+				return -1;
+			}
+		}
+		if (cfg->auth_require_cert_and_password) {
+			errf(err, errlen, "auth.require_cert_and_password: only used with auth.mode: "
+					  "terminate");
+			return -1;
+		}
+		return 0;
+	}
+	if (!cfg->auth_users_file && !cfg->auth_cert_map) {
+		errf(err, errlen, "auth.mode: terminate needs auth.users_file (SCRAM) or "
+				  "auth.cert_map (client certificates)");
+		return -1;
+	}
+	if (cfg->auth_require_cert_and_password && (!cfg->auth_users_file || !cfg->auth_cert_map)) {
+		errf(err, errlen, "auth.require_cert_and_password: needs both auth.users_file and "
+				  "auth.cert_map");
+		return -1;
+	}
+	return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	char a[ADDR_STRLEN], b[32], c[32];
@@ -1831,7 +2074,9 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 			}
 		}
 	}
-	return validate_gate(cfg, err, errlen);
+	if (validate_gate(cfg, err, errlen))
+		return -1;
+	return validate_auth(cfg, err, errlen);
 }
 
 int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
@@ -1880,6 +2125,23 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_LOG_LEVEL:
 		s = log_level_to_str(*(const enum log_level *)cfield(cfg, st));
 		break;
+	case ST_ENUM:
+		s = st->names[get_uint(cfg, st)];
+		break;
+	case ST_SET:
+		/* Room for every name: VALUE_MAX, as for the lists. */
+		if (n < 2)
+			return -ENOSPC;
+		names_join(st, false, (uint32_t)get_uint(cfg, st), buf, n);
+		{
+			char all[VALUE_MAX];
+
+			/* A cut list would read back as another value. */
+			if (strlen(names_join(st, false, (uint32_t)get_uint(cfg, st), all,
+					      sizeof(all))) != strlen(buf))
+				return -ENOSPC;
+		}
+		return 0;
 	case ST_BOOL:
 		s = *(const bool *)cfield(cfg, st) ? "true" : "false";
 		break;
@@ -1909,27 +2171,48 @@ static void write_quoted(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+/* The groups of key's path key[0..gl) ("auth", "lockout" for "auth.lockout.window"). */
+static unsigned path_parts(const char *key, size_t gl, const char *part[], size_t len[])
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < gl && n < CONFIG_MAX_GROUP_DEPTH; n++) {
+		size_t l = strcspn(key + i, ".");
+
+		part[n] = key + i;
+		len[n] = i + l > gl ? gl - i : l;
+		i += len[n] + 1;
+	}
+	return n;
+}
+
 int config_write_yaml(const struct config *cfg, FILE *out)
 {
-	char val[VALUE_MAX], a[ITEM_STRLEN];
-	const char *group = NULL;
-	size_t glen = 0;
+	char val[VALUE_MAX], a[ITEM_STRLEN], indent_buf[2 * CONFIG_MAX_GROUP_DEPTH + 1];
+	const char *prev[CONFIG_MAX_GROUP_DEPTH];
+	size_t prev_len[CONFIG_MAX_GROUP_DEPTH];
+	unsigned nprev = 0;
 
 	fputs("# pgwardend configuration (written by pgwardend; see pgwardend(8))\n", out);
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *st = &settings[i];
-		size_t gl = group_len(st->key);
-		const char *name = st->key, *indent = "";
+		size_t gl = group_len(st->key), len[CONFIG_MAX_GROUP_DEPTH] = {0};
+		const char *name = st->key, *indent = indent_buf, *part[CONFIG_MAX_GROUP_DEPTH] = {0};
+		unsigned n = path_parts(st->key, gl, part, len), same = 0;
 
-		if (gl && (!group || glen != gl || memcmp(group, st->key, gl) != 0)) {
-			fprintf(out, "%.*s:\n", (int)gl, st->key);
-			group = st->key;
-			glen = gl;
-		}
-		if (gl) {
+		/* Open the groups of this key's path that the previous key was not in. */
+		while (same < n && same < nprev && len[same] == prev_len[same] &&
+		       memcmp(part[same], prev[same], len[same]) == 0)
+			same++;
+		for (unsigned k = same; k < n; k++)
+			fprintf(out, "%*s%.*s:\n", (int)(2 * k), "", (int)len[k], part[k]);
+		memcpy(prev, part, sizeof(part));
+		memcpy(prev_len, len, sizeof(len));
+		nprev = n;
+		memset(indent_buf, ' ', 2 * n);
+		indent_buf[2 * n] = '\0';
+		if (gl)
 			name = st->key + gl + 1;
-			indent = "  ";
-		}
 		switch (st->type) {
 		case ST_ADDR_LIST:
 		case ST_CIDR_LIST: {
@@ -1974,9 +2257,15 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_RATE:
 		case ST_LOG_LEVEL:
 		case ST_BOOL:
+		case ST_ENUM:
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
 			fprintf(out, "%s%s: %s\n", indent, name, val);
+			break;
+		case ST_SET:
+			if (config_get(cfg, st->key, val, sizeof(val)))
+				return -EIO;
+			fprintf(out, "%s%s: [%s]\n", indent, name, val);
 			break;
 		case ST_TYPE_COUNT:
 			break;
@@ -2002,6 +2291,10 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 		return st->def_str;
 	case ST_BOOL:
 		return st->def ? "true" : "false";
+	case ST_ENUM:
+		return st->names[st->def];
+	case ST_SET:
+		return names_join(st, false, (uint32_t)st->def, buf, n);
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
 	case ST_OPT_COUNT:
@@ -2015,7 +2308,7 @@ void config_usage(FILE *out)
 {
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *st = &settings[i];
-		char flag[CONFIG_KEY_MAX + 16], name[CONFIG_KEY_MAX], def[64];
+		char flag[CONFIG_KEY_MAX + 16], name[CONFIG_KEY_MAX], def[128];
 
 		if (!config_flag_name(st->key, name, sizeof(name)))
 			continue;
