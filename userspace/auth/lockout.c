@@ -154,17 +154,18 @@ static void evict_one(struct lockout *l, uint64_t now)
 			break;
 		}
 	}
-	if (!victim) {
+	if (!victim && log_enabled(LOG_WARN)) {
 		struct log_line ll;
 
-		victim = l->oldest;
 		log_line_begin(&ll, LOG_WARN, "auth_lockout_evicted");
-		log_kv_str(&ll, victim->is_source ? "source" : "user", victim->name);
+		log_kv_str(&ll, l->oldest->is_source ? "source" : "user", l->oldest->name);
 		log_kv_u64(&ll, "max_entries", l->p.max_entries);
 		log_kv_str(&ll, "msg", "the lockout table is full of locks; a lock was forgotten "
 				       "(raise auth.lockout.max_entries)");
 		log_line_end(&ll);
 	}
+	if (!victim)
+		victim = l->oldest;
 	remove_item(l, victim);
 }
 
@@ -232,6 +233,8 @@ static void log_lock(const struct lockout *l, const struct lockout_item *it, con
 {
 	struct log_line ll;
 
+	if (!log_enabled(LOG_WARN))
+		return;
 	log_line_begin(&ll, LOG_WARN, "auth_lockout");
 	if (session)
 		log_kv_str(&ll, "session", session);
@@ -256,6 +259,8 @@ int lockout_record_failure(struct lockout *l, const char *user, const char *sour
 		result |= LOCKOUT_USER_LOCKED;
 	if (source && (s = get(l, true, source, now_ms)) && count_failure(l, s, now_ms))
 		result |= LOCKOUT_SOURCE_LOCKED;
+	if (!log_enabled(LOG_WARN))
+		goto logged;
 	log_line_begin(&ll, LOG_WARN, "auth_failure");
 	if (session)
 		log_kv_str(&ll, "session", session);
@@ -269,6 +274,7 @@ int lockout_record_failure(struct lockout *l, const char *user, const char *sour
 		log_kv_u64(&ll, "source_failures", s->failures);
 	log_kv_u64(&ll, "locked", (u && u->locked_until) || (s && s->locked_until));
 	log_line_end(&ll);
+logged:
 	if (result & LOCKOUT_USER_LOCKED)
 		log_lock(l, u, session);
 	if (result & LOCKOUT_SOURCE_LOCKED)
@@ -308,6 +314,8 @@ int lockout_unlock(struct lockout *l, const char *name)
 		cleared |= LOCKOUT_CLEARED_SOURCE;
 	}
 	pthread_mutex_unlock(&l->mu);
+	if (!log_enabled(LOG_INFO))
+		return cleared;
 	log_line_begin(&ll, LOG_INFO, "auth_unlock");
 	log_kv_str(&ll, "name", name);
 	log_kv_u64(&ll, "user", !!(cleared & LOCKOUT_CLEARED_USER));

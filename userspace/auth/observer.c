@@ -46,6 +46,8 @@ static enum auth_action refuse_method(struct auth_observer *o, uint8_t bit, uint
 	struct log_line l;
 
 	o->state = AUTH_OBS_FAILED;
+	if (!log_enabled(LOG_WARN))
+		goto logged;
 	log_line_begin(&l, LOG_WARN, "auth_method_refused");
 	log_kv_str(&l, "session", o->s->id_hex);
 	log_kv_str(&l, "user", o->s->user);
@@ -53,6 +55,7 @@ static enum auth_action refuse_method(struct auth_observer *o, uint8_t bit, uint
 	log_kv_str(&l, "allowed", auth_methods_format(o->ctx->server_methods, allowed,
 						      sizeof(allowed)));
 	log_line_end(&l);
+logged:
 	return auth_refuse(out, cap, out_len, "28000",
 			   "server requested %s authentication, which pgwarden does not allow "
 			   "(auth.server_methods)",
