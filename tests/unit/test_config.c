@@ -1291,6 +1291,17 @@ static void test_example_config_is_valid(void **state)
 	if (config_validate(cfg, err, sizeof(err)))
 		fail_msg("etc/pgwarden.yaml: %s", err);
 	config_unref(cfg);
+	/* The strict example: valid, and as strict as it says. */
+	cfg = config_new();
+	assert_non_null(cfg);
+	if (config_load_file(cfg, "../../etc/pgwarden-strict.yaml", err, sizeof(err)))
+		fail_msg("%s", err);
+	if (config_validate(cfg, err, sizeof(err)))
+		fail_msg("etc/pgwarden-strict.yaml: %s", err);
+	assert_int_equal(cfg->auth_server_methods, AUTH_METHOD_SCRAM | AUTH_METHOD_SCRAM_PLUS);
+	assert_true(cfg->auth_lockout_failures > 0 && cfg->auth_lockout_failures <= 10);
+	assert_true(cfg->auth_lockout_duration_ms >= 30 * 60 * 1000);
+	config_unref(cfg);
 }
 
 /* Every key, its flag, and its default appear in docs/CONFIG.md and man/pgwardend.8, so
