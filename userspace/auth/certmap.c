@@ -96,6 +96,73 @@ static bool has_control(const char *s)
 	return false;
 }
 
+/*
+ * Patterns glibc's regcomp would blow up on (memory exponential in stacked repetitions,
+ * "a+++...", or large nested counts): a repetition applied to a repetition, which POSIX
+ * leaves undefined anyway, or an interval count above REGEX_COUNT_MAX. The pattern comes
+ * from the operator's file, but a typo must not take the daemon's memory.
+ */
+#define REGEX_COUNT_MAX 100
+
+static bool regex_too_complex(const char *re)
+{
+	bool after_repeat = false;
+
+	for (const char *p = re; *p; p++) {
+		switch (*p) {
+		case '\\':
+			if (p[1])
+				p++;
+			after_repeat = false;
+			break;
+		case '[':
+			/* A bracket expression: ']' first (or after '^') is a member. */
+			p++;
+			if (*p == '^')
+				p++;
+			if (*p == ']')
+				p++;
+			while (*p && *p != ']')
+				p++;
+			if (!*p)
+				return false; /* regcomp reports it */
+			after_repeat = false;
+			break;
+		case '*':
+		case '+':
+		case '?':
+			if (after_repeat)
+				return true;
+			after_repeat = true;
+			break;
+		case '{': {
+			unsigned long n = 0;
+
+			if (after_repeat)
+				return true;
+			for (p++; *p && *p != '}'; p++) {
+				if (*p >= '0' && *p <= '9') {
+					n = n * 10 + (unsigned long)(*p - '0');
+					if (n > REGEX_COUNT_MAX)
+						return true;
+				} else if (*p == ',') {
+					n = 0;
+				} else {
+					return false; /* not an interval; regcomp decides */
+				}
+			}
+			if (!*p)
+				return false;
+			after_repeat = true;
+			break;
+		}
+		default:
+			after_repeat = false;
+		}
+	}
+	return false;
+}
+
 void certmap_free(struct certmap *m)
 {
 	if (!m)
@@ -156,7 +223,17 @@ static int parse_line(struct certmap *m, const char *name, unsigned lineno, cons
 	memset(l, 0, sizeof(*l));
 	l->is_regex = tok[1][0] == '/';
 	if (l->is_regex) {
-		int rc = regcomp(&l->re, tok[1] + 1, REG_EXTENDED);
+		int rc;
+
+		if (regex_too_complex(tok[1] + 1)) {
+			sanitize_str(shown, sizeof(shown), tok[1] + 1, SANITIZE_LOG, NULL);
+			errf(err, errlen,
+			     "%s:%u: regular expression \"%s\" is too complex (a repetition of a "
+			     "repetition, or a count above %d)",
+			     name, lineno, shown, REGEX_COUNT_MAX);
+			return -1;
+		}
+		rc = regcomp(&l->re, tok[1] + 1, REG_EXTENDED);
 
 		if (rc) {
 			char why[128];
