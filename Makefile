@@ -19,7 +19,7 @@ CC ?= cc
 CLANG ?= clang
 PKG_CONFIG ?= pkg-config
 PKGS := libbpf openssl yaml-0.1 jansson libmicrohttpd ncursesw libnl-route-3.0 libnl-3.0 \
-	libnftables libnetfilter_queue libmnl
+	libnftables libnetfilter_queue libmnl libidn
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
 	-Wno-unused-parameter -Werror

@@ -7,7 +7,7 @@ set -eu
 PACKAGES="
 build-essential pkg-config make clang llvm libclang-rt-14-dev
 libbpf-dev bpftool libelf-dev zlib1g-dev
-libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libncurses-dev libcmocka-dev
+libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libncurses-dev libcmocka-dev libidn-dev
 libnl-3-dev libnl-route-3-dev libnftables-dev libmnl-dev libnetfilter-queue-dev
 libnfnetlink-dev libxtables-dev libip4tc-dev libip6tc-dev
 nftables iptables iproute2

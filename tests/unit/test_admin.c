@@ -79,11 +79,30 @@ static int mock_status(void *ctx, json_t *obj)
 	return 0;
 }
 
+/* The mock lockout knows one locked user, "alice", and one source, "192.0.2.7". */
+static int mock_unlock(void *ctx, const char *name)
+{
+	if (strcmp(name, "alice") == 0)
+		return ADMIN_UNLOCKED_USER;
+	if (strcmp(name, "192.0.2.7") == 0)
+		return ADMIN_UNLOCKED_USER | ADMIN_UNLOCKED_SOURCE;
+	return 0;
+}
+
+static int mock_locks(void *ctx, json_t *arr)
+{
+	return json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:b, s:i}", "kind", "user",
+						    "name", "alice", "failures", 10, "locked", 1,
+						    "locked_seconds", 1799));
+}
+
 static const struct admin_ops mock_ops = {
 	.sessions = mock_sessions,
 	.kill = mock_kill,
 	.reload = mock_reload,
 	.status = mock_status,
+	.unlock = mock_unlock,
+	.locks = mock_locks,
 };
 
 static void mock_init(struct mock *m)

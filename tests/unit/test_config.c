@@ -301,6 +301,23 @@ static void test_set_every_key(void **state)
 		{"tls-groups", "P-384:X25519", "P-384:X25519"},
 		{"tls.session_tickets", "yes", "true"},
 		{"tls-fips", "on", "true"},
+		{"auth.mode", "terminate", "terminate"},
+		{"auth-mode", "passthrough", "passthrough"},
+		{"auth.server_methods", "scram-sha-256", "scram-sha-256"},
+		{"auth-server-methods", "md5,scram-sha-256-plus, trust", "trust, md5, scram-sha-256-plus"},
+		{"auth-server-methods", "sspi,gss,password", "password, gss, sspi"}, /* a flag replaces */
+		{"auth.users_file", "/etc/pgwarden/users.txt", "/etc/pgwarden/users.txt"},
+		{"auth-users-file", "off", ""},
+		{"auth.upstream_passwords", "/etc/pgwarden/up.txt", "/etc/pgwarden/up.txt"},
+		{"auth.cert_map", "/etc/pgwarden/map", "/etc/pgwarden/map"},
+		{"auth-cert-map-name", "clients-2", "clients-2"},
+		{"auth.require_cert_and_password", "on", "true"},
+		{"auth.mock_secret_file", "/etc/pgwarden/mock", "/etc/pgwarden/mock"},
+		{"auth.lockout.failures", "0", "0"},
+		{"auth-lockout-failures", "1000", "1000"},
+		{"auth.lockout.window", "90s", "90s"},
+		{"auth-lockout-duration", "2h", "2h"},
+		{"auth-lockout-max-entries", "64", "64"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -361,6 +378,15 @@ static void test_set_errors(void **state)
 		{"nope", "1", "nope: unknown key"},
 		{"timeouts", "1s", "timeouts: unknown key"},
 		{"timeouts_startup", "1s", "timeouts_startup: unknown key"},
+		{"auth", "x", "auth: unknown key"},
+		{"auth.lockout", "x", "auth.lockout: unknown key"},
+		{"auth-mode", "Terminate", "auth-mode: expected one of passthrough, terminate, got \"Terminate\""},
+		{"auth.server_methods", "", "auth.server_methods: expected one or more of trust, password, md5, scram-sha-256, scram-sha-256-plus, gss, sspi, got \"\""},
+		{"auth.server_methods", "scram-sha-256,,md5", "auth.server_methods: expected one or more of trust, password, md5, scram-sha-256, scram-sha-256-plus, gss, sspi, got \"scram-sha-256,,md5\""},
+		{"auth.server_methods", "cert", "auth.server_methods: expected one or more of trust, password, md5, scram-sha-256, scram-sha-256-plus, gss, sspi, got \"cert\""},
+		{"auth.users_file", "users.txt", "auth.users_file: expected an absolute path, or off, got \"users.txt\""},
+		{"auth.lockout.window", "0", "auth.lockout.window: \"0\" is out of range (1s to 24h)"},
+		{"auth.lockout.duration", "8d", "auth.lockout.duration: expected a duration like 30s, 500ms or 2m, got \"8d\""},
 		{"--listen", "1.2.3.4:5", "--listen: unknown key"},
 		{"workers", "-1", "workers: expected a whole number, got \"-1\""},
 		{"workers", "4x", "workers: expected a whole number, got \"4x\""},
@@ -1334,6 +1360,18 @@ static void test_restart_required(void **state)
 		{"tls.groups", "P-256", false},
 		{"tls.session_tickets", "true", false},
 		{"tls.fips", "true", true},
+		{"auth.mode", "terminate", false},
+		{"auth.server_methods", "scram-sha-256", false},
+		{"auth.users_file", "/etc/u", false},
+		{"auth.upstream_passwords", "/etc/p", false},
+		{"auth.cert_map", "/etc/m", false},
+		{"auth.cert_map_name", "other", false},
+		{"auth.require_cert_and_password", "true", false},
+		{"auth.mock_secret_file", "/etc/s", false},
+		{"auth.lockout.failures", "3", false},
+		{"auth.lockout.window", "1m", false},
+		{"auth.lockout.duration", "1h", false},
+		{"auth.lockout.max_entries", "100", false},
 	};
 	struct config *old = config_new();
 
@@ -1414,6 +1452,17 @@ static void test_example_config_is_valid(void **state)
 		fail_msg("%s", err);
 	if (config_validate(cfg, err, sizeof(err)))
 		fail_msg("etc/pgwarden.yaml: %s", err);
+	config_unref(cfg);
+	/* The strict example: valid, and as strict as it says. */
+	cfg = config_new();
+	assert_non_null(cfg);
+	if (config_load_file(cfg, "../../etc/pgwarden-strict.yaml", err, sizeof(err)))
+		fail_msg("%s", err);
+	if (config_validate(cfg, err, sizeof(err)))
+		fail_msg("etc/pgwarden-strict.yaml: %s", err);
+	assert_int_equal(cfg->auth_server_methods, AUTH_METHOD_SCRAM | AUTH_METHOD_SCRAM_PLUS);
+	assert_true(cfg->auth_lockout_failures > 0 && cfg->auth_lockout_failures <= 10);
+	assert_true(cfg->auth_lockout_duration_ms >= 30 * 60 * 1000);
 	config_unref(cfg);
 }
 

@@ -12,6 +12,7 @@
 
 #include "admin/admin.h"
 #include "admin/admin_client.h"
+#include "base/sanitize.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -471,6 +472,77 @@ static int cmd_reload(int argc, char **argv)
 	return CTL_EXIT_OK;
 }
 
+/* Forget a user's or an address's failed logins and lock (auth lockout). */
+static int cmd_unlock(int argc, char **argv)
+{
+	json_t *reply;
+	int rc;
+
+	rc = parse_common(argc, argv, "[--json] [--socket PATH] USER|ADDRESS", NULL, true);
+	if (rc >= 0)
+		return rc;
+	if (argc - optind != 1)
+		return ctl_fail(CTL_EXIT_USAGE, "unlock: expected one user or address (usage: "
+					    "pgwardenctl unlock USER|ADDRESS)");
+	rc = request(json_pack("{s:s, s:s}", "cmd", "unlock", "name", argv[optind]), &reply,
+		     "unlock");
+	if (rc >= 0)
+		return rc;
+	if (g.json) {
+		print_json(reply);
+	} else {
+		bool user = json_is_true(json_object_get(reply, "user"));
+		bool source = json_is_true(json_object_get(reply, "source"));
+
+		printf("%s: unlocked as %s%s%s\n", argv[optind], user ? "a user" : "",
+		       user && source ? " and " : "", source ? "an address" : "");
+	}
+	json_decref(reply);
+	return CTL_EXIT_OK;
+}
+
+/* Users and addresses with failed logins or a lock. */
+static int cmd_locks(int argc, char **argv)
+{
+	json_t *reply, *arr, *e;
+	size_t i;
+	int rc;
+
+	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
+	if (rc >= 0)
+		return rc;
+	rc = request(json_pack("{s:s}", "cmd", "locks"), &reply, "locks");
+	if (rc >= 0)
+		return rc;
+	arr = json_object_get(reply, "locks");
+	if (!json_is_array(arr)) {
+		json_decref(reply);
+		return ctl_fail(CTL_EXIT_FAIL, "locks: reply has no list");
+	}
+	if (g.json) {
+		print_json(arr);
+		json_decref(reply);
+		return CTL_EXIT_OK;
+	}
+	printf("%-7s %-40s %8s %-7s %s\n", "KIND", "NAME", "FAILURES", "LOCKED", "UNLOCKS IN");
+	json_array_foreach(arr, i, e) {
+		char dur[32], name[4 * ADMIN_NAME_MAX + 1];
+		bool locked = json_is_true(json_object_get(e, "locked"));
+
+		/* A user name is whatever a client sent: safe for the terminal first. */
+		sanitize_str(name, sizeof(name), str_or(e, "name", "?"), SANITIZE_TERMINAL, NULL);
+		printf("%-7s %-40s %8lld %-7s ", str_or(e, "kind", "?"), name,
+		       (long long)json_integer_value(json_object_get(e, "failures")),
+		       locked ? "yes" : "no");
+		printf("%s\n", locked ? fmt_duration((double)json_integer_value(json_object_get(
+								   e, "locked_seconds")),
+							   dur, sizeof(dur)) :
+					 "-");
+	}
+	json_decref(reply);
+	return CTL_EXIT_OK;
+}
+
 /* Stream session events as JSON lines until interrupted (or --count events). */
 static int cmd_events(int argc, char **argv)
 {
@@ -528,6 +600,8 @@ static const struct ctl_command commands[] = {
 	{"kill", "[--json] SESSION", "end a session (the client gets SQLSTATE 57P01)", cmd_kill},
 	{"reload", "", "reload pgwardend's configuration", cmd_reload},
 	{"events", "[--count N]", "stream session events as JSON lines", cmd_events},
+	{"unlock", "USER|ADDRESS", "end a login lockout of a user or a source address", cmd_unlock},
+	{"locks", "[--json]", "users and addresses with failed logins or a lock", cmd_locks},
 	{"attach", "[options]", "steer connections to protected ports through pgwarden", ctl_attach},
 	{"detach", "[options]", "remove steering; traffic goes straight to PostgreSQL", ctl_detach},
 	{"help", "", "this list", cmd_help},

@@ -57,7 +57,18 @@ struct admin_ops {
 	/* Add daemon fields to obj (see docs/ADMIN.md: version, workers, listen, sessions,
 	 * connections_accepted, connections_refused, errors, steering {...}). 0 or -errno. */
 	int (*status)(void *ctx, json_t *obj);
+	/* Forget the failed logins and any lock of name, as a user and as a source address
+	 * (auth lockout). Returns the bits of what was there (ADMIN_UNLOCKED_USER,
+	 * ADMIN_UNLOCKED_SOURCE), 0 when nothing was (answered not_found), or -errno. */
+	int (*unlock)(void *ctx, const char *name);
+	/* Append one object per user or source with failed logins or a lock:
+	 * {"kind":"user"|"source","name":...,"failures":N,"locked":bool,
+	 *  "locked_seconds":N}. 0 or -errno. */
+	int (*locks)(void *ctx, json_t *array);
 };
+#define ADMIN_UNLOCKED_USER 1
+#define ADMIN_UNLOCKED_SOURCE 2
+#define ADMIN_NAME_MAX 64 /* unlock: a role name (< 64 bytes) or an address */
 
 struct admin_server_config {
 	const char *path; /* NULL: CONFIG_DEFAULT_ADMIN_SOCKET */
@@ -136,6 +147,8 @@ enum admin_cmd {
 	ADMIN_CMD_SUBSCRIBE,
 	ADMIN_CMD_UNSUBSCRIBE,
 	ADMIN_CMD_PING,
+	ADMIN_CMD_UNLOCK,
+	ADMIN_CMD_LOCKS,
 	ADMIN_CMD_COUNT,
 };
 
@@ -144,6 +157,7 @@ const char *admin_cmd_to_str(enum admin_cmd c);
 struct admin_request {
 	enum admin_cmd cmd;
 	char session[SESSION_ID_HEXLEN + 1]; /* kill: lowercase hex id */
+	char name[ADMIN_NAME_MAX + 1];       /* unlock: the user or address */
 	json_t *id;                          /* echoed back when the client sent one; owned */
 };
 

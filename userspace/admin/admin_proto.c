@@ -17,7 +17,8 @@ static const char *const admin_cmd_names[ADMIN_CMD_COUNT] = {
 	[ADMIN_CMD_STATUS] = "status",       [ADMIN_CMD_SESSIONS] = "sessions",
 	[ADMIN_CMD_KILL] = "kill",           [ADMIN_CMD_RELOAD] = "reload",
 	[ADMIN_CMD_SUBSCRIBE] = "subscribe", [ADMIN_CMD_UNSUBSCRIBE] = "unsubscribe",
-	[ADMIN_CMD_PING] = "ping",
+	[ADMIN_CMD_PING] = "ping",           [ADMIN_CMD_UNLOCK] = "unlock",
+	[ADMIN_CMD_LOCKS] = "locks",
 };
 
 const char *admin_cmd_to_str(enum admin_cmd c)
@@ -58,7 +59,8 @@ static bool key_allowed(enum admin_cmd cmd, const char *key)
 {
 	if (strcmp(key, "cmd") == 0 || strcmp(key, "id") == 0)
 		return true;
-	return cmd == ADMIN_CMD_KILL && strcmp(key, "session") == 0;
+	return (cmd == ADMIN_CMD_KILL && strcmp(key, "session") == 0) ||
+	       (cmd == ADMIN_CMD_UNLOCK && strcmp(key, "name") == 0);
 }
 
 /* A session id: 32 hex digits, either case; stored lowercase. */
@@ -129,7 +131,7 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 	if (c == ADMIN_CMD_COUNT) {
 		*reply = errorf("unknown_command", id,
 				"unknown command \"%.64s\" (status, sessions, kill, reload, "
-				"subscribe, unsubscribe, ping)",
+				"subscribe, unsubscribe, ping, unlock, locks)",
 				name);
 		goto err_free;
 	}
@@ -154,6 +156,30 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 					     id);
 			goto err_free;
 		}
+	}
+	if (req->cmd == ADMIN_CMD_UNLOCK) {
+		json_t *nm = json_object_get(root, "name");
+		const char *v = nm && json_is_string(nm) ? json_string_value(nm) : NULL;
+		size_t n = v ? json_string_length(nm) : 0;
+
+		if (!v) {
+			*reply = admin_error("bad_request", "unlock: missing string field \"name\"", id);
+			goto err_free;
+		}
+		/* A role name is at most 63 bytes and an address shorter; control characters
+		 * are in neither. */
+		bool ok = n > 0 && n <= ADMIN_NAME_MAX && strlen(v) == n;
+
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (unsigned char)v[i] >= 0x20 && v[i] != 0x7f;
+		if (!ok) {
+			*reply = admin_error("bad_request",
+					     "unlock: \"name\" must be a user or an address (1 to 64 "
+					     "bytes, no control characters)",
+					     id);
+			goto err_free;
+		}
+		memcpy(req->name, v, n + 1);
 	}
 	if (id)
 		req->id = json_incref(id);
@@ -266,6 +292,55 @@ static json_t *exec_reload(const struct admin_ops *ops, void *ctx,
 	return ok_reply(req);
 }
 
+static json_t *exec_unlock(const struct admin_ops *ops, void *ctx,
+			   const struct admin_request *req)
+{
+	json_t *r;
+	int got;
+
+	if (!ops->unlock)
+		return admin_error("unsupported", "unlock: not available in this daemon", req->id);
+	got = ops->unlock(ctx, req->name);
+	if (got < 0)
+		return callback_error(req, got);
+	if (got == 0)
+		return errorf("not_found", req->id,
+			      "unlock: no failed logins or lock for \"%.64s\" (as a user or an "
+			      "address)",
+			      req->name);
+	r = ok_reply(req);
+	if (r) {
+		json_object_set_new(r, "name", admin_json_text(req->name, ADMIN_NAME_MAX));
+		json_object_set_new(r, "user", json_boolean(got & ADMIN_UNLOCKED_USER));
+		json_object_set_new(r, "source", json_boolean(got & ADMIN_UNLOCKED_SOURCE));
+	}
+	return r;
+}
+
+static json_t *exec_locks(const struct admin_ops *ops, void *ctx,
+			  const struct admin_request *req)
+{
+	json_t *arr, *r;
+	int err;
+
+	if (!ops->locks)
+		return admin_error("unsupported", "locks: not available in this daemon", req->id);
+	arr = json_array();
+	if (!arr)
+		return NULL;
+	err = ops->locks(ctx, arr);
+	if (err) {
+		json_decref(arr);
+		return callback_error(req, err);
+	}
+	r = ok_reply(req);
+	if (r)
+		json_object_set_new(r, "locks", arr);
+	else
+		json_decref(arr);
+	return r;
+}
+
 json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin_request *req)
 {
 	json_t *r;
@@ -291,6 +366,10 @@ json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin
 		if (r)
 			json_object_set_new(r, "protocol", json_integer(ADMIN_PROTOCOL_VERSION));
 		return r;
+	case ADMIN_CMD_UNLOCK:
+		return exec_unlock(ops, ctx, req);
+	case ADMIN_CMD_LOCKS:
+		return exec_locks(ops, ctx, req);
 	case ADMIN_CMD_COUNT:
 		break;
 	}

@@ -223,6 +223,15 @@ static void client_handle_line(struct admin_client *c, const char *line, size_t 
 				set_subscribed(c, req.cmd == ADMIN_CMD_SUBSCRIBE);
 				client_arm_idle(c); /* subscribers are never idle */
 			}
+			if (req.cmd == ADMIN_CMD_UNLOCK) {
+				struct log_line l;
+
+				log_line_begin(&l, LOG_INFO, "admin_unlock");
+				log_kv_str(&l, "name", req.name);
+				log_kv_u64(&l, "peer_pid", (uint64_t)c->pid);
+				log_kv_u64(&l, "peer_uid", (uint64_t)c->uid);
+				log_line_end(&l);
+			}
 			if (req.cmd == ADMIN_CMD_KILL || req.cmd == ADMIN_CMD_RELOAD) {
 				struct log_line l;
 

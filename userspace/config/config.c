@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "steer/steer.h" /* STEER_DEFAULT_INSTANCE, STEER_INSTANCE_MAX: one definition */
 
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +83,7 @@ enum setting_type {
 	ST_OPT_FILE,  /* owned absolute path of a file, up to CONFIG_FILE_PATH_MAX; NULL: off */
 	ST_TEXT,      /* owned text that check() accepts; never NULL */
 	ST_OPT_TEXT,  /* owned text that check() accepts; NULL: off */
+	ST_SET,       /* uint32_t bits, bit i for choices[i]; never empty */
 	ST_TYPE_COUNT,
 };
 
@@ -96,7 +98,7 @@ struct setting {
 	uint64_t min, max;   /* integer types: accepted range, inclusive */
 	uint64_t def;        /* integer types, ST_BOOL: the default */
 	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE, ST_TEXT: the default */
-	const char *const *choices; /* ST_CHOICE: the words, NULL-terminated, in enum order */
+	const char *const *choices; /* ST_CHOICE, ST_SET: the words, NULL-terminated, in order */
 	/* ST_TEXT, ST_OPT_TEXT: 0, or -1 with what is wrong (no key prefix) in problem. */
 	int (*check)(const char *text, char *problem, size_t n);
 	bool restart;        /* bound once at start; a reload cannot change it */
@@ -130,6 +132,7 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_OPT_FILE] = {"a path", "expected an absolute path, or off"},
 	[ST_TEXT] = {"a text", "expected a text"},
 	[ST_OPT_TEXT] = {"a text", "expected a text, or off"},
+	[ST_SET] = {"a list of words", "expected one or more of"}, /* followed by the choices */
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
@@ -228,7 +231,8 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
 	  .help = "source address range whose new connections are dropped; repeat for several")  \
-	TLS_SETTINGS(S)
+	TLS_SETTINGS(S)                                                                          \
+	AUTH_SETTINGS(S)
 
 /* TLS (docs/TLS.md), one block: the client leg, the server leg, then what both share. */
 #define TLS_SETTINGS(S)                                                                          \
@@ -284,6 +288,50 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .arg = "BOOL",                                                                         \
 	  .help = "load OpenSSL's FIPS provider before any other crypto; refuse to start "      \
 		  "without one")
+
+#define AUTH_SETTINGS(S)                                                                         \
+	S("auth.mode", .type = ST_CHOICE, FIELD(auth_mode), .choices = auth_mode_names,              \
+	  .def = AUTH_MODE_PASSTHROUGH, .arg = "MODE",                                           \
+	  .help = "passthrough: the server authenticates, pgwarden observes and enforces "      \
+		  "auth.server_methods; terminate: pgwarden authenticates clients itself and "    \
+		  "logs in upstream")                                                            \
+	S("auth.server_methods", .type = ST_SET, FIELD(auth_server_methods),                     \
+	  .choices = auth_method_names, .def = AUTH_METHODS_ALL, .arg = "METHODS",                 \
+	  .help = "methods a server may ask for (comma-separated); any other is refused before " \
+		  "the client sends a secret")                                                   \
+	S("auth.users_file", .type = ST_OPT_PATH, FIELD(auth_users_file), .arg = "PATH",         \
+	  .help = "terminate mode: SCRAM-SHA-256 verifiers, PgBouncer's userlist format; off "  \
+		  "when unset")                                                                  \
+	S("auth.upstream_passwords", .type = ST_OPT_PATH, FIELD(auth_upstream_passwords),        \
+	  .arg = "PATH",                                                                         \
+	  .help = "terminate mode: passwords to log in upstream with, userlist format; users "   \
+		  "not in it log in with the ClientKey from their own proof")                    \
+	S("auth.cert_map", .type = ST_OPT_PATH, FIELD(auth_cert_map), .arg = "PATH",             \
+	  .help = "terminate mode: client-certificate identities to roles, pg_ident.conf's "     \
+		  "format; off when unset")                                                      \
+	S("auth.cert_map_name", .type = ST_INSTANCE, FIELD(auth_cert_map_name),                  \
+	  .def_str = "pgwarden", .arg = "NAME", .help = "the map of auth.cert_map that applies")  \
+	S("auth.require_cert_and_password", .type = ST_BOOL,                                     \
+	  FIELD(auth_require_cert_and_password), .def = false, .arg = "BOOL",                    \
+	  .help = "terminate mode: a mapped client certificate and the SCRAM password, both "    \
+		  "(two factors)")                                                               \
+	S("auth.mock_secret_file", .type = ST_OPT_PATH, FIELD(auth_mock_secret_file),            \
+	  .arg = "PATH",                                                                         \
+	  .help = "at least 32 secret bytes that make unknown users' SCRAM salts look real and "  \
+		  "stay the same across restarts; unset: random at each start")                  \
+	S("auth.lockout.failures", .type = ST_COUNT, FIELD(auth_lockout_failures), .min = 0,     \
+	  .max = 1000, .def = 10, .arg = "N",                                                    \
+	  .help = "failed logins of one user, or from one source, that lock it; 0: no lockout")  \
+	S("auth.lockout.window", .type = ST_DURATION, FIELD(auth_lockout_window_ms),             \
+	  .min = MS_PER_S, .max = 24 * MS_PER_H, .def = 15 * MS_PER_M, .arg = "DURATION",        \
+	  .help = "the failures must fall within this, counted from the first")                  \
+	S("auth.lockout.duration", .type = ST_DURATION, FIELD(auth_lockout_duration_ms),         \
+	  .min = MS_PER_S, .max = 7 * 24 * MS_PER_H, .def = 30 * MS_PER_M, .arg = "DURATION",    \
+	  .help = "how long a lock lasts (pgwardenctl unlock ends it sooner)")                   \
+	S("auth.lockout.max_entries", .type = ST_COUNT, FIELD(auth_lockout_max_entries),         \
+	  .min = 64, .max = 1048576, .def = 65536, .arg = "N",                                   \
+	  .help = "users and sources the lockout remembers (about 160 bytes each); the least "   \
+		  "recently failed unlocked one is forgotten first")
 
 static const char *const tls_client_modes[] = {"disable", "prefer", "require", NULL};
 static const char *const tls_verify_modes[] = {"none", "optional", "required", NULL};
@@ -454,9 +502,9 @@ static const char *setting_expected(const struct setting *st, char *buf, size_t 
 {
 	char words[128];
 
-	if (st->type != ST_CHOICE)
+	if (st->type != ST_CHOICE && st->type != ST_SET)
 		return type_infos[st->type].expected;
-	snprintf(buf, n, "%s %s", type_infos[ST_CHOICE].expected,
+	snprintf(buf, n, "%s %s", type_infos[st->type].expected,
 		 choices_text(st, words, sizeof(words)));
 	return buf;
 }
@@ -466,10 +514,70 @@ static const char *setting_what(const struct setting *st, char *buf, size_t n)
 {
 	char words[128];
 
-	if (st->type != ST_CHOICE)
+	if (st->type != ST_CHOICE && st->type != ST_SET)
 		return type_infos[st->type].what;
-	snprintf(buf, n, "one of %s", choices_text(st, words, sizeof(words)));
+	snprintf(buf, n, "%s of %s", st->type == ST_SET ? "some" : "one",
+		 choices_text(st, words, sizeof(words)));
 	return buf;
+}
+
+/* The words of st whose bit is set in bits, joined by ", ". */
+static const char *set_text(const struct setting *st, uint32_t bits, char *buf, size_t n)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; st->choices[i]; i++) {
+		int w;
+
+		if (!(bits & (1u << i)))
+			continue;
+		w = snprintf(buf + o, n - o, "%s%s", o ? ", " : "", st->choices[i]);
+		if (w < 0 || (size_t)w >= n - o)
+			break;
+		o += (size_t)w;
+	}
+	return buf;
+}
+
+/* Index of word[0..len) among st's choices, or -1. */
+static int choice_index(const struct setting *st, const char *word, size_t len)
+{
+	for (unsigned i = 0; st->choices[i]; i++)
+		if (strlen(st->choices[i]) == len && memcmp(st->choices[i], word, len) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* "a, b" or "a,b" into bits. 0, or -EINVAL (an unknown or empty item). */
+static int parse_set(const struct setting *st, const char *text, uint32_t *bits)
+{
+	const char *p = text;
+	uint32_t v = 0;
+
+	for (;;) {
+		const char *start, *end;
+		int i;
+
+		while (*p == ' ')
+			p++;
+		start = p;
+		while (*p && *p != ',' && *p != ' ')
+			p++;
+		end = p;
+		while (*p == ' ')
+			p++;
+		i = choice_index(st, start, (size_t)(end - start));
+		if (i < 0)
+			return -EINVAL;
+		v |= 1u << i;
+		if (!*p)
+			break;
+		if (*p++ != ',')
+			return -EINVAL;
+	}
+	*bits = v;
+	return 0;
 }
 
 /*
@@ -1088,6 +1196,21 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		     quote(text, strlen(text), q, sizeof(q)));
 		return -1;
 	}
+	case ST_SET: {
+		char what[160];
+		uint32_t bits;
+
+		if (parse_set(st, text, &bits)) {
+			errf(problem, n, "%s, got \"%s\"", setting_expected(st, what, sizeof(what)),
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		/* Items of a list in the file add up; a whole value replaces. */
+		if (src == FROM_FILE_ITEM)
+			bits |= (uint32_t)get_uint(cfg, st);
+		put_uint(cfg, st, bits);
+		return 0;
+	}
 	case ST_OPT_FILE:
 		if (text[0] != '/' || !printable_utf8(text)) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
@@ -1234,6 +1357,7 @@ struct config *config_new(void)
 		case ST_DURATION:
 		case ST_RATE:
 		case ST_CHOICE:
+		case ST_SET:
 			put_uint(cfg, st, st->def);
 			break;
 		case ST_LOG_LEVEL:
@@ -1545,6 +1669,30 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 				rc = loader_fail(ld, mark_line(&ev.start_mark), st->key,
 						 "expected %s, got %s", list_kind_of(st->type)->item,
 						 event_kind(&ev));
+				break;
+			}
+			if (loader_scalar(ld, st, &ev, FROM_FILE_ITEM))
+				break;
+		}
+	} else if (ev.type == YAML_SEQUENCE_START_EVENT && st->type == ST_SET) {
+		/* A list of words replaces the value; its items add up. */
+		put_uint(ld->cfg, st, 0);
+		for (;;) {
+			yaml_event_delete(&ev);
+			if (loader_next(ld, &ev))
+				return -1;
+			if (ev.type == YAML_SEQUENCE_END_EVENT) {
+				char what[160];
+
+				rc = get_uint(ld->cfg, st) ?
+					     0 :
+					     loader_fail(ld, key_line, st->key, "%s, got an empty list",
+							 setting_expected(st, what, sizeof(what)));
+				break;
+			}
+			if (ev.type != YAML_SCALAR_EVENT) {
+				rc = loader_fail(ld, mark_line(&ev.start_mark), st->key,
+						 "expected a word, got %s", event_kind(&ev));
 				break;
 			}
 			if (loader_scalar(ld, st, &ev, FROM_FILE_ITEM))
@@ -2155,6 +2303,48 @@ static int validate_tls(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* The auth.* settings make sense together: the terminate-mode files only with terminate
+ * mode (otherwise they would look enforced and not be), terminate mode with a way to
+ * authenticate, two factors with both. */
+static int validate_auth(const struct config *cfg, char *err, size_t errlen)
+{
+	static const struct {
+		const char *key;
+		size_t offset;
+	} terminate_only[] = {
+		{"auth.users_file", offsetof(struct config, auth_users_file)},
+		{"auth.upstream_passwords", offsetof(struct config, auth_upstream_passwords)},
+		{"auth.cert_map", offsetof(struct config, auth_cert_map)},
+	};
+
+	if (cfg->auth_mode != AUTH_MODE_TERMINATE) {
+		for (size_t i = 0; i < ARRAY_SIZE(terminate_only); i++) {
+			if (*(char *const *)((const char *)cfg + terminate_only[i].offset)) {
+				errf(err, errlen, "%s: only used with auth.mode: terminate",
+				     terminate_only[i].key);
+				return -1;
+			}
+		}
+		if (cfg->auth_require_cert_and_password) {
+			errf(err, errlen, "auth.require_cert_and_password: only used with auth.mode: "
+					  "terminate");
+			return -1;
+		}
+		return 0;
+	}
+	if (!cfg->auth_users_file && !cfg->auth_cert_map) {
+		errf(err, errlen, "auth.mode: terminate needs auth.users_file (SCRAM) or "
+				  "auth.cert_map (client certificates)");
+		return -1;
+	}
+	if (cfg->auth_require_cert_and_password && (!cfg->auth_users_file || !cfg->auth_cert_map)) {
+		errf(err, errlen, "auth.require_cert_and_password: needs both auth.users_file and "
+				  "auth.cert_map");
+		return -1;
+	}
+	return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	char a[ADDR_STRLEN], b[32], c[32];
@@ -2231,9 +2421,9 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 			}
 		}
 	}
-	if (validate_gate(cfg, err, errlen))
+	if (validate_gate(cfg, err, errlen) || validate_tls(cfg, err, errlen))
 		return -1;
-	return validate_tls(cfg, err, errlen);
+	return validate_auth(cfg, err, errlen);
 }
 
 int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
@@ -2285,6 +2475,15 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_CHOICE:
 		s = st->choices[get_uint(cfg, st)];
 		break;
+	case ST_SET: {
+		char all[VALUE_MAX];
+
+		/* A cut list would read back as another value. */
+		if (strlen(set_text(st, (uint32_t)get_uint(cfg, st), all, sizeof(all))) >= n)
+			return -ENOSPC;
+		memcpy(buf, all, strlen(all) + 1);
+		return 0;
+	}
 	case ST_BOOL:
 		s = *(const bool *)cfield(cfg, st) ? "true" : "false";
 		break;
@@ -2410,6 +2609,11 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 				return -EIO;
 			fprintf(out, "%s%s: %s\n", indent, name, val);
 			break;
+		case ST_SET:
+			if (config_get(cfg, st->key, val, sizeof(val)))
+				return -EIO;
+			fprintf(out, "%s%s: [%s]\n", indent, name, val);
+			break;
 		case ST_TYPE_COUNT:
 			break;
 		}
@@ -2435,6 +2639,8 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 		return st->def_str;
 	case ST_CHOICE:
 		return st->choices[st->def];
+	case ST_SET:
+		return set_text(st, (uint32_t)st->def, buf, n);
 	case ST_BOOL:
 		return st->def ? "true" : "false";
 	case ST_OPT_ADDR:
@@ -2452,7 +2658,7 @@ void config_usage(FILE *out)
 {
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *st = &settings[i];
-		char flag[CONFIG_KEY_MAX + 16], name[CONFIG_KEY_MAX], def[64];
+		char flag[CONFIG_KEY_MAX + 16], name[CONFIG_KEY_MAX], def[128];
 
 		if (!config_flag_name(st->key, name, sizeof(name)))
 			continue;

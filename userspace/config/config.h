@@ -25,12 +25,15 @@
  * are bound once at start (config_restart_required() names them); gate.rate, gate.burst
  * and gate.deny apply to the SYNs that arrive after the reload; every other key
  * (transparent_source, unix_upstream and the TLS files included) applies to sessions that
- * start after the reload (log_level at once).
+ * start after the reload (log_level at once); the auth.* keys, and the files they name
+ * (read again on every reload), apply to logins that start after it, while the lockout's
+ * counts and locks survive it.
  */
 #ifndef PGWARDEN_CONFIG_H
 #define PGWARDEN_CONFIG_H
 
 #include "base/addr.h"
+#include "auth/auth_types.h" /* enum auth_mode, AUTH_METHOD_*: one definition */
 #include "base/log.h"
 #include "steer/steer.h" /* struct steer_cidr, STEER_GATE_MAX_DENY */
 
@@ -139,6 +142,19 @@ struct config {
 	char *tls_groups;           /* key exchange groups; never NULL */
 	bool tls_session_tickets;
 	bool tls_fips;              /* bound at start: providers load before any other crypto */
+	/* auth.* (userspace/auth/auth.h, docs/AUTH.md). Paths are NULL when unset. */
+	uint32_t auth_mode;           /* enum auth_mode */
+	uint32_t auth_server_methods; /* AUTH_METHOD_* bits, never 0 */
+	char *auth_users_file;        /* SCRAM verifiers (terminate mode) */
+	char *auth_upstream_passwords; /* passwords to log in upstream with (terminate mode) */
+	char *auth_cert_map;          /* pg_ident-style certificate map (terminate mode) */
+	char *auth_cert_map_name;     /* the map in it that applies; never NULL */
+	bool auth_require_cert_and_password;
+	char *auth_mock_secret_file;  /* secret for mock SCRAM salts; NULL: random per start */
+	uint32_t auth_lockout_failures; /* 0: no lockout */
+	uint64_t auth_lockout_window_ms;
+	uint64_t auth_lockout_duration_ms;
+	uint32_t auth_lockout_max_entries;
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;
