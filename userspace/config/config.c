@@ -40,6 +40,8 @@
 
 /* Longest key the table holds, with its group prefix ("timeouts.connect"), plus room. */
 #define CONFIG_KEY_MAX 64
+/* Groups nest this deep at most: "audit" holds "audit.checkpoint". */
+#define CONFIG_GROUP_DEPTH 2
 /* How much of a peer-supplied key or value an error message quotes. */
 #define QUOTE_MAX 64
 /* Room for one formatted value: the longest list, STEER_GATE_MAX_DENY ranges, joined by
@@ -69,6 +71,9 @@ enum setting_type {
 	ST_OPT_PATH,  /* owned absolute path; NULL: off */
 	ST_BOOL,      /* bool */
 	ST_INSTANCE,  /* owned steering instance name: 1..STEER_INSTANCE_MAX-1 of [A-Za-z0-9_-] */
+	ST_CHOICE,    /* unsigned index into the setting's NULL-terminated choices[] */
+	ST_OPT_NAME,  /* owned system name (a group): 1..32 of [A-Za-z0-9._-], not starting
+		       * with '-'; NULL: off */
 	ST_TYPE_COUNT,
 };
 
@@ -83,6 +88,9 @@ struct setting {
 	uint64_t min, max;   /* integer types: accepted range, inclusive */
 	uint64_t def;        /* integer types, ST_BOOL: the default */
 	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE: the default as text */
+	const char *const *choices; /* ST_CHOICE: the accepted words, NULL-terminated */
+	bool remote_ok;      /* ST_OPT_ADDR: any address (a syslog collector), not loopback only */
+	size_t path_max;     /* ST_PATH, ST_OPT_PATH: longest path; 0: a Unix socket's sun_path */
 	bool restart;        /* bound once at start; a reload cannot change it */
 	const char *arg;     /* metavariable in --help */
 	const char *help;
@@ -110,6 +118,8 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_OPT_PATH] = {"a path", "expected an absolute path, or off"},
 	[ST_BOOL] = {"true or false", "expected true or false (or yes/no, on/off, 1/0)"},
 	[ST_INSTANCE] = {"a name", "expected 1 to 31 letters, digits, _ or -"},
+	[ST_CHOICE] = {"a word", "expected one of"}, /* the choices follow (choice_expected) */
+	[ST_OPT_NAME] = {"a name", "expected a group name (1 to 32 letters, digits, ., _ or -), or off"},
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
@@ -196,7 +206,83 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .help = "source addresses the rate limit remembers (32 bytes each); the least "        \
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
-	  .help = "source address range whose new connections are dropped; repeat for several")
+	  .help = "source address range whose new connections are dropped; repeat for several") \
+	CONFIG_AUDIT_SETTINGS(S)
+
+/* The audit trail's block (docs/AUDIT.md). All bound at start: the writer owns the files. */
+static const char *const audit_fsync_choices[] = {"always", "batch", "none", NULL};
+static const char *const audit_on_failure_choices[] = {"reject", "continue", NULL};
+_Static_assert(CONFIG_AUDIT_FSYNC_COUNT == 3 && CONFIG_AUDIT_ON_FAILURE_COUNT == 2,
+	       "the choice words follow the enums");
+#define AUDIT_PATH_MAX 1024 /* leaves room for a rotated file's suffix under PATH_MAX */
+
+#define CONFIG_AUDIT_SETTINGS(S)                                                                 \
+	S("audit.path", .type = ST_OPT_PATH, FIELD(audit_path), .path_max = AUDIT_PATH_MAX,      \
+	  .restart = true, .arg = "PATH",                                                        \
+	  .help = "the audit trail (JSON lines, chained and signed); rotated files go beside "   \
+		  "it; off when unset")                                                          \
+	S("audit.signing_key", .type = ST_OPT_PATH, FIELD(audit_signing_key),                    \
+	  .path_max = AUDIT_PATH_MAX, .restart = true, .arg = "PATH",                            \
+	  .help = "Ed25519 private key (PEM, mode 0600) that signs checkpoints; required with "  \
+		  "audit.path (pgwardenctl audit keygen)")                                       \
+	S("audit.fsync", .type = ST_CHOICE, FIELD(audit_fsync), .choices = audit_fsync_choices,  \
+	  .def = CONFIG_AUDIT_FSYNC_BATCH, .restart = true, .arg = "MODE",                       \
+	  .help = "when a statement's record is durable enough for it to run: always (fsync "    \
+		  "each record), batch (one fsync per group), none (write only)")                \
+	S("audit.batch_window", .type = ST_DURATION, FIELD(audit_batch_window_ms), .min = 0,     \
+	  .max = 100, .def = 0, .restart = true, .arg = "DURATION",                              \
+	  .help = "batch: how long the writer waits for more records before a write and fsync; " \
+		  "0: records that arrive during an fsync share the next one")                   \
+	S("audit.queue_size", .type = ST_SIZE, FIELD(audit_queue_size), .min = 64 * KIB,         \
+	  .max = GIB, .def = 16 * MIB, .restart = true, .arg = "SIZE",                           \
+	  .help = "records waiting for the writer; when full, statements wait (never dropped)")  \
+	S("audit.write_timeout", .type = ST_DURATION, FIELD(audit_write_timeout_ms),             \
+	  .min = 100, .max = MS_PER_H, .def = 10 * MS_PER_S, .restart = true,                    \
+	  .arg = "DURATION",                                                                     \
+	  .help = "a statement waits this long for its record to be written, then fails with "   \
+		  "53100")                                                                       \
+	S("audit.on_failure", .type = ST_CHOICE, FIELD(audit_on_failure),                        \
+	  .choices = audit_on_failure_choices, .def = CONFIG_AUDIT_REJECT, .restart = true,      \
+	  .arg = "ACTION",                                                                       \
+	  .help = "while the trail cannot be written: reject (statements fail with 53100) or "   \
+		  "continue (they run unaudited, with an alert); the gap is recorded either way") \
+	S("audit.parameters", .type = ST_BOOL, FIELD(audit_parameters), .def = false,            \
+	  .restart = true, .arg = "BOOL",                                                        \
+	  .help = "write bind parameter values (never for statements that set a password)")      \
+	S("audit.literals", .type = ST_BOOL, FIELD(audit_literals), .def = false,                \
+	  .restart = true, .arg = "BOOL",                                                        \
+	  .help = "write statement text as sent and server error texts; false: literals become " \
+		  "$n")                                                                          \
+	S("audit.max_text", .type = ST_SIZE, FIELD(audit_max_text), .min = 256, .max = MIB,      \
+	  .def = 16 * KIB, .restart = true, .arg = "SIZE",                                       \
+	  .help = "statement text longer than this is cut in the record (and marked)")           \
+	S("audit.rotate_size", .type = ST_SIZE, FIELD(audit_rotate_size), .min = 0, .max = GIB,  \
+	  .def = 256 * MIB, .restart = true, .arg = "SIZE",                                      \
+	  .help = "start a new file once the trail reaches this size; 0: never by size")         \
+	S("audit.rotate_interval", .type = ST_DURATION, FIELD(audit_rotate_interval_ms),         \
+	  .min = 0, .max = 168 * MS_PER_H, .def = 24 * MS_PER_H, .restart = true,                \
+	  .arg = "DURATION", .help = "start a new file after this long; 0: never by age")        \
+	S("audit.checkpoint.records", .type = ST_COUNT, FIELD(audit_checkpoint_records),         \
+	  .min = 1, .max = 1000000, .def = 1000, .restart = true, .arg = "N",                    \
+	  .help = "sign a checkpoint after this many records")                                   \
+	S("audit.checkpoint.interval", .type = ST_DURATION,                                      \
+	  FIELD(audit_checkpoint_interval_ms), .min = MS_PER_S, .max = 24 * MS_PER_H,            \
+	  .def = MS_PER_M, .restart = true, .arg = "DURATION",                                   \
+	  .help = "sign a checkpoint at least this often while records arrive")                  \
+	S("audit.disk_warn", .type = ST_COUNT, FIELD(audit_disk_warn), .min = 1, .max = 100,     \
+	  .def = 90, .restart = true, .arg = "PERCENT",                                          \
+	  .help = "warn (log and record) when the trail's file system is this full")             \
+	S("audit.group", .type = ST_OPT_NAME, FIELD(audit_group), .restart = true,               \
+	  .arg = "GROUP",                                                                        \
+	  .help = "trail files are 0640 and owned by this group; off: 0600")                     \
+	S("audit.syslog_socket", .type = ST_OPT_PATH, FIELD(audit_syslog_socket),                \
+	  .restart = true, .arg = "PATH",                                                        \
+	  .help = "mirror every record to this local syslog datagram socket (RFC 5424), e.g. "   \
+		  "/dev/log; off when unset")                                                    \
+	S("audit.syslog_address", .type = ST_OPT_ADDR, FIELD(audit_syslog_address),              \
+	  .remote_ok = true, .restart = true, .arg = "ADDR",                                     \
+	  .help = "mirror every record to this syslog collector over UDP (RFC 5424/5426); off "  \
+		  "when unset")
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,
@@ -321,13 +407,47 @@ static char *const *cstr_field(const struct config *cfg, const struct setting *s
 /* Types whose field is an owned char * (freed, cloned and adopted with the config). */
 static bool type_is_owned_str(enum setting_type t)
 {
-	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE;
+	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE ||
+	       t == ST_OPT_NAME;
 }
 
 /* Types that may be unset, written "off", "~" or left empty (value_is_off()). */
 static bool type_is_optional(enum setting_type t)
 {
-	return t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_OPT_COUNT;
+	return t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_OPT_COUNT || t == ST_OPT_NAME;
+}
+
+/* "expected one of always, batch, none" for a choice setting. Returns buf. */
+static const char *choice_expected(const struct setting *st, char *buf, size_t n)
+{
+	size_t o = 0;
+	int w = snprintf(buf, n, "%s", type_infos[ST_CHOICE].expected);
+
+	if (w < 0 || (size_t)w >= n)
+		return buf;
+	o = (size_t)w;
+	for (size_t i = 0; st->choices[i]; i++) {
+		w = snprintf(buf + o, n - o, "%s%s", i ? ", " : " ", st->choices[i]);
+		if (w < 0 || (size_t)w >= n - o)
+			break;
+		o += (size_t)w;
+	}
+	return buf;
+}
+
+/* A group or user name as getgrnam() takes it: portable characters only, so it prints and
+ * reads back as YAML unchanged, and an option-like leading '-' is refused. */
+static bool system_name_valid(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > 32 || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-' || s[i] == '.'))
+			return false;
+	return true;
 }
 
 /*
@@ -805,10 +925,12 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			     quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
-		/* A Unix socket path must fit sun_path with its NUL. */
-		if (strlen(text) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		/* A Unix socket path must fit sun_path with its NUL; a file path, its own cap. */
+		if (strlen(text) > (st->path_max ? st->path_max :
+				    sizeof(((struct sockaddr_un *)0)->sun_path) - 1)) {
 			errf(problem, n, "path is longer than %zu bytes",
-			     sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			     st->path_max ? st->path_max :
+					    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -1;
 		}
 		if (set_owned_str(cfg, st, text))
@@ -816,7 +938,9 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		return 0;
 	case ST_OPT_ADDR:
 		if (addr_parse(text, &a)) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			errf(problem, n, "%s, got \"%s\"",
+			     st->remote_ok ? "expected an address like 192.0.2.10:514, or off" :
+					     type_infos[st->type].expected,
 			     quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
@@ -826,7 +950,7 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		addr_format(&a.ss.sa, canon, sizeof(canon));
 		/* Same rule as metrics_http_start(), checked here so --check-config and a
 		 * reload report it with its line instead of failing later. */
-		if (!addr_is_loopback(&a)) {
+		if (!st->remote_ok && !addr_is_loopback(&a)) {
 			errf(problem, n,
 			     "%s is not a loopback address (the endpoint has no authentication; "
 			     "scrape through a local agent)",
@@ -849,6 +973,28 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	}
 	case ST_INSTANCE:
 		if (!instance_name_valid(text)) {
+			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		if (set_owned_str(cfg, st, text))
+			goto err_nomem;
+		return 0;
+	case ST_CHOICE: {
+		char want[PROBLEM_MAX / 2];
+
+		for (unsigned i = 0; st->choices[i]; i++) {
+			if (strcmp(text, st->choices[i]) == 0) {
+				*(unsigned *)field(cfg, st) = i;
+				return 0;
+			}
+		}
+		errf(problem, n, "%s, got \"%s\"", choice_expected(st, want, sizeof(want)),
+		     quote(text, strlen(text), q, sizeof(q)));
+		return -1;
+	}
+	case ST_OPT_NAME:
+		if (!system_name_valid(text)) {
 			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
 			     quote(text, strlen(text), q, sizeof(q)));
 			return -1;
@@ -918,21 +1064,36 @@ const char *config_flag_name(const char *key, char *buf, size_t n)
 	return buf;
 }
 
-/* Length of the group prefix of key ("timeouts" in "timeouts.drain"); 0 when none. */
+/*
+ * Length of the group prefix of key: "timeouts" in "timeouts.drain", "audit.checkpoint" in
+ * "audit.checkpoint.records" (groups nest); 0 when the key is at the top level.
+ */
 static size_t group_len(const char *key)
 {
-	const char *dot = strchr(key, '.');
+	const char *dot = strrchr(key, '.');
 
 	return dot ? (size_t)(dot - key) : 0;
 }
 
-/* Index of the first setting in group name[0, len), or -1 when no such group. */
+/* How deep a group is: 0 for "timeouts" or "audit", 1 for "audit.checkpoint". */
+static unsigned group_depth(const char *name, size_t len)
+{
+	unsigned d = 0;
+
+	for (size_t i = 0; i < len; i++)
+		d += name[i] == '.';
+	return d;
+}
+
+/* Index of the first setting inside group name[0, len) (at any depth below it), or -1
+ * when no such group. */
 static int group_by_name(const char *name, size_t len)
 {
 	if (len == 0)
 		return -1;
 	for (size_t i = 0; i < NSETTINGS; i++)
-		if (group_len(settings[i].key) == len && memcmp(settings[i].key, name, len) == 0)
+		if (strlen(settings[i].key) > len && memcmp(settings[i].key, name, len) == 0 &&
+		    settings[i].key[len] == '.')
 			return (int)i;
 	return -1;
 }
@@ -972,6 +1133,9 @@ struct config *config_new(void)
 		case ST_BOOL:
 			*(bool *)field(cfg, st) = st->def != 0;
 			break;
+		case ST_CHOICE:
+			*(unsigned *)field(cfg, st) = (unsigned)st->def;
+			break;
 		case ST_PATH:
 		case ST_INSTANCE:
 			*str_field(cfg, st) = strdup(st->def_str);
@@ -986,6 +1150,7 @@ struct config *config_new(void)
 		case ST_OPT_ADDR:
 		case ST_OPT_PATH:
 		case ST_OPT_COUNT:
+		case ST_OPT_NAME:
 		case ST_TYPE_COUNT:
 			break; /* no default: calloc's zero is "not set" */
 		}
@@ -1087,7 +1252,8 @@ struct loader {
 	char *err;
 	size_t errlen;
 	unsigned key_line[NSETTINGS];   /* line a key was first set on; 0: not yet */
-	unsigned group_line[NSETTINGS]; /* by the index of the group's first key */
+	/* Line a group was first opened on, by the index of its first key and its depth. */
+	unsigned group_line[NSETTINGS][CONFIG_GROUP_DEPTH];
 };
 
 /* 1-based line of byte offset off; "\n", "\r\n" and a lone "\r" each end a line. */
@@ -1285,56 +1451,65 @@ static int loader_value(struct loader *ld, const struct setting *st, unsigned ke
 	return rc;
 }
 
-/* "startup, message, connect, drain" for the group whose first setting is at index g. */
-static const char *group_members(size_t g, char *buf, size_t n)
+/* "startup, message, connect, drain" for the group prefix[0, plen) ("timeouts."): its
+ * direct members, a subgroup named once. */
+static const char *group_members(const char *prefix, size_t plen, char *buf, size_t n)
 {
-	size_t glen = group_len(settings[g].key), o = 0;
+	const char *last = NULL;
+	size_t last_len = 0, o = 0;
 
 	buf[0] = '\0';
-	for (size_t i = g; i < NSETTINGS && group_len(settings[i].key) == glen &&
-			   memcmp(settings[i].key, settings[g].key, glen) == 0;
-	     i++) {
-		int w = snprintf(buf + o, n - o, "%s%s", o ? ", " : "", settings[i].key + glen + 1);
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const char *k = settings[i].key, *member = k + plen;
+		size_t mlen;
+		int w;
 
+		if (strlen(k) <= plen || memcmp(k, prefix, plen) != 0)
+			continue;
+		mlen = strcspn(member, ".");
+		if (last && mlen == last_len && memcmp(member, last, mlen) == 0)
+			continue;
+		w = snprintf(buf + o, n - o, "%s%.*s", o ? ", " : "", (int)mlen, member);
 		if (w < 0 || (size_t)w >= n - o)
 			break;
 		o += (size_t)w;
+		last = member;
+		last_len = mlen;
 	}
 	return buf;
 }
 
-static int loader_mapping(struct loader *ld, int group);
+static int loader_mapping(struct loader *ld, const char *prefix, size_t plen);
 
 /*
- * One key of a mapping: ev is its (already parsed) key event, group the index of the
- * enclosing group's first setting or -1 at the top level. Consumes the value.
+ * One key of a mapping: ev is its (already parsed) key event, prefix[0, plen) the
+ * enclosing groups ("audit.checkpoint."; empty at the top level). Consumes the value.
  */
-static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
+static int loader_key(struct loader *ld, const yaml_event_t *ev, const char *prefix, size_t plen)
 {
 	char full[CONFIG_KEY_MAX], q[QUOTE_MAX];
 	const char *key = (const char *)ev->data.scalar.value;
-	size_t klen = ev->data.scalar.length, plen = 0;
+	size_t klen = ev->data.scalar.length;
 	unsigned line = mark_line(&ev->start_mark);
 	const struct setting *st = NULL;
 	int g = -1;
 
-	if (group >= 0) {
-		plen = group_len(settings[group].key) + 1;
-		memcpy(full, settings[group].key, plen); /* "timeouts." */
-	}
+	memcpy(full, prefix, plen);
 	/* Keys longer than any the table holds, or holding a NUL, are simply unknown. */
-	if (plen + klen < sizeof(full) && !memchr(key, '\0', klen)) {
+	if (plen + klen + 1 < sizeof(full) && !memchr(key, '\0', klen)) {
 		memcpy(full + plen, key, klen);
 		full[plen + klen] = '\0';
 		st = setting_by_key(full, plen + klen);
 		/* The file nests groups; "timeouts.startup" at the top is a flag's idea of a key. */
-		if (st && group < 0 && group_len(st->key)) {
+		if (st && memchr(key, '.', klen)) {
+			const char *rel = st->key + plen;
+			size_t dot = strcspn(rel, ".");
+
 			return loader_fail(ld, line, st->key, "unknown key (nest it: %.*s: {%s: ...})",
-					   (int)group_len(st->key), st->key,
-					   st->key + group_len(st->key) + 1);
+					   (int)dot, rel, rel + dot + 1);
 		}
-		if (!st && group < 0)
-			g = group_by_name(key, klen);
+		if (!st && !memchr(key, '.', klen))
+			g = group_by_name(full, plen + klen);
 	}
 	if (st) {
 		size_t i = (size_t)(st - settings);
@@ -1346,22 +1521,25 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 		return loader_value(ld, st, line);
 	}
 	if (g >= 0) {
-		char members[128], gname[CONFIG_KEY_MAX];
+		char members[256];
+		unsigned depth = group_depth(prefix, plen);
 		yaml_event_t val;
 		int rc;
 
-		memcpy(gname, key, klen);
-		gname[klen] = '\0';
-		if (ld->group_line[g])
-			return loader_fail(ld, line, gname, "duplicate key (first set on line %u)",
-					   ld->group_line[g]);
-		ld->group_line[g] = line;
+		if (depth >= CONFIG_GROUP_DEPTH)
+			return loader_fail(ld, line, full, "groups nest at most %d deep",
+					   CONFIG_GROUP_DEPTH);
+		if (ld->group_line[g][depth])
+			return loader_fail(ld, line, full, "duplicate key (first set on line %u)",
+					   ld->group_line[g][depth]);
+		ld->group_line[g][depth] = line;
 		if (loader_next(ld, &val))
 			return -1;
 		if (val.type != YAML_MAPPING_START_EVENT) {
-			rc = loader_fail(ld, line, gname,
-					 "expected a mapping of %s, got %s",
-					 group_members((size_t)g, members, sizeof(members)),
+			full[plen + klen] = '.';
+			rc = loader_fail(ld, line, NULL, "%.*s: expected a mapping of %s, got %s",
+					 (int)(plen + klen), full,
+					 group_members(full, plen + klen + 1, members, sizeof(members)),
 					 val.type == YAML_SCALAR_EVENT && scalar_is_null(&val) ?
 						 "nothing" :
 						 event_kind(&val));
@@ -1369,19 +1547,20 @@ static int loader_key(struct loader *ld, const yaml_event_t *ev, int group)
 			return rc;
 		}
 		yaml_event_delete(&val);
-		return loader_mapping(ld, g);
+		full[plen + klen] = '.';
+		return loader_mapping(ld, full, plen + klen + 1);
 	}
-	if (group >= 0) {
+	if (plen) {
 		char gq[QUOTE_MAX];
 
 		return loader_fail(ld, line, NULL, "%.*s.%s: unknown key", (int)(plen - 1),
-				   settings[group].key, quote(key, klen, gq, sizeof(gq)));
+				   prefix, quote(key, klen, gq, sizeof(gq)));
 	}
 	return loader_fail(ld, line, quote(key, klen, q, sizeof(q)), "unknown key");
 }
 
 /* The entries of a mapping whose start event was consumed, up to its end event. */
-static int loader_mapping(struct loader *ld, int group)
+static int loader_mapping(struct loader *ld, const char *prefix, size_t plen)
 {
 	for (;;) {
 		yaml_event_t ev;
@@ -1397,7 +1576,7 @@ static int loader_mapping(struct loader *ld, int group)
 			rc = loader_fail(ld, mark_line(&ev.start_mark), NULL,
 					 "keys must be plain strings, got %s", event_kind(&ev));
 		else
-			rc = loader_key(ld, &ev, group);
+			rc = loader_key(ld, &ev, prefix, plen);
 		yaml_event_delete(&ev);
 		if (rc)
 			return rc;
@@ -1480,7 +1659,7 @@ static int loader_stream(struct loader *ld)
 				 "expected a mapping of settings at the top level, got %s",
 				 event_kind(&ev));
 	} else {
-		rc = loader_mapping(ld, -1);
+		rc = loader_mapping(ld, "", 0);
 	}
 	yaml_event_delete(&ev);
 	if (rc)
@@ -1755,6 +1934,42 @@ static int validate_gate(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* The audit settings make sense together: the trail's companions need a trail, and a trail
+ * needs its signing key (unsigned, a chain proves nothing against whoever can rewrite it). */
+static int validate_audit(const struct config *cfg, char *err, size_t errlen)
+{
+	static const struct {
+		const char *key;
+		size_t offset;
+	} needs_path[] = {
+		{"audit.signing_key", offsetof(struct config, audit_signing_key)},
+		{"audit.group", offsetof(struct config, audit_group)},
+		{"audit.syslog_socket", offsetof(struct config, audit_syslog_socket)},
+		{"audit.syslog_address", offsetof(struct config, audit_syslog_address)},
+	};
+
+	if (!cfg->audit_path) {
+		for (size_t i = 0; i < ARRAY_SIZE(needs_path); i++) {
+			if (*(char *const *)((const char *)cfg + needs_path[i].offset)) {
+				errf(err, errlen, "%s: set, but audit.path is not (no audit trail)",
+				     needs_path[i].key);
+				return -1;
+			}
+		}
+		return 0;
+	}
+	if (!cfg->audit_signing_key) {
+		errf(err, errlen, "audit.signing_key: required with audit.path (checkpoints are "
+				  "signed; pgwardenctl audit keygen makes a key pair)");
+		return -1;
+	}
+	if (strcmp(cfg->audit_path, cfg->audit_signing_key) == 0) {
+		errf(err, errlen, "audit.signing_key: %s is also audit.path", cfg->audit_path);
+		return -1;
+	}
+	return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	char a[ADDR_STRLEN], b[32], c[32];
@@ -1831,6 +2046,8 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 			}
 		}
 	}
+	if (validate_audit(cfg, err, errlen))
+		return -1;
 	return validate_gate(cfg, err, errlen);
 }
 
@@ -1887,7 +2104,11 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
 	case ST_INSTANCE:
+	case ST_OPT_NAME:
 		s = *cstr_field(cfg, st);
+		break;
+	case ST_CHOICE:
+		s = st->choices[*(const unsigned *)cfield(cfg, st)];
 		break;
 	case ST_TYPE_COUNT:
 		return -ENOENT;
@@ -1909,27 +2130,60 @@ static void write_quoted(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+/*
+ * Open, in YAML, the groups of key that the previous key (whose group was open[0, open_len))
+ * did not share: "audit.checkpoint.records" after "audit.path" opens "checkpoint:". Keys of
+ * a group are adjacent in the table, so a group is never opened twice.
+ */
+static void write_group_headers(FILE *out, const char *open, size_t open_len, const char *key,
+				size_t glen)
+{
+	size_t common = 0, start;
+
+	/* The longest run of whole segments both group paths share. */
+	for (size_t i = 0;; i++) {
+		bool end_a = i == open_len || open[i] == '.';
+		bool end_b = i == glen || key[i] == '.';
+
+		if (end_a && end_b)
+			common = i == glen ? i : i + 1; /* past the '.' where key goes on */
+		if (i == open_len || i == glen || open[i] != key[i])
+			break;
+	}
+	if (common == glen)
+		return;
+	for (start = common; start < glen;) {
+		size_t seg = strcspn(key + start, ".");
+		unsigned depth = group_depth(key, start);
+
+		if (start + seg > glen)
+			seg = glen - start;
+		fprintf(out, "%*s%.*s:\n", (int)(2 * depth), "", (int)seg, key + start);
+		start += seg + 1;
+	}
+}
+
 int config_write_yaml(const struct config *cfg, FILE *out)
 {
-	char val[VALUE_MAX], a[ITEM_STRLEN];
-	const char *group = NULL;
+	char val[VALUE_MAX], a[ITEM_STRLEN], indent_buf[2 * CONFIG_GROUP_DEPTH + 1];
+	const char *group = "";
 	size_t glen = 0;
 
 	fputs("# pgwardend configuration (written by pgwardend; see pgwardend(8))\n", out);
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *st = &settings[i];
 		size_t gl = group_len(st->key);
-		const char *name = st->key, *indent = "";
+		const char *name = st->key, *indent = indent_buf;
 
-		if (gl && (!group || glen != gl || memcmp(group, st->key, gl) != 0)) {
-			fprintf(out, "%.*s:\n", (int)gl, st->key);
+		if (glen != gl || memcmp(group, st->key, gl) != 0) {
+			write_group_headers(out, group, glen, st->key, gl);
 			group = st->key;
 			glen = gl;
 		}
-		if (gl) {
+		if (gl)
 			name = st->key + gl + 1;
-			indent = "  ";
-		}
+		snprintf(indent_buf, sizeof(indent_buf), "%*s",
+			 gl ? (int)(2 * (group_depth(st->key, gl) + 1)) : 0, "");
 		switch (st->type) {
 		case ST_ADDR_LIST:
 		case ST_CIDR_LIST: {
@@ -1951,6 +2205,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_PATH:
 		case ST_OPT_ADDR:
 		case ST_OPT_PATH:
+		case ST_OPT_NAME:
 		case ST_INSTANCE: /* quoted: "null" or "true" is a name too */
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
@@ -1974,6 +2229,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_RATE:
 		case ST_LOG_LEVEL:
 		case ST_BOOL:
+		case ST_CHOICE:
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
 			fprintf(out, "%s%s: %s\n", indent, name, val);
@@ -2002,9 +2258,12 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 		return st->def_str;
 	case ST_BOOL:
 		return st->def ? "true" : "false";
+	case ST_CHOICE:
+		return st->choices[st->def];
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
 	case ST_OPT_COUNT:
+	case ST_OPT_NAME:
 		return "off";
 	default:
 		return "none";
