@@ -543,8 +543,9 @@ static int commit(struct audit_trail *t)
 		}
 		t->work = t->committed;
 		t->need_sync = false;
-		settle_pending(t, rc);
+		/* Failing first: whoever hears "failed" must find the trail failing. */
 		enter_failing(t, rc);
+		settle_pending(t, rc);
 		return rc;
 	}
 	pthread_mutex_lock(&t->lock);
@@ -1341,8 +1342,8 @@ static void process(struct audit_trail *t, struct audit_rec *batch)
 			log_error("audit", "cannot encode a %s record: %s",
 				  audit_event_name(audit_rec_event(r)), strerror(-rc));
 			t->work = t->committed;
-			settle_pending(t, rc);
 			enter_failing(t, rc);
+			settle_pending(t, rc);
 			fail_unwritten(t, r);
 			continue;
 		}
