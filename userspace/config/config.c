@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <openssl/sha.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1849,6 +1850,23 @@ int config_load_file(struct config *cfg, const char *path, char *err, size_t err
 
 	if (read_file(path, &data, &len, err, errlen))
 		return -1;
+	rc = config_load_buffer(cfg, path, data, len, err, errlen);
+	free(data);
+	return rc;
+}
+
+int config_load_file_sha256(struct config *cfg, const char *path, uint8_t sha256[32],
+			    bool *read_ok, char *err, size_t errlen)
+{
+	size_t len;
+	char *data;
+	int rc;
+
+	*read_ok = false;
+	if (read_file(path, &data, &len, err, errlen))
+		return -1;
+	SHA256((const unsigned char *)data, len, sha256);
+	*read_ok = true;
 	rc = config_load_buffer(cfg, path, data, len, err, errlen);
 	free(data);
 	return rc;

@@ -146,6 +146,12 @@ struct config *config_new(void);
 int config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/* The same, and the SHA-256 of exactly the bytes read (for the audit trail's reload
+ * records), set whenever the file could be read, even when its content is refused. */
+int config_load_file_sha256(struct config *cfg, const char *path, uint8_t sha256[32],
+			    bool *read_ok, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /*
  * Apply one setting by its flag/key name ("listen", "upstream", "workers",
  * "timeouts.startup", ...). "listen" appends. 0, or -1 with a message in err.
