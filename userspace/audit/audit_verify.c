@@ -374,6 +374,7 @@ struct walk {
 		uint8_t hash[AUDIT_HASH_LEN];
 		size_t idx;
 	} *ring;
+	size_t ring_size; /* a power of two, at most REPLAY_RING */
 };
 
 static const struct entry *next_record(const struct verifier *v, size_t i)
@@ -476,12 +477,12 @@ static void walk_out_of_sequence(struct verifier *v, struct walk *w, size_t i)
 		return;
 	}
 	/* At or below the last seq: a copy of an earlier record, or a different one. */
-	if (w->ring[e->seq % REPLAY_RING].seq == e->seq &&
-	    memcmp(w->ring[e->seq % REPLAY_RING].hash, e->hash, AUDIT_HASH_LEN) == 0) {
+	if (w->ring[e->seq & (w->ring_size - 1)].seq == e->seq &&
+	    memcmp(w->ring[e->seq & (w->ring_size - 1)].hash, e->hash, AUDIT_HASH_LEN) == 0) {
 		problem(v, AUDIT_PROBLEM_REPLAYED, e->seq,
 			"replayed: seq %llu appears again at %s (a copy of %s)",
 			(unsigned long long)e->seq, where(v, e, at, sizeof(at)),
-			where(v, &v->e[w->ring[e->seq % REPLAY_RING].idx], at2, sizeof(at2)));
+			where(v, &v->e[w->ring[e->seq & (w->ring_size - 1)].idx], at2, sizeof(at2)));
 		return;
 	}
 	problem(v, AUDIT_PROBLEM_REORDERED, e->seq,
@@ -644,9 +645,9 @@ static void walk_record(struct verifier *v, struct walk *w, size_t i)
 	w->prev_seq = e->seq;
 	w->prev_idx = i;
 	memcpy(w->prev_hash, e->hash, AUDIT_HASH_LEN);
-	w->ring[e->seq % REPLAY_RING].seq = e->seq;
-	memcpy(w->ring[e->seq % REPLAY_RING].hash, e->hash, AUDIT_HASH_LEN);
-	w->ring[e->seq % REPLAY_RING].idx = i;
+	w->ring[e->seq & (w->ring_size - 1)].seq = e->seq;
+	memcpy(w->ring[e->seq & (w->ring_size - 1)].hash, e->hash, AUDIT_HASH_LEN);
+	w->ring[e->seq & (w->ring_size - 1)].idx = i;
 	v->res->last_seq = e->seq;
 	v->res->records++;
 	v->res->closed = e->event == AUDIT_EV_CHECKPOINT && e->stop && e->sig == SIG_OK;
@@ -667,7 +668,11 @@ static void walk(struct verifier *v)
 {
 	struct walk w = {0};
 
-	w.ring = calloc(REPLAY_RING, sizeof(*w.ring));
+	/* Enough to remember every record of a small trail, the last REPLAY_RING of a big one. */
+	w.ring_size = 1;
+	while (w.ring_size < v->n && w.ring_size < REPLAY_RING)
+		w.ring_size *= 2;
+	w.ring = calloc(w.ring_size, sizeof(*w.ring));
 	if (!w.ring) {
 		v->oom = true;
 		return;
