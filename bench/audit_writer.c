@@ -2,7 +2,7 @@
  * audit_writer: how many records per second the audit writer sustains, per fsync mode,
  * and how long a statement waits for its record (the write-ahead cost a session pays).
  *
- *   audit_writer [--dir DIR] [--seconds S] [--mode always|batch|none|all]
+ *   audit_writer [--dir DIR] [--seconds S] [--mode always|batch|write|none|all]
  *                [--clients N[,N...]] [--window-us US] [--text BYTES]
  *
  * Closed loop, like pgbench: each client thread is a session that submits one statement
@@ -184,7 +184,9 @@ static void verify(const char *dir)
 
 static const char *mode_name(enum config_audit_fsync m)
 {
-	return m == CONFIG_AUDIT_FSYNC_ALWAYS ? "always" : m == CONFIG_AUDIT_FSYNC_BATCH ? "batch" : "none";
+	static const char *const names[] = {"always", "batch", "none", "write"};
+
+	return names[m];
 }
 
 static void run_closed(const char *dir, enum config_audit_fsync mode, unsigned nclients,
@@ -274,7 +276,8 @@ static void run_open(const char *dir, enum config_audit_fsync mode, double secon
 int main(int argc, char **argv)
 {
 	static const enum config_audit_fsync modes[] = {
-		CONFIG_AUDIT_FSYNC_ALWAYS, CONFIG_AUDIT_FSYNC_BATCH, CONFIG_AUDIT_FSYNC_NONE};
+		CONFIG_AUDIT_FSYNC_ALWAYS, CONFIG_AUDIT_FSYNC_BATCH, CONFIG_AUDIT_FSYNC_WRITE,
+		CONFIG_AUDIT_FSYNC_NONE};
 	const char *dir = NULL, *mode = "all", *clients = "1,8,64";
 	char tmp[] = "/var/tmp/pgw-audit-bench-XXXXXX";
 	double seconds = 5;
@@ -295,7 +298,7 @@ int main(int argc, char **argv)
 			text_len = strtoul(argv[++i], NULL, 10);
 		else {
 			fprintf(stderr, "usage: audit_writer [--dir DIR] [--seconds S] [--mode "
-					"always|batch|none|all] [--clients N[,N...]] [--window-us US] "
+					"always|batch|write|none|all] [--clients N[,N...]] [--window-us US] "
 					"[--text BYTES]\n");
 			return 2;
 		}
@@ -307,7 +310,7 @@ int main(int argc, char **argv)
 	}
 	printf("# audit writer, trail in %s, %.0f s per run, statement text %zu bytes\n", dir,
 	       seconds, text_len);
-	for (size_t m = 0; m < 3; m++) {
+	for (size_t m = 0; m < 4; m++) {
 		char list[256], *save = NULL;
 
 		if (strcmp(mode, "all") && strcmp(mode, mode_name(modes[m])))

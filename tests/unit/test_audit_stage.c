@@ -105,13 +105,15 @@ static struct audit_stage_options options(bool literals, bool parameters)
 	return o;
 }
 
+static enum config_audit_fsync fsync_mode = CONFIG_AUDIT_FSYNC_BATCH;
+
 static void start_trail(const struct audit_stage_options *o, enum config_audit_on_failure of,
 			size_t queue_size)
 {
 	struct audit_trail_config c = {
 		.path = trail_path,
 		.signing_key = key_path,
-		.fsync = CONFIG_AUDIT_FSYNC_BATCH,
+		.fsync = fsync_mode,
 		.checkpoint_records = 1000,
 		.checkpoint_interval_ns = 3600 * NSEC_PER_SEC,
 		.retry_interval_ns = 50 * NSEC_PER_MSEC,
@@ -796,6 +798,43 @@ static void test_failing_trail(void **state)
 	}
 }
 
+/* write mode: a statement goes on once its record is written; a sync that fails after that
+ * stops the next statements and the gap record names what may not be durable. */
+static void test_write_mode_sync_failure(void **state)
+{
+	struct audit_stage_options o = options(false, false);
+	struct test_session ts;
+	struct stage_result r;
+	struct msgbuf m;
+	char *text;
+
+	fsync_mode = CONFIG_AUDIT_FSYNC_WRITE;
+	start_trail(&o, CONFIG_AUDIT_REJECT, 1 << 20);
+	session_begin(&ts, "alice", NULL, &waker, &r);
+	send_query(&ts, "SELECT 1");
+	__atomic_store_n(&sync_fail, 1, __ATOMIC_RELEASE);
+	send_query(&ts, "SELECT 2"); /* written, let go; its sync fails afterwards */
+	for (int i = 0; i < 200 && !audit_trail_failing(trail); i++)
+		usleep(1000);
+	assert_true(audit_trail_failing(trail));
+	query_msg(&m, "SELECT 3");
+	assert_int_equal(deliver(&ts, &m, &r), STAGE_REJECT);
+	assert_string_equal(r.sqlstate, "53100");
+	__atomic_store_n(&sync_fail, 0, __ATOMIC_RELEASE);
+	for (int i = 0; i < 200 && audit_trail_failing(trail); i++)
+		usleep(10000);
+	send_query(&ts, "SELECT 4");
+	session_finish(&ts);
+	stop_trail();
+	fsync_mode = CONFIG_AUDIT_FSYNC_BATCH;
+	text = read_trail();
+	/* SELECT 2 ran and stays in the trail; the gap says its sync failed. */
+	assert_int_equal(count_of(text, "\"event\":\"statement\""), 3);
+	assert_non_null(strstr(text, "\"not_durable_through_seq\":"));
+	assert_non_null(strstr(text, "\"statements_refused\":1"));
+	free(text);
+}
+
 static void test_write_timeout(void **state)
 {
 	struct audit_stage_options o = options(false, false);
@@ -926,6 +965,7 @@ int main(void)
 		cmocka_unit_test(test_notices_are_recorded),
 		cmocka_unit_test(test_string_rules_of_the_session),
 		cmocka_unit_test(test_failing_trail),
+		cmocka_unit_test(test_write_mode_sync_failure),
 		cmocka_unit_test(test_write_timeout),
 		cmocka_unit_test(test_full_queue_pauses),
 		cmocka_unit_test(test_masked_hook),

@@ -284,10 +284,11 @@ static void test_gate_woken_once_durable(void **state)
 static void test_fsync_modes(void **state)
 {
 	static const enum config_audit_fsync modes[] = {
-		CONFIG_AUDIT_FSYNC_ALWAYS, CONFIG_AUDIT_FSYNC_BATCH, CONFIG_AUDIT_FSYNC_NONE};
-	uint64_t syncs[3];
+		CONFIG_AUDIT_FSYNC_ALWAYS, CONFIG_AUDIT_FSYNC_BATCH, CONFIG_AUDIT_FSYNC_NONE,
+		CONFIG_AUDIT_FSYNC_WRITE};
+	uint64_t syncs[4];
 
-	for (int m = 0; m < 3; m++) {
+	for (int m = 0; m < 4; m++) {
 		struct audit_trail_config c = base_config();
 		struct audit_trail *t;
 		struct audit_trail_stats st;
@@ -315,6 +316,8 @@ static void test_fsync_modes(void **state)
 	/* none: only the start (file_start, then daemon_start and its checkpoint) is synced;
 	 * the statements add no sync at all. */
 	assert_int_equal(syncs[2], 2);
+	/* write: every group is synced too, after its statements were let go. */
+	assert_true(syncs[3] >= 51);
 }
 
 static void test_full_queue_pushes_back_never_drops(void **state)

@@ -102,6 +102,9 @@ struct audit_trail {
 	struct gap_counts gap;
 	struct audit_trail_stats stats;
 	int failing; /* atomic mirror of gap_active for lock-free reads */
+	/* write mode: a sync failed after records through this seq were already reported
+	 * written (their statements ran); the gap record says they may not be durable. */
+	uint64_t unsynced_through;
 
 	/* The writer's alone. */
 	int fd, dirfd;
@@ -519,10 +522,15 @@ static void settle_pending(struct audit_trail *t, int err)
  * Write the output buffer; sync it when the mode or a checkpoint (or another record that
  * must not be lost, need_sync) asks. On failure: cut the file back, roll the chain back,
  * fail every pending line, enter the failing state.
+ *
+ * In write mode the lines are reported written as soon as write(2) has them, and the sync
+ * follows: if it then fails, the records stay (their statements ran), the trail enters the
+ * failing state, and the gap record names the last record whose durability is unknown.
  */
 static int commit(struct audit_trail *t)
 {
 	bool sync = t->fsync != CONFIG_AUDIT_FSYNC_NONE || t->need_sync;
+	bool release_first = t->fsync == CONFIG_AUDIT_FSYNC_WRITE;
 	int rc = 0;
 
 	if (t->out_len == 0)
@@ -531,7 +539,7 @@ static int commit(struct audit_trail *t)
 		rc = -EBADF;
 	if (!rc)
 		rc = write_all(t->fd, t->out, t->out_len);
-	if (!rc && sync && fdatasync(t->fd))
+	if (!rc && sync && !release_first && fdatasync(t->fd))
 		rc = -errno;
 	if (rc) {
 		/* Cut the partial write off; if even that fails, the bytes stay and get
@@ -556,6 +564,14 @@ static int commit(struct audit_trail *t)
 	t->need_sync = false;
 	mirror_lines(t);
 	settle_pending(t, 0);
+	if (release_first && sync && fdatasync(t->fd)) {
+		rc = -errno;
+		pthread_mutex_lock(&t->lock);
+		t->unsynced_through = t->committed.seq;
+		pthread_mutex_unlock(&t->lock);
+		enter_failing(t, rc);
+		return rc;
+	}
 	return 0;
 }
 
@@ -1022,7 +1038,7 @@ static struct audit_rec *daemon_start_record(struct audit_trail *t,
 					     const struct audit_trail_config *c,
 					     const struct start_state *ss)
 {
-	static const char *const fsync_names[] = {"always", "batch", "none"};
+	static const char *const fsync_names[] = {"always", "batch", "none", "write"};
 	struct audit_rec *r = audit_rec_new(AUDIT_EV_DAEMON_START, clock_wall_ns());
 
 	if (!r)
@@ -1248,6 +1264,10 @@ static struct audit_rec *gap_record(struct audit_trail *t, struct gap_counts *sn
 	if (!r)
 		return NULL;
 	audit_rec_str(r, "on_failure", t->on_failure == CONFIG_AUDIT_REJECT ? "reject" : "continue");
+	pthread_mutex_lock(&t->lock);
+	if (t->unsynced_through)
+		audit_rec_u64(r, "not_durable_through_seq", t->unsynced_through);
+	pthread_mutex_unlock(&t->lock);
 	audit_rec_u64(r, "statements_refused", snap->refused);
 	audit_rec_u64(r, "statements_unaudited", snap->unaudited);
 	audit_rec_object(r, "records_lost");
@@ -1284,6 +1304,7 @@ static int try_recover(struct audit_trail *t)
 	t->gap.refused -= snap.refused;
 	t->gap.unaudited -= snap.unaudited;
 	t->gap_active = false;
+	t->unsynced_through = 0;
 	t->stats.failing = false;
 	__atomic_store_n(&t->failing, 0, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&t->lock);

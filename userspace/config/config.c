@@ -211,9 +211,9 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	CONFIG_AUDIT_SETTINGS(S)
 
 /* The audit trail's block (docs/AUDIT.md). All bound at start: the writer owns the files. */
-static const char *const audit_fsync_choices[] = {"always", "batch", "none", NULL};
+static const char *const audit_fsync_choices[] = {"always", "batch", "none", "write", NULL};
 static const char *const audit_on_failure_choices[] = {"reject", "continue", NULL};
-_Static_assert(CONFIG_AUDIT_FSYNC_COUNT == 3 && CONFIG_AUDIT_ON_FAILURE_COUNT == 2,
+_Static_assert(CONFIG_AUDIT_FSYNC_COUNT == 4 && CONFIG_AUDIT_ON_FAILURE_COUNT == 2,
 	       "the choice words follow the enums");
 #define AUDIT_PATH_MAX 1024 /* leaves room for a rotated file's suffix under PATH_MAX */
 
@@ -229,7 +229,8 @@ _Static_assert(CONFIG_AUDIT_FSYNC_COUNT == 3 && CONFIG_AUDIT_ON_FAILURE_COUNT ==
 	S("audit.fsync", .type = ST_CHOICE, FIELD(audit_fsync), .choices = audit_fsync_choices,  \
 	  .def = CONFIG_AUDIT_FSYNC_BATCH, .restart = true, .arg = "MODE",                       \
 	  .help = "when a statement's record is durable enough for it to run: always (fsync "    \
-		  "each record), batch (one fsync per group), none (write only)")                \
+		  "each record), batch (one fsync per group), write (written; the group's fsync " \
+		  "follows), none (write only)")                                                 \
 	S("audit.batch_window", .type = ST_DURATION, FIELD(audit_batch_window_ms), .min = 0,     \
 	  .max = 100, .def = 0, .restart = true, .arg = "DURATION",                              \
 	  .help = "batch: how long the writer waits for more records before a write and fsync; " \

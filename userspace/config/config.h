@@ -116,6 +116,8 @@ enum config_audit_fsync {
 	CONFIG_AUDIT_FSYNC_ALWAYS = 0, /* fdatasync after every record */
 	CONFIG_AUDIT_FSYNC_BATCH,      /* one fdatasync per group of records (group commit) */
 	CONFIG_AUDIT_FSYNC_NONE,       /* write(2) only; the kernel writes back when it likes */
+	CONFIG_AUDIT_FSYNC_WRITE,      /* statements go on after write(2); one fdatasync per group
+					* follows at once, nobody waiting for it */
 	CONFIG_AUDIT_FSYNC_COUNT,
 };
 
