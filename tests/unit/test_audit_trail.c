@@ -316,8 +316,9 @@ static void test_fsync_modes(void **state)
 	/* none: only the start (file_start, then daemon_start and its checkpoint) is synced;
 	 * the statements add no sync at all. */
 	assert_int_equal(syncs[2], 2);
-	/* write: every group is synced too, after its statements were let go. */
-	assert_true(syncs[3] >= 51);
+	/* write: groups are synced behind the writer (several groups in one sync when the
+	 * syncer falls behind), after their statements were let go. */
+	assert_true(syncs[3] >= 2); /* the start, and at least one for the statements */
 }
 
 static void test_full_queue_pushes_back_never_drops(void **state)

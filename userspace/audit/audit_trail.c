@@ -105,6 +105,15 @@ struct audit_trail {
 	/* write mode: a sync failed after records through this seq were already reported
 	 * written (their statements ran); the gap record says they may not be durable. */
 	uint64_t unsynced_through;
+	/* write mode: the syncer thread fdatasyncs behind the writer, so that the next group is
+	 * written while the last one syncs. It syncs sync_fd up to sync_wanted (seqs), reports
+	 * the first failure in sync_err; the writer drains it before it closes the fd. */
+	pthread_cond_t sync_cond;
+	pthread_t syncer;
+	bool syncer_started, syncer_stop;
+	int sync_fd;
+	uint64_t sync_wanted, sync_done, sync_err_seq;
+	int sync_err;
 
 	/* The writer's alone. */
 	int fd, dirfd;
@@ -518,6 +527,84 @@ static void settle_pending(struct audit_trail *t, int err)
 	t->out_len = 0;
 }
 
+/* ---- the syncer (write mode) ------------------------------------------------------- */
+
+static void *syncer_main(void *arg)
+{
+	struct audit_trail *t = arg;
+
+	pthread_mutex_lock(&t->lock);
+	for (;;) {
+		uint64_t target;
+		int fd, rc;
+
+		while (!t->syncer_stop && t->sync_done >= t->sync_wanted)
+			pthread_cond_wait(&t->sync_cond, &t->lock);
+		if (t->sync_done >= t->sync_wanted)
+			break; /* stopping, and nothing left to sync */
+		target = t->sync_wanted;
+		fd = t->sync_fd;
+		pthread_mutex_unlock(&t->lock);
+		rc = fdatasync(fd) ? -errno : 0;
+		pthread_mutex_lock(&t->lock);
+		if (rc && !t->sync_err) {
+			t->sync_err = rc;
+			t->sync_err_seq = target;
+		}
+		t->stats.syncs += !rc;
+		t->sync_done = target;
+		pthread_cond_broadcast(&t->sync_cond);
+		if (rc && t->writer_sleeping)
+			pthread_cond_signal(&t->cond);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+/* Ask the syncer to make everything committed so far durable. */
+static void sync_request(struct audit_trail *t)
+{
+	pthread_mutex_lock(&t->lock);
+	t->sync_fd = t->fd;
+	t->sync_wanted = t->committed.seq;
+	pthread_cond_signal(&t->sync_cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Wait until the syncer has done what was asked (before the fd is closed or replaced, and
+ * where durability must be known: the start, the stop). */
+static void sync_drain(struct audit_trail *t)
+{
+	if (!t->syncer_started)
+		return;
+	pthread_mutex_lock(&t->lock);
+	while (t->sync_done < t->sync_wanted)
+		pthread_cond_wait(&t->sync_cond, &t->lock);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* A sync the syncer could not do: the trail is failing from now on, and the gap record
+ * will name the last record whose durability is unknown (its statement already ran).
+ * True when it found one. */
+static bool sync_check(struct audit_trail *t)
+{
+	int err;
+
+	if (!t->syncer_started)
+		return false;
+	pthread_mutex_lock(&t->lock);
+	err = t->sync_err;
+	if (err) {
+		t->unsynced_through = t->sync_err_seq;
+		t->sync_err = 0;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!err)
+		return false;
+	enter_failing(t, err);
+	return true;
+}
+
 /*
  * Write the output buffer; sync it when the mode or a checkpoint (or another record that
  * must not be lost, need_sync) asks. On failure: cut the file back, roll the chain back,
@@ -533,6 +620,13 @@ static int commit(struct audit_trail *t)
 	bool release_first = t->fsync == CONFIG_AUDIT_FSYNC_WRITE;
 	int rc = 0;
 
+	if (sync_check(t)) {
+		/* Failing now: what was encoded is not written. */
+		t->work = t->committed;
+		t->need_sync = false;
+		settle_pending(t, -EIO);
+		return -EIO;
+	}
 	if (t->out_len == 0)
 		return 0;
 	if (t->fd < 0)
@@ -558,20 +652,14 @@ static int commit(struct audit_trail *t)
 	}
 	pthread_mutex_lock(&t->lock);
 	t->stats.batches++;
-	t->stats.syncs += sync;
+	t->stats.syncs += sync && !release_first; /* the syncer counts its own */
 	pthread_mutex_unlock(&t->lock);
 	t->committed = t->work;
 	t->need_sync = false;
 	mirror_lines(t);
 	settle_pending(t, 0);
-	if (release_first && sync && fdatasync(t->fd)) {
-		rc = -errno;
-		pthread_mutex_lock(&t->lock);
-		t->unsynced_through = t->committed.seq;
-		pthread_mutex_unlock(&t->lock);
-		enter_failing(t, rc);
-		return rc;
-	}
+	if (release_first && sync)
+		sync_request(t);
 	return 0;
 }
 
@@ -823,8 +911,10 @@ static int create_file(struct audit_trail *t, const char *previous_file, const c
 		unlinkat(t->dirfd, t->base, 0);
 		return rc;
 	}
-	if (t->fd >= 0)
+	if (t->fd >= 0) {
+		sync_drain(t);
 		close(t->fd);
+	}
 	t->fd = fd;
 	t->committed.file_size = t->work.file_size = 0;
 	if (!t->work.cp_first_seq) /* a new trail */
@@ -1007,6 +1097,13 @@ static void trail_free(struct audit_trail *t)
 {
 	if (!t)
 		return;
+	if (t->syncer_started) {
+		pthread_mutex_lock(&t->lock);
+		t->syncer_stop = true;
+		pthread_cond_signal(&t->sync_cond);
+		pthread_mutex_unlock(&t->lock);
+		pthread_join(t->syncer, NULL); /* it finishes what was asked first */
+	}
 	if (t->fd >= 0)
 		close(t->fd);
 	if (t->dirfd >= 0)
@@ -1024,6 +1121,7 @@ static void trail_free(struct audit_trail *t)
 	EVP_PKEY_free(t->key);
 	pthread_mutex_destroy(&t->lock);
 	pthread_cond_destroy(&t->cond);
+	pthread_cond_destroy(&t->sync_cond);
 	free(t->path);
 	free(t->dir);
 	free(t->out);
@@ -1078,6 +1176,7 @@ int audit_trail_open(const struct audit_trail_config *c, struct audit_trail **ou
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&t->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&t->sync_cond, NULL);
 	t->path = strdup(c->path ? c->path : "");
 	t->dir = strdup(c->path ? c->path : "");
 	if (!t->path || !t->dir) {
@@ -1097,6 +1196,15 @@ int audit_trail_open(const struct audit_trail_config *c, struct audit_trail **ou
 	t->base = t->path + (slash - t->dir) + 1;
 	t->fsync = c->fsync;
 	t->on_failure = c->on_failure;
+	if (t->fsync == CONFIG_AUDIT_FSYNC_WRITE) {
+		rc = pthread_create(&t->syncer, NULL, syncer_main, t);
+		if (rc) {
+			snprintf(err, n, "cannot start the audit syncer: %s", strerror(rc));
+			rc = -rc;
+			goto err;
+		}
+		t->syncer_started = true;
+	}
 	t->batch_window_ns = c->batch_window_ns;
 	t->rotate_size = c->rotate_size;
 	t->rotate_interval_ns = c->rotate_interval_ns;
@@ -1178,6 +1286,10 @@ int audit_trail_open(const struct audit_trail_config *c, struct audit_trail **ou
 		rc = emit_checkpoint(t, "start", 0, 0);
 	if (!rc)
 		rc = commit(t);
+	/* The start is durable before pgwardend goes on, in every mode. */
+	sync_drain(t);
+	if (!rc && sync_check(t))
+		rc = t->gap_err ? t->gap_err : -EIO;
 	if (rc || t->gap_active) {
 		snprintf(err, n, "%s: cannot write the start of the trail: %s", t->path,
 			 strerror(rc ? -rc : -t->gap_err));
@@ -1412,6 +1524,7 @@ static void run_timers(struct audit_trail *t)
 {
 	uint64_t now = clock_mono_ns();
 
+	(void)sync_check(t);
 	if (t->gap_active) {
 		if (now >= t->retry_mono)
 			(void)try_recover(t);
@@ -1468,7 +1581,7 @@ static void *writer_main(void *arg)
 		struct audit_rec *batch;
 		uint64_t deadline = next_deadline(t);
 
-		while (!t->head && !t->stopping && clock_mono_ns() < deadline)
+		while (!t->head && !t->stopping && !t->sync_err && clock_mono_ns() < deadline)
 			timed_wait(t, deadline);
 		/* Batch mode with a window: give the first record's company time to arrive. */
 		if (t->head && t->fsync == CONFIG_AUDIT_FSYNC_BATCH && t->batch_window_ns &&
@@ -1694,7 +1807,8 @@ void audit_trail_close(struct audit_trail *t, const char *reason)
 		audit_rec_free(r);
 		r = NULL;
 	}
-	if (!r || emit_own(t, r) || emit_checkpoint(t, "stop", 0, 0) || commit(t))
+	if (!r || emit_own(t, r) || emit_checkpoint(t, "stop", 0, 0) || commit(t) ||
+	    (sync_drain(t), sync_check(t)))
 		log_error("audit", "%s: could not write the stop of the trail; its last records are "
 				   "unsigned until the next start signs them",
 			  t->path);
