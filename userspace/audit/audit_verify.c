@@ -408,9 +408,10 @@ static void walk_not_record(struct verifier *v, struct walk *w, size_t i)
 
 	if (at_end) {
 		problem(v, AUDIT_PROBLEM_TRUNCATED, w->prev_seq + 1,
-			"truncated: %s ends in the middle of a record after seq %llu (%s); %s",
+			"truncated: %s ends in the middle of a record after seq %llu (seq %llu: %s); %s",
 			safe_name(v->files[e->file].name, at, sizeof(at)),
-			(unsigned long long)w->prev_seq, e->why ? e->why : "cut short",
+			(unsigned long long)w->prev_seq, (unsigned long long)(w->prev_seq + 1),
+			e->why ? e->why : "cut short",
 			is_last_file(v, e) ?
 				"pgwardend crashed while writing it, or the file was cut; a "
 				"restarted pgwardend marks such bytes (torn_record)" :
@@ -418,9 +419,10 @@ static void walk_not_record(struct verifier *v, struct walk *w, size_t i)
 		return;
 	}
 	problem(v, AUDIT_PROBLEM_MODIFIED, w->prev_seq + 1,
-		"modified: the record after seq %llu (%s) is not a valid record: %s",
+		"modified: the record after seq %llu (%s), which should be seq %llu, is not a valid "
+		"record: %s",
 		(unsigned long long)w->prev_seq, where(v, e, at, sizeof(at)),
-		e->why ? e->why : "unreadable");
+		(unsigned long long)(w->prev_seq + 1), e->why ? e->why : "unreadable");
 }
 
 /* A record whose seq is not the next one. */
@@ -809,7 +811,8 @@ void audit_verify(const struct audit_verify_file *files, unsigned nfiles,
 		order[i].seq = first_seq_of(&files[i]);
 		order[i].idx = i;
 	}
-	qsort(order, nfiles, sizeof(*order), cmp_first_seq);
+	if (nfiles)
+		qsort(order, nfiles, sizeof(*order), cmp_first_seq);
 	for (unsigned i = 0; i < nfiles; i++)
 		sorted[i] = files[order[i].idx];
 	v.files = sorted;
