@@ -87,13 +87,18 @@ check-unit: $(UNIT_BINS)
 # libFuzzer targets: clang, with the library sources compiled again for coverage.
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -std=gnu11 -D_GNU_SOURCE \
 	-Iuserspace -Ibpf -I$(BUILD)/gen $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+# An archive, as for the unit tests: a target links only the objects it uses.
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
+FUZZ_LIB := $(BUILD)/libpgwarden-fuzz.a
 $(BUILD)/fuzzobj/%.o: %.c | $(GENERATED)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -c $< -o $@
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJS)
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(PG_LIBS)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(PG_LIBS)
 fuzz-build: $(FUZZ_BINS)
 
 # Each target runs from its seed corpus (tests/fuzz/corpus/NAME) into a scratch copy, so

@@ -36,3 +36,14 @@ bench: $(DAEMON) $(CTL)
 
 bench-report:
 	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --ctl $(CTL) --work $(BENCH_WORK) --report-only
+
+# The audit writer alone (bench/audit_writer.c): records/s per fsync mode, and the wait a
+# statement sees. No PostgreSQL needed; the trail goes to /var/tmp (a real disk) unless
+# AUDIT_BENCH_ARGS says --dir.
+AUDIT_BENCH_ARGS ?=
+.PHONY: bench-audit-writer
+$(BUILD)/bench/audit_writer: bench/audit_writer.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PG_CFLAGS) -o $@ $< $(LIB) $(PG_LIBS)
+bench-audit-writer: $(BUILD)/bench/audit_writer
+	$(BUILD)/bench/audit_writer $(AUDIT_BENCH_ARGS)

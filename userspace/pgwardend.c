@@ -7,6 +7,7 @@
  * the workers' lifecycle: start, drain on SIGTERM/SIGINT, join. Workers own the data path.
  */
 #include "admin/admin.h"
+#include "audit/audit.h"
 #include "auth/auth.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -126,16 +127,29 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-/* Defaults, then the file, then the flags. NULL with a one-line message in err. */
-static struct config *load_config(const struct options *o, char *err, size_t errlen)
+/* What the config file's bytes were when it was last read (for the audit trail). */
+struct config_digest {
+	uint8_t sha256[32];
+	bool known;
+};
+
+/* Defaults, then the file, then the flags. NULL with a one-line message in err. dg
+ * (optional) receives the digest of the file as read. */
+static struct config *load_config(const struct options *o, struct config_digest *dg, char *err,
+				  size_t errlen)
 {
 	struct config *cfg = config_new();
+	struct config_digest ignored;
 
+	if (!dg)
+		dg = &ignored;
+	dg->known = false;
 	if (!cfg) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (o->config_path && config_load_file(cfg, o->config_path, err, errlen))
+	if (o->config_path &&
+	    config_load_file_sha256(cfg, o->config_path, dg->sha256, &dg->known, err, errlen))
 		goto err_free;
 	for (unsigned i = 0; i < o->nflags; i++) {
 		char text[CONFIG_ERR_MAX];
@@ -154,6 +168,13 @@ err_free:
 	config_unref(cfg);
 	return NULL;
 }
+
+/*
+ * The audit trail, when audit.path is set: opened by the main thread before any other
+ * thread exists, closed after the workers and the admin socket are gone; the admin thread
+ * only reads the pointer in between.
+ */
+static struct audit_trail *audit;
 
 /* PgBouncer hangs new clients silently at 1,024 descriptors; raise the soft limit to the
  * hard one and say what we got, because each session needs two. */
@@ -241,21 +262,22 @@ static int reload_checked(struct relay *r, const struct options *o, char *err, s
 	struct tls_snapshot *tls = NULL;
 	const char *restart;
 
+	struct config_digest dg;
+
 	pthread_mutex_lock(&reload_lock);
-	cfg = load_config(o, err, errlen);
-	if (cfg && tls_snapshot_build(cfg, &tls, err, errlen)) {
+	/* The whole reload is one decision: the file, its TLS files and its auth files. The
+	 * trail records it with the digest of what was read, accepted or not. */
+	cfg = load_config(o, &dg, err, errlen);
+	if (cfg && (tls_snapshot_build(cfg, &tls, err, errlen) || auth_load(cfg, err, errlen))) {
+		tls_snapshot_unref(tls);
+		tls = NULL;
 		config_unref(cfg);
 		cfg = NULL;
 	}
+	audit_event_reload(audit, "config", o->config_path, dg.known ? dg.sha256 : NULL, cfg != NULL,
+			   err);
 	if (!cfg) {
 		log_error("reload", "keeping the running configuration: %s", err);
-		pthread_mutex_unlock(&reload_lock);
-		return -1;
-	}
-	if (auth_load(cfg, err, errlen)) {
-		log_error("reload", "keeping the running configuration: %s", err);
-		tls_snapshot_unref(tls);
-		config_unref(cfg);
 		pthread_mutex_unlock(&reload_lock);
 		return -1;
 	}
@@ -317,9 +339,12 @@ static int admin_kill_cb(void *ctx, const char *id)
 	for (unsigned i = 0; i < r->nworkers; i++) {
 		int err = worker_post_kill(r->workers[i], id);
 
-		if (err != -ENOENT)
+		if (err != -ENOENT) {
+			audit_event_kill(audit, id, "admin socket", err == 0);
 			return err;
+		}
 	}
+	audit_event_kill(audit, id, "admin socket", false);
 	return -ENOENT;
 }
 
@@ -409,6 +434,19 @@ static int admin_status_cb(void *ctx, json_t *obj)
 
 	if (why)
 		json_object_set_new(obj, "upstream_from_pgwarden_because", json_string(why));
+	if (audit) {
+		struct audit_trail_stats st;
+
+		audit_trail_stats(audit, &st);
+		json_object_set_new(obj, "audit",
+				    json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "seq", (json_int_t)st.seq,
+					      "records", (json_int_t)st.records, "lost",
+					      (json_int_t)st.lost, "queued_bytes",
+					      (json_int_t)st.queued_bytes, "mirror_dropped",
+					      (json_int_t)st.mirror_dropped, "failing", st.failing));
+	} else {
+		json_object_set_new(obj, "audit", json_null());
+	}
 	if (d->gate) {
 		struct config *cfg = relay_config_acquire(r);
 		json_t *gate = gate_status_json(d->gate, cfg);
@@ -613,6 +651,58 @@ static int main_loop(struct relay *r, const struct options *o, int sigfd, struct
 	}
 }
 
+/* ---- the audit trail --------------------------------------------------------------- */
+
+/*
+ * AUDIT-CORE: the audit stage (audit/audit_stage.c) needs the v2 connection core: it
+ * PAUSEs each statement until its record is durable and is woken by stage_wake(), and it
+ * reads the stmt table; this core has neither (it gives stages no waker). Until it does,
+ * sessions are refused while an audit trail is configured: a trail that silently missed
+ * them would be worse than none. With the v2 core, replace this stage by:
+ *
+ *	struct audit_stage_options aopts;
+ *
+ *	audit_stage_options_from(&aopts, cfg);
+ *	audit_stage_bind(audit, &aopts);
+ *	stage_pipeline_add(&r->pipeline, &audit_stage)   (last: after policy and masking)
+ */
+static void audit_core_missing_start(struct stage_ctx *ctx, struct stage_result *res)
+{
+	stage_result_set(res, STAGE_CLOSE, "53100", NULL,
+			 "the audit trail cannot be kept for this connection (the relay cannot hold "
+			 "a statement until its record is written)");
+}
+
+static const struct stage_ops audit_core_missing_stage = {
+	.name = "audit",
+	.session_start = audit_core_missing_start,
+};
+
+/* Open the trail (daemon_start, durably) and put the audit stage in the pipeline. 0, or
+ * -1 after logging why pgwardend must not start. */
+static int start_audit(struct relay *r, const struct config *cfg, const struct options *o,
+		       const struct config_digest *dg)
+{
+	struct audit_trail_config tc;
+	char err[CONFIG_ERR_MAX];
+
+	audit_trail_config_from(&tc, cfg);
+	tc.version = PGWARDEN_VERSION;
+	tc.config_path = o->config_path;
+	tc.config_sha256 = dg->known ? dg->sha256 : NULL;
+	if (audit_trail_open(&tc, &audit, err, sizeof(err))) {
+		log_error("start", "audit trail: %s", err);
+		return -1;
+	}
+	if (stage_pipeline_add(&r->pipeline, &audit_core_missing_stage)) {
+		log_error("start", "audit: the stage pipeline is full");
+		return -1;
+	}
+	log_warn("audit", "sessions are refused (53100): this build's connection core cannot run "
+			  "the audit stage; the trail records pgwardend's own events only");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = {0};
@@ -636,7 +726,9 @@ int main(int argc, char **argv)
 		options_free(&o);
 		return 2;
 	}
-	cfg = load_config(&o, err, sizeof(err));
+	struct config_digest dg;
+
+	cfg = load_config(&o, &dg, err, sizeof(err));
 	/* Before any other cryptography: tls.fips must load its provider first or not at all,
 	 * and private keys go to the secure heap. Then the certificate files, so that
 	 * --check-config judges them too. */
@@ -729,6 +821,8 @@ int main(int argc, char **argv)
 		log_error("start", "out of memory");
 		goto out;
 	}
+	if (cfg->audit_path && start_audit(&r, cfg, &o, &dg))
+		goto out;
 	r.metrics = metrics_registry_new();
 	if (!r.metrics || metrics_std_register(r.metrics, &r.mstd) ||
 	    metrics_steer_register(r.metrics, NULL)) {
@@ -796,9 +890,15 @@ out_stop:
 	__atomic_store_n(&r.admin, NULL, __ATOMIC_RELEASE);
 	admin_server_stop(admin);
 	admin = NULL;
+	/* Every thread that could record something is gone: the stop and the last checkpoint. */
+	audit_trail_close(audit, status ? "stopped after a failure" : "stopped");
+	audit = NULL;
 out:
 	metrics_http_stop(http);
 	admin_server_stop(admin);
+	/* No worker runs here (start_workers joins those it started when it fails). */
+	audit_trail_close(audit, "failed to start");
+	audit = NULL;
 	for (unsigned i = 0; i < r.nworkers; i++)
 		worker_destroy(r.workers[i]);
 	free(r.workers);

@@ -95,6 +95,31 @@ static void round_trip_error(const struct proto_error_fields *ef)
 	CHECK(strcmp(again.message, ef->message) == 0);
 }
 
+/* Bind values or FunctionCall arguments: exactly n, each inside the body, formats 0/1. */
+static void walk_params(const struct proto_msg *m, int valid)
+{
+	struct proto_param_iter it;
+	const uint8_t *v;
+	int32_t len;
+	int16_t fmt;
+	uint32_t oid;
+	unsigned n = 0;
+	int rc = m->type == 'B' ? proto_bind_params_begin(m, &it) :
+				   proto_fcall_args_begin(m, &oid, &it);
+
+	CHECK((rc == PROTO_OK) == (valid == PROTO_OK));
+	if (rc != PROTO_OK)
+		return;
+	while ((rc = proto_param_next(&it, &v, &len, &fmt)) == 1) {
+		CHECK(len >= -1 && (len == -1) == (v == NULL));
+		CHECK(fmt == 0 || fmt == 1);
+		if (len > 0)
+			CHECK(inside(v, (size_t)len, m->body, m->body_len));
+		n++;
+	}
+	CHECK(rc == 0 && n == it.n);
+}
+
 /* Every reader on m: OK only for its own type, and then in agreement with validation. */
 static void read_all(enum proto_dir dir, const struct proto_msg *m, int valid)
 {
@@ -155,6 +180,13 @@ static void read_all(enum proto_dir dir, const struct proto_msg *m, int valid)
 		AGREE(proto_read_query(m, &s1), t == 'Q');
 		AGREE(proto_read_parse(m, &s1, &s2, &n16), t == 'P');
 		AGREE(proto_read_bind(m, &s1, &s2, &n16), t == 'B');
+		AGREE(proto_read_execute(m, &s1, &u1), t == 'E');
+		AGREE(proto_read_target(m, 'C', &u8, &s1), t == 'C');
+		if (rc == PROTO_OK)
+			CHECK(u8 == 'S' || u8 == 'P');
+		AGREE(proto_read_target(m, 'D', &u8, &s1), t == 'D');
+		if (t == 'B' || t == 'F')
+			walk_params(m, valid);
 		/* 'p' has no single layout: its readers answer for themselves. */
 		rc = proto_read_password(m, &s1);
 		CHECK(t == 'p' || rc == PROTO_ERR_TYPE);

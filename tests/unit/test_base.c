@@ -78,28 +78,6 @@ static void test_log_escapes_peer_values(void **state)
 	assert_null(strchr(l.buf, '\n'));
 }
 
-/* Decode a case field: \xHH is a raw byte, \\ a backslash. Returns the length. */
-static size_t decode_field(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	while (*in && n + 1 < cap) {
-		unsigned v;
-
-		if (in[0] == '\\' && in[1] == '\\') {
-			out[n++] = '\\';
-			in += 2;
-		} else if (in[0] == '\\' && in[1] == 'x' && sscanf(in + 2, "%2x", &v) == 1) {
-			out[n++] = (char)v;
-			in += 4;
-		} else {
-			out[n++] = *in++;
-		}
-	}
-	out[n] = '\0';
-	return n;
-}
-
 /* Every line of data/base/sanitize_cases.txt, then the properties every output has. */
 static void test_sanitize_cases(void **state)
 {
@@ -121,8 +99,8 @@ static void test_sanitize_cases(void **state)
 		f1 = trim(f1);
 		to = strcmp(f1, "log") == 0 ? SANITIZE_LOG
 		     : strcmp(f1, "json") == 0 ? SANITIZE_JSON : SANITIZE_TERMINAL;
-		n = decode_field(trim(f2), in, sizeof(in));
-		decode_field(trim(f3), want, sizeof(want));
+		n = case_decode(trim(f2), in, sizeof(in));
+		case_decode(trim(f3), want, sizeof(want));
 		len = sanitize(out, sizeof(out), in, n, to, &cut);
 		if (strcmp(out, want) != 0)
 			fail_msg("case %d (%s): got '%s' want '%s'", cases + 1, f1, out, want);

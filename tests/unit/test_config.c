@@ -318,6 +318,42 @@ static void test_set_every_key(void **state)
 		{"auth.lockout.window", "90s", "90s"},
 		{"auth-lockout-duration", "2h", "2h"},
 		{"auth-lockout-max-entries", "64", "64"},
+		/* the audit block; a group inside a group: audit.checkpoint */
+		{"audit.path", "/var/log/pgwarden/audit.jsonl", "/var/log/pgwarden/audit.jsonl"},
+		{"audit-signing-key", "/etc/pgwarden/audit.key", "/etc/pgwarden/audit.key"},
+		{"audit.fsync", "always", "always"},
+		{"audit-fsync", "none", "none"},
+		{"audit-fsync", "write", "write"},
+		{"audit-fsync", "batch", "batch"},
+		{"audit.batch_window", "2ms", "2ms"},
+		{"audit-batch-window", "0", "0s"},
+		{"audit.queue_size", "64KiB", "64KiB"},
+		{"audit-queue-size", "1GiB", "1GiB"},
+		{"audit.write_timeout", "100ms", "100ms"},
+		{"audit-write-timeout", "1h", "1h"},
+		{"audit.on_failure", "continue", "continue"},
+		{"audit-on-failure", "reject", "reject"},
+		{"audit.parameters", "yes", "true"},
+		{"audit.literals", "on", "true"},
+		{"audit-literals", "false", "false"},
+		{"audit.max_text", "256", "256"},
+		{"audit-max-text", "1MiB", "1MiB"},
+		{"audit.rotate_size", "0", "0"},
+		{"audit-rotate-size", "64MiB", "64MiB"},
+		{"audit.rotate_interval", "0", "0s"},
+		{"audit-rotate-interval", "168h", "168h"},
+		{"audit.checkpoint.records", "1", "1"},
+		{"audit-checkpoint-records", "1000000", "1000000"},
+		{"audit.checkpoint.interval", "1s", "1s"},
+		{"audit-checkpoint-interval", "24h", "24h"},
+		{"audit.disk_warn", "100", "100"},
+		{"audit-disk-warn", "1", "1"},
+		{"audit.group", "pgwarden-audit", "pgwarden-audit"},
+		{"audit-group", "adm", "adm"},
+		{"audit.syslog_socket", "/dev/log", "/dev/log"},
+		{"audit-syslog-address", "192.0.2.10:514", "192.0.2.10:514"},
+		{"audit-syslog-address", "[2001:db8::1]:514", "[2001:db8::1]:514"},
+		{"audit-syslog-address", "off", ""},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -358,6 +394,14 @@ static void test_set_every_key(void **state)
 	assert_true(cfg->gate_deny[0].v4);
 	assert_int_equal(cfg->gate_deny[0].bits, 96 + 8);
 	assert_false(cfg->gate_deny[1].v4);
+	assert_int_equal(cfg->audit_fsync, CONFIG_AUDIT_FSYNC_BATCH);
+	assert_int_equal(cfg->audit_on_failure, CONFIG_AUDIT_REJECT);
+	assert_int_equal(cfg->audit_checkpoint_records, 1000000);
+	assert_int_equal(cfg->audit_checkpoint_interval_ms, 24 * 3600 * 1000);
+	assert_true(cfg->audit_parameters);
+	assert_false(cfg->audit_literals);
+	assert_string_equal(cfg->audit_group, "adm");
+	assert_null(cfg->audit_syslog_address);
 	config_unref(cfg);
 }
 
@@ -479,6 +523,29 @@ static void test_set_errors(void **state)
 		{"tls-groups", "X25519;P-256", "tls-groups: expected an OpenSSL list of names joined by ':' (letters, digits and +-!@=_.,), got \"X25519;P-256\""},
 		{"tls-fips", "fips", "tls-fips: expected true or false (or yes/no, on/off, 1/0), got \"fips\""},
 		{"tls-server-ca-file", "/" LONG_4095, "tls-server-ca-file: path is longer than 4095 bytes"},
+		{"audit.fsync", "sometimes", "audit.fsync: expected one of always, batch, none, write, got \"sometimes\""},
+		{"audit-fsync", "BATCH", "audit-fsync: expected one of always, batch, none, write, got \"BATCH\""},
+		{"audit-fsync", "", "audit-fsync: expected one of always, batch, none, write, got \"\""},
+		{"audit.on_failure", "ignore", "audit.on_failure: expected one of reject, continue, got \"ignore\""},
+		{"audit.path", "audit.log", "audit.path: expected an absolute path, or off, got \"audit.log\""},
+		{"audit.path", "/var/log/\x1b[2Jaudit", "audit.path: expected an absolute path, or off, got \"/var/log/\\x1b[2Jaudit\""},
+		{"audit.batch_window", "101ms", "audit.batch_window: \"101ms\" is out of range (0s to 100ms)"},
+		{"audit.queue_size", "64KiB1", "audit.queue_size: expected a size like 32KiB, 1MiB or a number of bytes, got \"64KiB1\""},
+		{"audit.queue_size", "65535", "audit.queue_size: \"65535\" is out of range (64KiB to 1GiB)"},
+		{"audit.write_timeout", "99ms", "audit.write_timeout: \"99ms\" is out of range (100ms to 1h)"},
+		{"audit.max_text", "255", "audit.max_text: \"255\" is out of range (256 to 1MiB)"},
+		{"audit.rotate_size", "2GiB", "audit.rotate_size: \"2GiB\" is out of range (0 to 1GiB)"},
+		{"audit.rotate_interval", "169h", "audit.rotate_interval: \"169h\" is out of range (0s to 168h)"},
+		{"audit.checkpoint.records", "0", "audit.checkpoint.records: \"0\" is out of range (1 to 1000000)"},
+		{"audit-checkpoint-interval", "999ms", "audit-checkpoint-interval: \"999ms\" is out of range (1s to 24h)"},
+		{"audit.disk_warn", "101", "audit.disk_warn: \"101\" is out of range (1 to 100)"},
+		{"audit.group", "-wheel", "audit.group: expected a group name (1 to 32 letters, digits, ., _ or -), or off, got \"-wheel\""},
+		{"audit.group", "a b", "audit.group: expected a group name (1 to 32 letters, digits, ., _ or -), or off, got \"a b\""},
+		{"audit.group", "abcdefghijklmnopqrstuvwxyz0123456", "audit.group: expected a group name (1 to 32 letters, digits, ., _ or -), or off, got \"abcdefghijklmnopqrstuvwxyz0123456\""},
+		{"audit.group", "adm\n", "audit.group: expected a group name (1 to 32 letters, digits, ., _ or -), or off, got \"adm\\x0a\""},
+		{"audit.syslog_address", "collector:514", "audit.syslog_address: expected an address like 192.0.2.10:514, or off, got \"collector:514\""},
+		{"audit.checkpoint", "5", "audit.checkpoint: unknown key"},
+		{"audit", "x", "audit: unknown key"},
 	};
 	struct config *cfg = config_new();
 	char *before;
@@ -1143,6 +1210,24 @@ static void test_validate(void **state)
 		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
 		  {"unix_listen", "/run/a.sock"}, {"admin_socket", "/run/a.sock"}},
 		 "unix_listen: /run/a.sock is also admin_socket"},
+		/* The audit trail: signed or not at all; its companions only with it. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"audit.path", "/var/log/a.jsonl"}, {"audit.signing_key", "/etc/a.key"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"audit.path", "/var/log/a.jsonl"}},
+		 "audit.signing_key: required with audit.path (checkpoints are signed; pgwardenctl audit keygen makes a key pair)"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"audit.path", "/var/log/a"}, {"audit.signing_key", "/var/log/a"}},
+		 "audit.signing_key: /var/log/a is also audit.path"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"audit.signing_key", "/etc/a.key"}},
+		 "audit.signing_key: set, but audit.path is not (no audit trail)"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"audit.syslog_address", "127.0.0.1:514"}},
+		 "audit.syslog_address: set, but audit.path is not (no audit trail)"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"audit.group", "adm"}},
+		 "audit.group: set, but audit.path is not (no audit trail)"},
 		/* The admission gate: limits need the queue, a rate needs a burst and the other
 		 * way round, no range twice. */
 		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"},
@@ -1261,6 +1346,11 @@ static void test_write_reads_back(void **state)
 	assert_set_ok(cfg, "tls.min_version", "TLSv1.3");
 	assert_set_ok(cfg, "tls.ciphers", "ECDHE+AESGCM:!AES128");
 	assert_set_ok(cfg, "tls.fips", "true");
+	assert_set_ok(cfg, "audit.path", "/var/log/pgwarden/audit.jsonl");
+	assert_set_ok(cfg, "audit.fsync", "none");
+	assert_set_ok(cfg, "audit.checkpoint.records", "77");
+	assert_set_ok(cfg, "audit.checkpoint.interval", "5m");
+	assert_set_ok(cfg, "audit.group", "null");
 	text = write_to_string(cfg, &len);
 	assert_int_equal(config_load_buffer(back, "written", text, len, err, sizeof(err)), 0);
 	a = snapshot(cfg);
@@ -1278,6 +1368,11 @@ static void test_write_reads_back(void **state)
 	assert_non_null(strstr(text, "\n  min_version: TLSv1.3\n"));
 	assert_string_equal(back->tls_client_key_file, longest);
 	assert_true(back->tls_fips);
+	/* A group inside a group is indented under its parent; the parent goes on after it. */
+	assert_non_null(strstr(text, "audit:\n  path: \"/var/log/pgwarden/audit.jsonl\"\n"));
+	assert_non_null(strstr(text, "\n  fsync: none\n"));
+	assert_non_null(strstr(text, "\n  checkpoint:\n    records: 77\n    interval: 5m\n"));
+	assert_non_null(strstr(text, "\n  group: \"null\"\n"));
 	assert_true(back->gate_enabled);
 	assert_int_equal(back->ngate_deny, 2);
 	assert_false(back->transparent_source);
@@ -1372,6 +1467,24 @@ static void test_restart_required(void **state)
 		{"auth.lockout.window", "1m", false},
 		{"auth.lockout.duration", "1h", false},
 		{"auth.lockout.max_entries", "100", false},
+		{"audit.path", "/var/log/audit.jsonl", true},
+		{"audit.signing_key", "/etc/pgwarden/audit.key", true},
+		{"audit.fsync", "always", true},
+		{"audit.batch_window", "1ms", true},
+		{"audit.queue_size", "1MiB", true},
+		{"audit.write_timeout", "1s", true},
+		{"audit.on_failure", "continue", true},
+		{"audit.parameters", "true", true},
+		{"audit.literals", "true", true},
+		{"audit.max_text", "1KiB", true},
+		{"audit.rotate_size", "1MiB", true},
+		{"audit.rotate_interval", "1h", true},
+		{"audit.checkpoint.records", "10", true},
+		{"audit.checkpoint.interval", "10s", true},
+		{"audit.disk_warn", "50", true},
+		{"audit.group", "adm", true},
+		{"audit.syslog_socket", "/dev/log", true},
+		{"audit.syslog_address", "127.0.0.1:514", true},
 	};
 	struct config *old = config_new();
 

@@ -913,6 +913,52 @@ static int run_reader(const struct case_line *cl, const char *r, const struct pr
 			expect_num(cl, 2, "ncols", it.ncols);
 			expect_str(cl, 2, "values", j.s);
 		}
+	} else if (strcmp(r, "execute") == 0) {
+		const char *portal;
+		uint32_t rows;
+
+		if ((st = proto_read_execute(m, &portal, &rows)) == PROTO_OK) {
+			expect_str(cl, 2, "portal", portal);
+			expect_num(cl, 2, "rows", rows);
+		}
+	} else if (strcmp(r, "close") == 0 || strcmp(r, "describe") == 0) {
+		const char *name;
+		uint8_t kind;
+
+		if ((st = proto_read_target(m, r[0] == 'c' ? PqMsg_Close : PqMsg_Describe, &kind,
+					    &name)) == PROTO_OK) {
+			char k[2] = {(char)kind, 0};
+
+			expect_str(cl, 2, "kind", k);
+			expect_str(cl, 2, "name", name);
+		}
+	} else if (strcmp(r, "bind_params") == 0 || strcmp(r, "fcall_args") == 0) {
+		struct proto_param_iter it;
+		struct joined j = { .n = 0 };
+		uint32_t oid = 0;
+
+		st = r[0] == 'b' ? proto_bind_params_begin(m, &it) : proto_fcall_args_begin(m, &oid, &it);
+		if (st == PROTO_OK) {
+			const uint8_t *v;
+			int32_t len;
+			int16_t fmt;
+			int rc;
+
+			while ((rc = proto_param_next(&it, &v, &len, &fmt)) == 1) {
+				char piece[600], hex[512];
+
+				if ((len < 0) != (v == NULL))
+					fail_case(cl, "NULL value and length -1 must go together");
+				hex_piece(hex, sizeof(hex), v, len);
+				snprintf(piece, sizeof(piece), "%d:%s", fmt, hex);
+				join(&j, piece);
+			}
+			if (rc != 0)
+				fail_case(cl, "proto_param_next ended with %s", status_name(rc));
+			if (r[0] == 'f')
+				expect_num(cl, 2, "oid", oid);
+			expect_str(cl, 2, "values", j.s);
+		}
 	} else {
 		fail_case(cl, "unknown reader %s", r);
 	}
@@ -922,7 +968,8 @@ static int run_reader(const struct case_line *cl, const char *r, const struct pr
 static enum proto_dir reader_dir(const char *r)
 {
 	static const char *const frontend[] = { "query", "parse", "bind", "password",
-						"sasl_initial" };
+						"sasl_initial", "execute", "close", "describe",
+						"bind_params", "fcall_args" };
 
 	for (size_t i = 0; i < sizeof(frontend) / sizeof(frontend[0]); i++)
 		if (strcmp(r, frontend[i]) == 0)

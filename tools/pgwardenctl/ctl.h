@@ -17,6 +17,7 @@ enum ctl_exit {
 	CTL_EXIT_FAIL = 1,  /* the command ran and failed */
 	CTL_EXIT_USAGE = 2, /* bad flags or arguments */
 	CTL_EXIT_DOWN = 3,  /* pgwardend is not running / admin socket unreachable */
+	CTL_EXIT_UNVOUCHED = 4, /* audit verify: nothing wrong found, not all of it signed */
 };
 
 /* One line on stderr, "pgwardenctl: " and the message; returns code. */
@@ -39,6 +40,8 @@ const char *ctl_admin_socket(void);
 /* Steering (tools/pgwardenctl/steer_cmds.c). */
 int ctl_attach(int argc, char **argv);
 int ctl_detach(int argc, char **argv);
+/* Audit trail keys and verification (tools/pgwardenctl/audit_cmds.c). */
+int ctl_audit(int argc, char **argv);
 /* The steering section of `status`: prints human text, or adds to a JSON object when
  * json_out is a json_t *. Returns a ctl_exit. */
 int ctl_status_steering(bool json, void *json_out);

@@ -604,6 +604,7 @@ static const struct ctl_command commands[] = {
 	{"locks", "[--json]", "users and addresses with failed logins or a lock", cmd_locks},
 	{"attach", "[options]", "steer connections to protected ports through pgwarden", ctl_attach},
 	{"detach", "[options]", "remove steering; traffic goes straight to PostgreSQL", ctl_detach},
+	{"audit", "keygen|verify ...", "make an audit signing key; verify an audit trail", ctl_audit},
 	{"help", "", "this list", cmd_help},
 };
 
@@ -615,7 +616,8 @@ static void usage(FILE *out)
 		fprintf(out, "  %-9s %-18s %s\n", commands[i].name, commands[i].synopsis,
 			commands[i].summary);
 	fprintf(out, "\nThe admin socket is --socket, else $PGWARDEN_ADMIN_SOCKET, else %s.\n"
-		     "Exit status: 0 ok, 1 failed, 2 usage, 3 pgwardend unreachable.\n",
+		     "Exit status: 0 ok, 1 failed, 2 usage, 3 pgwardend unreachable (audit verify: 4,\n"
+		     "not all of the trail is signed).\n",
 		admin_client_default_path());
 }
 

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <openssl/sha.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -99,6 +100,8 @@ struct setting {
 	uint64_t def;        /* integer types, ST_BOOL: the default */
 	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE, ST_TEXT: the default */
 	const char *const *choices; /* ST_CHOICE, ST_SET: the words, NULL-terminated, in order */
+	bool remote_ok;      /* ST_OPT_ADDR: any address (a syslog collector), not loopback only */
+	size_t path_max;     /* ST_PATH, ST_OPT_PATH: longest path; 0: a Unix socket's sun_path */
 	/* ST_TEXT, ST_OPT_TEXT: 0, or -1 with what is wrong (no key prefix) in problem. */
 	int (*check)(const char *text, char *problem, size_t n);
 	bool restart;        /* bound once at start; a reload cannot change it */
@@ -232,7 +235,8 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
 	  .help = "source address range whose new connections are dropped; repeat for several")  \
 	TLS_SETTINGS(S)                                                                          \
-	AUTH_SETTINGS(S)
+	AUTH_SETTINGS(S)                                                                         \
+	CONFIG_AUDIT_SETTINGS(S)
 
 /* TLS (docs/TLS.md), one block: the client leg, the server leg, then what both share. */
 #define TLS_SETTINGS(S)                                                                          \
@@ -332,6 +336,84 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .min = 64, .max = 1048576, .def = 65536, .arg = "N",                                   \
 	  .help = "users and sources the lockout remembers (about 160 bytes each); the least "   \
 		  "recently failed unlocked one is forgotten first")
+
+/* The audit trail's block (docs/AUDIT.md). All bound at start: the writer owns the files. */
+static const char *const audit_fsync_choices[] = {"always", "batch", "none", "write", NULL};
+static const char *const audit_on_failure_choices[] = {"reject", "continue", NULL};
+_Static_assert(CONFIG_AUDIT_FSYNC_COUNT == 4 && CONFIG_AUDIT_ON_FAILURE_COUNT == 2,
+	       "the choice words follow the enums");
+#define AUDIT_PATH_MAX 1024 /* leaves room for a rotated file's suffix under PATH_MAX */
+
+#define CONFIG_AUDIT_SETTINGS(S)                                                                 \
+	S("audit.path", .type = ST_OPT_PATH, FIELD(audit_path), .path_max = AUDIT_PATH_MAX,      \
+	  .restart = true, .arg = "PATH",                                                        \
+	  .help = "the audit trail (JSON lines, chained and signed); rotated files go beside "   \
+		  "it; off when unset")                                                          \
+	S("audit.signing_key", .type = ST_OPT_PATH, FIELD(audit_signing_key),                    \
+	  .path_max = AUDIT_PATH_MAX, .restart = true, .arg = "PATH",                            \
+	  .help = "Ed25519 private key (PEM, mode 0600) that signs checkpoints; required with "  \
+		  "audit.path (pgwardenctl audit keygen)")                                       \
+	S("audit.fsync", .type = ST_CHOICE, FIELD(audit_fsync), .choices = audit_fsync_choices,  \
+	  .def = CONFIG_AUDIT_FSYNC_BATCH, .restart = true, .arg = "MODE",                       \
+	  .help = "when a statement's record is durable enough for it to run: always (fsync "    \
+		  "each record), batch (one fsync per group), write (written; the group's fsync " \
+		  "follows), none (write only)")                                                 \
+	S("audit.batch_window", .type = ST_DURATION, FIELD(audit_batch_window_ms), .min = 0,     \
+	  .max = 100, .def = 0, .restart = true, .arg = "DURATION",                              \
+	  .help = "batch: how long the writer waits for more records before a write and fsync; " \
+		  "0: records that arrive during an fsync share the next one")                   \
+	S("audit.queue_size", .type = ST_SIZE, FIELD(audit_queue_size), .min = 64 * KIB,         \
+	  .max = GIB, .def = 16 * MIB, .restart = true, .arg = "SIZE",                           \
+	  .help = "records waiting for the writer; when full, statements wait (never dropped)")  \
+	S("audit.write_timeout", .type = ST_DURATION, FIELD(audit_write_timeout_ms),             \
+	  .min = 100, .max = MS_PER_H, .def = 10 * MS_PER_S, .restart = true,                    \
+	  .arg = "DURATION",                                                                     \
+	  .help = "a statement waits this long for its record to be written, then fails with "   \
+		  "53100")                                                                       \
+	S("audit.on_failure", .type = ST_CHOICE, FIELD(audit_on_failure),                        \
+	  .choices = audit_on_failure_choices, .def = CONFIG_AUDIT_REJECT, .restart = true,      \
+	  .arg = "ACTION",                                                                       \
+	  .help = "while the trail cannot be written: reject (statements fail with 53100) or "   \
+		  "continue (they run unaudited, with an alert); the gap is recorded either way") \
+	S("audit.parameters", .type = ST_BOOL, FIELD(audit_parameters), .def = false,            \
+	  .restart = true, .arg = "BOOL",                                                        \
+	  .help = "write bind parameter values (never for statements that set a password)")      \
+	S("audit.literals", .type = ST_BOOL, FIELD(audit_literals), .def = false,                \
+	  .restart = true, .arg = "BOOL",                                                        \
+	  .help = "write statement text as sent and server error texts; false: literals become " \
+		  "$n")                                                                          \
+	S("audit.max_text", .type = ST_SIZE, FIELD(audit_max_text), .min = 256, .max = MIB,      \
+	  .def = 16 * KIB, .restart = true, .arg = "SIZE",                                       \
+	  .help = "statement text longer than this is cut in the record (and marked)")           \
+	S("audit.rotate_size", .type = ST_SIZE, FIELD(audit_rotate_size), .min = 0, .max = GIB,  \
+	  .def = 256 * MIB, .restart = true, .arg = "SIZE",                                      \
+	  .help = "start a new file once the trail reaches this size; 0: never by size")         \
+	S("audit.rotate_interval", .type = ST_DURATION, FIELD(audit_rotate_interval_ms),         \
+	  .min = 0, .max = 168 * MS_PER_H, .def = 24 * MS_PER_H, .restart = true,                \
+	  .arg = "DURATION", .help = "start a new file after this long; 0: never by age")        \
+	S("audit.checkpoint.records", .type = ST_COUNT, FIELD(audit_checkpoint_records),         \
+	  .min = 1, .max = 1000000, .def = 1000, .restart = true, .arg = "N",                    \
+	  .help = "sign a checkpoint after this many records")                                   \
+	S("audit.checkpoint.interval", .type = ST_DURATION,                                      \
+	  FIELD(audit_checkpoint_interval_ms), .min = MS_PER_S, .max = 24 * MS_PER_H,            \
+	  .def = MS_PER_M, .restart = true, .arg = "DURATION",                                   \
+	  .help = "sign a checkpoint at least this often while records arrive")                  \
+	S("audit.disk_warn", .type = ST_COUNT, FIELD(audit_disk_warn), .min = 1, .max = 100,     \
+	  .def = 90, .restart = true, .arg = "PERCENT",                                          \
+	  .help = "warn (log and record) when the trail's file system is this full")             \
+	S("audit.group", .type = ST_OPT_TEXT, FIELD(audit_group), .check = check_system_name,    \
+	  .restart = true, .arg = "GROUP",                                                       \
+	  .help = "trail files are 0640 and owned by this group; off: 0600")                     \
+	S("audit.syslog_socket", .type = ST_OPT_PATH, FIELD(audit_syslog_socket),                \
+	  .restart = true, .arg = "PATH",                                                        \
+	  .help = "mirror every record to this local syslog datagram socket (RFC 5424), e.g. "   \
+		  "/dev/log; off when unset")                                                    \
+	S("audit.syslog_address", .type = ST_OPT_ADDR, FIELD(audit_syslog_address),              \
+	  .remote_ok = true, .restart = true, .arg = "ADDR",                                     \
+	  .help = "mirror every record to this syslog collector over UDP (RFC 5424/5426); off "  \
+		  "when unset")
+
+static int check_system_name(const char *text, char *problem, size_t n);
 
 static const char *const tls_client_modes[] = {"disable", "prefer", "require", NULL};
 static const char *const tls_verify_modes[] = {"none", "optional", "required", NULL};
@@ -845,6 +927,27 @@ static bool printable_utf8(const char *s)
 
 /* ---- applying one value ------------------------------------------------------------- */
 
+/* A group or user name as getgrnam() takes it: portable characters only, so it prints and
+ * reads back as YAML unchanged, and an option-like leading '-' is refused. */
+static int check_system_name(const char *text, char *problem, size_t n)
+{
+	size_t len = strlen(text);
+	bool ok = len > 0 && len <= 32 && text[0] != '-';
+
+
+	for (size_t i = 0; ok && i < len; i++)
+		ok = (text[i] >= 'a' && text[i] <= 'z') || (text[i] >= 'A' && text[i] <= 'Z') ||
+		     (text[i] >= '0' && text[i] <= '9') || text[i] == '_' || text[i] == '-' ||
+		     text[i] == '.';
+	char q[QUOTE_MAX];
+
+	if (ok)
+		return 0;
+	errf(problem, n, "expected a group name (1 to 32 letters, digits, ., _ or -), or off, "
+			 "got \"%s\"", quote(text, len, q, sizeof(q)));
+	return -1;
+}
+
 static int check_server_name_setting(const char *text, char *problem, size_t n)
 {
 	char q[QUOTE_MAX];
@@ -1132,10 +1235,12 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			     quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
-		/* A Unix socket path must fit sun_path with its NUL. */
-		if (strlen(text) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		/* A Unix socket path must fit sun_path with its NUL; a file path, its own cap. */
+		if (strlen(text) > (st->path_max ? st->path_max :
+				    sizeof(((struct sockaddr_un *)0)->sun_path) - 1)) {
 			errf(problem, n, "path is longer than %zu bytes",
-			     sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			     st->path_max ? st->path_max :
+					    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -1;
 		}
 		if (set_owned_str(cfg, st, text))
@@ -1143,7 +1248,9 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		return 0;
 	case ST_OPT_ADDR:
 		if (addr_parse(text, &a)) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			errf(problem, n, "%s, got \"%s\"",
+			     st->remote_ok ? "expected an address like 192.0.2.10:514, or off" :
+					     type_infos[st->type].expected,
 			     quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
@@ -1153,7 +1260,7 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		addr_format(&a.ss.sa, canon, sizeof(canon));
 		/* Same rule as metrics_http_start(), checked here so --check-config and a
 		 * reload report it with its line instead of failing later. */
-		if (!addr_is_loopback(&a)) {
+		if (!st->remote_ok && !addr_is_loopback(&a)) {
 			errf(problem, n,
 			     "%s is not a loopback address (the endpoint has no authentication; "
 			     "scrape through a local agent)",
@@ -2134,6 +2241,23 @@ int config_load_file(struct config *cfg, const char *path, char *err, size_t err
 	return rc;
 }
 
+int config_load_file_sha256(struct config *cfg, const char *path, uint8_t sha256[32],
+			    bool *read_ok, char *err, size_t errlen)
+{
+	size_t len;
+	char *data;
+	int rc;
+
+	*read_ok = false;
+	if (read_file(path, &data, &len, err, errlen))
+		return -1;
+	SHA256((const unsigned char *)data, len, sha256);
+	*read_ok = true;
+	rc = config_load_buffer(cfg, path, data, len, err, errlen);
+	free(data);
+	return rc;
+}
+
 /* ---- checks, output ----------------------------------------------------------------- */
 
 /* a and b are the same port and a listener on a would accept a connection made to b. */
@@ -2345,6 +2469,42 @@ static int validate_auth(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* The audit settings make sense together: the trail's companions need a trail, and a trail
+ * needs its signing key (unsigned, a chain proves nothing against whoever can rewrite it). */
+static int validate_audit(const struct config *cfg, char *err, size_t errlen)
+{
+	static const struct {
+		const char *key;
+		size_t offset;
+	} needs_path[] = {
+		{"audit.signing_key", offsetof(struct config, audit_signing_key)},
+		{"audit.group", offsetof(struct config, audit_group)},
+		{"audit.syslog_socket", offsetof(struct config, audit_syslog_socket)},
+		{"audit.syslog_address", offsetof(struct config, audit_syslog_address)},
+	};
+
+	if (!cfg->audit_path) {
+		for (size_t i = 0; i < ARRAY_SIZE(needs_path); i++) {
+			if (*(char *const *)((const char *)cfg + needs_path[i].offset)) {
+				errf(err, errlen, "%s: set, but audit.path is not (no audit trail)",
+				     needs_path[i].key);
+				return -1;
+			}
+		}
+		return 0;
+	}
+	if (!cfg->audit_signing_key) {
+		errf(err, errlen, "audit.signing_key: required with audit.path (checkpoints are "
+				  "signed; pgwardenctl audit keygen makes a key pair)");
+		return -1;
+	}
+	if (strcmp(cfg->audit_path, cfg->audit_signing_key) == 0) {
+		errf(err, errlen, "audit.signing_key: %s is also audit.path", cfg->audit_path);
+		return -1;
+	}
+	return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	char a[ADDR_STRLEN], b[32], c[32];
@@ -2421,7 +2581,8 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 			}
 		}
 	}
-	if (validate_gate(cfg, err, errlen) || validate_tls(cfg, err, errlen))
+	if (validate_gate(cfg, err, errlen) || validate_tls(cfg, err, errlen) ||
+	    validate_audit(cfg, err, errlen))
 		return -1;
 	return validate_auth(cfg, err, errlen);
 }

@@ -155,10 +155,47 @@ struct config {
 	uint64_t auth_lockout_window_ms;
 	uint64_t auth_lockout_duration_ms;
 	uint32_t auth_lockout_max_entries;
+	/* The audit trail (docs/AUDIT.md): off unless audit_path is set, and then a signing
+	 * key is required (config_validate). Every audit key is bound at start. */
+	char *audit_path;
+	char *audit_signing_key;
+	unsigned audit_fsync;               /* enum config_audit_fsync */
+	uint64_t audit_batch_window_ms;     /* batch: how long a record may wait for company */
+	uint32_t audit_queue_size;          /* bytes of records waiting for the writer */
+	uint64_t audit_write_timeout_ms;    /* a statement waits this long for its record */
+	unsigned audit_on_failure;          /* enum config_audit_on_failure */
+	bool audit_parameters;              /* write bind parameter values */
+	bool audit_literals;                /* write statement text as sent, server error texts */
+	uint32_t audit_max_text;            /* longest statement text in a record */
+	uint32_t audit_rotate_size;         /* 0: no rotation by size */
+	uint64_t audit_rotate_interval_ms;  /* 0: no rotation by age */
+	uint32_t audit_checkpoint_records;
+	uint64_t audit_checkpoint_interval_ms;
+	uint32_t audit_disk_warn;           /* percent of the trail's file system in use */
+	char *audit_group;                  /* files 0640 with this group; NULL: 0600 */
+	char *audit_syslog_socket;          /* RFC 5424 mirror to a local datagram socket */
+	char *audit_syslog_address;         /* ... and/or to a collector over UDP */
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;
 	bool gate_deny_from_flag;
+};
+
+/* audit.fsync: when a record is durable enough for its statement to go on. */
+enum config_audit_fsync {
+	CONFIG_AUDIT_FSYNC_ALWAYS = 0, /* fdatasync after every record */
+	CONFIG_AUDIT_FSYNC_BATCH,      /* one fdatasync per group of records (group commit) */
+	CONFIG_AUDIT_FSYNC_NONE,       /* write(2) only; the kernel writes back when it likes */
+	CONFIG_AUDIT_FSYNC_WRITE,      /* statements go on after write(2); one fdatasync per group
+					* follows at once, nobody waiting for it */
+	CONFIG_AUDIT_FSYNC_COUNT,
+};
+
+/* audit.on_failure: what statements get while the trail cannot be written. */
+enum config_audit_on_failure {
+	CONFIG_AUDIT_REJECT = 0, /* ERROR 53100, the statement is not run */
+	CONFIG_AUDIT_CONTINUE,   /* the statement runs unaudited; an alert is logged */
+	CONFIG_AUDIT_ON_FAILURE_COUNT,
 };
 
 /* Hard caps on what the loader reads, whatever the file says. The accepted structure is at
@@ -179,6 +216,12 @@ struct config *config_new(void);
  * 0, or -1 with a one-line message in err.
  */
 int config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* The same, and the SHA-256 of exactly the bytes read (for the audit trail's reload
+ * records), set whenever the file could be read, even when its content is refused. */
+int config_load_file_sha256(struct config *cfg, const char *path, uint8_t sha256[32],
+			    bool *read_ok, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /*

@@ -401,6 +401,37 @@ struct proto_datarow_iter {
 int proto_datarow_begin(const struct proto_msg *m, struct proto_datarow_iter *it);
 int proto_datarow_next(struct proto_datarow_iter *it, const uint8_t **value, int32_t *len);
 
+/* ---- extended query: what a Bind binds, what an Execute runs, what a Close closes -- */
+
+/* 'E' frontend: the portal and the row limit (0: all rows). */
+int proto_read_execute(const struct proto_msg *m, const char **portal, uint32_t *max_rows);
+
+/* 'C' frontend (Close) or 'D' frontend (Describe): 'S' for a statement or 'P' for a
+ * portal, and its name. The type byte says which message; both have this layout. */
+int proto_read_target(const struct proto_msg *m, uint8_t type, uint8_t *kind,
+		      const char **name);
+
+/*
+ * The parameter values of a Bind or the arguments of a FunctionCall, one by one with the
+ * format each is in (the format count is 0: all text, 1: one for all, or one each).
+ * proto_bind_params_begin()/proto_fcall_args_begin() check the whole message first.
+ */
+struct proto_param_iter {
+	struct proto_cursor formats; /* the format codes, when there is one per value */
+	uint16_t nformats;
+	int16_t format_for_all;      /* with one format code (or none: text) */
+	struct proto_cursor values;  /* the values: Int32 length (-1: NULL) and bytes */
+	uint16_t n;
+	uint16_t index;
+};
+int proto_bind_params_begin(const struct proto_msg *m, struct proto_param_iter *it);
+int proto_fcall_args_begin(const struct proto_msg *m, uint32_t *function_oid,
+			   struct proto_param_iter *it);
+/* 1 with the next value (NULL and -1 for SQL NULL) and its format (0 text, 1 binary),
+ * 0 after the last. */
+int proto_param_next(struct proto_param_iter *it, const uint8_t **value, int32_t *len,
+		     int16_t *format);
+
 /* ---- additions: authentication exchange, startup helpers ------------------------- */
 
 /* 'R' SASL (code 10): walk the mechanism names. */
