@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics/metrics_std.h"
 #include "sql/sql.h"
 
 #include "fuzz_check.h"
@@ -186,7 +187,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK((unsigned)c < SQL_CLASS_COUNT);
 	CHECK(c == SQL_CLASS_UNKNOWN ? mask == 0 : (mask & SQL_CLASS_BIT(c)) != 0);
 	CHECK(sql_class_to_str(c) != NULL);
-	CHECK((unsigned)sql_class_metric(c) < MSTMT_COUNT);
+	CHECK((unsigned)metrics_std_stmt_type(c) < MSTMT_COUNT);
 
 	free(sql);
 	return 0;

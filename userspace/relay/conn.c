@@ -746,13 +746,13 @@ static enum sql_class conn_stmt_class(const struct conn *c, const char *name)
 	for (unsigned i = 0; i < CONN_STMT_CACHE; i++)
 		if (c->stmt_cache[i].name_hash == h)
 			return (enum sql_class)c->stmt_cache[i].cls;
-	return SQL_CLASS_OTHER; /* evicted, or prepared before pgwarden saw it */
+	return SQL_CLASS_PREPARE; /* evicted, or prepared before pgwarden saw it */
 }
 
 static void conn_count_statement(struct conn *c, enum sql_class cls)
 {
 	if (conn_metrics(c))
-		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, sql_class_metric(cls));
+		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, metrics_std_stmt_type(cls));
 }
 
 /*
@@ -791,7 +791,7 @@ static void conn_note_bind(struct conn *c, const uint8_t *at, uint32_t avail)
 	const char *portal = (const char *)at + PROTO_HEADER_LEN, *stmt, *end;
 	const char *limit = (const char *)at + avail;
 
-	c->portal_class = SQL_CLASS_OTHER;
+	c->portal_class = SQL_CLASS_PREPARE;
 	end = memchr(portal, 0, (size_t)(limit - portal));
 	if (!end)
 		return;
@@ -1697,7 +1697,7 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 	c->client_writable = true;
 	c->state = CONN_STARTUP;
 	c->last_latency_ns = -1;
-	c->unnamed_class = c->portal_class = SQL_CLASS_OTHER;
+	c->unnamed_class = c->portal_class = SQL_CLASS_PREPARE;
 	c->timer.cb = conn_timer_fired;
 	c->free_later.cb = conn_free;
 	c->client_watch.cb = conn_client_event;
