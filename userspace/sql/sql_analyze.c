@@ -1,0 +1,1370 @@
+/*
+ * sql_analyze: the names one statement touches (relations, functions, columns), whether it
+ * may switch roles or move search_path, and the prepared-statement name it prepares,
+ * executes or deallocates. See sql.h for the contract.
+ *
+ * Like sql_classify it is a token walk, not a parser: it knows the positions where a
+ * relation or a function is named (FROM and JOIN lists, INSERT/MERGE INTO, UPDATE, DELETE
+ * FROM, TABLE, COPY, TRUNCATE, LOCK, VACUUM, DDL on tables, name followed by '(') and
+ * reports what it could not follow as UNSURE, so policy never mistakes "not seen" for
+ * "not there". Parenthesis nesting is a counter with a per-level context array, never
+ * recursion, and both the nesting and the token count have a budget.
+ */
+#include "sql/sql.h"
+
+#include <string.h>
+
+#define RING 8 /* lookahead tokens */
+
+/* What a parenthesis level is. */
+enum frame_kind {
+	FR_EXPR = 0, /* an expression or a subquery */
+	FR_FROM,     /* a parenthesised join inside a FROM list */
+	FR_FROMSUB,  /* a subquery standing as a FROM item: an alias may follow its ')' */
+	FR_CALL,     /* a function call's arguments (FROM inside is EXTRACT/SUBSTRING syntax) */
+	FR_LIST,     /* a column or alias list: names here are not references */
+};
+
+struct frame {
+	enum frame_kind kind;
+	bool from;  /* a FROM list is open at this level */
+	unsigned rel_flags; /* flags for relations named in this level's FROM list */
+};
+
+/* A WITH query name, visible to references from its scope (see cte_visible). */
+struct cte {
+	char name[SQL_NAME_MAX];
+	unsigned depth;   /* paren depth of its WITH */
+	size_t from_off;  /* visible from this offset (after its body, or at once if RECURSIVE) */
+	bool live;
+};
+
+#define MAX_CTES 32
+
+/* take_relation: a '(' after the name is a column list, not a call (COPY t (a, b) TO). */
+#define REL_NO_CALL 0x100u
+
+struct walker {
+	struct sql_lexer lx;
+	struct sql_token ring[RING];
+	unsigned head, count; /* ring[head] is the current token */
+	struct sql_analysis *a;
+	unsigned long ntok;
+	unsigned depth;
+	struct frame fr[SQL_ANALYZE_MAX_DEPTH + 1];
+	struct cte ctes[MAX_CTES];
+	unsigned nctes;
+	struct sql_token prev, prev2; /* the two tokens before the current one */
+	bool at_start; /* the current token starts a statement (after EXPLAIN, AS, ...) */
+	bool stop;
+};
+
+/* ---- token window ------------------------------------------------------------------- */
+
+static void fill(struct walker *w)
+{
+	struct sql_token t;
+
+	sql_lex_next(&w->lx, &t);
+	w->ring[(w->head + w->count) % RING] = t;
+	w->count++;
+}
+
+static const struct sql_token *peek(struct walker *w, unsigned k)
+{
+	while (w->count <= k)
+		fill(w);
+	return &w->ring[(w->head + k) % RING];
+}
+
+static const struct sql_token *cur(struct walker *w)
+{
+	return peek(w, 0);
+}
+
+static void adv(struct walker *w)
+{
+	const struct sql_token *t = cur(w);
+
+	if (t->kind == SQL_TOK_EOF)
+		return;
+	w->prev2 = w->prev;
+	w->prev = *t;
+	w->at_start = false;
+	w->head = (w->head + 1) % RING;
+	w->count--;
+	if (++w->ntok > SQL_ANALYZE_MAX_TOKENS) {
+		w->a->flags |= SQL_AF_TOO_COMPLEX;
+		w->stop = true;
+	}
+}
+
+static bool kw(const struct walker *w, const struct sql_token *t, const char *word)
+{
+	return sql_tok_is(&w->lx, t, word);
+}
+
+static bool kw_in(const struct walker *w, const struct sql_token *t, const char *const *list)
+{
+	if (t->kind != SQL_TOK_IDENT)
+		return false;
+	for (; *list; list++)
+		if (sql_tok_is(&w->lx, t, *list))
+			return true;
+	return false;
+}
+
+static bool punct(const struct walker *w, const struct sql_token *t, char c)
+{
+	return t->kind == SQL_TOK_PUNCT && t->len == 1 && w->lx.sql[t->off] == c;
+}
+
+static bool op_is(const struct walker *w, const struct sql_token *t, const char *op)
+{
+	size_t n = strlen(op);
+
+	return t->kind == SQL_TOK_OP && t->len == n && memcmp(w->lx.sql + t->off, op, n) == 0;
+}
+
+static bool at_end(const struct sql_token *t)
+{
+	return t->kind == SQL_TOK_EOF || t->kind == SQL_TOK_SEMI;
+}
+
+static bool identish(const struct sql_token *t)
+{
+	return t->kind == SQL_TOK_IDENT || t->kind == SQL_TOK_QIDENT;
+}
+
+/* ---- word lists ------------------------------------------------------------------------ */
+
+/* PostgreSQL 16's RESERVED_KEYWORD list (kwlist.h): these cannot name a table or column
+ * unquoted. */
+static const char *const reserved[] = {
+	"all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both",
+	"case", "cast", "check", "collate", "column", "constraint", "create",
+	"current_catalog", "current_date", "current_role", "current_time",
+	"current_timestamp", "current_user", "default", "deferrable", "desc", "distinct",
+	"do", "else", "end", "except", "false", "fetch", "for", "foreign", "from", "grant",
+	"group", "having", "in", "initially", "intersect", "into", "lateral", "leading",
+	"limit", "localtime", "localtimestamp", "not", "null", "offset", "on", "only", "or",
+	"order", "placing", "primary", "references", "returning", "select", "session_user",
+	"some", "symmetric", "system_user", "table", "then", "to", "trailing", "true",
+	"union", "unique", "user", "using", "variadic", "when", "where", "window", "with",
+	NULL,
+};
+
+/* Words that end a FROM item or list, or cannot be a bare alias. */
+static const char *const from_stop[] = {
+	"where", "group", "having", "window", "order", "limit", "offset", "fetch", "for",
+	"union", "intersect", "except", "returning", "on", "using", "join", "inner", "left",
+	"right", "full", "cross", "natural", "outer", "tablesample", "set", "when", "into",
+	"with", "as", "values", "select", "default", "do", "then", "else", "end", "and", "or",
+	"not", "in", "is", "from", "to", "table", "only", "lateral", "overriding", "nowait",
+	"skip", "of", "by", "conflict", "matched", "repeatable", "ordinality", "rows", "is",
+	NULL,
+};
+
+/*
+ * Non-reserved keywords that the grammar follows with '(' where no function is called
+ * (reserved keywords never name a function unquoted). Everything else followed by '(' is
+ * reported as a call: over-reporting (a type's modifiers, LEFT as a function) only makes
+ * a deny list stricter, while a missed call would let a denied function through.
+ */
+static const char *const paren_syntax[] = {
+	"values", "exists", "row", "over", "filter", "within", "cube", "rollup", "sets", "set",
+	"by", "key", "partition", "include", "exclude", "conflict", "ordinality", "nothing",
+	"instead", "also", "returns", "language", "execute", "procedure", "function",
+	"trigger", "escape", "recursive", "materialized", "tablesample", "repeatable", "is",
+	"between", "like", "ilike", "similar", "join", "natural", "cross", "inner", "full",
+	"outer", "options", "storage", "replica", "routine", NULL,
+};
+
+/* Words that end a FROM list at its level. */
+static const char *const from_end[] = {
+	"where", "group", "having", "window", "order", "limit", "offset", "fetch", "for",
+	"union", "intersect", "except", "returning", "set", "when", "select", "values", NULL,
+};
+
+/* Words in an expression that are syntax, not a column (besides the reserved ones). */
+static const char *const expr_noise[] = {
+	"interval", "date", "time", "timestamp", "zone", "nulls", "first", "last", "rows",
+	"range", "groups", "between", "unbounded", "preceding", "following", "current", "row",
+	"ties", "next", "escape", "like", "ilike", "similar", "is", "isnull", "notnull",
+	"unknown", "at", "local", "year", "month", "day", "hour", "minute", "second",
+	"without", "varying", "precision", "ordinality", "tablesample", "repeatable",
+	"nowait", "skip", "locked", "of", "key", "share", "no", "cascade", "restrict",
+	"conflict", "nothing", "matched", "by", "nulls", "over", "partition", "filter",
+	"within", "recursive", "materialized", "exists", "values", "set", "update", "delete",
+	"insert", "merge", "overriding", "system", "value", "except", "ties", "only",
+	"normalized", "nfc", "nfd", "nfkc", "nfkd", "document", "content", "passing",
+	"returning", "bernoulli", "exclude", "others", "search", "breadth", "depth", "cycle",
+	"mode", "share", "exclusive", "access", "boolean", "int", "integer", "bigint",
+	"smallint", "real", "double", "text", "bool", "numeric", "varchar", "char", "bytea",
+	"json", "jsonb", "uuid", "inet", "float", "decimal", "dec", "character", "nchar",
+	"national", "bit", "setof", "some", "any", "all", "array", "row", "of", "cursor",
+	"hold", "scroll", "binary", "insensitive", "asensitive", "do", "instead", "also",
+	"data", "verbose", "analyze", "full", "freeze", "nothing", "stdin", "stdout",
+	"program", "format", "csv", "header", "delimiter", "quote", "force", "encoding",
+	"freeze", "oids", "null", "default", "no", "action", "name", "true", "false", NULL,
+};
+
+/* Functions that run SQL given to them as text, or read relations named by a string:
+ * relation lists cannot see what they touch. */
+static const char *const sql_text_functions[] = {
+	"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+	"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+	"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+	"database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+	"cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite", "dblink",
+	"dblink_exec", "dblink_open", "dblink_fetch", "dblink_send_query",
+	"dblink_get_result", "dblink_build_sql_insert", "dblink_build_sql_update",
+	"dblink_build_sql_delete", "xpath_table", "crosstab", "crosstab2", "crosstab3",
+	"crosstab4", "connectby", "pg_read_file", "pg_read_binary_file", "lo_import",
+	"lo_export", "pgp_sym_decrypt", NULL,
+};
+
+/* ---- recording ------------------------------------------------------------------------- */
+
+static bool name_in(const char *name, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcmp(name, *list) == 0)
+			return true;
+	return false;
+}
+
+/* A possibly qualified name: up to three decoded parts, the last token consumed. */
+struct qname {
+	char part[3][SQL_NAME_MAX];
+	unsigned n;
+	bool ok;        /* every part decoded */
+	bool star;      /* ended in .* */
+};
+
+/*
+ * The U&"" escape character for a Unicode identifier at the current token: a following
+ * UESCAPE 'c' clause is consumed. '\\' when absent; 0 when the clause is malformed.
+ */
+static char uescape_char(struct walker *w)
+{
+	const struct sql_token *n = peek(w, 1), *s = peek(w, 2);
+	char buf[8];
+
+	if (!(cur(w)->flags & SQL_TOKF_UNICODE) || !kw(w, n, "uescape"))
+		return '\\';
+	if (s->kind != SQL_TOK_STRING || !sql_string_decode(&w->lx, s, buf, sizeof(buf)) ||
+	    strlen(buf) != 1)
+		return 0;
+	/* PostgreSQL refuses hex digits, +, quotes and white space as the escape. */
+	if (strchr("0123456789abcdefABCDEF+'\" \t\n\r\f", buf[0]))
+		return 0;
+	adv(w);
+	adv(w);
+	return buf[0];
+}
+
+/* Read a name from the current token (an identifier) through its dots; the walker is left
+ * on the last token of the name. */
+static void read_qname(struct walker *w, struct qname *q)
+{
+	q->n = 0;
+	q->ok = true;
+	q->star = false;
+	for (;;) {
+		const struct sql_token *t = cur(w);
+		char esc;
+
+		if (q->n == 3) {
+			q->ok = false; /* four parts: not a name PostgreSQL resolves */
+			return;
+		}
+		esc = uescape_char(w);
+		if (!esc || !sql_ident_decode(&w->lx, t, esc, q->part[q->n]))
+			q->ok = false;
+		q->n++;
+		if (!punct(w, peek(w, 1), '.'))
+			return;
+		if (op_is(w, peek(w, 2), "*")) {
+			adv(w);
+			adv(w);
+			q->star = true;
+			return;
+		}
+		if (!identish(peek(w, 2)))
+			return;
+		adv(w);
+		adv(w);
+	}
+}
+
+static void copy_name(char *dst, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= SQL_NAME_MAX)
+		n = SQL_NAME_MAX - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* Whether an unqualified name refers to a WITH query visible at offset off. */
+static bool cte_visible(const struct walker *w, const char *name, size_t off)
+{
+	for (unsigned i = 0; i < w->nctes; i++)
+		if (w->ctes[i].live && off >= w->ctes[i].from_off &&
+		    strcmp(w->ctes[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* Record a relation; returns its index or -1. */
+static int add_relation(struct walker *w, const struct qname *q, unsigned flags, size_t off)
+{
+	struct sql_analysis *a = w->a;
+	struct sql_relation *r;
+
+	if (!q->ok || q->star) {
+		a->flags |= SQL_AF_RELATIONS_UNSURE;
+		return -1;
+	}
+	if (q->n == 1 && cte_visible(w, q->part[0], off))
+		return -1;
+	if (a->nrelations == SQL_ANALYZE_MAX_RELATIONS) {
+		a->flags |= SQL_AF_RELATIONS_UNSURE;
+		return -1;
+	}
+	r = &a->relations[a->nrelations];
+	memset(r, 0, sizeof(*r));
+	copy_name(r->name, q->part[q->n - 1]);
+	if (q->n >= 2)
+		copy_name(r->schema, q->part[q->n - 2]);
+	if (q->n == 3)
+		copy_name(r->catalog, q->part[0]);
+	r->flags = flags;
+	/* An UPDATE of pg_settings is set_config() for every row it touches. */
+	if ((flags & SQL_RELF_WRITE) && strcmp(r->name, "pg_settings") == 0 &&
+	    (!r->schema[0] || strcmp(r->schema, "pg_catalog") == 0))
+		a->flags |= SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH | SQL_AF_ENCODING_CHANGE;
+	return (int)a->nrelations++;
+}
+
+static void add_function(struct walker *w, const struct qname *q)
+{
+	struct sql_analysis *a = w->a;
+	struct sql_function *f;
+	const char *name;
+
+	if (!q->ok || q->n > 2) {
+		a->flags |= SQL_AF_FUNCTIONS_UNSURE;
+		return;
+	}
+	name = q->part[q->n - 1];
+	if (name_in(name, sql_text_functions))
+		a->flags |= SQL_AF_RELATIONS_UNSURE;
+	if (strcmp(name, "pg_notify") == 0)
+		a->classes |= SQL_CLASS_BIT(SQL_CLASS_LISTEN_NOTIFY);
+	if (a->nfunctions == SQL_ANALYZE_MAX_FUNCTIONS) {
+		a->flags |= SQL_AF_FUNCTIONS_UNSURE;
+		return;
+	}
+	f = &a->functions[a->nfunctions++];
+	copy_name(f->name, name);
+	f->schema[0] = '\0';
+	if (q->n == 2)
+		copy_name(f->schema, q->part[0]);
+}
+
+static void add_column(struct walker *w, const struct qname *q)
+{
+	struct sql_analysis *a = w->a;
+	struct sql_column *c;
+
+	if (q->star) {
+		a->flags |= SQL_AF_COLUMNS_UNSURE;
+		return;
+	}
+	if (!q->ok) {
+		a->flags |= SQL_AF_COLUMNS_UNSURE;
+		return;
+	}
+	if (a->ncolumns == SQL_ANALYZE_MAX_COLUMNS) {
+		a->flags |= SQL_AF_COLUMNS_UNSURE;
+		return;
+	}
+	c = &a->columns[a->ncolumns++];
+	memset(c, 0, sizeof(*c));
+	copy_name(c->name, q->part[q->n - 1]);
+	if (q->n >= 2)
+		copy_name(c->qualifier, q->part[q->n - 2]);
+	if (q->n == 3)
+		copy_name(c->schema, q->part[0]);
+	c->relation = -1;
+}
+
+/* ---- set_config and SET: role, search_path, client_encoding ---------------------------- */
+
+/* What setting a GUC name is, for the flags. */
+static void setting_flags(struct sql_analysis *a, const char *name, bool known_value,
+			  const char *value)
+{
+	if (strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0)
+		a->flags |= SQL_AF_ROLE_SWITCH;
+	else if (strcmp(name, "search_path") == 0)
+		a->flags |= SQL_AF_SEARCH_PATH;
+	else if (strcmp(name, "client_encoding") == 0) {
+		if (!known_value)
+			a->flags |= SQL_AF_ENCODING_CHANGE;
+		else if (sql_encoding_is_unsafe(value))
+			a->flags |= SQL_AF_BAD_ENCODING;
+	} else if (strcmp(name, "all") == 0) {
+		a->flags |= SQL_AF_SEARCH_PATH;
+	}
+}
+
+/* set_config(name, value, is_local) at the current token '(' : the name must be a literal
+ * for the analysis to tell which setting moves. */
+static void set_config_args(struct walker *w)
+{
+	const struct sql_token *n = peek(w, 1), *comma = peek(w, 2), *v = peek(w, 3);
+	char name[SQL_NAME_MAX], value[64];
+
+	w->a->classes |= SQL_CLASS_BIT(SQL_CLASS_SESSION);
+	if (n->kind != SQL_TOK_STRING || !sql_string_decode(&w->lx, n, name, sizeof(name)) ||
+	    !punct(w, comma, ',')) {
+		/* Computed name: any setting, role included. */
+		w->a->flags |= SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH | SQL_AF_ENCODING_CHANGE;
+		return;
+	}
+	for (char *p = name; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p | 0x20);
+	bool lit = v->kind == SQL_TOK_STRING && sql_string_decode(&w->lx, v, value, sizeof(value));
+
+	setting_flags(w->a, name, lit, lit ? value : NULL);
+}
+
+/*
+ * SET / RESET / SHOW / DISCARD at the current token (the verb). The setting name may be
+ * quoted ("role" is the role setting too).
+ */
+static void analyze_set(struct walker *w)
+{
+	struct sql_analysis *a = w->a;
+	bool reset = kw(w, cur(w), "reset"), set = kw(w, cur(w), "set");
+	char name[SQL_NAME_MAX];
+
+	if (kw(w, cur(w), "discard")) {
+		adv(w);
+		/* DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT and RESET ALL. */
+		if (kw(w, cur(w), "all"))
+			a->flags |= SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH;
+		return;
+	}
+	if (!set && !reset)
+		return; /* SHOW */
+	adv(w);
+	if (kw(w, cur(w), "session") || kw(w, cur(w), "local")) {
+		if (kw(w, cur(w), "session") && kw(w, peek(w, 1), "authorization")) {
+			a->flags |= SQL_AF_ROLE_SWITCH;
+			return;
+		}
+		if (kw(w, cur(w), "session") && kw(w, peek(w, 1), "characteristics"))
+			return;
+		adv(w);
+	}
+	if (kw(w, cur(w), "names")) { /* SET NAMES 'enc' is client_encoding */
+		const struct sql_token *v = peek(w, 1);
+		char value[64];
+		bool lit = v->kind == SQL_TOK_STRING &&
+			   sql_string_decode(&w->lx, v, value, sizeof(value));
+
+		if (!lit && identish(v)) {
+			lit = sql_ident_decode(&w->lx, v, '\\', value);
+		}
+		setting_flags(a, "client_encoding", lit, lit ? value : NULL);
+		return;
+	}
+	if (kw(w, cur(w), "time") && kw(w, peek(w, 1), "zone"))
+		return;
+	if (!identish(cur(w))) {
+		a->flags |= SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH | SQL_AF_ENCODING_CHANGE;
+		return;
+	}
+	struct qname q;
+
+	read_qname(w, &q);
+	if (!q.ok) {
+		a->flags |= SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH | SQL_AF_ENCODING_CHANGE;
+		return;
+	}
+	if (q.n > 1)
+		return; /* a custom "ext.setting" */
+	copy_name(name, q.part[0]);
+	if (reset) {
+		setting_flags(a, name, true, "");
+		return;
+	}
+	adv(w);
+	if (kw(w, cur(w), "to") || op_is(w, cur(w), "="))
+		adv(w);
+	/* One value decides client_encoding; several values (search_path) need no reading. */
+	char value[64];
+	bool lit = false;
+
+	if (cur(w)->kind == SQL_TOK_STRING)
+		lit = sql_string_decode(&w->lx, cur(w), value, sizeof(value));
+	else if (identish(cur(w)))
+		lit = sql_ident_decode(&w->lx, cur(w), '\\', value);
+	if (lit && kw(w, cur(w), "default"))
+		strcpy(value, "");
+	setting_flags(a, name, lit, lit ? value : NULL);
+}
+
+/* ---- the general walk ---------------------------------------------------------------- */
+
+/* After a relation name in a FROM list: [AS] alias [(column aliases)]. */
+static void take_alias(struct walker *w, int rel)
+{
+	const struct sql_token *n = peek(w, 1);
+
+	if (kw(w, n, "as")) {
+		adv(w);
+		n = peek(w, 1);
+	} else if (n->kind == SQL_TOK_IDENT && kw_in(w, n, from_stop)) {
+		return;
+	} else if (n->kind == SQL_TOK_IDENT && kw_in(w, n, reserved)) {
+		return;
+	}
+	if (!identish(n))
+		return;
+	adv(w);
+	if (rel >= 0) {
+		char alias[SQL_NAME_MAX];
+
+		if (sql_ident_decode(&w->lx, cur(w), '\\', alias))
+			copy_name(w->a->relations[rel].alias, alias);
+	}
+}
+
+static void push(struct walker *w, enum frame_kind k)
+{
+	if (w->depth >= SQL_ANALYZE_MAX_DEPTH) {
+		w->a->flags |= SQL_AF_TOO_COMPLEX;
+		w->stop = true;
+		return;
+	}
+	w->depth++;
+	memset(&w->fr[w->depth], 0, sizeof(w->fr[w->depth]));
+	w->fr[w->depth].kind = k;
+}
+
+static bool query_start(const struct walker *w, const struct sql_token *t)
+{
+	return kw(w, t, "select") || kw(w, t, "values") || kw(w, t, "with") || kw(w, t, "table");
+}
+
+/*
+ * A relation is expected at the current token (after FROM, JOIN, a ',' in a FROM list,
+ * INTO, UPDATE, TABLE, ...): take it and its alias, or open the parenthesis it starts.
+ * alias: whether an alias may follow (FROM lists, UPDATE/DELETE/MERGE targets).
+ * Returns true when it consumed tokens: the walker is then on the last one (the caller
+ * advances past it); false when the current token is not a relation (reported unsure).
+ */
+static bool take_relation(struct walker *w, unsigned flags, bool alias)
+{
+	const struct sql_token *t;
+
+	while ((kw(w, cur(w), "only") || kw(w, cur(w), "lateral")) && !w->stop)
+		adv(w);
+	t = cur(w);
+	if (punct(w, t, '(')) {
+		unsigned k = 1;
+
+		/* ((SELECT ...)) is a subquery, ((a JOIN b) JOIN c) a join: look past the
+		 * parentheses, as far as the window reaches. */
+		while (punct(w, peek(w, k), '(') && k < RING - 1)
+			k++;
+		if (k == RING - 1)
+			w->a->flags |= SQL_AF_RELATIONS_UNSURE;
+		if (query_start(w, peek(w, k))) {
+			push(w, FR_FROMSUB); /* (subquery) [AS] alias */
+			return true;
+		}
+		push(w, FR_FROM); /* (a JOIN b ...) */
+		if (w->stop)
+			return true;
+		w->fr[w->depth].from = true;
+		w->fr[w->depth].rel_flags = flags;
+		adv(w);
+		if (!take_relation(w, flags, true))
+			return false;
+		return true;
+	}
+	if (kw(w, t, "rows") && kw(w, peek(w, 1), "from")) { /* ROWS FROM (f(), g()) */
+		adv(w);
+		return true;
+	}
+	if (!identish(t) || (t->kind == SQL_TOK_IDENT && kw_in(w, t, reserved))) {
+		w->a->flags |= SQL_AF_RELATIONS_UNSURE;
+		return false;
+	}
+	size_t off = t->off;
+	struct qname q;
+
+	read_qname(w, &q);
+	if (punct(w, peek(w, 1), '(') && (flags & (SQL_RELF_WRITE | SQL_RELF_DDL | REL_NO_CALL)) == 0) {
+		/* FROM f(...): a function in the FROM list. */
+		add_function(w, &q);
+		adv(w);
+		push(w, FR_CALL);
+		return true;
+	}
+	int rel = add_relation(w, &q, flags & ~REL_NO_CALL, off);
+
+	if (op_is(w, peek(w, 1), "*")) /* inheritance: t * */
+		adv(w);
+	if (alias)
+		take_alias(w, rel);
+	/* A column list after a target (INSERT INTO t (a, b), CREATE TABLE t (...), an
+	 * alias's column names): not a call, and its names are not references. */
+	if (punct(w, peek(w, 1), '(')) {
+		adv(w);
+		push(w, FR_LIST);
+	}
+	return true;
+}
+
+/* The relations of TRUNCATE, LOCK, VACUUM, ANALYZE, DROP TABLE ...: a comma list. */
+static void take_relation_list(struct walker *w, unsigned flags)
+{
+	while (!at_end(cur(w)) && !w->stop) {
+		unsigned depth = w->depth;
+
+		if (!take_relation(w, flags, false))
+			return;
+		if (w->depth > depth) { /* VACUUM t (a, b): skip the column list */
+			while (!at_end(cur(w)) && !punct(w, cur(w), ')') && !w->stop)
+				adv(w);
+			w->depth = depth;
+		}
+		adv(w);
+		if (op_is(w, cur(w), "*"))
+			adv(w);
+		if (!punct(w, cur(w), ','))
+			return;
+		adv(w);
+	}
+}
+
+static void add_cte(struct walker *w, bool recursive)
+{
+	struct cte *c;
+	char name[SQL_NAME_MAX];
+
+	if (!identish(cur(w)) || !sql_ident_decode(&w->lx, cur(w), '\\', name)) {
+		w->a->flags |= SQL_AF_RELATIONS_UNSURE;
+		return;
+	}
+	if (w->nctes == MAX_CTES) {
+		w->a->flags |= SQL_AF_RELATIONS_UNSURE;
+		return;
+	}
+	c = &w->ctes[w->nctes++];
+	copy_name(c->name, name);
+	c->depth = w->depth;
+	c->live = true;
+	/* Not yet visible: a non-recursive WITH query's own body names the real table. Made
+	 * visible when its body closes (see the ')' handling), or now if RECURSIVE. */
+	c->from_off = recursive ? cur(w)->off : (size_t)-1;
+}
+
+struct with_state {
+	unsigned depth;   /* paren depth of the WITH */
+	bool recursive;
+	bool expect_name; /* the next identifier at depth names a CTE */
+	bool after_body;  /* a body just closed: ',' continues the list, anything else ends it */
+	int pending;      /* index of the CTE whose body is open, -1 none */
+	unsigned body_depth;
+};
+
+#define MAX_WITH 16
+
+static bool is_cast(const struct walker *w, const struct sql_token *t)
+{
+	return t->kind == SQL_TOK_PUNCT && t->len == 2 && memcmp(w->lx.sql + t->off, "::", 2) == 0;
+}
+
+/* Is the WITH at the current token a WITH list: WITH [RECURSIVE] name [(cols)] AS ? */
+static bool with_list_starts(struct walker *w)
+{
+	unsigned k = kw(w, peek(w, 1), "recursive") ? 2 : 1;
+	const struct sql_token *n = peek(w, k), *n2 = peek(w, k + 1);
+
+	return identish(n) && !kw(w, n, "ordinality") && (kw(w, n2, "as") || punct(w, n2, '('));
+}
+
+static void walk(struct walker *w, bool columns)
+{
+	struct sql_analysis *a = w->a;
+	struct with_state ws[MAX_WITH];
+	unsigned nws = 0;
+	/* USING names a relation after DELETE and MERGE (not in JOIN ... USING (cols)). */
+	bool dml_using = false;
+
+	while (!w->stop) {
+		const struct sql_token *t = cur(w);
+		struct frame *f = &w->fr[w->depth];
+		bool start = w->at_start;
+
+		if (at_end(t))
+			break;
+		/* A WITH list whose last body closed: a ',' continues it, anything else is the
+		 * statement it belongs to. */
+		if (nws > 0 && ws[nws - 1].after_body && ws[nws - 1].depth == w->depth) {
+			ws[nws - 1].after_body = false;
+			if (punct(w, t, ',')) {
+				ws[nws - 1].expect_name = true;
+				adv(w);
+				continue;
+			}
+			start = true;
+		}
+		if (t->kind == SQL_TOK_PUNCT && t->len == 1) {
+			char ch = w->lx.sql[t->off];
+
+			if (ch == '(') {
+				push(w, FR_EXPR);
+				adv(w);
+				w->at_start = true; /* (SELECT ...), (UPDATE ...) in a CTE */
+				continue;
+			}
+			if (ch == ')') {
+				enum frame_kind k = f->kind;
+
+				for (unsigned i = 0; i < nws; i++)
+					if (ws[i].pending >= 0 && ws[i].body_depth == w->depth) {
+						/* The CTE body closed: its name is visible from here. */
+						w->ctes[ws[i].pending].from_off = t->off;
+						ws[i].pending = -1;
+						ws[i].after_body = true;
+					}
+				/* CTEs of a WITH at this level go out of scope with it. */
+				for (unsigned i = 0; i < w->nctes; i++)
+					if (w->ctes[i].depth >= w->depth && w->depth > 0)
+						w->ctes[i].live = false;
+				while (nws > 0 && ws[nws - 1].depth >= w->depth && w->depth > 0)
+					nws--;
+				if (w->depth > 0)
+					w->depth--;
+				if (k == FR_FROMSUB)
+					take_alias(w, -1);
+				adv(w);
+				continue;
+			}
+			if (ch == ',' && f->from) {
+				adv(w);
+				if (take_relation(w, f->rel_flags, true))
+					adv(w);
+				continue;
+			}
+			adv(w);
+			continue;
+		}
+		if (t->kind == SQL_TOK_OP && t->len == 1 && w->lx.sql[t->off] == '*') {
+			if (punct(w, &w->prev, ',') || kw(w, &w->prev, "select") ||
+			    kw(w, &w->prev, "distinct") || kw(w, &w->prev, "all") ||
+			    kw(w, &w->prev, "returning"))
+				a->flags |= SQL_AF_COLUMNS_UNSURE;
+			adv(w);
+			continue;
+		}
+		if (!identish(t)) {
+			adv(w);
+			continue;
+		}
+
+		/* A CTE name of an open WITH list. */
+		if (nws > 0 && ws[nws - 1].expect_name && ws[nws - 1].depth == w->depth) {
+			struct with_state *s = &ws[nws - 1];
+
+			add_cte(w, s->recursive);
+			s->expect_name = false;
+			s->pending = (int)w->nctes - 1;
+			s->body_depth = w->depth + 1;
+			if (punct(w, peek(w, 1), '(')) { /* (column names) */
+				adv(w);
+				push(w, FR_LIST);
+				while (!at_end(cur(w)) && !punct(w, cur(w), ')') && !w->stop)
+					adv(w);
+				w->depth--;
+			}
+			adv(w);
+			/* AS [NOT] MATERIALIZED ( body ) */
+			while (kw(w, cur(w), "as") || kw(w, cur(w), "not") ||
+			       kw(w, cur(w), "materialized"))
+				adv(w);
+			if (!punct(w, cur(w), '(')) {
+				s->pending = -1;
+				a->flags |= SQL_AF_RELATIONS_UNSURE;
+			}
+			continue;
+		}
+
+		if (t->kind == SQL_TOK_IDENT) {
+			if (kw(w, t, "with") && with_list_starts(w) && nws < MAX_WITH) {
+				struct with_state *s = &ws[nws++];
+
+				memset(s, 0, sizeof(*s));
+				s->recursive = kw(w, peek(w, 1), "recursive");
+				s->depth = w->depth;
+				s->expect_name = true;
+				s->pending = -1;
+				if (s->recursive)
+					adv(w);
+				adv(w);
+				continue;
+			}
+			if (f->from && kw_in(w, t, from_end) &&
+			    !(kw(w, t, "for") && w->depth > 0 && f->kind == FR_FROM))
+				f->from = false;
+			if (kw(w, t, "on") && kw(w, peek(w, 1), "conflict"))
+				f->from = false;
+			if (kw(w, t, "from")) {
+				bool distinct_from = kw(w, &w->prev, "distinct") &&
+						     (kw(w, &w->prev2, "is") || kw(w, &w->prev2, "not"));
+				bool after_delete = kw(w, &w->prev, "delete");
+
+				if (f->kind == FR_CALL || distinct_from) {
+					adv(w);
+					continue;
+				}
+				adv(w);
+				f->from = !after_delete; /* DELETE FROM t [alias] USING ... */
+				f->rel_flags = 0;
+				if (take_relation(w, after_delete ? SQL_RELF_WRITE : 0, true))
+					adv(w);
+				continue;
+			}
+			if (kw(w, t, "join")) {
+				adv(w);
+				f->from = true;
+				if (take_relation(w, f->rel_flags, true))
+					adv(w);
+				continue;
+			}
+			if (kw(w, t, "using") && dml_using && !punct(w, peek(w, 1), '(')) {
+				adv(w);
+				f->from = true;
+				f->rel_flags = 0;
+				if (take_relation(w, 0, true))
+					adv(w);
+				continue;
+			}
+			if (kw(w, t, "into") &&
+			    (kw(w, &w->prev, "insert") || kw(w, &w->prev, "merge"))) {
+				dml_using = dml_using || kw(w, &w->prev, "merge");
+				adv(w);
+				if (take_relation(w, SQL_RELF_WRITE, true))
+					adv(w);
+				continue;
+			}
+			if (kw(w, t, "into") && f->kind == FR_EXPR) { /* SELECT ... INTO [TEMP] t */
+				adv(w);
+				while (kw(w, cur(w), "temporary") || kw(w, cur(w), "temp") ||
+				       kw(w, cur(w), "unlogged") || kw(w, cur(w), "table") ||
+				       kw(w, cur(w), "local") || kw(w, cur(w), "global") ||
+				       kw(w, cur(w), "strict"))
+					adv(w);
+				if (take_relation(w, SQL_RELF_DDL, false))
+					adv(w);
+				continue;
+			}
+			if (kw(w, t, "update")) {
+				const struct sql_token *n = peek(w, 1);
+				bool stmt = start || punct(w, &w->prev, '(') || punct(w, &w->prev, ')') ||
+					    kw(w, &w->prev, "as") || kw(w, &w->prev, "instead") ||
+					    kw(w, &w->prev, "also");
+				bool target = kw(w, n, "only") || n->kind == SQL_TOK_QIDENT ||
+					      (n->kind == SQL_TOK_IDENT && !kw_in(w, n, reserved) &&
+					       !kw(w, n, "set"));
+
+				adv(w);
+				if (stmt && target && take_relation(w, SQL_RELF_WRITE, true))
+					adv(w);
+				continue;
+			}
+			if (kw(w, t, "delete") || kw(w, t, "merge"))
+				dml_using = true;
+			if (kw(w, t, "table") &&
+			    (start || punct(w, &w->prev, '(') || kw(w, &w->prev, "union") ||
+			     kw(w, &w->prev, "intersect") || kw(w, &w->prev, "except") ||
+			     kw(w, &w->prev, "all") || kw(w, &w->prev, "distinct"))) {
+				adv(w);
+				if (take_relation(w, 0, false))
+					adv(w);
+				continue;
+			}
+			if (kw(w, t, "references")) {
+				adv(w);
+				if (take_relation(w, SQL_RELF_DDL, false))
+					adv(w);
+				continue;
+			}
+			/* A routine's or a role's SET clause, ALTER SYSTEM SET. */
+			if (kw(w, t, "set") &&
+			    (kw(w, peek(w, 1), "role") || kw(w, peek(w, 1), "session_authorization") ||
+			     (kw(w, peek(w, 1), "session") && kw(w, peek(w, 2), "authorization"))))
+				a->flags |= SQL_AF_ROLE_SWITCH;
+			if (kw(w, t, "set") && peek(w, 1)->kind == SQL_TOK_QIDENT) {
+				char g[SQL_NAME_MAX];
+
+				if (!sql_ident_decode(&w->lx, peek(w, 1), '\\', g) ||
+				    strcmp(g, "role") == 0 || strcmp(g, "session_authorization") == 0)
+					a->flags |= SQL_AF_ROLE_SWITCH;
+			}
+		}
+
+		/* A name: a call, a column, or syntax. */
+		bool syntax = t->kind == SQL_TOK_IDENT && !punct(w, peek(w, 1), '.') &&
+			      (kw_in(w, t, reserved) ||
+			       (kw_in(w, t, paren_syntax) && punct(w, peek(w, 1), '(')));
+
+		if (syntax) {
+			bool call_syntax = kw(w, t, "extract") || kw(w, t, "substring") ||
+					   kw(w, t, "trim") || kw(w, t, "overlay") ||
+					   kw(w, t, "position");
+
+			adv(w);
+			if (call_syntax && punct(w, cur(w), '(')) {
+				push(w, FR_CALL);
+				adv(w);
+			}
+			continue;
+		}
+		bool after_as = kw(w, &w->prev, "as");
+		bool after_cast = is_cast(w, &w->prev);
+		bool fn_pos = !after_as && !after_cast && !kw(w, &w->prev, "returns") &&
+			      !kw(w, &w->prev, "setof");
+		bool noise = t->kind == SQL_TOK_IDENT && kw_in(w, t, expr_noise);
+		struct qname q;
+
+		read_qname(w, &q);
+		if (punct(w, peek(w, 1), '(')) {
+			adv(w);
+			if (fn_pos || !q.ok) {
+				add_function(w, &q);
+				if (q.ok && q.n <= 2 && strcmp(q.part[q.n - 1], "set_config") == 0)
+					set_config_args(w);
+				push(w, FR_CALL);
+			} else {
+				push(w, FR_LIST); /* a type's modifiers, an alias's column list */
+			}
+			adv(w);
+			continue;
+		}
+		if (columns && f->kind != FR_LIST && !after_as && !after_cast && !(q.n == 1 && noise))
+			add_column(w, &q);
+		else if (q.star)
+			a->flags |= SQL_AF_COLUMNS_UNSURE;
+		adv(w);
+	}
+}
+
+/* Attribute columns to relations: by alias or name, or to the only relation. */
+static void resolve_columns(struct sql_analysis *a)
+{
+	for (unsigned i = 0; i < a->ncolumns; i++) {
+		struct sql_column *c = &a->columns[i];
+
+		c->relation = -1;
+		if (!c->qualifier[0]) {
+			if (a->nrelations == 1)
+				c->relation = 0;
+			continue;
+		}
+		for (unsigned r = 0; r < a->nrelations; r++) {
+			const struct sql_relation *rel = &a->relations[r];
+
+			if (rel->alias[0] ? strcmp(rel->alias, c->qualifier) == 0
+					  : (strcmp(rel->name, c->qualifier) == 0 &&
+					     (!c->schema[0] || strcmp(rel->schema, c->schema) == 0))) {
+				c->relation = (int)r;
+				break;
+			}
+		}
+	}
+}
+
+/* ---- statement level ------------------------------------------------------------------ */
+
+static void walker_init(struct walker *w, const char *sql, size_t len, unsigned opts,
+			size_t pos, struct sql_analysis *a)
+{
+	/* Everything but the frame array (3 KiB; each level is zeroed when entered). */
+	memset(w, 0, offsetof(struct walker, fr));
+	w->nctes = 0;
+	w->at_start = false;
+	w->stop = false;
+	sql_lex_init(&w->lx, sql, len, opts);
+	w->lx.pos = pos;
+	w->a = a;
+	w->depth = 0;
+	memset(&w->fr[0], 0, sizeof(w->fr[0]));
+	w->nctes = 0;
+	w->prev.kind = SQL_TOK_EOF;
+	w->prev2.kind = SQL_TOK_EOF;
+}
+
+/* Skip EXPLAIN's options; the walker ends on the explained statement's first token. */
+static void skip_explain(struct walker *w)
+{
+	adv(w);
+	if (punct(w, cur(w), '(') && !query_start(w, peek(w, 1)) && !punct(w, peek(w, 1), '(')) {
+		unsigned d = 0;
+
+		while (!at_end(cur(w)) && !w->stop) {
+			if (punct(w, cur(w), '('))
+				d++;
+			else if (punct(w, cur(w), ')') && --d == 0) {
+				adv(w);
+				break;
+			}
+			adv(w);
+		}
+	}
+	while (kw(w, cur(w), "analyze") || kw(w, cur(w), "analyse") || kw(w, cur(w), "verbose"))
+		adv(w);
+}
+
+/* Objects whose DDL names functions (a CREATE OPERATOR's PROCEDURE, a CAST's FUNCTION) or
+ * holds code in strings: the functions it makes reachable cannot be told. */
+static const char *const ddl_function_objects[] = {
+	"function", "procedure", "routine", "aggregate", "operator", "cast", "type",
+	"conversion", "language", "transform", "event", "access", "extension", "trigger",
+	"text", "foreign", "server", NULL,
+};
+
+/* Objects whose DDL holds relation references the walk does not follow. */
+static const char *const ddl_relation_objects[] = {
+	"schema", "extension", "rule", "trigger", "policy", "statistics", "publication",
+	"subscription", "function", "procedure", "routine", "event", "database", "owned",
+	"default", NULL,
+};
+
+/* Objects named by the DDL statements whose relation names the walk reads. */
+static const char *const ddl_table_objects[] = {
+	"table", "view", "materialized", "sequence", "index", NULL,
+};
+
+static void analyze_ddl(struct walker *w, bool drop)
+{
+	static const char *const modifiers[] = {"or", "replace", "temp", "temporary", "local",
+						"global", "unlogged", "trusted", "procedural",
+						"unique", "recursive", "constraint", NULL};
+	struct sql_analysis *a = w->a;
+
+	adv(w);
+	while (kw_in(w, cur(w), modifiers))
+		adv(w);
+	if (kw_in(w, cur(w), ddl_function_objects))
+		a->flags |= SQL_AF_FUNCTIONS_UNSURE;
+	if (kw_in(w, cur(w), ddl_relation_objects) || !kw_in(w, cur(w), ddl_table_objects)) {
+		if (!kw_in(w, cur(w), (const char *const[]){"type", "domain", "collation", "cast",
+							   "operator", "aggregate", "language",
+							   "conversion", "tablespace", "role",
+							   "user", "group", "text", "server",
+							   "foreign", NULL}) ||
+		    kw(w, cur(w), "foreign") || kw(w, cur(w), "schema"))
+			a->flags |= SQL_AF_RELATIONS_UNSURE;
+		if (kw(w, cur(w), "foreign") && kw(w, peek(w, 1), "table")) {
+			a->flags &= ~SQL_AF_RELATIONS_UNSURE;
+			adv(w);
+		} else {
+			walk(w, false);
+			return;
+		}
+	}
+	bool index = kw(w, cur(w), "index");
+
+	if (kw(w, cur(w), "materialized"))
+		adv(w);
+	adv(w); /* TABLE, VIEW, SEQUENCE, INDEX */
+	if (index) {
+		/* CREATE INDEX [CONCURRENTLY] [[IF NOT EXISTS] name] ON [ONLY] t ...;
+		 * DROP/ALTER INDEX names an index (a relation). */
+		if (!drop && kw(w, cur(w), "concurrently"))
+			adv(w);
+		if (drop && kw(w, cur(w), "concurrently"))
+			adv(w);
+	}
+	if (kw(w, cur(w), "if")) {
+		adv(w);
+		if (kw(w, cur(w), "not"))
+			adv(w);
+		adv(w); /* EXISTS */
+	}
+	if (index && !drop && kw(w, &w->prev, "index") == false) {
+		/* fallthrough below handles names */
+	}
+	if (index) {
+		/* An index name is a relation of its own; ON t names the table. */
+		if (!kw(w, cur(w), "on") && identish(cur(w))) {
+			if (take_relation(w, SQL_RELF_DDL, false))
+				adv(w);
+		}
+		if (kw(w, cur(w), "on")) {
+			adv(w);
+			if (take_relation(w, SQL_RELF_DDL, false))
+				adv(w);
+		}
+		walk(w, false);
+		return;
+	}
+	if (drop) {
+		take_relation_list(w, SQL_RELF_DDL);
+		walk(w, false);
+		return;
+	}
+	if (take_relation(w, SQL_RELF_DDL, false))
+		adv(w);
+	walk(w, false);
+}
+
+static void analyze_prepared(struct walker *w)
+{
+	struct sql_analysis *a = w->a;
+	bool dealloc = kw(w, cur(w), "deallocate");
+	enum sql_prepared_op op = kw(w, cur(w), "execute") ? SQL_PREP_EXECUTE
+				  : dealloc			? SQL_PREP_DEALLOCATE
+								: SQL_PREP_PREPARE;
+
+	adv(w);
+	if (dealloc && kw(w, cur(w), "prepare"))
+		adv(w);
+	if (dealloc && kw(w, cur(w), "all")) {
+		a->prep = SQL_PREP_DEALLOCATE_ALL;
+		return;
+	}
+	if (!identish(cur(w)) || !sql_ident_decode(&w->lx, cur(w), '\\', a->prep_name)) {
+		a->prep = SQL_PREP_NONE;
+		return;
+	}
+	a->prep = op;
+	adv(w);
+	if (op == SQL_PREP_EXECUTE) {
+		walk(w, true); /* the arguments: expressions, calls */
+		return;
+	}
+	if (op == SQL_PREP_PREPARE) {
+		unsigned d = 0;
+
+		/* [(types)] AS */
+		while (!at_end(cur(w)) && !w->stop) {
+			if (punct(w, cur(w), '('))
+				d++;
+			else if (punct(w, cur(w), ')'))
+				d--;
+			else if (d == 0 && kw(w, cur(w), "as"))
+				break;
+			adv(w);
+		}
+		if (!kw(w, cur(w), "as")) {
+			a->prep = SQL_PREP_NONE;
+			return;
+		}
+		adv(w);
+		a->prep_body_off = cur(w)->off;
+	}
+}
+
+static void analyze_statement(struct walker *w)
+{
+	struct sql_analysis *a = w->a;
+	static const char *const admin_lists[] = {"vacuum", "analyze", "analyse", "lock",
+						  "truncate", NULL};
+
+	for (unsigned level = 0; level < 8 && !w->stop; level++) {
+		const struct sql_token *t;
+
+		while (punct(w, cur(w), '(') && !w->stop) {
+			push(w, FR_EXPR);
+			adv(w);
+		}
+		t = cur(w);
+		w->at_start = true;
+		if (kw(w, t, "explain")) {
+			skip_explain(w);
+			continue;
+		}
+		if (kw(w, t, "prepare") && !kw(w, peek(w, 1), "transaction")) {
+			analyze_prepared(w);
+			if (a->prep != SQL_PREP_PREPARE)
+				return;
+			continue;
+		}
+		if (kw(w, t, "prepare") && kw(w, peek(w, 2), "as")) { /* PREPARE transaction AS */
+			analyze_prepared(w);
+			continue;
+		}
+		if (kw(w, t, "execute") || kw(w, t, "deallocate")) {
+			analyze_prepared(w);
+			return;
+		}
+		if (kw(w, t, "declare")) {
+			while (!at_end(cur(w)) && !kw(w, cur(w), "for") && !w->stop)
+				adv(w);
+			adv(w);
+			continue;
+		}
+		if (kw(w, t, "set") || kw(w, t, "reset") || kw(w, t, "show") || kw(w, t, "discard")) {
+			analyze_set(w);
+			return;
+		}
+		if (kw(w, t, "do")) {
+			/* A DO body is code in another language: it may call anything, touch any
+			 * table, and EXECUTE 'SET ROLE ...'. Policy cannot judge it. */
+			a->flags |= SQL_AF_OPAQUE_BODY | SQL_AF_ROLE_SWITCH | SQL_AF_FUNCTIONS_UNSURE |
+				    SQL_AF_RELATIONS_UNSURE | SQL_AF_SEARCH_PATH |
+				    SQL_AF_ENCODING_CHANGE;
+			return;
+		}
+		if (kw(w, t, "fetch") || kw(w, t, "move") || kw(w, t, "close") ||
+		    kw(w, t, "listen") || kw(w, t, "unlisten") || kw(w, t, "begin") ||
+		    kw(w, t, "start") || kw(w, t, "commit") || kw(w, t, "end") ||
+		    kw(w, t, "rollback") || kw(w, t, "abort") || kw(w, t, "savepoint") ||
+		    kw(w, t, "release") || kw(w, t, "checkpoint") || kw(w, t, "load") ||
+		    kw(w, t, "notify"))
+			return;
+		if (kw(w, t, "copy")) {
+			adv(w);
+			if (punct(w, cur(w), '(')) {
+				walk(w, true);
+				return;
+			}
+			/* COPY t [(cols)] FROM|TO: FROM writes t. */
+			struct walker look = *w;
+			bool from = false;
+
+			while (!at_end(cur(&look)) && !look.stop) {
+				if (kw(&look, cur(&look), "from")) {
+					from = true;
+					break;
+				}
+				if (kw(&look, cur(&look), "to"))
+					break;
+				adv(&look);
+			}
+			if (take_relation(w, from ? SQL_RELF_WRITE : REL_NO_CALL, false) && w->depth > 0 &&
+			    w->fr[w->depth].kind == FR_LIST) {
+				unsigned depth = w->depth - 1;
+
+				adv(w); /* '(' */
+				while (!at_end(cur(w)) && !punct(w, cur(w), ')') && !w->stop) {
+					if (identish(cur(w))) {
+						struct qname q;
+
+						read_qname(w, &q);
+						add_column(w, &q);
+					}
+					adv(w);
+				}
+				w->depth = depth;
+			}
+			/* Past FROM/TO and its target (STDIN, STDOUT, PROGRAM 'cmd', 'file'): the
+			 * options and a COPY FROM's WHERE clause are walked for calls. */
+			while (!at_end(cur(w)) && !kw(w, cur(w), "from") && !kw(w, cur(w), "to") &&
+			       !w->stop)
+				adv(w);
+			adv(w);
+			if (kw(w, cur(w), "program"))
+				adv(w);
+			adv(w);
+			walk(w, false);
+			return;
+		}
+		if (kw_in(w, t, admin_lists)) {
+			bool truncate = kw(w, t, "truncate"), vac = !truncate && !kw(w, t, "lock");
+
+			adv(w);
+			if (vac && punct(w, cur(w), '(')) { /* VACUUM (options) */
+				while (!at_end(cur(w)) && !punct(w, cur(w), ')'))
+					adv(w);
+				adv(w);
+			}
+			while (kw(w, cur(w), "table") || kw(w, cur(w), "verbose") ||
+			       kw(w, cur(w), "full") || kw(w, cur(w), "freeze") ||
+			       kw(w, cur(w), "analyze") || kw(w, cur(w), "analyse"))
+				adv(w);
+			if (at_end(cur(w))) { /* every table */
+				a->flags |= SQL_AF_RELATIONS_UNSURE;
+				return;
+			}
+			take_relation_list(w, truncate ? SQL_RELF_WRITE : SQL_RELF_DDL);
+			return;
+		}
+		if (kw(w, t, "refresh") || kw(w, t, "cluster")) {
+			adv(w);
+			while (kw(w, cur(w), "materialized") || kw(w, cur(w), "view") ||
+			       kw(w, cur(w), "concurrently") || kw(w, cur(w), "verbose"))
+				adv(w);
+			if (at_end(cur(w)) || punct(w, cur(w), '(')) {
+				a->flags |= SQL_AF_RELATIONS_UNSURE;
+				return;
+			}
+			if (take_relation(w, SQL_RELF_DDL, false))
+				adv(w);
+			return;
+		}
+		if (kw(w, t, "create") || kw(w, t, "alter") || kw(w, t, "drop")) {
+			if (kw(w, t, "alter") && kw(w, peek(w, 1), "system")) {
+				adv(w);
+				adv(w);
+				/* ALTER SYSTEM SET role ... is for the next start; still a role switch */
+				walk(w, false);
+				return;
+			}
+			analyze_ddl(w, kw(w, t, "drop"));
+			return;
+		}
+		if (kw(w, t, "grant") || kw(w, t, "revoke") || kw(w, t, "comment") ||
+		    kw(w, t, "security") || kw(w, t, "reassign") || kw(w, t, "import") ||
+		    kw(w, t, "reindex")) {
+			/* No calls in these; the objects they name are not followed. */
+			a->flags |= SQL_AF_RELATIONS_UNSURE;
+			return;
+		}
+		walk(w, true);
+		return;
+	}
+}
+
+void sql_analyze(const char *sql, size_t len, unsigned opts, struct sql_analysis *a)
+{
+	struct walker w;
+
+	memset(a, 0, offsetof(struct sql_analysis, relations));
+	a->primary = sql_classify(sql, len, opts, &a->classes);
+	if (a->primary == SQL_CLASS_UNKNOWN) {
+		a->classes = 0;
+		/* Nothing to walk reliably; the class already denies it. Still report the
+		 * budget, which has its own error code. */
+	}
+	if (!sql)
+		len = 0;
+	walker_init(&w, sql, len, opts, 0, a);
+	/* Leading separators (a piece from sql_split_next may start with them). */
+	while (cur(&w)->kind == SQL_TOK_SEMI)
+		adv(&w);
+	w.ntok = 0;
+	analyze_statement(&w);
+	if (a->primary == SQL_CLASS_ROLE)
+		a->flags |= SQL_AF_RELATIONS_UNSURE;
+	if (a->flags & SQL_AF_ROLE_SWITCH)
+		a->classes |= SQL_CLASS_BIT(SQL_CLASS_SESSION) & (a->primary == SQL_CLASS_UNKNOWN ? 0 : ~0u);
+	if (a->flags & SQL_AF_TOO_COMPLEX) {
+		/* Past the budget nothing else the walk said is complete. */
+		a->flags |= SQL_AF_RELATIONS_UNSURE | SQL_AF_FUNCTIONS_UNSURE | SQL_AF_COLUMNS_UNSURE;
+	}
+	resolve_columns(a);
+}
