@@ -176,9 +176,10 @@ static bool names_deny(const struct policy_rule *r, const struct policy_names *l
 			if (entry_covers(&l->v[i], l->v[i].schema, name))
 				return true;
 	if (!resolve_schemas(r, ctx, name, schemas, &n, 66)) {
-		/* Anywhere: a schema wildcard could hold it. */
+		/* Anywhere: a schema wildcard could hold it (pg_catalog only pg_ names). */
 		for (unsigned i = 0; i < l->n; i++)
-			if (!strcmp(l->v[i].name, "*"))
+			if (!strcmp(l->v[i].name, "*") &&
+			    (strcmp(l->v[i].schema, "pg_catalog") || !strncmp(name, "pg_", 3)))
 				return true;
 		return false;
 	}

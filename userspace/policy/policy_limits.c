@@ -133,11 +133,17 @@ uint64_t policy_limit_take_tokens(struct policy_limit_entry *e, uint32_t rate, u
 		e->primed = true;
 	}
 	if (now_ns > e->last_ns) {
-		/* tokens += elapsed * rate; saturate before multiplying past int64 */
+		/* tokens += elapsed * rate, up to the burst; the bucket may be in debt (waiters
+		 * reserved ahead), so saturate on the room left rather than multiply past int64 */
 		uint64_t el = now_ns - e->last_ns;
-		int64_t add = el > (uint64_t)cap / rate + 1 ? cap : (int64_t)(el * rate);
+		uint64_t room = (uint64_t)(cap - e->nanotokens);
 
-		e->nanotokens = e->nanotokens + add > cap ? cap : e->nanotokens + add;
+		if (el >= room / rate + 1)
+			e->nanotokens = cap;
+		else
+			e->nanotokens = e->nanotokens + (int64_t)(el * rate) > cap
+						? cap
+						: e->nanotokens + (int64_t)(el * rate);
 		e->last_ns = now_ns;
 	}
 	if (e->nanotokens >= need) {
