@@ -14,6 +14,7 @@
 #include "metrics/metrics_steer.h"
 #include "relay/conn.h"
 #include "config/config.h"
+#include "policy/policy.h"
 #include "gate/gate.h"
 #include "relay/cancel.h"
 #include "relay/relay.h"
@@ -176,6 +177,22 @@ static void raise_nofile(void)
 
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Publish the policy file cfg names (policy_reload logs it with its SHA-256), or none. A
+ * broken file leaves the running policy in force: 0, or -1 with err set. */
+static int apply_policy(const struct config *cfg, char *err, size_t errlen)
+{
+	struct policy *running;
+
+	if (cfg->policy)
+		return policy_reload(cfg->policy, err, errlen);
+	running = policy_acquire();
+	if (running) {
+		policy_unref(running);
+		policy_publish(NULL);
+	}
+	return 0;
+}
+
 /* SIGHUP (main thread) and the admin socket's reload (admin thread) both land here. */
 static int reload_checked(struct relay *r, const struct options *o, char *err, size_t errlen)
 {
@@ -186,6 +203,12 @@ static int reload_checked(struct relay *r, const struct options *o, char *err, s
 	cfg = load_config(o, err, errlen);
 	if (!cfg) {
 		log_error("reload", "keeping the running configuration: %s", err);
+		pthread_mutex_unlock(&reload_lock);
+		return -1;
+	}
+	if (apply_policy(cfg, err, errlen)) {
+		log_error("reload", "keeping the running configuration and policy: %s", err);
+		config_unref(cfg);
 		pthread_mutex_unlock(&reload_lock);
 		return -1;
 	}
@@ -509,6 +532,15 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cfg = load_config(&o, err, sizeof(err));
+	if (cfg && cfg->policy) { /* the policy is part of a valid configuration */
+		struct policy *p = policy_load_file(cfg->policy, err, sizeof(err));
+
+		if (!p) {
+			config_unref(cfg);
+			cfg = NULL;
+		}
+		policy_unref(p);
+	}
 	if (!cfg || o.check_only) {
 		if (cfg)
 			printf("%s: configuration is valid\n", o.config_path);
@@ -554,8 +586,12 @@ int main(int argc, char **argv)
 	}
 	r.metrics = metrics_registry_new();
 	if (!r.metrics || metrics_std_register(r.metrics, &r.mstd) ||
-	    metrics_steer_register(r.metrics, NULL)) {
+	    metrics_steer_register(r.metrics, NULL) || policy_metrics_register(r.metrics)) {
 		log_error("start", "metrics registry: out of memory");
+		goto out;
+	}
+	if (apply_policy(cfg, err, sizeof(err))) {
+		log_error("start", "%s", err);
 		goto out;
 	}
 	if (cfg->unix_listen && relay_unix_listener_open(&r, cfg->unix_listen))

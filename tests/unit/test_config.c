@@ -196,6 +196,7 @@ static void test_set_every_key(void **state)
 		{"steer_instance", "pg-prod_2", "pg-prod_2"},
 		{"unix_listen", "/run/pgwarden/.s.PGSQL.5432", "/run/pgwarden/.s.PGSQL.5432"},
 		{"unix_upstream", "/var/run/postgresql/.s.PGSQL.5432", "/var/run/postgresql/.s.PGSQL.5432"},
+		{"policy", "/etc/pgwarden/policy.yaml", "/etc/pgwarden/policy.yaml"},
 		/* flag spellings */
 		{"buffer-size", "4096", "4KiB"},
 		{"max-message-size", "8192", "8KiB"},
@@ -1172,6 +1173,7 @@ static void test_restart_required(void **state)
 		{"gate.burst", "5", false},
 		{"gate.max_sources", "128", true},
 		{"gate.deny", "10.0.0.0/8", false},
+		{"policy", "/etc/pgwarden/policy.yaml", false},
 	};
 	struct config *old = config_new();
 

@@ -505,6 +505,7 @@ static const struct ctl_command commands[] = {
 	{"events", "[--count N]", "stream session events as JSON lines", cmd_events},
 	{"attach", "[options]", "steer connections to protected ports through pgwarden", ctl_attach},
 	{"detach", "[options]", "remove steering; traffic goes straight to PostgreSQL", ctl_detach},
+	{"policy", "check|explain FILE ...", "validate a policy file; explain its decision", ctl_policy},
 	{"help", "", "this list", cmd_help},
 };
 

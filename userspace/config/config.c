@@ -196,7 +196,10 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .help = "source addresses the rate limit remembers (32 bytes each); the least "        \
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
-	  .help = "source address range whose new connections are dropped; repeat for several")
+	  .help = "source address range whose new connections are dropped; repeat for several")  \
+	S("policy", .type = ST_OPT_PATH, FIELD(policy), .arg = "PATH",                           \
+	  .help = "policy file (docs/POLICY.md): connection and statement rules, reloaded "      \
+		  "with the configuration; off when unset (no statement checks)")
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,

@@ -85,6 +85,9 @@ struct config {
 	uint32_t gate_max_sources;    /* sources the rate limit remembers */
 	struct steer_cidr gate_deny[STEER_GATE_MAX_DENY]; /* host bits clear, none twice */
 	unsigned ngate_deny;
+	/* The policy file (docs/POLICY.md); NULL: no policy. Loaded at start and on every
+	 * reload by policy_reload(), all or nothing. */
+	char *policy;
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;
