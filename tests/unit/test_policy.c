@@ -902,6 +902,37 @@ static void test_stage_reload(void **state)
 	policy_publish(NULL);
 }
 
+/* Every policy example in docs/POLICY.md and README.md (a yaml block holding "rules:") loads:
+ * the documentation cannot drift from the loader. */
+static void test_docs_examples_load(void **state)
+{
+	static const char *const files[] = {"../../docs/POLICY.md", "../../README.md"};
+	unsigned n = 0;
+
+	for (unsigned k = 0; k < 2; k++) {
+		size_t len;
+		char *doc = slurp(files[k], &len), *p = doc;
+
+		while ((p = strstr(p, "```yaml\n"))) {
+			char *start = p + 8, *end = strstr(start, "```");
+			char err[POLICY_ERR_MAX];
+			struct policy *pol;
+
+			assert_non_null(end);
+			p = end + 3;
+			if (!strstr(start, "rules:") || strstr(start, "rules:") > end)
+				continue;
+			pol = policy_load_buffer(files[k], start, (size_t)(end - start), err, sizeof(err));
+			if (!pol)
+				fail_msg("example at offset %ld: %s", (long)(start - doc), err);
+			policy_unref(pol);
+			n++;
+		}
+		free(doc);
+	}
+	assert_true(n >= 5);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -919,6 +950,7 @@ int main(void)
 		cmocka_unit_test(test_stage_limits),
 		cmocka_unit_test(test_stage_rate_wait),
 		cmocka_unit_test(test_stage_reload),
+		cmocka_unit_test(test_docs_examples_load),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
