@@ -81,15 +81,22 @@ static size_t uescape_one(const char *s, size_t n, size_t i, char esc, uint32_t 
 	return start + digits - i;
 }
 
-/* Cut a UTF-8 string of n bytes to at most max bytes without splitting a character. */
+/* Cut a string of n bytes to at most max bytes without splitting a character, as
+ * PostgreSQL's pg_mbcliplen does for UTF-8: walk forward by each lead byte's length (a stray
+ * continuation byte counts as one), stop before the character that would not fit. */
 static size_t clip_utf8(const char *s, size_t n, size_t max)
 {
-	if (n <= max)
-		return n;
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-		n--;
-	return n;
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char c = (unsigned char)s[i];
+		size_t k = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 1;
+
+		if (i + k > max || i + k > n)
+			break;
+		i += k;
+	}
+	return i;
 }
 
 bool sql_ident_decode(const struct sql_lexer *lx, const struct sql_token *t, char esc,
@@ -163,6 +170,8 @@ bool sql_ident_decode(const struct sql_lexer *lx, const struct sql_token *t, cha
 	if (n == 0)
 		return false;
 	n = clip_utf8(tmp, n, SQL_NAME_MAX - 1);
+	if (n == 0)
+		return false;
 	memcpy(out, tmp, n);
 	out[n] = '\0';
 	return true;
