@@ -314,6 +314,9 @@ struct sql_analysis {
  */
 void sql_analyze(const char *sql, size_t len, unsigned opts, struct sql_analysis *a);
 
+/* The walk's keyword tables are binary-searched: true when every one is sorted (tests). */
+bool sql_analyze_tables_sorted(void);
+
 /*
  * Decode one identifier token (IDENT or QIDENT, with a U&"" token's UESCAPE clause already
  * consumed by the caller and passed as esc, '\\' when none) into out[SQL_NAME_MAX].

@@ -12,6 +12,7 @@
  */
 #include "sql/sql.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define RING 8 /* lookahead tokens */
@@ -104,15 +105,31 @@ static bool kw(const struct walker *w, const struct sql_token *t, const char *wo
 	return sql_tok_is(&w->lx, t, word);
 }
 
-static bool kw_in(const struct walker *w, const struct sql_token *t, const char *const *list)
+static int cmp_word(const void *key, const void *elem)
 {
-	if (t->kind != SQL_TOK_IDENT)
-		return false;
-	for (; *list; list++)
-		if (sql_tok_is(&w->lx, t, *list))
-			return true;
-	return false;
+	return strcmp(key, *(const char *const *)elem);
 }
+
+/* Is t an unquoted identifier in the sorted list (case-insensitively)? One lower-cased copy
+ * and a binary search: the walk asks this for nearly every identifier, against lists of up
+ * to ~150 words. */
+static bool kw_in_n(const struct walker *w, const struct sql_token *t, const char *const *list,
+		    size_t n)
+{
+	char low[32];
+
+	if (t->kind != SQL_TOK_IDENT || t->len >= sizeof(low))
+		return false;
+	for (size_t i = 0; i < t->len; i++) {
+		char c = w->lx.sql[t->off + i];
+
+		low[i] = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
+	}
+	low[t->len] = '\0';
+	return bsearch(low, list, n, sizeof(*list), cmp_word) != NULL;
+}
+
+#define kw_in(w, t, list) kw_in_n(w, t, list, sizeof(list) / sizeof((list)[0]))
 
 static bool punct(const struct walker *w, const struct sql_token *t, char c)
 {
@@ -142,27 +159,25 @@ static bool identish(const struct sql_token *t)
  * unquoted. */
 static const char *const reserved[] = {
 	"all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both",
-	"case", "cast", "check", "collate", "column", "constraint", "create",
-	"current_catalog", "current_date", "current_role", "current_time",
-	"current_timestamp", "current_user", "default", "deferrable", "desc", "distinct",
-	"do", "else", "end", "except", "false", "fetch", "for", "foreign", "from", "grant",
-	"group", "having", "in", "initially", "intersect", "into", "lateral", "leading",
-	"limit", "localtime", "localtimestamp", "not", "null", "offset", "on", "only", "or",
-	"order", "placing", "primary", "references", "returning", "select", "session_user",
-	"some", "symmetric", "system_user", "table", "then", "to", "trailing", "true",
-	"union", "unique", "user", "using", "variadic", "when", "where", "window", "with",
-	NULL,
+	"case", "cast", "check", "collate", "column", "constraint", "create", "current_catalog",
+	"current_date", "current_role", "current_time", "current_timestamp", "current_user",
+	"default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false",
+	"fetch", "for", "foreign", "from", "grant", "group", "having", "in", "initially",
+	"intersect", "into", "lateral", "leading", "limit", "localtime", "localtimestamp", "not",
+	"null", "offset", "on", "only", "or", "order", "placing", "primary", "references",
+	"returning", "select", "session_user", "some", "symmetric", "system_user", "table",
+	"then", "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "when",
+	"where", "window", "with",
 };
 
 /* Words that end a FROM item or list, or cannot be a bare alias. */
 static const char *const from_stop[] = {
-	"where", "group", "having", "window", "order", "limit", "offset", "fetch", "for",
-	"union", "intersect", "except", "returning", "on", "using", "join", "inner", "left",
-	"right", "full", "cross", "natural", "outer", "tablesample", "set", "when", "into",
-	"with", "as", "values", "select", "default", "do", "then", "else", "end", "and", "or",
-	"not", "in", "is", "from", "to", "table", "only", "lateral", "overriding", "nowait",
-	"skip", "of", "by", "conflict", "matched", "repeatable", "ordinality", "rows", "is",
-	NULL,
+	"and", "as", "by", "conflict", "cross", "default", "do", "else", "end", "except", "fetch",
+	"for", "from", "full", "group", "having", "in", "inner", "intersect", "into", "is",
+	"join", "lateral", "left", "limit", "matched", "natural", "not", "nowait", "of", "offset",
+	"on", "only", "or", "order", "ordinality", "outer", "overriding", "repeatable",
+	"returning", "right", "rows", "select", "set", "skip", "table", "tablesample", "then",
+	"to", "union", "using", "values", "when", "where", "window", "with",
 };
 
 /*
@@ -172,67 +187,64 @@ static const char *const from_stop[] = {
  * a deny list stricter, while a missed call would let a denied function through.
  */
 static const char *const paren_syntax[] = {
-	"values", "exists", "row", "over", "filter", "within", "cube", "rollup", "sets", "set",
-	"by", "key", "partition", "include", "exclude", "conflict", "ordinality", "nothing",
-	"instead", "also", "returns", "language", "execute", "procedure", "function",
-	"trigger", "escape", "recursive", "materialized", "tablesample", "repeatable", "is",
-	"between", "like", "ilike", "similar", "join", "natural", "cross", "inner", "full",
-	"outer", "options", "storage", "replica", "routine", NULL,
+	"also", "between", "by", "conflict", "cross", "cube", "escape", "exclude", "execute",
+	"exists", "filter", "full", "function", "ilike", "include", "inner", "instead", "is",
+	"join", "key", "language", "like", "materialized", "natural", "nothing", "options",
+	"ordinality", "outer", "over", "partition", "procedure", "recursive", "repeatable",
+	"replica", "returns", "rollup", "routine", "row", "set", "sets", "similar", "storage",
+	"tablesample", "trigger", "values", "within",
 };
 
 /* Words that end a FROM list at its level. */
 static const char *const from_end[] = {
-	"where", "group", "having", "window", "order", "limit", "offset", "fetch", "for",
-	"union", "intersect", "except", "returning", "set", "when", "select", "values", NULL,
+	"except", "fetch", "for", "group", "having", "intersect", "limit", "offset", "order",
+	"returning", "select", "set", "union", "values", "when", "where", "window",
 };
 
 /* Words in an expression that are syntax, not a column (besides the reserved ones). */
 static const char *const expr_noise[] = {
-	"interval", "date", "time", "timestamp", "zone", "nulls", "first", "last", "rows",
-	"range", "groups", "between", "unbounded", "preceding", "following", "current", "row",
-	"ties", "next", "escape", "like", "ilike", "similar", "is", "isnull", "notnull",
-	"unknown", "at", "local", "year", "month", "day", "hour", "minute", "second",
-	"without", "varying", "precision", "ordinality", "tablesample", "repeatable",
-	"nowait", "skip", "locked", "of", "key", "share", "no", "cascade", "restrict",
-	"conflict", "nothing", "matched", "by", "nulls", "over", "partition", "filter",
-	"within", "recursive", "materialized", "exists", "values", "set", "update", "delete",
-	"insert", "merge", "overriding", "system", "value", "except", "ties", "only",
-	"normalized", "nfc", "nfd", "nfkc", "nfkd", "document", "content", "passing",
-	"returning", "bernoulli", "exclude", "others", "search", "breadth", "depth", "cycle",
-	"mode", "share", "exclusive", "access", "boolean", "int", "integer", "bigint",
-	"smallint", "real", "double", "text", "bool", "numeric", "varchar", "char", "bytea",
-	"json", "jsonb", "uuid", "inet", "float", "decimal", "dec", "character", "nchar",
-	"national", "bit", "setof", "some", "any", "all", "array", "row", "of", "cursor",
-	"hold", "scroll", "binary", "insensitive", "asensitive", "do", "instead", "also",
-	"data", "verbose", "analyze", "full", "freeze", "nothing", "stdin", "stdout",
-	"program", "format", "csv", "header", "delimiter", "quote", "force", "encoding",
-	"freeze", "oids", "null", "default", "no", "action", "name", "true", "false", NULL,
+	"access", "action", "all", "also", "analyze", "any", "array", "asensitive", "at",
+	"bernoulli", "between", "bigint", "binary", "bit", "bool", "boolean", "breadth", "by",
+	"bytea", "cascade", "char", "character", "conflict", "content", "csv", "current",
+	"cursor", "cycle", "data", "date", "day", "dec", "decimal", "default", "delete",
+	"delimiter", "depth", "do", "document", "double", "encoding", "escape", "except",
+	"exclude", "exclusive", "exists", "false", "filter", "first", "float", "following",
+	"force", "format", "freeze", "full", "groups", "header", "hold", "hour", "ilike", "inet",
+	"insensitive", "insert", "instead", "int", "integer", "interval", "is", "isnull", "json",
+	"jsonb", "key", "last", "like", "local", "locked", "matched", "materialized", "merge",
+	"minute", "mode", "month", "name", "national", "nchar", "next", "nfc", "nfd", "nfkc",
+	"nfkd", "no", "normalized", "nothing", "notnull", "nowait", "null", "nulls", "numeric",
+	"of", "oids", "only", "ordinality", "others", "over", "overriding", "partition",
+	"passing", "preceding", "precision", "program", "quote", "range", "real", "recursive",
+	"repeatable", "restrict", "returning", "row", "rows", "scroll", "search", "second", "set",
+	"setof", "share", "similar", "skip", "smallint", "some", "stdin", "stdout", "system",
+	"tablesample", "text", "ties", "time", "timestamp", "true", "unbounded", "unknown",
+	"update", "uuid", "value", "values", "varchar", "varying", "verbose", "within", "without",
+	"year", "zone",
 };
 
 /* Functions that run SQL given to them as text, or read relations named by a string:
  * relation lists cannot see what they touch. */
 static const char *const sql_text_functions[] = {
-	"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
-	"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
-	"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
-	"database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
-	"cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite", "dblink",
-	"dblink_exec", "dblink_open", "dblink_fetch", "dblink_send_query",
-	"dblink_get_result", "dblink_build_sql_insert", "dblink_build_sql_update",
-	"dblink_build_sql_delete", "xpath_table", "crosstab", "crosstab2", "crosstab3",
-	"crosstab4", "connectby", "pg_read_file", "pg_read_binary_file", "lo_import",
-	"lo_export", "pgp_sym_decrypt", NULL,
+	"connectby", "crosstab", "crosstab2", "crosstab3", "crosstab4", "cursor_to_xml",
+	"cursor_to_xmlschema", "database_to_xml", "database_to_xml_and_xmlschema",
+	"database_to_xmlschema", "dblink", "dblink_build_sql_delete", "dblink_build_sql_insert",
+	"dblink_build_sql_update", "dblink_exec", "dblink_fetch", "dblink_get_result",
+	"dblink_open", "dblink_send_query", "lo_export", "lo_import", "pg_read_binary_file",
+	"pg_read_file", "pgp_sym_decrypt", "query_to_xml", "query_to_xml_and_xmlschema",
+	"query_to_xmlschema", "schema_to_xml", "schema_to_xml_and_xmlschema",
+	"schema_to_xmlschema", "table_to_xml", "table_to_xml_and_xmlschema", "table_to_xmlschema",
+	"ts_rewrite", "ts_stat", "xpath_table",
 };
 
 /* ---- recording ------------------------------------------------------------------------- */
 
-static bool name_in(const char *name, const char *const *list)
+static bool name_in_n(const char *name, const char *const *list, size_t n)
 {
-	for (; *list; list++)
-		if (strcmp(name, *list) == 0)
-			return true;
-	return false;
+	return bsearch(name, list, n, sizeof(*list), cmp_word) != NULL;
 }
+
+#define name_in(name, list) name_in_n(name, list, sizeof(list) / sizeof((list)[0]))
 
 /* A possibly qualified name: up to three decoded parts, the last token consumed. */
 struct qname {
@@ -1040,28 +1052,34 @@ static void skip_explain(struct walker *w)
 /* Objects whose DDL names functions (a CREATE OPERATOR's PROCEDURE, a CAST's FUNCTION) or
  * holds code in strings: the functions it makes reachable cannot be told. */
 static const char *const ddl_function_objects[] = {
-	"function", "procedure", "routine", "aggregate", "operator", "cast", "type",
-	"conversion", "language", "transform", "event", "access", "extension", "trigger",
-	"text", "foreign", "server", NULL,
+	"access", "aggregate", "cast", "conversion", "event", "extension", "foreign", "function",
+	"language", "operator", "procedure", "routine", "server", "text", "transform", "trigger",
+	"type",
 };
 
 /* Objects whose DDL holds relation references the walk does not follow. */
 static const char *const ddl_relation_objects[] = {
-	"schema", "extension", "rule", "trigger", "policy", "statistics", "publication",
-	"subscription", "function", "procedure", "routine", "event", "database", "owned",
-	"default", NULL,
+	"database", "default", "event", "extension", "function", "owned", "policy", "procedure",
+	"publication", "routine", "rule", "schema", "statistics", "subscription", "trigger",
+};
+
+/* Objects whose DDL names no relation (sorted). */
+static const char *const ddl_plain_objects[] = {
+	"aggregate", "cast", "collation", "conversion", "domain", "foreign", "group",
+	"language", "operator", "role", "server", "tablespace", "text", "type", "user",
 };
 
 /* Objects named by the DDL statements whose relation names the walk reads. */
 static const char *const ddl_table_objects[] = {
-	"table", "view", "materialized", "sequence", "index", NULL,
+	"index", "materialized", "sequence", "table", "view",
 };
 
 static void analyze_ddl(struct walker *w, bool drop)
 {
-	static const char *const modifiers[] = {"or", "replace", "temp", "temporary", "local",
-						"global", "unlogged", "trusted", "procedural",
-						"unique", "recursive", "constraint", NULL};
+	static const char *const modifiers[] = {
+		"constraint", "global", "local", "or", "procedural", "recursive", "replace",
+		"temp", "temporary", "trusted", "unique", "unlogged",
+	};
 	struct sql_analysis *a = w->a;
 
 	adv(w);
@@ -1070,11 +1088,7 @@ static void analyze_ddl(struct walker *w, bool drop)
 	if (kw_in(w, cur(w), ddl_function_objects))
 		a->flags |= SQL_AF_FUNCTIONS_UNSURE;
 	if (kw_in(w, cur(w), ddl_relation_objects) || !kw_in(w, cur(w), ddl_table_objects)) {
-		if (!kw_in(w, cur(w), (const char *const[]){"type", "domain", "collation", "cast",
-							   "operator", "aggregate", "language",
-							   "conversion", "tablespace", "role",
-							   "user", "group", "text", "server",
-							   "foreign", NULL}) ||
+		if (!kw_in(w, cur(w), ddl_plain_objects) ||
 		    kw(w, cur(w), "foreign") || kw(w, cur(w), "schema"))
 			a->flags |= SQL_AF_RELATIONS_UNSURE;
 		if (kw(w, cur(w), "foreign") && kw(w, peek(w, 1), "table")) {
@@ -1181,8 +1195,8 @@ static void analyze_prepared(struct walker *w)
 static void analyze_statement(struct walker *w)
 {
 	struct sql_analysis *a = w->a;
-	static const char *const admin_lists[] = {"vacuum", "analyze", "analyse", "lock",
-						  "truncate", NULL};
+	static const char *const admin_lists[] = {"analyse", "analyze", "lock", "truncate",
+						  "vacuum"};
 
 	for (unsigned level = 0; level < 8 && !w->stop; level++) {
 		const struct sql_token *t;
@@ -1337,6 +1351,24 @@ static void analyze_statement(struct walker *w)
 		walk(w, true);
 		return;
 	}
+}
+
+static bool sorted(const char *const *list, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(list[i - 1], list[i]) >= 0)
+			return false;
+	return true;
+}
+
+#define SORTED(list) sorted(list, sizeof(list) / sizeof((list)[0]))
+
+bool sql_analyze_tables_sorted(void)
+{
+	return SORTED(reserved) && SORTED(from_stop) && SORTED(paren_syntax) &&
+	       SORTED(from_end) && SORTED(expr_noise) && SORTED(sql_text_functions) &&
+	       SORTED(ddl_function_objects) && SORTED(ddl_relation_objects) &&
+	       SORTED(ddl_plain_objects) && SORTED(ddl_table_objects);
 }
 
 void sql_analyze(const char *sql, size_t len, unsigned opts, struct sql_analysis *a)
