@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define RING 8 /* lookahead tokens */
 
@@ -417,9 +418,16 @@ static void add_column(struct walker *w, const struct qname *q)
 /* ---- set_config and SET: role, search_path, client_encoding ---------------------------- */
 
 /* What setting a GUC name is, for the flags. */
-static void setting_flags(struct sql_analysis *a, const char *name, bool known_value,
+static void setting_flags(struct sql_analysis *a, const char *given, bool known_value,
 			  const char *value)
 {
+	/* Setting names are case-insensitive, quoted or not: SET "ROLE" is SET role. */
+	char name[SQL_NAME_MAX];
+	size_t i;
+
+	for (i = 0; given[i] && i + 1 < sizeof(name); i++)
+		name[i] = (given[i] >= 'A' && given[i] <= 'Z') ? (char)(given[i] | 0x20) : given[i];
+	name[i] = '\0';
 	if (strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0)
 		a->flags |= SQL_AF_ROLE_SWITCH;
 	else if (strcmp(name, "search_path") == 0)
@@ -911,7 +919,8 @@ static void walk(struct walker *w, bool columns)
 			if (kw(w, t, "table") &&
 			    (start || punct(w, &w->prev, '(') || kw(w, &w->prev, "union") ||
 			     kw(w, &w->prev, "intersect") || kw(w, &w->prev, "except") ||
-			     kw(w, &w->prev, "all") || kw(w, &w->prev, "distinct"))) {
+			     kw(w, &w->prev, "all") || kw(w, &w->prev, "distinct") ||
+			     kw(w, &w->prev, "as"))) {
 				adv(w);
 				if (take_relation(w, 0, false))
 					adv(w);
@@ -932,7 +941,8 @@ static void walk(struct walker *w, bool columns)
 				char g[SQL_NAME_MAX];
 
 				if (!sql_ident_decode(&w->lx, peek(w, 1), '\\', g) ||
-				    strcmp(g, "role") == 0 || strcmp(g, "session_authorization") == 0)
+				    strcasecmp(g, "role") == 0 ||
+				    strcasecmp(g, "session_authorization") == 0)
 					a->flags |= SQL_AF_ROLE_SWITCH;
 			}
 		}
