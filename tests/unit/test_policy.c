@@ -675,6 +675,20 @@ static void test_stage_connection(void **state)
 	fake_login(&f, SESSION_AUTH_CERT);
 	assert_int_equal(run(&f, PqMsg_Query, "SET ROLE postgres", NULL, NULL, 3), STAGE_FORWARD);
 	assert_string_equal(policy_stage_rule(&f.ch, 0), "ops-breakglass");
+	/* not a replication session: walsender commands are unknown statements */
+	assert_int_equal(run(&f, PqMsg_Query, "IDENTIFY_SYSTEM", NULL, NULL, 3), STAGE_REJECT);
+	fake_end(&f);
+	/* a replication session under a rule that allows it: walsender commands pass */
+	fake_session(&f, "ops", "postgres");
+	f.s.replication = true;
+	((struct sockaddr_in *)&f.s.client.ss)->sin_addr.s_addr = htonl(0x0a000001);
+	f.s.client_tls.peer_identity = strdup("oncall@example.com");
+	fake_start(&f);
+	assert_int_equal(f.r.verdict, STAGE_FORWARD);
+	fake_login(&f, SESSION_AUTH_CERT);
+	assert_int_equal(run(&f, PqMsg_Query, "IDENTIFY_SYSTEM", NULL, NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "START_REPLICATION SLOT s LOGICAL 0/0", NULL, NULL, 3),
+			 STAGE_FORWARD);
 	fake_end(&f);
 }
 

@@ -505,6 +505,32 @@ static int rate(struct stage_ctx *ctx, struct policy_state *st, uint32_t n,
 	return 1;
 }
 
+/*
+ * A walsender command (the replication protocol's grammar, not SQL): in a replication
+ * session a rule with replication: true allows these; they are not statements the
+ * classifier knows. BASE_BACKUP and START_REPLICATION read everything: that is what the
+ * replication allowance means.
+ */
+static bool replication_command(const char *sql, size_t len, unsigned opts)
+{
+	static const char *const cmds[] = {
+		"identify_system", "start_replication", "create_replication_slot",
+		"drop_replication_slot", "read_replication_slot", "timeline_history",
+		"base_backup", "upload_manifest", NULL,
+	};
+	struct sql_lexer lx;
+	struct sql_token t;
+
+	sql_lex_init(&lx, sql, len, opts);
+	do
+		sql_lex_next(&lx, &t);
+	while (t.kind == SQL_TOK_SEMI);
+	for (const char *const *c = cmds; *c; c++)
+		if (sql_tok_is(&lx, &t, *c))
+			return true;
+	return false;
+}
+
 static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struct proto_msg *m,
 		     struct stage_result *r)
 {
@@ -531,6 +557,9 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 			reject(ctx, st, r, "42501", "one statement per Query message", sql, len);
 			return;
 		}
+		if (ctx->session->replication && st->rule->replication &&
+		    replication_command(sql + stmt.off, stmt.len, st->lex_opts))
+			continue;
 		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0);
 		if (!v.allowed) {
 			/* Any denied statement denies the whole Query: nothing of it runs. */
