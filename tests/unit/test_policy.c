@@ -179,6 +179,21 @@ static void test_loader_reads_everything(void **state)
 	/* A missing file is one line naming it. */
 	assert_null(policy_load_file("/nonexistent/policy.yaml", err, sizeof(err)));
 	assert_string_equal(err, "/nonexistent/policy.yaml: cannot open: No such file or directory");
+	/* Not a regular file. */
+	assert_null(policy_load_file("/tmp", err, sizeof(err)));
+	assert_string_equal(err, "/tmp: not a regular file");
+	/* More rules than a policy may hold. */
+	{
+		size_t cap = 64 * (POLICY_MAX_RULES + 2), o = 0;
+		char *many = malloc(cap);
+
+		o += (size_t)snprintf(many + o, cap - o, "rules:\n");
+		for (int i = 0; i <= POLICY_MAX_RULES; i++)
+			o += (size_t)snprintf(many + o, cap - o, "  - {name: r%d, allow: [read]}\n", i);
+		assert_null(policy_load_buffer("many", many, o, err, sizeof(err)));
+		assert_string_equal(err, "many:2: rules: more than 1024 rules");
+		free(many);
+	}
 	/* Too large, refused before parsing. */
 	char *big = calloc(1, POLICY_MAX_FILE_SIZE + 2);
 	assert_null(policy_load_buffer("big", big, POLICY_MAX_FILE_SIZE + 1, err, sizeof(err)));
