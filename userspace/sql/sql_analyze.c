@@ -111,9 +111,10 @@ static int cmp_word(const void *key, const void *elem)
 	return strcmp(key, *(const char *const *)elem);
 }
 
-/* Is t an unquoted identifier in the sorted list (case-insensitively)? One lower-cased copy
- * and a binary search: the walk asks this for nearly every identifier, against lists of up
- * to ~150 words. */
+static unsigned kw_flags(const struct walker *w, const struct sql_token *t);
+
+/* Is t an unquoted identifier in the sorted list (case-insensitively)? For the few short
+ * local lists; the walk's own words are in keywords[] (kw_flags). */
 static bool kw_in_n(const struct walker *w, const struct sql_token *t, const char *const *list,
 		    size_t n)
 {
@@ -131,6 +132,8 @@ static bool kw_in_n(const struct walker *w, const struct sql_token *t, const cha
 }
 
 #define kw_in(w, t, list) kw_in_n(w, t, list, sizeof(list) / sizeof((list)[0]))
+/* Has t (an unquoted identifier) any of the KW_ flags? */
+#define kw_is(w, t, flag) ((kw_flags(w, t) & (flag)) != 0)
 
 static bool punct(const struct walker *w, const struct sql_token *t, char c)
 {
@@ -156,73 +159,334 @@ static bool identish(const struct sql_token *t)
 
 /* ---- word lists ------------------------------------------------------------------------ */
 
-/* PostgreSQL 16's RESERVED_KEYWORD list (kwlist.h): these cannot name a table or column
- * unquoted. */
-static const char *const reserved[] = {
-	"all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both",
-	"case", "cast", "check", "collate", "column", "constraint", "create", "current_catalog",
-	"current_date", "current_role", "current_time", "current_timestamp", "current_user",
-	"default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false",
-	"fetch", "for", "foreign", "from", "grant", "group", "having", "in", "initially",
-	"intersect", "into", "lateral", "leading", "limit", "localtime", "localtimestamp", "not",
-	"null", "offset", "on", "only", "or", "order", "placing", "primary", "references",
-	"returning", "select", "session_user", "some", "symmetric", "system_user", "table",
-	"then", "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "when",
-	"where", "window", "with",
-};
 
-/* Words that end a FROM item or list, or cannot be a bare alias. */
-static const char *const from_stop[] = {
-	"and", "as", "by", "conflict", "cross", "default", "do", "else", "end", "except", "fetch",
-	"for", "from", "full", "group", "having", "in", "inner", "intersect", "into", "is",
-	"join", "lateral", "left", "limit", "matched", "natural", "not", "nowait", "of", "offset",
-	"on", "only", "or", "order", "ordinality", "outer", "overriding", "repeatable",
-	"returning", "right", "rows", "select", "set", "skip", "table", "tablesample", "then",
-	"to", "union", "using", "values", "when", "where", "window", "with",
-};
+
+
+
 
 /*
- * Non-reserved keywords that the grammar follows with '(' where no function is called
- * (reserved keywords never name a function unquoted). Everything else followed by '(' is
- * reported as a call: over-reporting (a type's modifiers, LEFT as a function) only makes
- * a deny list stricter, while a missed call would let a denied function through.
+ * Every word the walk treats specially, with what it is (sorted: one binary search per
+ * identifier answers every question below; a test keeps the table sorted):
+ *   KW_RESERVED      PostgreSQL 16's RESERVED_KEYWORD list (kwlist.h): never a table or
+ *                    column name unquoted;
+ *   KW_FROM_STOP     ends a FROM item, or cannot be a bare alias;
+ *   KW_PAREN_SYNTAX  a non-reserved keyword the grammar follows with '(' where no function
+ *                    is called (everything else followed by '(' is reported as a call:
+ *                    over-reporting only makes a deny list stricter, a missed call would
+ *                    let a denied function through);
+ *   KW_FROM_END      ends a FROM list at its level;
+ *   KW_NOISE         syntax inside expressions, not a column;
+ *   KW_TRIGGER       a word the walk acts on (WITH, FROM, JOIN, USING, INTO, UPDATE, ...);
+ *   KW_DDL_FUNCTION  DDL on these objects names functions or holds code in strings: the
+ *                    functions it makes reachable cannot be told;
+ *   KW_DDL_RELATION  DDL on these objects holds relation references the walk does not
+ *                    follow;
+ *   KW_DDL_PLAIN     DDL on these objects names no relation;
+ *   KW_DDL_TABLE     the DDL objects whose relation names the walk reads.
  */
-static const char *const paren_syntax[] = {
-	"also", "between", "by", "conflict", "cross", "cube", "escape", "exclude", "execute",
-	"exists", "filter", "full", "function", "ilike", "include", "inner", "instead", "is",
-	"join", "key", "language", "like", "materialized", "natural", "nothing", "options",
-	"ordinality", "outer", "over", "partition", "procedure", "recursive", "repeatable",
-	"replica", "returns", "rollup", "routine", "row", "set", "sets", "similar", "storage",
-	"tablesample", "trigger", "values", "within",
+enum {
+	KW_RESERVED = 0x001,
+	KW_FROM_STOP = 0x002,
+	KW_PAREN_SYNTAX = 0x004,
+	KW_FROM_END = 0x008,
+	KW_NOISE = 0x010,
+	KW_TRIGGER = 0x020,
+	KW_DDL_FUNCTION = 0x040,
+	KW_DDL_RELATION = 0x080,
+	KW_DDL_PLAIN = 0x100,
+	KW_DDL_TABLE = 0x200,
 };
 
-/* Words that end a FROM list at its level. */
-static const char *const from_end[] = {
-	"except", "fetch", "for", "group", "having", "intersect", "limit", "offset", "order",
-	"returning", "select", "set", "union", "values", "when", "where", "window",
+struct keyword {
+	const char *word;
+	unsigned flags;
 };
 
-/* Words in an expression that are syntax, not a column (besides the reserved ones). */
-static const char *const expr_noise[] = {
-	"access", "action", "all", "also", "analyze", "any", "array", "asensitive", "at",
-	"bernoulli", "between", "bigint", "binary", "bit", "bool", "boolean", "breadth", "by",
-	"bytea", "cascade", "char", "character", "conflict", "content", "csv", "current",
-	"cursor", "cycle", "data", "date", "day", "dec", "decimal", "default", "delete",
-	"delimiter", "depth", "do", "document", "double", "encoding", "escape", "except",
-	"exclude", "exclusive", "exists", "false", "filter", "first", "float", "following",
-	"force", "format", "freeze", "full", "groups", "header", "hold", "hour", "ilike", "inet",
-	"insensitive", "insert", "instead", "int", "integer", "interval", "is", "isnull", "json",
-	"jsonb", "key", "last", "like", "local", "locked", "matched", "materialized", "merge",
-	"minute", "mode", "month", "name", "national", "nchar", "next", "nfc", "nfd", "nfkc",
-	"nfkd", "no", "normalized", "nothing", "notnull", "nowait", "null", "nulls", "numeric",
-	"of", "oids", "only", "ordinality", "others", "over", "overriding", "partition",
-	"passing", "preceding", "precision", "program", "quote", "range", "real", "recursive",
-	"repeatable", "restrict", "returning", "row", "rows", "scroll", "search", "second", "set",
-	"setof", "share", "similar", "skip", "smallint", "some", "stdin", "stdout", "system",
-	"tablesample", "text", "ties", "time", "timestamp", "true", "unbounded", "unknown",
-	"update", "uuid", "value", "values", "varchar", "varying", "verbose", "within", "without",
-	"year", "zone",
+static const struct keyword keywords[] = {
+	{"access", KW_DDL_FUNCTION | KW_NOISE},
+	{"action", KW_NOISE},
+	{"aggregate", KW_DDL_FUNCTION | KW_DDL_PLAIN},
+	{"all", KW_NOISE | KW_RESERVED},
+	{"also", KW_NOISE | KW_PAREN_SYNTAX},
+	{"analyse", KW_RESERVED},
+	{"analyze", KW_NOISE | KW_RESERVED},
+	{"and", KW_FROM_STOP | KW_RESERVED},
+	{"any", KW_NOISE | KW_RESERVED},
+	{"array", KW_NOISE | KW_RESERVED},
+	{"as", KW_FROM_STOP | KW_RESERVED},
+	{"asc", KW_RESERVED},
+	{"asensitive", KW_NOISE},
+	{"asymmetric", KW_RESERVED},
+	{"at", KW_NOISE},
+	{"bernoulli", KW_NOISE},
+	{"between", KW_NOISE | KW_PAREN_SYNTAX},
+	{"bigint", KW_NOISE},
+	{"binary", KW_NOISE},
+	{"bit", KW_NOISE},
+	{"bool", KW_NOISE},
+	{"boolean", KW_NOISE},
+	{"both", KW_RESERVED},
+	{"breadth", KW_NOISE},
+	{"by", KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"bytea", KW_NOISE},
+	{"cascade", KW_NOISE},
+	{"case", KW_RESERVED},
+	{"cast", KW_DDL_FUNCTION | KW_DDL_PLAIN | KW_RESERVED},
+	{"char", KW_NOISE},
+	{"character", KW_NOISE},
+	{"check", KW_RESERVED},
+	{"collate", KW_RESERVED},
+	{"collation", KW_DDL_PLAIN},
+	{"column", KW_RESERVED},
+	{"conflict", KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"constraint", KW_RESERVED},
+	{"content", KW_NOISE},
+	{"conversion", KW_DDL_FUNCTION | KW_DDL_PLAIN},
+	{"create", KW_RESERVED},
+	{"cross", KW_FROM_STOP | KW_PAREN_SYNTAX},
+	{"csv", KW_NOISE},
+	{"cube", KW_PAREN_SYNTAX},
+	{"current", KW_NOISE},
+	{"current_catalog", KW_RESERVED},
+	{"current_date", KW_RESERVED},
+	{"current_role", KW_RESERVED},
+	{"current_time", KW_RESERVED},
+	{"current_timestamp", KW_RESERVED},
+	{"current_user", KW_RESERVED},
+	{"cursor", KW_NOISE},
+	{"cycle", KW_NOISE},
+	{"data", KW_NOISE},
+	{"database", KW_DDL_RELATION},
+	{"date", KW_NOISE},
+	{"day", KW_NOISE},
+	{"dec", KW_NOISE},
+	{"decimal", KW_NOISE},
+	{"default", KW_DDL_RELATION | KW_FROM_STOP | KW_NOISE | KW_RESERVED},
+	{"deferrable", KW_RESERVED},
+	{"delete", KW_NOISE | KW_TRIGGER},
+	{"delimiter", KW_NOISE},
+	{"depth", KW_NOISE},
+	{"desc", KW_RESERVED},
+	{"distinct", KW_RESERVED},
+	{"do", KW_FROM_STOP | KW_NOISE | KW_RESERVED},
+	{"document", KW_NOISE},
+	{"domain", KW_DDL_PLAIN},
+	{"double", KW_NOISE},
+	{"else", KW_FROM_STOP | KW_RESERVED},
+	{"encoding", KW_NOISE},
+	{"end", KW_FROM_STOP | KW_RESERVED},
+	{"escape", KW_NOISE | KW_PAREN_SYNTAX},
+	{"event", KW_DDL_FUNCTION | KW_DDL_RELATION},
+	{"except", KW_FROM_END | KW_FROM_STOP | KW_NOISE | KW_RESERVED},
+	{"exclude", KW_NOISE | KW_PAREN_SYNTAX},
+	{"exclusive", KW_NOISE},
+	{"execute", KW_PAREN_SYNTAX},
+	{"exists", KW_NOISE | KW_PAREN_SYNTAX},
+	{"extension", KW_DDL_FUNCTION | KW_DDL_RELATION},
+	{"false", KW_NOISE | KW_RESERVED},
+	{"fetch", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"filter", KW_NOISE | KW_PAREN_SYNTAX},
+	{"first", KW_NOISE},
+	{"float", KW_NOISE},
+	{"following", KW_NOISE},
+	{"for", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"force", KW_NOISE},
+	{"foreign", KW_DDL_FUNCTION | KW_DDL_PLAIN | KW_RESERVED},
+	{"format", KW_NOISE},
+	{"freeze", KW_NOISE},
+	{"from", KW_FROM_STOP | KW_RESERVED | KW_TRIGGER},
+	{"full", KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"function", KW_DDL_FUNCTION | KW_DDL_RELATION | KW_PAREN_SYNTAX},
+	{"grant", KW_RESERVED},
+	{"group", KW_DDL_PLAIN | KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"groups", KW_NOISE},
+	{"having", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"header", KW_NOISE},
+	{"hold", KW_NOISE},
+	{"hour", KW_NOISE},
+	{"ilike", KW_NOISE | KW_PAREN_SYNTAX},
+	{"in", KW_FROM_STOP | KW_RESERVED},
+	{"include", KW_PAREN_SYNTAX},
+	{"index", KW_DDL_TABLE},
+	{"inet", KW_NOISE},
+	{"initially", KW_RESERVED},
+	{"inner", KW_FROM_STOP | KW_PAREN_SYNTAX},
+	{"insensitive", KW_NOISE},
+	{"insert", KW_NOISE},
+	{"instead", KW_NOISE | KW_PAREN_SYNTAX},
+	{"int", KW_NOISE},
+	{"integer", KW_NOISE},
+	{"intersect", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"interval", KW_NOISE},
+	{"into", KW_FROM_STOP | KW_RESERVED | KW_TRIGGER},
+	{"is", KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"isnull", KW_NOISE},
+	{"join", KW_FROM_STOP | KW_PAREN_SYNTAX | KW_TRIGGER},
+	{"json", KW_NOISE},
+	{"jsonb", KW_NOISE},
+	{"key", KW_NOISE | KW_PAREN_SYNTAX},
+	{"language", KW_DDL_FUNCTION | KW_DDL_PLAIN | KW_PAREN_SYNTAX},
+	{"last", KW_NOISE},
+	{"lateral", KW_FROM_STOP | KW_RESERVED},
+	{"leading", KW_RESERVED},
+	{"left", KW_FROM_STOP},
+	{"like", KW_NOISE | KW_PAREN_SYNTAX},
+	{"limit", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"local", KW_NOISE},
+	{"localtime", KW_RESERVED},
+	{"localtimestamp", KW_RESERVED},
+	{"locked", KW_NOISE},
+	{"matched", KW_FROM_STOP | KW_NOISE},
+	{"materialized", KW_DDL_TABLE | KW_NOISE | KW_PAREN_SYNTAX},
+	{"merge", KW_NOISE | KW_TRIGGER},
+	{"minute", KW_NOISE},
+	{"mode", KW_NOISE},
+	{"month", KW_NOISE},
+	{"name", KW_NOISE},
+	{"national", KW_NOISE},
+	{"natural", KW_FROM_STOP | KW_PAREN_SYNTAX},
+	{"nchar", KW_NOISE},
+	{"next", KW_NOISE},
+	{"nfc", KW_NOISE},
+	{"nfd", KW_NOISE},
+	{"nfkc", KW_NOISE},
+	{"nfkd", KW_NOISE},
+	{"no", KW_NOISE},
+	{"normalized", KW_NOISE},
+	{"not", KW_FROM_STOP | KW_RESERVED},
+	{"nothing", KW_NOISE | KW_PAREN_SYNTAX},
+	{"notnull", KW_NOISE},
+	{"nowait", KW_FROM_STOP | KW_NOISE},
+	{"null", KW_NOISE | KW_RESERVED},
+	{"nulls", KW_NOISE},
+	{"numeric", KW_NOISE},
+	{"of", KW_FROM_STOP | KW_NOISE},
+	{"offset", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"oids", KW_NOISE},
+	{"on", KW_FROM_STOP | KW_RESERVED},
+	{"only", KW_FROM_STOP | KW_NOISE | KW_RESERVED},
+	{"operator", KW_DDL_FUNCTION | KW_DDL_PLAIN},
+	{"options", KW_PAREN_SYNTAX},
+	{"or", KW_FROM_STOP | KW_RESERVED},
+	{"order", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"ordinality", KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"others", KW_NOISE},
+	{"outer", KW_FROM_STOP | KW_PAREN_SYNTAX},
+	{"over", KW_NOISE | KW_PAREN_SYNTAX},
+	{"overriding", KW_FROM_STOP | KW_NOISE},
+	{"owned", KW_DDL_RELATION},
+	{"partition", KW_NOISE | KW_PAREN_SYNTAX},
+	{"passing", KW_NOISE},
+	{"placing", KW_RESERVED},
+	{"policy", KW_DDL_RELATION},
+	{"preceding", KW_NOISE},
+	{"precision", KW_NOISE},
+	{"primary", KW_RESERVED},
+	{"procedure", KW_DDL_FUNCTION | KW_DDL_RELATION | KW_PAREN_SYNTAX},
+	{"program", KW_NOISE},
+	{"publication", KW_DDL_RELATION},
+	{"quote", KW_NOISE},
+	{"range", KW_NOISE},
+	{"real", KW_NOISE},
+	{"recursive", KW_NOISE | KW_PAREN_SYNTAX},
+	{"references", KW_RESERVED | KW_TRIGGER},
+	{"repeatable", KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"replica", KW_PAREN_SYNTAX},
+	{"restrict", KW_NOISE},
+	{"returning", KW_FROM_END | KW_FROM_STOP | KW_NOISE | KW_RESERVED},
+	{"returns", KW_PAREN_SYNTAX},
+	{"right", KW_FROM_STOP},
+	{"role", KW_DDL_PLAIN},
+	{"rollup", KW_PAREN_SYNTAX},
+	{"routine", KW_DDL_FUNCTION | KW_DDL_RELATION | KW_PAREN_SYNTAX},
+	{"row", KW_NOISE | KW_PAREN_SYNTAX},
+	{"rows", KW_FROM_STOP | KW_NOISE},
+	{"rule", KW_DDL_RELATION},
+	{"schema", KW_DDL_RELATION},
+	{"scroll", KW_NOISE},
+	{"search", KW_NOISE},
+	{"second", KW_NOISE},
+	{"select", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"sequence", KW_DDL_TABLE},
+	{"server", KW_DDL_FUNCTION | KW_DDL_PLAIN},
+	{"session_user", KW_RESERVED},
+	{"set", KW_FROM_END | KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX | KW_TRIGGER},
+	{"setof", KW_NOISE},
+	{"sets", KW_PAREN_SYNTAX},
+	{"share", KW_NOISE},
+	{"similar", KW_NOISE | KW_PAREN_SYNTAX},
+	{"skip", KW_FROM_STOP | KW_NOISE},
+	{"smallint", KW_NOISE},
+	{"some", KW_NOISE | KW_RESERVED},
+	{"statistics", KW_DDL_RELATION},
+	{"stdin", KW_NOISE},
+	{"stdout", KW_NOISE},
+	{"storage", KW_PAREN_SYNTAX},
+	{"subscription", KW_DDL_RELATION},
+	{"symmetric", KW_RESERVED},
+	{"system", KW_NOISE},
+	{"system_user", KW_RESERVED},
+	{"table", KW_DDL_TABLE | KW_FROM_STOP | KW_RESERVED | KW_TRIGGER},
+	{"tablesample", KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"tablespace", KW_DDL_PLAIN},
+	{"text", KW_DDL_FUNCTION | KW_DDL_PLAIN | KW_NOISE},
+	{"then", KW_FROM_STOP | KW_RESERVED},
+	{"ties", KW_NOISE},
+	{"time", KW_NOISE},
+	{"timestamp", KW_NOISE},
+	{"to", KW_FROM_STOP | KW_RESERVED},
+	{"trailing", KW_RESERVED},
+	{"transform", KW_DDL_FUNCTION},
+	{"trigger", KW_DDL_FUNCTION | KW_DDL_RELATION | KW_PAREN_SYNTAX},
+	{"true", KW_NOISE | KW_RESERVED},
+	{"type", KW_DDL_FUNCTION | KW_DDL_PLAIN},
+	{"unbounded", KW_NOISE},
+	{"union", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"unique", KW_RESERVED},
+	{"unknown", KW_NOISE},
+	{"update", KW_NOISE | KW_TRIGGER},
+	{"user", KW_DDL_PLAIN | KW_RESERVED},
+	{"using", KW_FROM_STOP | KW_RESERVED | KW_TRIGGER},
+	{"uuid", KW_NOISE},
+	{"value", KW_NOISE},
+	{"values", KW_FROM_END | KW_FROM_STOP | KW_NOISE | KW_PAREN_SYNTAX},
+	{"varchar", KW_NOISE},
+	{"variadic", KW_RESERVED},
+	{"varying", KW_NOISE},
+	{"verbose", KW_NOISE},
+	{"view", KW_DDL_TABLE},
+	{"when", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"where", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"window", KW_FROM_END | KW_FROM_STOP | KW_RESERVED},
+	{"with", KW_FROM_STOP | KW_RESERVED | KW_TRIGGER},
+	{"within", KW_NOISE | KW_PAREN_SYNTAX},
+	{"without", KW_NOISE},
+	{"year", KW_NOISE},
+	{"zone", KW_NOISE},
 };
+
+static int cmp_keyword(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct keyword *)elem)->word);
+}
+
+static unsigned kw_flags(const struct walker *w, const struct sql_token *t)
+{
+	char low[32];
+	const struct keyword *k;
+
+	if (t->kind != SQL_TOK_IDENT || t->len >= sizeof(low))
+		return 0;
+	for (size_t i = 0; i < t->len; i++) {
+		char c = w->lx.sql[t->off + i];
+
+		low[i] = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
+	}
+	low[t->len] = '\0';
+	k = bsearch(low, keywords, sizeof(keywords) / sizeof(keywords[0]), sizeof(keywords[0]),
+		    cmp_keyword);
+	return k ? k->flags : 0;
+}
 
 /* Functions that run SQL given to them as text, or read relations named by a string:
  * relation lists cannot see what they touch. */
@@ -551,9 +815,9 @@ static void take_alias(struct walker *w, int rel)
 	if (kw(w, n, "as")) {
 		adv(w);
 		n = peek(w, 1);
-	} else if (n->kind == SQL_TOK_IDENT && kw_in(w, n, from_stop)) {
+	} else if (n->kind == SQL_TOK_IDENT && kw_is(w, n, KW_FROM_STOP)) {
 		return;
-	} else if (n->kind == SQL_TOK_IDENT && kw_in(w, n, reserved)) {
+	} else if (n->kind == SQL_TOK_IDENT && kw_is(w, n, KW_RESERVED)) {
 		return;
 	}
 	if (!identish(n))
@@ -625,7 +889,7 @@ static bool take_relation(struct walker *w, unsigned flags, bool alias)
 		adv(w);
 		return true;
 	}
-	if (!identish(t) || (t->kind == SQL_TOK_IDENT && kw_in(w, t, reserved))) {
+	if (!identish(t) || (t->kind == SQL_TOK_IDENT && kw_is(w, t, KW_RESERVED))) {
 		w->a->flags |= SQL_AF_RELATIONS_UNSURE;
 		return false;
 	}
@@ -831,7 +1095,17 @@ static void walk(struct walker *w, bool columns)
 			continue;
 		}
 
+		/* What the word is, once: one lookup answers every keyword question below. */
+		unsigned tf = kw_flags(w, t);
+
 		if (t->kind == SQL_TOK_IDENT) {
+			if (f->from && (tf & KW_FROM_END) &&
+			    !(kw(w, t, "for") && w->depth > 0 && f->kind == FR_FROM))
+				f->from = false;
+			if (kw(w, t, "on") && kw(w, peek(w, 1), "conflict"))
+				f->from = false;
+		}
+		if (tf & KW_TRIGGER) {
 			if (kw(w, t, "with") && with_list_starts(w) && nws < MAX_WITH) {
 				struct with_state *s = &ws[nws++];
 
@@ -845,11 +1119,6 @@ static void walk(struct walker *w, bool columns)
 				adv(w);
 				continue;
 			}
-			if (f->from && kw_in(w, t, from_end) &&
-			    !(kw(w, t, "for") && w->depth > 0 && f->kind == FR_FROM))
-				f->from = false;
-			if (kw(w, t, "on") && kw(w, peek(w, 1), "conflict"))
-				f->from = false;
 			if (kw(w, t, "from")) {
 				bool distinct_from = kw(w, &w->prev, "distinct") &&
 						     (kw(w, &w->prev2, "is") || kw(w, &w->prev2, "not"));
@@ -906,7 +1175,7 @@ static void walk(struct walker *w, bool columns)
 					    kw(w, &w->prev, "as") || kw(w, &w->prev, "instead") ||
 					    kw(w, &w->prev, "also");
 				bool target = kw(w, n, "only") || n->kind == SQL_TOK_QIDENT ||
-					      (n->kind == SQL_TOK_IDENT && !kw_in(w, n, reserved) &&
+					      (n->kind == SQL_TOK_IDENT && !kw_is(w, n, KW_RESERVED) &&
 					       !kw(w, n, "set"));
 
 				adv(w);
@@ -948,9 +1217,8 @@ static void walk(struct walker *w, bool columns)
 		}
 
 		/* A name: a call, a column, or syntax. */
-		bool syntax = t->kind == SQL_TOK_IDENT && !punct(w, peek(w, 1), '.') &&
-			      (kw_in(w, t, reserved) ||
-			       (kw_in(w, t, paren_syntax) && punct(w, peek(w, 1), '(')));
+		bool syntax = (tf & (KW_RESERVED | KW_PAREN_SYNTAX)) && !punct(w, peek(w, 1), '.') &&
+			      ((tf & KW_RESERVED) || punct(w, peek(w, 1), '('));
 
 		if (syntax) {
 			bool call_syntax = kw(w, t, "extract") || kw(w, t, "substring") ||
@@ -968,7 +1236,7 @@ static void walk(struct walker *w, bool columns)
 		bool after_cast = is_cast(w, &w->prev);
 		bool fn_pos = !after_as && !after_cast && !kw(w, &w->prev, "returns") &&
 			      !kw(w, &w->prev, "setof");
-		bool noise = t->kind == SQL_TOK_IDENT && kw_in(w, t, expr_noise);
+		bool noise = (tf & KW_NOISE) != 0;
 		struct qname q;
 
 		read_qname(w, &q);
@@ -1059,30 +1327,9 @@ static void skip_explain(struct walker *w)
 		adv(w);
 }
 
-/* Objects whose DDL names functions (a CREATE OPERATOR's PROCEDURE, a CAST's FUNCTION) or
- * holds code in strings: the functions it makes reachable cannot be told. */
-static const char *const ddl_function_objects[] = {
-	"access", "aggregate", "cast", "conversion", "event", "extension", "foreign", "function",
-	"language", "operator", "procedure", "routine", "server", "text", "transform", "trigger",
-	"type",
-};
 
-/* Objects whose DDL holds relation references the walk does not follow. */
-static const char *const ddl_relation_objects[] = {
-	"database", "default", "event", "extension", "function", "owned", "policy", "procedure",
-	"publication", "routine", "rule", "schema", "statistics", "subscription", "trigger",
-};
 
-/* Objects whose DDL names no relation (sorted). */
-static const char *const ddl_plain_objects[] = {
-	"aggregate", "cast", "collation", "conversion", "domain", "foreign", "group",
-	"language", "operator", "role", "server", "tablespace", "text", "type", "user",
-};
 
-/* Objects named by the DDL statements whose relation names the walk reads. */
-static const char *const ddl_table_objects[] = {
-	"index", "materialized", "sequence", "table", "view",
-};
 
 static void analyze_ddl(struct walker *w, bool drop)
 {
@@ -1095,10 +1342,10 @@ static void analyze_ddl(struct walker *w, bool drop)
 	adv(w);
 	while (kw_in(w, cur(w), modifiers))
 		adv(w);
-	if (kw_in(w, cur(w), ddl_function_objects))
+	if (kw_is(w, cur(w), KW_DDL_FUNCTION))
 		a->flags |= SQL_AF_FUNCTIONS_UNSURE;
-	if (kw_in(w, cur(w), ddl_relation_objects) || !kw_in(w, cur(w), ddl_table_objects)) {
-		if (!kw_in(w, cur(w), ddl_plain_objects) ||
+	if (kw_is(w, cur(w), KW_DDL_RELATION) || !kw_is(w, cur(w), KW_DDL_TABLE)) {
+		if (!kw_is(w, cur(w), KW_DDL_PLAIN) ||
 		    kw(w, cur(w), "foreign") || kw(w, cur(w), "schema"))
 			a->flags |= SQL_AF_RELATIONS_UNSURE;
 		if (kw(w, cur(w), "foreign") && kw(w, peek(w, 1), "table")) {
@@ -1375,10 +1622,10 @@ static bool sorted(const char *const *list, size_t n)
 
 bool sql_analyze_tables_sorted(void)
 {
-	return SORTED(reserved) && SORTED(from_stop) && SORTED(paren_syntax) &&
-	       SORTED(from_end) && SORTED(expr_noise) && SORTED(sql_text_functions) &&
-	       SORTED(ddl_function_objects) && SORTED(ddl_relation_objects) &&
-	       SORTED(ddl_plain_objects) && SORTED(ddl_table_objects);
+	for (size_t i = 1; i < sizeof(keywords) / sizeof(keywords[0]); i++)
+		if (strcmp(keywords[i - 1].word, keywords[i].word) >= 0)
+			return false;
+	return SORTED(sql_text_functions);
 }
 
 void sql_analyze(const char *sql, size_t len, unsigned opts, struct sql_analysis *a)
