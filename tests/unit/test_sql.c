@@ -680,6 +680,12 @@ static void test_analyze_budget(void **state)
 	sql_analyze(longname, strlen(longname), 0, &analysis);
 	assert_int_equal(strlen(analysis.relations[0].name), 62);
 
+	/* A NUL inside a quoted name: no such name for the server; never an empty name here. */
+	static const char nul[] = "SELECT a FROM \"\0\0x\"";
+	sql_analyze(nul, sizeof(nul) - 1, 0, &analysis);
+	assert_int_equal(analysis.nrelations, 0);
+	assert_true(analysis.flags & SQL_AF_RELATIONS_UNSURE);
+
 	/* Encodings whose bytes can fake quotes, under every alias the server accepts. */
 	assert_true(sql_encoding_is_unsafe("SJIS"));
 	assert_true(sql_encoding_is_unsafe("Shift_JIS"));

@@ -167,7 +167,8 @@ bool sql_ident_decode(const struct sql_lexer *lx, const struct sql_token *t, cha
 	} else {
 		return false;
 	}
-	if (n == 0)
+	/* A NUL cannot be part of a name the server sees (its strings end there). */
+	if (n == 0 || memchr(tmp, '\0', n))
 		return false;
 	n = clip_utf8(tmp, n, SQL_NAME_MAX - 1);
 	if (n == 0)
