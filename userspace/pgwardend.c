@@ -16,6 +16,7 @@
 #include "metrics/metrics_steer.h"
 #include "relay/conn.h"
 #include "config/config.h"
+#include "policy/policy.h"
 #include "gate/gate.h"
 #include "relay/cancel.h"
 #include "relay/relay.h"
@@ -255,6 +256,22 @@ static int auth_load(const struct config *cfg, char *err, size_t errlen)
 	return auth_runtime_reload(daemon_auth, cfg, err, errlen);
 }
 
+/* Publish the policy file cfg names (policy_reload logs it with its SHA-256), or none. A
+ * broken file leaves the running policy in force: 0, or -1 with err set. */
+static int apply_policy(const struct config *cfg, char *err, size_t errlen)
+{
+	struct policy *running;
+
+	if (cfg->policy)
+		return policy_reload(cfg->policy, err, errlen);
+	running = policy_acquire();
+	if (running) {
+		policy_unref(running);
+		policy_publish(NULL);
+	}
+	return 0;
+}
+
 /* SIGHUP (main thread) and the admin socket's reload (admin thread) both land here. */
 static int reload_checked(struct relay *r, const struct options *o, char *err, size_t errlen)
 {
@@ -268,7 +285,11 @@ static int reload_checked(struct relay *r, const struct options *o, char *err, s
 	/* The whole reload is one decision: the file, its TLS files and its auth files. The
 	 * trail records it with the digest of what was read, accepted or not. */
 	cfg = load_config(o, &dg, err, errlen);
-	if (cfg && (tls_snapshot_build(cfg, &tls, err, errlen) || auth_load(cfg, err, errlen))) {
+	/* Checked before anything is swapped: the auth files, then the policy (its reload
+	 * publishes), then the auth runtime (which then cannot fail on its files). */
+	if (cfg && (tls_snapshot_build(cfg, &tls, err, errlen) ||
+		    auth_check_config(cfg, err, errlen) || apply_policy(cfg, err, errlen) ||
+		    auth_load(cfg, err, errlen))) {
 		tls_snapshot_unref(tls);
 		tls = NULL;
 		config_unref(cfg);
@@ -770,6 +791,15 @@ int main(int argc, char **argv)
 		config_unref(cfg);
 		cfg = NULL;
 	}
+	if (cfg && cfg->policy) { /* the policy is part of a valid configuration */
+		struct policy *p = policy_load_file(cfg->policy, err, sizeof(err));
+
+		if (!p) {
+			config_unref(cfg);
+			cfg = NULL;
+		}
+		policy_unref(p);
+	}
 	if (!cfg || o.check_only) {
 		if (cfg)
 			printf("%s: configuration is valid\n", o.config_path);
@@ -825,8 +855,12 @@ int main(int argc, char **argv)
 		goto out;
 	r.metrics = metrics_registry_new();
 	if (!r.metrics || metrics_std_register(r.metrics, &r.mstd) ||
-	    metrics_steer_register(r.metrics, NULL)) {
+	    metrics_steer_register(r.metrics, NULL) || policy_metrics_register(r.metrics)) {
 		log_error("start", "metrics registry: out of memory");
+		goto out;
+	}
+	if (apply_policy(cfg, err, sizeof(err))) {
+		log_error("start", "%s", err);
 		goto out;
 	}
 	if (cfg->unix_listen && relay_unix_listener_open(&r, cfg->unix_listen))

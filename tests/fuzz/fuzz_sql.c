@@ -16,7 +16,10 @@
  *     control characters, deterministic, and a truncated output is marked; a fitting
  *     output is a prefix-consistent: the small result, unless truncated, equals the large;
  *   - classify: a class in range, the mask holds the primary (UNKNOWN: mask 0), and every
- *     split statement classifies the same with its trailing ';' or without.
+ *     split statement classifies the same with its trailing ';' or without;
+ *   - analyze: counts within the arrays, every name NUL-terminated and at most 63 bytes, a
+ *     column's relation index in range, the prepared body inside the text, only defined
+ *     flags, the primary class sql_classify's, and the same answer twice.
  * The text is copied into an exact-size heap block so ASan sees any read past it.
  */
 #include <errno.h>
@@ -25,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics/metrics_std.h"
 #include "sql/sql.h"
 
 #include "fuzz_check.h"
@@ -152,6 +156,51 @@ static void check_split(const char *sql, size_t len, unsigned opts, char *buf)
 	}
 }
 
+static struct sql_analysis an1, an2;
+
+static void check_name(const char *n)
+{
+	CHECK(memchr(n, '\0', SQL_NAME_MAX) != NULL && strlen(n) < SQL_NAME_MAX);
+}
+
+static void check_analyze(const char *sql, size_t len, unsigned opts)
+{
+	const unsigned defined = SQL_AF_RELATIONS_UNSURE | SQL_AF_FUNCTIONS_UNSURE |
+				 SQL_AF_COLUMNS_UNSURE | SQL_AF_ROLE_SWITCH | SQL_AF_OPAQUE_BODY |
+				 SQL_AF_TOO_COMPLEX | SQL_AF_SEARCH_PATH | SQL_AF_BAD_ENCODING |
+				 SQL_AF_ENCODING_CHANGE;
+	uint32_t mask;
+
+	sql_analyze(sql, len, opts, &an1);
+	CHECK(an1.primary == sql_classify(sql, len, opts, &mask));
+	CHECK((an1.flags & ~defined) == 0);
+	CHECK(an1.nrelations <= SQL_ANALYZE_MAX_RELATIONS);
+	CHECK(an1.nfunctions <= SQL_ANALYZE_MAX_FUNCTIONS);
+	CHECK(an1.ncolumns <= SQL_ANALYZE_MAX_COLUMNS);
+	for (unsigned i = 0; i < an1.nrelations; i++) {
+		check_name(an1.relations[i].catalog);
+		check_name(an1.relations[i].schema);
+		check_name(an1.relations[i].name);
+		check_name(an1.relations[i].alias);
+		CHECK(an1.relations[i].name[0] != '\0');
+	}
+	for (unsigned i = 0; i < an1.nfunctions; i++) {
+		check_name(an1.functions[i].schema);
+		check_name(an1.functions[i].name);
+	}
+	for (unsigned i = 0; i < an1.ncolumns; i++) {
+		check_name(an1.columns[i].name);
+		CHECK(an1.columns[i].relation < (int)an1.nrelations);
+	}
+	check_name(an1.prep_name);
+	if (an1.prep == SQL_PREP_PREPARE)
+		CHECK(an1.prep_body_off <= len);
+	sql_analyze(sql, len, opts, &an2);
+	CHECK(an1.flags == an2.flags && an1.nrelations == an2.nrelations &&
+	      an1.nfunctions == an2.nfunctions && an1.ncolumns == an2.ncolumns &&
+	      an1.classes == an2.classes);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char big[BIG + GUARD], big2[BIG + GUARD], small[128 + GUARD];
@@ -186,7 +235,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK((unsigned)c < SQL_CLASS_COUNT);
 	CHECK(c == SQL_CLASS_UNKNOWN ? mask == 0 : (mask & SQL_CLASS_BIT(c)) != 0);
 	CHECK(sql_class_to_str(c) != NULL);
-	CHECK((unsigned)sql_class_metric(c) < MSTMT_COUNT);
+	CHECK((unsigned)metrics_std_stmt_type(c) < MSTMT_COUNT);
+	check_analyze(sql, len, opts);
 
 	free(sql);
 	return 0;

@@ -635,7 +635,7 @@ static void test_multi_statement_and_copy(void **state)
 				 1);
 	}
 	assert_string_equal(str_at(recs, 1, "text"), "INSERT INTO t VALUES ($1)");
-	assert_string_equal(str_at(recs, 2, "class"), "copy");
+	assert_string_equal(str_at(recs, 2, "class"), "copy_in");
 	assert_string_equal(str_at(recs, 2, "copy"), "in");
 	assert_string_equal(str_at(recs, 4, "copy"), "out");
 	assert_null(str_at(recs, 1, "copy"));

@@ -215,6 +215,7 @@ static void test_set_every_key(void **state)
 		{"steer_instance", "pg-prod_2", "pg-prod_2"},
 		{"unix_listen", "/run/pgwarden/.s.PGSQL.5432", "/run/pgwarden/.s.PGSQL.5432"},
 		{"unix_upstream", "/var/run/postgresql/.s.PGSQL.5432", "/var/run/postgresql/.s.PGSQL.5432"},
+		{"policy", "/etc/pgwarden/policy.yaml", "/etc/pgwarden/policy.yaml"},
 		/* flag spellings */
 		{"buffer-size", "4096", "4KiB"},
 		{"max-message-size", "8192", "8KiB"},
@@ -1485,6 +1486,7 @@ static void test_restart_required(void **state)
 		{"audit.group", "adm", true},
 		{"audit.syslog_socket", "/dev/log", true},
 		{"audit.syslog_address", "127.0.0.1:514", true},
+		{"policy", "/etc/pgwarden/policy.yaml", false},
 	};
 	struct config *old = config_new();
 

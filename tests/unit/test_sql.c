@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics/metrics_std.h"
 #include "sql/sql.h"
 
 #define DATA_DIR "data/sql/"
@@ -538,15 +539,180 @@ static void test_all_bytes(void **state)
 	}
 }
 
-/* The metric mapping is the identity: every class, UNKNOWN included, has its label. */
-static void test_metric_mapping(void **state)
+/* ---- analysis ------------------------------------------------------------------------ */
+
+static void cat(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void cat(char *buf, size_t cap, const char *fmt, ...)
 {
-	for (unsigned c = 0; c < MSTMT_COUNT; c++) {
-		assert_int_equal(sql_class_metric(c), c);
-		assert_string_equal(sql_class_to_str(c), metrics_std_stmt_names[c]);
+	size_t n = strlen(buf);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf + n, cap - n, fmt, ap);
+	va_end(ap);
+}
+
+/* The analysis as the case files spell it: relations | functions | flags | columns. */
+static void render_analysis(const struct sql_analysis *a, char *rels, char *fns, char *flags,
+			    char *cols, size_t cap)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} fl[] = {
+		{SQL_AF_RELATIONS_UNSURE, "rel?"}, {SQL_AF_FUNCTIONS_UNSURE, "fn?"},
+		{SQL_AF_COLUMNS_UNSURE, "col?"},   {SQL_AF_ROLE_SWITCH, "role"},
+		{SQL_AF_OPAQUE_BODY, "opaque"},    {SQL_AF_TOO_COMPLEX, "complex"},
+		{SQL_AF_SEARCH_PATH, "search_path"}, {SQL_AF_BAD_ENCODING, "bad_encoding"},
+		{SQL_AF_ENCODING_CHANGE, "encoding?"},
+	};
+	static const char *const prep[] = {"", "prepare:", "execute:", "deallocate:",
+					   "deallocate_all"};
+
+	rels[0] = fns[0] = flags[0] = cols[0] = '\0';
+	for (unsigned i = 0; i < a->nrelations; i++) {
+		const struct sql_relation *r = &a->relations[i];
+
+		cat(rels, cap, "%s%s%s%s%s%s%s%s%s", i ? ", " : "", r->catalog,
+		    r->catalog[0] ? "." : "", r->schema, r->schema[0] ? "." : "", r->name,
+		    r->alias[0] ? "@" : "", r->alias,
+		    (r->flags & SQL_RELF_WRITE) ? "!w" : (r->flags & SQL_RELF_DDL) ? "!d" : "");
 	}
-	assert_int_equal(sql_class_metric(SQL_CLASS_UNKNOWN), MSTMT_UNKNOWN);
-	assert_string_equal(sql_class_to_str(SQL_CLASS_UNKNOWN), "unknown");
+	for (unsigned i = 0; i < a->nfunctions; i++)
+		cat(fns, cap, "%s%s%s%s", i ? ", " : "", a->functions[i].schema,
+		    a->functions[i].schema[0] ? "." : "", a->functions[i].name);
+	for (unsigned i = 0; i < sizeof(fl) / sizeof(fl[0]); i++)
+		if (a->flags & fl[i].bit)
+			cat(flags, cap, "%s%s", flags[0] ? ", " : "", fl[i].name);
+	if (a->prep != SQL_PREP_NONE)
+		cat(flags, cap, "%s%s%s", flags[0] ? ", " : "", prep[a->prep],
+		    a->prep == SQL_PREP_DEALLOCATE_ALL ? "" : a->prep_name);
+	for (unsigned i = 0; i < a->ncolumns; i++) {
+		const struct sql_column *c = &a->columns[i];
+
+		cat(cols, cap, "%s%s%s%s%s%s", i ? ", " : "", c->schema, c->schema[0] ? "." : "",
+		    c->qualifier, c->qualifier[0] ? "." : "", c->name);
+		if (c->relation >= 0)
+			cat(cols, cap, "=%d", c->relation);
+	}
+	if (!rels[0])
+		strcpy(rels, "-");
+	if (!fns[0])
+		strcpy(fns, "-");
+	if (!flags[0])
+		strcpy(flags, "-");
+	if (!cols[0])
+		strcpy(cols, "-");
+}
+
+static struct sql_analysis analysis; /* 30 KiB: off the test's stack */
+
+/* analyze.txt: input | relations | functions | flags [| columns] */
+static void run_analyze_case(struct line *l)
+{
+	char rels[2048], fns[1024], flags[256], cols[2048];
+	char *b;
+
+	if (l->n < 4 || l->n > 5) {
+		fail_case(l, "want 4 or 5 fields, got %u", l->n);
+		return;
+	}
+	b = malloc(l->flen[0] ? l->flen[0] : 1);
+	assert_non_null(b);
+	memcpy(b, l->f[0], l->flen[0]);
+	sql_analyze(b, l->flen[0], 0, &analysis);
+	render_analysis(&analysis, rels, fns, flags, cols, sizeof(rels));
+	if (strcmp(rels, l->f[1]) || strcmp(fns, l->f[2]) || strcmp(flags, l->f[3]) ||
+	    (l->n == 5 && strcmp(cols, l->f[4])))
+		fail_case(l, "got  %s | %s | %s | %s", rels, fns, flags, cols);
+	free(b);
+}
+
+static void test_analyze(void **state)
+{
+	failures = 0;
+	unsigned n = each_case("analyze.txt", run_analyze_case);
+
+	fprintf(stderr, "analyze.txt: %u cases\n", n);
+	assert_int_equal(failures, 0);
+}
+
+/* The budget: nesting past SQL_ANALYZE_MAX_DEPTH stops the walk (54001), never the stack;
+ * a long flat statement is walked in linear time. */
+static void test_analyze_budget(void **state)
+{
+	assert_true(sql_analyze_tables_sorted());
+	size_t n = 200000;
+	char *b = malloc(n + 16);
+
+	assert_non_null(b);
+	memcpy(b, "SELECT ", 7);
+	memset(b + 7, '(', n);
+	sql_analyze(b, n + 7, 0, &analysis);
+	assert_true(analysis.flags & SQL_AF_TOO_COMPLEX);
+	assert_true(analysis.flags & SQL_AF_RELATIONS_UNSURE);
+	/* Just under the depth budget: fine. */
+	memset(b + 7, '(', SQL_ANALYZE_MAX_DEPTH - 1);
+	b[7 + SQL_ANALYZE_MAX_DEPTH - 1] = '1';
+	memset(b + 8 + SQL_ANALYZE_MAX_DEPTH - 1, ')', SQL_ANALYZE_MAX_DEPTH - 1);
+	sql_analyze(b, 8 + 2 * (SQL_ANALYZE_MAX_DEPTH - 1), 0, &analysis);
+	assert_false(analysis.flags & SQL_AF_TOO_COMPLEX);
+	free(b);
+
+	/* More relations than the array holds: reported, and unsure. */
+	char q[4096] = "SELECT 1 FROM t0";
+	for (int i = 1; i < 40; i++)
+		snprintf(q + strlen(q), sizeof(q) - strlen(q), ", t%d", i);
+	sql_analyze(q, strlen(q), 0, &analysis);
+	assert_int_equal(analysis.nrelations, SQL_ANALYZE_MAX_RELATIONS);
+	assert_true(analysis.flags & SQL_AF_RELATIONS_UNSURE);
+
+	/* Quoted names keep dots and case; names are cut to 63 bytes on a character boundary. */
+	static const char dotted[] = "SELECT 1 FROM \"a.b\".\"C,d\"";
+	sql_analyze(dotted, sizeof(dotted) - 1, 0, &analysis);
+	assert_int_equal(analysis.nrelations, 1);
+	assert_string_equal(analysis.relations[0].schema, "a.b");
+	assert_string_equal(analysis.relations[0].name, "C,d");
+	char longname[200] = "SELECT 1 FROM ";
+	for (int i = 0; i < 62; i++)
+		strcat(longname, "x");
+	strcat(longname, "\xc3\xa9tail"); /* é straddles byte 63 */
+	sql_analyze(longname, strlen(longname), 0, &analysis);
+	assert_int_equal(strlen(analysis.relations[0].name), 62);
+
+	/* A NUL inside a quoted name: no such name for the server; never an empty name here. */
+	static const char nul[] = "SELECT a FROM \"\0\0x\"";
+	sql_analyze(nul, sizeof(nul) - 1, 0, &analysis);
+	assert_int_equal(analysis.nrelations, 0);
+	assert_true(analysis.flags & SQL_AF_RELATIONS_UNSURE);
+
+	/* Encodings whose bytes can fake quotes, under every alias the server accepts. */
+	assert_true(sql_encoding_is_unsafe("SJIS"));
+	assert_true(sql_encoding_is_unsafe("Shift_JIS"));
+	assert_true(sql_encoding_is_unsafe("win-932"));
+	assert_true(sql_encoding_is_unsafe("GB18030"));
+	assert_true(sql_encoding_is_unsafe("johab"));
+	assert_true(sql_encoding_is_unsafe("UHC"));
+	assert_false(sql_encoding_is_unsafe("UTF8"));
+	assert_false(sql_encoding_is_unsafe("EUC_JP"));
+	assert_false(sql_encoding_is_unsafe(NULL));
+}
+
+/* Every class has its own name, read back by sql_class_from_str; the metric folds them. */
+static void test_class_names(void **state)
+{
+	for (unsigned c = 0; c < SQL_CLASS_COUNT; c++) {
+		const char *n = sql_class_to_str(c);
+
+		assert_int_equal(sql_class_from_str(n, strlen(n)), c);
+		assert_true((unsigned)metrics_std_stmt_type(c) < MSTMT_COUNT);
+	}
+	assert_int_equal(sql_class_from_str("dcl", 3), SQL_CLASS_COUNT);
+	assert_string_equal(sql_class_to_str(SQL_CLASS_COUNT), "?");
+	assert_int_equal(metrics_std_stmt_type(SQL_CLASS_ROLE), MSTMT_DCL);
+	assert_int_equal(metrics_std_stmt_type(SQL_CLASS_COPY_PROGRAM), MSTMT_COPY);
+	assert_int_equal(metrics_std_stmt_type(SQL_CLASS_UNKNOWN), MSTMT_UNKNOWN);
+	assert_int_equal(metrics_std_stmt_type(SQL_CLASS_COUNT), MSTMT_UNKNOWN);
 	/* NULL text is empty text. */
 	assert_int_equal(sql_classify(NULL, 5, 0, NULL), SQL_CLASS_UNKNOWN);
 	char out[4];
@@ -586,7 +752,9 @@ int main(void)
 		cmocka_unit_test(test_cases),	     cmocka_unit_test(test_lex),
 		cmocka_unit_test(test_split),	     cmocka_unit_test(test_trunc),
 		cmocka_unit_test(test_long_input),   cmocka_unit_test(test_all_bytes),
-		cmocka_unit_test(test_metric_mapping), cmocka_unit_test(test_scs_off),
+		cmocka_unit_test(test_class_names), cmocka_unit_test(test_scs_off),
+		cmocka_unit_test(test_analyze),
+		cmocka_unit_test(test_analyze_budget),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -42,6 +42,9 @@ int ctl_attach(int argc, char **argv);
 int ctl_detach(int argc, char **argv);
 /* Audit trail keys and verification (tools/pgwardenctl/audit_cmds.c). */
 int ctl_audit(int argc, char **argv);
+/* Policy files (tools/pgwardenctl/policy_cmds.c): check, explain. */
+int ctl_policy(int argc, char **argv);
+
 /* The steering section of `status`: prints human text, or adds to a JSON object when
  * json_out is a json_t *. Returns a ctl_exit. */
 int ctl_status_steering(bool json, void *json_out);

@@ -605,6 +605,7 @@ static const struct ctl_command commands[] = {
 	{"attach", "[options]", "steer connections to protected ports through pgwarden", ctl_attach},
 	{"detach", "[options]", "remove steering; traffic goes straight to PostgreSQL", ctl_detach},
 	{"audit", "keygen|verify ...", "make an audit signing key; verify an audit trail", ctl_audit},
+	{"policy", "check|explain FILE ...", "validate a policy file; explain its decision", ctl_policy},
 	{"help", "", "this list", cmd_help},
 };
 

@@ -237,8 +237,8 @@ static int text_view_make(const struct session *s, const char *sql, size_t len,
 	}
 	cls = sql_classify(sql, len, lo, &classes);
 	v->class_name = sql_class_to_str(cls);
-	if (cls == SQL_CLASS_COPY)
-		v->copy = classes & SQL_CLASS_BIT(SQL_CLASS_WRITE) ? "in" : "out";
+	if (cls == SQL_CLASS_COPY_IN || cls == SQL_CLASS_COPY_OUT || cls == SQL_CLASS_COPY_PROGRAM)
+		v->copy = classes & SQL_CLASS_BIT(SQL_CLASS_COPY_IN) ? "in" : "out";
 	v->text = malloc(cap);
 	if (!v->text)
 		return -ENOMEM;
@@ -632,7 +632,7 @@ static int fcall_record(const struct stage_ctx *ctx, const struct proto_msg *m,
 	audit_rec_u64(r, "function_oid", oid);
 	audit_rec_u64(r, "nargs", it.n);
 	/* Arguments are never written: nothing says what a function does with them. */
-	audit_rec_str(r, "class", sql_class_to_str(SQL_CLASS_FUNCTION));
+	audit_rec_str(r, "class", sql_class_to_str(SQL_CLASS_FUNCTION_CALL));
 	*out = r;
 	return 0;
 }

@@ -234,6 +234,9 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
 	  .help = "source address range whose new connections are dropped; repeat for several")  \
+	S("policy", .type = ST_OPT_PATH, FIELD(policy), .arg = "PATH",                           \
+	  .help = "policy file (docs/POLICY.md): connection and statement rules, reloaded "      \
+		  "with the configuration; off when unset (no statement checks)")                \
 	TLS_SETTINGS(S)                                                                          \
 	AUTH_SETTINGS(S)                                                                         \
 	CONFIG_AUDIT_SETTINGS(S)

@@ -175,6 +175,9 @@ struct config {
 	char *audit_group;                  /* files 0640 with this group; NULL: 0600 */
 	char *audit_syslog_socket;          /* RFC 5424 mirror to a local datagram socket */
 	char *audit_syslog_address;         /* ... and/or to a collector over UDP */
+	/* The policy file (docs/POLICY.md); NULL: no policy. Loaded at start and on every
+	 * reload by policy_reload(), all or nothing. */
+	char *policy;
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;

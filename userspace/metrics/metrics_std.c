@@ -30,6 +30,28 @@ const char *const metrics_std_stmt_names[MSTMT_COUNT + 1] = {
 	[MSTMT_COUNT] = NULL,
 };
 
+enum metrics_stmt_type metrics_std_stmt_type(enum sql_class c)
+{
+	static const enum metrics_stmt_type map[SQL_CLASS_COUNT] = {
+		[SQL_CLASS_READ] = MSTMT_READ,
+		[SQL_CLASS_WRITE] = MSTMT_WRITE,
+		[SQL_CLASS_DDL] = MSTMT_DDL,
+		[SQL_CLASS_ROLE] = MSTMT_DCL,
+		[SQL_CLASS_ADMIN] = MSTMT_ADMIN,
+		[SQL_CLASS_COPY_IN] = MSTMT_COPY,
+		[SQL_CLASS_COPY_OUT] = MSTMT_COPY,
+		[SQL_CLASS_COPY_PROGRAM] = MSTMT_COPY,
+		[SQL_CLASS_FUNCTION_CALL] = MSTMT_FUNCTION,
+		[SQL_CLASS_TRANSACTION] = MSTMT_TRANSACTION,
+		[SQL_CLASS_SESSION] = MSTMT_OTHER,
+		[SQL_CLASS_LISTEN_NOTIFY] = MSTMT_OTHER,
+		[SQL_CLASS_PREPARE] = MSTMT_OTHER,
+		[SQL_CLASS_UNKNOWN] = MSTMT_UNKNOWN,
+	};
+
+	return (unsigned)c < SQL_CLASS_COUNT ? map[c] : MSTMT_UNKNOWN;
+}
+
 const char *const metrics_std_direction_names[MDIR_COUNT + 1] = {
 	[MDIR_FROM_CLIENT] = "from_client",
 	[MDIR_FROM_SERVER] = "from_server",

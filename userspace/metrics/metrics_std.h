@@ -10,6 +10,7 @@
 #define PGWARDEN_METRICS_STD_H
 
 #include "metrics/metrics.h"
+#include "sql/sql.h" /* enum sql_class: the statements_total labels map its classes */
 
 /* pgwarden_sessions{state=...}: gauge, sessions currently in each state. The label values
  * are conn_state_to_str()'s names (what the admin listing shows), with the three COPY
@@ -40,7 +41,9 @@ enum metrics_refuse_reason {
 	MREFUSE_COUNT,
 };
 
-/* pgwarden_statements_total{type=...}: the SQL classifier's classes. */
+/* pgwarden_statements_total{type=...}: the SQL classifier's classes folded to a stable label
+ * set (metrics_std_stmt_type() says how), so dashboards do not change when policy grows a
+ * finer class. */
 enum metrics_stmt_type {
 	MSTMT_READ = 0,
 	MSTMT_WRITE,
@@ -79,6 +82,10 @@ struct metrics_std {
 	int upstream_duration;    /* histogram (ns): forwarded upstream → server ReadyForQuery */
 	int bytes;                /* counter {direction} */
 };
+
+/* The statements_total label an SQL class is counted under: role → dcl, the three COPY
+ * classes → copy, function_call → function, session / listen_notify / prepare → other. */
+enum metrics_stmt_type metrics_std_stmt_type(enum sql_class c);
 
 /* Register the standard families into r. 0 or the first registration error. */
 int metrics_std_register(struct metrics_registry *r, struct metrics_std *out)

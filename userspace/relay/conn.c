@@ -339,7 +339,8 @@ static void conn_request_done(void *arg, const struct track_done *d)
 
 	if (d->kind == TRACK_EXECUTE && !d->skipped && conn_metrics(c))
 		metrics_inc(conn_metrics(c), conn_mstd(c)->statements,
-			    sql_class_metric(d->stmt ? (enum sql_class)d->stmt->cls : SQL_CLASS_OTHER));
+			    metrics_std_stmt_type(d->stmt ? (enum sql_class)d->stmt->cls
+						  : SQL_CLASS_PREPARE));
 	if (d->kind == TRACK_FUNCTION && d->final && conn_metrics(c))
 		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, MSTMT_FUNCTION);
 	conn_note(c, &n);

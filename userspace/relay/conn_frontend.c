@@ -171,7 +171,7 @@ static enum conn_admit conn_frontend_admit(const struct conn *c, uint8_t type)
 static void conn_count_statement(struct conn *c, enum sql_class cls)
 {
 	if (conn_metrics(c))
-		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, sql_class_metric(cls));
+		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, metrics_std_stmt_type(cls));
 }
 
 /*

@@ -29,8 +29,6 @@
 #ifndef PGWARDEN_SQL_H
 #define PGWARDEN_SQL_H
 
-#include "metrics/metrics_std.h"
-
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -152,21 +150,26 @@ int sql_normalize(const char *sql, size_t len, unsigned opts, char *out, size_t 
 /* ---- classification -------------------------------------------------------------------- */
 
 /*
- * Statement classes: one-to-one with the statements_total metric's labels (the list lives
- * in metrics_std.h), plus UNKNOWN, which policy denies.
+ * Statement classes: what policy allows or denies, one name each (sql_class_to_str). The
+ * sql module owns them; the statements_total metric maps them onto its own labels
+ * (metrics_std_stmt_type()).
  */
 enum sql_class {
-	SQL_CLASS_READ = MSTMT_READ,
-	SQL_CLASS_WRITE = MSTMT_WRITE,
-	SQL_CLASS_DDL = MSTMT_DDL,
-	SQL_CLASS_DCL = MSTMT_DCL,
-	SQL_CLASS_ADMIN = MSTMT_ADMIN,
-	SQL_CLASS_COPY = MSTMT_COPY,
-	SQL_CLASS_FUNCTION = MSTMT_FUNCTION,
-	SQL_CLASS_TRANSACTION = MSTMT_TRANSACTION,
-	SQL_CLASS_OTHER = MSTMT_OTHER,
-	SQL_CLASS_UNKNOWN = MSTMT_UNKNOWN, /* empty, unterminated, lexically invalid, several
-					  * statements, or not a statement we know */
+	SQL_CLASS_READ = 0,      /* SELECT, VALUES, TABLE, FETCH, MOVE, CLOSE */
+	SQL_CLASS_WRITE,         /* INSERT, UPDATE, DELETE, MERGE, TRUNCATE; row locks */
+	SQL_CLASS_DDL,           /* CREATE, ALTER, DROP, COMMENT, IMPORT; SELECT INTO */
+	SQL_CLASS_ROLE,          /* GRANT, REVOKE, roles, user mappings, policies, owners */
+	SQL_CLASS_ADMIN,         /* ALTER SYSTEM, VACUUM, ANALYZE, CLUSTER, REINDEX, ... */
+	SQL_CLASS_COPY_IN,       /* COPY ... FROM STDIN */
+	SQL_CLASS_COPY_OUT,      /* COPY ... TO STDOUT */
+	SQL_CLASS_COPY_PROGRAM,  /* COPY FROM/TO PROGRAM or a server-side file */
+	SQL_CLASS_FUNCTION_CALL, /* CALL, DO, the FunctionCall message */
+	SQL_CLASS_TRANSACTION,   /* BEGIN, COMMIT, SAVEPOINT, SET TRANSACTION, ... */
+	SQL_CLASS_SESSION,       /* SET, RESET, SHOW, DISCARD, SET ROLE, set_config() */
+	SQL_CLASS_LISTEN_NOTIFY, /* LISTEN, NOTIFY, UNLISTEN, pg_notify() */
+	SQL_CLASS_PREPARE,       /* PREPARE, EXECUTE, DEALLOCATE */
+	SQL_CLASS_UNKNOWN,       /* empty, unterminated, lexically invalid, several
+				  * statements, or not a statement we know: policy denies */
 	SQL_CLASS_COUNT,
 };
 
@@ -178,50 +181,165 @@ enum sql_class {
  *
  * Returns the primary class (what statements_total counts). *classes (optional) receives
  * SQL_CLASS_BIT() of every class the statement exercises, the primary included: policy
- * must allow all of them. The rules, and why (docs: "err on the stronger class"):
+ * must allow all of them. The rules, and why (docs/POLICY.md: "err on the stronger class"):
  *   - WITH, EXPLAIN, DECLARE ... FOR, PREPARE ... AS and leading parentheses are looked
  *     through. A data-modifying CTE makes the statement WRITE.
  *   - EXPLAIN q is classified as q, ANALYZE or not: plain EXPLAIN runs nothing, but it
  *     shows plans and row estimates of q's tables, and no policy should see a weaker class
- *     than the statement it names. PREPARE name AS q is q for the same reason.
+ *     than the statement it names. PREPARE name AS q is PREPARE plus q's classes.
  *   - SELECT ... INTO t creates a table: DDL, with READ in *classes.
  *   - SELECT ... FOR UPDATE/NO KEY UPDATE/SHARE/KEY SHARE stays READ (the metric) but adds
  *     WRITE to *classes: it takes row locks, and PostgreSQL itself demands UPDATE privilege.
- *   - SELECT f() is READ whatever f does; CALL and DO are FUNCTION.
- *   - TRUNCATE is WRITE (data, not schema). SHOW is OTHER (settings, not data); FETCH is
- *     READ, MOVE/CLOSE/EXECUTE/DEALLOCATE OTHER.
- *   - DCL: GRANT, REVOKE, CREATE/ALTER/DROP ROLE/USER/GROUP (passwords included), USER
- *     MAPPING, POLICY, ALTER DEFAULT PRIVILEGES, REASSIGN/DROP OWNED, SECURITY LABEL, and
- *     SET/RESET ROLE and SESSION AUTHORIZATION (they change whose privileges apply).
+ *   - SELECT f() is READ whatever f does (sql_analyze() reports f, and adds SESSION for
+ *     set_config and LISTEN_NOTIFY for pg_notify); CALL and DO are FUNCTION_CALL.
+ *   - TRUNCATE is WRITE (data, not schema). SHOW, DISCARD, SET, RESET are SESSION;
+ *     SET ROLE and SET SESSION AUTHORIZATION are SESSION too, and sql_analyze() flags them
+ *     as role switches, which policy allows separately. FETCH, MOVE and CLOSE are READ.
+ *   - ROLE: GRANT, REVOKE, CREATE/ALTER/DROP ROLE/USER/GROUP (passwords included), USER
+ *     MAPPING, POLICY, ALTER DEFAULT PRIVILEGES, REASSIGN/DROP OWNED, SECURITY LABEL.
  *   - ADMIN: VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, ALTER SYSTEM, LOAD, REFRESH
  *     MATERIALIZED VIEW, LOCK (PostgreSQL 17 grants these together as pg_maintain).
- *   - COPY: COPY ... FROM adds WRITE, COPY ... TO adds READ (or the query's classes for
- *     COPY (q) TO); FROM/TO PROGRAM or a server file adds ADMIN.
+ *   - COPY ... FROM STDIN is COPY_IN with WRITE; COPY ... TO STDOUT is COPY_OUT with READ
+ *     (or the query's classes for COPY (q) TO); FROM/TO PROGRAM or a server file is
+ *     COPY_PROGRAM with the direction's classes (COPY_IN + WRITE or COPY_OUT + READ).
  *   - TRANSACTION: BEGIN, START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, PREPARE
- *     TRANSACTION, COMMIT/ROLLBACK PREPARED, SET TRANSACTION, SET CONSTRAINTS.
- *   - OTHER: SET, RESET, SHOW, DISCARD, LISTEN, NOTIFY, UNLISTEN, EXECUTE, DEALLOCATE,
- *     CLOSE, MOVE.
+ *     TRANSACTION, COMMIT/ROLLBACK PREPARED, SET TRANSACTION, SET CONSTRAINTS, SET
+ *     SESSION CHARACTERISTICS.
+ *   - PREPARE: PREPARE (plus the prepared query's classes), EXECUTE (whose real classes
+ *     are the prepared text's: policy looks them up), DEALLOCATE.
  * A function's body (a string) is not looked into: its effects are the function's.
  */
 enum sql_class sql_classify(const char *sql, size_t len, unsigned opts, uint32_t *classes);
 
-/* "read", "write", ... (the metric's label values), "unknown". */
+/* "read", "write", "ddl", "role", ..., "unknown"; "?" out of range. */
 const char *sql_class_to_str(enum sql_class c);
+/* The class named s (n bytes), or SQL_CLASS_COUNT. */
+enum sql_class sql_class_from_str(const char *s, size_t n);
 
-/* The statements_total label for c: itself (the metric has a label for every class). */
-enum metrics_stmt_type sql_class_metric(enum sql_class c);
+/* ---- analysis: names, role switching, prepared statements ------------------------------ */
 
 /*
- * Extension point, not built yet: referenced relations for table allow/deny rules.
- * It will be a walk over one statement's tokens in the same style as sql_classify:
+ * sql_analyze(): everything policy needs from one statement, in one bounded pass.
  *
- *   struct sql_relname { struct sql_token schema, name; unsigned flags; };
- *   int sql_relations(const char *sql, size_t len, unsigned opts,
- *                     int (*cb)(void *arg, const struct sql_relname *r), void *arg);
+ * Names are decoded as the server reads them: unquoted identifiers folded to lower case
+ * (ASCII only, as PostgreSQL does for multibyte encodings), quoted ones kept ("" undoubled,
+ * U&"" escapes and UESCAPE decoded to UTF-8), and cut to 63 bytes on a character boundary
+ * (NAMEDATALEN). An empty schema means the name was not qualified: the server resolves it
+ * through search_path, which the text does not tell (policy decides what that means).
  *
- * fed by the positions sql_classify already walks through (FROM, JOIN, INTO, UPDATE,
- * TABLE, COPY, CTE names to exclude), with quoted identifiers decoded by the callback's
- * caller, and "cannot tell" reported so policy can deny.
+ * What it cannot tell it says, with the *_UNSURE flags, so that policy can deny rather
+ * than guess: a relation position it does not follow, a name it cannot decode, a function
+ * that runs SQL text given as a string (query_to_xml, dblink, ...), more names than the
+ * arrays hold, a DO body or a routine defined with a body in a string.
+ *
+ * Budget: at most SQL_ANALYZE_MAX_TOKENS tokens and SQL_ANALYZE_MAX_DEPTH nested
+ * parentheses; past either the analysis stops with SQL_AF_TOO_COMPLEX (policy answers
+ * 54001, as the server does when its parser's stack runs out). Nothing recurses on the
+ * input's nesting, so no input can exhaust the stack; time is linear in the length.
  */
+#define SQL_NAME_MAX 64 /* NAMEDATALEN: 63 bytes and the NUL */
+#define SQL_ANALYZE_MAX_RELATIONS 32
+#define SQL_ANALYZE_MAX_FUNCTIONS 32
+#define SQL_ANALYZE_MAX_COLUMNS 64
+#define SQL_ANALYZE_MAX_TOKENS 1000000
+#define SQL_ANALYZE_MAX_DEPTH 256
+
+/* Relation flags. */
+#define SQL_RELF_WRITE 0x01u /* a write's target: INSERT/UPDATE/DELETE/MERGE/COPY FROM/TRUNCATE */
+#define SQL_RELF_DDL 0x02u   /* named by DDL or maintenance (CREATE/ALTER/DROP/VACUUM/LOCK...) */
+
+struct sql_relation {
+	char catalog[SQL_NAME_MAX]; /* "" unless written db.schema.table */
+	char schema[SQL_NAME_MAX];  /* "" when unqualified */
+	char name[SQL_NAME_MAX];
+	char alias[SQL_NAME_MAX];   /* "" when none */
+	unsigned flags;
+};
+
+struct sql_function {
+	char schema[SQL_NAME_MAX]; /* "" when unqualified */
+	char name[SQL_NAME_MAX];
+};
+
+/* A column reference: c, t.c, s.t.c. relation is the index in relations[] the qualifier
+ * (an alias or a table name) resolves to, or the only relation when the column is bare
+ * and the statement names exactly one; -1 when the text does not tell. */
+struct sql_column {
+	char schema[SQL_NAME_MAX];    /* s in s.t.c */
+	char qualifier[SQL_NAME_MAX]; /* t in t.c or s.t.c; "" for a bare column */
+	char name[SQL_NAME_MAX];
+	int relation;
+};
+
+/* Analysis flags. */
+#define SQL_AF_RELATIONS_UNSURE 0x0001u /* some relation could not be told */
+#define SQL_AF_FUNCTIONS_UNSURE 0x0002u /* some function call could not be told */
+#define SQL_AF_COLUMNS_UNSURE 0x0004u   /* '*', or a reference not followed */
+#define SQL_AF_ROLE_SWITCH 0x0008u      /* may change the current role (SET ROLE, SET
+					 * SESSION AUTHORIZATION, RESET/DISCARD of them,
+					 * set_config('role', ...), pg_settings updates, a DO) */
+#define SQL_AF_OPAQUE_BODY 0x0010u      /* DO, or a routine with a string body: code
+					 * policy cannot judge */
+#define SQL_AF_TOO_COMPLEX 0x0020u      /* over the budget: deny with 54001 */
+#define SQL_AF_SEARCH_PATH 0x0040u      /* changes search_path (SET, set_config, RESET,
+					 * DISCARD ALL): unqualified names may move */
+#define SQL_AF_BAD_ENCODING 0x0080u     /* sets client_encoding to one whose bytes can
+					 * fake ASCII quotes (sql_encoding_is_unsafe) */
+#define SQL_AF_ENCODING_CHANGE 0x0100u  /* sets client_encoding to a value not a literal */
+
+enum sql_prepared_op {
+	SQL_PREP_NONE = 0,
+	SQL_PREP_PREPARE,        /* PREPARE name [(types)] AS body: body_off is the body */
+	SQL_PREP_EXECUTE,        /* EXECUTE name [(args)] */
+	SQL_PREP_DEALLOCATE,     /* DEALLOCATE [PREPARE] name */
+	SQL_PREP_DEALLOCATE_ALL, /* DEALLOCATE [PREPARE] ALL */
+};
+
+struct sql_analysis {
+	enum sql_class primary;
+	uint32_t classes; /* SQL_CLASS_BIT()s, the primary included; 0 for UNKNOWN */
+	unsigned flags;   /* SQL_AF_* */
+	enum sql_prepared_op prep;
+	char prep_name[SQL_NAME_MAX];
+	size_t prep_body_off; /* PREPARE: offset of the body in the analysed text */
+	unsigned nrelations, nfunctions, ncolumns;
+	struct sql_relation relations[SQL_ANALYZE_MAX_RELATIONS];
+	struct sql_function functions[SQL_ANALYZE_MAX_FUNCTIONS];
+	struct sql_column columns[SQL_ANALYZE_MAX_COLUMNS];
+};
+
+/*
+ * Analyse one statement (same input rules as sql_classify). Never fails: what it cannot
+ * tell is in a->flags. a is caller-owned (about 30 KiB: keep it off small stacks).
+ */
+void sql_analyze(const char *sql, size_t len, unsigned opts, struct sql_analysis *a);
+
+/* The walk's keyword tables are binary-searched: true when every one is sorted (tests). */
+bool sql_analyze_tables_sorted(void);
+
+/*
+ * Decode one identifier token (IDENT or QIDENT, with a U&"" token's UESCAPE clause already
+ * consumed by the caller and passed as esc, '\\' when none) into out[SQL_NAME_MAX].
+ * false when the token is not an identifier or its escapes are invalid.
+ */
+bool sql_ident_decode(const struct sql_lexer *lx, const struct sql_token *t, char esc,
+		      char out[SQL_NAME_MAX]);
+
+/*
+ * A string literal token's value, for the few places the analysis needs one (set_config's
+ * setting name, SET client_encoding's value): '', E'' (with SQL_LEX_BACKSLASH_QUOTES for
+ * plain ones), $$ $$, with continuations. false when it does not fit in out[cap] or uses
+ * escapes this decoder does not follow (\u, octal, hex: the caller treats it as unsure).
+ */
+bool sql_string_decode(const struct sql_lexer *lx, const struct sql_token *t, char *out,
+		       size_t cap);
+
+/*
+ * Client encodings in which a multibyte character can end in a byte that reads as ASCII
+ * ('\\', '\'', ...): SJIS, SHIFT_JIS_2004, BIG5, GBK, GB18030, UHC, JOHAB and every alias
+ * PostgreSQL accepts for them (matched as the server does: case and punctuation ignored).
+ * The lexer cannot be exact in them, so sessions using them are refused.
+ */
+bool sql_encoding_is_unsafe(const char *name);
 
 #endif

@@ -198,7 +198,7 @@ static enum sql_class classify_create(struct cur *c, uint32_t *mask)
 	while (c->t.kind == SQL_TOK_IDENT && tok_in(&c->lx, &c->t, modifiers))
 		adv(c);
 	if (is(c, "role") || is(c, "user") || is(c, "group") || is(c, "policy"))
-		return SQL_CLASS_DCL;
+		return SQL_CLASS_ROLE;
 	if (is(c, "table") || is(c, "materialized")) {
 		/* CREATE TABLE ... AS query / CREATE MATERIALIZED VIEW ... AS query run the
 		 * query now: its classes join the mask. */
@@ -255,17 +255,22 @@ static enum sql_class classify_copy(struct cur *c, uint32_t *mask)
 	}
 	if (at_end(c))
 		return SQL_CLASS_UNKNOWN;
-	if (is(c, "from"))
+	bool in = is(c, "from");
+	enum sql_class dir = in ? SQL_CLASS_COPY_IN : SQL_CLASS_COPY_OUT;
+
+	*mask |= SQL_CLASS_BIT(dir);
+	if (in)
 		*mask |= SQL_CLASS_BIT(SQL_CLASS_WRITE);
 	else if (!query)
 		*mask |= SQL_CLASS_BIT(SQL_CLASS_READ);
 	adv(c);
 	/* Not the client's stream: a program run, or a file read or written, by the server. */
 	if (is(c, "program") || c->t.kind == SQL_TOK_STRING)
-		*mask |= SQL_CLASS_BIT(SQL_CLASS_ADMIN);
-	else if (!is(c, "stdin") && !is(c, "stdout"))
+		return SQL_CLASS_COPY_PROGRAM;
+	if (!is(c, "stdin") && !is(c, "stdout"))
 		return SQL_CLASS_UNKNOWN;
-	return SQL_CLASS_COPY;
+	/* FROM STDOUT and TO STDIN are errors for the server; judge them as written. */
+	return dir;
 }
 
 static enum sql_class classify_set(struct cur *c, bool reset)
@@ -273,18 +278,16 @@ static enum sql_class classify_set(struct cur *c, bool reset)
 	adv(c);
 	if (is(c, "session")) {
 		adv(c);
-		if (is(c, "authorization"))
-			return SQL_CLASS_DCL;
 		if (!reset && is(c, "characteristics"))
 			return SQL_CLASS_TRANSACTION;
 	} else if (!reset && is(c, "local")) {
 		adv(c);
 	}
-	if (is(c, "role") || is(c, "session_authorization"))
-		return SQL_CLASS_DCL;
 	if (!reset && (is(c, "transaction") || is(c, "constraints")))
 		return SQL_CLASS_TRANSACTION;
-	return SQL_CLASS_OTHER;
+	/* SET ROLE and SET SESSION AUTHORIZATION are SESSION too: sql_analyze() flags them as
+	 * role switches, which policy allows on their own. */
+	return SQL_CLASS_SESSION;
 }
 
 static enum sql_class classify_explain(struct cur *c, unsigned level, uint32_t *mask)
@@ -325,9 +328,7 @@ static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, si
 	static const char *const txn[] = {"begin",   "start",	  "commit",  "end",
 					  "rollback", "abort",	  "savepoint", "release",
 					  NULL};
-	static const char *const other[] = {"show",	 "discard", "listen", "notify",
-					    "unlisten",	 "execute", "deallocate", "close",
-					    "move",	 NULL};
+	static const char *const listen_notify[] = {"listen", "notify", "unlisten", NULL};
 	static const char *const dcl[] = {"grant", "revoke", "reassign", "security", NULL};
 	static const char *const dcl_objects[] = {"role", "user", "group", "policy", NULL};
 	struct cur c;
@@ -354,7 +355,7 @@ static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, si
 	if (is(&c, "insert") || is(&c, "update") || is(&c, "delete") || is(&c, "merge") ||
 	    is(&c, "truncate"))
 		return SQL_CLASS_WRITE;
-	if (is(&c, "fetch"))
+	if (is(&c, "fetch") || is(&c, "move") || is(&c, "close"))
 		return SQL_CLASS_READ;
 	if (is(&c, "create"))
 		return classify_create(&c, mask);
@@ -363,25 +364,25 @@ static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, si
 		if (is(&c, "system"))
 			return SQL_CLASS_ADMIN;
 		if (tok_in(&c.lx, &c.t, dcl_objects) || is(&c, "default"))
-			return SQL_CLASS_DCL;
+			return SQL_CLASS_ROLE;
 		return SQL_CLASS_DDL;
 	}
 	if (is(&c, "drop")) {
 		adv(&c);
 		if (tok_in(&c.lx, &c.t, dcl_objects) || is(&c, "owned"))
-			return SQL_CLASS_DCL;
+			return SQL_CLASS_ROLE;
 		return SQL_CLASS_DDL;
 	}
 	if (is(&c, "comment") || is(&c, "import"))
 		return SQL_CLASS_DDL;
 	if (tok_in(&c.lx, &c.t, dcl))
-		return SQL_CLASS_DCL;
+		return SQL_CLASS_ROLE;
 	if (tok_in(&c.lx, &c.t, admin))
 		return SQL_CLASS_ADMIN;
 	if (is(&c, "copy"))
 		return classify_copy(&c, mask);
 	if (is(&c, "call") || is(&c, "do"))
-		return SQL_CLASS_FUNCTION;
+		return SQL_CLASS_FUNCTION_CALL;
 	if (is(&c, "prepare")) {
 		struct cur peek = c;
 
@@ -394,16 +395,25 @@ static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, si
 		if (!find_kw0(&c, "as"))
 			return SQL_CLASS_UNKNOWN;
 		adv(&c);
-		return look_through(&c, level, mask);
+		enum sql_class body = look_through(&c, level, mask);
+
+		if (body == SQL_CLASS_UNKNOWN)
+			return SQL_CLASS_UNKNOWN;
+		*mask |= SQL_CLASS_BIT(body);
+		return SQL_CLASS_PREPARE;
 	}
+	if (is(&c, "execute") || is(&c, "deallocate"))
+		return SQL_CLASS_PREPARE;
 	if (tok_in(&c.lx, &c.t, txn))
 		return SQL_CLASS_TRANSACTION;
 	if (is(&c, "set"))
 		return classify_set(&c, false);
 	if (is(&c, "reset"))
 		return classify_set(&c, true);
-	if (tok_in(&c.lx, &c.t, other))
-		return SQL_CLASS_OTHER;
+	if (tok_in(&c.lx, &c.t, listen_notify))
+		return SQL_CLASS_LISTEN_NOTIFY;
+	if (is(&c, "show") || is(&c, "discard"))
+		return SQL_CLASS_SESSION;
 	if (is(&c, "declare")) {
 		adv(&c);
 		if (!find_kw0(&c, "for"))
@@ -454,12 +464,32 @@ enum sql_class sql_classify(const char *sql, size_t len, unsigned opts, uint32_t
 	return cls;
 }
 
+static const char *const class_names[SQL_CLASS_COUNT] = {
+	[SQL_CLASS_READ] = "read",
+	[SQL_CLASS_WRITE] = "write",
+	[SQL_CLASS_DDL] = "ddl",
+	[SQL_CLASS_ROLE] = "role",
+	[SQL_CLASS_ADMIN] = "admin",
+	[SQL_CLASS_COPY_IN] = "copy_in",
+	[SQL_CLASS_COPY_OUT] = "copy_out",
+	[SQL_CLASS_COPY_PROGRAM] = "copy_program",
+	[SQL_CLASS_FUNCTION_CALL] = "function_call",
+	[SQL_CLASS_TRANSACTION] = "transaction",
+	[SQL_CLASS_SESSION] = "session",
+	[SQL_CLASS_LISTEN_NOTIFY] = "listen_notify",
+	[SQL_CLASS_PREPARE] = "prepare",
+	[SQL_CLASS_UNKNOWN] = "unknown",
+};
+
 const char *sql_class_to_str(enum sql_class c)
 {
-	return (unsigned)c < MSTMT_COUNT ? metrics_std_stmt_names[c] : "?";
+	return (unsigned)c < SQL_CLASS_COUNT ? class_names[c] : "?";
 }
 
-enum metrics_stmt_type sql_class_metric(enum sql_class c)
+enum sql_class sql_class_from_str(const char *s, size_t n)
 {
-	return (unsigned)c < MSTMT_COUNT ? (enum metrics_stmt_type)c : MSTMT_UNKNOWN;
+	for (unsigned c = 0; c < SQL_CLASS_COUNT; c++)
+		if (strlen(class_names[c]) == n && memcmp(class_names[c], s, n) == 0)
+			return (enum sql_class)c;
+	return SQL_CLASS_COUNT;
 }

@@ -1,0 +1,251 @@
+/*
+ * pgwardenctl policy: validate a policy file, and explain what it decides for one identity
+ * and statement. Both work on the file alone (no daemon): the same loader and the same
+ * evaluation code pgwardend runs, so what explain says is what the stage would do.
+ */
+#include "ctl.h"
+
+#include "policy/policy.h"
+
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static struct sql_analysis analysis; /* 30 KiB: not on the stack */
+
+static int policy_check(int argc, char **argv)
+{
+	char err[POLICY_ERR_MAX];
+	struct policy *p;
+
+	if (argc != 2)
+		return ctl_fail(CTL_EXIT_USAGE, "usage: pgwardenctl policy check FILE");
+	p = policy_load_file(argv[1], err, sizeof(err));
+	if (!p)
+		return ctl_fail(CTL_EXIT_FAIL, "%s", err);
+	policy_describe(p, stdout);
+	printf("%s: policy is valid\n", argv[1]);
+	policy_unref(p);
+	return CTL_EXIT_OK;
+}
+
+static void print_analysis(const struct sql_analysis *a)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} flags[] = {
+		{SQL_AF_RELATIONS_UNSURE, "relations-unsure"},
+		{SQL_AF_FUNCTIONS_UNSURE, "functions-unsure"},
+		{SQL_AF_COLUMNS_UNSURE, "columns-unsure"},
+		{SQL_AF_ROLE_SWITCH, "role-switch"},
+		{SQL_AF_OPAQUE_BODY, "opaque-body"},
+		{SQL_AF_TOO_COMPLEX, "too-complex"},
+		{SQL_AF_SEARCH_PATH, "search-path"},
+		{SQL_AF_BAD_ENCODING, "unsafe-encoding"},
+		{SQL_AF_ENCODING_CHANGE, "encoding-change"},
+	};
+	static const char *const prep[] = {"", "PREPARE", "EXECUTE", "DEALLOCATE",
+					   "DEALLOCATE ALL"};
+
+	printf("  class: %s\n  classes:", sql_class_to_str(a->primary));
+	for (unsigned c = 0; c < SQL_CLASS_COUNT; c++)
+		if (a->classes & SQL_CLASS_BIT(c))
+			printf(" %s", sql_class_to_str(c));
+	printf("\n  relations:");
+	for (unsigned i = 0; i < a->nrelations; i++) {
+		const struct sql_relation *r = &a->relations[i];
+
+		printf(" %s%s%s%s%s%s%s%s", r->catalog, r->catalog[0] ? "." : "", r->schema,
+		       r->schema[0] ? "." : "", r->name, r->alias[0] ? " AS " : "", r->alias,
+		       (r->flags & SQL_RELF_WRITE) ? " (written)" : (r->flags & SQL_RELF_DDL) ? " (ddl)" : "");
+		if (i + 1 < a->nrelations)
+			putchar(',');
+	}
+	printf("\n  functions:");
+	for (unsigned i = 0; i < a->nfunctions; i++)
+		printf(" %s%s%s%s", a->functions[i].schema, a->functions[i].schema[0] ? "." : "",
+		       a->functions[i].name, i + 1 < a->nfunctions ? "," : "");
+	printf("\n  columns:");
+	for (unsigned i = 0; i < a->ncolumns; i++)
+		printf(" %s%s%s", a->columns[i].qualifier, a->columns[i].qualifier[0] ? "." : "",
+		       a->columns[i].name);
+	printf("\n  flags:");
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (a->flags & flags[i].bit)
+			printf(" %s", flags[i].name);
+	if (a->prep)
+		printf(" %s%s%s", prep[a->prep], a->prep_name[0] ? " " : "", a->prep_name);
+	putchar('\n');
+}
+
+enum {
+	OPT_USER = 1, OPT_DATABASE, OPT_SOURCE, OPT_APPNAME, OPT_COMM, OPT_UID, OPT_GID, OPT_EXE,
+	OPT_CGROUP, OPT_TLS, OPT_AUTH, OPT_SQL, OPT_SCS_OFF, OPT_SEARCH_PATH_CHANGED,
+};
+
+static int parse_id(const char *s, uint32_t *out)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+
+	if (!*s || *end || v > UINT32_MAX - 1)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int policy_explain(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"user", required_argument, NULL, OPT_USER},
+		{"database", required_argument, NULL, OPT_DATABASE},
+		{"source", required_argument, NULL, OPT_SOURCE},
+		{"application-name", required_argument, NULL, OPT_APPNAME},
+		{"comm", required_argument, NULL, OPT_COMM},
+		{"uid", required_argument, NULL, OPT_UID},
+		{"gid", required_argument, NULL, OPT_GID},
+		{"exe", required_argument, NULL, OPT_EXE},
+		{"cgroup", required_argument, NULL, OPT_CGROUP},
+		{"tls-identity", required_argument, NULL, OPT_TLS},
+		{"auth-method", required_argument, NULL, OPT_AUTH},
+		{"sql", required_argument, NULL, OPT_SQL},
+		{"standard-conforming-strings-off", no_argument, NULL, OPT_SCS_OFF},
+		{"search-path-changed", no_argument, NULL, OPT_SEARCH_PATH_CHANGED},
+		{NULL, 0, NULL, 0},
+	};
+	struct policy_identity id = {0};
+	struct addr client = {0};
+	const char *file, *sql = NULL;
+	unsigned lex = 0;
+	bool path_changed = false;
+	char err[POLICY_ERR_MAX];
+	struct policy *p;
+	const struct policy_rule *rule;
+	int c, status = CTL_EXIT_OK;
+
+	id.auth_method = SESSION_AUTH_PENDING;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_USER: id.user = optarg; break;
+		case OPT_DATABASE: id.database = optarg; break;
+		case OPT_APPNAME: id.application_name = optarg; break;
+		case OPT_TLS: id.tls_identity = optarg; break;
+		case OPT_SQL: sql = optarg; break;
+		case OPT_SCS_OFF: lex = SQL_LEX_BACKSLASH_QUOTES; break;
+		case OPT_SEARCH_PATH_CHANGED: path_changed = true; break;
+		case OPT_COMM: id.comm = optarg; id.process_known = true; break;
+		case OPT_EXE: id.exe = optarg; id.process_known = true; break;
+		case OPT_CGROUP: id.cgroup = optarg; id.process_known = true; break;
+		case OPT_UID:
+		case OPT_GID:
+			if (parse_id(optarg, c == OPT_UID ? &id.uid : &id.gid))
+				return ctl_fail(CTL_EXIT_USAGE, "--%s: not a numeric id: \"%s\"",
+						c == OPT_UID ? "uid" : "gid", optarg);
+			id.process_known = true;
+			break;
+		case OPT_SOURCE: {
+			struct sockaddr_in *in = (struct sockaddr_in *)&client.ss;
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&client.ss;
+
+			if (!strcmp(optarg, "local")) {
+				id.local = true;
+			} else if (inet_pton(AF_INET, optarg, &in->sin_addr) == 1) {
+				in->sin_family = AF_INET;
+				id.client = &client;
+			} else if (inet_pton(AF_INET6, optarg, &in6->sin6_addr) == 1) {
+				in6->sin6_family = AF_INET6;
+				id.client = &client;
+			} else {
+				return ctl_fail(CTL_EXIT_USAGE, "--source: \"%s\" is not an address or "
+								"local", optarg);
+			}
+			break;
+		}
+		case OPT_AUTH: {
+			bool found = false;
+
+			for (unsigned k = SESSION_AUTH_TRUST; k < SESSION_AUTH_METHOD_COUNT; k++)
+				if (!strcmp(optarg, session_auth_method_to_str(k))) {
+					id.auth_method = (enum session_auth_method)k;
+					found = true;
+				}
+			if (!found)
+				return ctl_fail(CTL_EXIT_USAGE, "--auth-method: unknown method \"%s\"",
+						optarg);
+			break;
+		}
+		default:
+			return ctl_fail(CTL_EXIT_USAGE, "unknown option \"%s\"", argv[optind - 1]);
+		}
+	}
+	if (optind + 1 != argc || !id.user || !sql)
+		return ctl_fail(CTL_EXIT_USAGE,
+				"usage: pgwardenctl policy explain FILE --user U [--database D] "
+				"[--source ADDR|local] [--comm C] [--uid N] [--gid N] [--exe PATH] "
+				"[--cgroup PATH] [--application-name N] [--tls-identity I] "
+				"[--auth-method M] --sql 'STATEMENT'");
+	file = argv[optind];
+	if (!id.database)
+		id.database = id.user; /* as the server defaults it */
+	p = policy_load_file(file, err, sizeof(err));
+	if (!p)
+		return ctl_fail(CTL_EXIT_FAIL, "%s", err);
+	/* After a successful login: a rule that names an authentication method matches only
+	 * when --auth-method says which one was used. */
+	rule = policy_match_connection(p, &id, true);
+	if (!rule) {
+		printf("rule: none: the connection is refused (FATAL 28000)\nverdict: denied\n");
+		policy_unref(p);
+		return CTL_EXIT_FAIL;
+	}
+	printf("rule: %s (line %u)\n", rule->name, rule->line);
+
+	struct sql_splitter sp;
+	struct sql_stmt st;
+	struct policy_stmt_ctx ctx = {.user = id.user, .search_path_unknown = path_changed};
+	unsigned n = 0;
+
+	sql_split_init(&sp, sql, strlen(sql), lex);
+	while (sql_split_next(&sp, &st)) {
+		struct policy_verdict v;
+
+		n++;
+		printf("statement %u: %.*s\n", n, (int)st.text_len, sql + st.text_off);
+		sql_analyze(sql + st.off, st.len, lex, &analysis);
+		print_analysis(&analysis);
+		if (n > 1 && rule->one_statement_per_query) {
+			printf("  verdict: denied (42501): one statement per Query message\n");
+			status = CTL_EXIT_FAIL;
+			continue;
+		}
+		policy_check_statement(rule, &analysis, &ctx, &v);
+		if (v.allowed) {
+			printf("  verdict: allowed\n");
+			if (analysis.flags & SQL_AF_SEARCH_PATH)
+				ctx.search_path_unknown = true;
+		} else {
+			printf("  verdict: denied (%s): %s\n", v.sqlstate, v.reason);
+			status = CTL_EXIT_FAIL;
+		}
+	}
+	if (!n)
+		printf("no statement\n");
+	printf("verdict: %s\n", status == CTL_EXIT_OK ? "allowed"
+					: "denied (a Query holding a denied statement runs none of it)");
+	policy_unref(p);
+	return status;
+}
+
+int ctl_policy(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "check"))
+		return policy_check(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "explain"))
+		return policy_explain(argc - 1, argv + 1);
+	return ctl_fail(CTL_EXIT_USAGE, "usage: pgwardenctl policy check FILE | policy explain FILE "
+					"--user U ... --sql 'STATEMENT'");
+}

@@ -1,0 +1,805 @@
+/*
+ * policy_stage: the policy as an inspection stage (stage contract v2).
+ *
+ *   session_start  the first rule that could admit the claimed identity (default deny:
+ *                  FATAL 28000), replication and startup-parameter checks (a role or
+ *                  session_authorization in the StartupMessage is a role switch, an unsafe
+ *                  client_encoding is refused), session counts (53300), timeouts;
+ *   AUTH notice    the same rules again with the verified identity and the login method;
+ *                  the rule found here is the one the session runs under;
+ *   frontend       Query (every statement), Parse (every one, re-Parse included), Bind and
+ *                  Execute (the statement they run, judged again if the policy changed
+ *                  since its Parse), FunctionCall: REJECT 42501 naming the rule, 54001 for
+ *                  a statement over the analysis budget, 53400 or a PAUSE for the rate;
+ *   SERVER_PARAM   client_encoding (an unsafe one ends the session at its next message),
+ *                  standard_conforming_strings (how the lexer reads '' strings).
+ * A session picks up a reloaded policy at its next message: its identity is matched again
+ * against the new rules, and a session no rule admits any more is closed.
+ */
+#include "policy/policy.h"
+
+#include "base/addr.h"
+#include "base/log.h"
+#include "base/sanitize.h"
+#include "proto/proto.h"
+#include "stage/stage.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* A statement word (stmt_entry.words[our index]): the policy generation it was judged
+ * under and that it was allowed. 0: never judged by us. */
+#define WORD_ALLOWED 0x80000000u
+#define WORD_GEN_MASK 0x7fffffffu
+
+struct policy_state {
+	struct policy *snap;
+	const struct policy_rule *rule;
+	char rule_name[POLICY_NAME_MAX + 1];
+	bool off;            /* no policy when the session started: the stage steps aside */
+	bool pending_close;  /* something only a notice saw: close at the next message */
+	char close_sqlstate[6];
+	char close_message[STAGE_MESSAGE_MAX];
+	bool search_path_unknown;
+	unsigned lex_opts;
+	char user[SQL_NAME_MAX], database[SQL_NAME_MAX], appname[SQL_NAME_MAX];
+	char *exe, *cgroup; /* resolved once at start when some rule needs them */
+	struct policy_limit_entry *rate;
+	struct policy_limit_entry *sessions[3];
+};
+
+/* The analysis buffer: 30 KiB, one per worker thread (callbacks never nest). */
+static __thread struct sql_analysis analysis;
+
+/* ---- identity ------------------------------------------------------------------------- */
+
+/* PostgreSQL cuts names (user, database, application_name) to 63 bytes on a character
+ * boundary; rules compare what the server will use. */
+static void cut63(char *out, const char *in)
+{
+	size_t n = in ? strlen(in) : 0;
+
+	if (n > SQL_NAME_MAX - 1) {
+		n = SQL_NAME_MAX - 1;
+		while (n > 0 && ((unsigned char)in[n] & 0xc0) == 0x80)
+			n--;
+	}
+	if (n)
+		memcpy(out, in, n);
+	out[n] = '\0';
+}
+
+static bool is_local(const struct session *s)
+{
+	return s->route == SESSION_ROUTE_STEERED ||
+	       ((const struct sockaddr *)&s->client.ss)->sa_family == AF_UNIX;
+}
+
+static void identity(struct policy_state *st, const struct session *s,
+		     struct policy_identity *id)
+{
+	const char *verified = session_verified_user(s);
+
+	cut63(st->user, verified ? verified : s->user);
+	cut63(st->database, s->database);
+	cut63(st->appname, s->application_name);
+	memset(id, 0, sizeof(*id));
+	id->user = s->user || verified ? st->user : NULL;
+	id->database = s->database ? st->database : NULL;
+	id->application_name = s->application_name ? st->appname : NULL;
+	id->client = &s->client;
+	id->local = is_local(s);
+	id->tls_identity = s->client_tls.peer_identity;
+	id->auth_method = s->auth.ok ? s->auth.method : SESSION_AUTH_PENDING;
+	id->process_known = s->process.known;
+	id->uid = s->process.uid;
+	id->gid = s->process.gid;
+	id->comm = s->process.known ? s->process.comm : NULL;
+	id->exe = st->exe;
+	id->cgroup = st->cgroup;
+}
+
+static void resolve_process(struct policy_state *st, const struct session *s)
+{
+	char path[PATH_MAX];
+
+	if (!s->process.known || st->exe || st->cgroup)
+		return;
+	if (s->process.cgroup_id && !policy_proc_cgroup_path(s->process.cgroup_id, path, sizeof(path)))
+		st->cgroup = strdup(path);
+	if (!policy_proc_exe(s->process.tgid ? s->process.tgid : s->process.pid, s->process.uid,
+			     s->process.cgroup_id, path, sizeof(path)))
+		st->exe = strdup(path);
+}
+
+/* ---- startup parameters ----------------------------------------------------------------- */
+
+static bool name_is(const char *a, size_t n, const char *b)
+{
+	if (strlen(b) != n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = a[i] == '-' ? '_' : a[i];
+
+		if ((c >= 'A' && c <= 'Z' ? c | 0x20 : c) != b[i])
+			return false;
+	}
+	return true;
+}
+
+/* A setting given at startup (directly, or as -c name=value / --name=value in options)
+ * that policy cares about. */
+struct startup_facts {
+	bool role;         /* role or session_authorization */
+	bool search_path;
+	const char *encoding; /* the last client_encoding seen, in a static-lifetime buffer */
+	bool bad_encoding;
+};
+
+static void note_setting(struct startup_facts *f, const char *name, size_t n, const char *value,
+			 size_t vn)
+{
+	char enc[64];
+
+	if (name_is(name, n, "role") || name_is(name, n, "session_authorization"))
+		f->role = true;
+	else if (name_is(name, n, "search_path"))
+		f->search_path = true;
+	else if (name_is(name, n, "client_encoding")) {
+		if (vn >= sizeof(enc))
+			vn = sizeof(enc) - 1;
+		memcpy(enc, value, vn);
+		enc[vn] = '\0';
+		if (sql_encoding_is_unsafe(enc))
+			f->bad_encoding = true;
+	}
+}
+
+/* PostgreSQL's options: words split at unescaped white space, backslash escapes the next
+ * character; "-c name=value", "-cname=value" and "--name=value" set a setting. */
+static void scan_options(struct startup_facts *f, const char *opt)
+{
+	char word[1024];
+	bool after_c = false; /* the previous word was a bare -c */
+
+	while (*opt) {
+		size_t n = 0;
+
+		while (*opt == ' ' || *opt == '\t' || *opt == '\n' || *opt == '\r')
+			opt++;
+		if (!*opt)
+			break;
+		while (*opt && !(*opt == ' ' || *opt == '\t' || *opt == '\n' || *opt == '\r')) {
+			if (*opt == '\\' && opt[1])
+				opt++;
+			if (n + 1 < sizeof(word))
+				word[n++] = *opt;
+			opt++;
+		}
+		word[n] = '\0';
+		const char *setting = NULL;
+
+		if (after_c)
+			setting = word;
+		else if (!strncmp(word, "-c", 2) && word[2])
+			setting = word + 2;
+		else if (!strncmp(word, "--", 2))
+			setting = word + 2;
+		if (setting) {
+			const char *eq = strchr(setting, '=');
+
+			if (eq)
+				note_setting(f, setting, (size_t)(eq - setting), eq + 1, strlen(eq + 1));
+			else /* a setting whose value we cannot see: assume the worst */
+				f->role = f->search_path = true;
+		}
+		after_c = !strcmp(word, "-c");
+	}
+}
+
+static void startup_facts(const struct session *s, struct startup_facts *f)
+{
+	memset(f, 0, sizeof(*f));
+	for (unsigned i = 0; i < s->startup.nparams; i++) {
+		const char *n = s->startup.names[i], *v = s->startup.values[i];
+
+		if (!strcmp(n, "options"))
+			scan_options(f, v);
+		else
+			note_setting(f, n, strlen(n), v, strlen(v));
+	}
+}
+
+/* ---- verdict helpers -------------------------------------------------------------------- */
+
+static void set_rule(struct policy_state *st, const struct policy_rule *r)
+{
+	st->rule = r;
+	snprintf(st->rule_name, sizeof(st->rule_name), "%s", r ? r->name : "");
+}
+
+static void log_decision(const struct stage_ctx *ctx, const struct policy_state *st,
+			 const char *what, const char *sqlstate, const char *reason,
+			 const char *sql, size_t len)
+{
+	struct log_line ll;
+	char norm[512];
+
+	log_line_begin(&ll, LOG_WARN, what);
+	log_kv_str(&ll, "session", ctx->session->id_hex);
+	log_kv_str(&ll, "rule", st->rule_name[0] ? st->rule_name : "(none)");
+	log_kv_str(&ll, "sqlstate", sqlstate);
+	log_kv_str(&ll, "reason", reason);
+	if (sql) {
+		/* Literals replaced: a denied statement's secrets stay out of the log. */
+		(void)sql_normalize(sql, len, st->lex_opts, norm, sizeof(norm), NULL);
+		log_kv_str(&ll, "statement", norm);
+	}
+	log_line_end(&ll);
+}
+
+static void reject(struct stage_ctx *ctx, struct policy_state *st, struct stage_result *r,
+		   const char *sqlstate, const char *reason, const char *sql, size_t len)
+{
+	stage_result_set(r, STAGE_REJECT, sqlstate, st->rule_name[0] ? st->rule_name : NULL,
+			 "pgwarden: policy rule \"%s\" denies this: %s",
+			 st->rule_name[0] ? st->rule_name : "(none)", reason);
+	policy_count_denial(st->rule_name);
+	if (!strcmp(sqlstate, "54001"))
+		policy_count_firing(POLICY_FIRE_TOO_COMPLEX);
+	log_decision(ctx, st, "policy_denied", sqlstate, reason, sql, len);
+}
+
+static void close_session(struct stage_ctx *ctx, struct policy_state *st,
+			  struct stage_result *r, const char *sqlstate, const char *msg)
+{
+	stage_result_set(r, STAGE_CLOSE, sqlstate, st->rule_name[0] ? st->rule_name : NULL, "%s",
+			 msg);
+	policy_count_denial(st->rule_name);
+	log_decision(ctx, st, "policy_closed", sqlstate, msg, NULL, 0);
+}
+
+static void tighten(uint64_t *have, uint64_t want)
+{
+	if (want && (!*have || want < *have))
+		*have = want;
+}
+
+static void apply_limits(const struct policy_rule *r, struct stage_limits *l)
+{
+	if (!l || !r)
+		return;
+	tighten(&l->idle_ms, r->limits.idle_ms);
+	tighten(&l->idle_in_transaction_ms, r->limits.idle_in_transaction_ms);
+	tighten(&l->lifetime_ms, r->limits.lifetime_ms);
+}
+
+/* The connection-refusal text: pgwarden's own wording (docs/POLICY.md), naming what the
+ * client claimed, never what the rules are. */
+static void refusal(const struct session *s, const struct policy_state *st, char *out, size_t n)
+{
+	char addr[ADDR_STRLEN] = "local", u[64], d[64];
+
+	if (!is_local(s))
+		addr_format((const struct sockaddr *)&s->client.ss, addr, sizeof(addr));
+	sanitize_str(u, sizeof(u), st->user, SANITIZE_LOG, NULL);
+	sanitize_str(d, sizeof(d), st->database, SANITIZE_LOG, NULL);
+	snprintf(out, n, "pgwarden: no policy rule admits user \"%s\" to database \"%s\" from %s",
+		 u, d, addr);
+}
+
+static const char *source_key(const struct session *s, char *buf, size_t n)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&s->client.ss;
+	char *colon;
+
+	if (is_local(s))
+		return "local";
+	addr_format(sa, buf, n);
+	/* Without the port: sessions per source are per address. */
+	colon = strrchr(buf, ':');
+	if (colon)
+		*colon = '\0';
+	return buf;
+}
+
+/* ---- session_start ------------------------------------------------------------------- */
+
+static void want_frontend(struct stage_ctx *ctx, enum stage_interest how)
+{
+	static const uint8_t types[] = {PqMsg_Query, PqMsg_Parse, PqMsg_Bind, PqMsg_Execute,
+					PqMsg_FunctionCall};
+
+	for (size_t i = 0; i < sizeof(types); i++)
+		if (stage_want(ctx, PROTO_FRONTEND, types[i], how))
+			continue; /* only streaming interest can be refused */
+}
+
+static void policy_session_start(struct stage_ctx *ctx, struct stage_result *r)
+{
+	struct policy_state *st = ctx->state;
+	const struct session *s = ctx->session;
+	struct policy_identity id;
+	struct startup_facts f;
+	const struct policy_rule *rule;
+	char msg[STAGE_MESSAGE_MAX], key[ADDR_STRLEN];
+
+	st->snap = policy_acquire();
+	if (!st->snap) {
+		st->off = true;
+		want_frontend(ctx, STAGE_SKIP);
+		return;
+	}
+	if (st->snap->needs_process_paths)
+		resolve_process(st, s);
+	identity(st, s, &id);
+	startup_facts(s, &f);
+	if (f.bad_encoding) {
+		close_session(ctx, st, r, "0A000",
+			      "pgwarden: this client_encoding can hide quotes inside multibyte "
+			      "characters and cannot be inspected; use UTF8");
+		return;
+	}
+	rule = policy_match_connection(st->snap, &id, false);
+	if (!rule) {
+		refusal(s, st, msg, sizeof(msg));
+		policy_count_firing(POLICY_FIRE_CONNECTION_DENIED);
+		close_session(ctx, st, r, "28000", msg);
+		return;
+	}
+	set_rule(st, rule);
+	if (s->replication && !rule->replication) {
+		snprintf(msg, sizeof(msg), "pgwarden: policy rule \"%s\" does not allow replication "
+					   "connections", rule->name);
+		close_session(ctx, st, r, "28000", msg);
+		return;
+	}
+	if (f.role && !rule->role_switch) {
+		snprintf(msg, sizeof(msg), "pgwarden: policy rule \"%s\" does not allow a role or "
+					   "session_authorization in the startup parameters",
+			 rule->name);
+		close_session(ctx, st, r, "28000", msg);
+		return;
+	}
+	st->search_path_unknown = f.search_path;
+
+	static const enum policy_limit_kind kinds[3] = {POLICY_LIMIT_USER, POLICY_LIMIT_DATABASE,
+							 POLICY_LIMIT_SOURCE};
+	const uint32_t max[3] = {rule->limits.sessions_per_user, rule->limits.sessions_per_database,
+				 rule->limits.sessions_per_source};
+	const char *keys[3] = {st->user, st->database, source_key(s, key, sizeof(key))};
+	static const char *const what[3] = {"user", "database", "source"};
+
+	for (int i = 0; i < 3; i++) {
+		if (!max[i])
+			continue;
+		st->sessions[i] = policy_limit_session_take(rule->name, kinds[i], keys[i], max[i]);
+		if (!st->sessions[i]) {
+			snprintf(msg, sizeof(msg), "pgwarden: too many sessions for this %s under "
+						   "policy rule \"%s\" (at most %u)",
+				 what[i], rule->name, max[i]);
+			policy_count_firing(POLICY_FIRE_SESSIONS);
+			close_session(ctx, st, r, "53300", msg);
+			return;
+		}
+	}
+	apply_limits(rule, ctx->limits);
+	want_frontend(ctx, STAGE_WHOLE);
+}
+
+/* ---- notices ------------------------------------------------------------------------------ */
+
+static void pend_close(struct policy_state *st, const char *sqlstate, const char *msg)
+{
+	if (st->pending_close)
+		return;
+	st->pending_close = true;
+	snprintf(st->close_sqlstate, sizeof(st->close_sqlstate), "%s", sqlstate);
+	snprintf(st->close_message, sizeof(st->close_message), "%s", msg);
+}
+
+static void policy_notice(struct stage_ctx *ctx, const struct stage_note *n)
+{
+	struct policy_state *st = ctx->state;
+	struct policy_identity id;
+	const struct policy_rule *rule;
+	char msg[STAGE_MESSAGE_MAX];
+
+	if (st->off || !st->snap)
+		return;
+	if (n->kind == STAGE_NOTE_AUTH && ctx->session->auth.ok) {
+		identity(st, ctx->session, &id);
+		rule = policy_match_connection(st->snap, &id, true);
+		if (!rule) {
+			refusal(ctx->session, st, msg, sizeof(msg));
+			policy_count_firing(POLICY_FIRE_CONNECTION_DENIED);
+			set_rule(st, NULL);
+			pend_close(st, "28000", msg);
+			return;
+		}
+		set_rule(st, rule);
+		apply_limits(rule, ctx->limits);
+	} else if (n->kind == STAGE_NOTE_SERVER_PARAM && n->name && n->value) {
+		if (!strcmp(n->name, "client_encoding") && sql_encoding_is_unsafe(n->value))
+			pend_close(st, "0A000",
+				   "pgwarden: this client_encoding can hide quotes inside multibyte "
+				   "characters and cannot be inspected; use UTF8");
+		else if (!strcmp(n->name, "standard_conforming_strings"))
+			st->lex_opts = strcmp(n->value, "on") ? SQL_LEX_BACKSLASH_QUOTES : 0;
+	}
+}
+
+/* ---- statements --------------------------------------------------------------------------- */
+
+static struct policy_stmt_ctx stmt_ctx(const struct policy_state *st)
+{
+	return (struct policy_stmt_ctx){.user = st->user,
+					.search_path_unknown = st->search_path_unknown};
+}
+
+/* Judge one statement's text; v receives the verdict. Remembers search_path changes. */
+static void judge(struct policy_state *st, const struct stmt_table *stmts, const char *sql,
+		  size_t len, struct policy_verdict *v, unsigned depth)
+{
+	struct policy_stmt_ctx c = stmt_ctx(st);
+
+	sql_analyze(sql, len, st->lex_opts, &analysis);
+	policy_check_statement(st->rule, &analysis, &c, v);
+	if (!v->allowed)
+		return;
+	if (analysis.flags & SQL_AF_SEARCH_PATH)
+		st->search_path_unknown = true;
+	/* EXECUTE name is the prepared text's statement: judge that too. */
+	if (analysis.prep == SQL_PREP_EXECUTE && depth == 0 && stmts) {
+		char name[SQL_NAME_MAX];
+		const struct stmt_entry *e;
+
+		memcpy(name, analysis.prep_name, sizeof(name));
+		e = stmt_lookup(stmts, name);
+		if (e && e->sql)
+			judge(st, stmts, e->sql, e->sql_len, v, depth + 1);
+	}
+}
+
+static uint32_t word_for(const struct policy_state *st, bool allowed)
+{
+	uint32_t gen = (uint32_t)(st->snap->generation & WORD_GEN_MASK);
+
+	return allowed ? (WORD_ALLOWED | gen) : gen;
+}
+
+/* The rate limit: 0 to go on, 1 when r is set (REJECT or PAUSE). */
+static int rate(struct stage_ctx *ctx, struct policy_state *st, uint32_t n,
+		struct stage_result *r)
+{
+	const struct policy_limits *l = &st->rule->limits;
+	uint64_t wait;
+	char reason[128];
+
+	if (!l->statements_per_second || ctx->resumed || n == 0)
+		return 0;
+	if (!st->rate) {
+		st->rate = policy_limit_bucket(st->rule->name, st->user);
+		if (!st->rate)
+			return 0;
+	}
+	wait = policy_limit_take_tokens(st->rate, l->statements_per_second, l->burst, n,
+					ctx->now_ns, false);
+	if (!wait)
+		return 0;
+	if (l->over == POLICY_OVER_WAIT && wait <= l->max_wait_ms * 1000000ULL) {
+		wait = policy_limit_take_tokens(st->rate, l->statements_per_second, l->burst, n,
+						ctx->now_ns, true);
+		policy_count_firing(POLICY_FIRE_RATE_WAIT);
+		stage_result_pause(r, ctx->now_ns + (wait ? wait : 1));
+		return 1;
+	}
+	snprintf(reason, sizeof(reason), "more than %u statements per second",
+		 l->statements_per_second);
+	policy_count_firing(POLICY_FIRE_RATE_REJECT);
+	reject(ctx, st, r, "53400", reason, NULL, 0);
+	return 1;
+}
+
+/*
+ * A walsender command (the replication protocol's grammar, not SQL): in a replication
+ * session a rule with replication: true allows these; they are not statements the
+ * classifier knows. BASE_BACKUP and START_REPLICATION read everything: that is what the
+ * replication allowance means.
+ */
+static bool replication_command(const char *sql, size_t len, unsigned opts)
+{
+	static const char *const cmds[] = {
+		"identify_system", "start_replication", "create_replication_slot",
+		"drop_replication_slot", "read_replication_slot", "timeline_history",
+		"base_backup", "upload_manifest", NULL,
+	};
+	struct sql_lexer lx;
+	struct sql_token t;
+
+	sql_lex_init(&lx, sql, len, opts);
+	do
+		sql_lex_next(&lx, &t);
+	while (t.kind == SQL_TOK_SEMI);
+	for (const char *const *c = cmds; *c; c++)
+		if (sql_tok_is(&lx, &t, *c))
+			return true;
+	return false;
+}
+
+static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struct proto_msg *m,
+		     struct stage_result *r)
+{
+	struct proto_cursor c;
+	const char *sql;
+	size_t len;
+	struct sql_splitter sp;
+	struct sql_stmt stmt;
+	unsigned n = 0;
+	struct policy_verdict v;
+	char reason[sizeof(v.reason) + 32];
+
+	proto_cursor_init(&c, m->body, m->body_len);
+	sql = proto_get_cstr(&c);
+	if (!sql || !proto_cursor_done(&c)) {
+		reject(ctx, st, r, "08P01", "malformed Query message", NULL, 0);
+		return;
+	}
+	len = strlen(sql);
+	sql_split_init(&sp, sql, len, st->lex_opts);
+	while (sql_split_next(&sp, &stmt)) {
+		n++;
+		if (n > 1 && st->rule->one_statement_per_query) {
+			reject(ctx, st, r, "42501", "one statement per Query message", sql, len);
+			return;
+		}
+		if (ctx->session->replication && st->rule->replication &&
+		    replication_command(sql + stmt.off, stmt.len, st->lex_opts))
+			continue;
+		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0);
+		if (!v.allowed) {
+			/* Any denied statement denies the whole Query: nothing of it runs. */
+			snprintf(reason, sizeof(reason), "statement %u: %s", n, v.reason);
+			reject(ctx, st, r, v.sqlstate, reason, sql + stmt.text_off, stmt.text_len);
+			return;
+		}
+	}
+	/* A Query that is one SQL PREPARE: remember that we allowed it. */
+	if (n == 1 && ctx->stmt_word)
+		*ctx->stmt_word = word_for(st, true);
+	(void)rate(ctx, st, n, r);
+}
+
+static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struct proto_msg *m,
+		     struct stage_result *r)
+{
+	struct proto_cursor c;
+	const char *sql;
+	struct policy_verdict v;
+
+	proto_cursor_init(&c, m->body, m->body_len);
+	(void)proto_get_cstr(&c); /* the statement's name */
+	sql = proto_get_cstr(&c);
+	if (!sql || c.err) {
+		reject(ctx, st, r, "08P01", "malformed Parse message", NULL, 0);
+		return;
+	}
+	judge(st, ctx->stmts, sql, strlen(sql), &v, 0);
+	if (!v.allowed) {
+		reject(ctx, st, r, v.sqlstate, v.reason, sql, strlen(sql));
+		return;
+	}
+	if (ctx->stmt_word)
+		*ctx->stmt_word = word_for(st, true);
+}
+
+/* Bind and Execute run a statement judged at its Parse; judge it again when the policy or
+ * the session's rule changed since (the word says under which generation it passed). */
+static void recheck(struct stage_ctx *ctx, struct policy_state *st, const struct stmt_entry *e,
+		    struct stage_result *r)
+{
+	struct policy_verdict v;
+	uint32_t w;
+
+	if (!e || !e->sql)
+		return; /* unknown to the server too, or its Parse is still on the way */
+	w = e->words[ctx->index];
+	if (w == word_for(st, true))
+		return;
+	judge(st, ctx->stmts, e->sql, e->sql_len, &v, 0);
+	if (!v.allowed)
+		reject(ctx, st, r, v.sqlstate, v.reason, e->sql, e->sql_len);
+}
+
+static void on_bind(struct stage_ctx *ctx, struct policy_state *st, const struct proto_msg *m,
+		    struct stage_result *r)
+{
+	struct proto_cursor c;
+	const char *stmt;
+
+	proto_cursor_init(&c, m->body, m->body_len);
+	(void)proto_get_cstr(&c); /* portal */
+	stmt = proto_get_cstr(&c);
+	if (!stmt) {
+		reject(ctx, st, r, "08P01", "malformed Bind message", NULL, 0);
+		return;
+	}
+	recheck(ctx, st, ctx->stmts ? stmt_lookup(ctx->stmts, stmt) : NULL, r);
+}
+
+static void on_execute(struct stage_ctx *ctx, struct policy_state *st,
+		       const struct proto_msg *m, struct stage_result *r)
+{
+	struct proto_cursor c;
+	const char *portal;
+
+	proto_cursor_init(&c, m->body, m->body_len);
+	portal = proto_get_cstr(&c);
+	if (!portal) {
+		reject(ctx, st, r, "08P01", "malformed Execute message", NULL, 0);
+		return;
+	}
+	recheck(ctx, st, ctx->stmts ? stmt_portal_lookup(ctx->stmts, portal) : NULL, r);
+	if (r->verdict == STAGE_FORWARD)
+		(void)rate(ctx, st, 1, r);
+}
+
+static void on_function_call(struct stage_ctx *ctx, struct policy_state *st,
+			     struct stage_result *r)
+{
+	if (!(st->rule->allow & SQL_CLASS_BIT(SQL_CLASS_FUNCTION_CALL))) {
+		reject(ctx, st, r, "42501", "statement class function_call is not allowed", NULL, 0);
+		return;
+	}
+	if (st->rule->function_deny.n) {
+		/* FunctionCall names its function by OID: no name to check the list against. */
+		reject(ctx, st, r, "42501",
+		       "a FunctionCall names its function by OID, which deny_functions cannot "
+		       "check",
+		       NULL, 0);
+		return;
+	}
+	(void)rate(ctx, st, 1, r);
+}
+
+/* A reload happened: match the session's identity against the new rules. */
+static bool refresh(struct stage_ctx *ctx, struct policy_state *st, struct stage_result *r)
+{
+	struct policy *p;
+	struct policy_identity id;
+	const struct policy_rule *rule;
+	char msg[STAGE_MESSAGE_MAX];
+
+	if (policy_generation() == st->snap->generation)
+		return true;
+	p = policy_acquire();
+	if (!p) {
+		/* Policy switched off: the session keeps the rules it was admitted under. */
+		return true;
+	}
+	identity(st, ctx->session, &id);
+	rule = policy_match_connection(p, &id, ctx->session->auth.ok);
+	policy_unref(st->snap);
+	st->snap = p;
+	if (!rule) {
+		refusal(ctx->session, st, msg, sizeof(msg));
+		set_rule(st, NULL);
+		close_session(ctx, st, r, "28000", msg);
+		return false;
+	}
+	set_rule(st, rule);
+	return true;
+}
+
+static void policy_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
+			    struct stage_result *r)
+{
+	struct policy_state *st = ctx->state;
+
+	if (st->off)
+		return;
+	if (st->pending_close) {
+		close_session(ctx, st, r, st->close_sqlstate, st->close_message);
+		return;
+	}
+	if (!refresh(ctx, st, r))
+		return;
+	if (!st->rule) {
+		close_session(ctx, st, r, "28000", "pgwarden: no policy rule admits this session");
+		return;
+	}
+	if (!m->body && m->body_len) {
+		reject(ctx, st, r, "54000", "message too large to inspect", NULL, 0);
+		return;
+	}
+	switch (m->type) {
+	case PqMsg_Query:
+		on_query(ctx, st, m, r);
+		break;
+	case PqMsg_Parse:
+		on_parse(ctx, st, m, r);
+		break;
+	case PqMsg_Bind:
+		on_bind(ctx, st, m, r);
+		break;
+	case PqMsg_Execute:
+		on_execute(ctx, st, m, r);
+		break;
+	case PqMsg_FunctionCall:
+		on_function_call(ctx, st, r);
+		break;
+	default:
+		break;
+	}
+}
+
+static void policy_session_end(struct stage_ctx *ctx)
+{
+	struct policy_state *st = ctx->state;
+
+	policy_limit_put(st->rate);
+	st->rate = NULL;
+	for (int i = 0; i < 3; i++) {
+		policy_limit_put(st->sessions[i]);
+		st->sessions[i] = NULL;
+	}
+}
+
+static void policy_release(void *state)
+{
+	struct policy_state *st = state;
+
+	/* session_end may not have run (the session never started): drop what it holds. */
+	policy_limit_put(st->rate);
+	for (int i = 0; i < 3; i++)
+		policy_limit_put(st->sessions[i]);
+	st->rate = NULL;
+	memset(st->sessions, 0, sizeof(st->sessions));
+	free(st->exe);
+	free(st->cgroup);
+	policy_unref(st->snap);
+	st->exe = st->cgroup = NULL;
+	st->snap = NULL;
+}
+
+const struct stage_ops policy_stage = {
+	.name = "policy",
+	.state_size = sizeof(struct policy_state),
+	.frontend_whole = {.bits = {
+		/* Query, Parse, Bind, Execute, FunctionCall: 'Q' 'P' 'B' 'E' 'F' (all >= 64) */
+		0,
+		(1ULL << ('Q' - 64)) | (1ULL << ('P' - 64)) | (1ULL << ('B' - 64)) |
+			(1ULL << ('E' - 64)) | (1ULL << ('F' - 64)),
+	}},
+	.session_start = policy_session_start,
+	.frontend = policy_frontend,
+	.notice = policy_notice,
+	.session_end = policy_session_end,
+	.release = policy_release,
+};
+
+const char *policy_stage_rule(const struct stage_chain *ch, unsigned index)
+{
+	const struct policy_state *st;
+
+	if (!ch || !ch->pipeline || index >= ch->pipeline->count ||
+	    ch->pipeline->stages[index] != &policy_stage)
+		return "";
+	st = stage_chain_state(ch, index);
+	return st ? st->rule_name : "";
+}
+
+enum policy_audit policy_stage_audit(const struct stage_chain *ch, unsigned index)
+{
+	const struct policy_state *st;
+
+	if (!ch || !ch->pipeline || index >= ch->pipeline->count ||
+	    ch->pipeline->stages[index] != &policy_stage)
+		return POLICY_AUDIT_NONE;
+	st = stage_chain_state(ch, index);
+	return st && st->rule ? st->rule->audit : POLICY_AUDIT_NONE;
+}
