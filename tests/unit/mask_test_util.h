@@ -4,7 +4,8 @@
  *
  * Byte notation (one token):
  *   "text"   the bytes of text; escapes \0 \n \r \t \\ \" \xHH
- *   x:0a1b   hex bytes
+ *   x:0a1b   hex bytes (blanks may group the digits)
+ *   pad:N    N bytes of 'A'
  *   NULL     no value (SQL NULL)
  * Several tokens separated by '+' are concatenated ("abc"+x:00+"d").
  *
@@ -55,6 +56,14 @@ static inline bool mt_token(const char **s, struct bytes *b)
 	if (strncmp(p, "NULL", 4) == 0 && (p[4] == '\0' || p[4] == ' ' || p[4] == '|')) {
 		b->null = true;
 		*s = p + 4;
+		return true;
+	}
+	if (strncmp(p, "pad:", 4) == 0) {
+		long k = strtol(p + 4, (char **)&p, 10);
+
+		memset(b->p + b->n, 'A', (size_t)k);
+		b->n += (size_t)k;
+		*s = p;
 		return true;
 	}
 	if (strncmp(p, "x:", 2) == 0) {

@@ -91,6 +91,7 @@ void mask_env_init(struct mask_env *e, const char *client_encoding, const char *
 	e->ds = MASK_DS_ISO;
 	e->dmy = false;
 	e->mac = mac;
+	e->plan_only = false;
 	/* "Style, Order" as the server reports it; either part may come first in a SET, but the
 	 * report is canonical. Read both words wherever they are. */
 	while (*p) {
@@ -183,7 +184,7 @@ void mask_action_init(struct mask_action *a, const struct mask_strategy *st,
 	if (st->kind != MASK_NONE && st->kind != MASK_NULL) {
 		if (!mask_strategy_applies(st, t) ||
 		    (env->enc == MASK_ENC_UNSUPPORTED && needs_characters(st, t)) ||
-		    (st->kind == MASK_HASH && !env->mac))
+		    (st->kind == MASK_HASH && !env->mac && !env->plan_only))
 			fb = true;
 	}
 	if (fb) {

@@ -109,6 +109,7 @@ struct mask_env {
 	enum mask_datestyle ds;
 	bool dmy;             /* DateStyle's order is DMY (SQL and Postgres styles show it) */
 	struct mask_mac *mac; /* the session's keyed HMAC; NULL: `hash` falls back to null */
+	bool plan_only;       /* deciding, not masking (explain): take a key as present */
 };
 
 /* Fill env from the values of client_encoding and DateStyle (NULL: PostgreSQL's defaults,
