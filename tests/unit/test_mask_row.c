@@ -308,7 +308,7 @@ static void stream_big(const char *plan_spec, const size_t *sizes, unsigned k, i
 	uint8_t la[1024], out[4096];
 	size_t i = 0, total = 0;
 	bool done = false;
-	int rc;
+	int rc = 0;
 
 	mt_env("utf8", &e);
 	assert_true(mt_plan(plan_spec, &e, &plan));

@@ -231,6 +231,8 @@ struct world {
 	struct stage_result last;
 };
 
+static const struct stage_ops *front_stage; /* a stage before masking (policy), or NULL */
+
 static void world_start(struct world *w, const char *user)
 {
 	struct proto_startup st = {.kind = PROTO_STARTUP_MESSAGE, .code = PROTO_VERSION_3_0};
@@ -249,6 +251,8 @@ static void world_start(struct world *w, const char *user)
 	assert_int_equal(session_set_server_param(&w->s, "client_encoding", "UTF8"), 0);
 	assert_int_equal(session_set_server_param(&w->s, "DateStyle", "ISO, MDY"), 0);
 	assert_int_equal(session_set_server_param(&w->s, "standard_conforming_strings", "on"), 0);
+	if (front_stage)
+		assert_int_equal(stage_pipeline_add(&w->p, front_stage), 0);
 	assert_int_equal(stage_pipeline_add(&w->p, &mask_stage), 0);
 	assert_int_equal(stage_chain_init(&w->ch, &w->p, &w->s, NULL, NULL), 0);
 	stage_run_session_start(&w->ch, &lim, 0, &r);
@@ -905,6 +909,239 @@ static void test_ddl_asks_for_a_refresh(void **state)
 	world_end(&w);
 }
 
+
+/* A policy double: refuses any Query whose text starts with "DENY". */
+static void deny_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
+{
+	const char *sql;
+
+	if (proto_read_query(m, &sql) == PROTO_OK && !strncmp(sql, "DENY", 4))
+		stage_result_set(r, STAGE_REJECT, "42501", "deny", "denied by policy");
+}
+
+static const struct stage_ops deny_stage = {
+	.name = "policy-double",
+	.frontend_whole = {{0, 1ull << ('Q' - 64)}}, /* 'Q' is 81: word 1, bit 17 */
+	.frontend = deny_frontend,
+};
+
+/*
+ * A Query refused before masking still gets its ReadyForQuery from the server (the relay
+ * sends a poison and hides the error); it must not be taken for the next pipelined Query's.
+ */
+static void test_refused_query_keeps_the_queue_in_order(void **state)
+{
+	struct world w;
+	struct mb m;
+	static const struct col two[] = {{"id", CUSTOMERS, 23, 1, -1, 0},
+					 {"ssn", CUSTOMERS, 25, 3, -1, 0}};
+	const char *const v[] = {"1", "123-45-6789"};
+
+	nfacts = 0;
+	fact("SELECT id, ssn FROM customers", MASK_REFS_MASKED);
+	front_stage = &deny_stage;
+	world_start(&w, "analyst");
+	assert_int_equal(fe(&w, query(&m, "DENY this")), STAGE_REJECT);
+	assert_int_equal(fe(&w, query(&m, "SELECT id, ssn FROM customers")), STAGE_FORWARD);
+	assert_int_equal(be(&w, ready(&m)), STAGE_FORWARD); /* the refused one's */
+	assert_int_equal(be(&w, rowdesc(&m, two, 2)), STAGE_FORWARD);
+	assert_int_equal(be(&w, datarow(&m, v, 2)), STAGE_FORWARD);
+	assert_int_equal(be(&w, simple(&m, 'C', "SELECT 1")), STAGE_FORWARD);
+	assert_int_equal(be(&w, ready(&m)), STAGE_FORWARD);
+	assert_false(seen_has(&w, "123-45-6789"));
+	assert_true(seen_has(&w, "XXXXXXX6789"));
+	world_end(&w);
+	front_stage = NULL;
+}
+
+/* ---- real server bytes ------------------------------------------------------------------------ */
+
+/*
+ * The captures of data/mask/capture/ (tests/integration/capture_mask.py): a real PostgreSQL
+ * 15 answering the masking fixture's statements, replayed message by message through a
+ * masked session whose catalog is the one the same server resolved. Nothing of the
+ * fixture's sensitive values may reach the client, and every message must still frame.
+ */
+static uint8_t *read_file(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b = malloc(1u << 20);
+
+	assert_non_null(f);
+	*n = fread(b, 1, 1u << 20, f);
+	fclose(f);
+	return b;
+}
+
+static struct mask_policy *capture_policy(const struct mask_profile **out)
+{
+	FILE *f = fopen("../integration/masking_policy.txt", "r");
+	struct mask_policy *mp = mask_policy_new();
+	struct mask_profile *p;
+	char line[256], err[256];
+
+	assert_non_null(f);
+	assert_int_equal(mask_policy_add_profile(mp, "capture", &p), 0);
+	while (fgets(line, sizeof(line), f)) {
+		char *eq = strrchr(line, '=');
+
+		if (!eq || line[0] == '#')
+			continue;
+		*eq = '\0';
+		eq[strcspn(eq + 1, "\n") + 1] = '\0';
+		assert_int_equal(mask_profile_add(p, line, eq + 1, err, sizeof(err)), 0);
+	}
+	fclose(f);
+	mask_policy_seal(mp);
+	*out = p;
+	return mp;
+}
+
+static const struct mask_profile *capture_profile;
+
+static const struct mask_profile *capture_source(void *arg, const struct session *s)
+{
+	return capture_profile;
+}
+
+/* Every backend message of a capture file through the session. */
+static void replay(struct world *w, const char *name)
+{
+	char path[256];
+	size_t n, off = 0;
+	uint8_t *raw;
+
+	snprintf(path, sizeof(path), "data/mask/capture/%s.be", name);
+	raw = read_file(path, &n);
+	while (off < n) {
+		struct proto_msg pm;
+		struct mb m;
+
+		assert_int_equal(proto_frame(raw + off, n - off, PROTO_BACKEND, PROTO_MAX_BODY, &pm),
+				 PROTO_OK);
+		memcpy(m.b, raw + off, PROTO_HEADER_LEN + pm.body_len);
+		m.n = PROTO_HEADER_LEN + pm.body_len;
+		assert_int_not_equal(be(w, &m), STAGE_CLOSE);
+		off += m.n;
+	}
+	free(raw);
+}
+
+static void test_real_server_captures(void **state)
+{
+	static const char *const secrets[] = {
+		"123-45-6789", "987-65-4321", "111-22-3333", "555-12-3456", "4111111111111111",
+		"5500000000000004", "340000000000009", "alice@example.com", "Bob@Example.org",
+		"dan+tag@", "+1 (555) 123-4567", "7946 0018", "1985-07-23", "1990-01-31",
+		"2000-02-29", "1234.56", "new customer", "vip",
+	};
+	struct mask_policy *mp;
+	struct mask_catalog_builder *b;
+	struct mask_catalog *c;
+	struct mask_stage_config cfg = {.source = {.profile = capture_source, .analyse = src_analyse},
+					.row_lookahead = 4096};
+	struct mask_stmt_info *f;
+	struct world w;
+	struct mb m;
+	size_t n, off = 0;
+	uint8_t *raw;
+
+	mp = capture_policy(&capture_profile);
+	b = mask_catalog_builder_new(mp);
+	raw = read_file("data/mask/capture/catalog.be", &n);
+	while (off < n) {
+		struct proto_msg pm;
+
+		assert_int_equal(proto_frame(raw + off, n - off, PROTO_BACKEND, PROTO_MAX_BODY, &pm),
+				 PROTO_OK);
+		if (pm.type == 'T')
+			assert_int_equal(mask_catalog_builder_rowdesc(b, &pm), 0);
+		if (pm.type == 'D')
+			assert_int_equal(mask_catalog_builder_row(b, &pm), 0);
+		off += PROTO_HEADER_LEN + pm.body_len;
+	}
+	free(raw);
+	assert_int_equal(mask_catalog_builder_finish(b, &c), 0);
+	mask_catalog_publish(c);
+	assert_int_equal(mask_stage_configure(&cfg), 0);
+
+	nfacts = 0;
+	fact("SELECT * FROM customers ORDER BY id", MASK_REFS_MASKED);
+	fact("SELECT * FROM customers_archive", MASK_REFS_MASKED);
+	fact("SELECT * FROM customer_ssn_view ORDER BY id", MASK_REFS_NONE);
+	fact("SELECT upper(ssn), id::text || ssn FROM customers ORDER BY id", MASK_REFS_MASKED);
+	f = fact("COPY customers TO STDOUT", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_TEXT);
+	f = fact("COPY customers TO STDOUT (FORMAT csv, HEADER)", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_CSV);
+	f->copy_opts.header = true;
+	f = fact("COPY customers TO STDOUT (FORMAT binary)", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_BINARY);
+	f = fact("COPY customers (ssn, id) TO STDOUT (DELIMITER '|', NULL 'NULL')", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	memcpy(f->copy_cols, "ssn\0id\0", 7);
+	f->ncopy_cols = 2;
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_TEXT);
+	f->copy_opts.delim = '|';
+	f->copy_opts.null_len = 4;
+	memcpy(f->copy_opts.null_str, "NULL", 4);
+
+	world_start(&w, "capture");
+	{
+		static const char *const simple_ones[][2] = {
+			{"select_text", "SELECT * FROM customers ORDER BY id"},
+			{"select_inherited", "SELECT * FROM customers_archive"},
+			{"select_view", "SELECT * FROM customer_ssn_view ORDER BY id"},
+			{"select_computed", "SELECT upper(ssn), id::text || ssn FROM customers ORDER BY id"},
+			{"copy_text", "COPY customers TO STDOUT"},
+			{"copy_csv", "COPY customers TO STDOUT (FORMAT csv, HEADER)"},
+			{"copy_binary", "COPY customers TO STDOUT (FORMAT binary)"},
+			{"copy_cols", "COPY customers (ssn, id) TO STDOUT (DELIMITER '|', NULL 'NULL')"},
+			{"error_syntax", "SELECT ssn::int FROM customers WHERE id = 1"},
+			{"error_unique", "INSERT INTO customers (id, ssn) VALUES (99, '123-45-6789')"},
+			{"notify", "LISTEN audit; NOTIFY audit, 'ssn=555-12-3456'; SELECT "
+				   "set_config('application_name', ssn, false) FROM customers WHERE id = 2"},
+		};
+
+		for (size_t i = 0; i < sizeof(simple_ones) / sizeof(simple_ones[0]); i++) {
+			assert_int_equal(fe(&w, query(&m, simple_ones[i][1])), STAGE_FORWARD);
+			replay(&w, simple_ones[i][0]);
+		}
+	}
+	/* the extended protocol, binary results */
+	assert_int_equal(fe(&w, m_parse(&m, "s1", "SELECT * FROM customers ORDER BY id")),
+			 STAGE_FORWARD);
+	assert_int_equal(fe(&w, m_bind(&m, "", "s1", 1)), STAGE_FORWARD);
+	assert_int_equal(fe(&w, describe(&m, 'P', "")), STAGE_FORWARD);
+	assert_int_equal(fe(&w, m_execute(&m, "")), STAGE_FORWARD);
+	fe(&w, empty(&m, 'S'));
+	replay(&w, "select_binary");
+
+	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		if (seen_has(&w, secrets[i]))
+			fail_msg("the client saw \"%s\"", secrets[i]);
+	assert_true(seen_has(&w, "XXXXXXX6789"));      /* ssn, partial-last-4 */
+	assert_true(seen_has(&w, "XXXXXXXXXXXX1111")); /* card */
+	assert_true(seen_has(&w, "xxxxx@example.com"));
+	assert_true(seen_has(&w, "1985-01-01"));
+	assert_true(seen_has(&w, "Alice"));
+	assert_seen_frames(&w);
+	world_end(&w);
+
+	cfg.source = (struct mask_source){.profile = src_profile, .analyse = src_analyse,
+					  .catalog_stale = src_stale};
+	assert_int_equal(mask_stage_configure(&cfg), 0);
+	mask_policy_put(mp);
+	build_catalog();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -921,6 +1158,8 @@ int main(void)
 		cmocka_unit_test(test_server_rows_that_cannot_be_masked_close),
 		cmocka_unit_test(test_deny_profile_and_catalog_not_ready),
 		cmocka_unit_test(test_ddl_asks_for_a_refresh),
+		cmocka_unit_test(test_real_server_captures),
+		cmocka_unit_test(test_refused_query_keeps_the_queue_in_order),
 	};
 
 	return cmocka_run_group_tests_name("mask_stage", tests, setup, teardown);

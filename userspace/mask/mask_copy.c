@@ -855,6 +855,9 @@ int mask_copy_feed(struct mask_copy *c, const uint8_t *in, size_t n, size_t *con
 	size_t i = 0, o = 0;
 	int err = 0;
 
+	if (!in)
+		in = (const uint8_t *)""; /* no input: never a NULL source for memcpy */
+
 	*consumed = *produced = 0;
 	if (c->st == S_FAILED)
 		return -EPROTO;

@@ -295,6 +295,9 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 	size_t i = 0, o = 0;
 	int rc;
 
+	if (!in)
+		in = (const uint8_t *)""; /* no input: never a NULL source for memcpy */
+
 	*consumed = *produced = 0;
 	*done = r->phase == PH_DONE;
 	if (r->phase == PH_FAILED)

@@ -196,12 +196,31 @@ static void sess_activate(struct stage_ctx *ctx, const struct mask_profile *p)
 	update_interest(ctx);
 }
 
+/*
+ * A refused Query or FunctionCall still ends with a ReadyForQuery: the connection sends the
+ * server a "poison" in its place and hides the server's error. Its place in the queue is
+ * kept by an empty Query, so that ReadyForQuery is not taken for a later request's. (A
+ * refused extended-protocol message needs none: the server skips to Sync.)
+ */
+static void placeholder(struct mask_sess *s, uint8_t type)
+{
+	if ((type == PqMsg_Query || type == PqMsg_FunctionCall) && s->track_ok &&
+	    !mask_track_push(&s->track, MREQ_QUERY))
+		sess_broken(s, "too many requests in flight");
+}
+
 static void mask_notice(struct stage_ctx *ctx, const struct stage_note *n)
 {
 	struct mask_sess *s = ctx->state;
 	const struct mask_profile *p;
 	const struct mask_source *src;
 
+	if (n->kind == STAGE_NOTE_DECISION && s->active && n->result &&
+	    n->result->verdict == STAGE_REJECT && n->msg) {
+		/* an earlier stage (policy) refused a client message */
+		placeholder(s, n->msg->type);
+		return;
+	}
 	if (n->kind != STAGE_NOTE_AUTH || s->active || !ctx->session->auth.ok)
 		return;
 	pthread_mutex_lock(&conf_lock);
@@ -218,8 +237,8 @@ static void sess_refresh_idle(struct stage_ctx *ctx)
 	struct mask_sess *s = ctx->state;
 	const struct mask_profile *p;
 
-	if (mask_track_len(&s->track))
-		return;
+	if (mask_track_len(&s->track) && s->cat)
+		return; /* requests in flight were planned with these; a first catalog is taken now */
 	if (s->src.profile) {
 		p = s->src.profile(s->src.arg, ctx->session);
 		/* A session once masked stays masked: a reload may change how, never whether
@@ -516,6 +535,8 @@ static void mask_frontend(struct stage_ctx *ctx, const struct proto_msg *m, stru
 	default:
 		break;
 	}
+	if (r->verdict == STAGE_REJECT)
+		placeholder(s, m->type);
 	update_interest(ctx);
 }
 

@@ -1274,6 +1274,9 @@ int mask_xf_feed(struct mask_xf *x, const uint8_t *in, size_t n, size_t *consume
 {
 	size_t i = 0, o = 0;
 
+	if (!in)
+		in = (const uint8_t *)""; /* no input: never a NULL source for memcpy */
+
 	*consumed = *produced = 0;
 	while (!x->err) {
 		size_t o0;
