@@ -14,6 +14,7 @@
  *   - a masked success is itself valid COPY data: read again with an all-clear plan it
  *     passes unchanged, with the same number of rows.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

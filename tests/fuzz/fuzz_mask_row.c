@@ -16,6 +16,7 @@
  *   - an all-clear plan gives the body back unchanged (byte-exact pass-through);
  *   - a masked field whose length mask_out_len() knows has exactly that length.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

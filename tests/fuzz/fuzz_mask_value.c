@@ -14,6 +14,7 @@
  *     under UTF8 turn valid UTF-8 into valid UTF-8;
  *   - a failure is -EPROTO or -EIO, never another code.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

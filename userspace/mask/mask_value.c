@@ -341,6 +341,7 @@ static size_t numeric_token_text(const struct mask_type *t, const uint8_t *mac, 
 	int s_raw, intd;
 	size_t n = 0;
 
+	*rep = 0;
 	*rep_byte = '0';
 	if (t->typmod < VARHDRSZ || p <= 0)
 		return put_digits(buf, hi, 18);
@@ -755,6 +756,7 @@ void xf_units_begin(struct mask_xf *x)
 	x->held_blanks = 0;
 	x->push_blanks = 0;
 	x->has_deferred = false;
+	x->has_trigger = false;
 	x->h.partial.head = x->h.partial.count = 0;
 	x->h.email.count = 0;
 	x->h.email.holding = false;
@@ -771,29 +773,41 @@ void xf_units_unit(struct mask_xf *x, const struct mask_unit *u)
 	if (x->held_blanks) {
 		x->push_blanks = x->held_blanks;
 		x->held_blanks = 0;
-		x->deferred = *u;
-		x->has_deferred = true;
+		x->trigger = *u;
+		x->has_trigger = true;
 		return;
 	}
 	unit_step(x, u);
 }
 
-/* Pending work between characters: blanks that were not padding, a deferred character. */
+/*
+ * Pending work between characters, oldest first: a character a strategy put back while
+ * its held characters go out (e-mail), blanks that turned out not to be padding (char(n)),
+ * then the character that came after those blanks.
+ */
 static bool units_pending(struct mask_xf *x, bool *worked)
 {
 	static const struct mask_unit blank = {.raw = {' '}, .rlen = 1, .clen = 1};
 
 	while (xf_step_ready(x)) {
+		if (x->has_deferred) {
+			struct mask_unit u = x->deferred;
+
+			x->has_deferred = false;
+			unit_step(x, &u);
+			*worked = true;
+			continue;
+		}
 		if (x->push_blanks) {
 			unit_step(x, &blank);
 			x->push_blanks--;
 			*worked = true;
 			continue;
 		}
-		if (x->has_deferred) {
-			struct mask_unit u = x->deferred;
+		if (x->has_trigger) {
+			struct mask_unit u = x->trigger;
 
-			x->has_deferred = false;
+			x->has_trigger = false;
 			unit_step(x, &u);
 			*worked = true;
 			continue;
@@ -854,6 +868,19 @@ static bool units_settle(struct mask_xf *x, bool *worked)
 		return units_pending(x, worked);
 	}
 	return true;
+}
+
+void xf_units_cut(struct mask_xf *x)
+{
+	if (x->a->st.kind == MASK_PARTIAL && x->h.partial.count)
+		flush_start(x, FLUSH_PARTIAL, true);
+	else if (x->a->st.kind == MASK_EMAIL && x->h.email.holding)
+		flush_start(x, FLUSH_EMAIL, true);
+	if (x->held_blanks) {
+		x->rep_byte = 'X';
+		x->rep_count = x->held_blanks;
+		x->held_blanks = 0;
+	}
 }
 
 bool xf_units_settle(struct mask_xf *x)

@@ -194,8 +194,10 @@ struct mask_xf {
 	/* per value (or array element) */
 	uint64_t held_blanks; /* bpchar: blanks not yet known to be padding */
 	uint64_t push_blanks; /* blanks that turned out not to be padding, still to handle */
+	struct mask_unit trigger; /* the character after those blanks, handled after them */
+	bool has_trigger;
 	uint64_t tail_blanks; /* date text turned characters: blanks after the replayed text */
-	struct mask_unit deferred;
+	struct mask_unit deferred; /* a strategy's own: handled again once its flush is out */
 	bool has_deferred;
 	union {
 		struct {
@@ -220,6 +222,7 @@ struct mask_xf {
 		uint16_t depth;
 		uint8_t probe[4]; /* first bytes of an unquoted element: is it NULL? */
 		uint8_t probe_len, probe_pos;
+		bool close_quote; /* a closing quote waits for the element's end */
 		uint8_t hdr[12 + 6 * 8]; /* binary: ndim, flags, element type, dimensions */
 		uint32_t hdr_len, hdr_need;
 		uint64_t elems_left;

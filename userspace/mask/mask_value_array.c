@@ -25,6 +25,8 @@ enum arr_state {
 	AS_UNQ_ESC,      /* after a backslash in an unquoted element */
 	AS_Q,            /* quoted element content */
 	AS_Q_ESC,        /* after a backslash in a quoted element */
+	AS_Q_CLOSED,     /* in place: a closing quote, written once it is known to end the
+			  * element (the characters a strategy holds come before it) */
 	AS_ELEM_END,     /* end the element, then the structure byte in probe[0] */
 	AS_AFTER,        /* after an element or '}': ',' or '}' */
 	AS_END,          /* after the outermost '}' */
@@ -98,7 +100,7 @@ static size_t elem_run_hash(struct mask_xf *x, const uint8_t *in, size_t n, bool
 	size_t k = 0;
 
 	while (k < n && in[k] != '\\' && in[k] != '"' && (quoted || (in[k] != ',' && in[k] != '}')))
-		k++;
+		k++; /* stops before every byte with a meaning of its own: never at 0 there */
 	if (k)
 		(void)xf_hash_bytes(x, in, k);
 	return k;
@@ -201,9 +203,10 @@ static size_t text_step(struct mask_xf *x, const uint8_t *in, size_t n)
 			return 0;
 		}
 		elem_begin(x);
+		x->arr.close_quote = false;
 		if (b == '"') {
 			if (!hashing(x))
-				xf_put(x, &b, 1);
+				xf_put(x, &b, 1); /* nothing is held yet: in place at once */
 			x->arr.st = AS_Q;
 			return 1;
 		}
@@ -222,8 +225,8 @@ static size_t text_step(struct mask_xf *x, const uint8_t *in, size_t n)
 			x->arr.st = AS_UNQ_REPLAY;
 			return 0;
 		}
-		if (b == '\\' || x->arr.probe_len == 4) {
-			x->arr.st = AS_UNQ_REPLAY;
+		if (b == '\\' || b == '"' || x->arr.probe_len == 4) {
+			x->arr.st = AS_UNQ_REPLAY; /* not the NULL keyword: the bytes are content */
 			return 0;
 		}
 		x->arr.probe[x->arr.probe_len++] = b;
@@ -242,6 +245,18 @@ static size_t text_step(struct mask_xf *x, const uint8_t *in, size_t n)
 			x->arr.st = AS_ELEM_END;
 			return 1;
 		}
+		if (b == '"') {
+			/* quotes may open anywhere in an element (array_in toggles them); what a
+			 * strategy holds goes out first, masked, so the quote stays in its place */
+			if (!hashing(x)) {
+				if (!xf_units_settle(x))
+					return 0;
+				xf_units_cut(x);
+				x->post[x->post_len++] = b;
+			}
+			x->arr.st = AS_Q;
+			return 1;
+		}
 		if (b == '\\') {
 			x->arr.st = AS_UNQ_ESC;
 			return 1;
@@ -249,6 +264,20 @@ static size_t text_step(struct mask_xf *x, const uint8_t *in, size_t n)
 		if (hashing(x))
 			return elem_run_hash(x, in, n, false);
 		return elem_byte(x, b, false) ? 1 : 0;
+	case AS_Q_CLOSED:
+		if (b == ',' || b == '}') {
+			x->arr.probe[0] = b;
+			x->arr.close_quote = true; /* it goes out after what the element holds */
+			x->arr.st = AS_ELEM_END;
+			return 1;
+		}
+		/* more of the element after its quotes: hold nothing across the quote */
+		if (!xf_units_settle(x))
+			return 0;
+		xf_units_cut(x);
+		x->post[x->post_len++] = '"';
+		x->arr.st = AS_UNQ;
+		return 0;
 	case AS_UNQ_ESC:
 	case AS_Q_ESC:
 		if (!elem_byte(x, b, !hashing(x)))
@@ -257,9 +286,8 @@ static size_t text_step(struct mask_xf *x, const uint8_t *in, size_t n)
 		return 1;
 	case AS_Q:
 		if (b == '"') {
-			x->arr.probe[0] = hashing(x) ? 0 : '"';
-			x->arr.st = AS_ELEM_END;
-			x->arr.probe_pos = 1; /* a quoted element: the next byte is structure */
+			/* the quotes close; the element goes on until an unquoted , or } */
+			x->arr.st = hashing(x) ? AS_UNQ : AS_Q_CLOSED;
 			return 1;
 		}
 		if (b == '\\') {
@@ -285,19 +313,24 @@ static size_t text_step(struct mask_xf *x, const uint8_t *in, size_t n)
 	}
 }
 
-/* AS_ELEM_END: end the element; an unquoted one also ends with its structure byte. */
+/* AS_ELEM_END: end the element, then its structure byte (, or }). */
 static bool text_elem_end(struct mask_xf *x)
 {
 	uint8_t s = x->arr.probe[0];
-	bool quoted = x->arr.probe_pos == 1;
 
-	if (!elem_end(x, s))
-		return false;
-	x->arr.probe_pos = 0;
-	if (quoted) {
-		x->arr.st = AS_AFTER;
+	if (x->arr.close_quote) {
+		if (!xf_units_settle(x))
+			return false;
+		xf_units_end(x);
+		x->post[x->post_len++] = '"';
+		x->post[x->post_len++] = s;
+		x->arr.close_quote = false;
+		if (after(x, s) < 0)
+			x->err = -EPROTO;
 		return true;
 	}
+	if (!elem_end(x, s))
+		return false;
 	if (after(x, s) < 0)
 		x->err = -EPROTO;
 	return true;
@@ -309,7 +342,8 @@ static uint64_t progress_mark(const struct mask_xf *x)
 	return (uint64_t)x->arr.st << 56 ^ (uint64_t)x->arr.probe_pos << 48 ^
 	       (uint64_t)x->pend_len << 32 ^ (uint64_t)x->flush_kind << 24 ^ x->rep_count ^
 	       (uint64_t)x->post_len << 40 ^ (uint64_t)x->cur.rlen << 20 ^
-	       (uint64_t)x->has_deferred << 19 ^ x->push_blanks << 8 ^ x->held_blanks;
+	       (uint64_t)x->has_deferred << 19 ^ (uint64_t)x->has_trigger << 18 ^
+	       x->push_blanks << 8 ^ x->held_blanks;
 }
 
 size_t xf_array_text_feed(struct mask_xf *x, const uint8_t *in, size_t n, bool *worked)

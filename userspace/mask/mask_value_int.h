@@ -55,6 +55,9 @@ void xf_units_unit(struct mask_xf *x, const struct mask_unit *u);
 /* Feed n bytes of character content (no escapes) through character assembly. Returns the
  * bytes taken (it stops when a step would need more room). */
 size_t xf_units_bytes(struct mask_xf *x, const uint8_t *p, size_t n);
+/* Something that is not a character must be written now (a quote inside an array
+ * element): what is held so far goes out masked first (call when settled). */
+void xf_units_cut(struct mask_xf *x);
 /* End of a value or element: queue what is held. */
 void xf_units_end(struct mask_xf *x);
 /* Hash of a value or element: begin, content, end (queues the token). */
