@@ -247,6 +247,10 @@ static void test_set_every_key(void **state)
 		{"gate-deny", "fd00::/8", "10.0.0.0/8, fd00::/8"}, /* a further flag adds */
 		{"gate-deny", "192.0.2.7", "10.0.0.0/8, fd00::/8, 192.0.2.7/32"},
 		{"gate-deny", "::ffff:198.51.100.0/120", "10.0.0.0/8, fd00::/8, 192.0.2.7/32, ::ffff:198.51.100.0/120"},
+		{"mask.key_file", "/etc/pgwarden/mask.key", "/etc/pgwarden/mask.key"},
+		{"mask-key-file", "off", ""},
+		{"mask.row_lookahead", "1KiB", "1KiB"},
+		{"mask-row-lookahead", "64MiB", "64MiB"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -1172,6 +1176,8 @@ static void test_restart_required(void **state)
 		{"gate.burst", "5", false},
 		{"gate.max_sources", "128", true},
 		{"gate.deny", "10.0.0.0/8", false},
+		{"mask.key_file", "/etc/pgwarden/mask.key", false},
+		{"mask.row_lookahead", "1MiB", false},
 	};
 	struct config *old = config_new();
 

@@ -196,7 +196,14 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .help = "source addresses the rate limit remembers (32 bytes each); the least "        \
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
-	  .help = "source address range whose new connections are dropped; repeat for several")
+	  .help = "source address range whose new connections are dropped; repeat for several") \
+	S("mask.key_file", .type = ST_OPT_PATH, FIELD(mask_key_file), .arg = "PATH",             \
+	  .help = "key of the hash masking strategy: a file of 32 to 4096 bytes, mode 0600, "    \
+		  "owned by pgwarden's user or root; unset: hash masks as null")                 \
+	S("mask.row_lookahead", .type = ST_SIZE, FIELD(mask_row_lookahead), .min = KIB,          \
+	  .max = 64 * MIB, .def = 64 * KIB, .arg = "SIZE",                                       \
+	  .help = "bytes held per masked session while a row is rewritten; a row whose masked "  \
+		  "columns lie further in ends the session (54000)")
 
 #define AS_SETTING(name, ...) {.key = name, __VA_ARGS__},
 #define AS_KEY(name, ...) name,
