@@ -1100,7 +1100,9 @@ static int small_numeric(struct mask_xf *x)
 		}
 		memset(txt + k, rb, (size_t)rep);
 		n = (int)(k + rep);
-	} else if (strcmp(txt, "NaN") != 0 && strstr(txt, "Infinity") == NULL) {
+	} else if (!(n == 3 && !memcmp(txt, "NaN", 3)) && !(n == 8 && !memcmp(txt, "Infinity", 8)) &&
+		   !(n == 9 && !memcmp(txt, "-Infinity", 9))) {
+		/* (txt holds n bytes and no NUL: compare by length) */
 		zero_digits_before_last(txt, (size_t)n, x->a->st.keep);
 	}
 	len = mask_numeric_from_text(txt, (size_t)n, x->val, MASK_XF_SMALL);
