@@ -12,7 +12,8 @@
  *     knows a length;
  *   - in-place strategies (partial, email, phone, date) on text keep the byte length, and
  *     under UTF8 turn valid UTF-8 into valid UTF-8;
- *   - a failure is -EPROTO or -EIO, never another code.
+ *   - a failure is -EPROTO or -EIO, never another code;
+ *   - mask_value_fast(), when it takes a value, gives exactly the transformer's bytes.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -136,6 +137,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	m = mask_value_measure(&a, e, in, n);
 	CHECK(x == y && x == m);
 	CHECK(x >= 0 || x == -EPROTO || x == -EIO);
+	{
+		int64_t f = mask_value_fast(&a, e, in, n, o2, cap);
+
+		if (f >= 0)
+			CHECK(x >= 0 && f == x && memcmp(o1, o2, (size_t)x) == 0);
+		if (x >= 0)
+			y = run_bytewise(&a, e, in, n, o2, cap); /* o2 again: the streaming bytes */
+	}
 	if (x >= 0) {
 		CHECK(memcmp(o1, o2, (size_t)x) == 0);
 		len = mask_out_len(&a, e, (uint32_t)n);

@@ -74,16 +74,16 @@ int mask_row_begin(struct mask_row *r, const struct mask_plan *plan, const struc
  * column (and its whole value when its output length depends on its content). Sets
  * *decided with r->out_body_len known, or leaves it clear to wait for more bytes.
  */
-static int analyse(struct mask_row *r, bool *decided)
+static int analyse(struct mask_row *r, const uint8_t *buf, uint32_t have, bool *decided)
 {
 	const struct mask_plan *p = r->plan;
 	int64_t delta = (int64_t)r->out_body_len - (int64_t)r->body_len;
 
 	*decided = false;
 	if (!r->an_have_len) {
-		if (r->la_len < 2)
+		if (have < 2)
 			return 0;
-		if (((uint16_t)r->la[0] << 8 | r->la[1]) != p->ncols)
+		if (((uint16_t)buf[0] << 8 | buf[1]) != p->ncols)
 			return -EPROTO; /* not the row the RowDescription announced */
 		r->an_have_len = true;
 		r->an_pos = 2;
@@ -96,9 +96,9 @@ static int analyse(struct mask_row *r, bool *decided)
 		const struct mask_plan_col *col = &p->cols[r->an_field];
 		int32_t len;
 
-		if (r->an_pos + 4 > r->la_len)
+		if (r->an_pos + 4 > have)
 			return 0;
-		len = (int32_t)get32(r->la + r->an_pos);
+		len = (int32_t)get32(buf + r->an_pos);
 		if (len < -1 || (len > 0 && (uint64_t)r->an_pos + 4 + (uint32_t)len > r->body_len))
 			return -EPROTO;
 		if (col->kind != MASK_COL_CLEAR) {
@@ -107,10 +107,10 @@ static int analyse(struct mask_row *r, bool *decided)
 			if (len >= 0) {
 				olen = mask_out_len(&col->action, r->env, (uint32_t)len);
 				if (olen == MASK_LEN_UNKNOWN) {
-					if ((uint64_t)r->an_pos + 4 + (uint32_t)len > r->la_len)
+					if ((uint64_t)r->an_pos + 4 + (uint32_t)len > have)
 						return 0; /* the whole value first */
 					olen = mask_value_measure(&col->action, r->env,
-								  r->la + r->an_pos + 4, (size_t)len);
+								  buf + r->an_pos + 4, (size_t)len);
 					if (olen < 0)
 						return (int)olen;
 				}
@@ -283,6 +283,75 @@ static int walk(struct mask_row *r, const uint8_t *src, size_t avail, size_t *us
 	}
 }
 
+/*
+ * Whole fields at once, when a field lies entirely in src and its output fits in out:
+ * clear ones copied with their length word, masked ones through mask_value_fast(). Stops
+ * at the first field that does not qualify, for walk() to take byte by byte. Returns the
+ * bytes taken, or SIZE_MAX when a masked field's output broke its promised length.
+ */
+static size_t walk_fast(struct mask_row *r, const uint8_t *src, size_t avail, uint8_t *out,
+			size_t cap, size_t *o)
+{
+	size_t used = 0;
+
+	while (r->w_state == W_LEN && !r->w_word_len && avail - used >= 4) {
+		const struct mask_plan_col *col = &r->plan->cols[r->w_field];
+		int32_t len = (int32_t)get32(src + used);
+		size_t vlen = len > 0 ? (size_t)len : 0, room = cap - *o;
+
+		if (len < -1 || vlen > avail - used - 4 || vlen > r->body_len - r->w_walked - 4)
+			break; /* not all here, or wrong: the machine decides */
+		if (col->kind == MASK_COL_CLEAR || len == -1) {
+			/* this field and the clear ones right after it, in one copy */
+			size_t run = 4 + vlen;
+
+			if (room < run)
+				break;
+			used += run;
+			r->w_walked += run;
+			next_field(r);
+			while (r->w_state == W_LEN && avail - used >= 4) {
+				int32_t l2 = (int32_t)get32(src + used);
+				size_t v2 = l2 > 0 ? (size_t)l2 : 0;
+
+				if ((r->plan->cols[r->w_field].kind != MASK_COL_CLEAR && l2 != -1) ||
+				    l2 < -1 || v2 > avail - used - 4 ||
+				    v2 > r->body_len - r->w_walked - 4 || room < run + 4 + v2)
+					break;
+				run += 4 + v2;
+				used += 4 + v2;
+				r->w_walked += 4 + v2;
+				next_field(r);
+			}
+			memcpy(out + *o, src + used - run, run);
+			*o += run;
+			continue;
+		} else if (mask_action_is_null(&col->action)) {
+			if (room < 4)
+				break;
+			put32(out + *o, UINT32_MAX);
+			*o += 4;
+		} else {
+			int64_t want = r->out_lens[r->w_field], got;
+
+			if (want < 0 || room < 4 + (size_t)want)
+				break;
+			got = mask_value_fast(&col->action, r->env, src + used + 4, vlen, out + *o + 4,
+					      (size_t)want);
+			if (got < 0)
+				break;
+			if (got != want)
+				return SIZE_MAX;
+			put32(out + *o, (uint32_t)want);
+			*o += 4 + (size_t)want;
+		}
+		used += 4 + vlen;
+		r->w_walked += 4 + vlen;
+		next_field(r);
+	}
+	return used;
+}
+
 static int fail(struct mask_row *r, int rc)
 {
 	r->phase = PH_FAILED;
@@ -304,6 +373,23 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 		return -EPROTO;
 	if (n > r->body_len - r->taken)
 		n = (size_t)(r->body_len - r->taken); /* never read past the message */
+	if (r->phase == PH_LOOKAHEAD && !r->la_len && n == r->body_len - r->taken) {
+		/* The whole body is here: decide on it in place, nothing to hold. The decision
+		 * point must still lie within the lookahead, so that a row is rewritten or
+		 * refused the same way however the network cut it. */
+		bool decided;
+		uint32_t have = n < r->la_cap ? (uint32_t)n : r->la_cap;
+
+		rc = analyse(r, in, have, &decided);
+		if (rc < 0)
+			return fail(r, rc);
+		if (!decided)
+			return fail(r, have < n ? -E2BIG : -EPROTO);
+		r->pend[0] = PqMsg_DataRow;
+		put32(r->pend + 1, (uint32_t)(r->out_body_len + 4));
+		r->pend_len = 5;
+		r->phase = PH_EMIT;
+	}
 	if (r->phase == PH_LOOKAHEAD) {
 		bool decided;
 		size_t k = r->la_cap - r->la_len;
@@ -314,7 +400,7 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 		r->la_len += (uint32_t)k;
 		r->taken += k;
 		i = k;
-		rc = analyse(r, &decided);
+		rc = analyse(r, r->la, r->la_len, &decided);
 		if (rc < 0)
 			return fail(r, rc);
 		if (!decided) {
@@ -358,6 +444,18 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 		replay = r->la_pos < r->la_len;
 		src = replay ? r->la + r->la_pos : in + i;
 		avail = replay ? r->la_len - r->la_pos : n - i;
+		used = walk_fast(r, src, avail, out, cap, &o);
+		if (used == SIZE_MAX)
+			return fail(r, -ENOTRECOVERABLE);
+		if (used) {
+			if (replay) {
+				r->la_pos += (uint32_t)used;
+			} else {
+				i += used;
+				r->taken += used;
+			}
+			continue;
+		}
 		o0 = o;
 		state0 = r->w_state;
 		field0 = r->w_field;

@@ -260,6 +260,16 @@ int64_t mask_value_apply(const struct mask_action *a, const struct mask_env *e,
 			 const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 	__attribute__((warn_unused_result));
 
+/*
+ * The same output as the transformer, computed in one pass when the whole value is at
+ * hand and simple: redact of anything; an ASCII scalar under partial, phone, email, date
+ * (text) or hash (text types, and numbers in text). Returns the output length, or -1 when the value is not one
+ * of those (or cap is too small): then use the transformer. Never a different result:
+ * fuzz_mask_value checks the two against each other.
+ */
+int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e,
+			const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+
 /* The output length of one complete value by a dry run (for MASK_LEN_UNKNOWN), or an
  * error. */
 int64_t mask_value_measure(const struct mask_action *a, const struct mask_env *e,
