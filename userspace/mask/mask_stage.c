@@ -84,6 +84,18 @@ struct mask_sess {
 	bool want_rows, want_copy;
 };
 
+/* The stage's per-session state: a pointer, so that sessions that are not masked hold
+ * nothing more. */
+struct mask_slot {
+	struct mask_sess *s;
+	bool no_memory; /* a masked identity whose state could not be made: it is closed */
+};
+
+static struct mask_sess *sess_of(const struct stage_ctx *ctx)
+{
+	return ((struct mask_slot *)ctx->state)->s;
+}
+
 static void sess_close(struct stage_result *r, const char *sqlstate, const char *msg)
 {
 	stage_result_set(r, STAGE_CLOSE, sqlstate, NULL, "pgwarden masking: %s", msg);
@@ -119,7 +131,7 @@ static void want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type, enum s
 {
 	/* -EBUSY: another stage streams the type; masking cannot work then. */
 	if (stage_want(ctx, dir, type, how) < 0)
-		sess_broken(ctx->state, "another stage already streams the messages masking rewrites");
+		sess_broken(sess_of(ctx), "another stage already streams the messages masking rewrites");
 }
 
 static void set_stream(struct stage_ctx *ctx, uint8_t type, bool on, bool *cur)
@@ -138,7 +150,7 @@ static const struct mask_plan *head_plan(struct mask_sess *s);
  */
 static void update_interest(struct stage_ctx *ctx)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	const struct mask_plan *p = head_plan(s);
 
 	set_stream(ctx, PqMsg_DataRow, !p || mask_plan_masks(p), &s->want_rows);
@@ -167,8 +179,14 @@ static void sess_set_profile(struct mask_sess *s, const struct mask_profile *p)
 
 static void sess_activate(struct stage_ctx *ctx, const struct mask_profile *p)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = calloc(1, sizeof(*s));
 	struct mask_key *k;
+
+	if (!s) {
+		((struct mask_slot *)ctx->state)->no_memory = true; /* closed at its next message */
+		return;
+	}
+	((struct mask_slot *)ctx->state)->s = s;
 
 	pthread_mutex_lock(&conf_lock);
 	s->src = conf.source;
@@ -211,17 +229,17 @@ static void placeholder(struct mask_sess *s, uint8_t type)
 
 static void mask_notice(struct stage_ctx *ctx, const struct stage_note *n)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	const struct mask_profile *p;
 	const struct mask_source *src;
 
-	if (n->kind == STAGE_NOTE_DECISION && s->active && n->result &&
+	if (n->kind == STAGE_NOTE_DECISION && s && s->active && n->result &&
 	    n->result->verdict == STAGE_REJECT && n->msg) {
 		/* an earlier stage (policy) refused a client message */
 		placeholder(s, n->msg->type);
 		return;
 	}
-	if (n->kind != STAGE_NOTE_AUTH || s->active || !ctx->session->auth.ok)
+	if (n->kind != STAGE_NOTE_AUTH || s || !ctx->session->auth.ok)
 		return;
 	pthread_mutex_lock(&conf_lock);
 	src = &conf.source;
@@ -234,7 +252,7 @@ static void mask_notice(struct stage_ctx *ctx, const struct stage_note *n)
 /* At a statement boundary with nothing in flight: a reloaded policy, a fresh catalog. */
 static void sess_refresh_idle(struct stage_ctx *ctx)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	const struct mask_profile *p;
 
 	if (mask_track_len(&s->track) && s->cat)
@@ -273,7 +291,7 @@ static unsigned lex_opts(const struct session *ss)
 static unsigned analyse(struct stage_ctx *ctx, const char *sql, struct mask_stmt_info *infos,
 			unsigned cap)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	int n = -1;
 
 	memset(infos, 0, cap * sizeof(*infos));
@@ -301,7 +319,7 @@ static char *dupstr(const char *s)
 
 static void fe_query(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	struct mask_stmt_info *infos;
 	struct mask_req *q;
 	const char *sql;
@@ -336,7 +354,7 @@ static void fe_query(struct stage_ctx *ctx, const struct proto_msg *m, struct st
 
 static void fe_parse(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	struct mask_stmt_info infos[2];
 	struct mask_req *q;
 	const char *name, *sql;
@@ -365,7 +383,7 @@ static void fe_parse(struct stage_ctx *ctx, const struct proto_msg *m, struct st
 /* Bind: portal, statement, and the result-format codes at the end of the message. */
 static void fe_bind(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	struct proto_cursor c;
 	const char *portal, *stmt;
 	uint16_t npf, np, nrf;
@@ -401,7 +419,7 @@ static void fe_bind(struct stage_ctx *ctx, const struct proto_msg *m, struct sta
 static void fe_describe_close(struct stage_ctx *ctx, const struct proto_msg *m,
 			      struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	struct proto_cursor c;
 	struct mask_req *q;
 	uint8_t what;
@@ -463,7 +481,7 @@ static bool execute_describable(struct mask_sess *s, const char *portal)
 
 static void fe_execute(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	struct proto_cursor c;
 	struct mask_req *q;
 	const char *portal;
@@ -486,9 +504,13 @@ static void fe_execute(struct stage_ctx *ctx, const struct proto_msg *m, struct 
 
 static void mask_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 
-	if (!s->active)
+	if (((struct mask_slot *)ctx->state)->no_memory) {
+		sess_close(r, "53200", "out of memory");
+		return;
+	}
+	if (!s || !s->active)
 		return;
 	if (s->broken) {
 		sess_close(r, "XX000", s->broken);
@@ -803,7 +825,7 @@ static void be_ready(struct mask_sess *s, const struct proto_msg *m)
 
 static void copy_begin(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	struct mask_req *q = mask_track_head(&s->track);
 	const struct mask_stmt_info *in = q ? req_info(s, q) : NULL;
 	struct mask_origin origins[1664]; /* MaxTupleAttributeNumber */
@@ -894,7 +916,7 @@ static uint8_t *rw_room(struct mask_sess *s, size_t need)
 
 static void scrub(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	size_t need = PROTO_HEADER_LEN + m->body_len + MASK_SCRUB_SLACK;
 	uint8_t *out = rw_room(s, need);
 	int n;
@@ -931,9 +953,9 @@ static void scrub(struct stage_ctx *ctx, const struct proto_msg *m, struct stage
 
 static void mask_backend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 
-	if (!s->active)
+	if (!s || !s->active)
 		return;
 	if (s->broken) {
 		sess_close(r, "XX000", s->broken);
@@ -1025,7 +1047,7 @@ static void close_for(struct stage_result *r, int rc, uint32_t la_cap)
 
 static void stream_row(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	bool done;
 	int rc;
 
@@ -1063,7 +1085,7 @@ static void stream_row(struct stage_ctx *ctx, struct stage_stream *st, struct st
  */
 static void stream_copy(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 	size_t in_used = 0, out_used = 0;
 
 	if (!s->copy_active) {
@@ -1138,10 +1160,12 @@ static void stream_copy(struct stage_ctx *ctx, struct stage_stream *st, struct s
 
 static void mask_stream(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
 {
-	struct mask_sess *s = ctx->state;
+	struct mask_sess *s = sess_of(ctx);
 
-	if (!s->active)
-		return; /* not wanted: never called */
+	if (!s || !s->active) {
+		sess_close(r, "XX000", "a streamed message in a session that masks nothing");
+		return;
+	}
 	if (s->broken) {
 		sess_close(r, "XX000", s->broken);
 		return;
@@ -1156,8 +1180,11 @@ static void mask_stream(struct stage_ctx *ctx, struct stage_stream *st, struct s
 
 static void mask_release(void *state)
 {
-	struct mask_sess *s = state;
+	struct mask_slot *slot = state;
+	struct mask_sess *s = slot->s;
 
+	if (!s)
+		return;
 	if (s->track_ok)
 		mask_track_release(&s->track);
 	mask_row_release(&s->row);
@@ -1169,12 +1196,13 @@ static void mask_release(void *state)
 	free(s->cd_buf);
 	free(s->copy);
 	free(s->rw);
-	memset(s, 0, sizeof(*s));
+	free(s);
+	slot->s = NULL;
 }
 
 const struct stage_ops mask_stage = {
 	.name = "mask",
-	.state_size = sizeof(struct mask_sess),
+	.state_size = sizeof(struct mask_slot),
 	.frontend = mask_frontend,
 	.backend = mask_backend,
 	.stream = mask_stream,
