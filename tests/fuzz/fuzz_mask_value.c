@@ -129,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	n = size - 2;
 	in = malloc(n ? n : 1);
 	memcpy(in, data + 2, n);
-	cap = n * 4 + 4096;
+	cap = n * 128 + 4096; /* hash on char(n)[]: up to n + 3 bytes per 2-byte element */
 	o1 = malloc(cap);
 	o2 = malloc(cap);
 	x = mask_value_apply(&a, e, in, n, o1, cap);

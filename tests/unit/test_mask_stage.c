@@ -510,6 +510,13 @@ static void test_simple_query_masks_every_strategy(void **state)
 	assert_true(seen_has(&w, "1985-01-01"));
 	assert_true(seen_has(&w, "Alice")); /* name is not masked */
 	assert_seen_frames(&w);
+	{
+		char sum[512];
+
+		mask_stage_summary(stage_chain_state(&w.ch, 0), sum, sizeof(sum));
+		assert_string_equal(sum, "public.customers.ssn=partial-last-4,public.customers.card=hash,"
+					 "public.customers.email=email,public.customers.dob=date");
+	}
 	world_end(&w);
 }
 

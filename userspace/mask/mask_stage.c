@@ -82,6 +82,8 @@ struct mask_sess {
 	size_t rw_cap;
 	/* current interest */
 	bool want_rows, want_copy;
+	/* what the latest result masked, for the audit record (mask_stage_summary()) */
+	char summary[512];
 };
 
 /* The stage's per-session state: a pointer, so that sessions that are not masked hold
@@ -588,6 +590,49 @@ static enum mask_refs info_refs(struct mask_sess *s, const struct mask_stmt_info
 	return mask_stmt_refs(in);
 }
 
+/* "ssn=partial-last-4,card=hash,#3=null(computed)": what a plan masks, for audit. */
+static void plan_summary(struct mask_sess *s, const struct mask_plan *p)
+{
+	size_t o = 0;
+
+	s->summary[0] = '\0';
+	for (unsigned i = 0; i < p->ncols && o + 1 < sizeof(s->summary); i++) {
+		const struct mask_plan_col *c = &p->cols[i];
+		char st[MASK_STRATEGY_STRLEN], name[MASK_COLREF_STRLEN];
+		int k;
+
+		if (c->kind == MASK_COL_CLEAR)
+			continue;
+		if (c->rule_col >= 0 && s->cat)
+			mask_colref_format(mask_policy_column(mask_catalog_policy(s->cat),
+							      (unsigned)c->rule_col),
+					   name, sizeof(name));
+		else
+			snprintf(name, sizeof(name), "#%u", i + 1);
+		k = snprintf(s->summary + o, sizeof(s->summary) - o, "%s%s=%s%s", o ? "," : "",
+			     name, mask_strategy_format(&c->action.st, st, sizeof(st)),
+			     c->why == MASK_WHY_COLUMN     ? ""
+			     : c->why == MASK_WHY_COMPUTED ? "(computed)"
+			     : c->why == MASK_WHY_DERIVED  ? "(view)"
+						       : "(fallback)");
+		if (k < 0 || (size_t)k >= sizeof(s->summary) - o) {
+			s->summary[o] = '\0'; /* whole entries only */
+			break;
+		}
+		o += (size_t)k;
+	}
+}
+
+size_t mask_stage_summary(const void *stage_state, char *out, size_t cap)
+{
+	const struct mask_slot *slot = stage_state;
+
+	if (!cap)
+		return 0;
+	snprintf(out, cap, "%s", slot && slot->s ? slot->s->summary : "");
+	return strlen(out);
+}
+
 /* Plan an EXECUTE from its portal's description, when there is one. */
 static void plan_execute(struct mask_sess *s, struct mask_req *q)
 {
@@ -599,8 +644,10 @@ static void plan_execute(struct mask_sess *s, struct mask_req *q)
 	if (!pn || !pn->described || !s->cat)
 		return;
 	if (mask_plan_build(&q->plan, &pn->desc, s->profile, s->cat, &s->env,
-			    info_refs(s, pn->info)) == 0)
+			    info_refs(s, pn->info)) == 0) {
 		q->planned = true;
+		plan_summary(s, &q->plan);
+	}
 }
 
 /* The plan of the result rows would belong to now, or NULL when not known (yet). */
@@ -715,6 +762,8 @@ static void be_row_description(struct mask_sess *s, const struct proto_msg *m, b
 		mask_plan_free(&q->plan);
 		q->planned = s->cat && mask_plan_build(&q->plan, &d, s->profile, s->cat, &s->env,
 						      info_refs(s, in)) == 0;
+		if (q->planned)
+			plan_summary(s, &q->plan);
 		mask_desc_free(&d);
 		return;
 	}
@@ -881,6 +930,7 @@ static void copy_begin(struct stage_ctx *ctx, const struct proto_msg *m, struct 
 		return;
 	}
 	s->copy_masks = mask_plan_masks(&s->copy_plan);
+	plan_summary(s, &s->copy_plan);
 	if (s->copy_masks && !s->cd_buf && !(s->cd_buf = malloc(s->la_cap))) {
 		end_copy(s);
 		sess_close(r, "53200", "out of memory");

@@ -86,4 +86,13 @@ void mask_stage_set_key(struct mask_key *k);
 
 extern const struct stage_ops mask_stage;
 
+/*
+ * For the audit record (issue #13 item 6): what the session's latest result masked, as
+ * "public.customers.ssn=partial-last-4,#3=null(computed)" (computed, view, fallback say why
+ * a column became NULL); "" when nothing, or the session is not masked. stage_state is the
+ * mask stage's state in the chain (stage_chain_state(chain, index of this stage)). Returns
+ * the length written to out (NUL-terminated, cut at a whole entry).
+ */
+size_t mask_stage_summary(const void *stage_state, char *out, size_t cap);
+
 #endif
