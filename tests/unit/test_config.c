@@ -355,6 +355,10 @@ static void test_set_every_key(void **state)
 		{"audit-syslog-address", "192.0.2.10:514", "192.0.2.10:514"},
 		{"audit-syslog-address", "[2001:db8::1]:514", "[2001:db8::1]:514"},
 		{"audit-syslog-address", "off", ""},
+		{"mask.key_file", "/etc/pgwarden/mask.key", "/etc/pgwarden/mask.key"},
+		{"mask-key-file", "off", ""},
+		{"mask.row_lookahead", "1KiB", "1KiB"},
+		{"mask-row-lookahead", "64MiB", "64MiB"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -1487,6 +1491,8 @@ static void test_restart_required(void **state)
 		{"audit.syslog_socket", "/dev/log", true},
 		{"audit.syslog_address", "127.0.0.1:514", true},
 		{"policy", "/etc/pgwarden/policy.yaml", false},
+		{"mask.key_file", "/etc/pgwarden/mask.key", false},
+		{"mask.row_lookahead", "1MiB", false},
 	};
 	struct config *old = config_new();
 

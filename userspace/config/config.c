@@ -237,6 +237,13 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	S("policy", .type = ST_OPT_PATH, FIELD(policy), .arg = "PATH",                           \
 	  .help = "policy file (docs/POLICY.md): connection and statement rules, reloaded "      \
 		  "with the configuration; off when unset (no statement checks)")                \
+	S("mask.key_file", .type = ST_OPT_PATH, FIELD(mask_key_file), .arg = "PATH",             \
+	  .help = "key of the hash masking strategy: a file of 32 to 4096 bytes, mode 0600, "    \
+		  "owned by pgwarden's user or root; unset: hash masks as null")                 \
+	S("mask.row_lookahead", .type = ST_SIZE, FIELD(mask_row_lookahead), .min = KIB,          \
+	  .max = 64 * MIB, .def = 64 * KIB, .arg = "SIZE",                                       \
+	  .help = "bytes held per masked session while a row is rewritten; a row whose masked "  \
+		  "columns lie further in ends the session (54000)")                             \
 	TLS_SETTINGS(S)                                                                          \
 	AUTH_SETTINGS(S)                                                                         \
 	CONFIG_AUDIT_SETTINGS(S)

@@ -178,6 +178,11 @@ struct config {
 	/* The policy file (docs/POLICY.md); NULL: no policy. Loaded at start and on every
 	 * reload by policy_reload(), all or nothing. */
 	char *policy;
+	/* Masking (docs/MASKING.md): the key file of the hash strategy (NULL: no key, hash
+	 * masks as null), and the bytes held per masked session while a DataRow or CopyData
+	 * message is rewritten (mask_row.h proves why this bounds memory). */
+	char *mask_key_file;
+	uint32_t mask_row_lookahead;
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;

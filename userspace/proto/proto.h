@@ -537,4 +537,14 @@ int proto_write_parameter_status(uint8_t *out, size_t cap, const char *name,
 /* Query 'Q' (frontend), e.g. the catalog query masking needs. */
 int proto_write_query(uint8_t *out, size_t cap, const char *sql);
 
+/* Parse 'P' (frontend): statement name and text, no parameter types (the server infers
+ * them), e.g. to describe a statement without running it (pgwardenctl policy explain). */
+int proto_write_parse(uint8_t *out, size_t cap, const char *stmt, const char *sql);
+
+/* Describe 'D' (frontend) of a statement ('S') or portal ('P'). */
+int proto_write_describe(uint8_t *out, size_t cap, uint8_t what, const char *name);
+
+/* Sync 'S' (frontend). */
+int proto_write_sync(uint8_t *out, size_t cap);
+
 #endif /* PGWARDEN_PROTO_H */

@@ -313,3 +313,44 @@ int proto_write_query(uint8_t *out, size_t cap, const char *sql)
 	wr_cstr(&w, sql);
 	return total;
 }
+
+int proto_write_parse(uint8_t *out, size_t cap, const char *stmt, const char *sql)
+{
+	size_t nl, sl;
+	struct wr w;
+	int total;
+
+	if (!str_len_ok(stmt, &nl) || !str_len_ok(sql, &sl))
+		return PROTO_ERR_FORMAT;
+	total = wr_begin(&w, out, cap, PqMsg_Parse, nl + 1 + sl + 1 + 2);
+	if (total < 0)
+		return total;
+	wr_cstr(&w, stmt);
+	wr_cstr(&w, sql);
+	wr_u8(&w, 0); /* no parameter types: the server infers them */
+	wr_u8(&w, 0);
+	return total;
+}
+
+int proto_write_describe(uint8_t *out, size_t cap, uint8_t what, const char *name)
+{
+	size_t nl;
+	struct wr w;
+	int total;
+
+	if ((what != 'S' && what != 'P') || !str_len_ok(name, &nl))
+		return PROTO_ERR_FORMAT;
+	total = wr_begin(&w, out, cap, PqMsg_Describe, 1 + nl + 1);
+	if (total < 0)
+		return total;
+	wr_u8(&w, what);
+	wr_cstr(&w, name);
+	return total;
+}
+
+int proto_write_sync(uint8_t *out, size_t cap)
+{
+	struct wr w;
+
+	return wr_begin(&w, out, cap, PqMsg_Sync, 0);
+}

@@ -1,0 +1,1173 @@
+/*
+ * test_mask_stage: the masking stage through the real stage pipeline (stage.c), message by
+ * message, as the connection would run it: frontend messages are judged, backend messages
+ * judged or streamed, and what the client would receive is recorded and read back.
+ *
+ * The classifier and the policy are test doubles with the documented interface
+ * (mask_source); the catalog is built from rows shaped like the resolution query's result.
+ * Hostile scenarios come first in each group: a client that redefines a prepared statement
+ * the server refused to redefine, reads a computed column through a cursor, executes an
+ * undescribed portal, calls functions by OID, copies a query; a server whose rows do not
+ * fit the lookahead or disagree with their description.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mask/mask_catalog.h"
+#include "mask/mask_key.h"
+#include "mask/mask_stage.h"
+#include "proto/proto.h"
+#include "stage/stage.h"
+
+#include "mask_test_util.h"
+
+#define CUSTOMERS 16384u
+#define CUSTOMERS_V 16400u
+#define OID_CITEXT 90001u
+
+/* ---- message building ------------------------------------------------------------------------- */
+
+struct mb {
+	uint8_t b[65536];
+	size_t n;
+};
+
+static void mb_start(struct mb *m, uint8_t type)
+{
+	m->b[0] = type;
+	m->n = 5;
+}
+
+static void mb_u8(struct mb *m, uint8_t v)
+{
+	m->b[m->n++] = v;
+}
+
+static void mb_u16(struct mb *m, uint16_t v)
+{
+	mb_u8(m, (uint8_t)(v >> 8));
+	mb_u8(m, (uint8_t)v);
+}
+
+static void mb_u32(struct mb *m, uint32_t v)
+{
+	mb_u16(m, (uint16_t)(v >> 16));
+	mb_u16(m, (uint16_t)v);
+}
+
+static void mb_bytes(struct mb *m, const void *p, size_t n)
+{
+	memcpy(m->b + m->n, p, n);
+	m->n += n;
+}
+
+static void mb_str(struct mb *m, const char *s)
+{
+	mb_bytes(m, s, strlen(s) + 1);
+}
+
+static const struct mb *mb_end(struct mb *m)
+{
+	proto_write_u32(m->b + 1, (uint32_t)(m->n - 1));
+	return m;
+}
+
+static struct proto_msg as_msg(const struct mb *m)
+{
+	return (struct proto_msg){.type = m->b[0], .body_len = (uint32_t)(m->n - 5),
+				  .body = m->b + 5};
+}
+
+/* ---- the world: policy, catalog, classifier, session --------------------------------------- */
+
+static struct mask_policy *policy;
+static const struct mask_profile *analyst, *strict;
+
+struct fact {
+	const char *sql;
+	struct mask_stmt_info info;
+};
+static struct fact facts[32];
+static unsigned nfacts;
+static int stale_calls;
+
+static struct mask_stmt_info *fact(const char *sql, enum mask_refs refs)
+{
+	struct fact *f = &facts[nfacts++];
+
+	memset(f, 0, sizeof(*f));
+	f->sql = sql;
+	f->info.refs_known = true;
+	f->info.refs = refs;
+	return &f->info;
+}
+
+static const struct mask_profile *src_profile(void *arg, const struct session *s)
+{
+	const char *u = session_verified_user(s);
+
+	if (u && !strcmp(u, "analyst"))
+		return analyst;
+	if (u && !strcmp(u, "strict"))
+		return strict;
+	return NULL;
+}
+
+static int src_analyse(void *arg, const struct mask_profile *p, const char *sql, size_t len,
+		       unsigned opts, struct mask_stmt_info *out, unsigned cap)
+{
+	for (unsigned i = 0; i < nfacts; i++)
+		if (strlen(facts[i].sql) == len && !memcmp(facts[i].sql, sql, len)) {
+			out[0] = facts[i].info;
+			return 1;
+		}
+	return -1; /* unknown */
+}
+
+static void src_stale(void *arg)
+{
+	stale_calls++;
+}
+
+/* A row of the resolution query: kind, then the 12 other columns (NULL: absent). */
+static void cat_row(struct mask_catalog_builder *b, const char *const v[13])
+{
+	struct mb m;
+	struct proto_msg pm;
+
+	mb_start(&m, 'D');
+	mb_u16(&m, 13);
+	for (int i = 0; i < 13; i++) {
+		if (!v[i]) {
+			mb_u32(&m, UINT32_MAX);
+			continue;
+		}
+		mb_u32(&m, (uint32_t)strlen(v[i]));
+		mb_bytes(&m, v[i], strlen(v[i]));
+	}
+	pm = as_msg(mb_end(&m));
+	assert_int_equal(mask_catalog_builder_row(b, &pm), 0);
+}
+
+static void build_catalog(void)
+{
+	struct mask_catalog_builder *b = mask_catalog_builder_new(policy);
+	struct mask_catalog *c;
+	/* policy columns: 0 ssn, 1 card, 2 email, 3 dob (in the order the profiles name them) */
+	const char *const rows[][13] = {
+		{"c", "0", "16384", "3", "25", "-1", "text", "false", NULL, NULL, "true", NULL, NULL},
+		{"c", "1", "16384", "4", "1043", "23", "varchar", "false", NULL, NULL, "true", NULL, NULL},
+		{"c", "2", "16384", "5", "90001", "-1", "citext", "false", NULL, NULL, "true", NULL, NULL},
+		{"c", "3", "16384", "6", "1082", "-1", "date", "false", NULL, NULL, "true", NULL, NULL},
+		{"v", "0", "16400", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+		{"t", NULL, "16384", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "public", "customers"},
+		{"a", NULL, "16384", "1", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "id"},
+		{"a", NULL, "16384", "2", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "name"},
+		{"a", NULL, "16384", "3", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "ssn"},
+		{"a", NULL, "16384", "4", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "card"},
+		{"a", NULL, "16384", "5", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "email"},
+		{"a", NULL, "16384", "6", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "dob"},
+	};
+
+	assert_non_null(b);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		cat_row(b, rows[i]);
+	assert_int_equal(mask_catalog_builder_finish(b, &c), 0);
+	mask_catalog_publish(c);
+}
+
+static int setup(void **state)
+{
+	struct mask_profile *p;
+	char err[256];
+	struct mask_key *k;
+	struct mask_stage_config cfg = {
+		.source = {.profile = src_profile, .analyse = src_analyse, .catalog_stale = src_stale},
+		.row_lookahead = 4096,
+	};
+
+	policy = mask_policy_new();
+	assert_int_equal(mask_policy_add_profile(policy, "analyst", &p), 0);
+	assert_int_equal(mask_profile_add(p, "public.customers.ssn", "partial-last-4", err, sizeof(err)), 0);
+	assert_int_equal(mask_profile_add(p, "public.customers.card", "hash", err, sizeof(err)), 0);
+	assert_int_equal(mask_profile_add(p, "public.customers.email", "email", err, sizeof(err)), 0);
+	assert_int_equal(mask_profile_add(p, "public.customers.dob", "date", err, sizeof(err)), 0);
+	analyst = p;
+	assert_int_equal(mask_policy_add_profile(policy, "strict", &p), 0);
+	assert_int_equal(mask_profile_add(p, "Public.Customers.SSN", "null", err, sizeof(err)), 0);
+	mask_profile_set_computed(p, MASK_COMPUTED_DENY);
+	strict = p;
+	mask_policy_seal(policy);
+	assert_int_equal(mask_stage_configure(&cfg), 0);
+	assert_int_equal(mask_key_from_bytes(MASK_TEST_KEY, 32, &k), 0);
+	mask_stage_set_key(k);
+	build_catalog();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	mask_catalog_publish(NULL);
+	mask_stage_set_key(NULL);
+	mask_policy_put(policy);
+	return 0;
+}
+
+/* One session through a pipeline holding only the mask stage. */
+struct world {
+	struct session s;
+	struct stage_pipeline p;
+	struct stage_chain ch;
+	/* what the client received */
+	uint8_t *seen;
+	size_t seen_n;
+	struct stage_result last;
+};
+
+static const struct stage_ops *front_stage; /* a stage before masking (policy), or NULL */
+
+static void world_start(struct world *w, const char *user)
+{
+	struct proto_startup st = {.kind = PROTO_STARTUP_MESSAGE, .code = PROTO_VERSION_3_0};
+	struct stage_note auth = {.kind = STAGE_NOTE_AUTH};
+	struct stage_limits lim = {0};
+	struct stage_result r;
+
+	memset(w, 0, sizeof(*w));
+	st.user = user;
+	st.database = "app";
+	st.nparams = 2;
+	st.params[0] = (struct proto_param){"user", user};
+	st.params[1] = (struct proto_param){"application_name", "report-tool"};
+	st.application_name = "report-tool";
+	assert_int_equal(session_set_startup(&w->s, &st), 0);
+	assert_int_equal(session_set_server_param(&w->s, "client_encoding", "UTF8"), 0);
+	assert_int_equal(session_set_server_param(&w->s, "DateStyle", "ISO, MDY"), 0);
+	assert_int_equal(session_set_server_param(&w->s, "standard_conforming_strings", "on"), 0);
+	if (front_stage)
+		assert_int_equal(stage_pipeline_add(&w->p, front_stage), 0);
+	assert_int_equal(stage_pipeline_add(&w->p, &mask_stage), 0);
+	assert_int_equal(stage_chain_init(&w->ch, &w->p, &w->s, NULL, NULL), 0);
+	stage_run_session_start(&w->ch, &lim, 0, &r);
+	assert_int_equal(r.verdict, STAGE_FORWARD);
+	assert_int_equal(session_set_verified(&w->s, SESSION_AUTH_SCRAM, false, user), 0);
+	stage_run_notice(&w->ch, &auth, &lim, 0);
+	w->seen = malloc(1u << 20);
+}
+
+static void world_end(struct world *w)
+{
+	stage_chain_end(&w->ch, true);
+	session_release(&w->s);
+	free(w->seen);
+}
+
+static void seen_add(struct world *w, const uint8_t *p, size_t n)
+{
+	assert_true(w->seen_n + n <= (1u << 20));
+	memcpy(w->seen + w->seen_n, p, n);
+	w->seen_n += n;
+}
+
+static enum stage_verdict fe(struct world *w, const struct mb *m)
+{
+	struct proto_msg pm = as_msg(m);
+
+	if (!stage_chain_wants(&w->ch, PROTO_FRONTEND, pm.type))
+		return STAGE_FORWARD;
+	stage_run_frontend(&w->ch, &pm, 1, NULL, 0, &w->last);
+	return w->last.verdict;
+}
+
+/* A server message as the connection would handle it: streamed (in pieces of 7 bytes into
+ * rooms of 5), judged whole, or passed. What reaches the client is added to w->seen. */
+static enum stage_verdict be(struct world *w, const struct mb *m)
+{
+	struct proto_msg pm = as_msg(m);
+
+	if (stage_chain_streams(&w->ch, pm.type)) {
+		struct stage_stream st = {.type = pm.type, .body_len = pm.body_len};
+		uint8_t out[5];
+		unsigned idle = 0;
+
+		for (;;) {
+			size_t left = pm.body_len - st.body_offset;
+
+			st.in = pm.body + st.body_offset;
+			st.in_len = left < 7 ? left : 7;
+			st.out = out;
+			st.out_cap = sizeof(out);
+			st.done = false;
+			stage_run_stream(&w->ch, &st, 0, &w->last);
+			if (w->last.verdict != STAGE_FORWARD)
+				return w->last.verdict;
+			seen_add(w, out, st.produced);
+			st.body_offset += (uint32_t)st.consumed;
+			if (st.done)
+				break;
+			if (!st.consumed && !st.produced)
+				assert_true(++idle < 3 && left == 0);
+		}
+		assert_int_equal(st.body_offset, pm.body_len);
+		return STAGE_FORWARD;
+	}
+	if (!stage_chain_wants(&w->ch, PROTO_BACKEND, pm.type)) {
+		seen_add(w, m->b, m->n);
+		return STAGE_FORWARD;
+	}
+	stage_run_backend(&w->ch, &pm, 0, &w->last);
+	if (w->last.verdict == STAGE_REWRITE)
+		seen_add(w, w->last.rewrite, w->last.rewrite_len);
+	else if (w->last.verdict == STAGE_FORWARD)
+		seen_add(w, m->b, m->n);
+	return w->last.verdict;
+}
+
+/* ---- messages the scenarios use --------------------------------------------------------------- */
+
+static const struct mb *query(struct mb *m, const char *sql)
+{
+	mb_start(m, 'Q');
+	mb_str(m, sql);
+	return mb_end(m);
+}
+
+struct col {
+	const char *name;
+	uint32_t table, type;
+	int16_t att;
+	int32_t typmod;
+	int16_t fmt;
+};
+
+static const struct mb *rowdesc(struct mb *m, const struct col *c, unsigned n)
+{
+	mb_start(m, 'T');
+	mb_u16(m, (uint16_t)n);
+	for (unsigned i = 0; i < n; i++) {
+		mb_str(m, c[i].name);
+		mb_u32(m, c[i].table);
+		mb_u16(m, (uint16_t)c[i].att);
+		mb_u32(m, c[i].type);
+		mb_u16(m, 0xffff);
+		mb_u32(m, (uint32_t)c[i].typmod);
+		mb_u16(m, (uint16_t)c[i].fmt);
+	}
+	return mb_end(m);
+}
+
+/* A DataRow of text values (NULL pointer: SQL NULL). */
+static const struct mb *datarow(struct mb *m, const char *const *v, unsigned n)
+{
+	mb_start(m, 'D');
+	mb_u16(m, (uint16_t)n);
+	for (unsigned i = 0; i < n; i++) {
+		if (!v[i]) {
+			mb_u32(m, UINT32_MAX);
+			continue;
+		}
+		mb_u32(m, (uint32_t)strlen(v[i]));
+		mb_bytes(m, v[i], strlen(v[i]));
+	}
+	return mb_end(m);
+}
+
+static const struct mb *simple(struct mb *m, uint8_t type, const char *s)
+{
+	mb_start(m, type);
+	if (s)
+		mb_str(m, s);
+	return mb_end(m);
+}
+
+static const struct mb *ready(struct mb *m)
+{
+	mb_start(m, 'Z');
+	mb_u8(m, 'I');
+	return mb_end(m);
+}
+
+static const struct mb *m_parse(struct mb *m, const char *name, const char *sql)
+{
+	mb_start(m, 'P');
+	mb_str(m, name);
+	mb_str(m, sql);
+	mb_u16(m, 0);
+	return mb_end(m);
+}
+
+static const struct mb *m_bind(struct mb *m, const char *portal, const char *stmt, int16_t fmt)
+{
+	mb_start(m, 'B');
+	mb_str(m, portal);
+	mb_str(m, stmt);
+	mb_u16(m, 0);
+	mb_u16(m, 0);
+	mb_u16(m, 1);
+	mb_u16(m, (uint16_t)fmt);
+	return mb_end(m);
+}
+
+static const struct mb *describe(struct mb *m, uint8_t what, const char *name)
+{
+	mb_start(m, 'D');
+	mb_u8(m, what);
+	mb_str(m, name);
+	return mb_end(m);
+}
+
+static const struct mb *m_execute(struct mb *m, const char *portal)
+{
+	mb_start(m, 'E');
+	mb_str(m, portal);
+	mb_u32(m, 0);
+	return mb_end(m);
+}
+
+static const struct mb *empty(struct mb *m, uint8_t type)
+{
+	mb_start(m, type);
+	return mb_end(m);
+}
+
+/* Does the client's view contain these bytes? */
+static bool seen_has(const struct world *w, const char *s)
+{
+	return memmem(w->seen, w->seen_n, s, strlen(s)) != NULL;
+}
+
+/* Every message the client got frames cleanly, back to back. */
+static void assert_seen_frames(const struct world *w)
+{
+	size_t off = 0;
+
+	while (off < w->seen_n) {
+		struct proto_msg m;
+
+		assert_int_equal(proto_frame(w->seen + off, w->seen_n - off, PROTO_BACKEND,
+					     PROTO_MAX_BODY, &m),
+				 PROTO_OK);
+		assert_true(PROTO_HEADER_LEN + m.body_len <= w->seen_n - off);
+		assert_int_equal(proto_validate(PROTO_BACKEND, &(struct proto_msg){m.type, m.body_len, w->seen + off + 5}), PROTO_OK);
+		off += PROTO_HEADER_LEN + m.body_len;
+	}
+}
+
+static const struct col customer_cols[] = {
+	{"id", CUSTOMERS, 23, 1, -1, 0},      {"name", CUSTOMERS, 25, 2, -1, 0},
+	{"ssn", CUSTOMERS, 25, 3, -1, 0},     {"card", CUSTOMERS, 1043, 4, 23, 0},
+	{"email", CUSTOMERS, OID_CITEXT, 5, -1, 0}, {"dob", CUSTOMERS, 1082, 6, -1, 0},
+};
+static const char *const alice[] = {"1", "Alice", "123-45-6789", "4111111111111111",
+				    "alice@example.com", "1985-07-23"};
+
+/* ---- scenarios ---------------------------------------------------------------------------------- */
+
+static void test_unmasked_identity_costs_nothing(void **state)
+{
+	struct world w;
+	struct mb m;
+
+	world_start(&w, "app");
+	assert_false(stage_chain_wants(&w.ch, PROTO_FRONTEND, 'Q'));
+	assert_false(stage_chain_wants(&w.ch, PROTO_BACKEND, 'T'));
+	assert_false(stage_chain_streams(&w.ch, 'D'));
+	be(&w, datarow(&m, alice, 6));
+	assert_true(seen_has(&w, "123-45-6789")); /* clear, as it should be */
+	world_end(&w);
+}
+
+static void test_simple_query_masks_every_strategy(void **state)
+{
+	struct world w;
+	struct mb m;
+	const char *const nulls[] = {"2", NULL, NULL, NULL, NULL, NULL};
+
+	nfacts = 0;
+	fact("SELECT * FROM customers", MASK_REFS_MASKED);
+	world_start(&w, "analyst");
+	assert_true(stage_chain_wants(&w.ch, PROTO_FRONTEND, 'Q'));
+	assert_int_equal(fe(&w, query(&m, "SELECT * FROM customers")), STAGE_FORWARD);
+	assert_int_equal(be(&w, rowdesc(&m, customer_cols, 6)), STAGE_FORWARD);
+	assert_true(stage_chain_streams(&w.ch, 'D'));
+	assert_int_equal(be(&w, datarow(&m, alice, 6)), STAGE_FORWARD);
+	assert_int_equal(be(&w, datarow(&m, nulls, 6)), STAGE_FORWARD);
+	assert_int_equal(be(&w, simple(&m, 'C', "SELECT 2")), STAGE_FORWARD);
+	assert_int_equal(be(&w, ready(&m)), STAGE_FORWARD);
+	assert_false(seen_has(&w, "123-45-6789"));
+	assert_false(seen_has(&w, "4111111111111111"));
+	assert_false(seen_has(&w, "alice@"));
+	assert_false(seen_has(&w, "07-23"));
+	assert_true(seen_has(&w, "XXXXXXX6789"));
+	assert_true(seen_has(&w, "xxxxx@example.com"));
+	assert_true(seen_has(&w, "1985-01-01"));
+	assert_true(seen_has(&w, "Alice")); /* name is not masked */
+	assert_seen_frames(&w);
+	{
+		char sum[512];
+
+		mask_stage_summary(stage_chain_state(&w.ch, 0), sum, sizeof(sum));
+		assert_string_equal(sum, "public.customers.ssn=partial-last-4,public.customers.card=hash,"
+					 "public.customers.email=email,public.customers.dob=date");
+	}
+	world_end(&w);
+}
+
+static void test_computed_columns(void **state)
+{
+	struct world w;
+	struct mb m;
+	static const struct col computed[] = {{"upper", 0, 25, 0, -1, 0}};
+	static const struct col view[] = {{"ssn", CUSTOMERS_V, 25, 2, -1, 0}};
+	const char *const v[] = {"123-45-6789"};
+
+	nfacts = 0;
+	fact("SELECT upper(ssn) FROM customers", MASK_REFS_MASKED);
+	fact("SELECT upper('x')", MASK_REFS_NONE);
+	fact("SELECT ssn FROM customers_v", MASK_REFS_NONE); /* a classifier that misses views */
+	world_start(&w, "analyst");
+	/* references masked data: masked whole */
+	fe(&w, query(&m, "SELECT upper(ssn) FROM customers"));
+	be(&w, rowdesc(&m, computed, 1));
+	be(&w, datarow(&m, v, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	be(&w, ready(&m));
+	assert_false(seen_has(&w, "123-45-6789"));
+	/* a view over a masked column: the catalog knows, whatever the classifier says */
+	fe(&w, query(&m, "SELECT ssn FROM customers_v"));
+	be(&w, rowdesc(&m, view, 1));
+	be(&w, datarow(&m, v, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	be(&w, ready(&m));
+	assert_false(seen_has(&w, "123-45-6789"));
+	/* unknown to the classifier: masked whole */
+	fe(&w, query(&m, "SELECT md5(ssn) FROM customers"));
+	be(&w, rowdesc(&m, computed, 1));
+	be(&w, datarow(&m, v, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	be(&w, ready(&m));
+	assert_false(seen_has(&w, "123-45-6789"));
+	/* surely clean: passes, and DataRow is not even streamed */
+	fe(&w, query(&m, "SELECT upper('x')"));
+	be(&w, rowdesc(&m, computed, 1));
+	assert_false(stage_chain_streams(&w.ch, 'D'));
+	be(&w, datarow(&m, v, 1));
+	assert_true(seen_has(&w, "123-45-6789"));
+	assert_seen_frames(&w);
+	world_end(&w);
+}
+
+/* FETCH from a cursor says nothing about what the cursor reads: its DECLARE does. */
+static void test_cursor_keeps_its_definitions_refs(void **state)
+{
+	struct world w;
+	struct mb m;
+	static const struct col computed[] = {{"upper", 0, 25, 0, -1, 0}};
+	const char *const v[] = {"123-45-6789"};
+	struct mask_stmt_info *f;
+
+	nfacts = 0;
+	f = fact("DECLARE c CURSOR WITH HOLD FOR SELECT upper(ssn) FROM customers", MASK_REFS_MASKED);
+	f->name_use = MASK_NAME_DEFINES;
+	strcpy(f->name, "c");
+	f->no_rows = true;
+	f = fact("FETCH ALL FROM c", MASK_REFS_NONE); /* a naive classifier */
+	f->name_use = MASK_NAME_USES;
+	strcpy(f->name, "c");
+	world_start(&w, "analyst");
+	fe(&w, query(&m, "DECLARE c CURSOR WITH HOLD FOR SELECT upper(ssn) FROM customers"));
+	be(&w, simple(&m, 'C', "DECLARE CURSOR"));
+	be(&w, ready(&m));
+	fe(&w, query(&m, "FETCH ALL FROM c"));
+	be(&w, rowdesc(&m, computed, 1));
+	be(&w, datarow(&m, v, 1));
+	be(&w, simple(&m, 'C', "FETCH 1"));
+	be(&w, ready(&m));
+	assert_false(seen_has(&w, "123-45-6789"));
+	world_end(&w);
+}
+
+static void test_extended_binary_and_portals(void **state)
+{
+	struct world w;
+	struct mb m, row;
+	static const struct col two[] = {{"id", CUSTOMERS, 23, 1, -1, 0},
+					 {"ssn", CUSTOMERS, 25, 3, -1, 0}};
+
+	nfacts = 0;
+	fact("SELECT id, ssn FROM customers", MASK_REFS_MASKED);
+	world_start(&w, "analyst");
+	/* describe the statement once, execute it twice in binary, the second time undescribed */
+	fe(&w, m_parse(&m, "s1", "SELECT id, ssn FROM customers"));
+	fe(&w, describe(&m, 'S', "s1"));
+	fe(&w, empty(&m, 'S'));
+	be(&w, empty(&m, '1'));
+	mb_start(&m, 't');
+	mb_u16(&m, 0);
+	be(&w, mb_end(&m));
+	be(&w, rowdesc(&m, two, 2));
+	be(&w, ready(&m));
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(fe(&w, m_bind(&m, "", "s1", 1)), STAGE_FORWARD);
+		assert_int_equal(fe(&w, m_execute(&m, "")), STAGE_FORWARD);
+		fe(&w, empty(&m, 'S'));
+		be(&w, empty(&m, '2'));
+		mb_start(&row, 'D');
+		mb_u16(&row, 2);
+		mb_u32(&row, 4);
+		mb_u32(&row, 7);
+		mb_u32(&row, 11);
+		mb_bytes(&row, "987-65-4321", 11);
+		assert_int_equal(be(&w, mb_end(&row)), STAGE_FORWARD);
+		be(&w, simple(&m, 'C', "SELECT 1"));
+		be(&w, ready(&m));
+	}
+	assert_false(seen_has(&w, "987-65-4321"));
+	assert_true(seen_has(&w, "XXXXXXX4321"));
+	assert_seen_frames(&w);
+	world_end(&w);
+}
+
+static void test_undescribed_portal_is_refused(void **state)
+{
+	struct world w;
+	struct mb m;
+
+	nfacts = 0;
+	world_start(&w, "analyst");
+	fe(&w, m_parse(&m, "", "SELECT ssn FROM customers"));
+	fe(&w, m_bind(&m, "", "", 0));
+	assert_int_equal(fe(&w, m_execute(&m, "")), STAGE_REJECT);
+	assert_string_equal(w.last.sqlstate, "0A000");
+	world_end(&w);
+}
+
+/* A Parse the server refuses must not change what the name means. */
+static void test_refused_parse_keeps_the_old_statement(void **state)
+{
+	struct world w;
+	struct mb m, row;
+	static const struct col computed[] = {{"x", 0, 25, 0, -1, 0}};
+	const char *const v[] = {"123-45-6789"};
+	static const char err_dup[] = "prepared statement \"s1\" already exists";
+
+	nfacts = 0;
+	fact("SELECT ssn || '' FROM customers", MASK_REFS_MASKED);
+	fact("SELECT 'harmless' || ''", MASK_REFS_NONE);
+	world_start(&w, "analyst");
+	fe(&w, m_parse(&m, "s1", "SELECT ssn || '' FROM customers"));
+	fe(&w, describe(&m, 'S', "s1"));
+	fe(&w, empty(&m, 'S'));
+	be(&w, empty(&m, '1'));
+	mb_start(&m, 't');
+	mb_u16(&m, 0);
+	be(&w, mb_end(&m));
+	be(&w, rowdesc(&m, computed, 1));
+	be(&w, ready(&m));
+	/* the attack: redefine s1 as something the classifier calls clean */
+	fe(&w, m_parse(&m, "s1", "SELECT 'harmless' || ''"));
+	fe(&w, empty(&m, 'S'));
+	mb_start(&m, 'E');
+	mb_u8(&m, 'S');
+	mb_str(&m, "ERROR");
+	mb_u8(&m, 'C');
+	mb_str(&m, "42P05");
+	mb_u8(&m, 'M');
+	mb_str(&m, err_dup);
+	mb_u8(&m, 0);
+	be(&w, mb_end(&m));
+	be(&w, ready(&m));
+	/* s1 is still the masked statement on the server */
+	fe(&w, m_bind(&m, "", "s1", 0));
+	assert_int_equal(fe(&w, m_execute(&m, "")), STAGE_FORWARD);
+	fe(&w, empty(&m, 'S'));
+	be(&w, empty(&m, '2'));
+	be(&w, datarow(&row, v, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	be(&w, ready(&m));
+	assert_false(seen_has(&w, "123-45-6789"));
+	assert_true(seen_has(&w, err_dup)); /* 42 is a class whose text is kept */
+	world_end(&w);
+}
+
+static void test_scrubbing(void **state)
+{
+	struct world w;
+	struct mb m;
+
+	nfacts = 0;
+	world_start(&w, "analyst");
+	/* invalid input syntax echoes the value */
+	mb_start(&m, 'E');
+	mb_u8(&m, 'S');
+	mb_str(&m, "ERROR");
+	mb_u8(&m, 'C');
+	mb_str(&m, "22P02");
+	mb_u8(&m, 'M');
+	mb_str(&m, "invalid input syntax for type integer: \"123-45-6789\"");
+	mb_u8(&m, 'P');
+	mb_str(&m, "8");
+	mb_u8(&m, 0);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_REWRITE);
+	/* unique violation's DETAIL */
+	mb_start(&m, 'E');
+	mb_u8(&m, 'S');
+	mb_str(&m, "ERROR");
+	mb_u8(&m, 'C');
+	mb_str(&m, "23505");
+	mb_u8(&m, 'M');
+	mb_str(&m, "duplicate key value violates unique constraint \"c_ssn_key\"");
+	mb_u8(&m, 'D');
+	mb_str(&m, "Key (ssn)=(987-65-4321) already exists.");
+	mb_u8(&m, 'n');
+	mb_str(&m, "c_ssn_key");
+	mb_u8(&m, 0);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_REWRITE);
+	/* a notification payload */
+	mb_start(&m, 'A');
+	mb_u32(&m, 77);
+	mb_str(&m, "audit");
+	mb_str(&m, "ssn=555-12-3456");
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_REWRITE);
+	/* application_name set from data; the client's own value passes */
+	mb_start(&m, 'S');
+	mb_str(&m, "application_name");
+	mb_str(&m, "111-22-3333");
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_REWRITE);
+	mb_start(&m, 'S');
+	mb_str(&m, "application_name");
+	mb_str(&m, "report-tool");
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	mb_start(&m, 'S');
+	mb_str(&m, "TimeZone");
+	mb_str(&m, "UTC");
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	assert_false(seen_has(&w, "123-45-6789"));
+	assert_false(seen_has(&w, "987-65-4321"));
+	assert_false(seen_has(&w, "555-12-3456"));
+	assert_false(seen_has(&w, "111-22-3333"));
+	assert_true(seen_has(&w, "c_ssn_key"));
+	assert_true(seen_has(&w, "22P02"));
+	assert_true(seen_has(&w, "report-tool"));
+	assert_seen_frames(&w);
+	world_end(&w);
+}
+
+static void test_copy_text_is_masked(void **state)
+{
+	struct world w;
+	struct mb m;
+	struct mask_stmt_info *f;
+	static const char rows[] = "1\tAlice\t123-45-6789\t4111111111111111\talice@example.com\t"
+				   "1985-07-23\n";
+
+	nfacts = 0;
+	f = fact("COPY customers TO STDOUT", MASK_REFS_MASKED);
+	f->copy_to = true;
+	strcpy(f->copy_table, "customers");
+	f->copy_opts_known = true;
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_TEXT);
+	world_start(&w, "analyst");
+	assert_int_equal(fe(&w, query(&m, "COPY customers TO STDOUT")), STAGE_FORWARD);
+	mb_start(&m, 'H');
+	mb_u8(&m, 0);
+	mb_u16(&m, 6);
+	for (int i = 0; i < 6; i++)
+		mb_u16(&m, 0);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	assert_true(stage_chain_streams(&w.ch, 'd'));
+	/* the row split across two CopyData messages */
+	mb_start(&m, 'd');
+	mb_bytes(&m, rows, 20);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	mb_start(&m, 'd');
+	mb_bytes(&m, rows + 20, sizeof(rows) - 1 - 20);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	assert_int_equal(be(&w, empty(&m, 'c')), STAGE_FORWARD);
+	be(&w, simple(&m, 'C', "COPY 1"));
+	be(&w, ready(&m));
+	assert_false(seen_has(&w, "123-45-6789"));
+	assert_false(seen_has(&w, "alice@"));
+	assert_true(seen_has(&w, "XXXXXXX6789"));
+	assert_seen_frames(&w);
+	world_end(&w);
+}
+
+static void test_unmaskable_requests_are_refused(void **state)
+{
+	struct world w;
+	struct mb m;
+	struct mask_stmt_info *f;
+
+	nfacts = 0;
+	f = fact("COPY (SELECT ssn FROM customers) TO STDOUT", MASK_REFS_MASKED);
+	f->copy_to = true;
+	f->copy_query = true;
+	f->copy_opts_known = true;
+	world_start(&w, "analyst");
+	assert_int_equal(fe(&w, query(&m, "COPY (SELECT ssn FROM customers) TO STDOUT")),
+			 STAGE_REJECT);
+	assert_string_equal(w.last.sqlstate, "0A000");
+	/* the fastpath function call */
+	mb_start(&m, 'F');
+	mb_u32(&m, 2275);
+	mb_u16(&m, 0);
+	mb_u16(&m, 0);
+	mb_u16(&m, 0);
+	assert_int_equal(fe(&w, mb_end(&m)), STAGE_REJECT);
+	assert_string_equal(w.last.sqlstate, "42501");
+	/* a COPY nobody analysed: closed at CopyOutResponse, never passed */
+	assert_int_equal(fe(&w, query(&m, "COPY customers TO STDOUT WITH (FORMAT csv)")),
+			 STAGE_FORWARD);
+	mb_start(&m, 'H');
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 0);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_CLOSE);
+	world_end(&w);
+}
+
+static void test_server_rows_that_cannot_be_masked_close(void **state)
+{
+	struct world w;
+	struct mb m;
+	static const struct col two[] = {{"name", CUSTOMERS, 25, 2, -1, 0},
+					 {"ssn", CUSTOMERS, 25, 3, -1, 0}};
+	static char big[8192];
+	const char *v[] = {big, "123-45-6789"};
+
+	memset(big, 'a', sizeof(big) - 1);
+	nfacts = 0;
+	world_start(&w, "analyst");
+	fe(&w, query(&m, "SELECT name, ssn FROM customers"));
+	be(&w, rowdesc(&m, two, 2));
+	/* the masked column lies beyond the 4 KiB lookahead */
+	assert_int_equal(be(&w, datarow(&m, v, 2)), STAGE_CLOSE);
+	assert_string_equal(w.last.sqlstate, "54000");
+	assert_false(seen_has(&w, "123-45-6789"));
+	world_end(&w);
+
+	world_start(&w, "analyst");
+	fe(&w, query(&m, "SELECT name, ssn FROM customers"));
+	be(&w, rowdesc(&m, two, 2));
+	v[0] = "x";
+	v[1] = "123-45-6789";
+	/* three columns where two were described */
+	mb_start(&m, 'D');
+	mb_u16(&m, 3);
+	for (int i = 0; i < 3; i++) {
+		mb_u32(&m, 1);
+		mb_u8(&m, 'z');
+	}
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_CLOSE);
+	assert_string_equal(w.last.sqlstate, "08P01");
+	world_end(&w);
+
+	/* a row for no result at all */
+	world_start(&w, "analyst");
+	assert_int_equal(be(&w, datarow(&m, v, 2)), STAGE_CLOSE);
+	world_end(&w);
+}
+
+static void test_deny_profile_and_catalog_not_ready(void **state)
+{
+	struct world w;
+	struct mb m;
+	static const struct col computed[] = {{"x", 0, 25, 0, -1, 0}};
+	const char *const v[] = {"123-45-6789"};
+
+	nfacts = 0;
+	fact("SELECT ssn || 'x' FROM customers", MASK_REFS_MASKED);
+	world_start(&w, "strict");
+	fe(&w, query(&m, "SELECT ssn || 'x' FROM customers"));
+	be(&w, rowdesc(&m, computed, 1));
+	be(&w, datarow(&m, v, 1)); /* too late to refuse a simple Query: masked whole */
+	assert_false(seen_has(&w, "123-45-6789"));
+	world_end(&w);
+
+	/* no catalog for the current policy: statements wait, nothing passes unmasked */
+	mask_catalog_publish(NULL);
+	world_start(&w, "analyst");
+	assert_int_equal(fe(&w, query(&m, "SELECT ssn FROM customers")), STAGE_REJECT);
+	assert_string_equal(w.last.sqlstate, "55000");
+	world_end(&w);
+	build_catalog();
+}
+
+static void test_ddl_asks_for_a_refresh(void **state)
+{
+	struct world w;
+	struct mb m;
+
+	nfacts = 0;
+	stale_calls = 0;
+	world_start(&w, "analyst");
+	fe(&w, query(&m, "ALTER TABLE customers ADD COLUMN x int"));
+	be(&w, simple(&m, 'C', "ALTER TABLE"));
+	be(&w, ready(&m));
+	assert_int_equal(stale_calls, 1);
+	world_end(&w);
+}
+
+
+/* A policy double: refuses any Query whose text starts with "DENY". */
+static void deny_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
+{
+	const char *sql;
+
+	if (proto_read_query(m, &sql) == PROTO_OK && !strncmp(sql, "DENY", 4))
+		stage_result_set(r, STAGE_REJECT, "42501", "deny", "denied by policy");
+}
+
+static const struct stage_ops deny_stage = {
+	.name = "policy-double",
+	.frontend_whole = {{0, 1ull << ('Q' - 64)}}, /* 'Q' is 81: word 1, bit 17 */
+	.frontend = deny_frontend,
+};
+
+/*
+ * A Query refused before masking still gets its ReadyForQuery from the server (the relay
+ * sends a poison and hides the error); it must not be taken for the next pipelined Query's.
+ */
+static void test_refused_query_keeps_the_queue_in_order(void **state)
+{
+	struct world w;
+	struct mb m;
+	static const struct col two[] = {{"id", CUSTOMERS, 23, 1, -1, 0},
+					 {"ssn", CUSTOMERS, 25, 3, -1, 0}};
+	const char *const v[] = {"1", "123-45-6789"};
+
+	nfacts = 0;
+	fact("SELECT id, ssn FROM customers", MASK_REFS_MASKED);
+	front_stage = &deny_stage;
+	world_start(&w, "analyst");
+	assert_int_equal(fe(&w, query(&m, "DENY this")), STAGE_REJECT);
+	assert_int_equal(fe(&w, query(&m, "SELECT id, ssn FROM customers")), STAGE_FORWARD);
+	assert_int_equal(be(&w, ready(&m)), STAGE_FORWARD); /* the refused one's */
+	assert_int_equal(be(&w, rowdesc(&m, two, 2)), STAGE_FORWARD);
+	assert_int_equal(be(&w, datarow(&m, v, 2)), STAGE_FORWARD);
+	assert_int_equal(be(&w, simple(&m, 'C', "SELECT 1")), STAGE_FORWARD);
+	assert_int_equal(be(&w, ready(&m)), STAGE_FORWARD);
+	assert_false(seen_has(&w, "123-45-6789"));
+	assert_true(seen_has(&w, "XXXXXXX6789"));
+	world_end(&w);
+	front_stage = NULL;
+}
+
+/* ---- real server bytes ------------------------------------------------------------------------ */
+
+/*
+ * The captures of data/mask/capture/ (tests/integration/capture_mask.py): a real PostgreSQL
+ * 15 answering the masking fixture's statements, replayed message by message through a
+ * masked session whose catalog is the one the same server resolved. Nothing of the
+ * fixture's sensitive values may reach the client, and every message must still frame.
+ */
+static uint8_t *read_file(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b = malloc(1u << 20);
+
+	assert_non_null(f);
+	*n = fread(b, 1, 1u << 20, f);
+	fclose(f);
+	return b;
+}
+
+static struct mask_policy *capture_policy(const struct mask_profile **out)
+{
+	FILE *f = fopen("../integration/masking_policy.txt", "r");
+	struct mask_policy *mp = mask_policy_new();
+	struct mask_profile *p;
+	char line[256], err[256];
+
+	assert_non_null(f);
+	assert_int_equal(mask_policy_add_profile(mp, "capture", &p), 0);
+	while (fgets(line, sizeof(line), f)) {
+		char *eq = strrchr(line, '=');
+
+		if (!eq || line[0] == '#')
+			continue;
+		*eq = '\0';
+		eq[strcspn(eq + 1, "\n") + 1] = '\0';
+		assert_int_equal(mask_profile_add(p, line, eq + 1, err, sizeof(err)), 0);
+	}
+	fclose(f);
+	mask_policy_seal(mp);
+	*out = p;
+	return mp;
+}
+
+static const struct mask_profile *capture_profile;
+
+static const struct mask_profile *capture_source(void *arg, const struct session *s)
+{
+	return capture_profile;
+}
+
+/* Every backend message of a capture file through the session. */
+static void replay(struct world *w, const char *name)
+{
+	char path[256];
+	size_t n, off = 0;
+	uint8_t *raw;
+
+	snprintf(path, sizeof(path), "data/mask/capture/%s.be", name);
+	raw = read_file(path, &n);
+	while (off < n) {
+		struct proto_msg pm;
+		struct mb m;
+
+		assert_int_equal(proto_frame(raw + off, n - off, PROTO_BACKEND, PROTO_MAX_BODY, &pm),
+				 PROTO_OK);
+		memcpy(m.b, raw + off, PROTO_HEADER_LEN + pm.body_len);
+		m.n = PROTO_HEADER_LEN + pm.body_len;
+		assert_int_not_equal(be(w, &m), STAGE_CLOSE);
+		off += m.n;
+	}
+	free(raw);
+}
+
+static void test_real_server_captures(void **state)
+{
+	static const char *const secrets[] = {
+		"123-45-6789", "987-65-4321", "111-22-3333", "555-12-3456", "4111111111111111",
+		"5500000000000004", "340000000000009", "alice@example.com", "Bob@Example.org",
+		"dan+tag@", "+1 (555) 123-4567", "7946 0018", "1985-07-23", "1990-01-31",
+		"2000-02-29", "1234.56", "new customer", "vip",
+	};
+	struct mask_policy *mp;
+	struct mask_catalog_builder *b;
+	struct mask_catalog *c;
+	struct mask_stage_config cfg = {.source = {.profile = capture_source, .analyse = src_analyse},
+					.row_lookahead = 4096};
+	struct mask_stmt_info *f;
+	struct world w;
+	struct mb m;
+	size_t n, off = 0;
+	uint8_t *raw;
+
+	mp = capture_policy(&capture_profile);
+	b = mask_catalog_builder_new(mp);
+	raw = read_file("data/mask/capture/catalog.be", &n);
+	while (off < n) {
+		struct proto_msg pm;
+
+		assert_int_equal(proto_frame(raw + off, n - off, PROTO_BACKEND, PROTO_MAX_BODY, &pm),
+				 PROTO_OK);
+		if (pm.type == 'T')
+			assert_int_equal(mask_catalog_builder_rowdesc(b, &pm), 0);
+		if (pm.type == 'D')
+			assert_int_equal(mask_catalog_builder_row(b, &pm), 0);
+		off += PROTO_HEADER_LEN + pm.body_len;
+	}
+	free(raw);
+	assert_int_equal(mask_catalog_builder_finish(b, &c), 0);
+	mask_catalog_publish(c);
+	assert_int_equal(mask_stage_configure(&cfg), 0);
+
+	nfacts = 0;
+	fact("SELECT * FROM customers ORDER BY id", MASK_REFS_MASKED);
+	fact("SELECT * FROM customers_archive", MASK_REFS_MASKED);
+	fact("SELECT * FROM customer_ssn_view ORDER BY id", MASK_REFS_NONE);
+	fact("SELECT upper(ssn), id::text || ssn FROM customers ORDER BY id", MASK_REFS_MASKED);
+	f = fact("COPY customers TO STDOUT", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_TEXT);
+	f = fact("COPY customers TO STDOUT (FORMAT csv, HEADER)", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_CSV);
+	f->copy_opts.header = true;
+	f = fact("COPY customers TO STDOUT (FORMAT binary)", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_BINARY);
+	f = fact("COPY customers (ssn, id) TO STDOUT (DELIMITER '|', NULL 'NULL')", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	memcpy(f->copy_cols, "ssn\0id\0", 7);
+	f->ncopy_cols = 2;
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_TEXT);
+	f->copy_opts.delim = '|';
+	f->copy_opts.null_len = 4;
+	memcpy(f->copy_opts.null_str, "NULL", 4);
+
+	world_start(&w, "capture");
+	{
+		static const char *const simple_ones[][2] = {
+			{"select_text", "SELECT * FROM customers ORDER BY id"},
+			{"select_inherited", "SELECT * FROM customers_archive"},
+			{"select_view", "SELECT * FROM customer_ssn_view ORDER BY id"},
+			{"select_computed", "SELECT upper(ssn), id::text || ssn FROM customers ORDER BY id"},
+			{"copy_text", "COPY customers TO STDOUT"},
+			{"copy_csv", "COPY customers TO STDOUT (FORMAT csv, HEADER)"},
+			{"copy_binary", "COPY customers TO STDOUT (FORMAT binary)"},
+			{"copy_cols", "COPY customers (ssn, id) TO STDOUT (DELIMITER '|', NULL 'NULL')"},
+			{"error_syntax", "SELECT ssn::int FROM customers WHERE id = 1"},
+			{"error_unique", "INSERT INTO customers (id, ssn) VALUES (99, '123-45-6789')"},
+			{"notify", "LISTEN audit; NOTIFY audit, 'ssn=555-12-3456'; SELECT "
+				   "set_config('application_name', ssn, false) FROM customers WHERE id = 2"},
+		};
+
+		for (size_t i = 0; i < sizeof(simple_ones) / sizeof(simple_ones[0]); i++) {
+			assert_int_equal(fe(&w, query(&m, simple_ones[i][1])), STAGE_FORWARD);
+			replay(&w, simple_ones[i][0]);
+		}
+	}
+	/* the extended protocol, binary results */
+	assert_int_equal(fe(&w, m_parse(&m, "s1", "SELECT * FROM customers ORDER BY id")),
+			 STAGE_FORWARD);
+	assert_int_equal(fe(&w, m_bind(&m, "", "s1", 1)), STAGE_FORWARD);
+	assert_int_equal(fe(&w, describe(&m, 'P', "")), STAGE_FORWARD);
+	assert_int_equal(fe(&w, m_execute(&m, "")), STAGE_FORWARD);
+	fe(&w, empty(&m, 'S'));
+	replay(&w, "select_binary");
+
+	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		if (seen_has(&w, secrets[i]))
+			fail_msg("the client saw \"%s\"", secrets[i]);
+	assert_true(seen_has(&w, "XXXXXXX6789"));      /* ssn, partial-last-4 */
+	assert_true(seen_has(&w, "XXXXXXXXXXXX1111")); /* card */
+	assert_true(seen_has(&w, "xxxxx@example.com"));
+	assert_true(seen_has(&w, "1985-01-01"));
+	assert_true(seen_has(&w, "Alice"));
+	assert_seen_frames(&w);
+	world_end(&w);
+
+	cfg.source = (struct mask_source){.profile = src_profile, .analyse = src_analyse,
+					  .catalog_stale = src_stale};
+	assert_int_equal(mask_stage_configure(&cfg), 0);
+	mask_policy_put(mp);
+	build_catalog();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_unmasked_identity_costs_nothing),
+		cmocka_unit_test(test_simple_query_masks_every_strategy),
+		cmocka_unit_test(test_computed_columns),
+		cmocka_unit_test(test_cursor_keeps_its_definitions_refs),
+		cmocka_unit_test(test_extended_binary_and_portals),
+		cmocka_unit_test(test_undescribed_portal_is_refused),
+		cmocka_unit_test(test_refused_parse_keeps_the_old_statement),
+		cmocka_unit_test(test_scrubbing),
+		cmocka_unit_test(test_copy_text_is_masked),
+		cmocka_unit_test(test_unmaskable_requests_are_refused),
+		cmocka_unit_test(test_server_rows_that_cannot_be_masked_close),
+		cmocka_unit_test(test_deny_profile_and_catalog_not_ready),
+		cmocka_unit_test(test_ddl_asks_for_a_refresh),
+		cmocka_unit_test(test_real_server_captures),
+		cmocka_unit_test(test_refused_query_keeps_the_queue_in_order),
+	};
+
+	return cmocka_run_group_tests_name("mask_stage", tests, setup, teardown);
+}

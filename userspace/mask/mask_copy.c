@@ -1,0 +1,900 @@
+/*
+ * mask_copy: COPY TO data rewriters (see mask_copy.h).
+ *
+ * Text and CSV share one field machine: raw bytes are scanned for the field's end (an
+ * unescaped delimiter or newline; in CSV, outside quotes), and each raw byte is also
+ * decoded into content bytes. A clear field copies its raw bytes. A masked field first
+ * collects enough raw bytes to tell whether it is the NULL string, then sends its content
+ * through the transformer in chunks, and encodes the transformer's output for the format.
+ * Binary is a walk over length-prefixed fields.
+ */
+#include "mask/mask_copy.h"
+
+#include <errno.h>
+#include <string.h>
+
+enum {
+	/* text and CSV */
+	S_FIELD = 0, /* a field starts */
+	S_RAW,       /* unquoted field bytes */
+	S_QUOTED,    /* CSV: inside quotes */
+	S_QUOTE2,    /* CSV: a quote inside quotes: the end, or a doubled quote */
+	S_QESC,      /* CSV: the escape character inside quotes */
+	S_CONTENT,   /* content bytes waiting to go through the transformer */
+	S_FINISH,    /* the field ended: the transformer's last output */
+	S_END,       /* write the end byte, then the next field or row */
+	/* binary */
+	S_SIG,
+	S_FLAGS,
+	S_EXTLEN,
+	S_EXT,
+	S_TUPLE,
+	S_FLEN,
+	S_FCOPY,
+	S_FSKIP,
+	S_FXF,
+	S_FFINISH,
+	S_FHOLD,
+	S_TRAILER,   /* after the trailer: nothing may follow */
+	S_FAILED,
+};
+
+/* Text escapes (the de-escaper's states). */
+enum { E_NONE = 0, E_BS, E_OCT, E_HEX };
+
+static const uint8_t copy_signature[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
+
+void mask_copy_opts_default(struct mask_copy_opts *o, enum mask_copy_format f)
+{
+	memset(o, 0, sizeof(*o));
+	o->format = f;
+	if (f == MASK_COPY_CSV) {
+		o->delim = ',';
+		o->quote = '"';
+		o->escape = '"';
+		o->null_len = 0;
+	} else {
+		o->delim = '\t';
+		o->null_str[0] = '\\';
+		o->null_str[1] = 'N';
+		o->null_len = 2;
+	}
+}
+
+void mask_copy_init(struct mask_copy *c, uint8_t *buf, uint32_t cap)
+{
+	memset(c, 0, sizeof(*c));
+	c->buf = buf;
+	c->buf_cap = cap;
+	c->st = S_FAILED;
+}
+
+int mask_copy_begin(struct mask_copy *c, const struct mask_copy_opts *o,
+		    const struct mask_plan *plan, const struct mask_env *env)
+{
+	if (o->format != MASK_COPY_BINARY) {
+		if (o->delim == '\n' || o->delim == '\r' ||
+		    (o->format == MASK_COPY_TEXT && o->delim == '\\') ||
+		    (o->format == MASK_COPY_CSV &&
+		     (o->quote == o->delim || o->quote == '\n' || o->quote == '\r' ||
+		      o->escape == '\n' || o->escape == '\r')))
+			return -EINVAL;
+		if (o->null_len > MASK_COPY_NULL_MAX || memchr(o->null_str, '\n', o->null_len) ||
+		    memchr(o->null_str, '\r', o->null_len))
+			return -EINVAL;
+		if (env->enc == MASK_ENC_UNSUPPORTED)
+			return -EOPNOTSUPP;
+	}
+	c->o = *o;
+	c->plan = plan;
+	c->env = env;
+	c->rows = 0;
+	c->field = 0;
+	c->pend_off = c->pend_len = 0;
+	c->word_len = 0;
+	c->buf_len = c->buf_pos = 0;
+	c->from_buf = false;
+	c->header_row = o->format != MASK_COPY_BINARY && o->header;
+	c->st = o->format == MASK_COPY_BINARY ? S_SIG : S_FIELD;
+	return 0;
+}
+
+static size_t pend_room(const struct mask_copy *c)
+{
+	return sizeof(c->pend) - c->pend_len;
+}
+
+static void put(struct mask_copy *c, const void *p, size_t n)
+{
+	if (c->pend_off + c->pend_len + n > sizeof(c->pend)) {
+		memmove(c->pend, c->pend + c->pend_off, c->pend_len);
+		c->pend_off = 0;
+	}
+	memcpy(c->pend + c->pend_off + c->pend_len, p, n);
+	c->pend_len = (uint16_t)(c->pend_len + n);
+}
+
+static void put1(struct mask_copy *c, uint8_t b)
+{
+	put(c, &b, 1);
+}
+
+static void drain(struct mask_copy *c, uint8_t *out, size_t cap, size_t *o)
+{
+	size_t k = c->pend_len < cap - *o ? c->pend_len : cap - *o;
+
+	memcpy(out + *o, c->pend + c->pend_off, k);
+	*o += k;
+	c->pend_off = (uint16_t)(c->pend_off + k);
+	c->pend_len = (uint16_t)(c->pend_len - k);
+	if (!c->pend_len)
+		c->pend_off = 0;
+}
+
+bool mask_copy_pending(const struct mask_copy *c)
+{
+	return c->pend_len != 0;
+}
+
+/* ---- text and CSV --------------------------------------------------------------------------- */
+
+static const struct mask_plan_col *cur_col(const struct mask_copy *c)
+{
+	return &c->plan->cols[c->field];
+}
+
+static bool field_clear(const struct mask_copy *c)
+{
+	return c->header_row || cur_col(c)->kind == MASK_COL_CLEAR;
+}
+
+/* Encode transformer output for the format: text escapes as CopyAttributeOutText writes
+ * them; CSV inside the quotes this field was opened with. */
+static void put_encoded(struct mask_copy *c, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t b = p[i];
+
+		if (c->o.format == MASK_COPY_CSV) {
+			if (b == c->o.quote || (b == c->o.escape && c->o.escape != c->o.quote))
+				put1(c, c->o.escape);
+			put1(c, b);
+			continue;
+		}
+		if (b < 0x20) {
+			static const char named[] = "\b\f\n\r\t\v";
+			static const char letters[] = "bfnrtv";
+			const char *k = memchr(named, b, 6);
+
+			if (k) {
+				uint8_t e[2] = {'\\', (uint8_t)letters[k - named]};
+
+				put(c, e, 2);
+				continue;
+			}
+		}
+		if (b == '\\' || b == c->o.delim)
+			put1(c, '\\');
+		put1(c, b);
+	}
+}
+
+/* The value of a masked field begins: NULL string output, or the transformer. */
+static void value_begin(struct mask_copy *c)
+{
+	const struct mask_plan_col *col = cur_col(c);
+
+	c->value_null = mask_action_is_null(&col->action);
+	if (c->value_null) {
+		put(c, c->o.null_str, c->o.null_len);
+		return;
+	}
+	if (c->o.format == MASK_COPY_CSV)
+		put1(c, c->o.quote);
+	mask_xf_begin(&c->xf, &col->action, c->env, -1);
+}
+
+/* Give content bytes to the transformer (none for a value written as NULL). Returns bytes
+ * taken; stops when pend lacks room for the encoded output. */
+static size_t content(struct mask_copy *c, const uint8_t *p, size_t n)
+{
+	size_t taken = 0;
+
+	if (c->value_null)
+		return n;
+	while (taken < n && pend_room(c) >= 2 * 128 + 8) {
+		uint8_t scratch[128];
+		size_t used, made;
+
+		if (mask_xf_feed(&c->xf, p + taken, n - taken, &used, scratch, sizeof(scratch), &made) < 0)
+			return SIZE_MAX;
+		put_encoded(c, scratch, made);
+		taken += used;
+		if (!used && !made)
+			break;
+	}
+	return taken;
+}
+
+/* The field ended: finish the transformer. true when done. SIZE_MAX-style errors via c->st. */
+static int value_finish(struct mask_copy *c, bool *done)
+{
+	*done = true;
+	if (c->value_null)
+		return 0;
+	*done = false;
+	while (pend_room(c) >= 2 * 128 + 8) {
+		uint8_t scratch[128];
+		size_t made;
+		bool fin;
+		int rc = mask_xf_finish(&c->xf, scratch, sizeof(scratch), &made, &fin);
+
+		if (rc < 0)
+			return rc;
+		put_encoded(c, scratch, made);
+		if (fin) {
+			if (c->o.format == MASK_COPY_CSV)
+				put1(c, c->o.quote);
+			*done = true;
+			return 0;
+		}
+		if (!made)
+			break;
+	}
+	return 0;
+}
+
+/* After the end byte: the next field, or the next row; checks the count of fields. */
+static int field_next(struct mask_copy *c)
+{
+	bool row_end = c->end_byte == '\n';
+	unsigned ncols = c->plan->ncols;
+
+	if (!row_end) {
+		c->field++;
+		if (c->field >= ncols)
+			return -EPROTO; /* more fields than columns */
+	} else {
+		if ((unsigned)c->field + 1 != ncols && !(ncols == 0 && c->field == 0))
+			return -EPROTO; /* fewer fields than columns */
+		c->field = 0;
+		if (c->header_row)
+			c->header_row = false;
+		else
+			c->rows++;
+	}
+	c->st = S_FIELD;
+	return 0;
+}
+
+/*
+ * Text: one raw byte of a field through the unescaper. Returns the content byte (0..255),
+ * -1 for none yet, -2 when b ends the field, -3 when b completes a pending escape's value
+ * (returned in *v) and must be given again.
+ */
+static int text_unescape(struct mask_copy *c, uint8_t b, uint8_t *v)
+{
+	static const char letters[] = "bfnrtv";
+	static const char named[] = "\b\f\n\r\t\v";
+
+	switch (c->esc) {
+	case E_NONE:
+		if (b == '\\') {
+			c->esc = E_BS;
+			return -1;
+		}
+		if (b == c->o.delim || b == '\n')
+			return -2;
+		return b;
+	case E_BS: {
+		const char *k = memchr(letters, b, 6);
+
+		c->esc = E_NONE;
+		if (k)
+			return (uint8_t)named[k - letters];
+		if (b >= '0' && b <= '7') {
+			c->esc = E_OCT;
+			c->esc_n = 1;
+			c->esc_v = (uint8_t)(b - '0');
+			return -1;
+		}
+		if (b == 'x') {
+			c->esc = E_HEX;
+			c->esc_n = 0;
+			c->esc_v = 0;
+			return -1;
+		}
+		return b; /* \\, \<delimiter>, \. and any other byte stand for themselves */
+	}
+	case E_OCT:
+		if (b >= '0' && b <= '7' && c->esc_n < 3) {
+			c->esc_v = (uint8_t)(c->esc_v * 8 + (b - '0'));
+			if (++c->esc_n == 3) {
+				c->esc = E_NONE;
+				return c->esc_v;
+			}
+			return -1;
+		}
+		c->esc = E_NONE;
+		*v = c->esc_v;
+		return -3;
+	case E_HEX: {
+		int d = (b >= '0' && b <= '9') ? b - '0'
+			: (b >= 'a' && b <= 'f') ? b - 'a' + 10
+			: (b >= 'A' && b <= 'F') ? b - 'A' + 10 : -1;
+
+		if (d >= 0 && c->esc_n < 2) {
+			c->esc_v = (uint8_t)(c->esc_v * 16 + d);
+			if (++c->esc_n == 2) {
+				c->esc = E_NONE;
+				return c->esc_v;
+			}
+			return -1;
+		}
+		c->esc = E_NONE;
+		*v = c->esc_n ? c->esc_v : 'x'; /* "\x" without digits is an x */
+		return -3;
+	}
+	}
+	return -1;
+}
+
+/* The probe (a masked field's first raw bytes) decides: NULL, or a value. */
+static bool probe_is_null(const struct mask_copy *c)
+{
+	return c->probe_len == c->o.null_len && memcmp(c->probe, c->o.null_str, c->o.null_len) == 0;
+}
+
+static void add_content(struct mask_copy *c, uint8_t v)
+{
+	c->cbuf[c->cbuf_len++] = v;
+}
+
+/* A masked value's content bytes, once it is known not to be NULL. */
+static void stop_probing(struct mask_copy *c)
+{
+	c->probing = false;
+	value_begin(c);
+}
+
+/* After a content byte: flush the content buffer when full. */
+static void maybe_flush(struct mask_copy *c, uint8_t ret)
+{
+	if (!c->probing && c->cbuf_len == sizeof(c->cbuf)) {
+		c->ret_st = ret;
+		c->st = S_CONTENT;
+	}
+}
+
+static void end_field(struct mask_copy *c, uint8_t b)
+{
+	c->end_byte = b;
+	c->st = field_clear(c) ? S_END : S_FINISH;
+}
+
+static size_t proto_err(struct mask_copy *c, int *err)
+{
+	*err = -EPROTO;
+	c->st = S_FAILED;
+	return SIZE_MAX;
+}
+
+/*
+ * One step of the text/CSV machine on in[0..n). Returns bytes taken (0 when it waits for
+ * input or room, or only changed state), or SIZE_MAX with *err set.
+ */
+static size_t tc_step(struct mask_copy *c, const uint8_t *in, size_t n, int *err)
+{
+	bool csv = c->o.format == MASK_COPY_CSV;
+	uint8_t b = n ? in[0] : 0, v = 0;
+	int r;
+
+	switch (c->st) {
+	case S_FIELD:
+		if (!n)
+			return 0;
+		c->esc = E_NONE;
+		c->probe_len = 0;
+		c->cbuf_len = c->cbuf_off = 0;
+		c->value_null = false;
+		if (c->plan->ncols == 0 && !c->header_row) {
+			if (b != '\n')
+				return proto_err(c, err); /* a row of no columns is an empty line */
+			c->end_byte = b;
+			c->st = S_END;
+			return 1;
+		}
+		c->probing = !field_clear(c);
+		c->st = S_RAW;
+		return 0;
+	case S_RAW:
+		if (!n)
+			return 0;
+		if (field_clear(c)) {
+			size_t k = 0;
+
+			if (c->esc == E_BS) {
+				put1(c, b);
+				c->esc = E_NONE;
+				return 1;
+			}
+			while (k < n && k < 128 && in[k] != c->o.delim && in[k] != '\n' &&
+			       (csv ? in[k] != c->o.quote : in[k] != '\\'))
+				k++;
+			if (k) {
+				put(c, in, k);
+				return k;
+			}
+			if (b == c->o.delim || b == '\n') {
+				end_field(c, b);
+				return 1;
+			}
+			put1(c, b);
+			if (csv)
+				c->st = S_QUOTED;
+			else
+				c->esc = E_BS;
+			return 1;
+		}
+		if (csv) {
+			if (b == c->o.delim || b == '\n') {
+				end_field(c, b);
+				return 1;
+			}
+			if (b == c->o.quote) {
+				if (c->probing)
+					stop_probing(c); /* a quoted field is never NULL */
+				c->st = S_QUOTED;
+				return 1;
+			}
+			r = b;
+		} else {
+			r = text_unescape(c, b, &v);
+			if (r == -2) {
+				end_field(c, b);
+				return 1;
+			}
+			if (r == -3) {
+				add_content(c, v); /* the byte completes an escape: give it again */
+				maybe_flush(c, S_RAW);
+				return 0;
+			}
+		}
+		if (c->probing)
+			c->probe[c->probe_len++] = b;
+		if (r >= 0)
+			add_content(c, (uint8_t)r);
+		if (c->probing && c->probe_len > c->o.null_len)
+			stop_probing(c);
+		maybe_flush(c, S_RAW);
+		return 1;
+	case S_QUOTED:
+		if (!n)
+			return 0;
+		if (field_clear(c)) {
+			size_t k = 0;
+
+			while (k < n && k < 128 && in[k] != c->o.quote && in[k] != c->o.escape)
+				k++;
+			if (k) {
+				put(c, in, k);
+				return k;
+			}
+			put1(c, b);
+		} else if (b != c->o.quote && b != c->o.escape) {
+			add_content(c, b);
+			maybe_flush(c, S_QUOTED);
+			return 1;
+		}
+		if (b == c->o.escape && c->o.escape != c->o.quote)
+			c->st = S_QESC;
+		else
+			c->st = S_QUOTE2; /* the end, or (escape == quote) a doubled quote */
+		return 1;
+	case S_QESC:
+		if (!n)
+			return 0;
+		c->st = S_QUOTED;
+		if (b == c->o.quote || b == c->o.escape) {
+			if (field_clear(c))
+				put1(c, b);
+			else
+				add_content(c, b);
+			maybe_flush(c, S_QUOTED);
+			return 1;
+		}
+		if (!field_clear(c)) {
+			add_content(c, c->o.escape); /* an escape before anything else is itself */
+			maybe_flush(c, S_QUOTED);
+		}
+		return 0;
+	case S_QUOTE2:
+		if (!n)
+			return 0;
+		if (c->o.escape == c->o.quote && b == c->o.quote) {
+			if (field_clear(c))
+				put1(c, b);
+			else
+				add_content(c, b);
+			c->st = S_QUOTED;
+			maybe_flush(c, S_QUOTED);
+			return 1;
+		}
+		c->st = S_RAW; /* the quotes closed; the field goes on unquoted */
+		return 0;
+	case S_CONTENT: {
+		size_t t = content(c, c->cbuf + c->cbuf_off, c->cbuf_len - c->cbuf_off);
+
+		if (t == SIZE_MAX) {
+			*err = c->xf.err ? c->xf.err : -EIO;
+			c->st = S_FAILED;
+			return SIZE_MAX;
+		}
+		c->cbuf_off = (uint16_t)(c->cbuf_off + t);
+		if (c->cbuf_off == c->cbuf_len) {
+			c->cbuf_off = c->cbuf_len = 0;
+			c->st = c->ret_st;
+		}
+		return 0;
+	}
+	case S_FINISH: {
+		bool done;
+		int rc;
+
+		/* (an escape's digits cut by the end were completed before the end byte) */
+		if (c->probing) {
+			c->probing = false;
+			if (probe_is_null(c)) {
+				put(c, c->o.null_str, c->o.null_len); /* NULL stays NULL */
+				c->st = S_END;
+				return 0;
+			}
+			value_begin(c);
+		}
+		if (c->cbuf_off < c->cbuf_len) {
+			size_t t = content(c, c->cbuf + c->cbuf_off, c->cbuf_len - c->cbuf_off);
+
+			if (t == SIZE_MAX) {
+				*err = c->xf.err ? c->xf.err : -EIO;
+				c->st = S_FAILED;
+				return SIZE_MAX;
+			}
+			c->cbuf_off = (uint16_t)(c->cbuf_off + t);
+			return 0;
+		}
+		rc = value_finish(c, &done);
+		if (rc < 0) {
+			*err = rc;
+			c->st = S_FAILED;
+			return SIZE_MAX;
+		}
+		if (done)
+			c->st = S_END;
+		return 0;
+	}
+	case S_END:
+		if (pend_room(c) < 1)
+			return 0;
+		put1(c, c->end_byte);
+		if (field_next(c) < 0)
+			return proto_err(c, err);
+		return 0;
+	default:
+		return proto_err(c, err);
+	}
+}
+
+/* ---- binary ---------------------------------------------------------------------------------- */
+
+#define COPY_FLAG_OIDS (1u << 16)
+#define COPY_FLAGS_CRITICAL 0xffff0000u
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be32(struct mask_copy *c, uint32_t v)
+{
+	uint8_t w[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+
+	put(c, w, 4);
+}
+
+/* Collect `want` bytes into c->word; true once complete. */
+static bool collect(struct mask_copy *c, const uint8_t *in, size_t n, size_t want, size_t *used)
+{
+	size_t k = want - c->word_len;
+
+	if (k > n)
+		k = n;
+	memcpy(c->word + c->word_len, in, k);
+	c->word_len = (uint8_t)(c->word_len + k);
+	*used = k;
+	return c->word_len == want;
+}
+
+static void bin_next_field(struct mask_copy *c)
+{
+	c->word_len = 0;
+	if (++c->field == c->plan->ncols) {
+		c->field = 0;
+		c->rows++;
+		c->st = S_TUPLE;
+	} else {
+		c->st = S_FLEN;
+	}
+}
+
+/* A field's length word is in: what follows. */
+static int bin_field(struct mask_copy *c)
+{
+	const struct mask_plan_col *col = cur_col(c);
+	int32_t len = (int32_t)be32(c->word);
+	int64_t olen;
+
+	c->word_len = 0;
+	if (len < -1)
+		return -EPROTO;
+	if (col->kind == MASK_COL_CLEAR || len == -1) {
+		put_be32(c, (uint32_t)len);
+		c->left = len > 0 ? (uint32_t)len : 0;
+		c->st = S_FCOPY;
+		if (!c->left)
+			bin_next_field(c);
+		return 0;
+	}
+	if (mask_action_is_null(&col->action)) {
+		put_be32(c, UINT32_MAX);
+		c->left = (uint32_t)len;
+		c->st = S_FSKIP;
+		if (!c->left)
+			bin_next_field(c);
+		return 0;
+	}
+	c->left = (uint32_t)len;
+	olen = mask_out_len(&col->action, c->env, (uint32_t)len);
+	if (olen == MASK_LEN_UNKNOWN) {
+		if ((uint32_t)len > c->buf_cap)
+			return -E2BIG;
+		c->buf_len = 0;
+		c->st = S_FHOLD;
+		if (!len)
+			return -EPROTO; /* no content-dependent type is empty in binary */
+		return 0;
+	}
+	put_be32(c, (uint32_t)olen);
+	c->out_left = olen;
+	mask_xf_begin(&c->xf, &col->action, c->env, len);
+	c->st = len ? S_FXF : S_FFINISH;
+	return 0;
+}
+
+static size_t bin_step(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out, size_t cap,
+		       size_t *o, int *err)
+{
+	size_t used = 0, k;
+	int rc = 0;
+
+	switch (c->st) {
+	case S_SIG:
+		if (!collect(c, in, n, sizeof(copy_signature), &used))
+			return used;
+		if (memcmp(c->word, copy_signature, sizeof(copy_signature)) != 0)
+			goto proto;
+		put(c, c->word, sizeof(copy_signature));
+		c->word_len = 0;
+		c->st = S_FLAGS;
+		return used;
+	case S_FLAGS:
+		if (!collect(c, in, n, 4, &used))
+			return used;
+		/* OIDs (bit 16) and every other critical bit: not a stream we can read */
+		if (be32(c->word) & COPY_FLAGS_CRITICAL)
+			goto proto;
+		put(c, c->word, 4);
+		c->word_len = 0;
+		c->st = S_EXTLEN;
+		return used;
+	case S_EXTLEN:
+		if (!collect(c, in, n, 4, &used))
+			return used;
+		if ((int32_t)be32(c->word) < 0)
+			goto proto;
+		put(c, c->word, 4);
+		c->ext_left = be32(c->word);
+		c->word_len = 0;
+		c->st = c->ext_left ? S_EXT : S_TUPLE;
+		return used;
+	case S_EXT:
+		k = c->ext_left < n ? c->ext_left : n;
+		if (k > cap - *o)
+			k = cap - *o;
+		memcpy(out + *o, in, k);
+		*o += k;
+		c->ext_left -= (uint32_t)k;
+		if (!c->ext_left)
+			c->st = S_TUPLE;
+		return k;
+	case S_TUPLE: {
+		int16_t nf;
+
+		if (!collect(c, in, n, 2, &used))
+			return used;
+		nf = (int16_t)((uint16_t)c->word[0] << 8 | c->word[1]);
+		put(c, c->word, 2);
+		c->word_len = 0;
+		if (nf == -1) {
+			c->st = S_TRAILER;
+			return used;
+		}
+		if (nf != c->plan->ncols)
+			goto proto;
+		c->field = 0;
+		c->st = nf ? S_FLEN : S_TUPLE;
+		if (!nf)
+			c->rows++;
+		return used;
+	}
+	case S_FLEN:
+		if (!collect(c, in, n, 4, &used))
+			return used;
+		rc = bin_field(c);
+		if (rc < 0)
+			goto fail;
+		return used;
+	case S_FCOPY:
+		k = c->left < n ? c->left : n;
+		if (k > cap - *o)
+			k = cap - *o;
+		memcpy(out + *o, in, k);
+		*o += k;
+		c->left -= (uint32_t)k;
+		if (!c->left)
+			bin_next_field(c);
+		return k;
+	case S_FSKIP:
+		k = c->left < n ? c->left : n;
+		c->left -= (uint32_t)k;
+		if (!c->left)
+			bin_next_field(c);
+		return k;
+	case S_FHOLD:
+		k = c->left < n ? c->left : n;
+		memcpy(c->buf + c->buf_len, in, k);
+		c->buf_len += (uint32_t)k;
+		c->left -= (uint32_t)k;
+		if (!c->left) {
+			const struct mask_plan_col *col = cur_col(c);
+			int64_t olen = mask_value_measure(&col->action, c->env, c->buf, c->buf_len);
+
+			if (olen < 0) {
+				rc = (int)olen;
+				goto fail;
+			}
+			put_be32(c, (uint32_t)olen);
+			c->out_left = olen;
+			mask_xf_begin(&c->xf, &col->action, c->env, c->buf_len);
+			c->left = c->buf_len; /* replayed from buf now */
+			c->buf_pos = 0;
+			c->from_buf = true;
+			c->st = S_FXF;
+		}
+		return k;
+	case S_FXF: {
+		const uint8_t *src = c->from_buf ? c->buf + c->buf_pos : in;
+		size_t avail = c->from_buf ? c->left : n, cu, pr;
+
+		k = c->left < avail ? c->left : avail;
+		rc = mask_xf_feed(&c->xf, src, k, &cu, out + *o, cap - *o, &pr);
+		if (rc < 0)
+			goto fail;
+		if ((int64_t)pr > c->out_left) {
+			rc = -ENOTRECOVERABLE;
+			goto fail;
+		}
+		*o += pr;
+		c->out_left -= (int64_t)pr;
+		c->left -= (uint32_t)cu;
+		if (c->from_buf)
+			c->buf_pos += (uint32_t)cu;
+		if (!c->left)
+			c->st = S_FFINISH;
+		return c->from_buf ? 0 : cu;
+	}
+	case S_FFINISH: {
+		size_t pr;
+		bool done;
+
+		rc = mask_xf_finish(&c->xf, out + *o, cap - *o, &pr, &done);
+		if (rc < 0)
+			goto fail;
+		if ((int64_t)pr > c->out_left) {
+			rc = -ENOTRECOVERABLE;
+			goto fail;
+		}
+		*o += pr;
+		c->out_left -= (int64_t)pr;
+		if (done) {
+			if (c->out_left) {
+				rc = -ENOTRECOVERABLE;
+				goto fail;
+			}
+			c->from_buf = false;
+			bin_next_field(c);
+		}
+		return 0;
+	}
+	case S_TRAILER:
+		if (n)
+			goto proto; /* nothing after the trailer */
+		return 0;
+	default:
+		goto proto;
+	}
+proto:
+	rc = -EPROTO;
+fail:
+	*err = rc;
+	c->st = S_FAILED;
+	return SIZE_MAX;
+}
+
+/* ---- the driver ------------------------------------------------------------------------------ */
+
+static uint64_t mark(const struct mask_copy *c)
+{
+	return (uint64_t)c->st << 56 ^ (uint64_t)c->pend_len << 40 ^ (uint64_t)c->cbuf_off << 24 ^
+	       (uint64_t)c->field << 8 ^ c->esc ^ (uint64_t)c->probing << 4 ^
+	       (uint64_t)c->buf_len << 20 ^ (uint64_t)c->buf_pos << 32 ^ c->left;
+}
+
+int mask_copy_feed(struct mask_copy *c, const uint8_t *in, size_t n, size_t *consumed,
+		   uint8_t *out, size_t cap, size_t *produced)
+{
+	size_t i = 0, o = 0;
+	int err = 0;
+
+	if (!in)
+		in = (const uint8_t *)""; /* no input: never a NULL source for memcpy */
+
+	*consumed = *produced = 0;
+	if (c->st == S_FAILED)
+		return -EPROTO;
+	for (;;) {
+		uint64_t m0;
+		size_t o0, t;
+
+		drain(c, out, cap, &o);
+		if (c->pend_len)
+			break; /* out is full */
+		if (pend_room(c) < 2 * 128 + 16)
+			break;
+		m0 = mark(c);
+		o0 = o;
+		if (c->o.format == MASK_COPY_BINARY)
+			t = bin_step(c, in + i, n - i, out, cap, &o, &err);
+		else
+			t = tc_step(c, in + i, n - i, &err);
+		if (t == SIZE_MAX) {
+			*consumed = i;
+			*produced = o;
+			return err;
+		}
+		i += t;
+		if (!t && o == o0 && mark(c) == m0)
+			break;
+	}
+	*consumed = i;
+	*produced = o;
+	return 0;
+}
+
+int mask_copy_end(const struct mask_copy *c)
+{
+	if (c->pend_len)
+		return -EPROTO;
+	if (c->o.format == MASK_COPY_BINARY)
+		return c->st == S_TRAILER ? 0 : -EPROTO;
+	return c->st == S_FIELD && c->field == 0 && !c->header_row ? 0 : -EPROTO;
+}
