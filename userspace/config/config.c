@@ -553,16 +553,6 @@ static bool printable_utf8(const char *s)
 
 /* ---- applying one value ------------------------------------------------------------- */
 
-/* 127.0.0.0/8 or ::1: the only places an unauthenticated endpoint may listen. */
-static bool addr_is_loopback(const struct addr *a)
-{
-	if (a->ss.sa.sa_family == AF_INET)
-		return (ntohl(a->ss.in4.sin_addr.s_addr) >> 24) == 127;
-	if (a->ss.sa.sa_family == AF_INET6)
-		return IN6_IS_ADDR_LOOPBACK(&a->ss.in6.sin6_addr);
-	return false;
-}
-
 /* How a value reaches apply_value(): from a flag, or from the file as a whole value or as
  * one item of a list ("listen", "tproxy_listen", "gate.deny"). */
 enum value_source {
