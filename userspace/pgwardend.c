@@ -13,6 +13,7 @@
 #include "metrics/metrics_std.h"
 #include "metrics/metrics_steer.h"
 #include "relay/conn.h"
+#include "relay/guard.h"
 #include "config/config.h"
 #include "gate/gate.h"
 #include "relay/cancel.h"
@@ -297,6 +298,7 @@ static int admin_status_cb(void *ctx, json_t *obj)
 	json_object_set_new(obj, "connections_accepted",
 			    json_integer((json_int_t)metrics_value(r->metrics, r->mstd.accepted, 0)));
 	json_object_set_new(obj, "connections_refused", json_integer((json_int_t)refused));
+	json_object_set_new(obj, "connections_logging_in", json_integer(guard_prelogin(r->guard)));
 	json_object_set_new(obj, "errors", json_integer((json_int_t)metrics_value(
 						   r->metrics, r->mstd.statement_errors, 0)));
 	/* Does the server see the real client? (steered and TPROXY'd sessions) */
@@ -599,7 +601,8 @@ int main(int argc, char **argv)
 		log_warn("steer", "fail-open: if pgwardend stops, clients reach PostgreSQL directly");
 	}
 	r.cancels = cancel_map_new();
-	if (!r.cancels || stage_pipeline_add(&r.pipeline, &sessionlog_stage)) {
+	if (!r.cancels || guard_new(cfg, &r.guard) ||
+	    stage_pipeline_add(&r.pipeline, &sessionlog_stage)) {
 		log_error("start", "out of memory");
 		goto out;
 	}
@@ -680,6 +683,7 @@ out:
 	free(r.workers);
 	relay_unix_listener_close(&r);
 	cancel_map_free(r.cancels);
+	guard_free(r.guard);
 	/* After the admin socket and the metrics endpoint, which read its counters. */
 	gate_close(gate);
 	steer_registrar_free(dctx.registrar);

@@ -247,6 +247,12 @@ static void test_set_every_key(void **state)
 		{"gate-deny", "fd00::/8", "10.0.0.0/8, fd00::/8"}, /* a further flag adds */
 		{"gate-deny", "192.0.2.7", "10.0.0.0/8, fd00::/8, 192.0.2.7/32"},
 		{"gate-deny", "::ffff:198.51.100.0/120", "10.0.0.0/8, fd00::/8, 192.0.2.7/32, ::ffff:198.51.100.0/120"},
+		{"admission.prelogin_max", "1", "1"},
+		{"admission-prelogin-max", "1000000", "1000000"},
+		{"admission-prelogin-per-source", "64", "64"},
+		{"admission.rate", "600/m", "10/s"},
+		{"admission-burst", "30", "30"},
+		{"admission-max-sources", "64", "64"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -1172,6 +1178,11 @@ static void test_restart_required(void **state)
 		{"gate.burst", "5", false},
 		{"gate.max_sources", "128", true},
 		{"gate.deny", "10.0.0.0/8", false},
+		{"admission.prelogin_max", "10", false},
+		{"admission.prelogin_per_source", "5", false},
+		{"admission.rate", "10/s", false},
+		{"admission.burst", "5", false},
+		{"admission.max_sources", "128", true},
 	};
 	struct config *old = config_new();
 

@@ -12,6 +12,7 @@
 #include "admin/admin.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/log_limit.h"
 #include "config/config.h"
 #include "proto/proto.h"
 #include "relay/cancel.h"
@@ -43,6 +44,12 @@
 
 #define STARTUP_SEEN_SSL 1
 #define STARTUP_SEEN_GSSENC 2
+
+/* Events a peer that has not logged in can repeat at will are logged within limits
+ * (base/log_limit.h). */
+static struct log_limit limit_cancel = LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
+static struct log_limit limit_refused = LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
+static struct log_limit limit_sessionless = LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
 
 static const char *const conn_state_names[CONN_STATE_COUNT] = {
 	[CONN_STARTUP] = "startup",   [CONN_CONNECTING] = "connecting", [CONN_AUTH] = "auth",
@@ -303,6 +310,7 @@ static void conn_upstream_broke(struct conn *c)
 static void conn_upstream_drop(struct conn *c)
 {
 	if (c->upstream_fd >= 0) {
+		guard_upstream_closed(c->worker->relay->guard, &c->guard); /* guard */
 		loop_del(&c->worker->loop, &c->upstream_watch);
 		close(c->upstream_fd);
 		c->upstream_fd = -1;
@@ -464,9 +472,12 @@ static int conn_upstream_connect(struct conn *c, const struct addr *to, const ch
 	}
 	if (c->session.route != SESSION_ROUTE_EXPLICIT)
 		conn_note_upstream_source(c, r == 0, why);
+	if (!unix_path) /* guard: recognise it if it comes back to us */
+		guard_upstream(c->worker->relay->guard, &c->guard, fd, to);
 	err = loop_add(&c->worker->loop, &c->upstream_watch, fd,
 		       EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 	if (err) {
+		guard_upstream_closed(c->worker->relay->guard, &c->guard); /* guard */
 		close(fd);
 		return err;
 	}
@@ -515,7 +526,8 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 	conn_set_state(c, CONN_CANCEL);
 	if (!cancel_map_lookup(r->cancels, pid, key, key_len, &t)) {
 		/* Like the server: a wrong key gets no answer and cancels nothing. */
-		log_info("cancel_refused", "pid=%u no session holds this cancel key", pid);
+		log_limited(&limit_cancel, LOG_INFO, "cancel_refused",
+			    "pid=%u no session holds this cancel key", pid);
 		conn_close(c, "cancel key did not match");
 		return;
 	}
@@ -547,8 +559,9 @@ static int conn_startup_message(struct conn *c, const struct proto_startup *st)
 		return -ENOMEM;
 	}
 	if (!relay_session_reserve(c->worker->relay, c->config->max_connections)) {
-		log_warn("connection_refused", "session=%s reason=max_connections (%u) reached",
-			 s->id_hex, c->config->max_connections);
+		log_limited(&limit_refused, LOG_WARN, "connection_refused",
+			    "session=%s reason=max_connections (%u) reached", s->id_hex,
+			    c->config->max_connections);
 		conn_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already",
 			  "max_connections reached");
 		conn_refused(c, MREFUSE_MAX_CONNECTIONS);
@@ -997,6 +1010,7 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 	case PqMsg_AuthenticationRequest:
 		r = proto_read_auth(m, &code);
 		if (r == PROTO_OK && code == AUTH_REQ_OK) {
+			guard_login(c->worker->relay->guard, &c->guard); /* guard: logged in */
 			if (!c->session.auth.method)
 				c->session.auth.method = SESSION_AUTH_TRUST;
 			if (session_set_verified(&c->session, c->session.auth.method, false,
@@ -1580,14 +1594,18 @@ static void conn_log_sessionless(const struct conn *c, bool was_cancel)
 {
 	struct log_line l;
 	char peer[ADDR_STRLEN];
+	uint64_t suppressed;
 
-	if (!log_enabled(LOG_INFO))
+	if (!log_enabled(LOG_INFO) ||
+	    !log_limit_allow(&limit_sessionless, c->worker->loop.now, &suppressed))
 		return;
 	log_line_begin(&l, LOG_INFO, was_cancel ? "cancel_end" : "connection_rejected");
 	log_kv_str(&l, "session", c->session.id_hex);
 	log_kv_str(&l, "peer", addr_format(&c->session.client.ss.sa, peer, sizeof(peer)));
 	log_kv_u64(&l, "bytes_from_client", c->session.bytes_from_client);
 	log_kv_str(&l, "reason", c->session.end_reason);
+	if (suppressed)
+		log_kv_u64(&l, "suppressed", suppressed);
 	log_line_end(&l);
 }
 
@@ -1609,6 +1627,7 @@ static void conn_close(struct conn *c, const char *reason)
 		conn_log_sessionless(c, was_cancel);
 	cancel_map_remove(r->cancels, c->cancel_handle);
 	c->cancel_handle = NULL;
+	guard_close(r->guard, &c->guard); /* guard: before the upstream socket closes */
 	loop_del(&w->loop, &c->client_watch);
 	close(c->client_fd);
 	c->client_fd = -1;
@@ -1674,8 +1693,9 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 	if (!relay_conn_reserve(r, cfg->max_connections)) {
 		char text[ADDR_STRLEN];
 
-		log_warn("connection_refused", "peer=%s reason=max_connections (%u) reached",
-			 addr_format(peer, text, sizeof(text)), cfg->max_connections);
+		log_limited(&limit_refused, LOG_WARN, "connection_refused",
+			    "peer=%s reason=max_connections (%u) reached",
+			    addr_format(peer, text, sizeof(text)), cfg->max_connections);
 		if (w->metrics)
 			metrics_inc(w->metrics, r->mstd.refused, MREFUSE_MAX_CONNECTIONS);
 		conn_refuse_now(fd, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already");
@@ -1729,10 +1749,21 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	conn_classify(c, l, fd);
+	/* guard (relay/guard.h): self-loop, TPROXY destination, pre-login admission. */
+	struct guard_refusal refusal;
+
+	if (guard_accept(r->guard, cfg, w->steer, s, &c->guard, w->metrics, &r->mstd, &refusal)) {
+		relay_conn_release(r);
+		config_unref(cfg);
+		free(c);
+		conn_refuse_now(fd, refusal.sqlstate, refusal.message);
+		return;
+	}
 
 	err = loop_add(&w->loop, &c->client_watch, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 	if (err) {
 		log_warn("accept", "cannot watch client socket: %s", strerror(-err));
+		guard_close(r->guard, &c->guard); /* guard */
 		relay_conn_release(r);
 		config_unref(cfg);
 		free(c);

@@ -18,6 +18,7 @@
 #include "admin/admin_text.h"
 #include "base/buf.h"
 #include "loop/loop.h"
+#include "relay/guard.h"
 #include "session/session.h"
 #include "stage/stage.h"
 
@@ -96,6 +97,7 @@ struct conn {
 	uint64_t msg_start;        /* monotonic ns: the client's incomplete message was first seen */
 	bool msg_open;             /* the client stream is inside a message */
 	void *cancel_handle;
+	struct guard_slot guard; /* what the guard counts for it (relay/guard.h) */
 	struct stage_chain chain;
 	bool session_started;
 	struct session session;
