@@ -389,3 +389,73 @@ def test_tproxy_foreign_destination_is_refused(veth_pg, netns, instance, cgroup,
     # The protected (local) address goes through as before.
     ok = clients(pg, netns.host_ip, pg.port, netns=netns.name, hold=False).finish()
     assert ok.get("answer") == 42, ok
+
+
+# ---- a self-loop through NAT ---------------------------------------------------------------
+
+LOOP_CLIENT = r"""
+import socket, struct, sys, time
+port = int(sys.argv[1])
+deadline = time.monotonic() + 30
+while True:
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+params = b"user\0pgw\0database\0pgw\0\0"
+s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode("latin-1"))
+"""
+
+
+def test_nat_loop_is_refused_at_run_time(netns, pgwardend_bin, tmp_path):
+    """Inside a namespace of its own, pgwardend's upstream (an address of nobody) is DNATed
+    back to its own listener: no configuration check can see that. The relay recognises its
+    own upstream connection when it arrives, refuses it, logs it once and counts it; each
+    client gets one error instead of a chain of sessions."""
+    ns = ["ip", "netns", "exec", netns.name]
+    port, fake, fport = 15000 + os.getpid() % 1000, "198.18.254.1", 5999
+    rules = ("table ip pgwloop {\n chain out {\n  type nat hook output priority -100;\n"
+             "  ip daddr %s tcp dport %d dnat to 127.0.0.1:%d\n }\n}\n" % (fake, fport, port))
+    r = subprocess.run(ns + ["nft", "-f", "-"], input=rules, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(ns + ["ip", "route", "add", fake + "/32", "dev", "lo"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    log_path = tmp_path / "pgwardend-nat-loop.log"
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen(ns + [pgwardend_bin, "--listen", "127.0.0.1:%d" % port,
+                                        "--upstream", "%s:%d" % (fake, fport),
+                                        "--workers", "1", "--steer-instance", "pgw_nat_loop",
+                                        "--admin-socket", str(tmp_path / "admin.sock")],
+                                  stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(3):
+            c = subprocess.run(ns + [sys.executable, "-c", LOOP_CLIENT, str(port)],
+                               capture_output=True, text=True, timeout=60)
+            assert c.returncode == 0, c.stderr
+            assert "refuses a connection from itself" in c.stdout, c.stdout
+        time.sleep(1)
+        lines = [harness.parse_logfmt(l) for l in open(log_path).read().splitlines()
+                 if "event=" in l]
+        starts = [d for d in lines if d.get("event") == "session_start"]
+        assert len(starts) == 3, starts  # the three clients; none of the relay's own
+        assert len([d for d in lines if d.get("event") == "self_loop"]) == 1, lines
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(10)

@@ -71,6 +71,9 @@ struct steer_features {
 	bool sk_lookup;    /* sk_lookup, 5.9+ */
 };
 
+/* Only the programs every attach has (for "is anything of it attached there"). */
+static const struct steer_features steer_features_none = {false, false};
+
 static bool prog_wanted(enum steer_prog p, const struct steer_features *f)
 {
 	if (p == SP_CONNECT_UNIX)
@@ -1070,14 +1073,14 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 			log_info("steer_attach", "already attached to %s: configuration updated", cgpath);
 		return rc;
 	}
-	if (rc == 0 && pinned_links_live(o->instance, old.cgroup_id, false) &&
+	if (rc == 0 && pinned_links_live(o->instance, old.cgroup_id, &steer_features_none) &&
 	    old.cgroup_id != cgroup_id) {
 		seterr(err, errlen, "instance '%s' is attached to another cgroup (id %llu): detach "
 		       "it first", o->instance, (unsigned long long)old.cgroup_id);
 		rc = -EBUSY;
 		goto err_close_cg;
 	}
-	if (rc == 0 && o->fail_open && pinned_links_live(o->instance, old.cgroup_id, false)) {
+	if (rc == 0 && o->fail_open && pinned_links_live(o->instance, old.cgroup_id, &steer_features_none)) {
 		seterr(err, errlen, "instance '%s' is attached fail-closed: detach it first",
 		       o->instance);
 		rc = -EBUSY;
