@@ -459,3 +459,42 @@ def test_nat_loop_is_refused_at_run_time(netns, pgwardend_bin, tmp_path):
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait(10)
+
+
+LOOKALIKE = r"""
+import os, socket, sys
+d = sys.argv[1]
+os.mkdir(d)
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(d, sys.argv[2]))
+os.chmod(os.path.join(d, sys.argv[2]), 0o777)
+s.listen(1)
+print("listening", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_lookalike_server_socket_blocks_nothing(pg, instance, cgroup, relay_factory,
+                                                 unix_dirs, tmp_path):
+    """Any user can make a listening socket called .s.PGSQL.<port> in a directory whose name
+    carries escape sequences. It is not the server's (another user owns it): attach is not
+    refused because of it, and status never prints its path raw."""
+    pub, _ = unix_dirs
+    public = os.path.join(pub, ".s.PGSQL.%d" % pg.port)
+    private = os.path.join(pg.sockdir, ".s.PGSQL.%d" % pg.port)
+    fake_dir = "/tmp/pgw-e2e-\x1b]0;pwned\x07-%d" % os.getpid()
+    fake = subprocess.Popen(["setpriv", "--reuid=%d" % NOBODY.pw_uid,
+                             "--regid=%d" % NOBODY.pw_gid, "--clear-groups", sys.executable,
+                             "-c", LOOKALIKE, fake_dir, ".s.PGSQL.%d" % pg.port],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout.readline().strip() == "listening"
+        relay = relay_factory(extra_args=["--unix-listen", public, "--unix-upstream", private])
+        attach(instance, pg, relay, cgroup, "--unix-socket", private, "--unix-relay", public)
+        assert instance.status()["unix"]["exposed"] == []
+        text = instance.run("status", check=False).stdout
+        assert "\x1b" not in text and "\x07" not in text, text
+    finally:
+        fake.kill()
+        fake.wait(10)
+        shutil.rmtree(fake_dir, ignore_errors=True)

@@ -1172,9 +1172,16 @@ static void test_unix_exposed(void **state)
 	assert_int_equal(chmod(path, 0777), 0);
 	assert_int_equal(listen(lfd, 4), 0);
 
-	assert_int_equal(steer_unix_exposed(&port, 1, NULL, out, 4), 1);
+	assert_int_equal(steer_unix_exposed(&port, 1, NULL, NULL, 0, out, 4), 1);
 	assert_string_equal(out[0], path);
-	assert_int_equal(steer_unix_exposed(&port, 1, path, out, 4), 0); /* it is the relay's */
+	assert_int_equal(steer_unix_exposed(&port, 1, path, NULL, 0, out, 4), 0); /* the relay's */
+	/* The server's sockets are its user's: a look-alike of another user's is ignored. */
+	{
+		uid_t server = 4242, root = 0;
+
+		assert_int_equal(steer_unix_exposed(&port, 1, NULL, &server, 1, out, 4), 0);
+		assert_int_equal(steer_unix_exposed(&port, 1, NULL, &root, 1, out, 4), 1);
+	}
 	steer_opts_init(&o);
 	o.ports[o.nports++] = port;
 	o.unix_paths[o.nunix++] = path;
@@ -1183,7 +1190,7 @@ static void test_unix_exposed(void **state)
 	assert_non_null(strstr(err, "reachable by every local user"));
 
 	assert_int_equal(chmod(dir, 0700), 0); /* now out of others' reach */
-	assert_int_equal(steer_unix_exposed(&port, 1, NULL, out, 4), 0);
+	assert_int_equal(steer_unix_exposed(&port, 1, NULL, NULL, 0, out, 4), 0);
 	/* ...but the relay would sit in a directory others may write: refused too. */
 	assert_int_equal(chmod(dir, 01777), 0);
 	assert_int_equal(steer_unix_check(&o, err, sizeof(err)), -EPERM);

@@ -7,6 +7,7 @@
 #include "ctl.h"
 
 #include "base/log.h"
+#include "base/sanitize.h"
 #include "steer/steer.h"
 
 #include <errno.h>
@@ -315,8 +316,14 @@ static void print_list(const char *label, json_t *arr)
 	printf("  %-14s", label);
 	if (!json_array_size(arr))
 		printf(" -");
-	json_array_foreach(arr, i, v)
-		printf("%s%s", i ? ", " : " ", json_string_value(v) ? json_string_value(v) : "?");
+	json_array_foreach(arr, i, v) {
+		char text[512];
+
+		/* Some lists (unix exposed) hold paths any local user may have named. */
+		sanitize_str(text, sizeof(text), json_string_value(v) ? json_string_value(v) : "?",
+			     SANITIZE_TERMINAL_ESCAPED, NULL);
+		printf("%s%s", i ? ", " : " ", text);
+	}
 	printf("\n");
 }
 
@@ -374,8 +381,17 @@ static void print_human(json_t *st)
 		printf("  admission gate NFQUEUE %lld\n",
 		       (long long)json_integer_value(json_object_get(json_object_get(st, "gate"),
 								     "queue")));
+	print_list("registered", json_object_get(st, "relay_registered"));
+	printf("  relay guard    %s\n",
+	       json_is_true(json_object_get(json_object_get(st, "relay_guard"), "sk_lookup_attached"))
+		       ? "sk_lookup: steered clients reach only the registered listeners"
+	       : json_is_true(json_object_get(json_object_get(st, "relay_guard"),
+					      "kernel_supports_sk_lookup"))
+		       ? "not attached"
+		       : "kernel without sk_lookup: the relay port's privilege is the only guard");
 	printf("  unix sockets   %s\n", json_is_true(json_object_get(u, "steered")) ? "steered" :
 	       json_string_value(json_object_get(u, "note")));
+	print_list("unix exposed", json_object_get(u, "exposed"));
 	print_list("leftovers", json_object_get(st, "leftovers"));
 }
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* The kernel ABI. By path: "steer.h" alone would find this module's own header first. */
 #include "../../bpf/steer.h"
@@ -66,9 +67,15 @@ void steer_relay_key(const struct addr *a, struct pgw_relay_key *k);
 int steer_unix_check(const struct steer_opts *o, char *err, size_t errlen);
 /* Listening PostgreSQL sockets (".s.PGSQL.<port>" for a protected port) that any local
  * user can connect to, as the kernel lists them (/proc/net/unix); the relay's own socket
- * (relay, may be NULL) excluded. Returns how many were found (at most max written). */
+ * (relay, may be NULL) excluded, and, when owners are given (the server's uids), sockets
+ * whose file another user owns. Paths are raw bytes: sanitise them before any output.
+ * Returns how many were found (at most max written). */
 unsigned steer_unix_exposed(const uint16_t *ports, unsigned nports, const char *relay,
-			    char (*out)[PGW_UNIX_PATH_MAX], unsigned max);
+			    const uid_t *owners, unsigned nowners, char (*out)[PGW_UNIX_PATH_MAX],
+			    unsigned max);
+/* The uids listening on the protected TCP ports (/proc/net/tcp{,6}): the server's. */
+unsigned steer_unix_server_uids(const uint16_t *ports, unsigned nports, uid_t *out,
+				unsigned max);
 
 struct bpf_link_info;
 struct bpf_prog_info;

@@ -7,6 +7,8 @@
  */
 #include "steer/steer_internal.h"
 
+#include "base/sanitize.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -415,9 +417,18 @@ void *steer_status_json(const char *instance)
 
 		if (have_cfg && c.unix_relay_path_len && c.unix_relay_path_len < sizeof(relay))
 			memcpy(relay, c.unix_relay_path, c.unix_relay_path_len);
-		ne = steer_unix_exposed(sm.ports, sm.nports, relay[0] ? relay : NULL, paths, 8);
-		for (unsigned i = 0; i < ne && i < 8; i++)
-			json_array_append_new(exp, json_string(paths[i]));
+		uid_t owners[16];
+		unsigned nowners = steer_unix_server_uids(sm.ports, sm.nports, owners, 16);
+
+		ne = steer_unix_exposed(sm.ports, sm.nports, relay[0] ? relay : NULL, owners,
+					nowners, paths, 8);
+		for (unsigned i = 0; i < ne && i < 8; i++) {
+			/* Any local user names directories: the path is peer text. */
+			char shown[4 * PGW_UNIX_PATH_MAX + 1];
+
+			sanitize_str(shown, sizeof(shown), paths[i], SANITIZE_JSON, NULL);
+			json_array_append_new(exp, json_string(shown));
+		}
 		json_object_set_new(u, "kernel_supports_connect_unix", json_boolean(sup));
 		json_object_set_new(u, "steered",
 				    json_boolean(attached && have_cfg && (c.flags & PGW_CFG_UNIX)));

@@ -17,6 +17,7 @@
 #include "steer/steer_internal.h"
 
 #include "base/log.h"
+#include "base/sanitize.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define SO_ACCEPTCON_FLAG 0x10000 /* __SO_ACCEPTCON in /proc/net/unix's Flags column */
 
@@ -81,6 +83,20 @@ static bool same_file(const char *a, const char *b)
 	       sa.st_ino == sb.st_ino;
 }
 
+/* Is the socket file at path owned by one of owners? An abstract socket has no file: it
+ * counts only when the owners are not known. */
+static bool owned_by(const char *path, const uid_t *owners, unsigned n)
+{
+	struct stat st;
+
+	if (path[0] == '@' || stat(path, &st) != 0)
+		return false;
+	for (unsigned i = 0; i < n; i++)
+		if (st.st_uid == owners[i])
+			return true;
+	return false;
+}
+
 /* ".s.PGSQL.<port>" of a protected port as the file name of path? */
 static bool is_server_socket(const char *path, const uint16_t *ports, unsigned nports)
 {
@@ -97,8 +113,42 @@ static bool is_server_socket(const char *path, const uint16_t *ports, unsigned n
 	return false;
 }
 
+unsigned steer_unix_server_uids(const uint16_t *ports, unsigned nports, uid_t *out,
+				unsigned max)
+{
+	static const char *const files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+	unsigned n = 0;
+
+	for (size_t fi = 0; fi < 2; fi++) {
+		FILE *f = fopen(files[fi], "re");
+		char line[512];
+
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f)) {
+			unsigned port, state, uid, j;
+
+			/* sl local rem st tx:rx tr:when retrnsmt uid ... */
+			if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x %*x:%*x %*x:%*x %*x %u",
+				   &port, &state, &uid) != 3 || state != 0x0A)
+				continue;
+			for (j = 0; j < nports && ports[j] != port; j++)
+				;
+			if (j == nports)
+				continue;
+			for (j = 0; j < n && out[j] != (uid_t)uid; j++)
+				;
+			if (j == n && n < max)
+				out[n++] = (uid_t)uid;
+		}
+		fclose(f);
+	}
+	return n;
+}
+
 unsigned steer_unix_exposed(const uint16_t *ports, unsigned nports, const char *relay,
-			    char (*out)[PGW_UNIX_PATH_MAX], unsigned max)
+			    const uid_t *owners, unsigned nowners, char (*out)[PGW_UNIX_PATH_MAX],
+			    unsigned max)
 {
 	char line[512 + PGW_UNIX_PATH_MAX];
 	FILE *f = fopen("/proc/net/unix", "re");
@@ -123,6 +173,8 @@ unsigned steer_unix_exposed(const uint16_t *ports, unsigned nports, const char *
 			continue;
 		if (!reachable_by_others(path))
 			continue;
+		if (nowners && !owned_by(path, owners, nowners))
+			continue; /* a look-alike some user made: not the server's */
 		if (n < max)
 			snprintf(out[n], PGW_UNIX_PATH_MAX, "%s", path);
 		n++;
@@ -161,8 +213,9 @@ static int relay_dir_check(const char *relay, char *err, size_t errlen)
 
 int steer_unix_check(const struct steer_opts *o, char *err, size_t errlen)
 {
-	char exposed[4][PGW_UNIX_PATH_MAX];
-	unsigned n;
+	char exposed[4][PGW_UNIX_PATH_MAX], shown[4 * PGW_UNIX_PATH_MAX + 1];
+	uid_t owners[16];
+	unsigned n, nowners;
 	int rc;
 
 	if (o->unix_relay) {
@@ -176,28 +229,41 @@ int steer_unix_check(const struct steer_opts *o, char *err, size_t errlen)
 		if (o->unix_relay && (strcmp(p, o->unix_relay) == 0 || same_file(p, o->unix_relay)))
 			continue; /* the relay already sits at the path clients use */
 		if (reachable_by_others(p)) {
+			sanitize_str(shown, sizeof(shown), p, SANITIZE_TERMINAL, NULL);
 			unix_seterr(err, errlen,
 				    "PostgreSQL's socket %s is reachable by every local user, by any "
 				    "spelling of its path: move it out of their reach "
 				    "(unix_socket_directories = '/var/lib/postgresql/pgwarden', a "
 				    "directory of mode 0700 owned by postgres) and give its old path "
-				    "to the relay (--unix-relay, unix_listen); see docs/STEERING.md", p);
+				    "to the relay (--unix-relay, unix_listen); see docs/STEERING.md",
+				    shown);
 			return -EPERM;
 		}
 	}
-	n = steer_unix_exposed(o->ports, o->nports, o->unix_relay, exposed, 4);
+	/* The server's sockets are the ones its user owns: the user listening on the protected
+	 * TCP ports, and the owner of each --unix-socket. A look-alike socket another user
+	 * made in /tmp is no way around the relay and must not block an attach. */
+	nowners = steer_unix_server_uids(o->ports, o->nports, owners, 16);
+	for (unsigned i = 0; i < o->nunix && nowners < 16; i++) {
+		struct stat st;
+
+		if (stat(o->unix_paths[i], &st) == 0)
+			owners[nowners++] = st.st_uid;
+	}
+	n = steer_unix_exposed(o->ports, o->nports, o->unix_relay, owners, nowners, exposed, 4);
 	if (n == 0)
 		return 0;
-	if (o->nunix > 0) {
+	sanitize_str(shown, sizeof(shown), exposed[0], SANITIZE_TERMINAL, NULL);
+	if (o->nunix > 0 && nowners > 0) {
 		unix_seterr(err, errlen,
 			    "PostgreSQL also listens on %s, which every local user can reach: %u "
 			    "server socket(s) would bypass the relay; keep unix_socket_directories "
-			    "to the private directory only", exposed[0], n);
+			    "to the private directory only", shown, n);
 		return -EPERM;
 	}
 	log_warn("steer_unix_exposed",
-		 "PostgreSQL's Unix socket %s is reachable by every local user and is not "
+		 "a PostgreSQL Unix socket, %s, is reachable by every local user and is not "
 		 "steered: local clients that use it bypass pgwarden (see docs/STEERING.md, "
-		 "--unix-socket and --unix-relay)", exposed[0]);
+		 "--unix-socket and --unix-relay)", shown);
 	return 0;
 }
