@@ -12,6 +12,15 @@
  *   cgroup/connect_unix         (kernel >= 6.7 only; user space turns autoload off elsewhere)
  *                               a Unix-socket connect to a protected path goes to the relay's
  *                               Unix listener.
+ *   sk_lookup                   (network namespace) a SYN for the relay's address goes to the
+ *                               listening socket pgwardend registered in pgw_relay_socks, or
+ *                               is dropped: nobody else who binds the relay's port (pgwardend
+ *                               down, killed) ever receives a steered client.
+ *
+ * Destinations are matched as the kernel will route them, not as spelled: a connect to
+ * 0.0.0.0, :: or ::ffff:0.0.0.0 reaches the local host (the bound source address, else
+ * loopback), so it is resolved that way before the protected set is consulted; a v4-mapped
+ * address is matched as the IPv4 address it is.
  *
  * Layout after Cilium's bpf_sock.c: thin SEC() entry points over static __always_inline
  * helpers that return 0 or -errno; only entry points turn that into a verdict (1 = let the
@@ -48,11 +57,17 @@ char LICENSE[] SEC("license") = "GPL";
 #define EPERM 1
 #define ENOENT 2
 #define ENOMEM 12
+#define ECONNREFUSED 111
 #endif
+
+/* sk_lookup verdicts (enum sk_action is in vmlinux.h; named here for the reader). */
+#define PGW_SK_DROP 0
+#define PGW_SK_PASS 1
 
 /* Socket types/protocols; vmlinux.h has no #defines. */
 #define PGW_SOCK_STREAM 1
 #define PGW_IPPROTO_TCP 6
+#define PGW_LOOPBACK4 0x7f000001 /* host order */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -88,6 +103,13 @@ struct {
 	__type(key, struct pgw_tuple);
 	__type(value, struct pgw_origin);
 } PGW_MAP_ORIGIN_TUP SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, PGW_RELAY_SOCKS_MAX);
+	__type(key, struct pgw_relay_key);
+	__type(value, __u64); /* an fd when user space inserts; the socket cookie when it reads */
+} PGW_MAP_RELAY_SOCKS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -179,10 +201,57 @@ static __always_inline bool is_v4mapped(const __u32 a[4])
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
+/* The relay's registered listening socket for (family, addr, port), exact or the wildcard
+ * listener of that port; NULL when pgwardend has none there (down, or not yet started).
+ * The caller releases what it gets. */
+static __always_inline struct bpf_sock *relay_sock_lookup(__u8 family, const __u32 addr[4],
+							 __u16 port)
+{
+	struct pgw_relay_key key = {};
+	struct bpf_sock *sk;
+
+	key.family = family;
+	key.port = port;
+	key.addr[0] = addr[0];
+	key.addr[1] = addr[1];
+	key.addr[2] = addr[2];
+	key.addr[3] = addr[3];
+	sk = bpf_map_lookup_elem(&PGW_MAP_RELAY_SOCKS, &key);
+	if (sk)
+		return sk;
+	key.addr[0] = key.addr[1] = key.addr[2] = key.addr[3] = 0;
+	return bpf_map_lookup_elem(&PGW_MAP_RELAY_SOCKS, &key);
+}
+
+/* Is the relay of this family there to take a steered connection? */
+static __always_inline bool relay_registered(const struct pgw_config *cfg, bool v6)
+{
+	__u32 a4[4] = {cfg->relay4_addr, 0, 0, 0};
+	struct bpf_sock *sk;
+
+	if (v6)
+		sk = relay_sock_lookup(PGW_AF_INET6, cfg->relay6_addr, cfg->relay6_port);
+	else
+		sk = relay_sock_lookup(PGW_AF_INET, a4, cfg->relay4_port);
+	if (!sk)
+		return false;
+	bpf_sk_release(sk);
+	return true;
+}
+
+/* Where a connect to 0.0.0.0 goes: the socket's bound source address, else 127.0.0.1
+ * (ip_route_output_key_hash_rcu). src is the socket's bound IPv4 address, 0 if none. */
+static __always_inline __u32 unspec4_resolve(__u32 src)
+{
+	stat_inc(PGW_STAT_UNSPEC_DST);
+	return src ? src : bpf_htonl(PGW_LOOPBACK4);
+}
+
 /*
  * The one steering decision of connect4/6: 1 to rewrite the destination to the relay (the
  * origin is recorded), 0 to let the connect through untouched (not protected, or the relay's
- * own socket), -EPERM to refuse (no relay for this family, or no room for the record).
+ * own socket), -EPERM to refuse (no relay for this family, or no room for the record),
+ * -ECONNREFUSED (also set as the syscall's error) when the relay has no registered socket.
  */
 static __always_inline int steer_decide(struct bpf_sock_addr *ctx, struct pgw_config *cfg,
 					__u8 family, __u32 dst[4], __u16 port, __u32 relay_flag,
@@ -197,6 +266,13 @@ static __always_inline int steer_decide(struct bpf_sock_addr *ctx, struct pgw_co
 	if (!(cfg->flags & relay_flag)) {
 		stat_inc(PGW_STAT_NO_RELAY);
 		return -EPERM;
+	}
+	/* Only ever into pgwardend's own listener: while it has none registered (down,
+	 * killed, restarting), the client is refused at once, as by a closed port. */
+	if (!relay_registered(cfg, relay_flag == PGW_CFG_RELAY6)) {
+		stat_inc(PGW_STAT_RELAY_DOWN);
+		bpf_set_retval(-ECONNREFUSED);
+		return -ECONNREFUSED;
 	}
 	if (origin_record(ctx, family, dst, port, origin_flags)) {
 		stat_inc(PGW_STAT_ORIGIN_FAIL);
@@ -220,6 +296,8 @@ static __always_inline int steer_connect4(struct bpf_sock_addr *ctx)
 		return 0;
 	dst[0] = ctx->user_ip4;
 	port = (__u16)ctx->user_port;
+	if (dst[0] == 0)
+		dst[0] = unspec4_resolve(ctx->sk ? ctx->sk->src_ip4 : 0);
 	r = steer_decide(ctx, cfg, PGW_AF_INET, dst, port, PGW_CFG_RELAY4, 0);
 	if (r <= 0)
 		return r;
@@ -248,8 +326,31 @@ static __always_inline int steer_connect6(struct bpf_sock_addr *ctx)
 	dst[2] = ctx->user_ip6[2];
 	dst[3] = ctx->user_ip6[3];
 	port = (__u16)ctx->user_port;
+	if (!(dst[0] | dst[1] | dst[2] | dst[3])) {
+		/* :: is the loopback of the socket's kind (tcp_v6_connect): ::ffff:127.0.0.1 for
+		 * a socket bound to a v4-mapped address, else ::1. */
+		bool v4src = false;
+
+		if (ctx->sk) {
+			__u32 s0 = ctx->sk->src_ip6[0], s1 = ctx->sk->src_ip6[1],
+			      s2 = ctx->sk->src_ip6[2];
+
+			v4src = s0 == 0 && s1 == 0 && s2 == bpf_htonl(0x0000ffff);
+		}
+		stat_inc(PGW_STAT_UNSPEC_DST);
+		if (v4src) {
+			dst[2] = bpf_htonl(0x0000ffff);
+			dst[3] = bpf_htonl(PGW_LOOPBACK4);
+		} else {
+			dst[3] = bpf_htonl(1);
+		}
+	}
 	if (is_v4mapped(dst)) {
 		__u32 dst4[4] = {dst[3], 0, 0, 0};
+
+		/* ::ffff:0.0.0.0 goes on as a connect to 0.0.0.0 (tcp_v4_connect). */
+		if (dst4[0] == 0)
+			dst4[0] = unspec4_resolve(ctx->sk ? ctx->sk->src_ip6[3] : 0);
 
 		r = steer_decide(ctx, cfg, PGW_AF_INET, dst4, port, PGW_CFG_RELAY4,
 				 PGW_ORIGIN_V4MAPPED);
@@ -405,7 +506,7 @@ static __always_inline int steer_connect_unix(struct bpf_sock_addr *ctx)
 	__u32 len, plen;
 
 	cfg = config_get();
-	if (!cfg || !(cfg->flags & PGW_CFG_UNIX))
+	if (!cfg || !(cfg->flags & PGW_CFG_UNIX_HOOK))
 		return 0;
 	if (sock_is_relay(ctx, cfg))
 		return 0;
@@ -430,6 +531,63 @@ static __always_inline int steer_connect_unix(struct bpf_sock_addr *ctx)
 		return -EPERM;
 	stat_inc(PGW_STAT_UNIX_STEERED);
 	return 0;
+}
+
+/*
+ * sk_lookup: a SYN for the relay's steering address (pgw_config relay4/relay6) is given to
+ * the listening socket pgwardend registered for it, or dropped. Any other destination is
+ * left to the kernel's own lookup (SK_PASS without a socket).
+ */
+static __always_inline int steer_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	struct pgw_config *cfg;
+	struct bpf_sock *sk;
+	__u32 addr[4] = {};
+	__u8 family;
+	__u16 port;
+	long err;
+
+	if (ctx->protocol != PGW_IPPROTO_TCP)
+		return PGW_SK_PASS;
+	cfg = config_get();
+	if (!cfg)
+		return PGW_SK_PASS;
+	port = bpf_htons((__u16)ctx->local_port); /* host order in this context */
+	if (ctx->family == PGW_AF_INET) {
+		if (!(cfg->flags & PGW_CFG_RELAY4) || port != cfg->relay4_port ||
+		    ctx->local_ip4 != cfg->relay4_addr)
+			return PGW_SK_PASS;
+		family = PGW_AF_INET;
+		addr[0] = ctx->local_ip4;
+	} else if (ctx->family == PGW_AF_INET6) {
+		/* Each context word read once, at a constant offset: the verifier refuses a
+		 * context pointer the compiler turned into a loop. */
+		addr[0] = ctx->local_ip6[0];
+		addr[1] = ctx->local_ip6[1];
+		addr[2] = ctx->local_ip6[2];
+		addr[3] = ctx->local_ip6[3];
+		barrier_var(addr[3]);
+		if (!(cfg->flags & PGW_CFG_RELAY6) || port != cfg->relay6_port ||
+		    addr[0] != cfg->relay6_addr[0] || addr[1] != cfg->relay6_addr[1] ||
+		    addr[2] != cfg->relay6_addr[2] || addr[3] != cfg->relay6_addr[3])
+			return PGW_SK_PASS;
+		family = PGW_AF_INET6;
+	} else {
+		return PGW_SK_PASS;
+	}
+	sk = relay_sock_lookup(family, addr, port);
+	if (!sk) {
+		stat_inc(PGW_STAT_LOOKUP_DROPPED);
+		return PGW_SK_DROP;
+	}
+	/* A reuseport listener: the kernel still spreads across its group (every worker). */
+	err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		stat_inc(PGW_STAT_LOOKUP_DROPPED);
+		return PGW_SK_DROP;
+	}
+	return PGW_SK_PASS;
 }
 
 SEC("cgroup/connect4")
@@ -469,4 +627,10 @@ SEC(SEC_CONNECT_UNIX)
 int pgw_connect_unix(struct bpf_sock_addr *ctx)
 {
 	return steer_connect_unix(ctx) ? VERDICT_REFUSE : VERDICT_PROCEED;
+}
+
+SEC("sk_lookup")
+int pgw_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	return steer_sk_lookup(ctx);
 }

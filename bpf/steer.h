@@ -13,7 +13,7 @@
 #ifndef PGWARDEN_BPF_STEER_H
 #define PGWARDEN_BPF_STEER_H
 
-#define PGW_STEER_ABI_VERSION 2
+#define PGW_STEER_ABI_VERSION 3
 
 /* Map names (BPF object names are at most 15 characters). Macros, so a test build can rename
  * them; user space finds pinned maps by these names under the pin directory. */
@@ -23,6 +23,7 @@
 #define PGW_MAP_ORIGIN_TUP pgw_origin_tup
 #define PGW_MAP_UNIX pgw_unix_paths
 #define PGW_MAP_STATS pgw_stats
+#define PGW_MAP_RELAY_SOCKS pgw_relay_socks
 
 #define PGW_STR_(x) #x
 #define PGW_STR(x) PGW_STR_(x)
@@ -33,6 +34,8 @@
 #define PGW_PROTECTED_MAX 256
 #define PGW_UNIX_MAX 16
 #define PGW_UNIX_PATH_MAX 108 /* sizeof(sockaddr_un.sun_path) */
+/* Listening sockets pgwardend registers in pgw_relay_socks: one per relay address. */
+#define PGW_RELAY_SOCKS_MAX 16
 
 #define PGW_AF_INET 2
 #define PGW_AF_INET6 10
@@ -40,10 +43,14 @@
 /* pgw_config.flags */
 #define PGW_CFG_RELAY4 (1u << 0)  /* relay4_* is set: IPv4 (and v4-mapped) steering on */
 #define PGW_CFG_RELAY6 (1u << 1)  /* relay6_* is set: IPv6 steering on */
-#define PGW_CFG_UNIX (1u << 2)    /* unix_relay_path is set: Unix-socket steering on */
+#define PGW_CFG_UNIX (1u << 2)    /* unix_relay_path is set: Unix-socket steering on (the
+				   * relay's socket at the path clients use) */
 #define PGW_CFG_FAIL_OPEN (1u << 3) /* informational: links owned by a process, not pinned */
 #define PGW_CFG_GATE (1u << 4)      /* informational: admission gate queue in gate_queue */
 #define PGW_CFG_GATE_XT (1u << 5)   /* the gate's rule is xt NFQUEUE (legacy iptables), not nft */
+#define PGW_CFG_SK_LOOKUP (1u << 6) /* informational: the sk_lookup guard is attached */
+#define PGW_CFG_UNIX_HOOK (1u << 7) /* connect_unix is attached (6.7+): the server's private
+				     * path, spelled exactly, goes to the relay too */
 
 /* The single entry of the pgw_config array map. Also what detach and status read back to
  * learn what an attach made (instance, marks, route table), pinned or not. */
@@ -69,6 +76,22 @@ struct pgw_config {
 
 /* Key of pgw_protected. addr all zero = any address of that family for the port. */
 struct pgw_protected_key {
+	__u8 family;  /* PGW_AF_INET or PGW_AF_INET6 */
+	__u8 pad0;
+	__u16 port;   /* network order */
+	__u32 addr[4];
+};
+
+/*
+ * Key of pgw_relay_socks, a SOCKHASH of the relay's own listening sockets: the address a
+ * listener is bound to (addr all zero: a wildcard listener of that family and port). Only
+ * pgwardend inserts (its listeners, by fd); an entry vanishes when its socket closes. The
+ * hooks deliver steered connections to a registered socket or to nobody: connect4/6
+ * refuse a steered connect() while the relay's address has no registered socket, and
+ * sk_lookup drops a SYN for the relay's address that no registered socket takes, so
+ * whoever else binds the relay's port while pgwardend is down receives nothing.
+ */
+struct pgw_relay_key {
 	__u8 family;  /* PGW_AF_INET or PGW_AF_INET6 */
 	__u8 pad0;
 	__u16 port;   /* network order */
@@ -124,13 +147,19 @@ enum pgw_stat {
 	PGW_STAT_PEERNAME,       /* getpeername answered with the dialled address */
 	PGW_STAT_CLOSED,         /* origin records removed at close */
 	PGW_STAT_UNIX_STEERED,   /* connect_unix rewrites */
+	PGW_STAT_RELAY_DOWN,     /* protected destination, but no registered relay socket: refused */
+	PGW_STAT_LOOKUP_DROPPED, /* sk_lookup: a SYN for the relay's address no registered socket
+				  * takes (a stranger on the relay's port gets nothing) */
+	PGW_STAT_UNSPEC_DST,     /* connects to 0.0.0.0 / :: / ::ffff:0.0.0.0, resolved as the
+				  * kernel does (to loopback or the bound source) before matching */
 	PGW_STAT_COUNT,
 };
 
 #define PGW_STAT_NAMES                                                                    \
 	{ "steered_ipv4", "steered_ipv6", "skipped_relay_mark", "refused_no_relay",        \
 	  "refused_origin_full", "rekeyed_established", "getpeername_restored",             \
-	  "closed_cleaned", "steered_unix" }
+	  "closed_cleaned", "steered_unix", "refused_relay_down", "dropped_unregistered", \
+	  "unspecified_resolved" }
 
 /* Program names (as the kernel reports them, at most 15 characters): status and detach
  * recognise pgwarden's programs, including leftovers, by the pgw_ prefix. */
@@ -139,6 +168,7 @@ enum pgw_stat {
 _Static_assert(sizeof(struct pgw_config) == 208, "pgw_config layout");
 _Static_assert(sizeof(struct pgw_protected_key) == 20, "pgw_protected_key layout");
 _Static_assert(sizeof(struct pgw_unix_key) == 108, "pgw_unix_key layout");
+_Static_assert(sizeof(struct pgw_relay_key) == 20, "pgw_relay_key layout");
 _Static_assert(sizeof(struct pgw_origin) == 80, "pgw_origin layout");
 _Static_assert(sizeof(struct pgw_tuple) == 40, "pgw_tuple layout");
 

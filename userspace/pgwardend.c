@@ -15,6 +15,7 @@
 #include "metrics/metrics_std.h"
 #include "metrics/metrics_steer.h"
 #include "relay/conn.h"
+#include "relay/guard.h"
 #include "config/config.h"
 #include "policy/policy.h"
 #include "gate/gate.h"
@@ -329,6 +330,8 @@ struct daemon_ctx {
 	struct relay *relay;
 	const struct options *opts;
 	struct gate *gate; /* NULL: no admission gate; set before the admin socket starts */
+	struct steer_registrar *registrar; /* set before the admin socket starts */
+	unsigned registrar_listeners;
 };
 
 static int admin_sessions_cb(void *ctx, json_t *arr)
@@ -440,6 +443,7 @@ static int admin_status_cb(void *ctx, json_t *obj)
 	json_object_set_new(obj, "connections_accepted",
 			    json_integer((json_int_t)metrics_value(r->metrics, r->mstd.accepted, 0)));
 	json_object_set_new(obj, "connections_refused", json_integer((json_int_t)refused));
+	json_object_set_new(obj, "connections_logging_in", json_integer(guard_prelogin(r->guard)));
 	json_object_set_new(obj, "errors", json_integer((json_int_t)metrics_value(
 						   r->metrics, r->mstd.statement_errors, 0)));
 	json_object_set_new(obj, "fips", json_boolean(tls_fips_enabled()));
@@ -468,6 +472,10 @@ static int admin_status_cb(void *ctx, json_t *obj)
 	} else {
 		json_object_set_new(obj, "audit", json_null());
 	}
+	/* The relay-port guard: how many listeners the hooks may deliver steered clients to. */
+	json_object_set_new(obj, "steering_listeners_registered",
+			    json_integer(steer_registrar_registered(d->registrar)));
+	json_object_set_new(obj, "steering_listeners", json_integer(d->registrar_listeners));
 	if (d->gate) {
 		struct config *cfg = relay_config_acquire(r);
 		json_t *gate = gate_status_json(d->gate, cfg);
@@ -552,6 +560,36 @@ static int start_workers(struct relay *r, const struct config *cfg)
 	return 0;
 }
 
+/*
+ * The relay-port guard: the steering hooks hand steered clients only to listeners this
+ * daemon registered (steer_registrar). One socket per listen address is enough: the
+ * kernel spreads over the SO_REUSEPORT group of every worker. Transparent and Unix
+ * listeners are not reached by the TCP rewrite and are not registered. 0 or -1 (logged).
+ */
+static int start_registrar(struct relay *r, const struct config *cfg, struct daemon_ctx *d)
+{
+	struct worker *w = r->nworkers ? r->workers[0] : NULL;
+	int rc = steer_registrar_new(cfg->steer_instance, r->steer_shared, &d->registrar);
+
+	if (rc) {
+		log_error("start", "steering registration: %s", strerror(-rc));
+		return -1;
+	}
+	for (unsigned i = 0; w && i < w->nlisteners; i++) {
+		const struct worker_listener *l = &w->listeners[i];
+
+		if (l->transparent || l->unix_socket || l->fd < 0)
+			continue;
+		rc = steer_registrar_add(d->registrar, l->fd, &l->addr);
+		if (rc) {
+			log_error("start", "steering registration: %s", strerror(-rc));
+			return -1;
+		}
+		d->registrar_listeners++;
+	}
+	return 0;
+}
+
 static void log_started(const struct config *cfg, unsigned nworkers)
 {
 	struct log_line l;
@@ -612,12 +650,15 @@ static int timeout_min(int a, int b)
 	return a < b ? a : b;
 }
 
-/* Handle signals, and the admission gate's queue when there is one, until a drain has
- * finished: 0, or -1 when the signal source or the gate's queue failed. */
-static int main_loop(struct relay *r, const struct options *o, int sigfd, struct gate *gate)
+/* Handle signals, the admission gate's queue when there is one, and the registration of
+ * the listeners with the steering hooks, until a drain has finished: 0, or -1 when the
+ * signal source or the gate's queue failed. */
+static int main_loop(struct relay *r, const struct options *o, int sigfd, struct gate *gate,
+		     struct steer_registrar *registrar)
 {
 	bool draining = false;
-	int gate_timeout = -1;
+	int gate_timeout = -1, register_timeout = -1;
+	uint64_t register_at = 0;
 
 	for (;;) {
 		struct pollfd pfd[2] = {
@@ -630,7 +671,19 @@ static int main_loop(struct relay *r, const struct options *o, int sigfd, struct
 		/* While draining, look at the workers a few times a second. */
 		if (draining && workers_finished(r))
 			return 0;
-		if (poll(pfd, 2, timeout_min(draining ? 200 : -1, gate_timeout)) < 0 &&
+		/* Registered listeners close with the drain; nothing more to register then. */
+		if (registrar && !draining) {
+			uint64_t now = clock_mono_ns();
+
+			if (now >= register_at)
+				register_at = now + (uint64_t)steer_registrar_tick(registrar) *
+							    NSEC_PER_MSEC;
+			register_timeout = (int)((register_at - now + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC);
+		} else {
+			register_timeout = -1;
+		}
+		if (poll(pfd, 2, timeout_min(timeout_min(draining ? 200 : -1, gate_timeout),
+					     register_timeout)) < 0 &&
 		    errno != EINTR) {
 			log_error("signals", "poll failed: %s", strerror(errno));
 			return -1;
@@ -847,7 +900,8 @@ int main(int argc, char **argv)
 		log_warn("steer", "fail-open: if pgwardend stops, clients reach PostgreSQL directly");
 	}
 	r.cancels = cancel_map_new();
-	if (!r.cancels || stage_pipeline_add(&r.pipeline, &sessionlog_stage)) {
+	if (!r.cancels || guard_new(cfg, &r.guard) ||
+	    stage_pipeline_add(&r.pipeline, &sessionlog_stage)) {
 		log_error("start", "out of memory");
 		goto out;
 	}
@@ -887,6 +941,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_started(cfg, r.nworkers);
+	if (start_registrar(&r, cfg, &dctx))
+		goto out_stop;
 	{
 		struct admin_server_config acfg = {.path = cfg->admin_socket};
 
@@ -908,7 +964,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	status = main_loop(&r, &o, sigfd, gate) ? 1 : 0;
+	status = main_loop(&r, &o, sigfd, gate, dctx.registrar) ? 1 : 0;
 out_stop:
 	if (!__atomic_load_n(&r.draining, __ATOMIC_ACQUIRE))
 		for (unsigned i = 0; i < r.nworkers; i++)
@@ -938,8 +994,10 @@ out:
 	free(r.workers);
 	relay_unix_listener_close(&r);
 	cancel_map_free(r.cancels);
+	guard_free(r.guard);
 	/* After the admin socket and the metrics endpoint, which read its counters. */
 	gate_close(gate);
+	steer_registrar_free(dctx.registrar);
 	steer_origin_close(r.steer_shared);
 	metrics_registry_free(r.metrics);
 	config_unref(r.config);

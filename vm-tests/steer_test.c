@@ -16,6 +16,9 @@
  *   origin       the relay finds the connection's record by 4-tuple (sockops re-keyed it)
  *                with the dialled address and the client's pid and comm;
  *   ipv6         steer, peername and origin again for an IPv6 client and relay;
+ *   unspec       a client that dials 0.0.0.0 or :: (which the kernel routes to loopback)
+ *                is steered like one dialling the protected 127.0.0.1 / ::1, and the relay
+ *                learns the address it really reached;
  *   relay_mark   a socket carrying the relay's SO_MARK (its upstream connections) that
  *                dials the protected address from inside the cgroup is not redirected: the
  *                relay can never loop into itself;
@@ -30,6 +33,10 @@
  *                fallback, and a reader (steer_gate, libnetfilter_queue) decides every new
  *                remote SYN: the tproxy clients above only got through because it accepted
  *                them, and a client from a denied source address gets no connection;
+ *   guard        the relay-port guard: sk_lookup is attached to the network namespace,
+ *                and once the relay's registered listener is closed (pgwardend killed), a
+ *                steered client is refused with ECONNREFUSED and a stranger listening on
+ *                the relay's port receives nothing;
  *   detach       steer_detach() leaves no hook on the cgroup.
  *
  * It prints diagnostics ("vm-test: ...", pgwarden's own log lines) and then exactly one
@@ -96,19 +103,21 @@ enum check {
 	CHECK_PEERNAME,
 	CHECK_ORIGIN,
 	CHECK_IPV6,
+	CHECK_UNSPEC,
 	CHECK_RELAY_MARK,
 	CHECK_UNIX,
 	CHECK_TPROXY,
 	CHECK_TPROXY6,
 	CHECK_GATE,
+	CHECK_GUARD,
 	CHECK_DETACH,
 	CHECK_COUNT,
 };
 
 static const char *const check_names[CHECK_COUNT] = {
-	"attach", "connect_unix_probe", "steer", "peername", "origin", "ipv6",
+	"attach", "connect_unix_probe", "steer", "peername", "origin", "ipv6", "unspec",
 	"relay_mark", "unix", "tproxy", "tproxy6",
-	"gate", "detach",
+	"gate", "guard", "detach",
 };
 
 /* 0 = not run, 1 = ok, -1 = failed. A check that does not apply to this kernel is marked
@@ -362,6 +371,7 @@ static int cgroup_prog_count(int cg_fd, enum bpf_attach_type type)
 
 struct relay {
 	struct steer_origin *origin;
+	struct steer_registrar *registrar;
 	int tcp_fd, tcp6_fd, tproxy_fd, tproxy6_fd, unix_fd;
 	struct addr tcp, tcp6, tproxy, tproxy6;
 	char cgdir[600];
@@ -374,9 +384,21 @@ struct steer_outcome {
 	bool origin;   /* the relay found the kernel's record of it */
 };
 
-/* Local client in the cgroup dials `dialled` → the relay's listener lfd (bound to listen). */
+/* Local client in the cgroup dials `dialled` → the relay's listener lfd (bound to listen);
+ * the kernel's record must name `reached` (what the kernel routes `dialled` to). */
+static struct steer_outcome steer_reach(struct relay *r, const struct addr *dialled,
+					const struct addr *reached, int lfd,
+					const struct addr *listen);
+
 static struct steer_outcome steer_one(struct relay *r, const struct addr *dialled, int lfd,
 				      const struct addr *listen)
+{
+	return steer_reach(r, dialled, dialled, lfd, listen);
+}
+
+static struct steer_outcome steer_reach(struct relay *r, const struct addr *dialled,
+					const struct addr *reached, int lfd,
+					const struct addr *listen)
 {
 	struct steer_outcome out = { false, false, false };
 	struct addr peer, local;
@@ -385,7 +407,7 @@ static struct steer_outcome steer_one(struct relay *r, const struct addr *dialle
 	pid_t pid;
 	int fd, rc;
 
-	pid = client_start(r->cgdir, NULL, &dialled->ss.sa, dialled->len, dialled);
+	pid = client_start(r->cgdir, NULL, &dialled->ss.sa, dialled->len, reached);
 	fd = accept_within(lfd, &peer);
 	if (fd < 0) {
 		note("steer: nothing reached the relay from a client dialling %s: %s",
@@ -399,13 +421,13 @@ static struct steer_outcome steer_one(struct relay *r, const struct addr *dialle
 		     steer_origin_lookup(r->origin, fd, listen, &peer, &local, &s);
 		if (rc < 0)
 			note("origin: lookup: %s", strerror(-rc));
-		else if (s.route != SESSION_ROUTE_STEERED || !addr_equal(&s.dialled.ss.sa, &dialled->ss.sa) ||
+		else if (s.route != SESSION_ROUTE_STEERED || !addr_equal(&s.dialled.ss.sa, &reached->ss.sa) ||
 			 !s.process.known || s.process.tgid != (uint32_t)pid ||
 			 strcmp(s.process.comm, "steer_test") != 0)
 			note("origin: route %s, dialled %s, process %s tgid %u comm '%s' (client %d "
 			     "dialled %s)", session_route_to_str(s.route), addr_str(&s.dialled, b),
 			     s.process.known ? "known" : "unknown", s.process.tgid, s.process.comm,
-			     (int)pid, addr_str(dialled, a));
+			     (int)pid, addr_str(reached, a));
 		else
 			out.origin = true;
 		close(fd); /* lets the client finish */
@@ -430,6 +452,81 @@ static void test_steer(struct relay *r)
 	addr_set6(&d6, PROTECTED_ADDR6, PROTECTED_PORT);
 	v6 = steer_one(r, &d6, r->tcp6_fd, &r->tcp6);
 	check_set(CHECK_IPV6, v6.steered && v6.peername && v6.origin);
+}
+
+/* 0.0.0.0 and :: reach loopback: steered like the protected 127.0.0.1 and ::1 they reach. */
+static void test_unspec(struct relay *r)
+{
+	struct addr any4, lo4, any6, lo6;
+	struct steer_outcome v4, v6;
+
+	addr_set4(&any4, "0.0.0.0", PROTECTED_PORT);
+	addr_set4(&lo4, "127.0.0.1", PROTECTED_PORT);
+	addr_set6(&any6, "::", PROTECTED_PORT);
+	addr_set6(&lo6, "::1", PROTECTED_PORT);
+	v4 = steer_reach(r, &any4, &lo4, r->tcp_fd, &r->tcp);
+	v6 = steer_reach(r, &any6, &lo6, r->tcp6_fd, &r->tcp6);
+	check_set(CHECK_UNSPEC, v4.steered && v4.peername && v4.origin && v6.steered &&
+				v6.peername && v6.origin);
+}
+
+/*
+ * The relay-port guard, after everything else: the relay's registered listener closes (as
+ * when pgwardend is killed) and a stranger binds its port. A steered client must be
+ * refused with ECONNREFUSED, and the stranger must have nothing to accept.
+ */
+static void test_guard(struct relay *r)
+{
+	struct addr dialled;
+	json_t *st = steer_status_json(TEST_INSTANCE);
+	json_t *links = json_object_get(st, "links"), *l;
+	bool lookup = false;
+	size_t i;
+	pid_t pid;
+	int rc, stranger;
+
+	json_array_foreach(links, i, l) {
+		const char *hook = json_string_value(json_object_get(l, "hook"));
+
+		lookup |= hook && strcmp(hook, "sk_lookup") == 0;
+	}
+	json_decref(st);
+	if (!check_set(CHECK_GUARD, lookup))
+		note("guard: no sk_lookup link in the instance's status");
+	close(r->tcp_fd);
+	r->tcp_fd = -1;
+	stranger = listen_on(&r->tcp.ss.sa, r->tcp.len, false);
+	if (stranger < 0) {
+		note("guard: the stranger cannot bind the relay's port: %s", strerror(-stranger));
+		check_set(CHECK_GUARD, false);
+		return;
+	}
+	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
+	pid = fork();
+	if (pid == 0) {
+		int fd;
+
+		alarm(IO_TIMEOUT_MS / 1000 + 5);
+		if (cgroup_join(r->cgdir) < 0)
+			_exit(1);
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (connect(fd, &dialled.ss.sa, dialled.len) == 0) {
+			note("guard: a steered client connected with no relay registered");
+			_exit(3);
+		}
+		_exit(errno == ECONNREFUSED ? 0 : (note("guard: connect: %s", strerror(errno)), 1));
+	}
+	rc = client_wait(pid);
+	{
+		struct pollfd p = { .fd = stranger, .events = POLLIN };
+
+		if (poll(&p, 1, 500) != 0) {
+			note("guard: the stranger on the relay's port received a connection");
+			rc = -1;
+		}
+	}
+	close(stranger);
+	check_set(CHECK_GUARD, rc == 0);
 }
 
 /*
@@ -740,6 +837,8 @@ int main(int argc, char **argv)
 	o.ports[o.nports++] = PROTECTED_PORT;
 	addr_set4(&o.addresses[o.naddresses++], PROTECTED_ADDR, 0);
 	addr_set6(&o.addresses[o.naddresses++], PROTECTED_ADDR6, 0);
+	addr_set4(&o.addresses[o.naddresses++], "127.0.0.1", 0);
+	addr_set6(&o.addresses[o.naddresses++], "::1", 0);
 	o.relay[o.nrelay++] = r.tcp;
 	o.relay[o.nrelay++] = r.tcp6;
 	o.tproxy_port = TPROXY_PORT;
@@ -758,6 +857,19 @@ int main(int argc, char **argv)
 		note("origin maps of %s: %s", TEST_INSTANCE, strerror(-rc));
 		goto detach;
 	}
+	/* As pgwardend does: register the listeners steered clients may be handed to. */
+	rc = steer_registrar_new(TEST_INSTANCE, NULL, &r.registrar);
+	if (rc == 0)
+		rc = steer_registrar_add(r.registrar, r.tcp_fd, &r.tcp);
+	if (rc == 0)
+		rc = steer_registrar_add(r.registrar, r.tcp6_fd, &r.tcp6);
+	if (rc == 0)
+		steer_registrar_tick(r.registrar);
+	if (!check_set(CHECK_ATTACH, rc == 0 && steer_registrar_registered(r.registrar) == 2)) {
+		note("registration of the relay's listeners: %s (%u registered)",
+		     rc ? strerror(-rc) : "incomplete", steer_registrar_registered(r.registrar));
+		goto detach;
+	}
 
 	cg_fd = open(r.cgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	n = cg_fd < 0 ? -errno : cgroup_prog_count(cg_fd, ATTACH_CGROUP_UNIX_CONNECT);
@@ -767,6 +879,7 @@ int main(int argc, char **argv)
 		     n < 0 ? strerror(-n) : "count");
 
 	test_steer(&r);
+	test_unspec(&r);
 	test_relay_mark(&r, o.relay_mark);
 	if (want_unix)
 		test_unix(&r);
@@ -778,8 +891,10 @@ int main(int argc, char **argv)
 	if (gate_pid > 0)
 		check_set(CHECK_GATE, gate_denies(&r, argv[1], argv[4]));
 	gate_stop(gate_pid);
+	test_guard(&r);
 
 detach:
+	steer_registrar_free(r.registrar);
 	steer_origin_close(r.origin);
 	steer_handle_close(handle);
 	rc = steer_detach(TEST_INSTANCE, err, sizeof(err));

@@ -4,7 +4,9 @@ upstream (unix_upstream), against a real server.
 A client of the relay's socket is known by its credentials: the session log names its
 pid, uid and command. Over PostgreSQL's socket the relay connects with the client's own
 uid and gid (transparent_source), so the server's peer authentication sees the client, as
-it would without pgwarden; with transparent_source off it sees pgwardend and refuses.
+it would without pgwarden, while the path is looked up as pgwardend, so a server socket in a
+private directory is reached through the relay only; with transparent_source off the
+server sees pgwardend and refuses peer authentication.
 Cancels of such sessions go to the Unix socket too. Startup refuses a path somebody still
 accepts on or a file that is not a socket, replaces a stale socket, and removes its own at
 exit.
@@ -105,20 +107,21 @@ def test_without_transparent_source_the_server_sees_pgwarden(pg, relay_factory, 
     assert 'Peer authentication failed for user "postgres"' in r.stderr, r.stderr
 
 
-def test_client_without_access_is_refused_as_directly(pg, relay_factory, sockdir):
-    """nobody cannot reach PostgreSQL's socket directory (0700 postgres) by itself, so the
-    relay, connecting as nobody, cannot either: 08006 naming the socket."""
+def test_private_server_socket_is_reached_only_through_the_relay(pg, relay_factory, sockdir):
+    """PostgreSQL's socket directory is private (0700 postgres): nobody cannot reach it by
+    itself, by any spelling. Through the relay it can: the relay looks the path up with its
+    own (root) file-system ids and connects with nobody's uid and gid, so the server decides
+    as it would for nobody (here: SCRAM as pgw)."""
     relay = unix_relay(relay_factory, pg, sockdir)
     nobody = pwd.getpwnam("nobody")
     direct = subprocess.run(["setpriv", "--reuid=%d" % nobody.pw_uid,
                              "--regid=%d" % nobody.pw_gid, "--clear-groups",
                              "test", "-x", pg.sockdir])
     assert direct.returncode != 0
-    r = psql_unix(pg, sockdir, "SELECT 1", as_os_user="nobody", check=False)
-    assert r.returncode != 0
-    assert "could not connect to the database server at unix:%s: Permission denied" \
-        % pg_socket(pg) in r.stderr, r.stderr
-    relay.wait_for_log({"event": "session_end", "reason": "upstream connect failed"})
+    r = psql_unix(pg, sockdir, "SELECT current_user", as_os_user="nobody")
+    assert r.stdout.strip() == "pgw"
+    log = relay.wait_for_log({"event": "session_start", "user": "pgw"})
+    assert int(log["uid"]) == nobody.pw_uid
 
 
 def test_unix_clients_to_tcp_upstream(pg, relay_factory, sockdir):

@@ -284,10 +284,13 @@ static void test_json_text(void **state)
 	j = admin_json_text("caf\xc3\xa9", 100);
 	assert_string_equal(json_string_value(j), "caf\xc3\xa9");
 	json_decref(j);
-	/* Invalid bytes, an overlong '/', a surrogate: each becomes U+FFFD. */
+	/* Invalid bytes, an overlong '/', a surrogate: each byte becomes \xHH (the one
+	 * spelling of base/sanitize.h), and so do controls, C1 and the backslash's own. */
 	j = admin_json_text("a\xff" "b\xc0\xaf" "c\xed\xa0\x80", 100);
-	assert_string_equal(json_string_value(j), "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd"
-						  "c\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	assert_string_equal(json_string_value(j), "a\\xff" "b\\xc0\\xaf" "c\\xed\\xa0\\x80");
+	json_decref(j);
+	j = admin_json_text("\x1b]0;t\x07 \xc2\x9b \\", 100);
+	assert_string_equal(json_string_value(j), "\\x1b]0;t\\x07 \\xc2\\x9b \\\\");
 	json_decref(j);
 	/* Cut at max bytes without splitting a character. */
 	j = admin_json_text("ab\xc3\xa9", 3);

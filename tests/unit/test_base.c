@@ -97,8 +97,10 @@ static void test_sanitize_cases(void **state)
 		*f2++ = '\0';
 		*f3++ = '\0';
 		f1 = trim(f1);
-		to = strcmp(f1, "log") == 0 ? SANITIZE_LOG
-		     : strcmp(f1, "json") == 0 ? SANITIZE_JSON : SANITIZE_TERMINAL;
+		to = strcmp(f1, "log") == 0    ? SANITIZE_LOG
+		     : strcmp(f1, "json") == 0 ? SANITIZE_JSON
+		     : strcmp(f1, "esc") == 0  ? SANITIZE_TERMINAL_ESCAPED
+					       : SANITIZE_TERMINAL;
 		n = case_decode(trim(f2), in, sizeof(in));
 		case_decode(trim(f3), want, sizeof(want));
 		len = sanitize(out, sizeof(out), in, n, to, &cut);
@@ -203,11 +205,39 @@ static void test_buf_compact(void **state)
 	buf_pool_destroy(&pool);
 }
 
+/* What the kernel makes of an address: 0.0.0.0, :: and ::ffff:0.0.0.0 are unspecified,
+ * a v4-mapped address is its IPv4 address, loopback and this host's addresses are local. */
+static void test_addr_kinds(void **state)
+{
+	struct addr a, u;
+
+	assert_int_equal(addr_parse("0.0.0.0:5432", &a), 0);
+	assert_true(addr_is_unspecified(&a) && addr_is_local(&a));
+	assert_int_equal(addr_parse("[::]:5432", &a), 0);
+	assert_true(addr_is_unspecified(&a));
+	assert_int_equal(addr_parse("[::ffff:0.0.0.0]:5432", &a), 0);
+	assert_true(addr_is_unspecified(&a));
+	assert_int_equal(addr_parse("[::ffff:127.0.0.9]:5432", &a), 0);
+	assert_true(addr_is_loopback(&a) && !addr_is_unspecified(&a));
+	addr_unmap(&a, &u);
+	assert_int_equal(u.ss.sa.sa_family, AF_INET);
+	assert_int_equal(addr_port(&u), 5432);
+	assert_int_equal(ntohl(u.ss.in4.sin_addr.s_addr), 0x7f000009);
+	assert_int_equal(addr_parse("127.0.0.1:1", &a), 0);
+	assert_true(addr_is_local(&a));
+	/* TEST-NET-1 is nobody's address, this host's included. */
+	assert_int_equal(addr_parse("192.0.2.77:5432", &a), 0);
+	assert_false(addr_is_local(&a) || addr_is_loopback(&a) || addr_is_unspecified(&a));
+	assert_int_equal(addr_parse("[2001:db8::77]:5432", &a), 0);
+	assert_false(addr_is_local(&a));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_addr_cases),
 		cmocka_unit_test(test_addr_equal),
+		cmocka_unit_test(test_addr_kinds),
 		cmocka_unit_test(test_log_escapes_peer_values),
 		cmocka_unit_test(test_log_truncates_long_lines),
 		cmocka_unit_test(test_sanitize_cases),

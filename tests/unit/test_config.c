@@ -359,6 +359,12 @@ static void test_set_every_key(void **state)
 		{"mask-key-file", "off", ""},
 		{"mask.row_lookahead", "1KiB", "1KiB"},
 		{"mask-row-lookahead", "64MiB", "64MiB"},
+		{"admission.prelogin_max", "1", "1"},
+		{"admission-prelogin-max", "1000000", "1000000"},
+		{"admission-prelogin-per-source", "64", "64"},
+		{"admission.rate", "600/m", "10/s"},
+		{"admission-burst", "30", "30"},
+		{"admission-max-sources", "64", "64"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -1493,6 +1499,11 @@ static void test_restart_required(void **state)
 		{"policy", "/etc/pgwarden/policy.yaml", false},
 		{"mask.key_file", "/etc/pgwarden/mask.key", false},
 		{"mask.row_lookahead", "1MiB", false},
+		{"admission.prelogin_max", "10", false},
+		{"admission.prelogin_per_source", "5", false},
+		{"admission.rate", "10/s", false},
+		{"admission.burst", "5", false},
+		{"admission.max_sources", "128", true},
 	};
 	struct config *old = config_new();
 

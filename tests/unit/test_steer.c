@@ -32,6 +32,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -443,7 +445,45 @@ struct live {
 	uint16_t protected_port;
 	pid_t child;
 	bool attached;
+	/* Plays pgwardend's main thread: registers relay_fd with the instance's map. */
+	struct steer_registrar *registrar;
+	pthread_t registrar_thread;
+	bool registrar_running;
+	bool registrar_stop; /* atomic */
 };
+
+static void *live_registrar_main(void *arg)
+{
+	struct live *L = arg;
+
+	while (!__atomic_load_n(&L->registrar_stop, __ATOMIC_ACQUIRE)) {
+		int ms = steer_registrar_tick(L->registrar);
+
+		usleep((useconds_t)(ms < 20 ? ms : 20) * 1000);
+	}
+	return NULL;
+}
+
+/* The relay's registration, as pgwardend does it, for tests whose attach waits for it. */
+static void live_registrar_start(struct live *L)
+{
+	assert_int_equal(steer_registrar_new(L->instance, NULL, &L->registrar), 0);
+	assert_int_equal(steer_registrar_add(L->registrar, L->relay_fd, &L->relay), 0);
+	L->registrar_stop = false;
+	assert_int_equal(pthread_create(&L->registrar_thread, NULL, live_registrar_main, L), 0);
+	L->registrar_running = true;
+}
+
+static void live_registrar_stop(struct live *L)
+{
+	if (!L->registrar_running)
+		return;
+	__atomic_store_n(&L->registrar_stop, true, __ATOMIC_RELEASE);
+	pthread_join(L->registrar_thread, NULL);
+	steer_registrar_free(L->registrar);
+	L->registrar = NULL;
+	L->registrar_running = false;
+}
 
 static int live_setup(void **state)
 {
@@ -484,6 +524,7 @@ static int live_setup(void **state)
 	assert_int_equal(getsockname(L->relay_fd, &L->relay.ss.sa, &len), 0);
 	/* Never actually dialled: the hook rewrites it before any packet leaves. */
 	L->protected_port = 9;
+	live_registrar_start(L);
 	*state = L;
 	return 0;
 }
@@ -499,6 +540,7 @@ static int live_teardown(void **state)
 		kill(L->child, SIGKILL);
 		waitpid(L->child, NULL, 0);
 	}
+	live_registrar_stop(L);
 	if (steer_detach(L->instance, err, sizeof(err)) != 0)
 		print_message("detach: %s\n", err);
 	close(L->relay_fd);
@@ -681,6 +723,7 @@ static void test_live_relay_down(void **state)
 	if (!L)
 		skip();
 	live_opts(L, &o);
+	live_registrar_stop(L);
 	close(L->relay_fd);
 	L->relay_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* closed listener */
 	assert_int_not_equal(steer_attach(&o, NULL, err, sizeof(err)), 0);
@@ -950,6 +993,213 @@ out:
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* A client in the cgroup dials the protected port; 0 when it connected, else its errno. */
+static int cgroup_connect_errno(struct live *L)
+{
+	int pfd[2], err = -1;
+	pid_t pid;
+
+	assert_int_equal(pipe(pfd), 0);
+	pid = fork();
+	if (pid == 0) {
+		char path[600], pidtxt[32];
+		struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(L->protected_port),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		int fd, cg, e = 0;
+
+		snprintf(path, sizeof(path), "%s/cgroup.procs", L->cgroup);
+		cg = open(path, O_WRONLY);
+		snprintf(pidtxt, sizeof(pidtxt), "%d", (int)getpid());
+		if (cg < 0 || write(cg, pidtxt, strlen(pidtxt)) < 0)
+			_exit(10);
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0)
+			e = errno;
+		if (write(pfd[1], &e, sizeof(e)) != sizeof(e))
+			_exit(11);
+		_exit(0);
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &err, sizeof(err)), sizeof(err));
+	close(pfd[0]);
+	waitpid(pid, NULL, 0);
+	return err;
+}
+
+/*
+ * The relay-port guard. Steered clients reach the registered listener; once it is gone
+ * (closed, as when pgwardend is killed) they are refused at connect() with ECONNREFUSED,
+ * and a stranger who binds the relay's port receives nothing: the hooks send no connection
+ * to a socket that was never registered.
+ */
+static void test_live_relay_takeover(void **state)
+{
+	struct live *L = *state;
+	struct steer_opts o;
+	char err[STEER_ERR_MAX];
+	struct addr peer;
+	json_t *st;
+	int fd, one = 1;
+
+	if (!L)
+		skip();
+	if (!steer_probe_sk_lookup())
+		skip();
+	live_opts(L, &o);
+	if (steer_attach(&o, NULL, err, sizeof(err)) != 0)
+		fail_msg("attach: %s", err);
+	assert_int_equal(cgroup_connect_errno(L), 0);
+	peer.len = sizeof(peer.ss);
+	fd = accept(L->relay_fd, &peer.ss.sa, &peer.len);
+	assert_true(fd >= 0);
+	close(fd);
+
+	/* pgwardend dies: its listener closes, its registration with it. */
+	live_registrar_stop(L);
+	close(L->relay_fd);
+	L->relay_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	assert_int_equal(setsockopt(L->relay_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+	assert_int_equal(bind(L->relay_fd, &L->relay.ss.sa, L->relay.len), 0);
+	assert_int_equal(listen(L->relay_fd, 8), 0); /* the stranger, on the relay's port */
+	assert_int_equal(cgroup_connect_errno(L), ECONNREFUSED);
+	usleep(100 * 1000);
+	peer.len = sizeof(peer.ss);
+	assert_int_equal(accept(L->relay_fd, &peer.ss.sa, &peer.len), -1);
+	assert_int_equal(errno, EAGAIN);
+	st = steer_status_json(L->instance);
+	assert_true(json_integer_value(json_object_get(json_object_get(st, "counters"),
+						       "refused_relay_down")) >= 1);
+	assert_int_equal(json_array_size(json_object_get(st, "relay_registered")), 0);
+	json_decref(st);
+}
+
+/*
+ * The server's socket in a directory only its owner may search: a client uid that cannot
+ * enter it still reaches it through steer_upstream_connect_unix(), which looks the path up
+ * with the thread's own (root) file-system ids, while the server reads the client's uid
+ * and gid from SO_PEERCRED. A direct connect() by that uid is refused, as it must be.
+ */
+static void test_unix_connect_as_client_through_private_dir(void **state)
+{
+	char dir[] = "/tmp/pgw-unit-private-XXXXXX", path[96];
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct session s;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	const char *why = NULL;
+	int lfd, cfd, afd, status;
+	pid_t pid;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chown(dir, 4242, 4242), 0);
+	assert_int_equal(chmod(dir, 0700), 0);
+	snprintf(path, sizeof(path), "%s/.s.PGSQL.5432", dir);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	assert_int_equal(chmod(path, 0777), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+
+	/* Directly, nobody is refused at the directory. */
+	pid = fork();
+	if (pid == 0) {
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		if (setgid(65534) || setuid(65534))
+			_exit(2);
+		_exit(connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 && errno == EACCES ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	/* Through the relay's connect, as nobody. */
+	memset(&s, 0, sizeof(s));
+	s.process.known = true;
+	s.process.uid = 65534;
+	s.process.gid = 65534;
+	cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(steer_upstream_connect_unix(cfd, path, &s, true, &why), 0);
+	afd = accept(lfd, NULL, NULL);
+	assert_true(afd >= 0);
+	assert_int_equal(getsockopt(afd, SOL_SOCKET, SO_PEERCRED, &cr, &len), 0);
+	assert_int_equal(cr.uid, 65534);
+	assert_int_equal(cr.gid, 65534);
+	/* The thread is itself again, file-system ids included. */
+	assert_int_equal(geteuid(), 0);
+	assert_int_equal(syscall(SYS_setfsuid, -1), 0);
+	assert_int_equal(syscall(SYS_setfsgid, -1), 0);
+	close(afd);
+	close(cfd);
+
+	/* Without transparent_source the server sees pgwardend. */
+	cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(steer_upstream_connect_unix(cfd, path, &s, false, &why), 1);
+	afd = accept(lfd, NULL, NULL);
+	len = sizeof(cr);
+	assert_int_equal(getsockopt(afd, SOL_SOCKET, SO_PEERCRED, &cr, &len), 0);
+	assert_int_equal(cr.uid, 0);
+	close(afd);
+	close(cfd);
+	close(lfd);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* A server socket every local user can reach is "exposed"; in a private directory it is
+ * not; the relay's own socket never is. Attach refuses --unix-socket on an exposed one. */
+static void test_unix_exposed(void **state)
+{
+	char dir[] = "/tmp/pgw-unit-exposed-XXXXXX", path[96], relay[96];
+	char out[4][PGW_UNIX_PATH_MAX], err[STEER_ERR_MAX] = "";
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	uint16_t port = (uint16_t)(40000 + getpid() % 20000);
+	struct steer_opts o;
+	int lfd;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chmod(dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/.s.PGSQL.%u", dir, port);
+	snprintf(relay, sizeof(relay), "%s/relay", dir);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	assert_int_equal(chmod(path, 0777), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+
+	assert_int_equal(steer_unix_exposed(&port, 1, NULL, NULL, 0, out, 4), 1);
+	assert_string_equal(out[0], path);
+	assert_int_equal(steer_unix_exposed(&port, 1, path, NULL, 0, out, 4), 0); /* the relay's */
+	/* The server's sockets are its user's: a look-alike of another user's is ignored. */
+	{
+		uid_t server = 4242, root = 0;
+
+		assert_int_equal(steer_unix_exposed(&port, 1, NULL, &server, 1, out, 4), 0);
+		assert_int_equal(steer_unix_exposed(&port, 1, NULL, &root, 1, out, 4), 1);
+	}
+	steer_opts_init(&o);
+	o.ports[o.nports++] = port;
+	o.unix_paths[o.nunix++] = path;
+	o.unix_relay = relay;
+	assert_int_equal(steer_unix_check(&o, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "reachable by every local user"));
+
+	assert_int_equal(chmod(dir, 0700), 0); /* now out of others' reach */
+	assert_int_equal(steer_unix_exposed(&port, 1, NULL, NULL, 0, out, 4), 0);
+	/* ...but the relay would sit in a directory others may write: refused too. */
+	assert_int_equal(chmod(dir, 01777), 0);
+	assert_int_equal(steer_unix_check(&o, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "writable by every local user"));
+	close(lfd);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -968,6 +1218,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_live_fail_open, live_setup, live_teardown),
 		cmocka_unit_test_setup_teardown(test_live_stale_pins, live_setup, live_teardown),
 		cmocka_unit_test_setup_teardown(test_live_foreign_program, live_setup, live_teardown),
+		cmocka_unit_test_setup_teardown(test_live_relay_takeover, live_setup, live_teardown),
+		cmocka_unit_test(test_unix_connect_as_client_through_private_dir),
+		cmocka_unit_test(test_unix_exposed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

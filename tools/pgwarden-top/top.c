@@ -237,15 +237,14 @@ static void header_lines(struct top_app *a, char l[3][512])
 	if (a->down || !st) {
 		snprintf(l[0], 512, "pgwarden-top %s  pgwardend: DOWN  refresh %.1fs", t, a->delay);
 	} else {
+		char ver[64];
+
 		snprintf(l[0], 512, "pgwarden-top %s  pgwardend pid %lld, up %s%s%s  refresh %.1fs",
 			 t, (long long)json_integer_value(json_object_get(st, "pid")),
 			 top_fmt_duration(json_number_value(json_object_get(st, "uptime_seconds")),
 					  up, sizeof(up)),
 			 json_is_string(json_object_get(st, "version")) ? ", v" : "",
-			 json_is_string(json_object_get(st, "version"))
-				 ? json_string_value(json_object_get(st, "version"))
-				 : "",
-			 a->delay);
+			 top_text(st, "version", "", ver, sizeof(ver)), a->delay);
 		if (json_is_integer(json_object_get(st, "errors")))
 			errors = json_integer_value(json_object_get(st, "errors"));
 	}
@@ -338,16 +337,18 @@ static void draw_detail(struct top_app *a, int y0, int h)
 	s = a->m.rows[a->m.view[i]].raw;
 	p = json_object_get(s, "process");
 	tls = json_object_get(s, "tls");
-#define S(k) (json_string_value(json_object_get(s, k)) ? json_string_value(json_object_get(s, k)) : "-")
-	snprintf(buf, sizeof(buf), "id %s  route %s  state %s  tx %s", S("id"), S("route"),
-		 S("state"), S("tx_status"));
+	/* Every value through top_text(): it may have come from the client. */
+	char t1[160], t2[160], t3[160], t4[160];
+#define S(k, b) top_text(s, k, "-", b, sizeof(b))
+	snprintf(buf, sizeof(buf), "id %s  route %s  state %s  tx %s", S("id", t1),
+		 S("route", t2), S("state", t3), S("tx_status", t4));
 	put_line(y++, buf, A_NORMAL);
-	snprintf(buf, sizeof(buf), "client %s  dialled %s  upstream %s", S("client"), S("dialled"),
-		 S("upstream"));
+	snprintf(buf, sizeof(buf), "client %s  dialled %s  upstream %s", S("client", t1),
+		 S("dialled", t2), S("upstream", t3));
 	put_line(y++, buf, A_NORMAL);
 	if (json_is_object(p))
 		snprintf(buf, sizeof(buf), "process %s pid %lld uid %lld gid %lld cgroup %lld",
-			 json_string_value(json_object_get(p, "comm")) ? json_string_value(json_object_get(p, "comm")) : "?",
+			 top_text(p, "comm", "?", t1, sizeof(t1)),
 			 (long long)json_integer_value(json_object_get(p, "pid")),
 			 (long long)json_integer_value(json_object_get(p, "uid")),
 			 (long long)json_integer_value(json_object_get(p, "gid")),
@@ -355,19 +356,20 @@ static void draw_detail(struct top_app *a, int y0, int h)
 	else
 		snprintf(buf, sizeof(buf), "process: not a steered local client");
 	put_line(y++, buf, A_NORMAL);
-	snprintf(buf, sizeof(buf), "user %s  database %s  application %s  auth %s", S("user"),
-		 S("database"), S("application_name"), S("auth_method"));
+	snprintf(buf, sizeof(buf), "user %s  database %s  application %s  auth %s",
+		 S("user", t1), S("database", t2), S("application_name", t3),
+		 S("auth_method", t4));
 	put_line(y++, buf, A_NORMAL);
 	if (json_is_object(tls))
 		snprintf(buf, sizeof(buf), "tls %s %s  client cert %s",
-			 json_string_value(json_object_get(tls, "version")) ? json_string_value(json_object_get(tls, "version")) : "?",
-			 json_string_value(json_object_get(tls, "cipher")) ? json_string_value(json_object_get(tls, "cipher")) : "",
-			 json_string_value(json_object_get(tls, "client_subject")) ? json_string_value(json_object_get(tls, "client_subject")) : "none");
+			 top_text(tls, "version", "?", t1, sizeof(t1)),
+			 top_text(tls, "cipher", "", t2, sizeof(t2)),
+			 top_text(tls, "client_subject", "none", t3, sizeof(t3)));
 	else
 		snprintf(buf, sizeof(buf), "tls: none (plaintext)");
 	put_line(y++, buf, A_NORMAL);
 	snprintf(buf, sizeof(buf), "started %s  stmts %lld  errors %lld  in %lld B  out %lld B",
-		 S("started_at"), (long long)json_integer_value(json_object_get(s, "statements")),
+		 S("started_at", t1), (long long)json_integer_value(json_object_get(s, "statements")),
 		 (long long)json_integer_value(json_object_get(s, "errors")),
 		 (long long)json_integer_value(json_object_get(s, "bytes_from_client")),
 		 (long long)json_integer_value(json_object_get(s, "bytes_from_server")));

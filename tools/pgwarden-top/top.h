@@ -39,7 +39,7 @@ struct top_row {
 	char state[16];
 	char tls[16];
 	char client[64];
-	char comm[20];
+	char comm[64];
 	long long pid; /* -1 when the process is unknown */
 	double duration;
 	double qps;
@@ -115,6 +115,10 @@ void top_layout_compute(struct top_layout *l, int cols);
 void top_format_header(const struct top_layout *l, enum top_col sort, bool reverse, char *buf,
 		       size_t n);
 void top_format_row(const struct top_layout *l, const struct top_row *r, char *buf, size_t n);
+
+/* The string at key of o (dflt when absent or empty) made safe for a terminal into buf
+ * (base/sanitize.h): every value the screen or batch mode shows goes through it. */
+const char *top_text(json_t *o, const char *key, const char *dflt, char *buf, size_t n);
 
 /* Short human forms: "59s", "12m03s", "3h04m", "2d01h"; "512", "1.2K", "3.4M". */
 const char *top_fmt_duration(double s, char *buf, size_t n);

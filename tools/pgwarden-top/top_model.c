@@ -1,6 +1,8 @@
 /* top_model: snapshots → rows with rates, filter, sort, fixed-width formatting (see top.h). */
 #include "top.h"
 
+#include "base/sanitize.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -72,15 +74,20 @@ void top_model_free(struct top_model *m)
 
 /* ---- snapshot → rows --------------------------------------------------------------------- */
 
-static void copy_str(char *dst, size_t n, json_t *o, const char *key, const char *dflt)
+const char *top_text(json_t *o, const char *key, const char *dflt, char *buf, size_t n)
 {
 	const char *s = json_string_value(json_object_get(o, key));
 
-	snprintf(dst, n, "%s", s && *s ? s : dflt);
-	/* One line per row: control characters (newlines in SQL) become spaces. */
-	for (char *p = dst; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
+	/* Values from clients arrive sanitised (admin JSON); whatever is left that a terminal
+	 * would act on, or a daemon of another version sent raw, is escaped here in the same
+	 * spelling. A newline is an escape too, so a row stays one line. */
+	sanitize_str(buf, n, s && *s ? s : dflt, SANITIZE_TERMINAL_ESCAPED, NULL);
+	return buf;
+}
+
+static void copy_str(char *dst, size_t n, json_t *o, const char *key, const char *dflt)
+{
+	top_text(o, key, dflt, dst, n);
 }
 
 static long long int_of(json_t *o, const char *key)

@@ -264,24 +264,48 @@ static const char *str_or(json_t *o, const char *key, const char *dflt)
 	return s && *s ? s : dflt;
 }
 
-/* "psql[4242]" for a steered local client, else the client address. */
-static const char *who(json_t *s, char *buf, size_t n)
+/*
+ * A string of the daemon's reply, as a terminal may show it. Values that came from clients
+ * or processes arrive sanitised already (admin JSON); what is left, and anything a daemon
+ * of another version sent raw, is escaped here (base/sanitize.h) in the same spelling.
+ */
+static char *safe(const char *s, char *buf, size_t n)
 {
-	json_t *p = json_object_get(s, "process");
-
-	if (json_is_object(p))
-		snprintf(buf, n, "%s[%lld]", str_or(p, "comm", "?"),
-			 (long long)json_integer_value(json_object_get(p, "pid")));
-	else
-		snprintf(buf, n, "%s", str_or(s, "client", "-"));
+	sanitize_str(buf, n, s, SANITIZE_TERMINAL_ESCAPED, NULL);
 	return buf;
 }
 
-/* Statement text on one line: control characters become spaces. */
-static void put_oneline(const char *s, int width)
+static char *safe_or(json_t *o, const char *key, const char *dflt, char *buf, size_t n)
 {
-	for (int i = 0; s && s[i] && i < width; i++)
-		putchar((unsigned char)s[i] < 0x20 ? ' ' : s[i]);
+	return safe(str_or(o, key, dflt), buf, n);
+}
+
+/* s cut in place to at most width bytes, never inside a UTF-8 character (a column cut by
+ * bytes would otherwise print half of one). Returns s. */
+static char *fit(char *s, size_t width)
+{
+	size_t n = strlen(s);
+
+	if (n <= width)
+		return s;
+	while (width > 0 && ((unsigned char)s[width] & 0xc0) == 0x80)
+		width--;
+	s[width] = '\0';
+	return s;
+}
+
+/* "psql[4242]" for a steered local client, else the client address. */
+static char *who(json_t *s, char *buf, size_t n)
+{
+	json_t *p = json_object_get(s, "process");
+	char text[96];
+
+	if (json_is_object(p))
+		snprintf(buf, n, "%s[%lld]", safe_or(p, "comm", "?", text, sizeof(text)),
+			 (long long)json_integer_value(json_object_get(p, "pid")));
+	else
+		snprintf(buf, n, "%s", safe_or(s, "client", "-", text, sizeof(text)));
+	return buf;
 }
 
 /* ---- commands -------------------------------------------------------------------------- */
@@ -290,21 +314,21 @@ static void print_status_human(json_t *st)
 {
 	const char *key;
 	json_t *v;
-	char dur[32];
+	char dur[32], text[1024];
 
 	printf("pgwardend: running, pid %lld, up %s", (long long)json_integer_value(
 			   json_object_get(st, "pid")),
 	       fmt_duration(json_number_value(json_object_get(st, "uptime_seconds")), dur,
 			    sizeof(dur)));
 	if (json_is_string(json_object_get(st, "version")))
-		printf(", version %s", str_or(st, "version", "?"));
+		printf(", version %s", safe_or(st, "version", "?", text, sizeof(text)));
 	printf("\n");
 	json_object_foreach(st, key, v) {
 		if (!strcmp(key, "pid") || !strcmp(key, "uptime_seconds") || !strcmp(key, "version") ||
 		    !strcmp(key, "steering"))
 			continue;
 		if (json_is_string(v))
-			printf("  %-22s %s\n", key, json_string_value(v));
+			printf("  %-22s %s\n", key, safe(json_string_value(v), text, sizeof(text)));
 		else if (json_is_integer(v))
 			printf("  %-22s %lld\n", key, (long long)json_integer_value(v));
 		else if (json_is_real(v))
@@ -314,7 +338,7 @@ static void print_status_human(json_t *st)
 		else if (!json_is_null(v)) {
 			char *t = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
 
-			printf("  %-22s %s\n", key, t ? t : "?");
+			printf("  %-22s %s\n", key, safe(t ? t : "?", text, sizeof(text)));
 			free(t);
 		}
 	}
@@ -371,11 +395,15 @@ static int cmd_sessions(int argc, char **argv)
 	printf("%-12s %-22s %-10s %-10s %-8s %-4s %7s %7s %7s %7s  %s\n", "ID", "PROCESS/CLIENT",
 	       "USER", "DATABASE", "STATE", "TLS", "AGE", "STMTS", "IN", "OUT", "LAST STATEMENT");
 	json_array_foreach(arr, i, s) {
-		char w[64], age[32], in[16], out[16];
+		char w[128], age[32], in[16], out[16], id[48], user[256], db[256], state[48];
+		char stmt[256];
 
-		printf("%-12.12s %-22.22s %-10.10s %-10.10s %-8.8s %-4s %7s %7lld %7s %7s  ",
-		       str_or(s, "id", "?"), who(s, w, sizeof(w)), str_or(s, "user", "-"),
-		       str_or(s, "database", "-"), str_or(s, "state", "?"),
+		printf("%-12s %-22s %-10s %-10s %-8s %-4s %7s %7lld %7s %7s  ",
+		       fit(safe_or(s, "id", "?", id, sizeof(id)), 12),
+		       fit(who(s, w, sizeof(w)), 22),
+		       fit(safe_or(s, "user", "-", user, sizeof(user)), 10),
+		       fit(safe_or(s, "database", "-", db, sizeof(db)), 10),
+		       fit(safe_or(s, "state", "?", state, sizeof(state)), 8),
 		       json_is_object(json_object_get(s, "tls")) ? "yes" : "no",
 		       fmt_duration(json_number_value(json_object_get(s, "duration_seconds")), age,
 				    sizeof(age)),
@@ -384,8 +412,8 @@ static int cmd_sessions(int argc, char **argv)
 				 sizeof(in)),
 		       fmt_bytes(json_integer_value(json_object_get(s, "bytes_from_server")), out,
 				 sizeof(out)));
-		put_oneline(str_or(s, "last_statement", ""), 60);
-		putchar('\n');
+		/* The statement on one line (its newlines are escapes now), 60 bytes of it. */
+		printf("%s\n", fit(safe_or(s, "last_statement", "", stmt, sizeof(stmt)), 60));
 	}
 	json_decref(reply);
 	return CTL_EXIT_OK;

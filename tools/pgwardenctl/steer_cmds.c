@@ -65,8 +65,10 @@ static const char attach_usage[] =
 	"  --port P              protected port (repeatable)\n"
 	"  --address A           protect only this address, IPv4 or IPv6 (repeatable; default: any)\n"
 	"  --relay ADDR          where pgwardend listens for steered clients, one per family\n"
-	"                        (127.0.0.1:6432, [::1]:6432); a protected destination of a family\n"
-	"                        without a relay is refused\n"
+	"                        (127.0.0.1:643, [::1]:643: a port below 1024, which only root may\n"
+	"                        take); steered clients reach only a listener pgwardend\n"
+	"                        registered there; a protected destination of a family without\n"
+	"                        a relay is refused\n"
 	"  --cgroup PATH         cgroup v2 directory whose processes are steered (default: the\n"
 	"                        cgroup2 root, i.e. every process)\n"
 	"  --tproxy-port P       also divert remote clients (nftables TPROXY) to pgwardend's\n"
@@ -75,11 +77,17 @@ static const char attach_usage[] =
 	"                        NFQUEUE N for pgwardend's verdict (its gate.queue: N);\n"
 	"                        without a reader they are dropped, or accepted with\n"
 	"                        --fail-open\n"
-	"  --unix-socket PATH    protected Unix socket (kernel 6.7+; repeatable)\n"
-	"  --unix-relay PATH     pgwardend's Unix listener for those clients\n"
+	"  --unix-socket PATH    PostgreSQL's own Unix socket, in a directory only root and the\n"
+	"                        server's user may search (refused otherwise); on kernel 6.7+\n"
+	"                        its exact path is steered too (repeatable)\n"
+	"  --unix-relay PATH     pgwardend's Unix listener, at the path clients use\n"
+	"                        (/var/run/postgresql/.s.PGSQL.5432)\n"
 	"  --fail-open           steering lives as long as PROGRAM (pgwardend), which this command\n"
 	"                        becomes; default is fail-closed (pinned, survives the daemon)\n"
-	"  --wait SECONDS        wait up to SECONDS for the relay to listen (default: 0)\n"
+	"  --wait SECONDS        wait up to SECONDS for the relay to listen (default: 0) and\n"
+	"                        register (at least 3 s)\n"
+	"  --no-relay-check      attach without waiting for the relay: until it listens and\n"
+	"                        registers, steered clients are refused\n"
 	"  --relay-mark N        SO_MARK of pgwardend's own sockets (default 0x5047)\n"
 	"  --tproxy-mark N       mark of diverted packets (default 0x5048)\n"
 	"  --route-table N       policy routing table for TPROXY (default 20552)\n"
@@ -416,8 +424,14 @@ static void print_list(const char *label, json_t *arr)
 	printf("  %-14s", label);
 	if (!json_array_size(arr))
 		printf(" -");
-	json_array_foreach(arr, i, v)
-		printf("%s%s", i ? ", " : " ", json_string_value(v) ? json_string_value(v) : "?");
+	json_array_foreach(arr, i, v) {
+		char text[512];
+
+		/* Some lists (unix exposed) hold paths any local user may have named. */
+		sanitize_str(text, sizeof(text), json_string_value(v) ? json_string_value(v) : "?",
+			     SANITIZE_TERMINAL_ESCAPED, NULL);
+		printf("%s%s", i ? ", " : " ", text);
+	}
 	printf("\n");
 }
 
@@ -475,8 +489,17 @@ static void print_human(json_t *st)
 		printf("  admission gate NFQUEUE %lld\n",
 		       (long long)json_integer_value(json_object_get(json_object_get(st, "gate"),
 								     "queue")));
+	print_list("registered", json_object_get(st, "relay_registered"));
+	printf("  relay guard    %s\n",
+	       json_is_true(json_object_get(json_object_get(st, "relay_guard"), "sk_lookup_attached"))
+		       ? "sk_lookup: steered clients reach only the registered listeners"
+	       : json_is_true(json_object_get(json_object_get(st, "relay_guard"),
+					      "kernel_supports_sk_lookup"))
+		       ? "not attached"
+		       : "kernel without sk_lookup: the relay port's privilege is the only guard");
 	printf("  unix sockets   %s\n", json_is_true(json_object_get(u, "steered")) ? "steered" :
 	       json_string_value(json_object_get(u, "note")));
+	print_list("unix exposed", json_object_get(u, "exposed"));
 	print_list("leftovers", json_object_get(st, "leftovers"));
 }
 

@@ -128,13 +128,15 @@ struct admin_session_view {
 
 /*
  * The session as docs/ADMIN.md lists it. Text from the client (user, database,
- * application_name, statement) is truncated to ADMIN_STATEMENT_MAX and made valid UTF-8
- * (invalid bytes become U+FFFD), so a client cannot break the JSON. NULL on ENOMEM.
+ * application_name, statement) and the process's comm are read up to ADMIN_STATEMENT_MAX
+ * bytes and sanitised (base/sanitize.h, SANITIZE_JSON): controls, C1 and invalid UTF-8
+ * become \xHH, a backslash \\, so a client can neither break the JSON nor reach the
+ * terminal of whoever prints a value. NULL on ENOMEM.
  */
 json_t *admin_session_json(const struct session *s, const struct admin_session_view *v);
 
-/* A JSON string for peer-supplied text: at most max bytes (cut on a character boundary),
- * invalid UTF-8 replaced by U+FFFD; json_null() for NULL. NULL on ENOMEM. */
+/* A JSON string for peer-supplied text: the first max bytes, sanitised (SANITIZE_JSON);
+ * json_null() for NULL. NULL on ENOMEM. */
 json_t *admin_json_text(const char *s, size_t max);
 
 /* ---- protocol (no sockets: tests and the fuzzer drive it directly) ------------------- */

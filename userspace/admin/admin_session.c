@@ -8,78 +8,66 @@
 #include "admin/admin.h"
 
 #include "base/clock.h"
+#include "base/sanitize.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+/* n, or less so that a UTF-8 sequence cut at n (text truncated to a cap) is dropped rather
+ * than shown as escapes of half a character. */
+static size_t whole_chars(const char *s, size_t n)
 {
-	size_t len;
-	uint32_t cp;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = n, need;
 
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and values past U+10FFFF are invalid. */
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-		return 0;
-	return len;
+	while (i > 0 && n - i < 3 && (p[i - 1] & 0xc0) == 0x80)
+		i--;
+	if (i == 0 || p[i - 1] < 0xc0)
+		return n;
+	need = p[i - 1] >= 0xf0 ? 4 : p[i - 1] >= 0xe0 ? 3 : 2;
+	return n - (i - 1) < need ? i - 1 : n;
 }
 
 json_t *admin_json_text(const char *s, size_t max)
 {
-	static const char repl[] = "\xef\xbf\xbd"; /* U+FFFD */
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n, out_len = 0;
+	size_t n, cap;
 	char *out;
 	json_t *j;
 
 	if (!s)
 		return json_null();
+	/* Peer bytes become the one sanitised spelling (base/sanitize.h): valid UTF-8 for the
+	 * encoder, and no control, C1 or invalid byte for whoever prints the value. */
 	n = strnlen(s, max);
-	out = malloc(n * 3 + 1); /* worst case: every byte replaced */
+	if (n == max)
+		n = whole_chars(s, n);
+	cap = sanitize_len(s, n, SANITIZE_JSON) + 1;
+	out = malloc(cap);
 	if (!out)
 		return NULL;
-	for (size_t i = 0; i < n;) {
-		size_t l = utf8_seq(p + i, n - i);
-
-		if (l == 0) {
-			/* An incomplete sequence cut by max is dropped, not replaced. */
-			if (n == max && n - i < 4 && p[i] >= 0xc0)
-				break;
-			memcpy(out + out_len, repl, 3);
-			out_len += 3;
-			i++;
-			continue;
-		}
-		memcpy(out + out_len, p + i, l);
-		out_len += l;
-		i += l;
-	}
-	j = json_stringn(out, out_len);
+	sanitize(out, cap, s, n, SANITIZE_JSON, NULL);
+	j = json_string(out);
 	free(out);
 	return j;
+}
+
+/* The listing's statement is a one-line summary: its line breaks and tabs are spaces
+ * (SQL means the same), everything else is sanitised like any peer text. */
+static json_t *statement_json(const char *sql)
+{
+	char flat[ADMIN_STATEMENT_MAX + 1];
+	size_t n;
+
+	if (!sql)
+		return json_null();
+	n = strnlen(sql, ADMIN_STATEMENT_MAX);
+	memcpy(flat, sql, n);
+	flat[n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (flat[i] == '\n' || flat[i] == '\r' || flat[i] == '\t')
+			flat[i] = ' ';
+	return admin_json_text(flat, ADMIN_STATEMENT_MAX);
 }
 
 static json_t *addr_json(const struct addr *a)
@@ -185,8 +173,7 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	set(o, "errors", json_integer((json_int_t)(v ? v->errors : 0)));
 	set(o, "bytes_from_client", json_integer((json_int_t)rd64(&s->bytes_from_client)));
 	set(o, "bytes_from_server", json_integer((json_int_t)rd64(&s->bytes_from_server)));
-	set(o, "last_statement",
-	    admin_json_text(v ? v->last_statement : NULL, ADMIN_STATEMENT_MAX));
+	set(o, "last_statement", statement_json(v ? v->last_statement : NULL));
 	set(o, "last_latency_seconds", v && v->last_latency_ns >= 0
 					       ? json_real((double)v->last_latency_ns / 1e9)
 					       : json_null());

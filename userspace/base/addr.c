@@ -7,6 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 static int addr_parse_port(const char *s, in_port_t *port)
 {
@@ -109,4 +114,82 @@ bool addr_equal(const struct sockaddr *a, const struct sockaddr *b)
 		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 	}
 	return false;
+}
+
+unsigned addr_port(const struct addr *a)
+{
+	if (a->ss.sa.sa_family == AF_INET)
+		return ntohs(a->ss.in4.sin_port);
+	if (a->ss.sa.sa_family == AF_INET6)
+		return ntohs(a->ss.in6.sin6_port);
+	return 0;
+}
+
+void addr_unmap(const struct addr *a, struct addr *out)
+{
+	const struct in6_addr *in6 = &a->ss.in6.sin6_addr;
+
+	if (a->ss.sa.sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(in6)) {
+		if (out != a)
+			*out = *a;
+		return;
+	}
+	in_port_t port = a->ss.in6.sin6_port;
+	struct in_addr v4;
+
+	memcpy(&v4, &in6->s6_addr[12], 4);
+	memset(out, 0, sizeof(*out));
+	out->ss.in4.sin_family = AF_INET;
+	out->ss.in4.sin_addr = v4;
+	out->ss.in4.sin_port = port;
+	out->len = sizeof(out->ss.in4);
+}
+
+bool addr_is_unspecified(const struct addr *a)
+{
+	struct addr u;
+
+	addr_unmap(a, &u);
+	if (u.ss.sa.sa_family == AF_INET)
+		return u.ss.in4.sin_addr.s_addr == htonl(INADDR_ANY);
+	if (u.ss.sa.sa_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&u.ss.in6.sin6_addr);
+	return false;
+}
+
+bool addr_is_loopback(const struct addr *a)
+{
+	struct addr u;
+
+	addr_unmap(a, &u);
+	if (u.ss.sa.sa_family == AF_INET)
+		return (ntohl(u.ss.in4.sin_addr.s_addr) >> 24) == 127;
+	if (u.ss.sa.sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&u.ss.in6.sin6_addr);
+	return false;
+}
+
+bool addr_is_local(const struct addr *a)
+{
+	struct addr u;
+	int one = 1, fd;
+	bool local;
+
+	addr_unmap(a, &u);
+	if (u.ss.sa.sa_family != AF_INET && u.ss.sa.sa_family != AF_INET6)
+		return false;
+	if (addr_is_unspecified(&u) || addr_is_loopback(&u))
+		return true;
+	fd = socket(u.ss.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	/* Port 0 without a port: the kernel checks the address and reserves nothing. */
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	if (u.ss.sa.sa_family == AF_INET)
+		u.ss.in4.sin_port = 0;
+	else
+		u.ss.in6.sin6_port = 0;
+	local = bind(fd, &u.ss.sa, u.len) == 0;
+	close(fd);
+	return local;
 }

@@ -36,4 +36,26 @@ const char *addr_format(const struct sockaddr *sa, char *buf, size_t n);
 /* Same family, address and port. */
 bool addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 
+/* The port in host order; 0 for a non-IP address. */
+unsigned addr_port(const struct addr *a);
+
+/* 0.0.0.0, :: or ::ffff:0.0.0.0: a connect() there reaches this host (the bound source
+ * address, else loopback), a bind() there is a wildcard. */
+bool addr_is_unspecified(const struct addr *a);
+
+/* 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104. */
+bool addr_is_loopback(const struct addr *a);
+
+/*
+ * Is a an address of this host in the caller's network namespace (one a socket may bind
+ * without IP_FREEBIND/IP_TRANSPARENT): unspecified and loopback addresses included. Asks
+ * the kernel with a bind() that takes no port, so it is exactly the kernel's own notion
+ * at this moment. A v4-mapped address is asked as IPv4.
+ */
+bool addr_is_local(const struct addr *a);
+
+/* a with a v4-mapped IPv6 address rewritten as the IPv4 address it names (port kept);
+ * anything else copied. */
+void addr_unmap(const struct addr *a, struct addr *out);
+
 #endif

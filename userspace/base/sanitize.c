@@ -57,7 +57,7 @@ static bool needs_escape(uint32_t cp, enum sanitize_for to)
 {
 	if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
 		return true;
-	return to == SANITIZE_TERMINAL && is_format_char(cp);
+	return (to == SANITIZE_TERMINAL || to == SANITIZE_TERMINAL_ESCAPED) && is_format_char(cp);
 }
 
 /*
@@ -71,7 +71,8 @@ static size_t sanitize_piece(const unsigned char *s, size_t n, enum sanitize_for
 	uint32_t cp = 0;
 	size_t k = utf8_decode(s, n, &cp), len = 0;
 
-	if (k == 1 && (cp == '\\' || (cp == '"' && to == SANITIZE_LOG))) {
+	if (k == 1 && ((cp == '\\' && to != SANITIZE_TERMINAL_ESCAPED) ||
+		       (cp == '"' && to == SANITIZE_LOG))) {
 		piece[0] = '\\';
 		piece[1] = (char)cp;
 		*used = 1;

@@ -25,6 +25,11 @@ enum sanitize_for {
 	SANITIZE_JSON,     /* a JSON string's content, before the JSON encoder (which escapes
 			    * '"' and whatever else JSON needs): the result is valid UTF-8 */
 	SANITIZE_TERMINAL, /* text shown in a terminal: also escapes format characters */
+	SANITIZE_TERMINAL_ESCAPED, /* text that is already in this spelling (a value of the
+				    * admin socket's JSON, which the daemon sanitised), shown in a
+				    * terminal: as SANITIZE_TERMINAL, but a backslash is left as
+				    * it is, so the operator reads the one spelling (\x1b, \\) the
+				    * log uses rather than an escape of an escape */
 };
 
 /*

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/sha.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -234,6 +235,25 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 		  "recently seen is forgotten first")                                            \
 	S("gate.deny", LIST(ST_CIDR_LIST, gate_deny), .arg = "CIDR",                             \
 	  .help = "source address range whose new connections are dropped; repeat for several")  \
+	S("admission.prelogin_max", .type = ST_COUNT, FIELD(admission_prelogin_max), .min = 1,   \
+	  .max = 1000000, .def = 1024, .arg = "N",                                               \
+	  .help = "connections that have not finished logging in, from all sources together; "  \
+		  "more are refused with 53300")                                                 \
+	S("admission.prelogin_per_source", .type = ST_COUNT,                                     \
+	  FIELD(admission_prelogin_per_source), .min = 1, .max = 1000000, .def = 128, .arg = "N", \
+	  .help = "connections that have not finished logging in from one source (a local "      \
+		  "client's uid, else its address; IPv6 by /64)")                                \
+	S("admission.rate", .type = ST_RATE, FIELD(admission_rate_per_hour), .min = 0,           \
+	  .max = 1000000 * RATE_PER_S, .def = 0, .arg = "RATE",                                  \
+	  .help = "new connections per source, like 50/s or 600/m; 0: no limit")                 \
+	S("admission.burst", .type = ST_COUNT, FIELD(admission_burst), .min = 0, .max = 1000000, \
+	  .def = 0, .arg = "N",                                                                  \
+	  .help = "new connections a source may open at once before admission.rate holds it "   \
+		  "back; required with admission.rate")                                          \
+	S("admission.max_sources", .type = ST_COUNT, FIELD(admission_max_sources), .min = 64,    \
+	  .max = 1048576, .def = 65536, .restart = true, .arg = "N",                             \
+	  .help = "sources the admission limits remember (48 bytes each); a source with "        \
+		  "connections still logging in is never forgotten")                             \
 	S("policy", .type = ST_OPT_PATH, FIELD(policy), .arg = "PATH",                           \
 	  .help = "policy file (docs/POLICY.md): connection and statement rules, reloaded "      \
 		  "with the configuration; off when unset (no statement checks)")                \
@@ -992,14 +1012,6 @@ static int check_openssl_list(const char *text, char *problem, size_t n)
 }
 
 /* 127.0.0.0/8 or ::1: the only places an unauthenticated endpoint may listen. */
-static bool addr_is_loopback(const struct addr *a)
-{
-	if (a->ss.sa.sa_family == AF_INET)
-		return (ntohl(a->ss.in4.sin_addr.s_addr) >> 24) == 127;
-	if (a->ss.sa.sa_family == AF_INET6)
-		return IN6_IS_ADDR_LOOPBACK(&a->ss.in6.sin6_addr);
-	return false;
-}
 
 /* How a value reaches apply_value(): from a flag, or from the file as a whole value or as
  * one item of a list ("listen", "tproxy_listen", "gate.deny"). */
@@ -2286,6 +2298,76 @@ static bool addr_overlaps(const struct addr *a, const struct addr *b)
 	return false;
 }
 
+/*
+ * Would a connect() to upstream arrive at a socket listening on l? As the kernel routes it,
+ * whatever the spelling: a v4-mapped address is the IPv4 address it names, 0.0.0.0 and ::
+ * reach this host's loopback (an unbound socket's connect to them goes to 127.0.0.1 or
+ * ::1), and a wildcard listener on the upstream's port is refused whatever the upstream's
+ * address (it takes every address of this host, and addresses come and go).
+ */
+static bool upstream_reaches(const struct addr *l, const struct addr *upstream)
+{
+	struct addr L, U;
+
+	addr_unmap(l, &L);
+	addr_unmap(upstream, &U);
+	if (L.ss.sa.sa_family != U.ss.sa.sa_family || addr_port(&L) != addr_port(&U))
+		return false;
+	if (addr_is_unspecified(&L))
+		return true;
+	if (addr_is_unspecified(&U)) {
+		if (U.ss.sa.sa_family == AF_INET)
+			U.ss.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		else
+			U.ss.in6.sin6_addr = in6addr_loopback;
+	}
+	return addr_equal(&L.ss.sa, &U.ss.sa);
+}
+
+/* A path's directory resolved (symlinks, "..", "//") with its last component kept: what a
+ * socket bound or connected there is called once the kernel has looked it up. A path that
+ * exists (a symlink to a socket, say) is resolved whole. */
+static void unix_path_canonical(const char *path, char *out, size_t n)
+{
+	char dir[PATH_MAX], real[PATH_MAX];
+	const char *base;
+	char *slash;
+
+	if (realpath(path, real)) {
+		snprintf(out, n, "%s", real);
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	base = slash ? path + (slash - dir) + 1 : path;
+	if (slash == dir)
+		snprintf(dir, sizeof(dir), "/");
+	else if (slash)
+		*slash = '\0';
+	if (slash && realpath(dir, real)) {
+		int w = snprintf(out, n, "%s/%s", strcmp(real, "/") ? real : "", base);
+
+		if (w >= 0 && (size_t)w < n)
+			return;
+	}
+	snprintf(out, n, "%s", path);
+}
+
+/* Do two Unix socket paths name the same socket, however spelled? */
+static bool unix_paths_same(const char *a, const char *b)
+{
+	char ca[PATH_MAX], cb[PATH_MAX];
+	struct stat sa, sb;
+
+	if (strcmp(a, b) == 0)
+		return true;
+	if (stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino)
+		return true;
+	unix_path_canonical(a, ca, sizeof(ca));
+	unix_path_canonical(b, cb, sizeof(cb));
+	return strcmp(ca, cb) == 0;
+}
+
 /* Checks shared by the address lists (listen, tproxy_listen): no address twice, and none
  * the upstream connection would reach. */
 static int validate_addr_list(const char *key, const struct addr *list, unsigned n,
@@ -2302,7 +2384,7 @@ static int validate_addr_list(const char *key, const struct addr *list, unsigned
 			}
 		}
 		/* The relay would accept its own upstream connections, forever. */
-		if (addr_overlaps(&list[i], &cfg->upstream)) {
+		if (upstream_reaches(&list[i], &cfg->upstream)) {
 			errf(err, errlen,
 			     "upstream: %s is also a %s address; the relay would connect to itself",
 			     addr_format(&cfg->upstream.ss.sa, a, sizeof(a)), key);
@@ -2558,12 +2640,12 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->unix_listen) {
 		/* Either would have the relay accept its own connections, or take the admin
 		 * socket's place. */
-		if (cfg->unix_upstream && strcmp(cfg->unix_listen, cfg->unix_upstream) == 0) {
+		if (cfg->unix_upstream && unix_paths_same(cfg->unix_listen, cfg->unix_upstream)) {
 			errf(err, errlen, "unix_upstream: %s is also unix_listen; the relay would "
 			     "connect to itself", cfg->unix_upstream);
 			return -1;
 		}
-		if (strcmp(cfg->unix_listen, cfg->admin_socket) == 0) {
+		if (unix_paths_same(cfg->unix_listen, cfg->admin_socket)) {
 			errf(err, errlen, "unix_listen: %s is also admin_socket", cfg->unix_listen);
 			return -1;
 		}
@@ -2590,6 +2672,16 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 				return -1;
 			}
 		}
+	}
+	if (cfg->admission_rate_per_hour && !cfg->admission_burst) {
+		errf(err, errlen, "admission.burst: required with admission.rate (how many new "
+				  "connections a source may open at once)");
+		return -1;
+	}
+	if (!cfg->admission_rate_per_hour && cfg->admission_burst) {
+		errf(err, errlen, "admission.burst: set without admission.rate (a burst limits "
+				  "nothing alone)");
+		return -1;
 	}
 	if (validate_gate(cfg, err, errlen) || validate_tls(cfg, err, errlen) ||
 	    validate_audit(cfg, err, errlen))

@@ -21,7 +21,8 @@
  * items and repeated flags add to them.
  *
  * Reload contract: listen, tproxy_listen, workers, buffer_size, admin_socket,
- * metrics_listen, steer_instance, unix_listen, gate.queue, gate.max_sources and tls.fips
+ * metrics_listen, steer_instance, unix_listen, gate.queue, gate.max_sources,
+ * admission.max_sources and tls.fips
  * are bound once at start (config_restart_required() names them); gate.rate, gate.burst
  * and gate.deny apply to the SYNs that arrive after the reload; every other key
  * (transparent_source, unix_upstream and the TLS files included) applies to sessions that
@@ -120,6 +121,14 @@ struct config {
 	uint32_t gate_max_sources;    /* sources the rate limit remembers */
 	struct steer_cidr gate_deny[STEER_GATE_MAX_DENY]; /* host bits clear, none twice */
 	unsigned ngate_deny;
+	/* Pre-login admission (relay/admission.h): connections that have not finished logging
+	 * in, in total and per source (a local client's uid, else its address, IPv6 by /64),
+	 * and new connections per source; refusals are 53300. */
+	uint32_t admission_prelogin_max;
+	uint32_t admission_prelogin_per_source;
+	uint64_t admission_rate_per_hour; /* 0: no rate limit */
+	uint32_t admission_burst;         /* set exactly when a rate is */
+	uint32_t admission_max_sources;   /* sources the limits remember */
 	/* TLS (docs/TLS.md). The client leg is the clients' connection to pgwarden, where
 	 * pgwarden is the TLS server; the server leg is pgwarden's connection to PostgreSQL,
 	 * where it is the TLS client. Paths are absolute and NULL when unset. config_validate()

@@ -24,21 +24,6 @@ struct metrics_http {
 	struct addr bound;
 };
 
-static bool addr_is_loopback(const struct sockaddr *sa)
-{
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-
-		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-
-		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
-	}
-	return false;
-}
-
 static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, const char *text)
 {
 	struct MHD_Response *resp = MHD_create_response_from_buffer(
@@ -116,7 +101,7 @@ struct metrics_http *metrics_http_start(struct metrics_registry *r, const char *
 			 listen_text ? listen_text : "");
 		return NULL;
 	}
-	if (!addr_is_loopback((struct sockaddr *)&a.ss)) {
+	if (!addr_is_loopback(&a)) {
 		snprintf(err, errlen,
 			 "metrics_listen: %s is not a loopback address (the endpoint has no "
 			 "authentication; scrape through a local agent)",

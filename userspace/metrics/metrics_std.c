@@ -18,6 +18,10 @@ const char *const metrics_std_refuse_names[MREFUSE_COUNT + 1] = {
 	[MREFUSE_UPSTREAM] = "upstream",
 	[MREFUSE_TIMEOUT] = "timeout",
 	[MREFUSE_SHUTDOWN] = "shutdown",
+	[MREFUSE_PRELOGIN_TOTAL] = "prelogin_total",
+	[MREFUSE_PRELOGIN_SOURCE] = "prelogin_source",
+	[MREFUSE_DESTINATION] = "destination",
+	[MREFUSE_LOOP] = "loop",
 	[MREFUSE_COUNT] = NULL,
 };
 

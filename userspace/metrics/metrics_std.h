@@ -34,10 +34,14 @@ enum metrics_refuse_reason {
 	MREFUSE_AUTH,                /* authentication failed or method not acceptable */
 	MREFUSE_TLS,                 /* TLS required, handshake failed, bad certificate */
 	MREFUSE_PROTOCOL,            /* malformed startup, unsupported protocol version */
-	MREFUSE_RATE_LIMIT,          /* per-source connection rate */
+	MREFUSE_RATE_LIMIT,          /* per-source connection rate (admission.rate) */
 	MREFUSE_UPSTREAM,            /* upstream unreachable or refused */
 	MREFUSE_TIMEOUT,             /* startup/auth did not finish in time */
 	MREFUSE_SHUTDOWN,            /* daemon draining */
+	MREFUSE_PRELOGIN_TOTAL,      /* admission.prelogin_max: too many still logging in */
+	MREFUSE_PRELOGIN_SOURCE,     /* admission.prelogin_per_source for this source */
+	MREFUSE_DESTINATION,         /* a TPROXY'd client's destination is not protected */
+	MREFUSE_LOOP,                /* the relay's own upstream connection came back to it */
 	MREFUSE_COUNT,
 };
 

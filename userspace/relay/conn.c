@@ -9,6 +9,7 @@
 #include "admin/admin.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/log_limit.h"
 #include "proto/proto.h"
 #include "relay/cancel.h"
 #include "sql/sql.h"
@@ -23,6 +24,12 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* Events a peer that has not logged in can repeat at will are logged within limits. */
+static struct log_limit limit_refused =
+	LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
+static struct log_limit limit_sessionless =
+	LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
 
 void conn_set_reason(struct conn *c, const char *reason)
 {
@@ -146,14 +153,18 @@ static void conn_log_sessionless(const struct conn *c, bool was_cancel)
 {
 	struct log_line l;
 	char peer[ADDR_STRLEN];
+	uint64_t suppressed;
 
-	if (!log_enabled(LOG_INFO))
+	if (!log_enabled(LOG_INFO) ||
+	    !log_limit_allow(&limit_sessionless, c->worker->loop.now, &suppressed))
 		return;
 	log_line_begin(&l, LOG_INFO, was_cancel ? "cancel_end" : "connection_rejected");
 	log_kv_str(&l, "session", c->session.id_hex);
 	log_kv_str(&l, "peer", addr_format(&c->session.client.ss.sa, peer, sizeof(peer)));
 	log_kv_u64(&l, "bytes_from_client", c->session.bytes_from_client);
 	log_kv_str(&l, "reason", c->session.end_reason);
+	if (suppressed)
+		log_kv_u64(&l, "suppressed", suppressed);
 	log_line_end(&l);
 }
 
@@ -176,6 +187,8 @@ void conn_close(struct conn *c, const char *reason)
 	}
 	cancel_map_remove(r->cancels, c->cancel_handle);
 	c->cancel_handle = NULL;
+	if (r->guard)
+		guard_close(r->guard, &c->guard); /* before the upstream socket closes */
 	if (c->client->fd >= 0)
 		loop_del(&w->loop, &c->client_watch);
 	transport_destroy(c->client);
@@ -366,8 +379,9 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		return -ENOMEM;
 	}
 	if (!relay_session_reserve(c->worker->relay, c->config->max_connections)) {
-		log_warn("connection_refused", "session=%s reason=max_connections (%u) reached",
-			 s->id_hex, c->config->max_connections);
+		log_limited(&limit_refused, LOG_WARN, "connection_refused",
+			    "session=%s reason=max_connections (%u) reached", s->id_hex,
+			    c->config->max_connections);
 		conn_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already",
 			  "max_connections reached");
 		conn_refused(c, MREFUSE_MAX_CONNECTIONS);
@@ -421,7 +435,8 @@ static void conn_refuse_now(int fd, const char *sqlstate, const char *message)
  * connection budget; on failure the caller still owns t or fd.
  */
 static int conn_create(struct worker *w, struct config *cfg, struct transport *t, int fd,
-		       bool unix_socket, const struct session *proto, struct conn **out)
+		       bool unix_socket, const struct session *proto,
+		       const struct guard_slot *slot, struct conn **out)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	int err;
@@ -435,6 +450,8 @@ static int conn_create(struct worker *w, struct config *cfg, struct transport *t
 	c->worker = w;
 	c->config = cfg;
 	c->session = *proto;
+	if (slot)
+		c->guard = *slot;
 	c->state = CONN_NEGOTIATE;
 	c->last_latency_ns = -1;
 	c->timer.cb = conn_timer_fired;
@@ -482,7 +499,7 @@ int conn_start(struct worker *w, struct transport *t, const struct session *prot
 		transport_destroy(t);
 		return -EAGAIN;
 	}
-	err = conn_create(w, cfg, t, -1, false, proto, &c);
+	err = conn_create(w, cfg, t, -1, false, proto, NULL, &c);
 	if (err) {
 		relay_conn_release(r);
 		config_unref(cfg);
@@ -521,14 +538,17 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 	struct relay *r = w->relay;
 	struct config *cfg = relay_config_acquire(r);
 	struct session proto = {0};
+	struct guard_slot slot = {0};
+	struct guard_refusal refusal;
 	struct conn *c;
 	int one = 1, err;
 
 	if (!relay_conn_reserve(r, cfg->max_connections)) {
 		char text[ADDR_STRLEN];
 
-		log_warn("connection_refused", "peer=%s reason=max_connections (%u) reached",
-			 addr_format(peer, text, sizeof(text)), cfg->max_connections);
+		log_limited(&limit_refused, LOG_WARN, "connection_refused",
+			    "peer=%s reason=max_connections (%u) reached",
+			    addr_format(peer, text, sizeof(text)), cfg->max_connections);
 		if (w->metrics)
 			metrics_inc(w->metrics, r->mstd.refused, MREFUSE_MAX_CONNECTIONS);
 		conn_refuse_now(fd, SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already");
@@ -562,8 +582,18 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	conn_classify(w, l, fd, &proto);
-	err = conn_create(w, cfg, NULL, fd, l->unix_socket, &proto, &c);
+	/* The guard (relay/guard.h): self-loop, TPROXY destination, pre-login admission. */
+	if (r->guard && guard_accept(r->guard, cfg, w->steer, &proto, &slot, w->metrics, &r->mstd,
+				     &refusal)) {
+		relay_conn_release(r);
+		config_unref(cfg);
+		conn_refuse_now(fd, refusal.sqlstate, refusal.message);
+		return;
+	}
+	err = conn_create(w, cfg, NULL, fd, l->unix_socket, &proto, &slot, &c);
 	if (err) {
+		if (r->guard)
+			guard_close(r->guard, &slot);
 		log_warn("accept", "cannot take the connection: %s", strerror(-err));
 		relay_conn_release(r);
 		config_unref(cfg);

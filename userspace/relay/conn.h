@@ -30,6 +30,7 @@
 #include "admin/admin_text.h"
 #include "base/buf.h"
 #include "loop/loop.h"
+#include "relay/guard.h"
 #include "relay/track.h"
 #include "relay/transport.h"
 #include "session/session.h"
@@ -137,6 +138,7 @@ struct conn {
 	bool refusal_counted;      /* connections_refused_total has this one */
 	bool session_started;      /* stages have seen session_start (atomic: admin reads) */
 	void *cancel_handle;
+	struct guard_slot guard; /* what the accept-time guard counts for it (relay/guard.h) */
 	struct session session;
 	/* For the admin listing and metrics. */
 	uint64_t busy_since;     /* monotonic ns when the in-flight work started; 0: idle */

@@ -130,6 +130,8 @@ static int conn_backend_auth(struct conn *c, const struct proto_msg *m)
 			conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 			return -ENOMEM;
 		}
+		if (conn_guard(c))
+			guard_login(conn_guard(c), &c->guard); /* no longer logging in */
 		conn_note_auth(c);
 		conn_set_state(c, CONN_AUTH);
 		return 0;

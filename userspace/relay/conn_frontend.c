@@ -9,6 +9,7 @@
 
 #include "admin/admin.h"
 #include "base/log.h"
+#include "base/log_limit.h"
 #include "proto/proto.h"
 #include "relay/cancel.h"
 #include "sql/sql.h"
@@ -22,6 +23,10 @@
 
 /* ---- the startup family ---------------------------------------------------------------- */
 
+/* A client can send wrong cancel keys at will: logged within limits. */
+static struct log_limit limit_cancel =
+	LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
+
 /* The client's CancelRequest (already consumed from the stream) with its pid and key. */
 static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key,
 				uint32_t key_len)
@@ -34,7 +39,8 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 	conn_set_state(c, CONN_CANCEL);
 	if (!cancel_map_lookup(r->cancels, pid, key, key_len, &t)) {
 		/* Like the server: a wrong key gets no answer and cancels nothing. */
-		log_info("cancel_refused", "pid=%u no session holds this cancel key", pid);
+		log_limited(&limit_cancel, LOG_INFO, "cancel_refused",
+			    "pid=%u no session holds this cancel key", pid);
 		conn_close(c, "cancel key did not match");
 		return;
 	}

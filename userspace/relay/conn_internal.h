@@ -64,6 +64,12 @@ static inline const struct metrics_std *conn_mstd(const struct conn *c)
 	return &c->worker->relay->mstd;
 }
 
+/* The relay's accept-time guard (relay/guard.h), or NULL (the unit tests run without). */
+static inline struct guard *conn_guard(const struct conn *c)
+{
+	return c->worker->relay->guard;
+}
+
 static inline uint64_t conn_now(const struct conn *c)
 {
 	return c->worker->loop.now;

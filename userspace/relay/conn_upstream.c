@@ -99,6 +99,8 @@ static int socket_start(struct conn *c, const struct addr *to, const char *unix_
 	}
 	if (c->session.route != SESSION_ROUTE_EXPLICIT)
 		conn_note_upstream_source(c, r == 0, why);
+	if (!unix_path && conn_guard(c)) /* recognised if it comes back to us */
+		guard_upstream(conn_guard(c), &c->guard, fd, to);
 	transport_sock_init(&c->server_sock, fd, unix_path != NULL);
 	/* Not writable until the connect says so (its first writable event). */
 	c->server_sock.ready = 0;
@@ -139,6 +141,8 @@ int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_
 		err = loop_add(&c->worker->loop, &c->server_watch, t->fd,
 			       EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 		if (err) {
+			if (conn_guard(c))
+				guard_upstream_closed(conn_guard(c), &c->guard);
 			transport_destroy(t);
 			return err;
 		}
@@ -179,6 +183,8 @@ bool conn_upstream_check(struct conn *c)
 void conn_upstream_drop(struct conn *c)
 {
 	if (c->server) {
+		if (conn_guard(c))
+			guard_upstream_closed(conn_guard(c), &c->guard);
 		if (c->server->fd >= 0)
 			loop_del(&c->worker->loop, &c->server_watch);
 		transport_destroy(c->server);

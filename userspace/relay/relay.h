@@ -22,6 +22,7 @@ struct worker;
 struct steer_origin;
 struct admin_server;
 struct conn;
+struct guard;
 struct transport;
 
 /*
@@ -55,6 +56,7 @@ struct relay {
 	uint64_t upstream_from_relay;
 	const char *upstream_from_relay_why;
 	struct steer_origin *steer_shared; /* fail-open: the links' fds handed over by pgwardenctl */
+	struct guard *guard; /* checks at accept, login, close (relay/guard.h); set before workers */
 	/* The Unix listener (unix_listen). Unix sockets have no SO_REUSEPORT spreading, so the
 	 * one socket is watched by every worker (EPOLLEXCLUSIVE) and owned here. */
 	struct relay_unix_listener {

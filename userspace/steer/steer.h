@@ -187,6 +187,14 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 	__attribute__((warn_unused_result));
 
 /*
+ * May the relay connect to where a TPROXY'd client was going? TPROXY diverts by port
+ * alone, so a remote client can name any address at all; the relay goes on only to a
+ * protected one: an address of this host (addr_is_local()), or one the attach names
+ * explicitly (--address). o may be NULL (no maps: local addresses only).
+ */
+bool steer_origin_destination_allowed(struct steer_origin *o, const struct addr *dialled);
+
+/*
  * A connection accepted on the relay's Unix listener (connect_unix steering): s->process
  * from SO_PEERCRED (pid, uid, gid: kernel-filled) plus comm and cgroup from /proc (best
  * effort); route STEERED when the attach steers Unix sockets, else EXPLICIT. s->client and
@@ -206,6 +214,28 @@ int steer_upstream_prepare(int fd, const struct session *s, uint32_t mark,
 			   bool transparent_source, const char **why)
 	__attribute__((warn_unused_result));
 
+/*
+ * The relay-port guard, pgwardend's side: the hooks deliver steered connections only to
+ * listening sockets registered in the instance's socket map (bpf/steer.h,
+ * pgw_relay_socks), so nobody else who binds the relay's port ever receives them. The
+ * main thread owns a registrar, adds its plain TCP listeners (one per address; the kernel
+ * spreads over the SO_REUSEPORT group), and calls steer_registrar_tick() when the
+ * returned number of milliseconds has passed: it finds the map (pinned by instance name,
+ * or the fail-open handle's) and registers what is missing. Entries vanish when the
+ * sockets close. fail_open: the process's fail-open handle, or NULL.
+ */
+struct steer_registrar;
+int steer_registrar_new(const char *instance, struct steer_origin *fail_open,
+			struct steer_registrar **out) __attribute__((warn_unused_result));
+/* 0, -ENOSPC (more than PGW_RELAY_SOCKS_MAX addresses), -errno. The fd stays the caller's
+ * and must outlive the registrar's use of it. */
+int steer_registrar_add(struct steer_registrar *r, int listen_fd, const struct addr *a)
+	__attribute__((warn_unused_result));
+int steer_registrar_tick(struct steer_registrar *r);
+/* Listeners registered in the current map (any thread; for status). */
+unsigned steer_registrar_registered(const struct steer_registrar *r);
+void steer_registrar_free(struct steer_registrar *r);
+
 /* A non-blocking listening TCP socket with IP_TRANSPARENT (and SO_REUSEADDR, SO_REUSEPORT
  * when reuseport) bound to a, for TPROXY. fd or -errno. */
 int steer_listen_transparent(const struct addr *a, int backlog, bool reuseport)
@@ -220,8 +250,11 @@ int steer_listen_unix(const char *path, int backlog) __attribute__((warn_unused_
  * Connect a Unix upstream socket (marked by steer_upstream_prepare() first) to PostgreSQL's
  * socket at path. With as_client, and the client's credentials known (SO_PEERCRED), connect()
  * runs with the client's uid and gid as this thread's effective ids, so that the server's
- * peer authentication sees the client, as it would without pgwarden; the thread's own ids
- * are back before this returns. A Unix connect completes at once or fails: a full listen
+ * peer authentication sees the client, as it would without pgwarden, and with pgwardend's
+ * own file-system ids, so that the path is looked up as pgwardend: the server's socket sits
+ * in a directory only root and the server's user may search (docs/STEERING.md), which the
+ * client itself cannot enter. The thread's own ids are back before this returns. A Unix
+ * connect completes at once or fails: a full listen
  * backlog is -EAGAIN, as a direct client is told. Returns 0 when connected as the client,
  * 1 when connected as pgwardend (why gets a static reason), -errno when connect() failed.
  */

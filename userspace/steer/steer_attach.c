@@ -3,9 +3,16 @@
  * policy routing). See steer.h for the two failure modes.
  *
  * Pin layout (fail-closed), /sys/fs/bpf/<instance>/:
- *   pgw_config pgw_protected pgw_unix_paths pgw_origin_ck pgw_origin_tup pgw_stats  maps
+ *   pgw_config pgw_protected pgw_unix_paths pgw_origin_ck pgw_origin_tup pgw_stats
+ *   pgw_relay_socks                                                                   maps
  *   link_connect4 link_connect6 link_peername4 link_peername6 link_sockops
- *   [link_connect_unix]                                                               links
+ *   [link_connect_unix] [link_sk_lookup]                                              links
+ *
+ * link_sk_lookup is attached to the network namespace attach runs in (pgwardend's), the
+ * others to the cgroup. Steering starts only once pgwardend has registered its listening
+ * sockets in pgw_relay_socks (it watches the pin dir for the map): the hooks deliver
+ * steered connections to no other socket, so attach waits for the registration, which also
+ * proves that what listens on the relay's port is pgwardend and not a stranger.
  *
  * An attach is all or nothing: every step's undo is in one cleanup path, run on any error.
  * Fail-open attaches pin nothing; detach and status still find their links by walking the
@@ -49,13 +56,32 @@ enum steer_prog {
 	SP_PEERNAME6,
 	SP_SOCKOPS,
 	SP_CONNECT_UNIX,
+	SP_SK_LOOKUP,
 	SP_COUNT,
 };
 
 static const char *const prog_pin_names[SP_COUNT] = {
 	"link_connect4", "link_connect6", "link_peername4", "link_peername6", "link_sockops",
-	"link_connect_unix",
+	"link_connect_unix", "link_sk_lookup",
 };
+
+/* Which optional programs this kernel runs (feature probes). */
+struct steer_features {
+	bool unix_connect; /* cgroup/connect_unix, 6.7+ (and asked for: --unix-socket) */
+	bool sk_lookup;    /* sk_lookup, 5.9+ */
+};
+
+/* Only the programs every attach has (for "is anything of it attached there"). */
+static const struct steer_features steer_features_none = {false, false};
+
+static bool prog_wanted(enum steer_prog p, const struct steer_features *f)
+{
+	if (p == SP_CONNECT_UNIX)
+		return f->unix_connect;
+	if (p == SP_SK_LOOKUP)
+		return f->sk_lookup;
+	return true;
+}
 
 struct steer_handle {
 	struct steer *skel;
@@ -121,6 +147,30 @@ bool steer_probe_connect_unix(void)
 		return false;
 	close(fd);
 	return true;
+}
+
+bool steer_probe_sk_lookup(void)
+{
+	/* r0 = SK_PASS; exit. */
+	const struct bpf_insn insns[] = {
+		{.code = 0xb7, .dst_reg = 0, .imm = 1},
+		{.code = 0x95},
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_SK_LOOKUP);
+	int fd = bpf_prog_load(BPF_PROG_TYPE_SK_LOOKUP, "pgw_probe", "GPL", insns, 2, &opts);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* The inode of this process's network namespace (what a netns link reports). */
+static uint64_t netns_ino(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/net", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -329,22 +379,74 @@ static int relay_check(const struct steer_opts *o, const struct addr *a, const c
 	return -ECONNREFUSED;
 }
 
+/* Room pgwardend gets to register its listeners after the maps are pinned: it looks for
+ * them every STEER_REGISTER_POLL_MS. */
+#define STEER_REGISTER_WAIT_MS 3000
+
+static bool relay_sock_registered(int map_fd, const struct addr *a)
+{
+	struct pgw_relay_key k;
+	__u64 cookie;
+
+	steer_relay_key(a, &k);
+	if (bpf_map_lookup_elem(map_fd, &k, &cookie) == 0)
+		return true;
+	memset(k.addr, 0, sizeof(k.addr));
+	return bpf_map_lookup_elem(map_fd, &k, &cookie) == 0;
+}
+
+/*
+ * Steered connections go to registered sockets only (sk_lookup, and connect4/6 refuse
+ * while there is none). Before the hooks go live, pgwardend must have registered a listener
+ * for every --relay address in the instance's pinned pgw_relay_socks: that is also what
+ * tells pgwardend from a stranger that merely listens on the port. 0 or -ECONNREFUSED.
+ */
+static int relay_registration_wait(const struct steer_opts *o, int map_fd, char *err,
+				   size_t errlen)
+{
+	unsigned wait = o->relay_wait_ms > STEER_REGISTER_WAIT_MS ? o->relay_wait_ms
+								  : STEER_REGISTER_WAIT_MS;
+	char text[ADDR_STRLEN];
+	unsigned i = 0;
+
+	for (unsigned waited = 0;; waited += 50) {
+		for (i = 0; i < o->nrelay; i++)
+			if (!relay_sock_registered(map_fd, &o->relay[i]))
+				break;
+		if (i == o->nrelay)
+			return 0;
+		if (waited >= wait)
+			break;
+		usleep(50 * 1000);
+	}
+	seterr(err, errlen, "something listens on %s but it has not registered with instance '%s': "
+	       "start pgwardend with steer_instance %s (a process that is not pgwardend never "
+	       "receives steered clients)",
+	       addr_format(&o->relay[i].ss.sa, text, sizeof(text)), o->instance, o->instance);
+	return -ECONNREFUSED;
+}
+
 /* ---- maps ---- */
 
+/* An address as the hooks match it: a v4-mapped IPv6 address is the IPv4 address it names
+ * (connect6 matches ::ffff:a.b.c.d as IPv4, so a key spelled v4-mapped would never match). */
 static void ip_to_key(const struct addr *a, __u8 *family, __u32 out[4])
 {
 	memset(out, 0, 16);
 	if (a->ss.sa.sa_family == AF_INET) {
 		*family = PGW_AF_INET;
 		out[0] = ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr;
+	} else if (IN6_IS_ADDR_V4MAPPED(&a->ss.in6.sin6_addr)) {
+		*family = PGW_AF_INET;
+		memcpy(&out[0], &a->ss.in6.sin6_addr.s6_addr[12], 4);
 	} else {
 		*family = PGW_AF_INET6;
 		memcpy(out, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, 16);
 	}
 }
 
-static int config_build(const struct steer_opts *o, uint64_t cgroup_id, bool unix_on,
-			struct pgw_config *c)
+static int config_build(const struct steer_opts *o, uint64_t cgroup_id,
+			const struct steer_features *f, struct pgw_config *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->abi_version = PGW_STEER_ABI_VERSION;
@@ -378,7 +480,11 @@ static int config_build(const struct steer_opts *o, uint64_t cgroup_id, bool uni
 			c->relay6_port = s6->sin6_port;
 		}
 	}
-	if (unix_on && o->unix_relay) {
+	if (f->sk_lookup)
+		c->flags |= PGW_CFG_SK_LOOKUP;
+	if (f->unix_connect)
+		c->flags |= PGW_CFG_UNIX_HOOK;
+	if (o->unix_relay) {
 		size_t n = strlen(o->unix_relay);
 
 		if (n == 0 || n >= PGW_UNIX_PATH_MAX)
@@ -485,8 +591,26 @@ int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 		seterr(err, errlen, "the relay mark must not be 0");
 		return -EINVAL;
 	}
+	for (unsigned i = 0; i < o->naddresses; i++) {
+		char text[ADDR_STRLEN];
+
+		/* A connect to 0.0.0.0 is matched as the address it reaches, never as 0.0.0.0. */
+		if (addr_is_unspecified(&o->addresses[i])) {
+			seterr(err, errlen, "--address %s is no address a connection reaches: to protect "
+			       "every address of the port, give --port without --address",
+			       addr_format(&o->addresses[i].ss.sa, text, sizeof(text)));
+			return -EINVAL;
+		}
+	}
 	for (unsigned i = 0; i < o->nrelay; i++) {
 		int f = o->relay[i].ss.sa.sa_family;
+		char text[ADDR_STRLEN];
+
+		if (addr_is_unspecified(&o->relay[i])) {
+			seterr(err, errlen, "--relay %s: give the address pgwardend listens on, not a "
+			       "wildcard", addr_format(&o->relay[i].ss.sa, text, sizeof(text)));
+			return -EINVAL;
+		}
 
 		if ((f == AF_INET && fam4) || (f == AF_INET6 && fam6)) {
 			seterr(err, errlen, "one --relay per address family");
@@ -568,8 +692,18 @@ static struct bpf_program *skel_prog(struct steer *s, enum steer_prog p)
 	case SP_PEERNAME6: return s->progs.pgw_peername6;
 	case SP_SOCKOPS: return s->progs.pgw_sockops;
 	case SP_CONNECT_UNIX: return s->progs.pgw_connect_unix;
+	case SP_SK_LOOKUP: return s->progs.pgw_sk_lookup;
 	default: return NULL;
 	}
+}
+
+/* Optional programs load only where the kernel has their hook (feature-probed). */
+static void skel_set_autoload(struct steer *s, const struct steer_features *f)
+{
+	bpf_program__set_expected_attach_type(s->progs.pgw_connect_unix,
+					      (enum bpf_attach_type)STEER_ATTACH_UNIX_CONNECT);
+	bpf_program__set_autoload(s->progs.pgw_connect_unix, f->unix_connect);
+	bpf_program__set_autoload(s->progs.pgw_sk_lookup, f->sk_lookup);
 }
 
 static const char *errhint(int e)
@@ -664,27 +798,34 @@ static int pinned_config(const char *instance, struct pgw_config *c)
 	return rc;
 }
 
-/* True when every link the pinned instance needs is pinned and attached to cgroup_id. */
-static bool pinned_links_live(const char *instance, uint64_t cgroup_id, bool want_unix)
+/* True when every link the pinned instance needs is pinned and attached: the cgroup hooks
+ * to cgroup_id, sk_lookup to this network namespace. */
+static bool pinned_links_live(const char *instance, uint64_t cgroup_id,
+			      const struct steer_features *f)
 {
 	for (int i = 0; i < SP_COUNT; i++) {
 		char path[256];
 		struct bpf_link_info info = {};
 		__u32 len = sizeof(info);
+		bool live;
 		int fd;
 
-		if (i == SP_CONNECT_UNIX && !want_unix)
+		if (!prog_wanted((enum steer_prog)i, f))
 			continue;
 		pin_path(path, sizeof(path), instance, prog_pin_names[i]);
 		fd = bpf_obj_get(path);
 		if (fd < 0)
 			return false;
-		if (bpf_obj_get_info_by_fd(fd, &info, &len) || info.type != BPF_LINK_TYPE_CGROUP ||
-		    info.cgroup.cgroup_id != cgroup_id) {
-			close(fd);
-			return false;
-		}
+		live = bpf_obj_get_info_by_fd(fd, &info, &len) == 0;
+		if (i == SP_SK_LOOKUP)
+			live = live && info.type == BPF_LINK_TYPE_NETNS &&
+			       info.netns.netns_ino == netns_ino();
+		else
+			live = live && info.type == BPF_LINK_TYPE_CGROUP &&
+			       info.cgroup.cgroup_id == cgroup_id;
 		close(fd);
+		if (!live)
+			return false;
 	}
 	return true;
 }
@@ -729,7 +870,8 @@ static int pinned_update(const struct steer_opts *o, const struct pgw_config *cf
  * survive. An upgraded pgwardenctl re-attaching therefore runs its own BPF code without a
  * moment unsteered. 0 or -errno (the old programs then stay in place).
  */
-static int pinned_upgrade(const char *instance, bool want_unix, char *err, size_t errlen)
+static int pinned_upgrade(const char *instance, const struct steer_features *f, char *err,
+			  size_t errlen)
 {
 	struct steer *skel = steer__open();
 	struct bpf_map *m;
@@ -760,9 +902,7 @@ static int pinned_upgrade(const char *instance, bool want_unix, char *err, size_
 		seterr(err, errlen, "cannot reuse the pinned maps: %s", strerror(-rc));
 		goto out;
 	}
-	bpf_program__set_expected_attach_type(skel->progs.pgw_connect_unix,
-					      (enum bpf_attach_type)STEER_ATTACH_UNIX_CONNECT);
-	bpf_program__set_autoload(skel->progs.pgw_connect_unix, want_unix);
+	skel_set_autoload(skel, f);
 	rc = steer__load(skel);
 	if (rc) {
 		seterr(err, errlen, "cannot load the BPF programs: %s%s", strerror(-rc), errhint(-rc));
@@ -771,7 +911,7 @@ static int pinned_upgrade(const char *instance, bool want_unix, char *err, size_
 	for (int i = 0; i < SP_COUNT && !rc; i++) {
 		int fd;
 
-		if (i == SP_CONNECT_UNIX && !want_unix)
+		if (!prog_wanted((enum steer_prog)i, f))
 			continue;
 		pin_path(path, sizeof(path), instance, prog_pin_names[i]);
 		fd = bpf_obj_get(path);
@@ -838,7 +978,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	struct pgw_config cfg, old;
 	char cgpath[512], path[256];
 	uint64_t cgroup_id = 0;
-	bool want_unix;
+	struct steer_features feat;
 	__u32 zero = 0, ids[16];
 	unsigned nids = 0, nkeys;
 	int rc, cg_fd;
@@ -859,21 +999,30 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	cg_fd = cgroup_open(o->cgroup, cgpath, sizeof(cgpath), &cgroup_id, err, errlen);
 	if (cg_fd < 0)
 		return cg_fd;
-	want_unix = o->nunix > 0 && steer_probe_connect_unix();
-	/* Every relay listener the hooks will send clients to; the Unix one only where the
-	 * kernel can steer Unix sockets at all. */
+	feat.unix_connect = o->nunix > 0 && steer_probe_connect_unix();
+	feat.sk_lookup = steer_probe_sk_lookup();
+	/* Every relay listener the hooks will send clients to; the Unix one is where clients
+	 * of the server's well-known socket path arrive, on every kernel. */
 	rc = 0;
 	for (unsigned i = 0; o->check_relay && !rc && i < o->nrelay; i++)
 		rc = relay_check(o, &o->relay[i], NULL, err, errlen);
-	if (o->check_relay && !rc && want_unix)
+	if (o->check_relay && !rc && o->nunix > 0)
 		rc = relay_check(o, NULL, o->unix_relay, err, errlen);
+	if (!rc)
+		rc = steer_unix_check(o, err, errlen);
 	if (rc)
 		goto err_close_cg;
-	if (o->nunix > 0 && !want_unix)
-		log_warn("steer_unix_uncovered",
-			 "kernel has no cgroup/connect_unix (needs 6.7): Unix-socket clients are not "
-			 "steered; see docs/STEERING.md");
-	rc = config_build(o, cgroup_id, want_unix, &cfg);
+	if (o->nunix > 0 && !feat.unix_connect)
+		log_info("steer_unix",
+			 "kernel has no cgroup/connect_unix (6.7+): the server's private socket is "
+			 "not steered for root and the postgres user; every other user reaches "
+			 "PostgreSQL only through the relay's socket");
+	if (!feat.sk_lookup)
+		log_warn("steer_relay_guard",
+			 "kernel has no sk_lookup (5.9+): a process that binds the relay's port "
+			 "while pgwardend is down could receive steered clients; use a privileged "
+			 "relay port (below 1024)");
+	rc = config_build(o, cgroup_id, &feat, &cfg);
 	if (rc) {
 		seterr(err, errlen, "--unix-relay path too long");
 		goto err_close_cg;
@@ -882,13 +1031,31 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	/* What is there already? */
 	rc = pinned_config(o->instance, &old);
 	if (rc == 0 && !o->fail_open && old.cgroup_id == cgroup_id &&
-	    pinned_links_live(o->instance, cgroup_id, (old.flags & PGW_CFG_UNIX) != 0) &&
-	    ((old.flags & PGW_CFG_UNIX) != 0) == want_unix) {
+	    pinned_links_live(o->instance, cgroup_id, &feat) &&
+	    ((old.flags & PGW_CFG_UNIX_HOOK) != 0) == feat.unix_connect &&
+	    ((old.flags & PGW_CFG_SK_LOOKUP) != 0) == feat.sk_lookup) {
 		/* nftables first: it is the step most likely to be refused (a kernel without
 		 * the queue expression), and it is one transaction, so a refusal changes
 		 * nothing. */
 		bool xt;
 
+		/* The relay may have moved (a new port): its new socket must be registered
+		 * before the hooks send clients there. */
+		if (o->check_relay) {
+			int sfd;
+
+			pin_path(path, sizeof(path), o->instance, PGW_STR(PGW_MAP_RELAY_SOCKS));
+			sfd = bpf_obj_get(path);
+			rc = sfd < 0 ? -ENOENT : relay_registration_wait(o, sfd, err, errlen);
+			if (sfd < 0)
+				seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
+			if (sfd >= 0)
+				close(sfd);
+			if (rc) {
+				close(cg_fd);
+				return rc;
+			}
+		}
 		rc = rules_apply(o, &xt, err, errlen);
 		if (xt)
 			cfg.flags |= PGW_CFG_GATE_XT;
@@ -900,20 +1067,20 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		if (!rc)
 			rc = pinned_update(o, &cfg, err, errlen);
 		if (!rc)
-			rc = pinned_upgrade(o->instance, want_unix, err, errlen);
+			rc = pinned_upgrade(o->instance, &feat, err, errlen);
 		close(cg_fd);
 		if (!rc)
 			log_info("steer_attach", "already attached to %s: configuration updated", cgpath);
 		return rc;
 	}
-	if (rc == 0 && pinned_links_live(o->instance, old.cgroup_id, false) &&
+	if (rc == 0 && pinned_links_live(o->instance, old.cgroup_id, &steer_features_none) &&
 	    old.cgroup_id != cgroup_id) {
 		seterr(err, errlen, "instance '%s' is attached to another cgroup (id %llu): detach "
 		       "it first", o->instance, (unsigned long long)old.cgroup_id);
 		rc = -EBUSY;
 		goto err_close_cg;
 	}
-	if (rc == 0 && o->fail_open && pinned_links_live(o->instance, old.cgroup_id, false)) {
+	if (rc == 0 && o->fail_open && pinned_links_live(o->instance, old.cgroup_id, &steer_features_none)) {
 		seterr(err, errlen, "instance '%s' is attached fail-closed: detach it first",
 		       o->instance);
 		rc = -EBUSY;
@@ -981,9 +1148,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		seterr(err, errlen, "cannot open the BPF object: %s", strerror(errno));
 		goto err_handle;
 	}
-	bpf_program__set_expected_attach_type(h->skel->progs.pgw_connect_unix,
-					      (enum bpf_attach_type)STEER_ATTACH_UNIX_CONNECT);
-	bpf_program__set_autoload(h->skel->progs.pgw_connect_unix, want_unix);
+	skel_set_autoload(h->skel, &feat);
 	rc = steer__load(h->skel);
 	if (rc) {
 		rc = rc < 0 ? rc : -EINVAL;
@@ -1024,16 +1189,41 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		}
 	}
 
-	/* Links last: the first one attached starts steering, and everything it needs exists. */
-	for (int i = 0; i < SP_COUNT; i++) {
+	/* The relay's registration, through the pinned map it watches for. A fail-open
+	 * attach that exec()s pgwardend has no relay yet: until it registers, steered
+	 * connects are refused. */
+	if (o->check_relay && !o->fail_open) {
+		rc = relay_registration_wait(o, bpf_map__fd(h->skel->maps.pgw_relay_socks), err,
+					     errlen);
+		if (rc)
+			goto err_handle;
+	}
+
+	/* Links last: the first one attached starts steering, and everything it needs exists.
+	 * sk_lookup first of all, so no steered SYN ever meets an unguarded relay port. */
+	for (int k = 0; k < SP_COUNT; k++) {
+		int i = k == 0 ? SP_SK_LOOKUP : k == SP_SK_LOOKUP ? 0 : k;
 		struct bpf_program *p = skel_prog(h->skel, (enum steer_prog)i);
 
-		if (i == SP_CONNECT_UNIX && !want_unix)
+		if (!prog_wanted((enum steer_prog)i, &feat))
 			continue;
-		h->links[i] = bpf_program__attach_cgroup(p, cg_fd);
+		if (i == SP_SK_LOOKUP) {
+			int ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+
+			h->links[i] = ns < 0 ? NULL : bpf_program__attach_netns(p, ns);
+			if (ns >= 0) {
+				int e = errno;
+
+				close(ns);
+				errno = e;
+			}
+		} else {
+			h->links[i] = bpf_program__attach_cgroup(p, cg_fd);
+		}
 		if (!h->links[i]) {
 			rc = -errno;
-			seterr(err, errlen, "cannot attach %s to %s: %s%s", bpf_program__name(p), cgpath,
+			seterr(err, errlen, "cannot attach %s to %s: %s%s", bpf_program__name(p),
+			       i == SP_SK_LOOKUP ? "this network namespace" : cgpath,
 			       strerror(errno), errhint(errno));
 			goto err_handle;
 		}
@@ -1073,7 +1263,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	log_info("steer_attach", "attached %s to %s (cgroup id %llu), %u protected keys%s%s%s",
 		 o->fail_open ? "fail-open" : "fail-closed", cgpath, (unsigned long long)cgroup_id,
 		 nkeys, o->tproxy_port ? ", TPROXY on" : "", o->gate ? ", admission gate on" : "",
-		 want_unix ? ", Unix sockets steered" : "");
+		 feat.unix_connect ? ", Unix sockets steered" : "");
 	if (out)
 		*out = h;
 	else
@@ -1282,10 +1472,13 @@ int steer_pinned_config(const char *instance, struct pgw_config *c)
 	return pinned_config(instance, c);
 }
 
-int steer_handle_map_fds(struct steer_handle *h, int *cfg_fd, int *tup_fd)
+int steer_handle_map_fds(struct steer_handle *h, int *cfg_fd, int *tup_fd, int *prot_fd,
+			 int *socks_fd)
 {
 	*cfg_fd = bpf_map__fd(h->skel->maps.pgw_config);
 	*tup_fd = bpf_map__fd(h->skel->maps.pgw_origin_tup);
+	*prot_fd = bpf_map__fd(h->skel->maps.pgw_protected);
+	*socks_fd = bpf_map__fd(h->skel->maps.pgw_relay_socks);
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* The kernel ABI. By path: "steer.h" alone would find this module's own header first. */
 #include "../../bpf/steer.h"
@@ -48,8 +49,33 @@ void steer_libbpf_log_init(void);
 /* 0 when this process may walk BPF objects, else -errno with a message (steer_attach.c). */
 int steer_bpf_access(char *err, size_t errlen);
 
-/* True when the running kernel has cgroup/connect_unix (steer_attach.c). */
+/* True when the running kernel has cgroup/connect_unix / sk_lookup (steer_attach.c). */
 bool steer_probe_connect_unix(void);
+bool steer_probe_sk_lookup(void);
+
+/* The fail-open handle's pgw_relay_socks fd, -1 if none (steer_origin.c). */
+int steer_origin_socks_fd(const struct steer_origin *o);
+
+/* The pgw_relay_socks key of a listener bound to a (steer_register.c). */
+void steer_relay_key(const struct addr *a, struct pgw_relay_key *k);
+
+/*
+ * Unix sockets (steer_unix.c). The server's own socket must be out of unprivileged users'
+ * reach, and the relay's socket in a directory they cannot write: 0, or -EPERM with the
+ * reason in err. Without --unix-socket, server sockets within reach are only warned about.
+ */
+int steer_unix_check(const struct steer_opts *o, char *err, size_t errlen);
+/* Listening PostgreSQL sockets (".s.PGSQL.<port>" for a protected port) that any local
+ * user can connect to, as the kernel lists them (/proc/net/unix); the relay's own socket
+ * (relay, may be NULL) excluded, and, when owners are given (the server's uids), sockets
+ * whose file another user owns. Paths are raw bytes: sanitise them before any output.
+ * Returns how many were found (at most max written). */
+unsigned steer_unix_exposed(const uint16_t *ports, unsigned nports, const char *relay,
+			    const uid_t *owners, unsigned nowners, char (*out)[PGW_UNIX_PATH_MAX],
+			    unsigned max);
+/* The uids listening on the protected TCP ports (/proc/net/tcp{,6}): the server's. */
+unsigned steer_unix_server_uids(const uint16_t *ports, unsigned nports, uid_t *out,
+				unsigned max);
 
 struct bpf_link_info;
 struct bpf_prog_info;
@@ -61,8 +87,10 @@ int steer_link_config(int link_fd, struct bpf_link_info *li, struct bpf_prog_inf
 		      struct pgw_config *c);
 /* The pinned instance's config. 0, -ENOENT, -EPROTO (another ABI). */
 int steer_pinned_config(const char *instance, struct pgw_config *c);
-/* The config and origin-tuple map fds of a handle (owned by the handle). */
-int steer_handle_map_fds(struct steer_handle *h, int *cfg_fd, int *tup_fd);
+/* The config, origin-tuple, protected and relay-socket map fds of a handle (owned by the
+ * handle). */
+int steer_handle_map_fds(struct steer_handle *h, int *cfg_fd, int *tup_fd, int *prot_fd,
+			 int *socks_fd);
 /* Path of a pinned object of instance (name NULL: the pin dir). */
 void steer_pin_path(char *buf, size_t n, const char *instance, const char *name);
 

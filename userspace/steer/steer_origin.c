@@ -46,6 +46,8 @@ struct steer_origin {
 	char instance[STEER_INSTANCE_MAX]; /* "" for handles over fds (fail-open) */
 	int cfg_fd;
 	int tup_fd;
+	int prot_fd;  /* pgw_protected: where a TPROXY'd client may be taken */
+	int socks_fd; /* pgw_relay_socks (fail-open handles: for the registrar) */
 	bool owns_fds;
 	__u32 cfg_map_id;      /* of the open config map: a new attach makes a new one */
 	uint64_t next_refresh_ns;
@@ -56,12 +58,13 @@ struct steer_origin {
 static void origin_drop_maps(struct steer_origin *o)
 {
 	if (o->owns_fds) {
-		if (o->cfg_fd >= 0)
-			close(o->cfg_fd);
-		if (o->tup_fd >= 0)
-			close(o->tup_fd);
+		int *fds[] = {&o->cfg_fd, &o->tup_fd, &o->prot_fd, &o->socks_fd};
+
+		for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+			if (*fds[i] >= 0)
+				close(*fds[i]);
 	}
-	o->cfg_fd = o->tup_fd = -1;
+	o->cfg_fd = o->tup_fd = o->prot_fd = o->socks_fd = -1;
 	o->cfg_map_id = 0;
 }
 
@@ -119,6 +122,9 @@ static int origin_refresh(struct steer_origin *o)
 	origin_drop_maps(o);
 	o->cfg_fd = cfd;
 	o->tup_fd = tfd;
+	/* Optional: without it a TPROXY'd client may go to local addresses only. */
+	steer_pin_path(path, sizeof(path), o->instance, PGW_STR(PGW_MAP_PROTECTED));
+	o->prot_fd = bpf_obj_get(path);
 	o->cfg_map_id = id;
 	rc = origin_read_config(o);
 	if (rc)
@@ -169,7 +175,7 @@ int steer_origin_open(const char *instance, struct steer_origin **out)
 	if (!o)
 		return -ENOMEM;
 	snprintf(o->instance, sizeof(o->instance), "%s", instance);
-	o->cfg_fd = o->tup_fd = -1;
+	o->cfg_fd = o->tup_fd = o->prot_fd = o->socks_fd = -1;
 	o->owns_fds = true;
 	o->next_refresh_ns = clock_mono_ns() + STEER_REFRESH_CLOSED_NS;
 	rc = origin_refresh(o);
@@ -181,7 +187,8 @@ int steer_origin_open(const char *instance, struct steer_origin **out)
 	return rc; /* -ENOENT: not attached yet, the handle will pick the attach up */
 }
 
-static int origin_over_fds(struct steer_origin **out, int cfg_fd, int tup_fd, bool owns)
+static int origin_over_fds(struct steer_origin **out, int cfg_fd, int tup_fd, int prot_fd,
+			   int socks_fd, bool owns)
 {
 	struct steer_origin *o = calloc(1, sizeof(*o));
 	int rc;
@@ -190,6 +197,8 @@ static int origin_over_fds(struct steer_origin **out, int cfg_fd, int tup_fd, bo
 		return -ENOMEM;
 	o->cfg_fd = cfg_fd;
 	o->tup_fd = tup_fd;
+	o->prot_fd = prot_fd;
+	o->socks_fd = socks_fd;
 	o->owns_fds = owns;
 	o->cfg_map_id = map_id_of(cfg_fd);
 	rc = origin_read_config(o);
@@ -203,11 +212,16 @@ static int origin_over_fds(struct steer_origin **out, int cfg_fd, int tup_fd, bo
 
 int steer_origin_from_handle(struct steer_handle *h, struct steer_origin **out)
 {
-	int cfd, tfd;
+	int cfd, tfd, pfd, sfd;
 
 	*out = NULL;
-	steer_handle_map_fds(h, &cfd, &tfd);
-	return origin_over_fds(out, cfd, tfd, false);
+	steer_handle_map_fds(h, &cfd, &tfd, &pfd, &sfd);
+	return origin_over_fds(out, cfd, tfd, pfd, sfd, false);
+}
+
+int steer_origin_socks_fd(const struct steer_origin *o)
+{
+	return o ? o->socks_fd : -1;
 }
 
 /* The map of a program by name, as a new fd, or -ENOENT. */
@@ -240,7 +254,7 @@ static int prog_map_by_name(__u32 prog_id, const char *name)
 
 int steer_origin_adopt(const char *fds, struct steer_origin **out)
 {
-	int cfd = -ENOENT, tfd = -ENOENT, rc, n = 0;
+	int cfd = -ENOENT, tfd = -ENOENT, pfd = -ENOENT, sfd = -ENOENT, rc, n = 0;
 	const char *p = fds;
 
 	*out = NULL;
@@ -265,12 +279,16 @@ int steer_origin_adopt(const char *fds, struct steer_origin **out)
 			cfd = prog_map_by_name(li.prog_id, PGW_STR(PGW_MAP_CONFIG));
 		if (tfd < 0)
 			tfd = prog_map_by_name(li.prog_id, PGW_STR(PGW_MAP_ORIGIN_TUP));
+		if (pfd < 0)
+			pfd = prog_map_by_name(li.prog_id, PGW_STR(PGW_MAP_PROTECTED));
+		if (sfd < 0)
+			sfd = prog_map_by_name(li.prog_id, PGW_STR(PGW_MAP_RELAY_SOCKS));
 	}
 	if (cfd < 0 || tfd < 0) {
 		rc = -ENOENT;
 		goto err;
 	}
-	rc = origin_over_fds(out, cfd, tfd, true);
+	rc = origin_over_fds(out, cfd, tfd, pfd < 0 ? -1 : pfd, sfd < 0 ? -1 : sfd, true);
 	if (rc)
 		goto err;
 	log_warn("steer_fail_open", "fail-open: this process holds %d steering links; if it dies, "
@@ -281,6 +299,10 @@ err:
 		close(cfd);
 	if (tfd >= 0)
 		close(tfd);
+	if (pfd >= 0)
+		close(pfd);
+	if (sfd >= 0)
+		close(sfd);
 	return rc;
 }
 
@@ -348,14 +370,6 @@ static void origin_dst(const struct pgw_origin *r, struct addr *out)
 	}
 }
 
-static bool addr_is_any(const struct addr *a)
-{
-	if (a->ss.sa.sa_family == AF_INET)
-		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
-	if (a->ss.sa.sa_family == AF_INET6)
-		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
-	return false;
-}
 
 /* The process behind a Unix-socket peer: SO_PEERCRED (kernel-filled), comm and cgroup from
  * /proc (best effort: the process may already be gone). */
@@ -457,12 +471,36 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 		if (!addr_words(listen, &f2, w2, &listen_port))
 			return 0;
 		if (lport != listen_port ||
-		    (!addr_is_any(listen) && (f2 != lfam || memcmp(w2, t.relay_addr, 16) != 0))) {
+		    (!addr_is_unspecified(listen) && (f2 != lfam || memcmp(w2, t.relay_addr, 16) != 0))) {
 			s->route = SESSION_ROUTE_TPROXY;
 			s->dialled = *local;
 		}
 	}
 	return 0;
+}
+
+bool steer_origin_destination_allowed(struct steer_origin *o, const struct addr *dialled)
+{
+	struct pgw_protected_key k;
+	__u32 one;
+	__u16 port;
+
+	if (addr_is_local(dialled))
+		return true;
+	if (!o)
+		return false;
+	origin_maybe_refresh(o, false);
+	if (o->prot_fd < 0)
+		return false;
+	/* Only an explicitly named address: a port-only key means "this port on any of this
+	 * host's addresses", which the local check above already answered. */
+	memset(&k, 0, sizeof(k));
+	if (!addr_words(dialled, &k.family, k.addr, &port))
+		return false;
+	k.port = port;
+	if (!(k.addr[0] | k.addr[1] | k.addr[2] | k.addr[3]))
+		return false;
+	return bpf_map_lookup_elem(o->prot_fd, &k, &one) == 0;
 }
 
 void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
@@ -480,19 +518,6 @@ void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
 	unix_peer_process(fd, &s->process);
 }
 
-static bool addr_is_loopback(const struct addr *a)
-{
-	if (a->ss.sa.sa_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
-	if (a->ss.sa.sa_family == AF_INET6) {
-		const struct in6_addr *in = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
-
-		if (IN6_IS_ADDR_LOOPBACK(in))
-			return true;
-		return IN6_IS_ADDR_V4MAPPED(in) && in->s6_addr[12] == 127;
-	}
-	return false;
-}
 
 int steer_upstream_prepare(int fd, const struct session *s, uint32_t mark,
 			   bool transparent_source, const char **why)
@@ -555,6 +580,25 @@ static int thread_set_effective_ids(uid_t uid, gid_t gid)
 	return 0;
 }
 
+/*
+ * File-system ids back to the thread's own (root) while the effective ids stay the
+ * client's: the path lookup of the connect() then traverses the server's private socket
+ * directory as pgwardend, while the credentials the socket carries (SO_PEERCRED, the
+ * effective ids) are the client's, which is what `peer` authentication reads. setfsuid()
+ * is allowed because the real and saved ids are still the thread's own, and the kernel
+ * raises the file-system capabilities with a root fsuid. The raw system calls, per thread;
+ * setfsuid reports no error, so the result is read back. 0 or -EPERM.
+ */
+static int thread_set_fs_ids(uid_t uid, gid_t gid)
+{
+	syscall(SYS_setfsgid, gid);
+	syscall(SYS_setfsuid, uid);
+	if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != uid ||
+	    (gid_t)syscall(SYS_setfsgid, (gid_t)-1) != gid)
+		return -EPERM;
+	return 0;
+}
+
 /* Back to the ids the thread had. Only the saved ids are restored, which is always allowed;
  * a thread that could not get back its own ids must not go on serving anyone. */
 static void thread_restore_effective_ids(uid_t uid, gid_t gid)
@@ -587,6 +631,8 @@ int steer_upstream_connect_unix(int fd, const char *path, const struct session *
 		*why = "client credentials unknown";
 	} else if (s->process.uid != euid || s->process.gid != egid) {
 		rc = thread_set_effective_ids(s->process.uid, s->process.gid);
+		if (!rc)
+			rc = thread_set_fs_ids(euid, egid);
 		if (rc) {
 			/* The group may have changed before the user failed to. */
 			thread_restore_effective_ids(euid, egid);

@@ -7,6 +7,8 @@
  */
 #include "steer/steer_internal.h"
 
+#include "base/sanitize.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -30,6 +32,7 @@ static const char *attach_type_name(__u32 t)
 	case BPF_CGROUP_INET6_GETPEERNAME: return "getpeername6";
 	case BPF_CGROUP_SOCK_OPS: return "sockops";
 	case STEER_ATTACH_UNIX_CONNECT: return "connect_unix";
+	case BPF_SK_LOOKUP: return "sk_lookup";
 	default: return "other";
 	}
 }
@@ -137,7 +140,14 @@ static long map_count(int fd, size_t key_size)
 	return n;
 }
 
-static void add_maps(json_t *root, const __u32 *ids, unsigned nids, const char *instance)
+/* What add_maps() learns that later sections need. */
+struct status_maps {
+	uint16_t ports[PGW_PROTECTED_MAX]; /* protected ports, host order, each once */
+	unsigned nports;
+};
+
+static void add_maps(json_t *root, const __u32 *ids, unsigned nids, const char *instance,
+		     struct status_maps *sm)
 {
 	static const struct {
 		const char *name;
@@ -150,8 +160,10 @@ static void add_maps(json_t *root, const __u32 *ids, unsigned nids, const char *
 		{PGW_STR(PGW_MAP_ORIGIN_CK), 8, true},
 		{PGW_STR(PGW_MAP_ORIGIN_TUP), sizeof(struct pgw_tuple), true},
 		{PGW_STR(PGW_MAP_STATS), 4, false},
+		{PGW_STR(PGW_MAP_RELAY_SOCKS), sizeof(struct pgw_relay_key), true},
 	};
 	json_t *arr = json_array(), *prot = json_array(), *unixp = json_array();
+	json_t *reg = json_array();
 	json_t *ctr = json_object();
 
 	for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
@@ -177,7 +189,23 @@ static void add_maps(json_t *root, const __u32 *ids, unsigned nids, const char *
 			void *prev = NULL;
 
 			while (bpf_map_get_next_key(fd, prev, &k) == 0) {
+				uint16_t port = ntohs(k.port);
+				unsigned j = 0;
+
 				json_array_append_new(prot, addr_json(k.family, k.addr, k.port));
+				while (j < sm->nports && sm->ports[j] != port)
+					j++;
+				if (j == sm->nports && sm->nports < PGW_PROTECTED_MAX)
+					sm->ports[sm->nports++] = port;
+				cur = k;
+				prev = &cur;
+			}
+		} else if (strcmp(maps[i].name, PGW_STR(PGW_MAP_RELAY_SOCKS)) == 0) {
+			struct pgw_relay_key k, cur;
+			void *prev = NULL;
+
+			while (bpf_map_get_next_key(fd, prev, &k) == 0) {
+				json_array_append_new(reg, addr_json(k.family, k.addr, k.port));
 				cur = k;
 				prev = &cur;
 			}
@@ -210,6 +238,7 @@ static void add_maps(json_t *root, const __u32 *ids, unsigned nids, const char *
 	json_object_set_new(root, "maps", arr);
 	json_object_set_new(root, "protected", prot);
 	json_object_set_new(root, "unix_paths", unixp);
+	json_object_set_new(root, "relay_registered", reg);
 	json_object_set_new(root, "counters", ctr);
 }
 
@@ -284,10 +313,20 @@ void *steer_status_json(const char *instance)
 		json_object_set_new(l, "link_id", json_integer(ids[i]));
 		json_object_set_new(l, "program", json_string(pi.name));
 		json_object_set_new(l, "prog_id", json_integer(li.prog_id));
-		json_object_set_new(l, "hook", json_string(attach_type_name(li.cgroup.attach_type)));
-		json_object_set_new(l, "cgroup_id", json_integer((json_int_t)li.cgroup.cgroup_id));
-		if (li.cgroup.cgroup_id)
-			live++;
+		if (li.type == BPF_LINK_TYPE_NETNS) {
+			/* sk_lookup: on the network namespace, not the cgroup. */
+			json_object_set_new(l, "hook", json_string(attach_type_name(li.netns.attach_type)));
+			json_object_set_new(l, "netns_ino", json_integer(li.netns.netns_ino));
+			if (li.netns.netns_ino)
+				live++;
+		} else {
+			json_object_set_new(l, "hook",
+					    json_string(attach_type_name(li.cgroup.attach_type)));
+			json_object_set_new(l, "cgroup_id",
+					    json_integer((json_int_t)li.cgroup.cgroup_id));
+			if (li.cgroup.cgroup_id)
+				live++;
+		}
 		/* Pinned under the pin dir? Compare the pinned link's id. */
 		for (int k = 0; pinned_dir && k < 1; k++) {
 			DIR *d = opendir(pdir);
@@ -353,19 +392,51 @@ void *steer_status_json(const char *instance)
 			json_object_set_new(root, "unix_relay",
 					    json_stringn(c.unix_relay_path, c.unix_relay_path_len));
 	}
-	add_maps(root, map_ids, nmaps, instance);
+	struct status_maps sm = {.nports = 0};
 
-	/* Unix-socket coverage. */
+	add_maps(root, map_ids, nmaps, instance, &sm);
+
+	/* The relay-port guard: steered clients reach registered sockets only. */
 	{
-		json_t *u = json_object();
-		bool sup = steer_probe_connect_unix();
+		json_t *g = json_object();
 
+		json_object_set_new(g, "kernel_supports_sk_lookup",
+				    json_boolean(steer_probe_sk_lookup()));
+		json_object_set_new(g, "sk_lookup_attached",
+				    json_boolean(attached && have_cfg && (c.flags & PGW_CFG_SK_LOOKUP)));
+		json_object_set_new(root, "relay_guard", g);
+	}
+
+	/* Unix-socket coverage: the server's own sockets any local user can reach bypass
+	 * the relay, by any spelling of their path. */
+	{
+		json_t *u = json_object(), *exp = json_array();
+		bool sup = steer_probe_connect_unix();
+		char paths[8][PGW_UNIX_PATH_MAX], relay[PGW_UNIX_PATH_MAX + 1] = "";
+		unsigned ne;
+
+		if (have_cfg && c.unix_relay_path_len && c.unix_relay_path_len < sizeof(relay))
+			memcpy(relay, c.unix_relay_path, c.unix_relay_path_len);
+		uid_t owners[16];
+		unsigned nowners = steer_unix_server_uids(sm.ports, sm.nports, owners, 16);
+
+		ne = steer_unix_exposed(sm.ports, sm.nports, relay[0] ? relay : NULL, owners,
+					nowners, paths, 8);
+		for (unsigned i = 0; i < ne && i < 8; i++) {
+			/* Any local user names directories: the path is peer text. */
+			char shown[4 * PGW_UNIX_PATH_MAX + 1];
+
+			sanitize_str(shown, sizeof(shown), paths[i], SANITIZE_JSON, NULL);
+			json_array_append_new(exp, json_string(shown));
+		}
 		json_object_set_new(u, "kernel_supports_connect_unix", json_boolean(sup));
 		json_object_set_new(u, "steered",
 				    json_boolean(attached && have_cfg && (c.flags & PGW_CFG_UNIX)));
+		json_object_set_new(u, "exposed", exp);
 		json_object_set_new(u, "note", json_string(
-			sup ? "Unix-socket clients are steered only when attached with --unix-socket"
-			    : "kernel < 6.7: Unix-socket clients are NOT covered (see docs/STEERING.md)"));
+			ne ? "PostgreSQL's Unix socket is reachable by every local user: Unix-socket "
+			     "clients are NOT covered (see docs/STEERING.md)"
+			   : "no server socket of a protected port is within unprivileged users' reach"));
 		json_object_set_new(root, "unix", u);
 	}
 
