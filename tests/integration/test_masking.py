@@ -73,6 +73,8 @@ def _not_ready():
     if "--policy" not in text:
         return ("masking runs as a stage of the relay core v2, configured by the policy "
                 "file's `mask:` rules; this pgwardend has no policy file option yet")
+    if "mask" not in r.stdout.split("stages:")[-1].split("\n")[0]:
+        return "this pgwardend does not run the mask stage (pgwardend --help lists its stages)"
     return None
 
 
