@@ -19,7 +19,7 @@ CC ?= cc
 CLANG ?= clang
 PKG_CONFIG ?= pkg-config
 PKGS := libbpf openssl yaml-0.1 jansson libmicrohttpd ncursesw libnl-route-3.0 libnl-3.0 \
-	libnftables libnetfilter_queue libmnl
+	libnftables libnetfilter_queue libmnl libsystemd
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
 	-Wno-unused-parameter -Werror
@@ -48,10 +48,12 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 15
 
-# Generated headers (the BPF skeleton) every object may include; mk/bpf.mk adds to it.
-GENERATED :=
+# Generated headers (the BPF skeleton, the version) every object may include; mk/*.mk add
+# to it. Each is made after build-deps, so a host without the build dependencies is told
+# which packages to install instead of failing on the first missing tool.
+GENERATED := $(BUILD)/gen/pgwarden_version.h
 
-.PHONY: all deps test demo check-unit check-fuzz check-integration sanitize install clean \
+.PHONY: all deps build-deps FORCE test demo check-unit check-fuzz check-integration sanitize install clean \
 	fuzz-build bench vm-test check-e2e
 all: $(BINS)
 
@@ -59,6 +61,18 @@ include $(sort $(wildcard mk/*.mk))
 
 deps:
 	@sh scripts/install-deps.sh
+
+# Order-only prerequisite of every generated header: runs once per make, changes nothing.
+build-deps:
+	@sh scripts/check-build-deps.sh "$(PKG_CONFIG)" "$(VMLINUX_BTF)"
+
+# The one version (scripts/version.sh); rewritten only when it changes, so an unchanged
+# checkout rebuilds nothing.
+$(BUILD)/gen/pgwarden_version.h: FORCE | build-deps
+	@mkdir -p $(dir $@)
+	@sh scripts/version.sh header >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+FORCE:
 
 $(BUILD)/obj/%.o: %.c | $(GENERATED)
 	@mkdir -p $(dir $@)

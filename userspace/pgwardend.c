@@ -9,6 +9,7 @@
 #include "admin/admin.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/version.h"
 #include "metrics/metrics_http.h"
 #include "metrics/metrics_std.h"
 #include "metrics/metrics_steer.h"
@@ -30,8 +31,6 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-
-#define PGWARDEN_VERSION "0.1.0"
 
 struct options {
 	const char *config_path;
@@ -55,7 +54,7 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: pgwardend [--config FILE] [--listen ADDR]... [--upstream ADDR] [--KEY VALUE]...\n"
 		"       pgwardend --check-config FILE [--KEY VALUE]...\n"
-		"       pgwardend --help | --version\n\n"
+		"       pgwardend --help | -V | --version\n\n"
 		"Relays PostgreSQL connections between clients and a server, applying pgwarden's\n"
 		"inspection stages. Flags override the file. SIGHUP reloads, SIGTERM drains.\n\n");
 	config_usage(out);
@@ -79,8 +78,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 			usage(stdout);
 			return 1;
 		}
-		if (strcmp(arg, "--version") == 0) {
-			printf("pgwardend %s\n", PGWARDEN_VERSION);
+		if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
+			printf("pgwardend %s (commit %s)\n", pgwarden_version, pgwarden_commit);
 			return 1;
 		}
 		if (strncmp(arg, "--", 2) != 0) {
@@ -287,7 +286,7 @@ static int admin_status_cb(void *ctx, json_t *obj)
 
 	for (unsigned i = 0; i < MREFUSE_COUNT; i++)
 		refused += metrics_value(r->metrics, r->mstd.refused, i);
-	json_object_set_new(obj, "version", json_string(PGWARDEN_VERSION));
+	json_object_set_new(obj, "version", json_string(pgwarden_version));
 	json_object_set_new(obj, "workers", json_integer(r->nworkers));
 	status_config(r, d->opts, obj);
 	json_object_set_new(obj, "sessions",
@@ -371,7 +370,7 @@ static void log_started(const struct config *cfg, unsigned nworkers)
 	char text[ADDR_STRLEN];
 
 	log_line_begin(&l, LOG_INFO, "started");
-	log_kv_str(&l, "version", PGWARDEN_VERSION);
+	log_kv_str(&l, "version", pgwarden_version);
 	for (unsigned i = 0; i < cfg->nlisten; i++)
 		log_kv_str(&l, "listen", addr_format(&cfg->listen[i].ss.sa, text, sizeof(text)));
 	if (cfg->unix_listen)

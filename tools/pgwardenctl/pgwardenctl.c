@@ -12,6 +12,7 @@
 
 #include "admin/admin.h"
 #include "admin/admin_client.h"
+#include "base/version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -22,8 +23,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define CTL_VERSION "0.1"
 
 struct ctl_globals {
 	const char *socket;
@@ -552,8 +551,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return CTL_EXIT_OK;
 		case 'V':
-			printf("pgwardenctl %s (admin protocol %d)\n", CTL_VERSION,
-			       ADMIN_PROTOCOL_VERSION);
+			printf("pgwardenctl %s (commit %s, admin protocol %d)\n", pgwarden_version,
+			       pgwarden_commit, ADMIN_PROTOCOL_VERSION);
 			return CTL_EXIT_OK;
 		default:
 			ctl_fail(CTL_EXIT_USAGE, "unknown option \"%s\"", argv[optind - 1]);
