@@ -1,36 +1,55 @@
 /*
  * pgwardend: the relay daemon's main thread.
  *
- * It owns configuration (file + flags, reload on SIGHUP), signals (through a signalfd, so
- * no handler ever runs inside a worker), the process limits, the admission gate's queue
- * (when gate.queue is set: SYNs are decided here, before any worker sees a connection), and
- * the workers' lifecycle: start, drain on SIGTERM/SIGINT, join. Workers own the data path.
+ * It owns configuration (file + flags, reload on SIGHUP or from the admin socket), signals
+ * (through a signalfd, so no handler ever runs inside a worker), the process limits, the
+ * admission gate's queue (when gate.queue is set: SYNs are decided here, before any worker
+ * sees a connection), the service manager's notifications (READY, RELOADING, STOPPING,
+ * MAINPID) and the workers' lifecycle: start, drain on SIGTERM/SIGINT, join. Workers own
+ * the data path.
+ *
+ * Reloads and seamless restarts run on this thread only: the admin thread hands them over
+ * (main_request) and waits for the outcome, so a reload never races a signal, and a
+ * restart can stop this daemon's workers and its own loop the way a SIGTERM would. A
+ * restart (relay/handover.h) starts the successor from the binary on disk with this
+ * process's own command line, gives it the listening sockets, and drains.
  */
 #include "admin/admin.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/version.h"
-#include "metrics/metrics_http.h"
-#include "metrics/metrics_std.h"
-#include "metrics/metrics_steer.h"
-#include "relay/conn.h"
 #include "config/config.h"
 #include "gate/gate.h"
+#include "metrics/metrics_http.h"
+#include "metrics/metrics_process.h"
+#include "metrics/metrics_std.h"
+#include "metrics/metrics_steer.h"
 #include "relay/cancel.h"
+#include "relay/backend_cancel.h"
+#include "relay/conn.h"
+#include "relay/handover.h"
 #include "relay/relay.h"
 #include "relay/worker.h"
+#include "service/notify.h"
 #include "stage/stage.h"
 #include "steer/steer.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#define RESTART_READY_TIMEOUT_MS 30000 /* for a successor to start (BPF maps, workers, ...) */
 
 struct options {
 	const char *config_path;
@@ -39,6 +58,12 @@ struct options {
 	char **keys; /* owned */
 	const char **values;
 	unsigned nflags;
+	/* For a seamless restart: the command line to run again, and the binary it started
+	 * from (path, and identity, so a reload notices when an upgrade replaced it). */
+	char **argv;
+	char exe[PATH_MAX];
+	dev_t exe_dev;
+	ino_t exe_ino;
 };
 
 static void options_free(struct options *o)
@@ -63,6 +88,7 @@ static void usage(FILE *out)
 /* 0, 1 (exit 0 now: --help/--version), or -1 (usage error, message printed). */
 static int parse_args(int argc, char **argv, struct options *o)
 {
+	o->argv = argv;
 	o->keys = calloc((size_t)argc, sizeof(*o->keys));
 	o->values = calloc((size_t)argc, sizeof(*o->values));
 	if (!o->keys || !o->values) {
@@ -123,6 +149,36 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
+/* The binary this process runs, as a path a restart can exec again. A config file path
+ * that is relative is made absolute too: the successor must read the same file. */
+static void options_note_exe(struct options *o)
+{
+	struct stat st;
+	ssize_t n = readlink("/proc/self/exe", o->exe, sizeof(o->exe) - 1);
+
+	if (n <= 0) {
+		o->exe[0] = '\0';
+		return;
+	}
+	o->exe[n] = '\0';
+	/* "/usr/sbin/pgwardend (deleted)" after an upgrade replaced it under us. */
+	if (n > 10 && strcmp(o->exe + n - 10, " (deleted)") == 0)
+		o->exe[n - 10] = '\0';
+	if (stat("/proc/self/exe", &st) == 0) {
+		o->exe_dev = st.st_dev;
+		o->exe_ino = st.st_ino;
+	}
+}
+
+/* Has the binary on disk been replaced since we started (a package upgrade)? */
+static bool exe_replaced(const struct options *o)
+{
+	struct stat st;
+
+	return o->exe[0] && stat(o->exe, &st) == 0 &&
+	       (st.st_dev != o->exe_dev || st.st_ino != o->exe_ino);
+}
+
 /* Defaults, then the file, then the flags. NULL with a one-line message in err. */
 static struct config *load_config(const struct options *o, char *err, size_t errlen)
 {
@@ -145,11 +201,49 @@ static struct config *load_config(const struct options *o, char *err, size_t err
 	}
 	if (config_validate(cfg, err, errlen))
 		goto err_free;
+	/* Checked here rather than in config_validate(), which does no lookups: a name the
+	 * host does not know is a configuration error --check-config must report. */
+	if (cfg->admin_read_group && !getgrnam(cfg->admin_read_group)) {
+		snprintf(err, errlen, "admin_read_group: there is no group \"%s\" on this host",
+			 cfg->admin_read_group);
+		goto err_free;
+	}
 	return cfg;
 
 err_free:
 	config_unref(cfg);
 	return NULL;
+}
+
+/*
+ * Descriptors a configuration needs: two per session at max_connections, plus what is
+ * fixed (listeners per worker, each worker's epoll and eventfd, the admin socket and its
+ * clients, the metrics endpoint, BPF maps, stdio): an estimate that errs high.
+ */
+static uint64_t nofile_needed(const struct config *cfg, unsigned nworkers)
+{
+	return 2ULL * cfg->max_connections + 64 +
+	       (uint64_t)nworkers * (cfg->nlisten + cfg->ntproxy_listen + 8);
+}
+
+/* Say so when the open-file limit cannot cover max_connections: past it, accept() fails
+ * with EMFILE and clients wait in the kernel backlog instead of being served. */
+static void check_nofile(const struct config *cfg, unsigned nworkers)
+{
+	struct rlimit rl;
+	uint64_t need = nofile_needed(cfg, nworkers);
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= need)
+		return;
+	log_warn("limits", "the open-file limit (%llu) covers about %llu sessions, fewer than "
+		 "max_connections (%u): raise it to at least %llu (LimitNOFILE= in the systemd "
+		 "unit, ulimit -n elsewhere), or lower max_connections",
+		 (unsigned long long)rl.rlim_cur,
+		 (unsigned long long)(rl.rlim_cur > need - 2ULL * cfg->max_connections
+					      ? (rl.rlim_cur - (need - 2ULL * cfg->max_connections)) / 2
+					      : 0),
+		 cfg->max_connections, (unsigned long long)need);
 }
 
 /* PgBouncer hangs new clients silently at 1,024 descriptors; raise the soft limit to the
@@ -168,56 +262,349 @@ static void raise_nofile(void)
 			 (unsigned long long)before, strerror(errno));
 		return;
 	}
-	log_info("limits", "open-file limit raised from %llu to %llu (about %llu sessions)",
-		 (unsigned long long)before, (unsigned long long)rl.rlim_cur,
-		 (unsigned long long)(rl.rlim_cur / 2));
+	if (rl.rlim_cur != before)
+		log_info("limits", "open-file limit raised from %llu to %llu",
+			 (unsigned long long)before, (unsigned long long)rl.rlim_cur);
 }
 
-static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* SIGHUP (main thread) and the admin socket's reload (admin thread) both land here. */
-static int reload_checked(struct relay *r, const struct options *o, char *err, size_t errlen)
+static unsigned worker_count(const struct config *cfg)
 {
-	struct config *cfg, *old;
-	const char *restart;
+	long n = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
 
-	pthread_mutex_lock(&reload_lock);
-	cfg = load_config(o, err, errlen);
-	if (!cfg) {
-		log_error("reload", "keeping the running configuration: %s", err);
-		pthread_mutex_unlock(&reload_lock);
-		return -1;
-	}
-	old = relay_config_acquire(r);
-	restart = config_restart_required(old, cfg);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+/* ---- the daemon -------------------------------------------------------------------- */
+
+/* Work the admin thread hands to the main thread, one at a time, and waits for. */
+enum main_request_kind {
+	MAIN_REQ_NONE = 0,
+	MAIN_REQ_RELOAD,
+	MAIN_REQ_RESTART,
+};
+
+struct daemon {
+	struct relay relay;
+	struct options *opts;
+	struct gate *gate;            /* NULL: no admission gate */
+	struct admin_server *admin;
+	struct metrics_http *http;
+	char *steer_instance;         /* the running configuration's, for status and metrics */
+	bool retiring;                /* handed over to a successor: draining for good */
+	pid_t successor;
+	/* main_request: the admin thread fills it, wakes reqfd, and waits on done. */
+	int reqfd;
+	pthread_mutex_t req_lock;
+	pthread_cond_t req_done;
+	enum main_request_kind req_kind;
+	bool req_finished;
+	int req_rc;
+	json_t *req_result;
+	char req_err[CONFIG_ERR_MAX];
+};
+
+static void log_reload_result(bool ok, const char *why)
+{
+	struct log_line l;
+
+	log_trail_begin(&l, ok ? "reload" : "reload_refused", !ok);
+	if (why)
+		log_kv_str(&l, ok ? "note" : "error", why);
+	log_line_end(&l);
+}
+
+/* The configuration again, in place (sessions that start from now on use it). 0, or -1
+ * with err (the running configuration is kept). Main thread. */
+static int reload_in_place(struct daemon *d, struct config *cfg, json_t *result)
+{
+	struct relay *r = &d->relay;
+	struct config *old = relay_config_acquire(r);
+	const char *restart = config_restart_required(old, cfg);
+
 	if (restart)
-		log_warn("reload", "%s changed: it takes effect only after a restart", restart);
+		log_warn("reload", "%s changed: it takes effect only after a restart "
+			 "(pgwardenctl restart)", restart);
 	config_unref(old);
 	relay_config_publish(r, cfg);
-	log_info("reload", "configuration reloaded%s%s", o->config_path ? " from " : "",
-		 o->config_path ? o->config_path : "");
-	pthread_mutex_unlock(&reload_lock);
+	check_nofile(cfg, r->nworkers);
+	metrics_process_reload_done(true);
+	log_reload_result(true, d->opts->config_path);
+	if (result) {
+		json_object_set_new(result, "restarted", json_false());
+		if (restart)
+			json_object_set_new(result, "restart_needed_for", json_string(restart));
+	}
 	return 0;
 }
 
-static void reload(struct relay *r, const struct options *o)
+static int restart_handover(struct daemon *d, json_t *result, char *err, size_t errlen);
+
+/*
+ * SIGHUP and `pgwardenctl reload`: read the configuration again. When the binary on disk
+ * is not the one running (an upgrade) or a setting that is bound at start changed, a
+ * seamless restart applies it instead of a reload that could not. 0, or -1 with err.
+ */
+static int reload(struct daemon *d, json_t *result, char *err, size_t errlen)
+{
+	struct config *cfg, *old;
+	const char *restart;
+	int rc;
+
+	notify_reloading();
+	cfg = load_config(d->opts, err, errlen);
+	if (!cfg) {
+		metrics_process_reload_done(false);
+		log_reload_result(false, err);
+		notify_ready("running; the last reload was refused (the previous configuration "
+			     "is kept)");
+		return -1;
+	}
+	old = relay_config_acquire(&d->relay);
+	restart = config_restart_required(old, cfg);
+	config_unref(old);
+	if (exe_replaced(d->opts) || restart) {
+		log_info("reload", "%s: restarting seamlessly instead",
+			 restart ? "a setting bound at start changed" : "the binary was replaced");
+		config_unref(cfg);
+		rc = restart_handover(d, result, err, errlen);
+		if (rc == 0)
+			return 0; /* the successor is the service now; it said READY */
+		metrics_process_reload_done(false);
+		log_reload_result(false, err);
+		notify_ready("running; the restart after a reload failed (still the old "
+			     "process)");
+		return -1;
+	}
+	rc = reload_in_place(d, cfg, result);
+	notify_ready("running");
+	return rc;
+}
+
+/* ---- seamless restart (relay/handover.h) ---------------------------------------------- */
+
+/* Every listening socket this daemon has, described for the successor. */
+static struct handover_socket *collect_sockets(struct daemon *d, int metrics_fd, unsigned *n)
+{
+	struct relay *r = &d->relay;
+	unsigned cap = 2 + r->nworkers * (2 * CONFIG_MAX_LISTEN + 1), k = 0;
+	struct handover_socket *s = calloc(cap, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	for (unsigned i = 0; i < r->nworkers; i++) {
+		const struct worker *w = r->workers[i];
+
+		for (unsigned j = 0; j < w->nlisteners; j++) {
+			const struct worker_listener *l = &w->listeners[j];
+
+			if (l->fd < 0 || l->unix_socket)
+				continue;
+			s[k].kind = l->transparent ? HANDOVER_TPROXY : HANDOVER_LISTEN;
+			s[k].index = (uint16_t)w->id;
+			s[k].fd = l->fd;
+			s[k].addr = l->addr;
+			k++;
+		}
+	}
+	if (r->unix_listener.fd >= 0) {
+		s[k].kind = HANDOVER_UNIX;
+		s[k].fd = r->unix_listener.fd;
+		snprintf(s[k].path, sizeof(s[k].path), "%s", r->unix_listener.path);
+		k++;
+	}
+	if (metrics_fd >= 0) {
+		s[k].kind = HANDOVER_METRICS;
+		s[k].fd = metrics_fd;
+		s[k].addr.len = sizeof(s[k].addr.ss);
+		if (getsockname(metrics_fd, &s[k].addr.ss.sa, &s[k].addr.len) == 0)
+			k++;
+	}
+	*n = k;
+	return s;
+}
+
+/* After a failed handover: serve metrics again on the socket we kept, reopen the gate. */
+static void restart_undo(struct daemon *d, int metrics_fd)
 {
 	char err[CONFIG_ERR_MAX];
+	struct config *cfg = relay_config_acquire(&d->relay);
 
-	(void)reload_checked(r, o, err, sizeof(err));
+	if (metrics_fd >= 0) {
+		d->http = metrics_http_adopt(d->relay.metrics, metrics_fd, err, sizeof(err));
+		if (!d->http) {
+			log_error("restart", "%s", err);
+			close(metrics_fd);
+		}
+	}
+	if (d->gate && gate_reopen(d->gate, cfg, err, sizeof(err)))
+		log_error("restart", "the admission gate's queue could not be bound again: %s", err);
+	config_unref(cfg);
+}
+
+/* Stop accepting, and let this daemon's own sessions finish within restart_drain. */
+static void retire(struct daemon *d, pid_t successor)
+{
+	struct relay *r = &d->relay;
+	struct config *cfg = relay_config_acquire(r), *mine = config_dup(cfg);
+
+	/* The workers drain by the running snapshot's timeouts.drain: publish one whose drain
+	 * is restart_drain (a private copy; nothing else changes). */
+	if (mine) {
+		mine->drain_timeout_ms = cfg->restart_drain_ms;
+		relay_config_publish(r, mine);
+	}
+	config_unref(cfg);
+	/* The Unix listener's socket file is the successor's now (same inode): never remove
+	 * it at exit. */
+	r->unix_listener.dev = 0;
+	r->unix_listener.ino = 0;
+	d->retiring = true;
+	d->successor = successor;
+	__atomic_store_n(&r->draining, true, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < r->nworkers; i++)
+		worker_post(r->workers[i], WORKER_CMD_DRAIN);
+}
+
+static int restart_handover(struct daemon *d, json_t *result, char *err, size_t errlen)
+{
+	struct relay *r = &d->relay;
+	struct handover_socket *socks;
+	struct handover_plan plan = {0};
+	int metrics_fd = -1, rc;
+	unsigned nsocks = 0;
+	pid_t child;
+	char status[96];
+
+	if (d->retiring || __atomic_load_n(&r->draining, __ATOMIC_ACQUIRE)) {
+		snprintf(err, errlen, "restart: this pgwardend is already stopping");
+		return -1;
+	}
+	if (!d->opts->exe[0]) {
+		snprintf(err, errlen, "restart: cannot tell which binary this process runs");
+		return -1;
+	}
+	notify_status("restarting: starting a new pgwardend");
+	/* Released for the successor: scrapes wait in the metrics socket's backlog, SYNs for
+	 * the gate are dropped and retried by their clients a second later. */
+	if (d->http) {
+		metrics_fd = metrics_http_release(d->http);
+		d->http = NULL;
+		if (metrics_fd < 0)
+			log_warn("restart", "the metrics socket could not be handed over (%s): the "
+				 "new pgwardend binds its own", strerror(-metrics_fd));
+	}
+	if (d->gate)
+		gate_release(d->gate);
+	socks = collect_sockets(d, metrics_fd, &nsocks);
+	if (!socks) {
+		snprintf(err, errlen, "restart: out of memory");
+		restart_undo(d, metrics_fd);
+		return -1;
+	}
+	plan.exe = d->opts->exe;
+	plan.argv = d->opts->argv;
+	plan.sockets = socks;
+	plan.nsockets = nsocks;
+	plan.keep_fds = getenv("PGWARDEN_STEER_FDS");
+	plan.timeout_ms = RESTART_READY_TIMEOUT_MS;
+	rc = handover_start(&plan, &child, err, errlen);
+	free(socks);
+	if (rc) {
+		log_error("restart", "%s; this pgwardend carries on", err);
+		restart_undo(d, metrics_fd);
+		return -1;
+	}
+	if (metrics_fd >= 0)
+		close(metrics_fd); /* the successor serves it now */
+	snprintf(status, sizeof(status), "handed over to pid %d; draining", (int)child);
+	notify_main_pid(child, status);
+	log_info("restart", "pid %d took over the listening sockets; this pgwardend (pid %d) "
+		 "accepts nothing more and lets its sessions finish", (int)child, (int)getpid());
+	retire(d, child);
+	if (result) {
+		json_object_set_new(result, "restarted", json_true());
+		json_object_set_new(result, "pid", json_integer(child));
+		json_object_set_new(result, "previous_pid", json_integer(getpid()));
+	}
+	return 0;
+}
+
+/* ---- admin thread → main thread -------------------------------------------------- */
+
+/* Run kind on the main thread and wait for it. 0, or -1 with err. */
+static int main_request(struct daemon *d, enum main_request_kind kind, json_t *result,
+			char *err, size_t errlen)
+{
+	uint64_t one = 1;
+	int rc;
+
+	pthread_mutex_lock(&d->req_lock);
+	d->req_kind = kind;
+	d->req_finished = false;
+	d->req_result = result;
+	d->req_err[0] = '\0';
+	if (write(d->reqfd, &one, sizeof(one)) != sizeof(one)) {
+		d->req_kind = MAIN_REQ_NONE;
+		pthread_mutex_unlock(&d->req_lock);
+		snprintf(err, errlen, "cannot reach the main thread: %s", strerror(errno));
+		return -1;
+	}
+	while (!d->req_finished)
+		pthread_cond_wait(&d->req_done, &d->req_lock);
+	rc = d->req_rc;
+	snprintf(err, errlen, "%s", d->req_err);
+	d->req_kind = MAIN_REQ_NONE;
+	pthread_mutex_unlock(&d->req_lock);
+	return rc;
+}
+
+static void main_request_run(struct daemon *d)
+{
+	uint64_t n;
+	enum main_request_kind kind;
+	json_t *result;
+	char err[CONFIG_ERR_MAX] = "";
+	int rc = -1;
+
+	if (read(d->reqfd, &n, sizeof(n)) < 0)
+		return;
+	pthread_mutex_lock(&d->req_lock);
+	kind = d->req_kind;
+	result = d->req_result;
+	pthread_mutex_unlock(&d->req_lock);
+	if (kind == MAIN_REQ_RELOAD)
+		rc = reload(d, result, err, sizeof(err));
+	else if (kind == MAIN_REQ_RESTART)
+		rc = restart_handover(d, result, err, sizeof(err));
+	else
+		return;
+	pthread_mutex_lock(&d->req_lock);
+	d->req_rc = rc;
+	snprintf(d->req_err, sizeof(d->req_err), "%s", err);
+	d->req_finished = true;
+	pthread_cond_broadcast(&d->req_done);
+	pthread_mutex_unlock(&d->req_lock);
+}
+
+/* The loop ended with a request pending: its waiter must not wait for ever (the admin
+ * thread is joined next). */
+static void main_request_abort(struct daemon *d)
+{
+	pthread_mutex_lock(&d->req_lock);
+	if (d->req_kind != MAIN_REQ_NONE && !d->req_finished) {
+		d->req_rc = -1;
+		snprintf(d->req_err, sizeof(d->req_err), "pgwardend is stopping");
+		d->req_finished = true;
+		pthread_cond_broadcast(&d->req_done);
+	}
+	pthread_mutex_unlock(&d->req_lock);
 }
 
 /* ---- admin socket callbacks (admin thread) ---- */
 
-struct daemon_ctx {
-	struct relay *relay;
-	const struct options *opts;
-	struct gate *gate; /* NULL: no admission gate; set before the admin socket starts */
-};
-
 static int admin_sessions_cb(void *ctx, json_t *arr)
 {
-	struct relay *r = ((struct daemon_ctx *)ctx)->relay;
+	struct relay *r = &((struct daemon *)ctx)->relay;
 	uint64_t now = clock_mono_ns();
 
 	for (unsigned i = 0; i < r->nworkers; i++) {
@@ -237,12 +624,41 @@ static int admin_sessions_cb(void *ctx, json_t *arr)
 	return 0;
 }
 
-static int admin_kill_cb(void *ctx, const char *id)
+/* What a kill will do on the server side, for its reply: the backend's pid, and whether
+ * the server gave the session a key to cancel with. false when no worker has id. */
+static bool kill_preview(struct relay *r, const char *id, json_t *result)
 {
-	struct relay *r = ((struct daemon_ctx *)ctx)->relay;
+	for (unsigned i = 0; i < r->nworkers; i++) {
+		struct worker *w = r->workers[i];
+
+		pthread_mutex_lock(&w->lock);
+		for (struct conn *c = w->conns; c; c = c->next) {
+			if (strcmp(c->session.id_hex, id) != 0)
+				continue;
+			if (result) {
+				json_object_set_new(result, "backend_pid",
+						    c->session.backend_pid
+							    ? json_integer(c->session.backend_pid)
+							    : json_null());
+				json_object_set_new(result, "server_cancel",
+						    json_boolean(c->cancel_handle != NULL));
+			}
+			pthread_mutex_unlock(&w->lock);
+			return true;
+		}
+		pthread_mutex_unlock(&w->lock);
+	}
+	return false;
+}
+
+/* A kill on this daemon's own workers: 0, -ENOENT, -ENOSPC. Also what a successor's
+ * forwarded kill runs (main thread). */
+static int kill_local(void *ctx, const char *id, enum admin_kill_mode mode)
+{
+	struct relay *r = &((struct daemon *)ctx)->relay;
 
 	for (unsigned i = 0; i < r->nworkers; i++) {
-		int err = worker_post_kill(r->workers[i], id);
+		int err = worker_post_kill(r->workers[i], id, mode);
 
 		if (err != -ENOENT)
 			return err;
@@ -250,11 +666,38 @@ static int admin_kill_cb(void *ctx, const char *id)
 	return -ENOENT;
 }
 
-static int admin_reload_cb(void *ctx, char *err, size_t n)
+static int admin_kill_cb(void *ctx, const char *id, enum admin_kill_mode mode, json_t *result)
 {
-	struct daemon_ctx *d = ctx;
+	struct daemon *d = ctx;
+	int err;
 
-	return reload_checked(d->relay, d->opts, err, n);
+	kill_preview(&d->relay, id, result);
+	err = kill_local(ctx, id, mode);
+	/* Not ours: perhaps a session the pgwardend we replaced is still draining. */
+	if (err == -ENOENT && handover_forward_kill(id, mode)) {
+		json_object_set_new(result, "forwarded_to_pid",
+				    json_integer(handover_predecessor_pid()));
+		return 0;
+	}
+	return err;
+}
+
+static int admin_reload_cb(void *ctx, json_t *result, char *err, size_t n)
+{
+	return main_request(ctx, MAIN_REQ_RELOAD, result, err, n);
+}
+
+static int admin_restart_cb(void *ctx, json_t *result, char *err, size_t n)
+{
+	return main_request(ctx, MAIN_REQ_RESTART, result, err, n);
+}
+
+static int admin_metrics_cb(void *ctx, char **text)
+{
+	size_t len;
+
+	*text = metrics_render_string(((struct daemon *)ctx)->relay.metrics, &len);
+	return *text ? 0 : -ENOMEM;
 }
 
 /* Where the running configuration listens and forwards, as status shows it. */
@@ -275,19 +718,25 @@ static void status_config(struct relay *r, const struct options *o, json_t *obj)
 	json_object_set_new(obj, "unix_upstream",
 			    cfg->unix_upstream ? json_string(cfg->unix_upstream) : json_null());
 	json_object_set_new(obj, "config", o->config_path ? json_string(o->config_path) : json_null());
+	json_object_set_new(obj, "max_connections", json_integer(cfg->max_connections));
 	config_unref(cfg);
 }
 
 static int admin_status_cb(void *ctx, json_t *obj)
 {
-	struct daemon_ctx *d = ctx;
-	struct relay *r = d->relay;
+	struct daemon *d = ctx;
+	struct relay *r = &d->relay;
 	uint64_t refused = 0;
 
 	for (unsigned i = 0; i < MREFUSE_COUNT; i++)
 		refused += metrics_value(r->metrics, r->mstd.refused, i);
 	json_object_set_new(obj, "version", json_string(pgwarden_version));
+	json_object_set_new(obj, "commit", json_string(pgwarden_commit));
 	json_object_set_new(obj, "workers", json_integer(r->nworkers));
+	/* The steering attach whose maps this daemon reads (pgwardenctl status shows that
+	 * one, not whatever its own environment names). */
+	json_object_set_new(obj, "steer_instance", json_string(d->steer_instance));
+	json_object_set_new(obj, "log_target", json_string(log_target_to_str(log_target_active())));
 	status_config(r, d->opts, obj);
 	json_object_set_new(obj, "sessions",
 			    json_integer(__atomic_load_n(&r->connections, __ATOMIC_RELAXED)));
@@ -307,6 +756,9 @@ static int admin_status_cb(void *ctx, json_t *obj)
 
 	if (why)
 		json_object_set_new(obj, "upstream_from_pgwarden_because", json_string(why));
+	json_object_set_new(obj, "previous_pid",
+			    handover_predecessor_fd() >= 0 ? json_integer(handover_predecessor_pid())
+							  : json_null());
 	if (d->gate) {
 		struct config *cfg = relay_config_acquire(r);
 		json_t *gate = gate_status_json(d->gate, cfg);
@@ -326,18 +778,14 @@ static const struct admin_ops daemon_admin_ops = {
 	.kill = admin_kill_cb,
 	.reload = admin_reload_cb,
 	.status = admin_status_cb,
+	.metrics = admin_metrics_cb,
+	.restart = admin_restart_cb,
 };
 
-static unsigned worker_count(const struct config *cfg)
-{
-	long n = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+/* ---- start ------------------------------------------------------------------------- */
 
-	return n > 0 ? (unsigned)n : 1;
-}
-
-static int start_workers(struct relay *r, const struct config *cfg)
+static int start_workers(struct relay *r, unsigned n, const struct config *cfg)
 {
-	unsigned n = worker_count(cfg);
 	int err;
 
 	r->workers = calloc(n, sizeof(*r->workers));
@@ -371,6 +819,7 @@ static void log_started(const struct config *cfg, unsigned nworkers)
 
 	log_line_begin(&l, LOG_INFO, "started");
 	log_kv_str(&l, "version", pgwarden_version);
+	log_kv_str(&l, "commit", pgwarden_commit);
 	for (unsigned i = 0; i < cfg->nlisten; i++)
 		log_kv_str(&l, "listen", addr_format(&cfg->listen[i].ss.sa, text, sizeof(text)));
 	if (cfg->unix_listen)
@@ -380,8 +829,73 @@ static void log_started(const struct config *cfg, unsigned nworkers)
 		log_kv_str(&l, "unix_upstream", cfg->unix_upstream);
 	log_kv_u64(&l, "workers", nworkers);
 	log_kv_u64(&l, "pid", (uint64_t)getpid());
+	if (handover_is_successor())
+		log_kv_u64(&l, "previous_pid", (uint64_t)handover_predecessor_pid());
 	log_line_end(&l);
 }
+
+/* The relay's Unix listener: the predecessor's socket when it handed one over for this
+ * path, else a new one. 0 or -errno (logged). */
+static int open_unix_listener(struct relay *r, const char *path)
+{
+	int fd = handover_take_unix(path);
+	struct stat st;
+
+	if (fd < 0)
+		return relay_unix_listener_open(r, path);
+	r->unix_listener.path = strdup(path);
+	if (!r->unix_listener.path || stat(path, &st) != 0) {
+		log_error("listen", "cannot take over unix:%s: %s", path,
+			  r->unix_listener.path ? strerror(errno) : "out of memory");
+		close(fd);
+		free(r->unix_listener.path);
+		r->unix_listener.path = NULL;
+		return -EIO;
+	}
+	r->unix_listener.dev = st.st_dev;
+	r->unix_listener.ino = st.st_ino;
+	r->unix_listener.fd = fd;
+	return 0;
+}
+
+static struct metrics_http *start_metrics(struct relay *r, const char *listen, char *err,
+					  size_t errlen)
+{
+	int fd = handover_take_metrics();
+	struct metrics_http *h = NULL;
+
+	if (fd >= 0) {
+		h = metrics_http_adopt(r->metrics, fd, err, errlen);
+		if (!h)
+			close(fd);
+	}
+	return h ? h : metrics_http_start(r->metrics, listen, err, errlen);
+}
+
+static struct admin_server *start_admin(struct daemon *d, const struct config *cfg, char *err,
+					size_t errlen)
+{
+	struct admin_server_config acfg = {.path = cfg->admin_socket,
+					   .take_over = handover_is_successor()};
+	struct admin_server *admin = NULL;
+
+	if (cfg->admin_read_group) {
+		struct group *g = getgrnam(cfg->admin_read_group);
+
+		if (!g) {
+			snprintf(err, errlen, "admin_read_group: there is no group \"%s\"",
+				 cfg->admin_read_group);
+			return NULL;
+		}
+		acfg.read_group = true;
+		acfg.read_gid = g->gr_gid;
+	}
+	if (admin_server_start(&acfg, &daemon_admin_ops, d, &admin, err, errlen))
+		return NULL;
+	return admin;
+}
+
+/* ---- the main loop ------------------------------------------------------------------- */
 
 static bool workers_finished(const struct relay *r)
 {
@@ -424,17 +938,43 @@ static int timeout_min(int a, int b)
 	return a < b ? a : b;
 }
 
-/* Handle signals, and the admission gate's queue when there is one, until a drain has
- * finished: 0, or -1 when the signal source or the gate's queue failed. */
-static int main_loop(struct relay *r, const struct options *o, int sigfd, struct gate *gate)
+static void start_drain(struct daemon *d, const char *why)
 {
-	bool draining = false;
+	struct relay *r = &d->relay;
+
+	__atomic_store_n(&r->draining, true, __ATOMIC_RELEASE);
+	log_info("shutdown", "%s: no new connections; draining sessions", why);
+	notify_stopping("draining sessions");
+	for (unsigned i = 0; i < r->nworkers; i++)
+		worker_post(r->workers[i], WORKER_CMD_DRAIN);
+}
+
+static void handover_turn(struct daemon *d, int fd)
+{
+	struct relay *r = &d->relay;
+	struct config *cfg = relay_config_acquire(r);
+	uint32_t mark = r->nworkers ? steer_origin_relay_mark(r->workers[0]->steer) : 0;
+
+	handover_channel_event(fd, r->cancels, mark, cfg->connect_timeout_ms, kill_local, d);
+	config_unref(cfg);
+}
+
+/* Handle signals, requests from the admin thread, the admission gate's queue and the
+ * handover channels until a drain has finished: 0, or -1 when the signal source or the
+ * gate's queue failed. */
+static int main_loop(struct daemon *d, int sigfd)
+{
+	struct relay *r = &d->relay;
 	int gate_timeout = -1;
 
 	for (;;) {
-		struct pollfd pfd[2] = {
+		bool draining = __atomic_load_n(&r->draining, __ATOMIC_ACQUIRE);
+		struct pollfd pfd[5] = {
 			{.fd = sigfd, .events = POLLIN},
-			{.fd = gate ? gate_fd(gate) : -1, .events = POLLIN},
+			{.fd = d->gate ? gate_fd(d->gate) : -1, .events = POLLIN},
+			{.fd = d->reqfd, .events = POLLIN},
+			{.fd = handover_predecessor_fd(), .events = POLLIN},
+			{.fd = handover_successor_fd(), .events = POLLIN},
 		};
 		struct signalfd_siginfo si;
 		ssize_t n;
@@ -442,13 +982,18 @@ static int main_loop(struct relay *r, const struct options *o, int sigfd, struct
 		/* While draining, look at the workers a few times a second. */
 		if (draining && workers_finished(r))
 			return 0;
-		if (poll(pfd, 2, timeout_min(draining ? 200 : -1, gate_timeout)) < 0 &&
+		if (poll(pfd, 5, timeout_min(draining ? 200 : -1, gate_timeout)) < 0 &&
 		    errno != EINTR) {
 			log_error("signals", "poll failed: %s", strerror(errno));
 			return -1;
 		}
-		if (gate && gate_turn(gate, r, pfd[1].revents, &gate_timeout))
+		if (d->gate && gate_turn(d->gate, r, pfd[1].revents, &gate_timeout))
 			return -1;
+		if (pfd[2].revents & POLLIN)
+			main_request_run(d);
+		for (int i = 3; i < 5; i++)
+			if (pfd[i].revents)
+				handover_turn(d, pfd[i].fd);
 		if (!(pfd[0].revents & POLLIN))
 			continue;
 		n = read(sigfd, &si, sizeof(si));
@@ -459,9 +1004,13 @@ static int main_loop(struct relay *r, const struct options *o, int sigfd, struct
 			return -1;
 		}
 		switch (si.ssi_signo) {
-		case SIGHUP:
-			reload(r, o);
+		case SIGHUP: {
+			char err[CONFIG_ERR_MAX];
+
+			if (!draining)
+				(void)reload(d, NULL, err, sizeof(err));
 			break;
+		}
 		case SIGTERM:
 		case SIGINT:
 			if (draining) {
@@ -471,12 +1020,7 @@ static int main_loop(struct relay *r, const struct options *o, int sigfd, struct
 					worker_post(r->workers[i], WORKER_CMD_DRAIN_NOW);
 				break;
 			}
-			draining = true;
-			__atomic_store_n(&r->draining, true, __ATOMIC_RELEASE);
-			log_info("shutdown", "%s: no new connections; draining sessions",
-				 strsignal((int)si.ssi_signo));
-			for (unsigned i = 0; i < r->nworkers; i++)
-				worker_post(r->workers[i], WORKER_CMD_DRAIN);
+			start_drain(d, strsignal((int)si.ssi_signo));
 			break;
 		default:
 			break;
@@ -484,18 +1028,26 @@ static int main_loop(struct relay *r, const struct options *o, int sigfd, struct
 	}
 }
 
+static void status_line(struct daemon *d, const struct config *cfg, char *buf, size_t n)
+{
+	char text[ADDR_STRLEN];
+
+	snprintf(buf, n, "relaying %s to %s, %u workers%s",
+		 cfg->nlisten ? addr_format(&cfg->listen[0].ss.sa, text, sizeof(text)) : "unix",
+		 cfg->unix_upstream ? cfg->unix_upstream : "the upstream", d->relay.nworkers,
+		 handover_is_successor() ? " (took over from the previous process)" : "");
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = {0};
-	struct relay r = {0};
-	struct daemon_ctx dctx = {.relay = &r, .opts = &o};
-	struct gate *gate = NULL;
-	struct admin_server *admin = NULL;
-	struct metrics_http *http = NULL;
-	char err[CONFIG_ERR_MAX];
+	struct daemon d = {.opts = &o, .reqfd = -1};
+	struct relay *r = &d.relay;
+	char err[CONFIG_ERR_MAX], status[256];
 	struct config *cfg;
+	unsigned nworkers;
 	sigset_t sigs;
-	int sigfd, rc, status = 1;
+	int sigfd, rc, status_code = 1;
 
 	rc = parse_args(argc, argv, &o);
 	if (rc) {
@@ -513,11 +1065,13 @@ int main(int argc, char **argv)
 			printf("%s: configuration is valid\n", o.config_path);
 		else
 			fprintf(stderr, "pgwardend: %s\n", err);
-		status = cfg ? 0 : o.check_only ? 1 : 2;
+		status_code = cfg ? 0 : o.check_only ? 1 : 2;
 		config_unref(cfg);
 		options_free(&o);
-		return status;
+		return status_code;
 	}
+	log_set_target(cfg->log_target, "pgwardend");
+	options_note_exe(&o);
 
 	/* Block before any thread exists so every worker inherits the mask. */
 	sigemptyset(&sigs);
@@ -527,111 +1081,157 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
-	if (sigfd < 0) {
-		fprintf(stderr, "pgwardend: signalfd: %s\n", strerror(errno));
+	d.reqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	pthread_mutex_init(&d.req_lock, NULL);
+	pthread_cond_init(&d.req_done, NULL);
+	if (sigfd < 0 || d.reqfd < 0) {
+		log_error("start", "signalfd/eventfd: %s", strerror(errno));
 		config_unref(cfg);
 		options_free(&o);
 		return 1;
 	}
+	/* A seamless restart: the predecessor's sockets, before anything binds. */
+	if (handover_receive(err, sizeof(err))) {
+		log_error("start", "%s", err);
+		config_unref(cfg);
+		goto out_early;
+	}
 
-	relay_init(&r);
-	relay_config_publish(&r, cfg); /* the relay owns the loaded reference now */
+	relay_init(r);
+	d.steer_instance = strdup(cfg->steer_instance);
+	relay_config_publish(r, cfg); /* the relay owns the loaded reference now */
 	raise_nofile();
 	/* Fail-open: pgwardenctl attach handed over the hooks' links; they live as long as we do. */
 	if (getenv("PGWARDEN_STEER_FDS")) {
-		rc = steer_origin_adopt(getenv("PGWARDEN_STEER_FDS"), &r.steer_shared);
+		rc = steer_origin_adopt(getenv("PGWARDEN_STEER_FDS"), &r->steer_shared);
 		if (rc) {
 			log_error("start", "cannot adopt the fail-open steering links: %s", strerror(-rc));
 			goto out;
 		}
 		log_warn("steer", "fail-open: if pgwardend stops, clients reach PostgreSQL directly");
 	}
-	r.cancels = cancel_map_new();
-	if (!r.cancels || stage_pipeline_add(&r.pipeline, &sessionlog_stage)) {
+	r->cancels = cancel_map_new();
+	if (!d.steer_instance || !r->cancels || stage_pipeline_add(&r->pipeline, &sessionlog_stage)) {
 		log_error("start", "out of memory");
 		goto out;
 	}
-	r.metrics = metrics_registry_new();
-	if (!r.metrics || metrics_std_register(r.metrics, &r.mstd) ||
-	    metrics_steer_register(r.metrics, NULL)) {
+	r->metrics = metrics_registry_new();
+	if (!r->metrics || metrics_std_register(r->metrics, &r->mstd) ||
+	    metrics_steer_register(r->metrics, d.steer_instance) ||
+	    metrics_process_register(r->metrics)) {
 		log_error("start", "metrics registry: out of memory");
 		goto out;
 	}
-	if (cfg->unix_listen && relay_unix_listener_open(&r, cfg->unix_listen))
+	if (cfg->unix_listen && open_unix_listener(r, cfg->unix_listen))
 		goto out;
 	/* Before the workers: a queue that cannot be read is a configuration error, reported
 	 * before anything listens, and its counters must be registered before the first
-	 * metrics shard freezes the registry. */
+	 * metrics shard freezes the registry. A successor's predecessor has just released
+	 * the queue; give it a moment. */
 	if (cfg->gate_enabled) {
-		rc = gate_open(cfg, &gate, err, sizeof(err));
+		rc = gate_open(cfg, &d.gate, err, sizeof(err));
+		for (int i = 0; rc && handover_is_successor() && i < 20; i++) {
+			usleep(100 * 1000);
+			rc = gate_open(cfg, &d.gate, err, sizeof(err));
+		}
 		if (rc) {
 			log_error("start", "%s", err);
 			goto out;
 		}
-		rc = metrics_steer_gate_register(r.metrics, gate_steer(gate));
+		rc = metrics_steer_gate_register(r->metrics, gate_steer(d.gate));
 		if (rc) {
 			log_error("start", "metrics registry: %s", strerror(-rc));
 			goto out;
 		}
-		dctx.gate = gate;
 	}
-	rc = start_workers(&r, cfg);
+	nworkers = worker_count(cfg);
+	/* Take every socket the predecessor had: one left behind would take the connections
+	 * queued on it along when it closes. */
+	if (handover_listeners_per_address() > nworkers) {
+		log_warn("start", "running %u workers, not %u: the previous pgwardend handed over "
+			 "that many sockets per address; restart fully to run fewer",
+			 handover_listeners_per_address(), nworkers);
+		nworkers = handover_listeners_per_address();
+	}
+	check_nofile(cfg, nworkers);
+	rc = start_workers(r, nworkers, cfg);
 	if (rc) {
 		log_error("start", "cannot start: %s", strerror(-rc));
 		goto out;
 	}
-	log_started(cfg, r.nworkers);
-	{
-		struct admin_server_config acfg = {.path = cfg->admin_socket};
+	log_started(cfg, r->nworkers);
+	d.admin = start_admin(&d, cfg, err, sizeof(err));
+	if (!d.admin) {
+		log_error("start", "%s", err);
+		goto out_stop;
+	}
+	__atomic_store_n(&r->admin, d.admin, __ATOMIC_RELEASE);
+	if (cfg->metrics_listen) {
+		char where[ADDR_STRLEN];
 
-		if (admin_server_start(&acfg, &daemon_admin_ops, &dctx, &admin, err, sizeof(err))) {
+		d.http = start_metrics(r, cfg->metrics_listen, err, sizeof(err));
+		if (!d.http) {
 			log_error("start", "%s", err);
 			goto out_stop;
 		}
-		__atomic_store_n(&r.admin, admin, __ATOMIC_RELEASE);
-		if (cfg->metrics_listen) {
-			char where[ADDR_STRLEN];
-
-			http = metrics_http_start(r.metrics, cfg->metrics_listen, err, sizeof(err));
-			if (!http) {
-				log_error("start", "%s", err);
-				goto out_stop;
-			}
-			log_info("metrics_listen", "metrics on http://%s/metrics",
-				 metrics_http_address(http, where, sizeof(where)));
+		log_info("metrics_listen", "metrics on http://%s/metrics",
+			 metrics_http_address(d.http, where, sizeof(where)));
+	}
+	status_line(&d, cfg, status, sizeof(status));
+	if (handover_is_successor()) {
+		/* The predecessor tells systemd (MAINPID=us, READY=1) once it has this. */
+		rc = handover_send_ready();
+		if (rc) {
+			log_error("start", "cannot tell the previous pgwardend we are ready: %s",
+				  strerror(-rc));
+			goto out_stop;
 		}
+		notify_status("%s", status);
+	} else {
+		notify_ready(status);
 	}
 
-	status = main_loop(&r, &o, sigfd, gate) ? 1 : 0;
+	status_code = main_loop(&d, sigfd) ? 1 : 0;
 out_stop:
-	if (!__atomic_load_n(&r.draining, __ATOMIC_ACQUIRE))
-		for (unsigned i = 0; i < r.nworkers; i++)
-			worker_post(r.workers[i], WORKER_CMD_STOP);
-	for (unsigned i = 0; i < r.nworkers; i++)
-		worker_join(r.workers[i]);
-	if (status)
+	if (!__atomic_load_n(&r->draining, __ATOMIC_ACQUIRE))
+		for (unsigned i = 0; i < r->nworkers; i++)
+			worker_post(r->workers[i], WORKER_CMD_STOP);
+	for (unsigned i = 0; i < r->nworkers; i++)
+		worker_join(r->workers[i]);
+	backend_cancel_free_all();
+	if (status_code)
 		log_error("shutdown", "stopped after a failure; exit status 1");
+	else if (d.retiring)
+		log_info("shutdown", "all sessions ended; exiting (pid %d is the service now)",
+			 (int)d.successor);
 	else
 		log_info("shutdown", "all sessions ended; exiting");
-	metrics_http_stop(http);
-	http = NULL;
-	__atomic_store_n(&r.admin, NULL, __ATOMIC_RELEASE);
-	admin_server_stop(admin);
-	admin = NULL;
+	metrics_http_stop(d.http);
+	d.http = NULL;
+	__atomic_store_n(&r->admin, NULL, __ATOMIC_RELEASE);
+	main_request_abort(&d);
+	admin_server_stop(d.admin);
+	d.admin = NULL;
 out:
-	metrics_http_stop(http);
-	admin_server_stop(admin);
-	for (unsigned i = 0; i < r.nworkers; i++)
-		worker_destroy(r.workers[i]);
-	free(r.workers);
-	relay_unix_listener_close(&r);
-	cancel_map_free(r.cancels);
+	metrics_http_stop(d.http);
+	admin_server_stop(d.admin);
+	for (unsigned i = 0; i < r->nworkers; i++)
+		worker_destroy(r->workers[i]);
+	free(r->workers);
+	relay_unix_listener_close(r);
+	cancel_map_free(r->cancels);
 	/* After the admin socket and the metrics endpoint, which read its counters. */
-	gate_close(gate);
-	steer_origin_close(r.steer_shared);
-	metrics_registry_free(r.metrics);
-	config_unref(r.config);
+	gate_close(d.gate);
+	steer_origin_close(r->steer_shared);
+	metrics_registry_free(r->metrics);
+	config_unref(r->config);
+	free(d.steer_instance);
+out_early:
+	handover_close();
 	close(sigfd);
+	close(d.reqfd);
+	pthread_cond_destroy(&d.req_done);
+	pthread_mutex_destroy(&d.req_lock);
 	options_free(&o);
-	return status;
+	return status_code;
 }

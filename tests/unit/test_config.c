@@ -247,6 +247,17 @@ static void test_set_every_key(void **state)
 		{"gate-deny", "fd00::/8", "10.0.0.0/8, fd00::/8"}, /* a further flag adds */
 		{"gate-deny", "192.0.2.7", "10.0.0.0/8, fd00::/8, 192.0.2.7/32"},
 		{"gate-deny", "::ffff:198.51.100.0/120", "10.0.0.0/8, fd00::/8, 192.0.2.7/32, ::ffff:198.51.100.0/120"},
+		{"log_target", "journal", "journal"},
+		{"log-target", "syslog", "syslog"},
+		{"log-target", "stderr", "stderr"},
+		{"log-target", "auto", "auto"},
+		{"admin_read_group", "pgwarden-read", "pgwarden-read"},
+		{"admin-read-group", "_monitor.ops", "_monitor.ops"},
+		{"admin-read-group", "abcdefghijklmnopqrstuvwxyz012345", "abcdefghijklmnopqrstuvwxyz012345"},
+		{"admin-read-group", "off", ""},
+		{"restart_drain", "10m", "10m"},
+		{"restart-drain", "1s", "1s"},
+		{"restart-drain", "24h", "24h"},
 	};
 	struct config *cfg = config_new();
 	size_t covered = 0;
@@ -335,6 +346,15 @@ static void test_set_errors(void **state)
 		{"transparent_source", "2", "transparent_source: expected true or false (or yes/no, on/off, 1/0), got \"2\""},
 		{"transparent_source", "tru", "transparent_source: expected true or false (or yes/no, on/off, 1/0), got \"tru\""},
 		{"transparent-source", "true ", "transparent-source: expected true or false (or yes/no, on/off, 1/0), got \"true \""},
+		{"log_target", "file", "log_target: expected one of auto, stderr, journal, syslog, got \"file\""},
+		{"log_target", "Journal", "log_target: expected one of auto, stderr, journal, syslog, got \"Journal\""},
+		{"admin_read_group", "1ops", "admin_read_group: expected a group name (letters, digits, _ . -; at most 32, not starting with a digit, - or .), or off, got \"1ops\""},
+		{"admin_read_group", "-ops", "admin_read_group: expected a group name (letters, digits, _ . -; at most 32, not starting with a digit, - or .), or off, got \"-ops\""},
+		{"admin_read_group", "ops:x", "admin_read_group: expected a group name (letters, digits, _ . -; at most 32, not starting with a digit, - or .), or off, got \"ops:x\""},
+		{"admin_read_group", "a\nb", "admin_read_group: expected a group name (letters, digits, _ . -; at most 32, not starting with a digit, - or .), or off, got \"a\\x0ab\""},
+		{"admin_read_group", "abcdefghijklmnopqrstuvwxyz0123456", "admin_read_group: expected a group name (letters, digits, _ . -; at most 32, not starting with a digit, - or .), or off, got \"abcdefghijklmnopqrstuvwxyz0123456\""},
+		{"restart_drain", "0", "restart_drain: \"0\" is out of range (1s to 24h)"},
+		{"restart_drain", "25h", "restart_drain: \"25h\" is out of range (1s to 24h)"},
 		{"steer_instance", "", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"\""},
 		{"steer_instance", "abcdefghijklmnopqrstuvwxyz012345", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"abcdefghijklmnopqrstuvwxyz012345\""},
 		{"steer_instance", "pg.prod", "steer_instance: expected 1 to 31 letters, digits, _ or -, got \"pg.prod\""},
@@ -1172,6 +1192,9 @@ static void test_restart_required(void **state)
 		{"gate.burst", "5", false},
 		{"gate.max_sources", "128", true},
 		{"gate.deny", "10.0.0.0/8", false},
+		{"log_target", "syslog", true},
+		{"admin_read_group", "adm", true},
+		{"restart_drain", "5m", false},
 	};
 	struct config *old = config_new();
 

@@ -371,20 +371,22 @@ static void print_human(json_t *st)
 	print_list("leftovers", json_object_get(st, "leftovers"));
 }
 
-int ctl_status_steering(bool json, void *json_out)
+int ctl_status_steering(const char *instance, bool json, void *json_out)
 {
-	json_t *st = steer_status_json(default_instance());
+	json_t *st = steer_status_json(instance && *instance ? instance : default_instance());
 
 	if (!st)
 		return ctl_fail(CTL_EXIT_FAIL, "status: out of memory");
 	if (json_object_get(st, "error")) {
-		int rc = ctl_fail(CTL_EXIT_FAIL, "status: %s",
-			      json_string_value(json_object_get(st, "error")));
-
-		if (json && json_out)
+		/* Inside a --json document the error is part of it, not a second document. */
+		if (json && json_out) {
 			json_object_set_new((json_t *)json_out, "steering", st);
-		else
-			json_decref(st);
+			return CTL_EXIT_FAIL;
+		}
+		int rc = ctl_fail(CTL_EXIT_FAIL, "status: %s",
+				  json_string_value(json_object_get(st, "error")));
+
+		json_decref(st);
 		return rc;
 	}
 	if (json && json_out) {

@@ -69,6 +69,8 @@ enum setting_type {
 	ST_OPT_PATH,  /* owned absolute path; NULL: off */
 	ST_BOOL,      /* bool */
 	ST_INSTANCE,  /* owned steering instance name: 1..STEER_INSTANCE_MAX-1 of [A-Za-z0-9_-] */
+	ST_LOG_TARGET, /* enum log_target */
+	ST_OPT_NAME,  /* owned user or group name ([A-Za-z_][A-Za-z0-9_.-]*, < 33); NULL: off */
 	ST_TYPE_COUNT,
 };
 
@@ -82,7 +84,8 @@ struct setting {
 	size_t flag_offset;  /* lists: the bool "the list came from config_set()" */
 	uint64_t min, max;   /* integer types: accepted range, inclusive */
 	uint64_t def;        /* integer types, ST_BOOL: the default */
-	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_INSTANCE: the default as text */
+	const char *def_str; /* ST_PATH, ST_LOG_LEVEL, ST_LOG_TARGET, ST_INSTANCE: the default
+			      * as text */
 	bool restart;        /* bound once at start; a reload cannot change it */
 	const char *arg;     /* metavariable in --help */
 	const char *help;
@@ -110,6 +113,9 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	[ST_OPT_PATH] = {"a path", "expected an absolute path, or off"},
 	[ST_BOOL] = {"true or false", "expected true or false (or yes/no, on/off, 1/0)"},
 	[ST_INSTANCE] = {"a name", "expected 1 to 31 letters, digits, _ or -"},
+	[ST_LOG_TARGET] = {"a log target", "expected one of auto, stderr, journal, syslog"},
+	[ST_OPT_NAME] = {"a group name", "expected a group name (letters, digits, _ . -; at most "
+					 "32, not starting with a digit, - or .), or off"},
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
@@ -172,6 +178,18 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .def_str = STEER_DEFAULT_INSTANCE, .arg = "NAME",                                      \
 	  .help = "name of the steering attach (pgwardenctl attach --instance) whose BPF maps "  \
 		  "pgwardend reads")                                                             \
+	S("log_target", .type = ST_LOG_TARGET, FIELD(log_target), .def = LOG_TARGET_AUTO,        \
+	  .def_str = "auto", .restart = true, .arg = "TARGET",                                   \
+	  .help = "where log lines go: auto (the journal under systemd, syslog when stderr "     \
+		  "goes nowhere, else stderr), stderr, journal or syslog")                       \
+	S("admin_read_group", .type = ST_OPT_NAME, FIELD(admin_read_group), .restart = true,     \
+	  .arg = "GROUP",                                                                        \
+	  .help = "members of this group may use the admin socket read-only (status, sessions, " \
+		  "metrics, events); off: root and pgwardend's user only")                       \
+	S("restart_drain", .type = ST_DURATION, FIELD(restart_drain_ms), .min = MS_PER_S,        \
+	  .max = 24 * MS_PER_H, .def = MS_PER_H, .arg = "DURATION",                              \
+	  .help = "after a seamless restart, how long the old process lets its sessions "        \
+		  "finish before it ends them with 57P01")                                       \
 	S("unix_listen", .type = ST_OPT_PATH, FIELD(unix_listen), .restart = true,               \
 	  .arg = "PATH",                                                                         \
 	  .help = "Unix socket the relay accepts clients on (pgwardenctl attach --unix-relay); " \
@@ -321,13 +339,14 @@ static char *const *cstr_field(const struct config *cfg, const struct setting *s
 /* Types whose field is an owned char * (freed, cloned and adopted with the config). */
 static bool type_is_owned_str(enum setting_type t)
 {
-	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE;
+	return t == ST_PATH || t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_INSTANCE ||
+	       t == ST_OPT_NAME;
 }
 
 /* Types that may be unset, written "off", "~" or left empty (value_is_off()). */
 static bool type_is_optional(enum setting_type t)
 {
-	return t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_OPT_COUNT;
+	return t == ST_OPT_ADDR || t == ST_OPT_PATH || t == ST_OPT_COUNT || t == ST_OPT_NAME;
 }
 
 /*
@@ -696,6 +715,21 @@ static bool instance_name_valid(const char *s)
 	return true;
 }
 
+/* A user or group name as Debian's adduser accepts them by default, and no longer than the
+ * 32 bytes useradd allows. */
+static bool account_name_valid(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > 32 || (s[0] >= '0' && s[0] <= '9') || s[0] == '-' || s[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-' || s[i] == '.'))
+			return false;
+	return true;
+}
+
 static int apply_uint(struct config *cfg, const struct setting *st, const char *text,
 		      char *problem, size_t n)
 {
@@ -797,6 +831,24 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 			return -1;
 		}
 		*(enum log_level *)field(cfg, st) = (enum log_level)level;
+		return 0;
+	case ST_LOG_TARGET:
+		level = log_target_parse(text);
+		if (level < 0) {
+			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		*(enum log_target *)field(cfg, st) = (enum log_target)level;
+		return 0;
+	case ST_OPT_NAME:
+		if (!account_name_valid(text)) {
+			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			     quote(text, strlen(text), q, sizeof(q)));
+			return -1;
+		}
+		if (set_owned_str(cfg, st, text))
+			goto err_nomem;
 		return 0;
 	case ST_PATH:
 	case ST_OPT_PATH:
@@ -969,6 +1021,9 @@ struct config *config_new(void)
 		case ST_LOG_LEVEL:
 			*(enum log_level *)field(cfg, st) = (enum log_level)st->def;
 			break;
+		case ST_LOG_TARGET:
+			*(enum log_target *)field(cfg, st) = (enum log_target)st->def;
+			break;
 		case ST_BOOL:
 			*(bool *)field(cfg, st) = st->def != 0;
 			break;
@@ -986,11 +1041,19 @@ struct config *config_new(void)
 		case ST_OPT_ADDR:
 		case ST_OPT_PATH:
 		case ST_OPT_COUNT:
+		case ST_OPT_NAME:
 		case ST_TYPE_COUNT:
 			break; /* no default: calloc's zero is "not set" */
 		}
 	}
 	return cfg;
+}
+
+static struct config *config_clone(const struct config *src);
+
+struct config *config_dup(const struct config *cfg)
+{
+	return config_clone(cfg);
 }
 
 /* A deep copy with a fresh refcount; NULL on ENOMEM. */
@@ -1880,6 +1943,9 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_LOG_LEVEL:
 		s = log_level_to_str(*(const enum log_level *)cfield(cfg, st));
 		break;
+	case ST_LOG_TARGET:
+		s = log_target_to_str(*(const enum log_target *)cfield(cfg, st));
+		break;
 	case ST_BOOL:
 		s = *(const bool *)cfield(cfg, st) ? "true" : "false";
 		break;
@@ -1887,6 +1953,7 @@ int config_get(const struct config *cfg, const char *key, char *buf, size_t n)
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
 	case ST_INSTANCE:
+	case ST_OPT_NAME:
 		s = *cstr_field(cfg, st);
 		break;
 	case ST_TYPE_COUNT:
@@ -1952,6 +2019,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_OPT_ADDR:
 		case ST_OPT_PATH:
 		case ST_INSTANCE: /* quoted: "null" or "true" is a name too */
+		case ST_OPT_NAME:
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
 			if (!val[0]) {
@@ -1973,6 +2041,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 		case ST_DURATION:
 		case ST_RATE:
 		case ST_LOG_LEVEL:
+		case ST_LOG_TARGET:
 		case ST_BOOL:
 			if (config_get(cfg, st->key, val, sizeof(val)))
 				return -EIO;
@@ -1997,6 +2066,7 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 	case ST_RATE:
 		return format_uint(st, st->def, buf, n);
 	case ST_LOG_LEVEL:
+	case ST_LOG_TARGET:
 	case ST_PATH:
 	case ST_INSTANCE:
 		return st->def_str;
@@ -2005,6 +2075,7 @@ static const char *default_text(const struct setting *st, char *buf, size_t n)
 	case ST_OPT_ADDR:
 	case ST_OPT_PATH:
 	case ST_OPT_COUNT:
+	case ST_OPT_NAME:
 		return "off";
 	default:
 		return "none";

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "proto/proto.h"
 #include "relay/cancel.h"
+#include "relay/handover.h" /* [ops #14] cancels for a predecessor's sessions */
 #include "relay/relay.h"
 #include "relay/worker.h"
 #include "stage/stage.h"
@@ -514,6 +515,12 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 
 	conn_set_state(c, CONN_CANCEL);
 	if (!cancel_map_lookup(r->cancels, pid, key, key_len, &t)) {
+		/* [ops #14] A key of the pgwardend this one replaced (still draining)? */
+		if (handover_forward_cancel(pid, key, key_len)) {
+			log_info("cancel_forwarded", "pid=%u to the previous pgwardend", pid);
+			conn_close(c, "cancel forwarded");
+			return;
+		}
 		/* Like the server: a wrong key gets no answer and cancels nothing. */
 		log_info("cancel_refused", "pid=%u no session holds this cancel key", pid);
 		conn_close(c, "cancel key did not match");
@@ -811,7 +818,7 @@ static void conn_frontend_seen(struct conn *c, uint8_t type)
 		metrics_inc(m, conn_mstd(c)->statements, MSTMT_FUNCTION);
 	if (!c->busy_since &&
 	    (type == PqMsg_Query || type == PqMsg_Execute || type == PqMsg_FunctionCall))
-		c->busy_since = c->worker->loop.now;
+		c->busy_since = c->msg_open ? c->msg_start : c->worker->loop.now; /* [ops #14] */
 	switch (type) {
 	case PqMsg_Query:
 	case PqMsg_FunctionCall:
@@ -1051,15 +1058,12 @@ static int conn_backend_message(struct conn *c, struct proto_msg *m, uint8_t *bo
 		if (c->state == CONN_AUTH)
 			c->pending = 0;
 		if (!c->pending && c->busy_since && conn_logged_in(c)) {
-			uint64_t took = c->worker->loop.now - c->busy_since;
-
-			__atomic_store_n(&c->last_latency_ns, (int64_t)took, __ATOMIC_RELAXED);
-			if (conn_metrics(c)) {
-				metrics_observe(conn_metrics(c), conn_mstd(c)->query_duration, 0, took);
-				if (c->upstream_since)
-					metrics_observe(conn_metrics(c), conn_mstd(c)->upstream_duration, 0,
-							c->worker->loop.now - c->upstream_since);
-			}
+			/* [ops #14] the client's clock stops when this ReadyForQuery has been
+			 * written to the client (conn_flush), the server's here */
+			c->rfq_owed_since = c->busy_since;
+			if (conn_metrics(c) && c->upstream_since)
+				metrics_observe(conn_metrics(c), conn_mstd(c)->upstream_duration, 0,
+						c->worker->loop.now - c->upstream_since);
 			c->busy_since = c->upstream_since = 0;
 		}
 		conn_set_state(c, c->pending ? CONN_BUSY : CONN_READY);
@@ -1224,9 +1228,17 @@ static int conn_flush(struct conn *c, enum conn_dir_id id)
 			return 1;
 		}
 	}
-	if (id == CONN_S2C)
+	if (id == CONN_S2C) {
 		c->client_blocked_since = 0;
-	else if (c->busy_since && !c->upstream_since)
+		if (c->rfq_owed_since) { /* [ops #14] the client's clock: its ReadyForQuery left */
+			uint64_t took = c->worker->loop.now - c->rfq_owed_since;
+
+			__atomic_store_n(&c->last_latency_ns, (int64_t)took, __ATOMIC_RELAXED);
+			if (conn_metrics(c))
+				metrics_observe(conn_metrics(c), conn_mstd(c)->query_duration, 0, took);
+			c->rfq_owed_since = 0;
+		}
+	} else if (c->busy_since && !c->upstream_since)
 		c->upstream_since = c->worker->loop.now;
 	if (d->buf && buf_len(d->buf) == 0)
 		conn_dir_release(c, d);

@@ -290,6 +290,9 @@ int steer_gate_new(const struct steer_gate_opts *o, struct steer_gate **out)
  * which gives every queued SYN its verdict. */
 int steer_gate_open(struct steer_gate *g) __attribute__((warn_unused_result));
 int steer_gate_fd(const struct steer_gate *g);
+/* Let go of the queue (steer_gate_open() binds it again), keeping the decision state and
+ * the counters: a seamless restart's successor binds the queue meanwhile. */
+void steer_gate_unbind(struct steer_gate *g);
 /* Verdicts for what is queued, at most a bounded batch per call. 0, or -errno when the
  * queue's socket failed (the gate cannot read any more). Never logs per packet: a flood
  * must not become a log flood; the owner summarises (steer_gate_last_denied()). */
