@@ -8,10 +8,16 @@
 #   make demo       install missing packages, build, show a session through pgwarden
 #   make sanitize   unit and integration suites under ASan + UBSan
 #   make bench      side-by-side benchmarks, writes docs/BENCHMARKS.md
-#   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, systemd unit, example)
+#   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, docs, systemd unit,
+#                   /etc/pgwarden/pgwarden.yaml and /etc/default/pgwarden when absent)
+#   make deb        the Debian package, built and checked with lintian (mk/deb.mk)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+# /etc for a system install (PREFIX=/usr), beside the prefix otherwise.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/pgwarden
 BUILD ?= build
 SAN ?= 0
 
@@ -76,7 +82,7 @@ FORCE:
 
 $(BUILD)/obj/%.o: %.c | $(GENERATED)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PG_CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(PG_CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
@@ -140,17 +146,30 @@ demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh $(BUILD)
 
+# Paths the installed files name (man pages, the unit, the example config) follow PREFIX
+# and SYSCONFDIR; a configuration or defaults file already there is left alone.
+INSTALL_SED := -e 's|/usr/local/sbin/|$(PREFIX)/sbin/|g' \
+	-e 's|/usr/share/doc/pgwarden/|$(DOCDIR)/|g' -e 's|/etc/pgwarden/|$(SYSCONFDIR)/pgwarden/|g' \
+	-e 's|/etc/default/pgwarden|$(SYSCONFDIR)/default/pgwarden|g'
+DOCS := README.md $(sort $(wildcard docs/*.md))
+
 install: $(BINS)
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
-		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/pgwarden \
+		$(DESTDIR)$(SYSCONFDIR)/default
 	install -m 0755 $(DAEMON) $(CTL) $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0755 $(TOP) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 man/pgwardend.8 man/pgwardenctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	install -m 0644 man/pgwarden-top.1 $(DESTDIR)$(PREFIX)/share/man/man1/
-	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/doc/pgwarden
-	sed 's|/usr/local/sbin/|$(PREFIX)/sbin/|g' systemd/pgwardend.service \
-		>$(DESTDIR)$(PREFIX)/lib/systemd/system/pgwardend.service
-	install -m 0644 etc/pgwarden.yaml $(DESTDIR)$(PREFIX)/share/doc/pgwarden/pgwarden.yaml.example
+	for m in man/pgwardend.8 man/pgwardenctl.8 man/pgwarden-top.1; do \
+		sec=$${m##*.}; sed $(INSTALL_SED) $$m >$(DESTDIR)$(PREFIX)/share/man/man$$sec/$${m##*/}; \
+		chmod 0644 $(DESTDIR)$(PREFIX)/share/man/man$$sec/$${m##*/}; done
+	sed $(INSTALL_SED) systemd/pgwardend.service >$(DESTDIR)$(UNITDIR)/pgwardend.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pgwardend.service
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	[ -e $(DESTDIR)$(SYSCONFDIR)/pgwarden/pgwarden.yaml ] || \
+		install -m 0644 etc/pgwarden.yaml $(DESTDIR)$(SYSCONFDIR)/pgwarden/pgwarden.yaml
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/pgwarden ] || \
+		install -m 0644 systemd/pgwarden.default $(DESTDIR)$(SYSCONFDIR)/default/pgwarden
 
 clean:
 	rm -rf build

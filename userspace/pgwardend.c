@@ -303,14 +303,14 @@ struct daemon {
 	char req_err[CONFIG_ERR_MAX];
 };
 
+/* A reload's outcome: info when applied, error when refused (the running configuration is
+ * kept; the admin socket's reply or SIGHUP's sender learns no more than this line). */
 static void log_reload_result(bool ok, const char *why)
 {
-	struct log_line l;
-
-	log_trail_begin(&l, ok ? "reload" : "reload_refused", !ok);
-	if (why)
-		log_kv_str(&l, ok ? "note" : "error", why);
-	log_line_end(&l);
+	if (ok)
+		log_info("reload", "configuration reloaded%s%s", why ? " from " : "", why ? why : "");
+	else
+		log_error("reload", "keeping the running configuration: %s", why);
 }
 
 /* The configuration again, in place (sessions that start from now on use it). 0, or -1

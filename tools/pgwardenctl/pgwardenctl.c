@@ -285,7 +285,8 @@ static int request_quiet(json_t *req, json_t **reply, const char *what, struct c
 		const char *msg = json_string_value(json_object_get(je, "message"));
 
 		/* The daemon's code is kept for programs ("forbidden", "not_found", ...). */
-		ctl_error_set(e, CTL_EXIT_FAIL, "failed", "%s: %s", what, msg ? msg : "failed");
+		ctl_error_set(e, CTL_EXIT_FAIL, "failed", "%s: %s: %s", what, code ? code : "error",
+			      msg ? msg : "failed");
 		e->code = NULL;
 		if (code)
 			snprintf(e->code_buf, sizeof(e->code_buf), "%s", code);
