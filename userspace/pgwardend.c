@@ -817,7 +817,9 @@ static void log_started(const struct config *cfg, unsigned nworkers)
 	struct log_line l;
 	char text[ADDR_STRLEN];
 
-	log_line_begin(&l, LOG_INFO, "started");
+	/* Written whatever log_level says (notice): when and as what the service started is
+	 * part of the trail an auditor reads. */
+	log_trail_begin(&l, "started", false);
 	log_kv_str(&l, "version", pgwarden_version);
 	log_kv_str(&l, "commit", pgwarden_commit);
 	for (unsigned i = 0; i < cfg->nlisten; i++)

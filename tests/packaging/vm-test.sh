@@ -70,7 +70,8 @@ check build-info sh -c 'pgwardenctl metrics | grep -q "^pgwarden_build_info{vers
 
 # ---- the journal: priorities and fields ----------------------------------------------
 check relay-explicit psql_as 6434 "SELECT 1"
-check journal-started wait_for 10 sh -c 'journalctl -u pgwardend -o verbose PGWARDEN_EVENT=started | grep -q "PRIORITY=6"'
+check journal-started wait_for 10 sh -c 'journalctl -u pgwardend -o verbose PGWARDEN_EVENT=started | grep -q "PRIORITY=5"'
+check journal-info wait_for 10 sh -c 'journalctl -u pgwardend -o verbose PGWARDEN_EVENT=admin_listen | grep -q "PRIORITY=6"'
 check journal-trail wait_for 10 sh -c 'journalctl -u pgwardend -o verbose PGWARDEN_EVENT=session_end | grep -q "PRIORITY=5"'
 check journal-fields sh -c 'journalctl -u pgwardend -o verbose PGWARDEN_EVENT=session_start | grep -q "PGWARDEN_USER=postgres"'
 
