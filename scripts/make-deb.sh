@@ -17,6 +17,7 @@ for tool in dpkg-buildpackage dh lintian; do
 		exit 1
 	fi
 done
+sh "$top/tests/packaging/check-control.sh"
 version=$(sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' "$top/debian/changelog")
 commit=$(sh "$top/scripts/version.sh" commit)
 mkdir -p "$out"
