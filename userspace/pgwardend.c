@@ -1181,14 +1181,14 @@ int main(int argc, char **argv)
 	}
 	status_line(&d, cfg, status, sizeof(status));
 	if (handover_is_successor()) {
-		/* The predecessor tells systemd (MAINPID=us, READY=1) once it has this. */
+		/* The predecessor tells systemd (MAINPID=us, READY=1) once it has this; until
+		 * then systemd would not take a message from this pid. */
 		rc = handover_send_ready();
 		if (rc) {
 			log_error("start", "cannot tell the previous pgwardend we are ready: %s",
 				  strerror(-rc));
 			goto out_stop;
 		}
-		notify_status("%s", status);
 	} else {
 		notify_ready(status);
 	}

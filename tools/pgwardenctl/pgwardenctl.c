@@ -555,7 +555,7 @@ static void print_kill_human(const char *id, bool cancel_only, json_t *reply)
 
 	if (json_is_integer(fwd)) {
 		printf("session %s: not in this pgwardend; passed to the previous one (pid %lld), "
-		       "which is still draining it\n",
+		       "which is still draining and ends it if it has it\n",
 		       id, (long long)json_integer_value(fwd));
 		return;
 	}
