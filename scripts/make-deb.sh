@@ -18,6 +18,7 @@ for tool in dpkg-buildpackage dh lintian; do
 	fi
 done
 sh "$top/tests/packaging/check-control.sh"
+sh "$top/tests/packaging/check-missing-deps.sh"
 version=$(sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' "$top/debian/changelog")
 commit=$(sh "$top/scripts/version.sh" commit)
 mkdir -p "$out"
