@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 scratch=$(mktemp -d /tmp/pgwarden-nodeps.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 mkdir "$scratch/bin"
-for t in sh cc make pkg-config mkdir cmp mv rm git sed dirname cat; do
+for t in sh cc make pkg-config mkdir cmp mv rm git sed dirname cat uname; do
 	ln -s "$(command -v "$t")" "$scratch/bin/$t"
 done
 out=$(cd "$top" && env PATH="$scratch/bin" make BUILD="$scratch/build" install \
