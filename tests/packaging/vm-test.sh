@@ -14,6 +14,9 @@ check() { # NAME COMMAND...: ok when the command succeeds
 	if out=$("$@" 2>&1); then ok "$name"; else fail "$name: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; fi
 }
 finish() {
+	if [ "$failed" -ne 0 ]; then
+		journalctl -u pgwardend --no-pager -n 40 -o short-monotonic 2>&1 | sed 's/^/PGW-PKGTEST-LOG: /'
+	fi
 	if [ "$failed" -eq 0 ]; then echo "PGW-PKGTEST-RESULT: pass"; else echo "PGW-PKGTEST-RESULT: fail"; fi
 	sync
 	systemctl poweroff --force --force
@@ -89,6 +92,8 @@ sed -i 's|^#PGWARDEN_ATTACH_ARGS="--port 5432 --relay 127.0.0.1:6434 --relay \[:
 check steering-configured grep -q '^PGWARDEN_ATTACH_ARGS=' /etc/default/pgwarden
 check restart systemctl restart pgwardend
 check attached sh -c 'pgwardenctl status | grep -q "steering: attached (fail-closed), instance pgwarden"'
+check origin-pin-granted sh -c '[ "$(stat -c %G:%a /sys/fs/bpf/pgwarden/pgw_origin_tup)" = pgwarden:660 ]'
+check link-pins-root-only sh -c '! find /sys/fs/bpf/pgwarden -name "link_*" ! -perm 600 | grep -q .'
 check steered-query psql_as 5432 "SELECT 1"
 check steered-session wait_for 10 sh -c 'journalctl -u pgwardend -o verbose PGWARDEN_EVENT=session_start PGWARDEN_ROUTE=steered | grep -q "PGWARDEN_COMM=psql"'
 

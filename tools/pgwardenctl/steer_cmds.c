@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ enum {
 	OPT_WAIT,
 	OPT_HELP,
 	OPT_GATE_QUEUE,
+	OPT_DAEMON_GROUP,
 };
 
 static const char attach_usage[] =
@@ -81,6 +83,9 @@ static const char attach_usage[] =
 	"  --route-table N       policy routing table for TPROXY (default 20552)\n"
 	"  --instance NAME       pin dir /sys/fs/bpf/NAME and nft table inet NAME\n"
 	"                        (default $PGWARDEN_INSTANCE or pgwarden)\n"
+	"  --daemon-group GROUP  the group of a pgwardend that does not run as root: it gets\n"
+	"                        the one pin it writes (default: pgwarden, when that group\n"
+	"                        exists; none: root only)\n"
 	"\n"
 	"Attach is idempotent: run again to change ports or relays in place.\n"
 	"Exit: 0 attached, 1 failed (nothing left half attached), 2 bad flags, 3 relay not\n"
@@ -103,6 +108,7 @@ static const struct option attach_opts[] = {
 	{"wait", required_argument, NULL, OPT_WAIT},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"gate-queue", required_argument, NULL, OPT_GATE_QUEUE},
+	{"daemon-group", required_argument, NULL, OPT_DAEMON_GROUP},
 	{NULL, 0, NULL, 0},
 };
 
@@ -122,6 +128,7 @@ int ctl_attach(int argc, char **argv)
 	struct steer_handle *h = NULL;
 	char err[STEER_ERR_MAX];
 	char **exec_argv = NULL;
+	const char *daemon_group = NULL;
 	int c, rc;
 
 	steer_opts_init(&o);
@@ -207,6 +214,9 @@ int ctl_attach(int argc, char **argv)
 			o.gate_queue = (uint16_t)q;
 			break;
 		}
+		case OPT_DAEMON_GROUP:
+			daemon_group = optarg;
+			break;
 		case OPT_WAIT: {
 			uint32_t secs;
 
@@ -244,7 +254,20 @@ int ctl_attach(int argc, char **argv)
 		return ctl_fail(rc == -ECONNREFUSED || rc == -ETIMEDOUT ? CTL_EXIT_DOWN : CTL_EXIT_FAIL,
 			    "attach: %s", err);
 	if (!exec_argv) {
-		printf("attached (fail-closed): instance %s\n", o.instance);
+		/* The packaged daemon runs as the pgwarden group: give it the pin it writes. */
+		struct group *gr = NULL;
+
+		if (!daemon_group || strcmp(daemon_group, "none") != 0) {
+			gr = getgrnam(daemon_group ? daemon_group : "pgwarden");
+			if (!gr && daemon_group)
+				return ctl_fail(CTL_EXIT_USAGE, "attach: --daemon-group: no group \"%s\" "
+						"(steering is attached; pgwardend may not be able to use it)",
+						daemon_group);
+		}
+		if (gr && steer_pins_grant(o.instance, gr->gr_gid, err, sizeof(err)))
+			return ctl_fail(CTL_EXIT_FAIL, "attach: %s (steering is attached)", err);
+		printf("attached (fail-closed): instance %s%s%s\n", o.instance,
+		       gr ? ", usable by group " : "", gr ? gr->gr_name : "");
 		return CTL_EXIT_OK;
 	}
 	{

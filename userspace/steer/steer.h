@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 
 #define STEER_DEFAULT_INSTANCE "pgwarden"
@@ -113,6 +114,12 @@ int steer_find_mount(FILE *mounts, const char *fstype, char *out, size_t n)
  */
 int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *err,
 		 size_t errlen) __attribute__((warn_unused_result));
+
+/* A fail-closed attach's origin map pin to group gid, mode 0660, so that a pgwardend running
+ * as a member of it (with CAP_BPF and CAP_DAC_READ_SEARCH, not root) can use the maps it
+ * needs; nothing else is shared (steer_grant.c). 0 or -errno with err set. */
+int steer_pins_grant(const char *instance, gid_t gid, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /* Release the handle. For a fail-open attach this detaches (the links close with it). */
 void steer_handle_close(struct steer_handle *h);
