@@ -141,6 +141,7 @@ test: deps
 	$(MAKE) sanitize
 	$(MAKE) check-e2e
 	$(MAKE) vm-test
+	$(MAKE) check-package-maybe
 
 demo: deps
 	$(MAKE) all
