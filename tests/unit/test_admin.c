@@ -133,8 +133,13 @@ static void mock_init(struct mock *m)
 
 static void mock_release(struct mock *m)
 {
-	for (unsigned i = 0; i < 2; i++)
+	/* The mock's own copies: session_release() only forgets user and database, which in
+	 * a real session point into its startup parameters. */
+	for (unsigned i = 0; i < 2; i++) {
+		free((char *)m->s[i].user);
+		free((char *)m->s[i].database);
 		session_release(&m->s[i]);
+	}
 }
 
 /* ---- protocol, table-driven ---------------------------------------------------------- */
