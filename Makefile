@@ -8,10 +8,16 @@
 #   make demo       install missing packages, build, show a session through pgwarden
 #   make sanitize   unit and integration suites under ASan + UBSan
 #   make bench      side-by-side benchmarks, writes docs/BENCHMARKS.md
-#   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, systemd unit, example)
+#   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, docs, systemd unit,
+#                   /etc/pgwarden/pgwarden.yaml and /etc/default/pgwarden when absent)
+#   make deb        the Debian package, built and checked with lintian (mk/deb.mk)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+# /etc for a system install (PREFIX=/usr), beside the prefix otherwise.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/pgwarden
 BUILD ?= build
 SAN ?= 0
 
@@ -19,7 +25,7 @@ CC ?= cc
 CLANG ?= clang
 PKG_CONFIG ?= pkg-config
 PKGS := libbpf openssl yaml-0.1 jansson libmicrohttpd ncursesw libnl-route-3.0 libnl-3.0 \
-	libnftables libnetfilter_queue libmnl libidn
+	libnftables libnetfilter_queue libmnl libidn libsystemd
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
 	-Wno-unused-parameter -Werror
@@ -48,10 +54,12 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 15
 
-# Generated headers (the BPF skeleton) every object may include; mk/bpf.mk adds to it.
-GENERATED :=
+# Generated headers (the BPF skeleton, the version) every object may include; mk/*.mk add
+# to it. Each is made after build-deps, so a host without the build dependencies is told
+# which packages to install instead of failing on the first missing tool.
+GENERATED := $(BUILD)/gen/pgwarden_version.h
 
-.PHONY: all deps test demo check-unit check-fuzz check-integration sanitize install clean \
+.PHONY: all deps build-deps FORCE test demo check-unit check-fuzz check-integration sanitize install clean \
 	fuzz-build bench vm-test check-e2e
 all: $(BINS)
 
@@ -60,9 +68,21 @@ include $(sort $(wildcard mk/*.mk))
 deps:
 	@sh scripts/install-deps.sh
 
+# Order-only prerequisite of every generated header: runs once per make, changes nothing.
+build-deps:
+	@sh scripts/check-build-deps.sh "$(PKG_CONFIG)" "$(VMLINUX_BTF)"
+
+# The one version (scripts/version.sh); rewritten only when it changes, so an unchanged
+# checkout rebuilds nothing.
+$(BUILD)/gen/pgwarden_version.h: FORCE | build-deps
+	@mkdir -p $(dir $@)
+	@sh scripts/version.sh header >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+FORCE:
+
 $(BUILD)/obj/%.o: %.c | $(GENERATED)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PG_CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(PG_CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
@@ -126,22 +146,36 @@ test: deps
 	$(MAKE) sanitize
 	$(MAKE) check-e2e
 	$(MAKE) vm-test
+	$(MAKE) check-package-maybe
 
 demo: deps
 	$(MAKE) all
 	sh scripts/demo.sh $(BUILD)
 
+# Paths the installed files name (man pages, the unit, the example config) follow PREFIX
+# and SYSCONFDIR; a configuration or defaults file already there is left alone.
+INSTALL_SED := -e 's|/usr/local/sbin/|$(PREFIX)/sbin/|g' \
+	-e 's|/usr/share/doc/pgwarden/|$(DOCDIR)/|g' -e 's|/etc/pgwarden/|$(SYSCONFDIR)/pgwarden/|g' \
+	-e 's|/etc/default/pgwarden|$(SYSCONFDIR)/default/pgwarden|g'
+DOCS := README.md $(sort $(wildcard docs/*.md))
+
 install: $(BINS)
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
-		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/pgwarden \
+		$(DESTDIR)$(SYSCONFDIR)/default
 	install -m 0755 $(DAEMON) $(CTL) $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0755 $(TOP) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 man/pgwardend.8 man/pgwardenctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	install -m 0644 man/pgwarden-top.1 $(DESTDIR)$(PREFIX)/share/man/man1/
-	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/doc/pgwarden
-	sed 's|/usr/local/sbin/|$(PREFIX)/sbin/|g' systemd/pgwardend.service \
-		>$(DESTDIR)$(PREFIX)/lib/systemd/system/pgwardend.service
-	install -m 0644 etc/pgwarden.yaml $(DESTDIR)$(PREFIX)/share/doc/pgwarden/pgwarden.yaml.example
+	for m in man/pgwardend.8 man/pgwardenctl.8 man/pgwarden-top.1; do \
+		sec=$${m##*.}; sed $(INSTALL_SED) $$m >$(DESTDIR)$(PREFIX)/share/man/man$$sec/$${m##*/}; \
+		chmod 0644 $(DESTDIR)$(PREFIX)/share/man/man$$sec/$${m##*/}; done
+	sed $(INSTALL_SED) systemd/pgwardend.service >$(DESTDIR)$(UNITDIR)/pgwardend.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pgwardend.service
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	[ -e $(DESTDIR)$(SYSCONFDIR)/pgwarden/pgwarden.yaml ] || \
+		install -m 0644 etc/pgwarden.yaml $(DESTDIR)$(SYSCONFDIR)/pgwarden/pgwarden.yaml
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/pgwarden ] || \
+		install -m 0644 systemd/pgwarden.default $(DESTDIR)$(SYSCONFDIR)/default/pgwarden
 
 clean:
 	rm -rf build

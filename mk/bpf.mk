@@ -8,7 +8,7 @@ BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' -e '
 BPF_CFLAGS := -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_$(BPF_ARCH) \
 	-I$(BUILD)/gen -Ibpf
 
-$(BUILD)/gen/vmlinux.h:
+$(BUILD)/gen/vmlinux.h: | build-deps
 	@mkdir -p $(dir $@)
 	$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp
 	@mv $@.tmp $@

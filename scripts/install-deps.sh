@@ -10,6 +10,7 @@ libbpf-dev bpftool libelf-dev zlib1g-dev
 libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libncurses-dev libcmocka-dev libidn-dev
 libnl-3-dev libnl-route-3-dev libnftables-dev libmnl-dev libnetfilter-queue-dev
 libnfnetlink-dev libxtables-dev libip4tc-dev libip6tc-dev
+libsystemd-dev dpkg-dev debhelper lintian debootstrap e2fsprogs util-linux
 nftables iptables iproute2
 postgresql postgresql-contrib pgbouncer haproxy
 python3 python3-pytest python3-psycopg python3-prometheus-client

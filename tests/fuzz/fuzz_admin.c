@@ -26,18 +26,32 @@ static int f_sessions(void *ctx, json_t *arr)
 	return 0;
 }
 
-static int f_kill(void *ctx, const char *id)
+static int f_kill(void *ctx, const char *id, enum admin_kill_mode mode, json_t *result)
 {
+	if ((unsigned)mode >= ADMIN_KILL_MODE_COUNT)
+		abort(); /* the parser let an unknown mode through */
 	if (strlen(id) != SESSION_ID_HEXLEN || strspn(id, "0123456789abcdef") != SESSION_ID_HEXLEN)
 		abort(); /* the parser let a malformed id through */
 	kills++;
 	return id[0] == '0' ? 0 : -ENOENT;
 }
 
-static int f_reload(void *ctx, char *err, size_t n)
+static int f_reload(void *ctx, json_t *result, char *err, size_t n)
 {
 	snprintf(err, n, "no");
 	return -1;
+}
+
+static int f_restart(void *ctx, json_t *result, char *err, size_t n)
+{
+	snprintf(err, n, "no");
+	return -1;
+}
+
+static int f_metrics(void *ctx, char **text)
+{
+	*text = strdup("x 1\n");
+	return *text ? 0 : -ENOMEM;
 }
 
 static int f_status(void *ctx, json_t *obj)
@@ -47,6 +61,7 @@ static int f_status(void *ctx, json_t *obj)
 
 static const struct admin_ops ops = {
 	.sessions = f_sessions, .kill = f_kill, .reload = f_reload, .status = f_status,
+	.restart = f_restart, .metrics = f_metrics,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -64,7 +79,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(text, data, size);
 	text[size] = '\0';
 
-	out = admin_handle_line(&ops, text, text, size, &cmd);
+	/* Inputs of odd length come from a member of the read group: every request must be
+	 * answered either way, and a reader must never reach kill, reload or restart. */
+	out = admin_handle_line(&ops, text, text, size, size % 2 ? ADMIN_ACCESS_READ : ADMIN_ACCESS_FULL,
+				&cmd);
 	if (!out)
 		abort();
 	n = strlen(out);
@@ -81,8 +99,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!json_is_string(json_object_get(err, "code")) ||
 		    !json_is_string(json_object_get(err, "message")))
 			abort();
-		if (cmd != -1 && cmd != ADMIN_CMD_KILL && cmd != ADMIN_CMD_RELOAD)
-			abort(); /* only kill and reload can fail once parsed, with these ops */
+		if (cmd != -1 && cmd != ADMIN_CMD_KILL && cmd != ADMIN_CMD_RELOAD &&
+		    cmd != ADMIN_CMD_RESTART)
+			abort(); /* only these can fail once parsed, with these ops */
+	} else if (size % 2 && cmd != -1 && !admin_cmd_read_only((enum admin_cmd)cmd)) {
+		abort(); /* a reader got through to a command that changes things */
 	}
 	json_decref(r);
 	free(out);

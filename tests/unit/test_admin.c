@@ -34,6 +34,8 @@ struct mock {
 	int kills;
 	bool reload_fails;
 	int reloads;
+	int restarts;
+	enum admin_kill_mode kill_mode;
 };
 
 static int mock_sessions(void *ctx, json_t *arr)
@@ -46,7 +48,7 @@ static int mock_sessions(void *ctx, json_t *arr)
 	return 0;
 }
 
-static int mock_kill(void *ctx, const char *id)
+static int mock_kill(void *ctx, const char *id, enum admin_kill_mode mode, json_t *result)
 {
 	struct mock *m = ctx;
 
@@ -54,13 +56,16 @@ static int mock_kill(void *ctx, const char *id)
 		if (strcmp(m->s[i].id_hex, id) == 0) {
 			snprintf(m->killed, sizeof(m->killed), "%s", id);
 			m->kills++;
+			m->kill_mode = mode;
+			json_object_set_new(result, "backend_pid", json_integer(77));
+			json_object_set_new(result, "server_cancel", json_true());
 			return 0;
 		}
 	}
 	return -ENOENT;
 }
 
-static int mock_reload(void *ctx, char *err, size_t n)
+static int mock_reload(void *ctx, json_t *result, char *err, size_t n)
 {
 	struct mock *m = ctx;
 
@@ -69,7 +74,23 @@ static int mock_reload(void *ctx, char *err, size_t n)
 		snprintf(err, n, "pgwarden.yaml:3: workers: expected a number");
 		return -1;
 	}
+	json_object_set_new(result, "restarted", json_false());
 	return 0;
+}
+
+static int mock_restart(void *ctx, json_t *result, char *err, size_t n)
+{
+	struct mock *m = ctx;
+
+	m->restarts++;
+	json_object_set_new(result, "pid", json_integer(4243));
+	return 0;
+}
+
+static int mock_metrics(void *ctx, char **text)
+{
+	*text = strdup("pgwarden_build_info{version=\"t\",commit=\"c\"} 1\n");
+	return *text ? 0 : -ENOMEM;
 }
 
 static int mock_status(void *ctx, json_t *obj)
@@ -103,6 +124,8 @@ static const struct admin_ops mock_ops = {
 	.status = mock_status,
 	.unlock = mock_unlock,
 	.locks = mock_locks,
+	.metrics = mock_metrics,
+	.restart = mock_restart,
 };
 
 static void mock_init(struct mock *m)
@@ -129,8 +152,13 @@ static void mock_init(struct mock *m)
 
 static void mock_release(struct mock *m)
 {
-	for (unsigned i = 0; i < 2; i++)
+	/* The mock's own copies: session_release() only forgets user and database, which in
+	 * a real session point into its startup parameters. */
+	for (unsigned i = 0; i < 2; i++) {
+		free((char *)m->s[i].user);
+		free((char *)m->s[i].database);
 		session_release(&m->s[i]);
+	}
 }
 
 /* ---- protocol, table-driven ---------------------------------------------------------- */
@@ -142,11 +170,11 @@ static const char *reply_code(json_t *r)
 	return json_string_value(json_object_get(json_object_get(r, "error"), "code"));
 }
 
-static void check_line(struct mock *m, const char *req, size_t len, const char *want,
-		       const char *where)
+static void check_line_as(struct mock *m, const char *req, size_t len, const char *want,
+			  enum admin_access access, const char *where)
 {
 	int cmd;
-	char *out = admin_handle_line(&mock_ops, m, req, len, &cmd);
+	char *out = admin_handle_line(&mock_ops, m, req, len, access, &cmd);
 	json_t *r;
 	size_t n;
 
@@ -168,6 +196,12 @@ static void check_line(struct mock *m, const char *req, size_t len, const char *
 	}
 	json_decref(r);
 	free(out);
+}
+
+static void check_line(struct mock *m, const char *req, size_t len, const char *want,
+		       const char *where)
+{
+	check_line_as(m, req, len, want, ADMIN_ACCESS_FULL, where);
 }
 
 static void test_protocol_cases(void **state)
@@ -192,12 +226,25 @@ static void test_protocol_cases(void **state)
 		assert_non_null(tab);
 		*tab = '\0';
 		snprintf(where, sizeof(where), "test_admin_protocol.cases:%d", lineno);
-		check_line(&m, tab + 1, strlen(tab + 1), line, where);
+		/* "CODE@read": the request of a member of admin_read_group. */
+		{
+			char *at = strchr(line, '@');
+			enum admin_access access = ADMIN_ACCESS_FULL;
+
+			if (at) {
+				assert_string_equal(at + 1, "read");
+				*at = '\0';
+				access = ADMIN_ACCESS_READ;
+			}
+			check_line_as(&m, tab + 1, strlen(tab + 1), line, access, where);
+		}
 		ncases++;
 	}
 	fclose(f);
 	assert_true(ncases >= 40);
-	assert_int_equal(m.kills, 2); /* both spellings of the live id, nothing else */
+	/* the live id in both spellings and with each mode; nothing a reader sent */
+	assert_int_equal(m.kills, 4);
+	assert_int_equal(m.restarts, 1);
 	mock_release(&m);
 }
 
@@ -227,7 +274,8 @@ static void test_reply_contents(void **state)
 	int cmd;
 
 	mock_init(&m);
-	out = admin_handle_line(&mock_ops, &m, "{\"cmd\":\"sessions\",\"id\":\"q1\"}", 28, &cmd);
+	out = admin_handle_line(&mock_ops, &m, "{\"cmd\":\"sessions\",\"id\":\"q1\"}", 28,
+				ADMIN_ACCESS_FULL, &cmd);
 	assert_int_equal(cmd, ADMIN_CMD_SESSIONS);
 	r = json_loads(out, 0, NULL);
 	free(out);
@@ -254,7 +302,7 @@ static void test_reply_contents(void **state)
 	json_decref(r);
 
 	m.reload_fails = true;
-	out = admin_handle_line(&mock_ops, &m, "{\"cmd\":\"reload\"}", 16, &cmd);
+	out = admin_handle_line(&mock_ops, &m, "{\"cmd\":\"reload\"}", 16, ADMIN_ACCESS_FULL, &cmd);
 	r = json_loads(out, 0, NULL);
 	free(out);
 	assert_string_equal(reply_code(r), "reload_failed");
@@ -268,7 +316,8 @@ static void test_reply_contents(void **state)
 		struct admin_ops none = {0};
 
 		out = admin_handle_line(&none, &m, "{\"cmd\":\"kill\",\"session\":\"" LIVE_ID "\"}",
-					strlen("{\"cmd\":\"kill\",\"session\":\"" LIVE_ID "\"}"), &cmd);
+					strlen("{\"cmd\":\"kill\",\"session\":\"" LIVE_ID "\"}"),
+					ADMIN_ACCESS_FULL, &cmd);
 		r = json_loads(out, 0, NULL);
 		free(out);
 		assert_string_equal(reply_code(r), "unsupported");

@@ -616,7 +616,30 @@ static void test_kill9_while_writing(void **state)
 		assert_intact(tdir);
 	}
 	print_message("kill -9: %d of %d kills tore a record\n", torn_seen, attempts);
-	assert_true(torn_seen > 0);
+	if (torn_seen == 0) {
+		/* The race was lost every time (a fast disk finishes the write first): leave the
+		 * state a kill mid-write leaves, the last record cut short, and check its repair. */
+		struct audit_trail *t;
+		size_t len;
+		char *text = read_all(trail_path, &len), *last;
+		int fd;
+
+		assert_true(len > 2 && text[len - 1] == '\n');
+		text[len - 1] = '\0';
+		last = strrchr(text, '\n');
+		assert_non_null(last);
+		fd = open(trail_path, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, (off_t)(last + 1 - text) + (off_t)(len - (size_t)(last + 1 - text)) / 2), 0);
+		close(fd);
+		free(text);
+		t = open_trail(&c);
+		audit_trail_close(t, "after a cut record");
+		text = read_all(trail_path, &len);
+		assert_non_null(strstr(text, "\"event\":\"torn_record\""));
+		free(text);
+		assert_intact(tdir);
+	}
 }
 
 static void test_mirror_to_syslog(void **state)

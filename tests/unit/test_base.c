@@ -155,6 +155,70 @@ static void test_log_levels(void **state)
 	assert_string_equal(log_level_to_str(LOG_WARN), "warn");
 }
 
+/* The journal gets one field per key, named PGWARDEN_<KEY>, with a peer's bytes made
+ * safe (a newline cannot start a field of its own), plus MESSAGE, PRIORITY and
+ * SYSLOG_IDENTIFIER. The target is not touched: log_line_end() is never called. */
+static void test_log_journal_fields(void **state)
+{
+	enum log_target was = log_target_active();
+	const char *ptr[LOG_FIELDS_N + 3];
+	size_t len[LOG_FIELDS_N + 3];
+	char field[LOG_FIELDS_N + 3][256];
+	struct log_line l;
+	unsigned n;
+
+	log_set_target(LOG_TARGET_JOURNAL, "pgwtest");
+	log_trail_begin(&l, "session_end", true);
+	log_kv_str(&l, "user", "evil\nPRIORITY=0");
+	log_kv_u64(&l, "statements", 12);
+	log_kv_str(&l, "application-name", "psql");
+	n = log_journal_fields(&l, ptr, len, LOG_FIELDS_N + 3);
+	log_set_target(was, NULL);
+	assert_int_equal(n, 3 + 4);
+	for (unsigned i = 0; i < n; i++) {
+		assert_true(len[i] < sizeof(field[i]));
+		memcpy(field[i], ptr[i], len[i]);
+		field[i][len[i]] = '\0';
+		assert_null(memchr(ptr[i], '\n', len[i]));
+	}
+	assert_string_equal(field[0], "MESSAGE=event=session_end user=\"evil\\x0aPRIORITY=0\" "
+				      "statements=12 application-name=\"psql\"");
+	assert_string_equal(field[1], "PRIORITY=4"); /* a failed session's end: warning */
+	assert_string_equal(field[2], "SYSLOG_IDENTIFIER=pgwtest");
+	assert_string_equal(field[3], "PGWARDEN_EVENT=session_end");
+	assert_string_equal(field[4], "PGWARDEN_USER=evil\\x0aPRIORITY=0");
+	assert_string_equal(field[5], "PGWARDEN_STATEMENTS=12");
+	assert_string_equal(field[6], "PGWARDEN_APPLICATION_NAME=psql");
+}
+
+/* The trail is written at every level; its priority is notice, or warning for a failure. */
+static void test_log_trail_and_priorities(void **state)
+{
+	enum log_target was = log_target_active();
+	const char *ptr[8];
+	size_t len[8];
+	struct log_line l;
+
+	assert_int_equal(log_target_parse("journal"), LOG_TARGET_JOURNAL);
+	assert_int_equal(log_target_parse("Journal"), -1);
+	assert_string_equal(log_target_to_str(LOG_TARGET_SYSLOG), "syslog");
+	log_set_target(LOG_TARGET_JOURNAL, NULL);
+	log_trail_begin(&l, "session_start", false);
+	assert_true(log_journal_fields(&l, ptr, len, 8) >= 2);
+	assert_memory_equal(ptr[1], "PRIORITY=5", len[1]);
+	log_line_begin(&l, LOG_ERROR, "x");
+	log_journal_fields(&l, ptr, len, 8);
+	assert_memory_equal(ptr[1], "PRIORITY=3", len[1]);
+	log_line_begin(&l, LOG_DEBUG, "x");
+	log_journal_fields(&l, ptr, len, 8);
+	assert_memory_equal(ptr[1], "PRIORITY=7", len[1]);
+	log_set_target(was, NULL);
+	/* On stderr the trail says "notice". */
+	log_trail_begin(&l, "session_start", false);
+	l.buf[l.len] = '\0';
+	assert_non_null(strstr(l.buf, " level=notice event=session_start"));
+}
+
 static void test_buf_pool_reuses_and_bounds(void **state)
 {
 	struct buf_pool pool;
@@ -243,6 +307,8 @@ int main(void)
 		cmocka_unit_test(test_sanitize_cases),
 		cmocka_unit_test(test_sanitize_truncates_whole_pieces),
 		cmocka_unit_test(test_log_levels),
+		cmocka_unit_test(test_log_journal_fields),
+		cmocka_unit_test(test_log_trail_and_priorities),
 		cmocka_unit_test(test_buf_pool_reuses_and_bounds),
 		cmocka_unit_test(test_buf_compact),
 	};

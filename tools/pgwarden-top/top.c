@@ -12,6 +12,7 @@
 #include "admin/admin.h"
 #include "admin/admin_client.h"
 #include "base/clock.h"
+#include "base/version.h"
 #include "steer/steer.h"
 
 #include <curses.h>
@@ -26,7 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TOP_VERSION "0.1"
 #define TOP_MIN_DELAY 0.2
 #define TOP_MAX_DELAY 3600.0
 #define TOP_DETAIL_LINES 11
@@ -833,7 +833,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		case 'V':
-			printf("pgwarden-top %s (admin protocol %d)\n", TOP_VERSION, ADMIN_PROTOCOL_VERSION);
+			printf("pgwarden-top %s (commit %s, admin protocol %d)\n", pgwarden_version,
+			       pgwarden_commit, ADMIN_PROTOCOL_VERSION);
 			return 0;
 		default:
 			usage(stderr);

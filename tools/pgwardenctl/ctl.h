@@ -20,8 +20,15 @@ enum ctl_exit {
 	CTL_EXIT_UNVOUCHED = 4, /* audit verify: nothing wrong found, not all of it signed */
 };
 
-/* One line on stderr, "pgwardenctl: " and the message; returns code. */
+/* One line on stderr, "pgwardenctl: " and the message; under --json, a JSON object on
+ * stdout instead ({"ok":false,"error":{"code":...,"message":...}}, the daemon's shape),
+ * whose code is error_code, or "usage", "failed" or "unreachable" by exit status.
+ * Returns code. */
 int ctl_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int ctl_fail_code(int code, const char *error_code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Was --json given? */
+bool ctl_json_output(void);
 
 struct ctl_command {
 	const char *name;
@@ -45,8 +52,9 @@ int ctl_audit(int argc, char **argv);
 /* Policy files (tools/pgwardenctl/policy_cmds.c): check, explain. */
 int ctl_policy(int argc, char **argv);
 
-/* The steering section of `status`: prints human text, or adds to a JSON object when
- * json_out is a json_t *. Returns a ctl_exit. */
-int ctl_status_steering(bool json, void *json_out);
+/* The steering section of `status` for instance (NULL: --instance, $PGWARDEN_INSTANCE or
+ * the default): prints human text, or adds to a JSON object when json_out is a json_t *.
+ * Returns a ctl_exit. */
+int ctl_status_steering(const char *instance, bool json, void *json_out);
 
 #endif

@@ -13,6 +13,7 @@
 #include "admin/admin.h"
 #include "admin/admin_client.h"
 #include "base/sanitize.h"
+#include "base/version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -24,8 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CTL_VERSION "0.1"
-
 struct ctl_globals {
 	const char *socket;
 	bool json;
@@ -34,29 +33,87 @@ struct ctl_globals {
 
 static struct ctl_globals g = {.timeout_ms = 10000};
 
+bool ctl_json_output(void)
+{
+	return g.json;
+}
+
+/* The error code a program reads for an exit status that has no more precise one. */
+static const char *exit_code_name(int code)
+{
+	switch (code) {
+	case CTL_EXIT_USAGE:
+		return "usage";
+	case CTL_EXIT_DOWN:
+		return "unreachable";
+	default:
+		return "failed";
+	}
+}
+
+static int ctl_vfail(int code, const char *error_code, const char *fmt, va_list ap)
+{
+	char msg[1024];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (g.json) {
+		/* Under --json a program reads stdout: the error is a JSON object there too,
+		 * shaped like the daemon's own error replies. */
+		json_t *e = json_pack("{s:b, s:{s:s, s:s}}", "ok", 0, "error", "code",
+				      error_code ? error_code : exit_code_name(code), "message", msg);
+
+		if (e) {
+			json_dumpf(e, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+			fputc('\n', stdout);
+			fflush(stdout);
+			json_decref(e);
+			return code;
+		}
+	}
+	fprintf(stderr, "pgwardenctl: %s\n", msg);
+	return code;
+}
+
 int ctl_fail(int code, const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("pgwardenctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	ctl_vfail(code, NULL, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	return code;
+}
+
+int ctl_fail_code(int code, const char *error_code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	ctl_vfail(code, error_code, fmt, ap);
+	va_end(ap);
 	return code;
 }
 
 /* ---- common flags --------------------------------------------------------------------- */
 
-enum { OPT_SOCKET = 1000, OPT_JSON, OPT_TIMEOUT, OPT_COUNT };
+enum { OPT_SOCKET = 1000, OPT_JSON, OPT_TIMEOUT, OPT_COUNT, OPT_CANCEL, OPT_INSTANCE };
 
 static const struct option common_opts[] = {
 	{"socket", required_argument, NULL, OPT_SOCKET},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"count", required_argument, NULL, OPT_COUNT},
+	{"cancel", no_argument, NULL, OPT_CANCEL},
+	{"instance", required_argument, NULL, OPT_INSTANCE},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
+};
+
+/* Flags only some commands take (parse_common refuses them elsewhere). */
+struct cmd_flags {
+	long *count;          /* --count N (events) */
+	bool *cancel;         /* --cancel (kill) */
+	const char **instance; /* --instance NAME (status) */
 };
 
 static int parse_positive(const char *s, long max, long *out)
@@ -107,7 +164,7 @@ static int global_flag(int c)
 
 /* The flags every daemon command shares; a command without operands refuses any. -1 to go
  * on (optind at the first operand), else the exit code. */
-static int parse_common(int argc, char **argv, const char *synopsis, long *count,
+static int parse_common(int argc, char **argv, const char *synopsis, const struct cmd_flags *f,
 			bool takes_operands)
 {
 	int c, rc;
@@ -123,8 +180,18 @@ static int parse_common(int argc, char **argv, const char *synopsis, long *count
 		}
 		switch (c) {
 		case OPT_COUNT:
-			if (!count || parse_positive(optarg, 1000000000, count))
+			if (!f || !f->count || parse_positive(optarg, 1000000000, f->count))
 				return ctl_fail(CTL_EXIT_USAGE, "%s: unexpected or bad --count", argv[0]);
+			break;
+		case OPT_CANCEL:
+			if (!f || !f->cancel)
+				return ctl_fail(CTL_EXIT_USAGE, "%s: unexpected --cancel", argv[0]);
+			*f->cancel = true;
+			break;
+		case OPT_INSTANCE:
+			if (!f || !f->instance)
+				return ctl_fail(CTL_EXIT_USAGE, "%s: unexpected --instance", argv[0]);
+			*f->instance = optarg;
 			break;
 		case 'h':
 			printf("usage: pgwardenctl %s %s\n", argv[0], synopsis);
@@ -146,48 +213,87 @@ static const char *socket_path(void)
 	return g.socket ? g.socket : admin_client_default_path();
 }
 
-static int down_or_fail(int err, const char *what)
+/* A failed request: its exit status, error code and message. */
+struct ctl_error {
+	int exit;
+	const char *code;  /* a static name, or NULL: code_buf holds the daemon's */
+	char code_buf[64];
+	char message[600];
+};
+
+static int ctl_error_set(struct ctl_error *e, int exit, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int ctl_error_set(struct ctl_error *e, int exit, const char *code, const char *fmt, ...)
 {
-	if (err == -EACCES || err == -EPERM)
-		return ctl_fail(CTL_EXIT_FAIL, "%s: permission denied on %s (the admin socket is root-only)",
-			    what, socket_path());
-	if (err == -ENOENT || err == -ECONNREFUSED || err == -ENOTDIR)
-		return ctl_fail(CTL_EXIT_DOWN, "%s: pgwardend is not running (no admin socket at %s)",
-			    what, socket_path());
-	if (err == -ETIMEDOUT)
-		return ctl_fail(CTL_EXIT_DOWN, "%s: pgwardend did not answer within %d s on %s", what,
-			    g.timeout_ms / 1000, socket_path());
-	if (err == -EPIPE || err == -ECONNRESET)
-		return ctl_fail(CTL_EXIT_DOWN, "%s: pgwardend closed the admin connection on %s", what,
-			    socket_path());
-	if (err == -EPROTO)
-		return ctl_fail(CTL_EXIT_FAIL, "%s: unexpected reply from %s", what, socket_path());
-	return ctl_fail(CTL_EXIT_FAIL, "%s: %s: %s", what, socket_path(), strerror(-err));
+	va_list ap;
+
+	e->exit = exit;
+	e->code = code;
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+	return exit;
 }
 
-/* One request, one reply. On failure the error is printed and the exit code returned;
- * -1 means *reply holds an {"ok":true} reply. */
-static int request(json_t *req, json_t **reply, const char *what)
+/* Why the admin socket could not be used. */
+static int down_or_fail(int err, const char *what, struct ctl_error *e)
+{
+	if (err == -EACCES || err == -EPERM)
+		return ctl_error_set(e, CTL_EXIT_FAIL, "forbidden",
+				     "%s: permission denied on %s (the admin socket is for root, "
+				     "pgwardend's user and its admin_read_group)",
+				     what, socket_path());
+	if (err == -ENOENT || err == -ECONNREFUSED || err == -ENOTDIR)
+		return ctl_error_set(e, CTL_EXIT_DOWN, "unreachable",
+				     "%s: pgwardend is not running (no admin socket at %s)", what,
+				     socket_path());
+	if (err == -ETIMEDOUT)
+		return ctl_error_set(e, CTL_EXIT_DOWN, "unreachable",
+				     "%s: pgwardend did not answer within %d s on %s", what,
+				     g.timeout_ms / 1000, socket_path());
+	if (err == -EPIPE || err == -ECONNRESET)
+		return ctl_error_set(e, CTL_EXIT_DOWN, "unreachable",
+				     "%s: pgwardend closed the admin connection on %s", what,
+				     socket_path());
+	if (err == -EPROTO)
+		return ctl_error_set(e, CTL_EXIT_FAIL, "failed", "%s: unexpected reply from %s", what,
+				     socket_path());
+	return ctl_error_set(e, CTL_EXIT_FAIL, "failed", "%s: %s: %s", what, socket_path(),
+			     strerror(-err));
+}
+
+/* One request, one reply, nothing printed. -1 when *reply holds an {"ok":true} reply,
+ * else the exit code with e filled in. */
+static int request_quiet(json_t *req, json_t **reply, const char *what, struct ctl_error *e)
 {
 	struct admin_conn *c;
-	char buf[512];
 	int err;
 
 	*reply = NULL;
 	err = admin_conn_open(socket_path(), g.timeout_ms, &c);
 	if (err) {
 		json_decref(req);
-		return down_or_fail(err, what);
+		return down_or_fail(err, what, e);
 	}
 	err = admin_conn_call(c, req, reply, g.timeout_ms, NULL, NULL);
 	admin_conn_close(c);
 	json_decref(req);
 	if (err)
-		return down_or_fail(err, what);
-	if (admin_reply_error(*reply, buf, sizeof(buf))) {
+		return down_or_fail(err, what, e);
+	if (!json_is_true(json_object_get(*reply, "ok"))) {
+		json_t *je = json_object_get(*reply, "error");
+		const char *code = json_string_value(json_object_get(je, "code"));
+		const char *msg = json_string_value(json_object_get(je, "message"));
+
+		/* The daemon's code is kept for programs ("forbidden", "not_found", ...). */
+		ctl_error_set(e, CTL_EXIT_FAIL, "failed", "%s: %s: %s", what, code ? code : "error",
+			      msg ? msg : "failed");
+		e->code = NULL;
+		if (code)
+			snprintf(e->code_buf, sizeof(e->code_buf), "%s", code);
 		json_decref(*reply);
 		*reply = NULL;
-		return ctl_fail(CTL_EXIT_FAIL, "%s: %s", what, buf);
+		return CTL_EXIT_FAIL;
 	}
 	return -1;
 }
@@ -215,6 +321,23 @@ int ctl_daemon_status(json_t **status)
 const char *ctl_admin_socket(void)
 {
 	return socket_path();
+}
+
+static int ctl_error_print(int exit, const struct ctl_error *e)
+{
+	return ctl_fail_code(exit, e->code ? e->code : e->code_buf[0] ? e->code_buf : "failed", "%s",
+			     e->message);
+}
+
+/* The same, with the error printed (a JSON object under --json). */
+static int request(json_t *req, json_t **reply, const char *what)
+{
+	struct ctl_error e = {0};
+	int rc = request_quiet(req, reply, what, &e);
+
+	if (rc < 0)
+		return rc;
+	return ctl_error_print(rc, &e);
 }
 
 static void print_json(json_t *j)
@@ -346,23 +469,45 @@ static void print_status_human(json_t *st)
 
 static int cmd_status(int argc, char **argv)
 {
-	json_t *reply = NULL, *out;
+	const char *instance = NULL;
+	struct cmd_flags f = {.instance = &instance};
+	json_t *reply = NULL, *out, *err = NULL;
+	bool json;
 	int rc, steer_rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
+	rc = parse_common(argc, argv, "[--json] [--socket PATH] [--instance NAME]", &f, false);
 	if (rc >= 0)
 		return rc;
-	rc = request(json_pack("{s:s}", "cmd", "status"), &reply, "status");
-	if (g.json) {
+	json = g.json;
+	/* Under --json the daemon's error goes into the one document printed below. */
+	{
+		struct ctl_error e = {0};
+
+		rc = request_quiet(json_pack("{s:s}", "cmd", "status"), &reply, "status", &e);
+		if (rc >= 0 && json)
+			err = json_pack("{s:s, s:s}", "code",
+					e.code ? e.code : e.code_buf[0] ? e.code_buf : "failed",
+					"message", e.message);
+		else if (rc >= 0)
+			ctl_error_print(rc, &e);
+	}
+	/* The steering instance: --instance, else the one the running daemon reads (ask it,
+	 * not this shell's environment), else $PGWARDEN_INSTANCE or the default. */
+	if (!instance && reply)
+		instance = json_string_value(
+			json_object_get(json_object_get(reply, "status"), "steer_instance"));
+	if (json) {
 		out = json_object();
 		json_object_set(out, "daemon", reply ? json_object_get(reply, "status") : json_null());
-		steer_rc = ctl_status_steering(true, out);
+		if (err)
+			json_object_set_new(out, "daemon_error", err);
+		steer_rc = ctl_status_steering(instance, true, out);
 		print_json(out);
 		json_decref(out);
 	} else {
 		if (reply)
 			print_status_human(json_object_get(reply, "status"));
-		steer_rc = ctl_status_steering(false, NULL);
+		steer_rc = ctl_status_steering(instance, false, NULL);
 	}
 	json_decref(reply);
 	if (rc >= 0)
@@ -455,28 +600,60 @@ static int resolve_session(const char *arg, char out[SESSION_ID_HEXLEN + 1])
 	return -1;
 }
 
+/* What the daemon said it did, in one line. */
+static void print_kill_human(const char *id, bool cancel_only, json_t *reply)
+{
+	json_t *pid = json_object_get(reply, "backend_pid");
+	json_t *fwd = json_object_get(reply, "forwarded_to_pid");
+	char backend[64] = "";
+
+	if (json_is_integer(fwd)) {
+		printf("session %s: not in this pgwardend; passed to the previous one (pid %lld), "
+		       "which is still draining and ends it if it has it\n",
+		       id, (long long)json_integer_value(fwd));
+		return;
+	}
+	if (json_is_integer(pid))
+		snprintf(backend, sizeof(backend), " (backend pid %lld)",
+			 (long long)json_integer_value(pid));
+	if (json_is_true(json_object_get(reply, "server_cancel")))
+		printf("session %s: cancelling its running statement on the server%s", id, backend);
+	else
+		printf("session %s: no statement to cancel (the server has not given it a key yet)",
+		       id);
+	if (cancel_only)
+		printf("; the session stays open (the client gets SQLSTATE 57014)\n");
+	else
+		printf("; terminating the session (the client gets SQLSTATE 57P01, the server "
+		       "ends the backend and releases its locks)\n");
+}
+
 static int cmd_kill(int argc, char **argv)
 {
 	char id[SESSION_ID_HEXLEN + 1];
+	bool cancel_only = false;
+	struct cmd_flags f = {.cancel = &cancel_only};
 	json_t *reply;
 	int rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH] SESSION", NULL, true);
+	rc = parse_common(argc, argv, "[--json] [--socket PATH] [--cancel] SESSION", &f, true);
 	if (rc >= 0)
 		return rc;
 	if (argc - optind != 1)
 		return ctl_fail(CTL_EXIT_USAGE, "kill: expected one session id (usage: pgwardenctl kill "
-					    "SESSION)");
+					    "[--cancel] SESSION)");
 	rc = resolve_session(argv[optind], id);
 	if (rc >= 0)
 		return rc;
-	rc = request(json_pack("{s:s, s:s}", "cmd", "kill", "session", id), &reply, "kill");
+	rc = request(json_pack("{s:s, s:s, s:s}", "cmd", "kill", "session", id, "mode",
+			       cancel_only ? "cancel" : "terminate"),
+		     &reply, "kill");
 	if (rc >= 0)
 		return rc;
 	if (g.json)
 		print_json(reply);
 	else
-		printf("session %s: terminating (the client gets SQLSTATE 57P01)\n", id);
+		print_kill_human(id, cancel_only, reply);
 	json_decref(reply);
 	return CTL_EXIT_OK;
 }
@@ -494,6 +671,14 @@ static int cmd_reload(int argc, char **argv)
 		return rc;
 	if (g.json)
 		print_json(reply);
+	else if (json_is_true(json_object_get(reply, "restarted")))
+		printf("restarted seamlessly: pid %lld serves now, pid %lld drains its sessions\n",
+		       (long long)json_integer_value(json_object_get(reply, "pid")),
+		       (long long)json_integer_value(json_object_get(reply, "previous_pid")));
+	else if (json_is_string(json_object_get(reply, "restart_needed_for")))
+		printf("configuration reloaded; new sessions use it (%s changes only with "
+		       "pgwardenctl restart)\n",
+		       json_string_value(json_object_get(reply, "restart_needed_for")));
 	else
 		printf("configuration reloaded; new sessions use it\n");
 	json_decref(reply);
@@ -571,32 +756,77 @@ static int cmd_locks(int argc, char **argv)
 	return CTL_EXIT_OK;
 }
 
+static int cmd_restart(int argc, char **argv)
+{
+	json_t *reply;
+	int rc;
+
+	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
+	if (rc >= 0)
+		return rc;
+	/* The successor has up to 30 s to start; wait a little longer than it may take. */
+	if (g.timeout_ms < 45000)
+		g.timeout_ms = 45000;
+	rc = request(json_pack("{s:s}", "cmd", "restart"), &reply, "restart");
+	if (rc >= 0)
+		return rc;
+	if (g.json)
+		print_json(reply);
+	else
+		printf("restarted seamlessly: pid %lld serves now, pid %lld drains its sessions\n",
+		       (long long)json_integer_value(json_object_get(reply, "pid")),
+		       (long long)json_integer_value(json_object_get(reply, "previous_pid")));
+	json_decref(reply);
+	return CTL_EXIT_OK;
+}
+
+static int cmd_metrics(int argc, char **argv)
+{
+	json_t *reply;
+	int rc;
+
+	rc = parse_common(argc, argv, "[--socket PATH]", NULL, false);
+	if (rc >= 0)
+		return rc;
+	rc = request(json_pack("{s:s}", "cmd", "metrics"), &reply, "metrics");
+	if (rc >= 0)
+		return rc;
+	if (g.json)
+		print_json(reply);
+	else
+		fputs(json_string_value(json_object_get(reply, "metrics")) ?: "", stdout);
+	json_decref(reply);
+	return CTL_EXIT_OK;
+}
+
 /* Stream session events as JSON lines until interrupted (or --count events). */
 static int cmd_events(int argc, char **argv)
 {
 	struct admin_conn *c;
 	json_t *req, *reply = NULL, *ev;
 	long count = 0, seen = 0;
+	struct cmd_flags f = {.count = &count};
+	struct ctl_error e = {0};
 	char buf[512];
 	int rc, err;
 
-	rc = parse_common(argc, argv, "[--count N] [--socket PATH]", &count, false);
+	rc = parse_common(argc, argv, "[--count N] [--socket PATH]", &f, false);
 	if (rc >= 0)
 		return rc;
 	err = admin_conn_open(socket_path(), g.timeout_ms, &c);
 	if (err)
-		return down_or_fail(err, "events");
+		return ctl_error_print(down_or_fail(err, "events", &e), &e);
 	req = json_pack("{s:s}", "cmd", "subscribe");
 	err = admin_conn_call(c, req, &reply, g.timeout_ms, NULL, NULL);
 	json_decref(req);
 	if (err) {
 		admin_conn_close(c);
-		return down_or_fail(err, "events");
+		return ctl_error_print(down_or_fail(err, "events", &e), &e);
 	}
 	if (admin_reply_error(reply, buf, sizeof(buf))) {
 		json_decref(reply);
 		admin_conn_close(c);
-		return ctl_fail(CTL_EXIT_FAIL, "events: %s", buf);
+		return ctl_fail_code(CTL_EXIT_FAIL, "failed", "events: %s", buf);
 	}
 	json_decref(reply);
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -606,7 +836,7 @@ static int cmd_events(int argc, char **argv)
 			continue;
 		if (err) {
 			admin_conn_close(c);
-			return down_or_fail(err, "events");
+			return ctl_error_print(down_or_fail(err, "events", &e), &e);
 		}
 		if (json_object_get(ev, "event")) {
 			json_dumpf(ev, stdout, JSON_COMPACT | JSON_SORT_KEYS);
@@ -623,10 +853,14 @@ static int cmd_help(int argc, char **argv);
 
 /* THE command table. */
 static const struct ctl_command commands[] = {
-	{"status", "[--json]", "daemon and steering status", cmd_status},
+	{"status", "[--json] [--instance N]", "daemon and steering status", cmd_status},
 	{"sessions", "[--json]", "list live sessions", cmd_sessions},
-	{"kill", "[--json] SESSION", "end a session (the client gets SQLSTATE 57P01)", cmd_kill},
-	{"reload", "", "reload pgwardend's configuration", cmd_reload},
+	{"kill", "[--cancel] SESSION", "cancel the session's statement on the server and end it "
+	 "(57P01); --cancel: only the statement", cmd_kill},
+	{"reload", "", "reload pgwardend's configuration (restarts seamlessly after an upgrade)",
+	 cmd_reload},
+	{"restart", "", "hand the listeners to a new pgwardend; this one drains", cmd_restart},
+	{"metrics", "", "the Prometheus metrics, from the admin socket", cmd_metrics},
 	{"events", "[--count N]", "stream session events as JSON lines", cmd_events},
 	{"unlock", "USER|ADDRESS", "end a login lockout of a user or a source address", cmd_unlock},
 	{"locks", "[--json]", "users and addresses with failed logins or a lock", cmd_locks},
@@ -642,7 +876,7 @@ static void usage(FILE *out)
 	fprintf(out, "usage: pgwardenctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS]\n\n"
 		     "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-9s %-18s %s\n", commands[i].name, commands[i].synopsis,
+		fprintf(out, "  %-9s %-22s %s\n", commands[i].name, commands[i].synopsis,
 			commands[i].summary);
 	fprintf(out, "\nThe admin socket is --socket, else $PGWARDEN_ADMIN_SOCKET, else %s.\n"
 		     "Exit status: 0 ok, 1 failed, 2 usage, 3 pgwardend unreachable (audit verify: 4,\n"
@@ -682,8 +916,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return CTL_EXIT_OK;
 		case 'V':
-			printf("pgwardenctl %s (admin protocol %d)\n", CTL_VERSION,
-			       ADMIN_PROTOCOL_VERSION);
+			printf("pgwardenctl %s (commit %s, admin protocol %d)\n", pgwarden_version,
+			       pgwarden_commit, ADMIN_PROTOCOL_VERSION);
 			return CTL_EXIT_OK;
 		default:
 			ctl_fail(CTL_EXIT_USAGE, "unknown option \"%s\"", argv[optind - 1]);

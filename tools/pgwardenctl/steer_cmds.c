@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,7 @@ enum {
 	OPT_HELP,
 	OPT_GATE_QUEUE,
 	OPT_NO_TLS_CHECK,
+	OPT_DAEMON_GROUP,
 };
 
 static const char attach_usage[] =
@@ -95,6 +97,9 @@ static const char attach_usage[] =
 	"                        (default $PGWARDEN_INSTANCE or pgwarden)\n"
 	"  --no-tls-check        attach even when the server offers TLS and pgwardend presents\n"
 	"                        no certificate to clients (their TLS would break)\n"
+	"  --daemon-group GROUP  the group of a pgwardend that does not run as root: it gets\n"
+	"                        the one pin it writes (default: pgwarden, when that group\n"
+	"                        exists; none: root only)\n"
 	"\n"
 	"Attach is idempotent: run again to change ports or relays in place.\n"
 	"Exit: 0 attached, 1 failed (nothing left half attached), 2 bad flags, 3 relay not\n"
@@ -118,6 +123,7 @@ static const struct option attach_opts[] = {
 	{"help", no_argument, NULL, OPT_HELP},
 	{"gate-queue", required_argument, NULL, OPT_GATE_QUEUE},
 	{"no-tls-check", no_argument, NULL, OPT_NO_TLS_CHECK},
+	{"daemon-group", required_argument, NULL, OPT_DAEMON_GROUP},
 	{NULL, 0, NULL, 0},
 };
 
@@ -234,6 +240,7 @@ int ctl_attach(int argc, char **argv)
 	char err[STEER_ERR_MAX];
 	char **exec_argv = NULL;
 	bool tls_check = true;
+	const char *daemon_group = NULL;
 	int c, rc;
 
 	steer_opts_init(&o);
@@ -322,6 +329,9 @@ int ctl_attach(int argc, char **argv)
 			o.gate_queue = (uint16_t)q;
 			break;
 		}
+		case OPT_DAEMON_GROUP:
+			daemon_group = optarg;
+			break;
 		case OPT_WAIT: {
 			uint32_t secs;
 
@@ -361,7 +371,20 @@ int ctl_attach(int argc, char **argv)
 		return ctl_fail(rc == -ECONNREFUSED || rc == -ETIMEDOUT ? CTL_EXIT_DOWN : CTL_EXIT_FAIL,
 			    "attach: %s", err);
 	if (!exec_argv) {
-		printf("attached (fail-closed): instance %s\n", o.instance);
+		/* The packaged daemon runs as the pgwarden group: give it the pin it writes. */
+		struct group *gr = NULL;
+
+		if (!daemon_group || strcmp(daemon_group, "none") != 0) {
+			gr = getgrnam(daemon_group ? daemon_group : "pgwarden");
+			if (!gr && daemon_group)
+				return ctl_fail(CTL_EXIT_USAGE, "attach: --daemon-group: no group \"%s\" "
+						"(steering is attached; pgwardend may not be able to use it)",
+						daemon_group);
+		}
+		if (gr && steer_pins_grant(o.instance, gr->gr_gid, err, sizeof(err)))
+			return ctl_fail(CTL_EXIT_FAIL, "attach: %s (steering is attached)", err);
+		printf("attached (fail-closed): instance %s%s%s\n", o.instance,
+		       gr ? ", usable by group " : "", gr ? gr->gr_name : "");
 		return CTL_EXIT_OK;
 	}
 	{
@@ -503,20 +526,32 @@ static void print_human(json_t *st)
 	print_list("leftovers", json_object_get(st, "leftovers"));
 }
 
-int ctl_status_steering(bool json, void *json_out)
+int ctl_status_steering(const char *instance, bool json, void *json_out)
 {
-	json_t *st = steer_status_json(default_instance());
+	json_t *st = steer_status_json(instance && *instance ? instance : default_instance());
 
 	if (!st)
 		return ctl_fail(CTL_EXIT_FAIL, "status: out of memory");
 	if (json_object_get(st, "error")) {
-		int rc = ctl_fail(CTL_EXIT_FAIL, "status: %s",
-			      json_string_value(json_object_get(st, "error")));
+		/* Not root (a member of the daemon's admin_read_group, say): the kernel's steering
+		 * state is not this user's to read. Said, not a failure of the status command. */
+		bool unprivileged = geteuid() != 0;
 
-		if (json && json_out)
+		/* Inside a --json document the error is part of it, not a second document. */
+		if (json && json_out) {
 			json_object_set_new((json_t *)json_out, "steering", st);
-		else
+			return unprivileged ? CTL_EXIT_OK : CTL_EXIT_FAIL;
+		}
+		if (unprivileged) {
+			printf("steering: not visible to this user (%s)\n",
+			       json_string_value(json_object_get(st, "error")));
 			json_decref(st);
+			return CTL_EXIT_OK;
+		}
+		int rc = ctl_fail(CTL_EXIT_FAIL, "status: %s",
+				  json_string_value(json_object_get(st, "error")));
+
+		json_decref(st);
 		return rc;
 	}
 	if (json && json_out) {

@@ -13,9 +13,11 @@
  * session events with admin_server_publish(), which costs one atomic load when nobody is
  * subscribed.
  *
- * Safety. The socket is created mode 0600 in a directory created 0700, bound under a
- * temporary name and renamed into place so it is never reachable with looser permissions;
- * peers are also checked with SO_PEERCRED (root or the daemon's own uid). Requests are
+ * Safety. The socket is created mode 0600 in a directory created 0700 (0660 and the read
+ * group's, when admin_read_group is set), bound under a temporary name and renamed into
+ * place so it is never reachable with looser permissions; peers are also checked with
+ * SO_PEERCRED and SO_PEERGROUPS: root or the daemon's own uid may do everything, a member of
+ * the read group only what admin_cmd_read_only() allows, anyone else is refused. Requests are
  * bounded (ADMIN_MAX_REQUEST bytes), clients are bounded (ADMIN_MAX_CLIENTS), idle
  * request clients are closed, a subscriber that stops reading is dropped once its backlog
  * passes ADMIN_MAX_BACKLOG. Anything malformed gets {"ok":false,"error":{...}}.
@@ -40,20 +42,36 @@
 #define ADMIN_EVENT_QUEUE_MAX 4096           /* events published and not yet fanned out */
 #define ADMIN_STATEMENT_MAX 1024             /* bytes of statement text in a listing */
 
+/* What kill does to the session's server side (docs/ADMIN.md). */
+enum admin_kill_mode {
+	ADMIN_KILL_TERMINATE = 0, /* cancel the running statement, then end the session */
+	ADMIN_KILL_CANCEL,        /* cancel the running statement only; the session stays */
+	ADMIN_KILL_MODE_COUNT,
+};
+
+const char *admin_kill_mode_to_str(enum admin_kill_mode m);
+
 /* Implemented by the daemon; every callback runs on the admin thread and is optional
  * (a missing one answers {"ok":false,"error":{"code":"unsupported"}}). */
 struct admin_ops {
 	/* Append one object per live session to array, built with admin_session_json().
 	 * 0 or -errno. */
 	int (*sessions)(void *ctx, json_t *array);
-	/* Ask the worker owning session_id (32 lowercase hex digits) to end it: the client
-	 * gets FATAL 57P01 "terminating connection due to administrator command", the end is
-	 * logged with reason "admin_kill". Returns once the request is posted (the session
-	 * ends moments later): 0, -ENOENT when no live session has this id, other -errno. */
-	int (*kill)(void *ctx, const char *session_id);
-	/* Reload the configuration (same path as SIGHUP). 0, or -1 with a one-line reason in
-	 * err (nothing changed). */
-	int (*reload)(void *ctx, char *err, size_t errlen);
+	/*
+	 * Ask the worker owning session_id (32 lowercase hex digits) to act on it. Both modes
+	 * send the server a CancelRequest with the session's real key when the server gave it
+	 * one, so the running statement stops; TERMINATE then ends the session: the client gets
+	 * FATAL 57P01 "terminating connection due to administrator command", the server
+	 * Terminate, and the end is logged with reason "admin_kill". Adds what it did to
+	 * result ("backend_pid", "server_cancel"). Returns once the request is posted (the
+	 * session ends moments later): 0, -ENOENT when no live session has this id, other
+	 * -errno.
+	 */
+	int (*kill)(void *ctx, const char *session_id, enum admin_kill_mode mode, json_t *result);
+	/* Reload the configuration (same path as SIGHUP; a seamless restart instead when the
+	 * binary or a restart-bound setting changed). 0 with what happened in result, or -1
+	 * with a one-line reason in err (nothing changed). */
+	int (*reload)(void *ctx, json_t *result, char *err, size_t errlen);
 	/* Add daemon fields to obj (see docs/ADMIN.md: version, workers, listen, sessions,
 	 * connections_accepted, connections_refused, errors, steering {...}). 0 or -errno. */
 	int (*status)(void *ctx, json_t *obj);
@@ -65,6 +83,13 @@ struct admin_ops {
 	 * {"kind":"user"|"source","name":...,"failures":N,"locked":bool,
 	 *  "locked_seconds":N}. 0 or -errno. */
 	int (*locks)(void *ctx, json_t *array);
+	/* The Prometheus text exposition of the daemon's metrics, malloc'd, in *text. 0 or
+	 * -errno. */
+	int (*metrics)(void *ctx, char **text);
+	/* Hand the listeners to a new pgwardend and drain (docs/ADMIN.md, "Seamless
+	 * restart"). 0 once the new daemon is ready, with its pid in result; -1 with a reason
+	 * in err (the running daemon carries on as before). */
+	int (*restart)(void *ctx, json_t *result, char *err, size_t errlen);
 };
 #define ADMIN_UNLOCKED_USER 1
 #define ADMIN_UNLOCKED_SOURCE 2
@@ -72,8 +97,12 @@ struct admin_ops {
 
 struct admin_server_config {
 	const char *path; /* NULL: CONFIG_DEFAULT_ADMIN_SOCKET */
-	mode_t mode;      /* socket file mode; 0: 0600 */
+	mode_t mode;      /* socket file mode; 0: 0600, or 0660 with read_gid */
 	gid_t gid;        /* with mode 0660: the group allowed in; (gid_t)-1: unchanged */
+	bool read_group;  /* members of read_gid may use it read-only (admin_read_group) */
+	gid_t read_gid;
+	bool take_over;   /* replace the socket of a live predecessor (seamless restart)
+			   * instead of refusing with "in use" */
 	unsigned max_clients;   /* 0: ADMIN_MAX_CLIENTS */
 	size_t max_request;     /* 0: ADMIN_MAX_REQUEST */
 	uint64_t idle_timeout_ms; /* 0: ADMIN_IDLE_TIMEOUT_MS */
@@ -151,15 +180,28 @@ enum admin_cmd {
 	ADMIN_CMD_PING,
 	ADMIN_CMD_UNLOCK,
 	ADMIN_CMD_LOCKS,
+	ADMIN_CMD_METRICS,
+	ADMIN_CMD_RESTART,
 	ADMIN_CMD_COUNT,
 };
 
 const char *admin_cmd_to_str(enum admin_cmd c);
 
+/* May a member of the read group run c? (status, sessions, metrics, subscribe,
+ * unsubscribe, ping: what only reads.) */
+bool admin_cmd_read_only(enum admin_cmd c);
+
+/* Who is asking: root or the daemon's uid, or a member of admin_read_group. */
+enum admin_access {
+	ADMIN_ACCESS_FULL = 0,
+	ADMIN_ACCESS_READ,
+};
+
 struct admin_request {
 	enum admin_cmd cmd;
 	char session[SESSION_ID_HEXLEN + 1]; /* kill: lowercase hex id */
 	char name[ADMIN_NAME_MAX + 1];       /* unlock: the user or address */
+	enum admin_kill_mode kill_mode;      /* kill: "mode", default terminate */
 	json_t *id;                          /* echoed back when the client sent one; owned */
 };
 
@@ -172,14 +214,16 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 	__attribute__((warn_unused_result));
 void admin_request_release(struct admin_request *req);
 
-/* Run a parsed request against ops and build its reply (never NULL unless ENOMEM).
+/* Run a parsed request against ops for a peer with the given access and build its reply
+ * (never NULL unless ENOMEM); a read-only peer asking for more gets "forbidden".
  * Subscribe/unsubscribe only acknowledge: the server tracks who is subscribed. */
-json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin_request *req);
+json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin_request *req,
+		      enum admin_access access);
 
 /* Parse, execute, and serialise: the reply line (newline-terminated, malloc'd) for one
  * request line. *cmd is the parsed command or -1. Never NULL unless ENOMEM. */
 char *admin_handle_line(const struct admin_ops *ops, void *ctx, const char *line, size_t len,
-			int *cmd);
+			enum admin_access access, int *cmd);
 
 /* {"ok":false,"error":{"code":code,"message":msg}} (+ "id" when id is not NULL). */
 json_t *admin_error(const char *code, const char *msg, const json_t *id);

@@ -206,14 +206,17 @@ int admin_conn_call(struct admin_conn *c, json_t *req, json_t **reply, int timeo
 	free(text);
 	if (!err)
 		err = send_all(c, "\n", 1, deadline);
-	if (err)
+	/* A daemon that refuses a peer (forbidden, too many clients) says why and closes
+	 * before reading: the send fails, the reason is still there to read. */
+	if (err && err != -EPIPE && err != -ECONNRESET)
 		return err;
 	for (;;) {
 		json_t *m;
 
-		err = next_msg(c, &m, deadline);
-		if (err)
-			return err;
+		int rerr = next_msg(c, &m, deadline);
+
+		if (rerr)
+			return err ? err : rerr;
 		if (json_object_get(m, "event")) {
 			if (on_event)
 				on_event(ctx, m);

@@ -19,11 +19,43 @@ static const char *const admin_cmd_names[ADMIN_CMD_COUNT] = {
 	[ADMIN_CMD_SUBSCRIBE] = "subscribe", [ADMIN_CMD_UNSUBSCRIBE] = "unsubscribe",
 	[ADMIN_CMD_PING] = "ping",           [ADMIN_CMD_UNLOCK] = "unlock",
 	[ADMIN_CMD_LOCKS] = "locks",
+	[ADMIN_CMD_METRICS] = "metrics",   [ADMIN_CMD_RESTART] = "restart",
+};
+
+static const char *const admin_kill_mode_names[ADMIN_KILL_MODE_COUNT] = {
+	[ADMIN_KILL_TERMINATE] = "terminate",
+	[ADMIN_KILL_CANCEL] = "cancel",
 };
 
 const char *admin_cmd_to_str(enum admin_cmd c)
 {
 	return (unsigned)c < ADMIN_CMD_COUNT ? admin_cmd_names[c] : "unknown";
+}
+
+const char *admin_kill_mode_to_str(enum admin_kill_mode m)
+{
+	return (unsigned)m < ADMIN_KILL_MODE_COUNT ? admin_kill_mode_names[m] : "unknown";
+}
+
+bool admin_cmd_read_only(enum admin_cmd c)
+{
+	switch (c) {
+	case ADMIN_CMD_STATUS:
+	case ADMIN_CMD_SESSIONS:
+	case ADMIN_CMD_SUBSCRIBE:
+	case ADMIN_CMD_UNSUBSCRIBE:
+	case ADMIN_CMD_PING:
+	case ADMIN_CMD_METRICS:
+	case ADMIN_CMD_LOCKS:
+		return true;
+	case ADMIN_CMD_UNLOCK:
+	case ADMIN_CMD_KILL:
+	case ADMIN_CMD_RELOAD:
+	case ADMIN_CMD_RESTART:
+	case ADMIN_CMD_COUNT:
+		break;
+	}
+	return false;
 }
 
 json_t *admin_error(const char *code, const char *msg, const json_t *id)
@@ -59,7 +91,7 @@ static bool key_allowed(enum admin_cmd cmd, const char *key)
 {
 	if (strcmp(key, "cmd") == 0 || strcmp(key, "id") == 0)
 		return true;
-	return (cmd == ADMIN_CMD_KILL && strcmp(key, "session") == 0) ||
+	return (cmd == ADMIN_CMD_KILL && (strcmp(key, "session") == 0 || strcmp(key, "mode") == 0)) ||
 	       (cmd == ADMIN_CMD_UNLOCK && strcmp(key, "name") == 0);
 }
 
@@ -130,8 +162,8 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 			break;
 	if (c == ADMIN_CMD_COUNT) {
 		*reply = errorf("unknown_command", id,
-				"unknown command \"%.64s\" (status, sessions, kill, reload, "
-				"subscribe, unsubscribe, ping, unlock, locks)",
+				"unknown command \"%.64s\" (status, sessions, kill, reload, restart, "
+				"metrics, subscribe, unsubscribe, ping, unlock, locks)",
 				name);
 		goto err_free;
 	}
@@ -155,6 +187,21 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 					     "kill: \"session\" must be a session id of 32 hex digits",
 					     id);
 			goto err_free;
+		}
+		value = json_object_get(root, "mode");
+		if (value) {
+			int m = -1;
+
+			for (int k = 0; json_is_string(value) && k < ADMIN_KILL_MODE_COUNT; k++)
+				if (strcmp(json_string_value(value), admin_kill_mode_names[k]) == 0)
+					m = k;
+			if (m < 0) {
+				*reply = admin_error("bad_request",
+						     "kill: \"mode\" must be \"terminate\" or \"cancel\"",
+						     id);
+				goto err_free;
+			}
+			req->kill_mode = (enum admin_kill_mode)m;
 		}
 	}
 	if (req->cmd == ADMIN_CMD_UNLOCK) {
@@ -261,35 +308,76 @@ static json_t *exec_sessions(const struct admin_ops *ops, void *ctx,
 	return r;
 }
 
+/* The ok reply with result's fields merged in (result consumed); NULL on ENOMEM. */
+static json_t *ok_with(const struct admin_request *req, json_t *result)
+{
+	json_t *r = ok_reply(req);
+
+	if (r && result)
+		json_object_update_missing(r, result);
+	json_decref(result);
+	return r;
+}
+
 static json_t *exec_kill(const struct admin_ops *ops, void *ctx, const struct admin_request *req)
 {
-	json_t *r;
+	json_t *result;
 	int err;
 
 	if (!ops->kill)
 		return admin_error("unsupported", "kill: not available in this daemon", req->id);
-	err = ops->kill(ctx, req->session);
-	if (err == -ENOENT)
-		return errorf("not_found", req->id, "kill: no live session %s", req->session);
+	result = json_pack("{s:s, s:s}", "session", req->session, "mode",
+			   admin_kill_mode_to_str(req->kill_mode));
+	if (!result)
+		return NULL;
+	err = ops->kill(ctx, req->session, req->kill_mode, result);
+	if (err) {
+		json_decref(result);
+		if (err == -ENOENT)
+			return errorf("not_found", req->id, "kill: no live session %s", req->session);
+		return callback_error(req, err);
+	}
+	return ok_with(req, result);
+}
+
+/* reload and restart: 0 with fields in a result object, or -1 with a reason. */
+static json_t *exec_change(int (*fn)(void *, json_t *, char *, size_t), void *ctx,
+			   const struct admin_request *req, const char *failed_code)
+{
+	char msg[512] = "";
+	json_t *result;
+
+	if (!fn)
+		return errorf("unsupported", req->id, "%s: not available in this daemon",
+			      admin_cmd_to_str(req->cmd));
+	result = json_object();
+	if (!result)
+		return NULL;
+	if (fn(ctx, result, msg, sizeof(msg)) != 0) {
+		json_decref(result);
+		return errorf(failed_code, req->id, "%s",
+			      msg[0] ? msg : "failed (no reason given)");
+	}
+	return ok_with(req, result);
+}
+
+static json_t *exec_metrics(const struct admin_ops *ops, void *ctx,
+			    const struct admin_request *req)
+{
+	char *text = NULL;
+	json_t *r;
+	int err;
+
+	if (!ops->metrics)
+		return admin_error("unsupported", "metrics: not available in this daemon", req->id);
+	err = ops->metrics(ctx, &text);
 	if (err)
 		return callback_error(req, err);
 	r = ok_reply(req);
 	if (r)
-		json_object_set_new(r, "session", json_string(req->session));
+		json_object_set_new(r, "metrics", json_string(text ? text : ""));
+	free(text);
 	return r;
-}
-
-static json_t *exec_reload(const struct admin_ops *ops, void *ctx,
-			   const struct admin_request *req)
-{
-	char msg[512] = "";
-
-	if (!ops->reload)
-		return admin_error("unsupported", "reload: not available in this daemon", req->id);
-	if (ops->reload(ctx, msg, sizeof(msg)) != 0)
-		return errorf("reload_failed", req->id, "%s",
-			      msg[0] ? msg : "reload failed (no reason given)");
-	return ok_reply(req);
 }
 
 static json_t *exec_unlock(const struct admin_ops *ops, void *ctx,
@@ -341,10 +429,16 @@ static json_t *exec_locks(const struct admin_ops *ops, void *ctx,
 	return r;
 }
 
-json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin_request *req)
+json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin_request *req,
+		      enum admin_access access)
 {
 	json_t *r;
 
+	if (access != ADMIN_ACCESS_FULL && !admin_cmd_read_only(req->cmd))
+		return errorf("forbidden", req->id,
+			      "%s: the admin_read_group may only read (status, sessions, metrics, "
+			      "events); ask root or pgwardend's user",
+			      admin_cmd_to_str(req->cmd));
 	switch (req->cmd) {
 	case ADMIN_CMD_STATUS:
 		return exec_status(ops, ctx, req);
@@ -353,7 +447,11 @@ json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin
 	case ADMIN_CMD_KILL:
 		return exec_kill(ops, ctx, req);
 	case ADMIN_CMD_RELOAD:
-		return exec_reload(ops, ctx, req);
+		return exec_change(ops->reload, ctx, req, "reload_failed");
+	case ADMIN_CMD_RESTART:
+		return exec_change(ops->restart, ctx, req, "restart_failed");
+	case ADMIN_CMD_METRICS:
+		return exec_metrics(ops, ctx, req);
 	case ADMIN_CMD_SUBSCRIBE:
 	case ADMIN_CMD_UNSUBSCRIBE:
 		r = ok_reply(req);
@@ -377,7 +475,7 @@ json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin
 }
 
 char *admin_handle_line(const struct admin_ops *ops, void *ctx, const char *line, size_t len,
-			int *cmd)
+			enum admin_access access, int *cmd)
 {
 	struct admin_request req;
 	json_t *reply;
@@ -387,7 +485,7 @@ char *admin_handle_line(const struct admin_ops *ops, void *ctx, const char *line
 	*cmd = -1;
 	if (admin_request_parse(line, len, &req, &reply) == 0) {
 		*cmd = (int)req.cmd;
-		reply = admin_execute(ops, ctx, &req);
+		reply = admin_execute(ops, ctx, &req, access);
 		admin_request_release(&req);
 	}
 	if (!reply)

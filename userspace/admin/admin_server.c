@@ -56,6 +56,7 @@ struct admin_client {
 	bool readable;    /* recv has not yet returned EAGAIN since the last edge */
 	pid_t pid;
 	uid_t uid;
+	enum admin_access access;
 };
 
 struct admin_server {
@@ -73,6 +74,9 @@ struct admin_server {
 	unsigned nclients;
 	int nsubscribers; /* atomic: read by publishers on any thread */
 	unsigned max_clients;
+	bool take_over;  /* replace a live predecessor's socket (seamless restart) */
+	bool read_group; /* members of read_gid may read */
+	gid_t read_gid;
 	size_t max_request;
 	uint64_t idle_timeout_ns;
 	uint64_t start_mono_ns;
@@ -188,9 +192,10 @@ static void set_subscribed(struct admin_client *c, bool on)
 }
 
 /* The status reply, with what only the server knows merged into "status". */
-static json_t *status_reply(struct admin_server *srv, const struct admin_request *req)
+static json_t *status_reply(struct admin_server *srv, const struct admin_request *req,
+			    enum admin_access access)
 {
-	json_t *r = admin_execute(srv->ops, srv->ctx, req);
+	json_t *r = admin_execute(srv->ops, srv->ctx, req, access);
 	json_t *st = r ? json_object_get(r, "status") : NULL;
 
 	if (st) {
@@ -215,38 +220,47 @@ static void client_handle_line(struct admin_client *c, const char *line, size_t 
 
 	if (admin_request_parse(line, len, &req, &reply) == 0) {
 		if (req.cmd == ADMIN_CMD_STATUS)
-			reply = status_reply(srv, &req);
+			reply = status_reply(srv, &req, c->access);
 		else
-			reply = admin_execute(srv->ops, srv->ctx, &req);
+			reply = admin_execute(srv->ops, srv->ctx, &req, c->access);
+		if (reply && !admin_cmd_read_only(req.cmd) && c->access != ADMIN_ACCESS_FULL) {
+			struct log_line l;
+
+			log_trail_begin(&l, "admin_refused", true);
+			log_kv_str(&l, "command", admin_cmd_to_str(req.cmd));
+			log_kv_u64(&l, "peer_pid", (uint64_t)c->pid);
+			log_kv_u64(&l, "peer_uid", (uint64_t)c->uid);
+			log_kv_str(&l, "reason", "read-only admin group");
+			log_line_end(&l);
+		}
 		if (reply && json_is_true(json_object_get(reply, "ok"))) {
 			if (req.cmd == ADMIN_CMD_SUBSCRIBE || req.cmd == ADMIN_CMD_UNSUBSCRIBE) {
 				set_subscribed(c, req.cmd == ADMIN_CMD_SUBSCRIBE);
 				client_arm_idle(c); /* subscribers are never idle */
 			}
-			if (req.cmd == ADMIN_CMD_UNLOCK) {
+			if (!admin_cmd_read_only(req.cmd)) {
 				struct log_line l;
+				char event[32];
 
-				log_line_begin(&l, LOG_INFO, "admin_unlock");
-				log_kv_str(&l, "name", req.name);
-				log_kv_u64(&l, "peer_pid", (uint64_t)c->pid);
-				log_kv_u64(&l, "peer_uid", (uint64_t)c->uid);
-				log_line_end(&l);
-			}
-			if (req.cmd == ADMIN_CMD_KILL || req.cmd == ADMIN_CMD_RELOAD) {
-				struct log_line l;
-
-				log_line_begin(&l, LOG_INFO, req.cmd == ADMIN_CMD_KILL ? "admin_kill"
-										      : "admin_reload");
-				if (req.cmd == ADMIN_CMD_KILL)
+				snprintf(event, sizeof(event), "admin_%s", admin_cmd_to_str(req.cmd));
+				log_trail_begin(&l, event, false);
+				if (req.cmd == ADMIN_CMD_KILL) {
 					log_kv_str(&l, "session", req.session);
+					log_kv_str(&l, "mode", admin_kill_mode_to_str(req.kill_mode));
+				}
+				if (req.cmd == ADMIN_CMD_UNLOCK)
+					log_kv_str(&l, "name", req.name);
 				log_kv_u64(&l, "peer_pid", (uint64_t)c->pid);
 				log_kv_u64(&l, "peer_uid", (uint64_t)c->uid);
 				log_line_end(&l);
-				admin_server_publish(srv, req.cmd == ADMIN_CMD_KILL ? "session_kill"
-										   : "reload",
-						     req.cmd == ADMIN_CMD_KILL
-							     ? json_pack("{s:s}", "session", req.session)
-							     : NULL);
+				if (req.cmd == ADMIN_CMD_KILL)
+					admin_server_publish(srv, "session_kill",
+							     json_pack("{s:s, s:s}", "session",
+								       req.session, "mode",
+								       admin_kill_mode_to_str(
+									       req.kill_mode)));
+				else
+					admin_server_publish(srv, admin_cmd_to_str(req.cmd), NULL);
 			}
 		}
 		admin_request_release(&req);
@@ -421,10 +435,28 @@ static void refuse(int fd, const char *code, const char *msg)
 	close(fd);
 }
 
+/* Is gid the peer's primary group or one of its supplementary groups, as the kernel
+ * recorded them at connect() (SO_PEERGROUPS)? */
+static bool peer_in_group(int fd, const struct ucred *cred, gid_t gid)
+{
+	gid_t groups[256];
+	socklen_t len = sizeof(groups);
+
+	if (cred->gid == gid)
+		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false; /* ERANGE: more than 256 groups; refused rather than guessed */
+	for (size_t i = 0; i < len / sizeof(groups[0]); i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
 static void accept_one(struct admin_server *srv, int fd)
 {
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
+	enum admin_access access = ADMIN_ACCESS_FULL;
 	struct admin_client *c;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
@@ -432,10 +464,24 @@ static void accept_one(struct admin_server *srv, int fd)
 		return;
 	}
 	if (cred.uid != 0 && cred.uid != geteuid()) {
-		log_warn("admin_refused", "peer uid %u pid %d is not allowed", (unsigned)cred.uid,
-			 (int)cred.pid);
-		refuse(fd, "forbidden", "only root or the daemon's user may use the admin socket");
-		return;
+		if (!srv->read_group || !peer_in_group(fd, &cred, srv->read_gid)) {
+			struct log_line l;
+
+			log_trail_begin(&l, "admin_refused", true);
+			log_kv_u64(&l, "peer_pid", (uint64_t)cred.pid);
+			log_kv_u64(&l, "peer_uid", (uint64_t)cred.uid);
+			log_kv_str(&l, "reason", srv->read_group ? "not root, pgwardend's user or "
+								   "in admin_read_group"
+								 : "not root or pgwardend's user");
+			log_line_end(&l);
+			refuse(fd, "forbidden",
+			       srv->read_group ? "only root, the daemon's user and members of "
+						 "admin_read_group may use the admin socket"
+					       : "only root or the daemon's user may use the admin "
+						 "socket");
+			return;
+		}
+		access = ADMIN_ACCESS_READ;
 	}
 	if (srv->nclients >= srv->max_clients) {
 		refuse(fd, "too_many_clients", "too many admin clients; try again later");
@@ -450,6 +496,7 @@ static void accept_one(struct admin_server *srv, int fd)
 	c->srv = srv;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
+	c->access = access;
 	c->can_write = true;
 	c->watch.cb = client_io;
 	c->idle.cb = client_idle;
@@ -611,8 +658,10 @@ static void admin_on_wake(struct loop *loop)
 
 /* ---- socket setup ----------------------------------------------------------------- */
 
-/* mkdir -p for the socket's directory: components it creates are 0700. */
-static int make_parent(const char *path, char *err, size_t errlen)
+/* mkdir -p for the socket's directory: components it creates are 0700, the last one 0750
+ * and group read_gid when there is a read group (its members must reach the socket). */
+static int make_parent(const char *path, bool read_group, gid_t read_gid, char *err,
+		       size_t errlen)
 {
 	char *copy = strdup(path), *dir;
 	struct stat st;
@@ -629,6 +678,11 @@ static int make_parent(const char *path, char *err, size_t errlen)
 			/* Anyone could swap our socket for theirs between start and use. */
 			snprintf(err, errlen, "admin socket: %s is world-writable", dir);
 			ret = -EPERM;
+		} else if (read_group && !(st.st_mode & S_IXOTH) &&
+			   !(st.st_gid == read_gid && (st.st_mode & S_IXGRP))) {
+			log_warn("admin_listen", "admin_read_group: its members cannot reach the "
+				 "socket: %s is not searchable by them (mode %03o)",
+				 dir, (unsigned)(st.st_mode & 0777));
 		}
 		goto out;
 	}
@@ -643,9 +697,12 @@ static int make_parent(const char *path, char *err, size_t errlen)
 		}
 		*p = '/';
 	}
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	if (mkdir(dir, read_group ? 0750 : 0700) < 0 && errno != EEXIST) {
 		ret = -errno;
 		snprintf(err, errlen, "admin socket: mkdir %s: %s", dir, strerror(errno));
+	} else if (read_group && chown(dir, (uid_t)-1, read_gid) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "admin socket: chgrp %s: %s", dir, strerror(errno));
 	}
 out:
 	free(copy);
@@ -710,10 +767,12 @@ static int admin_listen(struct admin_server *srv, mode_t mode, gid_t gid, char *
 			 sizeof(sun.sun_path) - 16, srv->path);
 		return -ENAMETOOLONG;
 	}
-	e = make_parent(srv->path, err, errlen);
+	e = make_parent(srv->path, srv->read_group, srv->read_gid, err, errlen);
 	if (e)
 		return e;
-	e = clear_stale(srv->path, err, errlen);
+	/* A successor (seamless restart) renames its socket over its predecessor's, which
+	 * still answers: that one is not stale, and it is meant to be replaced. */
+	e = srv->take_over ? 0 : clear_stale(srv->path, err, errlen);
 	if (e) {
 		if (!err[0])
 			snprintf(err, errlen, "admin socket %s: %s", srv->path, strerror(-e));
@@ -788,6 +847,9 @@ int admin_server_start(const struct admin_server_config *cfg, const struct admin
 	srv->ctx = ctx;
 	srv->path = strdup(cfg && cfg->path ? cfg->path : CONFIG_DEFAULT_ADMIN_SOCKET);
 	srv->max_clients = cfg && cfg->max_clients ? cfg->max_clients : ADMIN_MAX_CLIENTS;
+	srv->read_group = cfg && cfg->read_group;
+	srv->take_over = cfg && cfg->take_over;
+	srv->read_gid = srv->read_group ? cfg->read_gid : (gid_t)-1;
 	srv->max_request = cfg && cfg->max_request ? cfg->max_request : ADMIN_MAX_REQUEST;
 	srv->idle_timeout_ns = (cfg && cfg->idle_timeout_ms ? cfg->idle_timeout_ms
 							    : ADMIN_IDLE_TIMEOUT_MS) *
@@ -806,8 +868,11 @@ int admin_server_start(const struct admin_server_config *cfg, const struct admin
 		snprintf(err, errlen, "admin socket: event loop: %s", strerror(-e));
 		goto err_free;
 	}
-	e = admin_listen(srv, cfg && cfg->mode ? cfg->mode : 0600,
-			 cfg && cfg->mode ? cfg->gid : (gid_t)-1, err, errlen);
+	if (srv->read_group)
+		e = admin_listen(srv, cfg->mode ? cfg->mode : 0660, srv->read_gid, err, errlen);
+	else
+		e = admin_listen(srv, cfg && cfg->mode ? cfg->mode : 0600,
+				 cfg && cfg->mode ? cfg->gid : (gid_t)-1, err, errlen);
 	if (e)
 		goto err_loop;
 	/* Signals belong to the main thread: the admin thread starts with all blocked. */

@@ -1,6 +1,7 @@
-/* log: structured logfmt lines on stderr (see log.h). */
+/* log: structured logfmt lines to stderr, the journal or syslog (see log.h). */
 #include "base/log.h"
 
+#include "base/log_sink.h"
 #include "base/sanitize.h"
 
 #include <errno.h>
@@ -11,8 +12,23 @@
 #include <unistd.h>
 
 volatile int log_level_enabled = LOG_INFO;
+static volatile int log_target_now = LOG_TARGET_STDERR;
+static const char *log_ident = "pgwarden";
 
 static const char *const level_names[LOG_LEVEL_COUNT] = {"error", "warn", "info", "debug"};
+static const char *const target_names[LOG_TARGET_COUNT] = {"auto", "stderr", "journal",
+							   "syslog"};
+
+/* syslog(3) priorities, spelled out: <syslog.h> is log_sink.c's business. */
+enum {
+	PRIO_ERR = 3,
+	PRIO_WARNING = 4,
+	PRIO_NOTICE = 5,
+	PRIO_INFO = 6,
+	PRIO_DEBUG = 7,
+};
+static const uint8_t level_prio[LOG_LEVEL_COUNT] = {PRIO_ERR, PRIO_WARNING, PRIO_INFO,
+						     PRIO_DEBUG};
 
 void log_set_level(enum log_level level)
 {
@@ -30,6 +46,42 @@ int log_level_parse(const char *name)
 const char *log_level_to_str(enum log_level level)
 {
 	return (unsigned)level < LOG_LEVEL_COUNT ? level_names[level] : "unknown";
+}
+
+int log_target_parse(const char *name)
+{
+	for (int i = 0; i < LOG_TARGET_COUNT; i++)
+		if (strcmp(name, target_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+const char *log_target_to_str(enum log_target t)
+{
+	return (unsigned)t < LOG_TARGET_COUNT ? target_names[t] : "unknown";
+}
+
+enum log_target log_set_target(enum log_target t, const char *ident)
+{
+	if (ident)
+		log_ident = ident;
+	if (t == LOG_TARGET_AUTO) {
+		if (log_sink_stderr_is_journal())
+			t = LOG_TARGET_JOURNAL;
+		else if (log_sink_stderr_is_void())
+			t = LOG_TARGET_SYSLOG;
+		else
+			t = LOG_TARGET_STDERR;
+	}
+	if (t == LOG_TARGET_SYSLOG)
+		log_sink_syslog_open(log_ident);
+	log_target_now = (int)t;
+	return t;
+}
+
+enum log_target log_target_active(void)
+{
+	return (enum log_target)log_target_now;
 }
 
 /* Room kept at the end of the buffer for " truncated=1\n". */
@@ -63,18 +115,136 @@ static void log_appendf(struct log_line *l, const char *fmt, ...)
 	log_append(l, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
-void log_line_begin(struct log_line *l, enum log_level level, const char *event)
+/* ---- journal fields ------------------------------------------------------------------ */
+
+#define FIELD_PREFIX "PGWARDEN_"
+#define MSG_FIELD_LEN (sizeof("MESSAGE=") - 1)
+_Static_assert(sizeof("ts=2000-01-01T00:00:00.000000Z level=info ") > MSG_FIELD_LEN,
+	       "MESSAGE= must fit over the timestamp prefix");
+#define FIELD_NAME_MAX 64 /* the journal's limit on a field name */
+
+/* Open a field "PGWARDEN_KEY=" (key upper-cased, anything but [A-Z0-9_] as '_'). false
+ * when the field budget is spent: the key then lives in MESSAGE only. */
+static bool field_open(struct log_line *l, const char *key)
+{
+	size_t klen = strlen(key), need = sizeof(FIELD_PREFIX) - 1 + klen + 1;
+
+	if (!l->journal || l->nfields >= LOG_FIELDS_N || klen == 0 ||
+	    sizeof(FIELD_PREFIX) - 1 + klen > FIELD_NAME_MAX || l->flen + need >= sizeof(l->fields))
+		return false;
+	memcpy(l->fields + l->flen, FIELD_PREFIX, sizeof(FIELD_PREFIX) - 1);
+	l->flen += sizeof(FIELD_PREFIX) - 1;
+	for (size_t i = 0; i < klen; i++) {
+		char c = key[i];
+
+		if (c >= 'a' && c <= 'z')
+			c = (char)(c - 'a' + 'A');
+		else if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+			c = '_';
+		l->fields[l->flen++] = c;
+	}
+	l->fields[l->flen++] = '=';
+	return true;
+}
+
+static void field_close(struct log_line *l)
+{
+	l->field_end[l->nfields++] = l->flen;
+}
+
+static void field_text(struct log_line *l, const char *key, const char *text, size_t n)
+{
+	size_t room;
+
+	if (!field_open(l, key))
+		return;
+	room = sizeof(l->fields) - l->flen;
+	if (n > room)
+		n = room;
+	memcpy(l->fields + l->flen, text, n);
+	l->flen += (uint16_t)n;
+	field_close(l);
+}
+
+/* A peer's value: the JSON-safe form (valid UTF-8, controls escaped), without quotes. */
+static void field_peer_text(struct log_line *l, const char *key, const char *value)
+{
+	if (!field_open(l, key))
+		return;
+	l->flen += (uint16_t)sanitize_str(l->fields + l->flen, sizeof(l->fields) - l->flen,
+					  value, SANITIZE_JSON, NULL);
+	field_close(l);
+}
+
+unsigned log_journal_fields(struct log_line *l, const char **ptr, size_t *len, unsigned max)
+{
+	static __thread char fixed[2][64];
+	unsigned n = 0;
+	size_t start = 0;
+	int m;
+
+	if (max < 3 || !l->journal)
+		return 0;
+	/* MESSAGE: the logfmt line from "event=" on (the journal keeps the time itself),
+	 * written over the end of "ts=... level=... ", which is saved for a fallback. */
+	if (!l->prefix_saved) {
+		memcpy(l->saved, l->buf + l->msg_off - MSG_FIELD_LEN, MSG_FIELD_LEN);
+		memcpy(l->buf + l->msg_off - MSG_FIELD_LEN, "MESSAGE=", MSG_FIELD_LEN);
+		l->prefix_saved = true;
+	}
+	ptr[n] = l->buf + l->msg_off - MSG_FIELD_LEN;
+	len[n++] = l->len - l->msg_off + MSG_FIELD_LEN;
+	m = snprintf(fixed[0], sizeof(fixed[0]), "PRIORITY=%u", l->prio);
+	ptr[n] = fixed[0];
+	len[n++] = (size_t)m;
+	m = snprintf(fixed[1], sizeof(fixed[1]), "SYSLOG_IDENTIFIER=%s", log_ident);
+	ptr[n] = fixed[1];
+	len[n++] = (size_t)(m < (int)sizeof(fixed[1]) ? m : (int)sizeof(fixed[1]) - 1);
+	for (unsigned i = 0; i < l->nfields && n < max; i++) {
+		ptr[n] = l->fields + start;
+		len[n++] = l->field_end[i] - start;
+		start = l->field_end[i];
+	}
+	return n;
+}
+
+/* ---- building a line ----------------------------------------------------------------- */
+
+static void line_begin(struct log_line *l, const char *level_name, uint8_t prio,
+		       const char *event)
 {
 	struct timespec ts;
 	struct tm tm;
 
 	l->len = 0;
 	l->truncated = false;
+	l->prio = prio;
+	l->journal = log_target_now == LOG_TARGET_JOURNAL;
+	l->flen = 0;
+	l->nfields = 0;
+	l->prefix_saved = false;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	log_appendf(l, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ level=%s event=%s",
-		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		    ts.tv_nsec / 1000, log_level_to_str(level), event);
+	log_appendf(l, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ level=%s ", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
+		    level_name);
+	/* "MESSAGE=" is written over the end of "ts=... level=..." when the journal gets the
+	 * line, so the field needs no copy: the prefix is always longer than that. */
+	l->msg_off = (uint16_t)l->len;
+	log_appendf(l, "event=%s", event);
+	field_text(l, "event", event, strlen(event));
+}
+
+void log_line_begin(struct log_line *l, enum log_level level, const char *event)
+{
+	unsigned lv = (unsigned)level < LOG_LEVEL_COUNT ? (unsigned)level : LOG_ERROR;
+
+	line_begin(l, level_names[lv], level_prio[lv], event);
+}
+
+void log_trail_begin(struct log_line *l, const char *event, bool failure)
+{
+	line_begin(l, failure ? "warn" : "notice", failure ? PRIO_WARNING : PRIO_NOTICE, event);
 }
 
 void log_kv_str(struct log_line *l, const char *key, const char *value)
@@ -95,49 +265,93 @@ void log_kv_str(struct log_line *l, const char *key, const char *value)
 		l->truncated |= cut;
 	}
 	log_append(l, "\"", 1);
+	field_peer_text(l, key, value);
 }
 
 void log_kv_u64(struct log_line *l, const char *key, uint64_t value)
 {
-	log_appendf(l, " %s=%" PRIu64, key, value);
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%" PRIu64, value);
+
+	log_appendf(l, " %s=%s", key, num);
+	field_text(l, key, num, (size_t)n);
 }
 
 void log_kv_i64(struct log_line *l, const char *key, int64_t value)
 {
-	log_appendf(l, " %s=%" PRId64, key, value);
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%" PRId64, value);
+
+	log_appendf(l, " %s=%s", key, num);
+	field_text(l, key, num, (size_t)n);
 }
 
 void log_kv_hex(struct log_line *l, const char *key, const uint8_t *bytes, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
+	size_t start;
 
 	log_appendf(l, " %s=", key);
+	start = l->len;
 	for (size_t i = 0; i < n; i++) {
 		char h[2] = {hex[bytes[i] >> 4], hex[bytes[i] & 15]};
 		log_append(l, h, 2);
 	}
+	field_text(l, key, l->buf + start, l->len - start);
 }
 
-void log_line_end(struct log_line *l)
+static void write_stderr(const char *p, size_t n)
 {
-	static const char cut[] = " truncated=1";
-	ssize_t r;
 	size_t off = 0;
+	ssize_t r;
 
-	if (l->truncated) {
-		memcpy(l->buf + l->len, cut, sizeof(cut) - 1);
-		l->len += sizeof(cut) - 1;
-	}
-	l->buf[l->len++] = '\n';
 	/* One write per line keeps lines whole; retry only on EINTR and short writes. */
-	while (off < l->len) {
-		r = write(STDERR_FILENO, l->buf + off, l->len - off);
+	while (off < n) {
+		r = write(STDERR_FILENO, p + off, n - off);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			return;
 		off += (size_t)r;
 	}
+}
+
+void log_line_end(struct log_line *l)
+{
+	static const char cut[] = " truncated=1";
+
+	if (l->truncated) {
+		memcpy(l->buf + l->len, cut, sizeof(cut) - 1);
+		l->len += sizeof(cut) - 1;
+		field_text(l, "truncated", "1", 1);
+	}
+	switch (log_target_now) {
+	case LOG_TARGET_JOURNAL:
+		if (l->journal) {
+			const char *ptr[LOG_FIELDS_N + 3];
+			size_t len[LOG_FIELDS_N + 3];
+			struct iovec iov[LOG_FIELDS_N + 3];
+			unsigned n = log_journal_fields(l, ptr, len, LOG_FIELDS_N + 3);
+
+			for (unsigned i = 0; i < n; i++) {
+				iov[i].iov_base = (void *)ptr[i];
+				iov[i].iov_len = len[i];
+			}
+			if (log_sink_journal(iov, n) == 0)
+				return;
+		}
+		/* The journal refused it (not running?): stderr gets the whole line. */
+		if (l->prefix_saved)
+			memcpy(l->buf + l->msg_off - MSG_FIELD_LEN, l->saved, MSG_FIELD_LEN);
+		break;
+	case LOG_TARGET_SYSLOG:
+		log_sink_syslog(l->prio, l->buf + l->msg_off, l->len - l->msg_off);
+		return;
+	default:
+		break;
+	}
+	l->buf[l->len++] = '\n';
+	write_stderr(l->buf, l->len);
 }
 
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)

@@ -147,6 +147,11 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 #define RATE_PER_S UINT64_C(3600) /* ST_RATE counts per hour */
 #define RATE_PER_M UINT64_C(60)
 
+/* log_target's words, in enum log_target order. */
+static const char *const log_target_names[] = {"auto", "stderr", "journal", "syslog", NULL};
+_Static_assert(LOG_TARGET_COUNT == 4, "log_target_names follows enum log_target");
+static int check_system_name(const char *text, char *problem, size_t n);
+
 /*
  * THE table. Order is the order of --help, config_keys[] and config_write_yaml(); keys of
  * one group must be adjacent. Bounds and defaults are justified in docs/CONFIG.md.
@@ -210,6 +215,18 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 	  .def_str = STEER_DEFAULT_INSTANCE, .arg = "NAME",                                      \
 	  .help = "name of the steering attach (pgwardenctl attach --instance) whose BPF maps "  \
 		  "pgwardend reads")                                                             \
+	S("log_target", .type = ST_CHOICE, FIELD(log_target), .choices = log_target_names,       \
+	  .def = LOG_TARGET_AUTO, .restart = true, .arg = "TARGET",                              \
+	  .help = "where log lines go: auto (the journal under systemd, syslog when stderr "     \
+		  "goes nowhere, else stderr), stderr, journal or syslog")                       \
+	S("admin_read_group", .type = ST_OPT_TEXT, FIELD(admin_read_group),                      \
+	  .check = check_system_name, .restart = true, .arg = "GROUP",                           \
+	  .help = "members of this group may use the admin socket read-only (status, sessions, " \
+		  "metrics, events); off: root and pgwardend's user only")                       \
+	S("restart_drain", .type = ST_DURATION, FIELD(restart_drain_ms), .min = MS_PER_S,        \
+	  .max = 24 * MS_PER_H, .def = MS_PER_H, .arg = "DURATION",                              \
+	  .help = "after a seamless restart, how long the old process lets its sessions "        \
+		  "finish before it ends them with 57P01")                                       \
 	S("unix_listen", .type = ST_OPT_PATH, FIELD(unix_listen), .restart = true,               \
 	  .arg = "PATH",                                                                         \
 	  .help = "Unix socket the relay accepts clients on (pgwardenctl attach --unix-relay); " \
@@ -957,24 +974,24 @@ static bool printable_utf8(const char *s)
 
 /* ---- applying one value ------------------------------------------------------------- */
 
-/* A group or user name as getgrnam() takes it: portable characters only, so it prints and
- * reads back as YAML unchanged, and an option-like leading '-' is refused. */
+/* A user or group name as Debian's adduser accepts them by default, no longer than the 32
+ * bytes useradd allows: portable characters only, so it prints and reads back as YAML
+ * unchanged, and nothing option-like or numeric at its start. */
 static int check_system_name(const char *text, char *problem, size_t n)
 {
 	size_t len = strlen(text);
-	bool ok = len > 0 && len <= 32 && text[0] != '-';
-
+	bool ok = len > 0 && len <= 32 && !(text[0] >= '0' && text[0] <= '9') && text[0] != '-' &&
+		  text[0] != '.';
+	char q[QUOTE_MAX];
 
 	for (size_t i = 0; ok && i < len; i++)
 		ok = (text[i] >= 'a' && text[i] <= 'z') || (text[i] >= 'A' && text[i] <= 'Z') ||
 		     (text[i] >= '0' && text[i] <= '9') || text[i] == '_' || text[i] == '-' ||
 		     text[i] == '.';
-	char q[QUOTE_MAX];
-
 	if (ok)
 		return 0;
-	errf(problem, n, "expected a group name (1 to 32 letters, digits, ., _ or -), or off, "
-			 "got \"%s\"", quote(text, len, q, sizeof(q)));
+	errf(problem, n, "expected a group name (letters, digits, _ . -; at most 32, not starting "
+			 "with a digit, - or .), or off, got \"%s\"", quote(text, len, q, sizeof(q)));
 	return -1;
 }
 
@@ -1544,6 +1561,11 @@ static struct config *config_clone(const struct config *src)
 		}
 	}
 	return cfg;
+}
+
+struct config *config_dup(const struct config *cfg)
+{
+	return config_clone(cfg);
 }
 
 /* Move every value of from into to (keeping to's refcount) and free from. */

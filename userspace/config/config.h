@@ -21,8 +21,8 @@
  * items and repeated flags add to them.
  *
  * Reload contract: listen, tproxy_listen, workers, buffer_size, admin_socket,
- * metrics_listen, steer_instance, unix_listen, gate.queue, gate.max_sources,
- * admission.max_sources and tls.fips
+ * metrics_listen, steer_instance, log_target, admin_read_group, unix_listen, gate.queue,
+ * gate.max_sources, admission.max_sources and tls.fips
  * are bound once at start (config_restart_required() names them); gate.rate, gate.burst
  * and gate.deny apply to the SYNs that arrive after the reload; every other key
  * (transparent_source, unix_upstream and the TLS files included) applies to sessions that
@@ -106,6 +106,13 @@ struct config {
 	/* Name of the steering attach (pgwardenctl attach --instance) whose BPF maps are read:
 	 * 1..31 of [A-Za-z0-9_-]; never NULL; default STEER_DEFAULT_INSTANCE ("pgwarden"). */
 	char *steer_instance;
+	/* Operations (docs/ADMIN.md, docs/CONFIG.md): where log lines go; the group whose
+	 * members may use the admin socket read-only (NULL: none; pgwardend resolves it at
+	 * start); how long a daemon that handed its listeners to a successor lets its sessions
+	 * finish. */
+	enum log_target log_target;
+	char *admin_read_group;
+	uint64_t restart_drain_ms;
 	/* The relay's Unix-socket listener (connect_unix steering delivers local clients of
 	 * PostgreSQL's socket here, pgwardenctl attach --unix-relay); NULL: off. Its clients
 	 * go to unix_upstream, PostgreSQL's own socket, or to upstream when that is unset. */
@@ -256,6 +263,10 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 
 /* The names config_set() accepts, NULL-terminated, for --help and docs. */
 extern const char *const config_keys[];
+
+/* A private deep copy of cfg (refcount 1) that the caller may change before publishing it
+ * (a retiring daemon's drain timeout). NULL on ENOMEM. */
+struct config *config_dup(const struct config *cfg) __attribute__((warn_unused_result));
 
 void config_ref(struct config *cfg);
 void config_unref(struct config *cfg); /* frees at zero */

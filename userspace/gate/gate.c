@@ -93,6 +93,24 @@ err_free:
 	return rc;
 }
 
+void gate_release(struct gate *g)
+{
+	steer_gate_unbind(g->sg);
+	log_info("gate", "released NFQUEUE %u for the new pgwardend", g->queue);
+}
+
+int gate_reopen(struct gate *g, struct config *cfg, char *err, size_t errlen)
+{
+	int rc = steer_gate_open(g->sg);
+
+	if (rc)
+		snprintf(err, errlen, "gate.queue: cannot read NFQUEUE %u again: %s", g->queue,
+			 strerror(-rc));
+	else
+		log_limits("gate", cfg, g->queue);
+	return rc;
+}
+
 int gate_fd(const struct gate *g)
 {
 	return steer_gate_fd(g->sg);

@@ -39,7 +39,14 @@ struct gate;
 int gate_open(struct config *cfg, struct gate **out, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* The queue's fd, for poll (POLLIN). */
+/* A seamless restart: unbind the queue so that the successor can bind it (the kernel drops
+ * SYNs meanwhile, or lets them through with a fail-open attach; clients retry). The
+ * counters stay. gate_reopen() binds it again when the successor failed: 0 or -errno. */
+void gate_release(struct gate *g);
+int gate_reopen(struct gate *g, struct config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* The queue's fd, for poll (POLLIN; -1 while released). */
 int gate_fd(const struct gate *g);
 
 /*

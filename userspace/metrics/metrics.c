@@ -460,6 +460,29 @@ void metrics_writer_sample(struct metrics_writer *w, const char *label, const ch
 	fprintf(w->out, " %s\n", metrics_format_double(v, num, sizeof(num)));
 }
 
+void metrics_writer_sample_labels(struct metrics_writer *w, const char *const *labels,
+				  const char *const *values, unsigned n, double v)
+{
+	char num[64];
+
+	if (!w->family)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		if (!label_name_ok(labels[i]) || !values[i])
+			return;
+	fputs(w->family, w->out);
+	if (n) {
+		fputc('{', w->out);
+		for (unsigned i = 0; i < n; i++) {
+			fprintf(w->out, "%s%s=\"", i ? "," : "", labels[i]);
+			put_escaped(w->out, values[i], true);
+			fputc('"', w->out);
+		}
+		fputc('}', w->out);
+	}
+	fprintf(w->out, " %s\n", metrics_format_double(v, num, sizeof(num)));
+}
+
 int metrics_render(struct metrics_registry *r, FILE *out)
 {
 	struct metrics_collector coll[METRICS_MAX_COLLECTORS];

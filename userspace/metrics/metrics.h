@@ -145,6 +145,11 @@ void metrics_writer_family(struct metrics_writer *w, const char *name, enum metr
 void metrics_writer_sample(struct metrics_writer *w, const char *label, const char *value,
 			   double v);
 
+/* A sample with n labels (an info metric such as build_info{version,commit}); skipped
+ * whole when a label name is invalid or a value NULL. Values are escaped. */
+void metrics_writer_sample_labels(struct metrics_writer *w, const char *const *labels,
+				  const char *const *values, unsigned n, double v);
+
 /* The shortest decimal that reads back as v ("0.005", "+Inf", "NaN"); returns buf. */
 const char *metrics_format_double(double v, char *buf, size_t n);
 

@@ -89,6 +89,32 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warn("metrics_http", "%s", msg);
 }
 
+/* Serve on h->fd (a listening socket). ITC so that metrics_http_release() can quiesce.
+ * 0, or -1 with a message in err. */
+static int metrics_http_serve(struct metrics_http *h, char *err, size_t errlen)
+{
+	char where[ADDR_STRLEN];
+
+	h->bound.len = sizeof(h->bound.ss);
+	if (getsockname(h->fd, (struct sockaddr *)&h->bound.ss, &h->bound.len) < 0) {
+		snprintf(err, errlen, "metrics_listen: %s", strerror(errno));
+		return -1;
+	}
+	h->daemon = MHD_start_daemon(
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+			(h->bound.ss.sa.sa_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+		0, NULL, NULL, metrics_http_handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		MHD_OPTION_LISTEN_SOCKET, h->fd,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_HTTP_MAX_CONNECTIONS,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_HTTP_TIMEOUT_S, MHD_OPTION_END);
+	if (!h->daemon) {
+		snprintf(err, errlen, "metrics_listen %s: could not start the HTTP server",
+			 addr_format(&h->bound.ss.sa, where, sizeof(where)));
+		return -1;
+	}
+	return 0;
+}
+
 struct metrics_http *metrics_http_start(struct metrics_registry *r, const char *listen_text,
 					char *err, size_t errlen)
 {
@@ -120,22 +146,8 @@ struct metrics_http *metrics_http_start(struct metrics_registry *r, const char *
 	setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(h->fd, (struct sockaddr *)&a.ss, a.len) < 0 || listen(h->fd, 64) < 0)
 		goto err_errno;
-	h->bound.len = sizeof(h->bound.ss);
-	if (getsockname(h->fd, (struct sockaddr *)&h->bound.ss, &h->bound.len) < 0)
-		goto err_errno;
-
-	h->daemon = MHD_start_daemon(
-		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG |
-			(a.ss.sa.sa_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-		0, NULL, NULL, metrics_http_handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		MHD_OPTION_LISTEN_SOCKET, h->fd,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_HTTP_MAX_CONNECTIONS,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_HTTP_TIMEOUT_S, MHD_OPTION_END);
-	if (!h->daemon) {
-		snprintf(err, errlen, "metrics_listen %s: could not start the HTTP server",
-			 listen_text);
+	if (metrics_http_serve(h, err, errlen))
 		goto err_close;
-	}
 	return h;
 
 err_errno:
@@ -145,6 +157,50 @@ err_close:
 		close(h->fd);
 	free(h);
 	return NULL;
+}
+
+struct metrics_http *metrics_http_adopt(struct metrics_registry *r, int fd, char *err,
+					size_t errlen)
+{
+	struct metrics_http *h = calloc(1, sizeof(*h));
+	int listening = 0;
+	socklen_t len = sizeof(listening);
+
+	if (!h) {
+		snprintf(err, errlen, "metrics_listen: out of memory");
+		return NULL;
+	}
+	h->reg = r;
+	h->fd = fd;
+	h->bound.len = sizeof(h->bound.ss);
+	/* Only a listening TCP socket on loopback, whoever handed it over. */
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening ||
+	    getsockname(fd, (struct sockaddr *)&h->bound.ss, &h->bound.len) < 0 ||
+	    !addr_is_loopback(&h->bound)) {
+		snprintf(err, errlen, "metrics_listen: the socket handed over is not a loopback "
+			 "listener");
+		free(h);
+		return NULL;
+	}
+	if (metrics_http_serve(h, err, errlen)) {
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+int metrics_http_release(struct metrics_http *h)
+{
+	MHD_socket fd;
+
+	if (!h)
+		return -EINVAL;
+	/* Stop accepting first, so nothing is lost between here and the next owner:
+	 * connections wait in the socket's backlog meanwhile. */
+	fd = MHD_quiesce_daemon(h->daemon);
+	MHD_stop_daemon(h->daemon);
+	free(h);
+	return fd == MHD_INVALID_SOCKET ? -EIO : fd;
 }
 
 const char *metrics_http_address(const struct metrics_http *h, char *buf, size_t n)

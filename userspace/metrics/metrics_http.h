@@ -20,6 +20,15 @@ struct metrics_http;
 struct metrics_http *metrics_http_start(struct metrics_registry *r, const char *listen_text,
 					char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* Serve r on fd, a listening socket on loopback that a predecessor handed over (seamless
+ * restart; anything else is refused). Takes fd on success. NULL with a message in err. */
+struct metrics_http *metrics_http_adopt(struct metrics_registry *r, int fd, char *err,
+					size_t errlen) __attribute__((warn_unused_result));
+
+/* Stop accepting and serving, free h, and return the listening socket (the caller owns it
+ * now; connections that arrive meanwhile wait in its backlog), or -errno. */
+int metrics_http_release(struct metrics_http *h) __attribute__((warn_unused_result));
+
 /* The bound address ("127.0.0.1:40123") into buf; returns buf. */
 const char *metrics_http_address(const struct metrics_http *h, char *buf, size_t n);
 

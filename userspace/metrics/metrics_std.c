@@ -104,14 +104,15 @@ int metrics_std_register(struct metrics_registry *r, struct metrics_std *m)
 						  NULL, NULL));
 	REG(query_duration,
 	    metrics_histogram_new(r, "pgwarden_query_duration_seconds",
-				  "Client-observed statement latency: from the statement arriving "
-				  "at the relay to ReadyForQuery leaving it.",
+				  "The client's clock: from the first byte of a Query, Execute or "
+				  "FunctionCall read from the client to the last byte of the "
+				  "ReadyForQuery that ends it written to the client.",
 				  NULL, NULL, metrics_std_latency_bounds_ns,
 				  metrics_std_latency_nbounds, 1e9));
 	REG(upstream_duration,
 	    metrics_histogram_new(r, "pgwarden_upstream_duration_seconds",
-				  "Server latency: from a statement forwarded upstream to the "
-				  "server's ReadyForQuery.",
+				  "The server's clock: from the last byte of the request written "
+				  "to the server to its ReadyForQuery read from the server.",
 				  NULL, NULL, metrics_std_latency_bounds_ns,
 				  metrics_std_latency_nbounds, 1e9));
 	REG(bytes, metrics_counter_new(r, "pgwarden_bytes_total",

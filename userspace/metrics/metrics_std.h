@@ -82,8 +82,10 @@ struct metrics_std {
 	int sessions_killed;      /* counter: pgwarden_sessions_killed_total (admin kill) */
 	int statements;           /* counter {type} */
 	int statement_errors;     /* counter: pgwarden_statement_errors_total (ErrorResponse) */
-	int query_duration;       /* histogram (ns): statement sent → ReadyForQuery to client */
-	int upstream_duration;    /* histogram (ns): forwarded upstream → server ReadyForQuery */
+	int query_duration;       /* histogram (ns), the client's clock: first byte of the
+				   * request read → its ReadyForQuery written to the client */
+	int upstream_duration;    /* histogram (ns), the server's clock: last byte of the
+				   * request written upstream → server's ReadyForQuery read */
 	int bytes;                /* counter {direction} */
 };
 

@@ -22,8 +22,12 @@ void metrics_steer_collect(void *ctx, struct metrics_writer *w)
 	json_t *ctr, *v;
 	const char *key;
 
-	if (!st)
+	/* A daemon without the privilege to inspect BPF objects (the packaged unit has no
+	 * CAP_SYS_ADMIN) cannot tell: say nothing rather than "not attached". */
+	if (!st || json_object_get(st, "error")) {
+		json_decref(st);
 		return;
+	}
 	metrics_writer_family(w, "pgwarden_steer_attached", METRICS_GAUGE,
 			      "1 while this instance's steering hooks are attached.");
 	metrics_writer_sample(w, NULL, NULL, json_is_true(json_object_get(st, "attached")) ? 1 : 0);

@@ -140,3 +140,18 @@ void cancel_map_remove(struct cancel_map *m, void *handle)
 	OPENSSL_cleanse(e, cancel_entry_size(e->key_len, e->unix_len));
 	free(e);
 }
+
+void cancel_map_target(struct cancel_map *m, void *handle, struct cancel_target *out)
+{
+	const struct cancel_entry *e = handle;
+
+	pthread_mutex_lock(&m->lock);
+	out->upstream = e->upstream;
+	out->upstream_unix[0] = '\0';
+	if (e->unix_len)
+		memcpy(out->upstream_unix, e->data + 2 * e->key_len, e->unix_len);
+	out->pid = e->pid;
+	out->key_len = e->key_len;
+	memcpy(out->server_key, e->data + e->key_len, e->key_len);
+	pthread_mutex_unlock(&m->lock);
+}

@@ -49,4 +49,9 @@ bool cancel_map_lookup(struct cancel_map *m, uint32_t pid, const uint8_t *client
 
 void cancel_map_remove(struct cancel_map *m, void *handle);
 
+/* The server, pid and server key behind a handle cancel_map_issue() returned (an admin
+ * kill cancels the session's statement with it). The caller wipes out->server_key with
+ * OPENSSL_cleanse() when done. */
+void cancel_map_target(struct cancel_map *m, void *handle, struct cancel_target *out);
+
 #endif

@@ -143,6 +143,8 @@ struct conn {
 	/* For the admin listing and metrics. */
 	uint64_t busy_since;     /* monotonic ns when the in-flight work started; 0: idle */
 	uint64_t upstream_since; /* monotonic ns when it had all left for the server; 0: not yet */
+	uint64_t rfq_owed_since; /* busy_since of a request whose ReadyForQuery is framed but
+				  * not yet written to the client (the client's clock); 0: none */
 	int64_t last_latency_ns; /* -1 before the first statement completes */
 	uint64_t errors;         /* ErrorResponses sent to the client */
 	struct admin_text last_statement;

@@ -213,15 +213,12 @@ static void conn_ready_for_query(struct conn *c, uint8_t tx)
 
 	c->session.tx_status = tx;
 	if (c->track.owed_ready == 0 && c->busy_since && conn_logged_in(c)) {
-		uint64_t took = now - c->busy_since;
-
-		__atomic_store_n(&c->last_latency_ns, (int64_t)took, __ATOMIC_RELAXED);
-		if (conn_metrics(c)) {
-			metrics_observe(conn_metrics(c), conn_mstd(c)->query_duration, 0, took);
-			if (c->upstream_since)
-				metrics_observe(conn_metrics(c), conn_mstd(c)->upstream_duration, 0,
-						now - c->upstream_since);
-		}
+		/* Two clocks (docs/ADMIN.md): the server's stops here; the client's when this
+		 * ReadyForQuery has been written to the client (conn_flush). */
+		c->rfq_owed_since = c->busy_since;
+		if (conn_metrics(c) && c->upstream_since)
+			metrics_observe(conn_metrics(c), conn_mstd(c)->upstream_duration, 0,
+					now - c->upstream_since);
 		c->busy_since = c->upstream_since = 0;
 	}
 	conn_set_state(c, c->track.owed_ready ? CONN_BUSY : CONN_READY);

@@ -12,6 +12,7 @@
 #include "base/log_limit.h"
 #include "proto/proto.h"
 #include "relay/cancel.h"
+#include "relay/handover.h"
 #include "sql/sql.h"
 
 #include <errno.h>
@@ -38,6 +39,12 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 
 	conn_set_state(c, CONN_CANCEL);
 	if (!cancel_map_lookup(r->cancels, pid, key, key_len, &t)) {
+		/* A key of the pgwardend this one replaced, still draining its sessions? */
+		if (handover_forward_cancel(pid, key, key_len)) {
+			log_info("cancel_forwarded", "pid=%u to the previous pgwardend", pid);
+			conn_close(c, "cancel forwarded");
+			return;
+		}
 		/* Like the server: a wrong key gets no answer and cancels nothing. */
 		log_limited(&limit_cancel, LOG_INFO, "cancel_refused",
 			    "pid=%u no session holds this cancel key", pid);
@@ -233,9 +240,11 @@ static int conn_frontend_forwarding(struct conn *c, const uint8_t *at, uint32_t 
 		if (err)
 			return err;
 	}
+	/* The client's clock starts at the request's first byte, also when it came in pieces. */
 	if (!c->busy_since &&
 	    (type == PqMsg_Query || type == PqMsg_Execute || type == PqMsg_FunctionCall))
-		c->busy_since = conn_now(c);
+		c->busy_since = c->dir[CONN_C2S].msg_open_since ? c->dir[CONN_C2S].msg_open_since
+								: conn_now(c);
 	if (type == PqMsg_Query || type == PqMsg_Execute)
 		c->session.statements++;
 	if (c->state == CONN_COPY_IN && (type == PqMsg_CopyDone || type == PqMsg_CopyFail))

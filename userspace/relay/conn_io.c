@@ -224,10 +224,19 @@ static int conn_flush(struct conn *c, enum conn_dir_id id)
 		buf_put(conn_pool(c), c->stream.out);
 		c->stream.out = NULL;
 	}
-	if (id == CONN_S2C)
+	if (id == CONN_S2C) {
 		c->client_blocked_since = 0;
-	else if (c->busy_since && !c->upstream_since)
+		if (c->rfq_owed_since) { /* the client's clock: its ReadyForQuery left */
+			uint64_t took = conn_now(c) - c->rfq_owed_since;
+
+			__atomic_store_n(&c->last_latency_ns, (int64_t)took, __ATOMIC_RELAXED);
+			if (conn_metrics(c))
+				metrics_observe(conn_metrics(c), conn_mstd(c)->query_duration, 0, took);
+			c->rfq_owed_since = 0;
+		}
+	} else if (c->busy_since && !c->upstream_since) {
 		c->upstream_since = conn_now(c);
+	}
 	return 0;
 }
 

@@ -4,6 +4,8 @@
 #include "base/log.h"
 #include "relay/conn.h"
 #include "relay/relay.h"
+#include "relay/handover.h"     /* [ops #14] listeners handed over by a predecessor */
+#include "relay/session_kill.h" /* [ops #14] kill: cancel on the server, then terminate */
 #include "steer/steer.h"
 
 #include <errno.h>
@@ -286,21 +288,19 @@ static void worker_on_wake(struct loop *loop)
 	}
 	if (cmds & (1u << WORKER_CMD_KILL)) {
 		char ids[WORKER_KILL_MAX][SESSION_ID_HEXLEN + 1];
+		uint8_t modes[WORKER_KILL_MAX]; /* [ops #14] */
 		unsigned n;
 
 		pthread_mutex_lock(&w->lock);
 		n = w->nkills;
 		memcpy(ids, w->kill_ids, sizeof(ids[0]) * n);
+		memcpy(modes, w->kill_modes, sizeof(modes[0]) * n); /* [ops #14] */
 		w->nkills = 0;
 		pthread_mutex_unlock(&w->lock);
 		for (unsigned i = 0; i < n; i++) {
 			for (struct conn *c = w->conns; c; c = c->next) {
 				if (strcmp(c->session.id_hex, ids[i]) == 0) {
-					if (w->metrics)
-						metrics_inc(w->metrics, w->relay->mstd.sessions_killed, 0);
-					conn_terminate(c, "57P01",
-						       "terminating connection due to administrator command",
-						       "admin_kill");
+					session_kill(c, (enum admin_kill_mode)modes[i]); /* [ops #14] */
 					break;
 				}
 			}
@@ -312,7 +312,7 @@ static void worker_on_wake(struct loop *loop)
 		loop_stop(loop);
 }
 
-int worker_post_kill(struct worker *w, const char *id)
+int worker_post_kill(struct worker *w, const char *id, enum admin_kill_mode mode) /* [ops #14] */
 {
 	bool found = false;
 
@@ -324,8 +324,10 @@ int worker_post_kill(struct worker *w, const char *id)
 		pthread_mutex_unlock(&w->lock);
 		return -ENOSPC;
 	}
-	if (found)
+	if (found) {
+		w->kill_modes[w->nkills] = (uint8_t)mode; /* [ops #14] */
 		memcpy(w->kill_ids[w->nkills++], id, SESSION_ID_HEXLEN + 1);
+	}
 	pthread_mutex_unlock(&w->lock);
 	if (!found)
 		return -ENOENT;
@@ -348,7 +350,11 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 	char text[ADDR_STRLEN];
 	int fd, err;
 
-	fd = w->id == 0 && !transparent ? worker_address_unclaimed(a) : 0;
+	fd = handover_take_listener(a, transparent, w->id); /* [ops #14] a predecessor's socket */
+	if (fd == -ENOENT) /* [ops #14] */
+		fd = w->id == 0 && !transparent && !handover_has_listener(a, transparent)
+			     ? worker_address_unclaimed(a)
+			     : 0;
 	if (fd == 0)
 		fd = transparent ? steer_listen_transparent(a, WORKER_LISTEN_BACKLOG, true)
 				 : worker_listen_socket(a);

@@ -7,6 +7,7 @@
 #ifndef PGWARDEN_WORKER_H
 #define PGWARDEN_WORKER_H
 
+#include "admin/admin.h" /* [ops #14] enum admin_kill_mode */
 #include "base/buf.h"
 #include "config/config.h"
 #include "loop/loop.h"
@@ -76,6 +77,7 @@ struct worker {
 	struct metrics_shard *metrics; /* this worker's counters */
 	/* Kill mailbox, under lock: ids posted by the admin thread. */
 	char kill_ids[WORKER_KILL_MAX][SESSION_ID_HEXLEN + 1];
+	uint8_t kill_modes[WORKER_KILL_MAX]; /* [ops #14] enum admin_kill_mode of each */
 	unsigned nkills;
 	/* Connection slots and the wake mailbox, under lock (written by the worker thread;
 	 * wakes posted from any thread). wakes holds at most one entry per slot, so it never
@@ -100,9 +102,9 @@ struct conn *worker_slot_conn(const struct worker *w, uint32_t slot, uint32_t ge
 /* Run the wakes posted so far (the worker's wake handler; tests call it directly). */
 void worker_run_wakes(struct worker *w);
 
-/* From any thread: ask w to end session id if it owns it. 0, -ENOENT (not on this worker),
- * -ENOSPC (mailbox full). */
-int worker_post_kill(struct worker *w, const char *id);
+/* From any thread: ask w to kill session id (mode: session_kill.h) if it owns it. 0,
+ * -ENOENT (not on this worker), -ENOSPC (mailbox full). */
+int worker_post_kill(struct worker *w, const char *id, enum admin_kill_mode mode);
 
 /*
  * Create a worker with listeners bound (SO_REUSEPORT) on every listen address of cfg.

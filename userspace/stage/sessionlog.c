@@ -2,10 +2,37 @@
  * sessionlog: the first inspection stage. One structured line when a session's identity is
  * known (the StartupMessage arrived) and one when it ends, with its traffic and the reason.
  * It asks for no messages, so it costs nothing on the data path.
+ *
+ * These lines are the session trail: written whatever log_level says (log_trail_begin()),
+ * at notice, and the end of a session that failed (the server could not be reached, a
+ * protocol violation, a timeout, the server's FATAL) at warning, so `log_level: warn`
+ * still keeps every session and a journal filter on priority still finds the failures.
  */
 #include "base/clock.h"
 #include "base/log.h"
 #include "stage/stage.h"
+
+#include <string.h>
+
+/* How sessions end in normal operation; any other reason is a failure. */
+static const char *const sessionlog_routine_ends[] = {
+	"client terminated", /* Terminate */
+	"client closed",     /* the client hung up without one */
+	"closed",
+	"admin_kill",        /* an operator's decision, logged as such by the admin socket */
+	"shutdown",          /* drain */
+	NULL,
+};
+
+static bool sessionlog_failed(const char *reason)
+{
+	if (!reason || !reason[0])
+		return true;
+	for (unsigned i = 0; sessionlog_routine_ends[i]; i++)
+		if (strcmp(reason, sessionlog_routine_ends[i]) == 0)
+			return false;
+	return true;
+}
 
 static void sessionlog_addr(struct log_line *l, const char *key, const struct addr *a)
 {
@@ -21,9 +48,7 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 	char upstream[SESSION_UPSTREAM_STRLEN];
 	struct log_line l;
 
-	if (!log_enabled(LOG_INFO))
-		return;
-	log_line_begin(&l, LOG_INFO, "session_start");
+	log_trail_begin(&l, "session_start", false);
 	log_kv_str(&l, "session", s->id_hex);
 	log_kv_str(&l, "route", session_route_to_str(s->route));
 	sessionlog_addr(&l, "peer", &s->client);
@@ -51,9 +76,7 @@ static void sessionlog_end(struct stage_ctx *ctx)
 	const struct session *s = ctx->session;
 	struct log_line l;
 
-	if (!log_enabled(LOG_INFO))
-		return;
-	log_line_begin(&l, LOG_INFO, "session_end");
+	log_trail_begin(&l, "session_end", sessionlog_failed(s->end_reason));
 	log_kv_str(&l, "session", s->id_hex);
 	sessionlog_addr(&l, "peer", &s->client);
 	log_kv_str(&l, "user", s->user);

@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 
 #define STEER_DEFAULT_INSTANCE "pgwarden"
@@ -113,6 +114,12 @@ int steer_find_mount(FILE *mounts, const char *fstype, char *out, size_t n)
  */
 int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *err,
 		 size_t errlen) __attribute__((warn_unused_result));
+
+/* A fail-closed attach's origin map pin to group gid, mode 0660, so that a pgwardend running
+ * as a member of it (with CAP_BPF and CAP_DAC_READ_SEARCH, not root) can use the maps it
+ * needs; nothing else is shared (steer_grant.c). 0 or -errno with err set. */
+int steer_pins_grant(const char *instance, gid_t gid, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /* Release the handle. For a fail-open attach this detaches (the links close with it). */
 void steer_handle_close(struct steer_handle *h);
@@ -323,6 +330,9 @@ int steer_gate_new(const struct steer_gate_opts *o, struct steer_gate **out)
  * which gives every queued SYN its verdict. */
 int steer_gate_open(struct steer_gate *g) __attribute__((warn_unused_result));
 int steer_gate_fd(const struct steer_gate *g);
+/* Let go of the queue (steer_gate_open() binds it again), keeping the decision state and
+ * the counters: a seamless restart's successor binds the queue meanwhile. */
+void steer_gate_unbind(struct steer_gate *g);
 /* Verdicts for what is queued, at most a bounded batch per call. 0, or -errno when the
  * queue's socket failed (the gate cannot read any more). Never logs per packet: a flood
  * must not become a log flood; the owner summarises (steer_gate_last_denied()). */

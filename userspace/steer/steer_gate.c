@@ -373,6 +373,17 @@ bool steer_gate_last_denied(const struct steer_gate *g, uint8_t src[16],
 	return true;
 }
 
+void steer_gate_unbind(struct steer_gate *g)
+{
+	if (g->qh)
+		nfq_destroy_queue(g->qh);
+	if (g->h)
+		nfq_close(g->h);
+	g->qh = NULL;
+	g->h = NULL;
+	g->fd = -1;
+}
+
 void steer_gate_close(struct steer_gate *g)
 {
 	if (!g)

@@ -100,7 +100,10 @@ static int origin_refresh(struct steer_origin *o)
 	__u32 id;
 
 	steer_pin_path(path, sizeof(path), o->instance, PGW_STR(PGW_MAP_CONFIG));
-	cfd = bpf_obj_get(path);
+	/* Read-only: the relay only reads the attach's configuration, and a daemon that does
+	 * not run as root may read the pin but not write it (steer_pins_grant()). */
+	cfd = bpf_obj_get_opts(path, &(struct bpf_obj_get_opts){.sz = sizeof(struct bpf_obj_get_opts),
+								 .file_flags = BPF_F_RDONLY});
 	if (cfd < 0) {
 		rc = -errno;
 		origin_drop_maps(o);
