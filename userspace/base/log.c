@@ -218,6 +218,7 @@ static void line_begin(struct log_line *l, const char *level_name, uint8_t prio,
 
 	l->len = 0;
 	l->truncated = false;
+	l->muted = false;
 	l->prio = prio;
 	l->journal = log_target_now == LOG_TARGET_JOURNAL;
 	l->flen = 0;
@@ -240,6 +241,7 @@ void log_line_begin(struct log_line *l, enum log_level level, const char *event)
 	unsigned lv = (unsigned)level < LOG_LEVEL_COUNT ? (unsigned)level : LOG_ERROR;
 
 	line_begin(l, level_names[lv], level_prio[lv], event);
+	l->muted = !log_enabled(lv);
 }
 
 void log_trail_begin(struct log_line *l, const char *event, bool failure)
@@ -320,6 +322,8 @@ void log_line_end(struct log_line *l)
 {
 	static const char cut[] = " truncated=1";
 
+	if (l->muted)
+		return;
 	if (l->truncated) {
 		memcpy(l->buf + l->len, cut, sizeof(cut) - 1);
 		l->len += sizeof(cut) - 1;

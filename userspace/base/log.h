@@ -74,6 +74,7 @@ struct log_line {
 	char buf[LOG_LINE_MAX]; /* "ts=... level=... event=... key=value..." */
 	size_t len;
 	bool truncated;
+	bool muted;             /* below log_level: log_line_end() writes nothing */
 	bool journal;           /* fields[] is being filled */
 	uint8_t prio;           /* syslog priority */
 	uint16_t msg_off;       /* where "event=" starts: MESSAGE for the journal and syslog */
@@ -85,6 +86,7 @@ struct log_line {
 	char fields[LOG_FIELDS_MAX];
 };
 
+/* A line at `level`: written by log_line_end() only when log_level enables that level. */
 void log_line_begin(struct log_line *l, enum log_level level, const char *event);
 /* A line of the session trail or an operator action: emitted whatever log_level says,
  * at priority notice, or warning with failure (logfmt level "notice" / "warn"). */
