@@ -9,6 +9,12 @@
 # (scripts/install-deps.sh), not from whatever python3 comes first on PATH.
 INTEGRATION_PYTHON ?= /usr/bin/python3
 PYTEST_ARGS ?=
+# Files run in parallel workers (pytest-xdist), each with its own throwaway cluster: the
+# suites wait on the network far more than they compute. INTEGRATION_JOBS=1 runs serially.
+INTEGRATION_JOBS ?= 3
+ifneq ($(filter-out 0 1,$(INTEGRATION_JOBS)),)
+PYTEST_PARALLEL := -n $(INTEGRATION_JOBS) --dist loadfile
+endif
 
 # Under sanitizers a leak or an error aborts the daemon; the harness also scans its stderr at
 # every stop and fails the test that owned it on any report.
@@ -22,7 +28,7 @@ endif
 # failure.
 check-integration: $(DAEMON) $(CTL) $(TOP)
 	@PGWARDEND=$(abspath $(DAEMON)) $(INTEGRATION_ENV) \
-		$(INTEGRATION_PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/integration; \
+		$(INTEGRATION_PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) $(PYTEST_ARGS) tests/integration; \
 	rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "check-integration: no tests were collected" >&2; exit 1; fi; \
 	exit $$rc

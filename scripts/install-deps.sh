@@ -13,7 +13,7 @@ libnfnetlink-dev libxtables-dev libip4tc-dev libip6tc-dev
 libsystemd-dev dpkg-dev debhelper lintian debootstrap e2fsprogs util-linux
 nftables iptables iproute2
 postgresql postgresql-contrib pgbouncer haproxy
-python3 python3-pytest python3-psycopg python3-prometheus-client
+python3 python3-pytest python3-pytest-xdist python3-psycopg python3-prometheus-client
 tmux procps psmisc
 qemu-system-x86 busybox-static xz-utils zstd
 "
