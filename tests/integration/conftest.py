@@ -147,7 +147,12 @@ def target(request, pg):
     relay_factory = request.getfixturevalue("relay_factory")
     byte_relay_factory = request.getfixturevalue("byte_relay_factory")
     marker = request.node.get_closest_marker("relay_args")
-    relay = relay_factory(extra_args=list(marker.args) if marker else [])
+    args = list(marker.args) if marker else []
+    if kind == "pgwarden-bytewise":
+        # One byte per send() stretches a 1 MiB CopyData over seconds, and over the default
+        # 30 s message timeout on a loaded machine: framing, not that timeout, is under test.
+        args = ["--timeouts-message", "300s"] + args
+    relay = relay_factory(extra_args=args)
     if kind == "pgwarden":
         return harness.Target(kind, relay, pg, relay=relay)
     br = byte_relay_factory((relay.host, relay.port), chunk=1)

@@ -380,11 +380,12 @@ def test_timeouts_do_not_touch_idle_or_slow_sessions(relay_factory, pg):
     """timeouts.message bounds a message that has started to arrive and timeouts.startup
     bounds the login: neither may end a logged-in session that is idle between messages,
     nor one waiting for a slow server answer."""
-    relay = relay_factory(extra_args=["--timeouts-message", "1s", "--timeouts-startup", "1s"])
+    # A SCRAM login on a loaded machine can take over a second: the startup bound leaves room.
+    relay = relay_factory(extra_args=["--timeouts-message", "1s", "--timeouts-startup", "3s"])
     with raw_login(relay, "idle-and-slow") as conn:
-        assert conn.query_values("SELECT 'slow' FROM pg_sleep(2.5)") == [["slow"]]
+        assert conn.query_values("SELECT 'slow' FROM pg_sleep(3.5)") == [["slow"]]
         # Idle well past both timeouts (a bounded sleep, not a timing assertion).
-        threading.Event().wait(2.5)
+        threading.Event().wait(3.5)
         assert conn.query_values("SELECT 'still here'") == [["still here"]]
 
 def test_half_message_then_silence_times_out(relay_factory, fake):
