@@ -49,6 +49,8 @@ int ctl_attach(int argc, char **argv);
 int ctl_detach(int argc, char **argv);
 /* Audit trail keys and verification (tools/pgwardenctl/audit_cmds.c). */
 int ctl_audit(int argc, char **argv);
+/* Compliance evidence reports (tools/pgwardenctl/evidence_cmds.c): sign, verify, collect. */
+int ctl_evidence(int argc, char **argv);
 /* Policy files (tools/pgwardenctl/policy_cmds.c): check, explain. */
 int ctl_policy(int argc, char **argv);
 
