@@ -335,29 +335,12 @@ out:
 /* ---- collect: what a live host proves without running tests ------------------------- */
 
 /* One check of the live report: the same shape as a test's entry in `make evidence`. */
-static json_t *check_new(const char *name, bool passed, const char *detail)
+static json_t *check_new(unsigned fact, bool passed, const char *detail)
 {
-	return json_pack("{s:s, s:s, s:s, s:s}", "kind", "live", "name", name, "outcome",
-			 passed ? "passed" : "failed", "detail", detail);
+	return json_pack("{s:s, s:s, s:s, s:s}", "kind", "live", "name",
+			 evidence_live_facts[fact].name, "outcome", passed ? "passed" : "failed",
+			 "detail", detail);
 }
-
-/* Each live check and the controls it bears on (identifiers from docs/compliance-map.json;
- * tools/evidence.py check-map fails when one of these is not in the map). */
-struct live_fact {
-	const char *name;
-	const char *controls[12];
-};
-
-static const struct live_fact live_facts[] = {
-	{"tls_in_force", {"PCI-4.2.1", "HIPAA-164.312(e)(1)", "SOC2-CC6.7", "NIST-SC-8",
-			  "NIST-SC-23", NULL}},
-	{"fips_mode", {"NIST-SC-13", NULL}},
-	{"policy_loaded", {"PCI-7.2.x", "NIST-AC-3", "NIST-AC-6", "SOC2-CC6.1", NULL}},
-	{"audit_trail_verified", {"PCI-10.2.x", "PCI-10.3.x", "PCI-10.5.1", "HIPAA-164.312(b)",
-				  "HIPAA-164.312(c)(1)", "NIST-AU-9", "NIST-AU-10", "NIST-AU-12",
-				  "SOC2-CC7.2", NULL}},
-	{"steering_fail_closed", {"NIST-SC-7", "SOC2-CC6.6", NULL}},
-};
 
 static void sha256_file_hex(const char *path, char hex[65], bool *ok)
 {
@@ -387,7 +370,7 @@ static json_t *check_tls(json_t *status)
 	bool ok;
 
 	if (!json_is_object(tls) || !cm || !sm)
-		return check_new("tls_in_force", false, "pgwardend reports no TLS configuration: "
+		return check_new(EVIDENCE_FACT_TLS, false, "pgwardend reports no TLS configuration: "
 							"clients and the server are spoken to in clear");
 	/* No clear text on either leg: clients must use TLS, the server leg must too and
 	 * must prove who it is. */
@@ -396,14 +379,14 @@ static json_t *check_tls(json_t *status)
 	snprintf(detail, sizeof(detail), "tls.client_mode %s (require needed), tls.server_mode %s "
 					 "(verify-full or verify-ca needed), client_verify %s",
 		 cm, sm, json_string_value(json_object_get(tls, "client_verify")) ?: "?");
-	return check_new("tls_in_force", ok, detail);
+	return check_new(EVIDENCE_FACT_TLS, ok, detail);
 }
 
 static json_t *check_fips(json_t *status)
 {
 	bool on = json_is_true(json_object_get(status, "fips"));
 
-	return check_new("fips_mode", on, on ? "OpenSSL's FIPS provider is the default for every "
+	return check_new(EVIDENCE_FACT_FIPS, on, on ? "OpenSSL's FIPS provider is the default for every "
 					       "algorithm fetch (tls.fips)"
 					     : "tls.fips is off: algorithms are not restricted to a "
 					       "FIPS 140-3 validated provider");
@@ -415,7 +398,7 @@ static json_t *check_policy(const struct config *cfg)
 	bool ok;
 
 	if (!cfg || !cfg->policy)
-		return check_new("policy_loaded", false,
+		return check_new(EVIDENCE_FACT_POLICY, false,
 				 cfg ? "the configuration names no policy: every statement of every "
 				       "authenticated user is forwarded"
 				     : "the configuration file could not be read: policy unknown");
@@ -423,7 +406,7 @@ static json_t *check_policy(const struct config *cfg)
 	snprintf(detail, sizeof(detail), "policy %s, SHA-256 %s (of the file now on disk; "
 					 "pgwardend logs the digest it loaded as policy_loaded)",
 		 safe_path(cfg->policy, safe, sizeof(safe)), ok ? hex : "unreadable");
-	return check_new("policy_loaded", ok, detail);
+	return check_new(EVIDENCE_FACT_POLICY, ok, detail);
 }
 
 static int glob_err(const char *epath, int eerrno)
@@ -444,10 +427,10 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 	json_t *check;
 
 	if (!json_is_object(st) || !cfg || !cfg->audit_path)
-		return check_new("audit_trail_verified", false,
+		return check_new(EVIDENCE_FACT_AUDIT, false,
 				 "pgwardend writes no audit trail (audit.path is not set)");
 	if (json_is_true(json_object_get(st, "failing")))
-		return check_new("audit_trail_verified", false,
+		return check_new(EVIDENCE_FACT_AUDIT, false,
 				 "pgwardend reports its audit trail failing (writes do not complete)");
 	/* The current file and the rotated ones beside it (PATH.YYYYMMDDTHHMMSS.uuuuuuZ). */
 	snprintf(pattern, sizeof(pattern), "%s.[0-9]*T[0-9]*Z", cfg->audit_path);
@@ -455,13 +438,13 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 		gl.gl_pathc = 0;
 	if (gl.gl_pathc >= AUDIT_FILES_MAX) {
 		globfree(&gl);
-		return check_new("audit_trail_verified", false, "too many rotated audit files to "
+		return check_new(EVIDENCE_FACT_AUDIT, false, "too many rotated audit files to "
 								"verify here: archive older ones");
 	}
 	files = calloc(gl.gl_pathc + 1, sizeof(*files));
 	datas = calloc(gl.gl_pathc + 1, sizeof(*datas));
 	if (!files || !datas) {
-		check = check_new("audit_trail_verified", false, "out of memory");
+		check = check_new(EVIDENCE_FACT_AUDIT, false, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i <= gl.gl_pathc; i++) {
@@ -474,7 +457,7 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 
 			snprintf(detail, sizeof(detail), "cannot read audit file %s: %s",
 				 safe_path(p, safe, sizeof(safe)), strerror(-e));
-			check = check_new("audit_trail_verified", false, detail);
+			check = check_new(EVIDENCE_FACT_AUDIT, false, detail);
 			goto out;
 		}
 		files[nfiles].name = p;
@@ -490,7 +473,7 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 		 nfiles, (unsigned long long)res.first_seq, (unsigned long long)res.last_seq,
 		 (unsigned long long)res.signed_through,
 		 nkeys ? "the given" : "the trail's own (unvouched)");
-	check = check_new("audit_trail_verified",
+	check = check_new(EVIDENCE_FACT_AUDIT,
 			  res.verdict != AUDIT_VERIFY_BROKEN && nkeys && res.signed_through > 0,
 			  detail);
 out:
@@ -521,7 +504,7 @@ static json_t *check_steering(json_t *status)
 	else
 		snprintf(detail, sizeof(detail), "instance %s: %s", instance ?: "default",
 			 mode ?: "unknown");
-	check = check_new("steering_fail_closed", mode && strcmp(mode, "fail-closed") == 0,
+	check = check_new(EVIDENCE_FACT_STEERING, mode && strcmp(mode, "fail-closed") == 0,
 			  detail);
 	json_decref(holder);
 	return check;
@@ -532,11 +515,11 @@ static json_t *controls_from_checks(json_t *checks)
 {
 	json_t *controls = json_array();
 
-	for (size_t f = 0; controls && f < sizeof(live_facts) / sizeof(live_facts[0]); f++) {
+	for (size_t f = 0; controls && f < EVIDENCE_FACT_COUNT; f++) {
 		json_t *check = json_array_get(checks, f);
 
-		for (size_t i = 0; live_facts[f].controls[i]; i++) {
-			const char *id = live_facts[f].controls[i];
+		for (size_t i = 0; check && evidence_live_facts[f].controls[i]; i++) {
+			const char *id = evidence_live_facts[f].controls[i];
 			json_t *ctl = NULL, *v;
 			size_t k;
 

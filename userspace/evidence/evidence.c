@@ -17,6 +17,19 @@
 #include <string.h>
 
 #define EVIDENCE_SHA256_LEN 32
+
+const struct evidence_live_fact evidence_live_facts[EVIDENCE_FACT_COUNT] = {
+	[EVIDENCE_FACT_TLS] = {"tls_in_force", {"PCI-4.2.1", "HIPAA-164.312(e)(1)", "SOC2-CC6.7",
+						"NIST-SC-8", "NIST-SC-23", NULL}},
+	[EVIDENCE_FACT_FIPS] = {"fips_mode", {"NIST-SC-13", NULL}},
+	[EVIDENCE_FACT_POLICY] = {"policy_loaded", {"PCI-7.2.x", "NIST-AC-3", "NIST-AC-6",
+						    "SOC2-CC6.1", NULL}},
+	[EVIDENCE_FACT_AUDIT] = {"audit_trail_verified",
+				 {"PCI-10.2.x", "PCI-10.3.x", "PCI-10.5.1", "HIPAA-164.312(b)",
+				  "HIPAA-164.312(c)(1)", "NIST-AU-9", "NIST-AU-10", "NIST-AU-12",
+				  "SOC2-CC7.2", NULL}},
+	[EVIDENCE_FACT_STEERING] = {"steering_fail_closed", {"NIST-SC-7", "SOC2-CC6.6", NULL}},
+};
 #define DOMAIN_LEN (sizeof(EVIDENCE_DOMAIN) - 1)
 
 static void say(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -58,4 +58,25 @@ enum evidence_verdict evidence_verify(const char *report, size_t len, const char
 				      size_t siglen, EVP_PKEY *const *keys, unsigned nkeys,
 				      char *key_id, char *msg, size_t n);
 
+/*
+ * What `pgwardenctl evidence collect` checks on a live host, and the controls of
+ * docs/compliance-map.json each check bears on (test_compliance_map fails when one of
+ * these identifiers is not in the map). A control is proven on the host when every check
+ * that bears on it passed.
+ */
+#define EVIDENCE_FACT_CONTROLS_MAX 12
+struct evidence_live_fact {
+	const char *name;
+	const char *controls[EVIDENCE_FACT_CONTROLS_MAX]; /* NULL-terminated */
+};
+enum {
+	EVIDENCE_FACT_TLS,
+	EVIDENCE_FACT_FIPS,
+	EVIDENCE_FACT_POLICY,
+	EVIDENCE_FACT_AUDIT,
+	EVIDENCE_FACT_STEERING,
+	EVIDENCE_FACT_COUNT,
+};
+extern const struct evidence_live_fact evidence_live_facts[EVIDENCE_FACT_COUNT];
+
 #endif
