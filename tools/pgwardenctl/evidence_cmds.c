@@ -421,7 +421,8 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 	struct audit_verify_opts o = {.keys = keys, .nkeys = nkeys, .partial = partial};
 	struct audit_verify_result res;
 	struct audit_verify_file *files = NULL;
-	char **datas = NULL, pattern[4096], detail[1024];
+	struct ctl_mapped *maps = NULL;
+	char pattern[4096], detail[1024];
 	size_t nfiles = 0;
 	glob_t gl = {0};
 	json_t *check;
@@ -442,15 +443,14 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 								"verify here: archive older ones");
 	}
 	files = calloc(gl.gl_pathc + 1, sizeof(*files));
-	datas = calloc(gl.gl_pathc + 1, sizeof(*datas));
-	if (!files || !datas) {
+	maps = calloc(gl.gl_pathc + 1, sizeof(*maps));
+	if (!files || !maps) {
 		check = check_new(EVIDENCE_FACT_AUDIT, false, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i <= gl.gl_pathc; i++) {
 		const char *p = i < gl.gl_pathc ? gl.gl_pathv[i] : cfg->audit_path;
-		size_t len;
-		int e = read_file(p, SIZE_MAX / 2, &datas[nfiles], &len);
+		int e = ctl_map_file(p, &maps[nfiles]);
 
 		if (e) {
 			char safe[512];
@@ -461,8 +461,8 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 			goto out;
 		}
 		files[nfiles].name = p;
-		files[nfiles].data = datas[nfiles];
-		files[nfiles].len = len;
+		files[nfiles].data = maps[nfiles].data;
+		files[nfiles].len = maps[nfiles].len;
 		nfiles++;
 	}
 	audit_verify(files, (unsigned)nfiles, &o, &res);
@@ -477,9 +477,9 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 			  res.verdict != AUDIT_VERIFY_BROKEN && nkeys && res.signed_through > 0,
 			  detail);
 out:
-	for (size_t i = 0; datas && i < nfiles; i++)
-		free(datas[i]);
-	free(datas);
+	for (size_t i = 0; maps && i < nfiles; i++)
+		ctl_unmap_file(&maps[i]);
+	free(maps);
 	free(files);
 	globfree(&gl);
 	return check;
