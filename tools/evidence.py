@@ -284,7 +284,10 @@ def build_report(m, results, ran, build, selection):
                     "crashed, or no longer exists)"
             checks.append({"kind": kind, "name": t, "outcome": outcome,
                            "seconds": round(secs, 3), "detail": detail})
-        if selection and not any(ch["outcome"] != "not run" for ch in checks):
+        if selection and selection.get("controls"):
+            if c["id"] not in selection["controls"]:
+                continue
+        elif selection and not any(ch["outcome"] != "not run" for ch in checks):
             continue
         controls.append({"id": c["id"], "framework": m["frameworks"][c["framework"]],
                          "ref": c["ref"], "requirement": c["requirement"],
@@ -408,6 +411,9 @@ def write_html(report, path, report_path):
 <div class="box"><h2>Summary</h2>
 <p><b>%s of %s controls proven</b>, %s failed, %s not proven (a skipped or missing test
 proves nothing). Tests: %s.</p>
+<p>"Proven" means every test of pgwarden's part of the control ran and passed. Where the
+coverage is <i>partial</i>, the rest of the requirement is the operator's (each control says
+what); %s of the proven controls are partial.</p>
 <p>pgwarden %s, commit <code>%s</code>; generated %s on %s, kernel %s, %s.
 Configuration SHA-256 <code>%s</code>.</p>
 <p>The signed record is <code>%s</code>; check it with
@@ -419,6 +425,8 @@ and is not itself signed.</p></div>
 """ % (CSS, e(report.get("kind")), e(s.get("proven")), e(s.get("controls")),
        e(s.get("failed", 0)), e(s.get("not_proven")),
        e(", ".join("%s %s" % (v, k) for k, v in tests.items() if v) or "none run"),
+       e(sum(1 for c in report["controls"]
+             if c["status"] == "proven" and c.get("coverage") == "partial")),
        e(pg.get("version")), e(pg.get("commit")), e(report.get("generated")),
        e(report.get("host", {}).get("hostname")), e(report.get("host", {}).get("kernel")),
        e(report.get("host", {}).get("openssl")),

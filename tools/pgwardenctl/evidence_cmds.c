@@ -427,9 +427,14 @@ static json_t *check_audit(json_t *status, const struct config *cfg, EVP_PKEY *c
 	glob_t gl = {0};
 	json_t *check;
 
-	if (!json_is_object(st) || !cfg || !cfg->audit_path)
+	if (!json_is_object(st))
 		return check_new(EVIDENCE_FACT_AUDIT, false,
 				 "pgwardend writes no audit trail (audit.path is not set)");
+	if (!cfg || !cfg->audit_path)
+		return check_new(EVIDENCE_FACT_AUDIT, false,
+				 "pgwardend writes an audit trail, but its path is in no configuration "
+				 "file this tool could read (set by flags, or the file is unreadable): "
+				 "not verified");
 	if (json_is_true(json_object_get(st, "failing")))
 		return check_new(EVIDENCE_FACT_AUDIT, false,
 				 "pgwardend reports its audit trail failing (writes do not complete)");
