@@ -88,6 +88,13 @@ Whether it holds on a given build or host is what evidence says:
 - `pgwardenctl evidence verify --public-key KEY FILE` checks a report: any changed byte,
   another report's signature or another key fails with a message and exit status 1.
 
+What a signature proves: that the report is byte for byte what the holder of the key
+signed. It does not prove the run was honest: whoever holds the key could sign a report of
+a modified build or hand-edited results. An assessor who needs more runs `make evidence`
+from a clean checkout of the tagged commit (the report records the commit, and `-dirty`
+when the tree had changes) or watches it run, and keeps the public key apart from the
+report. The HTML page is a rendering of the JSON and is not signed itself.
+
 Tests are named `path::function`: pytest node ids (tests/integration) and cmocka test names
 (tests/unit). See man/pgwardenctl.8 (`evidence`) and README.md.
 """
@@ -441,12 +448,19 @@ and is not itself signed.</p></div>
 
 
 def cmd_html(args):
-    with open(args.report, encoding="utf-8") as f:
-        report = json.load(f)
-    if report.get("format") != FORMAT:
+    try:
+        with open(args.report, encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError) as err:
+        fail("%s: %s" % (args.report, err), 1)
+    if not isinstance(report, dict) or report.get("format") != FORMAT:
         fail("%s: not a pgwarden evidence report" % args.report, 1)
     out = args.out or os.path.splitext(args.report)[0] + ".html"
-    write_html(report, out, args.report)
+    try:
+        write_html(report, out, args.report)
+    except (KeyError, TypeError, AttributeError) as err:
+        fail("%s: not a well-formed evidence report (%s: %s)" % (
+            args.report, type(err).__name__, err), 1)
     return 0
 
 

@@ -169,6 +169,37 @@ def test_sign_refuses_loose_key_and_non_reports(pgwardend_bin, keys, tmp_path):
     assert r.returncode == 1 and "not a pgwarden evidence report" in r.stderr
 
 
+def test_html_escapes_what_the_report_carries(tmp_path):
+    """A skip reason or failure message is test output, and tests read peer bytes: the page
+    shows it as text, never as markup."""
+    hostile = '<script>alert(1)</script><img src=x onerror=alert(2)>"\'&'
+    doc = {"format": "pgwarden-evidence/1", "kind": "test-run", "generated": hostile,
+           "pgwarden": {"version": hostile, "commit": hostile},
+           "host": {"hostname": hostile, "kernel": hostile, "openssl": hostile},
+           "configuration": {"description": {"x": hostile}, "sha256": hostile},
+           "summary": {"controls": 1, "proven": 0, "failed": 1, "not_proven": 0,
+                       "tests": {"failed": 1}},
+           "controls": [{"id": hostile, "status": "failed", "coverage": hostile,
+                         "requirement": hostile, "operator": hostile,
+                         "checks": [{"kind": "pytest", "name": hostile, "outcome": "failed",
+                                     "seconds": 1, "detail": hostile}]}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    r = subprocess.run([sys.executable, TOOL, "html", str(path)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    page = open(str(tmp_path / "r.html")).read()
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # Not a report, or a report of the wrong shape: one line, exit 1, no traceback.
+    for bad in ('[1, 2]', '{"format": "pgwarden-evidence/1", "controls": 7}', "{", ""):
+        path.write_text(bad)
+        r = subprocess.run([sys.executable, TOOL, "html", str(path)], capture_output=True,
+                           text=True)
+        assert r.returncode == 1, (bad, r.stderr)
+        assert r.stderr.startswith("evidence: ") and "Traceback" not in r.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # the report itself
 
