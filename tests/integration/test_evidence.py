@@ -291,7 +291,8 @@ def test_collect_from_a_live_relay(relay_factory, pgwardend_bin, keys, tmp_path)
     assert doc["kind"] == "live"
     checks = {c["name"]: c for c in doc["checks"]}
     assert checks["policy_loaded"]["outcome"] == "passed"
-    assert hashlib.sha256(POLICY.encode()).hexdigest() in checks["policy_loaded"]["detail"]
+    assert ("%s in force, SHA-256 %s" % (policy, hashlib.sha256(POLICY.encode()).hexdigest())
+            in checks["policy_loaded"]["detail"])
     assert checks["audit_trail_verified"]["outcome"] == "passed", checks["audit_trail_verified"]
     # This relay has no TLS and no FIPS provider: said, not glossed over.
     assert checks["tls_in_force"]["outcome"] == "failed"

@@ -392,19 +392,33 @@ static json_t *check_fips(json_t *status)
 					       "FIPS 140-3 validated provider");
 }
 
-static json_t *check_policy(const struct config *cfg)
+static json_t *check_policy(json_t *status, const struct config *cfg)
 {
+	json_t *pol = json_object_get(status, "policy");
+	const char *sha = json_string_value(json_object_get(pol, "sha256"));
 	char hex[65], detail[512], safe[256];
 	bool ok;
 
+	/* The daemon says what it judges sessions by now: that is the policy in force. */
+	if (json_is_object(pol) && sha) {
+		snprintf(detail, sizeof(detail), "policy %s in force, SHA-256 %s, %lld rule(s)",
+			 safe_path(json_string_value(json_object_get(pol, "file")) ?: "?", safe,
+				   sizeof(safe)),
+			 sha, (long long)json_integer_value(json_object_get(pol, "rules")));
+		return check_new(EVIDENCE_FACT_POLICY, true, detail);
+	}
+	if (json_is_null(pol))
+		return check_new(EVIDENCE_FACT_POLICY, false,
+				 "pgwardend runs no policy: every statement of every authenticated "
+				 "user is forwarded");
+	/* An older pgwardend that does not report it: the file its configuration names. */
 	if (!cfg || !cfg->policy)
 		return check_new(EVIDENCE_FACT_POLICY, false,
-				 cfg ? "the configuration names no policy: every statement of every "
-				       "authenticated user is forwarded"
-				     : "the configuration file could not be read: policy unknown");
+				 "pgwardend does not report its policy and its configuration names "
+				 "none: policy unknown");
 	sha256_file_hex(cfg->policy, hex, &ok);
-	snprintf(detail, sizeof(detail), "policy %s, SHA-256 %s (of the file now on disk; "
-					 "pgwardend logs the digest it loaded as policy_loaded)",
+	snprintf(detail, sizeof(detail), "policy %s, SHA-256 %s (of the file now on disk: this "
+					 "pgwardend does not report the digest it loaded)",
 		 safe_path(cfg->policy, safe, sizeof(safe)), ok ? hex : "unreadable");
 	return check_new(EVIDENCE_FACT_POLICY, ok, detail);
 }
@@ -662,7 +676,7 @@ static int evidence_collect_cmd(int argc, char **argv)
 	if (checks) {
 		json_array_append_new(checks, check_tls(status));
 		json_array_append_new(checks, check_fips(status));
-		json_array_append_new(checks, check_policy(config_ok ? cfg : NULL));
+		json_array_append_new(checks, check_policy(status, config_ok ? cfg : NULL));
 		json_array_append_new(checks, check_audit(status, config_ok ? cfg : NULL, akeys,
 							  nakeys, partial));
 		json_array_append_new(checks, check_steering(status));
