@@ -683,9 +683,13 @@ static int evidence_collect_cmd(int argc, char **argv)
 	}
 	controls = checks ? controls_from_checks(checks) : NULL;
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	report = controls ? json_pack("{s:s, s:s, s:s, s:{s:O, s:O, s:s, s:s}, s:o, s:{s:O, s:s?},"
-				      " s:o, s:o, s:o}",
-				      "format", EVIDENCE_FORMAT, "kind", "live", "generated", ts,
+	report = controls ? json_pack("{s:s, s:s, s:s, s:s, s:{s:O, s:O, s:s, s:s}, s:o, "
+				      "s:{s:O, s:s?}, s:o, s:o, s:o}",
+				      "format", EVIDENCE_FORMAT, "kind", "live", "generated", ts, "note",
+				      "what this host enforces now, from pgwardend's status and its "
+				      "files; a control is proven here when every live check bearing on "
+				      "it passed. It does not replace the tests (make evidence) that show "
+				      "the features work.",
 				      "pgwarden", "version", json_object_get(status, "version"),
 				      "commit", json_object_get(status, "commit"), "ctl_version",
 				      pgwarden_version, "ctl_commit", pgwarden_commit, "host",
@@ -710,7 +714,7 @@ static int evidence_collect_cmd(int argc, char **argv)
 	if (rc == CTL_EXIT_OK) {
 		json_t *s = json_object_get(report, "summary");
 
-		printf("wrote %s and %s: %lld of %lld controls proven on this host now\n",
+		printf("wrote %s and %s: for %lld of %lld controls every live check passed\n",
 		       safe_path(out, safe, sizeof(safe)), sig_path,
 		       (long long)json_integer_value(json_object_get(s, "proven")),
 		       (long long)json_integer_value(json_object_get(s, "controls")));
