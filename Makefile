@@ -8,6 +8,7 @@
 #   make demo       install missing packages, build, show a session through pgwarden
 #   make sanitize   unit and integration suites under ASan + UBSan
 #   make bench      side-by-side benchmarks, writes docs/BENCHMARKS.md
+#   make evidence   run the tests docs/compliance-map.json names: a signed report (mk/evidence.mk)
 #   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, docs, systemd unit,
 #                   /etc/pgwarden/pgwarden.yaml and /etc/default/pgwarden when absent)
 #   make deb        the Debian package, built and checked with lintian (mk/deb.mk)

@@ -835,6 +835,21 @@ static void status_config(struct relay *r, const struct options *o, json_t *obj)
 	config_unref(cfg);
 }
 
+/* The policy in force (what sessions are judged by now), for status and evidence collect. */
+static json_t *status_policy(void)
+{
+	struct policy *p = policy_acquire();
+	json_t *o;
+
+	if (!p)
+		return json_null();
+	o = json_pack("{s:s, s:s, s:I, s:I}", "file", p->path ? p->path : "", "sha256",
+		      p->sha256_hex, "rules", (json_int_t)p->nrules, "generation",
+		      (json_int_t)p->generation);
+	policy_unref(p);
+	return o ? o : json_null();
+}
+
 /* What the running TLS snapshot does, for status (and pgwardenctl attach's check). */
 static json_t *status_tls(void)
 {
@@ -888,6 +903,7 @@ static int admin_status_cb(void *ctx, json_t *obj)
 						   r->metrics, r->mstd.statement_errors, 0)));
 	json_object_set_new(obj, "fips", json_boolean(tls_fips_enabled()));
 	json_object_set_new(obj, "tls", status_tls());
+	json_object_set_new(obj, "policy", status_policy());
 	/* Does the server see the real client? (steered and TPROXY'd sessions) */
 	json_object_set_new(obj, "upstream_from_client_address",
 			    json_integer((json_int_t)__atomic_load_n(&r->upstream_from_client,

@@ -84,14 +84,7 @@ static int audit_keygen_cmd(int argc, char **argv)
 	return CTL_EXIT_OK;
 }
 
-struct mapped {
-	const char *name;
-	char *data;
-	size_t len;
-	bool mapped;
-};
-
-static int map_file(const char *path, struct mapped *m)
+int ctl_map_file(const char *path, struct ctl_mapped *m)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -129,6 +122,15 @@ static int map_file(const char *path, struct mapped *m)
 	return 0;
 }
 
+void ctl_unmap_file(struct ctl_mapped *m)
+{
+	if (m->mapped)
+		munmap(m->data, m->len);
+	m->mapped = false;
+	m->data = "";
+	m->len = 0;
+}
+
 static const char *verdict_word(enum audit_verdict v)
 {
 	switch (v) {
@@ -155,7 +157,7 @@ static int audit_verify_cmd(int argc, char **argv)
 	struct audit_verify_opts o = {.keys = keys, .report = stdout};
 	struct audit_verify_result res;
 	struct audit_verify_file *files = NULL;
-	struct mapped *maps = NULL;
+	struct ctl_mapped *maps = NULL;
 	unsigned nkeys = 0, nfiles = 0;
 	bool quiet = false;
 	char err[512], safe[512];
@@ -206,7 +208,7 @@ static int audit_verify_cmd(int argc, char **argv)
 		goto out;
 	}
 	for (unsigned i = 0; i < nfiles; i++) {
-		int e = map_file(argv[optind + i], &maps[i]);
+		int e = ctl_map_file(argv[optind + i], &maps[i]);
 
 		if (e) {
 			sanitize_str(safe, sizeof(safe), argv[optind + i], SANITIZE_TERMINAL, NULL);
@@ -227,8 +229,7 @@ static int audit_verify_cmd(int argc, char **argv)
 						  CTL_EXIT_UNVOUCHED;
 out:
 	for (unsigned i = 0; maps && i < nfiles; i++)
-		if (maps[i].mapped)
-			munmap(maps[i].data, maps[i].len);
+		ctl_unmap_file(&maps[i]);
 	free(maps);
 	free(files);
 	for (unsigned i = 0; i < nkeys; i++)

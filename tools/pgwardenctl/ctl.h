@@ -47,8 +47,21 @@ const char *ctl_admin_socket(void);
 /* Steering (tools/pgwardenctl/steer_cmds.c). */
 int ctl_attach(int argc, char **argv);
 int ctl_detach(int argc, char **argv);
+/* A file read-only in memory (mmap, so a trail of any size costs no heap): name, data and
+ * len set; 0 or -errno (-EINVAL: not a regular file). Undo with ctl_unmap_file(). */
+struct ctl_mapped {
+	const char *name;
+	char *data;
+	size_t len;
+	bool mapped;
+};
+int ctl_map_file(const char *path, struct ctl_mapped *m) __attribute__((warn_unused_result));
+void ctl_unmap_file(struct ctl_mapped *m);
+
 /* Audit trail keys and verification (tools/pgwardenctl/audit_cmds.c). */
 int ctl_audit(int argc, char **argv);
+/* Compliance evidence reports (tools/pgwardenctl/evidence_cmds.c): sign, verify, collect. */
+int ctl_evidence(int argc, char **argv);
 /* Policy files (tools/pgwardenctl/policy_cmds.c): check, explain. */
 int ctl_policy(int argc, char **argv);
 

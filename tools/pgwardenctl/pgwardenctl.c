@@ -868,6 +868,8 @@ static const struct ctl_command commands[] = {
 	{"detach", "[options]", "remove steering; traffic goes straight to PostgreSQL", ctl_detach},
 	{"audit", "keygen|verify ...", "make an audit signing key; verify an audit trail", ctl_audit},
 	{"policy", "check|explain FILE ...", "validate a policy file; explain its decision", ctl_policy},
+	{"evidence", "sign|verify|collect ...", "sign, verify or collect a compliance evidence report",
+	 ctl_evidence},
 	{"help", "", "this list", cmd_help},
 };
 
@@ -880,7 +882,7 @@ static void usage(FILE *out)
 			commands[i].summary);
 	fprintf(out, "\nThe admin socket is --socket, else $PGWARDEN_ADMIN_SOCKET, else %s.\n"
 		     "Exit status: 0 ok, 1 failed, 2 usage, 3 pgwardend unreachable (audit verify: 4,\n"
-		     "not all of the trail is signed).\n",
+		     "not all of the trail is signed; evidence verify: 4, no key vouches for it).\n",
 		admin_client_default_path());
 }
 
