@@ -61,10 +61,45 @@ else
 	upstream=127.0.0.1:$port
 fi
 
+upstream_host=${upstream%:*}
+upstream_port=${upstream##*:}
+export PGPASSWORD="$password"
+say "Demo tables, created straight on the server: patients (with an SSN column) and payroll"
+psql -q -h "$upstream_host" -p "$upstream_port" -U "$user" -d "$db" -v ON_ERROR_STOP=1 <<'SQL'
+DROP TABLE IF EXISTS pgwarden_demo_patients, pgwarden_demo_payroll;
+CREATE TABLE pgwarden_demo_patients (id int PRIMARY KEY, name text, ssn text);
+INSERT INTO pgwarden_demo_patients VALUES (1, 'Ada Lovelace', '078-05-1120'),
+  (2, 'Alan Turing', '219-09-9999');
+CREATE TABLE pgwarden_demo_payroll (name text, salary int);
+INSERT INTO pgwarden_demo_payroll VALUES ('Ada Lovelace', 100000);
+SQL
+
+say "pgwarden's settings: TLS for clients, a policy, a signed audit trail"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+	-subj /CN=localhost -keyout "$work/relay.key" -out "$work/relay.crt" 2>/dev/null
+chmod 600 "$work/relay.key"
+"$top/$build/pgwardenctl" audit keygen --out "$work/audit.key" >/dev/null
+mkdir -m 700 "$work/audit"
+cat >"$work/policy.yaml" <<EOF
+rules:
+  - name: demo-app
+    match: { user: $user }
+    allow: [read, write, transaction, session]
+    relations:
+      deny: [public.pgwarden_demo_payroll]
+    mask:
+      public.pgwarden_demo_patients.ssn: partial-last-4
+EOF
+cat "$work/policy.yaml"
+
 listen_port=$(free_port)
 say "Starting pgwardend: listen 127.0.0.1:$listen_port, upstream $upstream"
 "$daemon" --listen "127.0.0.1:$listen_port" --upstream "$upstream" \
-	--admin-socket "$work/admin.sock" --steer-instance "$instance" 2>"$work/pgwardend.log" &
+	--admin-socket "$work/admin.sock" --steer-instance "$instance" \
+	--tls-client-mode prefer --tls-client-cert-file "$work/relay.crt" \
+	--tls-client-key-file "$work/relay.key" --policy "$work/policy.yaml" \
+	--audit-path "$work/audit/audit.jsonl" --audit-signing-key "$work/audit.key" \
+	2>"$work/pgwardend.log" &
 relay_pid=$!
 for _ in $(seq 50); do
 	grep -q 'event=started' "$work/pgwardend.log" 2>/dev/null && break
@@ -73,19 +108,19 @@ for _ in $(seq 50); do
 done
 cat "$work/pgwardend.log"
 
-say "A psql session through pgwarden"
-export PGPASSWORD="$password"
-PGAPPNAME=pgwarden-demo psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" \
-	-v ON_ERROR_STOP=1 <<'SQL'
+say "A psql session through pgwarden, over TLS: the SSN column arrives masked"
+PGAPPNAME=pgwarden-demo PGSSLMODE=require psql -h 127.0.0.1 -p "$listen_port" -U "$user" \
+	-d "$db" -v ON_ERROR_STOP=1 <<'SQL'
+\conninfo
 \set ECHO queries
-CREATE TABLE IF NOT EXISTS patients (id int PRIMARY KEY, name text, ssn text);
-INSERT INTO patients VALUES (1, 'Ada Lovelace', '078-05-1120'), (2, 'Alan Turing', '219-09-9999')
-  ON CONFLICT (id) DO NOTHING;
-SELECT id, name, ssn FROM patients ORDER BY id;
+SELECT id, name, ssn FROM pgwarden_demo_patients ORDER BY id;
+UPDATE pgwarden_demo_patients SET name = 'Ada King' WHERE id = 1;
 SELECT pg_backend_pid() AS server_pid, inet_client_addr() AS server_sees_client;
-DROP TABLE patients;
 SQL
 
+say "A statement the policy denies never reaches the server"
+PGAPPNAME=pgwarden-demo psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" \
+	-c "SELECT * FROM pgwarden_demo_payroll" || true
 say "A statement the server rejects: its error reaches the client unchanged"
 psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" -c "SELECT 1/0" || true
 
@@ -93,9 +128,13 @@ say "pgwarden's session log for these sessions"
 sleep 0.2
 grep -E 'event=session_(start|end)' "$work/pgwardend.log" || true
 
+say "The audit trail: the denied statement's record, then an offline verification"
+grep 'pgwarden_demo_payroll' "$work/audit/audit.jsonl" | tail -n 1 || true
+"$top/$build/pgwardenctl" audit verify --public-key "$work/audit.key.pub" \
+	"$work"/audit/audit*.jsonl* || true
+
 say "Transparent mode: attach to a throwaway cgroup and connect to PostgreSQL's own port"
 cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-upstream_port=${upstream##*:}
 if [ -z "$cg2" ]; then
 	echo "(skipped: no cgroup v2 mount on this host)"
 else
@@ -103,9 +142,9 @@ else
 	mkdir "$cgroup"
 	if "$top/$build/pgwardenctl" attach --instance "$instance" --cgroup "$cgroup" \
 		--port "$upstream_port" --relay "127.0.0.1:$listen_port"; then
-		echo "psql in that cgroup dials ${upstream%:*}:$upstream_port, the server itself:"
+		echo "psql in that cgroup dials $upstream_host:$upstream_port, the server itself:"
 		PGAPPNAME=pgwarden-demo-steered sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
-			sh "$cgroup" psql -h "${upstream%:*}" -p "$upstream_port" -U "$user" -d "$db" \
+			sh "$cgroup" psql -h "$upstream_host" -p "$upstream_port" -U "$user" -d "$db" \
 			-c "SELECT inet_server_port() AS server_port, current_user"
 		sleep 0.2
 		echo "pgwarden saw it, with the process the kernel recorded:"
@@ -130,6 +169,9 @@ sleep 1
 "$top/$build/pgwarden-top" --socket "$work/admin.sock" -b -n 1 --width 120 || true
 wait "$live" || true
 echo "While pgwardend runs, the live screen is: pgwarden-top --socket $work/admin.sock"
+
+psql -q -h "$upstream_host" -p "$upstream_port" -U "$user" -d "$db" \
+	-c "DROP TABLE IF EXISTS pgwarden_demo_patients, pgwarden_demo_payroll" || true
 
 say "Draining pgwardend (SIGTERM)"
 kill -TERM "$relay_pid"
