@@ -179,6 +179,7 @@ void conn_close(struct conn *c, const char *reason)
 	conn_set_reason(c, reason);
 	conn_set_state(c, CONN_CLOSED);
 	loop_timer_cancel(&w->loop, &c->timer);
+	conn_auth_end(c);
 	if (c->session_started) {
 		stage_chain_end(&c->chain, true);
 		conn_publish(c, "session_end");
@@ -413,7 +414,7 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		return err;
 	}
 	conn_set_state(c, CONN_CONNECTING);
-	return 0;
+	return conn_auth_begin(c);
 }
 
 /* ---- accepting ------------------------------------------------------------------------- */
