@@ -10,12 +10,9 @@ a password. The test passes only if
     pgwarden does not allow (auth.server_methods)",
   - the daemon logged event=auth_method_refused with the method.
 
-The check needs the connection core to call auth_observer_server() on every server message
-in its authentication state (userspace/auth/auth.h). The current core does not yet, and
-pgwardend refuses a narrowed auth.server_methods at start rather than pretend to enforce
-it, so the test is skipped until the rewritten core drives the observer: set
-PGWARDEN_TEST_AUTH_OBSERVER=1 to run it (it fails against the current core, which shows
-the client the cleartext request and forwards the password).
+The connection core calls auth_observer_server() on every server message of the login
+(userspace/relay/conn_auth.c); before it did, the client was shown the cleartext request
+and its password was forwarded.
 """
 
 import os
@@ -30,12 +27,6 @@ import harness
 
 CANARY = "canary-Pa55w0rd-7f3e1c"
 WAIT = 30.0
-
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("PGWARDEN_TEST_AUTH_OBSERVER"),
-    reason="needs the rewritten connection core to drive auth_observer_server() "
-           "(issue #10); set PGWARDEN_TEST_AUTH_OBSERVER=1 to run")
-
 
 class FakeServer:
     """Accepts connections, reads a StartupMessage (answering SSLRequest/GSSENCRequest with

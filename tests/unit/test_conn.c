@@ -10,7 +10,12 @@
  * earlier pipelined results intact; rewrite with a changed length; pause and resume by
  * wake and by deadline; injected replies in protocol order; per-session interest;
  * streaming rewrite; notices), the statement table and its limits, and the ways a
- * session ends (server FATAL, client Terminate, a server that breaks).
+ * session ends (server FATAL, client Terminate, a server that breaks); the login through
+ * the auth machines (conn_auth.c) against hostile peers: a server asking for a method
+ * auth.server_methods forbids or skipping to AuthenticationOk, a password before any
+ * request, garbage SCRAM either way, the lockout; terminate mode end to end with a real
+ * SCRAM client and server, wrong passwords, hostile clients and a server that skips the
+ * login.
  */
 #include "auth/auth.h"
 #include "base/log.h"

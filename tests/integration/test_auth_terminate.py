@@ -1,0 +1,219 @@
+"""auth.mode: terminate through the connection core, with real clients (issue #10).
+
+pgwardend authenticates the client itself with SCRAM-SHA-256 against auth.users_file, then
+logs in to PostgreSQL 15 as the same role with the ClientKey the client's proof gave away
+(the users file holds the very verifier the server holds: no password anywhere in
+pgwarden's files). Proven here with psql and psycopg:
+
+  - the right password logs in, and the session is the role's;
+  - a wrong password and an unknown user get PostgreSQL's own 28P01 and wording, and the
+    server never hears of the attempt beyond the StartupMessage;
+  - after auth.lockout.failures failures the right password fails the same way, the lock
+    is logged (event=auth_lockout) and written to the audit trail;
+  - with TLS on the client leg (the relay offers it once the TLS wiring is merged):
+    SCRAM-SHA-256-PLUS (channel_binding=require) and a client certificate mapped by
+    auth.cert_map. These skip while the relay answers SSLRequest with N.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+import harness
+import tlsutil
+import wire
+
+WAIT = 30.0
+SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
+TLS_SKIP = "the relay does not offer TLS on the client leg in this build (the TLS wiring)"
+
+
+def server_verifier(pg, role):
+    """The role's SCRAM verifier as the server stores it."""
+    out = pg._admin_psql("SELECT rolpassword FROM pg_authid WHERE rolname = '%s'" % role)
+    v = out.strip()
+    assert v.startswith("SCRAM-SHA-256$"), v
+    return v
+
+
+def write_secret(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.fixture
+def users_file(pg, tmp_path):
+    return write_secret(str(tmp_path / "users.txt"),
+                        '"%s" "%s"\n' % (pg.user, server_verifier(pg, pg.user)))
+
+
+def terminate_relay(relay_factory, users_file, extra=()):
+    return relay_factory(extra_args=["--auth-mode", "terminate", "--auth-users-file",
+                                     users_file] + list(extra))
+
+
+def connect(relay, **params):
+    import psycopg
+    dsn = dict(host=relay.host, port=relay.port, user=relay.user, password=relay.password,
+               dbname=relay.dbname, sslmode="disable", connect_timeout=20)
+    dsn.update(params)
+    return psycopg.connect(harness.conninfo(**dsn))
+
+
+def login_error(endpoint, user=None, password=None):
+    """The ErrorResponse fields a raw client gets for a failed login (libpq hides the
+    SQLSTATE of a connection failure)."""
+    with wire.Conn(endpoint.host, endpoint.port) as c:
+        msgs = c.login(user or endpoint.user, password if password is not None
+                       else endpoint.password, database=endpoint.dbname)
+    e = wire.first_error(msgs)
+    assert e is not None, msgs
+    return e.error_fields()
+
+
+def psql(relay, password, sql="SELECT current_user", **params):
+    params.setdefault("sslmode", "disable")
+    dsn = relay.dsn(password=password, **params)
+    return subprocess.run(["psql", "-X", "-A", "-t", "-d", dsn, "-c", sql], env=relay.env(),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_scram_login_at_the_relay(relay_factory, users_file, pg):
+    relay = terminate_relay(relay_factory, users_file)
+    r = psql(relay, pg.password)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == pg.user
+    with connect(relay) as conn:
+        assert conn.execute("SELECT 40 + 2").fetchone()[0] == 42
+    relay.wait_for_log(lambda l: l.get("event") == "auth_ok" and l.get("method") ==
+                       "scram-sha-256", timeout=WAIT)
+    relay.wait_for_log(lambda l: l.get("event") == "auth_upstream_ok", timeout=WAIT)
+
+
+def test_wrong_password_and_unknown_user_look_alike(relay_factory, users_file, pg):
+    relay = terminate_relay(relay_factory, users_file)
+    # What PostgreSQL itself says to a wrong password, field for field.
+    direct = login_error(pg, password="not-the-password")
+    e = login_error(relay, password="not-the-password")
+    for f in ("S", "C", "M"):  # severity, SQLSTATE, message
+        assert e[f] == direct[f], (f, e, direct)
+    assert e["C"] == "28P01"
+    assert e["M"] == 'password authentication failed for user "%s"' % pg.user
+    e = login_error(relay, user="nobody", password="whatever")
+    assert e["C"] == "28P01", e
+    assert e["M"] == 'password authentication failed for user "nobody"'
+    r = psql(relay, "not-the-password")
+    assert r.returncode != 0
+    assert 'FATAL:  password authentication failed for user "%s"' % pg.user in r.stderr
+    relay.wait_for_log(lambda l: l.get("event") == "auth_refused" and
+                       l.get("detail") == "wrong password", timeout=WAIT)
+    relay.wait_for_log(lambda l: l.get("event") == "auth_refused" and
+                       l.get("detail") == "no such user in auth.users_file", timeout=WAIT)
+    # The relay still serves the right password.
+    assert psql(relay, pg.password).returncode == 0
+
+
+def test_lockout_after_failures(relay_factory, users_file, pg, pgwardend_bin, tmp_path):
+    key = str(tmp_path / "audit.key")
+    subprocess.run([os.path.join(os.path.dirname(pgwardend_bin), "pgwardenctl"), "audit",
+                    "keygen", "--out", key], check=True, capture_output=True, timeout=30)
+    trail = str(tmp_path / "audit.log")
+    relay = terminate_relay(relay_factory, users_file,
+                            ["--auth-lockout-failures", "3", "--audit-path", trail,
+                             "--audit-signing-key", key])
+    wrong = None
+    for _ in range(3):
+        wrong = login_error(relay, password="guess")
+        assert wrong["C"] == "28P01", wrong
+    relay.wait_for_log(lambda l: l.get("event") == "auth_lockout", timeout=WAIT)
+    # Locked: the right password gets exactly what a wrong one gets.
+    assert login_error(relay) == wrong
+    r = psql(relay, pg.password)
+    assert r.returncode != 0 and "password authentication failed" in r.stderr, r.stderr
+
+    def lockout_record():
+        if not os.path.exists(trail):
+            return None
+        with open(trail) as f:
+            for line in f:
+                rec = json.loads(line)
+                if "lockout" in json.dumps(rec.get("event", rec.get("type", ""))):
+                    return rec
+        return None
+    end = time.monotonic() + WAIT
+    rec = lockout_record()
+    while rec is None and time.monotonic() < end:
+        time.sleep(0.2)
+        rec = lockout_record()
+    assert rec is not None, open(trail).read() if os.path.exists(trail) else "no trail"
+    assert pg.user in json.dumps(rec)
+
+
+# --------------------------------------------------------------------------------------------
+# TLS on the client leg: these run once the relay offers TLS (the TLS wiring of the core)
+
+
+def ask_tls(host, port, timeout=5.0):
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(SSL_REQUEST)
+        return s.recv(1)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    p = tlsutil.Pki(str(tmp_path_factory.mktemp("pki-auth")))
+    p.root = p.ca("pgwarden auth test CA")
+    p.relay_cert = p.cert(p.root, "pgwarden-relay", server=True,
+                          san="DNS:localhost,IP:127.0.0.1")
+    p.client = p.cert(p.root, "pgw", client=True)
+    return p
+
+
+def tls_terminate_relay(relay_factory, users_file, pki, tmp_path, pg, extra=""):
+    config = ("tls:\n"
+              "  client:\n"
+              "    mode: prefer\n"
+              "    cert_file: %s\n"
+              "    key_file: %s\n"
+              "    ca_file: %s\n"
+              "    verify: optional\n"
+              "  server:\n"
+              "    mode: prefer\n"
+              "auth:\n"
+              "  mode: terminate\n"
+              "  users_file: %s\n" % (pki.relay_cert.crt, pki.relay_cert.key, pki.root.crt,
+                                      users_file)) + extra
+    relay = relay_factory(config_text=config)
+    if ask_tls(relay.host, relay.port) != b"S":
+        pytest.skip(TLS_SKIP)
+    return relay
+
+
+def test_channel_binding_at_the_relay(relay_factory, users_file, pki, tmp_path, pg):
+    relay = tls_terminate_relay(relay_factory, users_file, pki, tmp_path, pg)
+    r = psql(relay, pg.password, sslmode="require", channel_binding="require")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == pg.user
+    relay.wait_for_log(lambda l: l.get("event") == "auth_ok" and l.get("method") ==
+                       "scram-sha-256-plus", timeout=WAIT)
+
+
+def test_client_certificate_mapped_to_the_role(relay_factory, users_file, pki, tmp_path, pg):
+    cert_map = write_secret(str(tmp_path / "certmap.txt"), "pgwarden pgw %s\n" % pg.user)
+    passwords = write_secret(str(tmp_path / "passwords.txt"),
+                             '"%s" "%s"\n' % (pg.user, pg.password))
+    relay = tls_terminate_relay(relay_factory, users_file, pki, tmp_path, pg,
+                                "  cert_map: %s\n  upstream_passwords: %s\n"
+                                % (cert_map, passwords))
+    r = psql(relay, "not-the-password", sslmode="require", sslcert=pki.client.crt,
+             sslkey=pki.client.key)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == pg.user
+    relay.wait_for_log(lambda l: l.get("event") == "auth_ok" and l.get("method") == "cert",
+                       timeout=WAIT)
