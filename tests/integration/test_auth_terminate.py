@@ -84,13 +84,29 @@ def psql(relay, password, sql="SELECT current_user", **params):
                           capture_output=True, text=True, timeout=60)
 
 
-def test_scram_login_at_the_relay(relay_factory, users_file, pg):
+def sessions(relay, pgwardend_bin):
+    sock = os.path.join(relay.workdir, "admin-%d.sock" % relay.port)
+    r = subprocess.run([os.path.join(os.path.dirname(pgwardend_bin), "pgwardenctl"),
+                        "--socket", sock, "sessions", "--json"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_scram_login_at_the_relay(relay_factory, users_file, pg, pgwardend_bin):
     relay = terminate_relay(relay_factory, users_file)
     r = psql(relay, pg.password)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == pg.user
-    with connect(relay) as conn:
+    with connect(relay, application_name="itest-terminate") as conn:
         assert conn.execute("SELECT 40 + 2").fetchone()[0] == 42
+        mine = [s for s in sessions(relay, pgwardend_bin)
+                if s.get("application_name") == "itest-terminate"]
+        assert len(mine) == 1 and mine[0]["authenticated"], mine
+        assert mine[0]["auth_method"] == "scram-sha-256", mine
+    relay.wait_for_log(lambda l: l.get("event") == "session_end" and
+                       l.get("auth_method") == "scram-sha-256" and
+                       l.get("auth_by") == "pgwarden", timeout=WAIT)
     relay.wait_for_log(lambda l: l.get("event") == "auth_ok" and l.get("method") ==
                        "scram-sha-256", timeout=WAIT)
     relay.wait_for_log(lambda l: l.get("event") == "auth_upstream_ok", timeout=WAIT)
