@@ -1754,6 +1754,51 @@ static void test_terminate_server_skips_login(void **state)
 	terminate_cleanup(&sp);
 }
 
+/* Hostile client: a PasswordMessage claiming more than PostgreSQL would ever read for one
+ * (65535 bytes): refused at its header by the framer, nothing buffered or forwarded. */
+static void test_auth_oversized_password_message(void **state)
+{
+	struct msgs m = {.n = 0};
+	uint8_t hdr[5] = {'p'};
+	const uint8_t *p;
+
+	passthrough_connected("scram-sha-256");
+	sasl_request(&m);
+	server_sends(&m);
+	fake_take(&F.client, &p);
+	proto_write_u32(hdr + 1, 100000);
+	fake_feed(&F.client, hdr, sizeof(hdr));
+	fake_feed(&F.client, "SCRAM-SHA-256", 13);
+	conn_client_events(the_conn(), EPOLLIN);
+	assert_refused("08P01", "invalid message from client");
+}
+
+/* Terminate mode with every byte read and written one at a time, both legs. */
+static void test_terminate_one_byte_at_a_time(void **state)
+{
+	struct scram_peer sp;
+	struct conn *c;
+	const uint8_t *p;
+	size_t n;
+	char t[64];
+
+	F.client.read_chunk = F.client.write_chunk = 1;
+	c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	conn_server_events(c, EPOLLOUT);
+	F.server.read_chunk = F.server.write_chunk = 1;
+	fake_take(&F.server, &p);
+	assert_true(client_scram_step(&sp, 0));
+	assert_true(client_scram_step(&sp, 1));
+	n = fake_take(&F.client, &p);
+	assert_int_equal(scram_client_verify(&sp.cli, p + 9, n - 9), 0);
+	server_scram_login(&sp);
+	assert_int_equal(c->state, CONN_READY);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "RSKZ");
+	terminate_cleanup(&sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1794,6 +1839,9 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_terminate_hostile_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminate_server_skips_login, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_oversized_password_message, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_one_byte_at_a_time, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("conn", tests, NULL, NULL);

@@ -31,9 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* PostgreSQL reads an authentication answer with this bound (PG_MAX_AUTH_TOKEN_LENGTH). */
-#define CONN_AUTH_TOKEN_MAX 65535u
-
 struct conn_auth {
 	struct auth_ctx *ctx;
 	bool terminate;
@@ -257,12 +254,7 @@ bool conn_auth_client(struct conn *c, struct conn_dir *d, const struct proto_msg
 		*step = conn_auth_terminate_client(c, d, m, total);
 		return true;
 	}
-	if (m->body_len > CONN_AUTH_TOKEN_MAX) {
-		conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid authentication packet length",
-			  "authentication packet too long");
-		*step = CONN_STEP_FAILED;
-		return true;
-	}
+	/* Whole: the framer bounds a PasswordMessage as PostgreSQL does (65535 bytes). */
 	if (avail < total) {
 		d->need = total;
 		*step = CONN_STEP_WAIT;
