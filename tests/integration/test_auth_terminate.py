@@ -171,6 +171,37 @@ def test_lockout_after_failures(relay_factory, users_file, pg, pgwardend_bin, tm
     assert pg.user in json.dumps(rec)
 
 
+def scram_verifier(password, salt, iterations=4096):
+    """A SCRAM-SHA-256 verifier in PostgreSQL's format (RFC 5802 keys)."""
+    import base64
+    import hashlib
+    import hmac
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored = hashlib.sha256(client_key).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda b: base64.b64encode(b).decode()
+    return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, b64(salt), b64(stored), b64(server))
+
+
+def test_upstream_with_another_verifier(relay_factory, pg, tmp_path):
+    """The relay's verifier has another salt than the server's: the client proves itself to
+    the relay, but its ClientKey cannot log in upstream: a clear 28000, never a hang. With
+    the role's password in auth.upstream_passwords the same setup logs in."""
+    users = write_secret(str(tmp_path / "users-other.txt"), '"%s" "%s"\n' % (
+        pg.user, scram_verifier(pg.password, b"another-salt-16b")))
+    relay = terminate_relay(relay_factory, users)
+    r = psql(relay, pg.password)
+    assert r.returncode != 0
+    assert "is not the one in auth.users_file" in r.stderr, r.stderr
+    passwords = write_secret(str(tmp_path / "upstream.txt"),
+                             '"%s" "%s"\n' % (pg.user, pg.password))
+    relay = terminate_relay(relay_factory, users, ["--auth-upstream-passwords", passwords])
+    r = psql(relay, pg.password)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == pg.user
+
+
 # --------------------------------------------------------------------------------------------
 # TLS on the client leg: these run once the relay offers TLS (the TLS wiring of the core)
 
