@@ -202,6 +202,25 @@ def test_upstream_with_another_verifier(relay_factory, pg, tmp_path):
     assert r.stdout.strip() == pg.user
 
 
+def test_server_never_sees_unauthenticated_clients(relay_factory, users_file, pg):
+    """Terminate mode authenticates before it connects upstream: wrong passwords, unknown
+    users and clients that give up mid-exchange never cost the server a connection."""
+    server = wire.FakeServer()
+    try:
+        relay = relay_factory(upstream=server.address,
+                              extra_args=["--auth-mode", "terminate", "--auth-users-file",
+                                          users_file])
+        assert login_error(relay, password="wrong")["C"] == "28P01"
+        assert login_error(relay, user="nobody", password="x")["C"] == "28P01"
+        with wire.Conn(relay.host, relay.port) as c:  # leaves after AuthenticationSASL
+            c.send(wire.startup_message({"user": pg.user, "database": pg.dbname}))
+            assert c.recv_message().auth_code() == wire.AUTH_SASL
+        time.sleep(0.5)
+        assert server.conns == []
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # TLS on the client leg: these run once the relay offers TLS (the TLS wiring of the core)
 

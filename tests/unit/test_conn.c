@@ -1641,8 +1641,9 @@ static void terminate_cleanup(struct scram_peer *sp)
 	unlink(users_path);
 }
 
-/* The relay answers the client itself (before the server leg is even up), then logs in
- * upstream with the ClientKey from the client's proof: no password anywhere. */
+/* The relay answers the client itself, and connects to the server only once the client
+ * proved itself; then logs in upstream with the ClientKey from the client's proof: no
+ * password anywhere. */
 static void test_terminate_scram_login(void **state)
 {
 	struct scram_peer sp;
@@ -1652,19 +1653,22 @@ static void test_terminate_scram_login(void **state)
 	char t[64];
 
 	assert_int_equal(c->state, CONN_CONNECTING);
-	assert_true(client_scram_step(&sp, 0)); /* answered while the server leg connects */
-	conn_server_events(c, EPOLLOUT);
-	assert_int_equal(c->state, CONN_AUTH);
-	n = fake_take(&F.server, &p);
-	assert_int_equal(p[0], 0); /* the startup packet, and none of the client's SCRAM */
-	assert_int_equal(n, proto_read_u32(p));
+	assert_true(client_scram_step(&sp, 0));
+	assert_int_equal(F.connects, 0); /* the server knows nothing of it yet */
 	assert_true(client_scram_step(&sp, 1));
+	assert_int_equal(F.connects, 1); /* proved: now the server leg starts */
 	n = fake_take(&F.client, &p);
 	types_of(p, n, t, sizeof(t));
 	assert_string_equal(t, "R"); /* server-final; AuthenticationOk waits for the server */
 	assert_int_equal(proto_read_u32(p + 5), AUTH_REQ_SASL_FIN);
 	assert_int_equal(scram_client_verify(&sp.cli, p + 9, n - 9), 0);
-	assert_false(c->session.auth.ok == false);
+	assert_true(c->session.auth.ok);
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_AUTH);
+	n = fake_take(&F.server, &p);
+	assert_int_equal(p[0], 0); /* the startup packet as sent, and none of the client's SCRAM */
+	assert_int_equal(n, proto_read_u32(p));
+	assert_memory_equal(p, F.client.in, n);
 	server_scram_login(&sp);
 	assert_int_equal(c->state, CONN_READY);
 	n = fake_take(&F.client, &p);
@@ -1679,22 +1683,18 @@ static void test_terminate_scram_login(void **state)
 	terminate_cleanup(&sp);
 }
 
-/* A wrong password: PostgreSQL's 28P01, the server never hears of the client's proof; after
+/* A wrong password: PostgreSQL's 28P01, and the server never hears of the session; after
  * the configured failures, the right password fails the same way. */
 static void test_terminate_wrong_password_and_lockout(void **state)
 {
 	for (int i = 0; i < 3; i++) {
 		struct scram_peer sp;
 		struct conn *c = terminate_connect(&sp, "alice", i < 2 ? "wrong" : AUTH_PASSWORD, 2);
-		const uint8_t *p;
-		size_t n;
-
-		conn_server_events(c, EPOLLOUT);
+		assert_int_equal(c->state, CONN_CONNECTING);
 		assert_true(client_scram_step(&sp, 0));
 		assert_true(client_scram_step(&sp, 1));
 		F.client.out_seen = 0;
-		n = fake_take(&F.server, &p);
-		assert_int_equal(n, proto_read_u32(p)); /* the startup packet only */
+		assert_int_equal(F.connects, 0);
 		assert_refused("28P01", "password authentication failed for user \"alice\"");
 		scram_client_clear(&sp.cli);
 		fake_init(&F.client);
@@ -1708,29 +1708,26 @@ static void test_terminate_hostile_client(void **state)
 	struct scram_peer sp;
 	struct msgs m = {.n = 0};
 	const uint8_t *p;
-	struct conn *c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
 
-	conn_server_events(c, EPOLLOUT);
-	fake_take(&F.server, &p);
+	terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	fake_take(&F.client, &p); /* AuthenticationSASL */
 	m_query(&m, "SELECT 1");
 	client_sends(&m);
 	assert_refused("08P01", NULL);
 	scram_client_clear(&sp.cli);
 
 	fake_init(&F.client);
-	c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
-	conn_server_events(c, EPOLLOUT);
-	fake_take(&F.server, &p);
+	terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
 	m.n = 0;
 	put(&m, 'p', "SCRAM-SHA-256\0\0\0\0\x05zzzzz", 23);
 	client_sends(&m);
 	assert_refused("08P01", NULL);
-	/* A server that speaks before pgwarden logged in waits, and never reaches the client. */
+	assert_int_equal(F.connects, 0);
 	terminate_cleanup(&sp);
 }
 
-/* Hostile server in terminate mode: BackendKeyData and ReadyForQuery without any login,
- * while the client is still proving itself: the session ends there, nothing is relayed. */
+/* Hostile server in terminate mode: BackendKeyData and ReadyForQuery where pgwarden's
+ * login belongs: the session ends there, nothing of it is relayed. */
 static void test_terminate_server_skips_login(void **state)
 {
 	struct scram_peer sp;
@@ -1740,6 +1737,9 @@ static void test_terminate_server_skips_login(void **state)
 	char t[16];
 	struct conn *c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
 
+	assert_true(client_scram_step(&sp, 0));
+	assert_true(client_scram_step(&sp, 1));
+	fake_take(&F.client, &p); /* the server-final */
 	conn_server_events(c, EPOLLOUT);
 	fake_take(&F.server, &p);
 	r_key(&m);
@@ -1747,7 +1747,7 @@ static void test_terminate_server_skips_login(void **state)
 	server_sends(&m);
 	n = fake_take(&F.client, &p);
 	types_of(p, n, t, sizeof(t));
-	assert_string_equal(t, "RE"); /* pgwarden's AuthenticationSASL, then the refusal */
+	assert_string_equal(t, "E");
 	assert_string_equal(first_error_code(p, n), "08P01");
 	tick(0);
 	assert_null(the_conn());
@@ -1784,13 +1784,13 @@ static void test_terminate_one_byte_at_a_time(void **state)
 
 	F.client.read_chunk = F.client.write_chunk = 1;
 	c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
-	conn_server_events(c, EPOLLOUT);
-	F.server.read_chunk = F.server.write_chunk = 1;
-	fake_take(&F.server, &p);
 	assert_true(client_scram_step(&sp, 0));
 	assert_true(client_scram_step(&sp, 1));
 	n = fake_take(&F.client, &p);
 	assert_int_equal(scram_client_verify(&sp.cli, p + 9, n - 9), 0);
+	conn_server_events(c, EPOLLOUT);
+	F.server.read_chunk = F.server.write_chunk = 1;
+	fake_take(&F.server, &p);
 	server_scram_login(&sp);
 	assert_int_equal(c->state, CONN_READY);
 	n = fake_take(&F.client, &p);

@@ -9,9 +9,11 @@
  *                message that does not parse or continue the exchange, a locked login).
  *   terminate    pgwarden answers the client itself (auth_terminate_*): it sends
  *                AuthenticationSASL as soon as the StartupMessage is read, and the client's
- *                answers never go upstream. The server's messages wait until the client
- *                has proved itself; then pgwarden logs in upstream (auth_upstream_*) and
- *                the client gets AuthenticationOk only when that succeeded.
+ *                answers never go upstream. The server leg is started only once the client
+ *                has proved itself (so an unauthenticated client costs the server nothing:
+ *                no connection, no backend); then pgwarden logs in upstream
+ *                (auth_upstream_*) and the client gets AuthenticationOk only when that
+ *                succeeded.
  *
  * A refusal replaces what would have gone on with pgwarden's FATAL, drops the server leg
  * (nothing more reaches it), and ends the connection. The machines' state is held only
@@ -37,6 +39,10 @@ struct conn_auth {
 	bool client_done;    /* terminate: the client leg succeeded */
 	bool upstream_begun; /* terminate: auth_upstream_begin() was called */
 	bool lock_audited;
+	/* terminate: the client's StartupMessage, held back until the server leg starts (a
+	 * framed packet left in the stream would hold the client's answers behind it). */
+	uint8_t *startup;
+	uint32_t startup_len;
 	struct auth_observer obs;
 	struct auth_terminate term;
 	struct auth_upstream up;
@@ -61,6 +67,7 @@ void conn_auth_end(struct conn *c)
 		auth_observer_end(&a->obs);
 	}
 	auth_ctx_unref(a->ctx);
+	free(a->startup);
 	OPENSSL_cleanse(a, sizeof(*a));
 	free(a);
 	c->auth = NULL;
@@ -182,15 +189,25 @@ int conn_auth_begin(struct conn *c)
 				   cbind_len, conn_auth_now_ms(c), a->out, sizeof(a->out), &n);
 	OPENSSL_cleanse(cbind, sizeof(cbind));
 	switch (act) {
-	case AUTH_TO_CLIENT:
-		if (conn_inject(c, CONN_S2C, a->out, (uint32_t)n)) {
+	case AUTH_TO_CLIENT: {
+		struct conn_dir *d = &c->dir[CONN_C2S];
+
+		/* The StartupMessage is all that is framed: hold it here until the server
+		 * leg starts (conn_auth_terminate_client), so the client's answers can pass. */
+		a->startup_len = d->framed;
+		a->startup = malloc(a->startup_len ? a->startup_len : 1);
+		if (!a->startup || conn_inject(c, CONN_S2C, a->out, (uint32_t)n)) {
 			conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 			return -ENOMEM;
 		}
+		memcpy(a->startup, d->buf->data + d->buf->head, a->startup_len);
+		d->buf->head += a->startup_len;
+		d->framed = 0;
 		return 0;
+	}
 	case AUTH_DONE: /* a certificate alone: AuthenticationOk once upstream accepts */
 		a->client_done = true;
-		return 0;
+		return 0; /* the caller starts the server leg */
 	default:
 		conn_auth_refuse(c, a->out, n, "authentication refused");
 		return -EACCES;
@@ -211,7 +228,7 @@ static enum conn_step conn_auth_terminate_client(struct conn *c, struct conn_dir
 	enum auth_action act;
 
 	if (m->type == PqMsg_Terminate) {
-		/* Gone before the login ended: the server has had only the StartupMessage. */
+		/* Gone before it proved itself: the server never heard of it. */
 		conn_consume(d, total);
 		conn_set_reason(c, "client terminated during authentication");
 		conn_upstream_drop(c);
@@ -234,6 +251,17 @@ static enum conn_step conn_auth_terminate_client(struct conn *c, struct conn_dir
 	if (conn_inject(c, CONN_S2C, a->out, (uint32_t)n)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return CONN_STEP_FAILED;
+	}
+	/* Only now does the server hear of this session: its StartupMessage goes first. */
+	if (a->client_done && a->startup) {
+		if (conn_session_connect(c))
+			return CONN_STEP_FAILED;
+		if (conn_inject(c, CONN_C2S, a->startup, a->startup_len)) {
+			conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
+			return CONN_STEP_FAILED;
+		}
+		free(a->startup);
+		a->startup = NULL;
 	}
 	return CONN_STEP_PROGRESS;
 }

@@ -111,14 +111,17 @@ enum conn_step conn_stage_verdict_c2s(struct conn *c, const struct proto_msg *m,
 				      const struct stage_result *r);
 /* Start the session for a StartupMessage (the packet is already framed). */
 int conn_session_begin(struct conn *c, const struct proto_startup *st);
+/* Start the session's server leg (state CONNECTING). 0, or -errno after failing the
+ * connection. */
+int conn_session_connect(struct conn *c) __attribute__((warn_unused_result));
 
 /* ---- conn_auth.c ----------------------------------------------------------------------- */
-/* The session's StartupMessage was read and its server leg started: take the auth snapshot
- * and start the login (terminate mode: pgwarden's AuthenticationSASL goes to the client).
- * 0, or < 0 after failing the connection. */
+/* The session's StartupMessage was read: take the auth snapshot and start the login
+ * (terminate mode: pgwarden's AuthenticationSASL goes to the client, and the server leg is
+ * started only once the client proved itself). 0, or < 0 after failing the connection. */
 int conn_auth_begin(struct conn *c) __attribute__((warn_unused_result));
-/* Terminate mode, the client still owes pgwarden its proof: its messages are read even
- * before the server leg is connected. */
+/* Terminate mode, the client still owes pgwarden its proof: its messages are read while
+ * the state is CONNECTING and there is no server leg yet. */
 bool conn_auth_early(const struct conn *c);
 /* A framed client (server) message during the login, total bytes of which avail are here:
  * true when the login took it (what was done in *step), false when the core goes on with
