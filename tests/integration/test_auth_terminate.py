@@ -169,6 +169,12 @@ def test_lockout_after_failures(relay_factory, users_file, pg, pgwardend_bin, tm
         rec = lockout_record()
     assert rec is not None, open(trail).read() if os.path.exists(trail) else "no trail"
     assert pg.user in json.dumps(rec)
+    # Each refused login reached the stages: the trail has its auth record, refused by
+    # pgwarden itself.
+    with open(trail) as f:
+        auths = [json.loads(l) for l in f if '"auth"' in l]
+    refused = [a for a in auths if a.get("ok") is False and a.get("at_relay") is True]
+    assert len(refused) >= 4, auths
 
 
 def scram_verifier(password, salt, iterations=4096):

@@ -121,6 +121,8 @@ static void conn_auth_refuse(struct conn *c, const uint8_t *err, size_t n, const
 	struct proto_msg m;
 
 	conn_auth_audit_lock(c);
+	if (c->auth->terminate)
+		c->session.auth.at_relay = true; /* pgwarden, not the server, refused it */
 	conn_set_reason(c, reason);
 	conn_refused(c, MREFUSE_AUTH);
 	if (s2c->buf)
