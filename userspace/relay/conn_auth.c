@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,11 +44,18 @@ struct conn_auth {
 	 * framed packet left in the stream would hold the client's answers behind it). */
 	uint8_t *startup;
 	uint32_t startup_len;
-	struct auth_observer obs;
-	struct auth_terminate term;
-	struct auth_upstream up;
+	size_t size; /* allocated: a passthrough login holds only the observer */
 	uint8_t out[AUTH_OUT_MAX];
+	union {
+		struct auth_observer obs;
+		struct {
+			struct auth_terminate term;
+			struct auth_upstream up;
+		};
+	};
 };
+
+#define CONN_AUTH_PASSTHROUGH_SIZE (offsetof(struct conn_auth, obs) + sizeof(struct auth_observer))
 
 static uint64_t conn_auth_now_ms(const struct conn *c)
 {
@@ -68,7 +76,7 @@ void conn_auth_end(struct conn *c)
 	}
 	auth_ctx_unref(a->ctx);
 	free(a->startup);
-	OPENSSL_cleanse(a, sizeof(*a));
+	OPENSSL_cleanse(a, a->size);
 	free(a);
 	c->auth = NULL;
 }
@@ -170,16 +178,24 @@ int conn_auth_begin(struct conn *c)
 	uint8_t cbind[SCRAM_CBIND_DATA_MAX];
 	size_t cbind_len, n = 0;
 	enum auth_action act;
+	struct auth_ctx *ctx;
+	bool terminate;
+	size_t size;
 
 	if (!rt)
 		return 0;
-	a = calloc(1, sizeof(*a));
+	ctx = auth_runtime_acquire(rt);
+	terminate = ctx->mode == AUTH_MODE_TERMINATE;
+	size = terminate ? sizeof(*a) : CONN_AUTH_PASSTHROUGH_SIZE;
+	a = calloc(1, size);
 	if (!a) {
+		auth_ctx_unref(ctx);
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
 	}
-	a->ctx = auth_runtime_acquire(rt);
-	a->terminate = a->ctx->mode == AUTH_MODE_TERMINATE;
+	a->ctx = ctx;
+	a->terminate = terminate;
+	a->size = size;
 	c->auth = a;
 	if (!a->terminate) {
 		auth_observer_begin(&a->obs, a->ctx, &c->session, conn_auth_now_ms(c));
