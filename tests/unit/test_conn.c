@@ -1799,6 +1799,26 @@ static void test_terminate_one_byte_at_a_time(void **state)
 	terminate_cleanup(&sp);
 }
 
+/* A terminate-mode client that stops answering pgwarden's AuthenticationSASL: the login
+ * deadline ends it, and the server never heard of it. */
+static void test_terminate_silent_client_times_out(void **state)
+{
+	struct scram_peer sp;
+	const uint8_t *p;
+	size_t n;
+
+	terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	assert_true(client_scram_step(&sp, 0));
+	tick(59 * NS_PER_S);
+	assert_non_null(the_conn());
+	tick(2 * NS_PER_S);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_null(the_conn());
+	assert_int_equal(F.connects, 0);
+	terminate_cleanup(&sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1842,6 +1862,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_auth_oversized_password_message, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_terminate_one_byte_at_a_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_silent_client_times_out, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
