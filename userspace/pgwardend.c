@@ -319,30 +319,12 @@ static void tls_publish_log(const struct tls_snapshot *s)
 
 /* ---- authentication (userspace/auth/) ----
  * The runtime holds the auth.* snapshot (files loaded) and the lockout table. The
- * connection core reaches it with auth_runtime_acquire() at session start; until the
- * rewritten core drives the auth machines, settings that would look enforced and not be
- * are refused here (auth_core_gap) so no operator is misled. */
+ * connection core takes a snapshot with auth_runtime_acquire() at each StartupMessage and
+ * drives the observer / terminate / upstream machines (relay/conn_auth.c). */
 static struct auth_runtime *daemon_auth;
-
-/* The auth.* settings this build's connection core does not enforce yet, or NULL. Delete
- * with the core that calls auth_observer_* / auth_terminate_* / auth_upstream_*. */
-static const char *auth_core_gap(const struct config *cfg)
-{
-	if (cfg->auth_mode == AUTH_MODE_TERMINATE)
-		return "auth.mode: terminate is not driven by this build's connection core yet";
-	if (cfg->auth_server_methods != AUTH_METHODS_ALL)
-		return "auth.server_methods: not enforced by this build's connection core yet";
-	return NULL;
-}
 
 static int auth_load(const struct config *cfg, char *err, size_t errlen)
 {
-	const char *gap = auth_core_gap(cfg);
-
-	if (gap) {
-		snprintf(err, errlen, "%s", gap);
-		return -1;
-	}
 	if (!daemon_auth)
 		return auth_runtime_new(cfg, &daemon_auth, err, errlen);
 	return auth_runtime_reload(daemon_auth, cfg, err, errlen);
@@ -1460,6 +1442,9 @@ int main(int argc, char **argv)
 	}
 	if (cfg->audit_path && start_audit(cfg, &o, &dg))
 		goto out;
+	/* Each session takes the auth snapshot at its StartupMessage (relay/conn_auth.c). */
+	r->auth = daemon_auth;
+	r->audit = audit;
 	if (build_pipeline(&r->pipeline)) {
 		log_error("start", "the stage pipeline is full");
 		goto out;

@@ -10,12 +10,9 @@ a password. The test passes only if
     pgwarden does not allow (auth.server_methods)",
   - the daemon logged event=auth_method_refused with the method.
 
-The check needs the connection core to call auth_observer_server() on every server message
-in its authentication state (userspace/auth/auth.h). The current core does not yet, and
-pgwardend refuses a narrowed auth.server_methods at start rather than pretend to enforce
-it, so the test is skipped until the rewritten core drives the observer: set
-PGWARDEN_TEST_AUTH_OBSERVER=1 to run it (it fails against the current core, which shows
-the client the cleartext request and forwards the password).
+The connection core calls auth_observer_server() on every server message of the login
+(userspace/relay/conn_auth.c); before it did, the client was shown the cleartext request
+and its password was forwarded.
 """
 
 import os
@@ -30,12 +27,6 @@ import harness
 
 CANARY = "canary-Pa55w0rd-7f3e1c"
 WAIT = 30.0
-
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("PGWARDEN_TEST_AUTH_OBSERVER"),
-    reason="needs the rewritten connection core to drive auth_observer_server() "
-           "(issue #10); set PGWARDEN_TEST_AUTH_OBSERVER=1 to run")
-
 
 class FakeServer:
     """Accepts connections, reads a StartupMessage (answering SSLRequest/GSSENCRequest with
@@ -152,3 +143,34 @@ def test_weak_method_refused_before_any_secret(method, auth_body, fake_server, r
     assert md5_answer(CANARY, "alice", b"\x01\x02\x03\x04").encode() not in server.received
     # Nor did any PasswordMessage at all ('p' from the client after the request).
     assert not server.received.startswith(b"p"), server.received
+
+
+def test_real_scram_login_observed(relay_factory, pg):
+    """The strict setting in front of the real server: SCRAM passes, every message checked,
+    and the session records how the server authenticated it."""
+    relay = relay_factory(extra_args=["--auth-server-methods", "scram-sha-256"])
+    assert relay.psql("SELECT current_user").strip() == pg.user
+    relay.wait_for_log(lambda l: l.get("event") == "session_end" and
+                       l.get("authenticated") == "1" and
+                       l.get("auth_method") == "scram-sha-256" and
+                       l.get("auth_by") == "server", timeout=WAIT)
+
+
+def test_passthrough_lockout(relay_factory, pg):
+    """Failures the server reports are counted; once locked, the right password gets the
+    same FATAL 28P01 a wrong one gets, although the server accepted it."""
+    import wire
+    relay = relay_factory(extra_args=["--auth-lockout-failures", "2"])
+
+    def login(password):
+        with wire.Conn(relay.host, relay.port) as c:
+            e = wire.first_error(c.login(pg.user, password, database=pg.dbname))
+        return e.error_fields() if e is not None else None
+
+    for _ in range(2):
+        e = login("wrong")
+        assert e and e["C"] == "28P01", e
+    relay.wait_for_log(lambda l: l.get("event") == "auth_lockout", timeout=WAIT)
+    e = login(pg.password)
+    assert e and e["C"] == "28P01", e
+    assert e["M"] == 'password authentication failed for user "%s"' % pg.user

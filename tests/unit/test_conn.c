@@ -10,8 +10,15 @@
  * earlier pipelined results intact; rewrite with a changed length; pause and resume by
  * wake and by deadline; injected replies in protocol order; per-session interest;
  * streaming rewrite; notices), the statement table and its limits, and the ways a
- * session ends (server FATAL, client Terminate, a server that breaks).
+ * session ends (server FATAL, client Terminate, a server that breaks); the login through
+ * the auth machines (conn_auth.c) against hostile peers: a server asking for a method
+ * auth.server_methods forbids or skipping to AuthenticationOk, a password before any
+ * request, garbage SCRAM either way, the lockout; terminate mode end to end with a real
+ * SCRAM client and server, wrong passwords, hostile clients and a server that skips the
+ * login.
  */
+#include "auth/auth.h"
+#include "base/log.h"
 #include "proto/proto.h"
 #include "relay/conn.h"
 #include "relay/relay.h"
@@ -24,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -485,6 +493,7 @@ static int teardown(void **state)
 		conn_terminate(F.w->conns, "57P01", "test over", "test over");
 	loop_tick(&F.w->loop, F.now);
 	worker_destroy(F.w);
+	auth_runtime_free(F.relay.auth);
 	cancel_map_free(F.relay.cancels);
 	config_unref(F.relay.config);
 	return 0;
@@ -1289,6 +1298,527 @@ static void test_refused_at_session_start(void **state)
 	assert_null(the_conn());
 }
 
+/* ---- authentication at the relay (relay/conn_auth.c) ------------------------------------ */
+
+#define AUTH_PASSWORD "pencil"
+
+/* The relay gets an auth runtime from these auth.* settings (the daemon's path). */
+static void use_auth(const char *const *kv)
+{
+	struct config *cfg = config_new();
+	char err[512];
+
+	assert_non_null(cfg);
+	assert_int_equal(config_set(cfg, "upstream", "127.0.0.1:5432", err, sizeof(err)), 0);
+	for (; kv && kv[0]; kv += 2)
+		if (config_set(cfg, kv[0], kv[1], err, sizeof(err)))
+			fail_msg("%s: %s", kv[0], err);
+	if (auth_runtime_new(cfg, &F.relay.auth, err, sizeof(err)))
+		fail_msg("%s", err);
+	config_unref(cfg);
+	log_set_level(LOG_ERROR);
+}
+
+/* A users file (auth.users_file) holding alice's verifier for AUTH_PASSWORD. */
+static char users_path[64];
+static struct scram_verifier alice_verifier;
+
+static const char *users_file(void)
+{
+	char line[SCRAM_VERIFIER_MAX + 32], v[SCRAM_VERIFIER_MAX];
+	int fd;
+
+	assert_int_equal(scram_verifier_from_password(AUTH_PASSWORD,
+						      (const uint8_t *)"0123456789abcdef", 16,
+						      4096, &alice_verifier),
+			 SCRAM_OK);
+	assert_true(scram_verifier_format(&alice_verifier, v, sizeof(v)) > 0);
+	snprintf(users_path, sizeof(users_path), "/tmp/pgwarden-test-users-XXXXXX");
+	fd = mkstemp(users_path);
+	assert_true(fd >= 0);
+	snprintf(line, sizeof(line), "\"alice\" \"%s\"\n", v);
+	assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+	close(fd);
+	return users_path;
+}
+
+/* The first message in p[0..n) as a proto_msg (of the given direction's types). */
+static struct proto_msg first_msg(const uint8_t *p, size_t n)
+{
+	struct proto_msg m;
+
+	assert_true(n >= 5);
+	m.type = p[0];
+	m.body_len = proto_read_u32(p + 1) - 4;
+	assert_true(m.body_len + 5 <= n);
+	m.body = p + 5;
+	return m;
+}
+
+static void sasl_request(struct msgs *m)
+{
+	static const uint8_t mechs[] = "SCRAM-SHA-256\0";
+	uint8_t b[64];
+
+	proto_write_u32(b, AUTH_REQ_SASL);
+	memcpy(b + 4, mechs, sizeof(mechs));
+	put(m, 'R', b, 4 + sizeof(mechs));
+}
+
+/* After the StartupMessage: the server's turn in a passthrough login. */
+static struct conn *passthrough_connected(const char *methods)
+{
+	const char *kv[] = {"auth.server_methods", methods, NULL};
+	struct conn *c;
+	const uint8_t *p;
+
+	use_auth(kv);
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_AUTH);
+	fake_take(&F.server, &p); /* the startup packet */
+	return c;
+}
+
+/* The connection ended with sqlstate to the client, and nothing after the startup packet
+ * reached the server. */
+static void assert_refused(const char *sqlstate, const char *fragment)
+{
+	const uint8_t *p;
+	size_t n = fake_take(&F.client, &p);
+	char text[4096];
+
+	assert_string_equal(first_error_code(p, n), sqlstate);
+	if (fragment) {
+		assert_true(n < sizeof(text));
+		memcpy(text, p, n);
+		text[n] = '\0';
+		for (size_t i = 0; i < n; i++)
+			if (!text[i])
+				text[i] = ' ';
+		if (!strstr(text, fragment))
+			fail_msg("\"%s\" not in the client's error", fragment);
+	}
+	assert_int_equal(fake_take(&F.server, &p), 0);
+	tick(0);
+	assert_null(the_conn());
+}
+
+/* Hostile server: asks for a cleartext password where only SCRAM is allowed. The client
+ * never sees the request (so never answers with its password). */
+static void test_auth_server_asks_cleartext(void **state)
+{
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	passthrough_connected("scram-sha-256");
+	r_auth(&m, AUTH_REQ_PASSWORD);
+	server_sends(&m);
+	n = fake_take(&F.client, &p);
+	assert_true(n > 0);
+	assert_int_equal(p[0], 'E'); /* not the 'R' */
+	F.client.out_seen = 0;
+	assert_refused("28000", "server requested password authentication, which pgwarden does "
+				"not allow");
+	assert_int_equal(rec.auths, 1); /* the stages heard the login fail */
+}
+
+/* Hostile server: AuthenticationOk with no exchange (trust) where only SCRAM is allowed. */
+static void test_auth_server_skips_to_ok(void **state)
+{
+	struct msgs m = {.n = 0};
+
+	passthrough_connected("scram-sha-256");
+	r_auth(&m, AUTH_REQ_OK);
+	r_key(&m);
+	r_ready(&m, 'I');
+	server_sends(&m);
+	assert_int_equal(rec.auths, 1);
+	assert_refused("28000", "trust");
+}
+
+/* Hostile client: a PasswordMessage before the server asked for anything. */
+static void test_auth_password_before_asked(void **state)
+{
+	struct msgs m = {.n = 0};
+
+	passthrough_connected("scram-sha-256");
+	put(&m, 'p', "secret\0", 7);
+	client_sends(&m);
+	assert_refused("08P01", NULL);
+}
+
+/* Hostile client: garbage where a SCRAM client-first belongs; it never reaches the server. */
+static void test_auth_sasl_garbage_from_client(void **state)
+{
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+
+	passthrough_connected("scram-sha-256");
+	sasl_request(&m);
+	server_sends(&m);
+	assert_int_equal(the_conn()->state, CONN_AUTH_ANSWER);
+	fake_take(&F.client, &p);
+	m.n = 0;
+	put(&m, 'p', "SCRAM-SHA-256\0\0\0\0\x05zzzzz", 23);
+	client_sends(&m);
+	assert_refused("08P01", NULL);
+}
+
+/* Hostile server: a SASLContinue that does not continue the client's nonce. */
+static void test_auth_sasl_garbage_from_server(void **state)
+{
+	static const char first[] = "n,,n=,r=rOprNGfwEbeRWgbNEkqO";
+	static const char bad[] = "r=someoneelsesnonce,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+	struct msgs m = {.n = 0};
+	uint8_t b[256];
+	size_t n;
+	const uint8_t *p;
+
+	passthrough_connected("scram-sha-256");
+	sasl_request(&m);
+	server_sends(&m);
+	n = cat(b, "SCRAM-SHA-256");
+	proto_write_u32(b + n, sizeof(first) - 1);
+	memcpy(b + n + 4, first, sizeof(first) - 1);
+	m.n = 0;
+	put(&m, 'p', b, n + 4 + sizeof(first) - 1);
+	client_sends(&m);
+	assert_int_equal(the_conn()->state, CONN_AUTH);
+	assert_int_equal(fake_take(&F.server, &p), m.n); /* a valid client-first goes on */
+	fake_take(&F.client, &p);
+	m.n = 0;
+	proto_write_u32(b, AUTH_REQ_SASL_CONT);
+	memcpy(b + 4, bad, sizeof(bad) - 1);
+	put(&m, 'R', b, 4 + sizeof(bad) - 1);
+	server_sends(&m);
+	n = fake_take(&F.client, &p);
+	assert_true(n > 0 && p[0] == 'E'); /* the garbage never reached the client */
+	F.client.out_seen -= n;
+	assert_refused("08P01", NULL);
+}
+
+/* Passthrough: a server refusing the password counts towards the lockout; once locked, a
+ * login the server accepts is refused with the same 28P01. */
+static void test_auth_passthrough_lockout(void **state)
+{
+	const char *kv[] = {"auth.lockout.failures", "2", NULL};
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	use_auth(kv);
+	for (int i = 0; i < 3; i++) {
+		struct conn *c = connect_client("alice");
+
+		conn_server_events(c, EPOLLOUT);
+		fake_take(&F.server, &p);
+		m.n = 0;
+		r_auth(&m, AUTH_REQ_PASSWORD);
+		server_sends(&m);
+		m.n = 0;
+		put(&m, 'p', "pw\0", 3);
+		client_sends(&m);
+		m.n = 0;
+		if (i < 2)
+			r_error(&m, "FATAL", "28P01", "password authentication failed for user \"alice\"");
+		else
+			r_auth(&m, AUTH_REQ_OK); /* the right password, but alice is locked */
+		server_sends(&m);
+		n = fake_take(&F.client, &p);
+		assert_string_equal(first_error_code(p, n), "28P01");
+		tick(0);
+		assert_null(the_conn());
+		fake_init(&F.client);
+	}
+	assert_true(lockout_is_locked(auth_runtime_lockout(F.relay.auth), "alice", NULL,
+				      F.now / 1000000));
+}
+
+/* ---- terminate mode ---- */
+
+struct scram_peer {
+	struct scram_client cli;
+	struct scram_server srv;
+};
+
+static struct conn *terminate_connect(struct scram_peer *sp, const char *user,
+				      const char *password, uint32_t failures)
+{
+	char fails[16];
+	const char *kv[] = {"auth.mode", "terminate", "auth.users_file", users_file(),
+			    "auth.lockout.failures", fails, NULL};
+	struct scram_client_params cp = {.password = password};
+	struct conn *c;
+
+	snprintf(fails, sizeof(fails), "%u", failures);
+	if (!F.relay.auth)
+		use_auth(kv);
+	c = connect_client(user);
+	assert_int_equal(scram_client_init(&sp->cli, &cp), 0);
+	return c;
+}
+
+/* The client side of the relay's SCRAM: reads what the relay sent, answers. Returns false
+ * when the relay sent an error instead. */
+static bool client_scram_step(struct scram_peer *sp, int step)
+{
+	const uint8_t *p;
+	size_t n = fake_take(&F.client, &p);
+	struct proto_msg m = first_msg(p, n);
+	const uint8_t *data = m.body + 4;
+	uint32_t dlen = m.body_len - 4;
+	char a[SCRAM_MESSAGE_MAX];
+	uint8_t b[SCRAM_MESSAGE_MAX + 64];
+	const char *mech;
+	size_t an, k;
+	struct msgs out = {.n = 0};
+
+	if (m.type != 'R')
+		return false;
+	if (step == 0) {
+		assert_int_equal(proto_read_u32(m.body), AUTH_REQ_SASL);
+		assert_int_equal(scram_client_first(&sp->cli, data, dlen, &mech, a, sizeof(a), &an), 0);
+		k = cat(b, mech);
+		proto_write_u32(b + k, (uint32_t)an);
+		memcpy(b + k + 4, a, an);
+		put(&out, 'p', b, k + 4 + an);
+	} else {
+		assert_int_equal(proto_read_u32(m.body), AUTH_REQ_SASL_CONT);
+		assert_int_equal(scram_client_final(&sp->cli, data, dlen, a, sizeof(a), &an), 0);
+		put(&out, 'p', a, an);
+	}
+	F.client.out_seen -= n - (m.body_len + 5); /* leave what follows for the caller */
+	client_sends(&out);
+	return true;
+}
+
+/* The fake server's SCRAM side, holding alice's verifier. */
+static void server_scram_login(struct scram_peer *sp)
+{
+	struct scram_server_params pp = {.verifier = &alice_verifier, .user = "alice"};
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	char b[SCRAM_MESSAGE_MAX];
+	uint8_t rb[SCRAM_MESSAGE_MAX + 8];
+	size_t n, bn;
+	struct proto_msg pm;
+	const char *mech;
+	const uint8_t *data;
+	int32_t dl;
+
+	assert_int_equal(scram_server_init(&sp->srv, &pp), 0);
+	sasl_request(&m);
+	server_sends(&m);
+	n = fake_take(&F.server, &p);
+	assert_int_equal(proto_frame(p, n, PROTO_FRONTEND, 1 << 20, &pm), PROTO_OK);
+	assert_int_equal(proto_read_sasl_initial(&pm, &mech, &data, &dl), PROTO_OK);
+	assert_int_equal(scram_server_first(&sp->srv, mech, data, (size_t)dl, b, sizeof(b), &bn), 0);
+	proto_write_u32(rb, AUTH_REQ_SASL_CONT);
+	memcpy(rb + 4, b, bn);
+	m.n = 0;
+	put(&m, 'R', rb, 4 + bn);
+	server_sends(&m);
+	n = fake_take(&F.server, &p);
+	assert_int_equal(proto_frame(p, n, PROTO_FRONTEND, 1 << 20, &pm), PROTO_OK);
+	assert_int_equal(scram_server_final(&sp->srv, pm.body, pm.body_len, b, sizeof(b), &bn), 0);
+	proto_write_u32(rb, AUTH_REQ_SASL_FIN);
+	memcpy(rb + 4, b, bn);
+	m.n = 0;
+	put(&m, 'R', rb, 4 + bn);
+	r_auth(&m, AUTH_REQ_OK);
+	r_param(&m, "client_encoding", "UTF8");
+	r_key(&m);
+	r_ready(&m, 'I');
+	server_sends(&m);
+	scram_server_clear(&sp->srv);
+}
+
+static void terminate_cleanup(struct scram_peer *sp)
+{
+	scram_client_clear(&sp->cli);
+	unlink(users_path);
+}
+
+/* The relay answers the client itself, and connects to the server only once the client
+ * proved itself; then logs in upstream with the ClientKey from the client's proof: no
+ * password anywhere. */
+static void test_terminate_scram_login(void **state)
+{
+	struct scram_peer sp;
+	struct conn *c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	const uint8_t *p;
+	size_t n;
+	char t[64];
+
+	assert_int_equal(c->state, CONN_CONNECTING);
+	assert_true(client_scram_step(&sp, 0));
+	assert_int_equal(F.connects, 0); /* the server knows nothing of it yet */
+	assert_true(client_scram_step(&sp, 1));
+	assert_int_equal(F.connects, 1); /* proved: now the server leg starts */
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "R"); /* server-final; AuthenticationOk waits for the server */
+	assert_int_equal(proto_read_u32(p + 5), AUTH_REQ_SASL_FIN);
+	assert_int_equal(scram_client_verify(&sp.cli, p + 9, n - 9), 0);
+	assert_true(c->session.auth.ok);
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_AUTH);
+	n = fake_take(&F.server, &p);
+	assert_int_equal(p[0], 0); /* the startup packet as sent, and none of the client's SCRAM */
+	assert_int_equal(n, proto_read_u32(p));
+	assert_memory_equal(p, F.client.in, n);
+	server_scram_login(&sp);
+	assert_int_equal(c->state, CONN_READY);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "RSKZ");
+	assert_int_equal(proto_read_u32(p + 5), AUTH_REQ_OK);
+	assert_true(c->session.auth.ok && c->session.auth.at_relay);
+	assert_string_equal(c->session.auth.verified_user, "alice");
+	assert_int_equal(c->session.auth.method, SESSION_AUTH_SCRAM);
+	assert_int_equal(rec.auths, 1);
+	assert_null(c->auth); /* the machines and their keys are gone */
+	terminate_cleanup(&sp);
+}
+
+/* A wrong password: PostgreSQL's 28P01, and the server never hears of the session; after
+ * the configured failures, the right password fails the same way. */
+static void test_terminate_wrong_password_and_lockout(void **state)
+{
+	for (int i = 0; i < 3; i++) {
+		struct scram_peer sp;
+		struct conn *c = terminate_connect(&sp, "alice", i < 2 ? "wrong" : AUTH_PASSWORD, 2);
+		assert_int_equal(c->state, CONN_CONNECTING);
+		assert_true(client_scram_step(&sp, 0));
+		assert_true(client_scram_step(&sp, 1));
+		F.client.out_seen = 0;
+		assert_int_equal(F.connects, 0);
+		assert_refused("28P01", "password authentication failed for user \"alice\"");
+		scram_client_clear(&sp.cli);
+		fake_init(&F.client);
+	}
+	unlink(users_path);
+}
+
+/* Hostile client in terminate mode: a query instead of a SASL answer, and garbage SCRAM. */
+static void test_terminate_hostile_client(void **state)
+{
+	struct scram_peer sp;
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+
+	terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	fake_take(&F.client, &p); /* AuthenticationSASL */
+	m_query(&m, "SELECT 1");
+	client_sends(&m);
+	assert_refused("08P01", NULL);
+	scram_client_clear(&sp.cli);
+
+	fake_init(&F.client);
+	terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	m.n = 0;
+	put(&m, 'p', "SCRAM-SHA-256\0\0\0\0\x05zzzzz", 23);
+	client_sends(&m);
+	assert_refused("08P01", NULL);
+	assert_int_equal(F.connects, 0);
+	terminate_cleanup(&sp);
+}
+
+/* Hostile server in terminate mode: BackendKeyData and ReadyForQuery where pgwarden's
+ * login belongs: the session ends there, nothing of it is relayed. */
+static void test_terminate_server_skips_login(void **state)
+{
+	struct scram_peer sp;
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+	char t[16];
+	struct conn *c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+
+	assert_true(client_scram_step(&sp, 0));
+	assert_true(client_scram_step(&sp, 1));
+	fake_take(&F.client, &p); /* the server-final */
+	conn_server_events(c, EPOLLOUT);
+	fake_take(&F.server, &p);
+	r_key(&m);
+	r_ready(&m, 'I');
+	server_sends(&m);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "E");
+	assert_string_equal(first_error_code(p, n), "08P01");
+	tick(0);
+	assert_null(the_conn());
+	terminate_cleanup(&sp);
+}
+
+/* Hostile client: a PasswordMessage claiming more than PostgreSQL would ever read for one
+ * (65535 bytes): refused at its header by the framer, nothing buffered or forwarded. */
+static void test_auth_oversized_password_message(void **state)
+{
+	struct msgs m = {.n = 0};
+	uint8_t hdr[5] = {'p'};
+	const uint8_t *p;
+
+	passthrough_connected("scram-sha-256");
+	sasl_request(&m);
+	server_sends(&m);
+	fake_take(&F.client, &p);
+	proto_write_u32(hdr + 1, 100000);
+	fake_feed(&F.client, hdr, sizeof(hdr));
+	fake_feed(&F.client, "SCRAM-SHA-256", 13);
+	conn_client_events(the_conn(), EPOLLIN);
+	assert_refused("08P01", "invalid message from client");
+}
+
+/* Terminate mode with every byte read and written one at a time, both legs. */
+static void test_terminate_one_byte_at_a_time(void **state)
+{
+	struct scram_peer sp;
+	struct conn *c;
+	const uint8_t *p;
+	size_t n;
+	char t[64];
+
+	F.client.read_chunk = F.client.write_chunk = 1;
+	c = terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	assert_true(client_scram_step(&sp, 0));
+	assert_true(client_scram_step(&sp, 1));
+	n = fake_take(&F.client, &p);
+	assert_int_equal(scram_client_verify(&sp.cli, p + 9, n - 9), 0);
+	conn_server_events(c, EPOLLOUT);
+	F.server.read_chunk = F.server.write_chunk = 1;
+	fake_take(&F.server, &p);
+	server_scram_login(&sp);
+	assert_int_equal(c->state, CONN_READY);
+	n = fake_take(&F.client, &p);
+	types_of(p, n, t, sizeof(t));
+	assert_string_equal(t, "RSKZ");
+	terminate_cleanup(&sp);
+}
+
+/* A terminate-mode client that stops answering pgwarden's AuthenticationSASL: the login
+ * deadline ends it, and the server never heard of it. */
+static void test_terminate_silent_client_times_out(void **state)
+{
+	struct scram_peer sp;
+	const uint8_t *p;
+	size_t n;
+
+	terminate_connect(&sp, "alice", AUTH_PASSWORD, 10);
+	assert_true(client_scram_step(&sp, 0));
+	tick(59 * NS_PER_S);
+	assert_non_null(the_conn());
+	tick(2 * NS_PER_S);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_null(the_conn());
+	assert_int_equal(F.connects, 0);
+	terminate_cleanup(&sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1318,6 +1848,22 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_terminate_then_server_answers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_breaks_while_sending, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_at_session_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_server_asks_cleartext, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_server_skips_to_ok, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_password_before_asked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_sasl_garbage_from_client, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_sasl_garbage_from_server, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_passthrough_lockout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_scram_login, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_wrong_password_and_lockout, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_hostile_client, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_server_skips_login, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_oversized_password_message, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_one_byte_at_a_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_terminate_silent_client_times_out, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests_name("conn", tests, NULL, NULL);

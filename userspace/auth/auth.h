@@ -139,6 +139,7 @@ struct auth_observer {
 	const struct auth_ctx *ctx;
 	struct session *s;
 	bool locked;
+	int lock_result; /* LOCKOUT_* bits: what this login's failure locked (the core audits it) */
 	bool plus_offered;
 	bool plus_chosen;
 	uint8_t requested; /* the AUTH_METHOD_* bit the server asked for */
@@ -201,6 +202,7 @@ struct auth_terminate {
 	const struct auth_ctx *ctx;
 	struct session *s;
 	bool locked;
+	int lock_result; /* LOCKOUT_* bits: what this login's failure locked (the core audits it) */
 	bool cert_ok;
 	const struct scram_verifier *verifier; /* in ctx->users; NULL: mock */
 	char source[AUTH_SOURCE_MAX];

@@ -75,6 +75,13 @@ void lockout_free(struct lockout *l)
 	free(l);
 }
 
+void lockout_params_get(struct lockout *l, struct lockout_params *p)
+{
+	pthread_mutex_lock(&l->mu);
+	*p = l->p;
+	pthread_mutex_unlock(&l->mu);
+}
+
 void lockout_set_params(struct lockout *l, const struct lockout_params *p)
 {
 	pthread_mutex_lock(&l->mu);

@@ -44,6 +44,9 @@ struct lockout;
 struct lockout *lockout_new(const struct lockout_params *p);
 void lockout_free(struct lockout *l);
 
+/* The limits in force (for the audit record of a lockout). */
+void lockout_params_get(struct lockout *l, struct lockout_params *p);
+
 /* New limits (a reload); existing counts and locks stay. */
 void lockout_set_params(struct lockout *l, const struct lockout_params *p);
 

@@ -241,7 +241,8 @@ enum auth_action auth_observer_server(struct auth_observer *o, const struct prot
 	    (strcmp(ef.sqlstate, "28P01") == 0 ||
 	     (strcmp(ef.sqlstate, "28000") == 0 && o->state != AUTH_OBS_START))) {
 		/* The server refused the credential: a failed login. */
-		lockout_record_failure(o->ctx->lockout, o->s->user, o->source, o->s->id_hex, now_ms);
+		o->lock_result |= lockout_record_failure(o->ctx->lockout, o->s->user, o->source,
+							  o->s->id_hex, now_ms);
 		o->state = AUTH_OBS_FAILED;
 	}
 	return AUTH_FORWARD;

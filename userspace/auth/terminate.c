@@ -23,7 +23,8 @@ static enum auth_action fail_cert(struct auth_terminate *t, uint64_t now_ms, uin
 	const char *identity = t->s->client_tls.peer_identity;
 
 	t->state = AUTH_TERM_FAILED;
-	lockout_record_failure(t->ctx->lockout, t->s->user, t->source, t->s->id_hex, now_ms);
+	t->lock_result |= lockout_record_failure(t->ctx->lockout, t->s->user, t->source,
+						  t->s->id_hex, now_ms);
 	if (!identity) {
 		auth_log(t->s, LOG_WARN, "auth_refused", "cert", "no verified client certificate");
 		return auth_refuse(out, cap, out_len, "28000",
@@ -106,7 +107,8 @@ static enum auth_action scram_failed(struct auth_terminate *t, int rc, uint64_t 
 {
 	t->state = AUTH_TERM_FAILED;
 	if (rc == SCRAM_ERR_AUTH_FAILED) {
-		lockout_record_failure(t->ctx->lockout, t->s->user, t->source, t->s->id_hex, now_ms);
+		t->lock_result |= lockout_record_failure(t->ctx->lockout, t->s->user, t->source,
+							  t->s->id_hex, now_ms);
 		/* Why, for the operator only: the client sees one text for all three. */
 		auth_log(t->s, LOG_WARN, "auth_refused", "scram-sha-256",
 			 t->locked ? "user or source is locked" :

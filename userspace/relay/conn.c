@@ -179,6 +179,7 @@ void conn_close(struct conn *c, const char *reason)
 	conn_set_reason(c, reason);
 	conn_set_state(c, CONN_CLOSED);
 	loop_timer_cancel(&w->loop, &c->timer);
+	conn_auth_end(c);
 	if (c->session_started) {
 		stage_chain_end(&c->chain, true);
 		conn_publish(c, "session_end");
@@ -402,7 +403,23 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		conn_fail(c, res.sqlstate, res.message, "refused at session start");
 		return -EPERM;
 	}
-	err = conn_upstream_start(c, &s->upstream, s->upstream_unix);
+	err = conn_auth_begin(c);
+	if (err)
+		return err;
+	if (conn_auth_early(c)) {
+		/* pgwarden authenticates the client first (terminate mode): the server hears
+		 * of the session only once the client proved itself (conn_session_connect). */
+		conn_set_state(c, CONN_CONNECTING);
+		return 0;
+	}
+	return conn_session_connect(c);
+}
+
+int conn_session_connect(struct conn *c)
+{
+	struct session *s = &c->session;
+	int err = conn_upstream_start(c, &s->upstream, s->upstream_unix);
+
 	if (err) {
 		char text[300], where[SESSION_UPSTREAM_STRLEN];
 

@@ -42,6 +42,7 @@
 
 struct worker;
 struct config;
+struct conn_auth;
 
 enum conn_state {
 	CONN_STATE_FIRST = 0,
@@ -138,6 +139,7 @@ struct conn {
 	bool refusal_counted;      /* connections_refused_total has this one */
 	bool session_started;      /* stages have seen session_start (atomic: admin reads) */
 	void *cancel_handle;
+	struct conn_auth *auth; /* the login's authentication machines (conn_auth.c); NULL after */
 	struct guard_slot guard; /* what the accept-time guard counts for it (relay/guard.h) */
 	struct session session;
 	/* For the admin listing and metrics. */

@@ -15,6 +15,9 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		.last_latency_ns = __atomic_load_n(&c->last_latency_ns, __ATOMIC_RELAXED),
 		.now_mono_ns = now,
 		.errors = __atomic_load_n(&c->errors, __ATOMIC_RELAXED),
+		/* Set once by the login (conn_auth.c) before ok, never changed after. */
+		.auth_method = c->session.auth.ok ? session_auth_method_to_str(c->session.auth.method)
+						  : NULL,
 	};
 	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
 

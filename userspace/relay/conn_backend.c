@@ -432,6 +432,12 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 	}
 	d->need = 0;
 	m.body = at + PROTO_HEADER_LEN;
+	if (c->auth) {
+		enum conn_step s;
+
+		if (conn_auth_server(c, d, &m, total, avail, &s))
+			return s;
+	}
 	if (logged_in) {
 		bool pass;
 		enum conn_step s = conn_backend_track(c, d, &m, total, avail, &pass);

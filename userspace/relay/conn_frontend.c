@@ -377,6 +377,7 @@ static enum conn_step conn_frame_one(struct conn *c, struct conn_dir *d, uint8_t
 {
 	uint32_t words[STAGE_MAX] = {0};
 	enum conn_admit admit;
+	enum conn_step step;
 	struct proto_msg m;
 	uint32_t total;
 	int r;
@@ -388,6 +389,8 @@ static enum conn_step conn_frame_one(struct conn *c, struct conn_dir *d, uint8_t
 		conn_fail_proto(c, r, "invalid message from client");
 		return CONN_STEP_FAILED;
 	}
+	if (conn_auth_client(c, d, &m, PROTO_HEADER_LEN + m.body_len, avail, &step))
+		return step;
 	admit = conn_frontend_admit(c, m.type);
 	if (admit == CONN_ADMIT_WAIT)
 		return CONN_STEP_WAIT;
@@ -477,8 +480,14 @@ enum conn_step conn_frame_c2s(struct conn *c)
 			s = conn_frame_startup(c, d, at, avail);
 			break;
 		case CONN_CONNECTING:
+			/* Nothing may pass until the server has spoken; but in terminate mode
+			 * the client answers pgwarden meanwhile (its answers never pass). */
+			s = conn_auth_early(c) && d->hold == CONN_HOLD_NONE
+				    ? conn_frame_one(c, d, at, avail)
+				    : CONN_STEP_WAIT;
+			break;
 		case CONN_CANCEL:
-			s = CONN_STEP_WAIT; /* nothing may pass until the server has spoken */
+			s = CONN_STEP_WAIT;
 			break;
 		case CONN_FAREWELL:
 		case CONN_SERVER_GONE:

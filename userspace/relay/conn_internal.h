@@ -111,6 +111,27 @@ enum conn_step conn_stage_verdict_c2s(struct conn *c, const struct proto_msg *m,
 				      const struct stage_result *r);
 /* Start the session for a StartupMessage (the packet is already framed). */
 int conn_session_begin(struct conn *c, const struct proto_startup *st);
+/* Start the session's server leg (state CONNECTING). 0, or -errno after failing the
+ * connection. */
+int conn_session_connect(struct conn *c) __attribute__((warn_unused_result));
+
+/* ---- conn_auth.c ----------------------------------------------------------------------- */
+/* The session's StartupMessage was read: take the auth snapshot and start the login
+ * (terminate mode: pgwarden's AuthenticationSASL goes to the client, and the server leg is
+ * started only once the client proved itself). 0, or < 0 after failing the connection. */
+int conn_auth_begin(struct conn *c) __attribute__((warn_unused_result));
+/* Terminate mode, the client still owes pgwarden its proof: its messages are read while
+ * the state is CONNECTING and there is no server leg yet. */
+bool conn_auth_early(const struct conn *c);
+/* A framed client (server) message during the login, total bytes of which avail are here:
+ * true when the login took it (what was done in *step), false when the core goes on with
+ * it as usual. */
+bool conn_auth_client(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
+		      uint32_t total, uint32_t avail, enum conn_step *step);
+bool conn_auth_server(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
+		      uint32_t total, uint32_t avail, enum conn_step *step);
+/* Release the machines (keys cleansed); nothing when the login already ended. */
+void conn_auth_end(struct conn *c);
 
 /* ---- conn_upstream.c ------------------------------------------------------------------- */
 int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_path)

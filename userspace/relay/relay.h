@@ -24,6 +24,8 @@ struct admin_server;
 struct conn;
 struct guard;
 struct transport;
+struct auth_runtime;
+struct audit_trail;
 
 /*
  * How the relay reaches a server: non-blocking sockets (conn_upstream.c) normally; the unit
@@ -57,6 +59,11 @@ struct relay {
 	const char *upstream_from_relay_why;
 	struct steer_origin *steer_shared; /* fail-open: the links' fds handed over by pgwardenctl */
 	struct guard *guard; /* checks at accept, login, close (relay/guard.h); set before workers */
+	/* Authentication (auth/auth.h): the daemon's runtime, whose snapshot each session takes
+	 * at its StartupMessage, and the audit trail lockouts are recorded in. Set before the
+	 * workers start; NULL auth: no login is checked (the unit tests of the core). */
+	struct auth_runtime *auth;
+	struct audit_trail *audit;
 	/* The Unix listener (unix_listen). Unix sockets have no SO_REUSEPORT spreading, so the
 	 * one socket is watched by every worker (EPOLLEXCLUSIVE) and owned here. */
 	struct relay_unix_listener {

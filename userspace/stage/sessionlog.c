@@ -85,6 +85,11 @@ static void sessionlog_end(struct stage_ctx *ctx)
 	if (s->backend_pid)
 		log_kv_u64(&l, "backend_pid", s->backend_pid);
 	log_kv_u64(&l, "authenticated", s->auth.ok);
+	if (s->auth.method != SESSION_AUTH_PENDING) {
+		/* How the login went (or was tried): the method, and who checked it. */
+		log_kv_str(&l, "auth_method", session_auth_method_to_str(s->auth.method));
+		log_kv_str(&l, "auth_by", s->auth.at_relay ? "pgwarden" : "server");
+	}
 	log_kv_u64(&l, "statements", s->statements);
 	log_kv_u64(&l, "bytes_from_client", s->bytes_from_client);
 	log_kv_u64(&l, "bytes_from_server", s->bytes_from_server);
