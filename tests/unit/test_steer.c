@@ -667,6 +667,13 @@ static void test_live_steer_and_lookup(void **state)
 	memset(&s, 0, sizeof(s));
 	assert_int_equal(steer_origin_lookup(orig, cfd, &L->relay, &peer, &local, &s), 0);
 	assert_int_equal(s.route, SESSION_ROUTE_EXPLICIT);
+	/* Fail closed: without its record, a connection on the steering address is one the
+	 * relay must refuse, never serve as explicit; on any other address it is explicit. */
+	assert_true(steer_origin_unrecorded(orig, &s));
+	s.dialled.ss.in4.sin_port = htons((uint16_t)(ntohs(s.dialled.ss.in4.sin_port) + 1));
+	assert_false(steer_origin_unrecorded(orig, &s));
+	s.dialled = local;
+	assert_false(steer_origin_unrecorded(NULL, &s));
 
 	/* The upstream socket gets the relay mark; a loopback client cannot be impersonated. */
 	s.route = SESSION_ROUTE_STEERED;

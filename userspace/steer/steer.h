@@ -51,6 +51,8 @@
 #define STEER_DEFAULT_TPROXY_MARK 0x5048u
 #define STEER_DEFAULT_ROUTE_TABLE 20552u /* 0x5048 */
 #define STEER_DEFAULT_RULE_PRIORITY 20552u
+#define STEER_DEFAULT_ORIGIN_MAX 65536u /* = PGW_ORIGIN_MAX (bpf/steer.h) */
+#define STEER_ORIGIN_MAX_LIMIT (1u << 22) /* 4 Mi records of 80 bytes (plus the key) */
 
 /* What to steer, where to, how. Zero-initialise, then fill; steer_opts_init() sets defaults. */
 struct steer_opts {
@@ -80,6 +82,10 @@ struct steer_opts {
 	 * read by pgwardend (steer_gate_*). Off unless gate is set. */
 	bool gate;
 	uint16_t gate_queue;
+	/* Capacity of the origin map keyed by 4-tuple (pgw_origin_tup): steered connections
+	 * between connect() and the relay's accept(). Full, new steered connects are refused.
+	 * Fixed at the first attach: an in-place update with another size is refused. */
+	uint32_t origin_max;
 	bool check_relay; /* refuse to attach unless the relay listens on every relay address */
 	unsigned relay_wait_ms; /* how long to wait for the relay to listen (0: not at all) */
 };
@@ -187,11 +193,22 @@ uint32_t steer_origin_relay_mark(const struct steer_origin *o);
  *   SESSION_ROUTE_STEERED  the hooks' record, found by 4-tuple and removed
  *   SESSION_ROUTE_TPROXY   local is not the listener's address: it is the dialled one
  *   SESSION_ROUTE_EXPLICIT anything else; dialled = local (the address it connected to)
- * Returns 0 (a missing record is not an error: the connection is then explicit).
+ * Returns 0. A missing record leaves the route EXPLICIT: the caller must then ask
+ * steer_origin_unrecorded() and refuse what arrived on the steering address.
  */
 int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *listen,
 			const struct addr *peer, const struct addr *local, struct session *s)
 	__attribute__((warn_unused_result));
+
+/*
+ * Did this connection arrive on the attach's steering address (--relay) without an origin
+ * record? s as steer_origin_lookup() left it. That address takes steered connections only
+ * (the hooks record each one before its SYN leaves; sk_lookup drops a SYN without a
+ * record), so such a connection is one the kernel could not record (origin map full,
+ * kernel without sk_lookup) or one dialled straight at the steering address: the relay
+ * refuses it, never serves it as explicit. False when o is NULL or not attached.
+ */
+bool steer_origin_unrecorded(struct steer_origin *o, const struct session *s);
 
 /*
  * May the relay connect to where a TPROXY'd client was going? TPROXY diverts by port

@@ -4,10 +4,11 @@
  * socket: the relay mark and, where it can, the client's own source address.
  *
  * The origin record is read and deleted by the worker that accepted the connection (one
- * lookup, one delete on an LRU hash: no locks of ours, the map is safe from any thread).
- * A steered connection whose record is missing cannot be told from an explicit one on the
- * same listener: it is treated as explicit (forwarded to the configured upstream, policy
- * applies as usual), never as a guess at the destination.
+ * lookup, one delete on a hash: no locks of ours, the map is safe from any thread). The
+ * relay's steering address (the attach's --relay) takes steered connections only: one
+ * accepted there without a record (the kernel could not record it: origin map full, or
+ * sk_lookup absent) is refused by the caller (steer_origin_unrecorded()), never treated
+ * as explicit and never relayed to a guessed destination.
  */
 #include "steer/steer_internal.h"
 
@@ -53,6 +54,8 @@ struct steer_origin {
 	uint64_t next_refresh_ns;
 	uint32_t relay_mark;
 	bool unix_on;
+	/* The attach's steering addresses (pgw_config relay4/relay6), family 0 when absent. */
+	struct pgw_relay_key steer_addr[2];
 };
 
 static void origin_drop_maps(struct steer_origin *o)
@@ -80,6 +83,17 @@ static int origin_read_config(struct steer_origin *o)
 		return -EPROTO;
 	o->relay_mark = c.relay_mark;
 	o->unix_on = (c.flags & PGW_CFG_UNIX) != 0;
+	memset(o->steer_addr, 0, sizeof(o->steer_addr));
+	if (c.flags & PGW_CFG_RELAY4) {
+		o->steer_addr[0].family = PGW_AF_INET;
+		o->steer_addr[0].port = c.relay4_port;
+		o->steer_addr[0].addr[0] = c.relay4_addr;
+	}
+	if (c.flags & PGW_CFG_RELAY6) {
+		o->steer_addr[1].family = PGW_AF_INET6;
+		o->steer_addr[1].port = c.relay6_port;
+		memcpy(o->steer_addr[1].addr, c.relay6_addr, sizeof(c.relay6_addr));
+	}
 	return 0;
 }
 
@@ -480,6 +494,24 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 		}
 	}
 	return 0;
+}
+
+bool steer_origin_unrecorded(struct steer_origin *o, const struct session *s)
+{
+	struct pgw_relay_key k;
+
+	if (!o || o->cfg_fd < 0 || s->route != SESSION_ROUTE_EXPLICIT)
+		return false;
+	/* An attach updated in place may have moved the relay: read where it is now (one
+	 * lookup, explicit connections only). Unreadable: keep what we knew. */
+	(void)origin_read_config(o);
+	memset(&k, 0, sizeof(k));
+	if (!addr_words(&s->dialled, &k.family, k.addr, &k.port))
+		return false;
+	for (size_t i = 0; i < sizeof(o->steer_addr) / sizeof(o->steer_addr[0]); i++)
+		if (o->steer_addr[i].family && memcmp(&o->steer_addr[i], &k, sizeof(k)) == 0)
+			return true;
+	return false;
 }
 
 bool steer_origin_destination_allowed(struct steer_origin *o, const struct addr *dialled)
