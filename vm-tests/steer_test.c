@@ -52,6 +52,9 @@
 #include "base/log.h"
 #include "session/session.h"
 #include "steer/steer.h"
+#include "steer/steer_gate.h"
+#include "steer/steer_origin.h"
+#include "steer/steer_register.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -657,7 +660,7 @@ static pid_t gate_start(const char *denied_addr)
 	char c = 0;
 	pid_t pid;
 
-	if (steer_cidr_parse(denied_addr, &go.deny[go.ndeny++]) < 0 || pipe(ready) < 0) {
+	if (cidr_parse(denied_addr, &go.deny[go.ndeny++]) < 0 || pipe(ready) < 0) {
 		note("gate: setup: %s", strerror(errno));
 		return -1;
 	}

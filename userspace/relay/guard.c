@@ -5,7 +5,7 @@
 #include "base/log.h"
 #include "base/log_limit.h"
 #include "relay/selfloop.h"
-#include "steer/steer.h"
+#include "steer/steer_origin.h"
 
 #include <errno.h>
 #include <stdarg.h>

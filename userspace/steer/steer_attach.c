@@ -186,19 +186,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static bool instance_valid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= STEER_INSTANCE_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return false;
-	return true;
-}
-
 static void pin_path(char *buf, size_t n, const char *instance, const char *name)
 {
 	if (name)
@@ -574,7 +561,7 @@ int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 {
 	bool fam4 = false, fam6 = false;
 
-	if (!instance_valid(o->instance)) {
+	if (!instance_name_valid(o->instance)) {
 		seterr(err, errlen, "bad instance name '%s' (letters, digits, _ and -, at most %d)",
 		       o->instance, STEER_INSTANCE_MAX - 1);
 		return -EINVAL;
@@ -1428,7 +1415,7 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 	steer_libbpf_log_init();
 	if (!instance)
 		instance = STEER_DEFAULT_INSTANCE;
-	if (!instance_valid(instance)) {
+	if (!instance_name_valid(instance)) {
 		seterr(err, errlen, "bad instance name '%s'", instance);
 		return -EINVAL;
 	}
