@@ -36,11 +36,13 @@
  * One per worker (no locks: the handle's refresh state is the worker's). A handle opened by
  * instance name re-finds the pinned maps by itself: when they are not there yet (the daemon
  * starts before `pgwardenctl attach` runs, as under systemd's ExecStartPost), and when a
- * detach and a new attach replaced them. Both are checked at most every
- * STEER_REFRESH_*_NS, and only on a lookup that found nothing, so a steady steered load costs
- * no extra syscall.
+ * detach and a new attach replaced them. A closed handle looks at every lookup (one failed
+ * bpf_obj_get, about a microsecond, only while nothing is attached): a steered connection
+ * accepted just after an attach must find its record, not pass as explicit because the
+ * handle had looked a moment before. An open handle re-checks on a miss, at most every
+ * STEER_REFRESH_MISS_NS, so a steady steered load costs no extra syscall; meanwhile a miss
+ * on the steering address is refused (steer_origin_unrecorded()), never served as explicit.
  */
-#define STEER_REFRESH_CLOSED_NS (100 * NSEC_PER_MSEC)
 #define STEER_REFRESH_MISS_NS (1000 * NSEC_PER_MSEC)
 
 struct steer_origin {
@@ -163,9 +165,9 @@ static bool origin_maybe_refresh(struct steer_origin *o, bool miss)
 	if (o->cfg_fd >= 0 && !miss)
 		return false;
 	now = clock_mono_ns();
-	if (now < o->next_refresh_ns)
+	if (o->cfg_fd >= 0 && now < o->next_refresh_ns)
 		return false;
-	o->next_refresh_ns = now + (o->cfg_fd >= 0 ? STEER_REFRESH_MISS_NS : STEER_REFRESH_CLOSED_NS);
+	o->next_refresh_ns = now + STEER_REFRESH_MISS_NS;
 	origin_refresh(o);
 	return o->cfg_map_id != before && o->cfg_fd >= 0;
 }
@@ -194,7 +196,7 @@ int steer_origin_open(const char *instance, struct steer_origin **out)
 	snprintf(o->instance, sizeof(o->instance), "%s", instance);
 	o->cfg_fd = o->tup_fd = o->prot_fd = o->socks_fd = -1;
 	o->owns_fds = true;
-	o->next_refresh_ns = clock_mono_ns() + STEER_REFRESH_CLOSED_NS;
+	o->next_refresh_ns = clock_mono_ns() + STEER_REFRESH_MISS_NS;
 	rc = origin_refresh(o);
 	if (rc && rc != -ENOENT) {
 		free(o);

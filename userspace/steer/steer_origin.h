@@ -27,8 +27,8 @@ struct steer_origin;
  * A lookup handle for a fail-closed (pinned) attach of instance (NULL: $PGWARDEN_INSTANCE,
  * else "pgwarden"). Open one per worker: a handle is not thread-safe. The handle finds the
  * pinned maps by itself when they appear (attach after the daemon started) or are replaced
- * (detach, attach), checking at most every 100 ms while not attached and every second on a
- * lookup miss. Returns 0, or -ENOENT when not attached *yet* (*out is still a valid handle:
+ * (detach, attach), checking at every lookup while not attached (so the first steered
+ * connection after an attach finds its record) and at most every second on a lookup miss. Returns 0, or -ENOENT when not attached *yet* (*out is still a valid handle:
  * keep it), or another -errno (then *out is NULL).
  */
 int steer_origin_open(const char *instance, struct steer_origin **out)
