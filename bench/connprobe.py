@@ -6,15 +6,17 @@
 One process measures both legs, alternating blocks of CONNS connections, BLOCKS blocks per
 leg, in ABBA order (explicit then steered, then steered then explicit, ...):
 
-  explicit  from the cgroup this process started in, connect to HOST:RELAY_PORT (pgwardend's
-            own listener): the hooks are not attached there, nothing is rewritten;
+  explicit  from the cgroup this process started in, connect to HOST:RELAY_PORT (an explicit
+            listener of the same pgwardend): the hooks are not attached there, nothing is
+            rewritten;
   steered   after moving itself into CGROUP (the steering cgroup), connect to HOST:PG_PORT
-            (PostgreSQL's port), which the BPF hooks rewrite to the same listener.
+            (PostgreSQL's port), which the BPF hooks rewrite to the daemon's steering
+            listener (which takes steered, recorded connections only).
 
 A connection is socket(), connect(), an SSLRequest, the one-byte answer, close. pgwardend
 answers an SSLRequest itself (it offers no encryption yet), after accept() and its steering
 lookup, so the round trip covers what steering adds to a connection: the connect4 rewrite
-and origin record, the sockops re-key at ESTABLISHED, the relay's map lookup and delete, and
+and origin record, the sockops record at TCP_CONNECT, the relay's map lookup and delete, and
 the cleanup at close. No login follows, so no SCRAM and no server backend: the microseconds
 steering costs are not buried under the milliseconds of a login the way they are in
 pgbench -C.

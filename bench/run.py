@@ -487,7 +487,7 @@ class Bench:
         except T.TargetError as e:
             self.incidents.append({"target": t.name, "scenario": "%s: %s" % (scenario, e)})
             return
-        argv = [sys.executable, PROBE, T.HOST, str(t.relay_port), str(t.port), t.cgroup,
+        argv = [sys.executable, PROBE, T.HOST, str(t.explicit_port), str(t.port), t.cgroup,
                 str(t.pid), str(s.probe_blocks), str(s.probe_conns)]
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=600)

@@ -469,6 +469,9 @@ class SteeredTarget(PgwardenTarget):
         self.route_table = 0x62000000 | tag
         self.admin = os.path.join(workdir, "steered-admin.sock")
         self.relay_port = None
+        # A second listener of the same daemon for explicit clients (connprobe's explicit
+        # leg): the steering address takes steered, recorded connections only.
+        self.explicit_port = None
         self.cgroup = None
         self.attach_tried = False
         self._blackhole = None
@@ -498,6 +501,7 @@ class SteeredTarget(PgwardenTarget):
 
     def argv(self):
         return [self.daemon, "--listen", "%s:%d" % (HOST, self.relay_port),
+                "--listen", "%s:%d" % (HOST, self.explicit_port),
                 "--upstream", "%s:%d" % (HOST, self._blackhole.getsockname()[1]),
                 "--steer-instance", self.instance,
                 "--max-connections", "2000", "--log-level", "warn",
@@ -601,6 +605,7 @@ class SteeredTarget(PgwardenTarget):
             self._hold_dead_port()
             for attempt in range(5):
                 self.relay_port = free_port()
+                self.explicit_port = free_port()
                 self._spawn(self.argv(), as_postgres=False)
                 try:
                     wait_port(self.relay_port, self.proc, self.name)

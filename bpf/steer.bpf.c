@@ -4,10 +4,12 @@
  *
  *   cgroup/connect4, connect6   connect() to a protected destination is rewritten to the
  *                               relay's listener; the dialled destination and the calling
- *                               process are recorded, keyed by socket cookie.
- *   sockops                     at TCP_CONNECT the steered socket asks for state callbacks;
- *                               at ACTIVE_ESTABLISHED the record is copied under the 4-tuple
- *                               the relay sees from accept(); at TCP_CLOSE both go away.
+ *                               process are recorded in the socket's own storage
+ *                               (pgw_origin_sk: no capacity, no eviction, gone with it).
+ *   sockops                     at TCP_CONNECT (before the SYN) the steered socket asks for
+ *                               state callbacks and its record is copied under the 4-tuple
+ *                               the relay sees from accept() (pgw_origin_tup, a sized hash:
+ *                               full means refused); at TCP_CLOSE that copy goes away.
  *   cgroup/getpeername4, 6      a steered client sees the address it dialled, not the relay.
  *   cgroup/connect_unix         (kernel >= 6.7 only; user space turns autoload off elsewhere)
  *                               a Unix-socket connect to a protected path goes to the relay's
@@ -15,7 +17,11 @@
  *   sk_lookup                   (network namespace) a SYN for the relay's address goes to the
  *                               listening socket pgwardend registered in pgw_relay_socks, or
  *                               is dropped: nobody else who binds the relay's port (pgwardend
- *                               down, killed) ever receives a steered client.
+ *                               down, killed) ever receives a steered client. A SYN for it
+ *                               whose 4-tuple has no origin record is dropped too (the
+ *                               client gets a reset): the steering address takes recorded
+ *                               connections only, so a record that could not be made means
+ *                               a refused connection, never an unidentified one.
  *
  * Destinations are matched as the kernel will route them, not as spelled: a connect to
  * 0.0.0.0, :: or ::ffff:0.0.0.0 reaches the local host (the bound source address, else
@@ -25,7 +31,8 @@
  * Layout after Cilium's bpf_sock.c: thin SEC() entry points over static __always_inline
  * helpers that return 0 or -errno; only entry points turn that into a verdict (1 = let the
  * syscall proceed, 0 = fail it with EPERM). Fail closed: a protected destination we cannot
- * steer (no relay of that family, origin map full) is refused, never let through.
+ * steer (no relay of that family, no room for the origin record) is refused, never let
+ * through: no path leads from a failed steering decision to the protected port.
  *
  * 6.1 compatibility: sockops has no bpf_get_current_pid_tgid there, so process identity is
  * captured in connect4/6, which runs in the caller's context.
@@ -90,15 +97,19 @@ struct {
 	__type(value, __u32);
 } PGW_MAP_UNIX SEC(".maps");
 
+/* The record of a steered client socket, in the socket itself: nothing to evict, nothing to
+ * sweep, gone when the socket is. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PGW_ORIGIN_MAX);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct pgw_origin);
-} PGW_MAP_ORIGIN_CK SEC(".maps");
+} PGW_MAP_ORIGIN_SK SEC(".maps");
 
+/* Not LRU: a record is never evicted to make room. Full, an insert fails and the connection
+ * is refused. User space sets max_entries from attach --origin-max before load. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PGW_ORIGIN_MAX);
 	__type(key, struct pgw_tuple);
 	__type(value, struct pgw_origin);
@@ -168,31 +179,38 @@ static __always_inline bool protected_lookup(__u8 family, const __u32 addr[4], _
 	return bpf_map_lookup_elem(&PGW_MAP_PROTECTED, &key) != NULL;
 }
 
-/* Record who is connecting where, under the socket cookie. 0 or -ENOMEM. */
+/* Record who is connecting where, in the socket's own storage. 0 or -ENOMEM. */
 static __always_inline int origin_record(struct bpf_sock_addr *ctx, __u8 family,
 					 const __u32 dst[4], __u16 port, __u8 flags)
 {
-	struct pgw_origin o = {};
+	struct pgw_origin *o;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct bpf_sock *sk = ctx->sk;
 
-	o.dst_addr[0] = dst[0];
-	o.dst_addr[1] = dst[1];
-	o.dst_addr[2] = dst[2];
-	o.dst_addr[3] = dst[3];
-	o.dst_port = port;
-	o.family = family;
-	o.flags = flags;
-	o.pid = (__u32)pid_tgid;
-	o.tgid = (__u32)(pid_tgid >> 32);
-	o.uid = (__u32)uid_gid;
-	o.gid = (__u32)(uid_gid >> 32);
-	o.cgroup_id = bpf_get_current_cgroup_id();
-	o.cookie = bpf_get_socket_cookie(ctx);
-	o.connect_ns = bpf_ktime_get_ns();
-	bpf_get_current_comm(o.comm, sizeof(o.comm));
-	if (bpf_map_update_elem(&PGW_MAP_ORIGIN_CK, &o.cookie, &o, BPF_ANY))
+	if (!sk)
 		return -ENOMEM;
+	o = bpf_sk_storage_get(&PGW_MAP_ORIGIN_SK, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return -ENOMEM;
+	/* A socket that connects again (after a failed attempt) gets a fresh record. */
+	__builtin_memset(o, 0, sizeof(*o));
+
+	o->dst_addr[0] = dst[0];
+	o->dst_addr[1] = dst[1];
+	o->dst_addr[2] = dst[2];
+	o->dst_addr[3] = dst[3];
+	o->dst_port = port;
+	o->family = family;
+	o->flags = flags;
+	o->pid = (__u32)pid_tgid;
+	o->tgid = (__u32)(pid_tgid >> 32);
+	o->uid = (__u32)uid_gid;
+	o->gid = (__u32)(uid_gid >> 32);
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	o->cookie = bpf_get_socket_cookie(ctx);
+	o->connect_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
 	return 0;
 }
 
@@ -377,15 +395,17 @@ static __always_inline int steer_connect6(struct bpf_sock_addr *ctx)
 static __always_inline void steer_peername(struct bpf_sock_addr *ctx, bool v6)
 {
 	struct pgw_origin *o;
-	__u64 cookie;
+	struct bpf_sock *sk;
 
 	/* Every program checks the config: a link is then traceable to its instance (user
 	 * space reads the instance name from the config map of the link's program), and a
 	 * config of another ABI switches the whole object off. */
 	if (!config_get())
 		return;
-	cookie = bpf_get_socket_cookie(ctx);
-	o = bpf_map_lookup_elem(&PGW_MAP_ORIGIN_CK, &cookie);
+	sk = ctx->sk;
+	if (!sk)
+		return;
+	o = bpf_sk_storage_get(&PGW_MAP_ORIGIN_SK, sk, 0, 0);
 	if (!o)
 		return;
 	if (!v6) {
@@ -449,46 +469,51 @@ static __always_inline void tuple_from_sockops(struct bpf_sock_ops *skops, struc
 
 static __always_inline void steer_sockops(struct bpf_sock_ops *skops)
 {
-	__u64 cookie;
-	struct pgw_origin *o;
+	struct pgw_origin *o, *rec;
+	struct bpf_sock *sk;
 	struct pgw_tuple t;
 
 	if (skops->family != PGW_AF_INET && skops->family != PGW_AF_INET6)
 		return;
 	if (!config_get())
 		return;
+	sk = skops->sk;
+	if (!sk)
+		return;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		/* Only steered sockets pay for state callbacks. */
-		cookie = bpf_get_socket_cookie(skops);
-		if (bpf_map_lookup_elem(&PGW_MAP_ORIGIN_CK, &cookie))
-			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-							 BPF_SOCK_OPS_STATE_CB_FLAG);
-		break;
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		cookie = bpf_get_socket_cookie(skops);
-		o = bpf_map_lookup_elem(&PGW_MAP_ORIGIN_CK, &cookie);
+		/* Only steered sockets (a record in their storage) pay for any of this. */
+		o = bpf_sk_storage_get(&PGW_MAP_ORIGIN_SK, sk, 0, 0);
 		if (!o)
 			break;
-		o->flags |= PGW_ORIGIN_ESTABLISHED;
+		/* State callbacks first, so that whatever is recorded below is removed when the
+		 * socket closes. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
 		tuple_from_sockops(skops, &t);
-		if (bpf_map_update_elem(&PGW_MAP_ORIGIN_TUP, &t, o, BPF_ANY) == 0)
+		/* The SYN has not left yet, so the record is there before the relay can accept.
+		 * BPF_ANY: a record left under this tuple belongs to a socket that is gone (the
+		 * tuple is ours now). Full: no record, and sk_lookup refuses the SYN. */
+		if (bpf_map_update_elem(&PGW_MAP_ORIGIN_TUP, &t, o, BPF_ANY) == 0) {
+			o->flags |= PGW_ORIGIN_RECORDED;
 			stat_inc(PGW_STAT_REKEYED);
+		} else {
+			stat_inc(PGW_STAT_ORIGIN_FAIL);
+		}
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] != BPF_TCP_CLOSE)
 			break;
-		cookie = bpf_get_socket_cookie(skops);
-		o = bpf_map_lookup_elem(&PGW_MAP_ORIGIN_CK, &cookie);
-		if (!o)
+		o = bpf_sk_storage_get(&PGW_MAP_ORIGIN_SK, sk, 0, 0);
+		if (!o || !(o->flags & PGW_ORIGIN_RECORDED))
 			break;
-		if (o->flags & PGW_ORIGIN_ESTABLISHED) {
-			/* The relay normally consumed it already; this covers a relay that never
-			 * accepted. The tuple may be reused only after this socket is gone. */
-			tuple_from_sockops(skops, &t);
+		o->flags &= ~PGW_ORIGIN_RECORDED;
+		/* Usually the relay consumed it already; this covers a relay that never accepted.
+		 * Only our own record: the tuple may already be another socket's. */
+		tuple_from_sockops(skops, &t);
+		rec = bpf_map_lookup_elem(&PGW_MAP_ORIGIN_TUP, &t);
+		if (rec && rec->cookie == o->cookie)
 			bpf_map_delete_elem(&PGW_MAP_ORIGIN_TUP, &t);
-		}
-		bpf_map_delete_elem(&PGW_MAP_ORIGIN_CK, &cookie);
 		stat_inc(PGW_STAT_CLOSED);
 		break;
 	default:
@@ -531,6 +556,32 @@ static __always_inline int steer_connect_unix(struct bpf_sock_addr *ctx)
 		return -EPERM;
 	stat_inc(PGW_STAT_UNIX_STEERED);
 	return 0;
+}
+
+/* Does the SYN's 4-tuple have an origin record? The relay's steering address takes steered
+ * connections only, each with its record (made at TCP_CONNECT, before this SYN left). */
+static __always_inline bool origin_recorded(struct bpf_sk_lookup *ctx, __u8 family,
+					    const __u32 relay[4], __u16 relay_port)
+{
+	struct pgw_tuple t = {};
+
+	t.family = family;
+	t.client_port = ctx->remote_port; /* network order */
+	t.relay_port = relay_port;
+	if (family == PGW_AF_INET) {
+		t.client_addr[0] = ctx->remote_ip4;
+	} else {
+		t.client_addr[0] = ctx->remote_ip6[0];
+		t.client_addr[1] = ctx->remote_ip6[1];
+		t.client_addr[2] = ctx->remote_ip6[2];
+		t.client_addr[3] = ctx->remote_ip6[3];
+		barrier_var(t.client_addr[3]);
+	}
+	t.relay_addr[0] = relay[0];
+	t.relay_addr[1] = relay[1];
+	t.relay_addr[2] = relay[2];
+	t.relay_addr[3] = relay[3];
+	return bpf_map_lookup_elem(&PGW_MAP_ORIGIN_TUP, &t) != NULL;
 }
 
 /*
@@ -578,6 +629,11 @@ static __always_inline int steer_sk_lookup(struct bpf_sk_lookup *ctx)
 	sk = relay_sock_lookup(family, addr, port);
 	if (!sk) {
 		stat_inc(PGW_STAT_LOOKUP_DROPPED);
+		return PGW_SK_DROP;
+	}
+	if (!origin_recorded(ctx, family, addr, port)) {
+		bpf_sk_release(sk);
+		stat_inc(PGW_STAT_UNRECORDED);
 		return PGW_SK_DROP;
 	}
 	/* A reuseport listener: the kernel still spreads across its group (every worker). */

@@ -13,13 +13,13 @@
 #ifndef PGWARDEN_BPF_STEER_H
 #define PGWARDEN_BPF_STEER_H
 
-#define PGW_STEER_ABI_VERSION 3
+#define PGW_STEER_ABI_VERSION 4
 
 /* Map names (BPF object names are at most 15 characters). Macros, so a test build can rename
  * them; user space finds pinned maps by these names under the pin directory. */
 #define PGW_MAP_CONFIG pgw_config
 #define PGW_MAP_PROTECTED pgw_protected
-#define PGW_MAP_ORIGIN_CK pgw_origin_ck
+#define PGW_MAP_ORIGIN_SK pgw_origin_sk
 #define PGW_MAP_ORIGIN_TUP pgw_origin_tup
 #define PGW_MAP_UNIX pgw_unix_paths
 #define PGW_MAP_STATS pgw_stats
@@ -28,8 +28,18 @@
 #define PGW_STR_(x) #x
 #define PGW_STR(x) PGW_STR_(x)
 
-/* Capacity of the per-connection origin maps (LRU: a flood evicts the oldest records, and a
- * steered connection whose record was evicted is refused by the relay, never guessed). */
+/*
+ * Origin records never get evicted. The record a connect4/6 makes lives in socket-local
+ * storage (pgw_origin_sk, BPF_MAP_TYPE_SK_STORAGE): it has no capacity and dies with the
+ * client socket. Its copy under the 4-tuple the relay sees (pgw_origin_tup) is a plain,
+ * preallocated hash of a configured size (attach --origin-max, default PGW_ORIGIN_MAX):
+ * made at TCP_CONNECT, before the SYN leaves; removed by the relay when it accepts, or by
+ * the sockops state callback when the client socket closes first. When it is full the
+ * connection is refused (counter refused_origin_full): sk_lookup drops the SYN of a tuple
+ * without a record, so the client gets a reset at once, and the relay refuses whatever still
+ * reaches its steering address unrecorded. Never relayed unidentified, never sent straight
+ * to the server.
+ */
 #define PGW_ORIGIN_MAX 65536
 #define PGW_PROTECTED_MAX 256
 #define PGW_UNIX_MAX 16
@@ -105,7 +115,7 @@ struct pgw_unix_key {
 
 /* pgw_origin.flags */
 #define PGW_ORIGIN_V4MAPPED (1u << 0) /* client used an AF_INET6 socket to a v4-mapped address */
-#define PGW_ORIGIN_ESTABLISHED (1u << 1) /* sockops re-keyed it by 4-tuple */
+#define PGW_ORIGIN_RECORDED (1u << 1) /* sockops copied it under the 4-tuple */
 
 /* What connect4/6 learned: the destination the client dialled and who dialled it. */
 struct pgw_origin {
@@ -142,8 +152,9 @@ enum pgw_stat {
 	PGW_STAT_STEERED6,       /* connect6 rewrites (v4-mapped included) */
 	PGW_STAT_SKIP_MARK,      /* connects to protected destinations by the relay itself */
 	PGW_STAT_NO_RELAY,       /* protected destination but no relay of that family: refused */
-	PGW_STAT_ORIGIN_FAIL,    /* could not record the origin: refused */
-	PGW_STAT_REKEYED,        /* sockops re-keyed an origin by 4-tuple */
+	PGW_STAT_ORIGIN_FAIL,    /* no room for the origin record (socket storage at connect,
+				  * or pgw_origin_tup full at TCP_CONNECT): refused */
+	PGW_STAT_REKEYED,        /* sockops recorded an origin under its 4-tuple */
 	PGW_STAT_PEERNAME,       /* getpeername answered with the dialled address */
 	PGW_STAT_CLOSED,         /* origin records removed at close */
 	PGW_STAT_UNIX_STEERED,   /* connect_unix rewrites */
@@ -152,6 +163,8 @@ enum pgw_stat {
 				  * takes (a stranger on the relay's port gets nothing) */
 	PGW_STAT_UNSPEC_DST,     /* connects to 0.0.0.0 / :: / ::ffff:0.0.0.0, resolved as the
 				  * kernel does (to loopback or the bound source) before matching */
+	PGW_STAT_UNRECORDED,     /* sk_lookup: a SYN for the relay's steering address from a
+				  * 4-tuple without an origin record: dropped (reset) */
 	PGW_STAT_COUNT,
 };
 
@@ -159,7 +172,7 @@ enum pgw_stat {
 	{ "steered_ipv4", "steered_ipv6", "skipped_relay_mark", "refused_no_relay",        \
 	  "refused_origin_full", "rekeyed_established", "getpeername_restored",             \
 	  "closed_cleaned", "steered_unix", "refused_relay_down", "dropped_unregistered", \
-	  "unspecified_resolved" }
+	  "unspecified_resolved", "dropped_unrecorded" }
 
 /* Program names (as the kernel reports them, at most 15 characters): status and detach
  * recognise pgwarden's programs, including leftovers, by the pgw_ prefix. */

@@ -36,7 +36,9 @@
 #include "relay/worker.h"
 #include "service/notify.h"
 #include "stage/stage.h"
-#include "steer/steer.h"
+#include "steer/steer_gate.h"
+#include "steer/steer_origin.h"
+#include "steer/steer_register.h"
 #include "tls/tls.h"
 
 #include <errno.h>

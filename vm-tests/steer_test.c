@@ -52,6 +52,9 @@
 #include "base/log.h"
 #include "session/session.h"
 #include "steer/steer.h"
+#include "steer/steer_gate.h"
+#include "steer/steer_origin.h"
+#include "steer/steer_register.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -93,6 +96,8 @@
 /* TCG under load is slow: generous, yet five of them (every check timing out) still end
  * well inside the host's 120 s boot timeout, so a failing guest still reports. */
 #define IO_TIMEOUT_MS 10000
+/* attach --origin-max of the run: small, so that origin_full can fill it. */
+#define VM_ORIGIN_MAX 4
 /* BPF_CGROUP_UNIX_CONNECT (uapi, Linux 6.7): newer than libbpf 1.1's headers. */
 #define ATTACH_CGROUP_UNIX_CONNECT 49
 
@@ -110,6 +115,7 @@ enum check {
 	CHECK_TPROXY6,
 	CHECK_GATE,
 	CHECK_GUARD,
+	CHECK_ORIGIN_FULL,
 	CHECK_DETACH,
 	CHECK_COUNT,
 };
@@ -117,7 +123,7 @@ enum check {
 static const char *const check_names[CHECK_COUNT] = {
 	"attach", "connect_unix_probe", "steer", "peername", "origin", "ipv6", "unspec",
 	"relay_mark", "unix", "tproxy", "tproxy6",
-	"gate", "guard", "detach",
+	"gate", "guard", "origin_full", "detach",
 };
 
 /* 0 = not run, 1 = ok, -1 = failed. A check that does not apply to this kernel is marked
@@ -530,6 +536,92 @@ static void test_guard(struct relay *r)
 }
 
 /*
+ * Fail closed with the origin map full (the attach's origin_max is VM_ORIGIN_MAX): while the
+ * relay does not accept, VM_ORIGIN_MAX steered connects complete and fill the map; the next
+ * one is refused at once (ECONNREFUSED: sk_lookup drops its SYN), never reaching the relay
+ * or the protected address. Accepting then finds every queued connection with its record
+ * (and consumes it, emptying the map for what follows). The client holds its connections
+ * until then: a client socket that closes takes its record with it (the state callback),
+ * and the relay would rightly refuse what it then accepts.
+ */
+static void test_origin_full(struct relay *r)
+{
+	struct addr dialled, peer, local;
+	struct session s;
+	int rc, found = 0, fd, hold[2], done[2];
+	char c;
+	pid_t pid;
+
+	addr_set4(&dialled, PROTECTED_ADDR, PROTECTED_PORT);
+	if (pipe2(hold, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) {
+		note("origin_full: pipe: %s", strerror(errno));
+		check_set(CHECK_ORIGIN_FULL, false);
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		close(hold[1]);
+		close(done[0]);
+		alarm(2 * IO_TIMEOUT_MS / 1000 + 5);
+		if (cgroup_join(r->cgdir) < 0)
+			_exit(1);
+		for (int i = 0; i < VM_ORIGIN_MAX; i++) {
+			fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (connect(fd, &dialled.ss.sa, dialled.len) != 0) {
+				note("origin_full: steered connect %d of %d: %s", i + 1, VM_ORIGIN_MAX,
+				     strerror(errno));
+				_exit(2);
+			}
+		}
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (connect(fd, &dialled.ss.sa, dialled.len) == 0) {
+			note("origin_full: a steered connect succeeded with the origin map full");
+			_exit(3);
+		}
+		if (errno != ECONNREFUSED) {
+			note("origin_full: connect with the map full: %s, not ECONNREFUSED",
+			     strerror(errno));
+			_exit(4);
+		}
+		/* Done; hold the connections until the relay has accepted them (EOF on hold). */
+		(void)!write(done[1], "d", 1);
+		(void)!read(hold[0], &c, 1);
+		_exit(0);
+	}
+	close(hold[0]);
+	close(done[1]);
+	/* Accept nothing before the client is through: an accept frees a record. */
+	(void)!read(done[0], &c, 1);
+	close(done[0]);
+	for (;;) {
+		struct pollfd p = { .fd = r->tcp_fd, .events = POLLIN };
+
+		if (poll(&p, 1, found < VM_ORIGIN_MAX ? IO_TIMEOUT_MS : 300) <= 0)
+			break;
+		fd = accept_within(r->tcp_fd, &peer);
+		if (fd < 0)
+			break;
+		memset(&local, 0, sizeof(local));
+		local.len = sizeof(local.ss);
+		memset(&s, 0, sizeof(s));
+		if (getsockname(fd, &local.ss.sa, &local.len) == 0 &&
+		    steer_origin_lookup(r->origin, fd, &r->tcp, &peer, &local, &s) == 0 &&
+		    s.route == SESSION_ROUTE_STEERED)
+			found++;
+		else
+			note("origin_full: a queued connection without its record (route %s)",
+			     session_route_to_str(s.route));
+		close(fd);
+	}
+	close(hold[1]);
+	rc = client_wait(pid);
+	if (found != VM_ORIGIN_MAX)
+		note("origin_full: %d of %d queued connections had their record", found,
+		     VM_ORIGIN_MAX);
+	check_set(CHECK_ORIGIN_FULL, rc == 0 && found == VM_ORIGIN_MAX);
+}
+
+/*
  * A process in the cgroup whose socket carries the relay mark dials the protected address.
  * Not redirected, it goes where routing sends it: nowhere (the guest has no route to
  * TEST-NET-1), so connect() fails at once. Redirected, it would reach the relay.
@@ -657,7 +749,7 @@ static pid_t gate_start(const char *denied_addr)
 	char c = 0;
 	pid_t pid;
 
-	if (steer_cidr_parse(denied_addr, &go.deny[go.ndeny++]) < 0 || pipe(ready) < 0) {
+	if (cidr_parse(denied_addr, &go.deny[go.ndeny++]) < 0 || pipe(ready) < 0) {
 		note("gate: setup: %s", strerror(errno));
 		return -1;
 	}
@@ -845,6 +937,7 @@ int main(int argc, char **argv)
 	o.unix_paths[o.nunix++] = unix_paths[0];
 	o.unix_relay = UNIX_RELAY;
 	o.check_relay = false; /* the listeners are ours, and already there */
+	o.origin_max = VM_ORIGIN_MAX;
 	o.gate = true;
 	o.gate_queue = GATE_QUEUE;
 	rc = steer_attach(&o, &handle, err, sizeof(err));
@@ -891,6 +984,7 @@ int main(int argc, char **argv)
 	if (gate_pid > 0)
 		check_set(CHECK_GATE, gate_denies(&r, argv[1], argv[4]));
 	gate_stop(gate_pid);
+	test_origin_full(&r);
 	test_guard(&r);
 
 detach:

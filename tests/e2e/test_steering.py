@@ -197,10 +197,13 @@ def test_fail_closed_when_relay_dies(pg, instance, cgroup, relay_factory, client
 
 def test_fail_open_when_daemon_dies(pg, instance, cgroup, pgwardend_bin, tmp_path, clients):
     port = harness.free_port()
+    # The steering address takes recorded (steered) connections only, so the readiness
+    # probe dials a second, explicit listener.
+    probe = harness.free_port()
     log_path = tmp_path / "pgwardend-failopen.log"
     argv = [instance.path, "attach", "--fail-open", "--port", str(pg.port), "--relay",
             "127.0.0.1:%d" % port, "--cgroup", cgroup.path, "--",
-            pgwardend_bin, "--listen", "127.0.0.1:%d" % port,
+            pgwardend_bin, "--listen", "127.0.0.1:%d" % port, "--listen", "127.0.0.1:%d" % probe,
             "--upstream", "127.0.0.1:%d" % pg.port, "--workers", "1",
             "--admin-socket", str(tmp_path / "admin.sock")]
     with open(log_path, "wb") as log:
@@ -208,7 +211,7 @@ def test_fail_open_when_daemon_dies(pg, instance, cgroup, pgwardend_bin, tmp_pat
                                   stderr=subprocess.STDOUT, env=instance.env(),
                                   start_new_session=True)
     try:
-        harness.wait_for_port("127.0.0.1", port, 60, daemon, "pgwardend")
+        harness.wait_for_port("127.0.0.1", probe, 60, daemon, "pgwardend")
         st = instance.status()
         assert st["attached"] is True and st["mode"] == "fail-open", st
         assert st["pin_dir_present"] is False

@@ -1,12 +1,16 @@
 /* Unit tests for userspace/base: addresses, log line escaping, pooled buffers. */
 #include "base/addr.h"
 #include "base/buf.h"
+#include "base/cidr.h"
+#include "base/instance.h"
 #include "base/log.h"
 #include "base/sanitize.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +300,117 @@ static void test_addr_kinds(void **state)
 	assert_false(addr_is_local(&a));
 }
 
+/* The 16-byte form (IPv4 mapped) of an address, as a /32 or /128 range holds it. */
+static void cidr_ip16(const char *text, uint8_t out[16])
+{
+	struct cidr c;
+
+	assert_int_equal(cidr_parse(text, &c), 0);
+	memcpy(out, c.addr, 16);
+}
+
+/* Each line of data/base/cidrs.txt: CIDR | address | match or nomatch, or a CIDR alone,
+ * which must not parse. */
+static void test_cidr_cases(void **state)
+{
+	FILE *f = fopen("data/base/cidrs.txt", "r");
+	char line[256];
+	int cases = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *p1 = strchr(line, '|'), *p2, *cidr, *addr, *want;
+		struct cidr c;
+		uint8_t a[16];
+
+		if (line[0] == '#' || !*trim(line))
+			continue;
+		if (!p1) { /* a CIDR alone: must not parse */
+			if (cidr_parse(trim(line), &c) != -EINVAL)
+				fail_msg("'%s' parsed but should not", trim(line));
+			cases++;
+			continue;
+		}
+		*p1 = '\0';
+		cidr = trim(line);
+		p2 = strchr(p1 + 1, '|');
+		if (!p2)
+			fail_msg("data/base/cidrs.txt: cannot read '%s'", cidr);
+		*p2 = '\0';
+		addr = trim(p1 + 1);
+		want = trim(p2 + 1);
+		if (cidr_parse(cidr, &c) != 0)
+			fail_msg("'%s' did not parse", cidr);
+		cidr_ip16(addr, a);
+		if (cidr_match(&c, a) != (strcmp(want, "match") == 0))
+			fail_msg("%s vs %s: want %s", cidr, addr, want);
+		cases++;
+	}
+	fclose(f);
+	assert_true(cases >= 18);
+}
+
+/* Each line of data/base/cidr_format.txt: CIDR | formatted | formatted after masking, or
+ * CIDR | err | err for text that must not parse. What pgwardend's config writes back and
+ * how it names the range a CIDR with host bits really is. */
+static void test_cidr_format_cases(void **state)
+{
+	FILE *f = fopen("data/base/cidr_format.txt", "r");
+	char line[256], buf[CIDR_STRLEN];
+	int cases = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *p1 = strchr(line, '|'), *p2 = p1 ? strchr(p1 + 1, '|') : NULL;
+		char *text, *want, *want_masked;
+		struct cidr c;
+
+		if (line[0] == '#' || !*trim(line))
+			continue;
+		if (!p2)
+			fail_msg("data/base/cidr_format.txt: cannot read '%s'", line);
+		*p1 = *p2 = '\0';
+		text = trim(line);
+		want = trim(p1 + 1);
+		want_masked = trim(p2 + 1);
+		if (strcmp(want, "err") == 0) {
+			if (cidr_parse(text, &c) != -EINVAL)
+				fail_msg("'%s' parsed but should not", text);
+			cases++;
+			continue;
+		}
+		if (cidr_parse(text, &c) != 0)
+			fail_msg("'%s' did not parse", text);
+		if (strcmp(cidr_format(&c, buf, sizeof(buf)), want) != 0)
+			fail_msg("'%s' formats as '%s', want '%s'", text, buf, want);
+		cidr_mask(&c);
+		if (strcmp(cidr_format(&c, buf, sizeof(buf)), want_masked) != 0)
+			fail_msg("'%s' masked is '%s', want '%s'", text, buf, want_masked);
+		/* The formatted text reads back as the same range. */
+		struct cidr back;
+
+		assert_int_equal(cidr_parse(buf, &back), 0);
+		assert_memory_equal(&back, &c, sizeof(c));
+		cases++;
+	}
+	fclose(f);
+	assert_true(cases >= 12);
+}
+
+/* Instance names become a bpffs directory and an nft table name. */
+static void test_instance_names(void **state)
+{
+	static const char *good[] = {"pgwarden", "a", "A-b_9", "0123456789012345678901234567890"};
+	static const char *bad[] = {"", "a b", "a/b", "..", "a.b", "x\n",
+				    "01234567890123456789012345678901"};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_true(instance_name_valid(good[i]));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(instance_name_valid(bad[i]));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -311,6 +426,9 @@ int main(void)
 		cmocka_unit_test(test_log_trail_and_priorities),
 		cmocka_unit_test(test_buf_pool_reuses_and_bounds),
 		cmocka_unit_test(test_buf_compact),
+		cmocka_unit_test(test_cidr_cases),
+		cmocka_unit_test(test_cidr_format_cases),
+		cmocka_unit_test(test_instance_names),
 	};
 
 	return cmocka_run_group_tests_name("base", tests, NULL, NULL);

@@ -742,7 +742,7 @@ static void test_list_flags_override_file(void **state)
 		/* A list inside a group. */
 		{"gate.deny", "listen",
 		 "gate:\n  queue: 1\n  deny:\n    - 192.0.2.0/24\n    - 198.51.100.7\nlisten: 10.0.0.9:1\n",
-		 "192.0.2.0/24, 198.51.100.7/32", range_item, STEER_GATE_MAX_DENY,
+		 "192.0.2.0/24, 198.51.100.7/32", range_item, CONFIG_GATE_MAX_DENY,
 		 "more than 64 ranges"},
 	};
 

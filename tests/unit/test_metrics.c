@@ -9,7 +9,7 @@
 #include "metrics/metrics_http.h"
 #include "metrics/metrics_steer.h"
 #include "metrics/metrics_std.h"
-#include "steer/steer.h"
+#include "steer/steer_gate.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -228,7 +228,7 @@ static void test_gate_collector(void **state)
 	char *text;
 
 	assert_non_null(r);
-	assert_int_equal(steer_cidr_parse("192.0.2.0/24", &go.deny[go.ndeny++]), 0);
+	assert_int_equal(cidr_parse("192.0.2.0/24", &go.deny[go.ndeny++]), 0);
 	assert_int_equal(steer_gate_new(&go, &g), 0);
 	for (int i = 0; i < 5; i++) /* 2 within the burst, 3 over the rate */
 		steer_gate_decide(g, a, 1000000000ULL);

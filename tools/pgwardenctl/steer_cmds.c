@@ -56,6 +56,7 @@ enum {
 	OPT_GATE_QUEUE,
 	OPT_NO_TLS_CHECK,
 	OPT_DAEMON_GROUP,
+	OPT_ORIGIN_MAX,
 };
 
 static const char attach_usage[] =
@@ -90,6 +91,10 @@ static const char attach_usage[] =
 	"                        register (at least 3 s)\n"
 	"  --no-relay-check      attach without waiting for the relay: until it listens and\n"
 	"                        registers, steered clients are refused\n"
+	"  --origin-max N        steered connections the kernel may hold between connect() and\n"
+	"                        pgwardend's accept() (default 65536); beyond that new steered\n"
+	"                        connects are refused (counter refused_origin_full), never\n"
+	"                        relayed unidentified; changing it needs a detach\n"
 	"  --relay-mark N        SO_MARK of pgwardend's own sockets (default 0x5047)\n"
 	"  --tproxy-mark N       mark of diverted packets (default 0x5048)\n"
 	"  --route-table N       policy routing table for TPROXY (default 20552)\n"
@@ -124,6 +129,7 @@ static const struct option attach_opts[] = {
 	{"gate-queue", required_argument, NULL, OPT_GATE_QUEUE},
 	{"no-tls-check", no_argument, NULL, OPT_NO_TLS_CHECK},
 	{"daemon-group", required_argument, NULL, OPT_DAEMON_GROUP},
+	{"origin-max", required_argument, NULL, OPT_ORIGIN_MAX},
 	{NULL, 0, NULL, 0},
 };
 
@@ -331,6 +337,12 @@ int ctl_attach(int argc, char **argv)
 		}
 		case OPT_DAEMON_GROUP:
 			daemon_group = optarg;
+			break;
+		case OPT_ORIGIN_MAX:
+			if (parse_u32(optarg, &o.origin_max) || o.origin_max == 0 ||
+			    o.origin_max > STEER_ORIGIN_MAX_LIMIT)
+				return ctl_fail(CTL_EXIT_USAGE, "--origin-max: expected 1-%u, got '%s'",
+					    STEER_ORIGIN_MAX_LIMIT, optarg);
 			break;
 		case OPT_WAIT: {
 			uint32_t secs;

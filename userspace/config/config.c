@@ -14,7 +14,7 @@
  * error at its first event.
  */
 #include "config/config.h"
-#include "steer/steer.h" /* STEER_DEFAULT_INSTANCE, STEER_INSTANCE_MAX: one definition */
+#include "base/instance.h"
 
 
 #include <arpa/inet.h>
@@ -52,10 +52,10 @@
 #define CONFIG_OPENSSL_LIST_MAX 1024
 /* How much of a peer-supplied key or value an error message quotes. */
 #define QUOTE_MAX 64
-/* Room for one formatted value: the longest list, STEER_GATE_MAX_DENY ranges, joined by
+/* Room for one formatted value: the longest list, CONFIG_GATE_MAX_DENY ranges, joined by
  * ", " (the assert below keeps the address lists shorter). */
-#define VALUE_MAX (STEER_GATE_MAX_DENY * (STEER_CIDR_STRLEN + 2) + 1 > CONFIG_FILE_PATH_MAX + 1 ?     \
-			   STEER_GATE_MAX_DENY * (STEER_CIDR_STRLEN + 2) + 1 :                      \
+#define VALUE_MAX (CONFIG_GATE_MAX_DENY * (CIDR_STRLEN + 2) + 1 > CONFIG_FILE_PATH_MAX + 1 ?     \
+			   CONFIG_GATE_MAX_DENY * (CIDR_STRLEN + 2) + 1 :                      \
 			   CONFIG_FILE_PATH_MAX + 1)
 /* Problem text before the "FILE:LINE: KEY: " prefix is added. */
 #define PROBLEM_MAX 256
@@ -63,12 +63,12 @@
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as 32 bits");
 _Static_assert(CONFIG_MAX_LISTEN * (ADDR_STRLEN + 2) + 1 <= VALUE_MAX,
 	       "an address list must fit in VALUE_MAX");
-_Static_assert(sizeof(STEER_DEFAULT_INSTANCE) > 1 && sizeof(STEER_DEFAULT_INSTANCE) <= STEER_INSTANCE_MAX,
+_Static_assert(sizeof(INSTANCE_NAME_DEFAULT) > 1 && sizeof(INSTANCE_NAME_DEFAULT) <= INSTANCE_NAME_MAX,
 	       "the default steer_instance must pass the steer_instance check");
 
 enum setting_type {
 	ST_ADDR_LIST, /* struct addr X[CONFIG_MAX_LISTEN] + unsigned nX + bool X_from_flag */
-	ST_CIDR_LIST, /* struct steer_cidr X[STEER_GATE_MAX_DENY], nX, X_from_flag likewise */
+	ST_CIDR_LIST, /* struct cidr X[CONFIG_GATE_MAX_DENY], nX, X_from_flag likewise */
 	ST_ADDR,      /* struct addr, with a bool at set_offset saying it is present */
 	ST_COUNT,     /* unsigned 32-bit integer */
 	ST_OPT_COUNT, /* unsigned 32-bit integer, with a bool at set_offset; unset: off */
@@ -80,7 +80,7 @@ enum setting_type {
 	ST_OPT_ADDR,  /* owned "host:port" text in canonical form; NULL: off */
 	ST_OPT_PATH,  /* owned absolute path; NULL: off */
 	ST_BOOL,      /* bool */
-	ST_INSTANCE,  /* owned steering instance name: 1..STEER_INSTANCE_MAX-1 of [A-Za-z0-9_-] */
+	ST_INSTANCE,  /* owned steering instance name: 1..INSTANCE_NAME_MAX-1 of [A-Za-z0-9_-] */
 	ST_CHOICE,    /* an enum: the index of one of the words in choices[] */
 	ST_OPT_FILE,  /* owned absolute path of a file, up to CONFIG_FILE_PATH_MAX; NULL: off */
 	ST_TEXT,      /* owned text that check() accepts; never NULL */
@@ -212,7 +212,7 @@ static int check_system_name(const char *text, char *problem, size_t n);
 	S("metrics_listen", .type = ST_OPT_ADDR, FIELD(metrics_listen), .restart = true,         \
 	  .arg = "ADDR", .help = "Prometheus metrics HTTP endpoint; off when unset")             \
 	S("steer_instance", .type = ST_INSTANCE, FIELD(steer_instance), .restart = true,         \
-	  .def_str = STEER_DEFAULT_INSTANCE, .arg = "NAME",                                      \
+	  .def_str = INSTANCE_NAME_DEFAULT, .arg = "NAME",                                      \
 	  .help = "name of the steering attach (pgwardenctl attach --instance) whose BPF maps "  \
 		  "pgwardend reads")                                                             \
 	S("log_target", .type = ST_CHOICE, FIELD(log_target), .choices = log_target_names,       \
@@ -727,7 +727,7 @@ struct list_kind {
 
 /* Room for one formatted list item. */
 #define ITEM_STRLEN ADDR_STRLEN
-_Static_assert(STEER_CIDR_STRLEN <= ITEM_STRLEN, "a range must fit where an address fits");
+_Static_assert(CIDR_STRLEN <= ITEM_STRLEN, "a range must fit where an address fits");
 
 static const struct list_kind *list_kind_of(enum setting_type t);
 
@@ -1058,20 +1058,20 @@ static const char *format_addr_item(const void *item, char *buf, size_t n)
  * or /32 than a way to write 10.0.0.0/8, and a deny list must say plainly what it denies. */
 static int parse_cidr_item(const char *text, void *item, char *problem, size_t n)
 {
-	struct steer_cidr *c = item, net;
-	char q[QUOTE_MAX], range[STEER_CIDR_STRLEN];
+	struct cidr *c = item, net;
+	char q[QUOTE_MAX], range[CIDR_STRLEN];
 
-	if (steer_cidr_parse(text, c)) {
+	if (cidr_parse(text, c)) {
 		errf(problem, n, "%s, got \"%s\"", type_infos[ST_CIDR_LIST].expected,
 		     quote(text, strlen(text), q, sizeof(q)));
 		return -1;
 	}
 	net = *c;
-	steer_cidr_mask(&net);
+	cidr_mask(&net);
 	if (memcmp(net.addr, c->addr, sizeof(net.addr)) != 0) {
 		errf(problem, n, "\"%s\" has host bits set (the range is %s)",
 		     quote(text, strlen(text), q, sizeof(q)),
-		     steer_cidr_format(&net, range, sizeof(range)));
+		     cidr_format(&net, range, sizeof(range)));
 		return -1;
 	}
 	return 0;
@@ -1079,13 +1079,13 @@ static int parse_cidr_item(const char *text, void *item, char *problem, size_t n
 
 static const char *format_cidr_item(const void *item, char *buf, size_t n)
 {
-	return steer_cidr_format(item, buf, n);
+	return cidr_format(item, buf, n);
 }
 
 /* Room for one item of any list, parsed before it is stored. */
 union list_item_buf {
 	struct addr addr;
-	struct steer_cidr cidr;
+	struct cidr cidr;
 };
 
 static const struct list_kind addr_list_kind = {
@@ -1093,7 +1093,7 @@ static const struct list_kind addr_list_kind = {
 	.items = "addresses", .parse = parse_addr_item, .format = format_addr_item,
 };
 static const struct list_kind cidr_list_kind = {
-	.item_size = sizeof(struct steer_cidr), .max = STEER_GATE_MAX_DENY,
+	.item_size = sizeof(struct cidr), .max = CONFIG_GATE_MAX_DENY,
 	.item = "an address range", .items = "ranges", .parse = parse_cidr_item,
 	.format = format_cidr_item,
 };
@@ -1147,20 +1147,6 @@ static int parse_bool(const char *text)
 			return 0;
 	}
 	return -1;
-}
-
-/* What steer_attach accepts as an instance name (it names a bpffs dir and an nft table). */
-static bool instance_name_valid(const char *s)
-{
-	size_t len = strlen(s);
-
-	if (len == 0 || len >= STEER_INSTANCE_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return false;
-	return true;
 }
 
 static int apply_uint(struct config *cfg, const struct setting *st, const char *text,
@@ -2421,7 +2407,7 @@ static int validate_addr_list(const char *key, const struct addr *list, unsigned
  * range twice. */
 static int validate_gate(const struct config *cfg, char *err, size_t errlen)
 {
-	char a[STEER_CIDR_STRLEN];
+	char a[CIDR_STRLEN];
 
 	if (!cfg->gate_enabled && (cfg->gate_rate_per_hour || cfg->ngate_deny)) {
 		errf(err, errlen,
@@ -2444,7 +2430,7 @@ static int validate_gate(const struct config *cfg, char *err, size_t errlen)
 			if (cfg->gate_deny[i].bits == cfg->gate_deny[j].bits &&
 			    memcmp(cfg->gate_deny[i].addr, cfg->gate_deny[j].addr, 16) == 0) {
 				errf(err, errlen, "gate.deny: %s is listed twice",
-				     steer_cidr_format(&cfg->gate_deny[i], a, sizeof(a)));
+				     cidr_format(&cfg->gate_deny[i], a, sizeof(a)));
 				return -1;
 			}
 		}

@@ -36,7 +36,11 @@
 #include "base/addr.h"
 #include "auth/auth_types.h" /* enum auth_mode, AUTH_METHOD_*: one definition */
 #include "base/log.h"
-#include "steer/steer.h" /* struct steer_cidr, STEER_GATE_MAX_DENY */
+#include "base/cidr.h"
+
+/* gate.deny ranges at most; = STEER_GATE_MAX_DENY, which the gate module asserts (config
+ * does not depend on steer). */
+#define CONFIG_GATE_MAX_DENY 64
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -104,7 +108,7 @@ struct config {
 	char *admin_socket;   /* admin Unix socket path */
 	char *metrics_listen; /* "127.0.0.1:9187"; NULL: metrics off */
 	/* Name of the steering attach (pgwardenctl attach --instance) whose BPF maps are read:
-	 * 1..31 of [A-Za-z0-9_-]; never NULL; default STEER_DEFAULT_INSTANCE ("pgwarden"). */
+	 * 1..31 of [A-Za-z0-9_-]; never NULL; default INSTANCE_NAME_DEFAULT ("pgwarden", base/instance.h). */
 	char *steer_instance;
 	/* Operations (docs/ADMIN.md, docs/CONFIG.md): where log lines go; the group whose
 	 * members may use the admin socket read-only (NULL: none; pgwardend resolves it at
@@ -126,7 +130,7 @@ struct config {
 	uint64_t gate_rate_per_hour;  /* new connections per source; 0: no rate limit */
 	uint32_t gate_burst;          /* token bucket size; set exactly when a rate is */
 	uint32_t gate_max_sources;    /* sources the rate limit remembers */
-	struct steer_cidr gate_deny[STEER_GATE_MAX_DENY]; /* host bits clear, none twice */
+	struct cidr gate_deny[CONFIG_GATE_MAX_DENY]; /* host bits clear, none twice */
 	unsigned ngate_deny;
 	/* Pre-login admission (relay/admission.h): connections that have not finished logging
 	 * in, in total and per source (a local client's uid, else its address, IPv6 by /64),

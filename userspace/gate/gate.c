@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The configuration's deny list is copied into the gate's: one bound for both. */
+_Static_assert(CONFIG_GATE_MAX_DENY == STEER_GATE_MAX_DENY, "gate.deny bound");
+
 struct gate {
 	struct steer_gate *sg;
 	struct config *applied;    /* the snapshot whose limits hold (referenced) */
@@ -226,13 +229,13 @@ const struct steer_gate *gate_steer(const struct gate *g)
 json_t *gate_status_json(const struct gate *g, const struct config *cfg)
 {
 	struct steer_gate_stats st;
-	char rate[32], range[STEER_CIDR_STRLEN];
+	char rate[32], range[CIDR_STRLEN];
 	json_t *obj = json_object(), *deny = json_array();
 
 	if (!obj || !deny || config_get(cfg, "gate.rate", rate, sizeof(rate)))
 		goto err;
 	for (unsigned i = 0; i < cfg->ngate_deny; i++) {
-		steer_cidr_format(&cfg->gate_deny[i], range, sizeof(range));
+		cidr_format(&cfg->gate_deny[i], range, sizeof(range));
 		if (json_array_append_new(deny, json_string(range)))
 			goto err;
 	}

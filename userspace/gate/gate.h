@@ -22,7 +22,7 @@
 
 #include "base/clock.h"
 #include "config/config.h"
-#include "steer/steer.h"
+#include "steer/steer_gate.h"
 
 #include <jansson.h>
 #include <stdint.h>

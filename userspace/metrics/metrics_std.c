@@ -22,6 +22,7 @@ const char *const metrics_std_refuse_names[MREFUSE_COUNT + 1] = {
 	[MREFUSE_PRELOGIN_SOURCE] = "prelogin_source",
 	[MREFUSE_DESTINATION] = "destination",
 	[MREFUSE_LOOP] = "loop",
+	[MREFUSE_UNRECORDED] = "unrecorded_steered",
 	[MREFUSE_COUNT] = NULL,
 };
 

@@ -42,6 +42,7 @@ enum metrics_refuse_reason {
 	MREFUSE_PRELOGIN_SOURCE,     /* admission.prelogin_per_source for this source */
 	MREFUSE_DESTINATION,         /* a TPROXY'd client's destination is not protected */
 	MREFUSE_LOOP,                /* the relay's own upstream connection came back to it */
+	MREFUSE_UNRECORDED,          /* on the steering address without a kernel origin record */
 	MREFUSE_COUNT,
 };
 

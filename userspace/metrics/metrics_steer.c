@@ -3,6 +3,7 @@
 #include "metrics/metrics_steer.h"
 
 #include "steer/steer.h"
+#include "steer/steer_gate.h"
 
 #include <jansson.h>
 #include <stdlib.h>

@@ -107,7 +107,7 @@ void policy_describe(const struct policy *p, FILE *out)
 	for (unsigned i = 0; i < p->nrules; i++) {
 		const struct policy_rule *r = &p->rules[i];
 		const struct policy_match *m = &r->match;
-		char buf[STEER_CIDR_STRLEN];
+		char buf[CIDR_STRLEN];
 
 		fprintf(out, "  %u. %s (line %u)\n", i + 1, r->name, r->line);
 		list_strs(out, "user", &m->user);
@@ -116,7 +116,7 @@ void policy_describe(const struct policy *p, FILE *out)
 		if (m->nsource || m->source_local) {
 			fprintf(out, "    source:%s", m->source_local ? " local" : "");
 			for (unsigned k = 0; k < m->nsource; k++)
-				fprintf(out, " %s", steer_cidr_format(&m->source[k], buf, sizeof(buf)));
+				fprintf(out, " %s", cidr_format(&m->source[k], buf, sizeof(buf)));
 			fputc('\n', out);
 		}
 		list_strs(out, "tls_identity", &m->tls_identity);

@@ -19,7 +19,7 @@
 
 #include "session/session.h"
 #include "sql/sql.h"
-#include "steer/steer.h"
+#include "base/cidr.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,7 +73,7 @@ struct policy_mask {
 
 struct policy_match {
 	struct policy_strlist user, database, application_name, tls_identity, comm, exe, cgroup;
-	struct steer_cidr *source;
+	struct cidr *source;
 	unsigned nsource;
 	bool source_local; /* "local": Unix-socket clients and steered local processes */
 	uint32_t auth_methods; /* bits of enum session_auth_method; 0: any */

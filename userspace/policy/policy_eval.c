@@ -83,7 +83,7 @@ static bool source_ok(const struct policy_match *m, const struct policy_identity
 		return false; /* a Unix client matches only "local" */
 	}
 	for (unsigned i = 0; i < m->nsource; i++)
-		if (steer_cidr_match(&m->source[i], a16))
+		if (cidr_match(&m->source[i], a16))
 			return true;
 	return false;
 }

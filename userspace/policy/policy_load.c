@@ -460,13 +460,13 @@ static void source_item(struct loader *l, yaml_node_t *n, const char *text, unsi
 		m->source_local = true;
 		return;
 	}
-	if (steer_cidr_parse(text, &m->source[m->nsource])) {
+	if (cidr_parse(text, &m->source[m->nsource])) {
 		fail(l, n, "match.source: \"%s\" is not an address range like 10.0.0.0/8, "
 			   "192.0.2.7 or fd00::/8, nor local",
 		     shown(text, buf, sizeof(buf)));
 		return;
 	}
-	steer_cidr_mask(&m->source[m->nsource]);
+	cidr_mask(&m->source[m->nsource]);
 	m->nsource++;
 }
 

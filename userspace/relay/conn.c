@@ -13,7 +13,7 @@
 #include "proto/proto.h"
 #include "relay/cancel.h"
 #include "sql/sql.h"
-#include "steer/steer.h"
+#include "steer/steer_origin.h"
 
 #include <errno.h>
 #include <netinet/in.h>

@@ -8,7 +8,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
-#include "steer/steer.h"
+#include "steer/steer_origin.h"
 
 #include <errno.h>
 #include <netinet/in.h>

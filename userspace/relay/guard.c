@@ -5,7 +5,7 @@
 #include "base/log.h"
 #include "base/log_limit.h"
 #include "relay/selfloop.h"
-#include "steer/steer.h"
+#include "steer/steer_origin.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -140,6 +140,12 @@ int guard_accept(struct guard *g, const struct config *cfg, struct steer_origin 
 		return refuse(s, NULL, MREFUSE_LOOP, shard, mstd, r, SQLSTATE_REJECTED,
 			      "pgwarden refuses a connection from itself: its upstream leads back to it");
 	}
+	/* Fail closed: a steered connection the kernel could not record is refused, never
+	 * served as explicit (it would reach the upstream with no process identity). */
+	if (steer_origin_unrecorded(so, s))
+		return refuse(s, NULL, MREFUSE_UNRECORDED, shard, mstd, r, SQLSTATE_TOO_MANY_CONNECTIONS,
+			      "connection refused: steered connection without a kernel origin record "
+			      "(origin map full?); pgwarden does not relay it unidentified");
 	if (s->route == SESSION_ROUTE_TPROXY && !steer_origin_destination_allowed(so, &s->dialled))
 		return refuse(s, NULL, MREFUSE_DESTINATION, shard, mstd, r, SQLSTATE_REJECTED,
 			      "connection refused: %s is not a protected destination",

@@ -2,7 +2,7 @@
 #include "relay/relay.h"
 
 #include "base/log.h"
-#include "steer/steer.h"
+#include "steer/steer_origin.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
 #include "relay/conn.h"
 #include "relay/relay.h"
 #include "relay/worker.h"
-#include "steer/steer.h"
+#include "steer/steer_origin.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>

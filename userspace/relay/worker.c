@@ -6,7 +6,7 @@
 #include "relay/relay.h"
 #include "relay/handover.h"     /* [ops #14] listeners handed over by a predecessor */
 #include "relay/session_kill.h" /* [ops #14] kill: cancel on the server, then terminate */
-#include "steer/steer.h"
+#include "steer/steer_origin.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  * policy routing). See steer.h for the two failure modes.
  *
  * Pin layout (fail-closed), /sys/fs/bpf/<instance>/:
- *   pgw_config pgw_protected pgw_unix_paths pgw_origin_ck pgw_origin_tup pgw_stats
+ *   pgw_config pgw_protected pgw_unix_paths pgw_origin_sk pgw_origin_tup pgw_stats
  *   pgw_relay_socks                                                                   maps
  *   link_connect4 link_connect6 link_peername4 link_peername6 link_sockops
  *   [link_connect_unix] [link_sk_lookup]                                              links
@@ -184,19 +184,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-}
-
-static bool instance_valid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= STEER_INSTANCE_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return false;
-	return true;
 }
 
 static void pin_path(char *buf, size_t n, const char *instance, const char *name)
@@ -574,7 +561,7 @@ int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 {
 	bool fam4 = false, fam6 = false;
 
-	if (!instance_valid(o->instance)) {
+	if (!instance_name_valid(o->instance)) {
 		seterr(err, errlen, "bad instance name '%s' (letters, digits, _ and -, at most %d)",
 		       o->instance, STEER_INSTANCE_MAX - 1);
 		return -EINVAL;
@@ -928,6 +915,31 @@ out:
 	return rc;
 }
 
+/*
+ * An in-place update reuses the pinned origin map, whose size was fixed when it was made: a
+ * different --origin-max is refused (detach and attach again to resize), never silently
+ * ignored. 0 or -EINVAL with err set.
+ */
+static int origin_size_check(const struct steer_opts *o, char *err, size_t errlen)
+{
+	struct bpf_map_info mi = {};
+	__u32 len = sizeof(mi);
+	char path[256];
+	int fd, rc = 0;
+
+	pin_path(path, sizeof(path), o->instance, PGW_STR(PGW_MAP_ORIGIN_TUP));
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return 0; /* the update reports the missing pin itself */
+	if (bpf_obj_get_info_by_fd(fd, &mi, &len) == 0 && mi.max_entries != o->origin_max) {
+		seterr(err, errlen, "the attached origin map holds %u records, not --origin-max %u: "
+		       "detach first to resize it", mi.max_entries, o->origin_max);
+		rc = -EINVAL;
+	}
+	close(fd);
+	return rc;
+}
+
 /* Live pgw_ links whose config names this instance, pinned or held by a process. */
 static int instance_links(const char *instance, __u32 *link_ids, unsigned max, unsigned *n);
 
@@ -1065,6 +1077,8 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		else if (!rc && old.tproxy_port)
 			steer_route_delete(old.tproxy_mark, old.route_table, old.rule_priority);
 		if (!rc)
+			rc = origin_size_check(o, err, errlen);
+		if (!rc)
 			rc = pinned_update(o, &cfg, err, errlen);
 		if (!rc)
 			rc = pinned_upgrade(o->instance, &feat, err, errlen);
@@ -1149,6 +1163,11 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		goto err_handle;
 	}
 	skel_set_autoload(h->skel, &feat);
+	rc = bpf_map__set_max_entries(h->skel->maps.pgw_origin_tup, o->origin_max);
+	if (rc) {
+		seterr(err, errlen, "cannot size the origin map: %s", strerror(-rc));
+		goto err_handle;
+	}
 	rc = steer__load(h->skel);
 	if (rc) {
 		rc = rc < 0 ? rc : -EINVAL;
@@ -1396,7 +1415,7 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 	steer_libbpf_log_init();
 	if (!instance)
 		instance = STEER_DEFAULT_INSTANCE;
-	if (!instance_valid(instance)) {
+	if (!instance_name_valid(instance)) {
 		seterr(err, errlen, "bad instance name '%s'", instance);
 		return -EINVAL;
 	}

@@ -3,6 +3,9 @@
 #define PGWARDEN_STEER_INTERNAL_H
 
 #include "steer/steer.h"
+#include "steer/steer_gate.h"
+#include "steer/steer_origin.h"
+#include "steer/steer_register.h"
 
 #include <linux/types.h>
 #include <stdbool.h>

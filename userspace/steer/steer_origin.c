@@ -4,10 +4,11 @@
  * socket: the relay mark and, where it can, the client's own source address.
  *
  * The origin record is read and deleted by the worker that accepted the connection (one
- * lookup, one delete on an LRU hash: no locks of ours, the map is safe from any thread).
- * A steered connection whose record is missing cannot be told from an explicit one on the
- * same listener: it is treated as explicit (forwarded to the configured upstream, policy
- * applies as usual), never as a guess at the destination.
+ * lookup, one delete on a hash: no locks of ours, the map is safe from any thread). The
+ * relay's steering address (the attach's --relay) takes steered connections only: one
+ * accepted there without a record (the kernel could not record it: origin map full, or
+ * sk_lookup absent) is refused by the caller (steer_origin_unrecorded()), never treated
+ * as explicit and never relayed to a guessed destination.
  */
 #include "steer/steer_internal.h"
 
@@ -35,11 +36,13 @@
  * One per worker (no locks: the handle's refresh state is the worker's). A handle opened by
  * instance name re-finds the pinned maps by itself: when they are not there yet (the daemon
  * starts before `pgwardenctl attach` runs, as under systemd's ExecStartPost), and when a
- * detach and a new attach replaced them. Both are checked at most every
- * STEER_REFRESH_*_NS, and only on a lookup that found nothing, so a steady steered load costs
- * no extra syscall.
+ * detach and a new attach replaced them. A closed handle looks at every lookup (one failed
+ * bpf_obj_get, about a microsecond, only while nothing is attached): a steered connection
+ * accepted just after an attach must find its record, not pass as explicit because the
+ * handle had looked a moment before. An open handle re-checks on a miss, at most every
+ * STEER_REFRESH_MISS_NS, so a steady steered load costs no extra syscall; meanwhile a miss
+ * on the steering address is refused (steer_origin_unrecorded()), never served as explicit.
  */
-#define STEER_REFRESH_CLOSED_NS (100 * NSEC_PER_MSEC)
 #define STEER_REFRESH_MISS_NS (1000 * NSEC_PER_MSEC)
 
 struct steer_origin {
@@ -53,6 +56,8 @@ struct steer_origin {
 	uint64_t next_refresh_ns;
 	uint32_t relay_mark;
 	bool unix_on;
+	/* The attach's steering addresses (pgw_config relay4/relay6), family 0 when absent. */
+	struct pgw_relay_key steer_addr[2];
 };
 
 static void origin_drop_maps(struct steer_origin *o)
@@ -80,6 +85,17 @@ static int origin_read_config(struct steer_origin *o)
 		return -EPROTO;
 	o->relay_mark = c.relay_mark;
 	o->unix_on = (c.flags & PGW_CFG_UNIX) != 0;
+	memset(o->steer_addr, 0, sizeof(o->steer_addr));
+	if (c.flags & PGW_CFG_RELAY4) {
+		o->steer_addr[0].family = PGW_AF_INET;
+		o->steer_addr[0].port = c.relay4_port;
+		o->steer_addr[0].addr[0] = c.relay4_addr;
+	}
+	if (c.flags & PGW_CFG_RELAY6) {
+		o->steer_addr[1].family = PGW_AF_INET6;
+		o->steer_addr[1].port = c.relay6_port;
+		memcpy(o->steer_addr[1].addr, c.relay6_addr, sizeof(c.relay6_addr));
+	}
 	return 0;
 }
 
@@ -149,9 +165,9 @@ static bool origin_maybe_refresh(struct steer_origin *o, bool miss)
 	if (o->cfg_fd >= 0 && !miss)
 		return false;
 	now = clock_mono_ns();
-	if (now < o->next_refresh_ns)
+	if (o->cfg_fd >= 0 && now < o->next_refresh_ns)
 		return false;
-	o->next_refresh_ns = now + (o->cfg_fd >= 0 ? STEER_REFRESH_MISS_NS : STEER_REFRESH_CLOSED_NS);
+	o->next_refresh_ns = now + STEER_REFRESH_MISS_NS;
 	origin_refresh(o);
 	return o->cfg_map_id != before && o->cfg_fd >= 0;
 }
@@ -180,7 +196,7 @@ int steer_origin_open(const char *instance, struct steer_origin **out)
 	snprintf(o->instance, sizeof(o->instance), "%s", instance);
 	o->cfg_fd = o->tup_fd = o->prot_fd = o->socks_fd = -1;
 	o->owns_fds = true;
-	o->next_refresh_ns = clock_mono_ns() + STEER_REFRESH_CLOSED_NS;
+	o->next_refresh_ns = clock_mono_ns() + STEER_REFRESH_MISS_NS;
 	rc = origin_refresh(o);
 	if (rc && rc != -ENOENT) {
 		free(o);
@@ -480,6 +496,24 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 		}
 	}
 	return 0;
+}
+
+bool steer_origin_unrecorded(struct steer_origin *o, const struct session *s)
+{
+	struct pgw_relay_key k;
+
+	if (!o || o->cfg_fd < 0 || s->route != SESSION_ROUTE_EXPLICIT)
+		return false;
+	/* An attach updated in place may have moved the relay: read where it is now (one
+	 * lookup, explicit connections only). Unreadable: keep what we knew. */
+	(void)origin_read_config(o);
+	memset(&k, 0, sizeof(k));
+	if (!addr_words(&s->dialled, &k.family, k.addr, &k.port))
+		return false;
+	for (size_t i = 0; i < sizeof(o->steer_addr) / sizeof(o->steer_addr[0]); i++)
+		if (o->steer_addr[i].family && memcmp(&o->steer_addr[i], &k, sizeof(k)) == 0)
+			return true;
+	return false;
 }
 
 bool steer_origin_destination_allowed(struct steer_origin *o, const struct addr *dialled)

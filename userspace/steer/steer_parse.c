@@ -17,6 +17,7 @@ void steer_opts_init(struct steer_opts *o)
 	o->route_table = STEER_DEFAULT_ROUTE_TABLE;
 	o->rule_priority = STEER_DEFAULT_RULE_PRIORITY;
 	o->check_relay = true;
+	o->origin_max = STEER_DEFAULT_ORIGIN_MAX;
 }
 
 int steer_parse_port(const char *text, uint16_t *port)

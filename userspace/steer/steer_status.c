@@ -157,7 +157,8 @@ static void add_maps(json_t *root, const __u32 *ids, unsigned nids, const char *
 		{PGW_STR(PGW_MAP_CONFIG), 4, false},
 		{PGW_STR(PGW_MAP_PROTECTED), sizeof(struct pgw_protected_key), true},
 		{PGW_STR(PGW_MAP_UNIX), sizeof(struct pgw_unix_key), true},
-		{PGW_STR(PGW_MAP_ORIGIN_CK), 8, true},
+		/* Socket-local storage: no keys to walk, no capacity. */
+		{PGW_STR(PGW_MAP_ORIGIN_SK), 4, false},
 		{PGW_STR(PGW_MAP_ORIGIN_TUP), sizeof(struct pgw_tuple), true},
 		{PGW_STR(PGW_MAP_STATS), 4, false},
 		{PGW_STR(PGW_MAP_RELAY_SOCKS), sizeof(struct pgw_relay_key), true},
