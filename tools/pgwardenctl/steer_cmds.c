@@ -174,8 +174,15 @@ static bool attach_server_offers_tls(const struct steer_opts *o, char *where, si
 				cand[i].ss.in4.sin_port = htons(o->ports[p]);
 				len = sizeof(cand[i].ss.in4);
 			}
-			if (tls_probe_server(&cand[i].ss.sa, len, o->relay_mark, ATTACH_PROBE_TIMEOUT_MS,
-					     &offers, raw, sizeof(raw), err, sizeof(err)))
+			int rc = tls_probe_server(&cand[i].ss.sa, len, o->relay_mark,
+						  ATTACH_PROBE_TIMEOUT_MS, &offers, raw, sizeof(raw),
+						  err, sizeof(err));
+
+			/* Marking the probe needs CAP_NET_ADMIN: without it the attach itself is
+			 * refused with the reason, and a warning here would only bury that. */
+			if (rc == -EPERM)
+				return false;
+			if (rc)
 				continue;
 			answered = true;
 			if (offers) {
