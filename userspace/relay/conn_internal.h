@@ -112,6 +112,33 @@ enum conn_step conn_stage_verdict_c2s(struct conn *c, const struct proto_msg *m,
 /* Start the session for a StartupMessage (the packet is already framed). */
 int conn_session_begin(struct conn *c, const struct proto_startup *st);
 
+/* ---- conn_tls.c ----------------------------------------------------------------------- */
+#define CONN_NEGOTIATED_SSL 1u
+#define CONN_NEGOTIATED_GSSENC 2u
+enum conn_server_tls_step {
+	CONN_SERVER_TLS_NONE = 0,
+	CONN_SERVER_TLS_ASK,       /* sending the SSLRequest */
+	CONN_SERVER_TLS_ANSWER,    /* reading the one-byte answer */
+	CONN_SERVER_TLS_HANDSHAKE, /* 'S': the TLS handshake */
+};
+/* Does this session offer TLS to its client (tls.client.mode prefer or require)? */
+bool conn_tls_client_offered(struct conn *c);
+/* Is the client leg TLS? */
+bool conn_tls_client_on(const struct conn *c);
+/* The SSLRequest of len bytes at the framing point, when TLS is offered: answer 'S'. */
+enum conn_step conn_tls_client_request(struct conn *c, struct conn_dir *d, uint32_t len);
+/* A TLS ClientHello first (direct SSL): the avail bytes at the framing point go to TLS. */
+enum conn_step conn_tls_client_direct(struct conn *c, struct conn_dir *d, uint32_t avail);
+/* A StartupMessage arrived: true (and the connection failed with 28000) when the client
+ * leg is plaintext and tls.client.mode is require. */
+bool conn_tls_client_refuses_plain(struct conn *c);
+/* After the server leg connected: should an SSLRequest go first? Then begin it. */
+bool conn_tls_server_wanted(struct conn *c);
+void conn_tls_server_begin(struct conn *c);
+/* Drive the handshake state the connection is in; true when anything moved. */
+bool conn_tls_negotiate(struct conn *c);
+void conn_tls_release(struct conn *c);
+
 /* ---- conn_upstream.c ------------------------------------------------------------------- */
 int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_path)
 	__attribute__((warn_unused_result));

@@ -178,7 +178,7 @@ static int conn_send(struct conn *c, enum conn_dir_id id, struct buf *b, uint32_
 
 	/* Nothing goes to a server whose connect has not finished, whatever its transport
 	 * thinks of its readiness. */
-	if (id == CONN_C2S && c->connect_deadline)
+	if (id == CONN_C2S && (c->connect_deadline || c->state == CONN_SERVER_TLS))
 		return 1;
 	while (*len) {
 		ssize_t n;
@@ -306,9 +306,11 @@ static bool conn_may_read(const struct conn *c, enum conn_dir_id id)
 
 	if (!t || d->eof || !transport_can_read(t))
 		return false;
-	if (id == CONN_S2C)
-		return c->state != CONN_CLOSING && !c->connect_deadline;
+	if (id == CONN_S2C) /* in SERVER_TLS, conn_tls.c reads the answer itself */
+		return c->state != CONN_CLOSING && !c->connect_deadline &&
+		       c->state != CONN_SERVER_TLS;
 	switch (c->state) {
+	case CONN_CLIENT_TLS: /* the handshake reads; nothing may be read before it */
 	case CONN_CANCEL:
 	case CONN_FAREWELL:
 	case CONN_SERVER_GONE:

@@ -24,6 +24,7 @@ struct admin_server;
 struct conn;
 struct guard;
 struct transport;
+struct tls_store;
 
 /*
  * How the relay reaches a server: non-blocking sockets (conn_upstream.c) normally; the unit
@@ -57,6 +58,7 @@ struct relay {
 	const char *upstream_from_relay_why;
 	struct steer_origin *steer_shared; /* fail-open: the links' fds handed over by pgwardenctl */
 	struct guard *guard; /* checks at accept, login, close (relay/guard.h); set before workers */
+	struct tls_store *tls; /* TLS settings new sessions take (tls/tls.h); NULL: no TLS */
 	/* The Unix listener (unix_listen). Unix sockets have no SO_REUSEPORT spreading, so the
 	 * one socket is watched by every worker (EPOLLEXCLUSIVE) and owned here. */
 	struct relay_unix_listener {
