@@ -1541,6 +1541,31 @@ static void test_tls_server_error_response_hidden(void **state)
 	assert_int_equal(fake_take(&F.server, &p), 0);
 }
 
+/* SCRAM-SHA-256-PLUS offered across legs that do not share a certificate (here: plain)
+ * would make a binding client fail obscurely: the client sees the offer without it. */
+static void test_tls_plus_not_offered_when_binding_cannot_pass(void **state)
+{
+	static const char offer[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+	struct msgs a = {.n = 0}, want = {.n = 0};
+	struct conn *c = connect_client("alice");
+	const uint8_t *p;
+	size_t n;
+	uint8_t body[64];
+
+	conn_server_events(c, EPOLLOUT);
+	proto_write_u32(body, AUTH_REQ_SASL);
+	memcpy(body + 4, offer, sizeof(offer)); /* with the list's final NUL */
+	put(&a, 'R', body, 4 + sizeof(offer));
+	server_sends(&a);
+	proto_write_u32(body, AUTH_REQ_SASL);
+	memcpy(body + 4, "SCRAM-SHA-256\0", 15);
+	put(&want, 'R', body, 4 + 15);
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(p, want.b, n);
+	assert_int_equal(c->state, CONN_AUTH_ANSWER);
+}
+
 /* A real OpenSSL client over a socketpair: SSLRequest and 'S', or direct SSL with ALPN. */
 struct tls_peer {
 	int sp[2];
@@ -1699,6 +1724,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tls_server_n_under_require, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_n_under_prefer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_error_response_hidden, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_plus_not_offered_when_binding_cannot_pass,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_client_leg_after_sslrequest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_client_leg_direct, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_direct_without_alpn_refused, setup, teardown),

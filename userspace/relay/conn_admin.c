@@ -15,6 +15,12 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		.last_latency_ns = __atomic_load_n(&c->last_latency_ns, __ATOMIC_RELAXED),
 		.now_mono_ns = now,
 		.errors = __atomic_load_n(&c->errors, __ATOMIC_RELAXED),
+		/* Set once by the worker when each handshake finished (conn_tls.c). */
+		.tls_version = c->session.client_tls.version,
+		.tls_cipher = c->session.client_tls.cipher,
+		.tls_client_subject = c->session.client_tls.peer_subject,
+		.upstream_tls_version = c->session.server_tls.version,
+		.upstream_tls_cipher = c->session.server_tls.cipher,
 	};
 	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
 

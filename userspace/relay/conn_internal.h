@@ -138,6 +138,14 @@ void conn_tls_server_begin(struct conn *c);
 /* Drive the handshake state the connection is in; true when anything moved. */
 bool conn_tls_negotiate(struct conn *c);
 void conn_tls_release(struct conn *c);
+/*
+ * A whole AuthenticationRequest from the server: when it offers SCRAM-SHA-256-PLUS but the
+ * binding cannot pass through pgwarden (tls_binding_passes_through()), the same offer
+ * without it, n bytes in out, so that a client does not bind to a certificate the server
+ * never presented; 0 when the message passes as it is.
+ */
+uint32_t conn_tls_sasl_offer(struct conn *c, const struct proto_msg *m, uint8_t *out,
+			     uint32_t cap);
 
 /* ---- conn_upstream.c ------------------------------------------------------------------- */
 int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_path)

@@ -12,6 +12,7 @@
 #include "relay/conn_internal.h"
 
 #include "base/log.h"
+#include "base/log_limit.h"
 
 #include <errno.h>
 #include <string.h>
@@ -240,6 +241,23 @@ static int conn_flush(struct conn *c, enum conn_dir_id id)
 	return 0;
 }
 
+/* Peers can make their legs fail at will: logged within limits. */
+static struct log_limit limit_leg_failed =
+	LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
+
+/* A read failed: what the transport knows of why (a TLS alert, a renegotiation attempt, a
+ * truncation) is logged and becomes the session's end reason. */
+static void conn_read_failed(struct conn *c, enum conn_dir_id id)
+{
+	const char *why = transport_error(conn_src(c, id));
+
+	if (!why)
+		return;
+	log_limited(&limit_leg_failed, LOG_INFO, "leg_failed", "session=%s leg=%s %s",
+		    c->session.id_hex, id == CONN_C2S ? "client" : "server", why);
+	conn_set_reason(c, why);
+}
+
 /* Read once from the source into the scratch buffer or the direction's own buffer. */
 static ssize_t conn_read(struct conn *c, enum conn_dir_id id)
 {
@@ -273,6 +291,8 @@ static ssize_t conn_read(struct conn *c, enum conn_dir_id id)
 				    id == CONN_C2S ? MDIR_FROM_CLIENT : MDIR_FROM_SERVER, (uint64_t)n);
 	} else if (n == 0 || n != -EAGAIN) {
 		d->eof = true;
+		if (n < 0)
+			conn_read_failed(c, id);
 	}
 	return n;
 }

@@ -390,6 +390,49 @@ bool conn_tls_negotiate(struct conn *c)
 	}
 }
 
+/* ---- channel binding ------------------------------------------------------------------- */
+
+#define SASL_PLUS "SCRAM-SHA-256-PLUS"
+
+uint32_t conn_tls_sasl_offer(struct conn *c, const struct proto_msg *m, uint8_t *out,
+			     uint32_t cap)
+{
+	uint8_t list[256];
+	size_t off = 4, kept = 0;
+	bool plus = false;
+	uint32_t code;
+	int n;
+
+	if (proto_read_auth(m, &code) != PROTO_OK || code != AUTH_REQ_SASL)
+		return 0;
+	while (off < m->body_len && m->body[off]) {
+		const char *name = (const char *)m->body + off;
+		size_t len = strnlen(name, m->body_len - off);
+
+		if (off + len >= m->body_len)
+			return 0; /* unterminated: the login's own parser refuses it */
+		if (strcmp(name, SASL_PLUS) == 0) {
+			plus = true;
+		} else if (kept + len + 1 < sizeof(list)) {
+			memcpy(list + kept, name, len + 1);
+			kept += len + 1;
+		} else {
+			return 0; /* longer than any real offer: left to the login's parser */
+		}
+		off += len + 1;
+	}
+	if (!plus || tls_binding_passes_through(transport_tls_conn(c->client),
+						transport_tls_conn(c->server)))
+		return 0;
+	list[kept++] = '\0';
+	n = proto_write_auth(out, cap, AUTH_REQ_SASL, list, kept);
+	if (n <= 0)
+		return 0;
+	log_debug("tls", "session=%s SCRAM-SHA-256-PLUS not offered to the client: the legs do "
+		  "not present the same certificate (docs/TLS.md)", c->session.id_hex);
+	return (uint32_t)n;
+}
+
 void conn_tls_release(struct conn *c)
 {
 	tls_snapshot_unref(c->tls);
