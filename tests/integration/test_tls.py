@@ -304,6 +304,38 @@ def test_psql_sslmode_require_and_verify_full(tls_relay, pki):
     assert start.get("tls_cipher")
 
 
+def test_psycopg_verify_full_and_both_legs_listed(tls_relay, pki, pgwardend_bin):
+    """psycopg with sslmode=verify-full; while the session is open, `pgwardenctl sessions`
+    lists TLS on both legs."""
+    import psycopg
+
+    relay = tls_relay()
+    with psycopg.connect("host=localhost port=%d user=pgw dbname=pgw password=pgw-secret "
+                         "sslmode=verify-full sslrootcert=%s connect_timeout=20"
+                         % (relay.port, pki.root.crt), autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert row[0] is True  # the server leg is TLS as well
+        sessions = json.loads(ctl(pgwardend_bin, relay, "sessions", "--json").stdout)
+        mine = [x for x in sessions if x.get("state") == "idle"]
+        assert mine, sessions
+        assert mine[0]["tls"]["version"].startswith("TLSv1.")
+        assert mine[0]["upstream_tls"]["version"].startswith("TLSv1.")
+
+
+def test_plaintext_refused_under_require(tls_relay, pki, pg_tls):
+    """tls.client.mode require: a plaintext client gets 28000 and never reaches the server."""
+    config = tls_config(pki).replace("    mode: prefer\n", "    mode: require\n", 1)
+    relay = tls_relay(config=config)
+    r = psql(relay, "SELECT 1", sslmode="disable", user="plaintext_probe")
+    assert r.returncode != 0
+    assert "SSL connection is required" in r.stderr, r.stderr
+    relay.wait_for_log(lambda d: d.get("event") == "connection_rejected" and
+                       d.get("reason") == "plaintext refused: TLS required")
+    r = psql(relay, "SELECT 1", sslmode="require")
+    assert r.returncode == 0, r.stderr
+
+
 def test_channel_binding_require_passes_through(tls_relay, pg_tls, pki):
     """SCRAM-SHA-256-PLUS end to end: the client binds to the hash of the certificate
     pgwarden presents, the server to the hash of its own: the same certificate."""
