@@ -435,6 +435,9 @@ static struct {
 	struct tls_store tls;
 	struct worker *w;
 	struct fake client, server;
+	/* A test may give the server leg a real socket (the relay's end of a socketpair). */
+	int server_fd;
+	struct transport server_plain;
 	bool connect_pending;
 	int connects;
 	uint64_t now;
@@ -445,6 +448,12 @@ static int fake_connect_start(struct conn *c, const struct addr *to, const char 
 {
 	fake_init(&F.server);
 	F.connects++;
+	if (F.server_fd > 0) {
+		transport_sock_init(&F.server_plain, F.server_fd, false);
+		F.server_plain.ready = TRANSPORT_WRITE;
+		*out = &F.server_plain;
+		return 0;
+	}
 	*out = &F.server.t;
 	return 0;
 }
@@ -1347,7 +1356,8 @@ static int tls_group_teardown(void **state)
 
 /* Publish a TLS snapshot for new sessions: client leg client_mode (NULL: disable) with the
  * server certificate, server leg server_mode (NULL: disable). */
-static void tls_publish(const char *client_mode, const char *server_mode)
+static void tls_publish_named(const char *client_mode, const char *server_mode,
+			      const char *server_name)
 {
 	struct config *cfg = config_new();
 	struct tls_snapshot *s = NULL;
@@ -1371,11 +1381,19 @@ static void tls_publish(const char *client_mode, const char *server_mode)
 		if (strncmp(server_mode, "verify", 6) == 0)
 			assert_int_equal(config_set(cfg, "tls.server.ca_file", P.ca_pem, err,
 						    sizeof(err)), 0);
+		if (server_name)
+			assert_int_equal(config_set(cfg, "tls.server.server_name", server_name, err,
+						    sizeof(err)), 0);
 	}
 	if (config_validate(cfg, err, sizeof(err)) || tls_snapshot_build(cfg, &s, err, sizeof(err)))
 		fail_msg("%s", err);
 	config_unref(cfg);
 	tls_store_publish(&F.tls, s);
+}
+
+static void tls_publish(const char *client_mode, const char *server_mode)
+{
+	tls_publish_named(client_mode, server_mode, NULL);
 }
 
 static void ssl_request(struct msgs *m)
@@ -1658,6 +1676,108 @@ static void tls_client_leg(bool direct)
 	tls_peer_close(&t);
 }
 
+/* The server leg over a socketpair against an OpenSSL server presenting P.server:
+ * SSLRequest, 'S', the handshake under verify-full (the name: server_name, else the
+ * upstream address 127.0.0.1), then the client's StartupMessage inside TLS. */
+static bool tls_server_leg(const char *server_name)
+{
+	int sp[2];
+	SSL_CTX *ctx;
+	SSL *ssl;
+	struct conn *c;
+	struct msgs m = {.n = 0};
+	uint8_t req[8], got[256];
+	bool ok = false;
+	int r = 0, n;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sp), 0);
+	F.server_fd = sp[0];
+	tls_publish_named(NULL, "verify-full", server_name);
+	ctx = SSL_CTX_new(TLS_server_method());
+	assert_non_null(ctx);
+	assert_int_equal(SSL_CTX_use_certificate(ctx, P.server.cert), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, P.server.key), 1);
+	ssl = SSL_new(ctx);
+	SSL_set_fd(ssl, sp[1]);
+
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_SERVER_TLS);
+	assert_int_equal(read(sp[1], req, sizeof(req)), 8); /* the SSLRequest, nothing more */
+	assert_int_equal(proto_read_u32(req + 4), PROTO_SSL_REQUEST_CODE);
+	assert_int_equal(write(sp[1], "S", 1), 1);
+	for (int i = 0; i < 200 && the_conn() && c->state == CONN_SERVER_TLS; i++) {
+		conn_server_events(c, EPOLLIN | EPOLLOUT);
+		r = SSL_accept(ssl);
+	}
+	if (the_conn() && c->state == CONN_AUTH) {
+		assert_non_null(c->session.server_tls.version);
+		startup_packet(&m, "alice");
+		for (int i = 0; i < 200; i++) {
+			n = SSL_read(ssl, got, sizeof(got));
+			if (n > 0) {
+				assert_int_equal(n, m.n); /* the StartupMessage, only inside TLS */
+				assert_memory_equal(got, m.b, m.n);
+				ok = true;
+				break;
+			}
+			conn_server_events(c, EPOLLOUT);
+		}
+		assert_true(ok);
+		(void)r;
+	}
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(sp[1]);
+	return ok;
+}
+
+static void test_tls_server_leg_verify_full(void **state)
+{
+	assert_true(tls_server_leg(NULL)); /* by address: the certificate's IP SAN */
+	conn_terminate(the_conn(), "57P01", "test over", "test over");
+}
+
+static void test_tls_server_leg_wrong_name_refused(void **state)
+{
+	const uint8_t *p;
+	size_t n;
+
+	assert_false(tls_server_leg("other.example.com"));
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08006");
+	assert_non_null(memmem(p, n, "SSL connection to the database server failed", 44));
+	tick(0);
+	assert_null(the_conn());
+}
+
+/* A client that stops in the middle of its handshake: closed at the login deadline, and
+ * nothing is written after the 'S' (it could not read an ErrorResponse). */
+static void test_tls_client_handshake_timeout(void **state)
+{
+	struct tls_peer t;
+	struct msgs m = {.n = 0};
+	struct session proto = {0};
+	uint8_t b[64];
+
+	tls_publish("prefer", NULL);
+	tls_peer_open(&t, false);
+	assert_int_equal(session_new_id(&proto), 0);
+	proto.upstream = F.relay.config->upstream;
+	assert_int_equal(conn_start(F.w, &t.sock, &proto), 0);
+	ssl_request(&m);
+	assert_int_equal(write(t.sp[1], m.b, m.n), (ssize_t)m.n);
+	conn_client_events(the_conn(), EPOLLIN);
+	assert_int_equal(read(t.sp[1], b, sizeof(b)), 1);
+	assert_int_equal(b[0], 'S');
+	assert_int_equal(the_conn()->state, CONN_CLIENT_TLS);
+	tick(F.relay.config->startup_timeout_ms * 1000000ULL + 1);
+	tick(0);
+	assert_null(the_conn());
+	assert_int_equal(read(t.sp[1], b, sizeof(b)), 0); /* closed, nothing said */
+	tls_peer_close(&t);
+}
+
 static void test_tls_client_leg_after_sslrequest(void **state)
 {
 	tls_client_leg(false);
@@ -1727,6 +1847,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tls_plus_not_offered_when_binding_cannot_pass,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_client_leg_after_sslrequest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_leg_verify_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_leg_wrong_name_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_client_handshake_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_client_leg_direct, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_direct_without_alpn_refused, setup, teardown),
 	};
