@@ -321,6 +321,10 @@ def test_psycopg_verify_full_and_both_legs_listed(tls_relay, pki, pgwardend_bin)
         assert mine, sessions
         assert mine[0]["tls"]["version"].startswith("TLSv1.")
         assert mine[0]["upstream_tls"]["version"].startswith("TLSv1.")
+    metrics = ctl(pgwardend_bin, relay, "metrics").stdout
+    for leg in ("client", "server"):
+        m = re.search(r'^pgwarden_tls_sessions_total\{leg="%s"\} (\d+)$' % leg, metrics, re.M)
+        assert m and int(m.group(1)) >= 1, metrics
 
 
 def test_plaintext_refused_under_require(tls_relay, pki, pg_tls):

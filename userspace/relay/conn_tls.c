@@ -189,6 +189,8 @@ static bool conn_tls_client_step(struct conn *c)
 		return true;
 	}
 	c->negotiated |= CONN_NEGOTIATED_SSL;
+	if (conn_metrics(c))
+		metrics_inc(conn_metrics(c), conn_mstd(c)->tls_sessions, MTLS_CLIENT);
 	log_debug("tls", "session=%s leg=client %s %s%s%s", c->session.id_hex,
 		  c->session.client_tls.version, c->session.client_tls.cipher,
 		  tc->direct ? " direct" : "", c->session.client_tls.peer_identity ? " cert" : "");
@@ -373,6 +375,8 @@ static bool conn_tls_server_step(struct conn *c)
 	}
 	log_debug("tls", "session=%s leg=server %s %s", c->session.id_hex,
 		  c->session.server_tls.version, c->session.server_tls.cipher);
+	if (conn_metrics(c))
+		metrics_inc(conn_metrics(c), conn_mstd(c)->tls_sessions, MTLS_SERVER);
 	c->server_tls_step = CONN_SERVER_TLS_NONE;
 	conn_set_state(c, CONN_AUTH);
 	return true;
