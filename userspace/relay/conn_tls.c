@@ -401,34 +401,34 @@ bool conn_tls_negotiate(struct conn *c)
 uint32_t conn_tls_sasl_offer(struct conn *c, const struct proto_msg *m, uint8_t *out,
 			     uint32_t cap)
 {
+	struct proto_sasl_iter it;
 	uint8_t list[256];
-	size_t off = 4, kept = 0;
+	size_t kept = 0;
 	bool plus = false;
-	uint32_t code;
-	int n;
+	const char *mech;
+	int n, r;
 
-	if (proto_read_auth(m, &code) != PROTO_OK || code != AUTH_REQ_SASL)
+	/* Malformed offers pass unchanged: the login's own checks refuse them. */
+	if (proto_auth_sasl_begin(m, &it) != PROTO_OK)
 		return 0;
-	while (off < m->body_len && m->body[off]) {
-		const char *name = (const char *)m->body + off;
-		size_t len = strnlen(name, m->body_len - off);
+	while ((r = proto_auth_sasl_next(&it, &mech)) == 1) {
+		size_t len = strlen(mech);
 
-		if (off + len >= m->body_len)
-			return 0; /* unterminated: the login's own parser refuses it */
-		if (strcmp(name, SASL_PLUS) == 0) {
+		if (strcmp(mech, SASL_PLUS) == 0) {
 			plus = true;
 		} else if (kept + len + 1 < sizeof(list)) {
-			memcpy(list + kept, name, len + 1);
+			memcpy(list + kept, mech, len + 1);
 			kept += len + 1;
 		} else {
-			return 0; /* longer than any real offer: left to the login's parser */
+			return 0; /* longer than any real offer */
 		}
-		off += len + 1;
 	}
-	if (!plus || tls_binding_passes_through(transport_tls_conn(c->client),
+	if (r < 0 || !plus || tls_binding_passes_through(transport_tls_conn(c->client),
 						transport_tls_conn(c->server)))
 		return 0;
 	list[kept++] = '\0';
+	/* A server that offers -PLUS alone leaves nothing to offer: its offer passes, and the
+	 * login fails at the server as it must (an empty list is refused here, n <= 0). */
 	n = proto_write_auth(out, cap, AUTH_REQ_SASL, list, kept);
 	if (n <= 0)
 		return 0;
