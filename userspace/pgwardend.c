@@ -1419,6 +1419,7 @@ int main(int argc, char **argv)
 	}
 
 	relay_init(r);
+	r->tls = &tls_store;
 	d.steer_instance = strdup(cfg->steer_instance);
 	relay_config_publish(r, cfg); /* the relay owns the loaded reference now */
 	{

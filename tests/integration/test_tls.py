@@ -8,12 +8,11 @@ with a bad file changes nothing and the daemon keeps serving; tls.fips refuses t
 no FIPS provider is installed (Debian 12 ships none); `pgwardenctl status` says what TLS does
 and whether FIPS is on.
 
-What a client sees through the relay once the connection core drives TLS (the lead's core
-rewrite calls into tls/ and relay/transport_tls.c): psql sslmode=require and verify-full,
+What a client sees through the relay now that the connection core drives TLS on both legs
+(relay/conn_tls.c over tls/ and relay/transport_tls.c): psql sslmode=require and verify-full,
 channel_binding=require passed through, s_client refusals, injection after SSLRequest and
 after the server's 'S', a reload under a live TLS session, client certificates. Each of these
-first asks the relay for TLS with an SSLRequest; while the core still answers 'N' the test
-skips, saying so, and runs as soon as the core answers 'S'.
+first asks the relay for TLS with an SSLRequest and fails at once unless it answers 'S'.
 
 Certificates and keys are made by the tests (tlsutil.py, the openssl command line).
 """
@@ -35,8 +34,6 @@ import harness
 import tlsutil
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
-CORE_SKIP = ("the connection core does not drive TLS yet: pgwardend answered an SSLRequest "
-             "with 'N' although tls.client.mode is prefer (issue #10, core half)")
 
 
 def tool(pgwardend_bin, name):
@@ -121,13 +118,13 @@ def ask_tls(host, port, timeout=5.0):
 
 @pytest.fixture
 def tls_relay(relay_factory, pg_tls, pki):
-    """A relay in front of the TLS cluster presenting the server's own certificate; skips
-    while the connection core cannot do TLS."""
+    """A relay in front of the TLS cluster presenting the server's own certificate."""
     def start(config=None, extra_args=()):
         r = relay_factory(upstream=(pg_tls.host, pg_tls.port),
                           config_text=config or tls_config(pki), extra_args=extra_args)
-        if ask_tls(r.host, r.port) != b"S":
-            pytest.skip(CORE_SKIP)
+        answer = ask_tls(r.host, r.port)
+        assert answer == b"S", ("pgwardend answered an SSLRequest with %r although "
+                                "tls.client.mode is on" % answer)
         return r
     return start
 
@@ -307,6 +304,42 @@ def test_psql_sslmode_require_and_verify_full(tls_relay, pki):
     assert start.get("tls_cipher")
 
 
+def test_psycopg_verify_full_and_both_legs_listed(tls_relay, pki, pgwardend_bin):
+    """psycopg with sslmode=verify-full; while the session is open, `pgwardenctl sessions`
+    lists TLS on both legs."""
+    import psycopg
+
+    relay = tls_relay()
+    with psycopg.connect("host=localhost port=%d user=pgw dbname=pgw password=pgw-secret "
+                         "sslmode=verify-full sslrootcert=%s connect_timeout=20"
+                         % (relay.port, pki.root.crt), autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert row[0] is True  # the server leg is TLS as well
+        sessions = json.loads(ctl(pgwardend_bin, relay, "sessions", "--json").stdout)
+        mine = [x for x in sessions if x.get("state") == "idle"]
+        assert mine, sessions
+        assert mine[0]["tls"]["version"].startswith("TLSv1.")
+        assert mine[0]["upstream_tls"]["version"].startswith("TLSv1.")
+    metrics = ctl(pgwardend_bin, relay, "metrics").stdout
+    for leg in ("client", "server"):
+        m = re.search(r'^pgwarden_tls_sessions_total\{leg="%s"\} (\d+)$' % leg, metrics, re.M)
+        assert m and int(m.group(1)) >= 1, metrics
+
+
+def test_plaintext_refused_under_require(tls_relay, pki, pg_tls):
+    """tls.client.mode require: a plaintext client gets 28000 and never reaches the server."""
+    config = tls_config(pki).replace("    mode: prefer\n", "    mode: require\n", 1)
+    relay = tls_relay(config=config)
+    r = psql(relay, "SELECT 1", sslmode="disable", user="plaintext_probe")
+    assert r.returncode != 0
+    assert "SSL connection is required" in r.stderr, r.stderr
+    relay.wait_for_log(lambda d: d.get("event") == "connection_rejected" and
+                       d.get("reason") == "plaintext refused: TLS required")
+    r = psql(relay, "SELECT 1", sslmode="require")
+    assert r.returncode == 0, r.stderr
+
+
 def test_channel_binding_require_passes_through(tls_relay, pg_tls, pki):
     """SCRAM-SHA-256-PLUS end to end: the client binds to the hash of the certificate
     pgwarden presents, the server to the hash of its own: the same certificate."""
@@ -321,14 +354,21 @@ def test_channel_binding_require_passes_through(tls_relay, pg_tls, pki):
 
 
 def test_channel_binding_impossible_with_another_certificate(tls_relay, pki):
-    """pgwarden presenting a certificate of its own: binding cannot pass, and the client is
-    told so instead of failing authentication obscurely; without channel_binding=require
-    it logs in with plain SCRAM."""
+    """pgwarden presenting a certificate of its own: binding cannot pass. The relay hides
+    SCRAM-SHA-256-PLUS from the client, so channel_binding=require is told so by libpq
+    instead of failing the proof. A client that merely prefers binding (libpq's default)
+    then sends the gs2 flag 'y' ("I could bind, you seem unable"), which a server that can
+    bind must refuse (RFC 5802 downgrade protection), and the flag is inside the proof:
+    no relay can fix that up. Only clients that do not bind (channel_binding=disable) log
+    in; docs/TLS.md says to present the server's own certificate instead."""
     relay = tls_relay(config=tls_config(pki, client_cert=pki.relay_own))
     r = psql(relay, "SELECT 1", sslmode="require", channel_binding="require")
     assert r.returncode != 0
-    assert "channel binding" in r.stderr
+    assert "channel binding is required, but server did not offer" in r.stderr, r.stderr
     r = psql(relay, "SELECT 1", sslmode="require")
+    assert r.returncode != 0
+    assert "channel binding" in r.stderr, r.stderr
+    r = psql(relay, "SELECT 1", sslmode="require", channel_binding="disable")
     assert r.returncode == 0, r.stderr
 
 
@@ -437,7 +477,7 @@ def error_response(text):
     (b"N", "require"),                                              # no downgrade
 ], ids=["inject-after-S", "error-response", "N-under-require"])
 def test_hostile_upstream(tls_relay, relay_factory, pki, answer, mode):
-    tls_relay()  # skips while the core does not do TLS
+    tls_relay()  # the TLS cluster is up
     fake = FakeServer(answer)
     fake.start()
     try:

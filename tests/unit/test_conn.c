@@ -15,7 +15,10 @@
  * auth.server_methods forbids or skipping to AuthenticationOk, a password before any
  * request, garbage SCRAM either way, the lockout; terminate mode end to end with a real
  * SCRAM client and server, wrong passwords, hostile clients and a server that skips the
- * login.
+ * login. TLS negotiation on both legs (conn_tls.c): the client leg over a socketpair with a
+ * real OpenSSL client (SSLRequest and direct), and the hostile cases: bytes after
+ * SSLRequest, plaintext under require, a server that injects after 'S', answers 'N' under
+ * require or an ErrorResponse.
  */
 #include "auth/auth.h"
 #include "base/log.h"
@@ -24,7 +27,11 @@
 #include "relay/relay.h"
 #include "relay/worker.h"
 #include "stage/stage.h"
+#include "tls/tls.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +43,7 @@
 #include <cmocka.h>
 
 #include "fake_transport.h"
+#include "tls_pki.h"
 
 #define NS_PER_S 1000000000ULL
 
@@ -432,8 +440,12 @@ static struct stage_ops rec_stage = {
 
 static struct {
 	struct relay relay;
+	struct tls_store tls;
 	struct worker *w;
 	struct fake client, server;
+	/* A test may give the server leg a real socket (the relay's end of a socketpair). */
+	int server_fd;
+	struct transport server_plain;
 	bool connect_pending;
 	int connects;
 	uint64_t now;
@@ -444,6 +456,12 @@ static int fake_connect_start(struct conn *c, const struct addr *to, const char 
 {
 	fake_init(&F.server);
 	F.connects++;
+	if (F.server_fd > 0) {
+		transport_sock_init(&F.server_plain, F.server_fd, false);
+		F.server_plain.ready = TRANSPORT_WRITE;
+		*out = &F.server_plain;
+		return 0;
+	}
 	*out = &F.server.t;
 	return 0;
 }
@@ -467,6 +485,8 @@ static int setup(void **state)
 	memset(&rec, 0, sizeof(rec));
 	judge_resume_at = 0;
 	relay_init(&F.relay);
+	tls_store_init(&F.tls);
+	F.relay.tls = &F.tls; /* empty: no TLS unless a test publishes a snapshot */
 	F.relay.connector = &fake_connector;
 	F.relay.cancels = cancel_map_new();
 	assert_non_null(F.relay.cancels);
@@ -496,6 +516,7 @@ static int teardown(void **state)
 	auth_runtime_free(F.relay.auth);
 	cancel_map_free(F.relay.cancels);
 	config_unref(F.relay.config);
+	tls_store_destroy(&F.tls);
 	return 0;
 }
 
@@ -578,6 +599,8 @@ static void test_transition_table(void **state)
 	static const char *const legal[] = {
 		"startup>connecting", "startup>cancel", "startup>closing", "startup>closed",
 		"connecting>auth", "connecting>closing", "connecting>closed",
+		"startup>client_tls", "client_tls>startup", "connecting>server_tls",
+		"server_tls>auth", "server_tls>closing",
 	};
 	int legal_count = 0;
 
@@ -591,9 +614,10 @@ static void test_transition_table(void **state)
 				assert_false(ok);
 			if (from == CONN_CLOSING)
 				assert_int_equal(ok, to == CONN_CLOSED);
-			/* Nothing comes back to the negotiation, nor skips the login. */
+			/* Nothing comes back to the negotiation but a finished client TLS
+			 * handshake, nor skips the login. */
 			if (to == CONN_NEGOTIATE)
-				assert_false(ok);
+				assert_int_equal(ok, from == CONN_CLIENT_TLS);
 			if (to == CONN_READY)
 				assert_true(!ok || from == CONN_AUTH || from == CONN_BUSY ||
 					    from == CONN_COPY_IN || from == CONN_COPY_OUT ||
@@ -624,6 +648,9 @@ static void test_transition_table(void **state)
 	assert_false(conn_transition_valid(CONN_READY, CONN_AUTH));
 	assert_false(conn_transition_valid(CONN_NEGOTIATE, CONN_READY));
 	assert_false(conn_transition_valid(CONN_CONNECTING, CONN_READY));
+	assert_false(conn_transition_valid(CONN_CLIENT_TLS, CONN_CONNECTING)); /* no skipping */
+	assert_false(conn_transition_valid(CONN_SERVER_TLS, CONN_READY));
+	assert_false(conn_transition_valid(CONN_SERVER_TLS, CONN_CONNECTING));
 	assert_false(conn_transition_valid(CONN_FAREWELL, CONN_READY));
 	assert_false(conn_transition_valid(CONN_STATE_COUNT, CONN_CLOSED));
 	assert_true(legal_count > 40 && legal_count < 90);
@@ -1819,6 +1846,496 @@ static void test_terminate_silent_client_times_out(void **state)
 	terminate_cleanup(&sp);
 }
 
+/* ---- TLS negotiation (conn_tls.c) --------------------------------------------------------- */
+
+/* Made once for the TLS tests: a CA and a server certificate (tls_pki.h). */
+static struct {
+	char *dir;
+	struct pki_cert ca, server;
+	char ca_pem[256], server_pem[256], server_key[256];
+} P;
+
+static void pki_once(void)
+{
+	struct pki_spec ca = {.subject = {{"CN", "Test CA"}}, .usage = PKI_CA};
+	struct pki_spec srv = {.subject = {{"CN", "db.example.com"}},
+			       .san = {{"DNS", "db.example.com"}, {"IP", "127.0.0.1"}},
+			       .usage = PKI_SERVER};
+
+	if (P.dir)
+		return;
+	P.dir = pki_mkdir();
+	P.ca = pki_make(&ca, NULL);
+	P.server = pki_make(&srv, &P.ca);
+	pki_write_cert(pki_path(P.dir, "ca.pem", P.ca_pem, sizeof(P.ca_pem)), P.ca.cert);
+	pki_write_cert(pki_path(P.dir, "server.pem", P.server_pem, sizeof(P.server_pem)),
+		       P.server.cert);
+	pki_write_key(pki_path(P.dir, "server.key", P.server_key, sizeof(P.server_key)),
+		      P.server.key);
+}
+
+static int tls_group_teardown(void **state)
+{
+	if (P.dir) {
+		pki_free(&P.ca);
+		pki_free(&P.server);
+		pki_rmdir(P.dir);
+	}
+	return 0;
+}
+
+/* Publish a TLS snapshot for new sessions: client leg client_mode (NULL: disable) with the
+ * server certificate, server leg server_mode (NULL: disable). */
+static void tls_publish_named(const char *client_mode, const char *server_mode,
+			      const char *server_name)
+{
+	struct config *cfg = config_new();
+	struct tls_snapshot *s = NULL;
+	char err[CONFIG_ERR_MAX];
+
+	pki_once();
+	assert_non_null(cfg);
+	assert_int_equal(config_set(cfg, "listen", "127.0.0.1:6432", err, sizeof(err)), 0);
+	assert_int_equal(config_set(cfg, "upstream", "127.0.0.1:5432", err, sizeof(err)), 0);
+	if (client_mode) {
+		assert_int_equal(config_set(cfg, "tls.client.mode", client_mode, err, sizeof(err)), 0);
+		assert_int_equal(config_set(cfg, "tls.client.cert_file", P.server_pem, err,
+					    sizeof(err)), 0);
+		assert_int_equal(config_set(cfg, "tls.client.key_file", P.server_key, err,
+					    sizeof(err)), 0);
+	}
+	if (!server_mode) { /* prefer is the default, as libpq's sslmode */
+		assert_int_equal(config_set(cfg, "tls.server.mode", "disable", err, sizeof(err)), 0);
+	} else {
+		assert_int_equal(config_set(cfg, "tls.server.mode", server_mode, err, sizeof(err)), 0);
+		if (strncmp(server_mode, "verify", 6) == 0)
+			assert_int_equal(config_set(cfg, "tls.server.ca_file", P.ca_pem, err,
+						    sizeof(err)), 0);
+		if (server_name)
+			assert_int_equal(config_set(cfg, "tls.server.server_name", server_name, err,
+						    sizeof(err)), 0);
+	}
+	if (config_validate(cfg, err, sizeof(err)) || tls_snapshot_build(cfg, &s, err, sizeof(err)))
+		fail_msg("%s", err);
+	config_unref(cfg);
+	tls_store_publish(&F.tls, s);
+}
+
+static void tls_publish(const char *client_mode, const char *server_mode)
+{
+	tls_publish_named(client_mode, server_mode, NULL);
+}
+
+static void ssl_request(struct msgs *m)
+{
+	int n = proto_write_ssl_request(m->b + m->n, sizeof(m->b) - m->n);
+
+	assert_int_equal(n, 8);
+	m->n += 8;
+}
+
+static struct conn *start_bare(void)
+{
+	struct session proto = {0};
+
+	assert_int_equal(session_new_id(&proto), 0);
+	proto.upstream = F.relay.config->upstream;
+	assert_int_equal(conn_start(F.w, &F.client.t, &proto), 0);
+	return the_conn();
+}
+
+/* CVE-2021-23214: a StartupMessage pipelined behind the SSLRequest was never encrypted. */
+static void test_tls_bytes_after_sslrequest_are_refused(void **state)
+{
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	tls_publish("prefer", NULL);
+	start_bare();
+	ssl_request(&m);
+	startup_packet(&m, "alice");
+	client_sends(&m);
+	n = fake_take(&F.client, &p);
+	assert_true(n > 0);
+	assert_int_not_equal(p[0], 'S'); /* no 'S', no 'N': only the refusal */
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_non_null(memmem(p, n, "unencrypted data after SSL request", 34));
+	assert_int_equal(F.connects, 0); /* nothing went anywhere */
+	tick(0);
+	assert_null(the_conn());
+}
+
+/* Under require, a StartupMessage without TLS gets 28000 and never reaches a server. */
+static void test_tls_plaintext_under_require_is_refused(void **state)
+{
+	const uint8_t *p;
+	size_t n;
+
+	tls_publish("require", NULL);
+	connect_client("alice");
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "28000");
+	assert_non_null(memmem(p, n, "SSL connection is required", 26));
+	assert_int_equal(F.connects, 0);
+	tick(0);
+	assert_null(the_conn());
+}
+
+/* Under prefer a plaintext client still logs in; GSSENCRequest is answered 'N'. */
+static void test_tls_prefer_accepts_plaintext(void **state)
+{
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+
+	tls_publish("prefer", NULL);
+	start_bare();
+	proto_write_u32(m.b, 8); /* GSSENCRequest */
+	proto_write_u32(m.b + 4, PROTO_GSSENC_REQUEST_CODE);
+	m.n = 8;
+	client_sends(&m);
+	assert_int_equal(fake_take(&F.client, &p), 1);
+	assert_int_equal(p[0], 'N');
+	m.n = 0;
+	startup_packet(&m, "alice");
+	client_sends(&m);
+	assert_int_equal(the_conn()->state, CONN_CONNECTING);
+	assert_null(the_conn()->session.client_tls.version);
+}
+
+/* The server leg under tls.server.mode: what the server sent after SSLRequest. */
+static struct conn *server_leg(const char *mode, const void *answer, size_t n)
+{
+	struct conn *c;
+	const uint8_t *p;
+	uint8_t req[8];
+	struct msgs a = {.n = 0};
+
+	tls_publish(NULL, mode);
+	c = connect_client("alice");
+	assert_int_equal(c->state, CONN_CONNECTING);
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_SERVER_TLS);
+	/* Exactly the SSLRequest went: the StartupMessage waits for TLS. */
+	assert_int_equal(fake_take(&F.server, &p), 8);
+	assert_int_equal(proto_write_ssl_request(req, sizeof(req)), 8);
+	assert_memory_equal(p, req, 8);
+	memcpy(a.b, answer, n);
+	a.n = n;
+	server_sends(&a);
+	return the_conn();
+}
+
+/* CVE-2021-23222: bytes after the server's 'S', before any ServerHello, were injected. */
+static void test_tls_server_injects_after_s(void **state)
+{
+	static const uint8_t answer[] = "S\x00\x00\x00\x08garbage";
+	const uint8_t *p;
+	size_t n;
+
+	server_leg("require", answer, sizeof(answer) - 1);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08006");
+	assert_non_null(memmem(p, n, "unencrypted data after SSL response", 35));
+	assert_int_equal(fake_take(&F.server, &p), 0); /* the StartupMessage never left */
+	tick(0);
+	assert_null(the_conn());
+}
+
+/* 'N' under require: never a silent downgrade. */
+static void test_tls_server_n_under_require(void **state)
+{
+	const uint8_t *p;
+	size_t n;
+
+	server_leg("require", "N", 1);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08001");
+	assert_int_equal(fake_take(&F.server, &p), 0);
+	tick(0);
+	assert_null(the_conn());
+}
+
+/* 'N' under prefer: plaintext, and the StartupMessage follows the SSLRequest. */
+static void test_tls_server_n_under_prefer(void **state)
+{
+	struct msgs a = {.n = 0};
+	struct conn *c = server_leg("prefer", "N", 1);
+	const uint8_t *p;
+	size_t n;
+
+	assert_int_equal(c->state, CONN_AUTH);
+	n = fake_take(&F.server, &p);
+	assert_true(n > 8 && proto_read_u32(p) == n); /* the client's StartupMessage, whole */
+	assert_null(c->session.server_tls.version);
+	r_auth(&a, AUTH_REQ_OK);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(c->state, CONN_READY);
+}
+
+/* The server's plaintext ErrorResponse to SSLRequest is never shown to the client. */
+static void test_tls_server_error_response_hidden(void **state)
+{
+	struct msgs a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	r_error(&a, "FATAL", "08P01", "phishing text from the server");
+	server_leg("prefer", a.b, a.n);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08001");
+	assert_null(memmem(p, n, "phishing", 8));
+	assert_int_equal(fake_take(&F.server, &p), 0);
+}
+
+/* SCRAM-SHA-256-PLUS offered across legs that do not share a certificate (here: plain)
+ * would make a binding client fail obscurely: the client sees the offer without it. */
+static void test_tls_plus_not_offered_when_binding_cannot_pass(void **state)
+{
+	static const char offer[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+	struct msgs a = {.n = 0}, want = {.n = 0};
+	struct conn *c = connect_client("alice");
+	const uint8_t *p;
+	size_t n;
+	uint8_t body[64];
+
+	conn_server_events(c, EPOLLOUT);
+	proto_write_u32(body, AUTH_REQ_SASL);
+	memcpy(body + 4, offer, sizeof(offer)); /* with the list's final NUL */
+	put(&a, 'R', body, 4 + sizeof(offer));
+	server_sends(&a);
+	proto_write_u32(body, AUTH_REQ_SASL);
+	memcpy(body + 4, "SCRAM-SHA-256\0", 15);
+	put(&want, 'R', body, 4 + 15);
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(p, want.b, n);
+	assert_int_equal(c->state, CONN_AUTH_ANSWER);
+}
+
+/* A real OpenSSL client over a socketpair: SSLRequest and 'S', or direct SSL with ALPN. */
+struct tls_peer {
+	int sp[2];
+	struct transport sock; /* the relay's plain client transport (storage outlives it) */
+	SSL_CTX *ctx;
+	SSL *ssl;
+};
+
+static void tls_peer_open(struct tls_peer *t, bool direct)
+{
+	static const unsigned char alpn[] = "\x0apostgresql";
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, t->sp), 0);
+	transport_sock_init(&t->sock, t->sp[0], false);
+	t->ctx = SSL_CTX_new(TLS_client_method());
+	assert_non_null(t->ctx);
+	assert_int_equal(SSL_CTX_load_verify_locations(t->ctx, P.ca_pem, NULL), 1);
+	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+	t->ssl = SSL_new(t->ctx);
+	assert_non_null(t->ssl);
+	SSL_set_fd(t->ssl, t->sp[1]);
+	SSL_set_tlsext_host_name(t->ssl, "db.example.com");
+	assert_int_equal(SSL_set1_host(t->ssl, "db.example.com"), 1);
+	if (direct)
+		assert_int_equal(SSL_set_alpn_protos(t->ssl, alpn, sizeof(alpn) - 1), 0);
+}
+
+static void tls_peer_close(struct tls_peer *t)
+{
+	SSL_free(t->ssl);
+	SSL_CTX_free(t->ctx);
+	close(t->sp[1]);
+}
+
+/* Step the client's handshake and the relay until the client is done (or fails). */
+static int tls_peer_handshake(struct tls_peer *t, struct conn *c)
+{
+	for (int i = 0; i < 200; i++) {
+		int r = SSL_connect(t->ssl);
+
+		if (r == 1)
+			return 1;
+		if (SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ &&
+		    SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_WRITE)
+			return r;
+		if (the_conn())
+			conn_client_events(c, EPOLLIN | EPOLLOUT);
+	}
+	return -1;
+}
+
+static void tls_client_leg(bool direct)
+{
+	struct tls_peer t;
+	struct msgs m = {.n = 0};
+	struct session proto = {0};
+	struct conn *c;
+	const uint8_t *p;
+	uint8_t answer;
+
+	tls_publish("require", NULL);
+	tls_peer_open(&t, direct);
+	assert_int_equal(session_new_id(&proto), 0);
+	proto.upstream = F.relay.config->upstream;
+	assert_int_equal(conn_start(F.w, &t.sock, &proto), 0);
+	c = the_conn();
+	if (!direct) {
+		ssl_request(&m);
+		assert_int_equal(write(t.sp[1], m.b, m.n), (ssize_t)m.n);
+		conn_client_events(c, EPOLLIN);
+		assert_int_equal(read(t.sp[1], &answer, 1), 1);
+		assert_int_equal(answer, 'S');
+		assert_int_equal(c->state, CONN_CLIENT_TLS);
+	}
+	assert_int_equal(tls_peer_handshake(&t, c), 1);
+	conn_client_events(c, EPOLLIN | EPOLLOUT);
+	assert_int_equal(c->state, CONN_NEGOTIATE);
+	assert_non_null(c->session.client_tls.version);
+	assert_true(strncmp(c->session.client_tls.version, "TLSv1.", 6) == 0);
+	/* The StartupMessage inside TLS reaches the server in plaintext (its leg is plain). */
+	m.n = 0;
+	startup_packet(&m, "alice");
+	assert_int_equal(SSL_write(t.ssl, m.b, (int)m.n), (int)m.n);
+	conn_client_events(c, EPOLLIN);
+	assert_int_equal(c->state, CONN_CONNECTING);
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(fake_take(&F.server, &p), m.n);
+	assert_memory_equal(p, m.b, m.n);
+	conn_terminate(c, "57P01", "test over", "test over");
+	tls_peer_close(&t);
+}
+
+/* The server leg over a socketpair against an OpenSSL server presenting P.server:
+ * SSLRequest, 'S', the handshake under verify-full (the name: server_name, else the
+ * upstream address 127.0.0.1), then the client's StartupMessage inside TLS. */
+static bool tls_server_leg(const char *server_name)
+{
+	int sp[2];
+	SSL_CTX *ctx;
+	SSL *ssl;
+	struct conn *c;
+	struct msgs m = {.n = 0};
+	uint8_t req[8], got[256];
+	bool ok = false;
+	int r = 0, n;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sp), 0);
+	F.server_fd = sp[0];
+	tls_publish_named(NULL, "verify-full", server_name);
+	ctx = SSL_CTX_new(TLS_server_method());
+	assert_non_null(ctx);
+	assert_int_equal(SSL_CTX_use_certificate(ctx, P.server.cert), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, P.server.key), 1);
+	ssl = SSL_new(ctx);
+	SSL_set_fd(ssl, sp[1]);
+
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_SERVER_TLS);
+	assert_int_equal(read(sp[1], req, sizeof(req)), 8); /* the SSLRequest, nothing more */
+	assert_int_equal(proto_read_u32(req + 4), PROTO_SSL_REQUEST_CODE);
+	assert_int_equal(write(sp[1], "S", 1), 1);
+	for (int i = 0; i < 200 && the_conn() && c->state == CONN_SERVER_TLS; i++) {
+		conn_server_events(c, EPOLLIN | EPOLLOUT);
+		r = SSL_accept(ssl);
+	}
+	if (the_conn() && c->state == CONN_AUTH) {
+		assert_non_null(c->session.server_tls.version);
+		startup_packet(&m, "alice");
+		for (int i = 0; i < 200; i++) {
+			n = SSL_read(ssl, got, sizeof(got));
+			if (n > 0) {
+				assert_int_equal(n, m.n); /* the StartupMessage, only inside TLS */
+				assert_memory_equal(got, m.b, m.n);
+				ok = true;
+				break;
+			}
+			conn_server_events(c, EPOLLOUT);
+		}
+		assert_true(ok);
+		(void)r;
+	}
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(sp[1]);
+	return ok;
+}
+
+static void test_tls_server_leg_verify_full(void **state)
+{
+	assert_true(tls_server_leg(NULL)); /* by address: the certificate's IP SAN */
+	conn_terminate(the_conn(), "57P01", "test over", "test over");
+}
+
+static void test_tls_server_leg_wrong_name_refused(void **state)
+{
+	const uint8_t *p;
+	size_t n;
+
+	assert_false(tls_server_leg("other.example.com"));
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08006");
+	assert_non_null(memmem(p, n, "SSL connection to the database server failed", 44));
+	tick(0);
+	assert_null(the_conn());
+}
+
+/* A client that stops in the middle of its handshake: closed at the login deadline, and
+ * nothing is written after the 'S' (it could not read an ErrorResponse). */
+static void test_tls_client_handshake_timeout(void **state)
+{
+	struct tls_peer t;
+	struct msgs m = {.n = 0};
+	struct session proto = {0};
+	uint8_t b[64];
+
+	tls_publish("prefer", NULL);
+	tls_peer_open(&t, false);
+	assert_int_equal(session_new_id(&proto), 0);
+	proto.upstream = F.relay.config->upstream;
+	assert_int_equal(conn_start(F.w, &t.sock, &proto), 0);
+	ssl_request(&m);
+	assert_int_equal(write(t.sp[1], m.b, m.n), (ssize_t)m.n);
+	conn_client_events(the_conn(), EPOLLIN);
+	assert_int_equal(read(t.sp[1], b, sizeof(b)), 1);
+	assert_int_equal(b[0], 'S');
+	assert_int_equal(the_conn()->state, CONN_CLIENT_TLS);
+	tick(F.relay.config->startup_timeout_ms * 1000000ULL + 1);
+	tick(0);
+	assert_null(the_conn());
+	assert_int_equal(read(t.sp[1], b, sizeof(b)), 0); /* closed, nothing said */
+	tls_peer_close(&t);
+}
+
+static void test_tls_client_leg_after_sslrequest(void **state)
+{
+	tls_client_leg(false);
+}
+
+static void test_tls_client_leg_direct(void **state)
+{
+	tls_client_leg(true);
+}
+
+/* Direct SSL without ALPN "postgresql" is refused (the tls module's rule, in the core). */
+static void test_tls_direct_without_alpn_refused(void **state)
+{
+	struct tls_peer t;
+	struct session proto = {0};
+
+	tls_publish("prefer", NULL);
+	tls_peer_open(&t, false); /* no ALPN */
+	assert_int_equal(session_new_id(&proto), 0);
+	proto.upstream = F.relay.config->upstream;
+	assert_int_equal(conn_start(F.w, &t.sock, &proto), 0);
+	assert_int_not_equal(tls_peer_handshake(&t, the_conn()), 1);
+	tick(0);
+	assert_null(the_conn());
+	assert_int_equal(F.connects, 0);
+	tls_peer_close(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1864,7 +2381,24 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_terminate_one_byte_at_a_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_terminate_silent_client_times_out, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_tls_bytes_after_sslrequest_are_refused, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_tls_plaintext_under_require_is_refused, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_tls_prefer_accepts_plaintext, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_injects_after_s, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_n_under_require, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_n_under_prefer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_error_response_hidden, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_plus_not_offered_when_binding_cannot_pass,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_client_leg_after_sslrequest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_leg_verify_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_leg_wrong_name_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_client_handshake_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_client_leg_direct, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_direct_without_alpn_refused, setup, teardown),
 	};
 
-	return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
+	return cmocka_run_group_tests_name("conn", tests, NULL, tls_group_teardown);
 }

@@ -197,6 +197,11 @@ static void test_std_families(void **state)
 	assert_non_null(strstr(text, "\npgwarden_query_duration_seconds_sum 0.0003\n"));
 	assert_non_null(strstr(text, "# TYPE pgwarden_upstream_duration_seconds histogram\n"));
 	assert_non_null(strstr(text, "\npgwarden_bytes_total{direction=\"from_server\"} 0\n"));
+	metrics_inc(s, m.tls_sessions, MTLS_SERVER);
+	free(text);
+	text = metrics_render_string(r, NULL);
+	assert_non_null(strstr(text, "\npgwarden_tls_sessions_total{leg=\"client\"} 0\n"));
+	assert_non_null(strstr(text, "\npgwarden_tls_sessions_total{leg=\"server\"} 1\n"));
 	free(text);
 	metrics_shard_free(s);
 	metrics_registry_free(r);

@@ -368,6 +368,14 @@ static void draw_detail(struct top_app *a, int y0, int h)
 	else
 		snprintf(buf, sizeof(buf), "tls: none (plaintext)");
 	put_line(y++, buf, A_NORMAL);
+	tls = json_object_get(s, "upstream_tls");
+	if (json_is_object(tls))
+		snprintf(buf, sizeof(buf), "upstream tls %s %s",
+			 top_text(tls, "version", "?", t1, sizeof(t1)),
+			 top_text(tls, "cipher", "", t2, sizeof(t2)));
+	else
+		snprintf(buf, sizeof(buf), "upstream tls: none (plaintext)");
+	put_line(y++, buf, A_NORMAL);
 	snprintf(buf, sizeof(buf), "started %s  stmts %lld  errors %lld  in %lld B  out %lld B",
 		 S("started_at", t1), (long long)json_integer_value(json_object_get(s, "statements")),
 		 (long long)json_integer_value(json_object_get(s, "errors")),

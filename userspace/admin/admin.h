@@ -152,6 +152,8 @@ struct admin_session_view {
 	const char *tls_version;    /* NULL: plaintext */
 	const char *tls_cipher;
 	const char *tls_client_subject;
+	const char *upstream_tls_version; /* the server leg's; NULL: plaintext */
+	const char *upstream_tls_cipher;
 	const char *auth_method;    /* "scram-sha-256", "cert", "trust"... */
 };
 

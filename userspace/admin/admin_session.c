@@ -132,6 +132,14 @@ static json_t *tls_json(const struct admin_session_view *v)
 	return t;
 }
 
+static json_t *upstream_tls_json(const struct admin_session_view *v)
+{
+	if (!v || !v->upstream_tls_version)
+		return json_null();
+	return json_pack("{s:s, s:o}", "version", v->upstream_tls_version, "cipher",
+			 admin_json_text(v->upstream_tls_cipher, 256));
+}
+
 json_t *admin_session_json(const struct session *s, const struct admin_session_view *v)
 {
 	uint64_t now = v && v->now_mono_ns ? v->now_mono_ns : clock_mono_ns();
@@ -167,6 +175,7 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 									   : json_null());
 	set(o, "state", json_string(v && v->state ? v->state : "unknown"));
 	set(o, "tls", tls_json(v));
+	set(o, "upstream_tls", upstream_tls_json(v));
 	set(o, "started_at", rfc3339(s->start_wall_ns));
 	set(o, "duration_seconds", json_real((double)dur / 1e9));
 	set(o, "statements", json_integer((json_int_t)rd64(&s->statements)));

@@ -57,6 +57,12 @@ enum metrics_stmt_type metrics_std_stmt_type(enum sql_class c)
 	return (unsigned)c < SQL_CLASS_COUNT ? map[c] : MSTMT_UNKNOWN;
 }
 
+const char *const metrics_std_tls_leg_names[MTLS_COUNT + 1] = {
+	[MTLS_CLIENT] = "client",
+	[MTLS_SERVER] = "server",
+	[MTLS_COUNT] = NULL,
+};
+
 const char *const metrics_std_direction_names[MDIR_COUNT + 1] = {
 	[MDIR_FROM_CLIENT] = "from_client",
 	[MDIR_FROM_SERVER] = "from_server",
@@ -119,6 +125,10 @@ int metrics_std_register(struct metrics_registry *r, struct metrics_std *m)
 	REG(bytes, metrics_counter_new(r, "pgwarden_bytes_total",
 				       "Bytes relayed, by the side that sent them.", "direction",
 				       metrics_std_direction_names));
+	REG(tls_sessions, metrics_counter_new(r, "pgwarden_tls_sessions_total",
+					      "TLS handshakes completed, by leg (refusals count in "
+					      "pgwarden_connections_refused_total{reason=\"tls\"}).",
+					      "leg", metrics_std_tls_leg_names));
 #undef REG
 	return 0;
 }

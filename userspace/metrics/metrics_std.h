@@ -70,7 +70,15 @@ enum metrics_direction {
 	MDIR_COUNT,
 };
 
+/* pgwarden_tls_sessions_total{leg=...}: TLS handshakes completed on each leg. */
+enum metrics_tls_leg {
+	MTLS_CLIENT = 0, /* towards the client: pgwarden is the TLS server */
+	MTLS_SERVER,     /* towards PostgreSQL */
+	MTLS_COUNT,
+};
+
 extern const char *const metrics_std_state_names[MSTATE_COUNT + 1];
+extern const char *const metrics_std_tls_leg_names[MTLS_COUNT + 1];
 extern const char *const metrics_std_refuse_names[MREFUSE_COUNT + 1];
 extern const char *const metrics_std_stmt_names[MSTMT_COUNT + 1];
 extern const char *const metrics_std_direction_names[MDIR_COUNT + 1];
@@ -88,6 +96,7 @@ struct metrics_std {
 	int upstream_duration;    /* histogram (ns), the server's clock: last byte of the
 				   * request written upstream → server's ReadyForQuery read */
 	int bytes;                /* counter {direction} */
+	int tls_sessions;         /* counter {leg}: TLS handshakes completed */
 };
 
 /* The statements_total label an SQL class is counted under: role → dcl, the three COPY

@@ -84,8 +84,9 @@ void conn_fail(struct conn *c, const char *sqlstate, const char *message, const 
 	/* A partial server message cannot be finished: drop it, and say nothing mid-message. */
 	if (s2c->buf)
 		s2c->buf->tail = s2c->buf->head + s2c->framed;
+	/* A client in its TLS handshake could not read an ErrorResponse. */
 	if (!s2c->stream_left && !s2c->skip_left && !c->stream.active &&
-	    c->state != CONN_CANCEL && !c2s->eof) {
+	    c->state != CONN_CANCEL && c->state != CONN_CLIENT_TLS && !c2s->eof) {
 		n = proto_write_error(msg, sizeof(msg), "FATAL", sqlstate, message);
 		if (n > 0) {
 			struct stage_note note = {.kind = STAGE_NOTE_ERROR, .severity = "FATAL",
@@ -142,6 +143,7 @@ static void conn_free(struct loop *loop, struct loop_deferred *dfr)
 
 	stage_chain_end(&c->chain, false);
 	track_release(&c->track);
+	conn_tls_release(c);
 	free(c->stream.st);
 	session_release(&c->session);
 	config_unref(c->config);
@@ -192,6 +194,7 @@ void conn_close(struct conn *c, const char *reason)
 		guard_close(r->guard, &c->guard); /* before the upstream socket closes */
 	if (c->client->fd >= 0)
 		loop_del(&w->loop, &c->client_watch);
+	(void)transport_shutdown(c->client); /* a TLS leg's close_notify; best effort */
 	transport_destroy(c->client);
 	conn_upstream_drop(c);
 	for (int i = 0; i < 2; i++)
@@ -264,7 +267,10 @@ void conn_run(struct conn *c)
 	do {
 		enum conn_state before = c->state;
 
-		moved = conn_pump(c, CONN_C2S);
+		moved = conn_tls_negotiate(c); /* CLIENT_TLS, SERVER_TLS */
+		if (c->state == CONN_CLOSED)
+			return;
+		moved |= conn_pump(c, CONN_C2S);
 		if (c->state == CONN_CLOSED)
 			return;
 		moved |= conn_pump(c, CONN_S2C);

@@ -3,8 +3,10 @@
  * them, driven by ONE state machine.
  *
  *   NEGOTIATE ──StartupMessage──▶ CONNECTING ──connected──▶ AUTH ⇄ AUTH_ANSWER
- *      │ SSLRequest / GSSENCRequest: answered, stay            │ first ReadyForQuery
- *      └ CancelRequest ──▶ CANCEL (the mapped key goes on)      ▼
+ *    │ ▲ │ GSSENCRequest, SSLRequest ('N'): answered, stay │    ▲      │ first ReadyForQuery
+ *    │ │ └ CancelRequest ──▶ CANCEL (the key goes on)     │    │      ▼
+ *    ▼ │ handshake done                  tls.server.mode ▼    │ 'S'+handshake, or 'N' (prefer)
+ *   CLIENT_TLS (SSLRequest 'S', or a direct ClientHello)  SERVER_TLS (SSLRequest upstream)
  *                                        READY ⇄ BUSY ⇄ COPY_IN / COPY_OUT / COPY_BOTH
  *   logged in ──client Terminate or half-close──▶ FAREWELL (the server's last answers)
  *   logged in ──a send to the server failed──▶ SERVER_GONE (read its last words)
@@ -21,7 +23,8 @@
  * conn_io.c (buffers, reading, sending), conn_frontend.c (client → server framing, the
  * startup family, stages on client messages, rejects), conn_backend.c (server → client
  * framing, the login as the server tells it, stages on server messages, streaming),
- * conn_upstream.c (connecting to the server), conn_admin.c (the admin view), track.c (which
+ * conn_upstream.c (connecting to the server), conn_tls.c (TLS negotiation on both legs),
+ * conn_admin.c (the admin view), track.c (which
  * answer belongs to which request).
  */
 #ifndef PGWARDEN_CONN_H
@@ -43,11 +46,14 @@
 struct worker;
 struct config;
 struct conn_auth;
+struct tls_snapshot;
 
 enum conn_state {
 	CONN_STATE_FIRST = 0,
 	CONN_NEGOTIATE = CONN_STATE_FIRST, /* startup-family packets */
+	CONN_CLIENT_TLS,  /* the client leg's TLS handshake (after 'S', or direct) */
 	CONN_CONNECTING,  /* connecting to the server */
+	CONN_SERVER_TLS,  /* the server leg's SSLRequest, its answer, its TLS handshake */
 	CONN_AUTH,        /* the server's turn in the login */
 	CONN_AUTH_ANSWER, /* the client owes an answer to the server's request */
 	CONN_READY,       /* nothing owed: the last ReadyForQuery reached the client */
@@ -135,6 +141,9 @@ struct conn {
 	uint64_t ready_since;      /* READY since (idle timeouts) */
 	uint64_t client_blocked_since; /* the client stopped taking bytes; 0: it takes */
 	uint8_t negotiated;        /* encryption requests answered (PostgreSQL's ssl/gss_done) */
+	uint8_t server_tls_step;   /* SERVER_TLS: where the upstream negotiation is (conn_tls.c) */
+	uint8_t server_tls_sent;   /* SERVER_TLS: SSLRequest bytes sent so far */
+	struct tls_snapshot *tls;  /* the TLS settings this session started with; NULL: none */
 	bool holds_session;        /* counts against max_connections (owns a slot) */
 	bool refusal_counted;      /* connections_refused_total has this one */
 	bool session_started;      /* stages have seen session_start (atomic: admin reads) */

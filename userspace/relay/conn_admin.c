@@ -18,6 +18,12 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		/* Set once by the login (conn_auth.c) before ok, never changed after. */
 		.auth_method = c->session.auth.ok ? session_auth_method_to_str(c->session.auth.method)
 						  : NULL,
+		/* Set once by the worker when each handshake finished (conn_tls.c). */
+		.tls_version = c->session.client_tls.version,
+		.tls_cipher = c->session.client_tls.cipher,
+		.tls_client_subject = c->session.client_tls.peer_subject,
+		.upstream_tls_version = c->session.server_tls.version,
+		.upstream_tls_cipher = c->session.server_tls.cipher,
 	};
 	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
 

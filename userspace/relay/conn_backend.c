@@ -459,6 +459,17 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 	} else if (m.type == PqMsg_CopyDone && c->state == CONN_COPY_OUT) {
 		conn_set_state(c, CONN_BUSY);
 	}
+	if (relay_wants && m.type == PqMsg_AuthenticationRequest && !stage_whole) {
+		uint8_t offer[300];
+		uint32_t n = conn_tls_sasl_offer(c, &m, offer, sizeof(offer)); /* conn_tls.c */
+
+		if (n && conn_replace(c, CONN_S2C, total, total, offer, n)) {
+			conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
+			return CONN_STEP_FAILED;
+		}
+		if (n)
+			return CONN_STEP_PROGRESS;
+	}
 	if (stage_whole) {
 		struct stage_result res;
 

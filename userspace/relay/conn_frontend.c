@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NEGOTIATED_SSL 1u
-#define NEGOTIATED_GSSENC 2u
+#define NEGOTIATED_SSL CONN_NEGOTIATED_SSL
+#define NEGOTIATED_GSSENC CONN_NEGOTIATED_GSSENC
 
 /* ---- the startup family ---------------------------------------------------------------- */
 
@@ -81,12 +81,8 @@ static enum conn_step conn_frame_startup(struct conn *c, struct conn_dir *d, uin
 	uint8_t no = 'N';
 	int r;
 
-	if (proto_startup_is_tls(p, avail)) {
-		/* A direct-TLS ClientHello: it would not understand an ErrorResponse. */
-		conn_refused(c, MREFUSE_TLS);
-		conn_close(c, "direct TLS connection refused: TLS is not enabled");
-		return CONN_STEP_FAILED;
-	}
+	if (proto_startup_is_tls(p, avail)) /* a direct-TLS ClientHello (conn_tls.c) */
+		return conn_tls_client_direct(c, d, avail);
 	r = proto_startup_frame(p, avail, &len);
 	if (r == PROTO_NEED_MORE)
 		return CONN_STEP_WAIT;
@@ -125,6 +121,8 @@ static enum conn_step conn_frame_startup(struct conn *c, struct conn_dir *d, uin
 			return CONN_STEP_FAILED;
 		}
 		c->negotiated |= bit;
+		if (bit == NEGOTIATED_SSL && conn_tls_client_offered(c))
+			return conn_tls_client_request(c, d, len);
 		/* Encryption is not offered: answered, not forwarded. */
 		conn_consume(d, len);
 		if (conn_inject(c, CONN_S2C, &no, 1)) {
@@ -144,6 +142,8 @@ static enum conn_step conn_frame_startup(struct conn *c, struct conn_dir *d, uin
 		return CONN_STEP_PROGRESS;
 	}
 	case PROTO_STARTUP_MESSAGE:
+		if (conn_tls_client_refuses_plain(c))
+			return CONN_STEP_FAILED;
 		/* The packet goes upstream exactly as sent. */
 		d->framed += len;
 		return conn_session_begin(c, &st) ? CONN_STEP_FAILED : CONN_STEP_PROGRESS;
@@ -480,12 +480,14 @@ enum conn_step conn_frame_c2s(struct conn *c)
 			s = conn_frame_startup(c, d, at, avail);
 			break;
 		case CONN_CONNECTING:
+		case CONN_SERVER_TLS:
 			/* Nothing may pass until the server has spoken; but in terminate mode
 			 * the client answers pgwarden meanwhile (its answers never pass). */
 			s = conn_auth_early(c) && d->hold == CONN_HOLD_NONE
 				    ? conn_frame_one(c, d, at, avail)
 				    : CONN_STEP_WAIT;
 			break;
+		case CONN_CLIENT_TLS:
 		case CONN_CANCEL:
 			s = CONN_STEP_WAIT;
 			break;

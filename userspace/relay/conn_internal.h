@@ -133,6 +133,41 @@ bool conn_auth_server(struct conn *c, struct conn_dir *d, const struct proto_msg
 /* Release the machines (keys cleansed); nothing when the login already ended. */
 void conn_auth_end(struct conn *c);
 
+/* ---- conn_tls.c ----------------------------------------------------------------------- */
+#define CONN_NEGOTIATED_SSL 1u
+#define CONN_NEGOTIATED_GSSENC 2u
+enum conn_server_tls_step {
+	CONN_SERVER_TLS_NONE = 0,
+	CONN_SERVER_TLS_ASK,       /* sending the SSLRequest */
+	CONN_SERVER_TLS_ANSWER,    /* reading the one-byte answer */
+	CONN_SERVER_TLS_HANDSHAKE, /* 'S': the TLS handshake */
+};
+/* Does this session offer TLS to its client (tls.client.mode prefer or require)? */
+bool conn_tls_client_offered(struct conn *c);
+/* Is the client leg TLS? */
+bool conn_tls_client_on(const struct conn *c);
+/* The SSLRequest of len bytes at the framing point, when TLS is offered: answer 'S'. */
+enum conn_step conn_tls_client_request(struct conn *c, struct conn_dir *d, uint32_t len);
+/* A TLS ClientHello first (direct SSL): the avail bytes at the framing point go to TLS. */
+enum conn_step conn_tls_client_direct(struct conn *c, struct conn_dir *d, uint32_t avail);
+/* A StartupMessage arrived: true (and the connection failed with 28000) when the client
+ * leg is plaintext and tls.client.mode is require. */
+bool conn_tls_client_refuses_plain(struct conn *c);
+/* After the server leg connected: should an SSLRequest go first? Then begin it. */
+bool conn_tls_server_wanted(struct conn *c);
+void conn_tls_server_begin(struct conn *c);
+/* Drive the handshake state the connection is in; true when anything moved. */
+bool conn_tls_negotiate(struct conn *c);
+void conn_tls_release(struct conn *c);
+/*
+ * A whole AuthenticationRequest from the server: when it offers SCRAM-SHA-256-PLUS but the
+ * binding cannot pass through pgwarden (tls_binding_passes_through()), the same offer
+ * without it, n bytes in out, so that a client does not bind to a certificate the server
+ * never presented; 0 when the message passes as it is.
+ */
+uint32_t conn_tls_sasl_offer(struct conn *c, const struct proto_msg *m, uint8_t *out,
+			     uint32_t cap);
+
 /* ---- conn_upstream.c ------------------------------------------------------------------- */
 int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_path)
 	__attribute__((warn_unused_result));

@@ -12,6 +12,7 @@
 #include "relay/conn_internal.h"
 
 #include "base/log.h"
+#include "base/log_limit.h"
 
 #include <errno.h>
 #include <string.h>
@@ -178,7 +179,7 @@ static int conn_send(struct conn *c, enum conn_dir_id id, struct buf *b, uint32_
 
 	/* Nothing goes to a server whose connect has not finished, whatever its transport
 	 * thinks of its readiness. */
-	if (id == CONN_C2S && c->connect_deadline)
+	if (id == CONN_C2S && (c->connect_deadline || c->state == CONN_SERVER_TLS))
 		return 1;
 	while (*len) {
 		ssize_t n;
@@ -240,6 +241,23 @@ static int conn_flush(struct conn *c, enum conn_dir_id id)
 	return 0;
 }
 
+/* Peers can make their legs fail at will: logged within limits. */
+static struct log_limit limit_leg_failed =
+	LOG_LIMIT_INIT(LOG_LIMIT_PEER_BURST, LOG_LIMIT_PEER_INTERVAL_MS);
+
+/* A read failed: what the transport knows of why (a TLS alert, a renegotiation attempt, a
+ * truncation) is logged and becomes the session's end reason. */
+static void conn_read_failed(struct conn *c, enum conn_dir_id id)
+{
+	const char *why = transport_error(conn_src(c, id));
+
+	if (!why)
+		return;
+	log_limited(&limit_leg_failed, LOG_INFO, "leg_failed", "session=%s leg=%s %s",
+		    c->session.id_hex, id == CONN_C2S ? "client" : "server", why);
+	conn_set_reason(c, why);
+}
+
 /* Read once from the source into the scratch buffer or the direction's own buffer. */
 static ssize_t conn_read(struct conn *c, enum conn_dir_id id)
 {
@@ -273,6 +291,8 @@ static ssize_t conn_read(struct conn *c, enum conn_dir_id id)
 				    id == CONN_C2S ? MDIR_FROM_CLIENT : MDIR_FROM_SERVER, (uint64_t)n);
 	} else if (n == 0 || n != -EAGAIN) {
 		d->eof = true;
+		if (n < 0)
+			conn_read_failed(c, id);
 	}
 	return n;
 }
@@ -306,9 +326,11 @@ static bool conn_may_read(const struct conn *c, enum conn_dir_id id)
 
 	if (!t || d->eof || !transport_can_read(t))
 		return false;
-	if (id == CONN_S2C)
-		return c->state != CONN_CLOSING && !c->connect_deadline;
+	if (id == CONN_S2C) /* in SERVER_TLS, conn_tls.c reads the answer itself */
+		return c->state != CONN_CLOSING && !c->connect_deadline &&
+		       c->state != CONN_SERVER_TLS;
 	switch (c->state) {
+	case CONN_CLIENT_TLS: /* the handshake reads; nothing may be read before it */
 	case CONN_CANCEL:
 	case CONN_FAREWELL:
 	case CONN_SERVER_GONE:

@@ -16,8 +16,11 @@
 #define LOGGED_IN_EXITS (BIT(CONN_FAREWELL) | BIT(CONN_SERVER_GONE) | ENDINGS)
 
 static const uint32_t conn_next_states[CONN_STATE_COUNT] = {
-	[CONN_NEGOTIATE] = BIT(CONN_CONNECTING) | BIT(CONN_CANCEL) | ENDINGS,
-	[CONN_CONNECTING] = BIT(CONN_AUTH) | ENDINGS,
+	[CONN_NEGOTIATE] = BIT(CONN_CLIENT_TLS) | BIT(CONN_CONNECTING) | BIT(CONN_CANCEL) | ENDINGS,
+	/* The handshake done, the startup packet comes inside TLS. */
+	[CONN_CLIENT_TLS] = BIT(CONN_NEGOTIATE) | ENDINGS,
+	[CONN_CONNECTING] = BIT(CONN_SERVER_TLS) | BIT(CONN_AUTH) | ENDINGS,
+	[CONN_SERVER_TLS] = BIT(CONN_AUTH) | ENDINGS,
 	[CONN_AUTH] = BIT(CONN_AUTH_ANSWER) | BIT(CONN_READY) | LOGGED_IN_EXITS,
 	[CONN_AUTH_ANSWER] = BIT(CONN_AUTH) | LOGGED_IN_EXITS,
 	[CONN_READY] = BIT(CONN_BUSY) | LOGGED_IN_EXITS,
@@ -35,6 +38,7 @@ static const uint32_t conn_next_states[CONN_STATE_COUNT] = {
 
 static const char *const conn_state_names[CONN_STATE_COUNT] = {
 	[CONN_NEGOTIATE] = "startup",    [CONN_CONNECTING] = "connecting",
+	[CONN_CLIENT_TLS] = "client_tls", [CONN_SERVER_TLS] = "server_tls",
 	[CONN_AUTH] = "auth",            [CONN_AUTH_ANSWER] = "auth",
 	[CONN_READY] = "idle",           [CONN_BUSY] = "active",
 	[CONN_COPY_IN] = "copy_in",      [CONN_COPY_OUT] = "copy_out",
@@ -64,8 +68,10 @@ static unsigned conn_mstate(enum conn_state s)
 {
 	switch (s) {
 	case CONN_NEGOTIATE:
+	case CONN_CLIENT_TLS:
 		return MSTATE_STARTUP;
 	case CONN_CONNECTING:
+	case CONN_SERVER_TLS:
 		return MSTATE_CONNECTING;
 	case CONN_AUTH:
 	case CONN_AUTH_ANSWER:
@@ -186,6 +192,8 @@ static uint64_t conn_next_deadline(const struct conn *c, enum conn_deadline *whi
 		conn_dl_min(&at, which, c->connect_deadline, CONN_DL_CONNECT); /* 0 once connected */
 		/* fall through */
 	case CONN_NEGOTIATE:
+	case CONN_CLIENT_TLS:
+	case CONN_SERVER_TLS:
 	case CONN_AUTH:
 	case CONN_AUTH_ANSWER:
 		conn_dl_min(&at, which, c->login_deadline, CONN_DL_LOGIN);
@@ -263,8 +271,10 @@ void conn_timer_fired(struct loop *loop, struct loop_timer *t)
 		}
 		conn_refused(c, MREFUSE_TIMEOUT);
 		conn_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
-			  c->state == CONN_NEGOTIATE ? "timeout waiting for the startup packet"
-						     : "timeout during authentication",
+			  c->state == CONN_NEGOTIATE    ? "timeout waiting for the startup packet"
+			  : c->state == CONN_CLIENT_TLS ? "timeout during the TLS handshake"
+			  : c->state == CONN_SERVER_TLS ? "timeout negotiating TLS with the database server"
+							: "timeout during authentication",
 			  "startup timeout");
 		break;
 	case CONN_DL_RESUME:

@@ -175,7 +175,9 @@ bool conn_upstream_check(struct conn *c)
 		}
 		return true;
 	}
-	if (c->state == CONN_CONNECTING)
+	if (conn_tls_server_wanted(c))
+		conn_tls_server_begin(c); /* an SSLRequest first (conn_tls.c) */
+	else if (c->state == CONN_CONNECTING)
 		conn_set_state(c, CONN_AUTH);
 	return true;
 }
@@ -187,6 +189,7 @@ void conn_upstream_drop(struct conn *c)
 			guard_upstream_closed(conn_guard(c), &c->guard);
 		if (c->server->fd >= 0)
 			loop_del(&c->worker->loop, &c->server_watch);
+		(void)transport_shutdown(c->server); /* a TLS leg's close_notify; best effort */
 		transport_destroy(c->server);
 		c->server = NULL;
 	}
@@ -197,6 +200,9 @@ void conn_upstream_drop(struct conn *c)
 
 bool conn_upstream_usable(const struct conn *c)
 {
+	/* During SERVER_TLS nothing of the client's may reach a server not yet known to be
+	 * the one TLS was required of. */
 	return c->server && !c->connect_deadline && c->state != CONN_CANCEL &&
-	       c->state != CONN_SERVER_GONE && !c->dir[CONN_S2C].eof;
+	       c->state != CONN_SERVER_TLS && c->state != CONN_SERVER_GONE &&
+	       !c->dir[CONN_S2C].eof;
 }

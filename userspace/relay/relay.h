@@ -26,6 +26,7 @@ struct guard;
 struct transport;
 struct auth_runtime;
 struct audit_trail;
+struct tls_store;
 
 /*
  * How the relay reaches a server: non-blocking sockets (conn_upstream.c) normally; the unit
@@ -64,6 +65,7 @@ struct relay {
 	 * workers start; NULL auth: no login is checked (the unit tests of the core). */
 	struct auth_runtime *auth;
 	struct audit_trail *audit;
+	struct tls_store *tls; /* TLS settings new sessions take (tls/tls.h); NULL: no TLS */
 	/* The Unix listener (unix_listen). Unix sockets have no SO_REUSEPORT spreading, so the
 	 * one socket is watched by every worker (EPOLLEXCLUSIVE) and owned here. */
 	struct relay_unix_listener {
