@@ -100,14 +100,25 @@ def maskdb(pg, masking_ready):
 
 
 @pytest.fixture
-def masked_relay(relay_factory, maskdb, tmp_path):
+def masked_relay(relay_factory, pg, maskdb, tmp_path):
     key = tmp_path / "mask.key"
     key.write_bytes(os.urandom(32))
     os.chmod(key, 0o600)
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    relay = relay_factory(extra_args=["--mask-key-file", str(key), "--policy", str(policy)])
+    relay = relay_factory(extra_args=["--mask-key-file", str(key), "--policy", str(policy)]
+                          + catalog_args(pg, tmp_path))
     return relay
+
+
+def catalog_args(pg, tmp_path, database="maskdb"):
+    """pgwarden's own catalog connection: the harness's role, its password in a userlist
+    file of mode 0600 (docs/CONFIG.md, mask.catalog_*)."""
+    passwords = tmp_path / "catalog-passwords.txt"
+    passwords.write_text('"%s" "%s"\n' % (pg.user, pg.password.replace('"', '""')))
+    os.chmod(passwords, 0o600)
+    return ["--mask-catalog-user", pg.user, "--mask-catalog-database", database,
+            "--mask-catalog-passwords", str(passwords)]
 
 
 def connect(relay, role, **kw):

@@ -109,9 +109,9 @@ static struct mask_stmt_info *fact(const char *sql, enum mask_refs refs)
 	return &f->info;
 }
 
-static const struct mask_profile *src_profile(void *arg, const struct session *s)
+static const struct mask_profile *src_profile(void *arg, const struct stage_ctx *ctx)
 {
-	const char *u = session_verified_user(s);
+	const char *u = session_verified_user(ctx->session);
 
 	if (u && !strcmp(u, "analyst"))
 		return analyst;
@@ -1006,7 +1006,7 @@ static struct mask_policy *capture_policy(const struct mask_profile **out)
 
 static const struct mask_profile *capture_profile;
 
-static const struct mask_profile *capture_source(void *arg, const struct session *s)
+static const struct mask_profile *capture_source(void *arg, const struct stage_ctx *ctx)
 {
 	return capture_profile;
 }

@@ -245,7 +245,7 @@ static void mask_notice(struct stage_ctx *ctx, const struct stage_note *n)
 		return;
 	pthread_mutex_lock(&conf_lock);
 	src = &conf.source;
-	p = src->profile ? src->profile(src->arg, ctx->session) : NULL;
+	p = src->profile ? src->profile(src->arg, ctx) : NULL;
 	pthread_mutex_unlock(&conf_lock);
 	if (p && mask_profile_masks(p))
 		sess_activate(ctx, p);
@@ -260,7 +260,7 @@ static void sess_refresh_idle(struct stage_ctx *ctx)
 	if (mask_track_len(&s->track) && s->cat)
 		return; /* requests in flight were planned with these; a first catalog is taken now */
 	if (s->src.profile) {
-		p = s->src.profile(s->src.arg, ctx->session);
+		p = s->src.profile(s->src.arg, ctx);
 		/* A session once masked stays masked: a reload may change how, never whether
 		 * (a profile that no longer masks anything still holds its plans). */
 		if (p && mask_profile_masks(p))
@@ -524,6 +524,12 @@ static void mask_frontend(struct stage_ctx *ctx, const struct proto_msg *m, stru
 	}
 	if (m->type == PqMsg_Query || m->type == PqMsg_Parse) {
 		sess_refresh_idle(ctx);
+		if (s->src.covers && !s->src.covers(s->src.arg, ctx->session)) {
+			sess_reject(r, "55000",
+				    "masked identities may only use the database the masking catalog "
+				    "describes");
+			return;
+		}
 		if (!catalog_ready(s)) {
 			sess_reject(r, "55000",
 				    "the catalog for the current masking policy is not resolved yet; "
