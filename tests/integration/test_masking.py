@@ -36,8 +36,8 @@ SECRETS = ("123-45-6789", "987-65-4321", "111-22-3333", "555-12-3456", "41111111
 POLICY = """
 rules:
   - name: support
-    match: { role: support }
-    allow: [read, transaction, other, copy]
+    match: { user: support }
+    allow: [read, transaction, session, copy_out, listen_notify, ddl]
     mask:
       public.customers.ssn: partial-last-4
       public.customers.card: partial-last-4
@@ -48,14 +48,14 @@ rules:
       public.customers.tags: hash
       public.payments.card: hash
   - name: support-writer
-    match: { role: support_rw }
-    allow: [read, write, transaction, other]
+    match: { user: support_rw }
+    allow: [read, write, transaction, session]
     mask:
       public.customers.ssn: partial-last-4
       public.customers.card: null
   - name: auditor
-    match: { role: auditor }
-    allow: [read, write, transaction, other, copy]
+    match: { user: auditor }
+    allow: [read, write, transaction, session, copy_out, listen_notify]
 """
 
 
@@ -163,7 +163,8 @@ def test_psycopg_text_and_binary(masked_relay, binary):
                            "FROM customers ORDER BY id").fetchall()
     flat = repr(rows)
     assert_no_secrets(flat)
-    alice = rows[0]
+    # citext has no fixed OID, so psycopg's binary loader hands its bytes over undecoded
+    alice = [v.decode() if isinstance(v, bytes) else v for v in rows[0]]
     assert alice[1] == "XXXXXXX6789"
     assert alice[2] == "XXXXXXXXXXXX1111"
     assert alice[3] == "xxxxx@example.com"
@@ -180,10 +181,14 @@ def test_psycopg_text_and_binary(masked_relay, binary):
 def test_pgbench_custom_script(masked_relay, tmp_path):
     """Item 3, pgbench: a custom script reads the SSN in every protocol mode and fails the
     run if it ever sees it clear."""
+    # pgbench substitutes a variable only as a whole argument of \\setshell, so the check
+    # is a script of its own that gets the value as $1
+    check = tmp_path / "check.sh"
+    check.write_text('test "$1" = "XXXXXXX6789" && echo 1 || echo 0\n')
     script = tmp_path / "read.sql"
     script.write_text("SELECT ssn FROM customers WHERE id = 1 \\gset\n"
-                      "\\setshell ok sh -c 'test \":ssn\" = \"XXXXXXX6789\" && echo 1 || echo 0'\n"
-                      "\\if :ok = 0\nSELECT 1/0;\n\\endif\n")
+                      "\\setshell ok sh %s :ssn\n"
+                      "\\if :ok = 0\nSELECT 1/0;\n\\endif\n" % check)
     env = masked_relay.env(PGUSER="support", PGPASSWORD="support-secret", PGDATABASE="maskdb")
     for mode in ("simple", "extended", "prepared"):
         r = subprocess.run(["pgbench", "-n", "-M", mode, "-t", "50", "-c", "2", "-f",
@@ -326,12 +331,13 @@ def test_notifications_and_parameters_are_scrubbed(masked_relay):
     """Item 5: a NOTIFY payload and a ParameterStatus set from data."""
     got = []
     with connect(masked_relay, "support") as listener, connect(masked_relay, "auditor") as talker:
+        listener.add_notify_handler(got.append)
         listener.execute("LISTEN audit")
         talker.execute("SELECT pg_notify('audit', ssn) FROM customers WHERE id = 1")
-        gen = listener.notifies(timeout=10)
-        for n in gen:
-            got.append(n)
-            break
+        deadline = time.time() + 10
+        while not got and time.time() < deadline:
+            listener.execute("SELECT 1")  # notifications are read with a result
+            time.sleep(0.05)
         listener.execute("SELECT set_config('application_name', ssn, false) "
                          "FROM customers WHERE id = 2")
         app = listener.info.parameter_status("application_name")
@@ -343,10 +349,11 @@ def test_notices_are_scrubbed(masked_relay):
     """Item 5: a NoticeResponse (class 00) keeps its SQLSTATE, not its text."""
     notices = []
     with connect(masked_relay, "support") as conn:
-        conn.add_notice_handler(notices.append)
+        # a Diagnostic is valid only inside the handler: keep its fields
+        conn.add_notice_handler(lambda d: notices.append((d.sqlstate, d.message_primary)))
         conn.execute("DROP TABLE IF EXISTS no_such_table_123_45_6789")
-    assert notices and notices[0].sqlstate == "00000"
-    assert "123_45_6789" not in notices[0].message_primary
+    assert notices and notices[0][0] == "00000"
+    assert "123_45_6789" not in notices[0][1]
 
 
 # ---- refusals --------------------------------------------------------------------------------
@@ -361,12 +368,12 @@ def test_function_call_and_undescribed_execute_are_refused(masked_relay):
         c.send(wire.msg("F", struct.pack("!IHHH", 2275, 0, 0, 0)))
         msgs = c.recv_until("Z")
         errs = [m.error_fields() for m in msgs if m.type == "E"]
-        assert errs and errs[0]["sqlstate"] == "42501"
+        assert errs and errs[0]["C"] == "42501"
         c.send(wire.parse("SELECT ssn FROM customers") + wire.bind() + wire.execute()
                + wire.sync())
         msgs = c.recv_until("Z")
         errs = [m.error_fields() for m in msgs if m.type == "E"]
-        assert errs and errs[0]["sqlstate"] == "0A000"
+        assert errs and errs[0]["C"] == "0A000"
         assert not [m for m in msgs if m.type == "D"]
         c.send(wire.query("SELECT 1"))
         assert [m for m in c.recv_until("Z") if m.type == "D"]
