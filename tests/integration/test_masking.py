@@ -37,7 +37,7 @@ POLICY = """
 rules:
   - name: support
     match: { user: support }
-    allow: [read, transaction, session, copy_out, listen_notify, ddl]
+    allow: [read, transaction, session, copy_out, listen_notify, ddl, prepare]
     mask:
       public.customers.ssn: partial-last-4
       public.customers.card: partial-last-4
@@ -96,6 +96,9 @@ def maskdb(pg, masking_ready):
         pg.psql("CREATE ROLE %s LOGIN PASSWORD '%s-secret'" % (role, role), dbname="maskdb")
         pg.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s" % role, dbname="maskdb")
     pg.psql("GRANT UPDATE, INSERT ON customers TO support_rw, auditor", dbname="maskdb")
+    # a function that hands out a masked column without naming it in the caller's text
+    pg.psql("CREATE FUNCTION customer_ssn(int) RETURNS text LANGUAGE sql STABLE "
+            "AS 'SELECT ssn FROM customers WHERE id = $1'", dbname="maskdb")
     return "maskdb"
 
 
@@ -307,6 +310,111 @@ def test_subquery_keeps_the_origin(masked_relay):
         rows = conn.execute("SELECT ssn FROM (SELECT ssn FROM customers) s "
                             "WHERE ssn IS NOT NULL").fetchall()
     assert ("XXXXXXX6789",) in rows
+
+
+# ---- hostile clients ----------------------------------------------------------------------
+
+UNMASK_ATTEMPTS = [
+    "SELECT ssn AS not_ssn FROM customers",
+    "SELECT x.ssn FROM customers AS x",
+    "SELECT customer_ssn(1)",
+    "SELECT * FROM customer_ssn(1)",
+    "SELECT s FROM customer_ssn(1) s",
+    "WITH t AS (SELECT ssn FROM customers) SELECT * FROM t",
+    "SELECT ssn FROM customers_archive",
+    "SELECT card FROM payments",
+    "SELECT card FROM payments_1",
+    "TABLE customers",
+    "SELECT * FROM customer_contacts",
+    "VALUES ((SELECT ssn FROM customers WHERE id = 1))",
+    "SELECT ssn::bytea FROM customers",
+    "SELECT ARRAY[ssn] FROM customers",
+    "SELECT ROW(ssn, card) FROM customers",
+    "SELECT pg_catalog.textin(pg_catalog.textout(ssn::text)) FROM customers",
+]
+
+
+@pytest.mark.parametrize("sql", UNMASK_ATTEMPTS)
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_unmask_through_alias_function_view_cte(masked_relay, sql, binary):
+    """Hostile client: an alias, a function, a CTE, a child table, a partition, a view,
+    a cast to bytea, an array or a row constructor, in text and binary format: the value
+    comes out masked, NULL or refused, never clear."""
+    with connect(masked_relay, "support") as conn:
+        try:
+            rows = conn.cursor(binary=binary).execute(sql).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return
+    assert_no_secrets(repr(rows))
+
+
+def test_prepared_statements_keep_masking(masked_relay):
+    """Hostile client: SQL PREPARE/EXECUTE and protocol-level prepared statements reused
+    after their first run are masked like the statement itself."""
+    with connect(masked_relay, "support") as conn:
+        conn.execute("PREPARE p AS SELECT id, ssn, upper(ssn) FROM customers ORDER BY id")
+        rows = conn.execute("EXECUTE p").fetchall()
+        again = conn.execute("EXECUTE p").fetchall()
+        conn.execute("DEALLOCATE p")
+        proto = [conn.execute("SELECT id, ssn FROM customers WHERE id = %s", (1,),
+                              prepare=True).fetchall() for _ in range(3)]
+    assert rows == again
+    assert rows[0][:2] == (1, "XXXXXXX6789") and all(r[2] is None for r in rows)
+    assert_no_secrets(repr(rows))
+    assert proto == [[(1, "XXXXXXX6789")]] * 3
+
+
+def test_row_beyond_the_lookahead_ends_the_session_never_clear(relay_factory, pg, maskdb,
+                                                               tmp_path):
+    """Hostile client: a masked column placed after more bytes than mask.row_lookahead. The
+    row cannot be rewritten in bounded memory: the session ends with 54000 and nothing of
+    the row reaches the client. With the masked column first, the same data streams."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    relay = relay_factory(extra_args=["--policy", str(policy), "--mask-row-lookahead", "1KiB"]
+                          + catalog_args(pg, tmp_path))
+    with wire.Conn(relay.host, relay.port) as c:
+        c.login("support", "support-secret", "maskdb")
+        c.send(wire.query("SELECT repeat('x', 8192), ssn FROM customers WHERE id = 1"))
+        msgs, rest = c.read_to_close(timeout=60)
+    errs = [m.error_fields() for m in msgs if m.type == "E"]
+    assert errs and errs[-1]["C"] == "54000"
+    assert not [m for m in msgs if m.type == "D"]
+    assert_no_secrets(repr([m.body for m in msgs]) + repr(rest))
+    with wire.Conn(relay.host, relay.port) as c:
+        c.login("support", "support-secret", "maskdb")
+        c.send(wire.query("SELECT ssn, repeat('x', 8192) FROM customers WHERE id = 1"))
+        rows = [m for m in c.recv_until("Z") if m.type == "D"]
+    assert len(rows) == 1 and b"XXXXXXX6789" in rows[0].body
+
+
+def test_catalog_change_under_a_live_session(masked_relay, pg):
+    """Hostile DDL: the column and then the table are renamed (outside pgwarden) while a
+    masked session is open. Masking follows the column (table OID, attribute number), not
+    its name, so the renamed column stays masked."""
+    with connect(masked_relay, "support") as conn:
+        before = conn.execute("SELECT ssn FROM customers WHERE id = 1").fetchone()
+        try:
+            pg.psql("ALTER TABLE customers RENAME COLUMN ssn TO ssn_renamed", dbname="maskdb")
+            after = conn.execute("SELECT ssn_renamed FROM customers WHERE id = 1").fetchone()
+            pg.psql("ALTER TABLE customers RENAME TO clients", dbname="maskdb")
+            moved = conn.execute("SELECT ssn_renamed FROM clients WHERE id = 1").fetchone()
+        finally:
+            pg.psql("ALTER TABLE IF EXISTS clients RENAME TO customers", dbname="maskdb")
+            pg.psql("ALTER TABLE customers RENAME COLUMN ssn_renamed TO ssn", dbname="maskdb")
+    assert before == after == moved == ("XXXXXXX6789",)
+
+
+def test_masked_identity_in_another_database_is_refused(masked_relay):
+    """The catalog describes maskdb: a masked identity elsewhere is refused (55000), since
+    OIDs there mean other tables; an unmasked identity is not affected."""
+    with psycopg.connect(masked_relay.dsn(user="support", password="support-secret",
+                                          dbname="postgres"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            conn.execute("SELECT 1")
+    with psycopg.connect(masked_relay.dsn(user="auditor", password="auditor-secret",
+                                          dbname="postgres"), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 # ---- messages ------------------------------------------------------------------------------
