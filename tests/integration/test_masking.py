@@ -15,6 +15,7 @@ Each test's docstring names the path of issue #13 it covers.
 
 import csv
 import io
+import json
 import os
 import struct
 import subprocess
@@ -415,6 +416,35 @@ def test_masked_identity_in_another_database_is_refused(masked_relay):
     with psycopg.connect(masked_relay.dsn(user="auditor", password="auditor-secret",
                                           dbname="postgres"), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_audit_records_what_was_masked(relay_factory, pg, maskdb, tmp_path, pgwardend_bin):
+    """Item 6: with an audit trail, each masked result gets a record listing its masked
+    columns and how (the rule's column, or #N for a computed one), and no clear value."""
+    key = str(tmp_path / "audit.key")
+    ctl = os.path.join(os.path.dirname(pgwardend_bin), "pgwardenctl")
+    subprocess.run([ctl, "audit", "keygen", "--out", key], check=True, capture_output=True,
+                   timeout=60)
+    trail = tmp_path / "audit.jsonl"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    relay = relay_factory(extra_args=["--policy", str(policy), "--audit-path", str(trail),
+                                      "--audit-signing-key", key]
+                          + catalog_args(pg, tmp_path))
+    with connect(relay, "support") as conn:
+        conn.execute("SELECT id, ssn, upper(card) FROM customers WHERE id = 1").fetchall()
+    with connect(relay, "auditor") as conn:
+        conn.execute("SELECT ssn FROM customers WHERE id = 1").fetchall()
+    relay.stop()
+    text = trail.read_text()
+    assert_no_secrets(text)
+    masked = [json.loads(l) for l in text.splitlines()
+              if l.startswith("{") and json.loads(l).get("event") == "masked"]
+    assert len(masked) == 1, masked  # the auditor's result masks nothing
+    cols = masked[0]["columns"]
+    assert [c["name"] for c in cols] == ["public.customers.ssn", "#3"]
+    assert cols[0]["strategy"] == "partial-last-4" and cols[0]["attnum"] == 3
+    assert cols[1]["strategy"].endswith("(computed)") and cols[1]["table_oid"] == 0
 
 
 # ---- messages ------------------------------------------------------------------------------

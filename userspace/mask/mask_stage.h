@@ -69,6 +69,12 @@ struct mask_source {
 	 * which only mean something in the database they were read from: a masked session
 	 * elsewhere has its statements refused (55000). NULL: always. */
 	bool (*covers)(void *arg, const struct session *s);
+	/* A result of the client's request (stage_ctx.request of its Query or Execute) will be
+	 * masked as p says (column i of the result is p->cols[i]; a rule column's name is
+	 * mp's mask_policy_column()): for the audit record. Called on the session's worker
+	 * thread, before the result's first row; only when p masks something. NULL: none. */
+	void (*masked)(void *arg, const struct session *s, uint64_t request,
+		       const struct mask_plan *p, const struct mask_policy *mp);
 	/* A statement that changes the catalog completed: resolve again and publish. */
 	void (*catalog_stale)(void *arg);
 	void *arg;

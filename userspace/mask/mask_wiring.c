@@ -1,6 +1,7 @@
 /* mask_wiring: see mask_wiring.h. */
 #include "mask/mask_wiring.h"
 
+#include "audit/audit.h"
 #include "mask/mask_catalog.h"
 #include "mask/mask_catconn.h"
 #include "mask/mask_classify.h"
@@ -12,6 +13,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /*
@@ -55,6 +57,45 @@ static bool source_covers(void *arg, const struct session *s)
 	return s->database && strcmp(s->database, db) == 0;
 }
 
+/* What a result masks, for the audit trail (audit_note_masked(): one record per result). */
+static void source_masked(void *arg, const struct session *s, uint64_t request,
+			  const struct mask_plan *p, const struct mask_policy *mp)
+{
+	struct audit_masked_column *cols = calloc(p->nmasked, sizeof(*cols));
+	char (*names)[MASK_COLREF_STRLEN] = calloc(p->nmasked, sizeof(*names));
+	char (*strategies)[MASK_STRATEGY_STRLEN + 16] = calloc(p->nmasked, sizeof(*strategies));
+	unsigned n = 0;
+
+	for (unsigned i = 0; cols && names && strategies && i < p->ncols && n < p->nmasked; i++) {
+		const struct mask_plan_col *c = &p->cols[i];
+		char st[MASK_STRATEGY_STRLEN];
+
+		if (c->kind == MASK_COL_CLEAR)
+			continue;
+		if (c->rule_col >= 0 && (unsigned)c->rule_col < mask_policy_ncolumns(mp))
+			mask_colref_format(mask_policy_column(mp, (unsigned)c->rule_col), names[n],
+					   sizeof(names[n]));
+		else
+			snprintf(names[n], sizeof(names[n]), "#%u", i + 1);
+		snprintf(strategies[n], sizeof(strategies[n]), "%s%s",
+			 mask_strategy_format(&c->action.st, st, sizeof(st)),
+			 c->why == MASK_WHY_COLUMN     ? ""
+			 : c->why == MASK_WHY_COMPUTED ? " (computed)"
+			 : c->why == MASK_WHY_DERIVED  ? " (view)"
+						       : " (fallback)");
+		cols[n] = (struct audit_masked_column){.name = names[n],
+						       .table_oid = c->table_oid,
+						       .attnum = c->attnum,
+						       .strategy = strategies[n]};
+		n++;
+	}
+	if (n)
+		audit_note_masked(s, request, cols, n);
+	free(cols);
+	free(names);
+	free(strategies);
+}
+
 static void source_stale(void *arg)
 {
 	mask_catconn_refresh();
@@ -90,6 +131,7 @@ int mask_wiring_apply(const struct config *cfg, char *err, size_t errlen)
 		.source = {.profile = source_profile,
 			   .analyse = source_analyse,
 			   .covers = source_covers,
+			   .masked = source_masked,
 			   .catalog_stale = source_stale},
 		.row_lookahead = cfg->mask_row_lookahead,
 	};
