@@ -30,6 +30,8 @@
 #include "relay/backend_cancel.h"
 #include "relay/conn.h"
 #include "relay/guard.h"
+#include "mask/mask_stage.h"
+#include "mask/mask_wiring.h"
 #include "policy/policy.h"
 #include "relay/handover.h"
 #include "relay/relay.h"
@@ -81,6 +83,17 @@ static void options_free(struct options *o)
 	free(o->values);
 }
 
+/*
+ * The stages every session runs, in this order: the session log; policy (which admits
+ * the session and judges every statement, and turns itself off per session when no
+ * policy file is set); masking, after policy because it reads the rule policy matched the
+ * session to and must never see a message policy refused; then the audit trail last, so
+ * that it records every earlier stage's decision about a message (and what masking did to
+ * its result) before it goes on.
+ */
+static const struct stage_ops *const pipeline_stages[] = {&sessionlog_stage, &policy_stage,
+							   &mask_stage, &audit_stage};
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -89,6 +102,10 @@ static void usage(FILE *out)
 		"       pgwardend --help | -V | --version\n\n"
 		"Relays PostgreSQL connections between clients and a server, applying pgwarden's\n"
 		"inspection stages. Flags override the file. SIGHUP reloads, SIGTERM drains.\n\n");
+	fprintf(out, "stages: ");
+	for (size_t i = 0; i < sizeof(pipeline_stages) / sizeof(pipeline_stages[0]); i++)
+		fprintf(out, "%s%s", i ? ", " : "", pipeline_stages[i]->name);
+	fprintf(out, " (in this order; audit when audit.path is set)\n\n");
 	config_usage(out);
 }
 
@@ -337,14 +354,29 @@ static int auth_load(const struct config *cfg, char *err, size_t errlen)
 static int apply_policy(const struct config *cfg, char *err, size_t errlen)
 {
 	struct policy *running;
+	struct mask_policy *masking;
 
-	if (cfg->policy)
-		return policy_reload(cfg->policy, err, errlen);
+	if (cfg->policy) {
+		/* The policy and its masking are one decision: a `mask:` entry the masking code
+		 * refuses refuses the file, and masking is current before the rules that name
+		 * it are. */
+		struct policy *p = policy_load_file(cfg->policy, err, errlen);
+
+		if (!p || mask_wiring_build(p, &masking, err, errlen)) {
+			log_error("policy_rejected", "%s; the running policy stays in force", err);
+			policy_unref(p);
+			return -1;
+		}
+		mask_wiring_publish(masking);
+		policy_publish(p);
+		return 0;
+	}
 	running = policy_acquire();
 	if (running) {
 		policy_unref(running);
 		policy_publish(NULL);
 	}
+	mask_wiring_publish(NULL);
 	return 0;
 }
 
@@ -438,7 +470,8 @@ static int reload(struct daemon *d, json_t *result, char *err, size_t errlen)
 	 * cannot fail on its files). The trail records it with the digest of what was read. */
 	cfg = load_config(d->opts, &dg, err, errlen);
 	if (cfg && (tls_snapshot_build(cfg, &tls, err, errlen) ||
-		    auth_check_config(cfg, err, errlen) || apply_policy(cfg, err, errlen) ||
+		    auth_check_config(cfg, err, errlen) || mask_wiring_check(cfg, err, errlen) ||
+		    apply_policy(cfg, err, errlen) || mask_wiring_apply(cfg, err, errlen) ||
 		    auth_load(cfg, err, errlen))) {
 		tls_snapshot_unref(tls);
 		tls = NULL;
@@ -1296,17 +1329,16 @@ static int start_audit(const struct config *cfg, const struct options *o,
 	return 0;
 }
 
-/*
- * The stages every session runs, in this order: the session log; policy (which admits
- * the session and judges every statement, and turns itself off per session when no
- * policy file is set); then the audit trail last, so that it records every earlier
- * stage's decision about a message before it goes on.
- */
+/* pipeline_stages, the audit stage only with an audit trail. */
 static int build_pipeline(struct stage_pipeline *p)
 {
-	if (stage_pipeline_add(p, &sessionlog_stage) || stage_pipeline_add(p, &policy_stage))
-		return -1;
-	return audit ? stage_pipeline_add(p, &audit_stage) : 0;
+	for (size_t i = 0; i < sizeof(pipeline_stages) / sizeof(pipeline_stages[0]); i++) {
+		if (pipeline_stages[i] == &audit_stage && !audit)
+			continue;
+		if (stage_pipeline_add(p, pipeline_stages[i]))
+			return -1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -1372,12 +1404,18 @@ int main(int argc, char **argv)
 	}
 	if (cfg && cfg->policy) { /* the policy is part of a valid configuration */
 		struct policy *p = policy_load_file(cfg->policy, err, sizeof(err));
+		struct mask_policy *masking = NULL;
 
-		if (!p) {
+		if (!p || mask_wiring_build(p, &masking, err, sizeof(err))) {
 			config_unref(cfg);
 			cfg = NULL;
 		}
+		mask_policy_put(masking);
 		policy_unref(p);
+	}
+	if (cfg && mask_wiring_check(cfg, err, sizeof(err))) {
+		config_unref(cfg);
+		cfg = NULL;
 	}
 	if (!cfg || o.check_only) {
 		if (cfg)
@@ -1459,10 +1497,11 @@ int main(int argc, char **argv)
 		log_error("start", "metrics registry: out of memory");
 		goto out;
 	}
-	if (apply_policy(cfg, err, sizeof(err))) {
+	if (mask_wiring_apply(cfg, err, sizeof(err)) || apply_policy(cfg, err, sizeof(err))) {
 		log_error("start", "%s", err);
 		goto out;
 	}
+	mask_wiring_wait_ready(cfg);
 	if (cfg->unix_listen && open_unix_listener(r, cfg->unix_listen))
 		goto out;
 	/* Before the workers: a queue that cannot be read is a configuration error, reported
@@ -1564,6 +1603,7 @@ out:
 	/* No worker runs here (start_workers joins those it started when it fails). */
 	audit_trail_close(audit, "failed to start");
 	audit = NULL;
+	mask_wiring_stop();
 	for (unsigned i = 0; i < r->nworkers; i++)
 		worker_destroy(r->workers[i]);
 	free(r->workers);

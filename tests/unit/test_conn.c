@@ -364,6 +364,13 @@ static void judge_stream(struct stage_ctx *ctx, struct stage_stream *st, struct 
 	}
 	if (!j->built)
 		return;
+	if (j->out_pos == 0 && memmem(j->row, j->row_len, "refuse", 6)) {
+		/* a row the stage cannot pass, decided before any of its replacement */
+		j->built = false;
+		j->row_len = 0;
+		stage_result_set(r, STAGE_CLOSE, "54000", NULL, "row refused");
+		return;
+	}
 	room = st->out_cap < j->out_len - j->out_pos ? st->out_cap : j->out_len - j->out_pos;
 	memcpy(st->out, j->outmsg + j->out_pos, room);
 	j->out_pos += (uint32_t)room;
@@ -1125,6 +1132,37 @@ static void test_streaming_rewrite(void **state)
 	assert_int_equal(n, want.n);
 	assert_memory_equal(p, want.b, n);
 	assert_int_equal(c->state, CONN_READY);
+}
+
+/* A streaming stage ends the session on a row before writing any of its replacement: the
+ * client gets what came before, whole, then the FATAL with the stage's SQLSTATE, and nothing
+ * of the row. */
+static void test_streaming_close_tells_the_client(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0}, want = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	c = login("masked");
+	F.server.read_chunk = 3;
+	m_query(&q, "SELECT ssn FROM people");
+	client_sends(&q);
+	r_rowdesc(&a);
+	r_datarow(&a, "fine");
+	r_datarow(&a, "refuse this one");
+	r_complete(&a, "SELECT 2");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	while (F.server.in_pos < F.server.in_len && c->state < CONN_CLOSING)
+		conn_server_events(c, EPOLLIN);
+	r_rowdesc(&want);
+	r_datarow(&want, "masked");
+	r_error(&want, "FATAL", "54000", "row refused");
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(p, want.b, n);
+	assert_true(c->state >= CONN_CLOSING);
 }
 
 /* ---- the statement table ------------------------------------------------------------------ */
@@ -2358,6 +2396,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wake_after_the_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_rewrite, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streaming_close_tells_the_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_table_follows_the_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_statements_and_skips, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unexpected_answer_ends_the_session, setup, teardown),

@@ -373,17 +373,19 @@ static void test_plan_and_explain(void **state)
 	struct mask_policy *mp;
 	const struct mask_profile *p;
 	struct mask_catalog *c = synthetic(&mp, &p);
-	const char *names[] = {"ssn", "id", "upper", "v_ssn", "ssn_now_int", "name"};
-	const uint32_t tab[] = {100, 100, 0, 200, 101, 100};
-	const int16_t att[] = {3, 1, 0, 1, 2, 2};
-	const uint32_t typ[] = {25, 23, 25, 25, 23, 25};
+	/* c: SELECT c FROM customers c, a whole-row reference: the server names the table
+	 * with attribute number 0; ctid: a system column (negative attribute number) */
+	const char *names[] = {"ssn", "id", "upper", "v_ssn", "ssn_now_int", "name", "c", "ctid"};
+	const uint32_t tab[] = {100, 100, 0, 200, 101, 100, 100, 100};
+	const int16_t att[] = {3, 1, 0, 1, 2, 2, 0, -1};
+	const uint32_t typ[] = {25, 23, 25, 25, 23, 25, 16496, 27};
 	uint8_t buf[1024], req[256];
 	size_t n;
 	struct proto_msg m;
 	char out[2048];
 	int len;
 
-	rowdesc(buf, &n, names, tab, att, typ, 6);
+	rowdesc(buf, &n, names, tab, att, typ, 8);
 	m = (struct proto_msg){'T', (uint32_t)(n - 5), buf + 5};
 	len = mask_explain(&m, p, c, MASK_REFS_MASKED, out, sizeof(out));
 	assert_true(len > 0);
@@ -393,6 +395,8 @@ static void test_plan_and_explain(void **state)
 	assert_non_null(strstr(out, "4\tv_ssn\twhole\tnull (column of a view"));
 	assert_non_null(strstr(out, "5\tssn_now_int\twhole\tnull (masked column whose type changed"));
 	assert_non_null(strstr(out, "6\tname\tclear\t-\ttable 100 column 2\n"));
+	assert_non_null(strstr(out, "7\tc\twhole\tnull (computed"));
+	assert_non_null(strstr(out, "8\tctid\tclear"));
 	assert_null(strstr(out, "deny"));
 	len = mask_explain(&m, p, c, MASK_REFS_NONE, out, sizeof(out));
 	assert_non_null(strstr(out, "3\tupper\tclear"));

@@ -109,9 +109,9 @@ static struct mask_stmt_info *fact(const char *sql, enum mask_refs refs)
 	return &f->info;
 }
 
-static const struct mask_profile *src_profile(void *arg, const struct session *s)
+static const struct mask_profile *src_profile(void *arg, const struct stage_ctx *ctx)
 {
-	const char *u = session_verified_user(s);
+	const char *u = session_verified_user(ctx->session);
 
 	if (u && !strcmp(u, "analyst"))
 		return analyst;
@@ -183,13 +183,35 @@ static void build_catalog(void)
 	mask_catalog_publish(c);
 }
 
+/* The audit hook: what the last masked result was reported as. */
+static unsigned masked_calls;
+static uint64_t masked_request;
+static char masked_first[MASK_COLREF_STRLEN];
+static unsigned masked_n;
+
+static void src_masked(void *arg, const struct session *s, uint64_t request,
+		       const struct mask_plan *p, const struct mask_policy *mp)
+{
+	masked_calls++;
+	masked_request = request;
+	masked_n = p->nmasked;
+	masked_first[0] = '\0';
+	for (unsigned i = 0; i < p->ncols; i++)
+		if (p->cols[i].rule_col >= 0) {
+			mask_colref_format(mask_policy_column(mp, (unsigned)p->cols[i].rule_col),
+					   masked_first, sizeof(masked_first));
+			break;
+		}
+}
+
 static int setup(void **state)
 {
 	struct mask_profile *p;
 	char err[256];
 	struct mask_key *k;
 	struct mask_stage_config cfg = {
-		.source = {.profile = src_profile, .analyse = src_analyse, .catalog_stale = src_stale},
+		.source = {.profile = src_profile, .analyse = src_analyse, .catalog_stale = src_stale,
+			   .masked = src_masked},
 		.row_lookahead = 4096,
 	};
 
@@ -494,8 +516,15 @@ static void test_simple_query_masks_every_strategy(void **state)
 	fact("SELECT * FROM customers", MASK_REFS_MASKED);
 	world_start(&w, "analyst");
 	assert_true(stage_chain_wants(&w.ch, PROTO_FRONTEND, 'Q'));
+	masked_calls = 0;
 	assert_int_equal(fe(&w, query(&m, "SELECT * FROM customers")), STAGE_FORWARD);
+	assert_int_equal(masked_calls, 0); /* reported with its plan, not before */
 	assert_int_equal(be(&w, rowdesc(&m, customer_cols, 6)), STAGE_FORWARD);
+	/* the audit hook: one report for the result, with the request it answers */
+	assert_int_equal(masked_calls, 1);
+	assert_int_equal(masked_request, 1);
+	assert_int_equal(masked_n, 4);
+	assert_string_equal(masked_first, "public.customers.ssn");
 	assert_true(stage_chain_streams(&w.ch, 'D'));
 	assert_int_equal(be(&w, datarow(&m, alice, 6)), STAGE_FORWARD);
 	assert_int_equal(be(&w, datarow(&m, nulls, 6)), STAGE_FORWARD);
@@ -1006,7 +1035,7 @@ static struct mask_policy *capture_policy(const struct mask_profile **out)
 
 static const struct mask_profile *capture_profile;
 
-static const struct mask_profile *capture_source(void *arg, const struct session *s)
+static const struct mask_profile *capture_source(void *arg, const struct stage_ctx *ctx)
 {
 	return capture_profile;
 }

@@ -151,6 +151,7 @@ static const struct type_info type_infos[ST_TYPE_COUNT] = {
 static const char *const log_target_names[] = {"auto", "stderr", "journal", "syslog", NULL};
 _Static_assert(LOG_TARGET_COUNT == 4, "log_target_names follows enum log_target");
 static int check_system_name(const char *text, char *problem, size_t n);
+static int check_pg_name(const char *text, char *problem, size_t n);
 
 /*
  * THE table. Order is the order of --help, config_keys[] and config_write_yaml(); keys of
@@ -281,6 +282,21 @@ static int check_system_name(const char *text, char *problem, size_t n);
 	  .max = 64 * MIB, .def = 64 * KIB, .arg = "SIZE",                                       \
 	  .help = "bytes held per masked session while a row is rewritten; a row whose masked "  \
 		  "columns lie further in ends the session (54000)")                             \
+	S("mask.catalog_user", .type = ST_OPT_TEXT, FIELD(mask_catalog_user),                    \
+	  .check = check_pg_name, .arg = "ROLE",                                                 \
+	  .help = "role of pgwarden's own connection that reads which columns are masked "       \
+		  "(catalog resolution); off: masked sessions are refused (55000)")              \
+	S("mask.catalog_database", .type = ST_OPT_TEXT, FIELD(mask_catalog_database),            \
+	  .check = check_pg_name, .arg = "NAME",                                                 \
+	  .help = "the database whose tables the mask rules name; masked sessions to another "   \
+		  "database are refused (55000); off: the catalog role's name")                  \
+	S("mask.catalog_passwords", .type = ST_OPT_PATH, FIELD(mask_catalog_passwords),          \
+	  .arg = "PATH",                                                                         \
+	  .help = "the catalog role's password, in a userlist file like auth.upstream_passwords "\
+		  "(mode 0600); off: the server must not ask for one")                           \
+	S("mask.catalog_timeout", .type = ST_DURATION, FIELD(mask_catalog_timeout_ms),           \
+	  .min = 100, .max = 10 * 60 * MS_PER_S, .def = 10 * MS_PER_S, .arg = "DURATION",       \
+	  .help = "how long one catalog resolution (connect, login, query) may take")           \
 	TLS_SETTINGS(S)                                                                          \
 	AUTH_SETTINGS(S)                                                                         \
 	CONFIG_AUDIT_SETTINGS(S)
@@ -992,6 +1008,22 @@ static int check_system_name(const char *text, char *problem, size_t n)
 		return 0;
 	errf(problem, n, "expected a group name (letters, digits, _ . -; at most 32, not starting "
 			 "with a digit, - or .), or off, got \"%s\"", quote(text, len, q, sizeof(q)));
+	return -1;
+}
+
+/* A PostgreSQL role or database name: 1 to 63 bytes (NAMEDATALEN - 1), no control byte. */
+static int check_pg_name(const char *text, char *problem, size_t n)
+{
+	size_t len = strlen(text);
+	bool ok = len > 0 && len <= 63;
+	char q[QUOTE_MAX];
+
+	for (size_t i = 0; ok && i < len; i++)
+		ok = (unsigned char)text[i] >= 0x20 && text[i] != 0x7f;
+	if (ok)
+		return 0;
+	errf(problem, n, "expected a PostgreSQL name (1 to 63 bytes, no control characters), "
+			 "or off, got \"%s\"", quote(text, len, q, sizeof(q)));
 	return -1;
 }
 

@@ -203,6 +203,12 @@ struct config {
 	 * message is rewritten (mask_row.h proves why this bounds memory). */
 	char *mask_key_file;
 	uint32_t mask_row_lookahead;
+	/* pgwarden's own connection that resolves the mask rules against the catalog:
+	 * role, database, the role's password (userlist file), and its time budget. */
+	char *mask_catalog_user;
+	char *mask_catalog_database;
+	char *mask_catalog_passwords;
+	uint64_t mask_catalog_timeout_ms;
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;

@@ -167,7 +167,10 @@ int mask_plan_build(struct mask_plan *p, const struct mask_desc *d,
 
 		pc->table_oid = cd->table_oid;
 		pc->attnum = cd->attnum;
-		if (cd->table_oid) {
+		/* Attribute number 0 is a whole-row reference (SELECT c FROM customers c): the
+		 * server names the table, but the value is the composite of every column,
+		 * masked ones included; it is computed like any other expression. */
+		if (cd->table_oid && cd->attnum != 0) {
 			plan_origin(pc, cd, prof, cat, env);
 			continue;
 		}

@@ -53,6 +53,7 @@ enum { CD_IDLE = 0, CD_COLLECT, CD_HEADER, CD_BODY };
 
 struct mask_sess {
 	bool active;
+	const struct session *session; /* for the audit hook; lives as long as this */
 	const char *broken; /* why the stage cannot go on: every later message closes */
 	struct mask_source src;
 	struct mask_policy *policy;
@@ -198,6 +199,7 @@ static void sess_activate(struct stage_ctx *ctx, const struct mask_profile *p)
 		s->mac = NULL;
 	pthread_mutex_unlock(&conf_lock);
 	sess_set_profile(s, p);
+	s->session = ctx->session;
 	s->active = true;
 	s->la = malloc(s->la_cap);
 	s->copy = malloc(sizeof(*s->copy));
@@ -245,7 +247,7 @@ static void mask_notice(struct stage_ctx *ctx, const struct stage_note *n)
 		return;
 	pthread_mutex_lock(&conf_lock);
 	src = &conf.source;
-	p = src->profile ? src->profile(src->arg, ctx->session) : NULL;
+	p = src->profile ? src->profile(src->arg, ctx) : NULL;
 	pthread_mutex_unlock(&conf_lock);
 	if (p && mask_profile_masks(p))
 		sess_activate(ctx, p);
@@ -260,7 +262,7 @@ static void sess_refresh_idle(struct stage_ctx *ctx)
 	if (mask_track_len(&s->track) && s->cat)
 		return; /* requests in flight were planned with these; a first catalog is taken now */
 	if (s->src.profile) {
-		p = s->src.profile(s->src.arg, ctx->session);
+		p = s->src.profile(s->src.arg, ctx);
 		/* A session once masked stays masked: a reload may change how, never whether
 		 * (a profile that no longer masks anything still holds its plans). */
 		if (p && mask_profile_masks(p))
@@ -345,6 +347,8 @@ static void fe_query(struct stage_ctx *ctx, const struct proto_msg *m, struct st
 		}
 	}
 	q = mask_track_push(&s->track, MREQ_QUERY);
+	if (q)
+		q->request = ctx->request;
 	if (!q) {
 		free(infos);
 		sess_reject(r, "54000", "too many requests in flight");
@@ -500,6 +504,8 @@ static void fe_execute(struct stage_ctx *ctx, const struct proto_msg *m, struct 
 		return;
 	}
 	q = mask_track_push(&s->track, MREQ_EXECUTE);
+	if (q)
+		q->request = ctx->request;
 	if (!q || !(q->name = dupstr(portal)))
 		sess_reject(r, "54000", "too many requests in flight");
 }
@@ -524,6 +530,12 @@ static void mask_frontend(struct stage_ctx *ctx, const struct proto_msg *m, stru
 	}
 	if (m->type == PqMsg_Query || m->type == PqMsg_Parse) {
 		sess_refresh_idle(ctx);
+		if (s->src.covers && !s->src.covers(s->src.arg, ctx->session)) {
+			sess_reject(r, "55000",
+				    "masked identities may only use the database the masking catalog "
+				    "describes");
+			return;
+		}
 		if (!catalog_ready(s)) {
 			sess_reject(r, "55000",
 				    "the catalog for the current masking policy is not resolved yet; "
@@ -591,8 +603,10 @@ static enum mask_refs info_refs(struct mask_sess *s, const struct mask_stmt_info
 }
 
 /* "ssn=partial-last-4,card=hash,#3=null(computed)": what a plan masks, for audit. */
-static void plan_summary(struct mask_sess *s, const struct mask_plan *p)
+static void plan_summary(struct mask_sess *s, const struct mask_plan *p, uint64_t request)
 {
+	if (s->src.masked && mask_plan_masks(p) && s->cat)
+		s->src.masked(s->src.arg, s->session, request, p, mask_catalog_policy(s->cat));
 	size_t o = 0;
 
 	s->summary[0] = '\0';
@@ -646,7 +660,7 @@ static void plan_execute(struct mask_sess *s, struct mask_req *q)
 	if (mask_plan_build(&q->plan, &pn->desc, s->profile, s->cat, &s->env,
 			    info_refs(s, pn->info)) == 0) {
 		q->planned = true;
-		plan_summary(s, &q->plan);
+		plan_summary(s, &q->plan, q->request);
 	}
 }
 
@@ -763,7 +777,7 @@ static void be_row_description(struct mask_sess *s, const struct proto_msg *m, b
 		q->planned = s->cat && mask_plan_build(&q->plan, &d, s->profile, s->cat, &s->env,
 						      info_refs(s, in)) == 0;
 		if (q->planned)
-			plan_summary(s, &q->plan);
+			plan_summary(s, &q->plan, q->request);
 		mask_desc_free(&d);
 		return;
 	}
@@ -930,7 +944,7 @@ static void copy_begin(struct stage_ctx *ctx, const struct proto_msg *m, struct 
 		return;
 	}
 	s->copy_masks = mask_plan_masks(&s->copy_plan);
-	plan_summary(s, &s->copy_plan);
+	plan_summary(s, &s->copy_plan, q ? q->request : 0);
 	if (s->copy_masks && !s->cd_buf && !(s->cd_buf = malloc(s->la_cap))) {
 		end_copy(s);
 		sess_close(r, "53200", "out of memory");

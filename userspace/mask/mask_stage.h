@@ -49,12 +49,13 @@
 struct mask_source {
 	/*
 	 * The masking profile of a session whose login succeeded (session_verified_user() and
-	 * the rest of its identity), or NULL when its identity is not masked. The stage holds a
+	 * the rest of its identity; ctx->chain has the earlier stages' states, e.g. the policy
+	 * rule the session matched), or NULL when its identity is not masked. The stage holds a
 	 * reference to the profile's policy (mask_policy_get()) while it uses the profile. It
 	 * asks at login, and again whenever the session is idle, so that a reloaded policy
 	 * applies from the next statement.
 	 */
-	const struct mask_profile *(*profile)(void *arg, const struct session *s);
+	const struct mask_profile *(*profile)(void *arg, const struct stage_ctx *ctx);
 	/*
 	 * The classifier: describe each statement of sql[0..len) (a Query's text, or a Parse's)
 	 * into out[0..cap), in order. Returns how many it described, or < 0 (then every
@@ -64,6 +65,16 @@ struct mask_source {
 	 */
 	int (*analyse)(void *arg, const struct mask_profile *p, const char *sql, size_t len,
 		       unsigned lex_opts, struct mask_stmt_info *out, unsigned cap);
+	/* Does the published catalog describe s's database? A catalog names tables by OID,
+	 * which only mean something in the database they were read from: a masked session
+	 * elsewhere has its statements refused (55000). NULL: always. */
+	bool (*covers)(void *arg, const struct session *s);
+	/* A result of the client's request (stage_ctx.request of its Query or Execute) will be
+	 * masked as p says (column i of the result is p->cols[i]; a rule column's name is
+	 * mp's mask_policy_column()): for the audit record. Called on the session's worker
+	 * thread, before the result's first row; only when p masks something. NULL: none. */
+	void (*masked)(void *arg, const struct session *s, uint64_t request,
+		       const struct mask_plan *p, const struct mask_policy *mp);
 	/* A statement that changes the catalog completed: resolve again and publish. */
 	void (*catalog_stale)(void *arg);
 	void *arg;

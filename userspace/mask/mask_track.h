@@ -56,6 +56,7 @@ struct mask_req {
 	struct mask_plan plan;
 	bool planned;
 	bool copy_planned;
+	uint64_t request; /* QUERY, EXECUTE: the client request (stage_ctx.request), for audit */
 };
 
 /* A statement or portal as the server has it; or a cursor / SQL prepared name. */

@@ -106,6 +106,8 @@ struct conn_stream {
 	struct stage_stream *st; /* allocated at the session's first streamed message */
 	struct buf *out;         /* replacement bytes not sent yet */
 	bool active;             /* the stage has the message: its body goes to the stage */
+	bool produced;           /* some of the current message's replacement was written: a
+				  * CLOSE can then no longer be told to the client */
 };
 
 /* How another thread reaches a connection that paused for it: worker slot + generation. */

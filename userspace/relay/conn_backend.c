@@ -321,6 +321,11 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 	st->done = false;
 	stage_run_stream(&c->chain, st, conn_now(c), &res);
 	if (res.verdict == STAGE_CLOSE || st->consumed > st->in_len || st->produced > st->out_cap) {
+		/* Nothing of this message's replacement was written: what waits in the stream
+		 * buffer ends at a message boundary, so the client can still be told why the
+		 * session ends (conn_fail puts the error after it). */
+		if (res.verdict == STAGE_CLOSE && !c->stream.produced && !st->produced)
+			c->stream.active = false;
 		conn_fail(c, res.verdict == STAGE_CLOSE ? res.sqlstate : SQLSTATE_INTERNAL,
 			  res.verdict == STAGE_CLOSE ? res.message : "a stage misused the stream",
 			  "closed by a stage");
@@ -330,6 +335,7 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 		conn_consume(d, (uint32_t)st->consumed);
 	st->body_offset += (uint32_t)st->consumed;
 	c->stream.out->tail += (uint32_t)st->produced;
+	c->stream.produced = c->stream.produced || st->produced;
 	if (st->done && st->body_offset == st->body_len) {
 		c->stream.active = false;
 		return CONN_STEP_PROGRESS;
@@ -352,6 +358,7 @@ static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, cons
 		return CONN_STEP_FAILED;
 	}
 	c->stream.active = true;
+	c->stream.produced = false;
 	memset(c->stream.st, 0, sizeof(*c->stream.st));
 	c->stream.st->type = m->type;
 	c->stream.st->body_len = m->body_len;

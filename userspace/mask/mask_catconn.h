@@ -1,0 +1,73 @@
+/*
+ * mask_catconn: pgwarden's own connection to PostgreSQL that resolves the mask rules
+ * against the catalog (mask_catalog.h) and publishes the result.
+ *
+ * One thread of its own does all of it, so that no session's relay ever waits for it: it
+ * connects to the configured upstream (TCP or a Unix socket path), logs in as
+ * mask.catalog_user to mask.catalog_database with options=-c search_path=pg_catalog
+ * (SCRAM-SHA-256 with the password from mask.catalog_passwords, through auth/scram.h's
+ * client, or trust; cleartext and md5 are refused so no password crosses in clear or as a
+ * replayable hash), runs mask_catalog_query() for the current masking policy
+ * (mask_rules_acquire()), feeds every row to the builder, publishes the catalog and says
+ * goodbye. Each resolution has mask.catalog_timeout for everything, with every message
+ * bounded (MASK_CATCONN_MAX_MESSAGE); a failure is logged and retried with back-off (1 s
+ * doubling to 30 s) until one succeeds or a newer request replaces it.
+ *
+ * Requests coalesce: mask_catconn_refresh() during a resolution makes exactly one more
+ * afterwards (the policy or the catalog may have changed meanwhile). Sessions whose policy
+ * has no catalog yet are refused by the stage (55000), never passed unmasked.
+ *
+ * The password lives in the userlist (cleansed when released) and in the SCRAM client for
+ * the length of one login (scram_client_clear()); it is never logged.
+ */
+#ifndef PGWARDEN_MASK_CATCONN_H
+#define PGWARDEN_MASK_CATCONN_H
+
+#include "base/addr.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MASK_CATCONN_MAX_MESSAGE (1024 * 1024) /* one server message of the resolution */
+
+struct mask_catconn_settings {
+	struct addr upstream;      /* TCP address, when unix_path is NULL */
+	const char *unix_path;     /* PostgreSQL's socket file, or NULL */
+	const char *user;          /* NULL: no catalog connection (masked sessions refused) */
+	const char *database;      /* NULL: the user's name */
+	const char *passwords;     /* userlist file path, or NULL */
+	uint64_t timeout_ms;
+};
+
+/* Start the thread (once). 0 or -errno. */
+int mask_catconn_start(void) __attribute__((warn_unused_result));
+
+/*
+ * Use these settings from the next resolution on, and ask for one. The password file is
+ * loaded here (errors: 0 or -1 with a one-line reason in err, settings unchanged). Main
+ * thread.
+ */
+int mask_catconn_configure(const struct mask_catconn_settings *s, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Ask for a resolution (the policy was reloaded, or a session saw DDL). Any thread; never
+ * blocks on the server. */
+void mask_catconn_refresh(void);
+
+/* Wait up to timeout_ms for the resolutions asked for so far to end (start-up: a daemon
+ * that listens with its catalog read refuses no masked statement for want of it). 0 when
+ * the last one succeeded, -EIO when it failed, -ETIMEDOUT. Main thread only. */
+int mask_catconn_wait(uint64_t timeout_ms);
+
+/* The database the published catalog describes (the configured one), copied into out;
+ * "" when there is no catalog connection. Any thread. */
+void mask_catconn_database(char *out, size_t n);
+
+/* Resolutions that succeeded and failed so far (tests, metrics). */
+void mask_catconn_counts(uint64_t *ok, uint64_t *failed);
+
+/* Stop the thread and release everything. */
+void mask_catconn_stop(void);
+
+#endif

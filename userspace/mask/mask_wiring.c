@@ -1,0 +1,199 @@
+/* mask_wiring: see mask_wiring.h. */
+#include "mask/mask_wiring.h"
+
+#include "audit/audit.h"
+#include "mask/mask_catalog.h"
+#include "mask/mask_catconn.h"
+#include "mask/mask_classify.h"
+#include "mask/mask_key.h"
+#include "mask/mask_rules.h"
+#include "mask/mask_stage.h"
+
+#include "base/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * The masking policy a worker thread's last profile() answer came from, with a reference:
+ * the stage takes its own reference on the profile's policy right after the callback
+ * returns, so this one keeps it alive across a concurrent publish until then. Released at
+ * the thread's next answer.
+ */
+static __thread struct mask_policy *last_answer;
+
+static const struct mask_profile *source_profile(void *arg, const struct stage_ctx *ctx)
+{
+	const struct stage_pipeline *pl = ctx->chain ? ctx->chain->pipeline : NULL;
+	const char *rule = "";
+	struct mask_policy *mp;
+
+	for (unsigned i = 0; pl && i < pl->count && i < ctx->index; i++)
+		if (pl->stages[i] == &policy_stage)
+			rule = policy_stage_rule(ctx->chain, i);
+	if (!rule[0])
+		return NULL;
+	mp = mask_rules_acquire();
+	mask_policy_put(last_answer);
+	last_answer = mp;
+	return mp ? mask_policy_find_profile(mp, rule) : NULL;
+}
+
+static int source_analyse(void *arg, const struct mask_profile *p, const char *sql, size_t len,
+			  unsigned lex_opts, struct mask_stmt_info *out, unsigned cap)
+{
+	return mask_classify(sql, len, lex_opts, out, cap);
+}
+
+static bool source_covers(void *arg, const struct session *s)
+{
+	char db[PROTO_NAMEDATALEN];
+
+	mask_catconn_database(db, sizeof(db));
+	if (!db[0])
+		return true; /* no catalog connection: no catalog, the stage refuses (55000) */
+	return s->database && strcmp(s->database, db) == 0;
+}
+
+/* What a result masks, for the audit trail (audit_note_masked(): one record per result). */
+static void source_masked(void *arg, const struct session *s, uint64_t request,
+			  const struct mask_plan *p, const struct mask_policy *mp)
+{
+	struct audit_masked_column *cols = calloc(p->nmasked, sizeof(*cols));
+	char (*names)[MASK_COLREF_STRLEN] = calloc(p->nmasked, sizeof(*names));
+	char (*strategies)[MASK_STRATEGY_STRLEN + 16] = calloc(p->nmasked, sizeof(*strategies));
+	unsigned n = 0;
+
+	for (unsigned i = 0; cols && names && strategies && i < p->ncols && n < p->nmasked; i++) {
+		const struct mask_plan_col *c = &p->cols[i];
+		char st[MASK_STRATEGY_STRLEN];
+
+		if (c->kind == MASK_COL_CLEAR)
+			continue;
+		if (c->rule_col >= 0 && (unsigned)c->rule_col < mask_policy_ncolumns(mp))
+			mask_colref_format(mask_policy_column(mp, (unsigned)c->rule_col), names[n],
+					   sizeof(names[n]));
+		else
+			snprintf(names[n], sizeof(names[n]), "#%u", i + 1);
+		snprintf(strategies[n], sizeof(strategies[n]), "%s%s",
+			 mask_strategy_format(&c->action.st, st, sizeof(st)),
+			 c->why == MASK_WHY_COLUMN     ? ""
+			 : c->why == MASK_WHY_COMPUTED ? " (computed)"
+			 : c->why == MASK_WHY_DERIVED  ? " (view)"
+						       : " (fallback)");
+		cols[n] = (struct audit_masked_column){.name = names[n],
+						       .table_oid = c->table_oid,
+						       .attnum = c->attnum,
+						       .strategy = strategies[n]};
+		n++;
+	}
+	if (n)
+		audit_note_masked(s, request, cols, n);
+	free(cols);
+	free(names);
+	free(strategies);
+}
+
+static void source_stale(void *arg)
+{
+	mask_catconn_refresh();
+}
+
+static int load_key(const struct config *cfg, struct mask_key **key, char *err, size_t errlen)
+{
+	char why[256];
+
+	*key = NULL;
+	if (!cfg->mask_key_file)
+		return 0;
+	if (mask_key_load(cfg->mask_key_file, key, why, sizeof(why))) {
+		snprintf(err, errlen, "mask.key_file: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
+int mask_wiring_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct mask_key *key;
+
+	if (load_key(cfg, &key, err, errlen))
+		return -1;
+	mask_key_free(key);
+	return 0;
+}
+
+int mask_wiring_apply(const struct config *cfg, char *err, size_t errlen)
+{
+	struct mask_stage_config sc = {
+		.source = {.profile = source_profile,
+			   .analyse = source_analyse,
+			   .covers = source_covers,
+			   .masked = source_masked,
+			   .catalog_stale = source_stale},
+		.row_lookahead = cfg->mask_row_lookahead,
+	};
+	struct mask_catconn_settings cs = {
+		.upstream = cfg->upstream,
+		.unix_path = cfg->has_upstream ? NULL : cfg->unix_upstream,
+		.user = cfg->mask_catalog_user,
+		.database = cfg->mask_catalog_database,
+		.passwords = cfg->mask_catalog_passwords,
+		.timeout_ms = cfg->mask_catalog_timeout_ms,
+	};
+	struct mask_key *key;
+
+	if (cs.user && !cfg->has_upstream && !cs.unix_path) {
+		snprintf(err, errlen, "mask.catalog_user: needs upstream (or unix_upstream) to "
+				      "reach the server");
+		return -1;
+	}
+	if (load_key(cfg, &key, err, errlen))
+		return -1;
+	if (mask_stage_configure(&sc)) {
+		mask_key_free(key);
+		snprintf(err, errlen, "mask.row_lookahead: below the rewriter's minimum");
+		return -1;
+	}
+	if (mask_catconn_configure(&cs, err, errlen)) {
+		mask_key_free(key);
+		return -1;
+	}
+	mask_stage_set_key(key);
+	if (mask_catconn_start()) {
+		snprintf(err, errlen, "mask: cannot start the catalog thread");
+		return -1;
+	}
+	return 0;
+}
+
+int mask_wiring_build(const struct policy *p, struct mask_policy **out, char *err,
+		      size_t errlen)
+{
+	return mask_rules_build(p, out, err, errlen) ? -1 : 0;
+}
+
+void mask_wiring_publish(struct mask_policy *mp)
+{
+	mask_rules_publish(mp);
+	mask_catconn_refresh();
+}
+
+void mask_wiring_wait_ready(const struct config *cfg)
+{
+	int rc = mask_catconn_wait(cfg->mask_catalog_timeout_ms + 1000);
+
+	if (rc == -ETIMEDOUT)
+		log_warn("mask_catalog", "the first catalog resolution is still running; masked "
+					 "sessions are refused (55000) until it ends");
+}
+
+void mask_wiring_stop(void)
+{
+	mask_catconn_stop();
+	mask_stage_set_key(NULL);
+	mask_rules_publish(NULL);
+	mask_catalog_publish(NULL);
+}
