@@ -79,6 +79,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 	-subj /CN=localhost -keyout "$work/relay.key" -out "$work/relay.crt" 2>/dev/null
 chmod 600 "$work/relay.key"
 "$top/$build/pgwardenctl" audit keygen --out "$work/audit.key" >/dev/null
+# Masking reads the catalog (which columns are which) on a connection of its own.
+printf '"%s" "%s"\n' "$user" "$password" >"$work/catalog.pw"
+chmod 600 "$work/catalog.pw"
 mkdir -m 700 "$work/audit"
 cat >"$work/policy.yaml" <<EOF
 rules:
@@ -93,12 +96,15 @@ EOF
 cat "$work/policy.yaml"
 
 listen_port=$(free_port)
-say "Starting pgwardend: listen 127.0.0.1:$listen_port, upstream $upstream"
-"$daemon" --listen "127.0.0.1:$listen_port" --upstream "$upstream" \
+steer_port=$(free_port)
+say "Starting pgwardend: listen 127.0.0.1:$listen_port (and 127.0.0.1:$steer_port for steered clients), upstream $upstream"
+"$daemon" --listen "127.0.0.1:$listen_port" --listen "127.0.0.1:$steer_port" --upstream "$upstream" \
 	--admin-socket "$work/admin.sock" --steer-instance "$instance" \
 	--tls-client-mode prefer --tls-client-cert-file "$work/relay.crt" \
 	--tls-client-key-file "$work/relay.key" --policy "$work/policy.yaml" \
 	--audit-path "$work/audit/audit.jsonl" --audit-signing-key "$work/audit.key" \
+	--mask-catalog-user "$user" --mask-catalog-database "$db" \
+	--mask-catalog-passwords "$work/catalog.pw" \
 	2>"$work/pgwardend.log" &
 relay_pid=$!
 for _ in $(seq 50); do
@@ -115,23 +121,20 @@ PGAPPNAME=pgwarden-demo PGSSLMODE=require psql -h 127.0.0.1 -p "$listen_port" -U
 \set ECHO queries
 SELECT id, name, ssn FROM pgwarden_demo_patients ORDER BY id;
 UPDATE pgwarden_demo_patients SET name = 'Ada King' WHERE id = 1;
-SELECT pg_backend_pid() AS server_pid, inet_client_addr() AS server_sees_client;
 SQL
 
 say "A statement the policy denies never reaches the server"
 PGAPPNAME=pgwarden-demo psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" \
 	-c "SELECT * FROM pgwarden_demo_payroll" || true
-say "A statement the server rejects: its error reaches the client unchanged"
+say "A statement the server rejects: a masked session gets its SQLSTATE, the details withheld"
 psql -h 127.0.0.1 -p "$listen_port" -U "$user" -d "$db" -c "SELECT 1/0" || true
 
 say "pgwarden's session log for these sessions"
 sleep 0.2
 grep -E 'event=session_(start|end)' "$work/pgwardend.log" || true
 
-say "The audit trail: the denied statement's record, then an offline verification"
+say "The audit trail: the denied statement's record"
 grep 'pgwarden_demo_payroll' "$work/audit/audit.jsonl" | tail -n 1 || true
-"$top/$build/pgwardenctl" audit verify --public-key "$work/audit.key.pub" \
-	"$work"/audit/audit*.jsonl* || true
 
 say "Transparent mode: attach to a throwaway cgroup and connect to PostgreSQL's own port"
 cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
@@ -141,11 +144,11 @@ else
 	cgroup=$cg2/pgwarden-demo-$$
 	mkdir "$cgroup"
 	if "$top/$build/pgwardenctl" attach --instance "$instance" --cgroup "$cgroup" \
-		--port "$upstream_port" --relay "127.0.0.1:$listen_port"; then
+		--port "$upstream_port" --relay "127.0.0.1:$steer_port"; then
 		echo "psql in that cgroup dials $upstream_host:$upstream_port, the server itself:"
 		PGAPPNAME=pgwarden-demo-steered sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
 			sh "$cgroup" psql -h "$upstream_host" -p "$upstream_port" -U "$user" -d "$db" \
-			-c "SELECT inet_server_port() AS server_port, current_user"
+			-c "SELECT id, name, ssn FROM pgwarden_demo_patients WHERE id = 2"
 		sleep 0.2
 		echo "pgwarden saw it, with the process the kernel recorded:"
 		grep 'event=session_start' "$work/pgwardend.log" | grep 'route="steered"' || true
@@ -178,4 +181,7 @@ kill -TERM "$relay_pid"
 wait "$relay_pid" || true
 relay_pid=""
 tail -n 2 "$work/pgwardend.log"
+say "The audit trail, verified offline with the public key (signed to its last record at the drain)"
+"$top/$build/pgwardenctl" audit verify --public-key "$work/audit.key.pub" \
+	"$work"/audit/audit*.jsonl*
 say "Demo finished; everything it started has been stopped."
