@@ -1146,6 +1146,161 @@ static void test_statement_table_follows_the_server(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
+/* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
+ * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
+ * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
+static void test_sql_level_prepared_statements(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const struct stmt_entry *e;
+
+	judge_stage.keep_statement_text = true;
+	c = login("alice");
+	m_query(&q, "SELECT 1; PREPARE p AS SELECT 42; PREPARE \"Q\" (int) AS "
+		    "DELETE FROM t WHERE id = $1");
+	client_sends(&q);
+	assert_null(stmt_lookup(&c->track.stmts, "p")); /* not before the server says so */
+	r_complete(&a, "SELECT 1");
+	r_complete(&a, "PREPARE");
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "p");
+	assert_non_null(e);
+	assert_true(e->sql_level);
+	assert_non_null(e->sql);
+	assert_memory_equal(e->sql, "SELECT 42", e->sql_len);
+	assert_int_equal(e->sql_len, 9);
+	assert_null(stmt_lookup(&c->track.stmts, "Q"));
+	q.n = a.n = 0;
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "Q");
+	assert_non_null(e);
+	assert_memory_equal(e->sql, "DELETE FROM t WHERE id = $1", e->sql_len);
+	assert_null(stmt_lookup(&c->track.stmts, "q")); /* the quoted name kept its case */
+
+	/* An error before a PREPARE in the same Query: the server never ran it. */
+	q.n = a.n = 0;
+	m_query(&q, "SELECT 1/0; PREPARE never AS SELECT 1");
+	client_sends(&q);
+	r_error(&a, "ERROR", "22012", "division by zero");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "never"));
+
+	/* A PREPARE the server refused (the name is taken) changes nothing. */
+	q.n = a.n = 0;
+	m_query(&q, "PREPARE p AS SELECT 'other'");
+	client_sends(&q);
+	r_error(&a, "ERROR", "42P05", "prepared statement \"p\" already exists");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_memory_equal(stmt_lookup(&c->track.stmts, "p")->sql, "SELECT 42", 9);
+
+	/* Confirmed inside a transaction that rolls back: it stays (PostgreSQL's prepared
+	 * statements are not transactional). */
+	q.n = a.n = 0;
+	m_query(&q, "BEGIN; PREPARE r AS SELECT 7; ROLLBACK");
+	client_sends(&q);
+	r_complete(&a, "BEGIN");
+	r_complete(&a, "PREPARE");
+	r_complete(&a, "ROLLBACK");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_non_null(stmt_lookup(&c->track.stmts, "r"));
+
+	/* DEALLOCATE name, then a new body under the same name. */
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE p; PREPARE p AS SELECT 'second'");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE");
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "p"));
+	q.n = a.n = 0;
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "p");
+	assert_non_null(e);
+	assert_memory_equal(e->sql, "SELECT 'second'", e->sql_len);
+
+	/* A quoted name is deallocated by its quoted spelling. */
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE \"Q\"");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "Q"));
+	assert_int_equal(stmt_count(&c->track.stmts), 2);
+
+	/* A protocol-level statement shares the namespace; DEALLOCATE ALL drops all. */
+	q.n = a.n = 0;
+	m_parse(&q, "proto", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(stmt_count(&c->track.stmts), 3);
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE PREPARE ALL");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE ALL");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(stmt_count(&c->track.stmts), 0);
+
+	/* PREPARE through the extended protocol (Parse of PREPARE text, then Execute), and
+	 * DISCARD ALL through a Query. */
+	q.n = a.n = 0;
+	m_parse(&q, "", "PREPARE x AS SELECT 5");
+	m_bind(&q, "", "");
+	m_execute(&q, "");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "x");
+	assert_non_null(e);
+	assert_true(e->sql_level);
+	assert_memory_equal(e->sql, "SELECT 5", e->sql_len);
+	q.n = a.n = 0;
+	m_query(&q, "DISCARD ALL");
+	client_sends(&q);
+	r_complete(&a, "DISCARD ALL");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(stmt_count(&c->track.stmts), 0);
+	assert_int_equal(c->state, CONN_READY);
+	judge_stage.keep_statement_text = false;
+}
+
+/* SQL PREPAREs count against the statement limits (3 here): a Query whose PREPAREs would
+ * exceed them is refused whole, in place, with 53400. */
+static void test_sql_prepare_limit(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_query(&q, "PREPARE a AS SELECT 1; PREPARE b AS SELECT 1; PREPARE c AS SELECT 1; "
+		    "PREPARE d AS SELECT 1");
+	client_sends(&q);
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "53400");
+	assert_int_equal(stmt_count(&c->track.stmts), 0);
+	assert_int_equal(c->state, CONN_READY);
+}
+
 /* A Bind and an Execute pipelined behind their Parse run the statement that Parse makes,
  * not the one the server had before; an error skips the rest of the batch, and what the
  * client sends before its Sync is skipped too. */
@@ -1307,6 +1462,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_injected_reply_keeps_protocol_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_until_a_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wake_after_the_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),

@@ -441,11 +441,77 @@ static struct policy_stmt_ctx stmt_ctx(const struct policy_state *st)
 					.search_path_unknown = st->search_path_unknown};
 }
 
+/*
+ * The SQL PREPAREs and DEALLOCATEs of the Query being judged, in order: "PREPARE p AS ...;
+ * EXECUTE p" runs p's body before the server has confirmed anything, so the statement table
+ * does not have it yet. A name deallocated earlier in the Query is gone (body NULL).
+ */
+#define QUERY_PREPARES_MAX 16
+
+struct query_prepares {
+	unsigned n;
+	bool all_gone; /* DEALLOCATE ALL or DISCARD ALL earlier in the Query */
+	struct {
+		char name[SQL_NAME_MAX];
+		const char *body; /* NULL: deallocated */
+		size_t len;
+	} e[QUERY_PREPARES_MAX];
+};
+
+/* DISCARD ALL (the analysis flags it as a role switch that moves search_path). */
+static bool is_discard_all(const struct sql_analysis *a, const char *sql, size_t len)
+{
+	struct sql_lexer lx;
+	struct sql_token t;
+
+	if ((a->flags & (SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH)) !=
+	    (SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH))
+		return false;
+	sql_lex_init(&lx, sql, len, 0);
+	sql_lex_next(&lx, &t);
+	return sql_tok_is(&lx, &t, "discard");
+}
+
+static void query_prepares_note(struct query_prepares *qp, const struct sql_analysis *a,
+				const char *sql, size_t len)
+{
+	if (!qp)
+		return;
+	if (a->prep == SQL_PREP_DEALLOCATE_ALL || is_discard_all(a, sql, len)) {
+		qp->n = 0;
+		qp->all_gone = true;
+		return;
+	}
+	if (a->prep != SQL_PREP_PREPARE && a->prep != SQL_PREP_DEALLOCATE)
+		return;
+	if (qp->n == QUERY_PREPARES_MAX) {
+		/* No room to follow it: what it names becomes unknown, which is denied. */
+		memmove(&qp->e[0], &qp->e[1], sizeof(qp->e[0]) * (QUERY_PREPARES_MAX - 1));
+		qp->n--;
+		qp->all_gone = true;
+	}
+	memcpy(qp->e[qp->n].name, a->prep_name, sizeof(qp->e[qp->n].name));
+	qp->e[qp->n].body = a->prep == SQL_PREP_PREPARE ? sql + a->prep_body_off : NULL;
+	qp->e[qp->n].len = a->prep == SQL_PREP_PREPARE && len > a->prep_body_off
+				   ? len - a->prep_body_off : 0;
+	qp->n++;
+}
+
+static void deny_unknown(struct policy_verdict *v, const char *name)
+{
+	v->allowed = false;
+	snprintf(v->sqlstate, sizeof(v->sqlstate), "42501");
+	snprintf(v->reason, sizeof(v->reason),
+		 "EXECUTE of prepared statement \"%.63s\", whose text pgwarden has not seen", name);
+}
+
 /* Judge one statement's text; v receives the verdict. Remembers search_path changes. */
 static void judge(struct policy_state *st, const struct stmt_table *stmts, const char *sql,
-		  size_t len, struct policy_verdict *v, unsigned depth)
+		  size_t len, struct policy_verdict *v, unsigned depth, struct query_prepares *qp)
 {
 	struct policy_stmt_ctx c = stmt_ctx(st);
+	char name[SQL_NAME_MAX];
+	const struct stmt_entry *e;
 
 	sql_analyze(sql, len, st->lex_opts, &analysis);
 	policy_check_statement(st->rule, &analysis, &c, v);
@@ -453,16 +519,27 @@ static void judge(struct policy_state *st, const struct stmt_table *stmts, const
 		return;
 	if (analysis.flags & SQL_AF_SEARCH_PATH)
 		st->search_path_unknown = true;
-	/* EXECUTE name is the prepared text's statement: judge that too. */
-	if (analysis.prep == SQL_PREP_EXECUTE && depth == 0 && stmts) {
-		char name[SQL_NAME_MAX];
-		const struct stmt_entry *e;
-
-		memcpy(name, analysis.prep_name, sizeof(name));
-		e = stmt_lookup(stmts, name);
-		if (e && e->sql)
-			judge(st, stmts, e->sql, e->sql_len, v, depth + 1);
+	if (depth == 0)
+		query_prepares_note(qp, &analysis, sql, len);
+	/* EXECUTE name runs the prepared text: judge that too, and deny when it is unknown
+	 * (prepared where pgwarden could not follow, or its text not kept). */
+	if (analysis.prep != SQL_PREP_EXECUTE || depth > 0)
+		return;
+	memcpy(name, analysis.prep_name, sizeof(name));
+	for (unsigned i = qp ? qp->n : 0; i-- > 0;) {
+		if (strcmp(qp->e[i].name, name))
+			continue;
+		if (!qp->e[i].body)
+			deny_unknown(v, name);
+		else
+			judge(st, stmts, qp->e[i].body, qp->e[i].len, v, depth + 1, NULL);
+		return;
 	}
+	e = stmts && !(qp && qp->all_gone) ? stmt_lookup(stmts, name) : NULL;
+	if (!e || !e->sql)
+		deny_unknown(v, name);
+	else
+		judge(st, stmts, e->sql, e->sql_len, v, depth + 1, NULL);
 }
 
 static uint32_t word_for(const struct policy_state *st, bool allowed)
@@ -542,6 +619,7 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 	unsigned n = 0;
 	struct policy_verdict v;
 	char reason[sizeof(v.reason) + 32];
+	struct query_prepares qp = {.n = 0};
 
 	proto_cursor_init(&c, m->body, m->body_len);
 	sql = proto_get_cstr(&c);
@@ -560,7 +638,7 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 		if (ctx->session->replication && st->rule->replication &&
 		    replication_command(sql + stmt.off, stmt.len, st->lex_opts))
 			continue;
-		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0);
+		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0, &qp);
 		if (!v.allowed) {
 			/* Any denied statement denies the whole Query: nothing of it runs. */
 			snprintf(reason, sizeof(reason), "statement %u: %s", n, v.reason);
@@ -588,7 +666,7 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 		reject(ctx, st, r, "08P01", "malformed Parse message", NULL, 0);
 		return;
 	}
-	judge(st, ctx->stmts, sql, strlen(sql), &v, 0);
+	judge(st, ctx->stmts, sql, strlen(sql), &v, 0, NULL);
 	if (!v.allowed) {
 		reject(ctx, st, r, v.sqlstate, v.reason, sql, strlen(sql));
 		return;
@@ -610,7 +688,7 @@ static void recheck(struct stage_ctx *ctx, struct policy_state *st, const struct
 	w = e->words[ctx->index];
 	if (w == word_for(st, true))
 		return;
-	judge(st, ctx->stmts, e->sql, e->sql_len, &v, 0);
+	judge(st, ctx->stmts, e->sql, e->sql_len, &v, 0, NULL);
 	if (!v.allowed)
 		reject(ctx, st, r, v.sqlstate, v.reason, e->sql, e->sql_len);
 }

@@ -344,7 +344,8 @@ static enum conn_step conn_frontend_stages(struct conn *c, struct conn_dir *d, s
 	*forward = false;
 	m->body = at + PROTO_HEADER_LEN;
 	stage_run_frontend(&c->chain, m, track_next_request(&c->track),
-			   m->type == PqMsg_Parse ? words : NULL, conn_now(c), &res);
+			   m->type == PqMsg_Parse || m->type == PqMsg_Query ? words : NULL,
+			   conn_now(c), &res);
 	switch (res.verdict) {
 	case STAGE_FORWARD:
 		*forward = true;

@@ -43,6 +43,23 @@ enum track_kind {
 	TRACK_POISON, /* stands in for a rejected message: its answer is replaced */
 };
 
+/* What one statement of a simple Query does to the prepared statements, applied when the
+ * server confirms that statement (its CommandComplete): SQL PREPARE, DEALLOCATE, DISCARD.
+ * PostgreSQL's prepared statements are not transactional: a confirmed PREPARE outlives a
+ * rollback, and one the server never ran (an earlier error) never existed. */
+enum track_sql_op {
+	TRACK_SQL_PREPARE = 1,    /* stmt becomes the statement of its name */
+	TRACK_SQL_DEALLOCATE,     /* name is removed */
+	TRACK_SQL_DEALLOCATE_ALL, /* DEALLOCATE ALL, DISCARD ALL */
+};
+
+struct track_sql_change {
+	uint32_t part;           /* which statement of the Query (0-based) */
+	uint8_t op;              /* enum track_sql_op */
+	char *name;              /* DEALLOCATE */
+	struct stmt_entry *stmt; /* PREPARE: the statement to commit (sql_level) */
+};
+
 struct track_entry {
 	uint8_t kind;          /* enum track_kind */
 	uint8_t target;        /* Describe/Close: 'S' or 'P' */
@@ -52,6 +69,8 @@ struct track_entry {
 	uint64_t started_ns;
 	struct stmt_entry *stmt; /* Parse: the statement to commit; Bind/Execute: what runs */
 	char *name;            /* Bind: portal; Close: the name; NULL otherwise */
+	struct track_sql_change *changes; /* Query: its SQL-level PREPARE/DEALLOCATE/DISCARD */
+	uint32_t nchanges;
 	uint8_t *reply;        /* POISON: the ErrorResponse that replaces the server's answer */
 	uint32_t reply_len;
 };
@@ -123,9 +142,12 @@ bool track_answered(uint8_t type, bool copy_in);
  * A client message is being forwarded. head[0..avail) is the message from its type byte
  * on (all of it when avail covers the length; otherwise its start, from which names are
  * read where they fit). For a Parse: cls is the relay's classification (enum sql_class) and
- * words (STMT_STAGE_WORDS, or NULL) what the stages want kept with the statement.
- * 0, -ENOSPC when a Parse would exceed the statement limits (the caller rejects it instead,
- * before anything is pushed), -ENOMEM.
+ * words (STMT_STAGE_WORDS, or NULL) what the stages want kept with the statement; for a
+ * whole Query of one statement that is an SQL PREPARE, words go with what it prepares.
+ * A whole Query's SQL PREPARE, DEALLOCATE and DISCARD ALL statements are followed: each
+ * changes the statement table when the server confirms it.
+ * 0, -ENOSPC when a Parse or PREPARE would exceed the statement limits (the caller rejects
+ * it instead, before anything is pushed), -ENOMEM.
  */
 int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t cls,
 		   const uint32_t *words, uint64_t now) __attribute__((warn_unused_result));
