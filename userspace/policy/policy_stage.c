@@ -847,6 +847,8 @@ static void policy_release(void *state)
 const struct stage_ops policy_stage = {
 	.name = "policy",
 	.state_size = sizeof(struct policy_state),
+	/* EXECUTE and a Bind after a reload are judged by the prepared text. */
+	.keep_statement_text = true,
 	.frontend_whole = {.bits = {
 		/* Query, Parse, Bind, Execute, FunctionCall: 'Q' 'P' 'B' 'E' 'F' (all >= 64) */
 		0,
