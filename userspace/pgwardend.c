@@ -1444,6 +1444,7 @@ int main(int argc, char **argv)
 	}
 	if (cfg->audit_path && start_audit(cfg, &o, &dg))
 		goto out;
+	r->audit = audit; /* the cancel path records there */
 	if (build_pipeline(&r->pipeline)) {
 		log_error("start", "the stage pipeline is full");
 		goto out;

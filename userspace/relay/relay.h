@@ -13,6 +13,8 @@
 #include "relay/cancel.h"
 #include "stage/stage.h"
 
+struct audit_trail;
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -70,6 +72,7 @@ struct relay {
 	struct admin_server *admin;      /* atomic: set once the admin socket is up; events go here */
 	struct metrics_registry *metrics; /* families registered before workers start */
 	struct metrics_std mstd;
+	struct audit_trail *audit; /* the audit trail (cancels are recorded there), or NULL */
 };
 
 /* Zero-initialise, then call this before anything else. */
