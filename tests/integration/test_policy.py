@@ -25,7 +25,7 @@ import pytest
 
 import harness
 import wire
-from test_admin import run_ctl, tool, wait_admin_socket
+from test_admin import ctl_sessions, run_ctl, tool, wait_admin_socket
 
 ALLOW_ALL = """\
 rules:
@@ -329,6 +329,20 @@ def test_sql_prepare_hostile_name_games(policy_relay, pg):
         assert error_code(first) == "42501"
         assert error_code(c.recv_until("Z")) in ("42501", "26000")
         assert c.query_values("SELECT 8") == [["8"]]
+
+
+def test_session_listing_shows_rule_and_denials(policy_relay, ctl):
+    """`pgwardenctl sessions` (and pgwarden-top's detail pane) show the rule a session runs
+    under and how many of its statements were denied."""
+    sock = wait_admin_socket(policy_relay)
+    with connect(policy_relay, "app") as a, connect(policy_relay, "reader") as b:
+        for _ in range(2):
+            with pytest.raises(psycopg.Error):
+                a.execute("SELECT * FROM public.secret")
+        b.execute("SELECT 1")
+        rows = {s["application_name"]: s for s in ctl_sessions(ctl, sock)}
+        assert rows["app"]["rule"] == "app" and rows["app"]["denied"] == 2, rows["app"]
+        assert rows["reader"]["rule"] == "reader" and rows["reader"]["denied"] == 0
 
 
 @pytest.mark.parametrize("sql", [

@@ -153,6 +153,7 @@ struct admin_session_view {
 	const char *tls_cipher;
 	const char *tls_client_subject;
 	const char *auth_method;    /* "scram-sha-256", "cert", "trust"... */
+	const char *rule;           /* the policy rule that admitted the session; NULL: none */
 };
 
 /*

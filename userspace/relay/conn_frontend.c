@@ -356,6 +356,7 @@ static enum conn_step conn_frontend_stages(struct conn *c, struct conn_dir *d, s
 	stage_run_frontend(&c->chain, m, track_next_request(&c->track),
 			   m->type == PqMsg_Parse || m->type == PqMsg_Query ? words : NULL,
 			   conn_now(c), &res);
+	conn_publish_rule(c); /* a reload may have moved the session to another rule */
 	switch (res.verdict) {
 	case STAGE_FORWARD:
 		*forward = true;
