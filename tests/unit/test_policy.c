@@ -811,6 +811,9 @@ static void test_stage_prepare_in_one_query(void **state)
 {
 	static const char rules[] = "version: 1\nrules:\n  - name: multi\n    match:\n"
 				    "      user: multi\n    allow: [read, prepare, session]\n";
+	static const char strict[] = "version: 1\nrules:\n  - name: multi\n    match:\n"
+				     "      user: multi\n    allow: [read, prepare]\n"
+				     "    relations: { deny: [t] }\n";
 	char err[POLICY_ERR_MAX];
 	struct policy *p = policy_load_buffer("multi", rules, sizeof(rules) - 1, err, sizeof(err));
 	struct stmt_entry *e;
@@ -839,6 +842,24 @@ static void test_stage_prepare_in_one_query(void **state)
 	assert_int_equal(run(&f, PqMsg_Query, "DEALLOCATE ALL; EXECUTE q", NULL, NULL, 3),
 			 STAGE_REJECT);
 	assert_int_equal(run(&f, PqMsg_Query, "EXECUTE q", NULL, NULL, 3), STAGE_FORWARD);
+	/* the verdict of a text that EXECUTEs is never reused: the statement table decides */
+	stmt_remove(&f.stmts, "q");
+	e = stmt_new("q", "DELETE FROM t", 13, 0, true);
+	assert_non_null(e);
+	stmt_commit(&f.stmts, e);
+	assert_int_equal(run(&f, PqMsg_Query, "EXECUTE q", NULL, NULL, 3), STAGE_REJECT);
+	/* the same Parse text again is allowed without a new analysis... */
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t", NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t", NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t", NULL, NULL, 3), STAGE_FORWARD);
+	/* ...until the policy changes: the same text under a stricter rule is denied */
+	p = policy_load_buffer("strict", strict, sizeof(strict) - 1, err, sizeof(err));
+	assert_non_null(p);
+	policy_publish(p);
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t", NULL, 3), STAGE_REJECT);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t", NULL, NULL, 3), STAGE_REJECT);
+	/* and a text that differs in one byte is judged on its own */
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t ", NULL, 3), STAGE_REJECT);
 	fake_end(&f);
 }
 

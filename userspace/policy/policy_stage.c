@@ -36,6 +36,27 @@
 #define WORD_ALLOWED 0x80000000u
 #define WORD_GEN_MASK 0x7fffffffu
 
+/*
+ * The last text of one kind (Query, Parse) this session was allowed to run, and under what:
+ * the same text again under the same snapshot, rule, search_path knowledge and lexer
+ * options gets the same verdict, so it is not analysed again (drivers re-send an unnamed
+ * Parse of the same text for every execution). Compared byte for byte, never by hash
+ * alone. Texts that EXECUTE a prepared statement are never remembered: their verdict
+ * depends on the statement table.
+ */
+#define JUDGED_TEXT_MAX 2048
+
+struct judged {
+	char *text;   /* NULL: empty; JUDGED_TEXT_MAX bytes once allocated */
+	uint32_t len;
+	uint32_t generation;
+	const struct policy_rule *rule;
+	bool search_path_unknown;       /* before it was judged */
+	bool search_path_unknown_after; /* after: the text may set search_path */
+	unsigned lex_opts;
+	unsigned statements; /* a Query's, for the rate limit */
+};
+
 struct policy_state {
 	struct policy *snap;
 	const struct policy_rule *rule;
@@ -50,6 +71,8 @@ struct policy_state {
 	char *exe, *cgroup; /* resolved once at start when some rule needs them */
 	struct policy_limit_entry *rate;
 	struct policy_limit_entry *sessions[3];
+	struct judged judged[2]; /* [0] Query, [1] Parse */
+	bool judged_execute;     /* judge() met an EXECUTE since this was cleared */
 };
 
 /* The analysis buffer: 30 KiB, one per worker thread (callbacks never nest). */
@@ -505,6 +528,38 @@ static void deny_unknown(struct policy_verdict *v, const char *name)
 		 "EXECUTE of prepared statement \"%.63s\", whose text pgwarden has not seen", name);
 }
 
+static bool judged_hit(struct policy_state *st, const struct judged *j, const char *sql,
+		       size_t len)
+{
+	if (!j->text || j->len != len || j->generation != (uint32_t)st->snap->generation ||
+	    j->rule != st->rule || j->search_path_unknown != st->search_path_unknown ||
+	    j->lex_opts != st->lex_opts || memcmp(j->text, sql, len) != 0)
+		return false;
+	st->search_path_unknown = j->search_path_unknown_after;
+	return true;
+}
+
+/* Remember an allowed text, as judged with search_path knowledge sp_before. */
+static void judged_keep(struct policy_state *st, struct judged *j, const char *sql, size_t len,
+			bool sp_before, unsigned statements)
+{
+	if (st->judged_execute || len > JUDGED_TEXT_MAX) {
+		j->len = 0;
+		j->rule = NULL; /* nothing matches */
+		return;
+	}
+	if (!j->text && !(j->text = malloc(JUDGED_TEXT_MAX)))
+		return;
+	memcpy(j->text, sql, len);
+	j->len = (uint32_t)len;
+	j->generation = (uint32_t)st->snap->generation;
+	j->rule = st->rule;
+	j->search_path_unknown = sp_before;
+	j->search_path_unknown_after = st->search_path_unknown;
+	j->lex_opts = st->lex_opts;
+	j->statements = statements;
+}
+
 /* Judge one statement's text; v receives the verdict. Remembers search_path changes. */
 static void judge(struct policy_state *st, const struct stmt_table *stmts, const char *sql,
 		  size_t len, struct policy_verdict *v, unsigned depth, struct query_prepares *qp)
@@ -525,6 +580,7 @@ static void judge(struct policy_state *st, const struct stmt_table *stmts, const
 	 * (prepared where pgwarden could not follow, or its text not kept). */
 	if (analysis.prep != SQL_PREP_EXECUTE || depth > 0)
 		return;
+	st->judged_execute = true;
 	memcpy(name, analysis.prep_name, sizeof(name));
 	for (unsigned i = qp ? qp->n : 0; i-- > 0;) {
 		if (strcmp(qp->e[i].name, name))
@@ -620,6 +676,7 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 	struct policy_verdict v;
 	char reason[sizeof(v.reason) + 32];
 	struct query_prepares qp = {.n = 0};
+	bool sp_before;
 
 	proto_cursor_init(&c, m->body, m->body_len);
 	sql = proto_get_cstr(&c);
@@ -628,6 +685,12 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 		return;
 	}
 	len = strlen(sql);
+	if (judged_hit(st, &st->judged[0], sql, len)) {
+		n = st->judged[0].statements;
+		goto allowed;
+	}
+	sp_before = st->search_path_unknown;
+	st->judged_execute = false;
 	sql_split_init(&sp, sql, len, st->lex_opts);
 	while (sql_split_next(&sp, &stmt)) {
 		n++;
@@ -646,6 +709,8 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 			return;
 		}
 	}
+	judged_keep(st, &st->judged[0], sql, len, sp_before, n);
+allowed:
 	/* A Query that is one SQL PREPARE: remember that we allowed it. */
 	if (n == 1 && ctx->stmt_word)
 		*ctx->stmt_word = word_for(st, true);
@@ -658,6 +723,8 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 	struct proto_cursor c;
 	const char *sql;
 	struct policy_verdict v;
+	bool sp_before;
+	size_t len;
 
 	proto_cursor_init(&c, m->body, m->body_len);
 	(void)proto_get_cstr(&c); /* the statement's name */
@@ -666,10 +733,16 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 		reject(ctx, st, r, "08P01", "malformed Parse message", NULL, 0);
 		return;
 	}
-	judge(st, ctx->stmts, sql, strlen(sql), &v, 0, NULL);
-	if (!v.allowed) {
-		reject(ctx, st, r, v.sqlstate, v.reason, sql, strlen(sql));
-		return;
+	len = strlen(sql);
+	if (!judged_hit(st, &st->judged[1], sql, len)) {
+		sp_before = st->search_path_unknown;
+		st->judged_execute = false;
+		judge(st, ctx->stmts, sql, len, &v, 0, NULL);
+		if (!v.allowed) {
+			reject(ctx, st, r, v.sqlstate, v.reason, sql, len);
+			return;
+		}
+		judged_keep(st, &st->judged[1], sql, len, sp_before, 1);
 	}
 	if (ctx->stmt_word)
 		*ctx->stmt_word = word_for(st, true);
@@ -839,6 +912,10 @@ static void policy_release(void *state)
 	memset(st->sessions, 0, sizeof(st->sessions));
 	free(st->exe);
 	free(st->cgroup);
+	for (int i = 0; i < 2; i++) {
+		free(st->judged[i].text);
+		st->judged[i].text = NULL;
+	}
 	policy_unref(st->snap);
 	st->exe = st->cgroup = NULL;
 	st->snap = NULL;
