@@ -382,6 +382,7 @@ struct daemon {
 	char *steer_instance;         /* the running configuration's, for status and metrics */
 	struct steer_registrar *registrar; /* the relay-port guard's listeners (steer.h) */
 	unsigned registrar_listeners;
+	uint32_t steer_attach_seen;   /* the attach the registrar last found (audit: steer) */
 	bool retiring;                /* handed over to a successor: draining for good */
 	pid_t successor;
 	/* main_request: the admin thread fills it, wakes reqfd, and waits on done. */
@@ -1030,6 +1031,30 @@ static int start_registrar(struct daemon *d, const struct config *cfg)
 	return 0;
 }
 
+/*
+ * Steering attached, detached or replaced since the registrar last looked (it looks every
+ * second, on the main thread): recorded in the audit trail. The attach is another
+ * process's (pgwardenctl attach, systemd's ExecStartPost), so this is where the daemon
+ * sees it; an attach and detach both inside one look leave no trace.
+ */
+static void audit_steer_change(struct daemon *d)
+{
+	uint32_t id = steer_registrar_attach_id(d->registrar);
+	char detail[64];
+
+	if (id == d->steer_attach_seen)
+		return;
+	if (d->steer_attach_seen) {
+		snprintf(detail, sizeof(detail), "relay socket map %u gone", d->steer_attach_seen);
+		audit_event_steer(audit, "detach", d->steer_instance, detail);
+	}
+	if (id) {
+		snprintf(detail, sizeof(detail), "relay socket map %u", id);
+		audit_event_steer(audit, "attach", d->steer_instance, detail);
+	}
+	d->steer_attach_seen = id;
+}
+
 static void log_started(const struct config *cfg, unsigned nworkers)
 {
 	struct log_line l;
@@ -1208,9 +1233,11 @@ static int main_loop(struct daemon *d, int sigfd)
 		if (d->registrar && !draining) {
 			uint64_t now = clock_mono_ns();
 
-			if (now >= register_at)
+			if (now >= register_at) {
 				register_at = now + (uint64_t)steer_registrar_tick(d->registrar) *
 							    NSEC_PER_MSEC;
+				audit_steer_change(d);
+			}
 			register_timeout = (int)((register_at - now + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC);
 		} else {
 			register_timeout = -1;

@@ -170,6 +170,7 @@ rules:
       idle_timeout: 1s
       idle_in_transaction_timeout: 1s
       max_lifetime: 4s
+      login_timeout: 1s
   - name: cgroup-a
     match: {{ user: pgw, application_name: cg, cgroup: {cgroup} }}
     allow: [read]
@@ -499,6 +500,31 @@ def test_timeouts(policy_relay, pg, scenario, code):
         assert errors and errors[-1]["S"] == "FATAL" and errors[-1]["C"] == code, errors
         if scenario != "lifetime":
             assert 0.9 <= time.monotonic() - t0 < 5
+
+
+def test_login_timeout(policy_relay, pg):
+    """Rule "limited" gives a login 1 s: a client that stops answering the server's
+    authentication request is ended then (FATAL 08P01), long before the relay's own
+    startup timeout; a client under another rule is not."""
+    def stall(app):
+        with wire.Conn(policy_relay.host, policy_relay.port) as c:
+            c.send(wire.startup_message({"user": pg.user, "database": pg.dbname,
+                                         "application_name": app}))
+            assert c.recv_message().type == "R"  # the server's SASL request: never answered
+            t0 = time.monotonic()
+            try:
+                msgs, _ = c.read_to_close(timeout=4)
+            except OSError:  # socket.timeout: still open
+                return None, time.monotonic() - t0
+            return msgs, time.monotonic() - t0
+
+    msgs, took = stall("limited")
+    errors = [m.error_fields() for m in msgs if m.type == "E"]
+    assert errors and errors[-1]["S"] == "FATAL" and errors[-1]["C"] == "08P01", errors
+    assert "timeout during authentication" in errors[-1]["M"]
+    assert 0.5 <= took < 3, took
+    msgs, took = stall("app")  # no login_timeout: still waiting after 4 s
+    assert msgs is None and took >= 3.9
 
 
 def test_unsafe_client_encoding_refused(policy_relay):

@@ -280,6 +280,8 @@ static void judge_start(struct stage_ctx *ctx, struct stage_result *r)
 		assert_int_equal(stage_want(ctx, PROTO_BACKEND, 'D', STAGE_STREAM), 0);
 	if (u && strcmp(u, "idler") == 0)
 		ctx->limits->idle_ms = 1000;
+	if (u && strcmp(u, "slowlogin") == 0)
+		ctx->limits->login_ms = 2000;
 	if (u && strcmp(u, "refused") == 0)
 		stage_result_set(r, STAGE_CLOSE, "28000", "no-rule",
 				 "pgwarden: no rule admits user \"refused\"");
@@ -756,6 +758,29 @@ static void test_startup_timeout(void **state)
 	n = fake_take(&F.client, &p);
 	assert_string_equal(first_error_code(p, n), "08P01");
 	assert_null(the_conn()); /* closed, and freed at the tick */
+}
+
+/* A stage's login limit (a policy rule's login_timeout) tightens the startup timeout: a
+ * client that stops answering the server's authentication request is ended at it. */
+static void test_login_limit_from_a_stage(void **state)
+{
+	struct conn *c = connect_client("slowlogin");
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	assert_int_equal(c->limits.login_ms, 2000);
+	conn_server_events(c, EPOLLOUT);
+	r_auth(&m, AUTH_REQ_PASSWORD);
+	server_sends(&m);
+	assert_int_equal(c->state, CONN_AUTH_ANSWER);
+	fake_take(&F.client, &p);
+	tick(NS_PER_S);
+	assert_non_null(the_conn());
+	tick(NS_PER_S + NS_PER_S / 2);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_null(the_conn());
 }
 
 static void test_connect_timeout(void **state)
@@ -1455,6 +1480,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_limit_from_a_stage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_limit_from_a_stage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_linger_when_the_client_stops_reading, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_simple_query, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_in_transaction, setup, teardown),

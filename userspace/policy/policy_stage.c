@@ -296,6 +296,7 @@ static void apply_limits(const struct policy_rule *r, struct stage_limits *l)
 {
 	if (!l || !r)
 		return;
+	tighten(&l->login_ms, r->limits.login_timeout_ms);
 	tighten(&l->idle_ms, r->limits.idle_ms);
 	tighten(&l->idle_in_transaction_ms, r->limits.idle_in_transaction_ms);
 	tighten(&l->lifetime_ms, r->limits.lifetime_ms);

@@ -402,6 +402,10 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		conn_fail(c, res.sqlstate, res.message, "refused at session start");
 		return -EPERM;
 	}
+	/* A stage's login limit (a policy rule's login_timeout) tightens the startup timeout. */
+	if (c->limits.login_ms &&
+	    conn_now(c) + c->limits.login_ms * NSEC_PER_MSEC < c->login_deadline)
+		c->login_deadline = conn_now(c) + c->limits.login_ms * NSEC_PER_MSEC;
 	err = conn_upstream_start(c, &s->upstream, s->upstream_unix);
 	if (err) {
 		char text[300], where[SESSION_UPSTREAM_STRLEN];
