@@ -1305,6 +1305,33 @@ static void test_sql_level_prepared_statements(void **state)
 	judge_stage.keep_statement_text = false;
 }
 
+/* With standard_conforming_strings off, a backslash escapes a quote: the PREPARE's body
+ * is read as the server reads it, not cut at a ';' inside a string. */
+static void test_sql_prepare_read_as_the_server_reads_it(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const struct stmt_entry *e;
+	static const char body[] = "SELECT 'a\\'; PREPARE q AS SELECT 1; '";
+
+	judge_stage.keep_statement_text = true;
+	c = login("alice");
+	r_param(&a, "standard_conforming_strings", "off");
+	server_sends(&a);
+	a.n = 0;
+	m_query(&q, "PREPARE p AS SELECT 'a\\'; PREPARE q AS SELECT 1; '");
+	client_sends(&q);
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "p");
+	assert_non_null(e);
+	assert_int_equal(e->sql_len, sizeof(body) - 1);
+	assert_memory_equal(e->sql, body, e->sql_len);
+	assert_null(stmt_lookup(&c->track.stmts, "q"));
+	judge_stage.keep_statement_text = false;
+}
+
 /* SQL PREPAREs count against the statement limits (3 here): a Query whose PREPAREs would
  * exceed them is refused whole, in place, with 53400. */
 static void test_sql_prepare_limit(void **state)
@@ -1490,6 +1517,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_prepare_read_as_the_server_reads_it, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_pause_until_a_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wake_after_the_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),

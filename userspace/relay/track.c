@@ -208,15 +208,25 @@ static void track_skip(struct track *t, enum track_kind kind, uint64_t now)
  * Does this statement begin with PREPARE, DEALLOCATE or DISCARD? The cheap test that spares
  * every other statement the analysis.
  */
-static bool track_sql_may_change(const char *sql, size_t len)
+static bool track_sql_may_change(const char *sql, size_t len, unsigned opts)
 {
 	struct sql_lexer lx;
 	struct sql_token tok;
 
-	sql_lex_init(&lx, sql, len, 0);
+	sql_lex_init(&lx, sql, len, opts);
 	sql_lex_next(&lx, &tok);
 	return sql_tok_is(&lx, &tok, "prepare") || sql_tok_is(&lx, &tok, "deallocate") ||
 	       sql_tok_is(&lx, &tok, "discard");
+}
+
+/* SQL text is split as the server splits it: with standard_conforming_strings off, a
+ * backslash escapes a quote in '' strings. */
+static unsigned track_lex_opts(const struct track *t)
+{
+	const char *scs = t->session ? session_server_param(t->session,
+							    "standard_conforming_strings") : NULL;
+
+	return scs && strcmp(scs, "on") ? SQL_LEX_BACKSLASH_QUOTES : 0;
 }
 
 /*
@@ -228,12 +238,14 @@ static int track_sql_change_of(const struct track *t, const char *sql, size_t le
 			       size_t text_end, struct sql_analysis **a,
 			       struct track_sql_change *c)
 {
+	unsigned opts = track_lex_opts(t);
+
 	memset(c, 0, sizeof(*c));
-	if (!track_sql_may_change(sql, len))
+	if (!track_sql_may_change(sql, len, opts))
 		return 0;
 	if (!*a && !(*a = malloc(sizeof(**a))))
 		return -ENOMEM;
-	sql_analyze(sql, len, 0, *a);
+	sql_analyze(sql, len, opts, *a);
 	switch ((*a)->prep) {
 	case SQL_PREP_PREPARE: {
 		const char *body = sql + (*a)->prep_body_off;
@@ -244,7 +256,7 @@ static int track_sql_change_of(const struct track *t, const char *sql, size_t le
 				   0, true);
 		if (!c->stmt)
 			return -ENOMEM;
-		c->stmt->cls = (uint8_t)sql_classify(body, body_len, 0, NULL);
+		c->stmt->cls = (uint8_t)sql_classify(body, body_len, opts, NULL);
 		return 1;
 	}
 	case SQL_PREP_DEALLOCATE:
@@ -278,7 +290,7 @@ static int track_query_changes(struct track *t, struct track_entry *e, const cha
 	if (!strcasestr(sql, "prepare") && !strcasestr(sql, "dealloc") &&
 	    !strcasestr(sql, "discard"))
 		return 0;
-	sql_split_init(&sp, sql, len, 0);
+	sql_split_init(&sp, sql, len, track_lex_opts(t));
 	for (; sql_split_next(&sp, &st); part++) {
 		struct track_sql_change c;
 

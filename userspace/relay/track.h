@@ -26,6 +26,7 @@
 #define PGWARDEN_TRACK_H
 
 #include "proto/proto.h"
+#include "session/session.h"
 #include "session/stmt.h"
 
 #include <stdbool.h>
@@ -106,6 +107,9 @@ struct track {
 	struct stmt_table stmts;
 	bool keep_text;      /* statement texts are kept (a stage wants them) */
 	const char *session_id_hex; /* names the poison statement (owned by the session) */
+	/* The session, for the server's standard_conforming_strings when SQL text is read as
+	 * the server reads it (NULL: on). Set by the connection after track_init(). */
+	const struct session *session;
 	uint8_t *last_reply;  /* what the last TRACK_REPLACE handed out; freed at the next call */
 	track_done_fn done;
 	void *done_arg;
