@@ -1353,6 +1353,45 @@ static void test_sql_prepare_limit(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
+/* An Execute of an unnamed statement whose text is an SQL PREPARE creates a statement too:
+ * over the limit (3 here, with the unnamed one counted) it is refused in place, 53400. */
+static void test_sql_prepare_by_execute_limit(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	judge_stage.keep_statement_text = true;
+	c = login("alice");
+	m_parse(&q, "a", "SELECT 10");
+	m_parse(&q, "b", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	fake_take(&F.client, &p);
+	q.n = a.n = 0;
+	m_parse(&q, "", "PREPARE x AS SELECT 5");
+	m_bind(&q, "", "");
+	m_execute(&q, "");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist"); /* the poison's */
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "53400");
+	assert_null(stmt_lookup(&c->track.stmts, "x"));
+	assert_int_equal(stmt_count(&c->track.stmts), 3);
+	assert_int_equal(c->state, CONN_READY);
+	judge_stage.keep_statement_text = false;
+}
+
 /* A Bind and an Execute pipelined behind their Parse run the statement that Parse makes,
  * not the one the server had before; an error skips the rest of the batch, and what the
  * client sends before its Sync is skipped too. */
@@ -1517,6 +1556,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_prepare_by_execute_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_read_as_the_server_reads_it, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pause_until_a_deadline, setup, teardown),

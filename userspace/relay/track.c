@@ -205,6 +205,40 @@ static void track_skip(struct track *t, enum track_kind kind, uint64_t now)
 }
 
 /*
+ * Would one more statement of this name and text length fit the limits, counting what the
+ * requests still on their way may create (pipelined Parses, a Query's PREPAREs, Executes of
+ * an SQL PREPARE) and extra_count/extra_bytes more? Conservative: a pending statement that
+ * will replace another, or whose request will fail, still counts until it is answered.
+ */
+static bool track_fits(const struct track *t, const char *name, uint32_t sql_len,
+		       uint32_t extra_count, size_t extra_bytes)
+{
+	const struct stmt_table *st = &t->stmts;
+	uint64_t count = st->count + extra_count;
+	size_t bytes = st->bytes + extra_bytes;
+
+	for (uint32_t i = 0; i < t->count; i++) {
+		const struct track_entry *e = track_at(t, i);
+
+		if (e->kind == TRACK_PARSE && e->stmt && !stmt_lookup(st, e->stmt->name)) {
+			count++;
+			bytes += strlen(e->stmt->name) + e->stmt->sql_len;
+		} else if (e->kind == TRACK_EXECUTE && e->preparing && e->stmt) {
+			count++;
+			bytes += e->stmt->sql_len;
+		}
+		for (uint32_t j = 0; j < e->nchanges; j++)
+			if (e->changes[j].stmt) {
+				count++;
+				bytes += strlen(e->changes[j].stmt->name) + e->changes[j].stmt->sql_len;
+			}
+	}
+	if (st->max_count && !stmt_lookup(st, name) && count >= st->max_count)
+		return false;
+	return !st->max_bytes || bytes + strlen(name) + sql_len <= st->max_bytes;
+}
+
+/*
  * Does this statement begin with PREPARE, DEALLOCATE or DISCARD? The cheap test that spares
  * every other statement the analysis.
  */
@@ -304,18 +338,16 @@ static int track_query_changes(struct track *t, struct track_entry *e, const cha
 		c.part = part;
 		if (c.op == TRACK_SQL_PREPARE) {
 			/* Counted against what the Query's earlier PREPAREs add too. */
-			added++;
-			if (!stmt_fits(&t->stmts, c.stmt->name,
-				       (uint32_t)(c.stmt->sql_len + added_bytes)) ||
-			    (t->stmts.max_count && t->stmts.count + added > t->stmts.max_count &&
-			     !stmt_lookup(&t->stmts, c.stmt->name))) {
+			if (!track_fits(t, c.stmt->name, c.stmt->sql_len, added, added_bytes)) {
 				stmt_put(c.stmt);
 				r = -ENOSPC;
 				break;
 			}
 		}
-		if (c.stmt)
+		if (c.stmt) {
+			added++;
 			added_bytes += strlen(c.stmt->name) + c.stmt->sql_len;
+		}
 		if (e->nchanges == cap) {
 			struct track_sql_change *n;
 
@@ -389,7 +421,7 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		b = a ? track_cstr(&p, end) : NULL;
 		if (a && b && end - p >= 2)
 			nparams = (uint16_t)(p[0] << 8 | p[1]);
-		if (a && !stmt_fits(&t->stmts, a, b ? (uint32_t)strlen(b) : 0))
+		if (a && !track_fits(t, a, b ? (uint32_t)strlen(b) : 0, 0, 0))
 			return -ENOSPC;
 		/* A Parse too large to hold whole still makes a statement; its text is then
 		 * unknown to pgwarden, which stages treat as "cannot tell". */
@@ -435,15 +467,42 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end)) && !(e->name = track_name_dup(a)))
 			return -ENOMEM;
 		break;
-	case PqMsg_Execute:
+	case PqMsg_Execute: {
+		struct stmt_entry *s = NULL;
+		bool preparing = false;
+
 		a = track_cstr(&p, end);
+		if (a)
+			s = track_portal_named(t, a);
+		/* An Execute that runs an SQL PREPARE creates a statement: within the limits. */
+		if (s && s->sql) {
+			struct sql_analysis *an = NULL;
+			struct track_sql_change c;
+			int r = track_sql_change_of(t, s->sql, s->sql_len, s->sql_len, &an, &c);
+
+			free(an);
+			free(c.name);
+			if (r < 0)
+				return r;
+			if (r == 1 && c.op == TRACK_SQL_PREPARE) {
+				bool fits = track_fits(t, c.stmt->name, c.stmt->sql_len, 0, 0);
+
+				stmt_put(c.stmt);
+				if (!fits)
+					return -ENOSPC;
+				preparing = true;
+			} else {
+				stmt_put(c.stmt);
+			}
+		}
 		e = track_push(t, TRACK_EXECUTE, request, now);
-		if (e && a) {
-			e->stmt = track_portal_named(t, a);
-			if (e->stmt)
-				e->stmt->refs++;
+		if (e && s) {
+			e->stmt = s;
+			e->stmt->refs++;
+			e->preparing = preparing;
 		}
 		break;
+	}
 	default:
 		return 0;
 	}

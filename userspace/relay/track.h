@@ -65,6 +65,7 @@ struct track_entry {
 	uint8_t kind;          /* enum track_kind */
 	uint8_t target;        /* Describe/Close: 'S' or 'P' */
 	bool errored;          /* Query/Function/Sync: an error was reported, 'Z' still owed */
+	bool preparing;        /* Execute: runs an SQL PREPARE (counts against the limits) */
 	uint32_t parts;        /* Query: statements completed so far */
 	uint64_t request;
 	uint64_t started_ns;
@@ -150,8 +151,9 @@ bool track_answered(uint8_t type, bool copy_in);
  * whole Query of one statement that is an SQL PREPARE, words go with what it prepares.
  * A whole Query's SQL PREPARE, DEALLOCATE and DISCARD ALL statements are followed: each
  * changes the statement table when the server confirms it.
- * 0, -ENOSPC when a Parse or PREPARE would exceed the statement limits (the caller rejects
- * it instead, before anything is pushed), -ENOMEM.
+ * 0, -ENOSPC when a Parse, a Query's PREPAREs or an Execute of an SQL PREPARE would exceed
+ * the statement limits, counting what requests still on their way may create (the caller
+ * rejects it instead, before anything is pushed), -ENOMEM.
  */
 int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t cls,
 		   const uint32_t *words, uint64_t now) __attribute__((warn_unused_result));
