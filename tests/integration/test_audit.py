@@ -572,6 +572,13 @@ def test_policy_denial_is_audited_with_its_rule(relay_factory, trail, pg, tmp_pa
     texts = [r["text"] for r in recs if r["event"] == "statement"]
     assert not any("audit_secret" in t for t in texts), texts
     assert "SELECT $1" in texts
+    # request numbering: statements are numbered in order and each one completes
+    stmts = [r for r in recs if r["event"] == "statement"]
+    done = {r["request"] for r in recs if r["event"] == "statement_done"}
+    reqs = [r["request"] for r in stmts]
+    assert reqs == sorted(set(reqs)) and set(reqs) <= done, (reqs, done)
+    # the decision shows what was refused, normalised
+    assert "audit_secret" in d["text"] and "4242" not in d["text"]
 
 
 def test_cancel_is_audited(relay_factory, trail, pg):
