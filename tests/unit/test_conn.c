@@ -1277,6 +1277,25 @@ static void test_sql_level_prepared_statements(void **state)
 	server_sends(&a);
 	assert_int_equal(stmt_count(&c->track.stmts), 0);
 
+	/* Empty statements answer nothing, in the server and in the count of parts. */
+	q.n = a.n = 0;
+	m_query(&q, "PREPARE e1 AS SELECT 3;; ;PREPARE e2 AS SELECT 4");
+	client_sends(&q);
+	r_complete(&a, "PREPARE");
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_memory_equal(stmt_lookup(&c->track.stmts, "e2")->sql, "SELECT 4", 8);
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE e1; DEALLOCATE e2");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE");
+	r_complete(&a, "DEALLOCATE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "e1"));
+	assert_null(stmt_lookup(&c->track.stmts, "e2"));
+
 	/* PREPARE through the extended protocol (Parse of PREPARE text, then Execute), and
 	 * DISCARD ALL through a Query. */
 	q.n = a.n = 0;
