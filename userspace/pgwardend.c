@@ -398,6 +398,7 @@ struct daemon {
 	char *steer_instance;         /* the running configuration's, for status and metrics */
 	struct steer_registrar *registrar; /* the relay-port guard's listeners (steer.h) */
 	unsigned registrar_listeners;
+	uint32_t steer_attach_seen;   /* the attach the registrar last found (audit: steer) */
 	bool retiring;                /* handed over to a successor: draining for good */
 	pid_t successor;
 	/* main_request: the admin thread fills it, wakes reqfd, and waits on done. */
@@ -1063,6 +1064,30 @@ static int start_registrar(struct daemon *d, const struct config *cfg)
 	return 0;
 }
 
+/*
+ * Steering attached, detached or replaced since the registrar last looked (it looks every
+ * second, on the main thread): recorded in the audit trail. The attach is another
+ * process's (pgwardenctl attach, systemd's ExecStartPost), so this is where the daemon
+ * sees it; an attach and detach both inside one look leave no trace.
+ */
+static void audit_steer_change(struct daemon *d)
+{
+	uint32_t id = steer_registrar_attach_id(d->registrar);
+	char detail[64];
+
+	if (id == d->steer_attach_seen)
+		return;
+	if (d->steer_attach_seen) {
+		snprintf(detail, sizeof(detail), "relay socket map %u gone", d->steer_attach_seen);
+		audit_event_steer(audit, "detach", d->steer_instance, detail);
+	}
+	if (id) {
+		snprintf(detail, sizeof(detail), "relay socket map %u", id);
+		audit_event_steer(audit, "attach", d->steer_instance, detail);
+	}
+	d->steer_attach_seen = id;
+}
+
 static void log_started(const struct config *cfg, unsigned nworkers)
 {
 	struct log_line l;
@@ -1241,9 +1266,11 @@ static int main_loop(struct daemon *d, int sigfd)
 		if (d->registrar && !draining) {
 			uint64_t now = clock_mono_ns();
 
-			if (now >= register_at)
+			if (now >= register_at) {
 				register_at = now + (uint64_t)steer_registrar_tick(d->registrar) *
 							    NSEC_PER_MSEC;
+				audit_steer_change(d);
+			}
 			register_timeout = (int)((register_at - now + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC);
 		} else {
 			register_timeout = -1;
@@ -1485,7 +1512,7 @@ int main(int argc, char **argv)
 		goto out;
 	/* Each session takes the auth snapshot at its StartupMessage (relay/conn_auth.c). */
 	r->auth = daemon_auth;
-	r->audit = audit;
+	r->audit = audit; /* lockouts and cancels are recorded there */
 	if (build_pipeline(&r->pipeline)) {
 		log_error("start", "the stage pipeline is full");
 		goto out;

@@ -296,6 +296,8 @@ static void judge_start(struct stage_ctx *ctx, struct stage_result *r)
 		assert_int_equal(stage_want(ctx, PROTO_BACKEND, 'D', STAGE_STREAM), 0);
 	if (u && strcmp(u, "idler") == 0)
 		ctx->limits->idle_ms = 1000;
+	if (u && strcmp(u, "slowlogin") == 0)
+		ctx->limits->login_ms = 2000;
 	if (u && strcmp(u, "refused") == 0)
 		stage_result_set(r, STAGE_CLOSE, "28000", "no-rule",
 				 "pgwarden: no rule admits user \"refused\"");
@@ -801,6 +803,29 @@ static void test_startup_timeout(void **state)
 	assert_null(the_conn()); /* closed, and freed at the tick */
 }
 
+/* A stage's login limit (a policy rule's login_timeout) tightens the startup timeout: a
+ * client that stops answering the server's authentication request is ended at it. */
+static void test_login_limit_from_a_stage(void **state)
+{
+	struct conn *c = connect_client("slowlogin");
+	struct msgs m = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	assert_int_equal(c->limits.login_ms, 2000);
+	conn_server_events(c, EPOLLOUT);
+	r_auth(&m, AUTH_REQ_PASSWORD);
+	server_sends(&m);
+	assert_int_equal(c->state, CONN_AUTH_ANSWER);
+	fake_take(&F.client, &p);
+	tick(NS_PER_S);
+	assert_non_null(the_conn());
+	tick(NS_PER_S + NS_PER_S / 2);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_null(the_conn());
+}
+
 static void test_connect_timeout(void **state)
 {
 	const uint8_t *p;
@@ -1218,6 +1243,246 @@ static void test_statement_table_follows_the_server(void **state)
 	assert_string_equal(first_error_code(p, n), "53400");
 	assert_int_equal(stmt_count(&c->track.stmts), 3);
 	assert_int_equal(c->state, CONN_READY);
+}
+
+/* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
+ * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
+ * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
+static void test_sql_level_prepared_statements(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const struct stmt_entry *e;
+
+	judge_stage.keep_statement_text = true;
+	c = login("alice");
+	m_query(&q, "SELECT 1; PREPARE p AS SELECT 42; PREPARE \"Q\" (int) AS "
+		    "DELETE FROM t WHERE id = $1");
+	client_sends(&q);
+	assert_null(stmt_lookup(&c->track.stmts, "p")); /* not before the server says so */
+	r_complete(&a, "SELECT 1");
+	r_complete(&a, "PREPARE");
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "p");
+	assert_non_null(e);
+	assert_true(e->sql_level);
+	assert_non_null(e->sql);
+	assert_memory_equal(e->sql, "SELECT 42", e->sql_len);
+	assert_int_equal(e->sql_len, 9);
+	assert_null(stmt_lookup(&c->track.stmts, "Q"));
+	q.n = a.n = 0;
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "Q");
+	assert_non_null(e);
+	assert_memory_equal(e->sql, "DELETE FROM t WHERE id = $1", e->sql_len);
+	assert_null(stmt_lookup(&c->track.stmts, "q")); /* the quoted name kept its case */
+
+	/* An error before a PREPARE in the same Query: the server never ran it. */
+	q.n = a.n = 0;
+	m_query(&q, "SELECT 1/0; PREPARE never AS SELECT 1");
+	client_sends(&q);
+	r_error(&a, "ERROR", "22012", "division by zero");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "never"));
+
+	/* A PREPARE the server refused (the name is taken) changes nothing. */
+	q.n = a.n = 0;
+	m_query(&q, "PREPARE p AS SELECT 'other'");
+	client_sends(&q);
+	r_error(&a, "ERROR", "42P05", "prepared statement \"p\" already exists");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_memory_equal(stmt_lookup(&c->track.stmts, "p")->sql, "SELECT 42", 9);
+
+	/* Confirmed inside a transaction that rolls back: it stays (PostgreSQL's prepared
+	 * statements are not transactional). */
+	q.n = a.n = 0;
+	m_query(&q, "BEGIN; PREPARE r AS SELECT 7; ROLLBACK");
+	client_sends(&q);
+	r_complete(&a, "BEGIN");
+	r_complete(&a, "PREPARE");
+	r_complete(&a, "ROLLBACK");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_non_null(stmt_lookup(&c->track.stmts, "r"));
+
+	/* DEALLOCATE name, then a new body under the same name. */
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE p; PREPARE p AS SELECT 'second'");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE");
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "p"));
+	q.n = a.n = 0;
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "p");
+	assert_non_null(e);
+	assert_memory_equal(e->sql, "SELECT 'second'", e->sql_len);
+
+	/* A quoted name is deallocated by its quoted spelling. */
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE \"Q\"");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "Q"));
+	assert_int_equal(stmt_count(&c->track.stmts), 2);
+
+	/* A protocol-level statement shares the namespace; DEALLOCATE ALL drops all. */
+	q.n = a.n = 0;
+	m_parse(&q, "proto", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(stmt_count(&c->track.stmts), 3);
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE PREPARE ALL");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE ALL");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(stmt_count(&c->track.stmts), 0);
+
+	/* Empty statements answer nothing, in the server and in the count of parts. */
+	q.n = a.n = 0;
+	m_query(&q, "PREPARE e1 AS SELECT 3;; ;PREPARE e2 AS SELECT 4");
+	client_sends(&q);
+	r_complete(&a, "PREPARE");
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_memory_equal(stmt_lookup(&c->track.stmts, "e2")->sql, "SELECT 4", 8);
+	q.n = a.n = 0;
+	m_query(&q, "DEALLOCATE e1; DEALLOCATE e2");
+	client_sends(&q);
+	r_complete(&a, "DEALLOCATE");
+	r_complete(&a, "DEALLOCATE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "e1"));
+	assert_null(stmt_lookup(&c->track.stmts, "e2"));
+
+	/* PREPARE through the extended protocol (Parse of PREPARE text, then Execute), and
+	 * DISCARD ALL through a Query. */
+	q.n = a.n = 0;
+	m_parse(&q, "", "PREPARE x AS SELECT 5");
+	m_bind(&q, "", "");
+	m_execute(&q, "");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "x");
+	assert_non_null(e);
+	assert_true(e->sql_level);
+	assert_memory_equal(e->sql, "SELECT 5", e->sql_len);
+	q.n = a.n = 0;
+	m_query(&q, "DISCARD ALL");
+	client_sends(&q);
+	r_complete(&a, "DISCARD ALL");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(stmt_count(&c->track.stmts), 0);
+	assert_int_equal(c->state, CONN_READY);
+	judge_stage.keep_statement_text = false;
+}
+
+/* With standard_conforming_strings off, a backslash escapes a quote: the PREPARE's body
+ * is read as the server reads it, not cut at a ';' inside a string. */
+static void test_sql_prepare_read_as_the_server_reads_it(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const struct stmt_entry *e;
+	static const char body[] = "SELECT 'a\\'; PREPARE q AS SELECT 1; '";
+
+	judge_stage.keep_statement_text = true;
+	c = login("alice");
+	r_param(&a, "standard_conforming_strings", "off");
+	server_sends(&a);
+	a.n = 0;
+	m_query(&q, "PREPARE p AS SELECT 'a\\'; PREPARE q AS SELECT 1; '");
+	client_sends(&q);
+	r_complete(&a, "PREPARE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "p");
+	assert_non_null(e);
+	assert_int_equal(e->sql_len, sizeof(body) - 1);
+	assert_memory_equal(e->sql, body, e->sql_len);
+	assert_null(stmt_lookup(&c->track.stmts, "q"));
+	judge_stage.keep_statement_text = false;
+}
+
+/* SQL PREPAREs count against the statement limits (3 here): a Query whose PREPAREs would
+ * exceed them is refused whole, in place, with 53400. */
+static void test_sql_prepare_limit(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_query(&q, "PREPARE a AS SELECT 1; PREPARE b AS SELECT 1; PREPARE c AS SELECT 1; "
+		    "PREPARE d AS SELECT 1");
+	client_sends(&q);
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "53400");
+	assert_int_equal(stmt_count(&c->track.stmts), 0);
+	assert_int_equal(c->state, CONN_READY);
+}
+
+/* An Execute of an unnamed statement whose text is an SQL PREPARE creates a statement too:
+ * over the limit (3 here, with the unnamed one counted) it is refused in place, 53400. */
+static void test_sql_prepare_by_execute_limit(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	judge_stage.keep_statement_text = true;
+	c = login("alice");
+	m_parse(&q, "a", "SELECT 10");
+	m_parse(&q, "b", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	fake_take(&F.client, &p);
+	q.n = a.n = 0;
+	m_parse(&q, "", "PREPARE x AS SELECT 5");
+	m_bind(&q, "", "");
+	m_execute(&q, "");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	r_error(&a, "ERROR", "26000", "prepared statement does not exist"); /* the poison's */
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "53400");
+	assert_null(stmt_lookup(&c->track.stmts, "x"));
+	assert_int_equal(stmt_count(&c->track.stmts), 3);
+	assert_int_equal(c->state, CONN_READY);
+	judge_stage.keep_statement_text = false;
 }
 
 /* A Bind and an Execute pipelined behind their Parse run the statement that Parse makes,
@@ -2385,6 +2650,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_limit_from_a_stage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_limit_from_a_stage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_linger_when_the_client_stops_reading, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_simple_query, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_in_transaction, setup, teardown),
@@ -2392,6 +2658,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_injected_reply_keeps_protocol_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_prepare_by_execute_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sql_prepare_read_as_the_server_reads_it, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_pause_until_a_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wake_after_the_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),

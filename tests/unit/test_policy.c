@@ -781,6 +781,16 @@ static void test_stage_multi_statement_and_prepared(void **state)
 	assert_string_equal(f.r.message, "pgwarden: policy rule \"reporting\" denies this: "
 					 "statement 1: statement class write is not allowed");
 	assert_int_equal(run(&f, PqMsg_Query, "EXECUTE q", NULL, NULL, 3), STAGE_FORWARD);
+	/* hostile: EXECUTE of a name pgwarden never saw prepared (made where it could not
+	 * follow) is denied, not waved through as a bare EXECUTE */
+	assert_int_equal(run(&f, PqMsg_Query, "EXECUTE unseen", NULL, NULL, 3), STAGE_REJECT);
+	assert_non_null(strstr(f.r.message, "\"unseen\", whose text pgwarden has not seen"));
+	/* a statement whose text was not kept cannot be judged: denied */
+	e = stmt_new("notext", NULL, 40, 0, true);
+	assert_non_null(e);
+	stmt_commit(&f.stmts, e);
+	assert_int_equal(run(&f, PqMsg_Query, "EXECUTE notext", NULL, NULL, 3), STAGE_REJECT);
+	e = stmt_lookup(&f.stmts, "p");
 	/* Bind of a statement judged under this policy: its word passes it without a re-parse */
 	assert_int_equal(run(&f, PqMsg_Parse, "q", "SELECT 1", &word, 3), STAGE_FORWARD);
 	ok->words[0] = word;
@@ -792,6 +802,64 @@ static void test_stage_multi_statement_and_prepared(void **state)
 	assert_int_equal(run(&f, PqMsg_Bind, "", "q", NULL, 3), STAGE_FORWARD);
 	assert_int_equal(stmt_portal_bind(&f.stmts, "c1", e), 0);
 	assert_int_equal(run(&f, PqMsg_Execute, "c1", NULL, NULL, 3), STAGE_REJECT);
+	fake_end(&f);
+}
+
+/* SQL PREPARE and DEALLOCATE earlier in the same Query: EXECUTE runs what they left, which
+ * the statement table learns only when the server confirms them. */
+static void test_stage_prepare_in_one_query(void **state)
+{
+	static const char rules[] = "version: 1\nrules:\n  - name: multi\n    match:\n"
+				    "      user: multi\n    allow: [read, prepare, session]\n";
+	static const char strict[] = "version: 1\nrules:\n  - name: multi\n    match:\n"
+				     "      user: multi\n    allow: [read, prepare]\n"
+				     "    relations: { deny: [t] }\n";
+	char err[POLICY_ERR_MAX];
+	struct policy *p = policy_load_buffer("multi", rules, sizeof(rules) - 1, err, sizeof(err));
+	struct stmt_entry *e;
+	struct fake f;
+
+	assert_non_null(p);
+	policy_publish(p);
+	fake_session(&f, "multi", "db");
+	fake_start(&f);
+	fake_login(&f, SESSION_AUTH_SCRAM);
+	e = stmt_new("q", "SELECT 1", 8, 0, true);
+	assert_non_null(e);
+	stmt_commit(&f.stmts, e);
+	/* a PREPARE earlier in the same Query is what EXECUTE runs, before the server confirms */
+	assert_int_equal(run(&f, PqMsg_Query, "PREPARE n AS SELECT 2; EXECUTE n", NULL, NULL, 3),
+			 STAGE_FORWARD);
+	/* re-PREPARE under an allowed name: the new body is judged (and a denied one denies) */
+	assert_int_equal(run(&f, PqMsg_Query, "DEALLOCATE q; PREPARE q AS DELETE FROM t; EXECUTE q",
+			     NULL, NULL, 3), STAGE_REJECT);
+	assert_non_null(strstr(f.r.message, "statement 2: statement class write"));
+	/* deallocated earlier in the Query: unknown, denied */
+	assert_int_equal(run(&f, PqMsg_Query,
+			     "DEALLOCATE q; PREPARE q AS SELECT 3; EXECUTE q; DEALLOCATE q; EXECUTE q",
+			     NULL, NULL, 3), STAGE_REJECT);
+	assert_non_null(strstr(f.r.message, "statement 5: EXECUTE of prepared statement \"q\""));
+	assert_int_equal(run(&f, PqMsg_Query, "DEALLOCATE ALL; EXECUTE q", NULL, NULL, 3),
+			 STAGE_REJECT);
+	assert_int_equal(run(&f, PqMsg_Query, "EXECUTE q", NULL, NULL, 3), STAGE_FORWARD);
+	/* the verdict of a text that EXECUTEs is never reused: the statement table decides */
+	stmt_remove(&f.stmts, "q");
+	e = stmt_new("q", "DELETE FROM t", 13, 0, true);
+	assert_non_null(e);
+	stmt_commit(&f.stmts, e);
+	assert_int_equal(run(&f, PqMsg_Query, "EXECUTE q", NULL, NULL, 3), STAGE_REJECT);
+	/* the same Parse text again is allowed without a new analysis... */
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t", NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t", NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t", NULL, NULL, 3), STAGE_FORWARD);
+	/* ...until the policy changes: the same text under a stricter rule is denied */
+	p = policy_load_buffer("strict", strict, sizeof(strict) - 1, err, sizeof(err));
+	assert_non_null(p);
+	policy_publish(p);
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t", NULL, 3), STAGE_REJECT);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t", NULL, NULL, 3), STAGE_REJECT);
+	/* and a text that differs in one byte is judged on its own */
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t ", NULL, 3), STAGE_REJECT);
 	fake_end(&f);
 }
 
@@ -958,6 +1026,7 @@ int main(void)
 		cmocka_unit_test(test_stage_connection),
 		cmocka_unit_test(test_stage_statements),
 		cmocka_unit_test(test_stage_multi_statement_and_prepared),
+		cmocka_unit_test(test_stage_prepare_in_one_query),
 		cmocka_unit_test(test_stage_limits),
 		cmocka_unit_test(test_stage_rate_wait),
 		cmocka_unit_test(test_stage_reload),

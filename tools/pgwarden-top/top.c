@@ -360,6 +360,9 @@ static void draw_detail(struct top_app *a, int y0, int h)
 		 S("user", t1), S("database", t2), S("application_name", t3),
 		 S("auth_method", t4));
 	put_line(y++, buf, A_NORMAL);
+	snprintf(buf, sizeof(buf), "policy rule %s  denied %lld", S("rule", t1),
+		 (long long)json_integer_value(json_object_get(s, "denied")));
+	put_line(y++, buf, A_NORMAL);
 	if (json_is_object(tls))
 		snprintf(buf, sizeof(buf), "tls %s %s  client cert %s",
 			 top_text(tls, "version", "?", t1, sizeof(t1)),

@@ -155,6 +155,7 @@ struct admin_session_view {
 	const char *upstream_tls_version; /* the server leg's; NULL: plaintext */
 	const char *upstream_tls_cipher;
 	const char *auth_method;    /* "scram-sha-256", "cert", "trust"... */
+	const char *rule;           /* the policy rule that admitted the session; NULL: none */
 };
 
 /*

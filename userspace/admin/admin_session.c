@@ -179,6 +179,8 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	set(o, "started_at", rfc3339(s->start_wall_ns));
 	set(o, "duration_seconds", json_real((double)dur / 1e9));
 	set(o, "statements", json_integer((json_int_t)rd64(&s->statements)));
+	set(o, "rule", v && v->rule ? admin_json_text(v->rule, ADMIN_STATEMENT_MAX) : json_null());
+	set(o, "denied", json_integer((json_int_t)rd64(&s->denied)));
 	set(o, "errors", json_integer((json_int_t)(v ? v->errors : 0)));
 	set(o, "bytes_from_client", json_integer((json_int_t)rd64(&s->bytes_from_client)));
 	set(o, "bytes_from_server", json_integer((json_int_t)rd64(&s->bytes_from_server)));

@@ -1049,6 +1049,8 @@ void audit_note_masked(const struct session *s, uint64_t request,
 const struct stage_ops audit_stage = {
 	.name = "audit",
 	.state_size = sizeof(struct audit_session),
+	/* EXECUTE of an SQL-prepared statement is recorded with its text. */
+	.keep_statement_text = true,
 	.frontend_whole = {.bits = {0, HI(PqMsg_Query) | HI(PqMsg_Parse) | HI(PqMsg_Bind) |
 					       HI(PqMsg_Execute) | HI(PqMsg_Close) |
 					       HI(PqMsg_FunctionCall)}},

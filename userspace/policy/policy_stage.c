@@ -36,6 +36,27 @@
 #define WORD_ALLOWED 0x80000000u
 #define WORD_GEN_MASK 0x7fffffffu
 
+/*
+ * The last text of one kind (Query, Parse) this session was allowed to run, and under what:
+ * the same text again under the same snapshot, rule, search_path knowledge and lexer
+ * options gets the same verdict, so it is not analysed again (drivers re-send an unnamed
+ * Parse of the same text for every execution). Compared byte for byte, never by hash
+ * alone. Texts that EXECUTE a prepared statement are never remembered: their verdict
+ * depends on the statement table.
+ */
+#define JUDGED_TEXT_MAX 2048
+
+struct judged {
+	char *text;   /* NULL: empty; JUDGED_TEXT_MAX bytes once allocated */
+	uint32_t len;
+	uint32_t generation;
+	const struct policy_rule *rule;
+	bool search_path_unknown;       /* before it was judged */
+	bool search_path_unknown_after; /* after: the text may set search_path */
+	unsigned lex_opts;
+	unsigned statements; /* a Query's, for the rate limit */
+};
+
 struct policy_state {
 	struct policy *snap;
 	const struct policy_rule *rule;
@@ -50,6 +71,8 @@ struct policy_state {
 	char *exe, *cgroup; /* resolved once at start when some rule needs them */
 	struct policy_limit_entry *rate;
 	struct policy_limit_entry *sessions[3];
+	struct judged judged[2]; /* [0] Query, [1] Parse */
+	bool judged_execute;     /* judge() met an EXECUTE since this was cleared */
 };
 
 /* The analysis buffer: 30 KiB, one per worker thread (callbacks never nest). */
@@ -273,6 +296,7 @@ static void apply_limits(const struct policy_rule *r, struct stage_limits *l)
 {
 	if (!l || !r)
 		return;
+	tighten(&l->login_ms, r->limits.login_timeout_ms);
 	tighten(&l->idle_ms, r->limits.idle_ms);
 	tighten(&l->idle_in_transaction_ms, r->limits.idle_in_transaction_ms);
 	tighten(&l->lifetime_ms, r->limits.lifetime_ms);
@@ -441,11 +465,109 @@ static struct policy_stmt_ctx stmt_ctx(const struct policy_state *st)
 					.search_path_unknown = st->search_path_unknown};
 }
 
+/*
+ * The SQL PREPAREs and DEALLOCATEs of the Query being judged, in order: "PREPARE p AS ...;
+ * EXECUTE p" runs p's body before the server has confirmed anything, so the statement table
+ * does not have it yet. A name deallocated earlier in the Query is gone (body NULL).
+ */
+#define QUERY_PREPARES_MAX 16
+
+struct query_prepares {
+	unsigned n;
+	bool all_gone; /* DEALLOCATE ALL or DISCARD ALL earlier in the Query */
+	struct {
+		char name[SQL_NAME_MAX];
+		const char *body; /* NULL: deallocated */
+		size_t len;
+	} e[QUERY_PREPARES_MAX];
+};
+
+/* DISCARD ALL (the analysis flags it as a role switch that moves search_path). */
+static bool is_discard_all(const struct sql_analysis *a, const char *sql, size_t len)
+{
+	struct sql_lexer lx;
+	struct sql_token t;
+
+	if ((a->flags & (SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH)) !=
+	    (SQL_AF_ROLE_SWITCH | SQL_AF_SEARCH_PATH))
+		return false;
+	sql_lex_init(&lx, sql, len, 0);
+	sql_lex_next(&lx, &t);
+	return sql_tok_is(&lx, &t, "discard");
+}
+
+static void query_prepares_note(struct query_prepares *qp, const struct sql_analysis *a,
+				const char *sql, size_t len)
+{
+	if (!qp)
+		return;
+	if (a->prep == SQL_PREP_DEALLOCATE_ALL || is_discard_all(a, sql, len)) {
+		qp->n = 0;
+		qp->all_gone = true;
+		return;
+	}
+	if (a->prep != SQL_PREP_PREPARE && a->prep != SQL_PREP_DEALLOCATE)
+		return;
+	if (qp->n == QUERY_PREPARES_MAX) {
+		/* No room to follow it: what it names becomes unknown, which is denied. */
+		memmove(&qp->e[0], &qp->e[1], sizeof(qp->e[0]) * (QUERY_PREPARES_MAX - 1));
+		qp->n--;
+		qp->all_gone = true;
+	}
+	memcpy(qp->e[qp->n].name, a->prep_name, sizeof(qp->e[qp->n].name));
+	qp->e[qp->n].body = a->prep == SQL_PREP_PREPARE ? sql + a->prep_body_off : NULL;
+	qp->e[qp->n].len = a->prep == SQL_PREP_PREPARE && len > a->prep_body_off
+				   ? len - a->prep_body_off : 0;
+	qp->n++;
+}
+
+static void deny_unknown(struct policy_verdict *v, const char *name)
+{
+	v->allowed = false;
+	snprintf(v->sqlstate, sizeof(v->sqlstate), "42501");
+	snprintf(v->reason, sizeof(v->reason),
+		 "EXECUTE of prepared statement \"%.63s\", whose text pgwarden has not seen", name);
+}
+
+static bool judged_hit(struct policy_state *st, const struct judged *j, const char *sql,
+		       size_t len)
+{
+	if (!j->text || j->len != len || j->generation != (uint32_t)st->snap->generation ||
+	    j->rule != st->rule || j->search_path_unknown != st->search_path_unknown ||
+	    j->lex_opts != st->lex_opts || memcmp(j->text, sql, len) != 0)
+		return false;
+	st->search_path_unknown = j->search_path_unknown_after;
+	return true;
+}
+
+/* Remember an allowed text, as judged with search_path knowledge sp_before. */
+static void judged_keep(struct policy_state *st, struct judged *j, const char *sql, size_t len,
+			bool sp_before, unsigned statements)
+{
+	if (st->judged_execute || len > JUDGED_TEXT_MAX) {
+		j->len = 0;
+		j->rule = NULL; /* nothing matches */
+		return;
+	}
+	if (!j->text && !(j->text = malloc(JUDGED_TEXT_MAX)))
+		return;
+	memcpy(j->text, sql, len);
+	j->len = (uint32_t)len;
+	j->generation = (uint32_t)st->snap->generation;
+	j->rule = st->rule;
+	j->search_path_unknown = sp_before;
+	j->search_path_unknown_after = st->search_path_unknown;
+	j->lex_opts = st->lex_opts;
+	j->statements = statements;
+}
+
 /* Judge one statement's text; v receives the verdict. Remembers search_path changes. */
 static void judge(struct policy_state *st, const struct stmt_table *stmts, const char *sql,
-		  size_t len, struct policy_verdict *v, unsigned depth)
+		  size_t len, struct policy_verdict *v, unsigned depth, struct query_prepares *qp)
 {
 	struct policy_stmt_ctx c = stmt_ctx(st);
+	char name[SQL_NAME_MAX];
+	const struct stmt_entry *e;
 
 	sql_analyze(sql, len, st->lex_opts, &analysis);
 	policy_check_statement(st->rule, &analysis, &c, v);
@@ -453,16 +575,28 @@ static void judge(struct policy_state *st, const struct stmt_table *stmts, const
 		return;
 	if (analysis.flags & SQL_AF_SEARCH_PATH)
 		st->search_path_unknown = true;
-	/* EXECUTE name is the prepared text's statement: judge that too. */
-	if (analysis.prep == SQL_PREP_EXECUTE && depth == 0 && stmts) {
-		char name[SQL_NAME_MAX];
-		const struct stmt_entry *e;
-
-		memcpy(name, analysis.prep_name, sizeof(name));
-		e = stmt_lookup(stmts, name);
-		if (e && e->sql)
-			judge(st, stmts, e->sql, e->sql_len, v, depth + 1);
+	if (depth == 0)
+		query_prepares_note(qp, &analysis, sql, len);
+	/* EXECUTE name runs the prepared text: judge that too, and deny when it is unknown
+	 * (prepared where pgwarden could not follow, or its text not kept). */
+	if (analysis.prep != SQL_PREP_EXECUTE || depth > 0)
+		return;
+	st->judged_execute = true;
+	memcpy(name, analysis.prep_name, sizeof(name));
+	for (unsigned i = qp ? qp->n : 0; i-- > 0;) {
+		if (strcmp(qp->e[i].name, name))
+			continue;
+		if (!qp->e[i].body)
+			deny_unknown(v, name);
+		else
+			judge(st, stmts, qp->e[i].body, qp->e[i].len, v, depth + 1, NULL);
+		return;
 	}
+	e = stmts && !(qp && qp->all_gone) ? stmt_lookup(stmts, name) : NULL;
+	if (!e || !e->sql)
+		deny_unknown(v, name);
+	else
+		judge(st, stmts, e->sql, e->sql_len, v, depth + 1, NULL);
 }
 
 static uint32_t word_for(const struct policy_state *st, bool allowed)
@@ -542,6 +676,8 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 	unsigned n = 0;
 	struct policy_verdict v;
 	char reason[sizeof(v.reason) + 32];
+	struct query_prepares qp = {.n = 0};
+	bool sp_before;
 
 	proto_cursor_init(&c, m->body, m->body_len);
 	sql = proto_get_cstr(&c);
@@ -550,6 +686,12 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 		return;
 	}
 	len = strlen(sql);
+	if (judged_hit(st, &st->judged[0], sql, len)) {
+		n = st->judged[0].statements;
+		goto allowed;
+	}
+	sp_before = st->search_path_unknown;
+	st->judged_execute = false;
 	sql_split_init(&sp, sql, len, st->lex_opts);
 	while (sql_split_next(&sp, &stmt)) {
 		n++;
@@ -560,7 +702,7 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 		if (ctx->session->replication && st->rule->replication &&
 		    replication_command(sql + stmt.off, stmt.len, st->lex_opts))
 			continue;
-		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0);
+		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0, &qp);
 		if (!v.allowed) {
 			/* Any denied statement denies the whole Query: nothing of it runs. */
 			snprintf(reason, sizeof(reason), "statement %u: %s", n, v.reason);
@@ -568,6 +710,8 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 			return;
 		}
 	}
+	judged_keep(st, &st->judged[0], sql, len, sp_before, n);
+allowed:
 	/* A Query that is one SQL PREPARE: remember that we allowed it. */
 	if (n == 1 && ctx->stmt_word)
 		*ctx->stmt_word = word_for(st, true);
@@ -580,6 +724,8 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 	struct proto_cursor c;
 	const char *sql;
 	struct policy_verdict v;
+	bool sp_before;
+	size_t len;
 
 	proto_cursor_init(&c, m->body, m->body_len);
 	(void)proto_get_cstr(&c); /* the statement's name */
@@ -588,10 +734,16 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 		reject(ctx, st, r, "08P01", "malformed Parse message", NULL, 0);
 		return;
 	}
-	judge(st, ctx->stmts, sql, strlen(sql), &v, 0);
-	if (!v.allowed) {
-		reject(ctx, st, r, v.sqlstate, v.reason, sql, strlen(sql));
-		return;
+	len = strlen(sql);
+	if (!judged_hit(st, &st->judged[1], sql, len)) {
+		sp_before = st->search_path_unknown;
+		st->judged_execute = false;
+		judge(st, ctx->stmts, sql, len, &v, 0, NULL);
+		if (!v.allowed) {
+			reject(ctx, st, r, v.sqlstate, v.reason, sql, len);
+			return;
+		}
+		judged_keep(st, &st->judged[1], sql, len, sp_before, 1);
 	}
 	if (ctx->stmt_word)
 		*ctx->stmt_word = word_for(st, true);
@@ -610,7 +762,7 @@ static void recheck(struct stage_ctx *ctx, struct policy_state *st, const struct
 	w = e->words[ctx->index];
 	if (w == word_for(st, true))
 		return;
-	judge(st, ctx->stmts, e->sql, e->sql_len, &v, 0);
+	judge(st, ctx->stmts, e->sql, e->sql_len, &v, 0, NULL);
 	if (!v.allowed)
 		reject(ctx, st, r, v.sqlstate, v.reason, e->sql, e->sql_len);
 }
@@ -761,6 +913,10 @@ static void policy_release(void *state)
 	memset(st->sessions, 0, sizeof(st->sessions));
 	free(st->exe);
 	free(st->cgroup);
+	for (int i = 0; i < 2; i++) {
+		free(st->judged[i].text);
+		st->judged[i].text = NULL;
+	}
 	policy_unref(st->snap);
 	st->exe = st->cgroup = NULL;
 	st->snap = NULL;
@@ -769,6 +925,8 @@ static void policy_release(void *state)
 const struct stage_ops policy_stage = {
 	.name = "policy",
 	.state_size = sizeof(struct policy_state),
+	/* EXECUTE and a Bind after a reload are judged by the prepared text. */
+	.keep_statement_text = true,
 	.frontend_whole = {.bits = {
 		/* Query, Parse, Bind, Execute, FunctionCall: 'Q' 'P' 'B' 'E' 'F' (all >= 64) */
 		0,

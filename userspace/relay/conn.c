@@ -398,6 +398,7 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 	track_init(&c->track, c->config->max_pipeline, c->config->max_prepared_statements,
 		   c->config->max_prepared_bytes, conn_stages_keep_text(p), s->id_hex,
 		   conn_request_done, c);
+	c->track.session = s; /* SQL PREPAREs are read as the server reads them */
 	if (stage_chain_init(&c->chain, p, s, &c->track.stmts, &c->waker)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
@@ -409,6 +410,10 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		conn_fail(c, res.sqlstate, res.message, "refused at session start");
 		return -EPERM;
 	}
+	/* A stage's login limit (a policy rule's login_timeout) tightens the startup timeout. */
+	if (c->limits.login_ms &&
+	    conn_now(c) + c->limits.login_ms * NSEC_PER_MSEC < c->login_deadline)
+		c->login_deadline = conn_now(c) + c->limits.login_ms * NSEC_PER_MSEC;
 	err = conn_auth_begin(c);
 	if (err)
 		return err;

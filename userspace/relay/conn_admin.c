@@ -2,13 +2,30 @@
 #include "relay/conn_internal.h"
 
 #include "admin/admin.h"
+#include "policy/policy.h"
 #include "sql/sql.h"
 
 #include <errno.h>
+#include <string.h>
+
+void conn_publish_rule(struct conn *c)
+{
+	const struct stage_pipeline *p = c->chain.pipeline;
+	char have[ADMIN_TEXT_MAX];
+	const char *rule = "";
+
+	for (unsigned i = 0; p && i < p->count; i++)
+		if (p->stages[i] == &policy_stage)
+			rule = policy_stage_rule(&c->chain, i);
+	/* The rule changes at login and at a reload: compare before the seqlock write. */
+	admin_text_get(&c->rule, have, sizeof(have));
+	if (strcmp(have, rule))
+		admin_text_set(&c->rule, rule, strlen(rule));
+}
 
 json_t *conn_admin_json(struct conn *c, uint64_t now)
 {
-	char stmt[ADMIN_TEXT_MAX], normalised[ADMIN_TEXT_MAX];
+	char stmt[ADMIN_TEXT_MAX], normalised[ADMIN_TEXT_MAX], rule[ADMIN_TEXT_MAX];
 	struct admin_session_view v = {
 		.state = conn_state_to_str(__atomic_load_n(&c->state, __ATOMIC_RELAXED)),
 		.last_statement = stmt,
@@ -26,6 +43,9 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		.upstream_tls_cipher = c->session.server_tls.cipher,
 	};
 	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
+
+	if (admin_text_get(&c->rule, rule, sizeof(rule)))
+		v.rule = rule;
 
 	/* Literals leave the listing here, on the admin thread, never on the data path. */
 	if (!len)

@@ -112,6 +112,7 @@ static void conn_note_auth(struct conn *c)
 	struct stage_note n = {.kind = STAGE_NOTE_AUTH};
 
 	stage_run_notice(&c->chain, &n, &c->limits, conn_now(c));
+	conn_publish_rule(c);
 }
 
 /* An Authentication message. 0, or < 0 after failing the connection. */

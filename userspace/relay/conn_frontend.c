@@ -8,6 +8,7 @@
 #include "relay/conn_internal.h"
 
 #include "admin/admin.h"
+#include "audit/audit.h"
 #include "base/log.h"
 #include "base/log_limit.h"
 #include "proto/proto.h"
@@ -16,6 +17,7 @@
 #include "sql/sql.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +37,7 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 	struct relay *r = c->worker->relay;
 	struct cancel_target t;
 	uint8_t pkt[PROTO_STARTUP_HEADER_LEN + 4 + PROTO_CANCEL_KEY_MAX];
+	char outcome[96];
 	int n, err;
 
 	conn_set_state(c, CONN_CANCEL);
@@ -42,12 +45,15 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 		/* A key of the pgwardend this one replaced, still draining its sessions? */
 		if (handover_forward_cancel(pid, key, key_len)) {
 			log_info("cancel_forwarded", "pid=%u to the previous pgwardend", pid);
+			audit_event_cancel(r->audit, &c->session.client, NULL, pid,
+					   "forwarded to the previous pgwardend");
 			conn_close(c, "cancel forwarded");
 			return;
 		}
 		/* Like the server: a wrong key gets no answer and cancels nothing. */
 		log_limited(&limit_cancel, LOG_INFO, "cancel_refused",
 			    "pid=%u no session holds this cancel key", pid);
+		audit_event_cancel(r->audit, &c->session.client, NULL, pid, "refused: unknown key");
 		conn_close(c, "cancel key did not match");
 		return;
 	}
@@ -57,14 +63,18 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 		    : -EINVAL;
 	if (!err)
 		err = conn_inject(c, CONN_C2S, pkt, (uint32_t)n);
+	OPENSSL_cleanse(t.server_key, sizeof(t.server_key));
 	if (err) {
 		log_warn("cancel_failed", "pid=%u could not reach the server: %s", t.pid,
 			 strerror(-err));
+		snprintf(outcome, sizeof(outcome), "failed: %s", strerror(-err));
+		audit_event_cancel(r->audit, &c->session.client, NULL, t.pid, outcome);
 		conn_close(c, "cancel forward failed");
 		return;
 	}
 	c->session.backend_pid = t.pid;
 	log_info("cancel_forwarded", "pid=%u", t.pid);
+	audit_event_cancel(r->audit, &c->session.client, NULL, t.pid, "forwarded");
 }
 
 /*
@@ -344,7 +354,9 @@ static enum conn_step conn_frontend_stages(struct conn *c, struct conn_dir *d, s
 	*forward = false;
 	m->body = at + PROTO_HEADER_LEN;
 	stage_run_frontend(&c->chain, m, track_next_request(&c->track),
-			   m->type == PqMsg_Parse ? words : NULL, conn_now(c), &res);
+			   m->type == PqMsg_Parse || m->type == PqMsg_Query ? words : NULL,
+			   conn_now(c), &res);
+	conn_publish_rule(c); /* a reload may have moved the session to another rule */
 	switch (res.verdict) {
 	case STAGE_FORWARD:
 		*forward = true;

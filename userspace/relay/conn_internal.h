@@ -176,4 +176,8 @@ bool conn_upstream_check(struct conn *c);
 void conn_upstream_drop(struct conn *c);
 bool conn_upstream_usable(const struct conn *c);
 
+/* Publish the policy rule the session runs under for the admin listing (conn_admin.c);
+ * called where it can change: after the login's notice and after frontend stage runs. */
+void conn_publish_rule(struct conn *c);
+
 #endif

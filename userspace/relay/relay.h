@@ -61,8 +61,9 @@ struct relay {
 	struct steer_origin *steer_shared; /* fail-open: the links' fds handed over by pgwardenctl */
 	struct guard *guard; /* checks at accept, login, close (relay/guard.h); set before workers */
 	/* Authentication (auth/auth.h): the daemon's runtime, whose snapshot each session takes
-	 * at its StartupMessage, and the audit trail lockouts are recorded in. Set before the
-	 * workers start; NULL auth: no login is checked (the unit tests of the core). */
+	 * at its StartupMessage, and the audit trail lockouts and cancels are recorded in (or
+	 * NULL). Set before the workers start; NULL auth: no login is checked (the unit tests
+	 * of the core). */
 	struct auth_runtime *auth;
 	struct audit_trail *audit;
 	struct tls_store *tls; /* TLS settings new sessions take (tls/tls.h); NULL: no TLS */

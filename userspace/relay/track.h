@@ -26,6 +26,7 @@
 #define PGWARDEN_TRACK_H
 
 #include "proto/proto.h"
+#include "session/session.h"
 #include "session/stmt.h"
 
 #include <stdbool.h>
@@ -43,15 +44,35 @@ enum track_kind {
 	TRACK_POISON, /* stands in for a rejected message: its answer is replaced */
 };
 
+/* What one statement of a simple Query does to the prepared statements, applied when the
+ * server confirms that statement (its CommandComplete): SQL PREPARE, DEALLOCATE, DISCARD.
+ * PostgreSQL's prepared statements are not transactional: a confirmed PREPARE outlives a
+ * rollback, and one the server never ran (an earlier error) never existed. */
+enum track_sql_op {
+	TRACK_SQL_PREPARE = 1,    /* stmt becomes the statement of its name */
+	TRACK_SQL_DEALLOCATE,     /* name is removed */
+	TRACK_SQL_DEALLOCATE_ALL, /* DEALLOCATE ALL, DISCARD ALL */
+};
+
+struct track_sql_change {
+	uint32_t part;           /* which statement of the Query (0-based) */
+	uint8_t op;              /* enum track_sql_op */
+	char *name;              /* DEALLOCATE */
+	struct stmt_entry *stmt; /* PREPARE: the statement to commit (sql_level) */
+};
+
 struct track_entry {
 	uint8_t kind;          /* enum track_kind */
 	uint8_t target;        /* Describe/Close: 'S' or 'P' */
 	bool errored;          /* Query/Function/Sync: an error was reported, 'Z' still owed */
+	bool preparing;        /* Execute: runs an SQL PREPARE (counts against the limits) */
 	uint32_t parts;        /* Query: statements completed so far */
 	uint64_t request;
 	uint64_t started_ns;
 	struct stmt_entry *stmt; /* Parse: the statement to commit; Bind/Execute: what runs */
 	char *name;            /* Bind: portal; Close: the name; NULL otherwise */
+	struct track_sql_change *changes; /* Query: its SQL-level PREPARE/DEALLOCATE/DISCARD */
+	uint32_t nchanges;
 	uint8_t *reply;        /* POISON: the ErrorResponse that replaces the server's answer */
 	uint32_t reply_len;
 };
@@ -87,6 +108,9 @@ struct track {
 	struct stmt_table stmts;
 	bool keep_text;      /* statement texts are kept (a stage wants them) */
 	const char *session_id_hex; /* names the poison statement (owned by the session) */
+	/* The session, for the server's standard_conforming_strings when SQL text is read as
+	 * the server reads it (NULL: on). Set by the connection after track_init(). */
+	const struct session *session;
 	uint8_t *last_reply;  /* what the last TRACK_REPLACE handed out; freed at the next call */
 	track_done_fn done;
 	void *done_arg;
@@ -123,9 +147,13 @@ bool track_answered(uint8_t type, bool copy_in);
  * A client message is being forwarded. head[0..avail) is the message from its type byte
  * on (all of it when avail covers the length; otherwise its start, from which names are
  * read where they fit). For a Parse: cls is the relay's classification (enum sql_class) and
- * words (STMT_STAGE_WORDS, or NULL) what the stages want kept with the statement.
- * 0, -ENOSPC when a Parse would exceed the statement limits (the caller rejects it instead,
- * before anything is pushed), -ENOMEM.
+ * words (STMT_STAGE_WORDS, or NULL) what the stages want kept with the statement; for a
+ * whole Query of one statement that is an SQL PREPARE, words go with what it prepares.
+ * A whole Query's SQL PREPARE, DEALLOCATE and DISCARD ALL statements are followed: each
+ * changes the statement table when the server confirms it.
+ * 0, -ENOSPC when a Parse, a Query's PREPAREs or an Execute of an SQL PREPARE would exceed
+ * the statement limits, counting what requests still on their way may create (the caller
+ * rejects it instead, before anything is pushed), -ENOMEM.
  */
 int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t cls,
 		   const uint32_t *words, uint64_t now) __attribute__((warn_unused_result));

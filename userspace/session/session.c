@@ -83,7 +83,7 @@ const char *session_startup_param(const struct session *s, const char *name)
 
 const char *session_server_param(const struct session *s, const char *name)
 {
-	const char *p = s->server_params, *end = p + s->server_params_len;
+	const char *p = s->server_params, *end = p ? p + s->server_params_len : NULL;
 
 	while (p && p < end) {
 		const char *value = p + strlen(p) + 1;
@@ -112,7 +112,8 @@ int session_set_server_param(struct session *s, const char *name, const char *va
 		return -ENOMEM;
 	/* Copy every other pair, then the new one: a report replaces, never appends. */
 	out = block;
-	for (const char *p = s->server_params, *end = p + s->server_params_len; p && p < end;) {
+	for (const char *p = s->server_params, *end = p ? p + s->server_params_len : NULL;
+	     p && p < end;) {
 		size_t pn = strlen(p) + 1, pv = strlen(p + pn) + 1;
 
 		if (strcmp(p, name) != 0) {

@@ -108,8 +108,11 @@ struct stage_result {
  * Per-session limits a stage may set (policy) from session_start and from the AUTH notice;
  * the connection arms its timers from them. 0 means no limit. Each firing ends the session
  * with PostgreSQL's code for it: idle 57P05, idle in transaction 25P03, lifetime 57P01.
+ * login_ms (set at session_start; counted from the StartupMessage) tightens the startup
+ * timeout and fires like it: FATAL 08P01 "timeout during authentication".
  */
 struct stage_limits {
+	uint64_t login_ms;
 	uint64_t idle_ms;
 	uint64_t idle_in_transaction_ms;
 	uint64_t lifetime_ms;

@@ -178,6 +178,11 @@ unsigned steer_registrar_registered(const struct steer_registrar *r)
 	return r ? __atomic_load_n(&r->registered, __ATOMIC_RELAXED) : 0;
 }
 
+uint32_t steer_registrar_attach_id(const struct steer_registrar *r)
+{
+	return r && r->map_fd >= 0 ? r->map_id : 0;
+}
+
 void steer_registrar_free(struct steer_registrar *r)
 {
 	if (!r)

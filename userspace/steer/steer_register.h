@@ -29,6 +29,9 @@ int steer_registrar_add(struct steer_registrar *r, int listen_fd, const struct a
 int steer_registrar_tick(struct steer_registrar *r);
 /* Listeners registered in the current map (any thread; for status). */
 unsigned steer_registrar_registered(const struct steer_registrar *r);
+/* Which attach the registrar last found (the kernel's id of its relay-socket map), 0 while
+ * none is attached: a change is an attach or a detach (main thread, after a tick). */
+uint32_t steer_registrar_attach_id(const struct steer_registrar *r);
 void steer_registrar_free(struct steer_registrar *r);
 
 #endif
