@@ -349,28 +349,26 @@ static int auth_load(const struct config *cfg, char *err, size_t errlen)
 	return auth_runtime_reload(daemon_auth, cfg, err, errlen);
 }
 
+/* The policy and its masking are one decision: a `mask:` entry the masking code refuses
+ * refuses the file, and masking is current before the rules that name it are. */
+static int accept_policy_masking(struct policy *p, char *err, size_t errlen)
+{
+	struct mask_policy *masking;
+
+	if (mask_wiring_build(p, &masking, err, errlen))
+		return -1;
+	mask_wiring_publish(masking);
+	return 0;
+}
+
 /* Publish the policy file cfg names (policy_reload logs it with its SHA-256), or none. A
  * broken file leaves the running policy in force: 0, or -1 with err set. */
 static int apply_policy(const struct config *cfg, char *err, size_t errlen)
 {
 	struct policy *running;
-	struct mask_policy *masking;
 
-	if (cfg->policy) {
-		/* The policy and its masking are one decision: a `mask:` entry the masking code
-		 * refuses refuses the file, and masking is current before the rules that name
-		 * it are. */
-		struct policy *p = policy_load_file(cfg->policy, err, errlen);
-
-		if (!p || mask_wiring_build(p, &masking, err, errlen)) {
-			log_error("policy_rejected", "%s; the running policy stays in force", err);
-			policy_unref(p);
-			return -1;
-		}
-		mask_wiring_publish(masking);
-		policy_publish(p);
-		return 0;
-	}
+	if (cfg->policy)
+		return policy_reload(cfg->policy, accept_policy_masking, err, errlen);
 	running = policy_acquire();
 	if (running) {
 		policy_unref(running);

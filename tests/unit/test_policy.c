@@ -212,14 +212,14 @@ static void test_reload_keeps_old_on_error(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "rules:\n  - name: a\n    allow: [read]\n", 37), 37);
 	close(fd);
-	assert_int_equal(policy_reload(path, err, sizeof(err)), 0);
+	assert_int_equal(policy_reload(path, NULL, err, sizeof(err)), 0);
 	gen = policy_generation();
 	p = policy_acquire();
 	assert_string_equal(p->rules[0].name, "a");
 	fd = open(path, O_WRONLY | O_TRUNC);
 	assert_int_equal(write(fd, "rules:\n  - name: b\n    alow: [read]\n", 36), 36);
 	close(fd);
-	assert_int_equal(policy_reload(path, err, sizeof(err)), -1);
+	assert_int_equal(policy_reload(path, NULL, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, ":3: rule: unknown key \"alow\""));
 	assert_int_equal(policy_generation(), gen);
 	struct policy *still = policy_acquire();

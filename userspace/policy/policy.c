@@ -61,17 +61,19 @@ uint64_t policy_generation(void)
 	return __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
 }
 
-int policy_reload(const char *path, char *err, size_t errlen)
+int policy_reload(const char *path, int (*accept)(struct policy *p, char *err, size_t errlen),
+		  char *err, size_t errlen)
 {
 	struct policy *p = policy_load_file(path, err, errlen);
 
-	if (!p) {
+	if (!p || (accept && accept(p, err, errlen))) {
 		struct log_line ll;
 
 		log_line_begin(&ll, LOG_ERROR, "policy_rejected");
 		log_kv_str(&ll, "error", err);
 		log_kv_str(&ll, "kept", "the running policy stays in force");
 		log_line_end(&ll);
+		policy_unref(p);
 		return -1;
 	}
 	policy_publish(p);

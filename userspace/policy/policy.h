@@ -142,8 +142,14 @@ struct policy *policy_acquire(void);
 /* The current generation (0 before any publish): a cheap "did it change" check. */
 uint64_t policy_generation(void);
 
-/* Load path and publish it: 0, or -1 with err set and the current policy untouched. */
-int policy_reload(const char *path, char *err, size_t errlen) __attribute__((warn_unused_result));
+/*
+ * Load path and publish it: 0, or -1 with err set, logged (event=policy_rejected), and the
+ * current policy untouched. accept (may be NULL) sees the loaded policy before it is
+ * published and may refuse it (-1 with err set): what else the file configures (masking)
+ * is built and made current there, so it is never behind the rules that name it.
+ */
+int policy_reload(const char *path, int (*accept)(struct policy *p, char *err, size_t errlen),
+		  char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* ---- evaluation ----------------------------------------------------------------------- */
 
