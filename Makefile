@@ -53,7 +53,9 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
-FUZZ_SECONDS ?= 15
+# Per target in `make test`: a smoke run from the seed corpus (21 targets share CI's budget);
+# longer campaigns: make check-fuzz FUZZ_SECONDS=600.
+FUZZ_SECONDS ?= 6
 
 # Generated headers (the BPF skeleton, the version) every object may include; mk/*.mk add
 # to it. Each is made after build-deps, so a host without the build dependencies is told
