@@ -53,7 +53,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
-# Per target in `make test`: a smoke run from the seed corpus (21 targets share CI's budget);
+# Per target in `make test`: a smoke run from the seed corpus (every target shares CI's budget);
 # longer campaigns: make check-fuzz FUZZ_SECONDS=600.
 FUZZ_SECONDS ?= 6
 
