@@ -3,18 +3,14 @@
  */
 #include "auth/certmap.h"
 
-#include "auth/userlist.h" /* userlist_check_file: one file-permission rule */
+#include "auth/userlist.h" /* userlist_read_file: one file-permission rule */
 #include "base/sanitize.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define TOKEN_MAX 1024
 #define ROLE_MAX 63
@@ -316,47 +312,13 @@ int certmap_parse(const char *name, const char *data, size_t len, struct certmap
 
 int certmap_load(const char *path, struct certmap **out, char *err, size_t errlen)
 {
-	char why[256], *buf;
-	struct stat st;
-	size_t len = 0;
-	int fd, rc;
+	char *buf;
+	size_t len;
+	int rc;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+	if (userlist_read_file(path, false, CERTMAP_MAX_FILE_SIZE, &buf, &len, err, errlen))
 		return -1;
-	}
-	if (userlist_check_file(fd, false, why, sizeof(why)) || fstat(fd, &st)) {
-		errf(err, errlen, "%s: %s", path, why);
-		close(fd);
-		return -1;
-	}
-	if (st.st_size > CERTMAP_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d MiB", path, CERTMAP_MAX_FILE_SIZE >> 20);
-		close(fd);
-		return -1;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		errf(err, errlen, "%s: out of memory", path);
-		return -1;
-	}
-	for (;;) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || (len += (size_t)n) > (size_t)st.st_size)
-			break;
-	}
-	close(fd);
-	if (len > (size_t)st.st_size) {
-		errf(err, errlen, "%s: changed while being read; try again", path);
-		free(buf);
-		return -1;
-	}
 	rc = certmap_parse(path, buf, len, out, err, errlen);
 	free(buf);
 	return rc;

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,32 +433,32 @@ int userlist_check_file(int fd, bool secret, char *err, size_t errlen)
 	return 0;
 }
 
-int userlist_load(const char *path, enum userlist_kind kind, struct userlist **out, char *err,
-		  size_t errlen)
+int userlist_read_file(const char *path, bool secret, size_t max, char **out, size_t *outlen,
+		       char *err, size_t errlen)
 {
-	char why[256];
+	char why[256], *buf;
 	struct stat st;
-	char *buf;
 	size_t len = 0;
-	int fd, rc;
+	int fd;
 
 	*out = NULL;
+	*outlen = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		errf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	if (userlist_check_file(fd, true, why, sizeof(why)) || fstat(fd, &st)) {
+	if (userlist_check_file(fd, secret, why, sizeof(why)) || fstat(fd, &st)) {
 		errf(err, errlen, "%s: %s", path, why);
 		close(fd);
 		return -1;
 	}
-	if (st.st_size > USERLIST_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d MiB", path, USERLIST_MAX_FILE_SIZE >> 20);
+	if ((size_t)st.st_size > max) {
+		errf(err, errlen, "%s: larger than %zu MiB", path, max >> 20);
 		close(fd);
 		return -1;
 	}
-	buf = secret_alloc((size_t)st.st_size + 1);
+	buf = secret ? secret_alloc((size_t)st.st_size + 1) : malloc((size_t)st.st_size + 1);
 	if (!buf) {
 		errf(err, errlen, "%s: out of memory", path);
 		close(fd);
@@ -468,22 +469,40 @@ int userlist_load(const char *path, enum userlist_kind kind, struct userlist **o
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
+		if (n <= 0) {
+			if (n == 0)
+				break;
 			errf(err, errlen, "%s: %s", path, strerror(errno));
-			secret_free(buf);
-			close(fd);
-			return -1;
-		}
-		if (n == 0)
+			len = SIZE_MAX;
 			break;
+		}
 		len += (size_t)n;
 	}
 	close(fd);
-	if (len > (size_t)st.st_size) {
+	if (len != SIZE_MAX && len > (size_t)st.st_size)
 		errf(err, errlen, "%s: changed while being read; try again", path);
-		secret_free(buf);
+	if (len > (size_t)st.st_size) {
+		if (secret)
+			secret_free(buf);
+		else
+			free(buf);
 		return -1;
 	}
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+int userlist_load(const char *path, enum userlist_kind kind, struct userlist **out, char *err,
+		  size_t errlen)
+{
+	char *buf;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	if (userlist_read_file(path, true, USERLIST_MAX_FILE_SIZE, &buf, &len, err, errlen))
+		return -1;
 	rc = userlist_parse(path, buf, len, kind, out, err, errlen);
 	secret_free(buf);
 	return rc;

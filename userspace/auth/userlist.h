@@ -79,4 +79,13 @@ const char *userlist_name_at(const struct userlist *u, size_t i);
 int userlist_check_file(int fd, bool secret, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/*
+ * Read a whole auth file that passes userlist_check_file() and is at most max bytes.
+ * *out gets its bytes (a secret buffer to secret_free() when secret, else one to free()),
+ * *outlen their count. A file that grows while it is read is refused. 0, or -1 with
+ * "path: reason" in err.
+ */
+int userlist_read_file(const char *path, bool secret, size_t max, char **out, size_t *outlen,
+		       char *err, size_t errlen) __attribute__((warn_unused_result));
+
 #endif
