@@ -15,6 +15,7 @@
  */
 #include "config/config.h"
 #include "base/instance.h"
+#include "base/utf8.h"
 
 
 #include <arpa/inet.h>
@@ -952,38 +953,16 @@ static const char *format_uint(const struct setting *st, uint64_t v, char *buf, 
 static bool printable_utf8(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s);
 
-	while (*p) {
-		unsigned c = *p, extra;
+	while (left) {
 		uint32_t cp;
+		size_t k = utf8_decode(p, left, &cp);
 
-		if (c < 0x20 || c == 0x7f)
+		if (!k || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
 			return false;
-		if (c < 0x80) {
-			p++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			extra = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			extra = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			extra = 3;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		for (unsigned i = 1; i <= extra; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		if ((extra == 2 && cp < 0x800) || (extra == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
-			return false;
-		p += extra + 1;
+		p += k;
+		left -= k;
 	}
 	return true;
 }

@@ -4,6 +4,8 @@
  */
 #include "sql/sql.h"
 
+#include "base/utf8.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -13,41 +15,6 @@ struct norm_out {
 	size_t len;
 };
 
-/* Length of a valid UTF-8 sequence at s[0..n) (no overlongs, surrogates or > U+10FFFF),
- * or 0 if s does not start one. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t need;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		need = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		need = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < need)
-		return 0;
-	for (size_t i = 1; i < need; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return need;
-}
-
 /* Copy n bytes (the caller checked they fit): invalid UTF-8 and control bytes become '?',
  * one for one, so the output length equals n. */
 static void put_clean(struct norm_out *o, const char *s, size_t n)
@@ -56,7 +23,8 @@ static void put_clean(struct norm_out *o, const char *s, size_t n)
 	size_t i = 0;
 
 	while (i < n) {
-		size_t k = utf8_seq(u + i, n - i);
+		uint32_t cp;
+		size_t k = utf8_decode(u + i, n - i, &cp);
 
 		if (k == 1 && (u[i] < 0x20 || u[i] == 0x7f))
 			k = 0;
