@@ -113,11 +113,15 @@ static const struct mask_profile *src_profile(void *arg, const struct stage_ctx 
 {
 	const char *u = session_verified_user(ctx->session);
 
+	const struct mask_profile *p = NULL;
+
 	if (u && !strcmp(u, "analyst"))
-		return analyst;
+		p = analyst;
 	if (u && !strcmp(u, "strict"))
-		return strict;
-	return NULL;
+		p = strict;
+	if (p) /* the contract: a profile comes with a reference to its policy */
+		mask_policy_get(mask_profile_policy(p));
+	return p;
 }
 
 static int src_analyse(void *arg, const struct mask_profile *p, const char *sql, size_t len,
@@ -1037,6 +1041,7 @@ static const struct mask_profile *capture_profile;
 
 static const struct mask_profile *capture_source(void *arg, const struct stage_ctx *ctx)
 {
+	mask_policy_get(mask_profile_policy(capture_profile));
 	return capture_profile;
 }
 

@@ -251,6 +251,8 @@ static void mask_notice(struct stage_ctx *ctx, const struct stage_note *n)
 	pthread_mutex_unlock(&conf_lock);
 	if (p && mask_profile_masks(p))
 		sess_activate(ctx, p);
+	if (p)
+		mask_policy_put(mask_profile_policy(p)); /* the source's; the session took its own */
 }
 
 /* At a statement boundary with nothing in flight: a reloaded policy, a fresh catalog. */
@@ -267,6 +269,8 @@ static void sess_refresh_idle(struct stage_ctx *ctx)
 		 * (a profile that no longer masks anything still holds its plans). */
 		if (p && mask_profile_masks(p))
 			sess_set_profile(s, p);
+		if (p)
+			mask_policy_put(mask_profile_policy(p));
 	}
 	{
 		struct mask_catalog *c = mask_catalog_acquire();

@@ -50,9 +50,9 @@ struct mask_source {
 	/*
 	 * The masking profile of a session whose login succeeded (session_verified_user() and
 	 * the rest of its identity; ctx->chain has the earlier stages' states, e.g. the policy
-	 * rule the session matched), or NULL when its identity is not masked. The stage holds a
-	 * reference to the profile's policy (mask_policy_get()) while it uses the profile. It
-	 * asks at login, and again whenever the session is idle, so that a reloaded policy
+	 * rule the session matched), or NULL when its identity is not masked. A profile comes
+	 * with one reference to its policy (mask_profile_policy()) that the stage takes over
+	 * (and drops with mask_policy_put() when done with the profile). It asks at login, and again whenever the session is idle, so that a reloaded policy
 	 * applies from the next statement.
 	 */
 	const struct mask_profile *(*profile)(void *arg, const struct stage_ctx *ctx);

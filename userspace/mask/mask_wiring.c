@@ -16,18 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * The masking policy a worker thread's last profile() answer came from, with a reference:
- * the stage takes its own reference on the profile's policy right after the callback
- * returns, so this one keeps it alive across a concurrent publish until then. Released at
- * the thread's next answer.
- */
-static __thread struct mask_policy *last_answer;
-
 static const struct mask_profile *source_profile(void *arg, const struct stage_ctx *ctx)
 {
 	const struct stage_pipeline *pl = ctx->chain ? ctx->chain->pipeline : NULL;
 	const char *rule = "";
+	const struct mask_profile *p;
 	struct mask_policy *mp;
 
 	for (unsigned i = 0; pl && i < pl->count && i < ctx->index; i++)
@@ -36,9 +29,10 @@ static const struct mask_profile *source_profile(void *arg, const struct stage_c
 	if (!rule[0])
 		return NULL;
 	mp = mask_rules_acquire();
-	mask_policy_put(last_answer);
-	last_answer = mp;
-	return mp ? mask_policy_find_profile(mp, rule) : NULL;
+	p = mp ? mask_policy_find_profile(mp, rule) : NULL;
+	if (!p)
+		mask_policy_put(mp);
+	return p; /* with mp's reference, which the stage takes over */
 }
 
 static int source_analyse(void *arg, const struct mask_profile *p, const char *sql, size_t len,
