@@ -29,6 +29,10 @@ STOP_TIMEOUT = 30.0
 # Test relays drain for this long on SIGTERM unless a test sets its own: the daemon's default
 # (30s) would make every teardown with a lingering session cost half a minute.
 TEST_DRAIN = "5s"
+# The daemon under test is a sanitizer build (make BUILD=build/san SAN=1 check-integration
+# sets ASAN_OPTIONS): its RSS holds ASan's quarantine and shadow memory, so memory bounds
+# say nothing about pgwarden there.
+SANITIZED = bool(os.environ.get("ASAN_OPTIONS"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -605,4 +605,5 @@ def test_several_gb_result_streams_with_flat_memory(masked_relay, pg):
         t.join()
     assert total > 3 * 10**9 and seen_masked
     grown = (peak[0] - before) / 1024
-    assert grown < 16, "the relay grew by %.1f MiB streaming a masked result" % grown
+    if not harness.SANITIZED:
+        assert grown < 16, "the relay grew by %.1f MiB streaming a masked result" % grown
