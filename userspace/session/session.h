@@ -2,14 +2,7 @@
  * session: who one client session is and what it has done, as every inspection stage, log
  * line, audit record and admin listing sees it.
  *
- * Identity comes in three grades, and nothing may confuse them:
- *   - kernel-recorded (route, addresses, process): the client cannot forge these;
- *   - claimed (the StartupMessage: user, database, application_name, every parameter):
- *     what the client says, known before anyone checked it;
- *   - verified (auth.verified_user, TLS peer certificate): set only once the server
- *     (passthrough) or pgwarden itself (terminate) accepted the login.
- * A rule keyed on a role must use the claimed user only for decisions the server will
- * re-check (connection admission before login) and the verified one afterwards.
+ * Who the session is (the identity types and their three grades) is session/identity.h.
  *
  * Written only by the connection's worker thread. Strings are owned by the session and
  * immutable once set (the server parameters are replaced whole, never edited); counters
@@ -20,6 +13,7 @@
 #define PGWARDEN_SESSION_H
 
 #include "base/addr.h"
+#include "session/identity.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,55 +23,6 @@
 #define SESSION_ID_HEXLEN (SESSION_ID_LEN * 2)
 /* "unix:" and a sun_path, or an address: what session_upstream_text() writes. */
 #define SESSION_UPSTREAM_STRLEN (sizeof("unix:") + 108)
-#define SESSION_FINGERPRINT_HEXLEN 64 /* SHA-256 */
-
-/* The local process that opened a steered connection, as the kernel recorded it. */
-struct session_process {
-	bool known;
-	uint32_t pid;
-	uint32_t tgid;
-	uint32_t uid;
-	uint32_t gid;
-	uint64_t cgroup_id;
-	char comm[16];
-};
-
-enum session_route {
-	SESSION_ROUTE_EXPLICIT = 0, /* client dialled pgwarden's listen address */
-	SESSION_ROUTE_STEERED,      /* local client redirected by the cgroup hooks */
-	SESSION_ROUTE_TPROXY,       /* remote client redirected by nftables TPROXY */
-};
-
-/* One leg's TLS, once its handshake finished; version == NULL while the leg is plain. */
-struct session_tls {
-	const char *version; /* OpenSSL's static text, e.g. "TLSv1.3" */
-	const char *cipher;  /* OpenSSL's static text */
-	/* The peer's certificate, when it presented one that verified. */
-	char *peer_subject;  /* RFC 2253 one-line form */
-	char *peer_identity; /* first DNS, email or URI SAN, else the single CN */
-	char peer_fingerprint[SESSION_FINGERPRINT_HEXLEN + 1]; /* SHA-256, lower-case hex */
-};
-
-enum session_auth_method {
-	SESSION_AUTH_PENDING = 0, /* not finished yet */
-	SESSION_AUTH_TRUST,       /* the server asked for nothing */
-	SESSION_AUTH_PASSWORD,    /* cleartext password */
-	SESSION_AUTH_MD5,
-	SESSION_AUTH_SCRAM,       /* SCRAM-SHA-256 */
-	SESSION_AUTH_SCRAM_PLUS,  /* SCRAM-SHA-256-PLUS (channel binding) */
-	SESSION_AUTH_CERT,        /* a client certificate alone (terminate mode) */
-	SESSION_AUTH_CERT_SCRAM,  /* certificate and SCRAM together (terminate, two factors) */
-	SESSION_AUTH_GSS,
-	SESSION_AUTH_SSPI,
-	SESSION_AUTH_METHOD_COUNT,
-};
-
-struct session_auth {
-	enum session_auth_method method;
-	bool at_relay; /* pgwarden authenticated the client (terminate); else the server did */
-	bool ok;       /* the login succeeded; verified_user is set from here on */
-	char *verified_user; /* the role the login was verified for */
-};
 
 /* The client's StartupMessage, every parameter, in the order sent (duplicates included,
  * as PostgreSQL reads them: the last one wins). */
@@ -161,10 +106,6 @@ static inline const char *session_verified_user(const struct session *s)
 
 /* Release owned strings; the struct itself belongs to the caller. */
 void session_release(struct session *s);
-
-const char *session_route_to_str(enum session_route r);
-/* "scram-sha-256", "md5", "trust", ...; "pending" before the login finished. */
-const char *session_auth_method_to_str(enum session_auth_method m);
 
 /* Where the session goes, as logs and listings show it: "unix:/path" or "host:port";
  * "" when not known. buf has SESSION_UPSTREAM_STRLEN bytes; returns buf. */
