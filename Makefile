@@ -63,7 +63,7 @@ FUZZ_SECONDS ?= 6
 GENERATED := $(BUILD)/gen/pgwarden_version.h
 
 .PHONY: all deps build-deps FORCE test demo check-unit check-fuzz check-integration sanitize install clean \
-	fuzz-build bench vm-test check-e2e
+	fuzz-build unit-build bench vm-test check-e2e
 all: $(BINS)
 
 include $(sort $(wildcard mk/*.mk))
@@ -104,6 +104,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PG_LIBS) -lcmocka
 
+unit-build: $(UNIT_BINS)
 check-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; (cd tests/unit && ../../$$t); done
 
@@ -141,8 +142,11 @@ check-fuzz: $(FUZZ_BINS)
 sanitize:
 	$(MAKE) BUILD=build/san SAN=1 all check-unit check-integration
 
+# Builds run in parallel (they are CPU-bound; the suites mostly wait on the network).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	$(MAKE) all
+	$(MAKE) -j$(JOBS) all fuzz-build unit-build
+	$(MAKE) -j$(JOBS) BUILD=build/san SAN=1 all unit-build
 	$(MAKE) check-unit
 	$(MAKE) check-fuzz
 	$(MAKE) check-integration

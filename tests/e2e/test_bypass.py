@@ -437,6 +437,10 @@ def test_nat_loop_is_refused_at_run_time(netns, pgwardend_bin, tmp_path):
         daemon = subprocess.Popen(ns + [pgwardend_bin, "--listen", "127.0.0.1:%d" % port,
                                         "--upstream", "%s:%d" % (fake, fport),
                                         "--workers", "1", "--steer-instance", "pgw_nat_loop",
+                                        # The loop, not TLS, is under test: with an
+                                        # SSLRequest first, the refusal would reach the
+                                        # client only as 08001 with the server's text hidden.
+                                        "--tls-server-mode", "disable",
                                         "--admin-socket", str(tmp_path / "admin.sock")],
                                   stdin=subprocess.DEVNULL, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
