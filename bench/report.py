@@ -10,7 +10,8 @@ sides of a ratio instead of one.
 import random
 import statistics
 
-RELAYS = ["pgwarden", "baseline", "steered", "pgbouncer", "haproxy"]
+RELAYS = ["pgwarden", "pgwarden-pa", "pgwarden-tls", "baseline", "steered", "pgbouncer",
+          "pgbouncer-tls", "haproxy"]
 ORDER = ["direct"] + RELAYS
 
 
@@ -45,6 +46,16 @@ def round_ratios(rows, target, key, **cell):
         d = by(rows, target="direct", round=r["round"], **cell)
         if d and d[0].get(key) and r.get(key) is not None:
             out.append(r[key] / d[0][key])
+    return out
+
+
+def round_diffs(rows, target, key, **cell):
+    """Per-round target minus direct differences of key for one cell."""
+    out = []
+    for r in by(rows, target=target, **cell):
+        d = by(rows, target="direct", round=r["round"], **cell)
+        if d and d[0].get(key) is not None and r.get(key) is not None:
+            out.append(r[key] - d[0][key])
     return out
 
 
@@ -315,8 +326,9 @@ def steer_goals(res):
 
 def tps_table(tps, out):
     out.append("| mode | clients | target | TPS median (min..max) | mean latency ms "
-               "| ratio to direct | relay CPU ms / 1,000 tx |")
-    out.append("|---|---:|---|---:|---:|---:|---:|")
+               "| ratio to direct | relay CPU ms / 1,000 tx | p50 / p99 ms "
+               "| added p50 / p99 µs |")
+    out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     modes = [m for m in ("simple", "extended", "prepared") if by(tps, mode=m)]
     for mode in modes:
         for clients in sorted({r["clients"] for r in by(tps, mode=mode)}):
@@ -328,9 +340,15 @@ def tps_table(tps, out):
                     tps, t, "tps", mode=mode, clients=clients)), "%.2f")
                 cpu = "–" if t == "direct" else span(
                     [r.get("cpu_ms_per_1k_tx") for r in rows], "%.1f")
-                out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+                pct = "%s / %s" % (f(med([r.get("p50_ms") for r in rows]), "%.3f"),
+                                   f(med([r.get("p99_ms") for r in rows]), "%.3f"))
+                added = "–" if t == "direct" else "%s / %s" % tuple(
+                    span([d * 1000.0 for d in round_diffs(tps, t, k, mode=mode,
+                                                          clients=clients)], "%+.0f")
+                    for k in ("p50_ms", "p99_ms"))
+                out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
                     mode, clients, t, span([r["tps"] for r in rows], "%.0f"),
-                    span([r["latency_ms"] for r in rows], "%.3f"), ratio, cpu))
+                    span([r["latency_ms"] for r in rows], "%.3f"), ratio, cpu, pct, added))
 
 
 def connect_table(rows_all, out):
