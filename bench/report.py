@@ -10,7 +10,8 @@ sides of a ratio instead of one.
 import random
 import statistics
 
-RELAYS = ["pgwarden", "baseline", "steered", "pgbouncer", "haproxy"]
+RELAYS = ["pgwarden", "pgwarden-pa", "pgwarden-tls", "baseline", "steered", "pgbouncer",
+          "pgbouncer-tls", "haproxy"]
 ORDER = ["direct"] + RELAYS
 
 
@@ -45,6 +46,16 @@ def round_ratios(rows, target, key, **cell):
         d = by(rows, target="direct", round=r["round"], **cell)
         if d and d[0].get(key) and r.get(key) is not None:
             out.append(r[key] / d[0][key])
+    return out
+
+
+def round_diffs(rows, target, key, **cell):
+    """Per-round target minus direct differences of key for one cell."""
+    out = []
+    for r in by(rows, target=target, **cell):
+        d = by(rows, target="direct", round=r["round"], **cell)
+        if d and d[0].get(key) is not None and r.get(key) is not None:
+            out.append(r[key] - d[0][key])
     return out
 
 
@@ -152,6 +163,86 @@ def goals(res):
         parts.append("RSS peak %.1f MiB above idle" % (growth / 1024.0))
     rows.append(("pgwarden streaming CPU per byte ≤ HAProxy's, RSS within 16 MiB of idle",
                  "; ".join(parts) or "–", verdict(ok if measured else None)))
+    return rows
+
+
+def pair_ratios(rows, a, b, key, **cell):
+    """Per-round a/b ratios of key for one cell (both measured in the same round)."""
+    out = []
+    for r in by(rows, target=a, **cell):
+        o = by(rows, target=b, round=r["round"], **cell)
+        if o and o[0].get(key) and r.get(key) is not None:
+            out.append(r[key] / o[0][key])
+    return out
+
+
+def compare_goal(tps, pairs, key, limit, higher_is_better, clients=None):
+    """Worst cell of the median per-round ratio a/b over pairs [(a, b)], judged against
+    limit. *not met* when in some cell every round misses the limit; *not resolved* when
+    the cells that miss it by their median have rounds on both sides of it (the run's
+    noise is larger than the margin). Returns (detail, verdict)."""
+    cells = sorted({(r["mode"], r["clients"]) for r in tps
+                    if clients is None or r["clients"] in clients})
+    worst, measured, clear_fail, ok = None, False, False, True
+    for mode, c in cells:
+        for a, b in pairs:
+            rs = pair_ratios(tps, a, b, key, mode=mode, clients=c)
+            if not rs:
+                continue
+            measured = True
+            m = med(rs)
+            good = (m >= limit) if higher_is_better else (m <= limit)
+            if not good:
+                ok = False
+                if not any((x >= limit) if higher_is_better else (x <= limit) for x in rs):
+                    clear_fail = True  # every round of this cell misses the limit
+            badness = -m if higher_is_better else m
+            if worst is None or badness > worst[0]:
+                worst = (badness, m, mode, c, a, b, rs)
+    if not measured:
+        return "–", verdict(None)
+    _, m, mode, c, a, b, rs = worst
+    detail = "worst: %s -c %d, %s at %.2f× %s's (rounds %s)" % (
+        mode, c, a, m, b, ", ".join("%.2f" % x for x in rs))
+    if not ok and not clear_fail:
+        return detail, "**not resolved** (rounds on both sides)"
+    return detail, verdict(ok)
+
+
+def issue15_goals(res):
+    """Issue #15's targets: TPS at least PgBouncer's and HAProxy's (plaintext and TLS),
+    relay CPU per transaction at most 0.8x PgBouncer's at 8 and 64 clients without and
+    with policy + batch audit, and the latency added over direct."""
+    tps = res["tps"]
+    rows = []
+    for label, pairs in (
+            ("TPS ≥ PgBouncer's and HAProxy's, plaintext",
+             [("pgwarden", "pgbouncer"), ("pgwarden", "haproxy")]),
+            ("TPS ≥ PgBouncer's, TLS (both terminating sslmode=require)",
+             [("pgwarden-tls", "pgbouncer-tls")]),
+            ("TPS ≥ PgBouncer's, with policy + batch audit (PgBouncer has neither)",
+             [("pgwarden-pa", "pgbouncer")])):
+        rows.append((label,) + compare_goal(tps, pairs, "tps", 1.0, True))
+    for label, pairs in (
+            ("CPU/tx ≤ 0.8× PgBouncer's at 8 and 64 clients, no policy",
+             [("pgwarden", "pgbouncer")]),
+            ("CPU/tx ≤ 0.8× PgBouncer's at 8 and 64 clients, policy + batch audit",
+             [("pgwarden-pa", "pgbouncer")]),
+            ("CPU/tx ≤ 0.8× PgBouncer's at 8 and 64 clients, TLS",
+             [("pgwarden-tls", "pgbouncer-tls")])):
+        rows.append((label,) + compare_goal(tps, pairs, "cpu_ms_per_1k_tx", 0.8, False,
+                                            clients=(8, 64)))
+    worst = None
+    for mode, c in sorted({(r["mode"], r["clients"]) for r in tps}):
+        for t in ("pgwarden", "pgwarden-pa", "pgwarden-tls"):
+            d = med(round_diffs(tps, t, "p99_ms", mode=mode, clients=c))
+            if d is not None and (worst is None or d > worst[0]):
+                worst = (d, t, mode, c)
+    rows.append(("Latency added at p50 and p99 per cell, against direct",
+                 "reported per cell in section 1%s" % (
+                     "; largest p99 added by a pgwarden target: %+.0f µs (%s, %s -c %d)"
+                     % (worst[0] * 1000.0, worst[1], worst[2], worst[3]) if worst else ""),
+                 "reported" if worst else verdict(None)))
     return rows
 
 
@@ -315,8 +406,9 @@ def steer_goals(res):
 
 def tps_table(tps, out):
     out.append("| mode | clients | target | TPS median (min..max) | mean latency ms "
-               "| ratio to direct | relay CPU ms / 1,000 tx |")
-    out.append("|---|---:|---|---:|---:|---:|---:|")
+               "| ratio to direct | relay CPU ms / 1,000 tx | p50 / p99 ms "
+               "| added p50 / p99 µs |")
+    out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     modes = [m for m in ("simple", "extended", "prepared") if by(tps, mode=m)]
     for mode in modes:
         for clients in sorted({r["clients"] for r in by(tps, mode=mode)}):
@@ -328,9 +420,15 @@ def tps_table(tps, out):
                     tps, t, "tps", mode=mode, clients=clients)), "%.2f")
                 cpu = "–" if t == "direct" else span(
                     [r.get("cpu_ms_per_1k_tx") for r in rows], "%.1f")
-                out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+                pct = "%s / %s" % (f(med([r.get("p50_ms") for r in rows]), "%.3f"),
+                                   f(med([r.get("p99_ms") for r in rows]), "%.3f"))
+                added = "–" if t == "direct" else "%s / %s" % tuple(
+                    span([d * 1000.0 for d in round_diffs(tps, t, k, mode=mode,
+                                                          clients=clients)], "%+.0f")
+                    for k in ("p50_ms", "p99_ms"))
+                out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
                     mode, clients, t, span([r["tps"] for r in rows], "%.0f"),
-                    span([r["latency_ms"] for r in rows], "%.3f"), ratio, cpu))
+                    span([r["latency_ms"] for r in rows], "%.3f"), ratio, cpu, pct, added))
 
 
 def connect_table(rows_all, out):
@@ -575,6 +673,19 @@ def write(res, path):
                    "quiet machine before acting on it." % (n[0] * 100))
         out.append("")
 
+    if any(r["target"] in ("pgwarden-pa", "pgwarden-tls", "pgbouncer-tls")
+           for r in res["tps"]):
+        out.append("## Goals (issue #15) against this run")
+        out.append("")
+        out.append("| goal | measured | verdict |")
+        out.append("|---|---|---|")
+        for g in issue15_goals(res):
+            out.append("| %s | %s | %s |" % g)
+        out.append("")
+        out.append("Ratios are per round (both targets measured minutes apart in the same "
+                   "round), the median over rounds judged; every round's ratio is shown.")
+        out.append("")
+
     bl = baseline_goals(res)
     if bl:
         out.append("## Against the baseline build (issue #8)")
@@ -630,7 +741,16 @@ def write(res, path):
         "(session mode, SCRAM with the verifier from pg_authid in its userlist, "
         "max_client_conn 2000, default_pool_size 1050) and **HAProxy** (mode tcp, one "
         "backend; no protocol awareness, the floor for any relay). Clients use plaintext "
-        "(sslmode=disable) everywhere so all targets carry the same bytes. Relay CPU is "
+        "(sslmode=disable) so all these targets carry the same bytes. **pgwarden-pa** is "
+        "pgwardend with a policy of one rule admitting the pgbench role to read with "
+        "relation allow/deny lists, `@dangerous` functions denied and `audit: statement`, "
+        "and the signed audit trail on with `audit.fsync batch` (bench/targets.py "
+        "BENCH_POLICY). **pgwarden-tls** and **pgbouncer-tls** terminate the client's TLS "
+        "(pgwardend `tls.client.mode prefer`, PgBouncer `client_tls_sslmode require`, each "
+        "with a self-signed P-256 certificate generated for the run) and their clients use "
+        "sslmode=require; their upstream leg is plaintext like the others'. p50 / p99 are "
+        "per-transaction latencies from `pgbench -l`; *added* is the target's minus "
+        "direct's in the same round, median (min..max) over rounds. Relay CPU is "
         "utime+stime of the relay process (all threads) from /proc/PID/stat, read before "
         "and after each run; it includes session setup at the start of the run. Direct "
         "has no relay, so no relay CPU." % s["scale"])

@@ -53,7 +53,12 @@ import targets as T  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ["direct", "pgwarden", "baseline", "pgbouncer", "haproxy"]
+ALL_TARGETS = ["direct", "pgwarden", "pgwarden-pa", "pgwarden-tls", "baseline", "pgbouncer",
+               "pgbouncer-tls", "haproxy"]
+# The targets whose clients speak plaintext with no policy: the stream section (a COPY the
+# bench policy does not allow, through pgwire.py, which has no TLS) measures only these.
+PLAIN_TARGETS = ["direct", "pgwarden", "baseline", "pgbouncer", "haproxy"]
+LATENCY_PERCENTILES = (50, 99)
 ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
 
 
@@ -159,6 +164,23 @@ class RssSampler(threading.Thread):
             pass
 
 
+def latency_percentiles(logdir):
+    """p50/p99 transaction latency in ms from pgbench -l files (one line per transaction,
+    the third field its latency in microseconds), or {} when there are none."""
+    lat = []
+    for name in os.listdir(logdir):
+        with open(os.path.join(logdir, name)) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():
+                    lat.append(int(fields[2]))
+    if not lat:
+        return {}
+    lat.sort()
+    return {"p%d_ms" % p: lat[min(len(lat) - 1, len(lat) * p // 100)] / 1000.0
+            for p in LATENCY_PERCENTILES}
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
@@ -236,7 +258,13 @@ class Bench:
                                                  s.pgwarden_args),
             "baseline": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.baseline,
                                                  s.pgwarden_args, name="baseline"),
+            "pgwarden-pa": lambda: T.PgwardenPolicyAuditTarget(self.cluster, self.rundir,
+                                                               s.daemon, s.ctl,
+                                                               s.pgwarden_args),
+            "pgwarden-tls": lambda: T.PgwardenTlsTarget(self.cluster, self.rundir, s.daemon,
+                                                        s.pgwarden_args),
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
+            "pgbouncer-tls": lambda: T.PgbouncerTlsTarget(self.cluster, self.rundir),
             "haproxy": lambda: T.HaproxyTarget(self.cluster, self.rundir),
             "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon, s.ctl,
                                                s.pgwarden_args),
@@ -247,7 +275,7 @@ class Bench:
         for name in names:
             if name not in makers:
                 raise SystemExit("unknown target %r (BENCH_TARGETS)" % name)
-            if name in ("pgwarden", "steered") and not os.access(s.daemon, os.X_OK):
+            if name.startswith(("pgwarden", "steered")) and not os.access(s.daemon, os.X_OK):
                 self.unavailable[name] = "%s is not built" % s.daemon
                 continue
             if name == "baseline" and not (s.baseline and os.access(s.baseline, os.X_OK)):
@@ -337,6 +365,12 @@ class Bench:
                 "-T", str(seconds), "-h", T.HOST, "-p", str(target.port)]
         if connect:
             argv.append("-C")
+        # Per-transaction latencies (pgbench -l) for p50/p99, in a directory of their own
+        # that is read and removed after the run. Not for warm-ups or -C (a login each).
+        logdir = None
+        if not connect and not warmup:
+            logdir = tempfile.mkdtemp(prefix="pgbench-log-", dir=self.rundir)
+            argv += ["-l", "--log-prefix", os.path.join(logdir, "tx")]
         argv.append(T.DATABASE)
         scenario = "pgbench %s" % " ".join(argv[1:])
         if target.name == "steered":
@@ -351,7 +385,9 @@ class Bench:
         cpu0 = cpu_seconds(target.pid) if target.is_relay else None
         t0 = time.monotonic()
         try:
-            r = subprocess.run(argv, env=self.cluster.client_env(), capture_output=True,
+            env = self.cluster.client_env()
+            env.update(target.client_env())
+            r = subprocess.run(argv, env=env, capture_output=True,
                                text=True, timeout=seconds + 120,
                                preexec_fn=target.client_preexec())
         except subprocess.TimeoutExpired:
@@ -394,6 +430,9 @@ class Bench:
             "failed": failed,
             "wall_s": round(wall, 3),
         }
+        if logdir is not None:
+            res.update(latency_percentiles(logdir))
+            shutil.rmtree(logdir, ignore_errors=True)
         if target.is_relay:
             res["relay_cpu_s"] = round(cpu1 - cpu0, 3)
             res["cpu_ms_per_1k_tx"] = (cpu1 - cpu0) * 1000.0 / tx * 1000.0
@@ -579,7 +618,7 @@ class Bench:
         return res
 
     def section_stream(self):
-        names = [n for n in ALL_TARGETS if n in self.targets]
+        names = [n for n in PLAIN_TARGETS if n in self.targets]
         for rnd in range(self.s.rounds):
             self.note_load("stream", rnd)
             for kind in ("copy", "select"):

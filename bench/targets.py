@@ -208,9 +208,23 @@ class Target:
         return self.proc is not None and self.proc.poll() is None
 
     def check_login(self):
-        """A real SCRAM login and query through the target, not just an open port."""
+        """A real SCRAM login and query through the target, not just an open port (with
+        psql where the target needs client settings pgwire.py lacks, such as TLS)."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
+            if self.client_env():
+                env = self.cluster.client_env()
+                env.update(self.client_env())
+                r = subprocess.run(["psql", "-X", "-qAt", "-h", HOST, "-p", str(self.port),
+                                    "-c", "SELECT 1"], env=env, text=True,
+                                   capture_output=True)
+                if r.returncode == 0:
+                    return
+                if time.monotonic() > deadline or not self.alive():
+                    raise TargetError("%s: login through it failed: %s\n%s"
+                                      % (self.name, r.stderr.strip(), tail(self.log)))
+                time.sleep(0.2)
+                continue
             try:
                 c = pgwire.Conn(HOST, self.port, USER, DATABASE, self.cluster.password,
                                 timeout=10)
@@ -266,6 +280,11 @@ class Target:
 
     def version(self):
         return ""
+
+    def client_env(self):
+        """Environment a client of this target needs over the cluster's (TLS targets ask
+        for sslmode=require)."""
+        return {}
 
     # Steering hooks for the driver; only SteeredTarget has anything to say.
 
@@ -329,6 +348,89 @@ class PgwardenTarget(Target):
             return ""
 
 
+def make_tls_pair(workdir, name, owner=None):
+    """A self-signed certificate and key for a TLS-terminating target, generated for this
+    run in its temp directory (never committed). owner: (uid, gid) of a relay that runs as
+    another user and must read the key. One pair per target: each relay has its own rules
+    about who may own its key file."""
+    cert = os.path.join(workdir, "%s.crt" % name)
+    key = os.path.join(workdir, "%s.key" % name)
+    if not os.path.exists(cert):
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                            "-subj", "/CN=%s" % HOST, "-keyout", key, "-out", cert],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise TargetError("openssl req: %s" % r.stderr.strip())
+        os.chmod(key, 0o600)
+    if owner is not None:
+        for path in (cert, key):
+            os.chown(path, *owner)
+    return cert, key
+
+
+# The policy of the `pgwarden-pa` target: one rule admitting the bench role to exactly what
+# pgbench -S runs (its scale probe and the SELECT on pgbench_accounts), with relation
+# lists, so every statement goes through the policy stage's analysis and relation checks,
+# and `audit: statement`, so every statement also gets an audit record.
+BENCH_POLICY = """version: 1
+rules:
+  - name: pgbench
+    match: { user: %(user)s, database: %(db)s }
+    allow: [read, transaction, session]
+    relations:
+      allow: [public.pgbench_accounts, public.pgbench_branches, public.pgbench_tellers,
+              public.pgbench_history]
+      deny: [pg_catalog.pg_authid]
+    search_path: [public]   # pgbench names its tables unqualified; bench has no schema
+    deny_functions: ["@dangerous"]
+    audit: statement
+"""
+
+
+class PgwardenPolicyAuditTarget(PgwardenTarget):
+    """pgwardend with a realistic policy (BENCH_POLICY) and the signed audit trail with
+    `audit.fsync batch`, written under the run's temp directory: the path a compliance
+    deployment runs."""
+
+    def __init__(self, cluster, workdir, daemon, ctl, extra_args=()):
+        super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-pa")
+        self.ctl = ctl
+
+    def argv(self):
+        policy = os.path.join(self.workdir, "bench-policy.yaml")
+        with open(policy, "w") as f:
+            f.write(BENCH_POLICY % {"user": USER, "db": DATABASE})
+        key = os.path.join(self.workdir, "bench-audit.key")
+        if not os.path.exists(key):
+            r = subprocess.run([self.ctl, "audit", "keygen", "--out", key],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise TargetError("pgwardenctl audit keygen: %s" % r.stderr.strip())
+        trail = os.path.join(self.workdir, "bench-audit")
+        os.makedirs(trail, exist_ok=True)
+        return super().argv() + ["--policy", policy,
+                                 "--audit-path", os.path.join(trail, "audit.jsonl"),
+                                 "--audit-signing-key", key, "--audit-fsync", "batch"]
+
+
+class PgwardenTlsTarget(PgwardenTarget):
+    """pgwardend terminating the client's TLS (tls.client.mode prefer, a generated
+    certificate); clients connect with sslmode=require. The upstream leg is as for
+    `pgwarden` (the cluster has no TLS, so plaintext)."""
+
+    def __init__(self, cluster, workdir, daemon, extra_args=()):
+        super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-tls")
+
+    def argv(self):
+        cert, key = make_tls_pair(self.workdir, self.name)
+        return super().argv() + ["--tls-client-mode", "prefer", "--tls-client-cert-file",
+                                 cert, "--tls-client-key-file", key]
+
+    def client_env(self):
+        return {"PGSSLMODE": "require"}
+
+
 class PgbouncerTarget(Target):
     """Debian's PgBouncer in session mode, SCRAM against a userlist holding the verifier
     from pg_authid (so it can also log in upstream with SCRAM on the client's behalf)."""
@@ -338,10 +440,10 @@ class PgbouncerTarget(Target):
 
     def argv(self):
         d = self.workdir
-        userlist = os.path.join(d, "pgbouncer-userlist.txt")
+        userlist = os.path.join(d, "%s-userlist.txt" % self.name)
         with open(userlist, "w") as f:
             f.write('"%s" "%s"\n' % (USER, self.cluster.scram_verifier()))
-        ini = os.path.join(d, "pgbouncer.ini")
+        ini = os.path.join(d, "%s.ini" % self.name)
         with open(ini, "w") as f:
             f.write("\n".join([
                 "[databases]",
@@ -363,17 +465,35 @@ class PgbouncerTarget(Target):
                 # runs at log-level warn, so keep both quiet.
                 "log_connections = 0",
                 "log_disconnections = 0",
-                "logfile = %s" % os.path.join(d, "pgbouncer-own.log"),
-                "", ""]))
+                "logfile = %s" % os.path.join(d, "%s-own.log" % self.name),
+                ] + self.extra_ini() + ["", ""]))
         for p in (userlist, ini):
             os.chown(p, self.cluster.uid, self.cluster.gid)
         os.chmod(userlist, 0o600)
         return ["/usr/sbin/pgbouncer", ini]
 
+    def extra_ini(self):
+        return []
+
     def version(self):
         r = subprocess.run(["/usr/sbin/pgbouncer", "--version"], capture_output=True,
                            text=True)
         return r.stdout.splitlines()[0] if r.stdout else ""
+
+
+class PgbouncerTlsTarget(PgbouncerTarget):
+    """PgBouncer terminating the client's TLS (client_tls_sslmode require, a generated
+    certificate); clients connect with sslmode=require."""
+
+    name = "pgbouncer-tls"
+
+    def extra_ini(self):
+        cert, key = make_tls_pair(self.workdir, self.name, (self.cluster.uid, self.cluster.gid))
+        return ["client_tls_sslmode = require", "client_tls_cert_file = %s" % cert,
+                "client_tls_key_file = %s" % key]
+
+    def client_env(self):
+        return {"PGSSLMODE": "require"}
 
 
 class HaproxyTarget(Target):
