@@ -3,6 +3,8 @@
  */
 #include "evidence/evidence.h"
 
+#include "base/sanitize.h"
+
 #include "audit/audit_record.h"
 #include "audit/audit_sign.h"
 
@@ -33,15 +35,19 @@ const struct evidence_live_fact evidence_live_facts[EVIDENCE_FACT_COUNT] = {
 #define DOMAIN_LEN (sizeof(EVIDENCE_DOMAIN) - 1)
 
 static void say(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A one-line message; it may quote bytes of the file checked, so it goes through the one
+ * sanitiser before anyone prints it. */
 static void say(char *buf, size_t n, const char *fmt, ...)
 {
+	char raw[1024];
 	va_list ap;
 
 	if (!buf || !n)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(buf, n, fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
+	sanitize_str(buf, n, raw, SANITIZE_TERMINAL, NULL);
 }
 
 int evidence_report_check(const char *report, size_t len, char *err, size_t n)
