@@ -103,7 +103,7 @@ static const char attach_usage[] =
 	"  --no-tls-check        attach even when the server offers TLS and pgwardend presents\n"
 	"                        no certificate to clients (their TLS would break)\n"
 	"  --daemon-group GROUP  the group of a pgwardend that does not run as root: it gets\n"
-	"                        the one pin it writes (default: pgwarden, when that group\n"
+	"                        the two pins it writes (default: pgwarden, when that group\n"
 	"                        exists; none: root only)\n"
 	"\n"
 	"Attach is idempotent: run again to change ports or relays in place.\n"
@@ -254,6 +254,7 @@ int ctl_attach(int argc, char **argv)
 	char **exec_argv = NULL;
 	bool tls_check = true;
 	const char *daemon_group = NULL;
+	struct group *gr = NULL;
 	int c, rc;
 
 	steer_opts_init(&o);
@@ -385,23 +386,23 @@ int ctl_attach(int argc, char **argv)
 	if (tls_check && (rc = attach_tls_check(&o, exec_argv != NULL)) >= 0)
 		return rc;
 
+	/* The packaged daemon runs as the pgwarden group: it gets the pins it writes, before
+	 * the attach waits for its registration. */
+	if (!exec_argv && (!daemon_group || strcmp(daemon_group, "none") != 0)) {
+		gr = getgrnam(daemon_group ? daemon_group : "pgwarden");
+		if (!gr && daemon_group)
+			return ctl_fail(CTL_EXIT_USAGE, "attach: --daemon-group: no group \"%s\"",
+					daemon_group);
+		if (gr) {
+			o.grant_daemon = true;
+			o.daemon_gid = gr->gr_gid;
+		}
+	}
 	rc = steer_attach(&o, o.fail_open ? &h : NULL, err, sizeof(err));
 	if (rc)
 		return ctl_fail(rc == -ECONNREFUSED || rc == -ETIMEDOUT ? CTL_EXIT_DOWN : CTL_EXIT_FAIL,
 			    "attach: %s", err);
 	if (!exec_argv) {
-		/* The packaged daemon runs as the pgwarden group: give it the pin it writes. */
-		struct group *gr = NULL;
-
-		if (!daemon_group || strcmp(daemon_group, "none") != 0) {
-			gr = getgrnam(daemon_group ? daemon_group : "pgwarden");
-			if (!gr && daemon_group)
-				return ctl_fail(CTL_EXIT_USAGE, "attach: --daemon-group: no group \"%s\" "
-						"(steering is attached; pgwardend may not be able to use it)",
-						daemon_group);
-		}
-		if (gr && steer_pins_grant(o.instance, gr->gr_gid, err, sizeof(err)))
-			return ctl_fail(CTL_EXIT_FAIL, "attach: %s (steering is attached)", err);
 		printf("attached (fail-closed): instance %s%s%s\n", o.instance,
 		       gr ? ", usable by group " : "", gr ? gr->gr_name : "");
 		return CTL_EXIT_OK;

@@ -86,6 +86,11 @@ struct steer_opts {
 	 * Fixed at the first attach: an in-place update with another size is refused. */
 	uint32_t origin_max;
 	bool check_relay; /* refuse to attach unless the relay listens on every relay address */
+	/* A fail-closed attach gives these pins to the group of a pgwardend that does not run
+	 * as root (steer_pins_grant()) before it waits for the relay's registration, which
+	 * needs them. */
+	bool grant_daemon;
+	gid_t daemon_gid;
 	unsigned relay_wait_ms; /* how long to wait for the relay to listen (0: not at all) */
 };
 
@@ -120,9 +125,10 @@ int steer_find_mount(FILE *mounts, const char *fstype, char *out, size_t n)
 int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *err,
 		 size_t errlen) __attribute__((warn_unused_result));
 
-/* A fail-closed attach's origin map pin to group gid, mode 0660, so that a pgwardend running
- * as a member of it (with CAP_BPF and CAP_DAC_READ_SEARCH, not root) can use the maps it
- * needs; nothing else is shared (steer_grant.c). 0 or -errno with err set. */
+/* A fail-closed attach's origin map and relay-socket map pins to group gid, mode 0660, so
+ * that a pgwardend running as a member of it (with CAP_BPF and CAP_DAC_READ_SEARCH, not
+ * root) can use the maps it writes; nothing else is shared (steer_grant.c). 0 or -errno with
+ * err set. */
 int steer_pins_grant(const char *instance, gid_t gid, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

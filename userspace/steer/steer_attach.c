@@ -1053,6 +1053,13 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 
 		/* The relay may have moved (a new port): its new socket must be registered
 		 * before the hooks send clients there. */
+		if (o->grant_daemon) {
+			rc = steer_pins_grant(o->instance, o->daemon_gid, err, errlen);
+			if (rc) {
+				close(cg_fd);
+				return rc;
+			}
+		}
 		if (o->check_relay) {
 			int sfd;
 
@@ -1211,6 +1218,11 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	/* The relay's registration, through the pinned map it watches for. A fail-open
 	 * attach that exec()s pgwardend has no relay yet: until it registers, steered
 	 * connects are refused. */
+	if (o->grant_daemon && !o->fail_open) {
+		rc = steer_pins_grant(o->instance, o->daemon_gid, err, errlen);
+		if (rc)
+			goto err_handle;
+	}
 	if (o->check_relay && !o->fail_open) {
 		rc = relay_registration_wait(o, bpf_map__fd(h->skel->maps.pgw_relay_socks), err,
 					     errlen);
