@@ -29,7 +29,7 @@ bench: $(DAEMON) $(CTL)
 	@if [ -n "$(BENCH_BASELINE)" ]; then \
 	  rm -rf $(BASELINE_DIR) && mkdir -p $(BASELINE_DIR) && \
 	  git archive --format=tar $(BENCH_BASELINE) | tar -x -C $(BASELINE_DIR) && \
-	  $(MAKE) -C $(BASELINE_DIR) build/pgwardend >$(BENCH_WORK)/baseline-build.log 2>&1 || \
+	  $(MAKE) -C $(BASELINE_DIR) BUILD=build build/pgwardend >$(BENCH_WORK)/baseline-build.log 2>&1 || \
 	  { tail -n 20 $(BENCH_WORK)/baseline-build.log; exit 1; }; fi
 	$(BENCH_PYTHON) bench/run.py --daemon $(DAEMON) --ctl $(CTL) --work $(BENCH_WORK) \
 		$(BASELINE_ARGS)
