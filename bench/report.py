@@ -10,8 +10,13 @@ sides of a ratio instead of one.
 import random
 import statistics
 
-RELAYS = ["pgwarden", "pgwarden-pa", "pgwarden-tls", "baseline", "steered", "pgbouncer",
-          "pgbouncer-tls", "haproxy"]
+AUDIT_MODES = ("none", "write", "batch", "always")
+RELAYS = ["pgwarden", "pgwarden-policy"] + ["pgwarden-audit-%s" % m for m in AUDIT_MODES] + [
+    "pgwarden-tls", "baseline", "steered", "pgbouncer", "pgbouncer-tls", "haproxy"]
+# BENCH_MODES values in the order the tables list them: the select-only script's three
+# protocols, then the tpcb-like script's.
+MODE_ORDER = ["simple", "extended", "prepared", "tpcb-simple", "tpcb-extended",
+              "tpcb-prepared"]
 ORDER = ["direct"] + RELAYS
 
 
@@ -221,20 +226,20 @@ def issue15_goals(res):
             ("TPS ≥ PgBouncer's, TLS (both terminating sslmode=require)",
              [("pgwarden-tls", "pgbouncer-tls")]),
             ("TPS ≥ PgBouncer's, with policy + batch audit (PgBouncer has neither)",
-             [("pgwarden-pa", "pgbouncer")])):
+             [("pgwarden-audit-batch", "pgbouncer")])):
         rows.append((label,) + compare_goal(tps, pairs, "tps", 1.0, True))
     for label, pairs in (
             ("CPU/tx ≤ 0.8× PgBouncer's at 8 and 64 clients, no policy",
              [("pgwarden", "pgbouncer")]),
             ("CPU/tx ≤ 0.8× PgBouncer's at 8 and 64 clients, policy + batch audit",
-             [("pgwarden-pa", "pgbouncer")]),
+             [("pgwarden-audit-batch", "pgbouncer")]),
             ("CPU/tx ≤ 0.8× PgBouncer's at 8 and 64 clients, TLS",
              [("pgwarden-tls", "pgbouncer-tls")])):
         rows.append((label,) + compare_goal(tps, pairs, "cpu_ms_per_1k_tx", 0.8, False,
                                             clients=(8, 64)))
     worst = None
     for mode, c in sorted({(r["mode"], r["clients"]) for r in tps}):
-        for t in ("pgwarden", "pgwarden-pa", "pgwarden-tls"):
+        for t in ("pgwarden", "pgwarden-audit-batch", "pgwarden-tls"):
             d = med(round_diffs(tps, t, "p99_ms", mode=mode, clients=c))
             if d is not None and (worst is None or d > worst[0]):
                 worst = (d, t, mode, c)
@@ -244,6 +249,31 @@ def issue15_goals(res):
                      % (worst[0] * 1000.0, worst[1], worst[2], worst[3]) if worst else ""),
                  "reported" if worst else verdict(None)))
     return rows
+
+
+def layer_goals(res):
+    """The compliance layers' own targets: policy (issue #11) against no policy, the audit
+    modes (issue #12) against the same policy with no trail, and the TLS handshake rate
+    (issue #10) against PgBouncer's, each only where the run measured both sides."""
+    tps, rows = res["tps"], []
+    rows.append(("Policy (ten rules, relation lists): TPS ≥ 0.95× no policy",)
+                + compare_goal(tps, [("pgwarden-policy", "pgwarden")], "tps", 0.95, True))
+    rows.append(("Policy: relay CPU/tx ≤ 1.10× no policy",)
+                + compare_goal(tps, [("pgwarden-policy", "pgwarden")], "cpu_ms_per_1k_tx",
+                               1.10, False))
+    rows.append(("Audit `batch`: TPS ≥ 0.90× auditing off (same policy) at 8 and 64 clients",)
+                + compare_goal(tps, [("pgwarden-audit-batch", "pgwarden-policy")], "tps",
+                               0.90, True, clients=(8, 64)))
+    for mode in ("none", "write", "always"):
+        detail, v = compare_goal(tps, [("pgwarden-audit-%s" % mode, "pgwarden-policy")],
+                                 "tps", 0.90, True, clients=(8, 64))
+        if detail != "–":
+            rows.append(("Audit `%s` against auditing off (for comparison; no target)" % mode,
+                         detail, "reported"))
+    rows.append(("TLS handshakes/s (pgbench -C, sslmode=require) ≥ PgBouncer's",)
+                + compare_goal(res.get("connect", []), [("pgwarden-tls", "pgbouncer-tls")],
+                               "tps", 1.0, True))
+    return [r for r in rows if r[1] != "–"]
 
 
 def baseline_goals(res):
@@ -409,7 +439,7 @@ def tps_table(tps, out):
                "| ratio to direct | relay CPU ms / 1,000 tx | p50 / p99 ms "
                "| added p50 / p99 µs |")
     out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    modes = [m for m in ("simple", "extended", "prepared") if by(tps, mode=m)]
+    modes = [m for m in MODE_ORDER if by(tps, mode=m)]
     for mode in modes:
         for clients in sorted({r["clients"] for r in by(tps, mode=mode)}):
             for t in ORDER:
@@ -673,7 +703,21 @@ def write(res, path):
                    "quiet machine before acting on it." % (n[0] * 100))
         out.append("")
 
-    if any(r["target"] in ("pgwarden-pa", "pgwarden-tls", "pgbouncer-tls")
+    layers = layer_goals(res)
+    if layers:
+        out.append("## Goals (issues #10, #11, #12) against this run")
+        out.append("")
+        out.append("| goal | measured | verdict |")
+        out.append("|---|---|---|")
+        for g in layers:
+            out.append("| %s | %s | %s |" % g)
+        out.append("")
+        out.append("Ratios are per round (both targets measured minutes apart in the same "
+                   "round), the median over rounds judged; every round's ratio is shown. "
+                   "`tpcb-` modes run pgbench's tpcb-like script, the others select-only.")
+        out.append("")
+
+    if any(r["target"] in ("pgwarden-audit-batch", "pgwarden-tls", "pgbouncer-tls")
            for r in res["tps"]):
         out.append("## Goals (issue #15) against this run")
         out.append("")
@@ -741,11 +785,15 @@ def write(res, path):
         "(session mode, SCRAM with the verifier from pg_authid in its userlist, "
         "max_client_conn 2000, default_pool_size 1050) and **HAProxy** (mode tcp, one "
         "backend; no protocol awareness, the floor for any relay). Clients use plaintext "
-        "(sslmode=disable) so all these targets carry the same bytes. **pgwarden-pa** is "
-        "pgwardend with a policy of one rule admitting the pgbench role to read with "
-        "relation allow/deny lists, `@dangerous` functions denied and `audit: statement`, "
-        "and the signed audit trail on with `audit.fsync batch` (bench/targets.py "
-        "BENCH_POLICY). **pgwarden-tls** and **pgbouncer-tls** terminate the client's TLS "
+        "(sslmode=disable) so all these targets carry the same bytes. **pgwarden-policy** "
+        "is pgwardend with a policy of ten rules, the pgbench role's last, admitting it to "
+        "read and write with relation allow/deny lists and `@dangerous` functions denied, "
+        "and no audit trail (bench/targets.py BENCH_POLICY). **pgwarden-audit-MODE** is the "
+        "same policy with `audit: statement` and the signed audit trail on the root disk "
+        "with `audit.fsync MODE`. In section 3, PgBouncer keeps its server connections "
+        "between client sessions (session pooling), while pgwardend logs in to the server "
+        "for every client session: its connect rows include a server login that "
+        "PgBouncer's do not. **pgwarden-tls** and **pgbouncer-tls** terminate the client's TLS "
         "(pgwardend `tls.client.mode prefer`, PgBouncer `client_tls_sslmode require`, each "
         "with a self-signed P-256 certificate generated for the run) and their clients use "
         "sslmode=require; their upstream leg is plaintext like the others'. p50 / p99 are "

@@ -28,6 +28,7 @@ See bench/README.md.
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -53,8 +54,13 @@ import targets as T  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ["direct", "pgwarden", "pgwarden-pa", "pgwarden-tls", "baseline", "pgbouncer",
-               "pgbouncer-tls", "haproxy"]
+AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
+ALL_TARGETS = ["direct", "pgwarden", "pgwarden-policy"] + AUDIT_TARGETS + [
+    "pgwarden-tls", "baseline", "pgbouncer", "pgbouncer-tls", "haproxy"]
+# What a run measures when BENCH_TARGETS does not say: one audit mode, the default `batch`;
+# the others (none, write, always) are there to be named.
+DEFAULT_TARGETS = [t for t in ALL_TARGETS if t not in AUDIT_TARGETS or
+                   t == "pgwarden-audit-batch"]
 # The targets whose clients speak plaintext with no policy: the stream section (a COPY the
 # bench policy does not allow, through pgwire.py, which has no TLS) measures only these.
 PLAIN_TARGETS = ["direct", "pgwarden", "baseline", "pgbouncer", "haproxy"]
@@ -64,6 +70,15 @@ ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
 
 def log(msg):
     print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def script_args(mode):
+    """pgbench's script and protocol for a BENCH_MODES value: `simple`, `extended` and
+    `prepared` run the select-only script (-S); `tpcb-simple` and the like run the
+    tpcb-like one (three UPDATEs, a SELECT and an INSERT in a transaction)."""
+    if mode.startswith("tpcb-"):
+        return ["-b", "tpcb-like", "-M", mode[len("tpcb-"):]]
+    return ["-S", "-M", mode]
 
 
 def env_list(name, default):
@@ -85,7 +100,7 @@ class Settings:
         # change costs against the build before it, in the same run.
         self.baseline = args.baseline_daemon
         self.baseline_rev = args.baseline_rev
-        self.targets = env_list("BENCH_TARGETS", [t for t in ALL_TARGETS
+        self.targets = env_list("BENCH_TARGETS", [t for t in DEFAULT_TARGETS
                                                   if t != "baseline" or self.baseline])
         if "direct" not in self.targets:
             self.targets.insert(0, "direct")  # every ratio needs it
@@ -258,9 +273,9 @@ class Bench:
                                                  s.pgwarden_args),
             "baseline": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.baseline,
                                                  s.pgwarden_args, name="baseline"),
-            "pgwarden-pa": lambda: T.PgwardenPolicyAuditTarget(self.cluster, self.rundir,
-                                                               s.daemon, s.ctl,
-                                                               s.pgwarden_args),
+            "pgwarden-policy": lambda: T.PgwardenPolicyTarget(self.cluster, self.rundir,
+                                                              s.daemon, s.ctl,
+                                                              s.pgwarden_args),
             "pgwarden-tls": lambda: T.PgwardenTlsTarget(self.cluster, self.rundir, s.daemon,
                                                         s.pgwarden_args),
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
@@ -269,6 +284,10 @@ class Bench:
             "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon, s.ctl,
                                                s.pgwarden_args),
         }
+        for mode in T.AUDIT_MODES:
+            makers["pgwarden-audit-%s" % mode] = functools.partial(
+                T.PgwardenPolicyTarget, self.cluster, self.rundir, s.daemon, s.ctl,
+                s.pgwarden_args, audit_fsync=mode)
         names = list(s.targets)
         if s.steered != "off" and "connect" in s.sections and "steered" not in names:
             names.append("steered")
@@ -361,8 +380,9 @@ class Bench:
         """One pgbench run; returns its numbers, or None if it failed (incident recorded,
         except for a warm-up that merely ran out of time while its clients logged in)."""
         jobs = 1 if clients == 1 else min(clients, os.cpu_count() or 2)
-        argv = ["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(jobs),
-                "-T", str(seconds), "-h", T.HOST, "-p", str(target.port)]
+        argv = ["pgbench", "-n"] + script_args(mode) + [
+            "-c", str(clients), "-j", str(jobs), "-T", str(seconds), "-h", T.HOST, "-p",
+            str(target.port)]
         if connect:
             argv.append("-C")
         # Per-transaction latencies (pgbench -l) for p50/p99, in a directory of their own
@@ -492,7 +512,10 @@ class Bench:
         # upstream connect, teardown), so pgwarden's per-session CPU has a yardstick.
         # steered sits next to pgwarden in the rotation: their difference is the steering
         # cost, so they should share the machine's minute as closely as the rotation allows.
-        names = [n for n in ("direct", "pgwarden", "steered", "haproxy") if n in self.targets]
+        # The TLS relays' rows are their handshake rate: a TLS handshake, then the SCRAM
+        # login, per transaction (issue #10).
+        names = [n for n in ("direct", "pgwarden", "steered", "pgbouncer", "haproxy",
+                             "pgwarden-tls", "pgbouncer-tls") if n in self.targets]
         for rnd in range(s.rounds):
             self.note_load("connect", rnd)
             for name in self.rotated(names, rnd):

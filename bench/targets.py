@@ -369,49 +369,118 @@ def make_tls_pair(workdir, name, owner=None):
     return cert, key
 
 
-# The policy of the `pgwarden-pa` target: one rule admitting the bench role to exactly what
-# pgbench -S runs (its scale probe and the SELECT on pgbench_accounts), with relation
-# lists, so every statement goes through the policy stage's analysis and relation checks,
-# and `audit: statement`, so every statement also gets an audit record.
+# The policy of the policy and audit targets: ten rules, the bench role's last, so every
+# session is matched against nine others first (the realistic shape issue #11 asks for:
+# identities with relation lists, function denials, limits). The bench rule admits exactly
+# what pgbench's select-only and tpcb-like scripts run, with relation lists, so every
+# statement goes through the policy stage's analysis and relation checks. %(audit)s is the
+# rule's audit level: `none` for pgwarden-policy, `statement` for the audit targets.
 BENCH_POLICY = """version: 1
 rules:
+  - name: breakglass
+    match: { user: oncall_admin, source: 10.0.9.0/24, auth_method: cert+scram-sha-256 }
+    allow: [all]
+    role_switch: true
+    limits: { max_lifetime: 1h, idle_timeout: 10m }
+    audit: full
+  - name: reporting
+    match: { user: report, database: analytics, source: 10.20.0.0/16 }
+    allow: [read, transaction, session]
+    relations:
+      allow: [reporting.*, public.*]
+      deny: [public.salaries, public.patients, pg_catalog.pg_authid]
+    search_path: [public]
+    deny_functions: ["@dangerous"]
+    one_statement_per_query: true
+    limits: { statements_per_second: 20, burst: 50, over_limit: wait }
+    audit: statement
+  - name: billing-service
+    match: { user: billing, source: local, cgroup: /system.slice/billing.service }
+    allow: [read, write, transaction, prepare, session]
+    relations: { deny: [hr.*, public.salaries] }
+    deny_functions: ["@dangerous"]
+    limits: { sessions_per_user: 50, idle_timeout: 30m }
+    audit: connection
+  - name: etl
+    match: { user: etl, database: [warehouse, staging], source: 10.30.0.0/16 }
+    allow: [read, write, copy_in, copy_out, transaction, session]
+    relations: { allow: [staging.*, warehouse.*] }
+    audit: statement
+  - name: migrations
+    match: { user: migrator, source: 10.0.5.0/24 }
+    allow: [all]
+    audit: full
+  - name: support
+    match: { user: [support1, support2, support3], database: crm }
+    allow: [read, transaction]
+    relations: { allow: [crm.tickets, crm.customers], deny: [crm.payment_methods] }
+    deny_functions: ["@dangerous"]
+    audit: statement
+  - name: monitoring
+    match: { user: monitor }
+    allow: [read, session]
+    relations: { allow: [pg_catalog.*] }
+    audit: connection
+  - name: replication
+    match: { user: replicator, source: 10.0.7.0/24 }
+    allow: [read]
+    replication: true
+    audit: connection
+  - name: dashboard
+    match: { user: app_ro, application_name: dashboard }
+    allow: [read, transaction, session]
+    relations: { deny: [public.pgbench_history] }
+    audit: none
   - name: pgbench
     match: { user: %(user)s, database: %(db)s }
-    allow: [read, transaction, session]
+    allow: [read, write, transaction, session]
     relations:
       allow: [public.pgbench_accounts, public.pgbench_branches, public.pgbench_tellers,
               public.pgbench_history]
       deny: [pg_catalog.pg_authid]
     search_path: [public]   # pgbench names its tables unqualified; bench has no schema
     deny_functions: ["@dangerous"]
-    audit: statement
+    audit: %(audit)s
 """
 
+# audit.fsync of each audit target; pgwarden-policy is the same policy with no trail.
+AUDIT_MODES = ("none", "write", "batch", "always")
 
-class PgwardenPolicyAuditTarget(PgwardenTarget):
-    """pgwardend with a realistic policy (BENCH_POLICY) and the signed audit trail with
-    `audit.fsync batch`, written under the run's temp directory: the path a compliance
-    deployment runs."""
 
-    def __init__(self, cluster, workdir, daemon, ctl, extra_args=()):
-        super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-pa")
+class PgwardenPolicyTarget(PgwardenTarget):
+    """pgwardend with the ten-rule BENCH_POLICY. audit_fsync None: no audit trail (the
+    rule says `audit: none`), the policy's own cost. Otherwise `audit: statement` and the
+    signed trail under the run's temp directory (the root disk) with that `audit.fsync`
+    mode: the path a compliance deployment runs."""
+
+    def __init__(self, cluster, workdir, daemon, ctl, extra_args=(), audit_fsync=None):
+        name = "pgwarden-audit-%s" % audit_fsync if audit_fsync else "pgwarden-policy"
+        super().__init__(cluster, workdir, daemon, extra_args, name=name)
         self.ctl = ctl
+        self.audit_fsync = audit_fsync
 
     def argv(self):
-        policy = os.path.join(self.workdir, "bench-policy.yaml")
+        policy = os.path.join(self.workdir, "%s-policy.yaml" % self.name)
         with open(policy, "w") as f:
-            f.write(BENCH_POLICY % {"user": USER, "db": DATABASE})
+            f.write(BENCH_POLICY % {"user": USER, "db": DATABASE,
+                                    "audit": "statement" if self.audit_fsync else "none"})
+        r = subprocess.run([self.ctl, "policy", "check", policy], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise TargetError("pgwardenctl policy check: %s" % (r.stderr or r.stdout).strip())
+        args = super().argv() + ["--policy", policy]
+        if not self.audit_fsync:
+            return args
         key = os.path.join(self.workdir, "bench-audit.key")
         if not os.path.exists(key):
             r = subprocess.run([self.ctl, "audit", "keygen", "--out", key],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise TargetError("pgwardenctl audit keygen: %s" % r.stderr.strip())
-        trail = os.path.join(self.workdir, "bench-audit")
+        trail = os.path.join(self.workdir, "%s-trail" % self.name)
         os.makedirs(trail, exist_ok=True)
-        return super().argv() + ["--policy", policy,
-                                 "--audit-path", os.path.join(trail, "audit.jsonl"),
-                                 "--audit-signing-key", key, "--audit-fsync", "batch"]
+        return args + ["--audit-path", os.path.join(trail, "audit.jsonl"),
+                       "--audit-signing-key", key, "--audit-fsync", self.audit_fsync]
 
 
 class PgwardenTlsTarget(PgwardenTarget):
