@@ -270,7 +270,16 @@ def layer_goals(res):
         if detail != "–":
             rows.append(("Audit `%s` against auditing off (for comparison; no target)" % mode,
                          detail, "reported"))
-    rows.append(("TLS handshakes/s (pgbench -C, sslmode=require) ≥ PgBouncer's",)
+    rows.append(("TLS handshakes/s alone (tlsprobe, no login) ≥ PgBouncer's",)
+                + compare_goal(res.get("tls_handshake", []),
+                               [("pgwarden-tls", "pgbouncer-tls")], "tps", 1.0, True))
+    detail, v = compare_goal(res.get("tls_handshake", []), [("pgwarden-tls", "pgbouncer-tls")],
+                             "cpu_ms_per_1k_tx", 1.0, False)
+    rows.append(("Relay CPU per TLS handshake ≤ PgBouncer's (no target; for the rate's "
+                 "reading)", detail, "reported" if detail != "–" else v))
+    rows.append(("Sessions/s over TLS (pgbench -C, sslmode=require: handshake and login) ≥ "
+                 "PgBouncer's (PgBouncer reuses its server connections; pgwardend logs in "
+                 "to the server per session)",)
                 + compare_goal(res.get("connect", []), [("pgwarden-tls", "pgbouncer-tls")],
                                "tps", 1.0, True))
     return [r for r in rows if r[1] != "–"]
@@ -459,6 +468,31 @@ def tps_table(tps, out):
                 out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
                     mode, clients, t, span([r["tps"] for r in rows], "%.0f"),
                     span([r["latency_ms"] for r in rows], "%.3f"), ratio, cpu, pct, added))
+
+
+def tls_handshake_table(rows_all, out):
+    """The TLS relays' handshakes alone (bench/tlsprobe.py: SSLRequest, a full handshake,
+    reset; no login), per target: rate and relay CPU per 1,000 handshakes."""
+    if not rows_all:
+        return
+    out.append("")
+    out.append("TLS handshakes alone (`bench/tlsprobe.py`, %d client threads: connect, "
+               "SSLRequest, a full TLS handshake without resumption, reset; no login, so no "
+               "server connection on either relay):" % rows_all[0]["clients"])
+    out.append("")
+    out.append("| target | handshakes/s median (min..max) | ratio to pgbouncer-tls "
+               "| relay CPU ms / 1,000 handshakes |")
+    out.append("|---|---:|---:|---:|")
+    for t in ORDER:
+        rows = by(rows_all, target=t)
+        if not rows:
+            continue
+        ratio = "1" if t == "pgbouncer-tls" else f(med(pair_ratios(
+            rows_all, t, "pgbouncer-tls", "tps", mode="handshake",
+            clients=rows[0]["clients"])), "%.2f")
+        out.append("| %s | %s | %s | %s |" % (
+            t, span([r["tps"] for r in rows], "%.0f"), ratio,
+            span([r["cpu_ms_per_1k_tx"] for r in rows], "%.1f")))
 
 
 def connect_table(rows_all, out):
@@ -862,6 +896,7 @@ def write(res, path):
                    .strip().splitlines()[0])
     out.append("")
     connect_table(res["connect"], out)
+    tls_handshake_table(res.get("tls_handshake", []), out)
     steered_lines(res, out)
     probe_table(res, out)
     out.append("")

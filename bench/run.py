@@ -53,6 +53,7 @@ import targets as T  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
+TLSPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tlsprobe.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
 ALL_TARGETS = ["direct", "pgwarden", "pgwarden-policy"] + AUDIT_TARGETS + [
@@ -212,7 +213,7 @@ class Bench:
         self.unavailable = {}  # target name -> why
         self.incidents = []    # what went wrong in a relay, with the exact scenario
         self.results = {"settings": s.as_dict(), "tps": [], "stream": [], "connect": [],
-                        "probe": [], "idle": [], "incidents": self.incidents,
+                        "probe": [], "tls_handshake": [], "idle": [], "incidents": self.incidents,
                         "unavailable": self.unavailable}
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -529,7 +530,53 @@ class Bench:
                     ", %d connects steered" % res["steering"]["steered_ipv4"]
                     if "steering" in res else ""))
             self.save()
+            for name in self.rotated([n for n in ("pgwarden-tls", "pgbouncer-tls")
+                                      if n in self.targets], rnd):
+                self.tls_probe(self.targets[name], rnd)
             self.steering_probe(rnd)
+
+    def tls_probe(self, target, rnd):
+        """The TLS handshake rate alone: bench/tlsprobe.py (connect, SSLRequest, a full
+        handshake, reset; no login) for BENCH_SECONDS against a TLS-terminating relay, with
+        the relay's CPU per 1,000 handshakes. pgbench -C's TLS rows include a server login
+        that only pgwardend performs per session; this compares the handshakes."""
+        s = self.s
+        threads = 4
+        scenario = "tlsprobe: %d threads, %d s" % (threads, s.seconds)
+        argv = [sys.executable, TLSPROBE, T.HOST, str(target.port), str(s.seconds),
+                str(threads)]
+        cpu0 = cpu_seconds(target.pid)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=s.seconds + 120)
+            out = json.loads(r.stdout) if r.stdout.strip() else {"error": r.stderr.strip()}
+            failed = out.get("error") if r.returncode == 0 else (
+                out.get("error") or "exit %d: %s" % (r.returncode, r.stderr.strip()[-300:]))
+        except subprocess.TimeoutExpired:
+            failed = "no result within %d s" % (s.seconds + 120)
+        except ValueError:
+            failed = "output is not JSON: %s" % (r.stdout + r.stderr).strip()[-300:]
+        alive = target.alive()
+        if not failed and out["errors"] > out["handshakes"] // 100:
+            failed = "%d of %d handshakes failed, first: %s" % (
+                out["errors"], out["handshakes"] + out["errors"], out["first_error"])
+        if failed or not alive:
+            if not alive:
+                self.relay_died(target, "%s: %s" % (scenario, failed or "relay exited"))
+            else:
+                self.incidents.append({"target": target.name,
+                                       "scenario": "%s: %s" % (scenario, failed),
+                                       "log_tail": T.tail(target.log, 30)})
+                log("INCIDENT %s: %s: %s" % (target.name, scenario, failed))
+            return
+        cpu = cpu_seconds(target.pid) - cpu0
+        res = {"round": rnd, "target": target.name, "mode": "handshake", "clients": threads,
+               "tps": out["handshakes"] / out["seconds"], "handshakes": out["handshakes"],
+               "errors": out["errors"], "relay_cpu_s": round(cpu, 3),
+               "cpu_ms_per_1k_tx": cpu * 1000.0 / out["handshakes"] * 1000.0}
+        self.results["tls_handshake"].append(res)
+        self.save()
+        log("tls r%d %-13s %7.0f handshakes/s, %.1f ms relay cpu / 1k handshakes" % (
+            rnd + 1, target.name, res["tps"], res["cpu_ms_per_1k_tx"]))
 
     def steering_probe(self, rnd):
         """Steering's own cost per connection, at microsecond resolution: bench/connprobe.py
