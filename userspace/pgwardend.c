@@ -470,7 +470,7 @@ static int reload(struct daemon *d, json_t *result, char *err, size_t errlen)
 	cfg = load_config(d->opts, &dg, err, errlen);
 	if (cfg && (tls_snapshot_build(cfg, &tls, err, errlen) ||
 		    auth_check_config(cfg, err, errlen) || mask_wiring_check(cfg, err, errlen) ||
-		    apply_policy(cfg, err, errlen) || mask_wiring_apply(cfg, err, errlen) ||
+		    apply_policy(cfg, err, errlen) || mask_wiring_apply(cfg, tls, err, errlen) ||
 		    auth_load(cfg, err, errlen))) {
 		tls_snapshot_unref(tls);
 		tls = NULL;
@@ -1522,7 +1522,13 @@ int main(int argc, char **argv)
 		log_error("start", "metrics registry: out of memory");
 		goto out;
 	}
-	if (mask_wiring_apply(cfg, err, sizeof(err)) || apply_policy(cfg, err, sizeof(err))) {
+	{
+		struct tls_snapshot *tls = tls_store_acquire(&tls_store);
+
+		rc = mask_wiring_apply(cfg, tls, err, sizeof(err));
+		tls_snapshot_unref(tls); /* the catalog connection took its own reference */
+	}
+	if (rc || apply_policy(cfg, err, sizeof(err))) {
 		log_error("start", "%s", err);
 		goto out;
 	}

@@ -143,6 +143,56 @@ def test_policy_check_and_explain(ctl, tmp_path):
     assert r.returncode == 2
 
 
+MASKING = """\
+rules:
+  - name: support
+    match: { user: support }
+    allow: [read, copy_out]
+    mask:
+      public.customers.ssn: partial-last-4
+      public."Customers".email: email
+  - name: auditor
+    match: { user: auditor }
+    allow: [read]
+"""
+
+
+def test_policy_explain_shows_masking(ctl, tmp_path):
+    """Offline, from the file alone: the matched rule's mask map with each strategy, what
+    computed columns get, and what the stage does with each statement (a COPY (query) it
+    refuses); a rule without a map says so; a strategy pgwardend would refuse makes check
+    and explain refuse the file too."""
+    path = write(tmp_path, "masking.yaml", MASKING)
+
+    def explain(user, sql):
+        return subprocess.run([ctl, "policy", "explain", path, "--user", user, "--sql", sql],
+                              capture_output=True, text=True)
+
+    r = explain("support", "SELECT upper(ssn) FROM customers; SELECT 1")
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    at = lines.index("masking: 2 column(s)")
+    assert lines[at + 1:at + 4] == [
+        "  public.customers.ssn: partial-last-4",
+        '  public."Customers".email: email',
+        "  computed columns of a statement that references them: masked whole (NULL)"]
+    assert ("  masking: masked columns by their rule; computed columns masked whole (it may "
+            "reference a masked column)") in lines
+    assert "  masking: computed columns clear (names no relation, calls no function)" in lines
+    r = explain("support", "COPY (SELECT ssn FROM customers) TO STDOUT")
+    assert r.returncode == 1
+    assert "  verdict: refused by masking (0A000); the session goes on" in r.stdout
+    r = explain("auditor", "SELECT ssn FROM customers")
+    assert r.returncode == 0 and "masking: none (the rule has no mask: map)" in r.stdout
+    assert "  masking:" not in r.stdout
+    bad = write(tmp_path, "bad-mask.yaml", MASKING.replace("partial-last-4", "reveal"))
+    for argv in (["check", bad], ["explain", bad, "--user", "support", "--sql", "SELECT 1"]):
+        r = subprocess.run([ctl, "policy"] + argv, capture_output=True, text=True)
+        assert r.returncode == 1
+        assert r.stderr.startswith("pgwardenctl: %s:6: mask: unknown masking strategy reveal"
+                                   % bad), r.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # enforcement in the connection core
 

@@ -537,3 +537,89 @@ def test_client_certificates(tls_relay, pki, which, ok):
     if ok:
         relay.wait_for_log(lambda d: d.get("event") == "session_start" and
                            d.get("tls_identity") == "pgw")
+
+
+# --------------------------------------------------------------------------------------------
+# the masking catalog connection over TLS (docs/MASKING.md, docs/TLS.md "The server leg")
+
+MASK_POLICY = """
+rules:
+  - name: tls-support
+    match: { user: tls_support }
+    allow: [read, session, transaction]
+    mask:
+      public.tls_customers.ssn: partial-last-4
+"""
+
+
+@pytest.fixture(scope="module")
+def hostssl_catalog(pg_tls):
+    """A catalog role the server admits over TLS only (hostssl; any plaintext attempt is
+    rejected), a masked role that may log in either way, and a table with a secret."""
+    pg_tls.psql("CREATE ROLE tls_catalog LOGIN PASSWORD 'tls-catalog-secret'")
+    pg_tls.psql("CREATE ROLE tls_support LOGIN PASSWORD 'tls-support-secret'")
+    pg_tls.psql("CREATE TABLE tls_customers (id int, ssn text); "
+                "INSERT INTO tls_customers VALUES (1, '123-45-6789'); "
+                "GRANT SELECT ON tls_customers TO tls_support")
+    hba = os.path.join(pg_tls.datadir, "pg_hba.conf")
+    with open(hba) as f:
+        rest = f.read()
+    with open(hba, "w") as f:
+        f.write("hostssl all tls_catalog 127.0.0.1/32 scram-sha-256\n"
+                "host all tls_catalog all reject\n" + rest)
+    pg_tls._admin_psql("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    return "tls_catalog"
+
+
+def masking_args(tmp_path):
+    policy = tmp_path / "mask-policy.yaml"
+    policy.write_text(MASK_POLICY)
+    passwords = tmp_path / "catalog-passwords.txt"
+    passwords.write_text('"tls_catalog" "tls-catalog-secret"\n')
+    os.chmod(passwords, 0o600)
+    return ["--policy", str(policy), "--mask-catalog-user", "tls_catalog",
+            "--mask-catalog-database", "pgw", "--mask-catalog-passwords", str(passwords)]
+
+
+def masked_select(relay):
+    p = dict(host="127.0.0.1", port=relay.port, user="tls_support", dbname="pgw",
+             sslmode="disable")
+    conninfo = " ".join("%s=%s" % (k, v) for k, v in p.items())
+    return run([os.path.join(harness.PG_BINDIR, "psql"), "-X", "-A", "-t", "-v",
+                "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-c",
+                "SELECT ssn FROM tls_customers", conninfo],
+               env={"PGPASSWORD": "tls-support-secret"})
+
+
+def test_mask_catalog_over_tls_to_a_hostssl_only_role(relay_factory, pg_tls, pki,
+                                                      hostssl_catalog, tmp_path):
+    """The catalog connection follows tls.server.* (verify-full, the test CA, SNI
+    localhost): the hostssl-only catalog role logs in, the catalog is read, and the masked
+    role sees its column masked."""
+    relay = relay_factory(upstream=(pg_tls.host, pg_tls.port), config_text=tls_config(pki),
+                          extra_args=masking_args(tmp_path))
+    relay.wait_for_log(lambda d: d.get("event") == "mask_catalog" and
+                       "resolved 1 masked column" in (d.get("msg") or ""))
+    r = masked_select(relay)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "XXXXXXX6789"
+    assert "123-45-6789" not in r.stdout
+
+
+def test_mask_catalog_in_plaintext_is_refused_by_hostssl(relay_factory, pg_tls, pki,
+                                                         hostssl_catalog, tmp_path):
+    """tls.server.mode disable against the same server: the catalog role is rejected, so
+    the catalog is never read and masked sessions are refused with 55000 (never served
+    clear); the log line says the catalog connection was plaintext, and why."""
+    config = ("tls:\n  client:\n    mode: disable\n  server:\n    mode: disable\n")
+    relay = relay_factory(upstream=(pg_tls.host, pg_tls.port), config_text=config,
+                          extra_args=masking_args(tmp_path))
+    line = relay.wait_for_log(lambda d: d.get("event") == "mask_catalog" and
+                              "catalog resolution failed" in (d.get("msg") or ""))
+    assert "(over plaintext: tls.server.mode is disable)" in line["msg"], line
+    assert "28000" in line["msg"], line
+    r = masked_select(relay)
+    assert r.returncode != 0
+    assert "123-45-6789" not in r.stdout
+    assert "ERROR:  55000:" in r.stderr, r.stderr

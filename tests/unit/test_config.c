@@ -365,6 +365,8 @@ static void test_set_every_key(void **state)
 		{"mask.catalog_passwords", "/etc/pgwarden/catalog.txt", "/etc/pgwarden/catalog.txt"},
 		{"mask.catalog_timeout", "100ms", "100ms"},
 		{"mask-catalog-timeout", "10m", "10m"},
+		{"mask.catalog_refresh", "0", "0s"},
+		{"mask-catalog-refresh", "24h", "24h"},
 		{"admission.prelogin_max", "1", "1"},
 		{"admission-prelogin-max", "1000000", "1000000"},
 		{"admission-prelogin-per-source", "64", "64"},
@@ -454,6 +456,7 @@ static void test_set_errors(void **state)
 		{"mask-catalog-database", "a\nb", "mask-catalog-database: expected a PostgreSQL name (1 to 63 bytes, no control characters), or off, got \"a\\x0ab\""},
 		{"mask.catalog_user", "0123456789012345678901234567890123456789012345678901234567890123", "mask.catalog_user: expected a PostgreSQL name (1 to 63 bytes, no control characters), or off, got \"012345678901234567890123456789012345678901234567890123456789...\""},
 		{"mask.catalog_timeout", "50ms", "mask.catalog_timeout: \"50ms\" is out of range (100ms to 10m)"},
+		{"mask.catalog_refresh", "25h", "mask.catalog_refresh: \"25h\" is out of range (0s to 24h)"},
 		{"auth.lockout", "x", "auth.lockout: unknown key"},
 		{"auth-mode", "Terminate", "auth-mode: expected one of passthrough, terminate, got \"Terminate\""},
 		{"auth.server_methods", "", "auth.server_methods: expected one or more of trust, password, md5, scram-sha-256, scram-sha-256-plus, gss, sspi, got \"\""},
@@ -1296,6 +1299,16 @@ static void test_validate(void **state)
 		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"}, {"gate.queue", "1"},
 		  {"gate.deny", "10.0.0.0/8"}, {"gate.deny", "::ffff:10.0.0.0/104"}},
 		 "gate.deny: ::ffff:10.0.0.0/104 is listed twice"},
+		/* The periodic catalog refresh: off, or at most once a second. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"mask.catalog_refresh", "0"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"mask.catalog_refresh", "1s"}},
+		 NULL},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"mask.catalog_refresh", "500ms"}},
+		 "mask.catalog_refresh: 500ms is below 1s (0 turns the periodic refresh off)"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1532,6 +1545,7 @@ static void test_restart_required(void **state)
 		{"mask.catalog_database", "app", false},
 		{"mask.catalog_passwords", "/etc/pgwarden/catalog.txt", false},
 		{"mask.catalog_timeout", "3s", false},
+		{"mask.catalog_refresh", "10s", false},
 		{"admission.prelogin_max", "10", false},
 		{"admission.prelogin_per_source", "5", false},
 		{"admission.rate", "10/s", false},

@@ -1,10 +1,16 @@
 /*
  * pgwardenctl policy: validate a policy file, and explain what it decides for one identity
  * and statement. Both work on the file alone (no daemon): the same loader and the same
- * evaluation code pgwardend runs, so what explain says is what the stage would do.
+ * evaluation code pgwardend runs, so what explain says is what the stage would do. That
+ * includes masking as far as the file decides it: the matched rule's `mask:` map built by
+ * the daemon's own mask_rules_build() (a strategy it does not know refuses the file here
+ * too), and what the masking classifier says of each statement. Which result columns carry
+ * masked data is known only against the server's catalog when a statement runs.
  */
 #include "ctl.h"
 
+#include "mask/mask_classify.h"
+#include "mask/mask_rules.h"
 #include "policy/policy.h"
 
 #include <arpa/inet.h>
@@ -16,16 +22,35 @@
 
 static struct sql_analysis analysis; /* 30 KiB: not on the stack */
 
-static int policy_check(int argc, char **argv)
+/* The file as pgwardend loads it: the rules, and the masking they configure. */
+static struct policy *load_policy(const char *file, struct mask_policy **masking)
 {
 	char err[POLICY_ERR_MAX];
+	struct policy *p = policy_load_file(file, err, sizeof(err));
+
+	if (!p) {
+		ctl_fail(CTL_EXIT_FAIL, "%s", err);
+		return NULL;
+	}
+	if (mask_rules_build(p, masking, err, sizeof(err))) {
+		ctl_fail(CTL_EXIT_FAIL, "%s", err);
+		policy_unref(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int policy_check(int argc, char **argv)
+{
+	struct mask_policy *masking;
 	struct policy *p;
 
 	if (argc != 2)
 		return ctl_fail(CTL_EXIT_USAGE, "usage: pgwardenctl policy check FILE");
-	p = policy_load_file(argv[1], err, sizeof(err));
+	p = load_policy(argv[1], &masking);
 	if (!p)
-		return ctl_fail(CTL_EXIT_FAIL, "%s", err);
+		return CTL_EXIT_FAIL;
+	mask_policy_put(masking);
 	policy_describe(p, stdout);
 	printf("%s: policy is valid\n", argv[1]);
 	policy_unref(p);
@@ -82,6 +107,64 @@ static void print_analysis(const struct sql_analysis *a)
 	putchar('\n');
 }
 
+/* The rule's `mask:` map, as the stage will apply it. */
+static void print_rule_masking(const struct mask_profile *prof)
+{
+	const struct mask_policy *mp;
+	unsigned n = 0;
+
+	if (!prof || !mask_profile_masks(prof)) {
+		printf("masking: none (the rule has no mask: map)\n");
+		return;
+	}
+	mp = mask_profile_policy(prof);
+	for (unsigned i = 0; i < mask_policy_ncolumns(mp); i++)
+		n += mask_profile_strategy(prof, i)->kind != MASK_NONE;
+	printf("masking: %u column(s)\n", n);
+	for (unsigned i = 0; i < mask_policy_ncolumns(mp); i++) {
+		const struct mask_strategy *st = mask_profile_strategy(prof, i);
+		char col[MASK_COLREF_STRLEN], how[MASK_STRATEGY_STRLEN];
+
+		if (st->kind != MASK_NONE)
+			printf("  %s: %s\n", mask_colref_format(mask_policy_column(mp, i), col,
+								sizeof(col)),
+			       mask_strategy_format(st, how, sizeof(how)));
+	}
+	printf("  computed columns of a statement that references them: %s\n",
+	       mask_profile_computed(prof) == MASK_COMPUTED_DENY ? "statement denied (42501)"
+								  : "masked whole (NULL)");
+	printf("  (also every column of a view over them, and the same-named column of child "
+	       "tables and partitions; which result columns those are is resolved against the "
+	       "server's catalog when a statement runs: docs/MASKING.md)\n");
+}
+
+/* What the masking classifier says of one statement, for a rule that masks. Returns
+ * whether the mask stage refuses it (0A000: the whole Query, the session goes on). */
+static bool print_stmt_masking(const char *sql, size_t len, unsigned lex)
+{
+	struct mask_stmt_info in;
+
+	mask_classify_one(sql, len, lex, &in);
+	if (mask_stmt_copy_unmaskable(&in)) {
+		printf("  masking: refused (0A000): %s\n",
+		       in.copy_query ? "the columns of COPY (query) TO cannot be placed"
+				     : "COPY TO with a column list or options masking cannot read");
+		return true;
+	}
+	if (in.copy_to)
+		printf("  masking: COPY TO: masked columns of the table are masked in the data\n");
+	else if (in.no_rows)
+		printf("  masking: returns no rows\n");
+	else if (mask_stmt_refs(&in) == MASK_REFS_NONE)
+		printf("  masking: computed columns clear (names no relation, calls no function)\n");
+	else
+		printf("  masking: masked columns by their rule; computed columns masked whole (it "
+		       "may reference a masked column)\n");
+	if (in.ddl)
+		printf("  masking: DDL: the catalog is read again once it completes\n");
+	return false;
+}
+
 enum {
 	OPT_USER = 1, OPT_DATABASE, OPT_SOURCE, OPT_APPNAME, OPT_COMM, OPT_UID, OPT_GID, OPT_EXE,
 	OPT_CGROUP, OPT_TLS, OPT_AUTH, OPT_SQL, OPT_SCS_OFF, OPT_SEARCH_PATH_CHANGED,
@@ -122,7 +205,8 @@ static int policy_explain(int argc, char **argv)
 	const char *file, *sql = NULL;
 	unsigned lex = 0;
 	bool path_changed = false;
-	char err[POLICY_ERR_MAX];
+	struct mask_policy *masking;
+	const struct mask_profile *prof;
 	struct policy *p;
 	const struct policy_rule *rule;
 	int c, status = CTL_EXIT_OK;
@@ -191,18 +275,23 @@ static int policy_explain(int argc, char **argv)
 	file = argv[optind];
 	if (!id.database)
 		id.database = id.user; /* as the server defaults it */
-	p = policy_load_file(file, err, sizeof(err));
+	p = load_policy(file, &masking);
 	if (!p)
-		return ctl_fail(CTL_EXIT_FAIL, "%s", err);
+		return CTL_EXIT_FAIL;
 	/* After a successful login: a rule that names an authentication method matches only
 	 * when --auth-method says which one was used. */
 	rule = policy_match_connection(p, &id, true);
 	if (!rule) {
 		printf("rule: none: the connection is refused (FATAL 28000)\nverdict: denied\n");
+		mask_policy_put(masking);
 		policy_unref(p);
 		return CTL_EXIT_FAIL;
 	}
 	printf("rule: %s (line %u)\n", rule->name, rule->line);
+	prof = mask_policy_find_profile(masking, rule->name);
+	if (prof && !mask_profile_masks(prof))
+		prof = NULL;
+	print_rule_masking(prof);
 
 	struct sql_splitter sp;
 	struct sql_stmt st;
@@ -223,6 +312,11 @@ static int policy_explain(int argc, char **argv)
 			continue;
 		}
 		policy_check_statement(rule, &analysis, &ctx, &v);
+		if (prof && print_stmt_masking(sql + st.off, st.len, lex) && v.allowed) {
+			printf("  verdict: refused by masking (0A000); the session goes on\n");
+			status = CTL_EXIT_FAIL;
+			continue;
+		}
 		if (v.allowed) {
 			printf("  verdict: allowed\n");
 			if (analysis.flags & SQL_AF_SEARCH_PATH)
@@ -236,6 +330,7 @@ static int policy_explain(int argc, char **argv)
 		printf("no statement\n");
 	printf("verdict: %s\n", status == CTL_EXIT_OK ? "allowed"
 					: "denied (a Query holding a denied statement runs none of it)");
+	mask_policy_put(masking);
 	policy_unref(p);
 	return status;
 }

@@ -298,6 +298,10 @@ static int check_pg_name(const char *text, char *problem, size_t n);
 	S("mask.catalog_timeout", .type = ST_DURATION, FIELD(mask_catalog_timeout_ms),           \
 	  .min = 100, .max = 10 * 60 * MS_PER_S, .def = 10 * MS_PER_S, .arg = "DURATION",       \
 	  .help = "how long one catalog resolution (connect, login, query) may take")           \
+	S("mask.catalog_refresh", .type = ST_DURATION, FIELD(mask_catalog_refresh_ms), .min = 0, \
+	  .max = 24 * MS_PER_H, .def = 60 * MS_PER_S, .arg = "DURATION",                         \
+	  .help = "read the catalog again this long after the last resolution, so DDL made "     \
+		  "outside masked sessions is seen; 0: only at start, reload and masked DDL")    \
 	TLS_SETTINGS(S)                                                                          \
 	AUTH_SETTINGS(S)                                                                         \
 	CONFIG_AUDIT_SETTINGS(S)
@@ -2700,6 +2704,13 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 	if (!cfg->admission_rate_per_hour && cfg->admission_burst) {
 		errf(err, errlen, "admission.burst: set without admission.rate (a burst limits "
 				  "nothing alone)");
+		return -1;
+	}
+	/* Each refresh is a login and a catalog query on the server: more often than once a
+	 * second is a typo, not a policy. */
+	if (cfg->mask_catalog_refresh_ms && cfg->mask_catalog_refresh_ms < MS_PER_S) {
+		errf(err, errlen, "mask.catalog_refresh: %" PRIu64 "ms is below 1s (0 turns the "
+				  "periodic refresh off)", cfg->mask_catalog_refresh_ms);
 		return -1;
 	}
 	if (validate_gate(cfg, err, errlen) || validate_tls(cfg, err, errlen) ||

@@ -209,6 +209,7 @@ struct config {
 	char *mask_catalog_database;
 	char *mask_catalog_passwords;
 	uint64_t mask_catalog_timeout_ms;
+	uint64_t mask_catalog_refresh_ms; /* 0: no periodic refresh */
 	/* The list came from config_set(): a further flag appends instead of replacing. */
 	bool listen_from_flag;
 	bool tproxy_listen_from_flag;

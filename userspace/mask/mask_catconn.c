@@ -7,36 +7,40 @@
 #include "mask/mask_catalog.h"
 #include "mask/mask_rules.h"
 #include "proto/proto.h"
+#include "relay/transport.h"
+#include "relay/transport_tls.h"
+#include "tls/tls.h"
 
 #include <errno.h>
-#include <fcntl.h>
+#include <netdb.h>
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#define RETRY_FIRST_MS 1000
-#define RETRY_MAX_MS 30000
-
-/* The settings, copied (strings owned here). */
+/* The settings, copied (strings and the TLS snapshot's reference owned here). */
 struct settings {
 	struct addr upstream;
 	char *unix_path, *user, *database;
 	struct userlist *passwords;
-	uint64_t timeout_ms;
+	struct tls_snapshot *tls;
+	uint64_t timeout_ms, refresh_ms;
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+/* The thread waits on wake with a deadline on the monotonic clock (wake_init()), so that
+ * setting the wall clock neither delays nor hurries a refresh. */
+static pthread_cond_t wake;
+static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
 static pthread_cond_t idle = PTHREAD_COND_INITIALIZER; /* a resolution ended */
 static struct settings conf;
 static bool started, stopping, requested, busy, last_ok;
-static uint64_t generation; /* of conf: a resolution with older settings is retried */
 static uint64_t n_ok, n_failed;
 static pthread_t thread;
 
@@ -48,12 +52,36 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* A deadline ms from now on clock, for pthread_cond_timedwait(). */
+static void deadline_in(clockid_t clock, uint64_t ms, struct timespec *ts)
+{
+	clock_gettime(clock, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+static void wake_init(void)
+{
+	pthread_condattr_t a;
+
+	/* Both calls only fail for invalid arguments; the default clock would still work. */
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&wake, &a);
+	pthread_condattr_destroy(&a);
+}
+
 static void settings_free(struct settings *s)
 {
 	free(s->unix_path);
 	free(s->user);
 	free(s->database);
 	userlist_unref(s->passwords);
+	tls_snapshot_unref(s->tls);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -64,45 +92,75 @@ static char *dup_or_null(const char *s)
 
 /* ---- one connection ------------------------------------------------------------------------ */
 
+/*
+ * The connection moves its bytes through the relay's transports (relay/transport.h): the
+ * socket transport, and over it, when tls.server.* asks for TLS, the same TLS transport and
+ * contexts the relay's server leg uses. The transports are non-blocking; this thread waits
+ * for the readiness they say they need with poll(), bounded by the resolution's deadline.
+ */
 struct conn {
-	int fd;
+	struct transport plain; /* the socket; holds none once TLS took it over */
+	struct transport *t;    /* &plain, or the TLS transport over its socket */
+	const char *leg;        /* how the bytes travel, for the log (leg_planned()) */
 	uint64_t deadline;
 	uint8_t *buf; /* received bytes: [0, len) */
 	size_t len, cap;
 	char why[256];
 };
 
-static int wait_fd(struct conn *c, short events)
+/* Wait until the socket offers what the transport needs (TRANSPORT_READ / _WRITE). */
+static int wait_ready(struct conn *c, uint32_t needs)
 {
-	struct pollfd p = {.fd = c->fd, .events = events};
+	struct pollfd p = {.fd = c->t->fd};
 	uint64_t now = now_ms();
+	uint32_t events = 0;
 	int rc;
 
 	if (now >= c->deadline) {
 		snprintf(c->why, sizeof(c->why), "timed out");
 		return -ETIMEDOUT;
 	}
+	p.events = (short)(((needs & TRANSPORT_READ) ? POLLIN : 0) |
+			   ((needs & TRANSPORT_WRITE) ? POLLOUT : 0));
 	rc = poll(&p, 1, (int)(c->deadline - now > 60000 ? 60000 : c->deadline - now));
 	if (rc < 0)
 		return errno == EINTR ? 0 : -errno;
+	if (p.revents & POLLIN)
+		events |= EPOLLIN;
+	if (p.revents & POLLOUT)
+		events |= EPOLLOUT;
+	if (p.revents & POLLHUP)
+		events |= EPOLLHUP;
+	if (p.revents & POLLERR)
+		events |= EPOLLERR;
+	transport_note_events(c->t, events);
 	return 0;
+}
+
+/* The transport's reason for a failure, else errno's. */
+static void set_why_io(struct conn *c, const char *what, ssize_t err)
+{
+	const char *tw = transport_error(c->t);
+
+	snprintf(c->why, sizeof(c->why), "%s: %s", what, tw ? tw : strerror((int)-err));
 }
 
 static int send_all(struct conn *c, const uint8_t *p, size_t n)
 {
 	while (n) {
-		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		ssize_t w = transport_write(c->t, p, n);
 
 		if (w > 0) {
 			p += w;
 			n -= (size_t)w;
 			continue;
 		}
-		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-			snprintf(c->why, sizeof(c->why), "send: %s", strerror(errno));
-			return -errno;
+		if (w != -EAGAIN) {
+			set_why_io(c, "send", w ? w : -EIO);
+			return w ? (int)w : -EIO;
 		}
-		if (wait_fd(c, POLLOUT))
+		/* The same bytes are offered again: TLS has committed to them. */
+		if (wait_ready(c, c->t->write_needs ? c->t->write_needs : TRANSPORT_WRITE))
 			return -ETIMEDOUT;
 	}
 	return 0;
@@ -152,7 +210,7 @@ static int recv_msg(struct conn *c, struct proto_msg *m, size_t *consumed)
 			c->buf = nb;
 			c->cap *= 2;
 		}
-		r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+		r = transport_read(c->t, c->buf + c->len, c->cap - c->len);
 		if (r > 0) {
 			c->len += (size_t)r;
 			continue;
@@ -161,11 +219,11 @@ static int recv_msg(struct conn *c, struct proto_msg *m, size_t *consumed)
 			snprintf(c->why, sizeof(c->why), "the server closed the connection");
 			return -ECONNRESET;
 		}
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-			snprintf(c->why, sizeof(c->why), "recv: %s", strerror(errno));
-			return -errno;
+		if (r != -EAGAIN) {
+			set_why_io(c, "recv", r);
+			return (int)r;
 		}
-		if (wait_fd(c, POLLIN))
+		if (wait_ready(c, c->t->read_needs ? c->t->read_needs : TRANSPORT_READ))
 			return -ETIMEDOUT;
 	}
 }
@@ -175,7 +233,7 @@ static int connect_to(struct conn *c, const struct settings *s)
 	struct sockaddr_un un;
 	const struct sockaddr *sa;
 	socklen_t salen;
-	int err = 0;
+	int fd, err = 0;
 	socklen_t elen = sizeof(err);
 
 	if (s->unix_path) {
@@ -190,21 +248,108 @@ static int connect_to(struct conn *c, const struct settings *s)
 		sa = (const struct sockaddr *)&s->upstream.ss;
 		salen = s->upstream.len;
 	}
-	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd < 0)
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
 		return -errno;
-	if (connect(c->fd, sa, salen) == 0)
+	transport_sock_init(&c->plain, fd, s->unix_path != NULL);
+	if (connect(fd, sa, salen) == 0)
 		return 0;
 	if (errno != EINPROGRESS && errno != EAGAIN) {
 		snprintf(c->why, sizeof(c->why), "connect: %s", strerror(errno));
 		return -errno;
 	}
-	if (wait_fd(c, POLLOUT))
+	if (wait_ready(c, TRANSPORT_WRITE))
 		return -ETIMEDOUT;
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) || err) {
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) || err) {
 		snprintf(c->why, sizeof(c->why), "connect: %s", strerror(err ? err : errno));
 		return -(err ? err : errno);
 	}
+	return 0;
+}
+
+/* How the bytes will travel, as the settings plan it; prefer may still fall back. */
+static const char *leg_planned(const struct settings *s)
+{
+	if (s->unix_path)
+		return "the Unix socket";
+	if (tls_server_leg_wanted(s->tls, false))
+		return "TCP, negotiating TLS as tls.server.mode says";
+	return "plaintext: tls.server.mode is disable";
+}
+
+/*
+ * tls.server.*, as the relay's server leg follows it (relay/conn_tls.c): an SSLRequest and
+ * exactly one byte of answer; 'S' starts the handshake (verify-ca and verify-full are the
+ * snapshot's context and the host check), 'N' continues in plaintext only under prefer, an
+ * ErrorResponse is refused unread, and any byte after the answer, before pgwarden's
+ * ClientHello, is an injection (CVE-2021-23222). c->leg then says how the bytes travel.
+ */
+static int negotiate_tls(struct conn *c, const struct settings *s)
+{
+	struct tls_conn_params params = {0};
+	char host[NI_MAXHOST];
+	struct transport *tt;
+	uint8_t req[8], answer, extra;
+	ssize_t n;
+	int err = 0;
+
+	if (!tls_server_leg_wanted(s->tls, s->unix_path != NULL))
+		return 0;
+	if (proto_write_ssl_request(req, sizeof(req)) != (int)sizeof(req))
+		return -EINVAL;
+	err = send_all(c, req, sizeof(req));
+	if (err)
+		return err;
+	while ((n = transport_read(c->t, &answer, 1)) == -EAGAIN) /* one byte, never more */
+		if (wait_ready(c, TRANSPORT_READ))
+			return -ETIMEDOUT;
+	if (n <= 0) {
+		snprintf(c->why, sizeof(c->why), "the server closed the connection during SSL "
+						 "negotiation");
+		return -ECONNRESET;
+	}
+	if (answer != 'S' && answer != 'N') {
+		snprintf(c->why, sizeof(c->why), "the server answered the SSL request with %s",
+			 answer == 'E' ? "an error" : "an invalid response");
+		return -EPROTO;
+	}
+	n = transport_read(c->t, &extra, 1);
+	if (n != -EAGAIN) {
+		snprintf(c->why, sizeof(c->why), "%s", n > 0 ? "received unencrypted data after "
+							     "the SSL response"
+							   : "the server closed the connection "
+							     "during SSL negotiation");
+		return -EPROTO;
+	}
+	if (answer == 'N') {
+		if (s->tls->server_mode != CONFIG_TLS_SERVER_PREFER) {
+			snprintf(c->why, sizeof(c->why), "the server does not support SSL, but "
+							 "tls.server.mode requires it");
+			return -EPROTO;
+		}
+		c->leg = "plaintext: the server offers no TLS, tls.server.mode is prefer";
+		return 0;
+	}
+	params.host = tls_server_host(s->tls, &s->upstream, host, sizeof(host));
+	tt = transport_tls_new(&c->plain, s->tls, TLS_LEG_SERVER, &params, NULL, 0, &err);
+	if (!tt) {
+		snprintf(c->why, sizeof(c->why), "could not start TLS: %s", strerror(-err));
+		return err;
+	}
+	c->t = tt;
+	for (;;) {
+		err = transport_handshake(c->t);
+		if (err != -EAGAIN)
+			break;
+		if (wait_ready(c, c->t->write_needs ? c->t->write_needs
+						    : TRANSPORT_READ | TRANSPORT_WRITE))
+			return -ETIMEDOUT;
+	}
+	if (err) {
+		set_why_io(c, "SSL connection to the server failed", err);
+		return err;
+	}
+	c->leg = "TLS";
 	return 0;
 }
 
@@ -396,16 +541,20 @@ static int resolve(struct conn *c, struct mask_policy *mp, size_t *consumed,
 /* One resolution of mp with settings s: publish on success. 0 or -errno with why. */
 static int resolve_once(const struct settings *s, struct mask_policy *mp, char *why, size_t n)
 {
-	struct conn c = {.fd = -1, .deadline = now_ms() + s->timeout_ms};
+	struct conn c = {.deadline = now_ms() + s->timeout_ms, .leg = leg_planned(s)};
 	struct mask_catalog *cat = NULL;
 	size_t consumed = 0;
 	int rc;
 
+	transport_sock_init(&c.plain, -1, s->unix_path != NULL);
+	c.t = &c.plain;
 	c.cap = 8192;
 	c.buf = malloc(c.cap);
 	if (!c.buf)
 		return -ENOMEM;
 	rc = connect_to(&c, s);
+	if (!rc)
+		rc = negotiate_tls(&c, s);
 	if (!rc)
 		rc = login(&c, s, &consumed);
 	if (!rc)
@@ -414,22 +563,47 @@ static int resolve_once(const struct settings *s, struct mask_policy *mp, char *
 		uint8_t bye[8];
 		int w = proto_write_terminate(bye, sizeof(bye));
 
-		if (w > 0 && send(c.fd, bye, (size_t)w, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-			(void)0; /* the catalog is read; a lost goodbye changes nothing */
+		/* The catalog is read: a lost goodbye or close_notify changes nothing. */
+		if (w > 0 && transport_write(c.t, bye, (size_t)w) == w)
+			(void)transport_shutdown(c.t);
 		for (unsigned i = 0; i < mask_catalog_nwarnings(cat); i++)
 			log_warn("mask_catalog", "%s", mask_catalog_warning(cat, i));
 		mask_catalog_publish(cat);
 	}
-	if (c.fd >= 0)
-		close(c.fd);
+	if (c.t != &c.plain)
+		transport_destroy(c.t);
+	transport_destroy(&c.plain);
 	free(c.buf);
-	snprintf(why, n, "%s", c.why[0] ? c.why : strerror(rc < 0 ? -rc : EIO));
+	snprintf(why, n, "%s (over %s)", c.why[0] ? c.why : strerror(rc < 0 ? -rc : EIO), c.leg);
 	return rc;
 }
 
 /* ---- the thread ---------------------------------------------------------------------------- */
 
-/* A copy of the settings the resolution can use without the lock (the userlist shared). */
+void mask_catconn_schedule_next(struct mask_catconn_schedule *s, enum mask_catconn_outcome o,
+				uint64_t now, uint64_t refresh_ms)
+{
+	switch (o) {
+	case MASK_CATCONN_READ:
+		s->retry_ms = 0;
+		s->due_ms = refresh_ms ? now + refresh_ms : 0;
+		break;
+	case MASK_CATCONN_FAILED:
+		s->retry_ms = s->retry_ms ? s->retry_ms * 2 : MASK_CATCONN_RETRY_FIRST_MS;
+		if (s->retry_ms > MASK_CATCONN_RETRY_MAX_MS)
+			s->retry_ms = MASK_CATCONN_RETRY_MAX_MS;
+		s->due_ms = now + s->retry_ms;
+		break;
+	case MASK_CATCONN_LOCAL:
+	case MASK_CATCONN_UNCONFIGURED:
+		s->retry_ms = 0;
+		s->due_ms = 0;
+		break;
+	}
+}
+
+/* A copy of the settings the resolution can use without the lock (the userlist and the
+ * TLS snapshot shared). */
 static void settings_snapshot(struct settings *out)
 {
 	out->upstream = conf.upstream;
@@ -439,92 +613,94 @@ static void settings_snapshot(struct settings *out)
 	out->passwords = conf.passwords;
 	if (out->passwords)
 		userlist_ref(out->passwords);
+	out->tls = tls_snapshot_ref(conf.tls);
 	out->timeout_ms = conf.timeout_ms;
+	out->refresh_ms = conf.refresh_ms;
+}
+
+/* One resolution with settings s, of the current masking policy. What happened, with why
+ * set when it failed. */
+static enum mask_catconn_outcome resolve_current(const struct settings *s, bool periodic,
+						 char *why, size_t n)
+{
+	struct mask_policy *mp = mask_rules_acquire();
+	enum mask_catconn_outcome o;
+
+	if (!mp) {
+		o = MASK_CATCONN_LOCAL; /* no policy: nothing is masked, nothing to resolve */
+	} else if (!mask_policy_ncolumns(mp)) {
+		struct mask_catalog *cat;
+
+		o = mask_catalog_empty(mp, &cat) ? MASK_CATCONN_FAILED : MASK_CATCONN_LOCAL;
+		if (o == MASK_CATCONN_LOCAL)
+			mask_catalog_publish(cat);
+		snprintf(why, n, "out of memory");
+	} else if (!s->user) {
+		o = MASK_CATCONN_UNCONFIGURED;
+		snprintf(why, n, "the policy masks columns but mask.catalog_user is not set: masked "
+				 "sessions are refused (55000)");
+	} else {
+		o = resolve_once(s, mp, why, n) ? MASK_CATCONN_FAILED : MASK_CATCONN_READ;
+	}
+	/* A refresh that finds what was there says so only at debug level: it runs every
+	 * mask.catalog_refresh. */
+	if (o == MASK_CATCONN_READ && log_enabled(periodic ? LOG_DEBUG : LOG_INFO))
+		log_msg(periodic ? LOG_DEBUG : LOG_INFO, "mask_catalog",
+		       "%s %u masked column(s) as %s in %s", periodic ? "refreshed" : "resolved",
+		       mask_policy_ncolumns(mp), s->user, s->database ? s->database : s->user);
+	mask_policy_put(mp);
+	return o;
 }
 
 static void *run(void *arg)
 {
-	uint64_t retry_ms = 0, retry_at = 0;
+	struct mask_catconn_schedule sched = {0};
 
 	(void)arg;
 	pthread_mutex_lock(&lock);
 	while (!stopping) {
 		struct settings s = {0};
-		struct mask_policy *mp;
-		char why[300];
-		uint64_t gen;
-		int rc;
+		enum mask_catconn_outcome o;
+		char why[384];
+		bool periodic;
 
 		if (!requested) {
-			if (retry_at) {
-				struct timespec ts;
-				uint64_t wait = retry_at > now_ms() ? retry_at - now_ms() : 0;
+			uint64_t now = now_ms();
+			struct timespec ts;
 
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_sec += (time_t)(wait / 1000);
-				ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-				if (ts.tv_nsec >= 1000000000L) {
-					ts.tv_sec++;
-					ts.tv_nsec -= 1000000000L;
-				}
-				pthread_cond_timedwait(&wake, &lock, &ts);
-				if (!requested && now_ms() < retry_at)
-					continue;
-			} else {
+			if (!sched.due_ms) {
 				pthread_cond_wait(&wake, &lock);
 				continue;
 			}
+			if (now < sched.due_ms) {
+				/* Woken early (a request, stop) or by the deadline: look again. */
+				deadline_in(CLOCK_MONOTONIC, sched.due_ms - now, &ts);
+				pthread_cond_timedwait(&wake, &lock, &ts);
+				continue;
+			}
 		}
+		periodic = !requested;
 		requested = false;
 		busy = true;
-		retry_at = 0;
-		gen = generation;
 		settings_snapshot(&s);
 		pthread_mutex_unlock(&lock);
 
-		mp = mask_rules_acquire();
-		rc = 0;
-		if (!mp) {
-			/* no policy: nothing is masked, nothing to resolve */
-		} else if (!mask_policy_ncolumns(mp)) {
-			struct mask_catalog *cat;
-
-			rc = mask_catalog_empty(mp, &cat);
-			if (!rc)
-				mask_catalog_publish(cat);
-			snprintf(why, sizeof(why), "out of memory");
-		} else if (!s.user) {
-			rc = -ENOENT;
-			snprintf(why, sizeof(why),
-				 "the policy masks columns but mask.catalog_user is not set: masked "
-				 "sessions are refused (55000)");
-		} else {
-			rc = resolve_once(&s, mp, why, sizeof(why));
-		}
-		if (rc == 0 && mp && mask_policy_ncolumns(mp))
-			log_info("mask_catalog", "resolved %u masked column(s) as %s in %s",
-				 mask_policy_ncolumns(mp), s.user,
-				 s.database ? s.database : s.user);
-		mask_policy_put(mp);
+		o = resolve_current(&s, periodic, why, sizeof(why));
 		settings_free(&s);
 
 		pthread_mutex_lock(&lock);
 		busy = false;
-		last_ok = rc == 0;
+		last_ok = o == MASK_CATCONN_READ || o == MASK_CATCONN_LOCAL;
 		pthread_cond_broadcast(&idle);
-		if (rc == 0) {
+		if (last_ok) {
 			n_ok++;
-			retry_ms = 0;
 		} else {
+			/* The published catalog stays: a failed refresh leaves the last one read,
+			 * and a policy it does not describe keeps its sessions refused (55000). */
 			n_failed++;
 			log_error("mask_catalog", "catalog resolution failed: %s", why);
-			if (rc != -ENOENT || gen != generation) {
-				retry_ms = retry_ms ? retry_ms * 2 : RETRY_FIRST_MS;
-				if (retry_ms > RETRY_MAX_MS)
-					retry_ms = RETRY_MAX_MS;
-				retry_at = now_ms() + retry_ms;
-			}
 		}
+		mask_catconn_schedule_next(&sched, o, now_ms(), conf.refresh_ms);
 	}
 	pthread_mutex_unlock(&lock);
 	return NULL;
@@ -534,6 +710,7 @@ int mask_catconn_start(void)
 {
 	int rc;
 
+	pthread_once(&wake_once, wake_init);
 	pthread_mutex_lock(&lock);
 	if (started) {
 		pthread_mutex_unlock(&lock);
@@ -557,17 +734,19 @@ int mask_catconn_configure(const struct mask_catconn_settings *s, char *err, siz
 	n.unix_path = dup_or_null(s->unix_path);
 	n.user = dup_or_null(s->user);
 	n.database = dup_or_null(s->database);
+	n.tls = tls_snapshot_ref(s->tls);
 	n.timeout_ms = s->timeout_ms;
+	n.refresh_ms = s->refresh_ms;
 	if ((s->unix_path && !n.unix_path) || (s->user && !n.user) ||
 	    (s->database && !n.database)) {
 		settings_free(&n);
 		snprintf(err, errlen, "mask.catalog: out of memory");
 		return -1;
 	}
+	pthread_once(&wake_once, wake_init);
 	pthread_mutex_lock(&lock);
 	settings_free(&conf);
 	conf = n;
-	generation++;
 	requested = true;
 	pthread_cond_signal(&wake);
 	pthread_mutex_unlock(&lock);
@@ -579,13 +758,7 @@ int mask_catconn_wait(uint64_t timeout_ms)
 	struct timespec ts;
 	int rc = 0;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(timeout_ms / 1000);
-	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	deadline_in(CLOCK_REALTIME, timeout_ms, &ts); /* idle waits on the default clock */
 	pthread_mutex_lock(&lock);
 	while (started && (requested || busy) && rc == 0)
 		rc = pthread_cond_timedwait(&idle, &lock, &ts);
@@ -596,6 +769,7 @@ int mask_catconn_wait(uint64_t timeout_ms)
 
 void mask_catconn_refresh(void)
 {
+	pthread_once(&wake_once, wake_init);
 	pthread_mutex_lock(&lock);
 	requested = true;
 	pthread_cond_signal(&wake);
@@ -621,6 +795,7 @@ void mask_catconn_stop(void)
 {
 	bool join;
 
+	pthread_once(&wake_once, wake_init);
 	pthread_mutex_lock(&lock);
 	join = started;
 	stopping = true;

@@ -313,13 +313,6 @@ static unsigned analyse(struct stage_ctx *ctx, const char *sql, struct mask_stmt
 	return (unsigned)n;
 }
 
-/* A COPY TO whose data cannot be masked as it comes: its columns or options are unknown. */
-static bool copy_unmaskable(const struct mask_stmt_info *in)
-{
-	return in->copy_to && (in->copy_query || in->copy_cols_overflow || !in->copy_opts_known) &&
-	       mask_stmt_refs(in) != MASK_REFS_NONE;
-}
-
 static char *dupstr(const char *s)
 {
 	return strdup(s ? s : "");
@@ -342,7 +335,7 @@ static void fe_query(struct stage_ctx *ctx, const struct proto_msg *m, struct st
 	}
 	n = analyse(ctx, sql, infos, MASK_STMTS_PER_QUERY);
 	for (unsigned i = 0; i < n; i++) {
-		if (copy_unmaskable(&infos[i])) {
+		if (mask_stmt_copy_unmaskable(&infos[i])) {
 			free(infos);
 			sess_reject(r, "0A000",
 				    "COPY of masked data is only possible from a table, with a column "
@@ -376,7 +369,7 @@ static void fe_parse(struct stage_ctx *ctx, const struct proto_msg *m, struct st
 	n = analyse(ctx, sql, infos, 2);
 	if (n != 1)
 		memset(infos, 0, sizeof(infos)); /* the server refuses several; unknown anyway */
-	if (copy_unmaskable(&infos[0])) {
+	if (mask_stmt_copy_unmaskable(&infos[0])) {
 		sess_reject(r, "0A000",
 			    "COPY of masked data is only possible from a table, with a column list "
 			    "the policy can read; use SELECT");

@@ -59,4 +59,13 @@ static inline enum mask_refs mask_stmt_refs(const struct mask_stmt_info *s)
 	return s && s->refs_known ? s->refs : MASK_REFS_UNKNOWN;
 }
 
+/* A COPY TO whose data cannot be masked as it comes: its columns or options are unknown.
+ * The stage refuses the Query or Parse holding it (0A000); pgwardenctl policy explain says
+ * so. */
+static inline bool mask_stmt_copy_unmaskable(const struct mask_stmt_info *in)
+{
+	return in->copy_to && (in->copy_query || in->copy_cols_overflow || !in->copy_opts_known) &&
+	       mask_stmt_refs(in) != MASK_REFS_NONE;
+}
+
 #endif

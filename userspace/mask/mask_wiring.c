@@ -119,7 +119,8 @@ int mask_wiring_check(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-int mask_wiring_apply(const struct config *cfg, char *err, size_t errlen)
+int mask_wiring_apply(const struct config *cfg, struct tls_snapshot *tls, char *err,
+		      size_t errlen)
 {
 	struct mask_stage_config sc = {
 		.source = {.profile = source_profile,
@@ -135,7 +136,9 @@ int mask_wiring_apply(const struct config *cfg, char *err, size_t errlen)
 		.user = cfg->mask_catalog_user,
 		.database = cfg->mask_catalog_database,
 		.passwords = cfg->mask_catalog_passwords,
+		.tls = tls,
 		.timeout_ms = cfg->mask_catalog_timeout_ms,
+		.refresh_ms = cfg->mask_catalog_refresh_ms,
 	};
 	struct mask_key *key;
 

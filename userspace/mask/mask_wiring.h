@@ -4,7 +4,8 @@
  *   - mask_wiring_apply(): at start and on every reload, the stage's configuration
  *     (mask_stage_configure(): the source below, mask.row_lookahead), the hash key
  *     (mask.key_file through mask_key_load()), and the catalog connection's settings
- *     (mask_catconn.h, which then resolves the catalog again);
+ *     (mask_catconn.h, which then resolves the catalog again, over TLS as tls.server.*
+ *     says, and again every mask.catalog_refresh);
  *   - mask_wiring_policy(): builds the masking policy of a policy snapshot about to be
  *     published (mask_rules_build(): a bad `mask:` entry refuses the whole file), and once
  *     published, makes it current and asks for the catalog;
@@ -21,14 +22,16 @@
 #include "config/config.h"
 #include "mask/mask_policy.h"
 #include "policy/policy.h"
+#include "tls/tls.h"
 
 #include <stddef.h>
 
 /* Configure the stage, the key and the catalog connection from cfg (starting the catalog
- * thread the first time). 0, or -1 with a one-line reason in err and nothing changed but
- * what the reason says. Main thread. */
-int mask_wiring_apply(const struct config *cfg, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+ * thread the first time); the catalog connection follows tls.server.* with tls, the
+ * snapshot built from cfg (NULL: plaintext). 0, or -1 with a one-line reason in err and
+ * nothing changed but what the reason says. Main thread. */
+int mask_wiring_apply(const struct config *cfg, struct tls_snapshot *tls, char *err,
+		      size_t errlen) __attribute__((warn_unused_result));
 
 /* Check cfg's masking settings without applying them (--check-config): the key file. */
 int mask_wiring_check(const struct config *cfg, char *err, size_t errlen)

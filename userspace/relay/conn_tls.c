@@ -202,11 +202,8 @@ static bool conn_tls_client_step(struct conn *c)
 
 bool conn_tls_server_wanted(struct conn *c)
 {
-	struct tls_snapshot *s = conn_tls_snapshot(c);
-
-	/* PostgreSQL offers no TLS on Unix sockets, and libpq asks for none there. */
-	return s && s->server_ctx && s->server_mode != CONFIG_TLS_SERVER_DISABLE &&
-	       !c->session.upstream_unix && c->state == CONN_CONNECTING;
+	return tls_server_leg_wanted(conn_tls_snapshot(c), c->session.upstream_unix) &&
+	       c->state == CONN_CONNECTING;
 }
 
 void conn_tls_server_begin(struct conn *c)
@@ -225,18 +222,6 @@ static void conn_tls_server_fail(struct conn *c, const char *sqlstate, const cha
 		 session_upstream_text(&c->session, where, sizeof(where)), text);
 	conn_refused(c, MREFUSE_TLS);
 	conn_fail(c, sqlstate, text, reason);
-}
-
-/* The name the server's certificate must carry: tls.server.server_name, else the address. */
-static const char *conn_tls_server_host(const struct conn *c, char *buf, size_t n)
-{
-	const struct addr *a = &c->session.upstream;
-
-	if (c->tls->server_name)
-		return c->tls->server_name;
-	if (!a->len || getnameinfo(&a->ss.sa, a->len, buf, (socklen_t)n, NULL, 0, NI_NUMERICHOST))
-		return NULL;
-	return buf;
 }
 
 /* Read the server's one-byte answer, and check that nothing came after it. */
@@ -300,7 +285,7 @@ static bool conn_tls_server_answer(struct conn *c)
 		conn_set_state(c, CONN_AUTH);
 		return true;
 	}
-	params.host = conn_tls_server_host(c, host, sizeof(host));
+	params.host = tls_server_host(c->tls, &c->session.upstream, host, sizeof(host));
 	tt = transport_tls_new(t, c->tls, TLS_LEG_SERVER, &params, NULL, 0, &err);
 	if (!tt) {
 		snprintf(text, sizeof(text), "could not start TLS towards the database server: %s",

@@ -101,6 +101,21 @@ int tls_snapshot_build(const struct config *cfg, struct tls_snapshot **out, char
 struct tls_snapshot *tls_snapshot_ref(struct tls_snapshot *s);
 void tls_snapshot_unref(struct tls_snapshot *s); /* frees at zero; NULL is fine */
 
+/*
+ * Does a connection to PostgreSQL begin with an SSLRequest under s? Not when s is NULL or
+ * tls.server.mode is disable, nor over a Unix socket (PostgreSQL offers no TLS there, and
+ * libpq asks for none). The relay's server leg and the mask catalog connection both ask.
+ */
+bool tls_server_leg_wanted(const struct tls_snapshot *s, bool unix_socket);
+
+/*
+ * The name the server's certificate must carry, for tls_conn_params.host:
+ * tls.server.server_name, else upstream as numeric text written to buf; NULL when neither
+ * can be had.
+ */
+const char *tls_server_host(const struct tls_snapshot *s, const struct addr *upstream,
+			    char *buf, size_t n);
+
 /* ---- store -------------------------------------------------------------------------- */
 
 /* The current snapshot. Embed it where the workers can reach it (struct relay). */

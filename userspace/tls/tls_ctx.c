@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -610,6 +611,22 @@ err_free:
 	ERR_clear_error();
 	snapshot_free(s);
 	return rc < 0 ? rc : -EINVAL;
+}
+
+bool tls_server_leg_wanted(const struct tls_snapshot *s, bool unix_socket)
+{
+	return s && s->server_ctx && s->server_mode != CONFIG_TLS_SERVER_DISABLE && !unix_socket;
+}
+
+const char *tls_server_host(const struct tls_snapshot *s, const struct addr *upstream,
+			    char *buf, size_t n)
+{
+	if (s->server_name)
+		return s->server_name;
+	if (!upstream->len || getnameinfo(&upstream->ss.sa, upstream->len, buf, (socklen_t)n, NULL,
+					  0, NI_NUMERICHOST))
+		return NULL;
+	return buf;
 }
 
 struct tls_snapshot *tls_snapshot_ref(struct tls_snapshot *s)
