@@ -605,7 +605,18 @@ def test_cancel_is_audited(relay_factory, trail, pg):
         t.join()
     relay.stop()
     assert trail.verify().returncode == 0
-    cancels = [r for r in trail.records() if r["event"] == "cancel"]
+    recs = trail.records()
+    cancels = [r for r in recs if r["event"] == "cancel"]
     outcomes = sorted(r["outcome"] for r in cancels)
     assert outcomes == ["forwarded", "refused: unknown key"], cancels
     assert all(r["client"]["address"] == "127.0.0.1" for r in cancels)
+    # the forwarded cancel names the session it reached; the wrong key names none, though
+    # its pid is that session's
+    # (the server's pid is known from the session_end record, session_start precedes it)
+    cancelled = [r["session"] for r in recs
+                 if r["event"] == "session_end" and r.get("backend_pid") == pid]
+    started = [r["session"] for r in recs if r["event"] == "session_start"]
+    by_outcome = {r["outcome"]: r for r in cancels}
+    assert len(cancelled) == 1 and cancelled[0] in started, (cancelled, started)
+    assert by_outcome["forwarded"]["session"] == cancelled[0], by_outcome
+    assert by_outcome["refused: unknown key"].get("session") is None, by_outcome
