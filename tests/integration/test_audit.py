@@ -579,6 +579,13 @@ def test_policy_denial_is_audited_with_its_rule(relay_factory, trail, pg, tmp_pa
     assert reqs == sorted(set(reqs)) and set(reqs) <= done, (reqs, done)
     # the decision shows what was refused, normalised
     assert "audit_secret" in d["text"] and "4242" not in d["text"]
+    # the decision joins its request: the error the client got for it, and its completion;
+    # it was never forwarded, so no statement record has its number, and the session's
+    # later statements are numbered after it
+    assert isinstance(d["request"], int) and d["request"] > 0, d
+    assert errors[0]["request"] == d["request"], (errors, d)
+    assert d["request"] in done and d["request"] not in reqs, (d, reqs, done)
+    assert all(r > d["request"] for r in reqs), (d, reqs)
 
 
 def test_cancel_is_audited(relay_factory, trail, pg):

@@ -781,6 +781,18 @@ static bool track_belongs(enum track_kind kind, uint8_t type)
 	}
 }
 
+/* Server messages that can arrive at any time and answer no request. */
+static bool track_async(uint8_t type)
+{
+	return type == PqMsg_NoticeResponse || type == PqMsg_ParameterStatus ||
+	       type == PqMsg_NotificationResponse;
+}
+
+uint64_t track_answering(const struct track *t, uint8_t type)
+{
+	return t->count && !track_async(type) ? track_at(t, 0)->request : 0;
+}
+
 enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
 				const uint8_t **reply, uint32_t *reply_len)
 {
@@ -790,11 +802,9 @@ enum track_action track_backend(struct track *t, const struct proto_msg *m, uint
 
 	free(t->last_reply);
 	t->last_reply = NULL;
+	if (track_async(m->type))
+		return TRACK_PASS;
 	switch (m->type) {
-	case PqMsg_NoticeResponse:
-	case PqMsg_ParameterStatus:
-	case PqMsg_NotificationResponse:
-		return TRACK_PASS; /* asynchronous: they answer nothing */
 	case PqMsg_ErrorResponse: {
 		enum track_action a = track_error(t, now, reply, reply_len);
 
