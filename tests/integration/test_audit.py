@@ -579,6 +579,13 @@ def test_policy_denial_is_audited_with_its_rule(relay_factory, trail, pg, tmp_pa
     assert reqs == sorted(set(reqs)) and set(reqs) <= done, (reqs, done)
     # the decision shows what was refused, normalised
     assert "audit_secret" in d["text"] and "4242" not in d["text"]
+    # the decision joins its request: the error the client got for it, and its completion;
+    # it was never forwarded, so no statement record has its number, and the session's
+    # later statements are numbered after it
+    assert isinstance(d["request"], int) and d["request"] > 0, d
+    assert errors[0]["request"] == d["request"], (errors, d)
+    assert d["request"] in done and d["request"] not in reqs, (d, reqs, done)
+    assert all(r > d["request"] for r in reqs), (d, reqs)
 
 
 def test_cancel_is_audited(relay_factory, trail, pg):
@@ -605,7 +612,18 @@ def test_cancel_is_audited(relay_factory, trail, pg):
         t.join()
     relay.stop()
     assert trail.verify().returncode == 0
-    cancels = [r for r in trail.records() if r["event"] == "cancel"]
+    recs = trail.records()
+    cancels = [r for r in recs if r["event"] == "cancel"]
     outcomes = sorted(r["outcome"] for r in cancels)
     assert outcomes == ["forwarded", "refused: unknown key"], cancels
     assert all(r["client"]["address"] == "127.0.0.1" for r in cancels)
+    # the forwarded cancel names the session it reached; the wrong key names none, though
+    # its pid is that session's
+    # (the server's pid is known from the session_end record, session_start precedes it)
+    cancelled = [r["session"] for r in recs
+                 if r["event"] == "session_end" and r.get("backend_pid") == pid]
+    started = [r["session"] for r in recs if r["event"] == "session_start"]
+    by_outcome = {r["outcome"]: r for r in cancels}
+    assert len(cancelled) == 1 and cancelled[0] in started, (cancelled, started)
+    assert by_outcome["forwarded"]["session"] == cancelled[0], by_outcome
+    assert by_outcome["refused: unknown key"].get("session") is None, by_outcome

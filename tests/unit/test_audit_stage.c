@@ -667,10 +667,14 @@ static void test_notices_are_recorded(void **state)
 		stage_result_set(&denied, STAGE_REJECT, "42501", "no-deletes",
 				 "policy: DELETE is not allowed for role alice");
 		n = (struct stage_note){.kind = STAGE_NOTE_DECISION, .stage = "policy",
-					.result = &denied, .msg = &pm};
+					.result = &denied, .msg = &pm, .request = 3};
+		stage_run_notice(&ts.ch, &n, NULL, clock_mono_ns());
+		/* A decision tied to no request (a server message that answers none). */
+		n = (struct stage_note){.kind = STAGE_NOTE_DECISION, .stage = "mask",
+					.result = &denied};
 		stage_run_notice(&ts.ch, &n, NULL, clock_mono_ns());
 		n = (struct stage_note){.kind = STAGE_NOTE_ERROR, .severity = "ERROR",
-					.sqlstate = "23505",
+					.sqlstate = "23505", .request = 4,
 					.message = "duplicate key: Key (number)=(4111111111111111)"};
 		stage_run_notice(&ts.ch, &n, NULL, clock_mono_ns());
 		n = (struct stage_note){.kind = STAGE_NOTE_REQUEST_DONE, .request = 3,
@@ -689,12 +693,20 @@ static void test_notices_are_recorded(void **state)
 		assert_string_equal(str_at(recs, 0, "rule"), "no-deletes");
 		assert_string_equal(str_at(recs, 0, "sqlstate"), "42501");
 		assert_string_equal(str_at(recs, 0, "verdict"), "reject");
+		/* It joins the statement_done of the same request. */
+		assert_int_equal(json_integer_value(json_object_get(json_array_get(recs, 0),
+								    "request")),
+				 3);
+		assert_true(json_is_null(json_object_get(json_array_get(recs, 1), "request")));
 		assert_string_equal(str_at(recs, 0, "text"),
 				    lit ? "DELETE FROM cards WHERE number = '4111111111111111'" :
 					  "DELETE FROM cards WHERE number = $1");
 		json_decref(recs);
 		recs = records_of(text, "error");
 		assert_string_equal(str_at(recs, 0, "sqlstate"), "23505");
+		assert_int_equal(json_integer_value(json_object_get(json_array_get(recs, 0),
+								    "request")),
+				 4);
 		/* The server's text quotes data: only with literals. */
 		assert_int_equal(str_at(recs, 0, "message") != NULL, lit);
 		json_decref(recs);

@@ -261,9 +261,10 @@ static char last_ready(const uint8_t *p, size_t n)
 
 /* "judge": refuses statements that mention "forbidden", rewrites "SELECT 1" into a longer
  * statement, pauses "wait", streams DataRow for user "masked", wants DataRow whole for user
- * "watched". */
+ * "watched" (and ends the session at a row that says "forbidden"). */
 struct judge_state {
 	int datarows_seen;
+	uint64_t datarow_request; /* the request the last DataRow answered */
 	uint8_t row[4096];
 	uint32_t row_len;
 	uint8_t outmsg[4096];
@@ -322,7 +323,13 @@ static void judge_frontend(struct stage_ctx *ctx, const struct proto_msg *m, str
 
 static void judge_backend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
-	((struct judge_state *)ctx->state)->datarows_seen += m->type == 'D';
+	struct judge_state *j = ctx->state;
+
+	j->datarows_seen += m->type == 'D';
+	j->datarow_request = ctx->request;
+	if (m->type == 'D' && memmem(m->body, m->body_len, "forbidden", 9))
+		stage_result_set(r, STAGE_CLOSE, "42501", "no-forbidden-rows",
+				 "pgwarden: a row the rule \"no-forbidden-rows\" refuses");
 }
 
 /* Streaming: read the whole row, then answer with every value replaced by "masked". */
@@ -399,6 +406,9 @@ static struct {
 	char last_decider[16], last_error[6], last_tag[32];
 	uint64_t last_rows;
 	uint64_t last_request;
+	uint64_t decision_request; /* of the last decision */
+	uint64_t failed_request;   /* of the last request the server failed */
+	uint64_t error_request;    /* of the last error the client got */
 	int skipped;
 	char last_stmt[32];
 } rec;
@@ -409,15 +419,19 @@ static void rec_notice(struct stage_ctx *ctx, const struct stage_note *n)
 	case STAGE_NOTE_DECISION:
 		rec.decisions++;
 		snprintf(rec.last_decider, sizeof(rec.last_decider), "%s", n->stage);
+		rec.decision_request = n->request;
 		break;
 	case STAGE_NOTE_ERROR:
 		rec.errors++;
 		snprintf(rec.last_error, sizeof(rec.last_error), "%s", n->sqlstate ? n->sqlstate : "");
+		rec.error_request = n->request;
 		break;
 	case STAGE_NOTE_REQUEST_DONE:
 		rec.done++;
 		rec.skipped += n->skipped;
 		rec.last_request = n->request;
+		if (n->failed)
+			rec.failed_request = n->request;
 		if (n->stmt)
 			snprintf(rec.last_stmt, sizeof(rec.last_stmt), "%s", n->stmt->name);
 		if (n->command_tag) {
@@ -995,6 +1009,12 @@ static void test_reject_in_an_extended_pipeline(void **state)
 	assert_int_equal(c->state, CONN_READY);
 	assert_null(stmt_lookup(&c->track.stmts, "s2")); /* never created */
 	assert_true(track_idle(&c->track));
+	/* The refused Parse was the batch's fifth request: its decision, the error the client
+	 * got and its failure say so, so the audit trail joins them. */
+	assert_int_equal(rec.decisions, 1);
+	assert_int_equal(rec.decision_request, 5);
+	assert_int_equal(rec.error_request, 5);
+	assert_int_equal(rec.failed_request, 5);
 }
 
 /* Replies pgwarden makes land behind the answers still owed for earlier requests. */
@@ -1112,6 +1132,7 @@ static void test_interest_per_session(void **state)
 	struct msgs q = {.n = 0}, a = {.n = 0};
 	const uint8_t *p;
 	struct judge_state *js;
+	size_t n;
 
 	m_query(&q, "SELECT 'x'");
 	client_sends(&q);
@@ -1123,8 +1144,23 @@ static void test_interest_per_session(void **state)
 	server_sends(&a);
 	js = stage_chain_state(&c->chain, 0);
 	assert_int_equal(js->datarows_seen, 2);
+	assert_int_equal(js->datarow_request, 1); /* the rows answer the session's first request */
 	assert_int_equal(fake_take(&F.client, &p), a.n);
 	assert_false(stage_chain_wants(&c->chain, PROTO_BACKEND, 'T'));
+	/* A server message a stage refuses ends the session; its decision names the request
+	 * the message answered. */
+	q.n = a.n = 0;
+	m_query(&q, "SELECT 'z'");
+	client_sends(&q);
+	r_rowdesc(&a);
+	r_datarow(&a, "forbidden");
+	server_sends(&a);
+	assert_int_equal(rec.decisions, 1);
+	assert_string_equal(rec.last_decider, "judge");
+	assert_int_equal(rec.decision_request, 2);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "42501");
+	assert_true(the_conn() == NULL || the_conn()->state >= CONN_CLOSING);
 }
 
 /* A stage streams DataRow: every value is rewritten with new lengths; the messages around

@@ -348,7 +348,7 @@ static enum stage_verdict be(struct world *w, const struct mb *m)
 		seen_add(w, m->b, m->n);
 		return STAGE_FORWARD;
 	}
-	stage_run_backend(&w->ch, &pm, 0, &w->last);
+	stage_run_backend(&w->ch, &pm, 0, 0, &w->last);
 	if (w->last.verdict == STAGE_REWRITE)
 		seen_add(w, w->last.rewrite, w->last.rewrite_len);
 	else if (w->last.verdict == STAGE_FORWARD)

@@ -34,6 +34,7 @@ struct counter_state {
 	int released;
 	int decisions;
 	char last_decider[16];
+	uint64_t last_decision_request;
 	bool pause_next;
 };
 
@@ -61,6 +62,7 @@ static void a_notice(struct stage_ctx *ctx, const struct stage_note *n)
 	if (n->kind == STAGE_NOTE_DECISION) {
 		st->decisions++;
 		snprintf(st->last_decider, sizeof(st->last_decider), "%s", n->stage);
+		st->last_decision_request = n->request;
 	}
 }
 
@@ -88,6 +90,12 @@ static void b_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct 
 				 "no-parse", m->type);
 }
 
+/* A server message b cannot let through: the pipeline makes it a CLOSE. */
+static void b_backend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
+{
+	stage_result_set(r, STAGE_REJECT, "42501", NULL, "b refuses server messages");
+}
+
 static void b_end(struct stage_ctx *ctx)
 {
 	trace_add('y');
@@ -108,6 +116,7 @@ static struct stage_ops stage_b = {
 	.state_size = 1,
 	.session_start = b_start,
 	.frontend = b_frontend,
+	.backend = b_backend,
 	.session_end = b_end,
 };
 
@@ -115,9 +124,11 @@ static void setup_interest(void)
 {
 	memset(&stage_a.frontend_whole, 0, sizeof(stage_a.frontend_whole));
 	memset(&stage_b.frontend_whole, 0, sizeof(stage_b.frontend_whole));
+	memset(&stage_b.backend_whole, 0, sizeof(stage_b.backend_whole));
 	typeset_add(&stage_a.frontend_whole, PqMsg_Query);
 	typeset_add(&stage_a.frontend_whole, PqMsg_Parse);
 	typeset_add(&stage_b.frontend_whole, PqMsg_Parse);
+	typeset_add(&stage_b.backend_whole, PqMsg_DataRow);
 }
 
 static void test_pipeline_runs_stages_in_order(void **state)
@@ -165,7 +176,7 @@ static void test_decision_reaches_later_stages(void **state)
 	struct stage_chain ch;
 	struct stage_result r;
 	struct session s = {0};
-	struct proto_msg parse = {.type = PqMsg_Parse};
+	struct proto_msg parse = {.type = PqMsg_Parse}, row = {.type = PqMsg_DataRow};
 	struct counter_state *a;
 
 	setup_interest();
@@ -173,12 +184,18 @@ static void test_decision_reaches_later_stages(void **state)
 	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
 	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
 	trace[0] = '\0';
-	stage_run_frontend(&ch, &parse, 1, NULL, 1, &r);
+	stage_run_frontend(&ch, &parse, 41, NULL, 1, &r);
 	assert_int_equal(r.verdict, STAGE_REJECT);
 	assert_string_equal(trace, "B"); /* a never judged what b refused ... */
 	a = stage_chain_state(&ch, 1);
-	assert_int_equal(a->decisions, 1); /* ... but was told */
+	assert_int_equal(a->decisions, 1); /* ... but was told, */
 	assert_string_equal(a->last_decider, "b");
+	assert_int_equal(a->last_decision_request, 41); /* with the request refused */
+	/* A server message's decision names the request it answers. */
+	stage_run_backend(&ch, &row, 40, 2, &r);
+	assert_int_equal(r.verdict, STAGE_CLOSE);
+	assert_int_equal(a->decisions, 2);
+	assert_int_equal(a->last_decision_request, 40);
 	stage_chain_end(&ch, true);
 }
 

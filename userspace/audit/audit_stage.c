@@ -902,6 +902,16 @@ static void note_auth(const struct stage_ctx *ctx)
 	audit_trail_submit(bound_trail, r);
 }
 
+/* The request a decision or an error belongs to, numbered as statement records number it,
+ * so that an assessor joins a refusal to the rest of its request; null when none. */
+static void rec_request(struct audit_rec *r, uint64_t request)
+{
+	if (request)
+		audit_rec_u64(r, "request", request);
+	else
+		audit_rec_null(r, "request");
+}
+
 static void note_decision(const struct stage_ctx *ctx, const struct stage_note *n)
 {
 	struct audit_rec *r = session_rec(AUDIT_EV_DECISION, ctx->session);
@@ -910,6 +920,7 @@ static void note_decision(const struct stage_ctx *ctx, const struct stage_note *
 	if (!r)
 		return;
 	audit_rec_str(r, "stage", n->stage);
+	rec_request(r, n->request);
 	audit_rec_str(r, "verdict", stage_verdict_to_str(n->result->verdict));
 	audit_rec_str(r, "sqlstate", n->result->sqlstate[0] ? n->result->sqlstate : NULL);
 	audit_rec_str(r, "rule", n->result->rule[0] ? n->result->rule : NULL);
@@ -937,6 +948,7 @@ static void note_error(const struct stage_ctx *ctx, const struct stage_note *n)
 	if (!r)
 		return;
 	audit_rec_str(r, "severity", n->severity);
+	rec_request(r, n->request);
 	audit_rec_str(r, "sqlstate", n->sqlstate);
 	audit_rec_bool(r, "from_relay", n->from_relay);
 	/* The server's texts quote data ("Key (card)=(4111...) already exists"): only with

@@ -15,6 +15,7 @@
 struct cancel_entry {
 	struct cancel_entry *next;
 	struct cancel_entry **pprev;
+	char session_id[SESSION_ID_HEXLEN + 1];
 	struct addr upstream;
 	uint32_t pid;
 	uint32_t key_len;
@@ -36,6 +37,19 @@ static unsigned cancel_bucket(uint32_t pid)
 {
 	/* Server pids are small sequential integers: spread them with a multiplicative hash. */
 	return (pid * 2654435761u) >> 20 & (CANCEL_BUCKETS - 1);
+}
+
+/* Copy what a cancel needs out of an entry; the caller holds the lock. */
+static void cancel_entry_target(const struct cancel_entry *e, struct cancel_target *out)
+{
+	memcpy(out->session_id, e->session_id, sizeof(out->session_id));
+	out->upstream = e->upstream;
+	out->upstream_unix[0] = '\0';
+	if (e->unix_len)
+		memcpy(out->upstream_unix, e->data + 2 * e->key_len, e->unix_len);
+	out->pid = e->pid;
+	out->key_len = e->key_len;
+	memcpy(out->server_key, e->data + e->key_len, e->key_len);
 }
 
 struct cancel_map *cancel_map_new(void)
@@ -65,14 +79,16 @@ void cancel_map_free(struct cancel_map *m)
 	free(m);
 }
 
-void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream,
+void *cancel_map_issue(struct cancel_map *m, const char *session_id, const struct addr *upstream,
 		       const char *upstream_unix, uint32_t pid, const uint8_t *server_key,
 		       uint32_t key_len, uint8_t *client_key)
 {
 	size_t unix_len = upstream_unix ? strlen(upstream_unix) + 1 : 0;
+	size_t id_len = strnlen(session_id, SESSION_ID_HEXLEN + 1);
 	struct cancel_entry *e, **head;
 
-	if (key_len == 0 || key_len > PROTO_CANCEL_KEY_MAX || unix_len > CANCEL_UNIX_PATH_MAX)
+	if (key_len == 0 || key_len > PROTO_CANCEL_KEY_MAX || unix_len > CANCEL_UNIX_PATH_MAX ||
+	    id_len > SESSION_ID_HEXLEN)
 		return NULL;
 	e = calloc(1, cancel_entry_size(key_len, (uint32_t)unix_len));
 	if (!e)
@@ -81,6 +97,7 @@ void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream,
 		free(e);
 		return NULL;
 	}
+	memcpy(e->session_id, session_id, id_len); /* calloc'd: NUL-terminated */
 	e->upstream = *upstream;
 	e->pid = pid;
 	e->key_len = key_len;
@@ -111,13 +128,7 @@ bool cancel_map_lookup(struct cancel_map *m, uint32_t pid, const uint8_t *client
 		if (e->pid != pid || e->key_len != key_len)
 			continue;
 		if (CRYPTO_memcmp(e->data, client_key, key_len) == 0) {
-			out->upstream = e->upstream;
-			out->upstream_unix[0] = '\0';
-			if (e->unix_len)
-				memcpy(out->upstream_unix, e->data + 2 * key_len, e->unix_len);
-			out->pid = pid;
-			out->key_len = key_len;
-			memcpy(out->server_key, e->data + key_len, key_len);
+			cancel_entry_target(e, out);
 			found = true;
 			break;
 		}
@@ -146,12 +157,6 @@ void cancel_map_target(struct cancel_map *m, void *handle, struct cancel_target 
 	const struct cancel_entry *e = handle;
 
 	pthread_mutex_lock(&m->lock);
-	out->upstream = e->upstream;
-	out->upstream_unix[0] = '\0';
-	if (e->unix_len)
-		memcpy(out->upstream_unix, e->data + 2 * e->key_len, e->unix_len);
-	out->pid = e->pid;
-	out->key_len = e->key_len;
-	memcpy(out->server_key, e->data + e->key_len, e->key_len);
+	cancel_entry_target(e, out);
 	pthread_mutex_unlock(&m->lock);
 }

@@ -13,6 +13,7 @@
 
 #include "base/addr.h"
 #include "proto/proto.h"
+#include "session/session.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@ struct cancel_map;
 #define CANCEL_UNIX_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
 
 struct cancel_target {
+	char session_id[SESSION_ID_HEXLEN + 1]; /* the session the key was issued to */
 	struct addr upstream;
 	char upstream_unix[CANCEL_UNIX_PATH_MAX]; /* PostgreSQL's Unix socket; "": TCP upstream */
 	uint32_t pid;
@@ -35,21 +37,23 @@ void cancel_map_free(struct cancel_map *m);
 
 /*
  * Record a session's server key and issue the client's key (same length, from the CSPRNG)
- * into client_key. The server is upstream_unix when not NULL (the entry keeps a copy),
- * else upstream. Returns an opaque handle for cancel_map_remove(), or NULL (ENOMEM/EIO,
- * or EINVAL: a key or path too long).
+ * into client_key. session_id is the session's id_hex (the entry keeps a copy, so that the
+ * audit record of a cancel names the session it reached). The server is upstream_unix when
+ * not NULL (the entry keeps a copy), else upstream. Returns an opaque handle for
+ * cancel_map_remove(), or NULL (ENOMEM/EIO, or EINVAL: a key, path or session id too long).
  */
-void *cancel_map_issue(struct cancel_map *m, const struct addr *upstream,
+void *cancel_map_issue(struct cancel_map *m, const char *session_id, const struct addr *upstream,
 		       const char *upstream_unix, uint32_t pid, const uint8_t *server_key,
 		       uint32_t key_len, uint8_t *client_key) __attribute__((warn_unused_result));
 
-/* Find the server key for a client's CancelRequest; compares keys in constant time. */
+/* Find the server key for a client's CancelRequest; compares keys in constant time. Fills
+ * out (the session id included) only when the key matches: a wrong key learns nothing. */
 bool cancel_map_lookup(struct cancel_map *m, uint32_t pid, const uint8_t *client_key,
 		       uint32_t key_len, struct cancel_target *out);
 
 void cancel_map_remove(struct cancel_map *m, void *handle);
 
-/* The server, pid and server key behind a handle cancel_map_issue() returned (an admin
+/* The session, server, pid and server key behind a handle cancel_map_issue() returned (an admin
  * kill cancels the session's statement with it). The caller wipes out->server_key with
  * OPENSSL_cleanse() when done. */
 void cancel_map_target(struct cancel_map *m, void *handle, struct cancel_target *out);

@@ -158,8 +158,9 @@ static int conn_backend_key(struct conn *c, const struct proto_msg *m, uint8_t *
 		return PROTO_ERR_FORMAT;
 	if (c->cancel_handle)
 		return PROTO_ERR_FORMAT; /* a second key would orphan the first mapping */
-	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, &c->session.upstream,
-					    c->session.upstream_unix, pid, key, key_len, body + 4);
+	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, c->session.id_hex,
+					    &c->session.upstream, c->session.upstream_unix, pid, key,
+					    key_len, body + 4);
 	if (!c->cancel_handle) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "could not issue a cancel key", "out of memory");
 		return -ENOMEM;
@@ -225,11 +226,14 @@ static void conn_ready_for_query(struct conn *c, uint8_t tx)
 	conn_set_state(c, c->track.owed_ready ? CONN_BUSY : CONN_READY);
 }
 
-/* An error the client will see, for the stages. True for the server's FATAL: its last word. */
-static bool conn_backend_error(struct conn *c, const struct proto_msg *m, bool from_relay)
+/* An error the client will see, in answer to request (0: none), for the stages. True for
+ * the server's FATAL: its last word. */
+static bool conn_backend_error(struct conn *c, const struct proto_msg *m, uint64_t request,
+			       bool from_relay)
 {
 	struct proto_error_fields ef;
-	struct stage_note n = {.kind = STAGE_NOTE_ERROR, .from_relay = from_relay};
+	struct stage_note n = {.kind = STAGE_NOTE_ERROR, .from_relay = from_relay,
+			       .request = request};
 	bool fatal;
 
 	__atomic_store_n(&c->errors, c->errors + 1, __ATOMIC_RELAXED);
@@ -371,7 +375,8 @@ static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, cons
 
 /* What the tracker says of a logged-in server message, carried out. */
 static enum conn_step conn_backend_track(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
-					 uint32_t total, uint32_t avail, bool *pass)
+					 uint64_t request, uint32_t total, uint32_t avail,
+					 bool *pass)
 {
 	const uint8_t *reply = NULL;
 	uint32_t reply_len = 0;
@@ -394,7 +399,7 @@ static enum conn_step conn_backend_track(struct conn *c, struct conn_dir *d, con
 		err.type = PqMsg_ErrorResponse;
 		err.body_len = reply_len - PROTO_HEADER_LEN;
 		err.body = reply + PROTO_HEADER_LEN;
-		(void)conn_backend_error(c, &err, true);
+		(void)conn_backend_error(c, &err, request, true);
 		return CONN_STEP_PROGRESS;
 	}
 	case TRACK_INVALID: {
@@ -416,6 +421,7 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 	bool relay_wants, stage_whole, server_fatal = false;
 	bool logged_in = conn_logged_in(c) || c->state == CONN_FAREWELL || c->state == CONN_SERVER_GONE;
 	struct proto_msg m;
+	uint64_t request;
 	uint32_t total;
 	int r;
 
@@ -446,16 +452,18 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 		if (conn_auth_server(c, d, &m, total, avail, &s))
 			return s;
 	}
+	/* Before the tracker, which may complete the request this message ends. */
+	request = logged_in ? track_answering(&c->track, m.type) : 0;
 	if (logged_in) {
 		bool pass;
-		enum conn_step s = conn_backend_track(c, d, &m, total, avail, &pass);
+		enum conn_step s = conn_backend_track(c, d, &m, request, total, avail, &pass);
 
 		if (!pass)
 			return s;
 	}
 	if (relay_wants) {
 		if (m.type == PqMsg_ErrorResponse)
-			server_fatal = conn_backend_error(c, &m, false);
+			server_fatal = conn_backend_error(c, &m, request, false);
 		r = conn_follows_server(c) ? conn_backend_inspect_msg(c, &m, at + PROTO_HEADER_LEN)
 					   : PROTO_OK;
 		if (r == -ENOMEM || c->state == CONN_CLOSED)
@@ -481,7 +489,7 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 	if (stage_whole) {
 		struct stage_result res;
 
-		stage_run_backend(&c->chain, &m, conn_now(c), &res);
+		stage_run_backend(&c->chain, &m, request, conn_now(c), &res);
 		switch (res.verdict) {
 		case STAGE_FORWARD:
 			break;

@@ -41,6 +41,8 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 	int n, err;
 
 	conn_set_state(c, CONN_CANCEL);
+	/* Only a key that matches names its session in the record; a wrong one belongs to
+	 * nobody, whatever pid it claims. */
 	if (!cancel_map_lookup(r->cancels, pid, key, key_len, &t)) {
 		/* A key of the pgwardend this one replaced, still draining its sessions? */
 		if (handover_forward_cancel(pid, key, key_len)) {
@@ -65,16 +67,16 @@ static void conn_cancel_request(struct conn *c, uint32_t pid, const uint8_t *key
 		err = conn_inject(c, CONN_C2S, pkt, (uint32_t)n);
 	OPENSSL_cleanse(t.server_key, sizeof(t.server_key));
 	if (err) {
-		log_warn("cancel_failed", "pid=%u could not reach the server: %s", t.pid,
-			 strerror(-err));
+		log_warn("cancel_failed", "session=%s pid=%u could not reach the server: %s",
+			 t.session_id, t.pid, strerror(-err));
 		snprintf(outcome, sizeof(outcome), "failed: %s", strerror(-err));
-		audit_event_cancel(r->audit, &c->session.client, NULL, t.pid, outcome);
+		audit_event_cancel(r->audit, &c->session.client, t.session_id, t.pid, outcome);
 		conn_close(c, "cancel forward failed");
 		return;
 	}
 	c->session.backend_pid = t.pid;
-	log_info("cancel_forwarded", "pid=%u", t.pid);
-	audit_event_cancel(r->audit, &c->session.client, NULL, t.pid, "forwarded");
+	log_info("cancel_forwarded", "session=%s pid=%u", t.session_id, t.pid);
+	audit_event_cancel(r->audit, &c->session.client, t.session_id, t.pid, "forwarded");
 }
 
 /*

@@ -1,9 +1,8 @@
-/* track: which server answer belongs to which client request (see track.h). */
-#include "relay/track.h"
-#include "sql/sql.h"
+/* track: which server answer belongs to which client request (see track.h); the SQL-level
+ * PREPARE, DEALLOCATE and DISCARD are followed in track_sql.c. */
+#include "relay/track_internal.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,30 +30,14 @@ static char *track_name_dup(const char *name)
 	return name[0] ? strdup(name) : track_unnamed;
 }
 
-static void track_changes_free(struct track_entry *e)
-{
-	for (uint32_t i = 0; i < e->nchanges; i++) {
-		free(e->changes[i].name);
-		stmt_put(e->changes[i].stmt);
-	}
-	free(e->changes);
-	e->changes = NULL;
-	e->nchanges = 0;
-}
-
 static void track_entry_free(struct track_entry *e)
 {
-	track_changes_free(e);
+	track_sql_changes_free(e);
 	stmt_put(e->stmt);
 	if (e->name != track_unnamed)
 		free(e->name);
 	free(e->reply);
 	memset(e, 0, sizeof(*e));
-}
-
-static struct track_entry *track_at(const struct track *t, uint32_t i)
-{
-	return &t->ring[(t->head + i) & (t->cap - 1)];
 }
 
 void track_release(struct track *t)
@@ -204,13 +187,9 @@ static void track_skip(struct track *t, enum track_kind kind, uint64_t now)
 	track_report(t, &e, NULL, false, true, true, now);
 }
 
-/*
- * Would one more statement of this name and text length fit the limits, counting what the
- * requests still on their way may create (pipelined Parses, a Query's PREPAREs, Executes of
- * an SQL PREPARE) and extra_count/extra_bytes more? Conservative: a pending statement that
- * will replace another, or whose request will fail, still counts until it is answered.
- */
-static bool track_fits(const struct track *t, const char *name, uint32_t sql_len,
+/* Conservative: a pending statement that will replace another, or whose request will fail,
+ * still counts until it is answered. */
+bool track_fits(const struct track *t, const char *name, uint32_t sql_len,
 		       uint32_t extra_count, size_t extra_bytes)
 {
 	const struct stmt_table *st = &t->stmts;
@@ -238,140 +217,6 @@ static bool track_fits(const struct track *t, const char *name, uint32_t sql_len
 	return !st->max_bytes || bytes + strlen(name) + sql_len <= st->max_bytes;
 }
 
-/*
- * Does this statement begin with PREPARE, DEALLOCATE or DISCARD? The cheap test that spares
- * every other statement the analysis.
- */
-static bool track_sql_may_change(const char *sql, size_t len, unsigned opts)
-{
-	struct sql_lexer lx;
-	struct sql_token tok;
-
-	sql_lex_init(&lx, sql, len, opts);
-	sql_lex_next(&lx, &tok);
-	return sql_tok_is(&lx, &tok, "prepare") || sql_tok_is(&lx, &tok, "deallocate") ||
-	       sql_tok_is(&lx, &tok, "discard");
-}
-
-/* SQL text is split as the server splits it: with standard_conforming_strings off, a
- * backslash escapes a quote in '' strings. */
-static unsigned track_lex_opts(const struct track *t)
-{
-	const char *scs = t->session ? session_server_param(t->session,
-							    "standard_conforming_strings") : NULL;
-
-	return scs && strcmp(scs, "on") ? SQL_LEX_BACKSLASH_QUOTES : 0;
-}
-
-/*
- * What one SQL statement (a Query's, or an executed Parse's text) would change in the
- * statement table: *c filled and 1, 0 when nothing, -ENOMEM. *a is the caller's scratch
- * analysis (allocated at the first need, freed by the caller). DISCARD is told by its tag.
- */
-static int track_sql_change_of(const struct track *t, const char *sql, size_t len,
-			       size_t text_end, struct sql_analysis **a,
-			       struct track_sql_change *c)
-{
-	unsigned opts = track_lex_opts(t);
-
-	memset(c, 0, sizeof(*c));
-	if (!track_sql_may_change(sql, len, opts))
-		return 0;
-	if (!*a && !(*a = malloc(sizeof(**a))))
-		return -ENOMEM;
-	sql_analyze(sql, len, opts, *a);
-	switch ((*a)->prep) {
-	case SQL_PREP_PREPARE: {
-		const char *body = sql + (*a)->prep_body_off;
-		size_t body_len = text_end > (*a)->prep_body_off ? text_end - (*a)->prep_body_off : 0;
-
-		c->op = TRACK_SQL_PREPARE;
-		c->stmt = stmt_new((*a)->prep_name, t->keep_text ? body : NULL, (uint32_t)body_len,
-				   0, true);
-		if (!c->stmt)
-			return -ENOMEM;
-		c->stmt->cls = (uint8_t)sql_classify(body, body_len, opts, NULL);
-		return 1;
-	}
-	case SQL_PREP_DEALLOCATE:
-		c->op = TRACK_SQL_DEALLOCATE;
-		c->name = strdup((*a)->prep_name);
-		return c->name ? 1 : -ENOMEM;
-	case SQL_PREP_DEALLOCATE_ALL:
-		c->op = TRACK_SQL_DEALLOCATE_ALL;
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-/*
- * The SQL-level changes a whole Query's statements would make, kept on its entry until the
- * server confirms each. -ENOSPC when its PREPAREs would exceed the statement limits.
- */
-static int track_query_changes(struct track *t, struct track_entry *e, const char *sql,
-			       size_t len, const uint32_t *words)
-{
-	struct sql_analysis *a = NULL;
-	struct sql_splitter sp;
-	struct sql_stmt st;
-	uint32_t part = 0, cap = 0, added = 0;
-	size_t added_bytes = 0;
-	int r = 0;
-
-	/* Most Queries change nothing: a keyword is never split by a comment or a quote, so
-	 * a text without these words needs no split. */
-	if (!strcasestr(sql, "prepare") && !strcasestr(sql, "dealloc") &&
-	    !strcasestr(sql, "discard"))
-		return 0;
-	sql_split_init(&sp, sql, len, track_lex_opts(t));
-	for (; sql_split_next(&sp, &st); part++) {
-		struct track_sql_change c;
-
-		r = track_sql_change_of(t, sql + st.off, st.len, st.text_off + st.text_len - st.off,
-					&a, &c);
-		if (r < 0)
-			break;
-		if (r == 0)
-			continue;
-		r = 0;
-		c.part = part;
-		if (c.op == TRACK_SQL_PREPARE) {
-			/* Counted against what the Query's earlier PREPAREs add too. */
-			if (!track_fits(t, c.stmt->name, c.stmt->sql_len, added, added_bytes)) {
-				stmt_put(c.stmt);
-				r = -ENOSPC;
-				break;
-			}
-		}
-		if (c.stmt) {
-			added++;
-			added_bytes += strlen(c.stmt->name) + c.stmt->sql_len;
-		}
-		if (e->nchanges == cap) {
-			struct track_sql_change *n;
-
-			cap = cap ? cap * 2 : 2;
-			n = realloc(e->changes, cap * sizeof(*n));
-			if (!n) {
-				free(c.name);
-				stmt_put(c.stmt);
-				r = -ENOMEM;
-				break;
-			}
-			e->changes = n;
-		}
-		e->changes[e->nchanges++] = c;
-	}
-	free(a);
-	/* A Query that is one PREPARE: the stages' words are about what it prepares. */
-	if (!r && part == 1 && e->nchanges == 1 && e->changes[0].stmt && words)
-		memcpy(e->changes[0].stmt->words, words, sizeof(e->changes[0].stmt->words));
-	if (r)
-		track_changes_free(e);
-	return r;
-}
-
 int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t cls,
 		   const uint32_t *words, uint64_t now)
 {
@@ -393,13 +238,13 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 
 		a = whole ? track_cstr(&p, end) : NULL;
 		if (a) {
-			r = track_query_changes(t, &pending, a, strlen(a), words);
+			r = track_sql_query_changes(t, &pending, a, strlen(a), words);
 			if (r)
 				return r;
 		}
 		e = track_push(t, TRACK_QUERY, request, now);
 		if (!e) {
-			track_changes_free(&pending);
+			track_sql_changes_free(&pending);
 			return -ENOMEM;
 		}
 		e->changes = pending.changes;
@@ -475,25 +320,12 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		if (a)
 			s = track_portal_named(t, a);
 		/* An Execute that runs an SQL PREPARE creates a statement: within the limits. */
-		if (s && s->sql) {
-			struct sql_analysis *an = NULL;
-			struct track_sql_change c;
-			int r = track_sql_change_of(t, s->sql, s->sql_len, s->sql_len, &an, &c);
+		if (s) {
+			int r = track_sql_execute_prepares(t, s);
 
-			free(an);
-			free(c.name);
 			if (r < 0)
 				return r;
-			if (r == 1 && c.op == TRACK_SQL_PREPARE) {
-				bool fits = track_fits(t, c.stmt->name, c.stmt->sql_len, 0, 0);
-
-				stmt_put(c.stmt);
-				if (!fits)
-					return -ENOSPC;
-				preparing = true;
-			} else {
-				stmt_put(c.stmt);
-			}
+			preparing = r == 1;
 		}
 		e = track_push(t, TRACK_EXECUTE, request, now);
 		if (e && s) {
@@ -602,66 +434,6 @@ static void track_report(struct track *t, const struct track_entry *e, const cha
 
 	if (t->done)
 		t->done(t->done_arg, &d);
-}
-
-static void track_apply_change(struct track *t, struct track_sql_change *c)
-{
-	switch (c->op) {
-	case TRACK_SQL_PREPARE:
-		stmt_commit(&t->stmts, c->stmt);
-		c->stmt = NULL;
-		break;
-	case TRACK_SQL_DEALLOCATE:
-		stmt_remove(&t->stmts, c->name);
-		break;
-	default:
-		stmt_remove_all(&t->stmts);
-		break;
-	}
-}
-
-/*
- * The server confirmed one SQL statement with this tag: what it changed in the statement
- * table. A Query's changes were read when it was sent (part: which statement this is); an
- * Execute's are read from the text of the statement it ran. The tag must agree with what
- * pgwarden read: where it does not, DISCARD ALL and DEALLOCATE ALL still empty the table,
- * and a PREPARE pgwarden could not follow leaves its name unknown (policy denies
- * EXECUTE of a name it does not know).
- */
-static void track_sql_confirmed(struct track *t, struct track_entry *e, const char *tag)
-{
-	uint8_t want;
-
-	if (!tag)
-		return;
-	if (!strcmp(tag, "PREPARE"))
-		want = TRACK_SQL_PREPARE;
-	else if (!strcmp(tag, "DEALLOCATE"))
-		want = TRACK_SQL_DEALLOCATE;
-	else if (!strcmp(tag, "DEALLOCATE ALL") || !strcmp(tag, "DISCARD ALL"))
-		want = TRACK_SQL_DEALLOCATE_ALL;
-	else
-		return;
-	if (e->kind == TRACK_QUERY) {
-		for (uint32_t i = 0; i < e->nchanges; i++)
-			if (e->changes[i].part == e->parts && e->changes[i].op == want) {
-				track_apply_change(t, &e->changes[i]);
-				return;
-			}
-	} else if (e->kind == TRACK_EXECUTE && e->stmt && e->stmt->sql) {
-		struct sql_analysis *a = NULL;
-		struct track_sql_change c;
-
-		if (track_sql_change_of(t, e->stmt->sql, e->stmt->sql_len, e->stmt->sql_len, &a,
-					&c) == 1 && c.op == want)
-			track_apply_change(t, &c);
-		free(c.name);
-		stmt_put(c.stmt);
-		free(a);
-		return;
-	}
-	if (want == TRACK_SQL_DEALLOCATE_ALL)
-		stmt_remove_all(&t->stmts);
 }
 
 /* The server confirmed the head entry: apply what it changes, report it, pop it. */
@@ -781,6 +553,18 @@ static bool track_belongs(enum track_kind kind, uint8_t type)
 	}
 }
 
+/* Server messages that can arrive at any time and answer no request. */
+static bool track_async(uint8_t type)
+{
+	return type == PqMsg_NoticeResponse || type == PqMsg_ParameterStatus ||
+	       type == PqMsg_NotificationResponse;
+}
+
+uint64_t track_answering(const struct track *t, uint8_t type)
+{
+	return t->count && !track_async(type) ? track_at(t, 0)->request : 0;
+}
+
 enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
 				const uint8_t **reply, uint32_t *reply_len)
 {
@@ -790,11 +574,9 @@ enum track_action track_backend(struct track *t, const struct proto_msg *m, uint
 
 	free(t->last_reply);
 	t->last_reply = NULL;
+	if (track_async(m->type))
+		return TRACK_PASS;
 	switch (m->type) {
-	case PqMsg_NoticeResponse:
-	case PqMsg_ParameterStatus:
-	case PqMsg_NotificationResponse:
-		return TRACK_PASS; /* asynchronous: they answer nothing */
 	case PqMsg_ErrorResponse: {
 		enum track_action a = track_error(t, now, reply, reply_len);
 

@@ -187,6 +187,13 @@ enum track_action track_backend(struct track *t, const struct proto_msg *m, uint
 				const uint8_t **reply, uint32_t *reply_len);
 
 /*
+ * The request a server message of this type answers: the oldest one still owed; 0 for the
+ * asynchronous messages, which answer nothing, and when nothing is owed. Ask before
+ * track_backend(), which may complete that request.
+ */
+uint64_t track_answering(const struct track *t, uint8_t type);
+
+/*
  * The server entered copy-in mode (CopyInResponse): Syncs the client pipelined behind the
  * COPY reach the server while it copies, and it ignores them; they are owed nothing.
  */

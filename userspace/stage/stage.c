@@ -177,15 +177,16 @@ int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 	return 0;
 }
 
-/* Tell every stage after `from` that stage `from` did not forward m. */
+/* Tell every stage after `from` that stage `from` did not forward m, of request `request`. */
 static void stage_note_decision(struct stage_chain *ch, unsigned from, const struct proto_msg *m,
-				const struct stage_result *r, uint64_t now)
+				uint64_t request, const struct stage_result *r, uint64_t now)
 {
 	struct stage_note n = {
 		.kind = STAGE_NOTE_DECISION,
 		.stage = ch->pipeline->stages[from]->name,
 		.result = r,
 		.msg = m,
+		.request = request,
 	};
 
 	for (unsigned i = from + 1; i < ch->pipeline->count; i++) {
@@ -217,7 +218,7 @@ void stage_run_session_start(struct stage_chain *ch, struct stage_limits *limits
 			stage_result_clear(r);
 			continue;
 		}
-		stage_note_decision(ch, i, NULL, r, now);
+		stage_note_decision(ch, i, NULL, 0, r, now);
 		return;
 	}
 }
@@ -273,7 +274,7 @@ static void stage_run_msg(struct stage_chain *ch, enum proto_dir dir, const stru
 		else if (mine.verdict == STAGE_REJECT && dir == PROTO_BACKEND)
 			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
 					 "stage %s rejected a server message", ops->name);
-		stage_note_decision(ch, i, &cur, r, now);
+		stage_note_decision(ch, i, &cur, request, r, now);
 		return;
 	}
 }
@@ -284,10 +285,10 @@ void stage_run_frontend(struct stage_chain *ch, const struct proto_msg *m, uint6
 	stage_run_msg(ch, PROTO_FRONTEND, m, request, stmt_words, now, r);
 }
 
-void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64_t now,
-		       struct stage_result *r)
+void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64_t request,
+		       uint64_t now, struct stage_result *r)
 {
-	stage_run_msg(ch, PROTO_BACKEND, m, 0, NULL, now, r);
+	stage_run_msg(ch, PROTO_BACKEND, m, request, NULL, now, r);
 }
 
 void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,

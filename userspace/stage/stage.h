@@ -148,8 +148,10 @@ struct stage_ctx {
 	const struct stage_waker *waker; /* for stage_wake() after a PAUSE */
 	unsigned index;                 /* this stage's position in the pipeline */
 	uint64_t now_ns;                /* the worker's monotonic clock for this event */
-	/* Frontend calls: the client request this message belongs to (the numbering that
-	 * STAGE_NOTE_REQUEST_DONE uses), and whether this call follows the stage's own PAUSE. */
+	/* Frontend and backend calls: the client request this message belongs to (the
+	 * numbering that STAGE_NOTE_REQUEST_DONE uses; a server message: the request it
+	 * answers, 0 when it answers none), and whether this call follows the stage's own
+	 * PAUSE. */
 	uint64_t request;
 	bool resumed;
 	/* Parse, and a Query that is an SQL PREPARE: a word this stage may set for the
@@ -204,15 +206,20 @@ struct stage_note {
 	const char *stage;               /* the deciding stage's name */
 	const struct stage_result *result;
 	const struct proto_msg *msg;     /* the message decided on */
-	/* ERROR */
+	/* ERROR (and request, below) */
 	const char *severity;
 	const char *sqlstate;
 	const char *message;
 	bool from_relay;                 /* pgwarden raised it, not the server */
-	/* REQUEST_DONE: the request number frontend calls saw, the server's command tag
-	 * (NULL when the request ended in an error or had none), the rows it reported, and
-	 * how long from the request's first byte forwarded to its completion. */
+	/* DECISION, ERROR and REQUEST_DONE: the request number stage callbacks saw
+	 * (ctx->request), so that a refusal, the error the client got for it and the
+	 * request's completion join. DECISION: the request the decided message belongs to;
+	 * ERROR: the request the error answers. 0 when there is none (a refusal at session
+	 * start, a server message that answers no request, pgwarden's FATAL). */
 	uint64_t request;
+	/* REQUEST_DONE: the server's command tag (NULL when the request ended in an error or
+	 * had none), the rows it reported, and how long from the request's first byte
+	 * forwarded to its completion. */
 	const char *command_tag;
 	uint64_t rows;
 	uint64_t duration_ns;
@@ -314,8 +321,9 @@ void stage_run_session_start(struct stage_chain *ch, struct stage_limits *limits
  * paused. */
 void stage_run_frontend(struct stage_chain *ch, const struct proto_msg *m, uint64_t request,
 			uint32_t *stmt_words, uint64_t now, struct stage_result *r);
-void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64_t now,
-		       struct stage_result *r);
+/* request: the client request m answers (0: none), as the connection's tracker matched it. */
+void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64_t request,
+		       uint64_t now, struct stage_result *r);
 void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
 		      struct stage_result *r);
 /* limits: non-NULL with the AUTH notice, as for session_start. */
