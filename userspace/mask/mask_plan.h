@@ -24,7 +24,10 @@
  * still can, and the columns stay WHOLE where it cannot (never clear).
  *
  * The classifier says whether a statement references a masked column (enum mask_refs);
- * NONE must only be said when it is sure, because computed columns then pass clear.
+ * NONE must only be said when it is sure, because computed columns then pass clear. NAMES
+ * says the statement names exactly the relations and functions the classifier lists; only
+ * the catalog can tell whether those are clean (mask_catalog_names_clean()), so the stage
+ * turns NAMES into NONE or MASKED before it plans: a plan given NAMES masks as for MASKED.
  */
 #ifndef PGWARDEN_MASK_PLAN_H
 #define PGWARDEN_MASK_PLAN_H
@@ -42,6 +45,7 @@ enum mask_refs {
 	MASK_REFS_NONE = 0, /* the statement references no masked column: sure */
 	MASK_REFS_MASKED,   /* it references one */
 	MASK_REFS_UNKNOWN,  /* cannot tell (no classifier, an opaque construct) */
+	MASK_REFS_NAMES,    /* names exactly these relations and functions (mask_stmt_info) */
 };
 
 enum mask_col_kind {
