@@ -470,11 +470,13 @@ def test_shadowed_function_is_not_clean(masked_relay, pg):
 
 def test_shadowing_inside_a_transaction(masked_relay):
     """Hostile client: a temporary view named like a clean table, over the SSN, used in the
-    transaction that creates it (no catalog read can see it yet): masked."""
+    transaction that creates it (no catalog read can see it yet): its computed columns and
+    its own columns are masked, and so is a count over a table made in it."""
     with connect(masked_relay, "support") as conn:
         with conn.transaction():
             conn.execute("CREATE TEMP VIEW orders AS SELECT ssn FROM public.customers")
             rows = conn.execute("SELECT upper(ssn) FROM orders").fetchall()
+            rows += conn.execute("SELECT ssn FROM orders").fetchall()
             conn.execute("CREATE TEMP TABLE fresh AS SELECT 1 AS a")
             fresh = conn.execute("SELECT count(*) FROM fresh").fetchall()
     assert_no_secrets(repr(rows))

@@ -195,10 +195,10 @@ static void build_catalog_hooks(const char *hooks)
 		{"a", NULL, "16384", "4", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "card"},
 		{"a", NULL, "16384", "5", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "email"},
 		{"a", NULL, "16384", "6", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "dob"},
-		{"k", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "public", "orders"},
-		{"k", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "pg_catalog",
+		{"k", NULL, "17001", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "public", "orders"},
+		{"k", NULL, "17002", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "pg_catalog",
 		 "pg_class"},
-		{"k", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "false", "a", "dup"},
+		{"k", NULL, "17003", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "false", "a", "dup"},
 		{"f", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "max"},
 		{"h", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, hooks, NULL, NULL},
 	};
@@ -1048,6 +1048,9 @@ static void test_computed_columns_of_clean_names(void **state)
  */
 static void test_ddl_and_code_hooks_distrust_names(void **state)
 {
+	static const struct col new_view[] = {{"ssn", 99999, 25, 1, -1, 0}};
+	static const struct col clean_col[] = {{"id", 17001, 25, 1, -1, 0}};
+	const char *const v_new[] = {"view-ssn"}, *const v_clean[] = {"order-id"};
 	struct world w;
 	struct mb m;
 
@@ -1058,6 +1061,8 @@ static void test_ddl_and_code_hooks_distrust_names(void **state)
 	fact_classified("BEGIN");
 	fact_classified("CREATE TEMP VIEW orders AS SELECT ssn FROM customers");
 	fact_classified("COMMIT");
+	fact_classified("SELECT ssn FROM orders");
+	fact_classified("SELECT id FROM public.orders");
 	build_catalog();
 	world_start(&w, "analyst");
 	assert_true(computed_clear(&w, "SELECT count(*) FROM orders", "before"));
@@ -1073,6 +1078,24 @@ static void test_ddl_and_code_hooks_distrust_names(void **state)
 	be(&w, mb_end(&m));
 	assert_int_equal(stale_calls, 0); /* not committed: a read now would not see it */
 	assert_false(computed_clear(&w, "SELECT count(*) FROM orders", "in-transaction"));
+	/* the new view's own columns: a relation the catalog does not list */
+	fe(&w, query(&m, "SELECT ssn FROM orders"));
+	be(&w, rowdesc(&m, new_view, 1));
+	be(&w, datarow(&m, v_new, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	mb_start(&m, 'Z');
+	mb_u8(&m, 'T');
+	be(&w, mb_end(&m));
+	assert_false(seen_has(&w, "view-ssn"));
+	/* a listed clean table's columns still pass */
+	fe(&w, query(&m, "SELECT id FROM public.orders"));
+	be(&w, rowdesc(&m, clean_col, 1));
+	be(&w, datarow(&m, v_clean, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	mb_start(&m, 'Z');
+	mb_u8(&m, 'T');
+	be(&w, mb_end(&m));
+	assert_true(seen_has(&w, "order-id"));
 	fe(&w, query(&m, "COMMIT"));
 	be(&w, simple(&m, 'C', "COMMIT"));
 	be(&w, ready(&m));
@@ -1082,6 +1105,12 @@ static void test_ddl_and_code_hooks_distrust_names(void **state)
 	assert_false(computed_clear(&w, "SELECT 1", "stale-1"));
 	build_catalog(); /* read again: trusted from the next statement on */
 	assert_true(computed_clear(&w, "SELECT count(*) FROM orders", "fresh"));
+	fe(&w, query(&m, "SELECT ssn FROM orders"));
+	be(&w, rowdesc(&m, new_view, 1));
+	be(&w, datarow(&m, (const char *const[]){"unlisted-later"}, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	be(&w, ready(&m));
+	assert_true(seen_has(&w, "unlisted-later")); /* the catalog says: no masked data */
 	build_catalog_hooks("true");
 	assert_false(computed_clear(&w, "SELECT 1", "hooks-1"));
 	assert_false(computed_clear(&w, "SELECT count(*) FROM orders", "hooks"));

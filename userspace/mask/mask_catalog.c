@@ -25,6 +25,7 @@ struct mask_derived {
 };
 
 struct mask_clean_rel {
+	uint32_t oid;
 	char *nsp, *rel;
 	bool everywhere; /* every relation of this relname in the database is clean */
 };
@@ -74,6 +75,7 @@ struct mask_catalog {
 	struct mask_clean_rel *clean;
 	unsigned nclean, clean_cap;
 	bool clean_known;
+	uint32_t *clean_oids; /* the same relations' OIDs, sorted */
 	/* whitelisted function names also defined outside pg_catalog (whitelist order) */
 	bool shadowed[NSAFE];
 	/* the database has operators or casts whose code is not pg_catalog's or an
@@ -200,7 +202,7 @@ static const char query_tail[] =
 	"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d\n"
 	"   WHERE d.classid" EQ "'pg_catalog.pg_proc'::pg_catalog.regclass\n"
 	"   AND d.objid" EQ "p.oid AND d.deptype" EQ "'e')))" T ", NULL, NULL\n"
-	"UNION ALL (SELECT 'k', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
+	"UNION ALL (SELECT 'k', NULL, k.oid" T ", NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
 	" (NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class o WHERE o.relname" EQ "k.rel\n"
 	"  AND NOT EXISTS (SELECT 1 FROM clean x WHERE x.oid" EQ "o.oid)))" T ",\n"
 	" k.nsp" T ", k.rel" T " FROM clean k LIMIT ";
@@ -608,15 +610,17 @@ static int row_hooks(struct mask_catalog_builder *b, const char **v)
 	return 0;
 }
 
-/* 'k': a clean relation: everywhere (v[10]), nspname (v[11]), relname (v[12]). Rows past
- * MASK_CATALOG_CLEAN_MAX are counted, not kept: finish() drops the set. */
+/* 'k': a clean relation: relid (v[2]), everywhere (v[10]), nspname (v[11]), relname
+ * (v[12]). Rows past MASK_CATALOG_CLEAN_MAX are counted, not kept: finish() drops the set. */
 static int row_clean(struct mask_catalog_builder *b, const char **v)
 {
 	struct mask_catalog *c = b->c;
 	struct mask_clean_rel *k;
 	bool everywhere;
+	uint64_t relid;
 
-	if (!parse_bool(v[10], &everywhere) || !v[11] || !v[12])
+	if (!parse_uint(v[2], UINT32_MAX, &relid) || !parse_bool(v[10], &everywhere) || !v[11] ||
+	    !v[12])
 		return -EPROTO;
 	if (c->nclean >= MASK_CATALOG_CLEAN_MAX) {
 		c->nclean = MASK_CATALOG_CLEAN_MAX + 1;
@@ -625,6 +629,7 @@ static int row_clean(struct mask_catalog_builder *b, const char **v)
 	if (grow((void **)&c->clean, &c->clean_cap, c->nclean + 1, sizeof(*k)))
 		return -ENOMEM;
 	k = &c->clean[c->nclean];
+	k->oid = (uint32_t)relid;
 	k->nsp = strdup(v[11]);
 	k->rel = strdup(v[12]);
 	k->everywhere = everywhere;
@@ -841,8 +846,17 @@ static void free_clean(struct mask_catalog *c)
 		free(c->clean[i].rel);
 	}
 	free(c->clean);
+	free(c->clean_oids);
 	c->clean = NULL;
+	c->clean_oids = NULL;
 	c->nclean = c->clean_cap = 0;
+}
+
+static int cmp_oid(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
 }
 
 /* The clean set is known only when the result was whole: the 'h' row came, and the
@@ -865,8 +879,15 @@ static int seal_clean(struct mask_catalog_builder *b)
 		c->code_hooks = true;
 		return 0;
 	}
-	if (c->nclean)
+	c->clean_oids = malloc((c->nclean ? c->nclean : 1) * sizeof(*c->clean_oids));
+	if (!c->clean_oids)
+		return -ENOMEM;
+	for (unsigned i = 0; i < c->nclean; i++)
+		c->clean_oids[i] = c->clean[i].oid;
+	if (c->nclean) {
 		qsort(c->clean, c->nclean, sizeof(*c->clean), cmp_clean);
+		qsort(c->clean_oids, c->nclean, sizeof(*c->clean_oids), cmp_oid);
+	}
 	c->clean_known = true;
 	return 0;
 }
@@ -1063,6 +1084,18 @@ bool mask_catalog_relation_clean(const struct mask_catalog *c, const char *schem
 			return true;
 	}
 	return false;
+}
+
+bool mask_catalog_relid_listed(const struct mask_catalog *c, uint32_t relid)
+{
+	for (unsigned i = 0; i < c->nderived; i++)
+		if (c->derived[i].relid == relid)
+			return true;
+	for (unsigned i = 0; i < c->ncolumns; i++)
+		if (c->columns[i].table_oid == relid)
+			return true;
+	return c->clean_known && c->nclean &&
+	       bsearch(&relid, c->clean_oids, c->nclean, sizeof(relid), cmp_oid) != NULL;
 }
 
 bool mask_catalog_function_clean(const struct mask_catalog *c, const char *schema,

@@ -152,6 +152,11 @@ int mask_catalog_copy_columns(const struct mask_catalog *c, const char *schema,
 bool mask_catalog_relation_clean(const struct mask_catalog *c, const char *schema,
 				 const char *rel);
 
+/* Does the catalog know relation relid: a masked table, a derived relation, or a clean
+ * relation? A relation it does not know was made since it was read, or is of a kind the
+ * clean set leaves out (views over no masked column, foreign tables, ...). */
+bool mask_catalog_relid_listed(const struct mask_catalog *c, uint32_t relid);
+
 /* Is a call of [schema.]name one of the safe built-ins (computed from its arguments
  * alone), written unqualified or as pg_catalog.name, with no function of that name
  * outside pg_catalog that search_path could put first? */

@@ -691,6 +691,7 @@ static void plan_summary(struct mask_sess *s, const struct mask_plan *p, uint64_
 			     c->why == MASK_WHY_COLUMN     ? ""
 			     : c->why == MASK_WHY_COMPUTED ? "(computed)"
 			     : c->why == MASK_WHY_DERIVED  ? "(view)"
+			     : c->why == MASK_WHY_UNLISTED ? "(unlisted)"
 						       : "(fallback)");
 		if (k < 0 || (size_t)k >= sizeof(s->summary) - o) {
 			s->summary[o] = '\0'; /* whole entries only */
@@ -721,7 +722,7 @@ static void plan_execute(struct mask_sess *s, struct mask_req *q)
 	if (!pn || !pn->described || !s->cat)
 		return;
 	if (mask_plan_build(&q->plan, &pn->desc, s->profile, s->cat, &s->env,
-			    info_refs(s, pn->info)) == 0) {
+			    info_refs(s, pn->info), names_trusted(s)) == 0) {
 		q->planned = true;
 		plan_summary(s, &q->plan, q->request);
 	}
@@ -838,7 +839,7 @@ static void be_row_description(struct mask_sess *s, const struct proto_msg *m, b
 
 		mask_plan_free(&q->plan);
 		q->planned = s->cat && mask_plan_build(&q->plan, &d, s->profile, s->cat, &s->env,
-						      info_refs(s, in)) == 0;
+						      info_refs(s, in), names_trusted(s)) == 0;
 		if (q->planned)
 			plan_summary(s, &q->plan, q->request);
 		mask_desc_free(&d);
