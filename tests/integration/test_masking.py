@@ -2,7 +2,8 @@
 
 The fixture (masking_schema.sql) is a customers table with SSN, card number, e-mail, phone,
 date of birth, balance and tags, with a child table, a partitioned payments table, a view
-and a materialized view over it. Role `support` is masked by a policy rule; role `auditor`
+and a materialized view over it, and an orders table with no masked column; customers is
+analysed, so pg_stats holds samples of its values. Role `support` is masked by a policy rule; role `auditor`
 is not. Every test checks what a client actually receives, with the clients operators use:
 psql, psycopg (text and binary), pgbench, and raw protocol messages.
 

@@ -312,7 +312,7 @@ static struct mask_catalog *catalog_new(struct mask_policy *mp)
 	mask_policy_get(mp);
 	c->policy = mp;
 	c->code_hooks = true; /* until the query says there are none */
-	c->generation = atomic_fetch_add_explicit(&generations, 1, memory_order_relaxed) + 1;
+	c->generation = atomic_fetch_add(&generations, 1) + 1;
 	return c;
 }
 
@@ -1121,7 +1121,7 @@ uint64_t mask_catalog_generation(const struct mask_catalog *c)
 
 uint64_t mask_catalog_next_generation(void)
 {
-	return atomic_load_explicit(&generations, memory_order_relaxed) + 1;
+	return atomic_load(&generations) + 1;
 }
 
 unsigned mask_catalog_nwarnings(const struct mask_catalog *c)

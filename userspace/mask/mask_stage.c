@@ -28,8 +28,9 @@
  * session (a view or temporary table named like a clean table, a function named like a
  * safe one, an operator) is not in the catalog until it is committed and read again. The
  * session that ran it waits for a catalog made after its transaction ended (its own
- * names_floor); every other masked session too (this one), since the names are visible
- * to them from the commit on. Catalogs are numbered as they are made (mask_catalog.h).
+ * names_floor); every other masked session too (the process-wide names_floor below),
+ * since the names are visible to them from the commit on. Catalogs are numbered as they
+ * are made (mask_catalog.h).
  */
 #define NAMES_PENDING UINT64_MAX /* a statement that may change the catalog has not ended */
 static _Atomic uint64_t names_floor;
@@ -618,7 +619,7 @@ static bool names_trusted(const struct mask_sess *s)
 	uint64_t gen = mask_catalog_generation(s->cat);
 
 	return s->names_floor != NAMES_PENDING && gen >= s->names_floor &&
-	       gen >= atomic_load_explicit(&names_floor, memory_order_relaxed);
+	       gen >= atomic_load(&names_floor);
 }
 
 /* One statement's own references, against the session's catalog: NONE only when the
@@ -953,10 +954,8 @@ static void be_ready(struct mask_sess *s, const struct proto_msg *m)
 		uint64_t floor = mask_catalog_next_generation(), cur;
 
 		s->names_floor = floor;
-		cur = atomic_load_explicit(&names_floor, memory_order_relaxed);
-		while (cur < floor && !atomic_compare_exchange_weak_explicit(
-					      &names_floor, &cur, floor, memory_order_relaxed,
-					      memory_order_relaxed))
+		cur = atomic_load(&names_floor);
+		while (cur < floor && !atomic_compare_exchange_weak(&names_floor, &cur, floor))
 			;
 		if (s->src.catalog_stale)
 			s->src.catalog_stale(s->src.arg);
