@@ -6,8 +6,9 @@
  *
  * Invariants: between 1 and cap statements; every name and COPY name NUL-terminated within
  * its array; the COPY column list's names lie inside copy_cols and are counted; a NULL
- * string within its bound; options read only for a COPY TO; the same answer twice; and a
- * statement said to reference nothing never names a relation or function (fail closed).
+ * string within its bound; options read only for a COPY TO; the same answer twice; a
+ * statement said to reference nothing never names a relation or function (fail closed); a
+ * statement said to name exactly some relations and functions lists them whole.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,6 +38,17 @@ static void check_info(const struct mask_stmt_info *in)
 	CHECK(in->copy_opts.format <= MASK_COPY_BINARY);
 	CHECK(in->name_use <= MASK_NAME_DROPS_ALL);
 	CHECK(in->refs_known);
+	if (in->refs == MASK_REFS_NAMES) {
+		/* every listed name lies whole inside the buffer */
+		const char *schema, *name;
+		size_t pos = 0;
+
+		CHECK(in->nrelations + in->nfunctions > 0);
+		for (unsigned i = 0; i < (unsigned)in->nrelations + in->nfunctions; i++)
+			CHECK(mask_stmt_next_name(in, &pos, &schema, &name));
+	} else {
+		CHECK(in->nrelations == 0 && in->nfunctions == 0);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -35,3 +35,8 @@ INSERT INTO customers_archive VALUES
   1.00, '{gone}', '2001-01-01 00:00:00+00');
 INSERT INTO payments VALUES (1, 1, '4111111111111111'), (2, 2, '5500000000000004');
 REFRESH MATERIALIZED VIEW customer_ssns;
+-- a table with no masked column, for the computed columns that may pass clear
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int, amount numeric(10,2));
+INSERT INTO orders VALUES (1, 1, 10.00), (2, 1, 20.00), (3, 2, 5.50);
+-- planner statistics: pg_stats shows sampled values of every column, masked ones included
+ANALYZE customers;

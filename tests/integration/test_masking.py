@@ -2,7 +2,8 @@
 
 The fixture (masking_schema.sql) is a customers table with SSN, card number, e-mail, phone,
 date of birth, balance and tags, with a child table, a partitioned payments table, a view
-and a materialized view over it. Role `support` is masked by a policy rule; role `auditor`
+and a materialized view over it, and an orders table with no masked column; customers is
+analysed, so pg_stats holds samples of its values. Role `support` is masked by a policy rule; role `auditor`
 is not. Every test checks what a client actually receives, with the clients operators use:
 psql, psycopg (text and binary), pgbench, and raw protocol messages.
 
@@ -434,6 +435,127 @@ def test_view_made_elsewhere_is_masked_after_the_periodic_refresh(relay_factory,
         assert row == (None, None)
     finally:
         pg.psql("DROP VIEW IF EXISTS late_ssn_view", dbname="maskdb")
+
+
+CLEAR_COMPUTED = [
+    ("SELECT count(*) FROM orders", 3),
+    ("SELECT sum(amount)::text FROM public.orders", "35.50"),
+    ("SELECT upper('x'), length('abc')", "X"),
+]
+
+
+@pytest.mark.parametrize("sql,want", CLEAR_COMPUTED)
+def test_computed_columns_of_clean_names_pass(masked_relay, sql, want):
+    """Computed columns are clear when every relation the statement names is a table with
+    no masked column and every function a safe built-in nobody shadows."""
+    with connect(masked_relay, "support") as conn:
+        row = conn.execute(sql).fetchone()
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        server_pid = conn.info.backend_pid
+    assert row[0] == want
+    assert pid == server_pid
+
+
+MASKED_COMPUTED = [
+    "SELECT upper(ssn) FROM customers",
+    "SELECT upper(ssn) FROM customer_ssn_view",
+    "SELECT count(*)::text || min(ssn) FROM customer_ssns",
+    "SELECT upper(s) FROM (SELECT ssn AS s FROM customers) x JOIN orders o ON true",
+    "SELECT customer_ssn(1)",
+]
+
+
+@pytest.mark.parametrize("sql", MASKED_COMPUTED)
+def test_computed_columns_over_masked_names_stay_masked(masked_relay, sql):
+    """A masked table, a view or materialized view over one, or a function that reads one:
+    computed columns stay NULL."""
+    with connect(masked_relay, "support") as conn:
+        rows = conn.execute(sql).fetchall()
+    assert_no_secrets(repr(rows))
+    assert all(v is None for row in rows for v in row)
+
+
+def test_shadowed_function_is_not_clean(masked_relay, pg):
+    """Hostile client: a function in public named like a safe built-in, put first with
+    SET search_path = public, pg_catalog, reads the SSN. Right after its CREATE and after
+    the catalog has been read again, its result is masked."""
+    pg.psql("GRANT CREATE ON SCHEMA public TO support", dbname="maskdb")
+    try:
+        with connect(masked_relay, "support") as conn:
+            conn.execute("CREATE FUNCTION public.upper(text) RETURNS text LANGUAGE sql "
+                         "AS 'SELECT ssn::text FROM public.customers WHERE id = 1'")
+            conn.execute("SET search_path = public, pg_catalog")
+            first = conn.execute("SELECT upper('x')").fetchone()
+            time.sleep(1.5)  # the refresh the CREATE asked for has been published
+            later = conn.execute("SELECT upper('x')").fetchone()
+            lowered = conn.execute("SELECT lower('X')").fetchone()
+            counted = conn.execute("SELECT count(*) FROM orders").fetchone()
+    finally:
+        pg.psql("DROP FUNCTION IF EXISTS public.upper(text)", dbname="maskdb")
+        pg.psql("REVOKE CREATE ON SCHEMA public FROM support", dbname="maskdb")
+    assert_no_secrets(repr((first, later)))
+    assert first == later == (None,)
+    # the rest of the session is precise again once the catalog has been read
+    assert lowered == ("x",) and counted == (3,)
+
+
+def test_shadowing_inside_a_transaction(masked_relay):
+    """Hostile client: a temporary view named like a clean table, over the SSN, used in the
+    transaction that creates it (no catalog read can see it yet): its computed columns and
+    its own columns are masked, and so is a count over a table made in it."""
+    with connect(masked_relay, "support") as conn:
+        with conn.transaction():
+            conn.execute("CREATE TEMP VIEW orders AS SELECT ssn FROM public.customers")
+            rows = conn.execute("SELECT upper(ssn) FROM orders").fetchall()
+            rows += conn.execute("SELECT ssn FROM orders").fetchall()
+            conn.execute("CREATE TEMP TABLE fresh AS SELECT 1 AS a")
+            fresh = conn.execute("SELECT count(*) FROM fresh").fetchall()
+    assert_no_secrets(repr(rows))
+    assert all(v is None for (v,) in rows)
+    assert fresh == [(None,)]
+
+
+def test_execute_arguments_are_expressions(masked_relay):
+    """Hostile client: an SQL EXECUTE whose argument calls a function that reads the SSN;
+    the PREPARE names nothing."""
+    with connect(masked_relay, "support") as conn:
+        conn.execute("PREPARE echo(text) AS SELECT $1")
+        plain = conn.execute("EXECUTE echo('x')").fetchone()
+        leaked = conn.execute("EXECUTE echo(customer_ssn(1))").fetchone()
+    assert plain == ("x",)
+    assert leaked == (None,)
+
+
+STATISTICS_VIEWS = [
+    "SELECT most_common_vals, histogram_bounds FROM pg_stats "
+    "WHERE tablename = 'customers' AND attname = 'ssn'",
+    "SELECT * FROM pg_catalog.pg_stats WHERE tablename = 'customers'",
+    "SELECT s.histogram_bounds FROM pg_stats s WHERE s.attname = 'email'",
+    "SELECT * FROM pg_stats_ext",
+    "SELECT * FROM pg_stats_ext_exprs",
+]
+
+
+@pytest.mark.parametrize("sql", STATISTICS_VIEWS)
+def test_planner_statistics_do_not_leak(masked_relay, sql):
+    """Hostile client: pg_stats is a view over pg_statistic, whose sampled values
+    (most_common_vals, histogram_bounds) include masked columns' values. Its columns carry
+    pg_stats' own OID, which no rule names: they must come out NULL (or be refused), never
+    clear."""
+    with connect(masked_relay, "support") as conn:
+        try:
+            rows = conn.execute(sql).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return
+    assert_no_secrets(repr(rows))
+
+
+def test_auditor_sees_the_statistics(masked_relay):
+    """The hostile test above is real: the same view shows the SSNs to a clear role."""
+    with connect(masked_relay, "auditor") as conn:
+        rows = conn.execute("SELECT histogram_bounds::text FROM pg_stats "
+                            "WHERE tablename = 'customers' AND attname = 'ssn'").fetchall()
+    assert "123-45-6789" in repr(rows)
 
 
 def test_masked_identity_in_another_database_is_refused(masked_relay):

@@ -52,7 +52,20 @@ static void check(unsigned line, const struct mask_stmt_info *in, int n, char *w
 			*eq = '\0';
 		if (!strcmp(w, "refs"))
 			snprintf(got, sizeof(got), "%s",
-				 mask_stmt_refs(in) == MASK_REFS_NONE ? "none" : "masked");
+				 mask_stmt_refs(in) == MASK_REFS_NONE	 ? "none"
+				 : mask_stmt_refs(in) == MASK_REFS_NAMES ? "names"
+									 : "masked");
+		else if (!strcmp(w, "names")) {
+			/* relations, then functions: [schema.]name, comma-separated */
+			const char *schema, *name;
+			size_t pos = 0;
+
+			for (unsigned i = 0; i < (unsigned)in->nrelations + in->nfunctions &&
+					     mask_stmt_next_name(in, &pos, &schema, &name);
+			     i++)
+				snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s%s%s",
+					 i ? "," : "", schema, schema[0] ? "." : "", name);
+		}
 		else if (!strcmp(w, "rows"))
 			snprintf(got, sizeof(got), "%s", in->no_rows ? "no" : "maybe");
 		else if (!strcmp(w, "ddl"))

@@ -340,6 +340,127 @@ static void test_catalog_hostile_rows(void **state)
 	mask_policy_put(mp);
 }
 
+/*
+ * What computed columns may be read from in clear: clean relations (qualified exactly;
+ * unqualified only when clean in every schema), safe built-ins less those shadowed outside
+ * pg_catalog, and nothing at all while the result is not whole (no 'h' row) or is over the
+ * cap. Hostile rows of the new kinds are refused.
+ */
+static struct mask_policy *one_column_policy(void)
+{
+	struct mask_policy *mp = mask_policy_new();
+	struct mask_profile *p;
+	char err[256];
+
+	assert_int_equal(mask_policy_add_profile(mp, "r", &p), 0);
+	assert_int_equal(mask_profile_add(p, "public.customers.ssn", "null", err, sizeof(err)), 0);
+	mask_policy_seal(mp);
+	return mp;
+}
+
+static void test_catalog_clean_names(void **state)
+{
+	struct mask_policy *mp = one_column_policy();
+	struct mask_catalog_builder *b = mask_catalog_builder_new(mp);
+	struct mask_catalog *c;
+	const char *const rows[][13] = {
+		{"k", NULL, "17001", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "public", "orders"},
+		{"k", NULL, "17002", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "false", "a", "dup"},
+		{"k", NULL, "17003", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "pg_catalog",
+		 "pg_class"},
+		{"f", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "upper"},
+		{"h", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, NULL},
+	};
+	const char *const bad[][13] = {
+		{"k", NULL, "17004", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "yes", "public", "t"},
+		{"k", NULL, "17005", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", NULL, "t"},
+		{"k", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "public", "t"},
+		{"f", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "ssn_leak"},
+		{"f", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+		{"h", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+		{"h", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, NULL},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		cat_row(b, rows[i], 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cat_row(b, bad[i], -EPROTO); /* the last: a second 'h' */
+	assert_int_equal(mask_catalog_builder_finish(b, &c), 0);
+	assert_true(mask_catalog_relation_clean(c, "public", "orders"));
+	assert_true(mask_catalog_relation_clean(c, NULL, "orders"));
+	assert_true(mask_catalog_relation_clean(c, "", "pg_class"));
+	assert_true(mask_catalog_relation_clean(c, "a", "dup"));
+	assert_false(mask_catalog_relation_clean(c, NULL, "dup")); /* another dup is not clean */
+	assert_false(mask_catalog_relation_clean(c, "b", "dup"));
+	assert_false(mask_catalog_relation_clean(c, "other", "orders"));
+	assert_false(mask_catalog_relation_clean(c, NULL, "customers"));
+	assert_false(mask_catalog_relation_clean(c, NULL, "zzz"));
+	assert_true(mask_catalog_function_clean(c, NULL, "count"));
+	assert_true(mask_catalog_function_clean(c, "pg_catalog", "pg_backend_pid"));
+	assert_true(mask_catalog_function_clean(c, "", "width_bucket")); /* the list's ends */
+	assert_true(mask_catalog_function_clean(c, "", "abs"));
+	assert_false(mask_catalog_function_clean(c, NULL, "upper")); /* shadowed */
+	assert_false(mask_catalog_function_clean(c, "public", "count"));
+	assert_false(mask_catalog_function_clean(c, NULL, "query_to_xml"));
+	assert_false(mask_catalog_function_clean(c, NULL, "current_setting"));
+	assert_false(mask_catalog_function_clean(c, NULL, "pg_read_file"));
+	assert_false(mask_catalog_code_hooks(c));
+	assert_true(mask_catalog_relid_listed(c, 17001));
+	assert_true(mask_catalog_relid_listed(c, 17003));
+	assert_false(mask_catalog_relid_listed(c, 17004)); /* its row was refused */
+	assert_false(mask_catalog_relid_listed(c, 99999));
+	assert_true(mask_catalog_generation(c) < mask_catalog_next_generation());
+	mask_catalog_put(c);
+
+	/* no 'h' row: the result was not whole; nothing is clean, code hooks assumed */
+	b = mask_catalog_builder_new(mp);
+	cat_row(b, rows[0], 0);
+	assert_int_equal(mask_catalog_builder_finish(b, &c), 0);
+	assert_false(mask_catalog_relation_clean(c, "public", "orders"));
+	assert_true(mask_catalog_code_hooks(c));
+	mask_catalog_put(c);
+
+	/* over the cap: no clean set, and a warning says so */
+	b = mask_catalog_builder_new(mp);
+	for (unsigned i = 0; i <= MASK_CATALOG_CLEAN_MAX; i++) {
+		char rel[32];
+		char oid[16];
+		const char *row[13] = {"k", NULL, oid, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+				       "true", "public", rel};
+
+		snprintf(rel, sizeof(rel), "t%u", i);
+		snprintf(oid, sizeof(oid), "%u", 20000 + i);
+		cat_row(b, row, 0);
+	}
+	cat_row(b, rows[4], 0);
+	assert_int_equal(mask_catalog_builder_finish(b, &c), 0);
+	assert_false(mask_catalog_relation_clean(c, "public", "t1"));
+	assert_int_equal(mask_catalog_nwarnings(c), 1);
+	assert_non_null(strstr(mask_catalog_warning(c, 0), "more than 10000 tables"));
+	mask_catalog_put(c);
+	mask_policy_put(mp);
+}
+
+/* The query asks about planner statistics, clean relations, shadowing functions and code
+ * hooks, names the safe list, and bounds the clean set. */
+static void test_query_asks_for_clean_names(void **state)
+{
+	struct mask_policy *mp = one_column_policy();
+	int rc;
+	char *q = mask_catalog_query(mp, &rc);
+
+	assert_non_null(q);
+	assert_non_null(strstr(q, "pg_stats_ext_exprs"));
+	assert_non_null(strstr(q, "'k'"));
+	assert_non_null(strstr(q, "LIMIT 10001)"));
+	assert_non_null(strstr(q, "'{abs,age,"));
+	assert_non_null(strstr(q, ",width_bucket}'::pg_catalog.name[])"));
+	assert_null(strstr(q, "current_setting"));
+	assert_null(strstr(q, " = "));
+	free(q);
+	mask_policy_put(mp);
+}
+
 /* ---- plans and explain ----------------------------------------------------------------------- */
 
 static void rowdesc(uint8_t *buf, size_t *n, const char *const *names, const uint32_t *tab,
@@ -546,6 +667,8 @@ int main(void)
 		cmocka_unit_test(test_query_carries_names_as_hex),
 		cmocka_unit_test(test_catalog_lookups),
 		cmocka_unit_test(test_catalog_hostile_rows),
+		cmocka_unit_test(test_catalog_clean_names),
+		cmocka_unit_test(test_query_asks_for_clean_names),
 		cmocka_unit_test(test_plan_and_explain),
 		cmocka_unit_test(test_scrub_cases),
 		cmocka_unit_test(test_ddl_tags),

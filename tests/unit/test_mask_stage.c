@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "mask/mask_catalog.h"
+#include "mask/mask_classify.h"
 #include "mask/mask_key.h"
 #include "mask/mask_stage.h"
 #include "proto/proto.h"
@@ -160,7 +161,23 @@ static void cat_row(struct mask_catalog_builder *b, const char *const v[13])
 	assert_int_equal(mask_catalog_builder_row(b, &pm), 0);
 }
 
-static void build_catalog(void)
+/* The statement as the real classifier describes it (names included). */
+static struct mask_stmt_info *fact_classified(const char *sql)
+{
+	struct fact *f = &facts[nfacts++];
+
+	memset(f, 0, sizeof(*f));
+	f->sql = sql;
+	mask_classify_one(sql, strlen(sql), 0, &f->info);
+	return &f->info;
+}
+
+/*
+ * The catalog of the tests: customers (masked), a view over it, and what computed columns
+ * may be read from in clear: public.orders, pg_catalog.pg_class, a.dup (but b.dup is not
+ * clean, so plain "dup" is not); max() shadowed outside pg_catalog; code_hooks as given.
+ */
+static void build_catalog_hooks(const char *hooks)
 {
 	struct mask_catalog_builder *b = mask_catalog_builder_new(policy);
 	struct mask_catalog *c;
@@ -178,6 +195,12 @@ static void build_catalog(void)
 		{"a", NULL, "16384", "4", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "card"},
 		{"a", NULL, "16384", "5", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "email"},
 		{"a", NULL, "16384", "6", NULL, NULL, NULL, NULL, NULL, NULL, "false", NULL, "dob"},
+		{"k", NULL, "17001", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "public", "orders"},
+		{"k", NULL, "17002", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "true", "pg_catalog",
+		 "pg_class"},
+		{"k", NULL, "17003", NULL, NULL, NULL, NULL, NULL, NULL, NULL, "false", "a", "dup"},
+		{"f", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "max"},
+		{"h", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, hooks, NULL, NULL},
 	};
 
 	assert_non_null(b);
@@ -185,6 +208,11 @@ static void build_catalog(void)
 		cat_row(b, rows[i]);
 	assert_int_equal(mask_catalog_builder_finish(b, &c), 0);
 	mask_catalog_publish(c);
+}
+
+static void build_catalog(void)
+{
+	build_catalog_hooks("false");
 }
 
 /* The audit hook: what the last masked result was reported as. */
@@ -950,6 +978,167 @@ static void test_ddl_asks_for_a_refresh(void **state)
 }
 
 
+/* One computed column of sql's result, carrying marker: did the client see it clear? */
+static bool computed_clear(struct world *w, const char *sql, const char *marker)
+{
+	static const struct col computed[] = {{"f", 0, 25, 0, -1, 0}};
+	const char *const v[] = {marker};
+	struct mb m;
+
+	fe(w, query(&m, sql));
+	be(w, rowdesc(&m, computed, 1));
+	be(w, datarow(&m, v, 1));
+	be(w, simple(&m, 'C', "SELECT 1"));
+	be(w, ready(&m));
+	return seen_has(w, marker);
+}
+
+/*
+ * Computed columns pass clear only when every name the statement uses is clean in the
+ * catalog: clean tables (qualified exactly, or unqualified and clean in every schema) and
+ * safe built-ins nobody shadows; anything else (a masked table, a view, an unknown name, a
+ * shadowed or unlisted function, a qualified name elsewhere) masks them whole.
+ */
+static void test_computed_columns_of_clean_names(void **state)
+{
+	static const struct {
+		const char *sql;
+		bool clear;
+	} cases[] = {
+		{"SELECT count(*) FROM orders", true},
+		{"SELECT count(*) FROM public.orders", true},
+		{"SELECT pg_catalog.count(*) FROM orders o JOIN pg_class c ON true", true},
+		{"SELECT pg_backend_pid()", true},
+		{"SELECT upper('x'), now(), version()", true},
+		{"SELECT count(*) FROM a.dup", true},
+		{"SELECT upper(ssn) FROM customers", false},
+		{"SELECT count(*) FROM customers_v", false},
+		{"SELECT count(*) FROM dup", false},          /* b.dup is not clean */
+		{"SELECT count(*) FROM b.orders", false},     /* qualified: exact only */
+		{"SELECT count(*) FROM maskdb.public.orders", false},
+		{"SELECT count(*) FROM tmp_new", false},      /* not in the catalog */
+		{"SELECT max(id) FROM orders", false},        /* shadowed outside pg_catalog */
+		{"SELECT public.count(*) FROM orders", false},
+		{"SELECT current_setting('x.y')", false},    /* set_config() can fill it */
+		{"SELECT query_to_xml('SELECT ssn FROM customers', true, true, '')", false},
+		{"SELECT customer_ssn(1)", false},
+		{"SELECT count(*) FROM orders WHERE id IN (SELECT id FROM customers)", false},
+	};
+	char marker[32];
+	struct world w;
+
+	nfacts = 0;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		fact_classified(cases[i].sql);
+	build_catalog(); /* read after any DDL of earlier tests */
+	world_start(&w, "analyst");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(marker, sizeof(marker), "secret-%zu", i);
+		if (computed_clear(&w, cases[i].sql, marker) != cases[i].clear)
+			fail_msg("%s: want %s", cases[i].sql, cases[i].clear ? "clear" : "masked");
+	}
+	world_end(&w);
+}
+
+/*
+ * DDL by a masked session may shadow a clean name (CREATE TEMP VIEW orders over customers,
+ * a function named like a safe one): until a catalog read after its transaction ended,
+ * nothing counts as clean, SELECT 1 included; an operator or cast outside pg_catalog makes
+ * no statement clean at all.
+ */
+static void test_ddl_and_code_hooks_distrust_names(void **state)
+{
+	static const struct col new_view[] = {{"ssn", 99999, 25, 1, -1, 0}};
+	static const struct col clean_col[] = {{"id", 17001, 25, 1, -1, 0}};
+	const char *const v_new[] = {"view-ssn"}, *const v_clean[] = {"order-id"};
+	struct world w;
+	struct mb m;
+
+	nfacts = 0;
+	stale_calls = 0;
+	fact_classified("SELECT count(*) FROM orders");
+	fact_classified("SELECT 1");
+	fact_classified("BEGIN");
+	fact_classified("CREATE TEMP VIEW orders AS SELECT ssn FROM customers");
+	fact_classified("COMMIT");
+	fact_classified("SELECT ssn FROM orders");
+	fact_classified("SELECT id FROM public.orders");
+	build_catalog();
+	world_start(&w, "analyst");
+	assert_true(computed_clear(&w, "SELECT count(*) FROM orders", "before"));
+	fe(&w, query(&m, "BEGIN"));
+	be(&w, simple(&m, 'C', "BEGIN"));
+	mb_start(&m, 'Z');
+	mb_u8(&m, 'T');
+	be(&w, mb_end(&m));
+	fe(&w, query(&m, "CREATE TEMP VIEW orders AS SELECT ssn FROM customers"));
+	be(&w, simple(&m, 'C', "CREATE VIEW"));
+	mb_start(&m, 'Z');
+	mb_u8(&m, 'T');
+	be(&w, mb_end(&m));
+	assert_int_equal(stale_calls, 0); /* not committed: a read now would not see it */
+	assert_false(computed_clear(&w, "SELECT count(*) FROM orders", "in-transaction"));
+	/* the new view's own columns: a relation the catalog does not list */
+	fe(&w, query(&m, "SELECT ssn FROM orders"));
+	be(&w, rowdesc(&m, new_view, 1));
+	be(&w, datarow(&m, v_new, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	mb_start(&m, 'Z');
+	mb_u8(&m, 'T');
+	be(&w, mb_end(&m));
+	assert_false(seen_has(&w, "view-ssn"));
+	/* a listed clean table's columns still pass */
+	fe(&w, query(&m, "SELECT id FROM public.orders"));
+	be(&w, rowdesc(&m, clean_col, 1));
+	be(&w, datarow(&m, v_clean, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	mb_start(&m, 'Z');
+	mb_u8(&m, 'T');
+	be(&w, mb_end(&m));
+	assert_true(seen_has(&w, "order-id"));
+	fe(&w, query(&m, "COMMIT"));
+	be(&w, simple(&m, 'C', "COMMIT"));
+	be(&w, ready(&m));
+	assert_int_equal(stale_calls, 1);
+	/* the catalog the session holds was read before the commit */
+	assert_false(computed_clear(&w, "SELECT count(*) FROM orders", "stale"));
+	assert_false(computed_clear(&w, "SELECT 1", "stale-1"));
+	build_catalog(); /* read again: trusted from the next statement on */
+	assert_true(computed_clear(&w, "SELECT count(*) FROM orders", "fresh"));
+	fe(&w, query(&m, "SELECT ssn FROM orders"));
+	be(&w, rowdesc(&m, new_view, 1));
+	be(&w, datarow(&m, (const char *const[]){"unlisted-later"}, 1));
+	be(&w, simple(&m, 'C', "SELECT 1"));
+	be(&w, ready(&m));
+	assert_true(seen_has(&w, "unlisted-later")); /* the catalog says: no masked data */
+	build_catalog_hooks("true");
+	assert_false(computed_clear(&w, "SELECT 1", "hooks-1"));
+	assert_false(computed_clear(&w, "SELECT count(*) FROM orders", "hooks"));
+	build_catalog();
+	world_end(&w);
+}
+
+/* An SQL EXECUTE's arguments are expressions of their own: EXECUTE p(customer_ssn(1)) runs
+ * a function the PREPARE never named. */
+static void test_execute_arguments_count(void **state)
+{
+	struct world w;
+	struct mb m;
+
+	nfacts = 0;
+	fact_classified("PREPARE p(text) AS SELECT $1");
+	fact_classified("EXECUTE p('x')");
+	fact_classified("EXECUTE p(customer_ssn(1))");
+	build_catalog();
+	world_start(&w, "analyst");
+	fe(&w, query(&m, "PREPARE p(text) AS SELECT $1"));
+	be(&w, simple(&m, 'C', "PREPARE"));
+	be(&w, ready(&m));
+	assert_true(computed_clear(&w, "EXECUTE p('x')", "literal"));
+	assert_false(computed_clear(&w, "EXECUTE p(customer_ssn(1))", "123-45-6789"));
+	world_end(&w);
+}
+
 /* A policy double: refuses any Query whose text starts with "DENY". */
 static void deny_frontend(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)
 {
@@ -1199,6 +1388,9 @@ int main(void)
 		cmocka_unit_test(test_server_rows_that_cannot_be_masked_close),
 		cmocka_unit_test(test_deny_profile_and_catalog_not_ready),
 		cmocka_unit_test(test_ddl_asks_for_a_refresh),
+		cmocka_unit_test(test_computed_columns_of_clean_names),
+		cmocka_unit_test(test_ddl_and_code_hooks_distrust_names),
+		cmocka_unit_test(test_execute_arguments_count),
 		cmocka_unit_test(test_real_server_captures),
 		cmocka_unit_test(test_refused_query_keeps_the_queue_in_order),
 	};

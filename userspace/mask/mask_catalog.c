@@ -24,6 +24,38 @@ struct mask_derived {
 	unsigned ncols;
 };
 
+struct mask_clean_rel {
+	uint32_t oid;
+	char *nsp, *rel;
+	bool everywhere; /* every relation of this relname in the database is clean */
+};
+
+/*
+ * Built-ins that compute from their arguments alone: they read no table, run no SQL text,
+ * read no file and no session state a statement could have filled from masked data
+ * (current_setting is left out: set_config() can copy a masked value into a setting).
+ * Sorted (bsearch). Each is clean only while no function of that name exists outside
+ * pg_catalog (a role that puts its schema first on search_path could shadow it).
+ */
+static const char *const safe_functions[] = {
+	"abs", "age", "array_length", "array_lower", "array_to_string", "array_upper", "avg",
+	"bit_and", "bit_or", "bool_and", "bool_or", "btrim", "cardinality", "cbrt", "ceil",
+	"ceiling", "char_length", "character_length", "chr", "clock_timestamp", "concat",
+	"concat_ws", "count", "current_database", "current_schema", "date_part", "date_trunc",
+	"degrees", "div", "every", "exp", "floor", "format", "gcd", "generate_series",
+	"initcap", "isfinite", "justify_days", "justify_hours", "justify_interval", "lcm",
+	"left", "length", "ln", "log", "log10", "lower", "lpad", "ltrim", "make_date",
+	"make_interval", "make_time", "make_timestamp", "make_timestamptz", "max", "md5",
+	"min", "mod", "now", "octet_length", "pg_backend_pid", "pg_postmaster_start_time",
+	"pi", "power", "quote_ident", "quote_literal", "quote_nullable", "radians", "random",
+	"repeat", "replace", "reverse", "right", "round", "rpad", "rtrim", "scale", "sign",
+	"split_part", "sqrt", "statement_timestamp", "stddev", "stddev_pop", "stddev_samp",
+	"string_to_array", "strpos", "substr", "sum", "timeofday", "to_char", "to_date",
+	"to_number", "to_timestamp", "transaction_timestamp", "translate", "trunc", "upper",
+	"var_pop", "var_samp", "variance", "version", "width_bucket",
+};
+#define NSAFE (sizeof(safe_functions) / sizeof(safe_functions[0]))
+
 struct mask_catalog {
 	atomic_uint refs;
 	struct mask_policy *policy;
@@ -38,6 +70,18 @@ struct mask_catalog {
 	unsigned ntables, tables_cap;
 	char **warnings;
 	unsigned nwarnings, warnings_cap;
+	/* relations a computed column may be read from in clear (mask_catalog_relation_clean):
+	 * sorted by (rel, nsp); valid only when clean_known */
+	struct mask_clean_rel *clean;
+	unsigned nclean, clean_cap;
+	bool clean_known;
+	uint32_t *clean_oids; /* the same relations' OIDs, sorted */
+	/* whitelisted function names also defined outside pg_catalog (whitelist order) */
+	bool shadowed[NSAFE];
+	/* the database has operators or casts whose code is not pg_catalog's or an
+	 * extension's: any expression may call them. True until the query says otherwise. */
+	bool code_hooks;
+	uint64_t generation;
 };
 
 struct mask_catalog_builder {
@@ -51,6 +95,7 @@ struct mask_catalog_builder {
 	} *attrs;
 	unsigned nattrs, attrs_cap;
 	bool *missing; /* per policy column: the query said it names nothing */
+	bool saw_hooks; /* the 'h' row came (exactly one does) */
 };
 
 /* ---- the query -------------------------------------------------------------------------- */
@@ -103,12 +148,27 @@ static const char query_tail[] =
 	"  AND d.classid" EQ "'pg_catalog.pg_rewrite'::pg_catalog.regclass\n"
 	" JOIN pg_catalog.pg_rewrite rw ON rw.oid" EQ "d.objid\n"
 	" WHERE rw.ev_class OPERATOR(pg_catalog.<>) c.relid AND rw.ev_type" EQ "'1'\n"
+	/* planner statistics hold sampled values of every column, masked ones included */
+	" UNION SELECT r.idx, s.oid FROM rule r CROSS JOIN pg_catalog.pg_class s\n"
+	" WHERE s.relnamespace" EQ "'pg_catalog'::pg_catalog.regnamespace AND s.relname" EQ "ANY\n"
+	"  ('{pg_statistic,pg_statistic_ext,pg_statistic_ext_data,pg_stats,pg_stats_ext,"
+	"pg_stats_ext_exprs}'::pg_catalog.name[])\n"
 	" UNION SELECT v.idx, rw.ev_class FROM vdep v\n"
 	" JOIN pg_catalog.pg_depend d ON d.refclassid" EQ "'pg_catalog.pg_class'::pg_catalog.regclass\n"
 	"  AND d.refobjid" EQ "v.relid\n"
 	"  AND d.classid" EQ "'pg_catalog.pg_rewrite'::pg_catalog.regclass\n"
 	" JOIN pg_catalog.pg_rewrite rw ON rw.oid" EQ "d.objid\n"
-	" WHERE rw.ev_class OPERATOR(pg_catalog.<>) v.relid AND rw.ev_type" EQ "'1')\n"
+	" WHERE rw.ev_class OPERATOR(pg_catalog.<>) v.relid AND rw.ev_type" EQ "'1'),\n"
+	/* every relation in an inheritance tree with a masked table, siblings included */
+	"tree(relid) AS (SELECT relid FROM named\n"
+	" UNION SELECT CASE WHEN i.inhparent" EQ "t.relid THEN i.inhrelid ELSE i.inhparent END\n"
+	" FROM tree t JOIN pg_catalog.pg_inherits i\n"
+	"  ON i.inhparent" EQ "t.relid OR i.inhrelid" EQ "t.relid),\n"
+	"clean(oid, nsp, rel) AS (SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c\n"
+	" JOIN pg_catalog.pg_namespace n ON n.oid" EQ "c.relnamespace\n"
+	" WHERE c.relkind" EQ "ANY ('{r,p}'::pg_catalog.\"char\"[])\n"
+	"  AND NOT EXISTS (SELECT 1 FROM tree t WHERE t.relid" EQ "c.oid)\n"
+	"  AND NOT EXISTS (SELECT 1 FROM vdep v WHERE v.relid" EQ "c.oid))\n"
 	"SELECT 'c', b.idx" T ", b.relid" T ", b.attnum" T ", b.typ" T ",\n"
 	" (CASE WHEN b.typmod" EQ "-1 AND e.typmod IS NOT NULL THEN e.typmod ELSE b.typmod END)" T ",\n"
 	" t.typname" T ", (t.typcategory" EQ "'A')" T ", e.typ" T ", et.typname" T ",\n"
@@ -129,7 +189,43 @@ static const char query_tail[] =
 	"  AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped\n"
 	"UNION ALL SELECT 'm', r.idx" T ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
 	" NULL, NULL FROM rule r\n"
-	" WHERE NOT EXISTS (SELECT 1 FROM named m WHERE m.idx" EQ "r.idx)\n";
+	" WHERE NOT EXISTS (SELECT 1 FROM named m WHERE m.idx" EQ "r.idx)\n"
+	"UNION ALL SELECT 'h', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
+	" (EXISTS (SELECT 1 FROM pg_catalog.pg_operator o\n"
+	"  WHERE o.oprnamespace OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace\n"
+	"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d\n"
+	"   WHERE d.classid" EQ "'pg_catalog.pg_operator'::pg_catalog.regclass\n"
+	"   AND d.objid" EQ "o.oid AND d.deptype" EQ "'e'))\n"
+	"  OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k\n"
+	"  JOIN pg_catalog.pg_proc p ON p.oid" EQ "k.castfunc\n"
+	"  WHERE p.pronamespace OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace\n"
+	"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d\n"
+	"   WHERE d.classid" EQ "'pg_catalog.pg_proc'::pg_catalog.regclass\n"
+	"   AND d.objid" EQ "p.oid AND d.deptype" EQ "'e')))" T ", NULL, NULL\n"
+	"UNION ALL (SELECT 'k', NULL, k.oid" T ", NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
+	" (NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class o WHERE o.relname" EQ "k.rel\n"
+	"  AND NOT EXISTS (SELECT 1 FROM clean x WHERE x.oid" EQ "o.oid)))" T ",\n"
+	" k.nsp" T ", k.rel" T " FROM clean k LIMIT ";
+
+/* After the limit (MASK_CATALOG_CLEAN_MAX + 1: one more says the set is over the cap). */
+static const char query_funcs[] =
+	")\n"
+	"UNION ALL SELECT DISTINCT 'f', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
+	" NULL, NULL, p.proname" T " FROM pg_catalog.pg_proc p\n"
+	" WHERE p.pronamespace OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace\n"
+	"  AND p.proname" EQ "ANY ('{";
+
+/* After the list of safe function names. */
+static const char query_end[] = "}'::pg_catalog.name[])\n";
+
+static size_t safe_functions_len(void)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < NSAFE; i++)
+		n += strlen(safe_functions[i]) + 1;
+	return n;
+}
 
 const char *mask_catalog_startup_options(void)
 {
@@ -159,7 +255,8 @@ char *mask_catalog_query(const struct mask_policy *mp, int *err)
 	unsigned n = mask_policy_ncolumns(mp);
 	/* per rule: "(idx, " + 3 names of at most 63 bytes in hex with their wrapping + "),\n" */
 	size_t per = 16 + 3 * (2 * MASK_IDENT_MAX + 64);
-	size_t cap = sizeof(query_head) + sizeof(query_tail) + (size_t)n * per;
+	size_t cap = sizeof(query_head) + sizeof(query_tail) + 12 + sizeof(query_funcs) +
+		     safe_functions_len() + sizeof(query_end) + (size_t)n * per;
 	char *q, *p;
 
 	if (!n) {
@@ -187,12 +284,23 @@ char *mask_catalog_query(const struct mask_policy *mp, int *err)
 		p += put_name(p, r->column);
 		*p++ = ')';
 	}
-	memcpy(p, query_tail, sizeof(query_tail));
+	memcpy(p, query_tail, sizeof(query_tail) - 1);
+	p += sizeof(query_tail) - 1;
+	p += sprintf(p, "%u", MASK_CATALOG_CLEAN_MAX + 1u);
+	memcpy(p, query_funcs, sizeof(query_funcs) - 1);
+	p += sizeof(query_funcs) - 1;
+	for (unsigned i = 0; i < NSAFE; i++)
+		p += sprintf(p, "%s%s", i ? "," : "", safe_functions[i]);
+	memcpy(p, query_end, sizeof(query_end));
 	*err = 0;
 	return q;
 }
 
 /* ---- building ----------------------------------------------------------------------------- */
+
+/* Catalogs made so far: a catalog's generation orders it after every catalog made before
+ * it, so a reader can ask for one whose query started after a given moment. */
+static _Atomic uint64_t generations;
 
 static struct mask_catalog *catalog_new(struct mask_policy *mp)
 {
@@ -203,6 +311,8 @@ static struct mask_catalog *catalog_new(struct mask_policy *mp)
 	atomic_init(&c->refs, 1);
 	mask_policy_get(mp);
 	c->policy = mp;
+	c->code_hooks = true; /* until the query says there are none */
+	c->generation = atomic_fetch_add(&generations, 1) + 1;
 	return c;
 }
 
@@ -488,6 +598,70 @@ static int row_attr(struct mask_catalog_builder *b, const char **v)
 	return 0;
 }
 
+/* 'h': whether operators or casts run code outside pg_catalog and extensions (v[10]) */
+static int row_hooks(struct mask_catalog_builder *b, const char **v)
+{
+	bool hooks;
+
+	if (b->saw_hooks || !parse_bool(v[10], &hooks))
+		return -EPROTO;
+	b->saw_hooks = true;
+	b->c->code_hooks = hooks;
+	return 0;
+}
+
+/* 'k': a clean relation: relid (v[2]), everywhere (v[10]), nspname (v[11]), relname
+ * (v[12]). Rows past MASK_CATALOG_CLEAN_MAX are counted, not kept: finish() drops the set. */
+static int row_clean(struct mask_catalog_builder *b, const char **v)
+{
+	struct mask_catalog *c = b->c;
+	struct mask_clean_rel *k;
+	bool everywhere;
+	uint64_t relid;
+
+	if (!parse_uint(v[2], UINT32_MAX, &relid) || !parse_bool(v[10], &everywhere) || !v[11] ||
+	    !v[12])
+		return -EPROTO;
+	if (c->nclean >= MASK_CATALOG_CLEAN_MAX) {
+		c->nclean = MASK_CATALOG_CLEAN_MAX + 1;
+		return 0;
+	}
+	if (grow((void **)&c->clean, &c->clean_cap, c->nclean + 1, sizeof(*k)))
+		return -ENOMEM;
+	k = &c->clean[c->nclean];
+	k->oid = (uint32_t)relid;
+	k->nsp = strdup(v[11]);
+	k->rel = strdup(v[12]);
+	k->everywhere = everywhere;
+	c->nclean++;
+	if (!k->nsp || !k->rel)
+		return -ENOMEM;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int safe_index(const char *name)
+{
+	const char *const *k = bsearch(&name, safe_functions, NSAFE, sizeof(*safe_functions), cmp_str);
+
+	return k ? (int)(k - safe_functions) : -1;
+}
+
+/* 'f': a safe function's name (v[12]) also defined outside pg_catalog */
+static int row_shadow(struct mask_catalog_builder *b, const char **v)
+{
+	int i = v[12] ? safe_index(v[12]) : -1;
+
+	if (i < 0)
+		return -EPROTO; /* the query asks only about the safe names */
+	b->c->shadowed[i] = true;
+	return 0;
+}
+
 int mask_catalog_builder_row(struct mask_catalog_builder *b, const struct proto_msg *m)
 {
 	struct proto_datarow_iter it;
@@ -525,6 +699,12 @@ int mask_catalog_builder_row(struct mask_catalog_builder *b, const struct proto_
 		return row_table(b, v);
 	case 'a':
 		return row_attr(b, v);
+	case 'h':
+		return row_hooks(b, v);
+	case 'k':
+		return row_clean(b, v);
+	case 'f':
+		return row_shadow(b, v);
 	case 'm': {
 		uint64_t idx;
 
@@ -651,9 +831,73 @@ static int check_strategies(struct mask_catalog *c, const bool *missing)
 	return 0;
 }
 
+static int cmp_clean(const void *a, const void *b)
+{
+	const struct mask_clean_rel *x = a, *y = b;
+	int r = strcmp(x->rel, y->rel);
+
+	return r ? r : strcmp(x->nsp, y->nsp);
+}
+
+static void free_clean(struct mask_catalog *c)
+{
+	for (unsigned i = 0; i < c->nclean && i < MASK_CATALOG_CLEAN_MAX; i++) {
+		free(c->clean[i].nsp);
+		free(c->clean[i].rel);
+	}
+	free(c->clean);
+	free(c->clean_oids);
+	c->clean = NULL;
+	c->clean_oids = NULL;
+	c->nclean = c->clean_cap = 0;
+}
+
+static int cmp_oid(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The clean set is known only when the result was whole: the 'h' row came, and the
+ * relations fit under the cap. Otherwise nothing counts as clean (fail closed). */
+static int seal_clean(struct mask_catalog_builder *b)
+{
+	struct mask_catalog *c = b->c;
+	char line[160];
+
+	if (c->nclean > MASK_CATALOG_CLEAN_MAX) {
+		free_clean(c);
+		snprintf(line, sizeof(line),
+			 "more than %u tables without masked columns: computed columns of masked "
+			 "identities are masked whenever a statement names a relation",
+			 MASK_CATALOG_CLEAN_MAX);
+		return add_warning(c, line);
+	}
+	if (!b->saw_hooks) {
+		free_clean(c);
+		c->code_hooks = true;
+		return 0;
+	}
+	c->clean_oids = malloc((c->nclean ? c->nclean : 1) * sizeof(*c->clean_oids));
+	if (!c->clean_oids)
+		return -ENOMEM;
+	for (unsigned i = 0; i < c->nclean; i++)
+		c->clean_oids[i] = c->clean[i].oid;
+	if (c->nclean) {
+		qsort(c->clean, c->nclean, sizeof(*c->clean), cmp_clean);
+		qsort(c->clean_oids, c->nclean, sizeof(*c->clean_oids), cmp_oid);
+	}
+	c->clean_known = true;
+	return 0;
+}
+
 int mask_catalog_builder_finish(struct mask_catalog_builder *b, struct mask_catalog **out)
 {
-	int rc = attach_attrs(b);
+	int rc = seal_clean(b);
+
+	if (!rc)
+		rc = attach_attrs(b);
 
 	if (!rc)
 		rc = build_slots(b->c);
@@ -675,6 +919,7 @@ int mask_catalog_empty(struct mask_policy *mp, struct mask_catalog **out)
 		mask_catalog_put(c);
 		return -ENOMEM;
 	}
+	c->code_hooks = false; /* nothing is masked: no code can reveal a masked value */
 	*out = c;
 	return 0;
 }
@@ -707,6 +952,7 @@ void mask_catalog_put(struct mask_catalog *c)
 		free(c->tables[i].rel);
 	}
 	free(c->tables);
+	free_clean(c);
 	for (unsigned i = 0; i < c->nwarnings; i++)
 		free(c->warnings[i]);
 	free(c->warnings);
@@ -814,6 +1060,68 @@ int mask_catalog_copy_columns(const struct mask_catalog *c, const char *schema,
 	if (!found)
 		return 0;
 	return copy_from_table(found, cols, ncols, out, cap);
+}
+
+bool mask_catalog_relation_clean(const struct mask_catalog *c, const char *schema,
+				 const char *rel)
+{
+	unsigned lo = 0, hi = c->clean_known ? c->nclean : 0;
+
+	/* the first entry of that relname */
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (strcmp(c->clean[mid].rel, rel) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (unsigned i = lo; c->clean_known && i < c->nclean && !strcmp(c->clean[i].rel, rel);
+	     i++) {
+		if (!schema || !schema[0]) /* search_path picks: every one must be clean */
+			return c->clean[i].everywhere;
+		if (!strcmp(c->clean[i].nsp, schema))
+			return true;
+	}
+	return false;
+}
+
+bool mask_catalog_relid_listed(const struct mask_catalog *c, uint32_t relid)
+{
+	for (unsigned i = 0; i < c->nderived; i++)
+		if (c->derived[i].relid == relid)
+			return true;
+	for (unsigned i = 0; i < c->ncolumns; i++)
+		if (c->columns[i].table_oid == relid)
+			return true;
+	return c->clean_known && c->nclean &&
+	       bsearch(&relid, c->clean_oids, c->nclean, sizeof(relid), cmp_oid) != NULL;
+}
+
+bool mask_catalog_function_clean(const struct mask_catalog *c, const char *schema,
+				 const char *name)
+{
+	int i;
+
+	if (schema && schema[0] && strcmp(schema, "pg_catalog") != 0)
+		return false;
+	i = safe_index(name);
+	return i >= 0 && !c->shadowed[i];
+}
+
+bool mask_catalog_code_hooks(const struct mask_catalog *c)
+{
+	return c->code_hooks;
+}
+
+uint64_t mask_catalog_generation(const struct mask_catalog *c)
+{
+	return c->generation;
+}
+
+uint64_t mask_catalog_next_generation(void)
+{
+	return atomic_load(&generations) + 1;
 }
 
 unsigned mask_catalog_nwarnings(const struct mask_catalog *c)

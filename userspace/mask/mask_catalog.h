@@ -20,7 +20,17 @@
  *   - derived relations: views and materialized views that read a masked column, and
  *     views over those, recursively. Their columns carry the view's OID in RowDescription,
  *     so they are treated like computed columns (mask_plan.h);
+ *   - planner statistics (pg_statistic*, pg_stats, pg_stats_ext, pg_stats_ext_exprs) as
+ *     derived relations of every rule, and views over them: they hold sampled values of
+ *     every column, masked ones included;
  *   - the masked tables' names and columns, to order a COPY's columns;
+ *   - what a computed column may be read from in clear (mask_catalog_relation_clean(),
+ *     mask_catalog_function_clean(), mask_catalog_code_hooks()): the clean relations (plain
+ *     and partitioned tables with no masked column, in no inheritance tree with a masked
+ *     table, not statistics), at most MASK_CATALOG_CLEAN_MAX of them (beyond, none counts
+ *     as clean); the built-in functions of a static list that compute from their
+ *     arguments alone, less those a function of the same name outside pg_catalog could
+ *     shadow; whether operators or casts outside pg_catalog and extensions exist;
  *   - warnings: rules that name nothing (yet), strategies that do not apply to a column's
  *     type and fall back to null.
  *
@@ -39,6 +49,7 @@
 #include <stdint.h>
 
 #define MASK_CATALOG_NCOLS 13 /* columns of the query's result */
+#define MASK_CATALOG_CLEAN_MAX 10000u /* clean relations the catalog holds, at most */
 
 /* One masked column of one table. */
 struct mask_column {
@@ -129,6 +140,38 @@ int mask_catalog_copy_columns(const struct mask_catalog *c, const char *schema,
 			      const char *table, const char *const *cols, unsigned ncols,
 			      struct mask_origin *out, unsigned cap)
 	__attribute__((warn_unused_result));
+
+/*
+ * May a computed column read from relation [schema.]rel carry no masked data? True only
+ * when the catalog lists it as clean: a plain or partitioned table with no masked column,
+ * in no inheritance tree with a masked table. schema NULL or "": the name is unqualified,
+ * and every relation of that name in the database must be clean (search_path picks one).
+ * A name the catalog does not know (created since it was read, a temporary table, a view,
+ * a foreign table) is not clean.
+ */
+bool mask_catalog_relation_clean(const struct mask_catalog *c, const char *schema,
+				 const char *rel);
+
+/* Does the catalog know relation relid: a masked table, a derived relation, or a clean
+ * relation? A relation it does not know was made since it was read, or is of a kind the
+ * clean set leaves out (views over no masked column, foreign tables, ...). */
+bool mask_catalog_relid_listed(const struct mask_catalog *c, uint32_t relid);
+
+/* Is a call of [schema.]name one of the safe built-ins (computed from its arguments
+ * alone), written unqualified or as pg_catalog.name, with no function of that name
+ * outside pg_catalog that search_path could put first? */
+bool mask_catalog_function_clean(const struct mask_catalog *c, const char *schema,
+				 const char *name);
+
+/* Are there operators or casts whose functions lie outside pg_catalog and extensions
+ * (any expression may run them)? True when the query could not tell. */
+bool mask_catalog_code_hooks(const struct mask_catalog *c);
+
+/* Catalogs are numbered as they are made (before their query is sent): a catalog whose
+ * generation is at least mask_catalog_next_generation() taken at a moment was read after
+ * that moment. */
+uint64_t mask_catalog_generation(const struct mask_catalog *c);
+uint64_t mask_catalog_next_generation(void);
 
 /* Warnings of the resolution, one line each (valid while the catalog is). */
 unsigned mask_catalog_nwarnings(const struct mask_catalog *c);

@@ -388,22 +388,69 @@ static bool has_word(const char *sql, size_t len, unsigned opts, const char *kw)
 	return false;
 }
 
+/* ---- references ------------------------------------------------------------------------------ */
+
+/* Append (schema, name) to out->names; false when it does not fit. */
+static bool put_name(struct mask_stmt_info *out, size_t *used, const char *schema,
+		     const char *name)
+{
+	size_t a = strlen(schema) + 1, b = strlen(name) + 1;
+
+	if (*used + a + b > sizeof(out->names))
+		return false;
+	memcpy(out->names + *used, schema, a);
+	memcpy(out->names + *used + a, name, b);
+	*used += a + b;
+	return true;
+}
+
+/*
+ * What the statement references, as far as the text tells: NONE when it names nothing,
+ * NAMES with the exact list when the analysis is sure of every name (the stage asks the
+ * catalog whether they are clean), MASKED otherwise: an unsure or opaque analysis, a name
+ * written db.schema.table, or more names than the info holds.
+ */
+static enum mask_refs references(const struct sql_analysis *a, struct mask_stmt_info *out)
+{
+	const unsigned unsure = SQL_AF_RELATIONS_UNSURE | SQL_AF_FUNCTIONS_UNSURE |
+				SQL_AF_OPAQUE_BODY | SQL_AF_TOO_COMPLEX;
+	size_t used = 0;
+
+	if (a->primary == SQL_CLASS_UNKNOWN || (a->flags & unsure))
+		return MASK_REFS_MASKED;
+	if (a->nrelations == 0 && a->nfunctions == 0)
+		return MASK_REFS_NONE;
+	if (a->nrelations > UINT8_MAX || a->nfunctions > UINT8_MAX)
+		return MASK_REFS_MASKED;
+	for (unsigned i = 0; i < a->nrelations; i++)
+		if (a->relations[i].catalog[0] ||
+		    !put_name(out, &used, a->relations[i].schema, a->relations[i].name))
+			return MASK_REFS_MASKED;
+	for (unsigned i = 0; i < a->nfunctions; i++)
+		if (!put_name(out, &used, a->functions[i].schema, a->functions[i].name))
+			return MASK_REFS_MASKED;
+	out->nrelations = (uint8_t)a->nrelations;
+	out->nfunctions = (uint8_t)a->nfunctions;
+	return MASK_REFS_NAMES;
+}
+
 /* ---- one statement -------------------------------------------------------------------------- */
 
 void mask_classify_one(const char *sql, size_t len, unsigned opts, struct mask_stmt_info *out)
 {
 	const struct sql_analysis *a = &analysis;
-	const unsigned unsure = SQL_AF_RELATIONS_UNSURE | SQL_AF_FUNCTIONS_UNSURE |
-				SQL_AF_OPAQUE_BODY | SQL_AF_TOO_COMPLEX;
 
 	memset(out, 0, sizeof(*out));
 	sql_analyze(sql, len, opts, &analysis);
 	out->refs_known = true;
-	out->refs = a->primary != SQL_CLASS_UNKNOWN && a->nrelations == 0 && a->nfunctions == 0 &&
-				    !(a->flags & unsure)
-			    ? MASK_REFS_NONE
-			    : MASK_REFS_MASKED;
-	out->ddl = (a->classes & SQL_CLASS_BIT(SQL_CLASS_DDL)) != 0;
+	out->refs = references(a, out);
+	if (out->refs != MASK_REFS_NAMES) {
+		memset(out->names, 0, sizeof(out->names));
+		out->nrelations = out->nfunctions = 0;
+	}
+	/* a DO block or a routine body may run DDL too */
+	out->ddl = (a->classes & SQL_CLASS_BIT(SQL_CLASS_DDL)) != 0 ||
+		   (a->flags & SQL_AF_OPAQUE_BODY) != 0;
 	switch (a->primary) {
 	case SQL_CLASS_TRANSACTION:
 	case SQL_CLASS_COPY_IN:

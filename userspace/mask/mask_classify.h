@@ -4,10 +4,12 @@
  * struct mask_stmt_info, one per statement of a Query's or a Parse's text.
  *
  * Everything it cannot tell stays at the fail-closed answer of mask_stmt.h:
- *   - refs: NONE only for a statement that names no relation and calls no function and
- *     whose analysis is sure of both (SELECT 1, SET, BEGIN); anything else counts as
- *     referencing a masked column (computed columns then come out NULL for masked
- *     identities: a view, a function or a relation the text hides could read one);
+ *   - refs: NONE for a statement that names no relation and calls no function and whose
+ *     analysis is sure of both (SELECT 1, SET, BEGIN); NAMES, with the exact relations and
+ *     functions in names[], when it is sure of every name (the stage asks the catalog
+ *     whether they are clean: this file knows no catalog); MASKED otherwise (an unsure or
+ *     opaque analysis, db.schema.table, more names than MASK_STMT_NAMES_BYTES hold), and
+ *     computed columns then come out NULL for masked identities;
  *   - COPY ... TO STDOUT: the table, its column list and every option read exactly
  *     (FORMAT, DELIMITER, NULL, HEADER, QUOTE, ESCAPE, ENCODING, FORCE_QUOTE, and the
  *     pre-9.0 spellings); an option it does not know leaves copy_opts_known false, and
@@ -15,7 +17,8 @@
  *   - cursors (DECLARE, FETCH, MOVE, CLOSE) and SQL prepared statements (PREPARE,
  *     EXECUTE, DEALLOCATE, DISCARD ALL) by name, so a FETCH or an EXECUTE is masked as
  *     the statement that defined it;
- *   - ddl for the classes that change the catalog, no_rows for statements that cannot
+ *   - ddl for the classes that change the catalog (and DO blocks and string bodies, which
+ *     may), no_rows for statements that cannot
  *     return rows (transaction control, SET, DDL, writes without RETURNING, COPY FROM).
  */
 #ifndef PGWARDEN_MASK_CLASSIFY_H

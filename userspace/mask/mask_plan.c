@@ -24,6 +24,8 @@ const char *mask_reason_to_str(enum mask_reason r)
 		return "masked column whose type changed since the catalog was read";
 	case MASK_WHY_UNKNOWN:
 		return "COPY column that cannot be placed";
+	case MASK_WHY_UNLISTED:
+		return "column of a relation made since the catalog was read";
 	}
 	return "unknown";
 }
@@ -101,7 +103,7 @@ static void set_whole(struct mask_plan_col *c, enum mask_reason why, uint8_t for
 /* A column with an origin: masked by the catalog, derived, or clear. */
 static void plan_origin(struct mask_plan_col *pc, const struct mask_coldesc *cd,
 			const struct mask_profile *prof, const struct mask_catalog *cat,
-			const struct mask_env *env)
+			const struct mask_env *env, bool catalog_current)
 {
 	const struct mask_column *col = mask_catalog_lookup(cat, cd->table_oid, cd->attnum);
 	const struct mask_strategy *st;
@@ -111,6 +113,8 @@ static void plan_origin(struct mask_plan_col *pc, const struct mask_coldesc *cd,
 	if (!col) {
 		if (mask_catalog_derived(cat, cd->table_oid, prof))
 			set_whole(pc, MASK_WHY_DERIVED, (uint8_t)cd->format);
+		else if (!catalog_current && !mask_catalog_relid_listed(cat, cd->table_oid))
+			set_whole(pc, MASK_WHY_UNLISTED, (uint8_t)cd->format);
 		return;
 	}
 	st = mask_column_strategy(col, prof);
@@ -157,7 +161,7 @@ static void plan_count(struct mask_plan *p)
 
 int mask_plan_build(struct mask_plan *p, const struct mask_desc *d,
 		    const struct mask_profile *prof, const struct mask_catalog *cat,
-		    const struct mask_env *env, enum mask_refs refs)
+		    const struct mask_env *env, enum mask_refs refs, bool catalog_current)
 {
 	if (plan_alloc(p, d->ncols) < 0)
 		return -ENOMEM;
@@ -171,7 +175,7 @@ int mask_plan_build(struct mask_plan *p, const struct mask_desc *d,
 		 * server names the table, but the value is the composite of every column,
 		 * masked ones included; it is computed like any other expression. */
 		if (cd->table_oid && cd->attnum != 0) {
-			plan_origin(pc, cd, prof, cat, env);
+			plan_origin(pc, cd, prof, cat, env, catalog_current);
 			continue;
 		}
 		if (refs == MASK_REFS_NONE)
@@ -213,7 +217,7 @@ int mask_plan_copy(struct mask_plan *p, const struct mask_origin *origins, unsig
 				.format = format,
 			};
 
-			plan_origin(pc, &cd, prof, cat, env);
+			plan_origin(pc, &cd, prof, cat, env, true); /* the catalog's own tables */
 		}
 	}
 	plan_count(p);
@@ -270,7 +274,7 @@ int mask_explain(const struct proto_msg *rowdesc, const struct mask_profile *pro
 	 * whether a column is masked; with a key present, hash never falls back. */
 	mask_env_init(&env, "UTF8", NULL, NULL);
 	env.plan_only = true;
-	if (mask_plan_build(&plan, &d, prof, cat, &env, refs) < 0) {
+	if (mask_plan_build(&plan, &d, prof, cat, &env, refs, true) < 0) {
 		mask_desc_free(&d);
 		return -ENOMEM;
 	}

@@ -12,10 +12,13 @@
  *   WHOLE   masked whole (NULL) because its data may come from a masked column without
  *           the server saying so:
  *             - computed (table OID 0: casts, concatenation, functions, row_to_json,
- *               whole-row values, aggregates, UNION) in a statement that references a
- *               masked column, or whose references are unknown;
+ *               whole-row values, aggregates, UNION) in a statement whose references are
+ *               not NONE (the stage resolves NAMES against the catalog first);
  *             - a column of a view or materialized view that reads a masked column
  *               (mask_catalog_derived());
+ *             - a column of a relation the catalog does not list, while the catalog may
+ *               be older than DDL a masked session ran (catalog_current false): a view
+ *               over a masked column made in the same transaction is one;
  *             - a masked column whose type is no longer the one resolved (ALTER TABLE
  *               since the last refresh);
  *             - in a COPY whose columns cannot be told (COPY (query), an ambiguous name).
@@ -24,7 +27,11 @@
  * still can, and the columns stay WHOLE where it cannot (never clear).
  *
  * The classifier says whether a statement references a masked column (enum mask_refs);
- * NONE must only be said when it is sure, because computed columns then pass clear.
+ * NONE must only be said when it is sure, because computed columns then pass clear. NAMES
+ * says the statement names exactly the relations and functions the classifier lists; only
+ * the catalog can tell whether those are clean (mask_catalog_relation_clean() and
+ * mask_catalog_function_clean(), asked by the stage), so the stage
+ * turns NAMES into NONE or MASKED before it plans: a plan given NAMES masks as for MASKED.
  */
 #ifndef PGWARDEN_MASK_PLAN_H
 #define PGWARDEN_MASK_PLAN_H
@@ -42,6 +49,7 @@ enum mask_refs {
 	MASK_REFS_NONE = 0, /* the statement references no masked column: sure */
 	MASK_REFS_MASKED,   /* it references one */
 	MASK_REFS_UNKNOWN,  /* cannot tell (no classifier, an opaque construct) */
+	MASK_REFS_NAMES,    /* names exactly these relations and functions (mask_stmt_info) */
 };
 
 enum mask_col_kind {
@@ -58,6 +66,7 @@ enum mask_reason {
 	MASK_WHY_DERIVED,      /* a column of a view over a masked column */
 	MASK_WHY_TYPE_CHANGED, /* the column's type changed since the catalog was read */
 	MASK_WHY_UNKNOWN,      /* a COPY column nobody can place */
+	MASK_WHY_UNLISTED,     /* a relation made since the catalog was read */
 };
 
 const char *mask_reason_to_str(enum mask_reason r);
@@ -108,10 +117,12 @@ struct mask_plan {
 	struct mask_plan_col *cols;
 };
 
-/* Plan a described result. 0 or -ENOMEM. env must stay valid while the plan is used. */
+/* Plan a described result. 0 or -ENOMEM. env must stay valid while the plan is used.
+ * catalog_current: the catalog was read after the last DDL a masked session ran (false:
+ * columns of relations it does not list are masked whole). */
 int mask_plan_build(struct mask_plan *p, const struct mask_desc *d,
 		    const struct mask_profile *prof, const struct mask_catalog *cat,
-		    const struct mask_env *env, enum mask_refs refs)
+		    const struct mask_env *env, enum mask_refs refs, bool catalog_current)
 	__attribute__((warn_unused_result));
 
 /*

@@ -16,11 +16,24 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- process-wide configuration ----------------------------------------------------------- */
+
+/*
+ * Whether a catalog may be trusted to list every shadow of a clean name. DDL by a masked
+ * session (a view or temporary table named like a clean table, a function named like a
+ * safe one, an operator) is not in the catalog until it is committed and read again. The
+ * session that ran it waits for a catalog made after its transaction ended (its own
+ * names_floor); every other masked session too (the process-wide names_floor below),
+ * since the names are visible to them from the commit on. Catalogs are numbered as they
+ * are made (mask_catalog.h).
+ */
+#define NAMES_PENDING UINT64_MAX /* a statement that may change the catalog has not ended */
+static _Atomic uint64_t names_floor;
 
 static pthread_mutex_t conf_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mask_stage_config conf = {.row_lookahead = MASK_ROW_LOOKAHEAD_DEFAULT};
@@ -85,6 +98,9 @@ struct mask_sess {
 	bool want_rows, want_copy;
 	/* what the latest result masked, for the audit record (mask_stage_summary()) */
 	char summary[512];
+	/* names are trusted only from a catalog of this generation on (NAMES_PENDING: not
+	 * before this session's transaction ends) */
+	uint64_t names_floor;
 };
 
 /* The stage's per-session state: a pointer, so that sessions that are not masked hold
@@ -310,6 +326,9 @@ static unsigned analyse(struct stage_ctx *ctx, const char *sql, struct mask_stmt
 		memset(infos, 0, cap * sizeof(*infos)); /* all unknown */
 		return 1;
 	}
+	for (int i = 0; i < n; i++)
+		if (infos[i].ddl)
+			s->names_floor = NAMES_PENDING;
 	return (unsigned)n;
 }
 
@@ -588,15 +607,56 @@ static const struct mask_stmt_info *req_info(struct mask_sess *s, const struct m
 	return NULL;
 }
 
-/* refs of a statement, through a cursor or SQL prepared name it uses. */
+static bool names_trusted(const struct mask_sess *s)
+{
+	uint64_t gen = mask_catalog_generation(s->cat);
+
+	return s->names_floor != NAMES_PENDING && gen >= s->names_floor &&
+	       gen >= atomic_load(&names_floor);
+}
+
+/* One statement's own references, against the session's catalog: NONE only when the
+ * classifier is sure of every name and the catalog calls each one clean. */
+static enum mask_refs resolve_one(const struct mask_sess *s, const struct mask_stmt_info *in)
+{
+	enum mask_refs refs = mask_stmt_refs(in);
+	const char *schema, *name;
+	size_t pos = 0;
+
+	if (refs != MASK_REFS_NONE && refs != MASK_REFS_NAMES)
+		return refs;
+	/* an operator or a cast can run any code, even in SELECT 1 + 1 */
+	if (!s->cat || !names_trusted(s) || mask_catalog_code_hooks(s->cat))
+		return MASK_REFS_MASKED;
+	if (refs == MASK_REFS_NONE)
+		return MASK_REFS_NONE;
+	for (unsigned i = 0; i < in->nrelations; i++)
+		if (!mask_stmt_next_name(in, &pos, &schema, &name) ||
+		    !mask_catalog_relation_clean(s->cat, schema, name))
+			return MASK_REFS_MASKED;
+	for (unsigned i = 0; i < in->nfunctions; i++)
+		if (!mask_stmt_next_name(in, &pos, &schema, &name) ||
+		    !mask_catalog_function_clean(s->cat, schema, name))
+			return MASK_REFS_MASKED;
+	return MASK_REFS_NONE;
+}
+
+/*
+ * The one place a statement's references are decided, for planning. A FETCH or an SQL
+ * EXECUTE reads what its DECLARE or PREPARE defined, and an EXECUTE's arguments are
+ * expressions of their own (EXECUTE p(customer_ssn(1))): both must be clean.
+ */
 static enum mask_refs info_refs(struct mask_sess *s, const struct mask_stmt_info *in)
 {
+	enum mask_refs own = resolve_one(s, in);
+
 	if (in && in->name_use == MASK_NAME_USES) {
 		const struct mask_named *d = mask_track_find(&s->track, MASK_NS_SQLNAME, in->name);
+		enum mask_refs def = d ? resolve_one(s, d->info) : MASK_REFS_UNKNOWN;
 
-		return d ? mask_stmt_refs(d->info) : MASK_REFS_UNKNOWN;
+		return own == MASK_REFS_NONE ? def : own;
 	}
-	return mask_stmt_refs(in);
+	return own;
 }
 
 /* "ssn=partial-last-4,card=hash,#3=null(computed)": what a plan masks, for audit. */
@@ -625,6 +685,7 @@ static void plan_summary(struct mask_sess *s, const struct mask_plan *p, uint64_
 			     c->why == MASK_WHY_COLUMN     ? ""
 			     : c->why == MASK_WHY_COMPUTED ? "(computed)"
 			     : c->why == MASK_WHY_DERIVED  ? "(view)"
+			     : c->why == MASK_WHY_UNLISTED ? "(unlisted)"
 						       : "(fallback)");
 		if (k < 0 || (size_t)k >= sizeof(s->summary) - o) {
 			s->summary[o] = '\0'; /* whole entries only */
@@ -655,7 +716,7 @@ static void plan_execute(struct mask_sess *s, struct mask_req *q)
 	if (!pn || !pn->described || !s->cat)
 		return;
 	if (mask_plan_build(&q->plan, &pn->desc, s->profile, s->cat, &s->env,
-			    info_refs(s, pn->info)) == 0) {
+			    info_refs(s, pn->info), names_trusted(s)) == 0) {
 		q->planned = true;
 		plan_summary(s, &q->plan, q->request);
 	}
@@ -772,7 +833,7 @@ static void be_row_description(struct mask_sess *s, const struct proto_msg *m, b
 
 		mask_plan_free(&q->plan);
 		q->planned = s->cat && mask_plan_build(&q->plan, &d, s->profile, s->cat, &s->env,
-						      info_refs(s, in)) == 0;
+						      info_refs(s, in), names_trusted(s)) == 0;
 		if (q->planned)
 			plan_summary(s, &q->plan, q->request);
 		mask_desc_free(&d);
@@ -785,10 +846,9 @@ static void be_row_description(struct mask_sess *s, const struct proto_msg *m, b
 /* A statement completed: cursors and SQL prepared names it made or dropped; DDL. */
 static void statement_done(struct mask_sess *s, const struct mask_stmt_info *in, const char *tag)
 {
-	if ((in && in->ddl) || mask_ddl_invalidates(tag)) {
-		if (s->src.catalog_stale)
-			s->src.catalog_stale(s->src.arg);
-	}
+	/* read the catalog again once the transaction has ended (be_ready()) */
+	if ((in && in->ddl) || mask_ddl_invalidates(tag))
+		s->names_floor = NAMES_PENDING;
 	if (!in || !tag)
 		return;
 	switch (in->name_use) {
@@ -879,8 +939,20 @@ static void be_ready(struct mask_sess *s, const struct proto_msg *m)
 		if (last)
 			break;
 	}
-	if (proto_read_ready(m, &status) == PROTO_OK && status == 'I')
-		mask_track_drop_all(&s->track, MASK_NS_PORTAL); /* portals end with their transaction */
+	if (proto_read_ready(m, &status) != PROTO_OK || status != 'I')
+		return;
+	mask_track_drop_all(&s->track, MASK_NS_PORTAL); /* portals end with their transaction */
+	if (s->names_floor == NAMES_PENDING) {
+		/* The DDL is committed (or gone): a catalog made from now on sees it. */
+		uint64_t floor = mask_catalog_next_generation(), cur;
+
+		s->names_floor = floor;
+		cur = atomic_load(&names_floor);
+		while (cur < floor && !atomic_compare_exchange_weak(&names_floor, &cur, floor))
+			;
+		if (s->src.catalog_stale)
+			s->src.catalog_stale(s->src.arg);
+	}
 }
 
 static void copy_begin(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r)

@@ -15,9 +15,13 @@
 #include "mask/mask_policy.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MASK_COPY_COLS_BYTES 512 /* a longer COPY column list is treated as unknown */
+/* The names of a MASK_REFS_NAMES statement: more than fit, and it references MASKED. */
+#define MASK_STMT_NAMES_BYTES 512
 
 enum mask_name_use {
 	MASK_NAME_NONE = 0,
@@ -49,6 +53,11 @@ struct mask_stmt_info {
 	bool copy_opts_known;  /* the options below could be read */
 	struct mask_copy_opts copy_opts;
 	char copy_encoding[32]; /* ENCODING option, "" when absent */
+	/* refs NAMES: the relations, then the functions, the statement names, each as two
+	 * NUL-terminated strings one after the other, schema ("" when unqualified) and name,
+	 * as the server resolves them (mask_stmt_next_name() walks them) */
+	char names[MASK_STMT_NAMES_BYTES];
+	uint8_t nrelations, nfunctions;
 	/* cursors and SQL-level prepared statements */
 	enum mask_name_use name_use;
 	char name[MASK_IDENT_MAX + 1];
@@ -66,6 +75,23 @@ static inline bool mask_stmt_copy_unmaskable(const struct mask_stmt_info *in)
 {
 	return in->copy_to && (in->copy_query || in->copy_cols_overflow || !in->copy_opts_known) &&
 	       mask_stmt_refs(in) != MASK_REFS_NONE;
+}
+
+/* The (schema, name) pair at *pos of s->names, advancing *pos; false past the end or when
+ * the buffer does not hold a whole pair (then the names count as unknown). */
+static inline bool mask_stmt_next_name(const struct mask_stmt_info *s, size_t *pos,
+				       const char **schema, const char **name)
+{
+	const char *end = s->names + sizeof(s->names);
+	const char *a = s->names + *pos, *a_end, *b_end;
+
+	if (*pos >= sizeof(s->names) || !(a_end = memchr(a, 0, (size_t)(end - a))) ||
+	    !(b_end = memchr(a_end + 1, 0, (size_t)(end - a_end - 1))))
+		return false;
+	*schema = a;
+	*name = a_end + 1;
+	*pos = (size_t)(b_end + 1 - s->names);
+	return true;
 }
 
 #endif

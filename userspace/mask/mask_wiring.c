@@ -76,6 +76,7 @@ static void source_masked(void *arg, const struct session *s, uint64_t request,
 			 c->why == MASK_WHY_COLUMN     ? ""
 			 : c->why == MASK_WHY_COMPUTED ? " (computed)"
 			 : c->why == MASK_WHY_DERIVED  ? " (view)"
+			 : c->why == MASK_WHY_UNLISTED ? " (unlisted)"
 						       : " (fallback)");
 		cols[n] = (struct audit_masked_column){.name = names[n],
 						       .table_oid = c->table_oid,
