@@ -1334,6 +1334,20 @@ static void test_sql_level_prepared_statements(void **state)
 	assert_null(stmt_lookup(&c->track.stmts, "Q"));
 	assert_int_equal(stmt_count(&c->track.stmts), 2);
 
+	/* Any case, and the keyword as the text's last bytes: still followed. */
+	q.n = a.n = 0;
+	m_query(&q, "prepare tail as select 1; dEaLlOcAtE tail");
+	client_sends(&q);
+	r_complete(&a, "PREPARE");
+	server_sends(&a);
+	assert_non_null(stmt_lookup(&c->track.stmts, "tail"));
+	q.n = a.n = 0;
+	r_complete(&a, "DEALLOCATE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "tail"));
+	assert_int_equal(stmt_count(&c->track.stmts), 2);
+
 	/* A protocol-level statement shares the namespace; DEALLOCATE ALL drops all. */
 	q.n = a.n = 0;
 	m_parse(&q, "proto", "SELECT 10");

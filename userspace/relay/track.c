@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TRACK_MIN_CAP 8
 
@@ -306,6 +307,26 @@ static int track_sql_change_of(const struct track *t, const char *sql, size_t le
 }
 
 /*
+ * Does the text hold PREPARE, DEALLOC(ATE) or DISCARD, in any case? One pass over it (three
+ * strcasestr() calls were three, each with its own set-up, on every Query).
+ */
+static bool track_mentions_statement_words(const char *sql, size_t len)
+{
+	static const size_t word_len = 7; /* "prepare", "dealloc", "discard" */
+
+	for (size_t i = 0; i + word_len <= len; i++) {
+		char c = (char)(sql[i] | 0x20); /* ASCII lower case; only 'p' and 'd' matter */
+
+		if (c == 'p' && strncasecmp(sql + i, "prepare", word_len) == 0)
+			return true;
+		if (c == 'd' && (strncasecmp(sql + i, "dealloc", word_len) == 0 ||
+				 strncasecmp(sql + i, "discard", word_len) == 0))
+			return true;
+	}
+	return false;
+}
+
+/*
  * The SQL-level changes a whole Query's statements would make, kept on its entry until the
  * server confirms each. -ENOSPC when its PREPAREs would exceed the statement limits.
  */
@@ -321,8 +342,7 @@ static int track_query_changes(struct track *t, struct track_entry *e, const cha
 
 	/* Most Queries change nothing: a keyword is never split by a comment or a quote, so
 	 * a text without these words needs no split. */
-	if (!strcasestr(sql, "prepare") && !strcasestr(sql, "dealloc") &&
-	    !strcasestr(sql, "discard"))
+	if (!track_mentions_statement_words(sql, len))
 		return 0;
 	sql_split_init(&sp, sql, len, track_lex_opts(t));
 	for (; sql_split_next(&sp, &st); part++) {
