@@ -1245,6 +1245,41 @@ static void test_statement_table_follows_the_server(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
+/* The request queue: one request at a time lives inside the tracker (no allocation per
+ * transaction); requests pipelined behind it move to the heap, which is freed as soon as
+ * they are all answered, so an idle session holds none. */
+static void test_request_queue_storage(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+
+	m_query(&q, "SELECT 2");
+	client_sends(&q);
+	assert_int_equal(c->track.count, 1);
+	assert_ptr_equal(c->track.ring, &c->track.first);
+	r_complete(&a, "SELECT 1");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(c->track.count, 0);
+	assert_null(c->track.ring);
+
+	q.n = a.n = 0;
+	m_query(&q, "SELECT 2");
+	m_query(&q, "SELECT 3");
+	m_query(&q, "SELECT 4");
+	client_sends(&q);
+	assert_int_equal(c->track.count, 3);
+	assert_ptr_not_equal(c->track.ring, &c->track.first);
+	for (int i = 0; i < 3; i++) {
+		r_complete(&a, "SELECT 1");
+		r_ready(&a, 'I');
+	}
+	server_sends(&a);
+	assert_int_equal(c->track.count, 0);
+	assert_null(c->track.ring);
+	assert_int_equal(c->state, CONN_READY);
+}
+
 /* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
  * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
  * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
@@ -2672,6 +2707,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_injected_reply_keeps_protocol_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_request_queue_storage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_by_execute_limit, setup, teardown),
