@@ -1281,6 +1281,41 @@ static void test_statement_table_follows_the_server(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
+/* The request queue: one request at a time lives inside the tracker (no allocation per
+ * transaction); requests pipelined behind it move to the heap, which is freed as soon as
+ * they are all answered, so an idle session holds none. */
+static void test_request_queue_storage(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+
+	m_query(&q, "SELECT 2");
+	client_sends(&q);
+	assert_int_equal(c->track.count, 1);
+	assert_ptr_equal(c->track.ring, &c->track.first);
+	r_complete(&a, "SELECT 1");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_int_equal(c->track.count, 0);
+	assert_null(c->track.ring);
+
+	q.n = a.n = 0;
+	m_query(&q, "SELECT 2");
+	m_query(&q, "SELECT 3");
+	m_query(&q, "SELECT 4");
+	client_sends(&q);
+	assert_int_equal(c->track.count, 3);
+	assert_ptr_not_equal(c->track.ring, &c->track.first);
+	for (int i = 0; i < 3; i++) {
+		r_complete(&a, "SELECT 1");
+		r_ready(&a, 'I');
+	}
+	server_sends(&a);
+	assert_int_equal(c->track.count, 0);
+	assert_null(c->track.ring);
+	assert_int_equal(c->state, CONN_READY);
+}
+
 /* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
  * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
  * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
@@ -1368,6 +1403,20 @@ static void test_sql_level_prepared_statements(void **state)
 	r_ready(&a, 'I');
 	server_sends(&a);
 	assert_null(stmt_lookup(&c->track.stmts, "Q"));
+	assert_int_equal(stmt_count(&c->track.stmts), 2);
+
+	/* Any case, and the keyword as the text's last bytes: still followed. */
+	q.n = a.n = 0;
+	m_query(&q, "prepare tail as select 1; dEaLlOcAtE tail");
+	client_sends(&q);
+	r_complete(&a, "PREPARE");
+	server_sends(&a);
+	assert_non_null(stmt_lookup(&c->track.stmts, "tail"));
+	q.n = a.n = 0;
+	r_complete(&a, "DEALLOCATE");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, "tail"));
 	assert_int_equal(stmt_count(&c->track.stmts), 2);
 
 	/* A protocol-level statement shares the namespace; DEALLOCATE ALL drops all. */
@@ -2694,6 +2743,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_injected_reply_keeps_protocol_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_request_queue_storage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_by_execute_limit, setup, teardown),

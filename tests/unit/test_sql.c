@@ -395,6 +395,9 @@ static void case_split(struct line *l)
 		fail_case(l, "%u statements, want %u", k - 1, l->n - 1);
 	if (k > 1 && covered != l->flen[0])
 		fail_case(l, "pieces cover %zu of %zu bytes", covered, l->flen[0]);
+	/* The shortcut may only ever claim what the splitter finds: one piece, all of it. */
+	if (sql_split_single(b, l->flen[0]) && k != 2)
+		fail_case(l, "sql_split_single said one statement; the splitter found %u", k - 1);
 	free(b);
 }
 
@@ -406,6 +409,55 @@ static void test_split(void **state)
 	printf("split.txt: %u cases\n", n);
 	assert_true(n > 15);
 	assert_int_equal(failures, 0);
+}
+
+/* The one-statement shortcut against the splitter, on texts built to fool it: a ';' in a
+ * string, comment or identifier with more after it, a second statement after blanks, a
+ * text that is all separators or comments. */
+static void test_split_single(void **state)
+{
+	static const struct {
+		const char *sql;
+		bool single;
+	} cases[] = {
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 1;", true},
+		{"  select 1", true},
+		{"SELECT 1;;  \n\t;", true},
+		{"SELECT 'a;", true},           /* unterminated string: one statement */
+		{"SELECT 1 -- c;\n;", true},    /* the ';' is in a comment; then a separator */
+		{"SELECT 1; SELECT 2", false},
+		{"SELECT 'a;b'", false},        /* not known without lexing: split it */
+		{"SELECT 1;\v", false},         /* \v is not the lexer's whitespace */
+		{"SELECT 1 /* ; */", false},
+		{"SELECT $$;$$", false},
+		{"SELECT \"x;y\"", false},
+		{"(SELECT 1)", false},           /* no letter first: split it */
+		{";", false},
+		{"", false},
+		{"   ", false},
+		{"-- only a comment", false},
+		{"/* c */ SELECT 1", false},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *sql = cases[i].sql;
+		size_t len = strlen(sql);
+		struct sql_splitter sp;
+		struct sql_stmt st;
+		unsigned pieces = 0;
+		bool whole = false;
+
+		sql_split_init(&sp, sql, len, 0);
+		while (sql_split_next(&sp, &st)) {
+			pieces++;
+			whole = st.off == 0 && st.len == len;
+		}
+		if (sql_split_single(sql, len) != cases[i].single)
+			fail_msg("\"%s\": sql_split_single %d, want %d", sql, !cases[i].single,
+				 cases[i].single);
+		if (cases[i].single && (pieces != 1 || !whole))
+			fail_msg("\"%s\": the splitter found %u pieces", sql, pieces);
+	}
 }
 
 /* ---- truncation ----------------------------------------------------------------------- */
@@ -750,7 +802,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cases),	     cmocka_unit_test(test_lex),
-		cmocka_unit_test(test_split),	     cmocka_unit_test(test_trunc),
+		cmocka_unit_test(test_split),	     cmocka_unit_test(test_split_single),	     cmocka_unit_test(test_trunc),
 		cmocka_unit_test(test_long_input),   cmocka_unit_test(test_all_bytes),
 		cmocka_unit_test(test_class_names), cmocka_unit_test(test_scs_off),
 		cmocka_unit_test(test_analyze),

@@ -200,6 +200,51 @@ static void test_decision_reaches_later_stages(void **state)
 }
 
 /* Interest is per session: one session's change does not touch another's. */
+/* A stage hears the notice kinds it names, and all of them when it names none. */
+static int heard[STAGE_NOTE_SERVER_PARAM + 1];
+
+static void count_notice(struct stage_ctx *ctx, const struct stage_note *n)
+{
+	heard[n->kind] += *(int *)ctx->state;
+}
+
+static void test_notice_kinds(void **state)
+{
+	struct stage_ops picky = {.name = "picky", .state_size = sizeof(int),
+				  .notice = count_notice,
+				  .notices = STAGE_NOTE_BIT(STAGE_NOTE_AUTH)};
+	struct stage_ops all = {.name = "all", .state_size = sizeof(int), .notice = count_notice};
+	struct stage_pipeline only_picky = {0}, both = {0};
+	struct stage_chain ch;
+	struct session s = {0};
+	struct stage_note auth = {.kind = STAGE_NOTE_AUTH},
+			  done = {.kind = STAGE_NOTE_REQUEST_DONE};
+
+	/* Nobody hears a kind nobody names: the run returns before any stage. */
+	memset(heard, 0, sizeof(heard));
+	assert_int_equal(stage_pipeline_add(&only_picky, &picky), 0);
+	assert_int_equal(stage_chain_init(&ch, &only_picky, &s, NULL, NULL), 0);
+	*(int *)stage_chain_state(&ch, 0) = 1;
+	stage_run_notice(&ch, &done, NULL, 0);
+	stage_run_notice(&ch, &auth, NULL, 0);
+	assert_int_equal(heard[STAGE_NOTE_REQUEST_DONE], 0);
+	assert_int_equal(heard[STAGE_NOTE_AUTH], 1);
+	stage_chain_end(&ch, false);
+
+	/* A stage naming no kinds hears every kind, beside one that names some. */
+	memset(heard, 0, sizeof(heard));
+	assert_int_equal(stage_pipeline_add(&both, &picky), 0);
+	assert_int_equal(stage_pipeline_add(&both, &all), 0);
+	assert_int_equal(stage_chain_init(&ch, &both, &s, NULL, NULL), 0);
+	*(int *)stage_chain_state(&ch, 0) = 1;   /* picky counts 1 */
+	*(int *)stage_chain_state(&ch, 1) = 100; /* all counts 100 */
+	stage_run_notice(&ch, &done, NULL, 0);
+	stage_run_notice(&ch, &auth, NULL, 0);
+	assert_int_equal(heard[STAGE_NOTE_REQUEST_DONE], 100);
+	assert_int_equal(heard[STAGE_NOTE_AUTH], 101);
+	stage_chain_end(&ch, false);
+}
+
 static void test_interest_is_per_session(void **state)
 {
 	struct stage_pipeline p = {0};
@@ -458,6 +503,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pipeline_runs_stages_in_order),
 		cmocka_unit_test(test_decision_reaches_later_stages),
+		cmocka_unit_test(test_notice_kinds),
 		cmocka_unit_test(test_interest_is_per_session),
 		cmocka_unit_test(test_stream_is_exclusive),
 		cmocka_unit_test(test_rewrite_chains_and_is_checked),

@@ -490,6 +490,46 @@ static void test_read_drives_handshake(void **state)
 	tls_snapshot_unref(cli);
 }
 
+/*
+ * Two records in the socket at once. Under edge-triggered epoll the second must be served
+ * with no further socket event (read-ahead took it with the first), and once both are read
+ * the leg is drained: no receive that could only say EAGAIN, the socket's own rule.
+ */
+static void test_read_ahead_drain(void **state)
+{
+	struct tls_snapshot *srv = snap_server_role(), *cli = snap("tls.server.mode", "require", NULL);
+	uint8_t got[64];
+	struct pair pr;
+	ssize_t r = -EAGAIN;
+
+	pair_open(&pr, srv, cli, NULL, false);
+	assert_int_equal(transport_write(pr.server.t, "first", 5), 5);
+	assert_int_equal(transport_write(pr.server.t, "second", 6), 6);
+	note(&pr.client);
+	for (int i = 0; i < STEPS && r == -EAGAIN; i++) {
+		r = transport_read(pr.client.t, got, sizeof(got));
+		note(&pr.client);
+	}
+	assert_int_equal(r, 5);
+	assert_memory_equal(got, "first", 5);
+	/* No event from here on: the second record is already inside the transport. */
+	pr.client.t->ready &= ~TRANSPORT_READ;
+	assert_true(transport_can_read(pr.client.t));
+	assert_int_equal(transport_read(pr.client.t, got, sizeof(got)), 6);
+	assert_memory_equal(got, "second", 6);
+	assert_false(transport_can_read(pr.client.t));
+	assert_int_equal(pr.client.t->read_needs, TRANSPORT_READ);
+	/* The next record arrives with its edge. */
+	assert_int_equal(transport_write(pr.server.t, "third", 5), 5);
+	note(&pr.client);
+	assert_true(transport_can_read(pr.client.t));
+	assert_int_equal(transport_read(pr.client.t, got, sizeof(got)), 5);
+	assert_memory_equal(got, "third", 5);
+	pair_close(&pr);
+	tls_snapshot_unref(srv);
+	tls_snapshot_unref(cli);
+}
+
 static void test_pending(void **state)
 {
 	struct tls_snapshot *srv = snap_server_role(), *cli = snap("tls.server.mode", "require", NULL);
@@ -1337,6 +1377,7 @@ int main(void)
 		cmocka_unit_test(test_one_byte_pump),
 		cmocka_unit_test(test_read_drives_handshake),
 		cmocka_unit_test(test_pending),
+		cmocka_unit_test(test_read_ahead_drain),
 		cmocka_unit_test(test_shutdown),
 		cmocka_unit_test(test_refuse_protocols_and_ciphers),
 		cmocka_unit_test(test_alpn),

@@ -1340,5 +1340,6 @@ const struct stage_ops mask_stage = {
 	.backend = mask_backend,
 	.stream = mask_stream,
 	.notice = mask_notice,
+	.notices = STAGE_NOTE_BIT(STAGE_NOTE_AUTH) | STAGE_NOTE_BIT(STAGE_NOTE_DECISION),
 	.release = mask_release,
 };

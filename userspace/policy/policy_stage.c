@@ -936,6 +936,7 @@ const struct stage_ops policy_stage = {
 	.session_start = policy_session_start,
 	.frontend = policy_frontend,
 	.notice = policy_notice,
+	.notices = STAGE_NOTE_BIT(STAGE_NOTE_AUTH) | STAGE_NOTE_BIT(STAGE_NOTE_SERVER_PARAM),
 	.session_end = policy_session_end,
 	.release = policy_release,
 };

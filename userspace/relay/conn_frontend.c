@@ -220,6 +220,10 @@ static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg
 	admin_text_set(&c->last_statement, sql, len < ADMIN_TEXT_MAX ? len : ADMIN_TEXT_MAX);
 	if (m->type == PqMsg_Parse)
 		return sql_classify(sql, len, 0, NULL);
+	if (sql_split_single(sql, len)) { /* one statement: lexed once, by the classifier */
+		conn_count_statement(c, sql_classify(sql, len, 0, NULL));
+		return SQL_CLASS_UNKNOWN;
+	}
 	sql_split_init(&sp, sql, len, 0);
 	while (sql_split_next(&sp, &st))
 		conn_count_statement(c, sql_classify(sql + st.off, st.len, 0, NULL));

@@ -40,13 +40,21 @@ static void track_entry_free(struct track_entry *e)
 	memset(e, 0, sizeof(*e));
 }
 
+/* The queue is empty (or going): an idle session holds no heap for it. */
+static void track_ring_drop(struct track *t)
+{
+	if (t->ring != &t->first)
+		free(t->ring);
+	t->ring = NULL;
+	t->cap = t->head = 0;
+}
+
 void track_release(struct track *t)
 {
 	for (uint32_t i = 0; i < t->count; i++)
 		track_entry_free(track_at(t, i));
-	free(t->ring);
-	t->ring = NULL;
-	t->cap = t->count = t->head = t->owed_ready = 0;
+	track_ring_drop(t);
+	t->count = t->owed_ready = 0;
 	free(t->last_reply);
 	t->last_reply = NULL;
 	stmt_table_release(&t->stmts);
@@ -58,15 +66,20 @@ static struct track_entry *track_push(struct track *t, enum track_kind kind, uin
 {
 	struct track_entry *e;
 
-	if (t->count == t->cap) {
-		uint32_t cap = t->cap ? t->cap * 2 : TRACK_MIN_CAP;
-		struct track_entry *ring = calloc(cap, sizeof(*ring));
+	if (!t->cap) {
+		t->ring = &t->first;
+		t->cap = 1;
+		t->head = 0;
+	} else if (t->count == t->cap) {
+		uint32_t cap = t->cap > 1 ? t->cap * 2 : TRACK_MIN_CAP;
+		struct track_entry *ring = malloc(cap * sizeof(*ring)); /* zeroed as pushed */
 
 		if (!ring)
 			return NULL;
 		for (uint32_t i = 0; i < t->count; i++)
 			ring[i] = *track_at(t, i);
-		free(t->ring);
+		if (t->ring != &t->first)
+			free(t->ring);
 		t->ring = ring;
 		t->cap = cap;
 		t->head = 0;
@@ -89,11 +102,8 @@ static void track_pop(struct track *t)
 		t->owed_ready--;
 	track_entry_free(e);
 	t->head = (t->head + 1) & (t->cap - 1);
-	if (--t->count == 0) {
-		free(t->ring); /* an idle session holds no queue */
-		t->ring = NULL;
-		t->cap = t->head = 0;
-	}
+	if (--t->count == 0)
+		track_ring_drop(t);
 }
 
 bool track_answered(uint8_t type, bool copy_in)

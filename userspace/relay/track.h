@@ -94,7 +94,11 @@ struct track_done {
 typedef void (*track_done_fn)(void *arg, const struct track_done *d);
 
 struct track {
-	struct track_entry *ring; /* cap entries, a power of two; NULL while empty */
+	/* cap entries, a power of two; NULL while empty. One request at a time (a simple
+	 * Query, the most common session) lives in `first`: no allocation per request; more
+	 * move to the heap, which is freed when the queue empties. */
+	struct track_entry *ring;
+	struct track_entry first;
 	uint32_t cap;
 	uint32_t head;
 	uint32_t count;

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void track_sql_changes_free(struct track_entry *e)
 {
@@ -19,6 +20,28 @@ void track_sql_changes_free(struct track_entry *e)
 	free(e->changes);
 	e->changes = NULL;
 	e->nchanges = 0;
+}
+
+/*
+ * Does the text hold PREPARE, DEALLOC(ATE) or DISCARD, in any case? One pass over it, no
+ * lexer and no server parameter lookup: a keyword is never split by a comment or a quote,
+ * so a text without these words changes nothing, and most texts (every Query, every
+ * Execute of a prepared statement) are spared the rest.
+ */
+static bool track_sql_mentions_statement_words(const char *sql, size_t len)
+{
+	static const size_t word_len = 7; /* "prepare", "dealloc", "discard" */
+
+	for (size_t i = 0; i + word_len <= len; i++) {
+		char c = (char)(sql[i] | 0x20); /* ASCII lower case; only 'p' and 'd' matter */
+
+		if (c == 'p' && strncasecmp(sql + i, "prepare", word_len) == 0)
+			return true;
+		if (c == 'd' && (strncasecmp(sql + i, "dealloc", word_len) == 0 ||
+				 strncasecmp(sql + i, "discard", word_len) == 0))
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -55,9 +78,12 @@ static int track_sql_change_of(const struct track *t, const char *sql, size_t le
 			       size_t text_end, struct sql_analysis **a,
 			       struct track_sql_change *c)
 {
-	unsigned opts = track_sql_lex_opts(t);
+	unsigned opts;
 
 	memset(c, 0, sizeof(*c));
+	if (!track_sql_mentions_statement_words(sql, len))
+		return 0;
+	opts = track_sql_lex_opts(t);
 	if (!track_sql_may_change(sql, len, opts))
 		return 0;
 	if (!*a && !(*a = malloc(sizeof(**a))))
@@ -98,10 +124,8 @@ int track_sql_query_changes(struct track *t, struct track_entry *e, const char *
 	size_t added_bytes = 0;
 	int r = 0;
 
-	/* Most Queries change nothing: a keyword is never split by a comment or a quote, so
-	 * a text without these words needs no split. */
-	if (!strcasestr(sql, "prepare") && !strcasestr(sql, "dealloc") &&
-	    !strcasestr(sql, "discard"))
+	/* Most Queries change nothing: a text without these words needs no split. */
+	if (!track_sql_mentions_statement_words(sql, len))
 		return 0;
 	sql_split_init(&sp, sql, len, track_sql_lex_opts(t));
 	for (; sql_split_next(&sp, &st); part++) {

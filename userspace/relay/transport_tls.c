@@ -269,7 +269,12 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t n)
 		return -EPROTO;
 	}
 	if (r == 1) {
-		t->read_needs = 0;
+		/* The socket's drain rule, for TLS: a short receive (bio_read) drained the socket,
+		 * and when OpenSSL holds no record either, decrypted or not, the next read could
+		 * only say EAGAIN: wait for the next edge instead of paying for that call. */
+		t->read_needs = !(t->ready & TRANSPORT_READ) && !SSL_has_pending(tt->conn.ssl)
+					? TRANSPORT_READ
+					: 0;
 		t->bytes_in += got;
 		return (ssize_t)got;
 	}
@@ -418,6 +423,10 @@ struct transport *transport_tls_new(struct transport *plain, const struct tls_sn
 	}
 	BIO_set_data(bio, tt);
 	SSL_set_bio(tt->conn.ssl, bio, bio); /* the SSL owns the BIO from here */
+	/* Read-ahead: one receive takes whatever the socket holds (several records, or one
+	 * record's header and body) instead of a header, then a body, then an EAGAIN; what
+	 * OpenSSL holds undecrypted counts as pending for the drain rule (tls_read). */
+	SSL_set_read_ahead(tt->conn.ssl, 1);
 	tt->t = (struct transport){
 		.ops = &tls_ops,
 		.ready = plain->ready,

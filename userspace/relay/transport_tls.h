@@ -9,7 +9,9 @@
  * that finds the socket drained or full clears the ready bit, and an operation OpenSSL
  * cannot finish records in read_needs / write_needs the readiness it waits for (a read may
  * need the socket writable, a write readable). The handshake's needs go in write_needs,
- * as transport.h says.
+ * as transport.h says. OpenSSL reads ahead, and a read that returned data after a short
+ * receive, with no record left inside OpenSSL, marks the socket drained (the TCP
+ * transport's rule): no further receive that could only say EAGAIN.
  *
  * Memory: OpenSSL's record buffers exist only while a record is in flight
  * (SSL_MODE_RELEASE_BUFFERS); an idle session holds its SSL, its session and the peer's

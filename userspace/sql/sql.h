@@ -121,6 +121,16 @@ struct sql_splitter {
 void sql_split_init(struct sql_splitter *s, const char *sql, size_t len, unsigned opts);
 /* Fill st with the next statement; false when there are no more. */
 bool sql_split_next(struct sql_splitter *s, struct sql_stmt *st);
+/*
+ * Is the text certainly one statement whose piece is the whole input (what the splitter
+ * would return as its only piece), known without lexing it? For a caller that needs only
+ * the pieces (not text_off/text_len/flags) of the common one-statement Query. True when
+ * the text begins, after whitespace, with an ASCII letter (so it has a token) and nothing
+ * but ';' and whitespace follows its first ';': whether that ';' ends the statement or
+ * sits inside a string or comment, no second statement can start after it. False says
+ * nothing: split it.
+ */
+bool sql_split_single(const char *sql, size_t len);
 
 /* ---- normalisation ------------------------------------------------------------------- */
 

@@ -4,6 +4,8 @@
  */
 #include "sql/sql.h"
 
+#include <string.h>
+
 void sql_split_init(struct sql_splitter *s, const char *sql, size_t len, unsigned opts)
 {
 	sql_lex_init(&s->lx, sql, len, opts);
@@ -59,5 +61,29 @@ bool sql_split_next(struct sql_splitter *s, struct sql_stmt *st)
 	st->len = piece_end - st->off;
 	s->piece_start = piece_end;
 	s->next = t;
+	return true;
+}
+
+/* The lexer's whitespace ([ \t\n\r\f], sql_lex.c), and the separator. */
+static bool split_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+bool sql_split_single(const char *sql, size_t len)
+{
+	size_t i = 0;
+	const char *semi;
+
+	while (i < len && split_blank(sql[i]))
+		i++;
+	if (i == len || !((sql[i] | 0x20) >= 'a' && (sql[i] | 0x20) <= 'z'))
+		return false;
+	semi = memchr(sql + i, ';', len - i);
+	if (!semi)
+		return true;
+	for (i = (size_t)(semi - sql); i < len; i++)
+		if (sql[i] != ';' && !split_blank(sql[i]))
+			return false;
 	return true;
 }

@@ -65,7 +65,15 @@ int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
 		return -E2BIG;
 	p->stages[p->count++] = ops;
 	p->state_size += stage_align(ops->state_size);
+	if (ops->notice)
+		p->notices |= ops->notices ? ops->notices : ~0u;
 	return 0;
+}
+
+/* Is this stage's notice() called for notes of this kind? */
+static bool stage_hears(const struct stage_ops *ops, enum stage_note_kind kind)
+{
+	return ops->notice && (!ops->notices || (ops->notices & STAGE_NOTE_BIT(kind)));
 }
 
 /* Each stage's state is a slice of one per-session block, in pipeline order. */
@@ -192,7 +200,7 @@ static void stage_note_decision(struct stage_chain *ch, unsigned from, const str
 	for (unsigned i = from + 1; i < ch->pipeline->count; i++) {
 		struct stage_ctx ctx;
 
-		if (!ch->pipeline->stages[i]->notice)
+		if (!stage_hears(ch->pipeline->stages[i], STAGE_NOTE_DECISION))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
 		ch->pipeline->stages[i]->notice(&ctx, &n);
@@ -318,10 +326,12 @@ void stage_run_notice(struct stage_chain *ch, const struct stage_note *n,
 {
 	const struct stage_pipeline *p = ch->pipeline;
 
+	if (!(p->notices & STAGE_NOTE_BIT(n->kind)))
+		return; /* nobody listens: the common case for REQUEST_DONE without audit */
 	for (unsigned i = 0; i < p->count; i++) {
 		struct stage_ctx ctx;
 
-		if (!p->stages[i]->notice)
+		if (!stage_hears(p->stages[i], n->kind))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
 		ctx.limits = n->kind == STAGE_NOTE_AUTH ? limits : NULL;

@@ -200,6 +200,9 @@ enum stage_note_kind {
 	STAGE_NOTE_SERVER_PARAM, /* the server reported a parameter (ParameterStatus) */
 };
 
+/* A stage_ops.notices bit: the stage's notice() hears this kind. */
+#define STAGE_NOTE_BIT(kind) (1u << (kind))
+
 struct stage_note {
 	enum stage_note_kind kind;
 	/* DECISION */
@@ -247,6 +250,10 @@ struct stage_ops {
 	void (*backend)(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r);
 	void (*stream)(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r);
 	void (*notice)(struct stage_ctx *ctx, const struct stage_note *n);
+	/* The kinds notice() hears (STAGE_NOTE_BIT each); 0: every kind, so a stage that does
+	 * not say misses nothing. A request completes on every transaction: a stage that does
+	 * not read REQUEST_DONE leaves it out and costs nothing there. */
+	uint32_t notices;
 	void (*session_end)(struct stage_ctx *ctx);
 	/* Release what the state block holds (after session_end). */
 	void (*release)(void *state);
@@ -257,6 +264,7 @@ struct stage_pipeline {
 	const struct stage_ops *stages[STAGE_MAX];
 	unsigned count;
 	size_t state_size; /* sum of stage states, each aligned */
+	uint32_t notices;  /* the kinds some stage's notice() hears (STAGE_NOTE_BIT each) */
 };
 
 /* 0 or -E2BIG when the pipeline is full. */
