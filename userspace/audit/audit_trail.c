@@ -30,6 +30,10 @@
 #include <unistd.h>
 
 #define DEFAULT_RETRY_NS (1 * NSEC_PER_SEC)
+/* After a round that wrote records the writer lingers this long, and records nobody waits
+ * for do not wake it meanwhile: they go with the next statement's record, or when the
+ * linger ends. A completion per statement then costs no wake-up of its own. */
+#define LINGER_NS (2 * NSEC_PER_MSEC)
 #define CAPACITY_CHECK_NS (10 * NSEC_PER_SEC)
 #define CAPACITY_HYSTERESIS 5       /* percent below the threshold before warning again */
 #define OUT_COMMIT_BYTES (1u << 20) /* write a long batch in pieces of about this size */
@@ -95,6 +99,7 @@ struct audit_trail {
 	struct audit_gate *space_waiters;
 	bool stopping;
 	bool writer_sleeping;
+	bool writer_lingering;     /* asleep for at most LINGER_NS: unwaited records wait too */
 	char stop_reason[128];
 	bool gap_active;
 	uint64_t gap_since_wall;
@@ -1539,21 +1544,26 @@ static void timed_wait(struct audit_trail *t, uint64_t deadline)
 static void *writer_main(void *arg)
 {
 	struct audit_trail *t = arg;
-	bool stopping;
+	bool stopping, wrote = false;
 
 	pthread_mutex_lock(&t->lock);
 	for (;;) {
 		struct audit_rec *batch;
 		uint64_t deadline = next_deadline(t);
 
+		if (wrote && clock_mono_ns() + LINGER_NS < deadline)
+			deadline = clock_mono_ns() + LINGER_NS;
+		t->writer_lingering = wrote;
 		while (!t->head && !t->stopping && !t->sync_err && clock_mono_ns() < deadline)
 			timed_wait(t, deadline);
+		t->writer_lingering = false;
 		/* Batch mode with a window: give the first record's company time to arrive. */
 		if (t->head && t->fsync == CONFIG_AUDIT_FSYNC_BATCH && t->batch_window_ns &&
 		    !t->gap_active)
 			while (!t->stopping && clock_mono_ns() < t->head_mono + t->batch_window_ns)
 				timed_wait(t, t->head_mono + t->batch_window_ns);
 		batch = t->head;
+		wrote = batch != NULL;
 		t->head = t->tail = NULL;
 		t->queued_bytes = 0;
 		t->stats.queued_bytes = 0;
@@ -1609,7 +1619,7 @@ void audit_trail_submit(struct audit_trail *t, struct audit_rec *r)
 	t->tail = r;
 	t->queued_bytes += audit_rec_size(r);
 	t->stats.queued_bytes = t->queued_bytes;
-	if (t->writer_sleeping)
+	if (t->writer_sleeping && !t->writer_lingering)
 		pthread_cond_signal(&t->cond);
 	pthread_mutex_unlock(&t->lock);
 }
@@ -1697,6 +1707,8 @@ int audit_gate_submit(struct audit_gate *g, struct audit_rec **recs, unsigned n)
 			g->next_space = t->space_waiters;
 			t->space_waiters = g;
 		}
+		if (t->writer_sleeping) /* lingering over unwaited records: drain them now */
+			pthread_cond_signal(&t->cond);
 		pthread_mutex_unlock(&t->lock);
 		return -EAGAIN;
 	}
