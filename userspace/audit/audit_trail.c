@@ -1593,6 +1593,8 @@ static void *writer_main(void *arg)
 
 void audit_trail_submit(struct audit_trail *t, struct audit_rec *r)
 {
+	bool wake_writer;
+
 	if (!r)
 		return;
 	if (!t) {
@@ -1619,9 +1621,13 @@ void audit_trail_submit(struct audit_trail *t, struct audit_rec *r)
 	t->tail = r;
 	t->queued_bytes += audit_rec_size(r);
 	t->stats.queued_bytes = t->queued_bytes;
-	if (t->writer_sleeping && !t->writer_lingering)
-		pthread_cond_signal(&t->cond);
+	wake_writer = t->writer_sleeping && !t->writer_lingering;
 	pthread_mutex_unlock(&t->lock);
+	/* After the unlock, so the writer does not wake only to wait for the lock we hold.
+	 * No wake is lost: it saw writer_sleeping under the lock, so it is waiting, and it
+	 * checks the queue again whatever woke it. */
+	if (wake_writer)
+		pthread_cond_signal(&t->cond);
 }
 
 bool audit_trail_failing(const struct audit_trail *t)
@@ -1678,6 +1684,7 @@ int audit_gate_submit(struct audit_gate *g, struct audit_rec **recs, unsigned n)
 {
 	struct audit_trail *t = g->trail;
 	size_t bytes = 0;
+	bool wake_writer;
 	int err;
 
 	for (unsigned i = 0; i < n; i++)
@@ -1729,9 +1736,10 @@ int audit_gate_submit(struct audit_gate *g, struct audit_rec **recs, unsigned n)
 	}
 	t->queued_bytes += bytes;
 	t->stats.queued_bytes = t->queued_bytes;
-	if (t->writer_sleeping)
-		pthread_cond_signal(&t->cond);
+	wake_writer = t->writer_sleeping;
 	pthread_mutex_unlock(&t->lock);
+	if (wake_writer) /* after the unlock: see audit_trail_submit() */
+		pthread_cond_signal(&t->cond);
 	return 0;
 }
 
