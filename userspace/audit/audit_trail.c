@@ -360,15 +360,17 @@ static int severity_of(enum audit_event ev)
  */
 static void mirror_one(struct audit_trail *t, const struct pending *p, char *msg, size_t cap)
 {
+	static const char ts_key[] = "\"ts\":\"";
 	const char *line = t->out.buf + p->off;
-	const char *ts = strstr(line, "\"ts\":\"");
+	/* Within the line: the buffer holds more lines after it, and no terminating NUL. */
+	const char *ts = memmem(line, p->len, ts_key, sizeof(ts_key) - 1);
 	char stamp[AUDIT_TS_LEN] = "-";
 	int hdr;
 	size_t n;
 	unsigned dropped = 0;
 
-	if (ts && strlen(ts) >= 6 + AUDIT_TS_LEN - 1) {
-		memcpy(stamp, ts + 6, AUDIT_TS_LEN - 1);
+	if (ts && (size_t)(line + p->len - ts) >= sizeof(ts_key) - 1 + AUDIT_TS_LEN - 1) {
+		memcpy(stamp, ts + sizeof(ts_key) - 1, AUDIT_TS_LEN - 1);
 		stamp[AUDIT_TS_LEN - 1] = '\0';
 	}
 	hdr = snprintf(msg, cap, "<%d>1 %s %s pgwardend %ld %s - ", SYSLOG_FACILITY * 8 +
