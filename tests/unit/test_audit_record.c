@@ -27,17 +27,26 @@
 
 static const uint8_t zero_hash[AUDIT_HASH_LEN];
 
-/* A record's canonical line, as the writer makes it (seq and prev given). */
+/* A record's canonical line, as the writer makes it (seq and prev given), held to the
+ * reference: jansson's canonical dump of audit_rec_to_json(), byte for byte. */
 static char *line_of(struct audit_rec *r, uint64_t seq, const uint8_t *prev, size_t *len)
 {
 	json_t *obj = audit_rec_to_json(r, seq, prev);
-	char *line;
+	struct audit_out out = {0};
+	char *reference;
+	size_t ref_len;
 
 	assert_non_null(obj);
-	line = audit_canonical(obj, len);
-	assert_non_null(line);
+	reference = audit_canonical(obj, &ref_len);
+	assert_non_null(reference);
 	json_decref(obj);
-	return line;
+	assert_int_equal(audit_rec_encode(r, seq, prev, &out), 0);
+	if (out.len != ref_len || memcmp(out.buf, reference, ref_len) != 0)
+		fail_msg("the encoder wrote\n%.*s\njansson wrote\n%s", (int)out.len, out.buf,
+			 reference);
+	free(out.buf);
+	*len = ref_len;
+	return reference;
 }
 
 /* ---- canonical form ---------------------------------------------------------------- */
@@ -80,6 +89,68 @@ static void test_canonical_form(void **state)
 	audit_rec_free(r);
 }
 
+/* The cases a direct encoder could get wrong and jansson gets right: a key given twice
+ * (the later value wins), record fields named like the chain fields (the chain wins),
+ * more members than fit on the encoder's stack, a long hostile text, integer extremes,
+ * empty containers and strings, nesting, a key that needs escaping. line_of() compares. */
+static void test_encoder_matches_jansson(void **state)
+{
+	struct audit_rec *r = audit_rec_new(AUDIT_EV_CHECKPOINT, 1767323045123456789ULL);
+	static const char *const keys[] = {"k00", "k01", "k02", "k03", "k04", "k05", "k06", "k07",
+					   "k08", "k09", "k10", "k11", "k12", "k13", "k14", "k15",
+					   "k16", "k17", "k18", "k19", "k20", "k21", "k22", "k23",
+					   "k24", "k25", "k26", "k27", "k28", "k29", "k30", "k31",
+					   "k32", "k33", "k34", "k35", "k36", "k37", "k38", "k39",
+					   "k40", "k41", "k42", "k43", "k44", "k45", "k46", "k47",
+					   "k48", "k49", "k50", "k51", "k52", "k53", "k54", "k55"};
+	char hostile[3000];
+	uint8_t prev[AUDIT_HASH_LEN];
+	size_t len;
+	char *line;
+
+	for (size_t i = 0; i < sizeof(hostile); i++)
+		hostile[i] = (char)(i * 7 + 1); /* every byte value, controls and \ and " too */
+	memset(prev, 0xa5, sizeof(prev));
+	assert_non_null(r);
+	audit_rec_str(r, "text", "first");
+	audit_rec_str(r, "seq", "a record field named seq");
+	audit_rec_u64(r, "event", 3);
+	audit_rec_strn(r, "hostile", hostile, sizeof(hostile));
+	audit_rec_str(r, "text", "second \"wins\" \\ / \u2028");
+	audit_rec_u64(r, "big", UINT64_MAX);
+	audit_rec_i64(r, "min", INT64_MIN);
+	audit_rec_i64(r, "zero", 0);
+	audit_rec_str(r, "empty", "");
+	audit_rec_str(r, "quote\"key", "k");
+	audit_rec_str(r, "nul", NULL);
+	audit_rec_bool(r, "no", false);
+	audit_rec_object(r, "empty_obj");
+	audit_rec_end(r);
+	audit_rec_array(r, "empty_arr");
+	audit_rec_end(r);
+	audit_rec_array(r, "nested");
+	audit_rec_object(r, NULL);
+	audit_rec_str(r, "z", "1");
+	audit_rec_str(r, "a", "2");
+	audit_rec_str(r, "a", "3");
+	audit_rec_array(r, "inner");
+	audit_rec_u64(r, NULL, 1);
+	audit_rec_array(r, NULL);
+	audit_rec_end(r);
+	audit_rec_end(r);
+	audit_rec_end(r);
+	audit_rec_hex(r, NULL, (const uint8_t *)"\xff\x00", 2);
+	audit_rec_end(r);
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		audit_rec_u64(r, keys[sizeof(keys) / sizeof(keys[0]) - 1 - i], i);
+	assert_false(audit_rec_failed(r));
+	line = line_of(r, 99, prev, &len);
+	assert_non_null(strstr(line, "\"seq\":99,"));
+	assert_non_null(strstr(line, "\"event\":\"checkpoint\""));
+	free(line);
+	audit_rec_free(r);
+}
+
 /* An unbalanced builder is refused at encoding, never written half-nested. */
 static void test_unbalanced_record_refused(void **state)
 {
@@ -88,6 +159,13 @@ static void test_unbalanced_record_refused(void **state)
 	audit_rec_object(r, "tls");
 	assert_true(audit_rec_failed(r));
 	assert_null(audit_rec_to_json(r, 1, zero_hash));
+	{
+		struct audit_out out = {0};
+
+		assert_int_equal(audit_rec_encode(r, 1, zero_hash, &out), -EINVAL);
+		assert_int_equal(out.len, 0);
+		free(out.buf);
+	}
 	audit_rec_end(r);
 	assert_false(audit_rec_failed(r));
 	audit_rec_end(r); /* one too many */
@@ -450,6 +528,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_canonical_form),
+		cmocka_unit_test(test_encoder_matches_jansson),
 		cmocka_unit_test(test_unbalanced_record_refused),
 		cmocka_unit_test(test_field_escaping),
 		cmocka_unit_test(test_chain_links_each_record_to_the_last),

@@ -321,6 +321,51 @@ static void test_fsync_modes(void **state)
 	assert_true(syncs[3] >= 2); /* the start, and at least one for the statements */
 }
 
+/* How long until the file holds needle (ms), or -1 after limit_ms. */
+static int ms_until_written(const char *needle, int limit_ms)
+{
+	for (int ms = 0; ms <= limit_ms; ms++) {
+		char *text = read_all(trail_path, NULL);
+		bool there = text && strstr(text, needle);
+
+		free(text);
+		if (there)
+			return ms;
+		usleep(1000);
+	}
+	return -1;
+}
+
+/* A record nobody waits for does not wake a writer that has just written (it lingers for
+ * the next statement), yet it is never left behind: written within the linger right after
+ * a statement, and at once by an idle writer. */
+static void test_unwaited_records_written_soon(void **state)
+{
+	struct audit_trail_config c = base_config();
+	struct audit_trail *t;
+	struct waker w = {.efd = eventfd(0, EFD_CLOEXEC)};
+	struct audit_gate *g;
+	struct audit_rec *done;
+
+	c.fsync = CONFIG_AUDIT_FSYNC_NONE;
+	t = open_trail(&c);
+	g = audit_gate_new(t, waker_wake, &w);
+	assert_int_equal(gated(g, &w, statement(1, 20)), 1);
+	done = audit_rec_new(AUDIT_EV_STATEMENT_DONE, clock_wall_ns());
+	audit_rec_u64(done, "request", 1);
+	audit_trail_submit(t, done); /* the writer is lingering now */
+	assert_true(ms_until_written("\"event\":\"statement_done\"", 2000) >= 0);
+	usleep(50 * 1000); /* the linger is over: the writer sleeps until woken */
+	done = audit_rec_new(AUDIT_EV_SESSION_END, clock_wall_ns());
+	audit_rec_str(done, "reason", "test");
+	audit_trail_submit(t, done);
+	assert_true(ms_until_written("\"event\":\"session_end\"", 2000) >= 0);
+	audit_gate_release(g);
+	audit_trail_close(t, "test");
+	close(w.efd);
+	assert_intact(tdir);
+}
+
 static void test_full_queue_pushes_back_never_drops(void **state)
 {
 	struct audit_trail_config c = base_config();
@@ -949,6 +994,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_gate_woken_once_durable, fresh),
 		cmocka_unit_test_setup(test_fsync_modes, fresh),
+		cmocka_unit_test_setup(test_unwaited_records_written_soon, fresh),
 		cmocka_unit_test_setup(test_full_queue_pushes_back_never_drops, fresh),
 		cmocka_unit_test_setup(test_checkpoints_by_count_and_time, fresh),
 		cmocka_unit_test_setup(test_rotation_by_size_and_age, fresh),

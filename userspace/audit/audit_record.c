@@ -425,6 +425,390 @@ json_t *audit_rec_to_json(const struct audit_rec *r, uint64_t seq,
 	return obj;
 }
 
+/* ---- the canonical line, encoded directly (the writer) ------------------------------ */
+
+/*
+ * The writer's encoder writes the line audit_canonical(audit_rec_to_json(...)) would, byte
+ * for byte, without building jansson's tree (an allocation per field, a hash table per
+ * object, a sort and a copy per line): members sorted bytewise by key at every level with
+ * the last of equal keys kept (json_object_set_new replaces), and jansson's compact string
+ * escaping. tests/unit/test_audit_record.c holds the two to the same bytes.
+ */
+
+bool audit_out_room(struct audit_out *o, size_t n)
+{
+	size_t cap = o->cap ? o->cap : 4096;
+	char *nb;
+
+	if (o->len + n < o->len)
+		return false;
+	if (o->len + n <= o->cap)
+		return true;
+	while (cap < o->len + n) {
+		if (cap > SIZE_MAX / 2)
+			return false;
+		cap *= 2;
+	}
+	nb = realloc(o->buf, cap);
+	if (!nb)
+		return false;
+	o->buf = nb;
+	o->cap = cap;
+	return true;
+}
+
+static bool out_put(struct audit_out *o, const char *s, size_t n)
+{
+	if (!audit_out_room(o, n))
+		return false;
+	memcpy(o->buf + o->len, s, n);
+	o->len += n;
+	return true;
+}
+
+/* s as a JSON string, escaped as jansson's dump does without JSON_ENSURE_ASCII or
+ * JSON_ESCAPE_SLASH: '"' and '\' get a backslash, controls their short or \u00XX form. */
+static bool out_json_escaped(struct audit_out *o, const char *s, size_t n)
+{
+	static const char upper_hex[] = "0123456789ABCDEF";
+	size_t need = n + 2;
+	char *w;
+
+	/* Exactly what it takes (a \u00XX is six bytes), so a long text reserves no more. */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' ||
+		    c == '\t')
+			need++;
+		else if (c < 0x20)
+			need += 5;
+	}
+	if (need < n || !audit_out_room(o, need))
+		return false;
+	w = o->buf + o->len;
+	*w++ = '"';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*w++ = (char)c;
+			continue;
+		}
+		*w++ = '\\';
+		switch (c) {
+		case '"':
+		case '\\':
+			*w++ = (char)c;
+			break;
+		case '\b':
+			*w++ = 'b';
+			break;
+		case '\f':
+			*w++ = 'f';
+			break;
+		case '\n':
+			*w++ = 'n';
+			break;
+		case '\r':
+			*w++ = 'r';
+			break;
+		case '\t':
+			*w++ = 't';
+			break;
+		default:
+			memcpy(w, "u00", 3);
+			w[3] = upper_hex[c >> 4];
+			w[4] = upper_hex[c & 15];
+			w += 5;
+		}
+	}
+	*w++ = '"';
+	o->len = (size_t)(w - o->buf);
+	return true;
+}
+
+/* A peer's bytes as a JSON string: through sanitize(SANITIZE_JSON) first, always. */
+static bool out_peer_string(struct audit_out *o, const char *s, size_t n)
+{
+	char small[512], *tmp = small;
+	size_t need;
+	bool ok;
+
+	if (sanitize_is_clean(s, n, SANITIZE_JSON))
+		return out_json_escaped(o, s, n);
+	need = sanitize_len(s, n, SANITIZE_JSON);
+	if (need + 1 > sizeof(small)) {
+		tmp = malloc(need + 1);
+		if (!tmp)
+			return false;
+	}
+	sanitize(tmp, need + 1, s, n, SANITIZE_JSON, NULL);
+	ok = out_json_escaped(o, tmp, need);
+	OPENSSL_cleanse(tmp, need);
+	if (tmp != small)
+		free(tmp);
+	return ok;
+}
+
+static bool out_i64(struct audit_out *o, int64_t v)
+{
+	char digits[24], *p = digits + sizeof(digits);
+	uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	do {
+		*--p = (char)('0' + mag % 10);
+		mag /= 10;
+	} while (mag);
+	if (v < 0)
+		*--p = '-';
+	return out_put(o, p, (size_t)(digits + sizeof(digits) - p));
+}
+
+static bool out_hex(struct audit_out *o, const uint8_t *bytes, size_t n)
+{
+	char *w;
+
+	if (n > (SIZE_MAX - 3) / 2 || !audit_out_room(o, 2 * n + 3))
+		return false;
+	w = o->buf + o->len;
+	*w = '"';
+	audit_hex(bytes, n, w + 1); /* writes a NUL the quote replaces */
+	w[2 * n + 1] = '"';
+	o->len += 2 * n + 2;
+	return true;
+}
+
+/* The chain fields the writer adds to the top level. */
+struct chain_fields {
+	uint64_t seq;
+	const char *prev_hex, *ts, *event;
+};
+
+enum chain_member { CHAIN_NONE = 0, CHAIN_SEQ, CHAIN_PREV, CHAIN_TS, CHAIN_EVENT };
+
+struct member {
+	const char *key;
+	size_t off;         /* of its field in the record */
+	unsigned order;     /* insertion order: the later of equal keys wins */
+	enum chain_member chain;
+};
+
+static int member_cmp(const void *a, const void *b)
+{
+	const struct member *x = a, *y = b;
+	int c = strcmp(x->key, y->key);
+
+	if (c)
+		return c;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Past the container whose header ended at *off: up to and over its END. */
+static void skip_container(const struct audit_rec *r, size_t *off)
+{
+	unsigned depth = 1;
+
+	while (*off < r->len && depth) {
+		struct field f;
+
+		field_at(r, off, &f);
+		if (f.kind == AF_OBJ || f.kind == AF_ARR)
+			depth++;
+		else if (f.kind == AF_END)
+			depth--;
+	}
+}
+
+static int encode_container(const struct audit_rec *r, size_t *off, bool object,
+			    const struct chain_fields *chain, struct audit_out *o);
+
+/* The value of the field at *off; *off moves past it (and past its contents). */
+static int encode_value(const struct audit_rec *r, size_t *off, struct audit_out *o)
+{
+	struct field f;
+	uint64_t u;
+	int64_t i;
+	bool ok;
+
+	field_at(r, off, &f);
+	switch (f.kind) {
+	case AF_STR:
+		ok = out_peer_string(o, (const char *)f.payload, f.len);
+		break;
+	case AF_U64:
+		memcpy(&u, f.payload, sizeof(u));
+		ok = out_i64(o, u > INT64_MAX ? INT64_MAX : (int64_t)u); /* as audit_rec_to_json */
+		break;
+	case AF_I64:
+		memcpy(&i, f.payload, sizeof(i));
+		ok = out_i64(o, i);
+		break;
+	case AF_BOOL:
+		ok = f.payload[0] ? out_put(o, "true", 4) : out_put(o, "false", 5);
+		break;
+	case AF_NULL:
+		ok = out_put(o, "null", 4);
+		break;
+	case AF_HEX:
+		ok = out_hex(o, f.payload, f.len);
+		break;
+	case AF_OBJ:
+	case AF_ARR:
+		return encode_container(r, off, f.kind == AF_OBJ, NULL, o);
+	default:
+		return -EINVAL; /* an END where a value belongs: audit_rec_failed() prevents it */
+	}
+	return ok ? 0 : -ENOMEM;
+}
+
+static int encode_chain_value(const struct chain_fields *c, enum chain_member m,
+			      struct audit_out *o)
+{
+	bool ok;
+
+	switch (m) {
+	case CHAIN_SEQ:
+		ok = out_i64(o, c->seq > INT64_MAX ? INT64_MAX : (int64_t)c->seq);
+		break;
+	case CHAIN_PREV:
+		ok = out_json_escaped(o, c->prev_hex, strlen(c->prev_hex));
+		break;
+	case CHAIN_TS:
+		ok = out_json_escaped(o, c->ts, strlen(c->ts));
+		break;
+	default:
+		ok = out_json_escaped(o, c->event, strlen(c->event));
+		break;
+	}
+	return ok ? 0 : -ENOMEM;
+}
+
+#define MEMBERS_ON_STACK 48
+
+/* The members of an object starting at *off, sorted, each key once. */
+static int encode_object(const struct audit_rec *r, size_t *off, const struct chain_fields *chain,
+			 struct audit_out *o)
+{
+	static const char *const chain_keys[] = {
+		[CHAIN_SEQ] = "seq", [CHAIN_PREV] = "prev", [CHAIN_TS] = "ts",
+		[CHAIN_EVENT] = "event",
+	};
+	struct member stack[MEMBERS_ON_STACK], *m = stack;
+	size_t n = 0, cap = MEMBERS_ON_STACK, scan = *off;
+	int rc = 0;
+
+	/* Collect the members (skipping nested contents); *off ends past the END. */
+	while (scan < r->len) {
+		size_t at = scan;
+		struct field f;
+
+		field_at(r, &scan, &f);
+		if (f.kind == AF_END)
+			break;
+		if (f.kind == AF_OBJ || f.kind == AF_ARR)
+			skip_container(r, &scan);
+		if (!f.key) {
+			rc = -EINVAL; /* jansson refuses a member without a key */
+			goto out;
+		}
+		if (n + CHAIN_EVENT == cap) {
+			struct member *nm = malloc(2 * cap * sizeof(*nm));
+
+			if (!nm) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			memcpy(nm, m, n * sizeof(*m));
+			if (m != stack)
+				free(m);
+			m = nm;
+			cap *= 2;
+		}
+		m[n] = (struct member){.key = f.key, .off = at, .order = (unsigned)n};
+		n++;
+	}
+	*off = scan;
+	/* Set after the record's own fields, as audit_rec_to_json does: they win. */
+	for (int c = CHAIN_SEQ; chain && c <= CHAIN_EVENT; c++, n++)
+		m[n] = (struct member){.key = chain_keys[c], .order = (unsigned)n, .chain = c};
+	qsort(m, n, sizeof(*m), member_cmp);
+	if (!out_put(o, "{", 1)) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t k = 0, first = 1; k < n && !rc; k++) {
+		size_t at = m[k].off;
+
+		if (k + 1 < n && strcmp(m[k].key, m[k + 1].key) == 0)
+			continue; /* replaced by a later member of the same key */
+		if ((!first && !out_put(o, ",", 1)) ||
+		    !out_json_escaped(o, m[k].key, strlen(m[k].key)) || !out_put(o, ":", 1)) {
+			rc = -ENOMEM;
+			break;
+		}
+		first = 0;
+		rc = m[k].chain ? encode_chain_value(chain, m[k].chain, o) : encode_value(r, &at, o);
+	}
+	if (!rc && !out_put(o, "}", 1))
+		rc = -ENOMEM;
+out:
+	if (m != stack)
+		free(m);
+	return rc;
+}
+
+static int encode_array(const struct audit_rec *r, size_t *off, struct audit_out *o)
+{
+	bool first = true;
+
+	if (!out_put(o, "[", 1))
+		return -ENOMEM;
+	while (*off < r->len) {
+		size_t at = *off;
+		struct field f;
+		int rc;
+
+		field_at(r, &at, &f);
+		if (f.kind == AF_END) {
+			*off = at;
+			break;
+		}
+		if (!first && !out_put(o, ",", 1))
+			return -ENOMEM;
+		first = false;
+		rc = encode_value(r, off, o);
+		if (rc)
+			return rc;
+	}
+	return out_put(o, "]", 1) ? 0 : -ENOMEM;
+}
+
+static int encode_container(const struct audit_rec *r, size_t *off, bool object,
+			    const struct chain_fields *chain, struct audit_out *o)
+{
+	return object ? encode_object(r, off, chain, o) : encode_array(r, off, o);
+}
+
+int audit_rec_encode(const struct audit_rec *r, uint64_t seq, const uint8_t prev[AUDIT_HASH_LEN],
+		     struct audit_out *out)
+{
+	char ts[AUDIT_TS_LEN], prev_hex[AUDIT_HASH_HEXLEN + 1];
+	struct chain_fields chain = {.seq = seq, .prev_hex = prev_hex, .ts = ts,
+				     .event = audit_event_name(r->ev)};
+	size_t start = out->len, off = 0;
+	int rc;
+
+	if (audit_rec_failed(r))
+		return -EINVAL;
+	audit_hex(prev, AUDIT_HASH_LEN, prev_hex);
+	audit_format_ts(r->wall_ns, ts, sizeof(ts));
+	rc = encode_container(r, &off, true, &chain, out);
+	if (rc)
+		out->len = start;
+	return rc;
+}
+
 #define CANONICAL_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
 
 char *audit_canonical(const json_t *obj, size_t *len)

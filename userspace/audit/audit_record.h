@@ -6,7 +6,7 @@
  *   - a worker builds a struct audit_rec: a flat, typed list of fields copied out of the
  *     session (one allocation that grows, no JSON, no escaping: workers only enqueue);
  *   - the writer thread turns it into its canonical line (audit_rec_encode): every string
- *     goes through sanitize(SANITIZE_JSON) before jansson sees it, so invalid UTF-8,
+ *     goes through sanitize(SANITIZE_JSON) before it is escaped, so invalid UTF-8,
  *     controls and escapes from a peer stay inside one escaped string and can never end a
  *     record or forge another; the chain fields (seq, prev, ts, event) are added there;
  *   - the verifier parses a line back (audit_line_parse) and refuses any line that is not
@@ -105,10 +105,28 @@ struct audit_rec_link {
 };
 struct audit_rec_link *audit_rec_link(struct audit_rec *r);
 
+/* A growing byte buffer lines are encoded into (the writer's output buffer). */
+struct audit_out {
+	char *buf;
+	size_t len, cap;
+};
+
+/* Room for n more bytes at buf + len; false when it cannot grow (ENOMEM). */
+bool audit_out_room(struct audit_out *o, size_t n) __attribute__((warn_unused_result));
+
+/*
+ * Append the record's canonical line (no newline), chain fields included (see below), to
+ * out: byte for byte audit_canonical(audit_rec_to_json(r, seq, prev)), encoded directly
+ * (no tree, no allocation beyond out's growth for a typical record). 0; -ENOMEM or -EINVAL
+ * (a record audit_rec_failed() refuses), out's length unchanged then.
+ */
+int audit_rec_encode(const struct audit_rec *r, uint64_t seq, const uint8_t prev[AUDIT_HASH_LEN],
+		     struct audit_out *out) __attribute__((warn_unused_result));
+
 /*
  * The record as a JSON object (strings sanitised) with the chain fields added: seq, prev
  * (hex of the previous record's hash), ts (the event's time, UTC with microseconds) and
- * event. NULL on ENOMEM. For the writer, and for tests.
+ * event. NULL on ENOMEM. The reference audit_rec_encode() is held to (tests).
  */
 json_t *audit_rec_to_json(const struct audit_rec *r, uint64_t seq,
 			  const uint8_t prev[AUDIT_HASH_LEN]);

@@ -30,6 +30,10 @@
 #include <unistd.h>
 
 #define DEFAULT_RETRY_NS (1 * NSEC_PER_SEC)
+/* After a round that wrote records the writer lingers this long, and records nobody waits
+ * for do not wake it meanwhile: they go with the next statement's record, or when the
+ * linger ends. A completion per statement then costs no wake-up of its own. */
+#define LINGER_NS (2 * NSEC_PER_MSEC)
 #define CAPACITY_CHECK_NS (10 * NSEC_PER_SEC)
 #define CAPACITY_HYSTERESIS 5       /* percent below the threshold before warning again */
 #define OUT_COMMIT_BYTES (1u << 20) /* write a long batch in pieces of about this size */
@@ -95,6 +99,7 @@ struct audit_trail {
 	struct audit_gate *space_waiters;
 	bool stopping;
 	bool writer_sleeping;
+	bool writer_lingering;     /* asleep for at most LINGER_NS: unwaited records wait too */
 	char stop_reason[128];
 	bool gap_active;
 	uint64_t gap_since_wall;
@@ -126,8 +131,7 @@ struct audit_trail {
 	bool torn_pending;
 	uint64_t torn_offset;
 	char *last_rotated; /* basename of the file rotated last, for a recreated file_start */
-	char *out;
-	size_t out_len, out_cap;
+	struct audit_out out; /* encoded lines not yet written */
 	struct pending *pend;
 	size_t npend, pend_cap;
 	bool need_sync;
@@ -153,23 +157,6 @@ static int write_all(int fd, const char *p, size_t n)
 		p += w;
 		n -= (size_t)w;
 	}
-	return 0;
-}
-
-static int out_reserve(struct audit_trail *t, size_t n)
-{
-	size_t cap = t->out_cap ? t->out_cap : 64 * 1024;
-	char *nb;
-
-	if (t->out_len + n <= t->out_cap)
-		return 0;
-	while (cap < t->out_len + n)
-		cap *= 2;
-	nb = realloc(t->out, cap);
-	if (!nb)
-		return -ENOMEM;
-	t->out = nb;
-	t->out_cap = cap;
 	return 0;
 }
 
@@ -233,34 +220,28 @@ static int emit_checkpoint(struct audit_trail *t, const char *reason, uint64_t r
  * Encode one record as the next line of the chain: out gets the line, work advances.
  * gate: who waits for it (NULL: nobody); counted: it came from the queue.
  */
-static int emit_json(struct audit_trail *t, json_t *obj, enum audit_event ev,
-		     struct audit_gate *gate, bool counted)
+static int emit_rec(struct audit_trail *t, const struct audit_rec *r, struct audit_gate *gate,
+		    bool counted)
 {
-	struct pending p = {.gate = gate, .ev = ev, .counted = counted};
-	char *line;
-	size_t len;
+	enum audit_event ev = audit_rec_event(r);
+	struct pending p = {.gate = gate, .ev = ev, .counted = counted, .off = t->out.len};
 	int rc;
 
-	line = audit_canonical(obj, &len);
-	if (!line)
-		return -ENOMEM;
-	rc = out_reserve(t, len + 1);
-	if (!rc) {
-		p.off = t->out_len;
-		p.len = len;
-		rc = pend_push(t, &p);
-	}
+	rc = audit_rec_encode(r, t->work.seq + 1, t->work.prev, &t->out);
+	if (rc)
+		return rc;
+	p.len = t->out.len - p.off;
+	rc = pend_push(t, &p);
+	if (!rc && !audit_out_room(&t->out, 1)) /* the newline */
+		rc = -ENOMEM;
 	if (rc) {
-		free(line);
+		t->out.len = p.off;
 		return rc;
 	}
-	memcpy(t->out + t->out_len, line, len);
-	t->out[t->out_len + len] = '\n';
-	t->out_len += len + 1;
-	audit_hash(line, len, t->work.prev);
-	free(line);
+	t->out.buf[t->out.len++] = '\n';
+	audit_hash(t->out.buf + p.off, p.len, t->work.prev);
 	t->work.seq++;
-	t->work.file_size += len + 1;
+	t->work.file_size += p.len + 1;
 	if (ev == AUDIT_EV_CHECKPOINT) {
 		t->work.since_checkpoint = 0;
 		t->work.cp_first_seq = t->work.seq + 1;
@@ -281,14 +262,11 @@ static int emit_json(struct audit_trail *t, json_t *obj, enum audit_event ev,
 /* A record built by the writer itself (nobody waits, nothing counted). Frees r. */
 static int emit_own(struct audit_trail *t, struct audit_rec *r)
 {
-	json_t *obj;
 	int rc;
 
 	if (!r)
 		return -ENOMEM;
-	obj = audit_rec_to_json(r, t->work.seq + 1, t->work.prev);
-	rc = obj ? emit_json(t, obj, audit_rec_event(r), NULL, false) : -ENOMEM;
-	json_decref(obj);
+	rc = emit_rec(t, r, NULL, false);
 	audit_rec_free(r);
 	return rc;
 }
@@ -304,10 +282,8 @@ static int emit_checkpoint(struct audit_trail *t, const char *reason, uint64_t r
 	struct audit_rec *r = audit_rec_new(AUDIT_EV_CHECKPOINT, clock_wall_ns());
 	uint8_t sig[AUDIT_SIG_LEN];
 	char sig_hex[2 * AUDIT_SIG_LEN + 1];
+	struct audit_out unsigned_line = {0};
 	uint64_t dropped;
-	json_t *obj;
-	char *unsigned_line;
-	size_t len;
 	int rc;
 
 	if (!r)
@@ -326,20 +302,17 @@ static int emit_checkpoint(struct audit_trail *t, const char *reason, uint64_t r
 		audit_rec_u64(r, "recovered_from_seq", recovered_from);
 		audit_rec_u64(r, "recovered_to_seq", recovered_to);
 	}
-	obj = audit_rec_to_json(r, t->work.seq + 1, t->work.prev);
-	audit_rec_free(r);
-	if (!obj)
-		return -ENOMEM;
-	unsigned_line = audit_canonical(obj, &len);
-	rc = unsigned_line ? audit_sign(t->key, unsigned_line, len, sig) : -ENOMEM;
-	free(unsigned_line);
+	/* Signed without "sig"; the same record with it is the line. */
+	rc = audit_rec_encode(r, t->work.seq + 1, t->work.prev, &unsigned_line);
+	if (!rc)
+		rc = audit_sign(t->key, unsigned_line.buf, unsigned_line.len, sig);
+	free(unsigned_line.buf);
 	if (!rc) {
 		audit_hex(sig, sizeof(sig), sig_hex);
-		rc = json_object_set_new(obj, "sig", json_string(sig_hex)) ? -ENOMEM : 0;
+		audit_rec_str(r, "sig", sig_hex);
+		rc = emit_rec(t, r, NULL, false);
 	}
-	if (!rc)
-		rc = emit_json(t, obj, AUDIT_EV_CHECKPOINT, NULL, false);
-	json_decref(obj);
+	audit_rec_free(r);
 	if (!rc)
 		t->mirror_dropped_reported = dropped;
 	return rc;
@@ -387,15 +360,17 @@ static int severity_of(enum audit_event ev)
  */
 static void mirror_one(struct audit_trail *t, const struct pending *p, char *msg, size_t cap)
 {
-	const char *line = t->out + p->off;
-	const char *ts = strstr(line, "\"ts\":\"");
+	static const char ts_key[] = "\"ts\":\"";
+	const char *line = t->out.buf + p->off;
+	/* Within the line: the buffer holds more lines after it, and no terminating NUL. */
+	const char *ts = memmem(line, p->len, ts_key, sizeof(ts_key) - 1);
 	char stamp[AUDIT_TS_LEN] = "-";
 	int hdr;
 	size_t n;
 	unsigned dropped = 0;
 
-	if (ts && strlen(ts) >= 6 + AUDIT_TS_LEN - 1) {
-		memcpy(stamp, ts + 6, AUDIT_TS_LEN - 1);
+	if (ts && (size_t)(line + p->len - ts) >= sizeof(ts_key) - 1 + AUDIT_TS_LEN - 1) {
+		memcpy(stamp, ts + sizeof(ts_key) - 1, AUDIT_TS_LEN - 1);
 		stamp[AUDIT_TS_LEN - 1] = '\0';
 	}
 	hdr = snprintf(msg, cap, "<%d>1 %s %s pgwardend %ld %s - ", SYSLOG_FACILITY * 8 +
@@ -524,7 +499,7 @@ static void settle_pending(struct audit_trail *t, int err)
 		t->stats.seq = t->work.seq;
 	pthread_mutex_unlock(&t->lock);
 	t->npend = 0;
-	t->out_len = 0;
+	t->out.len = 0;
 }
 
 /* ---- the syncer (write mode) ------------------------------------------------------- */
@@ -627,12 +602,12 @@ static int commit(struct audit_trail *t)
 		settle_pending(t, -EIO);
 		return -EIO;
 	}
-	if (t->out_len == 0)
+	if (t->out.len == 0)
 		return 0;
 	if (t->fd < 0)
 		rc = -EBADF;
 	if (!rc)
-		rc = write_all(t->fd, t->out, t->out_len);
+		rc = write_all(t->fd, t->out.buf, t->out.len);
 	if (!rc && sync && !release_first && fdatasync(t->fd))
 		rc = -errno;
 	if (rc) {
@@ -714,9 +689,9 @@ static int mark_torn(struct audit_trail *t)
 	/* The bytes are part of the file from now on, whatever happens to what follows. */
 	t->committed.file_size = t->work.file_size = (uint64_t)st.st_size;
 	if (last != '\n') {
-		if (out_reserve(t, 1))
+		if (!audit_out_room(&t->out, 1))
 			return -ENOMEM;
-		t->out[t->out_len++] = '\n';
+		t->out.buf[t->out.len++] = '\n';
 		t->work.file_size++;
 	}
 	r = audit_rec_new(AUDIT_EV_TORN, clock_wall_ns());
@@ -1124,7 +1099,7 @@ static void trail_free(struct audit_trail *t)
 	pthread_cond_destroy(&t->sync_cond);
 	free(t->path);
 	free(t->dir);
-	free(t->out);
+	free(t->out.buf);
 	free(t->pend);
 	free(t->last_rotated);
 	free(t);
@@ -1459,7 +1434,6 @@ static void process(struct audit_trail *t, struct audit_rec *batch)
 	while (batch) {
 		struct audit_rec *r = batch;
 		struct audit_gate *g = audit_rec_link(r)->gate;
-		json_t *obj;
 		int rc;
 
 		batch = audit_rec_link(r)->next;
@@ -1467,9 +1441,7 @@ static void process(struct audit_trail *t, struct audit_rec *batch)
 			fail_unwritten(t, r);
 			continue;
 		}
-		obj = audit_rec_to_json(r, t->work.seq + 1, t->work.prev);
-		rc = obj ? emit_json(t, obj, audit_rec_event(r), g, true) : -ENOMEM;
-		json_decref(obj);
+		rc = emit_rec(t, r, g, true);
 		if (rc) {
 			/* Could not even encode it (no memory): it is lost, like a failed write. */
 			log_error("audit", "cannot encode a %s record: %s",
@@ -1481,7 +1453,7 @@ static void process(struct audit_trail *t, struct audit_rec *batch)
 			continue;
 		}
 		audit_rec_free(r);
-		if (t->fsync == CONFIG_AUDIT_FSYNC_ALWAYS || t->out_len >= OUT_COMMIT_BYTES)
+		if (t->fsync == CONFIG_AUDIT_FSYNC_ALWAYS || t->out.len >= OUT_COMMIT_BYTES)
 			(void)commit(t);
 	}
 	(void)commit(t);
@@ -1574,21 +1546,26 @@ static void timed_wait(struct audit_trail *t, uint64_t deadline)
 static void *writer_main(void *arg)
 {
 	struct audit_trail *t = arg;
-	bool stopping;
+	bool stopping, wrote = false;
 
 	pthread_mutex_lock(&t->lock);
 	for (;;) {
 		struct audit_rec *batch;
 		uint64_t deadline = next_deadline(t);
 
+		if (wrote && clock_mono_ns() + LINGER_NS < deadline)
+			deadline = clock_mono_ns() + LINGER_NS;
+		t->writer_lingering = wrote;
 		while (!t->head && !t->stopping && !t->sync_err && clock_mono_ns() < deadline)
 			timed_wait(t, deadline);
+		t->writer_lingering = false;
 		/* Batch mode with a window: give the first record's company time to arrive. */
 		if (t->head && t->fsync == CONFIG_AUDIT_FSYNC_BATCH && t->batch_window_ns &&
 		    !t->gap_active)
 			while (!t->stopping && clock_mono_ns() < t->head_mono + t->batch_window_ns)
 				timed_wait(t, t->head_mono + t->batch_window_ns);
 		batch = t->head;
+		wrote = batch != NULL;
 		t->head = t->tail = NULL;
 		t->queued_bytes = 0;
 		t->stats.queued_bytes = 0;
@@ -1618,6 +1595,8 @@ static void *writer_main(void *arg)
 
 void audit_trail_submit(struct audit_trail *t, struct audit_rec *r)
 {
+	bool wake_writer;
+
 	if (!r)
 		return;
 	if (!t) {
@@ -1644,9 +1623,13 @@ void audit_trail_submit(struct audit_trail *t, struct audit_rec *r)
 	t->tail = r;
 	t->queued_bytes += audit_rec_size(r);
 	t->stats.queued_bytes = t->queued_bytes;
-	if (t->writer_sleeping)
-		pthread_cond_signal(&t->cond);
+	wake_writer = t->writer_sleeping && !t->writer_lingering;
 	pthread_mutex_unlock(&t->lock);
+	/* After the unlock, so the writer does not wake only to wait for the lock we hold.
+	 * No wake is lost: it saw writer_sleeping under the lock, so it is waiting, and it
+	 * checks the queue again whatever woke it. */
+	if (wake_writer)
+		pthread_cond_signal(&t->cond);
 }
 
 bool audit_trail_failing(const struct audit_trail *t)
@@ -1703,6 +1686,7 @@ int audit_gate_submit(struct audit_gate *g, struct audit_rec **recs, unsigned n)
 {
 	struct audit_trail *t = g->trail;
 	size_t bytes = 0;
+	bool wake_writer;
 	int err;
 
 	for (unsigned i = 0; i < n; i++)
@@ -1732,6 +1716,8 @@ int audit_gate_submit(struct audit_gate *g, struct audit_rec **recs, unsigned n)
 			g->next_space = t->space_waiters;
 			t->space_waiters = g;
 		}
+		if (t->writer_sleeping) /* lingering over unwaited records: drain them now */
+			pthread_cond_signal(&t->cond);
 		pthread_mutex_unlock(&t->lock);
 		return -EAGAIN;
 	}
@@ -1752,9 +1738,10 @@ int audit_gate_submit(struct audit_gate *g, struct audit_rec **recs, unsigned n)
 	}
 	t->queued_bytes += bytes;
 	t->stats.queued_bytes = t->queued_bytes;
-	if (t->writer_sleeping)
-		pthread_cond_signal(&t->cond);
+	wake_writer = t->writer_sleeping;
 	pthread_mutex_unlock(&t->lock);
+	if (wake_writer) /* after the unlock: see audit_trail_submit() */
+		pthread_cond_signal(&t->cond);
 	return 0;
 }
 

@@ -23,7 +23,9 @@
  *     the next record is a "torn_record" marker with their offset, length and SHA-256.
  *   - The queue is bounded in bytes for gated records: a full queue refuses them with
  *     -EAGAIN (the caller waits for a wake and tries again), it never drops one. Records
- *     nobody can wait for (completions, session ends, daemon events) are always queued.
+ *     nobody can wait for (completions, session ends, daemon events) are always queued;
+ *     right after a round that wrote records they do not wake the writer but go with the
+ *     next gated record, or when its 2 ms linger ends (one wake-up per statement, not two).
  *
  * Threads and locks: one mutex guards the queue, the gates and the failure counters. A
  * gate's wake callback is called with that mutex held, from the writer thread: it must only
