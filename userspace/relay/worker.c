@@ -214,23 +214,33 @@ int stage_wake(const struct stage_waker *waker)
 {
 	struct worker *w = waker ? waker->worker : NULL;
 	struct worker_slot *s;
-	bool post = false;
+	bool found = false, post = false;
 
 	if (!w)
 		return -ENOENT;
 	pthread_mutex_lock(&w->lock);
 	s = waker->slot < w->nslots ? &w->slots[waker->slot] : NULL;
 	if (s && s->conn && s->gen == waker->gen) {
+		found = true;
+		/*
+		 * Only the wake that makes the list non-empty posts: worker_run_wakes() takes
+		 * the list only after the post's command bit is cleared and keeps taking until
+		 * it finds the list empty, so a wake added to a non-empty list, or for a slot
+		 * already queued (its conn_wake() comes after wake_queued is cleared), is
+		 * served by the post already made. An audit group commit that completes many
+		 * sessions' records then costs the writer one eventfd write, not one each.
+		 */
 		if (!s->wake_queued) {
 			s->wake_queued = true;
+			post = w->nwakes == 0;
 			w->wakes[w->nwakes++] = waker->slot;
 		}
-		post = true;
 	}
 	pthread_mutex_unlock(&w->lock);
-	if (!post)
+	if (!found)
 		return -ENOENT;
-	worker_post(w, WORKER_CMD_WAKE);
+	if (post)
+		worker_post(w, WORKER_CMD_WAKE);
 	return 0;
 }
 
