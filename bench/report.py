@@ -670,6 +670,17 @@ def noise(tps):
 # ------------------------------------------------------------------------------------------
 
 
+def goal_table(out, title, rows):
+    """A `## title` section: one table row per (goal, measured, verdict)."""
+    out.append("## %s" % title)
+    out.append("")
+    out.append("| goal | measured | verdict |")
+    out.append("|---|---|---|")
+    for g in rows:
+        out.append("| %s | %s | %s |" % g)
+    out.append("")
+
+
 def write(res, path):
     env, s = res.get("env", {}), res["settings"]
     out = []
@@ -722,13 +733,7 @@ def write(res, path):
                                            env.get("duration_s", "?")))
     out.append("")
 
-    out.append("## Goals (issue #2) against this run")
-    out.append("")
-    out.append("| goal | measured | verdict |")
-    out.append("|---|---|---|")
-    for g in goals(res):
-        out.append("| %s | %s | %s |" % g)
-    out.append("")
+    goal_table(out, "Goals (issue #2) against this run", goals(res))
     if n:
         out.append("Verdicts compare medians exactly as measured. Where a verdict turns on a "
                    "margin smaller than the rounds' own spread (direct's TPS moved by up to "
@@ -739,13 +744,7 @@ def write(res, path):
 
     layers = layer_goals(res)
     if layers:
-        out.append("## Goals (issues #10, #11, #12) against this run")
-        out.append("")
-        out.append("| goal | measured | verdict |")
-        out.append("|---|---|---|")
-        for g in layers:
-            out.append("| %s | %s | %s |" % g)
-        out.append("")
+        goal_table(out, "Goals (issues #10, #11, #12) against this run", layers)
         out.append("Ratios are per round (both targets measured minutes apart in the same "
                    "round), the median over rounds judged; every round's ratio is shown. "
                    "`tpcb-` modes run pgbench's tpcb-like script, the others select-only.")
@@ -753,35 +752,17 @@ def write(res, path):
 
     if any(r["target"] in ("pgwarden-audit-batch", "pgwarden-tls", "pgbouncer-tls")
            for r in res["tps"]):
-        out.append("## Goals (issue #15) against this run")
-        out.append("")
-        out.append("| goal | measured | verdict |")
-        out.append("|---|---|---|")
-        for g in issue15_goals(res):
-            out.append("| %s | %s | %s |" % g)
-        out.append("")
+        goal_table(out, "Goals (issue #15) against this run", issue15_goals(res))
         out.append("Ratios are per round (both targets measured minutes apart in the same "
                    "round), the median over rounds judged; every round's ratio is shown.")
         out.append("")
 
     bl = baseline_goals(res)
     if bl:
-        out.append("## Against the baseline build (issue #8)")
-        out.append("")
-        out.append("| goal | measured | verdict |")
-        out.append("|---|---|---|")
-        for g in bl:
-            out.append("| %s | %s | %s |" % g)
-        out.append("")
+        goal_table(out, "Against the baseline build (issue #8)", bl)
 
     if res.get("connect") or res.get("probe"):
-        out.append("## Goal (issue #3) against this run")
-        out.append("")
-        out.append("| goal | measured | verdict |")
-        out.append("|---|---|---|")
-        for g in steer_goals(res):
-            out.append("| %s | %s | %s |" % g)
-        out.append("")
+        goal_table(out, "Goal (issue #3) against this run", steer_goals(res))
         out.append(
             "pgbench -C: *met* when every round is within the %.0f µs budget and the rounds "
             "agree to within it, *not met* when even the lowest round exceeds the budget by "
