@@ -286,6 +286,8 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 			if (!s)
 				return -ENOMEM;
 			s->cls = cls;
+			s->may_name_statements =
+				s->sql && track_sql_mentions_statement_words(s->sql, s->sql_len);
 			if (words)
 				memcpy(s->words, words, sizeof(s->words));
 		}

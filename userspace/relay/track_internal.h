@@ -29,6 +29,10 @@ bool track_fits(const struct track *t, const char *name, uint32_t sql_len, uint3
 
 /* ---- track_sql.c ---- */
 
+/* Does the text hold PREPARE, DEALLOC(ATE) or DISCARD, in any case? The one-pass test that
+ * spares every other text the lexer (stmt_entry.may_name_statements caches it). */
+bool track_sql_mentions_statement_words(const char *sql, size_t len);
+
 /*
  * The SQL-level changes a whole Query's statements would make, kept on e until the server
  * confirms each; words go with what a Query of one PREPARE prepares. 0, -ENOSPC when its

@@ -28,7 +28,7 @@ void track_sql_changes_free(struct track_entry *e)
  * so a text without these words changes nothing, and most texts (every Query, every
  * Execute of a prepared statement) are spared the rest.
  */
-static bool track_sql_mentions_statement_words(const char *sql, size_t len)
+bool track_sql_mentions_statement_words(const char *sql, size_t len)
 {
 	static const size_t word_len = 7; /* "prepare", "dealloc", "discard" */
 
@@ -100,6 +100,8 @@ static int track_sql_change_of(const struct track *t, const char *sql, size_t le
 		if (!c->stmt)
 			return -ENOMEM;
 		c->stmt->cls = (uint8_t)sql_classify(body, body_len, opts, NULL);
+		c->stmt->may_name_statements = c->stmt->sql &&
+					       track_sql_mentions_statement_words(body, body_len);
 		return 1;
 	}
 	case SQL_PREP_DEALLOCATE:
@@ -182,7 +184,7 @@ int track_sql_execute_prepares(const struct track *t, const struct stmt_entry *s
 	bool fits;
 	int r;
 
-	if (!s->sql)
+	if (!s->sql || !s->may_name_statements)
 		return 0;
 	r = track_sql_change_of(t, s->sql, s->sql_len, s->sql_len, &an, &c);
 	free(an);
@@ -225,7 +227,7 @@ void track_sql_confirmed(struct track *t, struct track_entry *e, const char *tag
 {
 	uint8_t want;
 
-	if (!tag)
+	if (!tag || (tag[0] != 'P' && tag[0] != 'D')) /* spares every other tag the compares */
 		return;
 	if (!strcmp(tag, "PREPARE"))
 		want = TRACK_SQL_PREPARE;
@@ -241,7 +243,8 @@ void track_sql_confirmed(struct track *t, struct track_entry *e, const char *tag
 				track_sql_apply(t, &e->changes[i]);
 				return;
 			}
-	} else if (e->kind == TRACK_EXECUTE && e->stmt && e->stmt->sql) {
+	} else if (e->kind == TRACK_EXECUTE && e->stmt && e->stmt->sql &&
+		   e->stmt->may_name_statements) {
 		struct sql_analysis *a = NULL;
 		struct track_sql_change c;
 

@@ -171,6 +171,8 @@ static struct stmt_portal **stmt_portal_find(struct stmt_table *t, const char *n
 
 struct stmt_entry *stmt_portal_lookup(const struct stmt_table *t, const char *portal)
 {
+	if (t && !portal[0])
+		return t->unnamed_portal;
 	for (const struct stmt_portal *p = t ? t->portals : NULL; p; p = p->next)
 		if (strcmp(p->name, portal) == 0)
 			return p->stmt;
@@ -185,8 +187,14 @@ static void stmt_portal_free(struct stmt_portal *p)
 
 void stmt_portal_close(struct stmt_table *t, const char *portal)
 {
-	struct stmt_portal **pp = stmt_portal_find(t, portal), *p;
+	struct stmt_portal **pp, *p;
 
+	if (!portal[0]) {
+		stmt_put(t->unnamed_portal);
+		t->unnamed_portal = NULL;
+		return;
+	}
+	pp = stmt_portal_find(t, portal);
 	if (!pp)
 		return;
 	p = *pp;
@@ -196,13 +204,21 @@ void stmt_portal_close(struct stmt_table *t, const char *portal)
 
 int stmt_portal_bind(struct stmt_table *t, const char *portal, struct stmt_entry *stmt)
 {
-	size_t ln = strlen(portal) + 1;
-	struct stmt_portal *p = calloc(1, sizeof(*p) + ln);
+	size_t ln;
+	struct stmt_portal *p;
 
+	if (!portal[0]) {
+		if (stmt)
+			stmt->refs++;
+		stmt_put(t->unnamed_portal);
+		t->unnamed_portal = stmt;
+		return 0;
+	}
+	ln = strlen(portal) + 1;
+	p = calloc(1, sizeof(*p) + ln);
 	if (!p)
 		return -ENOMEM;
-	/* Binding the unnamed portal replaces it; a named one the server refuses to rebind,
-	 * so the old one cannot be here then. */
+	/* A named portal the server refuses to rebind, so the old one cannot be here then. */
 	stmt_portal_close(t, portal);
 	p->name = memcpy((char *)(p + 1), portal, ln);
 	p->stmt = stmt;
@@ -222,6 +238,7 @@ void stmt_portals_end(struct stmt_table *t)
 		stmt_portal_free(p);
 	}
 	t->portals = NULL;
+	stmt_portal_close(t, "");
 }
 
 void stmt_table_release(struct stmt_table *t)

@@ -32,6 +32,10 @@ struct stmt_entry {
 	uint16_t nparams; /* parameter types the Parse declared */
 	uint8_t cls;      /* the relay's own classification (enum sql_class), for metrics */
 	bool sql_level;   /* made by SQL PREPARE (its text is the statement after AS) */
+	/* The text mentions PREPARE, DEALLOC(ATE) or DISCARD: an Execute of it may change this
+	 * table (set by the request tracker when it makes the entry, so that an Execute of any
+	 * other statement is not scanned again). */
+	bool may_name_statements;
 	uint32_t refs;    /* the table's own, plus one per portal bound from it */
 	uint32_t words[STMT_STAGE_WORDS];
 };
@@ -48,7 +52,11 @@ struct stmt_table {
 	uint32_t nbuckets; /* 0 or a power of two */
 	uint32_t count;
 	size_t bytes;      /* names and texts held */
-	struct stmt_portal *portals;
+	struct stmt_portal *portals; /* named ones */
+	/* What the unnamed portal runs (NULL: not bound, or bound from a statement pgwarden
+	 * does not know). Held here, not in the list, since extended-protocol clients bind it
+	 * once per statement: one reference, no allocation. */
+	struct stmt_entry *unnamed_portal;
 	uint32_t max_count; /* limits; 0: none */
 	size_t max_bytes;
 };
