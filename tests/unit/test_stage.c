@@ -35,6 +35,8 @@ struct counter_state {
 	int decisions;
 	char last_decider[16];
 	uint64_t last_decision_request;
+	enum proto_dir last_decision_dir;
+	uint8_t last_decision_type;
 	bool pause_next;
 };
 
@@ -63,6 +65,8 @@ static void a_notice(struct stage_ctx *ctx, const struct stage_note *n)
 		st->decisions++;
 		snprintf(st->last_decider, sizeof(st->last_decider), "%s", n->stage);
 		st->last_decision_request = n->request;
+		st->last_decision_dir = n->dir;
+		st->last_decision_type = n->msg ? n->msg->type : 0;
 	}
 }
 
@@ -191,11 +195,16 @@ static void test_decision_reaches_later_stages(void **state)
 	assert_int_equal(a->decisions, 1); /* ... but was told, */
 	assert_string_equal(a->last_decider, "b");
 	assert_int_equal(a->last_decision_request, 41); /* with the request refused */
-	/* A server message's decision names the request it answers. */
+	assert_int_equal(a->last_decision_dir, PROTO_FRONTEND);
+	assert_int_equal(a->last_decision_type, PqMsg_Parse);
+	/* A server message's decision names the request it answers, and its side: the same
+	 * type byte means another message from the client ('D' DataRow, 'D' Describe). */
 	stage_run_backend(&ch, &row, 40, 2, &r);
 	assert_int_equal(r.verdict, STAGE_CLOSE);
 	assert_int_equal(a->decisions, 2);
 	assert_int_equal(a->last_decision_request, 40);
+	assert_int_equal(a->last_decision_dir, PROTO_BACKEND);
+	assert_int_equal(a->last_decision_type, PqMsg_DataRow);
 	stage_chain_end(&ch, true);
 }
 

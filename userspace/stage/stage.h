@@ -208,7 +208,8 @@ struct stage_note {
 	/* DECISION */
 	const char *stage;               /* the deciding stage's name */
 	const struct stage_result *result;
-	const struct proto_msg *msg;     /* the message decided on */
+	const struct proto_msg *msg;     /* the message decided on; NULL at session start */
+	enum proto_dir dir;              /* whose message msg is: its type byte's meaning */
 	/* ERROR (and request, below) */
 	const char *severity;
 	const char *sqlstate;
