@@ -1224,6 +1224,10 @@ static void test_streaming_close_tells_the_client(void **state)
 	assert_int_equal(n, want.n);
 	assert_memory_equal(p, want.b, n);
 	assert_true(c->state >= CONN_CLOSING);
+	/* The close is a decision, told with the request the row answered. */
+	assert_int_equal(rec.decisions, 1);
+	assert_string_equal(rec.last_decider, "judge");
+	assert_int_equal(rec.decision_request, 1);
 }
 
 /* ---- the statement table ------------------------------------------------------------------ */

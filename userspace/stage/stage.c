@@ -310,16 +310,22 @@ void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t 
 	stage_result_clear(r);
 	for (unsigned i = 0; i < p->count; i++) {
 		struct stage_ctx ctx;
+		struct proto_msg header = {.type = st->type, .body_len = st->body_len};
 
 		if (!p->stages[i]->stream || !typeset_has(&ch->interest[i].stream, st->type))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
+		ctx.request = st->request;
 		st->consumed = st->produced = 0;
 		p->stages[i]->stream(&ctx, st, r);
-		if (r->verdict != STAGE_FORWARD && r->verdict != STAGE_CLOSE)
+		if (r->verdict == STAGE_FORWARD)
+			return;
+		if (r->verdict != STAGE_CLOSE)
 			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
 					 "stage %s gave verdict %s while streaming",
 					 p->stages[i]->name, stage_verdict_to_str(r->verdict));
+		/* The close ends a result midway: as much a decision as a refused message. */
+		stage_note_decision(ch, i, &header, PROTO_BACKEND, st->request, r, now);
 		return; /* one stage streams a type */
 	}
 }
