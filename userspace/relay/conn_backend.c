@@ -331,9 +331,11 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 		 * session ends (conn_fail puts the error after it). */
 		if (res.verdict == STAGE_CLOSE && !c->stream.produced && !st->produced)
 			c->stream.active = false;
-		conn_fail(c, res.verdict == STAGE_CLOSE ? res.sqlstate : SQLSTATE_INTERNAL,
-			  res.verdict == STAGE_CLOSE ? res.message : "a stage misused the stream",
-			  "closed by a stage");
+		conn_fail_answering(c, st->request,
+				    res.verdict == STAGE_CLOSE ? res.sqlstate : SQLSTATE_INTERNAL,
+				    res.verdict == STAGE_CLOSE ? res.message
+							       : "a stage misused the stream",
+				    "closed by a stage");
 		return CONN_STEP_FAILED;
 	}
 	if (st->consumed)
@@ -502,7 +504,8 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 			}
 			return CONN_STEP_PROGRESS;
 		default: /* the pipeline turned anything else into CLOSE */
-			conn_fail(c, res.sqlstate, res.message, "closed by a stage");
+			conn_fail_answering(c, request, res.sqlstate, res.message,
+					    "closed by a stage");
 			return CONN_STEP_FAILED;
 		}
 	} else if (c->session_started && stage_chain_streams(&c->chain, m.type)) {

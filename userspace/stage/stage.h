@@ -222,8 +222,11 @@ struct stage_note {
 	/* DECISION, ERROR and REQUEST_DONE: the request number stage callbacks saw
 	 * (ctx->request), so that a refusal, the error the client got for it and the
 	 * request's completion join. DECISION: the request the decided message belongs to;
-	 * ERROR: the request the error answers. 0 when there is none (a refusal at session
-	 * start, a server message that answers no request, pgwarden's FATAL). */
+	 * ERROR: the request the error answers (pgwarden's own FATAL: the request of the
+	 * message a stage closed the session on, else the oldest one still owed an answer,
+	 * which the client reads it in place of). 0 when there is none (a refusal at session
+	 * start, a server message that answers no request, a FATAL between requests such as
+	 * an idle timeout). */
 	uint64_t request;
 	/* REQUEST_DONE: the server's command tag (NULL when the request ended in an error or
 	 * had none), the rows it reported, and how long from the request's first byte
