@@ -27,6 +27,7 @@ import time
 import pytest
 
 import harness
+import wire
 
 REFUSAL = "the relay cannot hold a statement until its record is written"
 
@@ -627,3 +628,98 @@ def test_cancel_is_audited(relay_factory, trail, pg):
     assert len(cancelled) == 1 and cancelled[0] in started, (cancelled, started)
     assert by_outcome["forwarded"]["session"] == cancelled[0], by_outcome
     assert by_outcome["refused: unknown key"].get("session") is None, by_outcome
+
+
+RELAY_FATAL_POLICY = """\
+rules:
+  - name: short-lived
+    match: {{ user: {user}, application_name: short }}
+    allow: [all]
+    limits: {{ max_lifetime: 2s }}
+  - name: idle
+    match: {{ user: {user}, application_name: idle }}
+    allow: [all]
+    limits: {{ idle_timeout: 1s }}
+"""
+REVOCABLE_RULE = """\
+  - name: revocable
+    match: {{ user: {user}, application_name: revoked }}
+    allow: [all]
+"""
+
+
+def _raw_session(relay, pg, app):
+    c = wire.Conn(relay.host, relay.port, timeout=30)
+    msgs = c.login(pg.user, pg.password, pg.dbname, params={"application_name": app})
+    assert msgs[-1].type == "Z", msgs
+    return c
+
+
+def _fatal(msgs):
+    errs = [m.error_fields() for m in msgs if m.type == "E"]
+    assert errs and errs[-1]["S"] == "FATAL", msgs
+    return errs[-1]
+
+
+def test_relay_fatal_carries_the_request_it_answers(relay_factory, trail, pg, tmp_path):
+    """pgwarden's own FATALs in the trail: one that answers a client request names that
+    request, one raised between requests names none.
+      - the policy closes the session on its next statement (a reload took away the rule
+        that admitted it): the decision and the FATAL the client got for it share that
+        statement's request number;
+      - the session reaches its max_lifetime while a statement runs: the FATAL is the
+        answer the client gets to that statement, and carries its number;
+      - the idle timeout fires with nothing asked: request null."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text((RELAY_FATAL_POLICY + REVOCABLE_RULE).format(user=pg.user))
+    relay = relay_factory(workers=1, config_text=trail.config(),
+                          extra_args=["--policy", str(policy)])
+    with _raw_session(relay, pg, "revoked") as c:
+        assert c.query("SELECT 1")[-1].type == "Z"
+        policy.write_text(RELAY_FATAL_POLICY.format(user=pg.user))
+        relay.signal(signal.SIGHUP)
+        relay.wait_for_log(lambda d: d.get("event") == "policy_loaded" and
+                           d.get("generation") == "2")
+        c.send(wire.query("SELECT 2"))
+        closed_by_policy = _fatal(c.read_to_close()[0])
+    assert closed_by_policy["C"] == "28000", closed_by_policy
+    with _raw_session(relay, pg, "short") as c:
+        c.send(wire.query("SELECT pg_sleep(20)"))
+        lifetime = _fatal(c.read_to_close()[0])
+    assert lifetime["C"] == "57P01", lifetime
+    with _raw_session(relay, pg, "idle") as c:
+        assert c.query("SELECT 1")[-1].type == "Z"
+        idle = _fatal(c.read_to_close()[0])
+    assert idle["C"] == "57P05", idle
+    relay.stop()
+    assert trail.verify().returncode == 0
+    recs = trail.records()
+
+    def of_session(app):
+        start = [r for r in recs
+                 if r["event"] == "session_start" and r["application_name"] == app]
+        assert len(start) == 1, start
+        return [r for r in recs if r.get("session") == start[0]["session"]]
+
+    def relay_fatal(mine, sqlstate):
+        errors = [r for r in mine if r["event"] == "error" and r["from_relay"]]
+        assert [(e["severity"], e["sqlstate"]) for e in errors] == [("FATAL", sqlstate)], mine
+        assert mine[-1]["event"] == "session_end", mine
+        return errors[0]
+
+    mine = of_session("revoked")
+    decisions = [r for r in mine if r["event"] == "decision"]
+    assert [(d["stage"], d["verdict"], d["sqlstate"], d["rule"]) for d in decisions] == [
+        ("policy", "close", "28000", None)], mine
+    stmts = [r for r in mine if r["event"] == "statement"]
+    assert decisions[0]["text"] == "SELECT $1", decisions
+    assert decisions[0]["request"] > stmts[-1]["request"], mine  # SELECT 2, after SELECT 1
+    assert relay_fatal(mine, "28000")["request"] == decisions[0]["request"], mine
+
+    mine = of_session("short")
+    stmts = [r for r in mine if r["event"] == "statement"]
+    assert [s["text"] for s in stmts] == ["SELECT pg_sleep($1)"], mine
+    assert relay_fatal(mine, "57P01")["request"] == stmts[0]["request"], mine
+
+    mine = of_session("idle")
+    assert relay_fatal(mine, "57P05")["request"] is None, mine

@@ -570,18 +570,23 @@ def test_masked_identity_in_another_database_is_refused(masked_relay):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_audit_records_what_was_masked(relay_factory, pg, maskdb, tmp_path, pgwardend_bin):
-    """Item 6: with an audit trail, each masked result gets a record listing its masked
-    columns and how (the rule's column, or #N for a computed one), and no clear value."""
+def audit_args(tmp_path, pgwardend_bin):
+    """A signing key and a trail path: (trail, the pgwardend arguments that write it)."""
     key = str(tmp_path / "audit.key")
     ctl = os.path.join(os.path.dirname(pgwardend_bin), "pgwardenctl")
     subprocess.run([ctl, "audit", "keygen", "--out", key], check=True, capture_output=True,
                    timeout=60)
     trail = tmp_path / "audit.jsonl"
+    return trail, ["--audit-path", str(trail), "--audit-signing-key", key]
+
+
+def test_audit_records_what_was_masked(relay_factory, pg, maskdb, tmp_path, pgwardend_bin):
+    """Item 6: with an audit trail, each masked result gets a record listing its masked
+    columns and how (the rule's column, or #N for a computed one), and no clear value."""
+    trail, args = audit_args(tmp_path, pgwardend_bin)
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    relay = relay_factory(extra_args=["--policy", str(policy), "--audit-path", str(trail),
-                                      "--audit-signing-key", key]
+    relay = relay_factory(extra_args=["--policy", str(policy)] + args
                           + catalog_args(pg, tmp_path))
     with connect(relay, "support") as conn:
         conn.execute("SELECT id, ssn, upper(card) FROM customers WHERE id = 1").fetchall()
@@ -597,6 +602,54 @@ def test_audit_records_what_was_masked(relay_factory, pg, maskdb, tmp_path, pgwa
     assert [c["name"] for c in cols] == ["public.customers.ssn", "#3"]
     assert cols[0]["strategy"] == "partial-last-4" and cols[0]["attnum"] == 3
     assert cols[1]["strategy"].endswith("(computed)") and cols[1]["table_oid"] == 0
+
+
+def test_closes_on_server_messages_are_audited(relay_factory, pg, maskdb, tmp_path,
+                                               pgwardend_bin):
+    """Issue #12 with masking: a session the mask stage closes on a server message leaves a
+    `decision` record (stage, verdict, request, SQLSTATE, reason) before its `session_end`,
+    the message named by the server's own type names, and the FATAL the client got for it
+    carries the same request:
+      - mid-stream: a row whose masked column lies beyond mask.row_lookahead (DataRow);
+      - on a whole message: COPY TO in an encoding masking cannot follow
+        (CopyOutResponse)."""
+    trail, args = audit_args(tmp_path, pgwardend_bin)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    relay = relay_factory(extra_args=["--policy", str(policy), "--mask-row-lookahead", "1KiB"]
+                          + args + catalog_args(pg, tmp_path))
+    cases = [("stream", "SELECT repeat('x', 8192), ssn FROM customers WHERE id = 1",
+              "54000", "DataRow"),
+             ("copy", "COPY customers TO STDOUT (ENCODING 'EUC_JP')", "0A000",
+              "CopyOutResponse")]
+    for app, sql, code, _ in cases:
+        with wire.Conn(relay.host, relay.port) as c:
+            c.login("support", "support-secret", "maskdb", params={"application_name": app})
+            c.send(wire.query(sql))
+            msgs, rest = c.read_to_close(timeout=60)
+        errs = [m.error_fields() for m in msgs if m.type == "E"]
+        assert errs and (errs[-1]["S"], errs[-1]["C"]) == ("FATAL", code), (app, msgs)
+        assert_no_secrets(repr([m.body for m in msgs]) + repr(rest))
+    relay.stop()
+    recs = [json.loads(l) for l in trail.read_text().splitlines() if l.startswith("{")]
+    assert_no_secrets(json.dumps(recs))
+    for app, _, code, message_type in cases:
+        start = [r for r in recs
+                 if r["event"] == "session_start" and r["application_name"] == app]
+        assert len(start) == 1, (app, start)
+        mine = [r for r in recs if r.get("session") == start[0]["session"]]
+        stmts = [r for r in mine if r["event"] == "statement"]
+        decisions = [r for r in mine if r["event"] == "decision"]
+        errors = [r for r in mine if r["event"] == "error"]
+        assert len(stmts) == 1, (app, mine)
+        assert [(d["stage"], d["verdict"], d["sqlstate"], d["request"], d["message_type"])
+                for d in decisions] == [("mask", "close", code, stmts[0]["request"],
+                                         message_type)], (app, mine)
+        assert decisions[0]["message"].startswith("pgwarden masking: "), decisions
+        assert [(e["severity"], e["sqlstate"], e["request"]) for e in errors] == [
+            ("FATAL", code, stmts[0]["request"])], (app, mine)
+        assert mine[-1]["event"] == "session_end", (app, mine)
+        assert mine.index(decisions[0]) < mine.index(errors[0]), (app, mine)
 
 
 # ---- messages ------------------------------------------------------------------------------

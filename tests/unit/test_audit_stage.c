@@ -651,7 +651,7 @@ static void test_notices_are_recorded(void **state)
 		struct stage_result r, denied;
 		struct stage_note n;
 		struct msgbuf m;
-		struct proto_msg pm;
+		struct proto_msg pm, row, describe;
 		char *text;
 		json_t *recs;
 
@@ -672,6 +672,20 @@ static void test_notices_are_recorded(void **state)
 		/* A decision tied to no request (a server message that answers none). */
 		n = (struct stage_note){.kind = STAGE_NOTE_DECISION, .stage = "mask",
 					.result = &denied};
+		stage_run_notice(&ts.ch, &n, NULL, clock_mono_ns());
+		/* The same type byte from each side, named by its own side's names: a server
+		 * DataRow a stage closed on while it streamed (only its header was seen), and a
+		 * client Describe. */
+		row = (struct proto_msg){.type = PqMsg_DataRow, .body_len = 9000};
+		n = (struct stage_note){.kind = STAGE_NOTE_DECISION, .stage = "mask",
+					.result = &denied, .msg = &row, .dir = PROTO_BACKEND,
+					.request = 5};
+		stage_run_notice(&ts.ch, &n, NULL, clock_mono_ns());
+		describe = (struct proto_msg){.type = PqMsg_Describe, .body_len = 2,
+					      .body = (const uint8_t *)"P"};
+		n = (struct stage_note){.kind = STAGE_NOTE_DECISION, .stage = "policy",
+					.result = &denied, .msg = &describe, .dir = PROTO_FRONTEND,
+					.request = 6};
 		stage_run_notice(&ts.ch, &n, NULL, clock_mono_ns());
 		n = (struct stage_note){.kind = STAGE_NOTE_ERROR, .severity = "ERROR",
 					.sqlstate = "23505", .request = 4,
@@ -698,6 +712,12 @@ static void test_notices_are_recorded(void **state)
 								    "request")),
 				 3);
 		assert_true(json_is_null(json_object_get(json_array_get(recs, 1), "request")));
+		assert_string_equal(str_at(recs, 2, "message_type"), "DataRow");
+		assert_null(str_at(recs, 2, "text"));
+		assert_int_equal(json_integer_value(json_object_get(json_array_get(recs, 2),
+								    "request")),
+				 5);
+		assert_string_equal(str_at(recs, 3, "message_type"), "Describe");
 		assert_string_equal(str_at(recs, 0, "text"),
 				    lit ? "DELETE FROM cards WHERE number = '4111111111111111'" :
 					  "DELETE FROM cards WHERE number = $1");

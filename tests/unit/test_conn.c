@@ -318,6 +318,9 @@ static void judge_frontend(struct stage_ctx *ctx, const struct proto_msg *m, str
 		stage_result_rewrite(r, judge_rewrite, (uint32_t)n);
 	} else if (strcmp(sql, "wait") == 0 && !ctx->resumed) {
 		stage_result_pause(r, judge_resume_at);
+	} else if (strcmp(sql, "close now") == 0) {
+		stage_result_set(r, STAGE_CLOSE, "28000", "revoked",
+				 "pgwarden: the rule that admitted this session is gone");
 	}
 }
 
@@ -885,11 +888,64 @@ static void test_idle_limit_from_a_stage(void **state)
 	assert_int_equal(c->limits.idle_ms, 1000);
 	tick(NS_PER_S / 2);
 	assert_non_null(the_conn());
+	rec.error_request = UINT64_MAX;
 	tick(NS_PER_S);
 	n = fake_take(&F.client, &p);
 	assert_string_equal(first_error_code(p, n), "57P05");
 	n = fake_take(&F.server, &p);
 	assert_int_equal(p[0], 'X'); /* the server got a clean Terminate */
+	/* The FATAL came between requests: it answers none. */
+	assert_int_equal(rec.errors, 1);
+	assert_int_equal(rec.error_request, 0);
+}
+
+/* pgwarden's own FATAL while the server still owes an answer (an operator's kill, a
+ * session's lifetime) is what the client reads in that answer's place: the stages hear it
+ * as the answer to the oldest request owed. */
+static void test_relay_fatal_answers_the_request_in_flight(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_query(&q, "SELECT 3");
+	client_sends(&q);
+	r_rowdesc(&a);
+	r_complete(&a, "SELECT 0");
+	r_ready(&a, 'I');
+	server_sends(&a); /* request 1, answered */
+	q.n = 0;
+	m_query(&q, "SELECT pg_sleep(60)");
+	m_query(&q, "SELECT 4");
+	client_sends(&q); /* requests 2 and 3, both owed */
+	conn_terminate(c, "57P01", "terminating connection due to administrator command",
+		       "admin_kill");
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "57P01");
+	assert_int_equal(rec.errors, 1);
+	assert_int_equal(rec.error_request, 2);
+}
+
+/* A stage that closes the session on a client message: the FATAL answers that message, the
+ * request its decision names, even behind a request the server still owes. */
+static void test_stage_close_answers_the_refused_message(void **state)
+{
+	struct msgs q = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	login("alice");
+	m_query(&q, "SELECT pg_sleep(60)");
+	m_query(&q, "close now");
+	client_sends(&q);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "28000");
+	assert_int_equal(rec.decisions, 1);
+	assert_int_equal(rec.decision_request, 2);
+	assert_int_equal(rec.errors, 1);
+	assert_int_equal(rec.error_request, 2);
+	assert_true(the_conn() == NULL || the_conn()->state >= CONN_CLOSING);
 }
 
 /* A client that stops reading while the session closes is not waited for forever. */
@@ -1161,6 +1217,9 @@ static void test_interest_per_session(void **state)
 	n = fake_take(&F.client, &p);
 	assert_string_equal(first_error_code(p, n), "42501");
 	assert_true(the_conn() == NULL || the_conn()->state >= CONN_CLOSING);
+	/* The FATAL the client got answers the same request. */
+	assert_string_equal(rec.last_error, "42501");
+	assert_int_equal(rec.error_request, 2);
 }
 
 /* A stage streams DataRow: every value is rewritten with new lengths; the messages around
@@ -1224,6 +1283,12 @@ static void test_streaming_close_tells_the_client(void **state)
 	assert_int_equal(n, want.n);
 	assert_memory_equal(p, want.b, n);
 	assert_true(c->state >= CONN_CLOSING);
+	/* The close is a decision, told with the request the row answered, as is the FATAL. */
+	assert_int_equal(rec.decisions, 1);
+	assert_string_equal(rec.last_decider, "judge");
+	assert_int_equal(rec.decision_request, 1);
+	assert_int_equal(rec.errors, 1);
+	assert_int_equal(rec.error_request, 1);
 }
 
 /* ---- the statement table ------------------------------------------------------------------ */
@@ -2735,6 +2800,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_limit_from_a_stage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_fatal_answers_the_request_in_flight,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stage_close_answers_the_refused_message,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_login_limit_from_a_stage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_linger_when_the_client_stops_reading, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_simple_query, setup, teardown),

@@ -35,6 +35,9 @@ struct counter_state {
 	int decisions;
 	char last_decider[16];
 	uint64_t last_decision_request;
+	enum proto_dir last_decision_dir;
+	uint8_t last_decision_type;
+	bool last_decision_has_body;
 	bool pause_next;
 };
 
@@ -63,6 +66,9 @@ static void a_notice(struct stage_ctx *ctx, const struct stage_note *n)
 		st->decisions++;
 		snprintf(st->last_decider, sizeof(st->last_decider), "%s", n->stage);
 		st->last_decision_request = n->request;
+		st->last_decision_dir = n->dir;
+		st->last_decision_type = n->msg ? n->msg->type : 0;
+		st->last_decision_has_body = n->msg && n->msg->body;
 	}
 }
 
@@ -191,11 +197,67 @@ static void test_decision_reaches_later_stages(void **state)
 	assert_int_equal(a->decisions, 1); /* ... but was told, */
 	assert_string_equal(a->last_decider, "b");
 	assert_int_equal(a->last_decision_request, 41); /* with the request refused */
-	/* A server message's decision names the request it answers. */
+	assert_int_equal(a->last_decision_dir, PROTO_FRONTEND);
+	assert_int_equal(a->last_decision_type, PqMsg_Parse);
+	/* A server message's decision names the request it answers, and its side: the same
+	 * type byte means another message from the client ('D' DataRow, 'D' Describe). */
 	stage_run_backend(&ch, &row, 40, 2, &r);
 	assert_int_equal(r.verdict, STAGE_CLOSE);
 	assert_int_equal(a->decisions, 2);
 	assert_int_equal(a->last_decision_request, 40);
+	assert_int_equal(a->last_decision_dir, PROTO_BACKEND);
+	assert_int_equal(a->last_decision_type, PqMsg_DataRow);
+	stage_chain_end(&ch, true);
+}
+
+/* A stage that streams a message and ends the session midway (a row it cannot mask), or
+ * answers with a verdict streaming cannot carry out: either is a close, and later stages
+ * are told, with the request the message answers. */
+static uint64_t stream_saw_request;
+
+static void close_stream(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+{
+	stream_saw_request = ctx->request;
+	if (st->body_offset == 0)
+		stage_result_set(r, STAGE_CLOSE, "54000", NULL, "a row beyond the lookahead");
+	else
+		stage_result_set(r, STAGE_REJECT, "42501", NULL, "no verdict for a stream");
+}
+
+static void test_stream_close_is_a_decision(void **state)
+{
+	struct stage_ops streamer = {.name = "streamer", .stream = close_stream};
+	struct stage_pipeline p = {0};
+	struct stage_chain ch;
+	struct stage_result r;
+	struct session s = {0};
+	struct stage_stream st = {.type = PqMsg_DataRow, .body_len = 9000, .request = 7};
+	struct counter_state *a;
+
+	setup_interest();
+	typeset_add(&streamer.backend_stream, PqMsg_DataRow);
+	assert_int_equal(stage_pipeline_add(&p, &streamer), 0);
+	assert_int_equal(stage_pipeline_add(&p, &stage_a), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	a = stage_chain_state(&ch, 1);
+	stage_run_stream(&ch, &st, 1, &r);
+	assert_int_equal(r.verdict, STAGE_CLOSE);
+	assert_string_equal(r.sqlstate, "54000");
+	assert_int_equal(stream_saw_request, 7);
+	assert_int_equal(a->decisions, 1);
+	assert_string_equal(a->last_decider, "streamer");
+	assert_int_equal(a->last_decision_request, 7);
+	assert_int_equal(a->last_decision_dir, PROTO_BACKEND);
+	assert_int_equal(a->last_decision_type, PqMsg_DataRow);
+	assert_false(a->last_decision_has_body); /* only the header was seen whole */
+	/* Any other verdict mid-stream becomes a close, told the same way. */
+	st.body_offset = 100;
+	st.request = 8;
+	stage_run_stream(&ch, &st, 2, &r);
+	assert_int_equal(r.verdict, STAGE_CLOSE);
+	assert_string_equal(r.sqlstate, "XX000");
+	assert_int_equal(a->decisions, 2);
+	assert_int_equal(a->last_decision_request, 8);
 	stage_chain_end(&ch, true);
 }
 
@@ -503,6 +565,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pipeline_runs_stages_in_order),
 		cmocka_unit_test(test_decision_reaches_later_stages),
+		cmocka_unit_test(test_stream_close_is_a_decision),
 		cmocka_unit_test(test_notice_kinds),
 		cmocka_unit_test(test_interest_is_per_session),
 		cmocka_unit_test(test_stream_is_exclusive),

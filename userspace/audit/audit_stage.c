@@ -926,7 +926,7 @@ static void note_decision(const struct stage_ctx *ctx, const struct stage_note *
 	audit_rec_str(r, "rule", n->result->rule[0] ? n->result->rule : NULL);
 	audit_rec_str(r, "message", n->result->message[0] ? n->result->message : NULL);
 	/* What was refused, as a statement record would show it. */
-	if (n->msg && n->msg->body && n->msg->type == PqMsg_Query &&
+	if (n->msg && n->msg->body && n->dir == PROTO_FRONTEND && n->msg->type == PqMsg_Query &&
 	    proto_read_query(n->msg, &sql) == PROTO_OK) {
 		struct text_view v;
 
@@ -936,7 +936,7 @@ static void note_decision(const struct stage_ctx *ctx, const struct stage_note *
 			text_view_release(&v);
 		}
 	} else if (n->msg) {
-		audit_rec_str(r, "message_type", proto_type_name(PROTO_FRONTEND, n->msg->type));
+		audit_rec_str(r, "message_type", proto_type_name(n->dir, n->msg->type));
 	}
 	audit_trail_submit(bound_trail, r);
 }

@@ -65,12 +65,28 @@ void conn_note(struct conn *c, const struct stage_note *n)
 /* ---- ending ---------------------------------------------------------------------------- */
 
 /*
- * End the session. The client hears `FATAL sqlstate: message` when its stream is at a
- * message boundary and the server has not already said its own last word; the server hears
- * Terminate when the client stream is at a boundary after login. Then both sides are
- * flushed and closed.
+ * The request a FATAL raised now answers: the oldest one the server still owes an answer,
+ * since the client reads the FATAL in its place; 0 (none) between requests, as at an idle
+ * timeout, and before login.
  */
+static uint64_t conn_request_owed(const struct conn *c)
+{
+	return c->session_started ? track_answering(&c->track, PqMsg_ErrorResponse) : 0;
+}
+
 void conn_fail(struct conn *c, const char *sqlstate, const char *message, const char *reason)
+{
+	conn_fail_answering(c, conn_request_owed(c), sqlstate, message, reason);
+}
+
+/*
+ * End the session. The client hears `FATAL sqlstate: message` when its stream is at a
+ * message boundary and the server has not already said its own last word; the stages hear
+ * it as the answer to `request`. The server hears Terminate when the client stream is at a
+ * boundary after login. Then both sides are flushed and closed.
+ */
+void conn_fail_answering(struct conn *c, uint64_t request, const char *sqlstate,
+			 const char *message, const char *reason)
 {
 	struct conn_dir *s2c = &c->dir[CONN_S2C], *c2s = &c->dir[CONN_C2S];
 	uint8_t msg[512];
@@ -91,7 +107,7 @@ void conn_fail(struct conn *c, const char *sqlstate, const char *message, const 
 		if (n > 0) {
 			struct stage_note note = {.kind = STAGE_NOTE_ERROR, .severity = "FATAL",
 						  .sqlstate = sqlstate, .message = message,
-						  .from_relay = true};
+						  .from_relay = true, .request = request};
 
 			if (conn_inject(c, CONN_S2C, msg, (uint32_t)n))
 				log_warn("conn_fail", "session=%s no memory for the final error",

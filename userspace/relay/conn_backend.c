@@ -331,9 +331,11 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 		 * session ends (conn_fail puts the error after it). */
 		if (res.verdict == STAGE_CLOSE && !c->stream.produced && !st->produced)
 			c->stream.active = false;
-		conn_fail(c, res.verdict == STAGE_CLOSE ? res.sqlstate : SQLSTATE_INTERNAL,
-			  res.verdict == STAGE_CLOSE ? res.message : "a stage misused the stream",
-			  "closed by a stage");
+		conn_fail_answering(c, st->request,
+				    res.verdict == STAGE_CLOSE ? res.sqlstate : SQLSTATE_INTERNAL,
+				    res.verdict == STAGE_CLOSE ? res.message
+							       : "a stage misused the stream",
+				    "closed by a stage");
 		return CONN_STEP_FAILED;
 	}
 	if (st->consumed)
@@ -356,7 +358,8 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 	return CONN_STEP_FAILED;
 }
 
-static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, const struct proto_msg *m)
+static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
+					uint64_t request)
 {
 	if (!c->stream.st && !(c->stream.st = malloc(sizeof(*c->stream.st)))) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
@@ -367,6 +370,7 @@ static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, cons
 	memset(c->stream.st, 0, sizeof(*c->stream.st));
 	c->stream.st->type = m->type;
 	c->stream.st->body_len = m->body_len;
+	c->stream.st->request = request;
 	conn_consume(d, PROTO_HEADER_LEN); /* the stage writes the header of what replaces it */
 	return CONN_STEP_PROGRESS;
 }
@@ -500,11 +504,12 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 			}
 			return CONN_STEP_PROGRESS;
 		default: /* the pipeline turned anything else into CLOSE */
-			conn_fail(c, res.sqlstate, res.message, "closed by a stage");
+			conn_fail_answering(c, request, res.sqlstate, res.message,
+					    "closed by a stage");
 			return CONN_STEP_FAILED;
 		}
 	} else if (c->session_started && stage_chain_streams(&c->chain, m.type)) {
-		return conn_stream_begin(c, d, &m);
+		return conn_stream_begin(c, d, &m, request);
 	}
 	conn_s2c_forward(c, d, total, avail);
 	/* A server's FATAL is its last word: deliver it, add nothing, and end. */

@@ -297,8 +297,10 @@ enum conn_step conn_stage_verdict_c2s(struct conn *c, const struct proto_msg *m,
 	int elen, plen;
 
 	if (r->verdict == STAGE_CLOSE || !conn_rejectable(m->type) || !conn_logged_in(c)) {
-		conn_fail(c, r->sqlstate[0] ? r->sqlstate : SQLSTATE_INTERNAL, r->message,
-			  "closed by a stage");
+		/* The FATAL answers the refused message: the number its decision carries. */
+		conn_fail_answering(c, track_next_request(&c->track),
+				    r->sqlstate[0] ? r->sqlstate : SQLSTATE_INTERNAL, r->message,
+				    "closed by a stage");
 		return CONN_STEP_FAILED;
 	}
 	elen = proto_write_error(err, sizeof(err), "ERROR", r->sqlstate, r->message);

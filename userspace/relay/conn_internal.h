@@ -47,7 +47,12 @@ void conn_linger(struct conn *c);
 /* ---- conn.c ---------------------------------------------------------------------------- */
 void conn_run(struct conn *c);
 void conn_close(struct conn *c, const char *reason);
+/* End the session with FATAL sqlstate/message (see conn.c). conn_fail: the FATAL answers the
+ * oldest request still owed an answer, if any; conn_fail_answering: it answers `request`
+ * (a stage's close decided on a message of that request). */
 void conn_fail(struct conn *c, const char *sqlstate, const char *message, const char *reason);
+void conn_fail_answering(struct conn *c, uint64_t request, const char *sqlstate,
+			 const char *message, const char *reason);
 void conn_fail_proto(struct conn *c, int status, const char *who);
 void conn_set_reason(struct conn *c, const char *reason);
 void conn_refused(struct conn *c, enum metrics_refuse_reason why);

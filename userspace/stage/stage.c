@@ -185,15 +185,18 @@ int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 	return 0;
 }
 
-/* Tell every stage after `from` that stage `from` did not forward m, of request `request`. */
+/* Tell every stage after `from` that stage `from` did not forward m (a message from dir), of
+ * request `request`. */
 static void stage_note_decision(struct stage_chain *ch, unsigned from, const struct proto_msg *m,
-				uint64_t request, const struct stage_result *r, uint64_t now)
+				enum proto_dir dir, uint64_t request,
+				const struct stage_result *r, uint64_t now)
 {
 	struct stage_note n = {
 		.kind = STAGE_NOTE_DECISION,
 		.stage = ch->pipeline->stages[from]->name,
 		.result = r,
 		.msg = m,
+		.dir = dir,
 		.request = request,
 	};
 
@@ -226,7 +229,7 @@ void stage_run_session_start(struct stage_chain *ch, struct stage_limits *limits
 			stage_result_clear(r);
 			continue;
 		}
-		stage_note_decision(ch, i, NULL, 0, r, now);
+		stage_note_decision(ch, i, NULL, PROTO_FRONTEND, 0, r, now);
 		return;
 	}
 }
@@ -282,7 +285,7 @@ static void stage_run_msg(struct stage_chain *ch, enum proto_dir dir, const stru
 		else if (mine.verdict == STAGE_REJECT && dir == PROTO_BACKEND)
 			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
 					 "stage %s rejected a server message", ops->name);
-		stage_note_decision(ch, i, &cur, request, r, now);
+		stage_note_decision(ch, i, &cur, dir, request, r, now);
 		return;
 	}
 }
@@ -307,16 +310,22 @@ void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t 
 	stage_result_clear(r);
 	for (unsigned i = 0; i < p->count; i++) {
 		struct stage_ctx ctx;
+		struct proto_msg header = {.type = st->type, .body_len = st->body_len};
 
 		if (!p->stages[i]->stream || !typeset_has(&ch->interest[i].stream, st->type))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
+		ctx.request = st->request;
 		st->consumed = st->produced = 0;
 		p->stages[i]->stream(&ctx, st, r);
-		if (r->verdict != STAGE_FORWARD && r->verdict != STAGE_CLOSE)
+		if (r->verdict == STAGE_FORWARD)
+			return;
+		if (r->verdict != STAGE_CLOSE)
 			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
 					 "stage %s gave verdict %s while streaming",
 					 p->stages[i]->name, stage_verdict_to_str(r->verdict));
+		/* The close ends a result midway: as much a decision as a refused message. */
+		stage_note_decision(ch, i, &header, PROTO_BACKEND, st->request, r, now);
 		return; /* one stage streams a type */
 	}
 }

@@ -31,7 +31,8 @@
  *   CLOSE    end the session: the client gets FATAL sqlstate/message.
  * The pipeline runs stages in order and stops at the first verdict that is not FORWARD
  * (a REWRITE is passed on: later stages see the rewritten message). Every later stage is
- * told the decision through a STAGE_NOTE_DECISION notice, so a denial is never silent.
+ * told the decision through a STAGE_NOTE_DECISION notice, so a denial is never silent; so
+ * is every stage after one that closes the session while it streams a message.
  *
  * Interest is per session: stage_want() changes which message types a stage sees and how,
  * from any of its callbacks. Types nobody wants stream through by count and are never
@@ -148,7 +149,7 @@ struct stage_ctx {
 	const struct stage_waker *waker; /* for stage_wake() after a PAUSE */
 	unsigned index;                 /* this stage's position in the pipeline */
 	uint64_t now_ns;                /* the worker's monotonic clock for this event */
-	/* Frontend and backend calls: the client request this message belongs to (the
+	/* Frontend, backend and stream calls: the client request this message belongs to (the
 	 * numbering that STAGE_NOTE_REQUEST_DONE uses; a server message: the request it
 	 * answers, 0 when it answers none), and whether this call follows the stage's own
 	 * PAUSE. */
@@ -178,6 +179,7 @@ int stage_wake(const struct stage_waker *w);
 struct stage_stream {
 	uint8_t type;
 	uint32_t body_len;     /* of the message as the server sent it */
+	uint64_t request;      /* the client request it answers (ctx->request), 0: none */
 	uint32_t body_offset;  /* body bytes consumed by earlier calls */
 	const uint8_t *in;     /* the next body bytes */
 	size_t in_len;
@@ -194,7 +196,8 @@ struct stage_stream {
 
 enum stage_note_kind {
 	STAGE_NOTE_AUTH = 1,     /* the login finished: session->auth says how and whether */
-	STAGE_NOTE_DECISION,     /* a stage before this one did not FORWARD a message */
+	STAGE_NOTE_DECISION,     /* a stage before this one did not FORWARD a message, or
+				  * closed the session while a message streamed */
 	STAGE_NOTE_ERROR,        /* an ErrorResponse reached the client (server's or pgwarden's) */
 	STAGE_NOTE_REQUEST_DONE, /* a client request completed */
 	STAGE_NOTE_SERVER_PARAM, /* the server reported a parameter (ParameterStatus) */
@@ -208,7 +211,9 @@ struct stage_note {
 	/* DECISION */
 	const char *stage;               /* the deciding stage's name */
 	const struct stage_result *result;
-	const struct proto_msg *msg;     /* the message decided on */
+	const struct proto_msg *msg;     /* the message decided on (a streamed one: its header,
+					  * body NULL); NULL at session start */
+	enum proto_dir dir;              /* whose message msg is: its type byte's meaning */
 	/* ERROR (and request, below) */
 	const char *severity;
 	const char *sqlstate;
@@ -217,8 +222,11 @@ struct stage_note {
 	/* DECISION, ERROR and REQUEST_DONE: the request number stage callbacks saw
 	 * (ctx->request), so that a refusal, the error the client got for it and the
 	 * request's completion join. DECISION: the request the decided message belongs to;
-	 * ERROR: the request the error answers. 0 when there is none (a refusal at session
-	 * start, a server message that answers no request, pgwarden's FATAL). */
+	 * ERROR: the request the error answers (pgwarden's own FATAL: the request of the
+	 * message a stage closed the session on, else the oldest one still owed an answer,
+	 * which the client reads it in place of). 0 when there is none (a refusal at session
+	 * start, a server message that answers no request, a FATAL between requests such as
+	 * an idle timeout). */
 	uint64_t request;
 	/* REQUEST_DONE: the server's command tag (NULL when the request ended in an error or
 	 * had none), the rows it reported, and how long from the request's first byte
@@ -332,6 +340,8 @@ void stage_run_frontend(struct stage_chain *ch, const struct proto_msg *m, uint6
 /* request: the client request m answers (0: none), as the connection's tracker matched it. */
 void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64_t request,
 		       uint64_t now, struct stage_result *r);
+/* A CLOSE here (the stage's, or any other verdict, which streaming cannot carry out) is
+ * told to the later stages as a decision on the message's header, of st->request. */
 void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
 		      struct stage_result *r);
 /* limits: non-NULL with the AUTH notice, as for session_start. */
