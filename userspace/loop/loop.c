@@ -4,6 +4,7 @@
 #include "base/clock.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -16,11 +17,10 @@ static void loop_wake_cb(struct loop *loop, struct loop_watch *w, uint32_t event
 {
 	uint64_t v;
 
-	/* Drain the counter; several wakes collapse into one handler run. */
+	/* Drain the counter; the handler runs once per iteration that finds wake_pending set,
+	 * so several wakes collapse into one run (loop_run). */
 	while (read(w->fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
 		;
-	if (loop->on_wake)
-		loop->on_wake(loop);
 }
 
 int loop_init(struct loop *loop, void (*on_wake)(struct loop *), void *owner)
@@ -211,8 +211,14 @@ void loop_tick(struct loop *loop, uint64_t now)
 void loop_wake(struct loop *loop)
 {
 	uint64_t one = 1;
-	ssize_t r = write(loop->wakefd, &one, sizeof(one));
+	ssize_t r;
 
+	atomic_store(&loop->wake_pending, true);
+	/* Awake: it checks wake_pending before it next sleeps (loop_run). A loop that went to
+	 * sleep after this load saw the flag in its own check and did not block. */
+	if (!atomic_load(&loop->asleep))
+		return;
+	r = write(loop->wakefd, &one, sizeof(one));
 	(void)r; /* EAGAIN means the counter is already non-zero: the loop will wake. */
 }
 
@@ -226,8 +232,13 @@ int loop_run(struct loop *loop)
 	struct epoll_event events[LOOP_MAX_EVENTS];
 
 	while (!loop->stopping) {
-		int n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, loop_next_timeout_ms(loop));
+		int timeout = loop_next_timeout_ms(loop), n;
 
+		atomic_store(&loop->asleep, true);
+		if (atomic_load(&loop->wake_pending))
+			timeout = 0; /* a wake came while running: look, do not sleep */
+		n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout);
+		atomic_store_explicit(&loop->asleep, false, memory_order_relaxed);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -239,6 +250,8 @@ int loop_run(struct loop *loop)
 
 			w->cb(loop, w, events[i].events);
 		}
+		if (atomic_exchange(&loop->wake_pending, false) && loop->on_wake)
+			loop->on_wake(loop);
 		loop_run_timers(loop);
 		loop_run_deferred(loop);
 	}

@@ -45,6 +45,12 @@ struct loop {
 	uint32_t heap_cap;
 	struct loop_deferred *deferred;
 	struct loop_watch wake_watch;
+	/* loop_wake() sets wake_pending and writes the eventfd only while the loop thread is
+	 * (about to be) in epoll_wait (asleep): a loop that is running will see the flag before
+	 * it sleeps, which saves the waker the write and the loop the wake-up and the read.
+	 * Both are sequentially consistent so that one side always sees the other's store. */
+	_Atomic bool wake_pending;
+	_Atomic bool asleep;
 	void (*on_wake)(struct loop *loop);
 	void *owner;
 };
