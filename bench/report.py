@@ -819,9 +819,13 @@ def write(res, path):
         "sslmode=require; their upstream leg is plaintext like the others'. p50 / p99 are "
         "per-transaction latencies from `pgbench -l`; *added* is the target's minus "
         "direct's in the same round, median (min..max) over rounds. Relay CPU is "
-        "utime+stime of the relay process (all threads) from /proc/PID/stat, read before "
-        "and after each run; it includes session setup at the start of the run. Direct "
-        "has no relay, so no relay CPU." % s["scale"])
+        "utime+stime of the relay process (all threads) from /proc/PID/stat, sampled every "
+        "100 ms during each run; per transaction it counts the steady part, from the moment "
+        "every client had completed a transaction to the end, against the transactions "
+        "`pgbench -l` logged in it. The logins before it (and the server logins a relay "
+        "without a pool makes per client) are section 3's measure; results.json keeps the "
+        "whole run's figure too (`cpu_ms_per_1k_tx_with_logins`). Direct has no relay, so "
+        "no relay CPU." % s["scale"])
     out.append("")
     out.append(
         "Rounds are interleaved: in round r every cell is run for every target, targets in "
