@@ -150,11 +150,27 @@ static bool field_clear(const struct mask_copy *c)
 
 /* Encode transformer output for the format: text escapes as CopyAttributeOutText writes
  * them; CSV inside the quotes this field was opened with. */
+static bool needs_encoding(const struct mask_copy *c, uint8_t b)
+{
+	if (c->o.format == MASK_COPY_CSV)
+		return b == c->o.quote || b == c->o.escape;
+	return b < 0x20 || b == '\\' || b == c->o.delim;
+}
+
 static void put_encoded(struct mask_copy *c, const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t b = p[i];
+		size_t run = 0;
 
+		/* Bytes that stand for themselves go out as one run; the rest one by one below. */
+		while (i + run < n && !needs_encoding(c, p[i + run]))
+			run++;
+		if (run) {
+			put(c, p + i, run);
+			i += run - 1;
+			continue;
+		}
 		if (c->o.format == MASK_COPY_CSV) {
 			if (b == c->o.quote || (b == c->o.escape && c->o.escape != c->o.quote))
 				put1(c, c->o.escape);
@@ -379,6 +395,39 @@ static size_t proto_err(struct mask_copy *c, int *err)
 	return SIZE_MAX;
 }
 
+#define WHOLE_VALUE_MAX 120 /* escaped, its output fits the room every step has in pend */
+
+/*
+ * Text: a masked field that lies whole in in[0..n), short, without a backslash (so its raw
+ * bytes are its content) and not the NULL string, masked in one pass by mask_value_fast()
+ * (the transformer's output, byte for byte) and encoded; the field's end byte is taken
+ * too. Returns the bytes taken, or 0 to leave the field to the byte machine.
+ */
+static size_t text_whole_value(struct mask_copy *c, const uint8_t *in, size_t n)
+{
+	const struct mask_plan_col *col = cur_col(c);
+	uint8_t out[WHOLE_VALUE_MAX + 8];
+	size_t k = 0;
+	int64_t got;
+
+	while (k < n && k <= WHOLE_VALUE_MAX && in[k] != c->o.delim && in[k] != '\n') {
+		if (in[k] == '\\')
+			return 0;
+		k++;
+	}
+	if (k == n || k > WHOLE_VALUE_MAX || mask_action_is_null(&col->action) ||
+	    (k == c->o.null_len && memcmp(in, c->o.null_str, k) == 0))
+		return 0;
+	got = mask_value_fast(&col->action, c->env, in, k, out, WHOLE_VALUE_MAX);
+	if (got < 0)
+		return 0;
+	put_encoded(c, out, (size_t)got);
+	c->probing = false;
+	c->end_byte = in[k];
+	c->st = S_END;
+	return k + 1;
+}
+
 /*
  * One step of the text/CSV machine on in[0..n). Returns bytes taken (0 when it waits for
  * input or room, or only changed state), or SIZE_MAX with *err set.
@@ -405,6 +454,12 @@ static size_t tc_step(struct mask_copy *c, const uint8_t *in, size_t n, int *err
 			return 1;
 		}
 		c->probing = !field_clear(c);
+		if (c->probing && !csv) {
+			size_t k = text_whole_value(c, in, n);
+
+			if (k)
+				return k;
+		}
 		c->st = S_RAW;
 		return 0;
 	case S_RAW:
@@ -435,6 +490,21 @@ static size_t tc_step(struct mask_copy *c, const uint8_t *in, size_t n, int *err
 			else
 				c->esc = E_BS;
 			return 1;
+		}
+		if (!csv && !c->probing && c->esc == E_NONE) {
+			/* A masked value's plain bytes (no escape, no end) are its content as they
+			 * are: taken as one run, up to the content buffer's room. */
+			size_t k = 0, room = sizeof(c->cbuf) - c->cbuf_len;
+
+			while (k < n && k < room && in[k] != c->o.delim && in[k] != '\n' &&
+			       in[k] != '\\')
+				k++;
+			if (k) {
+				memcpy(c->cbuf + c->cbuf_len, in, k);
+				c->cbuf_len = (uint16_t)(c->cbuf_len + k);
+				maybe_flush(c, S_RAW);
+				return k;
+			}
 		}
 		if (csv) {
 			if (b == c->o.delim || b == '\n') {
@@ -666,6 +736,7 @@ static int bin_field(struct mask_copy *c)
 	put_be32(c, (uint32_t)olen);
 	c->out_left = olen;
 	mask_xf_begin(&c->xf, &col->action, c->env, len);
+	c->xf_fresh = len > 0;
 	c->st = len ? S_FXF : S_FFINISH;
 	return 0;
 }
@@ -784,6 +855,27 @@ static size_t bin_step(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t
 	case S_FXF: {
 		const uint8_t *src = c->from_buf ? c->buf + c->buf_pos : in;
 		size_t avail = c->from_buf ? c->left : n, cu, pr;
+
+		if (c->xf_fresh && !c->from_buf && n >= c->left && cap - *o >= (uint64_t)c->out_left) {
+			/* The whole value is here and its output fits: one pass, the same bytes. */
+			int64_t got = mask_value_fast(&cur_col(c)->action, c->env, in, c->left,
+						      out + *o, (size_t)c->out_left);
+
+			if (got >= 0) {
+				if (got != c->out_left) {
+					rc = -ENOTRECOVERABLE;
+					goto fail;
+				}
+				k = c->left;
+				*o += (size_t)got;
+				c->out_left = 0;
+				c->left = 0;
+				c->xf_fresh = false;
+				bin_next_field(c);
+				return k;
+			}
+		}
+		c->xf_fresh = false;
 
 		k = c->left < avail ? c->left : avail;
 		rc = mask_xf_feed(&c->xf, src, k, &cu, out + *o, cap - *o, &pr);
