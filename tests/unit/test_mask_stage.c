@@ -340,24 +340,30 @@ static enum stage_verdict fe(struct world *w, const struct mb *m)
 	return w->last.verdict;
 }
 
+/* Streamed messages arrive whole into a room of this size instead of in pieces (the
+ * paths a relay takes when a whole message is in its buffer). */
+static bool be_whole;
+#define BE_WHOLE_ROOM (1u << 17)
+
 /* A server message as the connection would handle it: streamed (in pieces of 7 bytes into
- * rooms of 5), judged whole, or passed. What reaches the client is added to w->seen. */
+ * rooms of 5, or whole, see be_whole), judged whole, or passed. What reaches the client is
+ * added to w->seen. */
 static enum stage_verdict be(struct world *w, const struct mb *m)
 {
 	struct proto_msg pm = as_msg(m);
 
 	if (stage_chain_streams(&w->ch, pm.type)) {
 		struct stage_stream st = {.type = pm.type, .body_len = pm.body_len};
-		uint8_t out[5];
+		static uint8_t out[BE_WHOLE_ROOM];
 		unsigned idle = 0;
 
 		for (;;) {
 			size_t left = pm.body_len - st.body_offset;
 
 			st.in = pm.body + st.body_offset;
-			st.in_len = left < 7 ? left : 7;
+			st.in_len = be_whole ? left : left < 7 ? left : 7;
 			st.out = out;
-			st.out_cap = sizeof(out);
+			st.out_cap = be_whole ? sizeof(out) : 5;
 			st.done = false;
 			stage_run_stream(&w->ch, &st, 0, &w->last);
 			if (w->last.verdict != STAGE_FORWARD)
@@ -1257,6 +1263,10 @@ static void replay(struct world *w, const char *name)
 	free(raw);
 }
 
+/* What the client saw in the last run of test_real_server_captures. */
+static uint8_t *captured_seen;
+static size_t captured_seen_n;
+
 static void test_real_server_captures(void **state)
 {
 	static const char *const secrets[] = {
@@ -1363,6 +1373,11 @@ static void test_real_server_captures(void **state)
 	assert_true(seen_has(&w, "1985-01-01"));
 	assert_true(seen_has(&w, "Alice"));
 	assert_seen_frames(&w);
+	free(captured_seen);
+	captured_seen = malloc(w.seen_n);
+	assert_non_null(captured_seen);
+	memcpy(captured_seen, w.seen, w.seen_n);
+	captured_seen_n = w.seen_n;
 	world_end(&w);
 
 	cfg.source = (struct mask_source){.profile = src_profile, .analyse = src_analyse,
@@ -1370,6 +1385,27 @@ static void test_real_server_captures(void **state)
 	assert_int_equal(mask_stage_configure(&cfg), 0);
 	mask_policy_put(mp);
 	build_catalog();
+}
+
+/* Whole messages with room to spare take other paths than pieces (rows and CopyData
+ * rewritten in place, in one pass): the client must see the same bytes either way. */
+static void test_captures_whole_or_in_pieces_alike(void **state)
+{
+	uint8_t *pieces;
+	size_t n;
+
+	test_real_server_captures(state);
+	pieces = captured_seen;
+	n = captured_seen_n;
+	captured_seen = NULL;
+	be_whole = true;
+	test_real_server_captures(state);
+	be_whole = false;
+	assert_int_equal(captured_seen_n, n);
+	assert_memory_equal(captured_seen, pieces, n);
+	free(pieces);
+	free(captured_seen);
+	captured_seen = NULL;
 }
 
 int main(void)
@@ -1392,6 +1428,7 @@ int main(void)
 		cmocka_unit_test(test_ddl_and_code_hooks_distrust_names),
 		cmocka_unit_test(test_execute_arguments_count),
 		cmocka_unit_test(test_real_server_captures),
+		cmocka_unit_test(test_captures_whole_or_in_pieces_alike),
 		cmocka_unit_test(test_refused_query_keeps_the_queue_in_order),
 	};
 
