@@ -1229,7 +1229,9 @@ static bool copy_in_place(struct mask_sess *s, struct stage_stream *st, struct s
 		return false;
 	cap = st->out_cap - 5 < s->la_cap ? st->out_cap - 5 : s->la_cap;
 	rc = mask_copy_feed(s->copy, st->in, st->in_len, &used, st->out + 5, cap, &made);
-	if (rc == 0 && used == st->in_len && !mask_copy_pending(s->copy) && made < s->la_cap) {
+	/* Done only with room to spare: a rewriter that filled the room may still owe output
+	 * for input it has taken (a transformer holds some), which belongs in this message. */
+	if (rc == 0 && used == st->in_len && !mask_copy_pending(s->copy) && made < cap) {
 		st->out[0] = PqMsg_CopyData;
 		proto_write_u32(st->out + 1, (uint32_t)made + 4);
 		st->consumed = used;
