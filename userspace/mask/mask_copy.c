@@ -150,11 +150,18 @@ static bool field_clear(const struct mask_copy *c)
 
 /* Encode transformer output for the format: text escapes as CopyAttributeOutText writes
  * them; CSV inside the quotes this field was opened with. */
+/* Text: a byte CopyAttributeOutText would escape (or one of the control bytes it writes as
+ * they are, which the encoder below takes one by one). */
+static inline bool text_special(uint8_t b, uint8_t delim)
+{
+	return (b < 0x20) | (b == '\\') | (b == delim);
+}
+
 static bool needs_encoding(const struct mask_copy *c, uint8_t b)
 {
 	if (c->o.format == MASK_COPY_CSV)
 		return b == c->o.quote || b == c->o.escape;
-	return b < 0x20 || b == '\\' || b == c->o.delim;
+	return text_special(b, c->o.delim);
 }
 
 static void put_encoded(struct mask_copy *c, const uint8_t *p, size_t n)
@@ -943,6 +950,16 @@ fail:
  * and the machines take the row, reporting whatever is wrong with it.
  */
 
+/* Text: do these bytes stand for themselves (put_encoded() would write them as they are)? */
+static bool text_plain(const uint8_t *p, size_t n, uint8_t delim)
+{
+	bool special = false;
+
+	for (size_t i = 0; i < n; i++)
+		special |= text_special(p[i], delim);
+	return !special;
+}
+
 /* Text: fields split at the delimiter, the row ends at the newline; without a backslash in
  * the row, every raw byte is its content. */
 static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
@@ -955,13 +972,19 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 	if (!nl)
 		return 0;
 	len = (size_t)(nl - in);
-	if (memchr(in, '\\', len))
-		return 0;
 	for (;;) {
-		const uint8_t *d = memchr(in + start, c->o.delim, len - start);
-		size_t end = d ? (size_t)(d - in) : len, flen = end - start;
+		size_t end = start, flen;
 		const struct mask_plan_col *col;
 		const uint8_t *src = in + start;
+		bool last;
+
+		while (end < len && in[end] != c->o.delim) {
+			if (in[end] == '\\')
+				return 0;
+			end++;
+		}
+		flen = end - start;
+		last = end == len;
 
 		if (f >= c->plan->ncols)
 			return 0;
@@ -974,11 +997,8 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 		} else if (col->kind != MASK_COL_CLEAR) {
 			int64_t got = mask_value_fast(&col->action, c->env, src, flen, out + o, cap - o);
 
-			if (got < 0)
+			if (got < 0 || !text_plain(out + o, (size_t)got, c->o.delim))
 				return 0;
-			for (int64_t k = 0; k < got; k++)
-				if (needs_encoding(c, out[o + (size_t)k]))
-					return 0;
 			o += (size_t)got;
 			src = NULL;
 		}
@@ -990,8 +1010,8 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 		}
 		if (cap - o < 1)
 			return 0;
-		out[o++] = d ? c->o.delim : '\n';
-		if (!d)
+		out[o++] = last ? '\n' : c->o.delim;
+		if (last)
 			break;
 		start = end + 1;
 	}
