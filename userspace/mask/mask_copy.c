@@ -950,12 +950,43 @@ fail:
  * and the machines take the row, reporting whatever is wrong with it.
  */
 
+/* Eight bytes at a time (the bit tricks are exact for "is there any"; which byte, the
+ * byte loops after them find). */
+#define BYTES_01 UINT64_C(0x0101010101010101)
+#define BYTES_80 UINT64_C(0x8080808080808080)
+
+static inline uint64_t word_at(const uint8_t *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, sizeof(w));
+	return w;
+}
+
+/* Nonzero when a byte of w is below n (n at most 128). */
+static inline uint64_t word_has_below(uint64_t w, uint8_t n)
+{
+	return (w - BYTES_01 * n) & ~w & BYTES_80;
+}
+
+/* Nonzero when a byte of w is b. */
+static inline uint64_t word_has(uint64_t w, uint8_t b)
+{
+	return word_has_below(w ^ (BYTES_01 * b), 1);
+}
+
 /* Text: do these bytes stand for themselves (put_encoded() would write them as they are)? */
 static bool text_plain(const uint8_t *p, size_t n, uint8_t delim)
 {
-	bool special = false;
+	uint64_t special = 0;
+	size_t i = 0;
 
-	for (size_t i = 0; i < n; i++)
+	for (; n - i >= 8; i += 8) {
+		uint64_t w = word_at(p + i);
+
+		special |= word_has_below(w, 0x20) | word_has(w, '\\') | word_has(w, delim);
+	}
+	for (; i < n; i++)
 		special |= text_special(p[i], delim);
 	return !special;
 }
@@ -978,6 +1009,13 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 		const uint8_t *src = in + start;
 		bool last;
 
+		while (len - end >= 8) {
+			uint64_t w = word_at(in + end);
+
+			if (word_has(w, c->o.delim) | word_has(w, '\\'))
+				break;
+			end += 8;
+		}
 		while (end < len && in[end] != c->o.delim) {
 			if (in[end] == '\\')
 				return 0;
@@ -1126,6 +1164,8 @@ int mask_copy_feed(struct mask_copy *c, const uint8_t *in, size_t n, size_t *con
 			if (used) {
 				i += used;
 				o += made;
+				if (i == n)
+					break; /* at a row's start, nothing owed: nothing more to do */
 				continue;
 			}
 		}
