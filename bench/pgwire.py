@@ -4,9 +4,13 @@ Why not psql or psycopg: the streaming section reports relay CPU per byte the *c
 received on the wire*, and libpq does not expose that count. This client speaks protocol
 3.0 over a plain TCP socket, logs in with SCRAM-SHA-256 (the only method the benchmark
 cluster accepts), sends one simple Query, and counts every byte recv() returns until
-ReadyForQuery, while skipping row contents without decoding them.
+ReadyForQuery, while skipping row contents without decoding them. For binary results it
+sends the same statement through the extended protocol instead (Parse, Bind asking for
+binary result columns, Describe, Execute, Sync), since a simple Query's results are text.
 
-It is a measuring instrument, not a driver: no TLS, no extended protocol, no type handling.
+It is a measuring instrument, not a driver: no TLS, no parameters, no type handling. It
+can keep a few row bodies (DataRow or CopyData) aside, so the benchmark can check what a
+relay delivered, not only how much.
 """
 
 import base64
@@ -34,6 +38,32 @@ def _error_text(body):
         if part:
             fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
     return "%s %s: %s" % (fields.get("S", "?"), fields.get("C", "?"), fields.get("M", "?"))
+
+
+class Sample:
+    """Row bodies (DataRow or CopyData) kept from one transfer: the first `first` of them in
+    order, and from the rest, evenly spaced ones (the last of each receive buffer, thinned
+    by half whenever more than 2 x `later` are kept), so the sample spans the whole result."""
+
+    def __init__(self, first=200, later=200):
+        self.first_limit, self.later_limit = first, later
+        self.first, self.later = [], []
+        self._count, self._stride = 0, 1
+
+    def wants_first(self):
+        return len(self.first) < self.first_limit
+
+    def add(self, body, first):
+        if first:
+            self.first.append(body)
+            return
+        self._count += 1
+        if self._count % self._stride:
+            return
+        self.later.append(body)
+        if len(self.later) > 2 * self.later_limit:
+            self.later = self.later[1::2]
+            self._stride *= 2
 
 
 class Conn:
@@ -110,29 +140,51 @@ class Conn:
 
     # -- query ----------------------------------------------------------------------------
 
-    def stream(self, sql):
-        """Run one simple Query and discard its results; returns the bytes received for it.
+    def stream(self, sql, binary=False, sample=None):
+        """Run one statement and discard its results; returns the bytes received for it.
+
+        binary=False: a simple Query (results in text). binary=True: the extended protocol
+        with every result column in binary format (Bind's result format code 1); the portal
+        is described before it is executed, as drivers do. A COPY's format is its own
+        option, so COPY statements go as a simple Query either way.
 
         Rows are skipped by length without being copied out, so the client stays cheap enough
-        that the relay, not this loop, is what the measurement sees.
+        that the relay, not this loop, is what the measurement sees. sample, a Sample or
+        None, is handed the bodies it asks for (the first rows, and the last one of each
+        read), a few per receive buffer at most.
         """
         start = self.bytes_received
-        self.sock.sendall(_msg(b"Q", sql.encode() + b"\0"))
+        body = sql.encode() + b"\0"
+        if binary:
+            self.sock.sendall(_msg(b"P", b"\0" + body + b"\0\0")  # unnamed, no param types
+                              + _msg(b"B", b"\0\0" + struct.pack("!hhhh", 0, 0, 1, 1))
+                              + _msg(b"D", b"P\0") + _msg(b"E", b"\0" + struct.pack("!i", 0))
+                              + _msg(b"S", b""))
+        else:
+            self.sock.sendall(_msg(b"Q", body))
         error = None
         unpack = _HDR.unpack_from
         while True:
             pending = self._pending
             pos, end = 0, len(pending)
             done = False
+            last_row = None
             while end - pos >= 5:
                 t, length = unpack(pending, pos)
                 if end - pos < 1 + length:
                     break
-                if t == b"E":
+                if t == b"D" or t == b"d":
+                    last_row = pos
+                    if sample is not None and sample.wants_first():
+                        sample.add(bytes(pending[pos + 5:pos + 1 + length]), first=True)
+                elif t == b"E":
                     error = _error_text(bytes(pending[pos + 5:pos + 1 + length]))
                 elif t == b"Z":
                     done = True
                 pos += 1 + length
+            if sample is not None and last_row is not None:
+                length = unpack(pending, last_row)[1]
+                sample.add(bytes(pending[last_row + 5:last_row + 1 + length]), first=False)
             del pending[:pos]
             if done:
                 break

@@ -11,13 +11,17 @@ import random
 import statistics
 
 AUDIT_MODES = ("none", "write", "batch", "always")
-RELAYS = ["pgwarden", "pgwarden-w2", "pgwarden-policy"] + ["pgwarden-audit-%s" % m for m in AUDIT_MODES] + [
-    "pgwarden-tls", "baseline", "steered", "pgbouncer", "pgbouncer-tls", "haproxy"]
+RELAYS = ["pgwarden", "pgwarden-w2", "pgwarden-policy"] + [
+    "pgwarden-audit-%s" % m for m in AUDIT_MODES] + [
+    "pgwarden-tls", "pgwarden-mask", "baseline", "steered", "pgbouncer", "pgbouncer-tls",
+    "haproxy"]
 # BENCH_MODES values in the order the tables list them: the select-only script's three
 # protocols, then the tpcb-like script's.
 MODE_ORDER = ["simple", "extended", "prepared", "tpcb-simple", "tpcb-extended",
               "tpcb-prepared"]
 ORDER = ["direct"] + RELAYS
+# The stream section's transfers, as bench/run.py runs them: (statement, result format).
+STREAM_KINDS = [("copy", "text"), ("copy", "binary"), ("select", "text"), ("select", "binary")]
 
 
 def med(xs):
@@ -145,20 +149,19 @@ def goals(res):
 
     # 4. Streaming CPU per byte at most HAProxy's, RSS within 16 MiB of idle.
     parts, ok, measured = [], True, False
-    for kind in ("copy", "select"):
-        pw = med([r.get("cpu_ns_per_byte") for r in by(stream, target="pgwarden", kind=kind)])
-        hp = med([r.get("cpu_ns_per_byte") for r in by(stream, target="haproxy", kind=kind)])
+    for kind, fmt in STREAM_KINDS:
+        pw_rows = by(stream, target="pgwarden", kind=kind, format=fmt)
+        hp_rows = by(stream, target="haproxy", kind=kind, format=fmt)
+        pw = med([r.get("cpu_ns_per_byte") for r in pw_rows])
+        hp = med([r.get("cpu_ns_per_byte") for r in hp_rows])
         if pw is None or hp is None:
             continue
         measured = True
         if pw > hp:
             ok = False
         parts.append("%s %s vs HAProxy %s ns/B" % (
-            kind.upper(),
-            span([r.get("cpu_ns_per_byte") for r in by(stream, target="pgwarden", kind=kind)],
-                 "%.2f"),
-            span([r.get("cpu_ns_per_byte") for r in by(stream, target="haproxy", kind=kind)],
-                 "%.2f")))
+            stream_label(kind, fmt), span([r.get("cpu_ns_per_byte") for r in pw_rows], "%.2f"),
+            span([r.get("cpu_ns_per_byte") for r in hp_rows], "%.2f")))
     pw_runs = by(stream, target="pgwarden")
     if pw_runs:
         base = min(r["rss_idle_kib"] for r in pw_runs)
@@ -168,6 +171,45 @@ def goals(res):
         parts.append("RSS peak %.1f MiB above idle" % (growth / 1024.0))
     rows.append(("pgwarden streaming CPU per byte ≤ HAProxy's, RSS within 16 MiB of idle",
                  "; ".join(parts) or "–", verdict(ok if measured else None)))
+    return rows
+
+
+MASK_CPU_LIMIT = 1.5
+MASK_RSS_LIMIT_KIB = 16 * 1024
+
+
+def mask_goals(res):
+    """Issue #13's target: per transfer, pgwarden-mask's relay CPU per byte against
+    pgwarden's (no policy) on the same stream, a ratio per round, the median judged against
+    1.5x; and its RSS flat (peak within 16 MiB of idle, as for the unmasked relay)."""
+    stream, rows = res["stream"], []
+    for kind, fmt in STREAM_KINDS:
+        rs = pair_ratios(stream, "pgwarden-mask", "pgwarden", "cpu_ns_per_byte", kind=kind,
+                         format=fmt)
+        if not rs:
+            continue
+        m = med(rs)
+        masked = by(stream, target="pgwarden-mask", kind=kind, format=fmt)
+        clear = by(stream, target="pgwarden", kind=kind, format=fmt)
+        detail = ("%.2f× (rounds %s): masked %s ns/B, %s MiB/s; unmasked %s ns/B, %s MiB/s; "
+                  "%d rows checked masked" % (
+                      m, ", ".join("%.2f" % x for x in rs),
+                      span([r["cpu_ns_per_byte"] for r in masked], "%.2f"),
+                      span([r["mib_per_s"] for r in masked], "%.0f"),
+                      span([r["cpu_ns_per_byte"] for r in clear], "%.2f"),
+                      span([r["mib_per_s"] for r in clear], "%.0f"),
+                      sum(r.get("rows_checked", 0) for r in masked)))
+        v = verdict(m <= MASK_CPU_LIMIT)
+        if m > MASK_CPU_LIMIT and any(x <= MASK_CPU_LIMIT for x in rs):
+            v = "**not resolved** (rounds on both sides)"
+        rows.append(("%s, one masked column: relay CPU/byte ≤ %.1f× unmasked" % (
+            stream_label(kind, fmt), MASK_CPU_LIMIT), detail, v))
+    masked = by(stream, target="pgwarden-mask")
+    if masked:
+        growth = max(r["rss_peak_kib"] for r in masked) - min(r["rss_idle_kib"] for r in masked)
+        rows.append(("Masking: RSS flat (peak within %d MiB of idle over every transfer)"
+                     % (MASK_RSS_LIMIT_KIB // 1024), "peak %.1f MiB above idle" % (
+                         growth / 1024.0), verdict(growth <= MASK_RSS_LIMIT_KIB)))
     return rows
 
 
@@ -622,13 +664,17 @@ def probe_table(res, out):
     out.append(line)
 
 
+def stream_label(kind, fmt):
+    return "%s, %s" % ("COPY TO STDOUT" if kind == "copy" else "SELECT", fmt)
+
+
 def stream_table(stream, out):
     out.append("| transfer | target | MiB received | MiB/s median (min..max) "
                "| relay CPU ns / byte | RSS idle MiB | RSS peak MiB | peak − idle MiB |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|")
-    for kind in ("copy", "select"):
+    for kind, fmt in STREAM_KINDS:
         for t in ORDER:
-            rows = by(stream, target=t, kind=kind)
+            rows = by(stream, target=t, kind=kind, format=fmt)
             if not rows:
                 continue
             mib = "%.1f" % (med([r["bytes"] for r in rows]) / 1048576.0)
@@ -641,7 +687,7 @@ def stream_table(stream, out):
                          "%.1f" % (idle / 1024.0), "%.1f" % (peak / 1024.0),
                          "%.1f" % ((peak - idle) / 1024.0)]
             out.append("| %s | %s | %s | %s | %s |" % (
-                "COPY TO STDOUT" if kind == "copy" else "SELECT", t, mib,
+                stream_label(kind, fmt), t, mib,
                 span([r["mib_per_s"] for r in rows], "%.0f"), " | ".join(relay)))
 
 
@@ -687,6 +733,8 @@ def goal_table(out, title, rows):
 
 def write(res, path):
     env, s = res.get("env", {}), res["settings"]
+    for r in res["stream"]:
+        r.setdefault("format", "text")  # results of runs before binary transfers existed
     out = []
     out.append("# pgwarden benchmarks")
     out.append("")
@@ -759,6 +807,18 @@ def write(res, path):
         goal_table(out, "Goals (issue #15) against this run", issue15_goals(res))
         out.append("Ratios are per round (both targets measured minutes apart in the same "
                    "round), the median over rounds judged; every round's ratio is shown.")
+        out.append("")
+
+    mg = mask_goals(res)
+    if mg:
+        goal_table(out, "Goals (issue #13, masking) against this run", mg)
+        out.append("**pgwarden-mask** masks `%s` with `partial-last-4` for the bench role; "
+                   "**pgwarden** relays the same transfer with no policy. Ratios are per "
+                   "round (both measured minutes apart in the same round), the median over "
+                   "rounds judged; every round's ratio is shown. Every transfer's sampled "
+                   "rows were checked (ids intact; payloads the md5 of the id, or through "
+                   "pgwarden-mask its last four characters after 28 `X`), so no number here "
+                   "measures a relay that did not mask." % "bench_stream.payload")
         out.append("")
 
     bl = baseline_goals(res)
@@ -847,10 +907,14 @@ def write(res, path):
     out.append("## 2. Streaming")
     out.append("")
     out.append(
-        "One session per transfer runs `COPY (SELECT g, md5(g::text) FROM generate_series(1, "
-        "%d) g) TO STDOUT`, or the same SELECT, through the target. The client "
-        "(bench/pgwire.py) counts every byte it receives after sending the query up to "
-        "ReadyForQuery; CPU per byte is the relay's CPU during the transfer divided by that "
+        "The bench creates `bench_stream (id int, payload text)` holding %d rows "
+        "`(g, md5(g::text))` (52-byte DataRows). One session per transfer runs "
+        "`COPY bench_stream (id, payload) TO STDOUT`, in text or `(FORMAT binary)`, or "
+        "`SELECT id, payload FROM bench_stream`, in text (a simple Query) or binary (the "
+        "extended protocol, Bind asking for binary result columns), through the target. The "
+        "client (bench/pgwire.py) counts every byte it receives after sending the statement "
+        "up to ReadyForQuery, and keeps a sample of the rows (the first 200 and a few hundred "
+        "spread over the rest), which the bench checks against the table's contents; CPU per byte is the relay's CPU during the transfer divided by that "
         "count. RSS is sampled from /proc/PID/status every 100 ms during the transfer; idle is "
         "the lowest RSS before any transfer, peak the highest seen during any. The kernel "
         "counts CPU in ticks of %s ms and a transfer costs a relay only a few dozen ticks, so "

@@ -29,6 +29,7 @@ See bench/README.md.
 import argparse
 import datetime
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -39,6 +40,7 @@ import shlex
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -57,14 +59,17 @@ TLSPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tlsprobe.py
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
 ALL_TARGETS = ["direct", "pgwarden", "pgwarden-w2", "pgwarden-policy"] + AUDIT_TARGETS + [
-    "pgwarden-tls", "baseline", "pgbouncer", "pgbouncer-tls", "haproxy"]
+    "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-tls", "haproxy"]
 # What a run measures when BENCH_TARGETS does not say: one audit mode, the default `batch`;
 # the others (none, write, always) are there to be named.
 DEFAULT_TARGETS = [t for t in ALL_TARGETS if t not in AUDIT_TARGETS or
                    t == "pgwarden-audit-batch"]
 # The targets whose clients speak plaintext with no policy: the stream section (a COPY the
-# bench policy does not allow, through pgwire.py, which has no TLS) measures only these.
+# bench policy does not allow, through pgwire.py, which has no TLS) measures these, and
+# pgwarden-mask, whose policy is made for it. pgwarden-mask runs in no other section.
 PLAIN_TARGETS = ["direct", "pgwarden", "baseline", "pgbouncer", "haproxy"]
+STREAM_TARGETS = PLAIN_TARGETS + ["pgwarden-mask"]
+
 LATENCY_PERCENTILES = (50, 99)
 ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
 
@@ -323,6 +328,13 @@ class Bench:
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise T.TargetError("pgbench -i failed: " + r.stderr)
+        if "stream" in s.sections:
+            # Before any target starts: pgwarden-mask's first catalog read must find it.
+            log("creating %s (%d rows)" % (T.STREAM_TABLE, s.stream_rows))
+            self.cluster.psql("CREATE TABLE %s (id int NOT NULL, %s text NOT NULL)"
+                              % (T.STREAM_TABLE, T.STREAM_MASKED_COLUMN))
+            self.cluster.psql("INSERT INTO %s SELECT g, md5(g::text) FROM "
+                              "generate_series(1, %d) AS g" % (T.STREAM_TABLE, s.stream_rows))
         self.cluster.psql("VACUUM ANALYZE")
 
         makers = {
@@ -339,6 +351,8 @@ class Bench:
                                                               s.pgwarden_args),
             "pgwarden-tls": lambda: T.PgwardenTlsTarget(self.cluster, self.rundir, s.daemon,
                                                         s.pgwarden_args),
+            "pgwarden-mask": lambda: T.PgwardenMaskTarget(self.cluster, self.rundir, s.daemon,
+                                                          s.ctl, s.pgwarden_args),
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
             "pgbouncer-tls": lambda: T.PgbouncerTlsTarget(self.cluster, self.rundir),
             "haproxy": lambda: T.HaproxyTarget(self.cluster, self.rundir),
@@ -560,7 +574,7 @@ class Bench:
         cells = [(m, c) for m in s.modes for c in s.clients]
         # steered only when asked for by name: by default it is a connect-section target.
         names = [n for n in ALL_TARGETS + ["steered"] if n in self.targets and
-                 (n != "steered" or n in s.targets)]
+                 (n != "steered" or n in s.targets) and n != "pgwarden-mask"]
         # Warm up once: fills PostgreSQL's buffers and PgBouncer's server pool, so round 1
         # is not charged for what later rounds get for free. Long enough for the largest
         # client count to finish its SCRAM logins on a busy machine.
@@ -714,13 +728,19 @@ class Bench:
 
     # -- streaming ----------------------------------------------------------------------
 
-    def stream_sql(self, kind):
-        rows = ("SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, %d) AS g"
-                % self.s.stream_rows)
-        return "COPY (%s) TO STDOUT" % rows if kind == "copy" else rows
+    def stream_sql(self, kind, fmt):
+        """The same rows for every target: the whole streaming table, by SELECT (binary
+        through the extended protocol, see pgwire.py) or by COPY in the format asked for.
+        Named columns of a table, so a masking relay sees where each comes from."""
+        if kind == "copy":
+            return "COPY %s (id, %s) TO STDOUT%s" % (
+                T.STREAM_TABLE, T.STREAM_MASKED_COLUMN,
+                " (FORMAT binary)" if fmt == "binary" else "")
+        return "SELECT id, %s FROM %s" % (T.STREAM_MASKED_COLUMN, T.STREAM_TABLE)
 
-    def stream_once(self, target, kind):
-        scenario = "%d-row %s through one session" % (self.s.stream_rows, kind.upper())
+    def stream_once(self, target, kind, fmt):
+        scenario = "%d-row %s (%s) through one session" % (self.s.stream_rows, kind.upper(),
+                                                           fmt)
         relay = target.is_relay
         idle = rss_kib(target.pid) if relay else None
         try:
@@ -732,12 +752,14 @@ class Bench:
                                        + scenario, "error": str(e)})
             return None
         sampler = RssSampler(target.pid) if relay else None
+        sample = pgwire.Sample()
         try:
             if sampler:
                 sampler.start()
             cpu0 = cpu_seconds(target.pid) if relay else None
             t0 = time.monotonic()
-            nbytes = conn.stream(self.stream_sql(kind))
+            nbytes = conn.stream(self.stream_sql(kind, fmt),
+                                 binary=(kind == "select" and fmt == "binary"), sample=sample)
             wall = time.monotonic() - t0
             cpu1 = cpu_seconds(target.pid) if relay else None
         except (OSError, pgwire.PgError) as e:
@@ -753,8 +775,19 @@ class Bench:
         if sampler:
             sampler.stop()
         conn.close()
+        masked = target.name == "pgwarden-mask"
+        try:
+            checked = check_stream_sample(sample, kind, fmt, masked)
+        except ValueError as e:
+            # A transfer whose rows are not what they must be measured something else: a
+            # masking relay that passed a value in clear, or any relay that changed one.
+            self.incidents.append({"target": target.name, "scenario": "%s: rows received "
+                                   "are wrong, result discarded: %s" % (scenario, e)})
+            log("INCIDENT %s" % self.incidents[-1]["scenario"])
+            return None
         res = {"bytes": nbytes, "wall_s": round(wall, 3),
-               "mib_per_s": nbytes / wall / 1048576.0}
+               "mib_per_s": nbytes / wall / 1048576.0, "rows_checked": checked,
+               "masked": masked}
         if relay:
             res.update(relay_cpu_s=round(cpu1 - cpu0, 3),
                        cpu_ns_per_byte=(cpu1 - cpu0) * 1e9 / nbytes,
@@ -763,35 +796,37 @@ class Bench:
         return res
 
     def section_stream(self):
-        names = [n for n in PLAIN_TARGETS if n in self.targets]
+        names = [n for n in STREAM_TARGETS if n in self.targets]
         for rnd in range(self.s.rounds):
             self.note_load("stream", rnd)
-            for kind in ("copy", "select"):
-                for name in self.rotated(names, rnd):
-                    res = self.stream_once(self.targets[name], kind)
+            for k, (kind, fmt) in enumerate(report.STREAM_KINDS):
+                for name in self.rotated(names, rnd + k):
+                    res = self.stream_once(self.targets[name], kind, fmt)
                     if res is None:
                         continue
-                    res.update(round=rnd, target=name, kind=kind)
+                    res.update(round=rnd, target=name, kind=kind, format=fmt)
                     self.results["stream"].append(res)
                     self.check_stream_bytes(res)
-                    log("stream r%d %-6s %-9s %6.1f MiB in %5.2fs%s" % (
-                        rnd + 1, kind, name, res["bytes"] / 1048576.0, res["wall_s"],
+                    log("stream r%d %-6s %-6s %-13s %6.1f MiB in %5.2fs, %d rows checked%s" % (
+                        rnd + 1, kind, fmt, name, res["bytes"] / 1048576.0, res["wall_s"],
+                        res["rows_checked"],
                         "  %.2f ns/B, RSS %d -> peak %d KiB" % (
                             res["cpu_ns_per_byte"], res["rss_idle_kib"],
                             res["rss_peak_kib"]) if "cpu_ns_per_byte" in res else ""))
                 self.save()
 
     def check_stream_bytes(self, res):
-        """A relay forwards results byte for byte, so after the query is sent its client must
-        receive exactly what direct's did. A difference is a relay bug worth a line."""
+        """A relay forwards results byte for byte (and partial-last-N keeps every value's
+        length), so after the query is sent its client must receive exactly what direct's
+        did. A difference is a relay bug worth a line."""
         direct = [r for r in self.results["stream"] if r["target"] == "direct"
-                  and r["kind"] == res["kind"]]
+                  and r["kind"] == res["kind"] and r["format"] == res["format"]]
         if res["target"] == "direct" or not direct or direct[0]["bytes"] == res["bytes"]:
             return
-        self.incidents.append({"target": res["target"], "scenario": "%d-row %s: the client "
-                               "received %d bytes, direct's client %d" % (
-                                   self.s.stream_rows, res["kind"].upper(), res["bytes"],
-                                   direct[0]["bytes"])})
+        self.incidents.append({"target": res["target"], "scenario": "%d-row %s (%s): the "
+                               "client received %d bytes, direct's client %d" % (
+                                   self.s.stream_rows, res["kind"].upper(), res["format"],
+                                   res["bytes"], direct[0]["bytes"])})
         log("INCIDENT %s" % self.incidents[-1]["scenario"])
 
     def note_load(self, section, rnd):
@@ -874,6 +909,70 @@ class Bench:
 
 # ------------------------------------------------------------------------------------------
 # small helpers
+
+
+COPY_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def stream_row_fields(body, kind, fmt):
+    """(id, payload) of one sampled row body: a DataRow's two fields, or one COPY row (a
+    text line; a binary tuple, after the file header in the first message). None for a body
+    that holds no row (the binary trailer); ValueError for anything malformed."""
+    if kind == "copy" and fmt == "text":
+        line = body[:-1] if body.endswith(b"\n") else None
+        if line is None or line.count(b"\t") != 1:
+            raise ValueError("COPY text row %r" % body[:80])
+        return tuple(line.split(b"\t"))
+    try:
+        return binary_row_fields(body, kind)
+    except struct.error as e:
+        raise ValueError("%s row %r: %s" % (kind, body[:80], e))
+
+
+def binary_row_fields(body, kind):
+    pos = 0
+    if kind == "copy":
+        if body.startswith(COPY_BINARY_SIGNATURE):
+            ext = struct.unpack_from("!I", body, 15)[0]
+            pos = 19 + ext
+        if body[pos:] in (b"", b"\xff\xff"):
+            return None  # the header alone, or the trailer
+    count = struct.unpack_from("!h", body, pos)[0]
+    if count != 2:
+        raise ValueError("%d fields in a row, want 2" % count)
+    pos += 2
+    fields = []
+    for _ in range(2):
+        n = struct.unpack_from("!i", body, pos)[0]
+        if n < 0 or pos + 4 + n > len(body):
+            raise ValueError("field length %d in a %d-byte row" % (n, len(body)))
+        fields.append(bytes(body[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    if pos != len(body):
+        raise ValueError("%d bytes after the row's fields" % (len(body) - pos))
+    return tuple(fields)
+
+
+def check_stream_sample(sample, kind, fmt, masked):
+    """Check the sampled rows of the streaming table (id, md5(id::text)): the id intact, the
+    payload the md5 of the id, or, through the masking target, that md5 with all but its
+    last four characters X (partial-last-4). Returns how many rows were checked; raises
+    ValueError on the first wrong row, or when too few rows were sampled to mean anything."""
+    checked = 0
+    for body in sample.first + sample.later:
+        fields = stream_row_fields(body, kind, fmt)
+        if fields is None:
+            continue
+        raw_id, payload = fields
+        row_id = struct.unpack("!i", raw_id)[0] if fmt == "binary" else int(raw_id)
+        clear = hashlib.md5(str(row_id).encode()).hexdigest().encode()
+        want = b"X" * 28 + clear[-4:] if masked else clear
+        if payload != want:
+            raise ValueError("row id %d: payload %r, want %r" % (row_id, payload[:64], want))
+        checked += 1
+    if checked < 100:
+        raise ValueError("only %d rows sampled" % checked)
+    return checked
 
 
 def re_float(pattern, text):

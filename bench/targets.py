@@ -1,7 +1,7 @@
 """targets: the throwaway PostgreSQL cluster and every relay the benchmark puts in front of it.
 
-A target is something a client can dial: `direct` (PostgreSQL itself), `pgwarden`,
-`pgbouncer`, `haproxy`, and `steered` (pgwardend reached through the BPF steering hooks,
+A target is something a client can dial: `direct` (PostgreSQL itself), `pgwarden` (and its
+variants with a policy, an audit trail, TLS or a masked column), `pgbouncer`, `haproxy`, and `steered` (pgwardend reached through the BPF steering hooks,
 see SteeredTarget). Each relay is one process
 whose pid the driver samples for CPU time and RSS, so every relay is started in the
 foreground (no daemonising, no wrapper like runuser in between) and the pid we hold is the
@@ -481,6 +481,56 @@ class PgwardenPolicyTarget(PgwardenTarget):
         os.makedirs(trail, exist_ok=True)
         return args + ["--audit-path", os.path.join(trail, "audit.jsonl"),
                        "--audit-signing-key", key, "--audit-fsync", self.audit_fsync]
+
+
+# The streaming table (created by the driver before any target starts, so the masked
+# target's first catalog read finds it): narrow rows, an int and the md5 of its text, the
+# shape whose per-row costs weigh most per byte.
+STREAM_TABLE = "public.bench_stream"
+STREAM_MASKED_COLUMN = "payload"
+STREAM_MASK_STRATEGY = "partial-last-4"
+
+# The masked target's policy: one rule for the bench role that admits what the stream
+# section runs (SELECT through both protocols, COPY TO STDOUT) and masks the payload
+# column. No relation lists or function denials: this target measures masking, and
+# pgwarden-policy measures the policy stage.
+MASK_POLICY = """version: 1
+rules:
+  - name: bench-masked
+    match: { user: %(user)s, database: %(db)s }
+    allow: [read, copy_out, transaction, session]
+    audit: none
+    mask:
+      %(table)s.%(column)s: %(strategy)s
+"""
+
+
+class PgwardenMaskTarget(PgwardenTarget):
+    """pgwardend masking one column of the streaming table (issue #13): MASK_POLICY, and its
+    own catalog connection to the bench database as the bench role (the password in a
+    userlist file of mode 0600), which resolves the rule to (table OID, column)."""
+
+    def __init__(self, cluster, workdir, daemon, ctl, extra_args=()):
+        super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-mask")
+        self.ctl = ctl
+
+    def argv(self):
+        policy = os.path.join(self.workdir, "%s-policy.yaml" % self.name)
+        with open(policy, "w") as f:
+            f.write(MASK_POLICY % {"user": USER, "db": DATABASE, "table": STREAM_TABLE,
+                                   "column": STREAM_MASKED_COLUMN,
+                                   "strategy": STREAM_MASK_STRATEGY})
+        r = subprocess.run([self.ctl, "policy", "check", policy], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise TargetError("pgwardenctl policy check: %s" % (r.stderr or r.stdout).strip())
+        passwords = os.path.join(self.workdir, "%s-catalog-passwords" % self.name)
+        fd = os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write('"%s" "%s"\n' % (USER, self.cluster.password.replace('"', '""')))
+        return super().argv() + ["--policy", policy, "--mask-catalog-user", USER,
+                                 "--mask-catalog-database", DATABASE,
+                                 "--mask-catalog-passwords", passwords]
 
 
 class PgwardenTlsTarget(PgwardenTarget):

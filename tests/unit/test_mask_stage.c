@@ -340,24 +340,30 @@ static enum stage_verdict fe(struct world *w, const struct mb *m)
 	return w->last.verdict;
 }
 
+/* Nonzero: streamed messages arrive whole, into rooms of this many bytes, instead of in
+ * pieces (the paths a relay takes when a whole message is in its buffer). */
+static size_t be_room;
+#define BE_ROOM_MAX (1u << 17)
+
 /* A server message as the connection would handle it: streamed (in pieces of 7 bytes into
- * rooms of 5), judged whole, or passed. What reaches the client is added to w->seen. */
+ * rooms of 5, or whole, see be_whole), judged whole, or passed. What reaches the client is
+ * added to w->seen. */
 static enum stage_verdict be(struct world *w, const struct mb *m)
 {
 	struct proto_msg pm = as_msg(m);
 
 	if (stage_chain_streams(&w->ch, pm.type)) {
 		struct stage_stream st = {.type = pm.type, .body_len = pm.body_len};
-		uint8_t out[5];
+		static uint8_t out[BE_ROOM_MAX];
 		unsigned idle = 0;
 
 		for (;;) {
 			size_t left = pm.body_len - st.body_offset;
 
 			st.in = pm.body + st.body_offset;
-			st.in_len = left < 7 ? left : 7;
+			st.in_len = be_room ? left : left < 7 ? left : 7;
 			st.out = out;
-			st.out_cap = sizeof(out);
+			st.out_cap = be_room ? be_room : 5;
 			st.done = false;
 			stage_run_stream(&w->ch, &st, 0, &w->last);
 			if (w->last.verdict != STAGE_FORWARD)
@@ -1257,6 +1263,10 @@ static void replay(struct world *w, const char *name)
 	free(raw);
 }
 
+/* What the client saw in the last run of test_real_server_captures. */
+static uint8_t *captured_seen;
+static size_t captured_seen_n;
+
 static void test_real_server_captures(void **state)
 {
 	static const char *const secrets[] = {
@@ -1363,6 +1373,11 @@ static void test_real_server_captures(void **state)
 	assert_true(seen_has(&w, "1985-01-01"));
 	assert_true(seen_has(&w, "Alice"));
 	assert_seen_frames(&w);
+	free(captured_seen);
+	captured_seen = malloc(w.seen_n);
+	assert_non_null(captured_seen);
+	memcpy(captured_seen, w.seen, w.seen_n);
+	captured_seen_n = w.seen_n;
 	world_end(&w);
 
 	cfg.source = (struct mask_source){.profile = src_profile, .analyse = src_analyse,
@@ -1370,6 +1385,101 @@ static void test_real_server_captures(void **state)
 	assert_int_equal(mask_stage_configure(&cfg), 0);
 	mask_policy_put(mp);
 	build_catalog();
+}
+
+/* A binary COPY whose masked column comes last, one row per CopyData message as the
+ * server sends them; what the client saw, in *seen (the caller frees it). */
+static size_t copy_binary_masked_last(uint8_t **seen)
+{
+	static const uint8_t sig[] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0,
+				      0, 0, 0, 0, 0, 0, 0, 0};
+	struct mask_stmt_info *f;
+	struct world w;
+	struct mb m;
+	size_t n;
+
+	nfacts = 0;
+	f = fact("COPY customers (id, ssn) TO STDOUT (FORMAT binary)", MASK_REFS_MASKED);
+	f->copy_to = f->copy_opts_known = true;
+	strcpy(f->copy_table, "customers");
+	memcpy(f->copy_cols, "id\0ssn\0", 7);
+	f->ncopy_cols = 2;
+	mask_copy_opts_default(&f->copy_opts, MASK_COPY_BINARY);
+	world_start(&w, "analyst");
+	assert_int_equal(fe(&w, query(&m, "COPY customers (id, ssn) TO STDOUT (FORMAT binary)")),
+			 STAGE_FORWARD);
+	mb_start(&m, 'H');
+	mb_u8(&m, 1);
+	mb_u16(&m, 2);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	for (uint32_t id = 1; id <= 3; id++) {
+		mb_start(&m, 'd');
+		if (id == 1)
+			mb_bytes(&m, sig, sizeof(sig));
+		mb_u16(&m, 2);
+		mb_u32(&m, 4);
+		mb_u32(&m, id);
+		mb_u32(&m, 11);
+		mb_bytes(&m, "123-45-6789", 11);
+		assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	}
+	mb_start(&m, 'd');
+	mb_u16(&m, 0xffff);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+	assert_int_equal(be(&w, empty(&m, 'c')), STAGE_FORWARD);
+	be(&w, simple(&m, 'C', "COPY 3"));
+	be(&w, ready(&m));
+	assert_false(seen_has(&w, "123-45-6789"));
+	assert_true(seen_has(&w, "XXXXXXX6789"));
+	assert_seen_frames(&w);
+	*seen = malloc(w.seen_n);
+	assert_non_null(*seen);
+	memcpy(*seen, w.seen, w.seen_n);
+	n = w.seen_n;
+	world_end(&w);
+	return n;
+}
+
+static void test_copy_binary_whole_or_in_pieces_alike(void **state)
+{
+	uint8_t *pieces, *whole;
+	size_t n = copy_binary_masked_last(&pieces);
+
+	for (size_t room = 6; room <= 80; room++) {
+		be_room = room < 80 ? room : BE_ROOM_MAX;
+		assert_int_equal(copy_binary_masked_last(&whole), n);
+		be_room = 0;
+		assert_memory_equal(whole, pieces, n);
+		free(whole);
+	}
+	free(pieces);
+}
+
+/* Whole messages take other paths than pieces (rows and CopyData rewritten in place, in
+ * one pass, when the room allows; rooms short of a row make them give up half-way, at
+ * every byte of the captured rows): the client must see the same bytes, in the same
+ * messages, every way. */
+static void test_captures_whole_or_in_pieces_alike(void **state)
+{
+	uint8_t *pieces;
+	size_t n;
+
+	test_real_server_captures(state);
+	pieces = captured_seen;
+	n = captured_seen_n;
+	captured_seen = NULL;
+	for (size_t room = 6; room <= 201; room++) {
+		be_room = room < 201 ? room : BE_ROOM_MAX;
+		test_real_server_captures(state);
+		be_room = 0;
+		assert_int_equal(captured_seen_n, n);
+		assert_memory_equal(captured_seen, pieces, n);
+		free(captured_seen);
+		captured_seen = NULL;
+	}
+	free(pieces);
 }
 
 int main(void)
@@ -1392,6 +1502,8 @@ int main(void)
 		cmocka_unit_test(test_ddl_and_code_hooks_distrust_names),
 		cmocka_unit_test(test_execute_arguments_count),
 		cmocka_unit_test(test_real_server_captures),
+		cmocka_unit_test(test_captures_whole_or_in_pieces_alike),
+		cmocka_unit_test(test_copy_binary_whole_or_in_pieces_alike),
 		cmocka_unit_test(test_refused_query_keeps_the_queue_in_order),
 	};
 

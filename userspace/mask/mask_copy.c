@@ -150,11 +150,34 @@ static bool field_clear(const struct mask_copy *c)
 
 /* Encode transformer output for the format: text escapes as CopyAttributeOutText writes
  * them; CSV inside the quotes this field was opened with. */
+/* Text: a byte CopyAttributeOutText would escape (or one of the control bytes it writes as
+ * they are, which the encoder below takes one by one). */
+static inline bool text_special(uint8_t b, uint8_t delim)
+{
+	return (b < 0x20) | (b == '\\') | (b == delim);
+}
+
+static bool needs_encoding(const struct mask_copy *c, uint8_t b)
+{
+	if (c->o.format == MASK_COPY_CSV)
+		return b == c->o.quote || b == c->o.escape;
+	return text_special(b, c->o.delim);
+}
+
 static void put_encoded(struct mask_copy *c, const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t b = p[i];
+		size_t run = 0;
 
+		/* Bytes that stand for themselves go out as one run; the rest one by one below. */
+		while (i + run < n && !needs_encoding(c, p[i + run]))
+			run++;
+		if (run) {
+			put(c, p + i, run);
+			i += run - 1;
+			continue;
+		}
 		if (c->o.format == MASK_COPY_CSV) {
 			if (b == c->o.quote || (b == c->o.escape && c->o.escape != c->o.quote))
 				put1(c, c->o.escape);
@@ -379,6 +402,39 @@ static size_t proto_err(struct mask_copy *c, int *err)
 	return SIZE_MAX;
 }
 
+#define WHOLE_VALUE_MAX 120 /* escaped, its output fits the room every step has in pend */
+
+/*
+ * Text: a masked field that lies whole in in[0..n), short, without a backslash (so its raw
+ * bytes are its content) and not the NULL string, masked in one pass by mask_value_fast()
+ * (the transformer's output, byte for byte) and encoded; the field's end byte is taken
+ * too. Returns the bytes taken, or 0 to leave the field to the byte machine.
+ */
+static size_t text_whole_value(struct mask_copy *c, const uint8_t *in, size_t n)
+{
+	const struct mask_plan_col *col = cur_col(c);
+	uint8_t out[WHOLE_VALUE_MAX + 8];
+	size_t k = 0;
+	int64_t got;
+
+	while (k < n && k <= WHOLE_VALUE_MAX && in[k] != c->o.delim && in[k] != '\n') {
+		if (in[k] == '\\')
+			return 0;
+		k++;
+	}
+	if (k == n || k > WHOLE_VALUE_MAX || mask_action_is_null(&col->action) ||
+	    (k == c->o.null_len && memcmp(in, c->o.null_str, k) == 0))
+		return 0;
+	got = mask_value_fast(&col->action, c->env, in, k, out, WHOLE_VALUE_MAX);
+	if (got < 0)
+		return 0;
+	put_encoded(c, out, (size_t)got);
+	c->probing = false;
+	c->end_byte = in[k];
+	c->st = S_END;
+	return k + 1;
+}
+
 /*
  * One step of the text/CSV machine on in[0..n). Returns bytes taken (0 when it waits for
  * input or room, or only changed state), or SIZE_MAX with *err set.
@@ -405,6 +461,12 @@ static size_t tc_step(struct mask_copy *c, const uint8_t *in, size_t n, int *err
 			return 1;
 		}
 		c->probing = !field_clear(c);
+		if (c->probing && !csv) {
+			size_t k = text_whole_value(c, in, n);
+
+			if (k)
+				return k;
+		}
 		c->st = S_RAW;
 		return 0;
 	case S_RAW:
@@ -435,6 +497,21 @@ static size_t tc_step(struct mask_copy *c, const uint8_t *in, size_t n, int *err
 			else
 				c->esc = E_BS;
 			return 1;
+		}
+		if (!csv && !c->probing && c->esc == E_NONE) {
+			/* A masked value's plain bytes (no escape, no end) are its content as they
+			 * are: taken as one run, up to the content buffer's room. */
+			size_t k = 0, room = sizeof(c->cbuf) - c->cbuf_len;
+
+			while (k < n && k < room && in[k] != c->o.delim && in[k] != '\n' &&
+			       in[k] != '\\')
+				k++;
+			if (k) {
+				memcpy(c->cbuf + c->cbuf_len, in, k);
+				c->cbuf_len = (uint16_t)(c->cbuf_len + k);
+				maybe_flush(c, S_RAW);
+				return k;
+			}
 		}
 		if (csv) {
 			if (b == c->o.delim || b == '\n') {
@@ -666,6 +743,7 @@ static int bin_field(struct mask_copy *c)
 	put_be32(c, (uint32_t)olen);
 	c->out_left = olen;
 	mask_xf_begin(&c->xf, &col->action, c->env, len);
+	c->xf_fresh = len > 0;
 	c->st = len ? S_FXF : S_FFINISH;
 	return 0;
 }
@@ -785,6 +863,27 @@ static size_t bin_step(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t
 		const uint8_t *src = c->from_buf ? c->buf + c->buf_pos : in;
 		size_t avail = c->from_buf ? c->left : n, cu, pr;
 
+		if (c->xf_fresh && !c->from_buf && n >= c->left && cap - *o >= (uint64_t)c->out_left) {
+			/* The whole value is here and its output fits: one pass, the same bytes. */
+			int64_t got = mask_value_fast(&cur_col(c)->action, c->env, in, c->left,
+						      out + *o, (size_t)c->out_left);
+
+			if (got >= 0) {
+				if (got != c->out_left) {
+					rc = -ENOTRECOVERABLE;
+					goto fail;
+				}
+				k = c->left;
+				*o += (size_t)got;
+				c->out_left = 0;
+				c->left = 0;
+				c->xf_fresh = false;
+				bin_next_field(c);
+				return k;
+			}
+		}
+		c->xf_fresh = false;
+
 		k = c->left < avail ? c->left : avail;
 		rc = mask_xf_feed(&c->xf, src, k, &cu, out + *o, cap - *o, &pr);
 		if (rc < 0)
@@ -840,6 +939,195 @@ fail:
 	return SIZE_MAX;
 }
 
+/* ---- whole rows ------------------------------------------------------------------------------ */
+
+/*
+ * A row that lies whole in in[0..n) and is plain enough is rewritten in one pass straight
+ * into out[0..cap): the same bytes the machines above would write, without their per-field
+ * steps. Anything else (a row cut by the end of in, too little room, a text row with a
+ * backslash, a value mask_value_fast() does not take, an output byte that would need
+ * escaping, a row that is not what the server writes) returns 0 having changed nothing,
+ * and the machines take the row, reporting whatever is wrong with it.
+ */
+
+/* Eight bytes at a time (the bit tricks are exact for "is there any"; which byte, the
+ * byte loops after them find). */
+#define BYTES_01 UINT64_C(0x0101010101010101)
+#define BYTES_80 UINT64_C(0x8080808080808080)
+
+static inline uint64_t word_at(const uint8_t *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, sizeof(w));
+	return w;
+}
+
+/* Nonzero when a byte of w is below n (n at most 128). */
+static inline uint64_t word_has_below(uint64_t w, uint8_t n)
+{
+	return (w - BYTES_01 * n) & ~w & BYTES_80;
+}
+
+/* Nonzero when a byte of w is b. */
+static inline uint64_t word_has(uint64_t w, uint8_t b)
+{
+	return word_has_below(w ^ (BYTES_01 * b), 1);
+}
+
+/* Text: do these bytes stand for themselves (put_encoded() would write them as they are)? */
+static bool text_plain(const uint8_t *p, size_t n, uint8_t delim)
+{
+	uint64_t special = 0;
+	size_t i = 0;
+
+	for (; n - i >= 8; i += 8) {
+		uint64_t w = word_at(p + i);
+
+		special |= word_has_below(w, 0x20) | word_has(w, '\\') | word_has(w, delim);
+	}
+	for (; i < n; i++)
+		special |= text_special(p[i], delim);
+	return !special;
+}
+
+/* Text: fields split at the delimiter, the row ends at the newline; without a backslash in
+ * the row, every raw byte is its content. */
+static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
+			     size_t cap, size_t *produced)
+{
+	const uint8_t *nl = memchr(in, '\n', n);
+	size_t len, start = 0, o = 0;
+	unsigned f = 0;
+
+	if (!nl)
+		return 0;
+	len = (size_t)(nl - in);
+	for (;;) {
+		size_t end = start, flen;
+		const struct mask_plan_col *col;
+		const uint8_t *src = in + start;
+		bool last;
+
+		while (len - end >= 8) {
+			uint64_t w = word_at(in + end);
+
+			if (word_has(w, c->o.delim) | word_has(w, '\\'))
+				break;
+			end += 8;
+		}
+		while (end < len && in[end] != c->o.delim) {
+			if (in[end] == '\\')
+				return 0;
+			end++;
+		}
+		flen = end - start;
+		last = end == len;
+
+		if (f >= c->plan->ncols)
+			return 0;
+		col = &c->plan->cols[f++];
+		if (col->kind != MASK_COL_CLEAR &&
+		    (mask_action_is_null(&col->action) ||
+		     (flen == c->o.null_len && memcmp(src, c->o.null_str, flen) == 0))) {
+			src = (const uint8_t *)c->o.null_str; /* NULL stays NULL, or becomes it */
+			flen = c->o.null_len;
+		} else if (col->kind != MASK_COL_CLEAR) {
+			int64_t got = mask_value_fast(&col->action, c->env, src, flen, out + o, cap - o);
+
+			if (got < 0 || !text_plain(out + o, (size_t)got, c->o.delim))
+				return 0;
+			o += (size_t)got;
+			src = NULL;
+		}
+		if (src) {
+			if (cap - o < flen)
+				return 0;
+			memcpy(out + o, src, flen);
+			o += flen;
+		}
+		if (cap - o < 1)
+			return 0;
+		out[o++] = last ? '\n' : c->o.delim;
+		if (last)
+			break;
+		start = end + 1;
+	}
+	if (f != c->plan->ncols)
+		return 0;
+	c->rows++;
+	*produced = o;
+	return len + 1;
+}
+
+/* Binary: the field count, then each field's length word and value. */
+static size_t bin_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
+			    size_t cap, size_t *produced)
+{
+	unsigned ncols = c->plan->ncols;
+	size_t i = 2, o = 2;
+
+	if (n < 2 || cap < 2 || !ncols || ((unsigned)in[0] << 8 | in[1]) != ncols)
+		return 0;
+	memcpy(out, in, 2);
+	for (unsigned f = 0; f < ncols; f++) {
+		const struct mask_plan_col *col = &c->plan->cols[f];
+		int32_t len;
+		size_t vlen;
+
+		if (n - i < 4)
+			return 0;
+		len = (int32_t)be32(in + i);
+		vlen = len > 0 ? (size_t)len : 0;
+		if (len < -1 || n - i - 4 < vlen)
+			return 0;
+		if (col->kind == MASK_COL_CLEAR || len == -1) {
+			if (cap - o < 4 + vlen)
+				return 0;
+			memcpy(out + o, in + i, 4 + vlen);
+			o += 4 + vlen;
+		} else if (mask_action_is_null(&col->action)) {
+			if (cap - o < 4)
+				return 0;
+			memset(out + o, 0xff, 4);
+			o += 4;
+		} else {
+			int64_t olen = mask_out_len(&col->action, c->env, (uint32_t)len), got;
+
+			if (olen < 0 || cap - o < 4 + (uint64_t)olen)
+				return 0; /* content-dependent lengths are held and measured */
+			got = mask_value_fast(&col->action, c->env, in + i + 4, vlen, out + o + 4,
+					      (size_t)olen);
+			if (got != olen)
+				return 0;
+			out[o] = (uint8_t)(olen >> 24);
+			out[o + 1] = (uint8_t)(olen >> 16);
+			out[o + 2] = (uint8_t)(olen >> 8);
+			out[o + 3] = (uint8_t)olen;
+			o += 4 + (size_t)olen;
+		}
+		i += 4 + vlen;
+	}
+	c->rows++;
+	*produced = o;
+	return i;
+}
+
+/* At a row's start, with nothing pending: the row in one pass, or 0. */
+static size_t whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
+			size_t cap, size_t *produced)
+{
+	if (c->pend_len)
+		return 0;
+	if (c->o.format == MASK_COPY_BINARY)
+		return c->st == S_TUPLE && !c->word_len ? bin_whole_row(c, in, n, out, cap, produced)
+							: 0;
+	if (c->o.format == MASK_COPY_TEXT && c->st == S_FIELD && !c->field && !c->header_row &&
+	    c->plan->ncols)
+		return text_whole_row(c, in, n, out, cap, produced);
+	return 0;
+}
+
 /* ---- the driver ------------------------------------------------------------------------------ */
 
 static uint64_t mark(const struct mask_copy *c)
@@ -870,6 +1158,17 @@ int mask_copy_feed(struct mask_copy *c, const uint8_t *in, size_t n, size_t *con
 			break; /* out is full */
 		if (pend_room(c) < 2 * 128 + 16)
 			break;
+		{
+			size_t made = 0, used = whole_row(c, in + i, n - i, out + o, cap - o, &made);
+
+			if (used) {
+				i += used;
+				o += made;
+				if (i == n)
+					break; /* at a row's start, nothing owed: nothing more to do */
+				continue;
+			}
+		}
 		m0 = mark(c);
 		o0 = o;
 		if (c->o.format == MASK_COPY_BINARY)

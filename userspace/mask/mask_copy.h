@@ -92,6 +92,7 @@ struct mask_copy {
 	uint8_t word_len;
 	uint32_t left;
 	int64_t out_left;
+	bool xf_fresh; /* the transformer has been given nothing of this value yet */
 	uint32_t ext_left;
 	/* output waiting for room */
 	uint8_t pend[512];

@@ -1212,6 +1212,46 @@ static void stream_row(struct stage_ctx *ctx, struct stage_stream *st, struct st
 }
 
 /*
+ * A CopyData message that is here whole, rewritten straight into the stream buffer behind
+ * room for its header: when it all fits and nothing is left pending, the header goes in
+ * front and the message is done (true; true also when it failed, the session closed as
+ * the collection would have closed it). Otherwise what was written becomes the start of
+ * the collected output, exactly as if it had been collected (the same feed into no more
+ * room than the collection has), and stream_copy() goes on from there.
+ */
+static bool copy_in_place(struct mask_sess *s, struct stage_stream *st, struct stage_result *r,
+			  size_t *in_used)
+{
+	size_t used, made, cap;
+	int rc;
+
+	if (st->body_offset || st->in_len != st->body_len || st->out_cap <= 5)
+		return false;
+	cap = st->out_cap - 5 < s->la_cap ? st->out_cap - 5 : s->la_cap;
+	rc = mask_copy_feed(s->copy, st->in, st->in_len, &used, st->out + 5, cap, &made);
+	/* Done only with room to spare: a rewriter that filled the room may still owe output
+	 * for input it has taken (a transformer holds some), which belongs in this message. */
+	if (rc == 0 && used == st->in_len && !mask_copy_pending(s->copy) && made < cap) {
+		st->out[0] = PqMsg_CopyData;
+		proto_write_u32(st->out + 1, (uint32_t)made + 4);
+		st->consumed = used;
+		st->produced = 5 + made;
+		s->cd_state = CD_IDLE;
+		st->done = true;
+		return true;
+	}
+	if (rc < 0) {
+		end_copy(s);
+		close_for(r, rc, s->la_cap);
+		return true;
+	}
+	memcpy(s->cd_buf, st->out + 5, made);
+	s->cd_len = (uint32_t)made;
+	*in_used = used;
+	return false;
+}
+
+/*
  * CopyData: the rewritten bytes of one input message are collected (up to la_cap), then
  * written as one CopyData message; output that outgrows la_cap goes out as further CopyData
  * messages, in order (the COPY stream is the concatenation, whatever the message bounds).
@@ -1228,6 +1268,8 @@ static void stream_copy(struct stage_ctx *ctx, struct stage_stream *st, struct s
 	if (s->cd_state == CD_IDLE) {
 		s->cd_state = CD_COLLECT;
 		s->cd_len = 0;
+		if (copy_in_place(s, st, r, &in_used))
+			return;
 	}
 	for (;;) {
 		if (s->cd_state == CD_COLLECT) {

@@ -1257,8 +1257,11 @@ int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e, c
 			return -1;
 		m = trim_blanks(t, in, n); /* char(n) padding is not counted, and stays */
 		keep = a->st.keep < m ? a->st.keep : m;
-		for (size_t i = 0; i < m - keep; i++)
-			out[i] = fast_unit(in[i], fam);
+		if (fam == FAM_UPPER)
+			memset(out, 'X', m - keep); /* what fast_unit() makes of every byte */
+		else
+			for (size_t i = 0; i < m - keep; i++)
+				out[i] = fast_unit(in[i], fam);
 		memcpy(out + (m - keep), in + (m - keep), n - (m - keep));
 		return (int64_t)n;
 	}
