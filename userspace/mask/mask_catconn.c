@@ -590,14 +590,13 @@ static void conn_close(struct conn *c, int rc, char *why, size_t n)
 /* One resolution of mp with settings s: publish on success. 0 or -errno with why. */
 static int resolve_once(const struct settings *s, struct mask_policy *mp, char *why, size_t n)
 {
-	static const struct purpose catalog = {.application_name = "pgwarden-mask-catalog"};
-	struct purpose p = catalog;
+	const struct purpose p = {.options = mask_catalog_startup_options(),
+				  .application_name = "pgwarden-mask-catalog"};
 	struct conn c;
 	struct mask_catalog *cat = NULL;
 	size_t consumed = 0;
 	int rc;
 
-	p.options = mask_catalog_startup_options();
 	rc = conn_open(&c, s, &p, &consumed);
 	if (!rc)
 		rc = resolve(&c, mp, &consumed, &cat);
