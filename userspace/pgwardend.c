@@ -1001,7 +1001,49 @@ static int admin_locks_cb(void *ctx, json_t *arr)
 	return 0;
 }
 
+/* The online explain (admin thread: it may wait on the server up to
+ * mask.catalog_timeout; no worker waits for it). */
+static int admin_explain_cb(void *ctx, const char *user, const char *database, const char *sql,
+			    json_t *result, char *err, size_t n)
+{
+	enum { EXPLAIN_TEXT_MAX = 256 * 1024 }; /* 1664 columns of at most ~150 bytes each */
+	struct mask_wiring_explained ex;
+	char *text = malloc(EXPLAIN_TEXT_MAX), *line, *save = NULL;
+	json_t *columns = json_array(), *deny = json_null();
+	int len;
+
+	if (!text || !columns) {
+		free(text);
+		json_decref(columns);
+		return -ENOMEM;
+	}
+	len = mask_wiring_explain(user, database, sql, &ex, text, EXPLAIN_TEXT_MAX, err, n);
+	/* Every line is valid UTF-8 (the result names were sanitised by mask_explain()); a line
+	 * "deny\t<why>" says the profile refuses the statement. */
+	for (line = len > 0 ? strtok_r(text, "\n", &save) : NULL; line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (!strncmp(line, "deny\t", 5)) {
+			json_decref(deny);
+			deny = json_string(line + 5);
+		} else if (json_array_append_new(columns, json_string(line))) {
+			len = -ENOMEM;
+		}
+	}
+	free(text);
+	if (len < 0 || !deny) {
+		json_decref(columns);
+		json_decref(deny);
+		return len < 0 ? len : -ENOMEM;
+	}
+	json_object_set_new(result, "rule", admin_json_text(ex.rule, sizeof(ex.rule)));
+	json_object_set_new(result, "masks", json_boolean(ex.masks));
+	json_object_set_new(result, "columns", columns);
+	json_object_set_new(result, "deny", deny);
+	return 0;
+}
+
 static const struct admin_ops daemon_admin_ops = {
+	.explain = admin_explain_cb,
 	.sessions = admin_sessions_cb,
 	.kill = admin_kill_cb,
 	.reload = admin_reload_cb,

@@ -4,11 +4,14 @@
  *
  * Invariants checked on every input: a reply always comes back; it is exactly one
  * newline-terminated line; it parses as a JSON object whose "ok" is a boolean; an error
- * carries a code and a message; a kill reaches the daemon only with a well-formed id.
+ * carries a code and a message; a kill reaches the daemon only with a well-formed id, an
+ * explain only with a well-formed identity and a bounded statement.
  */
 #include "admin/admin.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,9 +62,35 @@ static int f_status(void *ctx, json_t *obj)
 	return json_object_set_new(obj, "version", json_string("fuzz")) ? -ENOMEM : 0;
 }
 
+/* A name the parser passed: 1 to ADMIN_NAME_MAX bytes, no control characters. */
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > ADMIN_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/* Explain fails with the input's own text in the reason, as a server's error quoting the
+ * statement would: the reply must still be one valid line. */
+static int f_explain(void *ctx, const char *user, const char *database, const char *sql,
+		     json_t *result, char *err, size_t n)
+{
+	size_t len = strlen(sql);
+
+	if (!name_ok(user) || !name_ok(database) || len == 0 || len > ADMIN_EXPLAIN_SQL_MAX)
+		abort(); /* the parser let a bad identity or statement through */
+	snprintf(err, n, "the server rejected the statement: %s", (const char *)ctx);
+	return -EINVAL;
+}
+
 static const struct admin_ops ops = {
 	.sessions = f_sessions, .kill = f_kill, .reload = f_reload, .status = f_status,
-	.restart = f_restart, .metrics = f_metrics,
+	.restart = f_restart, .metrics = f_metrics, .explain = f_explain,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -99,9 +128,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!json_is_string(json_object_get(err, "code")) ||
 		    !json_is_string(json_object_get(err, "message")))
 			abort();
+		/* only these can fail once parsed, with these ops (unlock and locks have none:
+		 * "unsupported") */
 		if (cmd != -1 && cmd != ADMIN_CMD_KILL && cmd != ADMIN_CMD_RELOAD &&
-		    cmd != ADMIN_CMD_RESTART)
-			abort(); /* only these can fail once parsed, with these ops */
+		    cmd != ADMIN_CMD_RESTART && cmd != ADMIN_CMD_EXPLAIN && cmd != ADMIN_CMD_UNLOCK &&
+		    cmd != ADMIN_CMD_LOCKS)
+			abort();
 	} else if (size % 2 && cmd != -1 && !admin_cmd_read_only((enum admin_cmd)cmd)) {
 		abort(); /* a reader got through to a command that changes things */
 	}

@@ -812,3 +812,220 @@ def test_several_gb_result_streams_with_flat_memory(masked_relay, pg):
     grown = (peak[0] - before) / 1024
     if not harness.SANITIZED:
         assert grown < 16, "the relay grew by %.1f MiB streaming a masked result" % grown
+
+
+# ---- pgwardenctl policy explain --online (issue #13 item 7) ---------------------------------
+
+# An alias is the client's text, echoed by the server in RowDescription: a terminal title,
+# a colour, a bell, a tab and a newline that would forge a field and a line of the explain.
+HOSTILE_ALIAS = "\x1b]0;pwned\x07\x1b[31mred\tx\ny"
+HOSTILE_ALIAS_SHOWN = r"\x1b]0;pwned\x07\x1b[31mred\x09x\x0ay"
+
+
+def _ctl_and_socket(relay, pgwardend_bin):
+    from test_admin import tool, wait_admin_socket
+    return tool(pgwardend_bin, "pgwardenctl"), wait_admin_socket(relay)
+
+
+def explain_online(relay, pgwardend_bin, user, sql, *extra, database="maskdb"):
+    """`pgwardenctl policy explain --online` against the relay's admin socket."""
+    ctl, sock = _ctl_and_socket(relay, pgwardend_bin)
+    argv = [ctl, "--socket", sock, "policy", "explain", "--online", "--user", user]
+    if database is not None:
+        argv += ["--database", database]
+    return subprocess.run(argv + ["--sql", sql] + list(extra), capture_output=True, timeout=60)
+
+
+def _oid(pg, relation):
+    return pg.psql("SELECT '%s'::regclass::oid" % relation, dbname="maskdb").strip()
+
+
+def test_online_explain_per_column(masked_relay, pg, pgwardend_bin):
+    """Item 7: the running relay says, per result column, what it would mask for an identity
+    (its live policy and catalog; the server describes the statement), and a hostile alias
+    reaches the operator's terminal only escaped."""
+    sql = ('SELECT c.id, c.ssn, upper(c.email) AS shout, v.ssn AS view_ssn, c.name AS "%s" '
+           "FROM customers c JOIN customer_ssn_view v USING (id)" % HOSTILE_ALIAS)
+    r = explain_online(masked_relay, pgwardend_bin, "support", sql)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert "\x1b" not in out and "\x07" not in out
+    customers, view = _oid(pg, "customers"), _oid(pg, "customer_ssn_view")
+    assert out.split("\n") == [
+        "rule: support",
+        "1\tid\tclear\t-\ttable %s column 1" % customers,
+        "2\tssn\tmasked\tpartial-last-4\tpublic.customers.ssn",
+        "3\tshout\twhole\tnull (computed from a statement that references masked data)\tcomputed",
+        "4\tview_ssn\twhole\tnull (column of a view over a masked column)\ttable %s column 2"
+        % view,
+        "5\t%s\tclear\t-\ttable %s column 2" % (HOSTILE_ALIAS_SHOWN, customers),
+        "",
+    ], out
+    # --json: the daemon's reply as it is; the alias arrives sanitised there too
+    ctl, sock = _ctl_and_socket(masked_relay, pgwardend_bin)
+    j = subprocess.run([ctl, "--socket", sock, "--json", "policy", "explain", "--online",
+                        "--user", "support", "--database", "maskdb", "--sql", sql],
+                       capture_output=True, timeout=60)
+    assert j.returncode == 0, j.stderr
+    reply = json.loads(j.stdout)
+    assert reply["rule"] == "support" and reply["masks"] is True and reply["deny"] is None
+    assert reply["columns"][4].split("\t")[1] == HOSTILE_ALIAS_SHOWN
+
+
+def test_online_explain_clear_identity_and_no_columns(masked_relay, pgwardend_bin):
+    """An identity the rule does not mask sees every column clear; a statement without a
+    result says so."""
+    r = explain_online(masked_relay, pgwardend_bin, "auditor", "SELECT ssn FROM customers")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == ("rule: auditor\nmasking: none (the rule has no mask: map): "
+                                 "every column passes clear\n")
+    r = explain_online(masked_relay, pgwardend_bin, "support", "SET search_path = public")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "rule: support\nmasking: the statement returns no columns\n"
+
+
+def test_online_explain_never_runs_the_statement(masked_relay, pg, pgwardend_bin):
+    """The server only describes: a DELETE ... RETURNING is explained, and nothing is
+    deleted."""
+    before = pg.psql("SELECT count(*) FROM customers", dbname="maskdb").strip()
+    r = explain_online(masked_relay, pgwardend_bin, "support",
+                       "DELETE FROM customers RETURNING id, ssn")
+    assert r.returncode == 0, r.stderr
+    assert "2\tssn\tmasked\tpartial-last-4\tpublic.customers.ssn\n" in r.stdout.decode()
+    assert pg.psql("SELECT count(*) FROM customers", dbname="maskdb").strip() == before
+
+
+@pytest.mark.parametrize("user,database,sql,code,text", [
+    ("nobody", "maskdb", "SELECT 1", "not_found", 'no rule admits user "nobody"'),
+    ("support", "maskdb", "SELECT no_such_column FROM customers", "rejected",
+     "the server rejected the statement: 42703"),
+    ("support", "maskdb", "SELECT 1; SELECT 2", "rejected", "42601"),
+    ("support", "postgres", "SELECT 1", "unavailable",
+     'the masking catalog describes database "maskdb" only'),
+    ("support", "maskdb", "COPY customers TO STDOUT", "rejected", "COPY TO"),
+])
+def test_online_explain_errors(masked_relay, pgwardend_bin, user, database, sql, code, text):
+    """Bad input is a one-line error naming the daemon's code, exit 1, and the daemon goes
+    on."""
+    r = explain_online(masked_relay, pgwardend_bin, user, sql, database=database)
+    err = r.stderr.decode()
+    assert r.returncode == 1, (r.stdout, err)
+    assert err.startswith("pgwardenctl: policy explain --online: %s: " % code), err
+    assert text in err and err.count("\n") == 1, err
+    assert explain_online(masked_relay, pgwardend_bin, "support", "SELECT 1").returncode == 0
+
+
+def test_online_explain_server_error_text_is_sanitised(masked_relay, pgwardend_bin):
+    """The server's error quotes the client's text: it comes back escaped."""
+    r = explain_online(masked_relay, pgwardend_bin, "support",
+                       'SELECT "\x1b[2Jcol\x07" FROM customers')
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "\x1b" not in err and "\x07" not in err and r"\x1b[2Jcol\x07" in err, err
+
+
+def test_online_explain_bad_input_from_the_tool(masked_relay, pgwardend_bin):
+    """Too long, not UTF-8, an identity flag only the offline explain reads: usage errors
+    (exit 2) before the daemon is asked; the daemon refuses a too long statement too."""
+    r = explain_online(masked_relay, pgwardend_bin, "support", "SELECT 1" + " " * 20000)
+    assert r.returncode == 2 and b"--sql is 20008 bytes; the daemon describes at most 16384" \
+        in r.stderr, r.stderr
+    ctl, sock = _ctl_and_socket(masked_relay, pgwardend_bin)
+    r = subprocess.run([ctl, "--socket", sock, "policy", "explain", "--online", "--user",
+                        "support", "--sql", b"SELECT '\xff'"], capture_output=True, timeout=60)
+    assert r.returncode == 2 and b"not valid UTF-8" in r.stderr, r.stderr
+    r = explain_online(masked_relay, pgwardend_bin, "support", "SELECT 1", "--source", "local")
+    assert r.returncode == 2 and b"--source" in r.stderr, r.stderr
+    from test_admin import AdminClient
+    with AdminClient(sock) as c:
+        reply = c.call(cmd="explain", user="support", sql="SELECT 1" + " " * 20000)
+        assert reply["error"]["code"] == "too_large", reply
+
+
+def test_online_explain_without_masking(relay_factory, pgwardend_bin):
+    """A daemon with no policy (so nothing masked) says so."""
+    relay = relay_factory()
+    r = explain_online(relay, pgwardend_bin, "support", "SELECT 1")
+    assert r.returncode == 1
+    assert r.stderr.decode().startswith("pgwardenctl: policy explain --online: unavailable: "
+                                        "no policy is loaded"), r.stderr
+
+
+class _StallingForwarder:
+    """A TCP forwarder to PostgreSQL that, once stalled, accepts connections and sends
+    nothing (a server that does not answer)."""
+
+    def __init__(self, target):
+        import socket
+        self.target = target
+        self.stalled = False
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            if self.stalled:
+                self.held.append(c)
+                continue
+            s = socket.create_connection(self.target)
+            for a, b in ((c, s), (s, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(2)
+            except OSError:
+                pass
+
+    def close(self):
+        self.lsock.close()
+        for c in self.held:
+            c.close()
+
+
+def test_online_explain_times_out_on_a_silent_server(relay_factory, pg, maskdb, tmp_path,
+                                                     pgwardend_bin):
+    """A server that stops answering: the explain ends after mask.catalog_timeout with a
+    clear error, and sessions were never waiting for it (the admin thread waits)."""
+    fwd = _StallingForwarder((pg.host, pg.port))
+    try:
+        key = tmp_path / "mask.key"
+        key.write_bytes(os.urandom(32))
+        os.chmod(key, 0o600)
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(POLICY)
+        relay = relay_factory(upstream=("127.0.0.1", fwd.port),
+                              extra_args=["--mask-key-file", str(key), "--policy", str(policy),
+                                          "--mask-catalog-timeout", "1s"]
+                              + catalog_args(pg, tmp_path))
+        assert explain_online(relay, pgwardend_bin, "support", "SELECT 1").returncode == 0
+        fwd.stalled = True
+        start = time.monotonic()
+        r = explain_online(relay, pgwardend_bin, "support", "SELECT ssn FROM customers")
+        took = time.monotonic() - start
+        assert r.returncode == 1
+        err = r.stderr.decode()
+        assert err.startswith("pgwardenctl: policy explain --online: timeout: the server did "
+                              "not answer within mask.catalog_timeout (1000 ms)"), err
+        assert took < 10, took
+    finally:
+        fwd.close()

@@ -117,7 +117,40 @@ static int mock_locks(void *ctx, json_t *arr)
 						    "locked_seconds", 1799));
 }
 
+/* The mock explain knows the rule "support" for user support in maskdb (or its own
+ * database); "nobody" has no rule; database "other" is not the catalog's; the server
+ * rejects "SELECT bad" with a message that quotes hostile bytes, and "SELECT slow" times
+ * out. */
+static int mock_explain(void *ctx, const char *user, const char *database, const char *sql,
+			json_t *result, char *err, size_t n)
+{
+	if (strcmp(user, "nobody") == 0) {
+		snprintf(err, n, "no rule admits user \"%s\"", user);
+		return -ENOENT;
+	}
+	if (strcmp(database, "other") == 0) {
+		snprintf(err, n, "the masking catalog describes database \"maskdb\" only");
+		return -EOPNOTSUPP;
+	}
+	if (strcmp(sql, "SELECT bad") == 0) {
+		snprintf(err, n, "the server rejected the statement: 42703 column \"\x1b[2Jbad\" "
+				 "does not exist");
+		return -EINVAL;
+	}
+	if (strcmp(sql, "SELECT slow") == 0) {
+		snprintf(err, n, "the server did not answer within mask.catalog_timeout (1000 ms)");
+		return -ETIMEDOUT;
+	}
+	json_object_set_new(result, "rule", json_string("support"));
+	json_object_set_new(result, "masks", json_true());
+	json_object_set_new(result, "columns",
+			    json_pack("[s]", "1\tssn\tmasked\tpartial-last-4\tpublic.customers.ssn"));
+	json_object_set_new(result, "deny", json_null());
+	return 0;
+}
+
 static const struct admin_ops mock_ops = {
+	.explain = mock_explain,
 	.sessions = mock_sessions,
 	.kill = mock_kill,
 	.reload = mock_reload,
@@ -310,6 +343,52 @@ static void test_reply_contents(void **state)
 								 "message")),
 			       "workers: expected a number"));
 	json_decref(r);
+
+	/* explain: the database defaults to the user's name; the server's error text comes
+	 * back sanitised; a statement over ADMIN_EXPLAIN_SQL_MAX is refused before the daemon
+	 * is asked. */
+	{
+		const char *line = "{\"cmd\":\"explain\",\"user\":\"support\",\"sql\":\"SELECT 1\"}";
+		char *big = malloc(ADMIN_EXPLAIN_SQL_MAX + 128);
+		int k;
+
+		out = admin_handle_line(&mock_ops, &m, line, strlen(line), ADMIN_ACCESS_FULL, &cmd);
+		r = json_loads(out, 0, NULL);
+		free(out);
+		assert_int_equal(cmd, ADMIN_CMD_EXPLAIN);
+		assert_string_equal(json_string_value(json_object_get(r, "database")), "support");
+		assert_string_equal(json_string_value(json_object_get(r, "rule")), "support");
+		json_decref(r);
+		line = "{\"cmd\":\"explain\",\"user\":\"support\",\"sql\":\"SELECT bad\"}";
+		out = admin_handle_line(&mock_ops, &m, line, strlen(line), ADMIN_ACCESS_FULL, &cmd);
+		r = json_loads(out, 0, NULL);
+		free(out);
+		assert_string_equal(reply_code(r), "rejected");
+		assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r, "error"),
+									 "message")),
+				       "column \"\\x1b[2Jbad\" does not exist"));
+		json_decref(r);
+		assert_non_null(big);
+		k = snprintf(big, ADMIN_EXPLAIN_SQL_MAX + 128,
+			     "{\"cmd\":\"explain\",\"user\":\"support\",\"sql\":\"SELECT 1");
+		memset(big + k, ' ', ADMIN_EXPLAIN_SQL_MAX);
+		memcpy(big + k + ADMIN_EXPLAIN_SQL_MAX, "\"}", 3);
+		out = admin_handle_line(&mock_ops, &m, big, strlen(big), ADMIN_ACCESS_FULL, &cmd);
+		r = json_loads(out, 0, NULL);
+		free(out);
+		assert_string_equal(reply_code(r), "too_large");
+		json_decref(r);
+		/* exactly the limit is accepted */
+		memcpy(big + k - strlen("SELECT 1"), "        ", 8);
+		memset(big + k + ADMIN_EXPLAIN_SQL_MAX - 9, 'x', 1);
+		memcpy(big + k + ADMIN_EXPLAIN_SQL_MAX - 8, "\"}", 3);
+		out = admin_handle_line(&mock_ops, &m, big, strlen(big), ADMIN_ACCESS_FULL, &cmd);
+		r = json_loads(out, 0, NULL);
+		free(out);
+		assert_true(json_is_true(json_object_get(r, "ok")));
+		json_decref(r);
+		free(big);
+	}
 
 	/* A daemon without a kill callback says so instead of pretending. */
 	{

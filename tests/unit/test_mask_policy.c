@@ -524,6 +524,20 @@ static void test_plan_and_explain(void **state)
 	/* NoData: nothing to mask */
 	m = (struct proto_msg){'n', 0, buf};
 	assert_int_equal(mask_explain(&m, p, c, MASK_REFS_MASKED, out, sizeof(out)), 0);
+	/* a result name is the server's echo of the client's alias: an escape sequence, a tab
+	 * or a newline in it must neither reach a terminal nor forge a field or a line */
+	{
+		const char *hostile[] = {"\x1b]0;owned\a\x1b[2J", "a\tb\nforged\tline"};
+
+		rowdesc(buf, &n, hostile, tab, att, typ, 2);
+		m = (struct proto_msg){'T', (uint32_t)(n - 5), buf + 5};
+		len = mask_explain(&m, p, c, MASK_REFS_MASKED, out, sizeof(out));
+		assert_true(len > 0);
+		assert_string_equal(out, "1\t\\x1b]0;owned\\x07\\x1b[2J\tmasked\tpartial-last-4\t"
+					 "public.customers.ssn\n"
+					 "2\ta\\x09b\\x0aforged\\x09line\tmasked\tnull (strategy "
+					 "does not apply to the type: null)\tpublic.customers.id\n");
+	}
 	/* what the tool sends to describe a statement without running it */
 	len = mask_explain_request(req, sizeof(req), "SELECT ssn FROM customers");
 	assert_true(len > 0);

@@ -40,6 +40,15 @@ struct ctl_command {
 /* The daemon's status object (the admin socket's "status" reply), for commands that need
  * to know what pgwardend does. 0 with *status (caller decrefs), or -errno (no daemon). */
 int ctl_daemon_status(json_t **status);
+/* One request to the daemon (req consumed): -1 with its {"ok":true} reply in *reply
+ * (caller decrefs), else the exit status, with the error printed ("WHAT: CODE: message",
+ * or a JSON object under --json). */
+int ctl_request(json_t *req, json_t **reply, const char *what);
+/* Wait at least ms for the daemon's replies (a command whose answer takes the daemon a
+ * known while); --timeout may ask for longer. */
+void ctl_timeout_at_least(int ms);
+/* j as indented JSON on stdout (--json output). */
+void ctl_print_json(json_t *j);
 /* The admin socket path the daemon commands use (--socket, $PGWARDEN_ADMIN_SOCKET, or
  * the default). */
 const char *ctl_admin_socket(void);

@@ -330,7 +330,7 @@ static int ctl_error_print(int exit, const struct ctl_error *e)
 }
 
 /* The same, with the error printed (a JSON object under --json). */
-static int request(json_t *req, json_t **reply, const char *what)
+int ctl_request(json_t *req, json_t **reply, const char *what)
 {
 	struct ctl_error e = {0};
 	int rc = request_quiet(req, reply, what, &e);
@@ -340,7 +340,13 @@ static int request(json_t *req, json_t **reply, const char *what)
 	return ctl_error_print(rc, &e);
 }
 
-static void print_json(json_t *j)
+void ctl_timeout_at_least(int ms)
+{
+	if (g.timeout_ms < ms)
+		g.timeout_ms = ms;
+}
+
+void ctl_print_json(json_t *j)
 {
 	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
 	fputc('\n', stdout);
@@ -502,7 +508,7 @@ static int cmd_status(int argc, char **argv)
 		if (err)
 			json_object_set_new(out, "daemon_error", err);
 		steer_rc = ctl_status_steering(instance, true, out);
-		print_json(out);
+		ctl_print_json(out);
 		json_decref(out);
 	} else {
 		if (reply)
@@ -524,7 +530,7 @@ static int cmd_sessions(int argc, char **argv)
 	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
 	if (rc >= 0)
 		return rc;
-	rc = request(json_pack("{s:s}", "cmd", "sessions"), &reply, "sessions");
+	rc = ctl_request(json_pack("{s:s}", "cmd", "sessions"), &reply, "sessions");
 	if (rc >= 0)
 		return rc;
 	arr = json_object_get(reply, "sessions");
@@ -533,7 +539,7 @@ static int cmd_sessions(int argc, char **argv)
 		return ctl_fail(CTL_EXIT_FAIL, "sessions: reply has no session list");
 	}
 	if (g.json) {
-		print_json(arr);
+		ctl_print_json(arr);
 		json_decref(reply);
 		return CTL_EXIT_OK;
 	}
@@ -580,7 +586,7 @@ static int resolve_session(const char *arg, char out[SESSION_ID_HEXLEN + 1])
 		memcpy(out, arg, n + 1);
 		return -1;
 	}
-	rc = request(json_pack("{s:s}", "cmd", "sessions"), &reply, "kill");
+	rc = ctl_request(json_pack("{s:s}", "cmd", "sessions"), &reply, "kill");
 	if (rc >= 0)
 		return rc;
 	json_array_foreach(json_object_get(reply, "sessions"), i, s) {
@@ -645,13 +651,13 @@ static int cmd_kill(int argc, char **argv)
 	rc = resolve_session(argv[optind], id);
 	if (rc >= 0)
 		return rc;
-	rc = request(json_pack("{s:s, s:s, s:s}", "cmd", "kill", "session", id, "mode",
+	rc = ctl_request(json_pack("{s:s, s:s, s:s}", "cmd", "kill", "session", id, "mode",
 			       cancel_only ? "cancel" : "terminate"),
 		     &reply, "kill");
 	if (rc >= 0)
 		return rc;
 	if (g.json)
-		print_json(reply);
+		ctl_print_json(reply);
 	else
 		print_kill_human(id, cancel_only, reply);
 	json_decref(reply);
@@ -666,11 +672,11 @@ static int cmd_reload(int argc, char **argv)
 	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
 	if (rc >= 0)
 		return rc;
-	rc = request(json_pack("{s:s}", "cmd", "reload"), &reply, "reload");
+	rc = ctl_request(json_pack("{s:s}", "cmd", "reload"), &reply, "reload");
 	if (rc >= 0)
 		return rc;
 	if (g.json)
-		print_json(reply);
+		ctl_print_json(reply);
 	else if (json_is_true(json_object_get(reply, "restarted")))
 		printf("restarted seamlessly: pid %lld serves now, pid %lld drains its sessions\n",
 		       (long long)json_integer_value(json_object_get(reply, "pid")),
@@ -697,12 +703,12 @@ static int cmd_unlock(int argc, char **argv)
 	if (argc - optind != 1)
 		return ctl_fail(CTL_EXIT_USAGE, "unlock: expected one user or address (usage: "
 					    "pgwardenctl unlock USER|ADDRESS)");
-	rc = request(json_pack("{s:s, s:s}", "cmd", "unlock", "name", argv[optind]), &reply,
+	rc = ctl_request(json_pack("{s:s, s:s}", "cmd", "unlock", "name", argv[optind]), &reply,
 		     "unlock");
 	if (rc >= 0)
 		return rc;
 	if (g.json) {
-		print_json(reply);
+		ctl_print_json(reply);
 	} else {
 		bool user = json_is_true(json_object_get(reply, "user"));
 		bool source = json_is_true(json_object_get(reply, "source"));
@@ -724,7 +730,7 @@ static int cmd_locks(int argc, char **argv)
 	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
 	if (rc >= 0)
 		return rc;
-	rc = request(json_pack("{s:s}", "cmd", "locks"), &reply, "locks");
+	rc = ctl_request(json_pack("{s:s}", "cmd", "locks"), &reply, "locks");
 	if (rc >= 0)
 		return rc;
 	arr = json_object_get(reply, "locks");
@@ -733,7 +739,7 @@ static int cmd_locks(int argc, char **argv)
 		return ctl_fail(CTL_EXIT_FAIL, "locks: reply has no list");
 	}
 	if (g.json) {
-		print_json(arr);
+		ctl_print_json(arr);
 		json_decref(reply);
 		return CTL_EXIT_OK;
 	}
@@ -767,11 +773,11 @@ static int cmd_restart(int argc, char **argv)
 	/* The successor has up to 30 s to start; wait a little longer than it may take. */
 	if (g.timeout_ms < 45000)
 		g.timeout_ms = 45000;
-	rc = request(json_pack("{s:s}", "cmd", "restart"), &reply, "restart");
+	rc = ctl_request(json_pack("{s:s}", "cmd", "restart"), &reply, "restart");
 	if (rc >= 0)
 		return rc;
 	if (g.json)
-		print_json(reply);
+		ctl_print_json(reply);
 	else
 		printf("restarted seamlessly: pid %lld serves now, pid %lld drains its sessions\n",
 		       (long long)json_integer_value(json_object_get(reply, "pid")),
@@ -788,11 +794,11 @@ static int cmd_metrics(int argc, char **argv)
 	rc = parse_common(argc, argv, "[--socket PATH]", NULL, false);
 	if (rc >= 0)
 		return rc;
-	rc = request(json_pack("{s:s}", "cmd", "metrics"), &reply, "metrics");
+	rc = ctl_request(json_pack("{s:s}", "cmd", "metrics"), &reply, "metrics");
 	if (rc >= 0)
 		return rc;
 	if (g.json)
-		print_json(reply);
+		ctl_print_json(reply);
 	else
 		fputs(json_string_value(json_object_get(reply, "metrics")) ?: "", stdout);
 	json_decref(reply);

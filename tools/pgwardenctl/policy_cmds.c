@@ -9,6 +9,9 @@
  */
 #include "ctl.h"
 
+#include "admin/admin.h"
+#include "base/sanitize.h"
+#include "base/utf8.h"
 #include "mask/mask_classify.h"
 #include "mask/mask_rules.h"
 #include "policy/policy.h"
@@ -165,9 +168,99 @@ static bool print_stmt_masking(const char *sql, size_t len, unsigned lex)
 	return false;
 }
 
+/* Is s valid UTF-8 (what a JSON string must be)? */
+static bool valid_utf8(const char *s)
+{
+	size_t n = strlen(s);
+	uint32_t cp;
+
+	for (size_t i = 0, k; i < n; i += k)
+		if (!(k = utf8_decode((const unsigned char *)s + i, n - i, &cp)))
+			return false;
+	return true;
+}
+
+/* One tab-separated line of the daemon's explain, each field made safe for the terminal
+ * (the daemon sanitised the result names already; whatever else a daemon sent raw is
+ * escaped here, in the same spelling). */
+static void print_explain_line(const char *line)
+{
+	char field[1024];
+
+	for (const char *p = line;;) {
+		const char *tab = strchr(p, '\t');
+		size_t n = tab ? (size_t)(tab - p) : strlen(p);
+
+		sanitize(field, sizeof(field), p, n, SANITIZE_TERMINAL_ESCAPED, NULL);
+		fputs(field, stdout);
+		if (!tab)
+			break;
+		putchar('\t');
+		p = tab + 1;
+	}
+	putchar('\n');
+}
+
+/*
+ * --online: ask the running pgwardend which result columns of sql a session of user in
+ * database would have masked (the admin socket's explain: its live policy and catalog, the
+ * statement described by the server, never run). Exit 1 when the statement would be
+ * refused, or the daemon could not say.
+ */
+static int explain_online(const char *user, const char *database, const char *sql)
+{
+	const char *what = "policy explain --online";
+	json_t *req, *reply, *cols, *col;
+	const char *deny;
+	char buf[1024];
+	size_t i;
+	int rc;
+
+	if (!valid_utf8(user) || (database && !valid_utf8(database)))
+		return ctl_fail(CTL_EXIT_USAGE, "%s: --user and --database must be UTF-8", what);
+	if (!valid_utf8(sql))
+		return ctl_fail(CTL_EXIT_USAGE, "%s: --sql is not valid UTF-8 (pgwarden's catalog "
+						"connection speaks UTF8)", what);
+	if (strlen(sql) > ADMIN_EXPLAIN_SQL_MAX)
+		return ctl_fail(CTL_EXIT_USAGE, "%s: --sql is %zu bytes; the daemon describes at "
+						"most %d", what, strlen(sql), ADMIN_EXPLAIN_SQL_MAX);
+	req = json_pack("{s:s, s:s, s:s}", "cmd", "explain", "user", user, "sql", sql);
+	if (req && database && json_object_set_new(req, "database", json_string(database)))
+		json_decref(req), req = NULL;
+	if (!req)
+		return ctl_fail(CTL_EXIT_FAIL, "%s: out of memory", what);
+	/* The daemon may wait on the server for mask.catalog_timeout (10 s by default). */
+	ctl_timeout_at_least(15000);
+	rc = ctl_request(req, &reply, what);
+	if (rc >= 0)
+		return rc;
+	cols = json_object_get(reply, "columns");
+	deny = json_string_value(json_object_get(reply, "deny"));
+	if (ctl_json_output()) {
+		ctl_print_json(reply);
+	} else {
+		sanitize_str(buf, sizeof(buf), json_string_value(json_object_get(reply, "rule")),
+			     SANITIZE_TERMINAL_ESCAPED, NULL);
+		printf("rule: %s\n", buf);
+		if (!json_is_true(json_object_get(reply, "masks")))
+			printf("masking: none (the rule has no mask: map): every column passes "
+			       "clear\n");
+		else if (!json_array_size(cols))
+			printf("masking: the statement returns no columns\n");
+		json_array_foreach(cols, i, col)
+			print_explain_line(json_string_value(col) ? json_string_value(col) : "?");
+		if (deny) {
+			printf("deny\t");
+			print_explain_line(deny);
+		}
+	}
+	json_decref(reply);
+	return deny ? CTL_EXIT_FAIL : CTL_EXIT_OK;
+}
+
 enum {
 	OPT_USER = 1, OPT_DATABASE, OPT_SOURCE, OPT_APPNAME, OPT_COMM, OPT_UID, OPT_GID, OPT_EXE,
-	OPT_CGROUP, OPT_TLS, OPT_AUTH, OPT_SQL, OPT_SCS_OFF, OPT_SEARCH_PATH_CHANGED,
+	OPT_CGROUP, OPT_TLS, OPT_AUTH, OPT_SQL, OPT_SCS_OFF, OPT_SEARCH_PATH_CHANGED, OPT_ONLINE,
 };
 
 static int parse_id(const char *s, uint32_t *out)
@@ -198,13 +291,15 @@ static int policy_explain(int argc, char **argv)
 		{"sql", required_argument, NULL, OPT_SQL},
 		{"standard-conforming-strings-off", no_argument, NULL, OPT_SCS_OFF},
 		{"search-path-changed", no_argument, NULL, OPT_SEARCH_PATH_CHANGED},
+		{"online", no_argument, NULL, OPT_ONLINE},
 		{NULL, 0, NULL, 0},
 	};
 	struct policy_identity id = {0};
 	struct addr client = {0};
 	const char *file, *sql = NULL;
 	unsigned lex = 0;
-	bool path_changed = false;
+	bool path_changed = false, online = false;
+	const char *offline_flag = NULL; /* an identity flag only the offline explain reads */
 	struct mask_policy *masking;
 	const struct mask_profile *prof;
 	struct policy *p;
@@ -213,7 +308,10 @@ static int policy_explain(int argc, char **argv)
 
 	id.auth_method = SESSION_AUTH_PENDING;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c != OPT_USER && c != OPT_DATABASE && c != OPT_SQL && c != OPT_ONLINE && c != '?')
+			offline_flag = argv[optind - 1 - (optarg && optarg == argv[optind - 1])];
 		switch (c) {
+		case OPT_ONLINE: online = true; break;
 		case OPT_USER: id.user = optarg; break;
 		case OPT_DATABASE: id.database = optarg; break;
 		case OPT_APPNAME: id.application_name = optarg; break;
@@ -265,6 +363,16 @@ static int policy_explain(int argc, char **argv)
 		default:
 			return ctl_fail(CTL_EXIT_USAGE, "unknown option \"%s\"", argv[optind - 1]);
 		}
+	}
+	if (online) {
+		if (optind != argc || !id.user || !sql)
+			return ctl_fail(CTL_EXIT_USAGE, "usage: pgwardenctl policy explain --online "
+							"--user U [--database D] --sql 'STATEMENT'");
+		if (offline_flag)
+			return ctl_fail(CTL_EXIT_USAGE, "policy explain --online: %s: the daemon "
+							"matches the rule by --user and --database only",
+					offline_flag);
+		return explain_online(id.user, id.database, sql);
 	}
 	if (optind + 1 != argc || !id.user || !sql)
 		return ctl_fail(CTL_EXIT_USAGE,
@@ -342,5 +450,6 @@ int ctl_policy(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "explain"))
 		return policy_explain(argc - 1, argv + 1);
 	return ctl_fail(CTL_EXIT_USAGE, "usage: pgwardenctl policy check FILE | policy explain FILE "
-					"--user U ... --sql 'STATEMENT'");
+					"--user U ... --sql 'STATEMENT' | policy explain --online --user U "
+					"[--database D] --sql 'STATEMENT'");
 }

@@ -41,6 +41,7 @@
 #define ADMIN_IDLE_TIMEOUT_MS 60000          /* a request client silent this long is closed */
 #define ADMIN_EVENT_QUEUE_MAX 4096           /* events published and not yet fanned out */
 #define ADMIN_STATEMENT_MAX 1024             /* bytes of statement text in a listing */
+#define ADMIN_EXPLAIN_SQL_MAX (16 * 1024)    /* bytes of the statement explain describes */
 
 /* What kill does to the session's server side (docs/ADMIN.md). */
 enum admin_kill_mode {
@@ -90,6 +91,19 @@ struct admin_ops {
 	 * restart"). 0 once the new daemon is ready, with its pid in result; -1 with a reason
 	 * in err (the running daemon carries on as before). */
 	int (*restart)(void *ctx, json_t *result, char *err, size_t errlen);
+	/*
+	 * Which result columns of sql (one statement) a session of user in database would
+	 * have masked, with the live policy and catalog (pgwardenctl policy explain
+	 * --online; docs/ADMIN.md): adds "rule", "masks" and "columns" (one string per result
+	 * column, mask_explain()'s tab-separated line, its result name already sanitised) and
+	 * "deny" (a string or null) to result. May wait on the server up to
+	 * mask.catalog_timeout (on the admin thread only, never a worker). 0, or -errno with
+	 * a one-line reason in err: -ENOENT (no rule admits the identity), -EOPNOTSUPP
+	 * (masking not configured for it), -EAGAIN (catalog not resolved yet), -EINVAL (the
+	 * server rejected the statement), -ETIMEDOUT, other -errno.
+	 */
+	int (*explain)(void *ctx, const char *user, const char *database, const char *sql,
+		       json_t *result, char *err, size_t errlen);
 };
 #define ADMIN_UNLOCKED_USER 1
 #define ADMIN_UNLOCKED_SOURCE 2
@@ -185,6 +199,7 @@ enum admin_cmd {
 	ADMIN_CMD_LOCKS,
 	ADMIN_CMD_METRICS,
 	ADMIN_CMD_RESTART,
+	ADMIN_CMD_EXPLAIN,
 	ADMIN_CMD_COUNT,
 };
 
@@ -203,7 +218,10 @@ enum admin_access {
 struct admin_request {
 	enum admin_cmd cmd;
 	char session[SESSION_ID_HEXLEN + 1]; /* kill: lowercase hex id */
-	char name[ADMIN_NAME_MAX + 1];       /* unlock: the user or address */
+	char name[ADMIN_NAME_MAX + 1];       /* unlock: the user or address; explain: user */
+	char database[ADMIN_NAME_MAX + 1];   /* explain: the database ("user" when not sent) */
+	char *sql;                           /* explain: the statement, owned; at most
+					      * ADMIN_EXPLAIN_SQL_MAX bytes, no NUL */
 	enum admin_kill_mode kill_mode;      /* kill: "mode", default terminate */
 	json_t *id;                          /* echoed back when the client sent one; owned */
 };

@@ -20,6 +20,7 @@ static const char *const admin_cmd_names[ADMIN_CMD_COUNT] = {
 	[ADMIN_CMD_PING] = "ping",           [ADMIN_CMD_UNLOCK] = "unlock",
 	[ADMIN_CMD_LOCKS] = "locks",
 	[ADMIN_CMD_METRICS] = "metrics",   [ADMIN_CMD_RESTART] = "restart",
+	[ADMIN_CMD_EXPLAIN] = "explain",
 };
 
 static const char *const admin_kill_mode_names[ADMIN_KILL_MODE_COUNT] = {
@@ -52,6 +53,7 @@ bool admin_cmd_read_only(enum admin_cmd c)
 	case ADMIN_CMD_KILL:
 	case ADMIN_CMD_RELOAD:
 	case ADMIN_CMD_RESTART:
+	case ADMIN_CMD_EXPLAIN: /* connects to the server as the catalog role */
 	case ADMIN_CMD_COUNT:
 		break;
 	}
@@ -92,7 +94,62 @@ static bool key_allowed(enum admin_cmd cmd, const char *key)
 	if (strcmp(key, "cmd") == 0 || strcmp(key, "id") == 0)
 		return true;
 	return (cmd == ADMIN_CMD_KILL && (strcmp(key, "session") == 0 || strcmp(key, "mode") == 0)) ||
-	       (cmd == ADMIN_CMD_UNLOCK && strcmp(key, "name") == 0);
+	       (cmd == ADMIN_CMD_UNLOCK && strcmp(key, "name") == 0) ||
+	       (cmd == ADMIN_CMD_EXPLAIN && (strcmp(key, "user") == 0 || strcmp(key, "database") == 0 ||
+					     strcmp(key, "sql") == 0));
+}
+
+/* A role or database name, or an address: 1 to ADMIN_NAME_MAX bytes (a name is at most 63),
+ * no control characters. The string field key of root into out; false when absent or bad. */
+static bool parse_name(const json_t *root, const char *key, char out[ADMIN_NAME_MAX + 1])
+{
+	const json_t *v = json_object_get(root, key);
+	const char *s = v && json_is_string(v) ? json_string_value(v) : NULL;
+	size_t n = s ? json_string_length(v) : 0;
+	bool ok = s && n > 0 && n <= ADMIN_NAME_MAX && strlen(s) == n;
+
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (unsigned char)s[i] >= 0x20 && s[i] != 0x7f;
+	if (ok)
+		memcpy(out, s, n + 1);
+	return ok;
+}
+
+/* explain's arguments into req: 0, or -EINVAL with the error reply. */
+static int parse_explain(const json_t *root, struct admin_request *req, const json_t *id,
+			 json_t **reply)
+{
+	const json_t *sql = json_object_get(root, "sql");
+	size_t n = sql && json_is_string(sql) ? json_string_length(sql) : 0;
+
+	if (!parse_name(root, "user", req->name)) {
+		*reply = admin_error("bad_request", "explain: \"user\" must be a role name (1 to 64 "
+						    "bytes, no control characters)", id);
+		return -EINVAL;
+	}
+	if (!json_object_get(root, "database"))
+		memcpy(req->database, req->name, sizeof(req->database)); /* as the server defaults it */
+	else if (!parse_name(root, "database", req->database)) {
+		*reply = admin_error("bad_request", "explain: \"database\" must be a database name "
+						    "(1 to 64 bytes, no control characters)", id);
+		return -EINVAL;
+	}
+	if (!n || strlen(json_string_value(sql)) != n) {
+		*reply = admin_error("bad_request", "explain: \"sql\" must be a non-empty statement",
+				     id);
+		return -EINVAL;
+	}
+	if (n > ADMIN_EXPLAIN_SQL_MAX) {
+		*reply = errorf("too_large", id, "explain: the statement is %zu bytes; at most %d",
+				n, ADMIN_EXPLAIN_SQL_MAX);
+		return -EINVAL;
+	}
+	req->sql = strdup(json_string_value(sql));
+	if (!req->sql) {
+		*reply = admin_error("internal", "out of memory", id);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* A session id: 32 hex digits, either case; stored lowercase. */
@@ -163,7 +220,7 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 	if (c == ADMIN_CMD_COUNT) {
 		*reply = errorf("unknown_command", id,
 				"unknown command \"%.64s\" (status, sessions, kill, reload, restart, "
-				"metrics, subscribe, unsubscribe, ping, unlock, locks)",
+				"metrics, subscribe, unsubscribe, ping, unlock, locks, explain)",
 				name);
 		goto err_free;
 	}
@@ -205,29 +262,22 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 		}
 	}
 	if (req->cmd == ADMIN_CMD_UNLOCK) {
-		json_t *nm = json_object_get(root, "name");
-		const char *v = nm && json_is_string(nm) ? json_string_value(nm) : NULL;
-		size_t n = v ? json_string_length(nm) : 0;
+		const json_t *nm = json_object_get(root, "name");
 
-		if (!v) {
+		if (!nm || !json_is_string(nm)) {
 			*reply = admin_error("bad_request", "unlock: missing string field \"name\"", id);
 			goto err_free;
 		}
-		/* A role name is at most 63 bytes and an address shorter; control characters
-		 * are in neither. */
-		bool ok = n > 0 && n <= ADMIN_NAME_MAX && strlen(v) == n;
-
-		for (size_t i = 0; ok && i < n; i++)
-			ok = (unsigned char)v[i] >= 0x20 && v[i] != 0x7f;
-		if (!ok) {
+		if (!parse_name(root, "name", req->name)) {
 			*reply = admin_error("bad_request",
 					     "unlock: \"name\" must be a user or an address (1 to 64 "
 					     "bytes, no control characters)",
 					     id);
 			goto err_free;
 		}
-		memcpy(req->name, v, n + 1);
 	}
+	if (req->cmd == ADMIN_CMD_EXPLAIN && parse_explain(root, req, id, reply))
+		goto err_free;
 	if (id)
 		req->id = json_incref(id);
 	json_decref(root);
@@ -235,6 +285,7 @@ int admin_request_parse(const char *line, size_t len, struct admin_request *req,
 
 err_free:
 	json_decref(root);
+	admin_request_release(req);
 	if (!*reply)
 		*reply = admin_error("internal", "out of memory", NULL);
 	return -EINVAL;
@@ -244,6 +295,8 @@ void admin_request_release(struct admin_request *req)
 {
 	json_decref(req->id);
 	req->id = NULL;
+	free(req->sql);
+	req->sql = NULL;
 }
 
 static json_t *ok_reply(const struct admin_request *req)
@@ -429,6 +482,42 @@ static json_t *exec_locks(const struct admin_ops *ops, void *ctx,
 	return r;
 }
 
+static json_t *exec_explain(const struct admin_ops *ops, void *ctx,
+			    const struct admin_request *req)
+{
+	static const struct {
+		int err;
+		const char *code;
+	} codes[] = {
+		{-ENOENT, "not_found"},  {-EOPNOTSUPP, "unavailable"}, {-EAGAIN, "unavailable"},
+		{-EINVAL, "rejected"},   {-ETIMEDOUT, "timeout"},
+	};
+	char msg[512] = "";
+	json_t *result;
+	int err;
+
+	if (!ops->explain)
+		return admin_error("unsupported", "explain: not available in this daemon", req->id);
+	result = json_pack("{s:o, s:o}", "user", admin_json_text(req->name, ADMIN_NAME_MAX),
+			   "database", admin_json_text(req->database, ADMIN_NAME_MAX));
+	if (!result)
+		return NULL;
+	err = ops->explain(ctx, req->name, req->database, req->sql, result, msg, sizeof(msg));
+	if (err) {
+		const char *code = "failed";
+
+		json_decref(result);
+		for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+			if (codes[i].err == err)
+				code = codes[i].code;
+		/* msg may quote the server's error text: admin_error() sanitises it */
+		if (!msg[0])
+			snprintf(msg, sizeof(msg), "explain: %s", strerror(-err));
+		return admin_error(code, msg, req->id);
+	}
+	return ok_with(req, result);
+}
+
 json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin_request *req,
 		      enum admin_access access)
 {
@@ -468,6 +557,8 @@ json_t *admin_execute(const struct admin_ops *ops, void *ctx, const struct admin
 		return exec_unlock(ops, ctx, req);
 	case ADMIN_CMD_LOCKS:
 		return exec_locks(ops, ctx, req);
+	case ADMIN_CMD_EXPLAIN:
+		return exec_explain(ops, ctx, req);
 	case ADMIN_CMD_COUNT:
 		break;
 	}

@@ -250,6 +250,10 @@ static void client_handle_line(struct admin_client *c, const char *line, size_t 
 				}
 				if (req.cmd == ADMIN_CMD_UNLOCK)
 					log_kv_str(&l, "name", req.name);
+				if (req.cmd == ADMIN_CMD_EXPLAIN) {
+					log_kv_str(&l, "user", req.name);
+					log_kv_str(&l, "database", req.database);
+				}
 				log_kv_u64(&l, "peer_pid", (uint64_t)c->pid);
 				log_kv_u64(&l, "peer_uid", (uint64_t)c->uid);
 				log_line_end(&l);
@@ -259,7 +263,7 @@ static void client_handle_line(struct admin_client *c, const char *line, size_t 
 								       req.session, "mode",
 								       admin_kill_mode_to_str(
 									       req.kill_mode)));
-				else
+				else if (req.cmd != ADMIN_CMD_EXPLAIN) /* changes nothing */
 					admin_server_publish(srv, admin_cmd_to_str(req.cmd), NULL);
 			}
 		}

@@ -5,6 +5,7 @@
 #include "auth/userlist.h"
 #include "base/log.h"
 #include "mask/mask_catalog.h"
+#include "mask/mask_plan.h"
 #include "mask/mask_rules.h"
 #include "proto/proto.h"
 #include "relay/transport.h"
@@ -367,8 +368,15 @@ static int server_error(struct conn *c, const struct proto_msg *m)
 	return -EPROTO;
 }
 
+/* What one connection is for: its startup options and application_name. */
+struct purpose {
+	const char *options;
+	const char *application_name;
+};
+
 /* Startup and authentication, up to the first ReadyForQuery. */
-static int login(struct conn *c, const struct settings *s, size_t *consumed)
+static int login(struct conn *c, const struct settings *s, const struct purpose *why,
+		 size_t *consumed)
 {
 	uint8_t out[1024];
 	char msg[SCRAM_MESSAGE_MAX];
@@ -377,8 +385,8 @@ static int login(struct conn *c, const struct settings *s, size_t *consumed)
 	struct proto_param params[] = {
 		{"user", s->user},
 		{"database", s->database ? s->database : s->user},
-		{"options", mask_catalog_startup_options()},
-		{"application_name", "pgwarden-mask-catalog"},
+		{"options", why->options},
+		{"application_name", why->application_name},
 		{"client_encoding", "UTF8"},
 	};
 	enum { START, SASL_FIRST, SASL_FINAL, VERIFIED, DONE } st = START;
@@ -538,43 +546,66 @@ static int resolve(struct conn *c, struct mask_policy *mp, size_t *consumed,
 	return mask_catalog_builder_finish(b, out);
 }
 
-/* One resolution of mp with settings s: publish on success. 0 or -errno with why. */
-static int resolve_once(const struct settings *s, struct mask_policy *mp, char *why, size_t n)
+/* Connect, negotiate TLS and log in as s says, for purpose p, within s->timeout_ms from
+ * now. 0, or -errno with c->why; either way conn_close() undoes it. */
+static int conn_open(struct conn *c, const struct settings *s, const struct purpose *p,
+		     size_t *consumed)
 {
-	struct conn c = {.deadline = now_ms() + s->timeout_ms, .leg = leg_planned(s)};
-	struct mask_catalog *cat = NULL;
-	size_t consumed = 0;
 	int rc;
 
-	transport_sock_init(&c.plain, -1, s->unix_path != NULL);
-	c.t = &c.plain;
-	c.cap = 8192;
-	c.buf = malloc(c.cap);
-	if (!c.buf)
+	*c = (struct conn){.deadline = now_ms() + s->timeout_ms, .leg = leg_planned(s)};
+	transport_sock_init(&c->plain, -1, s->unix_path != NULL);
+	c->t = &c->plain;
+	c->cap = 8192;
+	c->buf = malloc(c->cap);
+	if (!c->buf)
 		return -ENOMEM;
-	rc = connect_to(&c, s);
+	rc = connect_to(c, s);
 	if (!rc)
-		rc = negotiate_tls(&c, s);
+		rc = negotiate_tls(c, s);
 	if (!rc)
-		rc = login(&c, s, &consumed);
-	if (!rc)
-		rc = resolve(&c, mp, &consumed, &cat);
+		rc = login(c, s, p, consumed);
+	return rc;
+}
+
+/* Say goodbye when the work succeeded (a lost goodbye or close_notify changes nothing),
+ * close, and put the reason of a failure rc, with the leg, in why. */
+static void conn_close(struct conn *c, int rc, char *why, size_t n)
+{
 	if (!rc) {
 		uint8_t bye[8];
 		int w = proto_write_terminate(bye, sizeof(bye));
 
-		/* The catalog is read: a lost goodbye or close_notify changes nothing. */
-		if (w > 0 && transport_write(c.t, bye, (size_t)w) == w)
-			(void)transport_shutdown(c.t);
+		if (w > 0 && transport_write(c->t, bye, (size_t)w) == w)
+			(void)transport_shutdown(c->t);
+	}
+	if (c->t != &c->plain)
+		transport_destroy(c->t);
+	transport_destroy(&c->plain);
+	free(c->buf);
+	c->buf = NULL;
+	snprintf(why, n, "%s (over %s)", c->why[0] ? c->why : strerror(rc < 0 ? -rc : EIO), c->leg);
+}
+
+/* One resolution of mp with settings s: publish on success. 0 or -errno with why. */
+static int resolve_once(const struct settings *s, struct mask_policy *mp, char *why, size_t n)
+{
+	const struct purpose p = {.options = mask_catalog_startup_options(),
+				  .application_name = "pgwarden-mask-catalog"};
+	struct conn c;
+	struct mask_catalog *cat = NULL;
+	size_t consumed = 0;
+	int rc;
+
+	rc = conn_open(&c, s, &p, &consumed);
+	if (!rc)
+		rc = resolve(&c, mp, &consumed, &cat);
+	conn_close(&c, rc, why, n);
+	if (!rc) {
 		for (unsigned i = 0; i < mask_catalog_nwarnings(cat); i++)
 			log_warn("mask_catalog", "%s", mask_catalog_warning(cat, i));
 		mask_catalog_publish(cat);
 	}
-	if (c.t != &c.plain)
-		transport_destroy(c.t);
-	transport_destroy(&c.plain);
-	free(c.buf);
-	snprintf(why, n, "%s (over %s)", c.why[0] ? c.why : strerror(rc < 0 ? -rc : EIO), c.leg);
 	return rc;
 }
 
@@ -807,4 +838,93 @@ void mask_catconn_stop(void)
 	started = false;
 	settings_free(&conf);
 	pthread_mutex_unlock(&lock);
+}
+
+/* ---- explain ------------------------------------------------------------------------------- */
+
+/*
+ * Parse, Describe, Sync: the description goes to mask_explain(). Nothing else is sent, so
+ * the statement is parsed and analysed but never planned or run; an ErrorResponse is the
+ * server rejecting it (its text is peer text: the admin reply sanitises it).
+ */
+static int describe(struct conn *c, const char *sql, const struct mask_profile *prof,
+		    const struct mask_catalog *cat, enum mask_refs refs, char *out, size_t cap,
+		    size_t *consumed)
+{
+	size_t qcap = strlen(sql) + 64;
+	uint8_t *q = malloc(qcap);
+	int rc, len = -EPROTO;
+	bool described = false;
+
+	if (!q)
+		return -ENOMEM;
+	rc = mask_explain_request(q, qcap, sql);
+	rc = rc < 0 ? -EINVAL : send_all(c, q, (size_t)rc);
+	free(q);
+	while (!rc) {
+		struct proto_msg m;
+
+		rc = recv_msg(c, &m, consumed);
+		if (rc)
+			break;
+		if ((m.type == PqMsg_RowDescription || m.type == PqMsg_NoData) && !described) {
+			described = true;
+			len = mask_explain(&m, prof, cat, refs, out, cap);
+			if (len < 0)
+				snprintf(c->why, sizeof(c->why), "the server sent a description "
+								 "masking cannot read");
+		} else if (m.type == PqMsg_ErrorResponse) {
+			struct proto_error_fields f;
+
+			if (proto_read_error(&m, &f) == PROTO_OK)
+				snprintf(c->why, sizeof(c->why), "the server rejected the statement: %s %s",
+					 f.sqlstate ? f.sqlstate : "?????", f.message ? f.message : "");
+			else
+				snprintf(c->why, sizeof(c->why), "the server sent a malformed error");
+			len = -EINVAL;
+		} else if (m.type == PqMsg_ReadyForQuery) {
+			break;
+		}
+	}
+	if (rc)
+		return rc;
+	if (!described && len != -EINVAL)
+		snprintf(c->why, sizeof(c->why), "the server did not describe the statement");
+	return len;
+}
+
+int mask_catconn_explain(const char *sql, const struct mask_profile *prof,
+			 const struct mask_catalog *cat, enum mask_refs refs, char *out, size_t cap,
+			 char *why, size_t n)
+{
+	/* Read-only by default, so even a statement the server were somehow made to run could
+	 * change nothing; the role is the catalog role, which needs no privilege on tables to
+	 * have a statement described (privileges are checked when one runs). */
+	static const struct purpose explain = {
+		.options = "-c default_transaction_read_only=on",
+		.application_name = "pgwarden-mask-explain",
+	};
+	struct settings s = {0};
+	struct conn c;
+	size_t consumed = 0;
+	int rc;
+
+	pthread_mutex_lock(&lock);
+	settings_snapshot(&s);
+	pthread_mutex_unlock(&lock);
+	if (!s.user) {
+		settings_free(&s);
+		snprintf(why, n, "mask.catalog_user is not set: there is no connection to describe "
+				 "statements on");
+		return -EOPNOTSUPP;
+	}
+	rc = conn_open(&c, &s, &explain, &consumed);
+	if (!rc)
+		rc = describe(&c, sql, prof, cat, refs, out, cap, &consumed);
+	conn_close(&c, rc < 0 ? rc : 0, why, n);
+	if (rc == -ETIMEDOUT)
+		snprintf(why, n, "the server did not answer within mask.catalog_timeout (%llu ms)",
+			 (unsigned long long)s.timeout_ms);
+	settings_free(&s);
+	return rc;
 }

@@ -30,6 +30,7 @@
 #define PGWARDEN_MASK_CATCONN_H
 
 #include "base/addr.h"
+#include "mask/mask_plan.h"
 #include "tls/tls.h"
 
 #include <stdbool.h>
@@ -70,6 +71,24 @@ void mask_catconn_refresh(void);
  * that listens with its catalog read refuses no masked statement for want of it). 0 when
  * the last one succeeded, -EIO when it failed, -ETIMEDOUT. Main thread only. */
 int mask_catconn_wait(uint64_t timeout_ms);
+
+/*
+ * `pgwardenctl policy explain --online`: describe sql on a connection of its own made as
+ * the catalog connection's is (the same upstream, tls.server.*, mask.catalog_user and its
+ * password, mask.catalog_database), but with the role's own search_path (so names resolve
+ * as they do for a session, not in pg_catalog), default_transaction_read_only=on and
+ * application_name pgwarden-mask-explain; send only Parse, Describe and Sync
+ * (mask_explain_request(): the statement is analysed, never run), and write
+ * mask_explain()'s text for prof, cat and refs into out. Everything, from connect to the
+ * description, has mask.catalog_timeout. Blocks the calling thread (the admin thread) that
+ * long at most; takes the settings' lock only to copy them, so it never holds up the
+ * catalog thread or a session. Returns the text's length, or -errno with a one-line reason
+ * in why: -EOPNOTSUPP (no mask.catalog_user), -EINVAL (the server rejected the statement:
+ * its SQLSTATE and message, peer text the caller must sanitise), -ETIMEDOUT, other -errno.
+ */
+int mask_catconn_explain(const char *sql, const struct mask_profile *prof,
+			 const struct mask_catalog *cat, enum mask_refs refs, char *out, size_t cap,
+			 char *why, size_t n) __attribute__((warn_unused_result));
 
 /* The database the published catalog describes (the configured one), copied into out;
  * "" when there is no catalog connection. Any thread. */

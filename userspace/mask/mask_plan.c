@@ -1,6 +1,8 @@
 /* mask_plan: per-column decisions for one result (see mask_plan.h). */
 #include "mask/mask_plan.h"
 
+#include "base/sanitize.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -263,6 +265,8 @@ int mask_explain(const struct proto_msg *rowdesc, const struct mask_profile *pro
 	struct proto_rowdesc_iter it;
 	struct proto_column col;
 	char st[MASK_STRATEGY_STRLEN], name[MASK_COLREF_STRLEN];
+	/* a name of up to 63 bytes with every byte escaped (\xHH); longer ones are cut */
+	char safe_name[PROTO_NAMEDATALEN * 4];
 
 	if (cap)
 		out[0] = '\0';
@@ -289,7 +293,10 @@ int mask_explain(const struct proto_msg *rowdesc, const struct mask_profile *pro
 				   : pc->kind == MASK_COL_MASKED ? "masked"
 								 : "whole";
 
-		outf(&o, "%u\t%s\t%s\t", i + 1, col.name, what);
+		/* The name is the server's echo of the client's alias: peer text, which must
+		 * neither reach a terminal nor forge a field or a line of this text. */
+		sanitize_str(safe_name, sizeof(safe_name), col.name, SANITIZE_JSON, NULL);
+		outf(&o, "%u\t%s\t%s\t", i + 1, safe_name, what);
 		if (pc->kind == MASK_COL_MASKED && pc->why == MASK_WHY_COLUMN)
 			outf(&o, "%s", mask_strategy_format(&pc->action.st, st, sizeof(st)));
 		else if (pc->kind != MASK_COL_CLEAR)

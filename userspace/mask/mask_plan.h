@@ -143,14 +143,17 @@ static inline bool mask_plan_masks(const struct mask_plan *p)
 }
 
 /*
- * `pgwardenctl policy explain`: which columns of a statement would be masked for a
- * profile. The tool sends Parse/Describe('S')/Sync for the statement on pgwarden's own
- * connection (mask_explain_request()), hands the RowDescription (or NoData) to
- * mask_explain(), and prints the text: one line per column,
+ * `pgwardenctl policy explain --online`: which columns of a statement would be masked for
+ * a profile. The daemon sends Parse/Describe('S')/Sync for the statement on a connection of
+ * its own (mask_explain_request(), mask_catconn_explain()), hands the RowDescription (or
+ * NoData) to mask_explain(), and the tool prints the text: one line per column,
  *   <n>\t<result name>\t<clear|masked|whole>\t<strategy or reason>\t<origin>
- * followed, when the statement would be refused, by a line "deny\t<why>". Returns the
- * length written (NUL-terminated, truncated at cap), or -EPROTO for a message that is not
- * a RowDescription or NoData. Describe cannot see result formats: text is assumed.
+ * followed, when the statement would be refused, by a line "deny\t<why>". The result name
+ * is the server's echo of the client's alias, so it is sanitised here (SANITIZE_JSON: a
+ * control character, a tab or a newline is \xHH, a backslash \\) and cannot forge a field
+ * or a line. Returns the length written (NUL-terminated, truncated at cap), or -EPROTO for
+ * a message that is not a RowDescription or NoData. Describe cannot see result formats:
+ * text is assumed.
  */
 int mask_explain(const struct proto_msg *rowdesc, const struct mask_profile *prof,
 		 const struct mask_catalog *cat, enum mask_refs refs, char *out, size_t cap);

@@ -615,9 +615,10 @@ static bool names_trusted(const struct mask_sess *s)
 	       gen >= atomic_load(&names_floor);
 }
 
-/* One statement's own references, against the session's catalog: NONE only when the
- * classifier is sure of every name and the catalog calls each one clean. */
-static enum mask_refs resolve_one(const struct mask_sess *s, const struct mask_stmt_info *in)
+/* One statement's own references, against cat: NONE only when the classifier is sure of
+ * every name and the catalog, whose names are trusted, calls each one clean. */
+static enum mask_refs resolve_against(const struct mask_catalog *cat, bool trusted,
+				      const struct mask_stmt_info *in)
 {
 	enum mask_refs refs = mask_stmt_refs(in);
 	const char *schema, *name;
@@ -626,19 +627,31 @@ static enum mask_refs resolve_one(const struct mask_sess *s, const struct mask_s
 	if (refs != MASK_REFS_NONE && refs != MASK_REFS_NAMES)
 		return refs;
 	/* an operator or a cast can run any code, even in SELECT 1 + 1 */
-	if (!s->cat || !names_trusted(s) || mask_catalog_code_hooks(s->cat))
+	if (!cat || !trusted || mask_catalog_code_hooks(cat))
 		return MASK_REFS_MASKED;
 	if (refs == MASK_REFS_NONE)
 		return MASK_REFS_NONE;
 	for (unsigned i = 0; i < in->nrelations; i++)
 		if (!mask_stmt_next_name(in, &pos, &schema, &name) ||
-		    !mask_catalog_relation_clean(s->cat, schema, name))
+		    !mask_catalog_relation_clean(cat, schema, name))
 			return MASK_REFS_MASKED;
 	for (unsigned i = 0; i < in->nfunctions; i++)
 		if (!mask_stmt_next_name(in, &pos, &schema, &name) ||
-		    !mask_catalog_function_clean(s->cat, schema, name))
+		    !mask_catalog_function_clean(cat, schema, name))
 			return MASK_REFS_MASKED;
 	return MASK_REFS_NONE;
+}
+
+static enum mask_refs resolve_one(const struct mask_sess *s, const struct mask_stmt_info *in)
+{
+	return resolve_against(s->cat, s->cat && names_trusted(s), in);
+}
+
+enum mask_refs mask_stage_statement_refs(const struct mask_catalog *cat,
+					 const struct mask_stmt_info *in)
+{
+	return resolve_against(cat, cat && mask_catalog_generation(cat) >= atomic_load(&names_floor),
+			       in);
 }
 
 /*

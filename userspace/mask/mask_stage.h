@@ -98,6 +98,15 @@ void mask_stage_set_key(struct mask_key *k);
 extern const struct stage_ops mask_stage;
 
 /*
+ * The references the stage would give the statement in (mask_classify_one()'s description)
+ * in a session that has run no DDL, against cat (pgwardenctl policy explain --online):
+ * NONE only when the classifier is sure and cat calls every name clean, and no DDL a masked
+ * session ran since cat was read makes its names doubtful. Any thread.
+ */
+enum mask_refs mask_stage_statement_refs(const struct mask_catalog *cat,
+					 const struct mask_stmt_info *in);
+
+/*
  * For the audit record (issue #13 item 6): what the session's latest result masked, as
  * "public.customers.ssn=partial-last-4,#3=null(computed)" (computed, view, fallback say why
  * a column became NULL); "" when nothing, or the session is not masked. stage_state is the

@@ -188,6 +188,94 @@ void mask_wiring_wait_ready(const struct config *cfg)
 					 "sessions are refused (55000) until it ends");
 }
 
+/* The rule a session of user in database would be admitted by, as at the end of its login
+ * with only those two known; NULL with err when none or no policy. */
+static const struct policy_rule *explain_rule(const struct policy *p, const char *user,
+					      const char *database, char *err, size_t errlen)
+{
+	struct policy_identity id = {.user = user, .database = database,
+				     .auth_method = SESSION_AUTH_PENDING};
+	const struct policy_rule *rule = p ? policy_match_connection(p, &id, true) : NULL;
+
+	if (!p)
+		snprintf(err, errlen, "no policy is loaded: nothing is masked");
+	else if (!rule)
+		snprintf(err, errlen, "no rule admits user \"%s\" in database \"%s\": the "
+				      "connection would be refused (28000)", user, database);
+	return rule;
+}
+
+int mask_wiring_explain(const char *user, const char *database, const char *sql,
+			struct mask_wiring_explained *ex, char *out, size_t cap, char *err,
+			size_t errlen)
+{
+	struct policy *p = policy_acquire();
+	struct mask_policy *mp = mask_rules_acquire();
+	struct mask_catalog *cat = NULL;
+	struct mask_stmt_info *in = NULL;
+	const struct policy_rule *rule;
+	const struct mask_profile *prof;
+	char db[PROTO_NAMEDATALEN];
+	int rc;
+
+	memset(ex, 0, sizeof(*ex));
+	if (cap)
+		out[0] = '\0';
+	rule = explain_rule(p, user, database, err, errlen);
+	if (!rule) {
+		rc = p ? -ENOENT : -EOPNOTSUPP;
+		goto out;
+	}
+	snprintf(ex->rule, sizeof(ex->rule), "%s", rule->name);
+	prof = mp ? mask_policy_find_profile(mp, rule->name) : NULL;
+	if (!prof || !mask_profile_masks(prof)) {
+		rc = 0; /* the rule masks nothing: every column passes clear */
+		goto out;
+	}
+	ex->masks = true;
+	mask_catconn_database(db, sizeof(db));
+	if (!db[0]) {
+		rc = -EOPNOTSUPP;
+		snprintf(err, errlen, "mask.catalog_user is not set: masked sessions are refused "
+				      "(55000) and no statement can be described");
+		goto out;
+	}
+	if (strcmp(db, database) != 0) {
+		rc = -EOPNOTSUPP;
+		snprintf(err, errlen, "the masking catalog describes database \"%s\" only: "
+				      "masked statements in \"%s\" are refused (55000)", db, database);
+		goto out;
+	}
+	cat = mask_catalog_acquire();
+	if (!cat || mask_catalog_policy(cat) != mp) {
+		rc = -EAGAIN;
+		snprintf(err, errlen, "the catalog for the current masking policy is not resolved "
+				      "yet (masked statements are refused with 55000); try again");
+		goto out;
+	}
+	in = malloc(sizeof(*in));
+	if (!in) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	mask_classify_one(sql, strlen(sql), 0, in);
+	if (in->copy_to) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "COPY TO has no result columns to describe: `pgwardenctl "
+				      "policy explain FILE` says how masking treats it");
+		goto out;
+	}
+	rc = mask_catconn_explain(sql, prof, cat, mask_stage_statement_refs(cat, in), out, cap,
+				  err, errlen);
+out:
+	free(in);
+	mask_catalog_put(cat);
+	mask_policy_put(mp);
+	policy_unref(p);
+	return rc;
+}
+
 void mask_wiring_stop(void)
 {
 	mask_catconn_stop();

@@ -24,6 +24,7 @@
 #include "policy/policy.h"
 #include "tls/tls.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Configure the stage, the key and the catalog connection from cfg (starting the catalog
@@ -47,6 +48,32 @@ void mask_wiring_publish(struct mask_policy *mp);
 /* Start-up: wait (at most mask.catalog_timeout) for the first catalog, logging the
  * outcome; the daemon starts either way (masked sessions are refused until it is read). */
 void mask_wiring_wait_ready(const struct config *cfg);
+
+/* What the online explain found besides the per-column text. */
+struct mask_wiring_explained {
+	char rule[128]; /* the rule that admits the identity (cut at 127 bytes) */
+	bool masks;     /* false: the rule has no mask: map, every column passes clear */
+};
+
+/*
+ * `pgwardenctl policy explain --online` (the admin socket's explain): which result columns
+ * of sql (one statement) a session of user in database would get masked, with the policy,
+ * masking policy and catalog in force now. The rule is matched as at the end of a login
+ * with only the user and the database known (a rule that also requires a source, a
+ * process, a certificate or an authentication method does not match); the references are
+ * the stage's (mask_stage_statement_refs()); the server describes the statement on a
+ * connection made as the catalog connection's (mask_catconn_explain(): never run, read-only,
+ * mask.catalog_timeout). mask_explain()'s text goes to out. Blocks up to
+ * mask.catalog_timeout: call it on the admin thread, never a worker. Returns the text's
+ * length (0 and ex->masks false when the rule masks nothing), or -errno with a one-line
+ * reason in err (which may quote the server's error text: peer text): -ENOENT no rule
+ * admits the identity; -EOPNOTSUPP no policy, no mask.catalog_user, or a database the
+ * catalog does not describe; -EAGAIN the catalog is not resolved yet; -EINVAL the server
+ * rejected the statement (or a COPY TO); -ETIMEDOUT; other -errno.
+ */
+int mask_wiring_explain(const char *user, const char *database, const char *sql,
+			struct mask_wiring_explained *ex, char *out, size_t cap, char *err,
+			size_t errlen) __attribute__((warn_unused_result));
 
 /* Stop the catalog thread, drop the key and the current masking policy. */
 void mask_wiring_stop(void);
