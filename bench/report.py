@@ -11,7 +11,7 @@ import random
 import statistics
 
 AUDIT_MODES = ("none", "write", "batch", "always")
-RELAYS = ["pgwarden", "pgwarden-w2", "pgwarden-policy"] + [
+RELAYS = ["pgwarden", "pgwarden-w1", "pgwarden-policy"] + [
     "pgwarden-audit-%s" % m for m in AUDIT_MODES] + [
     "pgwarden-tls", "pgwarden-mask", "baseline", "steered", "pgbouncer", "pgbouncer-tls",
     "haproxy"]
@@ -336,16 +336,12 @@ def baseline_goals(res):
     if not cells:
         return rows
     rev = res.get("env", {}).get("baseline_rev") or "?"
-    # pgwarden runs this build's default worker count; pgwarden-w2 the baseline's default
-    # on a 2-CPU host, so the core's own cost is compared at the same thread count too.
-    for target, key, label, better in (
-            (t, k, l, b) for t in ("pgwarden", "pgwarden-w2")
-            for k, l, b in (("tps", "TPS", max),
-                            ("cpu_ms_per_1k_tx", "relay CPU per transaction", min))):
+    for key, label, better in (("tps", "TPS", max), ("cpu_ms_per_1k_tx",
+                                                       "relay CPU per transaction", min)):
         ratios = []
         for mode, clients in cells:
             per_round = []
-            for r in by(tps, target=target, mode=mode, clients=clients):
+            for r in by(tps, target="pgwarden", mode=mode, clients=clients):
                 b = by(tps, target="baseline", mode=mode, clients=clients, round=r["round"])
                 if b and b[0].get(key) and r.get(key) is not None:
                     per_round.append(r[key] / b[0][key])
@@ -362,7 +358,7 @@ def baseline_goals(res):
         # 10% off; single cells move by more than that between rounds on this machine.
         ok = (geo >= 0.97 and worst[0] >= 0.90) if key == "tps" else \
              (geo <= 1.03 and worst[0] <= 1.10)
-        rows.append(("%s no worse than the baseline (%s): %s" % (label, rev, target),
+        rows.append(("%s no worse than the baseline (%s)" % (label, rev),
                      "this build / baseline: %.3f× geometric mean over %d cells; worst %s "
                      "-c %d at %.2f×" % (geo, len(ratios), worst[1], worst[2], worst[0]),
                      verdict(ok)))
@@ -860,8 +856,8 @@ def write(res, path):
     out.append(
         "A throwaway PostgreSQL 15 cluster (127.0.0.1 only, scram-sha-256, fsync on) is "
         "initialised with `pgbench -i -s %d`. In front of it: **pgwarden** (`pgwardend` in "
-        "explicit mode, default worker count, passthrough authentication; **pgwarden-w2** "
-        "is the same with `--workers 2`), **PgBouncer** "
+        "explicit mode, default worker count, passthrough authentication; **pgwarden-w1** "
+        "is the same with `--workers 1`), **PgBouncer** "
         "(session mode, SCRAM with the verifier from pg_authid in its userlist, "
         "max_client_conn 2000, default_pool_size 1050) and **HAProxy** (mode tcp, one "
         "backend; no protocol awareness, the floor for any relay). Clients use plaintext "

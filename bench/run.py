@@ -58,7 +58,7 @@ PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 TLSPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tlsprobe.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
-ALL_TARGETS = ["direct", "pgwarden", "pgwarden-w2", "pgwarden-policy"] + AUDIT_TARGETS + [
+ALL_TARGETS = ["direct", "pgwarden", "pgwarden-w1", "pgwarden-policy"] + AUDIT_TARGETS + [
     "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-tls", "haproxy"]
 # What a run measures when BENCH_TARGETS does not say: one audit mode, the default `batch`;
 # the others (none, write, always) are there to be named.
@@ -341,9 +341,9 @@ class Bench:
             "direct": lambda: T.DirectTarget(self.cluster, self.rundir),
             "pgwarden": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
                                                  s.pgwarden_args),
-            "pgwarden-w2": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
-                                                    ["--workers", "2"] + s.pgwarden_args,
-                                                    name="pgwarden-w2"),
+            "pgwarden-w1": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
+                                                    ["--workers", "1"] + s.pgwarden_args,
+                                                    name="pgwarden-w1"),
             "baseline": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.baseline,
                                                  s.pgwarden_args, name="baseline"),
             "pgwarden-policy": lambda: T.PgwardenPolicyTarget(self.cluster, self.rundir,

@@ -297,20 +297,9 @@ static void raise_nofile(void)
 			 (unsigned long long)before, (unsigned long long)rl.rlim_cur);
 }
 
-/*
- * workers: 0 means one per four online CPUs, at least one. The relay shares its host with
- * PostgreSQL and, often, the clients: on 2 CPUs a second worker measured more CPU per
- * transaction and fewer transactions (docs/BENCHMARKS.md, pgwarden against pgwarden-w2),
- * because two relay threads, the server's backends and the clients contend for the same
- * cores and every hand-off between them is a context switch. Hosts that give the relay its
- * own cores set the count.
- */
-#define CPUS_PER_DEFAULT_WORKER 4
-
 static unsigned worker_count(const struct config *cfg)
 {
-	long n = cfg->workers ? (long)cfg->workers
-			      : sysconf(_SC_NPROCESSORS_ONLN) / CPUS_PER_DEFAULT_WORKER;
+	long n = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
 
 	return n > 0 ? (unsigned)n : 1;
 }

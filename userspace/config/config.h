@@ -92,7 +92,7 @@ struct config {
 	bool transparent_source;
 	struct addr upstream;
 	bool has_upstream;
-	unsigned workers;           /* 0: one per 4 online CPUs, at least one */
+	unsigned workers;           /* 0: one per online CPU */
 	uint32_t buffer_size;       /* bytes per direction buffer (default 32 KiB) */
 	uint32_t max_message_size;  /* largest message body accepted from either side */
 	uint32_t max_connections;   /* client connections across all workers */
