@@ -157,59 +157,59 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS for pid %d" % pid)
 
 
-class RssSampler(threading.Thread):
-    """VmRSS every 100 ms while a transfer runs; keeps the peak and the count."""
+class PeriodicSampler(threading.Thread):
+    """Calls sample() every 100 ms while a run goes on, and once more at stop(), so a run
+    shorter than a period still has one; a sample() that returns False (the process is
+    gone) ends the sampling."""
 
     def __init__(self, pid, period=0.1):
         super().__init__(daemon=True)
         self.pid, self.period = pid, period
-        self.peak, self.samples = 0, 0
-        self._stop_ev = threading.Event()
-
-    def run(self):
-        while not self._stop_ev.is_set():
-            try:
-                self.peak = max(self.peak, rss_kib(self.pid))
-                self.samples += 1
-            except (OSError, RuntimeError):
-                return
-            self._stop_ev.wait(self.period)
-
-    def stop(self):
-        self._stop_ev.set()
-        self.join()
-        try:  # one more sample, so a transfer shorter than a period still has one
-            self.peak = max(self.peak, rss_kib(self.pid))
-            self.samples += 1
-        except (OSError, RuntimeError):
-            pass
-
-
-class CpuSampler(threading.Thread):
-    """(wall time, relay CPU seconds) every 100 ms while a pgbench run goes on, so that the
-    CPU of the steady part (every client logged in) can be told from the logins'."""
-
-    def __init__(self, pid, period=0.1):
-        super().__init__(daemon=True)
-        self.pid, self.period = pid, period
-        self.samples = []
         self._stop_ev = threading.Event()
 
     def sample(self):
-        try:
-            self.samples.append((time.time(), cpu_seconds(self.pid)))
-        except OSError:
-            pass
+        raise NotImplementedError
 
     def run(self):
-        while not self._stop_ev.is_set():
-            self.sample()
+        while not self._stop_ev.is_set() and self.sample():
             self._stop_ev.wait(self.period)
 
     def stop(self):
         self._stop_ev.set()
         self.join()
         self.sample()
+
+
+class RssSampler(PeriodicSampler):
+    """VmRSS while a transfer runs; keeps the peak and the count."""
+
+    def __init__(self, pid, period=0.1):
+        super().__init__(pid, period)
+        self.peak, self.samples = 0, 0
+
+    def sample(self):
+        try:
+            self.peak = max(self.peak, rss_kib(self.pid))
+        except (OSError, RuntimeError):
+            return False
+        self.samples += 1
+        return True
+
+
+class CpuSampler(PeriodicSampler):
+    """(wall time, relay CPU seconds) while a pgbench run goes on, so that the CPU of the
+    steady part (every client logged in) can be told from the logins'."""
+
+    def __init__(self, pid, period=0.1):
+        super().__init__(pid, period)
+        self.samples = []
+
+    def sample(self):
+        try:
+            self.samples.append((time.time(), cpu_seconds(self.pid)))
+        except OSError:
+            return False
+        return True
 
 
 def read_tx_log(logdir):

@@ -607,12 +607,17 @@ static const struct mask_stmt_info *req_info(struct mask_sess *s, const struct m
 	return NULL;
 }
 
+/* Is cat at least as new as the newest DDL any masked session saw pass? */
+static bool catalog_past_names_floor(const struct mask_catalog *cat)
+{
+	return mask_catalog_generation(cat) >= atomic_load(&names_floor);
+}
+
 static bool names_trusted(const struct mask_sess *s)
 {
-	uint64_t gen = mask_catalog_generation(s->cat);
-
-	return s->names_floor != NAMES_PENDING && gen >= s->names_floor &&
-	       gen >= atomic_load(&names_floor);
+	return s->names_floor != NAMES_PENDING &&
+	       mask_catalog_generation(s->cat) >= s->names_floor &&
+	       catalog_past_names_floor(s->cat);
 }
 
 /* One statement's own references, against cat: NONE only when the classifier is sure of
@@ -650,8 +655,7 @@ static enum mask_refs resolve_one(const struct mask_sess *s, const struct mask_s
 enum mask_refs mask_stage_statement_refs(const struct mask_catalog *cat,
 					 const struct mask_stmt_info *in)
 {
-	return resolve_against(cat, cat && mask_catalog_generation(cat) >= atomic_load(&names_floor),
-			       in);
+	return resolve_against(cat, cat && catalog_past_names_floor(cat), in);
 }
 
 /*
