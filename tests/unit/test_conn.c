@@ -265,15 +265,18 @@ static char last_ready(const uint8_t *p, size_t n)
 struct judge_state {
 	int datarows_seen;
 	uint64_t datarow_request; /* the request the last DataRow answered */
-	uint8_t row[4096];
+	uint8_t row[16384];
 	uint32_t row_len;
 	uint8_t outmsg[4096];
 	uint32_t out_len, out_pos;
 	bool built;
+	int runs, run_rows; /* stream_run calls, and the rows they finished */
+	int partial_runs;   /* runs that stopped inside a message */
 };
 
 static uint8_t judge_rewrite[64];
 static uint64_t judge_resume_at;
+static int judge_runs; /* stream_run calls in this test (a closed session's state is gone) */
 
 static const char *msg_sql(const struct proto_msg *m)
 {
@@ -335,6 +338,34 @@ static void judge_backend(struct stage_ctx *ctx, const struct proto_msg *m, stru
 				 "pgwarden: a row the rule \"no-forbidden-rows\" refuses");
 }
 
+/* The replacement of the row collected in j->row: every value "masked". */
+static void judge_build(struct judge_state *j)
+{
+	uint16_t ncols = (uint16_t)(j->row[0] << 8 | j->row[1]);
+	uint32_t in = 2, out = 7;
+
+	j->outmsg[0] = 'D';
+	j->outmsg[5] = j->row[0];
+	j->outmsg[6] = j->row[1];
+	for (uint16_t i = 0; i < ncols; i++) {
+		int32_t len = (int32_t)proto_read_u32(j->row + in);
+
+		in += 4 + (len > 0 ? (uint32_t)len : 0);
+		if (len < 0) {
+			proto_write_u32(j->outmsg + out, 0xffffffffu);
+			out += 4;
+			continue;
+		}
+		proto_write_u32(j->outmsg + out, 6);
+		memcpy(j->outmsg + out + 4, "masked", 6);
+		out += 10;
+	}
+	proto_write_u32(j->outmsg + 1, out - 1);
+	j->out_len = out;
+	j->out_pos = 0;
+	j->built = true;
+}
+
 /* Streaming: read the whole row, then answer with every value replaced by "masked". */
 static void judge_stream(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
 {
@@ -348,31 +379,8 @@ static void judge_stream(struct stage_ctx *ctx, struct stage_stream *st, struct 
 		memcpy(j->row + j->row_len, st->in, take);
 		j->row_len += (uint32_t)take;
 		st->consumed = take;
-		if (st->body_offset + take == st->body_len) {
-			uint16_t ncols = (uint16_t)(j->row[0] << 8 | j->row[1]);
-			uint32_t in = 2, out = 7;
-
-			j->outmsg[0] = 'D';
-			j->outmsg[5] = j->row[0];
-			j->outmsg[6] = j->row[1];
-			for (uint16_t i = 0; i < ncols; i++) {
-				int32_t len = (int32_t)proto_read_u32(j->row + in);
-
-				in += 4 + (len > 0 ? (uint32_t)len : 0);
-				if (len < 0) {
-					proto_write_u32(j->outmsg + out, 0xffffffffu);
-					out += 4;
-					continue;
-				}
-				proto_write_u32(j->outmsg + out, 6);
-				memcpy(j->outmsg + out + 4, "masked", 6);
-				out += 10;
-			}
-			proto_write_u32(j->outmsg + 1, out - 1);
-			j->out_len = out;
-			j->out_pos = 0;
-			j->built = true;
-		}
+		if (st->body_offset + take == st->body_len)
+			judge_build(j);
 	}
 	if (!j->built)
 		return;
@@ -394,6 +402,62 @@ static void judge_stream(struct stage_ctx *ctx, struct stage_stream *st, struct 
 	}
 }
 
+/* A run (stage.h): each row as judge_stream() would rewrite it; a row that says "refuse"
+ * closes the session at its boundary, one that says "halfway" stops the run inside it with
+ * half its body taken, and a replacement the room cannot hold stops the run inside its row
+ * with what fits written; stream() finishes both. */
+static void judge_stream_run(struct stage_ctx *ctx, struct stage_stream *st,
+			     struct stage_result *r)
+{
+	struct judge_state *j = ctx->state;
+	size_t in = 0, out = 0;
+
+	assert_false(j->built);
+	assert_int_equal(j->row_len, 0);
+	j->runs++;
+	judge_runs++;
+	while (in < st->in_len) {
+		uint32_t body_len = proto_read_u32(st->in + in + 1) - 4;
+		const uint8_t *body = st->in + in + PROTO_HEADER_LEN;
+		size_t room = st->out_cap - out;
+
+		assert_int_equal(st->in[in], st->type);
+		assert_true(in + PROTO_HEADER_LEN + body_len <= st->in_len);
+		if (memmem(body, body_len, "halfway", 7)) {
+			memcpy(j->row, body, body_len / 2);
+			j->row_len = body_len / 2;
+			in += PROTO_HEADER_LEN + body_len / 2;
+			st->partial = true;
+			j->partial_runs++;
+			break;
+		}
+		if (memmem(body, body_len, "refuse", 6)) {
+			stage_result_set(r, STAGE_CLOSE, "54000", NULL, "row refused");
+			break;
+		}
+		memcpy(j->row, body, body_len);
+		j->row_len = body_len;
+		judge_build(j);
+		in += PROTO_HEADER_LEN + body_len;
+		if (room < j->out_len) {
+			memcpy(st->out + out, j->outmsg, room);
+			j->out_pos = (uint32_t)room;
+			out += room;
+			st->partial = true;
+			st->partial_produced = room;
+			j->partial_runs++;
+			break;
+		}
+		memcpy(st->out + out, j->outmsg, j->out_len);
+		out += j->out_len;
+		j->built = false;
+		j->row_len = 0;
+		j->run_rows++;
+	}
+	st->consumed = in;
+	st->produced = out;
+}
+
 static struct stage_ops judge_stage = {
 	.name = "judge",
 	.state_size = sizeof(struct judge_state),
@@ -401,6 +465,7 @@ static struct stage_ops judge_stage = {
 	.frontend = judge_frontend,
 	.backend = judge_backend,
 	.stream = judge_stream,
+	.stream_run = judge_stream_run,
 };
 
 /* "rec": records what every stage must hear. */
@@ -510,6 +575,7 @@ static int setup(void **state)
 	memset(&F, 0, sizeof(F));
 	memset(&rec, 0, sizeof(rec));
 	judge_resume_at = 0;
+	judge_runs = 0;
 	relay_init(&F.relay);
 	tls_store_init(&F.tls);
 	F.relay.tls = &F.tls; /* empty: no TLS unless a test publishes a snapshot */
@@ -1289,6 +1355,181 @@ static void test_streaming_close_tells_the_client(void **state)
 	assert_int_equal(rec.decision_request, 1);
 	assert_int_equal(rec.errors, 1);
 	assert_int_equal(rec.error_request, 1);
+}
+
+/* A DataRow of one value of n bytes of c (beyond r_datarow's 1 KiB). */
+static void r_datarow_of(struct msgs *m, char c, size_t n)
+{
+	static uint8_t b[16384];
+
+	assert_true(6 + n <= sizeof(b));
+	b[0] = 0;
+	b[1] = 1;
+	proto_write_u32(b + 2, (uint32_t)n);
+	memset(b + 6, c, n);
+	put(m, 'D', b, 6 + n);
+}
+
+/* Rows that lie whole in the read buffer go to a stage that takes runs several at a time:
+ * a run stopped inside a row (half its body taken) and a row over the run limit among small
+ * ones (streamed header then pieces) leave the client the same bytes as row by row; so do
+ * rows cut by reads (runs end before the cut row, which streams in pieces). */
+static void test_streaming_runs(void **state)
+{
+	static const size_t chunks[] = {0, 23, 97};
+
+	for (size_t k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
+		struct conn *c;
+		struct msgs q = {.n = 0}, a = {.n = 0}, want = {.n = 0};
+		struct judge_state *js;
+		const uint8_t *p;
+		size_t n;
+
+		c = login("masked");
+		F.server.read_chunk = chunks[k];
+		m_query(&q, "SELECT ssn FROM people");
+		client_sends(&q);
+		r_rowdesc(&a);
+		r_datarow(&a, "123-45-6789");
+		r_datarow(&a, "987-65-4321");
+		r_datarow(&a, "stops halfway through this one");
+		r_datarow(&a, "after the stop");
+		r_datarow_of(&a, 'h', STAGE_RUN_MESSAGE_MAX); /* one over the limit, header included */
+		r_datarow(&a, "after the big one");
+		r_datarow(&a, "and the last");
+		r_complete(&a, "SELECT 7");
+		r_ready(&a, 'I');
+		server_sends(&a);
+		while (F.server.in_pos < F.server.in_len)
+			conn_server_events(c, EPOLLIN);
+		r_rowdesc(&want);
+		for (int i = 0; i < 7; i++)
+			r_datarow(&want, "masked");
+		r_complete(&want, "SELECT 7");
+		r_ready(&want, 'I');
+		n = fake_take(&F.client, &p);
+		assert_int_equal(n, want.n);
+		assert_memory_equal(p, want.b, n);
+		assert_int_equal(c->state, CONN_READY);
+		js = stage_chain_state(&c->chain, 0);
+		if (!chunks[k]) {
+			/* two rows, the stop; the row after it; the two after the big one */
+			assert_int_equal(js->runs, 3);
+			assert_int_equal(js->run_rows, 5);
+			assert_int_equal(js->partial_runs, 1);
+		}
+		conn_terminate(c, "57P01", "test over", "test");
+		tick(6 * NS_PER_S);
+		F.server.in_len = F.server.in_pos = 0;
+		F.client.out_len = F.client.out_seen = 0;
+		F.server.out_len = F.server.out_seen = 0;
+	}
+}
+
+/* A client that does not read: the stream buffer fills in the middle of runs (a row's
+ * replacement cut where the room ends, finished by stream() once the client takes some);
+ * every row still arrives whole and in order, and the relay stops reading meanwhile. */
+static void test_streaming_runs_fill_the_buffer(void **state)
+{
+	struct conn *c = login("masked");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	struct judge_state *js;
+	const uint8_t *p;
+	size_t n, rows = 0, want_len = 0;
+	uint8_t want_row[32];
+	struct msgs one = {.n = 0};
+
+	r_datarow(&one, "masked");
+	assert_true(one.n <= sizeof(want_row));
+	memcpy(want_row, one.b, one.n);
+	F.client.write_room = 0;
+	m_query(&q, "SELECT ssn FROM people");
+	client_sends(&q);
+	r_rowdesc(&a);
+	server_sends(&a);
+	want_len += a.n;
+	/* 4 x ~1300 rows of 12 bytes, each 17 bytes when rewritten: far over the buffers */
+	for (int block = 0; block < 4; block++) {
+		a.n = 0;
+		while (a.n + 64 < sizeof(a.b)) {
+			r_datarow(&a, "x");
+			rows++;
+		}
+		fake_feed(&F.server, a.b, a.n);
+	}
+	a.n = 0;
+	r_complete(&a, "SELECT n");
+	r_ready(&a, 'I');
+	fake_feed(&F.server, a.b, a.n);
+	conn_server_events(c, EPOLLIN);
+	assert_true(F.server.in_pos < F.server.in_len); /* it stopped reading */
+	for (int i = 0; i < 10000 && c->state != CONN_READY; i++) {
+		F.client.write_room += 1000;
+		conn_client_events(c, EPOLLOUT);
+		conn_server_events(c, EPOLLIN);
+	}
+	F.client.write_room = FAKE_CAP;
+	conn_client_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_READY);
+	n = fake_take(&F.client, &p);
+	want_len += rows * one.n + a.n;
+	assert_int_equal(n, want_len);
+	assert_int_equal(p[0], 'T');
+	p += 5 + proto_read_u32(p + 1) - 4;
+	for (size_t i = 0; i < rows; i++, p += one.n)
+		assert_memory_equal(p, want_row, one.n);
+	assert_memory_equal(p, a.b, a.n);
+	js = stage_chain_state(&c->chain, 0);
+	assert_true(js->runs > 1);
+	assert_true(js->partial_runs > 0); /* the room ended inside a replacement */
+}
+
+/* A run that reaches a row the stage refuses: the rows before it arrive rewritten and whole,
+ * then the FATAL; nothing of the refused row; the decision and the error name its request. */
+static void streaming_run_close(const char *refused)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0}, want = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	c = login("masked");
+	m_query(&q, "SELECT ssn FROM people");
+	client_sends(&q);
+	r_rowdesc(&a);
+	r_datarow(&a, "fine");
+	r_datarow(&a, "fine too");
+	r_datarow(&a, refused);
+	r_datarow(&a, "never seen");
+	r_complete(&a, "SELECT 4");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	r_rowdesc(&want);
+	r_datarow(&want, "masked");
+	r_datarow(&want, "masked");
+	r_error(&want, "FATAL", "54000", "row refused");
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(p, want.b, n);
+	assert_true(c->state >= CONN_CLOSING);
+	assert_int_equal(judge_runs, 1);
+	assert_int_equal(rec.decisions, 1);
+	assert_string_equal(rec.last_decider, "judge");
+	assert_int_equal(rec.decision_request, 1);
+	assert_int_equal(rec.errors, 1);
+	assert_int_equal(rec.error_request, 1);
+}
+
+static void test_streaming_run_close_tells_the_client(void **state)
+{
+	streaming_run_close("refuse this one");
+}
+
+/* The run stopped inside the row, and stream() refuses it: nothing of its replacement was
+ * written (whatever the run wrote before it), so the client is still told why. */
+static void test_streaming_run_stopped_in_a_refused_row(void **state)
+{
+	streaming_run_close("refuse it halfway");
 }
 
 /* ---- the statement table ------------------------------------------------------------------ */
@@ -2823,6 +3064,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_close_tells_the_client, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streaming_runs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streaming_runs_fill_the_buffer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streaming_run_close_tells_the_client, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_streaming_run_stopped_in_a_refused_row, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_statement_table_follows_the_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_statements_and_skips, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unexpected_answer_ends_the_session, setup, teardown),

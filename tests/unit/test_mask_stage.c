@@ -283,6 +283,9 @@ struct world {
 	uint8_t *seen;
 	size_t seen_n;
 	struct stage_result last;
+	/* be_runs: streamed messages waiting to go to the stage as one run */
+	uint8_t run[1u << 16];
+	size_t run_n;
 };
 
 static const struct stage_ops *front_stage; /* a stage before masking (policy), or NULL */
@@ -330,10 +333,13 @@ static void seen_add(struct world *w, const uint8_t *p, size_t n)
 	w->seen_n += n;
 }
 
+static void be_flush(struct world *w);
+
 static enum stage_verdict fe(struct world *w, const struct mb *m)
 {
 	struct proto_msg pm = as_msg(m);
 
+	be_flush(w);
 	if (!stage_chain_wants(&w->ch, PROTO_FRONTEND, pm.type))
 		return STAGE_FORWARD;
 	stage_run_frontend(&w->ch, &pm, 1, NULL, 0, &w->last);
@@ -345,39 +351,104 @@ static enum stage_verdict fe(struct world *w, const struct mb *m)
 static size_t be_room;
 #define BE_ROOM_MAX (1u << 17)
 
+/* With be_room: consecutive streamed messages of one type go to the stage as runs
+ * (stage_run_stream_run), as a relay hands them over when they lie whole in its buffer. */
+static bool be_runs;
+
+static uint8_t be_out[BE_ROOM_MAX];
+
+/* The rest of a streamed message from body_offset on, through stage_run_stream(). */
+static enum stage_verdict be_stream(struct world *w, const struct proto_msg *pm,
+				    uint32_t body_offset)
+{
+	struct stage_stream st = {.type = pm->type, .body_len = pm->body_len,
+				  .body_offset = body_offset};
+	unsigned idle = 0;
+
+	for (;;) {
+		size_t left = pm->body_len - st.body_offset;
+
+		st.in = pm->body + st.body_offset;
+		st.in_len = be_room ? left : left < 7 ? left : 7;
+		st.out = be_out;
+		st.out_cap = be_room ? be_room : 5;
+		st.done = false;
+		stage_run_stream(&w->ch, &st, 0, &w->last);
+		if (w->last.verdict != STAGE_FORWARD)
+			return w->last.verdict;
+		seen_add(w, be_out, st.produced);
+		st.body_offset += (uint32_t)st.consumed;
+		if (st.done)
+			break;
+		if (!st.consumed && !st.produced)
+			assert_true(++idle < 3 && left == 0);
+	}
+	assert_int_equal(st.body_offset, pm->body_len);
+	return STAGE_FORWARD;
+}
+
+/* The waiting run, as the relay takes it: what the stage takes of it, then the message it
+ * stopped in, or the one it would not take, through stage_run_stream(). */
+static void be_flush(struct world *w)
+{
+	size_t off = 0;
+
+	while (off < w->run_n) {
+		struct stage_stream st = {.type = w->run[off], .in = w->run + off,
+					  .in_len = w->run_n - off, .out = be_out,
+					  .out_cap = be_room};
+		struct proto_msg pm;
+		size_t at = off, total;
+
+		stage_run_stream_run(&w->ch, &st, 0, &w->last);
+		assert_int_equal(w->last.verdict, STAGE_FORWARD);
+		assert_true(st.consumed <= st.in_len && st.produced <= st.out_cap);
+		seen_add(w, be_out, st.produced);
+		/* at: the last message the stage took of the run (the first when it took none) */
+		for (;;) {
+			assert_int_equal(proto_frame(w->run + at, w->run_n - at, PROTO_BACKEND,
+						     PROTO_MAX_BODY, &pm),
+					 PROTO_OK);
+			total = PROTO_HEADER_LEN + pm.body_len;
+			if (at + total >= off + st.consumed)
+				break;
+			at += total;
+		}
+		if (st.partial) {
+			assert_true(off + st.consumed >= at + PROTO_HEADER_LEN);
+			assert_int_equal(be_stream(w, &pm, (uint32_t)(off + st.consumed - at -
+								      PROTO_HEADER_LEN)),
+					 STAGE_FORWARD);
+		} else if (!st.consumed) { /* declined: this one streams the ordinary way */
+			assert_int_equal(be_stream(w, &pm, 0), STAGE_FORWARD);
+		} else {
+			assert_int_equal(at + total, off + st.consumed); /* a message boundary */
+			assert_int_equal(st.partial_produced, 0);
+		}
+		off = at + total;
+	}
+	w->run_n = 0;
+}
+
 /* A server message as the connection would handle it: streamed (in pieces of 7 bytes into
- * rooms of 5, or whole, see be_whole), judged whole, or passed. What reaches the client is
- * added to w->seen. */
+ * rooms of 5, whole into rooms of be_room, or in runs, see be_runs), judged whole, or
+ * passed. What reaches the client is added to w->seen. */
 static enum stage_verdict be(struct world *w, const struct mb *m)
 {
 	struct proto_msg pm = as_msg(m);
 
-	if (stage_chain_streams(&w->ch, pm.type)) {
-		struct stage_stream st = {.type = pm.type, .body_len = pm.body_len};
-		static uint8_t out[BE_ROOM_MAX];
-		unsigned idle = 0;
-
-		for (;;) {
-			size_t left = pm.body_len - st.body_offset;
-
-			st.in = pm.body + st.body_offset;
-			st.in_len = be_room ? left : left < 7 ? left : 7;
-			st.out = out;
-			st.out_cap = be_room ? be_room : 5;
-			st.done = false;
-			stage_run_stream(&w->ch, &st, 0, &w->last);
-			if (w->last.verdict != STAGE_FORWARD)
-				return w->last.verdict;
-			seen_add(w, out, st.produced);
-			st.body_offset += (uint32_t)st.consumed;
-			if (st.done)
-				break;
-			if (!st.consumed && !st.produced)
-				assert_true(++idle < 3 && left == 0);
-		}
-		assert_int_equal(st.body_offset, pm.body_len);
+	if (be_runs && w->run_n && (w->run[0] != pm.type || w->run_n + m->n > sizeof(w->run) ||
+				    m->n > STAGE_RUN_MESSAGE_MAX))
+		be_flush(w);
+	if (stage_chain_streams(&w->ch, pm.type) && be_runs && m->n <= STAGE_RUN_MESSAGE_MAX &&
+	    (pm.type == PqMsg_DataRow || pm.type == PqMsg_CopyData)) {
+		memcpy(w->run + w->run_n, m->b, m->n);
+		w->run_n += m->n;
 		return STAGE_FORWARD;
 	}
+	be_flush(w);
+	if (stage_chain_streams(&w->ch, pm.type))
+		return be_stream(w, &pm, 0);
 	if (!stage_chain_wants(&w->ch, PROTO_BACKEND, pm.type)) {
 		seen_add(w, m->b, m->n);
 		return STAGE_FORWARD;
@@ -1260,6 +1331,7 @@ static void replay(struct world *w, const char *name)
 		assert_int_not_equal(be(w, &m), STAGE_CLOSE);
 		off += m.n;
 	}
+	be_flush(w);
 	free(raw);
 }
 
@@ -1448,18 +1520,24 @@ static void test_copy_binary_whole_or_in_pieces_alike(void **state)
 	size_t n = copy_binary_masked_last(&pieces);
 
 	for (size_t room = 6; room <= 80; room++) {
-		be_room = room < 80 ? room : BE_ROOM_MAX;
-		assert_int_equal(copy_binary_masked_last(&whole), n);
-		be_room = 0;
-		assert_memory_equal(whole, pieces, n);
-		free(whole);
+		for (int runs = 0; runs <= 1; runs++) {
+			be_room = room < 80 ? room : BE_ROOM_MAX;
+			be_runs = runs;
+			assert_int_equal(copy_binary_masked_last(&whole), n);
+			be_room = 0;
+			be_runs = false;
+			assert_memory_equal(whole, pieces, n);
+			free(whole);
+		}
 	}
 	free(pieces);
 }
 
 /* Whole messages take other paths than pieces (rows and CopyData rewritten in place, in
  * one pass, when the room allows; rooms short of a row make them give up half-way, at
- * every byte of the captured rows): the client must see the same bytes, in the same
+ * every byte of the captured rows), and so do runs of them in one stage call (a run stops
+ * before a message the room cannot hold, or inside one whose output outgrew it, and the
+ * message goes on through stream()): the client must see the same bytes, in the same
  * messages, every way. */
 static void test_captures_whole_or_in_pieces_alike(void **state)
 {
@@ -1471,13 +1549,17 @@ static void test_captures_whole_or_in_pieces_alike(void **state)
 	n = captured_seen_n;
 	captured_seen = NULL;
 	for (size_t room = 6; room <= 201; room++) {
-		be_room = room < 201 ? room : BE_ROOM_MAX;
-		test_real_server_captures(state);
-		be_room = 0;
-		assert_int_equal(captured_seen_n, n);
-		assert_memory_equal(captured_seen, pieces, n);
-		free(captured_seen);
-		captured_seen = NULL;
+		for (int runs = 0; runs <= 1; runs++) {
+			be_room = room < 201 ? room : BE_ROOM_MAX;
+			be_runs = runs;
+			test_real_server_captures(state);
+			be_room = 0;
+			be_runs = false;
+			assert_int_equal(captured_seen_n, n);
+			assert_memory_equal(captured_seen, pieces, n);
+			free(captured_seen);
+			captured_seen = NULL;
+		}
 	}
 	free(pieces);
 }

@@ -261,6 +261,65 @@ static void test_stream_close_is_a_decision(void **state)
 	stage_chain_end(&ch, true);
 }
 
+/* A run of whole messages (stage.h): only a stage with stream_run is offered one (the chain
+ * says which types), and a close in a run is a decision on the refused message's header,
+ * the one at consumed. */
+static void close_run(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+{
+	stream_saw_request = ctx->request;
+	st->consumed = 12; /* the first message, whole; the second is refused */
+	st->produced = 3;
+	stage_result_set(r, STAGE_CLOSE, "54000", NULL, "a row it cannot mask");
+}
+
+static void test_stream_run_close_is_a_decision(void **state)
+{
+	struct stage_ops streamer = {.name = "streamer", .stream = close_stream};
+	struct stage_ops runner = {.name = "runner", .stream = close_stream,
+				   .stream_run = close_run};
+	struct stage_pipeline p = {0}, q = {0};
+	struct stage_chain ch;
+	struct stage_result r;
+	struct session s = {0};
+	/* two DataRows of 7 body bytes, then a CopyData header */
+	static const uint8_t run[] = {'D', 0, 0, 0, 11, 0, 1, 0, 0, 0, 1, 'a',
+				      'D', 0, 0, 0, 11, 0, 1, 0, 0, 0, 1, 'b'};
+	uint8_t out[64];
+	struct stage_stream st = {.type = PqMsg_DataRow, .request = 9, .in = run,
+				  .in_len = sizeof(run), .out = out, .out_cap = sizeof(out)};
+	struct counter_state *a;
+
+	setup_interest();
+	typeset_add(&streamer.backend_stream, PqMsg_DataRow);
+	assert_int_equal(stage_pipeline_add(&p, &streamer), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	assert_true(stage_chain_streams(&ch, PqMsg_DataRow));
+	assert_false(stage_chain_runs(&ch, PqMsg_DataRow)); /* no stream_run: no runs */
+	stage_chain_end(&ch, true);
+
+	typeset_add(&runner.backend_stream, PqMsg_DataRow);
+	assert_int_equal(stage_pipeline_add(&q, &runner), 0);
+	assert_int_equal(stage_pipeline_add(&q, &stage_a), 0);
+	assert_int_equal(stage_chain_init(&ch, &q, &s, NULL, NULL), 0);
+	assert_true(stage_chain_runs(&ch, PqMsg_DataRow));
+	assert_false(stage_chain_runs(&ch, PqMsg_CopyData));
+	a = stage_chain_state(&ch, 1);
+	st.partial = true; /* left over from an earlier run: cleared for the stage */
+	stage_run_stream_run(&ch, &st, 1, &r);
+	assert_int_equal(r.verdict, STAGE_CLOSE);
+	assert_string_equal(r.sqlstate, "54000");
+	assert_int_equal(st.consumed, 12);
+	assert_false(st.partial);
+	assert_int_equal(stream_saw_request, 9);
+	assert_int_equal(a->decisions, 1);
+	assert_string_equal(a->last_decider, "runner");
+	assert_int_equal(a->last_decision_request, 9);
+	assert_int_equal(a->last_decision_dir, PROTO_BACKEND);
+	assert_int_equal(a->last_decision_type, PqMsg_DataRow);
+	assert_false(a->last_decision_has_body);
+	stage_chain_end(&ch, true);
+}
+
 /* Interest is per session: one session's change does not touch another's. */
 /* A stage hears the notice kinds it names, and all of them when it names none. */
 static int heard[STAGE_NOTE_SERVER_PARAM + 1];
@@ -566,6 +625,7 @@ int main(void)
 		cmocka_unit_test(test_pipeline_runs_stages_in_order),
 		cmocka_unit_test(test_decision_reaches_later_stages),
 		cmocka_unit_test(test_stream_close_is_a_decision),
+		cmocka_unit_test(test_stream_run_close_is_a_decision),
 		cmocka_unit_test(test_notice_kinds),
 		cmocka_unit_test(test_interest_is_per_session),
 		cmocka_unit_test(test_stream_is_exclusive),

@@ -1350,22 +1350,74 @@ static void stream_copy(struct stage_ctx *ctx, struct stage_stream *st, struct s
 	st->produced = out_used;
 }
 
-static void mask_stream(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+/* Can this session rewrite streamed messages? If not, r says why it ends. */
+static bool stream_usable(const struct mask_sess *s, struct stage_result *r)
 {
-	struct mask_sess *s = sess_of(ctx);
-
 	if (!s || !s->active) {
 		sess_close(r, "XX000", "a streamed message in a session that masks nothing");
-		return;
+		return false;
 	}
 	if (s->broken) {
 		sess_close(r, "XX000", s->broken);
-		return;
+		return false;
 	}
+	return true;
+}
+
+static void stream_message(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+{
 	if (st->type == PqMsg_DataRow)
 		stream_row(ctx, st, r);
 	else if (st->type == PqMsg_CopyData)
 		stream_copy(ctx, st, r);
+}
+
+static void mask_stream(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+{
+	if (stream_usable(sess_of(ctx), r))
+		stream_message(ctx, st, r);
+}
+
+/*
+ * A run of whole messages (stage.h): each goes through the same code as a message that
+ * came alone and whole (so the bytes out are the same), without a stage call per message.
+ * The run stops before a message the room left cannot hold as long as it is (the relay
+ * streams that one once the client has taken some), and inside one whose replacement
+ * outgrew the room (stream() finishes it).
+ */
+static void mask_stream_run(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+{
+	size_t in = 0, out = 0;
+
+	if (!stream_usable(sess_of(ctx), r))
+		return;
+	while (st->in_len - in >= PROTO_HEADER_LEN) {
+		uint32_t body_len = proto_read_u32(st->in + in + 1) - 4;
+		struct stage_stream one = {
+			.type = st->type,
+			.body_len = body_len,
+			.request = st->request,
+			.in = st->in + in + PROTO_HEADER_LEN,
+			.in_len = body_len,
+			.out = st->out + out,
+			.out_cap = st->out_cap - out,
+		};
+
+		if (one.out_cap < PROTO_HEADER_LEN + (size_t)body_len)
+			break;
+		stream_message(ctx, &one, r);
+		if (r->verdict != STAGE_FORWARD)
+			break; /* nothing of the refused message counts */
+		in += PROTO_HEADER_LEN + one.consumed;
+		out += one.produced;
+		if (!one.done || one.consumed != body_len) {
+			st->partial = true;
+			st->partial_produced = one.produced;
+			break;
+		}
+	}
+	st->consumed = in;
+	st->produced = out;
 }
 
 /* ---- ending ---------------------------------------------------------------------------------- */
@@ -1398,6 +1450,7 @@ const struct stage_ops mask_stage = {
 	.frontend = mask_frontend,
 	.backend = mask_backend,
 	.stream = mask_stream,
+	.stream_run = mask_stream_run,
 	.notice = mask_notice,
 	.notices = STAGE_NOTE_BIT(STAGE_NOTE_AUTH) | STAGE_NOTE_BIT(STAGE_NOTE_DECISION),
 	.release = mask_release,

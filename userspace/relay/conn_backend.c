@@ -358,21 +358,120 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 	return CONN_STEP_FAILED;
 }
 
-static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
-					uint64_t request)
+/* The stage's view of a streamed message or run, cleared for type and request; NULL (the
+ * session failed) when there is no memory for it. */
+static struct stage_stream *conn_stream_open(struct conn *c, uint8_t type, uint64_t request)
 {
 	if (!c->stream.st && !(c->stream.st = malloc(sizeof(*c->stream.st)))) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
-		return CONN_STEP_FAILED;
+		return NULL;
 	}
+	memset(c->stream.st, 0, sizeof(*c->stream.st));
+	c->stream.st->type = type;
+	c->stream.st->request = request;
+	return c->stream.st;
+}
+
+static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
+					uint64_t request)
+{
+	if (!conn_stream_open(c, m->type, request))
+		return CONN_STEP_FAILED;
 	c->stream.active = true;
 	c->stream.produced = false;
-	memset(c->stream.st, 0, sizeof(*c->stream.st));
-	c->stream.st->type = m->type;
 	c->stream.st->body_len = m->body_len;
-	c->stream.st->request = request;
 	conn_consume(d, PROTO_HEADER_LEN); /* the stage writes the header of what replaces it */
 	return CONN_STEP_PROGRESS;
+}
+
+/* The bulk types a run may hold: the tracker passes them without changing its state, and
+ * the relay reads nothing of them, so taking several at once skips nothing it would do. */
+static bool conn_run_type(uint8_t type)
+{
+	return type == PqMsg_DataRow || type == PqMsg_CopyData;
+}
+
+/* The length of the run that starts at `at` (whose first message, of type, lies whole
+ * there): it and the whole messages of the same type right behind it, each at most
+ * STAGE_RUN_MESSAGE_MAX bytes, until about limit bytes (what the stream buffer has room for;
+ * more could not be written anyway). */
+static uint32_t conn_run_extent(const struct conn *c, const uint8_t *at, uint32_t avail,
+				uint8_t type, uint32_t limit)
+{
+	uint32_t len = 0;
+
+	while (len < avail && len < limit) {
+		struct proto_msg m;
+		uint32_t total;
+
+		if (proto_frame(at + len, avail - len, PROTO_BACKEND, c->config->max_message_size,
+				&m) != PROTO_OK || m.type != type)
+			break;
+		total = PROTO_HEADER_LEN + m.body_len;
+		if (total > STAGE_RUN_MESSAGE_MAX || total > avail - len)
+			break;
+		len += total;
+	}
+	return len;
+}
+
+/*
+ * The streamed message at the framing point lies whole in the buffer: it and the like
+ * messages behind it go to the stage in one call (stage.h, "A run"). CONN_STEP_WAIT when
+ * the stage took none of them: the caller streams the first one the ordinary way.
+ */
+static enum conn_step conn_stream_run(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
+				      uint64_t request, const uint8_t *at, uint32_t avail)
+{
+	struct stage_stream *st;
+	struct stage_result res;
+	uint32_t off = 0, total = 0;
+	bool inside;
+
+	if (conn_out_reserve(c, 1)) {
+		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
+		return CONN_STEP_FAILED;
+	}
+	st = conn_stream_open(c, m->type, request);
+	if (!st)
+		return CONN_STEP_FAILED;
+	st->in = at;
+	st->in_len = conn_run_extent(c, at, avail, m->type, buf_room(c->stream.out));
+	st->out = c->stream.out->data + c->stream.out->tail;
+	st->out_cap = buf_room(c->stream.out);
+	stage_run_stream_run(&c->chain, st, conn_now(c), &res);
+	/* off: the start of the last message the stage took (of total bytes), 0 if none. */
+	while (st->consumed && st->consumed <= st->in_len) {
+		total = PROTO_HEADER_LEN + proto_read_u32(at + off + 1) - 4;
+		if (off + total >= st->consumed)
+			break;
+		off += total;
+	}
+	inside = st->consumed && off + total > st->consumed; /* stopped in the middle of it */
+	if (st->consumed > st->in_len || st->produced > st->out_cap ||
+	    st->partial_produced > st->produced ||
+	    (!st->partial && (inside || st->partial_produced)) ||
+	    (st->partial && (!st->consumed || st->consumed - off < PROTO_HEADER_LEN ||
+			     res.verdict != STAGE_FORWARD))) {
+		conn_fail_answering(c, request, SQLSTATE_INTERNAL, "a stage misused the stream",
+				    "closed by a stage");
+		return CONN_STEP_FAILED;
+	}
+	if (st->consumed)
+		conn_consume(d, (uint32_t)st->consumed);
+	c->stream.out->tail += (uint32_t)st->produced;
+	if (res.verdict != STAGE_FORWARD) {
+		/* At a boundary: what went before is whole, so the client can be told why. */
+		conn_fail_answering(c, request, res.sqlstate, res.message, "closed by a stage");
+		return CONN_STEP_FAILED;
+	}
+	if (st->partial) {
+		c->stream.active = true;
+		c->stream.produced = st->partial_produced != 0;
+		st->body_len = total - PROTO_HEADER_LEN;
+		st->body_offset = (uint32_t)(st->consumed - off - PROTO_HEADER_LEN);
+	}
+	return st->consumed ? CONN_STEP_PROGRESS : CONN_STEP_WAIT;
 }
 
 /* ---- one message ---------------------------------------------------------------------- */
@@ -509,6 +608,13 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 			return CONN_STEP_FAILED;
 		}
 	} else if (c->session_started && stage_chain_streams(&c->chain, m.type)) {
+		if (logged_in && avail >= total && total <= STAGE_RUN_MESSAGE_MAX &&
+		    conn_run_type(m.type) && stage_chain_runs(&c->chain, m.type)) {
+			enum conn_step s = conn_stream_run(c, d, &m, request, at, avail);
+
+			if (s != CONN_STEP_WAIT)
+				return s;
+		}
 		return conn_stream_begin(c, d, &m, request);
 	}
 	conn_s2c_forward(c, d, total, avail);

@@ -90,10 +90,13 @@ static void stage_chain_recount(struct stage_chain *ch)
 {
 	memset(ch->any_whole, 0, sizeof(ch->any_whole));
 	memset(&ch->any_stream, 0, sizeof(ch->any_stream));
+	memset(&ch->any_run, 0, sizeof(ch->any_run));
 	for (unsigned i = 0; i < ch->pipeline->count; i++) {
 		typeset_union(&ch->any_whole[PROTO_FRONTEND], &ch->interest[i].whole[PROTO_FRONTEND]);
 		typeset_union(&ch->any_whole[PROTO_BACKEND], &ch->interest[i].whole[PROTO_BACKEND]);
 		typeset_union(&ch->any_stream, &ch->interest[i].stream);
+		if (ch->pipeline->stages[i]->stream_run)
+			typeset_union(&ch->any_run, &ch->interest[i].stream);
 	}
 }
 
@@ -325,6 +328,40 @@ void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t 
 					 "stage %s gave verdict %s while streaming",
 					 p->stages[i]->name, stage_verdict_to_str(r->verdict));
 		/* The close ends a result midway: as much a decision as a refused message. */
+		stage_note_decision(ch, i, &header, PROTO_BACKEND, st->request, r, now);
+		return; /* one stage streams a type */
+	}
+}
+
+void stage_run_stream_run(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
+			  struct stage_result *r)
+{
+	const struct stage_pipeline *p = ch->pipeline;
+
+	stage_result_clear(r);
+	st->consumed = st->produced = st->partial_produced = 0;
+	st->partial = false;
+	for (unsigned i = 0; i < p->count; i++) {
+		struct stage_ctx ctx;
+		struct proto_msg header = {.type = st->type};
+
+		if (!p->stages[i]->stream_run || !typeset_has(&ch->interest[i].stream, st->type))
+			continue;
+		stage_ctx_init(&ctx, ch, i, now);
+		ctx.request = st->request;
+		p->stages[i]->stream_run(&ctx, st, r);
+		if (r->verdict == STAGE_FORWARD)
+			return;
+		if (r->verdict != STAGE_CLOSE)
+			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
+					 "stage %s gave verdict %s while streaming",
+					 p->stages[i]->name, stage_verdict_to_str(r->verdict));
+		/* The refused message is the one at consumed (the relay checks that it is
+		 * there); its header, as for a streamed message. */
+		if (st->consumed + PROTO_HEADER_LEN <= st->in_len) {
+			header.type = st->in[st->consumed];
+			header.body_len = proto_read_u32(st->in + st->consumed + 1) - 4;
+		}
 		stage_note_decision(ch, i, &header, PROTO_BACKEND, st->request, r, now);
 		return; /* one stage streams a type */
 	}

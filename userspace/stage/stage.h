@@ -192,7 +192,34 @@ struct stage_stream {
 	size_t consumed;
 	size_t produced;
 	bool done; /* set by the stage when the replacement message is complete */
+	/* A run only (below), set by the stage: it stopped inside the last message it took,
+	 * which stream() calls are to finish; of produced, partial_produced bytes are the
+	 * start of that message's replacement. */
+	bool partial;
+	size_t partial_produced;
 };
+
+/*
+ * A run: many small streamed messages in one call (stage_ops.stream_run), so that a result
+ * of narrow rows does not pay a stage call per row. The relay offers one when DataRow or
+ * CopyData messages of a streamed type lie whole in its read buffer one after another (the
+ * tracker passes those types without changing its state, so nothing the relay does between
+ * them is lost). st->in holds those messages back to back, headers included, each at most
+ * STAGE_RUN_MESSAGE_MAX bytes, framing already checked; body_len and body_offset are 0, and
+ * every message answers st->request. The stage rewrites them in order, exactly as stream()
+ * would one by one, and sets consumed and produced. It stops:
+ *   - at a message boundary, whenever it likes (out lacks room, a message it would rather
+ *     take through stream()); consuming nothing is fine: the relay streams the first message
+ *     the ordinary way, header then pieces;
+ *   - inside a message it could not finish (partial), having begun it as stream() would
+ *     begin it: its header and some or all of its body taken, the last partial_produced
+ *     bytes of produced being the start of its replacement; stream() calls continue that
+ *     message at body_offset, as they would after the stage's first call on it;
+ *   - with a CLOSE, at the boundary before the message it refuses: the messages before it
+ *     and their replacements are consumed and produced, nothing of the refused one.
+ * A stage that changes its interest in st->type (stage_want) during a run stops it there.
+ */
+#define STAGE_RUN_MESSAGE_MAX 8192
 
 enum stage_note_kind {
 	STAGE_NOTE_AUTH = 1,     /* the login finished: session->auth says how and whether */
@@ -257,6 +284,9 @@ struct stage_ops {
 	void (*frontend)(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r);
 	void (*backend)(struct stage_ctx *ctx, const struct proto_msg *m, struct stage_result *r);
 	void (*stream)(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r);
+	/* A run of whole small messages of a type this stage streams (above); without it the
+	 * relay offers each message to stream(). */
+	void (*stream_run)(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r);
 	void (*notice)(struct stage_ctx *ctx, const struct stage_note *n);
 	/* The kinds notice() hears (STAGE_NOTE_BIT each); 0: every kind, so a stage that does
 	 * not say misses nothing. A request completes on every transaction: a stage that does
@@ -295,6 +325,7 @@ struct stage_chain {
 	struct stage_wants *interest; /* pipeline->count entries; then the states */
 	struct proto_typeset any_whole[2]; /* unions, what the connection checks */
 	struct proto_typeset any_stream;
+	struct proto_typeset any_run; /* streamed by a stage that takes runs */
 	const struct session *session;
 	const struct stmt_table *stmts;
 	const struct stage_waker *waker;
@@ -323,6 +354,12 @@ static inline bool stage_chain_streams(const struct stage_chain *ch, uint8_t typ
 	return typeset_has(&ch->any_stream, type);
 }
 
+/* Is type streamed by a stage that takes runs of whole messages (stage_ops.stream_run)? */
+static inline bool stage_chain_runs(const struct stage_chain *ch, uint8_t type)
+{
+	return typeset_has(&ch->any_run, type);
+}
+
 /* Does any stage stream any server message type in this session? */
 static inline bool stage_chain_streams_any(const struct stage_chain *ch)
 {
@@ -344,6 +381,11 @@ void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64
  * told to the later stages as a decision on the message's header, of st->request. */
 void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
 		      struct stage_result *r);
+/* A run of whole messages (see struct stage_stream) to the stage that streams st->type; a
+ * CLOSE (or any other verdict, turned into one) is told to the later stages as a decision
+ * on the header of the message refused, the one at st->consumed. */
+void stage_run_stream_run(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
+			  struct stage_result *r);
 /* limits: non-NULL with the AUTH notice, as for session_start. */
 void stage_run_notice(struct stage_chain *ch, const struct stage_note *n,
 		      struct stage_limits *limits, uint64_t now);
