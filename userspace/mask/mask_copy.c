@@ -992,37 +992,45 @@ static bool text_plain(const uint8_t *p, size_t n, uint8_t delim)
 }
 
 /* Text: fields split at the delimiter, the row ends at the newline; without a backslash in
- * the row, every raw byte is its content. */
+ * the row, every raw byte is its content. One scan per field finds its end and tells
+ * whether it holds a control byte (the server writes most as they are): a masked value
+ * whose output keeps its input's bytes or writes 'X', 'x' or '0' (mask_fast_keeps_bytes)
+ * needs no second look at its output when it held none and the delimiter is none of those. */
 static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
 			     size_t cap, size_t *produced)
 {
-	const uint8_t *nl = memchr(in, '\n', n);
-	size_t len, start = 0, o = 0;
+	const uint8_t delim = c->o.delim;
+	const bool delim_masks = delim == 'X' || delim == 'x' || delim == '0';
+	size_t start = 0, o = 0;
 	unsigned f = 0;
 
-	if (!nl)
-		return 0;
-	len = (size_t)(nl - in);
 	for (;;) {
 		size_t end = start, flen;
 		const struct mask_plan_col *col;
 		const uint8_t *src = in + start;
-		bool last;
+		bool control = false, last;
 
-		while (len - end >= 8) {
-			uint64_t w = word_at(in + end);
+		for (;;) {
+			while (n - end >= 8) {
+				uint64_t w = word_at(in + end);
 
-			if (word_has(w, c->o.delim) | word_has(w, '\\'))
+				if (word_has_below(w, 0x20) | word_has(w, '\\') | word_has(w, delim))
+					break;
+				end += 8;
+			}
+			while (end < n && !text_special(in[end], delim))
+				end++;
+			if (end == n)
+				return 0; /* the row does not end here */
+			if (in[end] == delim || in[end] == '\n')
 				break;
-			end += 8;
-		}
-		while (end < len && in[end] != c->o.delim) {
 			if (in[end] == '\\')
 				return 0;
+			control = true;
 			end++;
 		}
 		flen = end - start;
-		last = end == len;
+		last = in[end] == '\n';
 
 		if (f >= c->plan->ncols)
 			return 0;
@@ -1035,7 +1043,10 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 		} else if (col->kind != MASK_COL_CLEAR) {
 			int64_t got = mask_value_fast(&col->action, c->env, src, flen, out + o, cap - o);
 
-			if (got < 0 || !text_plain(out + o, (size_t)got, c->o.delim))
+			if (got < 0)
+				return 0;
+			if ((control || delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
+			    !text_plain(out + o, (size_t)got, delim))
 				return 0;
 			o += (size_t)got;
 			src = NULL;
@@ -1048,16 +1059,16 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 		}
 		if (cap - o < 1)
 			return 0;
-		out[o++] = last ? '\n' : c->o.delim;
+		out[o++] = last ? '\n' : delim;
+		start = end + 1;
 		if (last)
 			break;
-		start = end + 1;
 	}
 	if (f != c->plan->ncols)
 		return 0;
 	c->rows++;
 	*produced = o;
-	return len + 1;
+	return start;
 }
 
 /* Binary: the field count, then each field's length word and value. */

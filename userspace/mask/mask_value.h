@@ -270,6 +270,14 @@ int64_t mask_value_apply(const struct mask_action *a, const struct mask_env *e,
 int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e,
 			const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 
+/* Is every byte mask_value_fast() writes for a either its input's byte at the same place or
+ * one of 'X', 'x' and '0' (partial, phone, email)? Then its output needs escaping in a COPY
+ * text row only where its input did, or where the delimiter is one of those three. */
+static inline bool mask_fast_keeps_bytes(const struct mask_action *a)
+{
+	return a->st.kind == MASK_PARTIAL || a->st.kind == MASK_PHONE || a->st.kind == MASK_EMAIL;
+}
+
 /* The output length of one complete value by a dry run (for MASK_LEN_UNKNOWN), or an
  * error. */
 int64_t mask_value_measure(const struct mask_action *a, const struct mask_env *e,
