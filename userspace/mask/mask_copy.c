@@ -123,17 +123,14 @@ static void drain(struct mask_copy *c, uint8_t *out, size_t cap, size_t *o)
 {
 	size_t k = c->pend_len < cap - *o ? c->pend_len : cap - *o;
 
+	if (!k)
+		return; /* the common case, once per row: not even a call to memcpy */
 	memcpy(out + *o, c->pend + c->pend_off, k);
 	*o += k;
 	c->pend_off = (uint16_t)(c->pend_off + k);
 	c->pend_len = (uint16_t)(c->pend_len - k);
 	if (!c->pend_len)
 		c->pend_off = 0;
-}
-
-bool mask_copy_pending(const struct mask_copy *c)
-{
-	return c->pend_len != 0;
 }
 
 /* ---- text and CSV --------------------------------------------------------------------------- */

@@ -121,8 +121,12 @@ int mask_copy_begin(struct mask_copy *c, const struct mask_copy_opts *o,
 int mask_copy_feed(struct mask_copy *c, const uint8_t *in, size_t n, size_t *consumed,
 		   uint8_t *out, size_t cap, size_t *produced) __attribute__((warn_unused_result));
 
-/* Is output still waiting for room (call feed with n = 0 until not)? */
-bool mask_copy_pending(const struct mask_copy *c);
+/* Is output still waiting for room (call feed with n = 0 until not)? Inline: the stage asks
+ * once per CopyData message. */
+static inline bool mask_copy_pending(const struct mask_copy *c)
+{
+	return c->pend_len != 0;
+}
 
 /* CopyDone arrived: 0 when the data ended where a row (binary: the trailer) ends and all
  * output was taken; -EPROTO otherwise. */
