@@ -972,17 +972,49 @@ static inline uint64_t word_has(uint64_t w, uint8_t b)
 	return word_has_below(w ^ (BYTES_01 * b), 1);
 }
 
+/* Text: the bytes of w that text_special() flags, as high bits. Every such byte is flagged,
+ * and a byte is flagged wrongly only above (more significant than) one flagged rightly, so
+ * the least significant flag is the first such byte (little-endian). */
+static inline uint64_t word_specials(uint64_t w, uint8_t delim)
+{
+	return word_has_below(w, 0x20) | word_has(w, '\\') | word_has(w, delim);
+}
+
+/* Text: where the first byte of in[from..n) that text_special() flags is, or n. Eight bytes
+ * at a time, the last few too (read as the last word of in, when in has eight bytes: the
+ * flag found there is checked, since bytes before from may have set it wrongly). */
+static size_t text_special_from(const uint8_t *in, size_t from, size_t n, uint8_t delim)
+{
+	size_t i = from;
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	for (; n - i >= 8; i += 8) {
+		uint64_t s = word_specials(word_at(in + i), delim);
+
+		if (s)
+			return i + ((size_t)__builtin_ctzll(s) >> 3);
+	}
+	if (i < n && n >= 8) {
+		uint64_t s = word_specials(word_at(in + n - 8), delim) >> ((8 - (n - i)) * 8);
+		size_t at = s ? i + ((size_t)__builtin_ctzll(s) >> 3) : n;
+
+		if (at == n || text_special(in[at], delim))
+			return at;
+	}
+#endif
+	while (i < n && !text_special(in[i], delim))
+		i++;
+	return i;
+}
+
 /* Text: do these bytes stand for themselves (put_encoded() would write them as they are)? */
 static bool text_plain(const uint8_t *p, size_t n, uint8_t delim)
 {
 	uint64_t special = 0;
 	size_t i = 0;
 
-	for (; n - i >= 8; i += 8) {
-		uint64_t w = word_at(p + i);
-
-		special |= word_has_below(w, 0x20) | word_has(w, '\\') | word_has(w, delim);
-	}
+	for (; n - i >= 8; i += 8)
+		special |= word_specials(word_at(p + i), delim);
 	for (; i < n; i++)
 		special |= text_special(p[i], delim);
 	return !special;
@@ -1008,15 +1040,7 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 		bool control = false, last;
 
 		for (;;) {
-			while (n - end >= 8) {
-				uint64_t w = word_at(in + end);
-
-				if (word_has_below(w, 0x20) | word_has(w, '\\') | word_has(w, delim))
-					break;
-				end += 8;
-			}
-			while (end < n && !text_special(in[end], delim))
-				end++;
+			end = text_special_from(in, end, n, delim);
 			if (end == n)
 				return 0; /* the row does not end here */
 			if (in[end] == delim || in[end] == '\n')
