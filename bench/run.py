@@ -59,7 +59,8 @@ TLSPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tlsprobe.py
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
 ALL_TARGETS = ["direct", "pgwarden", "pgwarden-w1", "pgwarden-policy"] + AUDIT_TARGETS + [
-    "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-tls", "haproxy"]
+    "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-fresh", "pgbouncer-tls",
+    "haproxy"]
 # What a run measures when BENCH_TARGETS does not say: one audit mode, the default `batch`;
 # the others (none, write, always) are there to be named.
 DEFAULT_TARGETS = [t for t in ALL_TARGETS if t not in AUDIT_TARGETS or
@@ -248,6 +249,24 @@ def steady_cpu_per_1k_tx(samples, txs, clients):
     return (end[1] - start[1]) * 1000.0 / n * 1000.0
 
 
+def steady_tps(txs, clients):
+    """Transactions per second once every client has completed a transaction, to the last
+    completion: the rate with every login behind it, including the server logins that a
+    pool opens lazily at a client's first query (pgbench's own TPS leaves out only the
+    client logins). None when the steady part is under a second or 100 transactions."""
+    first = {}
+    for client, _, t in txs:
+        first[client] = min(t, first.get(client, t))
+    if len(first) < clients:
+        return None
+    steady_from = max(first.values())
+    end = max(t for _, _, t in txs)
+    n = sum(1 for _, _, t in txs if t > steady_from)
+    if end - steady_from < 1.0 or n < 100:
+        return None
+    return n / (end - steady_from)
+
+
 def latency_percentiles(txs):
     """p50/p99 transaction latency in ms from the runs' transactions (read_tx_log()), or {}
     when there are none."""
@@ -354,6 +373,7 @@ class Bench:
             "pgwarden-mask": lambda: T.PgwardenMaskTarget(self.cluster, self.rundir, s.daemon,
                                                           s.ctl, s.pgwarden_args),
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
+            "pgbouncer-fresh": lambda: T.PgbouncerFreshTarget(self.cluster, self.rundir),
             "pgbouncer-tls": lambda: T.PgbouncerTlsTarget(self.cluster, self.rundir),
             "haproxy": lambda: T.HaproxyTarget(self.cluster, self.rundir),
             "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon, s.ctl,
@@ -536,6 +556,7 @@ class Bench:
         if logdir is not None:
             txs = read_tx_log(logdir)
             res.update(latency_percentiles(txs))
+            res["steady_tps"] = steady_tps(txs, clients)
             shutil.rmtree(logdir, ignore_errors=True)
         if target.is_relay:
             res["relay_cpu_s"] = round(cpu1 - cpu0, 3)

@@ -615,6 +615,20 @@ class PgbouncerTlsTarget(PgbouncerTarget):
         return {"PGSSLMODE": "require"}
 
 
+class PgbouncerFreshTarget(PgbouncerTarget):
+    """PgBouncer as `pgbouncer`, but with server_lifetime 0: each server connection serves
+    one client session and is closed, so every client session gets a new PostgreSQL backend
+    as it does direct, through HAProxy and through pgwardend. The pooled `pgbouncer` hands
+    pgbench backends that earlier rounds warmed; a new backend first maps the shared-buffer
+    pages it touches (page faults the server pays per transaction), which on this VM costs
+    more than the relay itself. This target tells the relay's cost from the pool's."""
+
+    name = "pgbouncer-fresh"
+
+    def extra_ini(self):
+        return ["server_lifetime = 0"]
+
+
 class HaproxyTarget(Target):
     """HAProxy in TCP mode with one backend: no protocol awareness at all, the floor any
     PostgreSQL-aware relay is measured against. Threads: HAProxy's default (one per CPU)."""

@@ -4,8 +4,8 @@
 #include "base/log.h"
 #include "relay/conn.h"
 #include "relay/relay.h"
-#include "relay/handover.h"     /* [ops #14] listeners handed over by a predecessor */
-#include "relay/session_kill.h" /* [ops #14] kill: cancel on the server, then terminate */
+#include "relay/handover.h"     /* listeners handed over by a predecessor */
+#include "relay/session_kill.h" /* kill: cancel on the server, then terminate */
 #include "steer/steer_origin.h"
 
 #include <errno.h>
@@ -298,19 +298,19 @@ static void worker_on_wake(struct loop *loop)
 	}
 	if (cmds & (1u << WORKER_CMD_KILL)) {
 		char ids[WORKER_KILL_MAX][SESSION_ID_HEXLEN + 1];
-		uint8_t modes[WORKER_KILL_MAX]; /* [ops #14] */
+		uint8_t modes[WORKER_KILL_MAX];
 		unsigned n;
 
 		pthread_mutex_lock(&w->lock);
 		n = w->nkills;
 		memcpy(ids, w->kill_ids, sizeof(ids[0]) * n);
-		memcpy(modes, w->kill_modes, sizeof(modes[0]) * n); /* [ops #14] */
+		memcpy(modes, w->kill_modes, sizeof(modes[0]) * n);
 		w->nkills = 0;
 		pthread_mutex_unlock(&w->lock);
 		for (unsigned i = 0; i < n; i++) {
 			for (struct conn *c = w->conns; c; c = c->next) {
 				if (strcmp(c->session.id_hex, ids[i]) == 0) {
-					session_kill(c, (enum admin_kill_mode)modes[i]); /* [ops #14] */
+					session_kill(c, (enum admin_kill_mode)modes[i]);
 					break;
 				}
 			}
@@ -322,7 +322,7 @@ static void worker_on_wake(struct loop *loop)
 		loop_stop(loop);
 }
 
-int worker_post_kill(struct worker *w, const char *id, enum admin_kill_mode mode) /* [ops #14] */
+int worker_post_kill(struct worker *w, const char *id, enum admin_kill_mode mode)
 {
 	bool found = false;
 
@@ -335,7 +335,7 @@ int worker_post_kill(struct worker *w, const char *id, enum admin_kill_mode mode
 		return -ENOSPC;
 	}
 	if (found) {
-		w->kill_modes[w->nkills] = (uint8_t)mode; /* [ops #14] */
+		w->kill_modes[w->nkills] = (uint8_t)mode;
 		memcpy(w->kill_ids[w->nkills++], id, SESSION_ID_HEXLEN + 1);
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -360,8 +360,8 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 	char text[ADDR_STRLEN];
 	int fd, err;
 
-	fd = handover_take_listener(a, transparent, w->id); /* [ops #14] a predecessor's socket */
-	if (fd == -ENOENT) /* [ops #14] */
+	fd = handover_take_listener(a, transparent, w->id); /* a predecessor's socket */
+	if (fd == -ENOENT)
 		fd = w->id == 0 && !transparent && !handover_has_listener(a, transparent)
 			     ? worker_address_unclaimed(a)
 			     : 0;

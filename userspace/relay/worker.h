@@ -7,7 +7,7 @@
 #ifndef PGWARDEN_WORKER_H
 #define PGWARDEN_WORKER_H
 
-#include "admin/admin.h" /* [ops #14] enum admin_kill_mode */
+#include "admin/admin.h" /* enum admin_kill_mode */
 #include "base/buf.h"
 #include "config/config.h"
 #include "loop/loop.h"
@@ -77,7 +77,7 @@ struct worker {
 	struct metrics_shard *metrics; /* this worker's counters */
 	/* Kill mailbox, under lock: ids posted by the admin thread. */
 	char kill_ids[WORKER_KILL_MAX][SESSION_ID_HEXLEN + 1];
-	uint8_t kill_modes[WORKER_KILL_MAX]; /* [ops #14] enum admin_kill_mode of each */
+	uint8_t kill_modes[WORKER_KILL_MAX]; /* enum admin_kill_mode of each */
 	unsigned nkills;
 	/* Connection slots and the wake mailbox, under lock (written by the worker thread;
 	 * wakes posted from any thread). wakes holds at most one entry per slot, so it never
