@@ -3,14 +3,16 @@
  * (stage_run_frontend through the stage chain), with a realistic ten-rule policy and
  * relation lists. No network, no server: the stage alone.
  *
- *   policy_bench [SECONDS]
+ *   policy_bench [SECONDS [WORKLOAD]]
  *
  * Workloads, pgbench's select-only statement in each protocol:
- *   query     simple Query, a new literal every time (pgbench -M simple);
  *   parse     an unnamed Parse of the same text each time, then Bind/Execute
  *             (pgbench -M extended; drivers that do not name statements);
- *   execute   Bind/Execute of a named statement prepared once (pgbench -M prepared).
- * Prints nanoseconds per statement for each.
+ *   execute   Bind/Execute of a named statement prepared once (pgbench -M prepared);
+ *   query     simple Query, a new literal every time (pgbench -M simple);
+ * and tpcb, pgbench's tpcb-like transaction (BEGIN, three UPDATEs, a SELECT, an INSERT,
+ * END) as simple Queries with new literals every time, deltas of both signs.
+ * Prints nanoseconds per statement for each (or for WORKLOAD alone: one to profile).
  */
 #include "policy/policy.h"
 #include "proto/proto.h"
@@ -63,6 +65,37 @@ static struct proto_msg msg2(uint8_t type, const char *a, size_t la, const char 
 	return (struct proto_msg){.type = type, .body_len = (uint32_t)(la + lb), .body = buf};
 }
 
+/* The n-th statement of a run of pgbench's tpcb-like transactions, literals as pgbench -M
+ * simple writes them (a delta in [-5000, 5000]). */
+static int tpcb_statement(char *sql, size_t cap, unsigned long n)
+{
+	unsigned long tx = n / 7, aid = tx * 7919 % 100000 + 1, tid = tx % 10 + 1;
+	long delta = (long)(tx * 4657 % 10001) - 5000;
+
+	switch (n % 7) {
+	case 0:
+		return snprintf(sql, cap, "BEGIN;");
+	case 1:
+		return snprintf(sql, cap, "UPDATE pgbench_accounts SET abalance = abalance + %ld "
+					  "WHERE aid = %lu;", delta, aid);
+	case 2:
+		return snprintf(sql, cap, "SELECT abalance FROM pgbench_accounts WHERE aid = %lu;",
+				aid);
+	case 3:
+		return snprintf(sql, cap, "UPDATE pgbench_tellers SET tbalance = tbalance + %ld "
+					  "WHERE tid = %lu;", delta, tid);
+	case 4:
+		return snprintf(sql, cap, "UPDATE pgbench_branches SET bbalance = bbalance + %ld "
+					  "WHERE bid = 1;", delta);
+	case 5:
+		return snprintf(sql, cap, "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+					  "VALUES (%lu, 1, %lu, %ld, CURRENT_TIMESTAMP);", tid, aid,
+				delta);
+	default:
+		return snprintf(sql, cap, "END;");
+	}
+}
+
 int main(int argc, char **argv)
 {
 	double secs = argc > 1 ? atof(argv[1]) : 1.0;
@@ -78,7 +111,8 @@ int main(int argc, char **argv)
 	struct stage_note auth = {.kind = STAGE_NOTE_AUTH};
 	static const char text[] = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
 	static const char bind[] = "\0\0\0\0\0\0\0\0"; /* portal "", statement "", no formats */
-	const char *names[] = {"parse", "execute", "query"};
+	const char *names[] = {"parse", "execute", "query", "tpcb"};
+	const char *only = argc > 2 ? argv[2] : NULL;
 
 	if (!p) {
 		fprintf(stderr, "policy_bench: %s\n", err);
@@ -114,10 +148,12 @@ int main(int argc, char **argv)
 		memcpy(e->words, words, sizeof(e->words));
 		stmt_commit(&stmts, e);
 	}
-	for (int w = 0; w < 3; w++) {
+	for (int w = 0; w < 4; w++) {
 		unsigned long n = 0;
 		double t0 = now_s(), t;
 
+		if (only && strcmp(only, names[w]))
+			continue;
 		do {
 			for (int i = 0; i < 1000; i++, n++) {
 				struct proto_msg m;
@@ -132,9 +168,12 @@ int main(int argc, char **argv)
 					m = msg2(PqMsg_Bind, "\0P0\0\0\0\0\0\0", 9, NULL, 0);
 					stage_run_frontend(&ch, &m, n, NULL, 4, &r);
 				} else {
-					int len = snprintf(sql, sizeof(sql),
-							   "SELECT abalance FROM pgbench_accounts "
-							   "WHERE aid = %lu;", n * 7919 % 100000);
+					int len = w == 2 ? snprintf(sql, sizeof(sql),
+								    "SELECT abalance FROM "
+								    "pgbench_accounts WHERE aid = %lu;",
+								    n * 7919 % 100000)
+							 : tpcb_statement(sql, sizeof(sql), n);
+
 					m = msg2(PqMsg_Query, sql, (size_t)len + 1, NULL, 0);
 					stage_run_frontend(&ch, &m, n, words, 4, &r);
 				}

@@ -19,7 +19,10 @@
  *     split statement classifies the same with its trailing ';' or without;
  *   - analyze: counts within the arrays, every name NUL-terminated and at most 63 bytes, a
  *     column's relation index in range, the prepared body inside the text, only defined
- *     flags, the primary class sql_classify's, and the same answer twice.
+ *     flags, the primary class sql_classify's, and the same answer twice;
+ *   - shape: 0 or -ENOSPC, nothing written past the buffer, the same shape twice; the text
+ *     with every number rewritten has, when its shape is the same, the same classes, flags
+ *     and names (what the policy's verdict cache rests on).
  * The text is copied into an exact-size heap block so ASan sees any read past it.
  */
 #include <errno.h>
@@ -201,6 +204,76 @@ static void check_analyze(const char *sql, size_t len, unsigned opts)
 	      an1.classes == an2.classes);
 }
 
+static bool same_names(const struct sql_analysis *a, const struct sql_analysis *b)
+{
+	if (a->primary != b->primary || a->classes != b->classes || a->flags != b->flags ||
+	    a->prep != b->prep || strcmp(a->prep_name, b->prep_name) ||
+	    a->nrelations != b->nrelations || a->nfunctions != b->nfunctions ||
+	    a->ncolumns != b->ncolumns)
+		return false;
+	for (unsigned i = 0; i < a->nrelations; i++) {
+		const struct sql_relation *x = &a->relations[i], *y = &b->relations[i];
+
+		if (strcmp(x->catalog, y->catalog) || strcmp(x->schema, y->schema) ||
+		    strcmp(x->name, y->name) || strcmp(x->alias, y->alias) || x->flags != y->flags)
+			return false;
+	}
+	for (unsigned i = 0; i < a->nfunctions; i++)
+		if (strcmp(a->functions[i].schema, b->functions[i].schema) ||
+		    strcmp(a->functions[i].name, b->functions[i].name))
+			return false;
+	for (unsigned i = 0; i < a->ncolumns; i++)
+		if (strcmp(a->columns[i].schema, b->columns[i].schema) ||
+		    strcmp(a->columns[i].qualifier, b->columns[i].qualifier) ||
+		    strcmp(a->columns[i].name, b->columns[i].name) ||
+		    a->columns[i].relation != b->columns[i].relation)
+			return false;
+	return true;
+}
+
+static void check_shape(const char *sql, size_t len, unsigned opts, unsigned cap)
+{
+	static uint8_t s1[BIG + GUARD], s2[BIG + GUARD];
+	static char other[3 * BIG];
+	struct sql_lexer lx;
+	struct sql_token t;
+	size_t n1, n2, on = 0, from = 0;
+
+	memset(s1, 'Z', cap + GUARD);
+	CHECK(sql_shape(sql, len, opts, s1, cap, &n1) == 0 || n1 == 0);
+	for (size_t i = cap; i < cap + GUARD; i++)
+		CHECK(s1[i] == 'Z');
+	memset(s1, 'Z', BIG + GUARD);
+	if (sql_shape(sql, len, opts, s1, BIG, &n1))
+		return;
+	for (size_t i = BIG; i < BIG + GUARD; i++)
+		CHECK(s1[i] == 'Z');
+	CHECK(n1 <= BIG && sql_shape(sql, len, opts, s2, BIG, &n2) == 0 && n1 == n2 &&
+	      !memcmp(s1, s2, n1));
+	/* every number rewritten as "98765" */
+	sql_lex_init(&lx, sql, len, opts);
+	for (sql_lex_next(&lx, &t); t.kind != SQL_TOK_EOF; sql_lex_next(&lx, &t)) {
+		if (t.kind != SQL_TOK_NUMBER)
+			continue;
+		if (on + (t.off - from) + 5 > sizeof(other))
+			return;
+		memcpy(other + on, sql + from, t.off - from);
+		on += t.off - from;
+		memcpy(other + on, "98765", 5);
+		on += 5;
+		from = t.off + t.len;
+	}
+	if (from == 0 || on + (len - from) > sizeof(other))
+		return; /* no number */
+	memcpy(other + on, sql + from, len - from);
+	on += len - from;
+	if (sql_shape(other, on, opts, s2, BIG, &n2) || n1 != n2 || memcmp(s1, s2, n1))
+		return; /* lexed otherwise once renumbered ("1.a" -> "98765a"): another shape */
+	sql_analyze(sql, len, opts, &an1);
+	sql_analyze(other, on, opts, &an2);
+	CHECK(same_names(&an1, &an2));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char big[BIG + GUARD], big2[BIG + GUARD], small[128 + GUARD];
@@ -237,6 +310,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(sql_class_to_str(c) != NULL);
 	CHECK((unsigned)metrics_std_stmt_type(c) < MSTMT_COUNT);
 	check_analyze(sql, len, opts);
+	check_shape(sql, len, opts, cap);
 
 	free(sql);
 	return 0;

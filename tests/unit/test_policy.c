@@ -684,6 +684,10 @@ static void test_stage_connection(void **state)
 	assert_int_equal(run(&f, PqMsg_Query, "IDENTIFY_SYSTEM", NULL, NULL, 3), STAGE_FORWARD);
 	assert_int_equal(run(&f, PqMsg_Query, "START_REPLICATION SLOT s LOGICAL 0/0", NULL, NULL, 3),
 			 STAGE_FORWARD);
+	/* ...in a Query only: a Parse of the same text is an unknown statement, whatever the
+	 * stage remembers of the Query */
+	assert_int_equal(run(&f, PqMsg_Parse, "", "START_REPLICATION SLOT s LOGICAL 0/0", NULL, 3),
+			 STAGE_REJECT);
 	fake_end(&f);
 }
 
@@ -863,6 +867,100 @@ static void test_stage_prepare_in_one_query(void **state)
 	fake_end(&f);
 }
 
+/*
+ * Texts that differ only in their numbers share a verdict (sql_shape), and nothing else
+ * does: not a literal the analysis reads, not a verdict taken under another search_path,
+ * policy or message type. Hostile cases first.
+ */
+static void test_stage_shapes(void **state)
+{
+	static const char rules[] =
+		"version: 1\nrules:\n  - name: shapes\n    match: { user: shapes }\n"
+		"    allow: [read, write, session, transaction]\n"
+		"    relations: { allow: [public.t], deny: [public.secret] }\n"
+		"    search_path: [public]\n"
+		"  - name: roles\n    match: { user: roles }\n    allow: [read, session]\n"
+		"    role_switch: true\n";
+	static const char stricter[] =
+		"version: 1\nrules:\n  - name: shapes\n    match: { user: shapes }\n"
+		"    allow: [read, write, session, transaction]\n"
+		"    relations: { allow: [public.u] }\n    search_path: [public]\n";
+	char err[POLICY_ERR_MAX], sql[64];
+	struct policy *p = policy_load_buffer("shapes", rules, sizeof(rules) - 1, err, sizeof(err));
+	struct fake f;
+
+	assert_non_null(p);
+	policy_publish(p);
+	fake_session(&f, "shapes", "db");
+	fake_start(&f);
+	fake_login(&f, SESSION_AUTH_SCRAM);
+	/* a string the analysis reads: set_config('role', ...) is a role switch this rule
+	 * does not allow, after the same call on another setting was allowed */
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT set_config('application_name', 'x', false)",
+			     NULL, NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT set_config('role', 'x', false)", NULL, NULL, 3),
+			 STAGE_REJECT);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT set_config('role', 'y', false)", NULL, NULL, 3),
+			 STAGE_REJECT);
+	/* numbers and relations: one verdict per relation, whatever the number */
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t WHERE id = 1", NULL, NULL, 3),
+			 STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t WHERE id = 2", NULL, NULL, 3),
+			 STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM secret WHERE id = 2", NULL, NULL, 3),
+			 STAGE_REJECT);
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t WHERE id = 1", NULL, 3),
+			 STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t WHERE id = 2", NULL, 3),
+			 STAGE_FORWARD);
+	/* search_path moved: an unqualified t could be anywhere now, so the verdict kept for
+	 * this shape before the move is not the verdict after it */
+	assert_int_equal(run(&f, PqMsg_Query, "SET search_path = evil, public", NULL, NULL, 3),
+			 STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t WHERE id = 3", NULL, NULL, 3),
+			 STAGE_REJECT);
+	assert_non_null(strstr(f.r.message, "search_path was changed"));
+	assert_int_equal(run(&f, PqMsg_Parse, "", "SELECT a FROM t WHERE id = 3", NULL, 3),
+			 STAGE_REJECT);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM public.t WHERE id = 3", NULL, NULL, 3),
+			 STAGE_FORWARD);
+	fake_end(&f);
+
+	/* a reload: the shape allowed under the old rules is judged again */
+	fake_session(&f, "shapes", "db");
+	fake_start(&f);
+	fake_login(&f, SESSION_AUTH_SCRAM);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t WHERE id = 1", NULL, NULL, 3),
+			 STAGE_FORWARD);
+	p = policy_load_buffer("stricter", stricter, sizeof(stricter) - 1, err, sizeof(err));
+	assert_non_null(p);
+	policy_publish(p);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT a FROM t WHERE id = 4", NULL, NULL, 3),
+			 STAGE_REJECT);
+	/* more shapes than the session keeps: the oldest go, verdicts stay right */
+	for (int i = 0; i < 40; i++) {
+		snprintf(sql, sizeof(sql), "SELECT c%d FROM u WHERE id = %d", i % 20, i);
+		assert_int_equal(run(&f, PqMsg_Query, sql, NULL, NULL, 3), STAGE_FORWARD);
+		snprintf(sql, sizeof(sql), "SELECT c%d FROM t WHERE id = %d", i % 20, i);
+		assert_int_equal(run(&f, PqMsg_Query, sql, NULL, NULL, 3), STAGE_REJECT);
+	}
+	fake_end(&f);
+
+	/* role names are identifiers, kept in the shape; SET is never judged by its shape */
+	p = policy_load_buffer("shapes", rules, sizeof(rules) - 1, err, sizeof(err));
+	assert_non_null(p);
+	policy_publish(p);
+	fake_session(&f, "roles", "db");
+	fake_start(&f);
+	fake_login(&f, SESSION_AUTH_SCRAM);
+	assert_int_equal(run(&f, PqMsg_Query, "SET ROLE a", NULL, NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SET ROLE b", NULL, NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "SELECT 1", NULL, NULL, 3), STAGE_FORWARD);
+	assert_int_equal(run(&f, PqMsg_Query, "DELETE FROM t WHERE id = 1", NULL, NULL, 3),
+			 STAGE_REJECT);
+	fake_end(&f);
+}
+
 static void test_stage_limits(void **state)
 {
 	struct fake f, g, h;
@@ -1027,6 +1125,7 @@ int main(void)
 		cmocka_unit_test(test_stage_statements),
 		cmocka_unit_test(test_stage_multi_statement_and_prepared),
 		cmocka_unit_test(test_stage_prepare_in_one_query),
+		cmocka_unit_test(test_stage_shapes),
 		cmocka_unit_test(test_stage_limits),
 		cmocka_unit_test(test_stage_rate_wait),
 		cmocka_unit_test(test_stage_reload),

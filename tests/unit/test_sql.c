@@ -658,6 +658,60 @@ static void render_analysis(const struct sql_analysis *a, char *rels, char *fns,
 }
 
 static struct sql_analysis analysis; /* 30 KiB: off the test's stack */
+static struct sql_analysis renumbered;
+
+/* text[len) with every numeric constant's bytes replaced by "98765" (to out[cap]). */
+static size_t renumber(const char *text, size_t len, char *out, size_t cap)
+{
+	struct sql_lexer lx;
+	struct sql_token t;
+	size_t n = 0, from = 0;
+
+	sql_lex_init(&lx, text, len, 0);
+	for (sql_lex_next(&lx, &t); t.kind != SQL_TOK_EOF; sql_lex_next(&lx, &t)) {
+		if (t.kind != SQL_TOK_NUMBER)
+			continue;
+		assert_true(n + (t.off - from) + 5 <= cap);
+		memcpy(out + n, text + from, t.off - from);
+		n += t.off - from;
+		memcpy(out + n, "98765", 5);
+		n += 5;
+		from = t.off + t.len;
+	}
+	assert_true(n + (len - from) <= cap);
+	memcpy(out + n, text + from, len - from);
+	return n + (len - from);
+}
+
+/*
+ * What the policy's shape cache rests on (sql_shape in sql.h): a text of the same shape
+ * has the same classes and the same analysis. Checked on every analyze.txt case whose
+ * numbers can be changed without changing its shape; returns 1 for those.
+ */
+static unsigned check_renumbered(const struct line *l, const char *b)
+{
+	char other[4096], rels[2][2048], fns[2][1024], flags[2][256], cols[2][2048];
+	uint8_t shape[2][8192];
+	size_t olen = renumber(b, l->flen[0], other, sizeof(other)), slen[2];
+
+	if (olen == l->flen[0] && !memcmp(other, b, olen))
+		return 0; /* no number in it */
+	assert_int_equal(sql_shape(b, l->flen[0], 0, shape[0], sizeof(shape[0]), &slen[0]), 0);
+	assert_int_equal(sql_shape(other, olen, 0, shape[1], sizeof(shape[1]), &slen[1]), 0);
+	if (slen[0] != slen[1] || memcmp(shape[0], shape[1], slen[0]))
+		return 0; /* "1.a" renumbered is "98765a": lexed otherwise, so another shape */
+	sql_analyze(other, olen, 0, &renumbered);
+	render_analysis(&analysis, rels[0], fns[0], flags[0], cols[0], sizeof(rels[0]));
+	render_analysis(&renumbered, rels[1], fns[1], flags[1], cols[1], sizeof(rels[1]));
+	if (analysis.primary != renumbered.primary || analysis.classes != renumbered.classes ||
+	    strcmp(rels[0], rels[1]) || strcmp(fns[0], fns[1]) || strcmp(flags[0], flags[1]) ||
+	    strcmp(cols[0], cols[1]))
+		fail_case(l, "renumbered, one shape, another analysis: %s | %s | %s | %s",
+			  rels[1], fns[1], flags[1], cols[1]);
+	return 1;
+}
+
+static unsigned renumbered_cases;
 
 /* analyze.txt: input | relations | functions | flags [| columns] */
 static void run_analyze_case(struct line *l)
@@ -677,16 +731,74 @@ static void run_analyze_case(struct line *l)
 	if (strcmp(rels, l->f[1]) || strcmp(fns, l->f[2]) || strcmp(flags, l->f[3]) ||
 	    (l->n == 5 && strcmp(cols, l->f[4])))
 		fail_case(l, "got  %s | %s | %s | %s", rels, fns, flags, cols);
+	renumbered_cases += check_renumbered(l, b);
 	free(b);
 }
 
 static void test_analyze(void **state)
 {
 	failures = 0;
+	renumbered_cases = 0;
 	unsigned n = each_case("analyze.txt", run_analyze_case);
 
-	fprintf(stderr, "analyze.txt: %u cases\n", n);
+	fprintf(stderr, "analyze.txt: %u cases, %u renumbered\n", n, renumbered_cases);
 	assert_int_equal(failures, 0);
+	assert_true(renumbered_cases > 40);
+}
+
+/* sql_shape: numeric constants' digits out, everything else kept, length-prefixed. */
+static void test_shape(void **state)
+{
+	static const struct {
+		const char *a, *b;
+		bool same;
+	} pairs[] = {
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 17;",
+		 "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;", true},
+		{"SELECT 1.5, 2e10, .5, 0x1F, 1_000", "SELECT 7, 8, 9, 10, 11", true},
+		{"UPDATE t SET b = b + -4020 WHERE a = 3", "UPDATE t SET b = b + -1 WHERE a = 99", true},
+		/* hostile: every literal the analysis reads is kept */
+		{"SELECT set_config('role', 'x', false)", "SELECT set_config('role', 'y', false)",
+		 false},
+		{"SELECT set_config('application_name', 'x', false)",
+		 "SELECT set_config('role', 'x', false)", false},
+		{"SET ROLE a", "SET ROLE b", false},
+		{"SET client_encoding = 'UTF8'", "SET client_encoding = 'SJIS'", false},
+		{"DO $$BEGIN PERFORM 1; END$$", "DO $$BEGIN PERFORM 2; END$$", false},
+		{"EXECUTE p1", "EXECUTE p2", false},
+		{"SELECT U&\"d!0061t\" UESCAPE '!' FROM t", "SELECT U&\"d!0061t\" UESCAPE '#' FROM t",
+		 false},
+		{"SELECT $1", "SELECT $2", false},
+		{"SELECT B'01'", "SELECT B'10'", false},
+		/* and what is not a number stays apart */
+		{"UPDATE t SET b = b + -4020", "UPDATE t SET b = b + 4020", false},
+		{"SELECT 1..5", "SELECT 1.5", false},
+		{"SELECT 123abc", "SELECT 123", false}, /* trailing junk: flagged */
+		{"SELECT 1 FROM t", "SELECT 1  FROM t", false},
+		{"SELECT 1 /* a */", "SELECT 1 /* b */", false},
+		{"SELECT 1; SELECT 2", "SELECT 1; SELECT 2; SELECT 3", false},
+		{"SELECT a FROM t", "select a from t", false},
+		/* a token's bytes cannot pass for a gap or another token: lengths are prefixed */
+		{"SELECT ab", "SELECT a b", false},
+		{"SELECT 'a''b'", "SELECT 'a' 'b'", false},
+	};
+	uint8_t sa[512], sb[512];
+	size_t la, lb;
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		assert_int_equal(sql_shape(pairs[i].a, strlen(pairs[i].a), 0, sa, sizeof(sa), &la), 0);
+		assert_int_equal(sql_shape(pairs[i].b, strlen(pairs[i].b), 0, sb, sizeof(sb), &lb), 0);
+		if ((la == lb && !memcmp(sa, sb, la)) != pairs[i].same)
+			fail_msg("pair %zu: \"%s\" and \"%s\": want %s shapes", i, pairs[i].a,
+				 pairs[i].b, pairs[i].same ? "equal" : "different");
+	}
+	/* too long for the buffer: -ENOSPC, never a cut shape */
+	assert_int_equal(sql_shape("SELECT a FROM t", 15, 0, sa, 10, &la), -ENOSPC);
+	assert_int_equal(la, 0);
+	/* empty and NULL text: the EOF token alone */
+	assert_int_equal(sql_shape(NULL, 5, 0, sa, sizeof(sa), &la), 0);
+	assert_int_equal(sql_shape("", 0, 0, sb, sizeof(sb), &lb), 0);
+	assert_true(la == lb && !memcmp(sa, sb, la));
 }
 
 /* The budget: nesting past SQL_ANALYZE_MAX_DEPTH stops the walk (54001), never the stack;
@@ -807,6 +919,7 @@ int main(void)
 		cmocka_unit_test(test_class_names), cmocka_unit_test(test_scs_off),
 		cmocka_unit_test(test_analyze),
 		cmocka_unit_test(test_analyze_budget),
+		cmocka_unit_test(test_shape),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

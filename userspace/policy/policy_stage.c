@@ -46,9 +46,19 @@
  */
 #define JUDGED_TEXT_MAX 2048
 
+/*
+ * The same for texts that differ only in their numeric constants (sql_shape: pgbench -M
+ * simple, and every application that inlines its ids): the last SHAPES allowed shapes of
+ * both kinds, each behind its message type byte. A shape is kept only when no statement's
+ * verdict could rest on more than its shape (shape_decides()). Allocated at the first one
+ * kept: at most SHAPES * (SHAPE_MAX + 1) bytes of text per session.
+ */
+#define SHAPES 16
+#define SHAPE_MAX 512
+
 struct judged {
-	char *text;   /* NULL: empty; JUDGED_TEXT_MAX bytes once allocated */
-	uint32_t len;
+	char *text;   /* NULL: empty; cap bytes once allocated */
+	uint32_t len, cap;
 	uint32_t generation;
 	const struct policy_rule *rule;
 	bool search_path_unknown;       /* before it was judged */
@@ -72,11 +82,16 @@ struct policy_state {
 	struct policy_limit_entry *rate;
 	struct policy_limit_entry *sessions[3];
 	struct judged judged[2]; /* [0] Query, [1] Parse */
+	struct judged *shapes;   /* SHAPES of them, or NULL */
+	unsigned shape_next;     /* the slot the next kept shape takes */
 	bool judged_execute;     /* judge() met an EXECUTE since this was cleared */
+	bool judged_unshaped;    /* judge() met a statement its shape cannot stand for */
 };
 
 /* The analysis buffer: 30 KiB, one per worker thread (callbacks never nest). */
 static __thread struct sql_analysis analysis;
+/* The shape of the text being judged: its message type, then sql_shape()'s bytes. */
+static __thread uint8_t shape_buf[1 + SHAPE_MAX];
 
 /* ---- identity ------------------------------------------------------------------------- */
 
@@ -540,6 +555,31 @@ static bool judged_hit(struct policy_state *st, const struct judged *j, const ch
 	return true;
 }
 
+/* Fill j with an allowed text (at most JUDGED_TEXT_MAX bytes), as judged with search_path
+ * knowledge sp_before; j stays empty when its buffer cannot grow. */
+static void judged_set(struct policy_state *st, struct judged *j, const char *sql, size_t len,
+		       bool sp_before, unsigned statements)
+{
+	j->len = 0;
+	j->rule = NULL; /* nothing matches until it is filled */
+	if (len > j->cap) {
+		char *grown = realloc(j->text, len);
+
+		if (!grown)
+			return;
+		j->text = grown;
+		j->cap = (uint32_t)len;
+	}
+	memcpy(j->text, sql, len);
+	j->len = (uint32_t)len;
+	j->generation = (uint32_t)st->snap->generation;
+	j->rule = st->rule;
+	j->search_path_unknown = sp_before;
+	j->search_path_unknown_after = st->search_path_unknown;
+	j->lex_opts = st->lex_opts;
+	j->statements = statements;
+}
+
 /* Remember an allowed text, as judged with search_path knowledge sp_before. */
 static void judged_keep(struct policy_state *st, struct judged *j, const char *sql, size_t len,
 			bool sp_before, unsigned statements)
@@ -549,16 +589,58 @@ static void judged_keep(struct policy_state *st, struct judged *j, const char *s
 		j->rule = NULL; /* nothing matches */
 		return;
 	}
-	if (!j->text && !(j->text = malloc(JUDGED_TEXT_MAX)))
+	judged_set(st, j, sql, len, sp_before, statements);
+}
+
+/*
+ * Whether an allowed statement's verdict rests on nothing but its shape. The shape keeps
+ * every byte but a numeric constant's digits, which no analysis reads; these are the
+ * statements whose analysis reads literals (set_config's arguments, SET's values, a DO or
+ * routine body) or offsets into the text (PREPARE's body), or whose verdict depends on
+ * more than the text (EXECUTE: the statement table). None of them is ever shape-cached.
+ */
+static bool shape_decides(const struct sql_analysis *a)
+{
+	return a->prep == SQL_PREP_NONE && a->primary != SQL_CLASS_SESSION &&
+	       !(a->classes & SQL_CLASS_BIT(SQL_CLASS_SESSION)) &&
+	       !(a->flags & (SQL_AF_ROLE_SWITCH | SQL_AF_OPAQUE_BODY | SQL_AF_TOO_COMPLEX |
+			     SQL_AF_SEARCH_PATH | SQL_AF_BAD_ENCODING | SQL_AF_ENCODING_CHANGE));
+}
+
+/* The shape of a text of message type `type` into shape_buf: a Query and a Parse of one
+ * text are judged differently (several statements, replication commands). false: none. */
+static bool shape_of(const struct policy_state *st, uint8_t type, const char *sql, size_t len,
+		     size_t *n)
+{
+	if (len > JUDGED_TEXT_MAX)
+		return false; /* its shape would not fit: do not lex it for nothing */
+	shape_buf[0] = type;
+	if (sql_shape(sql, len, st->lex_opts, shape_buf + 1, SHAPE_MAX, n))
+		return false;
+	(*n)++;
+	return true;
+}
+
+/* The kept shape equal to shape_buf[0, n) under the session's present rule and state. */
+static const struct judged *shape_hit(struct policy_state *st, size_t n)
+{
+	for (unsigned i = 0; st->shapes && i < SHAPES; i++)
+		if (judged_hit(st, &st->shapes[i], (const char *)shape_buf, n))
+			return &st->shapes[i];
+	return NULL;
+}
+
+/* Keep shape_buf[0, n) for an allowed text, unless one of its statements cannot be judged
+ * by its shape. */
+static void shape_keep(struct policy_state *st, size_t n, bool sp_before, unsigned statements)
+{
+	if (st->judged_execute || st->judged_unshaped)
 		return;
-	memcpy(j->text, sql, len);
-	j->len = (uint32_t)len;
-	j->generation = (uint32_t)st->snap->generation;
-	j->rule = st->rule;
-	j->search_path_unknown = sp_before;
-	j->search_path_unknown_after = st->search_path_unknown;
-	j->lex_opts = st->lex_opts;
-	j->statements = statements;
+	if (!st->shapes && !(st->shapes = calloc(SHAPES, sizeof(*st->shapes))))
+		return;
+	judged_set(st, &st->shapes[st->shape_next], (const char *)shape_buf, n, sp_before,
+		   statements);
+	st->shape_next = (st->shape_next + 1) % SHAPES;
 }
 
 /* Judge one statement's text; v receives the verdict. Remembers search_path changes. */
@@ -570,6 +652,8 @@ static void judge(struct policy_state *st, const struct stmt_table *stmts, const
 	const struct stmt_entry *e;
 
 	sql_analyze(sql, len, st->lex_opts, &analysis);
+	if (!shape_decides(&analysis))
+		st->judged_unshaped = true;
 	policy_check_statement(st->rule, &analysis, &c, v);
 	if (!v->allowed)
 		return;
@@ -677,7 +761,9 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 	struct policy_verdict v;
 	char reason[sizeof(v.reason) + 32];
 	struct query_prepares qp = {.n = 0};
-	bool sp_before;
+	const struct judged *j;
+	bool sp_before, shaped;
+	size_t shape_len;
 
 	proto_cursor_init(&c, m->body, m->body_len);
 	sql = proto_get_cstr(&c);
@@ -690,8 +776,14 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 		n = st->judged[0].statements;
 		goto allowed;
 	}
+	shaped = shape_of(st, PqMsg_Query, sql, len, &shape_len);
+	if (shaped && (j = shape_hit(st, shape_len))) {
+		n = j->statements;
+		goto allowed;
+	}
 	sp_before = st->search_path_unknown;
 	st->judged_execute = false;
+	st->judged_unshaped = false;
 	sql_split_init(&sp, sql, len, st->lex_opts);
 	while (sql_split_next(&sp, &stmt)) {
 		n++;
@@ -700,8 +792,10 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 			return;
 		}
 		if (ctx->session->replication && st->rule->replication &&
-		    replication_command(sql + stmt.off, stmt.len, st->lex_opts))
+		    replication_command(sql + stmt.off, stmt.len, st->lex_opts)) {
+			st->judged_unshaped = true; /* allowed unanalysed */
 			continue;
+		}
 		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0, &qp);
 		if (!v.allowed) {
 			/* Any denied statement denies the whole Query: nothing of it runs. */
@@ -711,6 +805,8 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 		}
 	}
 	judged_keep(st, &st->judged[0], sql, len, sp_before, n);
+	if (shaped)
+		shape_keep(st, shape_len, sp_before, n);
 allowed:
 	/* A Query that is one SQL PREPARE: remember that we allowed it. */
 	if (n == 1 && ctx->stmt_word)
@@ -724,8 +820,8 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 	struct proto_cursor c;
 	const char *sql;
 	struct policy_verdict v;
-	bool sp_before;
-	size_t len;
+	bool sp_before, shaped;
+	size_t len, shape_len;
 
 	proto_cursor_init(&c, m->body, m->body_len);
 	(void)proto_get_cstr(&c); /* the statement's name */
@@ -735,16 +831,23 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 		return;
 	}
 	len = strlen(sql);
-	if (!judged_hit(st, &st->judged[1], sql, len)) {
-		sp_before = st->search_path_unknown;
-		st->judged_execute = false;
-		judge(st, ctx->stmts, sql, len, &v, 0, NULL);
-		if (!v.allowed) {
-			reject(ctx, st, r, v.sqlstate, v.reason, sql, len);
-			return;
-		}
-		judged_keep(st, &st->judged[1], sql, len, sp_before, 1);
+	if (judged_hit(st, &st->judged[1], sql, len))
+		goto allowed;
+	shaped = shape_of(st, PqMsg_Parse, sql, len, &shape_len);
+	if (shaped && shape_hit(st, shape_len))
+		goto allowed;
+	sp_before = st->search_path_unknown;
+	st->judged_execute = false;
+	st->judged_unshaped = false;
+	judge(st, ctx->stmts, sql, len, &v, 0, NULL);
+	if (!v.allowed) {
+		reject(ctx, st, r, v.sqlstate, v.reason, sql, len);
+		return;
 	}
+	judged_keep(st, &st->judged[1], sql, len, sp_before, 1);
+	if (shaped)
+		shape_keep(st, shape_len, sp_before, 1);
+allowed:
 	if (ctx->stmt_word)
 		*ctx->stmt_word = word_for(st, true);
 }
@@ -917,6 +1020,10 @@ static void policy_release(void *state)
 		free(st->judged[i].text);
 		st->judged[i].text = NULL;
 	}
+	for (unsigned i = 0; st->shapes && i < SHAPES; i++)
+		free(st->shapes[i].text);
+	free(st->shapes);
+	st->shapes = NULL;
 	policy_unref(st->snap);
 	st->exe = st->cgroup = NULL;
 	st->snap = NULL;

@@ -157,6 +157,27 @@ bool sql_split_single(const char *sql, size_t len);
 int sql_normalize(const char *sql, size_t len, unsigned opts, char *out, size_t cap,
 		  size_t *out_len);
 
+/*
+ * A cache key for verdicts: the text as the lexer sees it with the digits of every numeric
+ * constant left out, so "... WHERE aid = 17" and "... WHERE aid = 42" have one shape.
+ *
+ * The promise a caller may rest on: two texts have equal shapes exactly when they lex to
+ * the same tokens (kind, flags, bytes) with the same bytes between them (white space,
+ * comments), except for the bytes of SQL_TOK_NUMBER tokens. Strings, bit strings,
+ * identifiers, parameters and operators are kept byte for byte; only unflagged and flagged
+ * numbers stay apart (the flags are kept). The encoding is length-prefixed per token, so
+ * no two different token sequences can give the same bytes.
+ *
+ * Nothing in sql_classify() or sql_analyze() reads a numeric constant's bytes (only their
+ * kind), so texts of one shape get the same classes and names; what else may depend on a
+ * literal (offsets: PREPARE's body) the caller must exclude itself.
+ *
+ * Returns 0, -ENOSPC when the shape does not fit in out[cap] (out then holds nothing
+ * useful). *out_len receives the shape's length. One lexer pass, no allocation.
+ */
+int sql_shape(const char *sql, size_t len, unsigned opts, uint8_t *out, size_t cap,
+	      size_t *out_len);
+
 /* ---- classification -------------------------------------------------------------------- */
 
 /*
