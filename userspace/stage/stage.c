@@ -305,6 +305,21 @@ void stage_run_backend(struct stage_chain *ch, const struct proto_msg *m, uint64
 	stage_run_msg(ch, PROTO_BACKEND, m, request, NULL, now, r);
 }
 
+/* A streaming stage's verdict: FORWARD, or a CLOSE (any other verdict is turned into one)
+ * that ends a result midway, as much a decision as a refused message, told to the later
+ * stages on the header of the message it cut. */
+static void stream_verdict(struct stage_chain *ch, unsigned i, const struct proto_msg *header,
+			   uint64_t request, struct stage_result *r, uint64_t now)
+{
+	if (r->verdict == STAGE_FORWARD)
+		return;
+	if (r->verdict != STAGE_CLOSE)
+		stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
+				 "stage %s gave verdict %s while streaming",
+				 ch->pipeline->stages[i]->name, stage_verdict_to_str(r->verdict));
+	stage_note_decision(ch, i, header, PROTO_BACKEND, request, r, now);
+}
+
 void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t now,
 		      struct stage_result *r)
 {
@@ -321,14 +336,7 @@ void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t 
 		ctx.request = st->request;
 		st->consumed = st->produced = 0;
 		p->stages[i]->stream(&ctx, st, r);
-		if (r->verdict == STAGE_FORWARD)
-			return;
-		if (r->verdict != STAGE_CLOSE)
-			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
-					 "stage %s gave verdict %s while streaming",
-					 p->stages[i]->name, stage_verdict_to_str(r->verdict));
-		/* The close ends a result midway: as much a decision as a refused message. */
-		stage_note_decision(ch, i, &header, PROTO_BACKEND, st->request, r, now);
+		stream_verdict(ch, i, &header, st->request, r, now);
 		return; /* one stage streams a type */
 	}
 }
@@ -350,19 +358,13 @@ void stage_run_stream_run(struct stage_chain *ch, struct stage_stream *st, uint6
 		stage_ctx_init(&ctx, ch, i, now);
 		ctx.request = st->request;
 		p->stages[i]->stream_run(&ctx, st, r);
-		if (r->verdict == STAGE_FORWARD)
-			return;
-		if (r->verdict != STAGE_CLOSE)
-			stage_result_set(r, STAGE_CLOSE, "XX000", NULL,
-					 "stage %s gave verdict %s while streaming",
-					 p->stages[i]->name, stage_verdict_to_str(r->verdict));
 		/* The refused message is the one at consumed (the relay checks that it is
 		 * there); its header, as for a streamed message. */
-		if (st->consumed + PROTO_HEADER_LEN <= st->in_len) {
+		if (r->verdict != STAGE_FORWARD && st->consumed + PROTO_HEADER_LEN <= st->in_len) {
 			header.type = st->in[st->consumed];
 			header.body_len = proto_read_u32(st->in + st->consumed + 1) - 4;
 		}
-		stage_note_decision(ch, i, &header, PROTO_BACKEND, st->request, r, now);
+		stream_verdict(ch, i, &header, st->request, r, now);
 		return; /* one stage streams a type */
 	}
 }
