@@ -216,7 +216,13 @@ def test_client_and_server_clocks_differ(relay_factory):
         time.sleep(0.6)
         conn.send(q[7:])
         assert conn.recv_until("Z")[-1].type == "Z"
-        _, s = _scrape(port)
+        # The relay observes the client's clock just after the ReadyForQuery left, so on a
+        # loaded host a scrape can still come first: wait for the observation.
+        def observed():
+            samples = _scrape(port)[1]
+            return samples if _sum(samples, "pgwarden_query_duration_seconds_count") else None
+
+        s = wait_until(observed, what="the query's duration observed")
     assert _sum(s, "pgwarden_query_duration_seconds_count") == 1
     assert _sum(s, "pgwarden_upstream_duration_seconds_count") == 1
     client = _sum(s, "pgwarden_query_duration_seconds_sum")
