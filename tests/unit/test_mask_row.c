@@ -197,7 +197,13 @@ static void check_whole(unsigned lineno, const struct mask_plan *plan, const str
 	for (size_t cap = 0; cap <= rooms; cap++) {
 		size_t room = cap == rooms ? BODY_MAX : cap;
 
+		if (room < BODY_MAX)
+			out[room] = 0xA5; /* a canary just past the room */
 		got = mask_row_whole(plan, e, exact, (uint32_t)body_n, la_cap, out, room);
+		if (got > room || (room < BODY_MAX && out[room] != 0xA5)) {
+			fail_line(lineno, "whole: wrote past a room of %zu bytes", room);
+			break;
+		}
 		if (!got)
 			continue;
 		if (want_err) {
@@ -428,12 +434,35 @@ static void test_lookahead_never_grows(void **state)
 	free(la);
 }
 
+/* A result of no columns (SELECT FROM t): its rows are two bytes, and pass as they are. */
+static void test_zero_columns(void **state)
+{
+	static const uint8_t body[] = {0, 0}, want[] = {'D', 0, 0, 0, 6, 0, 0};
+	struct mask_env e;
+	struct mask_plan plan = {.ncols = 0, .last_masked = -1};
+	uint8_t out[16];
+
+	mt_env("utf8", &e);
+	assert_int_equal(mask_row_whole(&plan, &e, body, 2, MASK_ROW_LOOKAHEAD_MIN, out,
+					sizeof(out)),
+			 sizeof(want));
+	assert_memory_equal(out, want, sizeof(want));
+	assert_int_equal(mask_row_whole(&plan, &e, body, 2, MASK_ROW_LOOKAHEAD_MIN, out,
+					sizeof(want) - 1),
+			 0);
+	/* a row of one column against it: the machine's to refuse */
+	assert_int_equal(mask_row_whole(&plan, &e, (const uint8_t *)"\0\1\0\0\0\0", 6,
+					MASK_ROW_LOOKAHEAD_MIN, out, sizeof(out)),
+			 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_row_cases),
 		cmocka_unit_test(test_big_rows_stream),
 		cmocka_unit_test(test_lookahead_never_grows),
+		cmocka_unit_test(test_zero_columns),
 	};
 
 	return cmocka_run_group_tests_name("mask_row", tests, NULL, NULL);
