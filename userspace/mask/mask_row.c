@@ -490,11 +490,10 @@ size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
 		      const uint8_t *in, uint32_t body_len, uint32_t la_cap, uint8_t *out,
 		      size_t cap)
 {
-	size_t pos = 2, o = PROTO_HEADER_LEN + 2;
+	size_t pos = 2, o = PROTO_HEADER_LEN, clear_from = 0; /* in[clear_from..pos): to copy */
 
 	if (body_len < 2 || cap < o || ((uint16_t)in[0] << 8 | in[1]) != plan->ncols)
 		return 0;
-	memcpy(out + PROTO_HEADER_LEN, in, 2);
 	for (unsigned f = 0; f < plan->ncols; f++) {
 		const struct mask_plan_col *col = &plan->cols[f];
 		int32_t len;
@@ -509,11 +508,14 @@ size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
 		if ((int32_t)f == plan->last_masked && pos + 4 > la_cap)
 			return 0; /* the machine answers -E2BIG */
 		if (col->kind == MASK_COL_CLEAR || len == -1) {
-			if (cap - o < 4 + vlen)
-				return 0;
-			memcpy(out + o, in + pos, 4 + vlen);
-			o += 4 + vlen;
-		} else if (mask_action_is_null(&col->action)) {
+			pos += 4 + vlen; /* copied with the clear fields next to it, in one go */
+			continue;
+		}
+		if (cap - o < pos - clear_from)
+			return 0;
+		memcpy(out + o, in + clear_from, pos - clear_from);
+		o += pos - clear_from;
+		if (mask_action_is_null(&col->action)) {
 			if (cap - o < 4)
 				return 0;
 			put32(out + o, UINT32_MAX);
@@ -529,9 +531,15 @@ size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
 			o += 4 + (size_t)want;
 		}
 		pos += 4 + vlen;
+		clear_from = pos;
 	}
-	if (pos != body_len || o - PROTO_HEADER_LEN > PROTO_MAX_BODY)
+	if (pos != body_len || cap - o < pos - clear_from ||
+	    o + (pos - clear_from) - PROTO_HEADER_LEN > PROTO_MAX_BODY)
 		return 0;
+	if (pos > clear_from) { /* clear fields after the last masked one */
+		memcpy(out + o, in + clear_from, pos - clear_from);
+		o += pos - clear_from;
+	}
 	out[0] = PqMsg_DataRow;
 	put32(out + 1, (uint32_t)(o - 1));
 	return o;
