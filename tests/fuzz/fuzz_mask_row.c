@@ -14,7 +14,9 @@
  *     count, and consumed the whole body; a call never takes nothing and gives nothing
  *     while it has input;
  *   - an all-clear plan gives the body back unchanged (byte-exact pass-through);
- *   - a masked field whose length mask_out_len() knows has exactly that length.
+ *   - a masked field whose length mask_out_len() knows has exactly that length;
+ *   - the one-pass mask_row_whole(), into all the room and into less, declines or writes
+ *     exactly the first run's message, and declines every row the machine refuses.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -159,8 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static bool ready;
 	static const uint32_t la_caps[4] = {1024, 4096, 16384, 65536};
 	const struct mask_plan *p;
-	uint8_t *la, *out1, *out2, *body;
-	size_t n, cap;
+	uint8_t *la, *out1, *out2, *out3, *body;
+	size_t n, cap, w, room;
 	long a, b;
 	bool st1, st2;
 
@@ -177,6 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cap = 5 + n * 4 + 4096;
 	out1 = malloc(cap);
 	out2 = malloc(cap);
+	out3 = malloc(cap);
 	la = malloc(la_caps[(data[0] >> 3) & 3]);
 	a = run(p, la, la_caps[(data[0] >> 3) & 3], body, n, out1, cap, 0, &st1);
 	b = run(p, la, la_caps[(data[0] >> 3) & 3], body, n, out2, cap, 1 + (data[0] >> 5), &st2);
@@ -184,6 +187,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(a > -9990 && b > -9990);
 	CHECK(a == b);
 	CHECK(!st2);
+	w = mask_row_whole(p, &env, body, (uint32_t)n, la_caps[(data[0] >> 3) & 3], out3, cap);
+	CHECK(!w || (a >= 0 && w == (size_t)a && memcmp(out3, out1, w) == 0));
+	room = a > 0 ? (size_t)a - 1 - (data[0] >> 5) % (size_t)a : 0;
+	w = mask_row_whole(p, &env, body, (uint32_t)n, la_caps[(data[0] >> 3) & 3], out3, room);
+	CHECK(!w); /* less room than the message: never a message */
 	if (a >= 0) {
 		struct proto_msg m;
 		struct proto_datarow_iter it, in_it;
@@ -219,6 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(la);
 	free(out1);
 	free(out2);
+	free(out3);
 	free(body);
 	return 0;
 }

@@ -3,7 +3,8 @@
  *
  * data/mask/rows.txt: plan × row → replacement DataRow or error, each run whole, one byte
  * at a time in and out, and in random pieces; the three must agree, and every output must
- * frame as exactly one DataRow whose fields walk cleanly. Programmatic tests cover rows far
+ * frame as exactly one DataRow whose fields walk cleanly. The one-pass mask_row_whole()
+ * must write the same message or decline, in every room size. Programmatic tests cover rows far
  * larger than the lookahead (values of megabytes, masked and not) in constant memory, and
  * the bound itself.
  */
@@ -178,6 +179,48 @@ static bool frames_as_datarow(const uint8_t *m, size_t n, uint16_t ncols)
 	return rc == 0;
 }
 
+static unsigned whole_taken;
+
+/*
+ * mask_row_whole() on the same case into every room from nothing to the whole message and
+ * more: it declines, or writes exactly the machine's message; it must decline every row
+ * the machine refuses, and every room too small for the message.
+ */
+static void check_whole(unsigned lineno, const struct mask_plan *plan, const struct mask_env *e,
+			const uint8_t *body, size_t body_n, uint32_t la_cap, const uint8_t *want,
+			size_t want_n, bool want_err, uint8_t *out)
+{
+	uint8_t *exact = malloc(body_n ? body_n : 1); /* ASan sees any read past the body */
+	size_t rooms = want_n + 9, got = 0;
+
+	memcpy(exact, body, body_n);
+	for (size_t cap = 0; cap <= rooms; cap++) {
+		size_t room = cap == rooms ? BODY_MAX : cap;
+
+		if (room < BODY_MAX)
+			out[room] = 0xA5; /* a canary just past the room */
+		got = mask_row_whole(plan, e, exact, (uint32_t)body_n, la_cap, out, room);
+		if (got > room || (room < BODY_MAX && out[room] != 0xA5)) {
+			fail_line(lineno, "whole: wrote past a room of %zu bytes", room);
+			break;
+		}
+		if (!got)
+			continue;
+		if (want_err) {
+			fail_line(lineno, "whole: wrote %zu bytes for a row the machine refuses", got);
+			break;
+		}
+		if (got != want_n || memcmp(out, want, want_n) != 0) {
+			fail_line(lineno, "whole: room %zu: wrong output (%zu bytes, want %zu)", room,
+				  got, want_n);
+			break;
+		}
+	}
+	if (got)
+		whole_taken++;
+	free(exact);
+}
+
 static void check_case(unsigned lineno, char **f)
 {
 	struct mask_env e;
@@ -200,6 +243,7 @@ static void check_case(unsigned lineno, char **f)
 		put_be(want + 1, want_n + 4, 4);
 		want_n += 5;
 	}
+	check_whole(lineno, &plan, &e, body, body_n, la_cap, want, want_n, want_err != NULL, out);
 	la = malloc(la_cap);
 	mask_row_init(&r, la, la_cap);
 	for (int mode = 0; mode < 12; mode++) {
@@ -268,6 +312,7 @@ static void test_row_cases(void **state)
 	}
 	fclose(fp);
 	assert_true(cases >= 25);
+	assert_true(whole_taken >= 15); /* the one-pass path is exercised, not only declined */
 	assert_int_equal(failures, 0);
 }
 
@@ -389,12 +434,35 @@ static void test_lookahead_never_grows(void **state)
 	free(la);
 }
 
+/* A result of no columns (SELECT FROM t): its rows are two bytes, and pass as they are. */
+static void test_zero_columns(void **state)
+{
+	static const uint8_t body[] = {0, 0}, want[] = {'D', 0, 0, 0, 6, 0, 0};
+	struct mask_env e;
+	struct mask_plan plan = {.ncols = 0, .last_masked = -1};
+	uint8_t out[16];
+
+	mt_env("utf8", &e);
+	assert_int_equal(mask_row_whole(&plan, &e, body, 2, MASK_ROW_LOOKAHEAD_MIN, out,
+					sizeof(out)),
+			 sizeof(want));
+	assert_memory_equal(out, want, sizeof(want));
+	assert_int_equal(mask_row_whole(&plan, &e, body, 2, MASK_ROW_LOOKAHEAD_MIN, out,
+					sizeof(want) - 1),
+			 0);
+	/* a row of one column against it: the machine's to refuse */
+	assert_int_equal(mask_row_whole(&plan, &e, (const uint8_t *)"\0\1\0\0\0\0", 6,
+					MASK_ROW_LOOKAHEAD_MIN, out, sizeof(out)),
+			 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_row_cases),
 		cmocka_unit_test(test_big_rows_stream),
 		cmocka_unit_test(test_lookahead_never_grows),
+		cmocka_unit_test(test_zero_columns),
 	};
 
 	return cmocka_run_group_tests_name("mask_row", tests, NULL, NULL);

@@ -479,3 +479,68 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 	*produced = o;
 	return 0;
 }
+
+/*
+ * One pass over a whole body: the checks analyse() and walk() make, each answered by
+ * declining (0) rather than by an error, so that the machine, taking the row again from its
+ * start, is what decides how a row fails. The length word is written last, once the output
+ * is known, where the machine must know it first because it writes as it goes.
+ */
+size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
+		      const uint8_t *in, uint32_t body_len, uint32_t la_cap, uint8_t *out,
+		      size_t cap)
+{
+	size_t pos = 2, o = PROTO_HEADER_LEN, clear_from = 0; /* in[clear_from..pos): to copy */
+
+	if (body_len < 2 || cap < o || ((uint16_t)in[0] << 8 | in[1]) != plan->ncols)
+		return 0;
+	for (unsigned f = 0; f < plan->ncols; f++) {
+		const struct mask_plan_col *col = &plan->cols[f];
+		int32_t len;
+		size_t vlen;
+
+		if (body_len - pos < 4)
+			return 0;
+		len = (int32_t)get32(in + pos);
+		vlen = len > 0 ? (size_t)len : 0;
+		if (len < -1 || vlen > body_len - pos - 4)
+			return 0;
+		if ((int32_t)f == plan->last_masked && pos + 4 > la_cap)
+			return 0; /* the machine answers -E2BIG */
+		if (col->kind == MASK_COL_CLEAR || len == -1) {
+			pos += 4 + vlen; /* copied with the clear fields next to it, in one go */
+			continue;
+		}
+		if (cap - o < pos - clear_from)
+			return 0;
+		memcpy(out + o, in + clear_from, pos - clear_from);
+		o += pos - clear_from;
+		if (mask_action_is_null(&col->action)) {
+			if (cap - o < 4)
+				return 0;
+			put32(out + o, UINT32_MAX);
+			o += 4;
+		} else {
+			int64_t want = mask_out_len(&col->action, env, (uint32_t)len);
+
+			if (want < 0 || cap - o < 4 + (uint64_t)want ||
+			    mask_value_fast(&col->action, env, in + pos + 4, vlen, out + o + 4,
+					    (size_t)want) != want)
+				return 0;
+			put32(out + o, (uint32_t)want);
+			o += 4 + (size_t)want;
+		}
+		pos += 4 + vlen;
+		clear_from = pos;
+	}
+	if (pos != body_len || cap - o < pos - clear_from ||
+	    o + (pos - clear_from) - PROTO_HEADER_LEN > PROTO_MAX_BODY)
+		return 0;
+	if (pos > clear_from) { /* clear fields after the last masked one */
+		memcpy(out + o, in + clear_from, pos - clear_from);
+		o += pos - clear_from;
+	}
+	out[0] = PqMsg_DataRow;
+	put32(out + 1, (uint32_t)(o - 1));
+	return o;
+}

@@ -97,4 +97,17 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 		  uint8_t *out, size_t cap, size_t *produced, bool *done)
 	__attribute__((warn_unused_result));
 
+/*
+ * The same rewrite for a row whose whole body is in[0..body_len), in one pass straight into
+ * out[0..cap), header included: no lookahead, no field walker, nothing kept between calls.
+ * Returns the replacement's length, or 0 when it declines: the row is malformed, a masked
+ * length depends on the content, a value is not one mask_value_fast() takes, the decision
+ * point lies beyond la_cap, or out is too small. Then mask_row_begin() and mask_row_step()
+ * take the row from its start and give what they always give, bytes or error; whatever
+ * this writes is exactly what they would write.
+ */
+size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
+		      const uint8_t *in, uint32_t body_len, uint32_t la_cap, uint8_t *out,
+		      size_t cap);
+
 #endif

@@ -1208,6 +1208,16 @@ static void stream_row(struct stage_ctx *ctx, struct stage_stream *st, struct st
 			sess_close(r, "XX000", "a row of a result whose columns are not known");
 			return;
 		}
+		if (!st->body_offset && st->in_len >= st->body_len) {
+			/* here whole: one pass, or the machine when that declines */
+			st->produced = mask_row_whole(p, &s->env, st->in, st->body_len, s->la_cap,
+						      st->out, st->out_cap);
+			if (st->produced) {
+				st->consumed = st->body_len;
+				st->done = true;
+				return;
+			}
+		}
 		rc = mask_row_begin(&s->row, p, &s->env, st->body_len);
 		if (rc < 0) {
 			close_for(r, rc, s->la_cap);
