@@ -9,6 +9,7 @@
  * Binary is a walk over length-prefixed fields.
  */
 #include "mask/mask_copy.h"
+#include "mask/mask_row.h"
 
 #include <errno.h>
 #include <string.h>
@@ -1092,57 +1093,20 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 	return start;
 }
 
-/* Binary: the field count, then each field's length word and value. */
+/* Binary: the field count, then each field's length word and value (a DataRow's layout). */
 static size_t bin_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
 			    size_t cap, size_t *produced)
 {
-	unsigned ncols = c->plan->ncols;
-	size_t i = 2, o = 2;
+	size_t used, o;
 
-	if (n < 2 || cap < 2 || !ncols || ((unsigned)in[0] << 8 | in[1]) != ncols)
+	if (!c->plan->ncols)
 		return 0;
-	memcpy(out, in, 2);
-	for (unsigned f = 0; f < ncols; f++) {
-		const struct mask_plan_col *col = &c->plan->cols[f];
-		int32_t len;
-		size_t vlen;
-
-		if (n - i < 4)
-			return 0;
-		len = (int32_t)be32(in + i);
-		vlen = len > 0 ? (size_t)len : 0;
-		if (len < -1 || n - i - 4 < vlen)
-			return 0;
-		if (col->kind == MASK_COL_CLEAR || len == -1) {
-			if (cap - o < 4 + vlen)
-				return 0;
-			memcpy(out + o, in + i, 4 + vlen);
-			o += 4 + vlen;
-		} else if (mask_action_is_null(&col->action)) {
-			if (cap - o < 4)
-				return 0;
-			memset(out + o, 0xff, 4);
-			o += 4;
-		} else {
-			int64_t olen = mask_out_len(&col->action, c->env, (uint32_t)len), got;
-
-			if (olen < 0 || cap - o < 4 + (uint64_t)olen)
-				return 0; /* content-dependent lengths are held and measured */
-			got = mask_value_fast(&col->action, c->env, in + i + 4, vlen, out + o + 4,
-					      (size_t)olen);
-			if (got != olen)
-				return 0;
-			out[o] = (uint8_t)(olen >> 24);
-			out[o + 1] = (uint8_t)(olen >> 16);
-			out[o + 2] = (uint8_t)(olen >> 8);
-			out[o + 3] = (uint8_t)olen;
-			o += 4 + (size_t)olen;
-		}
-		i += 4 + vlen;
-	}
+	o = mask_fields_whole(c->plan, c->env, in, n, SIZE_MAX, out, cap, &used);
+	if (!o)
+		return 0;
 	c->rows++;
 	*produced = o;
-	return i;
+	return used;
 }
 
 /* At a row's start, with nothing pending: the row in one pass, or 0. */

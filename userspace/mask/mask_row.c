@@ -481,29 +481,29 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 }
 
 /*
- * One pass over a whole body: the checks analyse() and walk() make, each answered by
- * declining (0) rather than by an error, so that the machine, taking the row again from its
- * start, is what decides how a row fails. The length word is written last, once the output
- * is known, where the machine must know it first because it writes as it goes.
+ * One pass over fields in the binary layout: the checks analyse() and walk() make, each
+ * answered by declining (0) rather than by an error, so that the machine, taking the row
+ * again from its start, is what decides how a row fails. Clear fields next to each other
+ * are copied in one go.
  */
-size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
-		      const uint8_t *in, uint32_t body_len, uint32_t la_cap, uint8_t *out,
-		      size_t cap)
+size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *env,
+			 const uint8_t *in, size_t n, size_t la_cap, uint8_t *out, size_t cap,
+			 size_t *consumed)
 {
-	size_t pos = 2, o = PROTO_HEADER_LEN, clear_from = 0; /* in[clear_from..pos): to copy */
+	size_t pos = 2, o = 0, clear_from = 0; /* in[clear_from..pos): to copy */
 
-	if (body_len < 2 || cap < o || ((uint16_t)in[0] << 8 | in[1]) != plan->ncols)
+	if (n < 2 || ((uint16_t)in[0] << 8 | in[1]) != plan->ncols)
 		return 0;
 	for (unsigned f = 0; f < plan->ncols; f++) {
 		const struct mask_plan_col *col = &plan->cols[f];
 		int32_t len;
 		size_t vlen;
 
-		if (body_len - pos < 4)
+		if (n - pos < 4)
 			return 0;
 		len = (int32_t)get32(in + pos);
 		vlen = len > 0 ? (size_t)len : 0;
-		if (len < -1 || vlen > body_len - pos - 4)
+		if (len < -1 || vlen > n - pos - 4)
 			return 0;
 		if ((int32_t)f == plan->last_masked && pos + 4 > la_cap)
 			return 0; /* the machine answers -E2BIG */
@@ -526,21 +526,38 @@ size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
 			if (want < 0 || cap - o < 4 + (uint64_t)want ||
 			    mask_value_fast(&col->action, env, in + pos + 4, vlen, out + o + 4,
 					    (size_t)want) != want)
-				return 0;
+				return 0; /* content-dependent lengths are the machine's */
 			put32(out + o, (uint32_t)want);
 			o += 4 + (size_t)want;
 		}
 		pos += 4 + vlen;
 		clear_from = pos;
 	}
-	if (pos != body_len || cap - o < pos - clear_from ||
-	    o + (pos - clear_from) - PROTO_HEADER_LEN > PROTO_MAX_BODY)
+	if (cap - o < pos - clear_from)
 		return 0;
 	if (pos > clear_from) { /* clear fields after the last masked one */
 		memcpy(out + o, in + clear_from, pos - clear_from);
 		o += pos - clear_from;
 	}
-	out[0] = PqMsg_DataRow;
-	put32(out + 1, (uint32_t)(o - 1));
+	*consumed = pos;
 	return o;
+}
+
+/* The length word is written last, once the output is known, where the machine must know
+ * it first because it writes as it goes. */
+size_t mask_row_whole(const struct mask_plan *plan, const struct mask_env *env,
+		      const uint8_t *in, uint32_t body_len, uint32_t la_cap, uint8_t *out,
+		      size_t cap)
+{
+	size_t body, consumed;
+
+	if (cap < PROTO_HEADER_LEN)
+		return 0;
+	body = mask_fields_whole(plan, env, in, body_len, la_cap, out + PROTO_HEADER_LEN,
+				 cap - PROTO_HEADER_LEN, &consumed);
+	if (!body || consumed != body_len || body > PROTO_MAX_BODY)
+		return 0;
+	out[0] = PqMsg_DataRow;
+	put32(out + 1, (uint32_t)(body + 4));
+	return PROTO_HEADER_LEN + body;
 }

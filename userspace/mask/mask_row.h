@@ -98,6 +98,17 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 	__attribute__((warn_unused_result));
 
 /*
+ * The fields of a row in the binary layout (a DataRow's body, a binary COPY tuple: the
+ * count, then each length word and value) at in[0..n), rewritten in one pass into out[0..cap):
+ * the output's length (at least the 2-byte count), *consumed the input's. 0 when it
+ * declines, as mask_row_whole() below says; the last masked field's length word must end
+ * within la_cap (SIZE_MAX: no limit).
+ */
+size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *env,
+			 const uint8_t *in, size_t n, size_t la_cap, uint8_t *out, size_t cap,
+			 size_t *consumed);
+
+/*
  * The same rewrite for a row whose whole body is in[0..body_len), in one pass straight into
  * out[0..cap), header included: no lookahead, no field walker, nothing kept between calls.
  * Returns the replacement's length, or 0 when it declines: the row is malformed, a masked
