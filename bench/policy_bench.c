@@ -8,7 +8,7 @@
  * Workloads, pgbench's select-only statement in each protocol:
  *   parse     an unnamed Parse of the same text each time, then Bind/Execute
  *             (pgbench -M extended; drivers that do not name statements);
- *   execute   Bind/Execute of a named statement prepared once (pgbench -M prepared);
+ *   execute   Bind and Execute of a named statement prepared once (pgbench -M prepared);
  *   query     simple Query, a new literal every time (pgbench -M simple);
  * and tpcb, pgbench's tpcb-like transaction (BEGIN, three UPDATEs, a SELECT, an INSERT,
  * END) as simple Queries with new literals every time, deltas of both signs.
@@ -147,6 +147,9 @@ int main(int argc, char **argv)
 			return 2;
 		memcpy(e->words, words, sizeof(e->words));
 		stmt_commit(&stmts, e);
+		/* what each Bind makes: the unnamed portal that Execute runs */
+		if (stmt_portal_bind(&stmts, "", e))
+			return 2;
 	}
 	for (int w = 0; w < 4; w++) {
 		unsigned long n = 0;
@@ -167,6 +170,10 @@ int main(int argc, char **argv)
 				} else if (w == 1) {
 					m = msg2(PqMsg_Bind, "\0P0\0\0\0\0\0\0", 9, NULL, 0);
 					stage_run_frontend(&ch, &m, n, NULL, 4, &r);
+					if (r.verdict == STAGE_FORWARD) {
+						m = msg2(PqMsg_Execute, "\0\0\0\0\0", 5, NULL, 0);
+						stage_run_frontend(&ch, &m, n, NULL, 4, &r);
+					}
 				} else {
 					int len = w == 2 ? snprintf(sql, sizeof(sql),
 								    "SELECT abalance FROM "

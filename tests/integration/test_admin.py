@@ -551,6 +551,56 @@ def test_metrics_count_statement_classes_and_refusal_reasons(relay_factory):
     wait_until(moved, what="statement classes and refusal reasons to be counted")
 
 
+STATEMENT_CLASS_POLICY = """\
+rules:
+  - name: everyone
+    allow: [all]
+"""
+
+
+@pytest.mark.parametrize("policy", [False, True], ids=["no-policy", "policy"])
+def test_metrics_count_each_statement_once_by_class(relay_factory, tmp_path, policy):
+    """statements_total counts every statement by its class whether or not a policy judges
+    it (with one the classes come from the policy's judgement, also when that judgement
+    was remembered from an earlier text): the statements of a multi-statement Query one
+    by one, a repeat of a text with other literals, and an unnamed statement parsed again
+    with a text of another class."""
+    port, args = metrics_port_args()
+    if policy:
+        path = tmp_path / "policy.yaml"
+        path.write_text(STATEMENT_CLASS_POLICY)
+        args = args + ["--policy", str(path)]
+    relay = relay_factory(extra_args=args)
+    wait_metrics(port, relay)
+    _, before = _scrape(port)
+
+    with _connect(relay) as c:
+        c.execute("CREATE TEMP TABLE t (a int)")                       # ddl
+        for n in (1, 2):                                               # the same shape twice
+            c.execute("BEGIN; INSERT INTO t VALUES (%d); SELECT a FROM t WHERE a = %d; "
+                      "COMMIT" % (n, n))                               # transaction x2, write, read
+        c.execute("SET application_name = 'x'; SELECT 1")              # other, read
+        pg = c.pgconn
+        for text in (b"INSERT INTO t VALUES (3)", b"SELECT a FROM t",
+                     b"INSERT INTO t VALUES (4)", b"SELECT a FROM t"):  # unnamed, parsed again
+            assert pg.prepare(b"", text).status in (1, 2)              # COMMAND_OK, TUPLES_OK
+            assert pg.exec_prepared(b"", []).status in (1, 2)
+            assert pg.exec_prepared(b"", []).status in (1, 2)          # executed twice
+
+    def counted():
+        _, after = _scrape(port)
+
+        def delta(t):
+            return _sum(after, "pgwarden_statements_total", type=t) - \
+                _sum(before, "pgwarden_statements_total", type=t)
+        want = {"ddl": 1, "transaction": 4, "write": 2 + 4, "read": 2 + 1 + 4, "other": 1,
+                "unknown": 0}
+        got = {t: delta(t) for t in want}
+        return after if got == want else None
+
+    wait_until(counted, what="each statement counted once by its class")
+
+
 def test_metrics_endpoint_rejects_other_paths(relay_factory):
     import urllib.error
     import urllib.request

@@ -961,6 +961,80 @@ static void test_stage_shapes(void **state)
 	fake_end(&f);
 }
 
+/* A forwarded Query or Parse carries the classes the stage found, one per statement in
+ * order, so that the relay does not classify the text again; a verdict remembered for a text
+ * or a shape carries the classes of the text judged then, which are the same. */
+static void expect_classes(const struct fake *f, unsigned n, const enum sql_class *want)
+{
+	assert_int_equal(f->r.verdict, STAGE_FORWARD);
+	assert_non_null(f->r.classes);
+	assert_int_equal(f->r.nclasses, n);
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(f->r.classes[i], want[i]);
+}
+
+static void test_stage_statement_classes(void **state)
+{
+	static const char rules[] =
+		"version: 1\nrules:\n  - name: classes\n    match: { user: classes }\n"
+		"    allow: [read, write, session, transaction, prepare]\n";
+	static const enum sql_class tx_read_tx[] = {SQL_CLASS_TRANSACTION, SQL_CLASS_READ,
+						    SQL_CLASS_TRANSACTION};
+	static const enum sql_class session_read[] = {SQL_CLASS_SESSION, SQL_CLASS_READ};
+	static const enum sql_class write[] = {SQL_CLASS_WRITE}, read[] = {SQL_CLASS_READ};
+	static const enum sql_class prepare[] = {SQL_CLASS_PREPARE};
+	char err[POLICY_ERR_MAX], many[1024] = "";
+	struct policy *p = policy_load_buffer("classes", rules, sizeof(rules) - 1, err,
+					      sizeof(err));
+	struct stmt_entry *e;
+	struct fake f;
+
+	assert_non_null(p);
+	policy_publish(p);
+	fake_session(&f, "classes", "db");
+	fake_start(&f);
+	fake_login(&f, SESSION_AUTH_SCRAM);
+	/* judged, then the same text (remembered), then the same shape (remembered) */
+	run(&f, PqMsg_Query, "BEGIN; SELECT a FROM t WHERE id = 1; COMMIT", NULL, NULL, 3);
+	expect_classes(&f, 3, tx_read_tx);
+	run(&f, PqMsg_Query, "BEGIN; SELECT a FROM t WHERE id = 1; COMMIT", NULL, NULL, 3);
+	expect_classes(&f, 3, tx_read_tx);
+	run(&f, PqMsg_Query, "BEGIN; SELECT a FROM t WHERE id = 2; COMMIT", NULL, NULL, 3);
+	expect_classes(&f, 3, tx_read_tx);
+	/* a text never remembered by its shape */
+	run(&f, PqMsg_Query, "SET application_name = 'x'; SELECT 1", NULL, NULL, 3);
+	expect_classes(&f, 2, session_read);
+	/* nothing but separators: no statements, and that is known */
+	run(&f, PqMsg_Query, " ; ;", NULL, NULL, 3);
+	expect_classes(&f, 0, NULL);
+	/* a Parse: its one class; an unnamed statement parsed again with another text gets the
+	 * new text's class, also when the verdict was remembered by its shape */
+	run(&f, PqMsg_Parse, "", "INSERT INTO t VALUES (1)", NULL, 3);
+	expect_classes(&f, 1, write);
+	run(&f, PqMsg_Parse, "", "SELECT a FROM t", NULL, 3);
+	expect_classes(&f, 1, read);
+	run(&f, PqMsg_Parse, "", "INSERT INTO t VALUES (2)", NULL, 3);
+	expect_classes(&f, 1, write);
+	/* EXECUTE counts as what it is (prepare), not as the text it runs */
+	e = stmt_new("q", "SELECT 1", 8, 0, true);
+	assert_non_null(e);
+	stmt_commit(&f.stmts, e);
+	run(&f, PqMsg_Query, "EXECUTE q", NULL, NULL, 3);
+	expect_classes(&f, 1, prepare);
+	/* more statements than a verdict carries classes for: none, the relay classifies */
+	for (int i = 0; i < 40; i++)
+		strcat(many, "SELECT 1;");
+	assert_int_equal(run(&f, PqMsg_Query, many, NULL, NULL, 3), STAGE_FORWARD);
+	assert_null(f.r.classes);
+	/* and still none after that text was remembered */
+	assert_int_equal(run(&f, PqMsg_Query, many, NULL, NULL, 3), STAGE_FORWARD);
+	assert_null(f.r.classes);
+	/* a Bind runs a statement classified at its Parse: nothing to carry */
+	assert_int_equal(run(&f, PqMsg_Bind, "", "q", NULL, 3), STAGE_FORWARD);
+	assert_null(f.r.classes);
+	fake_end(&f);
+}
+
 static void test_stage_limits(void **state)
 {
 	struct fake f, g, h;
@@ -1126,6 +1200,7 @@ int main(void)
 		cmocka_unit_test(test_stage_multi_statement_and_prepared),
 		cmocka_unit_test(test_stage_prepare_in_one_query),
 		cmocka_unit_test(test_stage_shapes),
+		cmocka_unit_test(test_stage_statement_classes),
 		cmocka_unit_test(test_stage_limits),
 		cmocka_unit_test(test_stage_rate_wait),
 		cmocka_unit_test(test_stage_reload),

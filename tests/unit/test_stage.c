@@ -478,6 +478,71 @@ static void test_rewrite_chains_and_is_checked(void **state)
 	stage_chain_end(&ch, true);
 }
 
+/* A stage that classified the statements says so; the first such stage's classes go with the
+ * pipeline's FORWARD, and a rewrite anywhere drops them (they describe the text as sent). */
+static const uint8_t classes_a[] = {3, 1}, classes_b[] = {7};
+
+static void classes_a_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
+			       struct stage_result *r)
+{
+	r->classes = classes_a;
+	r->nclasses = sizeof(classes_a);
+}
+
+static void classes_b_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
+			       struct stage_result *r)
+{
+	r->classes = classes_b;
+	r->nclasses = sizeof(classes_b);
+}
+
+static void test_statement_classes_go_with_forward_only(void **state)
+{
+	struct stage_ops ca = {.name = "ca", .frontend = classes_a_frontend};
+	struct stage_ops cb = {.name = "cb", .frontend = classes_b_frontend};
+	struct stage_ops see = {.name = "see", .frontend = see_frontend};
+	struct stage_ops rw = {.name = "rw", .frontend = rw_frontend};
+	struct stage_pipeline p = {0}, prw = {0};
+	struct stage_chain ch;
+	struct stage_result r;
+	struct session s = {0};
+	uint8_t q[32];
+	struct proto_msg m = {.type = PqMsg_Query};
+	int n = proto_write_query(q, sizeof(q), "SELECT 1");
+
+	m.body = q + PROTO_HEADER_LEN;
+	m.body_len = (uint32_t)n - PROTO_HEADER_LEN;
+	typeset_add(&ca.frontend_whole, PqMsg_Query);
+	typeset_add(&cb.frontend_whole, PqMsg_Query);
+	typeset_add(&see.frontend_whole, PqMsg_Query);
+	typeset_add(&rw.frontend_whole, PqMsg_Query);
+	/* nobody classifies: none */
+	assert_int_equal(stage_pipeline_add(&p, &see), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	stage_run_frontend(&ch, &m, 1, NULL, 1, &r);
+	assert_int_equal(r.verdict, STAGE_FORWARD);
+	assert_null(r.classes);
+	stage_chain_end(&ch, true);
+	/* the first classifying stage's, through later stages that forward */
+	assert_int_equal(stage_pipeline_add(&p, &ca), 0);
+	assert_int_equal(stage_pipeline_add(&p, &cb), 0);
+	assert_int_equal(stage_chain_init(&ch, &p, &s, NULL, NULL), 0);
+	stage_run_frontend(&ch, &m, 1, NULL, 1, &r);
+	assert_int_equal(r.verdict, STAGE_FORWARD);
+	assert_ptr_equal(r.classes, classes_a);
+	assert_int_equal(r.nclasses, 2);
+	stage_chain_end(&ch, true);
+	/* a rewrite after a stage classified, or before one does: none */
+	assert_int_equal(stage_pipeline_add(&prw, &ca), 0);
+	assert_int_equal(stage_pipeline_add(&prw, &rw), 0);
+	assert_int_equal(stage_pipeline_add(&prw, &cb), 0);
+	assert_int_equal(stage_chain_init(&ch, &prw, &s, NULL, NULL), 0);
+	stage_run_frontend(&ch, &m, 1, NULL, 1, &r);
+	assert_int_equal(r.verdict, STAGE_REWRITE);
+	assert_null(r.classes);
+	stage_chain_end(&ch, true);
+}
+
 /* A paused message is offered again to the stage that paused it, and only from there on. */
 static void test_pause_resumes_at_the_pausing_stage(void **state)
 {
@@ -630,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_interest_is_per_session),
 		cmocka_unit_test(test_stream_is_exclusive),
 		cmocka_unit_test(test_rewrite_chains_and_is_checked),
+		cmocka_unit_test(test_statement_classes_go_with_forward_only),
 		cmocka_unit_test(test_pause_resumes_at_the_pausing_stage),
 		cmocka_unit_test(test_statement_words),
 		cmocka_unit_test(test_release_runs_without_start),

@@ -11,6 +11,8 @@
  *                  Execute (the statement they run, judged again if the policy changed
  *                  since its Parse), FunctionCall: REJECT 42501 naming the rule, 54001 for
  *                  a statement over the analysis budget, 53400 or a PAUSE for the rate;
+ *                  an allowed Query or Parse carries its statements' classes (for the
+ *                  relay's statements_total, which then need not classify it again);
  *   SERVER_PARAM   client_encoding (an unsafe one ends the session at its next message),
  *                  standard_conforming_strings (how the lexer reads '' strings).
  * A session picks up a reloaded policy at its next message: its identity is matched again
@@ -56,6 +58,14 @@
 #define SHAPES 16
 #define SHAPE_MAX 512
 
+/*
+ * The classes of an allowed text's statements go with its verdict (stage_result.classes)
+ * for the relay's statements_total, so that it does not classify the text again; they are
+ * remembered with the text or shape, since sql_classify() reads no numeric constant. A
+ * Query of more statements than this carries none: the relay classifies it itself.
+ */
+#define STATEMENT_CLASSES 16
+
 struct judged {
 	char *text;   /* NULL: empty; cap bytes once allocated */
 	uint32_t len, cap;
@@ -65,6 +75,7 @@ struct judged {
 	bool search_path_unknown_after; /* after: the text may set search_path */
 	unsigned lex_opts;
 	unsigned statements; /* a Query's, for the rate limit */
+	uint8_t classes[STATEMENT_CLASSES]; /* of the first statements */
 };
 
 struct policy_state {
@@ -86,6 +97,10 @@ struct policy_state {
 	unsigned shape_next;     /* the slot the next kept shape takes */
 	bool judged_execute;     /* judge() met an EXECUTE since this was cleared */
 	bool judged_unshaped;    /* judge() met a statement its shape cannot stand for */
+	/* The classes of the statements of the Query or Parse being judged, as judge() met
+	 * them (nclasses counts beyond the array); the FORWARD verdict points at them. */
+	uint8_t classes[STATEMENT_CLASSES];
+	unsigned nclasses;
 };
 
 /* The analysis buffer: 30 KiB, one per worker thread (callbacks never nest). */
@@ -551,7 +566,10 @@ static bool judged_hit(struct policy_state *st, const struct judged *j, const ch
 	    j->rule != st->rule || j->search_path_unknown != st->search_path_unknown ||
 	    j->lex_opts != st->lex_opts || memcmp(j->text, sql, len) != 0)
 		return false;
+	/* Where the judgement left the session, and what it found. */
 	st->search_path_unknown = j->search_path_unknown_after;
+	st->nclasses = j->statements;
+	memcpy(st->classes, j->classes, sizeof(st->classes));
 	return true;
 }
 
@@ -578,6 +596,7 @@ static void judged_set(struct policy_state *st, struct judged *j, const char *sq
 	j->search_path_unknown_after = st->search_path_unknown;
 	j->lex_opts = st->lex_opts;
 	j->statements = statements;
+	memcpy(j->classes, st->classes, sizeof(j->classes));
 }
 
 /* Remember an allowed text, as judged with search_path knowledge sp_before. */
@@ -643,7 +662,26 @@ static void shape_keep(struct policy_state *st, size_t n, bool sp_before, unsign
 	st->shape_next = (st->shape_next + 1) % SHAPES;
 }
 
-/* Judge one statement's text; v receives the verdict. Remembers search_path changes. */
+/* One more statement of the text being judged is of class cls. */
+static void note_class(struct policy_state *st, enum sql_class cls)
+{
+	if (st->nclasses < STATEMENT_CLASSES)
+		st->classes[st->nclasses] = (uint8_t)cls;
+	st->nclasses++;
+}
+
+/* The text being judged is allowed: its statements' classes go with the verdict, when
+ * there is room for all of them. */
+static void pass_classes(const struct policy_state *st, struct stage_result *r)
+{
+	if (st->nclasses > STATEMENT_CLASSES)
+		return;
+	r->classes = st->classes;
+	r->nclasses = st->nclasses;
+}
+
+/* Judge one statement's text; v receives the verdict. Remembers search_path changes and
+ * notes the statement's class. */
 static void judge(struct policy_state *st, const struct stmt_table *stmts, const char *sql,
 		  size_t len, struct policy_verdict *v, unsigned depth, struct query_prepares *qp)
 {
@@ -652,6 +690,8 @@ static void judge(struct policy_state *st, const struct stmt_table *stmts, const
 	const struct stmt_entry *e;
 
 	sql_analyze(sql, len, st->lex_opts, &analysis);
+	if (depth == 0)
+		note_class(st, analysis.primary);
 	if (!shape_decides(&analysis))
 		st->judged_unshaped = true;
 	policy_check_statement(st->rule, &analysis, &c, v);
@@ -784,6 +824,7 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 	sp_before = st->search_path_unknown;
 	st->judged_execute = false;
 	st->judged_unshaped = false;
+	st->nclasses = 0;
 	sql_split_init(&sp, sql, len, st->lex_opts);
 	while (sql_split_next(&sp, &stmt)) {
 		n++;
@@ -794,6 +835,7 @@ static void on_query(struct stage_ctx *ctx, struct policy_state *st, const struc
 		if (ctx->session->replication && st->rule->replication &&
 		    replication_command(sql + stmt.off, stmt.len, st->lex_opts)) {
 			st->judged_unshaped = true; /* allowed unanalysed */
+			note_class(st, sql_classify(sql + stmt.off, stmt.len, st->lex_opts, NULL));
 			continue;
 		}
 		judge(st, ctx->stmts, sql + stmt.off, stmt.len, &v, 0, &qp);
@@ -811,7 +853,8 @@ allowed:
 	/* A Query that is one SQL PREPARE: remember that we allowed it. */
 	if (n == 1 && ctx->stmt_word)
 		*ctx->stmt_word = word_for(st, true);
-	(void)rate(ctx, st, n, r);
+	if (!rate(ctx, st, n, r))
+		pass_classes(st, r);
 }
 
 static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struct proto_msg *m,
@@ -839,6 +882,7 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 	sp_before = st->search_path_unknown;
 	st->judged_execute = false;
 	st->judged_unshaped = false;
+	st->nclasses = 0;
 	judge(st, ctx->stmts, sql, len, &v, 0, NULL);
 	if (!v.allowed) {
 		reject(ctx, st, r, v.sqlstate, v.reason, sql, len);
@@ -850,6 +894,7 @@ static void on_parse(struct stage_ctx *ctx, struct policy_state *st, const struc
 allowed:
 	if (ctx->stmt_word)
 		*ctx->stmt_word = word_for(st, true);
+	pass_classes(st, r);
 }
 
 /* Bind and Execute run a statement judged at its Parse; judge it again when the policy or

@@ -202,9 +202,12 @@ static void conn_count_statement(struct conn *c, enum sql_class cls)
 /*
  * A whole Query or Parse: its text for the admin listing (the start of it), and for a
  * Query its statements' classes for statements_total (a Parse's class is counted when its
- * portals are executed). Returns the Parse's class.
+ * portals are executed). Returns the Parse's class. judged: the stages' verdict on it when
+ * they forwarded it unchanged, whose classes (stage_result.classes) spare classifying the
+ * text again; NULL when no stage saw it.
  */
-static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg *m)
+static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg *m,
+					  const struct stage_result *judged)
 {
 	const char *sql = NULL, *name = "";
 	uint16_t nparams;
@@ -218,6 +221,14 @@ static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg
 		return SQL_CLASS_UNKNOWN;
 	len = strlen(sql);
 	admin_text_set(&c->last_statement, sql, len < ADMIN_TEXT_MAX ? len : ADMIN_TEXT_MAX);
+	if (judged && judged->classes) {
+		if (m->type == PqMsg_Parse)
+			return judged->nclasses == 1 ? (enum sql_class)judged->classes[0]
+						     : SQL_CLASS_UNKNOWN;
+		for (uint32_t i = 0; i < judged->nclasses; i++)
+			conn_count_statement(c, (enum sql_class)judged->classes[i]);
+		return SQL_CLASS_UNKNOWN;
+	}
 	if (m->type == PqMsg_Parse)
 		return sql_classify(sql, len, 0, NULL);
 	if (sql_split_single(sql, len)) { /* one statement: lexed once, by the classifier */
@@ -230,9 +241,11 @@ static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg
 	return SQL_CLASS_UNKNOWN;
 }
 
-/* A client message is about to leave: what it changes. 0 or -ENOSPC / -ENOMEM (tracker). */
+/* A client message is about to leave: what it changes. 0 or -ENOSPC / -ENOMEM (tracker).
+ * judged: the stages' FORWARD verdict on it, NULL when none saw it or it was rewritten. */
 static int conn_frontend_forwarding(struct conn *c, const uint8_t *at, uint32_t avail,
-				    uint32_t total, const uint32_t *words)
+				    uint32_t total, const uint32_t *words,
+				    const struct stage_result *judged)
 {
 	uint8_t type = at[0];
 	uint8_t cls = SQL_CLASS_UNKNOWN;
@@ -247,7 +260,7 @@ static int conn_frontend_forwarding(struct conn *c, const uint8_t *at, uint32_t 
 		struct proto_msg m = {.type = type, .body_len = total - PROTO_HEADER_LEN,
 				      .body = at + PROTO_HEADER_LEN};
 
-		cls = (uint8_t)conn_note_statement(c, &m);
+		cls = (uint8_t)conn_note_statement(c, &m, judged);
 	} else if (type == PqMsg_Query) {
 		conn_count_statement(c, SQL_CLASS_UNKNOWN); /* too large to hold: streamed */
 	}
@@ -349,41 +362,43 @@ static enum conn_step conn_too_many_statements(struct conn *c, const struct prot
 
 /*
  * Run the stages on the whole message at the framing point. Returns CONN_STEP_PROGRESS
- * with *forward set when the message goes on as it is (words filled for a Parse), or the
- * step taken otherwise (a rewrite or a refusal framed, a hold, a failure).
+ * with *forward set when the message goes on as it is (words filled for a Parse, res the
+ * stages' verdict), or the step taken otherwise (a rewrite or a refusal framed, a hold, a
+ * failure).
  */
 static enum conn_step conn_frontend_stages(struct conn *c, struct conn_dir *d, struct proto_msg *m,
-					   uint32_t total, uint32_t *words, bool *forward)
+					   uint32_t total, uint32_t *words,
+					   struct stage_result *res, bool *forward)
 {
 	uint8_t *at = d->buf->data + d->buf->head + d->framed;
-	struct stage_result res;
 	int err;
 
 	*forward = false;
 	m->body = at + PROTO_HEADER_LEN;
 	stage_run_frontend(&c->chain, m, track_next_request(&c->track),
 			   m->type == PqMsg_Parse || m->type == PqMsg_Query ? words : NULL,
-			   conn_now(c), &res);
+			   conn_now(c), res);
 	conn_publish_rule(c); /* a reload may have moved the session to another rule */
-	switch (res.verdict) {
+	switch (res->verdict) {
 	case STAGE_FORWARD:
 		*forward = true;
 		return CONN_STEP_PROGRESS;
 	case STAGE_REWRITE:
-		if (conn_replace(c, CONN_C2S, total, total, res.rewrite, res.rewrite_len))
+		if (conn_replace(c, CONN_C2S, total, total, res->rewrite, res->rewrite_len))
 			break;
 		/* What leaves is the rewrite: that is what the tracker must know. */
-		at = d->buf->data + d->buf->head + d->framed - res.rewrite_len;
-		err = conn_frontend_forwarding(c, at, res.rewrite_len, res.rewrite_len, words);
+		at = d->buf->data + d->buf->head + d->framed - res->rewrite_len;
+		err = conn_frontend_forwarding(c, at, res->rewrite_len, res->rewrite_len, words,
+					       NULL);
 		if (err)
 			break;
 		return CONN_STEP_PROGRESS;
 	case STAGE_PAUSE:
 		d->hold = CONN_HOLD_STAGE;
-		c->resume_at = res.resume_at_ns;
+		c->resume_at = res->resume_at_ns;
 		return CONN_STEP_WAIT;
 	default:
-		return conn_stage_verdict_c2s(c, m, total, total, &res);
+		return conn_stage_verdict_c2s(c, m, total, total, res);
 	}
 	conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 	return CONN_STEP_FAILED;
@@ -396,6 +411,8 @@ static enum conn_step conn_frame_one(struct conn *c, struct conn_dir *d, uint8_t
 				     uint32_t avail)
 {
 	uint32_t words[STAGE_MAX] = {0};
+	struct stage_result res;
+	const struct stage_result *judged = NULL;
 	enum conn_admit admit;
 	enum conn_step step;
 	struct proto_msg m;
@@ -441,11 +458,12 @@ static enum conn_step conn_frame_one(struct conn *c, struct conn_dir *d, uint8_t
 			d->need = total;
 			return CONN_STEP_WAIT;
 		}
-		s = conn_frontend_stages(c, d, &m, total, words, &forward);
+		s = conn_frontend_stages(c, d, &m, total, words, &res, &forward);
 		if (!forward)
 			return s;
+		judged = &res;
 	}
-	r = conn_frontend_forwarding(c, at, avail, total, words);
+	r = conn_frontend_forwarding(c, at, avail, total, words, judged);
 	if (r == -ENOSPC)
 		return conn_too_many_statements(c, &m, total, avail);
 	if (r) {

@@ -57,6 +57,8 @@ static void stage_result_clear(struct stage_result *r)
 	r->rewrite = NULL;
 	r->rewrite_len = 0;
 	r->resume_at_ns = 0;
+	r->classes = NULL;
+	r->nclasses = 0;
 }
 
 int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
@@ -268,9 +270,16 @@ static void stage_run_msg(struct stage_chain *ch, enum proto_dir dir, const stru
 		ctx.stmt_word = stmt_words ? &stmt_words[i] : NULL;
 		stage_result_clear(&mine);
 		cb(&ctx, &cur, &mine);
-		if (mine.verdict == STAGE_FORWARD)
+		if (mine.verdict == STAGE_FORWARD) {
+			if (r->verdict == STAGE_FORWARD && !r->classes) {
+				r->classes = mine.classes;
+				r->nclasses = mine.nclasses;
+			}
 			continue;
+		}
 		*r = mine;
+		r->classes = NULL;
+		r->nclasses = 0;
 		if (mine.verdict == STAGE_PAUSE) {
 			ch->paused_at = i;
 			return;

@@ -103,6 +103,15 @@ struct stage_result {
 	uint32_t rewrite_len;
 	/* PAUSE: offer the message again at this monotonic time even if nobody wakes it. */
 	uint64_t resume_at_ns;
+	/* A Query or Parse a stage classified on its way to its verdict: the class of each of
+	 * its statements in order (enum sql_class values, as sql_classify() gives them; a
+	 * Parse has one), so that nobody classifies the same text again: the relay counts
+	 * statements_total by them. NULL when the stage did not classify them all; nclasses
+	 * 0 with classes set: the text holds no statement. Owned by the stage, valid until
+	 * its next call. The pipeline passes on the first stage's, and only with a FORWARD:
+	 * a rewrite drops them, since they describe the text as the client sent it. */
+	const uint8_t *classes;
+	uint32_t nclasses;
 };
 
 /*
