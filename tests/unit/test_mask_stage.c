@@ -1564,6 +1564,139 @@ static void test_captures_whole_or_in_pieces_alike(void **state)
 	free(pieces);
 }
 
+/*
+ * Rows as varied as runs meet them, of a text result and then a binary one: NULLs, four
+ * masked columns (partial, hash, e-mail, date), empty values, masked values that are not
+ * ASCII (the one pass leaves those rows to the row machine), a clear value after the last
+ * masked column long enough that its row is larger than a run may hold
+ * (STAGE_RUN_MESSAGE_MAX), and more rows than one run of the harness holds. What the
+ * client saw, in *seen (the caller frees it).
+ */
+static size_t varied_rows(uint8_t **seen)
+{
+	static const struct col cols[] = {
+		{"id", CUSTOMERS, 23, 1, -1, 0},	  {"name", CUSTOMERS, 25, 2, -1, 0},
+		{"ssn", CUSTOMERS, 25, 3, -1, 0},	  {"card", CUSTOMERS, 1043, 4, 23, 0},
+		{"email", CUSTOMERS, OID_CITEXT, 5, -1, 0}, {"dob", CUSTOMERS, 1082, 6, -1, 0},
+		{"note", CUSTOMERS, 25, 2, -1, 0},
+	};
+	static const struct col two[] = {{"id", CUSTOMERS, 23, 1, -1, 0},
+					 {"ssn", CUSTOMERS, 25, 3, -1, 0}};
+	static char long_note[STAGE_RUN_MESSAGE_MAX + 100];
+	struct world w;
+	struct mb m, row;
+	size_t n;
+
+	nfacts = 0;
+	fact("SELECT *, name AS note FROM customers", MASK_REFS_MASKED);
+	fact("SELECT id, ssn FROM customers", MASK_REFS_MASKED);
+	memset(long_note, 'n', sizeof(long_note) - 1);
+	world_start(&w, "analyst");
+	assert_int_equal(fe(&w, query(&m, "SELECT *, name AS note FROM customers")), STAGE_FORWARD);
+	assert_int_equal(be(&w, rowdesc(&m, cols, 7)), STAGE_FORWARD);
+	for (unsigned i = 0; i < 700; i++) {
+		char id[16], ssn[16], card[24], email[32], dob[16];
+		const char *v[7] = {id, "Alice", ssn, card, email, dob, "a note"};
+
+		snprintf(id, sizeof(id), "%u", i + 1);
+		snprintf(ssn, sizeof(ssn), "123-45-%04u", i);
+		snprintf(card, sizeof(card), "41111111111%05u", i);
+		snprintf(email, sizeof(email), "user%u@example.com", i);
+		snprintf(dob, sizeof(dob), "1985-07-%02u", 1 + i % 28);
+		if (i % 7 == 3)
+			v[1] = NULL;
+		if (i % 11 == 5)
+			v[1] = "Zo\xc3\xab"; /* not ASCII, but clear */
+		if (i % 5 == 1)
+			v[2] = NULL;
+		if (i % 9 == 2)
+			v[2] = "";
+		if (i % 4 == 0)
+			v[3] = NULL;
+		if (i % 6 == 2)
+			v[4] = "zo\xc3\xab@ex\xc3\xa4mple.com"; /* the row machine's */
+		if (i % 8 == 7)
+			v[5] = NULL;
+		if (i % 3 == 0)
+			v[6] = NULL;
+		if (i == 350)
+			v[6] = long_note;
+		assert_int_equal(be(&w, datarow(&m, v, 7)), STAGE_FORWARD);
+	}
+	assert_int_equal(be(&w, simple(&m, 'C', "SELECT 700")), STAGE_FORWARD);
+	be(&w, ready(&m));
+
+	/* binary result columns, through the extended protocol */
+	assert_int_equal(fe(&w, m_parse(&m, "", "SELECT id, ssn FROM customers")), STAGE_FORWARD);
+	assert_int_equal(fe(&w, m_bind(&m, "", "", 1)), STAGE_FORWARD);
+	assert_int_equal(fe(&w, describe(&m, 'P', "")), STAGE_FORWARD);
+	assert_int_equal(fe(&w, m_execute(&m, "")), STAGE_FORWARD);
+	fe(&w, empty(&m, 'S'));
+	be(&w, empty(&m, '1'));
+	be(&w, empty(&m, '2'));
+	{
+		struct col bin[2];
+
+		memcpy(bin, two, sizeof(bin));
+		bin[0].fmt = bin[1].fmt = 1;
+		assert_int_equal(be(&w, rowdesc(&m, bin, 2)), STAGE_FORWARD);
+	}
+	for (unsigned i = 0; i < 300; i++) {
+		char ssn[16];
+
+		snprintf(ssn, sizeof(ssn), "987-65-%04u", i);
+		mb_start(&row, 'D');
+		mb_u16(&row, 2);
+		mb_u32(&row, 4);
+		mb_u32(&row, i);
+		if (i % 5 == 1) {
+			mb_u32(&row, UINT32_MAX);
+		} else {
+			mb_u32(&row, (uint32_t)strlen(ssn));
+			mb_bytes(&row, ssn, strlen(ssn));
+		}
+		assert_int_equal(be(&w, mb_end(&row)), STAGE_FORWARD);
+	}
+	assert_int_equal(be(&w, simple(&m, 'C', "SELECT 300")), STAGE_FORWARD);
+	be(&w, ready(&m));
+
+	assert_false(seen_has(&w, "123-45-0000"));
+	assert_false(seen_has(&w, "987-65-0000"));
+	assert_false(seen_has(&w, "user0@example.com"));
+	assert_true(seen_has(&w, "XXXXXXX0000"));
+	assert_true(seen_has(&w, "XXXXXXX0299"));
+	assert_seen_frames(&w);
+	*seen = malloc(w.seen_n);
+	assert_non_null(*seen);
+	memcpy(*seen, w.seen, w.seen_n);
+	n = w.seen_n;
+	world_end(&w);
+	return n;
+}
+
+/* Rows in runs of one stage call, into rooms of every size up to a few rows (runs that stop
+ * before a row the room cannot hold, or inside one whose output outgrew it): the client
+ * sees the bytes the row machine writes when the same rows come in pieces. */
+static void test_rows_in_runs_as_the_machine_writes_them(void **state)
+{
+	static const size_t big_rooms[] = {300, 1000, STAGE_RUN_MESSAGE_MAX, BE_ROOM_MAX};
+	uint8_t *pieces, *runs;
+	size_t n = varied_rows(&pieces);
+
+	for (size_t k = 6; k < 130 + sizeof(big_rooms) / sizeof(big_rooms[0]); k++) {
+		for (int in_runs = 0; in_runs <= 1; in_runs++) {
+			be_room = k < 130 ? k : big_rooms[k - 130];
+			be_runs = in_runs;
+			assert_int_equal(varied_rows(&runs), n);
+			be_room = 0;
+			be_runs = false;
+			assert_memory_equal(runs, pieces, n);
+			free(runs);
+		}
+	}
+	free(pieces);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1586,6 +1719,7 @@ int main(void)
 		cmocka_unit_test(test_real_server_captures),
 		cmocka_unit_test(test_captures_whole_or_in_pieces_alike),
 		cmocka_unit_test(test_copy_binary_whole_or_in_pieces_alike),
+		cmocka_unit_test(test_rows_in_runs_as_the_machine_writes_them),
 		cmocka_unit_test(test_refused_query_keeps_the_queue_in_order),
 	};
 

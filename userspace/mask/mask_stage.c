@@ -1195,29 +1195,15 @@ static void close_for(struct stage_result *r, int rc, uint32_t la_cap)
 	}
 }
 
-static void stream_row(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
+/* The row machine on a DataRow as stream() gives it, from the row's start under plan p when
+ * no row is under way; it goes on with the row over as many calls as it needs. */
+static void row_machine(struct mask_sess *s, const struct mask_plan *p, struct stage_stream *st,
+			struct stage_result *r)
 {
-	struct mask_sess *s = sess_of(ctx);
 	bool done;
 	int rc;
 
 	if (!s->row_active) {
-		const struct mask_plan *p = head_plan(s);
-
-		if (!p) {
-			sess_close(r, "XX000", "a row of a result whose columns are not known");
-			return;
-		}
-		if (!st->body_offset && st->in_len >= st->body_len) {
-			/* here whole: one pass, or the machine when that declines */
-			st->produced = mask_row_whole(p, &s->env, st->in, st->body_len, s->la_cap,
-						      st->out, st->out_cap);
-			if (st->produced) {
-				st->consumed = st->body_len;
-				st->done = true;
-				return;
-			}
-		}
 		rc = mask_row_begin(&s->row, p, &s->env, st->body_len);
 		if (rc < 0) {
 			close_for(r, rc, s->la_cap);
@@ -1236,6 +1222,36 @@ static void stream_row(struct stage_ctx *ctx, struct stage_stream *st, struct st
 		s->row_active = false;
 		st->done = true;
 	}
+}
+
+/* The plan rows are rewritten under now, or NULL with r closing the session: rows of a
+ * result whose columns are not known cannot be masked. */
+static const struct mask_plan *row_plan(struct mask_sess *s, struct stage_result *r)
+{
+	const struct mask_plan *p = head_plan(s);
+
+	if (!p)
+		sess_close(r, "XX000", "a row of a result whose columns are not known");
+	return p;
+}
+
+static void stream_row(struct mask_sess *s, struct stage_stream *st, struct stage_result *r)
+{
+	const struct mask_plan *p = s->row_active ? s->row.plan : row_plan(s, r);
+
+	if (!p)
+		return;
+	if (!s->row_active && !st->body_offset && st->in_len >= st->body_len) {
+		/* here whole: one pass, or the machine when that declines */
+		st->produced = mask_row_whole(p, &s->env, st->in, st->body_len, s->la_cap, st->out,
+					      st->out_cap);
+		if (st->produced) {
+			st->consumed = st->body_len;
+			st->done = true;
+			return;
+		}
+	}
+	row_machine(s, p, st, r);
 }
 
 /*
@@ -1374,48 +1390,67 @@ static bool stream_usable(const struct mask_sess *s, struct stage_result *r)
 	return true;
 }
 
-static void stream_message(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
-{
-	if (st->type == PqMsg_DataRow)
-		stream_row(ctx, st, r);
-	else if (st->type == PqMsg_CopyData)
-		stream_copy(ctx, st, r);
-}
-
 static void mask_stream(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
 {
-	if (stream_usable(sess_of(ctx), r))
-		stream_message(ctx, st, r);
+	struct mask_sess *s = sess_of(ctx);
+
+	if (!stream_usable(s, r))
+		return;
+	if (st->type == PqMsg_DataRow)
+		stream_row(s, st, r);
+	else if (st->type == PqMsg_CopyData)
+		stream_copy(ctx, st, r);
 }
 
 /*
  * A run of whole messages (stage.h): each goes through the same code as a message that
  * came alone and whole (so the bytes out are the same), without a stage call per message.
- * The run stops before a message the room left cannot hold as long as it is (the relay
- * streams that one once the client has taken some), and inside one whose replacement
- * outgrew the room (stream() finishes it).
+ * What a message alone looks up first is looked up once: nothing in a run can change it
+ * (only the server's other messages move requests and plans on), and a run starts between
+ * messages, so no row is under way in the machine. A row goes straight to the one pass,
+ * and to the machine only when that declines. The run stops before a message the room
+ * left cannot hold as long as it is (the relay streams that one once the client has taken
+ * some), and inside one whose replacement outgrew the room (stream() finishes it).
  */
 static void mask_stream_run(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
 {
+	struct mask_sess *s = sess_of(ctx);
+	const struct mask_plan *plan = NULL;
 	size_t in = 0, out = 0;
 
-	if (!stream_usable(sess_of(ctx), r))
+	if (!stream_usable(s, r))
+		return;
+	if (st->type == PqMsg_DataRow && !(plan = row_plan(s, r)))
 		return;
 	while (st->in_len - in >= PROTO_HEADER_LEN) {
+		const uint8_t *body = st->in + in + PROTO_HEADER_LEN;
 		uint32_t body_len = proto_read_u32(st->in + in + 1) - 4;
-		struct stage_stream one = {
+		size_t room = st->out_cap - out, made = 0;
+		struct stage_stream one;
+
+		if (room < PROTO_HEADER_LEN + (size_t)body_len)
+			break;
+		if (plan)
+			made = mask_row_whole(plan, &s->env, body, body_len, s->la_cap, st->out + out,
+					      room);
+		if (made) {
+			in += PROTO_HEADER_LEN + body_len;
+			out += made;
+			continue;
+		}
+		one = (struct stage_stream){
 			.type = st->type,
 			.body_len = body_len,
 			.request = st->request,
-			.in = st->in + in + PROTO_HEADER_LEN,
+			.in = body,
 			.in_len = body_len,
 			.out = st->out + out,
-			.out_cap = st->out_cap - out,
+			.out_cap = room,
 		};
-
-		if (one.out_cap < PROTO_HEADER_LEN + (size_t)body_len)
-			break;
-		stream_message(ctx, &one, r);
+		if (plan)
+			row_machine(s, plan, &one, r);
+		else
+			stream_copy(ctx, &one, r);
 		if (r->verdict != STAGE_FORWARD)
 			break; /* nothing of the refused message counts */
 		in += PROTO_HEADER_LEN + one.consumed;
