@@ -34,6 +34,7 @@
 #include <malloc.h>
 #include <openssl/err.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -61,6 +62,11 @@ static struct pki_cert client(const char *cn, const struct pki_cert *issuer, enu
 	return pki_make(&spec, issuer);
 }
 
+/* More idle sessions than a secure heap sized for the keys alone (64 KiB) held: each
+ * keeps its key share's private half there until it ends. */
+enum { IDLE_N = 1200, IDLE_QUERY = 200, IDLE_ROWS = 8000 };
+#define SECURE_HEAP_SESSIONS (IDLE_N + 64)
+
 static int group_setup(void **state)
 {
 	struct pki_spec ca_spec = {.subject = {{"CN", "Test CA"}}, .usage = PKI_CA};
@@ -75,7 +81,22 @@ static int group_setup(void **state)
 	X509 *chain[6];
 	X509_CRL *crl;
 	long revoked;
-	char p[256];
+	char p[256], err[TLS_ERR_MAX], warning[256];
+	struct rlimit nofile;
+
+	/* As the daemon does, first: the secure heap, sized for the sessions these tests hold
+	 * at once (test_idle_memory's, each with a socket pair). */
+	if (tls_process_init(false, SECURE_HEAP_SESSIONS, warning, sizeof(warning), err,
+			     sizeof(err)))
+		fail_msg("tls_process_init: %s", err);
+	if (warning[0])
+		print_message("%s\n", warning);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+	nofile.rlim_cur = nofile.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &nofile), 0);
+	if (nofile.rlim_cur < 2 * IDLE_N + 64)
+		fail_msg("test_idle_memory needs %d descriptors, the hard limit is %llu", 2 * IDLE_N + 64,
+			 (unsigned long long)nofile.rlim_cur);
 
 	dir = pki_mkdir();
 	ca = pki_make(&ca_spec, NULL);
@@ -1252,7 +1273,6 @@ static size_t rss_bytes(void)
 	return resident * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-enum { IDLE_N = 200, IDLE_QUERY = 200, IDLE_ROWS = 8000 };
 
 /* The clients, in a child process so that the parent's memory is the server roles' alone:
  * each logs in (handshake), sends a query's worth, reads a result's worth, and then all
