@@ -441,7 +441,7 @@ static void test_handshake_and_payload(void **state)
 	assert_string_equal(st.cipher, "TLS_AES_256_GCM_SHA384");
 	assert_null(st.peer_identity);
 	assert_null(st.peer_subject);
-	assert_string_equal(st.peer_fingerprint, "");
+	assert_null(st.peer_fingerprint);
 	memset(&st, 0, sizeof(st));
 	/* The client role saw the server's certificate but did not verify it (require). */
 	assert_int_equal(tls_conn_fill_session(transport_tls_conn(pr.client.t), &st), 0);
@@ -929,6 +929,7 @@ static void test_client_certificates(void **state)
 	assert_int_equal(tls_cert_fingerprint(alice.cert, fp), 0);
 	assert_string_equal(st.peer_fingerprint, fp);
 	free(st.peer_identity);
+	free(st.peer_fingerprint);
 	free(st.peer_subject);
 	memset(&st, 0, sizeof(st));
 	expect_refused(req, WITH(bob_expired), false,
@@ -966,6 +967,7 @@ static void test_client_certificates(void **state)
 		assert_int_equal(against_server_role(nocrl, &four, false, why, sizeof(why), &st), 1);
 		assert_string_equal(st.peer_identity, "four");
 		free(st.peer_identity);
+		free(st.peer_fingerprint);
 		free(st.peer_subject);
 		memset(&st, 0, sizeof(st));
 		expect_refused(nocrl, &five, false,

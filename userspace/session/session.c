@@ -149,7 +149,8 @@ static void session_tls_release(struct session_tls *t)
 {
 	free(t->peer_subject);
 	free(t->peer_identity);
-	t->peer_subject = t->peer_identity = NULL;
+	free(t->peer_fingerprint);
+	t->peer_subject = t->peer_identity = t->peer_fingerprint = NULL;
 }
 
 void session_release(struct session *s)
