@@ -865,7 +865,7 @@ class Bench:
         # PgBouncers go last, and each is stopped once measured: the targets after it need
         # those PostgreSQL slots. The TLS targets' clients ask for sslmode=require, so their
         # figure is the whole idle session with its TLS state.
-        order = [x for x in ("pgwarden", "pgwarden-tls", "haproxy", "pgbouncer",
+        order = [x for x in ("pgwarden", "baseline", "pgwarden-tls", "haproxy", "pgbouncer",
                              "pgbouncer-tls") if x in self.targets]
         for name in order:
             t = self.targets[name]
