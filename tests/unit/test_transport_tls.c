@@ -1322,7 +1322,7 @@ static void test_idle_memory(void **state)
 	static uint8_t query[IDLE_QUERY], rows[IDLE_ROWS];
 	static struct transport *t[IDLE_N];
 	int child_fds[IDLE_N], pipefd[2], status;
-	size_t heap0, rss0, heap1, rss1;
+	size_t heap0, rss0, heap1, rss1, secure0, secure1;
 	pid_t pid;
 
 	memset(rows, 'r', sizeof(rows));
@@ -1344,6 +1344,7 @@ static void test_idle_memory(void **state)
 	for (int i = 0; i < IDLE_N; i++)
 		close(child_fds[i]);
 	malloc_trim(0);
+	secure0 = CRYPTO_secure_used();
 	heap0 = heap_in_use();
 	rss0 = rss_bytes();
 	for (int i = 0; i < IDLE_N; i++) {
@@ -1377,6 +1378,11 @@ static void test_idle_memory(void **state)
 	}
 	heap1 = heap_in_use();
 	rss1 = rss_bytes();
+	secure1 = CRYPTO_secure_used();
+	/* What each idle session keeps in the secure heap (its key share's private half) must
+	 * stay within what tls_process_init() sized the heap for. */
+	print_message("secure heap: %zu bytes each\n", (secure1 - secure0) / IDLE_N);
+	assert_true(secure1 - secure0 <= (size_t)IDLE_N * TLS_SECURE_BYTES_PER_SESSION);
 	print_message("idle TLS session, server role (TLS 1.3, P-256 certificate): %zu bytes of "
 		      "heap, %zu bytes resident each (%d sessions)\n",
 		      (heap1 - heap0) / IDLE_N, (rss1 - rss0) / IDLE_N, IDLE_N);

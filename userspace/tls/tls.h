@@ -70,6 +70,8 @@
  * (RLIMIT_MEMLOCK) is not an error: warning (warnlen bytes, "" when all is well) says
  * what the process got instead.
  */
+#define TLS_SECURE_BYTES_PER_SESSION 96 /* a 64-byte block, and half one more for what a
+					* handshake in flight holds (an ECDSA nonce, a P-256 share) */
 int tls_process_init(bool fips, uint64_t tls_sessions, char *warning, size_t warnlen, char *err,
 		     size_t errlen) __attribute__((warn_unused_result));
 

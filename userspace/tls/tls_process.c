@@ -25,13 +25,11 @@
  * core dump. It holds the private keys of a snapshot or two (a reload holds both briefly),
  * a few KiB each, in TLS_SECURE_HEAP_KEYS; and the private half of each live session's
  * key share (32 to 56 bytes: one TLS_SECURE_HEAP_MIN block), which OpenSSL keeps until
- * the session ends. TLS_SECURE_BYTES_PER_SESSION adds half a block to each for what a
- * handshake in flight holds besides (an ECDSA signature's nonce, a P-256 share). The
- * heap's size must be a power of two.
+ * the session ends; TLS_SECURE_BYTES_PER_SESSION (tls.h) budgets for it. The heap's size
+ * must be a power of two.
  */
 #define TLS_SECURE_HEAP_KEYS (64 * 1024)
 #define TLS_SECURE_HEAP_MIN 64
-#define TLS_SECURE_BYTES_PER_SESSION 96
 #define TLS_SECURE_HEAP_MAX ((size_t)1 << 30)
 
 /* 0 until tls_process_init() made a secure heap (UINT64_MAX sessions: no bound). */
