@@ -332,7 +332,29 @@ def layer_goals(res):
                  "to the server per session)",)
                 + compare_goal(res.get("connect", []), [("pgwarden-tls", "pgbouncer-tls")],
                                "tps", 1.0, True))
+    rows.append(idle_tls_goal(res.get("idle", [])))
     return [r for r in rows if r[1] != "–"]
+
+
+def idle_tls_goal(idle):
+    """Issue #10: the RSS an idle logged-in TLS session costs pgwardend, at most what it
+    costs PgBouncer (session mode, so each holds a server connection, as pgwardend does).
+    One measurement per target, over every session that opened."""
+    title = "Idle memory per TLS session (sslmode=require, logged in, idle) ≤ PgBouncer's"
+    got = {}
+    for r in idle:
+        if r["target"] in ("pgwarden-tls", "pgbouncer-tls"):
+            got[r["target"]] = r
+    if len(got) < 2:
+        return (title, "–", verdict(None))
+    pw, pb = got["pgwarden-tls"], got["pgbouncer-tls"]
+    full = all(r["connections"] == r["requested"] and "kib_per_conn" in r
+               for r in (pw, pb))
+    if not full:
+        return (title, "not every session opened (section 4)", verdict(None))
+    detail = "pgwarden-tls %.2f KiB, pgbouncer-tls %.2f KiB per session over %d sessions" % (
+        pw["kib_per_conn"], pb["kib_per_conn"], pw["connections"])
+    return (title, detail, verdict(pw["kib_per_conn"] <= pb["kib_per_conn"]))
 
 
 def baseline_goals(res):
@@ -971,7 +993,10 @@ def write(res, path):
         "A psycopg (libpq) client opens %s sessions through the relay, logs each in, runs one "
         "query on the first and the last, and holds them idle for 2 s. KiB per session = "
         "(RSS holding them − RSS idle) / sessions. PgBouncer in session mode holds a server "
-        "connection per client, as pgwarden does." % "{:,}".format(s["idle_conns"]))
+        "connection per client, as pgwarden does. The -tls targets' clients use "
+        "sslmode=require, so their figure is a whole idle session with its TLS state; each "
+        "PgBouncer is stopped once measured, to give back the server connections its pool "
+        "keeps." % "{:,}".format(s["idle_conns"]))
     out.append("")
     idle_table(res["idle"], out)
     out.append("")

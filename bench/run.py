@@ -861,11 +861,15 @@ class Bench:
         import psycopg  # Debian's python3-psycopg (libpq underneath)
 
         n = self.s.idle_conns
-        # PgBouncer keeps the server connections it opened for this test in its pool, so it
-        # goes last: the relays before it need those PostgreSQL slots.
-        order = [x for x in ("pgwarden", "haproxy", "pgbouncer") if x in self.targets]
+        # PgBouncer keeps the server connections it opened for this test in its pool, so the
+        # PgBouncers go last, and each is stopped once measured: the targets after it need
+        # those PostgreSQL slots. The TLS targets' clients ask for sslmode=require, so their
+        # figure is the whole idle session with its TLS state.
+        order = [x for x in ("pgwarden", "baseline", "pgwarden-tls", "haproxy", "pgbouncer",
+                             "pgbouncer-tls") if x in self.targets]
         for name in order:
             t = self.targets[name]
+            sslmode = t.client_env().get("PGSSLMODE", "disable")
             self.cluster.wait_backends_below(100)
             time.sleep(1.0)
             idle = rss_kib(t.pid)
@@ -876,10 +880,12 @@ class Bench:
                 for _ in range(n):
                     conns.append(psycopg.connect(
                         host=T.HOST, port=t.port, user=T.USER, dbname=T.DATABASE,
-                        password=self.cluster.password, sslmode="disable",
+                        password=self.cluster.password, sslmode=sslmode,
                         gssencmode="disable", autocommit=True, connect_timeout=30))
             except psycopg.Error as e:
                 err = str(e).strip()
+            if sslmode == "require" and not all(c.pgconn.ssl_in_use for c in conns):
+                err = err or "a session asked for TLS is not using it"
             opened = len(conns)
             login_s = time.monotonic() - t0
             # Prove the sessions are logged in and usable, then let them sit idle.
@@ -899,7 +905,9 @@ class Bench:
                 else:
                     self.incidents.append({"target": name, "scenario": scenario,
                                            "log_tail": T.tail(t.log, 30)})
-            res = {"target": name, "connections": opened, "requested": n,
+            if isinstance(t, T.PgbouncerTarget):
+                t.stop()
+            res = {"target": name, "connections": opened, "requested": n, "sslmode": sslmode,
                    "rss_idle_kib": idle, "rss_held_kib": held, "rss_after_close_kib": after,
                    "login_s": round(login_s, 2)}
             if held is not None and opened:

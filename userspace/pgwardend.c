@@ -276,6 +276,21 @@ static void check_nofile(const struct config *cfg, unsigned nworkers)
 		 cfg->max_connections, (unsigned long long)need);
 }
 
+/* Say so when the secure heap, sized at start, cannot hold a TLS session on every leg of
+ * max_connections (a reload raised it, or turned a leg's TLS on): past it, handshakes
+ * fail with "internal error" until a restart sizes the heap again. */
+static void check_tls_sessions(const struct config *cfg)
+{
+	uint64_t need = tls_sessions_for(cfg), have = tls_secure_heap_sessions();
+
+	if (need <= have)
+		return;
+	log_warn("limits", "the secure heap holds about %llu TLS sessions at once, fewer than "
+		 "the %llu that max_connections (%u) can open: TLS handshakes past it fail until "
+		 "a restart (pgwardenctl restart) sizes the heap again",
+		 (unsigned long long)have, (unsigned long long)need, cfg->max_connections);
+}
+
 /* PgBouncer hangs new clients silently at 1,024 descriptors; raise the soft limit to the
  * hard one and say what we got, because each session needs two. */
 static void raise_nofile(void)
@@ -437,6 +452,7 @@ static int reload_in_place(struct daemon *d, struct config *cfg, struct tls_snap
 	tls_store_publish(&tls_store, tls);
 	relay_config_publish(r, cfg);
 	check_nofile(cfg, r->nworkers);
+	check_tls_sessions(cfg);
 	metrics_process_reload_done(true);
 	log_reload_result(true, d->opts->config_path);
 	if (result) {
@@ -1437,10 +1453,11 @@ int main(int argc, char **argv)
 	 * and the policy file, so that --check-config judges them too. */
 	if (cfg) {
 		struct tls_snapshot *tls = NULL;
-		const char *warning = NULL;
+		char warning[256];
 		const char *offers = getenv("PGWARDEN_SERVER_OFFERS_TLS");
 
-		if (tls_process_init(cfg->tls_fips, &warning, err, sizeof(err)) ||
+		if (tls_process_init(cfg->tls_fips, tls_sessions_for(cfg), warning, sizeof(warning),
+				     err, sizeof(err)) ||
 		    tls_snapshot_build(cfg, &tls, err, sizeof(err))) {
 			config_unref(cfg);
 			cfg = NULL;
@@ -1458,7 +1475,7 @@ int main(int argc, char **argv)
 			config_unref(cfg);
 			cfg = NULL;
 		} else {
-			if (warning)
+			if (warning[0])
 				log_warn("start", "%s", warning);
 			tls_store_init(&tls_store);
 			tls_store_publish(&tls_store, tls);

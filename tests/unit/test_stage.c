@@ -680,6 +680,16 @@ static void test_session_server_params(void **state)
 	assert_int_equal(s.server_params_len, sizeof("standard_conforming_strings") +
 						      sizeof("on") + sizeof("client_encoding") +
 						      sizeof("SQL_ASCII"));
+	/* What nothing reads is not kept: a login's dozen other reports cost no memory. */
+	assert_int_equal(session_set_server_param(&s, "server_version", "15.18"), 0);
+	assert_int_equal(session_set_server_param(&s, "TimeZone", "Etc/UTC"), 0);
+	assert_null(session_server_param(&s, "server_version"));
+	assert_int_equal(session_set_server_param(&s, "DateStyle", "ISO, MDY"), 0);
+	assert_string_equal(session_server_param(&s, "DateStyle"), "ISO, MDY");
+	assert_int_equal(s.server_params_len, sizeof("standard_conforming_strings") +
+						      sizeof("on") + sizeof("client_encoding") +
+						      sizeof("SQL_ASCII") + sizeof("DateStyle") +
+						      sizeof("ISO, MDY"));
 	session_release(&s);
 	assert_null(session_server_param(&s, "client_encoding"));
 }

@@ -639,13 +639,13 @@ static int fips_absent_child(void)
 	static const char head[] = "tls.fips: no FIPS provider is installed (OpenSSL looked for ",
 			  tail[] = "/fips.so); see docs/TLS.md";
 	char err[TLS_ERR_MAX] = "", modules[TLS_ERR_MAX];
-	const char *warning;
+	char warning[256];
 	struct stat st;
 	size_t len;
 	int rc;
 
 	unsetenv("OPENSSL_MODULES");
-	rc = tls_process_init(true, &warning, err, sizeof(err));
+	rc = tls_process_init(true, 0, warning, sizeof(warning), err, sizeof(err));
 	len = strlen(err);
 	/* The message names the directory OpenSSL searched: a real one, written plainly. */
 	if (rc != -ENOENT || strncmp(err, head, sizeof(head) - 1) != 0 ||
@@ -668,7 +668,7 @@ static int fips_absent_child(void)
 static int fips_broken_child(void)
 {
 	char err[TLS_ERR_MAX] = "", p[256];
-	const char *warning;
+	char warning[256];
 	FILE *f;
 	int rc;
 
@@ -678,7 +678,7 @@ static int fips_broken_child(void)
 		return 3;
 	fputs("not a shared object\n", f);
 	fclose(f);
-	rc = tls_process_init(true, &warning, err, sizeof(err));
+	rc = tls_process_init(true, 0, warning, sizeof(warning), err, sizeof(err));
 	if (rc != -ENOENT || !strstr(err, "tls.fips: the FIPS provider ") ||
 	    !strstr(err, "/fips.so did not load (") || strchr(err, '\n')) {
 		fprintf(stderr, "rc %d err \"%s\"\n", rc, err);
@@ -690,13 +690,52 @@ static int fips_broken_child(void)
 static int fips_off_child(void)
 {
 	char err[TLS_ERR_MAX] = "";
-	const char *warning = "unset";
+	char warning[256] = "unset";
 
-	if (tls_process_init(false, &warning, err, sizeof(err)) != 0)
+	if (tls_process_init(false, 0, warning, sizeof(warning), err, sizeof(err)) != 0)
 		return 1;
-	if (!CRYPTO_secure_malloc_initialized() && !warning)
+	if (!CRYPTO_secure_malloc_initialized() && !warning[0])
 		return 4; /* no secure heap must be said */
 	return tls_fips_enabled() ? 2 : 0;
+}
+
+/* The secure heap holds a session's key share until it ends: it is sized for the sessions
+ * the configuration can open, not for the keys alone (64 KiB held about 990 sessions). */
+static int secure_heap_child(void)
+{
+	char err[TLS_ERR_MAX] = "", warning[256];
+
+	if (tls_secure_heap_sessions() != UINT64_MAX)
+		return 1; /* no heap yet: no bound */
+	if (tls_process_init(false, 20000, warning, sizeof(warning), err, sizeof(err)) != 0)
+		return 2;
+	if (!CRYPTO_secure_malloc_initialized())
+		return warning[0] ? 0 : 3; /* no heap at all must be said */
+	if (tls_secure_heap_sessions() < 20000)
+		return 4;
+	if (CRYPTO_secure_used() != 0)
+		return 5; /* nothing allocated yet */
+	return 0;
+}
+
+static void test_secure_heap_sized_for_sessions(void **state)
+{
+	struct config *both = cfg_with("max_connections", "1500", "tls.client.mode", "prefer",
+				       "tls.client.cert_file", server_pem, "tls.client.key_file",
+				       server_key, "tls.server.mode", "prefer", NULL);
+	struct config *client = cfg_with("max_connections", "1500", "tls.client.mode", "prefer",
+					 "tls.client.cert_file", server_pem, "tls.client.key_file",
+					 server_key, "tls.server.mode", "disable", NULL);
+	struct config *none = cfg_with("max_connections", "1500", "tls.client.mode", "disable",
+				       "tls.server.mode", "disable", NULL);
+
+	assert_int_equal(tls_sessions_for(both), 3000);
+	assert_int_equal(tls_sessions_for(client), 1500);
+	assert_int_equal(tls_sessions_for(none), 0);
+	config_unref(both);
+	config_unref(client);
+	config_unref(none);
+	assert_int_equal(in_child(secure_heap_child), 0);
 }
 
 static void test_fips(void **state)
@@ -844,6 +883,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_errors),
 		cmocka_unit_test(test_store_swap),
 		cmocka_unit_test(test_fips),
+		cmocka_unit_test(test_secure_heap_sized_for_sessions),
 		cmocka_unit_test(test_probe),
 	};
 

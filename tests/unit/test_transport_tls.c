@@ -34,6 +34,7 @@
 #include <malloc.h>
 #include <openssl/err.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -61,6 +62,11 @@ static struct pki_cert client(const char *cn, const struct pki_cert *issuer, enu
 	return pki_make(&spec, issuer);
 }
 
+/* More idle sessions than a secure heap sized for the keys alone (64 KiB) held: each
+ * keeps its key share's private half there until it ends. */
+enum { IDLE_N = 1200, IDLE_QUERY = 200, IDLE_ROWS = 8000 };
+#define SECURE_HEAP_SESSIONS (IDLE_N + 64)
+
 static int group_setup(void **state)
 {
 	struct pki_spec ca_spec = {.subject = {{"CN", "Test CA"}}, .usage = PKI_CA};
@@ -75,7 +81,22 @@ static int group_setup(void **state)
 	X509 *chain[6];
 	X509_CRL *crl;
 	long revoked;
-	char p[256];
+	char p[256], err[TLS_ERR_MAX], warning[256];
+	struct rlimit nofile;
+
+	/* As the daemon does, first: the secure heap, sized for the sessions these tests hold
+	 * at once (test_idle_memory's, each with a socket pair). */
+	if (tls_process_init(false, SECURE_HEAP_SESSIONS, warning, sizeof(warning), err,
+			     sizeof(err)))
+		fail_msg("tls_process_init: %s", err);
+	if (warning[0])
+		print_message("%s\n", warning);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+	nofile.rlim_cur = nofile.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &nofile), 0);
+	if (nofile.rlim_cur < 2 * IDLE_N + 64)
+		fail_msg("test_idle_memory needs %d descriptors, the hard limit is %llu", 2 * IDLE_N + 64,
+			 (unsigned long long)nofile.rlim_cur);
 
 	dir = pki_mkdir();
 	ca = pki_make(&ca_spec, NULL);
@@ -420,7 +441,7 @@ static void test_handshake_and_payload(void **state)
 	assert_string_equal(st.cipher, "TLS_AES_256_GCM_SHA384");
 	assert_null(st.peer_identity);
 	assert_null(st.peer_subject);
-	assert_string_equal(st.peer_fingerprint, "");
+	assert_null(st.peer_fingerprint);
 	memset(&st, 0, sizeof(st));
 	/* The client role saw the server's certificate but did not verify it (require). */
 	assert_int_equal(tls_conn_fill_session(transport_tls_conn(pr.client.t), &st), 0);
@@ -908,6 +929,7 @@ static void test_client_certificates(void **state)
 	assert_int_equal(tls_cert_fingerprint(alice.cert, fp), 0);
 	assert_string_equal(st.peer_fingerprint, fp);
 	free(st.peer_identity);
+	free(st.peer_fingerprint);
 	free(st.peer_subject);
 	memset(&st, 0, sizeof(st));
 	expect_refused(req, WITH(bob_expired), false,
@@ -945,6 +967,7 @@ static void test_client_certificates(void **state)
 		assert_int_equal(against_server_role(nocrl, &four, false, why, sizeof(why), &st), 1);
 		assert_string_equal(st.peer_identity, "four");
 		free(st.peer_identity);
+		free(st.peer_fingerprint);
 		free(st.peer_subject);
 		memset(&st, 0, sizeof(st));
 		expect_refused(nocrl, &five, false,
@@ -1252,7 +1275,6 @@ static size_t rss_bytes(void)
 	return resident * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-enum { IDLE_N = 200, IDLE_QUERY = 200, IDLE_ROWS = 8000 };
 
 /* The clients, in a child process so that the parent's memory is the server roles' alone:
  * each logs in (handshake), sends a query's worth, reads a result's worth, and then all
@@ -1300,7 +1322,7 @@ static void test_idle_memory(void **state)
 	static uint8_t query[IDLE_QUERY], rows[IDLE_ROWS];
 	static struct transport *t[IDLE_N];
 	int child_fds[IDLE_N], pipefd[2], status;
-	size_t heap0, rss0, heap1, rss1;
+	size_t heap0, rss0, heap1, rss1, secure0, secure1;
 	pid_t pid;
 
 	memset(rows, 'r', sizeof(rows));
@@ -1322,6 +1344,7 @@ static void test_idle_memory(void **state)
 	for (int i = 0; i < IDLE_N; i++)
 		close(child_fds[i]);
 	malloc_trim(0);
+	secure0 = CRYPTO_secure_used();
 	heap0 = heap_in_use();
 	rss0 = rss_bytes();
 	for (int i = 0; i < IDLE_N; i++) {
@@ -1355,6 +1378,11 @@ static void test_idle_memory(void **state)
 	}
 	heap1 = heap_in_use();
 	rss1 = rss_bytes();
+	secure1 = CRYPTO_secure_used();
+	/* What each idle session keeps in the secure heap (its key share's private half) must
+	 * stay within what tls_process_init() sized the heap for. */
+	print_message("secure heap: %zu bytes each\n", (secure1 - secure0) / IDLE_N);
+	assert_true(secure1 - secure0 <= (size_t)IDLE_N * TLS_SECURE_BYTES_PER_SESSION);
 	print_message("idle TLS session, server role (TLS 1.3, P-256 certificate): %zu bytes of "
 		      "heap, %zu bytes resident each (%d sessions)\n",
 		      (heap1 - heap0) / IDLE_N, (rss1 - rss0) / IDLE_N, IDLE_N);

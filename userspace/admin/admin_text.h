@@ -15,48 +15,64 @@
 #include <stdint.h>
 
 #define ADMIN_TEXT_MAX 256
+#define ADMIN_NAME_MAX 64 /* a name: a policy rule's (POLICY_NAME_MAX + 1) */
 
+/* A statement's start. */
 struct admin_text {
 	uint32_t seq; /* odd while a write is in progress */
 	uint32_t len;
 	char buf[ADMIN_TEXT_MAX];
 };
 
-/* Writer (the owning worker only): store the first n bytes of s, cut to ADMIN_TEXT_MAX - 1. */
-static inline void admin_text_set(struct admin_text *t, const char *s, size_t n)
-{
-	uint32_t seq = __atomic_load_n(&t->seq, __ATOMIC_RELAXED);
+/* The same for a short name, which an idle session should not pay 256 bytes for. */
+struct admin_name {
+	uint32_t seq;
+	uint32_t len;
+	char buf[ADMIN_NAME_MAX];
+};
 
-	if (n > ADMIN_TEXT_MAX - 1)
-		n = ADMIN_TEXT_MAX - 1;
-	__atomic_store_n(&t->seq, seq + 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
-	for (size_t i = 0; i < n; i++)
-		__atomic_store_n(&t->buf[i], s[i], __ATOMIC_RELAXED);
-	__atomic_store_n(&t->len, (uint32_t)n, __ATOMIC_RELAXED);
-	__atomic_store_n(&t->seq, seq + 2, __ATOMIC_RELEASE);
-}
+/* Writer (the owning worker only): store the first n bytes of s, cut to the text's size - 1.
+ * t: a struct admin_text or admin_name. */
+#define admin_text_set(t, s, n) admin_text_store(&(t)->seq, &(t)->len, (t)->buf, sizeof((t)->buf), s, n)
 
 /* Reader (any thread): a consistent copy into out (NUL-terminated, n > 0). Returns its
  * length; an empty string when a writer kept racing it (a listing can show nothing rather
  * than wait). */
-static inline size_t admin_text_get(const struct admin_text *t, char *out, size_t n)
+#define admin_text_get(t, out, n) admin_text_load(&(t)->seq, &(t)->len, (t)->buf, sizeof((t)->buf), out, n)
+
+static inline void admin_text_store(uint32_t *seqp, uint32_t *lenp, char *buf, size_t cap,
+				    const char *s, size_t n)
+{
+	uint32_t seq = __atomic_load_n(seqp, __ATOMIC_RELAXED);
+
+	if (n > cap - 1)
+		n = cap - 1;
+	__atomic_store_n(seqp, seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	for (size_t i = 0; i < n; i++)
+		__atomic_store_n(&buf[i], s[i], __ATOMIC_RELAXED);
+	__atomic_store_n(lenp, (uint32_t)n, __ATOMIC_RELAXED);
+	__atomic_store_n(seqp, seq + 2, __ATOMIC_RELEASE);
+}
+
+static inline size_t admin_text_load(const uint32_t *seqp, const uint32_t *lenp,
+				     const char *buf, size_t cap, char *out, size_t n)
 {
 	for (int attempt = 0; attempt < 16; attempt++) {
-		uint32_t s1 = __atomic_load_n(&t->seq, __ATOMIC_ACQUIRE), s2;
+		uint32_t s1 = __atomic_load_n(seqp, __ATOMIC_ACQUIRE), s2;
 		size_t len;
 
 		if (s1 & 1)
 			continue;
-		len = __atomic_load_n(&t->len, __ATOMIC_RELAXED);
+		len = __atomic_load_n(lenp, __ATOMIC_RELAXED);
 		if (len > n - 1)
 			len = n - 1;
-		if (len > ADMIN_TEXT_MAX - 1)
-			len = ADMIN_TEXT_MAX - 1;
+		if (len > cap - 1)
+			len = cap - 1;
 		for (size_t i = 0; i < len; i++)
-			out[i] = __atomic_load_n(&t->buf[i], __ATOMIC_RELAXED);
+			out[i] = __atomic_load_n(&buf[i], __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		s2 = __atomic_load_n(&t->seq, __ATOMIC_RELAXED);
+		s2 = __atomic_load_n(seqp, __ATOMIC_RELAXED);
 		if (s1 == s2) {
 			out[len] = '\0';
 			return len;

@@ -819,11 +819,11 @@ static void rec_tls(struct audit_rec *r, const char *key, const struct session_t
 	audit_rec_object(r, key);
 	audit_rec_str(r, "version", tls->version);
 	audit_rec_str(r, "cipher", tls->cipher);
-	if (tls->peer_subject || tls->peer_fingerprint[0]) {
+	if (tls->peer_subject || tls->peer_fingerprint) {
 		audit_rec_object(r, "peer_certificate");
 		audit_rec_str(r, "subject", tls->peer_subject);
 		audit_rec_str(r, "identity", tls->peer_identity);
-		audit_rec_str(r, "sha256", tls->peer_fingerprint[0] ? tls->peer_fingerprint : NULL);
+		audit_rec_str(r, "sha256", tls->peer_fingerprint);
 		audit_rec_end(r);
 	}
 	audit_rec_end(r);

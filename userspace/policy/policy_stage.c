@@ -82,7 +82,6 @@ struct policy_state {
 	struct policy *snap;
 	const struct policy_rule *rule;
 	char rule_name[POLICY_NAME_MAX + 1];
-	bool off;            /* no policy when the session started: the stage steps aside */
 	bool pending_close;  /* something only a notice saw: close at the next message */
 	char close_sqlstate[6];
 	char close_message[STAGE_MESSAGE_MAX];
@@ -102,6 +101,23 @@ struct policy_state {
 	uint8_t classes[STATEMENT_CLASSES];
 	unsigned nclasses;
 };
+
+/* The stage's per-session block. The state is allocated at session start, and only when a
+ * policy is loaded: without one the stage steps aside, and an idle session holds no more of
+ * it than this pointer. */
+struct policy_slot {
+	struct policy_state *st; /* NULL: no policy when the session started */
+};
+
+static struct policy_state *slot_state(const void *slot)
+{
+	return slot ? ((const struct policy_slot *)slot)->st : NULL;
+}
+
+static struct policy_state *state_of(const struct stage_ctx *ctx)
+{
+	return slot_state(ctx->state);
+}
 
 /* The analysis buffer: 30 KiB, one per worker thread (callbacks never nest). */
 static __thread struct sql_analysis analysis;
@@ -375,19 +391,26 @@ static void want_frontend(struct stage_ctx *ctx, enum stage_interest how)
 
 static void policy_session_start(struct stage_ctx *ctx, struct stage_result *r)
 {
-	struct policy_state *st = ctx->state;
+	struct policy_slot *slot = ctx->state;
+	struct policy *snap = policy_acquire();
 	const struct session *s = ctx->session;
+	struct policy_state *st;
 	struct policy_identity id;
 	struct startup_facts f;
 	const struct policy_rule *rule;
 	char msg[STAGE_MESSAGE_MAX], key[ADDR_STRLEN];
 
-	st->snap = policy_acquire();
-	if (!st->snap) {
-		st->off = true;
+	if (!snap) {
 		want_frontend(ctx, STAGE_SKIP);
 		return;
 	}
+	st = slot->st = calloc(1, sizeof(*st));
+	if (!st) {
+		policy_unref(snap);
+		stage_result_set(r, STAGE_CLOSE, "53200", NULL, "out of memory");
+		return;
+	}
+	st->snap = snap;
 	if (st->snap->needs_process_paths)
 		resolve_process(st, s);
 	identity(st, s, &id);
@@ -458,12 +481,12 @@ static void pend_close(struct policy_state *st, const char *sqlstate, const char
 
 static void policy_notice(struct stage_ctx *ctx, const struct stage_note *n)
 {
-	struct policy_state *st = ctx->state;
+	struct policy_state *st = state_of(ctx);
 	struct policy_identity id;
 	const struct policy_rule *rule;
 	char msg[STAGE_MESSAGE_MAX];
 
-	if (st->off || !st->snap)
+	if (!st)
 		return;
 	if (n->kind == STAGE_NOTE_AUTH && ctx->session->auth.ok) {
 		identity(st, ctx->session, &id);
@@ -998,9 +1021,9 @@ static bool refresh(struct stage_ctx *ctx, struct policy_state *st, struct stage
 static void policy_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
 			    struct stage_result *r)
 {
-	struct policy_state *st = ctx->state;
+	struct policy_state *st = state_of(ctx);
 
-	if (st->off)
+	if (!st)
 		return;
 	if (st->pending_close) {
 		close_session(ctx, st, r, st->close_sqlstate, st->close_message);
@@ -1039,8 +1062,10 @@ static void policy_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
 
 static void policy_session_end(struct stage_ctx *ctx)
 {
-	struct policy_state *st = ctx->state;
+	struct policy_state *st = state_of(ctx);
 
+	if (!st)
+		return;
 	policy_limit_put(st->rate);
 	st->rate = NULL;
 	for (int i = 0; i < 3; i++) {
@@ -1051,7 +1076,11 @@ static void policy_session_end(struct stage_ctx *ctx)
 
 static void policy_release(void *state)
 {
-	struct policy_state *st = state;
+	struct policy_slot *slot = state;
+	struct policy_state *st = slot->st;
+
+	if (!st)
+		return;
 
 	/* session_end may not have run (the session never started): drop what it holds. */
 	policy_limit_put(st->rate);
@@ -1070,13 +1099,13 @@ static void policy_release(void *state)
 	free(st->shapes);
 	st->shapes = NULL;
 	policy_unref(st->snap);
-	st->exe = st->cgroup = NULL;
-	st->snap = NULL;
+	free(st);
+	slot->st = NULL;
 }
 
 const struct stage_ops policy_stage = {
 	.name = "policy",
-	.state_size = sizeof(struct policy_state),
+	.state_size = sizeof(struct policy_slot),
 	/* EXECUTE and a Bind after a reload are judged by the prepared text. */
 	.keep_statement_text = true,
 	.frontend_whole = {.bits = {
@@ -1100,7 +1129,7 @@ const char *policy_stage_rule(const struct stage_chain *ch, unsigned index)
 	if (!ch || !ch->pipeline || index >= ch->pipeline->count ||
 	    ch->pipeline->stages[index] != &policy_stage)
 		return "";
-	st = stage_chain_state(ch, index);
+	st = slot_state(stage_chain_state(ch, index));
 	return st ? st->rule_name : "";
 }
 
@@ -1111,6 +1140,6 @@ enum policy_audit policy_stage_audit(const struct stage_chain *ch, unsigned inde
 	if (!ch || !ch->pipeline || index >= ch->pipeline->count ||
 	    ch->pipeline->stages[index] != &policy_stage)
 		return POLICY_AUDIT_NONE;
-	st = stage_chain_state(ch, index);
+	st = slot_state(stage_chain_state(ch, index));
 	return st && st->rule ? st->rule->audit : POLICY_AUDIT_NONE;
 }

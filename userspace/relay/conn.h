@@ -161,7 +161,7 @@ struct conn {
 	int64_t last_latency_ns; /* -1 before the first statement completes */
 	uint64_t errors;         /* ErrorResponses sent to the client */
 	struct admin_text last_statement;
-	struct admin_text rule;  /* the policy rule that admitted the session ("": none) */
+	struct admin_name rule;  /* the policy rule that admitted the session ("": none) */
 };
 
 /* The session as the admin socket lists it (docs/ADMIN.md). Any thread, under the owning

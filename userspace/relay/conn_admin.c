@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <string.h>
 
+_Static_assert(POLICY_NAME_MAX + 1 <= ADMIN_NAME_MAX, "a rule's whole name fits the listing");
+
 void conn_publish_rule(struct conn *c)
 {
 	const struct stage_pipeline *p = c->chain.pipeline;

@@ -43,7 +43,9 @@ struct session_tls {
 	/* The peer's certificate, when it presented one that verified. */
 	char *peer_subject;  /* RFC 2253 one-line form */
 	char *peer_identity; /* first DNS, email or URI SAN, else the single CN */
-	char peer_fingerprint[SESSION_FINGERPRINT_HEXLEN + 1]; /* SHA-256, lower-case hex */
+	/* SHA-256, lower-case hex (SESSION_FINGERPRINT_HEXLEN); allocated, as the two above,
+	 * only for a session that has a peer certificate. */
+	char *peer_fingerprint;
 };
 
 enum session_auth_method {

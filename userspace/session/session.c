@@ -95,13 +95,27 @@ const char *session_server_param(const struct session *s, const char *name)
 	return NULL;
 }
 
+/* The reports something in pgwarden reads (the lexer's quoting rules, the masks' encoding
+ * and date order). The server sends a dozen more at every login; keeping them all cost
+ * every idle session about 300 bytes. */
+static const char *const kept_server_params[] = {"client_encoding", "DateStyle",
+						 "standard_conforming_strings"};
+
+static bool server_param_kept(const char *name)
+{
+	for (size_t i = 0; i < sizeof(kept_server_params) / sizeof(kept_server_params[0]); i++)
+		if (strcmp(name, kept_server_params[i]) == 0)
+			return true;
+	return false;
+}
+
 int session_set_server_param(struct session *s, const char *name, const char *value)
 {
 	const char *old = session_server_param(s, name);
 	size_t ln = strlen(name) + 1, lv = strlen(value) + 1, keep = s->server_params_len;
 	char *block, *out;
 
-	if (old && strcmp(old, value) == 0)
+	if (!server_param_kept(name) || (old && strcmp(old, value) == 0))
 		return 0;
 	if (old)
 		keep -= ln + strlen(old) + 1;
@@ -149,7 +163,8 @@ static void session_tls_release(struct session_tls *t)
 {
 	free(t->peer_subject);
 	free(t->peer_identity);
-	t->peer_subject = t->peer_identity = NULL;
+	free(t->peer_fingerprint);
+	t->peer_subject = t->peer_identity = t->peer_fingerprint = NULL;
 }
 
 void session_release(struct session *s)

@@ -60,8 +60,8 @@ struct session {
 	/* From the server. */
 	uint32_t backend_pid;
 	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
-	/* The server's ParameterStatus reports, latest value per name: one block of
-	 * "name\0value\0" pairs, replaced whole when a value changes (rare). */
+	/* The server's ParameterStatus reports that pgwarden reads, latest value per name: one
+	 * block of "name\0value\0" pairs, replaced whole when a value changes (rare). */
 	char *server_params;
 	uint32_t server_params_len;
 	/* Counters. */
@@ -87,7 +87,9 @@ int session_set_startup(struct session *s, const struct proto_startup *st)
 /* The value of a startup parameter as the server reads it (the last one sent), or NULL. */
 const char *session_startup_param(const struct session *s, const char *name);
 
-/* Record a ParameterStatus report. 0 or -ENOMEM (the old value stays). */
+/* Record a ParameterStatus report, if it is one pgwarden reads (client_encoding, DateStyle,
+ * standard_conforming_strings; the others only pass to the client and to the stages'
+ * SERVER_PARAM notices). 0 or -ENOMEM (the old value stays). */
 int session_set_server_param(struct session *s, const char *name, const char *value)
 	__attribute__((warn_unused_result));
 

@@ -61,11 +61,28 @@
  * base provider loaded and "fips=yes" made the default property of every algorithm fetch.
  * Call once, first thing after the configuration is read. 0, or -errno with one line in
  * err: -ENOENT when no FIPS provider is installed or it does not load (never a fallback to
- * the default provider). A secure heap that cannot be had (RLIMIT_MEMLOCK) is not an
- * error: keys then live in the ordinary heap, and *warning says so (NULL otherwise).
+ * the default provider).
+ *
+ * The secure heap holds, besides the certificates' keys, the private half of every live
+ * TLS session's key share: OpenSSL keeps it until the session ends, and a handshake fails
+ * ("internal error") when the heap is full. So it is sized for tls_sessions sessions at
+ * once (tls_sessions_for()); it cannot grow later. A heap that cannot be had or locked
+ * (RLIMIT_MEMLOCK) is not an error: warning (warnlen bytes, "" when all is well) says
+ * what the process got instead.
  */
-int tls_process_init(bool fips, const char **warning, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+#define TLS_SECURE_BYTES_PER_SESSION 96 /* a 64-byte block, and half one more for what a
+					* handshake in flight holds (an ECDSA nonce, a P-256 share) */
+int tls_process_init(bool fips, uint64_t tls_sessions, char *warning, size_t warnlen, char *err,
+		     size_t errlen) __attribute__((warn_unused_result));
+
+/* TLS sessions a configuration can hold at once: one per TLS leg of each of its
+ * max_connections (the client leg unless tls.client.mode is disable, the server leg unless
+ * tls.server.mode is disable). */
+uint64_t tls_sessions_for(const struct config *cfg);
+
+/* TLS sessions the secure heap holds at once; UINT64_MAX when there is no secure heap
+ * (keys then live in the ordinary heap, which has no such bound). */
+uint64_t tls_secure_heap_sessions(void);
 
 /* Is every algorithm fetch in this process restricted to the FIPS provider? For the
  * daemon's start line and `pgwardenctl status`. */

@@ -791,15 +791,19 @@ int tls_conn_fill_session(const struct tls_conn *c, struct session_tls *out)
 	rc = tls_cert_subject(peer, &out->peer_subject);
 	if (rc == 0)
 		rc = tls_cert_identity(peer, &out->peer_identity, &why);
-	if (rc == 0)
-		rc = tls_cert_fingerprint(peer, out->peer_fingerprint);
+	if (rc == 0) {
+		out->peer_fingerprint = malloc(SESSION_FINGERPRINT_HEXLEN + 1);
+		rc = out->peer_fingerprint ? tls_cert_fingerprint(peer, out->peer_fingerprint)
+					   : -ENOMEM;
+	}
 	if (rc) {
 		/* The verify callback accepted this certificate, so only memory can fail. */
 		free(out->peer_subject);
 		free(out->peer_identity);
+		free(out->peer_fingerprint);
 		out->peer_subject = NULL;
 		out->peer_identity = NULL;
-		out->peer_fingerprint[0] = '\0';
+		out->peer_fingerprint = NULL;
 		return -ENOMEM;
 	}
 	return 0;

@@ -21,12 +21,19 @@
 #include <string.h>
 
 /*
- * Private keys of a snapshot or two (a reload holds both briefly), a few KiB each. The
- * secure heap is mlock()ed and madvise(MADV_DONTDUMP)ed: keys never reach swap or a core
- * dump. 64 KiB fits the default RLIMIT_MEMLOCK.
+ * The secure heap is mlock()ed and madvise(MADV_DONTDUMP)ed: keys never reach swap or a
+ * core dump. It holds the private keys of a snapshot or two (a reload holds both briefly),
+ * a few KiB each, in TLS_SECURE_HEAP_KEYS; and the private half of each live session's
+ * key share (32 to 56 bytes: one TLS_SECURE_HEAP_MIN block), which OpenSSL keeps until
+ * the session ends; TLS_SECURE_BYTES_PER_SESSION (tls.h) budgets for it. The heap's size
+ * must be a power of two.
  */
-#define TLS_SECURE_HEAP_SIZE (64 * 1024)
+#define TLS_SECURE_HEAP_KEYS (64 * 1024)
 #define TLS_SECURE_HEAP_MIN 64
+#define TLS_SECURE_HEAP_MAX ((size_t)1 << 30)
+
+/* 0 until tls_process_init() made a secure heap (UINT64_MAX sessions: no bound). */
+static size_t secure_heap_size;
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -119,20 +126,64 @@ static int fips_enable(char *err, size_t errlen)
 	return 0;
 }
 
-int tls_process_init(bool fips, const char **warning, char *err, size_t errlen)
+static size_t secure_heap_size_for(uint64_t tls_sessions)
 {
-	*warning = NULL;
-	if (fips) {
-		int rc = fips_enable(err, errlen);
+	size_t size = TLS_SECURE_HEAP_KEYS;
+	uint64_t want = TLS_SECURE_HEAP_KEYS;
 
+	if (tls_sessions > (TLS_SECURE_HEAP_MAX - TLS_SECURE_HEAP_KEYS) / TLS_SECURE_BYTES_PER_SESSION)
+		return TLS_SECURE_HEAP_MAX;
+	want += tls_sessions * TLS_SECURE_BYTES_PER_SESSION;
+	while (size < want)
+		size *= 2;
+	return size;
+}
+
+int tls_process_init(bool fips, uint64_t tls_sessions, char *warning, size_t warnlen, char *err,
+		     size_t errlen)
+{
+	size_t size = secure_heap_size_for(tls_sessions);
+	int rc;
+
+	errf(warning, warnlen, "%s", "");
+	if (fips) {
+		rc = fips_enable(err, errlen);
 		if (rc)
 			return rc;
 	}
-	if (!CRYPTO_secure_malloc_initialized() &&
-	    CRYPTO_secure_malloc_init(TLS_SECURE_HEAP_SIZE, TLS_SECURE_HEAP_MIN) == 0)
-		*warning = "no secure heap for private keys (RLIMIT_MEMLOCK below 64 KiB?): keys "
-			   "live in the ordinary heap";
+	if (CRYPTO_secure_malloc_initialized())
+		return 0; /* a second call (tests): the first one's heap stays */
+	rc = CRYPTO_secure_malloc_init(size, TLS_SECURE_HEAP_MIN);
+	if (rc == 0) {
+		errf(warning, warnlen,
+		     "no secure heap of %zu KiB for private keys (RLIMIT_MEMLOCK?): keys live in "
+		     "the ordinary heap, where they can reach swap and core dumps",
+		     size / 1024);
+		return 0;
+	}
+	secure_heap_size = size;
+	if (rc == 2)
+		errf(warning, warnlen,
+		     "the secure heap (%zu KiB) for private keys could not be locked in memory "
+		     "(RLIMIT_MEMLOCK below it? LimitMEMLOCK= in the systemd unit): keys can reach "
+		     "swap",
+		     size / 1024);
 	return 0;
+}
+
+uint64_t tls_sessions_for(const struct config *cfg)
+{
+	unsigned legs = (cfg->tls_client_mode != CONFIG_TLS_CLIENT_DISABLE) +
+			(cfg->tls_server_mode != CONFIG_TLS_SERVER_DISABLE);
+
+	return (uint64_t)legs * cfg->max_connections;
+}
+
+uint64_t tls_secure_heap_sessions(void)
+{
+	if (!secure_heap_size)
+		return UINT64_MAX;
+	return (secure_heap_size - TLS_SECURE_HEAP_KEYS) / TLS_SECURE_BYTES_PER_SESSION;
 }
 
 bool tls_fips_enabled(void)
