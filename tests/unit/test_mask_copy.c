@@ -2,8 +2,9 @@
  * test_mask_copy: COPY TO data rewriting in text, CSV and binary (mask_copy.h).
  *
  * data/mask/copy.txt: options × plan × COPY data → rewritten data or error, each run
- * whole, one byte at a time in and out, and in random pieces (a row spans CopyData
- * messages; a message holds many rows: the rewriter must not care). A programmatic test
+ * whole, one byte at a time in and out, in random pieces (a row spans CopyData
+ * messages; a message holds many rows: the rewriter must not care), and as messages of
+ * whole rows offered to the one pass first (mask_copy_whole()) as the stage offers them. A programmatic test
  * streams a large COPY through in constant memory.
  */
 #include <stdarg.h>
@@ -144,6 +145,108 @@ static int64_t run_copy(struct mask_copy *c, const struct mask_copy_opts *o,
 	return rc < 0 ? rc : (int64_t)op;
 }
 
+/* Where rows end in in[0..n): the byte after each, as the machine counts rows fed one
+ * byte at a time (up to max; a stream that fails stops the count there). */
+static size_t row_ends(const struct mask_copy_opts *o, const struct mask_plan *p,
+		       const struct mask_env *e, const uint8_t *in, size_t n, size_t *ends,
+		       size_t max)
+{
+	struct mask_copy *c = malloc(sizeof(*c));
+	uint8_t buf[1024], *out = malloc(STREAM_MAX);
+	size_t op = 0, k = 0;
+
+	assert_non_null(c);
+	assert_non_null(out);
+	mask_copy_init(c, buf, sizeof(buf));
+	if (mask_copy_begin(c, o, p, e) == 0) {
+		for (size_t i = 0; i < n && k < max;) {
+			uint64_t rows = c->rows;
+			size_t used, made;
+
+			if (mask_copy_feed(c, in + i, 1, &used, out + op, STREAM_MAX - op, &made) < 0 ||
+			    !used)
+				break;
+			i += used;
+			op += made;
+			if (c->rows != rows)
+				ends[k++] = i;
+		}
+	}
+	free(out);
+	free(c);
+	return k;
+}
+
+static unsigned whole_messages; /* messages mask_copy_whole() took, over all cases */
+
+/*
+ * The stream as CopyData messages the way the stage takes them: each message first offered
+ * whole to mask_copy_whole() (into a room from a byte to all that is left), then, when that
+ * declines, fed to the machine until it has taken it all and owes nothing. Messages are
+ * one to three whole rows (ends[]), or a cut anywhere (a row split across messages).
+ */
+static int64_t run_copy_messages(struct mask_copy *c, const struct mask_copy_opts *o,
+				 const struct mask_plan *p, const struct mask_env *e,
+				 const uint8_t *in, size_t n, uint8_t *out, size_t cap,
+				 const size_t *ends, size_t nends, uint32_t seed)
+{
+	static const size_t rooms[] = {1, 2, 5, 9, 17, 40, 100, 300};
+	size_t i = 0, op = 0, next = 0;
+	int rc = mask_copy_begin(c, o, p, e);
+
+	if (rc < 0)
+		return rc;
+	while (i < n) {
+		size_t end, room, made;
+
+		while (next < nends && ends[next] <= i)
+			next++;
+		if (next < nends && mt_rand(&seed) % 5) {
+			size_t rows = mt_rand(&seed) % 3;
+
+			end = ends[next + rows < nends ? next + rows : nends - 1];
+		} else {
+			end = i + 1 + mt_rand(&seed) % 40;
+			if (end > n)
+				end = n;
+		}
+		room = mt_rand(&seed) % 9;
+		room = room < 8 ? rooms[room] : cap - op;
+		if (room > cap - op)
+			room = cap - op;
+		made = mask_copy_whole(c, in + i, end - i, out + op, room);
+		if (made) {
+			op += made;
+			i = end;
+			whole_messages++;
+			continue;
+		}
+		while (i < end || mask_copy_pending(c)) {
+			size_t os = 1 + mt_rand(&seed) % 53, used;
+
+			if (os > cap - op)
+				os = cap - op;
+			rc = mask_copy_feed(c, in + i, end - i, &used, out + op, os, &made);
+			if (rc < 0)
+				return rc;
+			if (!used && !made)
+				return -ETIMEDOUT;
+			i += used;
+			op += made;
+		}
+	}
+	for (int k = 0; k < 8; k++) {
+		size_t used, made;
+
+		rc = mask_copy_feed(c, NULL, 0, &used, out + op, cap - op, &made);
+		if (rc < 0)
+			return rc;
+		op += made;
+	}
+	rc = mask_copy_end(c);
+	return rc < 0 ? rc : (int64_t)op;
+}
+
 static void check_case(unsigned lineno, char **f)
 {
 	struct mask_copy_opts o;
@@ -154,6 +257,7 @@ static void check_case(unsigned lineno, char **f)
 	struct bytes in = {.p = inb}, want = {.p = wantb};
 	const char *want_err = strncmp(f[4], "ERR:", 4) == 0 ? f[4] + 4 : NULL;
 	struct mask_copy *c = malloc(sizeof(*c));
+	size_t ends[4096], nends;
 
 	mt_env(f[2], &e);
 	if (!parse_opts(f[0], &o) || !mt_plan(f[1], &e, &plan) || !mt_bytes(f[3], &in) ||
@@ -161,15 +265,21 @@ static void check_case(unsigned lineno, char **f)
 		fail_line(lineno, "malformed case");
 		goto out;
 	}
-	for (int mode = 0; mode < 12; mode++) {
+	nends = row_ends(&o, &plan, &e, in.p, in.n, ends, sizeof(ends) / sizeof(ends[0]));
+	for (int mode = 0; mode < 24; mode++) {
 		uint8_t *exact = malloc(in.n ? in.n : 1);
+		uint32_t seed = (uint32_t)mode * 104729u + 3;
 		int64_t got;
 
 		memcpy(exact, in.p, in.n);
 		mask_copy_init(c, buf, sizeof(buf));
-		got = run_copy(c, &o, &plan, &e, exact, in.n, out, STREAM_MAX,
-			       mode == 0 ? in.n : mode == 1 ? 1 : 0,
-			       mode == 0 ? STREAM_MAX : mode == 1 ? 1 : 0, (uint32_t)mode * 104729u + 3);
+		if (mode < 12)
+			got = run_copy(c, &o, &plan, &e, exact, in.n, out, STREAM_MAX,
+				       mode == 0 ? in.n : mode == 1 ? 1 : 0,
+				       mode == 0 ? STREAM_MAX : mode == 1 ? 1 : 0, seed);
+		else /* as CopyData messages, whole ones through mask_copy_whole() */
+			got = run_copy_messages(c, &o, &plan, &e, exact, in.n, out, STREAM_MAX, ends,
+						nends, seed);
 		free(exact);
 		if (want_err) {
 			if (got >= 0 || strcmp(errname((int)got), want_err) != 0) {
@@ -222,6 +332,7 @@ static void test_copy_cases(void **state)
 	}
 	fclose(fp);
 	assert_true(cases >= 30);
+	assert_true(whole_messages >= 20); /* the one pass took messages, not only the machine */
 	assert_int_equal(failures, 0);
 }
 

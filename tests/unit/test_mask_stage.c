@@ -1697,6 +1697,195 @@ static void test_rows_in_runs_as_the_machine_writes_them(void **state)
 	free(pieces);
 }
 
+/* A field of a text or CSV row as the server writes it (NULL as \N or nothing). */
+static size_t copy_field(uint8_t *p, const char *v, enum mask_copy_format fmt)
+{
+	size_t n = 0;
+	bool quote;
+
+	if (!v) {
+		if (fmt == MASK_COPY_TEXT) {
+			memcpy(p, "\\N", 2);
+			return 2;
+		}
+		return 0;
+	}
+	if (fmt == MASK_COPY_TEXT) {
+		for (; *v; v++) {
+			if (*v == '\\' || *v == '\t' || *v == '\n')
+				p[n++] = '\\';
+			p[n++] = *v == '\t' ? 't' : *v == '\n' ? 'n' : (uint8_t)*v;
+		}
+		return n;
+	}
+	quote = !*v || strpbrk(v, ",\"\n\r") != NULL;
+	if (quote)
+		p[n++] = '"';
+	for (; *v; v++) {
+		if (*v == '"')
+			p[n++] = '"';
+		p[n++] = (uint8_t)*v;
+	}
+	if (quote)
+		p[n++] = '"';
+	return n;
+}
+
+/*
+ * COPY of customers in text, CSV and binary, with rows as varied as varied_rows()'s
+ * (NULLs, empty and non-ASCII values, escapes, quotes, newlines inside quoted values; CSV
+ * with a second masked column), one to three rows per CopyData message and every so often
+ * a row split across two messages; binary's signature with the first rows, its trailer
+ * with the last. Text and binary rows without NULLs or escapes are what the one pass
+ * takes. What the client saw, in *seen (the caller frees it).
+ */
+static size_t varied_copy(uint8_t **seen)
+{
+	static const uint8_t sig[] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0,
+				      0, 0, 0, 0, 0, 0, 0, 0};
+	static const char *const sqls[] = {
+		"COPY customers (id, name, ssn) TO STDOUT",
+		"COPY customers (id, name, ssn, email) TO STDOUT (FORMAT csv)",
+		"COPY customers (id, name, ssn) TO STDOUT (FORMAT binary)"};
+	static uint8_t data[1u << 16];
+	struct world w;
+	struct mb m;
+	size_t n;
+
+	nfacts = 0;
+	for (int fmt = MASK_COPY_TEXT; fmt <= MASK_COPY_BINARY; fmt++) {
+		struct mask_stmt_info *f = fact(sqls[fmt], MASK_REFS_MASKED);
+
+		f->copy_to = f->copy_opts_known = true;
+		strcpy(f->copy_table, "customers");
+		mask_copy_opts_default(&f->copy_opts, (enum mask_copy_format)fmt);
+		if (fmt != MASK_COPY_CSV) {
+			memcpy(f->copy_cols, "id\0name\0ssn\0", 12);
+			f->ncopy_cols = 3;
+		} else {
+			memcpy(f->copy_cols, "id\0name\0ssn\0email\0", 18);
+			f->ncopy_cols = 4;
+		}
+	}
+	world_start(&w, "analyst");
+	for (int fmt = MASK_COPY_TEXT; fmt <= MASK_COPY_BINARY; fmt++) {
+		const unsigned ncols = fmt == MASK_COPY_CSV ? 4 : 3;
+		size_t ends[400], len = 0, at = 0;
+		unsigned rows = 0;
+
+		assert_int_equal(fe(&w, query(&m, sqls[fmt])), STAGE_FORWARD);
+		mb_start(&m, 'H');
+		mb_u8(&m, fmt == MASK_COPY_BINARY);
+		mb_u16(&m, (uint16_t)ncols);
+		for (unsigned i = 0; i < ncols; i++)
+			mb_u16(&m, fmt == MASK_COPY_BINARY);
+		assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+		if (fmt == MASK_COPY_BINARY) {
+			memcpy(data, sig, sizeof(sig));
+			len = sizeof(sig);
+		}
+		for (unsigned i = 0; i < 400; i++) {
+			char id[16], ssn[16], email[32];
+			const char *v[4] = {id, "Alice", ssn, email};
+
+			snprintf(id, sizeof(id), "%u", i + 1);
+			snprintf(ssn, sizeof(ssn), "123-45-%04u", i);
+			snprintf(email, sizeof(email), "user%u@example.com", i);
+			if (i % 7 == 3)
+				v[1] = NULL;
+			if (i % 11 == 5)
+				v[1] = "Zo\xc3\xab, \"the\"\n\tsecond"; /* escaped, quoted */
+			if (i % 5 == 1)
+				v[2] = NULL;
+			if (i % 9 == 2)
+				v[2] = "";
+			if (i % 13 == 4)
+				v[2] = "12\\3-4\t5\n6"; /* masked, escaped or quoted */
+			if (i % 3 != 1)
+				v[3] = NULL;
+			if (i % 6 == 1)
+				v[3] = "zo\xc3\xab@ex\xc3\xa4mple.com";
+			if (fmt == MASK_COPY_BINARY) {
+				data[len++] = 0;
+				data[len++] = 3;
+				for (unsigned c = 0; c < 3; c++) {
+					uint32_t k = c == 0 ? 4 : v[c] ? (uint32_t)strlen(v[c]) : UINT32_MAX;
+
+					proto_write_u32(data + len, k);
+					len += 4;
+					if (c == 0)
+						proto_write_u32(data + len, i);
+					else if (v[c])
+						memcpy(data + len, v[c], k);
+					len += k == UINT32_MAX ? 0 : k;
+				}
+			} else {
+				for (unsigned c = 0; c < ncols; c++) {
+					len += copy_field(data + len, v[c], (enum mask_copy_format)fmt);
+					data[len++] = c + 1 < ncols ? (fmt == MASK_COPY_CSV ? ',' : '\t') : '\n';
+				}
+			}
+			ends[rows++] = len;
+		}
+		if (fmt == MASK_COPY_BINARY) {
+			data[len++] = 0xff;
+			data[len++] = 0xff;
+			ends[rows - 1] = len; /* the trailer goes with the last row */
+		}
+		assert_true(len <= sizeof(data));
+		for (unsigned r = 0, k = 0; r < rows; k++) {
+			size_t end;
+
+			r += 1 + k % 3;
+			end = ends[r < rows ? r - 1 : rows - 1];
+			if (k % 5 == 4 && r < rows)
+				end += (ends[r] - end) / 2; /* into the next row */
+			mb_start(&m, 'd');
+			mb_bytes(&m, data + at, end - at);
+			assert_int_equal(be(&w, mb_end(&m)), STAGE_FORWARD);
+			at = end;
+		}
+		assert_int_equal(at, len);
+		assert_int_equal(be(&w, empty(&m, 'c')), STAGE_FORWARD);
+		assert_int_equal(be(&w, simple(&m, 'C', "COPY 400")), STAGE_FORWARD);
+		be(&w, ready(&m));
+	}
+	assert_false(seen_has(&w, "123-45-0000"));
+	assert_false(seen_has(&w, "user4@example.com"));
+	assert_true(seen_has(&w, "XXXXXXX0000"));
+	assert_true(seen_has(&w, "XXXXXXX0399"));
+	assert_seen_frames(&w);
+	*seen = malloc(w.seen_n);
+	assert_non_null(*seen);
+	memcpy(*seen, w.seen, w.seen_n);
+	n = w.seen_n;
+	world_end(&w);
+	return n;
+}
+
+/* CopyData messages in runs of one stage call, into rooms of every size up to a few rows:
+ * the client sees the bytes, in the same messages, that the streaming machine writes when
+ * the same messages come in pieces. */
+static void test_copy_in_runs_as_the_machine_writes_it(void **state)
+{
+	static const size_t big_rooms[] = {300, 1000, STAGE_RUN_MESSAGE_MAX, BE_ROOM_MAX};
+	uint8_t *pieces, *runs;
+	size_t n = varied_copy(&pieces);
+
+	for (size_t k = 6; k < 130 + sizeof(big_rooms) / sizeof(big_rooms[0]); k++) {
+		for (int in_runs = 0; in_runs <= 1; in_runs++) {
+			be_room = k < 130 ? k : big_rooms[k - 130];
+			be_runs = in_runs;
+			assert_int_equal(varied_copy(&runs), n);
+			be_room = 0;
+			be_runs = false;
+			assert_memory_equal(runs, pieces, n);
+			free(runs);
+		}
+	}
+	free(pieces);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1720,6 +1909,7 @@ int main(void)
 		cmocka_unit_test(test_captures_whole_or_in_pieces_alike),
 		cmocka_unit_test(test_copy_binary_whole_or_in_pieces_alike),
 		cmocka_unit_test(test_rows_in_runs_as_the_machine_writes_them),
+		cmocka_unit_test(test_copy_in_runs_as_the_machine_writes_it),
 		cmocka_unit_test(test_refused_query_keeps_the_queue_in_order),
 	};
 

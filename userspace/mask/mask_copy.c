@@ -1124,6 +1124,27 @@ static size_t whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_
 	return 0;
 }
 
+size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
+		       size_t cap)
+{
+	const uint64_t rows = c->rows; /* the one thing whole_row() changes */
+	size_t i = 0, o = 0;
+
+	if (c->st == S_FAILED)
+		return 0;
+	while (i < n) {
+		size_t made = 0, used = whole_row(c, in + i, n - i, out + o, cap - o, &made);
+
+		if (!used) {
+			c->rows = rows;
+			return 0;
+		}
+		i += used;
+		o += made;
+	}
+	return o;
+}
+
 /* ---- the driver ------------------------------------------------------------------------------ */
 
 static uint64_t mark(const struct mask_copy *c)

@@ -121,6 +121,17 @@ int mask_copy_begin(struct mask_copy *c, const struct mask_copy_opts *o,
 int mask_copy_feed(struct mask_copy *c, const uint8_t *in, size_t n, size_t *consumed,
 		   uint8_t *out, size_t cap, size_t *produced) __attribute__((warn_unused_result));
 
+/*
+ * COPY data in[0..n) that holds whole rows only, each of which the one pass takes (as
+ * mask_copy_feed() would take it, at a row's start with nothing pending): rewritten into
+ * out[0..cap), the bytes mask_copy_feed() writes for it. Returns the bytes written, or 0
+ * with nothing changed (a row cut by the end of in, a row the one pass declines, too little
+ * room, no input): then mask_copy_feed() takes the data. For a CopyData message at a time,
+ * so that a message of whole rows costs no trip through the streaming machine.
+ */
+size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
+		       size_t cap) __attribute__((warn_unused_result));
+
 /* Is output still waiting for room (call feed with n = 0 until not)? Inline: the stage asks
  * once per CopyData message. */
 static inline bool mask_copy_pending(const struct mask_copy *c)

@@ -1376,6 +1376,31 @@ static void stream_copy(struct stage_ctx *ctx, struct stage_stream *st, struct s
 	st->produced = out_used;
 }
 
+/*
+ * A CopyData message of a run whose rows all lie whole in it and all go through the one
+ * pass (mask_copy_whole()): its header and rewritten rows straight into out[0..room), the
+ * bytes stream_copy() writes for it, without a trip through the streaming machine and the
+ * collection. 0 when that declines (a COPY not under way or a message not at its start, a
+ * row cut by the message's end, a row the one pass does not take): stream_copy() takes it.
+ * The output stays one byte short of the room stream_copy() writes a message whole into
+ * (copy_in_place()): beyond that it would split the output into further messages.
+ */
+static size_t copy_message_whole(struct mask_sess *s, const uint8_t *body, uint32_t body_len,
+				 uint8_t *out, size_t room)
+{
+	size_t cap, made;
+
+	if (!s->copy_active || s->cd_state != CD_IDLE || room <= PROTO_HEADER_LEN + 1)
+		return 0;
+	cap = room - PROTO_HEADER_LEN < s->la_cap ? room - PROTO_HEADER_LEN : s->la_cap;
+	made = mask_copy_whole(s->copy, body, body_len, out + PROTO_HEADER_LEN, cap - 1);
+	if (!made)
+		return 0;
+	out[0] = PqMsg_CopyData;
+	proto_write_u32(out + 1, (uint32_t)made + 4);
+	return PROTO_HEADER_LEN + made;
+}
+
 /* Can this session rewrite streamed messages? If not, r says why it ends. */
 static bool stream_usable(const struct mask_sess *s, struct stage_result *r)
 {
@@ -1408,9 +1433,11 @@ static void mask_stream(struct stage_ctx *ctx, struct stage_stream *st, struct s
  * What a message alone looks up first is looked up once: nothing in a run can change it
  * (only the server's other messages move requests and plans on), and a run starts between
  * messages, so no row is under way in the machine. A row goes straight to the one pass,
- * and to the machine only when that declines. The run stops before a message the room
- * left cannot hold as long as it is (the relay streams that one once the client has taken
- * some), and inside one whose replacement outgrew the room (stream() finishes it).
+ * and to the machine only when that declines; a CopyData message of whole rows likewise
+ * (copy_message_whole()), to stream_copy() only when that declines. The run stops before
+ * a message the room left cannot hold as long as it is (the relay streams that one once the
+ * client has taken some), and inside one whose replacement outgrew the room (stream()
+ * finishes it).
  */
 static void mask_stream_run(struct stage_ctx *ctx, struct stage_stream *st, struct stage_result *r)
 {
@@ -1433,6 +1460,8 @@ static void mask_stream_run(struct stage_ctx *ctx, struct stage_stream *st, stru
 		if (plan)
 			made = mask_row_whole(plan, &s->env, body, body_len, s->la_cap, st->out + out,
 					      room);
+		else
+			made = copy_message_whole(s, body, body_len, st->out + out, room);
 		if (made) {
 			in += PROTO_HEADER_LEN + body_len;
 			out += made;
