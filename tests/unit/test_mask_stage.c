@@ -1459,6 +1459,20 @@ static void test_real_server_captures(void **state)
 	build_catalog();
 }
 
+/* The session's end: what the client saw, framed correctly, handed to the caller (who frees
+ * it); returns its length. */
+static size_t world_take_seen(struct world *w, uint8_t **seen)
+{
+	size_t n = w->seen_n;
+
+	assert_seen_frames(w);
+	*seen = malloc(n);
+	assert_non_null(*seen);
+	memcpy(*seen, w->seen, n);
+	world_end(w);
+	return n;
+}
+
 /* A binary COPY whose masked column comes last, one row per CopyData message as the
  * server sends them; what the client saw, in *seen (the caller frees it). */
 static size_t copy_binary_masked_last(uint8_t **seen)
@@ -1468,7 +1482,6 @@ static size_t copy_binary_masked_last(uint8_t **seen)
 	struct mask_stmt_info *f;
 	struct world w;
 	struct mb m;
-	size_t n;
 
 	nfacts = 0;
 	f = fact("COPY customers (id, ssn) TO STDOUT (FORMAT binary)", MASK_REFS_MASKED);
@@ -1505,13 +1518,7 @@ static size_t copy_binary_masked_last(uint8_t **seen)
 	be(&w, ready(&m));
 	assert_false(seen_has(&w, "123-45-6789"));
 	assert_true(seen_has(&w, "XXXXXXX6789"));
-	assert_seen_frames(&w);
-	*seen = malloc(w.seen_n);
-	assert_non_null(*seen);
-	memcpy(*seen, w.seen, w.seen_n);
-	n = w.seen_n;
-	world_end(&w);
-	return n;
+	return world_take_seen(&w, seen);
 }
 
 static void test_copy_binary_whole_or_in_pieces_alike(void **state)
@@ -1585,7 +1592,6 @@ static size_t varied_rows(uint8_t **seen)
 	static char long_note[STAGE_RUN_MESSAGE_MAX + 100];
 	struct world w;
 	struct mb m, row;
-	size_t n;
 
 	nfacts = 0;
 	fact("SELECT *, name AS note FROM customers", MASK_REFS_MASKED);
@@ -1665,29 +1671,24 @@ static size_t varied_rows(uint8_t **seen)
 	assert_false(seen_has(&w, "user0@example.com"));
 	assert_true(seen_has(&w, "XXXXXXX0000"));
 	assert_true(seen_has(&w, "XXXXXXX0299"));
-	assert_seen_frames(&w);
-	*seen = malloc(w.seen_n);
-	assert_non_null(*seen);
-	memcpy(*seen, w.seen, w.seen_n);
-	n = w.seen_n;
-	world_end(&w);
-	return n;
+	return world_take_seen(&w, seen);
 }
 
-/* Rows in runs of one stage call, into rooms of every size up to a few rows (runs that stop
- * before a row the room cannot hold, or inside one whose output outgrew it): the client
- * sees the bytes the row machine writes when the same rows come in pieces. */
-static void test_rows_in_runs_as_the_machine_writes_them(void **state)
+/* A session that produce() plays, with the server's messages in runs of one stage call into
+ * rooms of every size up to a few rows (runs that stop before a message the room cannot
+ * hold, or inside one whose output outgrew it) and in pieces: the client sees the same
+ * bytes either way. */
+static void assert_runs_write_as_pieces(size_t (*produce)(uint8_t **seen))
 {
 	static const size_t big_rooms[] = {300, 1000, STAGE_RUN_MESSAGE_MAX, BE_ROOM_MAX};
 	uint8_t *pieces, *runs;
-	size_t n = varied_rows(&pieces);
+	size_t n = produce(&pieces);
 
 	for (size_t k = 6; k < 130 + sizeof(big_rooms) / sizeof(big_rooms[0]); k++) {
 		for (int in_runs = 0; in_runs <= 1; in_runs++) {
 			be_room = k < 130 ? k : big_rooms[k - 130];
 			be_runs = in_runs;
-			assert_int_equal(varied_rows(&runs), n);
+			assert_int_equal(produce(&runs), n);
 			be_room = 0;
 			be_runs = false;
 			assert_memory_equal(runs, pieces, n);
@@ -1695,6 +1696,14 @@ static void test_rows_in_runs_as_the_machine_writes_them(void **state)
 		}
 	}
 	free(pieces);
+}
+
+/* Rows in runs of one stage call, into rooms of every size up to a few rows (runs that stop
+ * before a row the room cannot hold, or inside one whose output outgrew it): the client
+ * sees the bytes the row machine writes when the same rows come in pieces. */
+static void test_rows_in_runs_as_the_machine_writes_them(void **state)
+{
+	assert_runs_write_as_pieces(varied_rows);
 }
 
 /* A field of a text or CSV row as the server writes it (NULL as \N or nothing). */
@@ -1750,7 +1759,6 @@ static size_t varied_copy(uint8_t **seen)
 	static uint8_t data[1u << 16];
 	struct world w;
 	struct mb m;
-	size_t n;
 
 	nfacts = 0;
 	for (int fmt = MASK_COPY_TEXT; fmt <= MASK_COPY_BINARY; fmt++) {
@@ -1854,13 +1862,7 @@ static size_t varied_copy(uint8_t **seen)
 	assert_false(seen_has(&w, "user4@example.com"));
 	assert_true(seen_has(&w, "XXXXXXX0000"));
 	assert_true(seen_has(&w, "XXXXXXX0399"));
-	assert_seen_frames(&w);
-	*seen = malloc(w.seen_n);
-	assert_non_null(*seen);
-	memcpy(*seen, w.seen, w.seen_n);
-	n = w.seen_n;
-	world_end(&w);
-	return n;
+	return world_take_seen(&w, seen);
 }
 
 /* CopyData messages in runs of one stage call, into rooms of every size up to a few rows:
@@ -1868,22 +1870,7 @@ static size_t varied_copy(uint8_t **seen)
  * the same messages come in pieces. */
 static void test_copy_in_runs_as_the_machine_writes_it(void **state)
 {
-	static const size_t big_rooms[] = {300, 1000, STAGE_RUN_MESSAGE_MAX, BE_ROOM_MAX};
-	uint8_t *pieces, *runs;
-	size_t n = varied_copy(&pieces);
-
-	for (size_t k = 6; k < 130 + sizeof(big_rooms) / sizeof(big_rooms[0]); k++) {
-		for (int in_runs = 0; in_runs <= 1; in_runs++) {
-			be_room = k < 130 ? k : big_rooms[k - 130];
-			be_runs = in_runs;
-			assert_int_equal(varied_copy(&runs), n);
-			be_room = 0;
-			be_runs = false;
-			assert_memory_equal(runs, pieces, n);
-			free(runs);
-		}
-	}
-	free(pieces);
+	assert_runs_write_as_pieces(varied_copy);
 }
 
 int main(void)
