@@ -99,6 +99,24 @@ static const char *errname(int rc)
 	}
 }
 
+/* After the last input, op bytes written: calls with no input let the machine finish a
+ * field that ended with the data, then the stream ends. The output length or an error. */
+static int64_t feed_finish(struct mask_copy *c, uint8_t *out, size_t cap, size_t op)
+{
+	int rc;
+
+	for (int k = 0; k < 8; k++) {
+		size_t used, made;
+
+		rc = mask_copy_feed(c, NULL, 0, &used, out + op, cap - op, &made);
+		if (rc < 0)
+			return rc;
+		op += made;
+	}
+	rc = mask_copy_end(c);
+	return rc < 0 ? rc : (int64_t)op;
+}
+
 /* Feed the whole stream in pieces, then end. Returns the output length or an error. */
 static int64_t run_copy(struct mask_copy *c, const struct mask_copy_opts *o,
 			const struct mask_plan *p, const struct mask_env *e, const uint8_t *in,
@@ -132,17 +150,7 @@ static int64_t run_copy(struct mask_copy *c, const struct mask_copy_opts *o,
 			idle = 0;
 		}
 	}
-	/* a last call with no input lets the machine finish a field that ended with the data */
-	for (int k = 0; k < 8; k++) {
-		size_t used, made;
-
-		rc = mask_copy_feed(c, NULL, 0, &used, out + op, cap - op, &made);
-		if (rc < 0)
-			return rc;
-		op += made;
-	}
-	rc = mask_copy_end(c);
-	return rc < 0 ? rc : (int64_t)op;
+	return feed_finish(c, out, cap, op);
 }
 
 /* Where rows end in in[0..n): the byte after each, as the machine counts rows fed one
@@ -235,16 +243,7 @@ static int64_t run_copy_messages(struct mask_copy *c, const struct mask_copy_opt
 			op += made;
 		}
 	}
-	for (int k = 0; k < 8; k++) {
-		size_t used, made;
-
-		rc = mask_copy_feed(c, NULL, 0, &used, out + op, cap - op, &made);
-		if (rc < 0)
-			return rc;
-		op += made;
-	}
-	rc = mask_copy_end(c);
-	return rc < 0 ? rc : (int64_t)op;
+	return feed_finish(c, out, cap, op);
 }
 
 static void check_case(unsigned lineno, char **f)

@@ -442,6 +442,16 @@ static void bad_rw_frontend(struct stage_ctx *ctx, const struct proto_msg *m,
 	stage_result_rewrite(r, bad, sizeof(bad));
 }
 
+/* "SELECT 1" as a Query message written into q, and the message as a stage sees it. */
+static struct proto_msg query_select_1(uint8_t q[32])
+{
+	int n = proto_write_query(q, 32, "SELECT 1");
+
+	assert_true(n > PROTO_HEADER_LEN);
+	return (struct proto_msg){.type = PqMsg_Query, .body = q + PROTO_HEADER_LEN,
+				  .body_len = (uint32_t)n - PROTO_HEADER_LEN};
+}
+
 static void test_rewrite_chains_and_is_checked(void **state)
 {
 	struct stage_ops rw = {.name = "rw", .frontend = rw_frontend};
@@ -452,11 +462,8 @@ static void test_rewrite_chains_and_is_checked(void **state)
 	struct stage_result r;
 	struct session s = {0};
 	uint8_t q[32];
-	struct proto_msg m = {.type = PqMsg_Query};
-	int n = proto_write_query(q, sizeof(q), "SELECT 1");
+	struct proto_msg m = query_select_1(q);
 
-	m.body = q + PROTO_HEADER_LEN;
-	m.body_len = (uint32_t)n - PROTO_HEADER_LEN;
 	typeset_add(&rw.frontend_whole, PqMsg_Query);
 	typeset_add(&see.frontend_whole, PqMsg_Query);
 	typeset_add(&bad.frontend_whole, PqMsg_Query);
@@ -507,11 +514,8 @@ static void test_statement_classes_go_with_forward_only(void **state)
 	struct stage_result r;
 	struct session s = {0};
 	uint8_t q[32];
-	struct proto_msg m = {.type = PqMsg_Query};
-	int n = proto_write_query(q, sizeof(q), "SELECT 1");
+	struct proto_msg m = query_select_1(q);
 
-	m.body = q + PROTO_HEADER_LEN;
-	m.body_len = (uint32_t)n - PROTO_HEADER_LEN;
 	typeset_add(&ca.frontend_whole, PqMsg_Query);
 	typeset_add(&cb.frontend_whole, PqMsg_Query);
 	typeset_add(&see.frontend_whole, PqMsg_Query);
