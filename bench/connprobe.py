@@ -30,7 +30,7 @@ The client closes with SO_LINGER 0 (a reset, no TIME_WAIT): tens of thousands of
 must not hold ephemeral ports that other users of the machine need.
 
 Prints one JSON object: per leg, each block's median, mean, 10th percentile and minimum in
-microseconds, and the relay's CPU time (utime+stime of RELAY_PID) spent during that leg's
+microseconds, and the relay's CPU time (all of RELAY_PID's threads, bench/procstat.py) spent during that leg's
 blocks. Exits 1 with {"error": ...} on any failure, after moving back to where it started.
 """
 
@@ -42,9 +42,10 @@ import struct
 import sys
 import time
 
+from procstat import cpu_seconds
+
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 LINGER_RESET = struct.pack("ii", 1, 0)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cgroup2_root():
@@ -68,12 +69,6 @@ def own_cgroup():
 def move_to(cgroup):
     with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
         f.write(str(os.getpid()))
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def block(host, port, count):

@@ -40,6 +40,15 @@ def span(xs, fmt):
     return "%s (%s..%s)" % (m, fmt % min(xs), fmt % max(xs))
 
 
+def cpu_clock(res):
+    """Where the run read relay CPU from (bench/procstat.py); older results: ticks."""
+    env = res.get("env", {})
+    if env.get("cpu_clock"):
+        return env["cpu_clock"]
+    return "/proc/PID/stat (%s ms ticks)" % f(
+        1000.0 / env["clk_tck"] if env.get("clk_tck") else None, "%.0f")
+
+
 def f(x, fmt):
     return "–" if x is None else fmt % x
 
@@ -649,11 +658,9 @@ def probe_table(res, out):
         "block's figure is its median connection, a pair is two adjacent blocks (one per "
         "leg, milliseconds apart), and a round's difference is the median over its pairs. "
         "The kernel counter `steered_ipv4` must rise by at least the steered leg's "
-        "connections in every round. Relay CPU per connection is the relay's utime+stime "
-        "during the leg's blocks (%s ms ticks) divided by its connections." % (
-            st.get("probe_blocks", 0), st.get("probe_conns", 0),
-            f(1000.0 / res["env"]["clk_tck"] if res.get("env", {}).get("clk_tck") else None,
-              "%.0f")))
+        "connections in every round. Relay CPU per connection is the relay's CPU time "
+        "during the leg's blocks (%s) divided by its connections." % (
+            st.get("probe_blocks", 0), st.get("probe_conns", 0), cpu_clock(res)))
     out.append("")
     out.append("| round | explicit µs / connection, median block (min..max) "
                "| steered µs / connection, median block (min..max) "
@@ -911,13 +918,13 @@ def write(res, path):
         "sslmode=require; their upstream leg is plaintext like the others'. p50 / p99 are "
         "per-transaction latencies from `pgbench -l`; *added* is the target's minus "
         "direct's in the same round, median (min..max) over rounds. Relay CPU is "
-        "utime+stime of the relay process (all threads) from /proc/PID/stat, sampled every "
+        "the CPU time of the relay process (all threads; %s), sampled every "
         "100 ms during each run; per transaction it counts the steady part, from the moment "
         "every client had completed a transaction to the end, against the transactions "
         "`pgbench -l` logged in it. The logins before it (and the server logins a relay "
         "without a pool makes per client) are section 3's measure; results.json keeps the "
         "whole run's figure too (`cpu_ms_per_1k_tx_with_logins`). Direct has no relay, so "
-        "no relay CPU." % s["scale"])
+        "no relay CPU." % (s["scale"], cpu_clock(res)))
     out.append("")
     out.append(
         "Rounds are interleaved: in round r every cell is run for every target, targets in "
@@ -948,12 +955,11 @@ def write(res, path):
         "up to ReadyForQuery, and keeps a sample of the rows (the first 200 and a few hundred "
         "spread over the rest), which the bench checks against the table's contents; CPU per byte is the relay's CPU during the transfer divided by that "
         "count. RSS is sampled from /proc/PID/status every 100 ms during the transfer; idle is "
-        "the lowest RSS before any transfer, peak the highest seen during any. The kernel "
-        "counts CPU in ticks of %s ms and a transfer costs a relay only a few dozen ticks, so "
-        "each single figure carries that rounding on top of the machine's noise; the median "
-        "of the rounds is the number to read." % (
-            s["stream_rows"], f(1000.0 / env["clk_tck"] if env.get("clk_tck") else None,
-                                "%.0f")))
+        "the lowest RSS before any transfer, peak the highest seen during any. The relay's CPU "
+        "is read from %s. How far the relay keeps ahead of the server sets the size of its "
+        "reads, and with it the system calls per byte, so CPU per byte moves with the "
+        "machine's load; the median of the rounds is the number to read." % (
+            s["stream_rows"], cpu_clock(res)))
     out.append("")
     stream_table(res["stream"], out)
     out.append("")

@@ -50,13 +50,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pgwire  # noqa: E402
+import procstat  # noqa: E402
+from procstat import cpu_seconds  # noqa: E402
 import report  # noqa: E402
 import targets as T  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 TLSPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tlsprobe.py")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
 ALL_TARGETS = ["direct", "pgwarden", "pgwarden-w1", "pgwarden-policy"] + AUDIT_TARGETS + [
     "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-fresh", "pgbouncer-tls",
@@ -141,13 +142,6 @@ class Settings:
 
 # ------------------------------------------------------------------------------------------
 # /proc sampling
-
-
-def cpu_seconds(pid):
-    """utime + stime of the whole process (all its threads, live and exited), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_kib(pid):
@@ -435,7 +429,8 @@ class Bench:
             "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
                 "%Y-%m-%d %H:%M UTC"),
             "nproc": os.cpu_count(),
-            "clk_tck": CLK_TCK,
+            "clk_tck": procstat.CLK_TCK,
+            "cpu_clock": procstat.source(),
             "cpu_model": cpu_model(),
             "mem_total_mib": mem_total_mib(),
             "kernel": platform.release(),
