@@ -31,6 +31,7 @@ struct fake {
 	size_t out_len, out_seen;
 	size_t write_room; /* bytes the "socket buffer" still takes */
 	size_t write_chunk; /* at most this many bytes per write (0: no limit) */
+	size_t max_write;   /* the most bytes one write handed over */
 	int fail_write;    /* every write fails with this -errno */
 	int destroyed;
 };
@@ -80,6 +81,8 @@ static ssize_t fake_write(struct transport *t, const void *buf, size_t n)
 	}
 	memcpy(f->out + f->out_len, buf, k);
 	f->out_len += k;
+	if (n > f->max_write)
+		f->max_write = n;
 	f->write_room -= k;
 	t->bytes_out += k;
 	t->write_needs = 0;

@@ -1484,6 +1484,57 @@ static void test_streaming_runs_fill_the_buffer(void **state)
 	assert_true(js->partial_runs > 0); /* the room ended inside a replacement */
 }
 
+/* A client that takes everything, rows whose replacements are as long as they are: the
+ * stream buffer is sent before a row it has no room for, so no row is cut where the buffer
+ * ends (no run stops inside one) and the buffer never grows past its size (no write hands
+ * the client more); every row arrives whole and in order. */
+static void test_streaming_runs_send_a_full_buffer_first(void **state)
+{
+	struct conn *c = login("masked");
+	struct msgs q = {.n = 0}, a = {.n = 0}, tail = {.n = 0};
+	struct judge_state *js;
+	const uint8_t *p;
+	size_t n, rows = 0, want_len = 0;
+	uint8_t want_row[32];
+	struct msgs one = {.n = 0};
+
+	r_datarow(&one, "masked");
+	assert_true(one.n <= sizeof(want_row));
+	memcpy(want_row, one.b, one.n);
+	m_query(&q, "SELECT ssn FROM people");
+	client_sends(&q);
+	r_rowdesc(&a);
+	server_sends(&a);
+	want_len += a.n;
+	F.client.max_write = 0;
+	for (int block = 0; block < 8; block++) {
+		a.n = 0;
+		while (a.n + 64 < sizeof(a.b)) {
+			r_datarow(&a, "sixsix"); /* 17 bytes, as its replacement */
+			rows++;
+		}
+		fake_feed(&F.server, a.b, a.n);
+	}
+	r_complete(&tail, "SELECT n");
+	r_ready(&tail, 'I');
+	fake_feed(&F.server, tail.b, tail.n);
+	for (int i = 0; i < 1000 && c->state != CONN_READY; i++)
+		conn_server_events(c, EPOLLIN);
+	assert_int_equal(c->state, CONN_READY);
+	n = fake_take(&F.client, &p);
+	want_len += rows * one.n + tail.n;
+	assert_int_equal(n, want_len);
+	assert_int_equal(p[0], 'T');
+	p += 5 + proto_read_u32(p + 1) - 4;
+	for (size_t i = 0; i < rows; i++, p += one.n)
+		assert_memory_equal(p, want_row, one.n);
+	assert_memory_equal(p, tail.b, tail.n);
+	js = stage_chain_state(&c->chain, 0);
+	assert_true(js->runs > 1);
+	assert_int_equal(js->partial_runs, 0);
+	assert_true(F.client.max_write <= c->worker->pool.size);
+}
+
 /* A run that reaches a row the stage refuses: the rows before it arrive rewritten and whole,
  * then the FATAL; nothing of the refused row; the decision and the error name its request. */
 static void streaming_run_close(const char *refused)
@@ -3066,6 +3117,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_streaming_close_tells_the_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_runs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_runs_fill_the_buffer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streaming_runs_send_a_full_buffer_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_run_close_tells_the_client, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_run_stopped_in_a_refused_row, setup,

@@ -335,6 +335,117 @@ static void test_copy_cases(void **state)
 	assert_int_equal(failures, 0);
 }
 
+/* Feed all of in[0..n) to the machine and take all it owes, into out at *op. */
+static int feed_all(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out, size_t cap,
+		    size_t *op)
+{
+	size_t i = 0;
+
+	while (i < n || mask_copy_pending(c)) {
+		size_t used, made;
+		int rc = mask_copy_feed(c, in + i, n - i, &used, out + *op, cap - *op, &made);
+
+		if (rc < 0)
+			return rc;
+		if (!used && !made)
+			return -ETIMEDOUT;
+		i += used;
+		*op += made;
+	}
+	return 0;
+}
+
+/*
+ * One CopyData message of whole rows offered to mask_copy_whole(), between a head and a
+ * tail the machine takes (binary: the signature and header, the trailer): whether the one
+ * pass takes it, and the bytes of the whole stream, which must be what the machine writes
+ * fed one byte at a time. Text rows with the NULL string (\N, in clear and masked columns,
+ * last in a row), escapes in clear fields and empty fields are taken; a masked value with
+ * an escape, and CSV, are the machine's; binary NULLs (-1) and empty values are taken.
+ */
+static void test_copy_whole_nulls_escapes_empty(void **state)
+{
+	static const struct {
+		const char *opts, *plan, *head, *rows, *tail;
+		size_t head_len, rows_len, tail_len;
+		bool whole;
+	} cases[] = {
+#define TXT(o, p, r, w) {o, p, "", r, "", 0, sizeof(r) - 1, 0, w}
+		TXT("text", "-,partial-last-4:text:t,-",
+		    "\\N\tabcdefgh\t\\N\n1\t\\N\ttab\\there\n2\t\tback\\\\slash\n3\tab\t\n\t\t\n", true),
+		TXT("text", "-,null:text:t,hash:text:t", "1\tx\\ty\t\\N\n2\t\\N\tabc\n", true),
+		TXT("text,null=NULL", "-,partial-last-2:text:t", "\\N\tNULL\nNULL\tabcd\n", true),
+		/* a NULL string with a backslash inside, and a value that only starts like it */
+		TXT("text,null=a\\b", "partial-last-1:text:t,-", "a\\b\ta\\b\nxyz\ta\\bc\n", true),
+		/* a masked value's escapes are decoded by the machine */
+		TXT("text", "-,partial-last-4:text:t", "1\ttab\\there\n", false),
+		TXT("text", "-,partial-last-4:text:t", "1\t\\NN\n", false),
+		/* a message cut inside an escape */
+		TXT("text", "-,partial-last-4:text:t,-", "1\t\\N\t\\", false),
+		/* CSV: quotes, an empty quoted value, an unquoted NULL */
+		TXT("csv", "-,partial-last-4:text:t", "1,\"a,\"\"b\"\"c\"\n2,\"\"\n3,\n", false),
+#undef TXT
+		{"binary", "-,partial-last-4:text:t,-",
+		 "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", /* signature, flags, no extension */
+		 "\0\3\0\0\0\1a\377\377\377\377\0\0\0\0"  /* a, NULL, '' */
+		 "\0\3\377\377\377\377\0\0\0\6abcdef\0\0\0\0", /* NULL, abcdef, '' */
+		 "\377\377", 19, 35, 2, true},
+	};
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct mask_copy_opts o;
+		struct mask_env e;
+		struct mask_plan plan;
+		struct mask_copy *c = malloc(sizeof(*c));
+		uint8_t buf[1024], in[512], want[1024], got[1024];
+		size_t n = 0, op = 0, took;
+		int64_t want_n;
+
+		assert_non_null(c);
+		mt_env("utf8", &e);
+		assert_true(parse_opts(cases[k].opts, &o));
+		assert_true(mt_plan(cases[k].plan, &e, &plan));
+		memcpy(in + n, cases[k].head, cases[k].head_len);
+		n += cases[k].head_len;
+		memcpy(in + n, cases[k].rows, cases[k].rows_len);
+		n += cases[k].rows_len;
+		memcpy(in + n, cases[k].tail, cases[k].tail_len);
+		n += cases[k].tail_len;
+		mask_copy_init(c, buf, sizeof(buf));
+		want_n = run_copy(c, &o, &plan, &e, in, n, want, sizeof(want), 1, 1, 7);
+		if (!strcmp(cases[k].rows + cases[k].rows_len - 1, "\\")) {
+			assert_int_equal(want_n, -EPROTO); /* the stream ends inside the escape */
+			mask_copy_init(c, buf, sizeof(buf));
+			assert_int_equal(mask_copy_begin(c, &o, &plan, &e), 0);
+			assert_int_equal(mask_copy_whole(c, in, n, got, sizeof(got)), 0);
+			assert_int_equal(c->rows, 0);
+			goto next;
+		}
+		assert_true(want_n > 0);
+
+		mask_copy_init(c, buf, sizeof(buf));
+		assert_int_equal(mask_copy_begin(c, &o, &plan, &e), 0);
+		assert_int_equal(feed_all(c, in, cases[k].head_len, got, sizeof(got), &op), 0);
+		took = mask_copy_whole(c, in + cases[k].head_len, cases[k].rows_len, got + op,
+				       sizeof(got) - op);
+		if (cases[k].whole)
+			assert_true(took > 0);
+		else
+			assert_int_equal(took, 0);
+		op += took;
+		assert_int_equal(feed_all(c, in + cases[k].head_len + (took ? cases[k].rows_len : 0),
+					  n - cases[k].head_len - (took ? cases[k].rows_len : 0), got,
+					  sizeof(got), &op),
+				 0);
+		assert_int_equal(mask_copy_end(c), 0);
+		assert_int_equal(op, (size_t)want_n);
+		assert_memory_equal(got, want, op);
+	next:
+		mask_plan_free(&plan);
+		free(c);
+	}
+}
+
 /* Options PostgreSQL itself refuses are refused. */
 static void test_copy_bad_options(void **state)
 {
@@ -404,6 +515,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_copy_cases),
+		cmocka_unit_test(test_copy_whole_nulls_escapes_empty),
 		cmocka_unit_test(test_copy_bad_options),
 		cmocka_unit_test(test_copy_large),
 	};

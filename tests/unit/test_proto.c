@@ -476,6 +476,46 @@ static void frame_bytewise(const struct case_line *cl, enum proto_dir dir, uint3
 		fail_case(cl, "never decided byte by byte");
 }
 
+/* A run: whole messages of one type, while they fit the limit, each at most msg_max, each
+ * one proto_frame() accepts; it stops at another type, a cut message, a bad length. */
+static void test_frame_run(void **state)
+{
+	static const uint8_t rows[] = {
+		'D', 0, 0, 0, 6, 0, 0,             /* 7 bytes: no columns */
+		'D', 0, 0, 0, 10, 0, 1, 0xff, 0xff, 0xff, 0xff, /* 11: one NULL */
+		'D', 0, 0, 0, 6, 0, 0,             /* 7 */
+		'C', 0, 0, 0, 4,                   /* another type */
+	};
+	static const uint8_t bad[] = {
+		'd', 0, 0, 0, 5, 'x',              /* 6 bytes of CopyData */
+		'd', 0, 0, 0, 3,                   /* a length below 4 */
+	};
+	static const uint8_t short_row[] = {
+		'D', 0, 0, 0, 6, 0, 0,
+		'D', 0, 0, 0, 5, 0,                /* a DataRow body shorter than its field count */
+	};
+
+	(void)state;
+	assert_int_equal(proto_frame_run(rows, sizeof(rows), PROTO_BACKEND, PROTO_MAX_BODY, 'D',
+					 8192, UINT32_MAX), 25);
+	assert_int_equal(proto_frame_run(rows, sizeof(rows), PROTO_BACKEND, PROTO_MAX_BODY, 'D',
+					 8192, 24), 18); /* the third does not fit the limit */
+	assert_int_equal(proto_frame_run(rows, sizeof(rows), PROTO_BACKEND, PROTO_MAX_BODY, 'D',
+					 8192, 6), 0);
+	assert_int_equal(proto_frame_run(rows, sizeof(rows), PROTO_BACKEND, PROTO_MAX_BODY, 'D',
+					 10, UINT32_MAX), 7); /* the second is over msg_max */
+	assert_int_equal(proto_frame_run(rows, sizeof(rows), PROTO_BACKEND, 5, 'D', 8192,
+					 UINT32_MAX), 7); /* its body is over max_body */
+	assert_int_equal(proto_frame_run(rows, 16, PROTO_BACKEND, PROTO_MAX_BODY, 'D', 8192,
+					 UINT32_MAX), 7); /* the second is cut */
+	assert_int_equal(proto_frame_run(rows, sizeof(rows), PROTO_BACKEND, PROTO_MAX_BODY, 'd',
+					 8192, UINT32_MAX), 0);
+	assert_int_equal(proto_frame_run(bad, sizeof(bad), PROTO_BACKEND, PROTO_MAX_BODY, 'd', 8192,
+					 UINT32_MAX), 6);
+	assert_int_equal(proto_frame_run(short_row, sizeof(short_row), PROTO_BACKEND, PROTO_MAX_BODY,
+					 'D', 8192, UINT32_MAX), 7);
+}
+
 static void test_frame_cases(void **state)
 {
 	static uint8_t msgbuf[MAX_MSG];
@@ -520,6 +560,18 @@ static void test_frame_cases(void **state)
 				       m.body_len != proto_read_u32(p + 1) - 4))
 			fail_case(&cl, "proto_frame: wrong type/body/body_len");
 		frame_bytewise(&cl, dir, max_body, want_frame, &m, p);
+		{
+			/* A run from here takes this message when proto_frame() does and it is whole,
+			 * and nothing when not (a message of the same type may follow it). */
+			uint32_t r = cl.len ? proto_frame_run(p, (uint32_t)cl.len, dir, max_body, p[0],
+							      UINT32_MAX, UINT32_MAX)
+					    : 0;
+			size_t total = PROTO_HEADER_LEN + (size_t)m.body_len;
+			bool whole = st == PROTO_OK && total <= cl.len;
+
+			if (whole ? r < total || (r > total && p[total] != p[0]) : r != 0)
+				fail_case(&cl, "proto_frame_run: %u bytes", r);
+		}
 
 		if (want_valid != SKIP) {
 			if (st != PROTO_OK || cl.len != PROTO_HEADER_LEN + (size_t)m.body_len) {
@@ -1513,6 +1565,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_frame_cases),
+		cmocka_unit_test(test_frame_run),
 		cmocka_unit_test(test_startup_cases),
 		cmocka_unit_test(test_reader_cases),
 		cmocka_unit_test(test_capture_cases),

@@ -942,8 +942,8 @@ fail:
 /*
  * A row that lies whole in in[0..n) and is plain enough is rewritten in one pass straight
  * into out[0..cap): the same bytes the machines above would write, without their per-field
- * steps. Anything else (a row cut by the end of in, too little room, a text row with a
- * backslash, a value mask_value_fast() does not take, an output byte that would need
+ * steps. Anything else (a row cut by the end of in, too little room, a masked text value
+ * with an escape, a value mask_value_fast() does not take, an output byte that would need
  * escaping, a row that is not what the server writes) returns 0 having changed nothing,
  * and the machines take the row, reporting whatever is wrong with it.
  */
@@ -1021,11 +1021,15 @@ static bool text_plain(const uint8_t *p, size_t n, uint8_t delim)
 	return !special;
 }
 
-/* Text: fields split at the delimiter, the row ends at the newline; without a backslash in
- * the row, every raw byte is its content. One scan per field finds its end and tells
- * whether it holds a control byte (the server writes most as they are): a masked value
- * whose output keeps its input's bytes or writes 'X', 'x' or '0' (mask_fast_keeps_bytes)
- * needs no second look at its output when it held none and the delimiter is none of those. */
+/* Text: fields split at the delimiter, the row ends at the newline; a backslash and the
+ * byte after it, whatever that is, are an escape (where the machines end a field too). A
+ * clear field's raw bytes are copied as they are, escapes and all; so is a field whose raw
+ * bytes are the NULL string (the default \N has a backslash). Any other masked field is
+ * taken only without an escape, where every raw byte is its content. One scan per field
+ * finds its end and tells whether it holds a control byte (the server writes most as they
+ * are): a masked value whose output keeps its input's bytes or writes 'X', 'x' or '0'
+ * (mask_fast_keeps_bytes) needs no second look at its output when it held none and the
+ * delimiter is none of those. */
 static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
 			     size_t cap, size_t *produced)
 {
@@ -1038,7 +1042,7 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 		size_t end = start, flen;
 		const struct mask_plan_col *col;
 		const uint8_t *src = in + start;
-		bool control = false, last;
+		bool control = false, escaped = false, last;
 
 		for (;;) {
 			end = text_special_from(in, end, n, delim);
@@ -1046,8 +1050,13 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 				return 0; /* the row does not end here */
 			if (in[end] == delim || in[end] == '\n')
 				break;
-			if (in[end] == '\\')
-				return 0;
+			if (in[end] == '\\') {
+				if (n - end < 2)
+					return 0;
+				escaped = true;
+				end += 2;
+				continue;
+			}
 			control = true;
 			end++;
 		}
@@ -1063,6 +1072,8 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 			src = (const uint8_t *)c->o.null_str; /* NULL stays NULL, or becomes it */
 			flen = c->o.null_len;
 		} else if (col->kind != MASK_COL_CLEAR) {
+			if (escaped)
+				return 0; /* its content is not its raw bytes: the machine decodes it */
 			int64_t got = mask_value_fast(&col->action, c->env, src, flen, out + o, cap - o);
 
 			if (got < 0)

@@ -123,6 +123,29 @@ int proto_frame(const uint8_t *p, size_t n, enum proto_dir dir, uint32_t max_bod
 	return PROTO_OK;
 }
 
+uint32_t proto_frame_run(const uint8_t *p, uint32_t n, enum proto_dir dir, uint32_t max_body,
+			 uint8_t type, uint32_t msg_max, uint32_t limit)
+{
+	const struct proto_type_info *ti = proto_type_lookup(dir, type);
+	uint32_t body_max = ti->max_body < max_body ? ti->max_body : max_body, len = 0;
+
+	if (!ti->name)
+		return 0;
+	while (n - len >= PROTO_HEADER_LEN && p[len] == type) {
+		uint32_t field = proto_read_u32(p + len + 1), total;
+
+		/* proto_frame()'s checks, the length below 4 or "negative" among them */
+		if (field < 4 || field > 0x7fffffffu || field - 4 < ti->min_body ||
+		    field - 4 > body_max)
+			break;
+		total = 1 + field;
+		if (total > msg_max || total > n - len || total > limit - len)
+			break;
+		len += total;
+	}
+	return len;
+}
+
 const char *proto_err_str(int status)
 {
 	switch (status) {

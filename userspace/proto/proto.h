@@ -175,6 +175,16 @@ struct proto_msg {
 int proto_frame(const uint8_t *p, size_t n, enum proto_dir dir, uint32_t max_body,
 		struct proto_msg *out);
 
+/*
+ * A run of messages of one type at p[0..n): how many bytes of whole messages of type lie
+ * there one after another, each one proto_frame() accepts (with max_body) and at most
+ * msg_max bytes long, taken while they fit in limit bytes. 0 when the first does not. One
+ * call walks the run (the type's table entry looked up once).
+ */
+uint32_t proto_frame_run(const uint8_t *p, uint32_t n, enum proto_dir dir, uint32_t max_body,
+			 uint8_t type, uint32_t msg_max, uint32_t limit)
+	__attribute__((warn_unused_result));
+
 /* Is type a message protocol 3 defines for dir? */
 bool proto_type_valid(enum proto_dir dir, uint8_t type);
 

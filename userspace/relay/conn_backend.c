@@ -391,30 +391,6 @@ static bool conn_run_type(uint8_t type)
 	return type == PqMsg_DataRow || type == PqMsg_CopyData;
 }
 
-/* The length of the run that starts at `at` (whose first message, of type, lies whole
- * there): it and the whole messages of the same type right behind it, each at most
- * STAGE_RUN_MESSAGE_MAX bytes, until about limit bytes (what the stream buffer has room for;
- * more could not be written anyway). */
-static uint32_t conn_run_extent(const struct conn *c, const uint8_t *at, uint32_t avail,
-				uint8_t type, uint32_t limit)
-{
-	uint32_t len = 0;
-
-	while (len < avail && len < limit) {
-		struct proto_msg m;
-		uint32_t total;
-
-		if (proto_frame(at + len, avail - len, PROTO_BACKEND, c->config->max_message_size,
-				&m) != PROTO_OK || m.type != type)
-			break;
-		total = PROTO_HEADER_LEN + m.body_len;
-		if (total > STAGE_RUN_MESSAGE_MAX || total > avail - len)
-			break;
-		len += total;
-	}
-	return len;
-}
-
 /*
  * The streamed message at the framing point lies whole in the buffer: it and the like
  * messages behind it go to the stage in one call (stage.h, "A run"). CONN_STEP_WAIT when
@@ -435,13 +411,20 @@ static enum conn_step conn_stream_run(struct conn *c, struct conn_dir *d, const 
 	st = conn_stream_open(c, m->type, request);
 	if (!st)
 		return CONN_STEP_FAILED;
+	/* The first message and the like ones behind it, as many as the stream buffer's room
+	 * holds as they are (more could not be written anyway, unless they shrink). */
 	st->in = at;
-	st->in_len = conn_run_extent(c, at, avail, m->type, buf_room(c->stream.out));
+	st->in_len = proto_frame_run(at, avail, PROTO_BACKEND, c->config->max_message_size, m->type,
+				     STAGE_RUN_MESSAGE_MAX, buf_room(c->stream.out));
+	if (!st->in_len)
+		return CONN_STEP_WAIT;
 	st->out = c->stream.out->data + c->stream.out->tail;
 	st->out_cap = buf_room(c->stream.out);
 	stage_run_stream_run(&c->chain, st, conn_now(c), &res);
-	/* off: the start of the last message the stage took (of total bytes), 0 if none. */
-	while (st->consumed && st->consumed <= st->in_len) {
+	/* off: the start of the last message the stage took (of total bytes), 0 if none; not
+	 * needed when it took the whole run, which ends where a message does. */
+	while (st->consumed && st->consumed <= st->in_len &&
+	       (st->partial || st->consumed != st->in_len)) {
 		total = PROTO_HEADER_LEN + proto_read_u32(at + off + 1) - 4;
 		if (off + total >= st->consumed)
 			break;
@@ -626,6 +609,30 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 	return CONN_STEP_PROGRESS;
 }
 
+/*
+ * Should framing stop so that the pump first sends what waits in the stream buffer? When it
+ * is full, or the small message at the framing point would not fit in the room left: written
+ * into those last bytes, that message would go in pieces, the buffer grown and copied
+ * for each piece (conn_out_reserve()); sent first, it goes whole (in a run) into an empty
+ * buffer. conn_pump() sends after every framing call that made progress and frames only
+ * once the stream buffer has gone, so the caller stops only after progress (never stalls).
+ */
+static bool conn_out_flush_first(const struct conn *c, const struct conn_dir *d,
+				 const uint8_t *at, uint32_t avail)
+{
+	const struct buf *o = c->stream.out;
+	uint64_t total;
+
+	if (!o || !buf_len(o))
+		return false;
+	if (!buf_room(o))
+		return true;
+	if (c->stream.active || d->skip_left || d->stream_left || avail < PROTO_HEADER_LEN)
+		return false;
+	total = 1 + (uint64_t)proto_read_u32(at + 1);
+	return total <= STAGE_RUN_MESSAGE_MAX && buf_room(o) < total;
+}
+
 enum conn_step conn_frame_s2c(struct conn *c)
 {
 	struct conn_dir *d = &c->dir[CONN_S2C];
@@ -636,6 +643,10 @@ enum conn_step conn_frame_s2c(struct conn *c)
 		uint32_t avail = d->buf ? buf_len(d->buf) - d->framed : 0;
 		uint8_t *at = d->buf ? d->buf->data + d->buf->head + d->framed : NULL;
 
+		if (step == CONN_STEP_PROGRESS && conn_out_flush_first(c, d, at, avail)) {
+			s = CONN_STEP_WAIT;
+			break;
+		}
 		if (c->stream.active) {
 			s = conn_stream_step(c, d);
 		} else if (!avail) {
