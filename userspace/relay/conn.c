@@ -277,9 +277,12 @@ void conn_run(struct conn *c)
 {
 	bool moved;
 
-	/* Repeat while anything moves: a login, a failure or an answer can unblock the other
-	 * direction. Every pass that moves consumes or sends bytes, or moves the state
-	 * towards CLOSED, so this ends. */
+	/* Repeat while anything moves that a pass has not yet answered: a login, a failure or
+	 * an answer can unblock the other direction. What the client → server pump moves,
+	 * the server → client pump after it already saw; so the pass repeats only when the
+	 * handshake, the server → client pump or the state moved (a client event, which
+	 * moves only the client's bytes, takes one pass). Every pass that moves consumes or
+	 * sends bytes, or moves the state towards CLOSED, so this ends. */
 	do {
 		enum conn_state before = c->state;
 
@@ -288,7 +291,7 @@ void conn_run(struct conn *c)
 			conn_tls_negotiate(c);
 		if (c->state == CONN_CLOSED)
 			return;
-		moved |= conn_pump(c, CONN_C2S);
+		conn_pump(c, CONN_C2S);
 		if (c->state == CONN_CLOSED)
 			return;
 		moved |= conn_pump(c, CONN_S2C);

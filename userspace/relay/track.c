@@ -566,18 +566,6 @@ static bool track_belongs(enum track_kind kind, uint8_t type)
 	}
 }
 
-/* Server messages that can arrive at any time and answer no request. */
-static bool track_async(uint8_t type)
-{
-	return type == PqMsg_NoticeResponse || type == PqMsg_ParameterStatus ||
-	       type == PqMsg_NotificationResponse;
-}
-
-uint64_t track_answering(const struct track *t, uint8_t type)
-{
-	return t->count && !track_async(type) ? track_at(t, 0)->request : 0;
-}
-
 bool track_passes_rows(const struct track *t)
 {
 	return t->count && track_belongs((enum track_kind)track_at(t, 0)->kind, PqMsg_DataRow);

@@ -190,12 +190,22 @@ enum track_action {
 enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
 				const uint8_t **reply, uint32_t *reply_len);
 
+/* Server messages that can arrive at any time and answer no request. */
+static inline bool track_async(uint8_t type)
+{
+	return type == PqMsg_NoticeResponse || type == PqMsg_ParameterStatus ||
+	       type == PqMsg_NotificationResponse;
+}
+
 /*
  * The request a server message of this type answers: the oldest one still owed; 0 for the
  * asynchronous messages, which answer nothing, and when nothing is owed. Ask before
- * track_backend(), which may complete that request.
+ * track_backend(), which may complete that request. Inline: asked for every server message.
  */
-uint64_t track_answering(const struct track *t, uint8_t type);
+static inline uint64_t track_answering(const struct track *t, uint8_t type)
+{
+	return t->count && !track_async(type) ? t->ring[t->head].request : 0;
+}
 
 /* The row count at the end of a command tag ("SELECT 5", "INSERT 0 3", "COPY 7"); 0 when
  * it ends in none. */
