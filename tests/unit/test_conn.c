@@ -1988,6 +1988,38 @@ static void test_unexpected_answer_ends_the_session(void **state)
 	assert_true(the_conn() == NULL || the_conn()->state >= CONN_CLOSING);
 }
 
+/* Rows nothing reads pass in runs (conn_s2c_rows_extent), byte for byte; the tracker's
+ * word on them still holds: a row that answers nothing ends the session. */
+static void test_rows_pass_in_runs(void **state)
+{
+	struct conn *c = login("alice");
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	m_query(&q, "SELECT x FROM t");
+	client_sends(&q);
+	r_rowdesc(&a);
+	r_datarow(&a, "x");
+	r_datarow(&a, "yy");
+	r_datarow(&a, "");
+	r_complete(&a, "SELECT 3");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, a.n);
+	assert_memory_equal(p, a.b, a.n);
+	assert_int_equal(c->state, CONN_READY);
+	assert_true(track_idle(&c->track));
+	a.n = 0;
+	r_datarow(&a, "x");
+	r_datarow(&a, "y");
+	server_sends(&a);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08P01");
+	assert_true(the_conn() == NULL || the_conn()->state >= CONN_CLOSING);
+}
+
 /* ---- endings ---------------------------------------------------------------------------- */
 
 static void test_server_fatal_is_the_last_word(void **state)
@@ -3125,6 +3157,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_table_follows_the_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_statements_and_skips, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unexpected_answer_ends_the_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rows_pass_in_runs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_fatal_is_the_last_word, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_terminate_then_server_answers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_breaks_while_sending, setup, teardown),

@@ -277,16 +277,21 @@ void conn_run(struct conn *c)
 {
 	bool moved;
 
-	/* Repeat while anything moves: a login, a failure or an answer can unblock the other
-	 * direction. Every pass that moves consumes or sends bytes, or moves the state
-	 * towards CLOSED, so this ends. */
+	/* Repeat while anything moves that a pass has not yet answered: a login, a failure or
+	 * an answer can unblock the other direction. What the client → server pump moves,
+	 * the server → client pump after it already saw; so the pass repeats only when the
+	 * handshake, the server → client pump or the state moved (a client event, which
+	 * moves only the client's bytes, takes one pass). Every pass that moves consumes or
+	 * sends bytes, or moves the state towards CLOSED, so this ends. */
 	do {
 		enum conn_state before = c->state;
 
-		moved = conn_tls_negotiate(c); /* CLIENT_TLS, SERVER_TLS */
+		/* Asked only in the handshake states: this loop runs for every event. */
+		moved = (c->state == CONN_CLIENT_TLS || c->state == CONN_SERVER_TLS) &&
+			conn_tls_negotiate(c);
 		if (c->state == CONN_CLOSED)
 			return;
-		moved |= conn_pump(c, CONN_C2S);
+		conn_pump(c, CONN_C2S);
 		if (c->state == CONN_CLOSED)
 			return;
 		moved |= conn_pump(c, CONN_S2C);
@@ -362,16 +367,7 @@ void conn_wake(struct worker *w, uint32_t slot, uint32_t gen)
 static void conn_request_done(void *arg, const struct track_done *d)
 {
 	struct conn *c = arg;
-	struct stage_note n = {
-		.kind = STAGE_NOTE_REQUEST_DONE,
-		.request = d->request,
-		.command_tag = d->command_tag,
-		.rows = d->rows,
-		.duration_ns = d->duration_ns,
-		.failed = d->failed,
-		.skipped = d->skipped,
-		.stmt = d->stmt,
-	};
+	struct stage_note n;
 
 	if (d->kind == TRACK_EXECUTE && !d->skipped && conn_metrics(c))
 		metrics_inc(conn_metrics(c), conn_mstd(c)->statements,
@@ -379,6 +375,20 @@ static void conn_request_done(void *arg, const struct track_done *d)
 						  : SQL_CLASS_PREPARE));
 	if (d->kind == TRACK_FUNCTION && d->final && conn_metrics(c))
 		metrics_inc(conn_metrics(c), conn_mstd(c)->statements, MSTMT_FUNCTION);
+	/* Several per transaction, and no stage hears them unless auditing: the note is
+	 * built only for a listener. */
+	if (!c->session_started || !stage_chain_hears(&c->chain, STAGE_NOTE_REQUEST_DONE))
+		return;
+	n = (struct stage_note){
+		.kind = STAGE_NOTE_REQUEST_DONE,
+		.request = d->request,
+		.command_tag = d->command_tag,
+		.rows = d->command_tag ? track_tag_rows(d->command_tag) : 0,
+		.duration_ns = d->duration_ns,
+		.failed = d->failed,
+		.skipped = d->skipped,
+		.stmt = d->stmt,
+	};
 	conn_note(c, &n);
 }
 

@@ -459,6 +459,13 @@ static enum conn_step conn_stream_run(struct conn *c, struct conn_dir *d, const 
 
 /* ---- one message ---------------------------------------------------------------------- */
 
+/* Are the server's messages matched against the tracker? From login on, and still while
+ * the answers to what the client sent last are delivered. */
+static bool conn_s2c_tracked(const struct conn *c)
+{
+	return conn_logged_in(c) || c->state == CONN_FAREWELL || c->state == CONN_SERVER_GONE;
+}
+
 /* What the tracker says of a logged-in server message, carried out. */
 static enum conn_step conn_backend_track(struct conn *c, struct conn_dir *d, const struct proto_msg *m,
 					 uint64_t request, uint32_t total, uint32_t avail,
@@ -505,7 +512,7 @@ static enum conn_step conn_frame_s2c_one(struct conn *c, struct conn_dir *d, uin
 					 uint32_t avail)
 {
 	bool relay_wants, stage_whole, server_fatal = false;
-	bool logged_in = conn_logged_in(c) || c->state == CONN_FAREWELL || c->state == CONN_SERVER_GONE;
+	bool logged_in = conn_s2c_tracked(c);
 	struct proto_msg m;
 	uint64_t request;
 	uint32_t total;
@@ -633,6 +640,29 @@ static bool conn_out_flush_first(const struct conn *c, const struct conn_dir *d,
 	return total <= STAGE_RUN_MESSAGE_MAX && buf_room(o) < total;
 }
 
+/*
+ * How many bytes at the framing point are whole DataRows, or whole CopyData, that the
+ * relay would pass exactly as they are: nothing waits in the stream buffer, no stage wants
+ * or streams the type, the tracker passes it without a change (track_passes_rows), and
+ * the relay reads nothing of it. A result set or a COPY is mostly such messages; framing
+ * them in one go spares the per-message work of conn_frame_s2c_one, which would do the
+ * same to each one. 0 when the first message is not one of them.
+ */
+static uint32_t conn_s2c_rows_extent(const struct conn *c, const uint8_t *at, uint32_t avail)
+{
+	uint8_t type = at[0];
+
+	if (type != PqMsg_DataRow && type != PqMsg_CopyData)
+		return 0;
+	if (c->auth || !conn_s2c_tracked(c) || conn_s2c_copying(c) || !track_passes_rows(&c->track))
+		return 0;
+	if (c->session_started && (stage_chain_wants(&c->chain, PROTO_BACKEND, type) ||
+				   stage_chain_streams(&c->chain, type)))
+		return 0;
+	return proto_frame_run(at, avail, PROTO_BACKEND, c->config->max_message_size, type,
+			       UINT32_MAX, avail);
+}
+
 enum conn_step conn_frame_s2c(struct conn *c)
 {
 	struct conn_dir *d = &c->dir[CONN_S2C];
@@ -642,6 +672,7 @@ enum conn_step conn_frame_s2c(struct conn *c)
 	for (;;) {
 		uint32_t avail = d->buf ? buf_len(d->buf) - d->framed : 0;
 		uint8_t *at = d->buf ? d->buf->data + d->buf->head + d->framed : NULL;
+		uint32_t rows;
 
 		if (step == CONN_STEP_PROGRESS && conn_out_flush_first(c, d, at, avail)) {
 			s = CONN_STEP_WAIT;
@@ -668,6 +699,10 @@ enum conn_step conn_frame_s2c(struct conn *c)
 			s = CONN_STEP_WAIT;
 		} else if (d->hold != CONN_HOLD_NONE) {
 			s = CONN_STEP_WAIT;
+		} else if ((rows = conn_s2c_rows_extent(c, at, avail))) {
+			d->framed += rows;
+			d->need = 0;
+			s = CONN_STEP_PROGRESS;
 		} else {
 			s = conn_frame_s2c_one(c, d, at, avail);
 		}

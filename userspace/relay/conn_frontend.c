@@ -426,7 +426,7 @@ static enum conn_step conn_frame_one(struct conn *c, struct conn_dir *d, uint8_t
 		conn_fail_proto(c, r, "invalid message from client");
 		return CONN_STEP_FAILED;
 	}
-	if (conn_auth_client(c, d, &m, PROTO_HEADER_LEN + m.body_len, avail, &step))
+	if (c->auth && conn_auth_client(c, d, &m, PROTO_HEADER_LEN + m.body_len, avail, &step))
 		return step;
 	admit = conn_frontend_admit(c, m.type);
 	if (admit == CONN_ADMIT_WAIT)

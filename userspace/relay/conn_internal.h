@@ -39,7 +39,6 @@ enum conn_step {
 
 /* ---- conn_state.c ---------------------------------------------------------------------- */
 void conn_set_state(struct conn *c, enum conn_state s);
-bool conn_logged_in(const struct conn *c);
 void conn_timer_update(struct conn *c);
 void conn_timer_fired(struct loop *loop, struct loop_timer *t);
 void conn_linger(struct conn *c);
@@ -73,6 +72,12 @@ static inline const struct metrics_std *conn_mstd(const struct conn *c)
 static inline struct guard *conn_guard(const struct conn *c)
 {
 	return c->worker->relay->guard;
+}
+
+/* Past the login and not ending: asked several times per message, hence inline. */
+static inline bool conn_logged_in(const struct conn *c)
+{
+	return c->state >= CONN_READY && c->state <= CONN_COPY_BOTH;
 }
 
 static inline uint64_t conn_now(const struct conn *c)

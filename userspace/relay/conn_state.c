@@ -58,11 +58,6 @@ bool conn_transition_valid(enum conn_state from, enum conn_state to)
 	       (conn_next_states[from] & BIT(to));
 }
 
-bool conn_logged_in(const struct conn *c)
-{
-	return c->state >= CONN_READY && c->state <= CONN_COPY_BOTH;
-}
-
 /* The metrics label of a state. */
 static unsigned conn_mstate(enum conn_state s)
 {

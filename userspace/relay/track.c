@@ -30,14 +30,17 @@ static char *track_name_dup(const char *name)
 	return name[0] ? strdup(name) : track_unnamed;
 }
 
+/* Runs for every request: most hold no changes, no name of their own and no reply, and
+ * their fields are set again by track_push, so only what is held is released. */
 static void track_entry_free(struct track_entry *e)
 {
-	track_sql_changes_free(e);
+	if (e->changes)
+		track_sql_changes_free(e);
 	stmt_put(e->stmt);
-	if (e->name != track_unnamed)
+	if (e->name && e->name != track_unnamed)
 		free(e->name);
-	free(e->reply);
-	memset(e, 0, sizeof(*e));
+	if (e->reply)
+		free(e->reply);
 }
 
 /* The queue is empty (or going): an idle session holds no heap for it. */
@@ -412,8 +415,7 @@ int track_reject(struct track *t, uint8_t type, const uint8_t *reply, uint32_t r
 	return n;
 }
 
-/* The row count at the end of a command tag ("SELECT 5", "INSERT 0 3", "COPY 7"). */
-static uint64_t track_tag_rows(const char *tag)
+uint64_t track_tag_rows(const char *tag)
 {
 	const char *sp = strrchr(tag, ' ');
 	uint64_t rows = 0;
@@ -435,7 +437,6 @@ static void track_report(struct track *t, const struct track_entry *e, const cha
 		.request = e->request,
 		.kind = (enum track_kind)e->kind,
 		.command_tag = tag,
-		.rows = tag ? track_tag_rows(tag) : 0,
 		.duration_ns = now - e->started_ns,
 		.failed = failed,
 		.skipped = skipped,
@@ -565,16 +566,9 @@ static bool track_belongs(enum track_kind kind, uint8_t type)
 	}
 }
 
-/* Server messages that can arrive at any time and answer no request. */
-static bool track_async(uint8_t type)
+bool track_passes_rows(const struct track *t)
 {
-	return type == PqMsg_NoticeResponse || type == PqMsg_ParameterStatus ||
-	       type == PqMsg_NotificationResponse;
-}
-
-uint64_t track_answering(const struct track *t, uint8_t type)
-{
-	return t->count && !track_async(type) ? track_at(t, 0)->request : 0;
+	return t->count && track_belongs((enum track_kind)track_at(t, 0)->kind, PqMsg_DataRow);
 }
 
 enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
@@ -584,8 +578,10 @@ enum track_action track_backend(struct track *t, const struct proto_msg *m, uint
 	const char *tag = NULL;
 	uint8_t tx;
 
-	free(t->last_reply);
-	t->last_reply = NULL;
+	if (t->last_reply) {
+		free(t->last_reply);
+		t->last_reply = NULL;
+	}
 	if (track_async(m->type))
 		return TRACK_PASS;
 	switch (m->type) {

@@ -6,7 +6,7 @@
  *     (a rejected message is replaced by a "poison" message that makes the server fail at
  *     that point, and the server's error is replaced by the stage's, so earlier pipelined
  *     results arrive intact and the transaction ends up exactly as after a server error);
- *   - each request's completion: command tag, rows, duration, or its error, or that the
+ *   - each request's completion: command tag, duration, or its error, or that the
  *     server skipped it after an earlier error;
  *   - the prepared statements and portals the server really has (session/stmt.h),
  *     changed only at the server's confirmations;
@@ -81,8 +81,8 @@ struct track_entry {
 struct track_done {
 	uint64_t request;
 	enum track_kind kind;
-	const char *command_tag; /* NULL when the request failed, was skipped or had none */
-	uint64_t rows;
+	const char *command_tag; /* NULL when the request failed, was skipped or had none;
+				  * track_tag_rows() reads its row count */
 	uint64_t duration_ns;
 	bool failed;   /* the server answered it with an error */
 	bool skipped;  /* the server skipped it after an earlier error in its batch */
@@ -190,12 +190,33 @@ enum track_action {
 enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
 				const uint8_t **reply, uint32_t *reply_len);
 
+/* Server messages that can arrive at any time and answer no request. */
+static inline bool track_async(uint8_t type)
+{
+	return type == PqMsg_NoticeResponse || type == PqMsg_ParameterStatus ||
+	       type == PqMsg_NotificationResponse;
+}
+
 /*
  * The request a server message of this type answers: the oldest one still owed; 0 for the
  * asynchronous messages, which answer nothing, and when nothing is owed. Ask before
- * track_backend(), which may complete that request.
+ * track_backend(), which may complete that request. Inline: asked for every server message.
  */
-uint64_t track_answering(const struct track *t, uint8_t type);
+static inline uint64_t track_answering(const struct track *t, uint8_t type)
+{
+	return t->count && !track_async(type) ? t->ring[t->head].request : 0;
+}
+
+/* The row count at the end of a command tag ("SELECT 5", "INSERT 0 3", "COPY 7"); 0 when
+ * it ends in none. */
+uint64_t track_tag_rows(const char *tag);
+
+/*
+ * Would track_backend() pass a DataRow or CopyData now, and change nothing? (It does when
+ * the oldest request owed is a Query or an Execute.) Lets the connection frame a run of
+ * them without asking once per message.
+ */
+bool track_passes_rows(const struct track *t);
 
 /*
  * The server entered copy-in mode (CopyInResponse): Syncs the client pipelined behind the

@@ -383,8 +383,8 @@ void stage_run_notice(struct stage_chain *ch, const struct stage_note *n,
 {
 	const struct stage_pipeline *p = ch->pipeline;
 
-	if (!(p->notices & STAGE_NOTE_BIT(n->kind)))
-		return; /* nobody listens: the common case for REQUEST_DONE without audit */
+	if (!stage_chain_hears(ch, n->kind))
+		return; /* nobody listens */
 	for (unsigned i = 0; i < p->count; i++) {
 		struct stage_ctx ctx;
 

@@ -352,6 +352,12 @@ void *stage_chain_state(const struct stage_chain *ch, unsigned index);
 /* session_end to every stage (if started), release, free. */
 void stage_chain_end(struct stage_chain *ch, bool started);
 
+/* Does some stage's notice() hear this kind? (A caller can spare building the note.) */
+static inline bool stage_chain_hears(const struct stage_chain *ch, enum stage_note_kind kind)
+{
+	return ch->pipeline->notices & STAGE_NOTE_BIT(kind);
+}
+
 static inline bool stage_chain_wants(const struct stage_chain *ch, enum proto_dir dir,
 				     uint8_t type)
 {
