@@ -7,6 +7,7 @@ round, not a median divided by a median), so a busy minute on the shared machine
 sides of a ratio instead of one.
 """
 
+import os
 import random
 import statistics
 
@@ -38,6 +39,9 @@ def span(xs, fmt):
     if len(xs) == 1:
         return m
     return "%s (%s..%s)" % (m, fmt % min(xs), fmt % max(xs))
+
+
+LEVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "levers.md")
 
 
 def cpu_clock(res):
@@ -1005,6 +1009,11 @@ def write(res, path):
         "keeps." % "{:,}".format(s["idle_conns"]))
     out.append("")
     idle_table(res["idle"], out)
+    out.append("")
+
+    # Profiles and levers measured apart from the run: kept by hand, copied as they are.
+    with open(LEVERS) as fh:
+        out.extend(fh.read().rstrip("\n").split("\n"))
     out.append("")
 
     with open(path, "w") as fh:
