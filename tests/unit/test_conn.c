@@ -1426,41 +1426,67 @@ static void test_streaming_runs(void **state)
 	}
 }
 
+/* The masked session's query, answered by a RowDescription that reaches the client, then
+ * blocks of rows of value (each fills most of a struct msgs) waiting at the fake server
+ * with the query's end behind them (in *tail). How many rows; *head_len: the
+ * RowDescription's length. */
+static size_t stream_row_blocks(int blocks, const char *value, struct msgs *tail,
+				size_t *head_len)
+{
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	size_t rows = 0;
+
+	m_query(&q, "SELECT ssn FROM people");
+	client_sends(&q);
+	r_rowdesc(&a);
+	server_sends(&a);
+	*head_len = a.n;
+	for (int block = 0; block < blocks; block++) {
+		a.n = 0;
+		while (a.n + 64 < sizeof(a.b)) {
+			r_datarow(&a, value);
+			rows++;
+		}
+		fake_feed(&F.server, a.b, a.n);
+	}
+	tail->n = 0;
+	r_complete(tail, "SELECT n");
+	r_ready(tail, 'I');
+	fake_feed(&F.server, tail->b, tail->n);
+	return rows;
+}
+
+/* The client took the RowDescription, rows masked rows, whole and in order, then tail. */
+static void assert_client_took_masked_rows(size_t head_len, size_t rows,
+					   const struct msgs *tail)
+{
+	struct msgs one = {.n = 0};
+	const uint8_t *p;
+	size_t n;
+
+	r_datarow(&one, "masked");
+	n = fake_take(&F.client, &p);
+	assert_int_equal(n, head_len + rows * one.n + tail->n);
+	assert_int_equal(p[0], 'T');
+	p += head_len;
+	for (size_t i = 0; i < rows; i++, p += one.n)
+		assert_memory_equal(p, one.b, one.n);
+	assert_memory_equal(p, tail->b, tail->n);
+}
+
 /* A client that does not read: the stream buffer fills in the middle of runs (a row's
  * replacement cut where the room ends, finished by stream() once the client takes some);
  * every row still arrives whole and in order, and the relay stops reading meanwhile. */
 static void test_streaming_runs_fill_the_buffer(void **state)
 {
 	struct conn *c = login("masked");
-	struct msgs q = {.n = 0}, a = {.n = 0};
 	struct judge_state *js;
-	const uint8_t *p;
-	size_t n, rows = 0, want_len = 0;
-	uint8_t want_row[32];
-	struct msgs one = {.n = 0};
+	struct msgs tail;
+	size_t rows, head_len;
 
-	r_datarow(&one, "masked");
-	assert_true(one.n <= sizeof(want_row));
-	memcpy(want_row, one.b, one.n);
 	F.client.write_room = 0;
-	m_query(&q, "SELECT ssn FROM people");
-	client_sends(&q);
-	r_rowdesc(&a);
-	server_sends(&a);
-	want_len += a.n;
 	/* 4 x ~1300 rows of 12 bytes, each 17 bytes when rewritten: far over the buffers */
-	for (int block = 0; block < 4; block++) {
-		a.n = 0;
-		while (a.n + 64 < sizeof(a.b)) {
-			r_datarow(&a, "x");
-			rows++;
-		}
-		fake_feed(&F.server, a.b, a.n);
-	}
-	a.n = 0;
-	r_complete(&a, "SELECT n");
-	r_ready(&a, 'I');
-	fake_feed(&F.server, a.b, a.n);
+	rows = stream_row_blocks(4, "x", &tail, &head_len);
 	conn_server_events(c, EPOLLIN);
 	assert_true(F.server.in_pos < F.server.in_len); /* it stopped reading */
 	for (int i = 0; i < 10000 && c->state != CONN_READY; i++) {
@@ -1471,14 +1497,7 @@ static void test_streaming_runs_fill_the_buffer(void **state)
 	F.client.write_room = FAKE_CAP;
 	conn_client_events(c, EPOLLOUT);
 	assert_int_equal(c->state, CONN_READY);
-	n = fake_take(&F.client, &p);
-	want_len += rows * one.n + a.n;
-	assert_int_equal(n, want_len);
-	assert_int_equal(p[0], 'T');
-	p += 5 + proto_read_u32(p + 1) - 4;
-	for (size_t i = 0; i < rows; i++, p += one.n)
-		assert_memory_equal(p, want_row, one.n);
-	assert_memory_equal(p, a.b, a.n);
+	assert_client_took_masked_rows(head_len, rows, &tail);
 	js = stage_chain_state(&c->chain, 0);
 	assert_true(js->runs > 1);
 	assert_true(js->partial_runs > 0); /* the room ended inside a replacement */
@@ -1491,44 +1510,16 @@ static void test_streaming_runs_fill_the_buffer(void **state)
 static void test_streaming_runs_send_a_full_buffer_first(void **state)
 {
 	struct conn *c = login("masked");
-	struct msgs q = {.n = 0}, a = {.n = 0}, tail = {.n = 0};
 	struct judge_state *js;
-	const uint8_t *p;
-	size_t n, rows = 0, want_len = 0;
-	uint8_t want_row[32];
-	struct msgs one = {.n = 0};
+	struct msgs tail;
+	size_t rows, head_len;
 
-	r_datarow(&one, "masked");
-	assert_true(one.n <= sizeof(want_row));
-	memcpy(want_row, one.b, one.n);
-	m_query(&q, "SELECT ssn FROM people");
-	client_sends(&q);
-	r_rowdesc(&a);
-	server_sends(&a);
-	want_len += a.n;
 	F.client.max_write = 0;
-	for (int block = 0; block < 8; block++) {
-		a.n = 0;
-		while (a.n + 64 < sizeof(a.b)) {
-			r_datarow(&a, "sixsix"); /* 17 bytes, as its replacement */
-			rows++;
-		}
-		fake_feed(&F.server, a.b, a.n);
-	}
-	r_complete(&tail, "SELECT n");
-	r_ready(&tail, 'I');
-	fake_feed(&F.server, tail.b, tail.n);
+	rows = stream_row_blocks(8, "sixsix", &tail, &head_len); /* 17 bytes, as its replacement */
 	for (int i = 0; i < 1000 && c->state != CONN_READY; i++)
 		conn_server_events(c, EPOLLIN);
 	assert_int_equal(c->state, CONN_READY);
-	n = fake_take(&F.client, &p);
-	want_len += rows * one.n + tail.n;
-	assert_int_equal(n, want_len);
-	assert_int_equal(p[0], 'T');
-	p += 5 + proto_read_u32(p + 1) - 4;
-	for (size_t i = 0; i < rows; i++, p += one.n)
-		assert_memory_equal(p, want_row, one.n);
-	assert_memory_equal(p, tail.b, tail.n);
+	assert_client_took_masked_rows(head_len, rows, &tail);
 	js = stage_chain_state(&c->chain, 0);
 	assert_true(js->runs > 1);
 	assert_int_equal(js->partial_runs, 0);
