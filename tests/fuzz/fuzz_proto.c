@@ -12,7 +12,9 @@
  *   - framing a prefix answers NEED_MORE or the same as the whole;
  *   - proto_validate() and the reader for the type agree; a reader accepts no other type;
  *   - walkers yield exactly ncols items, each inside the body, then end cleanly;
- *   - an ErrorResponse read and written back reads the same.
+ *   - an ErrorResponse read and written back reads the same;
+ *   - proto_frame_run() takes exactly the run of whole messages of the first one's type that
+ *     proto_frame() accepts one by one, cut where the next would pass its limit.
  * Bodies are copied into exact-size heap blocks so ASan sees any read past a body.
  */
 #include <stdint.h>
@@ -198,6 +200,27 @@ static void read_all(enum proto_dir dir, const struct proto_msg *m, int valid)
 #undef AGREE
 }
 
+/* The run at p[0..n) as proto_frame() frames it message by message, against
+ * proto_frame_run() with that limit. */
+static void check_frame_run(const uint8_t *p, size_t n, enum proto_dir dir, uint32_t max_body,
+			    uint32_t limit)
+{
+	uint32_t want = 0;
+
+	while (want < n && p[want] == p[0]) {
+		struct proto_msg m;
+		uint32_t total;
+
+		if (proto_frame(p + want, n - want, dir, max_body, &m) != PROTO_OK)
+			break;
+		total = PROTO_HEADER_LEN + m.body_len;
+		if (total > n - want || total > limit - want)
+			break;
+		want += total;
+	}
+	CHECK(proto_frame_run(p, (uint32_t)n, dir, max_body, p[0], UINT32_MAX, limit) == want);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint32_t caps[] = { PROTO_MAX_BODY, 0, 1, 4, 16, 64, 1024, 9996 };
@@ -215,6 +238,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t n = size - off;
 		struct proto_msg m;
 		int st = proto_frame(p, n, dir, max_body, &m);
+
+		if (n <= UINT32_MAX) {
+			check_frame_run(p, n, dir, max_body, (uint32_t)n);
+			check_frame_run(p, n, dir, max_body, (uint32_t)n / 2);
+		}
 
 		/* Any shorter view answers NEED_MORE or the same. */
 		for (size_t k = 0; k < n && k <= PROTO_HEADER_LEN; k++) {

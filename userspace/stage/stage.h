@@ -214,9 +214,10 @@ struct stage_stream {
  * CopyData messages of a streamed type lie whole in its read buffer one after another (the
  * tracker passes those types without changing its state, so nothing the relay does between
  * them is lost). st->in holds those messages back to back, headers included, each at most
- * STAGE_RUN_MESSAGE_MAX bytes and together at most out_cap, framing already checked; body_len and body_offset are 0, and
- * every message answers st->request. The stage rewrites them in order, exactly as stream()
- * would one by one, and sets consumed and produced. It stops:
+ * STAGE_RUN_MESSAGE_MAX bytes and together at most out_cap, framing already checked;
+ * body_len and body_offset are 0, and every message answers st->request. The stage
+ * rewrites them in order, exactly as stream() would one by one, and sets consumed and
+ * produced. It stops:
  *   - at a message boundary, whenever it likes (out lacks room, a message it would rather
  *     take through stream()); consuming nothing is fine: the relay streams the first message
  *     the ordinary way, header then pieces;
