@@ -15,7 +15,7 @@ AUDIT_MODES = ("none", "write", "batch", "always")
 RELAYS = ["pgwarden", "pgwarden-w1", "pgwarden-policy"] + [
     "pgwarden-audit-%s" % m for m in AUDIT_MODES] + [
     "pgwarden-tls", "pgwarden-mask", "baseline", "steered", "pgbouncer", "pgbouncer-fresh",
-    "pgbouncer-tls", "haproxy"]
+    "pgbouncer-tls", "pgbouncer-fresh-tls", "haproxy"]
 # BENCH_MODES values in the order the tables list them: the select-only script's three
 # protocols, then the tpcb-like script's.
 MODE_ORDER = ["simple", "extended", "prepared", "tpcb-simple", "tpcb-extended",
@@ -345,6 +345,10 @@ def layer_goals(res):
                  "to the server per session)",)
                 + compare_goal(res.get("connect", []), [("pgwarden-tls", "pgbouncer-tls")],
                                "tps", 1.0, True))
+    rows.append(("Sessions/s over TLS (pgbench -C, sslmode=require) ≥ PgBouncer's when it too "
+                 "logs in to a new server backend per session (pgbouncer-fresh-tls)",)
+                + compare_goal(res.get("connect", []),
+                               [("pgwarden-tls", "pgbouncer-fresh-tls")], "tps", 1.0, True))
     rows.append(idle_tls_goal(res.get("idle", [])))
     return [r for r in rows if r[1] != "–"]
 
@@ -916,7 +920,9 @@ def write(res, path):
         "with `audit.fsync MODE`. In section 3, PgBouncer keeps its server connections "
         "between client sessions (session pooling), while pgwardend logs in to the server "
         "for every client session: its connect rows include a server login that "
-        "PgBouncer's do not. **pgwarden-tls** and **pgbouncer-tls** terminate the client's TLS "
+        "PgBouncer's do not; **pgbouncer-fresh-tls** (connect section only) is "
+        "pgbouncer-tls with server_lifetime 0, so it too logs in to a new backend per "
+        "session. **pgwarden-tls** and **pgbouncer-tls** terminate the client's TLS "
         "(pgwardend `tls.client.mode prefer`, PgBouncer `client_tls_sslmode require`, each "
         "with a self-signed P-256 certificate generated for the run) and their clients use "
         "sslmode=require; their upstream leg is plaintext like the others'. p50 / p99 are "

@@ -11,7 +11,9 @@ Sections (each a function below, each result saved to results.json as soon as it
   stream   2M-row COPY TO STDOUT and SELECT: relay CPU ns per byte, RSS during
   connect  pgbench -C (a new session per transaction): direct vs pgwarden (explicit) vs
            steered (pgbench in a throwaway cgroup dialling PostgreSQL's own port, the BPF
-           hooks steering it into a pgwardend) vs HAProxy; then bench/connprobe.py, the
+           hooks steering it into a pgwardend) vs HAProxy, and over TLS pgwarden-tls vs
+           pgbouncer-tls and pgbouncer-fresh-tls; then bench/tlsprobe.py, TLS handshakes
+           alone; then bench/connprobe.py, the
            steering cost alone (no login), steered vs explicit through the same relay
   idle     relay RSS with 1,000 idle logged-in sessions
 
@@ -61,7 +63,7 @@ TLSPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tlsprobe.py
 AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
 ALL_TARGETS = ["direct", "pgwarden", "pgwarden-w1", "pgwarden-policy"] + AUDIT_TARGETS + [
     "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-fresh", "pgbouncer-tls",
-    "haproxy"]
+    "pgbouncer-fresh-tls", "haproxy"]
 # What a run measures when BENCH_TARGETS does not say: one audit mode, the default `batch`;
 # the others (none, write, always) are there to be named.
 DEFAULT_TARGETS = [t for t in ALL_TARGETS if t not in AUDIT_TARGETS or
@@ -71,6 +73,9 @@ DEFAULT_TARGETS = [t for t in ALL_TARGETS if t not in AUDIT_TARGETS or
 # pgwarden-mask, whose policy is made for it. pgwarden-mask runs in no other section.
 PLAIN_TARGETS = ["direct", "pgwarden", "baseline", "pgbouncer", "haproxy"]
 STREAM_TARGETS = PLAIN_TARGETS + ["pgwarden-mask"]
+# pgbouncer-fresh-tls answers one question, what a TLS session costs when PgBouncer too logs
+# in to the server per session, so it runs in the connect section only.
+CONNECT_ONLY_TARGETS = ["pgbouncer-fresh-tls"]
 
 LATENCY_PERCENTILES = (50, 99)
 ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
@@ -369,6 +374,8 @@ class Bench:
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
             "pgbouncer-fresh": lambda: T.PgbouncerFreshTarget(self.cluster, self.rundir),
             "pgbouncer-tls": lambda: T.PgbouncerTlsTarget(self.cluster, self.rundir),
+            "pgbouncer-fresh-tls": lambda: T.PgbouncerFreshTlsTarget(self.cluster,
+                                                                     self.rundir),
             "haproxy": lambda: T.HaproxyTarget(self.cluster, self.rundir),
             "steered": lambda: T.SteeredTarget(self.cluster, self.rundir, s.daemon, s.ctl,
                                                s.pgwarden_args),
@@ -590,7 +597,8 @@ class Bench:
         cells = [(m, c) for m in s.modes for c in s.clients]
         # steered only when asked for by name: by default it is a connect-section target.
         names = [n for n in ALL_TARGETS + ["steered"] if n in self.targets and
-                 (n != "steered" or n in s.targets) and n != "pgwarden-mask"]
+                 (n != "steered" or n in s.targets) and n != "pgwarden-mask" and
+                 n not in CONNECT_ONLY_TARGETS]
         # Warm up once: fills PostgreSQL's buffers and PgBouncer's server pool, so round 1
         # is not charged for what later rounds get for free. Long enough for the largest
         # client count to finish its SCRAM logins on a busy machine.
@@ -619,9 +627,11 @@ class Bench:
         # steered sits next to pgwarden in the rotation: their difference is the steering
         # cost, so they should share the machine's minute as closely as the rotation allows.
         # The TLS relays' rows are their handshake rate: a TLS handshake, then the SCRAM
-        # login, per transaction (issue #10).
+        # login, per transaction (issue #10); pgbouncer-fresh-tls logs in to a new server
+        # backend per session as pgwardend does, pgbouncer-tls reuses its pooled ones.
         names = [n for n in ("direct", "pgwarden", "steered", "pgbouncer", "haproxy",
-                             "pgwarden-tls", "pgbouncer-tls") if n in self.targets]
+                             "pgwarden-tls", "pgbouncer-tls", "pgbouncer-fresh-tls")
+                 if n in self.targets]
         for rnd in range(s.rounds):
             self.note_load("connect", rnd)
             for name in self.rotated(names, rnd):

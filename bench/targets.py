@@ -615,6 +615,11 @@ class PgbouncerTlsTarget(PgbouncerTarget):
         return {"PGSSLMODE": "require"}
 
 
+# server_lifetime 0 makes PgBouncer close a server connection after the one client session it
+# served, so each client session logs in to a new PostgreSQL backend, as through pgwardend.
+ONE_SESSION_PER_SERVER = "server_lifetime = 0"
+
+
 class PgbouncerFreshTarget(PgbouncerTarget):
     """PgBouncer as `pgbouncer`, but with server_lifetime 0: each server connection serves
     one client session and is closed, so every client session gets a new PostgreSQL backend
@@ -626,7 +631,18 @@ class PgbouncerFreshTarget(PgbouncerTarget):
     name = "pgbouncer-fresh"
 
     def extra_ini(self):
-        return ["server_lifetime = 0"]
+        return [ONE_SESSION_PER_SERVER]
+
+
+class PgbouncerFreshTlsTarget(PgbouncerTlsTarget):
+    """`pgbouncer-tls` with a new server backend and server login per client session: what
+    pgwardend does per TLS session (handshake, then the client's login passed through to a
+    new backend). The pooled `pgbouncer-tls` skips the server login on a reused backend."""
+
+    name = "pgbouncer-fresh-tls"
+
+    def extra_ini(self):
+        return super().extra_ini() + [ONE_SESSION_PER_SERVER]
 
 
 class HaproxyTarget(Target):
