@@ -163,6 +163,7 @@ static void conn_free(struct loop *loop, struct loop_deferred *dfr)
 	free(c->stream.st);
 	session_release(&c->session);
 	config_unref(c->config);
+	free(c->rule);
 	free(c);
 }
 

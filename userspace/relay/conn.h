@@ -161,7 +161,10 @@ struct conn {
 	int64_t last_latency_ns; /* -1 before the first statement completes */
 	uint64_t errors;         /* ErrorResponses sent to the client */
 	struct admin_text last_statement;
-	struct admin_name rule;  /* the policy rule that admitted the session ("": none) */
+	/* The policy rule that admitted the session, allocated when there is one: a session
+	 * that no rule admitted (no policy) does not carry the 72 bytes. Set once by the worker
+	 * (release), read by the admin thread (acquire); freed with the connection. */
+	struct admin_name *rule;
 };
 
 /* The session as the admin socket lists it (docs/ADMIN.md). Any thread, under the owning

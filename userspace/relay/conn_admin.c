@@ -6,6 +6,7 @@
 #include "sql/sql.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 _Static_assert(POLICY_NAME_MAX + 1 <= ADMIN_NAME_MAX, "a rule's whole name fits the listing");
@@ -19,10 +20,23 @@ void conn_publish_rule(struct conn *c)
 	for (unsigned i = 0; p && i < p->count; i++)
 		if (p->stages[i] == &policy_stage)
 			rule = policy_stage_rule(&c->chain, i);
+	if (!c->rule) {
+		struct admin_name *shown;
+
+		if (!*rule)
+			return;
+		/* Out of memory: the listing shows no rule until a later call manages. */
+		shown = calloc(1, sizeof(*shown));
+		if (!shown)
+			return;
+		admin_text_set(shown, rule, strlen(rule));
+		__atomic_store_n(&c->rule, shown, __ATOMIC_RELEASE);
+		return;
+	}
 	/* The rule changes at login and at a reload: compare before the seqlock write. */
-	admin_text_get(&c->rule, have, sizeof(have));
+	admin_text_get(c->rule, have, sizeof(have));
 	if (strcmp(have, rule))
-		admin_text_set(&c->rule, rule, strlen(rule));
+		admin_text_set(c->rule, rule, strlen(rule));
 }
 
 json_t *conn_admin_json(struct conn *c, uint64_t now)
@@ -45,8 +59,9 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		.upstream_tls_cipher = c->session.server_tls.cipher,
 	};
 	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
+	const struct admin_name *shown = __atomic_load_n(&c->rule, __ATOMIC_ACQUIRE);
 
-	if (admin_text_get(&c->rule, rule, sizeof(rule)))
+	if (shown && admin_text_get(shown, rule, sizeof(rule)))
 		v.rule = rule;
 
 	/* Literals leave the listing here, on the admin thread, never on the data path. */

@@ -131,8 +131,10 @@ static int conn_backend_auth(struct conn *c, const struct proto_msg *m)
 			conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 			return -ENOMEM;
 		}
-		if (conn_guard(c))
+		if (conn_guard(c)) {
 			guard_login(conn_guard(c), &c->guard); /* no longer logging in */
+			guard_upstream_forget(conn_guard(c), &c->guard); /* not a loop */
+		}
 		conn_note_auth(c);
 		conn_set_state(c, CONN_AUTH);
 		return 0;

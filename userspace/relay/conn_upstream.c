@@ -142,7 +142,7 @@ int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_
 			       EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 		if (err) {
 			if (conn_guard(c))
-				guard_upstream_closed(conn_guard(c), &c->guard);
+				guard_upstream_forget(conn_guard(c), &c->guard);
 			transport_destroy(t);
 			return err;
 		}
@@ -186,7 +186,7 @@ void conn_upstream_drop(struct conn *c)
 {
 	if (c->server) {
 		if (conn_guard(c))
-			guard_upstream_closed(conn_guard(c), &c->guard);
+			guard_upstream_forget(conn_guard(c), &c->guard);
 		if (c->server->fd >= 0)
 			loop_del(&c->worker->loop, &c->server_watch);
 		(void)transport_shutdown(c->server); /* a TLS leg's close_notify; best effort */

@@ -180,12 +180,12 @@ void guard_login(struct guard *g, struct guard_slot *slot)
 
 void guard_upstream(struct guard *g, struct guard_slot *slot, int fd, const struct addr *to)
 {
-	guard_upstream_closed(g, slot);
+	guard_upstream_forget(g, slot);
 	if (to && (to->ss.sa.sa_family == AF_INET || to->ss.sa.sa_family == AF_INET6))
 		slot->upstream = selfloop_add(g->loop, fd, to);
 }
 
-void guard_upstream_closed(struct guard *g, struct guard_slot *slot)
+void guard_upstream_forget(struct guard *g, struct guard_slot *slot)
 {
 	if (!slot->upstream)
 		return;
@@ -196,7 +196,7 @@ void guard_upstream_closed(struct guard *g, struct guard_slot *slot)
 void guard_close(struct guard *g, struct guard_slot *slot)
 {
 	guard_login(g, slot);
-	guard_upstream_closed(g, slot);
+	guard_upstream_forget(g, slot);
 }
 
 uint32_t guard_prelogin(struct guard *g)

@@ -7,7 +7,8 @@
  *                   back), TPROXY destination (a remote client may name any address; only
  *                   protected ones are served), pre-login admission (relay/admission.h)
  *   at login        the connection stops counting as logging in (AuthenticationOk)
- *   upstream        its TCP socket is remembered while it lives, for the self-loop check
+ *   upstream        its TCP socket is remembered for the self-loop check until the server
+ *                   answers on it (AuthenticationOk) or it closes
  *   at close        whatever of the above it still holds is released
  *
  * A refusal is counted (pgwarden_connections_refused_total{reason}) and logged as
@@ -34,7 +35,7 @@ struct selfloop_entry;
 struct guard_slot {
 	struct admission_source source;
 	bool prelogin;                   /* counted as logging in */
-	struct selfloop_entry *upstream; /* its TCP upstream socket, while open */
+	struct selfloop_entry *upstream; /* its TCP upstream socket, until it answers */
 };
 
 /* Why a client was refused, for the FATAL it gets. */
@@ -66,8 +67,13 @@ void guard_login(struct guard *g, struct guard_slot *slot);
 /* The connection's TCP upstream socket fd has started its connect() to `to`. */
 void guard_upstream(struct guard *g, struct guard_slot *slot, int fd, const struct addr *to);
 
-/* Its upstream socket is about to be closed. Idempotent. */
-void guard_upstream_closed(struct guard *g, struct guard_slot *slot);
+/*
+ * Stop recognising its upstream socket: the socket is about to be closed, or the server
+ * has answered on it. A loop back to the relay is refused at its accept, before the looped
+ * side could send a byte, so once anything came back the entry has done its work and an
+ * idle session need not keep it. Idempotent.
+ */
+void guard_upstream_forget(struct guard *g, struct guard_slot *slot);
 
 /* The connection is closing: release everything the slot holds. Idempotent. */
 void guard_close(struct guard *g, struct guard_slot *slot);

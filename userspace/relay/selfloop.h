@@ -7,11 +7,12 @@
  * upstream back to it, an address that became local later.
  *
  * The relay registers each TCP upstream socket once its connect() has started (its local
- * endpoint is known then) and forgets it when the socket closes. At accept, a connection
- * whose peer is the local endpoint of a registered socket is that socket when the accepted
- * socket's own address is where that socket connected to (no NAT), or, when it is not,
- * when the kernel has no other socket with that 4-tuple (the connection was translated on
- * its way: it can only be ours). A client that merely shares a local port with an upstream
+ * endpoint is known then) and forgets it when the server answers on it or the socket
+ * closes (a loop is refused at its accept, before anything can come back). At accept, a
+ * connection whose peer is the local endpoint of a registered socket is that socket when
+ * the accepted socket's own address is where that socket connected to (no NAT), or, when
+ * it is not, when the kernel has no other socket with that 4-tuple (the connection was
+ * translated on its way: it can only be ours). A client that merely shares a local port with an upstream
  * socket (the kernel reuses ports across destinations) is told apart by that second look,
  * a sock_diag query made only in that rare case.
  *

@@ -47,13 +47,15 @@ struct transport_ops {
 	void (*destroy)(struct transport *t);
 };
 
+/* Each connection embeds two (conn.h): the readiness fields are bytes, so that the four of
+ * them share the word after fd instead of padding the struct to 48 bytes. */
 struct transport {
 	const struct transport_ops *ops;
 	int fd;             /* the socket the loop watches; -1 for a fake without one */
-	uint32_t ready;     /* TRANSPORT_READ/WRITE as the loop last reported, minus what an
+	uint8_t ready;      /* TRANSPORT_READ/WRITE as the loop last reported, minus what an
 			     * operation found exhausted */
-	uint32_t read_needs;  /* readiness a blocked read() waits for; 0: not blocked */
-	uint32_t write_needs; /* likewise for write() and handshake() */
+	uint8_t read_needs;  /* readiness a blocked read() waits for; 0: not blocked */
+	uint8_t write_needs; /* likewise for write() and handshake() */
 	bool hup;           /* the peer hung up: read on until end of stream */
 	uint64_t bytes_in;  /* payload bytes read (after decryption), for the session counters */
 	uint64_t bytes_out; /* payload bytes written */

@@ -161,7 +161,7 @@ static void bio_method_init(void)
  * Turn an OpenSSL failure (ret <= 0 from an I/O call) into the transport's answer:
  * -EAGAIN with *needs set, 0 for close_notify (reads), or -errno with the reason recorded.
  */
-static int tls_failure(struct tls_transport *tt, int ret, uint32_t *needs, const char *what)
+static int tls_failure(struct tls_transport *tt, int ret, uint8_t *needs, const char *what)
 {
 	int e = SSL_get_error(tt->conn.ssl, ret);
 	unsigned long code;
@@ -334,7 +334,7 @@ static int tls_shutdown(struct transport *t)
 	tt->sys_errno = 0;
 	r = SSL_shutdown(tt->conn.ssl);
 	if (r < 0) {
-		uint32_t needs = 0;
+		uint8_t needs = 0;
 
 		r = tls_failure(tt, r, &needs, "TLS shutdown failed");
 		if (r == -EAGAIN && needs == TRANSPORT_WRITE) {
