@@ -12,11 +12,11 @@
  * connection whose peer is the local endpoint of a registered socket is that socket when
  * the accepted socket's own address is where that socket connected to (no NAT), or, when
  * it is not, when the kernel has no other socket with that 4-tuple (the connection was
- * translated on its way: it can only be ours). A client that merely shares a local port with an upstream
- * socket (the kernel reuses ports across destinations) is told apart by that second look,
- * a sock_diag query made only in that rare case.
+ * translated on its way: it can only be ours). A client that merely shares a local port
+ * with an upstream socket (the kernel reuses ports across destinations) is told apart by
+ * that second look, a sock_diag query made only in that rare case.
  *
- * Thread-safe: one mutex, taken at an upstream connect, at its close, and at accept.
+ * Thread-safe: one mutex, taken at an upstream connect, when it is forgotten, and at accept.
  */
 #ifndef PGWARDEN_SELFLOOP_H
 #define PGWARDEN_SELFLOOP_H
