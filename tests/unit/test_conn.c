@@ -1629,38 +1629,40 @@ static void test_statement_table_follows_the_server(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
-/* The request queue: one request at a time lives inside the tracker (no allocation per
- * transaction); requests pipelined behind it move to the heap, which is freed as soon as
- * they are all answered, so an idle session holds none. */
+/* The request queue: the requests of one transaction's batch live inside the tracker (no
+ * allocation per transaction); more pipelined behind them move to the heap, which is freed
+ * as soon as they are all answered, so an idle session holds none. */
 static void test_request_queue_storage(void **state)
 {
 	struct conn *c = login("alice");
 	struct msgs q = {.n = 0}, a = {.n = 0};
 
-	m_query(&q, "SELECT 2");
+	for (int i = 0; i < TRACK_INLINE_CAP; i++)
+		m_query(&q, "SELECT 2");
 	client_sends(&q);
-	assert_int_equal(c->track.count, 1);
-	assert_ptr_equal(c->track.ring, &c->track.first);
-	r_complete(&a, "SELECT 1");
-	r_ready(&a, 'I');
-	server_sends(&a);
-	assert_int_equal(c->track.count, 0);
-	assert_null(c->track.ring);
-
-	q.n = a.n = 0;
-	m_query(&q, "SELECT 2");
-	m_query(&q, "SELECT 3");
-	m_query(&q, "SELECT 4");
-	client_sends(&q);
-	assert_int_equal(c->track.count, 3);
-	assert_ptr_not_equal(c->track.ring, &c->track.first);
-	for (int i = 0; i < 3; i++) {
+	assert_int_equal(c->track.count, TRACK_INLINE_CAP);
+	assert_ptr_equal(c->track.ring, c->track.inline_ring);
+	for (int i = 0; i < TRACK_INLINE_CAP; i++) {
 		r_complete(&a, "SELECT 1");
 		r_ready(&a, 'I');
 	}
 	server_sends(&a);
 	assert_int_equal(c->track.count, 0);
-	assert_null(c->track.ring);
+	assert_ptr_equal(c->track.ring, c->track.inline_ring);
+
+	q.n = a.n = 0;
+	for (int i = 0; i <= TRACK_INLINE_CAP; i++)
+		m_query(&q, "SELECT 3");
+	client_sends(&q);
+	assert_int_equal(c->track.count, TRACK_INLINE_CAP + 1);
+	assert_ptr_not_equal(c->track.ring, c->track.inline_ring);
+	for (int i = 0; i <= TRACK_INLINE_CAP; i++) {
+		r_complete(&a, "SELECT 1");
+		r_ready(&a, 'I');
+	}
+	server_sends(&a);
+	assert_int_equal(c->track.count, 0);
+	assert_ptr_equal(c->track.ring, c->track.inline_ring);
 	assert_int_equal(c->state, CONN_READY);
 }
 

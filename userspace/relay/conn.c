@@ -429,6 +429,14 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
 	}
+	/* conn_request_done counts Executes and FunctionCalls (statements_total); it needs
+	 * every kind only for a stage that hears REQUEST_DONE. */
+	if (stage_chain_hears(&c->chain, STAGE_NOTE_REQUEST_DONE))
+		c->track.done_kinds = UINT32_MAX;
+	else if (conn_metrics(c))
+		c->track.done_kinds = TRACK_KIND_BIT(TRACK_EXECUTE) | TRACK_KIND_BIT(TRACK_FUNCTION);
+	else
+		c->track.done_kinds = 0;
 	__atomic_store_n(&c->session_started, true, __ATOMIC_RELEASE);
 	conn_publish(c, "session_start");
 	stage_run_session_start(&c->chain, &c->limits, conn_now(c), &res);
