@@ -120,14 +120,17 @@ static void track_pop(struct track *t)
 		track_ring_drop(t);
 }
 
-/* A NUL-terminated string inside [p, end), or NULL. */
-static const char *track_cstr(const uint8_t **p, const uint8_t *end)
+/* A NUL-terminated string inside [p, end), or NULL; its length in *len when len is not
+ * NULL (the texts of a Query and a Parse are not walked again to find it). */
+static const char *track_cstr(const uint8_t **p, const uint8_t *end, uint32_t *len)
 {
 	const uint8_t *z = *p < end ? memchr(*p, 0, (size_t)(end - *p)) : NULL;
 	const char *s = (const char *)*p;
 
 	if (!z)
 		return NULL;
+	if (len)
+		*len = (uint32_t)(z - *p);
 	*p = z + 1;
 	return s;
 }
@@ -263,6 +266,7 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 	uint64_t request = t->next_request;
 	struct track_entry *e;
 	const char *a, *b;
+	uint32_t sql_len = 0;
 
 	if (t->skipping && head[0] != PqMsg_Sync) {
 		track_skip(t, track_kind_of(head[0]), now);
@@ -273,9 +277,9 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		struct track_entry pending = {0};
 		int r;
 
-		a = whole ? track_cstr(&p, end) : NULL;
+		a = whole ? track_cstr(&p, end, &sql_len) : NULL;
 		if (a) {
-			r = track_sql_query_changes(t, &pending, a, strlen(a), words);
+			r = track_sql_query_changes(t, &pending, a, sql_len, words);
 			if (r)
 				return r;
 		}
@@ -299,17 +303,17 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		struct stmt_entry *s = NULL;
 		uint16_t nparams = 0;
 
-		a = track_cstr(&p, end);
-		b = a ? track_cstr(&p, end) : NULL;
+		a = track_cstr(&p, end, NULL);
+		b = a ? track_cstr(&p, end, &sql_len) : NULL;
 		if (a && b && end - p >= 2)
 			nparams = (uint16_t)(p[0] << 8 | p[1]);
-		if (a && !track_fits(t, a, b ? (uint32_t)strlen(b) : 0, 0, 0))
+		if (a && !track_fits(t, a, b ? sql_len : 0, 0, 0))
 			return -ENOSPC;
 		/* A Parse too large to hold whole still makes a statement; its text is then
 		 * unknown to pgwarden, which stages treat as "cannot tell". */
 		if (a) {
 			s = stmt_new(a, whole && b && t->keep_text ? b : NULL,
-				     b ? (uint32_t)strlen(b) : 0, nparams, false);
+				     b ? sql_len : 0, nparams, false);
 			if (!s)
 				return -ENOMEM;
 			s->cls = cls;
@@ -327,8 +331,8 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		break;
 	}
 	case PqMsg_Bind:
-		a = track_cstr(&p, end);
-		b = a ? track_cstr(&p, end) : NULL;
+		a = track_cstr(&p, end, NULL);
+		b = a ? track_cstr(&p, end, NULL) : NULL;
 		e = track_push(t, TRACK_BIND, request, now);
 		if (!e)
 			return -ENOMEM;
@@ -348,14 +352,14 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		if (!e)
 			return -ENOMEM;
 		e->target = p < end ? *p++ : 0;
-		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end)) && !(e->name = track_name_dup(a)))
+		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end, NULL)) && !(e->name = track_name_dup(a)))
 			return -ENOMEM;
 		break;
 	case PqMsg_Execute: {
 		struct stmt_entry *s = NULL;
 		bool preparing = false;
 
-		a = track_cstr(&p, end);
+		a = track_cstr(&p, end, NULL);
 		if (a)
 			s = track_portal_named(t, a);
 		/* An Execute that runs an SQL PREPARE creates a statement: within the limits. */
