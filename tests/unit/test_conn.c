@@ -25,6 +25,7 @@
 #include "proto/proto.h"
 #include "relay/conn.h"
 #include "relay/relay.h"
+#include "relay/track_internal.h"
 #include "relay/worker.h"
 #include "stage/stage.h"
 #include "tls/tls.h"
@@ -1666,6 +1667,36 @@ static void test_request_queue_storage(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
+/* The tracker finds PREPARE, DEALLOC(ATE) and DISCARD in any case wherever they lie in a
+ * text, its first bytes, its last, or across the eight-byte blocks it reads at once; and
+ * nothing in a text full of their first letters, or with a word cut short by the end. */
+static void test_statement_words_anywhere(void **state)
+{
+	static const char *const words[] = {"prepare", "DEALLOC", "Discard"};
+	static const char filler[] = "pdPD xpr_dEq.Di";
+	char text[64];
+
+	for (size_t w = 0; w < 3; w++) {
+		for (size_t at = 0; at < 24; at++) {
+			for (size_t tail = 0; tail < 10; tail++) {
+				size_t n = at + 7 + tail;
+
+				for (size_t i = 0; i < n; i++)
+					text[i] = filler[i % (sizeof(filler) - 1)];
+				memcpy(text + at, words[w], 7);
+				assert_true(track_sql_mentions_statement_words(text, n));
+				assert_false(track_sql_mentions_statement_words(text, at + 6));
+			}
+		}
+	}
+	for (size_t n = 0; n < sizeof(text); n++) {
+		for (size_t i = 0; i < n; i++)
+			text[i] = filler[i % (sizeof(filler) - 1)];
+		assert_false(track_sql_mentions_statement_words(text, n));
+	}
+	assert_false(track_sql_mentions_statement_words("PREPAR DEALLO DISCAR prepar", 27));
+}
+
 /* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
  * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
  * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
@@ -3130,6 +3161,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_queue_storage, setup, teardown),
+		cmocka_unit_test(test_statement_words_anywhere),
 		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_by_execute_limit, setup, teardown),
