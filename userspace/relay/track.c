@@ -76,27 +76,34 @@ void track_release(struct track *t)
 	stmt_table_release(&t->stmts);
 }
 
-/* Room for one more entry; past the inline ring, the ring grows on the heap by doubling and
- * is freed when empty. */
-static struct track_entry *track_push(struct track *t, enum track_kind kind, uint64_t request,
-				      uint64_t now)
+/* Past the inline ring, the ring grows on the heap by doubling (and is freed when empty).
+ * 0 or -ENOMEM. */
+static int track_grow(struct track *t)
+{
+	uint32_t cap = t->cap * 2;
+	struct track_entry *ring = malloc(cap * sizeof(*ring)); /* zeroed as pushed */
+
+	if (!ring)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < t->count; i++)
+		ring[i] = *track_at(t, i);
+	if (t->ring != t->inline_ring)
+		free(t->ring);
+	t->ring = ring;
+	t->cap = cap;
+	t->head = 0;
+	return 0;
+}
+
+/* Room for one more entry. Inline, as track_pop: each runs for every request, and their
+ * common path is a few stores. */
+static inline struct track_entry *track_push(struct track *t, enum track_kind kind,
+					     uint64_t request, uint64_t now)
 {
 	struct track_entry *e;
 
-	if (t->count == t->cap) {
-		uint32_t cap = t->cap * 2;
-		struct track_entry *ring = malloc(cap * sizeof(*ring)); /* zeroed as pushed */
-
-		if (!ring)
-			return NULL;
-		for (uint32_t i = 0; i < t->count; i++)
-			ring[i] = *track_at(t, i);
-		if (t->ring != t->inline_ring)
-			free(t->ring);
-		t->ring = ring;
-		t->cap = cap;
-		t->head = 0;
-	}
+	if (t->count == t->cap && track_grow(t))
+		return NULL;
 	e = track_at(t, t->count++);
 	memset(e, 0, sizeof(*e));
 	e->kind = (uint8_t)kind;
@@ -107,7 +114,7 @@ static struct track_entry *track_push(struct track *t, enum track_kind kind, uin
 	return e;
 }
 
-static void track_pop(struct track *t)
+static inline void track_pop(struct track *t)
 {
 	struct track_entry *e = track_at(t, 0);
 
