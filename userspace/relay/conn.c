@@ -464,7 +464,8 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 	if (stage_chain_hears(&c->chain, STAGE_NOTE_REQUEST_DONE))
 		c->track.done_kinds = UINT32_MAX;
 	else if (conn_metrics(c))
-		c->track.done_kinds = TRACK_KIND_BIT(TRACK_EXECUTE) | TRACK_KIND_BIT(TRACK_FUNCTION);
+		c->track.done_kinds =
+			TRACK_KIND_BIT(TRACK_EXECUTE) | TRACK_KIND_BIT(TRACK_FUNCTION);
 	else
 		c->track.done_kinds = 0;
 	__atomic_store_n(&c->session_started, true, __ATOMIC_RELEASE);

@@ -359,7 +359,8 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		if (!e)
 			return -ENOMEM;
 		e->target = p < end ? *p++ : 0;
-		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end, NULL)) && !(e->name = track_name_dup(a)))
+		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end, NULL)) &&
+		    !(e->name = track_name_dup(a)))
 			return -ENOMEM;
 		break;
 	case PqMsg_Execute: {
@@ -464,7 +465,6 @@ uint64_t track_tag_rows(const char *tag)
 	}
 	return rows;
 }
-
 
 /* The server confirmed the head entry: apply what it changes, report it, pop it. */
 static void track_complete(struct track *t, const char *tag, uint64_t now)
@@ -658,9 +658,10 @@ enum track_action track_backend(struct track *t, const struct proto_msg *m, uint
 		track_report(t, e, NULL, false, false, false, now);
 		return TRACK_PASS;
 	case PqMsg_ReadyForQuery:
-		/* Its one byte is read here as proto_read_ready() reads it: any other body is
-		 * no 'I' to the tracker, and the connection fails the session on it. Not read
-		 * twice per transaction (the connection reads it too). */
+		/* The status byte read in place: the one body proto_read_ready() takes for 'I'
+		 * is this one, and any other is no 'I' here either (the connection then fails
+		 * the session on it). The connection reads the message with proto_read_ready()
+		 * anyway: this spares reading it twice per transaction. */
 		if (m->body_len == 1 && m->body[0] == 'I')
 			stmt_portals_end(&t->stmts); /* the transaction, and its portals, ended */
 		else

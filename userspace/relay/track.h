@@ -76,7 +76,7 @@ struct track_entry {
 	union {
 		void *held;       /* NULL: the entry holds none of these */
 		char *name;       /* Bind: portal; Close: the name; NULL: none */
-		struct track_sql_change *changes; /* Query: its SQL-level PREPARE/DEALLOCATE/DISCARD */
+		struct track_sql_change *changes; /* Query: its SQL PREPARE/DEALLOCATE/DISCARD */
 		uint8_t *reply;   /* POISON: the ErrorResponse that replaces the server's answer */
 	};
 	union {
