@@ -25,6 +25,7 @@
 #include "proto/proto.h"
 #include "relay/conn.h"
 #include "relay/relay.h"
+#include "relay/track_internal.h"
 #include "relay/worker.h"
 #include "stage/stage.h"
 #include "tls/tls.h"
@@ -1629,39 +1630,71 @@ static void test_statement_table_follows_the_server(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
-/* The request queue: one request at a time lives inside the tracker (no allocation per
- * transaction); requests pipelined behind it move to the heap, which is freed as soon as
- * they are all answered, so an idle session holds none. */
+/* The request queue: the requests of one transaction's batch live inside the tracker (no
+ * allocation per transaction); more pipelined behind them move to the heap, which is freed
+ * as soon as they are all answered, so an idle session holds none. */
 static void test_request_queue_storage(void **state)
 {
 	struct conn *c = login("alice");
 	struct msgs q = {.n = 0}, a = {.n = 0};
 
-	m_query(&q, "SELECT 2");
+	for (int i = 0; i < TRACK_INLINE_CAP; i++)
+		m_query(&q, "SELECT 2");
 	client_sends(&q);
-	assert_int_equal(c->track.count, 1);
-	assert_ptr_equal(c->track.ring, &c->track.first);
-	r_complete(&a, "SELECT 1");
-	r_ready(&a, 'I');
-	server_sends(&a);
-	assert_int_equal(c->track.count, 0);
-	assert_null(c->track.ring);
-
-	q.n = a.n = 0;
-	m_query(&q, "SELECT 2");
-	m_query(&q, "SELECT 3");
-	m_query(&q, "SELECT 4");
-	client_sends(&q);
-	assert_int_equal(c->track.count, 3);
-	assert_ptr_not_equal(c->track.ring, &c->track.first);
-	for (int i = 0; i < 3; i++) {
+	assert_int_equal(c->track.count, TRACK_INLINE_CAP);
+	assert_ptr_equal(c->track.ring, c->track.inline_ring);
+	for (int i = 0; i < TRACK_INLINE_CAP; i++) {
 		r_complete(&a, "SELECT 1");
 		r_ready(&a, 'I');
 	}
 	server_sends(&a);
 	assert_int_equal(c->track.count, 0);
-	assert_null(c->track.ring);
+	assert_ptr_equal(c->track.ring, c->track.inline_ring);
+
+	q.n = a.n = 0;
+	for (int i = 0; i <= TRACK_INLINE_CAP; i++)
+		m_query(&q, "SELECT 3");
+	client_sends(&q);
+	assert_int_equal(c->track.count, TRACK_INLINE_CAP + 1);
+	assert_ptr_not_equal(c->track.ring, c->track.inline_ring);
+	for (int i = 0; i <= TRACK_INLINE_CAP; i++) {
+		r_complete(&a, "SELECT 1");
+		r_ready(&a, 'I');
+	}
+	server_sends(&a);
+	assert_int_equal(c->track.count, 0);
+	assert_ptr_equal(c->track.ring, c->track.inline_ring);
 	assert_int_equal(c->state, CONN_READY);
+}
+
+/* The tracker finds PREPARE, DEALLOC(ATE) and DISCARD in any case wherever they lie in a
+ * text, its first bytes, its last, or across the eight-byte blocks it reads at once; and
+ * nothing in a text full of their first letters, or with a word cut short by the end. */
+static void test_statement_words_anywhere(void **state)
+{
+	static const char *const words[] = {"prepare", "DEALLOC", "Discard"};
+	static const char filler[] = "pdPD xpr_dEq.Di";
+	char text[64];
+
+	for (size_t w = 0; w < 3; w++) {
+		for (size_t at = 0; at < 24; at++) {
+			for (size_t tail = 0; tail < 10; tail++) {
+				size_t n = at + 7 + tail;
+
+				for (size_t i = 0; i < n; i++)
+					text[i] = filler[i % (sizeof(filler) - 1)];
+				memcpy(text + at, words[w], 7);
+				assert_true(track_sql_mentions_statement_words(text, n));
+				assert_false(track_sql_mentions_statement_words(text, at + 6));
+			}
+		}
+	}
+	for (size_t n = 0; n < sizeof(text); n++) {
+		for (size_t i = 0; i < n; i++)
+			text[i] = filler[i % (sizeof(filler) - 1)];
+		assert_false(track_sql_mentions_statement_words(text, n));
+	}
+	assert_false(track_sql_mentions_statement_words("PREPAR DEALLO DISCAR prepar", 27));
 }
 
 /* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
@@ -3128,6 +3161,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_queue_storage, setup, teardown),
+		cmocka_unit_test(test_statement_words_anywhere),
 		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_by_execute_limit, setup, teardown),

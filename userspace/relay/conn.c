@@ -274,18 +274,47 @@ static void conn_handle_eof(struct conn *c)
 	conn_fail(c, SQLSTATE_CONNECTION_FAILURE, "client closed", "client closed");
 }
 
+/*
+ * After the server → client pump moved: could another pass do anything? The client → server
+ * pump can only if it stopped with bytes held, or while the client still had bytes to read
+ * (it was not let read them: the tracker full, the login not done); otherwise it stopped on
+ * an empty socket, which only the client's next event refills. The server → client pump
+ * can only if it stopped with bytes it did not send (a failure framed its last words).
+ */
+static bool conn_pass_owed(const struct conn *c)
+{
+	const struct conn_dir *c2s = &c->dir[CONN_C2S], *s2c = &c->dir[CONN_S2C];
+
+	return c2s->buf || c2s->stream_left || c2s->skip_left ||
+	       (!c2s->eof && transport_can_read(c->client)) || (s2c->buf && s2c->framed) ||
+	       c->stream.out;
+}
+
+/* The moves every transaction makes (READY ⇄ BUSY) unblock nothing a pump waits for: both
+ * directions admit, read and frame alike in the two. */
+static bool conn_state_moved_matters(enum conn_state from, enum conn_state to)
+{
+	bool from_tx = from == CONN_READY || from == CONN_BUSY;
+	bool to_tx = to == CONN_READY || to == CONN_BUSY;
+
+	return from != to && !(from_tx && to_tx);
+}
+
 void conn_run(struct conn *c)
 {
 	bool moved;
 
 	/* Repeat while anything moves that a pass has not yet answered: a login, a failure or
 	 * an answer can unblock the other direction. What the client → server pump moves,
-	 * the server → client pump after it already saw; so the pass repeats only when the
-	 * handshake, the server → client pump or the state moved (a client event, which
-	 * moves only the client's bytes, takes one pass). Every pass that moves consumes or
-	 * sends bytes, or moves the state towards CLOSED, so this ends. */
+	 * the server → client pump after it already saw; what the server → client pump moves
+	 * needs another pass only when something waits for it (conn_pass_owed). So a pass
+	 * repeats when the handshake moved, when the state moved in a way that matters
+	 * (conn_state_moved_matters), or when the server → client pump moved and a pass is
+	 * owed: an event of either side in a running session takes one pass. Every pass that
+	 * moves consumes or sends bytes, or moves the state towards CLOSED, so this ends. */
 	do {
 		enum conn_state before = c->state;
+		bool s2c_moved;
 
 		/* Asked only in the handshake states: this loop runs for every event. */
 		moved = (c->state == CONN_CLIENT_TLS || c->state == CONN_SERVER_TLS) &&
@@ -295,13 +324,14 @@ void conn_run(struct conn *c)
 		conn_pump(c, CONN_C2S);
 		if (c->state == CONN_CLOSED)
 			return;
-		moved |= conn_pump(c, CONN_S2C);
+		s2c_moved = conn_pump(c, CONN_S2C);
 		if (c->state == CONN_CLOSED)
 			return;
 		if ((c->dir[CONN_C2S].eof || c->dir[CONN_S2C].eof) && c->state != CONN_CANCEL &&
 		    c->state < CONN_CLOSING)
 			conn_handle_eof(c);
-		moved |= c->state != before;
+		moved |= conn_state_moved_matters(before, c->state) ||
+			 (s2c_moved && conn_pass_owed(c));
 	} while (moved && c->state != CONN_CLOSED);
 	if (c->state == CONN_CLOSED)
 		return;
@@ -430,6 +460,15 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
 	}
+	/* conn_request_done counts Executes and FunctionCalls (statements_total); it needs
+	 * every kind only for a stage that hears REQUEST_DONE. */
+	if (stage_chain_hears(&c->chain, STAGE_NOTE_REQUEST_DONE))
+		c->track.done_kinds = UINT32_MAX;
+	else if (conn_metrics(c))
+		c->track.done_kinds =
+			TRACK_KIND_BIT(TRACK_EXECUTE) | TRACK_KIND_BIT(TRACK_FUNCTION);
+	else
+		c->track.done_kinds = 0;
 	__atomic_store_n(&c->session_started, true, __ATOMIC_RELEASE);
 	conn_publish(c, "session_start");
 	stage_run_session_start(&c->chain, &c->limits, conn_now(c), &res);

@@ -101,8 +101,11 @@ int conn_inject(struct conn *c, enum conn_dir_id id, const uint8_t *bytes, uint3
 int conn_replace(struct conn *c, enum conn_dir_id id, uint32_t total, uint32_t avail,
 		 const uint8_t *bytes, uint32_t n) __attribute__((warn_unused_result));
 /* Does the server → client stream go through the stream buffer (a stage streams a type in
- * this session, or bytes already wait there)? */
-bool conn_s2c_copying(const struct conn *c);
+ * this session, or bytes already wait there)? Inline: asked for every server message. */
+static inline bool conn_s2c_copying(const struct conn *c)
+{
+	return c->stream.out || (c->chain.pipeline && stage_chain_streams_any(&c->chain));
+}
 /* Room for n more bytes in the stream buffer. 0 or -ENOMEM. */
 int conn_out_reserve(struct conn *c, uint32_t n) __attribute__((warn_unused_result));
 /* Consume n unframed bytes at the framing point without sending them. */

@@ -73,11 +73,6 @@ int conn_dir_reserve(struct conn *c, struct conn_dir *d, uint32_t extra)
 	return 0;
 }
 
-bool conn_s2c_copying(const struct conn *c)
-{
-	return c->stream.out || (c->chain.pipeline && stage_chain_streams_any(&c->chain));
-}
-
 int conn_out_reserve(struct conn *c, uint32_t n)
 {
 	struct buf *o = c->stream.out, *nb;

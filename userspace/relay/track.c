@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRACK_MIN_CAP 8
-
 void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t max_stmt_bytes,
 		bool keep_text, const char *session_id_hex, track_done_fn done, void *arg)
 {
@@ -19,7 +17,10 @@ void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t m
 	t->keep_text = keep_text;
 	t->done = done;
 	t->done_arg = arg;
+	t->done_kinds = done ? UINT32_MAX : 0;
 	t->session_id_hex = session_id_hex;
+	t->ring = t->inline_ring;
+	t->cap = TRACK_INLINE_CAP;
 }
 
 /* The unnamed portal or statement, by far the most common name: never allocated. */
@@ -30,26 +31,38 @@ static char *track_name_dup(const char *name)
 	return name[0] ? strdup(name) : track_unnamed;
 }
 
-/* Runs for every request: most hold no changes, no name of their own and no reply, and
- * their fields are set again by track_push, so only what is held is released. */
+/* Runs for every request: most hold nothing of their own, and their fields are set again
+ * by track_push, so only what is held is released (what by the kind: see the union). */
 static void track_entry_free(struct track_entry *e)
 {
-	if (e->changes)
-		track_sql_changes_free(e);
-	stmt_put(e->stmt);
-	if (e->name && e->name != track_unnamed)
-		free(e->name);
-	if (e->reply)
+	if (e->stmt)
+		stmt_put(e->stmt);
+	switch (e->kind) {
+	case TRACK_QUERY:
+		if (e->changes)
+			track_sql_changes_free(e);
+		break;
+	case TRACK_BIND:
+	case TRACK_CLOSE:
+		if (e->name && e->name != track_unnamed)
+			free(e->name);
+		break;
+	case TRACK_POISON:
 		free(e->reply);
+		break;
+	default:
+		break;
+	}
 }
 
 /* The queue is empty (or going): an idle session holds no heap for it. */
 static void track_ring_drop(struct track *t)
 {
-	if (t->ring != &t->first)
+	if (t->ring != t->inline_ring)
 		free(t->ring);
-	t->ring = NULL;
-	t->cap = t->head = 0;
+	t->ring = t->inline_ring;
+	t->cap = TRACK_INLINE_CAP;
+	t->head = 0;
 }
 
 void track_release(struct track *t)
@@ -63,30 +76,34 @@ void track_release(struct track *t)
 	stmt_table_release(&t->stmts);
 }
 
-/* Room for one more entry; the ring grows by doubling and is freed when empty. */
-static struct track_entry *track_push(struct track *t, enum track_kind kind, uint64_t request,
-				      uint64_t now)
+/* Past the inline ring, the ring grows on the heap by doubling (and is freed when empty).
+ * 0 or -ENOMEM. */
+static int track_grow(struct track *t)
+{
+	uint32_t cap = t->cap * 2;
+	struct track_entry *ring = malloc(cap * sizeof(*ring)); /* zeroed as pushed */
+
+	if (!ring)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < t->count; i++)
+		ring[i] = *track_at(t, i);
+	if (t->ring != t->inline_ring)
+		free(t->ring);
+	t->ring = ring;
+	t->cap = cap;
+	t->head = 0;
+	return 0;
+}
+
+/* Room for one more entry. Inline, as track_pop: each runs for every request, and their
+ * common path is a few stores. */
+static inline struct track_entry *track_push(struct track *t, enum track_kind kind,
+					     uint64_t request, uint64_t now)
 {
 	struct track_entry *e;
 
-	if (!t->cap) {
-		t->ring = &t->first;
-		t->cap = 1;
-		t->head = 0;
-	} else if (t->count == t->cap) {
-		uint32_t cap = t->cap > 1 ? t->cap * 2 : TRACK_MIN_CAP;
-		struct track_entry *ring = malloc(cap * sizeof(*ring)); /* zeroed as pushed */
-
-		if (!ring)
-			return NULL;
-		for (uint32_t i = 0; i < t->count; i++)
-			ring[i] = *track_at(t, i);
-		if (t->ring != &t->first)
-			free(t->ring);
-		t->ring = ring;
-		t->cap = cap;
-		t->head = 0;
-	}
+	if (t->count == t->cap && track_grow(t))
+		return NULL;
 	e = track_at(t, t->count++);
 	memset(e, 0, sizeof(*e));
 	e->kind = (uint8_t)kind;
@@ -97,50 +114,61 @@ static struct track_entry *track_push(struct track *t, enum track_kind kind, uin
 	return e;
 }
 
-static void track_pop(struct track *t)
+static inline void track_pop(struct track *t)
 {
 	struct track_entry *e = track_at(t, 0);
 
 	if (e->kind == TRACK_QUERY || e->kind == TRACK_FUNCTION || e->kind == TRACK_SYNC)
 		t->owed_ready--;
-	track_entry_free(e);
+	if (e->stmt || e->held) /* most requests hold nothing of their own */
+		track_entry_free(e);
 	t->head = (t->head + 1) & (t->cap - 1);
-	if (--t->count == 0)
+	if (--t->count == 0 && t->ring != t->inline_ring)
 		track_ring_drop(t);
 }
 
-bool track_answered(uint8_t type, bool copy_in)
-{
-	switch (type) {
-	case PqMsg_Query:
-	case PqMsg_FunctionCall:
-	case PqMsg_Parse:
-	case PqMsg_Bind:
-	case PqMsg_Describe:
-	case PqMsg_Execute:
-	case PqMsg_Close:
-		return true;
-	case PqMsg_Sync:
-		return !copy_in;
-	default:
-		return false;
-	}
-}
-
-/* A NUL-terminated string inside [p, end), or NULL. */
-static const char *track_cstr(const uint8_t **p, const uint8_t *end)
+/* A NUL-terminated string inside [p, end), or NULL; its length in *len when len is not
+ * NULL (the texts of a Query and a Parse are not walked again to find it). */
+static const char *track_cstr(const uint8_t **p, const uint8_t *end, uint32_t *len)
 {
 	const uint8_t *z = *p < end ? memchr(*p, 0, (size_t)(end - *p)) : NULL;
 	const char *s = (const char *)*p;
 
 	if (!z)
 		return NULL;
+	if (len)
+		*len = (uint32_t)(z - *p);
 	*p = z + 1;
 	return s;
 }
 
-static void track_report(struct track *t, const struct track_entry *e, const char *tag,
-			 bool failed, bool skipped, bool final, uint64_t now);
+/* The listener hears of a request (what it hears is struct track_done). */
+static void track_report_done(struct track *t, const struct track_entry *e, const char *tag,
+			      bool failed, bool skipped, bool final, uint64_t now)
+{
+	struct track_done d = {
+		.request = e->request,
+		.kind = (enum track_kind)e->kind,
+		.command_tag = tag,
+		.duration_ns = now - e->started_ns,
+		.failed = failed,
+		.skipped = skipped,
+		.final = final,
+		.stmt = e->stmt,
+		.part = e->parts,
+	};
+
+	t->done(t->done_arg, &d);
+}
+
+/* Several requests complete per transaction, and the listener usually hears of one kind:
+ * inline, the others cost one test. */
+static inline void track_report(struct track *t, const struct track_entry *e, const char *tag,
+				bool failed, bool skipped, bool final, uint64_t now)
+{
+	if (t->done_kinds & TRACK_KIND_BIT(e->kind))
+		track_report_done(t, e, tag, failed, skipped, final, now);
+}
 
 static enum track_kind track_kind_of(uint8_t type)
 {
@@ -164,6 +192,12 @@ static enum track_kind track_kind_of(uint8_t type)
 	}
 }
 
+/* Names are mostly the unnamed one (""): told apart without a call. */
+static inline bool track_name_eq(const char *a, const char *b)
+{
+	return a[0] == b[0] && (!a[0] || strcmp(a + 1, b + 1) == 0);
+}
+
 /*
  * What a name will mean to the server when this message arrives: the latest Parse (or
  * Bind) of that name still on its way, else what the server has confirmed. Clients
@@ -174,7 +208,7 @@ static struct stmt_entry *track_statement_named(const struct track *t, const cha
 	for (uint32_t i = t->count; i-- > 0;) {
 		const struct track_entry *e = track_at(t, i);
 
-		if (e->kind == TRACK_PARSE && e->stmt && strcmp(e->stmt->name, name) == 0)
+		if (e->kind == TRACK_PARSE && e->stmt && track_name_eq(e->stmt->name, name))
 			return e->stmt;
 	}
 	return stmt_lookup(&t->stmts, name);
@@ -185,7 +219,7 @@ static struct stmt_entry *track_portal_named(const struct track *t, const char *
 	for (uint32_t i = t->count; i-- > 0;) {
 		const struct track_entry *e = track_at(t, i);
 
-		if (e->kind == TRACK_BIND && e->name && strcmp(e->name, portal) == 0)
+		if (e->kind == TRACK_BIND && e->name && track_name_eq(e->name, portal))
 			return e->stmt;
 	}
 	return stmt_portal_lookup(&t->stmts, portal);
@@ -219,7 +253,7 @@ bool track_fits(const struct track *t, const char *name, uint32_t sql_len,
 			count++;
 			bytes += e->stmt->sql_len;
 		}
-		for (uint32_t j = 0; j < e->nchanges; j++)
+		for (uint32_t j = 0; e->kind == TRACK_QUERY && j < e->nchanges; j++)
 			if (e->changes[j].stmt) {
 				count++;
 				bytes += strlen(e->changes[j].stmt->name) + e->changes[j].stmt->sql_len;
@@ -239,6 +273,7 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 	uint64_t request = t->next_request;
 	struct track_entry *e;
 	const char *a, *b;
+	uint32_t sql_len = 0;
 
 	if (t->skipping && head[0] != PqMsg_Sync) {
 		track_skip(t, track_kind_of(head[0]), now);
@@ -249,9 +284,9 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		struct track_entry pending = {0};
 		int r;
 
-		a = whole ? track_cstr(&p, end) : NULL;
+		a = whole ? track_cstr(&p, end, &sql_len) : NULL;
 		if (a) {
-			r = track_sql_query_changes(t, &pending, a, strlen(a), words);
+			r = track_sql_query_changes(t, &pending, a, sql_len, words);
 			if (r)
 				return r;
 		}
@@ -275,17 +310,17 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		struct stmt_entry *s = NULL;
 		uint16_t nparams = 0;
 
-		a = track_cstr(&p, end);
-		b = a ? track_cstr(&p, end) : NULL;
+		a = track_cstr(&p, end, NULL);
+		b = a ? track_cstr(&p, end, &sql_len) : NULL;
 		if (a && b && end - p >= 2)
 			nparams = (uint16_t)(p[0] << 8 | p[1]);
-		if (a && !track_fits(t, a, b ? (uint32_t)strlen(b) : 0, 0, 0))
+		if (a && !track_fits(t, a, b ? sql_len : 0, 0, 0))
 			return -ENOSPC;
 		/* A Parse too large to hold whole still makes a statement; its text is then
 		 * unknown to pgwarden, which stages treat as "cannot tell". */
 		if (a) {
 			s = stmt_new(a, whole && b && t->keep_text ? b : NULL,
-				     b ? (uint32_t)strlen(b) : 0, nparams, false);
+				     b ? sql_len : 0, nparams, false);
 			if (!s)
 				return -ENOMEM;
 			s->cls = cls;
@@ -303,8 +338,8 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		break;
 	}
 	case PqMsg_Bind:
-		a = track_cstr(&p, end);
-		b = a ? track_cstr(&p, end) : NULL;
+		a = track_cstr(&p, end, NULL);
+		b = a ? track_cstr(&p, end, NULL) : NULL;
 		e = track_push(t, TRACK_BIND, request, now);
 		if (!e)
 			return -ENOMEM;
@@ -324,14 +359,15 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		if (!e)
 			return -ENOMEM;
 		e->target = p < end ? *p++ : 0;
-		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end)) && !(e->name = track_name_dup(a)))
+		if (head[0] == PqMsg_Close && (a = track_cstr(&p, end, NULL)) &&
+		    !(e->name = track_name_dup(a)))
 			return -ENOMEM;
 		break;
 	case PqMsg_Execute: {
 		struct stmt_entry *s = NULL;
 		bool preparing = false;
 
-		a = track_cstr(&p, end);
+		a = track_cstr(&p, end, NULL);
 		if (a)
 			s = track_portal_named(t, a);
 		/* An Execute that runs an SQL PREPARE creates a statement: within the limits. */
@@ -428,25 +464,6 @@ uint64_t track_tag_rows(const char *tag)
 		rows = rows * 10 + (uint64_t)(*p - '0');
 	}
 	return rows;
-}
-
-static void track_report(struct track *t, const struct track_entry *e, const char *tag,
-			 bool failed, bool skipped, bool final, uint64_t now)
-{
-	struct track_done d = {
-		.request = e->request,
-		.kind = (enum track_kind)e->kind,
-		.command_tag = tag,
-		.duration_ns = now - e->started_ns,
-		.failed = failed,
-		.skipped = skipped,
-		.final = final,
-		.stmt = e->stmt,
-		.part = e->parts,
-	};
-
-	if (t->done)
-		t->done(t->done_arg, &d);
 }
 
 /* The server confirmed the head entry: apply what it changes, report it, pop it. */
@@ -576,7 +593,6 @@ enum track_action track_backend(struct track *t, const struct proto_msg *m, uint
 {
 	struct track_entry *e;
 	const char *tag = NULL;
-	uint8_t tx;
 
 	if (t->last_reply) {
 		free(t->last_reply);
@@ -642,7 +658,11 @@ enum track_action track_backend(struct track *t, const struct proto_msg *m, uint
 		track_report(t, e, NULL, false, false, false, now);
 		return TRACK_PASS;
 	case PqMsg_ReadyForQuery:
-		if (proto_read_ready(m, &tx) == PROTO_OK && tx == 'I')
+		/* The status byte read in place: the one body proto_read_ready() takes for 'I'
+		 * is this one, and any other is no 'I' here either (the connection then fails
+		 * the session on it). The connection reads the message with proto_read_ready()
+		 * anyway: this spares reading it twice per transaction. */
+		if (m->body_len == 1 && m->body[0] == 'I')
 			stmt_portals_end(&t->stmts); /* the transaction, and its portals, ended */
 		else
 			stmt_portal_close(&t->stmts, ""); /* Sync ends the unnamed portal too */

@@ -70,11 +70,19 @@ struct track_entry {
 	uint64_t request;
 	uint64_t started_ns;
 	struct stmt_entry *stmt; /* Parse: the statement to commit; Bind/Execute: what runs */
-	char *name;            /* Bind: portal; Close: the name; NULL otherwise */
-	struct track_sql_change *changes; /* Query: its SQL-level PREPARE/DEALLOCATE/DISCARD */
-	uint32_t nchanges;
-	uint8_t *reply;        /* POISON: the ErrorResponse that replaces the server's answer */
-	uint32_t reply_len;
+	/* What the entry holds of its own depends on its kind, and no kind holds two: one
+	 * word, so that the inline ring (struct track) stays small. Read by kind; `held`
+	 * says whether any is set. */
+	union {
+		void *held;       /* NULL: the entry holds none of these */
+		char *name;       /* Bind: portal; Close: the name; NULL: none */
+		struct track_sql_change *changes; /* Query: its SQL PREPARE/DEALLOCATE/DISCARD */
+		uint8_t *reply;   /* POISON: the ErrorResponse that replaces the server's answer */
+	};
+	union {
+		uint32_t nchanges; /* Query */
+		uint32_t reply_len; /* POISON */
+	};
 };
 
 /* What the connection hears back from the tracker (then it tells the stages). */
@@ -93,12 +101,17 @@ struct track_done {
 
 typedef void (*track_done_fn)(void *arg, const struct track_done *d);
 
+/* Requests held without a heap allocation: a prepared statement's Bind, Describe, Execute
+ * and Sync, or an unnamed one's Parse, Bind, Execute and Sync, the batches most clients send
+ * for every transaction. A power of two (the ring's indices wrap by mask). */
+#define TRACK_INLINE_CAP 4
+
 struct track {
-	/* cap entries, a power of two; NULL while empty. One request at a time (a simple
-	 * Query, the most common session) lives in `first`: no allocation per request; more
-	 * move to the heap, which is freed when the queue empties. */
+	/* cap entries, a power of two: the inline ring, or, once more requests are in flight
+	 * than it holds, a heap ring that is freed when the queue empties (an idle session
+	 * holds no heap for it). */
 	struct track_entry *ring;
-	struct track_entry first;
+	struct track_entry inline_ring[TRACK_INLINE_CAP];
 	uint32_t cap;
 	uint32_t head;
 	uint32_t count;
@@ -118,7 +131,14 @@ struct track {
 	uint8_t *last_reply;  /* what the last TRACK_REPLACE handed out; freed at the next call */
 	track_done_fn done;
 	void *done_arg;
+	/* The kinds of request done hears of (TRACK_KIND_BIT each; track_init: all, when
+	 * there is a listener). Every
+	 * transaction completes several requests: a listener that counts only some spares
+	 * building and handing over the others. */
+	uint32_t done_kinds;
 };
+
+#define TRACK_KIND_BIT(kind) (1u << (kind))
 
 /* max: requests in flight; session_id_hex names the poison statement. */
 void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t max_stmt_bytes,
@@ -143,9 +163,26 @@ static inline uint64_t track_next_request(const struct track *t)
 
 /*
  * Is this client message one the server answers (so it would be tracked), given whether the
- * server is in copy-in mode? Flush, Terminate and the copy messages are not.
+ * server is in copy-in mode? Flush, Terminate and the copy messages are not. Inline: asked
+ * for every client message.
  */
-bool track_answered(uint8_t type, bool copy_in);
+static inline bool track_answered(uint8_t type, bool copy_in)
+{
+	switch (type) {
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+	case PqMsg_Parse:
+	case PqMsg_Bind:
+	case PqMsg_Describe:
+	case PqMsg_Execute:
+	case PqMsg_Close:
+		return true;
+	case PqMsg_Sync:
+		return !copy_in;
+	default:
+		return false;
+	}
+}
 
 /*
  * A client message is being forwarded. head[0..avail) is the message from its type byte

@@ -6,6 +6,7 @@
 #include "relay/track_internal.h"
 #include "sql/sql.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,24 +23,67 @@ void track_sql_changes_free(struct track_entry *e)
 	e->nchanges = 0;
 }
 
+#define TRACK_SQL_BYTES(b) (0x0101010101010101ull * (uint8_t)(b))
+#define TRACK_SQL_LAST_BYTE (0x80ull << 56)
+
+/* The high bit of every byte of x equal to c (x - 0x01.. & ~x & 0x80.. flags every zero
+ * byte, and at most some byte above one: a candidate too many, never one too few). */
+static uint64_t track_sql_bytes_equal(uint64_t x, uint8_t c)
+{
+	x ^= TRACK_SQL_BYTES(c);
+	return (x - TRACK_SQL_BYTES(1)) & ~x & TRACK_SQL_BYTES(0x80);
+}
+
+/*
+ * May a word begin in these eight bytes (byte i at bits 8i)? Where, in ASCII lower case,
+ * a 'p' is followed by an 'r', or a 'd' by an 'e' or an 'i'; the last byte's next one is in
+ * the next block, so a 'p' or a 'd' there may begin one too. The second letter rules out
+ * most of the 'p's and 'd's of ordinary SQL (pgbench_accounts, id, and).
+ */
+static bool track_sql_block_may_start(uint64_t block)
+{
+	uint64_t lower = block | TRACK_SQL_BYTES(0x20);
+	uint64_t pr = track_sql_bytes_equal(lower, 'r') >> 8 | TRACK_SQL_LAST_BYTE;
+	uint64_t de = (track_sql_bytes_equal(lower, 'e') | track_sql_bytes_equal(lower, 'i')) >> 8 |
+		      TRACK_SQL_LAST_BYTE;
+
+	return (track_sql_bytes_equal(lower, 'p') & pr) || (track_sql_bytes_equal(lower, 'd') & de);
+}
+
 /*
  * Does the text hold PREPARE, DEALLOC(ATE) or DISCARD, in any case? One pass over it, no
  * lexer and no server parameter lookup: a keyword is never split by a comment or a quote,
  * so a text without these words changes nothing, and most texts (every Query, every
- * Execute of a prepared statement) are spared the rest.
+ * Execute of a prepared statement) are spared the rest. Runs for every Query: eight bytes
+ * where no word may begin are passed over at once.
  */
 bool track_sql_mentions_statement_words(const char *sql, size_t len)
 {
 	static const size_t word_len = 7; /* "prepare", "dealloc", "discard" */
+	size_t i = 0;
 
-	for (size_t i = 0; i + word_len <= len; i++) {
-		char c = (char)(sql[i] | 0x20); /* ASCII lower case; only 'p' and 'd' matter */
+	while (i + word_len <= len) {
+		uint64_t block;
+		size_t stop = len; /* the tail shorter than a block: byte by byte */
 
-		if (c == 'p' && strncasecmp(sql + i, "prepare", word_len) == 0)
-			return true;
-		if (c == 'd' && (strncasecmp(sql + i, "dealloc", word_len) == 0 ||
-				 strncasecmp(sql + i, "discard", word_len) == 0))
-			return true;
+		if (i + sizeof(block) <= len) {
+			memcpy(&block, sql + i, sizeof(block));
+			block = le64toh(block);
+			stop = i + sizeof(block);
+			if (!track_sql_block_may_start(block)) {
+				i = stop;
+				continue;
+			}
+		}
+		for (; i < stop && i + word_len <= len; i++) {
+			char c = (char)(sql[i] | 0x20); /* ASCII lower case */
+
+			if (c == 'p' && strncasecmp(sql + i, "prepare", word_len) == 0)
+				return true;
+			if (c == 'd' && (strncasecmp(sql + i, "dealloc", word_len) == 0 ||
+					 strncasecmp(sql + i, "discard", word_len) == 0))
+				return true;
+		}
 	}
 	return false;
 }
