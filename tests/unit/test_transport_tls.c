@@ -9,14 +9,15 @@
  *
  * Covered: TLS 1.3 and 1.2 handshakes; payload both ways in large writes, one byte per
  * write, and through a pump that forwards one byte at a time (every record arrives in
- * pieces); pending decrypted bytes; close_notify both ways, and a peer that closes without
- * it; refusals (TLS 1.1, CBC-only, RSA key exchange only, DHE, renegotiation from either
- * side, ALPN wrong or missing for direct SSL, client certificates expired, revoked, under
- * an expired CRL, untrusted, for the wrong purpose, with a NUL in the CN, with two CNs,
- * missing when required, too deep a chain); server verification (verify-ca, verify-full by
- * name and by address, SNI and ALPN offered); what a session records; channel binding and
- * its passthrough predicate; a reload with a live session; tickets and 0-RTT; and the
- * memory an idle TLS session holds.
+ * pieces); a handshake step that waits for its socket edge; pending decrypted bytes;
+ * close_notify both ways, and a peer that closes without it; refusals (TLS 1.1, CBC-only,
+ * RSA key exchange only, DHE, renegotiation from either side, ALPN wrong or missing for
+ * direct SSL, client certificates expired, revoked, under an expired CRL, untrusted, for
+ * the wrong purpose, with a NUL in the CN, with two CNs, missing when required, too deep
+ * a chain); server verification (verify-ca, verify-full by name and by address, SNI and
+ * ALPN offered); what a session records; channel binding and its passthrough predicate; a
+ * reload with a live session; tickets and 0-RTT; and the memory an idle TLS session
+ * holds.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,6 +35,7 @@
 #include <malloc.h>
 #include <openssl/err.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -505,6 +507,56 @@ static void test_read_drives_handshake(void **state)
 	}
 	assert_int_equal(r, 5);
 	assert_memory_equal(b, "hello", 5);
+	party_free(&srvp);
+	party_free(&clip);
+	tls_snapshot_unref(srv);
+	tls_snapshot_unref(cli);
+}
+
+/* Bytes waiting in the socket, for a transport that holds none. */
+static int socket_unread(int fd)
+{
+	int n = -1;
+
+	assert_int_equal(ioctl(fd, FIONREAD, &n), 0);
+	return n;
+}
+
+/*
+ * A handshake step reads the socket only after an edge since it was last found drained:
+ * OpenSSL asks for the peer's next flight right after sending its own, when that receive
+ * could only say EAGAIN. The bookkeeping must not stall: the flight that comes later brings
+ * its edge, and the step then takes it.
+ */
+static void test_handshake_waits_for_edge(void **state)
+{
+	struct tls_snapshot *srv = snap_server_role(), *cli = snap("tls.server.mode", "require", NULL);
+	struct party srvp, clip;
+	int sv[2];
+
+	socket_pair(sv);
+	srvp = ours(sv[0], srv, TLS_LEG_CLIENT, NULL, NULL, 0);
+	clip = ours(sv[1], cli, TLS_LEG_SERVER, NULL, NULL, 0);
+	/* The client's ClientHello leaves; it waits for the answer without a receive. */
+	assert_int_equal(transport_handshake(clip.t), -EAGAIN);
+	assert_int_equal(clip.t->write_needs, TRANSPORT_READ);
+	assert_true(socket_unread(sv[0]) > 0);
+	/* The ClientHello is in the server's socket, but no edge has said so: not read. */
+	assert_int_equal(transport_handshake(srvp.t), -EAGAIN);
+	assert_int_equal(srvp.t->write_needs, TRANSPORT_READ);
+	assert_false(transport_can_write(srvp.t));
+	assert_true(socket_unread(sv[0]) > 0);
+	assert_int_equal(socket_unread(sv[1]), 0);
+	/* Its edge: the server takes it and answers with its flight. */
+	note(&srvp);
+	assert_true(transport_can_write(srvp.t));
+	assert_int_equal(transport_handshake(srvp.t), -EAGAIN);
+	assert_int_equal(socket_unread(sv[0]), 0);
+	assert_true(socket_unread(sv[1]) > 0);
+	/* From here on, steps driven by edges alone finish both handshakes. */
+	handshake(&srvp, &clip, NULL);
+	assert_int_equal(srvp.hs, 1);
+	assert_int_equal(clip.hs, 1);
 	party_free(&srvp);
 	party_free(&clip);
 	tls_snapshot_unref(srv);
@@ -1404,6 +1456,7 @@ int main(void)
 		cmocka_unit_test(test_handshake_and_payload),
 		cmocka_unit_test(test_one_byte_pump),
 		cmocka_unit_test(test_read_drives_handshake),
+		cmocka_unit_test(test_handshake_waits_for_edge),
 		cmocka_unit_test(test_pending),
 		cmocka_unit_test(test_read_ahead_drain),
 		cmocka_unit_test(test_shutdown),

@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -635,7 +634,7 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 	struct guard_slot slot = {0};
 	struct guard_refusal refusal;
 	struct conn *c;
-	int one = 1, err;
+	int err;
 
 	if (!relay_conn_reserve(r, cfg->max_connections)) {
 		char text[ADDR_STRLEN];
@@ -673,7 +672,7 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 		proto.dialled.len = sizeof(proto.dialled.ss);
 		if (getsockname(fd, &proto.dialled.ss.sa, &proto.dialled.len) < 0)
 			proto.dialled.len = 0;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/* TCP_NODELAY came with the socket: its listener has it (worker_listen). */
 	}
 	conn_classify(w, l, fd, &proto);
 	/* The guard (relay/guard.h): self-loop, TPROXY destination, pre-login admission. */

@@ -82,6 +82,14 @@ static int bio_read(BIO *b, char *buf, int len)
 		}
 		return (int)n;
 	}
+	if (!(t->ready & TRANSPORT_READ)) {
+		/* Drained, and no edge since (transport_sock's rule): a receive could only say
+		 * EAGAIN, and bytes that come later bring an edge that sets the bit again. OpenSSL
+		 * asks anyway: after each handshake flight it sends (the peer's answer is not
+		 * here yet) and after a record that emptied the socket; answer for the socket. */
+		BIO_set_retry_read(b);
+		return -1;
+	}
 	do {
 		r = recv(t->fd, buf, (size_t)len, MSG_DONTWAIT);
 	} while (r < 0 && errno == EINTR);

@@ -9,6 +9,8 @@
 #include "steer/steer_origin.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -358,7 +360,7 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 			 bool transparent)
 {
 	char text[ADDR_STRLEN];
-	int fd, err;
+	int fd, err, one = 1;
 
 	fd = handover_take_listener(a, transparent, w->id); /* a predecessor's socket */
 	if (fd == -ENOENT)
@@ -368,6 +370,13 @@ static int worker_listen(struct worker *w, struct worker_listener *l, const stru
 	if (fd == 0)
 		fd = transparent ? steer_listen_transparent(a, WORKER_LISTEN_BACKLOG, true)
 				 : worker_listen_socket(a);
+	/* Linux gives each accepted socket its listener's TCP_NODELAY: set once here rather
+	 * than on every connection, and on a predecessor's socket too, whoever made it. */
+	if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+		err = -errno;
+		close(fd);
+		fd = err;
+	}
 	if (fd < 0) {
 		log_error("listen", "cannot listen on %s%s: %s",
 			  addr_format(&a->ss.sa, text, sizeof(text)),

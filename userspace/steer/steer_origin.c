@@ -459,10 +459,14 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 	t.client_port = pport;
 	t.relay_port = lport;
 	if (o && lfam == t.family) {
+		/* A closed handle looks for an attach right here: looking again for a miss,
+		 * a moment later, would only repeat that (a failed bpf() while unattached). */
+		bool looked = o->cfg_fd < 0;
+
 		origin_maybe_refresh(o, false);
 		found = o->tup_fd >= 0 && bpf_map_lookup_elem(o->tup_fd, &t, &r) == 0;
 		/* A miss may mean our maps are stale (detached and attached again). */
-		if (!found && origin_maybe_refresh(o, true))
+		if (!found && !looked && origin_maybe_refresh(o, true))
 			found = o->tup_fd >= 0 && bpf_map_lookup_elem(o->tup_fd, &t, &r) == 0;
 	}
 	if (found) {
