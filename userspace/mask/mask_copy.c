@@ -1120,19 +1120,90 @@ static size_t bin_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, ui
 	return used;
 }
 
+/* Is the parser at a row's start, with nothing pending, in a format the one pass takes? */
+static bool one_pass_ready(const struct mask_copy *c)
+{
+	if (c->pend_len || !c->plan->ncols)
+		return false;
+	if (c->o.format == MASK_COPY_BINARY)
+		return c->st == S_TUPLE && !c->word_len;
+	return c->o.format == MASK_COPY_TEXT && c->st == S_FIELD && !c->field && !c->header_row;
+}
+
 /* At a row's start, with nothing pending: the row in one pass, or 0. */
 static size_t whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
 			size_t cap, size_t *produced)
 {
-	if (c->pend_len)
+	if (!one_pass_ready(c))
 		return 0;
 	if (c->o.format == MASK_COPY_BINARY)
-		return c->st == S_TUPLE && !c->word_len ? bin_whole_row(c, in, n, out, cap, produced)
-							: 0;
-	if (c->o.format == MASK_COPY_TEXT && c->st == S_FIELD && !c->field && !c->header_row &&
-	    c->plan->ncols)
-		return text_whole_row(c, in, n, out, cap, produced);
-	return 0;
+		return bin_whole_row(c, in, n, out, cap, produced);
+	return text_whole_row(c, in, n, out, cap, produced);
+}
+
+/* Text: text_whole_row() on a copy of the row at p[0..n), where the plan's masked values
+ * keep their place (plan->in_place): only those are written. It declines a masked value with
+ * an escape, and one with a control byte (rare: the one pass copies it out to check). */
+static size_t text_row_in_place(struct mask_copy *c, uint8_t *p, size_t n)
+{
+	const uint8_t delim = c->o.delim;
+	const bool delim_masks = delim == 'X' || delim == 'x' || delim == '0';
+	size_t start = 0;
+	unsigned f = 0;
+
+	for (;;) {
+		size_t end = start, flen;
+		const struct mask_plan_col *col;
+		bool plain = true;
+
+		for (;;) {
+			end = text_special_from(p, end, n, delim);
+			if (end == n)
+				return 0; /* the row does not end here */
+			if (p[end] == delim || p[end] == '\n')
+				break;
+			plain = false;
+			end += p[end] == '\\' ? 2 : 1;
+			if (end > n)
+				return 0;
+		}
+		flen = end - start;
+		if (f >= c->plan->ncols)
+			return 0;
+		col = &c->plan->cols[f++];
+		if (col->kind != MASK_COL_CLEAR &&
+		    !(flen == c->o.null_len && memcmp(p + start, c->o.null_str, flen) == 0) &&
+		    (!plain || !mask_value_fast_in_place(&col->action, c->env, p + start, flen) ||
+		     ((delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
+		      !text_plain(p + start, flen, delim))))
+			return 0;
+		start = end + 1;
+		if (p[end] == '\n')
+			break;
+	}
+	return f == c->plan->ncols ? start : 0;
+}
+
+bool mask_copy_in_place(struct mask_copy *c, uint8_t *p, size_t n)
+{
+	const uint64_t rows = c->rows; /* the one thing the row passes change */
+	size_t i = 0;
+
+	if (!n || c->st == S_FAILED || !c->plan->in_place || !one_pass_ready(c))
+		return false;
+	while (i < n) {
+		size_t used = c->o.format == MASK_COPY_BINARY
+				      ? mask_fields_in_place(c->plan, c->env, p + i, n - i, SIZE_MAX)
+				      : text_row_in_place(c, p + i, n - i);
+
+		if (!used) {
+			c->rows = rows;
+			return false;
+		}
+		c->rows++;
+		i += used;
+	}
+	return true;
 }
 
 size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,

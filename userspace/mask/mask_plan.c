@@ -153,12 +153,15 @@ static int plan_alloc(struct mask_plan *p, unsigned n)
 
 static void plan_count(struct mask_plan *p)
 {
+	p->in_place = true;
 	for (unsigned i = 0; i < p->ncols; i++) {
 		if (p->cols[i].kind == MASK_COL_CLEAR)
 			continue;
 		p->nmasked++;
 		p->last_masked = (int32_t)i;
+		p->in_place = p->in_place && mask_fast_in_place(&p->cols[i].action);
 	}
+	p->in_place = p->in_place && p->nmasked;
 }
 
 int mask_plan_build(struct mask_plan *p, const struct mask_desc *d,

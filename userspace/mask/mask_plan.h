@@ -114,6 +114,9 @@ struct mask_plan {
 	uint16_t nmasked;     /* MASKED and WHOLE columns */
 	int32_t last_masked;  /* index of the last such column; -1 when none */
 	bool deny;            /* computed masked data under a profile that denies it */
+	/* Every masked column's action is mask_fast_in_place(): a row's masked values can be
+	 * rewritten where they lie in a copy of it (mask_fields_in_place()). */
+	bool in_place;
 	struct mask_plan_col *cols;
 };
 
