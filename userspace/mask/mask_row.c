@@ -555,21 +555,23 @@ size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *en
 size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env, uint8_t *p,
 			    size_t n, size_t la_cap)
 {
+	/* in locals: otherwise read again after every call that writes through p */
+	const struct mask_plan_col *cols = plan->cols;
+	const unsigned ncols = plan->ncols, last = (unsigned)plan->last_masked;
 	size_t pos = 2;
 
-	if (n < 2 || ((uint16_t)p[0] << 8 | p[1]) != plan->ncols)
+	if (n < 2 || ((unsigned)p[0] << 8 | p[1]) != ncols)
 		return 0;
-	for (unsigned f = 0; f < plan->ncols; f++) {
-		const struct mask_plan_col *col = &plan->cols[f];
+	for (unsigned f = 0; f < ncols; f++) {
 		int32_t len;
 		size_t vlen;
 
 		if (!field_at(p, n, pos, &len, &vlen))
 			return 0;
-		if ((int32_t)f == plan->last_masked && pos + 4 > la_cap)
+		if (f == last && pos + 4 > la_cap)
 			return 0; /* the machine answers -E2BIG */
-		if (col->kind != MASK_COL_CLEAR && len != -1 &&
-		    !mask_value_fast_in_place(&col->action, env, p + pos + 4, vlen))
+		if (cols[f].kind != MASK_COL_CLEAR && len != -1 &&
+		    !mask_value_fast_in_place(&cols[f].action, env, p + pos + 4, vlen))
 			return 0;
 		pos += 4 + vlen;
 	}
