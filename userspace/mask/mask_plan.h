@@ -138,6 +138,10 @@ int mask_plan_copy(struct mask_plan *p, const struct mask_origin *origins, unsig
 		   const struct mask_env *env, enum mask_refs refs)
 	__attribute__((warn_unused_result));
 
+/* Set nmasked, last_masked and in_place from the columns: the builders above call it; so
+ * does code that sets a plan's columns by hand (tests, benchmarks). */
+void mask_plan_count(struct mask_plan *p);
+
 void mask_plan_free(struct mask_plan *p);
 
 static inline bool mask_plan_masks(const struct mask_plan *p)
