@@ -160,7 +160,7 @@ static long run(const struct mask_copy_opts *o, const struct mask_plan *p, const
 			 * first, as the stage's run offers it */
 			if ((cut & 2) && os >= is) {
 				memcpy(out + op, in + i, is);
-				if (mask_copy_in_place(c, out + op, is)) {
+				if (mask_copy_in_place(c, in + i, out + op, is)) {
 					i += is;
 					op += is;
 					idle = 0;

@@ -194,7 +194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * the first run's body, and where the plan is in place, exactly when the one pass
 	 * takes the row */
 	memcpy(out3, body, n);
-	w = mask_fields_in_place(p, &env, out3, n, la_caps[(data[0] >> 3) & 3]);
+	w = mask_fields_in_place(p, &env, body, out3, n, la_caps[(data[0] >> 3) & 3]);
 	if (w != n)
 		w = 0;
 	CHECK(!w || (a == (long)(PROTO_HEADER_LEN + n) &&

@@ -226,7 +226,7 @@ static int64_t run_copy_messages(struct mask_copy *c, const struct mask_copy_opt
 			room = cap - op;
 		if (p->in_place && room >= end - i) {
 			memcpy(out + op, in + i, end - i);
-			if (mask_copy_in_place(c, out + op, end - i)) {
+			if (mask_copy_in_place(c, in + i, out + op, end - i)) {
 				op += end - i;
 				i = end;
 				in_place_messages++;

@@ -221,13 +221,18 @@ static void check_whole(unsigned lineno, const struct mask_plan *plan, const str
 	/* in place on a copy, where the plan allows: exactly the rows the one pass takes, with
 	 * the same body */
 	if (plan->in_place) {
-		memcpy(exact, body, body_n);
-		if ((mask_fields_in_place(plan, e, exact, body_n, la_cap) == body_n && body_n) != !!got)
-			fail_line(lineno, "in place: takes the row where the one pass does not, or the reverse");
-		else if (got && memcmp(exact, want + PROTO_HEADER_LEN, body_n) != 0)
+		uint8_t *copy = malloc(body_n ? body_n : 1);
+		bool took;
+
+		memcpy(copy, body, body_n);
+		took = mask_fields_in_place(plan, e, exact, copy, body_n, la_cap) == body_n && body_n;
+		if (took != !!got)
+			fail_line(lineno, "in place: takes other rows than the one pass");
+		else if (got && memcmp(copy, want + PROTO_HEADER_LEN, body_n) != 0)
 			fail_line(lineno, "in place: wrong output");
 		else if (got)
 			in_place_taken++;
+		free(copy);
 	}
 	free(exact);
 }

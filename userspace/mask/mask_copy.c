@@ -1175,13 +1175,18 @@ static size_t whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_
 	return text_whole_row(c, in, n, out, cap, produced);
 }
 
-/* Text: text_whole_row() on a copy of the row at p[0..n), where the plan's masked values
- * keep their place (plan->in_place): only those are written. It declines a masked value with
- * an escape, and one with a control byte (rare: the one pass copies it out to check). */
-static size_t text_row_in_place(struct mask_copy *c, uint8_t *p, size_t n)
+/* Text: text_whole_row() into a copy of the row at out[0..n) (of in[0..n)), where the plan's
+ * masked values keep their place (plan->in_place): only those are written. It declines a
+ * masked value with an escape, and one with a control byte (rare: the one pass copies it
+ * out to check). */
+static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
 {
+	/* in locals: otherwise read again after every call that writes through out */
 	const uint8_t delim = c->o.delim;
 	const bool delim_masks = delim == 'X' || delim == 'x' || delim == '0';
+	const struct mask_plan_col *cols = c->plan->cols;
+	const unsigned ncols = c->plan->ncols;
+	const struct mask_env *env = c->env;
 	size_t start = 0;
 	unsigned f = 0;
 
@@ -1191,34 +1196,36 @@ static size_t text_row_in_place(struct mask_copy *c, uint8_t *p, size_t n)
 		bool plain = true;
 
 		for (;;) {
-			end = text_special_from(p, end, n, delim);
+			end = text_special_from(in, end, n, delim);
 			if (end == n)
 				return 0; /* the row does not end here */
-			if (p[end] == delim || p[end] == '\n')
+			if (in[end] == delim || in[end] == '\n')
 				break;
 			plain = false;
-			end += p[end] == '\\' ? 2 : 1;
+			end += in[end] == '\\' ? 2 : 1;
 			if (end > n)
 				return 0;
 		}
 		flen = end - start;
-		if (f >= c->plan->ncols)
+		if (f >= ncols)
 			return 0;
-		col = &c->plan->cols[f++];
+		col = &cols[f++];
 		if (col->kind != MASK_COL_CLEAR &&
-		    !(flen == c->o.null_len && memcmp(p + start, c->o.null_str, flen) == 0) &&
-		    (!plain || !mask_value_fast_in_place(&col->action, c->env, p + start, flen) ||
+		    !(flen == c->o.null_len && memcmp(in + start, c->o.null_str, flen) == 0) &&
+		    (!plain ||
+		     mask_value_fast(&col->action, env, in + start, flen, out + start, flen) !=
+			     (int64_t)flen ||
 		     ((delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
-		      !text_plain(p + start, flen, delim))))
+		      !text_plain(out + start, flen, delim))))
 			return 0;
 		start = end + 1;
-		if (p[end] == '\n')
+		if (in[end] == '\n')
 			break;
 	}
-	return f == c->plan->ncols ? start : 0;
+	return f == ncols ? start : 0;
 }
 
-bool mask_copy_in_place(struct mask_copy *c, uint8_t *p, size_t n)
+bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
 {
 	const uint64_t rows = c->rows; /* the one thing the row passes change */
 	size_t i = 0;
@@ -1227,8 +1234,9 @@ bool mask_copy_in_place(struct mask_copy *c, uint8_t *p, size_t n)
 		return false;
 	while (i < n) {
 		size_t used = c->o.format == MASK_COPY_BINARY
-				      ? mask_fields_in_place(c->plan, c->env, p + i, n - i, SIZE_MAX)
-				      : text_row_in_place(c, p + i, n - i);
+				      ? mask_fields_in_place(c->plan, c->env, in + i, out + i, n - i,
+							     SIZE_MAX)
+				      : text_row_in_place(c, in + i, out + i, n - i);
 
 		if (!used) {
 			c->rows = rows;

@@ -133,13 +133,13 @@ size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t
 		       size_t cap) __attribute__((warn_unused_result));
 
 /*
- * mask_copy_whole() where the plan's masked values keep their place (plan->in_place), on a
- * copy of the data at p[0..n): the rows' masked values rewritten where they lie, so the
- * output is as long as the input. true when every row was taken; false with nothing of c
- * changed (p's bytes then undefined: copy the input again, for mask_copy_whole() or
+ * mask_copy_whole() where the plan's masked values keep their place (plan->in_place), into
+ * out[0..n) that holds a copy of in[0..n): the rows' masked values written where they lie,
+ * so the output is as long as the input. true when every row was taken; false with nothing
+ * of c changed (out's bytes then undefined: copy the input again, for mask_copy_whole() or
  * mask_copy_feed()).
  */
-bool mask_copy_in_place(struct mask_copy *c, uint8_t *p, size_t n)
+bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
 	__attribute__((warn_unused_result));
 
 /* Is output still waiting for room (call feed with n = 0 until not)? Inline: the stage asks

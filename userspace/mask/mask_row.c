@@ -550,28 +550,29 @@ size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *en
 	return o;
 }
 
-/* mask_fields_whole() for a plan whose masked values keep their place (plan->in_place), on a
- * copy of the row: nothing moves, so only the masked values are written. */
-size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env, uint8_t *p,
-			    size_t n, size_t la_cap)
+/* mask_fields_whole() for a plan whose masked values keep their place (plan->in_place), into
+ * a copy of the row: nothing moves, so only the masked values are written. */
+size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env,
+			    const uint8_t *in, uint8_t *out, size_t n, size_t la_cap)
 {
-	/* in locals: otherwise read again after every call that writes through p */
+	/* in locals: otherwise read again after every call that writes through out */
 	const struct mask_plan_col *cols = plan->cols;
 	const unsigned ncols = plan->ncols, last = (unsigned)plan->last_masked;
 	size_t pos = 2;
 
-	if (n < 2 || ((unsigned)p[0] << 8 | p[1]) != ncols)
+	if (n < 2 || ((unsigned)in[0] << 8 | in[1]) != ncols)
 		return 0;
 	for (unsigned f = 0; f < ncols; f++) {
 		int32_t len;
 		size_t vlen;
 
-		if (!field_at(p, n, pos, &len, &vlen))
+		if (!field_at(in, n, pos, &len, &vlen))
 			return 0;
 		if (f == last && pos + 4 > la_cap)
 			return 0; /* the machine answers -E2BIG */
 		if (cols[f].kind != MASK_COL_CLEAR && len != -1 &&
-		    !mask_value_fast_in_place(&cols[f].action, env, p + pos + 4, vlen))
+		    mask_value_fast(&cols[f].action, env, in + pos + 4, vlen, out + pos + 4, vlen) !=
+			    len)
 			return 0;
 		pos += 4 + vlen;
 	}

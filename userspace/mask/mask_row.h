@@ -109,13 +109,14 @@ size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *en
 			 size_t *consumed);
 
 /*
- * mask_fields_whole() where plan->in_place: p[0..n) holds a copy of the input, and the row's
- * masked values are rewritten where they lie (its length and framing stay). Returns the
- * row's length, or 0 when it declines as mask_fields_whole() would (p's bytes then undefined:
- * copy the input again).
+ * mask_fields_whole() where plan->in_place, into out[0..n) that holds a copy of in[0..n): the
+ * row's masked values are written where they lie (its length and framing stay), everything
+ * read from in (the bytes just received, where the copy's may have left the cache). Returns
+ * the row's length, or 0 when it declines as mask_fields_whole() would (out's bytes then
+ * undefined: copy the input again).
  */
-size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env, uint8_t *p,
-			    size_t n, size_t la_cap);
+size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env,
+			    const uint8_t *in, uint8_t *out, size_t n, size_t la_cap);
 
 /*
  * The same rewrite for a row whose whole body is in[0..body_len), in one pass straight into

@@ -1419,16 +1419,19 @@ static size_t run_in_place(struct mask_sess *s, const struct mask_plan *plan,
 		return 0;
 	memcpy(st->out, st->in, n);
 	while (n - at >= PROTO_HEADER_LEN) {
-		uint8_t *body = st->out + at + PROTO_HEADER_LEN;
-		uint32_t body_len = proto_read_u32(st->out + at + 1) - 4;
+		const uint8_t *body = st->in + at + PROTO_HEADER_LEN;
+		uint8_t *copy = st->out + at + PROTO_HEADER_LEN;
+		uint32_t body_len = proto_read_u32(st->in + at + 1) - 4;
 
 		if (n - at - PROTO_HEADER_LEN < body_len)
 			break;
 		if (plan) {
-			if (mask_fields_in_place(plan, &s->env, body, body_len, s->la_cap) != body_len)
+			if (mask_fields_in_place(plan, &s->env, body, copy, body_len, s->la_cap) !=
+			    body_len)
 				break;
 		} else if (body_len + 1 > st->out_cap - at - PROTO_HEADER_LEN ||
-			   body_len + 1 > s->la_cap || !mask_copy_in_place(s->copy, body, body_len)) {
+			   body_len + 1 > s->la_cap ||
+			   !mask_copy_in_place(s->copy, body, copy, body_len)) {
 			break;
 		}
 		at += PROTO_HEADER_LEN + body_len;
