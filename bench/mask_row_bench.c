@@ -153,18 +153,14 @@ static void make_plan(struct mask_plan *p, unsigned ncols, const enum mask_kind 
 	memset(p, 0, sizeof(*p));
 	p->ncols = (uint16_t)ncols;
 	p->cols = calloc(ncols, sizeof(*p->cols));
-	p->last_masked = -1;
 	for (unsigned i = 0; i < ncols; i++) {
 		struct mask_strategy st = {k ? k[i] : MASK_NONE, 4};
 
 		p->cols[i].rule_col = -1;
 		p->cols[i].kind = st.kind == MASK_NONE ? MASK_COL_CLEAR : MASK_COL_MASKED;
 		mask_action_init(&p->cols[i].action, &st, &types[i], 0, &env, NULL);
-		if (st.kind != MASK_NONE) {
-			p->nmasked++;
-			p->last_masked = (int32_t)i;
-		}
 	}
+	mask_plan_count(p);
 }
 
 /* One round: every row through the rewriter (plan) or a plain copy (plan NULL). */

@@ -11,7 +11,8 @@
  *   - whole and cut runs agree: same bytes, or both fail (the first error may be found at
  *     a different byte, but success is all or nothing); cut runs mostly cut where rows
  *     end (as the server cuts CopyData messages), and odd cuts offer each piece to
- *     mask_copy_whole() before the machine;
+ *     mask_copy_whole() before the machine (every other one to mask_copy_in_place() on a
+ *     copy before that);
  *   - an all-clear plan gives the stream back unchanged (byte-exact);
  *   - a masked success is itself valid COPY data: read again with an all-clear plan it
  *     passes unchanged, with the same number of rows.
@@ -50,22 +51,18 @@ static void make_plan(struct mask_plan *p, unsigned n, bool mask, uint8_t format
 {
 	p->ncols = (uint16_t)n;
 	p->cols = calloc(n, sizeof(*p->cols));
-	p->last_masked = -1;
 	for (unsigned i = 0; i < n; i++) {
-		/* the column-list seed is (ssn, id) */
+		/* the column-list seed is (ssn, id), both partial: a plan in place */
 		unsigned c = n == 2 ? (i == 0 ? 2 : 0) : i;
-		struct mask_strategy st = {mask ? cols[c].k : MASK_NONE, 4};
+		struct mask_strategy st = {mask ? (n == 2 ? MASK_PARTIAL : cols[c].k) : MASK_NONE, 4};
 		struct mask_type t = {.tc = cols[c].tc, .array = cols[c].array,
 				      .typmod = cols[c].typmod, .elem_oid = 25};
 
 		p->cols[i].rule_col = -1;
 		p->cols[i].kind = st.kind == MASK_NONE ? MASK_COL_CLEAR : MASK_COL_MASKED;
 		mask_action_init(&p->cols[i].action, &st, &t, format, &env, NULL);
-		if (st.kind != MASK_NONE) {
-			p->nmasked++;
-			p->last_masked = (int32_t)i;
-		}
 	}
+	mask_plan_count(p);
 }
 
 static void init(void)
@@ -159,6 +156,17 @@ static long run(const struct mask_copy_opts *o, const struct mask_plan *p, const
 		/* odd cuts offer each piece to the one pass first, as the stage offers a
 		 * CopyData message of a run: it must write what the machine writes */
 		if (cut & 1) {
+			/* and, where the plan allows, half the time to the in-place pass on a copy
+			 * first, as the stage's run offers it */
+			if ((cut & 2) && os >= is) {
+				memcpy(out + op, in + i, is);
+				if (mask_copy_in_place(c, in + i, out + op, is)) {
+					i += is;
+					op += is;
+					idle = 0;
+					continue;
+				}
+			}
 			made = mask_copy_whole(c, in + i, is, out + op, os);
 			if (made) {
 				i += is;

@@ -45,7 +45,6 @@ static inline bool mt_plan(const char *spec, const struct mask_env *e, struct ma
 	memset(p, 0, sizeof(*p));
 	p->cols = calloc(n, sizeof(*p->cols));
 	p->ncols = (uint16_t)n;
-	p->last_masked = -1;
 	for (unsigned i = 0; i < n; i++) {
 		struct mask_plan_col *c = &p->cols[i];
 		char *f1, *f2;
@@ -56,8 +55,6 @@ static inline bool mt_plan(const char *spec, const struct mask_env *e, struct ma
 		c->rule_col = -1;
 		if (strcmp(items[i], "-") == 0)
 			continue;
-		p->nmasked++;
-		p->last_masked = (int32_t)i;
 		if (strcmp(items[i], "whole") == 0) {
 			struct mask_strategy nul = {MASK_NULL, 0};
 			struct mask_type any = {.tc = MASK_TC_OTHER, .typmod = -1};
@@ -76,6 +73,7 @@ static inline bool mt_plan(const char *spec, const struct mask_env *e, struct ma
 		c->kind = MASK_COL_MASKED;
 		mask_action_init(&c->action, &st, &t, f2[1] == 'b' ? 1 : 0, e, NULL);
 	}
+	mask_plan_count(p);
 	return true;
 }
 

@@ -185,13 +185,15 @@ static size_t row_ends(const struct mask_copy_opts *o, const struct mask_plan *p
 	return k;
 }
 
-static unsigned whole_messages; /* messages mask_copy_whole() took, over all cases */
+static unsigned whole_messages;    /* messages mask_copy_whole() took, over all cases */
+static unsigned in_place_messages; /* messages mask_copy_in_place() took */
 
 /*
  * The stream as CopyData messages the way the stage takes them: each message first offered
- * whole to mask_copy_whole() (into a room from a byte to all that is left), then, when that
- * declines, fed to the machine until it has taken it all and owes nothing. Messages are
- * one to three whole rows (ends[]), or a cut anywhere (a row split across messages).
+ * to mask_copy_in_place() on a copy where the plan is in place and the room holds it, then
+ * whole to mask_copy_whole() (into a room from a byte to all that is left), then, when
+ * those decline, fed to the machine until it has taken it all and owes nothing. Messages
+ * are one to three whole rows (ends[]), or a cut anywhere (a row split across messages).
  */
 static int64_t run_copy_messages(struct mask_copy *c, const struct mask_copy_opts *o,
 				 const struct mask_plan *p, const struct mask_env *e,
@@ -222,6 +224,15 @@ static int64_t run_copy_messages(struct mask_copy *c, const struct mask_copy_opt
 		room = room < 8 ? rooms[room] : cap - op;
 		if (room > cap - op)
 			room = cap - op;
+		if (p->in_place && room >= end - i) {
+			memcpy(out + op, in + i, end - i);
+			if (mask_copy_in_place(c, in + i, out + op, end - i)) {
+				op += end - i;
+				i = end;
+				in_place_messages++;
+				continue;
+			}
+		}
 		made = mask_copy_whole(c, in + i, end - i, out + op, room);
 		if (made) {
 			op += made;
@@ -332,6 +343,7 @@ static void test_copy_cases(void **state)
 	fclose(fp);
 	assert_true(cases >= 30);
 	assert_true(whole_messages >= 20); /* the one pass took messages, not only the machine */
+	assert_true(in_place_messages >= 20); /* and the in-place pass */
 	assert_int_equal(failures, 0);
 }
 

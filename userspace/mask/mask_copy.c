@@ -13,6 +13,9 @@
 
 #include <errno.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum {
 	/* text and CSV */
@@ -981,13 +984,44 @@ static inline uint64_t word_specials(uint64_t w, uint8_t delim)
 	return word_has_below(w, 0x20) | word_has(w, '\\') | word_has(w, delim);
 }
 
-/* Text: where the first byte of in[from..n) that text_special() flags is, or n. Eight bytes
- * at a time, the last few too (read as the last word of in, when in has eight bytes: the
- * flag found there is checked, since bytes before from may have set it wrongly). */
+#ifdef __SSE2__
+/* Text: one bit per byte of p[0..16) that text_special() flags (a control byte, a backslash,
+ * the delimiter), exact, lowest bit first. */
+static inline unsigned block_specials(const uint8_t *p, __m128i delim)
+{
+	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+	__m128i s = _mm_or_si128(control, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
+						      _mm_cmpeq_epi8(v, delim)));
+
+	return (unsigned)_mm_movemask_epi8(s);
+}
+#endif
+
+/* Text: where the first byte of in[from..n) that text_special() flags is, or n. Sixteen
+ * bytes at a time where SSE2 is (every x86-64), the last few read as the last block of in;
+ * else eight at a time, the last few too (read as the last word of in, when in has eight
+ * bytes: the flag found there is checked, since bytes before from may have set it wrongly).
+ * This scan is most of what a COPY text row costs the one pass. */
 static size_t text_special_from(const uint8_t *in, size_t from, size_t n, uint8_t delim)
 {
 	size_t i = from;
 
+#ifdef __SSE2__
+	const __m128i d = _mm_set1_epi8((char)delim);
+
+	for (; n - i >= 16; i += 16) {
+		unsigned s = block_specials(in + i, d);
+
+		if (s)
+			return i + (size_t)__builtin_ctz(s);
+	}
+	if (i < n && n >= 16) {
+		unsigned s = block_specials(in + n - 16, d) >> (16 - (n - i));
+
+		return s ? i + (size_t)__builtin_ctz(s) : n;
+	}
+#endif
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	for (; n - i >= 8; i += 8) {
 		uint64_t s = word_specials(word_at(in + i), delim);
@@ -1120,19 +1154,98 @@ static size_t bin_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, ui
 	return used;
 }
 
+/* Is the parser at a row's start, with nothing pending, in a format the one pass takes? */
+static bool one_pass_ready(const struct mask_copy *c)
+{
+	if (c->pend_len || !c->plan->ncols)
+		return false;
+	if (c->o.format == MASK_COPY_BINARY)
+		return c->st == S_TUPLE && !c->word_len;
+	return c->o.format == MASK_COPY_TEXT && c->st == S_FIELD && !c->field && !c->header_row;
+}
+
 /* At a row's start, with nothing pending: the row in one pass, or 0. */
 static size_t whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
 			size_t cap, size_t *produced)
 {
-	if (c->pend_len)
+	if (!one_pass_ready(c))
 		return 0;
 	if (c->o.format == MASK_COPY_BINARY)
-		return c->st == S_TUPLE && !c->word_len ? bin_whole_row(c, in, n, out, cap, produced)
-							: 0;
-	if (c->o.format == MASK_COPY_TEXT && c->st == S_FIELD && !c->field && !c->header_row &&
-	    c->plan->ncols)
-		return text_whole_row(c, in, n, out, cap, produced);
-	return 0;
+		return bin_whole_row(c, in, n, out, cap, produced);
+	return text_whole_row(c, in, n, out, cap, produced);
+}
+
+/* Text: text_whole_row() into a copy of the row at out[0..n) (of in[0..n)), where the plan's
+ * masked values keep their place (plan->in_place): only those are written. It declines a
+ * masked value with an escape, and one with a control byte (rare: the one pass copies it
+ * out to check). */
+static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
+{
+	/* in locals: otherwise read again after every call that writes through out */
+	const uint8_t delim = c->o.delim;
+	const bool delim_masks = delim == 'X' || delim == 'x' || delim == '0';
+	const struct mask_plan_col *cols = c->plan->cols;
+	const unsigned ncols = c->plan->ncols;
+	const struct mask_env *env = c->env;
+	size_t start = 0;
+	unsigned f = 0;
+
+	for (;;) {
+		size_t end = start, flen;
+		const struct mask_plan_col *col;
+		bool plain = true;
+
+		for (;;) {
+			end = text_special_from(in, end, n, delim);
+			if (end == n)
+				return 0; /* the row does not end here */
+			if (in[end] == delim || in[end] == '\n')
+				break;
+			plain = false;
+			end += in[end] == '\\' ? 2 : 1;
+			if (end > n)
+				return 0;
+		}
+		flen = end - start;
+		if (f >= ncols)
+			return 0;
+		col = &cols[f++];
+		if (col->kind != MASK_COL_CLEAR &&
+		    !(flen == c->o.null_len && memcmp(in + start, c->o.null_str, flen) == 0) &&
+		    (!plain ||
+		     mask_value_fast(&col->action, env, in + start, flen, out + start, flen) !=
+			     (int64_t)flen ||
+		     ((delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
+		      !text_plain(out + start, flen, delim))))
+			return 0;
+		start = end + 1;
+		if (in[end] == '\n')
+			break;
+	}
+	return f == ncols ? start : 0;
+}
+
+bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
+{
+	const uint64_t rows = c->rows; /* the one thing the row passes change */
+	size_t i = 0;
+
+	if (!n || c->st == S_FAILED || !c->plan->in_place || !one_pass_ready(c))
+		return false;
+	while (i < n) {
+		size_t used = c->o.format == MASK_COPY_BINARY
+				      ? mask_fields_in_place(c->plan, c->env, in + i, out + i, n - i,
+							     SIZE_MAX)
+				      : text_row_in_place(c, in + i, out + i, n - i);
+
+		if (!used) {
+			c->rows = rows;
+			return false;
+		}
+		c->rows++;
+		i += used;
+	}
+	return true;
 }
 
 size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,

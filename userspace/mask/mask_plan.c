@@ -151,14 +151,19 @@ static int plan_alloc(struct mask_plan *p, unsigned n)
 	return 0;
 }
 
-static void plan_count(struct mask_plan *p)
+void mask_plan_count(struct mask_plan *p)
 {
+	p->nmasked = 0;
+	p->last_masked = -1;
+	p->in_place = true;
 	for (unsigned i = 0; i < p->ncols; i++) {
 		if (p->cols[i].kind == MASK_COL_CLEAR)
 			continue;
 		p->nmasked++;
 		p->last_masked = (int32_t)i;
+		p->in_place = p->in_place && mask_fast_in_place(&p->cols[i].action);
 	}
+	p->in_place = p->in_place && p->nmasked;
 }
 
 int mask_plan_build(struct mask_plan *p, const struct mask_desc *d,
@@ -186,7 +191,7 @@ int mask_plan_build(struct mask_plan *p, const struct mask_desc *d,
 		if (mask_profile_computed(prof) == MASK_COMPUTED_DENY)
 			p->deny = true;
 	}
-	plan_count(p);
+	mask_plan_count(p);
 	return 0;
 }
 
@@ -222,7 +227,7 @@ int mask_plan_copy(struct mask_plan *p, const struct mask_origin *origins, unsig
 			plan_origin(pc, &cd, prof, cat, env, true); /* the catalog's own tables */
 		}
 	}
-	plan_count(p);
+	mask_plan_count(p);
 	return 0;
 }
 

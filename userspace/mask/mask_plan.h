@@ -114,6 +114,9 @@ struct mask_plan {
 	uint16_t nmasked;     /* MASKED and WHOLE columns */
 	int32_t last_masked;  /* index of the last such column; -1 when none */
 	bool deny;            /* computed masked data under a profile that denies it */
+	/* Every masked column's action is mask_fast_in_place(): a row's masked values can be
+	 * rewritten where they lie in a copy of it (mask_fields_in_place()). */
+	bool in_place;
 	struct mask_plan_col *cols;
 };
 
@@ -134,6 +137,10 @@ int mask_plan_copy(struct mask_plan *p, const struct mask_origin *origins, unsig
 		   uint8_t format, const struct mask_profile *prof, const struct mask_catalog *cat,
 		   const struct mask_env *env, enum mask_refs refs)
 	__attribute__((warn_unused_result));
+
+/* Set nmasked, last_masked and in_place from the columns: the builders above call it; so
+ * does code that sets a plan's columns by hand (tests, benchmarks). */
+void mask_plan_count(struct mask_plan *p);
 
 void mask_plan_free(struct mask_plan *p);
 

@@ -109,6 +109,16 @@ size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *en
 			 size_t *consumed);
 
 /*
+ * mask_fields_whole() where plan->in_place, into out[0..n) that holds a copy of in[0..n): the
+ * row's masked values are written where they lie (its length and framing stay), everything
+ * read from in (the bytes just received, where the copy's may have left the cache). Returns
+ * the row's length, or 0 when it declines as mask_fields_whole() would (out's bytes then
+ * undefined: copy the input again).
+ */
+size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env,
+			    const uint8_t *in, uint8_t *out, size_t n, size_t la_cap);
+
+/*
  * The same rewrite for a row whose whole body is in[0..body_len), in one pass straight into
  * out[0..cap), header included: no lookahead, no field walker, nothing kept between calls.
  * Returns the replacement's length, or 0 when it declines: the row is malformed, a masked

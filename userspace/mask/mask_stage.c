@@ -1401,6 +1401,44 @@ static size_t copy_message_whole(struct mask_sess *s, const uint8_t *body, uint3
 	return PROTO_HEADER_LEN + made;
 }
 
+/*
+ * The messages of a run whose masked values keep their place (mask_plan.in_place): copied to
+ * out in one go, then each message's masked values rewritten where they lie in the copy,
+ * its framing as it was; the unmasked relay's one walk over a run, plus those values. Under
+ * plan for DataRow, else CopyData. Returns the bytes of the messages done, in and out alike;
+ * it stops before the first message the in-place pass declines (the caller takes it as it
+ * takes a message alone), and before a CopyData message copy_message_whole() would decline
+ * for want of room, so a message comes out the same whichever way it goes.
+ */
+static size_t run_in_place(struct mask_sess *s, const struct mask_plan *plan,
+			   const struct stage_stream *st)
+{
+	size_t at = 0, n = st->in_len < st->out_cap ? st->in_len : st->out_cap;
+
+	if (plan ? !plan->in_place : !s->copy_active || s->cd_state != CD_IDLE)
+		return 0;
+	memcpy(st->out, st->in, n);
+	while (n - at >= PROTO_HEADER_LEN) {
+		const uint8_t *body = st->in + at + PROTO_HEADER_LEN;
+		uint8_t *copy = st->out + at + PROTO_HEADER_LEN;
+		uint32_t body_len = proto_read_u32(st->in + at + 1) - 4;
+
+		if (n - at - PROTO_HEADER_LEN < body_len)
+			break;
+		if (plan) {
+			if (mask_fields_in_place(plan, &s->env, body, copy, body_len, s->la_cap) !=
+			    body_len)
+				break;
+		} else if (body_len + 1 > st->out_cap - at - PROTO_HEADER_LEN ||
+			   body_len + 1 > s->la_cap ||
+			   !mask_copy_in_place(s->copy, body, copy, body_len)) {
+			break;
+		}
+		at += PROTO_HEADER_LEN + body_len;
+	}
+	return at;
+}
+
 /* Can this session rewrite streamed messages? If not, r says why it ends. */
 static bool stream_usable(const struct mask_sess *s, struct stage_result *r)
 {
@@ -1449,6 +1487,7 @@ static void mask_stream_run(struct stage_ctx *ctx, struct stage_stream *st, stru
 		return;
 	if (st->type == PqMsg_DataRow && !(plan = row_plan(s, r)))
 		return;
+	in = out = run_in_place(s, plan, st);
 	while (st->in_len - in >= PROTO_HEADER_LEN) {
 		const uint8_t *body = st->in + in + PROTO_HEADER_LEN;
 		uint32_t body_len = proto_read_u32(st->in + in + 1) - 4;

@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum mask_tclass mask_tclass_of_oid(uint32_t oid)
 {
@@ -1188,10 +1191,23 @@ static void units_untail(struct mask_xf *x)
 
 /* ---- whole ASCII values, without the character machinery ---------------------------------- */
 
+/* Every masked value of the one passes is checked first, so sixteen bytes a step where SSE2
+ * is (every x86-64), the tail read as the last block; eight elsewhere. */
 static bool all_ascii(const uint8_t *p, size_t n)
 {
 	uint64_t acc = 0;
 	size_t i = 0;
+
+#ifdef __SSE2__
+	if (n >= 16) {
+		__m128i high = _mm_loadu_si128((const __m128i *)(const void *)(p + n - 16));
+
+		for (; n - i > 16; i += 16)
+			high = _mm_or_si128(high,
+					    _mm_loadu_si128((const __m128i *)(const void *)(p + i)));
+		return !_mm_movemask_epi8(high);
+	}
+#endif
 
 	for (; i + 8 <= n; i += 8) {
 		uint64_t w;
@@ -1229,113 +1245,106 @@ static uint8_t fast_unit(uint8_t c, enum xf_family fam)
 	}
 }
 
-int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e, const uint8_t *in,
-			size_t n, uint8_t *out, size_t cap)
+/* mask_value_fast() for an action mask_fast_in_place() takes, on a copy of the value at
+ * p[0..n): false when it declines. */
+static bool fast_in_place(const struct mask_action *a, const struct mask_env *e, uint8_t *p,
+			  size_t n)
 {
 	const struct mask_type *t = &a->type;
-	size_t m, keep;
+	size_t m, keep, at = SIZE_MAX, end;
 
-	if (a->st.kind == MASK_REDACT) {
-		uint8_t buf[128];
-		uint64_t rep;
-		uint8_t rb;
-		size_t k = render_redact(a, e, buf, &rep, &rb);
-
-		if (cap < k + rep)
-			return -1;
-		memcpy(out, buf, k);
-		memset(out + k, rb, (size_t)rep);
-		return (int64_t)(k + rep);
-	}
-	if (t->array || (a->format && !tc_texty(t->tc)) || !all_ascii(in, n))
-		return -1;
+	if (t->array || (a->format && !tc_texty(t->tc)) || !all_ascii(p, n))
+		return false;
 	switch (a->st.kind) {
 	case MASK_PARTIAL: {
 		enum xf_family fam = tc_number(t->tc) ? FAM_DIGIT : FAM_UPPER;
 
-		if (cap < n)
-			return -1;
-		m = trim_blanks(t, in, n); /* char(n) padding is not counted, and stays */
+		m = trim_blanks(t, p, n); /* char(n) padding is not counted, and stays */
 		keep = a->st.keep < m ? a->st.keep : m;
 		if (fam == FAM_UPPER)
-			memset(out, 'X', m - keep); /* what fast_unit() makes of every byte */
+			memset(p, 'X', m - keep); /* what fast_unit() makes of every byte */
 		else
 			for (size_t i = 0; i < m - keep; i++)
-				out[i] = fast_unit(in[i], fam);
-		memcpy(out + (m - keep), in + (m - keep), n - (m - keep));
-		return (int64_t)n;
+				p[i] = fast_unit(p[i], fam);
+		return true;
 	}
 	case MASK_PHONE:
-		if (cap < n)
-			return -1;
 		for (size_t i = 0; i < n; i++)
-			out[i] = fast_unit(in[i], FAM_PHONE);
-		return (int64_t)n;
-	case MASK_EMAIL: {
-		size_t at = SIZE_MAX, end;
-
-		if (cap < n)
-			return -1;
-		m = trim_blanks(t, in, n);
+			p[i] = fast_unit(p[i], FAM_PHONE);
+		return true;
+	case MASK_EMAIL:
+		m = trim_blanks(t, p, n);
 		for (size_t i = m; i-- > 0;)
-			if (in[i] == '@') {
+			if (p[i] == '@') {
 				at = i;
 				break;
 			}
 		/* the '@' and what follows are kept when they could be a domain (the streaming
 		 * path holds at most MASK_EMAIL_DOMAIN_MAX characters after the '@') */
 		end = (at != SIZE_MAX && m - at <= MASK_EMAIL_DOMAIN_MAX + 1) ? at : m;
-		for (size_t i = 0; i < end; i++)
-			out[i] = 'x';
-		memcpy(out + end, in + end, n - end);
-		return (int64_t)n;
-	}
+		memset(p, 'x', end);
+		return true;
 	case MASK_DATE:
-		if (cap < n || a->format)
-			return -1;
-		m = trim_blanks(t, in, n);
-		if (m > MASK_DATE_TEXT_MAX)
-			return -1;
-		memcpy(out, in, n);
-		return mask_date_text_rewrite(out, m, t->tc, e) ? (int64_t)n : -1;
-	case MASK_HASH: {
-		uint8_t mac[MASK_MAC_LEN], buf[128];
-		uint64_t rep;
-		uint8_t rb;
-		size_t k;
+		m = trim_blanks(t, p, n);
+		return !a->format && m <= MASK_DATE_TEXT_MAX &&
+		       mask_date_text_rewrite(p, m, t->tc, e);
+	default:
+		return false;
+	}
+}
 
-		if (!tc_texty(t->tc) && (a->format || !tc_number(t->tc)))
-			return -1;
-		m = trim_blanks(t, in, n);
-		if (mask_mac_begin(e->mac) < 0)
-			return -1;
-		if (t->citext) {
-			uint8_t low[256];
+int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e, const uint8_t *in,
+			size_t n, uint8_t *out, size_t cap)
+{
+	const struct mask_type *t = &a->type;
+	uint8_t mac[MASK_MAC_LEN], buf[128];
+	uint64_t rep;
+	uint8_t rb;
+	size_t k, m;
 
-			for (size_t i = 0; i < m; i += sizeof(low)) {
-				size_t c = m - i < sizeof(low) ? m - i : sizeof(low);
-
-				for (size_t j = 0; j < c; j++)
-					low[j] = (in[i + j] >= 'A' && in[i + j] <= 'Z') ? (uint8_t)(in[i + j] + 32)
-										     : in[i + j];
-				if (mask_mac_update(e->mac, low, c) < 0)
-					return -1;
-			}
-		} else if (mask_mac_update(e->mac, in, m) < 0) {
-			return -1;
-		}
-		if (mask_mac_final(e->mac, mac) < 0)
-			return -1;
-		k = render_token(t, a->format, mac, buf, &rep, &rb);
+	if (a->st.kind == MASK_REDACT) {
+		k = render_redact(a, e, buf, &rep, &rb);
 		if (cap < k + rep)
 			return -1;
 		memcpy(out, buf, k);
 		memset(out + k, rb, (size_t)rep);
 		return (int64_t)(k + rep);
 	}
-	default:
+	if (mask_fast_in_place(a)) {
+		if (cap < n)
+			return -1;
+		memcpy(out, in, n);
+		return fast_in_place(a, e, out, n) ? (int64_t)n : -1;
+	}
+	if (a->st.kind != MASK_HASH || t->array || !all_ascii(in, n) ||
+	    (!tc_texty(t->tc) && (a->format || !tc_number(t->tc))))
+		return -1;
+	m = trim_blanks(t, in, n);
+	if (mask_mac_begin(e->mac) < 0)
+		return -1;
+	if (t->citext) {
+		uint8_t low[256];
+
+		for (size_t i = 0; i < m; i += sizeof(low)) {
+			size_t c = m - i < sizeof(low) ? m - i : sizeof(low);
+
+			for (size_t j = 0; j < c; j++)
+				low[j] = (in[i + j] >= 'A' && in[i + j] <= 'Z') ? (uint8_t)(in[i + j] + 32)
+									     : in[i + j];
+			if (mask_mac_update(e->mac, low, c) < 0)
+				return -1;
+		}
+	} else if (mask_mac_update(e->mac, in, m) < 0) {
 		return -1;
 	}
+	if (mask_mac_final(e->mac, mac) < 0)
+		return -1;
+	k = render_token(t, a->format, mac, buf, &rep, &rb);
+	if (cap < k + rep)
+		return -1;
+	memcpy(out, buf, k);
+	memset(out + k, rb, (size_t)rep);
+	return (int64_t)(k + rep);
 }
 
 /* ---- the driver ------------------------------------------------------------------------------ */

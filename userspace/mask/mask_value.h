@@ -270,6 +270,15 @@ int64_t mask_value_apply(const struct mask_action *a, const struct mask_env *e,
 int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e,
 			const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 
+/* Does mask_value_fast() write a's output at its input's length, characters and digits
+ * rewritten where they stand (partial, phone, email, date)? Then a row's masked values can
+ * be written into a copy of the row where they lie, its framing unchanged. */
+static inline bool mask_fast_in_place(const struct mask_action *a)
+{
+	return a->st.kind == MASK_PARTIAL || a->st.kind == MASK_PHONE ||
+	       a->st.kind == MASK_EMAIL || a->st.kind == MASK_DATE;
+}
+
 /* Is every byte mask_value_fast() writes for a either its input's byte at the same place or
  * one of 'X', 'x' and '0' (partial, phone, email)? Then its output needs escaping in a COPY
  * text row only where its input did, or where the delimiter is one of those three. */
