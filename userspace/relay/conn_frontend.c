@@ -285,21 +285,11 @@ static int conn_frontend_forwarding(struct conn *c, const uint8_t *at, uint32_t 
 
 /* ---- stage verdicts ------------------------------------------------------------------------ */
 
-/* Messages PostgreSQL answers with an error in place, so that a refusal keeps the session. */
+/* Messages PostgreSQL answers with an error in place, so that a refusal keeps the session:
+ * every message it answers but Sync, whose answer (ReadyForQuery) ends the batch. */
 static bool conn_rejectable(uint8_t type)
 {
-	switch (type) {
-	case PqMsg_Query:
-	case PqMsg_FunctionCall:
-	case PqMsg_Parse:
-	case PqMsg_Bind:
-	case PqMsg_Describe:
-	case PqMsg_Execute:
-	case PqMsg_Close:
-		return true;
-	default:
-		return false;
-	}
+	return type != PqMsg_Sync && track_answered(type, false);
 }
 
 enum conn_step conn_stage_verdict_c2s(struct conn *c, const struct proto_msg *m,
