@@ -1212,9 +1212,7 @@ static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t 
 		col = &cols[f++];
 		if (col->kind != MASK_COL_CLEAR &&
 		    !(flen == c->o.null_len && memcmp(in + start, c->o.null_str, flen) == 0) &&
-		    (!plain ||
-		     mask_value_fast(&col->action, env, in + start, flen, out + start, flen) !=
-			     (int64_t)flen ||
+		    (!plain || !mask_value_in_copy(&col->action, env, in + start, out + start, flen) ||
 		     ((delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
 		      !text_plain(out + start, flen, delim))))
 			return 0;

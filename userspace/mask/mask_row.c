@@ -571,8 +571,7 @@ size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env 
 		if (f == last && pos + 4 > la_cap)
 			return 0; /* the machine answers -E2BIG */
 		if (cols[f].kind != MASK_COL_CLEAR && len != -1 &&
-		    mask_value_fast(&cols[f].action, env, in + pos + 4, vlen, out + pos + 4, vlen) !=
-			    len)
+		    !mask_value_in_copy(&cols[f].action, env, in + pos + 4, out + pos + 4, vlen))
 			return 0;
 		pos += 4 + vlen;
 	}
