@@ -119,6 +119,15 @@ size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env 
 			    const uint8_t *in, uint8_t *out, size_t n, size_t la_cap);
 
 /*
+ * mask_fields_in_place() over the DataRow messages, header included, at the start of
+ * in[0..n), out[0..n) holding a copy of them. Returns the bytes of the messages done, in and
+ * out alike: it stops before a message cut by the end of in and before the first row
+ * mask_fields_in_place() declines (out's bytes from there on undefined: copy them again).
+ */
+size_t mask_rows_in_place(const struct mask_plan *plan, const struct mask_env *env,
+			  const uint8_t *in, uint8_t *out, size_t n, size_t la_cap);
+
+/*
  * The same rewrite for a row whose whole body is in[0..body_len), in one pass straight into
  * out[0..cap), header included: no lookahead, no field walker, nothing kept between calls.
  * Returns the replacement's length, or 0 when it declines: the row is malformed, a masked

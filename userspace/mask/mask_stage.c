@@ -1418,22 +1418,17 @@ static size_t run_in_place(struct mask_sess *s, const struct mask_plan *plan,
 	if (plan ? !plan->in_place : !s->copy_active || s->cd_state != CD_IDLE)
 		return 0;
 	memcpy(st->out, st->in, n);
+	if (plan)
+		return mask_rows_in_place(plan, &s->env, st->in, st->out, n, s->la_cap);
 	while (n - at >= PROTO_HEADER_LEN) {
 		const uint8_t *body = st->in + at + PROTO_HEADER_LEN;
 		uint8_t *copy = st->out + at + PROTO_HEADER_LEN;
 		uint32_t body_len = proto_read_u32(st->in + at + 1) - 4;
 
-		if (n - at - PROTO_HEADER_LEN < body_len)
+		if (n - at - PROTO_HEADER_LEN < body_len ||
+		    body_len + 1 > st->out_cap - at - PROTO_HEADER_LEN || body_len + 1 > s->la_cap ||
+		    !mask_copy_in_place(s->copy, body, copy, body_len))
 			break;
-		if (plan) {
-			if (mask_fields_in_place(plan, &s->env, body, copy, body_len, s->la_cap) !=
-			    body_len)
-				break;
-		} else if (body_len + 1 > st->out_cap - at - PROTO_HEADER_LEN ||
-			   body_len + 1 > s->la_cap ||
-			   !mask_copy_in_place(s->copy, body, copy, body_len)) {
-			break;
-		}
 		at += PROTO_HEADER_LEN + body_len;
 	}
 	return at;
