@@ -1223,12 +1223,15 @@ static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t 
 	return f == ncols ? start : 0;
 }
 
-bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
+/* One CopyData message's data in[0..n), out[0..n) holding a copy: true when every row was
+ * taken, false with nothing of c changed. */
+static inline bool message_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
+				    size_t n)
 {
 	const uint64_t rows = c->rows; /* the one thing the row passes change */
 	size_t i = 0;
 
-	if (!n || c->st == S_FAILED || !c->plan->in_place || !one_pass_ready(c))
+	if (!n || !one_pass_ready(c))
 		return false;
 	while (i < n) {
 		size_t used = c->o.format == MASK_COPY_BINARY
@@ -1244,6 +1247,27 @@ bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, si
 		i += used;
 	}
 	return true;
+}
+
+/* The walk over the messages is here, next to the row passes, so that they inline into it:
+ * a call per message (a row, as the server sends COPY) cost more than the walk. */
+size_t mask_copy_messages_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
+				   size_t n, size_t body_max)
+{
+	size_t at = 0;
+
+	if (c->st == S_FAILED || !c->plan->in_place)
+		return 0;
+	while (n - at >= PROTO_HEADER_LEN) {
+		size_t body_len = proto_read_u32(in + at + 1) - (size_t)4;
+
+		if (n - at - PROTO_HEADER_LEN < body_len || body_len > body_max ||
+		    !message_in_place(c, in + at + PROTO_HEADER_LEN, out + at + PROTO_HEADER_LEN,
+				      body_len))
+			break;
+		at += PROTO_HEADER_LEN + body_len;
+	}
+	return at;
 }
 
 size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,
