@@ -1193,7 +1193,7 @@ static void units_untail(struct mask_xf *x)
 
 /* Every masked value of the one passes is checked first, so sixteen bytes a step where SSE2
  * is (every x86-64), the tail read as the last block; eight elsewhere. */
-static bool all_ascii(const uint8_t *p, size_t n)
+static inline bool all_ascii(const uint8_t *p, size_t n)
 {
 	uint64_t acc = 0;
 	size_t i = 0;
