@@ -11,8 +11,8 @@
  *   - whole and cut runs agree: same bytes, or both fail (the first error may be found at
  *     a different byte, but success is all or nothing); cut runs mostly cut where rows
  *     end (as the server cuts CopyData messages), and odd cuts offer each piece to
- *     mask_copy_whole() before the machine (every other one to mask_copy_in_place() on a
- *     copy before that);
+ *     mask_copy_whole() before the machine (every other one to the stage's in-place pass,
+ *     mask_copy_messages_in_place(), on a copy before that);
  *   - an all-clear plan gives the stream back unchanged (byte-exact);
  *   - a masked success is itself valid COPY data: read again with an all-clear plan it
  *     passes unchanged, with the same number of rows.
@@ -32,6 +32,29 @@
 
 static struct mask_env env;
 static struct mask_plan masked[4], clear[4];
+
+/* The stage's in-place pass on in[0..n) sent as one CopyData message, into out[0..n) that
+ * holds a copy of it: true when it took the message (out then holds the masked data). */
+static bool copy_message_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
+				  size_t n)
+{
+	uint8_t *msg = malloc(PROTO_HEADER_LEN + n), *copy = malloc(PROTO_HEADER_LEN + n);
+	bool took;
+
+	if (!msg || !copy)
+		abort();
+	msg[0] = 'd';
+	proto_write_u32(msg + 1, (uint32_t)n + 4);
+	memcpy(msg + PROTO_HEADER_LEN, in, n);
+	memcpy(copy, msg, PROTO_HEADER_LEN + n);
+	took = mask_copy_messages_in_place(c, msg, copy, PROTO_HEADER_LEN + n, SIZE_MAX) ==
+	       PROTO_HEADER_LEN + n;
+	if (took)
+		memcpy(out, copy + PROTO_HEADER_LEN, n);
+	free(msg);
+	free(copy);
+	return took;
+}
 static struct mask_copy_opts opts[4];
 
 static const struct {
@@ -160,7 +183,7 @@ static long run(const struct mask_copy_opts *o, const struct mask_plan *p, const
 			 * first, as the stage's run offers it */
 			if ((cut & 2) && os >= is) {
 				memcpy(out + op, in + i, is);
-				if (mask_copy_in_place(c, in + i, out + op, is)) {
+				if (copy_message_in_place(c, in + i, out + op, is)) {
 					i += is;
 					op += is;
 					idle = 0;

@@ -185,12 +185,35 @@ static size_t row_ends(const struct mask_copy_opts *o, const struct mask_plan *p
 	return k;
 }
 
+/* The stage's in-place pass on in[0..n) sent as one CopyData message, into out[0..n) that
+ * holds a copy of it: true when it took the message (out then holds the masked data). */
+static bool copy_message_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
+				  size_t n)
+{
+	uint8_t *msg = malloc(PROTO_HEADER_LEN + n), *copy = malloc(PROTO_HEADER_LEN + n);
+	bool took;
+
+	if (!msg || !copy)
+		abort();
+	msg[0] = 'd';
+	proto_write_u32(msg + 1, (uint32_t)n + 4);
+	memcpy(msg + PROTO_HEADER_LEN, in, n);
+	memcpy(copy, msg, PROTO_HEADER_LEN + n);
+	took = mask_copy_messages_in_place(c, msg, copy, PROTO_HEADER_LEN + n, SIZE_MAX) ==
+	       PROTO_HEADER_LEN + n;
+	if (took)
+		memcpy(out, copy + PROTO_HEADER_LEN, n);
+	free(msg);
+	free(copy);
+	return took;
+}
+
 static unsigned whole_messages;    /* messages mask_copy_whole() took, over all cases */
-static unsigned in_place_messages; /* messages mask_copy_in_place() took */
+static unsigned in_place_messages; /* messages the in-place pass took */
 
 /*
  * The stream as CopyData messages the way the stage takes them: each message first offered
- * to mask_copy_in_place() on a copy where the plan is in place and the room holds it, then
+ * to the in-place pass (copy_message_in_place()) on a copy where the plan is in place and the room holds it, then
  * whole to mask_copy_whole() (into a room from a byte to all that is left), then, when
  * those decline, fed to the machine until it has taken it all and owes nothing. Messages
  * are one to three whole rows (ends[]), or a cut anywhere (a row split across messages).
@@ -226,7 +249,7 @@ static int64_t run_copy_messages(struct mask_copy *c, const struct mask_copy_opt
 			room = cap - op;
 		if (p->in_place && room >= end - i) {
 			memcpy(out + op, in + i, end - i);
-			if (mask_copy_in_place(c, in + i, out + op, end - i)) {
+			if (copy_message_in_place(c, in + i, out + op, end - i)) {
 				op += end - i;
 				i = end;
 				in_place_messages++;

@@ -1002,8 +1002,9 @@ static inline unsigned block_specials(const uint8_t *p, __m128i delim)
  * bytes at a time where SSE2 is (every x86-64), the last few read as the last block of in;
  * else eight at a time, the last few too (read as the last word of in, when in has eight
  * bytes: the flag found there is checked, since bytes before from may have set it wrongly).
- * This scan is most of what a COPY text row costs the one pass. */
-static size_t text_special_from(const uint8_t *in, size_t from, size_t n, uint8_t delim)
+ * This scan is most of what a COPY text row costs the one pass: inline, as a call for each
+ * field cost about as much as the scan of a short one. */
+static inline __attribute__((always_inline)) size_t text_special_from(const uint8_t *in, size_t from, size_t n, uint8_t delim)
 {
 	size_t i = from;
 
@@ -1212,9 +1213,7 @@ static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t 
 		col = &cols[f++];
 		if (col->kind != MASK_COL_CLEAR &&
 		    !(flen == c->o.null_len && memcmp(in + start, c->o.null_str, flen) == 0) &&
-		    (!plain ||
-		     mask_value_fast(&col->action, env, in + start, flen, out + start, flen) !=
-			     (int64_t)flen ||
+		    (!plain || !mask_value_in_copy(&col->action, env, in + start, out + start, flen) ||
 		     ((delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
 		      !text_plain(out + start, flen, delim))))
 			return 0;
@@ -1225,12 +1224,15 @@ static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t 
 	return f == ncols ? start : 0;
 }
 
-bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
+/* One CopyData message's data in[0..n), out[0..n) holding a copy: true when every row was
+ * taken, false with nothing of c changed. */
+static inline bool message_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
+				    size_t n)
 {
 	const uint64_t rows = c->rows; /* the one thing the row passes change */
 	size_t i = 0;
 
-	if (!n || c->st == S_FAILED || !c->plan->in_place || !one_pass_ready(c))
+	if (!n || !one_pass_ready(c))
 		return false;
 	while (i < n) {
 		size_t used = c->o.format == MASK_COPY_BINARY
@@ -1246,6 +1248,27 @@ bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, si
 		i += used;
 	}
 	return true;
+}
+
+/* The walk over the messages is here, next to the row passes, so that they inline into it:
+ * a call per message (a row, as the server sends COPY) cost more than the walk. */
+size_t mask_copy_messages_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
+				   size_t n, size_t body_max)
+{
+	size_t at = 0;
+
+	if (c->st == S_FAILED || !c->plan->in_place)
+		return 0;
+	while (n - at >= PROTO_HEADER_LEN) {
+		size_t body_len = proto_read_u32(in + at + 1) - (size_t)4;
+
+		if (n - at - PROTO_HEADER_LEN < body_len || body_len > body_max ||
+		    !message_in_place(c, in + at + PROTO_HEADER_LEN, out + at + PROTO_HEADER_LEN,
+				      body_len))
+			break;
+		at += PROTO_HEADER_LEN + body_len;
+	}
+	return at;
 }
 
 size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t *out,

@@ -133,14 +133,17 @@ size_t mask_copy_whole(struct mask_copy *c, const uint8_t *in, size_t n, uint8_t
 		       size_t cap) __attribute__((warn_unused_result));
 
 /*
- * mask_copy_whole() where the plan's masked values keep their place (plan->in_place), into
- * out[0..n) that holds a copy of in[0..n): the rows' masked values written where they lie,
- * so the output is as long as the input. true when every row was taken; false with nothing
- * of c changed (out's bytes then undefined: copy the input again, for mask_copy_whole() or
+ * mask_copy_whole() where the plan's masked values keep their place (plan->in_place), over
+ * the CopyData messages, header included, at the start of in[0..n), out[0..n) holding a copy
+ * of them: each message's rows have their masked values written where they lie, so the
+ * output is as long as the input. Returns the bytes of the messages done, in and out alike;
+ * it stops before a message cut by the end of in, one whose data is longer than body_max,
+ * and the first message not all of whose rows it takes (that one leaves c unchanged and
+ * out's bytes from there on undefined: copy them again, for mask_copy_whole() or
  * mask_copy_feed()).
  */
-bool mask_copy_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
-	__attribute__((warn_unused_result));
+size_t mask_copy_messages_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
+				   size_t n, size_t body_max) __attribute__((warn_unused_result));
 
 /* Is output still waiting for room (call feed with n = 0 until not)? Inline: the stage asks
  * once per CopyData message. */

@@ -480,17 +480,6 @@ int mask_row_step(struct mask_row *r, const uint8_t *in, size_t n, size_t *consu
 	return 0;
 }
 
-/* The field whose length word is at in[pos..n): false when the word or its value does not
- * lie whole there, or the word is no length; else its length word and value length. */
-static inline bool field_at(const uint8_t *in, size_t n, size_t pos, int32_t *len, size_t *vlen)
-{
-	if (n - pos < 4)
-		return false;
-	*len = (int32_t)get32(in + pos);
-	*vlen = *len > 0 ? (size_t)*len : 0;
-	return *len >= -1 && *vlen <= n - pos - 4;
-}
-
 /*
  * One pass over fields in the binary layout: the checks analyse() and walk() make, each
  * answered by declining (0) rather than by an error, so that the machine, taking the row
@@ -510,7 +499,7 @@ size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *en
 		int32_t len;
 		size_t vlen;
 
-		if (!field_at(in, n, pos, &len, &vlen))
+		if (!mask_field_at(in, n, pos, &len, &vlen))
 			return 0;
 		if ((int32_t)f == plan->last_masked && pos + 4 > la_cap)
 			return 0; /* the machine answers -E2BIG */
@@ -550,33 +539,24 @@ size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *en
 	return o;
 }
 
-/* mask_fields_whole() for a plan whose masked values keep their place (plan->in_place), into
- * a copy of the row: nothing moves, so only the masked values are written. */
-size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env,
-			    const uint8_t *in, uint8_t *out, size_t n, size_t la_cap)
+/* mask_cols_in_place() inlines here: a call per row cost more than the walk. */
+size_t mask_rows_in_place(const struct mask_plan *plan, const struct mask_env *env,
+			  const uint8_t *in, uint8_t *out, size_t n, size_t la_cap)
 {
-	/* in locals: otherwise read again after every call that writes through out */
 	const struct mask_plan_col *cols = plan->cols;
-	const unsigned ncols = plan->ncols, last = (unsigned)plan->last_masked;
-	size_t pos = 2;
+	const unsigned ncols = plan->ncols, last_masked = (unsigned)plan->last_masked;
+	size_t at = 0;
 
-	if (n < 2 || ((unsigned)in[0] << 8 | in[1]) != ncols)
-		return 0;
-	for (unsigned f = 0; f < ncols; f++) {
-		int32_t len;
-		size_t vlen;
+	while (n - at >= PROTO_HEADER_LEN) {
+		size_t body_len = get32(in + at + 1) - (size_t)4;
 
-		if (!field_at(in, n, pos, &len, &vlen))
-			return 0;
-		if (f == last && pos + 4 > la_cap)
-			return 0; /* the machine answers -E2BIG */
-		if (cols[f].kind != MASK_COL_CLEAR && len != -1 &&
-		    mask_value_fast(&cols[f].action, env, in + pos + 4, vlen, out + pos + 4, vlen) !=
-			    len)
-			return 0;
-		pos += 4 + vlen;
+		if (n - at - PROTO_HEADER_LEN < body_len ||
+		    mask_cols_in_place(cols, ncols, last_masked, env, in + at + PROTO_HEADER_LEN,
+				       out + at + PROTO_HEADER_LEN, body_len, la_cap) != body_len)
+			break;
+		at += PROTO_HEADER_LEN + body_len;
 	}
-	return pos;
+	return at;
 }
 
 /* The length word is written last, once the output is known, where the machine must know

@@ -108,15 +108,69 @@ size_t mask_fields_whole(const struct mask_plan *plan, const struct mask_env *en
 			 const uint8_t *in, size_t n, size_t la_cap, uint8_t *out, size_t cap,
 			 size_t *consumed);
 
+/* The field whose length word is at in[pos..n): false when the word or its value does not
+ * lie whole there, or the word is no length; else its length word and value length. */
+static inline bool mask_field_at(const uint8_t *in, size_t n, size_t pos, int32_t *len,
+				 size_t *vlen)
+{
+	if (n - pos < 4)
+		return false;
+	*len = (int32_t)proto_read_u32(in + pos);
+	*vlen = *len > 0 ? (size_t)*len : 0;
+	return *len >= -1 && *vlen <= n - pos - 4;
+}
+
 /*
  * mask_fields_whole() where plan->in_place, into out[0..n) that holds a copy of in[0..n): the
  * row's masked values are written where they lie (its length and framing stay), everything
  * read from in (the bytes just received, where the copy's may have left the cache). Returns
  * the row's length, or 0 when it declines as mask_fields_whole() would (out's bytes then
- * undefined: copy the input again).
+ * undefined: copy the input again). Inline: the run loops of DataRow and COPY binary call it
+ * once a row, and a call cost more than the walk.
  */
-size_t mask_fields_in_place(const struct mask_plan *plan, const struct mask_env *env,
-			    const uint8_t *in, uint8_t *out, size_t n, size_t la_cap);
+static inline size_t mask_cols_in_place(const struct mask_plan_col *cols, unsigned ncols,
+					unsigned last_masked, const struct mask_env *env,
+					const uint8_t *in, uint8_t *out, size_t n, size_t la_cap)
+{
+	size_t pos = 2;
+
+	if (n < 2 || ((unsigned)in[0] << 8 | in[1]) != ncols)
+		return 0;
+	for (unsigned f = 0; f < ncols; f++) {
+		int32_t len;
+		size_t vlen;
+
+		if (!mask_field_at(in, n, pos, &len, &vlen))
+			return 0;
+		if (f == last_masked && pos + 4 > la_cap)
+			return 0; /* the machine answers -E2BIG */
+		if (cols[f].kind != MASK_COL_CLEAR && len != -1 &&
+		    !mask_value_in_copy(&cols[f].action, env, in + pos + 4, out + pos + 4, vlen))
+			return 0;
+		pos += 4 + vlen;
+	}
+	return pos;
+}
+
+/* The plan's pieces are taken apart by the caller of mask_cols_in_place() so that they stay
+ * in locals, not read again after every call that writes through out; a loop over rows
+ * holds them across the rows. */
+static inline size_t mask_fields_in_place(const struct mask_plan *plan,
+					  const struct mask_env *env, const uint8_t *in,
+					  uint8_t *out, size_t n, size_t la_cap)
+{
+	return mask_cols_in_place(plan->cols, plan->ncols, (unsigned)plan->last_masked, env, in,
+				  out, n, la_cap);
+}
+
+/*
+ * mask_fields_in_place() over the DataRow messages, header included, at the start of
+ * in[0..n), out[0..n) holding a copy of them. Returns the bytes of the messages done, in and
+ * out alike: it stops before a message cut by the end of in and before the first row
+ * mask_fields_in_place() declines (out's bytes from there on undefined: copy them again).
+ */
+size_t mask_rows_in_place(const struct mask_plan *plan, const struct mask_env *env,
+			  const uint8_t *in, uint8_t *out, size_t n, size_t la_cap);
 
 /*
  * The same rewrite for a row whose whole body is in[0..body_len), in one pass straight into

@@ -1413,30 +1413,18 @@ static size_t copy_message_whole(struct mask_sess *s, const uint8_t *body, uint3
 static size_t run_in_place(struct mask_sess *s, const struct mask_plan *plan,
 			   const struct stage_stream *st)
 {
-	size_t at = 0, n = st->in_len < st->out_cap ? st->in_len : st->out_cap;
+	size_t n = st->in_len < st->out_cap ? st->in_len : st->out_cap, copy_end;
 
 	if (plan ? !plan->in_place : !s->copy_active || s->cd_state != CD_IDLE)
 		return 0;
 	memcpy(st->out, st->in, n);
-	while (n - at >= PROTO_HEADER_LEN) {
-		const uint8_t *body = st->in + at + PROTO_HEADER_LEN;
-		uint8_t *copy = st->out + at + PROTO_HEADER_LEN;
-		uint32_t body_len = proto_read_u32(st->in + at + 1) - 4;
-
-		if (n - at - PROTO_HEADER_LEN < body_len)
-			break;
-		if (plan) {
-			if (mask_fields_in_place(plan, &s->env, body, copy, body_len, s->la_cap) !=
-			    body_len)
-				break;
-		} else if (body_len + 1 > st->out_cap - at - PROTO_HEADER_LEN ||
-			   body_len + 1 > s->la_cap ||
-			   !mask_copy_in_place(s->copy, body, copy, body_len)) {
-			break;
-		}
-		at += PROTO_HEADER_LEN + body_len;
-	}
-	return at;
+	if (plan)
+		return mask_rows_in_place(plan, &s->env, st->in, st->out, n, s->la_cap);
+	/* within copy_message_whole()'s room: a message ends a byte short of out_cap, its data
+	 * a byte short of la_cap */
+	copy_end = st->in_len < st->out_cap ? n : n - (n > 0);
+	return mask_copy_messages_in_place(s->copy, st->in, st->out, copy_end,
+					   s->la_cap ? s->la_cap - 1 : 0);
 }
 
 /* Can this session rewrite streamed messages? If not, r says why it ends. */

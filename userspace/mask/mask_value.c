@@ -1193,7 +1193,7 @@ static void units_untail(struct mask_xf *x)
 
 /* Every masked value of the one passes is checked first, so sixteen bytes a step where SSE2
  * is (every x86-64), the tail read as the last block; eight elsewhere. */
-static bool all_ascii(const uint8_t *p, size_t n)
+static inline bool all_ascii(const uint8_t *p, size_t n)
 {
 	uint64_t acc = 0;
 	size_t i = 0;
@@ -1245,49 +1245,49 @@ static uint8_t fast_unit(uint8_t c, enum xf_family fam)
 	}
 }
 
-/* mask_value_fast() for an action mask_fast_in_place() takes, on a copy of the value at
- * p[0..n): false when it declines. */
-static bool fast_in_place(const struct mask_action *a, const struct mask_env *e, uint8_t *p,
-			  size_t n)
+/* Everything is read from in, the bytes just received: out may have left the cache since the
+ * copy was made. Only the bytes the mask changes are written. */
+bool mask_value_in_copy(const struct mask_action *a, const struct mask_env *e, const uint8_t *in,
+			uint8_t *out, size_t n)
 {
 	const struct mask_type *t = &a->type;
 	size_t m, keep, at = SIZE_MAX, end;
 
-	if (t->array || (a->format && !tc_texty(t->tc)) || !all_ascii(p, n))
+	if (t->array || (a->format && !tc_texty(t->tc)) || !all_ascii(in, n))
 		return false;
 	switch (a->st.kind) {
 	case MASK_PARTIAL: {
 		enum xf_family fam = tc_number(t->tc) ? FAM_DIGIT : FAM_UPPER;
 
-		m = trim_blanks(t, p, n); /* char(n) padding is not counted, and stays */
+		m = trim_blanks(t, in, n); /* char(n) padding is not counted, and stays */
 		keep = a->st.keep < m ? a->st.keep : m;
 		if (fam == FAM_UPPER)
-			memset(p, 'X', m - keep); /* what fast_unit() makes of every byte */
+			memset(out, 'X', m - keep); /* what fast_unit() makes of every byte */
 		else
 			for (size_t i = 0; i < m - keep; i++)
-				p[i] = fast_unit(p[i], fam);
+				out[i] = fast_unit(in[i], fam);
 		return true;
 	}
 	case MASK_PHONE:
 		for (size_t i = 0; i < n; i++)
-			p[i] = fast_unit(p[i], FAM_PHONE);
+			out[i] = fast_unit(in[i], FAM_PHONE);
 		return true;
 	case MASK_EMAIL:
-		m = trim_blanks(t, p, n);
+		m = trim_blanks(t, in, n);
 		for (size_t i = m; i-- > 0;)
-			if (p[i] == '@') {
+			if (in[i] == '@') {
 				at = i;
 				break;
 			}
 		/* the '@' and what follows are kept when they could be a domain (the streaming
 		 * path holds at most MASK_EMAIL_DOMAIN_MAX characters after the '@') */
 		end = (at != SIZE_MAX && m - at <= MASK_EMAIL_DOMAIN_MAX + 1) ? at : m;
-		memset(p, 'x', end);
+		memset(out, 'x', end);
 		return true;
-	case MASK_DATE:
-		m = trim_blanks(t, p, n);
+	case MASK_DATE: /* rare: rewritten on the copy, which holds the value */
+		m = trim_blanks(t, in, n);
 		return !a->format && m <= MASK_DATE_TEXT_MAX &&
-		       mask_date_text_rewrite(p, m, t->tc, e);
+		       mask_date_text_rewrite(out, m, t->tc, e);
 	default:
 		return false;
 	}
@@ -1314,7 +1314,7 @@ int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e, c
 		if (cap < n)
 			return -1;
 		memcpy(out, in, n);
-		return fast_in_place(a, e, out, n) ? (int64_t)n : -1;
+		return mask_value_in_copy(a, e, in, out, n) ? (int64_t)n : -1;
 	}
 	if (a->st.kind != MASK_HASH || t->array || !all_ascii(in, n) ||
 	    (!tc_texty(t->tc) && (a->format || !tc_number(t->tc))))

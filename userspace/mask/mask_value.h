@@ -279,6 +279,15 @@ static inline bool mask_fast_in_place(const struct mask_action *a)
 	       a->st.kind == MASK_EMAIL || a->st.kind == MASK_DATE;
 }
 
+/*
+ * mask_value_fast() for an action mask_fast_in_place() takes, into out[0..n) that already
+ * holds a copy of in[0..n) (the in-place passes copy a run of messages whole first, so the
+ * value is not copied a second time). true when it takes the value, its output then in
+ * out[0..n); false when it declines (out's bytes then undefined).
+ */
+bool mask_value_in_copy(const struct mask_action *a, const struct mask_env *e, const uint8_t *in,
+			uint8_t *out, size_t n) __attribute__((warn_unused_result));
+
 /* Is every byte mask_value_fast() writes for a either its input's byte at the same place or
  * one of 'X', 'x' and '0' (partial, phone, email)? Then its output needs escaping in a COPY
  * text row only where its input did, or where the delimiter is one of those three. */
