@@ -191,10 +191,11 @@ static unsigned in_place_messages; /* messages the in-place pass took */
 
 /*
  * The stream as CopyData messages the way the stage takes them: each message first offered
- * to the in-place pass (copy_message_in_place()) on a copy where the plan is in place and the room holds it, then
- * whole to mask_copy_whole() (into a room from a byte to all that is left), then, when
- * those decline, fed to the machine until it has taken it all and owes nothing. Messages
- * are one to three whole rows (ends[]), or a cut anywhere (a row split across messages).
+ * to the in-place pass (copy_message_in_place()) on a copy where the plan is in place and
+ * the room holds it, then whole to mask_copy_whole() (into a room from a byte to all that
+ * is left), then, when those decline, fed to the machine until it has taken it all and owes
+ * nothing. Messages are one to three whole rows (ends[]), or a cut anywhere (a row split
+ * across messages).
  */
 static int64_t run_copy_messages(struct mask_copy *c, const struct mask_copy_opts *o,
 				 const struct mask_plan *p, const struct mask_env *e,

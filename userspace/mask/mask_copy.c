@@ -1004,7 +1004,8 @@ static inline unsigned block_specials(const uint8_t *p, __m128i delim)
  * bytes: the flag found there is checked, since bytes before from may have set it wrongly).
  * This scan is most of what a COPY text row costs the one pass: inline, as a call for each
  * field cost about as much as the scan of a short one. */
-static inline __attribute__((always_inline)) size_t text_special_from(const uint8_t *in, size_t from, size_t n, uint8_t delim)
+static inline __attribute__((always_inline)) size_t
+text_special_from(const uint8_t *in, size_t from, size_t n, uint8_t delim)
 {
 	size_t i = from;
 
@@ -1056,6 +1057,34 @@ static bool text_plain(const uint8_t *p, size_t n, uint8_t delim)
 	return !special;
 }
 
+/*
+ * The end of the text COPY field that starts at in[start]: the index of the delimiter or the
+ * newline after it, or n when the row does not end within in[0..n). Sets *escaped when the
+ * field holds a backslash escape and *control when it holds another byte the scan stops at
+ * (a control byte the server wrote as it is). Inline: runs for every field of every row.
+ */
+static inline __attribute__((always_inline)) size_t
+text_field_end(const uint8_t *in, size_t start, size_t n, uint8_t delim, bool *escaped,
+	       bool *control)
+{
+	size_t end = start;
+
+	for (;;) {
+		end = text_special_from(in, end, n, delim);
+		if (end == n || in[end] == delim || in[end] == '\n')
+			return end;
+		if (in[end] == '\\') {
+			if (n - end < 2)
+				return n;
+			*escaped = true;
+			end += 2;
+			continue;
+		}
+		*control = true;
+		end++;
+	}
+}
+
 /* Text: fields split at the delimiter, the row ends at the newline; a backslash and the
  * byte after it, whatever that is, are an escape (where the machines end a field too). A
  * clear field's raw bytes are copied as they are, escapes and all; so is a field whose raw
@@ -1074,27 +1103,14 @@ static size_t text_whole_row(struct mask_copy *c, const uint8_t *in, size_t n, u
 	unsigned f = 0;
 
 	for (;;) {
-		size_t end = start, flen;
+		size_t end, flen;
 		const struct mask_plan_col *col;
 		const uint8_t *src = in + start;
 		bool control = false, escaped = false, last;
 
-		for (;;) {
-			end = text_special_from(in, end, n, delim);
-			if (end == n)
-				return 0; /* the row does not end here */
-			if (in[end] == delim || in[end] == '\n')
-				break;
-			if (in[end] == '\\') {
-				if (n - end < 2)
-					return 0;
-				escaped = true;
-				end += 2;
-				continue;
-			}
-			control = true;
-			end++;
-		}
+		end = text_field_end(in, start, n, delim, &escaped, &control);
+		if (end == n)
+			return 0; /* the row does not end here */
 		flen = end - start;
 		last = in[end] == '\n';
 
@@ -1192,21 +1208,14 @@ static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t 
 	unsigned f = 0;
 
 	for (;;) {
-		size_t end = start, flen;
+		size_t end, flen;
 		const struct mask_plan_col *col;
-		bool plain = true;
+		bool escaped = false, control = false, plain;
 
-		for (;;) {
-			end = text_special_from(in, end, n, delim);
-			if (end == n)
-				return 0; /* the row does not end here */
-			if (in[end] == delim || in[end] == '\n')
-				break;
-			plain = false;
-			end += in[end] == '\\' ? 2 : 1;
-			if (end > n)
-				return 0;
-		}
+		end = text_field_end(in, start, n, delim, &escaped, &control);
+		if (end == n)
+			return 0; /* the row does not end here */
+		plain = !escaped && !control;
 		flen = end - start;
 		if (f >= ncols)
 			return 0;
