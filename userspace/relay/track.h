@@ -132,9 +132,8 @@ struct track {
 	track_done_fn done;
 	void *done_arg;
 	/* The kinds of request done hears of (TRACK_KIND_BIT each; track_init: all, when
-	 * there is a listener). Every
-	 * transaction completes several requests: a listener that counts only some spares
-	 * building and handing over the others. */
+	 * there is a listener). Every transaction completes several requests: a listener
+	 * that counts only some spares building and handing over the others. */
 	uint32_t done_kinds;
 };
 

@@ -110,8 +110,8 @@ static inline void transport_destroy(struct transport *t)
 }
 
 /*
- * The socket transports: TCP and Unix stream sockets, read with recv() and written with
- * send(MSG_NOSIGNAL). t is storage the caller owns (embedded in the connection); destroy
+ * The socket transports: TCP and Unix stream sockets, read and written with
+ * transport_sock_recv() and transport_sock_send(). t is storage the caller owns (embedded in the connection); destroy
  * closes fd and leaves the storage alone. unix_socket only changes the name.
  */
 void transport_sock_init(struct transport *t, int fd, bool unix_socket);
@@ -122,5 +122,13 @@ void transport_sock_init(struct transport *t, int fd, bool unix_socket);
  * for the socket). The caller checks first that t holds no unread bytes.
  */
 int transport_sock_release(struct transport *t);
+
+/*
+ * One nonblocking receive from, or send (MSG_NOSIGNAL) to, a socket, retried on EINTR: the
+ * system calls both the socket transports and the TLS transport's BIO make. The result and
+ * errno are recv()'s and send()'s.
+ */
+ssize_t transport_sock_recv(int fd, void *buf, size_t n);
+ssize_t transport_sock_send(int fd, const void *buf, size_t n);
 
 #endif

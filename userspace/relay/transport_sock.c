@@ -27,29 +27,35 @@ void transport_note_events(struct transport *t, uint32_t events)
 }
 
 /*
- * recv() and send() are cancellation points: in a threaded process glibc switches
- * asynchronous cancellation on and off around each call (two atomic updates, some 70
- * instructions, four times per transaction). Nothing cancels a worker (pgwarden never calls
- * pthread_cancel), so the same system calls are made directly. Same arguments, same result
- * and errno.
+ * Not recv() and send(): they are cancellation points, and in a threaded process glibc
+ * switches asynchronous cancellation on and off around each call (two atomic updates, some
+ * 70 instructions, four times per transaction). Nothing cancels a worker (pgwarden never
+ * calls pthread_cancel), so the same system calls are made directly.
  */
-static ssize_t sock_recv(int fd, void *buf, size_t n)
-{
-	return syscall(SYS_recvfrom, fd, buf, n, MSG_DONTWAIT, NULL, NULL);
-}
-
-static ssize_t sock_send(int fd, const void *buf, size_t n)
-{
-	return syscall(SYS_sendto, fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0);
-}
-
-static ssize_t sock_read(struct transport *t, void *buf, size_t n)
+ssize_t transport_sock_recv(int fd, void *buf, size_t n)
 {
 	ssize_t r;
 
 	do {
-		r = sock_recv(t->fd, buf, n);
+		r = syscall(SYS_recvfrom, fd, buf, n, MSG_DONTWAIT, NULL, NULL);
 	} while (r < 0 && errno == EINTR);
+	return r;
+}
+
+ssize_t transport_sock_send(int fd, const void *buf, size_t n)
+{
+	ssize_t r;
+
+	do {
+		r = syscall(SYS_sendto, fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0);
+	} while (r < 0 && errno == EINTR);
+	return r;
+}
+
+static ssize_t sock_read(struct transport *t, void *buf, size_t n)
+{
+	ssize_t r = transport_sock_recv(t->fd, buf, n);
+
 	if (r > 0) {
 		t->bytes_in += (uint64_t)r;
 		t->read_needs = 0;
@@ -71,11 +77,8 @@ static ssize_t sock_read(struct transport *t, void *buf, size_t n)
 
 static ssize_t sock_write(struct transport *t, const void *buf, size_t n)
 {
-	ssize_t r;
+	ssize_t r = transport_sock_send(t->fd, buf, n);
 
-	do {
-		r = sock_send(t->fd, buf, n);
-	} while (r < 0 && errno == EINTR);
 	if (r > 0) {
 		t->bytes_out += (uint64_t)r;
 		t->write_needs = 0;

@@ -90,9 +90,7 @@ static int bio_read(BIO *b, char *buf, int len)
 		BIO_set_retry_read(b);
 		return -1;
 	}
-	do {
-		r = recv(t->fd, buf, (size_t)len, MSG_DONTWAIT);
-	} while (r < 0 && errno == EINTR);
+	r = transport_sock_recv(t->fd, buf, (size_t)len);
 	if (r > 0) {
 		/* Short: the receive queue is drained until the next edge (see transport_sock). */
 		if (r < len && !t->hup)
@@ -119,9 +117,7 @@ static int bio_write(BIO *b, const char *buf, int len)
 	BIO_clear_retry_flags(b);
 	if (len <= 0)
 		return 0;
-	do {
-		r = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-	} while (r < 0 && errno == EINTR);
+	r = transport_sock_send(t->fd, buf, (size_t)len);
 	if (r > 0) {
 		if (r < len)
 			t->ready &= ~TRANSPORT_WRITE; /* the send buffer is full */
