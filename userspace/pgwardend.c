@@ -18,6 +18,7 @@
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "base/clock.h"
+#include "base/cpus.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "config/config.h"
@@ -312,9 +313,24 @@ static void raise_nofile(void)
 			 (unsigned long long)before, (unsigned long long)rl.rlim_cur);
 }
 
-static unsigned worker_count(const struct config *cfg)
+/* The CPUs the workers are sized by and, with pin_workers, bound to; NULL when the affinity
+ * mask cannot be read (logged), and then the online CPUs size them and nothing is pinned. */
+static const struct cpus *worker_cpus(struct cpus *storage)
 {
-	long n = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+	int err = cpus_allowed(storage);
+
+	if (!err)
+		return storage;
+	log_warn("start", "cannot read the CPU affinity mask (%s): workers are not pinned",
+		 strerror(-err));
+	return NULL;
+}
+
+static unsigned worker_count(const struct config *cfg, const struct cpus *cpus)
+{
+	long n = cfg->workers ? (long)cfg->workers
+		 : cpus      ? (long)cpus->count
+			     : sysconf(_SC_NPROCESSORS_ONLN);
 
 	return n > 0 ? (unsigned)n : 1;
 }
@@ -1061,7 +1077,9 @@ static const struct admin_ops daemon_admin_ops = {
 
 /* ---- start ------------------------------------------------------------------------- */
 
-static int start_workers(struct relay *r, unsigned n, const struct config *cfg)
+/* pin: the CPUs to bind the workers to in turn, or NULL to leave them unbound. */
+static int start_workers(struct relay *r, unsigned n, const struct config *cfg,
+			 const struct cpus *pin)
 {
 	int err;
 
@@ -1075,7 +1093,7 @@ static int start_workers(struct relay *r, unsigned n, const struct config *cfg)
 		r->nworkers++;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		err = worker_start(r->workers[i]);
+		err = worker_start(r->workers[i], pin ? cpus_nth(pin, i) : -1);
 		if (err) {
 			log_error("start", "cannot start worker %u: %s", i, strerror(-err));
 			/* Workers already running must be told to stop before we return. */
@@ -1144,7 +1162,7 @@ static void audit_steer_change(struct daemon *d)
 	d->steer_attach_seen = id;
 }
 
-static void log_started(const struct config *cfg, unsigned nworkers)
+static void log_started(const struct config *cfg, const struct relay *r)
 {
 	struct log_line l;
 	char text[ADDR_STRLEN];
@@ -1161,7 +1179,10 @@ static void log_started(const struct config *cfg, unsigned nworkers)
 	log_kv_str(&l, "upstream", addr_format(&cfg->upstream.ss.sa, text, sizeof(text)));
 	if (cfg->unix_upstream)
 		log_kv_str(&l, "unix_upstream", cfg->unix_upstream);
-	log_kv_u64(&l, "workers", nworkers);
+	log_kv_u64(&l, "workers", r->nworkers);
+	for (unsigned i = 0; i < r->nworkers; i++)
+		if (r->workers[i]->cpu >= 0)
+			log_kv_u64(&l, "worker_cpu", (uint64_t)r->workers[i]->cpu);
 	log_kv_u64(&l, "pid", (uint64_t)getpid());
 	if (handover_is_successor())
 		log_kv_u64(&l, "previous_pid", (uint64_t)handover_predecessor_pid());
@@ -1432,6 +1453,8 @@ int main(int argc, char **argv)
 	char err[CONFIG_ERR_MAX], status[256];
 	struct config *cfg;
 	unsigned nworkers;
+	struct cpus cpus_storage;
+	const struct cpus *cpus;
 	sigset_t sigs;
 	int sigfd, rc, status_code = 1;
 
@@ -1614,7 +1637,8 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	nworkers = worker_count(cfg);
+	cpus = worker_cpus(&cpus_storage);
+	nworkers = worker_count(cfg, cpus);
 	/* Take every socket the predecessor had: one left behind would take the connections
 	 * queued on it along when it closes. */
 	if (handover_listeners_per_address() > nworkers) {
@@ -1624,12 +1648,12 @@ int main(int argc, char **argv)
 		nworkers = handover_listeners_per_address();
 	}
 	check_nofile(cfg, nworkers);
-	rc = start_workers(r, nworkers, cfg);
+	rc = start_workers(r, nworkers, cfg, cfg->pin_workers ? cpus : NULL);
 	if (rc) {
 		log_error("start", "cannot start: %s", strerror(-rc));
 		goto out;
 	}
-	log_started(cfg, r->nworkers);
+	log_started(cfg, r);
 	if (start_registrar(&d, cfg))
 		goto out_stop;
 	d.admin = start_admin(&d, cfg, err, sizeof(err));

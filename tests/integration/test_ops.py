@@ -233,6 +233,45 @@ def test_client_and_server_clocks_differ(relay_factory):
 
 
 # --------------------------------------------------------------------------------------------
+# worker placement
+
+
+def _worker_cpus(pid):
+    """{thread name: set of CPUs it may run on} for the daemon's worker threads."""
+    found = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            name = f.read().strip()
+        if name.startswith("pgw-worker-"):
+            found[name] = os.sched_getaffinity(int(tid))
+    return found
+
+
+def test_workers_are_pinned_in_turn_within_the_daemons_cpus(relay_factory):
+    allowed = sorted(os.sched_getaffinity(0))
+    relay = relay_factory(workers=len(allowed) + 1)
+    want = {"pgw-worker-%d" % i: {allowed[i % len(allowed)]} for i in range(len(allowed) + 1)}
+    assert _worker_cpus(relay.proc.pid) == want
+    assert ["worker_cpu=%d" % c for c in (allowed + allowed[:1])] == re.findall(
+        r"worker_cpu=\d+", relay.raw_log())
+    with wire.Conn(relay.host, relay.port, timeout=WAIT) as conn:
+        assert conn.login(relay.user, relay.password, relay.dbname)[-1].type == "Z"
+
+    unpinned = relay_factory(extra_args=["--pin-workers", "false"])
+    assert _worker_cpus(unpinned.proc.pid) == {
+        "pgw-worker-0": set(allowed), "pgw-worker-1": set(allowed)}
+    assert "worker_cpu" not in unpinned.raw_log()
+
+    # A daemon started on a narrower mask (taskset, a cpuset) sizes and pins by it.
+    os.sched_setaffinity(0, {allowed[-1]})
+    try:
+        narrowed = relay_factory(workers=0)
+    finally:
+        os.sched_setaffinity(0, set(allowed))
+    assert _worker_cpus(narrowed.proc.pid) == {"pgw-worker-0": {allowed[-1]}}
+
+
+# --------------------------------------------------------------------------------------------
 # logging: the trail, priorities, the journal, syslog, the fd warning
 
 

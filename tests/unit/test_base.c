@@ -2,6 +2,7 @@
 #include "base/addr.h"
 #include "base/buf.h"
 #include "base/cidr.h"
+#include "base/cpus.h"
 #include "base/instance.h"
 #include "base/log.h"
 #include "base/sanitize.h"
@@ -411,6 +412,35 @@ static void test_instance_names(void **state)
 		assert_false(instance_name_valid(bad[i]));
 }
 
+/* Workers are placed on the allowed CPUs in turn, skipping the ones the mask leaves out. */
+static void test_cpus_in_turn(void **state)
+{
+	struct cpus c;
+
+	(void)state;
+	CPU_ZERO(&c.set);
+	CPU_SET(1, &c.set);
+	CPU_SET(3, &c.set);
+	CPU_SET(64, &c.set);
+	c.count = 3;
+	assert_int_equal(cpus_nth(&c, 0), 1);
+	assert_int_equal(cpus_nth(&c, 1), 3);
+	assert_int_equal(cpus_nth(&c, 2), 64);
+	assert_int_equal(cpus_nth(&c, 3), 1);
+	assert_int_equal(cpus_nth(&c, 1000), 3);
+
+	/* The process's own mask: every CPU it names is one the process may run on. */
+	assert_int_equal(cpus_allowed(&c), 0);
+	assert_true(c.count >= 1);
+	for (unsigned i = 0; i < c.count; i++) {
+		int cpu = cpus_nth(&c, i);
+
+		assert_true(cpu >= 0 && CPU_ISSET(cpu, &c.set));
+		for (unsigned j = 0; j < i; j++)
+			assert_int_not_equal(cpus_nth(&c, j), cpu);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -429,6 +459,7 @@ int main(void)
 		cmocka_unit_test(test_cidr_cases),
 		cmocka_unit_test(test_cidr_format_cases),
 		cmocka_unit_test(test_instance_names),
+		cmocka_unit_test(test_cpus_in_turn),
 	};
 
 	return cmocka_run_group_tests_name("base", tests, NULL, NULL);

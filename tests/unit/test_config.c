@@ -200,6 +200,8 @@ static void test_set_every_key(void **state)
 		{"listen", "127.0.0.1:6432", "127.0.0.1:6432"},
 		{"upstream", "[::1]:5432", "[::1]:5432"},
 		{"workers", "4", "4"},
+		{"pin_workers", "false", "false"},
+		{"pin-workers", "on", "true"},
 		{"buffer_size", "64KiB", "64KiB"},
 		{"max_message_size", "16MiB", "16MiB"},
 		{"max_connections", "500", "500"},
@@ -1466,6 +1468,7 @@ static void test_restart_required(void **state)
 	} cases[] = {
 		{"listen", "127.0.0.1:7000", true},
 		{"workers", "2", true},
+		{"pin_workers", "false", true},
 		{"admin_socket", "/tmp/other.sock", true},
 		{"metrics_listen", "127.0.0.1:9187", true},
 		{"upstream", "127.0.0.1:5433", false},

@@ -20,7 +20,7 @@
  * the lists "listen", "tproxy_listen" and "gate.deny", the first flag replaces the file's
  * items and repeated flags add to them.
  *
- * Reload contract: listen, tproxy_listen, workers, buffer_size, admin_socket,
+ * Reload contract: listen, tproxy_listen, workers, pin_workers, buffer_size, admin_socket,
  * metrics_listen, steer_instance, log_target, admin_read_group, unix_listen, gate.queue,
  * gate.max_sources, admission.max_sources and tls.fips
  * are bound once at start (config_restart_required() names them); gate.rate, gate.burst
@@ -92,7 +92,8 @@ struct config {
 	bool transparent_source;
 	struct addr upstream;
 	bool has_upstream;
-	unsigned workers;           /* 0: one per online CPU */
+	unsigned workers;           /* 0: one per CPU the daemon may run on */
+	bool pin_workers;           /* bind worker i to the i-th of those CPUs */
 	uint32_t buffer_size;       /* bytes per direction buffer (default 32 KiB) */
 	uint32_t max_message_size;  /* largest message body accepted from either side */
 	uint32_t max_connections;   /* client connections across all workers */
@@ -314,7 +315,7 @@ int config_write_yaml(const struct config *cfg, FILE *out)
 void config_usage(FILE *out);
 
 /* The first key that differs between old and new and is bound only at start (listen,
- * tproxy_listen, workers, buffer_size, admin_socket, metrics_listen, steer_instance,
+ * tproxy_listen, workers, pin_workers, buffer_size, admin_socket, metrics_listen, steer_instance,
  * gate.queue, gate.max_sources, tls.fips); NULL when a reload can apply new as is. */
 const char *config_restart_required(const struct config *old, const struct config *new_cfg);
 

@@ -54,6 +54,7 @@ struct worker_slot {
 struct worker {
 	unsigned id;
 	pthread_t thread;
+	int cpu; /* the CPU its thread is bound to, or -1 */
 	struct relay *relay;
 	struct loop loop;
 	/* listen, then tproxy_listen, then the Unix listener */
@@ -112,7 +113,8 @@ int worker_post_kill(struct worker *w, const char *id, enum admin_kill_mode mode
  */
 int worker_create(struct worker **out, unsigned id, struct relay *relay,
 		  const struct config *cfg) __attribute__((warn_unused_result));
-int worker_start(struct worker *w) __attribute__((warn_unused_result));
+/* Start the worker's thread, bound to cpu when cpu >= 0. 0 or -errno. */
+int worker_start(struct worker *w, int cpu) __attribute__((warn_unused_result));
 void worker_post(struct worker *w, enum worker_cmd cmd);
 
 /* Connection list membership (worker thread only; takes w->lock for outside readers). */
