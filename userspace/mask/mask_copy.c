@@ -1247,49 +1247,6 @@ static size_t whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_
 	return text_whole_row(c, in, n, out, cap, produced);
 }
 
-/* Text: text_whole_row() into a copy of the row at out[0..n) (of in[0..n)), where the plan's
- * masked values keep their place (plan->in_place): only those are written. It declines a
- * masked value with an escape, and one with a control byte (rare: the one pass copies it
- * out to check). */
-static size_t text_row_in_place(const struct mask_copy *c, const uint8_t *in, uint8_t *out,
-				size_t n)
-{
-	/* in locals: otherwise read again after every call that writes through out */
-	const uint8_t delim = c->o.delim;
-	const bool delim_masks = delim == 'X' || delim == 'x' || delim == '0';
-	const struct mask_plan_col *cols = c->plan->cols;
-	const unsigned ncols = c->plan->ncols;
-	const struct mask_env *env = c->env;
-	size_t start = 0;
-	unsigned f = 0;
-
-	for (;;) {
-		size_t end, flen;
-		const struct mask_plan_col *col;
-		bool escaped = false, control = false, plain;
-
-		end = text_field_end(in, start, n, delim, &escaped, &control);
-		if (end == n)
-			return 0; /* the row does not end here */
-		plain = !escaped && !control;
-		flen = end - start;
-		if (f >= ncols)
-			return 0;
-		col = &cols[f++];
-		if (col->kind != MASK_COL_CLEAR &&
-		    !(flen == c->o.null_len && memcmp(in + start, c->o.null_str, flen) == 0) &&
-		    (!plain ||
-		     !mask_value_in_copy_inline(&col->action, env, in + start, out + start, flen) ||
-		     ((delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
-		      !text_plain(out + start, flen, delim))))
-			return 0;
-		start = end + 1;
-		if (in[end] == '\n')
-			break;
-	}
-	return f == ncols ? start : 0;
-}
-
 /* What the in-place passes read of the parser, taken into a local once per run: a store
  * through out may alias anything the parser points to, so the compiler would read these
  * again after every masked value. */
@@ -1302,6 +1259,49 @@ struct run_consts {
 	uint8_t delim;
 	bool delim_masks; /* the delimiter is a byte a masked value may be written with */
 };
+
+/* Text: is the field in[start..start + flen) of column col taken where it lies in out (a copy
+ * of in)? A clear field is, and so is the NULL string; a masked value only when it is plain
+ * (no escape, no control byte), the in-place rewrite takes it and its output needs no
+ * escaping. The masked value is written into out[start..). */
+static inline __attribute__((always_inline)) bool
+text_field_in_place(const struct run_consts *k, const struct mask_plan_col *col,
+		    const uint8_t *in, uint8_t *out, size_t start, size_t flen, bool plain)
+{
+	return col->kind == MASK_COL_CLEAR ||
+	       (flen == k->null_len && memcmp(in + start, k->null_str, flen) == 0) ||
+	       (plain &&
+		mask_value_in_copy_inline(&col->action, k->env, in + start, out + start, flen) &&
+		((!k->delim_masks && mask_fast_keeps_bytes(&col->action)) ||
+		 text_plain(out + start, flen, k->delim)));
+}
+
+/* Text: text_whole_row() into a copy of the row at out[0..n) (of in[0..n)), where the plan's
+ * masked values keep their place (plan->in_place): only those are written. It declines a
+ * masked value with an escape, and one with a control byte (rare: the one pass copies it
+ * out to check). */
+static size_t text_row_in_place(const struct run_consts *k, const uint8_t *in, uint8_t *out,
+				size_t n)
+{
+	size_t start = 0;
+	unsigned f = 0;
+
+	for (;;) {
+		bool escaped = false, control = false;
+		const size_t end = text_field_end(in, start, n, k->delim, &escaped, &control);
+
+		if (end == n)
+			return 0; /* the row does not end here */
+		if (f >= k->ncols ||
+		    !text_field_in_place(k, &k->cols[f++], in, out, start, end - start,
+					 !escaped && !control))
+			return 0;
+		start = end + 1;
+		if (in[end] == '\n')
+			break;
+	}
+	return f == k->ncols ? start : 0;
+}
 
 /*
  * Text: the rows of one CopyData message's data in[0..n) (n > 0) into out[0..n) holding a
@@ -1327,18 +1327,10 @@ text_rows_by_class(const struct run_consts *k, const uint8_t *in, uint8_t *out, 
 		if (odd)
 			return 0;
 		for (; ends; ends &= ends - 1) {
-			const size_t end = i + (size_t)__builtin_ctzll(ends), flen = end - start;
-			const struct mask_plan_col *col;
+			const size_t end = i + (size_t)__builtin_ctzll(ends);
 
-			if (f >= k->ncols)
-				return 0;
-			col = &k->cols[f++];
-			if (col->kind != MASK_COL_CLEAR &&
-			    !(flen == k->null_len && memcmp(in + start, k->null_str, flen) == 0) &&
-			    (!mask_value_in_copy_inline(&col->action, k->env, in + start,
-							out + start, flen) ||
-			     ((k->delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
-			      !text_plain(out + start, flen, k->delim))))
+			if (f >= k->ncols ||
+			    !text_field_in_place(k, &k->cols[f++], in, out, start, end - start, true))
 				return 0;
 			start = end + 1;
 			if (in[end] == '\n') {
@@ -1355,8 +1347,8 @@ text_rows_by_class(const struct run_consts *k, const uint8_t *in, uint8_t *out, 
 /* One CopyData message's data in[0..n), out[0..n) holding a copy, at a row's start
  * (one_pass_ready()): the rows taken, or 0 when not every row was. */
 static inline __attribute__((always_inline)) uint64_t
-message_in_place(const struct mask_copy *c, const struct run_consts *k, bool binary,
-		 const uint8_t *in, uint8_t *out, size_t n)
+message_in_place(const struct run_consts *k, bool binary, const uint8_t *in, uint8_t *out,
+		 size_t n)
 {
 	uint64_t rows = 0;
 	size_t i = 0;
@@ -1371,7 +1363,7 @@ message_in_place(const struct mask_copy *c, const struct run_consts *k, bool bin
 	while (i < n) {
 		size_t used = binary ? mask_cols_in_place(k->cols, k->ncols, k->last_masked, k->env,
 							  in + i, out + i, n - i, SIZE_MAX)
-				     : text_row_in_place(c, in + i, out + i, n - i);
+				     : text_row_in_place(k, in + i, out + i, n - i);
 
 		if (!used)
 			return 0;
@@ -1411,7 +1403,7 @@ size_t mask_copy_messages_in_place(struct mask_copy *c, const uint8_t *in, uint8
 
 		if (n - at - PROTO_HEADER_LEN < body_len || body_len > body_max)
 			break;
-		taken = message_in_place(c, &k, binary, in + at + PROTO_HEADER_LEN,
+		taken = message_in_place(&k, binary, in + at + PROTO_HEADER_LEN,
 					 out + at + PROTO_HEADER_LEN, body_len);
 		if (!taken)
 			break;
