@@ -461,6 +461,74 @@ static void test_copy_whole_nulls_escapes_empty(void **state)
 }
 
 /* Options PostgreSQL itself refuses are refused. */
+/*
+ * Text COPY messages the in-place pass takes by classifying their bytes sixty-four at a time:
+ * random rows of five columns (three masked, in place, one of them partial on text), values of
+ * 0 to 90 bytes so that fields and rows cross the sixteen- and sixty-four-byte steps, one to
+ * three rows per message, and now and then a backslash escape or a control byte (the pass
+ * then falls back to the field scan) or a message cut inside a row. Whatever the in-place pass
+ * takes, the one-pass rewriter (mask_copy_whole()) must take too, with the same bytes.
+ */
+static void test_copy_in_place_text_by_class(void **state)
+{
+	static const char alphabet[] = "abcdefghij0123456789@. -XYZ";
+	struct mask_copy_opts o;
+	struct mask_env e;
+	struct mask_plan plan;
+	struct mask_copy *inplace = malloc(sizeof(*inplace)), *whole = malloc(sizeof(*whole));
+	uint8_t in[2048], copy[2048], want[4096];
+	uint32_t seed = 12345;
+	unsigned took = 0, messages = 0;
+
+	(void)state;
+	assert_non_null(inplace);
+	assert_non_null(whole);
+	mt_env("utf8", &e);
+	assert_true(parse_opts("text", &o));
+	assert_true(mt_plan("-,partial-last-4:text:t,email:text:t,-,phone:text:t", &e, &plan));
+	assert_true(plan.in_place);
+	for (int k = 0; k < 3000; k++) {
+		unsigned rows = 1 + mt_rand(&seed) % 3, odd = mt_rand(&seed) % 8;
+		size_t n = 0, made;
+		bool in_place;
+
+		for (unsigned r = 0; r < rows; r++)
+			for (unsigned f = 0; f < 5; f++) {
+				size_t len = mt_rand(&seed) % 4 ? mt_rand(&seed) % 20 : mt_rand(&seed) % 91;
+
+				for (size_t i = 0; i < len; i++)
+					in[n++] = (uint8_t)alphabet[mt_rand(&seed) % (sizeof(alphabet) - 1)];
+				in[n++] = f == 4 ? '\n' : '\t';
+			}
+		if (odd == 0) /* an escape somewhere */
+			in[mt_rand(&seed) % n] = '\\';
+		else if (odd == 1) /* a control byte somewhere */
+			in[mt_rand(&seed) % n] = 0x01;
+		else if (odd == 2 && n > 1) /* cut inside the last row */
+			n -= 1 + mt_rand(&seed) % (n - 1);
+		mask_copy_init(inplace, NULL, 0);
+		mask_copy_init(whole, NULL, 0);
+		assert_int_equal(mask_copy_begin(inplace, &o, &plan, &e), 0);
+		assert_int_equal(mask_copy_begin(whole, &o, &plan, &e), 0);
+		memcpy(copy, in, n);
+		in_place = copy_message_in_place(inplace, in, copy, n);
+		made = mask_copy_whole(whole, in, n, want, sizeof(want));
+		messages++;
+		if (!in_place) {
+			assert_int_equal(inplace->rows, 0);
+			continue;
+		}
+		took++;
+		assert_int_equal(made, n);
+		assert_memory_equal(copy, want, n);
+		assert_int_equal(inplace->rows, whole->rows);
+	}
+	assert_true(took > messages / 2);
+	mask_plan_free(&plan);
+	free(inplace);
+	free(whole);
+}
+
 static void test_copy_bad_options(void **state)
 {
 	struct mask_copy_opts o;
@@ -530,6 +598,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_copy_cases),
 		cmocka_unit_test(test_copy_whole_nulls_escapes_empty),
+		cmocka_unit_test(test_copy_in_place_text_by_class),
 		cmocka_unit_test(test_copy_bad_options),
 		cmocka_unit_test(test_copy_large),
 	};

@@ -972,6 +972,34 @@ static void test_unmaskable_requests_are_refused(void **state)
 	world_end(&w);
 }
 
+/*
+ * A result that masks nothing leaves no server message type streamed, so the relay can send
+ * its rows as they are (it copies every message through its stream buffer while a stage
+ * streams any type); CopyData outside a COPY is then seen whole, and still ends the session.
+ */
+static void test_unmasked_result_streams_nothing(void **state)
+{
+	struct world w;
+	struct mb m;
+	static const struct col one[] = {{"name", CUSTOMERS, 25, 2, -1, 0}};
+	const char *v[] = {"Alice"};
+
+	nfacts = 0;
+	world_start(&w, "analyst");
+	assert_true(stage_chain_streams(&w.ch, 'D')); /* no result known yet: fail safe */
+	assert_false(stage_chain_streams(&w.ch, 'd'));
+	fe(&w, query(&m, "SELECT name FROM customers"));
+	assert_int_equal(be(&w, rowdesc(&m, one, 1)), STAGE_FORWARD);
+	assert_false(stage_chain_streams_any(&w.ch));
+	assert_int_equal(be(&w, datarow(&m, v, 1)), STAGE_FORWARD);
+	assert_true(seen_has(&w, "Alice"));
+	mb_start(&m, 'd');
+	mb_bytes(&m, "1\tAlice\n", 8);
+	assert_int_equal(be(&w, mb_end(&m)), STAGE_CLOSE);
+	assert_string_equal(w.last.sqlstate, "XX000");
+	world_end(&w);
+}
+
 static void test_server_rows_that_cannot_be_masked_close(void **state)
 {
 	struct world w;
@@ -1886,6 +1914,7 @@ int main(void)
 		cmocka_unit_test(test_scrubbing),
 		cmocka_unit_test(test_copy_text_is_masked),
 		cmocka_unit_test(test_unmaskable_requests_are_refused),
+		cmocka_unit_test(test_unmasked_result_streams_nothing),
 		cmocka_unit_test(test_server_rows_that_cannot_be_masked_close),
 		cmocka_unit_test(test_deny_profile_and_catalog_not_ready),
 		cmocka_unit_test(test_ddl_asks_for_a_refresh),

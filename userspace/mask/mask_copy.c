@@ -996,7 +996,62 @@ static inline unsigned block_specials(const uint8_t *p, __m128i delim)
 
 	return (unsigned)_mm_movemask_epi8(s);
 }
+
+/* Text: the bytes of p[0..16) that end a field (the delimiter, a newline) in *ends, the
+ * other bytes text_special() flags (a backslash, a control byte) in *odd, lowest bit first. */
+static inline void block_classes(const uint8_t *p, __m128i delim, unsigned *ends, unsigned *odd)
+{
+	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+	__m128i e = _mm_or_si128(_mm_cmpeq_epi8(v, delim), _mm_cmpeq_epi8(v, _mm_set1_epi8('\n')));
+
+	*ends = (unsigned)_mm_movemask_epi8(e);
+	*odd = (unsigned)_mm_movemask_epi8(
+		       _mm_or_si128(control, _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')))) &
+	       ~*ends;
+}
 #endif
+
+/* Text: block_classes() for in[i..i+64), the bytes before n (bit k for in[i + k]). Sixteen
+ * bytes at a time where SSE2 is, the last few read as the last block of in; else (and for a
+ * row under sixteen bytes) byte by byte. */
+static inline __attribute__((always_inline)) void
+text_classes(const uint8_t *in, size_t i, size_t n, uint8_t delim, uint64_t *ends,
+	     uint64_t *odd)
+{
+	const size_t left = n - i < 64 ? n - i : 64;
+	uint64_t e = 0, o = 0;
+	size_t k = 0;
+
+#ifdef __SSE2__
+	const __m128i d = _mm_set1_epi8((char)delim);
+	unsigned be, bo;
+
+	for (; left - k >= 16; k += 16) {
+		block_classes(in + i + k, d, &be, &bo);
+		e |= (uint64_t)be << k;
+		o |= (uint64_t)bo << k;
+	}
+	if (k < left && n >= 16) { /* then i + left == n: the block ending at n holds the rest */
+		const unsigned shift = 16 - (unsigned)(left - k);
+
+		block_classes(in + n - 16, d, &be, &bo);
+		e |= (uint64_t)(be >> shift) << k;
+		o |= (uint64_t)(bo >> shift) << k;
+		k = left;
+	}
+#endif
+	for (; k < left; k++) {
+		const uint8_t b = in[i + k];
+
+		if (b == delim || b == '\n')
+			e |= UINT64_C(1) << k;
+		else if (text_special(b, delim))
+			o |= UINT64_C(1) << k;
+	}
+	*ends = e;
+	*odd = o;
+}
 
 /* Text: where the first byte of in[from..n) that text_special() flags is, or n. Sixteen
  * bytes at a time where SSE2 is (every x86-64), the last few read as the last block of in;
@@ -1192,91 +1247,171 @@ static size_t whole_row(struct mask_copy *c, const uint8_t *in, size_t n, uint8_
 	return text_whole_row(c, in, n, out, cap, produced);
 }
 
+/* What the in-place passes read of the parser, taken into a local once per run: a store
+ * through out may alias anything the parser points to, so the compiler would read these
+ * again after every masked value. */
+struct run_consts {
+	const struct mask_plan_col *cols;
+	const struct mask_env *env;
+	const char *null_str;
+	size_t null_len;
+	unsigned ncols, last_masked;
+	uint8_t delim;
+	bool delim_masks; /* the delimiter is a byte a masked value may be written with */
+};
+
+/* Text: is the field in[start..start + flen) of column col taken where it lies in out (a copy
+ * of in)? A clear field is, and so is the NULL string; a masked value only when it is plain
+ * (no escape, no control byte), the in-place rewrite takes it and its output needs no
+ * escaping. The masked value is written into out[start..). */
+static inline __attribute__((always_inline)) bool
+text_field_in_place(const struct run_consts *k, const struct mask_plan_col *col,
+		    const uint8_t *in, uint8_t *out, size_t start, size_t flen, bool plain)
+{
+	return col->kind == MASK_COL_CLEAR ||
+	       (flen == k->null_len && memcmp(in + start, k->null_str, flen) == 0) ||
+	       (plain &&
+		mask_value_in_copy_inline(&col->action, k->env, in + start, out + start, flen) &&
+		((!k->delim_masks && mask_fast_keeps_bytes(&col->action)) ||
+		 text_plain(out + start, flen, k->delim)));
+}
+
 /* Text: text_whole_row() into a copy of the row at out[0..n) (of in[0..n)), where the plan's
  * masked values keep their place (plan->in_place): only those are written. It declines a
  * masked value with an escape, and one with a control byte (rare: the one pass copies it
- * out to check). */
-static size_t text_row_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out, size_t n)
+ * out to check). Not inline: it runs only for rows text_rows_by_class() does not take, and
+ * inlined into the run loop it made the binary rows' pass there dearer. */
+static __attribute__((noinline)) size_t text_row_in_place(const struct run_consts *k, const uint8_t *in, uint8_t *out,
+				size_t n)
 {
-	/* in locals: otherwise read again after every call that writes through out */
-	const uint8_t delim = c->o.delim;
-	const bool delim_masks = delim == 'X' || delim == 'x' || delim == '0';
-	const struct mask_plan_col *cols = c->plan->cols;
-	const unsigned ncols = c->plan->ncols;
-	const struct mask_env *env = c->env;
 	size_t start = 0;
 	unsigned f = 0;
 
 	for (;;) {
-		size_t end, flen;
-		const struct mask_plan_col *col;
-		bool escaped = false, control = false, plain;
+		bool escaped = false, control = false;
+		const size_t end = text_field_end(in, start, n, k->delim, &escaped, &control);
 
-		end = text_field_end(in, start, n, delim, &escaped, &control);
 		if (end == n)
 			return 0; /* the row does not end here */
-		plain = !escaped && !control;
-		flen = end - start;
-		if (f >= ncols)
-			return 0;
-		col = &cols[f++];
-		if (col->kind != MASK_COL_CLEAR &&
-		    !(flen == c->o.null_len && memcmp(in + start, c->o.null_str, flen) == 0) &&
-		    (!plain || !mask_value_in_copy(&col->action, env, in + start, out + start, flen) ||
-		     ((delim_masks || !mask_fast_keeps_bytes(&col->action)) &&
-		      !text_plain(out + start, flen, delim))))
+		if (f >= k->ncols ||
+		    !text_field_in_place(k, &k->cols[f++], in, out, start, end - start,
+					 !escaped && !control))
 			return 0;
 		start = end + 1;
 		if (in[end] == '\n')
 			break;
 	}
-	return f == ncols ? start : 0;
+	return f == k->ncols ? start : 0;
 }
 
-/* One CopyData message's data in[0..n), out[0..n) holding a copy: true when every row was
- * taken, false with nothing of c changed. */
-static inline bool message_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
-				    size_t n)
+/*
+ * Text: the rows of one CopyData message's data in[0..n) (n > 0) into out[0..n) holding a
+ * copy, text_row_in_place() row by row, found another way: the message's bytes are
+ * classified sixty-four at a time, and when none is a backslash or a control byte other than
+ * the delimiter and the newline (what the server writes for rows without escapes), the
+ * fields end exactly at the bits left, without a scan per field. Returns the rows taken, or
+ * 0 when it declines: anything this does not take, text_row_in_place() decides. What it
+ * wrote by then is what text_row_in_place() writes for the same fields (they lie before the
+ * first byte it does not take, where the two read the row alike).
+ */
+static inline __attribute__((always_inline)) uint64_t
+text_rows_by_class(const struct run_consts *k, const uint8_t *in, uint8_t *out, size_t n)
 {
-	const uint64_t rows = c->rows; /* the one thing the row passes change */
+	size_t start = 0;
+	unsigned f = 0;
+	uint64_t rows = 0;
+
+	for (size_t i = 0; i < n; i += 64) {
+		uint64_t ends, odd;
+
+		text_classes(in, i, n, k->delim, &ends, &odd);
+		if (odd)
+			return 0;
+		for (; ends; ends &= ends - 1) {
+			const size_t end = i + (size_t)__builtin_ctzll(ends);
+
+			if (f >= k->ncols ||
+			    !text_field_in_place(k, &k->cols[f++], in, out, start, end - start, true))
+				return 0;
+			start = end + 1;
+			if (in[end] == '\n') {
+				if (f != k->ncols)
+					return 0;
+				f = 0;
+				rows++;
+			}
+		}
+	}
+	return start == n && !f ? rows : 0;
+}
+
+/* One CopyData message's data in[0..n), out[0..n) holding a copy, at a row's start
+ * (one_pass_ready()): the rows taken, or 0 when not every row was. */
+static inline __attribute__((always_inline)) uint64_t
+message_in_place(const struct run_consts *k, bool binary, const uint8_t *in, uint8_t *out,
+		 size_t n)
+{
+	uint64_t rows = 0;
 	size_t i = 0;
 
-	if (!n || !one_pass_ready(c))
-		return false;
+	if (!n)
+		return 0;
+	if (!binary) {
+		rows = text_rows_by_class(k, in, out, n);
+		if (rows)
+			return rows;
+	}
 	while (i < n) {
-		size_t used = c->o.format == MASK_COPY_BINARY
-				      ? mask_fields_in_place(c->plan, c->env, in + i, out + i, n - i,
-							     SIZE_MAX)
-				      : text_row_in_place(c, in + i, out + i, n - i);
+		size_t used = binary ? mask_cols_in_place(k->cols, k->ncols, k->last_masked, k->env,
+							  in + i, out + i, n - i, SIZE_MAX)
+				     : text_row_in_place(k, in + i, out + i, n - i);
 
-		if (!used) {
-			c->rows = rows;
-			return false;
-		}
-		c->rows++;
+		if (!used)
+			return 0;
+		rows++;
 		i += used;
 	}
-	return true;
+	return rows;
 }
 
 /* The walk over the messages is here, next to the row passes, so that they inline into it:
- * a call per message (a row, as the server sends COPY) cost more than the walk. */
+ * a call per message (a row, as the server sends COPY) cost more than the walk. The parser's
+ * state is asked once: taking whole rows changes nothing of it but the row count. */
 size_t mask_copy_messages_in_place(struct mask_copy *c, const uint8_t *in, uint8_t *out,
 				   size_t n, size_t body_max)
 {
+	struct run_consts k;
+	bool binary;
 	size_t at = 0;
+	uint64_t rows = 0;
 
-	if (c->st == S_FAILED || !c->plan->in_place)
+	if (c->st == S_FAILED || !c->plan->in_place || !one_pass_ready(c))
 		return 0;
+	k = (struct run_consts){
+		.cols = c->plan->cols,
+		.env = c->env,
+		.null_str = c->o.null_str,
+		.null_len = c->o.null_len,
+		.ncols = c->plan->ncols,
+		.last_masked = (unsigned)c->plan->last_masked,
+		.delim = c->o.delim,
+		.delim_masks = c->o.delim == 'X' || c->o.delim == 'x' || c->o.delim == '0',
+	};
+	binary = c->o.format == MASK_COPY_BINARY;
 	while (n - at >= PROTO_HEADER_LEN) {
 		size_t body_len = proto_read_u32(in + at + 1) - (size_t)4;
+		uint64_t taken;
 
-		if (n - at - PROTO_HEADER_LEN < body_len || body_len > body_max ||
-		    !message_in_place(c, in + at + PROTO_HEADER_LEN, out + at + PROTO_HEADER_LEN,
-				      body_len))
+		if (n - at - PROTO_HEADER_LEN < body_len || body_len > body_max)
 			break;
+		taken = message_in_place(&k, binary, in + at + PROTO_HEADER_LEN,
+					 out + at + PROTO_HEADER_LEN, body_len);
+		if (!taken)
+			break;
+		rows += taken;
 		at += PROTO_HEADER_LEN + body_len;
 	}
+	c->rows += rows;
 	return at;
 }
 

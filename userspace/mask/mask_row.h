@@ -145,7 +145,8 @@ static inline size_t mask_cols_in_place(const struct mask_plan_col *cols, unsign
 		if (f == last_masked && pos + 4 > la_cap)
 			return 0; /* the machine answers -E2BIG */
 		if (cols[f].kind != MASK_COL_CLEAR && len != -1 &&
-		    !mask_value_in_copy(&cols[f].action, env, in + pos + 4, out + pos + 4, vlen))
+		    !mask_value_in_copy_inline(&cols[f].action, env, in + pos + 4, out + pos + 4,
+					       vlen))
 			return 0;
 		pos += 4 + vlen;
 	}

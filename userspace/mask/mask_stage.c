@@ -94,8 +94,8 @@ struct mask_sess {
 	/* whole-message rewrites: valid until the next call */
 	uint8_t *rw;
 	size_t rw_cap;
-	/* current interest */
-	bool want_rows, want_copy;
+	/* current interest in DataRow and CopyData */
+	enum stage_interest want_rows, want_copy;
 	/* what the latest result masked, for the audit record (mask_stage_summary()) */
 	char summary[512];
 	/* names are trusted only from a catalog of this generation on (NAMES_PENDING: not
@@ -153,27 +153,36 @@ static void want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type, enum s
 		sess_broken(sess_of(ctx), "another stage already streams the messages masking rewrites");
 }
 
-static void set_stream(struct stage_ctx *ctx, uint8_t type, bool on, bool *cur)
+static void set_interest(struct stage_ctx *ctx, uint8_t type, enum stage_interest how,
+			 enum stage_interest *cur)
 {
-	if (*cur == on)
+	if (*cur == how)
 		return;
-	*cur = on;
-	want(ctx, PROTO_BACKEND, type, on ? STAGE_STREAM : STAGE_SKIP);
+	*cur = how;
+	want(ctx, PROTO_BACKEND, type, how);
 }
 
 static const struct mask_plan *head_plan(struct mask_sess *s);
 
 /*
  * DataRow is streamed unless the result being received is known to mask nothing; states
- * that produce no rows stream too (it costs nothing there, and it fails safe).
+ * that produce no rows stream too (it costs nothing there, and it fails safe). CopyData is
+ * streamed in a COPY that masks, passed in one that does not, and seen whole outside a COPY,
+ * where the server sends none (mask_backend() ends the session on one), rather than
+ * streamed: while a stage streams any type, the relay copies every server message through
+ * its stream buffer one by one, and a result that masks nothing then cost as much per row as
+ * a masked one does.
  */
 static void update_interest(struct stage_ctx *ctx)
 {
 	struct mask_sess *s = sess_of(ctx);
 	const struct mask_plan *p = head_plan(s);
 
-	set_stream(ctx, PqMsg_DataRow, !p || mask_plan_masks(p), &s->want_rows);
-	set_stream(ctx, PqMsg_CopyData, !(s->copy_active && !s->copy_masks), &s->want_copy);
+	set_interest(ctx, PqMsg_DataRow, !p || mask_plan_masks(p) ? STAGE_STREAM : STAGE_SKIP,
+		     &s->want_rows);
+	set_interest(ctx, PqMsg_CopyData,
+		     !s->copy_active ? STAGE_WHOLE : s->copy_masks ? STAGE_STREAM : STAGE_SKIP,
+		     &s->want_copy);
 }
 
 /* ---- starting ---------------------------------------------------------------------------- */
@@ -230,7 +239,7 @@ static void sess_activate(struct stage_ctx *ctx, const struct mask_profile *p)
 		want(ctx, PROTO_FRONTEND, frontend_types[i], STAGE_WHOLE);
 	for (size_t i = 0; i < sizeof(backend_types); i++)
 		want(ctx, PROTO_BACKEND, backend_types[i], STAGE_WHOLE);
-	s->want_rows = s->want_copy = false;
+	s->want_rows = s->want_copy = STAGE_SKIP;
 	update_interest(ctx);
 }
 
@@ -1151,6 +1160,9 @@ static void mask_backend(struct stage_ctx *ctx, const struct proto_msg *m, struc
 		break;
 	case PqMsg_CopyBothResponse:
 		sess_close(r, "42501", "COPY BOTH (replication) is not available to masked identities");
+		break;
+	case PqMsg_CopyData: /* seen whole only outside a COPY (update_interest()) */
+		sess_close(r, "XX000", "COPY data outside a COPY");
 		break;
 	case PqMsg_FunctionCallResponse:
 		sess_close(r, "XX000", "a function-call result answers no request");

@@ -15,9 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 enum mask_tclass mask_tclass_of_oid(uint32_t oid)
 {
@@ -194,6 +191,9 @@ void mask_action_init(struct mask_action *a, const struct mask_strategy *st,
 		a->st.kind = MASK_NULL;
 		a->st.keep = 0;
 	}
+	/* mask_value_in_copy()'s partial on unpadded text: no trimming, every masked unit 'X' */
+	a->x_fill = a->st.kind == MASK_PARTIAL && !t->array && t->tc != MASK_TC_BPCHAR &&
+		    !tc_number(t->tc) && (!a->format || tc_texty(t->tc));
 	if (fell_back)
 		*fell_back = fb;
 }
@@ -1191,35 +1191,6 @@ static void units_untail(struct mask_xf *x)
 
 /* ---- whole ASCII values, without the character machinery ---------------------------------- */
 
-/* Every masked value of the one passes is checked first, so sixteen bytes a step where SSE2
- * is (every x86-64), the tail read as the last block; eight elsewhere. */
-static inline bool all_ascii(const uint8_t *p, size_t n)
-{
-	uint64_t acc = 0;
-	size_t i = 0;
-
-#ifdef __SSE2__
-	if (n >= 16) {
-		__m128i high = _mm_loadu_si128((const __m128i *)(const void *)(p + n - 16));
-
-		for (; n - i > 16; i += 16)
-			high = _mm_or_si128(high,
-					    _mm_loadu_si128((const __m128i *)(const void *)(p + i)));
-		return !_mm_movemask_epi8(high);
-	}
-#endif
-
-	for (; i + 8 <= n; i += 8) {
-		uint64_t w;
-
-		memcpy(&w, p + i, 8);
-		acc |= w;
-	}
-	for (; i < n; i++)
-		acc |= p[i];
-	return !(acc & UINT64_C(0x8080808080808080));
-}
-
 static size_t trim_blanks(const struct mask_type *t, const uint8_t *p, size_t n)
 {
 	if (t->tc != MASK_TC_BPCHAR)
@@ -1253,7 +1224,7 @@ bool mask_value_in_copy(const struct mask_action *a, const struct mask_env *e, c
 	const struct mask_type *t = &a->type;
 	size_t m, keep, at = SIZE_MAX, end;
 
-	if (t->array || (a->format && !tc_texty(t->tc)) || !all_ascii(in, n))
+	if (t->array || (a->format && !tc_texty(t->tc)) || !mask_all_ascii(in, n))
 		return false;
 	switch (a->st.kind) {
 	case MASK_PARTIAL: {
@@ -1316,7 +1287,7 @@ int64_t mask_value_fast(const struct mask_action *a, const struct mask_env *e, c
 		memcpy(out, in, n);
 		return mask_value_in_copy(a, e, in, out, n) ? (int64_t)n : -1;
 	}
-	if (a->st.kind != MASK_HASH || t->array || !all_ascii(in, n) ||
+	if (a->st.kind != MASK_HASH || t->array || !mask_all_ascii(in, n) ||
 	    (!tc_texty(t->tc) && (a->format || !tc_number(t->tc))))
 		return -1;
 	m = trim_blanks(t, in, n);
