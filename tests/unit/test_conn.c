@@ -2843,18 +2843,57 @@ static void test_tls_server_injects_after_s(void **state)
 	assert_null(the_conn());
 }
 
-/* 'N' under require: never a silent downgrade. */
+/* The session under way ends; the next one starts on a fresh client leg. */
+static void next_session(void)
+{
+	if (the_conn())
+		conn_terminate(the_conn(), "57P01", "test over", "test over");
+	tick(0);
+	assert_null(the_conn());
+	fake_init(&F.client);
+}
+
+/* 'N' under require: never a silent downgrade, nor remembered: the next session asks. */
 static void test_tls_server_n_under_require(void **state)
 {
 	const uint8_t *p;
 	size_t n;
+	struct conn *c;
 
 	server_leg("require", "N", 1);
 	n = fake_take(&F.client, &p);
 	assert_string_equal(first_error_code(p, n), "08001");
 	assert_int_equal(fake_take(&F.server, &p), 0);
-	tick(0);
-	assert_null(the_conn());
+	next_session();
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_SERVER_TLS);
+	assert_int_equal(fake_take(&F.server, &p), 8); /* the SSLRequest again */
+}
+
+/* Under prefer a server's 'N' is remembered (tls_server_known_plain): the next session's
+ * StartupMessage leaves at once, without the round trip; after the recheck time the
+ * SSLRequest goes again. */
+static void test_tls_server_n_under_prefer_remembered(void **state)
+{
+	struct conn *c = server_leg("prefer", "N", 1);
+	const uint8_t *p;
+	size_t n;
+
+	assert_int_equal(c->state, CONN_AUTH);
+	next_session();
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_AUTH);
+	n = fake_take(&F.server, &p);
+	assert_true(n > 8 && proto_read_u32(p) == n); /* the StartupMessage, whole, alone */
+	assert_null(c->session.server_tls.version);
+	next_session();
+	tick(TLS_PLAIN_SERVER_RECHECK_NS);
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_SERVER_TLS); /* asked again */
+	assert_int_equal(fake_take(&F.server, &p), 8);
 }
 
 /* 'N' under prefer: plaintext, and the StartupMessage follows the SSLRequest. */
@@ -3211,6 +3250,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tls_server_injects_after_s, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_n_under_require, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_n_under_prefer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_n_under_prefer_remembered, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_error_response_hidden, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_plus_not_offered_when_binding_cannot_pass,
 						setup, teardown),

@@ -203,7 +203,8 @@ static bool conn_tls_client_step(struct conn *c)
 bool conn_tls_server_wanted(struct conn *c)
 {
 	return tls_server_leg_wanted(conn_tls_snapshot(c), c->session.upstream_unix) &&
-	       c->state == CONN_CONNECTING;
+	       c->state == CONN_CONNECTING &&
+	       !tls_server_known_plain(c->tls, &c->session.upstream, conn_now(c));
 }
 
 void conn_tls_server_begin(struct conn *c)
@@ -273,6 +274,7 @@ static bool conn_tls_server_answer(struct conn *c)
 					   : "server closed during SSL negotiation");
 		return true;
 	}
+	tls_server_note_answer(c->tls, &c->session.upstream, answer == 'S', conn_now(c));
 	if (answer == 'N') {
 		if (c->tls->server_mode != CONFIG_TLS_SERVER_PREFER) {
 			conn_tls_server_fail(c, SQLSTATE_CANNOT_CONNECT,

@@ -90,6 +90,11 @@ bool tls_fips_enabled(void);
 
 /* ---- snapshot ----------------------------------------------------------------------- */
 
+/* How many servers the prefer-mode 'N' table remembers (more are asked every time), and
+ * for how long: a server whose TLS is switched on is used with TLS within this time. */
+#define TLS_PLAIN_SERVERS 8
+#define TLS_PLAIN_SERVER_RECHECK_NS (60ull * 1000000000ull)
+
 struct tls_snapshot {
 	int refcount; /* atomic */
 	/* NULL when that leg's mode is disable. */
@@ -104,6 +109,14 @@ struct tls_snapshot {
 	char *client_cert_subject;
 	char client_cert_fingerprint[SESSION_FINGERPRINT_HEXLEN + 1];
 	uint64_t built_wall_ns; /* when the files were read */
+	/* Under tls.server.mode prefer: servers that answered an SSLRequest with 'N' lately
+	 * (tls_server_known_plain). Mutable, so behind its own lock; a reload builds a new
+	 * snapshot, and with it an empty table. */
+	pthread_mutex_t plain_lock;
+	struct tls_plain_server {
+		struct addr addr;
+		uint64_t until_ns; /* monotonic; 0: a free entry */
+	} plain[TLS_PLAIN_SERVERS];
 };
 
 /*
@@ -124,6 +137,19 @@ void tls_snapshot_unref(struct tls_snapshot *s); /* frees at zero; NULL is fine 
  * libpq asks for none). The relay's server leg and the mask catalog connection both ask.
  */
 bool tls_server_leg_wanted(const struct tls_snapshot *s, bool unix_socket);
+
+/*
+ * Under tls.server.mode prefer, a server that answered 'N' would answer 'N' again, and
+ * asking costs every session a round trip to a backend that was just forked (PgBouncer's
+ * and libpq's sslmode=disable skip it). So the relay's server leg remembers the 'N' of
+ * upstream for TLS_PLAIN_SERVER_RECHECK_NS and sends the StartupMessage at once meanwhile.
+ * That weakens nothing prefer promised: prefer already takes an 'N' from whoever answers,
+ * and require and stronger never consult or fill the table. An 'S' forgets the server.
+ */
+bool tls_server_known_plain(struct tls_snapshot *s, const struct addr *upstream,
+			    uint64_t now_ns);
+void tls_server_note_answer(struct tls_snapshot *s, const struct addr *upstream,
+			    bool offers_tls, uint64_t now_ns);
 
 /*
  * The name the server's certificate must carry, for tls_conn_params.host:

@@ -549,6 +549,7 @@ static void snapshot_free(struct tls_snapshot *s)
 	SSL_CTX_free(s->server_ctx);
 	free(s->server_name);
 	free(s->client_cert_subject);
+	pthread_mutex_destroy(&s->plain_lock);
 	free(s);
 }
 
@@ -570,6 +571,7 @@ int tls_snapshot_build(const struct config *cfg, struct tls_snapshot **out, char
 		return -ENOMEM;
 	}
 	s->refcount = 1;
+	pthread_mutex_init(&s->plain_lock, NULL);
 	s->client_mode = cfg->tls_client_mode;
 	s->client_verify = cfg->tls_client_verify;
 	s->server_mode = cfg->tls_server_mode;
@@ -616,6 +618,53 @@ err_free:
 bool tls_server_leg_wanted(const struct tls_snapshot *s, bool unix_socket)
 {
 	return s && s->server_ctx && s->server_mode != CONFIG_TLS_SERVER_DISABLE && !unix_socket;
+}
+
+static struct tls_plain_server *plain_server_find(struct tls_snapshot *s,
+						  const struct addr *upstream)
+{
+	for (unsigned i = 0; i < TLS_PLAIN_SERVERS; i++)
+		if (s->plain[i].until_ns && addr_equal(&s->plain[i].addr.ss.sa, &upstream->ss.sa))
+			return &s->plain[i];
+	return NULL;
+}
+
+bool tls_server_known_plain(struct tls_snapshot *s, const struct addr *upstream,
+			    uint64_t now_ns)
+{
+	struct tls_plain_server *e;
+	bool plain;
+
+	if (!s || s->server_mode != CONFIG_TLS_SERVER_PREFER || !upstream->len)
+		return false;
+	pthread_mutex_lock(&s->plain_lock);
+	e = plain_server_find(s, upstream);
+	plain = e && now_ns < e->until_ns;
+	if (e && !plain)
+		e->until_ns = 0; /* expired: ask again, and remember the new answer */
+	pthread_mutex_unlock(&s->plain_lock);
+	return plain;
+}
+
+void tls_server_note_answer(struct tls_snapshot *s, const struct addr *upstream,
+			    bool offers_tls, uint64_t now_ns)
+{
+	struct tls_plain_server *e;
+
+	if (!s || s->server_mode != CONFIG_TLS_SERVER_PREFER || !upstream->len)
+		return;
+	pthread_mutex_lock(&s->plain_lock);
+	e = plain_server_find(s, upstream);
+	if (!e && !offers_tls) { /* a free entry, else the one that expires first */
+		e = &s->plain[0];
+		for (unsigned i = 1; i < TLS_PLAIN_SERVERS && e->until_ns; i++)
+			if (s->plain[i].until_ns < e->until_ns)
+				e = &s->plain[i];
+		e->addr = *upstream;
+	}
+	if (e)
+		e->until_ns = offers_tls ? 0 : now_ns + TLS_PLAIN_SERVER_RECHECK_NS;
+	pthread_mutex_unlock(&s->plain_lock);
 }
 
 const char *tls_server_host(const struct tls_snapshot *s, const struct addr *upstream,
