@@ -977,11 +977,16 @@ def write(res, path):
     out.append("## 3. Connection setup (pgbench -C)")
     out.append("")
     out.append(
-        "`pgbench -n -S -M simple -C -c 8 -j %s -T %d`: every transaction opens, logs in "
-        "(SCRAM) and closes a session, so sessions/s is the TPS. Mean connection time is "
+        "`pgbench -n -S -M simple -C -c 8 -j 8 -T %d`: every transaction opens, logs in "
+        "(SCRAM) and closes a session, so sessions/s is the TPS. A thread per client: "
+        "pgbench connects with a blocking call, so with clients sharing a thread only as "
+        "many log in at a time as there are threads, and the rate becomes the login latency "
+        "of that many, in which a pooler that answers the login before its new server "
+        "backend has logged in (PgBouncer; that wait then falls in the first query) looks "
+        "faster than one whose login is the server's. Mean connection time is "
         "pgbench's `average connection time`. **pgwarden** is explicit mode (clients dial "
         "its port); HAProxy is the floor for what any TCP relay pays per session." % (
-            env.get("nproc"), s["seconds"]))
+            s["seconds"]))
     out.append("")
     if by(res["connect"], target="steered"):
         out.append(

@@ -476,7 +476,11 @@ class Bench:
     def pgbench(self, target, mode, clients, seconds, connect=False, warmup=False):
         """One pgbench run; returns its numbers, or None if it failed (incident recorded,
         except for a warm-up that merely ran out of time while its clients logged in)."""
-        jobs = 1 if clients == 1 else min(clients, os.cpu_count() or 2)
+        # With -C, a thread per client: pgbench opens a connection with a blocking call, so
+        # clients sharing a thread log in one at a time, and the cell then measures the login
+        # latency of two clients at a time, in which PgBouncer wins by answering the login
+        # before its new server backend has logged in (that wait moves into the first query).
+        jobs = clients if connect else 1 if clients == 1 else min(clients, os.cpu_count() or 2)
         argv = ["pgbench", "-n"] + script_args(mode) + [
             "-c", str(clients), "-j", str(jobs), "-T", str(seconds), "-h", T.HOST, "-p",
             str(target.port)]
