@@ -2,6 +2,7 @@
 #include "stage/stage.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,9 +84,76 @@ void *stage_chain_state(const struct stage_chain *ch, unsigned index)
 {
 	size_t off = 0;
 
+	if (!ch->states)
+		return NULL; /* no stage has a state */
 	for (unsigned i = 0; i < index; i++)
 		off += stage_align(ch->pipeline->stages[i]->state_size);
 	return (char *)ch->states + off;
+}
+
+/*
+ * Interest tables that sessions share. Most sessions' stages want the same (each stage's
+ * defaults, or what policy and masking ask for in the common session), so a session points
+ * at a shared table instead of carrying its own (48 bytes a stage). Tables are compared by
+ * content (plain data: sessions of different pipelines may share one), kept for the
+ * process's life, and at most STAGE_SHARED_WANTS of them: a session whose table is not
+ * among them keeps its own. Any worker reads them without a lock (a table is written before
+ * the count that publishes it); adding one takes the lock.
+ */
+#define STAGE_SHARED_WANTS 32
+
+static struct {
+	pthread_mutex_t lock;
+	unsigned count;
+	unsigned len[STAGE_SHARED_WANTS];
+	const struct stage_wants *table[STAGE_SHARED_WANTS];
+} shared_wants = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static const struct stage_wants *stage_wants_find(const struct stage_wants *t, unsigned n,
+						  unsigned from, unsigned to)
+{
+	for (unsigned i = from; i < to; i++)
+		if (shared_wants.len[i] == n && !memcmp(shared_wants.table[i], t, n * sizeof(*t)))
+			return shared_wants.table[i];
+	return NULL;
+}
+
+/* The shared table equal to t (n entries), added as a copy when there is none and room.
+ * NULL: none (no room, or no memory for the copy); t stays the caller's either way. */
+static const struct stage_wants *stage_wants_shared(const struct stage_wants *t, unsigned n)
+{
+	unsigned have = __atomic_load_n(&shared_wants.count, __ATOMIC_ACQUIRE);
+	const struct stage_wants *found = stage_wants_find(t, n, 0, have);
+	struct stage_wants *copy;
+
+	if (found)
+		return found;
+	pthread_mutex_lock(&shared_wants.lock);
+	found = stage_wants_find(t, n, have, shared_wants.count);
+	if (!found && shared_wants.count < STAGE_SHARED_WANTS && (copy = malloc(n * sizeof(*t)))) {
+		memcpy(copy, t, n * sizeof(*t));
+		shared_wants.len[shared_wants.count] = n;
+		shared_wants.table[shared_wants.count] = copy;
+		__atomic_store_n(&shared_wants.count, shared_wants.count + 1, __ATOMIC_RELEASE);
+		found = copy;
+	}
+	pthread_mutex_unlock(&shared_wants.lock);
+	return found;
+}
+
+/* Point the session at the shared table equal to its own, and free its own. */
+static void stage_chain_share_interest(struct stage_chain *ch)
+{
+	const struct stage_wants *shared;
+
+	if (!ch->own_interest)
+		return;
+	shared = stage_wants_shared(ch->own_interest, ch->pipeline->count);
+	if (!shared)
+		return;
+	free(ch->own_interest);
+	ch->own_interest = NULL;
+	ch->interest = shared;
 }
 
 static void stage_chain_recount(struct stage_chain *ch)
@@ -106,24 +174,33 @@ int stage_chain_init(struct stage_chain *ch, const struct stage_pipeline *p,
 		     const struct session *s, const struct stmt_table *stmts,
 		     const struct stage_waker *waker)
 {
+	struct stage_wants defaults[STAGE_MAX];
+
 	memset(ch, 0, sizeof(*ch));
 	ch->pipeline = p;
 	ch->session = s;
 	ch->stmts = stmts;
 	ch->waker = waker;
 	ch->paused_at = STAGE_MAX;
-	if (p->count) {
-		size_t head = stage_align(p->count * sizeof(*ch->interest));
-
-		ch->interest = calloc(1, head + p->state_size);
-		if (!ch->interest)
-			return -ENOMEM;
-		ch->states = (char *)ch->interest + head;
-	}
+	if (!p->count)
+		return 0;
 	for (unsigned i = 0; i < p->count; i++) {
-		ch->interest[i].whole[PROTO_FRONTEND] = p->stages[i]->frontend_whole;
-		ch->interest[i].whole[PROTO_BACKEND] = p->stages[i]->backend_whole;
-		ch->interest[i].stream = p->stages[i]->backend_stream;
+		defaults[i].whole[PROTO_FRONTEND] = p->stages[i]->frontend_whole;
+		defaults[i].whole[PROTO_BACKEND] = p->stages[i]->backend_whole;
+		defaults[i].stream = p->stages[i]->backend_stream;
+	}
+	if (p->state_size && !(ch->states = calloc(1, p->state_size)))
+		return -ENOMEM;
+	ch->interest = stage_wants_shared(defaults, p->count);
+	if (!ch->interest) {
+		ch->own_interest = malloc(p->count * sizeof(*ch->own_interest));
+		if (!ch->own_interest) {
+			free(ch->states);
+			ch->states = NULL;
+			return -ENOMEM;
+		}
+		memcpy(ch->own_interest, defaults, p->count * sizeof(*ch->own_interest));
+		ch->interest = ch->own_interest;
 	}
 	stage_chain_recount(ch);
 	return 0;
@@ -160,7 +237,9 @@ void stage_chain_end(struct stage_chain *ch, bool started)
 	for (unsigned i = 0; i < p->count && ch->interest; i++)
 		if (p->stages[i]->release)
 			p->stages[i]->release(stage_chain_state(ch, i));
-	free(ch->interest);
+	free(ch->own_interest);
+	free(ch->states);
+	ch->own_interest = NULL;
 	ch->interest = NULL;
 	ch->states = NULL;
 	ch->pipeline = NULL;
@@ -171,6 +250,7 @@ int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 {
 	struct stage_chain *ch = ctx->chain;
 	unsigned i = ctx->index;
+	struct stage_wants want;
 
 	if (how == STAGE_STREAM) {
 		if (dir != PROTO_BACKEND)
@@ -179,13 +259,24 @@ int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 			if (j != i && typeset_has(&ch->interest[j].stream, type))
 				return -EBUSY;
 	}
-	typeset_del(&ch->interest[i].whole[dir], type);
+	want = ch->interest[i];
+	typeset_del(&want.whole[dir], type);
 	if (dir == PROTO_BACKEND)
-		typeset_del(&ch->interest[i].stream, type);
+		typeset_del(&want.stream, type);
 	if (how == STAGE_WHOLE)
-		typeset_add(&ch->interest[i].whole[dir], type);
+		typeset_add(&want.whole[dir], type);
 	else if (how == STAGE_STREAM)
-		typeset_add(&ch->interest[i].stream, type);
+		typeset_add(&want.stream, type);
+	if (!memcmp(&want, &ch->interest[i], sizeof(want)))
+		return 0; /* no change: a shared table stays shared */
+	if (!ch->own_interest) {
+		ch->own_interest = malloc(ch->pipeline->count * sizeof(*ch->own_interest));
+		if (!ch->own_interest)
+			return -ENOMEM;
+		memcpy(ch->own_interest, ch->interest, ch->pipeline->count * sizeof(*ch->own_interest));
+		ch->interest = ch->own_interest;
+	}
+	ch->own_interest[i] = want;
 	stage_chain_recount(ch);
 	return 0;
 }
@@ -237,6 +328,8 @@ void stage_run_session_start(struct stage_chain *ch, struct stage_limits *limits
 		stage_note_decision(ch, i, NULL, PROTO_FRONTEND, 0, r, now);
 		return;
 	}
+	/* The stages have said what they want of this session: most sessions want the same. */
+	stage_chain_share_interest(ch);
 }
 
 /*

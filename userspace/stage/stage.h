@@ -173,8 +173,9 @@ struct stage_ctx {
 	struct stage_limits *limits;
 };
 
-/* Change what this stage sees of dir's type from the next message on. 0, or -EBUSY when
- * another stage already streams that type in this session. */
+/* Change what this stage sees of dir's type from the next message on. 0, -EBUSY when
+ * another stage already streams that type in this session, or -ENOMEM (a session that
+ * shares its interest table copies it to change it; the interest then stays as it was). */
 int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 	       enum stage_interest how) __attribute__((warn_unused_result));
 
@@ -326,13 +327,17 @@ struct stage_wants {
 };
 
 /*
- * The per-session run of a pipeline: interest, states, the waker. The interest of each
- * stage and the stages' states live in one allocation sized by the pipeline, so a session
- * pays only for the stages there are.
+ * The per-session run of a pipeline: interest, states, the waker. The states live in one
+ * allocation sized by the pipeline, so a session pays only for the stages there are. The
+ * interest table is shared by the sessions whose stages want the same (stage.c): a session
+ * copies it only when a stage changes its interest, and gives the copy up again when the
+ * change made it equal to a shared table at session start.
  */
 struct stage_chain {
 	const struct stage_pipeline *pipeline;
-	struct stage_wants *interest; /* pipeline->count entries; then the states */
+	/* pipeline->count entries: a shared table (never written), or own_interest */
+	const struct stage_wants *interest;
+	struct stage_wants *own_interest; /* the session's own copy; NULL: interest is shared */
 	struct proto_typeset any_whole[2]; /* unions, what the connection checks */
 	struct proto_typeset any_stream;
 	struct proto_typeset any_run; /* streamed by a stage that takes runs */
@@ -340,7 +345,7 @@ struct stage_chain {
 	const struct stmt_table *stmts;
 	const struct stage_waker *waker;
 	unsigned paused_at; /* the stage that paused the held message; STAGE_MAX: none */
-	void *states;       /* pipeline->state_size bytes, inside the interest allocation */
+	void *states;       /* pipeline->state_size bytes; NULL when that is 0 */
 };
 
 /* Allocate the states and set the initial interest. 0 or -ENOMEM. */
