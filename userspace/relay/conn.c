@@ -451,9 +451,9 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		return -EAGAIN;
 	}
 	c->holds_session = true;
-	track_init(&c->track, c->config->max_pipeline, c->config->max_prepared_statements,
-		   c->config->max_prepared_bytes, conn_stages_keep_text(p), s->id_hex,
-		   conn_request_done, c);
+	track_init(&c->track, &c->worker->track_rings, c->config->max_pipeline,
+		   c->config->max_prepared_statements, c->config->max_prepared_bytes,
+		   conn_stages_keep_text(p), s->id_hex, conn_request_done, c);
 	c->track.session = s; /* SQL PREPAREs are read as the server reads them */
 	if (stage_chain_init(&c->chain, p, s, &c->track.stmts, &c->waker)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
