@@ -163,6 +163,7 @@ static void conn_free(struct loop *loop, struct loop_deferred *dfr)
 	session_release(&c->session);
 	config_unref(c->config);
 	free(c->rule);
+	free(c->last_statement);
 	free(c);
 }
 

@@ -53,17 +53,17 @@ struct session {
 	const char *application_name; /* NULL when absent */
 	uint32_t protocol;            /* as negotiated (the server may lower the minor) */
 	bool replication;
+	/* From the server (the small fields together, so that they leave no holes). */
+	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
+	uint32_t backend_pid;
+	/* The server's ParameterStatus reports that pgwarden reads, latest value per name: one
+	 * block of "name\0value\0" pairs, replaced whole when a value changes (rare). */
+	uint32_t server_params_len;
+	char *server_params;
 	/* TLS on each leg, and how the login was verified. */
 	struct session_tls client_tls;
 	struct session_tls server_tls;
 	struct session_auth auth;
-	/* From the server. */
-	uint32_t backend_pid;
-	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
-	/* The server's ParameterStatus reports that pgwarden reads, latest value per name: one
-	 * block of "name\0value\0" pairs, replaced whole when a value changes (rare). */
-	char *server_params;
-	uint32_t server_params_len;
 	/* Counters. */
 	uint64_t bytes_from_client;
 	uint64_t bytes_from_server;
