@@ -32,8 +32,7 @@ static struct log_limit limit_sessionless =
 
 void conn_set_reason(struct conn *c, const char *reason)
 {
-	if (!c->session.end_reason[0])
-		snprintf(c->session.end_reason, sizeof(c->session.end_reason), "%s", reason);
+	session_end_reason(&c->session, "%s", reason);
 }
 
 /* A connection that never became a working session is a refusal; each counts once. */
