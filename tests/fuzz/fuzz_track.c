@@ -50,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct session s;
 	struct track t;
+	struct track_rings rings = {0};
 	unsigned max_statements;
 	uint8_t msg[5 + 256], poison[128];
 
@@ -59,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if ((data[0] & 1) && session_set_server_param(&s, "standard_conforming_strings", "off"))
 		return 0;
 	max_statements = 1 + ((data[0] >> 1) & 3);
-	track_init(&t, MAX_PIPELINE, max_statements, 4096, true, "00ff", on_done, NULL);
+	track_init(&t, &rings, MAX_PIPELINE, max_statements, 4096, true, "00ff", on_done,
+		   NULL);
 	t.session = &s;
 	for (size_t i = 1; i + 3 <= size;) {
 		uint8_t dir = data[i], type = data[i + 1], len = data[i + 2];
@@ -99,14 +101,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				CHECK(reply && reply_len >= 5 && reply[0] == 'E');
 			} else if (a == TRACK_INVALID) {
 				track_release(&t);
-				track_init(&t, MAX_PIPELINE, max_statements, 4096, true, "00ff",
-					   on_done, NULL);
+				track_init(&t, &rings, MAX_PIPELINE, max_statements, 4096, true,
+					   "00ff", on_done, NULL);
 				t.session = &s;
 			}
 		}
 		check_table(&t, max_statements);
 	}
 	track_release(&t);
+	track_rings_destroy(&rings);
 	session_release(&s);
 	return 0;
 }

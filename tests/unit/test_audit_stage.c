@@ -173,7 +173,7 @@ static void session_begin(struct test_session *ts, const char *user, const char 
 
 static void session_finish(struct test_session *ts)
 {
-	snprintf(ts->s.end_reason, sizeof(ts->s.end_reason), "client terminated");
+	session_end_reason(&ts->s, "client terminated");
 	stage_chain_end(&ts->ch, true);
 	session_release(&ts->s);
 }

@@ -1630,40 +1630,51 @@ static void test_statement_table_follows_the_server(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
-/* The request queue: the requests of one transaction's batch live inside the tracker (no
- * allocation per transaction); more pipelined behind them move to the heap, which is freed
- * as soon as they are all answered, so an idle session holds none. */
+/* The request queue: one transaction's batch takes a spare ring of the worker's (no
+ * allocation per transaction) and gives it back when answered; more pipelined behind them
+ * move to a heap ring, freed as soon as they are all answered, so an idle session holds no
+ * ring at all. */
 static void test_request_queue_storage(void **state)
 {
 	struct conn *c = login("alice");
 	struct msgs q = {.n = 0}, a = {.n = 0};
+	struct track_entry *small;
 
-	for (int i = 0; i < TRACK_INLINE_CAP; i++)
+	assert_null(c->track.ring);
+	for (int i = 0; i < TRACK_RING_MIN; i++)
 		m_query(&q, "SELECT 2");
 	client_sends(&q);
-	assert_int_equal(c->track.count, TRACK_INLINE_CAP);
-	assert_ptr_equal(c->track.ring, c->track.inline_ring);
-	for (int i = 0; i < TRACK_INLINE_CAP; i++) {
+	assert_int_equal(c->track.count, TRACK_RING_MIN);
+	assert_int_equal(c->track.cap, TRACK_RING_MIN);
+	small = c->track.ring;
+	for (int i = 0; i < TRACK_RING_MIN; i++) {
 		r_complete(&a, "SELECT 1");
 		r_ready(&a, 'I');
 	}
 	server_sends(&a);
 	assert_int_equal(c->track.count, 0);
-	assert_ptr_equal(c->track.ring, c->track.inline_ring);
+	assert_null(c->track.ring);
+	assert_ptr_equal(c->worker->track_rings.spare, small);
 
 	q.n = a.n = 0;
-	for (int i = 0; i <= TRACK_INLINE_CAP; i++)
+	m_query(&q, "SELECT 3");
+	client_sends(&q);
+	assert_ptr_equal(c->track.ring, small); /* the spare, not a new one */
+	assert_null(c->worker->track_rings.spare);
+	q.n = 0;
+	for (int i = 0; i < TRACK_RING_MIN; i++)
 		m_query(&q, "SELECT 3");
 	client_sends(&q);
-	assert_int_equal(c->track.count, TRACK_INLINE_CAP + 1);
-	assert_ptr_not_equal(c->track.ring, c->track.inline_ring);
-	for (int i = 0; i <= TRACK_INLINE_CAP; i++) {
+	assert_int_equal(c->track.count, TRACK_RING_MIN + 1);
+	assert_int_equal(c->track.cap, 2 * TRACK_RING_MIN);
+	assert_ptr_equal(c->worker->track_rings.spare, small);
+	for (int i = 0; i <= TRACK_RING_MIN; i++) {
 		r_complete(&a, "SELECT 1");
 		r_ready(&a, 'I');
 	}
 	server_sends(&a);
 	assert_int_equal(c->track.count, 0);
-	assert_ptr_equal(c->track.ring, c->track.inline_ring);
+	assert_null(c->track.ring);
 	assert_int_equal(c->state, CONN_READY);
 }
 

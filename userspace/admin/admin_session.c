@@ -148,6 +148,7 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	char proto[32];
 	char tx[2] = {(char)s->tx_status, '\0'};
 	char upstream[SESSION_UPSTREAM_STRLEN];
+	const char *end_reason;
 
 	if (!o)
 		return NULL;
@@ -188,7 +189,8 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	set(o, "last_latency_seconds", v && v->last_latency_ns >= 0
 					       ? json_real((double)v->last_latency_ns / 1e9)
 					       : json_null());
-	if (s->end_reason[0])
-		set(o, "end_reason", admin_json_text(s->end_reason, sizeof(s->end_reason)));
+	end_reason = __atomic_load_n(&s->end_reason, __ATOMIC_ACQUIRE);
+	if (end_reason)
+		set(o, "end_reason", admin_json_text(end_reason, SESSION_END_REASON_MAX));
 	return o;
 }

@@ -1006,7 +1006,7 @@ static void audit_session_end(struct stage_ctx *ctx)
 	r = session_rec(AUDIT_EV_SESSION_END, s);
 	if (!r)
 		return;
-	audit_rec_str(r, "reason", s->end_reason[0] ? s->end_reason : "unknown");
+	audit_rec_str(r, "reason", s->end_reason ? s->end_reason : "unknown");
 	audit_rec_u64(r, "bytes_from_client", s->bytes_from_client);
 	audit_rec_u64(r, "bytes_from_server", s->bytes_from_server);
 	audit_rec_u64(r, "statements", s->statements);

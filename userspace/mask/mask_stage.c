@@ -149,8 +149,11 @@ static const uint8_t backend_types[] = {
 static void want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type, enum stage_interest how)
 {
 	/* -EBUSY: another stage streams the type; masking cannot work then. */
-	if (stage_want(ctx, dir, type, how) < 0)
-		sess_broken(sess_of(ctx), "another stage already streams the messages masking rewrites");
+	int r = stage_want(ctx, dir, type, how);
+
+	if (r < 0)
+		sess_broken(sess_of(ctx), r == -ENOMEM ? "out of memory"
+					: "another stage already streams the messages masking rewrites");
 }
 
 static void set_interest(struct stage_ctx *ctx, uint8_t type, enum stage_interest how,

@@ -386,7 +386,8 @@ static void want_frontend(struct stage_ctx *ctx, enum stage_interest how)
 
 	for (size_t i = 0; i < sizeof(types); i++)
 		if (stage_want(ctx, PROTO_FRONTEND, types[i], how))
-			continue; /* only streaming interest can be refused */
+			continue; /* refused: streaming, or no memory for the change (a session
+				   * without policy then still sees its messages pass unjudged) */
 }
 
 static void policy_session_start(struct stage_ctx *ctx, struct stage_result *r)

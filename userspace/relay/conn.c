@@ -32,8 +32,7 @@ static struct log_limit limit_sessionless =
 
 void conn_set_reason(struct conn *c, const char *reason)
 {
-	if (!c->session.end_reason[0])
-		snprintf(c->session.end_reason, sizeof(c->session.end_reason), "%s", reason);
+	session_end_reason(&c->session, "%s", reason);
 }
 
 /* A connection that never became a working session is a refusal; each counts once. */
@@ -163,6 +162,7 @@ static void conn_free(struct loop *loop, struct loop_deferred *dfr)
 	session_release(&c->session);
 	config_unref(c->config);
 	free(c->rule);
+	free(c->last_statement);
 	free(c);
 }
 
@@ -451,9 +451,9 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		return -EAGAIN;
 	}
 	c->holds_session = true;
-	track_init(&c->track, c->config->max_pipeline, c->config->max_prepared_statements,
-		   c->config->max_prepared_bytes, conn_stages_keep_text(p), s->id_hex,
-		   conn_request_done, c);
+	track_init(&c->track, &c->worker->track_rings, c->config->max_pipeline,
+		   c->config->max_prepared_statements, c->config->max_prepared_bytes,
+		   conn_stages_keep_text(p), s->id_hex, conn_request_done, c);
 	c->track.session = s; /* SQL PREPAREs are read as the server reads them */
 	if (stage_chain_init(&c->chain, p, s, &c->track.stmts, &c->waker)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");

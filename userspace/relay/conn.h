@@ -121,7 +121,6 @@ struct conn {
 	struct conn *prev, *next; /* worker's list */
 	struct worker *worker;
 	struct config *config; /* snapshot taken at accept */
-	enum conn_state state;
 	struct transport *client; /* the client leg's transport */
 	struct transport *server; /* the server leg's; NULL before the upstream connect */
 	struct transport client_sock; /* storage for the plain transports */
@@ -142,10 +141,11 @@ struct conn {
 	uint64_t resume_at;        /* a stage's PAUSE ends by then (0: only a wake) */
 	uint64_t ready_since;      /* READY since (idle timeouts) */
 	uint64_t client_blocked_since; /* the client stopped taking bytes; 0: it takes */
+	struct tls_snapshot *tls;  /* the TLS settings this session started with; NULL: none */
+	enum conn_state state;
 	uint8_t negotiated;        /* encryption requests answered (PostgreSQL's ssl/gss_done) */
 	uint8_t server_tls_step;   /* SERVER_TLS: where the upstream negotiation is (conn_tls.c) */
 	uint8_t server_tls_sent;   /* SERVER_TLS: SSLRequest bytes sent so far */
-	struct tls_snapshot *tls;  /* the TLS settings this session started with; NULL: none */
 	bool holds_session;        /* counts against max_connections (owns a slot) */
 	bool refusal_counted;      /* connections_refused_total has this one */
 	bool session_started;      /* stages have seen session_start (atomic: admin reads) */
@@ -160,7 +160,10 @@ struct conn {
 				  * not yet written to the client (the client's clock); 0: none */
 	int64_t last_latency_ns; /* -1 before the first statement completes */
 	uint64_t errors;         /* ErrorResponses sent to the client */
-	struct admin_text last_statement;
+	/* The start of the last Query or Parse, allocated at the session's first: a session
+	 * that never sent one does not carry the 264 bytes. Published by the worker
+	 * (release), read by the admin thread (acquire); freed with the connection. */
+	struct admin_text *last_statement;
 	/* The policy rule that admitted the session, allocated when there is one: a session
 	 * that no rule admitted (no policy) does not carry the 72 bytes. Set once by the worker
 	 * (release), read by the admin thread (acquire); freed with the connection. */

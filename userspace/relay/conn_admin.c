@@ -39,6 +39,18 @@ void conn_publish_rule(struct conn *c)
 		admin_text_set(c->rule, rule, strlen(rule));
 }
 
+void conn_publish_statement(struct conn *c, const char *sql, size_t len)
+{
+	if (!c->last_statement) {
+		struct admin_text *shown = calloc(1, sizeof(*shown));
+
+		if (!shown)
+			return;
+		__atomic_store_n(&c->last_statement, shown, __ATOMIC_RELEASE);
+	}
+	admin_text_set(c->last_statement, sql, len < ADMIN_TEXT_MAX ? len : ADMIN_TEXT_MAX);
+}
+
 json_t *conn_admin_json(struct conn *c, uint64_t now)
 {
 	char stmt[ADMIN_TEXT_MAX], normalised[ADMIN_TEXT_MAX], rule[ADMIN_TEXT_MAX];
@@ -58,7 +70,8 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		.upstream_tls_version = c->session.server_tls.version,
 		.upstream_tls_cipher = c->session.server_tls.cipher,
 	};
-	size_t len = admin_text_get(&c->last_statement, stmt, sizeof(stmt));
+	const struct admin_text *said = __atomic_load_n(&c->last_statement, __ATOMIC_ACQUIRE);
+	size_t len = said ? admin_text_get(said, stmt, sizeof(stmt)) : 0;
 	const struct admin_name *shown = __atomic_load_n(&c->rule, __ATOMIC_ACQUIRE);
 
 	if (shown && admin_text_get(shown, rule, sizeof(rule)))

@@ -251,9 +251,7 @@ static bool conn_backend_error(struct conn *c, const struct proto_msg *m, uint64
 	fatal = ef.severity && (strcmp(ef.severity, "FATAL") == 0 || strcmp(ef.severity, "PANIC") == 0);
 	if (!fatal || from_relay)
 		return false;
-	if (!c->session.end_reason[0])
-		snprintf(c->session.end_reason, sizeof(c->session.end_reason), "server FATAL %s",
-			 ef.sqlstate ? ef.sqlstate : "");
+	session_end_reason(&c->session, "server FATAL %s", ef.sqlstate ? ef.sqlstate : "");
 	/* The server turning a login away (bad password, unknown role or database, no
 	 * pg_hba entry, its own connection limit). */
 	if (c->state == CONN_AUTH || c->state == CONN_AUTH_ANSWER) {

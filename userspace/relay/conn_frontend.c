@@ -220,7 +220,7 @@ static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg
 	if (r != PROTO_OK)
 		return SQL_CLASS_UNKNOWN;
 	len = strlen(sql);
-	admin_text_set(&c->last_statement, sql, len < ADMIN_TEXT_MAX ? len : ADMIN_TEXT_MAX);
+	conn_publish_statement(c, sql, len);
 	if (judged && judged->classes) {
 		if (m->type == PqMsg_Parse)
 			return judged->nclasses == 1 ? (enum sql_class)judged->classes[0]

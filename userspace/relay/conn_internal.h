@@ -192,5 +192,8 @@ bool conn_upstream_usable(const struct conn *c);
 /* Publish the policy rule the session runs under for the admin listing (conn_admin.c);
  * called where it can change: after the login's notice and after frontend stage runs. */
 void conn_publish_rule(struct conn *c);
+/* The admin listing's last statement: the start of sql (len bytes). Out of memory: the
+ * listing shows none until a later statement manages. */
+void conn_publish_statement(struct conn *c, const char *sql, size_t len);
 
 #endif

@@ -6,10 +6,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t max_stmt_bytes,
-		bool keep_text, const char *session_id_hex, track_done_fn done, void *arg)
+/* A spare ring's first bytes, while no session holds it. */
+struct track_ring_spare {
+	struct track_ring_spare *next;
+};
+
+_Static_assert(sizeof(struct track_ring_spare) <= TRACK_RING_MIN * sizeof(struct track_entry),
+	       "a spare ring holds its link");
+
+void track_rings_destroy(struct track_rings *r)
+{
+	while (r->spare) {
+		struct track_ring_spare *next = r->spare->next;
+
+		free(r->spare);
+		r->spare = next;
+	}
+}
+
+void track_init(struct track *t, struct track_rings *rings, uint32_t max,
+		uint32_t max_statements, size_t max_stmt_bytes, bool keep_text,
+		const char *session_id_hex, track_done_fn done, void *arg)
 {
 	memset(t, 0, sizeof(*t));
+	t->rings = rings;
 	t->max = max ? max : 1;
 	t->next_request = 1;
 	t->stmts.max_count = max_statements;
@@ -19,8 +39,6 @@ void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t m
 	t->done_arg = arg;
 	t->done_kinds = done ? UINT32_MAX : 0;
 	t->session_id_hex = session_id_hex;
-	t->ring = t->inline_ring;
-	t->cap = TRACK_INLINE_CAP;
 }
 
 /* The unnamed portal or statement, by far the most common name: never allocated. */
@@ -55,13 +73,20 @@ static void track_entry_free(struct track_entry *e)
 	}
 }
 
-/* The queue is empty (or going): an idle session holds no heap for it. */
-static void track_ring_drop(struct track *t)
+/* The queue is empty (or going): an idle session holds no ring. A small ring goes back to
+ * the worker's spares, a grown one to the heap. Inline: it runs for every batch. */
+static inline void track_ring_drop(struct track *t)
 {
-	if (t->ring != t->inline_ring)
+	if (t->cap == TRACK_RING_MIN) {
+		struct track_ring_spare *spare = (struct track_ring_spare *)t->ring;
+
+		spare->next = t->rings->spare;
+		t->rings->spare = spare;
+	} else {
 		free(t->ring);
-	t->ring = t->inline_ring;
-	t->cap = TRACK_INLINE_CAP;
+	}
+	t->ring = NULL;
+	t->cap = 0;
 	t->head = 0;
 }
 
@@ -69,26 +94,40 @@ void track_release(struct track *t)
 {
 	for (uint32_t i = 0; i < t->count; i++)
 		track_entry_free(track_at(t, i));
-	track_ring_drop(t);
+	if (t->ring)
+		track_ring_drop(t);
 	t->count = t->owed_ready = 0;
 	free(t->last_reply);
 	t->last_reply = NULL;
 	stmt_table_release(&t->stmts);
 }
 
-/* Past the inline ring, the ring grows on the heap by doubling (and is freed when empty).
- * 0 or -ENOMEM. */
+/* A batch's first request takes a spare ring when there is one. Inline: every batch. */
+static inline bool track_ring_take(struct track *t)
+{
+	struct track_ring_spare *spare = t->rings->spare;
+
+	if (t->cap || !spare)
+		return false;
+	t->rings->spare = spare->next;
+	t->ring = (struct track_entry *)spare;
+	t->cap = TRACK_RING_MIN; /* head is 0 since the last drop */
+	return true;
+}
+
+/* A new ring when there is no spare; past it the ring grows on the heap by doubling (and
+ * is freed when empty). 0 or -ENOMEM. */
 static int track_grow(struct track *t)
 {
-	uint32_t cap = t->cap * 2;
+	uint32_t cap = t->cap ? t->cap * 2 : TRACK_RING_MIN;
 	struct track_entry *ring = malloc(cap * sizeof(*ring)); /* zeroed as pushed */
 
 	if (!ring)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < t->count; i++)
 		ring[i] = *track_at(t, i);
-	if (t->ring != t->inline_ring)
-		free(t->ring);
+	if (t->ring)
+		track_ring_drop(t);
 	t->ring = ring;
 	t->cap = cap;
 	t->head = 0;
@@ -102,7 +141,7 @@ static inline struct track_entry *track_push(struct track *t, enum track_kind ki
 {
 	struct track_entry *e;
 
-	if (t->count == t->cap && track_grow(t))
+	if (t->count == t->cap && !track_ring_take(t) && track_grow(t))
 		return NULL;
 	e = track_at(t, t->count++);
 	memset(e, 0, sizeof(*e));
@@ -123,7 +162,7 @@ static inline void track_pop(struct track *t)
 	if (e->stmt || e->held) /* most requests hold nothing of their own */
 		track_entry_free(e);
 	t->head = (t->head + 1) & (t->cap - 1);
-	if (--t->count == 0 && t->ring != t->inline_ring)
+	if (--t->count == 0)
 		track_ring_drop(t);
 }
 

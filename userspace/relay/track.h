@@ -71,7 +71,7 @@ struct track_entry {
 	uint64_t started_ns;
 	struct stmt_entry *stmt; /* Parse: the statement to commit; Bind/Execute: what runs */
 	/* What the entry holds of its own depends on its kind, and no kind holds two: one
-	 * word, so that the inline ring (struct track) stays small. Read by kind; `held`
+	 * word, so that a ring stays small. Read by kind; `held`
 	 * says whether any is set. */
 	union {
 		void *held;       /* NULL: the entry holds none of these */
@@ -101,29 +101,47 @@ struct track_done {
 
 typedef void (*track_done_fn)(void *arg, const struct track_done *d);
 
-/* Requests held without a heap allocation: a prepared statement's Bind, Describe, Execute
- * and Sync, or an unnamed one's Parse, Bind, Execute and Sync, the batches most clients send
- * for every transaction. A power of two (the ring's indices wrap by mask). */
-#define TRACK_INLINE_CAP 4
+/* The ring a batch takes: a prepared statement's Bind, Describe, Execute and Sync, or an
+ * unnamed one's Parse, Bind, Execute and Sync, the batches most clients send for every
+ * transaction. A power of two (the ring's indices wrap by mask). */
+#define TRACK_RING_MIN 4
+
+/*
+ * Rings of TRACK_RING_MIN entries that no session holds, kept for the next session that
+ * has a request in flight: the worker's sessions share them, so an idle session holds no
+ * ring and a batch takes one without a heap allocation. It keeps at most as many as were
+ * ever in use at once (which is what sessions holding one each would keep). Single-threaded:
+ * the worker's. track_rings_destroy() frees them.
+ */
+struct track_ring_spare;
+struct track_rings {
+	struct track_ring_spare *spare; /* a list through the rings' own memory */
+};
+
+void track_rings_destroy(struct track_rings *r);
 
 struct track {
-	/* cap entries, a power of two: the inline ring, or, once more requests are in flight
-	 * than it holds, a heap ring that is freed when the queue empties (an idle session
-	 * holds no heap for it). */
+	/* cap entries, a power of two, while requests are in flight; NULL (cap 0) when none
+	 * are: a TRACK_RING_MIN ring from rings, or, once more are in flight than it holds, a
+	 * heap ring that is freed when the queue empties. */
 	struct track_entry *ring;
-	struct track_entry inline_ring[TRACK_INLINE_CAP];
+	struct track_rings *rings;
 	uint32_t cap;
 	uint32_t head;
 	uint32_t count;
 	uint32_t max;
 	uint32_t owed_ready; /* ReadyForQuery messages still owed */
+	/* The kinds of request done hears of (TRACK_KIND_BIT each; track_init: all, when
+	 * there is a listener). Every transaction completes several requests: a listener
+	 * that counts only some spares building and handing over the others. */
+	uint32_t done_kinds;
 	/* The server reported an error in an extended batch and skips every message up to
 	 * the next Sync, and that Sync has not been sent yet: what the client sends until
 	 * then is answered by nothing. */
 	bool skipping;
+	bool keep_text;      /* statement texts are kept (a stage wants them) */
 	uint64_t next_request;
 	struct stmt_table stmts;
-	bool keep_text;      /* statement texts are kept (a stage wants them) */
 	const char *session_id_hex; /* names the poison statement (owned by the session) */
 	/* The session, for the server's standard_conforming_strings when SQL text is read as
 	 * the server reads it (NULL: on). Set by the connection after track_init(). */
@@ -131,17 +149,15 @@ struct track {
 	uint8_t *last_reply;  /* what the last TRACK_REPLACE handed out; freed at the next call */
 	track_done_fn done;
 	void *done_arg;
-	/* The kinds of request done hears of (TRACK_KIND_BIT each; track_init: all, when
-	 * there is a listener). Every transaction completes several requests: a listener
-	 * that counts only some spares building and handing over the others. */
-	uint32_t done_kinds;
 };
 
 #define TRACK_KIND_BIT(kind) (1u << (kind))
 
-/* max: requests in flight; session_id_hex names the poison statement. */
-void track_init(struct track *t, uint32_t max, uint32_t max_statements, size_t max_stmt_bytes,
-		bool keep_text, const char *session_id_hex, track_done_fn done, void *arg);
+/* max: requests in flight; rings: where the ring comes from (the worker's); session_id_hex
+ * names the poison statement. */
+void track_init(struct track *t, struct track_rings *rings, uint32_t max,
+		uint32_t max_statements, size_t max_stmt_bytes, bool keep_text,
+		const char *session_id_hex, track_done_fn done, void *arg);
 void track_release(struct track *t);
 
 static inline bool track_full(const struct track *t)

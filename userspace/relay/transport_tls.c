@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,20 +38,6 @@ static struct tls_transport *tls_of(struct transport *t)
 static const struct tls_transport *ctls_of(const struct transport *t)
 {
 	return (const struct tls_transport *)t;
-}
-
-/* The first reason is kept: it is the cause, what follows is consequence. */
-static void tls_set_why(struct tls_transport *tt, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void tls_set_why(struct tls_transport *tt, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (tt->conn.why[0])
-		return;
-	va_start(ap, fmt);
-	vsnprintf(tt->conn.why, sizeof(tt->conn.why), fmt, ap);
-	va_end(ap);
 }
 
 /* ---- the BIO ------------------------------------------------------------------------ */
@@ -182,12 +167,12 @@ static int tls_failure(struct tls_transport *tt, int ret, uint8_t *needs, const 
 	case SSL_ERROR_SYSCALL:
 		tt->failed = true;
 		if (tt->sys_errno) {
-			tls_set_why(tt, "%s: %s", what, strerror(tt->sys_errno));
+			tls_conn_refuse(&tt->conn, "%s: %s", what, strerror(tt->sys_errno));
 			return -tt->sys_errno;
 		}
 		/* End of stream at the socket with no close_notify before it. */
-		tls_set_why(tt, "%s: the peer closed the connection without a TLS close_notify",
-			    what);
+		tls_conn_refuse(&tt->conn,
+				"%s: the peer closed the connection without a TLS close_notify", what);
 		return -ECONNRESET;
 	default:
 		break;
@@ -198,23 +183,23 @@ static int tls_failure(struct tls_transport *tt, int ret, uint8_t *needs, const 
 	code = ERR_peek_last_error();
 	if (ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_PROTOCOL_IS_SHUTDOWN) {
 		/* Writing after either side's close_notify: nobody will read it. */
-		tls_set_why(tt, "%s: the TLS connection was shut down", what);
+		tls_conn_refuse(&tt->conn, "%s: the TLS connection was shut down", what);
 		ERR_clear_error();
 		return -EPIPE;
 	}
 	if (ERR_GET_LIB(code) == ERR_LIB_SSL &&
 	    ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-		tls_set_why(tt, "%s: the peer closed the connection without a TLS close_notify",
-			    what);
+		tls_conn_refuse(&tt->conn,
+				"%s: the peer closed the connection without a TLS close_notify", what);
 		ERR_clear_error();
 		return -ECONNRESET;
 	}
 	if (code)
-		tls_set_why(tt, "%s: %s", what, ERR_reason_error_string(code) ?
-							ERR_reason_error_string(code) :
-							"TLS error");
+		tls_conn_refuse(&tt->conn, "%s: %s", what,
+				ERR_reason_error_string(code) ? ERR_reason_error_string(code)
+							      : "TLS error");
 	else
-		tls_set_why(tt, "%s: TLS error", what);
+		tls_conn_refuse(&tt->conn, "%s: TLS error", what);
 	ERR_clear_error();
 	return -EPROTO;
 }
@@ -357,7 +342,7 @@ static const char *tls_error(const struct transport *t)
 {
 	const struct tls_transport *tt = ctls_of(t);
 
-	return tt->conn.why[0] ? tt->conn.why : NULL;
+	return tt->conn.why;
 }
 
 static void tls_destroy(struct transport *t)

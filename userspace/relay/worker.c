@@ -604,6 +604,7 @@ void worker_destroy(struct worker *w)
 	loop_destroy(&w->loop);
 	buf_put(&w->pool, w->scratch);
 	buf_pool_destroy(&w->pool);
+	track_rings_destroy(&w->track_rings);
 	pthread_mutex_destroy(&w->lock);
 	free(w->slots);
 	free(w->free_slots);

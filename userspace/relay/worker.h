@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "loop/loop.h"
 #include "metrics/metrics.h"
+#include "relay/track.h"
 #include "session/session.h"
 
 #include <pthread.h>
@@ -67,6 +68,7 @@ struct worker {
 	unsigned nlisteners;
 	struct buf_pool pool;
 	struct buf *scratch; /* shared read buffer: bytes that leave at once never get copied */
+	struct track_rings track_rings; /* request rings no session holds (relay/track.h) */
 	struct conn *conns;  /* intrusive list of live connections */
 	uint32_t nconns;
 	pthread_mutex_t lock; /* guards conns list membership for readers on other threads */

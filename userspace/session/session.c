@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,24 @@ void session_release(struct session *s)
 	s->auth.verified_user = NULL;
 	session_tls_release(&s->client_tls);
 	session_tls_release(&s->server_tls);
+	free(s->end_reason);
+	s->end_reason = NULL;
+}
+
+void session_end_reason(struct session *s, const char *fmt, ...)
+{
+	char *text;
+	va_list ap;
+
+	if (s->end_reason)
+		return;
+	text = malloc(SESSION_END_REASON_MAX);
+	if (!text)
+		return; /* the logs say "unknown" */
+	va_start(ap, fmt);
+	vsnprintf(text, SESSION_END_REASON_MAX, fmt, ap);
+	va_end(ap);
+	__atomic_store_n(&s->end_reason, text, __ATOMIC_RELEASE);
 }
 
 const char *session_upstream_text(const struct session *s, char *buf, size_t n)

@@ -53,23 +53,26 @@ struct session {
 	const char *application_name; /* NULL when absent */
 	uint32_t protocol;            /* as negotiated (the server may lower the minor) */
 	bool replication;
+	/* From the server (the small fields together, so that they leave no holes). */
+	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
+	uint32_t backend_pid;
+	/* The server's ParameterStatus reports that pgwarden reads, latest value per name: one
+	 * block of "name\0value\0" pairs, replaced whole when a value changes (rare). */
+	uint32_t server_params_len;
+	char *server_params;
 	/* TLS on each leg, and how the login was verified. */
 	struct session_tls client_tls;
 	struct session_tls server_tls;
 	struct session_auth auth;
-	/* From the server. */
-	uint32_t backend_pid;
-	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
-	/* The server's ParameterStatus reports that pgwarden reads, latest value per name: one
-	 * block of "name\0value\0" pairs, replaced whole when a value changes (rare). */
-	char *server_params;
-	uint32_t server_params_len;
 	/* Counters. */
 	uint64_t bytes_from_client;
 	uint64_t bytes_from_server;
 	uint64_t statements; /* Query and Execute messages forwarded */
 	uint64_t denied;     /* client messages a stage rejected */
-	char end_reason[64]; /* why the session ended, set once */
+	/* Why the session ended (session_end_reason()), allocated when it ends: a live
+	 * session does not carry the text. Set once by the worker (release), read by the
+	 * admin thread (acquire). NULL: not ended, or no memory for the text. */
+	char *end_reason;
 };
 
 /* Fill id and id_hex from the CSPRNG. 0 or -EIO. */
@@ -108,6 +111,11 @@ static inline const char *session_verified_user(const struct session *s)
 
 /* Release owned strings; the struct itself belongs to the caller. */
 void session_release(struct session *s);
+
+#define SESSION_END_REASON_MAX 64 /* bytes of end_reason, with its NUL */
+
+/* Set end_reason (the first reason is the one kept: what follows is consequence). */
+void session_end_reason(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Where the session goes, as logs and listings show it: "unix:/path" or "host:port";
  * "" when not known. buf has SESSION_UPSTREAM_STRLEN bytes; returns buf. */

@@ -108,7 +108,7 @@ static void sessionlog_end(struct stage_ctx *ctx)
 		log_kv_str(&l, "upstream_tls_cipher", s->server_tls.cipher);
 	}
 	log_kv_u64(&l, "duration_ms", (clock_mono_ns() - s->start_mono_ns) / NSEC_PER_MSEC);
-	log_kv_str(&l, "reason", s->end_reason[0] ? s->end_reason : "unknown");
+	log_kv_str(&l, "reason", s->end_reason ? s->end_reason : "unknown");
 	log_line_end(&l);
 }
 

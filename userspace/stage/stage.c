@@ -2,6 +2,7 @@
 #include "stage/stage.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,22 +84,103 @@ void *stage_chain_state(const struct stage_chain *ch, unsigned index)
 {
 	size_t off = 0;
 
+	if (!ch->states)
+		return NULL; /* no stage has a state */
 	for (unsigned i = 0; i < index; i++)
 		off += stage_align(ch->pipeline->stages[i]->state_size);
 	return (char *)ch->states + off;
 }
 
-static void stage_chain_recount(struct stage_chain *ch)
+/*
+ * Interests that sessions share. Most sessions' stages want the same (each stage's
+ * defaults, or what policy and masking ask for in the common session), so a session points
+ * at a shared interest instead of carrying its own (64 bytes and 48 a stage). Interests are
+ * compared by content (plain data, zeroed padding: sessions of different pipelines may
+ * share one), kept for the process's life, and at most STAGE_SHARED_INTERESTS of them: a
+ * session whose interest is not among them keeps its own. Any worker reads them without a
+ * lock (one is written before the count that publishes it); adding one takes the lock.
+ */
+#define STAGE_SHARED_INTERESTS 32
+
+static struct {
+	pthread_mutex_t lock;
+	unsigned count;
+	const struct stage_session_wants *interest[STAGE_SHARED_INTERESTS];
+} shared_interests = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* An interest of count stages, as memcmp and memcpy see it. */
+static size_t stage_interest_size(unsigned count)
 {
-	memset(ch->any_whole, 0, sizeof(ch->any_whole));
-	memset(&ch->any_stream, 0, sizeof(ch->any_stream));
-	memset(&ch->any_run, 0, sizeof(ch->any_run));
-	for (unsigned i = 0; i < ch->pipeline->count; i++) {
-		typeset_union(&ch->any_whole[PROTO_FRONTEND], &ch->interest[i].whole[PROTO_FRONTEND]);
-		typeset_union(&ch->any_whole[PROTO_BACKEND], &ch->interest[i].whole[PROTO_BACKEND]);
-		typeset_union(&ch->any_stream, &ch->interest[i].stream);
-		if (ch->pipeline->stages[i]->stream_run)
-			typeset_union(&ch->any_run, &ch->interest[i].stream);
+	return sizeof(struct stage_session_wants) + count * sizeof(struct stage_wants);
+}
+
+static const struct stage_session_wants *stage_interest_find(const struct stage_session_wants *in,
+							unsigned from, unsigned to)
+{
+	for (unsigned i = from; i < to; i++) {
+		const struct stage_session_wants *x = shared_interests.interest[i];
+
+		if (x->count == in->count && !memcmp(x, in, stage_interest_size(in->count)))
+			return x;
+	}
+	return NULL;
+}
+
+/* The shared interest equal to in, added as a copy when there is none and room. NULL: none
+ * (no room, or no memory for the copy); in stays the caller's either way. */
+static const struct stage_session_wants *stage_interest_shared(const struct stage_session_wants *in)
+{
+	unsigned have = __atomic_load_n(&shared_interests.count, __ATOMIC_ACQUIRE);
+	const struct stage_session_wants *found = stage_interest_find(in, 0, have);
+	struct stage_session_wants *copy;
+	unsigned n;
+
+	if (found)
+		return found;
+	pthread_mutex_lock(&shared_interests.lock);
+	n = shared_interests.count;
+	found = stage_interest_find(in, have, n);
+	if (!found && n < STAGE_SHARED_INTERESTS &&
+	    (copy = malloc(stage_interest_size(in->count)))) {
+		memcpy(copy, in, stage_interest_size(in->count));
+		shared_interests.interest[n] = copy;
+		__atomic_store_n(&shared_interests.count, n + 1, __ATOMIC_RELEASE);
+		found = copy;
+	}
+	pthread_mutex_unlock(&shared_interests.lock);
+	return found;
+}
+
+/* Point the session at the shared interest equal to its own, and free its own. */
+static void stage_chain_share_interest(struct stage_chain *ch)
+{
+	const struct stage_session_wants *shared;
+
+	if (!ch->own_interest)
+		return;
+	shared = stage_interest_shared(ch->own_interest);
+	if (!shared)
+		return;
+	free(ch->own_interest);
+	ch->own_interest = NULL;
+	ch->interest = shared;
+}
+
+/* An ended session's: no stage wants anything. */
+static const struct stage_session_wants no_interest;
+
+/* The unions of in's stages' wants (p: which stages take runs). */
+static void stage_interest_recount(struct stage_session_wants *in, const struct stage_pipeline *p)
+{
+	memset(in->any_whole, 0, sizeof(in->any_whole));
+	memset(&in->any_stream, 0, sizeof(in->any_stream));
+	memset(&in->any_run, 0, sizeof(in->any_run));
+	for (unsigned i = 0; i < in->count; i++) {
+		typeset_union(&in->any_whole[PROTO_FRONTEND], &in->stage[i].whole[PROTO_FRONTEND]);
+		typeset_union(&in->any_whole[PROTO_BACKEND], &in->stage[i].whole[PROTO_BACKEND]);
+		typeset_union(&in->any_stream, &in->stage[i].stream);
+		if (p->stages[i]->stream_run)
+			typeset_union(&in->any_run, &in->stage[i].stream);
 	}
 }
 
@@ -106,26 +188,40 @@ int stage_chain_init(struct stage_chain *ch, const struct stage_pipeline *p,
 		     const struct session *s, const struct stmt_table *stmts,
 		     const struct stage_waker *waker)
 {
+	union {
+		struct stage_session_wants in;
+		unsigned char room[sizeof(struct stage_session_wants) +
+				   STAGE_MAX * sizeof(struct stage_wants)];
+	} defaults;
+	size_t size = stage_interest_size(p->count);
+
 	memset(ch, 0, sizeof(*ch));
 	ch->pipeline = p;
 	ch->session = s;
 	ch->stmts = stmts;
 	ch->waker = waker;
 	ch->paused_at = STAGE_MAX;
-	if (p->count) {
-		size_t head = stage_align(p->count * sizeof(*ch->interest));
-
-		ch->interest = calloc(1, head + p->state_size);
-		if (!ch->interest)
-			return -ENOMEM;
-		ch->states = (char *)ch->interest + head;
-	}
+	memset(&defaults, 0, sizeof(defaults));
+	defaults.in.count = p->count;
 	for (unsigned i = 0; i < p->count; i++) {
-		ch->interest[i].whole[PROTO_FRONTEND] = p->stages[i]->frontend_whole;
-		ch->interest[i].whole[PROTO_BACKEND] = p->stages[i]->backend_whole;
-		ch->interest[i].stream = p->stages[i]->backend_stream;
+		defaults.in.stage[i].whole[PROTO_FRONTEND] = p->stages[i]->frontend_whole;
+		defaults.in.stage[i].whole[PROTO_BACKEND] = p->stages[i]->backend_whole;
+		defaults.in.stage[i].stream = p->stages[i]->backend_stream;
 	}
-	stage_chain_recount(ch);
+	stage_interest_recount(&defaults.in, p);
+	if (p->state_size && !(ch->states = calloc(1, p->state_size)))
+		return -ENOMEM;
+	ch->interest = stage_interest_shared(&defaults.in);
+	if (!ch->interest) {
+		ch->own_interest = malloc(size);
+		if (!ch->own_interest) {
+			free(ch->states);
+			ch->states = NULL;
+			return -ENOMEM;
+		}
+		memcpy(ch->own_interest, &defaults.in, size);
+		ch->interest = ch->own_interest;
+	}
 	return 0;
 }
 
@@ -160,8 +256,10 @@ void stage_chain_end(struct stage_chain *ch, bool started)
 	for (unsigned i = 0; i < p->count && ch->interest; i++)
 		if (p->stages[i]->release)
 			p->stages[i]->release(stage_chain_state(ch, i));
-	free(ch->interest);
-	ch->interest = NULL;
+	free(ch->own_interest);
+	free(ch->states);
+	ch->own_interest = NULL;
+	ch->interest = &no_interest; /* what an ended session still asks wants nothing */
 	ch->states = NULL;
 	ch->pipeline = NULL;
 }
@@ -171,22 +269,36 @@ int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 {
 	struct stage_chain *ch = ctx->chain;
 	unsigned i = ctx->index;
+	struct stage_wants want;
 
 	if (how == STAGE_STREAM) {
 		if (dir != PROTO_BACKEND)
 			return -EINVAL;
 		for (unsigned j = 0; j < ch->pipeline->count; j++)
-			if (j != i && typeset_has(&ch->interest[j].stream, type))
+			if (j != i && typeset_has(&ch->interest->stage[j].stream, type))
 				return -EBUSY;
 	}
-	typeset_del(&ch->interest[i].whole[dir], type);
+	want = ch->interest->stage[i];
+	typeset_del(&want.whole[dir], type);
 	if (dir == PROTO_BACKEND)
-		typeset_del(&ch->interest[i].stream, type);
+		typeset_del(&want.stream, type);
 	if (how == STAGE_WHOLE)
-		typeset_add(&ch->interest[i].whole[dir], type);
+		typeset_add(&want.whole[dir], type);
 	else if (how == STAGE_STREAM)
-		typeset_add(&ch->interest[i].stream, type);
-	stage_chain_recount(ch);
+		typeset_add(&want.stream, type);
+	if (!memcmp(&want, &ch->interest->stage[i], sizeof(want)))
+		return 0; /* no change: a shared table stays shared */
+	if (!ch->own_interest) {
+		size_t size = stage_interest_size(ch->interest->count);
+
+		ch->own_interest = malloc(size);
+		if (!ch->own_interest)
+			return -ENOMEM;
+		memcpy(ch->own_interest, ch->interest, size);
+		ch->interest = ch->own_interest;
+	}
+	ch->own_interest->stage[i] = want;
+	stage_interest_recount(ch->own_interest, ch->pipeline);
 	return 0;
 }
 
@@ -237,6 +349,8 @@ void stage_run_session_start(struct stage_chain *ch, struct stage_limits *limits
 		stage_note_decision(ch, i, NULL, PROTO_FRONTEND, 0, r, now);
 		return;
 	}
+	/* The stages have said what they want of this session: most sessions want the same. */
+	stage_chain_share_interest(ch);
 }
 
 /*
@@ -262,7 +376,7 @@ static void stage_run_msg(struct stage_chain *ch, enum proto_dir dir, const stru
 		struct stage_ctx ctx;
 		struct stage_result mine;
 
-		if (!cb || !typeset_has(&ch->interest[i].whole[dir], cur.type))
+		if (!cb || !typeset_has(&ch->interest->stage[i].whole[dir], cur.type))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
 		ctx.request = request;
@@ -339,7 +453,7 @@ void stage_run_stream(struct stage_chain *ch, struct stage_stream *st, uint64_t 
 		struct stage_ctx ctx;
 		struct proto_msg header = {.type = st->type, .body_len = st->body_len};
 
-		if (!p->stages[i]->stream || !typeset_has(&ch->interest[i].stream, st->type))
+		if (!p->stages[i]->stream || !typeset_has(&ch->interest->stage[i].stream, st->type))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
 		ctx.request = st->request;
@@ -362,7 +476,7 @@ void stage_run_stream_run(struct stage_chain *ch, struct stage_stream *st, uint6
 		struct stage_ctx ctx;
 		struct proto_msg header = {.type = st->type};
 
-		if (!p->stages[i]->stream_run || !typeset_has(&ch->interest[i].stream, st->type))
+		if (!p->stages[i]->stream_run || !typeset_has(&ch->interest->stage[i].stream, st->type))
 			continue;
 		stage_ctx_init(&ctx, ch, i, now);
 		ctx.request = st->request;

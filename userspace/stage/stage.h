@@ -173,8 +173,9 @@ struct stage_ctx {
 	struct stage_limits *limits;
 };
 
-/* Change what this stage sees of dir's type from the next message on. 0, or -EBUSY when
- * another stage already streams that type in this session. */
+/* Change what this stage sees of dir's type from the next message on. 0, -EBUSY when
+ * another stage already streams that type in this session, or -ENOMEM (a session that
+ * shares its interest table copies it to change it; the interest then stays as it was). */
 int stage_want(struct stage_ctx *ctx, enum proto_dir dir, uint8_t type,
 	       enum stage_interest how) __attribute__((warn_unused_result));
 
@@ -325,22 +326,31 @@ struct stage_wants {
 	struct proto_typeset stream;   /* backend, streamed */
 };
 
+/* What a session's stages want: the unions the connection checks, then each stage's. */
+struct stage_session_wants {
+	struct proto_typeset any_whole[2]; /* [proto_dir] */
+	struct proto_typeset any_stream;
+	struct proto_typeset any_run; /* streamed by a stage that takes runs */
+	unsigned count;               /* stages */
+	struct stage_wants stage[];   /* [count] */
+};
+
 /*
- * The per-session run of a pipeline: interest, states, the waker. The interest of each
- * stage and the stages' states live in one allocation sized by the pipeline, so a session
- * pays only for the stages there are.
+ * The per-session run of a pipeline: interest, states, the waker. The states live in one
+ * allocation sized by the pipeline, so a session pays only for the stages there are. The
+ * interest is shared by the sessions whose stages want the same (stage.c): a session copies
+ * it only when a stage changes it, and gives the copy up again when the change made it
+ * equal to a shared one at session start.
  */
 struct stage_chain {
 	const struct stage_pipeline *pipeline;
-	struct stage_wants *interest; /* pipeline->count entries; then the states */
-	struct proto_typeset any_whole[2]; /* unions, what the connection checks */
-	struct proto_typeset any_stream;
-	struct proto_typeset any_run; /* streamed by a stage that takes runs */
+	const struct stage_session_wants *interest;   /* shared (never written), or own_interest */
+	struct stage_session_wants *own_interest;     /* the session's own copy; NULL: shared */
 	const struct session *session;
 	const struct stmt_table *stmts;
 	const struct stage_waker *waker;
 	unsigned paused_at; /* the stage that paused the held message; STAGE_MAX: none */
-	void *states;       /* pipeline->state_size bytes, inside the interest allocation */
+	void *states;       /* pipeline->state_size bytes; NULL when that is 0 */
 };
 
 /* Allocate the states and set the initial interest. 0 or -ENOMEM. */
@@ -362,24 +372,24 @@ static inline bool stage_chain_hears(const struct stage_chain *ch, enum stage_no
 static inline bool stage_chain_wants(const struct stage_chain *ch, enum proto_dir dir,
 				     uint8_t type)
 {
-	return typeset_has(&ch->any_whole[dir], type);
+	return typeset_has(&ch->interest->any_whole[dir], type);
 }
 
 static inline bool stage_chain_streams(const struct stage_chain *ch, uint8_t type)
 {
-	return typeset_has(&ch->any_stream, type);
+	return typeset_has(&ch->interest->any_stream, type);
 }
 
 /* Is type streamed by a stage that takes runs of whole messages (stage_ops.stream_run)? */
 static inline bool stage_chain_runs(const struct stage_chain *ch, uint8_t type)
 {
-	return typeset_has(&ch->any_run, type);
+	return typeset_has(&ch->interest->any_run, type);
 }
 
 /* Does any stage stream any server message type in this session? */
 static inline bool stage_chain_streams_any(const struct stage_chain *ch)
 {
-	return ch->any_stream.bits[0] || ch->any_stream.bits[1];
+	return ch->interest->any_stream.bits[0] || ch->interest->any_stream.bits[1];
 }
 
 /* Runs used by the connection; each sets *r (FORWARD when no stage objects). */

@@ -198,12 +198,17 @@ struct tls_conn_params {
  * its snapshot's context, so the connection outlives a reload. */
 struct tls_conn {
 	SSL *ssl;
+	/* Why the handshake or a later record was refused (at most TLS_WHY_MAX bytes with its
+	 * NUL), allocated with the first reason: a session that is never refused does not
+	 * carry it. NULL: none. */
+	char *why;
 	enum tls_leg leg;
 	bool direct;
 	bool established;  /* the handshake finished */
 	bool renegotiate;  /* the peer tried to renegotiate: the connection must end */
-	char why[160];     /* why the handshake or a later record was refused; "" */
 };
+
+#define TLS_WHY_MAX 160
 
 /*
  * Make c's SSL for leg from snapshot s (whose context for that leg must exist). The caller
@@ -213,8 +218,12 @@ struct tls_conn {
 int tls_conn_init(struct tls_conn *c, const struct tls_snapshot *s, enum tls_leg leg,
 		  const struct tls_conn_params *p) __attribute__((warn_unused_result));
 
-/* Free the SSL (after a shutdown or not); c may be reused. */
+/* Free the SSL (after a shutdown or not) and the reason; c may be reused. */
 void tls_conn_release(struct tls_conn *c);
+
+/* Record why c is refused. The first reason is kept: it is the cause, what follows is
+ * consequence. Out of memory: c->why says that instead. */
+void tls_conn_refuse(struct tls_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
  * The handshake just finished: check what OpenSSL leaves to the caller (a direct SSL

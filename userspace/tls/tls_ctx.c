@@ -68,16 +68,22 @@ static struct tls_conn *conn_of(const SSL *ssl)
 	return conn_index >= 0 ? SSL_get_ex_data(ssl, conn_index) : NULL;
 }
 
-static void conn_refuse(struct tls_conn *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void conn_refuse(struct tls_conn *c, const char *fmt, ...)
+/* The reason a refusal keeps when there is no memory for its own (never freed). */
+static char why_no_memory[] = "out of memory recording why";
+
+void tls_conn_refuse(struct tls_conn *c, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!c || c->why[0]) /* the first reason is the real one */
+	if (!c || c->why) /* the first reason is the real one */
 		return;
+	c->why = malloc(TLS_WHY_MAX);
+	if (!c->why) {
+		c->why = why_no_memory;
+		return;
+	}
 	va_start(ap, fmt);
-	vsnprintf(c->why, sizeof(c->why), fmt, ap);
+	vsnprintf(c->why, TLS_WHY_MAX, fmt, ap);
 	va_end(ap);
 }
 
@@ -98,7 +104,7 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
 	int rc;
 
 	if (!ok) {
-		conn_refuse(c, "%s certificate refused: %s (depth %d)", peer,
+		tls_conn_refuse(c, "%s certificate refused: %s (depth %d)", peer,
 			    X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)), depth);
 		return 0;
 	}
@@ -112,7 +118,7 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
 		free(text);
 	}
 	if (rc) {
-		conn_refuse(c, "%s certificate refused: %s", peer,
+		tls_conn_refuse(c, "%s certificate refused: %s", peer,
 			    rc == -ENOMEM ? "out of memory" : why);
 		X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
 		return 0;
@@ -128,7 +134,7 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
 	const uint8_t *at;
 
 	if (tls_alpn_find(in, inlen, TLS_ALPN_POSTGRESQL, &at) != 0) {
-		conn_refuse(conn_of(ssl), "the client offered ALPN without \"postgresql\"");
+		tls_conn_refuse(conn_of(ssl), "the client offered ALPN without \"postgresql\"");
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
 	*out = at;
@@ -148,7 +154,7 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 		return SSL_CLIENT_HELLO_SUCCESS;
 	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
 				       &ext, &len)) {
-		conn_refuse(c, "direct TLS connection without ALPN \"postgresql\"");
+		tls_conn_refuse(c, "direct TLS connection without ALPN \"postgresql\"");
 		*alert = SSL_AD_NO_APPLICATION_PROTOCOL;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
@@ -174,7 +180,7 @@ static void info_cb(const SSL *ssl, int where, int ret)
 	    ((where & SSL_CB_HANDSHAKE_START) && c->established &&
 	     SSL_version(ssl) <= TLS1_2_VERSION)) {
 		c->renegotiate = true;
-		conn_refuse(c, "the %s tried to renegotiate TLS",
+		tls_conn_refuse(c, "the %s tried to renegotiate TLS",
 			    c->leg == TLS_LEG_CLIENT ? "client" : "server");
 	}
 }
@@ -795,6 +801,9 @@ void tls_conn_release(struct tls_conn *c)
 		SSL_free(c->ssl);
 	c->ssl = NULL;
 	c->established = false;
+	if (c->why != why_no_memory)
+		free(c->why);
+	c->why = NULL;
 }
 
 int tls_conn_established(struct tls_conn *c)
@@ -805,7 +814,7 @@ int tls_conn_established(struct tls_conn *c)
 	if (c->direct) {
 		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
 		if (!alpn_len) {
-			conn_refuse(c, "direct TLS connection without ALPN \"postgresql\"");
+			tls_conn_refuse(c, "direct TLS connection without ALPN \"postgresql\"");
 			return -EPROTO;
 		}
 	}
