@@ -35,7 +35,7 @@ CFLAGS ?= -O2 -g
 # files (framing, tracker, transports, state, metrics); across files nothing is inlined
 # without it, and the code a transaction touches is what this 2-CPU class of host pays for
 # in cache misses after every switch to PostgreSQL or the client (bench/levers.md).
-# LTO= builds without it; sanitizer builds do.
+# LTO= builds without it, as sanitizer builds always do.
 LTO ?= -flto=auto
 ifeq ($(SAN),1)
 LTO :=
