@@ -2907,6 +2907,26 @@ static void test_tls_server_n_under_prefer_remembered(void **state)
 	assert_int_equal(fake_take(&F.server, &p), 8);
 }
 
+/* A forged 'N' that carries injected bytes behind it is refused, and the table never hears
+ * it: the next session asks again instead of skipping TLS for the recheck time. */
+static void test_tls_server_injected_n_not_remembered(void **state)
+{
+	static const uint8_t answer[] = "Ngarbage";
+	const uint8_t *p;
+	size_t n;
+	struct conn *c;
+
+	server_leg("prefer", answer, sizeof(answer) - 1);
+	n = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, n), "08006");
+	assert_int_equal(fake_take(&F.server, &p), 0); /* the StartupMessage never left */
+	next_session();
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_SERVER_TLS);
+	assert_int_equal(fake_take(&F.server, &p), 8); /* the SSLRequest again */
+}
+
 /* 'N' under prefer: plaintext, and the StartupMessage follows the SSLRequest. */
 static void test_tls_server_n_under_prefer(void **state)
 {
@@ -3262,6 +3282,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tls_server_n_under_require, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_n_under_prefer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_n_under_prefer_remembered, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_tls_server_injected_n_not_remembered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_tls_server_error_response_hidden, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_plus_not_offered_when_binding_cannot_pass,

@@ -985,18 +985,6 @@ static inline uint64_t word_specials(uint64_t w, uint8_t delim)
 }
 
 #ifdef __SSE2__
-/* Text: one bit per byte of p[0..16) that text_special() flags (a control byte, a backslash,
- * the delimiter), exact, lowest bit first. */
-static inline unsigned block_specials(const uint8_t *p, __m128i delim)
-{
-	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-	__m128i control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
-	__m128i s = _mm_or_si128(control, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
-						      _mm_cmpeq_epi8(v, delim)));
-
-	return (unsigned)_mm_movemask_epi8(s);
-}
-
 /* Text: the bytes of p[0..16) that end a field (the delimiter, a newline) in *ends, the
  * other bytes text_special() flags (a backslash, a control byte) in *odd, lowest bit first. */
 static inline void block_classes(const uint8_t *p, __m128i delim, unsigned *ends, unsigned *odd)
@@ -1009,6 +997,16 @@ static inline void block_classes(const uint8_t *p, __m128i delim, unsigned *ends
 	*odd = (unsigned)_mm_movemask_epi8(
 		       _mm_or_si128(control, _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')))) &
 	       ~*ends;
+}
+
+/* Text: one bit per byte of p[0..16) that text_special() flags (a control byte, a backslash,
+ * the delimiter), exact, lowest bit first: both classes (a newline is a control byte). */
+static inline unsigned block_specials(const uint8_t *p, __m128i delim)
+{
+	unsigned ends, odd;
+
+	block_classes(p, delim, &ends, &odd);
+	return ends | odd;
 }
 #endif
 
@@ -1385,7 +1383,7 @@ size_t mask_copy_messages_in_place(struct mask_copy *c, const uint8_t *in, uint8
 	size_t at = 0;
 	uint64_t rows = 0;
 
-	if (c->st == S_FAILED || !c->plan->in_place || !one_pass_ready(c))
+	if (!c->plan->in_place || !one_pass_ready(c)) /* one_pass_ready(): not S_FAILED */
 		return 0;
 	k = (struct run_consts){
 		.cols = c->plan->cols,

@@ -111,8 +111,9 @@ static inline void transport_destroy(struct transport *t)
 
 /*
  * The socket transports: TCP and Unix stream sockets, read and written with
- * transport_sock_recv() and transport_sock_send(). t is storage the caller owns (embedded in the connection); destroy
- * closes fd and leaves the storage alone. unix_socket only changes the name.
+ * transport_sock_recv() and transport_sock_send(). t is storage the caller owns (embedded
+ * in the connection); destroy closes fd and leaves the storage alone. unix_socket only
+ * changes the name.
  */
 void transport_sock_init(struct transport *t, int fd, bool unix_socket);
 

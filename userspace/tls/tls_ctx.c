@@ -105,7 +105,7 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
 
 	if (!ok) {
 		tls_conn_refuse(c, "%s certificate refused: %s (depth %d)", peer,
-			    X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)), depth);
+				X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)), depth);
 		return 0;
 	}
 	if (depth != 0 || !cert)
@@ -119,7 +119,7 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
 	}
 	if (rc) {
 		tls_conn_refuse(c, "%s certificate refused: %s", peer,
-			    rc == -ENOMEM ? "out of memory" : why);
+				rc == -ENOMEM ? "out of memory" : why);
 		X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
 		return 0;
 	}
@@ -181,7 +181,7 @@ static void info_cb(const SSL *ssl, int where, int ret)
 	     SSL_version(ssl) <= TLS1_2_VERSION)) {
 		c->renegotiate = true;
 		tls_conn_refuse(c, "the %s tried to renegotiate TLS",
-			    c->leg == TLS_LEG_CLIENT ? "client" : "server");
+				c->leg == TLS_LEG_CLIENT ? "client" : "server");
 	}
 }
 
