@@ -2838,18 +2838,26 @@ static struct conn *server_leg(const char *mode, const void *answer, size_t n)
 	return the_conn();
 }
 
-/* CVE-2021-23222: bytes after the server's 'S', before any ServerHello, were injected. */
+/* CVE-2021-23222: the server's answer to the SSLRequest, answer[0..n), came with bytes
+ * behind it, which were injected: the client gets 08006 and nothing reaches the server. */
+static void server_answer_injected(const char *mode, const uint8_t *answer, size_t n)
+{
+	const uint8_t *p;
+	size_t got;
+
+	server_leg(mode, answer, n);
+	got = fake_take(&F.client, &p);
+	assert_string_equal(first_error_code(p, got), "08006");
+	assert_non_null(memmem(p, got, "unencrypted data after SSL response", 35));
+	assert_int_equal(fake_take(&F.server, &p), 0); /* the StartupMessage never left */
+}
+
+/* Bytes after the server's 'S', before any ServerHello. */
 static void test_tls_server_injects_after_s(void **state)
 {
 	static const uint8_t answer[] = "S\x00\x00\x00\x08garbage";
-	const uint8_t *p;
-	size_t n;
 
-	server_leg("require", answer, sizeof(answer) - 1);
-	n = fake_take(&F.client, &p);
-	assert_string_equal(first_error_code(p, n), "08006");
-	assert_non_null(memmem(p, n, "unencrypted data after SSL response", 35));
-	assert_int_equal(fake_take(&F.server, &p), 0); /* the StartupMessage never left */
+	server_answer_injected("require", answer, sizeof(answer) - 1);
 	tick(0);
 	assert_null(the_conn());
 }
@@ -2864,22 +2872,31 @@ static void next_session(void)
 	fake_init(&F.client);
 }
 
+/* The next session (after tick_ns) sends the server an SSLRequest again, nothing else. */
+static void next_session_asks_for_tls(uint64_t tick_ns)
+{
+	const uint8_t *p;
+	struct conn *c;
+
+	next_session();
+	tick(tick_ns);
+	c = connect_client("alice");
+	conn_server_events(c, EPOLLOUT);
+	assert_int_equal(c->state, CONN_SERVER_TLS);
+	assert_int_equal(fake_take(&F.server, &p), 8); /* the SSLRequest again */
+}
+
 /* 'N' under require: never a silent downgrade, nor remembered: the next session asks. */
 static void test_tls_server_n_under_require(void **state)
 {
 	const uint8_t *p;
 	size_t n;
-	struct conn *c;
 
 	server_leg("require", "N", 1);
 	n = fake_take(&F.client, &p);
 	assert_string_equal(first_error_code(p, n), "08001");
 	assert_int_equal(fake_take(&F.server, &p), 0);
-	next_session();
-	c = connect_client("alice");
-	conn_server_events(c, EPOLLOUT);
-	assert_int_equal(c->state, CONN_SERVER_TLS);
-	assert_int_equal(fake_take(&F.server, &p), 8); /* the SSLRequest again */
+	next_session_asks_for_tls(0);
 }
 
 /* Under prefer a server's 'N' is remembered (tls_server_known_plain): the next session's
@@ -2899,12 +2916,7 @@ static void test_tls_server_n_under_prefer_remembered(void **state)
 	n = fake_take(&F.server, &p);
 	assert_true(n > 8 && proto_read_u32(p) == n); /* the StartupMessage, whole, alone */
 	assert_null(c->session.server_tls.version);
-	next_session();
-	tick(TLS_PLAIN_SERVER_RECHECK_NS);
-	c = connect_client("alice");
-	conn_server_events(c, EPOLLOUT);
-	assert_int_equal(c->state, CONN_SERVER_TLS); /* asked again */
-	assert_int_equal(fake_take(&F.server, &p), 8);
+	next_session_asks_for_tls(TLS_PLAIN_SERVER_RECHECK_NS);
 }
 
 /* A forged 'N' that carries injected bytes behind it is refused, and the table never hears
@@ -2912,19 +2924,9 @@ static void test_tls_server_n_under_prefer_remembered(void **state)
 static void test_tls_server_injected_n_not_remembered(void **state)
 {
 	static const uint8_t answer[] = "Ngarbage";
-	const uint8_t *p;
-	size_t n;
-	struct conn *c;
 
-	server_leg("prefer", answer, sizeof(answer) - 1);
-	n = fake_take(&F.client, &p);
-	assert_string_equal(first_error_code(p, n), "08006");
-	assert_int_equal(fake_take(&F.server, &p), 0); /* the StartupMessage never left */
-	next_session();
-	c = connect_client("alice");
-	conn_server_events(c, EPOLLOUT);
-	assert_int_equal(c->state, CONN_SERVER_TLS);
-	assert_int_equal(fake_take(&F.server, &p), 8); /* the SSLRequest again */
+	server_answer_injected("prefer", answer, sizeof(answer) - 1);
+	next_session_asks_for_tls(0);
 }
 
 /* 'N' under prefer: plaintext, and the StartupMessage follows the SSLRequest. */
