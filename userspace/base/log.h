@@ -103,9 +103,11 @@ void log_line_end(struct log_line *l);
  * ptr/len and returns how many. */
 unsigned log_journal_fields(struct log_line *l, const char **ptr, size_t *len, unsigned max);
 
-/* Free-form message: event=NAME msg="formatted text". */
+/* Free-form message: event=NAME msg="formatted text". Cold: no line is written on the
+ * relay's per-message path unless something went wrong, so the compiler keeps the calls
+ * (and the branches that lead to them) out of the hot code. */
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4), cold));
 
 #define log_enabled(level) ((int)(level) <= log_level_enabled)
 #define log_error(ev, ...) log_msg(LOG_ERROR, ev, __VA_ARGS__)

@@ -46,6 +46,6 @@ bool log_limit_allow(struct log_limit *l, uint64_t now_ns, uint64_t *suppressed)
 /* log_msg() through l: the line, with " suppressed=N" when some were held back, or
  * nothing. The level is checked first, so a disabled level costs no lock. */
 void log_limited(struct log_limit *l, enum log_level level, const char *event,
-		 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+		 const char *fmt, ...) __attribute__((format(printf, 4, 5), cold));
 
 #endif

@@ -4,11 +4,13 @@
 #include "base/clock.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define LOOP_MAX_EVENTS 256
@@ -227,6 +229,19 @@ void loop_stop(struct loop *loop)
 	loop->stopping = true;
 }
 
+/*
+ * Not epoll_wait(): it is a cancellation point, and in a threaded process glibc switches
+ * asynchronous cancellation on and off around it (two atomic updates, some 30 instructions a
+ * wakeup, several wakeups per transaction). Nothing cancels a loop's thread (pgwarden never
+ * calls pthread_cancel), so the system call is made directly, as transport_sock.c does for
+ * recv and send. epoll_pwait without a signal mask is epoll_wait, and exists on every
+ * architecture (arm64 has no epoll_wait).
+ */
+static int loop_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms)
+{
+	return (int)syscall(SYS_epoll_pwait, epfd, events, max, timeout_ms, NULL, _NSIG / 8);
+}
+
 int loop_run(struct loop *loop)
 {
 	struct epoll_event events[LOOP_MAX_EVENTS];
@@ -237,7 +252,7 @@ int loop_run(struct loop *loop)
 		atomic_store(&loop->asleep, true);
 		if (atomic_load(&loop->wake_pending))
 			timeout = 0; /* a wake came while running: look, do not sleep */
-		n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout);
+		n = loop_epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout);
 		atomic_store_explicit(&loop->asleep, false, memory_order_relaxed);
 		if (n < 0) {
 			if (errno == EINTR)

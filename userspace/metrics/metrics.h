@@ -121,6 +121,19 @@ static inline void metrics_gauge_add(struct metrics_shard *s, int id, unsigned l
 	metrics_add(s, id, label, (uint64_t)delta);
 }
 
+/* One unit of a gauge moves from label `from` to label `to` (a session changing state,
+ * twice per statement): the family is looked up once for both. */
+static inline void metrics_gauge_move(struct metrics_shard *s, int id, unsigned from, unsigned to)
+{
+	uint64_t *p;
+
+	if (id < 0 || from >= s->nvalues[id] || to >= s->nvalues[id])
+		return;
+	p = &s->slot[s->base[id]];
+	__atomic_store_n(&p[from], __atomic_load_n(&p[from], __ATOMIC_RELAXED) - 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&p[to], __atomic_load_n(&p[to], __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
 /* Histogram observation in the family's unit (nanoseconds for *_seconds). */
 void metrics_observe(struct metrics_shard *s, int id, unsigned label, uint64_t value);
 

@@ -17,28 +17,23 @@
 #include "relay/cancel.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Server messages the relay itself must see whole (all small, none on the bulk path). */
-static struct proto_typeset conn_backend_inspect;
+/* Server messages the relay itself must see whole (all small, none on the bulk path).
+ * A constant: built when compiling, not once per process behind a pthread_once that every
+ * framing call would ask. */
+#define CONN_BACKEND_INSPECT(w)                                                               \
+	(TYPESET_BIT(w, PqMsg_AuthenticationRequest) | TYPESET_BIT(w, PqMsg_BackendKeyData) |  \
+	 TYPESET_BIT(w, PqMsg_ReadyForQuery) | TYPESET_BIT(w, PqMsg_ErrorResponse) |            \
+	 TYPESET_BIT(w, PqMsg_CopyInResponse) | TYPESET_BIT(w, PqMsg_CopyOutResponse) |         \
+	 TYPESET_BIT(w, PqMsg_CopyBothResponse) | TYPESET_BIT(w, PqMsg_NegotiateProtocolVersion) | \
+	 TYPESET_BIT(w, PqMsg_ParameterStatus) | TYPESET_BIT(w, PqMsg_CommandComplete))
 
-static void conn_backend_types_init(void)
-{
-	static const uint8_t types[] = {
-		PqMsg_AuthenticationRequest, PqMsg_BackendKeyData,  PqMsg_ReadyForQuery,
-		PqMsg_ErrorResponse,         PqMsg_CopyInResponse,  PqMsg_CopyOutResponse,
-		PqMsg_CopyBothResponse,      PqMsg_NegotiateProtocolVersion,
-		PqMsg_ParameterStatus,       PqMsg_CommandComplete,
-	};
-
-	for (size_t i = 0; i < sizeof(types); i++)
-		typeset_add(&conn_backend_inspect, types[i]);
-}
-
-static pthread_once_t conn_backend_once = PTHREAD_ONCE_INIT;
+static const struct proto_typeset conn_backend_inspect = {
+	.bits = {CONN_BACKEND_INSPECT(0), CONN_BACKEND_INSPECT(1)},
+};
 
 static bool conn_backend_allowed(const struct conn *c, uint8_t type)
 {
@@ -668,7 +663,6 @@ enum conn_step conn_frame_s2c(struct conn *c)
 	struct conn_dir *d = &c->dir[CONN_S2C];
 	enum conn_step step = CONN_STEP_WAIT, s = CONN_STEP_WAIT;
 
-	pthread_once(&conn_backend_once, conn_backend_types_init);
 	for (;;) {
 		uint32_t avail = d->buf ? buf_len(d->buf) - d->framed : 0;
 		uint8_t *at = d->buf ? d->buf->data + d->buf->head + d->framed : NULL;

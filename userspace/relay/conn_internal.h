@@ -44,17 +44,22 @@ void conn_timer_fired(struct loop *loop, struct loop_timer *t);
 void conn_linger(struct conn *c);
 
 /* ---- conn.c ---------------------------------------------------------------------------- */
+/* The ends of a connection are cold (once per session at most, none per message): the
+ * compiler moves the paths that lead to them out of the per-message code, which is what a
+ * transaction runs through with caches other processes emptied (bench/levers.md). */
+#define CONN_COLD __attribute__((cold))
 void conn_run(struct conn *c);
-void conn_close(struct conn *c, const char *reason);
+void conn_close(struct conn *c, const char *reason) CONN_COLD;
 /* End the session with FATAL sqlstate/message (see conn.c). conn_fail: the FATAL answers the
  * oldest request still owed an answer, if any; conn_fail_answering: it answers `request`
  * (a stage's close decided on a message of that request). */
-void conn_fail(struct conn *c, const char *sqlstate, const char *message, const char *reason);
+void conn_fail(struct conn *c, const char *sqlstate, const char *message, const char *reason)
+	CONN_COLD;
 void conn_fail_answering(struct conn *c, uint64_t request, const char *sqlstate,
-			 const char *message, const char *reason);
-void conn_fail_proto(struct conn *c, int status, const char *who);
+			 const char *message, const char *reason) CONN_COLD;
+void conn_fail_proto(struct conn *c, int status, const char *who) CONN_COLD;
 void conn_set_reason(struct conn *c, const char *reason);
-void conn_refused(struct conn *c, enum metrics_refuse_reason why);
+void conn_refused(struct conn *c, enum metrics_refuse_reason why) CONN_COLD;
 void conn_publish(struct conn *c, const char *event);
 void conn_note(struct conn *c, const struct stage_note *n);
 

@@ -58,33 +58,17 @@ bool conn_transition_valid(enum conn_state from, enum conn_state to)
 	       (conn_next_states[from] & BIT(to));
 }
 
-/* The metrics label of a state. */
-static unsigned conn_mstate(enum conn_state s)
-{
-	switch (s) {
-	case CONN_NEGOTIATE:
-	case CONN_CLIENT_TLS:
-		return MSTATE_STARTUP;
-	case CONN_CONNECTING:
-	case CONN_SERVER_TLS:
-		return MSTATE_CONNECTING;
-	case CONN_AUTH:
-	case CONN_AUTH_ANSWER:
-		return MSTATE_AUTH;
-	case CONN_READY:
-		return MSTATE_IDLE;
-	case CONN_BUSY:
-		return MSTATE_ACTIVE;
-	case CONN_COPY_IN:
-	case CONN_COPY_OUT:
-	case CONN_COPY_BOTH:
-		return MSTATE_COPY;
-	case CONN_CANCEL:
-		return MSTATE_CANCEL;
-	default:
-		return MSTATE_CLOSING;
-	}
-}
+/* The metrics label of each state (a table: looked up twice per statement). */
+static const uint8_t conn_mstate[CONN_STATE_COUNT] = {
+	[CONN_NEGOTIATE] = MSTATE_STARTUP,  [CONN_CLIENT_TLS] = MSTATE_STARTUP,
+	[CONN_CONNECTING] = MSTATE_CONNECTING, [CONN_SERVER_TLS] = MSTATE_CONNECTING,
+	[CONN_AUTH] = MSTATE_AUTH,          [CONN_AUTH_ANSWER] = MSTATE_AUTH,
+	[CONN_READY] = MSTATE_IDLE,         [CONN_BUSY] = MSTATE_ACTIVE,
+	[CONN_COPY_IN] = MSTATE_COPY,       [CONN_COPY_OUT] = MSTATE_COPY,
+	[CONN_COPY_BOTH] = MSTATE_COPY,     [CONN_CANCEL] = MSTATE_CANCEL,
+	[CONN_FAREWELL] = MSTATE_CLOSING,   [CONN_SERVER_GONE] = MSTATE_CLOSING,
+	[CONN_CLOSING] = MSTATE_CLOSING,    [CONN_CLOSED] = MSTATE_CLOSING,
+};
 
 /*
  * A connection that is winding down (CLOSING, a client that said goodbye and stopped
@@ -130,11 +114,10 @@ void conn_set_state(struct conn *c, enum conn_state s)
 	}
 	log_debug("conn_state", "session=%s %s -> %s", c->session.id_hex, conn_state_to_str(from),
 		  conn_state_to_str(s));
-	if (m) {
-		metrics_gauge_add(m, conn_mstd(c)->sessions, conn_mstate(from), -1);
-		if (s != CONN_CLOSED)
-			metrics_gauge_add(m, conn_mstd(c)->sessions, conn_mstate(s), 1);
-	}
+	if (m && s == CONN_CLOSED)
+		metrics_gauge_add(m, conn_mstd(c)->sessions, conn_mstate[from], -1);
+	else if (m && conn_mstate[from] != conn_mstate[s])
+		metrics_gauge_move(m, conn_mstd(c)->sessions, conn_mstate[from], conn_mstate[s]);
 	__atomic_store_n(&c->state, s, __ATOMIC_RELAXED); /* the admin listing reads it */
 	if (s == CONN_READY)
 		c->ready_since = conn_now(c);

@@ -242,8 +242,10 @@ enum track_action {
 enum track_action track_backend(struct track *t, const struct proto_msg *m, uint64_t now,
 				const uint8_t **reply, uint32_t *reply_len);
 
-/* Server messages that can arrive at any time and answer no request. */
-static inline bool track_async(uint8_t type)
+/* Server messages that can arrive at any time and answer no request. Asked twice for every
+ * server message: always inlined (the relay's framing function is large enough that the
+ * compiler's inlining budget otherwise leaves this a call). */
+static inline __attribute__((always_inline)) bool track_async(uint8_t type)
 {
 	return type == PqMsg_NoticeResponse || type == PqMsg_ParameterStatus ||
 	       type == PqMsg_NotificationResponse;

@@ -59,6 +59,10 @@ struct proto_typeset {
 	uint64_t bits[2];
 };
 
+/* Type t's bit in word w of a typeset: for sets known when compiling (t < 128), written as
+ * {.bits = {TYPESET_BIT(0, a) | TYPESET_BIT(0, b), TYPESET_BIT(1, a) | TYPESET_BIT(1, b)}}. */
+#define TYPESET_BIT(w, t) ((uint64_t)(((t) >> 6) == (w)) << ((t) & 63))
+
 static inline void typeset_add(struct proto_typeset *s, uint8_t t)
 {
 	if (t < 128)
