@@ -83,6 +83,25 @@ static void test_log_escapes_peer_values(void **state)
 	assert_null(strchr(l.buf, '\n'));
 }
 
+/* The line's prefix and numbers, spelled as printf spelled them ("%04d-...%06ld", PRIu64). */
+static void test_log_line_spelling(void **state)
+{
+	struct log_line l;
+	const char *body;
+
+	log_line_begin(&l, LOG_WARN, "test");
+	log_kv_u64(&l, "max", UINT64_MAX);
+	log_kv_u64(&l, "zero", 0);
+	log_kv_i64(&l, "min", INT64_MIN);
+	log_kv_i64(&l, "minus", -7);
+	l.buf[l.len] = '\0';
+	/* ts=YYYY-MM-DDTHH:MM:SS.uuuuuuZ */
+	body = l.buf + sizeof("ts=2000-01-01T00:00:00.000000") - 1;
+	assert_int_equal(strspn(l.buf, "ts=0123456789-T:."), body - l.buf);
+	assert_string_equal(body, "Z level=warn event=test max=18446744073709551615 zero=0 "
+				  "min=-9223372036854775808 minus=-7");
+}
+
 /* Every line of data/base/sanitize_cases.txt, then the properties every output has. */
 static void test_sanitize_cases(void **state)
 {
@@ -137,6 +156,12 @@ static void test_sanitize_truncates_whole_pieces(void **state)
 		assert_true(cut == (cap <= 8));
 	}
 	assert_int_equal(sanitize(out, 0, in, 1, SANITIZE_LOG, &cut), 0);
+	/* A plain run is cut byte-exactly. */
+	assert_int_equal(sanitize(out, 4, "abcdef", 6, SANITIZE_LOG, &cut), 3);
+	assert_string_equal(out, "abc");
+	assert_true(cut);
+	assert_int_equal(sanitize(out, 7, "abcdef", 6, SANITIZE_LOG, &cut), 6);
+	assert_false(cut);
 }
 
 static void test_log_truncates_long_lines(void **state)
@@ -448,6 +473,7 @@ int main(void)
 		cmocka_unit_test(test_addr_equal),
 		cmocka_unit_test(test_addr_kinds),
 		cmocka_unit_test(test_log_escapes_peer_values),
+		cmocka_unit_test(test_log_line_spelling),
 		cmocka_unit_test(test_log_truncates_long_lines),
 		cmocka_unit_test(test_sanitize_cases),
 		cmocka_unit_test(test_sanitize_truncates_whole_pieces),

@@ -76,15 +76,52 @@ int addr_parse(const char *text, struct addr *out)
 	return 0;
 }
 
+/* Decimal digits of v at p; returns the end. */
+static char *addr_put_decimal(char *p, unsigned v)
+{
+	char rev[10];
+	int n = 0;
+
+	do {
+		rev[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = rev[--n];
+	return p;
+}
+
+/*
+ * "1.2.3.4:5", spelled as inet_ntop and "%u" spell it, without them: the session trail
+ * formats addresses several times per session and printf was most of that. Cut to n like
+ * snprintf.
+ */
+static void addr_format4(const struct sockaddr_in *s4, char *buf, size_t n)
+{
+	char text[sizeof("255.255.255.255:65535")], *p = text;
+	const uint8_t *b = (const uint8_t *)&s4->sin_addr;
+	size_t len;
+
+	for (int i = 0; i < 4; i++) {
+		p = addr_put_decimal(p, b[i]);
+		*p++ = i < 3 ? '.' : ':';
+	}
+	p = addr_put_decimal(p, ntohs(s4->sin_port));
+	len = (size_t)(p - text);
+	if (!n)
+		return;
+	if (len >= n)
+		len = n - 1;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+}
+
 const char *addr_format(const struct sockaddr *sa, char *buf, size_t n)
 {
 	char host[INET6_ADDRSTRLEN];
 
 	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-
-		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
-		snprintf(buf, n, "%s:%u", host, ntohs(s4->sin_port));
+		addr_format4((const struct sockaddr_in *)sa, buf, n);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
 
