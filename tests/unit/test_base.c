@@ -5,6 +5,7 @@
 #include "base/cpus.h"
 #include "base/instance.h"
 #include "base/log.h"
+#include "base/rand_pool.h"
 #include "base/sanitize.h"
 
 #include <errno.h>
@@ -100,6 +101,22 @@ static void test_log_line_spelling(void **state)
 	assert_int_equal(strspn(l.buf, "ts=0123456789-T:."), body - l.buf);
 	assert_string_equal(body, "Z level=warn event=test max=18446744073709551615 zero=0 "
 				  "min=-9223372036854775808 minus=-7");
+}
+
+/* Draws across several refills never repeat, and a large one goes to OpenSSL whole. */
+static void test_rand_pool_draws_differ(void **state)
+{
+	uint8_t ids[64][16], big[512], zero[16] = {0};
+
+	for (int i = 0; i < 64; i++) {
+		assert_int_equal(rand_pool_bytes(ids[i], sizeof(ids[i])), 0);
+		assert_memory_not_equal(ids[i], zero, sizeof(zero));
+		for (int j = 0; j < i; j++)
+			assert_memory_not_equal(ids[i], ids[j], sizeof(ids[i]));
+	}
+	memset(big, 0, sizeof(big));
+	assert_int_equal(rand_pool_bytes(big, sizeof(big)), 0);
+	assert_memory_not_equal(big + sizeof(big) - sizeof(zero), zero, sizeof(zero));
 }
 
 /* Every line of data/base/sanitize_cases.txt, then the properties every output has. */
@@ -474,6 +491,7 @@ int main(void)
 		cmocka_unit_test(test_addr_kinds),
 		cmocka_unit_test(test_log_escapes_peer_values),
 		cmocka_unit_test(test_log_line_spelling),
+		cmocka_unit_test(test_rand_pool_draws_differ),
 		cmocka_unit_test(test_log_truncates_long_lines),
 		cmocka_unit_test(test_sanitize_cases),
 		cmocka_unit_test(test_sanitize_truncates_whole_pieces),
