@@ -55,6 +55,19 @@ static void test_addr_cases(void **state)
 	assert_true(cases >= 10);
 }
 
+/* The host alone, and cut like snprintf. */
+static void test_addr_format_ipv4(void **state)
+{
+	struct addr a;
+	char text[ADDR_STRLEN];
+
+	assert_int_equal(addr_parse("192.0.2.255:5432", &a), 0);
+	addr_format_ipv4(&a.ss.in4.sin_addr, text, sizeof(text));
+	assert_string_equal(text, "192.0.2.255");
+	addr_format_ipv4(&a.ss.in4.sin_addr, text, 5);
+	assert_string_equal(text, "192.");
+}
+
 static void test_addr_equal(void **state)
 {
 	struct addr a, b, c;
@@ -487,6 +500,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_addr_cases),
+		cmocka_unit_test(test_addr_format_ipv4),
 		cmocka_unit_test(test_addr_equal),
 		cmocka_unit_test(test_addr_kinds),
 		cmocka_unit_test(test_log_escapes_peer_values),

@@ -91,29 +91,47 @@ static char *addr_put_decimal(char *p, unsigned v)
 	return p;
 }
 
-/*
- * "1.2.3.4:5", spelled as inet_ntop and "%u" spell it, without them: the session trail
- * formats addresses several times per session and printf was most of that. Cut to n like
- * snprintf.
- */
-static void addr_format4(const struct sockaddr_in *s4, char *buf, size_t n)
+/* "1.2.3.4" at p, as inet_ntop spells it; returns the end. */
+static char *addr_put_ipv4(char *p, const struct in_addr *a)
 {
-	char text[sizeof("255.255.255.255:65535")], *p = text;
-	const uint8_t *b = (const uint8_t *)&s4->sin_addr;
-	size_t len;
+	const uint8_t *b = (const uint8_t *)a;
 
 	for (int i = 0; i < 4; i++) {
+		if (i)
+			*p++ = '.';
 		p = addr_put_decimal(p, b[i]);
-		*p++ = i < 3 ? '.' : ':';
 	}
-	p = addr_put_decimal(p, ntohs(s4->sin_port));
-	len = (size_t)(p - text);
+	return p;
+}
+
+/* text[0..len) into buf, cut to n like snprintf. */
+static void addr_put_cut(char *buf, size_t n, const char *text, size_t len)
+{
 	if (!n)
 		return;
 	if (len >= n)
 		len = n - 1;
 	memcpy(buf, text, len);
 	buf[len] = '\0';
+}
+
+/* The session trail and the login's lockout key format addresses several times per
+ * session; inet_ntop and printf were most of that, so IPv4 is spelled here by hand. */
+void addr_format_ipv4(const struct in_addr *a, char *buf, size_t n)
+{
+	char text[INET_ADDRSTRLEN];
+
+	addr_put_cut(buf, n, text, (size_t)(addr_put_ipv4(text, a) - text));
+}
+
+static void addr_format4(const struct sockaddr_in *s4, char *buf, size_t n)
+{
+	char text[sizeof("255.255.255.255:65535")], *p;
+
+	p = addr_put_ipv4(text, &s4->sin_addr);
+	*p++ = ':';
+	p = addr_put_decimal(p, ntohs(s4->sin_port));
+	addr_put_cut(buf, n, text, (size_t)(p - text));
 }
 
 const char *addr_format(const struct sockaddr *sa, char *buf, size_t n)
