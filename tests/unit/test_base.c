@@ -5,6 +5,7 @@
 #include "base/cpus.h"
 #include "base/instance.h"
 #include "base/log.h"
+#include "base/rand_pool.h"
 #include "base/sanitize.h"
 
 #include <errno.h>
@@ -54,6 +55,19 @@ static void test_addr_cases(void **state)
 	assert_true(cases >= 10);
 }
 
+/* The host alone, and cut like snprintf. */
+static void test_addr_format_ipv4(void **state)
+{
+	struct addr a;
+	char text[ADDR_STRLEN];
+
+	assert_int_equal(addr_parse("192.0.2.255:5432", &a), 0);
+	addr_format_ipv4(&a.ss.in4.sin_addr, text, sizeof(text));
+	assert_string_equal(text, "192.0.2.255");
+	addr_format_ipv4(&a.ss.in4.sin_addr, text, 5);
+	assert_string_equal(text, "192.");
+}
+
 static void test_addr_equal(void **state)
 {
 	struct addr a, b, c;
@@ -81,6 +95,41 @@ static void test_log_escapes_peer_values(void **state)
 	assert_non_null(body);
 	assert_string_equal(body, " user=\"evil\\\" level=error\\x0ats=forged \\\\ \\x7f\" none=-");
 	assert_null(strchr(l.buf, '\n'));
+}
+
+/* The line's prefix and numbers, spelled as printf spelled them ("%04d-...%06ld", PRIu64). */
+static void test_log_line_spelling(void **state)
+{
+	struct log_line l;
+	const char *body;
+
+	log_line_begin(&l, LOG_WARN, "test");
+	log_kv_u64(&l, "max", UINT64_MAX);
+	log_kv_u64(&l, "zero", 0);
+	log_kv_i64(&l, "min", INT64_MIN);
+	log_kv_i64(&l, "minus", -7);
+	l.buf[l.len] = '\0';
+	/* ts=YYYY-MM-DDTHH:MM:SS.uuuuuuZ */
+	body = l.buf + sizeof("ts=2000-01-01T00:00:00.000000") - 1;
+	assert_int_equal(strspn(l.buf, "ts=0123456789-T:."), body - l.buf);
+	assert_string_equal(body, "Z level=warn event=test max=18446744073709551615 zero=0 "
+				  "min=-9223372036854775808 minus=-7");
+}
+
+/* Draws across several refills never repeat, and a large one goes to OpenSSL whole. */
+static void test_rand_pool_draws_differ(void **state)
+{
+	uint8_t ids[64][16], big[512], zero[16] = {0};
+
+	for (int i = 0; i < 64; i++) {
+		assert_int_equal(rand_pool_bytes(ids[i], sizeof(ids[i])), 0);
+		assert_memory_not_equal(ids[i], zero, sizeof(zero));
+		for (int j = 0; j < i; j++)
+			assert_memory_not_equal(ids[i], ids[j], sizeof(ids[i]));
+	}
+	memset(big, 0, sizeof(big));
+	assert_int_equal(rand_pool_bytes(big, sizeof(big)), 0);
+	assert_memory_not_equal(big + sizeof(big) - sizeof(zero), zero, sizeof(zero));
 }
 
 /* Every line of data/base/sanitize_cases.txt, then the properties every output has. */
@@ -137,6 +186,12 @@ static void test_sanitize_truncates_whole_pieces(void **state)
 		assert_true(cut == (cap <= 8));
 	}
 	assert_int_equal(sanitize(out, 0, in, 1, SANITIZE_LOG, &cut), 0);
+	/* A plain run is cut byte-exactly. */
+	assert_int_equal(sanitize(out, 4, "abcdef", 6, SANITIZE_LOG, &cut), 3);
+	assert_string_equal(out, "abc");
+	assert_true(cut);
+	assert_int_equal(sanitize(out, 7, "abcdef", 6, SANITIZE_LOG, &cut), 6);
+	assert_false(cut);
 }
 
 static void test_log_truncates_long_lines(void **state)
@@ -445,9 +500,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_addr_cases),
+		cmocka_unit_test(test_addr_format_ipv4),
 		cmocka_unit_test(test_addr_equal),
 		cmocka_unit_test(test_addr_kinds),
 		cmocka_unit_test(test_log_escapes_peer_values),
+		cmocka_unit_test(test_log_line_spelling),
+		cmocka_unit_test(test_rand_pool_draws_differ),
 		cmocka_unit_test(test_log_truncates_long_lines),
 		cmocka_unit_test(test_sanitize_cases),
 		cmocka_unit_test(test_sanitize_truncates_whole_pieces),

@@ -60,12 +60,12 @@ const char *auth_source_key(const struct session *s, char *buf, size_t n)
 	const struct sockaddr *sa = &s->client.ss.sa;
 
 	if (sa->sa_family == AF_INET) {
-		inet_ntop(AF_INET, &s->client.ss.in4.sin_addr, buf, (socklen_t)n);
+		addr_format_ipv4(&s->client.ss.in4.sin_addr, buf, n);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct in6_addr *a = &s->client.ss.in6.sin6_addr;
 
 		if (IN6_IS_ADDR_V4MAPPED(a))
-			inet_ntop(AF_INET, &a->s6_addr[12], buf, (socklen_t)n);
+			addr_format_ipv4((const struct in_addr *)&a->s6_addr[12], buf, n);
 		else
 			inet_ntop(AF_INET6, a, buf, (socklen_t)n);
 	} else if (s->process.known) {

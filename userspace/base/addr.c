@@ -76,15 +76,70 @@ int addr_parse(const char *text, struct addr *out)
 	return 0;
 }
 
+/* Decimal digits of v at p; returns the end. */
+static char *addr_put_decimal(char *p, unsigned v)
+{
+	char rev[10];
+	int n = 0;
+
+	do {
+		rev[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = rev[--n];
+	return p;
+}
+
+/* "1.2.3.4" at p, as inet_ntop spells it; returns the end. */
+static char *addr_put_ipv4(char *p, const struct in_addr *a)
+{
+	const uint8_t *b = (const uint8_t *)a;
+
+	for (int i = 0; i < 4; i++) {
+		if (i)
+			*p++ = '.';
+		p = addr_put_decimal(p, b[i]);
+	}
+	return p;
+}
+
+/* text[0..len) into buf, cut to n like snprintf. */
+static void addr_put_cut(char *buf, size_t n, const char *text, size_t len)
+{
+	if (!n)
+		return;
+	if (len >= n)
+		len = n - 1;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+}
+
+/* The session trail and the login's lockout key format addresses several times per
+ * session; inet_ntop and printf were most of that, so IPv4 is spelled here by hand. */
+void addr_format_ipv4(const struct in_addr *a, char *buf, size_t n)
+{
+	char text[INET_ADDRSTRLEN];
+
+	addr_put_cut(buf, n, text, (size_t)(addr_put_ipv4(text, a) - text));
+}
+
+static void addr_format4(const struct sockaddr_in *s4, char *buf, size_t n)
+{
+	char text[sizeof("255.255.255.255:65535")], *p;
+
+	p = addr_put_ipv4(text, &s4->sin_addr);
+	*p++ = ':';
+	p = addr_put_decimal(p, ntohs(s4->sin_port));
+	addr_put_cut(buf, n, text, (size_t)(p - text));
+}
+
 const char *addr_format(const struct sockaddr *sa, char *buf, size_t n)
 {
 	char host[INET6_ADDRSTRLEN];
 
 	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-
-		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
-		snprintf(buf, n, "%s:%u", host, ntohs(s4->sin_port));
+		addr_format4((const struct sockaddr_in *)sa, buf, n);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
 

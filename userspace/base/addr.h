@@ -32,6 +32,8 @@ int addr_parse(const char *text, struct addr *out);
 
 /* "1.2.3.4:5" or "[::1]:5" into buf (ADDR_STRLEN bytes); returns buf. */
 const char *addr_format(const struct sockaddr *sa, char *buf, size_t n);
+/* "1.2.3.4", as inet_ntop(AF_INET) writes it, cut to n like snprintf. */
+void addr_format_ipv4(const struct in_addr *a, char *buf, size_t n);
 
 /* Same family, address and port. */
 bool addr_equal(const struct sockaddr *a, const struct sockaddr *b);

@@ -5,7 +5,6 @@
 #include "base/sanitize.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -86,6 +85,7 @@ enum log_target log_target_active(void)
 
 /* Room kept at the end of the buffer for " truncated=1\n". */
 #define LOG_TAIL_RESERVE 16
+#define LOG_U64_DIGITS 20 /* UINT64_MAX has 20 */
 
 static void log_append(struct log_line *l, const char *s, size_t n)
 {
@@ -99,20 +99,34 @@ static void log_append(struct log_line *l, const char *s, size_t n)
 	l->len += n;
 }
 
-static void log_appendf(struct log_line *l, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void log_appendf(struct log_line *l, const char *fmt, ...)
+static void log_append_str(struct log_line *l, const char *s)
 {
-	char tmp[128];
-	va_list ap;
-	int n;
+	log_append(l, s, strlen(s));
+}
 
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	log_append(l, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+/* " key=": keys are the caller's constants. */
+static void log_append_key(struct log_line *l, const char *key)
+{
+	log_append(l, " ", 1);
+	log_append_str(l, key);
+	log_append(l, "=", 1);
+}
+
+/* The decimal digits of v into out, unterminated; returns their count. Lines are built
+ * without printf: the session trail writes two per session, and formatting dominated the
+ * relay's own instructions per session. */
+static size_t log_format_u64(char out[LOG_U64_DIGITS], uint64_t v)
+{
+	char rev[LOG_U64_DIGITS];
+	size_t n = 0;
+
+	do {
+		rev[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (size_t i = 0; i < n; i++)
+		out[i] = rev[n - 1 - i];
+	return n;
 }
 
 /* ---- journal fields ------------------------------------------------------------------ */
@@ -127,9 +141,13 @@ _Static_assert(sizeof("ts=2000-01-01T00:00:00.000000Z level=info ") > MSG_FIELD_
  * when the field budget is spent: the key then lives in MESSAGE only. */
 static bool field_open(struct log_line *l, const char *key)
 {
-	size_t klen = strlen(key), need = sizeof(FIELD_PREFIX) - 1 + klen + 1;
+	size_t klen, need;
 
-	if (!l->journal || l->nfields >= LOG_FIELDS_N || klen == 0 ||
+	if (!l->journal)
+		return false;
+	klen = strlen(key);
+	need = sizeof(FIELD_PREFIX) - 1 + klen + 1;
+	if (l->nfields >= LOG_FIELDS_N || klen == 0 ||
 	    sizeof(FIELD_PREFIX) - 1 + klen > FIELD_NAME_MAX || l->flen + need >= sizeof(l->fields))
 		return false;
 	memcpy(l->fields + l->flen, FIELD_PREFIX, sizeof(FIELD_PREFIX) - 1);
@@ -210,11 +228,49 @@ unsigned log_journal_fields(struct log_line *l, const char **ptr, size_t *len, u
 
 /* ---- building a line ----------------------------------------------------------------- */
 
+/*
+ * "ts=YYYY-MM-DDTHH:MM:SS." of the second this thread last logged in: lines come many to a
+ * second, and gmtime_r (which takes glibc's time zone lock) with its formatting cost more
+ * than the rest of a line.
+ */
+struct log_ts_cache {
+	time_t sec;
+	bool valid;
+	uint8_t len;
+	char text[40];
+};
+static __thread struct log_ts_cache ts_cache;
+
+static void log_append_ts(struct log_line *l, const struct timespec *ts)
+{
+	struct log_ts_cache *c = &ts_cache;
+	char usec[6];
+	long v = ts->tv_nsec / 1000;
+
+	if (!c->valid || c->sec != ts->tv_sec) {
+		struct tm tm;
+		int n;
+
+		gmtime_r(&ts->tv_sec, &tm);
+		n = snprintf(c->text, sizeof(c->text), "ts=%04d-%02d-%02dT%02d:%02d:%02d.",
+			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			     tm.tm_sec);
+		if (n < 0)
+			n = 0;
+		c->len = (uint8_t)((size_t)n < sizeof(c->text) ? (size_t)n : sizeof(c->text) - 1);
+		c->sec = ts->tv_sec;
+		c->valid = true;
+	}
+	log_append(l, c->text, c->len);
+	for (int i = 5; i >= 0; i--, v /= 10)
+		usec[i] = (char)('0' + v % 10);
+	log_append(l, usec, sizeof(usec));
+}
+
 static void line_begin(struct log_line *l, const char *level_name, uint8_t prio,
 		       const char *event)
 {
 	struct timespec ts;
-	struct tm tm;
 
 	l->len = 0;
 	l->truncated = false;
@@ -225,14 +281,15 @@ static void line_begin(struct log_line *l, const char *level_name, uint8_t prio,
 	l->nfields = 0;
 	l->prefix_saved = false;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	log_appendf(l, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ level=%s ", tm.tm_year + 1900,
-		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
-		    level_name);
+	log_append_ts(l, &ts);
+	log_append(l, "Z level=", 8);
+	log_append_str(l, level_name);
+	log_append(l, " ", 1);
 	/* "MESSAGE=" is written over the end of "ts=... level=..." when the journal gets the
 	 * line, so the field needs no copy: the prefix is always longer than that. */
 	l->msg_off = (uint16_t)l->len;
-	log_appendf(l, "event=%s", event);
+	log_append(l, "event=", 6);
+	log_append_str(l, event);
 	field_text(l, "event", event, strlen(event));
 }
 
@@ -254,7 +311,7 @@ void log_kv_str(struct log_line *l, const char *key, const char *value)
 	size_t room;
 	bool cut;
 
-	log_appendf(l, " %s=", key);
+	log_append_key(l, key);
 	if (!value) {
 		log_append(l, "-", 1);
 		return;
@@ -272,20 +329,26 @@ void log_kv_str(struct log_line *l, const char *key, const char *value)
 
 void log_kv_u64(struct log_line *l, const char *key, uint64_t value)
 {
-	char num[24];
-	int n = snprintf(num, sizeof(num), "%" PRIu64, value);
+	char num[LOG_U64_DIGITS];
+	size_t n = log_format_u64(num, value);
 
-	log_appendf(l, " %s=%s", key, num);
-	field_text(l, key, num, (size_t)n);
+	log_append_key(l, key);
+	log_append(l, num, n);
+	field_text(l, key, num, n);
 }
 
 void log_kv_i64(struct log_line *l, const char *key, int64_t value)
 {
-	char num[24];
-	int n = snprintf(num, sizeof(num), "%" PRId64, value);
+	char num[1 + LOG_U64_DIGITS];
+	size_t n = 0;
 
-	log_appendf(l, " %s=%s", key, num);
-	field_text(l, key, num, (size_t)n);
+	if (value < 0)
+		num[n++] = '-';
+	/* The magnitude in unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
+	n += log_format_u64(num + n, value < 0 ? 0 - (uint64_t)value : (uint64_t)value);
+	log_append_key(l, key);
+	log_append(l, num, n);
+	field_text(l, key, num, n);
 }
 
 void log_kv_hex(struct log_line *l, const char *key, const uint8_t *bytes, size_t n)
@@ -293,7 +356,7 @@ void log_kv_hex(struct log_line *l, const char *key, const uint8_t *bytes, size_
 	static const char hex[] = "0123456789abcdef";
 	size_t start;
 
-	log_appendf(l, " %s=", key);
+	log_append_key(l, key);
 	start = l->len;
 	for (size_t i = 0; i < n; i++) {
 		char h[2] = {hex[bytes[i] >> 4], hex[bytes[i] & 15]};

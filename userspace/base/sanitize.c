@@ -58,6 +58,12 @@ static size_t sanitize_piece(const unsigned char *s, size_t n, enum sanitize_for
 	return len;
 }
 
+/* A printable ASCII byte that is its own safe form (what sanitize_piece() would copy). */
+static bool is_plain(unsigned char c, enum sanitize_for to)
+{
+	return c >= 0x20 && c < 0x7f && c != '\\' && !(c == '"' && to == SANITIZE_LOG);
+}
+
 size_t sanitize(char *out, size_t cap, const char *in, size_t n, enum sanitize_for to,
 		bool *truncated)
 {
@@ -70,8 +76,27 @@ size_t sanitize(char *out, size_t cap, const char *in, size_t n, enum sanitize_f
 		return 0;
 	while (i < n) {
 		char piece[16];
-		size_t used, k = sanitize_piece(s + i, n - i, to, &used, piece);
+		size_t used, k, run = i;
 
+		/* Names, addresses and most SQL are plain ASCII: copied a run at a time, one
+		 * byte being one piece, so a cut falls where the piece by piece loop's would. */
+		while (run < n && is_plain(s[run], to))
+			run++;
+		if (run > i) {
+			bool cut = len + (run - i) >= cap;
+
+			k = cut ? cap - 1 - len : run - i;
+			memcpy(out + len, s + i, k);
+			len += k;
+			i += k;
+			if (cut) {
+				if (truncated)
+					*truncated = true;
+				break;
+			}
+			continue;
+		}
+		k = sanitize_piece(s + i, n - i, to, &used, piece);
 		if (len + k >= cap) {
 			if (truncated)
 				*truncated = true;

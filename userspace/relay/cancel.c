@@ -1,9 +1,10 @@
 /* cancel: issued cancel keys → server cancel keys (see cancel.h). */
 #include "relay/cancel.h"
 
+#include "base/rand_pool.h"
+
 #include <errno.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +94,7 @@ void *cancel_map_issue(struct cancel_map *m, const char *session_id, const struc
 	e = calloc(1, cancel_entry_size(key_len, (uint32_t)unix_len));
 	if (!e)
 		return NULL;
-	if (RAND_bytes(e->data, (int)key_len) != 1) {
+	if (rand_pool_bytes(e->data, key_len)) {
 		free(e);
 		return NULL;
 	}

@@ -116,6 +116,11 @@ static int socket_finish(struct conn *c, struct transport *t)
 
 	if (!(t->ready & TRANSPORT_WRITE))
 		return -EINPROGRESS;
+	/* Writable, and no error or hang-up reported with it: connected. A connect that
+	 * failed reports EPOLLERR and EPOLLHUP (transport_note_events() sets hup), so only
+	 * then is the kernel asked why (one getsockopt() less per session). */
+	if (!t->hup)
+		return 0;
 	if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err == EINPROGRESS || err == EALREADY) {

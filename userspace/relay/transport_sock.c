@@ -95,11 +95,6 @@ static ssize_t sock_write(struct transport *t, const void *buf, size_t n)
 	return -EAGAIN;
 }
 
-static int sock_shutdown(struct transport *t)
-{
-	return shutdown(t->fd, SHUT_WR) < 0 && errno != ENOTCONN ? -errno : 0;
-}
-
 static void sock_destroy(struct transport *t)
 {
 	if (t->fd >= 0)
@@ -107,11 +102,12 @@ static void sock_destroy(struct transport *t)
 	t->fd = -1;
 }
 
+/* No shutdown: every caller destroys the transport right after it, and close() sends the
+ * same FIN that shutdown(SHUT_WR) would (two system calls per session fewer). */
 static const struct transport_ops tcp_ops = {
 	.name = "tcp",
 	.read = sock_read,
 	.write = sock_write,
-	.shutdown = sock_shutdown,
 	.destroy = sock_destroy,
 };
 
@@ -119,7 +115,6 @@ static const struct transport_ops unix_ops = {
 	.name = "unix",
 	.read = sock_read,
 	.write = sock_write,
-	.shutdown = sock_shutdown,
 	.destroy = sock_destroy,
 };
 

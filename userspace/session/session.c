@@ -1,10 +1,10 @@
 /* session: identity of one client session (see session.h). */
 #include "session/session.h"
 
+#include "base/rand_pool.h"
 #include "proto/proto.h"
 
 #include <errno.h>
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,9 +18,10 @@ _Static_assert(SESSION_UPSTREAM_STRLEN >= ADDR_STRLEN, "an address's text fits")
 int session_new_id(struct session *s)
 {
 	static const char hex[] = "0123456789abcdef";
+	int err = rand_pool_bytes(s->id, sizeof(s->id));
 
-	if (RAND_bytes(s->id, sizeof(s->id)) != 1)
-		return -EIO;
+	if (err)
+		return err;
 	for (int i = 0; i < SESSION_ID_LEN; i++) {
 		s->id_hex[2 * i] = hex[s->id[i] >> 4];
 		s->id_hex[2 * i + 1] = hex[s->id[i] & 15];
