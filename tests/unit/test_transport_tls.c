@@ -636,6 +636,11 @@ static void test_pending(void **state)
 	assert_int_equal(pr.client.t->read_needs, TRANSPORT_READ);
 	assert_false(pr.client.t->ready & TRANSPORT_READ);
 	assert_false(transport_can_read(pr.client.t));
+	/* An error something else left on this thread's queue is not this leg's: the read
+	 * still waits, and the queue is empty after it. */
+	ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+	assert_int_equal(transport_read(pr.client.t, got, 1), -EAGAIN);
+	assert_int_equal(ERR_peek_error(), 0);
 	pair_close(&pr);
 	tls_snapshot_unref(srv);
 	tls_snapshot_unref(cli);

@@ -206,6 +206,20 @@ static int tls_failure(struct tls_transport *tt, int ret, uint8_t *needs, const 
 
 /* ---- ops ---------------------------------------------------------------------------- */
 
+/*
+ * SSL_get_error() reads this thread's error queue, so it must be empty before an I/O call.
+ * It almost always is already (tls_failure() clears what an error leaves), and
+ * ERR_clear_error() costs about 840 instructions even on an empty queue (OpenSSL 3.0 walks
+ * all 16 slots, freeing each one's strings): two calls per transaction were 6% of the
+ * relay's user-space instructions over TLS (callgrind, pgbench -S -M prepared). Looking
+ * first costs about 200.
+ */
+static void tls_error_queue_empty(void)
+{
+	if (ERR_peek_error())
+		ERR_clear_error();
+}
+
 static int tls_handshake(struct transport *t)
 {
 	struct tls_transport *tt = tls_of(t);
@@ -215,7 +229,7 @@ static int tls_handshake(struct transport *t)
 		return 0;
 	if (tt->failed)
 		return -EPROTO;
-	ERR_clear_error();
+	tls_error_queue_empty();
 	tt->sys_errno = 0;
 	r = SSL_do_handshake(tt->conn.ssl);
 	if (r == 1) {
@@ -249,7 +263,7 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t n)
 		return -EPROTO;
 	if (n == 0)
 		return 0;
-	ERR_clear_error();
+	tls_error_queue_empty();
 	tt->sys_errno = 0;
 	r = SSL_read_ex(tt->conn.ssl, buf, n, &got);
 	/* The attempt may have been answered inside this very call, with data after it. */
@@ -285,7 +299,7 @@ static ssize_t tls_write(struct transport *t, const void *buf, size_t n)
 		return -EPROTO;
 	if (n == 0)
 		return 0;
-	ERR_clear_error();
+	tls_error_queue_empty();
 	tt->sys_errno = 0;
 	r = SSL_write_ex(tt->conn.ssl, buf, n, &put);
 	if (tt->conn.renegotiate) {
@@ -319,7 +333,7 @@ static int tls_shutdown(struct transport *t)
 	 * not write a close_notify after a fatal error. The socket's end is enough. */
 	if (!tt->conn.established || tt->failed)
 		return shutdown(t->fd, SHUT_WR) < 0 && errno != ENOTCONN ? -errno : 0;
-	ERR_clear_error();
+	tls_error_queue_empty();
 	tt->sys_errno = 0;
 	r = SSL_shutdown(tt->conn.ssl);
 	if (r < 0) {
