@@ -667,7 +667,16 @@ static void test_session_startup_params(void **state)
 	assert_null(session_verified_user(&s)); /* claimed, not verified */
 	assert_int_equal(session_set_verified(&s, SESSION_AUTH_SCRAM, false, s.user), 0);
 	assert_string_equal(session_verified_user(&s), "bob");
+	assert_ptr_equal(session_verified_user(&s), s.user); /* the claimed user's text, no copy */
 	assert_string_equal(session_auth_method_to_str(s.auth.method), "scram-sha-256");
+	/* Another role is a copy of the session's own (released with it). */
+	assert_int_equal(session_set_verified(&s, SESSION_AUTH_SCRAM, false, "carol"), 0);
+	assert_string_equal(session_verified_user(&s), "carol");
+	assert_ptr_not_equal(session_verified_user(&s), s.user);
+	/* A new startup keeps the verified user's text valid. */
+	assert_int_equal(session_set_verified(&s, SESSION_AUTH_SCRAM, false, s.user), 0);
+	assert_int_equal(session_set_startup(&s, &st), 0);
+	assert_string_equal(session_verified_user(&s), "bob");
 	session_release(&s);
 }
 
@@ -681,19 +690,16 @@ static void test_session_server_params(void **state)
 	assert_int_equal(session_set_server_param(&s, "client_encoding", "SQL_ASCII"), 0);
 	assert_string_equal(session_server_param(&s, "client_encoding"), "SQL_ASCII");
 	assert_string_equal(session_server_param(&s, "standard_conforming_strings"), "on");
-	assert_int_equal(s.server_params_len, sizeof("standard_conforming_strings") +
-						      sizeof("on") + sizeof("client_encoding") +
-						      sizeof("SQL_ASCII"));
+	/* A byte stands for each name. */
+	assert_int_equal(s.server_params_len, 1 + sizeof("on") + 1 + sizeof("SQL_ASCII"));
 	/* What nothing reads is not kept: a login's dozen other reports cost no memory. */
 	assert_int_equal(session_set_server_param(&s, "server_version", "15.18"), 0);
 	assert_int_equal(session_set_server_param(&s, "TimeZone", "Etc/UTC"), 0);
 	assert_null(session_server_param(&s, "server_version"));
 	assert_int_equal(session_set_server_param(&s, "DateStyle", "ISO, MDY"), 0);
 	assert_string_equal(session_server_param(&s, "DateStyle"), "ISO, MDY");
-	assert_int_equal(s.server_params_len, sizeof("standard_conforming_strings") +
-						      sizeof("on") + sizeof("client_encoding") +
-						      sizeof("SQL_ASCII") + sizeof("DateStyle") +
-						      sizeof("ISO, MDY"));
+	assert_int_equal(s.server_params_len,
+			 1 + sizeof("on") + 1 + sizeof("SQL_ASCII") + 1 + sizeof("ISO, MDY"));
 	session_release(&s);
 	assert_null(session_server_param(&s, "client_encoding"));
 }

@@ -57,7 +57,8 @@ struct session {
 	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
 	uint32_t backend_pid;
 	/* The server's ParameterStatus reports that pgwarden reads, latest value per name: one
-	 * block of "name\0value\0" pairs, replaced whole when a value changes (rare). */
+	 * block of pairs, a byte that stands for the name then "value\0", replaced whole when
+	 * a value changes (rare). */
 	uint32_t server_params_len;
 	char *server_params;
 	/* TLS on each leg, and how the login was verified. */
