@@ -12,7 +12,9 @@
 #include <cmocka.h>
 
 static const uint8_t server_key[4] = {0xde, 0xad, 0xbe, 0xef};
-#define SID "00112233445566778899aabbccddeeff" /* a session's id_hex */
+static const uint8_t sid[SESSION_ID_LEN] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+					    0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+#define SID_HEX "00112233445566778899aabbccddeeff" /* the target names it in hex */
 
 static void test_issued_key_maps_to_server_key(void **state)
 {
@@ -24,10 +26,10 @@ static void test_issued_key_maps_to_server_key(void **state)
 
 	assert_non_null(m);
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	h = cancel_map_issue(m, SID, &up, NULL, 4242, server_key, 4, client_key);
+	h = cancel_map_issue(m, sid, &up, NULL, 4242, server_key, 4, client_key);
 	assert_non_null(h);
 	assert_true(cancel_map_lookup(m, 4242, client_key, 4, &t));
-	assert_string_equal(t.session_id, SID);
+	assert_string_equal(t.session_id, SID_HEX);
 	assert_int_equal(t.pid, 4242);
 	assert_int_equal(t.key_len, 4);
 	assert_memory_equal(t.server_key, server_key, 4);
@@ -46,7 +48,7 @@ static void test_wrong_keys_cancel_nothing(void **state)
 	uint8_t client_key[4], wrong[4];
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	assert_non_null(cancel_map_issue(m, SID, &up, NULL, 77, server_key, 4, client_key));
+	assert_non_null(cancel_map_issue(m, sid, &up, NULL, 77, server_key, 4, client_key));
 	/* The server's own key is not a key the client was given. */
 	if (memcmp(client_key, server_key, 4) != 0)
 		assert_false(cancel_map_lookup(m, 77, server_key, 4, &t));
@@ -69,14 +71,17 @@ static void test_long_keys_and_many_sessions(void **state)
 	struct cancel_target t;
 	struct addr up;
 	uint8_t skey[256], ckeys[300][32];
-	char ids[300][SESSION_ID_HEXLEN + 1];
+	uint8_t ids[300][SESSION_ID_LEN] = {{0}};
+	char ids_hex[300][SESSION_ID_HEXLEN + 1];
 	void *handles[300];
 
 	assert_int_equal(addr_parse("[::1]:5432", &up), 0);
 	for (int i = 0; i < 256; i++)
 		skey[i] = (uint8_t)i;
 	for (int i = 0; i < 300; i++) {
-		snprintf(ids[i], sizeof(ids[i]), "%032x", i);
+		ids[i][SESSION_ID_LEN - 2] = (uint8_t)(i >> 8);
+		ids[i][SESSION_ID_LEN - 1] = (uint8_t)i;
+		snprintf(ids_hex[i], sizeof(ids_hex[i]), "%032x", i);
 		handles[i] = cancel_map_issue(m, ids[i], &up, NULL, (uint32_t)(1000 + i), skey, 32,
 					      ckeys[i]);
 		assert_non_null(handles[i]);
@@ -84,7 +89,7 @@ static void test_long_keys_and_many_sessions(void **state)
 	for (int i = 0; i < 300; i++) {
 		assert_true(cancel_map_lookup(m, (uint32_t)(1000 + i), ckeys[i], 32, &t));
 		assert_memory_equal(t.server_key, skey, 32);
-		assert_string_equal(t.session_id, ids[i]); /* each key names its own session */
+		assert_string_equal(t.session_id, ids_hex[i]); /* each key names its own session */
 	}
 	for (int i = 0; i < 300; i += 2)
 		cancel_map_remove(m, handles[i]);
@@ -96,7 +101,7 @@ static void test_long_keys_and_many_sessions(void **state)
 	uint8_t big_client[256];
 
 	m = cancel_map_new();
-	assert_non_null(cancel_map_issue(m, SID, &up, NULL, 9, skey, 256, big_client));
+	assert_non_null(cancel_map_issue(m, sid, &up, NULL, 9, skey, 256, big_client));
 	assert_true(cancel_map_lookup(m, 9, big_client, 256, &t));
 	assert_memory_equal(t.server_key, skey, 256);
 	cancel_map_free(m);
@@ -112,10 +117,10 @@ static void test_target_by_handle(void **state)
 	void *h;
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	h = cancel_map_issue(m, SID, &up, NULL, 4243, server_key, 4, client_key);
+	h = cancel_map_issue(m, sid, &up, NULL, 4243, server_key, 4, client_key);
 	assert_non_null(h);
 	cancel_map_target(m, h, &t);
-	assert_string_equal(t.session_id, SID);
+	assert_string_equal(t.session_id, SID_HEX);
 	assert_int_equal(t.pid, 4243);
 	assert_memory_equal(t.server_key, server_key, 4);
 	cancel_map_free(m);
@@ -128,10 +133,8 @@ static void test_rejects_bad_key_lengths(void **state)
 	uint8_t out[PROTO_CANCEL_KEY_MAX + 1];
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	assert_null(cancel_map_issue(m, SID, &up, NULL, 1, server_key, 0, out));
-	assert_null(cancel_map_issue(m, SID, &up, NULL, 1, out, PROTO_CANCEL_KEY_MAX + 1, out));
-	/* A session id longer than any session's is refused, not cut. */
-	assert_null(cancel_map_issue(m, SID "0", &up, NULL, 1, server_key, 4, out));
+	assert_null(cancel_map_issue(m, sid, &up, NULL, 1, server_key, 0, out));
+	assert_null(cancel_map_issue(m, sid, &up, NULL, 1, out, PROTO_CANCEL_KEY_MAX + 1, out));
 	cancel_map_free(m);
 }
 
@@ -150,7 +153,7 @@ static void test_unix_upstream_target(void **state)
 	for (unsigned i = 0; i < sizeof(skey); i++)
 		skey[i] = (uint8_t)(0xa0 + i);
 	strcpy(path, "/var/run/postgresql/.s.PGSQL.5432");
-	h = cancel_map_issue(m, SID, &up, path, 31337, skey, 32, ckey);
+	h = cancel_map_issue(m, sid, &up, path, 31337, skey, 32, ckey);
 	assert_non_null(h);
 	memset(path, 'x', 20);
 	assert_true(cancel_map_lookup(m, 31337, ckey, 32, &t));
@@ -162,12 +165,12 @@ static void test_unix_upstream_target(void **state)
 	memset(path, 'p', CANCEL_UNIX_PATH_MAX - 1);
 	path[0] = '/';
 	path[CANCEL_UNIX_PATH_MAX - 1] = '\0';
-	assert_non_null(cancel_map_issue(m, SID, &up, path, 1, skey, 4, ckey));
+	assert_non_null(cancel_map_issue(m, sid, &up, path, 1, skey, 4, ckey));
 	assert_true(cancel_map_lookup(m, 1, ckey, 4, &t));
 	assert_string_equal(t.upstream_unix, path);
 	path[CANCEL_UNIX_PATH_MAX - 1] = 'p';
 	path[CANCEL_UNIX_PATH_MAX] = '\0';
-	assert_null(cancel_map_issue(m, SID, &up, path, 2, skey, 4, ckey));
+	assert_null(cancel_map_issue(m, sid, &up, path, 2, skey, 4, ckey));
 	cancel_map_free(m);
 }
 

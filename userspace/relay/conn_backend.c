@@ -160,7 +160,7 @@ static int conn_backend_key(struct conn *c, const struct proto_msg *m, uint8_t *
 		return PROTO_ERR_FORMAT;
 	if (c->cancel_handle)
 		return PROTO_ERR_FORMAT; /* a second key would orphan the first mapping */
-	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, c->session.id_hex,
+	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, c->session.id,
 					    &c->session.upstream, c->session.upstream_unix, pid, key,
 					    key_len, body + 4);
 	if (!c->cancel_handle) {

@@ -76,6 +76,9 @@ struct session {
 	char *end_reason;
 };
 
+/* Write the SESSION_ID_LEN bytes of id as SESSION_ID_HEXLEN hex digits and a NUL. */
+void session_id_to_hex(const uint8_t *id, char *hex_out);
+
 /* Fill id and id_hex from the CSPRNG. 0 or -EIO. */
 int session_new_id(struct session *s) __attribute__((warn_unused_result));
 
