@@ -2812,7 +2812,7 @@ static void test_tls_prefer_accepts_plaintext(void **state)
 	startup_packet(&m, "alice");
 	client_sends(&m);
 	assert_int_equal(the_conn()->state, CONN_CONNECTING);
-	assert_null(the_conn()->session.client_tls.version);
+	assert_null(session_client_tls(&the_conn()->session)->version);
 }
 
 /* The server leg under tls.server.mode: what the server sent after SSLRequest. */
@@ -2915,7 +2915,7 @@ static void test_tls_server_n_under_prefer_remembered(void **state)
 	assert_int_equal(c->state, CONN_AUTH);
 	n = fake_take(&F.server, &p);
 	assert_true(n > 8 && proto_read_u32(p) == n); /* the StartupMessage, whole, alone */
-	assert_null(c->session.server_tls.version);
+	assert_null(session_server_tls(&c->session)->version);
 	next_session_asks_for_tls(TLS_PLAIN_SERVER_RECHECK_NS);
 }
 
@@ -2940,7 +2940,7 @@ static void test_tls_server_n_under_prefer(void **state)
 	assert_int_equal(c->state, CONN_AUTH);
 	n = fake_take(&F.server, &p);
 	assert_true(n > 8 && proto_read_u32(p) == n); /* the client's StartupMessage, whole */
-	assert_null(c->session.server_tls.version);
+	assert_null(session_server_tls(&c->session)->version);
 	r_auth(&a, AUTH_REQ_OK);
 	r_ready(&a, 'I');
 	server_sends(&a);
@@ -3064,8 +3064,8 @@ static void tls_client_leg(bool direct)
 	assert_int_equal(tls_peer_handshake(&t, c), 1);
 	conn_client_events(c, EPOLLIN | EPOLLOUT);
 	assert_int_equal(c->state, CONN_NEGOTIATE);
-	assert_non_null(c->session.client_tls.version);
-	assert_true(strncmp(c->session.client_tls.version, "TLSv1.", 6) == 0);
+	assert_non_null(session_client_tls(&c->session)->version);
+	assert_true(strncmp(session_client_tls(&c->session)->version, "TLSv1.", 6) == 0);
 	/* The StartupMessage inside TLS reaches the server in plaintext (its leg is plain). */
 	m.n = 0;
 	startup_packet(&m, "alice");
@@ -3114,7 +3114,7 @@ static bool tls_server_leg(const char *server_name)
 		r = SSL_accept(ssl);
 	}
 	if (the_conn() && c->state == CONN_AUTH) {
-		assert_non_null(c->session.server_tls.version);
+		assert_non_null(session_server_tls(&c->session)->version);
 		startup_packet(&m, "alice");
 		for (int i = 0; i < 200; i++) {
 			n = SSL_read(ssl, got, sizeof(got));

@@ -501,6 +501,16 @@ struct fake {
 	uint8_t buf[4096];
 };
 
+/* A verified client certificate for identity (the session's copy). */
+static void client_identity(struct session *s, const char *identity)
+{
+	struct session_tls *leg = session_tls_leg(s, false);
+
+	assert_non_null(leg);
+	leg->peer_identity = strdup(identity);
+	assert_non_null(leg->peer_identity);
+}
+
 static void fake_session(struct fake *f, const char *user, const char *db)
 {
 	memset(f, 0, sizeof(*f));
@@ -660,7 +670,7 @@ static void test_stage_connection(void **state)
 	 * message closes the session */
 	fake_session(&f, "ops", "postgres");
 	((struct sockaddr_in *)&f.s.client.ss)->sin_addr.s_addr = htonl(0x0a000001);
-	f.s.client_tls.peer_identity = strdup("oncall@example.com");
+	client_identity(&f.s, "oncall@example.com");
 	fake_start(&f);
 	assert_int_equal(f.r.verdict, STAGE_FORWARD);
 	fake_login(&f, SESSION_AUTH_MD5);
@@ -669,7 +679,7 @@ static void test_stage_connection(void **state)
 	fake_end(&f);
 	fake_session(&f, "ops", "postgres");
 	((struct sockaddr_in *)&f.s.client.ss)->sin_addr.s_addr = htonl(0x0a000001);
-	f.s.client_tls.peer_identity = strdup("oncall@example.com");
+	client_identity(&f.s, "oncall@example.com");
 	fake_start(&f);
 	fake_login(&f, SESSION_AUTH_CERT);
 	assert_int_equal(run(&f, PqMsg_Query, "SET ROLE postgres", NULL, NULL, 3), STAGE_FORWARD);
@@ -681,7 +691,7 @@ static void test_stage_connection(void **state)
 	fake_session(&f, "ops", "postgres");
 	f.s.replication = true;
 	((struct sockaddr_in *)&f.s.client.ss)->sin_addr.s_addr = htonl(0x0a000001);
-	f.s.client_tls.peer_identity = strdup("oncall@example.com");
+	client_identity(&f.s, "oncall@example.com");
 	fake_start(&f);
 	assert_int_equal(f.r.verdict, STAGE_FORWARD);
 	fake_login(&f, SESSION_AUTH_CERT);

@@ -877,7 +877,7 @@ static void audit_session_start(struct stage_ctx *ctx, struct stage_result *res)
 	} else {
 		audit_rec_null(r, "process");
 	}
-	rec_tls(r, "tls", &s->client_tls);
+	rec_tls(r, "tls", session_client_tls(s));
 	audit_rec_str(r, "user", s->user);
 	audit_rec_str(r, "database", s->database);
 	audit_rec_str(r, "application_name", s->application_name);
@@ -898,7 +898,7 @@ static void note_auth(const struct stage_ctx *ctx)
 	audit_rec_bool(r, "ok", s->auth.ok);
 	audit_rec_str(r, "verified_user", session_verified_user(s));
 	audit_rec_str(r, "claimed_user", s->user);
-	rec_tls(r, "upstream_tls", &s->server_tls);
+	rec_tls(r, "upstream_tls", session_server_tls(s));
 	audit_trail_submit(bound_trail, r);
 }
 

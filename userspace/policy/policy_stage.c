@@ -162,7 +162,7 @@ static void identity(struct policy_state *st, const struct session *s,
 	id->application_name = s->application_name ? st->appname : NULL;
 	id->client = &s->client;
 	id->local = is_local(s);
-	id->tls_identity = s->client_tls.peer_identity;
+	id->tls_identity = session_client_tls(s)->peer_identity;
 	id->auth_method = s->auth.ok ? s->auth.method : SESSION_AUTH_PENDING;
 	id->process_known = s->process.known;
 	id->uid = s->process.uid;

@@ -34,12 +34,12 @@ int session_new_id(struct session *s)
 	return 0;
 }
 
-/* Owned by the session only when it is not the startup user's text. */
 static void session_verified_release(struct session *s)
 {
-	if (s->auth.verified_user != s->user)
+	if (s->auth.verified_copied)
 		free((char *)s->auth.verified_user);
 	s->auth.verified_user = NULL;
+	s->auth.verified_copied = false;
 }
 
 /* The first of the first n parameters whose value is text, or n. */
@@ -72,8 +72,8 @@ int session_set_startup(struct session *s, const struct proto_startup *st)
 	names = malloc(2 * slots * sizeof(char *) + text);
 	if (!names)
 		return -ENOMEM;
-	if (s->auth.verified_user && s->auth.verified_user == s->user) {
-		/* A verified user sharing the old startup text takes a copy of its own. */
+	if (s->auth.verified_user && !s->auth.verified_copied) {
+		/* A verified user viewing the old startup text takes a copy of its own. */
 		char *own = strdup(s->auth.verified_user);
 
 		if (!own) {
@@ -81,6 +81,7 @@ int session_set_startup(struct session *s, const struct proto_startup *st)
 			return -ENOMEM;
 		}
 		s->auth.verified_user = own;
+		s->auth.verified_copied = true;
 	}
 	free(s->startup.names);
 	s->startup.names = names;
@@ -200,16 +201,32 @@ int session_set_verified(struct session *s, enum session_auth_method method, boo
 			 const char *user)
 {
 	/* The usual case (the role the client claimed) costs no copy. */
-	const char *verified = s->user && strcmp(user, s->user) == 0 ? s->user : strdup(user);
+	bool view = s->user && strcmp(user, s->user) == 0;
+	const char *verified = view ? s->user : strdup(user);
 
 	if (!verified)
 		return -ENOMEM;
 	session_verified_release(s);
 	s->auth.verified_user = verified;
+	s->auth.verified_copied = !view;
 	s->auth.method = method;
 	s->auth.at_relay = at_relay;
 	s->auth.ok = true;
 	return 0;
+}
+
+const struct session_tls session_tls_plain;
+
+struct session_tls *session_tls_leg(struct session *s, bool server)
+{
+	if (!s->tls) {
+		struct session_tls_legs *legs = calloc(1, sizeof(*legs));
+
+		if (!legs)
+			return NULL;
+		__atomic_store_n(&s->tls, legs, __ATOMIC_RELEASE);
+	}
+	return server ? &s->tls->server : &s->tls->client;
 }
 
 static void session_tls_release(struct session_tls *t)
@@ -217,7 +234,6 @@ static void session_tls_release(struct session_tls *t)
 	free(t->peer_subject);
 	free(t->peer_identity);
 	free(t->peer_fingerprint);
-	t->peer_subject = t->peer_identity = t->peer_fingerprint = NULL;
 }
 
 void session_release(struct session *s)
@@ -230,8 +246,12 @@ void session_release(struct session *s)
 	free(s->server_params);
 	s->server_params = NULL;
 	s->server_params_len = 0;
-	session_tls_release(&s->client_tls);
-	session_tls_release(&s->server_tls);
+	if (s->tls) {
+		session_tls_release(&s->tls->client);
+		session_tls_release(&s->tls->server);
+		free(s->tls);
+		s->tls = NULL;
+	}
 	free(s->end_reason);
 	s->end_reason = NULL;
 }

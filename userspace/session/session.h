@@ -61,10 +61,11 @@ struct session {
 	 * a value changes (rare). */
 	uint32_t server_params_len;
 	char *server_params;
-	/* TLS on each leg, and how the login was verified. */
-	struct session_tls client_tls;
-	struct session_tls server_tls;
-	struct session_auth auth;
+	/* TLS on each leg, allocated when the first leg's handshake finished: NULL in a
+	 * plaintext session, which so carries no 80 bytes of empty fields. Read it with
+	 * session_client_tls() and session_server_tls(). */
+	struct session_tls_legs *tls;
+	struct session_auth auth; /* how the login was verified */
 	/* Counters. */
 	uint64_t bytes_from_client;
 	uint64_t bytes_from_server;
@@ -78,6 +79,34 @@ struct session {
 
 /* Write the SESSION_ID_LEN bytes of id as SESSION_ID_HEXLEN hex digits and a NUL. */
 void session_id_to_hex(const uint8_t *id, char *hex_out);
+
+struct session_tls_legs {
+	struct session_tls client;
+	struct session_tls server;
+};
+
+/* A plain leg: every field NULL. */
+extern const struct session_tls session_tls_plain;
+
+/* A leg's TLS as the handshake left it; session_tls_plain until it finished. Published by
+ * the worker with release, so the admin thread may read it too. */
+static inline const struct session_tls *session_client_tls(const struct session *s)
+{
+	const struct session_tls_legs *legs = __atomic_load_n(&s->tls, __ATOMIC_ACQUIRE);
+
+	return legs ? &legs->client : &session_tls_plain;
+}
+
+static inline const struct session_tls *session_server_tls(const struct session *s)
+{
+	const struct session_tls_legs *legs = __atomic_load_n(&s->tls, __ATOMIC_ACQUIRE);
+
+	return legs ? &legs->server : &session_tls_plain;
+}
+
+/* The leg to fill when its handshake finished (server: the upstream leg), its fields NULL
+ * until then; allocates both legs with the first. NULL: -ENOMEM. */
+struct session_tls *session_tls_leg(struct session *s, bool server);
 
 /* Fill id and id_hex from the CSPRNG. 0 or -EIO. */
 int session_new_id(struct session *s) __attribute__((warn_unused_result));

@@ -70,11 +70,11 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 		log_kv_u64(&l, "replication", 1);
 	/* The client leg's TLS is settled before the StartupMessage; the server leg's is not
 	 * yet (session_end has it). */
-	if (s->client_tls.version) {
-		log_kv_str(&l, "tls_version", s->client_tls.version);
-		log_kv_str(&l, "tls_cipher", s->client_tls.cipher);
-		if (s->client_tls.peer_identity)
-			log_kv_str(&l, "tls_identity", s->client_tls.peer_identity);
+	if (session_client_tls(s)->version) {
+		log_kv_str(&l, "tls_version", session_client_tls(s)->version);
+		log_kv_str(&l, "tls_cipher", session_client_tls(s)->cipher);
+		if (session_client_tls(s)->peer_identity)
+			log_kv_str(&l, "tls_identity", session_client_tls(s)->peer_identity);
 	}
 	log_line_end(&l);
 }
@@ -101,11 +101,11 @@ static void sessionlog_end(struct stage_ctx *ctx)
 	log_kv_u64(&l, "statements", s->statements);
 	log_kv_u64(&l, "bytes_from_client", s->bytes_from_client);
 	log_kv_u64(&l, "bytes_from_server", s->bytes_from_server);
-	if (s->client_tls.version)
-		log_kv_str(&l, "tls_version", s->client_tls.version);
-	if (s->server_tls.version) {
-		log_kv_str(&l, "upstream_tls_version", s->server_tls.version);
-		log_kv_str(&l, "upstream_tls_cipher", s->server_tls.cipher);
+	if (session_client_tls(s)->version)
+		log_kv_str(&l, "tls_version", session_client_tls(s)->version);
+	if (session_server_tls(s)->version) {
+		log_kv_str(&l, "upstream_tls_version", session_server_tls(s)->version);
+		log_kv_str(&l, "upstream_tls_cipher", session_server_tls(s)->cipher);
 	}
 	log_kv_u64(&l, "duration_ms", (clock_mono_ns() - s->start_mono_ns) / NSEC_PER_MSEC);
 	log_kv_str(&l, "reason", s->end_reason ? s->end_reason : "unknown");
