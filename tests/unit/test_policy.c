@@ -1051,6 +1051,7 @@ static void test_stage_statement_classes(void **state)
 
 static void test_stage_limits(void **state)
 {
+	static const struct session_process billing_app = {.known = true, .comm = "billing-app"};
 	struct fake f, g, h;
 	const uint64_t s = 1000000000ULL;
 
@@ -1081,8 +1082,7 @@ static void test_stage_limits(void **state)
 
 	/* billing: 5/s, burst 2, wait: the third statement is paused until a token is due */
 	fake_session(&h, "billing", "db");
-	h.s.process.known = true;
-	snprintf(h.s.process.comm, sizeof(h.s.process.comm), "billing-app");
+	assert_int_equal(session_set_process(&h.s, &billing_app), 0);
 	h.s.route = SESSION_ROUTE_STEERED;
 	fake_start(&h);
 	/* no cgroup could be resolved for this fake process: billing cannot match */

@@ -833,6 +833,7 @@ static void audit_session_start(struct stage_ctx *ctx, struct stage_result *res)
 {
 	struct audit_session *st = ctx->state;
 	const struct session *s = ctx->session;
+	const struct session_process *proc = session_process(s);
 	char ts[AUDIT_TS_LEN], dialled[ADDR_STRLEN], up[SESSION_UPSTREAM_STRLEN];
 	struct audit_rec *r;
 
@@ -864,15 +865,14 @@ static void audit_session_start(struct stage_ctx *ctx, struct stage_result *res)
 								 sizeof(dialled)) :
 						     NULL);
 	audit_rec_str(r, "upstream", upstream_of(s, up, sizeof(up)));
-	if (s->process.known) {
+	if (proc->known) {
 		audit_rec_object(r, "process");
-		audit_rec_u64(r, "pid", s->process.tgid);
-		audit_rec_u64(r, "tid", s->process.pid);
-		audit_rec_u64(r, "uid", s->process.uid);
-		audit_rec_u64(r, "gid", s->process.gid);
-		audit_rec_strn(r, "comm", s->process.comm, strnlen(s->process.comm,
-								    sizeof(s->process.comm)));
-		audit_rec_u64(r, "cgroup_id", s->process.cgroup_id);
+		audit_rec_u64(r, "pid", proc->tgid);
+		audit_rec_u64(r, "tid", proc->pid);
+		audit_rec_u64(r, "uid", proc->uid);
+		audit_rec_u64(r, "gid", proc->gid);
+		audit_rec_strn(r, "comm", proc->comm, strnlen(proc->comm, sizeof(proc->comm)));
+		audit_rec_u64(r, "cgroup_id", proc->cgroup_id);
 		audit_rec_end(r);
 	} else {
 		audit_rec_null(r, "process");

@@ -605,24 +605,27 @@ int conn_start(struct worker *w, struct transport *t, const struct session *prot
 /*
  * Where the client meant to go and who it is, as the kernel recorded it. A steered or
  * TPROXY'd connection goes on to the address it dialled; an explicit one to the upstream.
+ * 0, or -ENOMEM: the client's process, which the guard and the policy read, could not be
+ * recorded, and the connection is refused.
  */
-static void conn_classify(struct worker *w, const struct worker_listener *l, int fd,
-			  struct session *s)
+static int conn_classify(struct worker *w, const struct worker_listener *l, int fd,
+			 struct session *s)
 {
 	struct addr local = s->dialled;
 	int err;
 
-	if (l->unix_socket) {
-		steer_origin_lookup_unix(w->steer, fd, s);
-		return;
-	}
+	if (l->unix_socket)
+		return steer_origin_lookup_unix(w->steer, fd, s);
 	if (!w->steer && !l->transparent)
-		return;
+		return 0;
 	err = steer_origin_lookup(w->steer, fd, &l->addr, &s->client, &local, s);
-	if (err)
+	if (err) {
 		log_warn("steer", "session=%s origin lookup failed: %s", s->id_hex, strerror(-err));
+		return err;
+	}
 	if (s->route != SESSION_ROUTE_EXPLICIT)
 		s->upstream = s->dialled;
+	return 0;
 }
 
 void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
@@ -674,20 +677,29 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 			proto.dialled.len = 0;
 		/* TCP_NODELAY came with the socket: its listener has it (worker_listen). */
 	}
-	conn_classify(w, l, fd, &proto);
+	if (conn_classify(w, l, fd, &proto)) {
+		session_release(&proto);
+		relay_conn_release(r);
+		config_unref(cfg);
+		conn_refuse_now(fd, SQLSTATE_OUT_OF_MEMORY, "out of memory");
+		return;
+	}
 	/* The guard (relay/guard.h): self-loop, TPROXY destination, pre-login admission. */
 	if (r->guard && guard_accept(r->guard, cfg, w->steer, &proto, &slot, w->metrics, &r->mstd,
 				     &refusal)) {
+		session_release(&proto);
 		relay_conn_release(r);
 		config_unref(cfg);
 		conn_refuse_now(fd, refusal.sqlstate, refusal.message);
 		return;
 	}
+	/* From here the connection owns what proto holds (its process), unless refused. */
 	err = conn_create(w, cfg, NULL, fd, l->unix_socket, &proto, &slot, &c);
 	if (err) {
 		if (r->guard)
 			guard_close(r->guard, &slot);
 		log_warn("accept", "cannot take the connection: %s", strerror(-err));
+		session_release(&proto);
 		relay_conn_release(r);
 		config_unref(cfg);
 		close(fd);

@@ -216,6 +216,25 @@ int session_set_verified(struct session *s, enum session_auth_method method, boo
 }
 
 const struct session_tls session_tls_plain;
+const struct session_process session_process_unknown;
+
+int session_set_process(struct session *s, const struct session_process *p)
+{
+	struct session_process *copy = malloc(sizeof(*copy));
+
+	if (!copy)
+		return -ENOMEM;
+	*copy = *p;
+	free(s->process);
+	s->process = copy;
+	return 0;
+}
+
+void session_forget_process(struct session *s)
+{
+	free(s->process);
+	s->process = NULL;
+}
 
 struct session_tls *session_tls_leg(struct session *s, bool server)
 {
@@ -238,6 +257,7 @@ static void session_tls_release(struct session_tls *t)
 
 void session_release(struct session *s)
 {
+	session_forget_process(s);
 	session_verified_release(s); /* before the startup text it may point into */
 	free(s->startup.names);
 	s->startup.names = s->startup.values = NULL;

@@ -43,7 +43,10 @@ struct session {
 	/* PostgreSQL's Unix socket for a client of the relay's Unix listener: the connection's
 	 * config snapshot owns the text (unix_upstream), and outlives the session. */
 	const char *upstream_unix;
-	struct session_process process;
+	/* The local process behind a steered or Unix-socket client, allocated when known:
+	 * NULL for a TCP client of the listener, most sessions. Read it with
+	 * session_process(). */
+	struct session_process *process;
 	uint64_t start_wall_ns;
 	uint64_t start_mono_ns;
 	/* Claimed, from the StartupMessage (NULL until it arrives). */
@@ -107,6 +110,22 @@ static inline const struct session_tls *session_server_tls(const struct session 
 /* The leg to fill when its handshake finished (server: the upstream leg), its fields NULL
  * until then; allocates both legs with the first. NULL: -ENOMEM. */
 struct session_tls *session_tls_leg(struct session *s, bool server);
+
+/* A process not known: known false, every field 0. */
+extern const struct session_process session_process_unknown;
+
+/* The client's process, or session_process_unknown. Set before the session starts. */
+static inline const struct session_process *session_process(const struct session *s)
+{
+	return s->process ? s->process : &session_process_unknown;
+}
+
+/* The client's process is p (copied; p->known true). 0 or -ENOMEM (nothing changed). */
+int session_set_process(struct session *s, const struct session_process *p)
+	__attribute__((warn_unused_result));
+
+/* The client's process is not known (any record of it is released). */
+void session_forget_process(struct session *s);
 
 /* Fill id and id_hex from the CSPRNG. 0 or -EIO. */
 int session_new_id(struct session *s) __attribute__((warn_unused_result));

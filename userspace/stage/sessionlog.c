@@ -45,6 +45,7 @@ static void sessionlog_addr(struct log_line *l, const char *key, const struct ad
 static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 {
 	const struct session *s = ctx->session;
+	const struct session_process *proc = session_process(s);
 	char upstream[SESSION_UPSTREAM_STRLEN];
 	struct log_line l;
 
@@ -55,12 +56,12 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 	sessionlog_addr(&l, "dialled", &s->dialled);
 	if (session_upstream_text(s, upstream, sizeof(upstream))[0])
 		log_kv_str(&l, "upstream", upstream);
-	if (s->process.known) {
-		log_kv_u64(&l, "pid", s->process.tgid);
-		log_kv_u64(&l, "uid", s->process.uid);
-		log_kv_u64(&l, "gid", s->process.gid);
-		log_kv_str(&l, "comm", s->process.comm);
-		log_kv_u64(&l, "cgroup_id", s->process.cgroup_id);
+	if (proc->known) {
+		log_kv_u64(&l, "pid", proc->tgid);
+		log_kv_u64(&l, "uid", proc->uid);
+		log_kv_u64(&l, "gid", proc->gid);
+		log_kv_str(&l, "comm", proc->comm);
+		log_kv_u64(&l, "cgroup_id", proc->cgroup_id);
 	}
 	log_kv_str(&l, "user", s->user);
 	log_kv_str(&l, "database", s->database);
