@@ -462,6 +462,7 @@ static void judge_stream_run(struct stage_ctx *ctx, struct stage_stream *st,
 static struct stage_ops judge_stage = {
 	.name = "judge",
 	.state_size = sizeof(struct judge_state),
+	.wakes = true, /* its sessions have a waker (test_wake_after_the_end) */
 	.session_start = judge_start,
 	.frontend = judge_frontend,
 	.backend = judge_backend,
@@ -1246,6 +1247,19 @@ static void test_wake_after_the_end(void **state)
 	assert_int_equal(c->waker.slot, old.slot);
 	assert_int_not_equal(c->waker.gen, old.gen);
 	assert_int_equal(stage_wake(&old), -ENOENT);
+}
+
+/* A pipeline whose stages never wake gives its sessions no waker, and so no slot in the
+ * worker's wake table. */
+static void test_no_waker_without_a_waking_stage(void **state)
+{
+	struct conn *c;
+
+	F.relay.pipeline.wakes = false; /* as if judge did not wake */
+	c = login("alice");
+	assert_null(c->waker.worker);
+	assert_null(c->chain.waker);
+	assert_int_equal(F.w->nslots - F.w->nfree, 0);
 }
 
 /* Interest is per session: only the session whose stage asked sees its DataRows. */
@@ -3241,6 +3255,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pause_until_a_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wake_after_the_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_waker_without_a_waking_stage, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_close_tells_the_client, setup, teardown),

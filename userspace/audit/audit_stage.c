@@ -1063,6 +1063,7 @@ const struct stage_ops audit_stage = {
 	.state_size = sizeof(struct audit_session),
 	/* EXECUTE of an SQL-prepared statement is recorded with its text. */
 	.keep_statement_text = true,
+	.wakes = true, /* write-ahead: a statement waits for its record (audit_gate) */
 	.frontend_whole = {.bits = {0, HI(PqMsg_Query) | HI(PqMsg_Parse) | HI(PqMsg_Bind) |
 					       HI(PqMsg_Execute) | HI(PqMsg_Close) |
 					       HI(PqMsg_FunctionCall)}},

@@ -220,7 +220,8 @@ void conn_close(struct conn *c, const char *reason)
 	if (c->stream.out)
 		buf_put(&w->pool, c->stream.out);
 	c->stream.out = NULL;
-	worker_slot_release(w, c->waker.slot);
+	if (c->waker.worker)
+		worker_slot_release(w, c->waker.slot);
 	worker_conn_unlink(w, c);
 	if (c->holds_session)
 		relay_session_release(r);
@@ -455,7 +456,10 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		   c->config->max_prepared_statements, c->config->max_prepared_bytes,
 		   conn_stages_keep_text(p), s->id_hex, conn_request_done, c);
 	c->track.session = s; /* SQL PREPAREs are read as the server reads them */
-	if (stage_chain_init(&c->chain, p, s, &c->track.stmts, &c->waker)) {
+	/* A waker only where a stage wakes: the others' sessions take no slot in the
+	 * worker's wake table, nor its lock at start and end. */
+	if ((p->wakes && worker_slot_claim(c->worker, c, &c->waker)) ||
+	    stage_chain_init(&c->chain, p, s, &c->track.stmts, p->wakes ? &c->waker : NULL)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
 	}
@@ -562,13 +566,6 @@ static int conn_create(struct worker *w, struct config *cfg, struct transport *t
 			free(c);
 			return err;
 		}
-	}
-	err = worker_slot_claim(w, c, &c->waker);
-	if (err) {
-		if (c->client->fd >= 0)
-			loop_del(&w->loop, &c->client_watch);
-		free(c);
-		return err;
 	}
 	if (w->metrics) {
 		metrics_inc(w->metrics, w->relay->mstd.accepted, 0);

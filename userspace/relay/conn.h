@@ -111,6 +111,7 @@ struct conn_stream {
 };
 
 /* How another thread reaches a connection that paused for it: worker slot + generation. */
+/* Claimed at session start when a stage wakes (stage_pipeline.wakes); worker NULL: none. */
 struct stage_waker {
 	struct worker *worker;
 	uint32_t slot;

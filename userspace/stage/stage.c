@@ -68,6 +68,7 @@ int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
 		return -E2BIG;
 	p->stages[p->count++] = ops;
 	p->state_size += stage_align(ops->state_size);
+	p->wakes |= ops->wakes;
 	if (ops->notice)
 		p->notices |= ops->notices ? ops->notices : ~0u;
 	return 0;

@@ -286,6 +286,10 @@ struct stage_ops {
 	/* The stage reads prepared statements' texts (stmt_entry.sql): the relay keeps them
 	 * only when some stage does, since they cost memory per session. */
 	bool keep_statement_text;
+	/* The stage holds a message until another thread calls stage_wake(): its sessions
+	 * need a waker (stage_ctx.waker). The relay claims one, a slot in its worker's wake
+	 * table, only for the sessions of a pipeline with such a stage. */
+	bool wakes;
 	/* Interest every session starts with (stage_want() changes it per session). */
 	struct proto_typeset frontend_whole;
 	struct proto_typeset backend_whole;
@@ -314,6 +318,7 @@ struct stage_pipeline {
 	unsigned count;
 	size_t state_size; /* sum of stage states, each aligned */
 	uint32_t notices;  /* the kinds some stage's notice() hears (STAGE_NOTE_BIT each) */
+	bool wakes;        /* some stage wakes (stage_ops.wakes) */
 };
 
 /* 0 or -E2BIG when the pipeline is full. */
