@@ -160,8 +160,7 @@ static int conn_backend_key(struct conn *c, const struct proto_msg *m, uint8_t *
 		return PROTO_ERR_FORMAT;
 	if (c->cancel_handle)
 		return PROTO_ERR_FORMAT; /* a second key would orphan the first mapping */
-	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, c->session.id,
-					    &c->session.upstream, c->session.upstream_unix, pid, key,
+	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, &c->session, pid, key,
 					    key_len, body + 4);
 	if (!c->cancel_handle) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "could not issue a cancel key", "out of memory");

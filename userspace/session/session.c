@@ -15,22 +15,17 @@ _Static_assert(SESSION_UPSTREAM_STRLEN >= sizeof("unix:") + sizeof(((struct sock
 	       "a Unix upstream's text fits");
 _Static_assert(SESSION_UPSTREAM_STRLEN >= ADDR_STRLEN, "an address's text fits");
 
-void session_id_to_hex(const uint8_t *id, char *hex_out)
+int session_new_id(struct session *s)
 {
 	static const char hex[] = "0123456789abcdef";
 
-	for (int i = 0; i < SESSION_ID_LEN; i++) {
-		hex_out[2 * i] = hex[id[i] >> 4];
-		hex_out[2 * i + 1] = hex[id[i] & 15];
-	}
-	hex_out[SESSION_ID_HEXLEN] = '\0';
-}
-
-int session_new_id(struct session *s)
-{
 	if (RAND_bytes(s->id, sizeof(s->id)) != 1)
 		return -EIO;
-	session_id_to_hex(s->id, s->id_hex);
+	for (int i = 0; i < SESSION_ID_LEN; i++) {
+		s->id_hex[2 * i] = hex[s->id[i] >> 4];
+		s->id_hex[2 * i + 1] = hex[s->id[i] & 15];
+	}
+	s->id_hex[SESSION_ID_HEXLEN] = '\0';
 	return 0;
 }
 

@@ -80,9 +80,6 @@ struct session {
 	char *end_reason;
 };
 
-/* Write the SESSION_ID_LEN bytes of id as SESSION_ID_HEXLEN hex digits and a NUL. */
-void session_id_to_hex(const uint8_t *id, char *hex_out);
-
 struct session_tls_legs {
 	struct session_tls client;
 	struct session_tls server;
