@@ -107,6 +107,7 @@ struct audit_session {
 	uint64_t statements;
 	uint64_t alerts;          /* unaudited statements logged (continue mode) */
 };
+_Static_assert(_Alignof(struct audit_session) <= STAGE_STATE_ALIGN, "its slice is aligned for it");
 
 static void prepared_unref(struct prepared *p)
 {

@@ -108,6 +108,7 @@ struct policy_state {
 struct policy_slot {
 	struct policy_state *st; /* NULL: no policy when the session started */
 };
+_Static_assert(_Alignof(struct policy_slot) <= STAGE_STATE_ALIGN, "its slice is aligned for it");
 
 static struct policy_state *slot_state(const void *slot)
 {

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STAGE_STATE_ALIGN 16
-
 static size_t stage_align(size_t n)
 {
 	return (n + STAGE_STATE_ALIGN - 1) & ~(size_t)(STAGE_STATE_ALIGN - 1);

@@ -280,6 +280,12 @@ struct stage_note {
 	const char *value;
 };
 
+/* Each stage's state starts at a multiple of this in the session's block: the states hold
+ * pointers and 64-bit integers (8, not max_align_t's 16, so that the default pipeline's
+ * two small states fit a 32-byte malloc chunk instead of 48). A stage's file asserts its
+ * state's alignment fits. */
+#define STAGE_STATE_ALIGN 8
+
 struct stage_ops {
 	const char *name;
 	size_t state_size; /* per-session state, zeroed, owned by the pipeline */
