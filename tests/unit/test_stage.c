@@ -636,7 +636,7 @@ static void test_session_ids_are_random_hex(void **state)
 	assert_int_equal(session_new_id(&b), 0);
 	assert_int_equal(strlen(a.id_hex), SESSION_ID_HEXLEN);
 	assert_int_equal(strspn(a.id_hex, "0123456789abcdef"), SESSION_ID_HEXLEN);
-	assert_memory_not_equal(a.id, b.id, SESSION_ID_LEN);
+	assert_string_not_equal(a.id_hex, b.id_hex);
 }
 
 /* The session keeps every startup parameter, duplicates as the server reads them. */

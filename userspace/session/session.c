@@ -18,12 +18,13 @@ _Static_assert(SESSION_UPSTREAM_STRLEN >= ADDR_STRLEN, "an address's text fits")
 int session_new_id(struct session *s)
 {
 	static const char hex[] = "0123456789abcdef";
+	uint8_t id[SESSION_ID_LEN];
 
-	if (RAND_bytes(s->id, sizeof(s->id)) != 1)
+	if (RAND_bytes(id, sizeof(id)) != 1)
 		return -EIO;
 	for (int i = 0; i < SESSION_ID_LEN; i++) {
-		s->id_hex[2 * i] = hex[s->id[i] >> 4];
-		s->id_hex[2 * i + 1] = hex[s->id[i] & 15];
+		s->id_hex[2 * i] = hex[id[i] >> 4];
+		s->id_hex[2 * i + 1] = hex[id[i] & 15];
 	}
 	s->id_hex[SESSION_ID_HEXLEN] = '\0';
 	return 0;

@@ -34,8 +34,7 @@ struct session_startup {
 };
 
 struct session {
-	uint8_t id[SESSION_ID_LEN];
-	char id_hex[SESSION_ID_HEXLEN + 1];
+	char id_hex[SESSION_ID_HEXLEN + 1]; /* SESSION_ID_LEN random bytes, only ever shown */
 	enum session_route route;
 	struct addr client;     /* the peer of the accepted socket */
 	struct addr dialled;    /* the address the client connected to */
@@ -124,7 +123,7 @@ int session_set_process(struct session *s, const struct session_process *p)
 /* The client's process is not known (any record of it is released). */
 void session_forget_process(struct session *s);
 
-/* Fill id and id_hex from the CSPRNG. 0 or -EIO. */
+/* Fill id_hex from the CSPRNG. 0 or -EIO. */
 int session_new_id(struct session *s) __attribute__((warn_unused_result));
 
 /*
