@@ -99,7 +99,7 @@ void conn_fail_answering(struct conn *c, uint64_t request, const char *sqlstate,
 	if (s2c->buf)
 		s2c->buf->tail = s2c->buf->head + s2c->framed;
 	/* A client in its TLS handshake could not read an ErrorResponse. */
-	if (!s2c->stream_left && !s2c->skip_left && !c->stream.active &&
+	if (!s2c->stream_left && !s2c->skip_left && !c->stream_active &&
 	    c->state != CONN_CANCEL && c->state != CONN_CLIENT_TLS && !c2s->eof) {
 		n = proto_write_error(msg, sizeof(msg), "FATAL", sqlstate, message);
 		if (n > 0) {
@@ -115,7 +115,7 @@ void conn_fail_answering(struct conn *c, uint64_t request, const char *sqlstate,
 		}
 	}
 	s2c->stream_left = s2c->skip_left = 0;
-	c->stream.active = false;
+	c->stream_active = false;
 	/* Unframed client bytes are never forwarded: that is what failed. */
 	if (c2s->buf)
 		c2s->buf->tail = c2s->buf->head + c2s->framed;
