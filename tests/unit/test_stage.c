@@ -680,6 +680,29 @@ static void test_session_startup_params(void **state)
 	session_release(&s);
 }
 
+/* libpq's usual startup (database named after the user) keeps "carol" once: the second
+ * value, the user and the database are views of the first. */
+static void test_session_startup_shares_equal_values(void **state)
+{
+	static const struct proto_param params[] = {{"user", "carol"}, {"database", "carol"}};
+	struct proto_startup st = {
+		.kind = PROTO_STARTUP_MESSAGE,
+		.code = PROTO_VERSION_3_0,
+		.user = "carol",
+		.database = "carol",
+		.nparams = 2,
+	};
+	struct session s = {0};
+
+	memcpy(st.params, params, sizeof(params));
+	assert_int_equal(session_set_startup(&s, &st), 0);
+	assert_string_equal(session_startup_param(&s, "database"), "carol");
+	assert_ptr_equal(s.startup.values[1], s.startup.values[0]);
+	assert_ptr_equal(s.user, s.startup.values[0]);
+	assert_ptr_equal(s.database, s.startup.values[0]);
+	session_release(&s);
+}
+
 static void test_session_server_params(void **state)
 {
 	struct session s = {0};
@@ -722,6 +745,7 @@ int main(void)
 		cmocka_unit_test(test_pipeline_is_bounded),
 		cmocka_unit_test(test_session_ids_are_random_hex),
 		cmocka_unit_test(test_session_startup_params),
+		cmocka_unit_test(test_session_startup_shares_equal_values),
 		cmocka_unit_test(test_session_server_params),
 	};
 

@@ -55,16 +55,20 @@ int session_set_startup(struct session *s, const struct proto_startup *st)
 	const char *ident[3] = {st->user, st->database, st->application_name};
 	char **names, *p, *copies[3] = {NULL, NULL, NULL};
 
-	for (size_t i = 0; i < n; i++)
-		text += strlen(st->params[i].name) + strlen(st->params[i].value) + 2;
+	for (size_t i = 0; i < n; i++) {
+		text += strlen(st->params[i].name) + 1;
+		if (startup_value_index(st, i, st->params[i].value) == i)
+			text += strlen(st->params[i].value) + 1;
+	}
 	for (size_t i = 0; i < 3; i++) {
 		shared[i] = ident[i] ? startup_value_index(st, n, ident[i]) : n;
 		text += ident[i] && shared[i] == n ? strlen(ident[i]) + 1 : 0;
 	}
-	/* One allocation: two pointer arrays, the parameters' strings, then those of the three
-	 * values the parser resolved (the server's reading, even past the parameters kept
-	 * here) that no parameter holds already: the usual user and database are views into
-	 * their parameters' values. */
+	/* One allocation: two pointer arrays, the parameters' names and values (a value equal
+	 * to an earlier one is that one's text: database is often user), then those of the
+	 * three values the parser resolved (the server's reading, even past the parameters
+	 * kept here) that no parameter holds already: the usual user and database are views
+	 * into their parameters' values. */
 	names = malloc(2 * slots * sizeof(char *) + text);
 	if (!names)
 		return -ENOMEM;
@@ -87,9 +91,14 @@ int session_set_startup(struct session *s, const struct proto_startup *st)
 	p = (char *)(s->startup.values + slots);
 	for (size_t i = 0; i < n; i++) {
 		size_t ln = strlen(st->params[i].name) + 1, lv = strlen(st->params[i].value) + 1;
+		size_t same = startup_value_index(st, i, st->params[i].value);
 
 		s->startup.names[i] = memcpy(p, st->params[i].name, ln);
 		p += ln;
+		if (same < i) {
+			s->startup.values[i] = s->startup.values[same];
+			continue;
+		}
 		s->startup.values[i] = memcpy(p, st->params[i].value, lv);
 		p += lv;
 	}
