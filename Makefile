@@ -199,4 +199,4 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJS:.o=.d) $(BUILD)/obj/userspace/pgwardend.d \
-	$(patsubst %.c,$(BUILD)/obj/%.d,$(wildcard tools/*/*.c) $(UNIT_SRCS))
+	$(patsubst %.c,$(BUILD)/obj/%.d,$(wildcard tools/*/*.c bench/*.c tests/tools/*.c) $(UNIT_SRCS))

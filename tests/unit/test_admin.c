@@ -163,15 +163,15 @@ static const struct admin_ops mock_ops = {
 
 static void mock_init(struct mock *m)
 {
+	static const struct session_process psql = {
+		.known = true, .pid = 4242, .uid = 1000, .comm = "psql"};
+
 	memset(m, 0, sizeof(*m));
 	m->nsessions = 1;
 	snprintf(m->s[0].id_hex, sizeof(m->s[0].id_hex), "%s", LIVE_ID);
 	m->s[0].route = SESSION_ROUTE_STEERED;
 	assert_int_equal(addr_parse("127.0.0.1:40000", &m->s[0].client), 0);
-	m->s[0].process.known = true;
-	m->s[0].process.pid = 4242;
-	m->s[0].process.uid = 1000;
-	memcpy(m->s[0].process.comm, "psql", 5);
+	assert_int_equal(session_set_process(&m->s[0], &psql), 0);
 	m->s[0].user = strdup("alice");
 	m->s[0].database = strdup("shop");
 	m->s[0].statements = 12;

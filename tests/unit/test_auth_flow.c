@@ -75,9 +75,25 @@ static void make_ctx(struct fixture *f, uint32_t methods, const char *users_doc,
 		fail_msg("%s", err);
 }
 
+/* The client certificate's identity: the test's own string, put in the session's client
+ * leg and taken out (NULL) before the session is released. */
+static void cert_identity(struct fixture *f, char *identity)
+{
+	struct session_tls *leg;
+
+	if (!identity) {
+		if (f->s.tls)
+			f->s.tls->client.peer_identity = NULL;
+		return;
+	}
+	leg = session_tls_leg(&f->s, false);
+	assert_non_null(leg);
+	leg->peer_identity = identity;
+}
+
 static void new_session(struct fixture *f, const char *user, const char *ip)
 {
-	f->s.client_tls.peer_identity = NULL; /* the tests' own strings, not the session's */
+	cert_identity(f, NULL); /* the tests' own strings, not the session's */
 	f->s.user = NULL;
 	session_release(&f->s);
 	memset(&f->s, 0, sizeof(f->s));
@@ -89,7 +105,7 @@ static void new_session(struct fixture *f, const char *user, const char *ip)
 
 static void drop_ctx(struct fixture *f)
 {
-	f->s.client_tls.peer_identity = NULL;
+	cert_identity(f, NULL);
 	f->s.user = NULL;
 	session_release(&f->s);
 	userlist_unref(f->ctx.users);
@@ -690,20 +706,20 @@ static void test_terminate_certificates(void **state)
 	/* A mapped certificate alone. */
 	make_ctx(&f, AUTH_METHOD_SCRAM, users(), NULL, map);
 	new_session(&f, "alice", "192.0.2.10");
-	f.s.client_tls.peer_identity = ident;
+	cert_identity(&f, ident);
 	assert_int_equal(auth_terminate_begin(&f.term, &f.ctx, &f.s, NULL, 0, 1000, f.out,
 					      sizeof(f.out), &f.out_len),
 			 AUTH_DONE);
 	assert_int_equal(f.out_len, 0);
 	assert_int_equal(f.s.auth.method, SESSION_AUTH_CERT);
 	assert_null(auth_terminate_client_key(&f.term));
-	f.s.client_tls.peer_identity = NULL;
+	cert_identity(&f, NULL);
 	/* A certificate for someone else: falls back to the password. */
 	new_session(&f, "alice", "192.0.2.10");
-	f.s.client_tls.peer_identity = other;
+	cert_identity(&f, other);
 	assert_int_equal(terminate_login(&f, "alice", PASSWORD, 1000, NULL, NULL), AUTH_DONE);
 	assert_int_equal(f.s.auth.method, SESSION_AUTH_SCRAM);
-	f.s.client_tls.peer_identity = NULL;
+	cert_identity(&f, NULL);
 	auth_terminate_end(&f.term);
 	drop_ctx(&f);
 
@@ -716,19 +732,19 @@ static void test_terminate_certificates(void **state)
 			 AUTH_REFUSE);
 	assert_error(&f, "28000", "requires a valid client certificate");
 	new_session(&f, "alice", "192.0.2.11");
-	f.s.client_tls.peer_identity = other;
+	cert_identity(&f, other);
 	assert_int_equal(auth_terminate_begin(&f.term, &f.ctx, &f.s, NULL, 0, 1000, f.out,
 					      sizeof(f.out), &f.out_len),
 			 AUTH_REFUSE);
 	assert_error(&f, "28000", "certificate authentication failed for user \"alice\"");
-	f.s.client_tls.peer_identity = ident;
+	cert_identity(&f, ident);
 	new_session(&f, "alice", "192.0.2.12");
-	f.s.client_tls.peer_identity = ident;
+	cert_identity(&f, ident);
 	assert_int_equal(terminate_login(&f, "alice", "wrong", 1000, NULL, NULL), AUTH_REFUSE);
 	assert_error(&f, "28P01", NULL);
 	auth_terminate_end(&f.term);
 	new_session(&f, "alice", "192.0.2.13");
-	f.s.client_tls.peer_identity = ident;
+	cert_identity(&f, ident);
 	assert_int_equal(terminate_login(&f, "alice", PASSWORD, 1000, NULL, NULL), AUTH_REFUSE);
 	/* ^ the third failure of alice locked her: the certificate and the password do not
 	 * help while locked, and the answer is still 28P01. */
@@ -736,10 +752,10 @@ static void test_terminate_certificates(void **state)
 	auth_terminate_end(&f.term);
 	lockout_unlock(f.lockout, "alice");
 	new_session(&f, "alice", "192.0.2.14");
-	f.s.client_tls.peer_identity = ident;
+	cert_identity(&f, ident);
 	assert_int_equal(terminate_login(&f, "alice", PASSWORD, 1000, NULL, NULL), AUTH_DONE);
 	assert_int_equal(f.s.auth.method, SESSION_AUTH_CERT_SCRAM);
-	f.s.client_tls.peer_identity = NULL;
+	cert_identity(&f, NULL);
 	auth_terminate_end(&f.term);
 	drop_ctx(&f);
 }

@@ -462,6 +462,7 @@ static void judge_stream_run(struct stage_ctx *ctx, struct stage_stream *st,
 static struct stage_ops judge_stage = {
 	.name = "judge",
 	.state_size = sizeof(struct judge_state),
+	.wakes = true, /* its sessions have a waker (test_wake_after_the_end) */
 	.session_start = judge_start,
 	.frontend = judge_frontend,
 	.backend = judge_backend,
@@ -1246,6 +1247,19 @@ static void test_wake_after_the_end(void **state)
 	assert_int_equal(c->waker.slot, old.slot);
 	assert_int_not_equal(c->waker.gen, old.gen);
 	assert_int_equal(stage_wake(&old), -ENOENT);
+}
+
+/* A pipeline whose stages never wake gives its sessions no waker, and so no slot in the
+ * worker's wake table. */
+static void test_no_waker_without_a_waking_stage(void **state)
+{
+	struct conn *c;
+
+	F.relay.pipeline.wakes = false; /* as if judge did not wake */
+	c = login("alice");
+	assert_null(c->waker.worker);
+	assert_null(c->chain.waker);
+	assert_int_equal(F.w->nslots - F.w->nfree, 0);
 }
 
 /* Interest is per session: only the session whose stage asked sees its DataRows. */
@@ -2812,7 +2826,7 @@ static void test_tls_prefer_accepts_plaintext(void **state)
 	startup_packet(&m, "alice");
 	client_sends(&m);
 	assert_int_equal(the_conn()->state, CONN_CONNECTING);
-	assert_null(the_conn()->session.client_tls.version);
+	assert_null(session_client_tls(&the_conn()->session)->version);
 }
 
 /* The server leg under tls.server.mode: what the server sent after SSLRequest. */
@@ -2915,7 +2929,7 @@ static void test_tls_server_n_under_prefer_remembered(void **state)
 	assert_int_equal(c->state, CONN_AUTH);
 	n = fake_take(&F.server, &p);
 	assert_true(n > 8 && proto_read_u32(p) == n); /* the StartupMessage, whole, alone */
-	assert_null(c->session.server_tls.version);
+	assert_null(session_server_tls(&c->session)->version);
 	next_session_asks_for_tls(TLS_PLAIN_SERVER_RECHECK_NS);
 }
 
@@ -2940,7 +2954,7 @@ static void test_tls_server_n_under_prefer(void **state)
 	assert_int_equal(c->state, CONN_AUTH);
 	n = fake_take(&F.server, &p);
 	assert_true(n > 8 && proto_read_u32(p) == n); /* the client's StartupMessage, whole */
-	assert_null(c->session.server_tls.version);
+	assert_null(session_server_tls(&c->session)->version);
 	r_auth(&a, AUTH_REQ_OK);
 	r_ready(&a, 'I');
 	server_sends(&a);
@@ -3064,8 +3078,8 @@ static void tls_client_leg(bool direct)
 	assert_int_equal(tls_peer_handshake(&t, c), 1);
 	conn_client_events(c, EPOLLIN | EPOLLOUT);
 	assert_int_equal(c->state, CONN_NEGOTIATE);
-	assert_non_null(c->session.client_tls.version);
-	assert_true(strncmp(c->session.client_tls.version, "TLSv1.", 6) == 0);
+	assert_non_null(session_client_tls(&c->session)->version);
+	assert_true(strncmp(session_client_tls(&c->session)->version, "TLSv1.", 6) == 0);
 	/* The StartupMessage inside TLS reaches the server in plaintext (its leg is plain). */
 	m.n = 0;
 	startup_packet(&m, "alice");
@@ -3114,7 +3128,7 @@ static bool tls_server_leg(const char *server_name)
 		r = SSL_accept(ssl);
 	}
 	if (the_conn() && c->state == CONN_AUTH) {
-		assert_non_null(c->session.server_tls.version);
+		assert_non_null(session_server_tls(&c->session)->version);
 		startup_packet(&m, "alice");
 		for (int i = 0; i < 200; i++) {
 			n = SSL_read(ssl, got, sizeof(got));
@@ -3241,6 +3255,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pause_until_a_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wake_after_the_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_waker_without_a_waking_stage, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_interest_per_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_close_tells_the_client, setup, teardown),

@@ -501,6 +501,16 @@ struct fake {
 	uint8_t buf[4096];
 };
 
+/* A verified client certificate for identity (the session's copy). */
+static void client_identity(struct session *s, const char *identity)
+{
+	struct session_tls *leg = session_tls_leg(s, false);
+
+	assert_non_null(leg);
+	leg->peer_identity = strdup(identity);
+	assert_non_null(leg->peer_identity);
+}
+
 static void fake_session(struct fake *f, const char *user, const char *db)
 {
 	memset(f, 0, sizeof(*f));
@@ -660,7 +670,7 @@ static void test_stage_connection(void **state)
 	 * message closes the session */
 	fake_session(&f, "ops", "postgres");
 	((struct sockaddr_in *)&f.s.client.ss)->sin_addr.s_addr = htonl(0x0a000001);
-	f.s.client_tls.peer_identity = strdup("oncall@example.com");
+	client_identity(&f.s, "oncall@example.com");
 	fake_start(&f);
 	assert_int_equal(f.r.verdict, STAGE_FORWARD);
 	fake_login(&f, SESSION_AUTH_MD5);
@@ -669,7 +679,7 @@ static void test_stage_connection(void **state)
 	fake_end(&f);
 	fake_session(&f, "ops", "postgres");
 	((struct sockaddr_in *)&f.s.client.ss)->sin_addr.s_addr = htonl(0x0a000001);
-	f.s.client_tls.peer_identity = strdup("oncall@example.com");
+	client_identity(&f.s, "oncall@example.com");
 	fake_start(&f);
 	fake_login(&f, SESSION_AUTH_CERT);
 	assert_int_equal(run(&f, PqMsg_Query, "SET ROLE postgres", NULL, NULL, 3), STAGE_FORWARD);
@@ -681,7 +691,7 @@ static void test_stage_connection(void **state)
 	fake_session(&f, "ops", "postgres");
 	f.s.replication = true;
 	((struct sockaddr_in *)&f.s.client.ss)->sin_addr.s_addr = htonl(0x0a000001);
-	f.s.client_tls.peer_identity = strdup("oncall@example.com");
+	client_identity(&f.s, "oncall@example.com");
 	fake_start(&f);
 	assert_int_equal(f.r.verdict, STAGE_FORWARD);
 	fake_login(&f, SESSION_AUTH_CERT);
@@ -1041,6 +1051,7 @@ static void test_stage_statement_classes(void **state)
 
 static void test_stage_limits(void **state)
 {
+	static const struct session_process billing_app = {.known = true, .comm = "billing-app"};
 	struct fake f, g, h;
 	const uint64_t s = 1000000000ULL;
 
@@ -1071,8 +1082,7 @@ static void test_stage_limits(void **state)
 
 	/* billing: 5/s, burst 2, wait: the third statement is paused until a token is due */
 	fake_session(&h, "billing", "db");
-	h.s.process.known = true;
-	snprintf(h.s.process.comm, sizeof(h.s.process.comm), "billing-app");
+	assert_int_equal(session_set_process(&h.s, &billing_app), 0);
 	h.s.route = SESSION_ROUTE_STEERED;
 	fake_start(&h);
 	/* no cgroup could be resolved for this fake process: billing cannot match */

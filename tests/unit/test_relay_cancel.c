@@ -14,17 +14,29 @@
 static const uint8_t server_key[4] = {0xde, 0xad, 0xbe, 0xef};
 #define SID "00112233445566778899aabbccddeeff" /* a session's id_hex */
 
+/* The session a key is issued to: its id and its server, which the map reads, not copies. */
+static struct session owner_at(const char *id_hex, const struct addr *upstream,
+			       const char *upstream_unix)
+{
+	struct session s = {.upstream = *upstream, .upstream_unix = upstream_unix};
+
+	snprintf(s.id_hex, sizeof(s.id_hex), "%s", id_hex);
+	return s;
+}
+
 static void test_issued_key_maps_to_server_key(void **state)
 {
 	struct cancel_map *m = cancel_map_new();
 	struct cancel_target t;
+	struct session owner;
 	struct addr up;
 	uint8_t client_key[4];
 	void *h;
 
 	assert_non_null(m);
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	h = cancel_map_issue(m, SID, &up, NULL, 4242, server_key, 4, client_key);
+	owner = owner_at(SID, &up, NULL);
+	h = cancel_map_issue(m, &owner, 4242, server_key, 4, client_key);
 	assert_non_null(h);
 	assert_true(cancel_map_lookup(m, 4242, client_key, 4, &t));
 	assert_string_equal(t.session_id, SID);
@@ -42,11 +54,13 @@ static void test_wrong_keys_cancel_nothing(void **state)
 {
 	struct cancel_map *m = cancel_map_new();
 	struct cancel_target t, untouched;
+	struct session owner;
 	struct addr up;
 	uint8_t client_key[4], wrong[4];
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	assert_non_null(cancel_map_issue(m, SID, &up, NULL, 77, server_key, 4, client_key));
+	owner = owner_at(SID, &up, NULL);
+	assert_non_null(cancel_map_issue(m, &owner, 77, server_key, 4, client_key));
 	/* The server's own key is not a key the client was given. */
 	if (memcmp(client_key, server_key, 4) != 0)
 		assert_false(cancel_map_lookup(m, 77, server_key, 4, &t));
@@ -67,17 +81,21 @@ static void test_long_keys_and_many_sessions(void **state)
 {
 	struct cancel_map *m = cancel_map_new();
 	struct cancel_target t;
+	struct session owner;
 	struct addr up;
 	uint8_t skey[256], ckeys[300][32];
+	struct session owners[300];
 	char ids[300][SESSION_ID_HEXLEN + 1];
 	void *handles[300];
 
 	assert_int_equal(addr_parse("[::1]:5432", &up), 0);
+	owner = owner_at(SID, &up, NULL);
 	for (int i = 0; i < 256; i++)
 		skey[i] = (uint8_t)i;
 	for (int i = 0; i < 300; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "%032x", i);
-		handles[i] = cancel_map_issue(m, ids[i], &up, NULL, (uint32_t)(1000 + i), skey, 32,
+		owners[i] = owner_at(ids[i], &up, NULL);
+		handles[i] = cancel_map_issue(m, &owners[i], (uint32_t)(1000 + i), skey, 32,
 					      ckeys[i]);
 		assert_non_null(handles[i]);
 	}
@@ -96,7 +114,7 @@ static void test_long_keys_and_many_sessions(void **state)
 	uint8_t big_client[256];
 
 	m = cancel_map_new();
-	assert_non_null(cancel_map_issue(m, SID, &up, NULL, 9, skey, 256, big_client));
+	assert_non_null(cancel_map_issue(m, &owner, 9, skey, 256, big_client));
 	assert_true(cancel_map_lookup(m, 9, big_client, 256, &t));
 	assert_memory_equal(t.server_key, skey, 256);
 	cancel_map_free(m);
@@ -107,12 +125,14 @@ static void test_target_by_handle(void **state)
 {
 	struct cancel_map *m = cancel_map_new();
 	struct cancel_target t;
+	struct session owner;
 	struct addr up;
 	uint8_t client_key[4];
 	void *h;
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	h = cancel_map_issue(m, SID, &up, NULL, 4243, server_key, 4, client_key);
+	owner = owner_at(SID, &up, NULL);
+	h = cancel_map_issue(m, &owner, 4243, server_key, 4, client_key);
 	assert_non_null(h);
 	cancel_map_target(m, h, &t);
 	assert_string_equal(t.session_id, SID);
@@ -124,23 +144,24 @@ static void test_target_by_handle(void **state)
 static void test_rejects_bad_key_lengths(void **state)
 {
 	struct cancel_map *m = cancel_map_new();
+	struct session owner;
 	struct addr up;
 	uint8_t out[PROTO_CANCEL_KEY_MAX + 1];
 
 	assert_int_equal(addr_parse("127.0.0.1:5432", &up), 0);
-	assert_null(cancel_map_issue(m, SID, &up, NULL, 1, server_key, 0, out));
-	assert_null(cancel_map_issue(m, SID, &up, NULL, 1, out, PROTO_CANCEL_KEY_MAX + 1, out));
-	/* A session id longer than any session's is refused, not cut. */
-	assert_null(cancel_map_issue(m, SID "0", &up, NULL, 1, server_key, 4, out));
+	owner = owner_at(SID, &up, NULL);
+	assert_null(cancel_map_issue(m, &owner, 1, server_key, 0, out));
+	assert_null(cancel_map_issue(m, &owner, 1, out, PROTO_CANCEL_KEY_MAX + 1, out));
 	cancel_map_free(m);
 }
 
-/* A session on PostgreSQL's Unix socket is cancelled there, and the path's copy belongs to
- * the map: the caller's buffer may change or go. Keys next to the path stay intact. */
+/* A session on PostgreSQL's Unix socket is cancelled there (the owner's path, read when the
+ * cancel comes); a path longer than sun_path holds is refused at issue. */
 static void test_unix_upstream_target(void **state)
 {
 	struct cancel_map *m = cancel_map_new();
 	struct cancel_target t;
+	struct session owner;
 	struct addr up = {0};
 	char path[CANCEL_UNIX_PATH_MAX + 1];
 	uint8_t skey[32], ckey[32];
@@ -150,9 +171,9 @@ static void test_unix_upstream_target(void **state)
 	for (unsigned i = 0; i < sizeof(skey); i++)
 		skey[i] = (uint8_t)(0xa0 + i);
 	strcpy(path, "/var/run/postgresql/.s.PGSQL.5432");
-	h = cancel_map_issue(m, SID, &up, path, 31337, skey, 32, ckey);
+	owner = owner_at(SID, &up, path);
+	h = cancel_map_issue(m, &owner, 31337, skey, 32, ckey);
 	assert_non_null(h);
-	memset(path, 'x', 20);
 	assert_true(cancel_map_lookup(m, 31337, ckey, 32, &t));
 	assert_string_equal(t.upstream_unix, "/var/run/postgresql/.s.PGSQL.5432");
 	assert_memory_equal(t.server_key, skey, 32);
@@ -162,13 +183,13 @@ static void test_unix_upstream_target(void **state)
 	memset(path, 'p', CANCEL_UNIX_PATH_MAX - 1);
 	path[0] = '/';
 	path[CANCEL_UNIX_PATH_MAX - 1] = '\0';
-	assert_non_null(cancel_map_issue(m, SID, &up, path, 1, skey, 4, ckey));
+	assert_non_null(cancel_map_issue(m, &owner, 1, skey, 4, ckey));
 	assert_true(cancel_map_lookup(m, 1, ckey, 4, &t));
 	assert_string_equal(t.upstream_unix, path);
 	path[CANCEL_UNIX_PATH_MAX - 1] = 'p';
 	path[CANCEL_UNIX_PATH_MAX] = '\0';
-	assert_null(cancel_map_issue(m, SID, &up, path, 2, skey, 4, ckey));
-	cancel_map_free(m);
+	assert_null(cancel_map_issue(m, &owner, 2, skey, 4, ckey));
+	cancel_map_free(m); /* before the owner's path goes */
 }
 
 int main(void)

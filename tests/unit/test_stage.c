@@ -636,7 +636,7 @@ static void test_session_ids_are_random_hex(void **state)
 	assert_int_equal(session_new_id(&b), 0);
 	assert_int_equal(strlen(a.id_hex), SESSION_ID_HEXLEN);
 	assert_int_equal(strspn(a.id_hex, "0123456789abcdef"), SESSION_ID_HEXLEN);
-	assert_memory_not_equal(a.id, b.id, SESSION_ID_LEN);
+	assert_string_not_equal(a.id_hex, b.id_hex);
 }
 
 /* The session keeps every startup parameter, duplicates as the server reads them. */
@@ -667,7 +667,39 @@ static void test_session_startup_params(void **state)
 	assert_null(session_verified_user(&s)); /* claimed, not verified */
 	assert_int_equal(session_set_verified(&s, SESSION_AUTH_SCRAM, false, s.user), 0);
 	assert_string_equal(session_verified_user(&s), "bob");
+	assert_ptr_equal(session_verified_user(&s), s.user); /* the claimed user's text, no copy */
 	assert_string_equal(session_auth_method_to_str(s.auth.method), "scram-sha-256");
+	/* Another role is a copy of the session's own (released with it). */
+	assert_int_equal(session_set_verified(&s, SESSION_AUTH_SCRAM, false, "carol"), 0);
+	assert_string_equal(session_verified_user(&s), "carol");
+	assert_ptr_not_equal(session_verified_user(&s), s.user);
+	/* A new startup keeps the verified user's text valid. */
+	assert_int_equal(session_set_verified(&s, SESSION_AUTH_SCRAM, false, s.user), 0);
+	assert_int_equal(session_set_startup(&s, &st), 0);
+	assert_string_equal(session_verified_user(&s), "bob");
+	session_release(&s);
+}
+
+/* libpq's usual startup (database named after the user) keeps "carol" once: the second
+ * value, the user and the database are views of the first. */
+static void test_session_startup_shares_equal_values(void **state)
+{
+	static const struct proto_param params[] = {{"user", "carol"}, {"database", "carol"}};
+	struct proto_startup st = {
+		.kind = PROTO_STARTUP_MESSAGE,
+		.code = PROTO_VERSION_3_0,
+		.user = "carol",
+		.database = "carol",
+		.nparams = 2,
+	};
+	struct session s = {0};
+
+	memcpy(st.params, params, sizeof(params));
+	assert_int_equal(session_set_startup(&s, &st), 0);
+	assert_string_equal(session_startup_param(&s, "database"), "carol");
+	assert_ptr_equal(s.startup.values[1], s.startup.values[0]);
+	assert_ptr_equal(s.user, s.startup.values[0]);
+	assert_ptr_equal(s.database, s.startup.values[0]);
 	session_release(&s);
 }
 
@@ -681,19 +713,16 @@ static void test_session_server_params(void **state)
 	assert_int_equal(session_set_server_param(&s, "client_encoding", "SQL_ASCII"), 0);
 	assert_string_equal(session_server_param(&s, "client_encoding"), "SQL_ASCII");
 	assert_string_equal(session_server_param(&s, "standard_conforming_strings"), "on");
-	assert_int_equal(s.server_params_len, sizeof("standard_conforming_strings") +
-						      sizeof("on") + sizeof("client_encoding") +
-						      sizeof("SQL_ASCII"));
+	/* A byte stands for each name. */
+	assert_int_equal(s.server_params_len, 1 + sizeof("on") + 1 + sizeof("SQL_ASCII"));
 	/* What nothing reads is not kept: a login's dozen other reports cost no memory. */
 	assert_int_equal(session_set_server_param(&s, "server_version", "15.18"), 0);
 	assert_int_equal(session_set_server_param(&s, "TimeZone", "Etc/UTC"), 0);
 	assert_null(session_server_param(&s, "server_version"));
 	assert_int_equal(session_set_server_param(&s, "DateStyle", "ISO, MDY"), 0);
 	assert_string_equal(session_server_param(&s, "DateStyle"), "ISO, MDY");
-	assert_int_equal(s.server_params_len, sizeof("standard_conforming_strings") +
-						      sizeof("on") + sizeof("client_encoding") +
-						      sizeof("SQL_ASCII") + sizeof("DateStyle") +
-						      sizeof("ISO, MDY"));
+	assert_int_equal(s.server_params_len,
+			 1 + sizeof("on") + 1 + sizeof("SQL_ASCII") + 1 + sizeof("ISO, MDY"));
 	session_release(&s);
 	assert_null(session_server_param(&s, "client_encoding"));
 }
@@ -716,6 +745,7 @@ int main(void)
 		cmocka_unit_test(test_pipeline_is_bounded),
 		cmocka_unit_test(test_session_ids_are_random_hex),
 		cmocka_unit_test(test_session_startup_params),
+		cmocka_unit_test(test_session_startup_shares_equal_values),
 		cmocka_unit_test(test_session_server_params),
 	};
 

@@ -569,13 +569,14 @@ static void test_live_steer_and_lookup(void **state)
 	assert_int_equal(s.dialled.ss.sa.sa_family, AF_INET);
 	assert_int_equal(ntohs(s.dialled.ss.in4.sin_port), L->protected_port);
 	assert_int_equal(ntohl(s.dialled.ss.in4.sin_addr.s_addr), INADDR_LOOPBACK);
-	assert_true(s.process.known);
-	assert_int_equal(s.process.tgid, (uint32_t)L->child);
-	assert_int_equal(s.process.uid, 0);
-	assert_string_equal(s.process.comm, "pgw-unit-cli");
-	assert_true(s.process.cgroup_id != 0);
+	assert_true(session_process(&s)->known);
+	assert_int_equal(session_process(&s)->tgid, (uint32_t)L->child);
+	assert_int_equal(session_process(&s)->uid, 0);
+	assert_string_equal(session_process(&s)->comm, "pgw-unit-cli");
+	assert_true(session_process(&s)->cgroup_id != 0);
 
 	/* Consumed: a second lookup of the same tuple finds nothing and says explicit. */
+	session_release(&s);
 	memset(&s, 0, sizeof(s));
 	assert_int_equal(steer_origin_lookup(orig, cfd, &L->relay, &peer, &local, &s), 0);
 	assert_int_equal(s.route, SESSION_ROUTE_EXPLICIT);
@@ -1000,6 +1001,7 @@ static void test_live_relay_takeover(void **state)
  */
 static void test_unix_connect_as_client_through_private_dir(void **state)
 {
+	static const struct session_process nobody = {.known = true, .uid = 65534, .gid = 65534};
 	char dir[] = "/tmp/pgw-unit-private-XXXXXX", path[96];
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct session s;
@@ -1036,9 +1038,7 @@ static void test_unix_connect_as_client_through_private_dir(void **state)
 
 	/* Through the relay's connect, as nobody. */
 	memset(&s, 0, sizeof(s));
-	s.process.known = true;
-	s.process.uid = 65534;
-	s.process.gid = 65534;
+	assert_int_equal(session_set_process(&s, &nobody), 0);
 	cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_int_equal(steer_upstream_connect_unix(cfd, path, &s, true, &why), 0);
 	afd = accept(lfd, NULL, NULL);
@@ -1065,6 +1065,7 @@ static void test_unix_connect_as_client_through_private_dir(void **state)
 	close(lfd);
 	unlink(path);
 	rmdir(dir);
+	session_release(&s);
 }
 
 /* A server socket every local user can reach is "exposed"; in a private directory it is

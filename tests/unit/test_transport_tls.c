@@ -435,8 +435,6 @@ static void test_handshake_and_payload(void **state)
 	transfer(pr.server.t, pr.client.t, big, sizeof(big), 70000, NULL);
 	/* One byte per write: each its own record. */
 	transfer(pr.client.t, pr.server.t, (const uint8_t *)"Q\0\0\0\x0dSELECT 1\0", 14, 1, NULL);
-	assert_int_equal(pr.server.t->bytes_in, sizeof(big) + 14);
-	assert_int_equal(pr.client.t->bytes_out, sizeof(big) + 14);
 	/* What the session records. Nothing about the peer: no certificate was verified. */
 	assert_int_equal(tls_conn_fill_session(transport_tls_conn(pr.server.t), &st), 0);
 	assert_string_equal(st.version, "TLSv1.3");

@@ -158,7 +158,7 @@ json_t *admin_session_json(const struct session *s, const struct admin_session_v
 	set(o, "dialled", addr_json(&s->dialled));
 	session_upstream_text(s, upstream, sizeof(upstream));
 	set(o, "upstream", upstream[0] ? json_string(upstream) : json_null());
-	set(o, "process", process_json(&s->process));
+	set(o, "process", process_json(session_process(s)));
 	set(o, "user", admin_json_text(s->user, ADMIN_STATEMENT_MAX));
 	set(o, "database", admin_json_text(s->database, ADMIN_STATEMENT_MAX));
 	set(o, "application_name", admin_json_text(s->application_name, ADMIN_STATEMENT_MAX));

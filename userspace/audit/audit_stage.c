@@ -107,6 +107,7 @@ struct audit_session {
 	uint64_t statements;
 	uint64_t alerts;          /* unaudited statements logged (continue mode) */
 };
+_Static_assert(_Alignof(struct audit_session) <= STAGE_STATE_ALIGN, "its slice is aligned for it");
 
 static void prepared_unref(struct prepared *p)
 {
@@ -833,6 +834,7 @@ static void audit_session_start(struct stage_ctx *ctx, struct stage_result *res)
 {
 	struct audit_session *st = ctx->state;
 	const struct session *s = ctx->session;
+	const struct session_process *proc = session_process(s);
 	char ts[AUDIT_TS_LEN], dialled[ADDR_STRLEN], up[SESSION_UPSTREAM_STRLEN];
 	struct audit_rec *r;
 
@@ -864,20 +866,19 @@ static void audit_session_start(struct stage_ctx *ctx, struct stage_result *res)
 								 sizeof(dialled)) :
 						     NULL);
 	audit_rec_str(r, "upstream", upstream_of(s, up, sizeof(up)));
-	if (s->process.known) {
+	if (proc->known) {
 		audit_rec_object(r, "process");
-		audit_rec_u64(r, "pid", s->process.tgid);
-		audit_rec_u64(r, "tid", s->process.pid);
-		audit_rec_u64(r, "uid", s->process.uid);
-		audit_rec_u64(r, "gid", s->process.gid);
-		audit_rec_strn(r, "comm", s->process.comm, strnlen(s->process.comm,
-								    sizeof(s->process.comm)));
-		audit_rec_u64(r, "cgroup_id", s->process.cgroup_id);
+		audit_rec_u64(r, "pid", proc->tgid);
+		audit_rec_u64(r, "tid", proc->pid);
+		audit_rec_u64(r, "uid", proc->uid);
+		audit_rec_u64(r, "gid", proc->gid);
+		audit_rec_strn(r, "comm", proc->comm, strnlen(proc->comm, sizeof(proc->comm)));
+		audit_rec_u64(r, "cgroup_id", proc->cgroup_id);
 		audit_rec_end(r);
 	} else {
 		audit_rec_null(r, "process");
 	}
-	rec_tls(r, "tls", &s->client_tls);
+	rec_tls(r, "tls", session_client_tls(s));
 	audit_rec_str(r, "user", s->user);
 	audit_rec_str(r, "database", s->database);
 	audit_rec_str(r, "application_name", s->application_name);
@@ -898,7 +899,7 @@ static void note_auth(const struct stage_ctx *ctx)
 	audit_rec_bool(r, "ok", s->auth.ok);
 	audit_rec_str(r, "verified_user", session_verified_user(s));
 	audit_rec_str(r, "claimed_user", s->user);
-	rec_tls(r, "upstream_tls", &s->server_tls);
+	rec_tls(r, "upstream_tls", session_server_tls(s));
 	audit_trail_submit(bound_trail, r);
 }
 
@@ -1063,6 +1064,7 @@ const struct stage_ops audit_stage = {
 	.state_size = sizeof(struct audit_session),
 	/* EXECUTE of an SQL-prepared statement is recorded with its text. */
 	.keep_statement_text = true,
+	.wakes = true, /* write-ahead: a statement waits for its record (audit_gate) */
 	.frontend_whole = {.bits = {0, HI(PqMsg_Query) | HI(PqMsg_Parse) | HI(PqMsg_Bind) |
 					       HI(PqMsg_Execute) | HI(PqMsg_Close) |
 					       HI(PqMsg_FunctionCall)}},

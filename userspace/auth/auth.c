@@ -68,8 +68,8 @@ const char *auth_source_key(const struct session *s, char *buf, size_t n)
 			addr_format_ipv4((const struct in_addr *)&a->s6_addr[12], buf, n);
 		else
 			inet_ntop(AF_INET6, a, buf, (socklen_t)n);
-	} else if (s->process.known) {
-		snprintf(buf, n, "local:uid=%u", (unsigned)s->process.uid);
+	} else if (session_process(s)->known) {
+		snprintf(buf, n, "local:uid=%u", (unsigned)s->process->uid);
 	} else {
 		snprintf(buf, n, "local");
 	}

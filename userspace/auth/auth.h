@@ -211,7 +211,7 @@ struct auth_terminate {
 
 /*
  * Start authenticating s (StartupMessage seen; TLS finished if the leg is TLS, so
- * s->client_tls.peer_identity is known). cbind_data: tls-server-end-point data of the
+ * session_client_tls(s)->peer_identity is known). cbind_data: tls-server-end-point data of the
  * certificate the client leg presented (the TLS layer's), NULL when plain or unknown
  * (then -PLUS is not offered).
  *   AUTH_TO_CLIENT  out = AuthenticationSASL; feed the client's answer to

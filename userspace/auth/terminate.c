@@ -20,7 +20,7 @@
 static enum auth_action fail_cert(struct auth_terminate *t, uint64_t now_ms, uint8_t *out,
 				  size_t cap, size_t *out_len)
 {
-	const char *identity = t->s->client_tls.peer_identity;
+	const char *identity = session_client_tls(t->s)->peer_identity;
 
 	t->state = AUTH_TERM_FAILED;
 	t->lock_result |= lockout_record_failure(t->ctx->lockout, t->s->user, t->source,
@@ -55,6 +55,7 @@ enum auth_action auth_terminate_begin(struct auth_terminate *t, const struct aut
 				      size_t *out_len)
 {
 	struct scram_server_params p;
+	const char *cert_identity = session_client_tls(s)->peer_identity;
 	const uint8_t *mechs;
 	uint32_t mlen;
 	int n;
@@ -66,9 +67,8 @@ enum auth_action auth_terminate_begin(struct auth_terminate *t, const struct aut
 	*out_len = 0;
 	auth_source_key(s, t->source, sizeof(t->source));
 	t->locked = lockout_is_locked(ctx->lockout, s->user, t->source, now_ms);
-	t->cert_ok = ctx->certmap && s->client_tls.peer_identity &&
-		     certmap_allows(ctx->certmap, ctx->cert_map_name, s->client_tls.peer_identity,
-				    s->user);
+	t->cert_ok = ctx->certmap && cert_identity &&
+		     certmap_allows(ctx->certmap, ctx->cert_map_name, cert_identity, s->user);
 	if (ctx->require_cert_and_password && !t->cert_ok)
 		return fail_cert(t, now_ms, out, cap, out_len);
 	if (t->cert_ok && !ctx->require_cert_and_password) {

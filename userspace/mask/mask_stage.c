@@ -109,6 +109,7 @@ struct mask_slot {
 	struct mask_sess *s;
 	bool no_memory; /* a masked identity whose state could not be made: it is closed */
 };
+_Static_assert(_Alignof(struct mask_slot) <= STAGE_STATE_ALIGN, "its slice is aligned for it");
 
 static struct mask_sess *sess_of(const struct stage_ctx *ctx)
 {

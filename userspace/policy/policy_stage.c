@@ -108,6 +108,7 @@ struct policy_state {
 struct policy_slot {
 	struct policy_state *st; /* NULL: no policy when the session started */
 };
+_Static_assert(_Alignof(struct policy_slot) <= STAGE_STATE_ALIGN, "its slice is aligned for it");
 
 static struct policy_state *slot_state(const void *slot)
 {
@@ -152,6 +153,7 @@ static void identity(struct policy_state *st, const struct session *s,
 		     struct policy_identity *id)
 {
 	const char *verified = session_verified_user(s);
+	const struct session_process *proc = session_process(s);
 
 	cut63(st->user, verified ? verified : s->user);
 	cut63(st->database, s->database);
@@ -162,26 +164,27 @@ static void identity(struct policy_state *st, const struct session *s,
 	id->application_name = s->application_name ? st->appname : NULL;
 	id->client = &s->client;
 	id->local = is_local(s);
-	id->tls_identity = s->client_tls.peer_identity;
+	id->tls_identity = session_client_tls(s)->peer_identity;
 	id->auth_method = s->auth.ok ? s->auth.method : SESSION_AUTH_PENDING;
-	id->process_known = s->process.known;
-	id->uid = s->process.uid;
-	id->gid = s->process.gid;
-	id->comm = s->process.known ? s->process.comm : NULL;
+	id->process_known = proc->known;
+	id->uid = proc->uid;
+	id->gid = proc->gid;
+	id->comm = proc->known ? proc->comm : NULL;
 	id->exe = st->exe;
 	id->cgroup = st->cgroup;
 }
 
 static void resolve_process(struct policy_state *st, const struct session *s)
 {
+	const struct session_process *proc = session_process(s);
 	char path[PATH_MAX];
 
-	if (!s->process.known || st->exe || st->cgroup)
+	if (!proc->known || st->exe || st->cgroup)
 		return;
-	if (s->process.cgroup_id && !policy_proc_cgroup_path(s->process.cgroup_id, path, sizeof(path)))
+	if (proc->cgroup_id && !policy_proc_cgroup_path(proc->cgroup_id, path, sizeof(path)))
 		st->cgroup = strdup(path);
-	if (!policy_proc_exe(s->process.tgid ? s->process.tgid : s->process.pid, s->process.uid,
-			     s->process.cgroup_id, path, sizeof(path)))
+	if (!policy_proc_exe(proc->tgid ? proc->tgid : proc->pid, proc->uid, proc->cgroup_id, path,
+			     sizeof(path)))
 		st->exe = strdup(path);
 }
 

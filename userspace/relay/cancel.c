@@ -6,27 +6,30 @@
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CANCEL_BUCKETS 4096 /* power of two; chains stay short at tens of thousands of sessions */
 
-/* Sized to its keys (8 bytes for protocol 3.0), not to the 3.2 maximum, and to its Unix
- * path if any: one per session. */
+/* Sized to its keys (8 bytes for protocol 3.0), not to the 3.2 maximum: one per session,
+ * so every idle session holds one. 30 bytes with 3.0 keys (a 48-byte malloc chunk): the
+ * session id and its server are read from the owner session under the lock, not copied,
+ * the key length is as narrow as its limit, and there is no back link (a removal walks its
+ * bucket's short chain). */
 struct cancel_entry {
 	struct cancel_entry *next;
-	struct cancel_entry **pprev;
-	char session_id[SESSION_ID_HEXLEN + 1];
-	struct addr upstream;
+	const struct session *owner;
 	uint32_t pid;
-	uint32_t key_len;
-	uint32_t unix_len; /* bytes of the Unix path after the keys, with its NUL; 0: TCP */
-	uint8_t data[];    /* client key, server key, then the Unix path */
+	uint16_t key_len; /* at most PROTO_CANCEL_KEY_MAX */
+	uint8_t data[];   /* client key, then server key */
 };
 
-static size_t cancel_entry_size(uint32_t key_len, uint32_t unix_len)
+_Static_assert(PROTO_CANCEL_KEY_MAX <= UINT16_MAX, "a key's length fits key_len");
+
+static size_t cancel_entry_size(uint32_t key_len)
 {
-	return sizeof(struct cancel_entry) + 2 * (size_t)key_len + unix_len;
+	return offsetof(struct cancel_entry, data) + 2 * (size_t)key_len;
 }
 
 struct cancel_map {
@@ -43,11 +46,13 @@ static unsigned cancel_bucket(uint32_t pid)
 /* Copy what a cancel needs out of an entry; the caller holds the lock. */
 static void cancel_entry_target(const struct cancel_entry *e, struct cancel_target *out)
 {
-	memcpy(out->session_id, e->session_id, sizeof(out->session_id));
-	out->upstream = e->upstream;
+	const struct session *s = e->owner;
+
+	memcpy(out->session_id, s->id_hex, sizeof(out->session_id));
+	out->upstream = s->upstream;
 	out->upstream_unix[0] = '\0';
-	if (e->unix_len)
-		memcpy(out->upstream_unix, e->data + 2 * e->key_len, e->unix_len);
+	if (s->upstream_unix) /* its length was checked at issue */
+		memcpy(out->upstream_unix, s->upstream_unix, strlen(s->upstream_unix) + 1);
 	out->pid = e->pid;
 	out->key_len = e->key_len;
 	memcpy(out->server_key, e->data + e->key_len, e->key_len);
@@ -72,7 +77,7 @@ void cancel_map_free(struct cancel_map *m)
 			struct cancel_entry *e = m->buckets[i];
 
 			m->buckets[i] = e->next;
-			OPENSSL_cleanse(e, cancel_entry_size(e->key_len, e->unix_len));
+			OPENSSL_cleanse(e, cancel_entry_size(e->key_len));
 			free(e);
 		}
 	}
@@ -80,40 +85,30 @@ void cancel_map_free(struct cancel_map *m)
 	free(m);
 }
 
-void *cancel_map_issue(struct cancel_map *m, const char *session_id, const struct addr *upstream,
-		       const char *upstream_unix, uint32_t pid, const uint8_t *server_key,
-		       uint32_t key_len, uint8_t *client_key)
+void *cancel_map_issue(struct cancel_map *m, const struct session *owner, uint32_t pid,
+		       const uint8_t *server_key, uint32_t key_len, uint8_t *client_key)
 {
-	size_t unix_len = upstream_unix ? strlen(upstream_unix) + 1 : 0;
-	size_t id_len = strnlen(session_id, SESSION_ID_HEXLEN + 1);
 	struct cancel_entry *e, **head;
 
-	if (key_len == 0 || key_len > PROTO_CANCEL_KEY_MAX || unix_len > CANCEL_UNIX_PATH_MAX ||
-	    id_len > SESSION_ID_HEXLEN)
+	if (key_len == 0 || key_len > PROTO_CANCEL_KEY_MAX ||
+	    (owner->upstream_unix && strlen(owner->upstream_unix) + 1 > CANCEL_UNIX_PATH_MAX))
 		return NULL;
-	e = calloc(1, cancel_entry_size(key_len, (uint32_t)unix_len));
+	e = calloc(1, cancel_entry_size(key_len));
 	if (!e)
 		return NULL;
 	if (rand_pool_bytes(e->data, key_len)) {
 		free(e);
 		return NULL;
 	}
-	memcpy(e->session_id, session_id, id_len); /* calloc'd: NUL-terminated */
-	e->upstream = *upstream;
+	e->owner = owner;
 	e->pid = pid;
-	e->key_len = key_len;
-	e->unix_len = (uint32_t)unix_len;
+	e->key_len = (uint16_t)key_len;
 	memcpy(e->data + key_len, server_key, key_len);
-	if (unix_len)
-		memcpy(e->data + 2 * key_len, upstream_unix, unix_len);
 	memcpy(client_key, e->data, key_len);
 
 	pthread_mutex_lock(&m->lock);
 	head = &m->buckets[cancel_bucket(pid)];
 	e->next = *head;
-	if (e->next)
-		e->next->pprev = &e->next;
-	e->pprev = head;
 	*head = e;
 	pthread_mutex_unlock(&m->lock);
 	return e;
@@ -145,11 +140,14 @@ void cancel_map_remove(struct cancel_map *m, void *handle)
 	if (!e)
 		return;
 	pthread_mutex_lock(&m->lock);
-	*e->pprev = e->next;
-	if (e->next)
-		e->next->pprev = e->pprev;
+	for (struct cancel_entry **p = &m->buckets[cancel_bucket(e->pid)]; *p; p = &(*p)->next) {
+		if (*p == e) {
+			*p = e->next;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&m->lock);
-	OPENSSL_cleanse(e, cancel_entry_size(e->key_len, e->unix_len));
+	OPENSSL_cleanse(e, cancel_entry_size(e->key_len));
 	free(e);
 }
 

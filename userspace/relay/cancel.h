@@ -24,7 +24,7 @@ struct cancel_map;
 #define CANCEL_UNIX_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
 
 struct cancel_target {
-	char session_id[SESSION_ID_HEXLEN + 1]; /* the session the key was issued to */
+	char session_id[SESSION_ID_HEXLEN + 1]; /* the session the key was issued to, in hex */
 	struct addr upstream;
 	char upstream_unix[CANCEL_UNIX_PATH_MAX]; /* PostgreSQL's Unix socket; "": TCP upstream */
 	uint32_t pid;
@@ -37,14 +37,15 @@ void cancel_map_free(struct cancel_map *m);
 
 /*
  * Record a session's server key and issue the client's key (same length, from the CSPRNG)
- * into client_key. session_id is the session's id_hex (the entry keeps a copy, so that the
- * audit record of a cancel names the session it reached). The server is upstream_unix when
- * not NULL (the entry keeps a copy), else upstream. Returns an opaque handle for
- * cancel_map_remove(), or NULL (ENOMEM/EIO, or EINVAL: a key, path or session id too long).
+ * into client_key. The entry refers to owner, the session the key is issued to: a cancel
+ * names it (id_hex, for the audit record) and goes to its server (upstream_unix when not
+ * NULL, else upstream). owner stays valid, and those three fields unchanged, until
+ * cancel_map_remove(). Returns an opaque handle for cancel_map_remove(), or NULL
+ * (ENOMEM/EIO, or EINVAL: a key or Unix path too long).
  */
-void *cancel_map_issue(struct cancel_map *m, const char *session_id, const struct addr *upstream,
-		       const char *upstream_unix, uint32_t pid, const uint8_t *server_key,
-		       uint32_t key_len, uint8_t *client_key) __attribute__((warn_unused_result));
+void *cancel_map_issue(struct cancel_map *m, const struct session *owner, uint32_t pid,
+		       const uint8_t *server_key, uint32_t key_len, uint8_t *client_key)
+	__attribute__((warn_unused_result));
 
 /* Find the server key for a client's CancelRequest; compares keys in constant time. Fills
  * out (the session id included) only when the key matches: a wrong key learns nothing. */

@@ -99,7 +99,7 @@ void conn_fail_answering(struct conn *c, uint64_t request, const char *sqlstate,
 	if (s2c->buf)
 		s2c->buf->tail = s2c->buf->head + s2c->framed;
 	/* A client in its TLS handshake could not read an ErrorResponse. */
-	if (!s2c->stream_left && !s2c->skip_left && !c->stream.active &&
+	if (!s2c->stream_left && !s2c->skip_left && !c->stream_active &&
 	    c->state != CONN_CANCEL && c->state != CONN_CLIENT_TLS && !c2s->eof) {
 		n = proto_write_error(msg, sizeof(msg), "FATAL", sqlstate, message);
 		if (n > 0) {
@@ -115,7 +115,7 @@ void conn_fail_answering(struct conn *c, uint64_t request, const char *sqlstate,
 		}
 	}
 	s2c->stream_left = s2c->skip_left = 0;
-	c->stream.active = false;
+	c->stream_active = false;
 	/* Unframed client bytes are never forwarded: that is what failed. */
 	if (c2s->buf)
 		c2s->buf->tail = c2s->buf->head + c2s->framed;
@@ -220,7 +220,8 @@ void conn_close(struct conn *c, const char *reason)
 	if (c->stream.out)
 		buf_put(&w->pool, c->stream.out);
 	c->stream.out = NULL;
-	worker_slot_release(w, c->waker.slot);
+	if (c->waker.worker)
+		worker_slot_release(w, c->waker.slot);
 	worker_conn_unlink(w, c);
 	if (c->holds_session)
 		relay_session_release(r);
@@ -455,7 +456,10 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		   c->config->max_prepared_statements, c->config->max_prepared_bytes,
 		   conn_stages_keep_text(p), s->id_hex, conn_request_done, c);
 	c->track.session = s; /* SQL PREPAREs are read as the server reads them */
-	if (stage_chain_init(&c->chain, p, s, &c->track.stmts, &c->waker)) {
+	/* A waker only where a stage wakes: the others' sessions take no slot in the
+	 * worker's wake table, nor its lock at start and end. */
+	if ((p->wakes && worker_slot_claim(c->worker, c, &c->waker)) ||
+	    stage_chain_init(&c->chain, p, s, &c->track.stmts, p->wakes ? &c->waker : NULL)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
 	}
@@ -563,13 +567,6 @@ static int conn_create(struct worker *w, struct config *cfg, struct transport *t
 			return err;
 		}
 	}
-	err = worker_slot_claim(w, c, &c->waker);
-	if (err) {
-		if (c->client->fd >= 0)
-			loop_del(&w->loop, &c->client_watch);
-		free(c);
-		return err;
-	}
 	if (w->metrics) {
 		metrics_inc(w->metrics, w->relay->mstd.accepted, 0);
 		metrics_gauge_add(w->metrics, w->relay->mstd.sessions, MSTATE_STARTUP, 1);
@@ -605,24 +602,27 @@ int conn_start(struct worker *w, struct transport *t, const struct session *prot
 /*
  * Where the client meant to go and who it is, as the kernel recorded it. A steered or
  * TPROXY'd connection goes on to the address it dialled; an explicit one to the upstream.
+ * 0, or -ENOMEM: the client's process, which the guard and the policy read, could not be
+ * recorded, and the connection is refused.
  */
-static void conn_classify(struct worker *w, const struct worker_listener *l, int fd,
-			  struct session *s)
+static int conn_classify(struct worker *w, const struct worker_listener *l, int fd,
+			 struct session *s)
 {
 	struct addr local = s->dialled;
 	int err;
 
-	if (l->unix_socket) {
-		steer_origin_lookup_unix(w->steer, fd, s);
-		return;
-	}
+	if (l->unix_socket)
+		return steer_origin_lookup_unix(w->steer, fd, s);
 	if (!w->steer && !l->transparent)
-		return;
+		return 0;
 	err = steer_origin_lookup(w->steer, fd, &l->addr, &s->client, &local, s);
-	if (err)
+	if (err) {
 		log_warn("steer", "session=%s origin lookup failed: %s", s->id_hex, strerror(-err));
+		return err;
+	}
 	if (s->route != SESSION_ROUTE_EXPLICIT)
 		s->upstream = s->dialled;
+	return 0;
 }
 
 void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
@@ -674,20 +674,29 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 			proto.dialled.len = 0;
 		/* TCP_NODELAY came with the socket: its listener has it (worker_listen). */
 	}
-	conn_classify(w, l, fd, &proto);
+	if (conn_classify(w, l, fd, &proto)) {
+		session_release(&proto);
+		relay_conn_release(r);
+		config_unref(cfg);
+		conn_refuse_now(fd, SQLSTATE_OUT_OF_MEMORY, "out of memory");
+		return;
+	}
 	/* The guard (relay/guard.h): self-loop, TPROXY destination, pre-login admission. */
 	if (r->guard && guard_accept(r->guard, cfg, w->steer, &proto, &slot, w->metrics, &r->mstd,
 				     &refusal)) {
+		session_release(&proto);
 		relay_conn_release(r);
 		config_unref(cfg);
 		conn_refuse_now(fd, refusal.sqlstate, refusal.message);
 		return;
 	}
+	/* From here the connection owns what proto holds (its process), unless refused. */
 	err = conn_create(w, cfg, NULL, fd, l->unix_socket, &proto, &slot, &c);
 	if (err) {
 		if (r->guard)
 			guard_close(r->guard, &slot);
 		log_warn("accept", "cannot take the connection: %s", strerror(-err));
+		session_release(&proto);
 		relay_conn_release(r);
 		config_unref(cfg);
 		close(fd);

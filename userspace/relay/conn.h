@@ -101,16 +101,16 @@ struct conn_dir {
 	uint64_t msg_open_since; /* C2S: when the current incomplete message was first seen */
 };
 
-/* A server message a stage is rewriting as it streams (masking DataRow, CopyData). */
+/* A server message a stage is rewriting as it streams (masking DataRow, CopyData); its
+ * two flags are the conn's stream_active and stream_produced, which sit in the conn's
+ * small fields instead of padding this struct. */
 struct conn_stream {
 	struct stage_stream *st; /* allocated at the session's first streamed message */
 	struct buf *out;         /* replacement bytes not sent yet */
-	bool active;             /* the stage has the message: its body goes to the stage */
-	bool produced;           /* some of the current message's replacement was written: a
-				  * CLOSE can then no longer be told to the client */
 };
 
 /* How another thread reaches a connection that paused for it: worker slot + generation. */
+/* Claimed at session start when a stage wakes (stage_pipeline.wakes); worker NULL: none. */
 struct stage_waker {
 	struct worker *worker;
 	uint32_t slot;
@@ -135,11 +135,15 @@ struct conn {
 	struct stage_waker waker;
 	struct loop_timer timer;
 	struct loop_deferred free_later;
-	uint64_t login_deadline;   /* monotonic ns: NEGOTIATE..AUTH_ANSWER and CANCEL end by then */
+	/* Monotonic ns. A session logs in once and never goes back: the login's deadline and
+	 * the idle clock, read only before and after it (conn_next_deadline), share a word. */
+	union {
+		uint64_t login_deadline; /* NEGOTIATE..AUTH_ANSWER and CANCEL end by then */
+		uint64_t ready_since;    /* logged in: READY since (idle timeouts) */
+	};
 	uint64_t connect_deadline; /* CONNECTING (and CANCEL's connect) ends by then */
 	uint64_t linger_deadline;  /* CLOSING ends by then at the latest */
 	uint64_t resume_at;        /* a stage's PAUSE ends by then (0: only a wake) */
-	uint64_t ready_since;      /* READY since (idle timeouts) */
 	uint64_t client_blocked_since; /* the client stopped taking bytes; 0: it takes */
 	struct tls_snapshot *tls;  /* the TLS settings this session started with; NULL: none */
 	enum conn_state state;
@@ -149,6 +153,9 @@ struct conn {
 	bool holds_session;        /* counts against max_connections (owns a slot) */
 	bool refusal_counted;      /* connections_refused_total has this one */
 	bool session_started;      /* stages have seen session_start (atomic: admin reads) */
+	bool stream_active;        /* the stage has the message: its body goes to the stage */
+	bool stream_produced;      /* some of the current message's replacement was written: a
+				    * CLOSE can then no longer be told to the client */
 	void *cancel_handle;
 	struct conn_auth *auth; /* the login's authentication machines (conn_auth.c); NULL after */
 	struct guard_slot guard; /* what the accept-time guard counts for it (relay/guard.h) */

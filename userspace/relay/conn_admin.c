@@ -64,11 +64,11 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		.auth_method = c->session.auth.ok ? session_auth_method_to_str(c->session.auth.method)
 						  : NULL,
 		/* Set once by the worker when each handshake finished (conn_tls.c). */
-		.tls_version = c->session.client_tls.version,
-		.tls_cipher = c->session.client_tls.cipher,
-		.tls_client_subject = c->session.client_tls.peer_subject,
-		.upstream_tls_version = c->session.server_tls.version,
-		.upstream_tls_cipher = c->session.server_tls.cipher,
+		.tls_version = session_client_tls(&c->session)->version,
+		.tls_cipher = session_client_tls(&c->session)->cipher,
+		.tls_client_subject = session_client_tls(&c->session)->peer_subject,
+		.upstream_tls_version = session_server_tls(&c->session)->version,
+		.upstream_tls_cipher = session_server_tls(&c->session)->cipher,
 	};
 	const struct admin_text *said = __atomic_load_n(&c->last_statement, __ATOMIC_ACQUIRE);
 	size_t len = said ? admin_text_get(said, stmt, sizeof(stmt)) : 0;

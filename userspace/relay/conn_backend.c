@@ -155,8 +155,7 @@ static int conn_backend_key(struct conn *c, const struct proto_msg *m, uint8_t *
 		return PROTO_ERR_FORMAT;
 	if (c->cancel_handle)
 		return PROTO_ERR_FORMAT; /* a second key would orphan the first mapping */
-	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, c->session.id_hex,
-					    &c->session.upstream, c->session.upstream_unix, pid, key,
+	c->cancel_handle = cancel_map_issue(c->worker->relay->cancels, &c->session, pid, key,
 					    key_len, body + 4);
 	if (!c->cancel_handle) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "could not issue a cancel key", "out of memory");
@@ -324,8 +323,8 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 		/* Nothing of this message's replacement was written: what waits in the stream
 		 * buffer ends at a message boundary, so the client can still be told why the
 		 * session ends (conn_fail puts the error after it). */
-		if (res.verdict == STAGE_CLOSE && !c->stream.produced && !st->produced)
-			c->stream.active = false;
+		if (res.verdict == STAGE_CLOSE && !c->stream_produced && !st->produced)
+			c->stream_active = false;
 		conn_fail_answering(c, st->request,
 				    res.verdict == STAGE_CLOSE ? res.sqlstate : SQLSTATE_INTERNAL,
 				    res.verdict == STAGE_CLOSE ? res.message
@@ -337,9 +336,9 @@ static enum conn_step conn_stream_step(struct conn *c, struct conn_dir *d)
 		conn_consume(d, (uint32_t)st->consumed);
 	st->body_offset += (uint32_t)st->consumed;
 	c->stream.out->tail += (uint32_t)st->produced;
-	c->stream.produced = c->stream.produced || st->produced;
+	c->stream_produced = c->stream_produced || st->produced;
 	if (st->done && st->body_offset == st->body_len) {
-		c->stream.active = false;
+		c->stream_active = false;
 		return CONN_STEP_PROGRESS;
 	}
 	if (st->consumed || st->produced)
@@ -372,8 +371,8 @@ static enum conn_step conn_stream_begin(struct conn *c, struct conn_dir *d, cons
 {
 	if (!conn_stream_open(c, m->type, request))
 		return CONN_STEP_FAILED;
-	c->stream.active = true;
-	c->stream.produced = false;
+	c->stream_active = true;
+	c->stream_produced = false;
 	c->stream.st->body_len = m->body_len;
 	conn_consume(d, PROTO_HEADER_LEN); /* the stage writes the header of what replaces it */
 	return CONN_STEP_PROGRESS;
@@ -444,8 +443,8 @@ static enum conn_step conn_stream_run(struct conn *c, struct conn_dir *d, const 
 		return CONN_STEP_FAILED;
 	}
 	if (st->partial) {
-		c->stream.active = true;
-		c->stream.produced = st->partial_produced != 0;
+		c->stream_active = true;
+		c->stream_produced = st->partial_produced != 0;
 		st->body_len = total - PROTO_HEADER_LEN;
 		st->body_offset = (uint32_t)(st->consumed - off - PROTO_HEADER_LEN);
 	}
@@ -629,7 +628,7 @@ static bool conn_out_flush_first(const struct conn *c, const struct conn_dir *d,
 		return false;
 	if (!buf_room(o))
 		return true;
-	if (c->stream.active || d->skip_left || d->stream_left || avail < PROTO_HEADER_LEN)
+	if (c->stream_active || d->skip_left || d->stream_left || avail < PROTO_HEADER_LEN)
 		return false;
 	total = 1 + (uint64_t)proto_read_u32(at + 1);
 	return total <= STAGE_RUN_MESSAGE_MAX && buf_room(o) < total;
@@ -672,7 +671,7 @@ enum conn_step conn_frame_s2c(struct conn *c)
 			s = CONN_STEP_WAIT;
 			break;
 		}
-		if (c->stream.active) {
+		if (c->stream_active) {
 			s = conn_stream_step(c, d);
 		} else if (!avail) {
 			break;

@@ -148,6 +148,7 @@ static bool conn_tls_client_step(struct conn *c)
 {
 	const struct conn_dir *s2c = &c->dir[CONN_S2C];
 	struct tls_conn *tc = transport_tls_conn(c->client);
+	struct session_tls *leg;
 	char peer[ADDR_STRLEN];
 	int err;
 
@@ -184,16 +185,16 @@ static bool conn_tls_client_step(struct conn *c)
 		return true;
 	}
 	tc = transport_tls_conn(c->client);
-	if (tls_conn_fill_session(tc, &c->session.client_tls)) {
+	leg = session_tls_leg(&c->session, false);
+	if (!leg || tls_conn_fill_session(tc, leg)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return true;
 	}
 	c->negotiated |= CONN_NEGOTIATED_SSL;
 	if (conn_metrics(c))
 		metrics_inc(conn_metrics(c), conn_mstd(c)->tls_sessions, MTLS_CLIENT);
-	log_debug("tls", "session=%s leg=client %s %s%s%s", c->session.id_hex,
-		  c->session.client_tls.version, c->session.client_tls.cipher,
-		  tc->direct ? " direct" : "", c->session.client_tls.peer_identity ? " cert" : "");
+	log_debug("tls", "session=%s leg=client %s %s%s%s", c->session.id_hex, leg->version,
+		  leg->cipher, tc->direct ? " direct" : "", leg->peer_identity ? " cert" : "");
 	conn_set_state(c, CONN_NEGOTIATE);
 	return true;
 }
@@ -303,6 +304,7 @@ static bool conn_tls_server_answer(struct conn *c)
 
 static bool conn_tls_server_step(struct conn *c)
 {
+	struct session_tls *leg;
 	char text[300];
 	int err;
 
@@ -356,12 +358,13 @@ static bool conn_tls_server_step(struct conn *c)
 				     "server TLS handshake failed");
 		return true;
 	}
-	if (tls_conn_fill_session(transport_tls_conn(c->server), &c->session.server_tls)) {
+	leg = session_tls_leg(&c->session, true);
+	if (!leg || tls_conn_fill_session(transport_tls_conn(c->server), leg)) {
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return true;
 	}
-	log_debug("tls", "session=%s leg=server %s %s", c->session.id_hex,
-		  c->session.server_tls.version, c->session.server_tls.cipher);
+	log_debug("tls", "session=%s leg=server %s %s", c->session.id_hex, leg->version,
+		  leg->cipher);
 	if (conn_metrics(c))
 		metrics_inc(conn_metrics(c), conn_mstd(c)->tls_sessions, MTLS_SERVER);
 	c->server_tls_step = CONN_SERVER_TLS_NONE;

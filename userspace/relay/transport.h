@@ -48,7 +48,8 @@ struct transport_ops {
 };
 
 /* Each connection embeds two (conn.h): the readiness fields are bytes, so that the four of
- * them share the word after fd instead of padding the struct to 48 bytes. */
+ * them share the word after fd instead of padding the struct. No byte counters: the
+ * session's (conn_io.c) count what the relay reads, once. */
 struct transport {
 	const struct transport_ops *ops;
 	int fd;             /* the socket the loop watches; -1 for a fake without one */
@@ -57,8 +58,6 @@ struct transport {
 	uint8_t read_needs;  /* readiness a blocked read() waits for; 0: not blocked */
 	uint8_t write_needs; /* likewise for write() and handshake() */
 	bool hup;           /* the peer hung up: read on until end of stream */
-	uint64_t bytes_in;  /* payload bytes read (after decryption), for the session counters */
-	uint64_t bytes_out; /* payload bytes written */
 };
 
 /* A loop event on t->fd (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP, EPOLLERR bits). */

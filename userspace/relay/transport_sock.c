@@ -57,7 +57,6 @@ static ssize_t sock_read(struct transport *t, void *buf, size_t n)
 	ssize_t r = transport_sock_recv(t->fd, buf, n);
 
 	if (r > 0) {
-		t->bytes_in += (uint64_t)r;
 		t->read_needs = 0;
 		if ((size_t)r < n && !t->hup) {
 			t->ready &= ~TRANSPORT_READ; /* drained: wait for the next edge */
@@ -80,7 +79,6 @@ static ssize_t sock_write(struct transport *t, const void *buf, size_t n)
 	ssize_t r = transport_sock_send(t->fd, buf, n);
 
 	if (r > 0) {
-		t->bytes_out += (uint64_t)r;
 		t->write_needs = 0;
 		if ((size_t)r < n) {
 			t->ready &= ~TRANSPORT_WRITE; /* the send buffer is full */

@@ -278,7 +278,6 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t n)
 		t->read_needs = !(t->ready & TRANSPORT_READ) && !SSL_has_pending(tt->conn.ssl)
 					? TRANSPORT_READ
 					: 0;
-		t->bytes_in += got;
 		return (ssize_t)got;
 	}
 	return tls_failure(tt, r, &t->read_needs, "TLS read failed");
@@ -308,7 +307,6 @@ static ssize_t tls_write(struct transport *t, const void *buf, size_t n)
 	}
 	if (r == 1) {
 		t->write_needs = 0;
-		t->bytes_out += put;
 		return (ssize_t)put;
 	}
 	r = tls_failure(tt, r, &t->write_needs, "TLS write failed");

@@ -66,7 +66,10 @@ struct session_auth {
 	enum session_auth_method method;
 	bool at_relay; /* pgwarden authenticated the client (terminate); else the server did */
 	bool ok;       /* the login succeeded; verified_user is set from here on */
-	char *verified_user; /* the role the login was verified for */
+	bool verified_copied; /* verified_user is the session's own copy, not a view */
+	/* The role the login was verified for: a view into the session's user (its startup
+	 * text) when they are the same, as they are for a server-verified login. */
+	const char *verified_user;
 };
 
 const char *session_route_to_str(enum session_route r);

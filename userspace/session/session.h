@@ -34,8 +34,7 @@ struct session_startup {
 };
 
 struct session {
-	uint8_t id[SESSION_ID_LEN];
-	char id_hex[SESSION_ID_HEXLEN + 1];
+	char id_hex[SESSION_ID_HEXLEN + 1]; /* SESSION_ID_LEN random bytes, only ever shown */
 	enum session_route route;
 	struct addr client;     /* the peer of the accepted socket */
 	struct addr dialled;    /* the address the client connected to */
@@ -43,7 +42,10 @@ struct session {
 	/* PostgreSQL's Unix socket for a client of the relay's Unix listener: the connection's
 	 * config snapshot owns the text (unix_upstream), and outlives the session. */
 	const char *upstream_unix;
-	struct session_process process;
+	/* The local process behind a steered or Unix-socket client, allocated when known:
+	 * NULL for a TCP client of the listener, most sessions. Read it with
+	 * session_process(). */
+	struct session_process *process;
 	uint64_t start_wall_ns;
 	uint64_t start_mono_ns;
 	/* Claimed, from the StartupMessage (NULL until it arrives). */
@@ -57,13 +59,15 @@ struct session {
 	uint8_t tx_status; /* 'I', 'T', 'E'; 0 before the first ReadyForQuery */
 	uint32_t backend_pid;
 	/* The server's ParameterStatus reports that pgwarden reads, latest value per name: one
-	 * block of "name\0value\0" pairs, replaced whole when a value changes (rare). */
+	 * block of pairs, a byte that stands for the name then "value\0", replaced whole when
+	 * a value changes (rare). */
 	uint32_t server_params_len;
 	char *server_params;
-	/* TLS on each leg, and how the login was verified. */
-	struct session_tls client_tls;
-	struct session_tls server_tls;
-	struct session_auth auth;
+	/* TLS on each leg, allocated when the first leg's handshake finished: NULL in a
+	 * plaintext session, which so carries no 80 bytes of empty fields. Read it with
+	 * session_client_tls() and session_server_tls(). */
+	struct session_tls_legs *tls;
+	struct session_auth auth; /* how the login was verified */
 	/* Counters. */
 	uint64_t bytes_from_client;
 	uint64_t bytes_from_server;
@@ -75,7 +79,51 @@ struct session {
 	char *end_reason;
 };
 
-/* Fill id and id_hex from the CSPRNG. 0 or -EIO. */
+struct session_tls_legs {
+	struct session_tls client;
+	struct session_tls server;
+};
+
+/* A plain leg: every field NULL. */
+extern const struct session_tls session_tls_plain;
+
+/* A leg's TLS as the handshake left it; session_tls_plain until it finished. Published by
+ * the worker with release, so the admin thread may read it too. */
+static inline const struct session_tls *session_client_tls(const struct session *s)
+{
+	const struct session_tls_legs *legs = __atomic_load_n(&s->tls, __ATOMIC_ACQUIRE);
+
+	return legs ? &legs->client : &session_tls_plain;
+}
+
+static inline const struct session_tls *session_server_tls(const struct session *s)
+{
+	const struct session_tls_legs *legs = __atomic_load_n(&s->tls, __ATOMIC_ACQUIRE);
+
+	return legs ? &legs->server : &session_tls_plain;
+}
+
+/* The leg to fill when its handshake finished (server: the upstream leg), its fields NULL
+ * until then; allocates both legs with the first. NULL: -ENOMEM. */
+struct session_tls *session_tls_leg(struct session *s, bool server);
+
+/* A process not known: known false, every field 0. */
+extern const struct session_process session_process_unknown;
+
+/* The client's process, or session_process_unknown. Set before the session starts. */
+static inline const struct session_process *session_process(const struct session *s)
+{
+	return s->process ? s->process : &session_process_unknown;
+}
+
+/* The client's process is p (copied; p->known true). 0 or -ENOMEM (nothing changed). */
+int session_set_process(struct session *s, const struct session_process *p)
+	__attribute__((warn_unused_result));
+
+/* The client's process is not known (any record of it is released). */
+void session_forget_process(struct session *s);
+
+/* Fill id_hex from the CSPRNG. 0 or -EIO. */
 int session_new_id(struct session *s) __attribute__((warn_unused_result));
 
 /*

@@ -45,6 +45,7 @@ static void sessionlog_addr(struct log_line *l, const char *key, const struct ad
 static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 {
 	const struct session *s = ctx->session;
+	const struct session_process *proc = session_process(s);
 	char upstream[SESSION_UPSTREAM_STRLEN];
 	struct log_line l;
 
@@ -55,12 +56,12 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 	sessionlog_addr(&l, "dialled", &s->dialled);
 	if (session_upstream_text(s, upstream, sizeof(upstream))[0])
 		log_kv_str(&l, "upstream", upstream);
-	if (s->process.known) {
-		log_kv_u64(&l, "pid", s->process.tgid);
-		log_kv_u64(&l, "uid", s->process.uid);
-		log_kv_u64(&l, "gid", s->process.gid);
-		log_kv_str(&l, "comm", s->process.comm);
-		log_kv_u64(&l, "cgroup_id", s->process.cgroup_id);
+	if (proc->known) {
+		log_kv_u64(&l, "pid", proc->tgid);
+		log_kv_u64(&l, "uid", proc->uid);
+		log_kv_u64(&l, "gid", proc->gid);
+		log_kv_str(&l, "comm", proc->comm);
+		log_kv_u64(&l, "cgroup_id", proc->cgroup_id);
 	}
 	log_kv_str(&l, "user", s->user);
 	log_kv_str(&l, "database", s->database);
@@ -70,11 +71,11 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 		log_kv_u64(&l, "replication", 1);
 	/* The client leg's TLS is settled before the StartupMessage; the server leg's is not
 	 * yet (session_end has it). */
-	if (s->client_tls.version) {
-		log_kv_str(&l, "tls_version", s->client_tls.version);
-		log_kv_str(&l, "tls_cipher", s->client_tls.cipher);
-		if (s->client_tls.peer_identity)
-			log_kv_str(&l, "tls_identity", s->client_tls.peer_identity);
+	if (session_client_tls(s)->version) {
+		log_kv_str(&l, "tls_version", session_client_tls(s)->version);
+		log_kv_str(&l, "tls_cipher", session_client_tls(s)->cipher);
+		if (session_client_tls(s)->peer_identity)
+			log_kv_str(&l, "tls_identity", session_client_tls(s)->peer_identity);
 	}
 	log_line_end(&l);
 }
@@ -101,11 +102,11 @@ static void sessionlog_end(struct stage_ctx *ctx)
 	log_kv_u64(&l, "statements", s->statements);
 	log_kv_u64(&l, "bytes_from_client", s->bytes_from_client);
 	log_kv_u64(&l, "bytes_from_server", s->bytes_from_server);
-	if (s->client_tls.version)
-		log_kv_str(&l, "tls_version", s->client_tls.version);
-	if (s->server_tls.version) {
-		log_kv_str(&l, "upstream_tls_version", s->server_tls.version);
-		log_kv_str(&l, "upstream_tls_cipher", s->server_tls.cipher);
+	if (session_client_tls(s)->version)
+		log_kv_str(&l, "tls_version", session_client_tls(s)->version);
+	if (session_server_tls(s)->version) {
+		log_kv_str(&l, "upstream_tls_version", session_server_tls(s)->version);
+		log_kv_str(&l, "upstream_tls_cipher", session_server_tls(s)->cipher);
 	}
 	log_kv_u64(&l, "duration_ms", (clock_mono_ns() - s->start_mono_ns) / NSEC_PER_MSEC);
 	log_kv_str(&l, "reason", s->end_reason ? s->end_reason : "unknown");

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STAGE_STATE_ALIGN 16
-
 static size_t stage_align(size_t n)
 {
 	return (n + STAGE_STATE_ALIGN - 1) & ~(size_t)(STAGE_STATE_ALIGN - 1);
@@ -68,6 +66,7 @@ int stage_pipeline_add(struct stage_pipeline *p, const struct stage_ops *ops)
 		return -E2BIG;
 	p->stages[p->count++] = ops;
 	p->state_size += stage_align(ops->state_size);
+	p->wakes |= ops->wakes;
 	if (ops->notice)
 		p->notices |= ops->notices ? ops->notices : ~0u;
 	return 0;

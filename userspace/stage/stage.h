@@ -284,12 +284,22 @@ struct stage_note {
 	const char *value;
 };
 
+/* Each stage's state starts at a multiple of this in the session's block: the states hold
+ * pointers and 64-bit integers (8, not max_align_t's 16, so that the default pipeline's
+ * two small states fit a 32-byte malloc chunk instead of 48). A stage's file asserts its
+ * state's alignment fits. */
+#define STAGE_STATE_ALIGN 8
+
 struct stage_ops {
 	const char *name;
 	size_t state_size; /* per-session state, zeroed, owned by the pipeline */
 	/* The stage reads prepared statements' texts (stmt_entry.sql): the relay keeps them
 	 * only when some stage does, since they cost memory per session. */
 	bool keep_statement_text;
+	/* The stage holds a message until another thread calls stage_wake(): its sessions
+	 * need a waker (stage_ctx.waker). The relay claims one, a slot in its worker's wake
+	 * table, only for the sessions of a pipeline with such a stage. */
+	bool wakes;
 	/* Interest every session starts with (stage_want() changes it per session). */
 	struct proto_typeset frontend_whole;
 	struct proto_typeset backend_whole;
@@ -318,6 +328,7 @@ struct stage_pipeline {
 	unsigned count;
 	size_t state_size; /* sum of stage states, each aligned */
 	uint32_t notices;  /* the kinds some stage's notice() hears (STAGE_NOTE_BIT each) */
+	bool wakes;        /* some stage wakes (stage_ops.wakes) */
 };
 
 /* 0 or -E2BIG when the pipeline is full. */

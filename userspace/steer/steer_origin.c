@@ -441,6 +441,7 @@ static void unix_peer_process(int fd, struct session_process *p)
 int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *listen,
 			const struct addr *peer, const struct addr *local, struct session *s)
 {
+	struct session_process proc = {0};
 	struct pgw_tuple t;
 	struct pgw_origin r;
 	__u16 lport, pport;
@@ -450,7 +451,7 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 	s->client = *peer;
 	s->route = SESSION_ROUTE_EXPLICIT;
 	s->dialled = *local;
-	memset(&s->process, 0, sizeof(s->process));
+	session_forget_process(s);
 
 	memset(&t, 0, sizeof(t));
 	if (!addr_words(peer, &t.family, t.client_addr, &pport) ||
@@ -474,15 +475,15 @@ int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *liste
 		bpf_map_delete_elem(o->tup_fd, &t);
 		s->route = SESSION_ROUTE_STEERED;
 		origin_dst(&r, &s->dialled);
-		s->process.known = true;
-		s->process.pid = r.pid;
-		s->process.tgid = r.tgid;
-		s->process.uid = r.uid;
-		s->process.gid = r.gid;
-		s->process.cgroup_id = r.cgroup_id;
-		memcpy(s->process.comm, r.comm, sizeof(s->process.comm));
-		s->process.comm[sizeof(s->process.comm) - 1] = '\0';
-		return 0;
+		proc.known = true;
+		proc.pid = r.pid;
+		proc.tgid = r.tgid;
+		proc.uid = r.uid;
+		proc.gid = r.gid;
+		proc.cgroup_id = r.cgroup_id;
+		memcpy(proc.comm, r.comm, sizeof(proc.comm));
+		proc.comm[sizeof(proc.comm) - 1] = '\0';
+		return session_set_process(s, &proc);
 	}
 	/* TPROXY: the accepted socket's local end is the destination the client dialled, not
 	 * the listener's address (a protected port never equals the TPROXY port). */
@@ -544,8 +545,10 @@ bool steer_origin_destination_allowed(struct steer_origin *o, const struct addr 
 	return bpf_map_lookup_elem(o->prot_fd, &k, &one) == 0;
 }
 
-void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
+int steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
 {
+	struct session_process proc = {0};
+
 	/* No per-connection record to miss here: look for a new attach (or a detach) as a
 	 * miss would, and read whether it steers Unix sockets now (an attach may change that
 	 * in place). */
@@ -555,8 +558,9 @@ void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
 			o->unix_on = false;
 	}
 	s->route = o && o->cfg_fd >= 0 && o->unix_on ? SESSION_ROUTE_STEERED : SESSION_ROUTE_EXPLICIT;
-	memset(&s->process, 0, sizeof(s->process));
-	unix_peer_process(fd, &s->process);
+	session_forget_process(s);
+	unix_peer_process(fd, &proc);
+	return proc.known ? session_set_process(s, &proc) : 0;
 }
 
 
@@ -655,6 +659,7 @@ static void thread_restore_effective_ids(uid_t uid, gid_t gid)
 int steer_upstream_connect_unix(int fd, const char *path, const struct session *s,
 				bool as_client, const char **why)
 {
+	const struct session_process *proc = session_process(s);
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	size_t len = strlen(path);
 	uid_t euid = geteuid();
@@ -668,10 +673,10 @@ int steer_upstream_connect_unix(int fd, const char *path, const struct session *
 	memcpy(sun.sun_path, path, len);
 	if (!as_client) {
 		*why = "disabled";
-	} else if (!s->process.known) {
+	} else if (!proc->known) {
 		*why = "client credentials unknown";
-	} else if (s->process.uid != euid || s->process.gid != egid) {
-		rc = thread_set_effective_ids(s->process.uid, s->process.gid);
+	} else if (proc->uid != euid || proc->gid != egid) {
+		rc = thread_set_effective_ids(proc->uid, proc->gid);
 		if (!rc)
 			rc = thread_set_fs_ids(euid, egid);
 		if (rc) {

@@ -60,7 +60,8 @@ uint32_t steer_origin_relay_mark(const struct steer_origin *o);
  *   SESSION_ROUTE_STEERED  the hooks' record, found by 4-tuple and removed
  *   SESSION_ROUTE_TPROXY   local is not the listener's address: it is the dialled one
  *   SESSION_ROUTE_EXPLICIT anything else; dialled = local (the address it connected to)
- * Returns 0. A missing record leaves the route EXPLICIT: the caller must then ask
+ * Returns 0, or -ENOMEM when a steered connection's process could not be recorded. A
+ * missing record leaves the route EXPLICIT: the caller must then ask
  * steer_origin_unrecorded() and refuse what arrived on the steering address.
  */
 int steer_origin_lookup(struct steer_origin *o, int fd, const struct addr *listen,
@@ -89,9 +90,11 @@ bool steer_origin_destination_allowed(struct steer_origin *o, const struct addr 
  * A connection accepted on the relay's Unix listener (connect_unix steering): s->process
  * from SO_PEERCRED (pid, uid, gid: kernel-filled) plus comm and cgroup from /proc (best
  * effort); route STEERED when the attach steers Unix sockets, else EXPLICIT. s->client and
- * s->dialled are left alone (struct addr holds IP addresses only).
+ * s->dialled are left alone (struct addr holds IP addresses only). 0, or -ENOMEM: the
+ * process is not recorded.
  */
-void steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s);
+int steer_origin_lookup_unix(struct steer_origin *o, int fd, struct session *s)
+	__attribute__((warn_unused_result));
 
 /*
  * Prepare an unconnected upstream socket before connect(): set SO_MARK = mark (so neither
