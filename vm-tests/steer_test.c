@@ -409,6 +409,7 @@ static struct steer_outcome steer_reach(struct relay *r, const struct addr *dial
 	struct steer_outcome out = { false, false, false };
 	struct addr peer, local;
 	struct session s;
+	const struct session_process *proc;
 	char a[ADDR_STRLEN], b[ADDR_STRLEN];
 	pid_t pid;
 	int fd, rc;
@@ -425,17 +426,19 @@ static struct steer_outcome steer_reach(struct relay *r, const struct addr *dial
 		memset(&s, 0, sizeof(s));
 		rc = getsockname(fd, &local.ss.sa, &local.len) < 0 ? -errno :
 		     steer_origin_lookup(r->origin, fd, listen, &peer, &local, &s);
+		proc = session_process(&s);
 		if (rc < 0)
 			note("origin: lookup: %s", strerror(-rc));
 		else if (s.route != SESSION_ROUTE_STEERED || !addr_equal(&s.dialled.ss.sa, &reached->ss.sa) ||
-			 !s.process.known || s.process.tgid != (uint32_t)pid ||
-			 strcmp(s.process.comm, "steer_test") != 0)
+			 !proc->known || proc->tgid != (uint32_t)pid ||
+			 strcmp(proc->comm, "steer_test") != 0)
 			note("origin: route %s, dialled %s, process %s tgid %u comm '%s' (client %d "
 			     "dialled %s)", session_route_to_str(s.route), addr_str(&s.dialled, b),
-			     s.process.known ? "known" : "unknown", s.process.tgid, s.process.comm,
+			     proc->known ? "known" : "unknown", proc->tgid, proc->comm,
 			     (int)pid, addr_str(reached, a));
 		else
 			out.origin = true;
+		session_release(&s); /* the process record the lookup allocated */
 		close(fd); /* lets the client finish */
 	}
 	rc = client_wait(pid);
@@ -611,6 +614,7 @@ static void test_origin_full(struct relay *r)
 		else
 			note("origin_full: a queued connection without its record (route %s)",
 			     session_route_to_str(s.route));
+		session_release(&s);
 		close(fd);
 	}
 	close(hold[1]);
@@ -714,6 +718,7 @@ static bool tproxy_one(struct relay *r, const char *netns, const struct addr *di
 			note("tproxy: route %s, dialled %s, client %s (expected %s from %s)",
 			     session_route_to_str(s.route), addr_str(&s.dialled, a), addr_str(&peer, b),
 			     addr_str(dialled, c), addr_str(client_ip, a));
+		session_release(&s);
 		ok = read_byte(fd, 'x') && ok;
 		close(fd);
 	}
