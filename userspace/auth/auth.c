@@ -69,7 +69,7 @@ const char *auth_source_key(const struct session *s, char *buf, size_t n)
 		else
 			inet_ntop(AF_INET6, a, buf, (socklen_t)n);
 	} else if (session_process(s)->known) {
-		snprintf(buf, n, "local:uid=%u", (unsigned)s->process->uid);
+		snprintf(buf, n, "local:uid=%u", (unsigned)session_process(s)->uid);
 	} else {
 		snprintf(buf, n, "local");
 	}

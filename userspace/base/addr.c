@@ -1,5 +1,6 @@
 /* addr: numeric socket address parsing and formatting (see addr.h). */
 #include "base/addr.h"
+#include "base/decimal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -76,21 +77,6 @@ int addr_parse(const char *text, struct addr *out)
 	return 0;
 }
 
-/* Decimal digits of v at p; returns the end. */
-static char *addr_put_decimal(char *p, unsigned v)
-{
-	char rev[10];
-	int n = 0;
-
-	do {
-		rev[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	while (n)
-		*p++ = rev[--n];
-	return p;
-}
-
 /* "1.2.3.4" at p, as inet_ntop spells it; returns the end. */
 static char *addr_put_ipv4(char *p, const struct in_addr *a)
 {
@@ -99,7 +85,7 @@ static char *addr_put_ipv4(char *p, const struct in_addr *a)
 	for (int i = 0; i < 4; i++) {
 		if (i)
 			*p++ = '.';
-		p = addr_put_decimal(p, b[i]);
+		p = decimal_put_u64(p, b[i]);
 	}
 	return p;
 }
@@ -130,7 +116,7 @@ static void addr_format4(const struct sockaddr_in *s4, char *buf, size_t n)
 
 	p = addr_put_ipv4(text, &s4->sin_addr);
 	*p++ = ':';
-	p = addr_put_decimal(p, ntohs(s4->sin_port));
+	p = decimal_put_u64(p, ntohs(s4->sin_port));
 	addr_put_cut(buf, n, text, (size_t)(p - text));
 }
 

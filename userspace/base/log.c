@@ -1,6 +1,7 @@
 /* log: structured logfmt lines to stderr, the journal or syslog (see log.h). */
 #include "base/log.h"
 
+#include "base/decimal.h"
 #include "base/log_sink.h"
 #include "base/sanitize.h"
 
@@ -85,7 +86,6 @@ enum log_target log_target_active(void)
 
 /* Room kept at the end of the buffer for " truncated=1\n". */
 #define LOG_TAIL_RESERVE 16
-#define LOG_U64_DIGITS 20 /* UINT64_MAX has 20 */
 
 static void log_append(struct log_line *l, const char *s, size_t n)
 {
@@ -110,23 +110,6 @@ static void log_append_key(struct log_line *l, const char *key)
 	log_append(l, " ", 1);
 	log_append_str(l, key);
 	log_append(l, "=", 1);
-}
-
-/* The decimal digits of v into out, unterminated; returns their count. Lines are built
- * without printf: the session trail writes two per session, and formatting dominated the
- * relay's own instructions per session. */
-static size_t log_format_u64(char out[LOG_U64_DIGITS], uint64_t v)
-{
-	char rev[LOG_U64_DIGITS];
-	size_t n = 0;
-
-	do {
-		rev[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	for (size_t i = 0; i < n; i++)
-		out[i] = rev[n - 1 - i];
-	return n;
 }
 
 /* ---- journal fields ------------------------------------------------------------------ */
@@ -329,8 +312,8 @@ void log_kv_str(struct log_line *l, const char *key, const char *value)
 
 void log_kv_u64(struct log_line *l, const char *key, uint64_t value)
 {
-	char num[LOG_U64_DIGITS];
-	size_t n = log_format_u64(num, value);
+	char num[DECIMAL_U64_DIGITS];
+	size_t n = (size_t)(decimal_put_u64(num, value) - num);
 
 	log_append_key(l, key);
 	log_append(l, num, n);
@@ -339,13 +322,13 @@ void log_kv_u64(struct log_line *l, const char *key, uint64_t value)
 
 void log_kv_i64(struct log_line *l, const char *key, int64_t value)
 {
-	char num[1 + LOG_U64_DIGITS];
-	size_t n = 0;
+	char num[1 + DECIMAL_U64_DIGITS], *p = num;
+	size_t n;
 
 	if (value < 0)
-		num[n++] = '-';
+		*p++ = '-';
 	/* The magnitude in unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
-	n += log_format_u64(num + n, value < 0 ? 0 - (uint64_t)value : (uint64_t)value);
+	n = (size_t)(decimal_put_u64(p, value < 0 ? 0 - (uint64_t)value : (uint64_t)value) - num);
 	log_append_key(l, key);
 	log_append(l, num, n);
 	field_text(l, key, num, n);

@@ -54,6 +54,9 @@ void conn_publish_statement(struct conn *c, const char *sql, size_t len)
 json_t *conn_admin_json(struct conn *c, uint64_t now)
 {
 	char stmt[ADMIN_TEXT_MAX], normalised[ADMIN_TEXT_MAX], rule[ADMIN_TEXT_MAX];
+	/* Set once by the worker when each handshake finished (conn_tls.c). */
+	const struct session_tls *tls = session_client_tls(&c->session);
+	const struct session_tls *up_tls = session_server_tls(&c->session);
 	struct admin_session_view v = {
 		.state = conn_state_to_str(__atomic_load_n(&c->state, __ATOMIC_RELAXED)),
 		.last_statement = stmt,
@@ -63,12 +66,11 @@ json_t *conn_admin_json(struct conn *c, uint64_t now)
 		/* Set once by the login (conn_auth.c) before ok, never changed after. */
 		.auth_method = c->session.auth.ok ? session_auth_method_to_str(c->session.auth.method)
 						  : NULL,
-		/* Set once by the worker when each handshake finished (conn_tls.c). */
-		.tls_version = session_client_tls(&c->session)->version,
-		.tls_cipher = session_client_tls(&c->session)->cipher,
-		.tls_client_subject = session_client_tls(&c->session)->peer_subject,
-		.upstream_tls_version = session_server_tls(&c->session)->version,
-		.upstream_tls_cipher = session_server_tls(&c->session)->cipher,
+		.tls_version = tls->version,
+		.tls_cipher = tls->cipher,
+		.tls_client_subject = tls->peer_subject,
+		.upstream_tls_version = up_tls->version,
+		.upstream_tls_cipher = up_tls->cipher,
 	};
 	const struct admin_text *said = __atomic_load_n(&c->last_statement, __ATOMIC_ACQUIRE);
 	size_t len = said ? admin_text_get(said, stmt, sizeof(stmt)) : 0;

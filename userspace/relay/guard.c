@@ -59,8 +59,10 @@ void guard_free(struct guard *g)
 
 static void source_of(const struct session *s, struct admission_source *src)
 {
-	if (session_process(s)->known)
-		admission_source_uid(src, s->process->uid);
+	const struct session_process *proc = session_process(s);
+
+	if (proc->known)
+		admission_source_uid(src, proc->uid);
 	else if (s->client.ss.sa.sa_family == AF_INET || s->client.ss.sa.sa_family == AF_INET6)
 		admission_source_addr(src, &s->client);
 	else
@@ -111,7 +113,7 @@ static int refuse(const struct session *s, const struct admission_source *src,
 static bool is_self_loop(struct guard *g, const struct session *s)
 {
 	if (s->client.ss.sa.sa_family == AF_UNIX)
-		return session_process(s)->known && s->process->tgid == (uint32_t)getpid();
+		return session_process(s)->known && session_process(s)->tgid == (uint32_t)getpid();
 	/* Steered connections come through the hooks, which never steer the relay's marked
 	 * sockets; for the rest the accepted socket's own address is s->dialled. */
 	if (s->route == SESSION_ROUTE_STEERED)

@@ -46,6 +46,7 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 {
 	const struct session *s = ctx->session;
 	const struct session_process *proc = session_process(s);
+	const struct session_tls *tls = session_client_tls(s);
 	char upstream[SESSION_UPSTREAM_STRLEN];
 	struct log_line l;
 
@@ -71,11 +72,11 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 		log_kv_u64(&l, "replication", 1);
 	/* The client leg's TLS is settled before the StartupMessage; the server leg's is not
 	 * yet (session_end has it). */
-	if (session_client_tls(s)->version) {
-		log_kv_str(&l, "tls_version", session_client_tls(s)->version);
-		log_kv_str(&l, "tls_cipher", session_client_tls(s)->cipher);
-		if (session_client_tls(s)->peer_identity)
-			log_kv_str(&l, "tls_identity", session_client_tls(s)->peer_identity);
+	if (tls->version) {
+		log_kv_str(&l, "tls_version", tls->version);
+		log_kv_str(&l, "tls_cipher", tls->cipher);
+		if (tls->peer_identity)
+			log_kv_str(&l, "tls_identity", tls->peer_identity);
 	}
 	log_line_end(&l);
 }
@@ -83,6 +84,7 @@ static void sessionlog_start(struct stage_ctx *ctx, struct stage_result *r)
 static void sessionlog_end(struct stage_ctx *ctx)
 {
 	const struct session *s = ctx->session;
+	const struct session_tls *tls = session_client_tls(s), *up_tls = session_server_tls(s);
 	struct log_line l;
 
 	log_trail_begin(&l, "session_end", sessionlog_failed(s->end_reason));
@@ -102,11 +104,11 @@ static void sessionlog_end(struct stage_ctx *ctx)
 	log_kv_u64(&l, "statements", s->statements);
 	log_kv_u64(&l, "bytes_from_client", s->bytes_from_client);
 	log_kv_u64(&l, "bytes_from_server", s->bytes_from_server);
-	if (session_client_tls(s)->version)
-		log_kv_str(&l, "tls_version", session_client_tls(s)->version);
-	if (session_server_tls(s)->version) {
-		log_kv_str(&l, "upstream_tls_version", session_server_tls(s)->version);
-		log_kv_str(&l, "upstream_tls_cipher", session_server_tls(s)->cipher);
+	if (tls->version)
+		log_kv_str(&l, "tls_version", tls->version);
+	if (up_tls->version) {
+		log_kv_str(&l, "upstream_tls_version", up_tls->version);
+		log_kv_str(&l, "upstream_tls_cipher", up_tls->cipher);
 	}
 	log_kv_u64(&l, "duration_ms", (clock_mono_ns() - s->start_mono_ns) / NSEC_PER_MSEC);
 	log_kv_str(&l, "reason", s->end_reason ? s->end_reason : "unknown");
