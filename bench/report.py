@@ -12,7 +12,7 @@ import random
 import statistics
 
 AUDIT_MODES = ("none", "write", "batch", "always")
-RELAYS = ["pgwarden", "pgwarden-w1", "pgwarden-policy"] + [
+RELAYS = ["pgwarden", "pgwarden-wcpu", "pgwarden-policy"] + [
     "pgwarden-audit-%s" % m for m in AUDIT_MODES] + [
     "pgwarden-tls", "pgwarden-mask", "baseline", "steered", "pgbouncer", "pgbouncer-fresh",
     "pgbouncer-tls", "pgbouncer-fresh-tls", "haproxy"]
@@ -800,7 +800,8 @@ def write(res, path):
                                  if "pgwarden" in vers else "not run")))
     if env.get("baseline_rev"):
         out.append("- baseline: pgwardend built from git %s, run beside this build with the "
-                   "same arguments" % env["baseline_rev"])
+                   "same arguments and the same worker count (its own default was one per "
+                   "CPU)" % env["baseline_rev"])
     out.append("- Server settings: %s" % ", ".join(
         "%s=%s" % kv for kv in sorted(env.get("pg_settings", {}).items())))
     la_b, la_a = env.get("loadavg_before"), env.get("loadavg_after")
@@ -901,8 +902,9 @@ def write(res, path):
     out.append(
         "A throwaway PostgreSQL 15 cluster (127.0.0.1 only, scram-sha-256, fsync on) is "
         "initialised with `pgbench -i -s %d`. In front of it: **pgwarden** (`pgwardend` in "
-        "explicit mode, default worker count, passthrough authentication; **pgwarden-w1** "
-        "is the same with `--workers 1`), **PgBouncer** "
+        "explicit mode, default worker count: one per two CPUs; passthrough authentication; "
+        "**pgwarden-wcpu** is the same with one worker per CPU, the default before stop 26), "
+        "**PgBouncer** "
         "(session mode, SCRAM with the verifier from pg_authid in its userlist, "
         "max_client_conn 2000, default_pool_size 1050; its pool keeps the server backends "
         "that the warm-up and earlier rounds opened, so pgbench meets warm backends), "

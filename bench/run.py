@@ -61,7 +61,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "connprobe.py")
 TLSPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tlsprobe.py")
 AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
-ALL_TARGETS = ["direct", "pgwarden", "pgwarden-w1", "pgwarden-policy"] + AUDIT_TARGETS + [
+# pgwardend's `workers: 0`: one per two CPUs of its affinity mask, rounded up.
+CPUS = len(os.sched_getaffinity(0))
+DEFAULT_WORKERS = (CPUS + 1) // 2
+ALL_TARGETS = ["direct", "pgwarden", "pgwarden-wcpu", "pgwarden-policy"] + AUDIT_TARGETS + [
     "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-fresh", "pgbouncer-tls",
     "pgbouncer-fresh-tls", "haproxy"]
 # What a run measures when BENCH_TARGETS does not say: one audit mode, the default `batch`;
@@ -359,11 +362,14 @@ class Bench:
             "direct": lambda: T.DirectTarget(self.cluster, self.rundir),
             "pgwarden": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
                                                  s.pgwarden_args),
-            "pgwarden-w1": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
-                                                    ["--workers", "1"] + s.pgwarden_args,
-                                                    name="pgwarden-w1"),
+            "pgwarden-wcpu": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.daemon,
+                                                      ["--workers", str(CPUS)] + s.pgwarden_args,
+                                                      name="pgwarden-wcpu"),
+            # The baseline's own default is one worker per CPU: it runs pgwardend's default
+            # count, so the two builds' code is compared, not their defaults.
             "baseline": lambda: T.PgwardenTarget(self.cluster, self.rundir, s.baseline,
-                                                 s.pgwarden_args, name="baseline"),
+                                                 ["--workers", str(DEFAULT_WORKERS)]
+                                                 + s.pgwarden_args, name="baseline"),
             "pgwarden-policy": lambda: T.PgwardenPolicyTarget(self.cluster, self.rundir,
                                                               s.daemon, s.ctl,
                                                               s.pgwarden_args),

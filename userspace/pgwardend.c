@@ -326,11 +326,18 @@ static const struct cpus *worker_cpus(struct cpus *storage)
 	return NULL;
 }
 
+/*
+ * workers: 0 starts one worker per two CPUs the daemon may run on, rounded up. The relay
+ * shares its host with PostgreSQL (and often the clients): on 2 CPUs one worker spent about
+ * as much relay CPU per transaction as PgBouncer and two workers up to 26% more, for the same
+ * throughput, with the relay at about a fifth of the saturated host's CPU time
+ * (bench/levers.md, "Worker count").
+ */
 static unsigned worker_count(const struct config *cfg, const struct cpus *cpus)
 {
 	long n = cfg->workers ? (long)cfg->workers
-		 : cpus      ? (long)cpus->count
-			     : sysconf(_SC_NPROCESSORS_ONLN);
+		 : cpus      ? ((long)cpus->count + 1) / 2
+			     : (sysconf(_SC_NPROCESSORS_ONLN) + 1) / 2;
 
 	return n > 0 ? (unsigned)n : 1;
 }

@@ -262,6 +262,12 @@ def test_workers_are_pinned_in_turn_within_the_daemons_cpus(relay_factory):
         "pgw-worker-0": set(allowed), "pgw-worker-1": set(allowed)}
     assert "worker_cpu" not in unpinned.raw_log()
 
+    # workers 0: one per two CPUs of the mask, rounded up, pinned in turn.
+    default = relay_factory(workers=0)
+    count = (len(allowed) + 1) // 2
+    assert _worker_cpus(default.proc.pid) == {
+        "pgw-worker-%d" % i: {allowed[i]} for i in range(count)}
+
     # A daemon started on a narrower mask (taskset, a cpuset) sizes and pins by it.
     os.sched_setaffinity(0, {allowed[-1]})
     try:

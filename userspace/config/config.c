@@ -174,7 +174,7 @@ static int check_pg_name(const char *text, char *problem, size_t n);
 	  .help = "PostgreSQL server for connections that carry no original destination")        \
 	S("workers", .type = ST_COUNT, FIELD(workers), .min = 0, .max = 1024, .def = 0,          \
 	  .restart = true, .arg = "N",                                                           \
-	  .help = "worker threads; 0 means one per CPU the daemon may run on")                   \
+	  .help = "worker threads; 0 means one per two CPUs the daemon may run on")              \
 	S("pin_workers", .type = ST_BOOL, FIELD(pin_workers), .def = true, .restart = true,      \
 	  .arg = "BOOL",                                                                         \
 	  .help = "bind each worker thread to one CPU the daemon may run on, in turn; false "   \

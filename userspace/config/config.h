@@ -92,7 +92,7 @@ struct config {
 	bool transparent_source;
 	struct addr upstream;
 	bool has_upstream;
-	unsigned workers;           /* 0: one per CPU the daemon may run on */
+	unsigned workers;           /* 0: one per two CPUs the daemon may run on */
 	bool pin_workers;           /* bind worker i to the i-th of those CPUs */
 	uint32_t buffer_size;       /* bytes per direction buffer (default 32 KiB) */
 	uint32_t max_message_size;  /* largest message body accepted from either side */
