@@ -115,15 +115,16 @@ static unsigned char at(const struct sql_lexer *lx, size_t i)
  */
 static bool skip_space(const struct sql_lexer *lx, size_t *p, bool *unterminated)
 {
-	size_t i = *p;
+	const unsigned char *s = (const unsigned char *)lx->sql;
+	size_t i = *p, n = lx->len;
 
-	for (;;) {
-		unsigned char c = at(lx, i);
+	while (i < n) {
+		unsigned char c = s[i];
 
-		if (i < lx->len && is_space(c)) {
+		if (is_space(c)) {
 			i++;
 		} else if (c == '-' && at(lx, i + 1) == '-') {
-			while (i < lx->len && !is_newline(at(lx, i)))
+			while (i < n && !is_newline(s[i]))
 				i++;
 		} else if (c == '/' && at(lx, i + 1) == '*') {
 			size_t depth = 1;
@@ -403,10 +404,13 @@ void sql_lex_next(struct sql_lexer *lx, struct sql_token *t)
 	size_t end;
 
 	if (is_ident_start(c) && !((cclass[c] & C_QUOTE_PREFIX) && literal_prefix_at(lx, i))) {
-		/* First: most tokens are identifiers and keywords. */
+		/* First: most tokens are identifiers and keywords, and most bytes theirs. */
+		const unsigned char *s = (const unsigned char *)lx->sql;
+		size_t n = lx->len;
+
 		t->kind = SQL_TOK_IDENT;
 		end = i + 1;
-		while (end < lx->len && is_ident_cont(at(lx, end)))
+		while (end < n && is_ident_cont(s[end]))
 			end++;
 	} else if (c == '\'') {
 		t->kind = SQL_TOK_STRING;
