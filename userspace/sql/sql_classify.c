@@ -44,7 +44,7 @@ static void soundness_note(struct soundness *s, const struct sql_token *t)
 }
 
 /* Lex the next token into t; the first time a token is lexed, check it. */
-static void lex_checked(struct sql_lexer *lx, struct sql_token *t, struct soundness *s)
+static inline void lex_checked(struct sql_lexer *lx, struct sql_token *t, struct soundness *s)
 {
 	bool first = lx->pos == s->frontier && !s->eof;
 
