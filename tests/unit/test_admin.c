@@ -450,6 +450,25 @@ static void *text_writer(void *arg)
 	return NULL;
 }
 
+/* Copied a word at a time: a length that is no multiple of a word, a text cut to its size. */
+static void test_text_words(void **state)
+{
+	static struct admin_text t;
+	char out[ADMIN_TEXT_MAX], longer[ADMIN_TEXT_MAX + 40];
+
+	admin_text_set(&t, "SELECT 12345;", 13);
+	assert_int_equal(admin_text_get(&t, out, sizeof(out)), 13);
+	assert_string_equal(out, "SELECT 12345;");
+	assert_int_equal(admin_text_get(&t, out, 11), 10);
+	assert_string_equal(out, "SELECT 123");
+	for (size_t i = 0; i < sizeof(longer); i++)
+		longer[i] = (char)('a' + i % 26);
+	admin_text_set(&t, longer, sizeof(longer));
+	assert_int_equal(admin_text_get(&t, out, sizeof(out)), ADMIN_TEXT_MAX - 1);
+	assert_memory_equal(out, longer, ADMIN_TEXT_MAX - 1);
+	assert_int_equal(out[ADMIN_TEXT_MAX - 1], '\0');
+}
+
 static void test_text_seqlock(void **state)
 {
 	static struct admin_text t;
@@ -798,7 +817,7 @@ int main(void)
 		cmocka_unit_test(test_protocol_binary_input),
 		cmocka_unit_test(test_reply_contents),
 		cmocka_unit_test(test_json_text),
-		cmocka_unit_test(test_text_seqlock),
+		cmocka_unit_test(test_text_words), cmocka_unit_test(test_text_seqlock),
 		cmocka_unit_test_setup_teardown(test_server_socket_is_private, server_setup,
 						server_teardown),
 		cmocka_unit_test_setup_teardown(test_server_requests, server_setup, server_teardown),

@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- lexer ------------------------------------------------------------------------- */
 
@@ -82,8 +83,30 @@ struct sql_lexer {
 void sql_lex_init(struct sql_lexer *lx, const char *sql, size_t len, unsigned opts);
 /* The next token, skipping whitespace and comments. Never fails; O(token length). */
 void sql_lex_next(struct sql_lexer *lx, struct sql_token *t);
-/* True if t is an unquoted identifier equal to kw (lower case ASCII) ignoring case. */
-bool sql_tok_is(const struct sql_lexer *lx, const struct sql_token *t, const char *kw);
+/*
+ * True if t is an unquoted identifier equal to kw (lower case ASCII) ignoring case.
+ * Inline: the classifier asks it of nearly every identifier it meets, nearly every answer
+ * is no at the length or the first byte, and kw's length is then known when compiling.
+ */
+static inline bool sql_tok_is(const struct sql_lexer *lx, const struct sql_token *t,
+			      const char *kw)
+{
+	size_t n = strlen(kw);
+
+	/* '|0x20' folds A-Z and maps no other byte onto a lower-case letter. */
+	if (t->kind != SQL_TOK_IDENT || t->len != n || n == 0 ||
+	    ((unsigned char)lx->sql[t->off] | 0x20) != (unsigned char)kw[0])
+		return false;
+	for (size_t i = 1; i < n; i++) {
+		unsigned char c = (unsigned char)lx->sql[t->off + i];
+
+		if (c >= 'A' && c <= 'Z')
+			c |= 0x20;
+		if (c != (unsigned char)kw[i])
+			return false;
+	}
+	return true;
+}
 const char *sql_tok_kind_to_str(enum sql_tok_kind k);
 
 /* ---- splitting ------------------------------------------------------------------------ */

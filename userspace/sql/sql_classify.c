@@ -12,14 +12,58 @@
 /* Look-through nesting (EXPLAIN PREPARE ... AS DECLARE ...) deeper than this is not SQL. */
 #define CLASSIFY_MAX_DEPTH 8
 
+/*
+ * Whether the statement is one statement, lexically sound: sql_classify() answers UNKNOWN
+ * otherwise. Checked on the classifier's own tokens as it meets them, and after it on the
+ * rest of the text, so that each token is lexed once for both. Every cursor lexes from a
+ * token's start or end, where lexing gives the tokens of one pass from the text's start,
+ * so the tokens lexed from the frontier (the end of the last one checked) are exactly the
+ * next ones of that pass, whichever cursor lexes them.
+ */
+struct soundness {
+	size_t frontier; /* the text before it is checked */
+	bool eof;        /* the EOF token has been checked */
+	bool seen;       /* a token other than ';' */
+	bool after_semi; /* a ';' after one */
+	bool unsound;    /* a bad token, or a second statement */
+};
+
+static void soundness_note(struct soundness *s, const struct sql_token *t)
+{
+	if (t->flags & (SQL_TOKF_INVALID | SQL_TOKF_UNTERMINATED))
+		s->unsound = true;
+	if (t->kind == SQL_TOK_SEMI) {
+		s->after_semi = s->seen;
+	} else if (t->kind == SQL_TOK_EOF) {
+		s->eof = true;
+	} else {
+		if (s->after_semi)
+			s->unsound = true;
+		s->seen = true;
+	}
+}
+
+/* Lex the next token into t; the first time a token is lexed, check it. */
+static inline void lex_checked(struct sql_lexer *lx, struct sql_token *t, struct soundness *s)
+{
+	bool first = lx->pos == s->frontier && !s->eof;
+
+	sql_lex_next(lx, t);
+	if (first) {
+		soundness_note(s, t);
+		s->frontier = lx->pos;
+	}
+}
+
 struct cur {
 	struct sql_lexer lx;
 	struct sql_token t;
+	struct soundness *sound;
 };
 
 static void adv(struct cur *c)
 {
-	sql_lex_next(&c->lx, &c->t);
+	lex_checked(&c->lx, &c->t, c->sound);
 }
 
 static bool is(const struct cur *c, const char *kw)
@@ -148,13 +192,13 @@ static void read_scan(struct cur *c, long lead, struct read_facts *f)
 	}
 }
 
-static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, size_t pos,
-				  unsigned level, uint32_t *mask);
+static enum sql_class classify_at(const struct sql_lexer *text, size_t pos, unsigned level,
+				  uint32_t *mask, struct soundness *sound);
 
 /* Classify what follows the current token as a statement of its own. */
 static enum sql_class look_through(struct cur *c, unsigned level, uint32_t *mask)
 {
-	return classify_at(c->lx.sql, c->lx.len, c->lx.opts, c->t.off, level + 1, mask);
+	return classify_at(&c->lx, c->t.off, level + 1, mask, c->sound);
 }
 
 /* Advance to the first depth-0 keyword kw (relative to here); false at the end. */
@@ -319,8 +363,8 @@ static enum sql_class classify_explain(struct cur *c, unsigned level, uint32_t *
 	return look_through(c, level, mask);
 }
 
-static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, size_t pos,
-				  unsigned level, uint32_t *mask)
+static enum sql_class classify_at(const struct sql_lexer *text, size_t pos, unsigned level,
+				  uint32_t *mask, struct soundness *sound)
 {
 	static const char *const admin[] = {"vacuum",	  "analyze", "analyse", "cluster",
 					    "reindex",	  "checkpoint", "load",  "refresh",
@@ -336,8 +380,9 @@ static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, si
 
 	if (level > CLASSIFY_MAX_DEPTH)
 		return SQL_CLASS_UNKNOWN;
-	sql_lex_init(&c.lx, sql, len, opts);
+	c.lx = *text;
 	c.lx.pos = pos;
+	c.sound = sound;
 	adv(&c);
 	while (c.t.kind == SQL_TOK_SEMI)
 		adv(&c);
@@ -428,9 +473,9 @@ static enum sql_class classify_at(const char *sql, size_t len, unsigned opts, si
 
 enum sql_class sql_classify(const char *sql, size_t len, unsigned opts, uint32_t *classes)
 {
+	struct soundness sound = {0};
 	struct sql_lexer lx;
 	struct sql_token t;
-	bool seen = false, after_semi = false;
 	uint32_t mask = 0;
 	enum sql_class cls;
 
@@ -438,26 +483,15 @@ enum sql_class sql_classify(const char *sql, size_t len, unsigned opts, uint32_t
 		*classes = 0;
 	if (!sql)
 		len = 0;
-	/* One statement, lexically sound, or nothing can be said about it. */
 	sql_lex_init(&lx, sql, len, opts);
-	do {
-		sql_lex_next(&lx, &t);
-		if (t.flags & (SQL_TOKF_INVALID | SQL_TOKF_UNTERMINATED))
-			return SQL_CLASS_UNKNOWN;
-		if (t.kind == SQL_TOK_SEMI) {
-			after_semi = seen;
-		} else if (t.kind != SQL_TOK_EOF) {
-			if (after_semi)
-				return SQL_CLASS_UNKNOWN;
-			seen = true;
-		}
-	} while (t.kind != SQL_TOK_EOF);
-	if (!seen)
+	cls = classify_at(&lx, 0, 0, &mask, &sound);
+	/* The rest of the text the classifier did not need: one statement, lexically sound,
+	 * or nothing can be said about it. */
+	lx.pos = sound.frontier;
+	while (!sound.eof && !sound.unsound)
+		lex_checked(&lx, &t, &sound);
+	if (sound.unsound || !sound.seen || cls == SQL_CLASS_UNKNOWN)
 		return SQL_CLASS_UNKNOWN;
-
-	cls = classify_at(sql, len, opts, 0, 0, &mask);
-	if (cls == SQL_CLASS_UNKNOWN)
-		return cls;
 	mask |= SQL_CLASS_BIT(cls);
 	if (classes)
 		*classes = mask;

@@ -18,14 +18,27 @@ enum {
 	C_OP = 0x20,	      /* op_chars: ~ ! @ # ^ & | ` ? + - * / % < > = */
 	C_OP_SPECIAL = 0x40,  /* ~ ! @ # ^ & | ` ? %: an operator holding one may end in +/- */
 	C_PUNCT = 0x80,	      /* , ( ) [ ] . : */
+	C_QUOTE_PREFIX = 0x100, /* [bBeEnNuUxX]: may prefix a quote (E'', U&"", ...) */
 };
 
-static const uint8_t cclass[256] = {
+static const uint16_t cclass[256] = {
 	[' '] = C_SPACE, ['\t'] = C_SPACE, ['\f'] = C_SPACE,
 	['\n'] = C_SPACE | C_NEWLINE, ['\r'] = C_SPACE | C_NEWLINE,
 	['0' ... '9'] = C_DIGIT,
-	['a' ... 'z'] = C_IDENT_START, ['A' ... 'Z'] = C_IDENT_START, ['_'] = C_IDENT_START,
-	[0x80 ... 0xff] = C_IDENT_START,
+	/* Letters; b e n u x may also prefix a quote. */
+	['a'] = C_IDENT_START, ['b'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['c' ... 'd'] = C_IDENT_START, ['e'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['f' ... 'm'] = C_IDENT_START, ['n'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['o' ... 't'] = C_IDENT_START, ['u'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['v' ... 'w'] = C_IDENT_START, ['x'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['y' ... 'z'] = C_IDENT_START,
+	['A'] = C_IDENT_START, ['B'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['C' ... 'D'] = C_IDENT_START, ['E'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['F' ... 'M'] = C_IDENT_START, ['N'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['O' ... 'T'] = C_IDENT_START, ['U'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['V' ... 'W'] = C_IDENT_START, ['X'] = C_IDENT_START | C_QUOTE_PREFIX,
+	['Y' ... 'Z'] = C_IDENT_START,
+	['_'] = C_IDENT_START, [0x80 ... 0xff] = C_IDENT_START,
 	['$'] = C_DOLLAR,
 	[','] = C_PUNCT, ['('] = C_PUNCT, [')'] = C_PUNCT, ['['] = C_PUNCT, [']'] = C_PUNCT,
 	['.'] = C_PUNCT, [':'] = C_PUNCT,
@@ -102,15 +115,16 @@ static unsigned char at(const struct sql_lexer *lx, size_t i)
  */
 static bool skip_space(const struct sql_lexer *lx, size_t *p, bool *unterminated)
 {
-	size_t i = *p;
+	const unsigned char *s = (const unsigned char *)lx->sql;
+	size_t i = *p, n = lx->len;
 
-	for (;;) {
-		unsigned char c = at(lx, i);
+	while (i < n) {
+		unsigned char c = s[i];
 
-		if (i < lx->len && is_space(c)) {
+		if (is_space(c)) {
 			i++;
 		} else if (c == '-' && at(lx, i + 1) == '-') {
-			while (i < lx->len && !is_newline(at(lx, i)))
+			while (i < n && !is_newline(s[i]))
 				i++;
 		} else if (c == '/' && at(lx, i + 1) == '*') {
 			size_t depth = 1;
@@ -357,6 +371,17 @@ static size_t scan_operator(const struct sql_lexer *lx, size_t i)
 	return j;
 }
 
+/* Does the letter at i begin a literal (E'', N'', B'', X'', U&'', U&"") rather than an
+ * identifier? Asked only of the letters with C_QUOTE_PREFIX. */
+static bool literal_prefix_at(const struct sql_lexer *lx, size_t i)
+{
+	unsigned char c1 = at(lx, i + 1), c2 = at(lx, i + 2);
+
+	if ((at(lx, i) | 0x20) == 'u')
+		return c1 == '&' && (c2 == '\'' || c2 == '"');
+	return c1 == '\'';
+}
+
 void sql_lex_next(struct sql_lexer *lx, struct sql_token *t)
 {
 	bool unterminated = false;
@@ -378,7 +403,16 @@ void sql_lex_next(struct sql_lexer *lx, struct sql_token *t)
 	bool has1 = i + 1 < lx->len;
 	size_t end;
 
-	if (c == '\'') {
+	if (is_ident_start(c) && !((cclass[c] & C_QUOTE_PREFIX) && literal_prefix_at(lx, i))) {
+		/* First: most tokens are identifiers and keywords, and most bytes theirs. */
+		const unsigned char *s = (const unsigned char *)lx->sql;
+		size_t n = lx->len;
+
+		t->kind = SQL_TOK_IDENT;
+		end = i + 1;
+		while (end < n && is_ident_cont(s[end]))
+			end++;
+	} else if (c == '\'') {
 		t->kind = SQL_TOK_STRING;
 		end = scan_quoted(lx, i + 1,
 				  (lx->opts & SQL_LEX_BACKSLASH_QUOTES) ? QM_ESCAPE : QM_STANDARD,
@@ -456,11 +490,6 @@ quoted_ident:;
 	} else if (is_digit(c) || (c == '.' && has1 && is_digit(c1))) {
 		t->kind = SQL_TOK_NUMBER;
 		end = scan_number(lx, i, &flags);
-	} else if (is_ident_start(c)) {
-		t->kind = SQL_TOK_IDENT;
-		end = i + 1;
-		while (end < lx->len && is_ident_cont(at(lx, end)))
-			end++;
 	} else if (c == ';') {
 		t->kind = SQL_TOK_SEMI;
 		end = i + 1;
@@ -485,30 +514,6 @@ quoted_ident:;
 	t->len = end - i;
 	t->flags = flags;
 	lx->pos = end;
-}
-
-bool sql_tok_is(const struct sql_lexer *lx, const struct sql_token *t, const char *kw)
-{
-	size_t n;
-
-	/* First byte before strlen: the classifier asks this for most identifiers it
-	 * meets, and nearly every answer is no. kw is lower case; '|0x20' folds A-Z and maps
-	 * no other byte onto a lower-case letter. */
-	if (t->kind != SQL_TOK_IDENT || t->len == 0 ||
-	    ((unsigned char)lx->sql[t->off] | 0x20) != (unsigned char)kw[0])
-		return false;
-	n = strlen(kw);
-	if (t->len != n)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)lx->sql[t->off + i];
-
-		if (c >= 'A' && c <= 'Z')
-			c |= 0x20;
-		if (c != (unsigned char)kw[i])
-			return false;
-	}
-	return true;
 }
 
 const char *sql_tok_kind_to_str(enum sql_tok_kind k)
