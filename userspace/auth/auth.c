@@ -68,10 +68,13 @@ const char *auth_source_key(const struct session *s, char *buf, size_t n)
 			addr_format_ipv4((const struct in_addr *)&a->s6_addr[12], buf, n);
 		else
 			inet_ntop(AF_INET6, a, buf, (socklen_t)n);
-	} else if (session_process(s)->known) {
-		snprintf(buf, n, "local:uid=%u", (unsigned)session_process(s)->uid);
 	} else {
-		snprintf(buf, n, "local");
+		const struct session_process *proc = session_process(s);
+
+		if (proc->known)
+			snprintf(buf, n, "local:uid=%u", (unsigned)proc->uid);
+		else
+			snprintf(buf, n, "local");
 	}
 	return buf;
 }

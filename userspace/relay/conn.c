@@ -625,6 +625,16 @@ static int conn_classify(struct worker *w, const struct worker_listener *l, int 
 	return 0;
 }
 
+/* An accepted connection refused before it became one: give back what was taken for it. */
+static void conn_accept_refuse(struct relay *r, struct config *cfg, struct session *proto,
+			       int fd, const char *sqlstate, const char *message)
+{
+	session_release(proto);
+	relay_conn_release(r);
+	config_unref(cfg);
+	conn_refuse_now(fd, sqlstate, message);
+}
+
 void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 		 const struct sockaddr *peer, socklen_t peer_len)
 {
@@ -649,9 +659,7 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 		return;
 	}
 	if (session_new_id(&proto)) {
-		relay_conn_release(r);
-		config_unref(cfg);
-		conn_refuse_now(fd, SQLSTATE_OUT_OF_MEMORY, "out of memory");
+		conn_accept_refuse(r, cfg, &proto, fd, SQLSTATE_OUT_OF_MEMORY, "out of memory");
 		return;
 	}
 	proto.route = SESSION_ROUTE_EXPLICIT;
@@ -675,19 +683,13 @@ void conn_accept(struct worker *w, const struct worker_listener *l, int fd,
 		/* TCP_NODELAY came with the socket: its listener has it (worker_listen). */
 	}
 	if (conn_classify(w, l, fd, &proto)) {
-		session_release(&proto);
-		relay_conn_release(r);
-		config_unref(cfg);
-		conn_refuse_now(fd, SQLSTATE_OUT_OF_MEMORY, "out of memory");
+		conn_accept_refuse(r, cfg, &proto, fd, SQLSTATE_OUT_OF_MEMORY, "out of memory");
 		return;
 	}
 	/* The guard (relay/guard.h): self-loop, TPROXY destination, pre-login admission. */
 	if (r->guard && guard_accept(r->guard, cfg, w->steer, &proto, &slot, w->metrics, &r->mstd,
 				     &refusal)) {
-		session_release(&proto);
-		relay_conn_release(r);
-		config_unref(cfg);
-		conn_refuse_now(fd, refusal.sqlstate, refusal.message);
+		conn_accept_refuse(r, cfg, &proto, fd, refusal.sqlstate, refusal.message);
 		return;
 	}
 	/* From here the connection owns what proto holds (its process), unless refused. */

@@ -109,8 +109,8 @@ struct conn_stream {
 	struct buf *out;         /* replacement bytes not sent yet */
 };
 
-/* How another thread reaches a connection that paused for it: worker slot + generation. */
-/* Claimed at session start when a stage wakes (stage_pipeline.wakes); worker NULL: none. */
+/* How another thread reaches a connection that paused for it: worker slot + generation.
+ * Claimed at session start when a stage wakes (stage_pipeline.wakes); worker NULL: none. */
 struct stage_waker {
 	struct worker *worker;
 	uint32_t slot;

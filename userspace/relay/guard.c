@@ -112,8 +112,11 @@ static int refuse(const struct session *s, const struct admission_source *src,
  * this process), or one of its TCP upstream sockets. */
 static bool is_self_loop(struct guard *g, const struct session *s)
 {
-	if (s->client.ss.sa.sa_family == AF_UNIX)
-		return session_process(s)->known && session_process(s)->tgid == (uint32_t)getpid();
+	if (s->client.ss.sa.sa_family == AF_UNIX) {
+		const struct session_process *proc = session_process(s);
+
+		return proc->known && proc->tgid == (uint32_t)getpid();
+	}
 	/* Steered connections come through the hooks, which never steer the relay's marked
 	 * sockets; for the rest the accepted socket's own address is s->dialled. */
 	if (s->route == SESSION_ROUTE_STEERED)
