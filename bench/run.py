@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pgwire  # noqa: E402
 import procstat  # noqa: E402
-from procstat import cpu_seconds  # noqa: E402
+from procstat import cpu_seconds, user_system_ticks  # noqa: E402
 import report  # noqa: E402
 import targets as T  # noqa: E402
 
@@ -76,9 +76,6 @@ DEFAULT_TARGETS = [t for t in ALL_TARGETS if t not in AUDIT_TARGETS or
 # pgwarden-mask, whose policy is made for it. pgwarden-mask runs in no other section.
 PLAIN_TARGETS = ["direct", "pgwarden", "baseline", "pgbouncer", "haproxy"]
 STREAM_TARGETS = PLAIN_TARGETS + ["pgwarden-mask"]
-# pgbouncer-fresh-tls answers one question, what a TLS session costs when PgBouncer too logs
-# in to the server per session, so it runs in the connect section only.
-CONNECT_ONLY_TARGETS = ["pgbouncer-fresh-tls"]
 
 LATENCY_PERCENTILES = (50, 99)
 ALL_SECTIONS = ["tps", "stream", "connect", "idle"]
@@ -200,8 +197,9 @@ class RssSampler(PeriodicSampler):
 
 
 class CpuSampler(PeriodicSampler):
-    """(wall time, relay CPU seconds) while a pgbench run goes on, so that the CPU of the
-    steady part (every client logged in) can be told from the logins'."""
+    """(wall time, relay CPU seconds, user ticks, system ticks) while a pgbench run goes on,
+    so that the CPU of the steady part (every client logged in) can be told from the
+    logins', and its user-space share from the kernel's."""
 
     def __init__(self, pid, period=0.1):
         super().__init__(pid, period)
@@ -209,7 +207,8 @@ class CpuSampler(PeriodicSampler):
 
     def sample(self):
         try:
-            self.samples.append((time.time(), cpu_seconds(self.pid)))
+            self.samples.append((time.time(), cpu_seconds(self.pid))
+                                + user_system_ticks(self.pid))
         except OSError:
             return False
         return True
@@ -231,10 +230,11 @@ def read_tx_log(logdir):
 
 
 def steady_cpu_per_1k_tx(samples, txs, clients):
-    """Relay CPU ms per 1,000 transactions once every client has completed a transaction
-    (its logins, and the server logins a relay without a pool makes, are behind it; section
-    3 measures those), from the CPU samples and the transaction log; None when the run has
-    too little steady part to tell (under a second, or under 100 transactions)."""
+    """(relay CPU ms per 1,000 transactions, the user-space share of it) once every client
+    has completed a transaction (its logins, and the server logins a relay without a pool
+    makes, are behind it; section 3 measures those), from the CPU samples and the
+    transaction log; None when the run has too little steady part to tell (under a second,
+    or under 100 transactions). The share is None when the ticks are too few to split."""
     first = {}
     for client, _, t in txs:
         first[client] = min(t, first.get(client, t))
@@ -248,7 +248,10 @@ def steady_cpu_per_1k_tx(samples, txs, clients):
     n = sum(1 for _, _, t in txs if start[0] < t <= end[0])
     if n < 100:
         return None
-    return (end[1] - start[1]) * 1000.0 / n * 1000.0
+    user, system = end[2] - start[2], end[3] - start[3]
+    # Ticks are 10 ms: under 50 of them the share would be off by a few percent.
+    share = user / (user + system) if user + system >= 50 else None
+    return (end[1] - start[1]) * 1000.0 / n * 1000.0, share
 
 
 def steady_tps(txs, clients):
@@ -576,9 +579,14 @@ class Bench:
             # judges is the steady part's when the run has one.
             res["cpu_ms_per_1k_tx_with_logins"] = (cpu1 - cpu0) * 1000.0 / tx * 1000.0
             steady = steady_cpu_per_1k_tx(sampler.samples, txs, clients) if sampler else None
-            res["cpu_ms_per_1k_tx"] = steady if steady is not None else \
+            res["cpu_ms_per_1k_tx"] = steady[0] if steady is not None else \
                 res["cpu_ms_per_1k_tx_with_logins"]
             res["cpu_steady"] = steady is not None
+            if steady is not None and steady[1] is not None:
+                # What the relay's own code costs per transaction, and what the kernel's
+                # socket work on its behalf costs (issue #15 reads the second as a floor).
+                res["cpu_user_ms_per_1k_tx"] = steady[0] * steady[1]
+                res["cpu_kernel_ms_per_1k_tx"] = steady[0] * (1.0 - steady[1])
         if snap is not None:
             proof = self.steering_proof(target, snap, tx, scenario)
             if proof is None:
@@ -607,8 +615,7 @@ class Bench:
         cells = [(m, c) for m in s.modes for c in s.clients]
         # steered only when asked for by name: by default it is a connect-section target.
         names = [n for n in ALL_TARGETS + ["steered"] if n in self.targets and
-                 (n != "steered" or n in s.targets) and n != "pgwarden-mask" and
-                 n not in CONNECT_ONLY_TARGETS]
+                 (n != "steered" or n in s.targets) and n != "pgwarden-mask"]
         # Warm up once: fills PostgreSQL's buffers and PgBouncer's server pool, so round 1
         # is not charged for what later rounds get for free. Long enough for the largest
         # client count to finish its SCRAM logins on a busy machine.
