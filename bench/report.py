@@ -856,9 +856,10 @@ def write(res, path):
         out.append("- Noise: direct's own TPS moved by up to %.0f%% between rounds (%s -c %d)."
                    " Differences smaller than that between targets are not findings." % (
                        n[0] * 100, n[1][0], n[1][1]))
-    out.append("- Run: %d round(s), %d s per pgbench cell, scale %d, %s-row streams, %s idle "
-               "sessions; took %s s." % (s["rounds"], s["seconds"], s["scale"],
-                                           "{:,}".format(s["stream_rows"]),
+    out.append("- Run: %d round(s), %d s per pgbench cell, scale %d, %s-row streams (%d "
+               "round(s)), %s idle sessions; took %s s." % (
+                   s["rounds"], s["seconds"], s["scale"], "{:,}".format(s["stream_rows"]),
+                   s.get("stream_rounds", s["rounds"]),
                                            "{:,}".format(s["idle_conns"]),
                                            env.get("duration_s", "?")))
     out.append("")
