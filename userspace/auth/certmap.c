@@ -4,10 +4,10 @@
 #include "auth/certmap.h"
 
 #include "auth/userlist.h" /* userlist_read_file: one file-permission rule */
+#include "base/errbuf.h"
 #include "base/sanitize.h"
 
 #include <regex.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,19 +27,6 @@ struct certmap {
 	struct certmap_line *lines;
 	size_t count, cap;
 };
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static bool is_blank(char c)
 {
@@ -184,12 +171,12 @@ static int parse_line(struct certmap *m, const char *name, unsigned lineno, cons
 	for (; n < 3; n++) {
 		r = next_token(&p, end, tok[n], sizeof(tok[n]));
 		if (r == -1) {
-			errf(err, errlen, "%s:%u: unterminated quoted token", name, lineno);
+			errbuf_set(err, errlen, "%s:%u: unterminated quoted token", name, lineno);
 			return -1;
 		}
 		if (r == -2) {
-			errf(err, errlen, "%s:%u: token longer than %d bytes", name, lineno,
-			     TOKEN_MAX - 1);
+			errbuf_set(err, errlen, "%s:%u: token longer than %d bytes", name, lineno,
+				   TOKEN_MAX - 1);
 			return -1;
 		}
 		if (r == 0)
@@ -198,21 +185,23 @@ static int parse_line(struct certmap *m, const char *name, unsigned lineno, cons
 	if (n == 0)
 		return 0;
 	if (n < 3 || next_token(&p, end, extra, sizeof(extra)) != 0) {
-		errf(err, errlen, "%s:%u: expected MAPNAME IDENTITY ROLE", name, lineno);
+		errbuf_set(err, errlen, "%s:%u: expected MAPNAME IDENTITY ROLE", name, lineno);
 		return -1;
 	}
 	for (int i = 0; i < 3; i++) {
 		if (!tok[i][0] || has_control(tok[i])) {
-			errf(err, errlen, "%s:%u: empty token or control character", name, lineno);
+			errbuf_set(err, errlen, "%s:%u: empty token or control character",
+				   name, lineno);
 			return -1;
 		}
 	}
 	if (strlen(tok[2]) > ROLE_MAX) {
-		errf(err, errlen, "%s:%u: role longer than %d bytes", name, lineno, ROLE_MAX);
+		errbuf_set(err, errlen, "%s:%u: role longer than %d bytes", name, lineno, ROLE_MAX);
 		return -1;
 	}
 	if (m->count >= m->cap) {
-		errf(err, errlen, "%s:%u: more than %d lines", name, lineno, CERTMAP_MAX_LINES);
+		errbuf_set(err, errlen, "%s:%u: more than %d lines",
+			   name, lineno, CERTMAP_MAX_LINES);
 		return -1;
 	}
 	l = &m->lines[m->count];
@@ -223,10 +212,10 @@ static int parse_line(struct certmap *m, const char *name, unsigned lineno, cons
 
 		if (regex_too_complex(tok[1] + 1)) {
 			sanitize_str(shown, sizeof(shown), tok[1] + 1, SANITIZE_LOG, NULL);
-			errf(err, errlen,
-			     "%s:%u: regular expression \"%s\" is too complex (a repetition of a "
-			     "repetition, or a count above %d)",
-			     name, lineno, shown, REGEX_COUNT_MAX);
+			errbuf_set(err, errlen,
+				   "%s:%u: regular expression \"%s\" is too complex (a repetition "
+				   "of a repetition, or a count above %d)",
+				   name, lineno, shown, REGEX_COUNT_MAX);
 			return -1;
 		}
 		rc = regcomp(&l->re, tok[1] + 1, REG_EXTENDED);
@@ -236,17 +225,17 @@ static int parse_line(struct certmap *m, const char *name, unsigned lineno, cons
 
 			regerror(rc, &l->re, why, sizeof(why));
 			sanitize_str(shown, sizeof(shown), tok[1] + 1, SANITIZE_LOG, NULL);
-			errf(err, errlen, "%s:%u: invalid regular expression \"%s\": %s", name, lineno,
-			     shown, why);
+			errbuf_set(err, errlen, "%s:%u: invalid regular expression \"%s\": %s",
+				   name, lineno, shown, why);
 			return -1;
 		}
 		if (strstr(tok[2], "\\1") && l->re.re_nsub < 1) {
 			regfree(&l->re);
 			sanitize_str(shown, sizeof(shown), tok[1] + 1, SANITIZE_LOG, NULL);
-			errf(err, errlen,
-			     "%s:%u: regular expression \"%s\" has no subexpressions as requested by "
-			     "backreference in \"%s\"",
-			     name, lineno, shown, tok[2]);
+			errbuf_set(err, errlen,
+				   "%s:%u: regular expression \"%s\" has no subexpressions as "
+				   "requested by backreference in \"%s\"",
+				   name, lineno, shown, tok[2]);
 			return -1;
 		}
 	}
@@ -255,7 +244,7 @@ static int parse_line(struct certmap *m, const char *name, unsigned lineno, cons
 	l->role = strdup(tok[2]);
 	m->count++; /* certmap_free releases whatever was set */
 	if (!l->map || !l->identity || !l->role) {
-		errf(err, errlen, "%s: out of memory", name);
+		errbuf_set(err, errlen, "%s: out of memory", name);
 		return -1;
 	}
 	return 0;
@@ -270,7 +259,8 @@ int certmap_parse(const char *name, const char *data, size_t len, struct certmap
 
 	*out = NULL;
 	if (len > CERTMAP_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d MiB", name, CERTMAP_MAX_FILE_SIZE >> 20);
+		errbuf_set(err, errlen, "%s: larger than %d MiB",
+			   name, CERTMAP_MAX_FILE_SIZE >> 20);
 		return -1;
 	}
 	size_t nlines = 1;
@@ -282,7 +272,7 @@ int certmap_parse(const char *name, const char *data, size_t len, struct certmap
 	m = calloc(1, sizeof(*m));
 	if (!m || !(m->lines = calloc(nlines, sizeof(*m->lines)))) {
 		free(m);
-		errf(err, errlen, "%s: out of memory", name);
+		errbuf_set(err, errlen, "%s: out of memory", name);
 		return -1;
 	}
 	m->cap = nlines;
@@ -296,7 +286,7 @@ int certmap_parse(const char *name, const char *data, size_t len, struct certmap
 			n--;
 		le = p + n;
 		if (memchr(p, '\0', n)) {
-			errf(err, errlen, "%s:%u: contains a NUL byte", name, lineno);
+			errbuf_set(err, errlen, "%s:%u: contains a NUL byte", name, lineno);
 			certmap_free(m);
 			return -1;
 		}

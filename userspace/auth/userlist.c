@@ -8,6 +8,7 @@
 #include "auth/userlist.h"
 
 #include "auth/secret.h"
+#include "base/errbuf.h"
 #include "base/sanitize.h"
 
 #include <errno.h>
@@ -37,19 +38,6 @@ struct userlist {
 	uint32_t common_iterations;
 	size_t common_salt_len;
 };
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- one line --------------------------------------------------------------------------- */
 
@@ -127,7 +115,7 @@ static int line_fail(struct parse *ps, unsigned line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(problem, sizeof(problem), fmt, ap);
 	va_end(ap);
-	errf(ps->err, ps->errlen, "%s:%u: %s", ps->name, line, problem);
+	errbuf_set(ps->err, ps->errlen, "%s:%u: %s", ps->name, line, problem);
 	return -1;
 }
 
@@ -292,7 +280,8 @@ int userlist_parse(const char *name, const char *data, size_t len, enum userlist
 
 	*out = NULL;
 	if (len > USERLIST_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d MiB", name, USERLIST_MAX_FILE_SIZE >> 20);
+		errbuf_set(err, errlen, "%s: larger than %d MiB",
+			   name, USERLIST_MAX_FILE_SIZE >> 20);
 		return -1;
 	}
 	for (size_t i = 0; i < len; i++)
@@ -305,7 +294,7 @@ int userlist_parse(const char *name, const char *data, size_t len, enum userlist
 	ps.strings = secret_alloc(ps.strings_cap);
 	scratch = secret_alloc(2 * (SCRAM_PASSWORD_MAX + 2));
 	if (!ps.entries || !ps.strings || !scratch) {
-		errf(err, errlen, "%s: out of memory", name);
+		errbuf_set(err, errlen, "%s: out of memory", name);
 		goto out;
 	}
 	while (p < end) {
@@ -351,7 +340,7 @@ int userlist_parse(const char *name, const char *data, size_t len, enum userlist
 	u = calloc(1, sizeof(*u));
 	entries_size = ps.count * sizeof(struct userlist_entry);
 	if (!u || !(u->block = secret_alloc(entries_size + ps.strings_len + 1))) {
-		errf(err, errlen, "%s: out of memory", name);
+		errbuf_set(err, errlen, "%s: out of memory", name);
 		goto out;
 	}
 	/* Move everything into one block: entries, then the strings, pointers rebased. */
@@ -371,7 +360,7 @@ int userlist_parse(const char *name, const char *data, size_t len, enum userlist
 		uint32_t *v = malloc((ps.count ? ps.count : 1) * sizeof(*v));
 
 		if (!v) {
-			errf(err, errlen, "%s: out of memory", name);
+			errbuf_set(err, errlen, "%s: out of memory", name);
 			goto out;
 		}
 		for (size_t i = 0; i < ps.count; i++)
@@ -409,16 +398,17 @@ int userlist_check_file(int fd, bool secret, char *err, size_t errlen)
 	mode_t perm;
 
 	if (fstat(fd, &st) != 0) {
-		errf(err, errlen, "%s", strerror(errno));
+		errbuf_set(err, errlen, "%s", strerror(errno));
 		return -1;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		errf(err, errlen, "not a regular file");
+		errbuf_set(err, errlen, "not a regular file");
 		return -1;
 	}
 	if (st.st_uid != geteuid() && st.st_uid != 0) {
-		errf(err, errlen, "owned by uid %u; must be owned by pgwardend's user (uid %u) or root",
-		     (unsigned)st.st_uid, (unsigned)geteuid());
+		errbuf_set(err, errlen,
+			   "owned by uid %u; must be owned by pgwardend's user (uid %u) or root",
+			   (unsigned)st.st_uid, (unsigned)geteuid());
 		return -1;
 	}
 	perm = st.st_mode & 07777;
@@ -426,8 +416,8 @@ int userlist_check_file(int fd, bool secret, char *err, size_t errlen)
 	 * one its group may read (PostgreSQL's rule for ssl_key_file). */
 	if (perm & (S_IWGRP | S_IWOTH | S_IXGRP | S_IXOTH) ||
 	    (secret && (perm & S_IROTH || (perm & S_IRGRP && st.st_uid != 0)))) {
-		errf(err, errlen, "permissions %04o are too open; use %s", (unsigned)perm,
-		     secret ? "0600 (or 0640 when root owns the file)" : "0644 or stricter");
+		errbuf_set(err, errlen, "permissions %04o are too open; use %s", (unsigned)perm,
+			   secret ? "0600 (or 0640 when root owns the file)" : "0644 or stricter");
 		return -1;
 	}
 	return 0;
@@ -445,22 +435,22 @@ int userlist_read_file(const char *path, bool secret, size_t max, char **out, si
 	*outlen = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (userlist_check_file(fd, secret, why, sizeof(why)) || fstat(fd, &st)) {
-		errf(err, errlen, "%s: %s", path, why);
+		errbuf_set(err, errlen, "%s: %s", path, why);
 		close(fd);
 		return -1;
 	}
 	if ((size_t)st.st_size > max) {
-		errf(err, errlen, "%s: larger than %zu MiB", path, max >> 20);
+		errbuf_set(err, errlen, "%s: larger than %zu MiB", path, max >> 20);
 		close(fd);
 		return -1;
 	}
 	buf = secret ? secret_alloc((size_t)st.st_size + 1) : malloc((size_t)st.st_size + 1);
 	if (!buf) {
-		errf(err, errlen, "%s: out of memory", path);
+		errbuf_set(err, errlen, "%s: out of memory", path);
 		close(fd);
 		return -1;
 	}
@@ -472,7 +462,7 @@ int userlist_read_file(const char *path, bool secret, size_t max, char **out, si
 		if (n <= 0) {
 			if (n == 0)
 				break;
-			errf(err, errlen, "%s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 			len = SIZE_MAX;
 			break;
 		}
@@ -480,7 +470,7 @@ int userlist_read_file(const char *path, bool secret, size_t max, char **out, si
 	}
 	close(fd);
 	if (len != SIZE_MAX && len > (size_t)st.st_size)
-		errf(err, errlen, "%s: changed while being read; try again", path);
+		errbuf_set(err, errlen, "%s: changed while being read; try again", path);
 	if (len > (size_t)st.st_size) {
 		if (secret)
 			secret_free(buf);

@@ -14,6 +14,7 @@
  * error at its first event.
  */
 #include "config/config.h"
+#include "base/errbuf.h"
 #include "base/instance.h"
 #include "base/utf8.h"
 
@@ -512,19 +513,6 @@ const char *const config_keys[] = {CONFIG_SETTINGS(AS_KEY) NULL};
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /*
  * Text from the file or a flag, made safe to print inside double quotes on one line:
  * quotes, backslashes and anything outside printable ASCII are escaped, and long text is
@@ -994,8 +982,10 @@ static int check_system_name(const char *text, char *problem, size_t n)
 		     text[i] == '.';
 	if (ok)
 		return 0;
-	errf(problem, n, "expected a group name (letters, digits, _ . -; at most 32, not starting "
-			 "with a digit, - or .), or off, got \"%s\"", quote(text, len, q, sizeof(q)));
+	errbuf_set(problem, n,
+		   "expected a group name (letters, digits, _ . -; at most 32, not starting with "
+		   "a digit, - or .), or off, got \"%s\"",
+		   quote(text, len, q, sizeof(q)));
 	return -1;
 }
 
@@ -1010,8 +1000,8 @@ static int check_pg_name(const char *text, char *problem, size_t n)
 		ok = (unsigned char)text[i] >= 0x20 && text[i] != 0x7f;
 	if (ok)
 		return 0;
-	errf(problem, n, "expected a PostgreSQL name (1 to 63 bytes, no control characters), "
-			 "or off, got \"%s\"", quote(text, len, q, sizeof(q)));
+	errbuf_set(problem, n, "expected a PostgreSQL name (1 to 63 bytes, no control characters), "
+			       "or off, got \"%s\"", quote(text, len, q, sizeof(q)));
 	return -1;
 }
 
@@ -1021,8 +1011,9 @@ static int check_server_name_setting(const char *text, char *problem, size_t n)
 
 	if (config_check_server_name(text) == 0)
 		return 0;
-	errf(problem, n, "expected a host name like db.example.com or an IP address, got \"%s\"",
-	     quote(text, strlen(text), q, sizeof(q)));
+	errbuf_set(problem, n,
+		   "expected a host name like db.example.com or an IP address, got \"%s\"",
+		   quote(text, strlen(text), q, sizeof(q)));
 	return -1;
 }
 
@@ -1036,13 +1027,14 @@ static int check_openssl_list(const char *text, char *problem, size_t n)
 	char q[QUOTE_MAX];
 
 	if (len > CONFIG_OPENSSL_LIST_MAX) {
-		errf(problem, n, "longer than %d characters", CONFIG_OPENSSL_LIST_MAX);
+		errbuf_set(problem, n, "longer than %d characters", CONFIG_OPENSSL_LIST_MAX);
 		return -1;
 	}
 	if (len == 0 || strspn(text, allowed) != len) {
-		errf(problem, n, "expected an OpenSSL list of names joined by ':' (letters, digits "
-				 "and +-!@=_.,), got \"%s\"",
-		     quote(text, len, q, sizeof(q)));
+		errbuf_set(problem, n,
+			   "expected an OpenSSL list of names joined by ':' (letters, digits and "
+			   "+-!@=_.,), got \"%s\"",
+			   quote(text, len, q, sizeof(q)));
 		return -1;
 	}
 	return 0;
@@ -1064,8 +1056,8 @@ static int parse_addr_item(const char *text, void *item, char *problem, size_t n
 
 	if (addr_parse(text, item) == 0)
 		return 0;
-	errf(problem, n, "%s, got \"%s\"", type_infos[ST_ADDR_LIST].expected,
-	     quote(text, strlen(text), q, sizeof(q)));
+	errbuf_set(problem, n, "%s, got \"%s\"", type_infos[ST_ADDR_LIST].expected,
+		   quote(text, strlen(text), q, sizeof(q)));
 	return -1;
 }
 
@@ -1082,16 +1074,16 @@ static int parse_cidr_item(const char *text, void *item, char *problem, size_t n
 	char q[QUOTE_MAX], range[CIDR_STRLEN];
 
 	if (cidr_parse(text, c)) {
-		errf(problem, n, "%s, got \"%s\"", type_infos[ST_CIDR_LIST].expected,
-		     quote(text, strlen(text), q, sizeof(q)));
+		errbuf_set(problem, n, "%s, got \"%s\"", type_infos[ST_CIDR_LIST].expected,
+			   quote(text, strlen(text), q, sizeof(q)));
 		return -1;
 	}
 	net = *c;
 	cidr_mask(&net);
 	if (memcmp(net.addr, c->addr, sizeof(net.addr)) != 0) {
-		errf(problem, n, "\"%s\" has host bits set (the range is %s)",
-		     quote(text, strlen(text), q, sizeof(q)),
-		     cidr_format(&net, range, sizeof(range)));
+		errbuf_set(problem, n, "\"%s\" has host bits set (the range is %s)",
+			   quote(text, strlen(text), q, sizeof(q)),
+			   cidr_format(&net, range, sizeof(range)));
 		return -1;
 	}
 	return 0;
@@ -1146,7 +1138,7 @@ static int apply_list(struct config *cfg, const struct setting *st, const char *
 	if ((src == FROM_FLAG && !*from_flag) || src == FROM_FILE)
 		*count = 0;
 	if (*count >= k->max) {
-		errf(problem, n, "more than %u %s", k->max, k->items);
+		errbuf_set(problem, n, "more than %u %s", k->max, k->items);
 		return -1;
 	}
 	memcpy(list_item(cfg, st, (*count)++), &item, k->item_size);
@@ -1189,14 +1181,15 @@ static int apply_uint(struct config *cfg, const struct setting *st, const char *
 			rc = -EINVAL;
 	}
 	if (rc == -EINVAL) {
-		errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
-		     quote(text, strlen(text), q, sizeof(q)));
+		errbuf_set(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+			   quote(text, strlen(text), q, sizeof(q)));
 		return -1;
 	}
 	if (rc == -ERANGE || v < st->min || v > st->max) {
-		errf(problem, n, "\"%s\" is out of range (%s to %s)",
-		     quote(text, strlen(text), q, sizeof(q)), format_uint(st, st->min, lo, sizeof(lo)),
-		     format_uint(st, st->max, hi, sizeof(hi)));
+		errbuf_set(problem, n, "\"%s\" is out of range (%s to %s)",
+			   quote(text, strlen(text), q, sizeof(q)),
+			   format_uint(st, st->min, lo, sizeof(lo)),
+			   format_uint(st, st->max, hi, sizeof(hi)));
 		return -1;
 	}
 	put_uint(cfg, st, v);
@@ -1230,7 +1223,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	if (is_null && !type_is_optional(st->type)) {
 		char what[160];
 
-		errf(problem, n, "missing value (%s)", setting_expected(st, what, sizeof(what)));
+		errbuf_set(problem, n, "missing value (%s)",
+			   setting_expected(st, what, sizeof(what)));
 		return -1;
 	}
 	switch (st->type) {
@@ -1239,8 +1233,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		return apply_list(cfg, st, text, src, problem, n);
 	case ST_ADDR:
 		if (addr_parse(text, &a)) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		memcpy(field(cfg, st), &a, sizeof(a));
@@ -1267,8 +1261,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	case ST_LOG_LEVEL:
 		level = log_level_parse(text);
 		if (level < 0) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		*(enum log_level *)field(cfg, st) = (enum log_level)level;
@@ -1276,16 +1270,16 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	case ST_PATH:
 	case ST_OPT_PATH:
 		if (text[0] != '/' || !printable_utf8(text)) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		/* A Unix socket path must fit sun_path with its NUL; a file path, its own cap. */
 		if (strlen(text) > (st->path_max ? st->path_max :
 				    sizeof(((struct sockaddr_un *)0)->sun_path) - 1)) {
-			errf(problem, n, "path is longer than %zu bytes",
-			     st->path_max ? st->path_max :
-					    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			errbuf_set(problem, n, "path is longer than %zu bytes",
+				   st->path_max ? st->path_max :
+						  sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -1;
 		}
 		if (set_owned_str(cfg, st, text))
@@ -1293,10 +1287,10 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		return 0;
 	case ST_OPT_ADDR:
 		if (addr_parse(text, &a)) {
-			errf(problem, n, "%s, got \"%s\"",
-			     st->remote_ok ? "expected an address like 192.0.2.10:514, or off" :
-					     type_infos[st->type].expected,
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"",
+				   st->remote_ok ? "expected an address like 192.0.2.10:514, or off" :
+						   type_infos[st->type].expected,
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		/* Stored in canonical form so that equal addresses compare equal as text. */
@@ -1306,10 +1300,10 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		/* Same rule as metrics_http_start(), checked here so --check-config and a
 		 * reload report it with its line instead of failing later. */
 		if (!st->remote_ok && !addr_is_loopback(&a)) {
-			errf(problem, n,
-			     "%s is not a loopback address (the endpoint has no authentication; "
-			     "scrape through a local agent)",
-			     canon);
+			errbuf_set(problem, n,
+				   "%s is not a loopback address (the endpoint has no "
+				   "authentication; scrape through a local agent)",
+				   canon);
 			return -1;
 		}
 		if (set_owned_str(cfg, st, canon))
@@ -1319,8 +1313,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		int truth = parse_bool(text);
 
 		if (truth < 0) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		*(bool *)field(cfg, st) = truth == 1;
@@ -1328,8 +1322,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	}
 	case ST_INSTANCE:
 		if (!instance_name_valid(text)) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		if (set_owned_str(cfg, st, text))
@@ -1344,8 +1338,8 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 				return 0;
 			}
 		}
-		errf(problem, n, "%s, got \"%s\"", setting_expected(st, what, sizeof(what)),
-		     quote(text, strlen(text), q, sizeof(q)));
+		errbuf_set(problem, n, "%s, got \"%s\"", setting_expected(st, what, sizeof(what)),
+			   quote(text, strlen(text), q, sizeof(q)));
 		return -1;
 	}
 	case ST_SET: {
@@ -1353,8 +1347,9 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 		uint32_t bits;
 
 		if (parse_set(st, text, &bits)) {
-			errf(problem, n, "%s, got \"%s\"", setting_expected(st, what, sizeof(what)),
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"",
+				   setting_expected(st, what, sizeof(what)),
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		/* Items of a list in the file add up; a whole value replaces. */
@@ -1365,12 +1360,13 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	}
 	case ST_OPT_FILE:
 		if (text[0] != '/' || !printable_utf8(text)) {
-			errf(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
-			     quote(text, strlen(text), q, sizeof(q)));
+			errbuf_set(problem, n, "%s, got \"%s\"", type_infos[st->type].expected,
+				   quote(text, strlen(text), q, sizeof(q)));
 			return -1;
 		}
 		if (strlen(text) > CONFIG_FILE_PATH_MAX) {
-			errf(problem, n, "path is longer than %d bytes", CONFIG_FILE_PATH_MAX);
+			errbuf_set(problem, n, "path is longer than %d bytes",
+				   CONFIG_FILE_PATH_MAX);
 			return -1;
 		}
 		if (set_owned_str(cfg, st, text))
@@ -1386,10 +1382,10 @@ static int apply_value(struct config *cfg, const struct setting *st, const char 
 	case ST_TYPE_COUNT:
 		break;
 	}
-	errf(problem, n, "internal error: unknown setting type");
+	errbuf_set(problem, n, "internal error: unknown setting type");
 	return -1;
 err_nomem:
-	errf(problem, n, "out of memory");
+	errbuf_set(problem, n, "out of memory");
 	return -1;
 }
 
@@ -1611,20 +1607,20 @@ int config_set(struct config *cfg, const char *key, const char *value, char *err
 	const struct setting *st;
 
 	if (!key) {
-		errf(err, errlen, "missing key");
+		errbuf_set(err, errlen, "missing key");
 		return -1;
 	}
 	st = setting_by_name(key);
 	if (!st) {
-		errf(err, errlen, "%s: unknown key", quote(key, strlen(key), q, sizeof(q)));
+		errbuf_set(err, errlen, "%s: unknown key", quote(key, strlen(key), q, sizeof(q)));
 		return -1;
 	}
 	if (!value) {
-		errf(err, errlen, "%s: missing value", quote(key, strlen(key), q, sizeof(q)));
+		errbuf_set(err, errlen, "%s: missing value", quote(key, strlen(key), q, sizeof(q)));
 		return -1;
 	}
 	if (apply_value(cfg, st, value, false, FROM_FLAG, problem, sizeof(problem))) {
-		errf(err, errlen, "%s: %s", quote(key, strlen(key), q, sizeof(q)), problem);
+		errbuf_set(err, errlen, "%s: %s", quote(key, strlen(key), q, sizeof(q)), problem);
 		return -1;
 	}
 	return 0;
@@ -1745,9 +1741,9 @@ static int loader_fail(struct loader *ld, unsigned line, const char *key, const 
 	vsnprintf(problem, sizeof(problem), fmt, ap);
 	va_end(ap);
 	if (key)
-		errf(ld->err, ld->errlen, "%s:%u: %s: %s", ld->name, line, key, problem);
+		errbuf_set(ld->err, ld->errlen, "%s:%u: %s: %s", ld->name, line, key, problem);
 	else
-		errf(ld->err, ld->errlen, "%s:%u: %s", ld->name, line, problem);
+		errbuf_set(ld->err, ld->errlen, "%s:%u: %s", ld->name, line, problem);
 	return -1;
 }
 
@@ -1760,7 +1756,7 @@ static int loader_next(struct loader *ld, yaml_event_t *ev)
 		return 0;
 	switch (p->error) {
 	case YAML_MEMORY_ERROR:
-		errf(ld->err, ld->errlen, "%s: out of memory", ld->name);
+		errbuf_set(ld->err, ld->errlen, "%s: out of memory", ld->name);
 		return -1;
 	case YAML_READER_ERROR:
 		return loader_fail(ld, line_at(ld->data, ld->len, p->problem_offset), NULL,
@@ -2082,7 +2078,7 @@ static int loader_stream(struct loader *ld)
 		return -1;
 	if (ev.type == YAML_STREAM_END_EVENT) {
 		yaml_event_delete(&ev);
-		errf(ld->err, ld->errlen, "%s: file is empty (no settings)", ld->name);
+		errbuf_set(ld->err, ld->errlen, "%s: file is empty (no settings)", ld->name);
 		return -1;
 	}
 	yaml_event_delete(&ev); /* DOCUMENT-START */
@@ -2090,7 +2086,7 @@ static int loader_stream(struct loader *ld)
 		return -1;
 	if (ev.type == YAML_SCALAR_EVENT && scalar_is_null(&ev)) {
 		rc = -1;
-		errf(ld->err, ld->errlen, "%s: file is empty (no settings)", ld->name);
+		errbuf_set(ld->err, ld->errlen, "%s: file is empty (no settings)", ld->name);
 	} else if (ev.type != YAML_MAPPING_START_EVENT) {
 		rc = loader_fail(ld, mark_line(&ev.start_mark), NULL,
 				 "expected a mapping of settings at the top level, got %s",
@@ -2166,7 +2162,7 @@ static int loader_parse(struct loader *ld, int (*pass)(struct loader *))
 	int rc;
 
 	if (!yaml_parser_initialize(&ld->parser)) {
-		errf(ld->err, ld->errlen, "%s: out of memory", ld->name);
+		errbuf_set(ld->err, ld->errlen, "%s: out of memory", ld->name);
 		return -1;
 	}
 	yaml_parser_set_encoding(&ld->parser, YAML_UTF8_ENCODING);
@@ -2185,25 +2181,25 @@ int config_load_buffer(struct config *cfg, const char *name, const char *data, s
 	int rc;
 
 	if (len > CONFIG_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d MiB, the limit for a config file", name,
-		     CONFIG_MAX_FILE_SIZE / (1024 * 1024));
+		errbuf_set(err, errlen, "%s: larger than %d MiB, the limit for a config file", name,
+			   CONFIG_MAX_FILE_SIZE / (1024 * 1024));
 		return -1;
 	}
 	nul = memchr(data, '\0', len);
 	if (nul) {
-		errf(err, errlen, "%s:%u: contains a NUL byte (not a text file?)", name,
-		     line_at(data, len, (size_t)(nul - data)));
+		errbuf_set(err, errlen, "%s:%u: contains a NUL byte (not a text file?)", name,
+			   line_at(data, len, (size_t)(nul - data)));
 		return -1;
 	}
 	bad = utf8_invalid_at((const unsigned char *)data, len);
 	if (bad < len) {
-		errf(err, errlen, "%s:%u: invalid UTF-8 (byte 0x%02x at offset %zu)", name,
-		     line_at(data, len, bad), (unsigned char)data[bad], bad);
+		errbuf_set(err, errlen, "%s:%u: invalid UTF-8 (byte 0x%02x at offset %zu)", name,
+			   line_at(data, len, bad), (unsigned char)data[bad], bad);
 		return -1;
 	}
 	ld.cfg = config_clone(cfg);
 	if (!ld.cfg) {
-		errf(err, errlen, "%s: out of memory", name);
+		errbuf_set(err, errlen, "%s: out of memory", name);
 		return -1;
 	}
 	rc = loader_parse(&ld, loader_check_syntax);
@@ -2228,25 +2224,25 @@ static int read_file(const char *path, char **out, size_t *out_len, char *err, s
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &stbuf)) {
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 		goto err_close;
 	}
 	if (S_ISDIR(stbuf.st_mode)) {
-		errf(err, errlen, "%s: is a directory", path);
+		errbuf_set(err, errlen, "%s: is a directory", path);
 		goto err_close;
 	}
 	if (S_ISREG(stbuf.st_mode) && stbuf.st_size > CONFIG_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d MiB, the limit for a config file", path,
-		     CONFIG_MAX_FILE_SIZE / (1024 * 1024));
+		errbuf_set(err, errlen, "%s: larger than %d MiB, the limit for a config file", path,
+			   CONFIG_MAX_FILE_SIZE / (1024 * 1024));
 		goto err_close;
 	}
 	buf = malloc(cap);
 	if (!buf) {
-		errf(err, errlen, "%s: out of memory", path);
+		errbuf_set(err, errlen, "%s: out of memory", path);
 		goto err_close;
 	}
 	while (len < cap) {
@@ -2255,7 +2251,7 @@ static int read_file(const char *path, char **out, size_t *out_len, char *err, s
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			errf(err, errlen, "%s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 			goto err_free;
 		}
 		if (n == 0)
@@ -2263,8 +2259,8 @@ static int read_file(const char *path, char **out, size_t *out_len, char *err, s
 		len += (size_t)n;
 	}
 	if (len > CONFIG_MAX_FILE_SIZE) {
-		errf(err, errlen, "%s: larger than %d MiB, the limit for a config file", path,
-		     CONFIG_MAX_FILE_SIZE / (1024 * 1024));
+		errbuf_set(err, errlen, "%s: larger than %d MiB, the limit for a config file", path,
+			   CONFIG_MAX_FILE_SIZE / (1024 * 1024));
 		goto err_free;
 	}
 	close(fd);
@@ -2406,16 +2402,17 @@ static int validate_addr_list(const char *key, const struct addr *list, unsigned
 	for (unsigned i = 0; i < n; i++) {
 		for (unsigned j = 0; j < i; j++) {
 			if (addr_equal(&list[i].ss.sa, &list[j].ss.sa)) {
-				errf(err, errlen, "%s: %s is listed twice", key,
-				     addr_format(&list[i].ss.sa, a, sizeof(a)));
+				errbuf_set(err, errlen, "%s: %s is listed twice", key,
+					   addr_format(&list[i].ss.sa, a, sizeof(a)));
 				return -1;
 			}
 		}
 		/* The relay would accept its own upstream connections, forever. */
 		if (upstream_reaches(&list[i], &cfg->upstream)) {
-			errf(err, errlen,
-			     "upstream: %s is also a %s address; the relay would connect to itself",
-			     addr_format(&cfg->upstream.ss.sa, a, sizeof(a)), key);
+			errbuf_set(err, errlen,
+				   "upstream: %s is also a %s address; the relay would connect to "
+				   "itself",
+				   addr_format(&cfg->upstream.ss.sa, a, sizeof(a)), key);
 			return -1;
 		}
 	}
@@ -2430,27 +2427,29 @@ static int validate_gate(const struct config *cfg, char *err, size_t errlen)
 	char a[CIDR_STRLEN];
 
 	if (!cfg->gate_enabled && (cfg->gate_rate_per_hour || cfg->ngate_deny)) {
-		errf(err, errlen,
-		     "%s: the admission gate is off; set gate.queue to the queue of "
-		     "pgwardenctl attach --gate-queue",
-		     cfg->gate_rate_per_hour ? "gate.rate" : "gate.deny");
+		errbuf_set(err, errlen,
+			   "%s: the admission gate is off; set gate.queue to the queue of "
+			   "pgwardenctl attach --gate-queue",
+			   cfg->gate_rate_per_hour ? "gate.rate" : "gate.deny");
 		return -1;
 	}
 	if (cfg->gate_rate_per_hour && !cfg->gate_burst) {
-		errf(err, errlen, "gate.burst: required with gate.rate (how many new connections a "
-				  "source may make at once)");
+		errbuf_set(err, errlen,
+			   "gate.burst: required with gate.rate (how many new connections a "
+			   "source may make at once)");
 		return -1;
 	}
 	if (!cfg->gate_rate_per_hour && cfg->gate_burst) {
-		errf(err, errlen, "gate.burst: set without gate.rate (a burst limits nothing alone)");
+		errbuf_set(err, errlen,
+			   "gate.burst: set without gate.rate (a burst limits nothing alone)");
 		return -1;
 	}
 	for (unsigned i = 0; i < cfg->ngate_deny; i++) {
 		for (unsigned j = 0; j < i; j++) {
 			if (cfg->gate_deny[i].bits == cfg->gate_deny[j].bits &&
 			    memcmp(cfg->gate_deny[i].addr, cfg->gate_deny[j].addr, 16) == 0) {
-				errf(err, errlen, "gate.deny: %s is listed twice",
-				     cidr_format(&cfg->gate_deny[i], a, sizeof(a)));
+				errbuf_set(err, errlen, "gate.deny: %s is listed twice",
+					   cidr_format(&cfg->gate_deny[i], a, sizeof(a)));
 				return -1;
 			}
 		}
@@ -2463,11 +2462,13 @@ static int validate_cert_pair(const char *leg, const char *cert, const char *key
 			      size_t errlen)
 {
 	if (cert && !key) {
-		errf(err, errlen, "tls.%s.cert_file: set, but tls.%s.key_file is not", leg, leg);
+		errbuf_set(err, errlen, "tls.%s.cert_file: set, but tls.%s.key_file is not",
+			   leg, leg);
 		return -1;
 	}
 	if (key && !cert) {
-		errf(err, errlen, "tls.%s.key_file: set, but tls.%s.cert_file is not", leg, leg);
+		errbuf_set(err, errlen, "tls.%s.key_file: set, but tls.%s.cert_file is not",
+			   leg, leg);
 		return -1;
 	}
 	return 0;
@@ -2494,54 +2495,62 @@ static int validate_tls(const struct config *cfg, char *err, size_t errlen)
 			       errlen))
 		return -1;
 	if (client_on && !cfg->tls_client_cert_file) {
-		errf(err, errlen, "tls.client.mode: %s needs tls.client.cert_file and "
-				  "tls.client.key_file (the certificate pgwarden presents to clients)",
-		     client_modes[cfg->tls_client_mode]);
+		errbuf_set(err, errlen,
+			   "tls.client.mode: %s needs tls.client.cert_file and "
+			   "tls.client.key_file (the certificate pgwarden presents to clients)",
+			   client_modes[cfg->tls_client_mode]);
 		return -1;
 	}
 	if (!client_on && cfg->tls_client_verify != CONFIG_TLS_VERIFY_NONE) {
-		errf(err, errlen, "tls.client.verify: %s, but tls.client.mode is disable (no client "
-				  "certificate could be checked)",
-		     verify_modes[cfg->tls_client_verify]);
+		errbuf_set(err, errlen,
+			   "tls.client.verify: %s, but tls.client.mode is disable (no client "
+			   "certificate could be checked)",
+			   verify_modes[cfg->tls_client_verify]);
 		return -1;
 	}
 	if (cfg->tls_client_verify != CONFIG_TLS_VERIFY_NONE && !cfg->tls_client_ca_file) {
-		errf(err, errlen, "tls.client.verify: %s needs tls.client.ca_file (the CAs that sign "
-				  "client certificates)",
-		     verify_modes[cfg->tls_client_verify]);
+		errbuf_set(err, errlen,
+			   "tls.client.verify: %s needs tls.client.ca_file (the CAs that sign "
+			   "client certificates)",
+			   verify_modes[cfg->tls_client_verify]);
 		return -1;
 	}
 	if (cfg->tls_client_verify == CONFIG_TLS_VERIFY_NONE && cfg->tls_client_ca_file) {
-		errf(err, errlen, "tls.client.ca_file: set, but tls.client.verify is none (client "
-				  "certificates would not be checked)");
+		errbuf_set(err, errlen,
+			   "tls.client.ca_file: set, but tls.client.verify is none (client "
+			   "certificates would not be checked)");
 		return -1;
 	}
 	if (cfg->tls_client_crl_file && !cfg->tls_client_ca_file) {
-		errf(err, errlen, "tls.client.crl_file: set, but tls.client.ca_file is not");
+		errbuf_set(err, errlen, "tls.client.crl_file: set, but tls.client.ca_file is not");
 		return -1;
 	}
 	if (server_verifies && !cfg->tls_server_ca_file) {
-		errf(err, errlen, "tls.server.mode: %s needs tls.server.ca_file (the CAs that sign "
-				  "the server's certificate)",
-		     server_modes[cfg->tls_server_mode]);
+		errbuf_set(err, errlen,
+			   "tls.server.mode: %s needs tls.server.ca_file (the CAs that sign the "
+			   "server's certificate)",
+			   server_modes[cfg->tls_server_mode]);
 		return -1;
 	}
 	if (!server_verifies && cfg->tls_server_ca_file) {
-		errf(err, errlen, "tls.server.ca_file: set, but tls.server.mode %s does not verify the "
-				  "server (use verify-ca or verify-full)",
-		     server_modes[cfg->tls_server_mode]);
+		errbuf_set(err, errlen,
+			   "tls.server.ca_file: set, but tls.server.mode %s does not verify the "
+			   "server (use verify-ca or verify-full)",
+			   server_modes[cfg->tls_server_mode]);
 		return -1;
 	}
 	if (cfg->tls_server_crl_file && !cfg->tls_server_ca_file) {
-		errf(err, errlen, "tls.server.crl_file: set, but tls.server.ca_file is not");
+		errbuf_set(err, errlen, "tls.server.crl_file: set, but tls.server.ca_file is not");
 		return -1;
 	}
 	if (!server_on && cfg->tls_server_cert_file) {
-		errf(err, errlen, "tls.server.cert_file: set, but tls.server.mode is disable");
+		errbuf_set(err, errlen,
+			   "tls.server.cert_file: set, but tls.server.mode is disable");
 		return -1;
 	}
 	if (!server_on && cfg->tls_server_name) {
-		errf(err, errlen, "tls.server.server_name: set, but tls.server.mode is disable");
+		errbuf_set(err, errlen,
+			   "tls.server.server_name: set, but tls.server.mode is disable");
 		return -1;
 	}
 	return 0;
@@ -2564,26 +2573,28 @@ static int validate_auth(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->auth_mode != AUTH_MODE_TERMINATE) {
 		for (size_t i = 0; i < ARRAY_SIZE(terminate_only); i++) {
 			if (*(char *const *)((const char *)cfg + terminate_only[i].offset)) {
-				errf(err, errlen, "%s: only used with auth.mode: terminate",
-				     terminate_only[i].key);
+				errbuf_set(err, errlen, "%s: only used with auth.mode: terminate",
+					   terminate_only[i].key);
 				return -1;
 			}
 		}
 		if (cfg->auth_require_cert_and_password) {
-			errf(err, errlen, "auth.require_cert_and_password: only used with auth.mode: "
-					  "terminate");
+			errbuf_set(err, errlen,
+				   "auth.require_cert_and_password: only used with auth.mode: "
+				   "terminate");
 			return -1;
 		}
 		return 0;
 	}
 	if (!cfg->auth_users_file && !cfg->auth_cert_map) {
-		errf(err, errlen, "auth.mode: terminate needs auth.users_file (SCRAM) or "
-				  "auth.cert_map (client certificates)");
+		errbuf_set(err, errlen, "auth.mode: terminate needs auth.users_file (SCRAM) or "
+					"auth.cert_map (client certificates)");
 		return -1;
 	}
 	if (cfg->auth_require_cert_and_password && (!cfg->auth_users_file || !cfg->auth_cert_map)) {
-		errf(err, errlen, "auth.require_cert_and_password: needs both auth.users_file and "
-				  "auth.cert_map");
+		errbuf_set(err, errlen,
+			   "auth.require_cert_and_password: needs both auth.users_file and "
+			   "auth.cert_map");
 		return -1;
 	}
 	return 0;
@@ -2606,20 +2617,23 @@ static int validate_audit(const struct config *cfg, char *err, size_t errlen)
 	if (!cfg->audit_path) {
 		for (size_t i = 0; i < ARRAY_SIZE(needs_path); i++) {
 			if (*(char *const *)((const char *)cfg + needs_path[i].offset)) {
-				errf(err, errlen, "%s: set, but audit.path is not (no audit trail)",
-				     needs_path[i].key);
+				errbuf_set(err, errlen,
+					   "%s: set, but audit.path is not (no audit trail)",
+					   needs_path[i].key);
 				return -1;
 			}
 		}
 		return 0;
 	}
 	if (!cfg->audit_signing_key) {
-		errf(err, errlen, "audit.signing_key: required with audit.path (checkpoints are "
-				  "signed; pgwardenctl audit keygen makes a key pair)");
+		errbuf_set(err, errlen,
+			   "audit.signing_key: required with audit.path (checkpoints are signed; "
+			   "pgwardenctl audit keygen makes a key pair)");
 		return -1;
 	}
 	if (strcmp(cfg->audit_path, cfg->audit_signing_key) == 0) {
-		errf(err, errlen, "audit.signing_key: %s is also audit.path", cfg->audit_path);
+		errbuf_set(err, errlen, "audit.signing_key: %s is also audit.path",
+			   cfg->audit_path);
 		return -1;
 	}
 	return 0;
@@ -2630,11 +2644,11 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 	char a[ADDR_STRLEN], b[32], c[32];
 
 	if (cfg->nlisten == 0) {
-		errf(err, errlen, "listen: at least one listen address is required");
+		errbuf_set(err, errlen, "listen: at least one listen address is required");
 		return -1;
 	}
 	if (!cfg->has_upstream) {
-		errf(err, errlen, "upstream: an upstream address is required");
+		errbuf_set(err, errlen, "upstream: an upstream address is required");
 		return -1;
 	}
 	if (validate_addr_list("listen", cfg->listen, cfg->nlisten, cfg, err, errlen) ||
@@ -2647,34 +2661,39 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 		for (unsigned j = 0; j < cfg->nlisten; j++) {
 			if (addr_overlaps(&cfg->tproxy_listen[i], &cfg->listen[j]) ||
 			    addr_overlaps(&cfg->listen[j], &cfg->tproxy_listen[i])) {
-				errf(err, errlen, "tproxy_listen: %s is also a listen address",
-				     addr_format(&cfg->tproxy_listen[i].ss.sa, a, sizeof(a)));
+				errbuf_set(err, errlen,
+					   "tproxy_listen: %s is also a listen address",
+					   addr_format(&cfg->tproxy_listen[i].ss.sa, a, sizeof(a)));
 				return -1;
 			}
 		}
 	}
 	/* Smaller than one buffer is never deliberate: it is 8KiB written for 8MiB. */
 	if (cfg->max_message_size < cfg->buffer_size) {
-		errf(err, errlen, "max_message_size: %s is smaller than buffer_size (%s)",
-		     format_size(cfg->max_message_size, b, sizeof(b)),
-		     format_size(cfg->buffer_size, c, sizeof(c)));
+		errbuf_set(err, errlen, "max_message_size: %s is smaller than buffer_size (%s)",
+			   format_size(cfg->max_message_size, b, sizeof(b)),
+			   format_size(cfg->buffer_size, c, sizeof(c)));
 		return -1;
 	}
 	if (cfg->unix_upstream && !cfg->unix_listen) {
-		errf(err, errlen, "unix_upstream: set, but unix_listen is not (only clients of the "
-		     "relay's Unix listener go to unix_upstream)");
+		errbuf_set(err, errlen,
+			   "unix_upstream: set, but unix_listen is not (only clients of the "
+			   "relay's Unix listener go to unix_upstream)");
 		return -1;
 	}
 	if (cfg->unix_listen) {
 		/* Either would have the relay accept its own connections, or take the admin
 		 * socket's place. */
 		if (cfg->unix_upstream && unix_paths_same(cfg->unix_listen, cfg->unix_upstream)) {
-			errf(err, errlen, "unix_upstream: %s is also unix_listen; the relay would "
-			     "connect to itself", cfg->unix_upstream);
+			errbuf_set(err, errlen,
+				   "unix_upstream: %s is also unix_listen; the relay would "
+				   "connect to itself",
+				   cfg->unix_upstream);
 			return -1;
 		}
 		if (unix_paths_same(cfg->unix_listen, cfg->admin_socket)) {
-			errf(err, errlen, "unix_listen: %s is also admin_socket", cfg->unix_listen);
+			errbuf_set(err, errlen, "unix_listen: %s is also admin_socket",
+				   cfg->unix_listen);
 			return -1;
 		}
 	}
@@ -2682,40 +2701,45 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 		struct addr m;
 
 		if (addr_parse(cfg->metrics_listen, &m)) {
-			errf(err, errlen, "metrics_listen: \"%s\" is not an address", cfg->metrics_listen);
+			errbuf_set(err, errlen, "metrics_listen: \"%s\" is not an address",
+				   cfg->metrics_listen);
 			return -1;
 		}
 		for (unsigned i = 0; i < cfg->nlisten; i++) {
 			if (addr_overlaps(&cfg->listen[i], &m) || addr_overlaps(&m, &cfg->listen[i])) {
-				errf(err, errlen, "metrics_listen: %s is also a listen address",
-				     cfg->metrics_listen);
+				errbuf_set(err, errlen,
+					   "metrics_listen: %s is also a listen address",
+					   cfg->metrics_listen);
 				return -1;
 			}
 		}
 		for (unsigned i = 0; i < cfg->ntproxy_listen; i++) {
 			if (addr_overlaps(&cfg->tproxy_listen[i], &m) ||
 			    addr_overlaps(&m, &cfg->tproxy_listen[i])) {
-				errf(err, errlen, "metrics_listen: %s is also a tproxy_listen address",
-				     cfg->metrics_listen);
+				errbuf_set(err, errlen,
+					   "metrics_listen: %s is also a tproxy_listen address",
+					   cfg->metrics_listen);
 				return -1;
 			}
 		}
 	}
 	if (cfg->admission_rate_per_hour && !cfg->admission_burst) {
-		errf(err, errlen, "admission.burst: required with admission.rate (how many new "
-				  "connections a source may open at once)");
+		errbuf_set(err, errlen,
+			   "admission.burst: required with admission.rate (how many new "
+			   "connections a source may open at once)");
 		return -1;
 	}
 	if (!cfg->admission_rate_per_hour && cfg->admission_burst) {
-		errf(err, errlen, "admission.burst: set without admission.rate (a burst limits "
-				  "nothing alone)");
+		errbuf_set(err, errlen,
+			   "admission.burst: set without admission.rate (a burst limits nothing "
+			   "alone)");
 		return -1;
 	}
 	/* Each refresh is a login and a catalog query on the server: more often than once a
 	 * second is a typo, not a policy. */
 	if (cfg->mask_catalog_refresh_ms && cfg->mask_catalog_refresh_ms < MS_PER_S) {
-		errf(err, errlen, "mask.catalog_refresh: %" PRIu64 "ms is below 1s (0 turns the "
-				  "periodic refresh off)", cfg->mask_catalog_refresh_ms);
+		errbuf_set(err, errlen, "mask.catalog_refresh: %" PRIu64 "ms is below 1s (0 turns the "
+					"periodic refresh off)", cfg->mask_catalog_refresh_ms);
 		return -1;
 	}
 	if (validate_gate(cfg, err, errlen) || validate_tls(cfg, err, errlen) ||

@@ -20,6 +20,7 @@
  */
 #include "steer/steer_internal.h"
 
+#include "base/errbuf.h"
 #include "base/log.h"
 #include "steer.skel.h"
 
@@ -173,19 +174,6 @@ static uint64_t netns_ino(void)
 	return stat("/proc/self/ns/net", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static void pin_path(char *buf, size_t n, const char *instance, const char *name)
 {
 	if (name)
@@ -203,7 +191,7 @@ static int bpffs_ensure(char *err, size_t errlen)
 		return 0;
 	if (mount("bpf", STEER_BPFFS, "bpf", 0, "mode=0700") == 0)
 		return 0;
-	seterr(err, errlen, "cannot mount bpffs on %s: %s", STEER_BPFFS, strerror(errno));
+	errbuf_set(err, errlen, "cannot mount bpffs on %s: %s", STEER_BPFFS, strerror(errno));
 	return -errno;
 }
 
@@ -213,13 +201,14 @@ static int cgroup2_root(char *out, size_t n, char *err, size_t errlen)
 	int rc;
 
 	if (!f) {
-		seterr(err, errlen, "cannot read /proc/self/mounts: %s", strerror(errno));
+		errbuf_set(err, errlen, "cannot read /proc/self/mounts: %s", strerror(errno));
 		return -errno;
 	}
 	rc = steer_find_mount(f, "cgroup2", out, n);
 	fclose(f);
 	if (rc)
-		seterr(err, errlen, "no cgroup v2 mount in /proc/self/mounts (steering needs cgroup v2)");
+		errbuf_set(err, errlen,
+			   "no cgroup v2 mount in /proc/self/mounts (steering needs cgroup v2)");
 	return rc;
 }
 
@@ -244,17 +233,17 @@ static int cgroup_open(const char *path, char *resolved, size_t n, uint64_t *id,
 	else
 		rc = snprintf(resolved, n, "%s/%s", root, path[0] == '/' ? path + 1 : path);
 	if (rc < 0 || (size_t)rc >= n) {
-		seterr(err, errlen, "cgroup path too long");
+		errbuf_set(err, errlen, "cgroup path too long");
 		return -ENAMETOOLONG;
 	}
 	fd = open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		seterr(err, errlen, "cannot open cgroup %s: %s", resolved, strerror(errno));
+		errbuf_set(err, errlen, "cannot open cgroup %s: %s", resolved, strerror(errno));
 		return rc;
 	}
 	if (fstatfs(fd, &sfs) || (unsigned long)sfs.f_type != CGROUP2_SUPER_MAGIC || fstat(fd, &st)) {
-		seterr(err, errlen, "%s is not a cgroup v2 directory", resolved);
+		errbuf_set(err, errlen, "%s is not a cgroup v2 directory", resolved);
 		close(fd);
 		return -ENOTDIR;
 	}
@@ -358,11 +347,11 @@ static int relay_check(const struct steer_opts *o, const struct addr *a, const c
 		usleep(100 * 1000);
 	}
 	if (unix_path)
-		seterr(err, errlen, "relay is not listening on unix:%s: start pgwardend with "
-		       "unix_listen first", unix_path);
+		errbuf_set(err, errlen, "relay is not listening on unix:%s: start pgwardend with "
+			   "unix_listen first", unix_path);
 	else
-		seterr(err, errlen, "relay is not listening on %s: start pgwardend first",
-		       addr_format(&a->ss.sa, text, sizeof(text)));
+		errbuf_set(err, errlen, "relay is not listening on %s: start pgwardend first",
+			   addr_format(&a->ss.sa, text, sizeof(text)));
 	return -ECONNREFUSED;
 }
 
@@ -406,10 +395,11 @@ static int relay_registration_wait(const struct steer_opts *o, int map_fd, char 
 			break;
 		usleep(50 * 1000);
 	}
-	seterr(err, errlen, "something listens on %s but it has not registered with instance '%s': "
-	       "start pgwardend with steer_instance %s (a process that is not pgwardend never "
-	       "receives steered clients)",
-	       addr_format(&o->relay[i].ss.sa, text, sizeof(text)), o->instance, o->instance);
+	errbuf_set(err, errlen,
+		   "something listens on %s but it has not registered with instance '%s': start "
+		   "pgwardend with steer_instance %s (a process that is not pgwardend never "
+		   "receives steered clients)",
+		   addr_format(&o->relay[i].ss.sa, text, sizeof(text)), o->instance, o->instance);
 	return -ECONNREFUSED;
 }
 
@@ -562,20 +552,21 @@ int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 	bool fam4 = false, fam6 = false;
 
 	if (!instance_name_valid(o->instance)) {
-		seterr(err, errlen, "bad instance name '%s' (letters, digits, _ and -, at most %d)",
-		       o->instance, STEER_INSTANCE_MAX - 1);
+		errbuf_set(err, errlen,
+			   "bad instance name '%s' (letters, digits, _ and -, at most %d)",
+			   o->instance, STEER_INSTANCE_MAX - 1);
 		return -EINVAL;
 	}
 	if (o->nports == 0) {
-		seterr(err, errlen, "no --port given: nothing to protect");
+		errbuf_set(err, errlen, "no --port given: nothing to protect");
 		return -EINVAL;
 	}
 	if (o->nrelay == 0) {
-		seterr(err, errlen, "no --relay given: where does pgwardend listen?");
+		errbuf_set(err, errlen, "no --relay given: where does pgwardend listen?");
 		return -EINVAL;
 	}
 	if (o->relay_mark == 0) {
-		seterr(err, errlen, "the relay mark must not be 0");
+		errbuf_set(err, errlen, "the relay mark must not be 0");
 		return -EINVAL;
 	}
 	for (unsigned i = 0; i < o->naddresses; i++) {
@@ -583,9 +574,10 @@ int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 
 		/* A connect to 0.0.0.0 is matched as the address it reaches, never as 0.0.0.0. */
 		if (addr_is_unspecified(&o->addresses[i])) {
-			seterr(err, errlen, "--address %s is no address a connection reaches: to protect "
-			       "every address of the port, give --port without --address",
-			       addr_format(&o->addresses[i].ss.sa, text, sizeof(text)));
+			errbuf_set(err, errlen,
+				   "--address %s is no address a connection reaches: to protect "
+				   "every address of the port, give --port without --address",
+				   addr_format(&o->addresses[i].ss.sa, text, sizeof(text)));
 			return -EINVAL;
 		}
 	}
@@ -594,13 +586,15 @@ int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 		char text[ADDR_STRLEN];
 
 		if (addr_is_unspecified(&o->relay[i])) {
-			seterr(err, errlen, "--relay %s: give the address pgwardend listens on, not a "
-			       "wildcard", addr_format(&o->relay[i].ss.sa, text, sizeof(text)));
+			errbuf_set(err, errlen,
+				   "--relay %s: give the address pgwardend listens on, not a "
+				   "wildcard",
+				   addr_format(&o->relay[i].ss.sa, text, sizeof(text)));
 			return -EINVAL;
 		}
 
 		if ((f == AF_INET && fam4) || (f == AF_INET6 && fam6)) {
-			seterr(err, errlen, "one --relay per address family");
+			errbuf_set(err, errlen, "one --relay per address family");
 			return -EINVAL;
 		}
 		fam4 |= f == AF_INET;
@@ -611,24 +605,29 @@ int steer_opts_check(const struct steer_opts *o, char *err, size_t errlen)
 			((const struct sockaddr_in6 *)&o->relay[i].ss)->sin6_port);
 		for (unsigned p = 0; p < o->nports; p++)
 			if (o->ports[p] == rp) {
-				seterr(err, errlen, "the relay listens on protected port %u: that would loop",
-				       rp);
+				errbuf_set(err, errlen,
+					   "the relay listens on protected port %u: that would "
+					   "loop",
+					   rp);
 				return -EINVAL;
 			}
 	}
 	if (o->tproxy_port)
 		for (unsigned p = 0; p < o->nports; p++)
 			if (o->ports[p] == o->tproxy_port) {
-				seterr(err, errlen, "the TPROXY listener port %u is a protected port",
-				       o->tproxy_port);
+				errbuf_set(err, errlen,
+					   "the TPROXY listener port %u is a protected port",
+					   o->tproxy_port);
 				return -EINVAL;
 			}
 	if (o->tproxy_port && (o->tproxy_mark == 0 || o->tproxy_mark == o->relay_mark)) {
-		seterr(err, errlen, "the TPROXY mark must be non-zero and differ from the relay mark");
+		errbuf_set(err, errlen,
+			   "the TPROXY mark must be non-zero and differ from the relay mark");
 		return -EINVAL;
 	}
 	if (o->nunix && !o->unix_relay) {
-		seterr(err, errlen, "--unix-socket needs --unix-relay (the relay's own Unix socket)");
+		errbuf_set(err, errlen,
+			   "--unix-socket needs --unix-relay (the relay's own Unix socket)");
 		return -EINVAL;
 	}
 	return 0;
@@ -657,10 +656,11 @@ static int foreign_check(int cg_fd, char *err, size_t errlen)
 				continue;
 			if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
 			    strncmp(info.name, PGW_PROG_PREFIX, strlen(PGW_PROG_PREFIX)) != 0) {
-				seterr(err, errlen,
-				       "cgroup already has a %s program that is not pgwarden's (id %u, "
-				       "name '%s'): it may steer the same ports; remove it first",
-				       t ? "connect6" : "connect4", ids[i], info.name);
+				errbuf_set(err, errlen,
+					   "cgroup already has a %s program that is not "
+					   "pgwarden's (id %u, name '%s'): it may steer the same "
+					   "ports; remove it first",
+					   t ? "connect6" : "connect4", ids[i], info.name);
 				close(fd);
 				return -EBUSY;
 			}
@@ -710,7 +710,7 @@ int steer_bpf_access(char *err, size_t errlen)
 
 	if (bpf_link_get_next_id(0, &id) == 0 || errno == ENOENT)
 		return 0;
-	seterr(err, errlen, "cannot inspect BPF links: %s%s", strerror(errno), errhint(errno));
+	errbuf_set(err, errlen, "cannot inspect BPF links: %s%s", strerror(errno), errhint(errno));
 	return -errno;
 }
 
@@ -841,7 +841,7 @@ static int pinned_update(const struct steer_opts *o, const struct pgw_config *cf
 	if (!rc && bpf_map_update_elem(cfd, &zero, cfg, BPF_ANY))
 		rc = -errno;
 	if (rc)
-		seterr(err, errlen, "cannot update the attached maps: %s", strerror(-rc));
+		errbuf_set(err, errlen, "cannot update the attached maps: %s", strerror(-rc));
 	if (cfd >= 0)
 		close(cfd);
 	if (pfd >= 0)
@@ -866,7 +866,7 @@ static int pinned_upgrade(const char *instance, const struct steer_features *f, 
 	int rc = 0;
 
 	if (!skel) {
-		seterr(err, errlen, "cannot open the BPF object: %s", strerror(errno));
+		errbuf_set(err, errlen, "cannot open the BPF object: %s", strerror(errno));
 		return -errno;
 	}
 	bpf_object__for_each_map(m, skel->obj) {
@@ -886,13 +886,14 @@ static int pinned_upgrade(const char *instance, const struct steer_features *f, 
 			break;
 	}
 	if (rc) {
-		seterr(err, errlen, "cannot reuse the pinned maps: %s", strerror(-rc));
+		errbuf_set(err, errlen, "cannot reuse the pinned maps: %s", strerror(-rc));
 		goto out;
 	}
 	skel_set_autoload(skel, f);
 	rc = steer__load(skel);
 	if (rc) {
-		seterr(err, errlen, "cannot load the BPF programs: %s%s", strerror(-rc), errhint(-rc));
+		errbuf_set(err, errlen, "cannot load the BPF programs: %s%s",
+			   strerror(-rc), errhint(-rc));
 		goto out;
 	}
 	for (int i = 0; i < SP_COUNT && !rc; i++) {
@@ -905,7 +906,7 @@ static int pinned_upgrade(const char *instance, const struct steer_features *f, 
 		if (fd < 0 || bpf_link_update(fd, bpf_program__fd(skel_prog(skel, (enum steer_prog)i)),
 					      NULL)) {
 			rc = -errno;
-			seterr(err, errlen, "cannot update link %s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "cannot update link %s: %s", path, strerror(errno));
 		}
 		if (fd >= 0)
 			close(fd);
@@ -932,8 +933,10 @@ static int origin_size_check(const struct steer_opts *o, char *err, size_t errle
 	if (fd < 0)
 		return 0; /* the update reports the missing pin itself */
 	if (bpf_obj_get_info_by_fd(fd, &mi, &len) == 0 && mi.max_entries != o->origin_max) {
-		seterr(err, errlen, "the attached origin map holds %u records, not --origin-max %u: "
-		       "detach first to resize it", mi.max_entries, o->origin_max);
+		errbuf_set(err, errlen,
+			   "the attached origin map holds %u records, not --origin-max %u: detach "
+			   "first to resize it",
+			   mi.max_entries, o->origin_max);
 		rc = -EINVAL;
 	}
 	close(fd);
@@ -1002,7 +1005,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	if (rc)
 		return rc;
 	if (o->fail_open && !out) {
-		seterr(err, errlen, "fail-open needs a process to own the links");
+		errbuf_set(err, errlen, "fail-open needs a process to own the links");
 		return -EINVAL;
 	}
 	rc = steer_bpf_access(err, errlen);
@@ -1036,7 +1039,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 			 "relay port (below 1024)");
 	rc = config_build(o, cgroup_id, &feat, &cfg);
 	if (rc) {
-		seterr(err, errlen, "--unix-relay path too long");
+		errbuf_set(err, errlen, "--unix-relay path too long");
 		goto err_close_cg;
 	}
 
@@ -1067,7 +1070,8 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 			sfd = bpf_obj_get(path);
 			rc = sfd < 0 ? -ENOENT : relay_registration_wait(o, sfd, err, errlen);
 			if (sfd < 0)
-				seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
+				errbuf_set(err, errlen, "cannot open %s: %s",
+					   path, strerror(errno));
 			if (sfd >= 0)
 				close(sfd);
 			if (rc) {
@@ -1096,14 +1100,15 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	}
 	if (rc == 0 && pinned_links_live(o->instance, old.cgroup_id, &steer_features_none) &&
 	    old.cgroup_id != cgroup_id) {
-		seterr(err, errlen, "instance '%s' is attached to another cgroup (id %llu): detach "
-		       "it first", o->instance, (unsigned long long)old.cgroup_id);
+		errbuf_set(err, errlen,
+			   "instance '%s' is attached to another cgroup (id %llu): detach it first",
+			   o->instance, (unsigned long long)old.cgroup_id);
 		rc = -EBUSY;
 		goto err_close_cg;
 	}
 	if (rc == 0 && o->fail_open && pinned_links_live(o->instance, old.cgroup_id, &steer_features_none)) {
-		seterr(err, errlen, "instance '%s' is attached fail-closed: detach it first",
-		       o->instance);
+		errbuf_set(err, errlen, "instance '%s' is attached fail-closed: detach it first",
+			   o->instance);
 		rc = -EBUSY;
 		goto err_close_cg;
 	}
@@ -1113,8 +1118,10 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 
 		pin_path(pdir, sizeof(pdir), o->instance, NULL);
 		if (stat(pdir, &st) != 0) {
-			seterr(err, errlen, "instance '%s' is attached fail-open by a running process "
-			       "(link id %u): detach it first", o->instance, ids[0]);
+			errbuf_set(err, errlen,
+				   "instance '%s' is attached fail-open by a running process "
+				   "(link id %u): detach it first",
+				   o->instance, ids[0]);
 			rc = -EBUSY;
 			goto err_close_cg;
 		}
@@ -1153,7 +1160,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		rc = -ENOMEM;
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto err_close_cg;
 	}
 	h->cg_fd = cg_fd;
@@ -1166,19 +1173,20 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 	h->skel = steer__open();
 	if (!h->skel) {
 		rc = -errno;
-		seterr(err, errlen, "cannot open the BPF object: %s", strerror(errno));
+		errbuf_set(err, errlen, "cannot open the BPF object: %s", strerror(errno));
 		goto err_handle;
 	}
 	skel_set_autoload(h->skel, &feat);
 	rc = bpf_map__set_max_entries(h->skel->maps.pgw_origin_tup, o->origin_max);
 	if (rc) {
-		seterr(err, errlen, "cannot size the origin map: %s", strerror(-rc));
+		errbuf_set(err, errlen, "cannot size the origin map: %s", strerror(-rc));
 		goto err_handle;
 	}
 	rc = steer__load(h->skel);
 	if (rc) {
 		rc = rc < 0 ? rc : -EINVAL;
-		seterr(err, errlen, "cannot load the BPF programs: %s%s", strerror(-rc), errhint(-rc));
+		errbuf_set(err, errlen, "cannot load the BPF programs: %s%s",
+			   strerror(-rc), errhint(-rc));
 		goto err_handle;
 	}
 	nkeys = protected_keys(o, keys, PGW_PROTECTED_MAX);
@@ -1189,7 +1197,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 					sizeof(cfg), BPF_ANY))
 		rc = -errno;
 	if (rc) {
-		seterr(err, errlen, "cannot fill the BPF maps: %s", strerror(-rc));
+		errbuf_set(err, errlen, "cannot fill the BPF maps: %s", strerror(-rc));
 		goto err_handle;
 	}
 
@@ -1197,7 +1205,7 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		pin_path(path, sizeof(path), o->instance, NULL);
 		if (mkdir(path, 0700) && errno != EEXIST) {
 			rc = -errno;
-			seterr(err, errlen, "cannot create %s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "cannot create %s: %s", path, strerror(errno));
 			goto err_handle;
 		}
 		h->pinned = true;
@@ -1209,7 +1217,8 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 			pin_path(path, sizeof(path), o->instance, bpf_map__name(m));
 			rc = bpf_map__pin(m, path);
 			if (rc) {
-				seterr(err, errlen, "cannot pin map %s: %s", path, strerror(-rc));
+				errbuf_set(err, errlen, "cannot pin map %s: %s",
+					   path, strerror(-rc));
 				goto err_handle;
 			}
 		}
@@ -1253,16 +1262,18 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 		}
 		if (!h->links[i]) {
 			rc = -errno;
-			seterr(err, errlen, "cannot attach %s to %s: %s%s", bpf_program__name(p),
-			       i == SP_SK_LOOKUP ? "this network namespace" : cgpath,
-			       strerror(errno), errhint(errno));
+			errbuf_set(err, errlen, "cannot attach %s to %s: %s%s",
+				   bpf_program__name(p),
+				   i == SP_SK_LOOKUP ? "this network namespace" : cgpath,
+				   strerror(errno), errhint(errno));
 			goto err_handle;
 		}
 		if (!o->fail_open) {
 			pin_path(path, sizeof(path), o->instance, prog_pin_names[i]);
 			rc = bpf_link__pin(h->links[i], path);
 			if (rc) {
-				seterr(err, errlen, "cannot pin link %s: %s", path, strerror(-rc));
+				errbuf_set(err, errlen, "cannot pin link %s: %s",
+					   path, strerror(-rc));
 				goto err_handle;
 			}
 		}
@@ -1278,8 +1289,9 @@ int steer_attach(const struct steer_opts *o, struct steer_handle **out, char *er
 			if (bpf_map__update_elem(h->skel->maps.pgw_config, &zero, sizeof(zero), &cfg,
 						 sizeof(cfg), BPF_ANY)) {
 				rc = -errno;
-				seterr(err, errlen, "cannot record the gate in the config map: %s",
-				       strerror(errno));
+				errbuf_set(err, errlen,
+					   "cannot record the gate in the config map: %s",
+					   strerror(errno));
 				goto err_handle;
 			}
 		}
@@ -1428,7 +1440,7 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 	if (!instance)
 		instance = STEER_DEFAULT_INSTANCE;
 	if (!instance_name_valid(instance)) {
-		seterr(err, errlen, "bad instance name '%s'", instance);
+		errbuf_set(err, errlen, "bad instance name '%s'", instance);
 		return -EINVAL;
 	}
 	if (steer_bpf_access(err, errlen))
@@ -1448,7 +1460,8 @@ int steer_detach(const char *instance, char *err, size_t errlen)
 			have_cfg = link_config(fd, &li, &pi, &c) == 0;
 		}
 		if (bpf_link_detach(fd) && errno != EINVAL) {
-			seterr(err, errlen, "cannot detach link %u: %s", ids[i], strerror(errno));
+			errbuf_set(err, errlen, "cannot detach link %u: %s",
+				   ids[i], strerror(errno));
 			close(fd);
 			return -errno;
 		}

@@ -16,12 +16,12 @@
  */
 #include "steer/steer_internal.h"
 
+#include "base/errbuf.h"
 #include "base/log.h"
 #include "base/sanitize.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,19 +30,6 @@
 #include <unistd.h>
 
 #define SO_ACCEPTCON_FLAG 0x10000 /* __SO_ACCEPTCON in /proc/net/unix's Flags column */
-
-static void unix_seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void unix_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /*
  * Can a user who is neither root, nor the owner nor in the group of anything on the way,
@@ -201,11 +188,11 @@ static int relay_dir_check(const char *relay, char *err, size_t errlen)
 	else
 		*slash = '\0';
 	if (stat(dir, &st) == 0 && (st.st_mode & S_IWOTH)) {
-		unix_seterr(err, errlen,
-			    "the relay's Unix socket directory %s is writable by every local user: "
-			    "while pgwardend is down anyone could put a socket at %s; use a directory "
-			    "only root (and the postgres user) may write",
-			    dir, relay);
+		errbuf_set(err, errlen,
+			   "the relay's Unix socket directory %s is writable by every local user: "
+			   "while pgwardend is down anyone could put a socket at %s; use a "
+			   "directory only root (and the postgres user) may write",
+			   dir, relay);
 		return -EPERM;
 	}
 	return 0;
@@ -230,13 +217,14 @@ int steer_unix_check(const struct steer_opts *o, char *err, size_t errlen)
 			continue; /* the relay already sits at the path clients use */
 		if (reachable_by_others(p)) {
 			sanitize_str(shown, sizeof(shown), p, SANITIZE_TERMINAL, NULL);
-			unix_seterr(err, errlen,
-				    "PostgreSQL's socket %s is reachable by every local user, by any "
-				    "spelling of its path: move it out of their reach "
-				    "(unix_socket_directories = '/var/lib/postgresql/pgwarden', a "
-				    "directory of mode 0700 owned by postgres) and give its old path "
-				    "to the relay (--unix-relay, unix_listen); see docs/STEERING.md",
-				    shown);
+			errbuf_set(err, errlen,
+				   "PostgreSQL's socket %s is reachable by every local user, by "
+				   "any spelling of its path: move it out of their reach "
+				   "(unix_socket_directories = '/var/lib/postgresql/pgwarden', a "
+				   "directory of mode 0700 owned by postgres) and give its old "
+				   "path to the relay (--unix-relay, unix_listen); see "
+				   "docs/STEERING.md",
+				   shown);
 			return -EPERM;
 		}
 	}
@@ -255,10 +243,10 @@ int steer_unix_check(const struct steer_opts *o, char *err, size_t errlen)
 		return 0;
 	sanitize_str(shown, sizeof(shown), exposed[0], SANITIZE_TERMINAL, NULL);
 	if (o->nunix > 0 && nowners > 0) {
-		unix_seterr(err, errlen,
-			    "PostgreSQL also listens on %s, which every local user can reach: %u "
-			    "server socket(s) would bypass the relay; keep unix_socket_directories "
-			    "to the private directory only", shown, n);
+		errbuf_set(err, errlen,
+			   "PostgreSQL also listens on %s, which every local user can reach: %u "
+			   "server socket(s) would bypass the relay; keep unix_socket_directories "
+			   "to the private directory only", shown, n);
 		return -EPERM;
 	}
 	log_warn("steer_unix_exposed",

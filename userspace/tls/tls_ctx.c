@@ -9,6 +9,7 @@
 #include "tls/tls.h"
 
 #include "base/clock.h"
+#include "base/errbuf.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,19 +31,6 @@
 static const unsigned char session_id_context[] = "pgwarden";
 
 static const unsigned char alpn_postgresql[] = "\x0a" TLS_ALPN_POSTGRESQL;
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* OpenSSL's most specific reason for the last failure ("no start line"), or "". */
 static const char *openssl_reason(void)
@@ -202,15 +190,15 @@ static int file_check(const char *key, const char *path, struct stat *st, char *
 
 	if (fd < 0) {
 		rc = -errno;
-		errf(err, errlen, "%s: %s: cannot read: %s", key, path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s: cannot read: %s", key, path, strerror(errno));
 		return rc;
 	}
 	if (fstat(fd, st) != 0) {
 		rc = -errno;
-		errf(err, errlen, "%s: %s: cannot read: %s", key, path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s: cannot read: %s", key, path, strerror(errno));
 	} else if (!S_ISREG(st->st_mode)) {
 		rc = -EINVAL;
-		errf(err, errlen, "%s: %s: not a regular file", key, path);
+		errbuf_set(err, errlen, "%s: %s: not a regular file", key, path);
 	}
 	close(fd);
 	return rc;
@@ -227,9 +215,10 @@ static int key_mode_check(const char *key, const char *path, const struct stat *
 	mode_t bad = S_IRWXO | S_IWGRP | S_IXGRP;
 
 	if (st->st_mode & bad) {
-		errf(err, errlen,
-		     "%s: %s is open to other users (mode %04o); allow at most 0640 (chmod 0600 %s)",
-		     key, path, (unsigned)(st->st_mode & 07777), path);
+		errbuf_set(err, errlen,
+			   "%s: %s is open to other users (mode %04o); allow at most 0640 (chmod "
+			   "0600 %s)",
+			   key, path, (unsigned)(st->st_mode & 07777), path);
 		return -EPERM;
 	}
 	return 0;
@@ -241,15 +230,15 @@ static EVP_PKEY *key_load(const char *key, const char *path, char *err, size_t e
 	EVP_PKEY *pkey;
 
 	if (!b) {
-		errf(err, errlen, "%s: %s: cannot read: %s", key, path, openssl_reason());
+		errbuf_set(err, errlen, "%s: %s: cannot read: %s", key, path, openssl_reason());
 		return NULL;
 	}
 	pkey = PEM_read_bio_PrivateKey_ex(b, NULL, no_passphrase_cb, NULL, NULL, NULL);
 	BIO_free(b);
 	if (!pkey)
-		errf(err, errlen,
-		     "%s: %s: no unencrypted PEM private key in it (OpenSSL: %s)",
-		     key, path, openssl_reason());
+		errbuf_set(err, errlen,
+			   "%s: %s: no unencrypted PEM private key in it (OpenSSL: %s)",
+			   key, path, openssl_reason());
 	return pkey;
 }
 
@@ -268,8 +257,8 @@ static int ctx_use_cert_key(SSL_CTX *ctx, const char *leg, const char *cert_path
 	if (rc)
 		return rc;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
-		errf(err, errlen, "%s: %s: no usable PEM certificate in it (OpenSSL: %s)", cert_key,
-		     cert_path, openssl_reason());
+		errbuf_set(err, errlen, "%s: %s: no usable PEM certificate in it (OpenSSL: %s)",
+			   cert_key, cert_path, openssl_reason());
 		return -EINVAL;
 	}
 	rc = file_check(key_key, key_path, &st, err, errlen);
@@ -282,15 +271,15 @@ static int ctx_use_cert_key(SSL_CTX *ctx, const char *leg, const char *cert_path
 	if (!pkey)
 		return -EINVAL;
 	if (!X509_check_private_key(SSL_CTX_get0_certificate(ctx), pkey)) {
-		errf(err, errlen, "%s: %s does not match %s %s", key_key, key_path, cert_key,
-		     cert_path);
+		errbuf_set(err, errlen, "%s: %s does not match %s %s", key_key, key_path, cert_key,
+			   cert_path);
 		EVP_PKEY_free(pkey);
 		return -EINVAL;
 	}
 	rc = SSL_CTX_use_PrivateKey(ctx, pkey) == 1 ? 0 : -EINVAL;
 	if (rc)
-		errf(err, errlen, "%s: %s: OpenSSL refuses the key (OpenSSL: %s)", key_key, key_path,
-		     openssl_reason());
+		errbuf_set(err, errlen, "%s: %s: OpenSSL refuses the key (OpenSSL: %s)",
+			   key_key, key_path, openssl_reason());
 	EVP_PKEY_free(pkey); /* ctx holds its own reference */
 	return rc;
 }
@@ -316,8 +305,8 @@ static int ctx_use_ca_crl(SSL_CTX *ctx, const char *leg, const char *ca_path,
 	/* X509_load_cert_file() counts what it loaded: 0 means the file held no
 	 * certificate (a key, a CRL, or nothing in PEM). */
 	if (X509_load_cert_file(lookup, ca_path, X509_FILETYPE_PEM) <= 0) {
-		errf(err, errlen, "%s: %s: no PEM CA certificate in it (OpenSSL: %s)", ca_key, ca_path,
-		     openssl_reason());
+		errbuf_set(err, errlen, "%s: %s: no PEM CA certificate in it (OpenSSL: %s)",
+			   ca_key, ca_path, openssl_reason());
 		return -EINVAL;
 	}
 	if (crl_path) {
@@ -325,8 +314,8 @@ static int ctx_use_ca_crl(SSL_CTX *ctx, const char *leg, const char *ca_path,
 		if (rc)
 			return rc;
 		if (X509_load_crl_file(lookup, crl_path, X509_FILETYPE_PEM) <= 0) {
-			errf(err, errlen, "%s: %s: no PEM CRL in it (OpenSSL: %s)", crl_key, crl_path,
-			     openssl_reason());
+			errbuf_set(err, errlen, "%s: %s: no PEM CRL in it (OpenSSL: %s)",
+				   crl_key, crl_path, openssl_reason());
 			return -EINVAL;
 		}
 		/* Every certificate of the chain, not only the peer's: a revoked
@@ -352,17 +341,18 @@ static int ctx_check_ciphers(SSL_CTX *ctx, const char *list, char *err, size_t e
 			continue; /* a TLS 1.3 suite (tls.ciphersuites): no key exchange named */
 		if (kx != NID_kx_ecdhe || !SSL_CIPHER_is_aead(c) ||
 		    (auth != NID_auth_rsa && auth != NID_auth_ecdsa)) {
-			errf(err, errlen,
-			     "tls.ciphers: %s is not ECDHE with an AEAD cipher (pgwarden offers no "
-			     "other TLS 1.2 cipher)",
-			     SSL_CIPHER_get_name(c));
+			errbuf_set(err, errlen,
+				   "tls.ciphers: %s is not ECDHE with an AEAD cipher (pgwarden "
+				   "offers no other TLS 1.2 cipher)",
+				   SSL_CIPHER_get_name(c));
 			return -EINVAL;
 		}
 		any12 = true;
 	}
 	if (!any12) {
-		errf(err, errlen, "tls.ciphers: OpenSSL selects no TLS 1.2 cipher from \"%s\"",
-		     list);
+		errbuf_set(err, errlen,
+			   "tls.ciphers: OpenSSL selects no TLS 1.2 cipher from \"%s\"",
+			   list);
 		return -EINVAL;
 	}
 	return 0;
@@ -379,21 +369,22 @@ static int ctx_set_ciphersuites(SSL_CTX *ctx, const char *list, char *err, size_
 		size_t n = strcspn(p, ":");
 
 		if (n == 0 || n >= sizeof(name)) {
-			errf(err, errlen, "tls.ciphersuites: an empty name in \"%s\"", list);
+			errbuf_set(err, errlen, "tls.ciphersuites: an empty name in \"%s\"", list);
 			return -EINVAL;
 		}
 		memcpy(name, p, n);
 		name[n] = '\0';
 		if (SSL_CTX_set_ciphersuites(ctx, name) != 1) {
-			errf(err, errlen, "tls.ciphersuites: %s is not a TLS 1.3 cipher suite "
-					  "OpenSSL knows",
-			     name);
+			errbuf_set(err, errlen,
+				   "tls.ciphersuites: %s is not a TLS 1.3 cipher suite OpenSSL "
+				   "knows",
+				   name);
 			return -EINVAL;
 		}
 		p += n + (p[n] == ':');
 	}
 	if (SSL_CTX_set_ciphersuites(ctx, list) != 1) {
-		errf(err, errlen, "tls.ciphersuites: OpenSSL refuses \"%s\"", list);
+		errbuf_set(err, errlen, "tls.ciphersuites: OpenSSL refuses \"%s\"", list);
 		return -EINVAL;
 	}
 	return 0;
@@ -405,14 +396,15 @@ static SSL_CTX *ctx_common(const struct config *cfg, const SSL_METHOD *method, c
 	SSL_CTX *ctx = SSL_CTX_new_ex(NULL, NULL, method);
 
 	if (!ctx) {
-		errf(err, errlen, "tls: cannot create a TLS context (%s)", openssl_reason());
+		errbuf_set(err, errlen, "tls: cannot create a TLS context (%s)", openssl_reason());
 		return NULL;
 	}
 	if (!SSL_CTX_set_min_proto_version(ctx, cfg->tls_min_version == CONFIG_TLS_V1_3 ?
 							TLS1_3_VERSION :
 							TLS1_2_VERSION) ||
 	    !SSL_CTX_set_max_proto_version(ctx, 0)) {
-		errf(err, errlen, "tls.min_version: OpenSSL refuses it (%s)", openssl_reason());
+		errbuf_set(err, errlen, "tls.min_version: OpenSSL refuses it (%s)",
+			   openssl_reason());
 		goto err_free;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -430,16 +422,16 @@ static SSL_CTX *ctx_common(const struct config *cfg, const SSL_METHOD *method, c
 	SSL_CTX_set_recv_max_early_data(ctx, 0);
 	SSL_CTX_set_verify_depth(ctx, TLS_VERIFY_DEPTH);
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
-		errf(err, errlen, "tls.ciphers: OpenSSL selects no cipher from \"%s\"",
-		     cfg->tls_ciphers);
+		errbuf_set(err, errlen, "tls.ciphers: OpenSSL selects no cipher from \"%s\"",
+			   cfg->tls_ciphers);
 		goto err_free;
 	}
 	if (ctx_check_ciphers(ctx, cfg->tls_ciphers, err, errlen) ||
 	    ctx_set_ciphersuites(ctx, cfg->tls_ciphersuites, err, errlen))
 		goto err_free;
 	if (SSL_CTX_set1_groups_list(ctx, cfg->tls_groups) != 1) {
-		errf(err, errlen, "tls.groups: OpenSSL does not offer every group of \"%s\"",
-		     cfg->tls_groups);
+		errbuf_set(err, errlen, "tls.groups: OpenSSL does not offer every group of \"%s\"",
+			   cfg->tls_groups);
 		goto err_free;
 	}
 	return ctx;
@@ -486,15 +478,16 @@ static SSL_CTX *ctx_client_leg(const struct config *cfg, char *err, size_t errle
 
 		/* The CA names tell a client which of its certificates to send. */
 		if (!names) {
-			errf(err, errlen, "tls.client.ca_file: %s: no CA names in it (OpenSSL: %s)",
-			     cfg->tls_client_ca_file, openssl_reason());
+			errbuf_set(err, errlen,
+				   "tls.client.ca_file: %s: no CA names in it (OpenSSL: %s)",
+				   cfg->tls_client_ca_file, openssl_reason());
 			goto err_free;
 		}
 		SSL_CTX_set_client_CA_list(ctx, names);
 	}
 	if (!SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT)) {
-		errf(err, errlen, "tls.client: cannot set the clientAuth purpose (%s)",
-		     openssl_reason());
+		errbuf_set(err, errlen, "tls.client: cannot set the clientAuth purpose (%s)",
+			   openssl_reason());
 		goto err_free;
 	}
 	verify = SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE;
@@ -519,7 +512,7 @@ static SSL_CTX *ctx_server_leg(const struct config *cfg, char *err, size_t errle
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	if (SSL_CTX_set_alpn_protos(ctx, alpn_postgresql, sizeof(alpn_postgresql) - 1) != 0) {
-		errf(err, errlen, "tls.server: cannot offer ALPN (%s)", openssl_reason());
+		errbuf_set(err, errlen, "tls.server: cannot offer ALPN (%s)", openssl_reason());
 		goto err_free;
 	}
 	if (cfg->tls_server_cert_file &&
@@ -535,8 +528,8 @@ static SSL_CTX *ctx_server_leg(const struct config *cfg, char *err, size_t errle
 			   err, errlen))
 		goto err_free;
 	if (!SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER)) {
-		errf(err, errlen, "tls.server: cannot set the serverAuth purpose (%s)",
-		     openssl_reason());
+		errbuf_set(err, errlen, "tls.server: cannot set the serverAuth purpose (%s)",
+			   openssl_reason());
 		goto err_free;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
@@ -567,12 +560,12 @@ int tls_snapshot_build(const struct config *cfg, struct tls_snapshot **out, char
 
 	*out = NULL;
 	if (!s) {
-		errf(err, errlen, "tls: out of memory");
+		errbuf_set(err, errlen, "tls: out of memory");
 		return -ENOMEM;
 	}
 	pthread_once(&conn_index_once, conn_index_init);
 	if (conn_index < 0) {
-		errf(err, errlen, "tls: cannot register connection state with OpenSSL");
+		errbuf_set(err, errlen, "tls: cannot register connection state with OpenSSL");
 		free(s);
 		return -ENOMEM;
 	}
@@ -598,8 +591,8 @@ int tls_snapshot_build(const struct config *cfg, struct tls_snapshot **out, char
 		if (rc == -ENOMEM)
 			goto err_nomem;
 		if (rc) {
-			errf(err, errlen, "tls.client.cert_file: %s: cannot read its subject",
-			     cfg->tls_client_cert_file);
+			errbuf_set(err, errlen, "tls.client.cert_file: %s: cannot read its subject",
+				   cfg->tls_client_cert_file);
 			goto err_free;
 		}
 	}
@@ -613,7 +606,7 @@ int tls_snapshot_build(const struct config *cfg, struct tls_snapshot **out, char
 	return 0;
 
 err_nomem:
-	errf(err, errlen, "tls: out of memory");
+	errbuf_set(err, errlen, "tls: out of memory");
 	rc = -ENOMEM;
 err_free:
 	ERR_clear_error();

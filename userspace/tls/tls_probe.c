@@ -6,6 +6,7 @@
 #include "tls/tls.h"
 
 #include "proto/proto.h"
+#include "base/errbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +14,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,19 +21,6 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* Connect within timeout_ms, then leave the socket blocking with that timeout on every
  * send and receive. The connected socket, or -errno. */
@@ -121,14 +108,14 @@ int tls_probe_server(const struct sockaddr *addr, socklen_t addrlen, uint32_t ma
 		subject[0] = '\0';
 	fd = probe_connect(addr, addrlen, mark, timeout_ms);
 	if (fd < 0) {
-		errf(err, errlen, "cannot connect: %s", strerror(-fd));
+		errbuf_set(err, errlen, "cannot connect: %s", strerror(-fd));
 		return fd;
 	}
 	if (proto_write_ssl_request(req, sizeof(req)) != (int)sizeof(req) ||
 	    send(fd, req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req)) {
 		int rc = errno ? -errno : -EIO;
 
-		errf(err, errlen, "cannot send an SSLRequest: %s", strerror(-rc));
+		errbuf_set(err, errlen, "cannot send an SSLRequest: %s", strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -138,8 +125,8 @@ int tls_probe_server(const struct sockaddr *addr, socklen_t addrlen, uint32_t ma
 	if (r != 1) {
 		int rc = r == 0 ? -ECONNRESET : (errno == EAGAIN ? -ETIMEDOUT : -errno);
 
-		errf(err, errlen, "no answer to an SSLRequest: %s",
-		     r == 0 ? "the server closed the connection" : strerror(-rc));
+		errbuf_set(err, errlen, "no answer to an SSLRequest: %s",
+			   r == 0 ? "the server closed the connection" : strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -153,9 +140,9 @@ int tls_probe_server(const struct sockaddr *addr, socklen_t addrlen, uint32_t ma
 		*offers = false;
 		break;
 	default:
-		errf(err, errlen, "answered an SSLRequest with 0x%02x, not 'S' or 'N': is it "
-				  "PostgreSQL?",
-		     answer);
+		errbuf_set(err, errlen, "answered an SSLRequest with 0x%02x, not 'S' or 'N': is it "
+					"PostgreSQL?",
+			   answer);
 		close(fd);
 		return -EPROTO;
 	}

@@ -9,13 +9,13 @@
  * provider cannot serve fails instead.
  */
 #include "tls/tls.h"
+#include "base/errbuf.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/provider.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,19 +34,6 @@
 
 /* 0 until tls_process_init() made a secure heap (UINT64_MAX sessions: no bound). */
 static size_t secure_heap_size;
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* Where OpenSSL looks for provider modules, for the message that says none was found.
  * OpenSSL_version() spells its build-time default 'MODULESDIR: "/path"'. */
@@ -92,16 +79,17 @@ static int fips_enable(char *err, size_t errlen)
 		snprintf(path, sizeof(path), "%s/fips.so", modules_dir(dir, sizeof(dir)));
 		f = fopen(path, "r");
 		if (!f) {
-			errf(err, errlen,
-			     "tls.fips: no FIPS provider is installed (OpenSSL looked for %s); see "
-			     "docs/TLS.md",
-			     path);
+			errbuf_set(err, errlen,
+				   "tls.fips: no FIPS provider is installed (OpenSSL looked for "
+				   "%s); see docs/TLS.md",
+				   path);
 		} else {
 			fclose(f);
-			errf(err, errlen,
-			     "tls.fips: the FIPS provider %s did not load (%s): is fipsmodule.cnf "
-			     "installed and included by openssl.cnf? see docs/TLS.md",
-			     path, last_openssl_error(why, sizeof(why)));
+			errbuf_set(err, errlen,
+				   "tls.fips: the FIPS provider %s did not load (%s): is "
+				   "fipsmodule.cnf installed and included by openssl.cnf? see "
+				   "docs/TLS.md",
+				   path, last_openssl_error(why, sizeof(why)));
 		}
 		ERR_clear_error();
 		return -ENOENT;
@@ -109,15 +97,15 @@ static int fips_enable(char *err, size_t errlen)
 	/* Encoders and decoders (PEM keys and certificates) live in the base provider. */
 	base = OSSL_PROVIDER_load(NULL, "base");
 	if (!base) {
-		errf(err, errlen, "tls.fips: the base provider did not load (%s)",
-		     last_openssl_error(why, sizeof(why)));
+		errbuf_set(err, errlen, "tls.fips: the base provider did not load (%s)",
+			   last_openssl_error(why, sizeof(why)));
 		OSSL_PROVIDER_unload(fips);
 		ERR_clear_error();
 		return -ENOENT;
 	}
 	if (!EVP_default_properties_enable_fips(NULL, 1)) {
-		errf(err, errlen, "tls.fips: cannot make fips=yes the default property (%s)",
-		     last_openssl_error(why, sizeof(why)));
+		errbuf_set(err, errlen, "tls.fips: cannot make fips=yes the default property (%s)",
+			   last_openssl_error(why, sizeof(why)));
 		OSSL_PROVIDER_unload(base);
 		OSSL_PROVIDER_unload(fips);
 		ERR_clear_error();
@@ -145,7 +133,7 @@ int tls_process_init(bool fips, uint64_t tls_sessions, char *warning, size_t war
 	size_t size = secure_heap_size_for(tls_sessions);
 	int rc;
 
-	errf(warning, warnlen, "%s", "");
+	errbuf_set(warning, warnlen, "%s", "");
 	if (fips) {
 		rc = fips_enable(err, errlen);
 		if (rc)
@@ -155,19 +143,19 @@ int tls_process_init(bool fips, uint64_t tls_sessions, char *warning, size_t war
 		return 0; /* a second call (tests): the first one's heap stays */
 	rc = CRYPTO_secure_malloc_init(size, TLS_SECURE_HEAP_MIN);
 	if (rc == 0) {
-		errf(warning, warnlen,
-		     "no secure heap of %zu KiB for private keys (RLIMIT_MEMLOCK?): keys live in "
-		     "the ordinary heap, where they can reach swap and core dumps",
-		     size / 1024);
+		errbuf_set(warning, warnlen,
+			   "no secure heap of %zu KiB for private keys (RLIMIT_MEMLOCK?): keys "
+			   "live in the ordinary heap, where they can reach swap and core dumps",
+			   size / 1024);
 		return 0;
 	}
 	secure_heap_size = size;
 	if (rc == 2)
-		errf(warning, warnlen,
-		     "the secure heap (%zu KiB) for private keys could not be locked in memory "
-		     "(RLIMIT_MEMLOCK below it? LimitMEMLOCK= in the systemd unit): keys can reach "
-		     "swap",
-		     size / 1024);
+		errbuf_set(warning, warnlen,
+			   "the secure heap (%zu KiB) for private keys could not be locked in "
+			   "memory (RLIMIT_MEMLOCK below it? LimitMEMLOCK= in the systemd unit): "
+			   "keys can reach swap",
+			   size / 1024);
 	return 0;
 }
 
