@@ -84,11 +84,16 @@ def psql(relay, password, sql="SELECT current_user", **params):
                           capture_output=True, text=True, timeout=60)
 
 
-def sessions(relay, pgwardend_bin):
+def ctl(relay, pgwardend_bin, *args):
+    """pgwardenctl against the relay's admin socket."""
     sock = os.path.join(relay.workdir, "admin-%d.sock" % relay.port)
-    r = subprocess.run([os.path.join(os.path.dirname(pgwardend_bin), "pgwardenctl"),
-                        "--socket", sock, "sessions", "--json"], capture_output=True,
-                       text=True, timeout=30)
+    return subprocess.run([os.path.join(os.path.dirname(pgwardend_bin), "pgwardenctl"),
+                           "--socket", sock] + list(args), capture_output=True, text=True,
+                          timeout=30)
+
+
+def sessions(relay, pgwardend_bin):
+    r = ctl(relay, pgwardend_bin, "sessions", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -175,6 +180,47 @@ def test_lockout_after_failures(relay_factory, users_file, pg, pgwardend_bin, tm
         auths = [json.loads(l) for l in f if '"auth"' in l]
     refused = [a for a in auths if a.get("ok") is False and a.get("at_relay") is True]
     assert len(refused) >= 4, auths
+
+
+def test_locks_listed_and_cleared_with_pgwardenctl(relay_factory, users_file, pg,
+                                                   pgwardend_bin):
+    """`pgwardenctl locks` lists the locked user (and its source's failures), in JSON and
+    for a person; `pgwardenctl unlock` clears each, after which the right password logs in
+    again; unlocking a name the relay holds nothing for fails with a clear message."""
+    relay = terminate_relay(relay_factory, users_file, ["--auth-lockout-failures", "3"])
+    for _ in range(3):
+        assert login_error(relay, password="guess")["C"] == "28P01"
+    relay.wait_for_log(lambda l: l.get("event") == "auth_lockout", timeout=WAIT)
+    assert psql(relay, pg.password).returncode != 0
+
+    r = ctl(relay, pgwardend_bin, "locks", "--json")
+    assert r.returncode == 0, r.stderr
+    locks = json.loads(r.stdout)
+    users = [e for e in locks if e["kind"] == "user" and e["name"] == pg.user]
+    assert len(users) == 1 and users[0]["locked"] is True, locks
+    assert users[0]["failures"] >= 3 and users[0]["locked_seconds"] > 0, locks
+    locked = [e["name"] for e in locks if e["locked"]]
+
+    r = ctl(relay, pgwardend_bin, "locks")
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.splitlines()
+    assert header.split()[:4] == ["KIND", "NAME", "FAILURES", "LOCKED"], r.stdout
+    row = [l.split() for l in rows if l.split()[:2] == ["user", pg.user]]
+    assert len(row) == 1 and row[0][3] == "yes", r.stdout
+
+    for name in locked:
+        r = ctl(relay, pgwardend_bin, "unlock", name)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("%s: unlocked as " % name), r.stdout
+    relay.wait_for_log(lambda l: l.get("event") == "auth_unlock", timeout=WAIT)
+    r = psql(relay, pg.password)
+    assert r.returncode == 0 and r.stdout.strip() == pg.user, r.stderr
+    r = ctl(relay, pgwardend_bin, "locks", "--json")
+    assert r.returncode == 0 and not [e for e in json.loads(r.stdout) if e["locked"]], r.stdout
+
+    r = ctl(relay, pgwardend_bin, "unlock", "nobody-failed-here")
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "no failed logins or lock" in r.stderr and not r.stdout, r.stderr
 
 
 def scram_verifier(password, salt, iterations=4096):

@@ -521,28 +521,44 @@ static int cmd_status(int argc, char **argv)
 	return steer_rc;
 }
 
+/*
+ * A listing with no operands (sessions, locks): asks the daemon for cmd and finds the array
+ * under the same name in its reply; with --json prints that array. -1 when the caller goes
+ * on to print *list for a person (then *reply is the caller's to release), else the exit
+ * code.
+ */
+static int ctl_listing(int argc, char **argv, const char *cmd, json_t **reply, json_t **list)
+{
+	int rc;
+
+	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
+	if (rc >= 0)
+		return rc;
+	rc = ctl_request(json_pack("{s:s}", "cmd", cmd), reply, cmd);
+	if (rc >= 0)
+		return rc;
+	*list = json_object_get(*reply, cmd);
+	if (!json_is_array(*list)) {
+		json_decref(*reply);
+		return ctl_fail(CTL_EXIT_FAIL, "%s: reply has no list", cmd);
+	}
+	if (g.json) {
+		ctl_print_json(*list);
+		json_decref(*reply);
+		return CTL_EXIT_OK;
+	}
+	return -1;
+}
+
 static int cmd_sessions(int argc, char **argv)
 {
 	json_t *reply, *arr, *s;
 	size_t i;
 	int rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
+	rc = ctl_listing(argc, argv, "sessions", &reply, &arr);
 	if (rc >= 0)
 		return rc;
-	rc = ctl_request(json_pack("{s:s}", "cmd", "sessions"), &reply, "sessions");
-	if (rc >= 0)
-		return rc;
-	arr = json_object_get(reply, "sessions");
-	if (!json_is_array(arr)) {
-		json_decref(reply);
-		return ctl_fail(CTL_EXIT_FAIL, "sessions: reply has no session list");
-	}
-	if (g.json) {
-		ctl_print_json(arr);
-		json_decref(reply);
-		return CTL_EXIT_OK;
-	}
 	printf("%-12s %-22s %-10s %-10s %-8s %-4s %7s %7s %7s %7s  %s\n", "ID", "PROCESS/CLIENT",
 	       "USER", "DATABASE", "STATE", "TLS", "AGE", "STMTS", "IN", "OUT", "LAST STATEMENT");
 	json_array_foreach(arr, i, s) {
@@ -727,22 +743,9 @@ static int cmd_locks(int argc, char **argv)
 	size_t i;
 	int rc;
 
-	rc = parse_common(argc, argv, "[--json] [--socket PATH]", NULL, false);
+	rc = ctl_listing(argc, argv, "locks", &reply, &arr);
 	if (rc >= 0)
 		return rc;
-	rc = ctl_request(json_pack("{s:s}", "cmd", "locks"), &reply, "locks");
-	if (rc >= 0)
-		return rc;
-	arr = json_object_get(reply, "locks");
-	if (!json_is_array(arr)) {
-		json_decref(reply);
-		return ctl_fail(CTL_EXIT_FAIL, "locks: reply has no list");
-	}
-	if (g.json) {
-		ctl_print_json(arr);
-		json_decref(reply);
-		return CTL_EXIT_OK;
-	}
 	printf("%-7s %-40s %8s %-7s %s\n", "KIND", "NAME", "FAILURES", "LOCKED", "UNLOCKS IN");
 	json_array_foreach(arr, i, e) {
 		char dur[32], name[4 * ADMIN_NAME_MAX + 1];
