@@ -424,6 +424,40 @@ def test_event_stream_reports_session_start_and_end(admin_relay):
         assert seen["session_start"]["time"].endswith("Z")
 
 
+def test_ctl_events_prints_each_event_as_one_json_line(admin_relay, ctl):
+    """`pgwardenctl events --count 2` prints session events as JSON lines and exits after
+    the second. A client's application_name with a newline and a terminal escape stays
+    inside its line, escaped: no event can break the stream into forged lines."""
+    import wire
+    relay, sock = admin_relay
+    hostile = "itest-ev\n{\"event\":\"forged\"}\x1b[2J"
+    p = subprocess.Popen([ctl, "--socket", sock, "events", "--count", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # The subscription races the first session: keep opening sessions until the
+        # command has printed its two events and exited.
+        deadline = time.monotonic() + 20
+        while p.poll() is None and time.monotonic() < deadline:
+            with wire.Conn(relay.host, relay.port) as c:
+                msgs = c.login(relay.user, relay.password, relay.dbname,
+                               params={"application_name": hostile})
+                assert msgs[-1].type == "Z", msgs
+            time.sleep(0.1)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert b"\x1b" not in out and out.endswith(b"\n"), out
+    lines = out.decode().splitlines()
+    assert len(lines) == 2, out
+    events = [json.loads(l) for l in lines]
+    assert all(e["event"] in ("session_start", "session_end") for e in events), events
+    assert any(e["session"].get("application_name", "").startswith("itest-ev")
+               for e in events), events
+
+
 def test_reload_reports_config_errors(relay_factory, ctl, tmp_path):
     r = relay_factory(config_text="max_connections: 500\n")
     sock = wait_admin_socket(r)
