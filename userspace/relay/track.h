@@ -199,11 +199,19 @@ static inline bool track_answered(uint8_t type, bool copy_in)
 	}
 }
 
+/* track_frontend's cls for a whole Parse whose text nobody has classified yet: the
+ * tracker reads it (sql_classify), or takes the reading of the statement the Parse's name
+ * means when the Parse repeats its text (clients that send the unnamed statement's Parse
+ * with every execution send the same text each time). */
+#define TRACK_CLASS_UNREAD 0xff
+
 /*
  * A client message is being forwarded. head[0..avail) is the message from its type byte
  * on (all of it when avail covers the length; otherwise its start, from which names are
- * read where they fit). For a Parse: cls is the relay's classification (enum sql_class) and
- * words (STMT_STAGE_WORDS, or NULL) what the stages want kept with the statement; for a
+ * read where they fit). For a Parse: cls is the relay's classification (enum sql_class, or
+ * TRACK_CLASS_UNREAD) and words (STMT_STAGE_WORDS, or NULL) what the stages want kept with
+ * the statement; a Parse that repeats the text, parameter count, class and words of the
+ * statement its name means shares that statement's entry, as nothing tells them apart; for a
  * whole Query of one statement that is an SQL PREPARE, words go with what it prepares.
  * A whole Query's SQL PREPARE, DEALLOCATE and DISCARD ALL statements are followed: each
  * changes the statement table when the server confirms it.
