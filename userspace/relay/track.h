@@ -102,9 +102,10 @@ struct track_done {
 typedef void (*track_done_fn)(void *arg, const struct track_done *d);
 
 /* The ring a batch takes: a prepared statement's Bind, Describe, Execute and Sync, or an
- * unnamed one's Parse, Bind, Execute and Sync, the batches most clients send for every
- * transaction. A power of two (the ring's indices wrap by mask). */
-#define TRACK_RING_MIN 4
+ * unnamed one's Parse, Bind, Describe, Execute and Sync (libpq's PQexecParams: five, which
+ * a ring of four sent to the heap for every transaction), the batches most clients send for
+ * every transaction. A power of two (the ring's indices wrap by mask). */
+#define TRACK_RING_MIN 8
 
 /*
  * Rings of TRACK_RING_MIN entries that no session holds, kept for the next session that
