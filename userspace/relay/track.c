@@ -266,12 +266,12 @@ static struct stmt_entry *track_portal_named(const struct track *t, const char *
 }
 
 /*
- * The statement a Parse of name makes, with its whole text (NULL: not whole; sql_len is
- * the text's length where it was found, else 0), one
- * reference the caller's. When the Parse repeats the kept text of the statement its name
- * means now, what was read from that text holds again (its class when the relay read it,
- * whether it names statements); and when its parameter count, class and words are that
- * statement's too, it is that statement: its entry is shared, not copied. NULL: no memory.
+ * The statement a Parse of name makes, one reference the caller's; sql: its whole text
+ * (NULL: not whole), sql_len: the text's length where it was found, else 0. When the Parse
+ * repeats the kept text of the statement its name means now, what was read from that text
+ * holds again (its class when the relay read it, whether it names statements); and when
+ * its parameter count, class and words are that statement's too, it is that statement: its
+ * entry is shared, not copied. NULL: no memory.
  */
 static struct stmt_entry *track_parse_statement(const struct track *t, const char *name,
 						const char *sql, uint32_t sql_len,
