@@ -5,7 +5,8 @@
  * make them.
  *
  * Input: one control byte (bit 0: standard_conforming_strings off; bits 1-2: the statement
- * limit, 1..4), then records: a direction byte (even: client, odd: server), a message type,
+ * limit, 1..4; bit 3: a Parse comes unclassified, TRACK_CLASS_UNREAD, so that the tracker
+ * classifies it or takes the class of the statement whose text it repeats), then records: a direction byte (even: client, odd: server), a message type,
  * a body length (one byte) and the body.
  *
  * Like the connection, the fuzzer stops feeding client messages while the queue is full,
@@ -16,11 +17,13 @@
  *     FunctionCall's poison brings;
  *   - the statement table never holds more than its limit, and every statement in it
  *     that SQL PREPARE made is marked sql_level with a text no longer than the message;
+ *     a class the tracker read is a class;
  *   - a REPLACE hands out a whole ErrorResponse;
  *   - everything is freed at the end (LeakSanitizer).
  */
 #include "relay/track.h"
 #include "session/session.h"
+#include "sql/sql.h"
 
 #include "fuzz_check.h"
 
@@ -43,6 +46,7 @@ static void check_table(const struct track *t, unsigned max_statements)
 		for (const struct stmt_entry *e = t->stmts.buckets[b]; e; e = e->next) {
 			CHECK(e->name != NULL);
 			CHECK(!e->sql || strlen(e->sql) <= 255);
+			CHECK(!e->cls_read || e->cls < SQL_CLASS_COUNT);
 		}
 }
 
@@ -52,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct track t;
 	struct track_rings rings = {0};
 	unsigned max_statements;
-	uint8_t msg[5 + 256], poison[128];
+	uint8_t msg[5 + 256], poison[128], parse_cls;
 
 	if (size < 1)
 		return 0;
@@ -60,6 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if ((data[0] & 1) && session_set_server_param(&s, "standard_conforming_strings", "off"))
 		return 0;
 	max_statements = 1 + ((data[0] >> 1) & 3);
+	parse_cls = (data[0] & 8) ? TRACK_CLASS_UNREAD : SQL_CLASS_READ;
 	track_init(&t, &rings, MAX_PIPELINE, max_statements, 4096, true, "00ff", on_done,
 		   NULL);
 	t.session = &s;
@@ -81,7 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 			if (track_full(&t) || !track_answered(type, false))
 				continue;
-			r = track_frontend(&t, msg, 5 + (uint32_t)len, 0, NULL, 1);
+			r = track_frontend(&t, msg, 5 + (uint32_t)len, parse_cls, NULL, 1);
 			if (r == -ENOSPC) {
 				static const uint8_t err[] = "E\0\0\0\x0b" "C53400\0\0";
 

@@ -1725,6 +1725,87 @@ static void test_statement_words_anywhere(void **state)
 /* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
  * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
  * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
+/* One extended-protocol statement with the unnamed statement: Parse, Bind, Execute, Sync,
+ * answered. */
+static void unnamed_round(const char *sql)
+{
+	struct msgs q = {.n = 0}, a = {.n = 0};
+
+	m_parse(&q, "", sql);
+	m_bind(&q, "", "");
+	m_execute(&q, "");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	put(&a, '2', NULL, 0);
+	r_complete(&a, "SELECT 1");
+	r_ready(&a, 'I');
+	server_sends(&a);
+}
+
+/* A Parse that repeats the unnamed statement's text is that statement again: its entry is
+ * shared, its class read once; another text, or the same one under another name, is read
+ * on its own. */
+static void test_repeated_parse_shares_its_statement(void **state)
+{
+	struct conn *c;
+	struct msgs q = {.n = 0}, a = {.n = 0};
+	const struct stmt_entry *first, *e;
+
+	judge_stage.keep_statement_text = true;
+	c = login("alice");
+	unnamed_round("SELECT 10");
+	first = stmt_lookup(&c->track.stmts, "");
+	assert_non_null(first);
+	assert_int_equal(first->cls, SQL_CLASS_READ);
+	assert_true(first->cls_read);
+	unnamed_round("SELECT 10");
+	assert_ptr_equal(stmt_lookup(&c->track.stmts, ""), first);
+	assert_int_equal(first->refs, 1); /* the table's: the Parse's and the portal's are gone */
+	assert_int_equal(stmt_count(&c->track.stmts), 1);
+	assert_int_equal(stmt_bytes(&c->track.stmts), 9);
+	unnamed_round("DELETE FROM t");
+	e = stmt_lookup(&c->track.stmts, "");
+	assert_non_null(e);
+	assert_int_equal(e->cls, SQL_CLASS_WRITE);
+	assert_memory_equal(e->sql, "DELETE FROM t", e->sql_len);
+
+	/* Pipelined twice before any answer, and the second fails: the unnamed one is gone. */
+	m_parse(&q, "", "PREPARE x AS SELECT 1");
+	m_sync(&q);
+	m_parse(&q, "", "PREPARE x AS SELECT 1");
+	m_sync(&q);
+	client_sends(&q);
+	e = stmt_lookup(&c->track.stmts, "");
+	assert_memory_equal(e->sql, "DELETE FROM t", e->sql_len);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	e = stmt_lookup(&c->track.stmts, "");
+	assert_int_equal(e->cls, SQL_CLASS_PREPARE);
+	assert_true(e->may_name_statements);
+	assert_int_equal(e->refs, 2); /* the table's and the second Parse's */
+	a.n = 0;
+	r_error(&a, "ERROR", "42601", "syntax error");
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_null(stmt_lookup(&c->track.stmts, ""));
+
+	/* The same text under a name of its own is a statement of its own. */
+	unnamed_round("SELECT 10");
+	q.n = a.n = 0;
+	m_parse(&q, "s", "SELECT 10");
+	m_sync(&q);
+	client_sends(&q);
+	put(&a, '1', NULL, 0);
+	r_ready(&a, 'I');
+	server_sends(&a);
+	assert_ptr_not_equal(stmt_lookup(&c->track.stmts, "s"), stmt_lookup(&c->track.stmts, ""));
+	assert_int_equal(stmt_lookup(&c->track.stmts, "s")->cls, SQL_CLASS_READ);
+	assert_int_equal(stmt_count(&c->track.stmts), 2);
+	judge_stage.keep_statement_text = false;
+}
+
 static void test_sql_level_prepared_statements(void **state)
 {
 	struct conn *c;
@@ -3248,6 +3329,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_queue_storage, setup, teardown),
 		cmocka_unit_test(test_statement_words_anywhere),
+		cmocka_unit_test_setup_teardown(test_repeated_parse_shares_its_statement, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_sql_level_prepared_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sql_prepare_by_execute_limit, setup, teardown),

@@ -11,6 +11,7 @@
 #ifndef PGWARDEN_ADMIN_TEXT_H
 #define PGWARDEN_ADMIN_TEXT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -40,6 +41,10 @@ struct admin_name {
  * t: a struct admin_text or admin_name. */
 #define admin_text_set(t, s, n) admin_text_store(&(t)->seq, &(t)->len, (t)->buf, sizeof((t)->buf), s, n)
 
+/* Writer (the owning worker only): does t hold the first n bytes of s, as admin_text_set
+ * would store them? Read in place: no other thread writes t, so it needs no sequence. */
+#define admin_text_holds(t, s, n) admin_text_equal(&(t)->len, (t)->buf, sizeof((t)->buf), s, n)
+
 /* Reader (any thread): a consistent copy into out (NUL-terminated, n > 0). Returns its
  * length; an empty string when a writer kept racing it (a listing can show nothing rather
  * than wait). */
@@ -68,6 +73,14 @@ static inline void admin_text_store(uint32_t *seqp, uint32_t *lenp, admin_word *
 	}
 	__atomic_store_n(lenp, (uint32_t)n, __ATOMIC_RELAXED);
 	__atomic_store_n(seqp, seq + 2, __ATOMIC_RELEASE);
+}
+
+static inline bool admin_text_equal(const uint32_t *lenp, const admin_word *buf, size_t cap,
+				    const char *s, size_t n)
+{
+	if (n > cap - 1)
+		n = cap - 1;
+	return __atomic_load_n(lenp, __ATOMIC_RELAXED) == n && memcmp(buf, s, n) == 0;
 }
 
 static inline size_t admin_text_load(const uint32_t *seqp, const uint32_t *lenp,

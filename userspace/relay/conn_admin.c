@@ -14,8 +14,8 @@ _Static_assert(POLICY_NAME_MAX + 1 <= ADMIN_NAME_MAX, "a rule's whole name fits 
 void conn_publish_rule(struct conn *c)
 {
 	const struct stage_pipeline *p = c->chain.pipeline;
-	char have[ADMIN_TEXT_MAX];
 	const char *rule = "";
+	size_t len;
 
 	for (unsigned i = 0; p && i < p->count; i++)
 		if (p->stages[i] == &policy_stage)
@@ -33,10 +33,11 @@ void conn_publish_rule(struct conn *c)
 		__atomic_store_n(&c->rule, shown, __ATOMIC_RELEASE);
 		return;
 	}
-	/* The rule changes at login and at a reload: compare before the seqlock write. */
-	admin_text_get(c->rule, have, sizeof(have));
-	if (strcmp(have, rule))
-		admin_text_set(c->rule, rule, strlen(rule));
+	/* The rule changes at login and at a reload, and this runs for every message: compare
+	 * in place before the seqlock write. */
+	len = strlen(rule);
+	if (!admin_text_holds(c->rule, rule, len))
+		admin_text_set(c->rule, rule, len);
 }
 
 void conn_publish_statement(struct conn *c, const char *sql, size_t len)

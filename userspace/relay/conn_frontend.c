@@ -202,12 +202,13 @@ static void conn_count_statement(struct conn *c, enum sql_class cls)
 /*
  * A whole Query or Parse: its text for the admin listing (the start of it), and for a
  * Query its statements' classes for statements_total (a Parse's class is counted when its
- * portals are executed). Returns the Parse's class. judged: the stages' verdict on it when
- * they forwarded it unchanged, whose classes (stage_result.classes) spare classifying the
- * text again; NULL when no stage saw it.
+ * portals are executed). Returns the Parse's class for track_frontend: TRACK_CLASS_UNREAD
+ * leaves reading it to the tracker, which knows whether the text repeats a statement's.
+ * judged: the stages' verdict on it when they forwarded it unchanged, whose classes
+ * (stage_result.classes) spare classifying the text again; NULL when no stage saw it.
  */
-static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg *m,
-					  const struct stage_result *judged)
+static uint8_t conn_note_statement(struct conn *c, const struct proto_msg *m,
+				   const struct stage_result *judged)
 {
 	const char *sql = NULL, *name = "";
 	uint16_t nparams;
@@ -223,14 +224,13 @@ static enum sql_class conn_note_statement(struct conn *c, const struct proto_msg
 	conn_publish_statement(c, sql, len);
 	if (judged && judged->classes) {
 		if (m->type == PqMsg_Parse)
-			return judged->nclasses == 1 ? (enum sql_class)judged->classes[0]
-						     : SQL_CLASS_UNKNOWN;
+			return judged->nclasses == 1 ? judged->classes[0] : SQL_CLASS_UNKNOWN;
 		for (uint32_t i = 0; i < judged->nclasses; i++)
 			conn_count_statement(c, (enum sql_class)judged->classes[i]);
 		return SQL_CLASS_UNKNOWN;
 	}
 	if (m->type == PqMsg_Parse)
-		return sql_classify(sql, len, 0, NULL);
+		return TRACK_CLASS_UNREAD;
 	if (sql_split_single(sql, len)) { /* one statement: lexed once, by the classifier */
 		conn_count_statement(c, sql_classify(sql, len, 0, NULL));
 		return SQL_CLASS_UNKNOWN;
@@ -260,7 +260,7 @@ static int conn_frontend_forwarding(struct conn *c, const uint8_t *at, uint32_t 
 		struct proto_msg m = {.type = type, .body_len = total - PROTO_HEADER_LEN,
 				      .body = at + PROTO_HEADER_LEN};
 
-		cls = (uint8_t)conn_note_statement(c, &m, judged);
+		cls = conn_note_statement(c, &m, judged);
 	} else if (type == PqMsg_Query) {
 		conn_count_statement(c, SQL_CLASS_UNKNOWN); /* too large to hold: streamed */
 	}

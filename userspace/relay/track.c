@@ -1,6 +1,7 @@
 /* track: which server answer belongs to which client request (see track.h); the SQL-level
  * PREPARE, DEALLOCATE and DISCARD are followed in track_sql.c. */
 #include "relay/track_internal.h"
+#include "sql/sql.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -264,6 +265,54 @@ static struct stmt_entry *track_portal_named(const struct track *t, const char *
 	return stmt_portal_lookup(&t->stmts, portal);
 }
 
+/*
+ * The statement a Parse of name makes, one reference the caller's; sql: its whole text
+ * (NULL: not whole), sql_len: the text's length where it was found, else 0. When the Parse
+ * repeats the kept text of the statement its name means now, what was read from that text
+ * holds again (its class when the relay read it, whether it names statements); and when
+ * its parameter count, class and words are that statement's too, it is that statement: its
+ * entry is shared, not copied. NULL: no memory.
+ */
+static struct stmt_entry *track_parse_statement(const struct track *t, const char *name,
+						const char *sql, uint32_t sql_len,
+						uint16_t nparams, uint8_t cls,
+						const uint32_t *words)
+{
+	static const uint32_t no_words[STMT_STAGE_WORDS];
+	struct stmt_entry *same = NULL, *s;
+	bool read = false;
+
+	if (sql && t->keep_text) {
+		same = track_statement_named(t, name);
+		if (same && (!same->sql || same->sql_level || same->sql_len != sql_len ||
+			     memcmp(same->sql, sql, sql_len) != 0))
+			same = NULL;
+	}
+	if (cls == TRACK_CLASS_UNREAD && !sql) {
+		cls = SQL_CLASS_UNKNOWN;
+	} else if (cls == TRACK_CLASS_UNREAD) {
+		read = true;
+		cls = same && same->cls_read ? same->cls
+					     : (uint8_t)sql_classify(sql, sql_len, 0, NULL);
+	}
+	if (same && same->nparams == nparams && same->cls == cls && same->cls_read == read &&
+	    memcmp(same->words, words ? words : no_words, sizeof(same->words)) == 0) {
+		same->refs++;
+		return same;
+	}
+	s = stmt_new(name, sql && t->keep_text ? sql : NULL, sql_len, nparams, false);
+	if (!s)
+		return NULL;
+	s->cls = cls;
+	s->cls_read = read;
+	s->may_name_statements = same ? same->may_name_statements
+				      : s->sql && track_sql_mentions_statement_words(s->sql,
+										  s->sql_len);
+	if (words)
+		memcpy(s->words, words, sizeof(s->words));
+	return s;
+}
+
 /* A message the server will skip (it is skipping to a Sync): it is answered by nothing. */
 static void track_skip(struct track *t, enum track_kind kind, uint64_t now)
 {
@@ -358,15 +407,10 @@ int track_frontend(struct track *t, const uint8_t *head, uint32_t avail, uint8_t
 		/* A Parse too large to hold whole still makes a statement; its text is then
 		 * unknown to pgwarden, which stages treat as "cannot tell". */
 		if (a) {
-			s = stmt_new(a, whole && b && t->keep_text ? b : NULL,
-				     b ? sql_len : 0, nparams, false);
+			s = track_parse_statement(t, a, whole ? b : NULL, sql_len, nparams, cls,
+						  words);
 			if (!s)
 				return -ENOMEM;
-			s->cls = cls;
-			s->may_name_statements =
-				s->sql && track_sql_mentions_statement_words(s->sql, s->sql_len);
-			if (words)
-				memcpy(s->words, words, sizeof(s->words));
 		}
 		e = track_push(t, TRACK_PARSE, request, now);
 		if (!e) {

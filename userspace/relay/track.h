@@ -102,9 +102,10 @@ struct track_done {
 typedef void (*track_done_fn)(void *arg, const struct track_done *d);
 
 /* The ring a batch takes: a prepared statement's Bind, Describe, Execute and Sync, or an
- * unnamed one's Parse, Bind, Execute and Sync, the batches most clients send for every
- * transaction. A power of two (the ring's indices wrap by mask). */
-#define TRACK_RING_MIN 4
+ * unnamed one's Parse, Bind, Describe, Execute and Sync (libpq's PQexecParams: five, which
+ * a ring of four sent to the heap for every transaction), the batches most clients send for
+ * every transaction. A power of two (the ring's indices wrap by mask). */
+#define TRACK_RING_MIN 8
 
 /*
  * Rings of TRACK_RING_MIN entries that no session holds, kept for the next session that
@@ -199,11 +200,19 @@ static inline bool track_answered(uint8_t type, bool copy_in)
 	}
 }
 
+/* track_frontend's cls for a whole Parse whose text nobody has classified yet: the
+ * tracker reads it (sql_classify), or takes the reading of the statement the Parse's name
+ * means when the Parse repeats its text (clients that send the unnamed statement's Parse
+ * with every execution send the same text each time). */
+#define TRACK_CLASS_UNREAD 0xff
+
 /*
  * A client message is being forwarded. head[0..avail) is the message from its type byte
  * on (all of it when avail covers the length; otherwise its start, from which names are
- * read where they fit). For a Parse: cls is the relay's classification (enum sql_class) and
- * words (STMT_STAGE_WORDS, or NULL) what the stages want kept with the statement; for a
+ * read where they fit). For a Parse: cls is the relay's classification (enum sql_class, or
+ * TRACK_CLASS_UNREAD) and words (STMT_STAGE_WORDS, or NULL) what the stages want kept with
+ * the statement; a Parse that repeats the text, parameter count, class and words of the
+ * statement its name means shares that statement's entry, as nothing tells them apart; for a
  * whole Query of one statement that is an SQL PREPARE, words go with what it prepares.
  * A whole Query's SQL PREPARE, DEALLOCATE and DISCARD ALL statements are followed: each
  * changes the statement table when the server confirms it.

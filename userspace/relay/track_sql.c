@@ -43,11 +43,15 @@ static uint64_t track_sql_bytes_equal(uint64_t x, uint8_t c)
 static bool track_sql_block_may_start(uint64_t block)
 {
 	uint64_t lower = block | TRACK_SQL_BYTES(0x20);
-	uint64_t pr = track_sql_bytes_equal(lower, 'r') >> 8 | TRACK_SQL_LAST_BYTE;
-	uint64_t de = (track_sql_bytes_equal(lower, 'e') | track_sql_bytes_equal(lower, 'i')) >> 8 |
-		      TRACK_SQL_LAST_BYTE;
+	uint64_t p = track_sql_bytes_equal(lower, 'p'), d = track_sql_bytes_equal(lower, 'd');
+	uint64_t pr, de;
 
-	return (track_sql_bytes_equal(lower, 'p') & pr) || (track_sql_bytes_equal(lower, 'd') & de);
+	if (!(p | d)) /* most blocks: the second letters need not be looked for */
+		return false;
+	pr = track_sql_bytes_equal(lower, 'r') >> 8 | TRACK_SQL_LAST_BYTE;
+	de = (track_sql_bytes_equal(lower, 'e') | track_sql_bytes_equal(lower, 'i')) >> 8 |
+	     TRACK_SQL_LAST_BYTE;
+	return (p & pr) || (d & de);
 }
 
 /*

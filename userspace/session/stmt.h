@@ -32,6 +32,9 @@ struct stmt_entry {
 	uint16_t nparams; /* parameter types the Parse declared */
 	uint8_t cls;      /* the relay's own classification (enum sql_class), for metrics */
 	bool sql_level;   /* made by SQL PREPARE (its text is the statement after AS) */
+	/* cls is sql_classify()'s reading of sql, not the class a stage's verdict carried: a
+	 * Parse that repeats this text may take it over without reading the text again. */
+	bool cls_read;
 	/* The text mentions PREPARE, DEALLOC(ATE) or DISCARD: an Execute of it may change this
 	 * table (set by the request tracker when it makes the entry, so that an Execute of any
 	 * other statement is not scanned again). */
