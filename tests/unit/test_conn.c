@@ -1692,6 +1692,36 @@ static void test_request_queue_storage(void **state)
 	assert_int_equal(c->state, CONN_READY);
 }
 
+/* A worker keeps at most TRACK_RINGS_SPARE_MAX spare rings: a burst of sessions that each
+ * had a batch in flight at once does not leave a ring per session held by the worker once
+ * they all sit idle. */
+static void test_request_queue_spares_bounded(void **state)
+{
+	enum { N = TRACK_RINGS_SPARE_MAX + 3 };
+	static const uint8_t query[] = "Q\0\0\0\x0dSELECT 1";
+	static struct track t[N];
+	struct track_rings rings = {0};
+
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < N; i++) {
+			/* The second round's first TRACK_RINGS_SPARE_MAX batches find a spare. */
+			if (round)
+				assert_true((rings.spare != NULL) == (i < TRACK_RINGS_SPARE_MAX));
+			track_init(&t[i], &rings, 16, 0, 0, false, "00ff", NULL, NULL);
+			assert_int_equal(track_frontend(&t[i], query, sizeof(query),
+							SQL_CLASS_UNKNOWN, NULL, 1),
+					 0);
+			assert_int_equal(t[i].cap, TRACK_RING_MIN);
+		}
+		for (int i = 0; i < N; i++)
+			track_release(&t[i]);
+		assert_int_equal(rings.count, TRACK_RINGS_SPARE_MAX);
+	}
+	track_rings_destroy(&rings);
+	assert_null(rings.spare);
+	assert_int_equal(rings.count, 0);
+}
+
 /* The tracker finds PREPARE, DEALLOC(ATE) and DISCARD in any case wherever they lie in a
  * text, its first bytes, its last, or across the eight-byte blocks it reads at once; and
  * nothing in a text full of their first letters, or with a word cut short by the end. */
@@ -3328,6 +3358,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rewrite_with_a_changed_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_and_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_queue_storage, setup, teardown),
+		cmocka_unit_test(test_request_queue_spares_bounded),
 		cmocka_unit_test(test_statement_words_anywhere),
 		cmocka_unit_test_setup_teardown(test_repeated_parse_shares_its_statement, setup,
 						teardown),

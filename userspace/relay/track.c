@@ -23,6 +23,7 @@ void track_rings_destroy(struct track_rings *r)
 		free(r->spare);
 		r->spare = next;
 	}
+	r->count = 0;
 }
 
 void track_init(struct track *t, struct track_rings *rings, uint32_t max,
@@ -75,14 +76,16 @@ static void track_entry_free(struct track_entry *e)
 }
 
 /* The queue is empty (or going): an idle session holds no ring. A small ring goes back to
- * the worker's spares, a grown one to the heap. Inline: it runs for every batch. */
+ * the worker's spares while they are fewer than TRACK_RINGS_SPARE_MAX, any other to the
+ * heap. Inline: it runs for every batch. */
 static inline void track_ring_drop(struct track *t)
 {
-	if (t->cap == TRACK_RING_MIN) {
+	if (t->cap == TRACK_RING_MIN && t->rings->count < TRACK_RINGS_SPARE_MAX) {
 		struct track_ring_spare *spare = (struct track_ring_spare *)t->ring;
 
 		spare->next = t->rings->spare;
 		t->rings->spare = spare;
+		t->rings->count++;
 	} else {
 		free(t->ring);
 	}
@@ -111,6 +114,7 @@ static inline bool track_ring_take(struct track *t)
 	if (t->cap || !spare)
 		return false;
 	t->rings->spare = spare->next;
+	t->rings->count--;
 	t->ring = (struct track_entry *)spare;
 	t->cap = TRACK_RING_MIN; /* head is 0 since the last drop */
 	return true;

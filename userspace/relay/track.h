@@ -110,13 +110,16 @@ typedef void (*track_done_fn)(void *arg, const struct track_done *d);
 /*
  * Rings of TRACK_RING_MIN entries that no session holds, kept for the next session that
  * has a request in flight: the worker's sessions share them, so an idle session holds no
- * ring and a batch takes one without a heap allocation. It keeps at most as many as were
- * ever in use at once (which is what sessions holding one each would keep). Single-threaded:
- * the worker's. track_rings_destroy() frees them.
+ * ring and a batch takes one without a heap allocation. It keeps at most
+ * TRACK_RINGS_SPARE_MAX: as many as were in use at once would be one per session after a
+ * burst of logins, held by a worker whose sessions then sit idle; past it a batch's ring
+ * comes from the heap. Single-threaded: the worker's. track_rings_destroy() frees them.
  */
+#define TRACK_RINGS_SPARE_MAX 64
 struct track_ring_spare;
 struct track_rings {
 	struct track_ring_spare *spare; /* a list through the rings' own memory */
+	uint32_t count;                 /* rings on it */
 };
 
 void track_rings_destroy(struct track_rings *r);
