@@ -1752,9 +1752,6 @@ static void test_statement_words_anywhere(void **state)
 	assert_false(track_sql_mentions_statement_words("PREPAR DEALLO DISCAR prepar", 27));
 }
 
-/* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
- * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
- * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
 /* One extended-protocol statement with the unnamed statement: Parse, Bind, Execute, Sync,
  * answered. */
 static void unnamed_round(const char *sql)
@@ -1836,6 +1833,9 @@ static void test_repeated_parse_shares_its_statement(void **state)
 	judge_stage.keep_statement_text = false;
 }
 
+/* SQL PREPARE, DEALLOCATE and DISCARD ALL change the statement table at the server's
+ * CommandComplete, and only then: a PREPARE the server never ran (an error before it in the
+ * same Query) makes nothing; a confirmed one outlives a ROLLBACK, as in PostgreSQL. */
 static void test_sql_level_prepared_statements(void **state)
 {
 	struct conn *c;
