@@ -961,7 +961,8 @@ def write(res, path):
         "for every client session: its connect rows include a server login that "
         "PgBouncer's do not; **pgbouncer-fresh-tls** is pgbouncer-tls with "
         "server_lifetime 0, so it too logs in to a new backend per session (in section 1, "
-        "read by its steady part, as pgbouncer-fresh). **pgwarden-tls** and **pgbouncer-tls** terminate the client's TLS "
+        "read by its steady part, as pgbouncer-fresh). **pgwarden-tls** and "
+        "**pgbouncer-tls** terminate the client's TLS "
         "(pgwardend `tls.client.mode prefer`, PgBouncer `client_tls_sslmode require`, each "
         "with a self-signed P-256 certificate generated for the run) and their clients use "
         "sslmode=require; their upstream leg is plaintext like the others'. p50 / p99 are "
@@ -975,7 +976,8 @@ def write(res, path):
         "whole run's figure too (`cpu_ms_per_1k_tx_with_logins`), and the steady part's "
         "split into user space and kernel (`cpu_user_ms_per_1k_tx`, "
         "`cpu_kernel_ms_per_1k_tx`: the share of /proc/PID/stat's user and system ticks, "
-        "10 ms each, over the same part). Direct has no relay, so no relay CPU." % (s["scale"], cpu_clock(res)))
+        "10 ms each, over the same part). Direct has no relay, so no relay CPU." % (
+            s["scale"], cpu_clock(res)))
     out.append("")
     out.append(
         "Rounds are interleaved: in round r every cell is run for every target, targets in "
