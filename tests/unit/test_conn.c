@@ -1753,8 +1753,8 @@ static void test_statement_words_anywhere(void **state)
 }
 
 /* One extended-protocol statement with the unnamed statement: Parse, Bind, Execute, Sync,
- * answered. */
-static void unnamed_round(const char *sql)
+ * answered with the command tag given. */
+static void unnamed_round(const char *sql, const char *tag)
 {
 	struct msgs q = {.n = 0}, a = {.n = 0};
 
@@ -1765,7 +1765,7 @@ static void unnamed_round(const char *sql)
 	client_sends(&q);
 	put(&a, '1', NULL, 0);
 	put(&a, '2', NULL, 0);
-	r_complete(&a, "SELECT 1");
+	r_complete(&a, tag);
 	r_ready(&a, 'I');
 	server_sends(&a);
 }
@@ -1781,17 +1781,17 @@ static void test_repeated_parse_shares_its_statement(void **state)
 
 	judge_stage.keep_statement_text = true;
 	c = login("alice");
-	unnamed_round("SELECT 10");
+	unnamed_round("SELECT 10", "SELECT 1");
 	first = stmt_lookup(&c->track.stmts, "");
 	assert_non_null(first);
 	assert_int_equal(first->cls, SQL_CLASS_READ);
 	assert_true(first->cls_read);
-	unnamed_round("SELECT 10");
+	unnamed_round("SELECT 10", "SELECT 1");
 	assert_ptr_equal(stmt_lookup(&c->track.stmts, ""), first);
 	assert_int_equal(first->refs, 1); /* the table's: the Parse's and the portal's are gone */
 	assert_int_equal(stmt_count(&c->track.stmts), 1);
 	assert_int_equal(stmt_bytes(&c->track.stmts), 9);
-	unnamed_round("DELETE FROM t");
+	unnamed_round("DELETE FROM t", "DELETE 0");
 	e = stmt_lookup(&c->track.stmts, "");
 	assert_non_null(e);
 	assert_int_equal(e->cls, SQL_CLASS_WRITE);
@@ -1819,7 +1819,7 @@ static void test_repeated_parse_shares_its_statement(void **state)
 	assert_null(stmt_lookup(&c->track.stmts, ""));
 
 	/* The same text under a name of its own is a statement of its own. */
-	unnamed_round("SELECT 10");
+	unnamed_round("SELECT 10", "SELECT 1");
 	q.n = a.n = 0;
 	m_parse(&q, "s", "SELECT 10");
 	m_sync(&q);
@@ -1974,17 +1974,7 @@ static void test_sql_level_prepared_statements(void **state)
 
 	/* PREPARE through the extended protocol (Parse of PREPARE text, then Execute), and
 	 * DISCARD ALL through a Query. */
-	q.n = a.n = 0;
-	m_parse(&q, "", "PREPARE x AS SELECT 5");
-	m_bind(&q, "", "");
-	m_execute(&q, "");
-	m_sync(&q);
-	client_sends(&q);
-	put(&a, '1', NULL, 0);
-	put(&a, '2', NULL, 0);
-	r_complete(&a, "PREPARE");
-	r_ready(&a, 'I');
-	server_sends(&a);
+	unnamed_round("PREPARE x AS SELECT 5", "PREPARE");
 	e = stmt_lookup(&c->track.stmts, "x");
 	assert_non_null(e);
 	assert_true(e->sql_level);
