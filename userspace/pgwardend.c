@@ -932,6 +932,23 @@ static json_t *status_tls(void)
 	return o ? o : json_null();
 }
 
+/* Server connections kept between sessions (server_reuse.*), summed over the workers. */
+static json_t *status_server_reuse(struct relay *r)
+{
+	struct config *cfg = relay_config_acquire(r);
+	struct server_pool_stats sp = {0};
+	uint32_t max_idle = cfg->server_reuse_max_idle;
+	json_t *o;
+
+	config_unref(cfg);
+	for (unsigned i = 0; i < r->nworkers; i++)
+		server_pool_stats_add(&r->workers[i]->servers, &sp);
+	o = json_pack("{s:I, s:I, s:I, s:I, s:I}", "max_idle_per_worker", (json_int_t)max_idle,
+		      "kept", (json_int_t)sp.kept, "reused", (json_int_t)sp.reused, "closed",
+		      (json_int_t)sp.closed, "held", (json_int_t)sp.held);
+	return o ? o : json_null();
+}
+
 static int admin_status_cb(void *ctx, json_t *obj)
 {
 	struct daemon *d = ctx;
@@ -970,6 +987,7 @@ static int admin_status_cb(void *ctx, json_t *obj)
 
 	if (why)
 		json_object_set_new(obj, "upstream_from_pgwarden_because", json_string(why));
+	json_object_set_new(obj, "server_reuse", status_server_reuse(r));
 	if (audit) {
 		struct audit_trail_stats st;
 

@@ -321,6 +321,9 @@ static void test_set_every_key(void **state)
 		{"auth.lockout.window", "90s", "90s"},
 		{"auth-lockout-duration", "2h", "2h"},
 		{"auth-lockout-max-entries", "64", "64"},
+		{"server_reuse.max_idle", "32", "32"},
+		{"server-reuse-idle-timeout", "90s", "90s"},
+		{"server_reuse.lifetime", "2h", "2h"},
 		/* the audit block; a group inside a group: audit.checkpoint */
 		{"audit.path", "/var/log/pgwarden/audit.jsonl", "/var/log/pgwarden/audit.jsonl"},
 		{"audit-signing-key", "/etc/pgwarden/audit.key", "/etc/pgwarden/audit.key"},
@@ -1311,6 +1314,15 @@ static void test_validate(void **state)
 		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
 		  {"mask.catalog_refresh", "500ms"}},
 		 "mask.catalog_refresh: 500ms is below 1s (0 turns the periodic refresh off)"},
+		/* Kept servers only where pgwarden logged in upstream itself. */
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"server_reuse.max_idle", "8"}},
+		 "server_reuse.max_idle: only with auth.mode: terminate (in passthrough the server "
+		 "authenticates each client: its backend is that client's)"},
+		{{{"listen", "127.0.0.1:6432"}, {"upstream", "127.0.0.1:5432"},
+		  {"auth.mode", "terminate"}, {"auth.users_file", "/etc/u"},
+		  {"server_reuse.max_idle", "8"}},
+		 NULL},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1523,6 +1535,9 @@ static void test_restart_required(void **state)
 		{"auth.lockout.window", "1m", false},
 		{"auth.lockout.duration", "1h", false},
 		{"auth.lockout.max_entries", "100", false},
+		{"server_reuse.max_idle", "8", false},
+		{"server_reuse.idle_timeout", "5m", false},
+		{"server_reuse.lifetime", "30m", false},
 		{"audit.path", "/var/log/audit.jsonl", true},
 		{"audit.signing_key", "/etc/pgwarden/audit.key", true},
 		{"audit.fsync", "always", true},

@@ -409,7 +409,17 @@ static int check_pg_name(const char *text, char *problem, size_t n);
 	S("auth.lockout.max_entries", .type = ST_COUNT, FIELD(auth_lockout_max_entries),         \
 	  .min = 64, .max = 1048576, .def = 65536, .arg = "N",                                   \
 	  .help = "users and sources the lockout remembers (about 160 bytes each); the least "   \
-		  "recently failed unlocked one is forgotten first")
+		  "recently failed unlocked one is forgotten first")                             \
+	S("server_reuse.max_idle", .type = ST_COUNT, FIELD(server_reuse_max_idle), .min = 0,     \
+	  .max = 100000, .def = 0, .arg = "N",                                                   \
+	  .help = "terminate mode: server connections each worker keeps, reset with DISCARD "    \
+		  "ALL, for the next client of the same user, database and options; 0: none")   \
+	S("server_reuse.idle_timeout", .type = ST_DURATION, FIELD(server_reuse_idle_ms),         \
+	  .min = MS_PER_S, .max = 24 * MS_PER_H, .def = 60 * MS_PER_S, .arg = "DURATION",        \
+	  .help = "a kept server connection unused this long is closed")                         \
+	S("server_reuse.lifetime", .type = ST_DURATION, FIELD(server_reuse_lifetime_ms),         \
+	  .min = MS_PER_S, .max = 7 * 24 * MS_PER_H, .def = MS_PER_H, .arg = "DURATION",         \
+	  .help = "a server connection older than this is closed instead of kept")
 
 /* The audit trail's block (docs/AUDIT.md). All bound at start: the writer owns the files. */
 static const char *const audit_fsync_choices[] = {"always", "batch", "none", "write", NULL};
@@ -2582,6 +2592,13 @@ static int validate_auth(const struct config *cfg, char *err, size_t errlen)
 			errbuf_set(err, errlen,
 				   "auth.require_cert_and_password: only used with auth.mode: "
 				   "terminate");
+			return -1;
+		}
+		if (cfg->server_reuse_max_idle) {
+			errbuf_set(err, errlen,
+				   "server_reuse.max_idle: only with auth.mode: terminate (in "
+				   "passthrough the server authenticates each client: its backend is "
+				   "that client's)");
 			return -1;
 		}
 		return 0;

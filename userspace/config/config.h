@@ -176,6 +176,10 @@ struct config {
 	uint64_t auth_lockout_window_ms;
 	uint64_t auth_lockout_duration_ms;
 	uint32_t auth_lockout_max_entries;
+	/* server_reuse.* (relay/server_pool.h): terminate mode keeps server connections. */
+	uint32_t server_reuse_max_idle; /* per worker; 0: none kept */
+	uint64_t server_reuse_idle_ms;
+	uint64_t server_reuse_lifetime_ms;
 	/* The audit trail (docs/AUDIT.md): off unless audit_path is set, and then a signing
 	 * key is required (config_validate). Every audit key is bound at start. */
 	char *audit_path;

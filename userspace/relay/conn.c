@@ -157,6 +157,7 @@ static void conn_free(struct loop *loop, struct loop_deferred *dfr)
 
 	stage_chain_end(&c->chain, false);
 	track_release(&c->track);
+	server_keep_free(c->keep);
 	conn_tls_release(c);
 	free(c->stream.st);
 	session_release(&c->session);

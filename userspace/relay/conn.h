@@ -156,7 +156,11 @@ struct conn {
 	bool stream_active;        /* the stage has the message: its body goes to the stage */
 	bool stream_produced;      /* some of the current message's replacement was written: a
 				    * CLOSE can then no longer be told to the client */
+	bool server_sees_client;   /* the server leg came from the client's own address */
 	void *cancel_handle;
+	/* Terminate mode with server_reuse: what the server leg is, for keeping it when the
+	 * client leaves (conn_reuse.c); NULL when it may not be kept. */
+	struct server_keep *keep;
 	struct conn_auth *auth; /* the login's authentication machines (conn_auth.c); NULL after */
 	struct guard_slot guard; /* what the accept-time guard counts for it (relay/guard.h) */
 	struct session session;

@@ -39,6 +39,7 @@ struct conn_auth {
 	bool terminate;
 	bool client_done;    /* terminate: the client leg succeeded */
 	bool upstream_begun; /* terminate: auth_upstream_begin() was called */
+	bool reused;         /* terminate: a kept server (conn_reuse.c), logged in long ago */
 	bool lock_audited;
 	/* terminate: the client's StartupMessage, held back until the server leg starts (a
 	 * framed packet left in the stream would hold the client's answers behind it). */
@@ -272,9 +273,16 @@ static enum conn_step conn_auth_terminate_client(struct conn *c, struct conn_dir
 	}
 	/* Only now does the server hear of this session: its StartupMessage goes first. */
 	if (a->client_done && a->startup) {
-		if (conn_session_connect(c))
+		int taken;
+
+		conn_reuse_begin(c, a->startup, a->startup_len);
+		taken = conn_reuse_take(c);
+		if (taken < 0)
 			return CONN_STEP_FAILED;
-		if (conn_inject(c, CONN_C2S, a->startup, a->startup_len)) {
+		a->reused = taken;
+		if (!taken && conn_session_connect(c))
+			return CONN_STEP_FAILED;
+		if (!taken && conn_inject(c, CONN_C2S, a->startup, a->startup_len)) {
 			conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 			return CONN_STEP_FAILED;
 		}
@@ -353,17 +361,24 @@ static enum conn_step conn_auth_upstream_server(struct conn *c, struct conn_dir 
 	size_t n = 0;
 	enum auth_action act;
 
-	if (!a->upstream_begun) {
-		uint8_t cbind[SCRAM_CBIND_DATA_MAX];
-		size_t cbind_len = conn_auth_cbind(c->server, cbind);
+	if (a->reused) {
+		/* The kept server's replayed AuthenticationOk (conn_reuse.c): that server
+		 * logged in long ago, and the client gets pgwarden's own, as after a login. */
+		n = (size_t)proto_write_auth(a->out, sizeof(a->out), AUTH_REQ_OK, NULL, 0);
+		act = AUTH_DONE;
+	} else {
+		if (!a->upstream_begun) {
+			uint8_t cbind[SCRAM_CBIND_DATA_MAX];
+			size_t cbind_len = conn_auth_cbind(c->server, cbind);
 
-		auth_upstream_begin(&a->up, a->ctx, &c->session, &a->term,
-				    c->server && transport_tls_conn(c->server) != NULL,
-				    cbind_len ? cbind : NULL, cbind_len);
-		auth_terminate_end(&a->term); /* the ClientKey was copied */
-		a->upstream_begun = true;
+			auth_upstream_begin(&a->up, a->ctx, &c->session, &a->term,
+					    c->server && transport_tls_conn(c->server) != NULL,
+					    cbind_len ? cbind : NULL, cbind_len);
+			auth_terminate_end(&a->term); /* the ClientKey was copied */
+			a->upstream_begun = true;
+		}
+		act = auth_upstream_server(&a->up, m, a->out, sizeof(a->out), &n);
 	}
-	act = auth_upstream_server(&a->up, m, a->out, sizeof(a->out), &n);
 	switch (act) {
 	case AUTH_TO_SERVER:
 		conn_consume(d, total);

@@ -177,6 +177,8 @@ static int conn_backend_param(struct conn *c, const struct proto_msg *m)
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
 	}
+	if (c->keep)
+		conn_reuse_param(c, name, value);
 	n.name = name;
 	n.value = value;
 	stage_run_notice(&c->chain, &n, NULL, conn_now(c));
@@ -193,6 +195,7 @@ static int conn_backend_negotiate(struct conn *c, const struct proto_msg *m)
 	/* The session speaks the older minor the server offers from here on. */
 	if (minor < PROTO_VERSION_MINOR(c->session.protocol))
 		c->session.protocol = PROTO_VERSION(3, minor);
+	conn_reuse_forget(c); /* a kept server's replay would lack this answer */
 	return 0;
 }
 

@@ -461,11 +461,13 @@ static enum conn_step conn_frame_one(struct conn *c, struct conn_dir *d, uint8_t
 		return CONN_STEP_FAILED;
 	}
 	if (m.type == PqMsg_Terminate) {
+		conn_set_reason(c, "client terminated");
+		if (conn_reuse_park(c, d, total, avail))
+			return CONN_STEP_PROGRESS;
 		/* Forward it and drop whatever follows; answers to what the client sent before
 		 * it still reach the client until the server closes. */
 		d->framed += total;
 		d->buf->tail = d->buf->head + d->framed;
-		conn_set_reason(c, "client terminated");
 		conn_set_state(c, c->server ? CONN_FAREWELL : CONN_CLOSING);
 		return CONN_STEP_PROGRESS;
 	}

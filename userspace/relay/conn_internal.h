@@ -174,6 +174,9 @@ bool conn_tls_client_refuses_plain(struct conn *c);
 /* After the server leg connected: should an SSLRequest go first? Then begin it. */
 bool conn_tls_server_wanted(struct conn *c);
 void conn_tls_server_begin(struct conn *c);
+/* May this session's server leg be plaintext (tls.server.mode disable or prefer, or a Unix
+ * socket)? */
+bool conn_tls_server_plain_allowed(struct conn *c);
 /* Drive the handshake state the connection is in; true when anything moved. */
 bool conn_tls_negotiate(struct conn *c);
 void conn_tls_release(struct conn *c);
@@ -193,6 +196,22 @@ int conn_upstream_start(struct conn *c, const struct addr *to, const char *unix_
 bool conn_upstream_check(struct conn *c);
 void conn_upstream_drop(struct conn *c);
 bool conn_upstream_usable(const struct conn *c);
+
+/* ---- conn_reuse.c ---------------------------------------------------------------------- */
+/* The server leg is about to start for the held StartupMessage: record what it is when the
+ * session may leave it behind (server_reuse, a plaintext leg allowed). */
+void conn_reuse_begin(struct conn *c, const uint8_t *startup, uint32_t len);
+/* Take a kept server for the session instead of connecting: 1 when taken (state AUTH, its
+ * login's end waiting to be framed), 0 when none fits, < 0 after failing the connection. */
+int conn_reuse_take(struct conn *c) __attribute__((warn_unused_result));
+/* The server reported a parameter: remember it for a replay. */
+void conn_reuse_param(struct conn *c, const char *name, const char *value);
+/* The server leg may not be kept after all. */
+void conn_reuse_forget(struct conn *c);
+/* The client's Terminate at the framing point (avail of total bytes here): true when the
+ * session ended clean and its server leg went to the pool (the Terminate consumed, the
+ * state CLOSING); false when the core goes on with it as usual. */
+bool conn_reuse_park(struct conn *c, struct conn_dir *c2s, uint32_t total, uint32_t avail);
 
 /* Publish the policy rule the session runs under for the admin listing (conn_admin.c);
  * called where it can change: after the login's notice and after frontend stage runs. */

@@ -208,6 +208,14 @@ bool conn_tls_server_wanted(struct conn *c)
 	       !tls_server_known_plain(c->tls, &c->session.upstream, conn_now(c));
 }
 
+bool conn_tls_server_plain_allowed(struct conn *c)
+{
+	struct tls_snapshot *s = conn_tls_snapshot(c);
+
+	return !tls_server_leg_wanted(s, c->session.upstream_unix) ||
+	       s->server_mode == CONFIG_TLS_SERVER_PREFER;
+}
+
 void conn_tls_server_begin(struct conn *c)
 {
 	c->server_tls_step = CONN_SERVER_TLS_ASK;

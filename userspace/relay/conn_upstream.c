@@ -97,6 +97,7 @@ static int socket_start(struct conn *c, const struct addr *to, const char *unix_
 		close(fd);
 		return r;
 	}
+	c->server_sees_client = r == 0;
 	if (c->session.route != SESSION_ROUTE_EXPLICIT)
 		conn_note_upstream_source(c, r == 0, why);
 	if (!unix_path && conn_guard(c)) /* recognised if it comes back to us */

@@ -288,6 +288,7 @@ static void worker_on_wake(struct loop *loop)
 
 		w->draining = true;
 		worker_close_listeners(w);
+		server_pool_close_all(&w->servers); /* no client can come for them now */
 		if (loop_timer_arm(loop, &w->drain_timer,
 				   loop->now + cfg->drain_timeout_ms * 1000000ULL))
 			worker_drain_expired(loop, &w->drain_timer);
@@ -503,6 +504,7 @@ int worker_create(struct worker **out, unsigned id, struct relay *relay,
 	err = loop_init(&w->loop, worker_on_wake, w);
 	if (err)
 		goto err_scratch;
+	server_pool_init(&w->servers, &w->loop);
 	if (relay->metrics) {
 		w->metrics = metrics_shard_new(relay->metrics);
 		if (!w->metrics) {
@@ -601,6 +603,7 @@ void worker_destroy(struct worker *w)
 	if (w->steer_owned)
 		steer_origin_close(w->steer);
 	metrics_shard_free(w->metrics);
+	server_pool_close_all(&w->servers);
 	loop_destroy(&w->loop);
 	buf_put(&w->pool, w->scratch);
 	buf_pool_destroy(&w->pool);

@@ -13,6 +13,7 @@
 #include "loop/loop.h"
 #include "metrics/metrics.h"
 #include "relay/track.h"
+#include "relay/server_pool.h"
 #include "session/session.h"
 
 #include <pthread.h>
@@ -69,6 +70,7 @@ struct worker {
 	struct buf_pool pool;
 	struct buf *scratch; /* shared read buffer: bytes that leave at once never get copied */
 	struct track_rings track_rings; /* request rings no session holds (relay/track.h) */
+	struct server_pool servers; /* server connections kept between sessions */
 	struct conn *conns;  /* intrusive list of live connections */
 	uint32_t nconns;
 	pthread_mutex_t lock; /* guards conns list membership for readers on other threads */
