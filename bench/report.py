@@ -14,8 +14,9 @@ import statistics
 AUDIT_MODES = ("none", "write", "batch", "always")
 RELAYS = ["pgwarden", "pgwarden-wcpu", "pgwarden-policy"] + [
     "pgwarden-audit-%s" % m for m in AUDIT_MODES] + [
-    "pgwarden-tls", "pgwarden-mask", "baseline", "steered", "pgbouncer", "pgbouncer-fresh",
-    "pgbouncer-tls", "pgbouncer-fresh-tls", "haproxy"]
+    "pgwarden-tls", "pgwarden-mask", "pgwarden-reuse", "pgwarden-reuse-tls", "baseline",
+    "steered", "pgbouncer", "pgbouncer-fresh", "pgbouncer-tls", "pgbouncer-fresh-tls",
+    "haproxy"]
 # BENCH_MODES values in the order the tables list them: the select-only script's three
 # protocols, then the tpcb-like script's.
 MODE_ORDER = ["simple", "extended", "prepared", "tpcb-simple", "tpcb-extended",
@@ -283,6 +284,16 @@ def issue15_goals(res):
             ("TPS ≥ PgBouncer's, with policy + batch audit (PgBouncer has neither)",
              [("pgwarden-audit-batch", "pgbouncer")])):
         rows.append((label,) + compare_goal(tps, pairs, "tps", 1.0, True))
+    # The same targets with pgwardend logging clients in as PgBouncer does here: SCRAM at the
+    # relay against the verifier, and server connections kept between client sessions.
+    for label, pairs in (
+            ("TPS ≥ PgBouncer's with the same login model (pgwarden-reuse: auth.mode terminate "
+             "and server_reuse), plaintext", [("pgwarden-reuse", "pgbouncer")]),
+            ("TPS ≥ PgBouncer's with the same login model, TLS",
+             [("pgwarden-reuse-tls", "pgbouncer-tls")])):
+        detail, v = compare_goal(tps, pairs, "tps", 1.0, True)
+        if detail != "–":
+            rows.append((label, detail, v))
     # Not the issue's target: the same comparison with a new backend per client session on
     # both sides, over the steady part (pgbouncer-fresh logs in to the server at a client's
     # first query, one login at a time, inside pgbench's measured time).
@@ -385,6 +396,12 @@ def layer_goals(res):
                  "logs in to a new server backend per session (pgbouncer-fresh-tls)",)
                 + compare_goal(res.get("connect", []),
                                [("pgwarden-tls", "pgbouncer-fresh-tls")], "tps", 1.0, True))
+    for leg, a, b in (("plaintext", "pgwarden-reuse", "pgbouncer"),
+                      ("TLS", "pgwarden-reuse-tls", "pgbouncer-tls")):
+        rows.append(("Sessions/s (pgbench -C), %s, ≥ PgBouncer's with the same login model: "
+                     "both authenticate the client with SCRAM against the verifier and keep "
+                     "server connections between client sessions (%s)" % (leg, a),)
+                    + compare_goal(res.get("connect", []), [(a, b)], "tps", 1.0, True))
     rows.append(idle_tls_goal(res.get("idle", [])))
     return [r for r in rows if r[1] != "–"]
 
@@ -957,9 +974,15 @@ def write(res, path):
         "and no audit trail (bench/targets.py BENCH_POLICY). **pgwarden-audit-MODE** is the "
         "same policy with `audit: statement` and the signed audit trail on the root disk "
         "with `audit.fsync MODE`. In section 3, PgBouncer keeps its server connections "
-        "between client sessions (session pooling), while pgwardend logs in to the server "
-        "for every client session: its connect rows include a server login that "
-        "PgBouncer's do not; **pgbouncer-fresh-tls** is pgbouncer-tls with "
+        "between client sessions (session pooling), while pgwardend in passthrough logs in "
+        "to the server for every client session: its connect rows include a server login "
+        "that PgBouncer's do not. **pgwarden-reuse** logs clients in as PgBouncer does "
+        "here: `auth.mode terminate` with the same verifier in its users file, and "
+        "`server_reuse.max_idle 1050` and `server_reuse.idle_timeout 10m` (PgBouncer's "
+        "server_idle_timeout), so it too keeps server connections between client sessions "
+        "(reset with DISCARD ALL) and its pgbench meets warm backends; "
+        "**pgwarden-reuse-tls** is the same terminating the client's TLS as pgwarden-tls "
+        "does. **pgbouncer-fresh-tls** is pgbouncer-tls with "
         "server_lifetime 0, so it too logs in to a new backend per session (in section 1, "
         "read by its steady part, as pgbouncer-fresh). **pgwarden-tls** and "
         "**pgbouncer-tls** terminate the client's TLS "

@@ -65,7 +65,8 @@ AUDIT_TARGETS = ["pgwarden-audit-%s" % m for m in T.AUDIT_MODES]
 CPUS = len(os.sched_getaffinity(0))
 DEFAULT_WORKERS = (CPUS + 1) // 2
 ALL_TARGETS = ["direct", "pgwarden", "pgwarden-wcpu", "pgwarden-policy"] + AUDIT_TARGETS + [
-    "pgwarden-tls", "pgwarden-mask", "baseline", "pgbouncer", "pgbouncer-fresh", "pgbouncer-tls",
+    "pgwarden-tls", "pgwarden-mask", "pgwarden-reuse", "pgwarden-reuse-tls", "baseline",
+    "pgbouncer", "pgbouncer-fresh", "pgbouncer-tls",
     "pgbouncer-fresh-tls", "haproxy"]
 # What a run measures when BENCH_TARGETS does not say: one audit mode, the default `batch`;
 # the others (none, write, always) are there to be named.
@@ -385,6 +386,10 @@ class Bench:
                                                         s.pgwarden_args),
             "pgwarden-mask": lambda: T.PgwardenMaskTarget(self.cluster, self.rundir, s.daemon,
                                                           s.ctl, s.pgwarden_args),
+            "pgwarden-reuse": lambda: T.PgwardenReuseTarget(self.cluster, self.rundir,
+                                                            s.daemon, s.pgwarden_args),
+            "pgwarden-reuse-tls": lambda: T.PgwardenReuseTlsTarget(self.cluster, self.rundir,
+                                                                   s.daemon, s.pgwarden_args),
             "pgbouncer": lambda: T.PgbouncerTarget(self.cluster, self.rundir),
             "pgbouncer-fresh": lambda: T.PgbouncerFreshTarget(self.cluster, self.rundir),
             "pgbouncer-tls": lambda: T.PgbouncerTlsTarget(self.cluster, self.rundir),
@@ -652,7 +657,8 @@ class Bench:
         # login, per transaction (issue #10); pgbouncer-fresh-tls logs in to a new server
         # backend per session as pgwardend does, pgbouncer-tls reuses its pooled ones.
         names = [n for n in ("direct", "pgwarden", "steered", "pgbouncer", "haproxy",
-                             "pgwarden-tls", "pgbouncer-tls", "pgbouncer-fresh-tls")
+                             "pgwarden-tls", "pgbouncer-tls", "pgbouncer-fresh-tls",
+                             "pgwarden-reuse", "pgwarden-reuse-tls")
                  if n in self.targets]
         for rnd in range(s.rounds):
             self.note_load("connect", rnd)
@@ -894,10 +900,11 @@ class Bench:
         # figure is the whole idle session with its TLS state.
         order = [x for x in ("pgwarden", "baseline", "pgwarden-tls", "haproxy", "pgbouncer",
                              "pgbouncer-tls") if x in self.targets]
-        # The PgBouncers' pools still hold the server connections the tps section opened
-        # (64 each): started afresh, they give those slots back before anyone opens 1,000.
+        # The PgBouncers' pools, and the pgwardends that keep server connections, still hold
+        # the ones the tps section opened (64 each): started afresh, they give those slots
+        # back before anyone opens 1,000.
         for name, t in self.targets.items():
-            if isinstance(t, T.PgbouncerTarget):
+            if isinstance(t, (T.PgbouncerTarget, T.PgwardenReuseTarget)):
                 t.stop()
                 if name in order:
                     t.start()

@@ -550,6 +550,43 @@ class PgwardenTlsTarget(PgwardenTarget):
         return {"PGSSLMODE": "require"}
 
 
+class PgwardenReuseTarget(PgwardenTarget):
+    """pgwardend logging clients in the way PgBouncer does here: auth.mode terminate, SCRAM
+    against a users file holding the verifier from pg_authid (PgBouncer's userlist format),
+    logging in upstream with the client's ClientKey, and keeping server connections between
+    client sessions (server_reuse.max_idle; a kept one is reset with DISCARD ALL, as
+    PgBouncer's server_reset_query does in session mode)."""
+
+    def __init__(self, cluster, workdir, daemon, extra_args=(), name="pgwarden-reuse"):
+        super().__init__(cluster, workdir, daemon, extra_args, name=name)
+
+    def argv(self):
+        users = os.path.join(self.workdir, "%s-users.txt" % self.name)
+        fd = os.open(users, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write('"%s" "%s"\n' % (USER, self.cluster.scram_verifier()))
+        # Per worker, as many as PgBouncer's pool may hold, kept idle as long as PgBouncer
+        # keeps them (its server_idle_timeout, 600 s by default).
+        return super().argv() + ["--auth-mode", "terminate", "--auth-users-file", users,
+                                 "--server-reuse-max-idle", "1050",
+                                 "--server-reuse-idle-timeout", "10m"]
+
+
+class PgwardenReuseTlsTarget(PgwardenReuseTarget):
+    """`pgwarden-reuse` terminating the client's TLS as `pgwarden-tls` does."""
+
+    def __init__(self, cluster, workdir, daemon, extra_args=()):
+        super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-reuse-tls")
+
+    def argv(self):
+        cert, key = make_tls_pair(self.workdir, self.name)
+        return super().argv() + ["--tls-client-mode", "prefer", "--tls-client-cert-file",
+                                 cert, "--tls-client-key-file", key]
+
+    def client_env(self):
+        return {"PGSSLMODE": "require"}
+
+
 class PgbouncerTarget(Target):
     """Debian's PgBouncer in session mode, SCRAM against a userlist holding the verifier
     from pg_authid (so it can also log in upstream with SCRAM on the client's behalf)."""
