@@ -533,13 +533,10 @@ class PgwardenMaskTarget(PgwardenTarget):
                                  "--mask-catalog-passwords", passwords]
 
 
-class PgwardenTlsTarget(PgwardenTarget):
-    """pgwardend terminating the client's TLS (tls.client.mode prefer, a generated
-    certificate); clients connect with sslmode=require. The upstream leg is as for
-    `pgwarden` (the cluster has no TLS, so plaintext)."""
-
-    def __init__(self, cluster, workdir, daemon, extra_args=()):
-        super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-tls")
+class ClientLegTls:
+    """For a pgwardend target: it terminates the client's TLS (tls.client.mode prefer, a
+    certificate generated for the run), and its clients connect with sslmode=require. The
+    upstream leg stays as it is (the cluster has no TLS, so plaintext)."""
 
     def argv(self):
         cert, key = make_tls_pair(self.workdir, self.name)
@@ -548,6 +545,13 @@ class PgwardenTlsTarget(PgwardenTarget):
 
     def client_env(self):
         return {"PGSSLMODE": "require"}
+
+
+class PgwardenTlsTarget(ClientLegTls, PgwardenTarget):
+    """`pgwarden` terminating the client's TLS."""
+
+    def __init__(self, cluster, workdir, daemon, extra_args=()):
+        super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-tls")
 
 
 class PgwardenReuseTarget(PgwardenTarget):
@@ -572,19 +576,11 @@ class PgwardenReuseTarget(PgwardenTarget):
                                  "--server-reuse-idle-timeout", "10m"]
 
 
-class PgwardenReuseTlsTarget(PgwardenReuseTarget):
+class PgwardenReuseTlsTarget(ClientLegTls, PgwardenReuseTarget):
     """`pgwarden-reuse` terminating the client's TLS as `pgwarden-tls` does."""
 
     def __init__(self, cluster, workdir, daemon, extra_args=()):
         super().__init__(cluster, workdir, daemon, extra_args, name="pgwarden-reuse-tls")
-
-    def argv(self):
-        cert, key = make_tls_pair(self.workdir, self.name)
-        return super().argv() + ["--tls-client-mode", "prefer", "--tls-client-cert-file",
-                                 cert, "--tls-client-key-file", key]
-
-    def client_env(self):
-        return {"PGSSLMODE": "require"}
 
 
 class PgbouncerTarget(Target):

@@ -50,6 +50,10 @@ def connect(relay, app="itest-reuse", **params):
     return psycopg.connect(harness.conninfo(**dsn), autocommit=True)
 
 
+def backend_pid(conn):
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
 def backend_state(pg, pid):
     """(state, query) of backend pid as pg_stat_activity shows it, or None when gone."""
     out = pg._admin_psql("SELECT state || '|' || query FROM pg_stat_activity "
@@ -76,6 +80,15 @@ def wait_gone(pg, pid):
     pytest.fail("backend %d is still there: %r" % (pid, backend_state(pg, pid)))
 
 
+def raw_login(relay, c):
+    """Log in on wire.Conn c as psycopg would (application_name itest-reuse); the
+    BackendKeyData's (pid, key)."""
+    msgs = c.login(relay.user, relay.password, database=relay.dbname,
+                   params={"application_name": "itest-reuse"})
+    assert wire.first_error(msgs) is None, msgs
+    return [m.backend_key() for m in msgs if m.type == "K"][0]
+
+
 def status(relay, pgwardend_bin):
     import json
     r = ctl(relay, pgwardend_bin, "status", "--json")
@@ -87,7 +100,7 @@ def test_next_client_gets_the_backend_reset(reuse_relay, pg, pgwardend_bin):
     pg._admin_psql("DO $$BEGIN CREATE ROLE reuse_other; EXCEPTION WHEN duplicate_object "
                    "THEN NULL; END$$")
     with connect(reuse_relay) as a:
-        pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pid = backend_pid(a)
         default_work_mem = a.execute("SHOW work_mem").fetchone()[0]
         a.execute("CREATE TEMP TABLE reuse_tmp (x int)")
         a.execute("SET work_mem = '7MB'")
@@ -123,67 +136,61 @@ def test_next_client_gets_the_backend_reset(reuse_relay, pg, pgwardend_bin):
 
 def test_other_startup_parameters_get_their_own_backend(reuse_relay, pg):
     with connect(reuse_relay, app="reuse-x") as a:
-        pid_x = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pid_x = backend_pid(a)
     wait_reset(pg, pid_x)
     with connect(reuse_relay, app="reuse-y") as b:
-        pid_y = b.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pid_y = backend_pid(b)
         assert b.execute("SELECT current_setting('application_name')").fetchone()[0] == \
             "reuse-y"
     assert pid_y != pid_x
     with connect(reuse_relay, app="reuse-x") as c:
-        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid_x
+        assert backend_pid(c) == pid_x
 
 
 def test_session_ending_in_a_transaction_is_not_kept(reuse_relay, pg):
     with connect(reuse_relay) as setup:
         setup.execute("CREATE TABLE IF NOT EXISTS reuse_tx (v text)")
         setup.execute("DELETE FROM reuse_tx")
-        setup_pid = setup.execute("SELECT pg_backend_pid()").fetchone()[0]
+        setup_pid = backend_pid(setup)
     wait_reset(pg, setup_pid)
     a = connect(reuse_relay)
     a.autocommit = False
-    pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    pid = backend_pid(a)
     assert pid == setup_pid
     a.execute("INSERT INTO reuse_tx VALUES ('uncommitted')")
     a.close()  # Terminate inside the transaction
     wait_gone(pg, pid)
     with connect(reuse_relay) as b:
-        assert b.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+        assert backend_pid(b) != pid
         assert b.execute("SELECT count(*) FROM reuse_tx").fetchone()[0] == 0
 
 
 def test_client_that_vanishes_leaves_nothing(reuse_relay, pg):
     with wire.Conn(reuse_relay.host, reuse_relay.port) as c:
-        msgs = c.login(reuse_relay.user, reuse_relay.password, database=reuse_relay.dbname,
-                       params={"application_name": "itest-reuse"})
-        assert wire.first_error(msgs) is None, msgs
-        pid = [m.backend_key()[0] for m in msgs if m.type == "K"][0]
+        pid = raw_login(reuse_relay, c)[0]
     # The socket closed without Terminate: the backend is told Terminate and ends.
     wait_gone(pg, pid)
 
 
 def test_backend_ended_by_the_server_is_not_handed_out(reuse_relay, pg):
     with connect(reuse_relay) as a:
-        pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pid = backend_pid(a)
     wait_reset(pg, pid)
     pg._admin_psql("SELECT pg_terminate_backend(%d)" % pid)
     wait_gone(pg, pid)
     with connect(reuse_relay) as b:
-        assert b.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+        assert backend_pid(b) != pid
         assert b.execute("SELECT 1").fetchone()[0] == 1
 
 
 def test_old_cancel_key_cannot_cancel_the_next_session(reuse_relay, pg):
     with wire.Conn(reuse_relay.host, reuse_relay.port) as c:
-        msgs = c.login(reuse_relay.user, reuse_relay.password, database=reuse_relay.dbname,
-                       params={"application_name": "itest-reuse"})
-        assert wire.first_error(msgs) is None, msgs
-        pid, key = [m.backend_key() for m in msgs if m.type == "K"][0]
+        pid, key = raw_login(reuse_relay, c)
         c.send(wire.terminate())
     wait_reset(pg, pid)
     result = {}
     with connect(reuse_relay) as b:
-        assert b.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+        assert backend_pid(b) == pid
 
         def run():
             try:

@@ -165,6 +165,16 @@ static void assert_closed(struct fixture *f)
 	}
 }
 
+/* A freshly kept server answers the reset with bytes[0..n): it must be closed. */
+static void assert_answer_closes(struct fixture *f, const uint8_t *bytes, size_t n)
+{
+	park(f, "127.0.0.1:5432");
+	server_says(f, bytes, n);
+	assert_closed(f);
+	close(f->server);
+	f->server = -1;
+}
+
 static void test_reset_then_taken_with_replay(void **state)
 {
 	struct fixture *f = *state;
@@ -200,9 +210,7 @@ static void test_error_to_reset_closes(void **state)
 	int n = proto_write_error(err, sizeof(err), "ERROR", "25001",
 				  "DISCARD ALL cannot run inside a transaction block");
 
-	park(f, "127.0.0.1:5432");
-	server_says(f, err, (size_t)n);
-	assert_closed(f);
+	assert_answer_closes(f, err, (size_t)n);
 }
 
 static void test_wrong_answers_close(void **state)
@@ -212,40 +220,20 @@ static void test_wrong_answers_close(void **state)
 	int n;
 
 	/* ReadyForQuery before the reset completed. */
-	park(f, "127.0.0.1:5432");
 	n = proto_write_ready(msg, sizeof(msg), 'I');
-	server_says(f, msg, (size_t)n);
-	assert_closed(f);
-	close(f->server);
-
+	assert_answer_closes(f, msg, (size_t)n);
 	/* The reset completed in a transaction block. */
-	park(f, "127.0.0.1:5432");
-	n = message(msg, sizeof(msg), PqMsg_CommandComplete,
-				(const uint8_t *)"DISCARD ALL", 12);
+	n = message(msg, sizeof(msg), PqMsg_CommandComplete, (const uint8_t *)"DISCARD ALL", 12);
 	n += proto_write_ready(msg + n, sizeof(msg) - (size_t)n, 'T');
-	server_says(f, msg, (size_t)n);
-	assert_closed(f);
-	close(f->server);
-
+	assert_answer_closes(f, msg, (size_t)n);
 	/* Another command's completion. */
-	park(f, "127.0.0.1:5432");
-	n = message(msg, sizeof(msg), PqMsg_CommandComplete,
-				(const uint8_t *)"SELECT 1", 9);
-	server_says(f, msg, (size_t)n);
-	assert_closed(f);
-	close(f->server);
-
+	n = message(msg, sizeof(msg), PqMsg_CommandComplete, (const uint8_t *)"SELECT 1", 9);
+	assert_answer_closes(f, msg, (size_t)n);
 	/* Rows: a kept server has no query to answer. */
-	park(f, "127.0.0.1:5432");
 	n = message(msg, sizeof(msg), PqMsg_DataRow, (const uint8_t *)"\0\0", 2);
-	server_says(f, msg, (size_t)n);
-	assert_closed(f);
-	close(f->server);
-
+	assert_answer_closes(f, msg, (size_t)n);
 	/* Garbage. */
-	park(f, "127.0.0.1:5432");
-	server_says(f, (const uint8_t *)"\x00\x01\x02\x03\x04\x05", 6);
-	assert_closed(f);
+	assert_answer_closes(f, (const uint8_t *)"\x00\x01\x02\x03\x04\x05", 6);
 }
 
 static void test_oversized_message_closes(void **state)
