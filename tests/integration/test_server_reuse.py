@@ -13,10 +13,13 @@ here, against PostgreSQL 15 with real clients:
   - a kept backend that the server ends (pg_terminate_backend) is never handed out;
   - the first client's cancel key stops working when it leaves: it cannot cancel the next
     client's query on the same backend;
+  - a TLS server leg is kept with its TLS, and handed only to a session under the same TLS
+    settings: after a reload, a new backend;
   - passthrough mode refuses the setting; pgbench -C through a reusing relay succeeds and
     its sessions reuse backends (pgwardenctl status).
 """
 
+import json
 import socket
 import subprocess
 import threading
@@ -27,6 +30,7 @@ import pytest
 import harness
 import wire
 from test_auth_terminate import ctl, server_verifier, write_secret
+from test_tls import pg_tls, pki, tls_config  # noqa: F401 - fixtures for the TLS server leg
 
 WAIT = 30.0
 
@@ -90,7 +94,6 @@ def raw_login(relay, c):
 
 
 def status(relay, pgwardend_bin):
-    import json
     r = ctl(relay, pgwardend_bin, "status", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["daemon"]
@@ -209,6 +212,39 @@ def test_old_cancel_key_cannot_cancel_the_next_session(reuse_relay, pg):
             s.recv(16)
         t.join(WAIT)
     assert result == {"value": "finished"}, result
+
+
+def test_tls_server_leg_is_kept_under_the_same_settings(relay_factory, pg_tls, pki, tmp_path,
+                                                        pgwardend_bin):
+    import psycopg
+
+    users = write_secret(str(tmp_path / "users-tls.txt"),
+                         '"%s" "%s"\n' % (pg_tls.user, server_verifier(pg_tls, pg_tls.user)))
+    relay = relay_factory(upstream=(pg_tls.host, pg_tls.port), workers=1,
+                          config_text=tls_config(pki), extra_args=[
+                              "--auth-mode", "terminate", "--auth-users-file", users,
+                              "--server-reuse-max-idle", "4"])
+    dsn = ("host=localhost port=%d user=%s dbname=%s password=%s sslmode=verify-full "
+           "sslrootcert=%s application_name=itest-reuse-tls connect_timeout=20"
+           % (relay.port, pg_tls.user, pg_tls.dbname, pg_tls.password, pki.root.crt))
+    ssl_row = "SELECT pg_backend_pid(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+    with psycopg.connect(dsn, autocommit=True) as a:
+        pid, ssl = a.execute(ssl_row).fetchone()
+        assert ssl is True
+    wait_reset(pg_tls, pid)
+    with psycopg.connect(dsn, autocommit=True) as b:
+        assert b.execute(ssl_row).fetchone() == (pid, True)
+        listed = json.loads(ctl(relay, pgwardend_bin, "sessions", "--json").stdout)
+        mine = [x for x in listed if x.get("application_name") == "itest-reuse-tls"]
+        assert mine and mine[0]["upstream_tls"]["version"].startswith("TLSv1."), listed
+    wait_reset(pg_tls, pid)
+    # A reload builds new TLS settings: the backend kept under the old ones is not handed out.
+    r = ctl(relay, pgwardend_bin, "reload")
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(dsn, autocommit=True) as c:
+        other, ssl = c.execute(ssl_row).fetchone()
+        assert ssl is True and other != pid
 
 
 def test_passthrough_refuses_server_reuse(pgwardend_bin, pg, tmp_path):

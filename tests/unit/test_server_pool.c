@@ -72,9 +72,10 @@ static struct server_keep *keep_for(const char *upstream, uint64_t born)
 	return k;
 }
 
-/* Park a server whose login reported server_version and TimeZone; the test keeps the far
- * end in f->server and has read the DISCARD ALL it was sent. */
-static void park(struct fixture *f, const char *upstream)
+/* Park a server whose login reported server_version and TimeZone, over a leg set up under
+ * TLS settings tls_generation (0: plaintext); the test keeps the far end in f->server and
+ * has read the DISCARD ALL it was sent. */
+static void park_leg(struct fixture *f, const char *upstream, uint64_t tls_generation)
 {
 	struct server_keep *k = keep_for(upstream, f->loop.now);
 	struct transport t;
@@ -83,6 +84,7 @@ static void park(struct fixture *f, const char *upstream)
 
 	assert_int_equal(server_keep_param(k, "server_version", "15.14"), 0);
 	assert_int_equal(server_keep_param(k, "TimeZone", "UTC"), 0);
+	k->tls_generation = tls_generation;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	transport_sock_init(&t, sv[0], true);
 	assert_int_equal(server_pool_park(&f->pool, &f->lim, &t, k, 4242, key, sizeof(key),
@@ -92,6 +94,11 @@ static void park(struct fixture *f, const char *upstream)
 	n = proto_write_query(want, sizeof(want), "DISCARD ALL");
 	assert_int_equal(read(f->server, got, sizeof(got)), n);
 	assert_memory_equal(got, want, (size_t)n);
+}
+
+static void park(struct fixture *f, const char *upstream)
+{
+	park_leg(f, upstream, 0);
 }
 
 /* Deliver what the loop has for the pool's sockets. */
@@ -131,20 +138,30 @@ static size_t reset_answer(uint8_t *out, size_t cap)
 	return n + (size_t)w;
 }
 
-static bool take(struct fixture *f, const char *upstream, uint8_t *login, uint32_t *len)
+static bool take_accepting(struct fixture *f, const char *upstream,
+			   const struct server_pool_accept *acc, uint8_t *login, uint32_t *len)
 {
 	struct server_keep *want = keep_for(upstream, f->loop.now), *got = NULL;
-	struct transport t;
-	bool ok = server_pool_take(&f->pool, &f->lim, want, f->loop.now, &t, &got, login,
-				   SERVER_POOL_LOGIN_MAX, len);
+	struct transport storage, *leg = NULL;
+	bool ok = server_pool_take(&f->pool, &f->lim, want, acc, f->loop.now, &storage, &leg,
+				   &got, login, SERVER_POOL_LOGIN_MAX, len);
 
 	server_keep_free(want);
 	if (ok) {
 		assert_non_null(got);
+		assert_ptr_equal(leg, &storage); /* a socket leg is copied out */
 		server_keep_free(got);
-		transport_destroy(&t);
+		transport_destroy(leg);
 	}
 	return ok;
+}
+
+/* A session that wants no TLS towards the server. */
+static bool take(struct fixture *f, const char *upstream, uint8_t *login, uint32_t *len)
+{
+	const struct server_pool_accept plain = {.tls_generation = 0, .plain_ok = true};
+
+	return take_accepting(f, upstream, &plain, login, len);
 }
 
 static void assert_closed(struct fixture *f)
@@ -309,6 +326,32 @@ static void test_no_answer_to_reset_closes(void **state)
 	assert_closed(f);
 }
 
+static void test_tls_settings_must_match(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t answer[256], login[SERVER_POOL_LOGIN_MAX];
+	size_t n = reset_answer(answer, sizeof(answer));
+	const struct server_pool_accept require_tls7 = {.tls_generation = 7, .plain_ok = false};
+	const struct server_pool_accept prefer_tls8 = {.tls_generation = 8, .plain_ok = true};
+	const struct server_pool_accept prefer_tls7 = {.tls_generation = 7, .plain_ok = true};
+	uint32_t len;
+
+	/* A plaintext leg: never to a session that requires TLS. */
+	park(f, "127.0.0.1:5432");
+	server_says(f, answer, n);
+	assert_false(take_accepting(f, "127.0.0.1:5432", &require_tls7, login, &len));
+	assert_true(take_accepting(f, "127.0.0.1:5432", &prefer_tls8, login, &len));
+	close(f->server);
+
+	/* A TLS leg set up under settings 7: not under 8 (a reload since), even where
+	 * plaintext would do; under 7, yes. */
+	park_leg(f, "127.0.0.1:5432", 7);
+	server_says(f, answer, n);
+	assert_false(take_accepting(f, "127.0.0.1:5432", &prefer_tls8, login, &len));
+	assert_false(take(f, "127.0.0.1:5432", login, &len));
+	assert_true(take_accepting(f, "127.0.0.1:5432", &prefer_tls7, login, &len));
+}
+
 static void test_bounds(void **state)
 {
 	struct fixture *f = *state;
@@ -356,6 +399,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_server_gone_is_never_handed_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_timeout_and_lifetime, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_answer_to_reset_closes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_settings_must_match, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
 	};
 

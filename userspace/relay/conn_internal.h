@@ -174,9 +174,17 @@ bool conn_tls_client_refuses_plain(struct conn *c);
 /* After the server leg connected: should an SSLRequest go first? Then begin it. */
 bool conn_tls_server_wanted(struct conn *c);
 void conn_tls_server_begin(struct conn *c);
-/* May this session's server leg be plaintext (tls.server.mode disable or prefer, or a Unix
- * socket)? */
-bool conn_tls_server_plain_allowed(struct conn *c);
+/* Which kept server legs this session may take (relay/server_pool.h): a TLS leg set up
+ * under its TLS settings when it wants TLS towards the server, a plaintext one when
+ * plaintext is allowed (tls.server.mode disable or prefer, or a Unix socket). */
+struct server_pool_accept;
+void conn_tls_server_reuse_accept(struct conn *c, struct server_pool_accept *acc);
+/* The TLS settings the server leg's TLS was set up under (tls_snapshot.generation); 0 when
+ * the leg is plaintext. */
+uint64_t conn_tls_server_generation(const struct conn *c);
+/* A kept TLS server leg was taken: the session records its TLS as after a handshake. 0 or
+ * -ENOMEM; nothing for a plaintext leg. */
+int conn_tls_server_adopted(struct conn *c) __attribute__((warn_unused_result));
 /* Drive the handshake state the connection is in; true when anything moved. */
 bool conn_tls_negotiate(struct conn *c);
 void conn_tls_release(struct conn *c);
@@ -199,7 +207,7 @@ bool conn_upstream_usable(const struct conn *c);
 
 /* ---- conn_reuse.c ---------------------------------------------------------------------- */
 /* The server leg is about to start for the held StartupMessage: record what it is when the
- * session may leave it behind (server_reuse, a plaintext leg allowed). */
+ * session may leave it behind (server_reuse). */
 void conn_reuse_begin(struct conn *c, const uint8_t *startup, uint32_t len);
 /* Take a kept server for the session instead of connecting: 1 when taken (state AUTH, its
  * login's end waiting to be framed), 0 when none fits, < 0 after failing the connection. */

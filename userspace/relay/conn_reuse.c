@@ -5,10 +5,12 @@
  *
  * A session may leave its server behind only when nothing about that server is the
  * client's own: pgwarden authenticated the client and logged in upstream itself (terminate
- * mode, after a SCRAM exchange with pgwarden), the server leg is plaintext because no TLS
- * is wanted on it (so a reused leg is never weaker than the settings ask), the server saw
- * pgwarden's address rather than the client's (its pg_hba and pg_stat_activity would keep
- * the first client's), and the server did not negotiate the protocol down. And only when
+ * mode, after a SCRAM exchange with pgwarden), the server saw pgwarden's address rather
+ * than the client's (its pg_hba and pg_stat_activity would keep the first client's), and
+ * the server did not negotiate the protocol down. A kept leg goes only to a session whose
+ * TLS settings it meets (conn_tls_server_reuse_accept()): a TLS leg to one under the very
+ * settings it was set up under, a plaintext one where plaintext is allowed, so a reused leg
+ * is never weaker than the taker's settings ask. And only when
  * the session ends clean: the client's Terminate, idle, no transaction, nothing owed or
  * half-sent either way. Every other ending closes the server as before.
  */
@@ -16,6 +18,7 @@
 
 #include "base/log.h"
 #include "relay/cancel.h"
+#include "relay/transport_tls.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -40,7 +43,7 @@ void conn_reuse_begin(struct conn *c, const uint8_t *startup, uint32_t len)
 {
 	char where[SESSION_UPSTREAM_STRLEN];
 
-	if (!c->config->server_reuse_max_idle || !conn_tls_server_plain_allowed(c))
+	if (!c->config->server_reuse_max_idle)
 		return;
 	/* Out of memory: this session's server is not kept, which costs only a login. */
 	if (server_keep_new(&c->keep, session_upstream_text(&c->session, where, sizeof(where)),
@@ -52,25 +55,25 @@ void conn_reuse_begin(struct conn *c, const uint8_t *startup, uint32_t len)
 int conn_reuse_take(struct conn *c)
 {
 	struct server_pool_limits lim;
+	struct server_pool_accept acc;
 	struct conn_dir *d = &c->dir[CONN_S2C];
 	struct server_keep *kept = NULL;
-	struct transport sock;
 	uint8_t login[SERVER_POOL_LOGIN_MAX];
 	uint32_t n = 0;
 
 	if (!c->keep)
 		return 0;
 	conn_reuse_limits(c, &lim);
-	if (!server_pool_take(&c->worker->servers, &lim, c->keep, conn_now(c), &sock, &kept, login,
-			      sizeof(login), &n))
+	conn_tls_server_reuse_accept(c, &acc);
+	if (!server_pool_take(&c->worker->servers, &lim, c->keep, &acc, conn_now(c),
+			      &c->server_sock, &c->server, &kept, login, sizeof(login), &n))
 		return 0;
 	server_keep_free(c->keep);
 	c->keep = kept;
-	c->server_sock = sock;
-	c->server = &c->server_sock;
 	c->server_sees_client = false;
-	if (loop_add(&c->worker->loop, &c->server_watch, sock.fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP) ||
-	    conn_dir_reserve(c, d, n)) {
+	if (loop_add(&c->worker->loop, &c->server_watch, c->server->fd,
+		     EPOLLIN | EPOLLOUT | EPOLLRDHUP) ||
+	    conn_tls_server_adopted(c) || conn_dir_reserve(c, d, n)) {
 		OPENSSL_cleanse(login, n);
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
 		return -ENOMEM;
@@ -94,13 +97,16 @@ void conn_reuse_param(struct conn *c, const char *name, const char *value)
 static bool conn_reuse_clean(const struct conn *c, const struct conn_dir *c2s)
 {
 	const struct conn_dir *s2c = &c->dir[CONN_S2C];
+	const struct transport *t = c->server;
 
-	return c->keep && c->server == &c->server_sock && c->server->fd >= 0 &&
-	       !c->server_sees_client && c->cancel_handle && !c->worker->draining &&
-	       c->state == CONN_READY && c->session.tx_status == 'I' && track_idle(&c->track) &&
-	       c2s->framed == 0 && !c2s->stream_left && c2s->hold == CONN_HOLD_NONE &&
-	       !s2c->eof && !s2c->stream_left && !s2c->skip_left &&
-	       !(s2c->buf && buf_len(s2c->buf)) && !c->stream_active;
+	return c->keep && t && t->fd >= 0 &&
+	       (transport_is_sock(t) ? t == &c->server_sock : transport_tls_conn(c->server) != NULL) &&
+	       !(t->ops->pending && t->ops->pending(t)) && !c->server_sees_client &&
+	       c->cancel_handle && !c->worker->draining && c->state == CONN_READY &&
+	       c->session.tx_status == 'I' && track_idle(&c->track) && c2s->framed == 0 &&
+	       !c2s->stream_left && c2s->hold == CONN_HOLD_NONE && !s2c->eof &&
+	       !s2c->stream_left && !s2c->skip_left && !(s2c->buf && buf_len(s2c->buf)) &&
+	       !c->stream_active;
 }
 
 bool conn_reuse_park(struct conn *c, struct conn_dir *c2s, uint32_t total, uint32_t avail)
@@ -108,7 +114,7 @@ bool conn_reuse_park(struct conn *c, struct conn_dir *c2s, uint32_t total, uint3
 	struct relay *r = c->worker->relay;
 	struct server_pool_limits lim;
 	struct cancel_target target;
-	struct transport sock;
+	struct transport *leg;
 	struct server_keep *keep = c->keep;
 	int err;
 
@@ -121,13 +127,14 @@ bool conn_reuse_park(struct conn *c, struct conn_dir *c2s, uint32_t total, uint3
 	if (conn_guard(c))
 		guard_upstream_forget(conn_guard(c), &c->guard);
 	loop_del(&c->worker->loop, &c->server_watch);
-	sock = c->server_sock;
+	keep->tls_generation = conn_tls_server_generation(c);
+	leg = c->server;
 	c->server = NULL;
-	c->server_sock.fd = -1;
 	c->keep = NULL;
 	conn_reuse_limits(c, &lim);
-	err = server_pool_park(&c->worker->servers, &lim, &sock, keep, target.pid,
+	err = server_pool_park(&c->worker->servers, &lim, leg, keep, target.pid,
 			       target.server_key, target.key_len, conn_now(c));
+	c->server_sock.fd = -1; /* a plaintext leg's socket is the pool's now */
 	OPENSSL_cleanse(target.server_key, sizeof(target.server_key));
 	if (err)
 		log_debug("server_pool", "session=%s server not kept: %s", c->session.id_hex,

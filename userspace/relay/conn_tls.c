@@ -208,12 +208,29 @@ bool conn_tls_server_wanted(struct conn *c)
 	       !tls_server_known_plain(c->tls, &c->session.upstream, conn_now(c));
 }
 
-bool conn_tls_server_plain_allowed(struct conn *c)
+void conn_tls_server_reuse_accept(struct conn *c, struct server_pool_accept *acc)
 {
 	struct tls_snapshot *s = conn_tls_snapshot(c);
+	bool tls = tls_server_leg_wanted(s, c->session.upstream_unix);
 
-	return !tls_server_leg_wanted(s, c->session.upstream_unix) ||
-	       s->server_mode == CONFIG_TLS_SERVER_PREFER;
+	acc->tls_generation = tls ? s->generation : 0;
+	acc->plain_ok = !tls || s->server_mode == CONFIG_TLS_SERVER_PREFER;
+}
+
+uint64_t conn_tls_server_generation(const struct conn *c)
+{
+	return c->server && transport_tls_conn(c->server) && c->tls ? c->tls->generation : 0;
+}
+
+int conn_tls_server_adopted(struct conn *c)
+{
+	struct tls_conn *tc = transport_tls_conn(c->server);
+	struct session_tls *leg;
+
+	if (!tc)
+		return 0;
+	leg = session_tls_leg(&c->session, true);
+	return leg && tls_conn_fill_session(tc, leg) == 0 ? 0 : -ENOMEM;
 }
 
 void conn_tls_server_begin(struct conn *c)

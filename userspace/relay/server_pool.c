@@ -36,6 +36,7 @@ enum link_state {
 struct server_link {
 	struct server_link *prev, *next;
 	struct server_pool *pool;
+	struct transport *t; /* the server leg: &sock, or a TLS transport */
 	struct transport sock;
 	struct loop_watch watch;
 	struct loop_timer timer;
@@ -128,9 +129,25 @@ void server_keep_free(struct server_keep *k)
 	free(k);
 }
 
-static bool keep_fits(const struct server_keep *k, const struct server_keep *want)
+static bool keep_fits(const struct server_keep *k, const struct server_keep *want,
+		      const struct server_pool_accept *acc)
 {
+	if (k->tls_generation ? k->tls_generation != acc->tls_generation : !acc->plain_ok)
+		return false;
 	return k->ident_len == want->ident_len && memcmp(k->ident, want->ident, k->ident_len) == 0;
+}
+
+/* Close a server connection that is not (or no longer) kept: Terminate, best effort (it is
+ * closed either way), TLS's close_notify, then the socket. */
+static void leg_close(struct transport *t)
+{
+	uint8_t x[PROTO_HEADER_LEN];
+	int n = proto_write_terminate(x, sizeof(x));
+
+	if (n > 0)
+		(void)transport_write(t, x, (size_t)n);
+	(void)transport_shutdown(t);
+	transport_destroy(t);
 }
 
 /* ---- links -------------------------------------------------------------------------------- */
@@ -156,19 +173,14 @@ static void link_free(struct server_link *l)
 	free(l);
 }
 
-/* Close a kept server: Terminate (best effort: it is closed either way), then the socket. */
 static void link_close(struct server_link *l, const char *why)
 {
 	struct server_pool *p = l->pool;
-	uint8_t x[PROTO_HEADER_LEN];
-	int n = proto_write_terminate(x, sizeof(x));
 
 	log_debug("server_pool", "pid=%u closed: %s", l->pid, why);
 	loop_timer_cancel(p->loop, &l->timer);
 	loop_del(p->loop, &l->watch);
-	if (n > 0)
-		(void)transport_write(&l->sock, x, (size_t)n);
-	transport_destroy(&l->sock);
+	leg_close(l->t);
 	link_unlink(l);
 	__atomic_add_fetch(&p->closed, 1, __ATOMIC_RELAXED);
 	link_free(l);
@@ -241,9 +253,9 @@ static bool link_read(struct server_link *l, const char **why)
 		uint32_t at = 0;
 		ssize_t n;
 
-		if (!transport_can_read(&l->sock))
+		if (!transport_can_read(l->t))
 			return true;
-		n = transport_read(&l->sock, l->in + l->in_len, sizeof(l->in) - l->in_len);
+		n = transport_read(l->t, l->in + l->in_len, sizeof(l->in) - l->in_len);
 		if (n == -EAGAIN)
 			return true;
 		if (n <= 0) {
@@ -280,7 +292,7 @@ static void link_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 	const char *why = NULL;
 
 	(void)loop;
-	transport_note_events(&l->sock, events);
+	transport_note_events(l->t, events);
 	if (!link_read(l, &why))
 		link_close(l, why);
 }
@@ -308,7 +320,7 @@ void server_pool_close_all(struct server_pool *p)
 }
 
 int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim,
-		     const struct transport *sock, struct server_keep *keep, uint32_t pid,
+		     struct transport *t, struct server_keep *keep, uint32_t pid,
 		     const uint8_t *key, uint32_t key_len, uint64_t now_ns)
 {
 	uint8_t q[64];
@@ -323,17 +335,19 @@ int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim
 		err = -EINVAL;
 	l = err ? NULL : calloc(1, sizeof(*l));
 	if (!l) {
-		struct transport t = *sock;
-		uint8_t x[PROTO_HEADER_LEN];
+		struct transport copy = *t;
 
-		if (proto_write_terminate(x, sizeof(x)) > 0)
-			(void)transport_write(&t, x, sizeof(x));
-		transport_destroy(&t);
+		leg_close(transport_is_sock(t) ? &copy : t);
 		server_keep_free(keep);
 		return err ? err : -ENOMEM;
 	}
 	l->pool = p;
-	l->sock = *sock;
+	if (transport_is_sock(t)) {
+		l->sock = *t;
+		l->t = &l->sock;
+	} else {
+		l->t = t;
+	}
 	l->keep = keep;
 	l->pid = pid;
 	l->key_len = key_len;
@@ -349,9 +363,9 @@ int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim
 	/* The reset is 17 bytes into an idle socket's empty send buffer: it goes whole or the
 	 * server is not worth keeping. */
 	n = proto_write_query(q, sizeof(q), RESET_SQL);
-	err = n > 0 && transport_write(&l->sock, q, (size_t)n) == n ? 0 : -EIO;
+	err = n > 0 && transport_write(l->t, q, (size_t)n) == n ? 0 : -EIO;
 	if (!err)
-		err = loop_add(p->loop, &l->watch, l->sock.fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+		err = loop_add(p->loop, &l->watch, l->t->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 	if (!err)
 		err = loop_timer_arm(p->loop, &l->timer,
 				     p->loop->now + LINK_RESET_TIMEOUT_MS * NSEC_PER_MSEC);
@@ -373,13 +387,13 @@ static bool link_alive(struct server_link *l)
 {
 	const char *why = NULL;
 	uint8_t b;
-	ssize_t n = recv(l->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	ssize_t n = recv(l->t->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return true;
 	if (n > 0) {
-		l->sock.ready |= TRANSPORT_READ;
-		l->sock.read_needs = 0;
+		l->t->ready |= TRANSPORT_READ;
+		l->t->read_needs = 0;
 		if (link_read(l, &why) && l->state == LINK_IDLE)
 			return true;
 	}
@@ -388,7 +402,8 @@ static bool link_alive(struct server_link *l)
 }
 
 bool server_pool_take(struct server_pool *p, const struct server_pool_limits *lim,
-		      const struct server_keep *want, uint64_t now_ns, struct transport *sock,
+		      const struct server_keep *want, const struct server_pool_accept *acc,
+		      uint64_t now_ns, struct transport *storage, struct transport **leg,
 		      struct server_keep **keep, uint8_t *login, uint32_t cap, uint32_t *login_len)
 {
 	struct server_link *l, *next;
@@ -398,7 +413,7 @@ bool server_pool_take(struct server_pool *p, const struct server_pool_limits *li
 		int n;
 
 		next = l->next;
-		if (l->state != LINK_IDLE || !keep_fits(l->keep, want))
+		if (l->state != LINK_IDLE || !keep_fits(l->keep, want, acc))
 			continue;
 		if (lim->lifetime_ms && now_ns - l->keep->born_ns >= lim->lifetime_ms * NSEC_PER_MSEC) {
 			link_close(l, "lifetime reached");
@@ -422,7 +437,12 @@ bool server_pool_take(struct server_pool *p, const struct server_pool_limits *li
 		*login_len = len + (uint32_t)n;
 		loop_timer_cancel(p->loop, &l->timer);
 		loop_del(p->loop, &l->watch);
-		*sock = l->sock;
+		if (l->t == &l->sock) {
+			*storage = l->sock;
+			*leg = storage;
+		} else {
+			*leg = l->t;
+		}
 		*keep = l->keep;
 		l->keep = NULL;
 		link_unlink(l);

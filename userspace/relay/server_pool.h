@@ -17,9 +17,10 @@
  * cancel map read it as they read any login.
  *
  * Which sessions may leave a server behind is the connection's decision (conn_reuse.c);
- * this module owns what is kept: the socket, a bounded reader for the reset's answer and
- * for what an idle server may say (a ParameterStatus, a notice, its FATAL when it goes), and
- * the idle and lifetime clocks. One worker's thread touches its pool.
+ * this module owns what is kept: the leg (a socket, or TLS over one), a bounded reader for
+ * the reset's answer and for what an idle server may say (a ParameterStatus, a notice, its
+ * FATAL when it goes), and the idle and lifetime clocks. One worker's thread touches its
+ * pool.
  */
 #ifndef PGWARDEN_SERVER_POOL_H
 #define PGWARDEN_SERVER_POOL_H
@@ -42,6 +43,9 @@
  */
 struct server_keep {
 	uint64_t born_ns;   /* monotonic: when the server connection was made */
+	/* The TLS settings the leg's TLS was set up under (tls_snapshot.generation); 0: the
+	 * leg is plaintext. Set when the server is kept. */
+	uint64_t tls_generation;
 	uint8_t *params;    /* ParameterStatus messages, whole, the last report of each name */
 	uint32_t params_len;
 	uint32_t ident_len;
@@ -89,25 +93,35 @@ void server_pool_stats_add(const struct server_pool *p, struct server_pool_stats
 void server_pool_close_all(struct server_pool *p);
 
 /*
- * Keep a server connection whose client left cleanly. sock: its plain transport (copied;
- * the descriptor is registered with no loop now), keep: its identity and parameters
- * (owned by the pool from here on, whatever the result), pid and key: its BackendKeyData.
- * Sends DISCARD ALL at once. 0 when kept; -ENOSPC (the pool is full), -ETIME (older than
- * the lifetime), -ENOMEM, or a send failure: then the server got Terminate and the socket
- * is closed.
+ * Keep a server connection whose client left cleanly. t: its transport (registered with no
+ * loop now): a socket transport is copied into the pool's own storage (the caller's is then
+ * free), any other (TLS) is taken over as it is. keep: its identity and parameters, with
+ * tls_generation set. Both are owned by the pool from here on, whatever the result. pid and
+ * key: its BackendKeyData. Sends DISCARD ALL at once. 0 when kept; -ENOSPC (the pool is
+ * full), -ETIME (older than the lifetime), -ENOMEM, or a send failure: then the server got
+ * Terminate and the connection is closed.
  */
 int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim,
-		     const struct transport *sock, struct server_keep *keep, uint32_t pid,
+		     struct transport *t, struct server_keep *keep, uint32_t pid,
 		     const uint8_t *key, uint32_t key_len, uint64_t now_ns);
 
+/* Which kept servers a session may take: a TLS leg set up under the settings of
+ * tls_generation (0: none), and a plaintext leg when plain_ok. */
+struct server_pool_accept {
+	uint64_t tls_generation;
+	bool plain_ok;
+};
+
 /*
- * A kept, reset server for want's identity (want->ident), or NULL. On success the server
- * leaves the pool: *sock receives its transport (registered with no loop), *keep its
- * keep (the caller owns it and frees want), and login[0..*login_len) the bytes of the
- * login's end to replay (at most cap; a link whose replay does not fit is not taken).
+ * A kept, reset server for want's identity (want->ident) that acc allows, or NULL. On
+ * success the server leaves the pool: *leg is its transport (registered with no loop; a
+ * socket transport is copied into *storage and *leg points there), *keep its keep (the
+ * caller owns it and frees want), and login[0..*login_len) the bytes of the login's end to
+ * replay (at most cap; a server whose replay does not fit is not taken).
  */
 bool server_pool_take(struct server_pool *p, const struct server_pool_limits *lim,
-		      const struct server_keep *want, uint64_t now_ns, struct transport *sock,
+		      const struct server_keep *want, const struct server_pool_accept *acc,
+		      uint64_t now_ns, struct transport *storage, struct transport **leg,
 		      struct server_keep **keep, uint8_t *login, uint32_t cap, uint32_t *login_len)
 	__attribute__((warn_unused_result));
 

@@ -116,6 +116,9 @@ static inline void transport_destroy(struct transport *t)
  */
 void transport_sock_init(struct transport *t, int fd, bool unix_socket);
 
+/* Is t a socket transport (storage its owner holds, which a copy may take over)? */
+bool transport_is_sock(const struct transport *t);
+
 /*
  * Hand the socket of a plain transport over to a new transport built on it (TLS after
  * SSLRequest): returns the descriptor and leaves t holding none (destroy is then a no-op

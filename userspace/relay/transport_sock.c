@@ -127,6 +127,11 @@ void transport_sock_init(struct transport *t, int fd, bool unix_socket)
 	};
 }
 
+bool transport_is_sock(const struct transport *t)
+{
+	return t->ops == &tcp_ops || t->ops == &unix_ops;
+}
+
 int transport_sock_release(struct transport *t)
 {
 	int fd = t->fd;

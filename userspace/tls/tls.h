@@ -109,6 +109,9 @@ struct tls_snapshot {
 	char *client_cert_subject;
 	char client_cert_fingerprint[SESSION_FINGERPRINT_HEXLEN + 1];
 	uint64_t built_wall_ns; /* when the files were read */
+	/* This snapshot's number, one more than the last built in this process (never 0):
+	 * what a server leg's TLS was set up under, for matching it later (relay/server_pool.h). */
+	uint64_t generation;
 	/* Under tls.server.mode prefer: servers that answered an SSLRequest with 'N' lately
 	 * (tls_server_known_plain). Mutable, so behind its own lock; a reload builds a new
 	 * snapshot, and with it an empty table. */

@@ -552,6 +552,9 @@ static void snapshot_free(struct tls_snapshot *s)
 	free(s);
 }
 
+/* Snapshots built so far in this process (tls_snapshot.generation). */
+static uint64_t tls_snapshot_generations;
+
 int tls_snapshot_build(const struct config *cfg, struct tls_snapshot **out, char *err,
 		       size_t errlen)
 {
@@ -575,6 +578,7 @@ int tls_snapshot_build(const struct config *cfg, struct tls_snapshot **out, char
 	s->client_verify = cfg->tls_client_verify;
 	s->server_mode = cfg->tls_server_mode;
 	s->built_wall_ns = clock_wall_ns();
+	s->generation = __atomic_add_fetch(&tls_snapshot_generations, 1, __ATOMIC_RELAXED);
 	ERR_clear_error();
 	if (cfg->tls_server_name && !(s->server_name = strdup(cfg->tls_server_name)))
 		goto err_nomem;
