@@ -15,6 +15,7 @@
 #include "base/log.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,12 +91,16 @@ int server_keep_param(struct server_keep *k, const char *name, const char *value
 
 	if (n < 0)
 		return -E2BIG;
-	/* Every report but name's stays, in order; name's goes last. */
+	/* Every report but name's stays, in order; name's goes last. A report of the value
+	 * already recorded changes nothing: a replayed login reports every one again. */
 	for (uint32_t at = 0; at < k->params_len;) {
 		uint32_t len = 1 + proto_read_u32(k->params + at + 1);
 
-		if (strcmp(keep_param_name(k->params + at), name) == 0)
+		if (strcmp(keep_param_name(k->params + at), name) == 0) {
+			if (len == (uint32_t)n && memcmp(k->params + at, msg, len) == 0)
+				return 0;
 			old_len = len;
+		}
 		at += len;
 	}
 	keep_len = k->params_len - old_len;
@@ -333,7 +338,7 @@ int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim
 		err = -ETIME;
 	else if (key_len > PROTO_CANCEL_KEY_MAX)
 		err = -EINVAL;
-	l = err ? NULL : calloc(1, sizeof(*l));
+	l = err ? NULL : malloc(sizeof(*l));
 	if (!l) {
 		struct transport copy = *t;
 
@@ -341,6 +346,8 @@ int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim
 		server_keep_free(keep);
 		return err ? err : -ENOMEM;
 	}
+	/* All but the reader's buffer, which holds nothing until the server answers. */
+	memset(l, 0, offsetof(struct server_link, in));
 	l->pool = p;
 	if (transport_is_sock(t)) {
 		l->sock = *t;
