@@ -14,9 +14,14 @@
 #define PGWARDEN_LOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct loop;
+
+/* The struct a watch, timer or deferred callback's argument is a member of: how every
+ * callback finds its owner. */
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct loop_watch {
 	int fd;

@@ -21,7 +21,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 #define CANCEL_PKT_MAX (PROTO_STARTUP_HEADER_LEN + 4 + PROTO_CANCEL_KEY_MAX)
 
 struct backend_cancel {

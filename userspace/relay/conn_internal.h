@@ -14,8 +14,6 @@
 #include <assert.h>
 #include <stddef.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-
 /* Messages the relay itself must see whole are all small; anything bigger a stage wants
  * whole is refused at this size rather than grown (54000). */
 #define CONN_INSPECT_MAX (1u << 20)

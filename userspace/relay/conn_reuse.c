@@ -10,9 +10,9 @@
  * the server did not negotiate the protocol down. A kept leg goes only to a session whose
  * TLS settings it meets (conn_tls_server_reuse_accept()): a TLS leg to one under the very
  * settings it was set up under, a plaintext one where plaintext is allowed, so a reused leg
- * is never weaker than the taker's settings ask. And only when
- * the session ends clean: the client's Terminate, idle, no transaction, nothing owed or
- * half-sent either way. Every other ending closes the server as before.
+ * is never weaker than the taker's settings ask. And only when the session ends clean: the
+ * client's Terminate, idle, no transaction, nothing owed or half-sent either way. Every
+ * other ending closes the server as before.
  */
 #include "relay/conn_internal.h"
 
@@ -70,7 +70,6 @@ int conn_reuse_take(struct conn *c)
 		return 0;
 	server_keep_free(c->keep);
 	c->keep = kept;
-	c->server_sees_client = false;
 	if (loop_add(&c->worker->loop, &c->server_watch, c->server->fd,
 		     EPOLLIN | EPOLLOUT | EPOLLRDHUP) ||
 	    conn_tls_server_adopted(c) || conn_dir_reserve(c, d, n)) {

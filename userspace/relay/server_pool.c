@@ -44,15 +44,13 @@ struct server_link {
 	struct server_keep *keep;
 	enum link_state state;
 	bool reset_done; /* RESETTING: the CommandComplete of DISCARD ALL arrived */
-	uint64_t idle_deadline_ms; /* the idle timeout, from the limits it was kept under */
+	uint64_t idle_ms; /* the idle timeout, from the limits it was kept under */
 	uint32_t pid;
 	uint32_t key_len;
 	uint8_t key[PROTO_CANCEL_KEY_MAX];
 	uint32_t in_len;
 	uint8_t in[LINK_IN_MAX];
 };
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- server_keep ------------------------------------------------------------------------ */
 
@@ -132,6 +130,13 @@ void server_keep_free(struct server_keep *k)
 		return;
 	free(k->params);
 	free(k);
+}
+
+/* Has the server connection k describes served as long as lim allows? */
+static bool keep_expired(const struct server_keep *k, const struct server_pool_limits *lim,
+			 uint64_t now_ns)
+{
+	return lim->lifetime_ms && now_ns - k->born_ns >= lim->lifetime_ms * NSEC_PER_MSEC;
 }
 
 static bool keep_fits(const struct server_keep *k, const struct server_keep *want,
@@ -236,7 +241,7 @@ static bool link_message(struct server_link *l, const struct proto_msg *m, const
 		}
 		l->state = LINK_IDLE;
 		if (loop_timer_arm(l->pool->loop, &l->timer,
-				   l->pool->loop->now + l->idle_deadline_ms * NSEC_PER_MSEC)) {
+				   l->pool->loop->now + l->idle_ms * NSEC_PER_MSEC)) {
 			*why = "out of memory";
 			return false;
 		}
@@ -334,15 +339,13 @@ int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim
 
 	if (p->nlinks >= lim->max_idle)
 		err = -ENOSPC;
-	else if (lim->lifetime_ms && now_ns - keep->born_ns >= lim->lifetime_ms * NSEC_PER_MSEC)
+	else if (keep_expired(keep, lim, now_ns))
 		err = -ETIME;
 	else if (key_len > PROTO_CANCEL_KEY_MAX)
 		err = -EINVAL;
 	l = err ? NULL : malloc(sizeof(*l));
 	if (!l) {
-		struct transport copy = *t;
-
-		leg_close(transport_is_sock(t) ? &copy : t);
+		leg_close(t);
 		server_keep_free(keep);
 		return err ? err : -ENOMEM;
 	}
@@ -359,7 +362,7 @@ int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim
 	l->pid = pid;
 	l->key_len = key_len;
 	memcpy(l->key, key, key_len);
-	l->idle_deadline_ms = lim->idle_ms;
+	l->idle_ms = lim->idle_ms;
 	l->watch.cb = link_event;
 	l->timer.cb = link_timer_fired;
 	l->next = p->links;
@@ -422,7 +425,7 @@ bool server_pool_take(struct server_pool *p, const struct server_pool_limits *li
 		next = l->next;
 		if (l->state != LINK_IDLE || !keep_fits(l->keep, want, acc))
 			continue;
-		if (lim->lifetime_ms && now_ns - l->keep->born_ns >= lim->lifetime_ms * NSEC_PER_MSEC) {
+		if (keep_expired(l->keep, lim, now_ns)) {
 			link_close(l, "lifetime reached");
 			continue;
 		}

@@ -20,8 +20,6 @@
 #define WORKER_POOL_MAX_FREE 8 /* pooled buffers kept per worker beyond those in use */
 #define WORKER_ACCEPT_RETRY_NS (100 * 1000 * 1000ULL)
 #define WORKER_LISTEN_BACKLOG 4096
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-
 void worker_conn_link(struct worker *w, struct conn *c)
 {
 	pthread_mutex_lock(&w->lock);
