@@ -15,6 +15,8 @@ here, against PostgreSQL 15 with real clients:
     client's query on the same backend;
   - a TLS server leg is kept with its TLS, and handed only to a session under the same TLS
     settings: after a reload, a new backend;
+  - a certificate-only login (auth.cert_map) gets a kept server too, only once its
+    certificate was accepted;
   - passthrough mode refuses the setting; pgbench -C through a reusing relay succeeds and
     its sessions reuse backends (pgwardenctl status).
 """
@@ -245,6 +247,44 @@ def test_tls_server_leg_is_kept_under_the_same_settings(relay_factory, pg_tls, p
     with psycopg.connect(dsn, autocommit=True) as c:
         other, ssl = c.execute(ssl_row).fetchone()
         assert ssl is True and other != pid
+
+
+def test_certificate_login_reuses_a_kept_server(relay_factory, pg, pki, tmp_path, pgwardend_bin):
+    """A client that logs in with its certificate alone (auth.cert_map) gets a kept server
+    like a SCRAM login does, and only after its certificate was accepted: a client with
+    neither certificate nor password is refused, and the kept backend stays idle."""
+    import psycopg
+
+    users = write_secret(str(tmp_path / "users.txt"),
+                         '"%s" "%s"\n' % (pg.user, server_verifier(pg, pg.user)))
+    cert_map = write_secret(str(tmp_path / "certmap.txt"), "pgwarden pgw %s\n" % pg.user)
+    passwords = write_secret(str(tmp_path / "passwords.txt"),
+                             '"%s" "%s"\n' % (pg.user, pg.password))
+    relay = relay_factory(workers=1, config_text=(
+        "tls:\n  client:\n    mode: require\n    cert_file: %s\n    key_file: %s\n"
+        "    ca_file: %s\n    verify: optional\n  server:\n    mode: disable\n"
+        "auth:\n  mode: terminate\n  users_file: %s\n  cert_map: %s\n"
+        "  upstream_passwords: %s\nserver_reuse:\n  max_idle: 4\n"
+        % (pki.relay_own.crt, pki.relay_own.key, pki.root.crt, users, cert_map, passwords)))
+    dsn = ("host=%s port=%d user=%s dbname=%s sslmode=require application_name=itest-reuse-cert "
+           "connect_timeout=20" % (relay.host, relay.port, pg.user, pg.dbname))
+    with_cert = dsn + " sslcert=%s sslkey=%s password=not-the-password" % (pki.alice.crt,
+                                                                           pki.alice.key)
+
+    with psycopg.connect(with_cert, autocommit=True) as a:
+        pid = backend_pid(a)
+        a.execute("SET myapp.tenant = 'tenant-a'")
+    wait_reset(pg, pid)
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(dsn + " password=not-the-password", autocommit=True)
+    assert "28P01" in str(refused.value) or "password authentication failed" in \
+        str(refused.value), refused.value
+    assert backend_state(pg, pid) == ("idle", "DISCARD ALL")
+    with psycopg.connect(with_cert, autocommit=True) as b:
+        assert b.execute("SELECT pg_backend_pid(), current_user, "
+                         "current_setting('myapp.tenant', true)").fetchone() in (
+            (pid, pg.user, None), (pid, pg.user, ""))
+    assert status(relay, pgwardend_bin)["server_reuse"]["reused"] == 1
 
 
 def test_passthrough_refuses_server_reuse(pgwardend_bin, pg, tmp_path):

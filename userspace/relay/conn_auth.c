@@ -172,6 +172,27 @@ static void conn_auth_logged_in(struct conn *c)
 	conn_auth_end(c);
 }
 
+/*
+ * Terminate mode, the client proved itself: a kept server whose login matches startup
+ * (conn_reuse.c), logged in already. 1 when one was taken, 0 when the caller starts a new
+ * server leg and sends it startup, < 0 after failing the connection.
+ */
+static int conn_auth_server_leg(struct conn *c, const uint8_t *startup, uint32_t len)
+{
+	int taken;
+
+	conn_reuse_begin(c, startup, len);
+	taken = conn_reuse_take(c);
+	if (taken > 0)
+		c->auth->reused = true;
+	return taken;
+}
+
+bool conn_auth_reused(const struct conn *c)
+{
+	return c->auth && c->auth->reused;
+}
+
 int conn_auth_begin(struct conn *c)
 {
 	struct auth_runtime *rt = c->worker->relay->auth;
@@ -224,9 +245,19 @@ int conn_auth_begin(struct conn *c)
 		d->framed = 0;
 		return 0;
 	}
-	case AUTH_DONE: /* a certificate alone: AuthenticationOk once upstream accepts */
+	case AUTH_DONE: { /* a certificate alone: AuthenticationOk once upstream accepts */
+		struct conn_dir *d = &c->dir[CONN_C2S];
+		int taken;
+
 		a->client_done = true;
-		return 0; /* the caller starts the server leg */
+		taken = conn_auth_server_leg(c, d->buf->data + d->buf->head, d->framed);
+		if (taken <= 0)
+			return taken; /* 0: the caller starts a new server leg */
+		/* The kept server logged in long ago: this StartupMessage goes nowhere. */
+		d->buf->head += d->framed;
+		d->framed = 0;
+		return 0;
+	}
 	default:
 		conn_auth_refuse(c, a->out, n, "authentication refused");
 		return -EACCES;
@@ -273,13 +304,10 @@ static enum conn_step conn_auth_terminate_client(struct conn *c, struct conn_dir
 	}
 	/* Only now does the server hear of this session: its StartupMessage goes first. */
 	if (a->client_done && a->startup) {
-		int taken;
+		int taken = conn_auth_server_leg(c, a->startup, a->startup_len);
 
-		conn_reuse_begin(c, a->startup, a->startup_len);
-		taken = conn_reuse_take(c);
 		if (taken < 0)
 			return CONN_STEP_FAILED;
-		a->reused = taken;
 		if (!taken && conn_session_connect(c))
 			return CONN_STEP_FAILED;
 		if (!taken && conn_inject(c, CONN_C2S, a->startup, a->startup_len)) {

@@ -139,6 +139,9 @@ int conn_auth_begin(struct conn *c) __attribute__((warn_unused_result));
 /* Terminate mode, the client still owes pgwarden its proof: its messages are read while
  * the state is CONNECTING and there is no server leg yet. */
 bool conn_auth_early(const struct conn *c);
+/* Terminate mode: the session was given a kept server (conn_reuse.c), logged in already,
+ * so no server leg is started for it. */
+bool conn_auth_reused(const struct conn *c);
 /* A framed client (server) message during the login, total bytes of which avail are here:
  * true when the login took it (what was done in *step), false when the core goes on with
  * it as usual. */

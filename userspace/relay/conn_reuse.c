@@ -5,12 +5,12 @@
  *
  * A session may leave its server behind only when nothing about that server is the
  * client's own: pgwarden authenticated the client and logged in upstream itself (terminate
- * mode, after a SCRAM exchange with pgwarden), the server saw pgwarden's address rather
- * than the client's (its pg_hba and pg_stat_activity would keep the first client's), and
- * the server did not negotiate the protocol down. A kept leg goes only to a session whose
- * TLS settings it meets (conn_tls_server_reuse_accept()): a TLS leg to one under the very
- * settings it was set up under, a plaintext one where plaintext is allowed, so a reused leg
- * is never weaker than the taker's settings ask. And only when the session ends clean: the
+ * mode, after a SCRAM exchange with pgwarden or a certificate login), the server saw
+ * pgwarden's address rather than the client's (its pg_hba and pg_stat_activity would keep
+ * the first client's), and the server did not negotiate the protocol down. A kept leg goes
+ * only to a session whose TLS settings it meets (conn_tls_server_reuse_accept()): a TLS leg
+ * to one under the very settings it was set up under, a plaintext one where plaintext is
+ * allowed, so a reused leg is never weaker than the taker's settings ask. And only when the session ends clean: the
  * client's Terminate, idle, no transaction, nothing owed or half-sent either way. Every
  * other ending closes the server as before.
  */
@@ -81,6 +81,8 @@ int conn_reuse_take(struct conn *c)
 	memcpy(d->buf->data + d->buf->tail, login, n);
 	d->buf->tail += n;
 	OPENSSL_cleanse(login, n);
+	/* The kept server stands in for a connect (a certificate login comes from startup). */
+	conn_set_state(c, CONN_CONNECTING);
 	conn_set_state(c, CONN_AUTH);
 	log_debug("server_pool", "session=%s reuses a kept server", c->session.id_hex);
 	return 1;
