@@ -10,9 +10,9 @@
  * the first client's), and the server did not negotiate the protocol down. A kept leg goes
  * only to a session whose TLS settings it meets (conn_tls_server_reuse_accept()): a TLS leg
  * to one under the very settings it was set up under, a plaintext one where plaintext is
- * allowed, so a reused leg is never weaker than the taker's settings ask. And only when the session ends clean: the
- * client's Terminate, idle, no transaction, nothing owed or half-sent either way. Every
- * other ending closes the server as before.
+ * allowed, so a reused leg is never weaker than the taker's settings ask. And only when the
+ * session ends clean: the client's Terminate, idle, no transaction, nothing owed or
+ * half-sent either way. Every other ending closes the server as before.
  */
 #include "relay/conn_internal.h"
 
