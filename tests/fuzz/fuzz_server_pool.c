@@ -156,7 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!taken && pool.nlinks)
 		taken = try_take(&pool, &lim, tls, 1);
 	CHECK(!taken || pool.nlinks == 0);
-	server_pool_close_all(&pool);
+	server_pool_destroy(&pool);
 	CHECK(pool.nlinks == 0);
 	close(sv[1]);
 	return 0;

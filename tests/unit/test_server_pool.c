@@ -57,7 +57,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	server_pool_close_all(&f->pool);
+	server_pool_destroy(&f->pool);
 	if (f->server >= 0)
 		close(f->server);
 	loop_destroy(&f->loop);
@@ -296,6 +296,56 @@ static void test_server_gone_is_never_handed_out(void **state)
 	assert_int_equal(f->pool.nlinks, 0);
 }
 
+/* Events the loop fetched in one wait, handed out after whatever came earlier in the
+ * batch, then the end of the loop's iteration. */
+static void finish_batch(struct fixture *f, const struct epoll_event *ev, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct loop_watch *w = ev[i].data.ptr;
+
+		w->cb(&f->loop, w, ev[i].events);
+	}
+	loop_tick(&f->loop, f->loop.now);
+}
+
+/*
+ * One wait of the loop fetched an event for a kept server, and a client earlier in the
+ * same batch took that server, or found it gone and closed it: the event must reach no
+ * freed link (ASan reports the use after free).
+ */
+static void test_event_fetched_before_a_take_or_close(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t answer[256], login[SERVER_POOL_LOGIN_MAX], notice[64];
+	size_t n = reset_answer(answer, sizeof(answer));
+	struct epoll_event ev[8];
+	uint32_t len;
+	int k, e;
+
+	/* A notice while idle: the loop has the event, a client takes the server first. */
+	park(f, "127.0.0.1:5432");
+	server_says(f, answer, n);
+	e = message(notice, sizeof(notice), PqMsg_NoticeResponse, (const uint8_t *)"SNOTICE\0", 9);
+	assert_int_equal(write(f->server, notice, (size_t)e), e);
+	k = epoll_wait(f->loop.epfd, ev, 8, 50);
+	assert_int_equal(k, 1);
+	assert_true(take(f, "127.0.0.1:5432", login, &len));
+	finish_batch(f, ev, k);
+	assert_int_equal(f->pool.nlinks, 0);
+	close(f->server);
+
+	/* The server's end of stream: the loop has the event, a client's take finds it first
+	 * and closes the server. */
+	park(f, "127.0.0.1:5432");
+	server_says(f, answer, n);
+	shutdown(f->server, SHUT_WR);
+	k = epoll_wait(f->loop.epfd, ev, 8, 50);
+	assert_int_equal(k, 1);
+	assert_false(take(f, "127.0.0.1:5432", login, &len));
+	finish_batch(f, ev, k);
+	assert_closed(f);
+}
+
 static void test_idle_timeout_and_lifetime(void **state)
 {
 	struct fixture *f = *state;
@@ -397,6 +447,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wrong_answers_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_message_closes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_gone_is_never_handed_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_fetched_before_a_take_or_close, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_idle_timeout_and_lifetime, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_answer_to_reset_closes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_settings_must_match, setup, teardown),

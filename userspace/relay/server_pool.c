@@ -32,6 +32,7 @@
 enum link_state {
 	LINK_RESETTING = 0,
 	LINK_IDLE,
+	LINK_GONE, /* taken or closed: on p->gone until the iteration ends */
 };
 
 struct server_link {
@@ -176,11 +177,32 @@ static void link_unlink(struct server_link *l)
 	__atomic_sub_fetch(&p->nlinks, 1, __ATOMIC_RELAXED);
 }
 
-static void link_free(struct server_link *l)
+/* Off the pool's list. Its memory waits on p->gone for the end of the loop's iteration. */
+static void link_retire(struct server_link *l)
 {
+	struct server_pool *p = l->pool;
+
+	link_unlink(l);
 	server_keep_free(l->keep);
+	l->keep = NULL;
 	OPENSSL_cleanse(l->key, sizeof(l->key));
-	free(l);
+	l->state = LINK_GONE;
+	l->next = p->gone;
+	p->gone = l;
+	loop_defer(p->loop, &p->reap);
+}
+
+static void pool_reap(struct loop *loop, struct loop_deferred *d)
+{
+	struct server_pool *p = container_of(d, struct server_pool, reap);
+
+	(void)loop;
+	while (p->gone) {
+		struct server_link *l = p->gone;
+
+		p->gone = l->next;
+		free(l);
+	}
 }
 
 static void link_close(struct server_link *l, const char *why)
@@ -191,9 +213,8 @@ static void link_close(struct server_link *l, const char *why)
 	loop_timer_cancel(p->loop, &l->timer);
 	loop_del(p->loop, &l->watch);
 	leg_close(l->t);
-	link_unlink(l);
 	__atomic_add_fetch(&p->closed, 1, __ATOMIC_RELAXED);
-	link_free(l);
+	link_retire(l);
 }
 
 static void link_timer_fired(struct loop *loop, struct loop_timer *t)
@@ -302,6 +323,8 @@ static void link_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 	const char *why = NULL;
 
 	(void)loop;
+	if (l->state == LINK_GONE)
+		return; /* fetched in the same wait as whatever took or closed it */
 	transport_note_events(l->t, events);
 	if (!link_read(l, &why))
 		link_close(l, why);
@@ -313,6 +336,7 @@ void server_pool_init(struct server_pool *p, struct loop *loop)
 {
 	memset(p, 0, sizeof(*p));
 	p->loop = loop;
+	p->reap.cb = pool_reap;
 }
 
 void server_pool_stats_add(const struct server_pool *p, struct server_pool_stats *sum)
@@ -327,6 +351,12 @@ void server_pool_close_all(struct server_pool *p)
 {
 	while (p->links)
 		link_close(p->links, "shutting down");
+}
+
+void server_pool_destroy(struct server_pool *p)
+{
+	server_pool_close_all(p);
+	pool_reap(p->loop, &p->reap);
 }
 
 int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim,
@@ -455,8 +485,7 @@ bool server_pool_take(struct server_pool *p, const struct server_pool_limits *li
 		}
 		*keep = l->keep;
 		l->keep = NULL;
-		link_unlink(l);
-		link_free(l);
+		link_retire(l);
 		__atomic_add_fetch(&p->reused, 1, __ATOMIC_RELAXED);
 		return true;
 	}

@@ -81,6 +81,10 @@ struct server_pool_stats {
 struct server_pool {
 	struct loop *loop;
 	struct server_link *links; /* resetting and idle, the newest first */
+	/* Taken or closed, freed at the end of the loop's iteration: an event the loop fetched
+	 * for one in the same wait must still find it (and ignore it). */
+	struct server_link *gone;
+	struct loop_deferred reap;
 	/* Written by the worker, read by the admin thread: atomic. */
 	uint32_t nlinks;
 	uint64_t kept, reused, closed;
@@ -91,6 +95,8 @@ void server_pool_init(struct server_pool *p, struct loop *loop);
 void server_pool_stats_add(const struct server_pool *p, struct server_pool_stats *sum);
 /* Close every kept server (Terminate, then the socket): the worker drains or ends. */
 void server_pool_close_all(struct server_pool *p);
+/* The worker's loop has stopped: close every kept server and free what the pool holds. */
+void server_pool_destroy(struct server_pool *p);
 
 /*
  * Keep a server connection whose client left cleanly. t: its transport (registered with no

@@ -601,7 +601,7 @@ void worker_destroy(struct worker *w)
 	if (w->steer_owned)
 		steer_origin_close(w->steer);
 	metrics_shard_free(w->metrics);
-	server_pool_close_all(&w->servers);
+	server_pool_destroy(&w->servers);
 	loop_destroy(&w->loop);
 	buf_put(&w->pool, w->scratch);
 	buf_pool_destroy(&w->pool);
