@@ -30,6 +30,14 @@
 static const uint8_t key[4] = {0xca, 0xfe, 0xba, 0xbe};
 static const uint8_t startup[] = {0, 0, 0, 17, 0, 3, 0, 0, 'u', 's', 'e', 'r', 0, 'a', 0, 0, 0};
 
+/* The parking session's watch: after the park, the loop reports the leg to the pool. */
+static void session_event(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+	CHECK(!"a parked leg's event reached the session that left it");
+}
+
+static struct loop_watch session_watch = {.cb = session_event};
+
 static void deliver(struct loop *loop)
 {
 	struct epoll_event ev[4];
@@ -133,6 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	server_pool_init(&pool, &loop);
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
 	transport_sock_init(&t, sv[0], true);
+	CHECK(loop_add(&loop, &session_watch, sv[0], EPOLLIN | EPOLLOUT) == 0);
 	CHECK(server_keep_new(&keep, "fuzz", startup, sizeof(startup), 0) == 0);
 	CHECK(server_keep_param(keep, "server_version", "15.14") == 0);
 	keep->tls_generation = tls ? 9 : 0;

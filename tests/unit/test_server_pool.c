@@ -19,6 +19,14 @@
 #include <cmocka.h>
 
 static const uint8_t key[4] = {0x01, 0x02, 0x03, 0x04};
+
+/* The parking session's watch: after the park, the loop reports the leg to the pool. */
+static void session_event(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+	fail_msg("a parked leg's event reached the session that left it");
+}
+
+static struct loop_watch session_watch = {.cb = session_event};
 static const uint8_t startup[] = {0, 0, 0, 17, 0, 3, 0, 0, 'u', 's', 'e', 'r', 0, 'a', 0, 0, 0};
 
 /* A backend message of type with body[0..n) into out; its length. */
@@ -87,6 +95,8 @@ static void park_leg(struct fixture *f, const char *upstream, uint64_t tls_gener
 	k->tls_generation = tls_generation;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	transport_sock_init(&t, sv[0], true);
+	/* Registered as a session's server leg is when it parks. */
+	assert_int_equal(loop_add(&f->loop, &session_watch, sv[0], EPOLLIN | EPOLLOUT), 0);
 	assert_int_equal(server_pool_park(&f->pool, &f->lim, &t, k, 4242, key, sizeof(key),
 					  f->loop.now),
 			 0);
@@ -416,6 +426,8 @@ static void test_bounds(void **state)
 	park(f, "127.0.0.1:5432");
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	transport_sock_init(&t, sv[0], true);
+	/* Registered as a session's server leg is when it parks. */
+	assert_int_equal(loop_add(&f->loop, &session_watch, sv[0], EPOLLIN | EPOLLOUT), 0);
 	assert_int_equal(server_pool_park(&f->pool, &f->lim, &t, keep_for("x", f->loop.now), 1,
 					  key, sizeof(key), f->loop.now),
 			 -ENOSPC);

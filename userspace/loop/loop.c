@@ -77,6 +77,16 @@ void loop_del(struct loop *loop, struct loop_watch *w)
 	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
 }
 
+int loop_move(struct loop *loop, struct loop_watch *w, int fd, uint32_t events)
+{
+	struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = w};
+
+	w->fd = fd;
+	if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
 /* ---- timer heap ---------------------------------------------------------------- */
 
 static void heap_set(struct loop *loop, uint32_t i, struct loop_timer *t)

@@ -70,6 +70,10 @@ int loop_add(struct loop *loop, struct loop_watch *w, int fd, uint32_t events)
 	__attribute__((warn_unused_result));
 /* Forget fd (before close(2)). */
 void loop_del(struct loop *loop, struct loop_watch *w);
+/* Hand fd, registered with this loop under another watch, to w: its events go to w from
+ * the next wait on (one epoll_ctl where loop_del and loop_add make two). 0 or -errno. */
+int loop_move(struct loop *loop, struct loop_watch *w, int fd, uint32_t events)
+	__attribute__((warn_unused_result));
 
 /* Arm or re-arm t at an absolute monotonic deadline. 0 or -ENOMEM. */
 int loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t deadline)

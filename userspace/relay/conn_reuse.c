@@ -70,8 +70,8 @@ int conn_reuse_take(struct conn *c)
 		return 0;
 	server_keep_free(c->keep);
 	c->keep = kept;
-	if (loop_add(&c->worker->loop, &c->server_watch, c->server->fd,
-		     EPOLLIN | EPOLLOUT | EPOLLRDHUP) ||
+	if (loop_move(&c->worker->loop, &c->server_watch, c->server->fd,
+		      EPOLLIN | EPOLLOUT | EPOLLRDHUP) ||
 	    conn_tls_server_adopted(c) || conn_dir_reserve(c, d, n)) {
 		OPENSSL_cleanse(login, n);
 		conn_fail(c, SQLSTATE_OUT_OF_MEMORY, "out of memory", "out of memory");
@@ -127,7 +127,6 @@ bool conn_reuse_park(struct conn *c, struct conn_dir *c2s, uint32_t total, uint3
 	c->cancel_handle = NULL;
 	if (conn_guard(c))
 		guard_upstream_forget(conn_guard(c), &c->guard);
-	loop_del(&c->worker->loop, &c->server_watch);
 	keep->tls_generation = conn_tls_server_generation(c);
 	leg = c->server;
 	c->server = NULL;

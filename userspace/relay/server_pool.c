@@ -400,12 +400,12 @@ int server_pool_park(struct server_pool *p, const struct server_pool_limits *lim
 		p->links->prev = l;
 	p->links = l;
 	__atomic_add_fetch(&p->nlinks, 1, __ATOMIC_RELAXED);
+	err = loop_move(p->loop, &l->watch, l->t->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 	/* The reset is 17 bytes into an idle socket's empty send buffer: it goes whole or the
 	 * server is not worth keeping. */
 	n = proto_write_query(q, sizeof(q), RESET_SQL);
-	err = n > 0 && transport_write(l->t, q, (size_t)n) == n ? 0 : -EIO;
-	if (!err)
-		err = loop_add(p->loop, &l->watch, l->t->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+	if (!err && (n <= 0 || transport_write(l->t, q, (size_t)n) != n))
+		err = -EIO;
 	if (!err)
 		err = loop_timer_arm(p->loop, &l->timer,
 				     p->loop->now + LINK_RESET_TIMEOUT_MS * NSEC_PER_MSEC);
@@ -476,7 +476,6 @@ bool server_pool_take(struct server_pool *p, const struct server_pool_limits *li
 			continue;
 		*login_len = len + (uint32_t)n;
 		loop_timer_cancel(p->loop, &l->timer);
-		loop_del(p->loop, &l->watch);
 		if (l->t == &l->sock) {
 			*storage = l->sock;
 			*leg = storage;

@@ -99,9 +99,10 @@ void server_pool_close_all(struct server_pool *p);
 void server_pool_destroy(struct server_pool *p);
 
 /*
- * Keep a server connection whose client left cleanly. t: its transport (registered with no
- * loop now): a socket transport is copied into the pool's own storage (the caller's is then
- * free), any other (TLS) is taken over as it is. keep: its identity and parameters, with
+ * Keep a server connection whose client left cleanly. t: its transport, registered with
+ * p's loop under the caller's watch, which the pool moves to its own (loop_move): a socket
+ * transport is copied into the pool's own storage (the caller's is then free), any other
+ * (TLS) is taken over as it is. keep: its identity and parameters, with
  * tls_generation set. Both are owned by the pool from here on, whatever the result. pid and
  * key: its BackendKeyData. Sends DISCARD ALL at once. 0 when kept; -ENOSPC (the pool is
  * full), -ETIME (older than the lifetime), -ENOMEM, or a send failure: then the server got
@@ -120,8 +121,9 @@ struct server_pool_accept {
 
 /*
  * A kept, reset server for want's identity (want->ident) that acc allows, or NULL. On
- * success the server leaves the pool: *leg is its transport (registered with no loop; a
- * socket transport is copied into *storage and *leg points there), *keep its keep (the
+ * success the server leaves the pool: *leg is its transport (still registered with p's loop
+ * under the pool's watch, for the caller to move to its own with loop_move(); a socket
+ * transport is copied into *storage and *leg points there), *keep its keep (the
  * caller owns it and frees want), and login[0..*login_len) the bytes of the login's end to
  * replay (at most cap; a server whose replay does not fit is not taken).
  */
