@@ -1,7 +1,9 @@
-/* Unit tests for userspace/loop: timer heap order, re-arm, cancel, deferred work, wake. */
+/* Unit tests for userspace/loop: timer heap order, re-arm, cancel, deferred work, moving an
+ * fd between watches, wake. */
 #include "base/clock.h"
 #include "loop/loop.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -11,6 +13,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -99,6 +104,48 @@ static void test_defer_runs_once(void **state)
 	loop_destroy(&loop);
 }
 
+static struct loop_watch *seen_by;
+
+static void note_watch(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+	seen_by = w;
+}
+
+/* Events reported for one wait of the loop, handed to their watches. */
+static void deliver(struct loop *loop)
+{
+	struct epoll_event ev[4];
+	int n = epoll_wait(loop->epfd, ev, 4, 100);
+
+	for (int i = 0; i < n; i++) {
+		struct loop_watch *w = ev[i].data.ptr;
+
+		w->cb(loop, w, ev[i].events);
+	}
+}
+
+/* A moved fd's events go to its new watch; moving an fd the loop does not have fails. */
+static void test_move_hands_the_fd_to_another_watch(void **state)
+{
+	struct loop_watch first = {.cb = note_watch}, second = {.cb = note_watch};
+	struct loop loop;
+	int sv[2];
+
+	assert_int_equal(loop_init(&loop, NULL, NULL), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(loop_add(&loop, &first, sv[0], EPOLLIN), 0);
+	assert_int_equal(loop_move(&loop, &second, sv[0], EPOLLIN), 0);
+	assert_int_equal(second.fd, sv[0]);
+	assert_int_equal(write(sv[1], "x", 1), 1);
+	seen_by = NULL;
+	deliver(&loop);
+	assert_ptr_equal(seen_by, &second);
+	assert_int_equal(loop_move(&loop, &first, sv[1], EPOLLIN), -ENOENT);
+	close(sv[0]);
+	close(sv[1]);
+	loop_destroy(&loop);
+}
+
 static int wakes;
 
 static void on_wake(struct loop *loop)
@@ -182,6 +229,7 @@ int main(void)
 		cmocka_unit_test(test_timers_fire_in_order),
 		cmocka_unit_test(test_timer_cancel_and_rearm),
 		cmocka_unit_test(test_defer_runs_once),
+		cmocka_unit_test(test_move_hands_the_fd_to_another_watch),
 		cmocka_unit_test(test_wake_runs_handler),
 		cmocka_unit_test(test_wake_while_running_writes_nothing),
 		cmocka_unit_test(test_wake_from_another_thread),

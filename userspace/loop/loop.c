@@ -62,14 +62,21 @@ void loop_destroy(struct loop *loop)
 	loop->heap = NULL;
 }
 
-int loop_add(struct loop *loop, struct loop_watch *w, int fd, uint32_t events)
+/* Register fd edge-triggered under w (EPOLL_CTL_ADD), or hand it to w (EPOLL_CTL_MOD). */
+static int loop_watch_fd(struct loop *loop, int op, struct loop_watch *w, int fd,
+			 uint32_t events)
 {
 	struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = w};
 
 	w->fd = fd;
-	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+	if (epoll_ctl(loop->epfd, op, fd, &ev) < 0)
 		return -errno;
 	return 0;
+}
+
+int loop_add(struct loop *loop, struct loop_watch *w, int fd, uint32_t events)
+{
+	return loop_watch_fd(loop, EPOLL_CTL_ADD, w, fd, events);
 }
 
 void loop_del(struct loop *loop, struct loop_watch *w)
@@ -79,12 +86,7 @@ void loop_del(struct loop *loop, struct loop_watch *w)
 
 int loop_move(struct loop *loop, struct loop_watch *w, int fd, uint32_t events)
 {
-	struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = w};
-
-	w->fd = fd;
-	if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
-		return -errno;
-	return 0;
+	return loop_watch_fd(loop, EPOLL_CTL_MOD, w, fd, events);
 }
 
 /* ---- timer heap ---------------------------------------------------------------- */
