@@ -53,9 +53,19 @@ void worker_conn_unlink(struct worker *w, struct conn *c)
 	worker_maybe_finish(w);
 }
 
+/*
+ * The relay's flag, not only the worker's own: a restart sets it before its reply goes out,
+ * and a worker learns it only when it handles its DRAIN command. A client that dials after
+ * the reply must reach the successor, which watches the same listening sockets.
+ */
+static bool worker_accepting(const struct worker *w)
+{
+	return !w->draining && !__atomic_load_n(&w->relay->draining, __ATOMIC_ACQUIRE);
+}
+
 static void worker_accept(struct worker *w, struct worker_listener *l)
 {
-	for (;;) {
+	while (worker_accepting(w)) {
 		struct addr peer = {.len = sizeof(peer.ss)};
 		int fd = accept4(l->fd, &peer.ss.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -102,15 +112,14 @@ static void worker_listener_event(struct loop *loop, struct loop_watch *watch, u
 {
 	struct worker_listener *l = container_of(watch, struct worker_listener, watch);
 
-	if (!l->worker->draining)
-		worker_accept(l->worker, l);
+	worker_accept(l->worker, l);
 }
 
 static void worker_accept_retry(struct loop *loop, struct loop_timer *t)
 {
 	struct worker *w = container_of(t, struct worker, accept_retry);
 
-	for (unsigned i = 0; i < w->nlisteners && !w->draining; i++)
+	for (unsigned i = 0; i < w->nlisteners; i++)
 		worker_accept(w, &w->listeners[i]);
 }
 
