@@ -380,6 +380,19 @@ def layer_goals(res):
         if detail != "–":
             rows.append(("Audit `%s` against auditing off (for comparison; no target)" % mode,
                          detail, "reported"))
+    # Issue #10's own TPS target: select-only over TLS at 8 and 64 clients, by login model.
+    select_only = [r for r in tps if not r["mode"].startswith("tpcb")]
+    for label, a, b in (
+            ("TLS select-only TPS ≥ PgBouncer's at 8 and 64 clients, same login model "
+             "(pgwarden-reuse-tls: terminate mode and server_reuse)", "pgwarden-reuse-tls",
+             "pgbouncer-tls"),
+            ("TLS select-only TPS ≥ PgBouncer's at 8 and 64 clients, passthrough (a new "
+             "backend per session) against the pooled PgBouncer", "pgwarden-tls",
+             "pgbouncer-tls"),
+            ("TLS select-only TPS ≥ PgBouncer's at 8 and 64 clients, both with a new backend "
+             "per session (pgbouncer-fresh-tls)", "pgwarden-tls", "pgbouncer-fresh-tls")):
+        rows.append((label,) + compare_goal(select_only, [(a, b)], "tps", 1.0, True,
+                                            clients=(8, 64)))
     rows.append(("TLS handshakes/s alone (tlsprobe, no login) ≥ PgBouncer's",)
                 + compare_goal(res.get("tls_handshake", []),
                                [("pgwarden-tls", "pgbouncer-tls")], "tps", 1.0, True))
