@@ -30,6 +30,7 @@
 #include "stage/stage.h"
 #include "tls/tls.h"
 
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -39,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -3256,6 +3259,46 @@ static void test_tls_server_leg_verify_full(void **state)
 	conn_terminate(the_conn(), "57P01", "test over", "test over");
 }
 
+/*
+ * A restart sets the relay's draining flag and only then replies; each worker hears its
+ * DRAIN command later, after the socket events of the same wait. A connection that arrives
+ * in between must stay in the listening socket's queue for the successor, which watches
+ * the same socket, not be accepted by the retiring daemon's worker.
+ */
+static void test_no_accept_once_the_relay_drains(void **state)
+{
+	struct config *cfg = config_new();
+	struct worker *w = NULL;
+	struct worker_listener *l;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char err[256];
+	int client, taken;
+
+	assert_non_null(cfg);
+	assert_int_equal(config_set(cfg, "listen", "127.0.0.1:0", err, sizeof(err)), 0);
+	assert_int_equal(config_set(cfg, "upstream", "127.0.0.1:5432", err, sizeof(err)), 0);
+	assert_int_equal(worker_create(&w, 1, &F.relay, cfg), 0);
+	assert_int_equal(w->nlisteners, 1);
+	l = &w->listeners[0];
+	assert_int_equal(getsockname(l->fd, (struct sockaddr *)&ss, &len), 0);
+	client = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(client >= 0);
+	assert_int_equal(connect(client, (struct sockaddr *)&ss, len), 0);
+
+	__atomic_store_n(&F.relay.draining, true, __ATOMIC_RELEASE);
+	l->watch.cb(&w->loop, &l->watch, EPOLLIN); /* the listener's event, before the DRAIN */
+	assert_null(w->conns);
+	taken = accept(l->fd, NULL, NULL); /* still queued: the successor's to take */
+	assert_true(taken >= 0);
+
+	close(taken);
+	close(client);
+	__atomic_store_n(&F.relay.draining, false, __ATOMIC_RELEASE);
+	worker_destroy(w);
+	config_unref(cfg);
+}
+
 static void test_tls_server_leg_wrong_name_refused(void **state)
 {
 	const uint8_t *p;
@@ -3416,6 +3459,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tls_client_handshake_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_client_leg_direct, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_direct_without_alpn_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_accept_once_the_relay_drains, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("conn", tests, NULL, tls_group_teardown);
