@@ -3459,7 +3459,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tls_client_handshake_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_client_leg_direct, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_direct_without_alpn_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_accept_once_the_relay_drains, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_accept_once_the_relay_drains, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests_name("conn", tests, NULL, tls_group_teardown);

@@ -494,7 +494,7 @@ int conn_session_begin(struct conn *c, const struct proto_startup *st)
 		return 0;
 	}
 	if (conn_auth_reused(c))
-		return 0; /* a certificate login given a kept server (state AUTH, its login replayed) */
+		return 0; /* a certificate login given a kept server: state AUTH, login replayed */
 	return conn_session_connect(c);
 }
 

@@ -101,7 +101,8 @@ static bool conn_reuse_clean(const struct conn *c, const struct conn_dir *c2s)
 	const struct transport *t = c->server;
 
 	return c->keep && t && t->fd >= 0 &&
-	       (transport_is_sock(t) ? t == &c->server_sock : transport_tls_conn(c->server) != NULL) &&
+	       (transport_is_sock(t) ? t == &c->server_sock
+				     : transport_tls_conn(c->server) != NULL) &&
 	       !(t->ops->pending && t->ops->pending(t)) && !c->server_sees_client &&
 	       c->cancel_handle && !c->worker->draining && c->state == CONN_READY &&
 	       c->session.tx_status == 'I' && track_idle(&c->track) && c2s->framed == 0 &&

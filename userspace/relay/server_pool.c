@@ -15,8 +15,8 @@
 #include "base/log.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <openssl/crypto.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
